@@ -1,0 +1,1 @@
+//! lantern-train
