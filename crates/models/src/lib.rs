@@ -1,1 +1,19 @@
-//! lantern-models
+//! lantern-models: GPT-2 (and later BERT) with Hugging Face parameter names.
+//!
+//! A model here is a config plus a [`Params`] store of named variables and a pure `forward`.
+//! The crate knows nothing of optimizers, checkpoints policy, devices beyond candle's `Device`,
+//! or parallelism: the trainer wraps models from outside.
+
+pub mod error;
+pub mod gpt;
+pub mod params;
+pub mod safetensors_io;
+
+pub use error::{Error, Result};
+pub use params::Params;
+
+/// Whether a forward pass trains (dropout on, drawing from the given generator) or evaluates.
+pub enum Mode<'a> {
+    Eval,
+    Train(&'a mut lantern_kernels::Rng),
+}

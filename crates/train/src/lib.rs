@@ -1,1 +1,18 @@
-//! lantern-train
+//! lantern-train: everything between a model and a finished run — the config of a run, the
+//! optimizer and its saveable state, LR schedules, gradient accumulation and clipping, the
+//! gradient-integrity guard, checkpoints, metrics and the training loop itself.
+
+pub mod checkpoint;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod grads;
+pub mod metrics;
+pub mod optim;
+pub mod plot;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::RunConfig;
+pub use error::{Error, Result};
+pub use trainer::{train, TrainOptions, TrainSummary};

@@ -1,0 +1,177 @@
+use super::GptConfig;
+use crate::{Mode, Params, Result};
+use candle_core::{DType, Device, Tensor};
+use lantern_kernels::{self as k, Rng};
+
+/// Every parameter of the model with its shape, in a fixed order (init order, optimizer order).
+pub fn param_shapes(cfg: &GptConfig) -> Vec<(String, Vec<usize>)> {
+    let c = cfg.n_embd;
+    let mut v = vec![
+        ("transformer.wte.weight".to_string(), vec![cfg.vocab_size, c]),
+        ("transformer.wpe.weight".to_string(), vec![cfg.n_positions, c]),
+    ];
+    for i in 0..cfg.n_layer {
+        let p = format!("transformer.h.{i}");
+        v.extend([
+            (format!("{p}.ln_1.weight"), vec![c]),
+            (format!("{p}.ln_1.bias"), vec![c]),
+            (format!("{p}.attn.c_attn.weight"), vec![c, 3 * c]),
+            (format!("{p}.attn.c_attn.bias"), vec![3 * c]),
+            (format!("{p}.attn.c_proj.weight"), vec![c, c]),
+            (format!("{p}.attn.c_proj.bias"), vec![c]),
+            (format!("{p}.ln_2.weight"), vec![c]),
+            (format!("{p}.ln_2.bias"), vec![c]),
+            (format!("{p}.mlp.c_fc.weight"), vec![c, 4 * c]),
+            (format!("{p}.mlp.c_fc.bias"), vec![4 * c]),
+            (format!("{p}.mlp.c_proj.weight"), vec![4 * c, c]),
+            (format!("{p}.mlp.c_proj.bias"), vec![c]),
+        ]);
+    }
+    v.push(("transformer.ln_f.weight".to_string(), vec![c]));
+    v.push(("transformer.ln_f.bias".to_string(), vec![c]));
+    v
+}
+
+/// GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, the residual projections
+/// scaled by 1/sqrt(2·n_layer) (GPT-2 paper §2.3), zero biases, unit LayerNorm gains. Drawn in
+/// `param_shapes` order from `rng`, so the same seed gives the same model on every device.
+pub fn init_params(cfg: &GptConfig, rng: &mut Rng, device: &Device, dtype: DType) -> Result<Params> {
+    cfg.validate()?;
+    let mut params = Params::new();
+    let resid_std = 0.02 / ((2 * cfg.n_layer) as f64).sqrt();
+    for (name, shape) in param_shapes(cfg) {
+        let n: usize = shape.iter().product();
+        let t = if name.ends_with("ln_1.weight") || name.ends_with("ln_2.weight") || name.ends_with("ln_f.weight") {
+            Tensor::ones(shape, DType::F32, device)?
+        } else if name.ends_with(".bias") {
+            Tensor::zeros(shape, DType::F32, device)?
+        } else {
+            let std = if name.ends_with("c_proj.weight") { resid_std } else { 0.02 };
+            Tensor::from_vec(rng.normal_vec(n, std), shape, &Device::Cpu)?.to_device(device)?
+        };
+        params.insert(name, t.to_dtype(dtype)?)?;
+    }
+    Ok(params)
+}
+
+struct Block {
+    ln_1: (Tensor, Tensor),
+    c_attn: (Tensor, Tensor),
+    c_proj: (Tensor, Tensor),
+    ln_2: (Tensor, Tensor),
+    c_fc: (Tensor, Tensor),
+    mlp_proj: (Tensor, Tensor),
+}
+
+/// The forward graph over a [`Params`] store. Holds the variables' tensors (shared storage),
+/// so optimizer updates to the variables are seen by the next forward.
+pub struct Gpt {
+    cfg: GptConfig,
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: (Tensor, Tensor),
+}
+
+/// `x @ w + b` for x: (.., in), w: (in, out) in HF Conv1D layout, b: (out).
+fn conv1d(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (n_in, n_out) = w.dims2()?;
+    let rows = x.elem_count() / n_in;
+    let y = x.reshape((rows, n_in))?.matmul(w)?.broadcast_add(b)?;
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("rank >= 1") = n_out;
+    Ok(y.reshape(out_dims)?)
+}
+
+impl Gpt {
+    pub fn new(cfg: &GptConfig, params: &Params) -> Result<Self> {
+        cfg.validate()?;
+        let pair = |p: &str| -> Result<(Tensor, Tensor)> {
+            Ok((params.get(&format!("{p}.weight"))?, params.get(&format!("{p}.bias"))?))
+        };
+        let blocks = (0..cfg.n_layer)
+            .map(|i| {
+                let p = format!("transformer.h.{i}");
+                Ok(Block {
+                    ln_1: pair(&format!("{p}.ln_1"))?,
+                    c_attn: pair(&format!("{p}.attn.c_attn"))?,
+                    c_proj: pair(&format!("{p}.attn.c_proj"))?,
+                    ln_2: pair(&format!("{p}.ln_2"))?,
+                    c_fc: pair(&format!("{p}.mlp.c_fc"))?,
+                    mlp_proj: pair(&format!("{p}.mlp.c_proj"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            wte: params.get("transformer.wte.weight")?,
+            wpe: params.get("transformer.wpe.weight")?,
+            blocks,
+            ln_f: pair("transformer.ln_f")?,
+        })
+    }
+
+    pub fn config(&self) -> &GptConfig {
+        &self.cfg
+    }
+
+    fn drop(&self, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        match mode {
+            Mode::Train(rng) if self.cfg.dropout > 0.0 => Ok(k::dropout(&x, self.cfg.dropout, rng)?),
+            _ => Ok(x),
+        }
+    }
+
+    /// ids: (B, T) u32 → logits (B, T, V) in the parameters' dtype.
+    pub fn forward(&self, ids: &Tensor, mut mode: Mode<'_>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let cfg = &self.cfg;
+        if t > cfg.n_positions {
+            return Err(crate::Error::Config(format!(
+                "sequence length {t} exceeds the model's n_positions {}",
+                cfg.n_positions
+            )));
+        }
+        let (c, h, hd) = (cfg.n_embd, cfg.n_head, cfg.head_dim());
+        let tok = self.wte.embedding(&ids.flatten_all()?)?.reshape((b, t, c))?; // (B, T, C)
+        let pos = self.wpe.narrow(0, 0, t)?; // (T, C)
+        let mut x = self.drop(tok.broadcast_add(&pos)?, &mut mode)?;
+        let mask = k::causal_mask(t, ids.device())?; // (T, T)
+        let scale = 1.0 / (hd as f64).sqrt();
+        let eps = cfg.layer_norm_epsilon;
+        for blk in &self.blocks {
+            let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps)?;
+            let qkv = conv1d(&a, &blk.c_attn)?; // (B, T, 3C)
+            let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
+            let q = qkv.get(0)?.contiguous()?;
+            let kk = qkv.get(1)?.contiguous()?;
+            let v = qkv.get(2)?.contiguous()?;
+            let att = q.matmul(&kk.t()?)?; // (B, H, T, T)
+            let att = k::masked_softmax(&att, scale, Some(&mask))?;
+            let att = self.drop(att, &mut mode)?;
+            let y = att.matmul(&v)?; // (B, H, T, hd)
+            let y = y.transpose(1, 2)?.reshape((b, t, c))?;
+            let y = self.drop(conv1d(&y, &blk.c_proj)?, &mut mode)?;
+            x = (x + y)?;
+            let m = k::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps)?;
+            let m = k::gelu_tanh(&conv1d(&m, &blk.c_fc)?)?; // (B, T, 4C)
+            let m = self.drop(conv1d(&m, &blk.mlp_proj)?, &mut mode)?;
+            x = (x + m)?;
+        }
+        let x = k::layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps)?;
+        // Tied head: logits = x @ wte^T.
+        let logits = x.reshape((b * t, c))?.matmul(&self.wte.t()?)?;
+        Ok(logits.reshape((b, t, cfg.vocab_size))?)
+    }
+
+    /// Mean next-token cross-entropy over all B·(T-1) positions of `ids`, as transformers
+    /// computes it with `labels = input_ids` (used by parity checks and `lantern score`).
+    pub fn shifted_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
+        let (b, t, v) = logits.dims3()?;
+        let l = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), v))?;
+        let y = ids.narrow(1, 1, t - 1)?.flatten_all()?;
+        let sum = k::cross_entropy_sum(&l, &y, None)?;
+        Ok((sum / (b * (t - 1)) as f64)?)
+    }
+}

@@ -1,0 +1,351 @@
+//! The config of a training run: typed TOML, unknown keys and wrong types are errors that name
+//! the key, `--set a.b=c` overrides go through the same checks, and the resolved config (every
+//! default filled in) is written into the run folder.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `gpt-tiny`, `gpt-small-cpu`, `gpt2-124m`, `gpt2-350m`.
+    #[serde(default = "d_preset")]
+    pub preset: String,
+    /// Start from a Hugging Face GPT-2 folder (config.json + model.safetensors) instead of a
+    /// fresh initialisation; its config replaces the preset.
+    pub init_from: Option<PathBuf>,
+    /// Overrides of the preset; the vocabulary defaults to the tokenizer's.
+    pub vocab_size: Option<usize>,
+    pub n_positions: Option<usize>,
+    pub n_embd: Option<usize>,
+    pub n_layer: Option<usize>,
+    pub n_head: Option<usize>,
+    pub dropout: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// A folder written by `lantern prepare` (train.bin, val.bin, tokenizer.json, meta.json).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    #[serde(default = "d_device")]
+    pub device: String,
+    /// Sequences per micro-batch (per process).
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "d_one")]
+    pub grad_accum: usize,
+    /// Tokens per sequence; defaults to the model's n_positions.
+    pub seq_len: Option<usize>,
+    #[serde(default = "d_max_steps")]
+    pub max_steps: u64,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Floor of the cosine schedule; defaults to lr / 10 (nanoGPT, Chinchilla).
+    pub min_lr: Option<f64>,
+    #[serde(default)]
+    pub warmup_steps: u64,
+    #[serde(default = "d_schedule")]
+    pub schedule: ScheduleKind,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    #[serde(default = "d_beta2")]
+    pub beta2: f64,
+    #[serde(default = "d_eps")]
+    pub eps: f64,
+    /// Global-norm clipping threshold; 0 turns clipping off.
+    #[serde(default = "d_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// Validate every N optimizer steps (and at the start and the end); 0 = only start and end.
+    #[serde(default = "d_eval_every")]
+    pub eval_every: u64,
+    /// Validation batches (of `batch_size` sequences) per evaluation.
+    #[serde(default = "d_eval_batches")]
+    pub eval_batches: usize,
+    /// Print a progress line every N steps when the output is not a terminal.
+    #[serde(default = "d_log_every")]
+    pub log_every: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Save every N optimizer steps (and at the end); 0 = only at the end.
+    #[serde(default = "d_ckpt_every")]
+    pub every: u64,
+    /// Keep the newest N checkpoints.
+    #[serde(default = "d_keep")]
+    pub keep: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Where metrics, the resolved config, checkpoints and plots go.
+    #[serde(default = "d_run_dir")]
+    pub dir: PathBuf,
+}
+
+fn d_preset() -> String {
+    "gpt-tiny".into()
+}
+fn d_device() -> String {
+    "cpu".into()
+}
+fn d_batch() -> usize {
+    8
+}
+fn d_one() -> usize {
+    1
+}
+fn d_max_steps() -> u64 {
+    1000
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_schedule() -> ScheduleKind {
+    ScheduleKind::Cosine
+}
+fn d_wd() -> f64 {
+    0.1
+}
+fn d_beta1() -> f64 {
+    0.9
+}
+fn d_beta2() -> f64 {
+    0.95
+}
+fn d_eps() -> f64 {
+    1e-8
+}
+fn d_clip() -> f64 {
+    1.0
+}
+fn d_seed() -> u64 {
+    1337
+}
+fn d_eval_every() -> u64 {
+    100
+}
+fn d_eval_batches() -> usize {
+    8
+}
+fn d_log_every() -> u64 {
+    10
+}
+fn d_ckpt_every() -> u64 {
+    200
+}
+fn d_keep() -> usize {
+    3
+}
+fn d_run_dir() -> PathBuf {
+    "runs/default".into()
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            preset: d_preset(),
+            init_from: None,
+            vocab_size: None,
+            n_positions: None,
+            n_embd: None,
+            n_layer: None,
+            n_head: None,
+            dropout: None,
+        }
+    }
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every train key has a default")
+    }
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        Self { every: d_ckpt_every(), keep: d_keep() }
+    }
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self { dir: d_run_dir() }
+    }
+}
+
+impl RunConfig {
+    /// Parses TOML text (from `origin`, used in messages) and applies `key=value` overrides.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let de = toml::Value::Table(table);
+        let cfg: RunConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || path.is_empty() {
+                Error::Config(format!("{origin}: {inner}"))
+            } else {
+                Error::Config(format!("{origin}: key `{path}`: {inner}"))
+            }
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Reads a config file; a missing or non-UTF-8 file is an error naming it.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(crate::error::io(path))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Error::Config(format!("{}: not UTF-8 text ({e})", path.display()))
+        })?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        let t = &self.train;
+        let bad = |m: &str| Err(Error::Config(format!("{origin}: {m}")));
+        if t.batch_size == 0 || t.grad_accum == 0 {
+            return bad("train.batch_size and train.grad_accum must be at least 1");
+        }
+        if !(t.lr.is_finite() && t.lr >= 0.0) {
+            return bad("train.lr must be a finite, non-negative number");
+        }
+        if t.eval_batches == 0 {
+            return bad("train.eval_batches must be at least 1");
+        }
+        if self.checkpoint.keep == 0 {
+            return bad("checkpoint.keep must be at least 1");
+        }
+        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
+            return bad("train.beta1 and train.beta2 must be in [0, 1)");
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    pub fn min_lr(&self) -> f64 {
+        self.train.min_lr.unwrap_or(self.train.lr / 10.0)
+    }
+}
+
+/// `a.b.c=value`: the value is parsed as a TOML value (number, bool, string in quotes, array),
+/// falling back to a bare string. Unknown keys are caught by deserialisation afterwards.
+fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| Error::Config(format!("--set {spec:?}: expected section.key=value")))?;
+    let key = key.trim();
+    let raw = raw.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Config(format!("--set {spec:?}: malformed key {key:?}")));
+    }
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(Error::Config(format!("--set {spec:?}: `{p}` is not a section"))),
+        };
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[data]\ndir = \"d\"\n";
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = RunConfig::parse(MIN, "t.toml", &[]).unwrap();
+        assert_eq!(c.model.preset, "gpt-tiny");
+        assert_eq!(c.train.batch_size, 8);
+        assert_eq!(c.checkpoint.keep, 3);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = RunConfig::parse("[data]\ndir = \"d\"\n[train]\nlrr = 1.0\n", "t.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml") && e.contains("lrr"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = RunConfig::parse(MIN, "t.toml", &["train.lr=fast".into()]).unwrap_err().to_string();
+        assert!(e.contains("train.lr") && e.contains("string"), "{e}");
+        let e = RunConfig::parse("[data]\ndir = 3\n", "t.toml", &[]).unwrap_err().to_string();
+        assert!(e.contains("data.dir"), "{e}");
+    }
+
+    #[test]
+    fn overrides_apply_and_unknown_ones_fail() {
+        let c = RunConfig::parse(MIN, "t", &["train.lr=0.5".into(), "run.dir=x/y".into()]).unwrap();
+        assert_eq!(c.train.lr, 0.5);
+        assert_eq!(c.run.dir, PathBuf::from("x/y"));
+        let e = RunConfig::parse(MIN, "t", &["train.nope=1".into()]).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = RunConfig::parse(MIN, "t", &["novalue".into()]).unwrap_err().to_string();
+        assert!(e.contains("novalue"), "{e}");
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c = RunConfig::parse(MIN, "t", &["train.seq_len=64".into()]).unwrap();
+        let again = RunConfig::parse(&c.to_toml(), "t", &[]).unwrap();
+        assert_eq!(c, again);
+    }
+}

@@ -1,0 +1,31 @@
+//! Errors of a training run; each names the file, parameter or key it is about.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Model(#[from] lantern_models::Error),
+    #[error(transparent)]
+    Data(#[from] lantern_data::Error),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("config: {0}")]
+    Config(String),
+    #[error("{path}: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+    #[error("gradient-integrity check failed: parameter {name} {problem} after the first backward pass (is it cut off from the loss, or did an op drop its gradient?)")]
+    GradIntegrity { name: String, problem: String },
+    #[error("{0}")]
+    Device(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Attaches a path to an I/O error.
+pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}

@@ -1,0 +1,385 @@
+//! The training loop: one flat loop that reads top to bottom. Per optimizer step:
+//! micro-batches (forward, loss normalised by the step's target tokens, backward, accumulate)
+//! → integrity guard (first step of a process) → global norm and clipping → AdamW → metrics
+//! → periodic validation and checkpoint.
+
+use crate::checkpoint::{self, OptimizerState, TrainerState};
+use crate::config::RunConfig;
+use crate::device::parse_device;
+use crate::grads::StepGrads;
+use crate::metrics::{self, MetricsLog};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::schedule::Schedule;
+use crate::{error::io, plot, Error, Result};
+use candle_core::{DType, Device, Tensor};
+use lantern_data::sampler::{lm_batch, lm_val_batch};
+use lantern_data::shard::Shard;
+use lantern_kernels::{cross_entropy_sum, Rng, RngState};
+use lantern_models::gpt::{self, hf, Gpt, GptConfig};
+use lantern_models::{safetensors_io, Mode, Params};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Streams of the run seed: initial weights, dropout. Fixed labels keep them independent.
+const INIT_STREAM: u64 = 1;
+const DROPOUT_STREAM: u64 = 2;
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from the newest complete checkpoint of the run folder.
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many optimizer steps even if `max_steps` is larger;
+    /// the schedule still spans `max_steps`. How a job is cut short and continued later.
+    pub stop_after: Option<u64>,
+    /// No progress output at all (tests).
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    pub last_train_loss: Option<f64>,
+    pub first_val_loss: Option<f64>,
+    pub last_val_loss: Option<f64>,
+    pub checkpoint: Option<PathBuf>,
+    pub tokens_per_s: f64,
+    pub resumed_from: Option<u64>,
+}
+
+/// The model config a run config asks for: the preset (or the `init_from` folder's config)
+/// with the explicit overrides applied; the vocabulary defaults to the tokenizer's.
+pub fn resolve_model_config(cfg: &RunConfig, data_vocab: usize) -> Result<GptConfig> {
+    let m = &cfg.model;
+    let mut g = match &m.init_from {
+        Some(dir) => hf::config_from_hf(&dir.join("config.json"))?,
+        None => GptConfig::preset(&m.preset, m.vocab_size.unwrap_or(data_vocab))?,
+    };
+    if let Some(v) = m.vocab_size {
+        g.vocab_size = v;
+    }
+    let set = |dst: &mut usize, v: Option<usize>| {
+        if let Some(v) = v {
+            *dst = v
+        }
+    };
+    set(&mut g.n_positions, m.n_positions);
+    set(&mut g.n_embd, m.n_embd);
+    set(&mut g.n_layer, m.n_layer);
+    set(&mut g.n_head, m.n_head);
+    if let Some(d) = m.dropout {
+        g.dropout = d;
+    }
+    g.validate()?;
+    if g.vocab_size < data_vocab {
+        return Err(Error::Config(format!(
+            "model vocab_size {} is smaller than the tokenizer's {data_vocab} (data.dir {})",
+            g.vocab_size,
+            cfg.data.dir.display()
+        )));
+    }
+    Ok(g)
+}
+
+struct Batch {
+    ids: Tensor,
+    targets: Tensor,
+}
+
+fn to_batch(inputs: &[u32], targets: &[u32], b: usize, t: usize, device: &Device) -> Result<Batch> {
+    Ok(Batch {
+        ids: Tensor::from_slice(inputs, (b, t), device)?,
+        targets: Tensor::from_slice(targets, b * t, device)?,
+    })
+}
+
+/// Summed next-token cross-entropy of a batch. logits: (B, T, V).
+fn batch_loss_sum(model: &Gpt, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
+    let logits = model.forward(&batch.ids, mode)?;
+    let (b, t, v) = logits.dims3()?;
+    Ok(cross_entropy_sum(&logits.reshape((b * t, v))?, &batch.targets, None)?)
+}
+
+/// Mean validation loss over `n_batches` fixed batches of the validation shard.
+fn evaluate(model: &Gpt, val: &Shard, b: usize, t: usize, n_batches: usize, device: &Device) -> Result<f64> {
+    let (mut inp, mut tgt) = (Vec::new(), Vec::new());
+    let mut total = 0f64;
+    for i in 0..n_batches {
+        lm_val_batch(val, (i * b) as u64, b, t, &mut inp, &mut tgt)?;
+        let batch = to_batch(&inp, &tgt, b, t, device)?;
+        total += batch_loss_sum(model, &batch, Mode::Eval)?.to_scalar::<f32>()? as f64;
+    }
+    Ok(total / (n_batches * b * t) as f64)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    log_every: u64,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(total: u64, start: u64, log_every: u64, quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let pb = indicatif::ProgressBar::new(total);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            pb.set_position(start);
+            pb
+        });
+        Self { bar, log_every: log_every.max(1), quiet }
+    }
+
+    fn step(&self, step: u64, total: u64, loss: f64, lr: f64, tok_s: f64) {
+        let msg = format!("loss {loss:.4} | lr {lr:.2e} | {tok_s:.0} tok/s");
+        match &self.bar {
+            Some(pb) => {
+                pb.set_position(step);
+                pb.set_message(msg);
+            }
+            None if !self.quiet && (step % self.log_every == 0 || step == total) => {
+                eprintln!("step {step}/{total} | {msg}")
+            }
+            None => {}
+        }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bar {
+            Some(pb) => pb.println(s),
+            None if !self.quiet => eprintln!("{s}"),
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(pb) = &self.bar {
+            pb.finish();
+        }
+    }
+}
+
+/// Runs (or continues) a training run as configured. See the module header for the loop.
+pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
+    let device = parse_device(&cfg.train.device)?;
+    let meta = lantern_data::prepare::read_meta(&cfg.data.dir)?;
+    let run_dir = cfg.run.dir.clone();
+    let ckpt_root = run_dir.join("checkpoints");
+
+    // Never silently train over an existing run: continuing it must be asked for.
+    let existing = checkpoint::list_complete(&ckpt_root)?;
+    let resume_from = if opts.resume {
+        for p in checkpoint::clean_incomplete(&ckpt_root)? {
+            eprintln!("removed incomplete checkpoint {}", p.display());
+        }
+        checkpoint::list_complete(&ckpt_root)?.pop()
+    } else {
+        if let Some((step, p)) = existing.last() {
+            return Err(Error::Config(format!(
+                "run.dir {} already holds checkpoint step {step} ({}); pass --resume to continue \
+                 it or set another run.dir",
+                run_dir.display(),
+                p.display()
+            )));
+        }
+        None
+    };
+    let state = match &resume_from {
+        Some((_, dir)) => Some(checkpoint::read_state(dir)?),
+        None => None,
+    };
+
+    let mut model_cfg = resolve_model_config(&cfg, meta.vocab_size as usize)?;
+    if let Some(st) = &state {
+        if st.model != model_cfg {
+            return Err(Error::Checkpoint {
+                path: resume_from.as_ref().map(|r| r.1.clone()).unwrap_or_default(),
+                msg: format!(
+                    "checkpoint is of a different model: checkpoint {:?}, config asks for {:?}",
+                    st.model, model_cfg
+                ),
+            });
+        }
+        model_cfg = st.model.clone();
+    }
+    let (b, accum) = (cfg.train.batch_size, cfg.train.grad_accum);
+    let t = cfg.train.seq_len.unwrap_or(model_cfg.n_positions);
+    if t == 0 || t > model_cfg.n_positions {
+        return Err(Error::Config(format!(
+            "train.seq_len {t} must be in 1..={} (the model's n_positions)",
+            model_cfg.n_positions
+        )));
+    }
+    let train_shard = Shard::open_checked(&cfg.data.dir.join("train.bin"), model_cfg.vocab_size as u32)?;
+    let val_shard = Shard::open_checked(&cfg.data.dir.join("val.bin"), model_cfg.vocab_size as u32)?;
+
+    let params: Params = match (&resume_from, &cfg.model.init_from) {
+        (Some((_, dir)), _) => gpt::hf::load_params(&dir.join(checkpoint::MODEL_FILE), &model_cfg, &device, DType::F32)?,
+        (None, Some(hf_dir)) => gpt::hf::load_params(&hf_dir.join("model.safetensors"), &model_cfg, &device, DType::F32)?,
+        (None, None) => gpt::init_params(&model_cfg, &mut Rng::derive(cfg.train.seed, INIT_STREAM), &device, DType::F32)?,
+    };
+    let model = Gpt::new(&model_cfg, &params)?;
+    let mut opt = AdamW::new(
+        AdamWConfig {
+            beta1: cfg.train.beta1,
+            beta2: cfg.train.beta2,
+            eps: cfg.train.eps,
+            weight_decay: cfg.train.weight_decay,
+        },
+        &params,
+    )?;
+    let (mut step, mut samples_seen, mut tokens_seen, mut last_val) = (0u64, 0u64, 0u64, None);
+    if let (Some(st), Some((_, dir))) = (&state, &resume_from) {
+        let p = dir.join(checkpoint::OPTIMIZER_FILE);
+        let tensors = safetensors_io::load(&p, &device, DType::F32)?;
+        opt.load_state(&params, tensors, st.optimizer.step, &p)?;
+        (step, samples_seen, tokens_seen, last_val) = (st.step, st.samples_seen, st.tokens_seen, st.last_val_loss);
+    }
+    let schedule = Schedule {
+        kind: cfg.train.schedule,
+        lr: cfg.train.lr,
+        min_lr: cfg.min_lr(),
+        warmup_steps: cfg.train.warmup_steps,
+        total_steps: cfg.train.max_steps,
+    };
+
+    std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+    write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let mut log = MetricsLog::open(&metrics_path, resume_from.as_ref().map(|r| r.0))?;
+    let tokenizer_bytes = std::fs::read(cfg.data.dir.join("tokenizer.json")).map_err(io(cfg.data.dir.join("tokenizer.json")))?;
+
+    let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
+    let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, opts.quiet);
+    progress.line(&format!(
+        "{} | {} params | device {} | batch {b}x{accum}x{t} tokens | {} steps{}",
+        cfg.model.preset,
+        model_cfg.num_params(),
+        cfg.train.device,
+        cfg.train.max_steps,
+        match &resume_from {
+            Some((s, _)) => format!(" | resumed at step {s}"),
+            None => String::new(),
+        }
+    ));
+
+    let eval = |model: &Gpt| evaluate(model, &val_shard, b, t, cfg.train.eval_batches, &device);
+    let mut first_val = None;
+    if state.is_none() {
+        let v = eval(&model)?;
+        log.write(&json!({"kind": "val", "step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
+        progress.line(&format!("step 0 | val loss {v:.4} | ppl {:.1}", v.exp()));
+        first_val = Some(v);
+        last_val = Some(v);
+    }
+
+    let save = |step: u64, samples_seen: u64, tokens_seen: u64, last_val: Option<f64>, opt: &AdamW| -> Result<PathBuf> {
+        let st = TrainerState {
+            format_version: checkpoint::STATE_VERSION,
+            step,
+            samples_seen,
+            tokens_seen,
+            rng: RngState { seed: cfg.train.seed, counter: step },
+            optimizer: OptimizerState { kind: "adamw".into(), step: opt.step_count() },
+            model: model_cfg.clone(),
+            config: cfg.clone(),
+            last_val_loss: last_val,
+        };
+        let files = [
+            (checkpoint::MODEL_FILE, safetensors_io::serialize(&hf::export_tensors(&params, DType::F32)?)?),
+            (checkpoint::OPTIMIZER_FILE, safetensors_io::serialize(&opt.state_tensors(&params))?),
+            ("tokenizer.json", tokenizer_bytes.clone()),
+            (checkpoint::STATE_FILE, serde_json::to_vec_pretty(&st).expect("state serialises")),
+        ];
+        let dir = checkpoint::save(&ckpt_root, step, &files)?;
+        checkpoint::prune(&ckpt_root, cfg.checkpoint.keep)?;
+        Ok(dir)
+    };
+
+    let tokens_per_step = (b * t * accum) as u64;
+    let (mut inp, mut tgt) = (Vec::new(), Vec::new());
+    let mut last_ckpt = None;
+    let mut last_loss = None;
+    let mut checked = false;
+    let (mut timed_tokens, mut timed_secs) = (0u64, 0f64);
+    while step < end {
+        let t0 = Instant::now();
+        let lr = schedule.lr_at(step);
+        let mut grads = StepGrads::new(params.len());
+        let mut loss_sum = 0f64;
+        for micro in 0..accum {
+            let first = samples_seen + (micro * b) as u64;
+            lm_batch(&train_shard, cfg.train.seed, first, b, t, &mut inp, &mut tgt)?;
+            let batch = to_batch(&inp, &tgt, b, t, &device)?;
+            let mut rng = Rng::derive(cfg.train.seed ^ DROPOUT_STREAM, step * accum as u64 + micro as u64);
+            // Normalised by the target tokens of the whole optimizer step, so that the sum over
+            // micro-batches is the mean over the step's tokens: accumulation is exact.
+            let loss = (batch_loss_sum(&model, &batch, Mode::Train(&mut rng))? / tokens_per_step as f64)?;
+            let store = loss.backward()?;
+            grads.accumulate(&params, &store)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+        }
+        if !checked {
+            grads.check_integrity(&params)?;
+            checked = true;
+        }
+        let norm = grads.global_norm()?;
+        grads.clip(norm, cfg.train.grad_clip)?;
+        opt.step(&params, &grads.grads, lr)?;
+        step += 1;
+        samples_seen += (b * accum) as u64;
+        tokens_seen += tokens_per_step;
+        let secs = t0.elapsed().as_secs_f64();
+        timed_tokens += tokens_per_step;
+        timed_secs += secs;
+        let tok_s = tokens_per_step as f64 / secs;
+        last_loss = Some(loss_sum);
+        log.write(&json!({
+            "kind": "train", "step": step, "loss": loss_sum, "lr": lr, "grad_norm": norm,
+            "tokens_per_s": tok_s, "tokens_seen": tokens_seen, "step_ms": secs * 1e3,
+        }))?;
+        progress.step(step, cfg.train.max_steps, loss_sum, lr, tok_s);
+
+        let at_end = step == end;
+        let eval_due = cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0;
+        if eval_due || step == cfg.train.max_steps {
+            let v = eval(&model)?;
+            log.write(&json!({"kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp()}))?;
+            progress.line(&format!("step {step} | val loss {v:.4} | ppl {:.1}", v.exp()));
+            last_val = Some(v);
+        }
+        let ckpt_due = cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0;
+        if ckpt_due || at_end {
+            last_ckpt = Some(save(step, samples_seen, tokens_seen, last_val, &opt)?);
+        }
+    }
+    progress.finish();
+    let records = metrics::read_records(&metrics_path)?;
+    let (train_s, val_s) = (metrics::series(&records, "train", "loss"), metrics::series(&records, "val", "val_loss"));
+    if !train_s.is_empty() || !val_s.is_empty() {
+        plot::write_loss_png(&run_dir.join("loss.png"), &train_s, &val_s)?;
+    }
+    Ok(TrainSummary {
+        run_dir,
+        steps: step,
+        last_train_loss: last_loss,
+        first_val_loss: first_val,
+        last_val_loss: last_val,
+        checkpoint: last_ckpt.or_else(|| resume_from.map(|r| r.1)),
+        tokens_per_s: if timed_secs > 0.0 { timed_tokens as f64 / timed_secs } else { 0.0 },
+        resumed_from: state.map(|s| s.step),
+    })
+}
