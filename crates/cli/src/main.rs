@@ -1,1 +1,330 @@
-fn main() {}
+//! `lantern`: prepare data, train, sample, export, score and benchmark GPT models.
+
+mod model_dir;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::{Parser, Subcommand};
+use lantern_kernels::Rng;
+use lantern_models::gpt::{hf, Gpt};
+use lantern_models::{safetensors_io, Mode};
+use lantern_train::{RunConfig, TrainOptions};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "lantern", version, about = "Train GPT- and BERT-style Transformers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a byte-level BPE tokenizer (or load one) and write token shards with a
+    /// train/validation split.
+    Prepare {
+        /// Text files or folders (recursed). Fortune-format files are split into documents at
+        /// lines holding a single `%`.
+        #[arg(long = "input", required = true, num_args = 1..)]
+        inputs: Vec<PathBuf>,
+        /// Output folder: tokenizer.json, train.bin, val.bin, meta.json.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 4096)]
+        vocab_size: usize,
+        /// Fraction of documents held out for validation.
+        #[arg(long, default_value_t = 0.05)]
+        val_fraction: f64,
+        /// Use this tokenizer.json instead of training one.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+    },
+    /// Train (or, with --resume, continue) a run described by a TOML config.
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config key: --set train.lr=3e-4 (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        sets: Vec<String>,
+        /// Continue from the newest complete checkpoint in run.dir.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this many optimizer steps (with a checkpoint), keeping the schedule of
+        /// train.max_steps; continue later with --resume.
+        #[arg(long)]
+        stop_after: Option<u64>,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Sample text from a checkpoint, a run folder or a Hugging Face GPT-2 folder.
+    Generate {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long, default_value_t = 100)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Sample only among the k most likely tokens (0 = all).
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1)]
+        num_samples: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Write a Hugging Face GPT2LMHeadModel folder (model.safetensors, config.json,
+    /// tokenizer.json) from a checkpoint or run folder.
+    Export {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// f32 or bf16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
+    /// Loss and perplexity of a model on token ids (JSON {"input_ids": [[...], ...]}) or text;
+    /// optionally dump the logits (used by the transformers parity check).
+    Score {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, conflicts_with = "text")]
+        tokens: Option<PathBuf>,
+        #[arg(long)]
+        text: Option<String>,
+        /// Write `logits` (B, T, V) and `loss` as f32 safetensors here.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+    },
+    /// Time training steps of a GPT config on random tokens; prints one JSON line.
+    Bench {
+        #[arg(long, default_value_t = 4)]
+        n_layer: usize,
+        #[arg(long, default_value_t = 256)]
+        n_embd: usize,
+        #[arg(long, default_value_t = 4)]
+        n_head: usize,
+        #[arg(long, default_value_t = 2048)]
+        vocab: usize,
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Prepare { inputs, out, vocab_size, val_fraction, tokenizer, seed } => {
+            let opts = lantern_data::prepare::PrepareOptions {
+                inputs,
+                out_dir: out.clone(),
+                vocab_size,
+                val_fraction,
+                tokenizer,
+                seed,
+            };
+            let s = lantern_data::prepare::prepare(&opts)?;
+            println!(
+                "prepared {}: {} documents, vocab {}, {} train tokens, {} validation tokens",
+                out.display(),
+                s.documents,
+                s.vocab_size,
+                s.train_tokens,
+                s.val_tokens
+            );
+        }
+        Cmd::Train { config, sets, resume, stop_after, quiet } => {
+            let cfg = RunConfig::load(&config, &sets)?;
+            let s = lantern_train::train(cfg, TrainOptions { resume, stop_after, quiet })?;
+            let v = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+            println!(
+                "trained {} steps | val loss {} -> {} | {:.0} tokens/s",
+                s.steps,
+                v(s.first_val_loss),
+                v(s.last_val_loss),
+                s.tokens_per_s
+            );
+            if let Some(c) = &s.checkpoint {
+                println!("checkpoint: {}", c.display());
+            }
+            println!("metrics: {}", s.run_dir.join("metrics.jsonl").display());
+        }
+        Cmd::Generate { model, prompt, max_new_tokens, temperature, top_k, num_samples, seed } => {
+            let m = model_dir::load(&model)?;
+            let tok = m.tokenizer()?;
+            let eot = tok.token_to_id(lantern_data::tokenizer::EOT);
+            let mut prompt_ids: Vec<u32> = tok
+                .encode(prompt.as_str(), false)
+                .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?
+                .get_ids()
+                .to_vec();
+            if prompt_ids.is_empty() {
+                prompt_ids.push(eot.context("empty prompt and the tokenizer has no <|endoftext|>")?);
+            }
+            let gpt = Gpt::new(&m.config, &m.params)?;
+            let mut rng = Rng::new(seed);
+            for i in 0..num_samples {
+                let ids = sample(&gpt, &prompt_ids, max_new_tokens, temperature, top_k, eot, &mut rng)?;
+                let text = tok.decode(&ids, true).map_err(|e| anyhow::anyhow!("decode: {e}"))?;
+                println!("--- sample {} ---\n{}{}", i + 1, prompt, text);
+            }
+        }
+        Cmd::Export { model, out, dtype } => {
+            let dtype = match dtype.as_str() {
+                "f32" | "fp32" => DType::F32,
+                "bf16" => DType::BF16,
+                other => bail!("--dtype {other}: expected f32 or bf16"),
+            };
+            let m = model_dir::load(&model)?;
+            m.export(&out, dtype)?;
+            println!("exported {} -> {} (GPT2LMHeadModel, {dtype:?})", m.source.display(), out.display());
+        }
+        Cmd::Score { model, tokens, text, dump } => {
+            let m = model_dir::load(&model)?;
+            let rows: Vec<Vec<u32>> = match (tokens, text) {
+                (Some(p), _) => read_token_json(&p)?,
+                (None, Some(t)) => {
+                    let tok = m.tokenizer()?;
+                    vec![tok.encode(t.as_str(), false).map_err(|e| anyhow::anyhow!("tokenize: {e}"))?.get_ids().to_vec()]
+                }
+                (None, None) => bail!("give --tokens FILE or --text TEXT"),
+            };
+            let t = rows.first().map_or(0, Vec::len);
+            if t < 2 || rows.iter().any(|r| r.len() != t) {
+                bail!("need at least one row, all of the same length >= 2");
+            }
+            if let Some(bad) = rows.iter().flatten().find(|&&x| x as usize >= m.config.vocab_size) {
+                bail!("token id {bad} is >= the model's vocabulary size {}", m.config.vocab_size);
+            }
+            let ids = Tensor::from_vec(rows.concat(), (rows.len(), t), &Device::Cpu)?;
+            let gpt = Gpt::new(&m.config, &m.params)?;
+            let logits = gpt.forward(&ids, Mode::Eval)?;
+            let loss = Gpt::shifted_loss(&logits, &ids)?;
+            let l = loss.to_scalar::<f32>()?;
+            println!("loss {l:.6} | perplexity {:.3} | {} sequences x {t} tokens", (l as f64).exp(), rows.len());
+            if let Some(p) = dump {
+                let mut out = BTreeMap::new();
+                out.insert("logits".to_string(), logits.to_dtype(DType::F32)?);
+                out.insert("loss".to_string(), loss);
+                std::fs::write(&p, safetensors_io::serialize(&out)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+        }
+        Cmd::Bench { n_layer, n_embd, n_head, vocab, seq_len, batch, steps, warmup, device } => {
+            let cfg = lantern_models::gpt::GptConfig {
+                vocab_size: vocab,
+                n_positions: seq_len,
+                n_embd,
+                n_layer,
+                n_head,
+                dropout: 0.0,
+                layer_norm_epsilon: 1e-5,
+            };
+            let dev = lantern_train::device::parse_device(&device)?;
+            let r = lantern_train::bench::bench_train_step(&cfg, batch, seq_len, steps, warmup, &dev)?;
+            let threads = std::env::var("RAYON_NUM_THREADS").ok();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "impl": "lantern", "tokens_per_s": r.tokens_per_s, "step_ms_median": r.step_ms_median,
+                    "params": r.params, "threads": threads, "device": device, "dtype": "fp32",
+                })
+            );
+        }
+    }
+    Ok(())
+}
+
+fn read_token_json(p: &std::path::Path) -> Result<Vec<Vec<u32>>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", p.display()))?;
+    let rows = v
+        .get("input_ids")
+        .and_then(|x| x.as_array())
+        .with_context(|| format!("{}: expected {{\"input_ids\": [[...], ...]}}", p.display()))?;
+    rows.iter()
+        .map(|r| {
+            r.as_array()
+                .with_context(|| format!("{}: each row must be an array", p.display()))?
+                .iter()
+                .map(|x| {
+                    x.as_u64()
+                        .and_then(|x| u32::try_from(x).ok())
+                        .with_context(|| format!("{}: token ids must be non-negative integers", p.display()))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Autoregressive sampling without a KV cache: the forward runs over the last n_positions
+/// tokens each time (fine for the small models this is used with).
+fn sample(
+    gpt: &Gpt,
+    prompt: &[u32],
+    max_new: usize,
+    temperature: f64,
+    top_k: usize,
+    eot: Option<u32>,
+    rng: &mut Rng,
+) -> Result<Vec<u32>> {
+    let n_pos = gpt.config().n_positions;
+    let mut ids = prompt.to_vec();
+    let mut out = Vec::new();
+    for _ in 0..max_new {
+        let ctx = &ids[ids.len().saturating_sub(n_pos)..];
+        let x = Tensor::from_slice(ctx, (1, ctx.len()), &Device::Cpu)?;
+        let logits = gpt.forward(&x, Mode::Eval)?;
+        let last: Vec<f32> = logits.get(0)?.get(ctx.len() - 1)?.to_dtype(DType::F32)?.to_vec1()?;
+        let next = pick(&last, temperature, top_k, rng);
+        if Some(next) == eot {
+            break;
+        }
+        ids.push(next);
+        out.push(next);
+    }
+    Ok(out)
+}
+
+/// Temperature and top-k sampling (temperature 0 = greedy).
+fn pick(logits: &[f32], temperature: f64, top_k: usize, rng: &mut Rng) -> u32 {
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if temperature <= 0.0 {
+        return idx[0] as u32;
+    }
+    if top_k > 0 && top_k < idx.len() {
+        idx.truncate(top_k);
+    }
+    let max = logits[idx[0]] as f64;
+    let w: Vec<f64> = idx.iter().map(|&i| ((logits[i] as f64 - max) / temperature).exp()).collect();
+    let mut u = rng.next_f64() * w.iter().sum::<f64>();
+    for (k, wi) in w.iter().enumerate() {
+        if u < *wi {
+            return idx[k] as u32;
+        }
+        u -= wi;
+    }
+    idx[idx.len() - 1] as u32
+}

@@ -2,6 +2,7 @@
 //! optimizer and its saveable state, LR schedules, gradient accumulation and clipping, the
 //! gradient-integrity guard, checkpoints, metrics and the training loop itself.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod device;

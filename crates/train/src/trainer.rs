@@ -83,12 +83,13 @@ pub fn resolve_model_config(cfg: &RunConfig, data_vocab: usize) -> Result<GptCon
     Ok(g)
 }
 
-struct Batch {
-    ids: Tensor,
-    targets: Tensor,
+/// One micro-batch on the device. ids: (B, T) u32; targets: (B·T) u32.
+pub struct Batch {
+    pub ids: Tensor,
+    pub targets: Tensor,
 }
 
-fn to_batch(inputs: &[u32], targets: &[u32], b: usize, t: usize, device: &Device) -> Result<Batch> {
+pub fn to_batch(inputs: &[u32], targets: &[u32], b: usize, t: usize, device: &Device) -> Result<Batch> {
     Ok(Batch {
         ids: Tensor::from_slice(inputs, (b, t), device)?,
         targets: Tensor::from_slice(targets, b * t, device)?,
@@ -100,6 +101,51 @@ fn batch_loss_sum(model: &Gpt, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> 
     let logits = model.forward(&batch.ids, mode)?;
     let (b, t, v) = logits.dims3()?;
     Ok(cross_entropy_sum(&logits.reshape((b * t, v))?, &batch.targets, None)?)
+}
+
+/// What one optimizer step needs besides the optimizer.
+pub struct StepInputs<'a> {
+    pub model: &'a Gpt,
+    pub params: &'a Params,
+    /// The step's micro-batches (gradient accumulation = their number).
+    pub batches: &'a [Batch],
+    pub lr: f64,
+    pub grad_clip: f64,
+    /// Dropout masks of micro-batch m of step s come from stream (dropout_seed, s·M + m).
+    pub dropout_seed: u64,
+    pub step: u64,
+    pub check_integrity: bool,
+}
+
+pub struct StepOutput {
+    /// Mean loss over the step's target tokens.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// One optimizer step: forward/backward of each micro-batch with the loss normalised by the
+/// target tokens of the whole step (so accumulation is exact), the integrity guard if asked,
+/// global-norm clipping and the AdamW update. Trainer and benchmark both call this.
+pub fn train_step(inp: &StepInputs<'_>, opt: &mut AdamW) -> Result<StepOutput> {
+    let tokens: usize = inp.batches.iter().map(|b| b.targets.elem_count()).sum();
+    let m = inp.batches.len() as u64;
+    let mut grads = StepGrads::new(inp.params.len());
+    let mut loss_sum = 0f64;
+    for (micro, batch) in inp.batches.iter().enumerate() {
+        let mut rng = Rng::derive(inp.dropout_seed, inp.step * m + micro as u64);
+        let loss = (batch_loss_sum(inp.model, batch, Mode::Train(&mut rng))? / tokens as f64)?;
+        let store = loss.backward()?;
+        grads.accumulate(inp.params, &store)?;
+        loss_sum += loss.to_scalar::<f32>()? as f64;
+    }
+    if inp.check_integrity {
+        grads.check_integrity(inp.params)?;
+    }
+    let grad_norm = grads.global_norm()?;
+    grads.clip(grad_norm, inp.grad_clip)?;
+    opt.step(inp.params, &grads.grads, inp.lr)?;
+    Ok(StepOutput { loss: loss_sum, grad_norm })
 }
 
 /// Mean validation loss over `n_batches` fixed batches of the validation shard.
@@ -318,27 +364,24 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     while step < end {
         let t0 = Instant::now();
         let lr = schedule.lr_at(step);
-        let mut grads = StepGrads::new(params.len());
-        let mut loss_sum = 0f64;
+        let mut batches = Vec::with_capacity(accum);
         for micro in 0..accum {
             let first = samples_seen + (micro * b) as u64;
             lm_batch(&train_shard, cfg.train.seed, first, b, t, &mut inp, &mut tgt)?;
-            let batch = to_batch(&inp, &tgt, b, t, &device)?;
-            let mut rng = Rng::derive(cfg.train.seed ^ DROPOUT_STREAM, step * accum as u64 + micro as u64);
-            // Normalised by the target tokens of the whole optimizer step, so that the sum over
-            // micro-batches is the mean over the step's tokens: accumulation is exact.
-            let loss = (batch_loss_sum(&model, &batch, Mode::Train(&mut rng))? / tokens_per_step as f64)?;
-            let store = loss.backward()?;
-            grads.accumulate(&params, &store)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
+            batches.push(to_batch(&inp, &tgt, b, t, &device)?);
         }
-        if !checked {
-            grads.check_integrity(&params)?;
-            checked = true;
-        }
-        let norm = grads.global_norm()?;
-        grads.clip(norm, cfg.train.grad_clip)?;
-        opt.step(&params, &grads.grads, lr)?;
+        let out = train_step(&StepInputs {
+            model: &model,
+            params: &params,
+            batches: &batches,
+            lr,
+            grad_clip: cfg.train.grad_clip,
+            dropout_seed: cfg.train.seed ^ DROPOUT_STREAM,
+            step,
+            check_integrity: !checked,
+        }, &mut opt)?;
+        checked = true;
+        let (loss_sum, norm) = (out.loss, out.grad_norm);
         step += 1;
         samples_seen += (b * accum) as u64;
         tokens_seen += tokens_per_step;

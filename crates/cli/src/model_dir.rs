@@ -1,0 +1,107 @@
+//! Finding a model on disk: a checkpoint folder, a run folder (its newest checkpoint), or a
+//! Hugging Face GPT-2 folder.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use lantern_models::gpt::{hf, GptConfig};
+use lantern_models::{safetensors_io, Params};
+use lantern_train::checkpoint;
+use std::path::{Path, PathBuf};
+
+pub struct LoadedModel {
+    pub source: PathBuf,
+    pub config: GptConfig,
+    pub params: Params,
+    pub tokenizer_path: Option<PathBuf>,
+    pub eot_id: Option<u32>,
+}
+
+pub fn load(path: &Path) -> Result<LoadedModel> {
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    let ckpt = if path.join(checkpoint::STATE_FILE).is_file() {
+        Some(path.to_path_buf())
+    } else if path.join("checkpoints").is_dir() {
+        let all = checkpoint::list_complete(&path.join("checkpoints"))?;
+        Some(all.last().map(|(_, p)| p.clone()).with_context(|| {
+            format!("{} is a run folder without a complete checkpoint", path.display())
+        })?)
+    } else {
+        None
+    };
+    let (source, config) = match &ckpt {
+        Some(dir) => (dir.clone(), checkpoint::read_state(dir)?.model),
+        None if path.join("config.json").is_file() => {
+            (path.to_path_buf(), hf::config_from_hf(&path.join("config.json"))?)
+        }
+        None => bail!(
+            "{} is neither a checkpoint, a run folder nor a Hugging Face model folder (no \
+             trainer_state.json, checkpoints/ or config.json)",
+            path.display()
+        ),
+    };
+    let weights = source.join("model.safetensors");
+    if !weights.is_file() {
+        let pickle = ["pytorch_model.bin", "model.bin", "model.pt"].map(|b| source.join(b));
+        if let Some(p) = pickle.iter().find(|p| p.is_file()) {
+            safetensors_io::refuse_pickle(p)?;
+        }
+        bail!("{}: missing", weights.display());
+    }
+    let params = hf::load_params(&weights, &config, &Device::Cpu, DType::F32)?;
+    let tok = source.join("tokenizer.json");
+    let tokenizer_path = tok.is_file().then_some(tok);
+    let eot_id = match &tokenizer_path {
+        Some(p) => lantern_data::tokenizer::load_tokenizer(p)?.token_to_id(lantern_data::tokenizer::EOT),
+        None => None,
+    };
+    Ok(LoadedModel { source, config, params, tokenizer_path, eot_id })
+}
+
+impl LoadedModel {
+    pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer> {
+        let p = self
+            .tokenizer_path
+            .as_ref()
+            .with_context(|| format!("{} has no tokenizer.json", self.source.display()))?;
+        let tok = lantern_data::tokenizer::load_tokenizer(p)?;
+        let n = tok.get_vocab_size(true);
+        if n > self.config.vocab_size {
+            bail!(
+                "{}: tokenizer vocabulary ({n}) is larger than the model's ({})",
+                p.display(),
+                self.config.vocab_size
+            );
+        }
+        Ok(tok)
+    }
+
+    /// Writes an HF folder into a temporary sibling, then renames it into place; an existing
+    /// folder is never overwritten.
+    pub fn export(&self, out: &Path, dtype: DType) -> Result<()> {
+        if out.exists() {
+            bail!("{} already exists: remove it or choose another --out", out.display());
+        }
+        let name = out.file_name().context("--out needs a folder name")?.to_string_lossy();
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let write = || -> Result<()> {
+            let bytes = safetensors_io::serialize(&hf::export_tensors(&self.params, dtype)?)?;
+            std::fs::write(tmp.join("model.safetensors"), bytes)?;
+            let cfg = hf::to_hf_config(&self.config, self.eot_id, dtype);
+            std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
+            if let Some(t) = &self.tokenizer_path {
+                std::fs::copy(t, tmp.join("tokenizer.json"))?;
+            }
+            std::fs::rename(&tmp, out)?;
+            Ok(())
+        };
+        write().inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })
+    }
+}
