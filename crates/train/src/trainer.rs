@@ -426,3 +426,41 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         resumed_from: state.map(|s| s.step),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> GptConfig {
+        GptConfig { vocab_size: 16, n_positions: 8, n_embd: 8, n_layer: 1, n_head: 2, dropout: 0.0, layer_norm_epsilon: 1e-5 }
+    }
+
+    fn step(params: &Params, model: &Gpt) -> Result<StepOutput> {
+        let ids: Vec<u32> = (0..16).map(|i| i % 16).collect();
+        let tgt: Vec<u32> = (0..16).map(|i| (i + 1) % 16).collect();
+        let batches = [to_batch(&ids, &tgt, 2, 8, &Device::Cpu)?];
+        let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, params)?;
+        train_step(
+            &StepInputs { model, params, batches: &batches, lr: 1e-3, grad_clip: 1.0, dropout_seed: 0, step: 0, check_integrity: true },
+            &mut opt,
+        )
+    }
+
+    #[test]
+    fn every_parameter_of_the_model_gets_a_gradient() {
+        let params = gpt::init_params(&tiny(), &mut Rng::new(0), &Device::Cpu, DType::F32).unwrap();
+        let model = Gpt::new(&tiny(), &params).unwrap();
+        let out = step(&params, &model).unwrap();
+        assert!(out.loss.is_finite() && out.grad_norm > 0.0);
+    }
+
+    #[test]
+    fn integrity_guard_names_a_parameter_cut_off_from_the_loss() {
+        let mut params = gpt::init_params(&tiny(), &mut Rng::new(0), &Device::Cpu, DType::F32).unwrap();
+        // A parameter the forward never reads: no gradient can reach it.
+        params.insert("transformer.h.0.mlp.gate.weight", Tensor::ones((8, 8), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let model = Gpt::new(&tiny(), &params).unwrap();
+        let e = step(&params, &model).err().expect("the guard must fire").to_string();
+        assert!(e.contains("transformer.h.0.mlp.gate.weight") && e.contains("no gradient"), "{e}");
+    }
+}
