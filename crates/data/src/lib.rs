@@ -1,1 +1,26 @@
-//! lantern-data
+//! lantern-data: everything between raw text on disk and `(inputs, targets)` token batches.
+//!
+//! - [`tokenizer`]: train a GPT-2-style byte-level BPE tokenizer, or load any `tokenizer.json`.
+//! - [`shard`]: our memory-mapped token shard format (`train.bin`, `val.bin`).
+//! - [`prepare`]: turn a folder of text (fortune format) into a dataset folder.
+//! - [`sampler`]: deterministic batch sampling, where a run's data position is one number.
+//!
+//! Nothing here knows about models, devices or tensors: the trainer turns the `u32` buffers
+//! filled here into tensors itself.
+
+pub mod error;
+mod fsio;
+mod hash;
+pub mod prepare;
+pub mod sampler;
+pub mod shard;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+pub use prepare::{
+    prepare, read_meta, DatasetMeta, PrepareOptions, PrepareSummary, META_FILE, TOKENIZER_FILE,
+    TRAIN_FILE, VAL_FILE,
+};
+pub use sampler::{lm_batch, lm_val_batch, lm_val_windows, lm_window_start};
+pub use shard::{write_shard, Shard};
+pub use tokenizer::{load_tokenizer, train_bpe, train_bpe_from_texts, EOT};

@@ -1,0 +1,648 @@
+//! Dataset preparation: text files in, a dataset folder out.
+//!
+//! ```text
+//! out_dir/
+//!   tokenizer.json   the tokenizer the shards were encoded with
+//!   train.bin        training documents, each followed by the end-of-document token
+//!   val.bin          validation documents, same layout
+//!   meta.json        sizes, ids and the options that made the split (written last)
+//! ```
+//! Inputs use the fortune file format: documents separated by lines holding only `%`; a file
+//! without such lines is one document. The train/val split is per document and a pure function
+//! of `(seed, document index)`, so the same inputs and seed always give the same split, and the
+//! tokenizer is trained on training documents only, so validation text never shapes the
+//! vocabulary it is scored with.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+use crate::fsio::write_bytes_atomic;
+use crate::hash::{hash_index, unit_f64};
+use crate::shard::write_shard;
+use crate::tokenizer::{document_separator, load_tokenizer, train_bpe_from_texts, vocab_size};
+
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const TRAIN_FILE: &str = "train.bin";
+pub const VAL_FILE: &str = "val.bin";
+pub const META_FILE: &str = "meta.json";
+pub const META_FORMAT_VERSION: u32 = 1;
+
+/// Keeps the document split independent of the sampler's window hash for the same seed.
+const SPLIT_DOMAIN: u64 = 0x7370_6C69_745F_7631; // "split_v1"
+
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// Files or folders; folders are walked recursively in sorted order.
+    pub inputs: Vec<PathBuf>,
+    pub out_dir: PathBuf,
+    /// Vocabulary size of the BPE tokenizer to train; ignored when `tokenizer` is given.
+    pub vocab_size: usize,
+    /// Probability that a document goes to validation, in [0, 1).
+    pub val_fraction: f64,
+    /// Use this tokenizer.json instead of training one.
+    pub tokenizer: Option<PathBuf>,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrepareSummary {
+    /// Ids in the shards are below this; the model's vocabulary must be at least this large.
+    pub vocab_size: u32,
+    /// The id appended after every document.
+    pub eot_id: u32,
+    pub train_tokens: u64,
+    pub val_tokens: u64,
+    /// Non-empty documents found (train + val).
+    pub documents: usize,
+    pub val_documents: usize,
+    /// Text files read.
+    pub files: usize,
+    /// Files passed over: binary (NUL bytes), `.dat` fortune indexes, hidden files, symlinks.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Contents of `meta.json`.
+///
+/// Unknown fields are accepted rather than denied: meta.json is written by this crate, and a
+/// newer writer adding a field should not stop an older reader; incompatible changes bump
+/// `format_version` instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetMeta {
+    pub format_version: u32,
+    pub vocab_size: u32,
+    pub eot_id: u32,
+    pub train_tokens: u64,
+    pub val_tokens: u64,
+    pub documents: usize,
+    pub val_fraction: f64,
+    pub seed: u64,
+    /// Tokenizer file name, relative to the dataset folder.
+    pub tokenizer: String,
+}
+
+impl DatasetMeta {
+    pub fn tokenizer_path(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.tokenizer)
+    }
+}
+
+/// Read and check `dir/meta.json`.
+pub fn read_meta(dir: &Path) -> Result<DatasetMeta> {
+    if !dir.is_dir() {
+        return Err(Error::MissingDataDir(dir.to_path_buf()));
+    }
+    let path = dir.join(META_FILE);
+    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let meta: DatasetMeta = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::format(&path, format!("invalid dataset metadata: {e}")))?;
+    if meta.format_version != META_FORMAT_VERSION {
+        return Err(Error::format(
+            &path,
+            format!(
+                "format_version {} is not supported (expected {META_FORMAT_VERSION})",
+                meta.format_version
+            ),
+        ));
+    }
+    if meta.eot_id >= meta.vocab_size {
+        return Err(Error::format(
+            &path,
+            format!(
+                "eot_id {} is >= vocab_size {}",
+                meta.eot_id, meta.vocab_size
+            ),
+        ));
+    }
+    Ok(meta)
+}
+
+/// Build a dataset folder from text files; see the module docs for the layout and rules.
+pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
+    if !(opts.val_fraction.is_finite() && (0.0..1.0).contains(&opts.val_fraction)) {
+        return Err(Error::InvalidArgument(format!(
+            "val_fraction must be in [0, 1), got {}",
+            opts.val_fraction
+        )));
+    }
+
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for input in &opts.inputs {
+        collect_input(input, &mut files, &mut skipped)?;
+    }
+
+    // (file index, document text) for every non-empty document, in input order.
+    let mut docs: Vec<(usize, String)> = Vec::new();
+    let mut used_files = Vec::new();
+    for path in files {
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        if bytes.contains(&0) {
+            skipped.push(path);
+            continue;
+        }
+        // Lossy: a stray Latin-1 byte in an old text file should cost one character, not the file.
+        let text = String::from_utf8_lossy(&bytes);
+        let file_index = used_files.len();
+        docs.extend(split_documents(&text).into_iter().map(|d| (file_index, d)));
+        used_files.push(path);
+    }
+
+    let is_val = assign_split(docs.len(), opts.val_fraction, opts.seed)?;
+
+    let tokenizer = match &opts.tokenizer {
+        Some(path) => load_tokenizer(path)?,
+        None => {
+            let train_texts: Vec<&str> = docs
+                .iter()
+                .zip(&is_val)
+                .filter(|(_, &v)| !v)
+                .map(|((_, d), _)| d.as_str())
+                .collect();
+            train_bpe_from_texts(&train_texts, opts.vocab_size)?
+        }
+    };
+    let tokenizer_label = opts
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| opts.out_dir.join(TOKENIZER_FILE));
+    let vocab = u32::try_from(vocab_size(&tokenizer)).map_err(|_| Error::Tokenizer {
+        path: tokenizer_label.clone(),
+        problem: "vocabulary does not fit in u32 ids".into(),
+    })?;
+    let (eot_id, _) = document_separator(&tokenizer).ok_or_else(|| Error::Tokenizer {
+        path: tokenizer_label.clone(),
+        problem: format!(
+            "has no end-of-document token ({}, [SEP] or </s>) to put between documents",
+            crate::tokenizer::EOT
+        ),
+    })?;
+
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    encode_documents(
+        &tokenizer,
+        &docs,
+        &is_val,
+        &used_files,
+        eot_id,
+        &mut train,
+        &mut val,
+    )?;
+
+    fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
+    let tokenizer_json = tokenizer.to_string(false).map_err(|e| Error::Tokenizer {
+        path: tokenizer_label,
+        problem: format!("cannot serialize: {e}"),
+    })?;
+    write_bytes_atomic(
+        &opts.out_dir.join(TOKENIZER_FILE),
+        tokenizer_json.as_bytes(),
+    )?;
+    write_shard(&opts.out_dir.join(TRAIN_FILE), &train, vocab)?;
+    write_shard(&opts.out_dir.join(VAL_FILE), &val, vocab)?;
+
+    let meta = DatasetMeta {
+        format_version: META_FORMAT_VERSION,
+        vocab_size: vocab,
+        eot_id,
+        train_tokens: train.len() as u64,
+        val_tokens: val.len() as u64,
+        documents: docs.len(),
+        val_fraction: opts.val_fraction,
+        seed: opts.seed,
+        tokenizer: TOKENIZER_FILE.to_string(),
+    };
+    let meta_path = opts.out_dir.join(META_FILE);
+    let meta_json = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| Error::format(&meta_path, format!("cannot serialize: {e}")))?;
+    // Last, so a folder with a meta.json always has the shards it describes.
+    write_bytes_atomic(&meta_path, &meta_json)?;
+
+    Ok(PrepareSummary {
+        vocab_size: vocab,
+        eot_id,
+        train_tokens: meta.train_tokens,
+        val_tokens: meta.val_tokens,
+        documents: docs.len(),
+        val_documents: is_val.iter().filter(|&&v| v).count(),
+        files: used_files.len(),
+        skipped,
+    })
+}
+
+/// Add `input` (a file, or a folder walked recursively in sorted order) to `files`.
+fn collect_input(input: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<()> {
+    // `metadata` follows a symlink the user named explicitly; inside folders we do not (below).
+    let meta = fs::metadata(input).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::MissingInput(input.to_path_buf()),
+        _ => Error::io(input, e),
+    })?;
+    if meta.is_dir() {
+        walk_dir(input, files, skipped)
+    } else {
+        files.push(input.to_path_buf());
+        Ok(())
+    }
+}
+
+fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        entries.push(entry.path());
+    }
+    // Directory order is filesystem-dependent; sorting makes document indices (and so the
+    // split) the same on every machine.
+    entries.sort();
+    for path in entries {
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
+        }
+        let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        if meta.file_type().is_symlink() {
+            // Fortune packages link `name.u8 -> name`; following links would read documents
+            // twice (and could loop or leave the folder).
+            skipped.push(path);
+        } else if meta.is_dir() {
+            walk_dir(&path, files, skipped)?;
+        } else if path.extension().is_some_and(|e| e == "dat") {
+            // strfile's binary index next to each fortune file.
+            skipped.push(path);
+        } else if meta.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Split fortune-format text into documents at lines holding only `%`, dropping documents that
+/// are empty or whitespace. Each document keeps its lines' endings, so the shards decode back to
+/// the original text.
+pub fn split_documents(text: &str) -> Vec<String> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "%" {
+            docs.push(std::mem::take(&mut current));
+        } else {
+            current.push_str(line);
+        }
+    }
+    docs.push(current);
+    docs.retain(|d| !d.trim().is_empty());
+    docs
+}
+
+/// `true` for validation documents: document `i` goes to validation iff
+/// `u(seed, i) < val_fraction`, `u` uniform in [0, 1). With at least two documents, both sides
+/// are made non-empty by moving the document with the smallest `u` to validation (or the largest
+/// to training), which keeps the result a pure function of the inputs.
+fn assign_split(n: usize, val_fraction: f64, seed: u64) -> Result<Vec<bool>> {
+    if n < 2 {
+        return Err(Error::Corpus(format!(
+            "found {n} non-empty document(s); need at least 2 for a train and a validation split"
+        )));
+    }
+    let u: Vec<f64> = (0..n as u64)
+        .map(|i| unit_f64(hash_index(seed ^ SPLIT_DOMAIN, i)))
+        .collect();
+    let mut is_val: Vec<bool> = u.iter().map(|&x| x < val_fraction).collect();
+    let by_u = |a: &(usize, &f64), b: &(usize, &f64)| a.1.total_cmp(b.1);
+    if !is_val.contains(&true) {
+        if let Some((i, _)) = u.iter().enumerate().min_by(by_u) {
+            is_val[i] = true;
+        }
+    } else if !is_val.contains(&false) {
+        if let Some((i, _)) = u.iter().enumerate().max_by(by_u) {
+            is_val[i] = false;
+        }
+    }
+    Ok(is_val)
+}
+
+/// Encode documents file by file (batched, so the tokenizer can use its thread pool, and an
+/// error can name the file it came from) and append `eot_id` after each.
+fn encode_documents(
+    tokenizer: &Tokenizer,
+    docs: &[(usize, String)],
+    is_val: &[bool],
+    files: &[PathBuf],
+    eot_id: u32,
+    train: &mut Vec<u32>,
+    val: &mut Vec<u32>,
+) -> Result<()> {
+    let mut start = 0;
+    while start < docs.len() {
+        let file_index = docs[start].0;
+        let end = start
+            + docs[start..]
+                .iter()
+                .take_while(|(f, _)| *f == file_index)
+                .count();
+        let texts: Vec<&str> = docs[start..end].iter().map(|(_, d)| d.as_str()).collect();
+        // No special tokens: a BERT tokenizer would otherwise wrap every document in [CLS]/[SEP].
+        let encodings =
+            tokenizer
+                .encode_batch_fast(texts, false)
+                .map_err(|e| Error::Tokenizer {
+                    path: files[file_index].clone(),
+                    problem: format!("cannot encode: {e}"),
+                })?;
+        for (enc, &v) in encodings.iter().zip(&is_val[start..end]) {
+            let out = if v { &mut *val } else { &mut *train };
+            out.extend_from_slice(enc.get_ids());
+            out.push(eot_id);
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::Shard;
+
+    const COMPUTERS: &str = "A computer lets you make more mistakes faster.\n\
+%\n\
+There are 10 kinds of people: those who understand binary and those who don't.\n\
+%\n\
+   \n\
+%\n\
+Real programmers count from zero.\n  -- anonymous\n\
+%\n";
+    const SCIENCE: &str = "If it's green or wriggles, it's biology.\n\
+%\n\
+If it stinks, it's chemistry.\n%\n\
+If it doesn't work, it's physics.\n%\n\
+The universe is made of stories, not of atoms.\n%\n\
+Science is what we understand well enough to explain to a computer.\n";
+
+    /// corpus/{computers, science, science.dat, .hidden, sub/notes.txt, blob}
+    fn corpus() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("corpus");
+        fs::create_dir_all(c.join("sub")).unwrap();
+        fs::write(c.join("computers"), COMPUTERS).unwrap();
+        fs::write(c.join("science"), SCIENCE).unwrap();
+        fs::write(c.join("science.dat"), b"\x00\x00\x00\x02binary index").unwrap();
+        fs::write(c.join(".hidden"), "should not be read\n").unwrap();
+        fs::write(
+            c.join("sub").join("notes.txt"),
+            "A file with no separators is one document.\nSecond line.\n",
+        )
+        .unwrap();
+        fs::write(c.join("blob"), b"text then \x00 a NUL byte").unwrap();
+        dir
+    }
+
+    fn opts(root: &Path, out: &str, seed: u64) -> PrepareOptions {
+        PrepareOptions {
+            inputs: vec![root.join("corpus")],
+            out_dir: root.join(out),
+            vocab_size: 300,
+            val_fraction: 0.3,
+            tokenizer: None,
+            seed,
+        }
+    }
+
+    fn all_docs() -> Vec<String> {
+        // Sorted walk: blob (skipped), computers, science, sub/notes.txt.
+        let mut docs = split_documents(COMPUTERS);
+        docs.extend(split_documents(SCIENCE));
+        docs.push("A file with no separators is one document.\nSecond line.\n".into());
+        docs
+    }
+
+    #[test]
+    fn split_documents_follows_fortune_format() {
+        let docs = split_documents("one\n%\ntwo\nlines\n%\r\n%\n  \n%\nthree");
+        assert_eq!(docs, ["one\n", "two\nlines\n", "three"]);
+        assert_eq!(split_documents("no separators\n"), ["no separators\n"]);
+        // A `%` inside a line is text.
+        assert_eq!(split_documents("100% sure\n"), ["100% sure\n"]);
+    }
+
+    #[test]
+    fn prepare_writes_a_consistent_dataset() {
+        let root = corpus();
+        let o = opts(root.path(), "out", 1);
+        let s = prepare(&o).unwrap();
+        let docs = all_docs();
+        assert_eq!(s.documents, docs.len());
+        assert_eq!(s.documents, 3 + 5 + 1);
+        assert_eq!(s.files, 3);
+        assert!(s.skipped.iter().any(|p| p.ends_with("blob")));
+        assert!(s.skipped.iter().any(|p| p.ends_with("science.dat")));
+        assert!(s.val_documents >= 1 && s.val_documents < s.documents);
+
+        let meta = read_meta(&o.out_dir).unwrap();
+        assert_eq!(meta.format_version, 1);
+        assert_eq!(meta.vocab_size, s.vocab_size);
+        assert_eq!(meta.eot_id, s.eot_id);
+        assert_eq!(
+            (meta.train_tokens, meta.val_tokens),
+            (s.train_tokens, s.val_tokens)
+        );
+        assert_eq!(meta.documents, s.documents);
+        assert_eq!((meta.val_fraction, meta.seed), (0.3, 1));
+        assert_eq!(meta.tokenizer, "tokenizer.json");
+
+        let tok = load_tokenizer(&meta.tokenizer_path(&o.out_dir)).unwrap();
+        assert_eq!(tok.token_to_id(crate::EOT), Some(meta.eot_id));
+        let train = Shard::open_checked(&o.out_dir.join(TRAIN_FILE), meta.vocab_size).unwrap();
+        let val = Shard::open_checked(&o.out_dir.join(VAL_FILE), meta.vocab_size).unwrap();
+        assert_eq!(train.len() as u64, meta.train_tokens);
+        assert_eq!(val.len() as u64, meta.val_tokens);
+
+        // Tokens decode back to the documents, in order, each followed by EOT.
+        let is_val = assign_split(docs.len(), 0.3, 1).unwrap();
+        let expect = |want_val: bool| -> String {
+            docs.iter()
+                .zip(&is_val)
+                .filter(|(_, &v)| v == want_val)
+                .map(|(d, _)| format!("{d}{}", crate::EOT))
+                .collect()
+        };
+        assert_eq!(tok.decode(&train.to_vec(), false).unwrap(), expect(false));
+        assert_eq!(tok.decode(&val.to_vec(), false).unwrap(), expect(true));
+        assert_eq!(*train.to_vec().last().unwrap(), meta.eot_id);
+
+        // Only our four files, no temp files left.
+        let mut names: Vec<_> = fs::read_dir(&o.out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["meta.json", "tokenizer.json", "train.bin", "val.bin"]
+        );
+    }
+
+    #[test]
+    fn prepare_is_deterministic_and_seed_changes_split() {
+        let root = corpus();
+        let a = prepare(&opts(root.path(), "a", 5)).unwrap();
+        let b = prepare(&opts(root.path(), "b", 5)).unwrap();
+        assert_eq!(a, b);
+        for f in [TRAIN_FILE, VAL_FILE, TOKENIZER_FILE] {
+            let fa = fs::read(root.path().join("a").join(f)).unwrap();
+            let fb = fs::read(root.path().join("b").join(f)).unwrap();
+            assert!(fa == fb, "{f} differs between identical runs");
+        }
+        // Over a few seeds, the split of 9 documents is not always the same.
+        let splits: std::collections::HashSet<Vec<bool>> =
+            (0..8).map(|s| assign_split(9, 0.3, s).unwrap()).collect();
+        assert!(splits.len() > 1);
+    }
+
+    #[test]
+    fn split_guarantees_both_sides() {
+        for seed in 0..20 {
+            let v = assign_split(2, 0.0, seed).unwrap();
+            assert_eq!(v.iter().filter(|&&x| x).count(), 1);
+            let v = assign_split(3, 0.999_999, seed).unwrap();
+            assert!(v.contains(&true) && v.contains(&false));
+        }
+        let msg = assign_split(1, 0.1, 0).unwrap_err().to_string();
+        assert!(msg.contains("need at least 2"), "{msg}");
+        // Roughly the asked-for fraction on a larger corpus.
+        let v = assign_split(10_000, 0.1, 3).unwrap();
+        let n = v.iter().filter(|&&x| x).count();
+        assert!((800..1200).contains(&n), "{n} val docs");
+    }
+
+    #[test]
+    fn prepare_with_given_tokenizer() {
+        let root = corpus();
+        let first = opts(root.path(), "first", 1);
+        prepare(&first).unwrap();
+        let mut second = opts(root.path(), "second", 2);
+        second.tokenizer = Some(first.out_dir.join(TOKENIZER_FILE));
+        second.vocab_size = 0; // ignored with a given tokenizer
+        let s = prepare(&second).unwrap();
+        let m1 = read_meta(&first.out_dir).unwrap();
+        assert_eq!((s.vocab_size, s.eot_id), (m1.vocab_size, m1.eot_id));
+        assert_eq!(
+            s.train_tokens + s.val_tokens,
+            m1.train_tokens + m1.val_tokens
+        );
+    }
+
+    /// A minimal BERT-style (WordPiece) tokenizer.json in the Hugging Face format.
+    fn wordpiece_json() -> String {
+        let words = [
+            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "computer", "if", "it", "'", "s", ".", "##s",
+        ];
+        let vocab: Vec<String> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("{:?}: {i}", w))
+            .collect();
+        let added: Vec<String> = words[..4]
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                format!(
+                    r#"{{"id": {i}, "content": "{w}", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}}"#
+                )
+            })
+            .collect();
+        format!(
+            r###"{{"version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [{}],
+            "normalizer": {{"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true}},
+            "pre_tokenizer": {{"type": "BertPreTokenizer"}},
+            "post_processor": {{"type": "TemplateProcessing",
+                "single": [{{"SpecialToken": {{"id": "[CLS]", "type_id": 0}}}}, {{"Sequence": {{"id": "A", "type_id": 0}}}}, {{"SpecialToken": {{"id": "[SEP]", "type_id": 0}}}}],
+                "pair": [{{"Sequence": {{"id": "A", "type_id": 0}}}}, {{"Sequence": {{"id": "B", "type_id": 1}}}}],
+                "special_tokens": {{"[CLS]": {{"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]}}, "[SEP]": {{"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}}}}},
+            "decoder": {{"type": "WordPiece", "prefix": "##", "cleanup": true}},
+            "model": {{"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": {{{}}}}}}}"###,
+            added.join(", "),
+            vocab.join(", ")
+        )
+    }
+
+    #[test]
+    fn prepare_with_wordpiece_tokenizer_uses_sep() {
+        let root = corpus();
+        let tok_path = root.path().join("bert-tokenizer.json");
+        fs::write(&tok_path, wordpiece_json()).unwrap();
+        let mut o = opts(root.path(), "bert", 1);
+        o.tokenizer = Some(tok_path);
+        let s = prepare(&o).unwrap();
+        assert_eq!((s.vocab_size, s.eot_id), (12, 3));
+        let train = Shard::open(&o.out_dir.join(TRAIN_FILE)).unwrap().to_vec();
+        // No [CLS] per document: documents are separated by [SEP] only.
+        assert!(!train.contains(&2));
+        assert_eq!(
+            train.iter().filter(|&&t| t == 3).count() as u64 + s.val_documents as u64,
+            s.documents as u64
+        );
+        // The copied tokenizer.json still encodes with the WordPiece vocabulary above.
+        let tok = load_tokenizer(&o.out_dir.join(TOKENIZER_FILE)).unwrap();
+        let ids = tok.encode("If it's a computer.", false).unwrap();
+        assert_eq!(ids.get_ids(), [6, 7, 8, 9, 4, 5, 10]);
+    }
+
+    #[test]
+    fn prepare_errors_are_clear() {
+        let root = corpus();
+        let mut o = opts(root.path(), "out", 1);
+        o.inputs.push(root.path().join("nowhere"));
+        let msg = prepare(&o).unwrap_err().to_string();
+        assert!(
+            msg.contains("nowhere") && msg.contains("does not exist"),
+            "{msg}"
+        );
+
+        let mut o = opts(root.path(), "out", 1);
+        o.val_fraction = 1.0;
+        assert!(matches!(prepare(&o), Err(Error::InvalidArgument(_))));
+
+        let one = root.path().join("one.txt");
+        fs::write(&one, "just one document\n").unwrap();
+        let mut o = opts(root.path(), "out", 1);
+        o.inputs = vec![one];
+        let msg = prepare(&o).unwrap_err().to_string();
+        assert!(msg.contains("need at least 2"), "{msg}");
+        assert!(
+            !root.path().join("out").exists(),
+            "nothing written on error"
+        );
+
+        let msg = read_meta(&root.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("data folder") && msg.contains("nope does not exist"),
+            "{msg}"
+        );
+        let msg = read_meta(&root.path().join("corpus"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("meta.json"), "{msg}");
+        fs::write(
+            root.path().join("corpus").join("meta.json"),
+            "{\"format_version\": 1}",
+        )
+        .unwrap();
+        let msg = read_meta(&root.path().join("corpus"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("meta.json") && msg.contains("missing field"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Tokenizers: train a GPT-2-style byte-level BPE tokenizer, or load any `tokenizer.json`.
+//!
+//! The trained tokenizer follows GPT-2 (Radford et al. 2019, and the Hugging Face `gpt2`
+//! tokenizer.json): ByteLevel pre-tokenizer with GPT-2's split regex, no prefix space, ByteLevel
+//! decoder, no normalizer. Its initial alphabet is all 256 byte symbols, so every string encodes
+//! (no unknown token) and `decode(encode(s)) == s` for any text.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::error::{Error, Result};
+
+/// GPT-2's end-of-text token, appended after every document.
+pub const EOT: &str = "<|endoftext|>";
+
+/// The smallest useful vocabulary: the 256 byte symbols plus [`EOT`].
+pub const MIN_BPE_VOCAB: usize = 257;
+
+/// Train a byte-level BPE tokenizer on the given text files (each read whole; invalid UTF-8 is
+/// replaced by U+FFFD rather than failing, since a stray byte should not stop a data run).
+pub fn train_bpe(files: &[PathBuf], vocab_size: usize) -> Result<Tokenizer> {
+    let mut texts = Vec::with_capacity(files.len());
+    for path in files {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        texts.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    train_bpe_from_texts(&texts, vocab_size)
+}
+
+/// Train a byte-level BPE tokenizer on in-memory texts (one text per document or file).
+///
+/// `vocab_size` counts everything: 256 byte symbols, [`EOT`] and the merges. The result can be
+/// smaller than asked for when the corpus runs out of pairs to merge; use
+/// `get_vocab_size(true)` on the result for the real size.
+pub fn train_bpe_from_texts<S: AsRef<str> + Sync>(
+    texts: &[S],
+    vocab_size: usize,
+) -> Result<Tokenizer> {
+    if vocab_size < MIN_BPE_VOCAB {
+        return Err(Error::InvalidArgument(format!(
+            "BPE vocabulary size {vocab_size} is too small: the 256 byte symbols and {EOT} need {MIN_BPE_VOCAB}"
+        )));
+    }
+    let byte_level = ByteLevel::default()
+        .add_prefix_space(false)
+        // GPT-2 keeps offsets untrimmed; offsets do not affect ids, only what they point at.
+        .trim_offsets(false)
+        .use_regex(true);
+    let mut trainer: TrainerWrapper = BpeTrainer::builder()
+        .vocab_size(vocab_size)
+        // Pairs seen once are noise on small corpora and would spend vocabulary on them.
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(vec![AddedToken::from(EOT, true)])
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build()
+        .into();
+
+    let mut tokenizer = Tokenizer::new(BPE::default());
+    tokenizer.with_pre_tokenizer(Some(byte_level));
+    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+    tokenizer
+        .train(&mut trainer, texts.iter().map(|t| t.as_ref()))
+        .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
+    Ok(tokenizer)
+}
+
+/// Load a `tokenizer.json` (BPE, WordPiece, or anything else the tokenizers crate reads).
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if !path.exists() {
+        return Err(Error::Tokenizer {
+            path: path.to_path_buf(),
+            problem: "tokenizer file does not exist".into(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.parse::<Tokenizer>().map_err(|e| Error::Tokenizer {
+        path: path.to_path_buf(),
+        problem: format!("not a valid tokenizer.json: {e}"),
+    })
+}
+
+/// Number of ids a model's embedding table must have for this tokenizer: one more than the
+/// largest id, added tokens included. This is usually `get_vocab_size(true)`, but a
+/// tokenizer.json may leave holes in its id range, and the table must cover the largest id.
+pub fn vocab_size(tokenizer: &Tokenizer) -> usize {
+    let max_id = tokenizer.get_vocab(true).into_values().max();
+    let by_ids = max_id.map_or(0, |m| m as usize + 1);
+    by_ids.max(tokenizer.get_vocab_size(true))
+}
+
+/// The id of the token that ends a document: [`EOT`] for GPT-style tokenizers, else BERT's
+/// `[SEP]` or the `</s>` of RoBERTa-style ones, so a pretrained encoder's tokenizer can also be
+/// used to prepare a dataset.
+pub fn document_separator(tokenizer: &Tokenizer) -> Option<(u32, &'static str)> {
+    [EOT, "[SEP]", "</s>"]
+        .into_iter()
+        .find_map(|t| tokenizer.token_to_id(t).map(|id| (id, t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "The quick brown fox jumps over the lazy dog.\n\
+        The lazy dog sleeps;  the quick fox   runs.\n\tIndented line\n\n\
+        Numbers 12345 and symbols !@#$%^&*() too.\n";
+
+    fn small() -> Tokenizer {
+        let texts = vec![TEXT; 3];
+        train_bpe_from_texts(&texts, 300).expect("training on a small text works")
+    }
+
+    #[test]
+    fn round_trip_ascii_with_spaces_and_newlines() {
+        let tok = small();
+        for s in [
+            TEXT,
+            "  leading and trailing spaces  ",
+            "\n\nnewlines\r\nand tabs\t\t",
+            "unseen words: zyxwvut qqq",
+            "",
+        ] {
+            let enc = tok.encode(s, false).unwrap();
+            let dec = tok.decode(enc.get_ids(), false).unwrap();
+            assert_eq!(dec, s);
+        }
+    }
+
+    #[test]
+    fn round_trip_non_ascii_bytes() {
+        // Characters never seen in training still encode, byte by byte.
+        let tok = small();
+        let s = "naïve café — 日本語 🦀";
+        let enc = tok.encode(s, false).unwrap();
+        assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), s);
+    }
+
+    #[test]
+    fn eot_is_one_special_token() {
+        let tok = small();
+        let eot = tok.token_to_id(EOT).expect("EOT in vocabulary");
+        let enc = tok.encode(format!("fox{EOT}dog"), false).unwrap();
+        assert!(enc.get_ids().contains(&eot));
+        assert_eq!(document_separator(&tok), Some((eot, EOT)));
+        assert!(vocab_size(&tok) <= 300);
+        assert!(vocab_size(&tok) > MIN_BPE_VOCAB, "some merges were learned");
+    }
+
+    #[test]
+    fn training_is_deterministic() {
+        let a = small().to_string(false).unwrap();
+        let b = small().to_string(false).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let tok = small();
+        tok.save(&path, false).unwrap();
+        let loaded = load_tokenizer(&path).unwrap();
+        let enc = loaded.encode(TEXT, false).unwrap();
+        assert_eq!(enc.get_ids(), tok.encode(TEXT, false).unwrap().get_ids());
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.json");
+        let msg = load_tokenizer(&missing).unwrap_err().to_string();
+        assert!(
+            msg.contains("nope.json") && msg.contains("does not exist"),
+            "{msg}"
+        );
+
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{ not json").unwrap();
+        let msg = load_tokenizer(&bad).unwrap_err().to_string();
+        assert!(
+            msg.contains("bad.json") && msg.contains("not a valid"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn train_bpe_reads_files_and_rejects_tiny_vocab() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.txt");
+        std::fs::write(&f, TEXT).unwrap();
+        let tok = train_bpe(std::slice::from_ref(&f), 280).unwrap();
+        assert!(tok.token_to_id(EOT).is_some());
+        assert!(matches!(
+            train_bpe(&[f], 100),
+            Err(Error::InvalidArgument(_))
+        ));
+        let missing = dir.path().join("missing.txt");
+        let msg = train_bpe(&[missing], 300).unwrap_err().to_string();
+        assert!(msg.contains("missing.txt"), "{msg}");
+    }
+}
