@@ -6,14 +6,18 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand};
 use lantern_kernels::Rng;
-use lantern_models::gpt::{hf, Gpt};
+use lantern_models::gpt::Gpt;
 use lantern_models::{safetensors_io, Mode};
 use lantern_train::{RunConfig, TrainOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "lantern", version, about = "Train GPT- and BERT-style Transformers")]
+#[command(
+    name = "lantern",
+    version,
+    about = "Train GPT- and BERT-style Transformers"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -134,7 +138,14 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Prepare { inputs, out, vocab_size, val_fraction, tokenizer, seed } => {
+        Cmd::Prepare {
+            inputs,
+            out,
+            vocab_size,
+            val_fraction,
+            tokenizer,
+            seed,
+        } => {
             let opts = lantern_data::prepare::PrepareOptions {
                 inputs,
                 out_dir: out.clone(),
@@ -153,9 +164,22 @@ fn run(cli: Cli) -> Result<()> {
                 s.val_tokens
             );
         }
-        Cmd::Train { config, sets, resume, stop_after, quiet } => {
+        Cmd::Train {
+            config,
+            sets,
+            resume,
+            stop_after,
+            quiet,
+        } => {
             let cfg = RunConfig::load(&config, &sets)?;
-            let s = lantern_train::train(cfg, TrainOptions { resume, stop_after, quiet })?;
+            let s = lantern_train::train(
+                cfg,
+                TrainOptions {
+                    resume,
+                    stop_after,
+                    quiet,
+                },
+            )?;
             let v = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
             println!(
                 "trained {} steps | val loss {} -> {} | {:.0} tokens/s",
@@ -169,7 +193,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("metrics: {}", s.run_dir.join("metrics.jsonl").display());
         }
-        Cmd::Generate { model, prompt, max_new_tokens, temperature, top_k, num_samples, seed } => {
+        Cmd::Generate {
+            model,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_k,
+            num_samples,
+            seed,
+        } => {
             let m = model_dir::load(&model)?;
             let tok = m.tokenizer()?;
             let eot = tok.token_to_id(lantern_data::tokenizer::EOT);
@@ -179,13 +211,24 @@ fn run(cli: Cli) -> Result<()> {
                 .get_ids()
                 .to_vec();
             if prompt_ids.is_empty() {
-                prompt_ids.push(eot.context("empty prompt and the tokenizer has no <|endoftext|>")?);
+                prompt_ids
+                    .push(eot.context("empty prompt and the tokenizer has no <|endoftext|>")?);
             }
             let gpt = Gpt::new(&m.config, &m.params)?;
             let mut rng = Rng::new(seed);
             for i in 0..num_samples {
-                let ids = sample(&gpt, &prompt_ids, max_new_tokens, temperature, top_k, eot, &mut rng)?;
-                let text = tok.decode(&ids, true).map_err(|e| anyhow::anyhow!("decode: {e}"))?;
+                let ids = sample(
+                    &gpt,
+                    &prompt_ids,
+                    max_new_tokens,
+                    temperature,
+                    top_k,
+                    eot,
+                    &mut rng,
+                )?;
+                let text = tok
+                    .decode(&ids, true)
+                    .map_err(|e| anyhow::anyhow!("decode: {e}"))?;
                 println!("--- sample {} ---\n{}{}", i + 1, prompt, text);
             }
         }
@@ -197,15 +240,28 @@ fn run(cli: Cli) -> Result<()> {
             };
             let m = model_dir::load(&model)?;
             m.export(&out, dtype)?;
-            println!("exported {} -> {} (GPT2LMHeadModel, {dtype:?})", m.source.display(), out.display());
+            println!(
+                "exported {} -> {} (GPT2LMHeadModel, {dtype:?})",
+                m.source.display(),
+                out.display()
+            );
         }
-        Cmd::Score { model, tokens, text, dump } => {
+        Cmd::Score {
+            model,
+            tokens,
+            text,
+            dump,
+        } => {
             let m = model_dir::load(&model)?;
             let rows: Vec<Vec<u32>> = match (tokens, text) {
                 (Some(p), _) => read_token_json(&p)?,
                 (None, Some(t)) => {
                     let tok = m.tokenizer()?;
-                    vec![tok.encode(t.as_str(), false).map_err(|e| anyhow::anyhow!("tokenize: {e}"))?.get_ids().to_vec()]
+                    vec![tok
+                        .encode(t.as_str(), false)
+                        .map_err(|e| anyhow::anyhow!("tokenize: {e}"))?
+                        .get_ids()
+                        .to_vec()]
                 }
                 (None, None) => bail!("give --tokens FILE or --text TEXT"),
             };
@@ -213,15 +269,26 @@ fn run(cli: Cli) -> Result<()> {
             if t < 2 || rows.iter().any(|r| r.len() != t) {
                 bail!("need at least one row, all of the same length >= 2");
             }
-            if let Some(bad) = rows.iter().flatten().find(|&&x| x as usize >= m.config.vocab_size) {
-                bail!("token id {bad} is >= the model's vocabulary size {}", m.config.vocab_size);
+            if let Some(bad) = rows
+                .iter()
+                .flatten()
+                .find(|&&x| x as usize >= m.config.vocab_size)
+            {
+                bail!(
+                    "token id {bad} is >= the model's vocabulary size {}",
+                    m.config.vocab_size
+                );
             }
             let ids = Tensor::from_vec(rows.concat(), (rows.len(), t), &Device::Cpu)?;
             let gpt = Gpt::new(&m.config, &m.params)?;
             let logits = gpt.forward(&ids, Mode::Eval)?;
             let loss = Gpt::shifted_loss(&logits, &ids)?;
             let l = loss.to_scalar::<f32>()?;
-            println!("loss {l:.6} | perplexity {:.3} | {} sequences x {t} tokens", (l as f64).exp(), rows.len());
+            println!(
+                "loss {l:.6} | perplexity {:.3} | {} sequences x {t} tokens",
+                (l as f64).exp(),
+                rows.len()
+            );
             if let Some(p) = dump {
                 let mut out = BTreeMap::new();
                 out.insert("logits".to_string(), logits.to_dtype(DType::F32)?);
@@ -230,7 +297,17 @@ fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("writing {}", p.display()))?;
             }
         }
-        Cmd::Bench { n_layer, n_embd, n_head, vocab, seq_len, batch, steps, warmup, device } => {
+        Cmd::Bench {
+            n_layer,
+            n_embd,
+            n_head,
+            vocab,
+            seq_len,
+            batch,
+            steps,
+            warmup,
+            device,
+        } => {
             let cfg = lantern_models::gpt::GptConfig {
                 vocab_size: vocab,
                 n_positions: seq_len,
@@ -241,7 +318,8 @@ fn run(cli: Cli) -> Result<()> {
                 layer_norm_epsilon: 1e-5,
             };
             let dev = lantern_train::device::parse_device(&device)?;
-            let r = lantern_train::bench::bench_train_step(&cfg, batch, seq_len, steps, warmup, &dev)?;
+            let r =
+                lantern_train::bench::bench_train_step(&cfg, batch, seq_len, steps, warmup, &dev)?;
             let threads = std::env::var("RAYON_NUM_THREADS").ok();
             println!(
                 "{}",
@@ -271,7 +349,9 @@ fn read_token_json(p: &std::path::Path) -> Result<Vec<Vec<u32>>> {
                 .map(|x| {
                     x.as_u64()
                         .and_then(|x| u32::try_from(x).ok())
-                        .with_context(|| format!("{}: token ids must be non-negative integers", p.display()))
+                        .with_context(|| {
+                            format!("{}: token ids must be non-negative integers", p.display())
+                        })
                 })
                 .collect()
         })
@@ -296,7 +376,11 @@ fn sample(
         let ctx = &ids[ids.len().saturating_sub(n_pos)..];
         let x = Tensor::from_slice(ctx, (1, ctx.len()), &Device::Cpu)?;
         let logits = gpt.forward(&x, Mode::Eval)?;
-        let last: Vec<f32> = logits.get(0)?.get(ctx.len() - 1)?.to_dtype(DType::F32)?.to_vec1()?;
+        let last: Vec<f32> = logits
+            .get(0)?
+            .get(ctx.len() - 1)?
+            .to_dtype(DType::F32)?
+            .to_vec1()?;
         let next = pick(&last, temperature, top_k, rng);
         if Some(next) == eot {
             break;
@@ -318,7 +402,10 @@ fn pick(logits: &[f32], temperature: f64, top_k: usize, rng: &mut Rng) -> u32 {
         idx.truncate(top_k);
     }
     let max = logits[idx[0]] as f64;
-    let w: Vec<f64> = idx.iter().map(|&i| ((logits[i] as f64 - max) / temperature).exp()).collect();
+    let w: Vec<f64> = idx
+        .iter()
+        .map(|&i| ((logits[i] as f64 - max) / temperature).exp())
+        .collect();
     let mut u = rng.next_f64() * w.iter().sum::<f64>();
     for (k, wi) in w.iter().enumerate() {
         if u < *wi {

@@ -25,16 +25,20 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     } else if path.join("checkpoints").is_dir() {
         let all = checkpoint::list_complete(&path.join("checkpoints"))?;
         Some(all.last().map(|(_, p)| p.clone()).with_context(|| {
-            format!("{} is a run folder without a complete checkpoint", path.display())
+            format!(
+                "{} is a run folder without a complete checkpoint",
+                path.display()
+            )
         })?)
     } else {
         None
     };
     let (source, config) = match &ckpt {
         Some(dir) => (dir.clone(), checkpoint::read_state(dir)?.model),
-        None if path.join("config.json").is_file() => {
-            (path.to_path_buf(), hf::config_from_hf(&path.join("config.json"))?)
-        }
+        None if path.join("config.json").is_file() => (
+            path.to_path_buf(),
+            hf::config_from_hf(&path.join("config.json"))?,
+        ),
         None => bail!(
             "{} is neither a checkpoint, a run folder nor a Hugging Face model folder (no \
              trainer_state.json, checkpoints/ or config.json)",
@@ -53,10 +57,18 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     let tok = source.join("tokenizer.json");
     let tokenizer_path = tok.is_file().then_some(tok);
     let eot_id = match &tokenizer_path {
-        Some(p) => lantern_data::tokenizer::load_tokenizer(p)?.token_to_id(lantern_data::tokenizer::EOT),
+        Some(p) => {
+            lantern_data::tokenizer::load_tokenizer(p)?.token_to_id(lantern_data::tokenizer::EOT)
+        }
         None => None,
     };
-    Ok(LoadedModel { source, config, params, tokenizer_path, eot_id })
+    Ok(LoadedModel {
+        source,
+        config,
+        params,
+        tokenizer_path,
+        eot_id,
+    })
 }
 
 impl LoadedModel {
@@ -81,11 +93,21 @@ impl LoadedModel {
     /// folder is never overwritten.
     pub fn export(&self, out: &Path, dtype: DType) -> Result<()> {
         if out.exists() {
-            bail!("{} already exists: remove it or choose another --out", out.display());
+            bail!(
+                "{} already exists: remove it or choose another --out",
+                out.display()
+            );
         }
-        let name = out.file_name().context("--out needs a folder name")?.to_string_lossy();
-        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let name = out
+            .file_name()
+            .context("--out needs a folder name")?
+            .to_string_lossy();
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

@@ -17,7 +17,14 @@ fn exact_resume(accum: usize) {
 
     let split = tmp.path().join("split");
     let cfg = tiny_config(tmp.path(), &split, &extra);
-    lantern_ok(&["train", "--config", &s(&cfg), "--quiet", "--stop-after", "20"]);
+    lantern_ok(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--quiet",
+        "--stop-after",
+        "20",
+    ]);
     assert!(newest_checkpoint(&split).ends_with("step-00000020"));
     // A new process continues from the checkpoint.
     lantern_ok(&["train", "--config", &s(&cfg), "--quiet", "--resume"]);
@@ -25,7 +32,10 @@ fn exact_resume(accum: usize) {
     let a = std::fs::read(newest_checkpoint(&straight).join("model.safetensors")).unwrap();
     let b = std::fs::read(newest_checkpoint(&split).join("model.safetensors")).unwrap();
     assert!(newest_checkpoint(&split).ends_with("step-00000040"));
-    assert!(a == b, "resumed weights differ from the uninterrupted run (grad_accum {accum})");
+    assert!(
+        a == b,
+        "resumed weights differ from the uninterrupted run (grad_accum {accum})"
+    );
     let oa = std::fs::read(newest_checkpoint(&straight).join("optimizer.safetensors")).unwrap();
     let ob = std::fs::read(newest_checkpoint(&split).join("optimizer.safetensors")).unwrap();
     assert!(oa == ob, "optimizer state differs after resume");
@@ -49,20 +59,52 @@ fn accumulation_matches_a_large_batch() {
         let extra = format!("grad_accum = {acc}");
         let cfg = tiny_config(tmp.path(), &dir, &extra);
         lantern_ok(&[
-            "train", "--config", &s(&cfg), "--quiet",
-            "--set", &format!("train.batch_size={b}"),
-            "--set", "train.max_steps=10",
-            "--set", "model.dropout=0.0",
+            "train",
+            "--config",
+            &s(&cfg),
+            "--quiet",
+            "--set",
+            &format!("train.batch_size={b}"),
+            "--set",
+            "train.max_steps=10",
+            "--set",
+            "model.dropout=0.0",
         ]);
         read_f32_tensors(&newest_checkpoint(&dir).join("model.safetensors"))
     };
     let a = run("b4x4", 4, 4);
     let b = run("b16x1", 16, 1);
     assert_eq!(a.len(), b.len());
+    let rel = |x: &[f32], y: &[f32]| {
+        let num: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| ((p - q) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let den: f64 = y
+            .iter()
+            .map(|q| (*q as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-12);
+        num / den
+    };
     for ((na, va), (_, vb)) in a.iter().zip(&b) {
-        let num: f64 = va.iter().zip(vb).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
-        let den: f64 = vb.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
-        assert!(num / den <= 1e-5, "{na}: relative difference {}", num / den);
+        if na.ends_with("attn.c_attn.bias") {
+            // [query | key | value] biases. The key bias has an exactly-zero true gradient
+            // (softmax ignores a constant added to all of a query's scores), so its gradient is
+            // pure rounding noise, which differs with summation order, and Adam scales noise up
+            // to steps of ~lr. Its query and value parts are compared like everything else.
+            let c = va.len() / 3;
+            for part in [0..c, 2 * c..3 * c] {
+                let r = rel(&va[part.clone()], &vb[part]);
+                assert!(r <= 1e-5, "{na}: relative difference {r}");
+            }
+            continue;
+        }
+        let r = rel(va, vb);
+        assert!(r <= 1e-5, "{na}: relative difference {r}");
     }
 }
 
@@ -71,13 +113,25 @@ fn a_run_writes_metrics_config_plot_and_exportable_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     let cfg = tiny_config(tmp.path(), &dir, "");
-    let out = lantern_ok(&["train", "--config", &s(&cfg), "--quiet", "--set", "train.max_steps=20"]);
+    let out = lantern_ok(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--quiet",
+        "--set",
+        "train.max_steps=20",
+    ]);
     assert!(out.contains("checkpoint:"), "{out}");
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    let train_lines = metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count();
+    let train_lines = metrics
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"train\""))
+        .count();
     assert_eq!(train_lines, 20);
     assert!(metrics.lines().any(|l| l.contains("\"val_loss\"")));
-    assert!(std::fs::read(dir.join("loss.png")).unwrap().starts_with(b"\x89PNG"));
+    assert!(std::fs::read(dir.join("loss.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
     let resolved = std::fs::read_to_string(dir.join("config.toml")).unwrap();
     assert!(resolved.contains("max_steps = 20"), "{resolved}");
     // Only `keep` checkpoints remain, and the newest exports and samples.
@@ -86,15 +140,41 @@ fn a_run_writes_metrics_config_plot_and_exportable_checkpoints() {
     for f in ["model.safetensors", "config.json", "tokenizer.json"] {
         assert!(export.join(f).is_file(), "{f} missing from export");
     }
-    let names: Vec<String> = read_f32_tensors(&export.join("model.safetensors")).into_iter().map(|t| t.0).collect();
+    let names: Vec<String> = read_f32_tensors(&export.join("model.safetensors"))
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
     assert!(names.contains(&"transformer.h.1.attn.c_attn.weight".to_string()));
-    assert!(!names.iter().any(|n| n == "lm_head.weight"), "tied head must be written once");
+    assert!(
+        !names.iter().any(|n| n == "lm_head.weight"),
+        "tied head must be written once"
+    );
     // Exporting over an existing folder is refused, and the folder is left alone.
     let e = lantern_err(&["export", "--model", &s(&dir), "--out", &s(&export)]);
     assert!(e.contains("already exists"), "{e}");
-    let gen = lantern_ok(&["generate", "--model", &s(&export), "--prompt", "The", "--max-new-tokens", "8", "--seed", "3"]);
+    let gen = lantern_ok(&[
+        "generate",
+        "--model",
+        &s(&export),
+        "--prompt",
+        "The",
+        "--max-new-tokens",
+        "8",
+        "--seed",
+        "3",
+    ]);
     assert!(gen.contains("sample 1"), "{gen}");
-    let again = lantern_ok(&["generate", "--model", &s(&export), "--prompt", "The", "--max-new-tokens", "8", "--seed", "3"]);
+    let again = lantern_ok(&[
+        "generate",
+        "--model",
+        &s(&export),
+        "--prompt",
+        "The",
+        "--max-new-tokens",
+        "8",
+        "--seed",
+        "3",
+    ]);
     assert_eq!(gen, again, "sampling with a seed is reproducible");
 }
 
@@ -105,13 +185,31 @@ fn bad_config_input_is_named() {
     let cfg = tiny_config(tmp.path(), &dir, "");
     let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "train.lrr=1"]);
     assert!(e.contains("lrr"), "{e}");
-    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "train.batch_size=big"]);
-    assert!(e.contains("train.batch_size") && e.contains("string"), "{e}");
-    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "data.dir=/nonexistent/data"]);
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        "train.batch_size=big",
+    ]);
+    assert!(
+        e.contains("train.batch_size") && e.contains("string"),
+        "{e}"
+    );
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        "data.dir=/nonexistent/data",
+    ]);
     assert!(e.contains("/nonexistent/data"), "{e}");
     let e = lantern_err(&["train", "--config", "/nonexistent/config.toml"]);
     assert!(e.contains("/nonexistent/config.toml"), "{e}");
-    assert!(!dir.exists(), "a failed start must not create the run folder");
+    assert!(
+        !dir.exists(),
+        "a failed start must not create the run folder"
+    );
 }
 
 #[test]
@@ -119,7 +217,14 @@ fn bad_checkpoints_are_refused_and_left_intact() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     let cfg = tiny_config(tmp.path(), &dir, "");
-    lantern_ok(&["train", "--config", &s(&cfg), "--quiet", "--stop-after", "20"]);
+    lantern_ok(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--quiet",
+        "--stop-after",
+        "20",
+    ]);
     let ckpt = newest_checkpoint(&dir);
 
     // Training into a folder that has checkpoints without --resume is refused.
@@ -127,7 +232,15 @@ fn bad_checkpoints_are_refused_and_left_intact() {
     assert!(e.contains("--resume"), "{e}");
 
     // A checkpoint of a different shape.
-    let e = lantern_err(&["train", "--config", &s(&cfg), "--quiet", "--resume", "--set", "model.n_embd=64"]);
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--quiet",
+        "--resume",
+        "--set",
+        "model.n_embd=64",
+    ]);
     assert!(e.contains("different model"), "{e}");
 
     // A truncated model file: the error names it, nothing is written over it.
@@ -137,7 +250,13 @@ fn bad_checkpoints_are_refused_and_left_intact() {
     let e = lantern_err(&["train", "--config", &s(&cfg), "--quiet", "--resume"]);
     assert!(e.contains("model.safetensors"), "{e}");
     assert_eq!(std::fs::read(&model).unwrap().len(), bytes.len() / 2);
-    let e = lantern_err(&["export", "--model", &s(&ckpt), "--out", &s(&tmp.path().join("x"))]);
+    let e = lantern_err(&[
+        "export",
+        "--model",
+        &s(&ckpt),
+        "--out",
+        &s(&tmp.path().join("x")),
+    ]);
     assert!(e.contains("model.safetensors"), "{e}");
     assert!(!tmp.path().join("x").exists());
 }
@@ -148,11 +267,24 @@ fn token_ids_past_the_vocabulary_are_refused() {
     let dir = tmp.path().join("run");
     let cfg = tiny_config(tmp.path(), &dir, "");
     // The data was prepared with 512 tokens; a model with 300 cannot embed them.
-    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "model.vocab_size=300"]);
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        "model.vocab_size=300",
+    ]);
     assert!(e.contains("300") && e.contains("512"), "{e}");
     let toks = tmp.path().join("t.json");
     std::fs::write(&toks, r#"{"input_ids": [[1, 2, 99999]]}"#).unwrap();
-    lantern_ok(&["train", "--config", &s(&cfg), "--quiet", "--set", "train.max_steps=1"]);
+    lantern_ok(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--quiet",
+        "--set",
+        "train.max_steps=1",
+    ]);
     let e = lantern_err(&["score", "--model", &s(&dir), "--tokens", &s(&toks)]);
     assert!(e.contains("99999"), "{e}");
 }

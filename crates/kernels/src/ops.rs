@@ -92,7 +92,14 @@ mod tests {
     use candle_core::Var;
 
     fn close(a: &Tensor, b: &Tensor, tol: f32) {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(d <= tol, "max abs diff {d} > {tol}");
     }
 
@@ -104,14 +111,37 @@ mod tests {
         let b = Var::from_vec(rng.normal_vec(8, 1.0), 8, &Device::Cpu).unwrap();
         let y = layer_norm(&x, &w, &b, 1e-5).unwrap();
         // Normalised rows have zero mean and unit variance before the affine part.
-        let xhat = layer_norm(&x, &Tensor::ones(8, DType::F32, &Device::Cpu).unwrap(),
-            &Tensor::zeros(8, DType::F32, &Device::Cpu).unwrap(), 1e-5).unwrap();
-        close(&xhat.mean_keepdim(D::Minus1).unwrap(), &Tensor::zeros((2, 3, 1), DType::F32, &Device::Cpu).unwrap(), 1e-5);
-        let loss = (y * Tensor::arange(0f32, 48., &Device::Cpu).unwrap().reshape((2, 3, 8)).unwrap()).unwrap().sum_all().unwrap();
+        let xhat = layer_norm(
+            &x,
+            &Tensor::ones(8, DType::F32, &Device::Cpu).unwrap(),
+            &Tensor::zeros(8, DType::F32, &Device::Cpu).unwrap(),
+            1e-5,
+        )
+        .unwrap();
+        close(
+            &xhat.mean_keepdim(D::Minus1).unwrap(),
+            &Tensor::zeros((2, 3, 1), DType::F32, &Device::Cpu).unwrap(),
+            1e-5,
+        );
+        let loss = (y * Tensor::arange(0f32, 48., &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3, 8))
+            .unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap();
         let g = loss.backward().unwrap();
         for v in [&x, &w, &b] {
             let gv = g.get(v).expect("gradient missing");
-            assert!(gv.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+            assert!(
+                gv.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    > 0.0
+            );
         }
     }
 
@@ -119,12 +149,18 @@ mod tests {
     fn cross_entropy_matches_hand_computation() {
         let logits = Tensor::new(&[[1f32, 2., 3.], [0., 0., 0.]], &Device::Cpu).unwrap();
         let targets = Tensor::new(&[2u32, 1], &Device::Cpu).unwrap();
-        let l = cross_entropy_sum(&logits, &targets, None).unwrap().to_scalar::<f32>().unwrap();
+        let l = cross_entropy_sum(&logits, &targets, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let lse = (1f32.exp() + 2f32.exp() + 3f32.exp()).ln();
         let want = (lse - 3.0) + 3f32.ln();
         assert!((l - want).abs() < 1e-5, "{l} vs {want}");
         let w = Tensor::new(&[1f32, 0.], &Device::Cpu).unwrap();
-        let l = cross_entropy_sum(&logits, &targets, Some(&w)).unwrap().to_scalar::<f32>().unwrap();
+        let l = cross_entropy_sum(&logits, &targets, Some(&w))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((l - (lse - 3.0)).abs() < 1e-5);
     }
 
@@ -147,7 +183,15 @@ mod tests {
         close(&a, &b, 0.0);
         let mean = a.mean_all().unwrap().to_scalar::<f32>().unwrap();
         assert!((mean - 1.0).abs() < 0.03, "{mean}");
-        let zeros = a.eq(0f32).unwrap().to_dtype(DType::F32).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+        let zeros = a
+            .eq(0f32)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!((zeros - 0.25).abs() < 0.02, "{zeros}");
     }
 }

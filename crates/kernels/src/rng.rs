@@ -44,11 +44,17 @@ impl Rng {
     }
 
     pub fn state(&self) -> RngState {
-        RngState { seed: self.seed, counter: self.counter }
+        RngState {
+            seed: self.seed,
+            counter: self.counter,
+        }
     }
 
     pub fn from_state(s: RngState) -> Self {
-        Self { seed: s.seed, counter: s.counter }
+        Self {
+            seed: s.seed,
+            counter: s.counter,
+        }
     }
 
     #[inline]

@@ -15,7 +15,12 @@ pub enum Error {
     #[error("{path}: unexpected tensors (not part of this model): {}", names.join(", "))]
     Unexpected { path: PathBuf, names: Vec<String> },
     #[error("{path}: tensor {name} has shape {got:?}, the model config expects {expected:?}")]
-    Shape { path: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize> },
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
     #[error("parameter {0} does not exist in this model")]
     NoSuchParam(String),
 }

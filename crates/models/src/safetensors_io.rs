@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn file_err(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::File { path: path.to_path_buf(), msg: msg.to_string() }
+    Error::File {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
 }
 
 /// Refuses formats that can run code when loaded, with advice on converting.

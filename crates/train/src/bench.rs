@@ -31,13 +31,22 @@ pub fn bench_train_step(
     let params = init_params(cfg, &mut rng, device, DType::F32)?;
     let model = Gpt::new(cfg, &params)?;
     let mut opt = AdamW::new(
-        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        },
         &params,
     )?;
     let mut times = Vec::with_capacity(steps);
     for step in 0..warmup + steps {
-        let ids: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
-        let tgt: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
+        let ids: Vec<u32> = (0..b * t)
+            .map(|_| rng.below(cfg.vocab_size as u64) as u32)
+            .collect();
+        let tgt: Vec<u32> = (0..b * t)
+            .map(|_| rng.below(cfg.vocab_size as u64) as u32)
+            .collect();
         let batches = [to_batch(&ids, &tgt, b, t, device)?];
         let t0 = Instant::now();
         let out = train_step(

@@ -121,7 +121,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
 pub fn save(root: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
     fs::create_dir_all(root).map_err(io(root))?;
     let final_dir = root.join(dir_name(step));
-    let tmp = root.join(format!("{TMP_PREFIX}{}-{}", dir_name(step), std::process::id()));
+    let tmp = root.join(format!(
+        "{TMP_PREFIX}{}-{}",
+        dir_name(step),
+        std::process::id()
+    ));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
@@ -164,16 +168,23 @@ pub fn prune(root: &Path, keep: usize) -> Result<()> {
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
     let text = fs::read_to_string(&path).map_err(io(&path))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Checkpoint { path: path.clone(), msg: format!("invalid JSON: {e}") })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: path.clone(),
+        msg: format!("invalid JSON: {e}"),
+    })?;
     let version = v.get("format_version").and_then(|x| x.as_u64());
     if version != Some(STATE_VERSION as u64) {
         return Err(Error::Checkpoint {
             path,
-            msg: format!("trainer-state format_version {version:?}, this build reads {STATE_VERSION}"),
+            msg: format!(
+                "trainer-state format_version {version:?}, this build reads {STATE_VERSION}"
+            ),
         });
     }
-    serde_json::from_value(v).map_err(|e| Error::Checkpoint { path, msg: e.to_string() })
+    serde_json::from_value(v).map_err(|e| Error::Checkpoint {
+        path,
+        msg: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -192,19 +203,45 @@ mod tests {
     fn save_is_atomic_and_listing_skips_incomplete() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
-        save(root, 10, &[(MODEL_FILE, b"m".to_vec()), (STATE_FILE, b"{}".to_vec())]).unwrap();
+        save(
+            root,
+            10,
+            &[(MODEL_FILE, b"m".to_vec()), (STATE_FILE, b"{}".to_vec())],
+        )
+        .unwrap();
         // A leftover of a killed writer and a folder without a state file are not checkpoints.
         fs::create_dir_all(root.join(".tmp-step-00000020-1")).unwrap();
         fs::create_dir_all(root.join("step-00000030")).unwrap();
-        let steps: Vec<u64> = list_complete(root).unwrap().into_iter().map(|(s, _)| s).collect();
+        let steps: Vec<u64> = list_complete(root)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         assert_eq!(steps, vec![10]);
         assert_eq!(clean_incomplete(root).unwrap().len(), 1);
         // Re-saving the same step replaces it.
-        save(root, 10, &[(MODEL_FILE, b"n".to_vec()), (STATE_FILE, b"{}".to_vec())]).unwrap();
-        assert_eq!(fs::read(root.join("step-00000010").join(MODEL_FILE)).unwrap(), b"n");
-        save(root, 20, &[(MODEL_FILE, b"m".to_vec()), (STATE_FILE, b"{}".to_vec())]).unwrap();
+        save(
+            root,
+            10,
+            &[(MODEL_FILE, b"n".to_vec()), (STATE_FILE, b"{}".to_vec())],
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read(root.join("step-00000010").join(MODEL_FILE)).unwrap(),
+            b"n"
+        );
+        save(
+            root,
+            20,
+            &[(MODEL_FILE, b"m".to_vec()), (STATE_FILE, b"{}".to_vec())],
+        )
+        .unwrap();
         prune(root, 1).unwrap();
-        let steps: Vec<u64> = list_complete(root).unwrap().into_iter().map(|(s, _)| s).collect();
+        let steps: Vec<u64> = list_complete(root)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         assert_eq!(steps, vec![20]);
     }
 }

@@ -200,7 +200,10 @@ impl Default for TrainSection {
 
 impl Default for CheckpointSection {
     fn default() -> Self {
-        Self { every: d_ckpt_every(), keep: d_keep() }
+        Self {
+            every: d_ckpt_every(),
+            keep: d_keep(),
+        }
     }
 }
 
@@ -235,9 +238,8 @@ impl RunConfig {
     /// Reads a config file; a missing or non-UTF-8 file is an error naming it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(crate::error::io(path))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            Error::Config(format!("{}: not UTF-8 text ({e})", path.display()))
-        })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| Error::Config(format!("{}: not UTF-8 text ({e})", path.display())))?;
         Self::parse(&text, &path.display().to_string(), overrides)
     }
 
@@ -285,7 +287,9 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
-        return Err(Error::Config(format!("--set {spec:?}: malformed key {key:?}")));
+        return Err(Error::Config(format!(
+            "--set {spec:?}: malformed key {key:?}"
+        )));
     }
     let mut cur = table;
     for p in &parts[..parts.len() - 1] {
@@ -294,7 +298,11 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = match entry {
             toml::Value::Table(t) => t,
-            _ => return Err(Error::Config(format!("--set {spec:?}: `{p}` is not a section"))),
+            _ => {
+                return Err(Error::Config(format!(
+                    "--set {spec:?}: `{p}` is not a section"
+                )))
+            }
         };
     }
     cur.insert(parts[parts.len() - 1].to_string(), value);
@@ -325,9 +333,13 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let e = RunConfig::parse(MIN, "t.toml", &["train.lr=fast".into()]).unwrap_err().to_string();
+        let e = RunConfig::parse(MIN, "t.toml", &["train.lr=fast".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("train.lr") && e.contains("string"), "{e}");
-        let e = RunConfig::parse("[data]\ndir = 3\n", "t.toml", &[]).unwrap_err().to_string();
+        let e = RunConfig::parse("[data]\ndir = 3\n", "t.toml", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("data.dir"), "{e}");
     }
 
@@ -336,9 +348,13 @@ mod tests {
         let c = RunConfig::parse(MIN, "t", &["train.lr=0.5".into(), "run.dir=x/y".into()]).unwrap();
         assert_eq!(c.train.lr, 0.5);
         assert_eq!(c.run.dir, PathBuf::from("x/y"));
-        let e = RunConfig::parse(MIN, "t", &["train.nope=1".into()]).unwrap_err().to_string();
+        let e = RunConfig::parse(MIN, "t", &["train.nope=1".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope"), "{e}");
-        let e = RunConfig::parse(MIN, "t", &["novalue".into()]).unwrap_err().to_string();
+        let e = RunConfig::parse(MIN, "t", &["novalue".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("novalue"), "{e}");
     }
 

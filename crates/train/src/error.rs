@@ -11,7 +11,10 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] lantern_data::Error),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config: {0}")]
     Config(String),
     #[error("{path}: {msg}")]

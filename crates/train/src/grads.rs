@@ -12,7 +12,9 @@ pub struct StepGrads {
 
 impl StepGrads {
     pub fn new(n: usize) -> Self {
-        Self { grads: vec![None; n] }
+        Self {
+            grads: vec![None; n],
+        }
     }
 
     /// Adds the variables' gradients of one backward pass. Only variables are taken: the store
@@ -49,7 +51,10 @@ impl StepGrads {
                 }
             };
             if let Some(problem) = problem {
-                return Err(Error::GradIntegrity { name: name.clone(), problem });
+                return Err(Error::GradIntegrity {
+                    name: name.clone(),
+                    problem,
+                });
             }
         }
         Ok(())

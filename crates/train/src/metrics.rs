@@ -21,7 +21,11 @@ impl MetricsLog {
             Some(step) if path.exists() => {
                 let kept: Vec<String> = read_records(path)?
                     .into_iter()
-                    .filter(|r| r.get("step").and_then(Value::as_u64).is_some_and(|s| s <= step))
+                    .filter(|r| {
+                        r.get("step")
+                            .and_then(Value::as_u64)
+                            .is_some_and(|s| s <= step)
+                    })
                     .map(|r| r.to_string())
                     .collect();
                 let mut text = kept.join("\n");
@@ -36,8 +40,15 @@ impl MetricsLog {
                 File::create(path).map_err(io(path))?;
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io(path))?;
-        Ok(Self { path: path.to_path_buf(), file })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io(path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     pub fn write(&mut self, record: &Value) -> Result<()> {

@@ -39,8 +39,16 @@ impl AdamW {
         Ok(Self {
             cfg,
             step: 0,
-            exp_avg: params.vars().iter().map(zeros).collect::<candle_core::Result<_>>()?,
-            exp_avg_sq: params.vars().iter().map(zeros).collect::<candle_core::Result<_>>()?,
+            exp_avg: params
+                .vars()
+                .iter()
+                .map(zeros)
+                .collect::<candle_core::Result<_>>()?,
+            exp_avg_sq: params
+                .vars()
+                .iter()
+                .map(zeros)
+                .collect::<candle_core::Result<_>>()?,
             decay: params.vars().iter().map(|v| decays(v.rank())).collect(),
         })
     }
@@ -53,7 +61,12 @@ impl AdamW {
     /// gradient leaves that parameter and its moments untouched (as torch does).
     pub fn step(&mut self, params: &Params, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
         self.step += 1;
-        let AdamWConfig { beta1: b1, beta2: b2, eps, weight_decay: wd } = self.cfg;
+        let AdamWConfig {
+            beta1: b1,
+            beta2: b2,
+            eps,
+            weight_decay: wd,
+        } = self.cfg;
         let bc1 = 1.0 - b1.powi(self.step as i32);
         let bc2_sqrt = (1.0 - b2.powi(self.step as i32)).sqrt();
         for (i, var) in params.vars().iter().enumerate() {
@@ -93,11 +106,19 @@ impl AdamW {
         step: u64,
         path: &Path,
     ) -> Result<()> {
-        let err = |msg: String| Error::Checkpoint { path: path.to_path_buf(), msg };
+        let err = |msg: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        };
         for (i, (name, var)) in params.iter().enumerate() {
-            for (suffix, slot) in [("exp_avg", &mut self.exp_avg[i]), ("exp_avg_sq", &mut self.exp_avg_sq[i])] {
+            for (suffix, slot) in [
+                ("exp_avg", &mut self.exp_avg[i]),
+                ("exp_avg_sq", &mut self.exp_avg_sq[i]),
+            ] {
                 let key = format!("{name}.{suffix}");
-                let t = tensors.remove(&key).ok_or_else(|| err(format!("missing optimizer tensor {key}")))?;
+                let t = tensors
+                    .remove(&key)
+                    .ok_or_else(|| err(format!("missing optimizer tensor {key}")))?;
                 if t.dims() != var.dims() {
                     return Err(err(format!(
                         "optimizer tensor {key} has shape {:?}, parameter has {:?}",

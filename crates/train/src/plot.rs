@@ -24,7 +24,9 @@ struct Canvas {
 
 impl Canvas {
     fn new() -> Self {
-        Self { px: vec![255; W * H * 3] }
+        Self {
+            px: vec![255; W * H * 3],
+        }
     }
 
     fn set(&mut self, x: i64, y: i64, c: Rgb) {
@@ -164,7 +166,12 @@ pub fn write_loss_png(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> 
         c.line((gx, TOP as i64), (gx, (H - BOTTOM) as i64), GREY, 1);
         c.line((LEFT as i64, gy), ((W - RIGHT) as i64, gy), GREY, 1);
         let xl = fmt_tick(x0 + f * (x1 - x0));
-        c.text(gx - text_width(&xl) / 2, (H - BOTTOM + 8) as i64, &xl, BLACK);
+        c.text(
+            gx - text_width(&xl) / 2,
+            (H - BOTTOM + 8) as i64,
+            &xl,
+            BLACK,
+        );
         let yl = fmt_tick(y0 + f * (y1 - y0));
         c.text(LEFT as i64 - 6 - text_width(&yl), gy - 7, &yl, BLACK);
     }
@@ -174,8 +181,11 @@ pub fn write_loss_png(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> 
     c.text((W / 2) as i64 - 24, (H - 16) as i64, "step", BLACK);
     c.text(8, 8, "loss", BLACK);
     for (series, color, thick) in [(train, BLUE, 1), (val, ORANGE, 2)] {
-        let pts: Vec<(i64, i64)> =
-            series.iter().filter(|(_, y)| y.is_finite()).map(|&(x, y)| map(x, y)).collect();
+        let pts: Vec<(i64, i64)> = series
+            .iter()
+            .filter(|(_, y)| y.is_finite())
+            .map(|&(x, y)| map(x, y))
+            .collect();
         for w in pts.windows(2) {
             c.line(w[0], w[1], color, thick);
         }
@@ -209,7 +219,9 @@ mod tests {
     fn writes_a_png() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("loss.png");
-        let train: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 8.0 - (i as f64).sqrt())).collect();
+        let train: Vec<(f64, f64)> = (0..50)
+            .map(|i| (i as f64, 8.0 - (i as f64).sqrt()))
+            .collect();
         super::write_loss_png(&p, &train, &[(0.0, 8.0), (49.0, 2.5)]).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");

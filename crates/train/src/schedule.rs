@@ -35,7 +35,11 @@ impl Schedule {
             ScheduleKind::Cosine => {
                 let progress = (s - w) as f64 / decay_len;
                 let c = (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0);
-                let r = if self.lr > 0.0 { self.min_lr / self.lr } else { 0.0 };
+                let r = if self.lr > 0.0 {
+                    self.min_lr / self.lr
+                } else {
+                    0.0
+                };
                 r + (1.0 - r) * c
             }
         }
@@ -47,12 +51,22 @@ mod tests {
     use super::*;
 
     fn s(kind: ScheduleKind) -> Schedule {
-        Schedule { kind, lr: 1.0, min_lr: 0.1, warmup_steps: 10, total_steps: 110 }
+        Schedule {
+            kind,
+            lr: 1.0,
+            min_lr: 0.1,
+            warmup_steps: 10,
+            total_steps: 110,
+        }
     }
 
     #[test]
     fn warmup_is_linear_from_zero() {
-        for k in [ScheduleKind::Constant, ScheduleKind::Linear, ScheduleKind::Cosine] {
+        for k in [
+            ScheduleKind::Constant,
+            ScheduleKind::Linear,
+            ScheduleKind::Cosine,
+        ] {
             assert_eq!(s(k).lr_at(0), 0.0);
             assert!((s(k).lr_at(5) - 0.5).abs() < 1e-12);
             assert!((s(k).lr_at(10) - 1.0).abs() < 1e-12);

@@ -89,7 +89,13 @@ pub struct Batch {
     pub targets: Tensor,
 }
 
-pub fn to_batch(inputs: &[u32], targets: &[u32], b: usize, t: usize, device: &Device) -> Result<Batch> {
+pub fn to_batch(
+    inputs: &[u32],
+    targets: &[u32],
+    b: usize,
+    t: usize,
+    device: &Device,
+) -> Result<Batch> {
     Ok(Batch {
         ids: Tensor::from_slice(inputs, (b, t), device)?,
         targets: Tensor::from_slice(targets, b * t, device)?,
@@ -100,7 +106,11 @@ pub fn to_batch(inputs: &[u32], targets: &[u32], b: usize, t: usize, device: &De
 fn batch_loss_sum(model: &Gpt, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
     let logits = model.forward(&batch.ids, mode)?;
     let (b, t, v) = logits.dims3()?;
-    Ok(cross_entropy_sum(&logits.reshape((b * t, v))?, &batch.targets, None)?)
+    Ok(cross_entropy_sum(
+        &logits.reshape((b * t, v))?,
+        &batch.targets,
+        None,
+    )?)
 }
 
 /// What one optimizer step needs besides the optimizer.
@@ -145,11 +155,21 @@ pub fn train_step(inp: &StepInputs<'_>, opt: &mut AdamW) -> Result<StepOutput> {
     let grad_norm = grads.global_norm()?;
     grads.clip(grad_norm, inp.grad_clip)?;
     opt.step(inp.params, &grads.grads, inp.lr)?;
-    Ok(StepOutput { loss: loss_sum, grad_norm })
+    Ok(StepOutput {
+        loss: loss_sum,
+        grad_norm,
+    })
 }
 
 /// Mean validation loss over `n_batches` fixed batches of the validation shard.
-fn evaluate(model: &Gpt, val: &Shard, b: usize, t: usize, n_batches: usize, device: &Device) -> Result<f64> {
+fn evaluate(
+    model: &Gpt,
+    val: &Shard,
+    b: usize,
+    t: usize,
+    n_batches: usize,
+    device: &Device,
+) -> Result<f64> {
     let (mut inp, mut tgt) = (Vec::new(), Vec::new());
     let mut total = 0f64;
     for i in 0..n_batches {
@@ -186,7 +206,11 @@ impl Progress {
             pb.set_position(start);
             pb
         });
-        Self { bar, log_every: log_every.max(1), quiet }
+        Self {
+            bar,
+            log_every: log_every.max(1),
+            quiet,
+        }
     }
 
     fn step(&self, step: u64, total: u64, loss: f64, lr: f64, tok_s: f64) {
@@ -196,7 +220,7 @@ impl Progress {
                 pb.set_position(step);
                 pb.set_message(msg);
             }
-            None if !self.quiet && (step % self.log_every == 0 || step == total) => {
+            None if !self.quiet && (step.is_multiple_of(self.log_every) || step == total) => {
                 eprintln!("step {step}/{total} | {msg}")
             }
             None => {}
@@ -252,7 +276,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     if let Some(st) = &state {
         if st.model != model_cfg {
             return Err(Error::Checkpoint {
-                path: resume_from.as_ref().map(|r| r.1.clone()).unwrap_or_default(),
+                path: resume_from
+                    .as_ref()
+                    .map(|r| r.1.clone())
+                    .unwrap_or_default(),
                 msg: format!(
                     "checkpoint is of a different model: checkpoint {:?}, config asks for {:?}",
                     st.model, model_cfg
@@ -269,13 +296,30 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             model_cfg.n_positions
         )));
     }
-    let train_shard = Shard::open_checked(&cfg.data.dir.join("train.bin"), model_cfg.vocab_size as u32)?;
-    let val_shard = Shard::open_checked(&cfg.data.dir.join("val.bin"), model_cfg.vocab_size as u32)?;
+    let train_shard =
+        Shard::open_checked(&cfg.data.dir.join("train.bin"), model_cfg.vocab_size as u32)?;
+    let val_shard =
+        Shard::open_checked(&cfg.data.dir.join("val.bin"), model_cfg.vocab_size as u32)?;
 
     let params: Params = match (&resume_from, &cfg.model.init_from) {
-        (Some((_, dir)), _) => gpt::hf::load_params(&dir.join(checkpoint::MODEL_FILE), &model_cfg, &device, DType::F32)?,
-        (None, Some(hf_dir)) => gpt::hf::load_params(&hf_dir.join("model.safetensors"), &model_cfg, &device, DType::F32)?,
-        (None, None) => gpt::init_params(&model_cfg, &mut Rng::derive(cfg.train.seed, INIT_STREAM), &device, DType::F32)?,
+        (Some((_, dir)), _) => gpt::hf::load_params(
+            &dir.join(checkpoint::MODEL_FILE),
+            &model_cfg,
+            &device,
+            DType::F32,
+        )?,
+        (None, Some(hf_dir)) => gpt::hf::load_params(
+            &hf_dir.join("model.safetensors"),
+            &model_cfg,
+            &device,
+            DType::F32,
+        )?,
+        (None, None) => gpt::init_params(
+            &model_cfg,
+            &mut Rng::derive(cfg.train.seed, INIT_STREAM),
+            &device,
+            DType::F32,
+        )?,
     };
     let model = Gpt::new(&model_cfg, &params)?;
     let mut opt = AdamW::new(
@@ -292,7 +336,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let p = dir.join(checkpoint::OPTIMIZER_FILE);
         let tensors = safetensors_io::load(&p, &device, DType::F32)?;
         opt.load_state(&params, tensors, st.optimizer.step, &p)?;
-        (step, samples_seen, tokens_seen, last_val) = (st.step, st.samples_seen, st.tokens_seen, st.last_val_loss);
+        (step, samples_seen, tokens_seen, last_val) =
+            (st.step, st.samples_seen, st.tokens_seen, st.last_val_loss);
     }
     let schedule = Schedule {
         kind: cfg.train.schedule,
@@ -306,7 +351,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     let metrics_path = run_dir.join("metrics.jsonl");
     let mut log = MetricsLog::open(&metrics_path, resume_from.as_ref().map(|r| r.0))?;
-    let tokenizer_bytes = std::fs::read(cfg.data.dir.join("tokenizer.json")).map_err(io(cfg.data.dir.join("tokenizer.json")))?;
+    let tokenizer_bytes = std::fs::read(cfg.data.dir.join("tokenizer.json"))
+        .map_err(io(cfg.data.dir.join("tokenizer.json")))?;
 
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
     let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, opts.quiet);
@@ -332,23 +378,43 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         last_val = Some(v);
     }
 
-    let save = |step: u64, samples_seen: u64, tokens_seen: u64, last_val: Option<f64>, opt: &AdamW| -> Result<PathBuf> {
+    let save = |step: u64,
+                samples_seen: u64,
+                tokens_seen: u64,
+                last_val: Option<f64>,
+                opt: &AdamW|
+     -> Result<PathBuf> {
         let st = TrainerState {
             format_version: checkpoint::STATE_VERSION,
             step,
             samples_seen,
             tokens_seen,
-            rng: RngState { seed: cfg.train.seed, counter: step },
-            optimizer: OptimizerState { kind: "adamw".into(), step: opt.step_count() },
+            rng: RngState {
+                seed: cfg.train.seed,
+                counter: step,
+            },
+            optimizer: OptimizerState {
+                kind: "adamw".into(),
+                step: opt.step_count(),
+            },
             model: model_cfg.clone(),
             config: cfg.clone(),
             last_val_loss: last_val,
         };
         let files = [
-            (checkpoint::MODEL_FILE, safetensors_io::serialize(&hf::export_tensors(&params, DType::F32)?)?),
-            (checkpoint::OPTIMIZER_FILE, safetensors_io::serialize(&opt.state_tensors(&params))?),
+            (
+                checkpoint::MODEL_FILE,
+                safetensors_io::serialize(&hf::export_tensors(&params, DType::F32)?)?,
+            ),
+            (
+                checkpoint::OPTIMIZER_FILE,
+                safetensors_io::serialize(&opt.state_tensors(&params))?,
+            ),
             ("tokenizer.json", tokenizer_bytes.clone()),
-            (checkpoint::STATE_FILE, serde_json::to_vec_pretty(&st).expect("state serialises")),
+            (
+                checkpoint::STATE_FILE,
+                serde_json::to_vec_pretty(&st).expect("state serialises"),
+            ),
         ];
         let dir = checkpoint::save(&ckpt_root, step, &files)?;
         checkpoint::prune(&ckpt_root, cfg.checkpoint.keep)?;
@@ -367,19 +433,30 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let mut batches = Vec::with_capacity(accum);
         for micro in 0..accum {
             let first = samples_seen + (micro * b) as u64;
-            lm_batch(&train_shard, cfg.train.seed, first, b, t, &mut inp, &mut tgt)?;
+            lm_batch(
+                &train_shard,
+                cfg.train.seed,
+                first,
+                b,
+                t,
+                &mut inp,
+                &mut tgt,
+            )?;
             batches.push(to_batch(&inp, &tgt, b, t, &device)?);
         }
-        let out = train_step(&StepInputs {
-            model: &model,
-            params: &params,
-            batches: &batches,
-            lr,
-            grad_clip: cfg.train.grad_clip,
-            dropout_seed: cfg.train.seed ^ DROPOUT_STREAM,
-            step,
-            check_integrity: !checked,
-        }, &mut opt)?;
+        let out = train_step(
+            &StepInputs {
+                model: &model,
+                params: &params,
+                batches: &batches,
+                lr,
+                grad_clip: cfg.train.grad_clip,
+                dropout_seed: cfg.train.seed ^ DROPOUT_STREAM,
+                step,
+                check_integrity: !checked,
+            },
+            &mut opt,
+        )?;
         checked = true;
         let (loss_sum, norm) = (out.loss, out.grad_norm);
         step += 1;
@@ -397,21 +474,27 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         progress.step(step, cfg.train.max_steps, loss_sum, lr, tok_s);
 
         let at_end = step == end;
-        let eval_due = cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0;
+        let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
         if eval_due || step == cfg.train.max_steps {
             let v = eval(&model)?;
             log.write(&json!({"kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp()}))?;
-            progress.line(&format!("step {step} | val loss {v:.4} | ppl {:.1}", v.exp()));
+            progress.line(&format!(
+                "step {step} | val loss {v:.4} | ppl {:.1}",
+                v.exp()
+            ));
             last_val = Some(v);
         }
-        let ckpt_due = cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0;
+        let ckpt_due = cfg.checkpoint.every > 0 && step.is_multiple_of(cfg.checkpoint.every);
         if ckpt_due || at_end {
             last_ckpt = Some(save(step, samples_seen, tokens_seen, last_val, &opt)?);
         }
     }
     progress.finish();
     let records = metrics::read_records(&metrics_path)?;
-    let (train_s, val_s) = (metrics::series(&records, "train", "loss"), metrics::series(&records, "val", "val_loss"));
+    let (train_s, val_s) = (
+        metrics::series(&records, "train", "loss"),
+        metrics::series(&records, "val", "val_loss"),
+    );
     if !train_s.is_empty() || !val_s.is_empty() {
         plot::write_loss_png(&run_dir.join("loss.png"), &train_s, &val_s)?;
     }
@@ -422,7 +505,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         first_val_loss: first_val,
         last_val_loss: last_val,
         checkpoint: last_ckpt.or_else(|| resume_from.map(|r| r.1)),
-        tokens_per_s: if timed_secs > 0.0 { timed_tokens as f64 / timed_secs } else { 0.0 },
+        tokens_per_s: if timed_secs > 0.0 {
+            timed_tokens as f64 / timed_secs
+        } else {
+            0.0
+        },
         resumed_from: state.map(|s| s.step),
     })
 }
@@ -432,16 +519,41 @@ mod tests {
     use super::*;
 
     fn tiny() -> GptConfig {
-        GptConfig { vocab_size: 16, n_positions: 8, n_embd: 8, n_layer: 1, n_head: 2, dropout: 0.0, layer_norm_epsilon: 1e-5 }
+        GptConfig {
+            vocab_size: 16,
+            n_positions: 8,
+            n_embd: 8,
+            n_layer: 1,
+            n_head: 2,
+            dropout: 0.0,
+            layer_norm_epsilon: 1e-5,
+        }
     }
 
     fn step(params: &Params, model: &Gpt) -> Result<StepOutput> {
         let ids: Vec<u32> = (0..16).map(|i| i % 16).collect();
         let tgt: Vec<u32> = (0..16).map(|i| (i + 1) % 16).collect();
         let batches = [to_batch(&ids, &tgt, 2, 8, &Device::Cpu)?];
-        let mut opt = AdamW::new(AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }, params)?;
+        let mut opt = AdamW::new(
+            AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: 0.1,
+            },
+            params,
+        )?;
         train_step(
-            &StepInputs { model, params, batches: &batches, lr: 1e-3, grad_clip: 1.0, dropout_seed: 0, step: 0, check_integrity: true },
+            &StepInputs {
+                model,
+                params,
+                batches: &batches,
+                lr: 1e-3,
+                grad_clip: 1.0,
+                dropout_seed: 0,
+                step: 0,
+                check_integrity: true,
+            },
             &mut opt,
         )
     }
@@ -456,11 +568,23 @@ mod tests {
 
     #[test]
     fn integrity_guard_names_a_parameter_cut_off_from_the_loss() {
-        let mut params = gpt::init_params(&tiny(), &mut Rng::new(0), &Device::Cpu, DType::F32).unwrap();
+        let mut params =
+            gpt::init_params(&tiny(), &mut Rng::new(0), &Device::Cpu, DType::F32).unwrap();
         // A parameter the forward never reads: no gradient can reach it.
-        params.insert("transformer.h.0.mlp.gate.weight", Tensor::ones((8, 8), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        params
+            .insert(
+                "transformer.h.0.mlp.gate.weight",
+                Tensor::ones((8, 8), DType::F32, &Device::Cpu).unwrap(),
+            )
+            .unwrap();
         let model = Gpt::new(&tiny(), &params).unwrap();
-        let e = step(&params, &model).err().expect("the guard must fire").to_string();
-        assert!(e.contains("transformer.h.0.mlp.gate.weight") && e.contains("no gradient"), "{e}");
+        let e = step(&params, &model)
+            .err()
+            .expect("the guard must fire")
+            .to_string();
+        assert!(
+            e.contains("transformer.h.0.mlp.gate.weight") && e.contains("no gradient"),
+            "{e}"
+        );
     }
 }

@@ -55,8 +55,11 @@ impl GptConfig {
         if self.vocab_size == 0 || self.n_positions == 0 || self.n_layer == 0 || self.n_head == 0 {
             return bad(format!("sizes must be positive: {self:?}"));
         }
-        if self.n_embd % self.n_head != 0 {
-            return bad(format!("n_embd {} is not a multiple of n_head {}", self.n_embd, self.n_head));
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return bad(format!(
+                "n_embd {} is not a multiple of n_head {}",
+                self.n_embd, self.n_head
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} must be in [0, 1)", self.dropout));
@@ -71,7 +74,8 @@ impl GptConfig {
     /// Parameters counted once (the tied head is the embedding).
     pub fn num_params(&self) -> usize {
         let c = self.n_embd;
-        let block = 2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c);
+        let block =
+            2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c);
         self.vocab_size * c + self.n_positions * c + self.n_layer * block + 2 * c
     }
 

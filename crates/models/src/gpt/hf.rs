@@ -47,7 +47,10 @@ pub fn to_hf_config(cfg: &GptConfig, eot_id: Option<u32>, dtype: DType) -> Value
 
 /// Reads a `GPT2Config` `config.json`, refusing variants our model does not implement.
 pub fn config_from_hf(path: &Path) -> Result<GptConfig> {
-    let err = |m: String| Error::File { path: path.to_path_buf(), msg: m };
+    let err = |m: String| Error::File {
+        path: path.to_path_buf(),
+        msg: m,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
     let int = |k: &str| -> Result<usize> {
@@ -62,14 +65,21 @@ pub fn config_from_hf(path: &Path) -> Result<GptConfig> {
             return Err(err(format!("model_type is {mt:?}, expected \"gpt2\"")));
         }
     }
-    let act = v.get("activation_function").and_then(Value::as_str).unwrap_or("gelu_new");
+    let act = v
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_new");
     if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
-        return Err(err(format!("activation_function {act:?} is not supported (GPT-2 uses gelu_new)")));
+        return Err(err(format!(
+            "activation_function {act:?} is not supported (GPT-2 uses gelu_new)"
+        )));
     }
     let n_embd = int("n_embd")?;
     if let Some(inner) = v.get("n_inner").and_then(Value::as_u64) {
         if inner as usize != 4 * n_embd {
-            return Err(err(format!("n_inner {inner} != 4 * n_embd is not supported")));
+            return Err(err(format!(
+                "n_inner {inner} != 4 * n_embd is not supported"
+            )));
         }
     }
     for (k, want) in [("tie_word_embeddings", true), ("scale_attn_weights", true)] {
@@ -113,7 +123,10 @@ pub fn params_from_tensors(
     let mut params = Params::new();
     let mut missing = Vec::new();
     for (name, shape) in param_shapes(cfg) {
-        let bare = name.strip_prefix("transformer.").unwrap_or(&name).to_string();
+        let bare = name
+            .strip_prefix("transformer.")
+            .unwrap_or(&name)
+            .to_string();
         let t = tensors.remove(&name).or_else(|| tensors.remove(&bare));
         match t {
             None => missing.push(name),
@@ -129,11 +142,17 @@ pub fn params_from_tensors(
         }
     }
     if !missing.is_empty() {
-        return Err(Error::Missing { path: path.to_path_buf(), names: missing });
+        return Err(Error::Missing {
+            path: path.to_path_buf(),
+            names: missing,
+        });
     }
     let unexpected: Vec<String> = tensors.into_keys().filter(|n| !ignorable(n)).collect();
     if !unexpected.is_empty() {
-        return Err(Error::Unexpected { path: path.to_path_buf(), names: unexpected });
+        return Err(Error::Unexpected {
+            path: path.to_path_buf(),
+            names: unexpected,
+        });
     }
     Ok(params)
 }

@@ -7,8 +7,14 @@ use lantern_kernels::{self as k, Rng};
 pub fn param_shapes(cfg: &GptConfig) -> Vec<(String, Vec<usize>)> {
     let c = cfg.n_embd;
     let mut v = vec![
-        ("transformer.wte.weight".to_string(), vec![cfg.vocab_size, c]),
-        ("transformer.wpe.weight".to_string(), vec![cfg.n_positions, c]),
+        (
+            "transformer.wte.weight".to_string(),
+            vec![cfg.vocab_size, c],
+        ),
+        (
+            "transformer.wpe.weight".to_string(),
+            vec![cfg.n_positions, c],
+        ),
     ];
     for i in 0..cfg.n_layer {
         let p = format!("transformer.h.{i}");
@@ -35,18 +41,30 @@ pub fn param_shapes(cfg: &GptConfig) -> Vec<(String, Vec<usize>)> {
 /// GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, the residual projections
 /// scaled by 1/sqrt(2·n_layer) (GPT-2 paper §2.3), zero biases, unit LayerNorm gains. Drawn in
 /// `param_shapes` order from `rng`, so the same seed gives the same model on every device.
-pub fn init_params(cfg: &GptConfig, rng: &mut Rng, device: &Device, dtype: DType) -> Result<Params> {
+pub fn init_params(
+    cfg: &GptConfig,
+    rng: &mut Rng,
+    device: &Device,
+    dtype: DType,
+) -> Result<Params> {
     cfg.validate()?;
     let mut params = Params::new();
     let resid_std = 0.02 / ((2 * cfg.n_layer) as f64).sqrt();
     for (name, shape) in param_shapes(cfg) {
         let n: usize = shape.iter().product();
-        let t = if name.ends_with("ln_1.weight") || name.ends_with("ln_2.weight") || name.ends_with("ln_f.weight") {
+        let t = if name.ends_with("ln_1.weight")
+            || name.ends_with("ln_2.weight")
+            || name.ends_with("ln_f.weight")
+        {
             Tensor::ones(shape, DType::F32, device)?
         } else if name.ends_with(".bias") {
             Tensor::zeros(shape, DType::F32, device)?
         } else {
-            let std = if name.ends_with("c_proj.weight") { resid_std } else { 0.02 };
+            let std = if name.ends_with("c_proj.weight") {
+                resid_std
+            } else {
+                0.02
+            };
             Tensor::from_vec(rng.normal_vec(n, std), shape, &Device::Cpu)?.to_device(device)?
         };
         params.insert(name, t.to_dtype(dtype)?)?;
@@ -88,7 +106,10 @@ impl Gpt {
     pub fn new(cfg: &GptConfig, params: &Params) -> Result<Self> {
         cfg.validate()?;
         let pair = |p: &str| -> Result<(Tensor, Tensor)> {
-            Ok((params.get(&format!("{p}.weight"))?, params.get(&format!("{p}.bias"))?))
+            Ok((
+                params.get(&format!("{p}.weight"))?,
+                params.get(&format!("{p}.bias"))?,
+            ))
         };
         let blocks = (0..cfg.n_layer)
             .map(|i| {
@@ -118,7 +139,9 @@ impl Gpt {
 
     fn drop(&self, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
         match mode {
-            Mode::Train(rng) if self.cfg.dropout > 0.0 => Ok(k::dropout(&x, self.cfg.dropout, rng)?),
+            Mode::Train(rng) if self.cfg.dropout > 0.0 => {
+                Ok(k::dropout(&x, self.cfg.dropout, rng)?)
+            }
             _ => Ok(x),
         }
     }
@@ -134,7 +157,10 @@ impl Gpt {
             )));
         }
         let (c, h, hd) = (cfg.n_embd, cfg.n_head, cfg.head_dim());
-        let tok = self.wte.embedding(&ids.flatten_all()?)?.reshape((b, t, c))?; // (B, T, C)
+        let tok = self
+            .wte
+            .embedding(&ids.flatten_all()?)?
+            .reshape((b, t, c))?; // (B, T, C)
         let pos = self.wpe.narrow(0, 0, t)?; // (T, C)
         let mut x = self.drop(tok.broadcast_add(&pos)?, &mut mode)?;
         let mask = k::causal_mask(t, ids.device())?; // (T, T)

@@ -8,11 +8,17 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn lantern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lantern")).args(args).output().expect("lantern runs")
+    Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args(args)
+        .output()
+        .expect("lantern runs")
 }
 
 /// Runs and asserts success, printing the output otherwise.
@@ -31,8 +37,14 @@ pub fn lantern_ok(args: &[&str]) -> String {
 pub fn lantern_err(args: &[&str]) -> String {
     let out = lantern(args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "lantern {args:?} should fail; stderr:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "lantern {args:?} panicked:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "lantern {args:?} should fail; stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "lantern {args:?} panicked:\n{stderr}"
+    );
     stderr
 }
 
@@ -56,7 +68,12 @@ pub fn prepared_data() -> PathBuf {
             args.push("--input".into());
             args.push(raw.join(cat).display().to_string());
         }
-        args.extend(["--out".into(), out.display().to_string(), "--vocab-size".into(), "512".into()]);
+        args.extend([
+            "--out".into(),
+            out.display().to_string(),
+            "--vocab-size".into(),
+            "512".into(),
+        ]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         lantern_ok(&refs);
         out
@@ -100,7 +117,10 @@ dir = "{run}"
         data = prepared_data().display(),
         run = run_dir.display(),
     );
-    let p = dir.join(format!("config-{}.toml", run_dir.file_name().unwrap().to_string_lossy()));
+    let p = dir.join(format!(
+        "config-{}.toml",
+        run_dir.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -109,7 +129,12 @@ pub fn newest_checkpoint(run_dir: &Path) -> PathBuf {
     let mut v: Vec<PathBuf> = std::fs::read_dir(run_dir.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("step-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
         .collect();
     v.sort();
     v.pop().expect("a checkpoint")
@@ -122,7 +147,11 @@ pub fn read_f32_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
         .tensors()
         .into_iter()
         .map(|(n, v)| {
-            let f = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let f = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             (n, f)
         })
         .collect();
