@@ -288,3 +288,23 @@ fn token_ids_past_the_vocabulary_are_refused() {
     let e = lantern_err(&["score", "--model", &s(&dir), "--tokens", &s(&toks)]);
     assert!(e.contains("99999"), "{e}");
 }
+
+#[test]
+fn a_shard_with_an_id_past_the_vocabulary_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for e in std::fs::read_dir(prepared_data()).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, data.join(p.file_name().unwrap())).unwrap();
+    }
+    // train.bin holds u16 ids after a 32-byte header (vocabulary 512): write 600 at token 10.
+    let shard = data.join("train.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[32 + 20..32 + 22].copy_from_slice(&600u16.to_le_bytes());
+    std::fs::write(&shard, bytes).unwrap();
+    let dir = tmp.path().join("run");
+    let cfg = tiny_config(tmp.path(), &dir, "");
+    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", &format!("data.dir=\"{}\"", s(&data))]);
+    assert!(e.contains("train.bin") && e.contains("600"), "{e}");
+}

@@ -22,7 +22,10 @@ impl StepGrads {
     pub fn accumulate(&mut self, params: &Params, store: &GradStore) -> Result<()> {
         for (slot, var) in self.grads.iter_mut().zip(params.vars()) {
             if let Some(g) = store.get(var.as_tensor()) {
-                let g = g.to_dtype(DType::F32)?;
+                // candle records ops while computing gradients: without `detach` each gradient
+                // would keep the whole forward graph alive, and the optimizer moments built from
+                // it would chain every step's graph together.
+                let g = g.detach().to_dtype(DType::F32)?;
                 *slot = Some(match slot.take() {
                     Some(acc) => (acc + g)?,
                     None => g,

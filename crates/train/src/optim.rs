@@ -71,7 +71,7 @@ impl AdamW {
         let bc2_sqrt = (1.0 - b2.powi(self.step as i32)).sqrt();
         for (i, var) in params.vars().iter().enumerate() {
             let Some(g) = &grads[i] else { continue };
-            let g = g.to_dtype(DType::F32)?;
+            let g = g.detach().to_dtype(DType::F32)?;
             let mut p = var.as_tensor().detach().to_dtype(DType::F32)?;
             if self.decay[i] && wd != 0.0 {
                 p = (p * (1.0 - lr * wd))?;
