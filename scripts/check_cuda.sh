@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Compile check of the GPU path (CUDA kernels, cudarc, NCCL) without a GPU: installs the pinned
 # CUDA 13.0 toolchain from PyPI (cached in .cuda/), then runs `cargo check` and `cargo clippy`
-# of the whole workspace with `--features cuda`. Uses its own target folder because the CUDA
-# build of candle differs from the CPU one; set CARGO_TARGET_DIR to share one between clones.
+# of the whole workspace with `--features cuda`. The CUDA build of candle runs nvcc over its
+# kernels for about 11 minutes on 2 cores, so its target folder lives outside the checkout
+# (LANTERN_CUDA_TARGET, default ~/.cache/lantern/target-cuda) and later clones on the same
+# machine reuse it; a fresh machine pays the 11 minutes once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 eval "$(bash scripts/cuda_toolchain.sh --env)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cuda}"
+export CARGO_TARGET_DIR="${LANTERN_CUDA_TARGET:-$HOME/.cache/lantern/target-cuda}"
 start=$(date +%s)
 cargo check --workspace --all-targets --features cuda
 cargo clippy --workspace --all-targets --features cuda --quiet -- -D warnings
