@@ -19,7 +19,9 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CUDA_DIR="$REPO/.cuda"
+# LANTERN_CUDA_DIR puts the toolchain elsewhere, e.g. one shared by several checkouts: cargo
+# reruns candle's 11-minute nvcc build whenever the toolkit's path changes.
+CUDA_DIR="${LANTERN_CUDA_DIR:-$REPO/.cuda}"
 SITE="$CUDA_DIR/site"
 ROOT="$CUDA_DIR/root"
 STAMP="$CUDA_DIR/stamp"
