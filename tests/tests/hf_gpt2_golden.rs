@@ -3,8 +3,8 @@
 //! the logits and loss transformers computed on them. Tolerance 1e-4 max abs (fp32).
 
 use candle_core::{DType, Device, Tensor};
-use lantern_models::gpt::{hf, Gpt};
-use lantern_models::{safetensors_io, Mode};
+use lantern_models::gpt::{hf, Gpt, GptConfig};
+use lantern_models::{safetensors_io, Mode, Params};
 use std::path::{Path, PathBuf};
 
 fn golden() -> PathBuf {
@@ -28,6 +28,11 @@ fn inputs(dir: &Path) -> Tensor {
         .collect();
     let (b, t) = (rows.len(), rows[0].len());
     Tensor::from_vec(rows.concat(), (b, t), &Device::Cpu).unwrap()
+}
+
+fn load_golden(dir: &Path) -> (GptConfig, Params) {
+    let (cfg, params) = load_golden(&dir);
+    (cfg, params)
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {

@@ -305,6 +305,12 @@ fn a_shard_with_an_id_past_the_vocabulary_is_refused() {
     std::fs::write(&shard, bytes).unwrap();
     let dir = tmp.path().join("run");
     let cfg = tiny_config(tmp.path(), &dir, "");
-    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", &format!("data.dir=\"{}\"", s(&data))]);
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        &format!("data.dir=\"{}\"", s(&data)),
+    ]);
     assert!(e.contains("train.bin") && e.contains("600"), "{e}");
 }

@@ -30,15 +30,7 @@ pub fn bench_train_step(
     let mut rng = Rng::new(0);
     let params = init_params(cfg, &mut rng, device, DType::F32)?;
     let model = Gpt::new(cfg, &params)?;
-    let mut opt = AdamW::new(
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        },
-        &params,
-    )?;
+    let mut opt = AdamW::new(AdamWConfig::default(), &params)?;
     let mut times = Vec::with_capacity(steps);
     for step in 0..warmup + steps {
         let ids: Vec<u32> = (0..b * t)

@@ -20,6 +20,18 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+/// nanoGPT's GPT-2 settings: β = (0.9, 0.95), ε = 1e-8, weight decay 0.1.
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
+    }
+}
+
 pub struct AdamW {
     cfg: AdamWConfig,
     step: u64,

@@ -534,15 +534,7 @@ mod tests {
         let ids: Vec<u32> = (0..16).map(|i| i % 16).collect();
         let tgt: Vec<u32> = (0..16).map(|i| (i + 1) % 16).collect();
         let batches = [to_batch(&ids, &tgt, 2, 8, &Device::Cpu)?];
-        let mut opt = AdamW::new(
-            AdamWConfig {
-                beta1: 0.9,
-                beta2: 0.95,
-                eps: 1e-8,
-                weight_decay: 0.1,
-            },
-            params,
-        )?;
+        let mut opt = AdamW::new(AdamWConfig::default(), params)?;
         train_step(
             &StepInputs {
                 model,
