@@ -31,7 +31,14 @@ fn inputs(dir: &Path) -> Tensor {
 }
 
 fn load_golden(dir: &Path) -> (GptConfig, Params) {
-    let (cfg, params) = load_golden(&dir);
+    let cfg = hf::config_from_hf(&dir.join("config.json")).unwrap();
+    let params = hf::load_params(
+        &dir.join("model.safetensors"),
+        &cfg,
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
     (cfg, params)
 }
 
