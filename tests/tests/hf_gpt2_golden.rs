@@ -58,14 +58,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 #[test]
 fn transformers_checkpoint_loads_with_the_same_logits_and_loss() {
     let dir = golden();
-    let cfg = hf::config_from_hf(&dir.join("config.json")).unwrap();
-    let params = hf::load_params(
-        &dir.join("model.safetensors"),
-        &cfg,
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let (cfg, params) = load_golden(&dir);
     let model = Gpt::new(&cfg, &params).unwrap();
     let ids = inputs(&dir);
     let logits = model.forward(&ids, Mode::Eval).unwrap();
@@ -87,14 +80,7 @@ fn transformers_checkpoint_loads_with_the_same_logits_and_loss() {
 #[test]
 fn export_round_trips_bit_exactly_with_an_equivalent_config() {
     let dir = golden();
-    let cfg = hf::config_from_hf(&dir.join("config.json")).unwrap();
-    let params = hf::load_params(
-        &dir.join("model.safetensors"),
-        &cfg,
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let (cfg, params) = load_golden(&dir);
     let tmp = tempfile::tempdir().unwrap();
     let bytes =
         safetensors_io::serialize(&hf::export_tensors(&params, DType::F32).unwrap()).unwrap();
