@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 type Op = Box<dyn Fn(&[Tensor]) -> Result<Tensor>>;
 
+/// Name, inputs, which inputs get a gradient, fused op, reference op.
+type Case = (String, Vec<Tensor>, Vec<bool>, Op, Op);
+
 fn randn(rng: &mut Rng, shape: &[usize]) -> Result<Tensor> {
     let n = shape.iter().product();
     Tensor::from_vec(rng.normal_vec(n, 1.0), shape, &Device::Cpu)
@@ -79,7 +82,7 @@ fn main() -> Result<()> {
     let scale = 1.0 / ((c / h) as f64).sqrt();
     let w = ((randn(&mut rng, &[c])? * 0.1)? + 1.0)?;
 
-    let cases: Vec<(String, Vec<Tensor>, Vec<bool>, Op, Op)> = vec![
+    let cases: Vec<Case> = vec![
         (
             format!("layer_norm ({}, {c})", b * t),
             vec![randn(&mut rng, &[b * t, c])?, w, randn(&mut rng, &[c])?],

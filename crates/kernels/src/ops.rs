@@ -103,12 +103,10 @@ pub fn cross_entropy_sum(
     let t = targets.contiguous()?;
     match weights {
         Some(w) => {
-            let op = CrossEntropySum {
-                weight_grad: w.track_op(),
-            };
+            let op = CrossEntropySum::new(w.track_op());
             x.apply_op3(&t, &w.to_dtype(ct)?.contiguous()?, op)
         }
-        None => x.apply_op2(&t, CrossEntropySum { weight_grad: false }),
+        None => x.apply_op2(&t, CrossEntropySum::new(false)),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Summed, optionally weighted token cross-entropy:
 //!   L = sum_i w_i * (logsumexp(x_i) - x_i[t_i])
 //!   dL/dx_i = g * w_i * (softmax(x_i) - onehot(t_i)),   dL/dw_i = g * (logsumexp(x_i) - x_i[t_i])
-//! with `g` the upstream gradient of the scalar. Backward recomputes each row's max and
-//! logsumexp and writes the gradient in the same pass that forms the probabilities, so the
-//! (N, V) probabilities are never stored.
+//! with `g` the upstream gradient of the scalar. The forward keeps each row's logsumexp (N
+//! values, in the op, which the autograd graph holds until backward); backward then forms each
+//! probability once, `exp(x - lse)`, in the same pass that writes the gradient, so the (N, V)
+//! probabilities are never stored and no row is exponentiated twice.
 //!
 //! Rows with weight 0 (padding, unmasked MLM positions) are skipped in both directions: their
 //! loss and gradient are 0 whatever the logits hold. Every target is still checked against V.
@@ -14,21 +15,45 @@ use super::{float_dtype, for_row_blocks, row_max, slice, sum8, with_float, Real}
 use candle_core::backend::BackendStorage;
 use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Error, Layout, Result, Shape, Tensor};
+use std::sync::{Arc, Mutex};
+
+/// Per-row logsumexp saved by the forward (NaN for rows it skipped), exact in f64 for f32 and f64.
+type Saved = Arc<Vec<f64>>;
 
 /// Forward. `CustomOp2` on (logits (N, V), targets (N)), `CustomOp3` with weights (N) too.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Default)]
 pub struct CrossEntropySum {
     /// Whether backward returns a gradient for the weights. Usually they are data (0/1 masks)
     /// and this is false, which spares backward a logsumexp over rows of weight 0.
     pub weight_grad: bool,
+    lse: Mutex<Option<Saved>>,
+}
+
+impl CrossEntropySum {
+    pub fn new(weight_grad: bool) -> Self {
+        Self {
+            weight_grad,
+            lse: Mutex::new(None),
+        }
+    }
+
+    fn save(&self, lse: Vec<f64>) {
+        *self.lse.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(lse));
+    }
+
+    fn saved(&self) -> Option<Saved> {
+        self.lse.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Backward, `g` being the upstream gradient of the loss. Same inputs as the forward; returns
-/// (N * V) dlogits followed, with weights, by (N) dweights, flat.
-#[derive(Debug, Clone, Copy)]
+/// (N * V) dlogits followed, when `weight_grad`, by (N) dweights, flat. Rows whose logsumexp is
+/// not in `lse` recompute it.
+#[derive(Debug, Clone)]
 pub struct CrossEntropySumBwd {
     pub g: f64,
     pub weight_grad: bool,
+    pub lse: Option<Saved>,
 }
 
 fn dims(op: &str, l_x: &Layout, l_t: &Layout, l_w: Option<&Layout>) -> Result<(usize, usize)> {
@@ -89,20 +114,24 @@ fn lse<T: Real>(x: &[T]) -> (T, T) {
     (m, m + sum8(x.len(), |j| (x[j] - m).exp()).ln())
 }
 
-fn fwd<T: Real>(x: &[T], t: &[usize], w: Option<&[T]>, v: usize) -> T {
-    let mut losses = vec![0f64; t.len()];
-    for_row_blocks(&mut losses, 1, |row0, out| {
-        for (r, loss) in out.iter_mut().enumerate() {
+/// The loss and each row's logsumexp (NaN where the weight is 0 and the row was skipped).
+fn fwd<T: Real>(x: &[T], t: &[usize], w: Option<&[T]>, v: usize) -> (T, Vec<f64>) {
+    // (loss, lse) per row.
+    let mut rows = vec![[0f64, f64::NAN]; t.len()];
+    for_row_blocks(&mut rows, 1, v, |row0, out| {
+        for (r, row) in out.iter_mut().enumerate() {
             let i = row0 + r;
             let wi = w.map_or(T::ONE, |w| w[i]);
             if wi == T::ZERO {
                 continue;
             }
             let xr = &x[i * v..][..v];
-            *loss = (wi * (lse(xr).1 - xr[t[i]])).to_f64();
+            let l = lse(xr).1;
+            *row = [(wi * (l - xr[t[i]])).to_f64(), l.to_f64()];
         }
     });
-    T::from_f64(losses.iter().sum())
+    let loss = T::from_f64(rows.iter().map(|r| r[0]).sum());
+    (loss, rows.iter().map(|r| r[1]).collect())
 }
 
 /// Returns dlogits (N * V) followed, when `weight_grad`, by dweights (N).
@@ -111,14 +140,18 @@ fn bwd<T: Real>(
     t: &[usize],
     w: Option<&[T]>,
     v: usize,
-    g: f64,
-    weight_grad: bool,
+    bw: &CrossEntropySumBwd,
 ) -> Vec<T> {
     let n = t.len();
-    let g = T::from_f64(g);
-    let mut out = vec![T::ZERO; n * v + if weight_grad { n } else { 0 }];
+    let g = T::from_f64(bw.g);
+    let saved = bw.lse.as_deref().filter(|s| s.len() == n);
+    let row_lse = |i: usize| match saved.map(|s| s[i]) {
+        Some(l) if !l.is_nan() => T::from_f64(l),
+        _ => lse(&x[i * v..][..v]).1,
+    };
+    let mut out = vec![T::ZERO; n * v + if bw.weight_grad { n } else { 0 }];
     let (dx, dw) = out.split_at_mut(n * v);
-    for_row_blocks(dx, v, |row0, block| {
+    for_row_blocks(dx, v, v, |row0, block| {
         for (r, dr) in block.chunks_exact_mut(v).enumerate() {
             let i = row0 + r;
             let wi = w.map_or(T::ONE, |w| w[i]);
@@ -126,7 +159,7 @@ fn bwd<T: Real>(
                 continue;
             }
             let xr = &x[i * v..][..v];
-            let l = lse(xr).1;
+            let l = row_lse(i);
             let gw = g * wi;
             for j in 0..v {
                 dr[j] = gw * (xr[j] - l).exp();
@@ -135,10 +168,10 @@ fn bwd<T: Real>(
         }
     });
     // Every row's loss, weighted or not: d/dw_i does not vanish where w_i = 0.
-    for_row_blocks(dw, 1, |row0, block| {
+    for_row_blocks(dw, 1, v, |row0, block| {
         for (r, d) in block.iter_mut().enumerate() {
-            let xr = &x[(row0 + r) * v..][..v];
-            *d = g * (lse(xr).1 - xr[t[row0 + r]]);
+            let i = row0 + r;
+            *d = g * (row_lse(i) - x[i * v + t[i]]);
         }
     });
     out
@@ -160,7 +193,9 @@ impl CustomOp2 for CrossEntropySum {
         let (_, v) = dims(op, l_x, l_t, None)?;
         let t = targets(op, s_t, l_t, v)?;
         let loss = with_float!(float_dtype(s_x, op)?, T => {
-            T::to_cpu_storage_owned(vec![fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, None, v)])
+            let (loss, lse) = fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, None, v);
+            self.save(lse);
+            T::to_cpu_storage_owned(vec![loss])
         });
         Ok((loss, Shape::from(())))
     }
@@ -176,6 +211,7 @@ impl CustomOp2 for CrossEntropySum {
         let bwd = CrossEntropySumBwd {
             g,
             weight_grad: false,
+            lse: self.saved(),
         };
         let dx = x.apply_op2_no_bwd(t, &bwd)?;
         Ok((Some(dx.reshape(x.shape())?), None))
@@ -201,7 +237,9 @@ impl CustomOp3 for CrossEntropySum {
         let t = targets(op, s_t, l_t, v)?;
         let loss = with_float!(float_dtype(s_x, op)?, T => {
             let w = slice::<T>(s_w, l_w, op, "weights")?;
-            T::to_cpu_storage_owned(vec![fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, Some(w), v)])
+            let (loss, lse) = fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, Some(w), v);
+            self.save(lse);
+            T::to_cpu_storage_owned(vec![loss])
         });
         Ok((loss, Shape::from(())))
     }
@@ -219,6 +257,7 @@ impl CustomOp3 for CrossEntropySum {
         let bwd = CrossEntropySumBwd {
             g,
             weight_grad: self.weight_grad,
+            lse: self.saved(),
         };
         let out = x.apply_op3_no_bwd(t, w, &bwd)?;
         let dx = out.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
@@ -246,7 +285,7 @@ impl CustomOp2 for CrossEntropySumBwd {
         let (n, v) = dims(op, l_x, l_t, None)?;
         let t = targets(op, s_t, l_t, v)?;
         let dx = with_float!(float_dtype(s_x, op)?, T => {
-            T::to_cpu_storage_owned(bwd::<T>(slice(s_x, l_x, op, "logits")?, &t, None, v, self.g, false))
+            T::to_cpu_storage_owned(bwd::<T>(slice(s_x, l_x, op, "logits")?, &t, None, v, self))
         });
         Ok((dx, Shape::from(n * v)))
     }
@@ -271,7 +310,7 @@ impl CustomOp3 for CrossEntropySumBwd {
         let t = targets(op, s_t, l_t, v)?;
         let out = with_float!(float_dtype(s_x, op)?, T => {
             let w = slice::<T>(s_w, l_w, op, "weights")?;
-            T::to_cpu_storage_owned(bwd::<T>(slice(s_x, l_x, op, "logits")?, &t, Some(w), v, self.g, self.weight_grad))
+            T::to_cpu_storage_owned(bwd::<T>(slice(s_x, l_x, op, "logits")?, &t, Some(w), v, self))
         });
         Ok((
             out,
@@ -353,6 +392,40 @@ mod tests {
             let xs = inputs(&mut rng, 300, 500, kind, DType::F32);
             assert_deterministic(&mut rng, &xs, op);
         }
+    }
+
+    #[test]
+    fn saved_and_recomputed_logsumexp_agree_bitwise() {
+        let mut rng = Rng::new(45);
+        let xs = inputs(&mut rng, 50, 300, 2, DType::F32);
+        let r = Tensor::new(1.3f32, &Device::Cpu).unwrap();
+        let (_, g) = run(&xs, &[true, false, true], &r, &op);
+        let bwd = super::CrossEntropySumBwd {
+            g: 1.3f32 as f64,
+            weight_grad: true,
+            lse: None,
+        };
+        let out: Vec<f32> = xs[0]
+            .apply_op3_no_bwd(&xs[1], &xs[2], &bwd)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let saved: Vec<f32> = [&g[0], &g[2]]
+            .iter()
+            .flat_map(|t| {
+                t.as_ref()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect();
+        assert!(out
+            .iter()
+            .zip(&saved)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert_eq!(out.len(), saved.len());
     }
 
     #[test]

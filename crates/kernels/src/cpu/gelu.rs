@@ -78,7 +78,7 @@ impl CustomOp1 for Gelu {
         let y = with_float!(float_dtype(s, op)?, T => {
             let x: &[T] = slice(s, l, op, "x")?;
             let mut y = vec![T::ZERO; x.len()];
-            for_row_blocks(&mut y, PIECE, |first, out| {
+            for_row_blocks(&mut y, PIECE, PIECE, |first, out| {
                 let x = &x[first * PIECE..][..out.len()];
                 for (o, &v) in out.iter_mut().zip(x) {
                     *o = self.f(v);
@@ -120,7 +120,7 @@ impl CustomOp2 for GeluBwd {
             let x: &[T] = slice(s_x, l_x, op, "x")?;
             let dy: &[T] = slice(s_dy, l_dy, op, "dy")?;
             let mut dx = vec![T::ZERO; x.len()];
-            for_row_blocks(&mut dx, PIECE, |first, out| {
+            for_row_blocks(&mut dx, PIECE, PIECE, |first, out| {
                 let off = first * PIECE;
                 let (x, dy) = (&x[off..][..out.len()], &dy[off..][..out.len()]);
                 for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {

@@ -56,7 +56,7 @@ fn fwd<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let eps = T::from_f64(eps);
     let mut y = vec![T::ZERO; x.len()];
-    for_row_blocks(&mut y, c, |row0, out| {
+    for_row_blocks(&mut y, c, c, |row0, out| {
         for (r, yr) in out.chunks_exact_mut(c).enumerate() {
             let xr = &x[(row0 + r) * c..][..c];
             let (mean, rstd) = row_stats(xr, eps);

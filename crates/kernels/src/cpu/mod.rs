@@ -106,18 +106,20 @@ pub(crate) fn rows_per_task(row_len: usize) -> usize {
 }
 
 /// Runs `f(first_row, rows)` over `out`, cut into blocks of whole rows of `row_len` elements,
-/// in parallel when `out` is large. `f` must treat each row on its own: the result is then the
-/// same whatever the split.
+/// in parallel when there is enough work: `row_work` is the elements each row reads (a loss
+/// row writes 1 but reads V). `f` must treat each row on its own: the result is then the same
+/// whatever the split.
 pub(crate) fn for_row_blocks<T: Send>(
     out: &mut [T],
     row_len: usize,
+    row_work: usize,
     f: impl Fn(usize, &mut [T]) + Send + Sync,
 ) {
     if row_len == 0 {
         return;
     }
-    let rows = rows_per_task(row_len);
-    if out.len() <= PAR_MIN_ELEMS {
+    let rows = rows_per_task(row_work);
+    if out.len() / row_len * row_work <= PAR_MIN_ELEMS {
         f(0, out);
     } else {
         out.par_chunks_mut(rows * row_len)

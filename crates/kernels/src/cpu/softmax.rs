@@ -47,7 +47,7 @@ impl<T: Copy> MaskRows<'_, T> {
 fn fwd<T: Real>(s: &[T], c: usize, scale: f64, mask: Option<&MaskRows<'_, T>>) -> Vec<T> {
     let scale = T::from_f64(scale);
     let mut y = vec![T::ZERO; s.len()];
-    for_row_blocks(&mut y, c, |row0, out| {
+    for_row_blocks(&mut y, c, c, |row0, out| {
         for (r, yr) in out.chunks_exact_mut(c).enumerate() {
             let row = row0 + r;
             let sr = &s[row * c..][..c];
@@ -84,7 +84,7 @@ fn fwd<T: Real>(s: &[T], c: usize, scale: f64, mask: Option<&MaskRows<'_, T>>) -
 fn bwd<T: Real>(y: &[T], dy: &[T], c: usize, scale: f64) -> Vec<T> {
     let scale = T::from_f64(scale);
     let mut ds = vec![T::ZERO; y.len()];
-    for_row_blocks(&mut ds, c, |row0, out| {
+    for_row_blocks(&mut ds, c, c, |row0, out| {
         for (r, dr) in out.chunks_exact_mut(c).enumerate() {
             let off = (row0 + r) * c;
             let (yr, gr) = (&y[off..][..c], &dy[off..][..c]);
