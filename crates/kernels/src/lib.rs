@@ -3,10 +3,13 @@
 //! Every op here has a backward that candle's autograd records. candle's own fused
 //! `layer_norm`, `softmax_last_dim` and `rms_norm` are applied without a backward and silently
 //! drop gradients (see `shared/CANDLE.md`), so the models must never call them; they call these.
-//! Today each op is written from candle tensor ops (the CPU reference); fused CUDA kernels
-//! replace them behind the `cuda` feature with the same signatures.
+//! On the CPU each op is a fused custom op with a hand-written backward (`cpu`); elsewhere the
+//! composite version written from candle tensor ops runs (`reference`, also the test oracle).
+//! Fused CUDA kernels will replace it behind the `cuda` feature with the same signatures.
 
+pub mod cpu;
 pub mod ops;
+pub mod reference;
 pub mod rng;
 
 pub use ops::{

@@ -1,34 +1,62 @@
-//! Ops with a recorded backward, written from candle tensor ops.
+//! The ops the models call, each with a recorded backward.
 //!
-//! Shapes are given in comments as `(B, T, C)` etc. Statistics that need range (LayerNorm mean
-//! and variance, softmax, the loss) are computed in f32 whatever the input dtype, as PyTorch's
-//! autocast does, and the result is cast back.
+//! On the CPU each runs as a fused custom op with a hand-written backward (`crate::cpu`); on
+//! other devices it falls back to the composite version in [`crate::reference`] until the CUDA
+//! kernels land. Statistics that need range (LayerNorm mean and variance, softmax, the loss) are
+//! computed in f32 whatever the input dtype (f64 stays f64), as PyTorch's autocast does, and the
+//! result is cast back. Inputs may be strided: they are made contiguous first.
 
-use crate::Rng;
-use candle_core::{DType, Device, Result, Tensor, D};
+use crate::cpu::{
+    cross_entropy::CrossEntropySum, gelu::Gelu, layer_norm::LayerNorm, softmax::MaskedSoftmax,
+};
+use crate::{reference, Rng};
+use candle_core::{DType, Device, Result, Tensor};
+
+/// The dtype a fused CPU kernel runs in: f64 stays f64 (gradient checks), everything else is
+/// computed in f32.
+fn compute_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F64 => DType::F64,
+        _ => DType::F32,
+    }
+}
 
 /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`, with the
 /// biased variance (as `torch.nn.LayerNorm`). x: (.., C), weight and bias: (C).
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return reference::layer_norm(x, weight, bias, eps);
+    }
     let dtype = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let xc = x.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    let xhat = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
-    xhat.broadcast_mul(&weight.to_dtype(DType::F32)?)?
-        .broadcast_add(&bias.to_dtype(DType::F32)?)?
+    let ct = compute_dtype(dtype);
+    let prep = |t: &Tensor| t.to_dtype(ct)?.contiguous();
+    prep(x)?
+        .apply_op3(&prep(weight)?, &prep(bias)?, LayerNorm { eps })?
         .to_dtype(dtype)
 }
 
 /// GELU, tanh approximation (`gelu_new` in transformers, GPT-2's activation).
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    x.gelu()
+    gelu(x, Gelu::Tanh)
 }
 
 /// GELU with the exact erf (`gelu` in transformers, BERT's activation).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    x.gelu_erf()
+    gelu(x, Gelu::Erf)
+}
+
+fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return match kind {
+            Gelu::Tanh => reference::gelu_tanh(x),
+            Gelu::Erf => reference::gelu_erf(x),
+        };
+    }
+    let dtype = x.dtype();
+    x.to_dtype(compute_dtype(dtype))?
+        .contiguous()?
+        .apply_op1(kind)?
+        .to_dtype(dtype)
 }
 
 /// Additive causal mask (T, T): 0 where key <= query, -inf above the diagonal.
@@ -39,34 +67,47 @@ pub fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
     Tensor::from_vec(mask, (t, t), device)
 }
 
-/// Softmax over the last dimension of `scores * scale + mask` in f32.
-/// scores: (B, H, Tq, Tk); mask: anything that broadcasts to it, additive (0 or -inf).
+/// Softmax over the last dimension of `scores * scale + mask`, computed in f32.
+/// scores: (B, H, Tq, Tk); mask: anything that broadcasts to it, additive (0 or -inf), and gets
+/// no gradient. On the CPU a fully masked row gives zeros rather than NaN.
 pub fn masked_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
-    let dtype = scores.dtype();
-    let mut s = (scores.to_dtype(DType::F32)? * scale)?;
-    if let Some(m) = mask {
-        s = s.broadcast_add(&m.to_dtype(DType::F32)?)?;
+    if !scores.device().is_cpu() {
+        return reference::masked_softmax(scores, scale, mask);
     }
-    candle_nn::ops::softmax(&s, D::Minus1)?.to_dtype(dtype)
+    let dtype = scores.dtype();
+    let ct = compute_dtype(dtype);
+    let s = scores.to_dtype(ct)?.contiguous()?;
+    let op = MaskedSoftmax { scale };
+    let y = match mask {
+        // The broadcast mask is read through its strides, never materialised.
+        Some(m) => s.apply_op2(&m.to_dtype(ct)?.broadcast_as(s.shape())?, op)?,
+        None => s.apply_op1(op)?,
+    };
+    y.to_dtype(dtype)
 }
 
-/// Summed token cross-entropy in f32. logits: (N, V); targets: (N) u32; weights: optional (N)
-/// f32 of 0/1 that removes positions from the sum (padding, unmasked MLM positions).
-/// Returns a scalar; callers divide by the number of target tokens of the whole optimizer step
-/// so that gradient accumulation is exact.
+/// Summed token cross-entropy, computed in f32. logits: (N, V); targets: (N) u32; weights:
+/// optional (N) of 0/1 that removes positions from the sum (padding, unmasked MLM positions).
+/// Returns an f32 scalar (f64 for f64 logits); callers divide by the number of target tokens of
+/// the whole optimizer step so that gradient accumulation is exact. A target >= V is an error.
 pub fn cross_entropy_sum(
     logits: &Tensor,
     targets: &Tensor,
     weights: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let logits = logits.to_dtype(DType::F32)?;
-    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?; // (N)
-    let picked = match weights {
-        Some(w) => (picked * w.to_dtype(DType::F32)?)?,
-        None => picked,
-    };
-    picked.sum_all()?.neg()
+    if !logits.device().is_cpu() {
+        return reference::cross_entropy_sum(logits, targets, weights);
+    }
+    let ct = compute_dtype(logits.dtype());
+    let x = logits.to_dtype(ct)?.contiguous()?;
+    let t = targets.contiguous()?;
+    match weights {
+        Some(w) => {
+            let op = CrossEntropySum::new(w.track_op());
+            x.apply_op3(&t, &w.to_dtype(ct)?.contiguous()?, op)
+        }
+        None => x.apply_op2(&t, CrossEntropySum::new(false)),
+    }
 }
 
 /// Inverted dropout: zero each element with probability `p`, scale the rest by 1/(1-p).
@@ -89,7 +130,7 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{Var, D};
 
     fn close(a: &Tensor, b: &Tensor, tol: f32) {
         let d = (a - b)

@@ -1,0 +1,190 @@
+//! GELU (Hendrycks, Gimpel 2016), both forms, with exact derivatives.
+//!
+//! tanh form (`gelu_new`, GPT-2): with `k = sqrt(2/pi)`, `u = k (x + 0.044715 x^3)`, `t = tanh u`:
+//!   y  = x/2 (1 + t)
+//!   y' = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 * 0.044715 x^2)
+//! erf form (`gelu`, BERT): with `phi(x) = exp(-x^2/2) / sqrt(2 pi)`:
+//!   y  = x/2 (1 + erf(x / sqrt 2))
+//!   y' = (1 + erf(x / sqrt 2))/2 + x phi(x)
+//! The forwards are written exactly as candle's `gelu` / `gelu_erf` CPU kernels (same constants,
+//! same libm erf), so they agree with candle bit for bit. candle's own backward uses constants
+//! rounded to six digits; these derivatives are exact.
+
+use super::{float_dtype, for_row_blocks, slice, with_float, Real};
+use candle_core::WithDType;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Error, Layout, Result, Shape, Tensor};
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4; // sqrt(2 / pi)
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7; // 1 / sqrt(2 pi)
+const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+const C3: f64 = 0.044715;
+
+/// Which GELU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gelu {
+    Tanh,
+    Erf,
+}
+
+/// Backward: (x, dy) -> dx.
+#[derive(Debug, Clone, Copy)]
+pub struct GeluBwd(pub Gelu);
+
+impl Gelu {
+    #[inline(always)]
+    fn f<T: Real>(self, x: T) -> T {
+        let half = T::from_f64(0.5);
+        match self {
+            Gelu::Tanh => {
+                let (k, c3) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(C3));
+                half * x * (T::ONE + (k * x * (T::ONE + c3 * x * x)).tanh())
+            }
+            Gelu::Erf => ((x * T::from_f64(FRAC_1_SQRT_2)).erf() + T::ONE) * half * x,
+        }
+    }
+
+    #[inline(always)]
+    fn df<T: Real>(self, x: T) -> T {
+        let half = T::from_f64(0.5);
+        match self {
+            Gelu::Tanh => {
+                let (k, c3) = (T::from_f64(SQRT_2_OVER_PI), T::from_f64(C3));
+                let x2 = x * x;
+                // tanh u = 1 - 2 / (e^{2u} + 1): one exp is cheaper than libm's tanh, and the
+                // absolute error (what (1 + t) and (1 - t^2) need) stays at the rounding level;
+                // e^{2u} = inf for large u still gives t = 1.
+                let two = T::from_f64(2.0);
+                let t = T::ONE - two / ((two * k * x * (T::ONE + c3 * x2)).exp() + T::ONE);
+                half * (T::ONE + t)
+                    + half * x * (T::ONE - t * t) * k * (T::ONE + T::from_f64(3.0 * C3) * x2)
+            }
+            Gelu::Erf => {
+                let e = (x * T::from_f64(FRAC_1_SQRT_2)).erf();
+                half * (T::ONE + e) + x * T::from_f64(INV_SQRT_2PI) * (-half * x * x).exp()
+            }
+        }
+    }
+}
+
+/// Elementwise work is cut into fixed-size pieces for the thread pool.
+const PIECE: usize = 4096;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        match self {
+            Gelu::Tanh => "lantern-gelu-tanh",
+            Gelu::Erf => "lantern-gelu-erf",
+        }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let y = with_float!(float_dtype(s, op)?, T => {
+            let x: &[T] = slice(s, l, op, "x")?;
+            let mut y = vec![T::ZERO; x.len()];
+            for_row_blocks(&mut y, PIECE, PIECE, |first, out| {
+                let x = &x[first * PIECE..][..out.len()];
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = self.f(v);
+                }
+            });
+            T::to_cpu_storage_owned(y)
+        });
+        Ok((y, l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            x.apply_op2_no_bwd(&dy.contiguous()?, &GeluBwd(*self))?,
+        ))
+    }
+}
+
+impl CustomOp2 for GeluBwd {
+    fn name(&self) -> &'static str {
+        "lantern-gelu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s_x: &CpuStorage,
+        l_x: &Layout,
+        s_dy: &CpuStorage,
+        l_dy: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        if l_x.shape() != l_dy.shape() {
+            return Err(Error::msg(format!(
+                "{op}: x is {:?}, dy is {:?}",
+                l_x.shape(),
+                l_dy.shape()
+            )));
+        }
+        let dx = with_float!(float_dtype(s_x, op)?, T => {
+            let x: &[T] = slice(s_x, l_x, op, "x")?;
+            let dy: &[T] = slice(s_dy, l_dy, op, "dy")?;
+            let mut dx = vec![T::ZERO; x.len()];
+            for_row_blocks(&mut dx, PIECE, PIECE, |first, out| {
+                let off = first * PIECE;
+                let (x, dy) = (&x[off..][..out.len()], &dy[off..][..out.len()]);
+                for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
+                    *o = g * self.0.df(v);
+                }
+            });
+            T::to_cpu_storage_owned(dx)
+        });
+        Ok((dx, l_x.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use crate::{ops, reference, Rng};
+    use candle_core::{DType, Tensor};
+
+    type F = fn(&Tensor) -> candle_core::Result<Tensor>;
+    const PAIRS: [(F, F); 2] = [
+        (ops::gelu_tanh, reference::gelu_tanh),
+        (ops::gelu_erf, reference::gelu_erf),
+    ];
+
+    #[test]
+    fn matches_reference_forward_and_backward() {
+        let mut rng = Rng::new(21);
+        for (op, reference) in PAIRS {
+            for shape in [&[1][..], &[3, 7], &[2, 5, 129], &[64, 300]] {
+                let x = randn(&mut rng, shape, 2.0, DType::F32);
+                // The forward is candle's own formula: identical, not merely close.
+                assert_close(&op(&x).unwrap(), &reference(&x).unwrap(), 0.0, "forward");
+                // candle's backward rounds its constants to six digits, hence 1e-5 and not less.
+                compare_with_reference(
+                    &mut rng,
+                    &[x],
+                    &[true],
+                    |v| op(&v[0]),
+                    |v| reference(&v[0]),
+                    1e-5,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn finite_differences_f64() {
+        let mut rng = Rng::new(22);
+        for (op, _) in PAIRS {
+            let x = randn(&mut rng, &[4, 9], 2.0, DType::F64);
+            grad_check(&mut rng, &[x], &[true], |v| op(&v[0]));
+        }
+    }
+
+    #[test]
+    fn bit_identical_across_runs_and_thread_counts() {
+        let mut rng = Rng::new(23);
+        for (op, _) in PAIRS {
+            let x = randn(&mut rng, &[100, 700], 2.0, DType::F32);
+            assert_deterministic(&mut rng, &[x], |v| op(&v[0]));
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Fused CPU kernels: one candle custom op per forward, one per backward.
+//!
+//! Each op reads contiguous f32 or f64 storage (the public wrappers in `ops` convert other dtypes
+//! to f32 and make inputs contiguous first) and works one row at a time. Rows are independent,
+//! so they are spread over rayon's threads; every reduction inside a row, and every reduction
+//! across rows (LayerNorm's weight and bias gradients, the loss sum), runs in a fixed order that
+//! depends only on the shape. Results are therefore bit-identical run to run and for any number
+//! of threads, which exact resume relies on.
+
+pub mod cross_entropy;
+pub mod gelu;
+pub mod layer_norm;
+pub mod softmax;
+
+#[cfg(test)]
+mod testutil;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Error, Layout, Result, WithDType};
+use rayon::prelude::*;
+
+/// The float types the kernels are written for: f32 for training, f64 for gradient checks.
+pub trait Real: WithDType + Copy + Send + Sync + std::ops::Neg<Output = Self> {
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INFINITY: Self;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn tanh(self) -> Self;
+    /// The error function; libm's, the same one candle's `gelu_erf` uses.
+    fn erf(self) -> Self;
+    fn fmax(self, other: Self) -> Self;
+}
+
+macro_rules! impl_real {
+    ($t:ty, $erf:path) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            #[inline(always)]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline(always)]
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            #[inline(always)]
+            fn fmax(self, other: Self) -> Self {
+                <$t>::max(self, other)
+            }
+        }
+    };
+}
+impl_real!(f32, libm::erff);
+impl_real!(f64, libm::erf);
+
+/// Sum of `f(0) + .. + f(n-1)` in eight interleaved lanes, combined pairwise at the end: the
+/// order is fixed by `n` alone (deterministic), it lets the compiler vectorise, and its rounding
+/// error is lower than one running sum's.
+#[inline(always)]
+pub(crate) fn sum8<T: Real>(n: usize, f: impl Fn(usize) -> T) -> T {
+    let mut acc = [T::ZERO; 8];
+    let full = n - n % 8;
+    let mut i = 0;
+    while i < full {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += f(i + k);
+        }
+        i += 8;
+    }
+    for (k, j) in (full..n).enumerate() {
+        acc[k] += f(j);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// Largest element of a row (`-inf` for an empty or fully masked row). `max` is exact, so the
+/// order does not matter for the result.
+#[inline(always)]
+pub(crate) fn row_max<T: Real>(row: &[T]) -> T {
+    row.iter().fold(T::NEG_INFINITY, |m, &v| m.fmax(v))
+}
+
+/// Below this many elements a kernel runs on the calling thread: rayon's fork/join costs more
+/// than it saves. Each parallel task gets at least this many elements too.
+const PAR_MIN_ELEMS: usize = 1 << 14;
+
+/// Rows per rayon task for rows of `row_len` elements (at least one).
+pub(crate) fn rows_per_task(row_len: usize) -> usize {
+    PAR_MIN_ELEMS.div_ceil(row_len.max(1)).max(1)
+}
+
+/// Runs `f(first_row, rows)` over `out`, cut into blocks of whole rows of `row_len` elements,
+/// in parallel when there is enough work: `row_work` is the elements each row reads (a loss
+/// row writes 1 but reads V). `f` must treat each row on its own: the result is then the same
+/// whatever the split.
+pub(crate) fn for_row_blocks<T: Send>(
+    out: &mut [T],
+    row_len: usize,
+    row_work: usize,
+    f: impl Fn(usize, &mut [T]) + Send + Sync,
+) {
+    if row_len == 0 {
+        return;
+    }
+    let rows = rows_per_task(row_work);
+    if out.len() / row_len * row_work <= PAR_MIN_ELEMS {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(rows * row_len)
+            .enumerate()
+            .for_each(|(i, block)| f(i * rows, block));
+    }
+}
+
+/// The contiguous slice of `storage` that `layout` describes, as `T`.
+pub(crate) fn slice<'a, T: WithDType>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+    what: &str,
+) -> Result<&'a [T]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::msg(format!("{op}: {what} must be contiguous")))?;
+    Ok(&storage.as_slice::<T>()?[start..end])
+}
+
+/// The float dtype a kernel runs in, taken from its first input.
+pub(crate) fn float_dtype(storage: &CpuStorage, op: &str) -> Result<DType> {
+    match storage.dtype() {
+        d @ (DType::F32 | DType::F64) => Ok(d),
+        d => Err(Error::msg(format!("{op}: expected f32 or f64, got {d:?}"))),
+    }
+}
+
+/// Calls `$body` with `$T` bound to the Rust type of `$dtype` (f32 or f64).
+macro_rules! with_float {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            candle_core::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            _ => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_float;
