@@ -255,7 +255,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         for p in checkpoint::clean_incomplete(&ckpt_root)? {
             eprintln!("removed incomplete checkpoint {}", p.display());
         }
-        checkpoint::list_complete(&ckpt_root)?.pop()
+        let newest = checkpoint::list_complete(&ckpt_root)?.pop();
+        if newest.is_none() && !opts.quiet {
+            // torchrun-style restarts pass --resume every time; the first start has nothing.
+            eprintln!(
+                "no complete checkpoint in {}: starting a new run",
+                ckpt_root.display()
+            );
+        }
+        newest
     } else {
         if let Some((step, p)) = existing.last() {
             return Err(Error::Config(format!(
