@@ -51,6 +51,9 @@ pub enum ScheduleKind {
     Constant,
     Linear,
     Cosine,
+    /// Warmup-stable-decay: constant after warmup, then a cosine decay to min_lr over the last
+    /// `train.decay_steps` steps.
+    Wsd,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +79,8 @@ pub struct TrainSection {
     pub warmup_steps: u64,
     #[serde(default = "d_schedule")]
     pub schedule: ScheduleKind,
+    /// Length of the final decay of the `wsd` schedule; defaults to a tenth of max_steps.
+    pub decay_steps: Option<u64>,
     #[serde(default = "d_wd")]
     pub weight_decay: f64,
     #[serde(default = "d_beta1")]

@@ -6,6 +6,9 @@
 //! - constant: 1
 //! - linear: max(0, (S - s) / max(1, S - W))
 //! - cosine: r + (1 - r) · max(0, ½(1 + cos(π · (s - W) / max(1, S - W)))), r = min_lr / lr.
+//! - wsd (`get_wsd_schedule`, cosine decay): warmup r + (1 - r) · s / max(1, W) — it starts at
+//!   r, not 0 —, then 1 until S - D (which may fall inside the warmup), then r + (1 - r) · ½(1 + cos(π · (s - (S - D)) / max(1, D))),
+//!   and r from S on. D = decay steps.
 
 use crate::config::ScheduleKind;
 
@@ -16,6 +19,8 @@ pub struct Schedule {
     pub min_lr: f64,
     pub warmup_steps: u64,
     pub total_steps: u64,
+    /// Final decay length of `Wsd`; unused by the other kinds.
+    pub decay_steps: u64,
 }
 
 impl Schedule {
@@ -25,22 +30,36 @@ impl Schedule {
 
     fn factor(&self, s: u64) -> f64 {
         let (w, total) = (self.warmup_steps, self.total_steps);
-        if s < w {
-            return s as f64 / w.max(1) as f64;
-        }
+        let r = if self.lr > 0.0 {
+            self.min_lr / self.lr
+        } else {
+            0.0
+        };
+        let warmup = s as f64 / w.max(1) as f64;
+        let half_cosine = |progress: f64| 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
         let decay_len = total.saturating_sub(w).max(1) as f64;
         match self.kind {
+            _ if s < w && self.kind != ScheduleKind::Wsd => warmup,
             ScheduleKind::Constant => 1.0,
             ScheduleKind::Linear => (total.saturating_sub(s) as f64 / decay_len).max(0.0),
             ScheduleKind::Cosine => {
-                let progress = (s - w) as f64 / decay_len;
-                let c = (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0);
-                let r = if self.lr > 0.0 {
-                    self.min_lr / self.lr
+                r + (1.0 - r) * half_cosine((s - w) as f64 / decay_len).max(0.0)
+            }
+            ScheduleKind::Wsd => {
+                // As transformers: the decay starts at S - D even if that falls inside the
+                // warmup (a negative stable phase), and then continues from that point.
+                let d = self.decay_steps as i64;
+                let decay_start = total as i64 - d;
+                let si = s as i64;
+                if s < w {
+                    r + (1.0 - r) * warmup
+                } else if si < decay_start {
+                    1.0
+                } else if s < total {
+                    r + (1.0 - r) * half_cosine((si - decay_start) as f64 / d.max(1) as f64)
                 } else {
-                    0.0
-                };
-                r + (1.0 - r) * c
+                    r
+                }
             }
         }
     }
@@ -57,6 +76,7 @@ mod tests {
             min_lr: 0.1,
             warmup_steps: 10,
             total_steps: 110,
+            decay_steps: 20,
         }
     }
 

@@ -353,6 +353,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         min_lr: cfg.min_lr(),
         warmup_steps: cfg.train.warmup_steps,
         total_steps: cfg.train.max_steps,
+        decay_steps: cfg.train.decay_steps.unwrap_or(cfg.train.max_steps / 10),
     };
 
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
