@@ -63,6 +63,9 @@ enum Cmd {
         /// No progress output.
         #[arg(long)]
         quiet: bool,
+        /// Test hook: make one gradient NaN at this 0-based step, as an overflow would.
+        #[arg(long, hide = true)]
+        poison_grad_at: Option<u64>,
     },
     /// Sample text from a checkpoint, a run folder or a Hugging Face GPT-2 folder.
     Generate {
@@ -170,6 +173,7 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             stop_after,
             quiet,
+            poison_grad_at,
         } => {
             let cfg = RunConfig::load(&config, &sets)?;
             let s = lantern_train::train(
@@ -178,6 +182,7 @@ fn run(cli: Cli) -> Result<()> {
                     resume,
                     stop_after,
                     quiet,
+                    poison_grad_at,
                 },
             )?;
             let v = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));

@@ -45,14 +45,17 @@ pub fn bench_train_step(
             &StepInputs {
                 model: &model,
                 params: &params,
+                master: &params,
                 batches: &batches,
                 lr: 3e-4,
                 grad_clip: 1.0,
                 dropout_seed: 0,
                 step: step as u64,
                 check_integrity: false,
+                poison_grad: false,
             },
             &mut opt,
+            None,
         )?;
         // Kernels are asynchronous on a GPU: wait for the optimizer update before stopping.
         device.synchronize()?;

@@ -38,6 +38,9 @@ pub struct TrainerState {
     pub model: GptConfig,
     pub config: RunConfig,
     pub last_val_loss: Option<f64>,
+    /// fp16 runs: the dynamic loss scaler.
+    #[serde(default)]
+    pub scaler: Option<crate::precision::LossScaler>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -61,6 +61,19 @@ pub enum ScheduleKind {
 pub struct TrainSection {
     #[serde(default = "d_device")]
     pub device: String,
+    /// fp32 | bf16 | fp16: the dtype forward and backward run in. Master weights and optimizer
+    /// state stay fp32; fp16 adds dynamic loss scaling.
+    #[serde(default)]
+    pub precision: crate::precision::Precision,
+    /// fp16 loss scaler (PyTorch GradScaler defaults).
+    #[serde(default = "d_scale_init")]
+    pub loss_scale_init: f64,
+    #[serde(default = "d_scale_growth")]
+    pub loss_scale_growth: f64,
+    #[serde(default = "d_scale_backoff")]
+    pub loss_scale_backoff: f64,
+    #[serde(default = "d_scale_interval")]
+    pub loss_scale_interval: u64,
     /// Sequences per micro-batch (per process).
     #[serde(default = "d_batch")]
     pub batch_size: usize,
@@ -129,6 +142,18 @@ fn d_preset() -> String {
 }
 fn d_device() -> String {
     "cpu".into()
+}
+fn d_scale_init() -> f64 {
+    65536.0
+}
+fn d_scale_growth() -> f64 {
+    2.0
+}
+fn d_scale_backoff() -> f64 {
+    0.5
+}
+fn d_scale_interval() -> u64 {
+    2000
 }
 fn d_batch() -> usize {
     8

@@ -38,13 +38,15 @@ impl StepGrads {
     /// Fails, naming the first parameter whose gradient is missing, all zero or non-finite.
     /// Run after the first backward of a run: a parameter cut off from the loss, or an op
     /// that silently drops gradients (candle's fused norms), shows up here and not weeks later.
-    pub fn check_integrity(&self, params: &Params) -> Result<()> {
+    /// With `allow_nonfinite` (fp16 with loss scaling), inf/NaN are left to the scaler, which
+    /// skips such steps.
+    pub fn check_integrity(&self, params: &Params, allow_nonfinite: bool) -> Result<()> {
         for (name, g) in params.names().iter().zip(&self.grads) {
             let problem = match g {
                 None => Some("has no gradient".to_string()),
                 Some(g) => {
                     let abs_sum = g.abs()?.sum_all()?.to_scalar::<f32>()?;
-                    if !abs_sum.is_finite() {
+                    if !abs_sum.is_finite() && !allow_nonfinite {
                         Some("has a non-finite gradient".to_string())
                     } else if abs_sum == 0.0 {
                         Some("has an all-zero gradient".to_string())
@@ -59,6 +61,22 @@ impl StepGrads {
                     problem,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Multiplies every gradient by `factor` (unscaling after a scaled loss).
+    pub fn scale(&mut self, factor: f64) -> Result<()> {
+        for g in self.grads.iter_mut().flatten() {
+            *g = (&*g * factor)?;
+        }
+        Ok(())
+    }
+
+    /// Test hook: turns the first gradient into NaNs, as an overflow would.
+    pub fn poison_first(&mut self) -> Result<()> {
+        if let Some(g) = self.grads.iter_mut().flatten().next() {
+            *g = (g.zeros_like()? + f64::NAN)?;
         }
         Ok(())
     }

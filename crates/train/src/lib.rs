@@ -11,6 +11,7 @@ pub mod grads;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
+pub mod precision;
 pub mod schedule;
 pub mod trainer;
 

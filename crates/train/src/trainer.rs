@@ -9,6 +9,7 @@ use crate::device::parse_device;
 use crate::grads::StepGrads;
 use crate::metrics::{self, MetricsLog};
 use crate::optim::{AdamW, AdamWConfig};
+use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
 use crate::{error::io, plot, Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -35,6 +36,8 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
     /// No progress output at all (tests).
     pub quiet: bool,
+    /// Test hook: poison one gradient with NaN at this (0-based) step, as an overflow would.
+    pub poison_grad_at: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,7 +119,10 @@ fn batch_loss_sum(model: &Gpt, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> 
 /// What one optimizer step needs besides the optimizer.
 pub struct StepInputs<'a> {
     pub model: &'a Gpt,
+    /// The variables the model reads (the working copy, bf16/fp16 in mixed precision).
     pub params: &'a Params,
+    /// The fp32 master weights the optimizer updates; the same store as `params` in fp32.
+    pub master: &'a Params,
     /// The step's micro-batches (gradient accumulation = their number).
     pub batches: &'a [Batch],
     pub lr: f64,
@@ -125,39 +131,77 @@ pub struct StepInputs<'a> {
     pub dropout_seed: u64,
     pub step: u64,
     pub check_integrity: bool,
+    /// Test hook: poison one gradient with NaN (an injected overflow).
+    pub poison_grad: bool,
 }
 
 pub struct StepOutput {
     /// Mean loss over the step's target tokens.
     pub loss: f64,
-    /// Global gradient norm before clipping.
+    /// Global gradient norm before clipping (of unscaled gradients).
     pub grad_norm: f64,
+    /// The loss scaler found inf/NaN gradients and the update was skipped.
+    pub skipped: bool,
 }
 
 /// One optimizer step: forward/backward of each micro-batch with the loss normalised by the
 /// target tokens of the whole step (so accumulation is exact), the integrity guard if asked,
 /// global-norm clipping and the AdamW update. Trainer and benchmark both call this.
-pub fn train_step(inp: &StepInputs<'_>, opt: &mut AdamW) -> Result<StepOutput> {
+pub fn train_step(
+    inp: &StepInputs<'_>,
+    opt: &mut AdamW,
+    mut scaler: Option<&mut LossScaler>,
+) -> Result<StepOutput> {
     let tokens: usize = inp.batches.iter().map(|b| b.targets.elem_count()).sum();
     let m = inp.batches.len() as u64;
+    let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
     let mut grads = StepGrads::new(inp.params.len());
     let mut loss_sum = 0f64;
     for (micro, batch) in inp.batches.iter().enumerate() {
         let mut rng = Rng::derive(inp.dropout_seed, inp.step * m + micro as u64);
         let loss = (batch_loss_sum(inp.model, batch, Mode::Train(&mut rng))? / tokens as f64)?;
-        let store = loss.backward()?;
+        let store = if scale != 1.0 {
+            (&loss * scale)?.backward()?
+        } else {
+            loss.backward()?
+        };
         grads.accumulate(inp.params, &store)?;
         loss_sum += loss.to_scalar::<f32>()? as f64;
     }
+    if scale != 1.0 {
+        grads.scale(1.0 / scale)?;
+    }
+    if inp.poison_grad {
+        grads.poison_first()?;
+    }
     if inp.check_integrity {
-        grads.check_integrity(inp.params)?;
+        grads.check_integrity(inp.params, scaler.is_some())?;
     }
     let grad_norm = grads.global_norm()?;
+    if let Some(s) = scaler.as_deref_mut() {
+        let found_inf = !grad_norm.is_finite();
+        s.update(found_inf);
+        if found_inf {
+            // Skipped: weights, moments and the optimizer's step count stay as they were.
+            return Ok(StepOutput {
+                loss: loss_sum,
+                grad_norm,
+                skipped: true,
+            });
+        }
+    }
     grads.clip(grad_norm, inp.grad_clip)?;
-    opt.step(inp.params, &grads.grads, inp.lr)?;
+    opt.step(inp.master, &grads.grads, inp.lr)?;
+    if !std::ptr::eq(inp.params, inp.master) {
+        // Refresh the working copy from the updated master weights.
+        for (work, master) in inp.params.vars().iter().zip(inp.master.vars()) {
+            work.set(&master.as_tensor().to_dtype(work.dtype())?)?;
+        }
+    }
     Ok(StepOutput {
         loss: loss_sum,
         grad_norm,
+        skipped: false,
     })
 }
 
@@ -329,7 +373,27 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             DType::F32,
         )?,
     };
-    let model = Gpt::new(&model_cfg, &params)?;
+    // Mixed precision: the model reads a bf16/fp16 working copy; `params` stay the fp32 masters.
+    let precision = cfg.train.precision;
+    let work = match precision {
+        Precision::Fp32 => None,
+        p => Some(params.to(&device, p.dtype())?),
+    };
+    let work_params = work.as_ref().unwrap_or(&params);
+    let model = Gpt::new(&model_cfg, work_params)?;
+    let mut scaler = (precision == Precision::Fp16).then(|| {
+        state
+            .as_ref()
+            .and_then(|s| s.scaler.clone())
+            .unwrap_or_else(|| {
+                LossScaler::new(
+                    cfg.train.loss_scale_init,
+                    cfg.train.loss_scale_growth,
+                    cfg.train.loss_scale_backoff,
+                    cfg.train.loss_scale_interval,
+                )
+            })
+    });
     let mut opt = AdamW::new(
         AdamWConfig {
             beta1: cfg.train.beta1,
@@ -366,10 +430,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
     let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, opts.quiet);
     progress.line(&format!(
-        "{} | {} params | device {} | batch {b}x{accum}x{t} tokens | {} steps{}",
+        "{} | {} params | device {} | {:?} | batch {b}x{accum}x{t} tokens | {} steps{}",
         cfg.model.preset,
         model_cfg.num_params(),
         cfg.train.device,
+        precision,
         cfg.train.max_steps,
         match &resume_from {
             Some((s, _)) => format!(" | resumed at step {s}"),
@@ -391,7 +456,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 samples_seen: u64,
                 tokens_seen: u64,
                 last_val: Option<f64>,
-                opt: &AdamW|
+                opt: &AdamW,
+                scaler: Option<&LossScaler>|
      -> Result<PathBuf> {
         let st = TrainerState {
             format_version: checkpoint::STATE_VERSION,
@@ -409,6 +475,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             model: model_cfg.clone(),
             config: cfg.clone(),
             last_val_loss: last_val,
+            scaler: scaler.cloned(),
         };
         let files = [
             (
@@ -456,15 +523,18 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let out = train_step(
             &StepInputs {
                 model: &model,
-                params: &params,
+                params: work_params,
+                master: &params,
                 batches: &batches,
                 lr,
                 grad_clip: cfg.train.grad_clip,
                 dropout_seed: cfg.train.seed ^ DROPOUT_STREAM,
                 step,
                 check_integrity: !checked,
+                poison_grad: opts.poison_grad_at == Some(step),
             },
             &mut opt,
+            scaler.as_mut(),
         )?;
         checked = true;
         let (loss_sum, norm) = (out.loss, out.grad_norm);
@@ -479,7 +549,16 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         log.write(&json!({
             "kind": "train", "step": step, "loss": loss_sum, "lr": lr, "grad_norm": norm,
             "tokens_per_s": tok_s, "tokens_seen": tokens_seen, "step_ms": secs * 1e3,
+            "precision": precision, "skipped": out.skipped,
+            "loss_scale": scaler.as_ref().map(|s| s.scale),
+            "skipped_steps": scaler.as_ref().map_or(0, |s| s.skipped_steps),
         }))?;
+        if out.skipped {
+            progress.line(&format!(
+                "step {step}: non-finite gradients, update skipped; loss scale now {}",
+                scaler.as_ref().map_or(0.0, |s| s.scale)
+            ));
+        }
         progress.step(step, cfg.train.max_steps, loss_sum, lr, tok_s);
 
         let at_end = step == end;
@@ -495,7 +574,14 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
         let ckpt_due = cfg.checkpoint.every > 0 && step.is_multiple_of(cfg.checkpoint.every);
         if ckpt_due || at_end {
-            last_ckpt = Some(save(step, samples_seen, tokens_seen, last_val, &opt)?);
+            last_ckpt = Some(save(
+                step,
+                samples_seen,
+                tokens_seen,
+                last_val,
+                &opt,
+                scaler.as_ref(),
+            )?);
         }
     }
     progress.finish();
@@ -548,14 +634,17 @@ mod tests {
             &StepInputs {
                 model,
                 params,
+                master: params,
                 batches: &batches,
                 lr: 1e-3,
                 grad_clip: 1.0,
                 dropout_seed: 0,
                 step: 0,
                 check_integrity: true,
+                poison_grad: false,
             },
             &mut opt,
+            None,
         )
     }
 
