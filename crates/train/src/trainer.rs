@@ -150,7 +150,7 @@ pub struct StepOutput {
 pub fn train_step(
     inp: &StepInputs<'_>,
     opt: &mut AdamW,
-    mut scaler: Option<&mut LossScaler>,
+    scaler: Option<&mut LossScaler>,
 ) -> Result<StepOutput> {
     let tokens: usize = inp.batches.iter().map(|b| b.targets.elem_count()).sum();
     let m = inp.batches.len() as u64;
@@ -178,7 +178,7 @@ pub fn train_step(
         grads.check_integrity(inp.params, scaler.is_some())?;
     }
     let grad_norm = grads.global_norm()?;
-    if let Some(s) = scaler.as_deref_mut() {
+    if let Some(s) = scaler {
         let found_inf = !grad_norm.is_finite();
         s.update(found_inf);
         if found_inf {
