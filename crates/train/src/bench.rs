@@ -1,7 +1,7 @@
 //! Training-step benchmark: the same `train_step` the trainer runs, on seeded random tokens,
 //! timed per step. The PyTorch baseline (`scripts/bench_torch_gpt.py`) measures the same thing.
 
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use crate::trainer::{to_batch, train_step, StepInputs};
 use crate::Result;
 use candle_core::{DType, Device};
@@ -30,7 +30,7 @@ pub fn bench_train_step(
     let mut rng = Rng::new(0);
     let params = init_params(cfg, &mut rng, device, DType::F32)?;
     let model = Gpt::new(cfg, &params)?;
-    let mut opt = AdamW::new(AdamWConfig::default(), &params)?;
+    let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), &params)?;
     let mut times = Vec::with_capacity(steps);
     for step in 0..warmup + steps {
         let ids: Vec<u32> = (0..b * t)

@@ -46,8 +46,14 @@ pub struct TrainerState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerState {
+    /// `train.optimizer` of the run that wrote it: adamw, sgd, adagrad or rmsprop.
     pub kind: String,
+    /// Optimizer steps taken.
     pub step: u64,
+    /// Parameters that were updated fewer than `step` times (they had no gradient at some
+    /// step), with their own count; empty in the usual case where every parameter is updated.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub param_steps: std::collections::BTreeMap<String, u64>,
 }
 
 pub fn dir_name(step: u64) -> String {

@@ -56,6 +56,30 @@ pub enum ScheduleKind {
     Wsd,
 }
 
+/// `train.optimizer`: which `torch.optim` update to use (see crates/train/src/optim/).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    #[serde(rename = "adamw")]
+    AdamW,
+    Sgd,
+    Adagrad,
+    Rmsprop,
+}
+
+impl OptimizerKind {
+    /// The config value, also the kind saved in checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AdamW => "adamw",
+            Self::Sgd => "sgd",
+            Self::Adagrad => "adagrad",
+            Self::Rmsprop => "rmsprop",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
@@ -94,14 +118,42 @@ pub struct TrainSection {
     pub schedule: ScheduleKind,
     /// Length of the final decay of the `wsd` schedule; defaults to a tenth of max_steps.
     pub decay_steps: Option<u64>,
+    /// adamw | sgd | adagrad | rmsprop, each with torch.optim's exact update.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// Decay-group parameters only (rank ≥ 2). AdamW: decoupled (p ← p·(1 − lr·wd)); SGD,
+    /// AdaGrad, RMSprop: torch's L2 form (g ← g + wd·p).
     #[serde(default = "d_wd")]
     pub weight_decay: f64,
+    /// AdamW.
     #[serde(default = "d_beta1")]
     pub beta1: f64,
     #[serde(default = "d_beta2")]
     pub beta2: f64,
+    /// AdamW, AdaGrad, RMSprop (torch's AdaGrad default is 1e-10; set it to match).
     #[serde(default = "d_eps")]
     pub eps: f64,
+    /// SGD and RMSprop momentum; 0 = none.
+    #[serde(default)]
+    pub momentum: f64,
+    /// SGD: the momentum buffer takes (1 − dampening)·g (not at a parameter's first step).
+    #[serde(default)]
+    pub dampening: f64,
+    /// SGD: Nesterov momentum; needs momentum > 0 and dampening 0.
+    #[serde(default)]
+    pub nesterov: bool,
+    /// RMSprop smoothing constant of the squared-gradient average.
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    /// RMSprop: normalise by the estimated variance instead of the second moment.
+    #[serde(default)]
+    pub centered: bool,
+    /// AdaGrad: the step size is lr / (1 + (t − 1)·lr_decay).
+    #[serde(default)]
+    pub lr_decay: f64,
+    /// AdaGrad: the starting value of the sum of squared gradients.
+    #[serde(default)]
+    pub initial_accumulator_value: f64,
     /// Global-norm clipping threshold; 0 turns clipping off.
     #[serde(default = "d_clip")]
     pub grad_clip: f64,
@@ -181,6 +233,9 @@ fn d_beta2() -> f64 {
 }
 fn d_eps() -> f64 {
     1e-8
+}
+fn d_alpha() -> f64 {
+    0.99
 }
 fn d_clip() -> f64 {
     1.0
@@ -291,6 +346,37 @@ impl RunConfig {
         if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
             return bad("train.beta1 and train.beta2 must be in [0, 1)");
         }
+        let non_negative = [
+            ("weight_decay", t.weight_decay),
+            ("eps", t.eps),
+            ("momentum", t.momentum),
+            ("lr_decay", t.lr_decay),
+            ("initial_accumulator_value", t.initial_accumulator_value),
+        ];
+        for (key, v) in non_negative {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(&format!(
+                    "train.{key} must be a finite, non-negative number, got {v}"
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&t.dampening) {
+            return bad("train.dampening must be in [0, 1]");
+        }
+        if !(0.0..1.0).contains(&t.alpha) {
+            return bad("train.alpha must be in [0, 1)");
+        }
+        // torch.optim.SGD refuses the same combination.
+        if t.optimizer == OptimizerKind::Sgd
+            && t.nesterov
+            && (t.momentum <= 0.0 || t.dampening != 0.0)
+        {
+            return bad(&format!(
+                "train.nesterov = true needs train.momentum > 0 and train.dampening = 0 (got \
+                 momentum {}, dampening {})",
+                t.momentum, t.dampening
+            ));
+        }
         Ok(())
     }
 
@@ -386,6 +472,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("novalue"), "{e}");
+    }
+
+    #[test]
+    fn optimizer_keys_parse_and_are_checked() {
+        let c = RunConfig::parse(MIN, "t", &[]).unwrap();
+        assert_eq!(c.train.optimizer, OptimizerKind::AdamW);
+        let c = RunConfig::parse(
+            MIN,
+            "t",
+            &[
+                "train.optimizer=\"sgd\"".into(),
+                "train.momentum=0.9".into(),
+                "train.nesterov=true".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.optimizer, OptimizerKind::Sgd);
+        assert_eq!(c.train.optimizer.name(), "sgd");
+        let e = RunConfig::parse(MIN, "t.toml", &["train.optimizer=\"adam\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml") && e.contains("train.optimizer") && e.contains("adam"),
+            "{e}"
+        );
+        for bad in [
+            &["train.optimizer=\"sgd\"", "train.nesterov=true"][..],
+            &[
+                "train.optimizer=\"sgd\"",
+                "train.nesterov=true",
+                "train.momentum=0.9",
+                "train.dampening=0.1",
+            ],
+        ] {
+            let o: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            let e = RunConfig::parse(MIN, "t.toml", &o).unwrap_err().to_string();
+            assert!(
+                e.contains("train.nesterov") && e.contains("dampening"),
+                "{e}"
+            );
+        }
+        for (key, value) in [
+            ("momentum", "-0.5"),
+            ("alpha", "1.5"),
+            ("lr_decay", "-1"),
+            ("initial_accumulator_value", "-0.1"),
+            ("dampening", "2"),
+        ] {
+            let e = RunConfig::parse(MIN, "t.toml", &[format!("train.{key}={value}")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("train.{key}")), "{key}: {e}");
+        }
     }
 
     #[test]

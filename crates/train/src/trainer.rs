@@ -1,14 +1,14 @@
 //! The training loop: one flat loop that reads top to bottom. Per optimizer step:
 //! micro-batches (forward, loss normalised by the step's target tokens, backward, accumulate)
-//! → integrity guard (first step of a process) → global norm and clipping → AdamW → metrics
+//! → integrity guard (first step of a process) → global norm and clipping → optimizer → metrics
 //! → periodic validation and checkpoint.
 
-use crate::checkpoint::{self, OptimizerState, TrainerState};
+use crate::checkpoint::{self, TrainerState};
 use crate::config::RunConfig;
 use crate::device::parse_device;
 use crate::grads::StepGrads;
 use crate::metrics::{self, MetricsLog};
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
 use crate::{error::io, plot, Error, Result};
@@ -146,10 +146,10 @@ pub struct StepOutput {
 
 /// One optimizer step: forward/backward of each micro-batch with the loss normalised by the
 /// target tokens of the whole step (so accumulation is exact), the integrity guard if asked,
-/// global-norm clipping and the AdamW update. Trainer and benchmark both call this.
+/// global-norm clipping and the optimizer update. Trainer and benchmark both call this.
 pub fn train_step(
     inp: &StepInputs<'_>,
-    opt: &mut AdamW,
+    opt: &mut Optimizer,
     scaler: Option<&mut LossScaler>,
 ) -> Result<StepOutput> {
     let tokens: usize = inp.batches.iter().map(|b| b.targets.elem_count()).sum();
@@ -323,6 +323,19 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         Some((_, dir)) => Some(checkpoint::read_state(dir)?),
         None => None,
     };
+    if let (Some(st), Some((_, dir))) = (&state, &resume_from) {
+        let want = cfg.train.optimizer.name();
+        if st.optimizer.kind != want {
+            return Err(Error::Checkpoint {
+                path: dir.clone(),
+                msg: format!(
+                    "checkpoint was trained with optimizer {:?}, the config asks for {want:?} \
+                     (train.optimizer); resume with the same optimizer or start a new run.dir",
+                    st.optimizer.kind
+                ),
+            });
+        }
+    }
 
     let mut model_cfg = resolve_model_config(&cfg, meta.vocab_size as usize)?;
     if let Some(st) = &state {
@@ -394,20 +407,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 )
             })
     });
-    let mut opt = AdamW::new(
-        AdamWConfig {
-            beta1: cfg.train.beta1,
-            beta2: cfg.train.beta2,
-            eps: cfg.train.eps,
-            weight_decay: cfg.train.weight_decay,
-        },
-        &params,
-    )?;
+    let mut opt = Optimizer::new(OptimizerConfig::from_train(&cfg.train), &params)?;
     let (mut step, mut samples_seen, mut tokens_seen, mut last_val) = (0u64, 0u64, 0u64, None);
     if let (Some(st), Some((_, dir))) = (&state, &resume_from) {
         let p = dir.join(checkpoint::OPTIMIZER_FILE);
         let tensors = safetensors_io::load(&p, &device, DType::F32)?;
-        opt.load_state(&params, tensors, st.optimizer.step, &p)?;
+        opt.load_state(&params, tensors, &st.optimizer, &p)?;
         (step, samples_seen, tokens_seen, last_val) =
             (st.step, st.samples_seen, st.tokens_seen, st.last_val_loss);
     }
@@ -456,7 +461,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 samples_seen: u64,
                 tokens_seen: u64,
                 last_val: Option<f64>,
-                opt: &AdamW,
+                opt: &Optimizer,
                 scaler: Option<&LossScaler>|
      -> Result<PathBuf> {
         let st = TrainerState {
@@ -468,10 +473,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 seed: cfg.train.seed,
                 counter: step,
             },
-            optimizer: OptimizerState {
-                kind: "adamw".into(),
-                step: opt.step_count(),
-            },
+            optimizer: opt.state(&params),
             model: model_cfg.clone(),
             config: cfg.clone(),
             last_val_loss: last_val,
@@ -629,7 +631,10 @@ mod tests {
         let ids: Vec<u32> = (0..16).map(|i| i % 16).collect();
         let tgt: Vec<u32> = (0..16).map(|i| (i + 1) % 16).collect();
         let batches = [to_batch(&ids, &tgt, 2, 8, &Device::Cpu)?];
-        let mut opt = AdamW::new(AdamWConfig::default(), params)?;
+        let mut opt = Optimizer::new(
+            OptimizerConfig::AdamW(crate::optim::AdamWConfig::default()),
+            params,
+        )?;
         train_step(
             &StepInputs {
                 model,

@@ -1,0 +1,129 @@
+//! AdamW (Loshchilov & Hutter 2019) with the update of `torch.optim.AdamW` (foreach=False,
+//! amsgrad=False), per parameter with its own step count t:
+//!   p ← p · (1 − lr·wd)                      (decoupled decay, decay group only)
+//!   m ← lerp(m, g, 1 − β1) ;  v ← β2·v + (1 − β2)·g·g
+//!   p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
+
+use super::{decay_flags, div_s, filled, fma, lerp, StepCounts};
+use crate::Result;
+use candle_core::{DType, Tensor};
+use lantern_models::Params;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+/// nanoGPT's GPT-2 settings: β = (0.9, 0.95), ε = 1e-8, weight decay 0.1.
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
+    }
+}
+
+pub struct AdamW {
+    cfg: AdamWConfig,
+    pub(super) counts: StepCounts,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+    decay: Vec<bool>,
+}
+
+impl AdamW {
+    pub fn new(cfg: AdamWConfig, params: &Params) -> Result<Self> {
+        Ok(Self {
+            cfg,
+            counts: StepCounts::new(params.len()),
+            exp_avg: filled(params, 0.0)?,
+            exp_avg_sq: filled(params, 0.0)?,
+            decay: decay_flags(params),
+        })
+    }
+
+    pub fn step(&mut self, params: &Params, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        self.counts.total += 1;
+        for (i, var) in params.vars().iter().enumerate() {
+            let Some(g) = &grads[i] else { continue };
+            self.counts.per_param[i] += 1;
+            let g = g.detach().to_dtype(DType::F32)?;
+            let p = var.as_tensor().detach().to_dtype(DType::F32)?;
+            let (p, m, v) = update(
+                &self.cfg,
+                UpdateInputs {
+                    p,
+                    g,
+                    m: &self.exp_avg[i],
+                    v: &self.exp_avg_sq[i],
+                    lr,
+                    step: self.counts.per_param[i],
+                    decay: self.decay[i],
+                },
+            )?;
+            var.set(&p.to_dtype(var.dtype())?)?;
+            self.exp_avg[i] = m;
+            self.exp_avg_sq[i] = v;
+        }
+        Ok(())
+    }
+
+    pub(super) fn buffers(&self) -> Vec<(&'static str, &[Tensor])> {
+        vec![("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)]
+    }
+
+    pub(super) fn buffers_mut(&mut self) -> Vec<&mut Vec<Tensor>> {
+        vec![&mut self.exp_avg, &mut self.exp_avg_sq]
+    }
+}
+
+/// One parameter's inputs: fp32 value and gradient, its moments, and its own step count
+/// (already incremented for this update).
+struct UpdateInputs<'a> {
+    p: Tensor,
+    g: Tensor,
+    m: &'a Tensor,
+    v: &'a Tensor,
+    lr: f64,
+    step: u64,
+    decay: bool,
+}
+
+/// The whole update of one parameter, kept in one place so that a fused kernel can replace it.
+/// Returns the new (p, m, v), all fp32 and shaped like the parameter. The operation order
+/// follows torch's `_single_tensor_adam` so that fp32 results agree to rounding.
+fn update(cfg: &AdamWConfig, x: UpdateInputs<'_>) -> Result<(Tensor, Tensor, Tensor)> {
+    let AdamWConfig {
+        beta1: b1,
+        beta2: b2,
+        eps,
+        weight_decay: wd,
+    } = *cfg;
+    let UpdateInputs {
+        mut p,
+        g,
+        m,
+        v,
+        lr,
+        step,
+        decay,
+    } = x;
+    if decay && wd != 0.0 {
+        p = (p * (1.0 - lr * wd))?;
+    }
+    // exp_avg.lerp_(g, 1 − β1); exp_avg_sq.mul_(β2).addcmul_(g, g, value=1 − β2)
+    let m = lerp(m, &g, 1.0 - b1)?;
+    let v = fma(&(&g * (1.0 - b2))?, &g, &(v * b2)?)?;
+    let bc1 = 1.0 - b1.powf(step as f64);
+    let bc2_sqrt = (1.0 - b2.powf(step as f64)).sqrt();
+    // denom = (√v / √bc2) + ε ; p.addcdiv_(m, denom, value=−lr/bc1), which is not fused
+    let denom = (div_s(&v.sqrt()?, bc2_sqrt)? + eps)?;
+    let p = (p - ((&m * (lr / bc1))? / &denom)?)?;
+    Ok((p, m, v))
+}
