@@ -14,6 +14,7 @@
 
 mod adagrad;
 mod adamw;
+mod fused;
 mod rmsprop;
 mod sgd;
 
@@ -26,6 +27,7 @@ use crate::checkpoint::OptimizerState;
 use crate::config::{OptimizerKind, TrainSection};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
+use fused::{fma, fma_s};
 use lantern_models::Params;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -331,25 +333,6 @@ fn decay_flags(params: &Params) -> Vec<bool> {
     params.vars().iter().map(|v| decays(v.rank())).collect()
 }
 
-/// `a·s + c` rounded once, the way torch's CPU and CUDA kernels compute `add(.., alpha)`,
-/// `addcmul` and `lerp` (a fused multiply-add; see docs/training.md for how it was measured).
-/// Two separate roundings differ from it in about 2% of elements, which over 20 steps drifts
-/// past 1e-6 relative. `s` is first rounded to f32, as torch rounds its scalar. Done in f64:
-/// the product of two f32 values is exact there, so only the sum is rounded (to f64 then to
-/// f32, which differs from one rounding only when the f64 sum lies exactly halfway between two
-/// f32 values).
-fn fma_s(a: &Tensor, s: f64, c: &Tensor) -> Result<Tensor> {
-    let s = s as f32 as f64;
-    let prod = (a.to_dtype(DType::F64)? * s)?;
-    Ok((prod + c.to_dtype(DType::F64)?)?.to_dtype(DType::F32)?)
-}
-
-/// `a·b + c` rounded once (tensors of one shape); see [`fma_s`].
-fn fma(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
-    let prod = (a.to_dtype(DType::F64)? * b.to_dtype(DType::F64)?)?;
-    Ok((prod + c.to_dtype(DType::F64)?)?.to_dtype(DType::F32)?)
-}
-
 /// `t / s` as a true division: candle's `t / s` multiplies by the rounded reciprocal, which
 /// differs from torch's division in the last bit.
 fn div_s(t: &Tensor, s: f64) -> Result<Tensor> {
@@ -358,7 +341,8 @@ fn div_s(t: &Tensor, s: f64) -> Result<Tensor> {
 }
 
 /// torch's `lerp(start, end, w)` for a scalar weight (f32 arithmetic), with its two branches:
-/// `start + w·(end − start)` for |w| < 0.5, else `end − (end − start)·(1 − w)`, each fused.
+/// `start + w·(end − start)` for |w| < 0.5, else `end − (end − start)·(1 − w)`, each fused
+/// (see [`fused`]).
 fn lerp(start: &Tensor, end: &Tensor, w: f64) -> Result<Tensor> {
     let w = w as f32;
     let diff = (end - start)?;
