@@ -1,6 +1,7 @@
 //! lantern-train: everything between a model and a finished run — the config of a run, the
-//! optimizer and its saveable state, LR schedules, gradient accumulation and clipping, the
-//! gradient-integrity guard, checkpoints, metrics and the training loop itself.
+//! optimizers (AdamW, SGD, AdaGrad, RMSprop) and their saveable state, LR schedules, gradient
+//! accumulation and clipping, the gradient-integrity guard, checkpoints, metrics and the
+//! training loop itself.
 
 pub mod bench;
 pub mod checkpoint;
