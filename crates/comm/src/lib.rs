@@ -13,6 +13,9 @@
 //! job with MPI) instead of hanging silently. [`bucket`] packs many gradients into a few fp32
 //! buckets so that each step makes a few large collectives instead of hundreds of small ones.
 
+// Built with neither engine, only `Single` exists and the collective machinery is unused.
+#![cfg_attr(not(any(feature = "mpi", feature = "cuda")), allow(dead_code))]
+
 pub mod bucket;
 pub mod env;
 #[cfg(feature = "mpi")]
@@ -199,10 +202,11 @@ impl Communicator {
             opts.timeout,
             Box::new(|code| std::process::exit(code)),
         );
-        let backend = {
-            let _armed = watchdog.arm("NCCL set-up");
-            nccl::Nccl::init(&info, device, opts.timeout)?
-        };
+        // The id exchange has its own deadline (and a better error: which ranks are missing);
+        // the watchdog covers ncclCommInitRank, which blocks until every rank has joined.
+        let backend = nccl::Nccl::init(&info, device, opts.timeout, || {
+            watchdog.arm("NCCL set-up (ncclCommInitRank)")
+        })?;
         Ok(Self {
             info,
             watchdog: Some(watchdog),
@@ -378,7 +382,6 @@ enum Collective {
 
 /// Candle's public way to write into a tensor's storage.
 struct InPlace<'a> {
-    #[cfg_attr(not(any(feature = "mpi", feature = "cuda")), allow(dead_code))]
     backend: &'a Backend,
     what: Collective,
     err: RefCell<Option<Error>>,

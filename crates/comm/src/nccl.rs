@@ -25,7 +25,13 @@ fn nccl_err(what: &str, e: impl std::fmt::Debug) -> Error {
 impl Nccl {
     /// Rank 0 makes the unique id and serves it at MASTER_ADDR:MASTER_PORT; every rank then
     /// joins the communicator (`ncclCommInitRank` blocks until all have).
-    pub(crate) fn init(info: &WorldInfo, device: &Device, timeout: Duration) -> Result<Self> {
+    /// `arm` starts the watchdog for the blocking communicator set-up.
+    pub(crate) fn init<'w>(
+        info: &WorldInfo,
+        device: &Device,
+        timeout: Duration,
+        arm: impl FnOnce() -> crate::watchdog::ArmGuard<'w>,
+    ) -> Result<Self> {
         let stream = device
             .as_cuda_device()
             .map_err(|_| {
@@ -66,8 +72,11 @@ impl Nccl {
                 Id::uninit(raw)
             }
         };
-        let comm = Comm::from_rank(stream, info.rank, info.world_size, id)
-            .map_err(|e| nccl_err("ncclCommInitRank", e))?;
+        let comm = {
+            let _armed = arm();
+            Comm::from_rank(stream, info.rank, info.world_size, id)
+                .map_err(|e| nccl_err("ncclCommInitRank", e))?
+        };
         Ok(Self {
             comm,
             device: device.clone(),
