@@ -93,6 +93,21 @@ impl std::str::FromStr for BackendKind {
     }
 }
 
+/// Environment variable naming the backend (`lantern launch` sets it): `mpi`, `nccl`, `single`.
+pub const BACKEND_ENV: &str = "LANTERN_COMM_BACKEND";
+
+impl BackendKind {
+    /// The backend named by `LANTERN_COMM_BACKEND`; `Single` when it is not set.
+    pub fn from_env(env: &std::collections::BTreeMap<String, String>) -> Result<Self> {
+        match env.get(BACKEND_ENV) {
+            None => Ok(Self::Single),
+            Some(v) => v.trim().parse().map_err(|_| {
+                Error::Env(format!("{BACKEND_ENV}={v:?}: expected single, mpi or nccl"))
+            }),
+        }
+    }
+}
+
 /// Environment variable that sets [`CommOptions::timeout`], in seconds.
 pub const TIMEOUT_ENV: &str = "LANTERN_COMM_TIMEOUT";
 
@@ -168,7 +183,8 @@ impl Communicator {
             BackendKind::Single => {
                 if info.world_size > 1 {
                     return Err(Error::Env(format!(
-                        "the launcher started {} ranks, but the backend is `single`",
+                        "the launcher started {} ranks, but the backend is `single` (set \
+                         {BACKEND_ENV}=mpi or nccl)",
                         info.world_size
                     )));
                 }
@@ -452,5 +468,75 @@ impl InplaceOp1 for InPlace<'_> {
             }),
         };
         r.map_err(|e| self.fail(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_and_backend_from_env() {
+        assert_eq!(
+            CommOptions::from_env(&env(&[])).unwrap().timeout,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            CommOptions::from_env(&env(&[(TIMEOUT_ENV, "2.5")]))
+                .unwrap()
+                .timeout,
+            Duration::from_millis(2500)
+        );
+        for bad in ["0", "-1", "soon", "inf"] {
+            let e = CommOptions::from_env(&env(&[(TIMEOUT_ENV, bad)])).unwrap_err();
+            assert!(e.to_string().contains(TIMEOUT_ENV), "{e}");
+        }
+        assert_eq!(
+            BackendKind::from_env(&env(&[])).unwrap(),
+            BackendKind::Single
+        );
+        assert_eq!(
+            BackendKind::from_env(&env(&[(BACKEND_ENV, "nccl")])).unwrap(),
+            BackendKind::Nccl
+        );
+        let e = BackendKind::from_env(&env(&[(BACKEND_ENV, "gloo")])).unwrap_err();
+        assert!(e.to_string().contains("gloo"), "{e}");
+    }
+
+    #[test]
+    fn single_world_checks_buffers_and_roots() {
+        let c = Communicator::single();
+        let x = Tensor::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
+        c.all_reduce(&x, ReduceOp::Avg).unwrap();
+        assert_eq!(x.to_vec1::<f32>().unwrap(), vec![1., 2., 3.]);
+        let ints = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
+        assert!(c
+            .all_reduce(&ints, ReduceOp::Sum)
+            .unwrap_err()
+            .to_string()
+            .contains("only f32 and bf16"));
+        let strided = Tensor::zeros((2, 3), DType::F32, &Device::Cpu)
+            .unwrap()
+            .t()
+            .unwrap();
+        assert!(c
+            .all_reduce(&strided, ReduceOp::Sum)
+            .unwrap_err()
+            .to_string()
+            .contains("not contiguous"));
+        assert!(c
+            .broadcast(&x, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("root 1"));
+        c.barrier().unwrap();
     }
 }
