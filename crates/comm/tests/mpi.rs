@@ -3,12 +3,14 @@
 
 #![cfg(feature = "mpi")]
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const CHECK: &str = env!("CARGO_BIN_EXE_lantern-comm-check");
 
-/// `mpirun` as root on a 2-core machine (see docs/distributed.md).
+/// `mpirun` as root on a 2-core machine (see docs/distributed.md). A job still running after
+/// 90 s is stopped (SIGTERM, which mpirun passes to its ranks), so a broken timeout fails the
+/// test instead of hanging it.
 fn mpirun(np: usize, envs: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new("mpirun");
     cmd.args([
@@ -20,9 +22,29 @@ fn mpirun(np: usize, envs: &[(&str, &str)], args: &[&str]) -> Output {
     for (k, v) in envs {
         cmd.env(k, v).args(["-x", k]);
     }
-    cmd.arg(CHECK).args(args);
-    cmd.output()
-        .expect("mpirun runs (scripts/test.sh installs openmpi-bin)")
+    cmd.arg(CHECK)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("mpirun runs (scripts/test.sh installs openmpi-bin)");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "mpirun {args:?} still running after 90 s\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn text(out: &Output) -> (String, String) {

@@ -119,7 +119,7 @@ fn collectives() -> Res<()> {
     checks += 2;
 
     // Barrier: rank 0 arrives late; every other rank must have waited for it.
-    let late = Duration::from_millis(400);
+    let late = Duration::from_millis(1000);
     if r == 0 {
         std::thread::sleep(late);
     }
