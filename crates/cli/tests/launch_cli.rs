@@ -114,7 +114,8 @@ fn a_failing_rank_stops_the_others_mpi() {
     );
 }
 
-fn sigterm_is_forwarded(backend: &str) {
+/// `signal` is a name for kill(1) (`TERM`, `INT`) and `number` what the launcher reports.
+fn signal_is_forwarded(backend: &str, signal: &str, number: i32) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lantern"))
         .args([
             "launch",
@@ -141,7 +142,7 @@ fn sigterm_is_forwarded(backend: &str) {
     }
     let t0 = Instant::now();
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -149,7 +150,10 @@ fn sigterm_is_forwarded(backend: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("interrupted by signal 15"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("interrupted by signal {number}")),
+        "{stderr}"
+    );
     // Under mpirun the ranks are reaped by their launch-rank supervisors (or by init once
     // those are gone): allow a moment for that.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -167,12 +171,17 @@ fn sigterm_is_forwarded(backend: &str) {
 
 #[test]
 fn sigterm_is_forwarded_to_the_ranks_nccl() {
-    sigterm_is_forwarded("nccl");
+    signal_is_forwarded("nccl", "TERM", 15);
+}
+
+#[test]
+fn sigint_is_forwarded_to_the_ranks_nccl() {
+    signal_is_forwarded("nccl", "INT", 2);
 }
 
 #[test]
 fn sigterm_is_forwarded_to_the_ranks_mpi() {
-    sigterm_is_forwarded("mpi");
+    signal_is_forwarded("mpi", "TERM", 15);
 }
 
 #[test]
