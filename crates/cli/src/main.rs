@@ -1,5 +1,6 @@
 //! `lantern`: prepare data, train, sample, export, score and benchmark GPT models.
 
+mod launch;
 mod model_dir;
 
 use anyhow::{bail, Context, Result};
@@ -130,6 +131,15 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Start the ranks of a data-parallel run on this node (torchrun-style):
+    /// lantern launch --nproc-per-node 2 -- train --config run.toml
+    Launch(launch::LaunchArgs),
+    /// Run one rank's command under mpirun for `launch` (internal).
+    #[command(hide = true)]
+    LaunchRank(launch::RankArgs),
+    /// Print the launcher variables; optionally fail on one rank (tests of `launch`).
+    #[command(hide = true)]
+    LaunchProbe(launch::ProbeArgs),
 }
 
 fn main() {
@@ -334,6 +344,9 @@ fn run(cli: Cli) -> Result<()> {
                 })
             );
         }
+        Cmd::Launch(a) => launch::launch(a)?,
+        Cmd::LaunchRank(a) => std::process::exit(launch::launch_rank(a)?),
+        Cmd::LaunchProbe(a) => launch::probe(a)?,
     }
     Ok(())
 }

@@ -1,0 +1,420 @@
+//! `lantern launch`: start the ranks of a data-parallel run on this node, torchrun-style.
+//!
+//! Every rank is this same binary running the given subcommand with `RANK`, `WORLD_SIZE`,
+//! `LOCAL_RANK`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` and `LANTERN_COMM_BACKEND` set.
+//! - `--backend nccl`: the launcher starts the ranks itself; NCCL's id goes through the TCP
+//!   rendezvous of lantern-comm at MASTER_ADDR:MASTER_PORT.
+//! - `--backend mpi`: processes join one MPI world only when `mpirun` starts them, so the
+//!   launcher runs `mpirun` with one app context per rank (`-np 1 -x RANK=r ... : ...`, which
+//!   keeps MPI's rank equal to ours). Each context runs `lantern launch-rank`, a small
+//!   supervisor that starts the real command and records how it ended, because `mpirun` only
+//!   reports its own status and this launcher must name the rank that failed.
+//!
+//! When a rank fails the others are stopped (SIGTERM, then SIGKILL after a grace period) and the
+//! launcher exits non-zero naming the rank and its status. SIGTERM and SIGINT sent to the
+//! launcher are forwarded to the ranks. Children die with their parent (PR_SET_PDEATHSIG), so a
+//! launcher killed outright leaves no training process behind.
+
+use anyhow::{bail, Context, Result};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// NCCL on GPUs: one rank per GPU, started by the launcher.
+    Nccl,
+    /// Open MPI on CPUs: ranks started through mpirun.
+    Mpi,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Nccl => "nccl",
+            Backend::Mpi => "mpi",
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct LaunchArgs {
+    /// Ranks to start on this node (with nccl: one per GPU).
+    #[arg(long)]
+    nproc_per_node: usize,
+    /// Nodes in the job; run the same launch command on each with its --node-rank.
+    #[arg(long, default_value_t = 1)]
+    nnodes: usize,
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// Address of node 0 as the other nodes reach it (rank 0 serves the NCCL id there).
+    #[arg(long, default_value = "127.0.0.1")]
+    master_addr: String,
+    #[arg(long, default_value_t = 29500)]
+    master_port: u16,
+    #[arg(long, value_enum, default_value_t = Backend::Mpi)]
+    backend: Backend,
+    /// Longest a collective may wait for the other ranks, in seconds (the ranks'
+    /// LANTERN_COMM_TIMEOUT; default 300).
+    #[arg(long)]
+    comm_timeout: Option<f64>,
+    /// The lantern subcommand each rank runs, after `--`: `-- train --config run.toml`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct RankArgs {
+    /// The lantern subcommand to run and supervise.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ProbeArgs {
+    /// The rank that exits with status 3 at once.
+    #[arg(long)]
+    fail_rank: Option<usize>,
+    /// Seconds the other ranks then wait before exiting 0.
+    #[arg(long, default_value_t = 0.0)]
+    sleep: f64,
+}
+
+/// Where `launch-rank` supervisors record how their rank ended (set by the launcher).
+const STATUS_DIR_ENV: &str = "LANTERN_LAUNCH_STATUS_DIR";
+/// Time a rank gets between SIGTERM and SIGKILL once the job is being stopped.
+const GRACE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
+
+pub fn launch(a: LaunchArgs) -> Result<()> {
+    if a.nproc_per_node == 0 || a.nnodes == 0 {
+        bail!("--nproc-per-node and --nnodes must be at least 1");
+    }
+    if a.node_rank >= a.nnodes {
+        bail!(
+            "--node-rank {} is not below --nnodes {}",
+            a.node_rank,
+            a.nnodes
+        );
+    }
+    if a.master_port == 0 {
+        bail!("--master-port must not be 0");
+    }
+    if let Some(t) = a.comm_timeout {
+        if !(t.is_finite() && t > 0.0) {
+            bail!("--comm-timeout {t}: expected a positive number of seconds");
+        }
+    }
+    if a.command.first().is_some_and(|c| c == "launch") {
+        bail!("the command to launch is itself `launch`");
+    }
+    let exe = std::env::current_exe().context("locating the lantern binary")?;
+    install_forwarding();
+    match a.backend {
+        Backend::Nccl => launch_direct(&a, &exe),
+        Backend::Mpi => launch_mpirun(&a, &exe),
+    }
+}
+
+/// The launcher variables of one rank.
+fn rank_env(a: &LaunchArgs, local_rank: usize) -> Vec<(String, String)> {
+    let world = a.nnodes * a.nproc_per_node;
+    let rank = a.node_rank * a.nproc_per_node + local_rank;
+    let mut env = vec![
+        ("RANK", rank.to_string()),
+        ("WORLD_SIZE", world.to_string()),
+        ("LOCAL_RANK", local_rank.to_string()),
+        ("LOCAL_WORLD_SIZE", a.nproc_per_node.to_string()),
+        ("MASTER_ADDR", a.master_addr.clone()),
+        ("MASTER_PORT", a.master_port.to_string()),
+        ("LANTERN_COMM_BACKEND", a.backend.name().to_string()),
+    ];
+    if let Some(t) = a.comm_timeout {
+        env.push(("LANTERN_COMM_TIMEOUT", t.to_string()));
+    }
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn launch_direct(a: &LaunchArgs, exe: &Path) -> Result<()> {
+    let mut procs = Vec::new();
+    for local in 0..a.nproc_per_node {
+        let env = rank_env(a, local);
+        let rank = a.node_rank * a.nproc_per_node + local;
+        let mut cmd = Command::new(exe);
+        cmd.args(&a.command).envs(env);
+        match spawn_tied(cmd) {
+            Ok(child) => procs.push(Proc { rank, child }),
+            Err(e) => {
+                stop_all(&mut procs, libc::SIGTERM);
+                return Err(e).with_context(|| format!("starting rank {rank}"));
+            }
+        }
+    }
+    match supervise(procs) {
+        Outcome::Done => Ok(()),
+        Outcome::Failed { rank, status } => bail!(
+            "rank {rank} failed ({}); stopped the other ranks",
+            describe(status)
+        ),
+        Outcome::Interrupted(sig) => bail!("interrupted by signal {sig}; stopped every rank"),
+    }
+}
+
+fn launch_mpirun(a: &LaunchArgs, exe: &Path) -> Result<()> {
+    if a.nnodes > 1 {
+        bail!(
+            "--backend mpi starts one mpirun on this node only; for several nodes start every \
+             rank from one `mpirun --hostfile ...` or from `srun` (docs/distributed.md)"
+        );
+    }
+    let status_dir = std::env::temp_dir().join(format!("lantern-launch-{}", std::process::id()));
+    std::fs::create_dir_all(&status_dir)
+        .with_context(|| format!("creating {}", status_dir.display()))?;
+    let mut cmd = Command::new("mpirun");
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        // Open MPI refuses to run as root unless told; containers and CI run as root.
+        cmd.arg("--allow-run-as-root");
+    }
+    // More ranks than cores is fine for CPU training (each rank's threads share them), and
+    // binding each rank to one core (Open MPI's default for 2 ranks) would serialize its
+    // threads: let the kernel place them.
+    cmd.args(["--oversubscribe", "--bind-to", "none"]);
+    for local in 0..a.nproc_per_node {
+        if local > 0 {
+            cmd.arg(":");
+        }
+        // -x applies to its own app context only: every context gets all variables.
+        cmd.args(["-np", "1"]);
+        let mut env = rank_env(a, local);
+        env.push((STATUS_DIR_ENV.into(), status_dir.display().to_string()));
+        for (k, v) in env {
+            cmd.args(["-x".to_string(), format!("{k}={v}")]);
+        }
+        cmd.arg(exe).arg("launch-rank").arg("--").args(&a.command);
+    }
+    let child = spawn_tied(cmd).context(
+        "starting mpirun (install Open MPI: apt-get install openmpi-bin; scripts/test.sh does)",
+    )?;
+    let outcome = supervise(vec![Proc { rank: 0, child }]);
+    let failure = first_failure(&status_dir);
+    let _ = std::fs::remove_dir_all(&status_dir);
+    match outcome {
+        Outcome::Done => Ok(()),
+        Outcome::Interrupted(sig) => bail!("interrupted by signal {sig}; stopped every rank"),
+        Outcome::Failed { status, .. } => match failure {
+            Some((rank, what)) => {
+                bail!("rank {rank} failed ({what}); mpirun stopped the other ranks")
+            }
+            None => bail!(
+                "mpirun failed ({}) before any rank ended; see its output above",
+                describe(status)
+            ),
+        },
+    }
+}
+
+/// `lantern launch-rank -- CMD`: runs CMD as this rank, forwards signals, records a failure
+/// in the launcher's status folder, and exits as CMD did.
+pub fn launch_rank(a: RankArgs) -> Result<i32> {
+    let exe = std::env::current_exe().context("locating the lantern binary")?;
+    let rank: usize = std::env::var("RANK")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .context("launch-rank runs under `lantern launch`, which sets RANK")?;
+    install_forwarding();
+    let mut cmd = Command::new(exe);
+    cmd.args(&a.command);
+    let child = spawn_tied(cmd).with_context(|| format!("rank {rank}: starting the command"))?;
+    let status = match supervise(vec![Proc { rank, child }]) {
+        Outcome::Done => return Ok(0),
+        Outcome::Failed { status, .. } => status,
+        Outcome::Interrupted(sig) => return Ok(128 + sig),
+    };
+    if let Ok(dir) = std::env::var(STATUS_DIR_ENV) {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = PathBuf::from(dir).join(format!("rank-{rank}"));
+        // Best effort: the launcher falls back to mpirun's own status without it.
+        let _ = std::fs::write(&path, format!("{nanos}\n{}\n", describe(status)));
+    }
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The rank whose failure was recorded first (the others were most likely stopped because
+/// of it), with its status.
+fn first_failure(dir: &Path) -> Option<(usize, String)> {
+    let mut found: Vec<(u128, usize, String)> = Vec::new();
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rank) = name.strip_prefix("rank-").and_then(|r| r.parse().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        let (Some(t), Some(what)) = (lines.next(), lines.next()) else {
+            continue;
+        };
+        if let Ok(t) = t.parse() {
+            found.push((t, rank, what.to_string()));
+        }
+    }
+    found.sort();
+    found.into_iter().next().map(|(_, r, w)| (r, w))
+}
+
+/// Hidden test command: prints the launcher variables it sees; `--fail-rank` exits 3.
+pub fn probe(a: ProbeArgs) -> Result<()> {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| "-".into());
+    println!(
+        "probe rank={} world={} local={} local_world={} master={}:{} backend={} mpi_rank={} timeout={} pid={}",
+        var("RANK"),
+        var("WORLD_SIZE"),
+        var("LOCAL_RANK"),
+        var("LOCAL_WORLD_SIZE"),
+        var("MASTER_ADDR"),
+        var("MASTER_PORT"),
+        var("LANTERN_COMM_BACKEND"),
+        var("OMPI_COMM_WORLD_RANK"),
+        var("LANTERN_COMM_TIMEOUT"),
+        std::process::id()
+    );
+    let rank: Option<usize> = std::env::var("RANK").ok().and_then(|r| r.parse().ok());
+    if a.fail_rank.is_some() && rank == a.fail_rank {
+        eprintln!("probe: rank {} fails on purpose", var("RANK"));
+        std::process::exit(3);
+    }
+    std::thread::sleep(Duration::from_secs_f64(a.sleep.max(0.0)));
+    Ok(())
+}
+
+struct Proc {
+    rank: usize,
+    child: Child,
+}
+
+enum Outcome {
+    Done,
+    Failed { rank: usize, status: ExitStatus },
+    Interrupted(i32),
+}
+
+/// Waits for every process. The first non-zero exit stops the others; a forwarded signal
+/// makes the outcome `Interrupted` once they are gone.
+fn supervise(mut procs: Vec<Proc>) -> Outcome {
+    let mut failed: Option<(usize, ExitStatus)> = None;
+    let mut interrupted: Option<i32> = None;
+    let mut kill_at: Option<Instant> = None;
+    while !procs.is_empty() {
+        let sig = RECEIVED.swap(0, Ordering::SeqCst);
+        if sig != 0 {
+            interrupted.get_or_insert(sig);
+            for p in &procs {
+                send(&p.child, sig);
+            }
+            kill_at.get_or_insert(Instant::now() + GRACE);
+        }
+        let mut i = 0;
+        while i < procs.len() {
+            match procs[i].child.try_wait() {
+                Ok(Some(status)) => {
+                    let p = procs.swap_remove(i);
+                    if !status.success() && failed.is_none() && interrupted.is_none() {
+                        failed = Some((p.rank, status));
+                        for q in &procs {
+                            send(&q.child, libc::SIGTERM);
+                        }
+                        kill_at = Some(Instant::now() + GRACE);
+                    }
+                }
+                Ok(None) => i += 1,
+                // The child cannot be waited for (should not happen): count it as gone.
+                Err(_) => {
+                    procs.swap_remove(i);
+                }
+            }
+        }
+        if kill_at.is_some_and(|t| Instant::now() >= t) {
+            for p in &mut procs {
+                let _ = p.child.kill();
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    match (interrupted, failed) {
+        (Some(sig), _) => Outcome::Interrupted(sig),
+        (None, Some((rank, status))) => Outcome::Failed { rank, status },
+        (None, None) => Outcome::Done,
+    }
+}
+
+fn stop_all(procs: &mut [Proc], sig: i32) {
+    for p in procs.iter_mut() {
+        send(&p.child, sig);
+        let _ = p.child.wait();
+    }
+}
+
+fn send(child: &Child, sig: i32) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers; the pid is our own child, not yet reaped (reaped
+    // children are removed from the list before signals are sent), so it names no other process.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// Spawns with SIGKILL on the parent's death, so no rank outlives its launcher.
+fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// The last SIGTERM/SIGINT received, 0 when none is pending.
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Only an atomic store: the one thing a signal handler may safely do here.
+    RECEIVED.store(sig, Ordering::SeqCst);
+}
+
+/// Turns SIGTERM/SIGINT into a flag the supervision loop forwards to the children.
+fn install_forwarding() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: `on_signal` is an `extern "C" fn(c_int)` that only stores to an atomic, which
+        // is async-signal-safe; installing it replaces the default action for these two signals
+        // in this process only.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
