@@ -545,4 +545,31 @@ mod tests {
             "{msg}"
         );
     }
+
+    #[test]
+    fn check_bytes_validates_like_open() {
+        let dir = tmp();
+        let path = dir.path().join("b.bin");
+        write_shard(&path, &[1, 2, 3], 10).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let info = check_bytes(&bytes, &path).unwrap();
+        assert_eq!(
+            (info.dtype, info.count, info.vocab_size),
+            (Dtype::U16, 3, 10)
+        );
+        let msg = check_bytes(&bytes[..bytes.len() - 2], &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("b.bin") && msg.contains("header says 3 tokens"),
+            "{msg}"
+        );
+        let mut bad = bytes.clone();
+        bad[HEADER_LEN + 2] = 10;
+        let msg = check_bytes(&bad, &path).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("token id 10 at position 1 is >= vocabulary size 10"),
+            "{msg}"
+        );
+    }
 }
