@@ -306,6 +306,25 @@ impl RunConfig {
         if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
             return bad("train.beta1 and train.beta2 must be in [0, 1)");
         }
+        // TOML has `nan` and `inf`: none of these may be either (a NaN weight decay would
+        // silently turn every weight into NaN after the first step).
+        let floats = [
+            ("train.min_lr", t.min_lr),
+            ("train.weight_decay", Some(t.weight_decay)),
+            ("train.eps", Some(t.eps)),
+            ("train.grad_clip", Some(t.grad_clip)),
+            ("train.loss_scale_init", Some(t.loss_scale_init)),
+            ("train.loss_scale_growth", Some(t.loss_scale_growth)),
+            ("train.loss_scale_backoff", Some(t.loss_scale_backoff)),
+            ("model.dropout", self.model.dropout),
+        ];
+        for (key, v) in floats {
+            if let Some(v) = v {
+                if !v.is_finite() {
+                    return bad(&format!("{key} must be a finite number, got {v}"));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -411,6 +430,21 @@ mod tests {
         assert!(e.contains("bad.toml") && e.contains("UTF-8"), "{e}");
         let c = RunConfig::from_bytes(MIN.as_bytes(), "ok.toml", &[]).unwrap();
         assert_eq!(c.train.max_consecutive_skips, 5);
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused() {
+        for kv in [
+            "train.weight_decay=nan",
+            "train.eps=inf",
+            "model.dropout=-inf",
+        ] {
+            let e = RunConfig::parse(MIN, "t.toml", &[kv.into()])
+                .unwrap_err()
+                .to_string();
+            let key = kv.split('=').next().unwrap();
+            assert!(e.contains(key) && e.contains("finite"), "{e}");
+        }
     }
 
     #[test]
