@@ -1,4 +1,9 @@
 //! `lantern`: prepare data, train, sample, export, score and benchmark GPT models.
+//!
+//! Exit status: 0 done; 1 error (message on stderr); 2 bad command line (clap);
+//! [`EXIT_PREEMPTED`] (75) `train` stopped on SIGTERM/SIGINT after writing a checkpoint — run
+//! the same command with `--resume` to continue; 128+signal (143 SIGTERM, 130 SIGINT) a second
+//! signal arrived before that checkpoint was done and the process exited at once.
 
 mod launch;
 mod model_dir;
@@ -12,6 +17,12 @@ use lantern_models::{safetensors_io, Mode};
 use lantern_train::{RunConfig, TrainOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// `EX_TEMPFAIL` of sysexits.h: "try again later". Slurm and similar schedulers can requeue a
+/// job on it; the run continues exactly with `--resume`.
+const EXIT_PREEMPTED: i32 = 75;
 
 #[derive(Parser)]
 #[command(
@@ -64,9 +75,9 @@ enum Cmd {
         /// No progress output.
         #[arg(long)]
         quiet: bool,
-        /// Test hook: make one gradient NaN at this 0-based step, as an overflow would.
-        #[arg(long, hide = true)]
-        poison_grad_at: Option<u64>,
+        /// Test hook: make one gradient NaN at these 0-based steps (`5`, `3,7`, `10-14`).
+        #[arg(long, hide = true, value_parser = parse_steps)]
+        poison_grad_at: Option<StepSet>,
     },
     /// Sample text from a checkpoint, a run folder or a Hugging Face GPT-2 folder.
     Generate {
@@ -143,13 +154,65 @@ enum Cmd {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match run(Cli::parse()) {
+        Ok(Outcome::Done) => {}
+        Ok(Outcome::Preempted) => std::process::exit(EXIT_PREEMPTED),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+enum Outcome {
+    Done,
+    /// Training stopped on a signal after writing a checkpoint.
+    Preempted,
+}
+
+/// A set of 0-based steps (a newtype: clap would read a bare `Vec` as a repeated argument).
+#[derive(Debug, Clone)]
+struct StepSet(Vec<u64>);
+
+/// `5`, `3,7`, `10-14` or a mix (`2,10-14`).
+fn parse_steps(spec: &str) -> std::result::Result<StepSet, String> {
+    let num = |x: &str| {
+        x.trim()
+            .parse::<u64>()
+            .map_err(|e| format!("{x:?} in {spec:?}: {e}"))
+    };
+    let mut out = Vec::new();
+    for part in spec.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if b < a || b - a > 1_000_000 {
+                    return Err(format!("bad range {part:?} in {spec:?}"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    Ok(StepSet(out))
+}
+
+/// SIGTERM and SIGINT set the returned flag, which the training loop checks after each step;
+/// a second one while the flag is already set exits at once with 128+signal (the conditional
+/// shutdown is registered first, so it sees the flag as the first signal left it).
+fn install_stop_handlers() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&flag))
+            .with_context(|| format!("installing the handler of signal {sig}"))?;
+        signal_hook::flag::register(sig, Arc::clone(&flag))
+            .with_context(|| format!("installing the handler of signal {sig}"))?;
+    }
+    Ok(flag)
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
     match cli.cmd {
         Cmd::Prepare {
             inputs,
@@ -186,13 +249,15 @@ fn run(cli: Cli) -> Result<()> {
             poison_grad_at,
         } => {
             let cfg = RunConfig::load(&config, &sets)?;
+            let stop = install_stop_handlers()?;
             let s = lantern_train::train(
                 cfg,
                 TrainOptions {
                     resume,
                     stop_after,
                     quiet,
-                    poison_grad_at,
+                    poison_grad_at: poison_grad_at.map(|s| s.0).unwrap_or_default(),
+                    stop: Some(stop),
                 },
             )?;
             let v = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
@@ -207,6 +272,14 @@ fn run(cli: Cli) -> Result<()> {
                 println!("checkpoint: {}", c.display());
             }
             println!("metrics: {}", s.run_dir.join("metrics.jsonl").display());
+            if s.preempted {
+                eprintln!(
+                    "stopped by a signal after step {}: exiting with status {EXIT_PREEMPTED}; \
+                     continue with --resume",
+                    s.steps
+                );
+                return Ok(Outcome::Preempted);
+            }
         }
         Cmd::Generate {
             model,
@@ -348,7 +421,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::LaunchRank(a) => std::process::exit(launch::launch_rank(a)?),
         Cmd::LaunchProbe(a) => launch::probe(a)?,
     }
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 fn read_token_json(p: &std::path::Path) -> Result<Vec<Vec<u32>>> {

@@ -20,6 +20,10 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     if !path.exists() {
         bail!("{} does not exist", path.display());
     }
+    if path.is_file() {
+        // `--model pytorch_model.bin`: say why pickles are refused rather than "not a folder".
+        safetensors_io::refuse_pickle(path)?;
+    }
     let ckpt = if path.join(checkpoint::STATE_FILE).is_file() {
         Some(path.to_path_buf())
     } else if path.join("checkpoints").is_dir() {

@@ -114,6 +114,118 @@ pub fn write_shard(path: &Path, tokens: &[u32], vocab_size: u32) -> Result<()> {
     })
 }
 
+/// What a valid shard's header declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub dtype: Dtype,
+    pub count: u64,
+    pub vocab_size: u32,
+}
+
+/// Validates a whole shard held in memory exactly as [`Shard::open`] validates a file (`path` is
+/// for messages): header, length, every id below the vocabulary size.
+pub fn check_bytes(bytes: &[u8], path: &Path) -> Result<ShardInfo> {
+    let (dtype, count, vocab_size) = parse_header(bytes, path)?;
+    validate_ids(&bytes[HEADER_LEN..], dtype, vocab_size, path)?;
+    Ok(ShardInfo {
+        dtype,
+        count,
+        vocab_size,
+    })
+}
+
+/// Checks magic, version, dtype, the reserved field, and that the length of `bytes` (the whole
+/// file) is exactly header + count × size. Returns (dtype, count, vocab_size).
+///
+/// Nothing is allocated from header values: the count is checked against the file length
+/// before anything is read, so a corrupt header cannot ask for a huge buffer.
+fn parse_header(bytes: &[u8], path: &Path) -> Result<(Dtype, u64, u32)> {
+    let file_len = bytes.len() as u64;
+    if bytes.len() < HEADER_LEN {
+        return Err(Error::format(
+            path,
+            format!("file is {file_len} bytes, shorter than the {HEADER_LEN}-byte shard header"),
+        ));
+    }
+    let h = &bytes[..HEADER_LEN];
+    if h[0..8] != MAGIC {
+        return Err(Error::format(
+            path,
+            format!(
+                "not a lantern token shard (magic {:?}, expected {:?})",
+                String::from_utf8_lossy(&h[0..8]),
+                String::from_utf8_lossy(&MAGIC)
+            ),
+        ));
+    }
+    let version = u32_at(h, 8);
+    if version != VERSION {
+        return Err(Error::format(
+            path,
+            format!("shard format version {version} is not supported (expected {VERSION})"),
+        ));
+    }
+    let dtype_code = u32_at(h, 12);
+    let dtype = Dtype::from_code(dtype_code).ok_or_else(|| {
+        Error::format(
+            path,
+            format!("unknown token dtype {dtype_code} (expected 1 = u16 or 2 = u32)"),
+        )
+    })?;
+    let count = u64_at(h, 16);
+    let vocab_size = u32_at(h, 24);
+    let reserved = u32_at(h, 28);
+    if reserved != 0 {
+        return Err(Error::format(
+            path,
+            format!("reserved header field is {reserved}, expected 0"),
+        ));
+    }
+    let expected = count
+        .checked_mul(dtype.size() as u64)
+        .and_then(|n| n.checked_add(HEADER_LEN as u64));
+    if expected != Some(file_len) {
+        let want = match expected {
+            Some(n) => format!("{n} bytes"),
+            None => "more bytes than fit in 64 bits".to_string(),
+        };
+        return Err(Error::format(
+            path,
+            format!(
+                "header says {count} tokens of {} bytes ({want}) but the file is {file_len} bytes (truncated or corrupt)",
+                dtype.size()
+            ),
+        ));
+    }
+    Ok((dtype, count, vocab_size))
+}
+
+/// One linear pass over the tokens; at memory bandwidth this is cheap next to training, and
+/// it means `get` and `read_into` never have to check ids again.
+fn validate_ids(data: &[u8], dtype: Dtype, vocab_size: u32, path: &Path) -> Result<()> {
+    let found = match dtype {
+        Dtype::U16 => data
+            .chunks_exact(2)
+            .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+            .enumerate()
+            .find(|&(_, t)| t >= vocab_size),
+        Dtype::U32 => data
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .enumerate()
+            .find(|&(_, t)| t >= vocab_size),
+    };
+    match found {
+        None => Ok(()),
+        Some((position, id)) => Err(Error::TokenOutOfRange {
+            path: path.to_path_buf(),
+            id,
+            position: position as u64,
+            vocab_size,
+        }),
+    }
+}
+
 /// A read-only, memory-mapped, fully validated token shard.
 #[derive(Debug)]
 pub struct Shard {
@@ -158,67 +270,26 @@ impl Shard {
         // mapping on the old inode. Another program truncating the file while it is mapped would
         // break this, as it would for any mmap reader; that is outside what we support.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let h = &map[..HEADER_LEN];
-        if h[0..8] != MAGIC {
+        if map.len() as u64 != file_len {
             return Err(Error::format(
                 path,
                 format!(
-                    "not a lantern token shard (magic {:?}, expected {:?})",
-                    String::from_utf8_lossy(&h[0..8]),
-                    String::from_utf8_lossy(&MAGIC)
+                    "file changed while opening ({file_len} bytes, {} mapped)",
+                    map.len()
                 ),
             ));
         }
-        let version = u32_at(h, 8);
-        if version != VERSION {
-            return Err(Error::format(
-                path,
-                format!("shard format version {version} is not supported (expected {VERSION})"),
-            ));
-        }
-        let dtype_code = u32_at(h, 12);
-        let dtype = Dtype::from_code(dtype_code).ok_or_else(|| {
-            Error::format(
-                path,
-                format!("unknown token dtype {dtype_code} (expected 1 = u16 or 2 = u32)"),
-            )
-        })?;
-        let count = u64_at(h, 16);
-        let vocab_size = u32_at(h, 24);
-        let reserved = u32_at(h, 28);
-        if reserved != 0 {
-            return Err(Error::format(
-                path,
-                format!("reserved header field is {reserved}, expected 0"),
-            ));
-        }
-        let expected = count
-            .checked_mul(dtype.size() as u64)
-            .and_then(|n| n.checked_add(HEADER_LEN as u64));
-        if expected != Some(file_len) || map.len() as u64 != file_len {
-            let want = match expected {
-                Some(n) => format!("{n} bytes"),
-                None => "more bytes than fit in 64 bits".to_string(),
-            };
-            return Err(Error::format(
-                path,
-                format!(
-                    "header says {count} tokens of {} bytes ({want}) but the file is {file_len} bytes (truncated or corrupt)",
-                    dtype.size()
-                ),
-            ));
-        }
+        let (dtype, count, vocab_size) = parse_header(&map, path)?;
         // Fits: the whole file is mapped into our address space, so count < usize::MAX.
         let len = count as usize;
-        let shard = Shard {
+        validate_ids(&map[HEADER_LEN..], dtype, vocab_size, path)?;
+        Ok(Shard {
             path: path.to_path_buf(),
             map,
             dtype,
             len,
             vocab_size,
-        };
-        shard.validate_ids()?;
-        Ok(shard)
+        })
     }
 
     /// [`Shard::open`], and also require that the shard's vocabulary fits the model's embedding
@@ -234,32 +305,6 @@ impl Shard {
             });
         }
         Ok(shard)
-    }
-
-    /// One linear pass over the tokens; at memory bandwidth this is cheap next to training, and
-    /// it means `get` and `read_into` never have to check ids again.
-    fn validate_ids(&self) -> Result<()> {
-        let bad = match self.dtype {
-            Dtype::U16 => self
-                .data()
-                .chunks_exact(2)
-                .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
-                .position(|t| t >= self.vocab_size),
-            Dtype::U32 => self
-                .data()
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .position(|t| t >= self.vocab_size),
-        };
-        match bad {
-            None => Ok(()),
-            Some(position) => Err(Error::TokenOutOfRange {
-                path: self.path.clone(),
-                id: self.get(position),
-                position: position as u64,
-                vocab_size: self.vocab_size,
-            }),
-        }
     }
 
     fn data(&self) -> &[u8] {
@@ -497,6 +542,33 @@ mod tests {
         let msg = Shard::open_checked(&path, 4096).unwrap_err().to_string();
         assert!(
             msg.contains("v.bin") && msg.contains("50257") && msg.contains("4096"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn check_bytes_validates_like_open() {
+        let dir = tmp();
+        let path = dir.path().join("b.bin");
+        write_shard(&path, &[1, 2, 3], 10).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let info = check_bytes(&bytes, &path).unwrap();
+        assert_eq!(
+            (info.dtype, info.count, info.vocab_size),
+            (Dtype::U16, 3, 10)
+        );
+        let msg = check_bytes(&bytes[..bytes.len() - 2], &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("b.bin") && msg.contains("header says 3 tokens"),
+            "{msg}"
+        );
+        let mut bad = bytes.clone();
+        bad[HEADER_LEN + 2] = 10;
+        let msg = check_bytes(&bad, &path).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("token id 10 at position 1 is >= vocabulary size 10"),
             "{msg}"
         );
     }

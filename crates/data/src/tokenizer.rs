@@ -78,11 +78,42 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
             problem: "tokenizer file does not exist".into(),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    text.parse::<Tokenizer>().map_err(|e| Error::Tokenizer {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_tokenizer(&bytes, path)
+}
+
+/// Parses tokenizer.json bytes (`path` is for messages): UTF-8 JSON the tokenizers crate
+/// accepts, with a non-empty vocabulary.
+pub fn parse_tokenizer(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
+    let problem = |p: String| Error::Tokenizer {
         path: path.to_path_buf(),
-        problem: format!("not a valid tokenizer.json: {e}"),
-    })
+        problem: p,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| problem(format!("not UTF-8 text ({e})")))?;
+    let tok = text
+        .parse::<Tokenizer>()
+        .map_err(|e| problem(format!("not a valid tokenizer.json: {e}")))?;
+    if tok.get_vocab_size(true) == 0 {
+        return Err(problem("the tokenizer has an empty vocabulary".into()));
+    }
+    Ok(tok)
+}
+
+/// [`parse_tokenizer`], and every id it can produce must be below `model_vocab` (the rows of
+/// the embedding table), so a mismatched tokenizer fails here and not as a bad gather later.
+pub fn check_tokenizer_bytes(bytes: &[u8], path: &Path, model_vocab: usize) -> Result<Tokenizer> {
+    let tok = parse_tokenizer(bytes, path)?;
+    let need = vocab_size(&tok);
+    if need > model_vocab {
+        return Err(Error::Tokenizer {
+            path: path.to_path_buf(),
+            problem: format!(
+                "the tokenizer produces ids up to {}, but the model's vocabulary has {model_vocab}",
+                need - 1
+            ),
+        });
+    }
+    Ok(tok)
 }
 
 /// Number of ids a model's embedding table must have for this tokenizer: one more than the
@@ -177,6 +208,22 @@ mod tests {
         let msg = load_tokenizer(&missing).unwrap_err().to_string();
         assert!(
             msg.contains("nope.json") && msg.contains("does not exist"),
+            "{msg}"
+        );
+
+        let latin1 = dir.path().join("latin1.json");
+        std::fs::write(&latin1, b"{\"caf\xe9\": 1}").unwrap();
+        let msg = load_tokenizer(&latin1).unwrap_err().to_string();
+        assert!(
+            msg.contains("latin1.json") && msg.contains("UTF-8"),
+            "{msg}"
+        );
+        let tok = small().to_string(false).unwrap();
+        let msg = check_tokenizer_bytes(tok.as_bytes(), Path::new("t.json"), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("t.json") && msg.contains("vocabulary has 100"),
             "{msg}"
         );
 

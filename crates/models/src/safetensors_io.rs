@@ -1,7 +1,10 @@
 //! Reading and writing named f32/bf16/f16 tensors as safetensors, with errors that name the file.
 //!
 //! Loading validates the header (the safetensors crate checks offsets against the buffer, so a
-//! truncated or lying file is an error, never an out-of-bounds read or a huge allocation).
+//! truncated or lying file is an error, never an out-of-bounds read or a huge allocation):
+//! the declared header length must fit the file (and 100 MB) before it is read, every tensor's
+//! byte range must lie inside the data section, ranges must tile it without overlap, and each
+//! range must be exactly `shape × dtype size` bytes. PyTorch pickle files are refused by name.
 
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -32,17 +35,58 @@ pub fn refuse_pickle(path: &Path) -> Result<()> {
 
 /// Reads every tensor of a safetensors file onto `device`, converted to `dtype`.
 pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<BTreeMap<String, Tensor>> {
+    convert(load_raw(path, device)?, dtype)
+}
+
+/// [`load`], refusing tensors that are not floating point (f32/bf16/f16/f64): weights and
+/// optimizer moments stored as integers are a corrupt or foreign file, not something to cast.
+pub fn load_float(path: &Path, device: &Device, dtype: DType) -> Result<BTreeMap<String, Tensor>> {
+    let tensors = load_raw(path, device)?;
+    check_float(&tensors, path)?;
+    convert(tensors, dtype)
+}
+
+/// Every tensor of a safetensors file in its stored dtype.
+pub fn load_raw(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>> {
     refuse_pickle(path)?;
     let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
+    parse(&bytes, path, device)
+}
+
+/// Parses safetensors bytes (`path` is for messages) into tensors in their stored dtype.
+pub fn parse(bytes: &[u8], path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| file_err(path, format!("not a valid safetensors file ({e})")))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let t = view_to_tensor(&view, device)
             .map_err(|e| file_err(path, format!("tensor {name}: {e}")))?;
-        out.insert(name, t.to_dtype(dtype)?);
+        out.insert(name, t);
     }
     Ok(out)
+}
+
+/// Fails naming the first tensor whose dtype is not floating point.
+pub fn check_float(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+    for (name, t) in tensors {
+        if !t.dtype().is_float() {
+            return Err(file_err(
+                path,
+                format!(
+                    "tensor {name} has dtype {:?}, expected a floating-point dtype (F32, BF16, F16)",
+                    t.dtype()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn convert(tensors: BTreeMap<String, Tensor>, dtype: DType) -> Result<BTreeMap<String, Tensor>> {
+    tensors
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_dtype(dtype)?)))
+        .collect()
 }
 
 fn view_to_tensor(view: &TensorView<'_>, device: &Device) -> Result<Tensor> {
@@ -55,7 +99,11 @@ fn view_to_tensor(view: &TensorView<'_>, device: &Device) -> Result<Tensor> {
         StDtype::F64 => Tensor::from_raw_buffer(data, DType::F64, &shape, device)?,
         StDtype::I64 => Tensor::from_raw_buffer(data, DType::I64, &shape, device)?,
         StDtype::U32 => Tensor::from_raw_buffer(data, DType::U32, &shape, device)?,
-        other => return Err(Error::Config(format!("unsupported dtype {other:?}"))),
+        other => {
+            return Err(Error::Config(format!(
+                "unsupported dtype {other:?} (F32, BF16, F16, F64, I64 and U32 are read)"
+            )))
+        }
     };
     Ok(t)
 }
@@ -109,4 +157,58 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
         DType::U32 => le(flat.to_vec1::<u32>()?, u32::to_le_bytes),
         other => return Err(Error::Config(format!("cannot save dtype {other:?}"))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(json: &str) -> Vec<u8> {
+        let mut b = (json.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(json.as_bytes());
+        b
+    }
+
+    #[test]
+    fn hostile_headers_are_errors_naming_the_file() {
+        let p = Path::new("dir/model.safetensors");
+        let mut huge = (1u64 << 60).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        let mut past_end = header(r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#);
+        past_end.extend_from_slice(&[0; 8]);
+        let mut overlap = header(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+        );
+        overlap.extend_from_slice(&[0; 12]);
+        let mut wrong_size = header(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#);
+        wrong_size.extend_from_slice(&[0; 8]);
+        for bytes in [&huge[..], &past_end, &overlap, &wrong_size, &[1, 2, 3]] {
+            let e = parse(bytes, p, &Device::Cpu).unwrap_err().to_string();
+            assert!(e.starts_with("dir/model.safetensors: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn integer_tensors_are_not_weights() {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "w".to_string(),
+            Tensor::new(&[1u32, 2], &Device::Cpu).unwrap(),
+        );
+        let bytes = serialize(&m).unwrap();
+        let p = Path::new("m.safetensors");
+        let t = parse(&bytes, p, &Device::Cpu).unwrap();
+        let e = check_float(&t, p).unwrap_err().to_string();
+        assert!(
+            e.contains("m.safetensors") && e.contains("tensor w") && e.contains("U32"),
+            "{e}"
+        );
+        let e = refuse_pickle(Path::new("pytorch_model.bin"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("execute arbitrary code") && e.contains("safetensors"),
+            "{e}"
+        );
+    }
 }

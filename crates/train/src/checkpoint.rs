@@ -1,9 +1,15 @@
 //! Checkpoint folders: `<run>/checkpoints/step-00000020/{model.safetensors,
-//! optimizer.safetensors, trainer_state.json}`.
+//! optimizer.safetensors, tokenizer.json, trainer_state.json}`.
 //!
-//! A checkpoint is written into a hidden temporary folder beside the others, every file is
-//! fsynced, and the folder is renamed into place; a crash at any moment leaves either the old
-//! set of checkpoints or the new one, never a half-written folder under a checkpoint's name.
+//! Write protocol ([`save`], then [`prune`]; [`commit`] does both):
+//! 1. every file is written into a hidden temporary folder `.tmp-step-N-<pid>` beside the others;
+//! 2. every file, then the folder, is fsynced;
+//! 3. the folder is renamed to `step-N` (one atomic rename) and the parent folder fsynced;
+//! 4. only then are checkpoints beyond `checkpoint.keep` deleted, oldest first, never the new one.
+//!
+//! A crash at any moment leaves the older checkpoints intact and at worst a `.tmp-` folder,
+//! which listing ignores and [`clean_incomplete`] removes on `--resume`. The hidden env var
+//! [`PAUSE_ENV`] stops the writer at each of these points so tests can kill it there.
 //! Which checkpoints to delete is a pure function ([`to_delete`]), tested without I/O.
 
 use crate::config::RunConfig;
@@ -20,6 +26,20 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const STATE_VERSION: u32 = 1;
 const TMP_PREFIX: &str = ".tmp-";
+/// A checkpoint moved aside while the same step is written again (see [`save`]).
+const OLD_PREFIX: &str = ".tmp-old-";
+
+/// Test hook: `LANTERN_TEST_PAUSE_IN_SAVE=<point>[@<step>]` makes the writer print
+/// `LANTERN_PAUSED <point> step <N>` on stderr and sleep at that point of the protocol (of every
+/// save, or only of step N), so a test can kill the process there. Points, in order:
+/// [`PAUSE_POINTS`].
+pub const PAUSE_ENV: &str = "LANTERN_TEST_PAUSE_IN_SAVE";
+pub const PAUSE_POINTS: [&str; 4] = [
+    "after-first-file",
+    "before-fsync",
+    "before-rename",
+    "before-prune",
+];
 
 /// Everything besides tensors needed to continue a run exactly.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +61,14 @@ pub struct TrainerState {
     /// fp16 runs: the dynamic loss scaler.
     #[serde(default)]
     pub scaler: Option<crate::precision::LossScaler>,
+    /// Steps whose update was skipped for a non-finite loss or gradient (NaN guard and fp16
+    /// loss scaler together), since the start of the run.
+    #[serde(default)]
+    pub skipped_steps: u64,
+    /// NaN-guard skips in a row when the checkpoint was written, so that the
+    /// `train.max_consecutive_skips` limit counts across a resume as in one process.
+    #[serde(default)]
+    pub consecutive_skips: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,7 +122,9 @@ pub fn list_complete(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Removes folders left by interrupted writes; returns what it removed.
+/// Removes folders left by interrupted writes; returns what it removed. A complete checkpoint
+/// that was moved aside to be rewritten (`.tmp-old-step-N`) is put back if the rewrite never
+/// reached its rename, so no step is lost to a crash in between.
 pub fn clean_incomplete(root: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     if !root.exists() {
@@ -102,8 +132,16 @@ pub fn clean_incomplete(root: &Path) -> Result<Vec<PathBuf>> {
     }
     for entry in fs::read_dir(root).map_err(io(root))? {
         let entry = entry.map_err(io(root))?;
-        if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-            let p = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        let p = entry.path();
+        if let Some(orig) = name.strip_prefix(OLD_PREFIX) {
+            let back = root.join(orig);
+            if parse_step(orig).is_some() && !back.exists() {
+                fs::rename(&p, &back).map_err(io(&p))?;
+                continue;
+            }
+        }
+        if name.starts_with(TMP_PREFIX) {
             fs::remove_dir_all(&p).map_err(io(&p))?;
             removed.push(p);
         }
@@ -111,10 +149,21 @@ pub fn clean_incomplete(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(path).map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+/// Sleeps forever at `point` if [`PAUSE_ENV`] asks for it (tests kill the process there).
+fn pause_point(point: &str, step: u64) {
+    let Ok(spec) = std::env::var(PAUSE_ENV) else {
+        return;
+    };
+    let (want, at) = match spec.split_once('@') {
+        Some((p, s)) => (p, s.parse::<u64>().ok()),
+        None => (spec.as_str(), None),
+    };
+    if want == point && at.is_none_or(|s| s == step) {
+        eprintln!("LANTERN_PAUSED {point} step {step}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -125,9 +174,18 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `files` (name, bytes) as checkpoint `step` under `root`, atomically. The state file
-/// should be last in `files`. Returns the checkpoint folder.
+/// Writes `files` (name, bytes) as checkpoint `step` under `root`, atomically (steps 1-3 of the
+/// protocol in the module header). Returns the checkpoint folder. On failure the temporary
+/// folder is removed, the error names the step and the file, and older checkpoints are intact.
 pub fn save(root: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
+    save_inner(root, step, files).map_err(|e| Error::SaveFailed {
+        step,
+        root: root.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+fn save_inner(root: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
     fs::create_dir_all(root).map_err(io(root))?;
     let final_dir = root.join(dir_name(step));
     let tmp = root.join(format!(
@@ -140,14 +198,29 @@ pub fn save(root: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf
     }
     fs::create_dir(&tmp).map_err(io(&tmp))?;
     let result = (|| {
-        for (name, bytes) in files {
-            write_synced(&tmp.join(name), bytes)?;
+        let mut handles = Vec::with_capacity(files.len());
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            let path = tmp.join(name);
+            let mut f = fs::File::create(&path).map_err(io(&path))?;
+            f.write_all(bytes).map_err(io(&path))?;
+            handles.push((path, f));
+            if i == 0 {
+                pause_point(PAUSE_POINTS[0], step);
+            }
+        }
+        pause_point(PAUSE_POINTS[1], step);
+        for (path, f) in &handles {
+            f.sync_all().map_err(io(path))?;
         }
         sync_dir(&tmp)?;
+        pause_point(PAUSE_POINTS[2], step);
         if final_dir.exists() {
-            // Re-saving a step (a resumed run that stops at the same step): move the old one
-            // aside first so that a crash in between still leaves one complete copy.
-            let old = root.join(format!("{TMP_PREFIX}old-{}", dir_name(step)));
+            // Re-saving a step (a resumed run saving the step it started from): move the old
+            // one aside first; `clean_incomplete` puts it back if we crash before the rename.
+            let old = root.join(format!("{OLD_PREFIX}{}", dir_name(step)));
+            if old.exists() {
+                fs::remove_dir_all(&old).map_err(io(&old))?;
+            }
             fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
             fs::rename(&tmp, &final_dir).map_err(io(&tmp))?;
             fs::remove_dir_all(&old).map_err(io(&old))?;
@@ -163,37 +236,66 @@ pub fn save(root: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf
     Ok(final_dir)
 }
 
-/// Deletes all but the newest `keep` complete checkpoints.
-pub fn prune(root: &Path, keep: usize) -> Result<()> {
+/// Deletes all but the newest `keep` complete checkpoints; `protect` (the one just written) is
+/// never deleted, whatever else the folder holds.
+pub fn prune(root: &Path, keep: usize, protect: u64) -> Result<()> {
     let all = list_complete(root)?;
     let steps: Vec<u64> = all.iter().map(|(s, _)| *s).collect();
-    for s in to_delete(&steps, keep) {
+    for s in to_delete(&steps, keep.max(1)) {
+        if s == protect {
+            continue;
+        }
         let p = root.join(dir_name(s));
         fs::remove_dir_all(&p).map_err(io(&p))?;
     }
     Ok(())
 }
 
+/// The whole write protocol: [`save`], then [`prune`] once the new checkpoint is in place.
+pub fn commit(root: &Path, step: u64, files: &[(&str, Vec<u8>)], keep: usize) -> Result<PathBuf> {
+    let dir = save(root, step, files)?;
+    pause_point(PAUSE_POINTS[3], step);
+    prune(root, keep, step)?;
+    Ok(dir)
+}
+
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
-    let text = fs::read_to_string(&path).map_err(io(&path))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-        path: path.clone(),
-        msg: format!("invalid JSON: {e}"),
-    })?;
+    let bytes = fs::read(&path).map_err(io(&path))?;
+    parse_state(&bytes, &path)
+}
+
+/// Parses and validates trainer-state bytes (`path` is for messages): UTF-8 JSON, a supported
+/// `format_version`, every field present with the right type, no unknown field.
+pub fn parse_state(bytes: &[u8], path: &Path) -> Result<TrainerState> {
+    let err = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| err(format!("not UTF-8 text ({e})")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| err(format!("invalid JSON: {e}")))?;
     let version = v.get("format_version").and_then(|x| x.as_u64());
-    if version != Some(STATE_VERSION as u64) {
-        return Err(Error::Checkpoint {
-            path,
-            msg: format!(
-                "trainer-state format_version {version:?}, this build reads {STATE_VERSION}"
-            ),
-        });
+    match version {
+        Some(x) if x == STATE_VERSION as u64 => {}
+        Some(x) if x > STATE_VERSION as u64 => {
+            return Err(err(format!(
+                "trainer-state format_version {x} was written by a newer lantern; this build \
+                 reads version {STATE_VERSION}"
+            )))
+        }
+        other => {
+            return Err(err(format!(
+                "trainer-state format_version {other:?}, this build reads {STATE_VERSION}"
+            )))
+        }
     }
-    serde_json::from_value(v).map_err(|e| Error::Checkpoint {
-        path,
-        msg: e.to_string(),
-    })
+    let st: TrainerState = serde_json::from_value(v).map_err(|e| err(e.to_string()))?;
+    st.model
+        .validate()
+        .map_err(|e| err(format!("model config: {e}")))?;
+    lantern_models::gpt::hf::check_plausible(&st.model, path)?;
+    Ok(st)
 }
 
 #[cfg(test)]
@@ -245,12 +347,68 @@ mod tests {
             &[(MODEL_FILE, b"m".to_vec()), (STATE_FILE, b"{}".to_vec())],
         )
         .unwrap();
-        prune(root, 1).unwrap();
+        prune(root, 1, 20).unwrap();
         let steps: Vec<u64> = list_complete(root)
             .unwrap()
             .into_iter()
             .map(|(s, _)| s)
             .collect();
         assert_eq!(steps, vec![20]);
+    }
+
+    #[test]
+    fn a_checkpoint_moved_aside_is_restored_and_prune_spares_the_new_one() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let files = [(MODEL_FILE, b"m".to_vec()), (STATE_FILE, b"{}".to_vec())];
+        save(root, 10, &files).unwrap();
+        // A crash between moving step 10 aside and renaming its rewrite into place.
+        fs::rename(
+            root.join("step-00000010"),
+            root.join(".tmp-old-step-00000010"),
+        )
+        .unwrap();
+        fs::create_dir_all(root.join(".tmp-step-00000010-7")).unwrap();
+        let removed = clean_incomplete(root).unwrap();
+        assert_eq!(removed, vec![root.join(".tmp-step-00000010-7")]);
+        assert_eq!(list_complete(root).unwrap().len(), 1);
+        // A newer step already on disk does not make prune delete the one just written.
+        save(root, 30, &files).unwrap();
+        save(root, 20, &files).unwrap();
+        prune(root, 1, 20).unwrap();
+        let steps: Vec<u64> = list_complete(root).unwrap().iter().map(|c| c.0).collect();
+        assert_eq!(steps, vec![20, 30]);
+    }
+
+    #[test]
+    fn a_failed_save_names_the_step_and_leaves_no_folder() {
+        let d = tempfile::tempdir().unwrap();
+        // A file name that cannot be created inside the temporary folder.
+        let e = save(d.path(), 5, &[("no/such/dir/x", b"m".to_vec())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("step 5") && e.contains("no/such/dir/x"), "{e}");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn state_parsing_rejects_future_versions_and_non_utf8() {
+        let p = Path::new("ck/trainer_state.json");
+        let e = parse_state(br#"{"format_version": 9}"#, p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("trainer_state.json") && e.contains("newer"),
+            "{e}"
+        );
+        let e = parse_state(b"\xff\xfe{}", p).unwrap_err().to_string();
+        assert!(
+            e.contains("trainer_state.json") && e.contains("UTF-8"),
+            "{e}"
+        );
+        let e = parse_state(br#"{"format_version": 1}"#, p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing field"), "{e}");
     }
 }

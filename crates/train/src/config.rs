@@ -168,6 +168,11 @@ pub struct TrainSection {
     /// Print a progress line every N steps when the output is not a terminal.
     #[serde(default = "d_log_every")]
     pub log_every: u64,
+    /// NaN guard: a step with a non-finite loss or gradient is skipped; after this many such
+    /// steps in a row the run stops with a checkpoint of the last good state. 0 = never stop.
+    /// (fp16 overflows at a loss scale above 1 are the scaler's and do not count.)
+    #[serde(default = "d_max_skips")]
+    pub max_consecutive_skips: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +257,11 @@ fn d_eval_batches() -> usize {
 fn d_log_every() -> u64 {
     10
 }
+fn d_max_skips() -> u64 {
+    // A lone NaN batch is survivable; five in a row means the run has diverged, and stopping
+    // with the last good state beats burning compute on skipped steps.
+    5
+}
 fn d_ckpt_every() -> u64 {
     200
 }
@@ -323,9 +333,14 @@ impl RunConfig {
     /// Reads a config file; a missing or non-UTF-8 file is an error naming it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(crate::error::io(path))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| Error::Config(format!("{}: not UTF-8 text ({e})", path.display())))?;
-        Self::parse(&text, &path.display().to_string(), overrides)
+        Self::from_bytes(&bytes, &path.display().to_string(), overrides)
+    }
+
+    /// [`RunConfig::parse`] of raw file bytes, which must be UTF-8.
+    pub fn from_bytes(bytes: &[u8], origin: &str, overrides: &[String]) -> Result<Self> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Error::Config(format!("{origin}: not UTF-8 text ({e})")))?;
+        Self::parse(text, origin, overrides)
     }
 
     fn validate(&self, origin: &str) -> Result<()> {
@@ -376,6 +391,25 @@ impl RunConfig {
                  momentum {}, dampening {})",
                 t.momentum, t.dampening
             ));
+        }
+        // TOML has `nan` and `inf`: none of these may be either (a NaN weight decay would
+        // silently turn every weight into NaN after the first step).
+        let floats = [
+            ("train.min_lr", t.min_lr),
+            ("train.weight_decay", Some(t.weight_decay)),
+            ("train.eps", Some(t.eps)),
+            ("train.grad_clip", Some(t.grad_clip)),
+            ("train.loss_scale_init", Some(t.loss_scale_init)),
+            ("train.loss_scale_growth", Some(t.loss_scale_growth)),
+            ("train.loss_scale_backoff", Some(t.loss_scale_backoff)),
+            ("model.dropout", self.model.dropout),
+        ];
+        for (key, v) in floats {
+            if let Some(v) = v {
+                if !v.is_finite() {
+                    return bad(&format!("{key} must be a finite number, got {v}"));
+                }
+            }
         }
         Ok(())
     }
@@ -524,6 +558,31 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(&format!("train.{key}")), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_is_named() {
+        let e = RunConfig::from_bytes(b"[data]\ndir = \"\xff\"\n", "bad.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.toml") && e.contains("UTF-8"), "{e}");
+        let c = RunConfig::from_bytes(MIN.as_bytes(), "ok.toml", &[]).unwrap();
+        assert_eq!(c.train.max_consecutive_skips, 5);
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused() {
+        for kv in [
+            "train.weight_decay=nan",
+            "train.eps=inf",
+            "model.dropout=-inf",
+        ] {
+            let e = RunConfig::parse(MIN, "t.toml", &[kv.into()])
+                .unwrap_err()
+                .to_string();
+            let key = kv.split('=').next().unwrap();
+            assert!(e.contains(key) && e.contains("finite"), "{e}");
         }
     }
 

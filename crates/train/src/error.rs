@@ -23,6 +23,20 @@ pub enum Error {
     GradIntegrity { name: String, problem: String },
     #[error("{0}")]
     Device(String),
+    #[error("could not write checkpoint step {step} under {}: {source}; the earlier checkpoints there are untouched", root.display())]
+    SaveFailed {
+        step: u64,
+        root: PathBuf,
+        source: Box<Error>,
+    },
+    /// The NaN guard skipped `train.max_consecutive_skips` steps in a row.
+    #[error("training stopped at step {step}: {count} consecutive steps skipped for non-finite values (last: {what}); the weights and optimizer state of the last good update (step {}) are saved in {}", step - count, checkpoint.display())]
+    NonFinite {
+        step: u64,
+        count: u64,
+        what: String,
+        checkpoint: PathBuf,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

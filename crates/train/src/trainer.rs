@@ -1,7 +1,8 @@
 //! The training loop: one flat loop that reads top to bottom. Per optimizer step:
 //! micro-batches (forward, loss normalised by the step's target tokens, backward, accumulate)
-//! → integrity guard (first step of a process) → global norm and clipping → optimizer → metrics
-//! → periodic validation and checkpoint.
+//! → integrity guard (first step of a process) → NaN guard (a non-finite loss or gradient skips
+//! the update) → global norm and clipping → optimizer → metrics → periodic validation and
+//! checkpoint → stop on a requested preemption (SIGTERM/SIGINT in the binary).
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::RunConfig;
@@ -21,6 +22,8 @@ use lantern_models::{safetensors_io, Mode, Params};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Streams of the run seed: initial weights, dropout. Fixed labels keep them independent.
@@ -36,8 +39,11 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
     /// No progress output at all (tests).
     pub quiet: bool,
-    /// Test hook: poison one gradient with NaN at this (0-based) step, as an overflow would.
-    pub poison_grad_at: Option<u64>,
+    /// Test hook: poison one parameter's gradient with NaN at these (0-based) steps.
+    pub poison_grad_at: Vec<u64>,
+    /// Set (by a signal handler) to ask the loop to finish the current step, write a
+    /// checkpoint and return with `preempted`.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +56,8 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
     pub tokens_per_s: f64,
     pub resumed_from: Option<u64>,
+    /// The run stopped early on request ([`TrainOptions::stop`]) after writing `checkpoint`.
+    pub preempted: bool,
 }
 
 /// The model config a run config asks for: the preset (or the `init_from` folder's config)
@@ -131,8 +139,24 @@ pub struct StepInputs<'a> {
     pub dropout_seed: u64,
     pub step: u64,
     pub check_integrity: bool,
-    /// Test hook: poison one gradient with NaN (an injected overflow).
+    /// Test hook: poison the last parameter's gradient with NaN (an injected overflow).
     pub poison_grad: bool,
+}
+
+/// What made a step non-finite; the first offending tensor in parameter order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NonFinite {
+    Loss,
+    Gradient { param: String },
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NonFinite::Loss => write!(f, "non-finite loss"),
+            NonFinite::Gradient { param } => write!(f, "non-finite gradient of {param}"),
+        }
+    }
 }
 
 pub struct StepOutput {
@@ -140,8 +164,39 @@ pub struct StepOutput {
     pub loss: f64,
     /// Global gradient norm before clipping (of unscaled gradients).
     pub grad_norm: f64,
-    /// The loss scaler found inf/NaN gradients and the update was skipped.
+    /// The update was skipped: weights, moments and the optimizer's step count are untouched.
     pub skipped: bool,
+    /// Why, when the loss or a gradient was inf/NaN (then `skipped` is set).
+    pub nonfinite: Option<NonFinite>,
+}
+
+/// The first parameter (in [`Params`] order) whose gradient holds an inf or NaN. A non-finite
+/// global norm with all-finite values (squares overflowing f32) names the tensor whose sum of
+/// squares overflowed. Only called once the norm is non-finite, so its cost does not matter.
+fn first_nonfinite(params: &Params, grads: &StepGrads) -> Result<NonFinite> {
+    let names = params.names();
+    // 0·x is NaN exactly where x is inf or NaN, and 0 elsewhere.
+    for (name, g) in names.iter().zip(&grads.grads) {
+        if let Some(g) = g {
+            if !(g * 0.0)?.sum_all()?.to_scalar::<f32>()?.is_finite() {
+                return Ok(NonFinite::Gradient {
+                    param: name.clone(),
+                });
+            }
+        }
+    }
+    for (name, g) in names.iter().zip(&grads.grads) {
+        if let Some(g) = g {
+            if !g.sqr()?.sum_all()?.to_scalar::<f32>()?.is_finite() {
+                return Ok(NonFinite::Gradient {
+                    param: format!("{name} (its squared norm overflows f32)"),
+                });
+            }
+        }
+    }
+    Ok(NonFinite::Gradient {
+        param: "(the global norm)".into(),
+    })
 }
 
 /// One optimizer step: forward/backward of each micro-batch with the loss normalised by the
@@ -172,23 +227,35 @@ pub fn train_step(
         grads.scale(1.0 / scale)?;
     }
     if inp.poison_grad {
-        grads.poison_first()?;
+        // The last parameter, so that finding the first offending one is really a search.
+        if let Some(g) = grads.grads.iter_mut().flatten().last() {
+            *g = (g.zeros_like()? + f64::NAN)?;
+        }
     }
     if inp.check_integrity {
-        grads.check_integrity(inp.params, scaler.is_some())?;
+        // Non-finite values are the NaN guard's business below; here only missing or zero
+        // gradients (a parameter cut off from the loss) fail.
+        grads.check_integrity(inp.params, true)?;
     }
     let grad_norm = grads.global_norm()?;
+    let nonfinite = if !loss_sum.is_finite() {
+        Some(NonFinite::Loss)
+    } else if !grad_norm.is_finite() {
+        Some(first_nonfinite(inp.params, &grads)?)
+    } else {
+        None
+    };
     if let Some(s) = scaler {
-        let found_inf = !grad_norm.is_finite();
-        s.update(found_inf);
-        if found_inf {
-            // Skipped: weights, moments and the optimizer's step count stay as they were.
-            return Ok(StepOutput {
-                loss: loss_sum,
-                grad_norm,
-                skipped: true,
-            });
-        }
+        s.update(nonfinite.is_some());
+    }
+    if nonfinite.is_some() {
+        // Skipped: weights, moments and the optimizer's step count stay as they were.
+        return Ok(StepOutput {
+            loss: loss_sum,
+            grad_norm,
+            skipped: true,
+            nonfinite,
+        });
     }
     grads.clip(grad_norm, inp.grad_clip)?;
     opt.step(inp.master, &grads.grads, inp.lr)?;
@@ -202,7 +269,20 @@ pub fn train_step(
         loss: loss_sum,
         grad_norm,
         skipped: false,
+        nonfinite: None,
     })
+}
+
+/// Whether a skipped step counts towards `train.max_consecutive_skips`. In fp16 an overflow of
+/// the gradients at a loss scale above 1 is the scaler calibrating (it backs off and retries,
+/// as `torch.amp.GradScaler` does), not a sign of divergence; at a scale of 1 or below the
+/// unscaled gradients themselves are non-finite, and a non-finite loss never comes from the
+/// scale. Without a scaler every non-finite step counts.
+pub fn counts_as_guard_skip(nonfinite: &NonFinite, scale_before: Option<f64>) -> bool {
+    match (nonfinite, scale_before) {
+        (_, None) | (NonFinite::Loss, _) => true,
+        (NonFinite::Gradient { .. }, Some(scale)) => scale <= 1.0,
+    }
 }
 
 /// Mean validation loss over `n_batches` fixed batches of the validation shard.
@@ -409,12 +489,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     });
     let mut opt = Optimizer::new(OptimizerConfig::from_train(&cfg.train), &params)?;
     let (mut step, mut samples_seen, mut tokens_seen, mut last_val) = (0u64, 0u64, 0u64, None);
+    // NaN guard: skipped steps in total and guard skips in a row (both saved in checkpoints).
+    let (mut skipped_total, mut consecutive_skips) = (0u64, 0u64);
     if let (Some(st), Some((_, dir))) = (&state, &resume_from) {
         let p = dir.join(checkpoint::OPTIMIZER_FILE);
-        let tensors = safetensors_io::load(&p, &device, DType::F32)?;
+        let tensors = safetensors_io::load_float(&p, &device, DType::F32)?;
         opt.load_state(&params, tensors, &st.optimizer, &p)?;
         (step, samples_seen, tokens_seen, last_val) =
             (st.step, st.samples_seen, st.tokens_seen, st.last_val_loss);
+        (skipped_total, consecutive_skips) = (st.skipped_steps, st.consecutive_skips);
     }
     let schedule = Schedule {
         kind: cfg.train.schedule,
@@ -429,8 +512,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     let metrics_path = run_dir.join("metrics.jsonl");
     let mut log = MetricsLog::open(&metrics_path, resume_from.as_ref().map(|r| r.0))?;
-    let tokenizer_bytes = std::fs::read(cfg.data.dir.join("tokenizer.json"))
-        .map_err(io(cfg.data.dir.join("tokenizer.json")))?;
+    let tokenizer_path = cfg.data.dir.join("tokenizer.json");
+    let tokenizer_bytes = std::fs::read(&tokenizer_path).map_err(io(&tokenizer_path))?;
+    // The tokenizer is copied into every checkpoint: check it loads and fits the model now,
+    // not when someone samples from a checkpoint weeks later.
+    lantern_data::tokenizer::check_tokenizer_bytes(
+        &tokenizer_bytes,
+        &tokenizer_path,
+        model_cfg.vocab_size,
+    )?;
 
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
     let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, opts.quiet);
@@ -462,7 +552,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 tokens_seen: u64,
                 last_val: Option<f64>,
                 opt: &Optimizer,
-                scaler: Option<&LossScaler>|
+                scaler: Option<&LossScaler>,
+                (skipped_steps, consecutive_skips): (u64, u64)|
      -> Result<PathBuf> {
         let st = TrainerState {
             format_version: checkpoint::STATE_VERSION,
@@ -478,6 +569,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             config: cfg.clone(),
             last_val_loss: last_val,
             scaler: scaler.cloned(),
+            skipped_steps,
+            consecutive_skips,
         };
         let files = [
             (
@@ -494,9 +587,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 serde_json::to_vec_pretty(&st).expect("state serialises"),
             ),
         ];
-        let dir = checkpoint::save(&ckpt_root, step, &files)?;
-        checkpoint::prune(&ckpt_root, cfg.checkpoint.keep)?;
-        Ok(dir)
+        checkpoint::commit(&ckpt_root, step, &files, cfg.checkpoint.keep)
     };
 
     let tokens_per_step = (b * t * accum) as u64;
@@ -504,9 +595,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let mut last_ckpt = None;
     let mut last_loss = None;
     let mut checked = false;
+    let mut preempted = false;
+    let stop_requested = || opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
     let (mut timed_tokens, mut timed_secs) = (0u64, 0f64);
     while step < end {
         let t0 = Instant::now();
+        let scale_before = scaler.as_ref().map(|s| s.scale);
         let lr = schedule.lr_at(step);
         let mut batches = Vec::with_capacity(accum);
         for micro in 0..accum {
@@ -533,7 +627,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 dropout_seed: cfg.train.seed ^ DROPOUT_STREAM,
                 step,
                 check_integrity: !checked,
-                poison_grad: opts.poison_grad_at == Some(step),
+                poison_grad: opts.poison_grad_at.contains(&step),
             },
             &mut opt,
             scaler.as_mut(),
@@ -541,6 +635,19 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         checked = true;
         let (loss_sum, norm) = (out.loss, out.grad_norm);
         step += 1;
+        let guard_skip = out
+            .nonfinite
+            .as_ref()
+            .is_some_and(|n| counts_as_guard_skip(n, scale_before));
+        if out.skipped {
+            skipped_total += 1;
+        }
+        if guard_skip {
+            consecutive_skips += 1;
+        } else if !out.skipped {
+            // An fp16 overflow the scaler handles neither extends nor ends a streak.
+            consecutive_skips = 0;
+        }
         samples_seen += (b * accum) as u64;
         tokens_seen += tokens_per_step;
         let secs = t0.elapsed().as_secs_f64();
@@ -553,13 +660,46 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             "tokens_per_s": tok_s, "tokens_seen": tokens_seen, "step_ms": secs * 1e3,
             "precision": precision, "skipped": out.skipped,
             "loss_scale": scaler.as_ref().map(|s| s.scale),
-            "skipped_steps": scaler.as_ref().map_or(0, |s| s.skipped_steps),
+            "skipped_steps": skipped_total, "consecutive_skips": consecutive_skips,
+            "skip_reason": out.nonfinite.as_ref().map(|n| n.to_string()),
         }))?;
-        if out.skipped {
-            progress.line(&format!(
-                "step {step}: non-finite gradients, update skipped; loss scale now {}",
-                scaler.as_ref().map_or(0.0, |s| s.scale)
-            ));
+        if let Some(what) = &out.nonfinite {
+            if guard_skip {
+                // A warning, not progress: printed even with --quiet.
+                eprintln!(
+                    "warning: step {step}: {what}; update skipped ({consecutive_skips} in a row)"
+                );
+            } else {
+                progress.line(&format!(
+                    "step {step}: {what}, update skipped; loss scale now {}",
+                    scaler.as_ref().map_or(0.0, |s| s.scale)
+                ));
+            }
+        }
+        let limit = cfg.train.max_consecutive_skips;
+        if guard_skip && limit > 0 && consecutive_skips >= limit {
+            // Skipped steps left weights and moments as they were: this is the last good
+            // state, saved at the current data position so a resume moves past the bad batches.
+            let dir = save(
+                step,
+                samples_seen,
+                tokens_seen,
+                last_val,
+                &opt,
+                scaler.as_ref(),
+                (skipped_total, consecutive_skips),
+            )?;
+            progress.finish();
+            return Err(Error::NonFinite {
+                step,
+                count: consecutive_skips,
+                what: out
+                    .nonfinite
+                    .as_ref()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                checkpoint: dir,
+            });
         }
         progress.step(step, cfg.train.max_steps, loss_sum, lr, tok_s);
 
@@ -575,7 +715,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             last_val = Some(v);
         }
         let ckpt_due = cfg.checkpoint.every > 0 && step.is_multiple_of(cfg.checkpoint.every);
-        if ckpt_due || at_end {
+        let stop_now = !at_end && stop_requested();
+        if ckpt_due || at_end || stop_now {
             last_ckpt = Some(save(
                 step,
                 samples_seen,
@@ -583,7 +724,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 last_val,
                 &opt,
                 scaler.as_ref(),
+                (skipped_total, consecutive_skips),
             )?);
+        }
+        if stop_now {
+            progress.line(&format!(
+                "stop requested: stopped after step {step} with a checkpoint; continue with --resume"
+            ));
+            preempted = true;
+            break;
         }
     }
     progress.finish();
@@ -608,6 +757,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             0.0
         },
         resumed_from: state.map(|s| s.step),
+        preempted,
     })
 }
 
@@ -681,5 +831,39 @@ mod tests {
             e.contains("transformer.h.0.mlp.gate.weight") && e.contains("no gradient"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_first_nonfinite_gradient_is_named() {
+        let params = gpt::init_params(&tiny(), &mut Rng::new(0), &Device::Cpu, DType::F32).unwrap();
+        let mut grads = StepGrads::new(params.len());
+        for (slot, v) in grads.grads.iter_mut().zip(params.vars()) {
+            *slot = Some(v.as_tensor().ones_like().unwrap());
+        }
+        // One inf in the middle of the third parameter, one NaN in the fifth.
+        let poison = |i: usize, x: f32| {
+            let mut v = vec![1f32; params.vars()[i].elem_count()];
+            let mid = v.len() / 2;
+            v[mid] = x;
+            Some(Tensor::from_vec(v, params.vars()[i].dims(), &Device::Cpu).unwrap())
+        };
+        grads.grads[2] = poison(2, f32::INFINITY);
+        grads.grads[4] = poison(4, f32::NAN);
+        let found = first_nonfinite(&params, &grads).unwrap();
+        assert_eq!(
+            found,
+            NonFinite::Gradient {
+                param: params.names()[2].clone()
+            }
+        );
+    }
+
+    #[test]
+    fn fp16_overflows_count_only_at_a_scale_of_one_or_less() {
+        let g = NonFinite::Gradient { param: "w".into() };
+        assert!(counts_as_guard_skip(&g, None));
+        assert!(!counts_as_guard_skip(&g, Some(65536.0)));
+        assert!(counts_as_guard_skip(&g, Some(1.0)));
+        assert!(counts_as_guard_skip(&NonFinite::Loss, Some(65536.0)));
     }
 }

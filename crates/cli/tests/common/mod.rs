@@ -158,3 +158,118 @@ pub fn read_f32_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+/// The `lantern` binary as a command, for tests that need to spawn, signal or limit it.
+pub fn lantern_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lantern"));
+    c.args(args);
+    c
+}
+
+/// Limits of the child process, applied between fork and exec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// RLIMIT_FSIZE in bytes: writes past it fail with EFBIG (SIGXFSZ is ignored so that the
+    /// process sees the error instead of being killed).
+    pub file_size: Option<u64>,
+    /// RLIMIT_AS in bytes: an attempt to allocate from a lying header fails the test.
+    pub address_space: Option<u64>,
+}
+
+pub fn apply_limits(cmd: &mut Command, limits: Limits) {
+    use std::os::unix::process::CommandExt;
+    let set = move || -> std::io::Result<()> {
+        for (res, v) in [
+            (libc::RLIMIT_FSIZE, limits.file_size),
+            (libc::RLIMIT_AS, limits.address_space),
+        ] {
+            if let Some(v) = v {
+                let lim = libc::rlimit {
+                    rlim_cur: v as libc::rlim_t,
+                    rlim_max: v as libc::rlim_t,
+                };
+                // SAFETY: setrlimit and signal are async-signal-safe and only read `lim`, a
+                // local; nothing else runs between fork and exec.
+                if unsafe { libc::setrlimit(res, &lim) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+        }
+        if limits.file_size.is_some() {
+            // SAFETY: as above; SIG_IGN survives exec, so writes fail with EFBIG.
+            unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only calls async-signal-safe functions (see above).
+    unsafe { cmd.pre_exec(set) };
+}
+
+/// Sends `sig` to a child we spawned.
+pub fn send_signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own live child (not yet
+    // waited for), so it cannot have been reused.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({}, {sig}) failed", child.id());
+}
+
+/// Highest `"train"` step recorded in a run's metrics.jsonl (0 if none yet).
+pub fn last_train_step(run_dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == "train")
+        .filter_map(|r| r["step"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until the run has recorded step `k`; fails if the child exits first or it takes
+/// longer than `timeout`.
+pub fn wait_for_step(
+    child: &mut std::process::Child,
+    run_dir: &Path,
+    k: u64,
+    timeout: std::time::Duration,
+) {
+    let t0 = std::time::Instant::now();
+    while last_train_step(run_dir) < k {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("lantern exited ({st}) before reaching step {k}");
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "step {k} not reached in {timeout:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Reads the child's piped stderr until a line contains `marker`; returns what it read.
+pub fn wait_for_stderr_line(child: &mut std::process::Child, marker: &str) -> String {
+    use std::io::BufRead;
+    let stderr = child.stderr.as_mut().expect("stderr is piped");
+    let mut reader = std::io::BufReader::new(stderr);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "stderr closed before {marker:?}; it said:\n{seen}");
+        seen.push_str(&line);
+        if line.contains(marker) {
+            return seen;
+        }
+    }
+}
+
+/// Names of the entries of a run's checkpoints folder, sorted.
+pub fn checkpoint_entries(run_dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

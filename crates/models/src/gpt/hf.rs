@@ -104,7 +104,43 @@ pub fn config_from_hf(path: &Path) -> Result<GptConfig> {
         layer_norm_epsilon: float("layer_norm_epsilon", 1e-5),
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
+    check_plausible(&cfg, path)?;
     Ok(cfg)
+}
+
+/// Bounds far above any GPT-2-style model, checked before anything is sized from a config read
+/// from disk: a hostile `n_layer = 10^12` must be an error, not a loop or an allocation.
+const MAX_DIM: usize = 1 << 20;
+const MAX_LAYERS: usize = 1 << 12;
+const MAX_PARAMS: usize = 1 << 40;
+
+/// Refuses configs whose sizes no real model has (`path` is for messages).
+pub fn check_plausible(cfg: &GptConfig, path: &Path) -> Result<()> {
+    let err = |m: String| Error::File {
+        path: path.to_path_buf(),
+        msg: m,
+    };
+    for (k, v, max) in [
+        ("vocab_size", cfg.vocab_size, 1 << 24),
+        ("n_positions", cfg.n_positions, MAX_DIM),
+        ("n_embd", cfg.n_embd, MAX_DIM),
+        ("n_head", cfg.n_head, MAX_DIM),
+        ("n_layer", cfg.n_layer, MAX_LAYERS),
+    ] {
+        if v > max {
+            return Err(err(format!("{k} {v} is implausibly large (limit {max})")));
+        }
+    }
+    // With the bounds above this product cannot overflow u128.
+    let c = cfg.n_embd as u128;
+    let n =
+        (cfg.vocab_size as u128 + cfg.n_positions as u128) * c + cfg.n_layer as u128 * 12 * c * c;
+    if n > MAX_PARAMS as u128 {
+        return Err(err(format!(
+            "config describes about {n} parameters, more than the {MAX_PARAMS} this build accepts"
+        )));
+    }
+    Ok(())
 }
 
 /// Buffers and tied copies that HF files may hold but that are not parameters.
@@ -157,9 +193,34 @@ pub fn params_from_tensors(
     Ok(params)
 }
 
-/// Loads `model.safetensors` (our checkpoints or HF's) into parameters for `cfg`.
+/// Names of PyTorch pickle weight files that may sit where `model.safetensors` is missing.
+const PICKLE_NAMES: [&str; 5] = [
+    "pytorch_model.bin",
+    "model.bin",
+    "model.pt",
+    "model.pth",
+    "model.ckpt",
+];
+
+/// Loads `model.safetensors` (our checkpoints or HF's) into parameters for `cfg`: the config
+/// must be plausible, every tensor floating point, and names and shapes exactly the model's.
+/// A folder that holds only a PyTorch pickle gets the refusal that explains how to convert it.
 pub fn load_params(path: &Path, cfg: &GptConfig, device: &Device, dtype: DType) -> Result<Params> {
-    let tensors = safetensors_io::load(path, device, DType::F32)?;
+    safetensors_io::refuse_pickle(path)?;
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            if let Some(p) = PICKLE_NAMES
+                .map(|n| dir.join(n))
+                .iter()
+                .find(|p| p.is_file())
+            {
+                safetensors_io::refuse_pickle(p)?;
+            }
+        }
+    }
+    check_plausible(cfg, path)?;
+    let tensors = safetensors_io::load_raw(path, device)?;
+    safetensors_io::check_float(&tensors, path)?;
     params_from_tensors(tensors, cfg, path, dtype)
 }
 
