@@ -1,5 +1,7 @@
-//! `lantern`: prepare data, train, sample, export, score and benchmark GPT models.
+//! `lantern`: prepare data, train, sample, export, score and benchmark GPT models; fine-tune,
+//! evaluate and run BERT classifiers (`bert_cmds`).
 
+mod bert_cmds;
 mod model_dir;
 
 use anyhow::{bail, Context, Result};
@@ -85,8 +87,8 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Write a Hugging Face GPT2LMHeadModel folder (model.safetensors, config.json,
-    /// tokenizer.json) from a checkpoint or run folder.
+    /// Write a Hugging Face folder (model.safetensors, config.json, tokenizer.json) from a
+    /// checkpoint or run folder: GPT2LMHeadModel, or for BERT the folder's own architecture.
     Export {
         #[arg(long)]
         model: PathBuf,
@@ -130,6 +132,8 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    #[command(flatten)]
+    Bert(bert_cmds::BertCmd),
 }
 
 fn main() {
@@ -243,6 +247,9 @@ fn run(cli: Cli) -> Result<()> {
                 "bf16" => DType::BF16,
                 other => bail!("--dtype {other}: expected f32 or bf16"),
             };
+            if bert_cmds::is_bert(&model) {
+                return bert_cmds::export(&model, &out, dtype);
+            }
             let m = model_dir::load(&model)?;
             m.export(&out, dtype)?;
             println!(
@@ -334,6 +341,7 @@ fn run(cli: Cli) -> Result<()> {
                 })
             );
         }
+        Cmd::Bert(cmd) => bert_cmds::run(cmd)?,
     }
     Ok(())
 }
