@@ -1,13 +1,14 @@
 //! BERT commands: `finetune`, `eval`, `predict`, `wordpiece`, and `export` of BERT folders.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use clap::Subcommand;
 use lantern_kernels::Rng;
-use lantern_models::bert::{hf, BertForSequenceClassification};
-use lantern_models::safetensors_io;
+use lantern_models::bert::{hf, BertForSequenceClassification, BertHead, BertInput, BertModel};
+use lantern_models::{safetensors_io, Mode};
 use lantern_train::finetune::{self, FinetuneOptions};
 use lantern_train::finetune_config::FinetuneConfig;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,20 @@ pub enum BertCmd {
         out: Option<PathBuf>,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
+    },
+    /// Run a BERT encoder (any BERT folder) on texts and write the last hidden states, the
+    /// pooled output if the model has a pooler, the input ids and the attention mask as
+    /// safetensors: sentence embeddings, and the parity check against transformers.
+    Encode {
+        #[arg(long)]
+        model: PathBuf,
+        /// JSONL or CSV with `text` (and optional `text_pair`).
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
     },
     /// Train a BERT-style WordPiece tokenizer ([PAD] [UNK] [CLS] [SEP] [MASK], BERT's
     /// post-processor) on text files or folders, for from-scratch BERT models.
@@ -145,14 +160,15 @@ pub fn run(cmd: BertCmd) -> Result<()> {
             let names = c.cfg.label_names();
             let examples = lantern_data::labelled::encode(&tok, &stripped, &names, &input)?;
             let model = BertForSequenceClassification::new(&c.cfg, &c.params)?;
-            let probs =
-                finetune::predict_probs(&model, &examples, batch_size, c.pad_id, &Device::Cpu)?;
+            let logits =
+                finetune::predict_logits(&model, &examples, batch_size, c.pad_id, &Device::Cpu)?;
             let out = out.unwrap_or_else(|| suffixed(&input, "predictions.jsonl"));
             let mut f = std::io::BufWriter::new(
                 std::fs::File::create(&out)
                     .with_context(|| format!("creating {}", out.display()))?,
             );
-            for (ex, p) in raw.iter().zip(&probs) {
+            for (ex, l) in raw.iter().zip(&logits) {
+                let p = finetune::softmax(l);
                 let best = p
                     .iter()
                     .enumerate()
@@ -160,19 +176,25 @@ pub fn run(cmd: BertCmd) -> Result<()> {
                     .map_or(0, |(i, _)| i);
                 let probabilities: serde_json::Map<String, serde_json::Value> = names
                     .iter()
-                    .zip(p)
+                    .zip(&p)
                     .map(|(n, &x)| (n.clone(), (x as f64).into()))
                     .collect();
                 let rec = serde_json::json!({
                     "line": ex.line, "text": ex.text, "text_pair": ex.text_pair,
-                    "label": names[best], "probabilities": probabilities,
+                    "label": names[best], "probabilities": probabilities, "logits": l,
                 });
                 writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
             }
             f.flush()
                 .with_context(|| format!("writing {}", out.display()))?;
-            println!("{} predictions -> {}", probs.len(), out.display());
+            println!("{} predictions -> {}", logits.len(), out.display());
         }
+        BertCmd::Encode {
+            model,
+            input,
+            out,
+            max_length,
+        } => encode(&model, &input, &out, max_length)?,
         BertCmd::Wordpiece {
             inputs,
             out,
@@ -190,6 +212,62 @@ pub fn run(cmd: BertCmd) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn encode(model: &Path, input: &Path, out: &Path, max_length: usize) -> Result<()> {
+    let dir = finetune::resolve_checkpoint(model)?;
+    let (cfg, head) = hf::config_from_hf(&dir.join("config.json"))?;
+    let head = head.unwrap_or(BertHead::Encoder);
+    let (params, _) = hf::load_params(
+        &dir.join("model.safetensors"),
+        &cfg,
+        head,
+        &mut Rng::new(0),
+        &Device::Cpu,
+        DType::F32,
+    )?;
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer = lantern_data::tokenizer::load_tokenizer(&tok_path)?;
+    lantern_data::tokenizer::check_vocab(&tokenizer, cfg.vocab_size, &tok_path)?;
+    let tok = lantern_data::labelled::for_classification(&tokenizer, max_length, &tok_path)?;
+    let mut raw = lantern_data::labelled::read_examples(input)?;
+    raw.iter_mut().for_each(|e| e.label = None);
+    let examples = lantern_data::labelled::encode(&tok, &raw, &[], input)?;
+    let pad = tokenizer.token_to_id("[PAD]").unwrap_or(cfg.pad_token_id);
+    let refs: Vec<_> = examples.iter().collect();
+    let b = lantern_data::labelled::pad_batch(&refs, pad);
+    let shape = (b.rows, b.cols);
+    let ids = Tensor::from_slice(&b.ids, shape, &Device::Cpu)?;
+    let tt = Tensor::from_slice(&b.type_ids, shape, &Device::Cpu)?;
+    let mask = Tensor::from_slice(&b.attention_mask, shape, &Device::Cpu)?;
+    let bert = BertModel::new(&cfg, &params, head)?;
+    let hidden = bert.forward(
+        &BertInput {
+            ids: &ids,
+            token_type_ids: Some(&tt),
+            attention_mask: Some(&mask),
+        },
+        &mut Mode::Eval,
+    )?;
+    let mut t = BTreeMap::new();
+    if head != BertHead::MaskedLm {
+        t.insert("pooler_output".to_string(), bert.pool(&hidden)?);
+    }
+    t.insert("last_hidden_state".to_string(), hidden);
+    t.insert("input_ids".to_string(), ids.to_dtype(DType::I64)?);
+    t.insert("token_type_ids".to_string(), tt.to_dtype(DType::I64)?);
+    t.insert("attention_mask".to_string(), mask.to_dtype(DType::I64)?);
+    std::fs::write(out, safetensors_io::serialize(&t)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "encoded {} texts ({} x {} tokens) with {} -> {}",
+        b.rows,
+        b.rows,
+        b.cols,
+        dir.display(),
+        out.display()
+    );
     Ok(())
 }
 

@@ -241,8 +241,8 @@ fn batch_tensors(b: &ClsBatch, device: &Device) -> Result<(Tensor, Tensor, Tenso
     ))
 }
 
-/// Class probabilities of every example, in order, in eval mode. (N, num_labels).
-pub fn predict_probs(
+/// Logits of every example, in order, in eval mode: (N, num_labels).
+pub fn predict_logits(
     model: &BertForSequenceClassification,
     data: &[Encoded],
     batch_size: usize,
@@ -262,10 +262,36 @@ pub fn predict_probs(
             },
             Mode::Eval,
         )?;
-        let p = BertForSequenceClassification::probabilities(&logits)?;
-        out.extend(p.to_device(&Device::Cpu)?.to_vec2::<f32>()?);
+        out.extend(
+            logits
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?
+                .to_vec2::<f32>()?,
+        );
     }
     Ok(out)
+}
+
+/// Softmax of one row of logits, in f64 for the sums.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.iter().map(|x| (x / z) as f32).collect()
+}
+
+/// Class probabilities of every example, in order, in eval mode: (N, num_labels).
+pub fn predict_probs(
+    model: &BertForSequenceClassification,
+    data: &[Encoded],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    Ok(predict_logits(model, data, batch_size, pad_id, device)?
+        .iter()
+        .map(|l| softmax(l))
+        .collect())
 }
 
 fn argmax(p: &[f32]) -> usize {
