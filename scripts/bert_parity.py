@@ -124,7 +124,8 @@ max_length = 64\n[train]\nepochs = 1\nbatch_size = 16\nlr = 1e-3\n""")
     logits = []
     with torch.no_grad():
         for t in TEXTS:
-            e = ttok(t["text"], t.get("text_pair"), truncation=True, max_length=64, return_tensors="pt")
+            e = ttok(t["text"], t.get("text_pair"), truncation=True, max_length=64,
+                     return_token_type_ids=True, return_tensors="pt")
             logits.append(cls(**e).logits[0])
     logits = torch.stack(logits)
     ok &= report(f"fine-tuned classifier exported by Lantern, labels {list(cls.config.id2label.values())}: "
