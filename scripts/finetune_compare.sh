@@ -11,7 +11,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 cd "$repo"
 
-EPOCHS="${EPOCHS:-3}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX_LENGTH:-128}"
+EPOCHS="${EPOCHS:-2}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX_LENGTH:-64}"
 SEED="${SEED:-42}"; THREADS="${THREADS:-$(nproc)}"
 PY=$(bash scripts/ref_env.sh | tail -1)
 MINILM=$(bash scripts/fetch_minilm.sh | tail -1)

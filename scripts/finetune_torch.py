@@ -2,8 +2,8 @@
 """The fine-tuning recipe of `lantern finetune`, in PyTorch + transformers, for comparison.
 
     python scripts/finetune_torch.py --model DIR --train train.jsonl --validation val.jsonl
-        --test test.jsonl [--epochs 3 --batch-size 32 --lr 1e-4 --warmup-ratio 0.1
-        --weight-decay 0.01 --max-length 128 --seed 42 --metric macro_f1] [--threads N]
+        --test test.jsonl [--epochs 2 --batch-size 32 --lr 1e-4 --warmup-ratio 0.1
+        --weight-decay 0.01 --max-length 64 --seed 42 --metric macro_f1] [--threads N]
 
 Same recipe as Lantern: BertForSequenceClassification from the pretrained encoder (fresh
 pooler-less head: the classifier is N(0, 0.02)), labels sorted by name, AdamW (β 0.9/0.999,
@@ -46,13 +46,13 @@ def main():
     ap.add_argument("--train", required=True)
     ap.add_argument("--validation", required=True)
     ap.add_argument("--test", required=True)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--eval-batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--warmup-ratio", type=float, default=0.1)
     ap.add_argument("--weight-decay", type=float, default=0.01)
-    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--metric", default="macro_f1", choices=["macro_f1", "accuracy"])
     ap.add_argument("--threads", type=int, default=0)
