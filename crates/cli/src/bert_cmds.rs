@@ -89,13 +89,13 @@ pub fn run(cmd: BertCmd) -> Result<()> {
             let cfg = FinetuneConfig::load(&config, &sets)?;
             let s = finetune::finetune(cfg, FinetuneOptions { quiet })?;
             println!(
-                "fine-tuned {} steps ({} epochs{}) in {:.1} s | best {} at step {}: accuracy {:.4} macro-F1 {:.4}",
+                "fine-tuned {} steps ({} epochs{}) in {:.1} s | best at step {}: eval loss {:.4}, accuracy {:.4}, macro-F1 {:.4}",
                 s.steps,
                 s.epochs_run,
                 if s.stopped_early { ", stopped early" } else { "" },
                 s.train_seconds,
-                s.best_report.loss,
                 s.best_step,
+                s.best_report.loss,
                 s.best_report.accuracy,
                 s.best_report.macro_f1
             );

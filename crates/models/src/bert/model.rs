@@ -1,6 +1,6 @@
 use super::BertConfig;
 use crate::{Error, Mode, Params, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng};
 
 /// Which model on top of the encoder; fixes the parameter set and the HF architecture name.
@@ -401,16 +401,6 @@ impl BertForSequenceClassification {
         let x = self.bert.forward(input, &mut mode)?;
         let pooled = drop(self.bert.pool(&x)?, self.dropout, &mut mode)?;
         linear(&pooled, &self.classifier)
-    }
-
-    /// Class probabilities (B, num_labels), softmax in f32.
-    pub fn probabilities(logits: &Tensor) -> Result<Tensor> {
-        Ok(k::masked_softmax(&logits.to_dtype(DType::F32)?, 1.0, None)?)
-    }
-
-    /// The most likely class of each row: (B, num_labels) → (B) u32.
-    pub fn predictions(logits: &Tensor) -> Result<Tensor> {
-        Ok(logits.argmax(D::Minus1)?)
     }
 }
 
