@@ -310,3 +310,67 @@ fn export_round_trips_and_checks_shapes_against_the_config() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bare_encoder_without_prefix_loads_like_minilm() {
+    // A `BertModel` checkpoint as all-MiniLM-L6-v2 ships it: no `bert.` prefix, a
+    // `embeddings.position_ids` buffer, no task head.
+    let dir = golden().join("cls");
+    let (cfg, _) = hf::config_from_hf(&dir.join("config.json")).unwrap();
+    let mut bare: BTreeMap<String, Tensor> = BTreeMap::new();
+    for (n, t) in
+        safetensors_io::load(&dir.join("model.safetensors"), &Device::Cpu, DType::F32).unwrap()
+    {
+        if let Some(b) = n.strip_prefix("bert.") {
+            bare.insert(b.to_string(), t);
+        }
+    }
+    bare.insert(
+        "embeddings.position_ids".into(),
+        Tensor::arange(0i64, 24, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap(),
+    );
+    let encoder_cfg = BertConfig {
+        id2label: BTreeMap::new(),
+        ..cfg.clone()
+    };
+    let (enc, report) = hf::params_from_tensors(
+        bare.clone(),
+        &encoder_cfg,
+        BertHead::Encoder,
+        Path::new("minilm-like"),
+        &mut Rng::new(0),
+        DType::F32,
+    )
+    .unwrap();
+    assert_eq!(report, hf::LoadReport::default());
+    assert!(enc.names().iter().all(|n| !n.starts_with("bert.")));
+    // Into a classifier: the encoder is kept, only the classifier is new.
+    let (p, report) = hf::params_from_tensors(
+        bare,
+        &cfg,
+        BertHead::SequenceClassification,
+        Path::new("minilm-like"),
+        &mut Rng::new(0),
+        DType::F32,
+    )
+    .unwrap();
+    assert_eq!(
+        report.newly_initialised,
+        ["classifier.weight", "classifier.bias"]
+    );
+    assert!(report.unused.is_empty(), "{report:?}");
+    // The bare encoder computes what the classifier's encoder computes.
+    let inp = inputs();
+    let a = lantern_models::bert::BertModel::new(&encoder_cfg, &enc, BertHead::Encoder)
+        .unwrap()
+        .forward(&batch(&inp), &mut Mode::Eval)
+        .unwrap();
+    let b = lantern_models::bert::BertModel::new(&cfg, &p, BertHead::SequenceClassification)
+        .unwrap()
+        .forward(&batch(&inp), &mut Mode::Eval)
+        .unwrap();
+    assert_eq!(max_abs(&a, &b), 0.0);
+}
