@@ -1,10 +1,12 @@
-//! `lantern`: prepare data, train, sample, export, score and benchmark GPT models.
+//! `lantern`: prepare data, train, sample, export, score and benchmark GPT models; fine-tune,
+//! evaluate and run BERT classifiers (`bert_cmds`); launch data-parallel runs (`launch`).
 //!
 //! Exit status: 0 done; 1 error (message on stderr); 2 bad command line (clap);
 //! [`EXIT_PREEMPTED`] (75) `train` stopped on SIGTERM/SIGINT after writing a checkpoint — run
 //! the same command with `--resume` to continue; 128+signal (143 SIGTERM, 130 SIGINT) a second
 //! signal arrived before that checkpoint was done and the process exited at once.
 
+mod bert_cmds;
 mod launch;
 mod model_dir;
 
@@ -97,8 +99,8 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Write a Hugging Face GPT2LMHeadModel folder (model.safetensors, config.json,
-    /// tokenizer.json) from a checkpoint or run folder.
+    /// Write a Hugging Face folder (model.safetensors, config.json, tokenizer.json) from a
+    /// checkpoint or run folder: GPT2LMHeadModel, or for BERT the folder's own architecture.
     Export {
         #[arg(long)]
         model: PathBuf,
@@ -151,6 +153,8 @@ enum Cmd {
     /// Print the launcher variables; optionally fail on one rank (tests of `launch`).
     #[command(hide = true)]
     LaunchProbe(launch::ProbeArgs),
+    #[command(flatten)]
+    Bert(bert_cmds::BertCmd),
 }
 
 fn main() {
@@ -326,6 +330,10 @@ fn run(cli: Cli) -> Result<Outcome> {
                 "bf16" => DType::BF16,
                 other => bail!("--dtype {other}: expected f32 or bf16"),
             };
+            if bert_cmds::is_bert(&model) {
+                bert_cmds::export(&model, &out, dtype)?;
+                return Ok(Outcome::Done);
+            }
             let m = model_dir::load(&model)?;
             m.export(&out, dtype)?;
             println!(
@@ -420,6 +428,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Cmd::Launch(a) => launch::launch(a)?,
         Cmd::LaunchRank(a) => std::process::exit(launch::launch_rank(a)?),
         Cmd::LaunchProbe(a) => launch::probe(a)?,
+        Cmd::Bert(cmd) => bert_cmds::run(cmd)?,
     }
     Ok(Outcome::Done)
 }

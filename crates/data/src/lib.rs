@@ -4,6 +4,8 @@
 //! - [`shard`]: our memory-mapped token shard format (`train.bin`, `val.bin`).
 //! - [`prepare`]: turn a folder of text (fortune format) into a dataset folder.
 //! - [`sampler`]: deterministic batch sampling, where a run's data position is one number.
+//! - [`mlm`]: BERT's masked-LM collator, deterministic per sample.
+//! - [`labelled`]: labelled examples (JSONL or CSV) for sequence classification, and batches.
 //!
 //! Nothing here knows about models, devices or tensors: the trainer turns the `u32` buffers
 //! filled here into tensors itself.
@@ -11,12 +13,15 @@
 pub mod error;
 mod fsio;
 mod hash;
+pub mod labelled;
+pub mod mlm;
 pub mod prepare;
 pub mod sampler;
 pub mod shard;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use mlm::{MlmBatch, MlmCollator, MlmSample};
 pub use prepare::{
     prepare, read_meta, DatasetMeta, PrepareOptions, PrepareSummary, META_FILE, TOKENIZER_FILE,
     TRAIN_FILE, VAL_FILE,

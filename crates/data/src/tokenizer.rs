@@ -1,4 +1,5 @@
-//! Tokenizers: train a GPT-2-style byte-level BPE tokenizer, or load any `tokenizer.json`.
+//! Tokenizers: train a GPT-2-style byte-level BPE tokenizer or a BERT-style WordPiece one, or
+//! load any `tokenizer.json` (BPE, WordPiece such as all-MiniLM-L6-v2's, ...).
 //!
 //! The trained tokenizer follows GPT-2 (Radford et al. 2019, and the Hugging Face `gpt2`
 //! tokenizer.json): ByteLevel pre-tokenizer with GPT-2's split regex, no prefix space, ByteLevel
@@ -8,9 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
 use tokenizers::models::TrainerWrapper;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{Error, Result};
@@ -68,6 +74,82 @@ pub fn train_bpe_from_texts<S: AsRef<str> + Sync>(
         .train(&mut trainer, texts.iter().map(|t| t.as_ref()))
         .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
     Ok(tokenizer)
+}
+
+/// BERT's special tokens, with ids 0..5 in a trained WordPiece vocabulary.
+pub const BERT_SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// Train a BERT-style WordPiece tokenizer (as `bert-base-uncased`'s: BertNormalizer with
+/// lowercasing, BertPreTokenizer, `##` continuation prefix) on in-memory texts, with
+/// [`BERT_SPECIALS`] first and BERT's post-processor (`[CLS] a [SEP]` and
+/// `[CLS] a [SEP] b [SEP]` with token types 0/1), ready for MLM pretraining or classification.
+pub fn train_wordpiece_from_texts<S: AsRef<str> + Sync>(
+    texts: &[S],
+    vocab_size: usize,
+) -> Result<Tokenizer> {
+    if vocab_size < 64 {
+        return Err(Error::InvalidArgument(format!(
+            "WordPiece vocabulary size {vocab_size} is too small (at least 64)"
+        )));
+    }
+    let mut trainer: TrainerWrapper = WordPieceTrainer::builder()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(
+            BERT_SPECIALS
+                .iter()
+                .map(|t| AddedToken::from(*t, true))
+                .collect(),
+        )
+        .build()
+        .into();
+    let mut tokenizer = Tokenizer::new(WordPiece::default());
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::default()))
+        .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
+    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    tokenizer.with_decoder(Some(WordPieceDecoder::default()));
+    tokenizer
+        .train(&mut trainer, texts.iter().map(|t| t.as_ref()))
+        .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
+    let id = |t: &str| {
+        tokenizer
+            .token_to_id(t)
+            .ok_or_else(|| Error::TokenizerTraining(format!("{t} missing after training")))
+    };
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    tokenizer.with_post_processor(Some(BertProcessing::new(
+        ("[SEP]".to_string(), sep),
+        ("[CLS]".to_string(), cls),
+    )));
+    Ok(tokenizer)
+}
+
+/// [`train_wordpiece_from_texts`] on text files (invalid UTF-8 replaced, as [`train_bpe`]).
+pub fn train_wordpiece(files: &[PathBuf], vocab_size: usize) -> Result<Tokenizer> {
+    let mut texts = Vec::with_capacity(files.len());
+    for path in files {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        texts.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    train_wordpiece_from_texts(&texts, vocab_size)
+}
+
+/// Checks that a tokenizer fits a model: its ids must all be embeddable, and a tokenizer much
+/// smaller than the table is almost certainly the wrong one (another model's vocabulary), so
+/// the sizes must agree exactly. `path` names the tokenizer file.
+pub fn check_vocab(tokenizer: &Tokenizer, model_vocab: usize, path: &Path) -> Result<()> {
+    let n = vocab_size(tokenizer);
+    if n != model_vocab {
+        return Err(Error::Tokenizer {
+            path: path.to_path_buf(),
+            problem: format!(
+                "tokenizer vocabulary size {n} differs from the model's vocab_size {model_vocab}"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Load a `tokenizer.json` (BPE, WordPiece, or anything else the tokenizers crate reads).
@@ -234,6 +316,36 @@ mod tests {
             msg.contains("bad.json") && msg.contains("not a valid"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn wordpiece_has_bert_specials_and_post_processor() {
+        let texts = vec![TEXT; 5];
+        let tok = train_wordpiece_from_texts(&texts, 120).unwrap();
+        for (i, t) in BERT_SPECIALS.iter().enumerate() {
+            assert_eq!(tok.token_to_id(t), Some(i as u32), "{t}");
+        }
+        let enc = tok.encode(("The quick fox", "lazy dogs"), true).unwrap();
+        let ids = enc.get_ids();
+        assert_eq!(ids[0], 2, "[CLS] first");
+        assert_eq!(*ids.last().unwrap(), 3, "[SEP] last");
+        assert_eq!(ids.iter().filter(|&&i| i == 3).count(), 2);
+        assert_eq!(
+            enc.get_type_ids().last(),
+            Some(&1),
+            "second segment has type 1"
+        );
+        // Lowercased, and unknown characters map to [UNK].
+        let a = tok.encode("THE", false).unwrap();
+        assert_eq!(a.get_ids(), tok.encode("the", false).unwrap().get_ids());
+        assert!(tok.encode("日", false).unwrap().get_ids().contains(&1));
+        let n = vocab_size(&tok);
+        assert!(n > 60 && n <= 120, "{n}");
+        assert!(check_vocab(&tok, n, Path::new("t.json")).is_ok());
+        let msg = check_vocab(&tok, n + 1, Path::new("t.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("t.json") && msg.contains("differs"), "{msg}");
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! lantern-models: GPT-2 (and later BERT) with Hugging Face parameter names.
+//! lantern-models: GPT-2 and BERT with Hugging Face parameter names.
 //!
 //! A model here is a config plus a [`Params`] store of named variables and a pure `forward`.
 //! The crate knows nothing of optimizers, checkpoints policy, devices beyond candle's `Device`,
 //! or parallelism: the trainer wraps models from outside.
 
+pub mod bert;
 pub mod error;
 pub mod gpt;
 pub mod params;

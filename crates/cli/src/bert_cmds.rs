@@ -1,0 +1,369 @@
+//! BERT commands: `finetune`, `eval`, `predict`, `wordpiece`, and `export` of BERT folders.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::Subcommand;
+use lantern_kernels::Rng;
+use lantern_models::bert::{hf, BertForSequenceClassification, BertHead, BertInput, BertModel};
+use lantern_models::{safetensors_io, Mode};
+use lantern_train::finetune::{self, FinetuneOptions};
+use lantern_train::finetune_config::FinetuneConfig;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum BertCmd {
+    /// Fine-tune a BERT encoder for sequence classification (TOML config); keeps best/ and
+    /// last/ checkpoints and exports the best to <run.dir>/model.
+    Finetune {
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config key: --set train.lr=3e-5 (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Loss, accuracy, per-class and macro precision/recall/F1 and the confusion matrix of a
+    /// classifier on labelled data (JSONL or CSV).
+    Eval {
+        /// A classifier folder, or a fine-tuning run folder (its exported model).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the metrics as JSON (default: <data>.metrics.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+    },
+    /// Predict labels: writes one JSON line per example with the label and the probabilities.
+    Predict {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// JSONL or CSV with `text` (and optional `text_pair`); labels, if present, are ignored.
+        #[arg(long)]
+        input: PathBuf,
+        /// Default: <input>.predictions.jsonl.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+    },
+    /// Run a BERT encoder (any BERT folder) on texts and write the last hidden states, the
+    /// pooled output if the model has a pooler, the input ids and the attention mask as
+    /// safetensors: sentence embeddings, and the parity check against transformers.
+    Encode {
+        #[arg(long)]
+        model: PathBuf,
+        /// JSONL or CSV with `text` (and optional `text_pair`).
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+    },
+    /// Train a BERT-style WordPiece tokenizer ([PAD] [UNK] [CLS] [SEP] [MASK], BERT's
+    /// post-processor) on text files or folders, for from-scratch BERT models.
+    Wordpiece {
+        #[arg(long = "input", required = true, num_args = 1..)]
+        inputs: Vec<PathBuf>,
+        /// The tokenizer.json to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8192)]
+        vocab_size: usize,
+    },
+}
+
+pub fn run(cmd: BertCmd) -> Result<()> {
+    match cmd {
+        BertCmd::Finetune {
+            config,
+            sets,
+            quiet,
+        } => {
+            let cfg = FinetuneConfig::load(&config, &sets)?;
+            let s = finetune::finetune(cfg, FinetuneOptions { quiet })?;
+            println!(
+                "fine-tuned {} steps ({} epochs{}) in {:.1} s | best at step {}: eval loss {:.4}, accuracy {:.4}, macro-F1 {:.4}",
+                s.steps,
+                s.epochs_run,
+                if s.stopped_early { ", stopped early" } else { "" },
+                s.train_seconds,
+                s.best_step,
+                s.best_report.loss,
+                s.best_report.accuracy,
+                s.best_report.macro_f1
+            );
+            println!("best checkpoint: {}", s.best_checkpoint.display());
+            println!("exported: {}", s.exported.display());
+        }
+        BertCmd::Eval {
+            checkpoint,
+            data,
+            out,
+            batch_size,
+        } => {
+            let c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
+            let examples = c.encode_file(&data)?;
+            if let Some(e) = examples.iter().find(|e| e.label.is_none()) {
+                bail!(
+                    "{}: line {}: no label to evaluate against",
+                    data.display(),
+                    e.line
+                );
+            }
+            let model = BertForSequenceClassification::new(&c.cfg, &c.params)?;
+            let names = c.cfg.label_names();
+            let r = finetune::evaluate(
+                &model,
+                &examples,
+                names.len(),
+                batch_size,
+                c.pad_id,
+                &Device::Cpu,
+            )?;
+            print!("{}", r.pretty(&names));
+            let out = out.unwrap_or_else(|| suffixed(&data, "metrics.json"));
+            let mut j = r.to_json(&names);
+            j["checkpoint"] = c.source.display().to_string().into();
+            j["data"] = data.display().to_string().into();
+            std::fs::write(&out, serde_json::to_string_pretty(&j)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("metrics: {}", out.display());
+        }
+        BertCmd::Predict {
+            checkpoint,
+            input,
+            out,
+            batch_size,
+        } => {
+            let c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
+            let raw = lantern_data::labelled::read_examples(&input)?;
+            let stripped: Vec<_> = raw
+                .iter()
+                .cloned()
+                .map(|mut e| {
+                    e.label = None;
+                    e
+                })
+                .collect();
+            let tok = lantern_data::labelled::for_classification(
+                &c.tokenizer,
+                c.max_length,
+                &c.tokenizer_path,
+            )?;
+            let names = c.cfg.label_names();
+            let examples = lantern_data::labelled::encode(&tok, &stripped, &names, &input)?;
+            let model = BertForSequenceClassification::new(&c.cfg, &c.params)?;
+            let logits =
+                finetune::predict_logits(&model, &examples, batch_size, c.pad_id, &Device::Cpu)?;
+            let out = out.unwrap_or_else(|| suffixed(&input, "predictions.jsonl"));
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&out)
+                    .with_context(|| format!("creating {}", out.display()))?,
+            );
+            for (ex, l) in raw.iter().zip(&logits) {
+                let p = finetune::softmax(l);
+                let best = p
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i);
+                let probabilities: serde_json::Map<String, serde_json::Value> = names
+                    .iter()
+                    .zip(&p)
+                    .map(|(n, &x)| (n.clone(), (x as f64).into()))
+                    .collect();
+                let rec = serde_json::json!({
+                    "line": ex.line, "text": ex.text, "text_pair": ex.text_pair,
+                    "label": names[best], "probabilities": probabilities, "logits": l,
+                });
+                writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
+            }
+            f.flush()
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{} predictions -> {}", logits.len(), out.display());
+        }
+        BertCmd::Encode {
+            model,
+            input,
+            out,
+            max_length,
+        } => encode(&model, &input, &out, max_length)?,
+        BertCmd::Wordpiece {
+            inputs,
+            out,
+            vocab_size,
+        } => {
+            let files = collect_files(&inputs)?;
+            let tok = lantern_data::tokenizer::train_wordpiece(&files, vocab_size)?;
+            tok.save(&out, true)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            println!(
+                "trained WordPiece on {} files: vocabulary {} -> {}",
+                files.len(),
+                lantern_data::tokenizer::vocab_size(&tok),
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn encode(model: &Path, input: &Path, out: &Path, max_length: usize) -> Result<()> {
+    let dir = finetune::resolve_checkpoint(model)?;
+    let (cfg, head) = hf::config_from_hf(&dir.join("config.json"))?;
+    let head = head.unwrap_or(BertHead::Encoder);
+    let (params, _) = hf::load_params(
+        &dir.join("model.safetensors"),
+        &cfg,
+        head,
+        &mut Rng::new(0),
+        &Device::Cpu,
+        DType::F32,
+    )?;
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer = lantern_data::tokenizer::load_tokenizer(&tok_path)?;
+    lantern_data::tokenizer::check_vocab(&tokenizer, cfg.vocab_size, &tok_path)?;
+    let tok = lantern_data::labelled::for_classification(&tokenizer, max_length, &tok_path)?;
+    let mut raw = lantern_data::labelled::read_examples(input)?;
+    raw.iter_mut().for_each(|e| e.label = None);
+    let examples = lantern_data::labelled::encode(&tok, &raw, &[], input)?;
+    let pad = tokenizer.token_to_id("[PAD]").unwrap_or(cfg.pad_token_id);
+    let refs: Vec<_> = examples.iter().collect();
+    let b = lantern_data::labelled::pad_batch(&refs, pad);
+    let shape = (b.rows, b.cols);
+    let ids = Tensor::from_slice(&b.ids, shape, &Device::Cpu)?;
+    let tt = Tensor::from_slice(&b.type_ids, shape, &Device::Cpu)?;
+    let mask = Tensor::from_slice(&b.attention_mask, shape, &Device::Cpu)?;
+    let bert = BertModel::new(&cfg, &params, head)?;
+    let hidden = bert.forward(
+        &BertInput {
+            ids: &ids,
+            token_type_ids: Some(&tt),
+            attention_mask: Some(&mask),
+        },
+        &mut Mode::Eval,
+    )?;
+    let mut t = BTreeMap::new();
+    if head != BertHead::MaskedLm {
+        t.insert("pooler_output".to_string(), bert.pool(&hidden)?);
+    }
+    t.insert("last_hidden_state".to_string(), hidden);
+    t.insert("input_ids".to_string(), ids.to_dtype(DType::I64)?);
+    t.insert("token_type_ids".to_string(), tt.to_dtype(DType::I64)?);
+    t.insert("attention_mask".to_string(), mask.to_dtype(DType::I64)?);
+    std::fs::write(out, safetensors_io::serialize(&t)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "encoded {} texts ({} x {} tokens) with {} -> {}",
+        b.rows,
+        b.rows,
+        b.cols,
+        dir.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn suffixed(p: &Path, suffix: &str) -> PathBuf {
+    let stem = p.file_stem().map_or("out".into(), |s| s.to_string_lossy());
+    p.with_file_name(format!("{stem}.{suffix}"))
+}
+
+fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            v.sort();
+            files.extend(v);
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            bail!("input {} does not exist", p.display());
+        }
+    }
+    if files.is_empty() {
+        bail!("no input files");
+    }
+    Ok(files)
+}
+
+/// Whether `path` is a BERT folder (an HF BERT folder, a fine-tuning checkpoint or run).
+pub fn is_bert(path: &Path) -> bool {
+    let Ok(dir) = finetune::resolve_checkpoint(path) else {
+        return false;
+    };
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("model_type").and_then(|m| m.as_str()) == Some("bert"))
+}
+
+/// Exports a BERT folder (any of our heads) in Hugging Face format, checking every tensor
+/// against the config on the way; an existing `out` is never overwritten.
+pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
+    if out.exists() {
+        bail!(
+            "{} already exists: remove it or choose another --out",
+            out.display()
+        );
+    }
+    let dir = finetune::resolve_checkpoint(path)?;
+    let (cfg, head) = hf::config_from_hf(&dir.join("config.json"))?;
+    let head = head.with_context(|| {
+        format!(
+            "{}: \"architectures\" names no BERT model Lantern implements",
+            dir.join("config.json").display()
+        )
+    })?;
+    let (params, report) = hf::load_params(
+        &dir.join("model.safetensors"),
+        &cfg,
+        head,
+        &mut Rng::new(0),
+        &Device::Cpu,
+        DType::F32,
+    )?;
+    if !report.newly_initialised.is_empty() {
+        bail!(
+            "{}: missing {}",
+            dir.join("model.safetensors").display(),
+            report.newly_initialised.join(", ")
+        );
+    }
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let write = || -> Result<()> {
+        let bytes = safetensors_io::serialize(&hf::export_tensors(&params, dtype)?)?;
+        std::fs::write(tmp.join("model.safetensors"), bytes)?;
+        let c = hf::to_hf_config(&cfg, head, dtype);
+        std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&c)?)?;
+        if dir.join("tokenizer.json").is_file() {
+            std::fs::copy(dir.join("tokenizer.json"), tmp.join("tokenizer.json"))?;
+        }
+        std::fs::rename(&tmp, out)?;
+        Ok(())
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&tmp);
+    })?;
+    println!(
+        "exported {} -> {} ({}, {dtype:?})",
+        dir.display(),
+        out.display(),
+        head.architecture()
+    );
+    Ok(())
+}

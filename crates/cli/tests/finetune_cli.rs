@@ -1,0 +1,310 @@
+//! `lantern finetune`, `eval`, `predict`, `export` and `wordpiece` through the binary, on a
+//! tiny fresh BERT and a tiny two-class dataset, so that they run in seconds.
+
+mod common;
+
+use common::{lantern_err, lantern_ok};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const ANIMALS: [&str; 6] = ["cat", "dog", "horse", "cow", "sheep", "goat"];
+const MACHINES: [&str; 6] = ["rocket", "engine", "laptop", "printer", "robot", "drone"];
+const VERBS: [&str; 4] = ["sleeps", "runs", "waits", "stops"];
+
+fn sentence(words: &[&str], i: usize) -> String {
+    format!(
+        "the {} {} near the {} today",
+        words[i % words.len()],
+        VERBS[(i / 2) % VERBS.len()],
+        words[(i + 3) % words.len()]
+    )
+}
+
+/// 48 training and 12 validation examples of two classes, a WordPiece tokenizer trained on
+/// them, and a config for a 1-layer, 16-wide model.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let mut train = String::new();
+        let mut val = String::new();
+        let mut corpus = String::new();
+        for i in 0..30 {
+            for (words, label) in [(&ANIMALS, "animal"), (&MACHINES, "machine")] {
+                let s = sentence(words, i);
+                corpus += &format!("{s}\n");
+                let line = format!("{{\"text\": \"{s}\", \"label\": \"{label}\"}}\n");
+                if i < 24 {
+                    train += &line;
+                } else {
+                    val += &line;
+                }
+            }
+        }
+        std::fs::write(root.join("train.jsonl"), train).unwrap();
+        std::fs::write(root.join("val.jsonl"), val).unwrap();
+        std::fs::write(root.join("corpus.txt"), corpus.repeat(3)).unwrap();
+        lantern_ok(&[
+            "wordpiece",
+            "--input",
+            p(&root.join("corpus.txt")),
+            "--out",
+            p(&root.join("tokenizer.json")),
+            "--vocab-size",
+            "100",
+        ]);
+        Self { _dir: dir, root }
+    }
+
+    /// Writes a config with `extra` lines appended to the [train] section.
+    fn config(&self, name: &str, train_extra: &str, es: &str) -> PathBuf {
+        let r = &self.root;
+        let text = format!(
+            "[run]\ndir = {:?}\n[model]\ntokenizer = {:?}\nhidden_size = 16\nnum_hidden_layers = 1\n\
+             num_attention_heads = 2\nintermediate_size = 32\n[data]\ntrain = {:?}\nvalidation = {:?}\n\
+             max_length = 16\n[train]\nbatch_size = 8\nseed = 3\n{train_extra}\n[early_stopping]\n{es}\n",
+            r.join(name),
+            r.join("tokenizer.json"),
+            r.join("train.jsonl"),
+            r.join("val.jsonl"),
+        );
+        let path = r.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn records(run: &Path, kind: &str) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+fn state_step(dir: &Path) -> u64 {
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("finetune_state.json")).unwrap())
+            .unwrap();
+    s["step"].as_u64().unwrap()
+}
+
+fn only_child(dir: &Path) -> PathBuf {
+    let v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(v.len(), 1, "{v:?}");
+    v[0].clone()
+}
+
+#[test]
+fn early_stopping_stops_after_patience_and_exports_the_best() {
+    let f = Fixture::new();
+    // lr 0: the validation loss never changes, so it improves only at the first evaluation
+    // and the run must stop after exactly 1 + patience evaluations.
+    let cfg = f.config(
+        "stop",
+        "epochs = 10\nlr = 0.0",
+        "metric = \"eval_loss\"\npatience = 2",
+    );
+    let out = lantern_ok(&["finetune", "--config", p(&cfg), "--quiet"]);
+    assert!(out.contains("stopped early"), "{out}");
+    let run = f.root.join("stop");
+    let evals = records(&run, "eval");
+    assert_eq!(evals.len(), 3, "1 + patience evaluations");
+    let improved: Vec<bool> = evals
+        .iter()
+        .map(|e| e["improved"].as_bool().unwrap())
+        .collect();
+    assert_eq!(improved, [true, false, false]);
+    let steps_per_epoch = 48u64.div_ceil(8);
+    assert_eq!(records(&run, "train").len() as u64, 3 * steps_per_epoch);
+    // best/ holds epoch 1, last/ epoch 3, and the exported model is the best.
+    let best = only_child(&run.join("best"));
+    let last = only_child(&run.join("last"));
+    assert_eq!(state_step(&best), steps_per_epoch);
+    assert_eq!(state_step(&last), 3 * steps_per_epoch);
+    assert_eq!(state_step(&run.join("model")), steps_per_epoch);
+    let cfg_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        cfg_json["architectures"][0],
+        "BertForSequenceClassification"
+    );
+    assert_eq!(cfg_json["id2label"]["0"], "animal");
+    assert_eq!(cfg_json["label2id"]["machine"], 1);
+}
+
+#[test]
+fn finetune_learns_then_eval_predict_and_export_agree() {
+    let f = Fixture::new();
+    let cfg = f.config(
+        "learn",
+        "epochs = 12\nlr = 3e-3\neval_every_steps = 4",
+        "metric = \"accuracy\"",
+    );
+    lantern_ok(&["finetune", "--config", p(&cfg), "--quiet"]);
+    let run = f.root.join("learn");
+    let evals = records(&run, "eval");
+    // Evaluations at every 4 steps besides the 12 epoch ends (6 steps each).
+    assert!(evals.len() > 12, "{}", evals.len());
+    let best_acc = evals
+        .iter()
+        .map(|e| e["accuracy"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        best_acc >= 0.9,
+        "a trivial two-class task is learned: {best_acc}"
+    );
+    let first = &evals[0];
+    assert!(first["confusion_matrix"].is_array() && first["per_class"]["animal"]["f1"].is_number());
+
+    // eval on the validation file reproduces the best evaluation's numbers.
+    let metrics = f.root.join("eval.json");
+    let out = lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        p(&run),
+        "--data",
+        p(&f.root.join("val.jsonl")),
+        "--out",
+        p(&metrics),
+    ]);
+    assert!(out.contains("macro") && out.contains("confusion"), "{out}");
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert!((m["accuracy"].as_f64().unwrap() - best_acc).abs() < 1e-9);
+
+    // predict: one line per example, probabilities over both labels summing to 1.
+    let preds = f.root.join("preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&f.root.join("val.jsonl")),
+        "--out",
+        p(&preds),
+    ]);
+    let lines: Vec<Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    for l in &lines {
+        let pr = l["probabilities"].as_object().unwrap();
+        let sum: f64 = pr.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-5, "{l}");
+        assert!(l["label"] == "animal" || l["label"] == "machine");
+    }
+
+    // export of a BERT checkpoint: an HF folder with the classifier's names.
+    let hf = f.root.join("hf");
+    lantern_ok(&["export", "--model", p(&run.join("best")), "--out", p(&hf)]);
+    let c: Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(c["architectures"][0], "BertForSequenceClassification");
+    assert!(hf.join("model.safetensors").is_file() && hf.join("tokenizer.json").is_file());
+}
+
+#[test]
+fn bad_data_and_mismatched_checkpoints_are_clear_errors() {
+    let f = Fixture::new();
+    let r = &f.root;
+    // A validation label outside the training labels: file, line and label named.
+    std::fs::write(
+        r.join("val.jsonl"),
+        "{\"text\": \"the cat runs\", \"label\": \"animal\"}\n{\"text\": \"a plant\", \"label\": \"plant\"}\n",
+    )
+    .unwrap();
+    let cfg = f.config("bad", "epochs = 1", "");
+    let e = lantern_err(&["finetune", "--config", p(&cfg), "--quiet"]);
+    assert!(
+        e.contains("val.jsonl") && e.contains("line 2") && e.contains("\"plant\""),
+        "{e}"
+    );
+    // An empty text: file and line.
+    std::fs::write(
+        r.join("val.jsonl"),
+        "{\"text\": \"\", \"label\": \"animal\"}\n",
+    )
+    .unwrap();
+    let e = lantern_err(&["finetune", "--config", p(&cfg), "--quiet"]);
+    assert!(
+        e.contains("val.jsonl") && e.contains("line 1") && e.contains("empty text"),
+        "{e}"
+    );
+
+    // A trained checkpoint to break.
+    std::fs::write(
+        r.join("val.jsonl"),
+        "{\"text\": \"the cat runs\", \"label\": \"animal\"}\n{\"text\": \"the robot runs\", \"label\": \"machine\"}\n",
+    )
+    .unwrap();
+    lantern_ok(&["finetune", "--config", p(&cfg), "--quiet"]);
+    let model = r.join("bad/model");
+    // config.json that disagrees with the tensors: the tensor is named.
+    let cfg_path = model.join("config.json");
+    let good = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(
+        &cfg_path,
+        good.replace("\"intermediate_size\": 32", "\"intermediate_size\": 40"),
+    )
+    .unwrap();
+    let e = lantern_err(&[
+        "eval",
+        "--checkpoint",
+        p(&model),
+        "--data",
+        p(&r.join("val.jsonl")),
+    ]);
+    assert!(
+        e.contains("intermediate.dense.weight") && e.contains("model.safetensors"),
+        "{e}"
+    );
+    std::fs::write(&cfg_path, &good).unwrap();
+
+    // A tokenizer whose vocabulary differs from the model's.
+    let other = r.join("other.json");
+    lantern_ok(&[
+        "wordpiece",
+        "--input",
+        p(&r.join("corpus.txt")),
+        "--out",
+        p(&other),
+        "--vocab-size",
+        "70",
+    ]);
+    std::fs::copy(&other, model.join("tokenizer.json")).unwrap();
+    let e = lantern_err(&[
+        "eval",
+        "--checkpoint",
+        p(&model),
+        "--data",
+        p(&r.join("val.jsonl")),
+    ]);
+    assert!(
+        e.contains("tokenizer.json") && e.contains("vocabulary size"),
+        "{e}"
+    );
+    // ... also when fine-tuning from the checkpoint with another tokenizer.
+    let text = format!(
+        "[run]\ndir = {:?}\n[model]\ninit_from = {:?}\ntokenizer = {:?}\n[data]\ntrain = {:?}\nmax_length = 16\n",
+        r.join("again"), model, other, r.join("train.jsonl")
+    );
+    std::fs::write(r.join("again.toml"), text).unwrap();
+    let e = lantern_err(&["finetune", "--config", p(&r.join("again.toml")), "--quiet"]);
+    assert!(e.contains("other.json") && e.contains("differs"), "{e}");
+}

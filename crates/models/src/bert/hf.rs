@@ -1,0 +1,238 @@
+//! The Hugging Face BERT folder format: `config.json` and `model.safetensors`.
+//!
+//! Names and layouts are HF's, so export is a copy. Import accepts checkpoints with or without
+//! the `bert.` prefix (a bare `BertModel` such as all-MiniLM-L6-v2 has none), skips buffers
+//! (`embeddings.position_ids`) and the tied MLM decoder, and, like transformers, initialises a
+//! task head the checkpoint lacks and reports it; a missing encoder tensor is an error.
+
+use super::{init_param, is_head_param, param_shapes, BertConfig, BertHead};
+use crate::{safetensors_io, Error, Params, Result};
+use candle_core::{DType, Device, Tensor};
+use lantern_kernels::Rng;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What loading did besides copying tensors, as transformers reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Head parameters the checkpoint lacked, initialised fresh ("newly initialized").
+    pub newly_initialised: Vec<String>,
+    /// Tensors of the checkpoint this model does not use (e.g. a pooler loaded into
+    /// BertForMaskedLM, or an MLM head into a classifier); they are dropped.
+    pub unused: Vec<String>,
+}
+
+/// `config.json` for `head`'s architecture, with `id2label`/`label2id` for classifiers.
+pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
+    let dtype = match dtype {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        _ => "float32",
+    };
+    let mut v = json!({
+        "architectures": [head.architecture()],
+        "model_type": "bert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_act": cfg.hidden_act,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "hidden_dropout_prob": cfg.hidden_dropout_prob,
+        "attention_probs_dropout_prob": cfg.attention_probs_dropout_prob,
+        "classifier_dropout": cfg.classifier_dropout,
+        "pad_token_id": cfg.pad_token_id,
+        "initializer_range": 0.02,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": true,
+        "dtype": dtype,
+    });
+    if head == BertHead::SequenceClassification {
+        let id2label: serde_json::Map<String, Value> = cfg
+            .id2label
+            .iter()
+            .map(|(i, n)| (i.to_string(), Value::from(n.clone())))
+            .collect();
+        let label2id: serde_json::Map<String, Value> = cfg
+            .id2label
+            .iter()
+            .map(|(i, n)| (n.clone(), Value::from(*i)))
+            .collect();
+        v["id2label"] = Value::Object(id2label);
+        v["label2id"] = Value::Object(label2id);
+        v["problem_type"] = Value::from("single_label_classification");
+    }
+    v
+}
+
+/// Reads a `BertConfig` `config.json`; returns the config and the head its `architectures`
+/// names (`None` when absent or not a BERT architecture we implement).
+pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
+    let err = |m: String| Error::File {
+        path: path.to_path_buf(),
+        msg: m,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
+    if let Some(mt) = v.get("model_type").and_then(Value::as_str) {
+        if mt != "bert" {
+            return Err(err(format!("model_type is {mt:?}, expected \"bert\"")));
+        }
+    }
+    let int = |k: &str| -> Result<usize> {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .map(|x| x as usize)
+            .ok_or_else(|| err(format!("missing or non-integer \"{k}\"")))
+    };
+    let float = |k: &str, d: f64| v.get(k).and_then(Value::as_f64).unwrap_or(d);
+    if let Some(pe) = v.get("position_embedding_type").and_then(Value::as_str) {
+        if pe != "absolute" {
+            return Err(err(format!(
+                "position_embedding_type {pe:?} is not supported (only \"absolute\")"
+            )));
+        }
+    }
+    if v.get("tie_word_embeddings").and_then(Value::as_bool) == Some(false) {
+        return Err(err(
+            "\"tie_word_embeddings\": false is not supported (the MLM decoder is tied)".into(),
+        ));
+    }
+    let mut id2label = BTreeMap::new();
+    if let Some(m) = v.get("id2label").and_then(Value::as_object) {
+        for (k, name) in m {
+            let i: usize = k
+                .parse()
+                .map_err(|_| err(format!("id2label key {k:?} is not an integer")))?;
+            let name = name
+                .as_str()
+                .ok_or_else(|| err(format!("id2label[{k}] is not a string")))?;
+            id2label.insert(i, name.to_string());
+        }
+    }
+    let head = v
+        .get("architectures")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .and_then(BertHead::from_architecture);
+    if head != Some(BertHead::SequenceClassification) {
+        // transformers writes a default {0: LABEL_0, 1: LABEL_1} into every config; only a
+        // classifier's labels mean anything.
+        id2label.clear();
+    }
+    let cfg = BertConfig {
+        vocab_size: int("vocab_size")?,
+        hidden_size: int("hidden_size")?,
+        num_hidden_layers: int("num_hidden_layers")?,
+        num_attention_heads: int("num_attention_heads")?,
+        intermediate_size: int("intermediate_size")?,
+        hidden_act: v
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("gelu")
+            .to_string(),
+        max_position_embeddings: int("max_position_embeddings")?,
+        type_vocab_size: v
+            .get("type_vocab_size")
+            .and_then(Value::as_u64)
+            .unwrap_or(2) as usize,
+        layer_norm_eps: float("layer_norm_eps", 1e-12),
+        hidden_dropout_prob: float("hidden_dropout_prob", 0.1),
+        attention_probs_dropout_prob: float("attention_probs_dropout_prob", 0.1),
+        classifier_dropout: v.get("classifier_dropout").and_then(Value::as_f64),
+        pad_token_id: v.get("pad_token_id").and_then(Value::as_u64).unwrap_or(0) as u32,
+        id2label,
+    };
+    cfg.validate().map_err(|e| err(e.to_string()))?;
+    Ok((cfg, head))
+}
+
+/// Buffers and tied copies HF files may hold that are not parameters.
+fn ignorable(name: &str) -> bool {
+    name.ends_with("embeddings.position_ids")
+        || name == "cls.predictions.decoder.weight"
+        || name == "cls.predictions.decoder.bias"
+}
+
+/// Builds [`Params`] for `head` from named tensors, checking every name and shape against
+/// `cfg`. Encoder tensors are found with or without the `bert.` prefix. Missing head tensors
+/// are initialised from `rng` and reported; missing encoder tensors are an error naming them
+/// all; a tensor whose shape disagrees with `cfg` is an error naming it. `path` is for messages.
+pub fn params_from_tensors(
+    mut tensors: BTreeMap<String, Tensor>,
+    cfg: &BertConfig,
+    head: BertHead,
+    path: &Path,
+    rng: &mut Rng,
+    dtype: DType,
+) -> Result<(Params, LoadReport)> {
+    cfg.validate()?;
+    let mut params = Params::new();
+    let mut report = LoadReport::default();
+    let mut missing = Vec::new();
+    let device = tensors
+        .values()
+        .next()
+        .map(|t| t.device().clone())
+        .unwrap_or(Device::Cpu);
+    for (name, shape) in param_shapes(cfg, head) {
+        let bare = name.strip_prefix("bert.").unwrap_or(&name).to_string();
+        let prefixed = format!("bert.{bare}");
+        let t = tensors
+            .remove(&name)
+            .or_else(|| tensors.remove(&bare))
+            .or_else(|| tensors.remove(&prefixed));
+        match t {
+            None if is_head_param(&name) => {
+                let t = init_param(&name, &shape, cfg, rng, &device)?;
+                params.insert(name.clone(), t.to_dtype(dtype)?)?;
+                report.newly_initialised.push(name);
+            }
+            None => missing.push(name),
+            Some(t) if t.dims() != shape.as_slice() => {
+                return Err(Error::Shape {
+                    path: path.to_path_buf(),
+                    name,
+                    expected: shape,
+                    got: t.dims().to_vec(),
+                })
+            }
+            Some(t) => params.insert(name, t.to_dtype(dtype)?)?,
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Missing {
+            path: path.to_path_buf(),
+            names: missing,
+        });
+    }
+    report.unused = tensors.into_keys().filter(|n| !ignorable(n)).collect();
+    Ok((params, report))
+}
+
+/// Loads a `model.safetensors` (ours or HF's) into parameters for `head`.
+pub fn load_params(
+    path: &Path,
+    cfg: &BertConfig,
+    head: BertHead,
+    rng: &mut Rng,
+    device: &Device,
+    dtype: DType,
+) -> Result<(Params, LoadReport)> {
+    let tensors = safetensors_io::load(path, device, DType::F32)?;
+    params_from_tensors(tensors, cfg, head, path, rng, dtype)
+}
+
+/// The tensors of an HF-loadable `model.safetensors`: every parameter once, under the names
+/// of `head`'s architecture (the tied decoder is not written; transformers re-ties it).
+pub fn export_tensors(params: &Params, dtype: DType) -> Result<BTreeMap<String, Tensor>> {
+    params
+        .iter()
+        .map(|(n, v)| Ok((n.to_string(), v.as_tensor().to_dtype(dtype)?)))
+        .collect()
+}

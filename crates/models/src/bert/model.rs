@@ -1,0 +1,503 @@
+use super::BertConfig;
+use crate::{Error, Mode, Params, Result};
+use candle_core::{DType, Device, Tensor};
+use lantern_kernels::{self as k, Rng};
+
+/// Which model on top of the encoder; fixes the parameter set and the HF architecture name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BertHead {
+    /// `BertModel`: the encoder and the pooler; HF saves it without the `bert.` prefix.
+    Encoder,
+    /// `BertForMaskedLM`: the encoder without pooler, and the MLM head.
+    MaskedLm,
+    /// `BertForSequenceClassification`: encoder, pooler and `classifier`.
+    SequenceClassification,
+}
+
+impl BertHead {
+    pub fn architecture(self) -> &'static str {
+        match self {
+            BertHead::Encoder => "BertModel",
+            BertHead::MaskedLm => "BertForMaskedLM",
+            BertHead::SequenceClassification => "BertForSequenceClassification",
+        }
+    }
+
+    pub fn from_architecture(name: &str) -> Option<Self> {
+        match name {
+            "BertModel" => Some(BertHead::Encoder),
+            "BertForMaskedLM" | "BertForPreTraining" => Some(BertHead::MaskedLm),
+            "BertForSequenceClassification" => Some(BertHead::SequenceClassification),
+            _ => None,
+        }
+    }
+
+    /// The prefix of encoder parameter names in this architecture's HF checkpoints.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            BertHead::Encoder => "",
+            _ => "bert.",
+        }
+    }
+
+    fn has_pooler(self) -> bool {
+        self != BertHead::MaskedLm
+    }
+}
+
+/// Every parameter with its shape, in a fixed order (init order, optimizer order), named as
+/// in `head`'s HF checkpoints. Linear weights are `[out, in]` (torch's `nn.Linear`).
+pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>)> {
+    let p = head.prefix();
+    let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
+    let lin = |v: &mut Vec<(String, Vec<usize>)>, name: String, o: usize, i: usize| {
+        v.push((format!("{name}.weight"), vec![o, i]));
+        v.push((format!("{name}.bias"), vec![o]));
+    };
+    let ln = |v: &mut Vec<(String, Vec<usize>)>, name: String| {
+        v.push((format!("{name}.weight"), vec![c]));
+        v.push((format!("{name}.bias"), vec![c]));
+    };
+    let e = format!("{p}embeddings");
+    v.push((
+        format!("{e}.word_embeddings.weight"),
+        vec![cfg.vocab_size, c],
+    ));
+    v.push((
+        format!("{e}.position_embeddings.weight"),
+        vec![cfg.max_position_embeddings, c],
+    ));
+    v.push((
+        format!("{e}.token_type_embeddings.weight"),
+        vec![cfg.type_vocab_size, c],
+    ));
+    ln(&mut v, format!("{e}.LayerNorm"));
+    for i in 0..cfg.num_hidden_layers {
+        let l = format!("{p}encoder.layer.{i}");
+        for qkv in ["query", "key", "value"] {
+            lin(&mut v, format!("{l}.attention.self.{qkv}"), c, c);
+        }
+        lin(&mut v, format!("{l}.attention.output.dense"), c, c);
+        ln(&mut v, format!("{l}.attention.output.LayerNorm"));
+        lin(&mut v, format!("{l}.intermediate.dense"), f, c);
+        lin(&mut v, format!("{l}.output.dense"), c, f);
+        ln(&mut v, format!("{l}.output.LayerNorm"));
+    }
+    if head.has_pooler() {
+        lin(&mut v, format!("{p}pooler.dense"), c, c);
+    }
+    match head {
+        BertHead::Encoder => {}
+        BertHead::MaskedLm => {
+            lin(&mut v, "cls.predictions.transform.dense".into(), c, c);
+            ln(&mut v, "cls.predictions.transform.LayerNorm".into());
+            v.push(("cls.predictions.bias".into(), vec![cfg.vocab_size]));
+        }
+        BertHead::SequenceClassification => {
+            lin(&mut v, "classifier".into(), cfg.num_labels(), c);
+        }
+    }
+    v
+}
+
+/// Whether a parameter belongs to the task head (initialised fresh when a pretrained encoder
+/// is loaded into a model with a head, as transformers does) rather than the encoder.
+pub fn is_head_param(name: &str) -> bool {
+    name.starts_with("cls.") || name.starts_with("classifier.")
+}
+
+/// transformers' `BertPreTrainedModel._init_weights` for one parameter: N(0, 0.02) for
+/// linear weights and embeddings (the padding row of the word embeddings zeroed), zero biases,
+/// unit LayerNorm gains.
+pub fn init_param(
+    name: &str,
+    shape: &[usize],
+    cfg: &BertConfig,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let t = if name.ends_with("LayerNorm.weight") {
+        Tensor::ones(shape, DType::F32, device)?
+    } else if name.ends_with(".bias") || name == "cls.predictions.bias" {
+        Tensor::zeros(shape, DType::F32, device)?
+    } else {
+        let mut w = rng.normal_vec(n, 0.02);
+        if name.ends_with("word_embeddings.weight") {
+            let c = shape[1];
+            let pad = cfg.pad_token_id as usize;
+            w[pad * c..(pad + 1) * c].iter_mut().for_each(|x| *x = 0.0);
+        }
+        Tensor::from_vec(w, shape, &Device::Cpu)?.to_device(device)?
+    };
+    Ok(t)
+}
+
+/// A freshly initialised model, drawn in [`param_shapes`] order from `rng`.
+pub fn init_params(
+    cfg: &BertConfig,
+    head: BertHead,
+    rng: &mut Rng,
+    device: &Device,
+    dtype: DType,
+) -> Result<Params> {
+    cfg.validate()?;
+    if head == BertHead::SequenceClassification && cfg.num_labels() < 2 {
+        return Err(Error::Config(
+            "sequence classification needs at least two labels (id2label)".into(),
+        ));
+    }
+    let mut params = Params::new();
+    for (name, shape) in param_shapes(cfg, head) {
+        let t = init_param(&name, &shape, cfg, rng, device)?;
+        params.insert(name, t.to_dtype(dtype)?)?;
+    }
+    Ok(params)
+}
+
+/// `x @ w^T + b` for x: (.., in), w: (out, in), b: (out).
+fn linear(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let (n_out, n_in) = w.dims2()?;
+    let rows = x.elem_count() / n_in;
+    let y = x.reshape((rows, n_in))?.matmul(&w.t()?)?.broadcast_add(b)?;
+    *dims.last_mut().expect("rank >= 1") = n_out;
+    Ok(y.reshape(dims)?)
+}
+
+struct Layer {
+    query: (Tensor, Tensor),
+    key: (Tensor, Tensor),
+    value: (Tensor, Tensor),
+    attn_out: (Tensor, Tensor),
+    attn_ln: (Tensor, Tensor),
+    inter: (Tensor, Tensor),
+    out: (Tensor, Tensor),
+    out_ln: (Tensor, Tensor),
+}
+
+/// The inputs of one batch. ids: (B, T) u32; token_type_ids: (B, T) u32 (0 = first segment,
+/// 1 = second; `None` = all 0); attention_mask: (B, T) of 1 (attend) / 0 (padding), any dtype
+/// (`None` = no padding).
+pub struct BertInput<'a> {
+    pub ids: &'a Tensor,
+    pub token_type_ids: Option<&'a Tensor>,
+    pub attention_mask: Option<&'a Tensor>,
+}
+
+/// The encoder (`BertModel`): embeddings, post-LN layers and the optional pooler. Holds the
+/// variables' tensors, so optimizer updates are seen by the next forward.
+pub struct BertModel {
+    cfg: BertConfig,
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    emb_ln: (Tensor, Tensor),
+    layers: Vec<Layer>,
+    pooler: Option<(Tensor, Tensor)>,
+}
+
+fn pair(params: &Params, p: &str) -> Result<(Tensor, Tensor)> {
+    Ok((
+        params.get(&format!("{p}.weight"))?,
+        params.get(&format!("{p}.bias"))?,
+    ))
+}
+
+fn drop(x: Tensor, p: f64, mode: &mut Mode<'_>) -> Result<Tensor> {
+    match mode {
+        Mode::Train(rng) if p > 0.0 => Ok(k::dropout(&x, p, rng)?),
+        _ => Ok(x),
+    }
+}
+
+impl BertModel {
+    /// The encoder of `head`'s parameter set (names carry `head.prefix()`).
+    pub fn new(cfg: &BertConfig, params: &Params, head: BertHead) -> Result<Self> {
+        cfg.validate()?;
+        let p = head.prefix();
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = format!("{p}encoder.layer.{i}");
+                Ok(Layer {
+                    query: pair(params, &format!("{l}.attention.self.query"))?,
+                    key: pair(params, &format!("{l}.attention.self.key"))?,
+                    value: pair(params, &format!("{l}.attention.self.value"))?,
+                    attn_out: pair(params, &format!("{l}.attention.output.dense"))?,
+                    attn_ln: pair(params, &format!("{l}.attention.output.LayerNorm"))?,
+                    inter: pair(params, &format!("{l}.intermediate.dense"))?,
+                    out: pair(params, &format!("{l}.output.dense"))?,
+                    out_ln: pair(params, &format!("{l}.output.LayerNorm"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            word: params.get(&format!("{p}embeddings.word_embeddings.weight"))?,
+            position: params.get(&format!("{p}embeddings.position_embeddings.weight"))?,
+            token_type: params.get(&format!("{p}embeddings.token_type_embeddings.weight"))?,
+            emb_ln: pair(params, &format!("{p}embeddings.LayerNorm"))?,
+            layers,
+            pooler: if head.has_pooler() {
+                Some(pair(params, &format!("{p}pooler.dense"))?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.cfg
+    }
+
+    /// The word-embedding table (V, C), which the MLM decoder is tied to.
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.word
+    }
+
+    /// Last hidden state (B, T, C), in the parameters' dtype.
+    pub fn forward(&self, input: &BertInput<'_>, mode: &mut Mode<'_>) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let ids = input.ids;
+        let (b, t) = ids.dims2()?;
+        if t > cfg.max_position_embeddings {
+            return Err(Error::Config(format!(
+                "sequence length {t} exceeds the model's max_position_embeddings {}",
+                cfg.max_position_embeddings
+            )));
+        }
+        let (c, h, hd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
+        let dev = ids.device();
+        let emb = |table: &Tensor, idx: &Tensor| -> Result<Tensor> {
+            Ok(table.embedding(&idx.flatten_all()?)?.reshape((b, t, c))?)
+        };
+        let tok = emb(&self.word, ids)?; // (B, T, C)
+        let types = match input.token_type_ids {
+            Some(tt) => emb(&self.token_type, tt)?,
+            // All first-segment: row 0 broadcast.
+            None => self
+                .token_type
+                .narrow(0, 0, 1)?
+                .unsqueeze(0)?
+                .broadcast_as((b, t, c))?,
+        };
+        let pos = self.position.narrow(0, 0, t)?; // (T, C)
+        let x = tok.broadcast_add(&pos)?.add(&types)?;
+        let x = k::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps)?;
+        let mut x = drop(x, cfg.hidden_dropout_prob, mode)?;
+
+        // Additive key mask (B, 1, 1, T): 0 where attended, f32::MIN at padding — the value
+        // transformers adds (`torch.finfo(float32).min`), so padded keys get exactly zero weight.
+        let mask = match input.attention_mask {
+            Some(m) => {
+                let m = m.to_dtype(DType::F32)?.to_device(dev)?;
+                Some(((1.0 - m)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?)
+            }
+            None => None,
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        let eps = cfg.layer_norm_eps;
+        let heads = |y: Tensor| -> Result<Tensor> {
+            Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?) // (B, H, T, hd)
+        };
+        for l in &self.layers {
+            let q = heads(linear(&x, &l.query)?)?;
+            let kk = heads(linear(&x, &l.key)?)?;
+            let v = heads(linear(&x, &l.value)?)?;
+            let att = q.matmul(&kk.t()?)?; // (B, H, T, T)
+            let att = k::masked_softmax(&att, scale, mask.as_ref())?;
+            let att = drop(att, cfg.attention_probs_dropout_prob, mode)?;
+            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+            let y = drop(linear(&y, &l.attn_out)?, cfg.hidden_dropout_prob, mode)?;
+            // Post-LN (Devlin et al. 2019 / Vaswani et al. 2017): normalise after the residual.
+            x = k::layer_norm(&(x + y)?, &l.attn_ln.0, &l.attn_ln.1, eps)?;
+            let m = k::gelu_erf(&linear(&x, &l.inter)?)?; // (B, T, F)
+            let m = drop(linear(&m, &l.out)?, cfg.hidden_dropout_prob, mode)?;
+            x = k::layer_norm(&(x + m)?, &l.out_ln.0, &l.out_ln.1, eps)?;
+        }
+        Ok(x)
+    }
+
+    /// The pooler: tanh(dense(hidden[:, 0])), the [CLS] position. hidden: (B, T, C) → (B, C).
+    pub fn pool(&self, hidden: &Tensor) -> Result<Tensor> {
+        let p = self.pooler.as_ref().ok_or_else(|| {
+            Error::Config("this model has no pooler (BertForMaskedLM drops it)".into())
+        })?;
+        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
+        Ok(linear(&cls, p)?.tanh()?)
+    }
+}
+
+/// `BertForMaskedLM`: encoder → dense → gelu → LayerNorm → decoder tied to the word
+/// embeddings, plus `cls.predictions.bias`.
+pub struct BertForMaskedLM {
+    pub bert: BertModel,
+    transform: (Tensor, Tensor),
+    transform_ln: (Tensor, Tensor),
+    bias: Tensor,
+}
+
+impl BertForMaskedLM {
+    pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        Ok(Self {
+            bert: BertModel::new(cfg, params, BertHead::MaskedLm)?,
+            transform: pair(params, "cls.predictions.transform.dense")?,
+            transform_ln: pair(params, "cls.predictions.transform.LayerNorm")?,
+            bias: params.get("cls.predictions.bias")?,
+        })
+    }
+
+    /// Logits (B, T, V).
+    pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
+        let x = self.bert.forward(input, &mut mode)?;
+        let (b, t, c) = x.dims3()?;
+        let cfg = self.bert.config();
+        let x = k::gelu_erf(&linear(&x, &self.transform)?)?;
+        let x = k::layer_norm(
+            &x,
+            &self.transform_ln.0,
+            &self.transform_ln.1,
+            cfg.layer_norm_eps,
+        )?;
+        let logits = x
+            .reshape((b * t, c))?
+            .matmul(&self.bert.word_embeddings().t()?)?
+            .broadcast_add(&self.bias)?;
+        Ok(logits.reshape((b, t, cfg.vocab_size))?)
+    }
+
+    /// Summed cross-entropy over the masked positions. logits: (B, T, V); targets: (B·T) u32
+    /// (anything at unmasked positions); weights: (B·T) f32, 1 at masked positions, 0 elsewhere
+    /// (transformers' label -100). Divide by the number of masked tokens for the mean.
+    pub fn loss_sum(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
+        let (b, t, v) = logits.dims3()?;
+        Ok(k::cross_entropy_sum(
+            &logits.reshape((b * t, v))?,
+            targets,
+            Some(weights),
+        )?)
+    }
+}
+
+/// `BertForSequenceClassification`: encoder → pooler → dropout → `classifier`.
+pub struct BertForSequenceClassification {
+    pub bert: BertModel,
+    classifier: (Tensor, Tensor),
+    dropout: f64,
+}
+
+impl BertForSequenceClassification {
+    pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        Ok(Self {
+            bert: BertModel::new(cfg, params, BertHead::SequenceClassification)?,
+            classifier: pair(params, "classifier")?,
+            dropout: cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
+        })
+    }
+
+    /// Logits (B, num_labels).
+    pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
+        let x = self.bert.forward(input, &mut mode)?;
+        let pooled = drop(self.bert.pool(&x)?, self.dropout, &mut mode)?;
+        linear(&pooled, &self.classifier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(labels: usize) -> BertConfig {
+        let names: Vec<String> = (0..labels).map(|i| format!("c{i}")).collect();
+        BertConfig::new(50, 16, 2, 2, 24, 16).with_labels(&names)
+    }
+
+    /// Every parameter of both heads gets a finite, non-zero gradient, with dropout on: no op
+    /// on the path drops gradients (candle's fused norms would).
+    #[test]
+    fn every_parameter_gets_a_gradient() {
+        let ids = Tensor::new(&[[2u32, 7, 9, 3, 0], [2, 11, 12, 13, 3]], &Device::Cpu).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1, 0], [1, 1, 1, 1, 1]], &Device::Cpu).unwrap();
+        let tt = Tensor::new(&[[0u32, 0, 0, 0, 0], [0, 0, 1, 1, 1]], &Device::Cpu).unwrap();
+        let input = BertInput {
+            ids: &ids,
+            token_type_ids: Some(&tt),
+            attention_mask: Some(&mask),
+        };
+        for head in [BertHead::MaskedLm, BertHead::SequenceClassification] {
+            let cfg = tiny(3);
+            let params =
+                init_params(&cfg, head, &mut Rng::new(1), &Device::Cpu, DType::F32).unwrap();
+            let mut rng = Rng::new(2);
+            let loss = match head {
+                BertHead::MaskedLm => {
+                    let m = BertForMaskedLM::new(&cfg, &params).unwrap();
+                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
+                    let t =
+                        Tensor::new(&[5u32, 6, 7, 8, 9, 10, 11, 12, 13, 14], &Device::Cpu).unwrap();
+                    let w = Tensor::new(&[0f32, 1., 0., 1., 0., 0., 1., 0., 0., 1.], &Device::Cpu)
+                        .unwrap();
+                    BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
+                }
+                _ => {
+                    let m = BertForSequenceClassification::new(&cfg, &params).unwrap();
+                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
+                    let y = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
+                    k::cross_entropy_sum(&logits, &y, None).unwrap()
+                }
+            };
+            let grads = loss.backward().unwrap();
+            for (name, var) in params.iter() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                let s = g
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(s.is_finite() && s > 0.0, "{name}: gradient sum {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn init_follows_transformers_and_validates() {
+        let cfg = tiny(2);
+        let p = init_params(
+            &cfg,
+            BertHead::SequenceClassification,
+            &mut Rng::new(0),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        let pad_row = p
+            .get("bert.embeddings.word_embeddings.weight")
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(pad_row, 0.0, "the padding row is zero");
+        assert_eq!(p.get("classifier.weight").unwrap().dims(), &[2, 16]);
+        assert!(init_params(
+            &tiny(1),
+            BertHead::SequenceClassification,
+            &mut Rng::new(0),
+            &Device::Cpu,
+            DType::F32
+        )
+        .is_err());
+        let mut bad = tiny(2);
+        bad.hidden_act = "relu".into();
+        assert!(bad.validate().unwrap_err().to_string().contains("relu"));
+    }
+}

@@ -1,0 +1,755 @@
+//! Fine-tuning BERT for sequence classification: one flat loop. Per epoch: a seeded shuffle,
+//! batches padded to their longest example, forward (dropout from a per-step stream), mean
+//! cross-entropy, backward, integrity guard on the first step, clipping, AdamW with a warmup +
+//! decay schedule; then an evaluation (also every `eval_every_steps`), `metrics.jsonl`,
+//! the `last/` checkpoint, the `best/` one when the chosen metric improved, and early stopping.
+//! At the end the best checkpoint is exported to `<run>/model/` (a Hugging Face folder).
+//!
+//! Every checkpoint folder is itself loadable by transformers (`config.json` with
+//! `id2label`/`label2id`, `model.safetensors` with HF names, `tokenizer.json`) and holds
+//! `finetune_state.json` (step, epoch, metrics, max_length, the resolved config). Fine-tuning
+//! runs are short: checkpoints hold no optimizer state and a run is not resumed.
+
+use crate::checkpoint;
+use crate::device::parse_device;
+use crate::error::io;
+use crate::finetune_config::FinetuneConfig;
+use crate::grads::StepGrads;
+use crate::metrics::MetricsLog;
+use crate::metrics_cls::{report, ClsReport};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::schedule::Schedule;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use lantern_data::labelled::{self, ClsBatch, Encoded, RawExample};
+use lantern_data::tokenizer::{check_vocab, load_tokenizer};
+use lantern_kernels::{cross_entropy_sum, Rng};
+use lantern_models::bert::{
+    hf, init_params, BertConfig, BertForSequenceClassification, BertHead, BertInput,
+};
+use lantern_models::{safetensors_io, Mode, Params};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+pub const STATE_FILE: &str = "finetune_state.json";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Streams of the run seed.
+const HEAD_INIT_STREAM: u64 = 11;
+const SHUFFLE_STREAM: u64 = 12;
+const DROPOUT_STREAM: u64 = 13;
+
+/// What a fine-tuning checkpoint records besides the HF files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinetuneState {
+    pub format_version: u32,
+    pub step: u64,
+    pub epoch: usize,
+    /// The metric that chose the best checkpoint, and its value here.
+    pub metric: String,
+    pub metric_value: f64,
+    pub max_length: usize,
+    pub eval: Value,
+    pub config: FinetuneConfig,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FinetuneOptions {
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FinetuneSummary {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub best_step: u64,
+    pub best_metric: f64,
+    pub best_report: ClsReport,
+    pub best_checkpoint: PathBuf,
+    pub exported: PathBuf,
+    pub labels: Vec<String>,
+    pub train_seconds: f64,
+}
+
+/// Early stopping as a pure state machine: `observe` each evaluation's metric; it says whether
+/// the value improved on the best so far (strictly) and whether to stop, which happens after
+/// `patience` evaluations in a row without improvement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStopping {
+    pub higher_is_better: bool,
+    pub patience: Option<usize>,
+    pub best: Option<f64>,
+    pub evals_without_improvement: usize,
+}
+
+impl EarlyStopping {
+    pub fn new(higher_is_better: bool, patience: Option<usize>) -> Self {
+        Self {
+            higher_is_better,
+            patience,
+            best: None,
+            evals_without_improvement: 0,
+        }
+    }
+
+    /// Returns (improved, stop).
+    pub fn observe(&mut self, value: f64) -> (bool, bool) {
+        let improved = match self.best {
+            None => true,
+            Some(b) if self.higher_is_better => value > b,
+            Some(b) => value < b,
+        };
+        if improved {
+            self.best = Some(value);
+            self.evals_without_improvement = 0;
+        } else {
+            self.evals_without_improvement += 1;
+        }
+        let stop = self
+            .patience
+            .is_some_and(|p| self.evals_without_improvement >= p);
+        (improved, stop)
+    }
+}
+
+/// A classifier ready to run: config (with labels), parameters, tokenizer.
+pub struct Classifier {
+    pub source: PathBuf,
+    pub cfg: BertConfig,
+    pub params: Params,
+    pub tokenizer: Tokenizer,
+    pub tokenizer_path: PathBuf,
+    pub max_length: usize,
+    pub pad_id: u32,
+}
+
+/// The id batches are padded with: the tokenizer's `[PAD]`, else the config's pad_token_id.
+fn pad_id(tokenizer: &Tokenizer, cfg: &BertConfig) -> u32 {
+    tokenizer.token_to_id("[PAD]").unwrap_or(cfg.pad_token_id)
+}
+
+/// Newest `step-N` folder holding a model under `root` (`best/` or `last/`).
+fn newest_in(root: &Path) -> Result<Option<PathBuf>> {
+    if !root.is_dir() {
+        return Ok(None);
+    }
+    let mut found: Vec<(u64, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(root).map_err(io(root))? {
+        let e = e.map_err(io(root))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse().ok()) {
+            if e.path().join(checkpoint::MODEL_FILE).is_file() {
+                found.push((step, e.path()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found.pop().map(|(_, p)| p))
+}
+
+/// Resolves what `--checkpoint` names: a folder with `config.json` (a checkpoint or an HF
+/// export), `best/` or `last/` (its checkpoint), or a fine-tuning run folder (its exported
+/// `model/`, else its best checkpoint).
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    if path.join(CONFIG_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if path.join("model").join(CONFIG_FILE).is_file() {
+        return Ok(path.join("model"));
+    }
+    for root in [path.to_path_buf(), path.join("best")] {
+        if let Some(p) = newest_in(&root)? {
+            return Ok(p);
+        }
+    }
+    Err(Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: "not a BERT classifier checkpoint: no config.json, model/ or best/".into(),
+    })
+}
+
+/// Loads a `BertForSequenceClassification` folder (ours or transformers'), checking that its
+/// tokenizer's vocabulary matches the model's.
+pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
+    let dir = resolve_checkpoint(path)?;
+    let (cfg, head) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
+    if head != Some(BertHead::SequenceClassification) || cfg.num_labels() < 2 {
+        return Err(Error::Checkpoint {
+            path: dir.join(CONFIG_FILE),
+            msg: "not a BertForSequenceClassification config with id2label".into(),
+        });
+    }
+    let weights = dir.join(checkpoint::MODEL_FILE);
+    let (params, report) = hf::load_params(
+        &weights,
+        &cfg,
+        BertHead::SequenceClassification,
+        &mut Rng::new(0),
+        device,
+        DType::F32,
+    )?;
+    if !report.newly_initialised.is_empty() {
+        return Err(Error::Checkpoint {
+            path: weights,
+            msg: format!(
+                "a trained classifier is expected, but these are missing: {}",
+                report.newly_initialised.join(", ")
+            ),
+        });
+    }
+    let tokenizer_path = dir.join(TOKENIZER_FILE);
+    let tokenizer = load_tokenizer(&tokenizer_path)?;
+    check_vocab(&tokenizer, cfg.vocab_size, &tokenizer_path)?;
+    let max_length = std::fs::read_to_string(dir.join(STATE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<FinetuneState>(&t).ok())
+        .map_or(cfg.max_position_embeddings.min(512), |s| s.max_length);
+    let pad = pad_id(&tokenizer, &cfg);
+    Ok(Classifier {
+        source: dir,
+        cfg,
+        params,
+        tokenizer,
+        tokenizer_path,
+        max_length,
+        pad_id: pad,
+    })
+}
+
+impl Classifier {
+    /// Tokenises a data file with this classifier's labels and truncation.
+    pub fn encode_file(&self, path: &Path) -> Result<Vec<Encoded>> {
+        let raw = labelled::read_examples(path)?;
+        let tok =
+            labelled::for_classification(&self.tokenizer, self.max_length, &self.tokenizer_path)?;
+        Ok(labelled::encode(&tok, &raw, &self.cfg.label_names(), path)?)
+    }
+}
+
+fn batch_tensors(b: &ClsBatch, device: &Device) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    let shape = (b.rows, b.cols);
+    Ok((
+        Tensor::from_slice(&b.ids, shape, device)?,
+        Tensor::from_slice(&b.type_ids, shape, device)?,
+        Tensor::from_slice(&b.attention_mask, shape, device)?,
+        Tensor::from_slice(&b.labels, b.rows, device)?,
+    ))
+}
+
+/// Logits of every example, in order, in eval mode: (N, num_labels).
+pub fn predict_logits(
+    model: &BertForSequenceClassification,
+    data: &[Encoded],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(data.len());
+    for chunk in data.chunks(batch_size.max(1)) {
+        let refs: Vec<&Encoded> = chunk.iter().collect();
+        let b = labelled::pad_batch(&refs, pad_id);
+        let (ids, tt, mask, _) = batch_tensors(&b, device)?;
+        let logits = model.forward(
+            &BertInput {
+                ids: &ids,
+                token_type_ids: Some(&tt),
+                attention_mask: Some(&mask),
+            },
+            Mode::Eval,
+        )?;
+        out.extend(
+            logits
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?
+                .to_vec2::<f32>()?,
+        );
+    }
+    Ok(out)
+}
+
+/// Softmax of one row of logits, in f64 for the sums.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.iter().map(|x| (x / z) as f32).collect()
+}
+
+/// Class probabilities of every example, in order, in eval mode: (N, num_labels).
+pub fn predict_probs(
+    model: &BertForSequenceClassification,
+    data: &[Encoded],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    Ok(predict_logits(model, data, batch_size, pad_id, device)?
+        .iter()
+        .map(|l| softmax(l))
+        .collect())
+}
+
+fn argmax(p: &[f32]) -> usize {
+    p.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+/// Loss and metrics on labelled data (every example must have a label).
+pub fn evaluate(
+    model: &BertForSequenceClassification,
+    data: &[Encoded],
+    num_labels: usize,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<ClsReport> {
+    let probs = predict_probs(model, data, batch_size, pad_id, device)?;
+    let mut labels = Vec::with_capacity(data.len());
+    let mut loss = 0f64;
+    for (e, p) in data.iter().zip(&probs) {
+        let y = e.label.ok_or_else(|| {
+            Error::Config(format!(
+                "example at line {} has no label to evaluate against",
+                e.line
+            ))
+        })?;
+        // Mean cross-entropy from the f32 softmax; the floor keeps a confident miss finite.
+        loss -= (p[y].max(1e-30) as f64).ln();
+        labels.push(y);
+    }
+    let preds: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+    Ok(report(
+        &labels,
+        &preds,
+        num_labels,
+        loss / data.len().max(1) as f64,
+    ))
+}
+
+/// Writes one checkpoint folder (HF files + state) as `<root>/step-N`, atomically, and
+/// removes the older ones under `root`.
+fn save_checkpoint(
+    root: &Path,
+    cfg: &BertConfig,
+    params: &Params,
+    tokenizer_path: &Path,
+    state: &FinetuneState,
+) -> Result<PathBuf> {
+    let weights = safetensors_io::serialize(&hf::export_tensors(params, DType::F32)?)?;
+    let config = hf::to_hf_config(cfg, BertHead::SequenceClassification, DType::F32);
+    let tok = std::fs::read(tokenizer_path).map_err(io(tokenizer_path))?;
+    let pretty = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON serialises");
+    let state_json = serde_json::to_value(state).expect("state serialises");
+    let dir = checkpoint::save(
+        root,
+        state.step,
+        &[
+            (checkpoint::MODEL_FILE, weights),
+            (CONFIG_FILE, pretty(&config)),
+            (TOKENIZER_FILE, tok),
+            (STATE_FILE, pretty(&state_json)),
+        ],
+    )?;
+    for e in std::fs::read_dir(root).map_err(io(root))? {
+        let p = e.map_err(io(root))?.path();
+        if p != dir
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        {
+            std::fs::remove_dir_all(&p).map_err(io(&p))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// Copies a checkpoint's HF files to `out` (replacing it), via a temporary folder.
+fn export_folder(src: &Path, out: &Path) -> Result<()> {
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    for f in [
+        checkpoint::MODEL_FILE,
+        CONFIG_FILE,
+        TOKENIZER_FILE,
+        STATE_FILE,
+    ] {
+        std::fs::copy(src.join(f), tmp.join(f)).map_err(io(src.join(f)))?;
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(io(out))?;
+    }
+    std::fs::rename(&tmp, out).map_err(io(out))
+}
+
+/// The model to fine-tune: a pretrained checkpoint with a classification head (fresh unless it
+/// is already a classifier with the same labels), or a fresh encoder.
+fn build_model(
+    cfg: &FinetuneConfig,
+    labels: &[String],
+    tokenizer: &Tokenizer,
+    tokenizer_path: &Path,
+    device: &Device,
+    quiet: bool,
+) -> Result<(BertConfig, Params)> {
+    let m = &cfg.model;
+    let mut rng = Rng::derive(cfg.train.seed, HEAD_INIT_STREAM);
+    let (mut bert, params) = match &m.init_from {
+        Some(dir) => {
+            let (c, _) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
+            let c = c.with_labels(labels);
+            check_vocab(tokenizer, c.vocab_size, tokenizer_path)?;
+            let (p, report) = hf::load_params(
+                &dir.join(checkpoint::MODEL_FILE),
+                &c,
+                BertHead::SequenceClassification,
+                &mut rng,
+                device,
+                DType::F32,
+            )?;
+            if !quiet {
+                if !report.newly_initialised.is_empty() {
+                    println!(
+                        "newly initialised (not in {}): {}",
+                        dir.display(),
+                        report.newly_initialised.join(", ")
+                    );
+                }
+                if !report.unused.is_empty() {
+                    println!(
+                        "unused tensors of {}: {}",
+                        dir.display(),
+                        report.unused.join(", ")
+                    );
+                }
+            }
+            (c, p)
+        }
+        None => {
+            let vocab = lantern_data::tokenizer::vocab_size(tokenizer);
+            let hidden = m.hidden_size.unwrap_or(128);
+            let mut c = BertConfig::new(
+                vocab,
+                hidden,
+                m.num_hidden_layers.unwrap_or(2),
+                m.num_attention_heads.unwrap_or(2),
+                m.intermediate_size.unwrap_or(4 * hidden),
+                m.max_position_embeddings.unwrap_or(cfg.data.max_length),
+            )
+            .with_labels(labels);
+            c.pad_token_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+            let p = init_params(
+                &c,
+                BertHead::SequenceClassification,
+                &mut rng,
+                device,
+                DType::F32,
+            )?;
+            (c, p)
+        }
+    };
+    if let Some(p) = m.hidden_dropout_prob {
+        bert.hidden_dropout_prob = p;
+    }
+    if let Some(p) = m.attention_probs_dropout_prob {
+        bert.attention_probs_dropout_prob = p;
+    }
+    if let Some(p) = m.classifier_dropout {
+        bert.classifier_dropout = Some(p);
+    }
+    bert.validate()?;
+    if cfg.data.max_length > bert.max_position_embeddings {
+        return Err(Error::Config(format!(
+            "data.max_length {} exceeds the model's max_position_embeddings {}",
+            cfg.data.max_length, bert.max_position_embeddings
+        )));
+    }
+    Ok((bert, params))
+}
+
+/// Runs a fine-tuning described by `cfg`.
+pub fn finetune(cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<FinetuneSummary> {
+    let say = |s: String| {
+        if !opts.quiet {
+            println!("{s}");
+        }
+    };
+    let device = parse_device(&cfg.train.device)?;
+    let run_dir = cfg.run.dir.clone();
+    std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+    let resolved = run_dir.join("config.toml");
+    std::fs::write(&resolved, cfg.to_toml()).map_err(io(&resolved))?;
+
+    // Data and labels.
+    let tokenizer_path = match (&cfg.model.tokenizer, &cfg.model.init_from) {
+        (Some(t), _) => t.clone(),
+        (None, Some(d)) => d.join(TOKENIZER_FILE),
+        (None, None) => unreachable!("validated: a fresh model names its tokenizer"),
+    };
+    let tokenizer = load_tokenizer(&tokenizer_path)?;
+    let d = &cfg.data;
+    let train_raw = labelled::read_examples(&d.train)?;
+    if let Some(ex) = train_raw.iter().find(|e| e.label.is_none()) {
+        return Err(Error::Config(format!(
+            "{}: line {}: training examples need a \"label\"",
+            d.train.display(),
+            ex.line
+        )));
+    }
+    let labels = match &d.labels {
+        Some(l) => l.clone(),
+        None => labelled::label_names(&train_raw),
+    };
+    if labels.len() < 2 {
+        return Err(Error::Config(format!(
+            "{}: classification needs at least two labels, found {labels:?}",
+            d.train.display()
+        )));
+    }
+    let (bert_cfg, params) = build_model(
+        &cfg,
+        &labels,
+        &tokenizer,
+        &tokenizer_path,
+        &device,
+        opts.quiet,
+    )?;
+    let tok = labelled::for_classification(&tokenizer, d.max_length, &tokenizer_path)?;
+    let (train, val) = match &d.validation {
+        Some(v) => {
+            let val_raw = labelled::read_examples(v)?;
+            (
+                labelled::encode(&tok, &train_raw, &labels, &d.train)?,
+                labelled::encode(&tok, &val_raw, &labels, v)?,
+            )
+        }
+        None => {
+            let (ti, vi) =
+                labelled::split_indices(train_raw.len(), d.val_fraction, cfg.train.seed)?;
+            let pick = |idx: &[usize]| -> Vec<RawExample> {
+                idx.iter().map(|&i| train_raw[i].clone()).collect()
+            };
+            (
+                labelled::encode(&tok, &pick(&ti), &labels, &d.train)?,
+                labelled::encode(&tok, &pick(&vi), &labels, &d.train)?,
+            )
+        }
+    };
+    let pad = pad_id(&tokenizer, &bert_cfg);
+    say(format!(
+        "fine-tuning {} layers x {} hidden, {} labels {:?}: {} train / {} validation examples",
+        bert_cfg.num_hidden_layers,
+        bert_cfg.hidden_size,
+        labels.len(),
+        labels,
+        train.len(),
+        val.len()
+    ));
+
+    // Optimisation.
+    let t = &cfg.train;
+    let steps_per_epoch = train.len().div_ceil(t.batch_size) as u64;
+    let total_steps = steps_per_epoch * t.epochs as u64;
+    let schedule = Schedule {
+        kind: t.schedule,
+        lr: t.lr,
+        min_lr: 0.0,
+        // transformers: warmup_steps = ceil(warmup_ratio * total).
+        warmup_steps: (t.warmup_ratio * total_steps as f64).ceil() as u64,
+        total_steps,
+        decay_steps: 0,
+    };
+    let mut opt = AdamW::new(
+        AdamWConfig {
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.eps,
+            weight_decay: t.weight_decay,
+        },
+        &params,
+    )?;
+    let model = BertForSequenceClassification::new(&bert_cfg, &params)?;
+    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), None)?;
+    let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience);
+    let metric = cfg.early_stopping.metric.clone();
+    let mut best: Option<(u64, f64, ClsReport, PathBuf)> = None;
+    let mut step = 0u64;
+    let mut stopped_early = false;
+    let mut epochs_run = 0;
+    let started = Instant::now();
+
+    // One evaluation: metrics, last/ and (if better) best/ checkpoints; returns whether to stop.
+    let mut eval_and_save = |log: &mut MetricsLog,
+                             step: u64,
+                             epoch: usize,
+                             best: &mut Option<(u64, f64, ClsReport, PathBuf)>|
+     -> Result<bool> {
+        let r = evaluate(&model, &val, labels.len(), t.eval_batch_size, pad, &device)?;
+        let value = r.metric(&metric).expect("validated metric name");
+        let (improved, stop) = stopper.observe(value);
+        let mut rec = r.to_json(&labels);
+        rec["kind"] = json!("eval");
+        rec["step"] = json!(step);
+        rec["epoch"] = json!(epoch);
+        rec["improved"] = json!(improved);
+        log.write(&rec)?;
+        say(format!(
+            "eval step {step} (epoch {epoch}){}\n{}",
+            if improved { " *best*" } else { "" },
+            r.pretty(&labels)
+        ));
+        let state = FinetuneState {
+            format_version: 1,
+            step,
+            epoch,
+            metric: metric.clone(),
+            metric_value: value,
+            max_length: cfg.data.max_length,
+            eval: r.to_json(&labels),
+            config: cfg.clone(),
+        };
+        save_checkpoint(
+            &run_dir.join("last"),
+            &bert_cfg,
+            &params,
+            &tokenizer_path,
+            &state,
+        )?;
+        if improved {
+            let dir = save_checkpoint(
+                &run_dir.join("best"),
+                &bert_cfg,
+                &params,
+                &tokenizer_path,
+                &state,
+            )?;
+            *best = Some((step, value, r, dir));
+        }
+        Ok(stop)
+    };
+
+    'epochs: for epoch in 1..=t.epochs {
+        epochs_run = epoch;
+        let order = labelled::permutation(
+            train.len(),
+            &mut Rng::derive(t.seed, SHUFFLE_STREAM + 1000 * epoch as u64),
+        );
+        let epoch_start = Instant::now();
+        let mut epoch_loss = 0f64;
+        for (bi, chunk) in order.chunks(t.batch_size).enumerate() {
+            let items: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
+            let b = labelled::pad_batch(&items, pad);
+            let (ids, tt, mask, y) = batch_tensors(&b, &device)?;
+            let mut rng = Rng::derive(t.seed ^ DROPOUT_STREAM, step);
+            let logits = model.forward(
+                &BertInput {
+                    ids: &ids,
+                    token_type_ids: Some(&tt),
+                    attention_mask: Some(&mask),
+                },
+                Mode::Train(&mut rng),
+            )?;
+            // Mean over the batch, as transformers' CrossEntropyLoss.
+            let loss = (cross_entropy_sum(&logits, &y, None)? / b.rows as f64)?;
+            let mut grads = StepGrads::new(params.len());
+            grads.accumulate(&params, &loss.backward()?)?;
+            if step == 0 {
+                grads.check_integrity(&params, false)?;
+            }
+            let grad_norm = grads.global_norm()?;
+            grads.clip(grad_norm, t.grad_clip)?;
+            let lr = schedule.lr_at(step);
+            opt.step(&params, &grads.grads, lr)?;
+            step += 1;
+            let l = loss.to_scalar::<f32>()? as f64;
+            epoch_loss += l;
+            log.write(&json!({"kind": "train", "step": step, "epoch": epoch, "loss": l, "lr": lr, "grad_norm": grad_norm}))?;
+            if !opts.quiet && (bi + 1) % 20 == 0 {
+                println!(
+                    "epoch {epoch} step {step}/{total_steps} loss {:.4} lr {lr:.2e} ({:.1} s)",
+                    epoch_loss / (bi + 1) as f64,
+                    epoch_start.elapsed().as_secs_f64()
+                );
+            }
+            let last_of_epoch = bi as u64 + 1 == steps_per_epoch;
+            if !last_of_epoch
+                && t.eval_every_steps.is_some_and(|n| step.is_multiple_of(n))
+                && eval_and_save(&mut log, step, epoch, &mut best)?
+            {
+                stopped_early = true;
+                break 'epochs;
+            }
+        }
+        say(format!(
+            "epoch {epoch}: mean train loss {:.4} in {:.1} s",
+            epoch_loss / steps_per_epoch as f64,
+            epoch_start.elapsed().as_secs_f64()
+        ));
+        if eval_and_save(&mut log, step, epoch, &mut best)? {
+            stopped_early = epoch < t.epochs;
+            break;
+        }
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    let (best_step, best_metric, best_report, best_dir) =
+        best.expect("at least one evaluation ran, and the first always improves");
+    let exported = run_dir.join("model");
+    export_folder(&best_dir, &exported)?;
+    if stopped_early {
+        say(format!(
+            "early stopping: {metric} did not improve for {} evaluations",
+            cfg.early_stopping.patience.unwrap_or(0)
+        ));
+    }
+    say(format!(
+        "best {metric} {best_metric:.4} at step {best_step}: {} -> exported to {}",
+        best_dir.display(),
+        exported.display()
+    ));
+    Ok(FinetuneSummary {
+        run_dir,
+        steps: step,
+        epochs_run,
+        stopped_early,
+        best_step,
+        best_metric,
+        best_report,
+        best_checkpoint: best_dir,
+        exported,
+        labels,
+        train_seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_stopping_counts_evaluations_without_improvement() {
+        let mut s = EarlyStopping::new(false, Some(2));
+        assert_eq!(s.observe(1.0), (true, false));
+        assert_eq!(s.observe(0.8), (true, false));
+        assert_eq!(s.observe(0.8), (false, false), "equal is not better");
+        assert_eq!(
+            s.observe(0.9),
+            (false, true),
+            "second evaluation without improvement"
+        );
+        let mut h = EarlyStopping::new(true, Some(1));
+        assert_eq!(h.observe(0.5), (true, false));
+        assert_eq!(h.observe(0.6), (true, false));
+        assert_eq!(h.observe(0.4), (false, true));
+        let mut never = EarlyStopping::new(true, None);
+        for _ in 0..10 {
+            assert!(!never.observe(0.0).1);
+        }
+        assert_eq!(never.evals_without_improvement, 9);
+    }
+}

@@ -1,0 +1,343 @@
+//! The config of a fine-tuning run (`lantern finetune --config X.toml`): a BERT encoder
+//! (pretrained, or a fresh one for tests), labelled data, the optimisation recipe and early
+//! stopping. Typed, `deny_unknown_fields`; `--set section.key=value` overrides go through the
+//! same checks; the resolved config is written into the run folder.
+//!
+//! Defaults are transformers `Trainer`'s (AdamW β = (0.9, 0.999), ε = 1e-8, linear decay,
+//! gradient clipping at 1.0) with weight decay 0.01, the usual BERT fine-tuning value.
+
+use crate::config::ScheduleKind;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    pub run: FtRunSection,
+    pub model: FtModelSection,
+    pub data: FtDataSection,
+    #[serde(default)]
+    pub train: FtTrainSection,
+    #[serde(default)]
+    pub early_stopping: EarlyStoppingSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtRunSection {
+    pub dir: PathBuf,
+}
+
+/// Either `init_from` (a Hugging Face BERT folder: `BertModel`, `BertForMaskedLM` or
+/// `BertForSequenceClassification`, or one of our fine-tuning checkpoints) or, without it, a
+/// fresh encoder of the given sizes (the vocabulary is the tokenizer's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtModelSection {
+    pub init_from: Option<PathBuf>,
+    /// Defaults to `<init_from>/tokenizer.json`.
+    pub tokenizer: Option<PathBuf>,
+    pub hidden_size: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub max_position_embeddings: Option<usize>,
+    /// Override the checkpoint's dropout rates.
+    pub hidden_dropout_prob: Option<f64>,
+    pub attention_probs_dropout_prob: Option<f64>,
+    pub classifier_dropout: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtDataSection {
+    /// JSONL or CSV with `text`, optional `text_pair`, and `label`.
+    pub train: PathBuf,
+    /// A separate validation file; without it `val_fraction` of `train` is held out (seeded).
+    pub validation: Option<PathBuf>,
+    #[serde(default = "d_val_fraction")]
+    pub val_fraction: f64,
+    /// Truncation length in tokens, special tokens included.
+    #[serde(default = "d_max_length")]
+    pub max_length: usize,
+    /// Label names in class-index order; default: the training labels, sorted.
+    pub labels: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtTrainSection {
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_eval_batch")]
+    pub eval_batch_size: usize,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    /// Warmup as a fraction of all optimizer steps (transformers' `warmup_ratio`).
+    #[serde(default)]
+    pub warmup_ratio: f64,
+    #[serde(default = "d_schedule")]
+    pub schedule: ScheduleKind,
+    #[serde(default = "d_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    #[serde(default = "d_beta2")]
+    pub beta2: f64,
+    #[serde(default = "d_eps")]
+    pub eps: f64,
+    /// Seeds the split, the head's initialisation, the data order and dropout.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// Also evaluate every N optimizer steps (besides the end of every epoch).
+    pub eval_every_steps: Option<u64>,
+    #[serde(default = "d_device")]
+    pub device: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStoppingSection {
+    /// The metric that picks the best checkpoint: `eval_loss` (lower is better), `accuracy`,
+    /// `macro_f1`, `macro_precision` or `macro_recall` (higher is better).
+    #[serde(default = "d_metric")]
+    pub metric: String,
+    /// Stop after this many evaluations in a row without improvement; none = never stop early.
+    pub patience: Option<usize>,
+}
+
+fn d_val_fraction() -> f64 {
+    0.1
+}
+fn d_max_length() -> usize {
+    128
+}
+fn d_epochs() -> usize {
+    3
+}
+fn d_batch() -> usize {
+    32
+}
+fn d_eval_batch() -> usize {
+    64
+}
+fn d_lr() -> f64 {
+    5e-5
+}
+fn d_wd() -> f64 {
+    0.01
+}
+fn d_schedule() -> ScheduleKind {
+    ScheduleKind::Linear
+}
+fn d_clip() -> f64 {
+    1.0
+}
+fn d_beta1() -> f64 {
+    0.9
+}
+fn d_beta2() -> f64 {
+    0.999
+}
+fn d_eps() -> f64 {
+    1e-8
+}
+fn d_seed() -> u64 {
+    42
+}
+fn d_device() -> String {
+    "cpu".into()
+}
+fn d_metric() -> String {
+    "eval_loss".into()
+}
+
+impl Default for FtTrainSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every train key has a default")
+    }
+}
+
+impl Default for EarlyStoppingSection {
+    fn default() -> Self {
+        Self {
+            metric: d_metric(),
+            patience: None,
+        }
+    }
+}
+
+/// The metrics early stopping can follow, and whether higher is better.
+pub const METRICS: [(&str, bool); 5] = [
+    ("eval_loss", false),
+    ("accuracy", true),
+    ("macro_f1", true),
+    ("macro_precision", true),
+    ("macro_recall", true),
+];
+
+/// Applies `a.b=value` to a TOML table; the value is parsed as TOML (a bare word is a string).
+fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
+    let (key, value) = o
+        .split_once('=')
+        .ok_or_else(|| Error::Config(format!("--set {o:?}: expected SECTION.KEY=VALUE")))?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.len() != 2 {
+        return Err(Error::Config(format!(
+            "--set {o:?}: the key must be SECTION.KEY"
+        )));
+    }
+    let v: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let section = table
+        .entry(parts[0].to_string())
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    let section = section
+        .as_table_mut()
+        .ok_or_else(|| Error::Config(format!("--set {o:?}: {} is not a section", parts[0])))?;
+    section.insert(parts[1].to_string(), v);
+    Ok(())
+}
+
+impl FinetuneConfig {
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let cfg: FinetuneConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." || path.is_empty() {
+                    Error::Config(format!("{origin}: {inner}"))
+                } else {
+                    Error::Config(format!("{origin}: key `{path}`: {inner}"))
+                }
+            })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("{origin}: {m}")));
+        let t = &self.train;
+        if t.epochs == 0 || t.batch_size == 0 || t.eval_batch_size == 0 {
+            return bad(
+                "train.epochs, train.batch_size and train.eval_batch_size must be at least 1"
+                    .into(),
+            );
+        }
+        if !(t.lr.is_finite() && t.lr >= 0.0) {
+            return bad("train.lr must be a finite, non-negative number".into());
+        }
+        if !(0.0..1.0).contains(&t.warmup_ratio) {
+            return bad("train.warmup_ratio must be in [0, 1)".into());
+        }
+        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
+            return bad("train.beta1 and train.beta2 must be in [0, 1)".into());
+        }
+        if self.data.max_length < 2 {
+            return bad("data.max_length must be at least 2 ([CLS] and [SEP])".into());
+        }
+        if t.eval_every_steps == Some(0) {
+            return bad("train.eval_every_steps must be at least 1".into());
+        }
+        if !METRICS
+            .iter()
+            .any(|(m, _)| *m == self.early_stopping.metric)
+        {
+            let known: Vec<&str> = METRICS.iter().map(|(m, _)| *m).collect();
+            return bad(format!(
+                "early_stopping.metric {:?} is not one of {known:?}",
+                self.early_stopping.metric
+            ));
+        }
+        if self.early_stopping.patience == Some(0) {
+            return bad("early_stopping.patience must be at least 1".into());
+        }
+        let m = &self.model;
+        if m.init_from.is_none() {
+            if m.tokenizer.is_none() {
+                return bad("model.tokenizer is required when model.init_from is not given".into());
+            }
+            if m.hidden_size.is_none()
+                || m.num_hidden_layers.is_none()
+                || m.num_attention_heads.is_none()
+            {
+                return bad("a fresh model (no model.init_from) needs model.hidden_size, model.num_hidden_layers and model.num_attention_heads".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// Whether higher values of the early-stopping metric are better.
+    pub fn higher_is_better(&self) -> bool {
+        METRICS
+            .iter()
+            .find(|(m, _)| *m == self.early_stopping.metric)
+            .is_some_and(|(_, h)| *h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str =
+        "[run]\ndir = \"r\"\n[model]\ninit_from = \"m\"\n[data]\ntrain = \"t.jsonl\"\n";
+
+    #[test]
+    fn defaults_overrides_and_errors() {
+        let c = FinetuneConfig::parse(BASE, "x.toml", &[]).unwrap();
+        assert_eq!(c.train.lr, 5e-5);
+        assert_eq!(c.early_stopping.metric, "eval_loss");
+        assert!(!c.higher_is_better());
+        let c = FinetuneConfig::parse(
+            BASE,
+            "x.toml",
+            &[
+                "train.lr=1e-3".into(),
+                "early_stopping.metric=macro_f1".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.lr, 1e-3);
+        assert!(c.higher_is_better());
+        let e = FinetuneConfig::parse(BASE, "x.toml", &["train.lrr=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml") && e.contains("lrr"), "{e}");
+        let e = FinetuneConfig::parse(BASE, "x.toml", &["early_stopping.metric=f2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f2"), "{e}");
+        let e = FinetuneConfig::parse(
+            "[run]\ndir = \"r\"\n[model]\n[data]\ntrain = \"t.jsonl\"\n",
+            "y.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.tokenizer"), "{e}");
+        let c = FinetuneConfig::parse(BASE, "x.toml", &[]).unwrap();
+        assert_eq!(FinetuneConfig::parse(&c.to_toml(), "z", &[]).unwrap(), c);
+    }
+}

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""BERT parity between Lantern (through the `lantern` binary) and transformers, both ways.
+
+    python scripts/bert_parity.py --lantern target/release/lantern --minilm DIR --work DIR
+
+1. all-MiniLM-L6-v2 as published (a BertModel without `bert.` prefix): `lantern encode` on a
+   padded batch with a sentence pair vs transformers' BertModel on the same ids — the ids
+   themselves (Lantern's tokenisation of MiniLM's tokenizer.json vs transformers'), then the
+   last hidden state and the pooler output (max abs difference over real tokens).
+2. `lantern export` of MiniLM, loaded by transformers: the same outputs as the original.
+3. A classifier: a tiny BertForSequenceClassification fine-tuned by `lantern finetune`
+   (WordPiece tokenizer from `lantern wordpiece`), exported, loaded with
+   transformers' from_pretrained: logits vs `lantern predict`'s logits.
+4. The golden BertForMaskedLM (tests/golden/bert_tiny/mlm) through `lantern export`: logits of
+   the export in transformers vs the original in transformers.
+Prints one line per check and exits non-zero if any difference exceeds its tolerance.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, BertModel
+
+TEXTS = [
+    {"text": "Computers are useless. They can only give you answers.", "text_pair": "Pablo Picasso said that."},
+    {"text": "A short one."},
+    {"text": "Science is what we understand well enough to explain to a computer; art is everything else."},
+]
+TOL = 1e-4
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def report(name, d, tol=TOL):
+    ok = d <= tol
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: max abs diff {d:.3e} (tolerance {tol:.0e})")
+    return ok
+
+
+def main():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lantern", default=os.path.join(repo, "target", "release", "lantern"))
+    ap.add_argument("--minilm", required=True)
+    ap.add_argument("--work", default=os.path.join(repo, "target", "bert-parity"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    w = lambda *p: os.path.join(args.work, *p)
+    ok = True
+
+    # 1. MiniLM as published.
+    texts = w("texts.jsonl")
+    with open(texts, "w") as f:
+        for t in TEXTS:
+            f.write(json.dumps(t) + "\n")
+    run([args.lantern, "encode", "--model", args.minilm, "--input", texts, "--out", w("minilm.safetensors")])
+    ours = load_file(w("minilm.safetensors"))
+    tok = AutoTokenizer.from_pretrained(args.minilm)
+    # Pairs: the tokenizer takes a list of (text, pair) only when every row has a pair, so
+    # encode rows one by one and pad by hand, exactly as the batch collator does.
+    rows = [tok(t["text"], t.get("text_pair"), truncation=True, max_length=128) for t in TEXTS]
+    T = max(len(r["input_ids"]) for r in rows)
+    pad = tok.pad_token_id
+    ids = torch.tensor([r["input_ids"] + [pad] * (T - len(r["input_ids"])) for r in rows])
+    tt = torch.tensor([r["token_type_ids"] + [0] * (T - len(r["input_ids"])) for r in rows])
+    mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (T - len(r["input_ids"])) for r in rows])
+    same_ids = torch.equal(ids, ours["input_ids"]) and torch.equal(tt, ours["token_type_ids"]) \
+        and torch.equal(mask, ours["attention_mask"])
+    print(f"{'ok  ' if same_ids else 'FAIL'} MiniLM tokenisation: ids, token types and mask "
+          f"{'identical' if same_ids else 'differ'} ({ids.shape[0]} x {ids.shape[1]})")
+    ok &= same_ids
+    ref = BertModel.from_pretrained(args.minilm).eval()
+    with torch.no_grad():
+        out = ref(input_ids=ids, token_type_ids=tt, attention_mask=mask)
+    m = mask.bool()
+    ok &= report("MiniLM last hidden state (real tokens)",
+                 (out.last_hidden_state - ours["last_hidden_state"])[m].abs().max().item())
+    ok &= report("MiniLM pooler output", (out.pooler_output - ours["pooler_output"]).abs().max().item())
+
+    # 2. Our export of MiniLM in transformers.
+    run([args.lantern, "export", "--model", args.minilm, "--out", w("minilm-export")])
+    shutil.copy(os.path.join(args.minilm, "tokenizer_config.json"), w("minilm-export"))
+    exp = BertModel.from_pretrained(w("minilm-export")).eval()
+    with torch.no_grad():
+        out2 = exp(input_ids=ids, token_type_ids=tt, attention_mask=mask)
+    ok &= report("MiniLM exported by Lantern, in transformers",
+                 (out2.last_hidden_state - out.last_hidden_state).abs().max().item(), 0.0)
+
+    # 3. A classifier fine-tuned by Lantern, in transformers.
+    corpus = os.path.join(repo, "data", "raw", "fortunes")
+    data = os.path.join(repo, "data", "fortune-categories")
+    if not os.path.isfile(os.path.join(data, "train.jsonl")):
+        run([sys.executable, os.path.join(repo, "scripts", "make_fortune_categories.py")])
+    run([args.lantern, "wordpiece", "--input", os.path.join(corpus, "computers"), os.path.join(corpus, "science"),
+         "--out", w("wp.json"), "--vocab-size", "2000"])
+    with open(os.path.join(data, "train.jsonl")) as f:
+        small = [next(f) for _ in range(200)]
+    with open(w("small.jsonl"), "w") as f:
+        f.writelines(small)
+    with open(w("tiny.toml"), "w") as f:
+        f.write(f"""[run]\ndir = "{w('tiny-run')}"\n[model]\ntokenizer = "{w('wp.json')}"\nhidden_size = 32
+num_hidden_layers = 2\nnum_attention_heads = 4\nintermediate_size = 64\n[data]\ntrain = "{w('small.jsonl')}"
+max_length = 64\n[train]\nepochs = 1\nbatch_size = 16\nlr = 1e-3\n""")
+    run([args.lantern, "finetune", "--config", w("tiny.toml"), "--quiet"])
+    run([args.lantern, "export", "--model", w("tiny-run"), "--out", w("tiny-export")])
+    run([args.lantern, "predict", "--checkpoint", w("tiny-export"), "--input", texts, "--out", w("pred.jsonl")])
+    with open(w("pred.jsonl")) as f:
+        lantern_logits = torch.tensor([json.loads(l)["logits"] for l in f])
+    from transformers import PreTrainedTokenizerFast
+    ttok = PreTrainedTokenizerFast(tokenizer_file=w("tiny-export", "tokenizer.json"), pad_token="[PAD]")
+    cls = BertForSequenceClassification.from_pretrained(w("tiny-export")).eval()
+    logits = []
+    with torch.no_grad():
+        for t in TEXTS:
+            e = ttok(t["text"], t.get("text_pair"), truncation=True, max_length=64,
+                     return_token_type_ids=True, return_tensors="pt")
+            logits.append(cls(**e).logits[0])
+    logits = torch.stack(logits)
+    ok &= report(f"fine-tuned classifier exported by Lantern, labels {list(cls.config.id2label.values())}: "
+                 "logits in transformers vs lantern predict", (logits - lantern_logits).abs().max().item())
+
+    # 4. MLM round trip through the binary.
+    golden = os.path.join(repo, "tests", "golden", "bert_tiny")
+    run([args.lantern, "export", "--model", os.path.join(golden, "mlm"), "--out", w("mlm-export")])
+    with open(os.path.join(golden, "inputs.json")) as f:
+        inp = json.load(f)
+    kw = {k: torch.tensor(inp[k]) for k in ["input_ids", "token_type_ids", "attention_mask"]}
+    with torch.no_grad():
+        a = BertForMaskedLM.from_pretrained(os.path.join(golden, "mlm")).eval()(**kw).logits
+        b = BertForMaskedLM.from_pretrained(w("mlm-export")).eval()(**kw).logits
+    ok &= report("BertForMaskedLM exported by Lantern, logits in transformers", (a - b).abs().max().item(), 0.0)
+    print("all checks passed" if ok else "SOME CHECKS FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

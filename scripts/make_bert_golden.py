@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Write tests/golden/bert_tiny/: a tiny BertForMaskedLM and BertForSequenceClassification made
+by transformers itself, plus padded inputs and the outputs transformers computed on them, for
+the Rust parity tests (tests/tests/hf_bert_golden.rs). CI has no PyTorch; these files are
+committed.
+
+Run with the reference venv (scripts/ref_env.sh):
+    .venv-ref/bin/python scripts/make_bert_golden.py [--out tests/golden/bert_tiny]
+
+Files written:
+    mlm/{config.json,model.safetensors}   BertForMaskedLM.save_pretrained (safetensors)
+    cls/{config.json,model.safetensors}   BertForSequenceClassification, 3 labels
+    inputs.json     input_ids, token_type_ids (a sentence pair in row 0), attention_mask (zeros
+                    = padding in rows 1 and 2), mlm_labels (-100 except at masked positions),
+                    cls_labels
+    expected.safetensors   float32 mlm_logits [3,12,100], mlm_loss [], cls_logits [3,3],
+                           cls_loss [], hidden [3,12,32] (the encoder's last hidden state)
+"""
+import argparse
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+SEED = 1234
+INIT_STD = 0.2
+V, B, T = 100, 3, 12
+
+
+def randomise(model):
+    # Every parameter (LayerNorm gains and biases included) drawn at random, so that a mix-up of
+    # tensors, a missed bias or a wrong eps shows in the outputs.
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.normal_(mean=0.0, std=INIT_STD)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--out", default=os.path.join(repo, "tests", "golden", "bert_tiny"))
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+
+    common = dict(
+        vocab_size=V,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        hidden_act="gelu",
+        max_position_embeddings=24,
+        type_vocab_size=2,
+        layer_norm_eps=1e-12,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        pad_token_id=0,
+    )
+    torch.manual_seed(SEED)
+    mlm = BertForMaskedLM(BertConfig(**common))
+    randomise(mlm)
+    assert mlm.cls.predictions.decoder.weight.data_ptr() == mlm.bert.embeddings.word_embeddings.weight.data_ptr()
+    labels = ["negative", "neutral", "positive"]
+    cls_cfg = BertConfig(
+        **common,
+        num_labels=3,
+        id2label={i: n for i, n in enumerate(labels)},
+        label2id={n: i for i, n in enumerate(labels)},
+    )
+    cls = BertForSequenceClassification(cls_cfg)
+    randomise(cls)
+    mlm.eval()
+    cls.eval()
+
+    g = torch.Generator().manual_seed(4321)
+    ids = torch.randint(5, V, (B, T), generator=g)
+    ids[:, 0] = 2  # [CLS]
+    tt = torch.zeros(B, T, dtype=torch.long)
+    mask = torch.ones(B, T, dtype=torch.long)
+    # Row 0: a sentence pair filling the row ([SEP] at 6 and 11, second segment 7..11).
+    ids[0, 6] = 3
+    ids[0, 11] = 3
+    tt[0, 7:] = 1
+    # Rows 1 and 2: single sentences padded at the end.
+    for row, length in [(1, 8), (2, 5)]:
+        ids[row, length - 1] = 3
+        ids[row, length:] = 0
+        mask[row, length:] = 0
+    mlm_labels = torch.full((B, T), -100, dtype=torch.long)
+    for r, c in [(0, 2), (0, 9), (1, 3), (1, 5), (2, 1)]:
+        mlm_labels[r, c] = ids[r, c]
+        ids[r, c] = 4  # [MASK]
+    cls_labels = torch.tensor([2, 0, 1])
+
+    with torch.no_grad():
+        out = mlm(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=mlm_labels)
+        hidden = mlm.bert(input_ids=ids, token_type_ids=tt, attention_mask=mask).last_hidden_state
+        cout = cls(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=cls_labels)
+
+    for sub, model in [("mlm", mlm), ("cls", cls)]:
+        model.save_pretrained(os.path.join(args.out, sub), safe_serialization=True)
+    with open(os.path.join(args.out, "inputs.json"), "w") as f:
+        json.dump(
+            {
+                "input_ids": ids.tolist(),
+                "token_type_ids": tt.tolist(),
+                "attention_mask": mask.tolist(),
+                "mlm_labels": mlm_labels.tolist(),
+                "cls_labels": cls_labels.tolist(),
+            },
+            f,
+        )
+    save_file(
+        {
+            "mlm_logits": out.logits.float().contiguous(),
+            "mlm_loss": out.loss.float().reshape(()),
+            "cls_logits": cout.logits.float().contiguous(),
+            "cls_loss": cout.loss.float().reshape(()),
+            "hidden": hidden.float().contiguous(),
+        },
+        os.path.join(args.out, "expected.safetensors"),
+        metadata={"format": "pt"},
+    )
+    print(f"wrote {args.out}: mlm_loss {out.loss.item():.6f} cls_loss {cout.loss.item():.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
