@@ -116,6 +116,10 @@ pub struct TrainSection {
     /// Print a progress line every N steps when the output is not a terminal.
     #[serde(default = "d_log_every")]
     pub log_every: u64,
+    /// On CUDA, let f32 matmuls run on TF32 tensor cores (inputs rounded to a 10-bit mantissa,
+    /// f32 accumulation), as `torch.backends.cuda.matmul.allow_tf32`. Off: exact f32.
+    #[serde(default)]
+    pub tf32: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
