@@ -1,6 +1,7 @@
 //! `lantern`: prepare data, train, sample, export, score and benchmark GPT models.
 
 mod model_dir;
+mod selfcheck;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -129,6 +130,21 @@ enum Cmd {
         warmup: usize,
         #[arg(long, default_value = "cpu")]
         device: String,
+    },
+    /// Check every CUDA kernel against its CPU implementation and a short GPU training run
+    /// against the CPU; exits non-zero if anything disagrees.
+    Selfcheck {
+        /// Run the checks on the CPU against the composite reference ops (no GPU needed).
+        #[arg(long)]
+        cpu: bool,
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// A folder written by `lantern prepare` for the training check (else random tokens).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Training steps compared step by step (0 skips the training check).
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
     },
 }
 
@@ -334,6 +350,17 @@ fn run(cli: Cli) -> Result<()> {
                 })
             );
         }
+        Cmd::Selfcheck {
+            cpu,
+            device,
+            data,
+            steps,
+        } => selfcheck::run(&selfcheck::Options {
+            cpu,
+            device,
+            data,
+            steps,
+        })?,
     }
     Ok(())
 }
