@@ -57,6 +57,13 @@ pub(crate) fn bwd(
     let n = l_x.shape().elem_count();
     let rows = n / c;
     let chunks = rows.div_ceil(ROWS_PER_CHUNK).max(1);
+    // The chunks are the grid's y dimension, limited to 65535 (16.7M rows).
+    if chunks > 65535 {
+        return Err(candle_core::Error::msg(format!(
+            "{OP}: {rows} rows is more than the backward supports ({})",
+            65535 * ROWS_PER_CHUNK
+        )));
+    }
     with_kernel_float!(s_x.dtype(), OP, T => {
         let x = view::<T>(s_x, l_x, OP, "x")?;
         let w = view::<T>(s_w, l_w, OP, "weight")?;
