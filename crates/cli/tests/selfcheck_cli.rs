@@ -41,7 +41,10 @@ fn cpu_mode_trains_on_prepared_data() {
         "--data",
         data.to_str().unwrap(),
     ]);
-    assert!(out.contains("step 1 loss") && out.contains("(data)"), "{out}");
+    assert!(
+        out.contains("step 1 loss") && out.contains("(data)"),
+        "{out}"
+    );
 }
 
 #[test]
