@@ -9,6 +9,7 @@
 mod bert_cmds;
 mod launch;
 mod model_dir;
+mod selfcheck;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -155,6 +156,21 @@ enum Cmd {
     LaunchProbe(launch::ProbeArgs),
     #[command(flatten)]
     Bert(bert_cmds::BertCmd),
+    /// Check every CUDA kernel against its CPU implementation and a short GPU training run
+    /// against the CPU; exits non-zero if anything disagrees.
+    Selfcheck {
+        /// Run the checks on the CPU against the composite reference ops (no GPU needed).
+        #[arg(long)]
+        cpu: bool,
+        #[arg(long, default_value = "cuda")]
+        device: String,
+        /// A folder written by `lantern prepare` for the training check (else random tokens).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Training steps compared step by step (0 skips the training check).
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+    },
 }
 
 fn main() {
@@ -429,6 +445,17 @@ fn run(cli: Cli) -> Result<Outcome> {
         Cmd::LaunchRank(a) => std::process::exit(launch::launch_rank(a)?),
         Cmd::LaunchProbe(a) => launch::probe(a)?,
         Cmd::Bert(cmd) => bert_cmds::run(cmd)?,
+        Cmd::Selfcheck {
+            cpu,
+            device,
+            data,
+            steps,
+        } => selfcheck::run(&selfcheck::Options {
+            cpu,
+            device,
+            data,
+            steps,
+        })?,
     }
     Ok(Outcome::Done)
 }

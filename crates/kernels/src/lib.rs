@@ -1,17 +1,25 @@
-//! lantern-kernels: the tensor ops the models call, in one place.
+//! lantern-kernels: the tensor ops the models call, in one place, and the fused optimizer
+//! and gradient-norm functions the trainer calls.
 //!
 //! Every op here has a backward that candle's autograd records. candle's own fused
 //! `layer_norm`, `softmax_last_dim` and `rms_norm` are applied without a backward and silently
 //! drop gradients (see `shared/CANDLE.md`), so the models must never call them; they call these.
-//! On the CPU each op is a fused custom op with a hand-written backward (`cpu`); elsewhere the
-//! composite version written from candle tensor ops runs (`reference`, also the test oracle).
-//! Fused CUDA kernels will replace it behind the `cuda` feature with the same signatures.
+//! Each op is a candle custom op with a hand-written backward: on the CPU its `cpu_fwd` runs
+//! the fused Rust kernel (`cpu`); with the `cuda` feature its `cuda_fwd` launches our own CUDA
+//! kernel (`cuda`, sources in the repository's `kernels/` folder). Other devices run the
+//! composite version written from candle tensor ops (`reference`, also the test oracle).
 
+pub mod adamw;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod grad_norm;
 pub mod ops;
 pub mod reference;
 pub mod rng;
 
+pub use adamw::{adamw_update, AdamWHyper};
+pub use grad_norm::{clip_grad_norm, grad_norm, scale_grads, ClipOutcome};
 pub use ops::{
     causal_mask, cross_entropy_sum, dropout, gelu_erf, gelu_tanh, layer_norm, masked_softmax,
 };

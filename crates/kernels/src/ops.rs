@@ -1,22 +1,30 @@
 //! The ops the models call, each with a recorded backward.
 //!
-//! On the CPU each runs as a fused custom op with a hand-written backward (`crate::cpu`); on
-//! other devices it falls back to the composite version in [`crate::reference`] until the CUDA
-//! kernels land. Statistics that need range (LayerNorm mean and variance, softmax, the loss) are
-//! computed in f32 whatever the input dtype (f64 stays f64), as PyTorch's autocast does, and the
-//! result is cast back. Inputs may be strided: they are made contiguous first.
+//! Each runs as a fused custom op with a hand-written backward: on the CPU the Rust kernels of
+//! `crate::cpu` (in f32, or f64 for gradient checks), on CUDA (feature `cuda`) our kernels from
+//! `kernels/*.cu` (in f32 or bf16: bf16 tensors stay bf16 in memory), anywhere else the
+//! composite version in [`crate::reference`]. Statistics that need range (LayerNorm mean and
+//! variance, softmax, the loss) are computed in f32 whatever the storage dtype (f64 stays f64
+//! on the CPU), as PyTorch's autocast does, and the result is cast back to the input dtype.
+//! Inputs may be strided: they are made contiguous first.
 
 use crate::cpu::{
     cross_entropy::CrossEntropySum, gelu::Gelu, layer_norm::LayerNorm, softmax::MaskedSoftmax,
 };
 use crate::{reference, Rng};
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor, D};
 
-/// The dtype a fused CPU kernel runs in: f64 stays f64 (gradient checks), everything else is
-/// computed in f32.
-fn compute_dtype(dtype: DType) -> DType {
-    match dtype {
-        DType::F64 => DType::F64,
+/// Whether `device` has fused kernels (else the composite reference runs).
+fn fused(device: &Device) -> bool {
+    device.is_cpu() || (cfg!(feature = "cuda") && device.is_cuda())
+}
+
+/// The storage dtype a fused kernel runs on: on the CPU f64 stays f64 (gradient checks) and the
+/// rest is f32; on CUDA bf16 stays bf16 (the kernels compute in f32) and the rest is f32.
+fn kernel_dtype(device: &Device, dtype: DType) -> DType {
+    match (device.is_cpu(), dtype) {
+        (true, DType::F64) => DType::F64,
+        (false, DType::BF16) => DType::BF16,
         _ => DType::F32,
     }
 }
@@ -24,11 +32,11 @@ fn compute_dtype(dtype: DType) -> DType {
 /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`, with the
 /// biased variance (as `torch.nn.LayerNorm`). x: (.., C), weight and bias: (C).
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !fused(x.device()) {
         return reference::layer_norm(x, weight, bias, eps);
     }
     let dtype = x.dtype();
-    let ct = compute_dtype(dtype);
+    let ct = kernel_dtype(x.device(), dtype);
     let prep = |t: &Tensor| t.to_dtype(ct)?.contiguous();
     prep(x)?
         .apply_op3(&prep(weight)?, &prep(bias)?, LayerNorm { eps })?
@@ -46,14 +54,14 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 }
 
 fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !fused(x.device()) {
         return match kind {
             Gelu::Tanh => reference::gelu_tanh(x),
             Gelu::Erf => reference::gelu_erf(x),
         };
     }
     let dtype = x.dtype();
-    x.to_dtype(compute_dtype(dtype))?
+    x.to_dtype(kernel_dtype(x.device(), dtype))?
         .contiguous()?
         .apply_op1(kind)?
         .to_dtype(dtype)
@@ -71,14 +79,24 @@ pub fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
 /// scores: (B, H, Tq, Tk); mask: anything that broadcasts to it, additive (0 or -inf), and gets
 /// no gradient. On the CPU a fully masked row gives zeros rather than NaN.
 pub fn masked_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
-    if !scores.device().is_cpu() {
+    if !fused(scores.device()) {
         return reference::masked_softmax(scores, scale, mask);
     }
     let dtype = scores.dtype();
-    let ct = compute_dtype(dtype);
+    let ct = kernel_dtype(scores.device(), dtype);
     let s = scores.to_dtype(ct)?.contiguous()?;
     let op = MaskedSoftmax { scale };
     let y = match mask {
+        // The CUDA kernel indexes a mask of rank <= 4 through its strides; beyond that the
+        // scores become (rows, C) and the mask is materialised to match.
+        Some(m) if s.rank() > 4 && !s.device().is_cpu() => {
+            let c = s.dim(D::Minus1)?;
+            let rows = s.elem_count() / c;
+            let m = m.to_dtype(ct)?.broadcast_as(s.shape())?.contiguous()?;
+            s.reshape((rows, c))?
+                .apply_op2(&m.reshape((rows, c))?, op)?
+                .reshape(s.shape())?
+        }
         // The broadcast mask is read through its strides, never materialised.
         Some(m) => s.apply_op2(&m.to_dtype(ct)?.broadcast_as(s.shape())?, op)?,
         None => s.apply_op1(op)?,
@@ -95,16 +113,21 @@ pub fn cross_entropy_sum(
     targets: &Tensor,
     weights: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if !logits.device().is_cpu() {
+    let dev = logits.device();
+    if !fused(dev) {
         return reference::cross_entropy_sum(logits, targets, weights);
     }
-    let ct = compute_dtype(logits.dtype());
+    let ct = kernel_dtype(dev, logits.dtype());
     let x = logits.to_dtype(ct)?.contiguous()?;
-    let t = targets.contiguous()?;
+    // The CPU kernel reads u32, u8 and i64 targets; the CUDA kernel u32 and f32 weights.
+    let (t, wt) = match dev.is_cpu() {
+        true => (targets.contiguous()?, ct),
+        false => (targets.to_dtype(DType::U32)?.contiguous()?, DType::F32),
+    };
     match weights {
         Some(w) => {
             let op = CrossEntropySum::new(w.track_op());
-            x.apply_op3(&t, &w.to_dtype(ct)?.contiguous()?, op)
+            x.apply_op3(&t, &w.to_dtype(wt)?.contiguous()?, op)
         }
         None => x.apply_op2(&t, CrossEntropySum::new(false)),
     }
@@ -130,7 +153,7 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Var, D};
+    use candle_core::Var;
 
     fn close(a: &Tensor, b: &Tensor, tol: f32) {
         let d = (a - b)

@@ -173,6 +173,10 @@ pub struct TrainSection {
     /// (fp16 overflows at a loss scale above 1 are the scaler's and do not count.)
     #[serde(default = "d_max_skips")]
     pub max_consecutive_skips: u64,
+    /// On CUDA, let f32 matmuls run on TF32 tensor cores (inputs rounded to a 10-bit mantissa,
+    /// f32 accumulation), as `torch.backends.cuda.matmul.allow_tf32`. Off: exact f32.
+    #[serde(default)]
+    pub tf32: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

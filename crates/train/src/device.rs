@@ -1,4 +1,4 @@
-//! `train.device` strings: `cpu`, `cuda`, `cuda:N`.
+//! `train.device` strings (`cpu`, `cuda`, `cuda:N`) and the device-wide numeric switches.
 
 use crate::{Error, Result};
 use candle_core::Device;
@@ -22,4 +22,33 @@ pub fn parse_device(s: &str) -> Result<Device> {
         )));
     }
     Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open {s}: {e}")))
+}
+
+/// `train.tf32`: on a CUDA device, lets candle's f32 matmuls use TF32 tensor cores (cuBLAS
+/// `CUBLAS_COMPUTE_32F_FAST_TF32`). The switch is process-wide in candle, so it is set (on or
+/// off) whenever a run opens a CUDA device; the CPU ignores it.
+pub fn set_tf32(device: &Device, on: bool) {
+    if device.is_cuda() {
+        candle_core::cuda::set_gemm_reduced_precision_f32(on);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_strings() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        for bad in ["gpu", "cuda:x", "cuda:", "CPU"] {
+            let e = parse_device(bad).unwrap_err().to_string();
+            assert!(e.contains("expected"), "{bad}: {e}");
+        }
+        if !cfg!(feature = "cuda") {
+            let e = parse_device("cuda:0").unwrap_err().to_string();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
+        // The CPU ignores the TF32 switch (and it must not fail there).
+        set_tf32(&Device::Cpu, true);
+    }
 }

@@ -1,5 +1,9 @@
 //! Gradients of one optimizer step: accumulation across micro-batches, the gradient-integrity
 //! guard, the global norm and clipping.
+//!
+//! Unscaling, the norm and clipping go through lantern-kernels' multi-tensor functions: on a
+//! GPU one launch reads every gradient for the norm and one launch scales all of them in place;
+//! on the CPU they compute exactly what the per-tensor candle ops computed before.
 
 use crate::{Error, Result};
 use candle_core::{backprop::GradStore, DType, Tensor};
@@ -65,12 +69,15 @@ impl StepGrads {
         Ok(())
     }
 
-    /// Multiplies every gradient by `factor` (unscaling after a scaled loss).
+    /// The gradients present, in parameter order.
+    fn present(&self) -> Vec<&Tensor> {
+        self.grads.iter().flatten().collect()
+    }
+
+    /// Multiplies every gradient by `factor` (unscaling after a scaled loss), in place. Each
+    /// gradient is its own allocation (candle's backward and `accumulate` create fresh ones).
     pub fn scale(&mut self, factor: f64) -> Result<()> {
-        for g in self.grads.iter_mut().flatten() {
-            *g = (&*g * factor)?;
-        }
-        Ok(())
+        Ok(lantern_kernels::scale_grads(&self.present(), factor)?)
     }
 
     /// Test hook: turns the first gradient into NaNs, as an overflow would.
@@ -82,26 +89,92 @@ impl StepGrads {
     }
 
     /// Global L2 norm over all gradients (f64 accumulation of per-tensor f32 sums of squares).
+    /// Not finite when some gradient holds inf/NaN: the fp16 scaler's overflow check.
     pub fn global_norm(&self) -> Result<f64> {
-        let mut total = 0f64;
-        for g in self.grads.iter().flatten() {
-            total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-        }
-        Ok(total.sqrt())
+        Ok(lantern_kernels::grad_norm(&self.present(), 1.0)?)
     }
 
     /// Scales gradients so their global norm is at most `max_norm` (torch's
-    /// `clip_grad_norm_`: coefficient max_norm / (norm + 1e-6), only when below 1).
+    /// `clip_grad_norm_`: coefficient max_norm / (norm + 1e-6), only when below 1), in place.
     pub fn clip(&mut self, norm: f64, max_norm: f64) -> Result<()> {
-        if max_norm <= 0.0 {
-            return Ok(());
-        }
-        let coef = max_norm / (norm + 1e-6);
+        let coef = lantern_kernels::grad_norm::clip_coef(norm, max_norm);
         if coef < 1.0 {
-            for g in self.grads.iter_mut().flatten() {
-                *g = (&*g * coef)?;
-            }
+            lantern_kernels::scale_grads(&self.present(), coef)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use lantern_kernels::Rng;
+
+    fn grads(seed: u64) -> StepGrads {
+        let mut rng = Rng::new(seed);
+        let mut t = |shape: &[usize]| {
+            let n = shape.iter().product();
+            Some(Tensor::from_vec(rng.normal_vec(n, 3.0), shape, &Device::Cpu).unwrap())
+        };
+        StepGrads {
+            grads: vec![t(&[4, 5]), None, t(&[7]), t(&[2, 3, 3])],
+        }
+    }
+
+    fn bits(g: &StepGrads) -> Vec<u32> {
+        g.grads
+            .iter()
+            .flatten()
+            .flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .map(f32::to_bits)
+            .collect()
+    }
+
+    /// Unscale, norm and clip give bit for bit what the per-tensor candle ops gave.
+    #[test]
+    fn fused_path_equals_the_per_tensor_ops() {
+        let mut g = grads(5);
+        let want: Vec<Tensor> = g
+            .grads
+            .iter()
+            .flatten()
+            .map(|t| (t * 0.25).unwrap())
+            .collect();
+        g.scale(0.25).unwrap();
+        let want_norm = want
+            .iter()
+            .map(|t| {
+                t.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap() as f64
+            })
+            .sum::<f64>()
+            .sqrt();
+        let norm = g.global_norm().unwrap();
+        assert_eq!(norm.to_bits(), want_norm.to_bits());
+        let coef = 1.0 / (norm + 1e-6);
+        let want: Vec<u32> = want
+            .iter()
+            .flat_map(|t| {
+                (t * coef)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .map(f32::to_bits)
+            .collect();
+        g.clip(norm, 1.0).unwrap();
+        assert_eq!(bits(&g), want);
+        // Under the threshold, or with clipping off, nothing changes.
+        let before = bits(&g);
+        g.clip(g.global_norm().unwrap(), 10.0).unwrap();
+        g.clip(1e9, 0.0).unwrap();
+        assert_eq!(bits(&g), before);
     }
 }

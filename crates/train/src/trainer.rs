@@ -369,6 +369,7 @@ impl Progress {
 /// Runs (or continues) a training run as configured. See the module header for the loop.
 pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let device = parse_device(&cfg.train.device)?;
+    crate::device::set_tf32(&device, cfg.train.tf32);
     let meta = lantern_data::prepare::read_meta(&cfg.data.dir)?;
     let run_dir = cfg.run.dir.clone();
     let ckpt_root = run_dir.join("checkpoints");

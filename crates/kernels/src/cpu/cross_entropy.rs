@@ -14,11 +14,40 @@
 use super::{float_dtype, for_row_blocks, row_max, slice, sum8, with_float, Real};
 use candle_core::backend::BackendStorage;
 use candle_core::WithDType;
+#[cfg(feature = "cuda")]
+use candle_core::{cuda::cudarc::driver::CudaSlice, CudaStorage};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Error, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
-/// Per-row logsumexp saved by the forward (NaN for rows it skipped), exact in f64 for f32 and f64.
-type Saved = Arc<Vec<f64>>;
+/// Per-row logsumexp saved by the forward (NaN for rows it skipped).
+#[derive(Debug)]
+pub enum SavedLse {
+    /// CPU forward: exact in f64 for f32 and f64 logits.
+    Host(Vec<f64>),
+    /// CUDA forward: f32 on the device, read by the CUDA backward.
+    #[cfg(feature = "cuda")]
+    Device(CudaSlice<f32>),
+}
+
+impl SavedLse {
+    fn host(&self) -> Option<&[f64]> {
+        match self {
+            SavedLse::Host(v) => Some(v),
+            #[cfg(feature = "cuda")]
+            SavedLse::Device(_) => None,
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn device(&self) -> Option<&CudaSlice<f32>> {
+        match self {
+            SavedLse::Device(d) => Some(d),
+            SavedLse::Host(_) => None,
+        }
+    }
+}
+
+type Saved = Arc<SavedLse>;
 
 /// Forward. `CustomOp2` on (logits (N, V), targets (N)), `CustomOp3` with weights (N) too.
 #[derive(Debug, Default)]
@@ -37,7 +66,7 @@ impl CrossEntropySum {
         }
     }
 
-    fn save(&self, lse: Vec<f64>) {
+    fn save(&self, lse: SavedLse) {
         *self.lse.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(lse));
     }
 
@@ -144,7 +173,11 @@ fn bwd<T: Real>(
 ) -> Vec<T> {
     let n = t.len();
     let g = T::from_f64(bw.g);
-    let saved = bw.lse.as_deref().filter(|s| s.len() == n);
+    let saved = bw
+        .lse
+        .as_deref()
+        .and_then(SavedLse::host)
+        .filter(|s| s.len() == n);
     let row_lse = |i: usize| match saved.map(|s| s[i]) {
         Some(l) if !l.is_nan() => T::from_f64(l),
         _ => lse(&x[i * v..][..v]).1,
@@ -194,9 +227,23 @@ impl CustomOp2 for CrossEntropySum {
         let t = targets(op, s_t, l_t, v)?;
         let loss = with_float!(float_dtype(s_x, op)?, T => {
             let (loss, lse) = fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, None, v);
-            self.save(lse);
+            self.save(SavedLse::Host(lse));
             T::to_cpu_storage_owned(vec![loss])
         });
+        Ok((loss, Shape::from(())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_t: &CudaStorage,
+        l_t: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (n, v) = dims(CustomOp2::name(self), l_x, l_t, None)?;
+        let (loss, lse) = crate::cuda::cross_entropy::fwd((s_x, l_x), (s_t, l_t), None, n, v)?;
+        self.save(SavedLse::Device(lse));
         Ok((loss, Shape::from(())))
     }
 
@@ -238,9 +285,26 @@ impl CustomOp3 for CrossEntropySum {
         let loss = with_float!(float_dtype(s_x, op)?, T => {
             let w = slice::<T>(s_w, l_w, op, "weights")?;
             let (loss, lse) = fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, Some(w), v);
-            self.save(lse);
+            self.save(SavedLse::Host(lse));
             T::to_cpu_storage_owned(vec![loss])
         });
+        Ok((loss, Shape::from(())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_t: &CudaStorage,
+        l_t: &Layout,
+        s_w: &CudaStorage,
+        l_w: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (n, v) = dims(CustomOp3::name(self), l_x, l_t, Some(l_w))?;
+        let (loss, lse) =
+            crate::cuda::cross_entropy::fwd((s_x, l_x), (s_t, l_t), Some((s_w, l_w)), n, v)?;
+        self.save(SavedLse::Device(lse));
         Ok((loss, Shape::from(())))
     }
 
@@ -289,6 +353,19 @@ impl CustomOp2 for CrossEntropySumBwd {
         });
         Ok((dx, Shape::from(n * v)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_t: &CudaStorage,
+        l_t: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (n, v) = dims(CustomOp2::name(self), l_x, l_t, None)?;
+        let lse = self.lse.as_deref().and_then(SavedLse::device);
+        crate::cuda::cross_entropy::bwd((s_x, l_x), (s_t, l_t), None, lse, self.g, false, n, v)
+    }
 }
 
 impl CustomOp3 for CrossEntropySumBwd {
@@ -316,6 +393,30 @@ impl CustomOp3 for CrossEntropySumBwd {
             out,
             Shape::from(n * v + if self.weight_grad { n } else { 0 }),
         ))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_t: &CudaStorage,
+        l_t: &Layout,
+        s_w: &CudaStorage,
+        l_w: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (n, v) = dims(CustomOp3::name(self), l_x, l_t, Some(l_w))?;
+        let lse = self.lse.as_deref().and_then(SavedLse::device);
+        crate::cuda::cross_entropy::bwd(
+            (s_x, l_x),
+            (s_t, l_t),
+            Some((s_w, l_w)),
+            lse,
+            self.g,
+            self.weight_grad,
+            n,
+            v,
+        )
     }
 }
 

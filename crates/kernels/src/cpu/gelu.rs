@@ -11,6 +11,8 @@
 //! rounded to six digits; these derivatives are exact.
 
 use super::{float_dtype, for_row_blocks, slice, with_float, Real};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Error, Layout, Result, Shape, Tensor};
 
@@ -93,6 +95,11 @@ impl CustomOp1 for Gelu {
         Ok((y, l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        crate::cuda::gelu::fwd(*self, s, l)
+    }
+
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(
             x.apply_op2_no_bwd(&dy.contiguous()?, &GeluBwd(*self))?,
@@ -134,6 +141,25 @@ impl CustomOp2 for GeluBwd {
             T::to_cpu_storage_owned(dx)
         });
         Ok((dx, l_x.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_dy: &CudaStorage,
+        l_dy: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        if l_x.shape() != l_dy.shape() {
+            return Err(Error::msg(format!(
+                "{}: x is {:?}, dy is {:?}",
+                self.name(),
+                l_x.shape(),
+                l_dy.shape()
+            )));
+        }
+        crate::cuda::gelu::bwd(self.0, (s_x, l_x), (s_dy, l_dy))
     }
 }
 

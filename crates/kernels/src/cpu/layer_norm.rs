@@ -9,6 +9,8 @@
 //!   dw = sum over rows of dy * xhat,   db = sum over rows of dy.
 
 use super::{float_dtype, for_row_blocks, slice, sum8, with_float, Real};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp3, Error, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -146,6 +148,21 @@ impl CustomOp3 for LayerNorm {
         Ok((y, l_x.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_w: &CudaStorage,
+        l_w: &Layout,
+        s_b: &CudaStorage,
+        l_b: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let c = l_x.shape().dims().last().copied().unwrap_or(0);
+        check_params(self.name(), c, l_w, l_b)?;
+        crate::cuda::layer_norm::fwd(self.eps, (s_x, l_x), (s_w, l_w), (s_b, l_b), c)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -198,6 +215,29 @@ impl CustomOp3 for LayerNormBwd {
             ))
         });
         Ok((g, Shape::from((n + 2, c))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_w: &CudaStorage,
+        l_w: &Layout,
+        s_dy: &CudaStorage,
+        l_dy: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let op = self.name();
+        let c = l_x.shape().dims().last().copied().unwrap_or(0);
+        if l_dy.shape() != l_x.shape() {
+            return Err(Error::msg(format!(
+                "{op}: dy is {:?}, x is {:?}",
+                l_dy.shape(),
+                l_x.shape()
+            )));
+        }
+        check_params(op, c, l_w, l_w)?;
+        crate::cuda::layer_norm::bwd(self.eps, (s_x, l_x), (s_w, l_w), (s_dy, l_dy), c)
     }
 }
 

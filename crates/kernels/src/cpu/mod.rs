@@ -13,7 +13,7 @@ pub mod layer_norm;
 pub mod softmax;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Error, Layout, Result, WithDType};

@@ -8,6 +8,8 @@
 //! Backward from the output alone: `ds = scale * y * (dy - sum(dy * y))`.
 
 use super::{float_dtype, for_row_blocks, row_max, slice, sum8, with_float, Real};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Error, Layout, Result, Shape, Tensor};
 
@@ -121,6 +123,12 @@ impl CustomOp1 for MaskedSoftmax {
         Ok((y, l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let c = last_dim(CustomOp1::name(self), l)?;
+        crate::cuda::softmax::fwd(self.scale, (s, l), None, c)
+    }
+
     fn bwd(&self, _s: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let bwd = MaskedSoftmaxBwd { scale: self.scale };
         Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &bwd)?))
@@ -158,6 +166,26 @@ impl CustomOp2 for MaskedSoftmax {
             T::to_cpu_storage_owned(fwd::<T>(slice(s, l, op, "scores")?, c, self.scale, Some(&mask)))
         });
         Ok((y, l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &CudaStorage,
+        l: &Layout,
+        s_m: &CudaStorage,
+        l_m: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let op = CustomOp2::name(self);
+        let c = last_dim(op, l)?;
+        if l_m.shape() != l.shape() {
+            return Err(Error::msg(format!(
+                "{op}: the mask must be broadcast to the scores' shape {:?}, got {:?}",
+                l.shape(),
+                l_m.shape()
+            )));
+        }
+        crate::cuda::softmax::fwd(self.scale, (s, l), Some((s_m, l_m)), c)
     }
 
     fn bwd(
@@ -202,6 +230,26 @@ impl CustomOp2 for MaskedSoftmaxBwd {
             ))
         });
         Ok((ds, l_y.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_y: &CudaStorage,
+        l_y: &Layout,
+        s_dy: &CudaStorage,
+        l_dy: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let op = self.name();
+        let c = last_dim(op, l_y)?;
+        if l_y.shape() != l_dy.shape() {
+            return Err(Error::msg(format!(
+                "{op}: y is {:?}, dy is {:?}",
+                l_y.shape(),
+                l_dy.shape()
+            )));
+        }
+        crate::cuda::softmax::bwd(self.scale, (s_y, l_y), (s_dy, l_dy), c)
     }
 }
 

@@ -1,0 +1,673 @@
+//! `lantern selfcheck`: is this binary right on this machine's GPU?
+//!
+//! 1. Every kernel, forward and backward, on fresh seeded random inputs at several shapes (odd
+//!    sizes, one element, rows longer than a 256- or 1024-thread block), f32 and bf16, against
+//!    its CPU implementation. Output buffers are filled with NaN before each kernel runs, so an
+//!    element a kernel fails to write fails the check. Error = max |device − reference| divided
+//!    by max |reference| (NaN counts as infinite); tolerance 1e-5 for f32, 1e-2 for bf16.
+//! 2. The fused AdamW step and the multi-tensor gradient norm/clip, the same way.
+//! 3. The `gpt-tiny` model trained [`Options::steps`] steps in fp32 on the GPU and on the CPU
+//!    from the same seed and batches; the losses must agree step by step within 1e-4 relative.
+//!
+//! With `--cpu` the same checks run on the CPU against the composite candle-op references
+//! (and the training check compares two CPU runs), which is how CI exercises this command on
+//! machines without a GPU. One line per check; a non-zero exit if any fails.
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use lantern_kernels::{ops, reference, AdamWHyper, Rng};
+use lantern_models::gpt::{init_params, Gpt, GptConfig};
+use lantern_train::optim::{AdamWConfig, Optimizer, OptimizerConfig};
+use lantern_train::trainer::{to_batch, train_step, StepInputs};
+use std::path::PathBuf;
+
+pub struct Options {
+    /// Check the CPU kernels against the composite references instead of a GPU.
+    pub cpu: bool,
+    /// The CUDA device, `cuda` or `cuda:N`.
+    pub device: String,
+    /// A folder written by `lantern prepare`; without it the training check uses random tokens.
+    pub data: Option<PathBuf>,
+    pub steps: usize,
+}
+
+const TOL_F32: f64 = 1e-5;
+const TOL_BF16: f64 = 1e-2;
+const TOL_TRAIN: f64 = 1e-4;
+
+/// What is checked against what.
+struct Setup {
+    /// Where the checked kernels run.
+    device: Device,
+    /// CUDA mode: the same public op on the CPU. CPU mode: the composite reference.
+    cpu_mode: bool,
+}
+
+#[derive(Default)]
+struct Report {
+    total: usize,
+    failed: Vec<String>,
+}
+
+impl Report {
+    fn line(&mut self, name: &str, shape: &str, dtype: &str, what: &str, err: f64, tol: f64) {
+        let ok = err <= tol; // false for NaN
+        self.total += 1;
+        let verdict = if ok { "pass" } else { "FAIL" };
+        println!("{name:<16} {shape:<26} {dtype:<5} {what:<10} max err {err:<9.2e} tol {tol:<7.0e} {verdict}");
+        if !ok {
+            self.failed.push(format!("{name} {shape} {dtype} {what}"));
+        }
+    }
+}
+
+/// max |a − b| / max |b| over all elements (both moved to the CPU as f64); NaN anywhere in `a`
+/// gives infinity. Shapes must match.
+fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.dims() != b.dims() {
+        bail!("shape {:?} vs reference {:?}", a.dims(), b.dims());
+    }
+    let f = |t: &Tensor| -> Result<Vec<f64>> {
+        Ok(t.to_device(&Device::Cpu)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1()?)
+    };
+    let (a, b) = (f(a)?, f(b)?);
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let mut worst = 0f64;
+    for (x, y) in a.iter().zip(&b) {
+        let d = (x - y).abs();
+        if d.is_nan() {
+            return Ok(f64::INFINITY);
+        }
+        worst = worst.max(d);
+    }
+    Ok(worst / scale)
+}
+
+fn randn(rng: &mut Rng, shape: &[usize], std: f64) -> Result<Tensor> {
+    let n = shape.iter().product();
+    Ok(Tensor::from_vec(
+        rng.normal_vec(n, std),
+        shape,
+        &Device::Cpu,
+    )?)
+}
+
+type OpFn<'a> = &'a dyn Fn(&[Tensor]) -> candle_core::Result<Tensor>;
+
+/// Output and gradients of the tracked inputs under `L = sum(f(x) · R)`, on `device`.
+fn forward_backward(
+    f: OpFn<'_>,
+    inputs: &[Tensor],
+    track: &[bool],
+    r: &Tensor,
+    device: &Device,
+    dtype: DType,
+) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+    let mut vars = Vec::new();
+    let mut xs = Vec::new();
+    for (t, &on) in inputs.iter().zip(track) {
+        let t = t.to_device(device)?;
+        let t = if t.dtype().is_float() {
+            t.to_dtype(dtype)?
+        } else {
+            t
+        };
+        if on {
+            let v = Var::from_tensor(&t)?;
+            xs.push(v.as_tensor().clone());
+            vars.push(Some(v));
+        } else {
+            xs.push(t);
+            vars.push(None);
+        }
+    }
+    let y = f(&xs)?;
+    let loss = (y.to_dtype(DType::F32)? * r.to_device(device)?)?.sum_all()?;
+    let grads = loss.backward()?;
+    let g = vars
+        .iter()
+        .map(|v| {
+            v.as_ref()
+                .map(|v| {
+                    grads
+                        .get(v.as_tensor())
+                        .cloned()
+                        .ok_or_else(|| anyhow!("no gradient reached an input"))
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((y, g))
+}
+
+/// One op at one shape and dtype: forward and every tracked input's gradient.
+#[allow(clippy::too_many_arguments)]
+fn check_op(
+    rep: &mut Report,
+    s: &Setup,
+    rng: &mut Rng,
+    name: &str,
+    inputs: &[Tensor],
+    track: &[bool],
+    dtype: DType,
+    op: OpFn<'_>,
+    oracle: OpFn<'_>,
+) -> Result<()> {
+    let shape = format!("{:?}", inputs[0].dims());
+    let (dname, tol) = dtype_label(dtype);
+    let mut run = || -> Result<Vec<(String, f64)>> {
+        let y_shape = op(&inputs
+            .iter()
+            .map(|t| {
+                if t.dtype().is_float() {
+                    t.to_dtype(dtype)
+                } else {
+                    Ok(t.clone())
+                }
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?)?
+        .dims()
+        .to_vec();
+        let r = randn(rng, &y_shape, 1.0)?.to_dtype(DType::F32)?;
+        let (y, g) = forward_backward(op, inputs, track, &r, &s.device, dtype)?;
+        let oracle_dev = Device::Cpu;
+        let (y_ref, g_ref) = forward_backward(oracle, inputs, track, &r, &oracle_dev, dtype)?;
+        let mut out = vec![("forward".to_string(), rel_err(&y, &y_ref)?)];
+        for (i, (a, b)) in g.iter().zip(&g_ref).enumerate() {
+            if let (Some(a), Some(b)) = (a, b) {
+                out.push((format!("grad {i}"), rel_err(a, b)?));
+            }
+        }
+        Ok(out)
+    };
+    match run() {
+        Ok(results) => {
+            for (what, err) in results {
+                rep.line(name, &shape, dname, &what, err, tol);
+            }
+        }
+        Err(e) => {
+            println!("{name:<16} {shape:<26} {dname:<5} error: {e:#}");
+            rep.total += 1;
+            rep.failed.push(format!("{name} {shape} {dname}: {e:#}"));
+        }
+    }
+    Ok(())
+}
+
+fn dtype_label(dtype: DType) -> (&'static str, f64) {
+    match dtype {
+        DType::BF16 => ("bf16", TOL_BF16),
+        _ => ("f32", TOL_F32),
+    }
+}
+
+fn pick<'a>(s: &Setup, fused: OpFn<'a>, composite: OpFn<'a>) -> OpFn<'a> {
+    if s.cpu_mode {
+        composite
+    } else {
+        fused
+    }
+}
+
+fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
+    for dtype in [DType::F32, DType::BF16] {
+        // LayerNorm: weights around 1, rows of 1 to 1000 elements (more than a block).
+        for shape in [
+            &[3, 5][..],
+            &[4, 1],
+            &[7, 3, 129],
+            &[16, 768],
+            &[2, 1000],
+            &[300, 64],
+        ] {
+            let c = shape[shape.len() - 1];
+            let xs = [
+                randn(rng, shape, 1.5)?,
+                (randn(rng, &[c], 0.5)? + 1.0)?,
+                randn(rng, &[c], 0.5)?,
+            ];
+            let f = |v: &[Tensor]| ops::layer_norm(&v[0], &v[1], &v[2], 1e-5);
+            let r = |v: &[Tensor]| reference::layer_norm(&v[0], &v[1], &v[2], 1e-5);
+            check_op(
+                rep,
+                s,
+                rng,
+                "layer_norm",
+                &xs,
+                &[true; 3],
+                dtype,
+                &f,
+                pick(s, &f, &r),
+            )?;
+        }
+        // GELU, both forms.
+        for shape in [&[1][..], &[3, 7], &[2, 5, 129], &[64, 1000]] {
+            let xs = [randn(rng, shape, 2.0)?];
+            let (ft, rt) = (
+                |v: &[Tensor]| ops::gelu_tanh(&v[0]),
+                |v: &[Tensor]| reference::gelu_tanh(&v[0]),
+            );
+            check_op(
+                rep,
+                s,
+                rng,
+                "gelu_tanh",
+                &xs,
+                &[true],
+                dtype,
+                &ft,
+                pick(s, &ft, &rt),
+            )?;
+            let (fe, re) = (
+                |v: &[Tensor]| ops::gelu_erf(&v[0]),
+                |v: &[Tensor]| reference::gelu_erf(&v[0]),
+            );
+            check_op(
+                rep,
+                s,
+                rng,
+                "gelu_erf",
+                &xs,
+                &[true],
+                dtype,
+                &fe,
+                pick(s, &fe, &re),
+            )?;
+        }
+        // Softmax: no mask, causal (broadcast (T, T)), padding ((B, 1, 1, Tk), never a whole row).
+        for (b, h, tq, tk) in [
+            (1, 1, 1, 1),
+            (2, 3, 5, 5),
+            (2, 2, 9, 9),
+            (2, 4, 64, 64),
+            (1, 2, 17, 300),
+            (1, 1, 3, 1030),
+        ] {
+            let xs = [randn(rng, &[b, h, tq, tk], 2.0)?];
+            let scale = 0.35;
+            let none = |v: &[Tensor]| ops::masked_softmax(&v[0], scale, None);
+            let none_ref = |v: &[Tensor]| reference::masked_softmax(&v[0], scale, None);
+            check_op(
+                rep,
+                s,
+                rng,
+                "softmax",
+                &xs,
+                &[true],
+                dtype,
+                &none,
+                pick(s, &none, &none_ref),
+            )?;
+            let pad: Vec<f32> = (0..b)
+                .flat_map(|i| {
+                    (0..tk).map(move |j| {
+                        if j + (i * 3) % tk >= tk {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.
+                        }
+                    })
+                })
+                .collect();
+            let pad = Tensor::from_vec(pad, (b, 1, 1, tk), &s.device)?;
+            let pad_cpu = pad.to_device(&Device::Cpu)?;
+            let masked = |v: &[Tensor]| {
+                let m = if v[0].device().is_cpu() {
+                    &pad_cpu
+                } else {
+                    &pad
+                };
+                ops::masked_softmax(&v[0], scale, Some(&m.to_dtype(v[0].dtype())?))
+            };
+            let masked_ref = |v: &[Tensor]| {
+                reference::masked_softmax(&v[0], scale, Some(&pad_cpu.to_dtype(v[0].dtype())?))
+            };
+            check_op(
+                rep,
+                s,
+                rng,
+                "softmax_padding",
+                &xs,
+                &[true],
+                dtype,
+                &masked,
+                pick(s, &masked, &masked_ref),
+            )?;
+            if tq == tk {
+                let causal = |v: &[Tensor]| {
+                    let m = ops::causal_mask(tq, v[0].device())?.to_dtype(v[0].dtype())?;
+                    ops::masked_softmax(&v[0], scale, Some(&m))
+                };
+                let causal_ref = |v: &[Tensor]| {
+                    let m = ops::causal_mask(tq, v[0].device())?.to_dtype(v[0].dtype())?;
+                    reference::masked_softmax(&v[0], scale, Some(&m))
+                };
+                check_op(
+                    rep,
+                    s,
+                    rng,
+                    "softmax_causal",
+                    &xs,
+                    &[true],
+                    dtype,
+                    &causal,
+                    pick(s, &causal, &causal_ref),
+                )?;
+            }
+        }
+        // Cross-entropy: without weights and with 0/1 weights; vocabularies up to GPT-2's.
+        for (n, v) in [(1, 1), (5, 7), (33, 129), (64, 1000), (8, 50304)] {
+            let x = randn(rng, &[n, v], 3.0)?;
+            let t: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
+            let t = Tensor::from_vec(t, n, &Device::Cpu)?;
+            let w: Vec<f32> = (0..n).map(|i| (i % 3 != 1) as u32 as f32).collect();
+            let w = Tensor::from_vec(w, n, &Device::Cpu)?;
+            let f = |a: &[Tensor]| ops::cross_entropy_sum(&a[0], &a[1], a.get(2));
+            let r = |a: &[Tensor]| reference::cross_entropy_sum(&a[0], &a[1], a.get(2));
+            check_op(
+                rep,
+                s,
+                rng,
+                "cross_entropy",
+                &[x.clone(), t.clone()],
+                &[true, false],
+                dtype,
+                &f,
+                pick(s, &f, &r),
+            )?;
+            check_op(
+                rep,
+                s,
+                rng,
+                "cross_entropy_w",
+                &[x, t, w],
+                &[true, false, false],
+                dtype,
+                &f,
+                pick(s, &f, &r),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The fused AdamW step on the checked device against the CPU one (in CPU mode: against the
+/// trainer's formula written with candle ops), five steps, with and without a bf16 copy.
+fn check_adamw(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
+    for (n, wd, work) in [
+        (1usize, 0.0, false),
+        (1000, 0.1, true),
+        (65536 * 2 + 7, 0.1, true),
+        (4099, 0.0, true),
+    ] {
+        let p0 = randn(rng, &[n], 1.0)?;
+        let dev = &s.device;
+        let make = |d: &Device| -> Result<[Tensor; 3]> {
+            Ok([
+                p0.to_device(d)?.copy()?,
+                Tensor::zeros(n, DType::F32, d)?,
+                Tensor::zeros(n, DType::F32, d)?,
+            ])
+        };
+        let [p, m, v] = make(dev)?;
+        let [rp, rm, rv] = make(&Device::Cpu)?;
+        let w = if work {
+            Some(p.to_dtype(DType::BF16)?)
+        } else {
+            None
+        };
+        for step in 1..=5u64 {
+            let g = randn(rng, &[n], 0.1)?;
+            let h = AdamWHyper {
+                lr: 3e-3,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: wd,
+                step,
+            };
+            lantern_kernels::adamw_update(&p, &g.to_device(dev)?, &m, &v, w.as_ref(), &h)?;
+            if s.cpu_mode {
+                // The trainer's update, op for op.
+                let bc1 = 1.0 - h.beta1.powi(step as i32);
+                let bc2_sqrt = (1.0 - h.beta2.powi(step as i32)).sqrt();
+                let q = if wd != 0.0 {
+                    (&rp * (1.0 - h.lr * wd))?
+                } else {
+                    rp.clone()
+                };
+                let nm = ((&rm * h.beta1)? + (&g * (1.0 - h.beta1))?)?;
+                let nv = ((&rv * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
+                let denom = ((nv.sqrt()? / bc2_sqrt)? + h.eps)?;
+                let np = (q - (nm.div(&denom)? * (h.lr / bc1))?)?;
+                for (dst, src) in [(&rp, np), (&rm, nm), (&rv, nv)] {
+                    dst.slice_set(&src, 0, 0)?;
+                }
+            } else {
+                lantern_kernels::adamw_update(&rp, &g, &rm, &rv, None, &h)?;
+            }
+        }
+        let shape = format!("[{n}] wd {wd}");
+        let label = if work { "bf16" } else { "f32" };
+        for (what, a, b) in [
+            ("master", &p, &rp),
+            ("exp_avg", &m, &rm),
+            ("exp_avg_sq", &v, &rv),
+        ] {
+            rep.line("adamw", &shape, label, what, rel_err(a, b)?, TOL_F32);
+        }
+        if let Some(w) = &w {
+            rep.line(
+                "adamw",
+                &shape,
+                label,
+                "work copy",
+                rel_err(w, &rp.to_dtype(DType::BF16)?)?,
+                TOL_BF16,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The multi-tensor norm (with unscaling) and in-place clip on the device against the CPU
+/// (in CPU mode: against an f64 evaluation).
+fn check_grad_norm(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
+    let sizes: [&[usize]; 3] = [&[1], &[7, 3, 5], &[65536 * 3 + 11]];
+    for (set, unscale) in [
+        (&sizes[..1], 1.0),
+        (&sizes[..], 1.0),
+        (&sizes[..], 1.0 / 1024.0),
+    ] {
+        let host: Vec<Tensor> = set
+            .iter()
+            .map(|sh| randn(rng, sh, 2.0))
+            .collect::<Result<_>>()?;
+        // `copy`: on the CPU `to_device` shares the storage, and the clip works in place.
+        let dev: Vec<Tensor> = host
+            .iter()
+            .map(|t| t.to_device(&s.device)?.copy())
+            .collect::<candle_core::Result<_>>()?;
+        let href: Vec<&Tensor> = host.iter().collect();
+        let dref: Vec<&Tensor> = dev.iter().collect();
+        let shape = format!("{} tensors, unscale {unscale}", set.len());
+        let out = lantern_kernels::clip_grad_norm(&dref, 1.0, unscale)?;
+        let want = if s.cpu_mode {
+            let sq: f64 = host
+                .iter()
+                .map(|t| {
+                    Ok(t.to_dtype(DType::F64)?
+                        .sqr()?
+                        .sum_all()?
+                        .to_scalar::<f64>()?)
+                })
+                .sum::<Result<f64>>()?;
+            let norm = sq.sqrt() * unscale;
+            let coef = lantern_kernels::grad_norm::clip_coef(norm, 1.0);
+            lantern_kernels::scale_grads(&href, unscale * coef)?;
+            norm
+        } else {
+            lantern_kernels::clip_grad_norm(&href, 1.0, unscale)?.norm
+        };
+        rep.line(
+            "grad_norm",
+            &shape,
+            "f32",
+            "norm",
+            (out.norm - want).abs() / want,
+            TOL_F32,
+        );
+        let err = dev
+            .iter()
+            .zip(&host)
+            .map(|(a, b)| rel_err(a, b))
+            .try_fold(0f64, |m, e| e.map(|e| m.max(e)))?;
+        rep.line("grad_norm", &shape, "f32", "clipped", err, TOL_F32);
+    }
+    Ok(())
+}
+
+/// Per-step losses of `steps` fp32 steps of gpt-tiny on `device`, batches (B 4, T 64) from the
+/// data folder, or else one seeded random-token batch repeated (which the model memorises, so
+/// the loss falls).
+fn train_losses(device: &Device, data: Option<&PathBuf>, steps: usize) -> Result<Vec<f64>> {
+    let (b, t) = (4, 64);
+    let shard = match data {
+        Some(dir) => {
+            let meta = lantern_data::prepare::read_meta(dir)?;
+            Some(lantern_data::shard::Shard::open_checked(
+                &dir.join("train.bin"),
+                meta.vocab_size,
+            )?)
+        }
+        None => None,
+    };
+    let vocab = shard.as_ref().map_or(512, |s| s.vocab_size() as usize);
+    let cfg = GptConfig::preset("gpt-tiny", vocab)?;
+    let mut rng = Rng::new(1337);
+    let params = init_params(&cfg, &mut rng, device, DType::F32)?;
+    let model = Gpt::new(&cfg, &params)?;
+    let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), &params)?;
+    let toks: Vec<u32> = (0..b * (t + 1))
+        .map(|_| rng.below(vocab as u64) as u32)
+        .collect();
+    let (mut inp, mut tgt): (Vec<u32>, Vec<u32>) = (
+        toks.chunks(t + 1).flat_map(|r| r[..t].to_vec()).collect(),
+        toks.chunks(t + 1).flat_map(|r| r[1..].to_vec()).collect(),
+    );
+    let mut losses = Vec::with_capacity(steps);
+    for step in 0..steps {
+        if let Some(sh) = &shard {
+            lantern_data::sampler::lm_batch(sh, 1337, (step * b) as u64, b, t, &mut inp, &mut tgt)?;
+        }
+        let batches = [to_batch(&inp, &tgt, b, t, device)?];
+        let out = train_step(
+            &StepInputs {
+                model: &model,
+                params: &params,
+                master: &params,
+                batches: &batches,
+                lr: 1e-3,
+                grad_clip: 1.0,
+                dropout_seed: 0,
+                step: step as u64,
+                check_integrity: step == 0,
+                poison_grad: false,
+            },
+            &mut opt,
+            None,
+        )?;
+        losses.push(out.loss);
+    }
+    Ok(losses)
+}
+
+fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
+    let data = opts.data.as_ref();
+    let on_device =
+        train_losses(&s.device, data, opts.steps).context("training on the checked device")?;
+    let on_cpu = train_losses(&Device::Cpu, data, opts.steps).context("training on the CPU")?;
+    let source = if data.is_some() {
+        "data"
+    } else {
+        "random batch"
+    };
+    for (i, (a, b)) in on_device.iter().zip(&on_cpu).enumerate() {
+        let shape = format!("step {i} loss {b:.5} ({source})");
+        rep.line(
+            "train gpt-tiny",
+            &shape,
+            "f32",
+            "loss",
+            (a - b).abs() / b.abs(),
+            TOL_TRAIN,
+        );
+    }
+    Ok(())
+}
+
+fn setup(opts: &Options) -> Result<Setup> {
+    if opts.cpu {
+        return Ok(Setup {
+            device: Device::Cpu,
+            cpu_mode: true,
+        });
+    }
+    if !cfg!(feature = "cuda") {
+        bail!(
+            "no CUDA device is available: this binary was built without `--features cuda`. \
+             `lantern selfcheck --cpu` runs the same checks on the CPU against the composite ops"
+        );
+    }
+    let device = lantern_train::device::parse_device(&opts.device)
+        .map_err(|e| anyhow!("no CUDA device is available ({e}). `lantern selfcheck --cpu` runs the same checks on the CPU"))?;
+    if !device.is_cuda() {
+        bail!(
+            "--device {}: selfcheck needs a CUDA device (or --cpu)",
+            opts.device
+        );
+    }
+    // Exact f32 matmuls for the comparison with the CPU.
+    lantern_train::device::set_tf32(&device, false);
+    Ok(Setup {
+        device,
+        cpu_mode: false,
+    })
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let s = setup(opts)?;
+    let against = if s.cpu_mode {
+        "CPU kernels vs composite candle ops"
+    } else {
+        "CUDA kernels vs CPU kernels"
+    };
+    println!("selfcheck on {:?}: {against}", s.device);
+    #[cfg(feature = "cuda")]
+    lantern_kernels::cuda::set_poison_outputs(!s.cpu_mode);
+    let mut rep = Report::default();
+    let mut rng = Rng::new(20261124);
+    check_ops(&mut rep, &s, &mut rng)?;
+    check_adamw(&mut rep, &s, &mut rng)?;
+    check_grad_norm(&mut rep, &s, &mut rng)?;
+    #[cfg(feature = "cuda")]
+    lantern_kernels::cuda::set_poison_outputs(false);
+    if opts.steps > 0 {
+        check_training(&mut rep, &s, opts)?;
+    }
+    if rep.failed.is_empty() {
+        println!("selfcheck passed: {} checks", rep.total);
+        Ok(())
+    } else {
+        bail!(
+            "{} of {} checks failed: {}",
+            rep.failed.len(),
+            rep.total,
+            rep.failed.join("; ")
+        )
+    }
+}
