@@ -1,22 +1,26 @@
 // Fused AdamW step over fp32 master weights and moments, writing the low-precision working
 // copy in the same pass (CPU reference: crates/kernels/src/adamw.rs). The update is
-// torch.optim.AdamW's (foreach=False) in the operation order of the CPU path, each operation
-// rounded separately (__fmul_rn / __fadd_rn: no fused multiply-add), so GPU and CPU agree to
-// the last bit up to sqrt and division, which are correctly rounded on both:
-//   p = p * (1 - lr wd)                      (only when decay_mul != 1)
-//   m = m b1 + g (1 - b1);  v = v b2 + g^2 (1 - b2)
-//   p = p - (m / (sqrt(v) / sqrt(bc2) + eps)) * (lr / bc1)
+// torch.optim.AdamW's (foreach=False) with the trainer optimizer's roundings, so GPU and CPU
+// agree to the last bit (division and sqrt are correctly rounded on both; fused multiply-adds
+// are written out as __fmaf_rn and nothing else is contracted):
+//   p = p * (1 - lr wd)                      (only when decay != 0)
+//   m = lerp(m, g, w)                        (torch's two branches, each one fma)
+//   v = fma((1 - b2) g, g, b2 v)             (torch's addcmul)
+//   p = p - (m * step_size) / (sqrt(v) / sqrt(bc2) + eps)
 // `+ 0.f` after each scalar multiply mirrors candle's affine (x * mul + add), which the CPU
 // path uses, so that even the sign of zero matches.
 #include "common.cuh"
 
 struct AdamWArgs {
-  float decay_mul;    // 1 - lr * wd
-  float b1, one_minus_b1, b2, one_minus_b2;
-  float inv_bc2_sqrt; // 1 / sqrt(1 - b2^t)
+  float decay_mul;      // 1 - lr * wd
+  float lerp_w;         // w = 1 - b1
+  float lerp_neg_rest;  // -(1 - w), torch's upper lerp branch
+  float b2, one_minus_b2;
+  float bc2_sqrt;       // sqrt(1 - b2^t)
   float eps;
-  float step_size;    // lr / (1 - b1^t)
-  int decay;          // 0: skip the decoupled decay
+  float step_size;      // lr / (1 - b1^t)
+  int decay;            // 0: skip the decoupled decay
+  int lerp_hi;          // |w| >= 0.5: the upper lerp branch
 };
 
 __device__ __forceinline__ float affine(float x, float mul) { return __fadd_rn(__fmul_rn(x, mul), 0.f); }
@@ -25,11 +29,12 @@ __device__ __forceinline__ float update(float* p, const float* g, float* m, floa
                                         const AdamWArgs& a) {
   float pi = p[i];
   const float gi = g[i];
+  const float diff = __fsub_rn(gi, m[i]);
+  const float mi = a.lerp_hi ? __fmaf_rn(diff, a.lerp_neg_rest, gi) : __fmaf_rn(diff, a.lerp_w, m[i]);
+  const float vi = __fmaf_rn(affine(gi, a.one_minus_b2), gi, affine(v[i], a.b2));
   if (a.decay) pi = affine(pi, a.decay_mul);
-  const float mi = __fadd_rn(affine(m[i], a.b1), affine(gi, a.one_minus_b1));
-  const float vi = __fadd_rn(affine(v[i], a.b2), affine(__fmul_rn(gi, gi), a.one_minus_b2));
-  const float denom = __fadd_rn(__fmul_rn(affine(__fsqrt_rn(vi), a.inv_bc2_sqrt), 1.f), a.eps);
-  pi = __fsub_rn(pi, affine(__fdiv_rn(mi, denom), a.step_size));
+  const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), a.bc2_sqrt), a.eps);
+  pi = __fsub_rn(pi, __fdiv_rn(affine(mi, a.step_size), denom));
   m[i] = mi;
   v[i] = vi;
   p[i] = pi;

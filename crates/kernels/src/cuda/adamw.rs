@@ -8,7 +8,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda::cudarc::driver::{DevicePtr, DeviceRepr, PushKernelArg};
 use candle_core::{DType, Error, Result, Storage, Tensor};
 
-// SAFETY: #[repr(C)] of eight f32 and one i32, the layout of `AdamWArgs` in adamw.cu.
+// SAFETY: #[repr(C)] of eight f32 and two i32, the layout of `AdamWArgs` in adamw.cu.
 unsafe impl DeviceRepr for Scalars {}
 
 /// Inputs are checked by `adamw_update`: same shape, contiguous, f32 (work bf16/f16).
