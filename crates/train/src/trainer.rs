@@ -275,8 +275,8 @@ pub fn train_step_on(
     }
     if inp.check_integrity {
         // Non-finite values are the NaN guard's business below; here only missing or zero
-        // gradients (a parameter cut off from the loss) fail.
-        // Local gradients: a parameter cut off from the loss is cut off on every rank.
+        // gradients (a parameter cut off from the loss) fail. In a world of several ranks
+        // these are this rank's own gradients, checked before they are summed.
         grads.check_integrity(inp.params, true)?;
     }
     if world > 1 {
@@ -716,13 +716,13 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         last_val = Some(v);
     }
 
-    let save = |step: u64,
-                samples_seen: u64,
-                tokens_seen: u64,
-                last_val: Option<f64>,
-                opt: &Optimizer,
-                scaler: Option<&LossScaler>,
-                (skipped_steps, consecutive_skips): (u64, u64)|
+    let write_checkpoint = |step: u64,
+                            samples_seen: u64,
+                            tokens_seen: u64,
+                            last_val: Option<f64>,
+                            opt: &Optimizer,
+                            scaler: Option<&LossScaler>,
+                            (skipped_steps, consecutive_skips): (u64, u64)|
      -> Result<PathBuf> {
         let st = TrainerState {
             format_version: checkpoint::STATE_VERSION,
@@ -771,7 +771,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 skips: (u64, u64)|
      -> Result<PathBuf> {
         let dir = if main {
-            save(
+            write_checkpoint(
                 step,
                 samples_seen,
                 tokens_seen,
@@ -1127,6 +1127,27 @@ mod tests {
                 param: params.names()[2].clone()
             }
         );
+    }
+
+    #[test]
+    fn each_rank_takes_the_gpu_of_its_local_rank() {
+        let world = |world_size, local_rank| WorldInfo {
+            rank: local_rank,
+            world_size,
+            local_rank,
+            local_world_size: Some(world_size),
+            master: None,
+            launcher: lantern_comm::Launcher::Torchrun,
+        };
+        // A plain run keeps whatever it asked for.
+        assert_eq!(
+            rank_device("cuda:3", &WorldInfo::single()).unwrap(),
+            "cuda:3"
+        );
+        assert_eq!(rank_device("cuda", &world(4, 2)).unwrap(), "cuda:2");
+        assert_eq!(rank_device("cpu", &world(4, 2)).unwrap(), "cpu");
+        let e = rank_device("cuda:1", &world(2, 0)).unwrap_err().to_string();
+        assert!(e.contains("cuda:1") && e.contains("2 ranks"), "{e}");
     }
 
     #[test]
