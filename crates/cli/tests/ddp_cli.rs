@@ -341,6 +341,11 @@ fn killing_one_rank_ends_the_job_and_names_it() {
     );
     // Within the collective timeout (5 s) and mpirun's clean-up, far from the 100000 steps.
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    // Rank 0 was stopped with the job (allow its supervisor a moment to reap it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rank_pid(&cfg, 0).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(rank_pid(&cfg, 0).is_none(), "rank 0 survived");
 }
 
