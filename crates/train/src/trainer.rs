@@ -303,12 +303,11 @@ pub fn train_step_on(
         });
     }
     grads.clip(grad_norm, inp.grad_clip)?;
-    opt.step(inp.master, &grads.grads, inp.lr)?;
-    if !std::ptr::eq(inp.params, inp.master) {
-        // Refresh the working copy from the updated master weights.
-        for (work, master) in inp.params.vars().iter().zip(inp.master.vars()) {
-            work.set(&master.as_tensor().to_dtype(work.dtype())?)?;
-        }
+    if std::ptr::eq(inp.params, inp.master) {
+        opt.step(inp.master, &grads.grads, inp.lr)?;
+    } else {
+        // Mixed precision: the working copy is refreshed from the updated master weights.
+        opt.step_mixed(inp.master, &grads.grads, inp.lr, inp.params)?;
     }
     Ok(StepOutput {
         loss: loss_sum,
