@@ -29,7 +29,8 @@ eval "$(bash scripts/cuda_toolchain.sh --env)"
 export CARGO_TARGET_DIR="${LANTERN_CUDA_TARGET:-$HOME/.cache/lantern/target-cuda}"
 if ((BUILD)); then
   start=$(date +%s)
-  cargo build --release -p lantern-cli --features cuda
+  # No MPI in the bundle: GPU ranks talk over NCCL, and a node need not have Open MPI.
+  cargo build --release -p lantern-cli --no-default-features --features cuda
   echo "bundle: release build took $(($(date +%s) - start)) s" >&2
 fi
 BIN="$CARGO_TARGET_DIR/release/lantern"

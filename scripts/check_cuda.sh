@@ -16,4 +16,6 @@ export CARGO_TARGET_DIR="${LANTERN_CUDA_TARGET:-$HOME/.cache/lantern/target-cuda
 start=$(date +%s)
 cargo check --workspace --all-targets --features cuda
 cargo clippy --workspace --all-targets --features cuda --quiet -- -D warnings
+# The GPU bundle's configuration (scripts/bundle.sh): CUDA and NCCL, no Open MPI.
+cargo check -p lantern-cli --no-default-features --features cuda
 echo "cuda compile check passed in $(( $(date +%s) - start ))s"

@@ -49,9 +49,9 @@ for t in $targets; do
     cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")
     ft=$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$last")
     corp=$(sed -nE 's/.* corp: ([0-9]+).*/\1/p' <<<"$last")
-    execs=$(sed -nE 's/^stat::number_of_executed_units: ([0-9]+)/\1/p' "$log")
-    rate=$(sed -nE 's/^stat::average_exec_per_sec: ([0-9]+)/\1/p' "$log")
-    rss=$(sed -nE 's/^stat::peak_rss_mb: ([0-9]+)/\1/p' "$log")
+    execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log")
+    rate=$(sed -nE 's/^stat::average_exec_per_sec: *([0-9]+)/\1/p' "$log")
+    rss=$(sed -nE 's/^stat::peak_rss_mb: *([0-9]+)/\1/p' "$log")
     summary+=("$(printf '%-17s %6ss %12s execs %8s exec/s  cov %6s  ft %6s  corpus %6s  rss %5s MB  %s' \
         "$t" "$secs" "${execs:--}" "${rate:--}" "${cov:--}" "${ft:--}" "${corp:--}" "${rss:--}" "$result")")
 done

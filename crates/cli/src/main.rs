@@ -290,6 +290,14 @@ fn run(cli: Cli) -> Result<Outcome> {
                     stop: Some(stop),
                 },
             )?;
+            if s.rank != 0 {
+                // Data parallel: rank 0 reports for the whole run.
+                return Ok(if s.preempted {
+                    Outcome::Preempted
+                } else {
+                    Outcome::Done
+                });
+            }
             let v = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
             println!(
                 "trained {} steps | val loss {} -> {} | {:.0} tokens/s",

@@ -69,6 +69,75 @@ pub struct TrainerState {
     /// `train.max_consecutive_skips` limit counts across a resume as in one process.
     #[serde(default)]
     pub consecutive_skips: u64,
+    /// Ranks that trained the run (data parallel); 1 in checkpoints of single-process runs
+    /// written before data-parallel training existed.
+    #[serde(default = "one")]
+    pub world_size: u64,
+    /// Sequences per optimizer step over all ranks: batch_size × grad_accum × world_size.
+    /// Absent in older checkpoints (see [`TrainerState::global_batch`]).
+    #[serde(default)]
+    pub global_batch: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl TrainerState {
+    /// Sequences per optimizer step over all ranks; for checkpoints that predate the field,
+    /// the single process's batch_size × grad_accum.
+    pub fn global_batch(&self) -> u64 {
+        self.global_batch.unwrap_or(
+            (self.config.train.batch_size * self.config.train.grad_accum) as u64 * self.world_size,
+        )
+    }
+}
+
+/// Whether a checkpoint may be continued by `world_size` ranks with per-rank `batch_size` and
+/// `grad_accum` (pure; the error says what to set). Another world size is fine as long as the
+/// global batch is the same: the samples of a step are then the same global range (the data
+/// position `samples_seen` is global), and the loss is normalised over the same token count.
+pub fn check_world_change(
+    st: &TrainerState,
+    batch_size: usize,
+    grad_accum: usize,
+    world_size: usize,
+) -> std::result::Result<(), String> {
+    let (was, now) = (
+        st.global_batch(),
+        (batch_size * grad_accum * world_size) as u64,
+    );
+    if st.world_size == world_size as u64 || was == now {
+        return Ok(());
+    }
+    let per_rank = was / world_size as u64;
+    let hint = if was.is_multiple_of(world_size as u64) && per_rank > 0 {
+        let mut options = Vec::new();
+        for accum in 1..=per_rank {
+            if per_rank.is_multiple_of(accum) {
+                options.push(format!(
+                    "train.batch_size={} with train.grad_accum={accum}",
+                    per_rank / accum
+                ));
+            }
+            if options.len() == 2 {
+                break;
+            }
+        }
+        format!("set {}", options.join(", or "))
+    } else {
+        format!(
+            "{was} sequences do not split evenly over {world_size} ranks: resume with a world \
+             size that divides {was}"
+        )
+    };
+    Err(format!(
+        "checkpoint was trained by {} rank(s) with a global batch of {was} sequences per step \
+         (batch_size {} x grad_accum {} x world {}); this run has {now} (batch_size \
+         {batch_size} x grad_accum {grad_accum} x world {world_size}). Resuming with another \
+         world size needs the same global batch: {hint}",
+        st.world_size, st.config.train.batch_size, st.config.train.grad_accum, st.world_size
+    ))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -407,5 +476,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing field"), "{e}");
+    }
+
+    fn state(batch_size: usize, grad_accum: usize, world_size: u64) -> TrainerState {
+        let mut config = RunConfig::parse("[data]\ndir = \"d\"", "test", &[]).unwrap();
+        config.train.batch_size = batch_size;
+        config.train.grad_accum = grad_accum;
+        TrainerState {
+            format_version: STATE_VERSION,
+            step: 10,
+            samples_seen: 80,
+            tokens_seen: 2560,
+            rng: RngState {
+                seed: 0,
+                counter: 10,
+            },
+            optimizer: OptimizerState {
+                kind: "adamw".into(),
+                step: 10,
+                param_steps: Default::default(),
+            },
+            model: crate::task::ModelConfig::Gpt(
+                lantern_models::gpt::GptConfig::preset("gpt-tiny", 64).unwrap(),
+            ),
+            config,
+            last_val_loss: None,
+            scaler: None,
+            skipped_steps: 0,
+            consecutive_skips: 0,
+            world_size,
+            global_batch: Some(batch_size as u64 * grad_accum as u64 * world_size),
+        }
+    }
+
+    #[test]
+    fn another_world_size_needs_the_same_global_batch() {
+        let st = state(4, 2, 2); // 16 sequences per step
+        assert_eq!(check_world_change(&st, 8, 2, 1), Ok(()));
+        assert_eq!(check_world_change(&st, 2, 2, 4), Ok(()));
+        // The same world may change its batch (as a single process always could).
+        assert_eq!(check_world_change(&st, 1, 1, 2), Ok(()));
+        let e = check_world_change(&st, 4, 2, 1).unwrap_err();
+        assert!(
+            e.contains("global batch of 16") && e.contains("this run has 8"),
+            "{e}"
+        );
+        assert!(
+            e.contains("train.batch_size=16 with train.grad_accum=1")
+                && e.contains("train.batch_size=8 with train.grad_accum=2"),
+            "{e}"
+        );
+        let e = check_world_change(&st, 4, 1, 3).unwrap_err();
+        assert!(e.contains("do not split evenly over 3 ranks"), "{e}");
+        // Checkpoints from before the field: the config's batch of one process.
+        let mut old = state(4, 2, 1);
+        old.global_batch = None;
+        assert_eq!(old.global_batch(), 8);
+        assert_eq!(check_world_change(&old, 2, 2, 2), Ok(()));
     }
 }

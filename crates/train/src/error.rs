@@ -23,6 +23,9 @@ pub enum Error {
     GradIntegrity { name: String, problem: String },
     #[error("{0}")]
     Device(String),
+    /// Joining the world of a data-parallel run, or one of its collectives.
+    #[error("data parallel: {0}")]
+    Comm(#[from] lantern_comm::Error),
     #[error("could not write checkpoint step {step} under {}: {source}; the earlier checkpoints there are untouched", root.display())]
     SaveFailed {
         step: u64,

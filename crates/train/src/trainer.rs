@@ -6,6 +6,13 @@
 //!
 //! The same loop pretrains GPT (causal LM) and BERT (masked LM); what differs — the model
 //! config, initialisation, batches, loss and checkpoint tensors — is in [`crate::task`].
+//!
+//! Data parallel (docs/distributed.md): a run started by a launcher (`lantern launch`, torchrun,
+//! `mpirun`, `srun`) joins its world; `train.batch_size` is then the per-rank micro-batch. Rank 0's
+//! initial weights are broadcast, each rank reads its own samples of every global batch, the
+//! gradients are summed once per optimizer step (after the last micro-batch), and everything
+//! after that runs identically on every rank. Only rank 0 writes logs, metrics and checkpoints.
+//! A world of one (no launcher) runs exactly the single-process loop.
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::RunConfig;
@@ -18,6 +25,10 @@ use crate::schedule::Schedule;
 use crate::task::{LossModel, ModelConfig, Scratch, Task};
 use crate::{error::io, plot, Error, Result};
 use candle_core::{DType, Device, Tensor};
+use lantern_comm::{
+    all_reduce_bucketed, BackendKind, CommOptions, Communicator, ReduceOp, WorldInfo,
+    DEFAULT_BUCKET_BYTES,
+};
 use lantern_data::shard::Shard;
 use lantern_kernels::{Rng, RngState};
 use lantern_models::{safetensors_io, Mode, Params};
@@ -60,6 +71,9 @@ pub struct TrainSummary {
     pub resumed_from: Option<u64>,
     /// The run stopped early on request ([`TrainOptions::stop`]) after writing `checkpoint`.
     pub preempted: bool,
+    /// This process's rank and the world size (1 without a launcher); only rank 0 reports.
+    pub rank: usize,
+    pub world_size: usize,
 }
 
 /// One micro-batch on the device. ids: (B, T) u32; targets: (B·T) u32.
@@ -99,7 +113,8 @@ pub struct StepInputs<'a> {
     pub batches: &'a [Batch],
     pub lr: f64,
     pub grad_clip: f64,
-    /// Dropout masks of micro-batch m of step s come from stream (dropout_seed, s·M + m).
+    /// Dropout masks of micro-batch m of step s on rank r of W come from stream
+    /// (dropout_seed, (s·M + m)·W + r): in a world of one, (dropout_seed, s·M + m).
     pub dropout_seed: u64,
     pub step: u64,
     pub check_integrity: bool,
@@ -171,19 +186,41 @@ pub fn train_step(
     opt: &mut Optimizer,
     scaler: Option<&mut LossScaler>,
 ) -> Result<StepOutput> {
+    train_step_on(&Communicator::single(), inp, opt, scaler)
+}
+
+/// [`train_step`] as one rank of a data-parallel world: `inp.batches` are this rank's
+/// micro-batches. The loss is normalised by the target tokens of the whole global step (every
+/// rank's), so the sum of the ranks' gradients is exactly the gradient of one process that
+/// saw all the samples. That sum is taken once, after the last micro-batch, in fp32; from
+/// there on (norm, NaN guard, loss scaler, clipping, optimizer) every rank computes the same
+/// thing from the same numbers, so their decisions agree without further messages.
+pub fn train_step_on(
+    comm: &Communicator,
+    inp: &StepInputs<'_>,
+    opt: &mut Optimizer,
+    scaler: Option<&mut LossScaler>,
+) -> Result<StepOutput> {
+    let (rank, world) = (comm.rank() as u64, comm.world_size() as u64);
+    let mut tokens: usize = inp.batches.iter().map(|b| b.n_targets).sum();
+    if world > 1 {
+        // Masked LM chooses a different number of tokens on each rank: the step's count is
+        // their sum (exact in f32 below 2^24 tokens a step).
+        let mut n = [tokens as f32];
+        comm.all_reduce_f32(&mut n, ReduceOp::Sum)?;
+        tokens = n[0] as usize;
+    }
     // Masked LM can (very rarely) choose no token in a whole step: its loss is then 0.
-    let tokens: usize = inp
-        .batches
-        .iter()
-        .map(|b| b.n_targets)
-        .sum::<usize>()
-        .max(1);
+    let tokens = tokens.max(1);
     let m = inp.batches.len() as u64;
     let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
     let mut grads = StepGrads::new(inp.params.len());
     let mut loss_sum = 0f64;
     for (micro, batch) in inp.batches.iter().enumerate() {
-        let mut rng = Rng::derive(inp.dropout_seed, inp.step * m + micro as u64);
+        let mut rng = Rng::derive(
+            inp.dropout_seed,
+            (inp.step * m + micro as u64) * world + rank,
+        );
         let loss = (inp.model.loss_sum(batch, Mode::Train(&mut rng))? / tokens as f64)?;
         let store = if scale != 1.0 {
             (&loss * scale)?.backward()?
@@ -204,8 +241,12 @@ pub fn train_step(
     }
     if inp.check_integrity {
         // Non-finite values are the NaN guard's business below; here only missing or zero
-        // gradients (a parameter cut off from the loss) fail.
+        // gradients (a parameter cut off from the loss) fail. In a world of several ranks
+        // these are this rank's own gradients, checked before they are summed.
         grads.check_integrity(inp.params, true)?;
+    }
+    if world > 1 {
+        loss_sum = reduce_step(comm, &mut grads, loss_sum)?;
     }
     let grad_norm = grads.global_norm()?;
     let nonfinite = if !loss_sum.is_finite() {
@@ -228,12 +269,11 @@ pub fn train_step(
         });
     }
     grads.clip(grad_norm, inp.grad_clip)?;
-    opt.step(inp.master, &grads.grads, inp.lr)?;
-    if !std::ptr::eq(inp.params, inp.master) {
-        // Refresh the working copy from the updated master weights.
-        for (work, master) in inp.params.vars().iter().zip(inp.master.vars()) {
-            work.set(&master.as_tensor().to_dtype(work.dtype())?)?;
-        }
+    if std::ptr::eq(inp.params, inp.master) {
+        opt.step(inp.master, &grads.grads, inp.lr)?;
+    } else {
+        // Mixed precision: the working copy is refreshed from the updated master weights.
+        opt.step_mixed(inp.master, &grads.grads, inp.lr, inp.params)?;
     }
     Ok(StepOutput {
         loss: loss_sum,
@@ -241,6 +281,43 @@ pub fn train_step(
         skipped: false,
         nonfinite: None,
     })
+}
+
+/// Sums the step's loss and gradients over the ranks (in place); returns the global loss.
+fn reduce_step(comm: &Communicator, grads: &mut StepGrads, loss_sum: f64) -> Result<f64> {
+    // Reverse parameter order: the order backward finishes them, which an overlapped
+    // reduction would follow (see lantern_comm::bucket).
+    let present: Vec<usize> = (0..grads.grads.len())
+        .rev()
+        .filter(|&i| grads.grads[i].is_some())
+        .collect();
+    // The bucket plan follows from the gradients present: every rank must have the same ones,
+    // or the collectives would pair up different tensors. One small all-reduce carries that
+    // check and the loss (the sum of each rank's share of the global mean).
+    let mut head = [loss_sum as f32, present.len() as f32];
+    comm.all_reduce_f32(&mut head, ReduceOp::Sum)?;
+    if head[1] != (present.len() * comm.world_size()) as f32 {
+        return Err(Error::Comm(lantern_comm::Error::Buffer {
+            op: "gradient all-reduce",
+            msg: format!(
+                "rank {} has gradients for {} of {} parameters, but the ranks together have {}: \
+                 every rank must produce gradients for the same parameters",
+                comm.rank(),
+                present.len(),
+                grads.grads.len(),
+                head[1]
+            ),
+        }));
+    }
+    let local: Vec<Tensor> = present
+        .iter()
+        .map(|&i| grads.grads[i].clone().expect("present"))
+        .collect();
+    let summed = all_reduce_bucketed(comm, &local, ReduceOp::Sum, DEFAULT_BUCKET_BYTES)?;
+    for (&i, g) in present.iter().zip(summed) {
+        grads.grads[i] = Some(g);
+    }
+    Ok(head[0] as f64)
 }
 
 /// Whether a skipped step counts towards `train.max_consecutive_skips`. In fp16 an overflow of
@@ -256,22 +333,31 @@ pub fn counts_as_guard_skip(nonfinite: &NonFinite, scale_before: Option<f64>) ->
 }
 
 /// Mean validation loss per target (token, or chosen token for masked LM) over `n_batches`
-/// fixed batches of the validation shard.
+/// fixed global batches of the validation shard, each of `b` windows per rank: rank r
+/// evaluates windows i·(B·W) + r·B .. + B of batch i, the same windows one process with batch
+/// W·B would, and the sums are added over the ranks.
 fn evaluate(
     model: &dyn LossModel,
     task: &Task,
     val: &Shard,
-    b: usize,
-    t: usize,
+    (b, t): (usize, usize),
     n_batches: usize,
     device: &Device,
+    comm: &Communicator,
 ) -> Result<f64> {
+    let (rank, world) = (comm.rank(), comm.world_size());
     let mut scratch = Scratch::default();
     let (mut total, mut count) = (0f64, 0usize);
     for i in 0..n_batches {
-        let batch = task.val_batch(val, (i * b) as u64, (b, t), device, &mut scratch)?;
+        let first = (i * b * world + rank * b) as u64;
+        let batch = task.val_batch(val, first, (b, t), device, &mut scratch)?;
         total += model.loss_sum(&batch, Mode::Eval)?.to_scalar::<f32>()? as f64;
         count += batch.n_targets;
+    }
+    if world > 1 {
+        let mut sums = [total as f32, count as f32];
+        comm.all_reduce_f32(&mut sums, ReduceOp::Sum)?;
+        (total, count) = (sums[0] as f64, sums[1] as usize);
     }
     Ok(total / count.max(1) as f64)
 }
@@ -340,8 +426,30 @@ impl Progress {
 
 /// Runs (or continues) a training run as configured. See the module header for the loop.
 pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
-    let device = parse_device(&cfg.train.device)?;
+    // The world the launcher set up (a world of one without one), and this rank's device.
+    let env = lantern_comm::env::process_env();
+    let world_info = lantern_comm::detect(&env)?;
+    let device = parse_device(&rank_device(&cfg.train.device, &world_info)?)?;
     crate::device::set_tf32(&device, cfg.train.tf32);
+    let comm = Communicator::from_env(
+        BackendKind::from_env(&env)?,
+        &device,
+        &CommOptions::from_env(&env)?,
+    )?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    if world > 1 && !comm.device().same_device(&device) {
+        return Err(Error::Device(format!(
+            "rank {rank}: train.device = {:?}, but the {} backend reduces buffers on {:?}: \
+             use --backend nccl with cuda and --backend mpi with cpu",
+            cfg.train.device,
+            env.get(lantern_comm::BACKEND_ENV)
+                .map_or("single", String::as_str),
+            comm.device().location()
+        )));
+    }
+    // Rank 0 alone writes logs, metrics, plots and checkpoints; the others are quiet.
+    let main = rank == 0;
+    let quiet = opts.quiet || !main;
     let meta = lantern_data::prepare::read_meta(&cfg.data.dir)?;
     let run_dir = cfg.run.dir.clone();
     let ckpt_root = run_dir.join("checkpoints");
@@ -349,11 +457,16 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // Never silently train over an existing run: continuing it must be asked for.
     let existing = checkpoint::list_complete(&ckpt_root)?;
     let resume_from = if opts.resume {
-        for p in checkpoint::clean_incomplete(&ckpt_root)? {
-            eprintln!("removed incomplete checkpoint {}", p.display());
+        if main {
+            for p in checkpoint::clean_incomplete(&ckpt_root)? {
+                eprintln!("removed incomplete checkpoint {}", p.display());
+            }
         }
+        // Cleaning may put a checkpoint back in place: list only once it is done.
+        comm.barrier()?;
         let newest = checkpoint::list_complete(&ckpt_root)?.pop();
-        if newest.is_none() && !opts.quiet {
+        agree_on_checkpoint(&comm, newest.as_ref().map(|c| c.0), &ckpt_root)?;
+        if newest.is_none() && !quiet {
             // torchrun-style restarts pass --resume every time; the first start has nothing.
             eprintln!(
                 "no complete checkpoint in {}: starting a new run",
@@ -377,6 +490,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         None => None,
     };
     if let (Some(st), Some((_, dir))) = (&state, &resume_from) {
+        checkpoint::check_world_change(st, cfg.train.batch_size, cfg.train.grad_accum, world)
+            .map_err(|msg| Error::Checkpoint {
+                path: dir.join(checkpoint::STATE_FILE),
+                msg,
+            })?;
         let want = cfg.train.optimizer.name();
         if st.optimizer.kind != want {
             return Err(Error::Checkpoint {
@@ -433,6 +551,13 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
         (None, None) => model_cfg.init_params(&mut init_rng, &device)?,
     };
+    if world > 1 {
+        // Ranks start from identical weights: rank 0's (its own init, `init_from` or the
+        // checkpoint every rank read anyway).
+        for v in params.vars() {
+            comm.broadcast(v.as_tensor(), 0)?;
+        }
+    }
     // Mixed precision: the model reads a bf16/fp16 working copy; `params` stay the fp32 masters.
     let precision = cfg.train.precision;
     let work = match precision {
@@ -475,10 +600,23 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         decay_steps: cfg.train.decay_steps.unwrap_or(cfg.train.max_steps / 10),
     };
 
-    std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
-    write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     let metrics_path = run_dir.join("metrics.jsonl");
-    let mut log = MetricsLog::open(&metrics_path, resume_from.as_ref().map(|r| r.0))?;
+    let mut log = if main {
+        std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+        Some(MetricsLog::open(
+            &metrics_path,
+            resume_from.as_ref().map(|r| r.0),
+        )?)
+    } else {
+        None
+    };
+    let mut log_write = |record: serde_json::Value| -> Result<()> {
+        match log.as_mut() {
+            Some(l) => l.write(&record),
+            None => Ok(()),
+        }
+    };
     let tokenizer_path = cfg.data.dir.join("tokenizer.json");
     let tokenizer_bytes = std::fs::read(&tokenizer_path).map_err(io(&tokenizer_path))?;
     // The tokenizer is copied into every checkpoint: check it loads and fits the model now,
@@ -491,13 +629,24 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let task = Task::new(&model_cfg, &cfg, &tokenizer, &tokenizer_path)?;
 
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
-    let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, opts.quiet);
+    let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, quiet);
+    // Sequences per optimizer step over all ranks (batch_size is per rank, as in torchrun).
+    let global_batch = b * accum * world;
     progress.line(&format!(
-        "{} | {} params | device {} | {:?} | batch {b}x{accum}x{t} tokens | {} steps{}",
+        "{} | {} params | device {} | {:?} | batch {b}x{accum}x{t} tokens{} | {} steps{}",
         cfg.model.preset,
         model_cfg.num_params(),
         cfg.train.device,
         precision,
+        if world > 1 {
+            format!(
+                " per rank x {world} ranks = global batch {global_batch} sequences \
+                 ({} tokens)",
+                global_batch * t
+            )
+        } else {
+            String::new()
+        },
         cfg.train.max_steps,
         match &resume_from {
             Some((s, _)) => format!(" | resumed at step {s}"),
@@ -510,28 +659,28 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             model,
             &task,
             &val_shard,
-            b,
-            t,
+            (b, t),
             cfg.train.eval_batches,
             &device,
+            &comm,
         )
     };
     let mut first_val = None;
     if state.is_none() {
         let v = eval(&*model)?;
-        log.write(&json!({"kind": "val", "step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
+        log_write(json!({"kind": "val", "step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
         progress.line(&format!("step 0 | val loss {v:.4} | ppl {:.1}", v.exp()));
         first_val = Some(v);
         last_val = Some(v);
     }
 
-    let save = |step: u64,
-                samples_seen: u64,
-                tokens_seen: u64,
-                last_val: Option<f64>,
-                opt: &Optimizer,
-                scaler: Option<&LossScaler>,
-                (skipped_steps, consecutive_skips): (u64, u64)|
+    let write_checkpoint = |step: u64,
+                            samples_seen: u64,
+                            tokens_seen: u64,
+                            last_val: Option<f64>,
+                            opt: &Optimizer,
+                            scaler: Option<&LossScaler>,
+                            (skipped_steps, consecutive_skips): (u64, u64)|
      -> Result<PathBuf> {
         let st = TrainerState {
             format_version: checkpoint::STATE_VERSION,
@@ -549,6 +698,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             scaler: scaler.cloned(),
             skipped_steps,
             consecutive_skips,
+            world_size: world as u64,
+            global_batch: Some(global_batch as u64),
         };
         let mut files = vec![
             (
@@ -568,8 +719,34 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         files.extend(model_cfg.checkpoint_files());
         checkpoint::commit(&ckpt_root, step, &files, cfg.checkpoint.keep)
     };
+    // Rank 0 writes; every rank waits for it, so none runs ahead of the checkpoint it might
+    // have to resume from. Others get the folder rank 0 is writing.
+    let save = |step: u64,
+                samples_seen: u64,
+                tokens_seen: u64,
+                last_val: Option<f64>,
+                opt: &Optimizer,
+                scaler: Option<&LossScaler>,
+                skips: (u64, u64)|
+     -> Result<PathBuf> {
+        let dir = if main {
+            write_checkpoint(
+                step,
+                samples_seen,
+                tokens_seen,
+                last_val,
+                opt,
+                scaler,
+                skips,
+            )?
+        } else {
+            ckpt_root.join(checkpoint::dir_name(step))
+        };
+        comm.barrier()?;
+        Ok(dir)
+    };
 
-    let tokens_per_step = (b * t * accum) as u64;
+    let tokens_per_step = (b * t * accum * world) as u64;
     let mut scratch = Scratch::default();
     let mut last_ckpt = None;
     let mut last_loss = None;
@@ -578,12 +755,18 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let stop_requested = || opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
     let (mut timed_tokens, mut timed_secs) = (0u64, 0f64);
     while step < end {
+        comm.set_step(step);
         let t0 = Instant::now();
         let scale_before = scaler.as_ref().map(|s| s.scale);
         let lr = schedule.lr_at(step);
         let mut batches = Vec::with_capacity(accum);
         for micro in 0..accum {
-            let first = samples_seen + (micro * b) as u64;
+            // The step covers global samples samples_seen .. + B·M·W; micro-batch m of rank r
+            // is B of them at m·(B·W) + r·B. The set is the same for any split of B·M·W into
+            // per-rank batch, accumulation and world size, so one process with batch W·B
+            // takes the same samples, and a resume with another world size continues the
+            // same order.
+            let first = samples_seen + (micro * b * world + rank * b) as u64;
             batches.push(task.train_batch(
                 &train_shard,
                 cfg.train.seed,
@@ -593,7 +776,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 &mut scratch,
             )?);
         }
-        let out = train_step(
+        let out = train_step_on(
+            &comm,
             &StepInputs {
                 model: &*model,
                 params: work_params,
@@ -625,22 +809,23 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             // An fp16 overflow the scaler handles neither extends nor ends a streak.
             consecutive_skips = 0;
         }
-        samples_seen += (b * accum) as u64;
+        samples_seen += global_batch as u64;
         tokens_seen += tokens_per_step;
         let secs = t0.elapsed().as_secs_f64();
         timed_tokens += tokens_per_step;
         timed_secs += secs;
         let tok_s = tokens_per_step as f64 / secs;
         last_loss = Some(loss_sum);
-        log.write(&json!({
+        log_write(json!({
             "kind": "train", "step": step, "loss": loss_sum, "lr": lr, "grad_norm": norm,
             "tokens_per_s": tok_s, "tokens_seen": tokens_seen, "step_ms": secs * 1e3,
             "precision": precision, "skipped": out.skipped,
             "loss_scale": scaler.as_ref().map(|s| s.scale),
             "skipped_steps": skipped_total, "consecutive_skips": consecutive_skips,
             "skip_reason": out.nonfinite.as_ref().map(|n| n.to_string()),
+            "world_size": world, "global_batch": global_batch,
         }))?;
-        if let Some(what) = &out.nonfinite {
+        if let Some(what) = out.nonfinite.as_ref().filter(|_| main) {
             if guard_skip {
                 // A warning, not progress: printed even with --quiet.
                 eprintln!(
@@ -684,7 +869,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
         if eval_due || step == cfg.train.max_steps {
             let v = eval(&*model)?;
-            log.write(&json!({"kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp()}))?;
+            log_write(json!({"kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp()}))?;
             progress.line(&format!(
                 "step {step} | val loss {v:.4} | ppl {:.1}",
                 v.exp()
@@ -692,7 +877,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             last_val = Some(v);
         }
         let ckpt_due = cfg.checkpoint.every > 0 && step.is_multiple_of(cfg.checkpoint.every);
-        let stop_now = !at_end && stop_requested();
+        // A stop asked of any rank (SIGTERM reaches one rank, or all at slightly different
+        // moments) stops every rank after this same step.
+        let stop_now = !at_end && agree_on_stop(&comm, stop_requested())?;
         if ckpt_due || at_end || stop_now {
             last_ckpt = Some(save(
                 step,
@@ -713,13 +900,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
     }
     progress.finish();
-    let records = metrics::read_records(&metrics_path)?;
-    let (train_s, val_s) = (
-        metrics::series(&records, "train", "loss"),
-        metrics::series(&records, "val", "val_loss"),
-    );
-    if !train_s.is_empty() || !val_s.is_empty() {
-        plot::write_loss_png(&run_dir.join("loss.png"), &train_s, &val_s)?;
+    if main {
+        let records = metrics::read_records(&metrics_path)?;
+        let (train_s, val_s) = (
+            metrics::series(&records, "train", "loss"),
+            metrics::series(&records, "val", "val_loss"),
+        );
+        if !train_s.is_empty() || !val_s.is_empty() {
+            plot::write_loss_png(&run_dir.join("loss.png"), &train_s, &val_s)?;
+        }
     }
     Ok(TrainSummary {
         run_dir,
@@ -735,7 +924,69 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         },
         resumed_from: state.map(|s| s.step),
         preempted,
+        rank,
+        world_size: world,
     })
+}
+
+/// The device string of this rank: with several ranks, `cuda` means the GPU of the local rank
+/// (torchrun's convention); naming one GPU would put every rank of the node on it.
+fn rank_device(device: &str, world: &WorldInfo) -> Result<String> {
+    if world.world_size == 1 {
+        return Ok(device.to_string());
+    }
+    match device {
+        "cuda" => Ok(format!("cuda:{}", world.local_rank)),
+        d if d.starts_with("cuda:") => Err(Error::Config(format!(
+            "train.device = {d:?} names one GPU, but the launcher started {} ranks: use \
+             \"cuda\" (each rank takes cuda:LOCAL_RANK)",
+            world.world_size
+        ))),
+        d => Ok(d.to_string()),
+    }
+}
+
+/// Every rank must resume from the same checkpoint (they read it from a shared run.dir):
+/// rank 0's choice is broadcast and each rank compares it with its own. A disagreement on any
+/// rank fails every rank, so none is left waiting in a collective.
+fn agree_on_checkpoint(comm: &Communicator, newest: Option<u64>, root: &Path) -> Result<()> {
+    if comm.world_size() == 1 {
+        return Ok(());
+    }
+    // f32 holds integers below 2^24 exactly: the step goes as two 24-bit halves.
+    let encode = |s: Option<u64>| match s {
+        None => [0.0, 0.0, 0.0],
+        Some(s) => [1.0, (s >> 24) as f32, (s & 0xFF_FFFF) as f32],
+    };
+    let mine = encode(newest);
+    let mut chosen = mine;
+    comm.broadcast_f32(&mut chosen, 0)?;
+    let mut differ = [(chosen != mine) as u8 as f32];
+    comm.all_reduce_f32(&mut differ, ReduceOp::Sum)?;
+    if differ[0] > 0.0 {
+        let show = |s: Option<u64>| s.map_or("none".to_string(), |s| format!("step {s}"));
+        return Err(Error::Checkpoint {
+            path: root.to_path_buf(),
+            msg: format!(
+                "rank {} finds newest checkpoint {} here, but {} rank(s) find another one than \
+                 rank 0; every rank must see the same run.dir (a shared filesystem)",
+                comm.rank(),
+                show(newest),
+                differ[0]
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether any rank was asked to stop (one tiny all-reduce per step in a world of several).
+fn agree_on_stop(comm: &Communicator, requested: bool) -> Result<bool> {
+    if comm.world_size() == 1 {
+        return Ok(requested);
+    }
+    let mut flag = [requested as u8 as f32];
+    comm.all_reduce_f32(&mut flag, ReduceOp::Sum)?;
+    Ok(flag[0] > 0.0)
 }
 
 #[cfg(test)]
@@ -834,6 +1085,27 @@ mod tests {
                 param: params.names()[2].clone()
             }
         );
+    }
+
+    #[test]
+    fn each_rank_takes_the_gpu_of_its_local_rank() {
+        let world = |world_size, local_rank| WorldInfo {
+            rank: local_rank,
+            world_size,
+            local_rank,
+            local_world_size: Some(world_size),
+            master: None,
+            launcher: lantern_comm::Launcher::Torchrun,
+        };
+        // A plain run keeps whatever it asked for.
+        assert_eq!(
+            rank_device("cuda:3", &WorldInfo::single()).unwrap(),
+            "cuda:3"
+        );
+        assert_eq!(rank_device("cuda", &world(4, 2)).unwrap(), "cuda:2");
+        assert_eq!(rank_device("cpu", &world(4, 2)).unwrap(), "cpu");
+        let e = rank_device("cuda:1", &world(2, 0)).unwrap_err().to_string();
+        assert!(e.contains("cuda:1") && e.contains("2 ranks"), "{e}");
     }
 
     #[test]

@@ -49,6 +49,20 @@ impl AdamW {
     }
 
     pub fn step(&mut self, params: &Params, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        self.step_with_work(params, grads, lr, None).map(|_| ())
+    }
+
+    /// [`AdamW::step`] that, on CUDA, also writes the low-precision working copy `work` (the
+    /// same parameters in bf16/fp16) in the fused kernel's single pass. Returns, per
+    /// parameter, whether its working copy was written; the caller refreshes the others.
+    pub fn step_with_work(
+        &mut self,
+        params: &Params,
+        grads: &[Option<Tensor>],
+        lr: f64,
+        work: Option<&Params>,
+    ) -> Result<Vec<bool>> {
+        let mut written = vec![false; params.len()];
         self.counts.total += 1;
         for (i, var) in params.vars().iter().enumerate() {
             let Some(g) = &grads[i] else { continue };
@@ -56,14 +70,18 @@ impl AdamW {
             let g = g.detach().to_dtype(DType::F32)?;
             if var.device().is_cuda() && var.dtype() == DType::F32 && var.is_contiguous() {
                 // One fused kernel, in place, with the same roundings as `update`.
+                let w = work
+                    .map(|w| w.vars()[i].as_tensor())
+                    .filter(|w| matches!(w.dtype(), DType::BF16 | DType::F16) && w.is_contiguous());
                 lantern_kernels::adamw_update(
                     var.as_tensor(),
                     &g,
                     &self.exp_avg[i],
                     &self.exp_avg_sq[i],
-                    None,
+                    w,
                     &self.hyper(lr, self.counts.per_param[i], self.decay[i]),
                 )?;
+                written[i] = w.is_some();
                 continue;
             }
             let p = var.as_tensor().detach().to_dtype(DType::F32)?;
@@ -83,7 +101,7 @@ impl AdamW {
             self.exp_avg[i] = m;
             self.exp_avg_sq[i] = v;
         }
-        Ok(())
+        Ok(written)
     }
 
     /// The fused kernel's hyper-parameters for one parameter (weight decay 0 outside the

@@ -129,6 +129,33 @@ impl Optimizer {
         }
     }
 
+    /// [`Optimizer::step`] in mixed precision: updates the fp32 `master` weights, then brings
+    /// the working copy `work` (the same parameters in bf16/fp16) up to date. AdamW on CUDA
+    /// writes it in its fused kernel's single pass; everything else is a rounding cast.
+    pub fn step_mixed(
+        &mut self,
+        master: &Params,
+        grads: &[Option<Tensor>],
+        lr: f64,
+        work: &Params,
+    ) -> Result<()> {
+        let written = match self {
+            Self::AdamW(o) if grads.len() == master.len() => {
+                o.step_with_work(master, grads, lr, Some(work))?
+            }
+            _ => {
+                self.step(master, grads, lr)?;
+                vec![false; master.len()]
+            }
+        };
+        for ((w, m), done) in work.vars().iter().zip(master.vars()).zip(written) {
+            if !done {
+                w.set(&m.as_tensor().to_dtype(w.dtype())?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The buffers, keyed `<param>.<buffer>` (e.g. `transformer.wte.weight.exp_avg`).
     pub fn state_tensors(&self, params: &Params) -> BTreeMap<String, Tensor> {
         let mut out = BTreeMap::new();

@@ -1,0 +1,372 @@
+//! Data-parallel `lantern train` through the binary, on two real MPI processes (started by
+//! `lantern launch --backend mpi` or by `mpirun` itself): the same weights as one process with
+//! the whole batch, exact resume, resume with another world size, a stop asked of one rank,
+//! and a killed rank ending the job.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The config and `--set` overrides of one run; steps are short so the tests stay small.
+fn train_args(cfg: &Path, sets: &[&str], extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec!["train".into(), "--config".into(), s(cfg), "--quiet".into()];
+    for kv in sets {
+        a.push("--set".into());
+        a.push(kv.to_string());
+    }
+    a.extend(extra.iter().map(|x| x.to_string()));
+    a
+}
+
+/// `lantern launch --nproc-per-node 2 --backend mpi -- <args>`, which must succeed.
+fn launch2(args: &[String]) -> String {
+    let mut all: Vec<&str> = vec!["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"];
+    all.extend(args.iter().map(String::as_str));
+    lantern_ok(&all)
+}
+
+/// Two ranks started by `mpirun` directly (each reads Open MPI's variables), as on a cluster.
+fn mpirun2(args: &[String]) -> Output {
+    let mut cmd = Command::new("mpirun");
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.arg("--allow-run-as-root");
+    }
+    cmd.args(["--oversubscribe", "--bind-to", "none", "-np", "2"])
+        .args(["-x", "LANTERN_COMM_BACKEND=mpi"])
+        .arg(env!("CARGO_BIN_EXE_lantern"))
+        .args(args);
+    cmd.output()
+        .expect("mpirun runs (scripts/test.sh installs openmpi-bin)")
+}
+
+fn final_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
+    read_f32_tensors(&newest_checkpoint(run).join("model.safetensors"))
+}
+
+fn rel(x: &[f32], y: &[f32]) -> f64 {
+    let num: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(p, q)| ((p - q) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let den: f64 = y
+        .iter()
+        .map(|q| (*q as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
+    num / den
+}
+
+/// Every tensor within `tol` relative L2 distance. The key part of `attn.c_attn.bias` is left
+/// out: its true gradient is exactly zero (softmax ignores a constant added to all of a query's
+/// scores), so it holds only rounding noise, which depends on the summation order and which
+/// Adam scales up to steps of ~lr (as in train_cli's accumulation test).
+fn assert_close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: different tensors");
+    for ((na, va), (nb, vb)) in a.iter().zip(b) {
+        assert_eq!(na, nb, "{what}");
+        let c = va.len() / 3;
+        let parts = if na.ends_with("attn.c_attn.bias") {
+            [0..c, 2 * c..va.len()]
+        } else {
+            [0..va.len(), 0..0]
+        };
+        for p in parts.into_iter().filter(|p| !p.is_empty()) {
+            let r = rel(&va[p.clone()], &vb[p]);
+            assert!(r <= tol, "{what}: {na}: relative difference {r}");
+        }
+    }
+}
+
+fn train_records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "train")
+        .collect()
+}
+
+fn equivalence(accum: usize, two_ranks: fn(&[String]) -> String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let acc = format!("train.grad_accum={accum}");
+    let common_sets = ["train.max_steps=10", "model.dropout=0.0", acc.as_str()];
+    let two = tmp.path().join("two");
+    let cfg = tiny_config(tmp.path(), &two, "");
+    let mut sets = common_sets.to_vec();
+    sets.push("train.batch_size=2");
+    let out = two_ranks(&train_args(&cfg, &sets, &[]));
+    // Rank 0 alone reports.
+    assert_eq!(out.matches("trained 10 steps").count(), 1, "{out}");
+
+    let one = tmp.path().join("one");
+    let cfg = tiny_config(tmp.path(), &one, "");
+    let mut sets = common_sets.to_vec();
+    sets.push("train.batch_size=4");
+    lantern_ok(
+        &train_args(&cfg, &sets, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+
+    assert_close(
+        &final_weights(&two),
+        &final_weights(&one),
+        1e-5,
+        &format!("2 ranks x batch 2 vs 1 x batch 4, grad_accum {accum}"),
+    );
+    // One record per step (only rank 0 logs), the global loss and batch.
+    let (r2, r1) = (train_records(&two), train_records(&one));
+    assert_eq!(r2.len(), 10);
+    for (a, b) in r2.iter().zip(&r1) {
+        let (la, lb) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+        assert!((la - lb).abs() <= 1e-5 * lb.abs(), "loss {la} vs {lb}");
+        assert_eq!(a["global_batch"], 4 * accum);
+        assert_eq!(a["world_size"], 2);
+        assert_eq!(a["tokens_seen"], b["tokens_seen"]);
+    }
+}
+
+#[test]
+fn two_ranks_match_one_process_with_twice_the_batch() {
+    equivalence(1, launch2);
+}
+
+#[test]
+fn two_ranks_match_one_process_with_accumulation_under_plain_mpirun() {
+    equivalence(2, |args| {
+        let out = mpirun2(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "mpirun failed\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    });
+}
+
+#[test]
+fn two_rank_resume_is_byte_identical() {
+    // Dropout on: the masks of each rank must be reproduced after the restart too.
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [
+        "train.max_steps=10",
+        "train.batch_size=2",
+        "train.grad_accum=2",
+        "checkpoint.every=5",
+    ];
+    let straight = tmp.path().join("straight");
+    let cfg = tiny_config(tmp.path(), &straight, "");
+    launch2(&train_args(&cfg, &sets, &[]));
+
+    let split = tmp.path().join("split");
+    let cfg = tiny_config(tmp.path(), &split, "");
+    launch2(&train_args(&cfg, &sets, &["--stop-after", "5"]));
+    assert!(newest_checkpoint(&split).ends_with("step-00000005"));
+    launch2(&train_args(&cfg, &sets, &["--resume"]));
+
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(newest_checkpoint(&straight).join(file)).unwrap();
+        let b = std::fs::read(newest_checkpoint(&split).join(file)).unwrap();
+        assert!(newest_checkpoint(&split).ends_with("step-00000010"));
+        assert!(a == b, "{file} of the resumed 2-rank run differs");
+    }
+}
+
+#[test]
+fn a_two_rank_checkpoint_continues_on_one_process_with_the_same_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = [
+        "train.max_steps=10",
+        "model.dropout=0.0",
+        "checkpoint.every=5",
+    ];
+    let with = |b: &'static str| {
+        let mut v = base.to_vec();
+        v.push(b);
+        v
+    };
+    let straight = tmp.path().join("straight");
+    let cfg = tiny_config(tmp.path(), &straight, "");
+    launch2(&train_args(&cfg, &with("train.batch_size=2"), &[]));
+
+    let split = tmp.path().join("split");
+    let cfg = tiny_config(tmp.path(), &split, "");
+    launch2(&train_args(
+        &cfg,
+        &with("train.batch_size=2"),
+        &["--stop-after", "5"],
+    ));
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(newest_checkpoint(&split).join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["world_size"], 2);
+    assert_eq!(state["global_batch"], 4);
+    assert_eq!(state["samples_seen"], 20);
+
+    // One process with the per-rank batch would halve the global batch: refused, saying what
+    // to set.
+    let args = train_args(&cfg, &with("train.batch_size=2"), &["--resume"]);
+    let err = lantern_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("trainer_state.json")
+            && err.contains("global batch of 4")
+            && err.contains("train.batch_size=4 with train.grad_accum=1"),
+        "{err}"
+    );
+
+    let args = train_args(&cfg, &with("train.batch_size=4"), &["--resume"]);
+    lantern_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(newest_checkpoint(&split).ends_with("step-00000010"));
+    assert_close(
+        &final_weights(&split),
+        &final_weights(&straight),
+        1e-5,
+        "2 ranks then 1 process vs 2 ranks throughout",
+    );
+}
+
+/// Pid of the `lantern train` process of `rank` whose arguments mention `config`.
+fn rank_pid(config: &Path, rank: usize) -> Option<i32> {
+    let want_run = s(config);
+    let want_rank = format!("RANK={rank}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let dir: PathBuf = entry.path();
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&c| c == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        // The trainer itself, not its `launch-rank` supervisor or the launcher.
+        if args.get(1).map(String::as_str) != Some("train")
+            || !args.iter().any(|a| a.contains(&want_run))
+        {
+            continue;
+        }
+        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+        if environ
+            .split(|&c| c == 0)
+            .any(|v| v == want_rank.as_bytes())
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// A launcher that is stopped (SIGTERM, which it forwards to its ranks) if a test fails
+/// before it ended, so no training job outlives the test.
+struct Job(Option<std::process::Child>);
+
+impl Job {
+    fn wait(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            send_signal(&c, libc::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts a long 2-rank run under the launcher and waits until it has logged step 2.
+/// Returns the job, its run folder and its config (which names the ranks' processes).
+fn start_long_run(tmp: &Path, name: &str) -> (Job, PathBuf, PathBuf) {
+    let run = tmp.join(name);
+    let cfg = tiny_config(tmp, &run, "");
+    let args = train_args(
+        &cfg,
+        &[
+            "train.max_steps=100000",
+            "train.batch_size=2",
+            "checkpoint.every=100000",
+        ],
+        &[],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args([
+            "launch",
+            "--nproc-per-node",
+            "2",
+            "--backend",
+            "mpi",
+            "--comm-timeout",
+            "5",
+            "--",
+        ])
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_step(&mut child, &run, 2, Duration::from_secs(60));
+    (Job(Some(child)), run, cfg)
+}
+
+#[test]
+fn killing_one_rank_ends_the_job_and_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (job, _run, cfg) = start_long_run(tmp.path(), "killed");
+    let pid = rank_pid(&cfg, 1).expect("rank 1's trainer is running");
+    let t0 = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions; `pid` is a live trainer of this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let out = job.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rank 1 failed (killed by signal 9)"),
+        "{stderr}"
+    );
+    // Within the collective timeout (5 s) and mpirun's clean-up, far from the 100000 steps.
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    // Rank 0 was stopped with the job (allow its supervisor a moment to reap it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rank_pid(&cfg, 0).is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(rank_pid(&cfg, 0).is_none(), "rank 0 survived");
+}
+
+#[test]
+fn a_stop_asked_of_one_rank_stops_both_after_the_same_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (job, run, cfg) = start_long_run(tmp.path(), "stopped");
+    let pid = rank_pid(&cfg, 1).expect("rank 1's trainer is running");
+    // SAFETY: kill has no memory-safety preconditions; `pid` is a live trainer of this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let out = job.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Both ranks exit with the preemption status; the launcher reports a rank's non-zero exit.
+    assert!(stderr.contains("exit status 75"), "{stderr}");
+    // Rank 0 was not signalled, yet it wrote the checkpoint of the last logged step: the ranks
+    // agreed on where to stop.
+    let last = last_train_step(&run);
+    assert!(last >= 2);
+    assert!(
+        newest_checkpoint(&run).ends_with(format!("step-{last:08}")),
+        "{:?} vs step {last}",
+        newest_checkpoint(&run)
+    );
+}
