@@ -196,46 +196,54 @@ fn mlm_resume_is_byte_identical_with_accumulation() {
     exact_resume(2);
 }
 
-/// The step's loss is normalised by the chosen tokens of the whole step, and samples are
-/// masked by their global index: 4 micro-batches of 4 give the update of one batch of 16
-/// (up to float summation order).
-#[test]
-fn mlm_accumulation_matches_a_large_batch() {
-    let tmp = tempfile::tempdir().unwrap();
-    let run = |name: &str, b: usize, acc: usize| {
-        let dir = tmp.path().join(name);
-        let extra = format!("grad_accum = {acc}");
-        let cfg = bert_config(tmp.path(), &dir, &extra);
-        lantern_ok(&[
-            "train",
-            "--config",
-            &s(&cfg),
-            "--quiet",
-            "--set",
-            &format!("train.batch_size={b}"),
-            "--set",
-            "model.dropout=0.0",
-            "--set",
-            "train.max_steps=8",
-        ]);
-        (
-            read_f32_tensors(&newest_checkpoint(&dir).join("model.safetensors")),
-            records(&dir, "train", "loss"),
-        )
-    };
-    let (wa, la) = run("b4x4", 4, 4);
-    let (wb, lb) = run("b16x1", 16, 1);
-    for (x, y) in la.iter().zip(&lb) {
+/// Runs 8 steps of the small config without dropout, as `lantern <prefix> train ...`; returns
+/// the final weights and the per-step train losses.
+fn short_run(
+    tmp: &Path,
+    name: &str,
+    prefix: &[&str],
+    (b, acc): (usize, usize),
+) -> (Vec<(String, Vec<f32>)>, Vec<f64>) {
+    let dir = tmp.join(name);
+    let cfg = bert_config(tmp, &dir, &format!("grad_accum = {acc}"));
+    let (cfg, batch) = (s(&cfg), format!("train.batch_size={b}"));
+    let mut args: Vec<&str> = prefix.to_vec();
+    args.extend([
+        "train",
+        "--config",
+        &cfg,
+        "--quiet",
+        "--set",
+        &batch,
+        "--set",
+        "model.dropout=0.0",
+        "--set",
+        "train.max_steps=8",
+    ]);
+    lantern_ok(&args);
+    (
+        read_f32_tensors(&newest_checkpoint(&dir).join("model.safetensors")),
+        records(&dir, "train", "loss"),
+    )
+}
+
+/// Two runs took the same steps: losses and weights agree to float summation order.
+fn assert_same_training(
+    (wa, la): &(Vec<(String, Vec<f32>)>, Vec<f64>),
+    (wb, lb): &(Vec<(String, Vec<f32>)>, Vec<f64>),
+) {
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(lb) {
         assert!(
             (x - y).abs() < 1e-4 * y.abs(),
             "step losses {la:?} vs {lb:?}"
         );
     }
     assert_eq!(wa.len(), wb.len());
-    for ((name, x), (_, y)) in wa.iter().zip(&wb) {
+    for ((name, x), (_, y)) in wa.iter().zip(wb) {
         // The key bias adds q·b_k to every score of a query alike, which softmax ignores: its
         // true gradient is 0, what it gets is rounding noise, and Adam scales noise to full
-        // steps. Its values say nothing about accumulation.
+        // steps. Its values say nothing about how the step was split.
         if name.ends_with("attention.self.key.bias") {
             continue;
         }
@@ -251,6 +259,28 @@ fn mlm_accumulation_matches_a_large_batch() {
             (num / den).sqrt()
         );
     }
+}
+
+/// The loss is normalised by the chosen tokens of the whole step, and the samples are masked
+/// by their global index: 4 micro-batches of 4 give the update of one batch of 16.
+#[test]
+fn mlm_accumulation_matches_a_large_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = short_run(tmp.path(), "b4x4", &[], (4, 4));
+    let b = short_run(tmp.path(), "b16x1", &[], (16, 1));
+    assert_same_training(&a, &b);
+}
+
+/// Two ranks choose different numbers of tokens; the step's loss is the mean over the chosen
+/// tokens of both, so 2 ranks x batch 4 x 2 micro-batches train exactly as one process with
+/// batch 8 x 2 (the same global samples, masked the same way).
+#[test]
+fn mlm_on_two_ranks_matches_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let launch = ["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"];
+    let two = short_run(tmp.path(), "two", &launch, (4, 2));
+    let one = short_run(tmp.path(), "one", &[], (8, 2));
+    assert_same_training(&two, &one);
 }
 
 #[test]
