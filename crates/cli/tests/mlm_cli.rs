@@ -300,6 +300,13 @@ fn mlm_checkpoint_exports_and_loads_as_bert_for_masked_lm() {
     let hf = tmp.path().join("hf");
     let said = lantern_ok(&["export", "--model", &s(&ckpt), "--out", &s(&hf)]);
     assert!(said.contains("BertForMaskedLM"), "{said}");
+    // The run folder names its newest checkpoint, as for GPT.
+    let from_run = tmp.path().join("hf-from-run");
+    lantern_ok(&["export", "--model", &s(&run), "--out", &s(&from_run)]);
+    assert_eq!(
+        std::fs::read(from_run.join("model.safetensors")).unwrap(),
+        std::fs::read(hf.join("model.safetensors")).unwrap()
+    );
 
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
@@ -356,6 +363,39 @@ fn mlm_checkpoint_exports_and_loads_as_bert_for_masked_lm() {
     // GPT commands say what the folder is instead of failing on its shapes.
     let e = lantern_err(&["generate", "--model", &s(&ckpt)]);
     assert!(e.contains("BERT masked-LM checkpoint"), "{e}");
+
+    // The pretrained encoder starts a fine-tune, with a fresh pooler and classifier (a
+    // BertForMaskedLM has neither), as transformers does.
+    let mut labelled = String::new();
+    for i in 0..24 {
+        let (text, label) = if i % 2 == 0 {
+            ("Computers make mistakes faster.", "computers")
+        } else {
+            ("Science is what we know.", "science")
+        };
+        labelled += &format!("{{\"text\": \"{text} {i}\", \"label\": \"{label}\"}}\n");
+    }
+    std::fs::write(tmp.path().join("labelled.jsonl"), labelled).unwrap();
+    let ft = tmp.path().join("ft");
+    let ft_cfg = tmp.path().join("ft.toml");
+    std::fs::write(
+        &ft_cfg,
+        format!(
+            "[run]\ndir = {:?}\n[model]\ninit_from = {:?}\n[data]\ntrain = {:?}\n\
+             validation = {:?}\nmax_length = 16\n[train]\nbatch_size = 8\nepochs = 1\n",
+            ft,
+            run, // the pretraining run folder: its newest checkpoint
+            tmp.path().join("labelled.jsonl"),
+            tmp.path().join("labelled.jsonl"),
+        ),
+    )
+    .unwrap();
+    let said = lantern_ok(&["finetune", "--config", &s(&ft_cfg)]);
+    assert!(
+        said.contains("newly initialised") && said.contains("bert.pooler.dense.weight"),
+        "{said}"
+    );
+    assert!(ft.join("model/config.json").is_file(), "{said}");
 }
 
 #[test]
