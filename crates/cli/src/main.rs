@@ -40,8 +40,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Train a byte-level BPE tokenizer (or load one) and write token shards with a
-    /// train/validation split.
+    /// Train a tokenizer (byte-level BPE for GPT, WordPiece for BERT) or load one, and write
+    /// token shards with a train/validation split.
     Prepare {
         /// Text files or folders (recursed). Fortune-format files are split into documents at
         /// lines holding a single `%`.
@@ -55,9 +55,10 @@ enum Cmd {
         /// Fraction of documents held out for validation.
         #[arg(long, default_value_t = 0.05)]
         val_fraction: f64,
-        /// Use this tokenizer.json instead of training one.
-        #[arg(long)]
-        tokenizer: Option<PathBuf>,
+        /// `bpe` (train GPT-2's byte-level BPE), `wordpiece` (train a WordPiece tokenizer with
+        /// BERT's specials, for masked-LM pretraining), or the path of a tokenizer.json to use.
+        #[arg(long, default_value = "bpe", value_name = "bpe|wordpiece|PATH")]
+        tokenizer: String,
         #[arg(long, default_value_t = 1337)]
         seed: u64,
     },
@@ -242,19 +243,28 @@ fn run(cli: Cli) -> Result<Outcome> {
             tokenizer,
             seed,
         } => {
+            use lantern_data::prepare::TokenizerKind;
+            // The two keywords name a kind to train; anything else is a file to load.
+            let (train_kind, tokenizer) = match tokenizer.as_str() {
+                "bpe" => (TokenizerKind::Bpe, None),
+                "wordpiece" => (TokenizerKind::WordPiece, None),
+                path => (TokenizerKind::Bpe, Some(PathBuf::from(path))),
+            };
             let opts = lantern_data::prepare::PrepareOptions {
                 inputs,
                 out_dir: out.clone(),
                 vocab_size,
+                train_kind,
                 val_fraction,
                 tokenizer,
                 seed,
             };
             let s = lantern_data::prepare::prepare(&opts)?;
             println!(
-                "prepared {}: {} documents, vocab {}, {} train tokens, {} validation tokens",
+                "prepared {}: {} documents, {} vocab {}, {} train tokens, {} validation tokens",
                 out.display(),
                 s.documents,
+                s.tokenizer_kind.name(),
                 s.vocab_size,
                 s.train_tokens,
                 s.val_tokens

@@ -38,7 +38,7 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         None
     };
     let (source, config) = match &ckpt {
-        Some(dir) => (dir.clone(), checkpoint::read_state(dir)?.model),
+        Some(dir) => (dir.clone(), checkpoint::read_state(dir)?.model.gpt(dir)?),
         None if path.join("config.json").is_file() => (
             path.to_path_buf(),
             hf::config_from_hf(&path.join("config.json"))?,

@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir: PathBuf::from(&args[1]),
         vocab_size: args.get(2).map_or(Ok(4096), |s| s.parse())?,
         val_fraction: args.get(3).map_or(Ok(0.05), |s| s.parse())?,
+        train_kind: lantern_data::prepare::TokenizerKind::Bpe,
         tokenizer: None,
         seed: args.get(4).map_or(Ok(1337), |s| s.parse())?,
     };

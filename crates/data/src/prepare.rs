@@ -12,6 +12,14 @@
 //! of `(seed, document index)`, so the same inputs and seed always give the same split, and the
 //! tokenizer is trained on training documents only, so validation text never shapes the
 //! vocabulary it is scored with.
+//!
+//! The trained tokenizer is GPT-2's byte-level BPE (documents end with `<|endoftext|>`) or, for
+//! BERT, a WordPiece one with BERT's specials (documents end with `[SEP]`). Both kinds write the
+//! same layout, one token stream: a masked-LM sample is a window of `seq_len - 2` tokens of it,
+//! drawn by the same pure sampler as a causal-LM one, with `[CLS]` put before and `[SEP]` after
+//! at batch time (see lantern-train's `task` module). Windows may cross document boundaries,
+//! where the stream's own `[SEP]` marks the break, as RoBERTa's FULL-SENTENCES packing does;
+//! no padding is needed and no token of the corpus is wasted.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,7 +31,10 @@ use crate::error::{Error, Result};
 use crate::fsio::write_bytes_atomic;
 use crate::hash::{hash_index, unit_f64};
 use crate::shard::write_shard;
-use crate::tokenizer::{document_separator, load_tokenizer, train_bpe_from_texts, vocab_size};
+use crate::tokenizer::{
+    document_separator, load_tokenizer, train_bpe_from_texts, train_wordpiece_from_texts,
+    vocab_size,
+};
 
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const TRAIN_FILE: &str = "train.bin";
@@ -39,8 +50,11 @@ pub struct PrepareOptions {
     /// Files or folders; folders are walked recursively in sorted order.
     pub inputs: Vec<PathBuf>,
     pub out_dir: PathBuf,
-    /// Vocabulary size of the BPE tokenizer to train; ignored when `tokenizer` is given.
+    /// Vocabulary size of the tokenizer to train; ignored when `tokenizer` is given.
     pub vocab_size: usize,
+    /// Which tokenizer to train when `tokenizer` is not given: `Bpe` (GPT) or `WordPiece`
+    /// (BERT).
+    pub train_kind: TokenizerKind,
     /// Probability that a document goes to validation, in [0, 1).
     pub val_fraction: f64,
     /// Use this tokenizer.json instead of training one.
@@ -59,10 +73,43 @@ pub struct PrepareSummary {
     /// Non-empty documents found (train + val).
     pub documents: usize,
     pub val_documents: usize,
+    pub tokenizer_kind: TokenizerKind,
     /// Text files read.
     pub files: usize,
     /// Files passed over: binary (NUL bytes), `.dat` fortune indexes, hidden files, symlinks.
     pub skipped: Vec<PathBuf>,
+}
+
+/// The model family of a tokenizer, as recorded in `meta.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// Byte-pair encoding (GPT-2's byte-level BPE when trained here).
+    #[default]
+    Bpe,
+    /// WordPiece with BERT's specials (`[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`).
+    WordPiece,
+    /// Anything else a given tokenizer.json holds (Unigram, WordLevel).
+    Other,
+}
+
+impl TokenizerKind {
+    pub fn of(tokenizer: &Tokenizer) -> Self {
+        use tokenizers::ModelWrapper;
+        match tokenizer.get_model() {
+            ModelWrapper::BPE(_) => Self::Bpe,
+            ModelWrapper::WordPiece(_) => Self::WordPiece,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bpe => "bpe",
+            Self::WordPiece => "wordpiece",
+            Self::Other => "other",
+        }
+    }
 }
 
 /// Contents of `meta.json`.
@@ -82,6 +129,9 @@ pub struct DatasetMeta {
     pub seed: u64,
     /// Tokenizer file name, relative to the dataset folder.
     pub tokenizer: String,
+    /// The tokenizer's kind; absent in folders written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_kind: Option<TokenizerKind>,
 }
 
 impl DatasetMeta {
@@ -162,7 +212,17 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
                 .filter(|(_, &v)| !v)
                 .map(|((_, d), _)| d.as_str())
                 .collect();
-            train_bpe_from_texts(&train_texts, opts.vocab_size)?
+            match opts.train_kind {
+                TokenizerKind::WordPiece => {
+                    train_wordpiece_from_texts(&train_texts, opts.vocab_size)?
+                }
+                TokenizerKind::Bpe => train_bpe_from_texts(&train_texts, opts.vocab_size)?,
+                TokenizerKind::Other => {
+                    return Err(Error::InvalidArgument(
+                        "only a BPE or a WordPiece tokenizer can be trained".into(),
+                    ))
+                }
+            }
         }
     };
     let tokenizer_label = opts
@@ -215,6 +275,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
         val_fraction: opts.val_fraction,
         seed: opts.seed,
         tokenizer: TOKENIZER_FILE.to_string(),
+        tokenizer_kind: Some(TokenizerKind::of(&tokenizer)),
     };
     let meta_path = opts.out_dir.join(META_FILE);
     let meta_json = serde_json::to_vec_pretty(&meta)
@@ -229,6 +290,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
         val_tokens: meta.val_tokens,
         documents: docs.len(),
         val_documents: is_val.iter().filter(|&&v| v).count(),
+        tokenizer_kind: TokenizerKind::of(&tokenizer),
         files: used_files.len(),
         skipped,
     })
@@ -409,6 +471,7 @@ Science is what we understand well enough to explain to a computer.\n";
             out_dir: root.join(out),
             vocab_size: 300,
             val_fraction: 0.3,
+            train_kind: TokenizerKind::Bpe,
             tokenizer: None,
             seed,
         }
@@ -455,6 +518,7 @@ Science is what we understand well enough to explain to a computer.\n";
         assert_eq!(meta.documents, s.documents);
         assert_eq!((meta.val_fraction, meta.seed), (0.3, 1));
         assert_eq!(meta.tokenizer, "tokenizer.json");
+        assert_eq!(meta.tokenizer_kind, Some(TokenizerKind::Bpe));
 
         let tok = load_tokenizer(&meta.tokenizer_path(&o.out_dir)).unwrap();
         assert_eq!(tok.token_to_id(crate::EOT), Some(meta.eot_id));
@@ -582,6 +646,7 @@ Science is what we understand well enough to explain to a computer.\n";
         o.tokenizer = Some(tok_path);
         let s = prepare(&o).unwrap();
         assert_eq!((s.vocab_size, s.eot_id), (12, 3));
+        assert_eq!(s.tokenizer_kind, TokenizerKind::WordPiece);
         let train = Shard::open(&o.out_dir.join(TRAIN_FILE)).unwrap().to_vec();
         // No [CLS] per document: documents are separated by [SEP] only.
         assert!(!train.contains(&2));
@@ -593,6 +658,32 @@ Science is what we understand well enough to explain to a computer.\n";
         let tok = load_tokenizer(&o.out_dir.join(TOKENIZER_FILE)).unwrap();
         let ids = tok.encode("If it's a computer.", false).unwrap();
         assert_eq!(ids.get_ids(), [6, 7, 8, 9, 4, 5, 10]);
+    }
+
+    #[test]
+    fn prepare_trains_a_bert_wordpiece_tokenizer() {
+        let root = corpus();
+        let mut o = opts(root.path(), "wp", 1);
+        o.train_kind = TokenizerKind::WordPiece;
+        o.vocab_size = 200;
+        let s = prepare(&o).unwrap();
+        assert_eq!(s.tokenizer_kind, TokenizerKind::WordPiece);
+        let meta = read_meta(&o.out_dir).unwrap();
+        assert_eq!(meta.tokenizer_kind, Some(TokenizerKind::WordPiece));
+        let tok = load_tokenizer(&meta.tokenizer_path(&o.out_dir)).unwrap();
+        // BERT's specials in BERT's order; documents end with [SEP].
+        for (id, t) in crate::tokenizer::BERT_SPECIALS.iter().enumerate() {
+            assert_eq!(tok.token_to_id(t), Some(id as u32), "{t}");
+        }
+        assert_eq!(meta.eot_id, 3);
+        let train = Shard::open(&o.out_dir.join(TRAIN_FILE)).unwrap().to_vec();
+        assert_eq!(*train.last().unwrap(), 3);
+        assert!(
+            !train.contains(&2) && !train.contains(&4),
+            "no [CLS] or [MASK] in the stream"
+        );
+        let text = tok.decode(&train, true).unwrap();
+        assert!(text.contains("computer"), "{text}");
     }
 
     #[test]

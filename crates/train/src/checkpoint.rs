@@ -15,7 +15,6 @@
 use crate::config::RunConfig;
 use crate::{error::io, Error, Result};
 use lantern_kernels::RngState;
-use lantern_models::gpt::GptConfig;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
@@ -55,7 +54,8 @@ pub struct TrainerState {
     /// `(seed, s)`, and `counter` records the step it was saved at.
     pub rng: RngState,
     pub optimizer: OptimizerState,
-    pub model: GptConfig,
+    /// The model trained: a GPT-2 or a BERT config (see [`crate::task::ModelConfig`]).
+    pub model: crate::task::ModelConfig,
     pub config: RunConfig,
     pub last_val_loss: Option<f64>,
     /// fp16 runs: the dynamic loss scaler.
@@ -360,10 +360,7 @@ pub fn parse_state(bytes: &[u8], path: &Path) -> Result<TrainerState> {
         }
     }
     let st: TrainerState = serde_json::from_value(v).map_err(|e| err(e.to_string()))?;
-    st.model
-        .validate()
-        .map_err(|e| err(format!("model config: {e}")))?;
-    lantern_models::gpt::hf::check_plausible(&st.model, path)?;
+    st.model.check(path)?;
     Ok(st)
 }
 
@@ -499,7 +496,9 @@ mod tests {
                 step: 10,
                 param_steps: Default::default(),
             },
-            model: GptConfig::preset("gpt-tiny", 64).unwrap(),
+            model: crate::task::ModelConfig::Gpt(
+                lantern_models::gpt::GptConfig::preset("gpt-tiny", 64).unwrap(),
+            ),
             config,
             last_val_loss: None,
             scaler: None,

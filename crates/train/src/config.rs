@@ -23,19 +23,50 @@ pub struct RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// `gpt-tiny`, `gpt-small-cpu`, `gpt2-124m`, `gpt2-350m`.
+    /// `gpt` (causal-LM pretraining of GPT-2) or `bert` (masked-LM pretraining of
+    /// `BertForMaskedLM`); defaults to the preset's family.
+    pub arch: Option<ModelArch>,
+    /// GPT: `gpt-tiny`, `gpt-small-cpu`, `gpt2-124m`, `gpt2-350m`; BERT: `bert-tiny`,
+    /// `bert-base`.
     #[serde(default = "d_preset")]
     pub preset: String,
-    /// Start from a Hugging Face GPT-2 folder (config.json + model.safetensors) instead of a
-    /// fresh initialisation; its config replaces the preset.
+    /// Start from a Hugging Face folder (config.json + model.safetensors: GPT-2, or any BERT,
+    /// whose missing MLM head is initialised fresh) instead of a fresh initialisation; its
+    /// config replaces the preset.
     pub init_from: Option<PathBuf>,
-    /// Overrides of the preset; the vocabulary defaults to the tokenizer's.
+    /// Overrides of the preset; the vocabulary defaults to the tokenizer's. For BERT these are
+    /// `max_position_embeddings`, `hidden_size`, `num_hidden_layers`, `num_attention_heads` and
+    /// both dropout rates.
     pub vocab_size: Option<usize>,
     pub n_positions: Option<usize>,
     pub n_embd: Option<usize>,
     pub n_layer: Option<usize>,
     pub n_head: Option<usize>,
     pub dropout: Option<f64>,
+    /// BERT only: the feed-forward width (the presets use 4 × hidden).
+    pub intermediate_size: Option<usize>,
+    /// BERT only: the share of non-special tokens chosen for prediction (default 0.15, of
+    /// which 80% become [MASK], 10% a random token, 10% stay).
+    pub mlm_probability: Option<f64>,
+}
+
+/// `model.arch`: what a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelArch {
+    Gpt,
+    Bert,
+}
+
+impl ModelSection {
+    /// `model.arch`, or the family of the preset (`bert-*` presets are BERT).
+    pub fn arch(&self) -> ModelArch {
+        self.arch.unwrap_or(if self.preset.starts_with("bert") {
+            ModelArch::Bert
+        } else {
+            ModelArch::Gpt
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +318,9 @@ impl Default for ModelSection {
             n_layer: None,
             n_head: None,
             dropout: None,
+            arch: None,
+            intermediate_size: None,
+            mlm_probability: None,
         }
     }
 }
@@ -358,6 +392,25 @@ impl RunConfig {
         }
         if t.eval_batches == 0 {
             return bad("train.eval_batches must be at least 1");
+        }
+        let m = &self.model;
+        if m.arch() == ModelArch::Gpt {
+            for (key, set) in [
+                ("intermediate_size", m.intermediate_size.is_some()),
+                ("mlm_probability", m.mlm_probability.is_some()),
+            ] {
+                if set {
+                    return bad(&format!(
+                        "model.{key} is a BERT setting, but model.arch is gpt (preset {:?})",
+                        m.preset
+                    ));
+                }
+            }
+        }
+        if let Some(p) = m.mlm_probability {
+            if !(p > 0.0 && p < 1.0) {
+                return bad(&format!("model.mlm_probability must be in (0, 1), got {p}"));
+            }
         }
         if self.checkpoint.keep == 0 {
             return bad("checkpoint.keep must be at least 1");
@@ -475,6 +528,45 @@ mod tests {
         assert_eq!(c.model.preset, "gpt-tiny");
         assert_eq!(c.train.batch_size, 8);
         assert_eq!(c.checkpoint.keep, 3);
+    }
+
+    #[test]
+    fn arch_follows_the_preset_and_bert_keys_need_bert() {
+        let c = RunConfig::parse(MIN, "t", &["model.preset=bert-tiny".into()]).unwrap();
+        assert_eq!(c.model.arch(), ModelArch::Bert);
+        assert_eq!(
+            RunConfig::parse(MIN, "t", &[]).unwrap().model.arch(),
+            ModelArch::Gpt
+        );
+        let c = RunConfig::parse(
+            MIN,
+            "t",
+            &[
+                "model.arch=\"bert\"".into(),
+                "model.mlm_probability=0.2".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.model.arch(), ModelArch::Bert);
+        let e = RunConfig::parse(MIN, "t", &["model.mlm_probability=0.2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.mlm_probability") && e.contains("gpt"),
+            "{e}"
+        );
+        let e = RunConfig::parse(
+            MIN,
+            "t",
+            &[
+                "model.preset=bert-tiny".into(),
+                "model.mlm_probability=1.5".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("(0, 1)"), "{e}");
+        assert!(RunConfig::parse(MIN, "t", &["model.arch=roberta".into()]).is_err());
     }
 
     #[test]

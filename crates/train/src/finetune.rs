@@ -153,8 +153,8 @@ fn newest_in(root: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Resolves what `--checkpoint` names: a folder with `config.json` (a checkpoint or an HF
-/// export), `best/` or `last/` (its checkpoint), or a fine-tuning run folder (its exported
-/// `model/`, else its best checkpoint).
+/// export), `best/` or `last/` (its checkpoint), a fine-tuning run folder (its exported
+/// `model/`, else its best checkpoint), or a pretraining run folder (its newest checkpoint).
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     if path.join(CONFIG_FILE).is_file() {
         return Ok(path.to_path_buf());
@@ -167,9 +167,16 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
             return Ok(p);
         }
     }
+    // A masked-LM pretraining run (`lantern train`): its newest complete checkpoint.
+    let ckpts = path.join("checkpoints");
+    if ckpts.is_dir() {
+        if let Some((_, p)) = checkpoint::list_complete(&ckpts)?.pop() {
+            return Ok(p);
+        }
+    }
     Err(Error::Checkpoint {
         path: path.to_path_buf(),
-        msg: "not a BERT classifier checkpoint: no config.json, model/ or best/".into(),
+        msg: "not a BERT checkpoint: no config.json, model/, best/ or complete checkpoints/".into(),
     })
 }
 
@@ -474,7 +481,12 @@ fn build_model(
 }
 
 /// Runs a fine-tuning described by `cfg`.
-pub fn finetune(cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<FinetuneSummary> {
+pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<FinetuneSummary> {
+    // `init_from` may name a run folder (a pretraining run's newest checkpoint, a fine-tuning
+    // run's model); the resolved config records the folder actually read.
+    if let Some(dir) = cfg.model.init_from.as_mut() {
+        *dir = resolve_checkpoint(dir)?;
+    }
     let say = |s: String| {
         if !opts.quiet {
             println!("{s}");

@@ -17,6 +17,7 @@ pub mod optim;
 pub mod plot;
 pub mod precision;
 pub mod schedule;
+pub mod task;
 pub mod trainer;
 
 pub use config::RunConfig;

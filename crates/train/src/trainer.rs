@@ -4,6 +4,9 @@
 //! the update) → global norm and clipping → optimizer → metrics → periodic validation and
 //! checkpoint → stop on a requested preemption (SIGTERM/SIGINT in the binary).
 //!
+//! The same loop pretrains GPT (causal LM) and BERT (masked LM); what differs — the model
+//! config, initialisation, batches, loss and checkpoint tensors — is in [`crate::task`].
+//!
 //! Data parallel (docs/distributed.md): a run started by a launcher (`lantern launch`, torchrun,
 //! `mpirun`, `srun`) joins its world; `train.batch_size` is then the per-rank micro-batch. Rank 0's
 //! initial weights are broadcast, each rank reads its own samples of every global batch, the
@@ -19,16 +22,15 @@ use crate::metrics::{self, MetricsLog};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
+use crate::task::{LossModel, ModelConfig, Scratch, Task};
 use crate::{error::io, plot, Error, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_comm::{
     all_reduce_bucketed, BackendKind, CommOptions, Communicator, ReduceOp, WorldInfo,
     DEFAULT_BUCKET_BYTES,
 };
-use lantern_data::sampler::{lm_batch, lm_val_batch};
 use lantern_data::shard::Shard;
-use lantern_kernels::{cross_entropy_sum, Rng, RngState};
-use lantern_models::gpt::{self, hf, Gpt, GptConfig};
+use lantern_kernels::{Rng, RngState};
 use lantern_models::{safetensors_io, Mode, Params};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -74,44 +76,15 @@ pub struct TrainSummary {
     pub world_size: usize,
 }
 
-/// The model config a run config asks for: the preset (or the `init_from` folder's config)
-/// with the explicit overrides applied; the vocabulary defaults to the tokenizer's.
-pub fn resolve_model_config(cfg: &RunConfig, data_vocab: usize) -> Result<GptConfig> {
-    let m = &cfg.model;
-    let mut g = match &m.init_from {
-        Some(dir) => hf::config_from_hf(&dir.join("config.json"))?,
-        None => GptConfig::preset(&m.preset, m.vocab_size.unwrap_or(data_vocab))?,
-    };
-    if let Some(v) = m.vocab_size {
-        g.vocab_size = v;
-    }
-    let set = |dst: &mut usize, v: Option<usize>| {
-        if let Some(v) = v {
-            *dst = v
-        }
-    };
-    set(&mut g.n_positions, m.n_positions);
-    set(&mut g.n_embd, m.n_embd);
-    set(&mut g.n_layer, m.n_layer);
-    set(&mut g.n_head, m.n_head);
-    if let Some(d) = m.dropout {
-        g.dropout = d;
-    }
-    g.validate()?;
-    if g.vocab_size < data_vocab {
-        return Err(Error::Config(format!(
-            "model vocab_size {} is smaller than the tokenizer's {data_vocab} (data.dir {})",
-            g.vocab_size,
-            cfg.data.dir.display()
-        )));
-    }
-    Ok(g)
-}
-
 /// One micro-batch on the device. ids: (B, T) u32; targets: (B·T) u32.
 pub struct Batch {
     pub ids: Tensor,
     pub targets: Tensor,
+    /// (B·T) f32: 1 where the loss is taken, 0 elsewhere (masked LM's chosen positions);
+    /// `None`: every position (causal LM).
+    pub weights: Option<Tensor>,
+    /// Positions the loss is taken at: B·T, or the number of chosen tokens.
+    pub n_targets: usize,
 }
 
 pub fn to_batch(
@@ -124,23 +97,14 @@ pub fn to_batch(
     Ok(Batch {
         ids: Tensor::from_slice(inputs, (b, t), device)?,
         targets: Tensor::from_slice(targets, b * t, device)?,
+        weights: None,
+        n_targets: b * t,
     })
-}
-
-/// Summed next-token cross-entropy of a batch. logits: (B, T, V).
-fn batch_loss_sum(model: &Gpt, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
-    let logits = model.forward(&batch.ids, mode)?;
-    let (b, t, v) = logits.dims3()?;
-    Ok(cross_entropy_sum(
-        &logits.reshape((b * t, v))?,
-        &batch.targets,
-        None,
-    )?)
 }
 
 /// What one optimizer step needs besides the optimizer.
 pub struct StepInputs<'a> {
-    pub model: &'a Gpt,
+    pub model: &'a dyn LossModel,
     /// The variables the model reads (the working copy, bf16/fp16 in mixed precision).
     pub params: &'a Params,
     /// The fp32 master weights the optimizer updates; the same store as `params` in fp32.
@@ -238,14 +202,16 @@ pub fn train_step_on(
     scaler: Option<&mut LossScaler>,
 ) -> Result<StepOutput> {
     let (rank, world) = (comm.rank() as u64, comm.world_size() as u64);
-    // Every rank's micro-batches have the same shapes (the same config), so the step's global
-    // target count is this rank's times the world size.
-    let tokens: usize = inp
-        .batches
-        .iter()
-        .map(|b| b.targets.elem_count())
-        .sum::<usize>()
-        * world as usize;
+    let mut tokens: usize = inp.batches.iter().map(|b| b.n_targets).sum();
+    if world > 1 {
+        // Masked LM chooses a different number of tokens on each rank: the step's count is
+        // their sum (exact in f32 below 2^24 tokens a step).
+        let mut n = [tokens as f32];
+        comm.all_reduce_f32(&mut n, ReduceOp::Sum)?;
+        tokens = n[0] as usize;
+    }
+    // Masked LM can (very rarely) choose no token in a whole step: its loss is then 0.
+    let tokens = tokens.max(1);
     let m = inp.batches.len() as u64;
     let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
     let mut grads = StepGrads::new(inp.params.len());
@@ -255,7 +221,7 @@ pub fn train_step_on(
             inp.dropout_seed,
             (inp.step * m + micro as u64) * world + rank,
         );
-        let loss = (batch_loss_sum(inp.model, batch, Mode::Train(&mut rng))? / tokens as f64)?;
+        let loss = (inp.model.loss_sum(batch, Mode::Train(&mut rng))? / tokens as f64)?;
         let store = if scale != 1.0 {
             (&loss * scale)?.backward()?
         } else {
@@ -366,11 +332,13 @@ pub fn counts_as_guard_skip(nonfinite: &NonFinite, scale_before: Option<f64>) ->
     }
 }
 
-/// Mean validation loss over `n_batches` fixed global batches of the validation shard, each
-/// of `b` windows per rank: rank r evaluates windows i·(B·W) + r·B .. + B of batch i, the same
-/// windows one process with batch W·B would, and the sums are added over the ranks.
+/// Mean validation loss per target (token, or chosen token for masked LM) over `n_batches`
+/// fixed global batches of the validation shard, each of `b` windows per rank: rank r
+/// evaluates windows i·(B·W) + r·B .. + B of batch i, the same windows one process with batch
+/// W·B would, and the sums are added over the ranks.
 fn evaluate(
-    model: &Gpt,
+    model: &dyn LossModel,
+    task: &Task,
     val: &Shard,
     (b, t): (usize, usize),
     n_batches: usize,
@@ -378,26 +346,20 @@ fn evaluate(
     comm: &Communicator,
 ) -> Result<f64> {
     let (rank, world) = (comm.rank(), comm.world_size());
-    let (mut inp, mut tgt) = (Vec::new(), Vec::new());
-    let mut total = 0f64;
+    let mut scratch = Scratch::default();
+    let (mut total, mut count) = (0f64, 0usize);
     for i in 0..n_batches {
-        lm_val_batch(
-            val,
-            (i * b * world + rank * b) as u64,
-            b,
-            t,
-            &mut inp,
-            &mut tgt,
-        )?;
-        let batch = to_batch(&inp, &tgt, b, t, device)?;
-        total += batch_loss_sum(model, &batch, Mode::Eval)?.to_scalar::<f32>()? as f64;
+        let first = (i * b * world + rank * b) as u64;
+        let batch = task.val_batch(val, first, (b, t), device, &mut scratch)?;
+        total += model.loss_sum(&batch, Mode::Eval)?.to_scalar::<f32>()? as f64;
+        count += batch.n_targets;
     }
     if world > 1 {
-        let mut sum = [total as f32];
-        comm.all_reduce_f32(&mut sum, ReduceOp::Sum)?;
-        total = sum[0] as f64;
+        let mut sums = [total as f32, count as f32];
+        comm.all_reduce_f32(&mut sums, ReduceOp::Sum)?;
+        (total, count) = (sums[0] as f64, sums[1] as usize);
     }
-    Ok(total / (n_batches * b * world * t) as f64)
+    Ok(total / count.max(1) as f64)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -546,7 +508,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
     }
 
-    let mut model_cfg = resolve_model_config(&cfg, meta.vocab_size as usize)?;
+    let mut model_cfg = ModelConfig::resolve(&cfg, meta.vocab_size as usize)?;
     if let Some(st) = &state {
         if st.model != model_cfg {
             return Err(Error::Checkpoint {
@@ -563,37 +525,31 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         model_cfg = st.model.clone();
     }
     let (b, accum) = (cfg.train.batch_size, cfg.train.grad_accum);
-    let t = cfg.train.seq_len.unwrap_or(model_cfg.n_positions);
-    if t == 0 || t > model_cfg.n_positions {
+    let t = cfg.train.seq_len.unwrap_or(model_cfg.max_positions());
+    if t < model_cfg.min_seq_len() || t > model_cfg.max_positions() {
         return Err(Error::Config(format!(
-            "train.seq_len {t} must be in 1..={} (the model's n_positions)",
-            model_cfg.n_positions
+            "train.seq_len {t} must be in {}..={} (the model's position table)",
+            model_cfg.min_seq_len(),
+            model_cfg.max_positions()
         )));
     }
-    let train_shard =
-        Shard::open_checked(&cfg.data.dir.join("train.bin"), model_cfg.vocab_size as u32)?;
+    let train_shard = Shard::open_checked(
+        &cfg.data.dir.join("train.bin"),
+        model_cfg.vocab_size() as u32,
+    )?;
     let val_shard =
-        Shard::open_checked(&cfg.data.dir.join("val.bin"), model_cfg.vocab_size as u32)?;
+        Shard::open_checked(&cfg.data.dir.join("val.bin"), model_cfg.vocab_size() as u32)?;
 
+    // A BERT `init_from` without the MLM head gets a fresh one from the init stream.
+    let mut init_rng = Rng::derive(cfg.train.seed, INIT_STREAM);
     let params: Params = match (&resume_from, &cfg.model.init_from) {
-        (Some((_, dir)), _) => gpt::hf::load_params(
-            &dir.join(checkpoint::MODEL_FILE),
-            &model_cfg,
-            &device,
-            DType::F32,
-        )?,
-        (None, Some(hf_dir)) => gpt::hf::load_params(
-            &hf_dir.join("model.safetensors"),
-            &model_cfg,
-            &device,
-            DType::F32,
-        )?,
-        (None, None) => gpt::init_params(
-            &model_cfg,
-            &mut Rng::derive(cfg.train.seed, INIT_STREAM),
-            &device,
-            DType::F32,
-        )?,
+        (Some((_, dir)), _) => {
+            model_cfg.load_params(&dir.join(checkpoint::MODEL_FILE), &mut init_rng, &device)?
+        }
+        (None, Some(hf_dir)) => {
+            model_cfg.load_params(&hf_dir.join("model.safetensors"), &mut init_rng, &device)?
+        }
+        (None, None) => model_cfg.init_params(&mut init_rng, &device)?,
     };
     if world > 1 {
         // Ranks start from identical weights: rank 0's (its own init, `init_from` or the
@@ -609,7 +565,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         p => Some(params.to(&device, p.dtype())?),
     };
     let work_params = work.as_ref().unwrap_or(&params);
-    let model = Gpt::new(&model_cfg, work_params)?;
+    let model = model_cfg.build(work_params)?;
     let mut scaler = (precision == Precision::Fp16).then(|| {
         state
             .as_ref()
@@ -665,11 +621,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let tokenizer_bytes = std::fs::read(&tokenizer_path).map_err(io(&tokenizer_path))?;
     // The tokenizer is copied into every checkpoint: check it loads and fits the model now,
     // not when someone samples from a checkpoint weeks later.
-    lantern_data::tokenizer::check_tokenizer_bytes(
+    let tokenizer = lantern_data::tokenizer::check_tokenizer_bytes(
         &tokenizer_bytes,
         &tokenizer_path,
-        model_cfg.vocab_size,
+        model_cfg.vocab_size(),
     )?;
+    let task = Task::new(&model_cfg, &cfg, &tokenizer, &tokenizer_path)?;
 
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
     let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, quiet);
@@ -697,9 +654,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
     ));
 
-    let eval = |model: &Gpt| {
+    let eval = |model: &dyn LossModel| {
         evaluate(
             model,
+            &task,
             &val_shard,
             (b, t),
             cfg.train.eval_batches,
@@ -709,7 +667,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     };
     let mut first_val = None;
     if state.is_none() {
-        let v = eval(&model)?;
+        let v = eval(&*model)?;
         log_write(json!({"kind": "val", "step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
         progress.line(&format!("step 0 | val loss {v:.4} | ppl {:.1}", v.exp()));
         first_val = Some(v);
@@ -743,10 +701,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             world_size: world as u64,
             global_batch: Some(global_batch as u64),
         };
-        let files = [
+        let mut files = vec![
             (
                 checkpoint::MODEL_FILE,
-                safetensors_io::serialize(&hf::export_tensors(&params, DType::F32)?)?,
+                safetensors_io::serialize(&model_cfg.export_tensors(&params)?)?,
             ),
             (
                 checkpoint::OPTIMIZER_FILE,
@@ -758,6 +716,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 serde_json::to_vec_pretty(&st).expect("state serialises"),
             ),
         ];
+        files.extend(model_cfg.checkpoint_files());
         checkpoint::commit(&ckpt_root, step, &files, cfg.checkpoint.keep)
     };
     // Rank 0 writes; every rank waits for it, so none runs ahead of the checkpoint it might
@@ -788,7 +747,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     };
 
     let tokens_per_step = (b * t * accum * world) as u64;
-    let (mut inp, mut tgt) = (Vec::new(), Vec::new());
+    let mut scratch = Scratch::default();
     let mut last_ckpt = None;
     let mut last_loss = None;
     let mut checked = false;
@@ -808,21 +767,19 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             // takes the same samples, and a resume with another world size continues the
             // same order.
             let first = samples_seen + (micro * b * world + rank * b) as u64;
-            lm_batch(
+            batches.push(task.train_batch(
                 &train_shard,
                 cfg.train.seed,
                 first,
-                b,
-                t,
-                &mut inp,
-                &mut tgt,
-            )?;
-            batches.push(to_batch(&inp, &tgt, b, t, &device)?);
+                (b, t),
+                &device,
+                &mut scratch,
+            )?);
         }
         let out = train_step_on(
             &comm,
             &StepInputs {
-                model: &model,
+                model: &*model,
                 params: work_params,
                 master: &params,
                 batches: &batches,
@@ -911,7 +868,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let at_end = step == end;
         let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
         if eval_due || step == cfg.train.max_steps {
-            let v = eval(&model)?;
+            let v = eval(&*model)?;
             log_write(json!({"kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp()}))?;
             progress.line(&format!(
                 "step {step} | val loss {v:.4} | ppl {:.1}",
@@ -1035,6 +992,7 @@ fn agree_on_stop(comm: &Communicator, requested: bool) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lantern_models::gpt::{self, Gpt, GptConfig};
 
     fn tiny() -> GptConfig {
         GptConfig {

@@ -160,8 +160,8 @@ fn ignorable(name: &str) -> bool {
 }
 
 /// Builds [`Params`] for `head` from named tensors, checking every name and shape against
-/// `cfg`. Encoder tensors are found with or without the `bert.` prefix. Missing head tensors
-/// are initialised from `rng` and reported; missing encoder tensors are an error naming them
+/// `cfg`. Encoder tensors are found with or without the `bert.` prefix. Missing head and
+/// pooler tensors are initialised from `rng` and reported; missing encoder tensors are an error naming them
 /// all; a tensor whose shape disagrees with `cfg` is an error naming it. `path` is for messages.
 pub fn params_from_tensors(
     mut tensors: BTreeMap<String, Tensor>,
@@ -188,7 +188,9 @@ pub fn params_from_tensors(
             .or_else(|| tensors.remove(&bare))
             .or_else(|| tensors.remove(&prefixed));
         match t {
-            None if is_head_param(&name) => {
+            // transformers initialises these too: a task head, and the pooler, which
+            // `BertForMaskedLM` checkpoints do not have (it is built without one).
+            None if is_head_param(&name) || bare.starts_with("pooler.") => {
                 let t = init_param(&name, &shape, cfg, rng, &device)?;
                 params.insert(name.clone(), t.to_dtype(dtype)?)?;
                 report.newly_initialised.push(name);

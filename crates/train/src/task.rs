@@ -1,0 +1,481 @@
+//! What a pretraining run trains, and everything in the loop that depends on it:
+//!
+//! | | causal LM (GPT-2) | masked LM (BERT, `BertForMaskedLM`) |
+//! |---|---|---|
+//! | model config | [`GptConfig`] | [`BertConfig`] |
+//! | sample | a window of T + 1 tokens: inputs and next tokens | a window of T − 2 tokens wrapped as `[CLS] … [SEP]`, masked by the collator |
+//! | loss | summed next-token cross-entropy over B·T positions | summed cross-entropy over the chosen positions only |
+//! | checkpoint | GPT-2 HF names (`Conv1D` layout) | `BertForMaskedLM` HF names + `config.json` |
+//!
+//! Both draw windows from the same pure sampler (crates/data/src/sampler.rs), so the data
+//! position of a run is still one number, the global sample index. Masking is a pure function
+//! of `(seed, global sample index)` ([`MlmCollator`]), so resume, accumulation and any split of
+//! a step over processes mask every sample the same way. The loop (crates/train/src/trainer.rs)
+//! normalises a step's summed loss by [`Batch::n_targets`] of the whole step, which makes the
+//! masked-LM loss the mean over the step's chosen tokens and accumulation exact for both.
+
+use crate::config::{ModelArch, RunConfig};
+use crate::trainer::Batch;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use lantern_data::sampler::{lm_batch, lm_val_batch};
+use lantern_data::shard::Shard;
+use lantern_data::MlmCollator;
+use lantern_kernels::{cross_entropy_sum, Rng};
+use lantern_models::bert::{self, BertConfig, BertForMaskedLM, BertHead, BertInput};
+use lantern_models::gpt::{self, Gpt, GptConfig};
+use lantern_models::{Mode, Params};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Seeds of the masked-LM collator, apart from the run's other streams: training samples are
+/// masked from `(seed ^ MASK_STREAM, sample index)`, validation windows from
+/// `(seed ^ VAL_MASK_STREAM, window index)`, so every evaluation scores the same positions.
+const MASK_STREAM: u64 = 0x6d61_736b; // "mask"
+const VAL_MASK_STREAM: u64 = 0x7661_6c6d_736b; // "valmsk"
+
+/// The model of a run; the record `trainer_state.json` keeps as `model`. A GPT record is a
+/// [`GptConfig`] (as in checkpoints written before BERT pretraining existed), a BERT record a
+/// [`BertConfig`]: they are told apart by BERT's `hidden_size` key, and each parses with its
+/// own type's checks, so an error names the bad field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ModelConfig {
+    Gpt(GptConfig),
+    Bert(BertConfig),
+}
+
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = serde_json::Value::deserialize(d)?;
+        if v.get("hidden_size").is_some() {
+            serde_json::from_value(v)
+                .map(Self::Bert)
+                .map_err(|e| D::Error::custom(format!("BERT model config: {e}")))
+        } else {
+            serde_json::from_value(v)
+                .map(Self::Gpt)
+                .map_err(|e| D::Error::custom(format!("GPT model config: {e}")))
+        }
+    }
+}
+
+/// Bounds that keep a corrupted record from asking for an absurd allocation.
+const MAX_DIM: usize = 1 << 16;
+const MAX_LAYERS: usize = 1024;
+const MAX_PARAMS: u128 = 1 << 40;
+
+impl ModelConfig {
+    /// The model a run config asks for: the preset (or the `init_from` folder's config) with
+    /// the explicit overrides applied; the vocabulary defaults to the tokenizer's.
+    pub fn resolve(cfg: &RunConfig, data_vocab: usize) -> Result<Self> {
+        let m = &cfg.model;
+        let set = |dst: &mut usize, v: Option<usize>| {
+            if let Some(v) = v {
+                *dst = v
+            }
+        };
+        let resolved = match m.arch() {
+            ModelArch::Gpt => {
+                let mut g = match &m.init_from {
+                    Some(dir) => gpt::hf::config_from_hf(&dir.join("config.json"))?,
+                    None => GptConfig::preset(&m.preset, m.vocab_size.unwrap_or(data_vocab))?,
+                };
+                set(&mut g.vocab_size, m.vocab_size);
+                set(&mut g.n_positions, m.n_positions);
+                set(&mut g.n_embd, m.n_embd);
+                set(&mut g.n_layer, m.n_layer);
+                set(&mut g.n_head, m.n_head);
+                if let Some(d) = m.dropout {
+                    g.dropout = d;
+                }
+                g.validate()?;
+                Self::Gpt(g)
+            }
+            ModelArch::Bert => {
+                let mut c = match &m.init_from {
+                    Some(dir) => bert::hf::config_from_hf(&dir.join("config.json"))?.0,
+                    None => BertConfig::preset(&m.preset, m.vocab_size.unwrap_or(data_vocab))?,
+                };
+                set(&mut c.vocab_size, m.vocab_size);
+                set(&mut c.max_position_embeddings, m.n_positions);
+                set(&mut c.hidden_size, m.n_embd);
+                set(&mut c.num_hidden_layers, m.n_layer);
+                set(&mut c.num_attention_heads, m.n_head);
+                set(&mut c.intermediate_size, m.intermediate_size);
+                if let Some(d) = m.dropout {
+                    c.hidden_dropout_prob = d;
+                    c.attention_probs_dropout_prob = d;
+                }
+                // A classifier's labels mean nothing to the masked-LM model.
+                c.id2label.clear();
+                c.validate()?;
+                Self::Bert(c)
+            }
+        };
+        if resolved.vocab_size() < data_vocab {
+            return Err(Error::Config(format!(
+                "model vocab_size {} is smaller than the tokenizer's {data_vocab} (data.dir {})",
+                resolved.vocab_size(),
+                cfg.data.dir.display()
+            )));
+        }
+        Ok(resolved)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Gpt(g) => g.vocab_size,
+            Self::Bert(c) => c.vocab_size,
+        }
+    }
+
+    /// The longest sequence the position table holds.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Self::Gpt(g) => g.n_positions,
+            Self::Bert(c) => c.max_position_embeddings,
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        match self {
+            Self::Gpt(g) => g.num_params(),
+            Self::Bert(c) => c.num_params_mlm(),
+        }
+    }
+
+    /// The smallest sequence length a sample can have: a GPT window of one token, or
+    /// `[CLS] x [SEP]`.
+    pub fn min_seq_len(&self) -> usize {
+        match self {
+            Self::Gpt(_) => 1,
+            Self::Bert(_) => 3,
+        }
+    }
+
+    /// The model's own validation, and bounds on every size (a record read from a checkpoint
+    /// must not be able to ask for terabytes). `path` names the file in errors.
+    pub fn check(&self, path: &Path) -> Result<()> {
+        let err = |msg: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg,
+        };
+        match self {
+            Self::Gpt(g) => {
+                g.validate()
+                    .map_err(|e| err(format!("model config: {e}")))?;
+                gpt::hf::check_plausible(g, path)?;
+            }
+            Self::Bert(c) => {
+                c.validate()
+                    .map_err(|e| err(format!("model config: {e}")))?;
+                for (k, v, max) in [
+                    ("vocab_size", c.vocab_size, 1 << 24),
+                    ("hidden_size", c.hidden_size, MAX_DIM),
+                    ("intermediate_size", c.intermediate_size, 4 * MAX_DIM),
+                    (
+                        "max_position_embeddings",
+                        c.max_position_embeddings,
+                        MAX_DIM,
+                    ),
+                    ("type_vocab_size", c.type_vocab_size, MAX_DIM),
+                    ("num_hidden_layers", c.num_hidden_layers, MAX_LAYERS),
+                ] {
+                    if v > max {
+                        return Err(err(format!("{k} {v} is implausibly large (limit {max})")));
+                    }
+                }
+                // Within the bounds above this cannot overflow u128.
+                let (h, f) = (c.hidden_size as u128, c.intermediate_size as u128);
+                let n = (c.vocab_size as u128 + c.max_position_embeddings as u128) * h
+                    + c.num_hidden_layers as u128 * (4 * h * h + 2 * h * f);
+                if n > MAX_PARAMS {
+                    return Err(err(format!(
+                        "config describes about {n} parameters, more than the {MAX_PARAMS} this \
+                         build accepts"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh initialisation (GPT-2's, or transformers' `BertPreTrainedModel` one) from `rng`.
+    pub fn init_params(&self, rng: &mut Rng, device: &Device) -> Result<Params> {
+        Ok(match self {
+            Self::Gpt(g) => gpt::init_params(g, rng, device, DType::F32)?,
+            Self::Bert(c) => bert::init_params(c, BertHead::MaskedLm, rng, device, DType::F32)?,
+        })
+    }
+
+    /// Weights from a `model.safetensors` in HF names: a checkpoint of this run, or the
+    /// `init_from` folder's. For BERT a missing MLM head (a bare `BertModel`) is initialised
+    /// from `rng`, as transformers does; a missing encoder tensor is an error.
+    pub fn load_params(&self, path: &Path, rng: &mut Rng, device: &Device) -> Result<Params> {
+        Ok(match self {
+            Self::Gpt(g) => gpt::hf::load_params(path, g, device, DType::F32)?,
+            Self::Bert(c) => {
+                bert::hf::load_params(path, c, BertHead::MaskedLm, rng, device, DType::F32)?.0
+            }
+        })
+    }
+
+    /// The model for the loop, reading `params` (kept, so optimizer updates are seen).
+    pub fn build(&self, params: &Params) -> Result<Box<dyn LossModel>> {
+        Ok(match self {
+            Self::Gpt(g) => Box::new(Gpt::new(g, params)?),
+            Self::Bert(c) => Box::new(BertForMaskedLM::new(c, params)?),
+        })
+    }
+
+    /// The checkpoint's `model.safetensors` tensors, in f32 and HF names.
+    pub fn export_tensors(&self, params: &Params) -> Result<BTreeMap<String, Tensor>> {
+        Ok(match self {
+            Self::Gpt(_) => gpt::hf::export_tensors(params, DType::F32)?,
+            Self::Bert(_) => bert::hf::export_tensors(params, DType::F32)?,
+        })
+    }
+
+    /// Files a checkpoint holds besides weights, optimizer, tokenizer and trainer state. A
+    /// BERT checkpoint carries HF's `config.json`, so it is already a `BertForMaskedLM` folder
+    /// that `lantern export`, the fine-tuning commands and transformers read.
+    pub fn checkpoint_files(&self) -> Vec<(&'static str, Vec<u8>)> {
+        match self {
+            Self::Gpt(_) => Vec::new(),
+            Self::Bert(c) => {
+                let v = bert::hf::to_hf_config(c, BertHead::MaskedLm, DType::F32);
+                vec![(
+                    "config.json",
+                    serde_json::to_vec_pretty(&v).expect("config serialises"),
+                )]
+            }
+        }
+    }
+
+    /// The GPT config of a record, or an error saying what else it is (`path` for messages).
+    pub fn gpt(self, path: &Path) -> Result<GptConfig> {
+        match self {
+            Self::Gpt(g) => Ok(g),
+            Self::Bert(_) => Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                msg: "is a BERT masked-LM checkpoint, not a GPT one (its config.json is a \
+                      BertForMaskedLM folder: use `lantern export` or the BERT commands)"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// A model the loop can train: the summed loss of a batch, to be divided by the step's
+/// [`Batch::n_targets`].
+pub trait LossModel {
+    fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor>;
+}
+
+impl LossModel for Gpt {
+    /// Summed next-token cross-entropy. logits: (B, T, V); targets: (B·T).
+    fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
+        let logits = self.forward(&batch.ids, mode)?;
+        let (b, t, v) = logits.dims3()?;
+        Ok(cross_entropy_sum(
+            &logits.reshape((b * t, v))?,
+            &batch.targets,
+            batch.weights.as_ref(),
+        )?)
+    }
+}
+
+impl LossModel for BertForMaskedLM {
+    /// Summed cross-entropy at the chosen positions. Windows are full length, so there is no
+    /// padding and no attention mask; one segment, so token types are all 0.
+    fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
+        let input = BertInput {
+            ids: &batch.ids,
+            token_type_ids: None,
+            attention_mask: None,
+        };
+        let logits = self.forward(&input, mode)?;
+        let weights = batch.weights.as_ref().ok_or_else(|| {
+            Error::Config("a masked-LM batch needs weights (the chosen positions)".into())
+        })?;
+        Ok(BertForMaskedLM::loss_sum(&logits, &batch.targets, weights)?)
+    }
+}
+
+/// How a run makes its batches from the token shards.
+pub enum Task {
+    /// Next-token prediction over windows of T + 1 tokens.
+    CausalLm,
+    /// BERT's masked LM: windows of T − 2 tokens as `[CLS] … [SEP]`, masked 15% / 80-10-10.
+    MaskedLm {
+        train: MlmCollator,
+        val: MlmCollator,
+        cls: u32,
+        sep: u32,
+    },
+}
+
+/// Host-side buffers reused from batch to batch.
+#[derive(Default)]
+pub struct Scratch {
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    rows: Vec<Vec<u32>>,
+}
+
+impl Task {
+    /// The task of `model` with the data's tokenizer (`tokenizer_path` for messages): masked
+    /// LM needs `[CLS]`, `[SEP]` and `[MASK]`, and never chooses any special token.
+    pub fn new(
+        model: &ModelConfig,
+        cfg: &RunConfig,
+        tokenizer: &tokenizers::Tokenizer,
+        tokenizer_path: &Path,
+    ) -> Result<Self> {
+        let ModelConfig::Bert(c) = model else {
+            return Ok(Self::CausalLm);
+        };
+        let id = |t: &str| {
+            tokenizer.token_to_id(t).ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: the tokenizer has no {t} token, which masked-LM pretraining needs; \
+                     prepare the data with `lantern prepare --tokenizer wordpiece` (or a BERT \
+                     tokenizer.json)",
+                    tokenizer_path.display()
+                ))
+            })
+        };
+        let (cls, sep, _) = (id("[CLS]")?, id("[SEP]")?, id("[MASK]")?);
+        let p = cfg.model.mlm_probability.unwrap_or(0.15);
+        let collator = |seed: u64| {
+            MlmCollator::for_tokenizer(tokenizer, c.vocab_size as u32, p, seed)
+                .map_err(|e| Error::Config(format!("{}: {e}", tokenizer_path.display())))
+        };
+        Ok(Self::MaskedLm {
+            train: collator(cfg.train.seed ^ MASK_STREAM)?,
+            val: collator(cfg.train.seed ^ VAL_MASK_STREAM)?,
+            cls,
+            sep,
+        })
+    }
+
+    /// Training samples `first .. first + b` (global indices) as one batch of `t` tokens each.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_batch(
+        &self,
+        shard: &Shard,
+        seed: u64,
+        first: u64,
+        (b, t): (usize, usize),
+        device: &Device,
+        s: &mut Scratch,
+    ) -> Result<Batch> {
+        match self {
+            Self::CausalLm => {
+                lm_batch(shard, seed, first, b, t, &mut s.inputs, &mut s.targets)?;
+                crate::trainer::to_batch(&s.inputs, &s.targets, b, t, device)
+            }
+            Self::MaskedLm { train, .. } => {
+                // The same windows as causal LM of length T − 2 (their next-token targets are
+                // not used): the sampler stays the one pure function of (seed, index).
+                lm_batch(shard, seed, first, b, t - 2, &mut s.inputs, &mut s.targets)?;
+                self.masked(train, first, (b, t), device, s)
+            }
+        }
+    }
+
+    /// Validation windows `first .. first + b` (fixed, non-overlapping; masked the same way at
+    /// every evaluation).
+    pub fn val_batch(
+        &self,
+        shard: &Shard,
+        first: u64,
+        (b, t): (usize, usize),
+        device: &Device,
+        s: &mut Scratch,
+    ) -> Result<Batch> {
+        match self {
+            Self::CausalLm => {
+                lm_val_batch(shard, first, b, t, &mut s.inputs, &mut s.targets)?;
+                crate::trainer::to_batch(&s.inputs, &s.targets, b, t, device)
+            }
+            Self::MaskedLm { val, .. } => {
+                lm_val_batch(shard, first, b, t - 2, &mut s.inputs, &mut s.targets)?;
+                self.masked(val, first, (b, t), device, s)
+            }
+        }
+    }
+
+    /// `s.inputs` (B rows of T − 2 tokens) wrapped as `[CLS] row [SEP]` and masked, row r as
+    /// sample `first + r`.
+    fn masked(
+        &self,
+        collator: &MlmCollator,
+        first: u64,
+        (b, t): (usize, usize),
+        device: &Device,
+        s: &mut Scratch,
+    ) -> Result<Batch> {
+        let Self::MaskedLm { cls, sep, .. } = self else {
+            unreachable!("masked() is only called for masked LM")
+        };
+        s.rows.resize(b, Vec::new());
+        for (row, window) in s.rows.iter_mut().zip(s.inputs.chunks_exact(t - 2)) {
+            row.clear();
+            row.push(*cls);
+            row.extend_from_slice(window);
+            row.push(*sep);
+        }
+        // Rows are full length: the pad id is never used.
+        let m = collator.batch(&s.rows, first, 0)?;
+        let n_targets = m.weights.iter().filter(|&&w| w > 0.0).count();
+        Ok(Batch {
+            ids: Tensor::from_slice(&m.input_ids, (b, t), device)?,
+            targets: Tensor::from_slice(&m.targets, b * t, device)?,
+            weights: Some(Tensor::from_slice(&m.weights, b * t, device)?),
+            n_targets,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_parse_as_their_own_kind_and_old_gpt_records_still_do() {
+        let g = GptConfig::preset("gpt-tiny", 300).unwrap();
+        let b = BertConfig::preset("bert-tiny", 300).unwrap();
+        for m in [ModelConfig::Gpt(g.clone()), ModelConfig::Bert(b)] {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), m);
+        }
+        // A GPT record as checkpoints wrote it before this enum: the bare GptConfig.
+        let old = serde_json::to_string(&g).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ModelConfig>(&old).unwrap(),
+            ModelConfig::Gpt(g)
+        );
+        let e = serde_json::from_str::<ModelConfig>(r#"{"hidden_size": 8, "bogus": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BERT") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn implausible_bert_records_are_refused() {
+        let mut b = BertConfig::preset("bert-tiny", 300).unwrap();
+        b.num_hidden_layers = 1_000_000;
+        let e = ModelConfig::Bert(b)
+            .check(Path::new("ck/trainer_state.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("trainer_state.json") && e.contains("num_hidden_layers"),
+            "{e}"
+        );
+    }
+}
