@@ -109,12 +109,7 @@ fn records(run_dir: &Path, kind: &str, key: &str) -> Vec<f64> {
 fn mlm_loss_falls_on_real_text() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("fall");
-    let out = lantern_ok(&[
-        "train",
-        "--config",
-        &s(&bert_config(tmp.path(), &run, "")),
-        "--quiet",
-    ]);
+    let out = train_ok(&bert_config(tmp.path(), &run, ""), &[]);
     assert!(out.contains("trained 300 steps"), "{out}");
     let val = records(&run, "val", "val_loss");
     assert_eq!(val.len(), 7, "{val:?}");
@@ -287,15 +282,7 @@ fn mlm_on_two_ranks_matches_one_process() {
 fn mlm_checkpoint_exports_and_loads_as_bert_for_masked_lm() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("export");
-    let cfg = bert_config(tmp.path(), &run, "");
-    lantern_ok(&[
-        "train",
-        "--config",
-        &s(&cfg),
-        "--quiet",
-        "--set",
-        "train.max_steps=5",
-    ]);
+    train_ok(&bert_config(tmp.path(), &run, ""), &["train.max_steps=5"]);
     let ckpt = newest_checkpoint(&run);
     let hf = tmp.path().join("hf");
     let said = lantern_ok(&["export", "--model", &s(&ckpt), "--out", &s(&hf)]);

@@ -33,6 +33,16 @@ pub fn lantern_ok(args: &[&str]) -> String {
     stdout
 }
 
+/// `lantern train --config <cfg> --quiet --set <each of sets>`, which must succeed.
+pub fn train_ok(cfg: &Path, sets: &[&str]) -> String {
+    let cfg = cfg.display().to_string();
+    let mut args = vec!["train", "--config", &cfg, "--quiet"];
+    for kv in sets {
+        args.extend(["--set", kv]);
+    }
+    lantern_ok(&args)
+}
+
 /// Runs, asserts failure, returns stderr.
 pub fn lantern_err(args: &[&str]) -> String {
     let out = lantern(args);
