@@ -215,7 +215,7 @@ fn an_mlm_checkpoint_loads_into_a_classifier_with_a_fresh_head() {
     let (cfg, _) = hf::config_from_hf(&dir.join("config.json")).unwrap();
     let labels = ["a".to_string(), "b".to_string()];
     let cfg = cfg.with_labels(&labels);
-    let err = hf::load_params(
+    let (params, report) = hf::load_params(
         &dir.join("model.safetensors"),
         &cfg,
         BertHead::SequenceClassification,
@@ -223,13 +223,34 @@ fn an_mlm_checkpoint_loads_into_a_classifier_with_a_fresh_head() {
         &Device::Cpu,
         DType::F32,
     )
-    .err()
-    .expect("loading should fail");
-    // The pooler is part of the encoder: an MLM checkpoint has none, and that is an error.
-    assert!(
-        matches!(&err, Error::Missing { names, .. } if names == &["bert.pooler.dense.weight", "bert.pooler.dense.bias"]),
-        "{err}"
+    .unwrap();
+    assert_eq!(
+        report.newly_initialised,
+        [
+            "bert.pooler.dense.weight",
+            "bert.pooler.dense.bias",
+            "classifier.weight",
+            "classifier.bias"
+        ]
     );
+    assert!(
+        !report.unused.is_empty() && report.unused.iter().all(|n| n.starts_with("cls.")),
+        "{:?}",
+        report.unused
+    );
+    // The encoder's tensors are the checkpoint's.
+    let mlm = lantern_models::safetensors_io::load(
+        &dir.join("model.safetensors"),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let name = "bert.encoder.layer.0.attention.self.query.weight";
+    let (a, b) = (
+        params.get(name).unwrap().flatten_all().unwrap(),
+        mlm[name].flatten_all().unwrap(),
+    );
+    assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap());
     // The classifier checkpoint into a classifier with other labels count: shape error naming
     // the tensor.
     let cls_dir = golden().join("cls");
