@@ -8,7 +8,7 @@ use lantern_kernels::Rng;
 use lantern_models::bert::{
     hf, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertHead, BertInput,
 };
-use lantern_models::{safetensors_io, Error, Mode, Params};
+use lantern_models::{safetensors_io, Mode, Params};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -239,12 +239,8 @@ fn an_mlm_checkpoint_loads_into_a_classifier_with_a_fresh_head() {
         report.unused
     );
     // The encoder's tensors are the checkpoint's.
-    let mlm = lantern_models::safetensors_io::load(
-        &dir.join("model.safetensors"),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let mlm =
+        safetensors_io::load(&dir.join("model.safetensors"), &Device::Cpu, DType::F32).unwrap();
     let name = "bert.encoder.layer.0.attention.self.query.weight";
     let (a, b) = (
         params.get(name).unwrap().flatten_all().unwrap(),
