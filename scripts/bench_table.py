@@ -92,8 +92,8 @@ def training_table(rows):
     print(
         f"MFU: {formula}; FLOPs/token "
         f"{', '.join(f'{x / 1e6:.1f} M' for x in sorted(fpt)) or '-'}; peak "
-        f"{', '.join(f'{p:g}' for p in sorted(peaks)) or '-'} TFLOP/s "
-        f"({any_r.get('peak_name') or 'H100 SXM dense bf16'}).\n"
+        f"{', '.join(f'{p:g}' for p in sorted(peaks)) or '-'} TFLOP/s"
+        f"{' (' + any_r['peak_name'] + ')' if any_r.get('peak_name') else ''}.\n"
     )
     print("| implementation | tokens/s | step ms (median) | MFU | peak memory GiB | memory measured as |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
