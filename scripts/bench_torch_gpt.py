@@ -9,7 +9,8 @@ tied to wte (no bias), no dropout. Weights are fp32; --dtype bf16 runs the forwa
 torch.autocast(bfloat16) with fp32 master weights and optimizer state (the nanoGPT recipe).
 
 Optimizer: torch.optim.AdamW(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1) on all parameters,
-fused=True on cuda. Attention: F.scaled_dot_product_attention (flash on a GPU) by default on
+fused=True on cuda, after clipping the gradients' global norm to --grad-clip (1.0, as Lantern's
+step and nanoGPT; 0 = no clipping). Attention: F.scaled_dot_product_attention (flash on a GPU) by default on
 cuda, the written-out softmax(QK^T)V on the CPU (--attn overrides).
 
 stdout: exactly one JSON line at the end:
@@ -157,6 +158,7 @@ def main() -> int:
     ap.add_argument("--tokens", default=None, help="raw token file (uint16 by default); else random ids")
     ap.add_argument("--tokens-dtype", choices=["uint16", "uint32"], default="uint16")
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--grad-clip", type=float, default=1.0, help="global-norm clip (0 = none)")
     ap.add_argument("--tf32", action="store_true", help="let fp32 matmuls use TF32 on cuda")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="peak for MFU (default on cuda: 989, H100 SXM dense bf16; none on cpu)")
@@ -234,6 +236,8 @@ def run(args) -> int:
         with autocast:
             loss = step_model(x, y)
         loss.backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync()
@@ -273,6 +277,7 @@ def run(args) -> int:
         "adamw": "fused" if cuda else "for-loop",
         "flash_sdp_enabled": torch.backends.cuda.flash_sdp_enabled() if cuda else None,
         "tf32": args.tf32,
+        "grad_clip": args.grad_clip,
         "threads": torch.get_num_threads(),
         "device": args.device,
         "dtype": args.dtype,
