@@ -24,6 +24,14 @@ case "${1:-}" in
     ;;
 esac
 
+# The selfcheck's training data. Prepared with the CPU build, before the CUDA environment is
+# set: the CUDA binary cannot even start on a machine without a GPU driver (libcuda.so.1).
+DATA=data/fortunes
+if [[ ! -f "$DATA/train.bin" ]]; then
+  [[ -d data/raw/fortunes ]] || bash scripts/fetch_fortunes.sh
+  cargo run -q -p lantern-cli -- prepare --input data/raw/fortunes --out "$DATA" --vocab-size 4096
+fi
+
 export LANTERN_CUDA_DIR="${LANTERN_CUDA_DIR:-$HOME/.cache/lantern/cuda}"
 eval "$(bash scripts/cuda_toolchain.sh --env)"
 export CARGO_TARGET_DIR="${LANTERN_CUDA_TARGET:-$HOME/.cache/lantern/target-cuda}"
@@ -39,11 +47,6 @@ BIN="$CARGO_TARGET_DIR/release/lantern"
   exit 1
 }
 
-DATA=data/fortunes
-if [[ ! -f "$DATA/train.bin" ]]; then
-  [[ -d data/raw/fortunes ]] || bash scripts/fetch_fortunes.sh
-  "$BIN" prepare --input data/raw/fortunes --out "$DATA" --vocab-size 4096
-fi
 
 rm -rf bundle
 mkdir -p bundle/data bundle/scripts bundle/lib
