@@ -270,11 +270,15 @@ fn rotation(bytes_per_call: u64) -> usize {
     TARGET.div_ceil(bytes_per_call.max(1)).clamp(1, 4) as usize
 }
 
+/// Normal random inputs. On a GPU drawn there (cuRAND): the largest inputs hold about a
+/// billion elements, which a host generator would take many seconds to fill. Timings need
+/// non-constant data, not a reproducible one.
 fn randn(rng: &mut Rng, shape: &[usize], std: f64, dtype: DType, dev: &Device) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    Tensor::from_vec(rng.normal_vec(n, std), shape, &Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(dev)
+    if dev.is_cpu() {
+        let n: usize = shape.iter().product();
+        return Tensor::from_vec(rng.normal_vec(n, std), shape, dev)?.to_dtype(dtype);
+    }
+    Tensor::randn(0f32, std as f32, shape, dev)?.to_dtype(dtype)
 }
 
 /// Runs every kernel benchmark on `dev`; the first result is the copy reference.
