@@ -9,12 +9,19 @@ tied to wte (no bias), no dropout. Weights are fp32; --dtype bf16 runs the forwa
 torch.autocast(bfloat16) with fp32 master weights and optimizer state (the nanoGPT recipe).
 
 Optimizer: torch.optim.AdamW(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1) on all parameters,
-fused=True on cuda.
+fused=True on cuda, after clipping the gradients' global norm to --grad-clip (1.0, as Lantern's
+step and nanoGPT; 0 = no clipping). Attention: F.scaled_dot_product_attention (flash on a GPU) by default on
+cuda, the written-out softmax(QK^T)V on the CPU (--attn overrides).
 
 stdout: exactly one JSON line at the end:
-  {"impl", "tokens_per_s", "step_ms_median", "params", "threads", "device", "dtype", "attn", ...}
+  {"impl", "tokens_per_s", "step_ms_median", "params", "threads", "device", "dtype", "attn",
+   "flops_per_token", "mfu", "peak_tflops", "peak_mem_bytes", ...}
 tokens_per_s = batch*seq_len / median step time over the --steps measured steps (after --warmup).
-Progress goes to stderr.
+MFU as Lantern's `bench` and shared/ANCHORS.md: 6*N + 12*L*H*Q*T FLOPs per token (PaLM; N without
+the position embedding) over --peak-tflops (default on cuda 989: H100 SXM dense bf16). Peak
+memory: torch.cuda.max_memory_allocated over the whole run (tensors only, like Lantern's pool
+high-water mark). Out of GPU memory: a message on stderr and exit status 3 (the batch search of
+bundle/run.sh halves the batch on it). Progress goes to stderr.
 
 Example (the ANCHORS.md CPU config):
   .venv-ref/bin/python scripts/bench_torch_gpt.py --n-layer 4 --n-embd 256 --n-head 4 \
@@ -143,27 +150,49 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10, help="measured steps")
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured steps first (include compile)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 = leave default")
-    ap.add_argument("--attn", choices=["manual", "sdpa"], default="manual")
+    ap.add_argument("--attn", choices=["manual", "sdpa"], default=None,
+                    help="default: sdpa on cuda, manual on cpu")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--tokens", default=None, help="raw token file (uint16 by default); else random ids")
     ap.add_argument("--tokens-dtype", choices=["uint16", "uint32"], default="uint16")
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--grad-clip", type=float, default=1.0, help="global-norm clip (0 = none)")
+    ap.add_argument("--tf32", action="store_true", help="let fp32 matmuls use TF32 on cuda")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="peak for MFU (default on cuda: 989, H100 SXM dense bf16; none on cpu)")
     args = ap.parse_args()
+    if args.attn is None:
+        args.attn = "sdpa" if args.device == "cuda" else "manual"
+    try:
+        return run(args)
+    except torch.cuda.OutOfMemoryError as e:
+        print(f"error: out of GPU memory at batch {args.batch} x {args.seq_len}: {e}", file=sys.stderr)
+        return 3
+
+
+def run(args) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.device == "cuda":
         if not torch.cuda.is_available():
             sys.exit("error: --device cuda but torch.cuda.is_available() is False")
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
-        torch.backends.cudnn.allow_tf32 = False
+        # fp32 means fp32 unless --tf32 (Lantern's `bench --tf32` / train.tf32).
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.cuda.reset_peak_memory_stats()
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
 
     model = GPT(args.vocab, args.seq_len, args.n_layer, args.n_embd, args.n_head, args.attn).to(device)
     n_params = sum(p.numel() for p in model.parameters())  # tied wte/lm_head counted once
+    # N of the MFU formula leaves out the position table (block_size = seq_len rows).
+    n_no_pos = n_params - model.wpe.weight.numel()
+    L, H, Q, T_ = args.n_layer, args.n_head, args.n_embd // args.n_head, args.seq_len
+    flops_per_token = 6 * n_no_pos + 12 * L * H * Q * T_
+    peak_tflops = args.peak_tflops if args.peak_tflops else (989.0 if args.device == "cuda" else None)
     opt = torch.optim.AdamW(
         model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=(args.device == "cuda")
     )
@@ -198,6 +227,7 @@ def main() -> int:
 
     model.train()
     times = []
+    last_loss = float("nan")
     total = args.warmup + args.steps
     for step in range(total):
         x, y = batch()
@@ -206,6 +236,8 @@ def main() -> int:
         with autocast:
             loss = step_model(x, y)
         loss.backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync()
@@ -213,17 +245,39 @@ def main() -> int:
         measured = step >= args.warmup
         if measured:
             times.append(dt)
+            last_loss = loss.item()
         print(
             f"step {step:3d}{'' if measured else ' (warmup)'} loss {loss.item():.4f} {dt * 1000:.1f} ms",
             file=sys.stderr,
         )
 
     med = statistics.median(times) if times else float("nan")
+    tokens_per_s = B * T / med
+    cuda = args.device == "cuda"
     result = {
         "impl": "pytorch-compile" if args.compile else "pytorch-eager",
-        "tokens_per_s": round(B * T / med, 1),
+        "tokens_per_s": round(tokens_per_s, 1),
         "step_ms_median": round(med * 1000, 3),
+        "step_ms_min": round(min(times) * 1000, 3) if times else None,
+        "step_ms_max": round(max(times) * 1000, 3) if times else None,
         "params": n_params,
+        "params_no_pos": n_no_pos,
+        "flops_per_token": flops_per_token,
+        "flops_formula": "6N+12LHQT per token (PaLM; N without position embeddings)",
+        "achieved_tflops": flops_per_token * tokens_per_s / 1e12,
+        "peak_tflops": peak_tflops,
+        "peak_name": "H100 SXM dense bf16 (989 TFLOP/s)" if cuda and not args.peak_tflops
+        else (f"given: {peak_tflops} TFLOP/s" if peak_tflops else None),
+        "mfu": flops_per_token * tokens_per_s / (peak_tflops * 1e12) if peak_tflops else None,
+        "final_loss": last_loss,
+        "peak_mem_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+        "peak_mem_reserved_bytes": torch.cuda.max_memory_reserved() if cuda else None,
+        "peak_mem_method": "torch.cuda.max_memory_allocated (tensors only)" if cuda else None,
+        "device_name": torch.cuda.get_device_name() if cuda else "cpu",
+        "adamw": "fused" if cuda else "for-loop",
+        "flash_sdp_enabled": torch.backends.cuda.flash_sdp_enabled() if cuda else None,
+        "tf32": args.tf32,
+        "grad_clip": args.grad_clip,
         "threads": torch.get_num_threads(),
         "device": args.device,
         "dtype": args.dtype,

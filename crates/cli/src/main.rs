@@ -4,8 +4,10 @@
 //! Exit status: 0 done; 1 error (message on stderr); 2 bad command line (clap);
 //! [`EXIT_PREEMPTED`] (75) `train` stopped on SIGTERM/SIGINT after writing a checkpoint — run
 //! the same command with `--resume` to continue; 128+signal (143 SIGTERM, 130 SIGINT) a second
-//! signal arrived before that checkpoint was done and the process exited at once.
+//! signal arrived before that checkpoint was done and the process exited at once;
+//! [`bench_cmds::EXIT_OOM`] (3) `bench`/`bench-kernels` ran out of device memory.
 
+mod bench_cmds;
 mod bert_cmds;
 mod launch;
 mod model_dir;
@@ -125,27 +127,12 @@ enum Cmd {
         #[arg(long)]
         dump: Option<PathBuf>,
     },
-    /// Time training steps of a GPT config on random tokens; prints one JSON line.
-    Bench {
-        #[arg(long, default_value_t = 4)]
-        n_layer: usize,
-        #[arg(long, default_value_t = 256)]
-        n_embd: usize,
-        #[arg(long, default_value_t = 4)]
-        n_head: usize,
-        #[arg(long, default_value_t = 2048)]
-        vocab: usize,
-        #[arg(long, default_value_t = 128)]
-        seq_len: usize,
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
+    /// Time training steps of a GPT config on random tokens; prints one JSON line (tokens/s,
+    /// MFU, peak memory, optional per-phase times). Out of device memory: exit status 3.
+    Bench(bench_cmds::BenchArgs),
+    /// Time the memory-bound kernels and the optimizer against a device-to-device copy; one
+    /// JSON line per kernel. Out of device memory: exit status 3.
+    BenchKernels(bench_cmds::KernelArgs),
     /// Start the ranks of a data-parallel run on this node (torchrun-style):
     /// lantern launch --nproc-per-node 2 -- train --config run.toml
     Launch(launch::LaunchArgs),
@@ -427,38 +414,8 @@ fn run(cli: Cli) -> Result<Outcome> {
                     .with_context(|| format!("writing {}", p.display()))?;
             }
         }
-        Cmd::Bench {
-            n_layer,
-            n_embd,
-            n_head,
-            vocab,
-            seq_len,
-            batch,
-            steps,
-            warmup,
-            device,
-        } => {
-            let cfg = lantern_models::gpt::GptConfig {
-                vocab_size: vocab,
-                n_positions: seq_len,
-                n_embd,
-                n_layer,
-                n_head,
-                dropout: 0.0,
-                layer_norm_epsilon: 1e-5,
-            };
-            let dev = lantern_train::device::parse_device(&device)?;
-            let r =
-                lantern_train::bench::bench_train_step(&cfg, batch, seq_len, steps, warmup, &dev)?;
-            let threads = std::env::var("RAYON_NUM_THREADS").ok();
-            println!(
-                "{}",
-                serde_json::json!({
-                    "impl": "lantern", "tokens_per_s": r.tokens_per_s, "step_ms_median": r.step_ms_median,
-                    "params": r.params, "threads": threads, "device": device, "dtype": "fp32",
-                })
-            );
-        }
+        Cmd::Bench(a) => bench_cmds::bench(a)?,
+        Cmd::BenchKernels(a) => bench_cmds::bench_kernels(a)?,
         Cmd::Launch(a) => launch::launch(a)?,
         Cmd::LaunchRank(a) => std::process::exit(launch::launch_rank(a)?),
         Cmd::LaunchProbe(a) => launch::probe(a)?,

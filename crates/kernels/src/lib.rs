@@ -10,6 +10,7 @@
 //! composite version written from candle tensor ops (`reference`, also the test oracle).
 
 pub mod adamw;
+pub mod bench;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

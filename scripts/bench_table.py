@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""The GPU benchmark's tables, from the JSON lines of `lantern bench`, `lantern bench-kernels`
+and scripts/bench_torch_gpt.py (any number of files, in any order; for each implementation the
+last line wins), and optionally the per-kernel CSV of Nsight Compute. Standard library only: it
+runs on a GPU node without Rust (bundle/run.sh calls it) and anywhere else.
+
+  python3 scripts/bench_table.py results/bench.jsonl [--ncu results/ncu_step.csv]
+
+Prints Markdown tables: the training step side by side (tokens/s, step time, MFU, peak memory)
+with the ratios Lantern / PyTorch eager and Lantern / torch.compile; Lantern's per-phase
+profile; the kernel micro-benchmarks against the device copy; and, from the ncu CSV, where
+one step's device time goes (matmuls, Lantern's kernels, candle's other kernels) and the gaps
+between kernels (the unprofiled median step time minus the summed kernel time).
+
+Exit status 1 when the input holds no benchmark line at all.
+"""
+import argparse
+import csv
+import json
+import re
+import sys
+
+TRAIN_IMPLS = [
+    ("lantern", "Lantern"),
+    ("pytorch-eager", "PyTorch eager"),
+    ("pytorch-compile", "PyTorch torch.compile"),
+]
+
+# Lantern's own kernels (kernels/*.cu, extern "C" names).
+OURS = re.compile(
+    r"^(adamw_(f32|bf16|f16)|cross_entropy_(fwd|bwd)_\w+|cross_entropy_sum_rows"
+    r"|gelu_(erf|tanh)_(fwd|bwd)_\w+|grad_norm_finish|grad_(scale|sumsq)_chunks"
+    r"|layer_norm_(fwd|bwd_dx|bwd_dwdb_partial|bwd_dwdb_final)_\w+"
+    r"|softmax_(masked_)?(fwd|bwd)_\w+)$"
+)
+# cuBLAS / cuBLASLt matrix products on Hopper and earlier.
+MATMUL = re.compile(r"gemm|nvjet|cutlass|xmma|cublas|splitk|gemv", re.IGNORECASE)
+
+
+def read_lines(paths):
+    rows = []
+    for p in paths:
+        try:
+            f = open(p, encoding="utf-8")
+        except OSError as e:
+            print(f"bench_table: cannot read {p}: {e}", file=sys.stderr)
+            continue
+        with f:
+            for n, line in enumerate(f, 1):
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    print(f"bench_table: {p}:{n}: not JSON ({e}); skipped", file=sys.stderr)
+                    continue
+                if isinstance(obj, dict) and "impl" in obj:
+                    rows.append(obj)
+    return rows
+
+
+def fmt(x, spec, missing="-"):
+    return missing if x is None else format(x, spec)
+
+
+def gib(b):
+    return None if b is None else b / 2**30
+
+
+def training_table(rows):
+    last = {}
+    for r in rows:
+        if r["impl"] in dict(TRAIN_IMPLS):
+            last[r["impl"]] = r
+    if not last:
+        return False
+    any_r = next(iter(last.values()))
+    print(
+        f"## Training step: GPT {any_r.get('n_layer')}x{any_r.get('n_embd')} "
+        f"({any_r.get('n_head')} heads), vocab {any_r.get('vocab')}, T={any_r.get('seq_len')}, "
+        f"batch {any_r.get('batch')}, {any_r.get('dtype')}, device {any_r.get('device')}\n"
+    )
+    keys = ("batch", "seq_len", "dtype", "vocab", "n_layer", "n_embd")
+    for impl, r in last.items():
+        diff = [k for k in keys if r.get(k) != any_r.get(k)]
+        if diff:
+            print(f"WARNING: {impl} differs from the others in {', '.join(diff)}\n")
+    peaks = {r.get("peak_tflops") for r in last.values() if r.get("peak_tflops")}
+    fpt = {r.get("flops_per_token") for r in last.values() if r.get("flops_per_token")}
+    formula = any_r.get("flops_formula", "6N+12LHQT per token")
+    print(
+        f"MFU: {formula}; FLOPs/token "
+        f"{', '.join(f'{x / 1e6:.1f} M' for x in sorted(fpt)) or '-'}; peak "
+        f"{', '.join(f'{p:g}' for p in sorted(peaks)) or '-'} TFLOP/s"
+        f"{' (' + any_r['peak_name'] + ')' if any_r.get('peak_name') else ''}.\n"
+    )
+    print("| implementation | tokens/s | step ms (median) | MFU | peak memory GiB | memory measured as |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for impl, name in TRAIN_IMPLS:
+        r = last.get(impl)
+        if r is None:
+            print(f"| {name} | (no result) | | | | |")
+            continue
+        mfu = r.get("mfu")
+        print(
+            f"| {name} | {fmt(r.get('tokens_per_s'), ',.0f')} | {fmt(r.get('step_ms_median'), '.1f')} "
+            f"| {fmt(None if mfu is None else 100 * mfu, '.1f')}{'%' if mfu is not None else ''} "
+            f"| {fmt(gib(r.get('peak_mem_bytes')), '.2f')} | {r.get('peak_mem_method') or '-'} |"
+        )
+    ours = last.get("lantern", {}).get("tokens_per_s")
+    print()
+    for impl, name in TRAIN_IMPLS[1:]:
+        theirs = last.get(impl, {}).get("tokens_per_s")
+        if ours and theirs:
+            print(f"ratio Lantern / {name}: {ours / theirs:.3f}")
+        else:
+            print(f"ratio Lantern / {name}: - (missing result)")
+    print()
+    prof = last.get("lantern", {}).get("profile")
+    if prof:
+        step = last["lantern"].get("step_ms_median")
+        print(f"### Lantern step phases (median of {prof['steps']} synchronized steps)\n")
+        print("| phase | ms | share of the phases |")
+        print("| --- | ---: | ---: |")
+        total = prof["sum_ms"] or float("nan")
+        for key, name in [
+            ("forward_ms", "forward + loss"),
+            ("backward_ms", "backward"),
+            ("grads_ms", "gradient collection, norm, clipping"),
+            ("optimizer_ms", "optimizer (+ working-copy refresh)"),
+        ]:
+            print(f"| {name} | {prof[key]:.1f} | {100 * prof[key] / total:.1f}% |")
+        print(f"| sum of phases | {total:.1f} | |")
+        if step:
+            print(f"| unsynchronized step (median) | {step:.1f} | |")
+        print()
+    return True
+
+
+def kernel_table(rows):
+    ks = [r for r in rows if r["impl"] == "lantern-kernels" and "gb_per_s" in r]
+    if not ks:
+        return False
+    # One run's lines: keep the last run (the copy reference starts each run).
+    starts = [i for i, r in enumerate(ks) if r["kernel"] == "copy_d2d"]
+    if starts:
+        ks = ks[starts[-1]:]
+    copy = ks[0]["gb_per_s"] if ks[0]["kernel"] == "copy_d2d" else None
+    print(f"## Kernels (device {ks[0].get('device')}; copy reference {fmt(copy, ',.0f')} GB/s)\n")
+    print("| kernel | shape | dtype | ms (median) | GB/s | of copy | note |")
+    print("| --- | --- | --- | ---: | ---: | ---: | --- |")
+    for r in ks:
+        oc = r.get("of_copy")
+        print(
+            f"| {r['kernel']} | {'x'.join(map(str, r.get('shape', [])))} | {r.get('dtype')} "
+            f"| {r['ms']:.4f} | {r['gb_per_s']:,.0f} | {fmt(None if oc is None else 100 * oc, '.0f')}% "
+            f"| {r.get('note', '')} |"
+        )
+    sp = [r for r in rows if r["impl"] == "lantern-kernels" and r.get("kernel") == "adamw_speedup"]
+    if sp:
+        s = sp[-1]
+        print(
+            f"\nAdamW on {s['params']:,} parameters: fused {s['fused_ms']:.3f} ms, "
+            f"candle composite {s['candle_composite_ms']:.3f} ms, speedup {s['speedup']:.2f}x"
+        )
+    print()
+    return True
+
+
+def classify(name):
+    base = name.split("(")[0].strip()
+    if base.startswith("void "):
+        base = base[5:]
+    if OURS.match(base):
+        return "lantern kernels"
+    if MATMUL.search(name):
+        return "matmul (cuBLAS)"
+    return "candle kernels (elementwise, copies, reductions)"
+
+
+def read_ncu(path):
+    """(kernel name, ns) per launch from `ncu --csv --page raw --print-units base`."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [l for l in f if l.startswith('"')]
+    rdr = list(csv.reader(lines))
+    head = next((i for i, r in enumerate(rdr) if "Kernel Name" in r), None)
+    if head is None:
+        raise ValueError("no 'Kernel Name' header (was ncu run with --csv --page raw?)")
+    cols = rdr[head]
+    name_i = cols.index("Kernel Name")
+    dur_i = next((i for i, c in enumerate(cols) if c.startswith("gpu__time_duration")), None)
+    if dur_i is None:
+        raise ValueError("no gpu__time_duration column")
+    scale = 1.0
+    out = []
+    for r in rdr[head + 1:]:
+        if len(r) <= max(name_i, dur_i):
+            continue
+        if not r[0].strip().isdigit():
+            unit = r[dur_i].strip().lower()
+            scale = {"nsecond": 1.0, "ns": 1.0, "usecond": 1e3, "us": 1e3, "msecond": 1e6,
+                     "ms": 1e6, "second": 1e9, "s": 1e9}.get(unit, scale)
+            continue
+        try:
+            v = float(r[dur_i].replace(",", ""))
+        except ValueError:
+            continue
+        out.append((r[name_i], v * scale))
+    return out
+
+
+def ncu_table(path, rows):
+    try:
+        ks = read_ncu(path)
+    except (OSError, ValueError) as e:
+        print(f"## Step profile: none ({path}: {e})\n")
+        return
+    if not ks:
+        print(f"## Step profile: none ({path} holds no kernel)\n")
+        return
+    by = {}
+    for name, ns in ks:
+        c = classify(name)
+        n, t = by.get(c, (0, 0.0))
+        by[c] = (n + 1, t + ns)
+    total_ms = sum(t for _, t in by.values()) / 1e6
+    lan = [r for r in rows if r["impl"] == "lantern"]
+    step = lan[-1].get("step_ms_median") if lan else None
+    print(f"## Where one Lantern step's time goes (Nsight Compute, {len(ks)} kernel launches)\n")
+    print("| category | launches | ms | share of the step |")
+    print("| --- | ---: | ---: | ---: |")
+    denom = step if step else total_ms
+    for c in ["matmul (cuBLAS)", "lantern kernels", "candle kernels (elementwise, copies, reductions)"]:
+        n, t = by.get(c, (0, 0.0))
+        print(f"| {c} | {n} | {t / 1e6:.1f} | {100 * t / 1e6 / denom:.1f}% |")
+    if step:
+        gap = step - total_ms
+        print(f"| gaps between kernels (step − kernels) | | {gap:.1f} | {100 * gap / step:.1f}% |")
+        print(f"| step (median, unprofiled) | | {step:.1f} | 100% |")
+    else:
+        print(f"| kernels in total | | {total_ms:.1f} | 100% |")
+    top = {}
+    for name, ns in ks:
+        key = name.split("(")[0][:90]
+        n, t = top.get(key, (0, 0.0))
+        top[key] = (n + 1, t + ns)
+    print("\nLongest kernels (summed over the step):\n")
+    print("| kernel | category | launches | ms |")
+    print("| --- | --- | ---: | ---: |")
+    for key, (n, t) in sorted(top.items(), key=lambda kv: -kv[1][1])[:15]:
+        print(f"| `{key}` | {classify(key)} | {n} | {t / 1e6:.2f} |")
+    print()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="+", help="JSON-lines files")
+    ap.add_argument("--ncu", help="ncu --csv --page raw output of one profiled step")
+    a = ap.parse_args()
+    rows = read_lines(a.files)
+    shown = training_table(rows)
+    shown = kernel_table(rows) or shown
+    if a.ncu:
+        ncu_table(a.ncu, rows)
+    if not shown:
+        print("bench_table: no benchmark lines in " + ", ".join(a.files), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
