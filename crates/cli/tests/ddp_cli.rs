@@ -9,10 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// The config and `--set` overrides of one run; steps are short so the tests stay small.
 fn train_args(cfg: &Path, sets: &[&str], extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec!["train".into(), "--config".into(), s(cfg), "--quiet".into()];
@@ -50,22 +46,6 @@ fn final_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
     read_f32_tensors(&newest_checkpoint(run).join("model.safetensors"))
 }
 
-fn rel(x: &[f32], y: &[f32]) -> f64 {
-    let num: f64 = x
-        .iter()
-        .zip(y)
-        .map(|(p, q)| ((p - q) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let den: f64 = y
-        .iter()
-        .map(|q| (*q as f64).powi(2))
-        .sum::<f64>()
-        .sqrt()
-        .max(1e-12);
-    num / den
-}
-
 /// Every tensor within `tol` relative L2 distance. The key part of `attn.c_attn.bias` is left
 /// out: its true gradient is exactly zero (softmax ignores a constant added to all of a query's
 /// scores), so it holds only rounding noise, which depends on the summation order and which
@@ -81,19 +61,10 @@ fn assert_close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], tol: f64, wh
             [0..va.len(), 0..0]
         };
         for p in parts.into_iter().filter(|p| !p.is_empty()) {
-            let r = rel(&va[p.clone()], &vb[p]);
+            let r = rel_l2(&va[p.clone()], &vb[p]);
             assert!(r <= tol, "{what}: {na}: relative difference {r}");
         }
     }
-}
-
-fn train_records(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["kind"] == "train")
-        .collect()
 }
 
 fn equivalence(accum: usize, two_ranks: fn(&[String]) -> String) {
@@ -126,7 +97,7 @@ fn equivalence(accum: usize, two_ranks: fn(&[String]) -> String) {
         &format!("2 ranks x batch 2 vs 1 x batch 4, grad_accum {accum}"),
     );
     // One record per step (only rank 0 logs), the global loss and batch.
-    let (r2, r1) = (train_records(&two), train_records(&one));
+    let (r2, r1) = (metrics_of(&two, "train"), metrics_of(&one, "train"));
     assert_eq!(r2.len(), 10);
     for (a, b) in r2.iter().zip(&r1) {
         let (la, lb) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());

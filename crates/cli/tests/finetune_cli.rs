@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{lantern_err, lantern_ok};
+use common::{lantern_err, lantern_ok, metrics_of};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -83,15 +83,6 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-fn records(run: &Path, kind: &str) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["kind"] == kind)
-        .collect()
-}
-
 fn state_step(dir: &Path) -> u64 {
     let s: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("finetune_state.json")).unwrap())
@@ -121,7 +112,7 @@ fn early_stopping_stops_after_patience_and_exports_the_best() {
     let out = lantern_ok(&["finetune", "--config", p(&cfg), "--quiet"]);
     assert!(out.contains("stopped early"), "{out}");
     let run = f.root.join("stop");
-    let evals = records(&run, "eval");
+    let evals = metrics_of(&run, "eval");
     assert_eq!(evals.len(), 3, "1 + patience evaluations");
     let improved: Vec<bool> = evals
         .iter()
@@ -129,7 +120,7 @@ fn early_stopping_stops_after_patience_and_exports_the_best() {
         .collect();
     assert_eq!(improved, [true, false, false]);
     let steps_per_epoch = 48u64.div_ceil(8);
-    assert_eq!(records(&run, "train").len() as u64, 3 * steps_per_epoch);
+    assert_eq!(metrics_of(&run, "train").len() as u64, 3 * steps_per_epoch);
     // best/ holds epoch 1, last/ epoch 3, and the exported model is the best.
     let best = only_child(&run.join("best"));
     let last = only_child(&run.join("last"));
@@ -157,7 +148,7 @@ fn finetune_learns_then_eval_predict_and_export_agree() {
     );
     lantern_ok(&["finetune", "--config", p(&cfg), "--quiet"]);
     let run = f.root.join("learn");
-    let evals = records(&run, "eval");
+    let evals = metrics_of(&run, "eval");
     // Evaluations at every 4 steps besides the 12 epoch ends (6 steps each).
     assert!(evals.len() > 12, "{}", evals.len());
     let best_acc = evals

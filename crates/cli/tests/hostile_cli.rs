@@ -11,10 +11,6 @@ use std::sync::OnceLock;
 
 const ADDRESS_SPACE: u64 = 4 << 30;
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// Runs `lantern args` under the limits and checks it fails cleanly with a message holding
 /// every one of `expect`.
 fn expect_clean_error(case: &str, args: &[&str], expect: &[&str]) {

@@ -7,10 +7,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// Three fortune categories prepared once per test binary with a 512-token WordPiece
 /// vocabulary (BERT's specials first).
 fn wordpiece_data() -> PathBuf {
@@ -91,16 +87,6 @@ dir = "{run}"
     p
 }
 
-fn records(run_dir: &Path, kind: &str, key: &str) -> Vec<f64> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["kind"] == kind)
-        .map(|r| r[key].as_f64().unwrap())
-        .collect()
-}
-
 /// Criterion: from scratch, the first validation MLM loss is that of a uniform guess
 /// (ln 512 ≈ 6.24, within 0.3); after 300 steps it is at least 0.6 nats lower, and lower than
 /// at step 50 (the model gets past predicting token frequencies); the train loss averaged over
@@ -111,7 +97,7 @@ fn mlm_loss_falls_on_real_text() {
     let run = tmp.path().join("fall");
     let out = train_ok(&bert_config(tmp.path(), &run, ""), &[]);
     assert!(out.contains("trained 300 steps"), "{out}");
-    let val = records(&run, "val", "val_loss");
+    let val = metric_values(&run, "val", "val_loss");
     assert_eq!(val.len(), 7, "{val:?}");
     let uniform = 512f64.ln();
     assert!((val[0] - uniform).abs() < 0.3, "first val loss {val:?}");
@@ -121,7 +107,7 @@ fn mlm_loss_falls_on_real_text() {
         last < val[1] - 0.05,
         "val loss stalled after step 50: {val:?}"
     );
-    let train = records(&run, "train", "loss");
+    let train = metric_values(&run, "train", "loss");
     assert_eq!(train.len(), 300);
     let quarters: Vec<f64> = train
         .chunks(75)
@@ -172,12 +158,12 @@ fn exact_resume(accum: usize) {
     }
     // The metrics of the resumed run continue those of the uninterrupted one exactly.
     assert_eq!(
-        records(&straight, "train", "loss"),
-        records(&split, "train", "loss")
+        metric_values(&straight, "train", "loss"),
+        metric_values(&split, "train", "loss")
     );
     assert_eq!(
-        records(&straight, "val", "val_loss"),
-        records(&split, "val", "val_loss")
+        metric_values(&straight, "val", "val_loss"),
+        metric_values(&split, "val", "val_loss")
     );
 }
 
@@ -218,7 +204,7 @@ fn short_run(
     lantern_ok(&args);
     (
         read_f32_tensors(&newest_checkpoint(&dir).join("model.safetensors")),
-        records(&dir, "train", "loss"),
+        metric_values(&dir, "train", "loss"),
     )
 }
 
@@ -242,17 +228,8 @@ fn assert_same_training(
         if name.ends_with("attention.self.key.bias") {
             continue;
         }
-        let num: f64 = x.iter().zip(y).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-        let den: f64 = y
-            .iter()
-            .map(|b| (*b as f64).powi(2))
-            .sum::<f64>()
-            .max(1e-12);
-        assert!(
-            (num / den).sqrt() < 1e-4,
-            "{name} differs: rel {}",
-            (num / den).sqrt()
-        );
+        let r = rel_l2(x, y);
+        assert!(r < 1e-4, "{name} differs: rel {r}");
     }
 }
 

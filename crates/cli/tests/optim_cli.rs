@@ -7,30 +7,6 @@ use common::*;
 use serde_json::Value;
 use std::path::Path;
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn train_losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["kind"] == "train")
-        .map(|r| r["loss"].as_f64().unwrap())
-        .collect()
-}
-
-fn val_losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["kind"] == "val")
-        .map(|r| r["val_loss"].as_f64().unwrap())
-        .collect()
-}
-
 fn optimizer_state(ckpt: &Path) -> Value {
     let text = std::fs::read_to_string(ckpt.join("trainer_state.json")).unwrap();
     serde_json::from_str::<Value>(&text).unwrap()["optimizer"].clone()
@@ -80,12 +56,12 @@ fn the_tiny_gpt_learns_with_every_optimizer() {
             "--set",
             "model.dropout=0.0",
         ]);
-        let losses = train_losses(&run);
+        let losses = metric_values(&run, "train", "loss");
         assert_eq!(losses.len(), 30, "{name}");
         assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");
         let first: f64 = losses[..3].iter().sum::<f64>() / 3.0;
         let last: f64 = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
-        let val = val_losses(&run);
+        let val = metric_values(&run, "val", "val_loss");
         eprintln!(
             "{name}: train loss {first:.3} -> {last:.3}, val {:.3} -> {:.3}",
             val[0],

@@ -3,26 +3,6 @@
 
 mod common;
 use common::*;
-use serde_json::Value;
-use std::path::Path;
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn records(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn train_record(recs: &[Value], step: u64) -> &Value {
-    recs.iter()
-        .find(|r| r["kind"] == "train" && r["step"] == step)
-        .unwrap_or_else(|| panic!("no train record for step {step}"))
-}
 
 #[test]
 fn bf16_ends_within_two_percent_of_fp32() {
@@ -47,7 +27,7 @@ fn bf16_ends_within_two_percent_of_fp32() {
             "--set",
             &format!("train.precision=\"{p}\""),
         ]);
-        let recs = records(&dir);
+        let recs = metrics(&dir);
         let v = recs.iter().rev().find(|r| r["kind"] == "val").unwrap()["val_loss"]
             .as_f64()
             .unwrap();
@@ -107,7 +87,7 @@ fn fp16_overflow_is_skipped_backs_off_and_grows_back() {
         "--poison-grad-at",
         "5",
     ]);
-    let recs = records(&dir);
+    let recs = metrics(&dir);
     let scale = |step| train_record(&recs, step)["loss_scale"].as_f64().unwrap();
     // 0-based step 5 is the record of step 6.
     assert_eq!(train_record(&recs, 6)["skipped"], true);

@@ -12,24 +12,6 @@ use std::time::Duration;
 /// docs/reliability.md).
 const EXIT_PREEMPTED: i32 = 75;
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
-fn records(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn train_record(recs: &[Value], step: u64) -> &Value {
-    recs.iter()
-        .find(|r| r["kind"] == "train" && r["step"] == step)
-        .unwrap_or_else(|| panic!("no train record for step {step}"))
-}
-
 fn ckpt_file(run: &Path, step: u64, name: &str) -> Vec<u8> {
     let p = run
         .join("checkpoints")
@@ -214,7 +196,7 @@ fn a_kill_at_any_point_of_a_save_resumes_from_the_newest_complete_checkpoint() {
             );
         }
         assert_eq!(checkpoint_entries(&run), vec!["step-00000040"], "{point}");
-        let recs = records(&run);
+        let recs = metrics(&run);
         let first_resumed = complete_after_kill + 1;
         assert_eq!(
             recs.iter()
@@ -316,7 +298,7 @@ fn one_nonfinite_step_is_skipped_and_logged_in_every_precision() {
             )),
             "{p}: {stderr}"
         );
-        let recs = records(&run);
+        let recs = metrics(&run);
         let r = train_record(&recs, 7);
         assert_eq!(r["skipped"], true, "{p}");
         assert_eq!(r["skipped_steps"], 1, "{p}");
@@ -380,7 +362,7 @@ fn k_nonfinite_steps_in_a_row_stop_the_run_with_a_checkpoint() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(train_record(&records(&run), 24)["skipped_steps"], 3);
+    assert_eq!(train_record(&metrics(&run), 24)["skipped_steps"], 3);
 }
 
 #[test]
@@ -394,7 +376,7 @@ fn fp16_overflows_belong_to_the_scaler_until_the_scale_reaches_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let recs = records(&run);
+    let recs = metrics(&run);
     assert_eq!(train_record(&recs, 12)["skipped"], true);
     assert_eq!(train_record(&recs, 12)["consecutive_skips"], 0);
     assert_eq!(train_record(&recs, 24)["skipped_steps"], 7);

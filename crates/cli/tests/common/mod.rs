@@ -223,6 +223,60 @@ pub fn send_signal(child: &std::process::Child, sig: i32) {
     assert_eq!(rc, 0, "kill({}, {sig}) failed", child.id());
 }
 
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Every record of a run's metrics.jsonl, in order.
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The records of one kind (`"train"`, `"val"`, `"eval"`).
+pub fn metrics_of(run: &Path, kind: &str) -> Vec<serde_json::Value> {
+    metrics(run)
+        .into_iter()
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+/// One number of every record of a kind, e.g. `("train", "loss")`.
+pub fn metric_values(run: &Path, kind: &str, key: &str) -> Vec<f64> {
+    metrics_of(run, kind)
+        .iter()
+        .map(|r| r[key].as_f64().unwrap())
+        .collect()
+}
+
+/// The `"train"` record of `step`.
+pub fn train_record(recs: &[serde_json::Value], step: u64) -> &serde_json::Value {
+    recs.iter()
+        .find(|r| r["kind"] == "train" && r["step"] == step)
+        .unwrap_or_else(|| panic!("no train record for step {step}"))
+}
+
+/// Relative L2 distance ‖x − y‖ / ‖y‖ (the denominator floored at 1e-12).
+pub fn rel_l2(x: &[f32], y: &[f32]) -> f64 {
+    let num: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(p, q)| ((p - q) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let den: f64 = y
+        .iter()
+        .map(|q| (*q as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
+    num / den
+}
+
 /// Highest `"train"` step recorded in a run's metrics.jsonl (0 if none yet).
 pub fn last_train_step(run_dir: &Path) -> u64 {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
