@@ -122,6 +122,30 @@ fn st_dtype(d: DType) -> Result<StDtype> {
 
 /// Serialises tensors (in name order) with `{"format": "pt"}` metadata, which some loaders
 /// require. Returns the bytes; callers decide where and how atomically to write them.
+/// Removes from `tensors` the parameter `name`, stored under the first of `names` present (a
+/// checkpoint may or may not carry the model's prefix), and checks its shape. `None` when the
+/// file has it under no name. `path` is for messages.
+pub fn take_shaped(
+    tensors: &mut BTreeMap<String, Tensor>,
+    name: &str,
+    names: &[&str],
+    shape: &[usize],
+    path: &Path,
+) -> Result<Option<Tensor>> {
+    let Some(t) = names.iter().find_map(|n| tensors.remove(*n)) else {
+        return Ok(None);
+    };
+    if t.dims() != shape {
+        return Err(Error::Shape {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            got: t.dims().to_vec(),
+        });
+    }
+    Ok(Some(t))
+}
+
 pub fn serialize(tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>> {
     let mut raw: Vec<(String, StDtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {

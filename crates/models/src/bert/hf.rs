@@ -183,11 +183,8 @@ pub fn params_from_tensors(
     for (name, shape) in param_shapes(cfg, head) {
         let bare = name.strip_prefix("bert.").unwrap_or(&name).to_string();
         let prefixed = format!("bert.{bare}");
-        let t = tensors
-            .remove(&name)
-            .or_else(|| tensors.remove(&bare))
-            .or_else(|| tensors.remove(&prefixed));
-        match t {
+        let names = [name.as_str(), &bare, &prefixed];
+        match safetensors_io::take_shaped(&mut tensors, &name, &names, &shape, path)? {
             // transformers initialises these too: a task head, and the pooler, which
             // `BertForMaskedLM` checkpoints do not have (it is built without one).
             None if is_head_param(&name) || bare.starts_with("pooler.") => {
@@ -196,14 +193,6 @@ pub fn params_from_tensors(
                 report.newly_initialised.push(name);
             }
             None => missing.push(name),
-            Some(t) if t.dims() != shape.as_slice() => {
-                return Err(Error::Shape {
-                    path: path.to_path_buf(),
-                    name,
-                    expected: shape,
-                    got: t.dims().to_vec(),
-                })
-            }
             Some(t) => params.insert(name, t.to_dtype(dtype)?)?,
         }
     }

@@ -163,17 +163,8 @@ pub fn params_from_tensors(
             .strip_prefix("transformer.")
             .unwrap_or(&name)
             .to_string();
-        let t = tensors.remove(&name).or_else(|| tensors.remove(&bare));
-        match t {
+        match safetensors_io::take_shaped(&mut tensors, &name, &[&name, &bare], &shape, path)? {
             None => missing.push(name),
-            Some(t) if t.dims() != shape.as_slice() => {
-                return Err(Error::Shape {
-                    path: path.to_path_buf(),
-                    name,
-                    expected: shape,
-                    got: t.dims().to_vec(),
-                })
-            }
             Some(t) => params.insert(name, t.to_dtype(dtype)?)?,
         }
     }
