@@ -32,10 +32,12 @@ pub struct AdamWHyper {
     pub step: u64,
 }
 
-/// The scalars of one step, each rounded to f32 exactly as the trainer's ops round them.
+/// The scalars of one step, each rounded to f32 exactly as the trainer's ops round them: the
+/// `AdamWArgs` the CUDA kernel takes (public for the kernel emulator's tests).
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
-pub(crate) struct Scalars {
+pub struct Scalars {
     pub decay_mul: f32,
     /// lerp weight w = 1 − β1, and −(1 − w) for torch's upper branch (|w| ≥ 0.5).
     pub lerp_w: f32,
@@ -50,7 +52,8 @@ pub(crate) struct Scalars {
 }
 
 impl AdamWHyper {
-    pub(crate) fn scalars(&self) -> Result<Scalars> {
+    #[doc(hidden)]
+    pub fn scalars(&self) -> Result<Scalars> {
         if self.step == 0 || self.step > i32::MAX as u64 {
             return Err(Error::msg(format!(
                 "adamw_update: step must be in 1..=2^31-1, got {}",

@@ -1,0 +1,603 @@
+//! Lantern's CUDA kernels (`kernels/*.cu`), compiled as C++ against a CUDA emulation shim
+//! (`include/cuda_emu.h`) and run on the CPU, so that `cargo test` checks the GPU kernels'
+//! source against the CPU references on a machine without a GPU. Each function here launches
+//! the kernels with the grid and block of the Rust launcher in `lantern-kernels`' `cuda`
+//! module (mirrored in `cpp/<file>.cpp`), on host buffers.
+//!
+//! What it catches: wrong indexing, reductions, masking, tile edges, barriers missing or in
+//! divergent code (a deadlock aborts with the threads named), shuffle misuse, and the
+//! arithmetic itself (IEEE single precision, explicit fma only). What it cannot: timing,
+//! memory coalescing, occupancy, or the hardware's unspecified orders (tensor-core
+//! accumulation order, float atomics).
+//!
+//! Every function checks its slice lengths first and panics with the name of the buffer
+//! that is too short: these are test helpers, and a wrong length is a bug in the test.
+
+use half::{bf16, f16};
+
+/// The kernels' storage types, each with its instantiation of every kernel.
+pub trait Float: Copy + Default + 'static {
+    #[doc(hidden)]
+    const K: Kernels<Self>;
+}
+
+/// The `_f32` or `_bf16` instantiations of the emulated kernels.
+#[doc(hidden)]
+pub struct Kernels<T> {
+    softmax_fwd: unsafe extern "C" fn(*const T, *mut T, i32, i32, f32),
+    softmax_masked_fwd:
+        unsafe extern "C" fn(*const T, *const T, *const ffi::MaskIndex, *mut T, i32, i32, f32),
+    softmax_bwd: unsafe extern "C" fn(*const T, *const T, *mut T, i32, i32, f32),
+    layer_norm_fwd: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, f32),
+    layer_norm_bwd: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, f32),
+    gelu_fwd: [unsafe extern "C" fn(*const T, *mut T, usize); 2],
+    gelu_bwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 2],
+    ce_fwd: CeFwd<T>,
+    ce_bwd: CeBwd<T>,
+}
+type CeFwd<T> =
+    unsafe extern "C" fn(*const T, *const u32, *const f32, i32, i32, *mut f32, *mut f32, *mut u32);
+type CeBwd<T> = unsafe extern "C" fn(
+    *const T,
+    *const u32,
+    *const f32,
+    *const f32,
+    *mut T,
+    *mut T,
+    f32,
+    i32,
+    i32,
+);
+
+impl Float for f32 {
+    const K: Kernels<f32> = Kernels {
+        softmax_fwd: ffi::emu_softmax_fwd_f32,
+        softmax_masked_fwd: ffi::emu_softmax_masked_fwd_f32,
+        softmax_bwd: ffi::emu_softmax_bwd_f32,
+        layer_norm_fwd: ffi::emu_layer_norm_fwd_f32,
+        layer_norm_bwd: ffi::emu_layer_norm_bwd_f32,
+        gelu_fwd: [ffi::emu_gelu_tanh_fwd_f32, ffi::emu_gelu_erf_fwd_f32],
+        gelu_bwd: [ffi::emu_gelu_tanh_bwd_f32, ffi::emu_gelu_erf_bwd_f32],
+        ce_fwd: ffi::emu_cross_entropy_fwd_f32,
+        ce_bwd: ffi::emu_cross_entropy_bwd_f32,
+    };
+}
+
+impl Float for bf16 {
+    const K: Kernels<bf16> = Kernels {
+        softmax_fwd: ffi::emu_softmax_fwd_bf16,
+        softmax_masked_fwd: ffi::emu_softmax_masked_fwd_bf16,
+        softmax_bwd: ffi::emu_softmax_bwd_bf16,
+        layer_norm_fwd: ffi::emu_layer_norm_fwd_bf16,
+        layer_norm_bwd: ffi::emu_layer_norm_bwd_bf16,
+        gelu_fwd: [ffi::emu_gelu_tanh_fwd_bf16, ffi::emu_gelu_erf_fwd_bf16],
+        gelu_bwd: [ffi::emu_gelu_tanh_bwd_bf16, ffi::emu_gelu_erf_bwd_bf16],
+        ce_fwd: ffi::emu_cross_entropy_fwd_bf16,
+        ce_bwd: ffi::emu_cross_entropy_bwd_bf16,
+    };
+}
+
+fn need(what: &str, len: usize, want: usize) {
+    assert!(
+        len >= want,
+        "{what}: {len} elements, the launch needs {want}"
+    );
+}
+
+mod ffi {
+    use half::{bf16, f16};
+
+    /// `MaskIndex` of softmax.cu.
+    #[repr(C)]
+    pub struct MaskIndex {
+        pub dims: [i64; 4],
+        pub strides: [i64; 4],
+        pub start: i64,
+    }
+
+    /// `AdamWArgs` of adamw.cu.
+    #[repr(C)]
+    pub struct AdamWArgs {
+        pub decay_mul: f32,
+        pub lerp_w: f32,
+        pub lerp_neg_rest: f32,
+        pub b2: f32,
+        pub one_minus_b2: f32,
+        pub bc2_sqrt: f32,
+        pub eps: f32,
+        pub step_size: f32,
+        pub decay: i32,
+        pub lerp_hi: i32,
+    }
+
+    extern "C" {
+        pub fn emu_softmax_fwd_f32(s: *const f32, y: *mut f32, rows: i32, c: i32, scale: f32);
+        pub fn emu_softmax_fwd_bf16(s: *const bf16, y: *mut bf16, rows: i32, c: i32, scale: f32);
+        pub fn emu_softmax_masked_fwd_f32(
+            s: *const f32,
+            mask: *const f32,
+            mi: *const MaskIndex,
+            y: *mut f32,
+            rows: i32,
+            c: i32,
+            scale: f32,
+        );
+        pub fn emu_softmax_masked_fwd_bf16(
+            s: *const bf16,
+            mask: *const bf16,
+            mi: *const MaskIndex,
+            y: *mut bf16,
+            rows: i32,
+            c: i32,
+            scale: f32,
+        );
+        pub fn emu_softmax_bwd_f32(
+            y: *const f32,
+            dy: *const f32,
+            ds: *mut f32,
+            rows: i32,
+            c: i32,
+            scale: f32,
+        );
+        pub fn emu_softmax_bwd_bf16(
+            y: *const bf16,
+            dy: *const bf16,
+            ds: *mut bf16,
+            rows: i32,
+            c: i32,
+            scale: f32,
+        );
+        pub fn emu_layer_norm_fwd_f32(
+            x: *const f32,
+            w: *const f32,
+            b: *const f32,
+            y: *mut f32,
+            rows: i32,
+            c: i32,
+            eps: f32,
+        );
+        pub fn emu_layer_norm_fwd_bf16(
+            x: *const bf16,
+            w: *const bf16,
+            b: *const bf16,
+            y: *mut bf16,
+            rows: i32,
+            c: i32,
+            eps: f32,
+        );
+        pub fn emu_layer_norm_bwd_f32(
+            x: *const f32,
+            w: *const f32,
+            dy: *const f32,
+            out: *mut f32,
+            rows: i32,
+            c: i32,
+            eps: f32,
+        );
+        pub fn emu_layer_norm_bwd_bf16(
+            x: *const bf16,
+            w: *const bf16,
+            dy: *const bf16,
+            out: *mut bf16,
+            rows: i32,
+            c: i32,
+            eps: f32,
+        );
+        pub fn emu_gelu_tanh_fwd_f32(x: *const f32, y: *mut f32, n: usize);
+        pub fn emu_gelu_tanh_fwd_bf16(x: *const bf16, y: *mut bf16, n: usize);
+        pub fn emu_gelu_erf_fwd_f32(x: *const f32, y: *mut f32, n: usize);
+        pub fn emu_gelu_erf_fwd_bf16(x: *const bf16, y: *mut bf16, n: usize);
+        pub fn emu_gelu_tanh_bwd_f32(x: *const f32, dy: *const f32, dx: *mut f32, n: usize);
+        pub fn emu_gelu_tanh_bwd_bf16(x: *const bf16, dy: *const bf16, dx: *mut bf16, n: usize);
+        pub fn emu_gelu_erf_bwd_f32(x: *const f32, dy: *const f32, dx: *mut f32, n: usize);
+        pub fn emu_gelu_erf_bwd_bf16(x: *const bf16, dy: *const bf16, dx: *mut bf16, n: usize);
+        #[allow(clippy::too_many_arguments)]
+        pub fn emu_cross_entropy_fwd_f32(
+            x: *const f32,
+            t: *const u32,
+            w: *const f32,
+            n: i32,
+            v: i32,
+            loss: *mut f32,
+            lse: *mut f32,
+            bad: *mut u32,
+        );
+        #[allow(clippy::too_many_arguments)]
+        pub fn emu_cross_entropy_fwd_bf16(
+            x: *const bf16,
+            t: *const u32,
+            w: *const f32,
+            n: i32,
+            v: i32,
+            loss: *mut f32,
+            lse: *mut f32,
+            bad: *mut u32,
+        );
+        #[allow(clippy::too_many_arguments)]
+        pub fn emu_cross_entropy_bwd_f32(
+            x: *const f32,
+            t: *const u32,
+            w: *const f32,
+            lse: *const f32,
+            dx: *mut f32,
+            dw: *mut f32,
+            g: f32,
+            n: i32,
+            v: i32,
+        );
+        #[allow(clippy::too_many_arguments)]
+        pub fn emu_cross_entropy_bwd_bf16(
+            x: *const bf16,
+            t: *const u32,
+            w: *const f32,
+            lse: *const f32,
+            dx: *mut bf16,
+            dw: *mut bf16,
+            g: f32,
+            n: i32,
+            v: i32,
+        );
+        pub fn emu_adamw_f32(
+            p: *mut f32,
+            g: *const f32,
+            m: *mut f32,
+            v: *mut f32,
+            a: *const AdamWArgs,
+            n: usize,
+        );
+        pub fn emu_adamw_bf16(
+            p: *mut f32,
+            g: *const f32,
+            m: *mut f32,
+            v: *mut f32,
+            work: *mut bf16,
+            a: *const AdamWArgs,
+            n: usize,
+        );
+        pub fn emu_adamw_f16(
+            p: *mut f32,
+            g: *const f32,
+            m: *mut f32,
+            v: *mut f32,
+            work: *mut f16,
+            a: *const AdamWArgs,
+            n: usize,
+        );
+        pub fn emu_grad_sumsq(ptrs: *const u64, lens: *const u64, chunks: i32, unscale: f32)
+            -> f64;
+        pub fn emu_grad_scale(ptrs: *const u64, lens: *const u64, chunks: i32, factor: f32);
+    }
+}
+
+/// The emulator's own test kernels (`cpp/emulator_selftest.cpp`, used by tests/emulator.rs).
+#[doc(hidden)]
+pub mod selftest {
+    extern "C" {
+        pub fn emu_selftest_shuffles(out: *mut i32);
+        pub fn emu_selftest_divergent_shuffle(out: *mut f32);
+        pub fn emu_selftest_block_sums(x: *const f32, out: *mut f32);
+        pub fn emu_selftest_wmma_matmul(a: *const half::bf16, b: *const half::bf16, c: *mut f32);
+    }
+}
+
+fn int(n: usize) -> i32 {
+    i32::try_from(n).expect("size fits the kernels' int")
+}
+
+/// softmax.cu forward: y = softmax(s * scale) over rows of length `c`.
+pub fn softmax_fwd<T: Float>(s: &[T], c: usize, scale: f32) -> Vec<T> {
+    let rows = s.len() / c;
+    let mut y = vec![T::default(); rows * c];
+    // SAFETY: s and y hold rows * c elements; the kernel touches only those (one block per row).
+    unsafe { (T::K.softmax_fwd)(s.as_ptr(), y.as_mut_ptr(), int(rows), int(c), scale) };
+    y
+}
+
+/// A broadcast additive mask for [`softmax_masked_fwd`]: the mask's storage and, outermost
+/// first, up to four (dim, element stride) pairs of the scores' shape (stride 0 broadcasts).
+pub struct Mask<'a, T> {
+    pub data: &'a [T],
+    pub dims: Vec<usize>,
+    pub strides: Vec<usize>,
+}
+
+/// softmax.cu masked forward: y = softmax(s * scale + mask).
+pub fn softmax_masked_fwd<T: Float>(s: &[T], mask: &Mask<'_, T>, scale: f32) -> Vec<T> {
+    let nd = mask.dims.len();
+    assert!(nd <= 4 && nd == mask.strides.len(), "mask rank");
+    let c = *mask.dims.last().expect("rank >= 1");
+    let rows = s.len() / c;
+    assert_eq!(
+        rows,
+        mask.dims[..nd - 1].iter().product::<usize>(),
+        "mask dims vs scores"
+    );
+    let reach = mask
+        .dims
+        .iter()
+        .zip(&mask.strides)
+        .map(|(d, s)| (d - 1) * s)
+        .sum::<usize>();
+    need("mask", mask.data.len(), reach + 1);
+    let mut mi = ffi::MaskIndex {
+        dims: [1; 4],
+        strides: [0; 4],
+        start: 0,
+    };
+    for k in 0..nd {
+        mi.dims[4 - nd + k] = mask.dims[k] as i64;
+        mi.strides[4 - nd + k] = mask.strides[k] as i64;
+    }
+    let mut y = vec![T::default(); rows * c];
+    // SAFETY: s and y hold rows * c elements; every mask index the strides reach is below
+    // `reach + 1` (checked above).
+    unsafe {
+        (T::K.softmax_masked_fwd)(
+            s.as_ptr(),
+            mask.data.as_ptr(),
+            &mi,
+            y.as_mut_ptr(),
+            int(rows),
+            int(c),
+            scale,
+        )
+    };
+    y
+}
+
+/// softmax.cu backward: ds = scale * y * (dy - sum(dy * y)).
+pub fn softmax_bwd<T: Float>(y: &[T], dy: &[T], c: usize, scale: f32) -> Vec<T> {
+    need("dy", dy.len(), y.len());
+    let rows = y.len() / c;
+    let mut ds = vec![T::default(); rows * c];
+    // SAFETY: y, dy and ds hold rows * c elements.
+    unsafe {
+        (T::K.softmax_bwd)(
+            y.as_ptr(),
+            dy.as_ptr(),
+            ds.as_mut_ptr(),
+            int(rows),
+            int(c),
+            scale,
+        )
+    };
+    ds
+}
+
+/// layer_norm.cu forward over rows of length `c = w.len()`.
+pub fn layer_norm_fwd<T: Float>(x: &[T], w: &[T], b: &[T], eps: f32) -> Vec<T> {
+    let c = w.len();
+    need("bias", b.len(), c);
+    let rows = x.len() / c;
+    let mut y = vec![T::default(); rows * c];
+    // SAFETY: x and y hold rows * c elements, w and b hold c.
+    unsafe {
+        (T::K.layer_norm_fwd)(
+            x.as_ptr(),
+            w.as_ptr(),
+            b.as_ptr(),
+            y.as_mut_ptr(),
+            int(rows),
+            int(c),
+            eps,
+        )
+    };
+    y
+}
+
+/// layer_norm.cu backward (all three kernels): (dx, dw, db).
+pub fn layer_norm_bwd<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f32) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let c = w.len();
+    need("dy", dy.len(), x.len());
+    let rows = x.len() / c;
+    let mut out = vec![T::default(); (rows + 2) * c];
+    // SAFETY: x and dy hold rows * c elements, w holds c, out (rows + 2) * c as the launcher
+    // lays out dx, dw, db; the scratch buffers are the wrapper's own.
+    unsafe {
+        (T::K.layer_norm_bwd)(
+            x.as_ptr(),
+            w.as_ptr(),
+            dy.as_ptr(),
+            out.as_mut_ptr(),
+            int(rows),
+            int(c),
+            eps,
+        )
+    };
+    let db = out.split_off((rows + 1) * c);
+    let dw = out.split_off(rows * c);
+    (out, dw, db)
+}
+
+/// GELU form: index into the kernel tables.
+#[derive(Debug, Clone, Copy)]
+pub enum Gelu {
+    Tanh = 0,
+    Erf = 1,
+}
+
+/// gelu.cu forward.
+pub fn gelu_fwd<T: Float>(kind: Gelu, x: &[T]) -> Vec<T> {
+    let mut y = vec![T::default(); x.len()];
+    // SAFETY: x and y hold n elements.
+    unsafe { (T::K.gelu_fwd[kind as usize])(x.as_ptr(), y.as_mut_ptr(), x.len()) };
+    y
+}
+
+/// gelu.cu backward: dx = dy * gelu'(x).
+pub fn gelu_bwd<T: Float>(kind: Gelu, x: &[T], dy: &[T]) -> Vec<T> {
+    need("dy", dy.len(), x.len());
+    let mut dx = vec![T::default(); x.len()];
+    // SAFETY: x, dy and dx hold n elements.
+    unsafe { (T::K.gelu_bwd[kind as usize])(x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), x.len()) };
+    dx
+}
+
+/// cross_entropy.cu forward: (summed loss, per-row logsumexp, first out-of-range row).
+pub fn cross_entropy_fwd<T: Float>(
+    x: &[T],
+    t: &[u32],
+    w: Option<&[f32]>,
+    v: usize,
+) -> (f32, Vec<f32>, Option<usize>) {
+    let n = t.len();
+    need("logits", x.len(), n * v);
+    if let Some(w) = w {
+        need("weights", w.len(), n);
+    }
+    let (mut loss, mut lse, mut bad) = (0f32, vec![0f32; n], 0u32);
+    // SAFETY: x holds n * v elements, t and lse n, w (when given) n; loss and bad are scalars.
+    unsafe {
+        (T::K.ce_fwd)(
+            x.as_ptr(),
+            t.as_ptr(),
+            w.map_or(std::ptr::null(), |w| w.as_ptr()),
+            int(n),
+            int(v),
+            &mut loss,
+            lse.as_mut_ptr(),
+            &mut bad,
+        )
+    };
+    let bad = (bad != u32::MAX).then(|| bad as usize - 1);
+    (loss, lse, bad)
+}
+
+/// cross_entropy.cu backward: dlogits (n * v) and, when `weight_grad`, dweights (n).
+pub fn cross_entropy_bwd<T: Float>(
+    x: &[T],
+    t: &[u32],
+    w: Option<&[f32]>,
+    lse: Option<&[f32]>,
+    g: f32,
+    v: usize,
+    weight_grad: bool,
+) -> (Vec<T>, Option<Vec<T>>) {
+    let n = t.len();
+    need("logits", x.len(), n * v);
+    for (what, s) in [("weights", w), ("lse", lse)] {
+        if let Some(s) = s {
+            need(what, s.len(), n);
+        }
+    }
+    let mut dx = vec![T::default(); n * v];
+    let mut dw = vec![T::default(); if weight_grad { n } else { 0 }];
+    // SAFETY: x and dx hold n * v elements; t, w, lse and dw (when given) hold n.
+    unsafe {
+        (T::K.ce_bwd)(
+            x.as_ptr(),
+            t.as_ptr(),
+            w.map_or(std::ptr::null(), |w| w.as_ptr()),
+            lse.map_or(std::ptr::null(), |l| l.as_ptr()),
+            dx.as_mut_ptr(),
+            if weight_grad {
+                dw.as_mut_ptr()
+            } else {
+                std::ptr::null_mut()
+            },
+            g,
+            int(n),
+            int(v),
+        )
+    };
+    (dx, weight_grad.then_some(dw))
+}
+
+/// The scalars of one AdamW step as adamw.cu takes them (`AdamWArgs`).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWArgs {
+    pub decay_mul: f32,
+    pub lerp_w: f32,
+    pub lerp_neg_rest: f32,
+    pub b2: f32,
+    pub one_minus_b2: f32,
+    pub bc2_sqrt: f32,
+    pub eps: f32,
+    pub step_size: f32,
+    pub decay: bool,
+    pub lerp_hi: bool,
+}
+
+/// The low-precision working copy adamw.cu writes beside the fp32 master weights.
+pub enum Work<'a> {
+    None,
+    Bf16(&'a mut [bf16]),
+    F16(&'a mut [f16]),
+}
+
+/// adamw.cu: one step over p, m, v in place (and the working copy).
+pub fn adamw(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    work: Work<'_>,
+    a: &AdamWArgs,
+) {
+    let n = p.len();
+    for (what, len) in [("grad", g.len()), ("m", m.len()), ("v", v.len())] {
+        need(what, len, n);
+    }
+    let args = ffi::AdamWArgs {
+        decay_mul: a.decay_mul,
+        lerp_w: a.lerp_w,
+        lerp_neg_rest: a.lerp_neg_rest,
+        b2: a.b2,
+        one_minus_b2: a.one_minus_b2,
+        bc2_sqrt: a.bc2_sqrt,
+        eps: a.eps,
+        step_size: a.step_size,
+        decay: a.decay as i32,
+        lerp_hi: a.lerp_hi as i32,
+    };
+    let (pp, gp, mp, vp) = (p.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
+    // SAFETY: p, g, m, v (and the working copy, checked below) hold n elements.
+    unsafe {
+        match work {
+            Work::None => ffi::emu_adamw_f32(pp, gp, mp, vp, &args, n),
+            Work::Bf16(w) => {
+                need("work", w.len(), n);
+                ffi::emu_adamw_bf16(pp, gp, mp, vp, w.as_mut_ptr(), &args, n)
+            }
+            Work::F16(w) => {
+                need("work", w.len(), n);
+                ffi::emu_adamw_f16(pp, gp, mp, vp, w.as_mut_ptr(), &args, n)
+            }
+        }
+    }
+}
+
+/// Cuts the tensors into (address, length) chunks of at most `chunk` elements, as the Rust
+/// launcher does with device pointers (CHUNK = 65536 there).
+fn chunks(grads: &[&[f32]], chunk: usize) -> (Vec<u64>, Vec<u64>) {
+    let (mut ptrs, mut lens) = (vec![], vec![]);
+    for g in grads {
+        for start in (0..g.len()).step_by(chunk) {
+            ptrs.push(g[start..].as_ptr() as u64);
+            lens.push(chunk.min(g.len() - start) as u64);
+        }
+    }
+    (ptrs, lens)
+}
+
+/// grad_norm.cu: the global sum of squares of `grads * unscale`, in chunks of `chunk`.
+pub fn grad_sumsq(grads: &[&[f32]], unscale: f32, chunk: usize) -> f64 {
+    let (ptrs, lens) = chunks(grads, chunk);
+    if ptrs.is_empty() {
+        return 0.0;
+    }
+    // SAFETY: each (pointer, length) pair is a live slice of `grads`, borrowed for the call.
+    unsafe { ffi::emu_grad_sumsq(ptrs.as_ptr(), lens.as_ptr(), int(ptrs.len()), unscale) }
+}
+
+/// grad_norm.cu: every gradient multiplied by `factor` in place.
+pub fn grad_scale(grads: &mut [&mut [f32]], factor: f32, chunk: usize) {
+    let views: Vec<&[f32]> = grads.iter().map(|g| &**g).collect();
+    let (ptrs, lens) = chunks(&views, chunk);
+    if ptrs.is_empty() {
+        return;
+    }
+    // SAFETY: as above, and the slices are borrowed mutably by the caller for the call, so
+    // nothing else reads them while the kernel writes.
+    unsafe { ffi::emu_grad_scale(ptrs.as_ptr(), lens.as_ptr(), int(ptrs.len()), factor) };
+}
