@@ -85,9 +85,10 @@ impl Elem for f32 {
 
 impl Elem for bf16 {
     // The kernels round P and dS to bf16 for the tensor-core products (as FlashAttention
-    // does), and the output once; the CPU keeps them in f32.
+    // does), and the output once; the CPU keeps them in f32. Seen: at most 2.6e-3 forward,
+    // 4.2e-3 backward.
     const FWD_TOL: f64 = 1e-2;
-    const BWD_TOL: f64 = 3e-2;
+    const BWD_TOL: f64 = 1e-2;
     fn from(v: f32) -> Self {
         bf16::from_f32(v)
     }
