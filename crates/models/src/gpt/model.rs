@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttentionImpl {
-    /// Fused on CUDA; on the CPU the composite path, which measured faster there (the fused
-    /// CPU kernel does its products as dot products, candle's composite path through gemm).
+    /// Fused on CUDA; on the CPU the composite path: the two tie at the `lantern bench`
+    /// shape (T 128), and composite is twice as fast at T 512, where the fused CPU kernel's
+    /// dot products lose to gemm (docs/training.md).
     #[default]
     Auto,
     /// [`k::causal_attention`]: one op from the (B, T, 3C) qkv to the (B, T, C) input of
