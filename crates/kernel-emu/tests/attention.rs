@@ -131,13 +131,21 @@ fn data<T: Elem>(rng: &mut Rng, n: usize) -> (Vec<T>, Vec<f32>) {
     (h, f)
 }
 
-fn case<T: Elem>(rng: &mut Rng, b: usize, t: usize, h: usize, hd: usize) {
+/// One comparison. With `shift`, qkv and dy start one element into their buffers, so that
+/// they are not 16-byte aligned and the kernels take their element-wise load path.
+fn case<T: Elem>(rng: &mut Rng, b: usize, t: usize, h: usize, hd: usize, shift: bool) {
     let d = Dims { b, t, h, hd };
     let c = h * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    let what = format!("{} B={b} T={t} H={h} hd={hd}", std::any::type_name::<T>());
+    let what = format!(
+        "{} B={b} T={t} H={h} hd={hd} shift={shift}",
+        std::any::type_name::<T>()
+    );
+    let off = shift as usize;
     let (fwd, bwd) = T::kernels(hd);
     let (qkv, qkv_f) = data::<T>(rng, b * t * 3 * c);
+    let qkv_buf: Vec<T> = [vec![T::default(); off], qkv.clone()].concat();
+    let qkv_ptr = qkv_buf[off..].as_ptr();
     let (y_ref, lse_ref) = attention_fwd_ref::<f32>(&qkv_f, d, scale as f64);
     // Poisoned outputs: an element the kernels fail to write stays NaN and fails the check.
     let mut y = vec![T::from(f32::NAN); b * t * c];
@@ -145,7 +153,7 @@ fn case<T: Elem>(rng: &mut Rng, b: usize, t: usize, h: usize, hd: usize) {
     // SAFETY: qkv holds B*T*3C elements, y B*T*C and lse B*H*T, the sizes the launch covers.
     unsafe {
         fwd(
-            qkv.as_ptr(),
+            qkv_ptr,
             y.as_mut_ptr(),
             lse.as_mut_ptr(),
             b as i32,
@@ -162,15 +170,16 @@ fn case<T: Elem>(rng: &mut Rng, b: usize, t: usize, h: usize, hd: usize) {
     let y_in: Vec<T> = y_ref.iter().map(|&v| T::from(v)).collect();
     let y_in_f: Vec<f32> = y_in.iter().map(|v| v.to()).collect();
     let (dy, dy_f) = data::<T>(rng, b * t * c);
+    let dy_buf: Vec<T> = [vec![T::default(); off], dy.clone()].concat();
     let g_ref = attention_bwd_ref::<f32>(&qkv_f, &y_in_f, &dy_f, &lse_ref, d, scale as f64);
     let mut dd = vec![f32::NAN; b * h * t];
     let mut g = vec![T::from(f32::NAN); b * t * 3 * c];
     // SAFETY: qkv and dqkv hold B*T*3C elements, y and dy B*T*C, lse and dd B*H*T.
     unsafe {
         bwd(
-            qkv.as_ptr(),
+            qkv_ptr,
             y_in.as_ptr(),
-            dy.as_ptr(),
+            dy_buf[off..].as_ptr(),
             lse_ref.as_ptr(),
             dd.as_mut_ptr(),
             g.as_mut_ptr(),
@@ -202,10 +211,11 @@ fn all<T: Elem>(seed: u64) {
     let mut rng = Rng::new(seed);
     for hd in [32, 64] {
         for t in [1, 33, 64, 130] {
-            case::<T>(&mut rng, 2, t, 2, hd);
+            case::<T>(&mut rng, 2, t, 2, hd, false);
         }
     }
-    case::<T>(&mut rng, 1, 70, 1, 128);
+    case::<T>(&mut rng, 1, 70, 1, 128, false);
+    case::<T>(&mut rng, 2, 67, 2, 32, true);
 }
 
 #[test]
