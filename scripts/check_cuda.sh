@@ -16,6 +16,9 @@ export CARGO_TARGET_DIR="${LANTERN_CUDA_TARGET:-$HOME/.cache/lantern/target-cuda
 start=$(date +%s)
 cargo check --workspace --all-targets --features cuda
 cargo clippy --workspace --all-targets --features cuda --quiet -- -D warnings
+# Every kernel assembled for sm_80 and sm_90 by ptxas, as the driver will do at load time,
+# with each kernel's registers, shared memory and spills printed.
+bash scripts/ptxas_check.sh
 # The GPU bundle's configuration (scripts/bundle.sh): CUDA and NCCL, no Open MPI.
 cargo check -p lantern-cli --no-default-features --features cuda
 echo "cuda compile check passed in $(( $(date +%s) - start ))s"

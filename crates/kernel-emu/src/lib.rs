@@ -95,20 +95,8 @@ mod ffi {
         pub start: i64,
     }
 
-    /// `AdamWArgs` of adamw.cu.
-    #[repr(C)]
-    pub struct AdamWArgs {
-        pub decay_mul: f32,
-        pub lerp_w: f32,
-        pub lerp_neg_rest: f32,
-        pub b2: f32,
-        pub one_minus_b2: f32,
-        pub bc2_sqrt: f32,
-        pub eps: f32,
-        pub step_size: f32,
-        pub decay: i32,
-        pub lerp_hi: i32,
-    }
+    /// `AdamWArgs` of adamw.cu: the scalars the Rust launcher passes, same `#[repr(C)]` type.
+    pub use lantern_kernels::adamw::Scalars as AdamWArgs;
 
     extern "C" {
         pub fn emu_softmax_fwd_f32(s: *const f32, y: *mut f32, rows: i32, c: i32, scale: f32);
@@ -503,21 +491,6 @@ pub fn cross_entropy_bwd<T: Float>(
     (dx, weight_grad.then_some(dw))
 }
 
-/// The scalars of one AdamW step as adamw.cu takes them (`AdamWArgs`).
-#[derive(Debug, Clone, Copy)]
-pub struct AdamWArgs {
-    pub decay_mul: f32,
-    pub lerp_w: f32,
-    pub lerp_neg_rest: f32,
-    pub b2: f32,
-    pub one_minus_b2: f32,
-    pub bc2_sqrt: f32,
-    pub eps: f32,
-    pub step_size: f32,
-    pub decay: bool,
-    pub lerp_hi: bool,
-}
-
 /// The low-precision working copy adamw.cu writes beside the fp32 master weights.
 pub enum Work<'a> {
     None,
@@ -532,24 +505,13 @@ pub fn adamw(
     m: &mut [f32],
     v: &mut [f32],
     work: Work<'_>,
-    a: &AdamWArgs,
+    hyper: &lantern_kernels::AdamWHyper,
 ) {
     let n = p.len();
     for (what, len) in [("grad", g.len()), ("m", m.len()), ("v", v.len())] {
         need(what, len, n);
     }
-    let args = ffi::AdamWArgs {
-        decay_mul: a.decay_mul,
-        lerp_w: a.lerp_w,
-        lerp_neg_rest: a.lerp_neg_rest,
-        b2: a.b2,
-        one_minus_b2: a.one_minus_b2,
-        bc2_sqrt: a.bc2_sqrt,
-        eps: a.eps,
-        step_size: a.step_size,
-        decay: a.decay as i32,
-        lerp_hi: a.lerp_hi as i32,
-    };
+    let args = hyper.scalars().expect("valid AdamW step");
     let (pp, gp, mp, vp) = (p.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
     // SAFETY: p, g, m, v (and the working copy, checked below) hold n elements.
     unsafe {
