@@ -359,6 +359,32 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
                 )?;
             }
         }
+        // Causal attention from the (B, T, 3C) qkv: T of one row, below, at and past the
+        // kernels' 64-row tiles, head dims 32, 64 (GPT-2) and 128.
+        for (b, t, h, hd) in [
+            (1, 1, 2, 64),
+            (2, 37, 3, 32),
+            (1, 64, 2, 64),
+            (2, 130, 2, 64),
+            (1, 200, 2, 32),
+            (1, 67, 1, 128),
+        ] {
+            let xs = [randn(rng, &[b, t, 3 * h * hd], 1.0)?];
+            let scale = 1.0 / (hd as f64).sqrt();
+            let f = |v: &[Tensor]| ops::causal_attention(&v[0], h, scale);
+            let r = |v: &[Tensor]| reference::causal_attention(&v[0], h, scale);
+            check_op(
+                rep,
+                s,
+                rng,
+                "attention",
+                &xs,
+                &[true],
+                dtype,
+                &f,
+                pick(s, &f, &r),
+            )?;
+        }
         // Cross-entropy: without weights and with 0/1 weights; vocabularies up to GPT-2's.
         for (n, v) in [(1, 1), (5, 7), (33, 129), (64, 1000), (8, 50304)] {
             let x = randn(rng, &[n, v], 3.0)?;

@@ -251,6 +251,8 @@ pub struct KernelResult {
     pub gb_per_s: f64,
     /// This kernel's GB/s over the copy's (filled by [`run_kernel_benches`]).
     pub of_copy: Option<f64>,
+    /// Achieved TFLOP/s, for the compute-bound ops (attention).
+    pub tflop_s: Option<f64>,
     pub note: &'static str,
 }
 
@@ -318,6 +320,7 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
             bytes,
             gb_per_s: bytes as f64 / (tm.ms_median * 1e-3) / 1e9,
             of_copy: None,
+            tflop_s: None,
             note,
         });
     };
@@ -421,6 +424,58 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
         push("softmax_bwd", &shape, dt, 3 * elems * s, tm, "");
     }
 
+    // Causal attention from c_attn's (B, T, 3C) output to c_proj's (B, T, C) input: the fused
+    // op against the model's composite path (matmuls around the softmax kernel, with the
+    // (B, H, T, T) scores), forward alone and forward + backward through autograd as training
+    // runs them. FLOPs of the causal forward: 4·B·H·T²·hd / 2 (two products over half the
+    // score matrix); the backward does 2.5 times that (five products, as FlashAttention-2
+    // counts). Bytes: the fused op's minimum, qkv read and y written (and dqkv, dy, y with
+    // the backward).
+    let mut attention = Vec::new();
+    {
+        let hd = c / h;
+        let shape = [b, t, 3 * c];
+        let scale = 1.0 / (hd as f64).sqrt();
+        let fwd_flops = 2.0 * (b * h * t * t * hd) as f64;
+        let io = (b * t * c) as u64 * s;
+        let qkv = Var::from_tensor(&randn(&mut rng, &shape, 1.0, dt, dev)?)?;
+        let dy = randn(&mut rng, &[b, t, c], 1.0, dt, dev)?;
+        let mask = ops::causal_mask(t, dev)?.to_dtype(dt)?;
+        let composite = |x: &Tensor| -> Result<Tensor> {
+            let qkv = x.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
+            let (q, k, v) = (
+                qkv.get(0)?.contiguous()?,
+                qkv.get(1)?.contiguous()?,
+                qkv.get(2)?.contiguous()?,
+            );
+            let att = ops::masked_softmax(&q.matmul(&k.t()?)?, scale, Some(&mask))?; // (B, H, T, T)
+            att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))
+        };
+        let fused = |x: &Tensor| ops::causal_attention(x, h, scale);
+        let impls: [(&str, &AttentionFn); 2] = [
+            ("attention_fused", &fused),
+            ("attention_composite", &composite),
+        ];
+        for (name, f) in impls {
+            let tm = timed(2, &mut |_| f(qkv.as_tensor()).map(drop))?;
+            attention.push((format!("{name}_fwd"), tm, 4 * io, fwd_flops));
+            let tm = timed(2, &mut |_| {
+                (f(qkv.as_tensor())? * &dy)?.sum_all()?.backward().map(drop)
+            })?;
+            attention.push((format!("{name}_fwd_bwd"), tm, 11 * io, 3.5 * fwd_flops));
+        }
+        for (name, tm, bytes, _) in &attention {
+            push(
+                name,
+                &shape,
+                dt,
+                *bytes,
+                *tm,
+                "TFLOP/s: causal forward 4BHT²hd/2, backward 2.5x",
+            );
+        }
+    }
+
     // Cross-entropy over the logits (N, V): the forward reads them once; forward + backward
     // through autograd (as the trainer runs it: the backward reuses the forward's saved
     // log-sum-exp) reads them twice and writes dlogits once.
@@ -463,9 +518,14 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
     let copy = out[0].gb_per_s;
     for r in &mut out {
         r.of_copy = Some(r.gb_per_s / copy);
+        if let Some((_, tm, _, flops)) = attention.iter().find(|a| a.0 == r.kernel) {
+            r.tflop_s = Some(flops / (tm.ms_median * 1e-3) / 1e12);
+        }
     }
     Ok(out)
 }
+
+type AttentionFn<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
 
 type Push<'a> = dyn FnMut(&str, &[usize], DType, u64, Timing, &'static str) + 'a;
 
@@ -636,6 +696,10 @@ mod tests {
             "softmax_bwd",
             "cross_entropy_fwd",
             "cross_entropy_fwd_bwd",
+            "attention_fused_fwd",
+            "attention_fused_fwd_bwd",
+            "attention_composite_fwd",
+            "attention_composite_fwd_bwd",
             "adamw_fused",
             "adamw_candle_composite",
             "grad_norm",
@@ -646,6 +710,18 @@ mod tests {
         let softmax = r.iter().find(|r| r.kernel == "softmax_bwd").unwrap();
         assert_eq!(softmax.shape, [2, 2, 16, 16]);
         assert_eq!(softmax.bytes, 3 * 2 * 2 * 16 * 16 * 4);
+        // (B, T, 3C) = (2, 16, 24); hd 4: forward 2·B·H·T²·hd FLOPs.
+        let att = r
+            .iter()
+            .find(|r| r.kernel == "attention_fused_fwd")
+            .unwrap();
+        assert_eq!(att.shape, [2, 16, 24]);
+        let flops = 2.0 * (2 * 2 * 16 * 16 * 4) as f64;
+        let want = flops / (att.ms * 1e-3) / 1e12;
+        assert!(
+            (att.tflop_s.unwrap() - want).abs() <= 1e-9 * want,
+            "{att:?}"
+        );
         let adamw = r.iter().find(|r| r.kernel == "adamw_fused").unwrap();
         assert_eq!(adamw.bytes, 28 * (400 + 8 + 192));
         for r in &r {

@@ -9,7 +9,11 @@
 //! Inputs may be strided: they are made contiguous first.
 
 use crate::cpu::{
-    cross_entropy::CrossEntropySum, gelu::Gelu, layer_norm::LayerNorm, softmax::MaskedSoftmax,
+    attention::{CausalAttention, Dims},
+    cross_entropy::CrossEntropySum,
+    gelu::Gelu,
+    layer_norm::LayerNorm,
+    softmax::MaskedSoftmax,
 };
 use crate::{reference, Rng};
 use candle_core::{DType, Device, Result, Tensor, D};
@@ -102,6 +106,29 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Res
         None => s.apply_op1(op)?,
     };
     y.to_dtype(dtype)
+}
+
+/// Head dimensions the CUDA attention kernels are instantiated for; other head dimensions run
+/// the composite [`reference::causal_attention`] on CUDA.
+pub const CUDA_ATTENTION_HEAD_DIMS: [usize; 3] = [32, 64, 128];
+
+/// Causal self-attention of GPT: qkv (B, T, 3C) as c_attn produces it (q = columns [0, C),
+/// k = [C, 2C), v = [2C, 3C), head h at columns h*hd.. of each) -> y (B, T, C), head h at
+/// columns h*hd.., i.e. `softmax(scale * q k^T + causal mask) v` transposed back, as c_proj
+/// reads it. The softmax runs in f32 (f64 stays f64 on the CPU); the gradient flows to qkv.
+/// Fused on the CPU and on CUDA (head dims [`CUDA_ATTENTION_HEAD_DIMS`], f32 or bf16: the
+/// (B, H, T, T) scores are never stored); elsewhere the composite reference.
+pub fn causal_attention(qkv: &Tensor, n_head: usize, scale: f64) -> Result<Tensor> {
+    let dev = qkv.device();
+    let d = Dims::of("causal_attention", qkv.shape(), n_head)?;
+    if !fused(dev) || (dev.is_cuda() && !CUDA_ATTENTION_HEAD_DIMS.contains(&d.hd)) {
+        return reference::causal_attention(qkv, n_head, scale);
+    }
+    let dtype = qkv.dtype();
+    qkv.to_dtype(kernel_dtype(dev, dtype))?
+        .contiguous()?
+        .apply_op1(CausalAttention::new(n_head, scale))?
+        .to_dtype(dtype)
 }
 
 /// Summed token cross-entropy, computed in f32. logits: (N, V); targets: (N) u32; weights:

@@ -56,3 +56,28 @@ pub fn cross_entropy_sum(
     };
     picked.sum_all()?.neg()
 }
+
+/// Causal self-attention over the (B, T, 3C) output of c_attn, written from candle ops as the
+/// GPT model did before the fused op: q, k, v copied out per head, the (B, H, T, T) scores, the
+/// masked softmax in f32, and y transposed back to (B, T, C); see [`crate::ops::causal_attention`].
+pub fn causal_attention(qkv: &Tensor, n_head: usize, scale: f64) -> Result<Tensor> {
+    let (b, t, c3) = qkv.dims3()?;
+    if n_head == 0 || c3 % (3 * n_head) != 0 {
+        candle_core::bail!(
+            "causal_attention: qkv {:?} does not split into 3 x {n_head} heads",
+            qkv.shape()
+        );
+    }
+    let (c, hd) = (c3 / 3, c3 / 3 / n_head);
+    let qkv = qkv
+        .reshape((b, t, 3, n_head, hd))?
+        .permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
+    let q = qkv.get(0)?.contiguous()?;
+    let k = qkv.get(1)?.contiguous()?;
+    let v = qkv.get(2)?.contiguous()?;
+    let att = q.matmul(&k.t()?)?; // (B, H, T, T)
+    let mask = crate::causal_mask(t, att.device())?;
+    let att = masked_softmax(&att, scale, Some(&mask))?;
+    let y = att.matmul(&v)?; // (B, H, T, hd)
+    y.transpose(1, 2)?.reshape((b, t, c))
+}

@@ -48,6 +48,11 @@ pub struct ModelSection {
     /// BERT only: the share of non-special tokens chosen for prediction (default 0.15, of
     /// which 80% become [MASK], 10% a random token, 10% stay).
     pub mlm_probability: Option<f64>,
+    /// GPT only: `auto` (fused on CUDA, composite on the CPU), `fused` (one causal-attention
+    /// op, no (B, H, T, T) scores) or `composite` (matmuls around the softmax kernel). The
+    /// fused op has no attention dropout: while dropout is active, training runs composite.
+    #[serde(default)]
+    pub attention: lantern_models::gpt::AttentionImpl,
 }
 
 /// `model.arch`: what a run trains.
@@ -321,6 +326,7 @@ impl Default for ModelSection {
             arch: None,
             intermediate_size: None,
             mlm_probability: None,
+            attention: Default::default(),
         }
     }
 }
@@ -406,6 +412,12 @@ impl RunConfig {
                     ));
                 }
             }
+        }
+        if m.arch() == ModelArch::Bert && m.attention != Default::default() {
+            return bad(&format!(
+                "model.attention is a GPT setting, but model.arch is bert (preset {:?})",
+                m.preset
+            ));
         }
         if let Some(p) = m.mlm_probability {
             if !(p > 0.0 && p < 1.0) {
@@ -655,6 +667,35 @@ mod tests {
                 .to_string();
             assert!(e.contains(&format!("train.{key}")), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn attention_key_parses_and_is_checked() {
+        use lantern_models::gpt::AttentionImpl;
+        let c = RunConfig::parse(MIN, "t", &[]).unwrap();
+        assert_eq!(c.model.attention, AttentionImpl::Auto);
+        let c = RunConfig::parse(MIN, "t", &["model.attention=\"fused\"".into()]).unwrap();
+        assert_eq!(c.model.attention, AttentionImpl::Fused);
+        let c = RunConfig::parse(MIN, "t", &["model.attention=\"composite\"".into()]).unwrap();
+        assert_eq!(c.model.attention, AttentionImpl::Composite);
+        let e = RunConfig::parse(MIN, "t.toml", &["model.attention=\"flash\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml") && e.contains("model.attention") && e.contains("flash"),
+            "{e}"
+        );
+        let e = RunConfig::parse(
+            MIN,
+            "t",
+            &[
+                "model.preset=bert-tiny".into(),
+                "model.attention=\"fused\"".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.attention") && e.contains("bert"), "{e}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use lantern_data::shard::Shard;
 use lantern_data::MlmCollator;
 use lantern_kernels::{cross_entropy_sum, Rng};
 use lantern_models::bert::{self, BertConfig, BertForMaskedLM, BertHead, BertInput};
-use lantern_models::gpt::{self, Gpt, GptConfig};
+use lantern_models::gpt::{self, AttentionImpl, Gpt, GptConfig};
 use lantern_models::{Mode, Params};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -223,10 +223,11 @@ impl ModelConfig {
         })
     }
 
-    /// The model for the loop, reading `params` (kept, so optimizer updates are seen).
-    pub fn build(&self, params: &Params) -> Result<Box<dyn LossModel>> {
+    /// The model for the loop, reading `params` (kept, so optimizer updates are seen);
+    /// `attention` is GPT's (`model.attention`).
+    pub fn build(&self, params: &Params, attention: AttentionImpl) -> Result<Box<dyn LossModel>> {
         Ok(match self {
-            Self::Gpt(g) => Box::new(Gpt::new(g, params)?),
+            Self::Gpt(g) => Box::new(Gpt::new(g, params)?.with_attention(attention)),
             Self::Bert(c) => Box::new(BertForMaskedLM::new(c, params)?),
         })
     }

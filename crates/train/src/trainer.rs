@@ -565,7 +565,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         p => Some(params.to(&device, p.dtype())?),
     };
     let work_params = work.as_ref().unwrap_or(&params);
-    let model = model_cfg.build(work_params)?;
+    let model = model_cfg.build(work_params, cfg.model.attention)?;
     let mut scaler = (precision == Precision::Fp16).then(|| {
         state
             .as_ref()

@@ -7,6 +7,7 @@
 //! depends only on the shape. Results are therefore bit-identical run to run and for any number
 //! of threads, which exact resume relies on.
 
+pub mod attention;
 pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;

@@ -8,6 +8,7 @@
 //! anything else is an error that names the op, never a silent fallback.
 
 pub(crate) mod adamw;
+pub(crate) mod attention;
 pub(crate) mod cross_entropy;
 pub(crate) mod gelu;
 pub(crate) mod grad_norm;
@@ -30,6 +31,7 @@ pub(crate) enum Module {
     CrossEntropy,
     AdamW,
     GradNorm,
+    Attention,
 }
 
 impl Module {
@@ -41,6 +43,7 @@ impl Module {
             Module::CrossEntropy => "lantern_cross_entropy",
             Module::AdamW => "lantern_adamw",
             Module::GradNorm => "lantern_grad_norm",
+            Module::Attention => "lantern_attention",
         }
     }
 
@@ -52,6 +55,7 @@ impl Module {
             Module::CrossEntropy => include_str!(concat!(env!("OUT_DIR"), "/cross_entropy.ptx")),
             Module::AdamW => include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx")),
             Module::GradNorm => include_str!(concat!(env!("OUT_DIR"), "/grad_norm.ptx")),
+            Module::Attention => include_str!(concat!(env!("OUT_DIR"), "/attention.ptx")),
         }
     }
 }

@@ -2,6 +2,34 @@ use super::GptConfig;
 use crate::{Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng};
+use serde::{Deserialize, Serialize};
+
+/// How self-attention is computed (`model.attention` in a run config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionImpl {
+    /// Fused on CUDA; on the CPU the composite path: the two tie at the `lantern bench`
+    /// shape (T 128), and composite is twice as fast at T 512, where the fused CPU kernel's
+    /// dot products lose to gemm (docs/training.md).
+    #[default]
+    Auto,
+    /// [`k::causal_attention`]: one op from the (B, T, 3C) qkv to the (B, T, C) input of
+    /// c_proj; the (B, H, T, T) scores never exist (on CUDA and the CPU).
+    Fused,
+    /// candle matmuls around the masked softmax kernel, with the (B, H, T, T) scores.
+    Composite,
+}
+
+impl AttentionImpl {
+    /// Whether this choice runs the fused op on `device`.
+    pub fn fused_on(self, device: &Device) -> bool {
+        match self {
+            Self::Fused => true,
+            Self::Composite => false,
+            Self::Auto => device.is_cuda(),
+        }
+    }
+}
 
 /// Every parameter of the model with its shape, in a fixed order (init order, optimizer order).
 pub fn param_shapes(cfg: &GptConfig) -> Vec<(String, Vec<usize>)> {
@@ -89,6 +117,7 @@ pub struct Gpt {
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: (Tensor, Tensor),
+    attention: AttentionImpl,
 }
 
 /// `x @ w + b` for x: (.., in), w: (in, out) in HF Conv1D layout, b: (out).
@@ -130,7 +159,18 @@ impl Gpt {
             wpe: params.get("transformer.wpe.weight")?,
             blocks,
             ln_f: pair("transformer.ln_f")?,
+            attention: AttentionImpl::Auto,
         })
+    }
+
+    /// The same model computing attention with `attention`.
+    pub fn with_attention(mut self, attention: AttentionImpl) -> Self {
+        self.attention = attention;
+        self
+    }
+
+    pub fn attention(&self) -> AttentionImpl {
+        self.attention
     }
 
     pub fn config(&self) -> &GptConfig {
@@ -163,21 +203,32 @@ impl Gpt {
             .reshape((b, t, c))?; // (B, T, C)
         let pos = self.wpe.narrow(0, 0, t)?; // (T, C)
         let mut x = self.drop(tok.broadcast_add(&pos)?, &mut mode)?;
-        let mask = k::causal_mask(t, ids.device())?; // (T, T)
+        // The fused op has no attention dropout: with dropout active, the composite path runs.
+        let att_dropout = matches!(mode, Mode::Train(_)) && cfg.dropout > 0.0;
+        let fused = !att_dropout && self.attention.fused_on(ids.device());
+        let mask = match fused {
+            true => None,
+            false => Some(k::causal_mask(t, ids.device())?), // (T, T)
+        };
         let scale = 1.0 / (hd as f64).sqrt();
         let eps = cfg.layer_norm_epsilon;
         for blk in &self.blocks {
             let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps)?;
             let qkv = conv1d(&a, &blk.c_attn)?; // (B, T, 3C)
-            let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
-            let q = qkv.get(0)?.contiguous()?;
-            let kk = qkv.get(1)?.contiguous()?;
-            let v = qkv.get(2)?.contiguous()?;
-            let att = q.matmul(&kk.t()?)?; // (B, H, T, T)
-            let att = k::masked_softmax(&att, scale, Some(&mask))?;
-            let att = self.drop(att, &mut mode)?;
-            let y = att.matmul(&v)?; // (B, H, T, hd)
-            let y = y.transpose(1, 2)?.reshape((b, t, c))?;
+            let y = match &mask {
+                None => k::causal_attention(&qkv, h, scale)?, // (B, T, C)
+                Some(mask) => {
+                    let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
+                    let q = qkv.get(0)?.contiguous()?;
+                    let kk = qkv.get(1)?.contiguous()?;
+                    let v = qkv.get(2)?.contiguous()?;
+                    let att = q.matmul(&kk.t()?)?; // (B, H, T, T)
+                    let att = k::masked_softmax(&att, scale, Some(mask))?;
+                    let att = self.drop(att, &mut mode)?;
+                    let y = att.matmul(&v)?; // (B, H, T, hd)
+                    y.transpose(1, 2)?.reshape((b, t, c))? // (B, T, C)
+                }
+            };
             let y = self.drop(conv1d(&y, &blk.c_proj)?, &mut mode)?;
             x = (x + y)?;
             let m = k::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps)?;
@@ -199,5 +250,85 @@ impl Gpt {
         let y = ids.narrow(1, 1, t - 1)?.flatten_all()?;
         let sum = k::cross_entropy_sum(&l, &y, None)?;
         Ok((sum / (b * (t - 1)) as f64)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Largest |a - b| over two tensors.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn tiny(dropout: f64) -> GptConfig {
+        GptConfig {
+            vocab_size: 50,
+            n_positions: 40,
+            n_embd: 32,
+            n_layer: 2,
+            n_head: 2,
+            dropout,
+            layer_norm_epsilon: 1e-5,
+        }
+    }
+
+    /// Logits and parameter gradients of one training forward with `attention`.
+    fn run(cfg: &GptConfig, attention: AttentionImpl) -> (Tensor, Vec<Tensor>) {
+        let dev = Device::Cpu;
+        let params = init_params(cfg, &mut Rng::new(7), &dev, DType::F32).unwrap();
+        let ids: Vec<u32> = (0..2 * 37).map(|i| (i * 7 + 3) % 50).collect();
+        let ids = Tensor::from_vec(ids, (2, 37), &dev).unwrap();
+        let model = Gpt::new(cfg, &params).unwrap().with_attention(attention);
+        let mut rng = Rng::new(1);
+        let logits = model.forward(&ids, Mode::Train(&mut rng)).unwrap();
+        let loss = Gpt::shifted_loss(&logits, &ids).unwrap();
+        let g = loss.backward().unwrap();
+        let grads: Vec<Tensor> = params
+            .vars()
+            .iter()
+            .map(|v| g.get(v.as_tensor()).expect("gradient").clone())
+            .collect();
+        (logits, grads)
+    }
+
+    #[test]
+    fn fused_and_composite_attention_agree() {
+        let cfg = tiny(0.0);
+        let (lf, gf) = run(&cfg, AttentionImpl::Fused);
+        let (lc, gc) = run(&cfg, AttentionImpl::Composite);
+        let d = max_diff(&lf, &lc);
+        assert!(d < 1e-5, "logits differ by {d}");
+        for (i, (a, b)) in gf.iter().zip(&gc).enumerate() {
+            let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            let scale = scale.to_scalar::<f32>().unwrap().max(1e-6);
+            let d = max_diff(a, b);
+            assert!(
+                d <= 1e-4 * scale,
+                "gradient {i} differs by {d} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn attention_dropout_runs_the_composite_path() {
+        // The fused op has no dropout: with dropout on, `fused` trains exactly as `composite`.
+        let cfg = tiny(0.1);
+        let (lf, gf) = run(&cfg, AttentionImpl::Fused);
+        let (lc, gc) = run(&cfg, AttentionImpl::Composite);
+        assert_eq!(max_diff(&lf, &lc), 0.0);
+        for (a, b) in gf.iter().zip(&gc) {
+            assert_eq!(max_diff(a, b), 0.0);
+        }
     }
 }
