@@ -22,6 +22,9 @@ import sys
 
 TRAIN_IMPLS = [
     ("lantern", "Lantern"),
+    # `lantern bench --attention composite`: the same step with candle matmuls around the
+    # masked softmax instead of the fused attention kernels.
+    ("lantern-composite-attention", "Lantern, composite attention"),
     ("pytorch-eager", "PyTorch eager"),
     ("pytorch-compile", "PyTorch torch.compile"),
 ]
@@ -31,7 +34,8 @@ OURS = re.compile(
     r"^(adamw_(f32|bf16|f16)|cross_entropy_(fwd|bwd)_\w+|cross_entropy_sum_rows"
     r"|gelu_(erf|tanh)_(fwd|bwd)_\w+|grad_norm_finish|grad_(scale|sumsq)_chunks"
     r"|layer_norm_(fwd|bwd_dx|bwd_dwdb_partial|bwd_dwdb_final)_\w+"
-    r"|softmax_(masked_)?(fwd|bwd)_\w+)$"
+    r"|softmax_(masked_)?(fwd|bwd)_\w+"
+    r"|attention_(fwd|bwd_dkdv|bwd_dq)_\w+_hd\d+|attention_bwd_d_\w+)$"
 )
 # cuBLAS / cuBLASLt matrix products on Hopper and earlier.
 MATMUL = re.compile(r"gemm|nvjet|cutlass|xmma|cublas|splitk|gemv", re.IGNORECASE)
@@ -71,8 +75,11 @@ def gib(b):
 def training_table(rows):
     last = {}
     for r in rows:
-        if r["impl"] in dict(TRAIN_IMPLS):
-            last[r["impl"]] = r
+        impl = r["impl"]
+        if impl == "lantern" and r.get("attention") == "composite":
+            impl = "lantern-composite-attention"
+        if impl in dict(TRAIN_IMPLS):
+            last[impl] = r
     if not last:
         return False
     any_r = next(iter(last.values()))
@@ -100,7 +107,8 @@ def training_table(rows):
     for impl, name in TRAIN_IMPLS:
         r = last.get(impl)
         if r is None:
-            print(f"| {name} | (no result) | | | | |")
+            if not impl.startswith("lantern-"):
+                print(f"| {name} | (no result) | | | | |")
             continue
         mfu = r.get("mfu")
         print(
@@ -111,6 +119,8 @@ def training_table(rows):
     ours = last.get("lantern", {}).get("tokens_per_s")
     print()
     for impl, name in TRAIN_IMPLS[1:]:
+        if impl.startswith("lantern") and impl not in last:
+            continue
         theirs = last.get(impl, {}).get("tokens_per_s")
         if ours and theirs:
             print(f"ratio Lantern / {name}: {ours / theirs:.3f}")
@@ -148,14 +158,14 @@ def kernel_table(rows):
         ks = ks[starts[-1]:]
     copy = ks[0]["gb_per_s"] if ks[0]["kernel"] == "copy_d2d" else None
     print(f"## Kernels (device {ks[0].get('device')}; copy reference {fmt(copy, ',.0f')} GB/s)\n")
-    print("| kernel | shape | dtype | ms (median) | GB/s | of copy | note |")
-    print("| --- | --- | --- | ---: | ---: | ---: | --- |")
+    print("| kernel | shape | dtype | ms (median) | GB/s | of copy | TFLOP/s | note |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | --- |")
     for r in ks:
         oc = r.get("of_copy")
         print(
             f"| {r['kernel']} | {'x'.join(map(str, r.get('shape', [])))} | {r.get('dtype')} "
             f"| {r['ms']:.4f} | {r['gb_per_s']:,.0f} | {fmt(None if oc is None else 100 * oc, '.0f')}% "
-            f"| {r.get('note', '')} |"
+            f"| {fmt(r.get('tflop_s'), '.1f')} | {r.get('note', '')} |"
         )
     sp = [r for r in rows if r["impl"] == "lantern-kernels" and r.get("kernel") == "adamw_speedup"]
     if sp:

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use clap::Args;
-use lantern_models::gpt::{param_shapes, GptConfig};
+use lantern_models::gpt::{param_shapes, AttentionImpl, GptConfig};
 use lantern_train::bench::{bench_train_step, BenchOptions};
 use lantern_train::precision::Precision;
 
@@ -77,6 +77,19 @@ pub struct BenchArgs {
     /// `ncu --profile-from-start off`.
     #[arg(long)]
     cuda_profiler_range: bool,
+    /// Self-attention: auto (fused on CUDA, composite on the CPU), fused or composite, as
+    /// `model.attention` in a run config.
+    #[arg(long, default_value = "auto", value_parser = parse_attention)]
+    attention: AttentionImpl,
+}
+
+fn parse_attention(s: &str) -> std::result::Result<AttentionImpl, String> {
+    match s {
+        "auto" => Ok(AttentionImpl::Auto),
+        "fused" => Ok(AttentionImpl::Fused),
+        "composite" => Ok(AttentionImpl::Composite),
+        other => Err(format!("{other:?}: expected auto, fused or composite")),
+    }
 }
 
 fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
@@ -126,6 +139,7 @@ fn bench_inner(a: BenchArgs) -> Result<()> {
         profile_steps: a.profile.unwrap_or(0),
         peak_flops: a.peak_tflops.map(|t| t * 1e12),
         profiler_range: a.cuda_profiler_range,
+        attention: a.attention,
     };
     let r = bench_train_step(&cfg, &opts, &dev)?;
     let mut j = serde_json::to_value(&r)?;

@@ -55,6 +55,11 @@ fn bench_bf16_on_the_cpu_reports_every_field() {
     };
     assert_eq!(j["impl"], "lantern");
     assert_eq!(j["dtype"], "bf16");
+    // `--attention auto` runs the composite attention on the CPU, and says so.
+    assert_eq!(
+        (j["attention"].as_str(), j["attention_fused"].as_bool()),
+        (Some("auto"), Some(false))
+    );
     assert_eq!(
         (num("batch"), num("seq_len"), num("steps")),
         (2.0, 16.0, 3.0)
@@ -190,8 +195,13 @@ fn bench_table_prints_the_tables_and_ratios() {
             "peak_mem_method": "torch.cuda.max_memory_allocated (tensors only)"})
     };
     let jsonl = dir.path().join("bench.jsonl");
+    // `--attention composite`: the same step at 0.8 of the speed, its own row and ratio.
+    let mut composite = ours.clone();
+    composite["attention"] = "composite".into();
+    composite["tokens_per_s"] = (tps * 0.8).into();
     let text = [
         ours,
+        composite,
         torch("pytorch-eager", 0.5),
         torch("pytorch-compile", 2.0),
     ]
@@ -204,6 +214,7 @@ fn bench_table_prints_the_tables_and_ratios() {
     let gemm = "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64";
     let rows = [
         ("layer_norm_fwd_bf16", 1_000_000),
+        ("attention_fwd_bf16_hd64", 1_000_000),
         (gemm, 3_000_000),
         ("ucopy_bf16", 500_000),
         ("adamw_bf16", 500_000),
@@ -235,10 +246,15 @@ fn bench_table_prints_the_tables_and_ratios() {
         "{stdout}"
     );
     assert!(stdout.contains("| PyTorch eager |"), "{stdout}");
+    assert!(
+        stdout.contains("| Lantern, composite attention |")
+            && stdout.contains("ratio Lantern / Lantern, composite attention: 1.250"),
+        "{stdout}"
+    );
     assert!(stdout.contains("| 3.00 |"), "peak memory in GiB: {stdout}");
     assert!(stdout.contains("forward + loss"), "{stdout}");
-    // 1.5 ms of our kernels, 3 ms of matmuls, 0.5 ms of candle's, in 4 launches.
-    assert!(stdout.contains("| lantern kernels | 2 | 1.5 |"), "{stdout}");
+    // 2.5 ms of our kernels, 3 ms of matmuls, 0.5 ms of candle's, in 5 launches.
+    assert!(stdout.contains("| lantern kernels | 3 | 2.5 |"), "{stdout}");
     assert!(stdout.contains("| matmul (cuBLAS) | 1 | 3.0 |"), "{stdout}");
     assert!(
         stdout.contains("| candle kernels (elementwise, copies, reductions) | 1 | 0.5 |"),
@@ -246,7 +262,7 @@ fn bench_table_prints_the_tables_and_ratios() {
     );
     let gap = format!(
         "| gaps between kernels (step − kernels) | | {:.1} |",
-        step_ms - 5.0
+        step_ms - 6.0
     );
     assert!(stdout.contains(&gap), "{gap} not in {stdout}");
     // Nothing to show is an error.
@@ -257,4 +273,19 @@ fn bench_table_prints_the_tables_and_ratios() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// `--attention fused` runs the fused op on the CPU too, and the line says which ran; a bad
+/// value is refused naming the choices.
+#[test]
+fn bench_reports_the_attention_that_ran() {
+    let mut args = vec!["bench", "--device", "cpu", "--attention", "fused"];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&["--batch", "2", "--steps", "1", "--warmup", "0"]);
+    let j = json_lines(&lantern_ok(&args)).remove(0);
+    assert_eq!(j["attention"], "fused");
+    assert_eq!(j["attention_fused"], true);
+    assert!(j["final_loss"].as_f64().unwrap().is_finite());
+    let err = lantern_err(&["bench", "--attention", "flash"]);
+    assert!(err.contains("expected auto, fused or composite"), "{err}");
 }

@@ -21,7 +21,7 @@ use crate::{Error, Result};
 use candle_core::{DType, Device};
 use lantern_kernels::bench as kbench;
 use lantern_kernels::Rng;
-use lantern_models::gpt::{init_params, Gpt, GptConfig};
+use lantern_models::gpt::{init_params, AttentionImpl, Gpt, GptConfig};
 use lantern_models::{Mode, Params};
 use std::time::Instant;
 
@@ -52,6 +52,8 @@ pub struct BenchOptions {
     /// One more step inside `cuProfilerStart`/`cuProfilerStop`, for
     /// `ncu --profile-from-start off`.
     pub profiler_range: bool,
+    /// Fused or composite attention (`model.attention`).
+    pub attention: AttentionImpl,
 }
 
 /// Median milliseconds of each phase of a step, from synchronized steps.
@@ -81,6 +83,9 @@ pub struct BenchResult {
     pub seq_len: usize,
     /// fp32 | bf16 | fp16.
     pub dtype: Precision,
+    /// `model.attention` as given, and whether the fused op ran on this device.
+    pub attention: AttentionImpl,
+    pub attention_fused: bool,
     /// All parameters (the tied lm_head counted once).
     pub params: usize,
     /// N of the MFU formula: without the position embedding.
@@ -148,7 +153,7 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
         p => Some(master.to(device, p.dtype())?),
     };
     let params = work.as_ref().unwrap_or(&master);
-    let model = Gpt::new(cfg, params)?;
+    let model = Gpt::new(cfg, params)?.with_attention(o.attention);
     let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), &master)?;
     let defaults = TrainSection::default();
     let mut scaler = (o.precision == Precision::Fp16).then(|| {
@@ -252,6 +257,13 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
         batch: b,
         seq_len: t,
         dtype: o.precision,
+        attention: o.attention,
+        // The fused op runs with attention dropout off (the bench's models have none) and, on
+        // CUDA, for the head dims its kernels are built for; otherwise the composite path.
+        attention_fused: o.attention.fused_on(device)
+            && cfg.dropout == 0.0
+            && (device.is_cpu()
+                || lantern_kernels::ops::CUDA_ATTENTION_HEAD_DIMS.contains(&cfg.head_dim())),
         params: params_all,
         params_no_pos: params_all - cfg.n_positions * cfg.n_embd,
         flops_per_token,
@@ -365,6 +377,7 @@ mod tests {
 
     fn opts(precision: Precision) -> BenchOptions {
         BenchOptions {
+            attention: AttentionImpl::Auto,
             batch: 2,
             seq_len: 16,
             steps: 3,
