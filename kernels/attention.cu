@@ -311,6 +311,28 @@ __device__ void bwd_d(const T* __restrict__ y, const T* __restrict__ dy, float* 
   if (lane == 0) dd[((bt / t) * H + h) * t + bt % t] = s;
 }
 
+// The two score tiles of a backward step for the warp's 16 rows against the BN rows staged in
+// shared memory: S = A X^T and dP = G Y^T, each (16, BN) f32 row-major at S and dP. A and G are
+// the warp's rows as HD / 16 fragments; X and Y are (BN, HD) row-major tiles. The whole warp
+// calls it; on return every lane may read all of S and dP.
+template <typename T, int HD, int BN>
+__device__ __forceinline__ void score_tiles(float* S, const typename Mma<T>::A* a, const T* X,
+                                            float* dP, const typename Mma<T>::A* g, const T* Y) {
+  using M = Mma<T>;
+  for (int n = 0; n < BN / 16; ++n) {
+    typename M::C s, dp;
+    M::zero(s);
+    M::zero(dp);
+    for (int c = 0; c < HD / 16; ++c) {
+      M::mma_t(s, a[c], X + n * 16 * HD + c * 16, HD);
+      M::mma_t(dp, g[c], Y + n * 16 * HD + c * 16, HD);
+    }
+    M::store_c(S + n * 16, s, BN);
+    M::store_c(dP + n * 16, dp, BN);
+  }
+  __syncwarp();
+}
+
 // dK, dV for the block's 64 keys: loop over query tiles from the diagonal on.
 template <typename T, int HD>
 __device__ void bwd_dkdv(const T* __restrict__ qkv, const T* __restrict__ dy,
@@ -365,18 +387,7 @@ __device__ void bwd_dkdv(const T* __restrict__ qkv, const T* __restrict__ dy,
     // Warp-uniform: past the end, or every query of the tile precedes this warp's keys.
     if (k0 >= t || qs0 + BQ - 1 < k0) continue;
 
-    for (int n = 0; n < BQ / 16; ++n) {  // S^T = K Q^T, dP^T = V dO^T, (16, BQ)
-      typename M::C s, dp;
-      M::zero(s);
-      M::zero(dp);
-      for (int c = 0; c < NC; ++c) {
-        M::mma_t(s, kf[c], Qs + n * 16 * HD + c * 16, HD);
-        M::mma_t(dp, vf[c], Gs + n * 16 * HD + c * 16, HD);
-      }
-      M::store_c(S + n * 16, s, BQ);
-      M::store_c(dP + n * 16, dp, BQ);
-    }
-    __syncwarp();
+    score_tiles<T, HD, BQ>(S, kf, Qs, dP, vf, Gs);  // S^T = K Q^T, dP^T = V dO^T, (16, BQ)
     for (int e = lane; e < 16 * BQ; e += 32) {
       const int rr = e / BQ, j = e % BQ;
       const int key = k0 + rr, q = qs0 + j;
@@ -454,18 +465,7 @@ __device__ void bwd_dq(const T* __restrict__ qkv, const T* __restrict__ dy,
     __syncthreads();
     if (q0 >= t || k0 > q0 + 15) continue;
 
-    for (int n = 0; n < BK / 16; ++n) {  // S = Q K^T, dP = dO V^T, (16, BK)
-      typename M::C s, dp;
-      M::zero(s);
-      M::zero(dp);
-      for (int c = 0; c < NC; ++c) {
-        M::mma_t(s, qf[c], Ks + n * 16 * HD + c * 16, HD);
-        M::mma_t(dp, gf[c], Vs + n * 16 * HD + c * 16, HD);
-      }
-      M::store_c(S + n * 16, s, BK);
-      M::store_c(dP + n * 16, dp, BK);
-    }
-    __syncwarp();
+    score_tiles<T, HD, BK>(S, qf, Ks, dP, gf, Vs);  // S = Q K^T, dP = dO V^T, (16, BK)
     for (int e = lane; e < 16 * BK; e += 32) {
       const int rr = e / BK, j = e % BK;
       const int q = q0 + rr, key = k0 + j;

@@ -331,6 +331,17 @@ impl CustomOp1 for CausalAttention {
     }
 }
 
+impl CausalAttentionBwd {
+    /// The sizes from qkv, with y and dy checked against them (both devices' backward).
+    fn dims(&self, l_qkv: &Layout, l_y: &Layout, l_dy: &Layout) -> Result<Dims> {
+        let op = self.name();
+        let d = Dims::of(op, l_qkv.shape(), self.n_head)?;
+        d.check(op, "y", l_y, d.c())?;
+        d.check(op, "dy", l_dy, d.c())?;
+        Ok(d)
+    }
+}
+
 impl CustomOp3 for CausalAttentionBwd {
     fn name(&self) -> &'static str {
         "lantern-causal-attention-bwd"
@@ -346,9 +357,7 @@ impl CustomOp3 for CausalAttentionBwd {
         l_dy: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let d = Dims::of(op, l_qkv.shape(), self.n_head)?;
-        d.check(op, "y", l_y, d.c())?;
-        d.check(op, "dy", l_dy, d.c())?;
+        let d = self.dims(l_qkv, l_y, l_dy)?;
         // Without `cuda` the CPU is the only place a forward can have run.
         #[allow(irrefutable_let_patterns)]
         let Lse::Cpu(lse) = self.lse.as_ref() else {
@@ -384,9 +393,7 @@ impl CustomOp3 for CausalAttentionBwd {
         l_dy: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let op = self.name();
-        let d = Dims::of(op, l_qkv.shape(), self.n_head)?;
-        d.check(op, "y", l_y, d.c())?;
-        d.check(op, "dy", l_dy, d.c())?;
+        let d = self.dims(l_qkv, l_y, l_dy)?;
         let Lse::Cuda(lse) = self.lse.as_ref() else {
             return Err(Error::msg(format!(
                 "{op}: the forward ran on another device"
