@@ -112,6 +112,12 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Res
 /// the composite [`reference::causal_attention`] on CUDA.
 pub const CUDA_ATTENTION_HEAD_DIMS: [usize; 3] = [32, 64, 128];
 
+/// Whether [`causal_attention`] runs its fused kernel on `device` for heads of `head_dim`
+/// (otherwise it runs the composite reference).
+pub fn causal_attention_kernel_on(device: &Device, head_dim: usize) -> bool {
+    fused(device) && (!device.is_cuda() || CUDA_ATTENTION_HEAD_DIMS.contains(&head_dim))
+}
+
 /// Causal self-attention of GPT: qkv (B, T, 3C) as c_attn produces it (q = columns [0, C),
 /// k = [C, 2C), v = [2C, 3C), head h at columns h*hd.. of each) -> y (B, T, C), head h at
 /// columns h*hd.., i.e. `softmax(scale * q k^T + causal mask) v` transposed back, as c_proj
@@ -121,7 +127,7 @@ pub const CUDA_ATTENTION_HEAD_DIMS: [usize; 3] = [32, 64, 128];
 pub fn causal_attention(qkv: &Tensor, n_head: usize, scale: f64) -> Result<Tensor> {
     let dev = qkv.device();
     let d = Dims::of("causal_attention", qkv.shape(), n_head)?;
-    if !fused(dev) || (dev.is_cuda() && !CUDA_ATTENTION_HEAD_DIMS.contains(&d.hd)) {
+    if !causal_attention_kernel_on(dev, d.hd) {
         return reference::causal_attention(qkv, n_head, scale);
     }
     let dtype = qkv.dtype();

@@ -258,12 +258,9 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
         seq_len: t,
         dtype: o.precision,
         attention: o.attention,
-        // The fused op runs with attention dropout off (the bench's models have none) and, on
-        // CUDA, for the head dims its kernels are built for; otherwise the composite path.
-        attention_fused: o.attention.fused_on(device)
-            && cfg.dropout == 0.0
-            && (device.is_cpu()
-                || lantern_kernels::ops::CUDA_ATTENTION_HEAD_DIMS.contains(&cfg.head_dim())),
+        // The model takes the fused op and the op has a kernel for these heads.
+        attention_fused: model.fused_attention(device, true)
+            && lantern_kernels::ops::causal_attention_kernel_on(device, cfg.head_dim()),
         params: params_all,
         params_no_pos: params_all - cfg.n_positions * cfg.n_embd,
         flops_per_token,

@@ -173,6 +173,13 @@ impl Gpt {
         self.attention
     }
 
+    /// Whether `forward` takes the fused attention op on `device` (training or not): the fused
+    /// op has no attention dropout, so with dropout active the composite path runs.
+    pub fn fused_attention(&self, device: &Device, training: bool) -> bool {
+        let att_dropout = training && self.cfg.dropout > 0.0;
+        !att_dropout && self.attention.fused_on(device)
+    }
+
     pub fn config(&self) -> &GptConfig {
         &self.cfg
     }
@@ -204,8 +211,7 @@ impl Gpt {
         let pos = self.wpe.narrow(0, 0, t)?; // (T, C)
         let mut x = self.drop(tok.broadcast_add(&pos)?, &mut mode)?;
         // The fused op has no attention dropout: with dropout active, the composite path runs.
-        let att_dropout = matches!(mode, Mode::Train(_)) && cfg.dropout > 0.0;
-        let fused = !att_dropout && self.attention.fused_on(ids.device());
+        let fused = self.fused_attention(ids.device(), matches!(mode, Mode::Train(_)));
         let mask = match fused {
             true => None,
             false => Some(k::causal_mask(t, ids.device())?), // (T, T)
