@@ -34,6 +34,8 @@ pub struct Kernels<T> {
     gelu_bwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 2],
     ce_fwd: CeFwd<T>,
     ce_bwd: CeBwd<T>,
+    bias_act_fwd: unsafe extern "C" fn(i32, *const T, *const T, *mut T, i32, i32),
+    bias_act_bwd: unsafe extern "C" fn(i32, *const T, *const T, *const T, *mut T, i32, i32),
 }
 type CeFwd<T> =
     unsafe extern "C" fn(*const T, *const u32, *const f32, i32, i32, *mut f32, *mut f32, *mut u32);
@@ -60,6 +62,8 @@ impl Float for f32 {
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_f32, ffi::emu_gelu_erf_bwd_f32],
         ce_fwd: ffi::emu_cross_entropy_fwd_f32,
         ce_bwd: ffi::emu_cross_entropy_bwd_f32,
+        bias_act_fwd: ffi::emu_bias_act_fwd_f32,
+        bias_act_bwd: ffi::emu_bias_act_bwd_f32,
     };
 }
 
@@ -74,6 +78,8 @@ impl Float for bf16 {
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_bf16, ffi::emu_gelu_erf_bwd_bf16],
         ce_fwd: ffi::emu_cross_entropy_fwd_bf16,
         ce_bwd: ffi::emu_cross_entropy_bwd_bf16,
+        bias_act_fwd: ffi::emu_bias_act_fwd_bf16,
+        bias_act_bwd: ffi::emu_bias_act_bwd_bf16,
     };
 }
 
@@ -251,6 +257,40 @@ mod ffi {
             a: *const AdamWArgs,
             n: usize,
         );
+        pub fn emu_bias_act_fwd_f32(
+            act: i32,
+            x: *const f32,
+            b: *const f32,
+            y: *mut f32,
+            rows: i32,
+            n: i32,
+        );
+        pub fn emu_bias_act_fwd_bf16(
+            act: i32,
+            x: *const bf16,
+            b: *const bf16,
+            y: *mut bf16,
+            rows: i32,
+            n: i32,
+        );
+        pub fn emu_bias_act_bwd_f32(
+            act: i32,
+            x: *const f32,
+            b: *const f32,
+            dy: *const f32,
+            out: *mut f32,
+            rows: i32,
+            n: i32,
+        );
+        pub fn emu_bias_act_bwd_bf16(
+            act: i32,
+            x: *const bf16,
+            b: *const bf16,
+            dy: *const bf16,
+            out: *mut bf16,
+            rows: i32,
+            n: i32,
+        );
         pub fn emu_grad_sumsq(ptrs: *const u64, lens: *const u64, chunks: i32, unscale: f32)
             -> f64;
         pub fn emu_grad_scale(ptrs: *const u64, lens: *const u64, chunks: i32, factor: f32);
@@ -419,6 +459,56 @@ pub fn gelu_bwd<T: Float>(kind: Gelu, x: &[T], dy: &[T]) -> Vec<T> {
     // SAFETY: x, dy and dx hold n elements.
     unsafe { (T::K.gelu_bwd[kind as usize])(x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), x.len()) };
     dx
+}
+
+/// bias_act.cu forward: act(x + b) over rows of `n = b.len()`; `act` None is the plain add.
+pub fn bias_act_fwd<T: Float>(act: Option<Gelu>, x: &[T], b: &[T]) -> Vec<T> {
+    let n = b.len();
+    let rows = x.len() / n;
+    let mut y = vec![T::default(); rows * n];
+    // SAFETY: x and y hold rows * n elements, b holds n.
+    unsafe {
+        (T::K.bias_act_fwd)(
+            act_code(act),
+            x.as_ptr(),
+            b.as_ptr(),
+            y.as_mut_ptr(),
+            int(rows),
+            int(n),
+        )
+    };
+    y
+}
+
+/// bias_act.cu backward (both kernels): (dz, db), dz empty without an activation (it is dy).
+pub fn bias_act_bwd<T: Float>(act: Option<Gelu>, x: &[T], b: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+    let n = b.len();
+    let rows = dy.len() / n;
+    if act.is_some() {
+        need("x", x.len(), rows * n);
+    }
+    let dz_len = if act.is_some() { rows * n } else { 0 };
+    let mut out = vec![T::default(); dz_len + n];
+    // SAFETY: dy holds rows * n elements, b n, x rows * n when read (with an activation), and
+    // out dz_len + n as the launcher lays out dz and db.
+    unsafe {
+        (T::K.bias_act_bwd)(
+            act_code(act),
+            x.as_ptr(),
+            b.as_ptr(),
+            dy.as_ptr(),
+            out.as_mut_ptr(),
+            int(rows),
+            int(n),
+        )
+    };
+    let db = out.split_off(dz_len);
+    (out, db)
+}
+
+/// The `act` argument of the bias_act wrappers.
+fn act_code(act: Option<Gelu>) -> i32 {
+    act.map_or(0, |g| g as i32 + 1)
 }
 
 /// cross_entropy.cu forward: (summed loss, per-row logsumexp, first out-of-range row).

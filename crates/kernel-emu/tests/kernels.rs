@@ -290,6 +290,46 @@ fn gelu_matches_the_cpu_op() {
     gelu_case::<bf16>(&mut rng);
 }
 
+fn bias_act_case<T: Conv>(rng: &mut Rng) {
+    type Op = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
+    let acts: [(Option<emu::Gelu>, Op); 3] = [
+        (None, ops::bias_add),
+        (Some(emu::Gelu::Tanh), ops::bias_gelu_tanh),
+        (Some(emu::Gelu::Erf), ops::bias_gelu_erf),
+    ];
+    // 300 rows cross the 256-row chunk of the bias gradient, 8300 the forward's 8192 row
+    // blocks; 33 and 1030 columns end inside a 32-column block and a 256-thread block.
+    for &(rows, n) in &[(1, 1), (3, 7), (300, 33), (5, 300), (2, 1030), (8300, 2)] {
+        let (x, xt) = data::<T>(rng, &[rows, n], 2.0);
+        let (b, bt) = data::<T>(rng, &[n], 1.0);
+        let (dy, dyt) = data::<T>(rng, &[rows, n], 1.0);
+        for (act, op) in acts {
+            let (vx, vb) = (
+                Var::from_tensor(&xt).unwrap(),
+                Var::from_tensor(&bt).unwrap(),
+            );
+            let y_ref = op(vx.as_tensor(), vb.as_tensor()).unwrap();
+            let what = format!("bias {act:?} {rows}x{n}");
+            let y = emu::bias_act_fwd(act, &x, &b);
+            check(&format!("{what} fwd"), &back(&y), &flat(&y_ref), tol::<T>());
+            let g = grads(&y_ref, &dyt, &[&vx, &vb]);
+            let (dz, db) = emu::bias_act_bwd(act, &x, &b, &dy);
+            match act {
+                Some(_) => check(&format!("{what} dz"), &back(&dz), &g[0], tol::<T>()),
+                None => assert!(dz.is_empty()),
+            }
+            check(&format!("{what} db"), &back(&db), &g[1], tol::<T>() * 2.0);
+        }
+    }
+}
+
+#[test]
+fn bias_act_matches_the_cpu_op() {
+    let mut rng = Rng::new(7);
+    bias_act_case::<f32>(&mut rng);
+    bias_act_case::<bf16>(&mut rng);
+}
+
 fn cross_entropy_case<T: Conv>(rng: &mut Rng) {
     for &(n, v) in &[(1usize, 1usize), (5, 7), (3, 300), (4, 1030)] {
         let (x, xt) = data::<T>(rng, &[n, v], 2.0);

@@ -10,6 +10,7 @@
 
 use crate::cpu::{
     attention::{CausalAttention, Dims},
+    bias_act::BiasAct,
     cross_entropy::CrossEntropySum,
     gelu::Gelu,
     layer_norm::LayerNorm,
@@ -69,6 +70,37 @@ fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
         .contiguous()?
         .apply_op1(kind)?
         .to_dtype(dtype)
+}
+
+/// `x + b` with b (n) added to every row of x (.., n): a linear layer's bias. The bias
+/// gradient is summed over the rows in f32 whatever the storage dtype (`cpu::bias_act`).
+pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    bias_act(x, b, None)
+}
+
+/// `gelu_tanh(x + b)` in one pass (GPT-2's c_fc and activation), without the sum in between
+/// being stored or rounded.
+pub fn bias_gelu_tanh(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    bias_act(x, b, Some(Gelu::Tanh))
+}
+
+/// `gelu_erf(x + b)` in one pass (BERT's intermediate layer and activation).
+pub fn bias_gelu_erf(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    bias_act(x, b, Some(Gelu::Erf))
+}
+
+fn bias_act(x: &Tensor, b: &Tensor, act: Option<Gelu>) -> Result<Tensor> {
+    if !fused(x.device()) {
+        return match act {
+            None => reference::bias_add(x, b),
+            Some(Gelu::Tanh) => reference::bias_gelu_tanh(x, b),
+            Some(Gelu::Erf) => reference::bias_gelu_erf(x, b),
+        };
+    }
+    let dtype = x.dtype();
+    let ct = kernel_dtype(x.device(), dtype);
+    let prep = |t: &Tensor| t.to_dtype(ct)?.contiguous();
+    prep(x)?.apply_op2(&prep(b)?, BiasAct(act))?.to_dtype(dtype)
 }
 
 /// Additive causal mask (T, T): 0 where key <= query, -inf above the diagonal.

@@ -30,6 +30,21 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.gelu_erf()
 }
 
+/// `x + b` over the rows of x, candle's broadcast add (its backward sums in x's dtype).
+pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.broadcast_add(b)
+}
+
+/// candle's tanh GELU of `x + b`.
+pub fn bias_gelu_tanh(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.broadcast_add(b)?.gelu()
+}
+
+/// candle's erf GELU of `x + b`.
+pub fn bias_gelu_erf(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.broadcast_add(b)?.gelu_erf()
+}
+
 /// Softmax over the last dimension of `scores * scale + mask` in f32. A fully masked row gives
 /// NaN here (the fused op gives zeros).
 pub fn masked_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {

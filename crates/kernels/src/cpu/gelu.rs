@@ -34,7 +34,7 @@ pub struct GeluBwd(pub Gelu);
 
 impl Gelu {
     #[inline(always)]
-    fn f<T: Real>(self, x: T) -> T {
+    pub(crate) fn f<T: Real>(self, x: T) -> T {
         let half = T::from_f64(0.5);
         match self {
             Gelu::Tanh => {
@@ -46,7 +46,7 @@ impl Gelu {
     }
 
     #[inline(always)]
-    fn df<T: Real>(self, x: T) -> T {
+    pub(crate) fn df<T: Real>(self, x: T) -> T {
         let half = T::from_f64(0.5);
         match self {
             Gelu::Tanh => {

@@ -8,12 +8,11 @@
 //!   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
 //!   dw = sum over rows of dy * xhat,   db = sum over rows of dy.
 
-use super::{float_dtype, for_row_blocks, slice, sum8, with_float, Real};
+use super::{float_dtype, for_row_blocks, row_blocks_with_sums, slice, sum8, with_float, Real};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp3, Error, Layout, Result, Shape, Tensor, D};
-use rayon::prelude::*;
 
 /// Forward: (x (.., C), weight (C), bias (C)) -> y (.., C).
 #[derive(Debug, Clone, Copy)]
@@ -26,10 +25,6 @@ pub struct LayerNorm {
 pub struct LayerNormBwd {
     pub eps: f64,
 }
-
-/// Rows whose weight and bias gradients are summed into one partial. Fixed (not derived from the
-/// thread count) so that the cross-row sum always has the same order.
-const BWD_BLOCK_ROWS: usize = 32;
 
 fn check_params(op: &str, c: usize, l_w: &Layout, l_b: &Layout) -> Result<()> {
     if c == 0 || l_w.shape().dims() != [c] || l_b.shape().dims() != [c] {
@@ -76,15 +71,12 @@ fn bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     let eps = T::from_f64(eps);
     let mut out = vec![T::ZERO; x.len() + 2 * c];
     let (dx, dwb) = out.split_at_mut(x.len());
-    let n_blocks = n_rows.div_ceil(BWD_BLOCK_ROWS);
-    // Per block: dw partial then db partial.
-    let mut partials = vec![T::ZERO; n_blocks * 2 * c];
-    let block = |(bi, (dxb, part)): (usize, (&mut [T], &mut [T]))| {
+    // Per block of rows: the dw partial, then the db partial.
+    let sums = row_blocks_with_sums(n_rows, dx, c, 2 * c, x.len(), |rows, dxb, part| {
         let (pw, pb) = part.split_at_mut(c);
         let mut xhat = vec![T::ZERO; c];
-        for (r, dxr) in dxb.chunks_exact_mut(c).enumerate() {
-            let off = (bi * BWD_BLOCK_ROWS + r) * c;
-            let (xr, dyr) = (&x[off..][..c], &dy[off..][..c]);
+        for (r, dxr) in rows.zip(dxb.chunks_exact_mut(c)) {
+            let (xr, dyr) = (&x[r * c..][..c], &dy[r * c..][..c]);
             let (mean, rstd) = row_stats(xr, eps);
             for j in 0..c {
                 xhat[j] = (xr[j] - mean) * rstd;
@@ -98,25 +90,8 @@ fn bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
                 pb[j] += dyr[j];
             }
         }
-    };
-    let chunks = dx
-        .chunks_mut(BWD_BLOCK_ROWS * c)
-        .zip(partials.chunks_mut(2 * c))
-        .enumerate();
-    if x.len() <= super::PAR_MIN_ELEMS {
-        chunks.for_each(block);
-    } else {
-        dx.par_chunks_mut(BWD_BLOCK_ROWS * c)
-            .zip(partials.par_chunks_mut(2 * c))
-            .enumerate()
-            .for_each(block);
-    }
-    // Blocks in order: the same sum whatever ran them.
-    for part in partials.chunks_exact(2 * c) {
-        for (acc, p) in dwb.iter_mut().zip(part) {
-            *acc += *p;
-        }
-    }
+    });
+    dwb.copy_from_slice(&sums);
     out
 }
 

@@ -8,6 +8,7 @@
 //! of threads, which exact resume relies on.
 
 pub mod attention;
+pub mod bias_act;
 pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
@@ -127,6 +128,63 @@ pub(crate) fn for_row_blocks<T: Send>(
             .enumerate()
             .for_each(|(i, block)| f(i * rows, block));
     }
+}
+
+/// Rows whose column sums form one partial (LayerNorm's weight and bias gradients, bias
+/// gradients). Fixed, not derived from the thread count, so that the cross-row sum always has
+/// the same order.
+pub(crate) const SUM_BLOCK_ROWS: usize = 32;
+
+/// Row-wise work that also sums over rows. `f(rows, out_block, partial)` handles the rows in
+/// `rows` (a block of at most [`SUM_BLOCK_ROWS`]): it writes their rows of `out`
+/// (`out_row_len` elements each; `out` is empty when `out_row_len` is 0) and adds into its own
+/// zeroed `partial` of `sums` elements. Blocks run in parallel when `work` (the elements read)
+/// is large enough; their partials are then added in block order, so the returned sums are the
+/// same whatever ran the blocks.
+pub(crate) fn row_blocks_with_sums<T: Real>(
+    rows: usize,
+    out: &mut [T],
+    out_row_len: usize,
+    sums: usize,
+    work: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [T], &mut [T]) + Send + Sync,
+) -> Vec<T> {
+    let mut total = vec![T::ZERO; sums];
+    if sums == 0 || rows == 0 {
+        return total;
+    }
+    let n_blocks = rows.div_ceil(SUM_BLOCK_ROWS);
+    let mut partials = vec![T::ZERO; n_blocks * sums];
+    let block_rows = |bi: usize| bi * SUM_BLOCK_ROWS..((bi + 1) * SUM_BLOCK_ROWS).min(rows);
+    let parallel = work > PAR_MIN_ELEMS;
+    if out_row_len == 0 {
+        let run = |(bi, p): (usize, &mut [T])| f(block_rows(bi), &mut [], p);
+        if parallel {
+            partials.par_chunks_mut(sums).enumerate().for_each(run);
+        } else {
+            partials.chunks_mut(sums).enumerate().for_each(run);
+        }
+    } else {
+        let run = |(bi, (o, p)): (usize, (&mut [T], &mut [T]))| f(block_rows(bi), o, p);
+        let len = SUM_BLOCK_ROWS * out_row_len;
+        if parallel {
+            out.par_chunks_mut(len)
+                .zip(partials.par_chunks_mut(sums))
+                .enumerate()
+                .for_each(run);
+        } else {
+            out.chunks_mut(len)
+                .zip(partials.chunks_mut(sums))
+                .enumerate()
+                .for_each(run);
+        }
+    }
+    for part in partials.chunks_exact(sums) {
+        for (acc, p) in total.iter_mut().zip(part) {
+            *acc += *p;
+        }
+    }
+    total
 }
 
 /// The contiguous slice of `storage` that `layout` describes, as `T`.

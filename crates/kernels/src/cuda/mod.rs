@@ -9,6 +9,7 @@
 
 pub(crate) mod adamw;
 pub(crate) mod attention;
+pub(crate) mod bias_act;
 pub(crate) mod cross_entropy;
 pub(crate) mod gelu;
 pub(crate) mod grad_norm;
@@ -32,6 +33,7 @@ pub(crate) enum Module {
     AdamW,
     GradNorm,
     Attention,
+    BiasAct,
 }
 
 impl Module {
@@ -44,6 +46,7 @@ impl Module {
             Module::AdamW => "lantern_adamw",
             Module::GradNorm => "lantern_grad_norm",
             Module::Attention => "lantern_attention",
+            Module::BiasAct => "lantern_bias_act",
         }
     }
 
@@ -56,6 +59,7 @@ impl Module {
             Module::AdamW => include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx")),
             Module::GradNorm => include_str!(concat!(env!("OUT_DIR"), "/grad_norm.ptx")),
             Module::Attention => include_str!(concat!(env!("OUT_DIR"), "/attention.ptx")),
+            Module::BiasAct => include_str!(concat!(env!("OUT_DIR"), "/bias_act.ptx")),
         }
     }
 }

@@ -156,14 +156,24 @@ pub fn init_params(
     Ok(params)
 }
 
-/// `x @ w^T + b` for x: (.., in), w: (out, in), b: (out).
-fn linear(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Result<Tensor> {
+/// `act(x @ w^T + b)` for x: (.., in), w: (out, in), b: (out); the bias (and the GELU, when
+/// `gelu`) is one fused op after the matmul.
+fn linear_act(x: &Tensor, (w, b): &(Tensor, Tensor), gelu: bool) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
     let (n_out, n_in) = w.dims2()?;
     let rows = x.elem_count() / n_in;
-    let y = x.reshape((rows, n_in))?.matmul(&w.t()?)?.broadcast_add(b)?;
+    let y = x.reshape((rows, n_in))?.matmul(&w.t()?)?; // (rows, out)
+    let y = match gelu {
+        true => k::bias_gelu_erf(&y, b)?,
+        false => k::bias_add(&y, b)?,
+    };
     *dims.last_mut().expect("rank >= 1") = n_out;
     Ok(y.reshape(dims)?)
+}
+
+/// `x @ w^T + b`, see [`linear_act`].
+fn linear(x: &Tensor, wb: &(Tensor, Tensor)) -> Result<Tensor> {
+    linear_act(x, wb, false)
 }
 
 struct Layer {
@@ -273,17 +283,15 @@ impl BertModel {
             Ok(table.embedding(&idx.flatten_all()?)?.reshape((b, t, c))?)
         };
         let tok = emb(&self.word, ids)?; // (B, T, C)
-        let types = match input.token_type_ids {
-            Some(tt) => emb(&self.token_type, tt)?,
-            // All first-segment: row 0 broadcast.
-            None => self
-                .token_type
-                .narrow(0, 0, 1)?
-                .unsqueeze(0)?
-                .broadcast_as((b, t, c))?,
-        };
         let pos = self.position.narrow(0, 0, t)?; // (T, C)
-        let x = tok.broadcast_add(&pos)?.add(&types)?;
+                                                  // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
+        let x = k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?;
+        let x = x.reshape((b, t, c))?;
+        let x = match input.token_type_ids {
+            Some(tt) => x.add(&emb(&self.token_type, tt)?)?,
+            // All first-segment: row 0 of the table is a bias over the B·T rows.
+            None => k::bias_add(&x, &self.token_type.get(0)?)?,
+        };
         let x = k::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps)?;
         let mut x = drop(x, cfg.hidden_dropout_prob, mode)?;
 
@@ -312,7 +320,7 @@ impl BertModel {
             let y = drop(linear(&y, &l.attn_out)?, cfg.hidden_dropout_prob, mode)?;
             // Post-LN (Devlin et al. 2019 / Vaswani et al. 2017): normalise after the residual.
             x = k::layer_norm(&(x + y)?, &l.attn_ln.0, &l.attn_ln.1, eps)?;
-            let m = k::gelu_erf(&linear(&x, &l.inter)?)?; // (B, T, F)
+            let m = linear_act(&x, &l.inter, true)?; // (B, T, F)
             let m = drop(linear(&m, &l.out)?, cfg.hidden_dropout_prob, mode)?;
             x = k::layer_norm(&(x + m)?, &l.out_ln.0, &l.out_ln.1, eps)?;
         }
@@ -353,7 +361,7 @@ impl BertForMaskedLM {
         let x = self.bert.forward(input, &mut mode)?;
         let (b, t, c) = x.dims3()?;
         let cfg = self.bert.config();
-        let x = k::gelu_erf(&linear(&x, &self.transform)?)?;
+        let x = linear_act(&x, &self.transform, true)?;
         let x = k::layer_norm(
             &x,
             &self.transform_ln.0,
@@ -362,8 +370,8 @@ impl BertForMaskedLM {
         )?;
         let logits = x
             .reshape((b * t, c))?
-            .matmul(&self.bert.word_embeddings().t()?)?
-            .broadcast_add(&self.bias)?;
+            .matmul(&self.bert.word_embeddings().t()?)?;
+        let logits = k::bias_add(&logits, &self.bias)?;
         Ok(logits.reshape((b, t, cfg.vocab_size))?)
     }
 

@@ -120,15 +120,25 @@ pub struct Gpt {
     attention: AttentionImpl,
 }
 
-/// `x @ w + b` for x: (.., in), w: (in, out) in HF Conv1D layout, b: (out).
-fn conv1d(x: &Tensor, (w, b): &(Tensor, Tensor)) -> Result<Tensor> {
+/// `act(x @ w + b)` for x: (.., in), w: (in, out) in HF Conv1D layout, b: (out); the bias
+/// (and the GELU, when `gelu`) is one fused op after the matmul.
+fn conv1d_act(x: &Tensor, (w, b): &(Tensor, Tensor), gelu: bool) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (n_in, n_out) = w.dims2()?;
     let rows = x.elem_count() / n_in;
-    let y = x.reshape((rows, n_in))?.matmul(w)?.broadcast_add(b)?;
+    let y = x.reshape((rows, n_in))?.matmul(w)?; // (rows, out)
+    let y = match gelu {
+        true => k::bias_gelu_tanh(&y, b)?,
+        false => k::bias_add(&y, b)?,
+    };
     let mut out_dims = dims;
     *out_dims.last_mut().expect("rank >= 1") = n_out;
     Ok(y.reshape(out_dims)?)
+}
+
+/// `x @ w + b`, see [`conv1d_act`].
+fn conv1d(x: &Tensor, wb: &(Tensor, Tensor)) -> Result<Tensor> {
+    conv1d_act(x, wb, false)
 }
 
 impl Gpt {
@@ -209,7 +219,9 @@ impl Gpt {
             .embedding(&ids.flatten_all()?)?
             .reshape((b, t, c))?; // (B, T, C)
         let pos = self.wpe.narrow(0, 0, t)?; // (T, C)
-        let mut x = self.drop(tok.broadcast_add(&pos)?, &mut mode)?;
+                                             // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
+        let x = k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?;
+        let mut x = self.drop(x.reshape((b, t, c))?, &mut mode)?;
         // The fused op has no attention dropout: with dropout active, the composite path runs.
         let fused = self.fused_attention(ids.device(), matches!(mode, Mode::Train(_)));
         let mask = match fused {
@@ -238,7 +250,7 @@ impl Gpt {
             let y = self.drop(conv1d(&y, &blk.c_proj)?, &mut mode)?;
             x = (x + y)?;
             let m = k::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps)?;
-            let m = k::gelu_tanh(&conv1d(&m, &blk.c_fc)?)?; // (B, T, 4C)
+            let m = conv1d_act(&m, &blk.c_fc, true)?; // (B, T, 4C)
             let m = self.drop(conv1d(&m, &blk.mlp_proj)?, &mut mode)?;
             x = (x + m)?;
         }

@@ -1,0 +1,28 @@
+// GELU, tanh and erf forms, and their derivatives, in float (CPU reference:
+// crates/kernels/src/cpu/gelu.rs, same formulas and constants). Used by gelu.cu and by the
+// fused bias + GELU of bias_act.cu.
+//   tanh: u = k (x + 0.044715 x^3), k = sqrt(2/pi);  y = x/2 (1 + tanh u)
+//         y' = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 * 0.044715 x^2)
+//   erf:  y = x/2 (1 + erf(x / sqrt 2));  y' = (1 + erf(x / sqrt 2))/2 + x exp(-x^2/2) / sqrt(2 pi)
+#pragma once
+
+#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
+#define GELU_INV_SQRT_2PI 0.3989422804014327f
+#define GELU_FRAC_1_SQRT_2 0.7071067811865476f
+#define GELU_C3 0.044715f
+
+__device__ __forceinline__ float f_tanh(float x) {
+  return 0.5f * x * (1.f + tanhf(GELU_SQRT_2_OVER_PI * x * (1.f + GELU_C3 * x * x)));
+}
+__device__ __forceinline__ float df_tanh(float x) {
+  const float x2 = x * x;
+  const float t = tanhf(GELU_SQRT_2_OVER_PI * x * (1.f + GELU_C3 * x2));
+  return 0.5f * (1.f + t) +
+         0.5f * x * (1.f - t * t) * GELU_SQRT_2_OVER_PI * (1.f + 3.f * GELU_C3 * x2);
+}
+__device__ __forceinline__ float f_erf(float x) {
+  return (erff(x * GELU_FRAC_1_SQRT_2) + 1.f) * 0.5f * x;
+}
+__device__ __forceinline__ float df_erf(float x) {
+  return 0.5f * (1.f + erff(x * GELU_FRAC_1_SQRT_2)) + x * GELU_INV_SQRT_2PI * expf(-0.5f * x * x);
+}
