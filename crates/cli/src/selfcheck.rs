@@ -11,7 +11,9 @@
 //!
 //! With `--cpu` the same checks run on the CPU against the composite candle-op references
 //! (and the training check compares two CPU runs), which is how CI exercises this command on
-//! machines without a GPU. One line per check; a non-zero exit if any fails.
+//! machines without a GPU. There the bf16 checks compare with the references run in f32 on the
+//! same bf16-rounded inputs: candle's composite ops round every intermediate, and its sums
+//! over rows (bias and embedding gradients) accumulate in bf16, which the fused ops do not. One line per check; a non-zero exit if any fails.
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -158,6 +160,16 @@ fn check_op(
 ) -> Result<()> {
     let shape = format!("{:?}", inputs[0].dims());
     let (dname, tol) = dtype_label(dtype);
+    // Inputs rounded to the checked dtype once, so both sides see the same values.
+    let rounded = inputs
+        .iter()
+        .map(|t| match t.dtype().is_float() {
+            true => t.to_dtype(dtype)?.to_dtype(DType::F32),
+            false => Ok(t.clone()),
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let inputs = &rounded[..];
+    let oracle_dtype = if s.cpu_mode { DType::F32 } else { dtype };
     let mut run = || -> Result<Vec<(String, f64)>> {
         let y_shape = op(&inputs
             .iter()
@@ -174,7 +186,8 @@ fn check_op(
         let r = randn(rng, &y_shape, 1.0)?.to_dtype(DType::F32)?;
         let (y, g) = forward_backward(op, inputs, track, &r, &s.device, dtype)?;
         let oracle_dev = Device::Cpu;
-        let (y_ref, g_ref) = forward_backward(oracle, inputs, track, &r, &oracle_dev, dtype)?;
+        let (y_ref, g_ref) =
+            forward_backward(oracle, inputs, track, &r, &oracle_dev, oracle_dtype)?;
         let mut out = vec![("forward".to_string(), rel_err(&y, &y_ref)?)];
         for (i, (a, b)) in g.iter().zip(&g_ref).enumerate() {
             if let (Some(a), Some(b)) = (a, b) {
@@ -277,6 +290,86 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
                 &fe,
                 pick(s, &fe, &re),
             )?;
+        }
+        // Bias add and bias + GELU: one row, rows past one 256-row chunk of the bias gradient,
+        // rows inside and past a 32-column block, GPT-2's c_fc width. (Not one element alone:
+        // its relative error is ill-conditioned where GELU's derivative nears 0, against
+        // candle's backward with its constants rounded to six digits.)
+        for shape in [
+            &[1, 7][..],
+            &[3, 7],
+            &[2, 150, 33],
+            &[300, 129],
+            &[16, 3072],
+        ] {
+            let n = shape[shape.len() - 1];
+            let xs = [randn(rng, shape, 2.0)?, randn(rng, &[n], 0.5)?];
+            type Pair = (
+                fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+                &'static str,
+            );
+            let pairs: [(Pair, Pair); 3] = [
+                ((ops::bias_add, "bias_add"), (reference::bias_add, "")),
+                (
+                    (ops::bias_gelu_tanh, "bias_gelu_tanh"),
+                    (reference::bias_gelu_tanh, ""),
+                ),
+                (
+                    (ops::bias_gelu_erf, "bias_gelu_erf"),
+                    (reference::bias_gelu_erf, ""),
+                ),
+            ];
+            for ((op, name), (oracle, _)) in pairs {
+                let f = |v: &[Tensor]| op(&v[0], &v[1]);
+                let r = |v: &[Tensor]| oracle(&v[0], &v[1]);
+                check_op(
+                    rep,
+                    s,
+                    rng,
+                    name,
+                    &xs,
+                    &[true; 2],
+                    dtype,
+                    &f,
+                    pick(s, &f, &r),
+                )?;
+            }
+        }
+        // Embedding: frequent ids (half the positions on the first three), more positions than
+        // the forward's 8192 position blocks, a GPT-2-wide row, with and without padding_idx.
+        for (n, vocab, c) in [
+            (1, 1, 1),
+            (37, 11, 5),
+            (300, 50, 300),
+            (8300, 97, 2),
+            (64, 1000, 768),
+        ] {
+            let ids: Vec<u32> = (0..n)
+                .map(|i| match i % 2 {
+                    0 => rng.below(3.min(vocab as u64)) as u32,
+                    _ => rng.below(vocab as u64) as u32,
+                })
+                .collect();
+            let xs = [
+                randn(rng, &[vocab, c], 1.0)?,
+                Tensor::from_vec(ids, n, &Device::Cpu)?,
+            ];
+            for pad in [None, Some(0)] {
+                let f = |v: &[Tensor]| ops::embedding(&v[0], &v[1], pad);
+                let r = |v: &[Tensor]| reference::embedding(&v[0], &v[1], pad);
+                let name = ["embedding", "embedding_pad"][pad.is_some() as usize];
+                check_op(
+                    rep,
+                    s,
+                    rng,
+                    name,
+                    &xs,
+                    &[true, false],
+                    dtype,
+                    &f,
+                    pick(s, &f, &r),
+                )?;
+            }
         }
         // Softmax: no mask, causal (broadcast (T, T)), padding ((B, 1, 1, Tk), never a whole row).
         for (b, h, tq, tk) in [

@@ -36,7 +36,11 @@ pub struct Kernels<T> {
     ce_bwd: CeBwd<T>,
     bias_act_fwd: unsafe extern "C" fn(i32, *const T, *const T, *mut T, i32, i32),
     bias_act_bwd: unsafe extern "C" fn(i32, *const T, *const T, *const T, *mut T, i32, i32),
+    embedding_fwd: unsafe extern "C" fn(*const T, *const u32, *mut T, i32, i32, i32),
+    embedding_bwd: EmbBwd<T>,
 }
+type EmbBwd<T> =
+    unsafe extern "C" fn(*const u32, *const u32, *const u32, *const T, *mut T, i32, i32);
 type CeFwd<T> =
     unsafe extern "C" fn(*const T, *const u32, *const f32, i32, i32, *mut f32, *mut f32, *mut u32);
 type CeBwd<T> = unsafe extern "C" fn(
@@ -64,6 +68,8 @@ impl Float for f32 {
         ce_bwd: ffi::emu_cross_entropy_bwd_f32,
         bias_act_fwd: ffi::emu_bias_act_fwd_f32,
         bias_act_bwd: ffi::emu_bias_act_bwd_f32,
+        embedding_fwd: ffi::emu_embedding_fwd_f32,
+        embedding_bwd: ffi::emu_embedding_bwd_f32,
     };
 }
 
@@ -80,6 +86,8 @@ impl Float for bf16 {
         ce_bwd: ffi::emu_cross_entropy_bwd_bf16,
         bias_act_fwd: ffi::emu_bias_act_fwd_bf16,
         bias_act_bwd: ffi::emu_bias_act_bwd_bf16,
+        embedding_fwd: ffi::emu_embedding_fwd_bf16,
+        embedding_bwd: ffi::emu_embedding_bwd_bf16,
     };
 }
 
@@ -290,6 +298,40 @@ mod ffi {
             out: *mut bf16,
             rows: i32,
             n: i32,
+        );
+        pub fn emu_embedding_fwd_f32(
+            table: *const f32,
+            ids: *const u32,
+            y: *mut f32,
+            n: i32,
+            c: i32,
+            vocab: i32,
+        );
+        pub fn emu_embedding_bwd_f32(
+            ids: *const u32,
+            starts: *const u32,
+            positions: *const u32,
+            dy: *const f32,
+            d_table: *mut f32,
+            buckets: i32,
+            c: i32,
+        );
+        pub fn emu_embedding_fwd_bf16(
+            table: *const bf16,
+            ids: *const u32,
+            y: *mut bf16,
+            n: i32,
+            c: i32,
+            vocab: i32,
+        );
+        pub fn emu_embedding_bwd_bf16(
+            ids: *const u32,
+            starts: *const u32,
+            positions: *const u32,
+            dy: *const bf16,
+            d_table: *mut bf16,
+            buckets: i32,
+            c: i32,
         );
         pub fn emu_grad_sumsq(ptrs: *const u64, lens: *const u64, chunks: i32, unscale: f32)
             -> f64;
@@ -509,6 +551,54 @@ pub fn bias_act_bwd<T: Float>(act: Option<Gelu>, x: &[T], b: &[T], dy: &[T]) -> 
 /// The `act` argument of the bias_act wrappers.
 fn act_code(act: Option<Gelu>) -> i32 {
     act.map_or(0, |g| g as i32 + 1)
+}
+
+/// embedding.cu forward: the rows of `table` (rows of `c`) at `ids`.
+pub fn embedding_fwd<T: Float>(table: &[T], ids: &[u32], c: usize) -> Vec<T> {
+    let vocab = table.len() / c.max(1);
+    let mut y = vec![T::default(); ids.len() * c];
+    // SAFETY: table holds vocab * c elements, ids n, y n * c; ids past the table are not read
+    // (the kernel writes NaN for them).
+    unsafe {
+        (T::K.embedding_fwd)(
+            table.as_ptr(),
+            ids.as_ptr(),
+            y.as_mut_ptr(),
+            int(ids.len()),
+            int(c),
+            int(vocab),
+        )
+    };
+    y
+}
+
+/// embedding.cu backward: d table (vocab, c) from the positions grouped as the launcher groups
+/// them ([`lantern_kernels::cpu::embedding::Buckets`], ids checked there).
+pub fn embedding_bwd<T: Float>(
+    ids: &[u32],
+    dy: &[T],
+    vocab: usize,
+    c: usize,
+    padding_idx: Option<u32>,
+) -> Vec<T> {
+    need("dy", dy.len(), ids.len() * c);
+    let b = lantern_kernels::cpu::embedding::Buckets::new(ids, vocab, padding_idx)
+        .expect("ids within the table");
+    let mut dt = vec![T::default(); vocab * c];
+    // SAFETY: the buckets index positions < ids.len() (dy rows) and ids < vocab (dt rows);
+    // starts has buckets + 1 entries.
+    unsafe {
+        (T::K.embedding_bwd)(
+            b.ids.as_ptr(),
+            b.starts.as_ptr(),
+            b.positions.as_ptr(),
+            dy.as_ptr(),
+            dt.as_mut_ptr(),
+            int(b.ids.len()),
+            int(c),
+        )
+    };
+    dt
 }
 
 /// cross_entropy.cu forward: (summed loss, per-row logsumexp, first out-of-range row).

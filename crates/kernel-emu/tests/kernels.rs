@@ -330,6 +330,39 @@ fn bias_act_matches_the_cpu_op() {
     bias_act_case::<bf16>(&mut rng);
 }
 
+fn embedding_case<T: Conv>(rng: &mut Rng) {
+    // 8300 positions cross the forward's 8192 position blocks; 300 columns two 256-thread
+    // column blocks; half the positions hit the first 3 ids (frequent tokens).
+    for &(n, vocab, c) in &[(1, 1, 1), (7, 5, 3), (300, 50, 300), (8300, 40, 2)] {
+        let ids: Vec<u32> = (0..n)
+            .map(|_| match rng.below(2) {
+                0 => rng.below(3.min(vocab as u64)) as u32,
+                _ => rng.below(vocab as u64) as u32,
+            })
+            .collect();
+        let idt = Tensor::from_vec(ids.clone(), n, &Device::Cpu).unwrap();
+        let (table, tt) = data::<T>(rng, &[vocab, c], 1.0);
+        let (dy, dyt) = data::<T>(rng, &[n, c], 1.0);
+        for pad in [None, Some(1.min(vocab as u32 - 1))] {
+            let v = Var::from_tensor(&tt).unwrap();
+            let y_ref = ops::embedding(v.as_tensor(), &idt, pad).unwrap();
+            let what = format!("embedding {n}x{vocab}x{c} pad {pad:?}");
+            let y = emu::embedding_fwd(&table, &ids, c);
+            check(&format!("{what} fwd"), &back(&y), &flat(&y_ref), 0.0);
+            let g = grads(&y_ref, &dyt, &[&v]);
+            let dt = emu::embedding_bwd(&ids, &dy, vocab, c, pad);
+            check(&format!("{what} bwd"), &back(&dt), &g[0], tol::<T>());
+        }
+    }
+}
+
+#[test]
+fn embedding_matches_the_cpu_op() {
+    let mut rng = Rng::new(8);
+    embedding_case::<f32>(&mut rng);
+    embedding_case::<bf16>(&mut rng);
+}
+
 fn cross_entropy_case<T: Conv>(rng: &mut Rng) {
     for &(n, v) in &[(1usize, 1usize), (5, 7), (3, 300), (4, 1030)] {
         let (x, xt) = data::<T>(rng, &[n, v], 2.0);

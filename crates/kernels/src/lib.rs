@@ -23,6 +23,6 @@ pub use adamw::{adamw_update, AdamWHyper};
 pub use grad_norm::{clip_grad_norm, grad_norm, scale_grads, ClipOutcome};
 pub use ops::{
     bias_add, bias_gelu_erf, bias_gelu_tanh, causal_attention, causal_mask, cross_entropy_sum,
-    dropout, gelu_erf, gelu_tanh, layer_norm, masked_softmax,
+    dropout, embedding, gelu_erf, gelu_tanh, layer_norm, masked_softmax,
 };
 pub use rng::{Rng, RngState};

@@ -12,6 +12,7 @@ use crate::cpu::{
     attention::{CausalAttention, Dims},
     bias_act::BiasAct,
     cross_entropy::CrossEntropySum,
+    embedding::Embedding,
     gelu::Gelu,
     layer_norm::LayerNorm,
     softmax::MaskedSoftmax,
@@ -101,6 +102,27 @@ fn bias_act(x: &Tensor, b: &Tensor, act: Option<Gelu>) -> Result<Tensor> {
     let ct = kernel_dtype(x.device(), dtype);
     let prep = |t: &Tensor| t.to_dtype(ct)?.contiguous();
     prep(x)?.apply_op2(&prep(b)?, BiasAct(act))?.to_dtype(dtype)
+}
+
+/// The rows of `table` (V, C) at `ids` (integers of any shape): (ids.., C). The backward sums
+/// each row's gradient in f32 whatever the storage dtype, in position order, and leaves the
+/// row `padding_idx` (as `torch.nn.Embedding`'s) without gradient (`cpu::embedding`). An id
+/// `>= V` is an error that names it and its position.
+pub fn embedding(table: &Tensor, ids: &Tensor, padding_idx: Option<u32>) -> Result<Tensor> {
+    let mut dims = ids.dims().to_vec();
+    dims.push(table.dim(D::Minus1)?);
+    let flat = ids.flatten_all()?.to_dtype(DType::U32)?;
+    if !fused(table.device()) {
+        return reference::embedding(table, &flat, padding_idx)?.reshape(dims);
+    }
+    let dtype = table.dtype();
+    let ct = kernel_dtype(table.device(), dtype);
+    table
+        .to_dtype(ct)?
+        .contiguous()?
+        .apply_op2(&flat.contiguous()?, Embedding { padding_idx })?
+        .to_dtype(dtype)?
+        .reshape(dims)
 }
 
 /// Additive causal mask (T, T): 0 where key <= query, -inf above the diagonal.

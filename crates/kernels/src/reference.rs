@@ -45,6 +45,20 @@ pub fn bias_gelu_erf(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.broadcast_add(b)?.gelu_erf()
 }
 
+/// candle's embedding (`index_select`; its backward is `index_add`, summing in the table's
+/// dtype). ids: (N) u32. With `padding_idx`, the gradient of that row's lookups is dropped by
+/// adding those rows detached.
+pub fn embedding(table: &Tensor, ids: &Tensor, padding_idx: Option<u32>) -> Result<Tensor> {
+    let y = table.embedding(ids)?;
+    match padding_idx {
+        None => Ok(y),
+        Some(pad) => {
+            let keep = ids.ne(pad)?.to_dtype(y.dtype())?.unsqueeze(1)?; // (N, 1)
+            y.broadcast_mul(&keep)? + y.detach().broadcast_mul(&(1.0 - keep)?)?
+        }
+    }
+}
+
 /// Softmax over the last dimension of `scores * scale + mask` in f32. A fully masked row gives
 /// NaN here (the fused op gives zeros).
 pub fn masked_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {

@@ -11,6 +11,7 @@ pub(crate) mod adamw;
 pub(crate) mod attention;
 pub(crate) mod bias_act;
 pub(crate) mod cross_entropy;
+pub(crate) mod embedding;
 pub(crate) mod gelu;
 pub(crate) mod grad_norm;
 pub(crate) mod layer_norm;
@@ -34,6 +35,7 @@ pub(crate) enum Module {
     GradNorm,
     Attention,
     BiasAct,
+    Embedding,
 }
 
 impl Module {
@@ -47,6 +49,7 @@ impl Module {
             Module::GradNorm => "lantern_grad_norm",
             Module::Attention => "lantern_attention",
             Module::BiasAct => "lantern_bias_act",
+            Module::Embedding => "lantern_embedding",
         }
     }
 
@@ -60,6 +63,7 @@ impl Module {
             Module::GradNorm => include_str!(concat!(env!("OUT_DIR"), "/grad_norm.ptx")),
             Module::Attention => include_str!(concat!(env!("OUT_DIR"), "/attention.ptx")),
             Module::BiasAct => include_str!(concat!(env!("OUT_DIR"), "/bias_act.ptx")),
+            Module::Embedding => include_str!(concat!(env!("OUT_DIR"), "/embedding.ptx")),
         }
     }
 }

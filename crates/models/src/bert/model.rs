@@ -279,16 +279,15 @@ impl BertModel {
         }
         let (c, h, hd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
         let dev = ids.device();
-        let emb = |table: &Tensor, idx: &Tensor| -> Result<Tensor> {
-            Ok(table.embedding(&idx.flatten_all()?)?.reshape((b, t, c))?)
-        };
-        let tok = emb(&self.word, ids)?; // (B, T, C)
+        // The pad token's row gets no gradient from the lookup, as transformers'
+        // `nn.Embedding(padding_idx=pad_token_id)`.
+        let tok = k::embedding(&self.word, ids, Some(cfg.pad_token_id))?; // (B, T, C)
         let pos = self.position.narrow(0, 0, t)?; // (T, C)
                                                   // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
         let x = k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?;
         let x = x.reshape((b, t, c))?;
         let x = match input.token_type_ids {
-            Some(tt) => x.add(&emb(&self.token_type, tt)?)?,
+            Some(tt) => x.add(&k::embedding(&self.token_type, tt, None)?)?,
             // All first-segment: row 0 of the table is a bias over the B·T rows.
             None => k::bias_add(&x, &self.token_type.get(0)?)?,
         };

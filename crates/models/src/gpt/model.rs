@@ -214,10 +214,7 @@ impl Gpt {
             )));
         }
         let (c, h, hd) = (cfg.n_embd, cfg.n_head, cfg.head_dim());
-        let tok = self
-            .wte
-            .embedding(&ids.flatten_all()?)?
-            .reshape((b, t, c))?; // (B, T, C)
+        let tok = k::embedding(&self.wte, ids, None)?; // (B, T, C)
         let pos = self.wpe.narrow(0, 0, t)?; // (T, C)
                                              // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
         let x = k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?;
