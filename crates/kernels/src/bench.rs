@@ -9,6 +9,8 @@
 //! `of_copy` near 1 means the kernel runs at the memory's practical limit.
 
 use crate::cpu::{
+    bias_act::{BiasGeluBwd, BiasGrad},
+    embedding::EmbeddingBwd,
     gelu::{Gelu, GeluBwd},
     layer_norm::LayerNormBwd,
     softmax::MaskedSoftmaxBwd,
@@ -392,6 +394,139 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
             xs[k % sets].apply_op2_no_bwd(&dys[k % sets], &op).map(drop)
         })?;
         push("gelu_tanh_bwd", &shape, dt, 3 * elems * s, tm, "");
+    }
+
+    // c_fc's bias and GELU over (N, 4C), fused against the model's former path (candle's
+    // broadcast add, then the GELU kernel; backward: the GELU kernel, then candle's sum over
+    // the rows for the bias), and the bias gradient alone against candle's row sum.
+    {
+        let shape = [n, 4 * c];
+        let elems = (n * 4 * c) as u64;
+        let sets = rotation(3 * elems * s);
+        let xs = (0..sets)
+            .map(|_| randn(&mut rng, &shape, 1.0, dt, dev))
+            .collect::<Result<Vec<_>>>()?;
+        let dys = (0..sets)
+            .map(|_| randn(&mut rng, &shape, 1.0, dt, dev))
+            .collect::<Result<Vec<_>>>()?;
+        let bias = randn(&mut rng, &[4 * c], 1.0, dt, dev)?;
+        let tm = timed(2, &mut |k| {
+            ops::bias_gelu_tanh(&xs[k % sets], &bias).map(drop)
+        })?;
+        push("bias_gelu_tanh_fwd", &shape, dt, 2 * elems * s, tm, "fused");
+        let tm = timed(2, &mut |k| {
+            ops::gelu_tanh(&xs[k % sets].broadcast_add(&bias)?).map(drop)
+        })?;
+        push(
+            "bias_gelu_tanh_fwd_candle_add",
+            &shape,
+            dt,
+            2 * elems * s,
+            tm,
+            "candle broadcast_add, then the GELU kernel",
+        );
+        let op = BiasGeluBwd(Gelu::Tanh);
+        let tm = timed(2, &mut |k| {
+            xs[k % sets]
+                .apply_op3_no_bwd(&bias, &dys[k % sets], &op)
+                .map(drop)
+        })?;
+        push(
+            "bias_gelu_tanh_bwd",
+            &shape,
+            dt,
+            3 * elems * s,
+            tm,
+            "fused: dz and db",
+        );
+        let op = GeluBwd(Gelu::Tanh);
+        let tm = timed(2, &mut |k| {
+            let z = xs[k % sets].broadcast_add(&bias)?;
+            z.apply_op2_no_bwd(&dys[k % sets], &op)?
+                .sum_keepdim(0)
+                .map(drop)
+        })?;
+        push(
+            "bias_gelu_tanh_bwd_candle_sum",
+            &shape,
+            dt,
+            3 * elems * s,
+            tm,
+            "candle add (the saved z), the GELU kernel, candle's row sum",
+        );
+        let tm = timed(2, &mut |k| {
+            dys[k % sets].apply_op1_no_bwd(&BiasGrad).map(drop)
+        })?;
+        push(
+            "bias_grad",
+            &shape,
+            dt,
+            elems * s,
+            tm,
+            "sum over rows in f32",
+        );
+        let tm = timed(2, &mut |k| dys[k % sets].sum_keepdim(0).map(drop))?;
+        push(
+            "bias_grad_candle_sum",
+            &shape,
+            dt,
+            elems * s,
+            tm,
+            "candle sum over dim 0",
+        );
+    }
+
+    // The token embedding (V, C) at N ids: lookup, and the backward that sums each row's
+    // gradient, ours (positions grouped by id on the host) against candle's index_add.
+    {
+        let table = randn(&mut rng, &[v, c], 1.0, dt, dev)?;
+        let ids: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
+        let ids = Tensor::from_vec(ids, n, dev)?;
+        let dy = randn(&mut rng, &[n, c], 1.0, dt, dev)?;
+        let io = (n * c) as u64 * s;
+        let tm = timed(2, &mut |_| ops::embedding(&table, &ids, None).map(drop))?;
+        push(
+            "embedding_fwd",
+            &[n, c],
+            dt,
+            2 * io,
+            tm,
+            "ids checked on the host",
+        );
+        let tm = timed(2, &mut |_| table.embedding(&ids).map(drop))?;
+        push(
+            "embedding_fwd_candle",
+            &[n, c],
+            dt,
+            2 * io,
+            tm,
+            "candle index_select",
+        );
+        let op = EmbeddingBwd {
+            vocab: v,
+            padding_idx: None,
+        };
+        let bytes = io + (v * c) as u64 * s;
+        let tm = timed(2, &mut |_| ids.apply_op2_no_bwd(&dy, &op).map(drop))?;
+        push(
+            "embedding_bwd",
+            &[v, c],
+            dt,
+            bytes,
+            tm,
+            "zeroed table + grouped rows",
+        );
+        let tm = timed(2, &mut |_| {
+            table.zeros_like()?.index_add(&ids, &dy, 0).map(drop)
+        })?;
+        push(
+            "embedding_bwd_candle",
+            &[v, c],
+            dt,
+            bytes,
+            tm,
+            "candle zeros + index_add",
+        );
     }
 
     // Causal softmax over the attention scores (B, H, T, T), the (T, T) mask broadcast (read
