@@ -424,7 +424,9 @@ mod tests {
     /// on the path drops gradients (candle's fused norms would).
     #[test]
     fn every_parameter_gets_a_gradient() {
-        let ids = Tensor::new(&[[2u32, 7, 9, 3, 0], [2, 11, 12, 13, 3]], &Device::Cpu).unwrap();
+        // The pad id 0 once at a padded position and once attended (row 1), where only
+        // `padding_idx` keeps its row's gradient at zero.
+        let ids = Tensor::new(&[[2u32, 7, 9, 3, 0], [2, 11, 0, 13, 3]], &Device::Cpu).unwrap();
         let mask = Tensor::new(&[[1u32, 1, 1, 1, 0], [1, 1, 1, 1, 1]], &Device::Cpu).unwrap();
         let tt = Tensor::new(&[[0u32, 0, 0, 0, 0], [0, 0, 1, 1, 1]], &Device::Cpu).unwrap();
         let input = BertInput {
@@ -467,6 +469,20 @@ mod tests {
                     .to_scalar::<f32>()
                     .unwrap();
                 assert!(s.is_finite() && s > 0.0, "{name}: gradient sum {s}");
+            }
+            // The pad token gets no gradient from its lookups, as with transformers'
+            // `padding_idx`; under the MLM head the tied decoder gives it one.
+            if head == BertHead::SequenceClassification {
+                let w = params
+                    .get("bert.embeddings.word_embeddings.weight")
+                    .unwrap();
+                let g = grads.get(&w).unwrap();
+                let pad = g.get(0).unwrap().abs().unwrap().sum_all().unwrap();
+                assert_eq!(
+                    pad.to_scalar::<f32>().unwrap(),
+                    0.0,
+                    "the pad row's gradient"
+                );
             }
         }
     }
