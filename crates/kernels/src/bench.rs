@@ -285,6 +285,20 @@ fn randn(rng: &mut Rng, shape: &[usize], std: f64, dtype: DType, dev: &Device) -
     Tensor::randn(0f32, std as f32, shape, dev)?.to_dtype(dtype)
 }
 
+/// `sets` independent inputs of `shape` (see [`rotation`]).
+fn randn_sets(
+    rng: &mut Rng,
+    sets: usize,
+    shape: &[usize],
+    std: f64,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Vec<Tensor>> {
+    (0..sets)
+        .map(|_| randn(rng, shape, std, dtype, dev))
+        .collect()
+}
+
 /// Runs every kernel benchmark on `dev`; the first result is the copy reference.
 pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<KernelResult>> {
     let dt = cfg.dtype;
@@ -348,14 +362,10 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
     {
         let bytes_fwd = 2 * (n * c) as u64 * s;
         let sets = rotation(bytes_fwd);
-        let xs = (0..sets)
-            .map(|_| randn(&mut rng, &[n, c], 1.0, dt, dev))
-            .collect::<Result<Vec<_>>>()?;
+        let xs = randn_sets(&mut rng, sets, &[n, c], 1.0, dt, dev)?;
         let w = randn(&mut rng, &[c], 1.0, dt, dev)?;
         let bias = randn(&mut rng, &[c], 1.0, dt, dev)?;
-        let dys = (0..sets)
-            .map(|_| randn(&mut rng, &[n, c], 1.0, dt, dev))
-            .collect::<Result<Vec<_>>>()?;
+        let dys = randn_sets(&mut rng, sets, &[n, c], 1.0, dt, dev)?;
         let tm = timed(2, &mut |k| {
             ops::layer_norm(&xs[k % sets], &w, &bias, 1e-5).map(drop)
         })?;
@@ -376,17 +386,13 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
         );
     }
 
-    // GELU (tanh form, GPT-2's) over the MLP's (N, 4C).
+    // GELU (tanh form, GPT-2's) over the MLP's (N, 4C), alone and with c_fc's bias.
     {
         let shape = [n, 4 * c];
         let elems = (n * 4 * c) as u64;
-        let sets = rotation(2 * elems * s);
-        let xs = (0..sets)
-            .map(|_| randn(&mut rng, &shape, 1.0, dt, dev))
-            .collect::<Result<Vec<_>>>()?;
-        let dys = (0..sets)
-            .map(|_| randn(&mut rng, &shape, 1.0, dt, dev))
-            .collect::<Result<Vec<_>>>()?;
+        let sets = rotation(3 * elems * s);
+        let xs = randn_sets(&mut rng, sets, &shape, 1.0, dt, dev)?;
+        let dys = randn_sets(&mut rng, sets, &shape, 1.0, dt, dev)?;
         let tm = timed(2, &mut |k| ops::gelu_tanh(&xs[k % sets]).map(drop))?;
         push("gelu_tanh_fwd", &shape, dt, 2 * elems * s, tm, "");
         let op = GeluBwd(Gelu::Tanh);
@@ -394,21 +400,10 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
             xs[k % sets].apply_op2_no_bwd(&dys[k % sets], &op).map(drop)
         })?;
         push("gelu_tanh_bwd", &shape, dt, 3 * elems * s, tm, "");
-    }
 
-    // c_fc's bias and GELU over (N, 4C), fused against the model's former path (candle's
-    // broadcast add, then the GELU kernel; backward: the GELU kernel, then candle's sum over
-    // the rows for the bias), and the bias gradient alone against candle's row sum.
-    {
-        let shape = [n, 4 * c];
-        let elems = (n * 4 * c) as u64;
-        let sets = rotation(3 * elems * s);
-        let xs = (0..sets)
-            .map(|_| randn(&mut rng, &shape, 1.0, dt, dev))
-            .collect::<Result<Vec<_>>>()?;
-        let dys = (0..sets)
-            .map(|_| randn(&mut rng, &shape, 1.0, dt, dev))
-            .collect::<Result<Vec<_>>>()?;
+        // c_fc's bias and GELU, fused, against the model's former path (candle's broadcast
+        // add, then the GELU kernel; backward: the GELU kernel, then candle's sum over the rows
+        // for the bias), and the bias gradient alone against candle's row sum.
         let bias = randn(&mut rng, &[4 * c], 1.0, dt, dev)?;
         let tm = timed(2, &mut |k| {
             ops::bias_gelu_tanh(&xs[k % sets], &bias).map(drop)
@@ -537,9 +532,7 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
         let sets = rotation(2 * elems * s);
         let scale = 1.0 / ((c / h) as f64).sqrt();
         let mask = ops::causal_mask(t, dev)?.to_dtype(dt)?;
-        let ss = (0..sets)
-            .map(|_| randn(&mut rng, &shape, 1.0, dt, dev))
-            .collect::<Result<Vec<_>>>()?;
+        let ss = randn_sets(&mut rng, sets, &shape, 1.0, dt, dev)?;
         let tm = timed(2, &mut |k| {
             ops::masked_softmax(&ss[k % sets], scale, Some(&mask)).map(drop)
         })?;
@@ -549,9 +542,7 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
             .map(|x| ops::masked_softmax(x, scale, Some(&mask)))
             .collect::<Result<Vec<_>>>()?;
         drop(ss);
-        let dys = (0..sets)
-            .map(|_| randn(&mut rng, &shape, 1.0, dt, dev))
-            .collect::<Result<Vec<_>>>()?;
+        let dys = randn_sets(&mut rng, sets, &shape, 1.0, dt, dev)?;
         let op = MaskedSoftmaxBwd { scale };
         let tm = timed(2, &mut |k| {
             ys[k % sets].apply_op2_no_bwd(&dys[k % sets], &op).map(drop)
