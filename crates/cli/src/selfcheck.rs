@@ -304,22 +304,21 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
         ] {
             let n = shape[shape.len() - 1];
             let xs = [randn(rng, shape, 2.0)?, randn(rng, &[n], 0.5)?];
-            type Pair = (
-                fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
-                &'static str,
-            );
-            let pairs: [(Pair, Pair); 3] = [
-                ((ops::bias_add, "bias_add"), (reference::bias_add, "")),
+            type BiasFn = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
+            let cases: [(&str, BiasFn, BiasFn); 3] = [
+                ("bias_add", ops::bias_add, reference::bias_add),
                 (
-                    (ops::bias_gelu_tanh, "bias_gelu_tanh"),
-                    (reference::bias_gelu_tanh, ""),
+                    "bias_gelu_tanh",
+                    ops::bias_gelu_tanh,
+                    reference::bias_gelu_tanh,
                 ),
                 (
-                    (ops::bias_gelu_erf, "bias_gelu_erf"),
-                    (reference::bias_gelu_erf, ""),
+                    "bias_gelu_erf",
+                    ops::bias_gelu_erf,
+                    reference::bias_gelu_erf,
                 ),
             ];
-            for ((op, name), (oracle, _)) in pairs {
+            for (name, op, oracle) in cases {
                 let f = |v: &[Tensor]| op(&v[0], &v[1]);
                 let r = |v: &[Tensor]| oracle(&v[0], &v[1]);
                 check_op(

@@ -57,6 +57,14 @@ pub(crate) fn row_len(
     Ok(n)
 }
 
+/// The row length n of dy for [`BiasGrad`], checked to be positive.
+fn grad_row_len(op: &str, l: &Layout) -> Result<usize> {
+    match l.shape().dims().last().copied().unwrap_or(0) {
+        0 => Err(Error::msg(format!("{op}: dy is {:?}", l.shape()))),
+        n => Ok(n),
+    }
+}
+
 #[inline(always)]
 fn act<T: Real>(a: Option<Gelu>, z: T) -> T {
     a.map_or(z, |g| g.f(z))
@@ -223,10 +231,7 @@ impl CustomOp1 for BiasGrad {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let n = l.shape().dims().last().copied().unwrap_or(0);
-        if n == 0 {
-            return Err(Error::msg(format!("{op}: dy is {:?}", l.shape())));
-        }
+        let n = grad_row_len(op, l)?;
         let db = with_float!(float_dtype(s, op)?, T => {
             T::to_cpu_storage_owned(bias_grad::<T>(slice(s, l, op, "dy")?, n))
         });
@@ -235,14 +240,7 @@ impl CustomOp1 for BiasGrad {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        let n = l.shape().dims().last().copied().unwrap_or(0);
-        if n == 0 {
-            return Err(Error::msg(format!(
-                "{}: dy is {:?}",
-                self.name(),
-                l.shape()
-            )));
-        }
+        let n = grad_row_len(self.name(), l)?;
         crate::cuda::bias_act::bwd(None, (s, l), n)
     }
 }

@@ -109,6 +109,19 @@ pub(crate) fn dims(op: &str, l_table: &Layout, l_ids: &Layout) -> Result<(usize,
     Ok((v, c, n))
 }
 
+/// dy's (N, C) for the backward, checked against the number of ids.
+pub(crate) fn bwd_dims(op: &str, l_ids: &Layout, l_dy: &Layout) -> Result<(usize, usize)> {
+    let (n, c) = l_dy.shape().dims2()?;
+    let ids = l_ids.shape().elem_count();
+    if ids != n {
+        return Err(Error::msg(format!(
+            "{op}: {ids} ids, dy is {:?}",
+            l_dy.shape()
+        )));
+    }
+    Ok((n, c))
+}
+
 fn ids_u32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [u32]> {
     if s.dtype() != DType::U32 {
         return Err(Error::msg(format!(
@@ -215,15 +228,8 @@ impl CustomOp2 for EmbeddingBwd {
         l_dy: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (n, c) = l_dy.shape().dims2()?;
+        let (_, c) = bwd_dims(op, l_ids, l_dy)?;
         let ids = ids_u32(s_ids, l_ids, op)?;
-        if ids.len() != n {
-            return Err(Error::msg(format!(
-                "{op}: {} ids, dy is {:?}",
-                ids.len(),
-                l_dy.shape()
-            )));
-        }
         let buckets = Buckets::new(ids, self.vocab, self.padding_idx)?;
         let dt = with_float!(float_dtype(s_dy, op)?, T => {
             T::to_cpu_storage_owned(bwd::<T>(&buckets, slice(s_dy, l_dy, op, "dy")?, self.vocab, c))
@@ -239,7 +245,8 @@ impl CustomOp2 for EmbeddingBwd {
         s_dy: &CudaStorage,
         l_dy: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        crate::cuda::embedding::bwd(self, (s_ids, l_ids), (s_dy, l_dy))
+        let (_, c) = bwd_dims(self.name(), l_ids, l_dy)?;
+        crate::cuda::embedding::bwd(self, (s_ids, l_ids), (s_dy, l_dy), c)
     }
 }
 
