@@ -1,8 +1,10 @@
 // GELU, tanh and erf forms, and their derivatives, in float (CPU reference:
 // crates/kernels/src/cpu/gelu.rs, same formulas and constants). Used by gelu.cu and by the
 // fused bias + GELU of bias_act.cu.
-//   tanh: u = k (x + 0.044715 x^3), k = sqrt(2/pi);  y = x/2 (1 + tanh u)
-//         y' = (1 + t)/2 + x/2 (1 - t^2) k (1 + 3 * 0.044715 x^2)
+//   tanh: u = k (x + 0.044715 x^3), k = sqrt(2/pi);  y = x/2 (1 + tanh u) = x s with
+//         s = (1 + tanh u)/2 = 1 / (1 + e^{-2u});  y' = s + 2 x s (1 - s) k (1 + 3 * 0.044715 x^2)
+//         Through s, not tanh: for negative x, 1 + tanh u cancels (and is 0 once tanhf rounds
+//         to -1, near x = -6) where x s keeps its relative accuracy.
 //   erf:  y = x/2 (1 + erf(x / sqrt 2));  y' = (1 + erf(x / sqrt 2))/2 + x exp(-x^2/2) / sqrt(2 pi)
 #pragma once
 
@@ -11,14 +13,14 @@
 #define GELU_FRAC_1_SQRT_2 0.7071067811865476f
 #define GELU_C3 0.044715f
 
-__device__ __forceinline__ float f_tanh(float x) {
-  return 0.5f * x * (1.f + tanhf(GELU_SQRT_2_OVER_PI * x * (1.f + GELU_C3 * x * x)));
+// s = 1 / (1 + e^{-2u}); e^{-2u} = inf for very negative x gives s = 0, not NaN.
+__device__ __forceinline__ float sigmoid_2u(float x) {
+  return 1.f / (1.f + expf(-2.f * GELU_SQRT_2_OVER_PI * x * (1.f + GELU_C3 * x * x)));
 }
+__device__ __forceinline__ float f_tanh(float x) { return x * sigmoid_2u(x); }
 __device__ __forceinline__ float df_tanh(float x) {
-  const float x2 = x * x;
-  const float t = tanhf(GELU_SQRT_2_OVER_PI * x * (1.f + GELU_C3 * x2));
-  return 0.5f * (1.f + t) +
-         0.5f * x * (1.f - t * t) * GELU_SQRT_2_OVER_PI * (1.f + 3.f * GELU_C3 * x2);
+  const float s = sigmoid_2u(x);
+  return s + x * s * (1.f - s) * (2.f * GELU_SQRT_2_OVER_PI) * (1.f + 3.f * GELU_C3 * x * x);
 }
 __device__ __forceinline__ float f_erf(float x) {
   return (erff(x * GELU_FRAC_1_SQRT_2) + 1.f) * 0.5f * x;

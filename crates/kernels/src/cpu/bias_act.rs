@@ -9,7 +9,7 @@
 //! under loss scaling), and on CUDA its reduction reads the column of each block with a stride
 //! of n elements.
 
-use super::gelu::Gelu;
+use super::gelu::{with_act, Act, Gelu};
 use super::{float_dtype, for_row_blocks, row_blocks_with_sums, slice, with_float, Real};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
@@ -65,19 +65,14 @@ fn grad_row_len(op: &str, l: &Layout) -> Result<usize> {
     }
 }
 
-#[inline(always)]
-fn act<T: Real>(a: Option<Gelu>, z: T) -> T {
-    a.map_or(z, |g| g.f(z))
-}
-
-fn fwd<T: Real>(a: Option<Gelu>, x: &[T], b: &[T]) -> Vec<T> {
+fn fwd<T: Real, A: Act>(x: &[T], b: &[T]) -> Vec<T> {
     let n = b.len();
     let mut y = vec![T::ZERO; x.len()];
     for_row_blocks(&mut y, n, n, |row0, out| {
         for (r, yr) in out.chunks_exact_mut(n).enumerate() {
             let xr = &x[(row0 + r) * n..][..n];
             for j in 0..n {
-                yr[j] = act(a, xr[j] + b[j]);
+                yr[j] = A::f(xr[j] + b[j]);
             }
         }
     });
@@ -85,7 +80,7 @@ fn fwd<T: Real>(a: Option<Gelu>, x: &[T], b: &[T]) -> Vec<T> {
 }
 
 /// (rows + 1, n): dz = dy * gelu'(x + b), then db = its sum over rows.
-fn bwd_gelu<T: Real>(g: Gelu, x: &[T], b: &[T], dy: &[T]) -> Vec<T> {
+fn bwd_gelu<T: Real, A: Act>(x: &[T], b: &[T], dy: &[T]) -> Vec<T> {
     let n = b.len();
     let rows = x.len() / n;
     let mut out = vec![T::ZERO; x.len() + n];
@@ -94,7 +89,7 @@ fn bwd_gelu<T: Real>(g: Gelu, x: &[T], b: &[T], dy: &[T]) -> Vec<T> {
         for (r, dzr) in rows.zip(dzb.chunks_exact_mut(n)) {
             let (xr, dyr) = (&x[r * n..][..n], &dy[r * n..][..n]);
             for j in 0..n {
-                let v = dyr[j] * g.df(xr[j] + b[j]);
+                let v = dyr[j] * A::df(xr[j] + b[j]);
                 dzr[j] = v;
                 part[j] += v;
             }
@@ -135,11 +130,8 @@ impl CustomOp2 for BiasAct {
         let op = self.name();
         row_len(op, l_x, l_b, None)?;
         let y = with_float!(float_dtype(s_x, op)?, T => {
-            T::to_cpu_storage_owned(fwd::<T>(
-                self.0,
-                slice(s_x, l_x, op, "x")?,
-                slice(s_b, l_b, op, "bias")?,
-            ))
+            let (x, b) = (slice(s_x, l_x, op, "x")?, slice(s_b, l_b, op, "bias")?);
+            T::to_cpu_storage_owned(with_act!(self.0, A => fwd::<T, A>(x, b)))
         });
         Ok((y, l_x.shape().clone()))
     }
@@ -199,12 +191,9 @@ impl CustomOp3 for BiasGeluBwd {
         let op = self.name();
         let n = row_len(op, l_x, l_b, Some(l_dy))?;
         let out = with_float!(float_dtype(s_x, op)?, T => {
-            T::to_cpu_storage_owned(bwd_gelu::<T>(
-                self.0,
-                slice(s_x, l_x, op, "x")?,
-                slice(s_b, l_b, op, "bias")?,
-                slice(s_dy, l_dy, op, "dy")?,
-            ))
+            let (x, b) = (slice(s_x, l_x, op, "x")?, slice(s_b, l_b, op, "bias")?);
+            let dy = slice(s_dy, l_dy, op, "dy")?;
+            T::to_cpu_storage_owned(with_act!(Some(self.0), A => bwd_gelu::<T, A>(x, b, dy)))
         });
         Ok((out, Shape::from((l_x.shape().elem_count() / n + 1, n))))
     }

@@ -13,6 +13,7 @@ pub mod cross_entropy;
 pub mod embedding;
 pub mod gelu;
 pub mod layer_norm;
+mod math;
 pub mod softmax;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub trait Real: WithDType + Copy + Send + Sync + std::ops::Neg<Output = Self> {
     const ZERO: Self;
     const ONE: Self;
     const NEG_INFINITY: Self;
+    /// e^x; for f32 [`math::exp_f32`] (within 1 ulp, vectorisable), for f64 the library's.
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
@@ -37,14 +39,14 @@ pub trait Real: WithDType + Copy + Send + Sync + std::ops::Neg<Output = Self> {
 }
 
 macro_rules! impl_real {
-    ($t:ty, $erf:path) => {
+    ($t:ty, $exp:path, $erf:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
             #[inline(always)]
             fn exp(self) -> Self {
-                <$t>::exp(self)
+                $exp(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -69,34 +71,57 @@ macro_rules! impl_real {
         }
     };
 }
-impl_real!(f32, libm::erff);
-impl_real!(f64, libm::erf);
+// f32, the training dtype, exponentiates without libm so that loops vectorise (`math`); f64,
+// the gradient checks' dtype, keeps the library's exp.
+impl_real!(f32, math::exp_f32, libm::erff);
+impl_real!(f64, f64::exp, libm::erf);
 
-/// Sum of `f(0) + .. + f(n-1)` in eight interleaved lanes, combined pairwise at the end: the
-/// order is fixed by `n` alone (deterministic), it lets the compiler vectorise, and its rounding
-/// error is lower than one running sum's.
+/// Sum of `f(0) + .. + f(n-1)` in eight interleaved lanes (`f(j)` goes to lane `j % 8`, in
+/// increasing `j`), combined pairwise at the end: the order is fixed by `n` alone
+/// (deterministic), and its rounding error is lower than one running sum's. The terms are
+/// first written to a block of 64 and then added: the loop that fills the block vectorises
+/// (with the exp of `Real` for f32, a softmax's or a loss's sum of exponentials runs 4 lanes at
+/// a time), where evaluating `f` straight into the lanes stays scalar.
 #[inline(always)]
 pub(crate) fn sum8<T: Real>(n: usize, f: impl Fn(usize) -> T) -> T {
+    const BLOCK: usize = 64;
     let mut acc = [T::ZERO; 8];
-    let full = n - n % 8;
+    let mut buf = [T::ZERO; BLOCK];
+    let full = n - n % BLOCK;
     let mut i = 0;
     while i < full {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a += f(i + k);
+        for (k, b) in buf.iter_mut().enumerate() {
+            *b = f(i + k);
         }
-        i += 8;
+        for c in buf.chunks_exact(8) {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        i += BLOCK;
     }
-    for (k, j) in (full..n).enumerate() {
-        acc[k] += f(j);
+    for j in full..n {
+        acc[j % 8] += f(j);
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
-/// Largest element of a row (`-inf` for an empty or fully masked row). `max` is exact, so the
-/// order does not matter for the result.
+/// Largest element of a row (`-inf` for an empty or fully masked row; NaNs are skipped, as
+/// `f32::max` does). `max` is exact, so the order does not matter for the result; eight lanes
+/// let it vectorise.
 #[inline(always)]
 pub(crate) fn row_max<T: Real>(row: &[T]) -> T {
-    row.iter().fold(T::NEG_INFINITY, |m, &v| m.fmax(v))
+    let mut acc = [T::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a = if v > *a { v } else { *a };
+    }
+    acc.iter().fold(T::NEG_INFINITY, |m, &v| m.fmax(v))
 }
 
 /// Below this many elements a kernel runs on the calling thread: rayon's fork/join costs more
