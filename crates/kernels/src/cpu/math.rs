@@ -32,14 +32,8 @@ const HI: f32 = 88.376_26;
 /// `e^x` in f32 (see the module's notes for accuracy and range).
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
-    // NaN passes both comparisons unchanged and stays NaN to the end.
-    let xc = if x > HI {
-        HI
-    } else if x < LO {
-        LO
-    } else {
-        x
-    };
+    // NaN passes the clamp unchanged and stays NaN to the end.
+    let xc = x.clamp(LO, HI);
     let t = xc * LOG2_E + ROUND;
     let n = t.to_bits().wrapping_sub(ROUND_BITS) as i32; // in [-126, 127]
     let nf = t - ROUND;
