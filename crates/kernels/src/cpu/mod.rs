@@ -124,6 +124,27 @@ pub(crate) fn row_max<T: Real>(row: &[T]) -> T {
     acc.iter().fold(T::NEG_INFINITY, |m, &v| m.fmax(v))
 }
 
+/// Runs `body` compiled for hardware fused multiply-add where the CPU has it. `f32::mul_add`
+/// is one rounding by definition, so the results are the same bits either way; without the
+/// feature (the baseline x86-64 target) every `mul_add` is a library call and its loop stays
+/// scalar, with it one instruction that vectorises. `body` must be a closure used once, so
+/// that it is inlined into the FMA-enabled frame.
+#[inline(always)]
+pub(crate) fn with_fma<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "fma")]
+        fn fma_frame<R>(body: impl FnOnce() -> R) -> R {
+            body()
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: `fma_frame` only requires the CPU to support FMA, checked just above.
+            return unsafe { fma_frame(body) };
+        }
+    }
+    body()
+}
+
 /// Below this many elements a kernel runs on the calling thread: rayon's fork/join costs more
 /// than it saves. Each parallel task gets at least this many elements too.
 const PAR_MIN_ELEMS: usize = 1 << 14;

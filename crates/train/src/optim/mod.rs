@@ -130,8 +130,8 @@ impl Optimizer {
     }
 
     /// [`Optimizer::step`] in mixed precision: updates the fp32 `master` weights, then brings
-    /// the working copy `work` (the same parameters in bf16/fp16) up to date. AdamW on CUDA
-    /// writes it in its fused kernel's single pass; everything else is a rounding cast.
+    /// the working copy `work` (the same parameters in bf16/fp16) up to date. AdamW (CUDA and
+    /// CPU, f32 masters) writes it in its fused update; everything else is a rounding cast.
     pub fn step_mixed(
         &mut self,
         master: &Params,
