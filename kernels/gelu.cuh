@@ -6,6 +6,7 @@
 //         Through s, not tanh: for negative x, 1 + tanh u cancels (and is 0 once tanhf rounds
 //         to -1, near x = -6) where x s keeps its relative accuracy.
 //   erf:  y = x/2 (1 + erf(x / sqrt 2));  y' = (1 + erf(x / sqrt 2))/2 + x exp(-x^2/2) / sqrt(2 pi)
+//         with 1 + erf(x / sqrt 2) computed as erfc(-x / sqrt 2): no cancellation for negative x.
 #pragma once
 
 #define GELU_SQRT_2_OVER_PI 0.7978845608028654f
@@ -23,8 +24,8 @@ __device__ __forceinline__ float df_tanh(float x) {
   return s + x * s * (1.f - s) * (2.f * GELU_SQRT_2_OVER_PI) * (1.f + 3.f * GELU_C3 * x * x);
 }
 __device__ __forceinline__ float f_erf(float x) {
-  return (erff(x * GELU_FRAC_1_SQRT_2) + 1.f) * 0.5f * x;
+  return erfcf(-x * GELU_FRAC_1_SQRT_2) * 0.5f * x;
 }
 __device__ __forceinline__ float df_erf(float x) {
-  return 0.5f * (1.f + erff(x * GELU_FRAC_1_SQRT_2)) + x * GELU_INV_SQRT_2PI * expf(-0.5f * x * x);
+  return 0.5f * erfcf(-x * GELU_FRAC_1_SQRT_2) + x * GELU_INV_SQRT_2PI * expf(-0.5f * x * x);
 }

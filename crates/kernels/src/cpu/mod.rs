@@ -33,13 +33,14 @@ pub trait Real: WithDType + Copy + Send + Sync + std::ops::Neg<Output = Self> {
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn tanh(self) -> Self;
-    /// The error function; libm's, the same one candle's `gelu_erf` uses.
-    fn erf(self) -> Self;
+    /// The complementary error function; for f32 [`math::erfc_f32`] (vectorisable), for f64
+    /// libm's.
+    fn erfc(self) -> Self;
     fn fmax(self, other: Self) -> Self;
 }
 
 macro_rules! impl_real {
-    ($t:ty, $exp:path, $erf:path) => {
+    ($t:ty, $exp:path, $erfc:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -61,8 +62,8 @@ macro_rules! impl_real {
                 <$t>::tanh(self)
             }
             #[inline(always)]
-            fn erf(self) -> Self {
-                $erf(self)
+            fn erfc(self) -> Self {
+                $erfc(self)
             }
             #[inline(always)]
             fn fmax(self, other: Self) -> Self {
@@ -71,10 +72,10 @@ macro_rules! impl_real {
         }
     };
 }
-// f32, the training dtype, exponentiates without libm so that loops vectorise (`math`); f64,
-// the gradient checks' dtype, keeps the library's exp.
-impl_real!(f32, math::exp_f32, libm::erff);
-impl_real!(f64, f64::exp, libm::erf);
+// f32, the training dtype, has exp and erfc without libm so that loops vectorise (`math`);
+// f64, the gradient checks' dtype, keeps the library's.
+impl_real!(f32, math::exp_f32, math::erfc_f32);
+impl_real!(f64, f64::exp, libm::erfc);
 
 /// Sum of `f(0) + .. + f(n-1)` in eight interleaved lanes (`f(j)` goes to lane `j % 8`, in
 /// increasing `j`), combined pairwise at the end: the order is fixed by `n` alone
