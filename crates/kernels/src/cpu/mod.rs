@@ -131,7 +131,7 @@ pub(crate) fn row_max<T: Real>(row: &[T]) -> T {
 /// scalar, with it one instruction that vectorises. `body` must be a closure used once, so
 /// that it is inlined into the FMA-enabled frame.
 #[inline(always)]
-pub(crate) fn with_fma<R>(body: impl FnOnce() -> R) -> R {
+pub fn with_fma<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "fma")]

@@ -6,7 +6,8 @@
 //! two roundings drift past 1e-6 relative from torch within 20 steps; with these, SGD matches
 //! torch bit for bit.
 //!
-//! On the CPU the op is a custom op over `f32::mul_add` (one pass, no temporaries). Elsewhere
+//! On the CPU the op is a custom op over `f32::mul_add` (one pass, no temporaries), compiled
+//! with hardware FMA where the CPU has it (`lantern_kernels::cpu::with_fma`; the same bits). Elsewhere
 //! it is computed in f64: the product of two f32 values is exact there, so only the sum is
 //! rounded (to f64 and then to f32, which differs from one rounding only when the f64 sum lies
 //! exactly halfway between two f32 values).
@@ -92,12 +93,13 @@ impl CustomOp3 for Fma {
             f32_slice(s_b, l_b, op)?,
             f32_slice(s_c, l_c, op)?,
         );
-        let out = a
-            .iter()
-            .zip(b)
-            .zip(c)
-            .map(|((a, b), c)| a.mul_add(*b, *c))
-            .collect();
+        let out = lantern_kernels::cpu::with_fma(|| {
+            a.iter()
+                .zip(b)
+                .zip(c)
+                .map(|((a, b), c)| a.mul_add(*b, *c))
+                .collect()
+        });
         Ok((CpuStorage::F32(out), l_a.shape().clone()))
     }
 }
@@ -119,11 +121,12 @@ impl CustomOp2 for FmaScalar {
         let op = self.name();
         same_shape(op, l_a, l_c)?;
         let (a, c) = (f32_slice(s_a, l_a, op)?, f32_slice(s_c, l_c, op)?);
-        let out = a
-            .iter()
-            .zip(c)
-            .map(|(a, c)| a.mul_add(self.0, *c))
-            .collect();
+        let out = lantern_kernels::cpu::with_fma(|| {
+            a.iter()
+                .zip(c)
+                .map(|(a, c)| a.mul_add(self.0, *c))
+                .collect()
+        });
         Ok((CpuStorage::F32(out), l_a.shape().clone()))
     }
 }
