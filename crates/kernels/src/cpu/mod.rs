@@ -32,7 +32,6 @@ pub trait Real: WithDType + Copy + Send + Sync + std::ops::Neg<Output = Self> {
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
-    fn tanh(self) -> Self;
     /// The complementary error function; for f32 [`math::erfc_f32`] (vectorisable), for f64
     /// libm's.
     fn erfc(self) -> Self;
@@ -56,10 +55,6 @@ macro_rules! impl_real {
             #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
-            }
-            #[inline(always)]
-            fn tanh(self) -> Self {
-                <$t>::tanh(self)
             }
             #[inline(always)]
             fn erfc(self) -> Self {
