@@ -196,6 +196,16 @@ fn in_pieces(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Send + Sync) {
     });
 }
 
+/// `m ← f(m, g)` elementwise, in pieces. Generic over `f` (not a function pointer), so that
+/// each moment's loop is compiled with its update inlined.
+fn moment_pass(m: &mut [f32], g: &[f32], f: impl Fn(f32, f32) -> f32 + Send + Sync) {
+    in_pieces(m, |off, m| {
+        for (m, &g) in m.iter_mut().zip(&g[off..]) {
+            *m = f(*m, g);
+        }
+    });
+}
+
 /// The contiguous f32 slice of a CPU storage.
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     crate::cpu::slice::<f32>(s, l, op, "input")
@@ -236,17 +246,9 @@ impl InplaceOp2 for Moment {
         let m = f32_slice_mut(s, l, self.name())?;
         let s = &self.s;
         if self.second {
-            in_pieces(m, |off, m| {
-                for (m, &g) in m.iter_mut().zip(&g[off..]) {
-                    *m = new_v(*m, g, s);
-                }
-            });
+            moment_pass(m, g, |m, g| new_v(m, g, s));
         } else {
-            in_pieces(m, |off, m| {
-                for (m, &g) in m.iter_mut().zip(&g[off..]) {
-                    *m = new_m(*m, g, s);
-                }
-            });
+            moment_pass(m, g, |m, g| new_m(m, g, s));
         }
         Ok(())
     }
