@@ -2112,6 +2112,12 @@ impl Tensor {
         &self.op
     }
 
+    /// Whether nothing else holds this tensor or its storage (so writing to it in place cannot
+    /// reach another tensor).
+    pub(crate) fn owns_storage(&self) -> bool {
+        Arc::strong_count(&self.0) == 1 && Arc::strong_count(&self.storage) == 1
+    }
+
     /// Computes the max of all the elements in this tensor and returns a tensor holding this
     /// scalar with zero dimensions.
     ///
