@@ -169,23 +169,10 @@ pub fn profiler_range(device: &Device, on: bool) -> Result<()> {
 #[cfg(feature = "cuda")]
 mod cuda_mem {
     use super::MemoryMethod;
+    use crate::cuda::device::default_mem_pool as pool;
     use candle_core::cuda::cudarc::driver::{result, sys};
     use candle_core::cuda::{CudaDevice, WrapErr};
     use candle_core::Result;
-
-    /// The default memory pool of `d`'s device, when cudarc allocates from it.
-    fn pool(d: &CudaDevice) -> Result<Option<sys::CUmemoryPool>> {
-        let stream = d.cuda_stream();
-        let ctx = stream.context();
-        if !ctx.has_async_alloc() {
-            return Ok(None);
-        }
-        ctx.bind_to_thread().w()?;
-        // SAFETY: `cu_device` is the device of a live context, and the default pool exists as
-        // long as the device does; the handle is only passed back to the driver below.
-        let pool = unsafe { result::device::get_default_mem_pool(ctx.cu_device()) }.w()?;
-        Ok(Some(pool))
-    }
 
     pub(super) fn reset(d: &CudaDevice) -> Result<Option<MemoryMethod>> {
         let Some(pool) = pool(d)? else {

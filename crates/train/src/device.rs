@@ -21,7 +21,23 @@ pub fn parse_device(s: &str) -> Result<Device> {
             "train.device = {s:?} but this build has no CUDA support: rebuild with `--features cuda`"
         )));
     }
-    Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open {s}: {e}")))
+    open_cuda(ordinal).map_err(|e| Error::Device(format!("cannot open {s}: {e}")))
+}
+
+/// CUDA device `ordinal`, set up for training (freed memory kept in the pool, no per-buffer
+/// events: `lantern_kernels::cuda::device`).
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+    let device = Device::new_cuda(ordinal)?;
+    if let Device::Cuda(d) = &device {
+        lantern_kernels::cuda::device::prepare_for_training(d)?;
+    }
+    Ok(device)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+    Device::new_cuda(ordinal)
 }
 
 /// `train.tf32`: on a CUDA device, lets candle's f32 matmuls use TF32 tensor cores (cuBLAS

@@ -11,6 +11,7 @@ pub(crate) mod adamw;
 pub(crate) mod attention;
 pub(crate) mod bias_act;
 pub(crate) mod cross_entropy;
+pub mod device;
 pub(crate) mod embedding;
 pub(crate) mod gelu;
 pub(crate) mod grad_norm;
