@@ -757,6 +757,25 @@ fn setup(opts: &Options) -> Result<Setup> {
     })
 }
 
+/// The device as `parse_device` set it up for training: freed memory kept in the pool (when
+/// the device allocates from one) and no per-buffer events.
+#[cfg(feature = "cuda")]
+fn check_device_setup(rep: &mut Report, d: &candle_core::CudaDevice) -> Result<()> {
+    let (threshold, events) = lantern_kernels::cuda::device::training_setup(d)?;
+    let kept = threshold.is_none_or(|t| t == u64::MAX);
+    println!(
+        "device setup: pool release threshold {}, per-buffer events {}",
+        threshold.map_or("(no pool)".to_string(), |t| t.to_string()),
+        if events { "on" } else { "off" }
+    );
+    rep.total += 1;
+    if !kept || events {
+        println!("device setup FAIL");
+        rep.failed.push("device setup".to_string());
+    }
+    Ok(())
+}
+
 pub fn run(opts: &Options) -> Result<()> {
     let s = setup(opts)?;
     let against = if s.cpu_mode {
@@ -768,6 +787,10 @@ pub fn run(opts: &Options) -> Result<()> {
     #[cfg(feature = "cuda")]
     lantern_kernels::cuda::set_poison_outputs(!s.cpu_mode);
     let mut rep = Report::default();
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = &s.device {
+        check_device_setup(&mut rep, d)?;
+    }
     let mut rng = Rng::new(20261124);
     check_ops(&mut rep, &s, &mut rng)?;
     check_adamw(&mut rep, &s, &mut rng)?;

@@ -50,3 +50,25 @@ pub fn prepare_for_training(d: &CudaDevice) -> Result<()> {
     }
     Ok(())
 }
+
+/// What [`prepare_for_training`] set, read back from the driver and cudarc: the pool's release
+/// threshold (`None` without a pool) and whether allocations still carry events.
+pub fn training_setup(d: &CudaDevice) -> Result<(Option<u64>, bool)> {
+    let threshold = match default_mem_pool(d)? {
+        None => None,
+        Some(pool) => {
+            let mut v: u64 = 0;
+            // SAFETY: RELEASE_THRESHOLD is a cuuint64_t attribute and `v` is a live u64.
+            unsafe {
+                result::mem_pool::get_attribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    (&mut v as *mut u64).cast(),
+                )
+            }
+            .w()?;
+            Some(v)
+        }
+    };
+    Ok((threshold, d.is_event_tracking()))
+}
