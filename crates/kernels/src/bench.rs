@@ -169,44 +169,22 @@ pub fn profiler_range(device: &Device, on: bool) -> Result<()> {
 #[cfg(feature = "cuda")]
 mod cuda_mem {
     use super::MemoryMethod;
-    use crate::cuda::device::default_mem_pool as pool;
-    use candle_core::cuda::cudarc::driver::{result, sys};
-    use candle_core::cuda::{CudaDevice, WrapErr};
+    use crate::cuda::device::{pool_u64, set_pool_u64, Attr};
+    use candle_core::cuda::CudaDevice;
     use candle_core::Result;
 
     pub(super) fn reset(d: &CudaDevice) -> Result<Option<MemoryMethod>> {
-        let Some(pool) = pool(d)? else {
-            return Ok(Some(MemoryMethod::DriverSampled));
-        };
         // The high-water mark can only be set to zero, which restarts it from the bytes in use.
-        let mut zero: u64 = 0;
-        // SAFETY: USED_MEM_HIGH is a cuuint64_t attribute and `zero` is a live u64.
-        unsafe {
-            result::mem_pool::set_attribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                (&mut zero as *mut u64).cast(),
-            )
-        }
-        .w()?;
-        Ok(Some(MemoryMethod::PoolUsedHigh))
+        Ok(Some(
+            match set_pool_u64(d, Attr::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0)? {
+                true => MemoryMethod::PoolUsedHigh,
+                false => MemoryMethod::DriverSampled,
+            },
+        ))
     }
 
     pub(super) fn peak(d: &CudaDevice) -> Result<Option<u64>> {
-        let Some(pool) = pool(d)? else {
-            return Ok(None);
-        };
-        let mut high: u64 = 0;
-        // SAFETY: USED_MEM_HIGH is a cuuint64_t attribute and `high` is a live u64.
-        unsafe {
-            result::mem_pool::get_attribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                (&mut high as *mut u64).cast(),
-            )
-        }
-        .w()?;
-        Ok(Some(high))
+        pool_u64(d, Attr::CU_MEMPOOL_ATTR_USED_MEM_HIGH)
     }
 }
 

@@ -13,6 +13,7 @@
 use candle_core::cuda::cudarc::driver::{result, sys};
 use candle_core::cuda::{CudaDevice, WrapErr};
 use candle_core::Result;
+pub use sys::CUmemPool_attribute as Attr;
 
 /// The default memory pool of `d`'s device, when cudarc allocates from it (the device supports
 /// memory pools); `None` when it allocates with plain `cuMemAlloc`.
@@ -36,39 +37,59 @@ pub fn prepare_for_training(d: &CudaDevice) -> Result<()> {
     // ours, every copy and every NCCL collective (lantern-comm) runs on `d.cuda_stream()`, so
     // stream order alone keeps each buffer's uses in order and its free after them.
     unsafe { d.disable_event_tracking() };
-    if let Some(pool) = default_mem_pool(d)? {
-        let mut keep: u64 = u64::MAX;
-        // SAFETY: RELEASE_THRESHOLD is a cuuint64_t attribute and `keep` is a live u64.
-        unsafe {
-            result::mem_pool::set_attribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                (&mut keep as *mut u64).cast(),
-            )
-        }
-        .w()?;
-    }
+    set_pool_u64(d, Attr::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, u64::MAX)?;
     Ok(())
 }
 
 /// What [`prepare_for_training`] set, read back from the driver and cudarc: the pool's release
 /// threshold (`None` without a pool) and whether allocations still carry events.
 pub fn training_setup(d: &CudaDevice) -> Result<(Option<u64>, bool)> {
-    let threshold = match default_mem_pool(d)? {
-        None => None,
-        Some(pool) => {
-            let mut v: u64 = 0;
-            // SAFETY: RELEASE_THRESHOLD is a cuuint64_t attribute and `v` is a live u64.
-            unsafe {
-                result::mem_pool::get_attribute(
-                    pool,
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                    (&mut v as *mut u64).cast(),
-                )
-            }
-            .w()?;
-            Some(v)
-        }
-    };
+    let threshold = pool_u64(d, Attr::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD)?;
     Ok((threshold, d.is_event_tracking()))
+}
+
+/// The attributes of a memory pool whose value is a `cuuint64_t` (the others are `int`).
+fn is_u64(attr: Attr) -> bool {
+    matches!(
+        attr,
+        Attr::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD
+            | Attr::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT
+            | Attr::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH
+            | Attr::CU_MEMPOOL_ATTR_USED_MEM_CURRENT
+            | Attr::CU_MEMPOOL_ATTR_USED_MEM_HIGH
+    )
+}
+
+fn expect_u64(attr: Attr) -> Result<()> {
+    if is_u64(attr) {
+        Ok(())
+    } else {
+        Err(candle_core::Error::msg(format!(
+            "memory pool attribute {attr:?} is not a 64-bit one"
+        )))
+    }
+}
+
+/// A 64-bit attribute of the default pool of `d`'s device; `None` when it has no pool.
+pub fn pool_u64(d: &CudaDevice, attr: Attr) -> Result<Option<u64>> {
+    expect_u64(attr)?;
+    let Some(pool) = default_mem_pool(d)? else {
+        return Ok(None);
+    };
+    let mut v: u64 = 0;
+    // SAFETY: `attr` is a cuuint64_t attribute (checked above) and `v` is a live u64.
+    unsafe { result::mem_pool::get_attribute(pool, attr, (&mut v as *mut u64).cast()) }.w()?;
+    Ok(Some(v))
+}
+
+/// Sets a 64-bit attribute of the default pool of `d`'s device; `false` when it has no pool.
+pub fn set_pool_u64(d: &CudaDevice, attr: Attr, value: u64) -> Result<bool> {
+    expect_u64(attr)?;
+    let Some(pool) = default_mem_pool(d)? else {
+        return Ok(false);
+    };
+    let mut v = value;
+    // SAFETY: `attr` is a cuuint64_t attribute (checked above) and `v` is a live u64.
+    unsafe { result::mem_pool::set_attribute(pool, attr, (&mut v as *mut u64).cast()) }.w()?;
+    Ok(true)
 }
