@@ -32,6 +32,7 @@ pub struct Kernels<T> {
     layer_norm_bwd: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, f32),
     gelu_fwd: [unsafe extern "C" fn(*const T, *mut T, usize); 2],
     gelu_bwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 2],
+    dropout: unsafe extern "C" fn(*const T, *mut T, usize, u64, u64, f32, f32),
     ce_fwd: CeFwd<T>,
     ce_bwd: CeBwd<T>,
     bias_act_fwd: unsafe extern "C" fn(i32, *const T, *const T, *mut T, i32, i32),
@@ -64,6 +65,7 @@ impl Float for f32 {
         layer_norm_bwd: ffi::emu_layer_norm_bwd_f32,
         gelu_fwd: [ffi::emu_gelu_tanh_fwd_f32, ffi::emu_gelu_erf_fwd_f32],
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_f32, ffi::emu_gelu_erf_bwd_f32],
+        dropout: ffi::emu_dropout_f32,
         ce_fwd: ffi::emu_cross_entropy_fwd_f32,
         ce_bwd: ffi::emu_cross_entropy_bwd_f32,
         bias_act_fwd: ffi::emu_bias_act_fwd_f32,
@@ -82,6 +84,7 @@ impl Float for bf16 {
         layer_norm_bwd: ffi::emu_layer_norm_bwd_bf16,
         gelu_fwd: [ffi::emu_gelu_tanh_fwd_bf16, ffi::emu_gelu_erf_fwd_bf16],
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_bf16, ffi::emu_gelu_erf_bwd_bf16],
+        dropout: ffi::emu_dropout_bf16,
         ce_fwd: ffi::emu_cross_entropy_fwd_bf16,
         ce_bwd: ffi::emu_cross_entropy_bwd_bf16,
         bias_act_fwd: ffi::emu_bias_act_fwd_bf16,
@@ -193,6 +196,24 @@ mod ffi {
         pub fn emu_gelu_tanh_bwd_bf16(x: *const bf16, dy: *const bf16, dx: *mut bf16, n: usize);
         pub fn emu_gelu_erf_bwd_f32(x: *const f32, dy: *const f32, dx: *mut f32, n: usize);
         pub fn emu_gelu_erf_bwd_bf16(x: *const bf16, dy: *const bf16, dx: *mut bf16, n: usize);
+        pub fn emu_dropout_f32(
+            x: *const f32,
+            y: *mut f32,
+            n: usize,
+            seed: u64,
+            counter: u64,
+            p: f32,
+            scale: f32,
+        );
+        pub fn emu_dropout_bf16(
+            x: *const bf16,
+            y: *mut bf16,
+            n: usize,
+            seed: u64,
+            counter: u64,
+            p: f32,
+            scale: f32,
+        );
         #[allow(clippy::too_many_arguments)]
         pub fn emu_cross_entropy_fwd_f32(
             x: *const f32,
@@ -491,6 +512,15 @@ pub fn gelu_fwd<T: Float>(kind: Gelu, x: &[T]) -> Vec<T> {
     let mut y = vec![T::default(); x.len()];
     // SAFETY: x and y hold n elements.
     unsafe { (T::K.gelu_fwd[kind as usize])(x.as_ptr(), y.as_mut_ptr(), x.len()) };
+    y
+}
+
+/// dropout.cu: x times the mask of draws `counter..` of `seed` (dropped below `p`, else
+/// `scale`); the backward is the same launch on the gradient.
+pub fn dropout<T: Float>(x: &[T], seed: u64, counter: u64, p: f32, scale: f32) -> Vec<T> {
+    let mut y = vec![T::default(); x.len()];
+    // SAFETY: x and y hold n elements.
+    unsafe { (T::K.dropout)(x.as_ptr(), y.as_mut_ptr(), x.len(), seed, counter, p, scale) };
     y
 }
 

@@ -290,6 +290,41 @@ fn gelu_matches_the_cpu_op() {
     gelu_case::<bf16>(&mut rng);
 }
 
+fn dropout_case<T: Conv>(rng: &mut Rng) {
+    for &n in &[1usize, 7, 1000, 70_001] {
+        let (x, xt) = data::<T>(rng, &[n], 3.0);
+        let (dy, dyt) = data::<T>(rng, &[n], 1.0);
+        for p in [0.1f64, 0.5] {
+            // The CPU op (a mask drawn on the host for bf16) with a generator mid-stream.
+            let mut gen = Rng::new(7 + n as u64);
+            gen.skip(12345);
+            let start = gen.state();
+            let v = Var::from_tensor(&xt).unwrap();
+            let y_ref = ops::dropout(v.as_tensor(), p, &mut gen).unwrap();
+            assert_eq!(gen.state().counter, start.counter + n as u64);
+            let scale = (1.0 / (1.0 - p)) as f32;
+            let y = emu::dropout(&x, start.seed, start.counter, p as f32, scale);
+            // The same draws and the same rounding: equal to the bit.
+            check(
+                &format!("dropout p={p} fwd n={n}"),
+                &back(&y),
+                &flat(&y_ref),
+                0.0,
+            );
+            let g = grads(&y_ref, &dyt, &[&v]);
+            let dx = emu::dropout(&dy, start.seed, start.counter, p as f32, scale);
+            check(&format!("dropout p={p} bwd n={n}"), &back(&dx), &g[0], 0.0);
+        }
+    }
+}
+
+#[test]
+fn dropout_matches_the_cpu_op() {
+    let mut rng = Rng::new(31);
+    dropout_case::<f32>(&mut rng);
+    dropout_case::<bf16>(&mut rng);
+}
+
 fn bias_act_case<T: Conv>(rng: &mut Rng) {
     type Op = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
     let acts: [(Option<emu::Gelu>, Op); 3] = [

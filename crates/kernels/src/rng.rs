@@ -64,6 +64,12 @@ impl Rng {
         out
     }
 
+    /// Moves past the next `n` draws, as drawing them would ([`crate::ops::dropout`] computes
+    /// them from their positions instead).
+    pub fn skip(&mut self, n: u64) {
+        self.counter += n;
+    }
+
     /// Uniform in [0, 1) with 24 bits of mantissa: exactly representable in f32.
     #[inline]
     pub fn next_f32(&mut self) -> f32 {

@@ -10,6 +10,7 @@
 pub mod attention;
 pub mod bias_act;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod embedding;
 pub mod gelu;
 pub mod layer_norm;

@@ -12,6 +12,7 @@ pub(crate) mod attention;
 pub(crate) mod bias_act;
 pub(crate) mod cross_entropy;
 pub mod device;
+pub(crate) mod dropout;
 pub(crate) mod embedding;
 pub(crate) mod gelu;
 pub(crate) mod grad_norm;
@@ -37,6 +38,7 @@ pub(crate) enum Module {
     Attention,
     BiasAct,
     Embedding,
+    Dropout,
 }
 
 impl Module {
@@ -51,6 +53,7 @@ impl Module {
             Module::Attention => "lantern_attention",
             Module::BiasAct => "lantern_bias_act",
             Module::Embedding => "lantern_embedding",
+            Module::Dropout => "lantern_dropout",
         }
     }
 
@@ -65,6 +68,7 @@ impl Module {
             Module::Attention => include_str!(concat!(env!("OUT_DIR"), "/attention.ptx")),
             Module::BiasAct => include_str!(concat!(env!("OUT_DIR"), "/bias_act.ptx")),
             Module::Embedding => include_str!(concat!(env!("OUT_DIR"), "/embedding.ptx")),
+            Module::Dropout => include_str!(concat!(env!("OUT_DIR"), "/dropout.ptx")),
         }
     }
 }
