@@ -183,7 +183,12 @@ fn check_op(
             .collect::<candle_core::Result<Vec<_>>>()?)?
         .dims()
         .to_vec();
-        let r = randn(rng, &y_shape, 1.0)?.to_dtype(DType::F32)?;
+        // R rounded to the checked dtype too: the output gradient reaches the op as R in that
+        // dtype, and a gradient that is one short sum (LayerNorm's bias at one column) would
+        // otherwise measure the rounding of R amplified by cancellation, not the op.
+        let r = randn(rng, &y_shape, 1.0)?
+            .to_dtype(dtype)?
+            .to_dtype(DType::F32)?;
         let (y, g) = forward_backward(op, inputs, track, &r, &s.device, dtype)?;
         let oracle_dev = Device::Cpu;
         let (y_ref, g_ref) =
@@ -289,6 +294,25 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
                 dtype,
                 &fe,
                 pick(s, &fe, &re),
+            )?;
+        }
+        // Dropout: the op draws each element's mask from its position, the oracle from the
+        // generator's sequence on the host; the same seed must zero the same elements, in the
+        // forward and in the backward (which redraws the mask).
+        for shape in [&[1][..], &[3, 7], &[2, 5, 129], &[64, 1000]] {
+            let xs = [randn(rng, shape, 1.0)?];
+            let fd = |v: &[Tensor]| ops::dropout(&v[0], 0.1, &mut Rng::derive(7, 3));
+            let rd = |v: &[Tensor]| reference::dropout(&v[0], 0.1, &mut Rng::derive(7, 3));
+            check_op(
+                rep,
+                s,
+                rng,
+                "dropout",
+                &xs,
+                &[true],
+                dtype,
+                &fd,
+                pick(s, &fd, &rd),
             )?;
         }
         // Bias add and bias + GELU: one row, rows past one 256-row chunk of the bias gradient,

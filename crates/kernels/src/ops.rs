@@ -227,33 +227,23 @@ pub fn cross_entropy_sum(
 /// On the CPU (f32, f64) and CUDA (f32, bf16) one op computes the mask in place, in forward and
 /// backward (`cpu::dropout`); elsewhere the same mask is built on the host and multiplied in.
 pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
-    if p <= 0.0 {
-        return Ok(x.clone());
+    let in_place = match (x.device().is_cpu(), x.dtype()) {
+        (true, DType::F32 | DType::F64) => true,
+        (false, DType::F32 | DType::BF16) => fused(x.device()),
+        _ => false,
+    };
+    if p <= 0.0 || !in_place {
+        return reference::dropout(x, p, rng);
     }
-    let n = x.elem_count();
     let start = rng.state();
-    rng.skip(n as u64);
+    rng.skip(x.elem_count() as u64);
     let op = Dropout {
         p: p as f32,
         scale: (1.0 / (1.0 - p)) as f32,
         seed: start.seed,
         counter: start.counter,
     };
-    let in_place = match (x.device().is_cpu(), x.dtype()) {
-        (true, DType::F32 | DType::F64) => true,
-        (false, DType::F32 | DType::BF16) => fused(x.device()),
-        _ => false,
-    };
-    if in_place {
-        return x.contiguous()?.apply_op1(op);
-    }
-    let mask: Vec<f32> = (0..n as u64)
-        .map(|i| if op.dropped(i) { 0.0 } else { op.scale })
-        .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?
-        .to_device(x.device())?
-        .to_dtype(x.dtype())?;
-    x * mask
+    x.contiguous()?.apply_op1(op)
 }
 
 #[cfg(test)]

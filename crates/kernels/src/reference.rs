@@ -5,7 +5,8 @@
 //! tested against. Statistics that need range (LayerNorm mean and variance, softmax, the loss)
 //! are computed in f32 whatever the input dtype, as PyTorch's autocast does.
 
-use candle_core::{DType, Result, Tensor, D};
+use crate::Rng;
+use candle_core::{DType, Device, Result, Tensor, D};
 
 /// LayerNorm over the last dimension with the biased variance; see [`crate::ops::layer_norm`].
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
@@ -43,6 +44,23 @@ pub fn bias_gelu_tanh(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// candle's erf GELU of `x + b`.
 pub fn bias_gelu_erf(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.broadcast_add(b)?.gelu_erf()
+}
+
+/// Inverted dropout with the mask built on the host: element `i` is dropped when the
+/// generator's `i`-th next draw is below `p`, so [`crate::ops::dropout`], which computes the
+/// same draws from the elements' positions, must give the same zeros; `rng` moves past them.
+pub fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let (p32, scale) = (p as f32, (1.0 / (1.0 - p)) as f32);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.next_f32() < p32 { 0.0 } else { scale })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?
+        .to_device(x.device())?
+        .to_dtype(x.dtype())?;
+    x * mask
 }
 
 /// candle's embedding (`index_select`; its backward is `index_add`, summing in the table's
