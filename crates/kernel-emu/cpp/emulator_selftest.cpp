@@ -46,6 +46,38 @@ extern "C" void emu_selftest_block_sums(const float* x, float* out) {
   emu::launch(dim3(3), dim3(64), block_sums, x, out);
 }
 
+// A race that index order hides: each thread reads its lower neighbour's slot with no barrier
+// after the writes. In index order the neighbour has always written first; in reverse order
+// it has not, and the read sees the slot's earlier contents (-1 here).
+__global__ void neighbour_read(int* out) {
+  __shared__ int s[64];
+  s[threadIdx.x] = -1;
+  __syncthreads();
+  s[threadIdx.x] = (int)threadIdx.x;
+  // (the missing __syncthreads)
+  out[threadIdx.x] = threadIdx.x > 0 ? s[threadIdx.x - 1] : 0;
+}
+extern "C" void emu_selftest_neighbour_read(int* out) {
+  emu::launch(dim3(1), dim3(64), neighbour_read, out);
+}
+
+// A race that lockstep hides: after the barrier every thread reads s, and thread 0 then
+// overwrites it with no __syncthreads between, only a warp barrier. Run warp by warp in index
+// order, warp 0 gets past its warp barrier and writes before warp 1 reads (it sees 2); in
+// reverse order warp 1 reads first and every thread sees 1.
+__global__ void warp_ahead(int* out) {
+  __shared__ int s;
+  if (threadIdx.x == 0) s = 1;
+  __syncthreads();
+  const int seen = s;
+  __syncwarp();
+  if (threadIdx.x == 0) s = 2;  // (the missing __syncthreads before it)
+  out[threadIdx.x] = seen;
+}
+extern "C" void emu_selftest_warp_ahead(int* out) {
+  emu::launch(dim3(1), dim3(64), warp_ahead, out);
+}
+
 // C (32x32, float) = A (32x48, bf16, row-major) * B (48x32, bf16, column-major) with WMMA:
 // four warps, one 16x16 tile of C each, three k-steps; the tile goes through shared memory
 // and is scaled by 0.5 per element on the way (an elementwise op on the fragment).

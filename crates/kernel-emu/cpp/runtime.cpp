@@ -37,6 +37,12 @@ struct Launch {
 
 Launch* g_launch = nullptr;
 std::mutex g_lock;
+// The order in which blocks, and a block's fibers at each release, run: 0 in index order,
+// 1 in reverse. Per calling thread, as launches run on their caller's thread.
+thread_local int g_order = 0;
+
+// The k-th of n in the calling thread's order.
+size_t nth(size_t k, size_t n) { return g_order == 1 ? n - 1 - k : k; }
 
 void yield_as(State s) {
   Launch& L = *g_launch;
@@ -67,42 +73,54 @@ void fiber_entry() {
   abort();
 }
 
-// After every runnable fiber has run to a barrier or its end: release what can be released.
-// Returns false when nothing is left to run.
-bool release(Launch& L) {
-  const int n = (int)L.fibers.size();
-  bool any_live = false, all_block = true;
-  for (const Fiber& f : L.fibers) {
-    if (f.state == State::Done) continue;
-    any_live = true;
-    if (f.state != State::AtBlock) all_block = false;
-  }
-  if (!any_live) return false;
-  if (all_block) {
-    for (Fiber& f : L.fibers)
-      if (f.state == State::AtBlock) f.state = State::Ready;
-    return true;
-  }
-  bool released = false;
-  for (int w0 = 0; w0 < n; w0 += 32) {
-    const int w1 = std::min(n, w0 + 32);
+void set_thread(const Fiber& f) { threadIdx = f.idx; }
+
+// Runs warp `w` (fibers w0..w1) as far as it can go alone: its ready fibers, in the thread's
+// order, each to its next barrier or its end, and again after each warp barrier that all its
+// live fibers reach, until they wait at __syncthreads, have returned, or are stuck.
+void run_warp(Launch& L, size_t w0, size_t w1) {
+  for (;;) {
+    for (size_t j = 0; j < w1 - w0; j++) {
+      const size_t i = w0 + nth(j, w1 - w0);
+      if (L.fibers[i].state != State::Ready) continue;
+      L.current = (int)i;
+      set_thread(L.fibers[i]);
+      swapcontext(&L.scheduler, &L.fibers[i].ctx);
+    }
     bool live = false, all_warp = true;
-    for (int i = w0; i < w1; i++) {
+    for (size_t i = w0; i < w1; i++) {
       if (L.fibers[i].state == State::Done) continue;
       live = true;
       if (L.fibers[i].state != State::AtWarp) all_warp = false;
     }
-    if (live && all_warp) {
-      for (int i = w0; i < w1; i++)
-        if (L.fibers[i].state == State::AtWarp) L.fibers[i].state = State::Ready;
-      released = true;
-    }
+    if (!live || !all_warp) return;
+    for (size_t i = w0; i < w1; i++)
+      if (L.fibers[i].state == State::AtWarp) L.fibers[i].state = State::Ready;
   }
-  if (!released) deadlock(L);
-  return true;
 }
 
-void set_thread(const Fiber& f) { threadIdx = f.idx; }
+// Runs a started block to its end: each warp in turn as far as it can go alone (so one warp
+// gets ahead of the others by any number of warp barriers, as on a GPU), then past the
+// __syncthreads all live threads wait at, until every thread has returned.
+void run_block(Launch& L) {
+  const size_t n = L.fibers.size(), warps = (n + 31) / 32;
+  for (;;) {
+    for (size_t k = 0; k < warps; k++) {
+      const size_t w = nth(k, warps);
+      run_warp(L, 32 * w, std::min(n, 32 * w + 32));
+    }
+    bool any_live = false, all_block = true;
+    for (const Fiber& f : L.fibers) {
+      if (f.state == State::Done) continue;
+      any_live = true;
+      if (f.state != State::AtBlock) all_block = false;
+    }
+    if (!any_live) return;
+    if (!all_block) deadlock(L);
+    for (Fiber& f : L.fibers)
+      if (f.state == State::AtBlock) f.state = State::Ready;
+  }
+}
 
 // A fresh fiber per thread of the block. Kept out of `run` so that getcontext, which behaves
 // like setjmp, never shares a frame with the scheduler's loop variables.
@@ -160,21 +178,22 @@ void run(dim3 grid, dim3 block, const std::function<void()>& body) {
   g_launch = &L;
   gridDim = grid;
   blockDim = block;
-  for (unsigned bz = 0; bz < grid.z; bz++)
-    for (unsigned by = 0; by < grid.y; by++)
-      for (unsigned bx = 0; bx < grid.x; bx++) {
-        blockIdx = uint3{bx, by, bz};
-        start_block(L, block, n);
-        do {
-          for (size_t i = 0; i < n; i++) {
-            if (L.fibers[i].state != State::Ready) continue;
-            L.current = (int)i;
-            set_thread(L.fibers[i]);
-            swapcontext(&L.scheduler, &L.fibers[i].ctx);
-          }
-        } while (release(L));
-      }
+  const size_t blocks = (size_t)grid.x * grid.y * grid.z;
+  for (size_t k = 0; k < blocks; k++) {
+    const size_t b = nth(k, blocks);
+    blockIdx = uint3{(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
+                     (unsigned)(b / ((size_t)grid.x * grid.y))};
+    start_block(L, block, n);
+    run_block(L);
+  }
   g_launch = nullptr;
 }
 
 }  // namespace emu
+
+// Sets the calling thread's run order (0 index order, 1 reverse) and returns the previous one.
+extern "C" int emu_set_order(int order) {
+  const int prev = emu::g_order;
+  emu::g_order = order;
+  return prev;
+}

@@ -6,10 +6,12 @@
 // barriers (__syncthreads, __syncwarp, warp shuffles, warp-wide WMMA stores). A barrier
 // releases when every thread of its scope that has not returned has reached it; a state in
 // which no fiber can run (threads of a warp split between a shuffle and __syncthreads, or a
-// __syncthreads inside divergent code) aborts with the block and the threads named. Since the
-// fibers of a block run in a fixed order, results are deterministic; a missing barrier shows
-// up as a stale read, as it would on a GPU, but not always (fibers run to their next barrier
-// in thread order).
+// __syncthreads inside divergent code) aborts with the block and the threads named. Each warp
+// runs as far as it can alone (through its warp barriers, up to a __syncthreads) before the
+// next warp starts. Blocks, warps and a warp's threads run in index order, or all in reverse
+// (`emu_set_order`, per calling thread): results are deterministic for each order, and a race
+// between two threads (no barrier between a write and another thread's access) runs one way
+// round in one order and the other way in the other, so testing in both shows it.
 //
 // Per-thread state: threadIdx/blockIdx are globals the scheduler sets on each switch.
 // `__shared__` becomes `static`: one instance per kernel, valid because blocks run in turn

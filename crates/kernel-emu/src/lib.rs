@@ -368,6 +368,56 @@ pub mod selftest {
         pub fn emu_selftest_divergent_shuffle(out: *mut f32);
         pub fn emu_selftest_block_sums(x: *const f32, out: *mut f32);
         pub fn emu_selftest_wmma_matmul(a: *const half::bf16, b: *const half::bf16, c: *mut f32);
+        pub fn emu_selftest_neighbour_read(out: *mut i32);
+        pub fn emu_selftest_warp_ahead(out: *mut i32);
+    }
+}
+
+/// The order in which the emulator runs a grid's blocks, a block's warps and a warp's threads.
+/// A GPU promises none of them, so a kernel is right only if it gives the same result in any
+/// order. Each warp runs as far as it can alone, up to a `__syncthreads`, before the next one
+/// starts; so for any two accesses to the same memory by different threads with no barrier
+/// of theirs between (a race), one order runs one first and the other order the other, and
+/// a race whose outcome matters gives different results in the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Blocks and threads in index order (the default).
+    Index = 0,
+    /// Blocks and threads in reverse index order.
+    Reverse = 1,
+}
+
+impl Order {
+    pub const ALL: [Order; 2] = [Order::Index, Order::Reverse];
+}
+
+extern "C" {
+    fn emu_set_order(order: i32) -> i32;
+}
+
+/// Runs `f` with this thread's launches in `order`, and restores the previous order after it,
+/// panic or not. Launches run on the thread that makes them, so tests running in parallel
+/// each keep their own order.
+pub fn with_order<R>(order: Order, f: impl FnOnce() -> R) -> R {
+    struct Restore(i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: sets a thread-local integer of the runtime; no launch is in flight on
+            // this thread while `f` is not running.
+            unsafe { emu_set_order(self.0) };
+        }
+    }
+    // SAFETY: as above; launches read the order only when they start.
+    let _restore = Restore(unsafe { emu_set_order(order as i32) });
+    f()
+}
+
+/// Runs `f` once in each [`Order`], naming the order on stderr first so that a failure's
+/// captured output says which one failed.
+pub fn in_every_order(f: impl Fn()) {
+    for order in Order::ALL {
+        eprintln!("emulator order: {order:?}");
+        with_order(order, &f);
     }
 }
 

@@ -1,10 +1,11 @@
-//! The emulator's own semantics: warp shuffles, 2-D blocks, shared memory across blocks, and
-//! the deadlock report for a shuffle in divergent code.
+//! The emulator's own semantics: warp shuffles, 2-D blocks, shared memory across blocks, the
+//! deadlock report for a shuffle in divergent code, and the run orders that expose races.
 
 use lantern_kernel_emu::selftest::{
-    emu_selftest_block_sums, emu_selftest_divergent_shuffle, emu_selftest_shuffles,
-    emu_selftest_wmma_matmul,
+    emu_selftest_block_sums, emu_selftest_divergent_shuffle, emu_selftest_neighbour_read,
+    emu_selftest_shuffles, emu_selftest_warp_ahead, emu_selftest_wmma_matmul,
 };
+use lantern_kernel_emu::{with_order, Order};
 use std::process::Command;
 
 #[test]
@@ -82,4 +83,34 @@ fn wmma_tiles_multiply_like_a_matmul() {
             assert_eq!(c[i * 32 + j], 0.5 * s, "c[{i}][{j}]");
         }
     }
+}
+
+/// Two races, each hidden by one order and shown by the other: a thread reading its lower
+/// neighbour's write with no barrier (index order hides it), and a warp overwriting what
+/// another warp has still to read, with only a warp barrier between (reverse order hides it).
+#[test]
+fn races_show_in_one_of_the_two_orders() {
+    let run = |order, kernel: unsafe extern "C" fn(*mut i32)| {
+        let mut out = [0i32; 64];
+        // SAFETY: both kernels write 64 ints.
+        with_order(order, || unsafe { kernel(out.as_mut_ptr()) });
+        out.to_vec()
+    };
+    let neighbours: Vec<i32> = (0..64).map(|i| (i - 1).max(0)).collect();
+    assert_eq!(run(Order::Index, emu_selftest_neighbour_read), neighbours);
+    let reverse = run(Order::Reverse, emu_selftest_neighbour_read);
+    assert_eq!(reverse[0], 0);
+    assert!(
+        reverse[1..].iter().all(|&v| v == -1),
+        "every read should come before its neighbour's write: {reverse:?}"
+    );
+    assert_eq!(run(Order::Reverse, emu_selftest_warp_ahead), vec![1; 64]);
+    let index = run(Order::Index, emu_selftest_warp_ahead);
+    assert_eq!(index[..32], [1; 32], "warp 0 reads before its own write");
+    assert_eq!(index[32..], [2; 32], "warp 1 reads after warp 0's write");
+    // The order is restored after `with_order`: the default is index order.
+    let mut out = [0i32; 64];
+    // SAFETY: the kernel writes 64 ints.
+    unsafe { emu_selftest_neighbour_read(out.as_mut_ptr()) };
+    assert_eq!(out.to_vec(), neighbours);
 }

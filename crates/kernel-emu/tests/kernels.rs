@@ -1,7 +1,9 @@
 //! Every kernel of `kernels/*.cu`, run on the CUDA emulator, against the CPU implementation of
 //! the same op in `lantern-kernels` (the reference the GPU selfcheck uses too), forward and
 //! backward, f32 and bf16, at sizes that cross the block and tile edges: single elements, rows
-//! shorter than a warp, rows longer than a 256-thread block, more rows than one chunk.
+//! shorter than a warp, rows longer than a 256-thread block, more rows than one chunk. Each test
+//! runs in both of the emulator's orders ([`emu::Order`]), so a race between threads or blocks
+//! fails it in one of them.
 
 use candle_core::{DType, Device, Tensor, Var};
 use half::{bf16, f16};
@@ -185,28 +187,32 @@ fn softmax_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn softmax_matches_the_cpu_op() {
-    let mut rng = Rng::new(1);
-    softmax_case::<f32>(&mut rng);
-    softmax_case::<bf16>(&mut rng);
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(1);
+        softmax_case::<f32>(&mut rng);
+        softmax_case::<bf16>(&mut rng);
+    });
 }
 
 #[test]
 fn a_fully_masked_row_gives_zeros() {
-    let c = 5;
-    let s = vec![1f32; 2 * c];
-    let mut mask = vec![0f32; 2 * c];
-    mask[c..].fill(f32::NEG_INFINITY);
-    let y = emu::softmax_masked_fwd(
-        &s,
-        &emu::Mask {
-            data: &mask,
-            dims: vec![2, c],
-            strides: vec![c, 1],
-        },
-        1.0,
-    );
-    assert!(y[..c].iter().all(|&v| (v - 0.2).abs() < 1e-7), "{y:?}");
-    assert!(y[c..].iter().all(|&v| v == 0.0), "{y:?}");
+    emu::in_every_order(|| {
+        let c = 5;
+        let s = vec![1f32; 2 * c];
+        let mut mask = vec![0f32; 2 * c];
+        mask[c..].fill(f32::NEG_INFINITY);
+        let y = emu::softmax_masked_fwd(
+            &s,
+            &emu::Mask {
+                data: &mask,
+                dims: vec![2, c],
+                strides: vec![c, 1],
+            },
+            1.0,
+        );
+        assert!(y[..c].iter().all(|&v| (v - 0.2).abs() < 1e-7), "{y:?}");
+        assert!(y[c..].iter().all(|&v| v == 0.0), "{y:?}");
+    });
 }
 
 fn layer_norm_case<T: Conv>(rng: &mut Rng) {
@@ -245,9 +251,11 @@ fn layer_norm_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn layer_norm_matches_the_cpu_op() {
-    let mut rng = Rng::new(2);
-    layer_norm_case::<f32>(&mut rng);
-    layer_norm_case::<bf16>(&mut rng);
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(2);
+        layer_norm_case::<f32>(&mut rng);
+        layer_norm_case::<bf16>(&mut rng);
+    });
 }
 
 fn gelu_case<T: Conv>(rng: &mut Rng) {
@@ -285,9 +293,11 @@ fn gelu_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn gelu_matches_the_cpu_op() {
-    let mut rng = Rng::new(3);
-    gelu_case::<f32>(&mut rng);
-    gelu_case::<bf16>(&mut rng);
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(3);
+        gelu_case::<f32>(&mut rng);
+        gelu_case::<bf16>(&mut rng);
+    });
 }
 
 fn dropout_case<T: Conv>(rng: &mut Rng) {
@@ -320,9 +330,11 @@ fn dropout_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn dropout_matches_the_cpu_op() {
-    let mut rng = Rng::new(31);
-    dropout_case::<f32>(&mut rng);
-    dropout_case::<bf16>(&mut rng);
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(31);
+        dropout_case::<f32>(&mut rng);
+        dropout_case::<bf16>(&mut rng);
+    });
 }
 
 fn bias_act_case<T: Conv>(rng: &mut Rng) {
@@ -360,9 +372,11 @@ fn bias_act_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn bias_act_matches_the_cpu_op() {
-    let mut rng = Rng::new(7);
-    bias_act_case::<f32>(&mut rng);
-    bias_act_case::<bf16>(&mut rng);
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(7);
+        bias_act_case::<f32>(&mut rng);
+        bias_act_case::<bf16>(&mut rng);
+    });
 }
 
 fn embedding_case<T: Conv>(rng: &mut Rng) {
@@ -393,9 +407,11 @@ fn embedding_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn embedding_matches_the_cpu_op() {
-    let mut rng = Rng::new(8);
-    embedding_case::<f32>(&mut rng);
-    embedding_case::<bf16>(&mut rng);
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(8);
+        embedding_case::<f32>(&mut rng);
+        embedding_case::<bf16>(&mut rng);
+    });
 }
 
 fn cross_entropy_case<T: Conv>(rng: &mut Rng) {
@@ -449,111 +465,119 @@ fn cross_entropy_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn cross_entropy_matches_the_cpu_op() {
-    let mut rng = Rng::new(4);
-    cross_entropy_case::<f32>(&mut rng);
-    cross_entropy_case::<bf16>(&mut rng);
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(4);
+        cross_entropy_case::<f32>(&mut rng);
+        cross_entropy_case::<bf16>(&mut rng);
+    });
 }
 
 #[test]
 fn an_out_of_range_target_is_reported_with_its_row() {
-    let x = vec![0f32; 3 * 4];
-    let (_, _, bad) = emu::cross_entropy_fwd(&x, &[1, 4, 9], None, 4);
-    assert_eq!(bad, Some(1));
+    emu::in_every_order(|| {
+        let x = vec![0f32; 3 * 4];
+        let (_, _, bad) = emu::cross_entropy_fwd(&x, &[1, 4, 9], None, 4);
+        assert_eq!(bad, Some(1));
+    });
 }
 
 /// The kernel is written to round exactly as the CPU update does: compare bit for bit.
 #[test]
 fn adamw_matches_the_cpu_update_bit_for_bit() {
-    let mut rng = Rng::new(5);
-    let n = 70_001;
-    let dev = Device::Cpu;
-    let mut p = rng.normal_vec(n, 1.0);
-    let mut m = rng.normal_vec(n, 0.1);
-    let mut v: Vec<f32> = rng.normal_vec(n, 0.1).iter().map(|x| x * x).collect();
-    // beta1 0.9 takes torch's lower lerp branch, 0.3 the upper one; decay on and off.
-    for (step, beta1, wd) in [(1u64, 0.9, 0.1), (2, 0.9, 0.0), (7, 0.3, 0.01)] {
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(5);
+        let n = 70_001;
+        let dev = Device::Cpu;
+        let mut p = rng.normal_vec(n, 1.0);
+        let mut m = rng.normal_vec(n, 0.1);
+        let mut v: Vec<f32> = rng.normal_vec(n, 0.1).iter().map(|x| x * x).collect();
+        // beta1 0.9 takes torch's lower lerp branch, 0.3 the upper one; decay on and off.
+        for (step, beta1, wd) in [(1u64, 0.9, 0.1), (2, 0.9, 0.0), (7, 0.3, 0.01)] {
+            let g = rng.normal_vec(n, 0.5);
+            let h = lantern_kernels::AdamWHyper {
+                lr: 3e-3,
+                beta1,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: wd,
+                step,
+            };
+            let t = |x: &[f32]| Tensor::from_slice(x, n, &dev).unwrap();
+            let (tp, tm, tv) = (t(&p), t(&m), t(&v));
+            let tw = Tensor::zeros(n, DType::BF16, &dev).unwrap();
+            lantern_kernels::adamw_update(&tp, &t(&g), &tm, &tv, Some(&tw), &h).unwrap();
+            let mut work = vec![bf16::ZERO; n];
+            emu::adamw(&mut p, &g, &mut m, &mut v, emu::Work::Bf16(&mut work), &h);
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&p),
+                bits(&tp.to_vec1::<f32>().unwrap()),
+                "p at step {step}"
+            );
+            assert_eq!(
+                bits(&m),
+                bits(&tm.to_vec1::<f32>().unwrap()),
+                "m at step {step}"
+            );
+            assert_eq!(
+                bits(&v),
+                bits(&tv.to_vec1::<f32>().unwrap()),
+                "v at step {step}"
+            );
+            assert_eq!(
+                work,
+                tw.to_vec1::<bf16>().unwrap(),
+                "bf16 copy at step {step}"
+            );
+        }
+        // The fp32-only and fp16-copy kernels run the same update.
         let g = rng.normal_vec(n, 0.5);
         let h = lantern_kernels::AdamWHyper {
-            lr: 3e-3,
-            beta1,
-            beta2: 0.95,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
             eps: 1e-8,
-            weight_decay: wd,
-            step,
+            weight_decay: 0.1,
+            step: 3,
         };
-        let t = |x: &[f32]| Tensor::from_slice(x, n, &dev).unwrap();
-        let (tp, tm, tv) = (t(&p), t(&m), t(&v));
-        let tw = Tensor::zeros(n, DType::BF16, &dev).unwrap();
-        lantern_kernels::adamw_update(&tp, &t(&g), &tm, &tv, Some(&tw), &h).unwrap();
-        let mut work = vec![bf16::ZERO; n];
-        emu::adamw(&mut p, &g, &mut m, &mut v, emu::Work::Bf16(&mut work), &h);
-        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        assert_eq!(
-            bits(&p),
-            bits(&tp.to_vec1::<f32>().unwrap()),
-            "p at step {step}"
-        );
-        assert_eq!(
-            bits(&m),
-            bits(&tm.to_vec1::<f32>().unwrap()),
-            "m at step {step}"
-        );
-        assert_eq!(
-            bits(&v),
-            bits(&tv.to_vec1::<f32>().unwrap()),
-            "v at step {step}"
-        );
-        assert_eq!(
-            work,
-            tw.to_vec1::<bf16>().unwrap(),
-            "bf16 copy at step {step}"
-        );
-    }
-    // The fp32-only and fp16-copy kernels run the same update.
-    let g = rng.normal_vec(n, 0.5);
-    let h = lantern_kernels::AdamWHyper {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.1,
-        step: 3,
-    };
-    let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
-    let mut w16 = vec![f16::ZERO; n];
-    emu::adamw(&mut p, &g, &mut m, &mut v, emu::Work::None, &h);
-    emu::adamw(&mut p2, &g, &mut m2, &mut v2, emu::Work::F16(&mut w16), &h);
-    assert_eq!(p, p2);
-    assert!(w16.iter().zip(&p2).all(|(w, p)| *w == f16::from_f32(*p)));
+        let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
+        let mut w16 = vec![f16::ZERO; n];
+        emu::adamw(&mut p, &g, &mut m, &mut v, emu::Work::None, &h);
+        emu::adamw(&mut p2, &g, &mut m2, &mut v2, emu::Work::F16(&mut w16), &h);
+        assert_eq!(p, p2);
+        assert!(w16.iter().zip(&p2).all(|(w, p)| *w == f16::from_f32(*p)));
+    });
 }
 
 #[test]
 fn grad_norm_and_scale_match_the_cpu_functions() {
-    let mut rng = Rng::new(6);
-    let dev = Device::Cpu;
-    // A small chunk size so that several tensors are cut into several chunks, as 65536-element
-    // chunks cut a real model's gradients.
-    let sizes = [1usize, 1000, 4097, 300];
-    let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.normal_vec(n, 2.0)).collect();
-    let ts: Vec<Tensor> = gs
-        .iter()
-        .map(|g| Tensor::from_slice(g, g.len(), &dev).unwrap())
-        .collect();
-    let refs: Vec<&Tensor> = ts.iter().collect();
-    for unscale in [1.0f32, 1.0 / 1024.0] {
-        let want = lantern_kernels::grad_norm(&refs, unscale as f64).unwrap();
-        let views: Vec<&[f32]> = gs.iter().map(|g| &g[..]).collect();
-        let got = emu::grad_sumsq(&views, unscale, 1024).sqrt();
-        assert!(((got - want) / want).abs() < 1e-6, "norm {got} vs {want}");
-    }
-    lantern_kernels::scale_grads(&refs, 0.3).unwrap();
-    let mut views: Vec<&mut [f32]> = gs.iter_mut().map(|g| &mut g[..]).collect();
-    emu::grad_scale(&mut views, 0.3, 1024);
-    for (g, t) in gs.iter().zip(&ts) {
-        assert_eq!(g, &t.to_vec1::<f32>().unwrap());
-    }
-    // inf anywhere makes the norm non-finite (the fp16 overflow check).
-    let mut bad = vec![1f32; 10];
-    bad[7] = f32::INFINITY;
-    assert!(!emu::grad_sumsq(&[&bad], 1.0, 4).is_finite());
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(6);
+        let dev = Device::Cpu;
+        // A small chunk size so that several tensors are cut into several chunks, as 65536-element
+        // chunks cut a real model's gradients.
+        let sizes = [1usize, 1000, 4097, 300];
+        let mut gs: Vec<Vec<f32>> = sizes.iter().map(|&n| rng.normal_vec(n, 2.0)).collect();
+        let ts: Vec<Tensor> = gs
+            .iter()
+            .map(|g| Tensor::from_slice(g, g.len(), &dev).unwrap())
+            .collect();
+        let refs: Vec<&Tensor> = ts.iter().collect();
+        for unscale in [1.0f32, 1.0 / 1024.0] {
+            let want = lantern_kernels::grad_norm(&refs, unscale as f64).unwrap();
+            let views: Vec<&[f32]> = gs.iter().map(|g| &g[..]).collect();
+            let got = emu::grad_sumsq(&views, unscale, 1024).sqrt();
+            assert!(((got - want) / want).abs() < 1e-6, "norm {got} vs {want}");
+        }
+        lantern_kernels::scale_grads(&refs, 0.3).unwrap();
+        let mut views: Vec<&mut [f32]> = gs.iter_mut().map(|g| &mut g[..]).collect();
+        emu::grad_scale(&mut views, 0.3, 1024);
+        for (g, t) in gs.iter().zip(&ts) {
+            assert_eq!(g, &t.to_vec1::<f32>().unwrap());
+        }
+        // inf anywhere makes the norm non-finite (the fp16 overflow check).
+        let mut bad = vec![1f32; 10];
+        bad[7] = f32::INFINITY;
+        assert!(!emu::grad_sumsq(&[&bad], 1.0, 4).is_finite());
+    });
 }
