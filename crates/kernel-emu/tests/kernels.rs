@@ -194,6 +194,34 @@ fn softmax_matches_the_cpu_op() {
     });
 }
 
+/// Rows whose values lie 600 apart: a row maximum taken partly from another row's values (a
+/// missing barrier in the block-wide max) shifts the exponentials by hundreds, and they
+/// overflow or vanish, where within one row the shift cancels out and the tests above cannot
+/// see it.
+#[test]
+fn rows_far_apart_keep_their_own_maximum() {
+    emu::in_every_order(|| {
+        let (rows, c) = (6, 1000);
+        let mut rng = Rng::new(11);
+        let x: Vec<f32> = (0..rows * c)
+            .map(|i| rng.normal_vec(1, 2.0)[0] + if (i / c) % 2 == 0 { 300.0 } else { -300.0 })
+            .collect();
+        let xt = Tensor::from_vec(x.clone(), (rows, c), &Device::Cpu).unwrap();
+        let y_ref = ops::masked_softmax(&xt, 1.0, None).unwrap();
+        check(
+            "softmax fwd",
+            &emu::softmax_fwd(&x, c, 1.0),
+            &flat(&y_ref),
+            2e-6,
+        );
+        let t: Vec<u32> = (0..rows as u32).map(|r| r * 7 % c as u32).collect();
+        let tt = Tensor::from_vec(t.clone(), rows, &Device::Cpu).unwrap();
+        let loss_ref = ops::cross_entropy_sum(&xt, &tt, None).unwrap();
+        let (loss, _, _) = emu::cross_entropy_fwd(&x, &t, None, c);
+        check("cross entropy", &[loss], &flat(&loss_ref), 2e-6);
+    });
+}
+
 #[test]
 fn a_fully_masked_row_gives_zeros() {
     emu::in_every_order(|| {
@@ -415,7 +443,9 @@ fn embedding_matches_the_cpu_op() {
 }
 
 fn cross_entropy_case<T: Conv>(rng: &mut Rng) {
-    for &(n, v) in &[(1usize, 1usize), (5, 7), (3, 300), (4, 1030)] {
+    // 1100 rows: more than the 1024 threads that sum the rows' losses, so every level of that
+    // tree adds live values (a missing barrier there reads a stale one).
+    for &(n, v) in &[(1usize, 1usize), (5, 7), (3, 300), (4, 1030), (1100, 3)] {
         let (x, xt) = data::<T>(rng, &[n, v], 2.0);
         let t: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
         let tt = Tensor::from_vec(t.clone(), n, &Device::Cpu).unwrap();
@@ -568,6 +598,13 @@ fn grad_norm_and_scale_match_the_cpu_functions() {
             let views: Vec<&[f32]> = gs.iter().map(|g| &g[..]).collect();
             let got = emu::grad_sumsq(&views, unscale, 1024).sqrt();
             assert!(((got - want) / want).abs() < 1e-6, "norm {got} vs {want}");
+            // Chunks of 4: 1351 partials, more than the 1024 threads that add them up, so
+            // every level of that tree adds live values.
+            let got = emu::grad_sumsq(&views, unscale, 4).sqrt();
+            assert!(
+                ((got - want) / want).abs() < 1e-6,
+                "norm {got} vs {want} (chunks of 4)"
+            );
         }
         lantern_kernels::scale_grads(&refs, 0.3).unwrap();
         let mut views: Vec<&mut [f32]> = gs.iter_mut().map(|g| &mut g[..]).collect();
