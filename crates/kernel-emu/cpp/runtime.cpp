@@ -37,8 +37,8 @@ struct Launch {
 
 Launch* g_launch = nullptr;
 std::mutex g_lock;
-// The order in which blocks, and a block's fibers at each release, run: 0 in index order,
-// 1 in reverse. Per calling thread, as launches run on their caller's thread.
+// The order in which a grid's blocks, a block's warps and a warp's threads run: 0 index
+// order, 1 all in reverse. Per calling thread, as launches run on their caller's thread.
 thread_local int g_order = 0;
 
 // The k-th of n in the calling thread's order.
