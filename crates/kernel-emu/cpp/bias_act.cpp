@@ -23,7 +23,7 @@ constexpr int kFwdRowBlocks = 8192;
   extern "C" void emu_bias_act_bwd_##S(int act, const T* x, const T* b, const T* dy, T* out,   \
                                        int rows, int n) {                                      \
     const int chunks = std::max(1, (rows + kRowsPerChunk - 1) / kRowsPerChunk);                \
-    float* partial = new float[(size_t)chunks * n];                                            \
+    float* partial = scratch((size_t)chunks * n);                                              \
     auto f = act == 0 ? k::bias_add_bwd_partial_##S                                            \
                       : (act == 1 ? k::bias_gelu_tanh_bwd_partial_##S                          \
                                   : k::bias_gelu_erf_bwd_partial_##S);                         \

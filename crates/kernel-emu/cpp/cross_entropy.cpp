@@ -10,7 +10,7 @@ namespace k {
   extern "C" void emu_cross_entropy_fwd_##S(const T* x, const uint32_t* t, const float* w,     \
                                             int n, int v, float* loss, float* lse,             \
                                             uint32_t* bad) {                                   \
-    float* rows = new float[std::max(1, n)];                                                   \
+    float* rows = scratch(std::max(1, n));                                                     \
     *bad = 0xffffffffu;                                                                        \
     if (n > 0)                                                                                 \
       emu::launch(rows_grid(n), dim3(kBlock), k::cross_entropy_fwd_##S, x, t, w, rows, lse,   \

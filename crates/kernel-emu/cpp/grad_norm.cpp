@@ -8,7 +8,7 @@ namespace k {
 // from arrays, exactly as the Rust side uploads them.
 extern "C" double emu_grad_sumsq(const uint64_t* ptrs, const uint64_t* lens, int chunks,
                                  float unscale) {
-  float* partial = new float[std::max(1, chunks)];
+  float* partial = scratch(std::max(1, chunks));
   double out = 0.0;
   emu::launch(dim3(chunks), dim3(256), k::grad_sumsq_chunks, ptrs, lens, unscale, partial);
   emu::launch(dim3(1), dim3(1024), k::grad_norm_finish, (const float*)partial, chunks, &out);

@@ -16,8 +16,8 @@ constexpr int kRowsPerChunk = 256;
   extern "C" void emu_layer_norm_bwd_##S(const T* x, const T* w, const T* dy, T* out,          \
                                          int rows, int c, float eps) {                         \
     const int chunks = std::max(1, (rows + kRowsPerChunk - 1) / kRowsPerChunk);                \
-    float* stats = new float[std::max(1, 2 * rows)];                                           \
-    float* partial = new float[(size_t)chunks * 2 * c];                                        \
+    float* stats = scratch(std::max(1, 2 * rows));                                             \
+    float* partial = scratch((size_t)chunks * 2 * c);                                          \
     if (rows > 0)                                                                              \
       emu::launch(rows_grid(rows), dim3(kBlock), k::layer_norm_bwd_dx_##S, x, w, dy, out,     \
                   stats, c, eps);                                                              \

@@ -16,3 +16,10 @@ inline dim3 elementwise_grid(size_t n) {
   b = b < 1 ? 1 : (b > 65536 ? 65536 : b);
   return dim3((unsigned)b);
 }
+// A scratch buffer as the launchers' `alloc_scratch` leaves it (uninitialised), filled with NaN
+// here: a partial result that a kernel reads before any kernel wrote it poisons the output.
+inline float* scratch(size_t n) {
+  float* p = new float[n];
+  std::fill_n(p, n, NAN);
+  return p;
+}

@@ -19,6 +19,7 @@ use half::{bf16, f16};
 pub trait Float: Copy + Default + 'static {
     #[doc(hidden)]
     const K: Kernels<Self>;
+    const NAN: Self;
 }
 
 /// The `_f32` or `_bf16` instantiations of the emulated kernels.
@@ -57,6 +58,7 @@ type CeBwd<T> = unsafe extern "C" fn(
 );
 
 impl Float for f32 {
+    const NAN: f32 = f32::NAN;
     const K: Kernels<f32> = Kernels {
         softmax_fwd: ffi::emu_softmax_fwd_f32,
         softmax_masked_fwd: ffi::emu_softmax_masked_fwd_f32,
@@ -76,6 +78,7 @@ impl Float for f32 {
 }
 
 impl Float for bf16 {
+    const NAN: bf16 = bf16::NAN;
     const K: Kernels<bf16> = Kernels {
         softmax_fwd: ffi::emu_softmax_fwd_bf16,
         softmax_masked_fwd: ffi::emu_softmax_masked_fwd_bf16,
@@ -421,6 +424,13 @@ pub fn in_every_order(f: impl Fn()) {
     }
 }
 
+/// An output buffer as the launchers' `alloc_out` leaves it under `lantern selfcheck`'s
+/// poisoning: all NaN, so that an element the kernel never writes fails the comparison (the
+/// tests require finite outputs) instead of passing as a zero.
+fn unwritten<T: Float>(n: usize) -> Vec<T> {
+    vec![T::NAN; n]
+}
+
 fn int(n: usize) -> i32 {
     i32::try_from(n).expect("size fits the kernels' int")
 }
@@ -428,7 +438,7 @@ fn int(n: usize) -> i32 {
 /// softmax.cu forward: y = softmax(s * scale) over rows of length `c`.
 pub fn softmax_fwd<T: Float>(s: &[T], c: usize, scale: f32) -> Vec<T> {
     let rows = s.len() / c;
-    let mut y = vec![T::default(); rows * c];
+    let mut y = unwritten::<T>(rows * c);
     // SAFETY: s and y hold rows * c elements; the kernel touches only those (one block per row).
     unsafe { (T::K.softmax_fwd)(s.as_ptr(), y.as_mut_ptr(), int(rows), int(c), scale) };
     y
@@ -469,7 +479,7 @@ pub fn softmax_masked_fwd<T: Float>(s: &[T], mask: &Mask<'_, T>, scale: f32) -> 
         mi.dims[4 - nd + k] = mask.dims[k] as i64;
         mi.strides[4 - nd + k] = mask.strides[k] as i64;
     }
-    let mut y = vec![T::default(); rows * c];
+    let mut y = unwritten::<T>(rows * c);
     // SAFETY: s and y hold rows * c elements; every mask index the strides reach is below
     // `reach + 1` (checked above).
     unsafe {
@@ -490,7 +500,7 @@ pub fn softmax_masked_fwd<T: Float>(s: &[T], mask: &Mask<'_, T>, scale: f32) -> 
 pub fn softmax_bwd<T: Float>(y: &[T], dy: &[T], c: usize, scale: f32) -> Vec<T> {
     need("dy", dy.len(), y.len());
     let rows = y.len() / c;
-    let mut ds = vec![T::default(); rows * c];
+    let mut ds = unwritten::<T>(rows * c);
     // SAFETY: y, dy and ds hold rows * c elements.
     unsafe {
         (T::K.softmax_bwd)(
@@ -510,7 +520,7 @@ pub fn layer_norm_fwd<T: Float>(x: &[T], w: &[T], b: &[T], eps: f32) -> Vec<T> {
     let c = w.len();
     need("bias", b.len(), c);
     let rows = x.len() / c;
-    let mut y = vec![T::default(); rows * c];
+    let mut y = unwritten::<T>(rows * c);
     // SAFETY: x and y hold rows * c elements, w and b hold c.
     unsafe {
         (T::K.layer_norm_fwd)(
@@ -531,7 +541,7 @@ pub fn layer_norm_bwd<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f32) -> (Vec<T>
     let c = w.len();
     need("dy", dy.len(), x.len());
     let rows = x.len() / c;
-    let mut out = vec![T::default(); (rows + 2) * c];
+    let mut out = unwritten::<T>((rows + 2) * c);
     // SAFETY: x and dy hold rows * c elements, w holds c, out (rows + 2) * c as the launcher
     // lays out dx, dw, db; the scratch buffers are the wrapper's own.
     unsafe {
@@ -559,7 +569,7 @@ pub enum Gelu {
 
 /// gelu.cu forward.
 pub fn gelu_fwd<T: Float>(kind: Gelu, x: &[T]) -> Vec<T> {
-    let mut y = vec![T::default(); x.len()];
+    let mut y = unwritten::<T>(x.len());
     // SAFETY: x and y hold n elements.
     unsafe { (T::K.gelu_fwd[kind as usize])(x.as_ptr(), y.as_mut_ptr(), x.len()) };
     y
@@ -568,7 +578,7 @@ pub fn gelu_fwd<T: Float>(kind: Gelu, x: &[T]) -> Vec<T> {
 /// dropout.cu: x times the mask of draws `counter..` of `seed` (dropped below `p`, else
 /// `scale`); the backward is the same launch on the gradient.
 pub fn dropout<T: Float>(x: &[T], seed: u64, counter: u64, p: f32, scale: f32) -> Vec<T> {
-    let mut y = vec![T::default(); x.len()];
+    let mut y = unwritten::<T>(x.len());
     // SAFETY: x and y hold n elements.
     unsafe { (T::K.dropout)(x.as_ptr(), y.as_mut_ptr(), x.len(), seed, counter, p, scale) };
     y
@@ -577,7 +587,7 @@ pub fn dropout<T: Float>(x: &[T], seed: u64, counter: u64, p: f32, scale: f32) -
 /// gelu.cu backward: dx = dy * gelu'(x).
 pub fn gelu_bwd<T: Float>(kind: Gelu, x: &[T], dy: &[T]) -> Vec<T> {
     need("dy", dy.len(), x.len());
-    let mut dx = vec![T::default(); x.len()];
+    let mut dx = unwritten::<T>(x.len());
     // SAFETY: x, dy and dx hold n elements.
     unsafe { (T::K.gelu_bwd[kind as usize])(x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), x.len()) };
     dx
@@ -587,7 +597,7 @@ pub fn gelu_bwd<T: Float>(kind: Gelu, x: &[T], dy: &[T]) -> Vec<T> {
 pub fn bias_act_fwd<T: Float>(act: Option<Gelu>, x: &[T], b: &[T]) -> Vec<T> {
     let n = b.len();
     let rows = x.len() / n;
-    let mut y = vec![T::default(); rows * n];
+    let mut y = unwritten::<T>(rows * n);
     // SAFETY: x and y hold rows * n elements, b holds n.
     unsafe {
         (T::K.bias_act_fwd)(
@@ -610,7 +620,7 @@ pub fn bias_act_bwd<T: Float>(act: Option<Gelu>, x: &[T], b: &[T], dy: &[T]) -> 
         need("x", x.len(), rows * n);
     }
     let dz_len = if act.is_some() { rows * n } else { 0 };
-    let mut out = vec![T::default(); dz_len + n];
+    let mut out = unwritten::<T>(dz_len + n);
     // SAFETY: dy holds rows * n elements, b n, x rows * n when read (with an activation), and
     // out dz_len + n as the launcher lays out dz and db.
     unsafe {
@@ -636,7 +646,7 @@ fn act_code(act: Option<Gelu>) -> i32 {
 /// embedding.cu forward: the rows of `table` (rows of `c`) at `ids`.
 pub fn embedding_fwd<T: Float>(table: &[T], ids: &[u32], c: usize) -> Vec<T> {
     let vocab = table.len() / c.max(1);
-    let mut y = vec![T::default(); ids.len() * c];
+    let mut y = unwritten::<T>(ids.len() * c);
     // SAFETY: table holds vocab * c elements, ids n, y n * c; ids past the table are not read
     // (the kernel writes NaN for them).
     unsafe {
@@ -664,6 +674,7 @@ pub fn embedding_bwd<T: Float>(
     need("dy", dy.len(), ids.len() * c);
     let b = lantern_kernels::cpu::embedding::Buckets::new(ids, vocab, padding_idx)
         .expect("ids within the table");
+    // Zeroed, as the launcher's `alloc_zeros`: rows of ids that never occur stay 0.
     let mut dt = vec![T::default(); vocab * c];
     // SAFETY: the buckets index positions < ids.len() (dy rows) and ids < vocab (dt rows);
     // starts has buckets + 1 entries.
@@ -693,7 +704,7 @@ pub fn cross_entropy_fwd<T: Float>(
     if let Some(w) = w {
         need("weights", w.len(), n);
     }
-    let (mut loss, mut lse, mut bad) = (0f32, vec![0f32; n], 0u32);
+    let (mut loss, mut lse, mut bad) = (f32::NAN, vec![f32::NAN; n], 0u32);
     // SAFETY: x holds n * v elements, t and lse n, w (when given) n; loss and bad are scalars.
     unsafe {
         (T::K.ce_fwd)(
@@ -728,8 +739,8 @@ pub fn cross_entropy_bwd<T: Float>(
             need(what, s.len(), n);
         }
     }
-    let mut dx = vec![T::default(); n * v];
-    let mut dw = vec![T::default(); if weight_grad { n } else { 0 }];
+    let mut dx = unwritten::<T>(n * v);
+    let mut dw = unwritten::<T>(if weight_grad { n } else { 0 });
     // SAFETY: x and dx hold n * v elements; t, w, lse and dw (when given) hold n.
     unsafe {
         (T::K.ce_bwd)(
