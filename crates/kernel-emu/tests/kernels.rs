@@ -199,7 +199,7 @@ fn softmax_matches_the_cpu_op() {
 /// overflow or vanish, where within one row the shift cancels out and the tests above cannot
 /// see it.
 #[test]
-fn rows_far_apart_keep_their_own_maximum() {
+fn softmax_and_cross_entropy_keep_each_rows_own_maximum() {
     emu::in_every_order(|| {
         let (rows, c) = (6, 1000);
         let mut rng = Rng::new(11);
