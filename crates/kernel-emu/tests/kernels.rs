@@ -215,10 +215,7 @@ fn softmax_and_cross_entropy_keep_each_rows_own_maximum() {
             2e-6,
         );
         let t: Vec<u32> = (0..rows as u32).map(|r| r * 7 % c as u32).collect();
-        let tt = Tensor::from_vec(t.clone(), rows, &Device::Cpu).unwrap();
-        let loss_ref = ops::cross_entropy_sum(&xt, &tt, None).unwrap();
-        let (loss, _, _) = emu::cross_entropy_fwd(&x, &t, None, c);
-        check("cross entropy", &[loss], &flat(&loss_ref), 2e-6);
+        check_f32_loss(&x, &t, c);
     });
 }
 
@@ -510,12 +507,19 @@ fn cross_entropy_over_more_rows_than_threads() {
         let mut rng = Rng::new(12);
         let x = rng.normal_vec(n * v, 2.0);
         let t: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
-        let xt = Tensor::from_vec(x.clone(), (n, v), &Device::Cpu).unwrap();
-        let tt = Tensor::from_vec(t.clone(), n, &Device::Cpu).unwrap();
-        let loss_ref = ops::cross_entropy_sum(&xt, &tt, None).unwrap();
-        let (loss, _, _) = emu::cross_entropy_fwd(&x, &t, None, v);
-        check("cross entropy loss", &[loss], &flat(&loss_ref), 2e-6);
+        check_f32_loss(&x, &t, v);
     });
+}
+
+/// cross_entropy.cu's unweighted f32 loss over logits x (t.len() rows of v) against the CPU op.
+fn check_f32_loss(x: &[f32], t: &[u32], v: usize) {
+    let n = t.len();
+    let xt = Tensor::from_vec(x.to_vec(), (n, v), &Device::Cpu).unwrap();
+    let tt = Tensor::from_vec(t.to_vec(), n, &Device::Cpu).unwrap();
+    let loss_ref = ops::cross_entropy_sum(&xt, &tt, None).unwrap();
+    let (loss, _, _) = emu::cross_entropy_fwd(x, t, None, v);
+    let what = format!("cross entropy loss {n}x{v}");
+    check(&what, &[loss], &flat(&loss_ref), 2e-6);
 }
 
 #[test]
