@@ -119,6 +119,8 @@ impl OptimizerKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
+    /// "auto" (default: the GPU when this build has CUDA and the driver sees one, else the
+    /// CPU), "cpu", "cuda" (each rank's own GPU under the launcher) or "cuda:N".
     #[serde(default = "d_device")]
     pub device: String,
     /// fp32 | bf16 | fp16: the dtype forward and backward run in. Master weights and optimizer
@@ -238,7 +240,7 @@ fn d_preset() -> String {
     "gpt-tiny".into()
 }
 fn d_device() -> String {
-    "cpu".into()
+    "auto".into()
 }
 fn d_scale_init() -> f64 {
     65536.0

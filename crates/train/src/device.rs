@@ -1,17 +1,48 @@
-//! `train.device` strings (`cpu`, `cuda`, `cuda:N`) and the device-wide numeric switches.
+//! `train.device` strings (`auto`, `cpu`, `cuda`, `cuda:N`) and the device-wide numeric
+//! switches.
 
 use crate::{Error, Result};
 use candle_core::Device;
 
+/// `auto` becomes `cuda` when this build has CUDA and the driver reports at least one GPU,
+/// else `cpu` (the choice `torch.cuda.is_available()` makes for HF Trainer); any other string
+/// comes back unchanged. With several ranks, `cuda` then means each rank's own GPU.
+pub fn resolve_auto(s: &str) -> String {
+    if s != "auto" {
+        return s.to_string();
+    }
+    if cuda_device_count() > 0 {
+        "cuda".into()
+    } else {
+        "cpu".into()
+    }
+}
+
+/// GPUs the driver reports; 0 without CUDA support, a driver or a device.
+#[cfg(feature = "cuda")]
+fn cuda_device_count() -> i32 {
+    // An error here (no device, no usable driver) means no GPU to train on, as for
+    // `torch.cuda.is_available()`; naming a GPU explicitly (`cuda`) reports the error instead.
+    candle_core::cuda::cudarc::driver::CudaContext::device_count().unwrap_or(0)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device_count() -> i32 {
+    0
+}
+
+/// The device a `train.device` string names (`auto` resolved by [`resolve_auto`]), opened and
+/// set up for training.
 pub fn parse_device(s: &str) -> Result<Device> {
-    let ordinal = match s {
+    let s = &resolve_auto(s);
+    let ordinal = match s.as_str() {
         "cpu" => return Ok(Device::Cpu),
         "cuda" => 0,
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => n,
             _ => {
                 return Err(Error::Config(format!(
-                    "train.device = {s:?}: expected \"cpu\", \"cuda\" or \"cuda:N\""
+                    "train.device = {s:?}: expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""
                 )))
             }
         },
@@ -56,6 +87,12 @@ mod tests {
     #[test]
     fn device_strings() {
         assert!(parse_device("cpu").unwrap().is_cpu());
+        assert_eq!(resolve_auto("cuda:1"), "cuda:1");
+        assert_eq!(resolve_auto("cpu"), "cpu");
+        if !cfg!(feature = "cuda") {
+            assert_eq!(resolve_auto("auto"), "cpu");
+            assert!(parse_device("auto").unwrap().is_cpu());
+        }
         for bad in ["gpu", "cuda:x", "cuda:", "CPU"] {
             let e = parse_device(bad).unwrap_err().to_string();
             assert!(e.contains("expected"), "{bad}: {e}");

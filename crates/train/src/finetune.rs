@@ -11,7 +11,7 @@
 //! runs are short: checkpoints hold no optimizer state and a run is not resumed.
 
 use crate::checkpoint;
-use crate::device::parse_device;
+use crate::device::{parse_device, resolve_auto};
 use crate::error::io;
 use crate::finetune_config::FinetuneConfig;
 use crate::grads::StepGrads;
@@ -492,7 +492,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             println!("{s}");
         }
     };
-    let device = parse_device(&cfg.train.device)?;
+    let device_name = resolve_auto(&cfg.train.device);
+    let device = parse_device(&device_name)?;
     let run_dir = cfg.run.dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
     let resolved = run_dir.join("config.toml");
@@ -555,7 +556,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     let pad = pad_id(&tokenizer, &bert_cfg);
     say(format!(
-        "fine-tuning {} layers x {} hidden, {} labels {:?}: {} train / {} validation examples",
+        "fine-tuning {} layers x {} hidden on {device_name}, {} labels {:?}: {} train / {} \
+         validation examples",
         bert_cfg.num_hidden_layers,
         bert_cfg.hidden_size,
         labels.len(),

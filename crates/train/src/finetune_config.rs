@@ -96,6 +96,8 @@ pub struct FtTrainSection {
     pub seed: u64,
     /// Also evaluate every N optimizer steps (besides the end of every epoch).
     pub eval_every_steps: Option<u64>,
+    /// "auto" (default: the GPU when this build has CUDA and the driver sees one, else the
+    /// CPU), "cpu", "cuda" (each rank's own GPU under the launcher) or "cuda:N".
     #[serde(default = "d_device")]
     pub device: String,
 }
@@ -151,7 +153,7 @@ fn d_seed() -> u64 {
     42
 }
 fn d_device() -> String {
-    "cpu".into()
+    "auto".into()
 }
 fn d_metric() -> String {
     "eval_loss".into()

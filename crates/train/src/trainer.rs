@@ -16,7 +16,7 @@
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::RunConfig;
-use crate::device::parse_device;
+use crate::device::{parse_device, resolve_auto};
 use crate::grads::StepGrads;
 use crate::metrics::{self, MetricsLog};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -429,7 +429,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // The world the launcher set up (a world of one without one), and this rank's device.
     let env = lantern_comm::env::process_env();
     let world_info = lantern_comm::detect(&env)?;
-    let device = parse_device(&rank_device(&cfg.train.device, &world_info)?)?;
+    // `auto` is decided here, once: the run's line and the errors below name the device used.
+    let device_name = rank_device(&resolve_auto(&cfg.train.device), &world_info)?;
+    let device = parse_device(&device_name)?;
     crate::device::set_tf32(&device, cfg.train.tf32);
     let comm = Communicator::from_env(
         BackendKind::from_env(&env)?,
@@ -439,8 +441,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let (rank, world) = (comm.rank(), comm.world_size());
     if world > 1 && !comm.device().same_device(&device) {
         return Err(Error::Device(format!(
-            "rank {rank}: train.device = {:?}, but the {} backend reduces buffers on {:?}: \
-             use --backend nccl with cuda and --backend mpi with cpu",
+            "rank {rank}: training on {device_name} (train.device = {:?}), but the {} backend \
+             reduces buffers on {:?}: use --backend nccl with cuda and --backend mpi with cpu",
             cfg.train.device,
             env.get(lantern_comm::BACKEND_ENV)
                 .map_or("single", String::as_str),
@@ -636,7 +638,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         "{} | {} params | device {} | {:?} | batch {b}x{accum}x{t} tokens{} | {} steps{}",
         cfg.model.preset,
         model_cfg.num_params(),
-        cfg.train.device,
+        device_name,
         precision,
         if world > 1 {
             format!(
