@@ -5,12 +5,16 @@ last line wins), and optionally the per-kernel CSV of Nsight Compute. Standard l
 runs on a GPU node without Rust (bundle/run.sh calls it) and anywhere else.
 
   python3 scripts/bench_table.py results/bench.jsonl [--ncu results/ncu_step.csv]
+                                  [--ktrace results/ktrace.csv]
 
 Prints Markdown tables: the training step side by side (tokens/s, step time, MFU, peak memory)
 with the ratios Lantern / PyTorch eager and Lantern / torch.compile; Lantern's per-phase
 profile; the kernel micro-benchmarks against the device copy; and, from the ncu CSV, where
 one step's device time goes (matmuls, Lantern's kernels, candle's other kernels) and the gaps
-between kernels (the unprofiled median step time minus the summed kernel time).
+between kernels (the unprofiled median step time minus the summed kernel time); from a
+ktrace CSV (scripts/ktrace: CUPTI's records of one step per program, with GPU timestamps),
+the same split for every traced program side by side, with the time the GPU sat idle inside
+the step measured directly (the step's span minus the union of its kernels and copies).
 
 Exit status 1 when the input holds no benchmark line at all.
 """
@@ -265,16 +269,142 @@ def ncu_table(path, rows):
     print()
 
 
+# Attention kernels of either side: ours (kernels/attention.cu), PyTorch's flash / cuDNN /
+# memory-efficient SDPA kernels.
+ATTENTION = re.compile(r"^attention_|flash|fmha|sdpa|attention|mha_", re.IGNORECASE)
+TRACE_CATS = [
+    "matmul (cuBLAS)",
+    "attention",
+    "Lantern's other kernels",
+    "other kernels (elementwise, copies, reductions; Triton under torch.compile)",
+    "memcpy / memset",
+]
+
+
+def trace_category(kind, name):
+    if kind != "kernel":
+        return TRACE_CATS[4]
+    base = name.split("(")[0].strip()
+    if base.startswith("void "):
+        base = base[5:]
+    if ATTENTION.search(base):
+        return TRACE_CATS[1]
+    if OURS.match(base):
+        return TRACE_CATS[2]
+    if MATMUL.search(name):
+        return TRACE_CATS[0]
+    return TRACE_CATS[3]
+
+
+def read_ktrace(path):
+    """{label: [(kind, start_ns, end_ns, name)]} of each label's last profiled range."""
+    runs = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if line.startswith("#") or not line.strip():
+                continue
+            parts = line.rstrip("\n").split(",", 7)
+            if len(parts) != 8:
+                print(f"bench_table: {path}:{n}: not a ktrace row; skipped", file=sys.stderr)
+                continue
+            label, rng, kind, start, end, _stream, _bytes, name = parts
+            try:
+                rng, start, end = int(rng), int(start), int(end)
+            except ValueError:
+                print(f"bench_table: {path}:{n}: not a ktrace row; skipped", file=sys.stderr)
+                continue
+            last = runs.get(label)
+            if last is None or rng > last[0]:
+                runs[label] = (rng, [])
+            elif rng < last[0]:
+                continue
+            runs[label][1].append((kind, start, end, name))
+    return {label: recs for label, (_, recs) in runs.items() if recs}
+
+
+def busy_ns(recs):
+    """Time covered by at least one record (the union of their intervals)."""
+    total, cur_s, cur_e = 0, None, None
+    for _, s, e, _ in sorted(recs, key=lambda r: r[1]):
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        total += cur_e - cur_s
+    return total
+
+
+def ktrace_table(path, rows):
+    try:
+        runs = read_ktrace(path)
+    except OSError as e:
+        print(f"## Kernel trace: none ({path}: {e})\n")
+        return False
+    if not runs:
+        print(f"## Kernel trace: none ({path} holds no record of a profiled range)\n")
+        return False
+    labels = list(runs)
+    step_ms = {r["impl"]: r.get("step_ms_median") for r in rows if "step_ms_median" in r}
+    print("## Where one step's GPU time goes (CUPTI kernel trace, one step each)\n")
+    print("ms of GPU time per category (launches). Idle: the GPU ran nothing while the step's")
+    print("span lasted (launch gaps, host work, synchronizations).\n")
+    print("| category | " + " | ".join(labels) + " |")
+    print("| --- |" + " ---: |" * len(labels))
+    stats = {}
+    for label in labels:
+        recs = runs[label]
+        by = {c: [0, 0] for c in TRACE_CATS}
+        for kind, s_, e_, name in recs:
+            c = by[trace_category(kind, name)]
+            c[0] += 1
+            c[1] += e_ - s_
+        span = max(r[2] for r in recs) - min(r[1] for r in recs)
+        stats[label] = (by, span, busy_ns(recs))
+    for c in TRACE_CATS:
+        cells = [f"{stats[l][0][c][1] / 1e6:.2f} ({stats[l][0][c][0]})" for l in labels]
+        print(f"| {c} | " + " | ".join(cells) + " |")
+    print("| GPU busy (union of the above) | "
+          + " | ".join(f"{stats[l][2] / 1e6:.2f}" for l in labels) + " |")
+    print("| GPU idle inside the step | "
+          + " | ".join(f"{(stats[l][1] - stats[l][2]) / 1e6:.2f} "
+                       f"({100 * (stats[l][1] - stats[l][2]) / max(stats[l][1], 1):.0f}%)"
+                       for l in labels) + " |")
+    print("| step span (first start to last end) | "
+          + " | ".join(f"{stats[l][1] / 1e6:.2f}" for l in labels) + " |")
+    print("| step, unprofiled median (bench.jsonl) | "
+          + " | ".join(fmt(step_ms.get(l), ".2f") for l in labels) + " |")
+    for label in labels:
+        top = {}
+        for kind, s_, e_, name in runs[label]:
+            key = name.split("(")[0][:90]
+            n, t = top.get(key, (0, 0))
+            top[key] = (n + 1, t + e_ - s_)
+        print(f"\nLongest kernels of {label} (summed over the step):\n")
+        print("| kernel | category | launches | ms |")
+        print("| --- | --- | ---: | ---: |")
+        for key, (n, t) in sorted(top.items(), key=lambda kv: -kv[1][1])[:12]:
+            kind = "kernel" if not key.startswith(("memcpy", "memset")) else "memcpy"
+            print(f"| `{key}` | {trace_category(kind, key)} | {n} | {t / 1e6:.2f} |")
+    print()
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+", help="JSON-lines files")
     ap.add_argument("--ncu", help="ncu --csv --page raw output of one profiled step")
+    ap.add_argument("--ktrace", help="scripts/ktrace CSV: one profiled step of each program")
     a = ap.parse_args()
     rows = read_lines(a.files)
     shown = training_table(rows)
     shown = kernel_table(rows) or shown
     if a.ncu:
         ncu_table(a.ncu, rows)
+    if a.ktrace:
+        ktrace_table(a.ktrace, rows)
     if not shown:
         print("bench_table: no benchmark lines in " + ", ".join(a.files), file=sys.stderr)
         return 1

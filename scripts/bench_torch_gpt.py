@@ -160,6 +160,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--grad-clip", type=float, default=1.0, help="global-norm clip (0 = none)")
     ap.add_argument("--tf32", action="store_true", help="let fp32 matmuls use TF32 on cuda")
+    ap.add_argument(
+        "--cuda-profiler-range",
+        action="store_true",
+        help="after the timed steps, one more step between cudaProfilerStart and "
+        "cudaProfilerStop (for scripts/ktrace or ncu --profile-from-start off)",
+    )
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="peak for MFU (default on cuda: 989, H100 SXM dense bf16; none on cpu)")
     args = ap.parse_args()
@@ -225,6 +231,16 @@ def run(args) -> int:
         if args.device == "cuda":
             torch.cuda.synchronize()
 
+    def train_step(x, y):
+        with autocast:
+            loss = step_model(x, y)
+        loss.backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
     model.train()
     times = []
     last_loss = float("nan")
@@ -233,13 +249,7 @@ def run(args) -> int:
         x, y = batch()
         sync()
         t0 = time.perf_counter()
-        with autocast:
-            loss = step_model(x, y)
-        loss.backward()
-        if args.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = train_step(x, y)
         sync()
         dt = time.perf_counter() - t0
         measured = step >= args.warmup
@@ -250,6 +260,14 @@ def run(args) -> int:
             f"step {step:3d}{'' if measured else ' (warmup)'} loss {loss.item():.4f} {dt * 1000:.1f} ms",
             file=sys.stderr,
         )
+
+    if args.cuda_profiler_range and args.device == "cuda":
+        x, y = batch()
+        sync()
+        torch.cuda.profiler.start()
+        train_step(x, y)
+        sync()
+        torch.cuda.profiler.stop()
 
     med = statistics.median(times) if times else float("nan")
     tokens_per_s = B * T / med

@@ -21,4 +21,6 @@ cargo clippy --workspace --exclude candle-core --all-targets --features cuda --q
 bash scripts/ptxas_check.sh
 # The GPU bundle's configuration (scripts/bundle.sh): CUDA and NCCL, no Open MPI.
 cargo check -p lantern-cli --no-default-features --features cuda
+# The bundle's kernel tracer (CUPTI), compiled with -Werror against CUPTI 13.0's headers.
+bash scripts/ktrace/build.sh "$CARGO_TARGET_DIR/libktrace.so"
 echo "cuda compile check passed in $(( $(date +%s) - start ))s"

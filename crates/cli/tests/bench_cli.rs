@@ -277,6 +277,74 @@ fn bench_table_prints_the_tables_and_ratios() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// bench_table.py --ktrace: each program's last profiled range, split by category, with the
+/// GPU's idle time inside the step from the union of the records' intervals.
+#[test]
+fn bench_table_reads_a_kernel_trace() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no python3: bench_table.py not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("bench.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"impl\": \"lantern\", \"tokens_per_s\": 100.0, \"step_ms_median\": 6.5}\n",
+    )
+    .unwrap();
+    // As scripts/ktrace/ktrace.c writes it (ns). Lantern: 1 ms LayerNorm, 2 ms GEMM, 1 ms
+    // attention, then a 0.5 ms copy overlapped by a 0.8 ms candle kernel on another stream:
+    // busy 1 + 3 + 1 = 5 of a 6 ms span. PyTorch: range 1 is stale; in range 2, 3 ms of flash
+    // attention (a name with commas) and 1 ms of GEMM back to back.
+    let trace = "\
+# ktrace: label,range,kind,start_ns,end_ns,stream,bytes,name
+lantern,1,kernel,1000000,2000000,7,0,layer_norm_fwd_bf16
+lantern,1,kernel,2500000,4500000,7,0,sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n
+lantern,1,kernel,4500000,5500000,7,0,attention_fwd_bf16_hd64
+pytorch-eager,1,kernel,0,90000000,7,0,nvjet_tst_stale
+lantern,1,memcpy,6000000,6500000,7,1024,memcpy HtoD
+lantern,1,kernel,6200000,7000000,8,0,ucopy_bf16
+pytorch-eager,2,kernel,0,3000000,7,0,void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4, false, false, cutlass::bfloat16_t>, true>(Flash_fwd_params)
+pytorch-eager,2,kernel,3000000,4000000,7,0,nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT
+not,a,row
+# lantern: 5 rows from 1 profiled range(s)
+";
+    let ktrace = dir.path().join("ktrace.csv");
+    std::fs::write(&ktrace, trace).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(workspace_root().join("scripts/bench_table.py"))
+        .arg(&jsonl)
+        .arg("--ktrace")
+        .arg(&ktrace)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "| category | lantern | pytorch-eager |",
+        "| matmul (cuBLAS) | 2.00 (1) | 1.00 (1) |",
+        "| attention | 1.00 (1) | 3.00 (1) |",
+        "| Lantern's other kernels | 1.00 (1) | 0.00 (0) |",
+        "| 0.80 (1) | 0.00 (0) |",
+        "| memcpy / memset | 0.50 (1) | 0.00 (0) |",
+        "| GPU busy (union of the above) | 5.00 | 4.00 |",
+        "| GPU idle inside the step | 1.00 (17%) | 0.00 (0%) |",
+        "| step span (first start to last end) | 6.00 | 4.00 |",
+        "| step, unprofiled median (bench.jsonl) | 6.50 | - |",
+    ] {
+        assert!(stdout.contains(want), "{want:?} not in:\n{stdout}");
+    }
+    assert!(!stdout.contains("stale"), "{stdout}");
+}
+
 /// `--attention fused` runs the fused op on the CPU too, and the line says which ran; a bad
 /// value is refused naming the choices.
 #[test]
