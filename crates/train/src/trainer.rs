@@ -372,6 +372,27 @@ struct Progress {
     bar: Option<indicatif::ProgressBar>,
     log_every: u64,
     quiet: bool,
+    /// The step the run started from and when, for the remaining-time estimate.
+    start: (u64, std::time::Instant),
+}
+
+/// What the progress line shows of one optimizer step.
+struct StepLine {
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    step_ms: f64,
+    tok_s: f64,
+}
+
+/// `1h02m`, `3m05s` or `42s`.
+fn hms(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
 }
 
 impl Progress {
@@ -392,11 +413,21 @@ impl Progress {
             bar,
             log_every: log_every.max(1),
             quiet,
+            start: (start, std::time::Instant::now()),
         }
     }
 
-    fn step(&self, step: u64, total: u64, loss: f64, lr: f64, tok_s: f64) {
-        let msg = format!("loss {loss:.4} | lr {lr:.2e} | {tok_s:.0} tok/s");
+    fn step(&self, step: u64, total: u64, l: &StepLine) {
+        let mut msg = format!(
+            "loss {:.4} | lr {:.2e} | norm {:.3} | {:.0} ms | {:.0} tok/s",
+            l.loss, l.lr, l.grad_norm, l.step_ms, l.tok_s
+        );
+        // The remaining steps at the average pace since the start (evaluations included).
+        let (first, t0) = self.start;
+        if step > first && step < total {
+            let per_step = t0.elapsed().as_secs_f64() / (step - first) as f64;
+            msg += &format!(" | eta {}", hms(per_step * (total - step) as f64));
+        }
         match &self.bar {
             Some(pb) => {
                 pb.set_position(step);
@@ -635,7 +666,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // Sequences per optimizer step over all ranks (batch_size is per rank, as in torchrun).
     let global_batch = b * accum * world;
     progress.line(&format!(
-        "{} | {} params | device {} | {:?} | batch {b}x{accum}x{t} tokens{} | {} steps{}",
+        "{} | {} params | device {} | {} | batch {b}x{accum}x{t} tokens{} | {} steps{}",
         cfg.model.preset,
         model_cfg.num_params(),
         device_name,
@@ -865,7 +896,14 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 checkpoint: dir,
             });
         }
-        progress.step(step, cfg.train.max_steps, loss_sum, lr, tok_s);
+        let line = StepLine {
+            loss: loss_sum,
+            lr,
+            grad_norm: norm,
+            step_ms: secs * 1e3,
+            tok_s,
+        };
+        progress.step(step, cfg.train.max_steps, &line);
 
         let at_end = step == end;
         let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
@@ -995,6 +1033,15 @@ fn agree_on_stop(comm: &Communicator, requested: bool) -> Result<bool> {
 mod tests {
     use super::*;
     use lantern_models::gpt::{self, Gpt, GptConfig};
+
+    #[test]
+    fn remaining_time_reads_as_hours_minutes_seconds() {
+        assert_eq!(hms(0.4), "0s");
+        assert_eq!(hms(42.0), "42s");
+        assert_eq!(hms(185.0), "3m05s");
+        assert_eq!(hms(3725.0), "1h02m");
+        assert_eq!(hms(-3.0), "0s");
+    }
 
     fn tiny() -> GptConfig {
         GptConfig {
