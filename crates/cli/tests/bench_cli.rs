@@ -26,6 +26,34 @@ fn json_lines(out: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Runs scripts/bench_table.py with `args`: its exit code and stdout (the test fails on a
+/// non-zero exit when `must_pass`). None where there is no python3 (the script needs nothing
+/// else), and the caller skips.
+fn bench_table(args: &[&std::path::Path], must_pass: bool) -> Option<(Option<i32>, String)> {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no python3: bench_table.py not checked");
+        return None;
+    }
+    let out = std::process::Command::new("python3")
+        .arg(workspace_root().join("scripts/bench_table.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if must_pass {
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Some((out.status.code(), stdout))
+}
+
 fn bench_bf16() -> Value {
     let mut args = vec!["bench", "--device", "cpu", "--precision", "bf16"];
     args.extend_from_slice(TINY);
@@ -175,14 +203,6 @@ fn bad_benchmark_arguments_are_clear_errors() {
 /// python3 (the script itself needs nothing else).
 #[test]
 fn bench_table_prints_the_tables_and_ratios() {
-    if std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("no python3: bench_table.py not checked");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let ours = bench_bf16();
     let tps = ours["tokens_per_s"].as_f64().unwrap();
@@ -226,19 +246,10 @@ fn bench_table_prints_the_tables_and_ratios() {
         csv += &format!("\"{i}\",\"42\",\"{name}\",\"{ns}\"\n");
     }
     std::fs::write(&ncu, csv).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(workspace_root().join("scripts/bench_table.py"))
-        .arg(&jsonl)
-        .arg("--ncu")
-        .arg(&ncu)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let flag = std::path::Path::new("--ncu");
+    let Some((_, stdout)) = bench_table(&[&jsonl, flag, &ncu], true) else {
+        return;
+    };
     assert!(
         stdout.contains("ratio Lantern / PyTorch eager: 2.000"),
         "{stdout}"
@@ -269,26 +280,14 @@ fn bench_table_prints_the_tables_and_ratios() {
     assert!(stdout.contains(&gap), "{gap} not in {stdout}");
     // Nothing to show is an error.
     std::fs::write(&jsonl, "{\"x\": 1}\n").unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(workspace_root().join("scripts/bench_table.py"))
-        .arg(&jsonl)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let (code, _) = bench_table(&[&jsonl], false).unwrap();
+    assert_eq!(code, Some(1));
 }
 
 /// bench_table.py --ktrace: each program's last profiled range, split by category, with the
 /// GPU's idle time inside the step from the union of the records' intervals.
 #[test]
 fn bench_table_reads_a_kernel_trace() {
-    if std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("no python3: bench_table.py not checked");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let jsonl = dir.path().join("bench.jsonl");
     std::fs::write(
@@ -315,19 +314,10 @@ not,a,row
 ";
     let ktrace = dir.path().join("ktrace.csv");
     std::fs::write(&ktrace, trace).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(workspace_root().join("scripts/bench_table.py"))
-        .arg(&jsonl)
-        .arg("--ktrace")
-        .arg(&ktrace)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let flag = std::path::Path::new("--ktrace");
+    let Some((_, stdout)) = bench_table(&[&jsonl, flag, &ktrace], true) else {
+        return;
+    };
     for want in [
         "| category | lantern | pytorch-eager |",
         "| matmul (cuBLAS) | 2.00 (1) | 1.00 (1) |",
