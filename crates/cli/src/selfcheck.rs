@@ -7,7 +7,8 @@
 //!    by max |reference| (NaN counts as infinite); tolerance 1e-5 for f32, 1e-2 for bf16.
 //! 2. The fused AdamW step and the multi-tensor gradient norm/clip, the same way.
 //! 3. The `gpt-tiny` model trained [`Options::steps`] steps in fp32 on the GPU and on the CPU
-//!    from the same seed and batches; the losses must agree step by step within 1e-4 relative.
+//!    from the same seed and batches, and a small BERT classifier fine-tuned as many steps on
+//!    a padded two-segment batch; the losses must agree step by step within 1e-4 relative.
 //!
 //! With `--cpu` the same checks run on the CPU against the composite candle-op references
 //! (and the training check compares two CPU runs), which is how CI exercises this command on
@@ -728,6 +729,66 @@ fn train_losses(device: &Device, data: Option<&PathBuf>, steps: usize) -> Result
     Ok(losses)
 }
 
+/// Per-step losses of `steps` fp32 fine-tuning steps of a small BERT classifier (2 layers, 64
+/// wide, 4 heads, erf GELU, 3 labels; no dropout) on `device`: one seeded batch repeated, whose
+/// 4 rows hold 64, 50, 33 and 17 real tokens of two segments, so that the padding mask, the
+/// token types, the pooler and the classifier head are all on the path. The step is the
+/// fine-tuning loop's: mean cross-entropy, global-norm clipping at 1, AdamW.
+fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
+    use lantern_models::bert::{self, BertConfig, BertForSequenceClassification, BertHead};
+    let (t, vocab, lens) = (64usize, 512u64, [64usize, 50, 33, 17]);
+    let b = lens.len();
+    let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    let mut cfg = BertConfig::new(vocab as usize, 64, 2, 4, 256, t).with_labels(&labels);
+    cfg.hidden_dropout_prob = 0.0;
+    cfg.attention_probs_dropout_prob = 0.0;
+    let mut rng = Rng::new(1337);
+    let params = bert::init_params(
+        &cfg,
+        BertHead::SequenceClassification,
+        &mut rng,
+        device,
+        DType::F32,
+    )?;
+    let model = BertForSequenceClassification::new(&cfg, &params)?;
+    let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), &params)?;
+    let (mut ids, mut types, mut mask) = (vec![0u32; b * t], vec![0u32; b * t], vec![0u32; b * t]);
+    for (r, &len) in lens.iter().enumerate() {
+        for j in 0..len {
+            // Real tokens avoid the pad id 0; the second half of each row is segment 1.
+            ids[r * t + j] = 1 + rng.below(vocab - 1) as u32;
+            types[r * t + j] = u32::from(j >= len / 2);
+            mask[r * t + j] = 1;
+        }
+    }
+    let y: Vec<u32> = (0..b).map(|_| rng.below(3) as u32).collect();
+    let ids = Tensor::from_slice(&ids, (b, t), device)?;
+    let types = Tensor::from_slice(&types, (b, t), device)?;
+    let mask = Tensor::from_slice(&mask, (b, t), device)?;
+    let y = Tensor::from_slice(&y, b, device)?;
+    let input = lantern_models::bert::BertInput {
+        ids: &ids,
+        token_type_ids: Some(&types),
+        attention_mask: Some(&mask),
+    };
+    let mut losses = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let mut drop_rng = Rng::new(step as u64);
+        let logits = model.forward(&input, lantern_models::Mode::Train(&mut drop_rng))?;
+        let loss = (ops::cross_entropy_sum(&logits, &y, None)? / b as f64)?;
+        let mut grads = lantern_train::grads::StepGrads::new(params.len());
+        grads.accumulate(&params, &loss.backward()?)?;
+        if step == 0 {
+            grads.check_integrity(&params, false)?;
+        }
+        let norm = grads.global_norm()?;
+        grads.clip(norm, 1.0)?;
+        opt.step(&params, &grads.grads, 1e-3)?;
+        losses.push(f64::from(loss.to_scalar::<f32>()?));
+    }
+    Ok(losses)
+}
+
 fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
     let data = opts.data.as_ref();
     let on_device =
@@ -742,6 +803,20 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
         let shape = format!("step {i} loss {b:.5} ({source})");
         rep.line(
             "train gpt-tiny",
+            &shape,
+            "f32",
+            "loss",
+            (a - b).abs() / b.abs(),
+            TOL_TRAIN,
+        );
+    }
+    let on_device =
+        bert_losses(&s.device, opts.steps).context("fine-tuning BERT on the checked device")?;
+    let on_cpu = bert_losses(&Device::Cpu, opts.steps).context("fine-tuning BERT on the CPU")?;
+    for (i, (a, b)) in on_device.iter().zip(&on_cpu).enumerate() {
+        let shape = format!("step {i} loss {b:.5} (padded batch)");
+        rep.line(
+            "finetune bert",
             &shape,
             "f32",
             "loss",

@@ -18,6 +18,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "adamw",
         "grad_norm",
         "train gpt-tiny",
+        "finetune bert",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");
     }
