@@ -71,7 +71,8 @@ pub(crate) fn bwd(
         let dy = view::<T>(s_dy, l_dy, OP, "dy")?;
         // Zeros: the rows of ids that are not in the batch stay so.
         let mut dt = dev.alloc_zeros::<T>(op.vocab * c)?;
-        if !b.ids.is_empty() {
+        // Rows of width 0 have nothing to add (and a grid of height 0 is no launch).
+        if !b.ids.is_empty() && c > 0 {
             let (d_ids, d_starts, d_pos) = (
                 dev.clone_htod(&b.ids[..])?,
                 dev.clone_htod(&b.starts[..])?,
