@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand};
 use lantern_kernels::Rng;
-use lantern_models::gpt::Gpt;
+use lantern_models::gpt::{Gpt, KvCache};
 use lantern_models::{safetensors_io, Mode};
 use lantern_train::{RunConfig, TrainOptions};
 use std::collections::BTreeMap;
@@ -481,8 +481,10 @@ fn read_token_json(p: &std::path::Path) -> Result<Vec<Vec<u32>>> {
         .collect()
 }
 
-/// Autoregressive sampling without a KV cache: the forward runs over the last n_positions
-/// tokens each time (fine for the small models this is used with).
+/// Autoregressive sampling. While the sequence fits the model's n_positions, the prompt runs
+/// once and each new token alone, against the keys and values cached so far; past that, every
+/// token runs the forward over the last n_positions tokens (the positions are learned and
+/// absolute, so a cache cannot slide with the window).
 fn sample(
     gpt: &Gpt,
     prompt: &[u32],
@@ -495,15 +497,18 @@ fn sample(
     let n_pos = gpt.config().n_positions;
     let mut ids = prompt.to_vec();
     let mut out = Vec::new();
+    let mut cache = KvCache::new();
     for _ in 0..max_new {
-        let ctx = &ids[ids.len().saturating_sub(n_pos)..];
-        let x = Tensor::from_slice(ctx, (1, ctx.len()), &Device::Cpu)?;
-        let logits = gpt.forward(&x, Mode::Eval)?;
-        let last: Vec<f32> = logits
-            .get(0)?
-            .get(ctx.len() - 1)?
-            .to_dtype(DType::F32)?
-            .to_vec1()?;
+        let last = if ids.len() <= n_pos {
+            let new = &ids[cache.len()..];
+            let x = Tensor::from_slice(new, (1, new.len()), &Device::Cpu)?;
+            gpt.forward_last_cached(&x, &mut cache)?.get(0)?
+        } else {
+            let ctx = &ids[ids.len() - n_pos..];
+            let x = Tensor::from_slice(ctx, (1, n_pos), &Device::Cpu)?;
+            gpt.forward(&x, Mode::Eval)?.get(0)?.get(n_pos - 1)?
+        };
+        let last: Vec<f32> = last.to_dtype(DType::F32)?.to_vec1()?;
         let next = pick(&last, temperature, top_k, rng);
         if Some(next) == eot {
             break;

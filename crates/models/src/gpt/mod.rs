@@ -9,4 +9,4 @@ pub mod hf;
 mod model;
 
 pub use config::GptConfig;
-pub use model::{init_params, param_shapes, AttentionImpl, Gpt};
+pub use model::{init_params, param_shapes, AttentionImpl, Gpt, KvCache};

@@ -109,6 +109,29 @@ struct Block {
     mlp_proj: (Tensor, Tensor),
 }
 
+/// The keys and values of the tokens a [`Gpt`] has seen, one (K, V) pair of (B, H, T, hd) per
+/// block, for [`Gpt::forward_last_cached`].
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tokens seen so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// The forward graph over a [`Params`] store. Holds the variables' tensors (shared storage),
 /// so optimizer updates to the variables are seen by the next forward.
 pub struct Gpt {
@@ -203,22 +226,48 @@ impl Gpt {
         }
     }
 
+    /// Token plus position embeddings of ids (B, T) at positions `start..start + T` → (B, T, C).
+    fn embed(&self, ids: &Tensor, start: usize) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let (c, n_pos) = (self.cfg.n_embd, self.cfg.n_positions);
+        if start + t > n_pos {
+            return Err(crate::Error::Config(format!(
+                "sequence length {} exceeds the model's n_positions {n_pos}",
+                start + t
+            )));
+        }
+        let tok = k::embedding(&self.wte, ids, None)?; // (B, T, C)
+        let pos = self.wpe.narrow(0, start, t)?; // (T, C)
+                                                 // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
+        let x = k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?;
+        Ok(x.reshape((b, t, c))?)
+    }
+
+    /// The rest of a block after attention: y (B, T, C) is attention's output before c_proj,
+    /// x the block's input; returns the block's output.
+    fn block_after_attention(
+        &self,
+        blk: &Block,
+        x: Tensor,
+        y: &Tensor,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        let eps = self.cfg.layer_norm_epsilon;
+        let y = self.drop(conv1d(y, &blk.c_proj)?, mode)?;
+        let x = (x + y)?;
+        let m = k::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps)?;
+        let m = conv1d_act(&m, &blk.c_fc, true)?; // (B, T, 4C)
+        let m = self.drop(conv1d(&m, &blk.mlp_proj)?, mode)?;
+        Ok((x + m)?)
+    }
+
     /// ids: (B, T) u32 → logits (B, T, V) in the parameters' dtype.
     pub fn forward(&self, ids: &Tensor, mut mode: Mode<'_>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.cfg;
-        if t > cfg.n_positions {
-            return Err(crate::Error::Config(format!(
-                "sequence length {t} exceeds the model's n_positions {}",
-                cfg.n_positions
-            )));
-        }
         let (c, h, hd) = (cfg.n_embd, cfg.n_head, cfg.head_dim());
-        let tok = k::embedding(&self.wte, ids, None)?; // (B, T, C)
-        let pos = self.wpe.narrow(0, 0, t)?; // (T, C)
-                                             // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
-        let x = k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?;
-        let mut x = self.drop(x.reshape((b, t, c))?, &mut mode)?;
+        let x = self.embed(ids, 0)?;
+        let mut x = self.drop(x, &mut mode)?;
         // The fused op has no attention dropout: with dropout active, the composite path runs.
         let fused = self.fused_attention(ids.device(), matches!(mode, Mode::Train(_)));
         let mask = match fused {
@@ -244,17 +293,76 @@ impl Gpt {
                     y.transpose(1, 2)?.reshape((b, t, c))? // (B, T, C)
                 }
             };
-            let y = self.drop(conv1d(&y, &blk.c_proj)?, &mut mode)?;
-            x = (x + y)?;
-            let m = k::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps)?;
-            let m = conv1d_act(&m, &blk.c_fc, true)?; // (B, T, 4C)
-            let m = self.drop(conv1d(&m, &blk.mlp_proj)?, &mut mode)?;
-            x = (x + m)?;
+            x = self.block_after_attention(blk, x, &y, &mut mode)?;
         }
         let x = k::layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps)?;
         // Tied head: logits = x @ wte^T.
         let logits = x.reshape((b * t, c))?.matmul(&self.wte.t()?)?;
         Ok(logits.reshape((b, t, cfg.vocab_size))?)
+    }
+
+    /// For generation: the logits (B, V) of the last of `ids` (B, T), the tokens that follow
+    /// the `cache.len()` ones already in `cache`, which gets their keys and values. The same as
+    /// the last position of [`Gpt::forward`] over all the tokens so far (up to rounding) at the
+    /// cost of the new tokens only. Inference (no dropout); the total must stay within
+    /// `n_positions`. Prefill with the prompt, then pass one token at a time.
+    pub fn forward_last_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let cfg = &self.cfg;
+        let (c, h, hd) = (cfg.n_embd, cfg.n_head, cfg.head_dim());
+        let start = cache.len;
+        if t == 0 {
+            return Err(crate::Error::Config("no tokens to run".into()));
+        }
+        if start > 0 && cache.layers.first().map(|(kk, _)| kk.dim(0)).transpose()? != Some(b) {
+            return Err(crate::Error::Config(format!(
+                "the cache holds another batch size than {b}"
+            )));
+        }
+        let mut x = self.embed(ids, start)?;
+        // New token i (position start + i) sees keys 0..=start + i; a single token sees all.
+        let mask = (t > 1)
+            .then(|| {
+                let m: Vec<f32> = (0..t)
+                    .flat_map(|i| {
+                        (0..start + t).map(move |j| {
+                            if j > start + i {
+                                f32::NEG_INFINITY
+                            } else {
+                                0.0
+                            }
+                        })
+                    })
+                    .collect();
+                Tensor::from_vec(m, (t, start + t), ids.device())
+            })
+            .transpose()?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let eps = cfg.layer_norm_epsilon;
+        let mut layers = Vec::with_capacity(self.blocks.len());
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps)?;
+            let qkv = conv1d(&a, &blk.c_attn)?; // (B, T, 3C)
+            let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
+            let q = qkv.get(0)?.contiguous()?;
+            let (kn, vn) = (qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+            let (kk, vv) = match cache.layers.get(i) {
+                Some((kc, vc)) if start > 0 => {
+                    (Tensor::cat(&[kc, &kn], 2)?, Tensor::cat(&[vc, &vn], 2)?)
+                }
+                _ => (kn, vn),
+            }; // (B, H, start + T, hd)
+            let att = q.matmul(&kk.t()?)?; // (B, H, T, start + T)
+            let att = k::masked_softmax(&att, scale, mask.as_ref())?;
+            let y = att.matmul(&vv)?.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
+            layers.push((kk, vv));
+            x = self.block_after_attention(blk, x, &y, &mut Mode::Eval)?;
+        }
+        cache.layers = layers;
+        cache.len = start + t;
+        let last = x.narrow(1, t - 1, 1)?.reshape((b, c))?; // (B, C)
+        let last = k::layer_norm(&last, &self.ln_f.0, &self.ln_f.1, eps)?;
+        Ok(last.matmul(&self.wte.t()?)?) // (B, V)
     }
 
     /// Mean next-token cross-entropy over all B·(T-1) positions of `ids`, as transformers
@@ -333,6 +441,37 @@ mod tests {
                 "gradient {i} differs by {d} (scale {scale})"
             );
         }
+    }
+
+    /// The cached path gives the full forward's last-position logits at every length: a
+    /// prefill of 5 tokens, a chunk of 4 after them (the offset causal mask), then one token
+    /// at a time up to n_positions; two rows at once.
+    #[test]
+    fn cached_generation_matches_the_full_forward() {
+        let cfg = tiny(0.0);
+        let dev = Device::Cpu;
+        let params = init_params(&cfg, &mut Rng::new(7), &dev, DType::F32).unwrap();
+        let model = Gpt::new(&cfg, &params).unwrap();
+        let n = cfg.n_positions;
+        let ids: Vec<u32> = (0..2 * n as u32).map(|i| (i * 11 + 5) % 50).collect();
+        let ids = Tensor::from_vec(ids, (2, n), &dev).unwrap();
+        let full = model.forward(&ids, Mode::Eval).unwrap(); // (2, n, V)
+        let mut cache = KvCache::new();
+        let mut at = 0;
+        for len in [5, 4].into_iter().chain(std::iter::repeat_n(1, n - 9)) {
+            let chunk = ids.narrow(1, at, len).unwrap();
+            let last = model.forward_last_cached(&chunk, &mut cache).unwrap();
+            at += len;
+            assert_eq!(cache.len(), at);
+            let want = full.narrow(1, at - 1, 1).unwrap().squeeze(1).unwrap();
+            let d = max_diff(&last, &want);
+            assert!(d < 1e-4, "position {}: logits differ by {d}", at - 1);
+        }
+        // Past n_positions: a clear error, and the cache is left as it was.
+        let more = ids.narrow(1, 0, 1).unwrap();
+        let e = model.forward_last_cached(&more, &mut cache).unwrap_err();
+        assert!(e.to_string().contains("n_positions"), "{e}");
+        assert_eq!(cache.len(), n);
     }
 
     #[test]
