@@ -109,8 +109,9 @@ struct Block {
     mlp_proj: (Tensor, Tensor),
 }
 
-/// The keys and values of the tokens a [`Gpt`] has seen, one (K, V) pair of (B, H, T, hd) per
-/// block, for [`Gpt::forward_last_cached`].
+/// The keys and values of the tokens a [`Gpt`] has seen, for [`Gpt::forward_last_cached`]:
+/// one (K, V) pair per block, each (B, H, n_positions, hd), allocated once and written in
+/// place; the first `len` positions are filled.
 #[derive(Default)]
 pub struct KvCache {
     layers: Vec<(Tensor, Tensor)>,
@@ -314,12 +315,28 @@ impl Gpt {
         if t == 0 {
             return Err(crate::Error::Config("no tokens to run".into()));
         }
-        if start > 0 && cache.layers.first().map(|(kk, _)| kk.dim(0)).transpose()? != Some(b) {
-            return Err(crate::Error::Config(format!(
-                "the cache holds another batch size than {b}"
-            )));
-        }
         let mut x = self.embed(ids, start)?;
+        let full = (b, h, cfg.n_positions, hd);
+        let fits = |kk: &Tensor| kk.dims() == [full.0, full.1, full.2, full.3];
+        if cache
+            .layers
+            .first()
+            .is_some_and(|(kk, _)| !fits(kk) || kk.dtype() != x.dtype())
+        {
+            if start > 0 {
+                return Err(crate::Error::Config(format!(
+                    "the cache was filled for another batch size or dtype than ({b}, {:?})",
+                    x.dtype()
+                )));
+            }
+            cache.layers.clear();
+        }
+        if cache.layers.is_empty() {
+            let zeros = || Tensor::zeros(full, x.dtype(), ids.device());
+            cache.layers = (0..self.blocks.len())
+                .map(|_| Ok((zeros()?, zeros()?)))
+                .collect::<Result<_>>()?;
+        }
         // New token i (position start + i) sees keys 0..=start + i; a single token sees all.
         let mask = (t > 1)
             .then(|| {
@@ -339,26 +356,20 @@ impl Gpt {
             .transpose()?;
         let scale = 1.0 / (hd as f64).sqrt();
         let eps = cfg.layer_norm_epsilon;
-        let mut layers = Vec::with_capacity(self.blocks.len());
-        for (i, blk) in self.blocks.iter().enumerate() {
+        for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps)?;
             let qkv = conv1d(&a, &blk.c_attn)?; // (B, T, 3C)
             let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
             let q = qkv.get(0)?.contiguous()?;
-            let (kn, vn) = (qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
-            let (kk, vv) = match cache.layers.get(i) {
-                Some((kc, vc)) if start > 0 => {
-                    (Tensor::cat(&[kc, &kn], 2)?, Tensor::cat(&[vc, &vn], 2)?)
-                }
-                _ => (kn, vn),
-            }; // (B, H, start + T, hd)
+            kc.slice_set(&qkv.get(1)?.contiguous()?, 2, start)?;
+            vc.slice_set(&qkv.get(2)?.contiguous()?, 2, start)?;
+            // Views of the filled part: (B, H, start + T, hd), rows of hd contiguous.
+            let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
             let att = q.matmul(&kk.t()?)?; // (B, H, T, start + T)
             let att = k::masked_softmax(&att, scale, mask.as_ref())?;
             let y = att.matmul(&vv)?.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
-            layers.push((kk, vv));
             x = self.block_after_attention(blk, x, &y, &mut Mode::Eval)?;
         }
-        cache.layers = layers;
         cache.len = start + t;
         let last = x.narrow(1, t - 1, 1)?.reshape((b, c))?; // (B, C)
         let last = k::layer_norm(&last, &self.ln_f.0, &self.ln_f.1, eps)?;
