@@ -337,6 +337,29 @@ def busy_ns(recs):
     return total
 
 
+def gaps_table(stats):
+    """Where Lantern's traced step spends more GPU time than PyTorch's (torch.compile's if
+    traced, else eager's): each category's difference, and the idle time's, largest first."""
+    if "lantern" not in stats:
+        return
+    other = next((l for l in ("pytorch-compile", "pytorch-eager") if l in stats), None)
+    if other is None:
+        return
+    ours, theirs = stats["lantern"], stats[other]
+    diffs = [(c, (ours[0][c][1] - theirs[0][c][1]) / 1e6) for c in TRACE_CATS]
+    diffs.append(("GPU idle inside the step",
+                  ((ours[1] - ours[2]) - (theirs[1] - theirs[2])) / 1e6))
+    span = (ours[1] - theirs[1]) / 1e6
+    print(f"\n### Largest gaps: Lantern against {other} (ms per step, positive = Lantern slower)\n")
+    print("Categories can overlap in time (kernels on two streams, copies under kernels), so the")
+    print("differences need not add up to the span's.\n")
+    print("| rank | where | Lantern − " + other + " ms |")
+    print("| ---: | --- | ---: |")
+    for i, (c, d) in enumerate(sorted(diffs, key=lambda cd: -cd[1]), 1):
+        print(f"| {i} | {c} | {d:+.2f} |")
+    print(f"| | step span | {span:+.2f} |")
+
+
 def ktrace_table(path, rows):
     try:
         runs = read_ktrace(path)
@@ -376,6 +399,7 @@ def ktrace_table(path, rows):
           + " | ".join(f"{stats[l][1] / 1e6:.2f}" for l in labels) + " |")
     print("| step, unprofiled median (bench.jsonl) | "
           + " | ".join(fmt(step_ms.get(l), ".2f") for l in labels) + " |")
+    gaps_table(stats)
     for label in labels:
         top = {}
         for kind, s_, e_, name in runs[label]:

@@ -329,6 +329,11 @@ not,a,row
         "| GPU idle inside the step | 1.00 (17%) | 0.00 (0%) |",
         "| step span (first start to last end) | 6.00 | 4.00 |",
         "| step, unprofiled median (bench.jsonl) | 6.50 | - |",
+        // Against eager (no compile trace): attention is where Lantern is faster.
+        "### Largest gaps: Lantern against pytorch-eager",
+        "| 1 | matmul (cuBLAS) | +1.00 |",
+        "| 6 | attention | -2.00 |",
+        "| | step span | +2.00 |",
     ] {
         assert!(stdout.contains(want), "{want:?} not in:\n{stdout}");
     }
