@@ -5,7 +5,8 @@
 //!    its CPU implementation. Output buffers are filled with NaN before each kernel runs, so an
 //!    element a kernel fails to write fails the check. Error = max |device − reference| divided
 //!    by max |reference| (NaN counts as infinite); tolerance 1e-5 for f32, 1e-2 for bf16.
-//! 2. The fused AdamW step and the multi-tensor gradient norm/clip, the same way.
+//! 2. The fused AdamW step and the multi-tensor gradient norm/clip, the same way; on a GPU,
+//!    NCCL's collectives in a world of one rank (they must return their input unchanged).
 //! 3. The `gpt-tiny` model trained [`Options::steps`] steps in fp32 on the GPU and on the CPU
 //!    from the same seed and batches, and a small BERT classifier fine-tuned as many steps on
 //!    a padded two-segment batch; the losses must agree step by step within 1e-4 relative.
@@ -729,6 +730,73 @@ fn train_losses(device: &Device, data: Option<&PathBuf>, steps: usize) -> Result
     Ok(losses)
 }
 
+/// NCCL on the checked GPU, in a world of one rank (NCCL puts at most one rank on a GPU), where
+/// every collective hands its input back unchanged (error 0). What this checks is the path the
+/// trainer's data parallelism takes: libnccl.so.2 loads, a communicator initialises on
+/// candle's stream, and the in-place device collectives (f32 and bf16), the host-buffer one
+/// and the bucketed gradient all-reduce run and return the data intact. With `--cpu` the same
+/// checks run through the `single` backend (no engine), which checks the checks.
+fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
+    use lantern_comm::{all_reduce_bucketed, BackendKind, CommOptions, Communicator, ReduceOp};
+    let (kind, name) = match s.device.is_cuda() {
+        true => (BackendKind::Nccl, "nccl"),
+        false => (BackendKind::Single, "comm single"),
+    };
+    let comm = Communicator::from_env(kind, &s.device, &CommOptions::default())
+        .with_context(|| format!("{name}: a one-rank communicator on the checked device"))?;
+    for dtype in [DType::F32, DType::BF16] {
+        let want = randn(rng, &[1000, 37], 1.0)?.to_dtype(dtype)?;
+        // A tensor that owns its storage: the collectives write in place.
+        let t = want.to_device(&s.device)?.copy()?;
+        comm.all_reduce(&t, ReduceOp::Sum)?;
+        comm.all_reduce(&t, ReduceOp::Avg)?;
+        comm.broadcast(&t, 0)?;
+        let (label, _) = dtype_label(dtype);
+        let err = rel_err(&t, &want)?;
+        rep.line(
+            name,
+            "(1000, 37) one rank",
+            label,
+            "sum,avg,bcast",
+            err,
+            0.0,
+        );
+    }
+    let shapes: [&[usize]; 3] = [&[300], &[5000], &[64, 65]];
+    let want: Vec<Tensor> = shapes
+        .iter()
+        .map(|sh| randn(rng, sh, 1.0))
+        .collect::<Result<_>>()?;
+    let on_dev: Vec<Tensor> = want
+        .iter()
+        .map(|t| t.to_device(&s.device))
+        .collect::<candle_core::Result<_>>()?;
+    // 4 KiB buckets: the 5000-element tensor spans several, the others share one.
+    let summed = all_reduce_bucketed(&comm, &on_dev, ReduceOp::Sum, 4096)?;
+    let err = want
+        .iter()
+        .zip(&summed)
+        .map(|(w, g)| rel_err(g, w))
+        .try_fold(0f64, |m, e| e.map(|e| m.max(e)))?;
+    rep.line(
+        name,
+        "3 tensors, 4 KiB buckets",
+        "f32",
+        "bucketed",
+        err,
+        0.0,
+    );
+    let mut host = [1.0f32, -2.5, 3.25];
+    comm.all_reduce_f32(&mut host, ReduceOp::Sum)?;
+    let err = if host == [1.0, -2.5, 3.25] {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    rep.line(name, "host buffer of 3", "f32", "sum", err, 0.0);
+    Ok(())
+}
+
 /// Per-step losses of `steps` fp32 fine-tuning steps of a small BERT classifier (2 layers, 64
 /// wide, 4 heads, erf GELU, 3 labels; no dropout) on `device`: one seeded batch repeated, whose
 /// 4 rows hold 64, 50, 33 and 17 real tokens of two segments, so that the padding mask, the
@@ -894,6 +962,7 @@ pub fn run(opts: &Options) -> Result<()> {
     check_ops(&mut rep, &s, &mut rng)?;
     check_adamw(&mut rep, &s, &mut rng)?;
     check_grad_norm(&mut rep, &s, &mut rng)?;
+    check_collectives(&mut rep, &s, &mut rng)?;
     #[cfg(feature = "cuda")]
     lantern_kernels::cuda::set_poison_outputs(false);
     if opts.steps > 0 {
