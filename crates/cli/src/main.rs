@@ -102,6 +102,9 @@ enum Cmd {
         num_samples: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Keep going past <|endoftext|> (always max_new_tokens tokens; for timing).
+        #[arg(long)]
+        ignore_eot: bool,
     },
     /// Write a Hugging Face folder (model.safetensors, config.json, tokenizer.json) from a
     /// checkpoint or run folder: GPT2LMHeadModel, or for BERT the folder's own architecture.
@@ -335,6 +338,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             top_k,
             num_samples,
             seed,
+            ignore_eot,
         } => {
             let m = model_dir::load(&model)?;
             let tok = m.tokenizer()?;
@@ -351,15 +355,24 @@ fn run(cli: Cli) -> Result<Outcome> {
             let gpt = Gpt::new(&m.config, &m.params)?;
             let mut rng = Rng::new(seed);
             for i in 0..num_samples {
+                let start = std::time::Instant::now();
                 let ids = sample(
                     &gpt,
                     &prompt_ids,
                     max_new_tokens,
                     temperature,
                     top_k,
-                    eot,
+                    eot.filter(|_| !ignore_eot),
                     &mut rng,
                 )?;
+                let secs = start.elapsed().as_secs_f64();
+                eprintln!(
+                    "sample {}: {} tokens in {secs:.3} s ({:.1} tokens/s; prompt of {})",
+                    i + 1,
+                    ids.len(),
+                    ids.len() as f64 / secs.max(1e-9),
+                    prompt_ids.len()
+                );
                 let text = tok
                     .decode(&ids, true)
                     .map_err(|e| anyhow::anyhow!("decode: {e}"))?;
