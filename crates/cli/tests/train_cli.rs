@@ -157,6 +157,20 @@ fn a_run_writes_metrics_config_plot_and_exportable_checkpoints() {
         "3",
     ]);
     assert_eq!(gen, again, "sampling with a seed is reproducible");
+    // --ignore-eot: always the number asked for, said on stderr with the time it took.
+    let out = lantern(&[
+        "generate",
+        "--model",
+        &s(&export),
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "0",
+        "--ignore-eot",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("sample 1: 12 tokens in "), "{err}");
 }
 
 #[test]
