@@ -7,8 +7,14 @@
 # runs CUDA 13 (the pinned toolchain, scripts/cuda_toolchain.sh), else on the CPU; the line
 # before training says which and why. DEVICE=cpu or DEVICE=cuda forces one (with cuda, a
 # failed CUDA build is an error instead of a fallback to the CPU).
+# `scripts/quickstart.sh --detect` prints the choice and its reason and exits (tested in CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+DETECT=0
+if [ "${1:-}" = --detect ]; then
+  DETECT=1
+  shift
+fi
 
 DEVICE="${DEVICE:-auto}"
 WHY="DEVICE=$DEVICE"
@@ -28,6 +34,10 @@ if [ "$DEVICE" = auto ]; then
   AUTO=1
 else
   AUTO=0
+fi
+if ((DETECT)); then
+  echo "$DEVICE ($WHY)"
+  exit 0
 fi
 
 # The CUDA build: the pinned CUDA 13.0 toolchain from PyPI (scripts/cuda_toolchain.sh, ~1.4 GB,
