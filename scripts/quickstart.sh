@@ -8,6 +8,9 @@
 # before training says which and why. DEVICE=cpu or DEVICE=cuda forces one (with cuda, a
 # failed CUDA build is an error instead of a fallback to the CPU).
 # `scripts/quickstart.sh --detect` prints the choice and its reason and exits (tested in CI).
+# Open MPI (multi-process CPU training, `lantern launch --backend mpi`) is built in where it is
+# installed (mpicc or pkg-config finds it); a fresh machine without it gets a binary without
+# MPI, which trains in one process all the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DETECT=0
@@ -40,6 +43,11 @@ if ((DETECT)); then
   exit 0
 fi
 
+MPI=()
+if ! command -v mpicc >/dev/null && ! pkg-config --exists ompi 2>/dev/null; then
+  MPI=(--no-default-features)
+fi
+
 # The CUDA build: the pinned CUDA 13.0 toolchain from PyPI (scripts/cuda_toolchain.sh, ~1.4 GB,
 # cached), candle's kernels built for this GPU's compute capability, and at run time the cu13
 # libraries of the toolchain's wheels (never its libcuda link stub: the driver's is used).
@@ -49,7 +57,7 @@ cuda_build() {
   eval "$env"
   cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ')"
   [ -n "$cap" ] && export CUDA_COMPUTE_CAP="$cap"
-  cargo build --release -p lantern-cli --features cuda || return 1
+  cargo build --release -p lantern-cli "${MPI[@]}" --features cuda || return 1
   libs="$(ls -d "$CUDA_ROOT"/../site/nvidia/*/lib | paste -sd:)"
   export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
@@ -65,7 +73,7 @@ if [ "$DEVICE" != cpu ] && ! cuda_build; then
     exit 1
   fi
 fi
-[ "$DEVICE" = cpu ] && cargo build --release -p lantern-cli
+[ "$DEVICE" = cpu ] && cargo build --release -p lantern-cli "${MPI[@]}"
 LANTERN=target/release/lantern
 echo "quickstart: training on $DEVICE ($WHY)" >&2
 

@@ -112,6 +112,14 @@ pub fn launch(a: LaunchArgs) -> Result<()> {
     }
     let exe = std::env::current_exe().context("locating the lantern binary")?;
     install_forwarding();
+    if a.backend == Backend::Mpi && !cfg!(feature = "mpi") {
+        // Each rank would fail alone after mpirun started them all; say it once, up front.
+        bail!(
+            "--backend mpi: this lantern was built without Open MPI (the quick start leaves \
+             it out where Open MPI is not installed); install Open MPI (libopenmpi-dev) and \
+             build with the default features: cargo build --release -p lantern-cli"
+        );
+    }
     match a.backend {
         Backend::Nccl => launch_direct(&a, &exe),
         Backend::Mpi => launch_mpirun(&a, &exe),
