@@ -99,6 +99,33 @@ fn randn(rng: &mut Rng, shape: &[usize], std: f64) -> Result<Tensor> {
     )?)
 }
 
+/// Seeded random tensors of `shapes` on the CPU, and copies of them on `device` that own their
+/// storage (`copy`: on the CPU `to_device` shares it, and the checked ops work in place).
+fn randn_on(
+    rng: &mut Rng,
+    shapes: &[&[usize]],
+    std: f64,
+    device: &Device,
+) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+    let host: Vec<Tensor> = shapes
+        .iter()
+        .map(|sh| randn(rng, sh, std))
+        .collect::<Result<_>>()?;
+    let dev = host
+        .iter()
+        .map(|t| t.to_device(device)?.copy())
+        .collect::<candle_core::Result<_>>()?;
+    Ok((host, dev))
+}
+
+/// The largest [`rel_err`] over pairs of tensors.
+fn max_rel_err(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| rel_err(a, b))
+        .try_fold(0f64, |m, e| e.map(|e| m.max(e)))
+}
+
 type OpFn<'a> = &'a dyn Fn(&[Tensor]) -> candle_core::Result<Tensor>;
 
 /// Output and gradients of the tracked inputs under `L = sum(f(x) · R)`, on `device`.
@@ -627,15 +654,7 @@ fn check_grad_norm(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
         (&sizes[..], 1.0),
         (&sizes[..], 1.0 / 1024.0),
     ] {
-        let host: Vec<Tensor> = set
-            .iter()
-            .map(|sh| randn(rng, sh, 2.0))
-            .collect::<Result<_>>()?;
-        // `copy`: on the CPU `to_device` shares the storage, and the clip works in place.
-        let dev: Vec<Tensor> = host
-            .iter()
-            .map(|t| t.to_device(&s.device)?.copy())
-            .collect::<candle_core::Result<_>>()?;
+        let (host, dev) = randn_on(rng, set, 2.0, &s.device)?;
         let href: Vec<&Tensor> = host.iter().collect();
         let dref: Vec<&Tensor> = dev.iter().collect();
         let shape = format!("{} tensors, unscale {unscale}", set.len());
@@ -665,11 +684,7 @@ fn check_grad_norm(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
             (out.norm - want).abs() / want,
             TOL_F32,
         );
-        let err = dev
-            .iter()
-            .zip(&host)
-            .map(|(a, b)| rel_err(a, b))
-            .try_fold(0f64, |m, e| e.map(|e| m.max(e)))?;
+        let err = max_rel_err(&dev, &host)?;
         rep.line("grad_norm", &shape, "f32", "clipped", err, TOL_F32);
     }
     Ok(())
@@ -762,22 +777,10 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
             0.0,
         );
     }
-    let shapes: [&[usize]; 3] = [&[300], &[5000], &[64, 65]];
-    let want: Vec<Tensor> = shapes
-        .iter()
-        .map(|sh| randn(rng, sh, 1.0))
-        .collect::<Result<_>>()?;
-    let on_dev: Vec<Tensor> = want
-        .iter()
-        .map(|t| t.to_device(&s.device))
-        .collect::<candle_core::Result<_>>()?;
+    let (want, on_dev) = randn_on(rng, &[&[300], &[5000], &[64, 65]], 1.0, &s.device)?;
     // 4 KiB buckets: the 5000-element tensor spans several, the others share one.
     let summed = all_reduce_bucketed(&comm, &on_dev, ReduceOp::Sum, 4096)?;
-    let err = want
-        .iter()
-        .zip(&summed)
-        .map(|(w, g)| rel_err(g, w))
-        .try_fold(0f64, |m, e| e.map(|e| m.max(e)))?;
+    let err = max_rel_err(&summed, &want)?;
     rep.line(
         name,
         "3 tensors, 4 KiB buckets",
@@ -857,6 +860,21 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
     Ok(losses)
 }
 
+/// One line per step: the loss on the checked device against the CPU's.
+fn loss_lines(rep: &mut Report, name: &str, source: &str, device: &[f64], cpu: &[f64]) {
+    for (i, (a, b)) in device.iter().zip(cpu).enumerate() {
+        let shape = format!("step {i} loss {b:.5} ({source})");
+        rep.line(
+            name,
+            &shape,
+            "f32",
+            "loss",
+            (a - b).abs() / b.abs(),
+            TOL_TRAIN,
+        );
+    }
+}
+
 fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
     let data = opts.data.as_ref();
     let on_device =
@@ -867,31 +885,11 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
     } else {
         "random batch"
     };
-    for (i, (a, b)) in on_device.iter().zip(&on_cpu).enumerate() {
-        let shape = format!("step {i} loss {b:.5} ({source})");
-        rep.line(
-            "train gpt-tiny",
-            &shape,
-            "f32",
-            "loss",
-            (a - b).abs() / b.abs(),
-            TOL_TRAIN,
-        );
-    }
+    loss_lines(rep, "train gpt-tiny", source, &on_device, &on_cpu);
     let on_device =
         bert_losses(&s.device, opts.steps).context("fine-tuning BERT on the checked device")?;
     let on_cpu = bert_losses(&Device::Cpu, opts.steps).context("fine-tuning BERT on the CPU")?;
-    for (i, (a, b)) in on_device.iter().zip(&on_cpu).enumerate() {
-        let shape = format!("step {i} loss {b:.5} (padded batch)");
-        rep.line(
-            "finetune bert",
-            &shape,
-            "f32",
-            "loss",
-            (a - b).abs() / b.abs(),
-            TOL_TRAIN,
-        );
-    }
+    loss_lines(rep, "finetune bert", "padded batch", &on_device, &on_cpu);
     Ok(())
 }
 
