@@ -105,6 +105,10 @@ enum Cmd {
         /// Keep going past <|endoftext|> (always max_new_tokens tokens; for timing).
         #[arg(long)]
         ignore_eot: bool,
+        /// "auto" (the GPU when this build has CUDA and the driver sees one), "cpu", "cuda" or
+        /// "cuda:N"; the model runs in f32 there.
+        #[arg(long, default_value = "auto")]
+        device: String,
     },
     /// Write a Hugging Face folder (model.safetensors, config.json, tokenizer.json) from a
     /// checkpoint or run folder: GPT2LMHeadModel, or for BERT the folder's own architecture.
@@ -339,7 +343,9 @@ fn run(cli: Cli) -> Result<Outcome> {
             num_samples,
             seed,
             ignore_eot,
+            device,
         } => {
+            let device = lantern_train::device::parse_device(&device)?;
             let m = model_dir::load(&model)?;
             let tok = m.tokenizer()?;
             let eot = tok.token_to_id(lantern_data::tokenizer::EOT);
@@ -352,12 +358,17 @@ fn run(cli: Cli) -> Result<Outcome> {
                 prompt_ids
                     .push(eot.context("empty prompt and the tokenizer has no <|endoftext|>")?);
             }
-            let gpt = Gpt::new(&m.config, &m.params)?;
+            let params = match device.is_cpu() {
+                true => m.params,
+                false => m.params.to(&device, DType::F32)?,
+            };
+            let gpt = Gpt::new(&m.config, &params)?;
             let mut rng = Rng::new(seed);
             for i in 0..num_samples {
                 let start = std::time::Instant::now();
                 let ids = sample(
                     &gpt,
+                    &device,
                     &prompt_ids,
                     max_new_tokens,
                     temperature,
@@ -500,6 +511,7 @@ fn read_token_json(p: &std::path::Path) -> Result<Vec<Vec<u32>>> {
 /// absolute, so a cache cannot slide with the window).
 fn sample(
     gpt: &Gpt,
+    device: &Device,
     prompt: &[u32],
     max_new: usize,
     temperature: f64,
@@ -514,11 +526,11 @@ fn sample(
     for _ in 0..max_new {
         let last = if ids.len() <= n_pos {
             let new = &ids[cache.len()..];
-            let x = Tensor::from_slice(new, (1, new.len()), &Device::Cpu)?;
+            let x = Tensor::from_slice(new, (1, new.len()), device)?;
             gpt.forward_last_cached(&x, &mut cache)?.get(0)?
         } else {
             let ctx = &ids[ids.len() - n_pos..];
-            let x = Tensor::from_slice(ctx, (1, n_pos), &Device::Cpu)?;
+            let x = Tensor::from_slice(ctx, (1, n_pos), device)?;
             gpt.forward(&x, Mode::Eval)?.get(0)?.get(n_pos - 1)?
         };
         let last: Vec<f32> = last.to_dtype(DType::F32)?.to_vec1()?;
