@@ -366,16 +366,13 @@ fn run(cli: Cli) -> Result<Outcome> {
             let mut rng = Rng::new(seed);
             for i in 0..num_samples {
                 let start = std::time::Instant::now();
-                let ids = sample(
-                    &gpt,
-                    &device,
-                    &prompt_ids,
-                    max_new_tokens,
+                let how = Sampling {
+                    max_new: max_new_tokens,
                     temperature,
                     top_k,
-                    eot.filter(|_| !ignore_eot),
-                    &mut rng,
-                )?;
+                    eot: eot.filter(|_| !ignore_eot),
+                };
+                let ids = sample(&gpt, &device, &prompt_ids, &how, &mut rng)?;
                 let secs = start.elapsed().as_secs_f64();
                 eprintln!(
                     "sample {}: {} tokens in {secs:.3} s ({:.1} tokens/s; prompt of {})",
@@ -505,6 +502,15 @@ fn read_token_json(p: &std::path::Path) -> Result<Vec<Vec<u32>>> {
         .collect()
 }
 
+/// How `sample` draws: at most `max_new` tokens, stopping early at `eot`.
+#[derive(Clone, Copy)]
+struct Sampling {
+    max_new: usize,
+    temperature: f64,
+    top_k: usize,
+    eot: Option<u32>,
+}
+
 /// Autoregressive sampling. While the sequence fits the model's n_positions, the prompt runs
 /// once and each new token alone, against the keys and values cached so far; past that, every
 /// token runs the forward over the last n_positions tokens (the positions are learned and
@@ -513,12 +519,15 @@ fn sample(
     gpt: &Gpt,
     device: &Device,
     prompt: &[u32],
-    max_new: usize,
-    temperature: f64,
-    top_k: usize,
-    eot: Option<u32>,
+    how: &Sampling,
     rng: &mut Rng,
 ) -> Result<Vec<u32>> {
+    let Sampling {
+        max_new,
+        temperature,
+        top_k,
+        eot,
+    } = *how;
     let n_pos = gpt.config().n_positions;
     let mut ids = prompt.to_vec();
     let mut out = Vec::new();
