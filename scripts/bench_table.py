@@ -122,6 +122,15 @@ def training_table(rows):
             f"| {fmt(None if mfu is None else 100 * mfu, '.1f')}{'%' if mfu is not None else ''} "
             f"| {fmt(gib(r.get('peak_mem_bytes')), '.2f')} | {r.get('peak_mem_method') or '-'} |"
         )
+    measured = [r for r in rows if r["impl"] == "device-peak" and r.get("matmul_tflops")]
+    if measured:
+        m = measured[-1]["matmul_tflops"]
+        print(f"\nMFU against the measured dense bf16 matmul rate of this GPU, {m:g} TFLOP/s "
+              f"(scripts/matmul_peak.py: 8192³ torch.matmul on random values):")
+        for impl, name in TRAIN_IMPLS:
+            r = last.get(impl)
+            if r and r.get("achieved_tflops"):
+                print(f"- {name}: {100 * r['achieved_tflops'] / m:.1f}%")
     ours = last.get("lantern", {}).get("tokens_per_s")
     print()
     for impl, name in TRAIN_IMPLS[1:]:

@@ -219,11 +219,15 @@ fn bench_table_prints_the_tables_and_ratios() {
     let mut composite = ours.clone();
     composite["attention"] = "composite".into();
     composite["tokens_per_s"] = (tps * 0.8).into();
+    // The measured matmul rate (scripts/matmul_peak.py): MFU against it, next to the nominal.
+    let ach = ours["achieved_tflops"].as_f64().unwrap();
+    let peak = serde_json::json!({"impl": "device-peak", "matmul_tflops": 0.25});
     let text = [
         ours,
         composite,
         torch("pytorch-eager", 0.5),
         torch("pytorch-compile", 2.0),
+        peak,
     ]
     .iter()
     .map(|v| v.to_string() + "\n")
@@ -265,6 +269,11 @@ fn bench_table_prints_the_tables_and_ratios() {
         "{stdout}"
     );
     assert!(stdout.contains("| 3.00 |"), "peak memory in GiB: {stdout}");
+    assert!(
+        stdout.contains("measured dense bf16 matmul rate of this GPU, 0.25 TFLOP/s")
+            && stdout.contains(&format!("- Lantern: {:.1}%", 100.0 * ach / 0.25)),
+        "{stdout}"
+    );
     assert!(stdout.contains("forward + loss"), "{stdout}");
     // 2.5 ms of our kernels, 3 ms of matmuls, 0.5 ms of candle's, in 7 launches.
     assert!(stdout.contains("| lantern kernels | 5 | 2.5 |"), "{stdout}");
