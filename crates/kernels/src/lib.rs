@@ -22,7 +22,7 @@ pub mod rng;
 pub use adamw::{adamw_update, AdamWHyper};
 pub use grad_norm::{clip_grad_norm, grad_norm, scale_grads, ClipOutcome};
 pub use ops::{
-    bias_add, bias_gelu_erf, bias_gelu_tanh, causal_attention, causal_mask, cross_entropy_sum,
-    dropout, embedding, gelu_erf, gelu_tanh, layer_norm, masked_softmax,
+    bias_add, bias_gelu_erf, bias_gelu_tanh, causal_attention, causal_mask, causal_mask_after,
+    cross_entropy_sum, dropout, embedding, gelu_erf, gelu_tanh, layer_norm, masked_softmax,
 };
 pub use rng::{Rng, RngState};

@@ -128,10 +128,25 @@ pub fn embedding(table: &Tensor, ids: &Tensor, padding_idx: Option<u32>) -> Resu
 
 /// Additive causal mask (T, T): 0 where key <= query, -inf above the diagonal.
 pub fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+    causal_mask_after(0, t, device)
+}
+
+/// Additive causal mask (T, start + T) of T queries at positions `start..start + T` over the
+/// keys of positions `0..start + T`: query i sees keys 0..=start + i (generation with cached
+/// keys).
+pub fn causal_mask_after(start: usize, t: usize, device: &Device) -> Result<Tensor> {
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..start + t).map(move |j| {
+                if j > start + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
-    Tensor::from_vec(mask, (t, t), device)
+    Tensor::from_vec(mask, (t, start + t), device)
 }
 
 /// Softmax over the last dimension of `scores * scale + mask`, computed in f32.

@@ -244,6 +244,32 @@ impl Gpt {
         Ok(x.reshape((b, t, c))?)
     }
 
+    /// c_attn's output qkv (B, T, 3C) as q, k, v, each (B, H, T, hd) and contiguous.
+    fn heads(&self, qkv: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, _) = qkv.dims3()?;
+        let (h, hd) = (self.cfg.n_head, self.cfg.head_dim());
+        let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
+        let part = |i: usize| qkv.get(i)?.contiguous();
+        Ok((part(0)?, part(1)?, part(2)?))
+    }
+
+    /// The composite attention: `softmax(scale · q kᵀ + mask) v` with dropout on the weights,
+    /// from q (B, H, Tq, hd) and k, v (B, H, Tk, hd) to the (B, Tq, C) input of c_proj.
+    fn attend(
+        &self,
+        (q, kk, v): (&Tensor, &Tensor, &Tensor),
+        mask: Option<&Tensor>,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        let (b, _, tq, _) = q.dims4()?;
+        let scale = 1.0 / (self.cfg.head_dim() as f64).sqrt();
+        let att = q.matmul(&kk.t()?)?; // (B, H, Tq, Tk)
+        let att = k::masked_softmax(&att, scale, mask)?;
+        let att = self.drop(att, mode)?;
+        let y = att.matmul(v)?; // (B, H, Tq, hd)
+        Ok(y.transpose(1, 2)?.reshape((b, tq, self.cfg.n_embd))?) // (B, Tq, C)
+    }
+
     /// The rest of a block after attention: y (B, T, C) is attention's output before c_proj,
     /// x the block's input; returns the block's output.
     fn block_after_attention(
@@ -283,15 +309,8 @@ impl Gpt {
             let y = match &mask {
                 None => k::causal_attention(&qkv, h, scale)?, // (B, T, C)
                 Some(mask) => {
-                    let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
-                    let q = qkv.get(0)?.contiguous()?;
-                    let kk = qkv.get(1)?.contiguous()?;
-                    let v = qkv.get(2)?.contiguous()?;
-                    let att = q.matmul(&kk.t()?)?; // (B, H, T, T)
-                    let att = k::masked_softmax(&att, scale, Some(mask))?;
-                    let att = self.drop(att, &mut mode)?;
-                    let y = att.matmul(&v)?; // (B, H, T, hd)
-                    y.transpose(1, 2)?.reshape((b, t, c))? // (B, T, C)
+                    let (q, kk, v) = self.heads(&qkv)?;
+                    self.attend((&q, &kk, &v), Some(mask), &mut mode)?
                 }
             };
             x = self.block_after_attention(blk, x, &y, &mut mode)?;
@@ -339,35 +358,17 @@ impl Gpt {
         }
         // New token i (position start + i) sees keys 0..=start + i; a single token sees all.
         let mask = (t > 1)
-            .then(|| {
-                let m: Vec<f32> = (0..t)
-                    .flat_map(|i| {
-                        (0..start + t).map(move |j| {
-                            if j > start + i {
-                                f32::NEG_INFINITY
-                            } else {
-                                0.0
-                            }
-                        })
-                    })
-                    .collect();
-                Tensor::from_vec(m, (t, start + t), ids.device())
-            })
+            .then(|| k::causal_mask_after(start, t, ids.device()))
             .transpose()?;
-        let scale = 1.0 / (hd as f64).sqrt();
         let eps = cfg.layer_norm_epsilon;
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps)?;
-            let qkv = conv1d(&a, &blk.c_attn)?; // (B, T, 3C)
-            let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
-            let q = qkv.get(0)?.contiguous()?;
-            kc.slice_set(&qkv.get(1)?.contiguous()?, 2, start)?;
-            vc.slice_set(&qkv.get(2)?.contiguous()?, 2, start)?;
+            let (q, kn, vn) = self.heads(&conv1d(&a, &blk.c_attn)?)?; // (B, H, T, hd) each
+            kc.slice_set(&kn, 2, start)?;
+            vc.slice_set(&vn, 2, start)?;
             // Views of the filled part: (B, H, start + T, hd), rows of hd contiguous.
             let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
-            let att = q.matmul(&kk.t()?)?; // (B, H, T, start + T)
-            let att = k::masked_softmax(&att, scale, mask.as_ref())?;
-            let y = att.matmul(&vv)?.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
+            let y = self.attend((&q, &kk, &vv), mask.as_ref(), &mut Mode::Eval)?; // (B, T, C)
             x = self.block_after_attention(blk, x, &y, &mut Mode::Eval)?;
         }
         cache.len = start + t;
