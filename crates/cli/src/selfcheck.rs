@@ -804,7 +804,7 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// wide, 4 heads, erf GELU, 3 labels; no dropout) on `device`: one seeded batch repeated, whose
 /// 4 rows hold 64, 50, 33 and 17 real tokens of two segments, so that the padding mask, the
 /// token types, the pooler and the classifier head are all on the path. The step is the
-/// fine-tuning loop's: mean cross-entropy, global-norm clipping at 1, AdamW.
+/// fine-tuning loop's own (`finetune::classifier_step`), with clipping at 1 and lr 1e-3.
 fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
     use lantern_models::bert::{self, BertConfig, BertForSequenceClassification, BertHead};
     let (t, vocab, lens) = (64usize, 512u64, [64usize, 50, 33, 17]);
@@ -822,7 +822,7 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
         DType::F32,
     )?;
     let model = BertForSequenceClassification::new(&cfg, &params)?;
-    let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), &params)?;
+    let mut opt = lantern_train::optim::AdamW::new(AdamWConfig::default(), &params)?;
     let (mut ids, mut types, mut mask) = (vec![0u32; b * t], vec![0u32; b * t], vec![0u32; b * t]);
     for (r, &len) in lens.iter().enumerate() {
         for j in 0..len {
@@ -843,19 +843,18 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
         attention_mask: Some(&mask),
     };
     let mut losses = Vec::with_capacity(steps);
-    for step in 0..steps {
-        let mut drop_rng = Rng::new(step as u64);
-        let logits = model.forward(&input, lantern_models::Mode::Train(&mut drop_rng))?;
-        let loss = (ops::cross_entropy_sum(&logits, &y, None)? / b as f64)?;
-        let mut grads = lantern_train::grads::StepGrads::new(params.len());
-        grads.accumulate(&params, &loss.backward()?)?;
-        if step == 0 {
-            grads.check_integrity(&params, false)?;
-        }
-        let norm = grads.global_norm()?;
-        grads.clip(norm, 1.0)?;
-        opt.step(&params, &grads.grads, 1e-3)?;
-        losses.push(f64::from(loss.to_scalar::<f32>()?));
+    for step in 0..steps as u64 {
+        let (loss, _) = lantern_train::finetune::classifier_step(
+            (&model, &params, &mut opt),
+            (&input, &y),
+            lantern_train::finetune::ClsStep {
+                lr: 1e-3,
+                grad_clip: 1.0,
+                dropout_seed: 0,
+                step,
+            },
+        )?;
+        losses.push(loss);
     }
     Ok(losses)
 }

@@ -238,6 +238,40 @@ impl Classifier {
     }
 }
 
+/// What one [`classifier_step`] needs besides the model and the batch.
+pub struct ClsStep {
+    pub lr: f64,
+    pub grad_clip: f64,
+    /// Dropout masks come from `Rng::derive(dropout_seed, step)`.
+    pub dropout_seed: u64,
+    /// The optimizer step, counted from 0; step 0 also checks that every parameter gets a
+    /// gradient.
+    pub step: u64,
+}
+
+/// One fine-tuning step of `model` on a padded batch: forward with dropout, the mean
+/// cross-entropy over the rows (as transformers' `CrossEntropyLoss`), backward, global-norm
+/// clipping and the AdamW update. Returns the loss and the gradient norm before clipping.
+pub fn classifier_step(
+    (model, params, opt): (&BertForSequenceClassification, &Params, &mut AdamW),
+    (input, labels): (&BertInput<'_>, &Tensor),
+    s: ClsStep,
+) -> Result<(f64, f64)> {
+    let mut rng = Rng::derive(s.dropout_seed, s.step);
+    let logits = model.forward(input, Mode::Train(&mut rng))?;
+    let rows = labels.dim(0)?;
+    let loss = (cross_entropy_sum(&logits, labels, None)? / rows as f64)?;
+    let mut grads = StepGrads::new(params.len());
+    grads.accumulate(params, &loss.backward()?)?;
+    if s.step == 0 {
+        grads.check_integrity(params, false)?;
+    }
+    let grad_norm = grads.global_norm()?;
+    grads.clip(grad_norm, s.grad_clip)?;
+    opt.step(params, &grads.grads, s.lr)?;
+    Ok((f64::from(loss.to_scalar::<f32>()?), grad_norm))
+}
+
 fn batch_tensors(b: &ClsBatch, device: &Device) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let shape = (b.rows, b.cols);
     Ok((
@@ -660,28 +694,23 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
             let b = labelled::pad_batch(&items, pad);
             let (ids, tt, mask, y) = batch_tensors(&b, &device)?;
-            let mut rng = Rng::derive(t.seed ^ DROPOUT_STREAM, step);
-            let logits = model.forward(
-                &BertInput {
-                    ids: &ids,
-                    token_type_ids: Some(&tt),
-                    attention_mask: Some(&mask),
-                },
-                Mode::Train(&mut rng),
-            )?;
-            // Mean over the batch, as transformers' CrossEntropyLoss.
-            let loss = (cross_entropy_sum(&logits, &y, None)? / b.rows as f64)?;
-            let mut grads = StepGrads::new(params.len());
-            grads.accumulate(&params, &loss.backward()?)?;
-            if step == 0 {
-                grads.check_integrity(&params, false)?;
-            }
-            let grad_norm = grads.global_norm()?;
-            grads.clip(grad_norm, t.grad_clip)?;
+            let input = BertInput {
+                ids: &ids,
+                token_type_ids: Some(&tt),
+                attention_mask: Some(&mask),
+            };
             let lr = schedule.lr_at(step);
-            opt.step(&params, &grads.grads, lr)?;
+            let (l, grad_norm) = classifier_step(
+                (&model, &params, &mut opt),
+                (&input, &y),
+                ClsStep {
+                    lr,
+                    grad_clip: t.grad_clip,
+                    dropout_seed: t.seed ^ DROPOUT_STREAM,
+                    step,
+                },
+            )?;
             step += 1;
-            let l = loss.to_scalar::<f32>()? as f64;
             epoch_loss += l;
             log.write(&json!({"kind": "train", "step": step, "epoch": epoch, "loss": l, "lr": lr, "grad_norm": grad_norm}))?;
             if !opts.quiet && (bi + 1) % 20 == 0 {
