@@ -193,10 +193,28 @@ def kernel_table(rows):
     return True
 
 
-def classify(name):
+def kernel_base(name):
+    """A kernel's name without its parameter list and a leading `void `."""
     base = name.split("(")[0].strip()
-    if base.startswith("void "):
-        base = base[5:]
+    return base[5:] if base.startswith("void ") else base
+
+
+def longest_table(title, launches, top):
+    """The `top` kernels by summed time; launches: (name, category, ns) per launch."""
+    by = {}
+    for name, cat, ns in launches:
+        key = (name.split("(")[0][:90], cat)
+        n, t = by.get(key, (0, 0))
+        by[key] = (n + 1, t + ns)
+    print(f"\n{title}:\n")
+    print("| kernel | category | launches | ms |")
+    print("| --- | --- | ---: | ---: |")
+    for (key, cat), (n, t) in sorted(by.items(), key=lambda kv: -kv[1][1])[:top]:
+        print(f"| `{key}` | {cat} | {n} | {t / 1e6:.2f} |")
+
+
+def classify(name):
+    base = kernel_base(name)
     if OURS.match(base):
         return "lantern kernels"
     if MATMUL.search(name):
@@ -265,16 +283,11 @@ def ncu_table(path, rows):
         print(f"| step (median, unprofiled) | | {step:.1f} | 100% |")
     else:
         print(f"| kernels in total | | {total_ms:.1f} | 100% |")
-    top = {}
-    for name, ns in ks:
-        key = name.split("(")[0][:90]
-        n, t = top.get(key, (0, 0.0))
-        top[key] = (n + 1, t + ns)
-    print("\nLongest kernels (summed over the step):\n")
-    print("| kernel | category | launches | ms |")
-    print("| --- | --- | ---: | ---: |")
-    for key, (n, t) in sorted(top.items(), key=lambda kv: -kv[1][1])[:15]:
-        print(f"| `{key}` | {classify(key)} | {n} | {t / 1e6:.2f} |")
+    longest_table(
+        "Longest kernels (summed over the step)",
+        [(name, classify(name.split("(")[0][:90]), ns) for name, ns in ks],
+        15,
+    )
     print()
 
 
@@ -293,9 +306,7 @@ TRACE_CATS = [
 def trace_category(kind, name):
     if kind != "kernel":
         return TRACE_CATS[4]
-    base = name.split("(")[0].strip()
-    if base.startswith("void "):
-        base = base[5:]
+    base = kernel_base(name)
     if ATTENTION.search(base):
         return TRACE_CATS[1]
     if OURS.match(base):
@@ -410,17 +421,12 @@ def ktrace_table(path, rows):
           + " | ".join(fmt(step_ms.get(l), ".2f") for l in labels) + " |")
     gaps_table(stats)
     for label in labels:
-        top = {}
-        for kind, s_, e_, name in runs[label]:
-            key = name.split("(")[0][:90]
-            n, t = top.get(key, (0, 0))
-            top[key] = (n + 1, t + e_ - s_)
-        print(f"\nLongest kernels of {label} (summed over the step):\n")
-        print("| kernel | category | launches | ms |")
-        print("| --- | --- | ---: | ---: |")
-        for key, (n, t) in sorted(top.items(), key=lambda kv: -kv[1][1])[:12]:
-            kind = "kernel" if not key.startswith(("memcpy", "memset")) else "memcpy"
-            print(f"| `{key}` | {trace_category(kind, key)} | {n} | {t / 1e6:.2f} |")
+        longest_table(
+            f"Longest kernels of {label} (summed over the step)",
+            [(name, trace_category(kind, name.split("(")[0][:90]), e_ - s_)
+             for kind, s_, e_, name in runs[label]],
+            12,
+        )
     print()
     return True
 
