@@ -79,6 +79,14 @@ static const char *copy_name(uint8_t kind) {
   }
 }
 
+static void row(const char *kind, uint64_t start, uint64_t end, uint32_t stream,
+                uint64_t bytes, const char *name) {
+  fprintf(g_out, "%s,%d,%s,%llu,%llu,%u,%llu,%s\n", g_label, g_range, kind,
+          (unsigned long long)start, (unsigned long long)end, stream, (unsigned long long)bytes,
+          name ? name : "?");
+  g_rows++;
+}
+
 // One CSV row per record. Runs on CUPTI's worker thread or in a flush; the lock keeps rows
 // whole when two buffers complete at once.
 static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *buffer,
@@ -87,34 +95,16 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
   CUpti_Activity *rec = NULL;
   pthread_mutex_lock(&g_lock);
   while (g_out && cuptiActivityGetNextRecord(buffer, valid, &rec) == CUPTI_SUCCESS) {
-    switch (rec->kind) {
-      case CUPTI_ACTIVITY_KIND_KERNEL:
-      case CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL: {
-        const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)rec;
-        fprintf(g_out, "%s,%d,kernel,%llu,%llu,%u,0,%s\n", g_label, g_range,
-                (unsigned long long)k->start, (unsigned long long)k->end, k->streamId,
-                k->name ? k->name : "?");
-        g_rows++;
-        break;
-      }
-      case CUPTI_ACTIVITY_KIND_MEMCPY: {
-        const CUpti_ActivityMemcpy6 *m = (const CUpti_ActivityMemcpy6 *)rec;
-        fprintf(g_out, "%s,%d,memcpy,%llu,%llu,%u,%llu,%s\n", g_label, g_range,
-                (unsigned long long)m->start, (unsigned long long)m->end, m->streamId,
-                (unsigned long long)m->bytes, copy_name(m->copyKind));
-        g_rows++;
-        break;
-      }
-      case CUPTI_ACTIVITY_KIND_MEMSET: {
-        const CUpti_ActivityMemset4 *m = (const CUpti_ActivityMemset4 *)rec;
-        fprintf(g_out, "%s,%d,memset,%llu,%llu,%u,%llu,memset\n", g_label, g_range,
-                (unsigned long long)m->start, (unsigned long long)m->end, m->streamId,
-                (unsigned long long)m->bytes);
-        g_rows++;
-        break;
-      }
-      default:
-        break;
+    if (rec->kind == CUPTI_ACTIVITY_KIND_KERNEL ||
+        rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) {
+      const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)rec;
+      row("kernel", k->start, k->end, k->streamId, 0, k->name);
+    } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
+      const CUpti_ActivityMemcpy6 *m = (const CUpti_ActivityMemcpy6 *)rec;
+      row("memcpy", m->start, m->end, m->streamId, m->bytes, copy_name(m->copyKind));
+    } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMSET) {
+      const CUpti_ActivityMemset4 *m = (const CUpti_ActivityMemset4 *)rec;
+      row("memset", m->start, m->end, m->streamId, m->bytes, "memset");
     }
   }
   size_t dropped = 0;
