@@ -175,6 +175,9 @@ if [[ -n "$missing" ]]; then
   exit 1
 fi
 TORCH_BENCH="$HERE/scripts/bench_torch_gpt.py"
+# The model's bf16 training-step benchmark of either side; each use adds batch and steps.
+LB=("$LANTERN" bench --device "$DEVICE" "${M[@]}" --precision bf16)
+TB=("$PYTHON" "$TORCH_BENCH" --device "$DEVICE" "${M[@]}" --dtype bf16)
 
 say "selfcheck"
 SELFCHECK=(--device "$DEVICE")
@@ -253,14 +256,14 @@ B=""
 ATT=auto
 for b in $BATCHES; do
   say "batch $b: one Lantern step (attention $ATT)"
-  limited 100 "$LANTERN" bench --device "$DEVICE" "${M[@]}" --precision bf16 --batch "$b" \
+  limited 100 "${LB[@]}" --batch "$b" \
     --steps 1 --warmup 1 --attention "$ATT" >>"$LOG" 2>&1
   r=$?
   if ((r != 0 && r != 3)) && [[ $ATT == auto ]]; then
     rc=1
     ATT=composite
     say "batch $b: Lantern exit $r with fused attention; retrying with --attention composite"
-    limited 100 "$LANTERN" bench --device "$DEVICE" "${M[@]}" --precision bf16 --batch "$b" \
+    limited 100 "${LB[@]}" --batch "$b" \
       --steps 1 --warmup 1 --attention "$ATT" >>"$LOG" 2>&1
     r=$?
   fi
@@ -271,7 +274,7 @@ for b in $BATCHES; do
     continue
   fi
   say "batch $b: one PyTorch eager step"
-  limited 100 "$PYTHON" "$TORCH_BENCH" --device "$DEVICE" "${M[@]}" --dtype bf16 --batch "$b" \
+  limited 100 "${TB[@]}" --batch "$b" \
     --steps 1 --warmup 1 >>"$LOG" 2>&1
   r=$?
   if ((r != 0)); then
@@ -289,19 +292,19 @@ echo "{\"impl\": \"batch-choice\", \"batch\": $B, \"tried\": \"$BATCHES\"}" >>"$
 say "batch $B"
 
 say "Lantern bf16, batch $B, attention $ATT: $WARMUP warm-up + $STEPS timed steps, 10 profiled"
-limited 150 "$LANTERN" bench --device "$DEVICE" "${M[@]}" --precision bf16 --batch "$B" \
+limited 150 "${LB[@]}" --batch "$B" \
   --steps "$STEPS" --warmup "$WARMUP" --profile 10 --attention "$ATT" >>"$JSONL" 2>>"$LOG" || {
   rc=1
   say "Lantern bench failed"
 }
 say "PyTorch eager bf16"
-limited 120 "$PYTHON" "$TORCH_BENCH" --device "$DEVICE" "${M[@]}" --dtype bf16 --batch "$B" \
+limited 120 "${TB[@]}" --batch "$B" \
   --steps "$STEPS" --warmup "$WARMUP" >>"$JSONL" 2>>"$LOG" || {
   rc=1
   say "PyTorch eager failed"
 }
 say "PyTorch torch.compile bf16 (compiles during warm-up)"
-limited 210 "$PYTHON" "$TORCH_BENCH" --device "$DEVICE" "${M[@]}" --dtype bf16 --batch "$B" \
+limited 210 "${TB[@]}" --batch "$B" \
   --steps "$STEPS" --warmup "$WARMUP" --compile >>"$JSONL" 2>>"$LOG" || {
   rc=1
   say "PyTorch compile failed"
@@ -318,7 +321,7 @@ limited 90 "$LANTERN" bench-kernels --device "$DEVICE" "${M[@]}" --dtype "$KDTYP
 }
 if [[ $ATT == auto ]]; then
   say "Lantern bf16, batch $B, composite attention (what the fused kernels buy)"
-  limited 80 "$LANTERN" bench --device "$DEVICE" "${M[@]}" --precision bf16 --batch "$B" \
+  limited 80 "${LB[@]}" --batch "$B" \
     --steps 10 --warmup 2 --attention composite >>"$JSONL" 2>>"$LOG" ||
     say "Lantern composite attention: exit $? (out of memory at this batch is possible: the (B, H, T, T) scores)"
 fi
@@ -336,15 +339,15 @@ trace() { # LABEL MAX CMD...: one traced run of CMD under a time limit
 }
 # (The dry run's CPU programs run the same commands; the CPU has no cuInit to load the tracer.)
 if [[ -f $KT ]]; then
-  trace lantern 60 "$LANTERN" bench --device "$DEVICE" "${M[@]}" --precision bf16 --batch "$B" \
+  trace lantern 60 "${LB[@]}" --batch "$B" \
     --steps 1 --warmup 2 --attention "$ATT" --cuda-profiler-range
-  trace pytorch-eager 60 "$PYTHON" "$TORCH_BENCH" --device "$DEVICE" "${M[@]}" --dtype bf16 \
+  trace pytorch-eager 60 "${TB[@]}" \
     --batch "$B" --steps 1 --warmup 2 --cuda-profiler-range
 fi
 trainer_check
 if [[ -f $KT ]]; then
   if ((BUDGET - (SECONDS - START) > 150)); then
-    trace pytorch-compile 150 "$PYTHON" "$TORCH_BENCH" --device "$DEVICE" "${M[@]}" --dtype bf16 \
+    trace pytorch-compile 150 "${TB[@]}" \
       --batch "$B" --steps 1 --warmup 2 --compile --cuda-profiler-range
   fi
 fi
@@ -359,7 +362,7 @@ elif [[ $DEVICE != cpu && -n "$NCU" ]] && ((left > 100)); then
   say "one Lantern step under Nsight Compute ($NCU, ${left}s left)"
   limited 240 "$NCU" --profile-from-start off --metrics gpu__time_duration.sum --csv --page raw \
     --print-units base --clock-control none --cache-control none \
-    "$LANTERN" bench --device "$DEVICE" "${M[@]}" --precision bf16 --batch "$B" --steps 1 --warmup 2 \
+    "${LB[@]}" --batch "$B" --steps 1 --warmup 2 \
     --attention "$ATT" --cuda-profiler-range >"$OUTDIR/ncu_step.csv" 2>>"$LOG" || say "ncu did not finish (exit $?)"
   TABLE+=(--ncu "$OUTDIR/ncu_step.csv")
 else
