@@ -185,13 +185,18 @@ fn softmax_case<T: Conv>(rng: &mut Rng) {
     }
 }
 
+/// A kernel's case in f32 and then in bf16 from one seeded generator, in every run order.
+fn f32_then_bf16(seed: u64, f32_case: fn(&mut Rng), bf16_case: fn(&mut Rng)) {
+    emu::in_every_order(|| {
+        let mut rng = Rng::new(seed);
+        f32_case(&mut rng);
+        bf16_case(&mut rng);
+    });
+}
+
 #[test]
 fn softmax_matches_the_cpu_op() {
-    emu::in_every_order(|| {
-        let mut rng = Rng::new(1);
-        softmax_case::<f32>(&mut rng);
-        softmax_case::<bf16>(&mut rng);
-    });
+    f32_then_bf16(1, softmax_case::<f32>, softmax_case::<bf16>);
 }
 
 /// Rows whose values lie 600 apart: a row maximum taken partly from another row's values (a
@@ -276,11 +281,7 @@ fn layer_norm_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn layer_norm_matches_the_cpu_op() {
-    emu::in_every_order(|| {
-        let mut rng = Rng::new(2);
-        layer_norm_case::<f32>(&mut rng);
-        layer_norm_case::<bf16>(&mut rng);
-    });
+    f32_then_bf16(2, layer_norm_case::<f32>, layer_norm_case::<bf16>);
 }
 
 fn gelu_case<T: Conv>(rng: &mut Rng) {
@@ -318,11 +319,7 @@ fn gelu_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn gelu_matches_the_cpu_op() {
-    emu::in_every_order(|| {
-        let mut rng = Rng::new(3);
-        gelu_case::<f32>(&mut rng);
-        gelu_case::<bf16>(&mut rng);
-    });
+    f32_then_bf16(3, gelu_case::<f32>, gelu_case::<bf16>);
 }
 
 fn dropout_case<T: Conv>(rng: &mut Rng) {
@@ -355,11 +352,7 @@ fn dropout_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn dropout_matches_the_cpu_op() {
-    emu::in_every_order(|| {
-        let mut rng = Rng::new(31);
-        dropout_case::<f32>(&mut rng);
-        dropout_case::<bf16>(&mut rng);
-    });
+    f32_then_bf16(31, dropout_case::<f32>, dropout_case::<bf16>);
 }
 
 fn bias_act_case<T: Conv>(rng: &mut Rng) {
@@ -397,11 +390,7 @@ fn bias_act_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn bias_act_matches_the_cpu_op() {
-    emu::in_every_order(|| {
-        let mut rng = Rng::new(7);
-        bias_act_case::<f32>(&mut rng);
-        bias_act_case::<bf16>(&mut rng);
-    });
+    f32_then_bf16(7, bias_act_case::<f32>, bias_act_case::<bf16>);
 }
 
 fn embedding_case<T: Conv>(rng: &mut Rng) {
@@ -432,11 +421,7 @@ fn embedding_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn embedding_matches_the_cpu_op() {
-    emu::in_every_order(|| {
-        let mut rng = Rng::new(8);
-        embedding_case::<f32>(&mut rng);
-        embedding_case::<bf16>(&mut rng);
-    });
+    f32_then_bf16(8, embedding_case::<f32>, embedding_case::<bf16>);
 }
 
 fn cross_entropy_case<T: Conv>(rng: &mut Rng) {
@@ -490,11 +475,7 @@ fn cross_entropy_case<T: Conv>(rng: &mut Rng) {
 
 #[test]
 fn cross_entropy_matches_the_cpu_op() {
-    emu::in_every_order(|| {
-        let mut rng = Rng::new(4);
-        cross_entropy_case::<f32>(&mut rng);
-        cross_entropy_case::<bf16>(&mut rng);
-    });
+    f32_then_bf16(4, cross_entropy_case::<f32>, cross_entropy_case::<bf16>);
 }
 
 /// 1100 rows: more than the 1024 threads that add up the rows' losses, so every level of that
