@@ -11,9 +11,13 @@
 //!   reports its own status and this launcher must name the rank that failed.
 //!
 //! When a rank fails the others are stopped (SIGTERM, then SIGKILL after a grace period) and the
-//! launcher exits non-zero naming the rank and its status. SIGTERM and SIGINT sent to the
-//! launcher are forwarded to the ranks. Children die with their parent (PR_SET_PDEATHSIG), so a
-//! launcher killed outright leaves no training process behind.
+//! launcher exits non-zero naming the rank and its status, or, with `--max-restarts N`, starts
+//! every rank again, up to N times (torchrun's restarts; `train --resume` then continues from the
+//! newest checkpoint). A rank that exits with the preemption status (75: stopped on request
+//! after writing a checkpoint) is never restarted: the launcher stops and exits 75 too, as it
+//! does when a SIGTERM or SIGINT it forwarded made every rank stop that way. Children die with
+//! their parent (PR_SET_PDEATHSIG), so a launcher killed outright leaves no training process
+//! behind.
 
 use anyhow::{bail, Context, Result};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -60,6 +64,11 @@ pub struct LaunchArgs {
     /// LANTERN_COMM_TIMEOUT; default 300).
     #[arg(long)]
     comm_timeout: Option<f64>,
+    /// When a rank fails, stop the others and start every rank again, up to N times (as
+    /// torchrun's --max-restarts). Give `train` `--resume`, so that each new start continues
+    /// from the newest checkpoint (a first start with no checkpoint begins from scratch).
+    #[arg(long, default_value_t = 0)]
+    max_restarts: u32,
     /// The lantern subcommand each rank runs, after `--`: `-- train --config run.toml`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -74,9 +83,14 @@ pub struct RankArgs {
 
 #[derive(clap::Args)]
 pub struct ProbeArgs {
-    /// The rank that exits with status 3 at once.
+    /// The rank that exits with `--fail-code` at once.
     #[arg(long)]
     fail_rank: Option<usize>,
+    #[arg(long, default_value_t = 3)]
+    fail_code: i32,
+    /// Fail only in the first N starts of the group (LANTERN_RESTART_COUNT below N).
+    #[arg(long)]
+    fail_starts: Option<u32>,
     /// Seconds the other ranks then wait before exiting 0.
     #[arg(long, default_value_t = 0.0)]
     sleep: f64,
@@ -84,11 +98,19 @@ pub struct ProbeArgs {
 
 /// Where `launch-rank` supervisors record how their rank ended (set by the launcher).
 const STATUS_DIR_ENV: &str = "LANTERN_LAUNCH_STATUS_DIR";
+/// How many times the launcher has restarted the ranks: 0 in the first start (torchrun's
+/// TORCHELASTIC_RESTART_COUNT).
+const RESTART_COUNT_ENV: &str = "LANTERN_RESTART_COUNT";
+/// Pause between stopping a failed group and starting the next, so that ports and devices
+/// the old ranks held are free again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// Time a rank gets between SIGTERM and SIGKILL once the job is being stopped.
 const GRACE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 
-pub fn launch(a: LaunchArgs) -> Result<()> {
+/// Runs the job; `Ok(true)` when it stopped on request after writing a checkpoint (the caller
+/// exits with the preemption status).
+pub fn launch(a: LaunchArgs) -> Result<bool> {
     if a.nproc_per_node == 0 || a.nnodes == 0 {
         bail!("--nproc-per-node and --nnodes must be at least 1");
     }
@@ -120,14 +142,81 @@ pub fn launch(a: LaunchArgs) -> Result<()> {
              build with the default features: cargo build --release -p lantern-cli"
         );
     }
-    match a.backend {
-        Backend::Nccl => launch_direct(&a, &exe),
-        Backend::Mpi => launch_mpirun(&a, &exe),
+    let mut restart = 0;
+    loop {
+        let end = match a.backend {
+            Backend::Nccl => launch_direct(&a, &exe, restart)?,
+            Backend::Mpi => launch_mpirun(&a, &exe, restart)?,
+        };
+        let after = match a.max_restarts {
+            0 => String::new(),
+            n => format!(" (no restart left of --max-restarts {n})"),
+        };
+        match end {
+            GroupEnd::Done => return Ok(false),
+            GroupEnd::Interrupted { sig, preempted } => {
+                if preempted {
+                    eprintln!(
+                        "launch: interrupted by signal {sig}; every rank stopped after writing \
+                         a checkpoint; continue with --resume"
+                    );
+                    return Ok(true);
+                }
+                bail!("interrupted by signal {sig}; stopped every rank");
+            }
+            GroupEnd::Failed {
+                what,
+                preempted: true,
+            } => {
+                // A stop asked of a rank (a scheduler's SIGTERM): honour it, never restart.
+                eprintln!(
+                    "launch: {what}; status {} means a stop was asked of the ranks and they \
+                     wrote a checkpoint: not restarting; continue with --resume",
+                    crate::EXIT_PREEMPTED
+                );
+                return Ok(true);
+            }
+            GroupEnd::Failed { what, .. } if restart < a.max_restarts => {
+                restart += 1;
+                eprintln!(
+                    "launch: {what}; restarting every rank (restart {restart} of {})",
+                    a.max_restarts
+                );
+                std::thread::sleep(RESTART_PAUSE);
+                // A SIGTERM/SIGINT that came while the ranks were being stopped ends the job.
+                let sig = RECEIVED.swap(0, Ordering::SeqCst);
+                if sig != 0 {
+                    bail!("interrupted by signal {sig}; stopped every rank");
+                }
+            }
+            GroupEnd::Failed { what, .. } => bail!("{what}{after}"),
+        }
     }
 }
 
+/// How one start of the ranks ended.
+enum GroupEnd {
+    Done,
+    /// A forwarded SIGTERM/SIGINT; `preempted` when every rank then exited with the
+    /// preemption status (stopped after writing a checkpoint).
+    Interrupted {
+        sig: i32,
+        preempted: bool,
+    },
+    /// A rank failed: `what` names it and how; `preempted` when its status was the
+    /// preemption status.
+    Failed {
+        what: String,
+        preempted: bool,
+    },
+}
+
+fn is_preempted(status: ExitStatus) -> bool {
+    status.code() == Some(crate::EXIT_PREEMPTED)
+}
+
 /// The launcher variables of one rank.
-fn rank_env(a: &LaunchArgs, local_rank: usize) -> Vec<(String, String)> {
+fn rank_env(a: &LaunchArgs, local_rank: usize, restart: u32) -> Vec<(String, String)> {
     let world = a.nnodes * a.nproc_per_node;
     let rank = a.node_rank * a.nproc_per_node + local_rank;
     let mut env = vec![
@@ -138,6 +227,7 @@ fn rank_env(a: &LaunchArgs, local_rank: usize) -> Vec<(String, String)> {
         ("MASTER_ADDR", a.master_addr.clone()),
         ("MASTER_PORT", a.master_port.to_string()),
         ("LANTERN_COMM_BACKEND", a.backend.name().to_string()),
+        (RESTART_COUNT_ENV, restart.to_string()),
     ];
     if let Some(t) = a.comm_timeout {
         env.push(("LANTERN_COMM_TIMEOUT", t.to_string()));
@@ -162,10 +252,10 @@ fn threads_per_rank(cores: usize, nproc_per_node: usize) -> usize {
     (cores / nproc_per_node.max(1)).max(1)
 }
 
-fn launch_direct(a: &LaunchArgs, exe: &Path) -> Result<()> {
+fn launch_direct(a: &LaunchArgs, exe: &Path, restart: u32) -> Result<GroupEnd> {
     let mut procs = Vec::new();
     for local in 0..a.nproc_per_node {
-        let env = rank_env(a, local);
+        let env = rank_env(a, local, restart);
         let rank = a.node_rank * a.nproc_per_node + local;
         let mut cmd = Command::new(exe);
         cmd.args(&a.command).envs(env);
@@ -177,24 +267,29 @@ fn launch_direct(a: &LaunchArgs, exe: &Path) -> Result<()> {
             }
         }
     }
-    match supervise(procs) {
-        Outcome::Done => Ok(()),
-        Outcome::Failed { rank, status } => bail!(
-            "rank {rank} failed ({}); stopped the other ranks",
-            describe(status)
-        ),
-        Outcome::Interrupted(sig) => bail!("interrupted by signal {sig}; stopped every rank"),
-    }
+    Ok(match supervise(procs, signal_each) {
+        Outcome::Done => GroupEnd::Done,
+        Outcome::Failed { rank, status } => GroupEnd::Failed {
+            what: format!(
+                "rank {rank} failed ({}); stopped the other ranks",
+                describe(status)
+            ),
+            preempted: is_preempted(status),
+        },
+        Outcome::Interrupted { sig, preempted } => GroupEnd::Interrupted { sig, preempted },
+    })
 }
 
-fn launch_mpirun(a: &LaunchArgs, exe: &Path) -> Result<()> {
+fn launch_mpirun(a: &LaunchArgs, exe: &Path, restart: u32) -> Result<GroupEnd> {
     if a.nnodes > 1 {
         bail!(
             "--backend mpi starts one mpirun on this node only; for several nodes start every \
              rank from one `mpirun --hostfile ...` or from `srun` (docs/distributed.md)"
         );
     }
-    let status_dir = std::env::temp_dir().join(format!("lantern-launch-{}", std::process::id()));
+    // A fresh folder for each start: only this start's failures count.
+    let status_dir =
+        std::env::temp_dir().join(format!("lantern-launch-{}-{restart}", std::process::id()));
     std::fs::create_dir_all(&status_dir)
         .with_context(|| format!("creating {}", status_dir.display()))?;
     let mut cmd = Command::new("mpirun");
@@ -213,7 +308,7 @@ fn launch_mpirun(a: &LaunchArgs, exe: &Path) -> Result<()> {
         }
         // -x applies to its own app context only: every context gets all variables.
         cmd.args(["-np", "1"]);
-        let mut env = rank_env(a, local);
+        let mut env = rank_env(a, local, restart);
         env.push((STATUS_DIR_ENV.into(), status_dir.display().to_string()));
         for (k, v) in env {
             cmd.args(["-x".to_string(), format!("{k}={v}")]);
@@ -223,22 +318,48 @@ fn launch_mpirun(a: &LaunchArgs, exe: &Path) -> Result<()> {
     let child = spawn_tied(cmd).context(
         "starting mpirun (install Open MPI: apt-get install openmpi-bin; scripts/test.sh does)",
     )?;
-    let outcome = supervise(vec![Proc { rank: 0, child }]);
+    // A SIGTERM/SIGINT goes straight to the ranks' supervisors, not to mpirun: mpirun answers
+    // one by killing its processes within a second or so, before a trainer could finish its
+    // step and write the checkpoint it owes. The ranks then exit by themselves, and mpirun
+    // with them.
+    let forward = |procs: &[Proc], sig: i32| {
+        let pids = rank_supervisors(&status_dir);
+        if pids.len() == a.nproc_per_node {
+            for pid in pids {
+                // SAFETY: kill(2) takes plain integers; `rank_supervisors` checked that the
+                // pid is a live `launch-rank` of this job.
+                unsafe {
+                    libc::kill(pid, sig);
+                }
+            }
+        } else {
+            // Not every rank is up yet: let mpirun stop them.
+            signal_each(procs, sig);
+        }
+    };
+    let outcome = supervise(vec![Proc { rank: 0, child }], forward);
     let failure = first_failure(&status_dir);
     let _ = std::fs::remove_dir_all(&status_dir);
-    match outcome {
-        Outcome::Done => Ok(()),
-        Outcome::Interrupted(sig) => bail!("interrupted by signal {sig}; stopped every rank"),
+    Ok(match outcome {
+        Outcome::Done => GroupEnd::Done,
+        Outcome::Interrupted { sig, preempted } => GroupEnd::Interrupted { sig, preempted },
         Outcome::Failed { status, .. } => match failure {
-            Some((rank, what)) => {
-                bail!("rank {rank} failed ({what}); mpirun stopped the other ranks")
-            }
-            None => bail!(
-                "mpirun failed ({}) before any rank ended; see its output above",
-                describe(status)
-            ),
+            Some(f) => GroupEnd::Failed {
+                what: format!(
+                    "rank {} failed ({}); mpirun stopped the other ranks",
+                    f.rank, f.what
+                ),
+                preempted: f.code == Some(crate::EXIT_PREEMPTED),
+            },
+            None => GroupEnd::Failed {
+                what: format!(
+                    "mpirun failed ({}) before any rank ended; see its output above",
+                    describe(status)
+                ),
+                preempted: false,
+            },
         },
-    }
+    })
 }
 
 /// `lantern launch-rank -- CMD`: runs CMD as this rank, forwards signals, records a failure
@@ -253,10 +374,19 @@ pub fn launch_rank(a: RankArgs) -> Result<i32> {
     let mut cmd = Command::new(exe);
     cmd.args(&a.command);
     let child = spawn_tied(cmd).with_context(|| format!("rank {rank}: starting the command"))?;
-    let status = match supervise(vec![Proc { rank, child }]) {
+    if let Ok(dir) = std::env::var(STATUS_DIR_ENV) {
+        // Best effort: without it the launcher signals mpirun instead.
+        let path = PathBuf::from(dir).join(format!("pid-{rank}"));
+        let _ = std::fs::write(path, std::process::id().to_string());
+    }
+    let status = match supervise(vec![Proc { rank, child }], signal_each) {
         Outcome::Done => return Ok(0),
         Outcome::Failed { status, .. } => status,
-        Outcome::Interrupted(sig) => return Ok(128 + sig),
+        // The command stopped on the forwarded signal after its checkpoint: say so to mpirun.
+        Outcome::Interrupted {
+            preempted: true, ..
+        } => return Ok(crate::EXIT_PREEMPTED),
+        Outcome::Interrupted { sig, .. } => return Ok(128 + sig),
     };
     if let Ok(dir) = std::env::var(STATUS_DIR_ENV) {
         let nanos = SystemTime::now()
@@ -264,17 +394,45 @@ pub fn launch_rank(a: RankArgs) -> Result<i32> {
             .map_or(0, |d| d.as_nanos());
         let path = PathBuf::from(dir).join(format!("rank-{rank}"));
         // Best effort: the launcher falls back to mpirun's own status without it.
-        let _ = std::fs::write(&path, format!("{nanos}\n{}\n", describe(status)));
+        let code = status.code().map_or("-".to_string(), |c| c.to_string());
+        let _ = std::fs::write(&path, format!("{nanos}\n{}\n{code}\n", describe(status)));
     }
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
+/// The pids of the `launch-rank` supervisors that recorded themselves in `dir` and are still
+/// running as such (a pid whose command line is not a `launch-rank` is left out, so that a
+/// reused pid is never signalled).
+fn rank_supervisors(dir: &Path) -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pid-"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .filter(|pid: &libc::pid_t| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"launch-rank"))
+        })
+        .collect()
+}
+
+/// A failure a `launch-rank` supervisor recorded.
+struct RankFailure {
+    rank: usize,
+    /// How it ended, in words.
+    what: String,
+    /// Its exit status, when it exited rather than being killed.
+    code: Option<i32>,
+}
+
 /// The rank whose failure was recorded first (the others were most likely stopped because
 /// of it), with its status.
-fn first_failure(dir: &Path) -> Option<(usize, String)> {
-    let mut found: Vec<(u128, usize, String)> = Vec::new();
+fn first_failure(dir: &Path) -> Option<RankFailure> {
+    let mut found: Vec<(u128, usize, String, Option<i32>)> = Vec::new();
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(rank) = name.strip_prefix("rank-").and_then(|r| r.parse().ok()) else {
@@ -287,19 +445,24 @@ fn first_failure(dir: &Path) -> Option<(usize, String)> {
         let (Some(t), Some(what)) = (lines.next(), lines.next()) else {
             continue;
         };
+        let code = lines.next().and_then(|c| c.parse().ok());
         if let Ok(t) = t.parse() {
-            found.push((t, rank, what.to_string()));
+            found.push((t, rank, what.to_string(), code));
         }
     }
     found.sort();
-    found.into_iter().next().map(|(_, r, w)| (r, w))
+    found
+        .into_iter()
+        .next()
+        .map(|(_, rank, what, code)| RankFailure { rank, what, code })
 }
 
-/// Hidden test command: prints the launcher variables it sees; `--fail-rank` exits 3.
+/// Hidden test command: prints the launcher variables it sees; `--fail-rank` exits with
+/// `--fail-code` (in the first `--fail-starts` starts only, when given).
 pub fn probe(a: ProbeArgs) -> Result<()> {
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| "-".into());
     println!(
-        "probe rank={} world={} local={} local_world={} master={}:{} backend={} mpi_rank={} timeout={} pid={}",
+        "probe rank={} world={} local={} local_world={} master={}:{} backend={} mpi_rank={} timeout={} restart={} pid={}",
         var("RANK"),
         var("WORLD_SIZE"),
         var("LOCAL_RANK"),
@@ -309,12 +472,14 @@ pub fn probe(a: ProbeArgs) -> Result<()> {
         var("LANTERN_COMM_BACKEND"),
         var("OMPI_COMM_WORLD_RANK"),
         var("LANTERN_COMM_TIMEOUT"),
+        var(RESTART_COUNT_ENV),
         std::process::id()
     );
     let rank: Option<usize> = std::env::var("RANK").ok().and_then(|r| r.parse().ok());
-    if a.fail_rank.is_some() && rank == a.fail_rank {
+    let restart: u32 = var(RESTART_COUNT_ENV).parse().unwrap_or(0);
+    if a.fail_rank.is_some() && rank == a.fail_rank && a.fail_starts.is_none_or(|n| restart < n) {
         eprintln!("probe: rank {} fails on purpose", var("RANK"));
-        std::process::exit(3);
+        std::process::exit(a.fail_code);
     }
     std::thread::sleep(Duration::from_secs_f64(a.sleep.max(0.0)));
     Ok(())
@@ -327,23 +492,30 @@ struct Proc {
 
 enum Outcome {
     Done,
-    Failed { rank: usize, status: ExitStatus },
-    Interrupted(i32),
+    Failed {
+        rank: usize,
+        status: ExitStatus,
+    },
+    /// `preempted`: every process then exited with the preemption status.
+    Interrupted {
+        sig: i32,
+        preempted: bool,
+    },
 }
 
-/// Waits for every process. The first non-zero exit stops the others; a forwarded signal
-/// makes the outcome `Interrupted` once they are gone.
-fn supervise(mut procs: Vec<Proc>) -> Outcome {
+/// Waits for every process. The first non-zero exit stops the others; a SIGTERM/SIGINT received
+/// goes to `forward` (which passes it on) and makes the outcome `Interrupted` once they are
+/// gone.
+fn supervise(mut procs: Vec<Proc>, forward: impl Fn(&[Proc], i32)) -> Outcome {
     let mut failed: Option<(usize, ExitStatus)> = None;
     let mut interrupted: Option<i32> = None;
+    let mut all_preempted = true;
     let mut kill_at: Option<Instant> = None;
     while !procs.is_empty() {
         let sig = RECEIVED.swap(0, Ordering::SeqCst);
         if sig != 0 {
             interrupted.get_or_insert(sig);
-            for p in &procs {
-                send(&p.child, sig);
-            }
+            forward(&procs, sig);
             kill_at.get_or_insert(Instant::now() + GRACE);
         }
         let mut i = 0;
@@ -351,6 +523,7 @@ fn supervise(mut procs: Vec<Proc>) -> Outcome {
             match procs[i].child.try_wait() {
                 Ok(Some(status)) => {
                     let p = procs.swap_remove(i);
+                    all_preempted &= is_preempted(status);
                     if !status.success() && failed.is_none() && interrupted.is_none() {
                         failed = Some((p.rank, status));
                         for q in &procs {
@@ -363,6 +536,7 @@ fn supervise(mut procs: Vec<Proc>) -> Outcome {
                 // The child cannot be waited for (should not happen): count it as gone.
                 Err(_) => {
                     procs.swap_remove(i);
+                    all_preempted = false;
                 }
             }
         }
@@ -374,9 +548,19 @@ fn supervise(mut procs: Vec<Proc>) -> Outcome {
         std::thread::sleep(POLL);
     }
     match (interrupted, failed) {
-        (Some(sig), _) => Outcome::Interrupted(sig),
+        (Some(sig), _) => Outcome::Interrupted {
+            sig,
+            preempted: all_preempted,
+        },
         (None, Some((rank, status))) => Outcome::Failed { rank, status },
         (None, None) => Outcome::Done,
+    }
+}
+
+/// The plain forwarder: the signal to every process.
+fn signal_each(procs: &[Proc], sig: i32) {
+    for p in procs {
+        send(&p.child, sig);
     }
 }
 

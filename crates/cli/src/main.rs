@@ -458,7 +458,11 @@ fn run(cli: Cli) -> Result<Outcome> {
         }
         Cmd::Bench(a) => bench_cmds::bench(a)?,
         Cmd::BenchKernels(a) => bench_cmds::bench_kernels(a)?,
-        Cmd::Launch(a) => launch::launch(a)?,
+        Cmd::Launch(a) => {
+            if launch::launch(a)? {
+                return Ok(Outcome::Preempted);
+            }
+        }
         Cmd::LaunchRank(a) => std::process::exit(launch::launch_rank(a)?),
         Cmd::LaunchProbe(a) => launch::probe(a)?,
         Cmd::Bert(cmd) => bert_cmds::run(cmd)?,

@@ -1,7 +1,8 @@
 //! Data-parallel `lantern train` through the binary, on two real MPI processes (started by
 //! `lantern launch --backend mpi` or by `mpirun` itself): the same weights as one process with
-//! the whole batch, exact resume, resume with another world size, a stop asked of one rank,
-//! and a killed rank ending the job.
+//! the whole batch, exact resume, resume with another world size, a stop asked of one rank or
+//! of the launcher, a killed rank ending the job, and a killed rank restarted by
+//! `--max-restarts` with the run ending exactly as an uninterrupted one.
 
 mod common;
 use common::*;
@@ -261,9 +262,10 @@ impl Drop for Job {
     }
 }
 
-/// Starts a long 2-rank run under the launcher and waits until it has logged step 2.
-/// Returns the job, its run folder and its config (which names the ranks' processes).
-fn start_long_run(tmp: &Path, name: &str) -> (Job, PathBuf, PathBuf) {
+/// Starts a long 2-rank run under the launcher (`launch_extra`: more launcher flags) and waits
+/// until it has logged step 2. Returns the job, its run folder and its config (which names the
+/// ranks' processes).
+fn start_long_run(tmp: &Path, name: &str, launch_extra: &[&str]) -> (Job, PathBuf, PathBuf) {
     let run = tmp.join(name);
     let cfg = tiny_config(tmp, &run, "");
     let args = train_args(
@@ -284,8 +286,9 @@ fn start_long_run(tmp: &Path, name: &str) -> (Job, PathBuf, PathBuf) {
             "mpi",
             "--comm-timeout",
             "5",
-            "--",
         ])
+        .args(launch_extra)
+        .arg("--")
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -298,7 +301,7 @@ fn start_long_run(tmp: &Path, name: &str) -> (Job, PathBuf, PathBuf) {
 #[test]
 fn killing_one_rank_ends_the_job_and_names_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let (job, _run, cfg) = start_long_run(tmp.path(), "killed");
+    let (job, _run, cfg) = start_long_run(tmp.path(), "killed", &[]);
     let pid = rank_pid(&cfg, 1).expect("rank 1's trainer is running");
     let t0 = Instant::now();
     // SAFETY: kill has no memory-safety preconditions; `pid` is a live trainer of this test.
@@ -323,14 +326,17 @@ fn killing_one_rank_ends_the_job_and_names_it() {
 #[test]
 fn a_stop_asked_of_one_rank_stops_both_after_the_same_step() {
     let tmp = tempfile::tempdir().unwrap();
-    let (job, run, cfg) = start_long_run(tmp.path(), "stopped");
+    // Restarts allowed, yet a requested stop is not a failure to restart from.
+    let (job, run, cfg) = start_long_run(tmp.path(), "stopped", &["--max-restarts", "2"]);
     let pid = rank_pid(&cfg, 1).expect("rank 1's trainer is running");
     // SAFETY: kill has no memory-safety preconditions; `pid` is a live trainer of this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let out = job.wait();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // Both ranks exit with the preemption status; the launcher reports a rank's non-zero exit.
+    // Both ranks exit with the preemption status, and so does the launcher, saying why.
     assert!(stderr.contains("exit status 75"), "{stderr}");
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(!stderr.contains("restarting every rank"), "{stderr}");
     // Rank 0 was not signalled, yet it wrote the checkpoint of the last logged step: the ranks
     // agreed on where to stop.
     let last = last_train_step(&run);
@@ -340,4 +346,87 @@ fn a_stop_asked_of_one_rank_stops_both_after_the_same_step() {
         "{:?} vs step {last}",
         newest_checkpoint(&run)
     );
+}
+
+#[test]
+fn a_stop_asked_of_the_launcher_reaches_the_trainers_through_mpirun() {
+    // mpirun, signalled itself, kills its processes at once; the launcher signals the ranks'
+    // supervisors instead, so every trainer finishes its step and the checkpoint is written.
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut job, run, _cfg) = start_long_run(tmp.path(), "launcher-stopped", &[]);
+    send_signal(job.0.as_ref().unwrap(), libc::SIGTERM);
+    let out = job.0.take().unwrap().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("every rank stopped after writing a checkpoint"),
+        "{stderr}"
+    );
+    let last = last_train_step(&run);
+    assert!(
+        newest_checkpoint(&run).ends_with(format!("step-{last:08}")),
+        "{:?} vs step {last}",
+        newest_checkpoint(&run)
+    );
+}
+
+#[test]
+fn a_killed_rank_is_restarted_and_the_run_ends_as_if_never_interrupted() {
+    // Dropout on, so that the restarted ranks must also redraw the same masks.
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [
+        "train.max_steps=300",
+        "train.batch_size=2",
+        "train.log_every=1",
+        "checkpoint.every=10",
+    ];
+    let straight = tmp.path().join("straight");
+    let cfg = tiny_config(tmp.path(), &straight, "");
+    launch2(&train_args(&cfg, &sets, &[]));
+
+    let run = tmp.path().join("restarted");
+    let cfg = tiny_config(tmp.path(), &run, "");
+    // `--resume` from the first start on: with no checkpoint yet it begins a new run.
+    let child = Command::new(env!("CARGO_BIN_EXE_lantern"))
+        .args(["launch", "--nproc-per-node", "2", "--backend", "mpi"])
+        .args(["--comm-timeout", "5", "--max-restarts", "1", "--"])
+        .args(train_args(&cfg, &sets, &["--resume"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut job = Job(Some(child));
+    wait_for_step(job.0.as_mut().unwrap(), &run, 25, Duration::from_secs(60));
+    let pid = rank_pid(&cfg, 1).expect("rank 1's trainer is running");
+    // SAFETY: kill has no memory-safety preconditions; `pid` is a live trainer of this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let out = job.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "rank 1 failed (killed by signal 9); mpirun stopped the other ranks; \
+             restarting every rank (restart 1 of 1)"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("restarting every rank").count(),
+        1,
+        "{stderr}"
+    );
+
+    // One record per step in the log: the steps the killed start ran past its last checkpoint
+    // were dropped when the restart resumed.
+    let steps: Vec<u64> = metrics_of(&run, "train")
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=300).collect::<Vec<u64>>());
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        assert!(newest_checkpoint(&run).ends_with("step-00000300"));
+        let a = std::fs::read(newest_checkpoint(&straight).join(file)).unwrap();
+        let b = std::fs::read(newest_checkpoint(&run).join(file)).unwrap();
+        assert!(a == b, "{file} of the restarted run differs");
+    }
 }

@@ -1,5 +1,6 @@
 //! `lantern launch` through the binary: the variables each rank gets (both backends), a failing
-//! rank stopping the job and being named, SIGTERM reaching the ranks, and bad arguments.
+//! rank stopping the job and being named, `--max-restarts`, SIGTERM reaching the ranks, and bad
+//! arguments.
 //! The ranks run the hidden `launch-probe` command, which prints what it sees.
 
 mod common;
@@ -182,6 +183,92 @@ fn sigint_is_forwarded_to_the_ranks_nccl() {
 #[test]
 fn sigterm_is_forwarded_to_the_ranks_mpi() {
     signal_is_forwarded("mpi", "TERM", 15);
+}
+
+/// `launch --nproc-per-node 2 --backend B --max-restarts N -- launch-probe --fail-rank 1 ...`.
+fn restarts(backend: &str, max_restarts: &str, probe: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "launch",
+        "--nproc-per-node",
+        "2",
+        "--backend",
+        backend,
+        "--max-restarts",
+        max_restarts,
+        "--",
+        "launch-probe",
+        "--fail-rank",
+        "1",
+    ];
+    args.extend(probe);
+    lantern(&args)
+}
+
+fn a_failed_start_is_restarted(backend: &str) {
+    // Rank 1 fails in the first start only: the second start runs to the end.
+    let out = restarts(backend, "3", &["--fail-starts", "1"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rank 1 failed (exit status 3)")
+            && stderr.contains("restarting every rank (restart 1 of 3)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("restarting every rank").count(),
+        1,
+        "{stderr}"
+    );
+    // Both ranks of the second start saw the restart count.
+    let mut seen: Vec<(String, String)> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("probe "))
+        .map(|l| {
+            let kv: BTreeMap<&str, &str> = l.split(' ').filter_map(|p| p.split_once('=')).collect();
+            (kv["rank"].to_string(), kv["restart"].to_string())
+        })
+        .filter(|(_, restart)| restart == "1")
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [("0".into(), "1".into()), ("1".into(), "1".into())],
+        "{stdout}"
+    );
+
+    // A rank that fails every time: one restart, then the error says none is left.
+    let out = restarts(backend, "1", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.matches("restarting every rank").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(no restart left of --max-restarts 1)"),
+        "{stderr}"
+    );
+
+    // Status 75 is a stop that was asked for: not restarted, and the launcher exits 75 too.
+    let out = restarts(backend, "2", &["--fail-code", "75"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(!stderr.contains("restarting every rank"), "{stderr}");
+    assert!(stderr.contains("continue with --resume"), "{stderr}");
+}
+
+#[test]
+fn a_failed_start_is_restarted_nccl() {
+    a_failed_start_is_restarted("nccl");
+}
+
+#[test]
+fn a_failed_start_is_restarted_mpi() {
+    a_failed_start_is_restarted("mpi");
 }
 
 #[test]
