@@ -822,7 +822,10 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
         DType::F32,
     )?;
     let model = BertForSequenceClassification::new(&cfg, &params)?;
-    let mut opt = lantern_train::optim::AdamW::new(AdamWConfig::default(), &params)?;
+    let mut opt = lantern_train::optim::Optimizer::new(
+        lantern_train::optim::OptimizerConfig::AdamW(AdamWConfig::default()),
+        &params,
+    )?;
     let (mut ids, mut types, mut mask) = (vec![0u32; b * t], vec![0u32; b * t], vec![0u32; b * t]);
     for (r, &len) in lens.iter().enumerate() {
         for j in 0..len {
@@ -842,19 +845,26 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
         token_type_ids: Some(&types),
         attention_mask: Some(&mask),
     };
+    let micro = [(input, y)];
     let mut losses = Vec::with_capacity(steps);
     for step in 0..steps as u64 {
-        let (loss, _) = lantern_train::finetune::classifier_step(
-            (&model, &params, &mut opt),
-            (&input, &y),
+        let out = lantern_train::finetune::classifier_step(
+            lantern_train::finetune::ClsModel {
+                model: &model,
+                work: &params,
+                master: &params,
+            },
+            &mut opt,
+            &micro,
             lantern_train::finetune::ClsStep {
                 lr: 1e-3,
                 grad_clip: 1.0,
                 dropout_seed: 0,
                 step,
             },
+            None,
         )?;
-        losses.push(loss);
+        losses.push(out.loss);
     }
     Ok(losses)
 }

@@ -299,3 +299,120 @@ fn bad_data_and_mismatched_checkpoints_are_clear_errors() {
     let e = lantern_err(&["finetune", "--config", p(&r.join("again.toml")), "--quiet"]);
     assert!(e.contains("other.json") && e.contains("differs"), "{e}");
 }
+
+/// `--set` overrides that switch every dropout off, so that runs can be compared exactly.
+const NO_DROPOUT: [&str; 6] = [
+    "--set",
+    "model.hidden_dropout_prob=0.0",
+    "--set",
+    "model.attention_probs_dropout_prob=0.0",
+    "--set",
+    "model.classifier_dropout=0.0",
+];
+
+fn finetune_quiet(cfg: &Path, extra: &[&str]) {
+    let mut args = vec!["finetune", "--config", p(cfg), "--quiet"];
+    args.extend(extra);
+    lantern_ok(&args);
+}
+
+#[test]
+fn gradient_accumulation_matches_one_large_batch() {
+    // 48 examples: 3 steps an epoch of 16, as one batch of 16, 2 × 8 or 4 × 4. Each
+    // micro-batch is padded to its own longest example; the padding is masked, so only float
+    // rounding may differ.
+    let f = Fixture::new();
+    let mut runs = Vec::new();
+    for (batch, accum) in [(16, 1), (8, 2), (4, 4)] {
+        let name = format!("accum{accum}");
+        // The fixture writes batch_size = 8 and TOML refuses a repeated key: --set instead.
+        let cfg = f.config(
+            &name,
+            &format!("epochs = 2\nlr = 3e-3\ngrad_accum = {accum}"),
+            "",
+        );
+        let batch_set = format!("train.batch_size={batch}");
+        let mut extra = NO_DROPOUT.to_vec();
+        extra.extend(["--set", batch_set.as_str()]);
+        finetune_quiet(&cfg, &extra);
+        let run = f.root.join(&name);
+        let losses: Vec<f64> = metrics_of(&run, "train")
+            .iter()
+            .map(|r| r["loss"].as_f64().unwrap())
+            .collect();
+        assert_eq!(losses.len(), 6, "{name}: 3 steps an epoch");
+        runs.push((
+            name,
+            losses,
+            common::read_f32_tensors(&only_child(&run.join("last")).join("model.safetensors")),
+        ));
+    }
+    let (_, base_losses, base) = &runs[0];
+    for (name, losses, w) in &runs[1..] {
+        // Each step's loss is the mean over its 16 examples, however they were split.
+        for (a, b) in base_losses.iter().zip(losses) {
+            assert!((a - b).abs() <= 1e-5 * a.abs(), "{name}: loss {b} vs {a}");
+        }
+        for ((na, a), (nb, b)) in base.iter().zip(w) {
+            assert_eq!(na, nb);
+            if na.ends_with("attention.self.key.bias") {
+                // Its true gradient is exactly zero (softmax ignores a constant added to all
+                // of a query's scores): it holds only rounding noise, which AdamW scales up.
+                continue;
+            }
+            let r = common::rel_l2(a, b);
+            assert!(r < 1e-5, "{name}: {na} differs from one batch of 16 by {r}");
+        }
+    }
+}
+
+#[test]
+fn bf16_and_fp16_fine_tuning_learn_with_fp32_masters() {
+    let f = Fixture::new();
+    let mut best = Vec::new();
+    for precision in ["fp32", "bf16", "fp16"] {
+        let cfg = f.config(
+            precision,
+            &format!("epochs = 12\nlr = 3e-3\nprecision = \"{precision}\""),
+            "metric = \"accuracy\"",
+        );
+        finetune_quiet(&cfg, &NO_DROPOUT);
+        let run = f.root.join(precision);
+        let train = metrics_of(&run, "train");
+        let evals = metrics_of(&run, "eval");
+        let acc = evals
+            .iter()
+            .map(|e| e["accuracy"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        let last_loss = evals.last().unwrap()["eval_loss"].as_f64().unwrap();
+        best.push((precision, acc, last_loss));
+        // fp16 records its loss scale (GradScaler's initial 65536 on the first step) and
+        // whether each step was skipped; the other precisions have neither.
+        match precision {
+            "fp16" => {
+                assert_eq!(train[0]["loss_scale"], 65536.0, "{}", train[0]);
+                assert!(train.iter().all(|r| r["skipped"].is_boolean()));
+            }
+            _ => assert!(train[0].get("loss_scale").is_none(), "{}", train[0]),
+        }
+        // The checkpoint holds the fp32 master weights.
+        let st = std::fs::read(only_child(&run.join("best")).join("model.safetensors")).unwrap();
+        let header_len = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&st[8..8 + header_len]).unwrap();
+        assert!(
+            header.contains("\"F32\"")
+                && !header.contains("\"BF16\"")
+                && !header.contains("\"F16\""),
+            "{precision}: {header}"
+        );
+    }
+    for (precision, acc, loss) in &best {
+        assert!(*acc >= 0.9, "{precision}: best accuracy {acc} ({best:?})");
+        // Within 10 % of fp32's final validation loss.
+        let fp32 = best[0].2;
+        assert!(
+            (loss - fp32).abs() <= 0.1 * fp32.max(0.05),
+            "{precision}: eval loss {loss} vs fp32 {fp32} ({best:?})"
+        );
+    }
+}

@@ -1,7 +1,8 @@
-//! Fine-tuning BERT for sequence classification: one flat loop. Per epoch: a seeded shuffle,
-//! batches padded to their longest example, forward (dropout from a per-step stream), mean
-//! cross-entropy, backward, integrity guard on the first step, clipping, AdamW with a warmup +
-//! decay schedule; then an evaluation (also every `eval_every_steps`), `metrics.jsonl`,
+//! Fine-tuning BERT for sequence classification: one flat loop. Per epoch: a seeded shuffle;
+//! per optimizer step, `grad_accum` micro-batches, each padded to its longest example: forward
+//! (dropout from a per-step stream) on the fp32 weights or their bf16/fp16 working copy,
+//! cross-entropy averaged over the step's rows, backward, integrity guard on the first step,
+//! clipping, AdamW (fp32 masters and moments) with a warmup + decay schedule; then an evaluation (also every `eval_every_steps`), `metrics.jsonl`,
 //! the `last/` checkpoint, the `best/` one when the chosen metric improved, and early stopping.
 //! At the end the best checkpoint is exported to `<run>/model/` (a Hugging Face folder).
 //!
@@ -17,7 +18,8 @@ use crate::finetune_config::FinetuneConfig;
 use crate::grads::StepGrads;
 use crate::metrics::MetricsLog;
 use crate::metrics_cls::{report, ClsReport};
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
+use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -238,38 +240,108 @@ impl Classifier {
     }
 }
 
-/// What one [`classifier_step`] needs besides the model and the batch.
+/// What one [`classifier_step`] needs besides the model and the batches.
 pub struct ClsStep {
     pub lr: f64,
     pub grad_clip: f64,
-    /// Dropout masks come from `Rng::derive(dropout_seed, step)`.
+    /// Dropout masks of micro-batch m of step s (of M) come from
+    /// `Rng::derive(dropout_seed, s·M + m)`: without accumulation, `(dropout_seed, s)`.
     pub dropout_seed: u64,
     /// The optimizer step, counted from 0; step 0 also checks that every parameter gets a
     /// gradient.
     pub step: u64,
 }
 
-/// One fine-tuning step of `model` on a padded batch: forward with dropout, the mean
-/// cross-entropy over the rows (as transformers' `CrossEntropyLoss`), backward, global-norm
-/// clipping and the AdamW update. Returns the loss and the gradient norm before clipping.
+/// The classifier one [`classifier_step`] trains, and its weights.
+pub struct ClsModel<'a> {
+    pub model: &'a BertForSequenceClassification,
+    /// The variables the model reads: the bf16/fp16 working copy in mixed precision, else the
+    /// same store as `master`.
+    pub work: &'a Params,
+    /// The fp32 master weights the optimizer updates.
+    pub master: &'a Params,
+}
+
+/// How one [`classifier_step`] went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClsStepOutput {
+    /// Mean cross-entropy over the step's rows.
+    pub loss: f64,
+    /// Global gradient norm before clipping (of unscaled gradients).
+    pub grad_norm: f64,
+    /// fp16 only: the gradients overflowed at the current loss scale, so the update was
+    /// skipped (weights and moments untouched) and the scale backed off.
+    pub skipped: bool,
+}
+
+/// One fine-tuning optimizer step of `m` over its micro-batches `micro` (padded batches and
+/// their labels; gradient accumulation = their number): forward with dropout, the
+/// cross-entropy summed over each micro-batch's rows and divided by the rows of the whole step
+/// (so the step is that of one batch holding them all, as transformers' `CrossEntropyLoss`
+/// mean), backward (of the loss times the fp16 scale, when `scaler`), global-norm clipping and
+/// the AdamW update, which in mixed precision also refreshes the working copy.
 pub fn classifier_step(
-    (model, params, opt): (&BertForSequenceClassification, &Params, &mut AdamW),
-    (input, labels): (&BertInput<'_>, &Tensor),
+    m: ClsModel<'_>,
+    opt: &mut Optimizer,
+    micro: &[(BertInput<'_>, Tensor)],
     s: ClsStep,
-) -> Result<(f64, f64)> {
-    let mut rng = Rng::derive(s.dropout_seed, s.step);
-    let logits = model.forward(input, Mode::Train(&mut rng))?;
-    let rows = labels.dim(0)?;
-    let loss = (cross_entropy_sum(&logits, labels, None)? / rows as f64)?;
-    let mut grads = StepGrads::new(params.len());
-    grads.accumulate(params, &loss.backward()?)?;
+    scaler: Option<&mut LossScaler>,
+) -> Result<ClsStepOutput> {
+    let mut rows = 0;
+    for (_, labels) in micro {
+        rows += labels.dim(0)?;
+    }
+    let scale = scaler.as_ref().map_or(1.0, |sc| sc.scale);
+    let mut grads = StepGrads::new(m.work.len());
+    let mut loss_sum = 0f64;
+    for (i, (input, labels)) in micro.iter().enumerate() {
+        let mut rng = Rng::derive(s.dropout_seed, s.step * micro.len() as u64 + i as u64);
+        let logits = m.model.forward(input, Mode::Train(&mut rng))?;
+        // Summed in f32 whatever the working dtype (the kernel computes in f32).
+        let loss = (cross_entropy_sum(&logits, labels, None)?.to_dtype(DType::F32)? / rows as f64)?;
+        let store = if scale != 1.0 {
+            (&loss * scale)?.backward()?
+        } else {
+            loss.backward()?
+        };
+        grads.accumulate(m.work, &store)?;
+        loss_sum += f64::from(loss.to_scalar::<f32>()?);
+    }
+    if scale != 1.0 {
+        grads.scale(1.0 / scale)?;
+    }
     if s.step == 0 {
-        grads.check_integrity(params, false)?;
+        grads.check_integrity(m.work, scaler.is_some())?;
     }
     let grad_norm = grads.global_norm()?;
+    let finite = loss_sum.is_finite() && grad_norm.is_finite();
+    if let Some(sc) = scaler {
+        sc.update(!finite);
+        if !finite {
+            return Ok(ClsStepOutput {
+                loss: loss_sum,
+                grad_norm,
+                skipped: true,
+            });
+        }
+    } else if !finite {
+        return Err(Error::Config(format!(
+            "fine-tuning step {}: the loss ({loss_sum}) or the gradient norm ({grad_norm}) is \
+             not finite; lower train.lr, or train in fp32 or bf16",
+            s.step + 1
+        )));
+    }
     grads.clip(grad_norm, s.grad_clip)?;
-    opt.step(params, &grads.grads, s.lr)?;
-    Ok((f64::from(loss.to_scalar::<f32>()?), grad_norm))
+    if std::ptr::eq(m.work, m.master) {
+        opt.step(m.master, &grads.grads, s.lr)?;
+    } else {
+        opt.step_mixed(m.master, &grads.grads, s.lr, m.work)?;
+    }
+    Ok(ClsStepOutput {
+        loss: loss_sum,
+        grad_norm,
+        skipped: false,
+    })
 }
 
 fn batch_tensors(b: &ClsBatch, device: &Device) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
@@ -602,7 +674,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
 
     // Optimisation.
     let t = &cfg.train;
-    let steps_per_epoch = train.len().div_ceil(t.batch_size) as u64;
+    let per_step = t.batch_size * t.grad_accum;
+    let steps_per_epoch = train.len().div_ceil(per_step) as u64;
     let total_steps = steps_per_epoch * t.epochs as u64;
     let schedule = Schedule {
         kind: t.schedule,
@@ -613,16 +686,31 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         total_steps,
         decay_steps: 0,
     };
-    let mut opt = AdamW::new(
-        AdamWConfig {
+    let mut opt = Optimizer::new(
+        OptimizerConfig::AdamW(AdamWConfig {
             beta1: t.beta1,
             beta2: t.beta2,
             eps: t.eps,
             weight_decay: t.weight_decay,
-        },
+        }),
         &params,
     )?;
-    let model = BertForSequenceClassification::new(&bert_cfg, &params)?;
+    // Mixed precision: the model reads a bf16/fp16 working copy; `params` stay the fp32
+    // masters, which the checkpoints hold.
+    let work = match t.precision {
+        Precision::Fp32 => None,
+        p => Some(params.to(&device, p.dtype())?),
+    };
+    let work_params = work.as_ref().unwrap_or(&params);
+    // torch.amp.GradScaler's defaults, as transformers' Trainer uses them with fp16=True.
+    let mut scaler =
+        (t.precision == Precision::Fp16).then(|| LossScaler::new(65536.0, 2.0, 0.5, 2000));
+    say(format!(
+        "{} | batch {} x {} accumulated = {per_step} examples per step | {steps_per_epoch} \
+         steps per epoch",
+        t.precision, t.batch_size, t.grad_accum
+    ));
+    let model = BertForSequenceClassification::new(&bert_cfg, work_params)?;
     let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), None)?;
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience);
     let metric = cfg.early_stopping.metric.clone();
@@ -690,37 +778,58 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         );
         let epoch_start = Instant::now();
         let mut epoch_loss = 0f64;
-        for (bi, chunk) in order.chunks(t.batch_size).enumerate() {
-            let items: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
-            let b = labelled::pad_batch(&items, pad);
-            let (ids, tt, mask, y) = batch_tensors(&b, &device)?;
-            let input = BertInput {
-                ids: &ids,
-                token_type_ids: Some(&tt),
-                attention_mask: Some(&mask),
-            };
+        for (si, group) in order.chunks(per_step).enumerate() {
+            // The step's micro-batches, each padded to its own longest example.
+            let mut tensors = Vec::with_capacity(t.grad_accum);
+            for chunk in group.chunks(t.batch_size) {
+                let items: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
+                tensors.push(batch_tensors(&labelled::pad_batch(&items, pad), &device)?);
+            }
+            let micro: Vec<(BertInput<'_>, Tensor)> = tensors
+                .iter()
+                .map(|(ids, tt, mask, y)| {
+                    let input = BertInput {
+                        ids,
+                        token_type_ids: Some(tt),
+                        attention_mask: Some(mask),
+                    };
+                    (input, y.clone())
+                })
+                .collect();
             let lr = schedule.lr_at(step);
-            let (l, grad_norm) = classifier_step(
-                (&model, &params, &mut opt),
-                (&input, &y),
+            let scale_before = scaler.as_ref().map(|sc| sc.scale);
+            let out = classifier_step(
+                ClsModel {
+                    model: &model,
+                    work: work_params,
+                    master: &params,
+                },
+                &mut opt,
+                &micro,
                 ClsStep {
                     lr,
                     grad_clip: t.grad_clip,
                     dropout_seed: t.seed ^ DROPOUT_STREAM,
                     step,
                 },
+                scaler.as_mut(),
             )?;
             step += 1;
-            epoch_loss += l;
-            log.write(&json!({"kind": "train", "step": step, "epoch": epoch, "loss": l, "lr": lr, "grad_norm": grad_norm}))?;
-            if !opts.quiet && (bi + 1) % 20 == 0 {
+            epoch_loss += out.loss;
+            let mut rec = json!({"kind": "train", "step": step, "epoch": epoch, "loss": out.loss, "lr": lr, "grad_norm": out.grad_norm});
+            if let Some(sc) = scale_before {
+                rec["loss_scale"] = json!(sc);
+                rec["skipped"] = json!(out.skipped);
+            }
+            log.write(&rec)?;
+            if !opts.quiet && (si + 1) % 20 == 0 {
                 println!(
                     "epoch {epoch} step {step}/{total_steps} loss {:.4} lr {lr:.2e} ({:.1} s)",
-                    epoch_loss / (bi + 1) as f64,
+                    epoch_loss / (si + 1) as f64,
                     epoch_start.elapsed().as_secs_f64()
                 );
             }
-            let last_of_epoch = bi as u64 + 1 == steps_per_epoch;
+            let last_of_epoch = si as u64 + 1 == steps_per_epoch;
             if !last_of_epoch
                 && t.eval_every_steps.is_some_and(|n| step.is_multiple_of(n))
                 && eval_and_save(&mut log, step, epoch, &mut best)?

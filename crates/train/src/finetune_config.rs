@@ -7,6 +7,7 @@
 //! gradient clipping at 1.0) with weight decay 0.01, the usual BERT fine-tuning value.
 
 use crate::config::ScheduleKind;
+use crate::precision::Precision;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -70,8 +71,20 @@ pub struct FtDataSection {
 pub struct FtTrainSection {
     #[serde(default = "d_epochs")]
     pub epochs: usize,
+    /// Examples per micro-batch (transformers' `per_device_train_batch_size`).
     #[serde(default = "d_batch")]
     pub batch_size: usize,
+    /// Micro-batches per optimizer step (transformers' `gradient_accumulation_steps`): one step
+    /// sees `batch_size × grad_accum` examples, and its loss is the mean over all of them, so
+    /// it is exactly the step of one batch that large (up to float rounding).
+    #[serde(default = "d_accum")]
+    pub grad_accum: usize,
+    /// `fp32` (default), `bf16` or `fp16`: forward and backward on a working copy in that
+    /// dtype; master weights and AdamW moments stay fp32 (transformers' `bf16=True` /
+    /// `fp16=True`); fp16 scales the loss as PyTorch's `GradScaler` does, with its defaults,
+    /// and skips the steps whose gradients overflow.
+    #[serde(default)]
+    pub precision: Precision,
     #[serde(default = "d_eval_batch")]
     pub eval_batch_size: usize,
     #[serde(default = "d_lr")]
@@ -124,6 +137,9 @@ fn d_epochs() -> usize {
 }
 fn d_batch() -> usize {
     32
+}
+fn d_accum() -> usize {
+    1
 }
 fn d_eval_batch() -> usize {
     64
@@ -237,9 +253,10 @@ impl FinetuneConfig {
     fn validate(&self, origin: &str) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("{origin}: {m}")));
         let t = &self.train;
-        if t.epochs == 0 || t.batch_size == 0 || t.eval_batch_size == 0 {
+        if t.epochs == 0 || t.batch_size == 0 || t.grad_accum == 0 || t.eval_batch_size == 0 {
             return bad(
-                "train.epochs, train.batch_size and train.eval_batch_size must be at least 1"
+                "train.epochs, train.batch_size, train.grad_accum and train.eval_batch_size must \
+                 be at least 1"
                     .into(),
             );
         }
@@ -310,6 +327,26 @@ mod tests {
     fn defaults_overrides_and_errors() {
         let c = FinetuneConfig::parse(BASE, "x.toml", &[]).unwrap();
         assert_eq!(c.train.lr, 5e-5);
+        assert_eq!(c.train.grad_accum, 1);
+        assert_eq!(c.train.precision, Precision::Fp32);
+        let c = FinetuneConfig::parse(
+            BASE,
+            "x.toml",
+            &["train.grad_accum=4".into(), "train.precision=bf16".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.train.grad_accum, c.train.precision),
+            (4, Precision::Bf16)
+        );
+        let e = FinetuneConfig::parse(BASE, "x.toml", &["train.precision=fp8".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("train.precision") && e.contains("fp8"), "{e}");
+        let e = FinetuneConfig::parse(BASE, "x.toml", &["train.grad_accum=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("train.grad_accum"), "{e}");
         assert_eq!(c.early_stopping.metric, "eval_loss");
         assert!(!c.higher_is_better());
         let c = FinetuneConfig::parse(
