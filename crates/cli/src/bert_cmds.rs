@@ -88,6 +88,9 @@ pub fn run(cmd: BertCmd) -> Result<()> {
         } => {
             let cfg = FinetuneConfig::load(&config, &sets)?;
             let s = finetune::finetune(cfg, FinetuneOptions { quiet })?;
+            if s.rank != 0 {
+                return Ok(());
+            }
             println!(
                 "fine-tuned {} steps ({} epochs{}) in {:.1} s | best at step {}: eval loss {:.4}, accuracy {:.4}, macro-F1 {:.4}",
                 s.steps,

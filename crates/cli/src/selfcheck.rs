@@ -840,15 +840,20 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
     let types = Tensor::from_slice(&types, (b, t), device)?;
     let mask = Tensor::from_slice(&mask, (b, t), device)?;
     let y = Tensor::from_slice(&y, b, device)?;
-    let input = lantern_models::bert::BertInput {
-        ids: &ids,
-        token_type_ids: Some(&types),
-        attention_mask: Some(&mask),
-    };
-    let micro = [(input, y)];
+    let single = lantern_comm::Communicator::single();
     let mut losses = Vec::with_capacity(steps);
     for step in 0..steps as u64 {
+        let micro = [lantern_train::finetune::ClsMicro {
+            input: lantern_models::bert::BertInput {
+                ids: &ids,
+                token_type_ids: Some(&types),
+                attention_mask: Some(&mask),
+            },
+            labels: y.clone(),
+            stream: step,
+        }];
         let out = lantern_train::finetune::classifier_step(
+            &single,
             lantern_train::finetune::ClsModel {
                 model: &model,
                 work: &params,
@@ -861,6 +866,7 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
                 grad_clip: 1.0,
                 dropout_seed: 0,
                 step,
+                rows: b,
             },
             None,
         )?;

@@ -416,3 +416,75 @@ fn bf16_and_fp16_fine_tuning_learn_with_fp32_masters() {
         );
     }
 }
+
+fn train_losses(run: &Path) -> Vec<f64> {
+    metrics_of(run, "train")
+        .iter()
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn two_ranks_fine_tune_as_one_process_with_twice_the_batch() {
+    // 48 examples. (batch per rank, grad_accum): 2 × 4 = 8 a step, 6 full steps; the same with
+    // 2 micro-batches of 2; 2 × 5 = 10 a step, whose short last step of 8 leaves rank 1 with 3;
+    // 2 × 11 = 22 a step, whose last step of 4 leaves rank 1 with none.
+    let f = Fixture::new();
+    for (batch, accum) in [(4, 1), (2, 2), (5, 1), (11, 1)] {
+        let name = format!("ddp-b{batch}-a{accum}");
+        let mut runs = Vec::new();
+        for (ranks, b) in [(2, batch), (1, 2 * batch)] {
+            let run_name = format!("{name}-{ranks}");
+            let cfg = f.config(
+                &run_name,
+                &format!("epochs = 2\nlr = 3e-3\ngrad_accum = {accum}"),
+                "",
+            );
+            let batch_set = format!("train.batch_size={b}");
+            let mut args = vec![];
+            if ranks == 2 {
+                args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
+            }
+            args.extend(["finetune", "--config", p(&cfg), "--quiet"]);
+            args.extend(NO_DROPOUT);
+            args.extend(["--set", batch_set.as_str()]);
+            lantern_ok(&args);
+            runs.push(f.root.join(run_name));
+        }
+        let (two, one) = (&runs[0], &runs[1]);
+        // Rank 0 alone wrote: one record per step and per evaluation.
+        let (l2, l1) = (train_losses(two), train_losses(one));
+        assert_eq!(l2.len(), l1.len(), "{name}");
+        for (a, b) in l2.iter().zip(&l1) {
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "{name}: loss {a} vs {b}");
+        }
+        let (e2, e1) = (metrics_of(two, "eval"), metrics_of(one, "eval"));
+        assert_eq!(e2.len(), e1.len(), "{name}");
+        for (a, b) in e2.iter().zip(&e1) {
+            // The ranks scored half the validation set each and summed their counts.
+            assert_eq!(a["confusion_matrix"], b["confusion_matrix"], "{name}");
+            assert_eq!(a["examples"], 12);
+            let (la, lb) = (
+                a["eval_loss"].as_f64().unwrap(),
+                b["eval_loss"].as_f64().unwrap(),
+            );
+            assert!(
+                (la - lb).abs() <= 1e-5 * lb,
+                "{name}: eval loss {la} vs {lb}"
+            );
+        }
+        let w2 = common::read_f32_tensors(&only_child(&two.join("last")).join("model.safetensors"));
+        let w1 = common::read_f32_tensors(&only_child(&one.join("last")).join("model.safetensors"));
+        for ((na, a), (_, b)) in w2.iter().zip(&w1) {
+            if na.ends_with("attention.self.key.bias") {
+                continue; // rounding noise only (see gradient_accumulation_matches_one_large_batch)
+            }
+            let r = common::rel_l2(a, b);
+            assert!(r < 1e-5, "{name}: {na} differs by {r}");
+        }
+        assert!(
+            two.join("model/model.safetensors").is_file(),
+            "{name}: rank 0 exported"
+        );
+    }
+}

@@ -12,17 +12,19 @@
 //! runs are short: checkpoints hold no optimizer state and a run is not resumed.
 
 use crate::checkpoint;
-use crate::device::{parse_device, resolve_auto};
 use crate::error::io;
 use crate::finetune_config::FinetuneConfig;
 use crate::grads::StepGrads;
 use crate::metrics::MetricsLog;
-use crate::metrics_cls::{report, ClsReport};
+use crate::metrics_cls::{report_from_confusion, ClsReport};
 use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
+use crate::trainer::reduce_step;
+use crate::world::{join_world, World};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
+use lantern_comm::{Communicator, ReduceOp};
 use lantern_data::labelled::{self, ClsBatch, Encoded, RawExample};
 use lantern_data::tokenizer::{check_vocab, load_tokenizer};
 use lantern_kernels::{cross_entropy_sum, Rng};
@@ -76,6 +78,10 @@ pub struct FinetuneSummary {
     pub exported: PathBuf,
     pub labels: Vec<String>,
     pub train_seconds: f64,
+    /// This process's rank and the world size (1 without a launcher); only rank 0 wrote the
+    /// metrics, checkpoints and export, and only it reports.
+    pub rank: usize,
+    pub world_size: usize,
 }
 
 /// Early stopping as a pure state machine: `observe` each evaluation's metric; it says whether
@@ -244,12 +250,23 @@ impl Classifier {
 pub struct ClsStep {
     pub lr: f64,
     pub grad_clip: f64,
-    /// Dropout masks of micro-batch m of step s (of M) come from
-    /// `Rng::derive(dropout_seed, s·M + m)`: without accumulation, `(dropout_seed, s)`.
+    /// Dropout masks of a micro-batch come from `Rng::derive(dropout_seed, its stream)`.
     pub dropout_seed: u64,
     /// The optimizer step, counted from 0; step 0 also checks that every parameter gets a
     /// gradient.
     pub step: u64,
+    /// Examples in the whole step, over every micro-batch and every rank: each micro-batch's
+    /// summed cross-entropy is divided by it, so the step's loss is their mean.
+    pub rows: usize,
+}
+
+/// One micro-batch of a [`classifier_step`]: a padded batch, its labels, and the stream its
+/// dropout masks come from (the loop uses `(s·M + m)·W + r` for micro-batch m of M of step s
+/// on rank r of W: without accumulation or ranks, `s`).
+pub struct ClsMicro<'a> {
+    pub input: BertInput<'a>,
+    pub labels: Tensor,
+    pub stream: u64,
 }
 
 /// The classifier one [`classifier_step`] trains, and its weights.
@@ -265,7 +282,7 @@ pub struct ClsModel<'a> {
 /// How one [`classifier_step`] went.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClsStepOutput {
-    /// Mean cross-entropy over the step's rows.
+    /// Mean cross-entropy over the step's rows (every rank's).
     pub loss: f64,
     /// Global gradient norm before clipping (of unscaled gradients).
     pub grad_norm: f64,
@@ -274,31 +291,31 @@ pub struct ClsStepOutput {
     pub skipped: bool,
 }
 
-/// One fine-tuning optimizer step of `m` over its micro-batches `micro` (padded batches and
-/// their labels; gradient accumulation = their number): forward with dropout, the
-/// cross-entropy summed over each micro-batch's rows and divided by the rows of the whole step
-/// (so the step is that of one batch holding them all, as transformers' `CrossEntropyLoss`
-/// mean), backward (of the loss times the fp16 scale, when `scaler`), global-norm clipping and
-/// the AdamW update, which in mixed precision also refreshes the working copy.
+/// One fine-tuning optimizer step of `m` over this rank's micro-batches `micro` (gradient
+/// accumulation = their number): forward with dropout, each micro-batch's summed
+/// cross-entropy divided by the rows of the whole step (so the step is that of one batch
+/// holding them all, as transformers' `CrossEntropyLoss` mean), backward (of the loss times
+/// the fp16 scale, when `scaler`); then, in a world of several ranks, the sum of every rank's
+/// gradients and loss (a rank with no rows in a short last step adds zeros); then global-norm
+/// clipping and the AdamW update, which in mixed precision also refreshes the working copy.
+/// From the sum on every rank computes the same thing, so their decisions agree.
 pub fn classifier_step(
+    comm: &Communicator,
     m: ClsModel<'_>,
     opt: &mut Optimizer,
-    micro: &[(BertInput<'_>, Tensor)],
+    micro: &[ClsMicro<'_>],
     s: ClsStep,
     scaler: Option<&mut LossScaler>,
 ) -> Result<ClsStepOutput> {
-    let mut rows = 0;
-    for (_, labels) in micro {
-        rows += labels.dim(0)?;
-    }
     let scale = scaler.as_ref().map_or(1.0, |sc| sc.scale);
     let mut grads = StepGrads::new(m.work.len());
     let mut loss_sum = 0f64;
-    for (i, (input, labels)) in micro.iter().enumerate() {
-        let mut rng = Rng::derive(s.dropout_seed, s.step * micro.len() as u64 + i as u64);
-        let logits = m.model.forward(input, Mode::Train(&mut rng))?;
+    for mb in micro {
+        let mut rng = Rng::derive(s.dropout_seed, mb.stream);
+        let logits = m.model.forward(&mb.input, Mode::Train(&mut rng))?;
         // Summed in f32 whatever the working dtype (the kernel computes in f32).
-        let loss = (cross_entropy_sum(&logits, labels, None)?.to_dtype(DType::F32)? / rows as f64)?;
+        let loss = (cross_entropy_sum(&logits, &mb.labels, None)?.to_dtype(DType::F32)?
+            / s.rows.max(1) as f64)?;
         let store = if scale != 1.0 {
             (&loss * scale)?.backward()?
         } else {
@@ -310,8 +327,17 @@ pub fn classifier_step(
     if scale != 1.0 {
         grads.scale(1.0 / scale)?;
     }
-    if s.step == 0 {
+    if s.step == 0 && !micro.is_empty() {
+        // This rank's own gradients, before they are summed.
         grads.check_integrity(m.work, scaler.is_some())?;
+    }
+    if comm.world_size() > 1 {
+        if micro.is_empty() {
+            for (slot, var) in grads.grads.iter_mut().zip(m.work.vars()) {
+                *slot = Some(var.as_tensor().zeros_like()?.to_dtype(DType::F32)?);
+            }
+        }
+        loss_sum = reduce_step(comm, &mut grads, loss_sum)?;
     }
     let grad_norm = grads.global_norm()?;
     let finite = loss_sum.is_finite() && grad_norm.is_finite();
@@ -362,10 +388,21 @@ pub fn predict_logits(
     pad_id: u32,
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
+    let refs: Vec<&Encoded> = data.iter().collect();
+    logits_of(model, &refs, batch_size, pad_id, device)
+}
+
+/// [`predict_logits`] of the examples `data` points to.
+fn logits_of(
+    model: &BertForSequenceClassification,
+    data: &[&Encoded],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(data.len());
     for chunk in data.chunks(batch_size.max(1)) {
-        let refs: Vec<&Encoded> = chunk.iter().collect();
-        let b = labelled::pad_batch(&refs, pad_id);
+        let b = labelled::pad_batch(chunk, pad_id);
         let (ids, tt, mask, _) = batch_tensors(&b, device)?;
         let logits = model.forward(
             &BertInput {
@@ -423,25 +460,60 @@ pub fn evaluate(
     pad_id: u32,
     device: &Device,
 ) -> Result<ClsReport> {
-    let probs = predict_probs(model, data, batch_size, pad_id, device)?;
-    let mut labels = Vec::with_capacity(data.len());
-    let mut loss = 0f64;
-    for (e, p) in data.iter().zip(&probs) {
-        let y = e.label.ok_or_else(|| {
-            Error::Config(format!(
-                "example at line {} has no label to evaluate against",
-                e.line
-            ))
-        })?;
-        // Mean cross-entropy from the f32 softmax; the floor keeps a confident miss finite.
-        loss -= (p[y].max(1e-30) as f64).ln();
-        labels.push(y);
-    }
-    let preds: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
-    Ok(report(
-        &labels,
-        &preds,
+    let single = Communicator::single();
+    evaluate_on(
+        &single,
+        model,
+        data,
         num_labels,
+        (batch_size, pad_id),
+        device,
+    )
+}
+
+/// [`evaluate`] as one rank of a world: rank r scores examples r, r + W, r + 2W, ... and the
+/// loss sums and confusion counts are summed over the ranks, so every rank gets the report of
+/// the whole data (and early stopping decides the same everywhere).
+fn evaluate_on(
+    comm: &Communicator,
+    model: &BertForSequenceClassification,
+    data: &[Encoded],
+    num_labels: usize,
+    (batch_size, pad_id): (usize, u32),
+    device: &Device,
+) -> Result<ClsReport> {
+    // Checked on the whole data, so that every rank fails alike.
+    if let Some(e) = data.iter().find(|e| e.label.is_none()) {
+        return Err(Error::Config(format!(
+            "example at line {} has no label to evaluate against",
+            e.line
+        )));
+    }
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let shard: Vec<&Encoded> = data.iter().skip(rank).step_by(world).collect();
+    let logits = logits_of(model, &shard, batch_size, pad_id, device)?;
+    let mut confusion = vec![vec![0u64; num_labels]; num_labels];
+    let mut loss = 0f64;
+    for (e, l) in shard.iter().zip(&logits) {
+        let y = e.label.expect("checked above");
+        let p = softmax(l);
+        // Cross-entropy from the f32 softmax; the floor keeps a confident miss finite.
+        loss -= (p[y].max(1e-30) as f64).ln();
+        confusion[y][argmax(&p)] += 1;
+    }
+    if world > 1 {
+        // Counts are exact in f32 below 2^24 examples.
+        let mut sums: Vec<f32> = std::iter::once(loss as f32)
+            .chain(confusion.iter().flatten().map(|&c| c as f32))
+            .collect();
+        comm.all_reduce_f32(&mut sums, ReduceOp::Sum)?;
+        loss = f64::from(sums[0]);
+        for (c, v) in confusion.iter_mut().flatten().zip(&sums[1..]) {
+            *c = *v as u64;
+        }
+    }
+    Ok(report_from_confusion(
+        confusion,
         loss / data.len().max(1) as f64,
     ))
 }
@@ -593,17 +665,27 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     if let Some(dir) = cfg.model.init_from.as_mut() {
         *dir = resolve_checkpoint(dir)?;
     }
+    // The world a launcher set up (a world of one without one), and this rank's device. Rank 0
+    // alone prints and writes metrics and checkpoints.
+    let World {
+        comm,
+        device,
+        device_name,
+    } = join_world(&cfg.train.device)?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let main = rank == 0;
+    let quiet = opts.quiet || !main;
     let say = |s: String| {
-        if !opts.quiet {
+        if !quiet {
             println!("{s}");
         }
     };
-    let device_name = resolve_auto(&cfg.train.device);
-    let device = parse_device(&device_name)?;
     let run_dir = cfg.run.dir.clone();
-    std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
-    let resolved = run_dir.join("config.toml");
-    std::fs::write(&resolved, cfg.to_toml()).map_err(io(&resolved))?;
+    if main {
+        std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+        let resolved = run_dir.join("config.toml");
+        std::fs::write(&resolved, cfg.to_toml()).map_err(io(&resolved))?;
+    }
 
     // Data and labels.
     let tokenizer_path = match (&cfg.model.tokenizer, &cfg.model.init_from) {
@@ -631,14 +713,15 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             d.train.display()
         )));
     }
-    let (bert_cfg, params) = build_model(
-        &cfg,
-        &labels,
-        &tokenizer,
-        &tokenizer_path,
-        &device,
-        opts.quiet,
-    )?;
+    let (bert_cfg, params) =
+        build_model(&cfg, &labels, &tokenizer, &tokenizer_path, &device, quiet)?;
+    if world > 1 {
+        // Every rank built the same weights (the same files, the same seeded head); rank 0's
+        // are broadcast all the same, so that the ranks start identical by construction.
+        for v in params.vars() {
+            comm.broadcast(v.as_tensor(), 0)?;
+        }
+    }
     let tok = labelled::for_classification(&tokenizer, d.max_length, &tokenizer_path)?;
     let (train, val) = match &d.validation {
         Some(v) => {
@@ -674,7 +757,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
 
     // Optimisation.
     let t = &cfg.train;
-    let per_step = t.batch_size * t.grad_accum;
+    // One step takes `batch_size` examples per micro-batch, `grad_accum` micro-batches and
+    // `world` ranks (as torchrun with transformers' Trainer).
+    let per_step = t.batch_size * t.grad_accum * world;
     let steps_per_epoch = train.len().div_ceil(per_step) as u64;
     let total_steps = steps_per_epoch * t.epochs as u64;
     let schedule = Schedule {
@@ -706,12 +791,15 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let mut scaler =
         (t.precision == Precision::Fp16).then(|| LossScaler::new(65536.0, 2.0, 0.5, 2000));
     say(format!(
-        "{} | batch {} x {} accumulated = {per_step} examples per step | {steps_per_epoch} \
-         steps per epoch",
+        "{} | batch {} x {} accumulated x {world} rank(s) = {per_step} examples per step | \
+         {steps_per_epoch} steps per epoch",
         t.precision, t.batch_size, t.grad_accum
     ));
     let model = BertForSequenceClassification::new(&bert_cfg, work_params)?;
-    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), None)?;
+    let mut log = match main {
+        true => Some(MetricsLog::open(&run_dir.join("metrics.jsonl"), None)?),
+        false => None,
+    };
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience);
     let metric = cfg.early_stopping.metric.clone();
     let mut best: Option<(u64, f64, ClsReport, PathBuf)> = None;
@@ -721,12 +809,19 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let started = Instant::now();
 
     // One evaluation: metrics, last/ and (if better) best/ checkpoints; returns whether to stop.
-    let mut eval_and_save = |log: &mut MetricsLog,
+    let mut eval_and_save = |log: &mut Option<MetricsLog>,
                              step: u64,
                              epoch: usize,
                              best: &mut Option<(u64, f64, ClsReport, PathBuf)>|
      -> Result<bool> {
-        let r = evaluate(&model, &val, labels.len(), t.eval_batch_size, pad, &device)?;
+        let r = evaluate_on(
+            &comm,
+            &model,
+            &val,
+            labels.len(),
+            (t.eval_batch_size, pad),
+            &device,
+        )?;
         let value = r.metric(&metric).expect("validated metric name");
         let (improved, stop) = stopper.observe(value);
         let mut rec = r.to_json(&labels);
@@ -734,6 +829,13 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         rec["step"] = json!(step);
         rec["epoch"] = json!(epoch);
         rec["improved"] = json!(improved);
+        let Some(log) = log.as_mut() else {
+            // Not rank 0: the same decision, nothing written.
+            if improved {
+                *best = Some((step, value, r, run_dir.join("best")));
+            }
+            return Ok(stop);
+        };
         log.write(&rec)?;
         say(format!(
             "eval step {step} (epoch {epoch}){}\n{}",
@@ -779,26 +881,42 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         let epoch_start = Instant::now();
         let mut epoch_loss = 0f64;
         for (si, group) in order.chunks(per_step).enumerate() {
-            // The step's micro-batches, each padded to its own longest example.
+            // This rank's micro-batches, each padded to its own longest example: micro-batch m
+            // of rank r takes the `batch_size` examples from (m·W + r)·batch_size on, so that the
+            // ranks' m-th micro-batches together are micro-batch m of one process with a batch
+            // W times larger. A short last step leaves the later ranks fewer or none.
             let mut tensors = Vec::with_capacity(t.grad_accum);
-            for chunk in group.chunks(t.batch_size) {
+            for m in 0..t.grad_accum {
+                let from = (m * world + rank) * t.batch_size;
+                let Some(chunk) = group.get(from..group.len().min(from + t.batch_size)) else {
+                    continue;
+                };
+                if chunk.is_empty() {
+                    continue;
+                }
                 let items: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
-                tensors.push(batch_tensors(&labelled::pad_batch(&items, pad), &device)?);
+                let stream = (step * t.grad_accum as u64 + m as u64) * world as u64 + rank as u64;
+                tensors.push((
+                    batch_tensors(&labelled::pad_batch(&items, pad), &device)?,
+                    stream,
+                ));
             }
-            let micro: Vec<(BertInput<'_>, Tensor)> = tensors
+            let micro: Vec<ClsMicro<'_>> = tensors
                 .iter()
-                .map(|(ids, tt, mask, y)| {
-                    let input = BertInput {
+                .map(|((ids, tt, mask, y), stream)| ClsMicro {
+                    input: BertInput {
                         ids,
                         token_type_ids: Some(tt),
                         attention_mask: Some(mask),
-                    };
-                    (input, y.clone())
+                    },
+                    labels: y.clone(),
+                    stream: *stream,
                 })
                 .collect();
             let lr = schedule.lr_at(step);
             let scale_before = scaler.as_ref().map(|sc| sc.scale);
             let out = classifier_step(
+                &comm,
                 ClsModel {
                     model: &model,
                     work: work_params,
@@ -811,6 +929,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                     grad_clip: t.grad_clip,
                     dropout_seed: t.seed ^ DROPOUT_STREAM,
                     step,
+                    rows: group.len(),
                 },
                 scaler.as_mut(),
             )?;
@@ -821,8 +940,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 rec["loss_scale"] = json!(sc);
                 rec["skipped"] = json!(out.skipped);
             }
-            log.write(&rec)?;
-            if !opts.quiet && (si + 1) % 20 == 0 {
+            if let Some(log) = log.as_mut() {
+                log.write(&rec)?;
+            }
+            if !quiet && (si + 1) % 20 == 0 {
                 println!(
                     "epoch {epoch} step {step}/{total_steps} loss {:.4} lr {lr:.2e} ({:.1} s)",
                     epoch_loss / (si + 1) as f64,
@@ -852,7 +973,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let (best_step, best_metric, best_report, best_dir) =
         best.expect("at least one evaluation ran, and the first always improves");
     let exported = run_dir.join("model");
-    export_folder(&best_dir, &exported)?;
+    if main {
+        export_folder(&best_dir, &exported)?;
+    }
     if stopped_early {
         say(format!(
             "early stopping: {metric} did not improve for {} evaluations",
@@ -876,6 +999,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         exported,
         labels,
         train_seconds,
+        rank,
+        world_size: world,
     })
 }
 

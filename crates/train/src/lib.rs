@@ -19,6 +19,7 @@ pub mod precision;
 pub mod schedule;
 pub mod task;
 pub mod trainer;
+pub mod world;
 
 pub use config::RunConfig;
 pub use error::{Error, Result};

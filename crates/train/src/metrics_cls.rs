@@ -34,6 +34,14 @@ pub fn report(labels: &[usize], preds: &[usize], num_classes: usize, loss: f64) 
     for (&y, &p) in labels.iter().zip(preds) {
         confusion[y][p] += 1;
     }
+    report_from_confusion(confusion, loss)
+}
+
+/// Metrics from a square confusion matrix (`confusion[true][predicted]`): what [`report`]
+/// computes, from counts that may have been summed over several ranks' shares of the data.
+pub fn report_from_confusion(confusion: Vec<Vec<u64>>, loss: f64) -> ClsReport {
+    let num_classes = confusion.len();
+    let examples: u64 = confusion.iter().flatten().sum();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let per_class: Vec<ClassMetrics> = (0..num_classes)
         .map(|c| {
@@ -60,13 +68,13 @@ pub fn report(labels: &[usize], preds: &[usize], num_classes: usize, loss: f64) 
     let correct: u64 = (0..num_classes).map(|c| confusion[c][c]).sum();
     ClsReport {
         loss,
-        accuracy: ratio(correct, labels.len() as u64),
+        accuracy: ratio(correct, examples),
         macro_precision: mean(|m| m.precision),
         macro_recall: mean(|m| m.recall),
         macro_f1: mean(|m| m.f1),
         per_class,
         confusion,
-        examples: labels.len() as u64,
+        examples,
     }
 }
 

@@ -16,19 +16,16 @@
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::RunConfig;
-use crate::device::{parse_device, resolve_auto};
 use crate::grads::StepGrads;
 use crate::metrics::{self, MetricsLog};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
 use crate::task::{LossModel, ModelConfig, Scratch, Task};
+use crate::world::{join_world, World};
 use crate::{error::io, plot, Error, Result};
 use candle_core::{DType, Device, Tensor};
-use lantern_comm::{
-    all_reduce_bucketed, BackendKind, CommOptions, Communicator, ReduceOp, WorldInfo,
-    DEFAULT_BUCKET_BYTES,
-};
+use lantern_comm::{all_reduce_bucketed, Communicator, ReduceOp, DEFAULT_BUCKET_BYTES};
 use lantern_data::shard::Shard;
 use lantern_kernels::{Rng, RngState};
 use lantern_models::{safetensors_io, Mode, Params};
@@ -284,7 +281,11 @@ pub fn train_step_on(
 }
 
 /// Sums the step's loss and gradients over the ranks (in place); returns the global loss.
-fn reduce_step(comm: &Communicator, grads: &mut StepGrads, loss_sum: f64) -> Result<f64> {
+pub(crate) fn reduce_step(
+    comm: &Communicator,
+    grads: &mut StepGrads,
+    loss_sum: f64,
+) -> Result<f64> {
     // Reverse parameter order: the order backward finishes them, which an overlapped
     // reduction would follow (see lantern_comm::bucket).
     let present: Vec<usize> = (0..grads.grads.len())
@@ -458,28 +459,13 @@ impl Progress {
 /// Runs (or continues) a training run as configured. See the module header for the loop.
 pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // The world the launcher set up (a world of one without one), and this rank's device.
-    let env = lantern_comm::env::process_env();
-    let world_info = lantern_comm::detect(&env)?;
-    // `auto` is decided here, once: the run's line and the errors below name the device used.
-    let device_name = rank_device(&resolve_auto(&cfg.train.device), &world_info)?;
-    let device = parse_device(&device_name)?;
+    let World {
+        comm,
+        device,
+        device_name,
+    } = join_world(&cfg.train.device)?;
     crate::device::set_tf32(&device, cfg.train.tf32);
-    let comm = Communicator::from_env(
-        BackendKind::from_env(&env)?,
-        &device,
-        &CommOptions::from_env(&env)?,
-    )?;
     let (rank, world) = (comm.rank(), comm.world_size());
-    if world > 1 && !comm.device().same_device(&device) {
-        return Err(Error::Device(format!(
-            "rank {rank}: training on {device_name} (train.device = {:?}), but the {} backend \
-             reduces buffers on {:?}: use --backend nccl with cuda and --backend mpi with cpu",
-            cfg.train.device,
-            env.get(lantern_comm::BACKEND_ENV)
-                .map_or("single", String::as_str),
-            comm.device().location()
-        )));
-    }
     // Rank 0 alone writes logs, metrics, plots and checkpoints; the others are quiet.
     let main = rank == 0;
     let quiet = opts.quiet || !main;
@@ -969,23 +955,6 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     })
 }
 
-/// The device string of this rank: with several ranks, `cuda` means the GPU of the local rank
-/// (torchrun's convention); naming one GPU would put every rank of the node on it.
-fn rank_device(device: &str, world: &WorldInfo) -> Result<String> {
-    if world.world_size == 1 {
-        return Ok(device.to_string());
-    }
-    match device {
-        "cuda" => Ok(format!("cuda:{}", world.local_rank)),
-        d if d.starts_with("cuda:") => Err(Error::Config(format!(
-            "train.device = {d:?} names one GPU, but the launcher started {} ranks: use \
-             \"cuda\" (each rank takes cuda:LOCAL_RANK)",
-            world.world_size
-        ))),
-        d => Ok(d.to_string()),
-    }
-}
-
 /// Every rank must resume from the same checkpoint (they read it from a shared run.dir):
 /// rank 0's choice is broadcast and each rank compares it with its own. A disagreement on any
 /// rank fails every rank, so none is left waiting in a collective.
@@ -1134,27 +1103,6 @@ mod tests {
                 param: params.names()[2].clone()
             }
         );
-    }
-
-    #[test]
-    fn each_rank_takes_the_gpu_of_its_local_rank() {
-        let world = |world_size, local_rank| WorldInfo {
-            rank: local_rank,
-            world_size,
-            local_rank,
-            local_world_size: Some(world_size),
-            master: None,
-            launcher: lantern_comm::Launcher::Torchrun,
-        };
-        // A plain run keeps whatever it asked for.
-        assert_eq!(
-            rank_device("cuda:3", &WorldInfo::single()).unwrap(),
-            "cuda:3"
-        );
-        assert_eq!(rank_device("cuda", &world(4, 2)).unwrap(), "cuda:2");
-        assert_eq!(rank_device("cpu", &world(4, 2)).unwrap(), "cpu");
-        let e = rank_device("cuda:1", &world(2, 0)).unwrap_err().to_string();
-        assert!(e.contains("cuda:1") && e.contains("2 ranks"), "{e}");
     }
 
     #[test]
