@@ -8,6 +8,8 @@ use lantern_models::bert::{hf, BertForSequenceClassification, BertHead, BertInpu
 use lantern_models::{safetensors_io, Mode};
 use lantern_train::finetune::{self, FinetuneOptions};
 use lantern_train::finetune_config::FinetuneConfig;
+
+use crate::{install_stop_handlers, Outcome};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,13 +17,21 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand)]
 pub enum BertCmd {
     /// Fine-tune a BERT encoder for sequence classification (TOML config); keeps best/ and
-    /// last/ checkpoints and exports the best to <run.dir>/model.
+    /// last/ checkpoints and exports the best to <run.dir>/model. SIGTERM/SIGINT finish the
+    /// step, write last/ and exit with status 75; --resume continues exactly.
     Finetune {
         #[arg(long)]
         config: PathBuf,
         /// Override a config key: --set train.lr=3e-5 (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         sets: Vec<String>,
+        /// Continue the run in run.dir from its last/ checkpoint (a new run if there is none).
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this many optimizer steps (counted from the start of the run), with a
+        /// last/ checkpoint; continue later with --resume.
+        #[arg(long)]
+        stop_after: Option<u64>,
         #[arg(long)]
         quiet: bool,
     },
@@ -79,31 +89,68 @@ pub enum BertCmd {
     },
 }
 
-pub fn run(cmd: BertCmd) -> Result<()> {
+pub fn run(cmd: BertCmd) -> Result<Outcome> {
     match cmd {
         BertCmd::Finetune {
             config,
             sets,
+            resume,
+            stop_after,
             quiet,
         } => {
             let cfg = FinetuneConfig::load(&config, &sets)?;
-            let s = finetune::finetune(cfg, FinetuneOptions { quiet })?;
+            let stop = install_stop_handlers()?;
+            let s = finetune::finetune(
+                cfg,
+                FinetuneOptions {
+                    quiet,
+                    resume,
+                    stop_after,
+                    stop: Some(stop),
+                },
+            )?;
+            let outcome = if s.preempted {
+                Outcome::Preempted
+            } else {
+                Outcome::Done
+            };
             if s.rank != 0 {
-                return Ok(());
+                return Ok(outcome);
             }
-            println!(
-                "fine-tuned {} steps ({} epochs{}) in {:.1} s | best at step {}: eval loss {:.4}, accuracy {:.4}, macro-F1 {:.4}",
-                s.steps,
+            let epochs = format!(
+                "{} epochs{}",
                 s.epochs_run,
-                if s.stopped_early { ", stopped early" } else { "" },
-                s.train_seconds,
-                s.best_step,
-                s.best_report.loss,
-                s.best_report.accuracy,
-                s.best_report.macro_f1
+                if s.stopped_early {
+                    ", stopped early"
+                } else {
+                    ""
+                }
             );
-            println!("best checkpoint: {}", s.best_checkpoint.display());
-            println!("exported: {}", s.exported.display());
+            match &s.best {
+                Some(b) => println!(
+                    "fine-tuned {} steps ({epochs}) in {:.1} s | best at step {}: eval loss {:.4}, accuracy {:.4}, macro-F1 {:.4}",
+                    s.steps, s.train_seconds, b.step, b.report.loss, b.report.accuracy, b.report.macro_f1
+                ),
+                None => println!("fine-tuned {} steps ({epochs}) in {:.1} s", s.steps, s.train_seconds),
+            }
+            if let Some(b) = &s.best {
+                println!("best checkpoint: {}", b.dir.display());
+            }
+            if let Some(e) = &s.exported {
+                println!("exported: {}", e.display());
+            }
+            if s.cut_short {
+                let why = if s.preempted {
+                    format!(
+                        "stopped by a signal: exiting with status {}",
+                        crate::EXIT_PREEMPTED
+                    )
+                } else {
+                    "stopped by --stop-after".to_string()
+                };
+                eprintln!("{why} after step {}; continue with --resume", s.steps);
+            }
+            return Ok(outcome);
         }
         BertCmd::Eval {
             checkpoint,
@@ -215,7 +262,7 @@ pub fn run(cmd: BertCmd) -> Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 fn encode(model: &Path, input: &Path, out: &Path, max_length: usize) -> Result<()> {

@@ -2,7 +2,7 @@
 //! evaluate and run BERT classifiers (`bert_cmds`); launch data-parallel runs (`launch`).
 //!
 //! Exit status: 0 done; 1 error (message on stderr); 2 bad command line (clap);
-//! [`EXIT_PREEMPTED`] (75) `train` stopped on SIGTERM/SIGINT after writing a checkpoint — run
+//! [`EXIT_PREEMPTED`] (75) `train` or `finetune` stopped on SIGTERM/SIGINT after writing a checkpoint — run
 //! the same command with `--resume` to continue; 128+signal (143 SIGTERM, 130 SIGINT) a second
 //! signal arrived before that checkpoint was done and the process exited at once;
 //! [`bench_cmds::EXIT_OOM`] (3) `bench`/`bench-kernels` ran out of device memory.
@@ -200,7 +200,7 @@ fn main() {
     }
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Done,
     /// Training stopped on a signal after writing a checkpoint.
     Preempted,
@@ -236,7 +236,7 @@ fn parse_steps(spec: &str) -> std::result::Result<StepSet, String> {
 /// SIGTERM and SIGINT set the returned flag, which the training loop checks after each step;
 /// a second one while the flag is already set exits at once with 128+signal (the conditional
 /// shutdown is registered first, so it sees the flag as the first signal left it).
-fn install_stop_handlers() -> Result<Arc<AtomicBool>> {
+pub(crate) fn install_stop_handlers() -> Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [SIGTERM, SIGINT] {
@@ -465,7 +465,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         }
         Cmd::LaunchRank(a) => std::process::exit(launch::launch_rank(a)?),
         Cmd::LaunchProbe(a) => launch::probe(a)?,
-        Cmd::Bert(cmd) => bert_cmds::run(cmd)?,
+        Cmd::Bert(cmd) => return bert_cmds::run(cmd),
         Cmd::Selfcheck {
             cpu,
             device,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{lantern_err, lantern_ok, metrics_of};
+use common::{lantern_cmd, lantern_err, lantern_ok, metrics_of, send_signal, wait_for_step};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -487,4 +487,156 @@ fn two_ranks_fine_tune_as_one_process_with_twice_the_batch() {
             "{name}: rank 0 exported"
         );
     }
+}
+
+/// Every file of a run that a resume must reproduce: metrics.jsonl, last/ (weights, moments,
+/// state) and the exported model, as (name, bytes).
+fn run_files(run: &Path) -> Vec<(String, Vec<u8>)> {
+    let last = only_child(&run.join("last"));
+    let mut out = vec![(
+        "metrics.jsonl".to_string(),
+        std::fs::read(run.join("metrics.jsonl")).unwrap(),
+    )];
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        out.push((format!("last/{f}"), std::fs::read(last.join(f)).unwrap()));
+    }
+    out.push((
+        "model/model.safetensors".into(),
+        std::fs::read(run.join("model/model.safetensors")).unwrap(),
+    ));
+    out.push((
+        "best step".into(),
+        state_step(&only_child(&run.join("best")))
+            .to_string()
+            .into_bytes(),
+    ));
+    out
+}
+
+fn assert_same_run(a: &Path, b: &Path) {
+    for ((name, x), (_, y)) in run_files(a).iter().zip(run_files(b)) {
+        assert!(
+            *x == y,
+            "{name} of {} differs from the uninterrupted run's",
+            b.display()
+        );
+    }
+}
+
+/// 48 examples, batch 8: 6 steps an epoch, 3 epochs, an evaluation every 4 steps and after
+/// each epoch; dropout on and fp16, so that the dropout streams and the loss scale are part of
+/// what a resume must get right.
+const RESUMABLE: &str = "epochs = 3\nlr = 3e-3\neval_every_steps = 4\nprecision = \"fp16\"";
+const PATIENT: &str = "metric = \"accuracy\"\npatience = 10";
+
+#[test]
+fn a_fine_tune_cut_short_resumes_byte_identical() {
+    let f = Fixture::new();
+    let whole = f.config("whole", RESUMABLE, PATIENT);
+    finetune_quiet(&whole, &[]);
+    let cut = f.config("cut", RESUMABLE, PATIENT);
+    let run = f.root.join("cut");
+    // After step 5 (between two evaluations: last/ is written for the stop), after step 12
+    // (an epoch's end: its evaluation wrote last/), then to the end, each from last/.
+    let out = lantern_ok(&[
+        "finetune",
+        "--config",
+        p(&cut),
+        "--quiet",
+        "--stop-after",
+        "5",
+    ]);
+    assert!(!out.contains("exported"), "{out}");
+    assert_eq!(state_step(&only_child(&run.join("last"))), 5);
+    assert!(
+        !run.join("model").exists(),
+        "a run cut short exports nothing"
+    );
+    // Without --resume, the run folder is not trained over.
+    let e = lantern_err(&["finetune", "--config", p(&cut), "--quiet"]);
+    assert!(e.contains("already holds") && e.contains("--resume"), "{e}");
+    finetune_quiet(&cut, &["--resume", "--stop-after", "12"]);
+    assert_eq!(state_step(&only_child(&run.join("last"))), 12);
+    finetune_quiet(&cut, &["--resume"]);
+    assert_same_run(&f.root.join("whole"), &run);
+    // A finished run resumed trains nothing more and exports the same best model.
+    let out = lantern_ok(&["finetune", "--config", p(&cut), "--resume"]);
+    assert!(out.contains("fine-tuned 18 steps"), "{out}");
+    assert_same_run(&f.root.join("whole"), &run);
+    // What a resume needs must be the same: another batch would change every step.
+    let e = lantern_err(&[
+        "finetune",
+        "--config",
+        p(&cut),
+        "--quiet",
+        "--resume",
+        "--set",
+        "train.batch_size=4",
+    ]);
+    assert!(
+        e.contains("finetune_state.json") && e.contains("examples per step"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sigterm_stops_a_fine_tune_with_status_75_and_resume_finishes_it() {
+    let f = Fixture::new();
+    // 30 epochs of 6 steps: long enough that the signal lands mid-run.
+    let train = "epochs = 30\nlr = 3e-3\neval_every_steps = 4\nprecision = \"fp16\"";
+    let whole = f.config("whole", train, PATIENT);
+    finetune_quiet(&whole, &[]);
+    let cfg = f.config("signalled", train, PATIENT);
+    let run = f.root.join("signalled");
+    let mut child = lantern_cmd(&["finetune", "--config", p(&cfg), "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_step(&mut child, &run, 7, std::time::Duration::from_secs(120));
+    send_signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    let stopped = state_step(&only_child(&run.join("last")));
+    assert!((7..180).contains(&stopped), "stopped at step {stopped}");
+    assert_eq!(common::last_train_step(&run), stopped);
+    finetune_quiet(&cfg, &["--resume"]);
+    assert_same_run(&f.root.join("whole"), &run);
+}
+
+#[test]
+fn two_ranks_resume_a_fine_tune_as_they_would_have_run_it() {
+    let f = Fixture::new();
+    // 48 examples, 2 ranks x 4: 6 steps an epoch; cut after steps 3 and 8.
+    let two = ["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"];
+    let mut runs = Vec::new();
+    for (name, cuts) in [("ddp-whole", &[][..]), ("ddp-cut", &["3", "8"][..])] {
+        // TOML refuses the fixture's batch_size twice: the per-rank batch goes through --set.
+        let cfg = f.config(name, "epochs = 2\nlr = 3e-3\neval_every_steps = 4", PATIENT);
+        let mut base: Vec<&str> = two.to_vec();
+        base.extend([
+            "finetune",
+            "--config",
+            p(&cfg),
+            "--quiet",
+            "--set",
+            "train.batch_size=4",
+        ]);
+        for (i, n) in cuts.iter().enumerate() {
+            let mut args = base.clone();
+            if i > 0 {
+                args.push("--resume");
+            }
+            args.extend(["--stop-after", n]);
+            lantern_ok(&args);
+        }
+        if !cuts.is_empty() {
+            base.push("--resume");
+        }
+        lantern_ok(&base);
+        runs.push(f.root.join(name));
+    }
+    assert_same_run(&runs[0], &runs[1]);
 }

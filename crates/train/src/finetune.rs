@@ -8,10 +8,12 @@
 //!
 //! Every checkpoint folder is itself loadable by transformers (`config.json` with
 //! `id2label`/`label2id`, `model.safetensors` with HF names, `tokenizer.json`) and holds
-//! `finetune_state.json` (step, epoch, metrics, max_length, the resolved config). Fine-tuning
-//! runs are short: checkpoints hold no optimizer state and a run is not resumed.
+//! `finetune_state.json` (step, epoch, metrics, max_length, the resolved config). `last/` also
+//! holds the optimizer's state, the loss scale and the early-stopping state, from which
+//! `--resume` continues exactly where it was written; SIGTERM/SIGINT finish the current step and
+//! write it.
 
-use crate::checkpoint;
+use crate::checkpoint::{self, OptimizerState};
 use crate::error::io;
 use crate::finetune_config::FinetuneConfig;
 use crate::grads::StepGrads;
@@ -20,7 +22,7 @@ use crate::metrics_cls::{report_from_confusion, ClsReport};
 use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
-use crate::trainer::reduce_step;
+use crate::trainer::{agree_on_checkpoint, agree_on_stop, reduce_step};
 use crate::world::{join_world, World};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -35,6 +37,8 @@ use lantern_models::{safetensors_io, Mode, Params};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
@@ -45,6 +49,8 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 const HEAD_INIT_STREAM: u64 = 11;
 const SHUFFLE_STREAM: u64 = 12;
 const DROPOUT_STREAM: u64 = 13;
+/// 2: `metric_value` may be null (a checkpoint written on a stop) and `last/` has `resume`.
+const STATE_VERSION: u32 = 2;
 
 /// What a fine-tuning checkpoint records besides the HF files.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,17 +58,51 @@ pub struct FinetuneState {
     pub format_version: u32,
     pub step: u64,
     pub epoch: usize,
-    /// The metric that chose the best checkpoint, and its value here.
+    /// The metric that chose the best checkpoint, and its value here (`None`: written on a
+    /// stop between two evaluations).
     pub metric: String,
-    pub metric_value: f64,
+    pub metric_value: Option<f64>,
     pub max_length: usize,
+    /// This step's evaluation (`null` when there was none).
     pub eval: Value,
     pub config: FinetuneConfig,
+    /// What `--resume` continues from (in `last/` only, next to `optimizer.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeState>,
+}
+
+/// The training state besides weights and moments: enough to continue the run as if it had
+/// never stopped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeState {
+    pub optimizer: OptimizerState,
+    /// fp16's loss scale.
+    pub scaler: Option<LossScaler>,
+    /// The run's labels, training examples and examples per step, which fix the shuffled order
+    /// and the steps of an epoch: a resume must find the same.
+    pub labels: Vec<String>,
+    pub train_examples: usize,
+    pub examples_per_step: usize,
+    pub world_size: usize,
+    /// Early stopping: the best value so far and the evaluations since it improved.
+    pub best_value: Option<f64>,
+    pub evals_without_improvement: usize,
+    /// The best checkpoint's step and evaluation.
+    pub best_step: Option<u64>,
+    pub best_eval: Value,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct FinetuneOptions {
     pub quiet: bool,
+    /// Continue from the run folder's `last/` checkpoint (a new run when there is none).
+    pub resume: bool,
+    /// Stop after this many optimizer steps (counted from the start of the run) with a `last/`
+    /// checkpoint to resume from; the schedule still spans every epoch.
+    pub stop_after: Option<u64>,
+    /// Set (by a signal handler) to ask the loop to finish the current step, write `last/` and
+    /// return with `preempted`.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,17 +111,31 @@ pub struct FinetuneSummary {
     pub steps: u64,
     pub epochs_run: usize,
     pub stopped_early: bool,
-    pub best_step: u64,
-    pub best_metric: f64,
-    pub best_report: ClsReport,
-    pub best_checkpoint: PathBuf,
-    pub exported: PathBuf,
+    /// The best evaluation so far (`None` if the run was cut short before its first).
+    pub best: Option<BestCheckpoint>,
+    /// Where the best model was exported; `None` when the run was cut short.
+    pub exported: Option<PathBuf>,
     pub labels: Vec<String>,
     pub train_seconds: f64,
+    /// The step `--resume` continued from.
+    pub resumed_from: Option<u64>,
+    /// Cut short (`stop_after` or a stop request) with a `last/` checkpoint to resume from.
+    pub cut_short: bool,
+    /// Cut short by a stop request (a signal).
+    pub preempted: bool,
     /// This process's rank and the world size (1 without a launcher); only rank 0 wrote the
     /// metrics, checkpoints and export, and only it reports.
     pub rank: usize,
     pub world_size: usize,
+}
+
+/// The checkpoint of the best evaluation.
+#[derive(Debug, Clone)]
+pub struct BestCheckpoint {
+    pub step: u64,
+    pub metric: f64,
+    pub report: ClsReport,
+    pub dir: PathBuf,
 }
 
 /// Early stopping as a pure state machine: `observe` each evaluation's metric; it says whether
@@ -118,10 +172,13 @@ impl EarlyStopping {
         } else {
             self.evals_without_improvement += 1;
         }
-        let stop = self
-            .patience
-            .is_some_and(|p| self.evals_without_improvement >= p);
-        (improved, stop)
+        (improved, self.exhausted())
+    }
+
+    /// Whether `patience` evaluations in a row did not improve (the run stops).
+    pub fn exhausted(&self) -> bool {
+        self.patience
+            .is_some_and(|p| self.evals_without_improvement >= p)
     }
 }
 
@@ -141,8 +198,8 @@ fn pad_id(tokenizer: &Tokenizer, cfg: &BertConfig) -> u32 {
     tokenizer.token_to_id("[PAD]").unwrap_or(cfg.pad_token_id)
 }
 
-/// Newest `step-N` folder holding a model under `root` (`best/` or `last/`).
-fn newest_in(root: &Path) -> Result<Option<PathBuf>> {
+/// Newest `step-N` folder holding a model and its state under `root` (`best/` or `last/`).
+fn newest_in(root: &Path) -> Result<Option<(u64, PathBuf)>> {
     if !root.is_dir() {
         return Ok(None);
     }
@@ -151,13 +208,14 @@ fn newest_in(root: &Path) -> Result<Option<PathBuf>> {
         let e = e.map_err(io(root))?;
         let name = e.file_name().to_string_lossy().to_string();
         if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse().ok()) {
-            if e.path().join(checkpoint::MODEL_FILE).is_file() {
-                found.push((step, e.path()));
+            let p = e.path();
+            if p.join(checkpoint::MODEL_FILE).is_file() && p.join(STATE_FILE).is_file() {
+                found.push((step, p));
             }
         }
     }
     found.sort();
-    Ok(found.pop().map(|(_, p)| p))
+    Ok(found.pop())
 }
 
 /// Resolves what `--checkpoint` names: a folder with `config.json` (a checkpoint or an HF
@@ -171,7 +229,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
         return Ok(path.join("model"));
     }
     for root in [path.to_path_buf(), path.join("best")] {
-        if let Some(p) = newest_in(&root)? {
+        if let Some((_, p)) = newest_in(&root)? {
             return Ok(p);
         }
     }
@@ -518,30 +576,31 @@ fn evaluate_on(
     ))
 }
 
-/// Writes one checkpoint folder (HF files + state) as `<root>/step-N`, atomically, and
-/// removes the older ones under `root`.
+/// Writes one checkpoint folder (HF files + state + `extra` files) as `<root>/step-N`,
+/// atomically, and removes the older ones under `root`.
 fn save_checkpoint(
     root: &Path,
     cfg: &BertConfig,
     params: &Params,
     tokenizer_path: &Path,
     state: &FinetuneState,
+    extra: Vec<(&str, Vec<u8>)>,
 ) -> Result<PathBuf> {
     let weights = safetensors_io::serialize(&hf::export_tensors(params, DType::F32)?)?;
     let config = hf::to_hf_config(cfg, BertHead::SequenceClassification, DType::F32);
     let tok = std::fs::read(tokenizer_path).map_err(io(tokenizer_path))?;
     let pretty = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON serialises");
     let state_json = serde_json::to_value(state).expect("state serialises");
-    let dir = checkpoint::save(
-        root,
-        state.step,
-        &[
-            (checkpoint::MODEL_FILE, weights),
-            (CONFIG_FILE, pretty(&config)),
-            (TOKENIZER_FILE, tok),
-            (STATE_FILE, pretty(&state_json)),
-        ],
-    )?;
+    let mut files = vec![
+        (checkpoint::MODEL_FILE, weights),
+        (CONFIG_FILE, pretty(&config)),
+        (TOKENIZER_FILE, tok),
+    ];
+    files.extend(extra);
+    // The state goes last: a folder is complete when it is there (and the folder is renamed
+    // into place only once every file is written anyway).
+    files.push((STATE_FILE, pretty(&state_json)));
+    let dir = checkpoint::save(root, state.step, &files)?;
     for e in std::fs::read_dir(root).map_err(io(root))? {
         let p = e.map_err(io(root))?.path();
         if p != dir
@@ -552,6 +611,88 @@ fn save_checkpoint(
         }
     }
     Ok(dir)
+}
+
+/// Reads a fine-tuning checkpoint's state file.
+fn read_state(dir: &Path) -> Result<FinetuneState> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        path,
+        msg: format!("not a fine-tuning state: {e}"),
+    })
+}
+
+/// What every checkpoint of one run shares, and how one is written.
+struct CheckpointWriter<'a> {
+    cfg: &'a FinetuneConfig,
+    bert: &'a BertConfig,
+    params: &'a Params,
+    tokenizer_path: &'a Path,
+    labels: &'a [String],
+    train_examples: usize,
+    examples_per_step: usize,
+    world_size: usize,
+}
+
+impl CheckpointWriter<'_> {
+    fn resume_state(
+        &self,
+        opt: &Optimizer,
+        scaler: Option<&LossScaler>,
+        stopper: &EarlyStopping,
+        best: Option<&BestCheckpoint>,
+    ) -> ResumeState {
+        ResumeState {
+            optimizer: opt.state(self.params),
+            scaler: scaler.cloned(),
+            labels: self.labels.to_vec(),
+            train_examples: self.train_examples,
+            examples_per_step: self.examples_per_step,
+            world_size: self.world_size,
+            best_value: stopper.best,
+            evals_without_improvement: stopper.evals_without_improvement,
+            best_step: best.map(|b| b.step),
+            best_eval: best.map_or(Value::Null, |b| b.report.to_json(self.labels)),
+        }
+    }
+
+    /// `<root>/step-N` with this step's evaluation (if any) and, given the optimizer, what
+    /// `--resume` needs.
+    fn write(
+        &self,
+        root: &Path,
+        (step, epoch): (u64, usize),
+        eval: Option<(&ClsReport, f64)>,
+        resume: Option<(&Optimizer, ResumeState)>,
+    ) -> Result<PathBuf> {
+        let mut extra = Vec::new();
+        if let Some((opt, _)) = &resume {
+            extra.push((
+                checkpoint::OPTIMIZER_FILE,
+                safetensors_io::serialize(&opt.state_tensors(self.params))?,
+            ));
+        }
+        let state = FinetuneState {
+            format_version: STATE_VERSION,
+            step,
+            epoch,
+            metric: self.cfg.early_stopping.metric.clone(),
+            metric_value: eval.map(|e| e.1),
+            max_length: self.cfg.data.max_length,
+            eval: eval.map_or(Value::Null, |e| e.0.to_json(self.labels)),
+            config: self.cfg.clone(),
+            resume: resume.map(|r| r.1),
+        };
+        save_checkpoint(
+            root,
+            self.bert,
+            self.params,
+            self.tokenizer_path,
+            &state,
+            extra,
+        )
+    }
 }
 
 /// Copies a checkpoint's HF files to `out` (replacing it), via a temporary folder.
@@ -681,6 +822,59 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         }
     };
     let run_dir = cfg.run.dir.clone();
+    let (last_root, best_root) = (run_dir.join("last"), run_dir.join("best"));
+
+    // Never silently fine-tune over an existing run: continuing it must be asked for.
+    let resumed = if opts.resume {
+        if main {
+            for root in [&last_root, &best_root] {
+                for p in checkpoint::clean_incomplete(root)? {
+                    eprintln!("removed incomplete checkpoint {}", p.display());
+                }
+            }
+        }
+        // Cleaning may put a checkpoint back in place: look only once it is done.
+        comm.barrier()?;
+        let newest = newest_in(&last_root)?;
+        agree_on_checkpoint(&comm, newest.as_ref().map(|c| c.0), &last_root)?;
+        match newest {
+            Some((_, dir)) => {
+                let st = read_state(&dir)?;
+                let Some(rs) = st.resume.clone() else {
+                    return Err(Error::Checkpoint {
+                        path: dir.join(STATE_FILE),
+                        msg: "holds no optimizer state to resume from (written by an older \
+                              version); start a new run.dir"
+                            .into(),
+                    });
+                };
+                Some((dir, st, rs))
+            }
+            None => {
+                if !quiet {
+                    // torchrun-style restarts pass --resume every time; the first start has
+                    // nothing to continue.
+                    eprintln!(
+                        "no complete checkpoint in {}: starting a new run",
+                        last_root.display()
+                    );
+                }
+                None
+            }
+        }
+    } else {
+        for root in [&last_root, &best_root] {
+            if let Some((step, p)) = newest_in(root)? {
+                return Err(Error::Config(format!(
+                    "run.dir {} already holds checkpoint step {step} ({}); pass --resume to \
+                     continue it or set another run.dir",
+                    run_dir.display(),
+                    p.display()
+                )));
+            }
+        }
+        None
+    };
     if main {
         std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
         let resolved = run_dir.join("config.toml");
@@ -713,8 +907,38 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             d.train.display()
         )));
     }
-    let (bert_cfg, params) =
+    let (bert_cfg, mut params) =
         build_model(&cfg, &labels, &tokenizer, &tokenizer_path, &device, quiet)?;
+    if let Some((dir, _, rs)) = &resumed {
+        if rs.labels != labels {
+            return Err(Error::Checkpoint {
+                path: dir.join(STATE_FILE),
+                msg: format!(
+                    "the run was fine-tuned with labels {:?}, the data now gives {labels:?}",
+                    rs.labels
+                ),
+            });
+        }
+        let weights = dir.join(checkpoint::MODEL_FILE);
+        let (p, report) = hf::load_params(
+            &weights,
+            &bert_cfg,
+            BertHead::SequenceClassification,
+            &mut Rng::new(0),
+            &device,
+            DType::F32,
+        )?;
+        if !report.newly_initialised.is_empty() {
+            return Err(Error::Checkpoint {
+                path: weights,
+                msg: format!(
+                    "missing weights of the classifier: {}",
+                    report.newly_initialised.join(", ")
+                ),
+            });
+        }
+        params = p;
+    }
     if world > 1 {
         // Every rank built the same weights (the same files, the same seeded head); rank 0's
         // are broadcast all the same, so that the ranks start identical by construction.
@@ -744,6 +968,35 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         }
     };
     let pad = pad_id(&tokenizer, &bert_cfg);
+    let t = &cfg.train;
+    // One step takes `batch_size` examples per micro-batch, `grad_accum` micro-batches and
+    // `world` ranks (as torchrun with transformers' Trainer).
+    let per_step = t.batch_size * t.grad_accum * world;
+    if let Some((dir, _, rs)) = &resumed {
+        // The shuffled order and the steps of an epoch depend on these two: another value
+        // would continue a different run.
+        let what = if rs.train_examples != train.len() {
+            Some(format!(
+                "{} training examples, the data now has {}",
+                rs.train_examples,
+                train.len()
+            ))
+        } else if rs.examples_per_step != per_step {
+            Some(format!(
+                "{} examples per step, this run takes {per_step} (batch_size {} x grad_accum \
+                 {} x {world} rank(s)); keep batch_size x grad_accum x ranks the same",
+                rs.examples_per_step, t.batch_size, t.grad_accum
+            ))
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(Error::Checkpoint {
+                path: dir.join(STATE_FILE),
+                msg: format!("the run was fine-tuned with {what}"),
+            });
+        }
+    }
     say(format!(
         "fine-tuning {} layers x {} hidden on {device_name}, {} labels {:?}: {} train / {} \
          validation examples",
@@ -756,10 +1009,6 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     ));
 
     // Optimisation.
-    let t = &cfg.train;
-    // One step takes `batch_size` examples per micro-batch, `grad_accum` micro-batches and
-    // `world` ranks (as torchrun with transformers' Trainer).
-    let per_step = t.batch_size * t.grad_accum * world;
     let steps_per_epoch = train.len().div_ceil(per_step) as u64;
     let total_steps = steps_per_epoch * t.epochs as u64;
     let schedule = Schedule {
@@ -780,6 +1029,11 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         }),
         &params,
     )?;
+    if let Some((dir, _, rs)) = &resumed {
+        let p = dir.join(checkpoint::OPTIMIZER_FILE);
+        let tensors = safetensors_io::load_float(&p, &device, DType::F32)?;
+        opt.load_state(&params, tensors, &rs.optimizer, &p)?;
+    }
     // Mixed precision: the model reads a bf16/fp16 working copy; `params` stay the fp32
     // masters, which the checkpoints hold.
     let work = match t.precision {
@@ -788,31 +1042,77 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     let work_params = work.as_ref().unwrap_or(&params);
     // torch.amp.GradScaler's defaults, as transformers' Trainer uses them with fp16=True.
-    let mut scaler =
-        (t.precision == Precision::Fp16).then(|| LossScaler::new(65536.0, 2.0, 0.5, 2000));
+    let mut scaler = (t.precision == Precision::Fp16).then(|| {
+        resumed
+            .as_ref()
+            .and_then(|r| r.2.scaler.clone())
+            .unwrap_or_else(|| LossScaler::new(65536.0, 2.0, 0.5, 2000))
+    });
     say(format!(
         "{} | batch {} x {} accumulated x {world} rank(s) = {per_step} examples per step | \
          {steps_per_epoch} steps per epoch",
         t.precision, t.batch_size, t.grad_accum
     ));
     let model = BertForSequenceClassification::new(&bert_cfg, work_params)?;
-    let mut log = match main {
-        true => Some(MetricsLog::open(&run_dir.join("metrics.jsonl"), None)?),
-        false => None,
-    };
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience);
     let metric = cfg.early_stopping.metric.clone();
-    let mut best: Option<(u64, f64, ClsReport, PathBuf)> = None;
+    let mut best: Option<BestCheckpoint> = None;
     let mut step = 0u64;
-    let mut stopped_early = false;
-    let mut epochs_run = 0;
+    if let Some((dir, st, rs)) = &resumed {
+        step = st.step;
+        stopper.best = rs.best_value;
+        stopper.evals_without_improvement = rs.evals_without_improvement;
+        if let Some(best_step) = rs.best_step {
+            let report = ClsReport::from_json(&rs.best_eval).ok_or_else(|| Error::Checkpoint {
+                path: dir.join(STATE_FILE),
+                msg: "best_eval is not an evaluation (confusion_matrix, eval_loss)".into(),
+            })?;
+            best = Some(BestCheckpoint {
+                step: best_step,
+                metric: report.metric(&metric).expect("validated metric name"),
+                report,
+                dir: best_root.join(checkpoint::dir_name(best_step)),
+            });
+        }
+        say(format!(
+            "resumed at step {step} of {total_steps} from {}",
+            dir.display()
+        ));
+    }
+    let resumed_from = resumed.as_ref().map(|r| r.1.step);
+    let mut log = match main {
+        true => Some(MetricsLog::open(
+            &run_dir.join("metrics.jsonl"),
+            resumed_from,
+        )?),
+        false => None,
+    };
+    let writer = CheckpointWriter {
+        cfg: &cfg,
+        bert: &bert_cfg,
+        params: &params,
+        tokenizer_path: &tokenizer_path,
+        labels: &labels,
+        train_examples: train.len(),
+        examples_per_step: per_step,
+        world_size: world,
+    };
+    // An early stop already decided (a resume of a finished run) leaves nothing to train.
+    let mut stopped_early = stopper.exhausted() && step < total_steps;
+    let (mut cut_short, mut preempted) = (false, false);
+    let mut epochs_run = (step / steps_per_epoch.max(1)) as usize;
+    let stop_requested = || opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
     let started = Instant::now();
 
-    // One evaluation: metrics, last/ and (if better) best/ checkpoints; returns whether to stop.
-    let mut eval_and_save = |log: &mut Option<MetricsLog>,
-                             step: u64,
-                             epoch: usize,
-                             best: &mut Option<(u64, f64, ClsReport, PathBuf)>|
+    // One evaluation: metrics, best/ (if better) and last/ checkpoints; returns whether to
+    // stop. best/ is written first, so that last/ never names a best checkpoint that is not
+    // there yet.
+    let eval_and_save = |log: &mut Option<MetricsLog>,
+                         (step, epoch): (u64, usize),
+                         stopper: &mut EarlyStopping,
+                         best: &mut Option<BestCheckpoint>,
+                         opt: &Optimizer,
+                         scaler: Option<&LossScaler>|
      -> Result<bool> {
         let r = evaluate_on(
             &comm,
@@ -832,7 +1132,12 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         let Some(log) = log.as_mut() else {
             // Not rank 0: the same decision, nothing written.
             if improved {
-                *best = Some((step, value, r, run_dir.join("best")));
+                *best = Some(BestCheckpoint {
+                    step,
+                    metric: value,
+                    report: r,
+                    dir: best_root.join(checkpoint::dir_name(step)),
+                });
             }
             return Ok(stop);
         };
@@ -842,45 +1147,40 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             if improved { " *best*" } else { "" },
             r.pretty(&labels)
         ));
-        let state = FinetuneState {
-            format_version: 1,
-            step,
-            epoch,
-            metric: metric.clone(),
-            metric_value: value,
-            max_length: cfg.data.max_length,
-            eval: r.to_json(&labels),
-            config: cfg.clone(),
-        };
-        save_checkpoint(
-            &run_dir.join("last"),
-            &bert_cfg,
-            &params,
-            &tokenizer_path,
-            &state,
-        )?;
         if improved {
-            let dir = save_checkpoint(
-                &run_dir.join("best"),
-                &bert_cfg,
-                &params,
-                &tokenizer_path,
-                &state,
-            )?;
-            *best = Some((step, value, r, dir));
+            let dir = writer.write(&best_root, (step, epoch), Some((&r, value)), None)?;
+            *best = Some(BestCheckpoint {
+                step,
+                metric: value,
+                report: r.clone(),
+                dir,
+            });
         }
+        let rs = writer.resume_state(opt, scaler, stopper, best.as_ref());
+        writer.write(
+            &last_root,
+            (step, epoch),
+            Some((&r, value)),
+            Some((opt, rs)),
+        )?;
         Ok(stop)
     };
 
-    'epochs: for epoch in 1..=t.epochs {
+    let start_epoch = (step / steps_per_epoch) as usize + 1;
+    let skip_steps = (step % steps_per_epoch) as usize;
+    'epochs: for epoch in start_epoch..=t.epochs {
+        if stopped_early {
+            break;
+        }
         epochs_run = epoch;
         let order = labelled::permutation(
             train.len(),
             &mut Rng::derive(t.seed, SHUFFLE_STREAM + 1000 * epoch as u64),
         );
         let epoch_start = Instant::now();
-        let mut epoch_loss = 0f64;
-        for (si, group) in order.chunks(per_step).enumerate() {
+        let (mut epoch_loss, mut epoch_steps) = (0f64, 0usize);
+        let skip = if epoch == start_epoch { skip_steps } else { 0 };
+        for (si, group) in order.chunks(per_step).enumerate().skip(skip) {
             // This rank's micro-batches, each padded to its own longest example: micro-batch m
             // of rank r takes the `batch_size` examples from (m·W + r)·batch_size on, so that the
             // ranks' m-th micro-batches together are micro-batch m of one process with a batch
@@ -935,6 +1235,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             )?;
             step += 1;
             epoch_loss += out.loss;
+            epoch_steps += 1;
             let mut rec = json!({"kind": "train", "step": step, "epoch": epoch, "loss": out.loss, "lr": lr, "grad_norm": out.grad_norm});
             if let Some(sc) = scale_before {
                 rec["loss_scale"] = json!(sc);
@@ -946,59 +1247,91 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             if !quiet && (si + 1) % 20 == 0 {
                 println!(
                     "epoch {epoch} step {step}/{total_steps} loss {:.4} lr {lr:.2e} ({:.1} s)",
-                    epoch_loss / (si + 1) as f64,
+                    epoch_loss / epoch_steps as f64,
                     epoch_start.elapsed().as_secs_f64()
                 );
             }
+            // An evaluation after every epoch, and every `eval_every_steps` within one.
             let last_of_epoch = si as u64 + 1 == steps_per_epoch;
-            if !last_of_epoch
-                && t.eval_every_steps.is_some_and(|n| step.is_multiple_of(n))
-                && eval_and_save(&mut log, step, epoch, &mut best)?
+            if last_of_epoch {
+                say(format!(
+                    "epoch {epoch}: mean train loss {:.4} in {:.1} s",
+                    epoch_loss / epoch_steps as f64,
+                    epoch_start.elapsed().as_secs_f64()
+                ));
+            }
+            let evaluated =
+                last_of_epoch || t.eval_every_steps.is_some_and(|n| step.is_multiple_of(n));
+            if evaluated
+                && eval_and_save(
+                    &mut log,
+                    (step, epoch),
+                    &mut stopper,
+                    &mut best,
+                    &opt,
+                    scaler.as_ref(),
+                )?
             {
-                stopped_early = true;
+                stopped_early = step < total_steps;
+                break 'epochs;
+            }
+            // A stop asked of any rank stops every rank after this same step, with last/
+            // written at it (unless the evaluation just wrote it).
+            let stop_now = step < total_steps && agree_on_stop(&comm, stop_requested())?;
+            let stop_here = opts.stop_after.is_some_and(|n| step >= n) && step < total_steps;
+            if stop_now || stop_here {
+                if main && !evaluated {
+                    let rs = writer.resume_state(&opt, scaler.as_ref(), &stopper, best.as_ref());
+                    writer.write(&last_root, (step, epoch), None, Some((&opt, rs)))?;
+                }
+                // No rank leaves before the checkpoint it would be restarted from is there.
+                comm.barrier()?;
+                say(format!(
+                    "stopped after step {step} with a checkpoint in {}; continue with --resume",
+                    last_root.display()
+                ));
+                (cut_short, preempted) = (true, stop_now);
                 break 'epochs;
             }
         }
-        say(format!(
-            "epoch {epoch}: mean train loss {:.4} in {:.1} s",
-            epoch_loss / steps_per_epoch as f64,
-            epoch_start.elapsed().as_secs_f64()
-        ));
-        if eval_and_save(&mut log, step, epoch, &mut best)? {
-            stopped_early = epoch < t.epochs;
-            break;
-        }
     }
     let train_seconds = started.elapsed().as_secs_f64();
-    let (best_step, best_metric, best_report, best_dir) =
-        best.expect("at least one evaluation ran, and the first always improves");
-    let exported = run_dir.join("model");
-    if main {
-        export_folder(&best_dir, &exported)?;
-    }
-    if stopped_early {
+    let mut exported = None;
+    if !cut_short {
+        let b = best
+            .as_ref()
+            .expect("a run that ends has evaluated, and the first evaluation always improves");
+        let out = run_dir.join("model");
+        if main {
+            export_folder(&b.dir, &out)?;
+        }
+        if stopped_early {
+            say(format!(
+                "early stopping: {metric} did not improve for {} evaluations",
+                cfg.early_stopping.patience.unwrap_or(0)
+            ));
+        }
         say(format!(
-            "early stopping: {metric} did not improve for {} evaluations",
-            cfg.early_stopping.patience.unwrap_or(0)
+            "best {metric} {:.4} at step {}: {} -> exported to {}",
+            b.metric,
+            b.step,
+            b.dir.display(),
+            out.display()
         ));
+        exported = Some(out);
     }
-    say(format!(
-        "best {metric} {best_metric:.4} at step {best_step}: {} -> exported to {}",
-        best_dir.display(),
-        exported.display()
-    ));
     Ok(FinetuneSummary {
         run_dir,
         steps: step,
         epochs_run,
         stopped_early,
-        best_step,
-        best_metric,
-        best_report,
-        best_checkpoint: best_dir,
+        best,
         exported,
         labels,
         train_seconds,
+        resumed_from,
+        cut_short,
+        preempted,
         rank,
         world_size: world,
     })

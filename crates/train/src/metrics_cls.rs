@@ -91,6 +91,20 @@ impl ClsReport {
         })
     }
 
+    /// The report [`ClsReport::to_json`] wrote, from its confusion matrix and loss.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let confusion: Vec<Vec<u64>> =
+            serde_json::from_value(v.get("confusion_matrix")?.clone()).ok()?;
+        let n = confusion.len();
+        if n == 0 || confusion.iter().any(|row| row.len() != n) {
+            return None;
+        }
+        Some(report_from_confusion(
+            confusion,
+            v.get("eval_loss")?.as_f64()?,
+        ))
+    }
+
     /// One JSON object (per-class entries keyed by label name).
     pub fn to_json(&self, names: &[String]) -> Value {
         let per_class: serde_json::Map<String, Value> = self
@@ -182,6 +196,12 @@ mod tests {
         let j = r.to_json(&names);
         assert_eq!(j["per_class"]["c"]["support"], 1);
         assert!(r.pretty(&names).contains("confusion"));
+        // What a checkpoint recorded reads back as the same report.
+        assert_eq!(ClsReport::from_json(&j), Some(r));
+        assert_eq!(
+            ClsReport::from_json(&serde_json::json!({"eval_loss": 1.0})),
+            None
+        );
     }
 
     #[test]

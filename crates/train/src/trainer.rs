@@ -958,7 +958,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
 /// Every rank must resume from the same checkpoint (they read it from a shared run.dir):
 /// rank 0's choice is broadcast and each rank compares it with its own. A disagreement on any
 /// rank fails every rank, so none is left waiting in a collective.
-fn agree_on_checkpoint(comm: &Communicator, newest: Option<u64>, root: &Path) -> Result<()> {
+pub(crate) fn agree_on_checkpoint(
+    comm: &Communicator,
+    newest: Option<u64>,
+    root: &Path,
+) -> Result<()> {
     if comm.world_size() == 1 {
         return Ok(());
     }
@@ -989,7 +993,7 @@ fn agree_on_checkpoint(comm: &Communicator, newest: Option<u64>, root: &Path) ->
 }
 
 /// Whether any rank was asked to stop (one tiny all-reduce per step in a world of several).
-fn agree_on_stop(comm: &Communicator, requested: bool) -> Result<bool> {
+pub(crate) fn agree_on_stop(comm: &Communicator, requested: bool) -> Result<bool> {
     if comm.world_size() == 1 {
         return Ok(requested);
     }
