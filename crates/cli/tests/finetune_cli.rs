@@ -514,6 +514,14 @@ fn run_files(run: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn assert_same_run(a: &Path, b: &Path) {
+    let (ma, mb) = (common::metrics(a), common::metrics(b));
+    if let Some((x, y)) = ma.iter().zip(&mb).find(|(x, y)| x != y) {
+        panic!(
+            "metrics of {} differ from the uninterrupted run's:\n{y}\n{x}",
+            b.display()
+        );
+    }
+    assert_eq!(ma.len(), mb.len(), "records of {}", b.display());
     for ((name, x), (_, y)) in run_files(a).iter().zip(run_files(b)) {
         assert!(
             *x == y,

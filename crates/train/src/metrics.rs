@@ -19,20 +19,20 @@ impl MetricsLog {
     pub fn open(path: &Path, resume_step: Option<u64>) -> Result<Self> {
         match resume_step {
             Some(step) if path.exists() => {
-                let kept: Vec<String> = read_records(path)?
-                    .into_iter()
-                    .filter(|r| {
-                        r.get("step")
-                            .and_then(Value::as_u64)
-                            .is_some_and(|s| s <= step)
-                    })
-                    .map(|r| r.to_string())
-                    .collect();
-                let mut text = kept.join("\n");
-                if !text.is_empty() {
-                    text.push('\n');
+                // The kept lines are copied as they were, not re-serialised, so that a resumed
+                // run's log is byte for byte the log of a run never interrupted.
+                let text = std::fs::read_to_string(path).map_err(io(path))?;
+                let mut kept = String::with_capacity(text.len());
+                for line in text.lines() {
+                    let at = serde_json::from_str::<Value>(line)
+                        .ok()
+                        .and_then(|r| r.get("step").and_then(Value::as_u64));
+                    if at.is_some_and(|s| s <= step) {
+                        kept.push_str(line);
+                        kept.push('\n');
+                    }
                 }
-                std::fs::write(path, text).map_err(io(path))?;
+                std::fs::write(path, kept).map_err(io(path))?;
             }
             Some(_) => {}
             None => {
@@ -80,4 +80,35 @@ pub fn series(records: &[Value], kind: &str, key: &str) -> Vec<(f64, f64)> {
         .filter(|r| r.get("kind").and_then(Value::as_str) == Some(kind))
         .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_resumed_log_keeps_the_records_up_to_the_step_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut log = MetricsLog::open(&path, None).unwrap();
+        // 0.18985022456054299 is the shortest text of its f64; parsed without correct
+        // rounding and printed again it would come back as 0.189850224560543.
+        for step in 1..=3u64 {
+            log.write(
+                &json!({"kind": "train", "step": step, "grad_norm": 0.189_850_224_560_542_99}),
+            )
+            .unwrap();
+        }
+        drop(log);
+        let before = std::fs::read_to_string(&path).unwrap();
+        let mut log = MetricsLog::open(&path, Some(2)).unwrap();
+        log.write(&json!({"kind": "train", "step": 3, "grad_norm": 0.189_850_224_560_542_99}))
+            .unwrap();
+        drop(log);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+        // The values read back are the ones written.
+        let v = read_records(&path).unwrap();
+        assert_eq!(v[0]["grad_norm"].as_f64(), Some(0.189_850_224_560_542_99));
+    }
 }
