@@ -136,6 +136,9 @@ fn early_stopping_stops_after_patience_and_exports_the_best() {
     );
     assert_eq!(cfg_json["id2label"]["0"], "animal");
     assert_eq!(cfg_json["label2id"]["machine"], 1);
+    // The losses are plotted, as for `train`.
+    let png = std::fs::read(run.join("loss.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "loss.png is a PNG");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! cross-entropy averaged over the step's rows, backward, integrity guard on the first step,
 //! clipping, AdamW (fp32 masters and moments) with a warmup + decay schedule; then an evaluation (also every `eval_every_steps`), `metrics.jsonl`,
 //! the `last/` checkpoint, the `best/` one when the chosen metric improved, and early stopping.
-//! At the end the best checkpoint is exported to `<run>/model/` (a Hugging Face folder).
+//! At the end the best checkpoint is exported to `<run>/model/` (a Hugging Face folder) and
+//! the train and validation losses are plotted to `<run>/loss.png`.
 //!
 //! Every checkpoint folder is itself loadable by transformers (`config.json` with
 //! `id2label`/`label2id`, `model.safetensors` with HF names, `tokenizer.json`) and holds
@@ -1296,6 +1297,17 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         }
     }
     let train_seconds = started.elapsed().as_secs_f64();
+    if main {
+        // Train and validation loss over the whole run (a resumed one included), as `train`.
+        let records = crate::metrics::read_records(&run_dir.join("metrics.jsonl"))?;
+        let (train_s, eval_s) = (
+            crate::metrics::series(&records, "train", "loss"),
+            crate::metrics::series(&records, "eval", "eval_loss"),
+        );
+        if !train_s.is_empty() || !eval_s.is_empty() {
+            crate::plot::write_loss_png(&run_dir.join("loss.png"), &train_s, &eval_s)?;
+        }
+    }
     let mut exported = None;
     if !cut_short {
         let b = best
