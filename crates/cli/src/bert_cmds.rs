@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Subcommand;
+use lantern_data::labelled::ProblemType;
 use lantern_kernels::Rng;
 use lantern_models::bert::{hf, BertForSequenceClassification, BertHead, BertInput, BertModel};
 use lantern_models::{safetensors_io, Mode};
@@ -128,10 +129,16 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             );
             match &s.best {
                 Some(b) => println!(
-                    "fine-tuned {} steps ({epochs}) in {:.1} s | best at step {}: eval loss {:.4}, accuracy {:.4}, macro-F1 {:.4}",
-                    s.steps, s.train_seconds, b.step, b.report.loss, b.report.accuracy, b.report.macro_f1
+                    "fine-tuned {} steps ({epochs}) in {:.1} s | best at step {}: {}",
+                    s.steps,
+                    s.train_seconds,
+                    b.step,
+                    b.report.summary()
                 ),
-                None => println!("fine-tuned {} steps ({epochs}) in {:.1} s", s.steps, s.train_seconds),
+                None => println!(
+                    "fine-tuned {} steps ({epochs}) in {:.1} s",
+                    s.steps, s.train_seconds
+                ),
             }
             if let Some(b) = &s.best {
                 println!("best checkpoint: {}", b.dir.display());
@@ -172,7 +179,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             let r = finetune::evaluate(
                 &model,
                 &examples,
-                names.len(),
+                (c.problem, names.len()),
                 batch_size,
                 c.pad_id,
                 &Device::Cpu,
@@ -208,7 +215,8 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                 &c.tokenizer_path,
             )?;
             let names = c.cfg.label_names();
-            let examples = lantern_data::labelled::encode(&tok, &stripped, &names, &input)?;
+            let examples =
+                lantern_data::labelled::encode(&tok, &stripped, (c.problem, &names), &input)?;
             let model = BertForSequenceClassification::new(&c.cfg, &c.params)?;
             let logits =
                 finetune::predict_logits(&model, &examples, batch_size, c.pad_id, &Device::Cpu)?;
@@ -218,21 +226,41 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                     .with_context(|| format!("creating {}", out.display()))?,
             );
             for (ex, l) in raw.iter().zip(&logits) {
-                let p = finetune::softmax(l);
-                let best = p
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(i, _)| i);
-                let probabilities: serde_json::Map<String, serde_json::Value> = names
-                    .iter()
-                    .zip(&p)
-                    .map(|(n, &x)| (n.clone(), (x as f64).into()))
-                    .collect();
-                let rec = serde_json::json!({
-                    "line": ex.line, "text": ex.text, "text_pair": ex.text_pair,
-                    "label": names[best], "probabilities": probabilities, "logits": l,
+                let mut rec = serde_json::json!({
+                    "line": ex.line, "text": ex.text, "text_pair": ex.text_pair, "logits": l,
                 });
+                let by_name = |p: &[f32]| -> serde_json::Map<String, serde_json::Value> {
+                    names
+                        .iter()
+                        .zip(p)
+                        .map(|(n, &x)| (n.clone(), (x as f64).into()))
+                        .collect()
+                };
+                match c.problem {
+                    ProblemType::SingleLabelClassification => {
+                        let p = finetune::softmax(l);
+                        let best = p
+                            .iter()
+                            .enumerate()
+                            .max_by(|a, b| a.1.total_cmp(b.1))
+                            .map_or(0, |(i, _)| i);
+                        rec["label"] = names[best].clone().into();
+                        rec["probabilities"] = by_name(&p).into();
+                    }
+                    ProblemType::MultiLabelClassification => {
+                        // Each class on its own: sigmoid, predicted from 0.5 up.
+                        let p: Vec<f32> = l.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
+                        let chosen: Vec<&String> = names
+                            .iter()
+                            .zip(&p)
+                            .filter(|(_, &x)| x >= 0.5)
+                            .map(|(n, _)| n)
+                            .collect();
+                        rec["labels"] = serde_json::json!(chosen);
+                        rec["probabilities"] = by_name(&p).into();
+                    }
+                    ProblemType::Regression => rec["score"] = (l[0] as f64).into(),
+                }
                 writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
             }
             f.flush()
@@ -283,7 +311,13 @@ fn encode(model: &Path, input: &Path, out: &Path, max_length: usize) -> Result<(
     let tok = lantern_data::labelled::for_classification(&tokenizer, max_length, &tok_path)?;
     let mut raw = lantern_data::labelled::read_examples(input)?;
     raw.iter_mut().for_each(|e| e.label = None);
-    let examples = lantern_data::labelled::encode(&tok, &raw, &[], input)?;
+    // Labels were dropped: the problem type does not matter.
+    let examples = lantern_data::labelled::encode(
+        &tok,
+        &raw,
+        (ProblemType::SingleLabelClassification, &[]),
+        input,
+    )?;
     let pad = tokenizer.token_to_id("[PAD]").unwrap_or(cfg.pad_token_id);
     let refs: Vec<_> = examples.iter().collect();
     let b = lantern_data::labelled::pad_batch(&refs, pad);

@@ -867,6 +867,7 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
                 dropout_seed: 0,
                 step,
                 rows: b,
+                problem: lantern_data::labelled::ProblemType::SingleLabelClassification,
             },
             None,
         )?;

@@ -63,15 +63,27 @@ impl Fixture {
 
     /// Writes a config with `extra` lines appended to the [train] section.
     fn config(&self, name: &str, train_extra: &str, es: &str) -> PathBuf {
+        self.config_on(name, ("train.jsonl", "val.jsonl", ""), train_extra, es)
+    }
+
+    /// [`Fixture::config`] on other data files of the fixture, with `data_extra` lines in
+    /// the [data] section.
+    fn config_on(
+        &self,
+        name: &str,
+        (train, val, data_extra): (&str, &str, &str),
+        train_extra: &str,
+        es: &str,
+    ) -> PathBuf {
         let r = &self.root;
         let text = format!(
             "[run]\ndir = {:?}\n[model]\ntokenizer = {:?}\nhidden_size = 16\nnum_hidden_layers = 1\n\
              num_attention_heads = 2\nintermediate_size = 32\n[data]\ntrain = {:?}\nvalidation = {:?}\n\
-             max_length = 16\n[train]\nbatch_size = 8\nseed = 3\n{train_extra}\n[early_stopping]\n{es}\n",
+             max_length = 16\n{data_extra}\n[train]\nbatch_size = 8\nseed = 3\n{train_extra}\n[early_stopping]\n{es}\n",
             r.join(name),
             r.join("tokenizer.json"),
-            r.join("train.jsonl"),
-            r.join("val.jsonl"),
+            r.join(train),
+            r.join(val),
         );
         let path = r.join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -650,4 +662,208 @@ fn two_ranks_resume_a_fine_tune_as_they_would_have_run_it() {
         runs.push(f.root.join(name));
     }
     assert_same_run(&runs[0], &runs[1]);
+}
+
+/// Sentences naming two things, each an animal or a machine: `(text, animals among the two)`.
+fn mixed_sentences() -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    for i in 0..24 {
+        for (a, b) in [(true, true), (true, false), (false, true), (false, false)] {
+            let word = |animal: bool, k: usize| {
+                if animal {
+                    ANIMALS[k % 6]
+                } else {
+                    MACHINES[k % 6]
+                }
+            };
+            let text = format!(
+                "the {} {} near the {} today",
+                word(a, i),
+                VERBS[(i / 2) % VERBS.len()],
+                word(b, i + 3)
+            );
+            out.push((text, a as usize + b as usize));
+        }
+    }
+    out
+}
+
+/// Writes `<stem>_train.jsonl` (80 examples) and `<stem>_val.jsonl` (16) with `label(n)` of
+/// the number of animals.
+fn write_mixed(root: &Path, stem: &str, label: impl Fn(usize, bool, bool) -> String) {
+    let (mut train, mut val) = (String::new(), String::new());
+    for (i, (text, _)) in mixed_sentences().iter().enumerate() {
+        let first_animal = ANIMALS
+            .iter()
+            .any(|a| text.starts_with(&format!("the {a} ")));
+        let second_animal = ANIMALS
+            .iter()
+            .any(|a| text.ends_with(&format!("the {a} today")));
+        let n = first_animal as usize + second_animal as usize;
+        let line = format!(
+            "{{\"text\": \"{text}\", \"label\": {}}}\n",
+            label(n, first_animal, second_animal)
+        );
+        if i < 80 {
+            train += &line;
+        } else {
+            val += &line;
+        }
+    }
+    std::fs::write(root.join(format!("{stem}_train.jsonl")), train).unwrap();
+    std::fs::write(root.join(format!("{stem}_val.jsonl")), val).unwrap();
+}
+
+fn best_of(run: &Path, metric: &str) -> f64 {
+    metrics_of(run, "eval")
+        .iter()
+        .map(|e| e[metric].as_f64().unwrap())
+        .fold(f64::MIN, f64::max)
+}
+
+fn exported_problem_type(run: &Path) -> Value {
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+            .unwrap();
+    cfg["problem_type"].clone()
+}
+
+#[test]
+fn regression_learns_resumes_and_exports_its_problem_type() {
+    let f = Fixture::new();
+    // The score is the share of animals among the two things named: 0, 0.5 or 1.
+    write_mixed(&f.root, "reg", |n, _, _| format!("{}", n as f64 / 2.0));
+    let data = (
+        "reg_train.jsonl",
+        "reg_val.jsonl",
+        "problem_type = \"regression\"",
+    );
+    let train = "epochs = 15\nlr = 3e-3";
+    let es = "metric = \"pearson\"";
+    let whole = f.config_on("reg-whole", data, train, es);
+    finetune_quiet(&whole, &NO_DROPOUT);
+    let run = f.root.join("reg-whole");
+    let pearson = best_of(&run, "pearson");
+    assert!(pearson >= 0.8, "best Pearson {pearson}");
+    let eval = &metrics_of(&run, "eval")[0];
+    for k in ["eval_loss", "mse", "rmse", "mae", "spearman"] {
+        assert!(eval[k].is_f64(), "{k} in {eval}");
+    }
+    assert_eq!(exported_problem_type(&run), "regression");
+    // Cut short and resumed: the same run (the best evaluation is read back from last/).
+    let cut = f.config_on("reg-cut", data, train, es);
+    let mut args = NO_DROPOUT.to_vec();
+    args.extend(["--stop-after", "23"]);
+    finetune_quiet(&cut, &args);
+    let mut args = NO_DROPOUT.to_vec();
+    args.push("--resume");
+    finetune_quiet(&cut, &args);
+    assert_same_run(&run, &f.root.join("reg-cut"));
+    // predict gives a score; eval reports the regression metrics.
+    let preds = f.root.join("reg-preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&f.root.join("reg_val.jsonl")),
+        "--out",
+        p(&preds),
+    ]);
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&preds)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        first["score"].is_f64() && first.get("label").is_none(),
+        "{first}"
+    );
+    let out = lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        p(&run),
+        "--data",
+        p(&f.root.join("reg_val.jsonl")),
+    ]);
+    assert!(out.contains("Pearson") && out.contains("Spearman"), "{out}");
+    // A label that is not a number is refused, naming the file and line.
+    std::fs::write(
+        f.root.join("bad_reg.jsonl"),
+        "{\"text\": \"the cat runs\", \"label\": 0.5}\n{\"text\": \"the dog runs\", \"label\": \"high\"}\n",
+    )
+    .unwrap();
+    let bad = f.config_on(
+        "reg-bad",
+        (
+            "bad_reg.jsonl",
+            "reg_val.jsonl",
+            "problem_type = \"regression\"",
+        ),
+        "epochs = 1",
+        "",
+    );
+    let e = lantern_err(&["finetune", "--config", p(&bad), "--quiet"]);
+    assert!(
+        e.contains("bad_reg.jsonl") && e.contains("line 2") && e.contains("not a number"),
+        "{e}"
+    );
+}
+
+#[test]
+fn multi_label_learns_and_predicts_sets_of_labels() {
+    let f = Fixture::new();
+    // The label is the set of kinds named: ["animal"], ["machine"] or both.
+    write_mixed(&f.root, "ml", |_, a, b| {
+        let mut kinds = Vec::new();
+        if a || b {
+            kinds.push("\"animal\"");
+        }
+        if !a || !b {
+            kinds.push("\"machine\"");
+        }
+        format!("[{}]", kinds.join(", "))
+    });
+    let data = (
+        "ml_train.jsonl",
+        "ml_val.jsonl",
+        "problem_type = \"multi_label_classification\"",
+    );
+    let cfg = f.config_on(
+        "ml",
+        data,
+        "epochs = 15\nlr = 3e-3",
+        "metric = \"micro_f1\"",
+    );
+    finetune_quiet(&cfg, &NO_DROPOUT);
+    let run = f.root.join("ml");
+    let f1 = best_of(&run, "micro_f1");
+    assert!(f1 >= 0.9, "best micro-F1 {f1}");
+    assert!(best_of(&run, "subset_accuracy") >= 0.75);
+    assert_eq!(exported_problem_type(&run), "multi_label_classification");
+    let preds = f.root.join("ml-preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&f.root.join("ml_val.jsonl")),
+        "--out",
+        p(&preds),
+    ]);
+    let text = std::fs::read_to_string(&preds).unwrap();
+    let recs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(recs.iter().all(|r| r["labels"].is_array()));
+    // Some sentence names both kinds and is predicted with both.
+    assert!(
+        recs.iter()
+            .any(|r| r["labels"].as_array().unwrap().len() == 2),
+        "{text}"
+    );
 }

@@ -2,19 +2,67 @@
 //! the label set, tokenising with truncation, a seeded train/validation split, and batches
 //! padded to the longest example of the batch (dynamic padding).
 //!
-//! Fields: `text` (required, non-empty), `text_pair` (optional second segment), `label` (a name,
-//! or an index into the label set; optional only for prediction). Every error names the file
-//! and the line.
+//! Fields: `text` (required, non-empty), `text_pair` (optional second segment), `label`
+//! (optional only for prediction): by [`ProblemType`], a name or an index into the label set
+//! (single-label), a list of them (multi-label; in CSV, names separated by `;`), or a number
+//! (regression). Every error names the file and the line.
 
 use crate::error::{Error, Result};
 use lantern_kernels::Rng;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+/// What a label is: transformers' `problem_type` of `BertForSequenceClassification`, with
+/// its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemType {
+    /// One class per example; cross-entropy over the classes.
+    #[default]
+    SingleLabelClassification,
+    /// Any set of the classes per example; binary cross-entropy of each class.
+    MultiLabelClassification,
+    /// One number per example; mean squared error.
+    Regression,
+}
+
+impl ProblemType {
+    /// The name in transformers' `config.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SingleLabelClassification => "single_label_classification",
+            Self::MultiLabelClassification => "multi_label_classification",
+            Self::Regression => "regression",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::SingleLabelClassification,
+            Self::MultiLabelClassification,
+            Self::Regression,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+    }
+}
+
+impl std::fmt::Display for ProblemType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A label as written in the file, before the problem type gives it a meaning.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LabelValue {
     Name(String),
     Index(usize),
+    /// A number that is not a whole one (regression).
+    Number(f64),
+    /// A JSON list (multi-label).
+    List(Vec<LabelValue>),
 }
 
 impl std::fmt::Display for LabelValue {
@@ -22,8 +70,24 @@ impl std::fmt::Display for LabelValue {
         match self {
             LabelValue::Name(n) => write!(f, "{n:?}"),
             LabelValue::Index(i) => write!(f, "{i}"),
+            LabelValue::Number(x) => write!(f, "{x}"),
+            LabelValue::List(v) => {
+                let items: Vec<String> = v.iter().map(|l| l.to_string()).collect();
+                write!(f, "[{}]", items.join(", "))
+            }
         }
     }
+}
+
+/// A label resolved against the label set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Single-label: the class index.
+    Class(usize),
+    /// Multi-label: one flag per class of the label set.
+    Classes(Vec<bool>),
+    /// Regression: the value.
+    Score(f32),
 }
 
 /// One example as read, before its label is resolved. `line` is 1-based (the first line of
@@ -92,14 +156,15 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<RawExample>> {
         let text = s("text")?.ok_or_else(|| bad(path, n, "missing \"text\""))?;
         let label = match v.get("label") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(LabelValue::Name(s.clone())),
-            Some(x) => Some(LabelValue::Index(x.as_u64().ok_or_else(|| {
+            Some(x) => Some(json_label(x, true).ok_or_else(|| {
                 bad(
                     path,
                     n,
-                    format!("\"label\" must be a name or an index, got {x}"),
+                    format!(
+                        "\"label\" must be a name, an index, a number or a list of names, got {x}"
+                    ),
                 )
-            })? as usize)),
+            })?),
         };
         out.push(RawExample {
             text,
@@ -109,6 +174,26 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<RawExample>> {
         });
     }
     Ok(out)
+}
+
+/// A JSON label: a string, a whole number (an index), another number, or (at the top level) a
+/// list of strings and indices.
+fn json_label(x: &serde_json::Value, top: bool) -> Option<LabelValue> {
+    use serde_json::Value;
+    Some(match x {
+        Value::String(s) => LabelValue::Name(s.clone()),
+        Value::Number(n) => match n.as_u64() {
+            Some(i) => LabelValue::Index(i as usize),
+            None => LabelValue::Number(n.as_f64()?),
+        },
+        Value::Array(items) if top => LabelValue::List(
+            items
+                .iter()
+                .map(|i| json_label(i, false).filter(|l| !matches!(l, LabelValue::Number(_))))
+                .collect::<Option<_>>()?,
+        ),
+        _ => return None,
+    })
 }
 
 /// RFC 4180 records: fields separated by commas, optionally quoted with `"` (a quote inside a
@@ -196,20 +281,47 @@ fn read_csv(path: &Path, text: &str) -> Result<Vec<RawExample>> {
     Ok(out)
 }
 
+/// The labels of one example as a list of single labels (multi-label): a JSON list, or a CSV
+/// cell of names separated by `;`, or one label.
+fn label_items(label: &LabelValue) -> Vec<LabelValue> {
+    match label {
+        LabelValue::List(v) => v.clone(),
+        LabelValue::Name(n) if n.contains(';') => n
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| LabelValue::Name(s.to_string()))
+            .collect(),
+        l => vec![l.clone()],
+    }
+}
+
 /// The label names of a training set in sorted order; all-index labels give "0".."max".
-pub fn label_names(examples: &[RawExample]) -> Vec<String> {
-    let mut names: Vec<String> = examples
+/// Regression has one output, which transformers names "LABEL_0".
+pub fn label_names(examples: &[RawExample], problem: ProblemType) -> Vec<String> {
+    if problem == ProblemType::Regression {
+        return vec!["LABEL_0".to_string()];
+    }
+    let items: Vec<LabelValue> = examples
         .iter()
-        .filter_map(|e| match &e.label {
-            Some(LabelValue::Name(n)) => Some(n.clone()),
+        .filter_map(|e| e.label.as_ref())
+        .flat_map(|l| match problem {
+            ProblemType::MultiLabelClassification => label_items(l),
+            _ => vec![l.clone()],
+        })
+        .collect();
+    let mut names: Vec<String> = items
+        .iter()
+        .filter_map(|l| match l {
+            LabelValue::Name(n) => Some(n.clone()),
             _ => None,
         })
         .collect();
     if names.is_empty() {
-        let max = examples
+        let max = items
             .iter()
-            .filter_map(|e| match e.label {
-                Some(LabelValue::Index(i)) => Some(i),
+            .filter_map(|l| match l {
+                LabelValue::Index(i) => Some(*i),
                 _ => None,
             })
             .max();
@@ -234,6 +346,7 @@ pub fn label_index(
             .iter()
             .position(|x| *x == i.to_string())
             .or((*i < names.len()).then_some(*i)),
+        LabelValue::Number(_) | LabelValue::List(_) => None,
     };
     found.ok_or_else(|| {
         bad(
@@ -244,13 +357,52 @@ pub fn label_index(
     })
 }
 
+/// `label` resolved for `problem` against `names`.
+pub fn resolve_label(
+    label: &LabelValue,
+    problem: ProblemType,
+    names: &[String],
+    path: &Path,
+    line: usize,
+) -> Result<Target> {
+    match problem {
+        ProblemType::SingleLabelClassification => {
+            Ok(Target::Class(label_index(label, names, path, line)?))
+        }
+        ProblemType::MultiLabelClassification => {
+            let mut flags = vec![false; names.len()];
+            for item in label_items(label) {
+                flags[label_index(&item, names, path, line)?] = true;
+            }
+            Ok(Target::Classes(flags))
+        }
+        ProblemType::Regression => {
+            let x = match label {
+                LabelValue::Number(x) => Some(*x),
+                LabelValue::Index(i) => Some(*i as f64),
+                // A CSV cell such as "0.25" or "-1".
+                LabelValue::Name(s) => s.trim().parse::<f64>().ok(),
+                LabelValue::List(_) => None,
+            };
+            match x {
+                Some(x) if x.is_finite() => Ok(Target::Score(x as f32)),
+                _ => Err(bad(
+                    path,
+                    line,
+                    format!("label {label} is not a number (data.problem_type is regression)"),
+                )),
+            }
+        }
+    }
+}
+
 /// A tokenised example: ids and token types with the tokenizer's special tokens (BERT's
 /// `[CLS] a [SEP] b [SEP]`), truncated to `max_length`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
-    pub label: Option<usize>,
+    pub label: Option<Target>,
     pub line: usize,
 }
 
@@ -276,12 +428,12 @@ pub fn for_classification(
     Ok(t)
 }
 
-/// Tokenises examples, resolving labels against `names` (examples without a label keep
-/// `None`). `path` names the data file in errors.
+/// Tokenises examples, resolving labels for `problem` against `names` (examples without a
+/// label keep `None`). `path` names the data file in errors.
 pub fn encode(
     tokenizer: &Tokenizer,
     examples: &[RawExample],
-    names: &[String],
+    (problem, names): (ProblemType, &[String]),
     path: &Path,
 ) -> Result<Vec<Encoded>> {
     // Labels first: a bad label is reported even if tokenising would also fail.
@@ -290,7 +442,7 @@ pub fn encode(
         .map(|ex| {
             ex.label
                 .as_ref()
-                .map(|l| label_index(l, names, path, ex.line))
+                .map(|l| resolve_label(l, problem, names, path, ex.line))
                 .transpose()
         })
         .collect::<Result<Vec<_>>>()?;
@@ -313,7 +465,7 @@ pub fn encode(
         .collect()
 }
 
-/// A batch padded to its longest row; every field B·T row-major except `labels` (B).
+/// A batch padded to its longest row; every field B·T row-major except the targets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClsBatch {
     pub rows: usize,
@@ -321,11 +473,14 @@ pub struct ClsBatch {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
     pub attention_mask: Vec<u32>,
+    /// (B) class indices (single-label; 0 for other examples).
     pub labels: Vec<u32>,
+    /// (B, L) 0/1 flags (multi-label) or (B) values (regression); empty for single-label.
+    pub targets: Vec<f32>,
 }
 
 /// Pads `items` to the longest of them with `pad_id` (type 0, mask 0). Unlabelled examples get
-/// label 0 (callers that need labels check them first).
+/// label 0 and no targets (callers that need labels check them first).
 pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
     let t = items.iter().map(|e| e.ids.len()).max().unwrap_or(0);
     let mut b = ClsBatch {
@@ -335,6 +490,7 @@ pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
         type_ids: Vec::with_capacity(items.len() * t),
         attention_mask: Vec::with_capacity(items.len() * t),
         labels: Vec::with_capacity(items.len()),
+        targets: Vec::new(),
     };
     for e in items {
         let pad = t - e.ids.len();
@@ -352,7 +508,19 @@ pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
         );
         b.attention_mask
             .extend(std::iter::repeat_n(1, e.ids.len()).chain(std::iter::repeat_n(0, pad)));
-        b.labels.push(e.label.unwrap_or(0) as u32);
+        match &e.label {
+            Some(Target::Class(c)) => b.labels.push(*c as u32),
+            Some(Target::Classes(flags)) => {
+                b.labels.push(0);
+                b.targets
+                    .extend(flags.iter().map(|&f| if f { 1.0 } else { 0.0 }));
+            }
+            Some(Target::Score(x)) => {
+                b.labels.push(0);
+                b.targets.push(*x);
+            }
+            None => b.labels.push(0),
+        }
     }
     b
 }
@@ -453,7 +621,10 @@ mod tests {
         let ex = read_examples(&p).unwrap();
         let names = vec!["a".to_string(), "b".to_string()];
         let tok = Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
-        let msg = encode(&tok, &ex, &names, &p).unwrap_err().to_string();
+        let single = ProblemType::SingleLabelClassification;
+        let msg = encode(&tok, &ex, (single, &names), &p)
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.contains("u.jsonl") && msg.contains("line 2") && msg.contains("\"zebra\""),
             "{msg}"
@@ -482,13 +653,20 @@ mod tests {
             label: Some(l),
             line: 1,
         };
-        let names = label_names(&[
-            ex(LabelValue::Name("zeta".into())),
-            ex(LabelValue::Name("alpha".into())),
-            ex(LabelValue::Name("zeta".into())),
-        ]);
+        let single = ProblemType::SingleLabelClassification;
+        let names = label_names(
+            &[
+                ex(LabelValue::Name("zeta".into())),
+                ex(LabelValue::Name("alpha".into())),
+                ex(LabelValue::Name("zeta".into())),
+            ],
+            single,
+        );
         assert_eq!(names, ["alpha", "zeta"]);
-        assert_eq!(label_names(&[ex(LabelValue::Index(2))]), ["0", "1", "2"]);
+        assert_eq!(
+            label_names(&[ex(LabelValue::Index(2))], single),
+            ["0", "1", "2"]
+        );
 
         let (tr, va) = split_indices(100, 0.2, 7).unwrap();
         assert_eq!((tr.len(), va.len()), (80, 20));
@@ -505,13 +683,13 @@ mod tests {
         let a = Encoded {
             ids: vec![1, 2, 3],
             type_ids: vec![0, 0, 1],
-            label: Some(1),
+            label: Some(Target::Class(1)),
             line: 1,
         };
         let b = Encoded {
             ids: vec![1, 2],
             type_ids: vec![0, 0],
-            label: Some(0),
+            label: Some(Target::Class(0)),
             line: 2,
         };
         let p = pad_batch(&[&a, &b], 9);
@@ -520,5 +698,83 @@ mod tests {
         assert_eq!(p.type_ids, [0, 0, 1, 0, 0, 0]);
         assert_eq!(p.attention_mask, [1, 1, 1, 1, 1, 0]);
         assert_eq!(p.labels, [1, 0]);
+        assert!(p.targets.is_empty());
+    }
+
+    #[test]
+    fn multi_label_and_regression_labels() {
+        let d = tempfile::tempdir().unwrap();
+        // JSON lists, or names separated by ';' in a CSV cell; one name is a set of one.
+        let j = write(
+            d.path(),
+            "m.jsonl",
+            "{\"text\": \"a\", \"label\": [\"sci\", \"art\"]}\n{\"text\": \"b\", \"label\": []}\n{\"text\": \"c\", \"label\": \"law\"}\n",
+        );
+        let c = write(d.path(), "m.csv", "text,label\na,sci;art\nb,\nc,law\n");
+        let multi = ProblemType::MultiLabelClassification;
+        for p in [&j, &c] {
+            let ex = read_examples(p).unwrap();
+            let names = label_names(&ex, multi);
+            assert_eq!(names, ["art", "law", "sci"], "{}", p.display());
+            let want = [
+                Some(Target::Classes(vec![true, false, true])),
+                // An empty JSON list is the empty set; an empty CSV cell is no label.
+                (p == &j).then(|| Target::Classes(vec![false; 3])),
+                Some(Target::Classes(vec![false, true, false])),
+            ];
+            for (e, w) in ex.iter().zip(&want) {
+                let got = e
+                    .label
+                    .as_ref()
+                    .map(|l| resolve_label(l, multi, &names, p, e.line).unwrap());
+                assert_eq!(&got, w, "{}", p.display());
+            }
+            let bad_set = LabelValue::List(vec![LabelValue::Name("zebra".into())]);
+            let msg = resolve_label(&bad_set, multi, &names, p, 7)
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("line 7") && msg.contains("zebra"), "{msg}");
+        }
+        let e = |label: Option<Target>| Encoded {
+            ids: vec![1],
+            type_ids: vec![0],
+            label,
+            line: 1,
+        };
+        let (a, b) = (
+            e(Some(Target::Classes(vec![true, false]))),
+            e(Some(Target::Classes(vec![false, true]))),
+        );
+        assert_eq!(pad_batch(&[&a, &b], 0).targets, [1.0, 0.0, 0.0, 1.0]);
+
+        // Regression: numbers, whole numbers and numeric CSV cells; anything else is refused.
+        let r = write(
+            d.path(),
+            "r.jsonl",
+            "{\"text\": \"a\", \"label\": 0.25}\n{\"text\": \"b\", \"label\": 3}\n",
+        );
+        let reg = ProblemType::Regression;
+        let ex = read_examples(&r).unwrap();
+        assert_eq!(label_names(&ex, reg), ["LABEL_0"]);
+        let got: Vec<Target> = ex
+            .iter()
+            .map(|e| resolve_label(e.label.as_ref().unwrap(), reg, &[], &r, e.line).unwrap())
+            .collect();
+        assert_eq!(got, [Target::Score(0.25), Target::Score(3.0)]);
+        let cell = LabelValue::Name("-1.5".into());
+        assert_eq!(
+            resolve_label(&cell, reg, &[], &r, 1).unwrap(),
+            Target::Score(-1.5)
+        );
+        let msg = resolve_label(&LabelValue::Name("high".into()), reg, &[], &r, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("r.jsonl") && msg.contains("line 2") && msg.contains("not a number"),
+            "{msg}"
+        );
+        let (x, y) = (e(Some(Target::Score(0.5))), e(Some(Target::Score(-2.0))));
+        assert_eq!(pad_batch(&[&x, &y], 0).targets, [0.5, -2.0]);
+        assert_eq!(ProblemType::from_name("regression"), Some(reg));
     }
 }

@@ -19,7 +19,9 @@ use crate::error::io;
 use crate::finetune_config::FinetuneConfig;
 use crate::grads::StepGrads;
 use crate::metrics::MetricsLog;
-use crate::metrics_cls::{report_from_confusion, ClsReport};
+use crate::metrics_cls::{
+    multi_label_report, regression_report, report_from_confusion, EvalReport,
+};
 use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
@@ -28,7 +30,7 @@ use crate::world::{join_world, World};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_comm::{Communicator, ReduceOp};
-use lantern_data::labelled::{self, ClsBatch, Encoded, RawExample};
+use lantern_data::labelled::{self, ClsBatch, Encoded, ProblemType, RawExample, Target};
 use lantern_data::tokenizer::{check_vocab, load_tokenizer};
 use lantern_kernels::{cross_entropy_sum, Rng};
 use lantern_models::bert::{
@@ -135,7 +137,7 @@ pub struct FinetuneSummary {
 pub struct BestCheckpoint {
     pub step: u64,
     pub metric: f64,
-    pub report: ClsReport,
+    pub report: EvalReport,
     pub dir: PathBuf,
 }
 
@@ -192,6 +194,8 @@ pub struct Classifier {
     pub tokenizer_path: PathBuf,
     pub max_length: usize,
     pub pad_id: u32,
+    /// What the outputs mean (the config's `problem_type`).
+    pub problem: ProblemType,
 }
 
 /// The id batches are padded with: the tokenizer's `[PAD]`, else the config's pad_token_id.
@@ -252,7 +256,13 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
 pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let dir = resolve_checkpoint(path)?;
     let (cfg, head) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
-    if head != Some(BertHead::SequenceClassification) || cfg.num_labels() < 2 {
+    let problem = problem_of(&cfg, &dir.join(CONFIG_FILE))?;
+    let min_labels = if problem == ProblemType::Regression {
+        1
+    } else {
+        2
+    };
+    if head != Some(BertHead::SequenceClassification) || cfg.num_labels() < min_labels {
         return Err(Error::Checkpoint {
             path: dir.join(CONFIG_FILE),
             msg: "not a BertForSequenceClassification config with id2label".into(),
@@ -292,7 +302,20 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
         tokenizer_path,
         max_length,
         pad_id: pad,
+        problem,
     })
+}
+
+/// The problem type a classifier's config names (transformers' default, single-label, when
+/// it names none).
+fn problem_of(cfg: &BertConfig, config_path: &Path) -> Result<ProblemType> {
+    match cfg.problem_type.as_deref() {
+        None => Ok(ProblemType::SingleLabelClassification),
+        Some(name) => ProblemType::from_name(name).ok_or_else(|| Error::Checkpoint {
+            path: config_path.to_path_buf(),
+            msg: format!("unknown problem_type {name:?}"),
+        }),
+    }
 }
 
 impl Classifier {
@@ -301,7 +324,12 @@ impl Classifier {
         let raw = labelled::read_examples(path)?;
         let tok =
             labelled::for_classification(&self.tokenizer, self.max_length, &self.tokenizer_path)?;
-        Ok(labelled::encode(&tok, &raw, &self.cfg.label_names(), path)?)
+        Ok(labelled::encode(
+            &tok,
+            &raw,
+            (self.problem, &self.cfg.label_names()),
+            path,
+        )?)
     }
 }
 
@@ -315,8 +343,11 @@ pub struct ClsStep {
     /// gradient.
     pub step: u64,
     /// Examples in the whole step, over every micro-batch and every rank: each micro-batch's
-    /// summed cross-entropy is divided by it, so the step's loss is their mean.
+    /// summed loss is divided by it (times the classes, multi-label), so the step's loss is
+    /// their mean.
     pub rows: usize,
+    /// Which loss: cross-entropy, binary cross-entropy of each class, or squared error.
+    pub problem: ProblemType,
 }
 
 /// One micro-batch of a [`classifier_step`]: a padded batch, its labels, and the stream its
@@ -324,6 +355,8 @@ pub struct ClsStep {
 /// on rank r of W: without accumulation or ranks, `s`).
 pub struct ClsMicro<'a> {
     pub input: BertInput<'a>,
+    /// The targets: class indices (B) u32, 0/1 flags (B, L) f32 or values (B) f32, by
+    /// [`ClsStep::problem`].
     pub labels: Tensor,
     pub stream: u64,
 }
@@ -372,9 +405,7 @@ pub fn classifier_step(
     for mb in micro {
         let mut rng = Rng::derive(s.dropout_seed, mb.stream);
         let logits = m.model.forward(&mb.input, Mode::Train(&mut rng))?;
-        // Summed in f32 whatever the working dtype (the kernel computes in f32).
-        let loss = (cross_entropy_sum(&logits, &mb.labels, None)?.to_dtype(DType::F32)?
-            / s.rows.max(1) as f64)?;
+        let loss = (summed_loss(&logits, &mb.labels, s.problem)? / s.rows.max(1) as f64)?;
         let store = if scale != 1.0 {
             (&loss * scale)?.backward()?
         } else {
@@ -429,13 +460,51 @@ pub fn classifier_step(
     })
 }
 
-fn batch_tensors(b: &ClsBatch, device: &Device) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+/// The summed loss of a micro-batch's logits (B, L) against its targets, in f32 whatever the
+/// working dtype: cross-entropy (transformers' single-label loss), binary cross-entropy with
+/// logits over every (example, class) divided by L (so that dividing by the rows gives
+/// `BCEWithLogitsLoss`'s mean), or squared error (`MSELoss`'s sum).
+fn summed_loss(logits: &Tensor, targets: &Tensor, problem: ProblemType) -> Result<Tensor> {
+    Ok(match problem {
+        // The kernel computes in f32.
+        ProblemType::SingleLabelClassification => {
+            cross_entropy_sum(logits, targets, None)?.to_dtype(DType::F32)?
+        }
+        ProblemType::MultiLabelClassification => {
+            let x = logits.to_dtype(DType::F32)?;
+            // max(x, 0) − x·y + ln(1 + e^−|x|): stable for any x, as torch computes it.
+            let softplus = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+            let per = ((x.relu()? - (&x * targets)?)? + softplus)?;
+            (per.sum_all()? / x.dim(1)? as f64)?
+        }
+        ProblemType::Regression => {
+            let x = logits.to_dtype(DType::F32)?.squeeze(1)?;
+            (x - targets)?.sqr()?.sum_all()?
+        }
+    })
+}
+
+/// A padded batch on the device: ids, token types, mask (B, T) u32, and the targets of
+/// `problem`: class indices (B) u32, flags (B, L) f32 or values (B) f32.
+fn batch_tensors(
+    b: &ClsBatch,
+    problem: ProblemType,
+    device: &Device,
+) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let shape = (b.rows, b.cols);
+    let targets = match problem {
+        ProblemType::SingleLabelClassification => Tensor::from_slice(&b.labels, b.rows, device)?,
+        ProblemType::MultiLabelClassification => {
+            let l = b.targets.len() / b.rows.max(1);
+            Tensor::from_slice(&b.targets, (b.rows, l), device)?
+        }
+        ProblemType::Regression => Tensor::from_slice(&b.targets, b.rows, device)?,
+    };
     Ok((
         Tensor::from_slice(&b.ids, shape, device)?,
         Tensor::from_slice(&b.type_ids, shape, device)?,
         Tensor::from_slice(&b.attention_mask, shape, device)?,
-        Tensor::from_slice(&b.labels, b.rows, device)?,
+        targets,
     ))
 }
 
@@ -462,7 +531,12 @@ fn logits_of(
     let mut out = Vec::with_capacity(data.len());
     for chunk in data.chunks(batch_size.max(1)) {
         let b = labelled::pad_batch(chunk, pad_id);
-        let (ids, tt, mask, _) = batch_tensors(&b, device)?;
+        let shape = (b.rows, b.cols);
+        let (ids, tt, mask) = (
+            Tensor::from_slice(&b.ids, shape, device)?,
+            Tensor::from_slice(&b.type_ids, shape, device)?,
+            Tensor::from_slice(&b.attention_mask, shape, device)?,
+        );
         let logits = model.forward(
             &BertInput {
                 ids: &ids,
@@ -510,37 +584,39 @@ fn argmax(p: &[f32]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-/// Loss and metrics on labelled data (every example must have a label).
+/// Loss and metrics on labelled data (every example must have a label), for `problem` with
+/// `num_labels` outputs.
 pub fn evaluate(
     model: &BertForSequenceClassification,
     data: &[Encoded],
-    num_labels: usize,
+    (problem, num_labels): (ProblemType, usize),
     batch_size: usize,
     pad_id: u32,
     device: &Device,
-) -> Result<ClsReport> {
+) -> Result<EvalReport> {
     let single = Communicator::single();
     evaluate_on(
         &single,
         model,
         data,
-        num_labels,
+        (problem, num_labels),
         (batch_size, pad_id),
         device,
     )
 }
 
-/// [`evaluate`] as one rank of a world: rank r scores examples r, r + W, r + 2W, ... and the
-/// loss sums and confusion counts are summed over the ranks, so every rank gets the report of
-/// the whole data (and early stopping decides the same everywhere).
+/// [`evaluate`] as one rank of a world: rank r computes the logits of examples r, r + W,
+/// r + 2W, ...; an all-reduce of the (N, L) logits, zero where another rank computed them,
+/// gives every rank all of them, and the report is computed from those in data order, so every
+/// rank has the same report (and early stopping decides the same everywhere).
 fn evaluate_on(
     comm: &Communicator,
     model: &BertForSequenceClassification,
     data: &[Encoded],
-    num_labels: usize,
+    (problem, num_labels): (ProblemType, usize),
     (batch_size, pad_id): (usize, u32),
     device: &Device,
-) -> Result<ClsReport> {
+) -> Result<EvalReport> {
     // Checked on the whole data, so that every rank fails alike.
     if let Some(e) = data.iter().find(|e| e.label.is_none()) {
         return Err(Error::Config(format!(
@@ -550,31 +626,73 @@ fn evaluate_on(
     }
     let (rank, world) = (comm.rank(), comm.world_size());
     let shard: Vec<&Encoded> = data.iter().skip(rank).step_by(world).collect();
-    let logits = logits_of(model, &shard, batch_size, pad_id, device)?;
-    let mut confusion = vec![vec![0u64; num_labels]; num_labels];
-    let mut loss = 0f64;
-    for (e, l) in shard.iter().zip(&logits) {
-        let y = e.label.expect("checked above");
-        let p = softmax(l);
-        // Cross-entropy from the f32 softmax; the floor keeps a confident miss finite.
-        loss -= (p[y].max(1e-30) as f64).ln();
-        confusion[y][argmax(&p)] += 1;
-    }
+    let mut logits = logits_of(model, &shard, batch_size, pad_id, device)?;
     if world > 1 {
-        // Counts are exact in f32 below 2^24 examples.
-        let mut sums: Vec<f32> = std::iter::once(loss as f32)
-            .chain(confusion.iter().flatten().map(|&c| c as f32))
-            .collect();
-        comm.all_reduce_f32(&mut sums, ReduceOp::Sum)?;
-        loss = f64::from(sums[0]);
-        for (c, v) in confusion.iter_mut().flatten().zip(&sums[1..]) {
-            *c = *v as u64;
+        let mut all = vec![0f32; data.len() * num_labels];
+        for (i, row) in logits.iter().enumerate() {
+            let at = (rank + i * world) * num_labels;
+            all[at..at + num_labels].copy_from_slice(row);
         }
+        comm.all_reduce_f32(&mut all, ReduceOp::Sum)?;
+        logits = all.chunks(num_labels).map(<[f32]>::to_vec).collect();
     }
-    Ok(report_from_confusion(
-        confusion,
-        loss / data.len().max(1) as f64,
-    ))
+    let targets: Vec<&Target> = data
+        .iter()
+        .map(|e| e.label.as_ref().expect("checked above"))
+        .collect();
+    report_of(problem, &logits, &targets, num_labels)
+}
+
+/// The report of `logits` (N rows) against `targets`.
+fn report_of(
+    problem: ProblemType,
+    logits: &[Vec<f32>],
+    targets: &[&Target],
+    num_labels: usize,
+) -> Result<EvalReport> {
+    let mismatch = || Error::Config(format!("labels do not fit problem_type {problem}"));
+    Ok(match problem {
+        ProblemType::SingleLabelClassification => {
+            let mut confusion = vec![vec![0u64; num_labels]; num_labels];
+            let mut loss = 0f64;
+            for (l, t) in logits.iter().zip(targets) {
+                let Target::Class(y) = t else {
+                    return Err(mismatch());
+                };
+                let p = softmax(l);
+                // Cross-entropy from the f32 softmax; the floor keeps a confident miss finite.
+                loss -= (p[*y].max(1e-30) as f64).ln();
+                confusion[*y][argmax(&p)] += 1;
+            }
+            EvalReport::Single(report_from_confusion(
+                confusion,
+                loss / logits.len().max(1) as f64,
+            ))
+        }
+        ProblemType::MultiLabelClassification => {
+            let flags = targets
+                .iter()
+                .map(|t| match t {
+                    Target::Classes(f) => Some(&f[..]),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(mismatch)?;
+            EvalReport::Multi(multi_label_report(logits, &flags))
+        }
+        ProblemType::Regression => {
+            let values = targets
+                .iter()
+                .map(|t| match t {
+                    Target::Score(x) => Some(f64::from(*x)),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(mismatch)?;
+            let preds: Vec<f64> = logits.iter().map(|l| f64::from(l[0])).collect();
+            EvalReport::Regression(regression_report(&preds, &values))
+        }
+    })
 }
 
 /// Writes one checkpoint folder (HF files + state + `extra` files) as `<root>/step-N`,
@@ -664,7 +782,7 @@ impl CheckpointWriter<'_> {
         &self,
         root: &Path,
         (step, epoch): (u64, usize),
-        eval: Option<(&ClsReport, f64)>,
+        eval: Option<(&EvalReport, f64)>,
         resume: Option<(&Optimizer, ResumeState)>,
     ) -> Result<PathBuf> {
         let mut extra = Vec::new();
@@ -726,11 +844,13 @@ fn build_model(
     quiet: bool,
 ) -> Result<(BertConfig, Params)> {
     let m = &cfg.model;
+    let problem = cfg.data.problem_type;
     let mut rng = Rng::derive(cfg.train.seed, HEAD_INIT_STREAM);
     let (mut bert, params) = match &m.init_from {
         Some(dir) => {
             let (c, _) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
-            let c = c.with_labels(labels);
+            let mut c = c.with_labels(labels);
+            c.problem_type = Some(problem.name().to_string());
             check_vocab(tokenizer, c.vocab_size, tokenizer_path)?;
             let (p, report) = hf::load_params(
                 &dir.join(checkpoint::MODEL_FILE),
@@ -770,6 +890,7 @@ fn build_model(
                 m.max_position_embeddings.unwrap_or(cfg.data.max_length),
             )
             .with_labels(labels);
+            c.problem_type = Some(problem.name().to_string());
             c.pad_token_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
             let p = init_params(
                 &c,
@@ -898,11 +1019,17 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             ex.line
         )));
     }
-    let labels = match &d.labels {
-        Some(l) => l.clone(),
-        None => labelled::label_names(&train_raw),
+    let problem = d.problem_type;
+    let labels = match (&d.labels, problem) {
+        (Some(_), ProblemType::Regression) => {
+            return Err(Error::Config(
+                "data.labels names classes; regression (data.problem_type) has none".into(),
+            ))
+        }
+        (Some(l), _) => l.clone(),
+        (None, _) => labelled::label_names(&train_raw, problem),
     };
-    if labels.len() < 2 {
+    if problem != ProblemType::Regression && labels.len() < 2 {
         return Err(Error::Config(format!(
             "{}: classification needs at least two labels, found {labels:?}",
             d.train.display()
@@ -952,8 +1079,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         Some(v) => {
             let val_raw = labelled::read_examples(v)?;
             (
-                labelled::encode(&tok, &train_raw, &labels, &d.train)?,
-                labelled::encode(&tok, &val_raw, &labels, v)?,
+                labelled::encode(&tok, &train_raw, (problem, &labels), &d.train)?,
+                labelled::encode(&tok, &val_raw, (problem, &labels), v)?,
             )
         }
         None => {
@@ -963,8 +1090,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 idx.iter().map(|&i| train_raw[i].clone()).collect()
             };
             (
-                labelled::encode(&tok, &pick(&ti), &labels, &d.train)?,
-                labelled::encode(&tok, &pick(&vi), &labels, &d.train)?,
+                labelled::encode(&tok, &pick(&ti), (problem, &labels), &d.train)?,
+                labelled::encode(&tok, &pick(&vi), (problem, &labels), &d.train)?,
             )
         }
     };
@@ -1064,9 +1191,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         stopper.best = rs.best_value;
         stopper.evals_without_improvement = rs.evals_without_improvement;
         if let Some(best_step) = rs.best_step {
-            let report = ClsReport::from_json(&rs.best_eval).ok_or_else(|| Error::Checkpoint {
+            let report = EvalReport::from_json(&rs.best_eval).ok_or_else(|| Error::Checkpoint {
                 path: dir.join(STATE_FILE),
-                msg: "best_eval is not an evaluation (confusion_matrix, eval_loss)".into(),
+                msg: "best_eval is not an evaluation report".into(),
             })?;
             best = Some(BestCheckpoint {
                 step: best_step,
@@ -1119,7 +1246,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             &comm,
             &model,
             &val,
-            labels.len(),
+            (problem, labels.len()),
             (t.eval_batch_size, pad),
             &device,
         )?;
@@ -1198,7 +1325,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 let items: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
                 let stream = (step * t.grad_accum as u64 + m as u64) * world as u64 + rank as u64;
                 tensors.push((
-                    batch_tensors(&labelled::pad_batch(&items, pad), &device)?,
+                    batch_tensors(&labelled::pad_batch(&items, pad), problem, &device)?,
                     stream,
                 ));
             }
@@ -1231,6 +1358,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                     dropout_seed: t.seed ^ DROPOUT_STREAM,
                     step,
                     rows: group.len(),
+                    problem,
                 },
                 scaler.as_mut(),
             )?;

@@ -9,6 +9,7 @@
 use crate::config::ScheduleKind;
 use crate::precision::Precision;
 use crate::{Error, Result};
+use lantern_data::labelled::ProblemType;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -64,6 +65,11 @@ pub struct FtDataSection {
     pub max_length: usize,
     /// Label names in class-index order; default: the training labels, sorted.
     pub labels: Option<Vec<String>>,
+    /// `single_label_classification` (default: one class per example),
+    /// `multi_label_classification` (a list of classes per example) or `regression` (a
+    /// number per example): transformers' `problem_type`.
+    #[serde(default)]
+    pub problem_type: ProblemType,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,8 +124,9 @@ pub struct FtTrainSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EarlyStoppingSection {
-    /// The metric that picks the best checkpoint: `eval_loss` (lower is better), `accuracy`,
-    /// `macro_f1`, `macro_precision` or `macro_recall` (higher is better).
+    /// The metric that picks the best checkpoint: `eval_loss` (lower is better) or one of
+    /// [`metrics_for`] the problem type (single-label: `accuracy`, `macro_f1`, ...;
+    /// multi-label: `micro_f1`, `subset_accuracy`, ...; regression: `pearson`, `mse`, ...).
     #[serde(default = "d_metric")]
     pub metric: String,
     /// Stop after this many evaluations in a row without improvement; none = never stop early.
@@ -191,13 +198,36 @@ impl Default for EarlyStoppingSection {
 }
 
 /// The metrics early stopping can follow, and whether higher is better.
-pub const METRICS: [(&str, bool); 5] = [
-    ("eval_loss", false),
-    ("accuracy", true),
-    ("macro_f1", true),
-    ("macro_precision", true),
-    ("macro_recall", true),
-];
+/// The early-stopping metrics of a problem type, and whether higher is better.
+pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
+    match problem {
+        ProblemType::SingleLabelClassification => &[
+            ("eval_loss", false),
+            ("accuracy", true),
+            ("macro_f1", true),
+            ("macro_precision", true),
+            ("macro_recall", true),
+        ],
+        ProblemType::MultiLabelClassification => &[
+            ("eval_loss", false),
+            ("subset_accuracy", true),
+            ("micro_f1", true),
+            ("micro_precision", true),
+            ("micro_recall", true),
+            ("macro_f1", true),
+            ("macro_precision", true),
+            ("macro_recall", true),
+        ],
+        ProblemType::Regression => &[
+            ("eval_loss", false),
+            ("mse", false),
+            ("rmse", false),
+            ("mae", false),
+            ("pearson", true),
+            ("spearman", true),
+        ],
+    }
+}
 
 /// Applies `a.b=value` to a TOML table; the value is parsed as TOML (a bare word is a string).
 fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
@@ -275,14 +305,15 @@ impl FinetuneConfig {
         if t.eval_every_steps == Some(0) {
             return bad("train.eval_every_steps must be at least 1".into());
         }
-        if !METRICS
+        let metrics = metrics_for(self.data.problem_type);
+        if !metrics
             .iter()
             .any(|(m, _)| *m == self.early_stopping.metric)
         {
-            let known: Vec<&str> = METRICS.iter().map(|(m, _)| *m).collect();
+            let known: Vec<&str> = metrics.iter().map(|(m, _)| *m).collect();
             return bad(format!(
-                "early_stopping.metric {:?} is not one of {known:?}",
-                self.early_stopping.metric
+                "early_stopping.metric {:?} is not one of {known:?} (data.problem_type {})",
+                self.early_stopping.metric, self.data.problem_type
             ));
         }
         if self.early_stopping.patience == Some(0) {
@@ -309,7 +340,7 @@ impl FinetuneConfig {
 
     /// Whether higher values of the early-stopping metric are better.
     pub fn higher_is_better(&self) -> bool {
-        METRICS
+        metrics_for(self.data.problem_type)
             .iter()
             .find(|(m, _)| *m == self.early_stopping.metric)
             .is_some_and(|(_, h)| *h)
@@ -368,6 +399,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("f2"), "{e}");
+        // Metrics follow the problem type.
+        let reg = |m: &str| {
+            FinetuneConfig::parse(
+                BASE,
+                "x.toml",
+                &[
+                    "data.problem_type=regression".into(),
+                    format!("early_stopping.metric={m}"),
+                ],
+            )
+        };
+        let c = reg("pearson").unwrap();
+        assert_eq!(c.data.problem_type, ProblemType::Regression);
+        assert!(c.higher_is_better());
+        assert!(!reg("mae").unwrap().higher_is_better());
+        let e = reg("accuracy").unwrap_err().to_string();
+        assert!(e.contains("accuracy") && e.contains("regression"), "{e}");
+        let e = FinetuneConfig::parse(BASE, "x.toml", &["data.problem_type=ranking".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("problem_type") && e.contains("ranking"), "{e}");
         let e = FinetuneConfig::parse(
             "[run]\ndir = \"r\"\n[model]\n[data]\ntrain = \"t.jsonl\"\n",
             "y.toml",

@@ -32,6 +32,10 @@ pub struct BertConfig {
     /// Class names by index, for sequence classification; empty for other heads.
     #[serde(default)]
     pub id2label: BTreeMap<usize, String>,
+    /// transformers' `problem_type` of a classifier: `"single_label_classification"`,
+    /// `"multi_label_classification"` or `"regression"` (one output); `None` = the first.
+    #[serde(default)]
+    pub problem_type: Option<String>,
 }
 
 fn default_act() -> String {
@@ -72,6 +76,7 @@ impl BertConfig {
             classifier_dropout: None,
             pad_token_id: 0,
             id2label: BTreeMap::new(),
+            problem_type: None,
         }
     }
 

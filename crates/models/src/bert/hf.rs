@@ -64,7 +64,11 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
             .collect();
         v["id2label"] = Value::Object(id2label);
         v["label2id"] = Value::Object(label2id);
-        v["problem_type"] = Value::from("single_label_classification");
+        v["problem_type"] = Value::from(
+            cfg.problem_type
+                .as_deref()
+                .unwrap_or("single_label_classification"),
+        );
     }
     v
 }
@@ -147,6 +151,13 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
         classifier_dropout: v.get("classifier_dropout").and_then(Value::as_f64),
         pad_token_id: v.get("pad_token_id").and_then(Value::as_u64).unwrap_or(0) as u32,
         id2label,
+        problem_type: match head {
+            Some(BertHead::SequenceClassification) => v
+                .get("problem_type")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        },
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
     Ok((cfg, head))

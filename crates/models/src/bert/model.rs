@@ -143,10 +143,15 @@ pub fn init_params(
     dtype: DType,
 ) -> Result<Params> {
     cfg.validate()?;
-    if head == BertHead::SequenceClassification && cfg.num_labels() < 2 {
-        return Err(Error::Config(
-            "sequence classification needs at least two labels (id2label)".into(),
-        ));
+    // Regression has one output; a classifier needs two classes or more.
+    let min_labels = match cfg.problem_type.as_deref() {
+        Some("regression") => 1,
+        _ => 2,
+    };
+    if head == BertHead::SequenceClassification && cfg.num_labels() < min_labels {
+        return Err(Error::Config(format!(
+            "sequence classification needs at least {min_labels} label(s) (id2label)"
+        )));
     }
     let mut params = Params::new();
     for (name, shape) in param_shapes(cfg, head) {
