@@ -8,9 +8,11 @@
    themselves (Lantern's tokenisation of MiniLM's tokenizer.json vs transformers'), then the
    last hidden state and the pooler output (max abs difference over real tokens).
 2. `lantern export` of MiniLM, loaded by transformers: the same outputs as the original.
-3. A classifier: a tiny BertForSequenceClassification fine-tuned by `lantern finetune`
-   (WordPiece tokenizer from `lantern wordpiece`), exported, loaded with
-   transformers' from_pretrained: logits vs `lantern predict`'s logits.
+3. Classifiers of each problem type (single-label, multi-label, regression): a tiny
+   BertForSequenceClassification fine-tuned by `lantern finetune` (WordPiece tokenizer from
+   `lantern wordpiece`), exported, loaded with transformers' from_pretrained: logits vs
+   `lantern predict`'s logits, and transformers' loss for the config's problem_type on the
+   validation examples vs `lantern eval`'s.
 4. The golden BertForMaskedLM (tests/golden/bert_tiny/mlm) through `lantern export`: logits of
    the export in transformers vs the original in transformers.
 Prints one line per check and exits non-zero if any difference exceeds its tolerance.
@@ -106,30 +108,60 @@ def main():
     run([args.lantern, "wordpiece", "--input", os.path.join(corpus, "computers"), os.path.join(corpus, "science"),
          "--out", w("wp.json"), "--vocab-size", "2000"])
     with open(os.path.join(data, "train.jsonl")) as f:
-        small = [next(f) for _ in range(200)]
-    with open(w("small.jsonl"), "w") as f:
-        f.writelines(small)
-    with open(w("tiny.toml"), "w") as f:
-        f.write(f"""[run]\ndir = "{w('tiny-run')}"\n[model]\ntokenizer = "{w('wp.json')}"\nhidden_size = 32
-num_hidden_layers = 2\nnum_attention_heads = 4\nintermediate_size = 64\n[data]\ntrain = "{w('small.jsonl')}"
-max_length = 64\n[train]\nepochs = 1\nbatch_size = 16\nlr = 1e-3\n""")
-    run([args.lantern, "finetune", "--config", w("tiny.toml"), "--quiet"])
-    run([args.lantern, "export", "--model", w("tiny-run"), "--out", w("tiny-export")])
-    run([args.lantern, "predict", "--checkpoint", w("tiny-export"), "--input", texts, "--out", w("pred.jsonl")])
-    with open(w("pred.jsonl")) as f:
-        lantern_logits = torch.tensor([json.loads(l)["logits"] for l in f])
+        small = [json.loads(next(f)) for _ in range(200)]
     from transformers import PreTrainedTokenizerFast
-    ttok = PreTrainedTokenizerFast(tokenizer_file=w("tiny-export", "tokenizer.json"), pad_token="[PAD]")
-    cls = BertForSequenceClassification.from_pretrained(w("tiny-export")).eval()
-    logits = []
-    with torch.no_grad():
-        for t in TEXTS:
-            e = ttok(t["text"], t.get("text_pair"), truncation=True, max_length=64,
-                     return_token_type_ids=True, return_tensors="pt")
-            logits.append(cls(**e).logits[0])
-    logits = torch.stack(logits)
-    ok &= report(f"fine-tuned classifier exported by Lantern, labels {list(cls.config.id2label.values())}: "
-                 "logits in transformers vs lantern predict", (logits - lantern_logits).abs().max().item())
+    # The same examples with a label of each problem type: the category; the category plus
+    # "long" for long texts (a set); a number made from the length (regression).
+    problems = {
+        "single_label_classification": lambda r: r["label"],
+        "multi_label_classification": lambda r: [r["label"]] + (["long"] if len(r["text"]) > 120 else []),
+        "regression": lambda r: min(len(r["text"]), 400) / 100.0,
+    }
+    for problem, label in problems.items():
+        name = problem.split("_")[0]
+        rows = [{"text": r["text"], "label": label(r)} for r in small]
+        with open(w(f"{name}.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows[:160])
+        with open(w(f"{name}-val.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows[160:])
+        with open(w(f"{name}.toml"), "w") as f:
+            f.write(f"""[run]\ndir = "{w(name + '-run')}"\n[model]\ntokenizer = "{w('wp.json')}"\nhidden_size = 32
+num_hidden_layers = 2\nnum_attention_heads = 4\nintermediate_size = 64\n[data]\ntrain = "{w(name + '.jsonl')}"
+validation = "{w(name + '-val.jsonl')}"\nmax_length = 64\nproblem_type = "{problem}"\n[train]\nepochs = 1
+batch_size = 16\nlr = 1e-3\n""")
+        run([args.lantern, "finetune", "--config", w(f"{name}.toml"), "--quiet"])
+        export = w(f"{name}-export")
+        run([args.lantern, "export", "--model", w(f"{name}-run"), "--out", export])
+        run([args.lantern, "predict", "--checkpoint", export, "--input", texts, "--out", w(f"{name}-pred.jsonl")])
+        run([args.lantern, "eval", "--checkpoint", export, "--data", w(f"{name}-val.jsonl"),
+             "--out", w(f"{name}-eval.json")])
+        with open(w(f"{name}-pred.jsonl")) as f:
+            lantern_logits = torch.tensor([json.loads(l)["logits"] for l in f])
+        with open(w(f"{name}-eval.json")) as f:
+            lantern_loss = json.load(f)["eval_loss"]
+        ttok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(export, "tokenizer.json"), pad_token="[PAD]")
+        cls = BertForSequenceClassification.from_pretrained(export).eval()
+        assert cls.config.problem_type == problem, cls.config.problem_type
+        enc = lambda t: ttok(t["text"], t.get("text_pair"), truncation=True, max_length=64,
+                             return_token_type_ids=True, return_tensors="pt")
+        names = [cls.config.id2label[i] for i in range(cls.config.num_labels)]
+
+        def target(r):
+            if problem == "single_label_classification":
+                return torch.tensor([names.index(r["label"])])
+            if problem == "multi_label_classification":
+                return torch.tensor([[1.0 if n in r["label"] else 0.0 for n in names]])
+            return torch.tensor([r["label"]])
+
+        with torch.no_grad():
+            logits = torch.stack([cls(**enc(t)).logits[0] for t in TEXTS])
+            # transformers' own loss for the config's problem_type, one example at a time
+            # (each is a mean over its labels), averaged: the mean over the validation set.
+            losses = [cls(**enc(r), labels=target(r)).loss.item() for r in rows[160:]]
+        ok &= report(f"{problem} head fine-tuned and exported by Lantern ({cls.config.num_labels} outputs): "
+                     "logits in transformers vs lantern predict", (logits - lantern_logits).abs().max().item())
+        ok &= report(f"{problem}: validation loss, transformers' (problem_type from config.json) vs lantern eval",
+                     abs(sum(losses) / len(losses) - lantern_loss))
 
     # 4. MLM round trip through the binary.
     golden = os.path.join(repo, "tests", "golden", "bert_tiny")
