@@ -268,24 +268,7 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
             msg: "not a BertForSequenceClassification config with id2label".into(),
         });
     }
-    let weights = dir.join(checkpoint::MODEL_FILE);
-    let (params, report) = hf::load_params(
-        &weights,
-        &cfg,
-        BertHead::SequenceClassification,
-        &mut Rng::new(0),
-        device,
-        DType::F32,
-    )?;
-    if !report.newly_initialised.is_empty() {
-        return Err(Error::Checkpoint {
-            path: weights,
-            msg: format!(
-                "a trained classifier is expected, but these are missing: {}",
-                report.newly_initialised.join(", ")
-            ),
-        });
-    }
+    let params = load_trained(&dir.join(checkpoint::MODEL_FILE), &cfg, device)?;
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer = load_tokenizer(&tokenizer_path)?;
     check_vocab(&tokenizer, cfg.vocab_size, &tokenizer_path)?;
@@ -304,6 +287,28 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
         pad_id: pad,
         problem,
     })
+}
+
+/// A trained classifier's fp32 weights: every parameter, the head included, must be there.
+fn load_trained(weights: &Path, cfg: &BertConfig, device: &Device) -> Result<Params> {
+    let (params, report) = hf::load_params(
+        weights,
+        cfg,
+        BertHead::SequenceClassification,
+        &mut Rng::new(0),
+        device,
+        DType::F32,
+    )?;
+    if !report.newly_initialised.is_empty() {
+        return Err(Error::Checkpoint {
+            path: weights.to_path_buf(),
+            msg: format!(
+                "a trained classifier is expected, but these are missing: {}",
+                report.newly_initialised.join(", ")
+            ),
+        });
+    }
+    Ok(params)
 }
 
 /// The problem type a classifier's config names (transformers' default, single-label, when
@@ -1047,25 +1052,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 ),
             });
         }
-        let weights = dir.join(checkpoint::MODEL_FILE);
-        let (p, report) = hf::load_params(
-            &weights,
-            &bert_cfg,
-            BertHead::SequenceClassification,
-            &mut Rng::new(0),
-            &device,
-            DType::F32,
-        )?;
-        if !report.newly_initialised.is_empty() {
-            return Err(Error::Checkpoint {
-                path: weights,
-                msg: format!(
-                    "missing weights of the classifier: {}",
-                    report.newly_initialised.join(", ")
-                ),
-            });
-        }
-        params = p;
+        params = load_trained(&dir.join(checkpoint::MODEL_FILE), &bert_cfg, &device)?;
     }
     if world > 1 {
         // Every rank built the same weights (the same files, the same seeded head); rank 0's

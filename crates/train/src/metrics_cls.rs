@@ -115,17 +115,7 @@ impl ClsReport {
 
     /// One JSON object (per-class entries keyed by label name).
     pub fn to_json(&self, names: &[String]) -> Value {
-        let per_class: serde_json::Map<String, Value> = self
-            .per_class
-            .iter()
-            .zip(names)
-            .map(|(m, n)| {
-                (
-                    n.clone(),
-                    json!({"precision": m.precision, "recall": m.recall, "f1": m.f1, "support": m.support}),
-                )
-            })
-            .collect();
+        let per_class = per_class_json(&self.per_class, names);
         json!({
             "eval_loss": self.loss,
             "accuracy": self.accuracy,
@@ -151,13 +141,7 @@ impl ClsReport {
             self.macro_f1,
             self.examples
         );
-        s += &format!("  {:w$}  precision  recall      f1  support\n", "class");
-        for (m, n) in self.per_class.iter().zip(names) {
-            s += &format!(
-                "  {n:w$}  {:9.4}  {:6.4}  {:6.4}  {:7}\n",
-                m.precision, m.recall, m.f1, m.support
-            );
-        }
+        s += &per_class_table(&self.per_class, names, w);
         s += &format!("  confusion (rows true, columns predicted)\n  {:w$}", "");
         for n in names {
             s += &format!(" {:>8}", truncate(n, 8));
@@ -340,17 +324,7 @@ impl MultiReport {
     }
 
     pub fn to_json(&self, names: &[String]) -> Value {
-        let per_class: serde_json::Map<String, Value> = self
-            .per_class
-            .iter()
-            .zip(names)
-            .map(|(m, n)| {
-                (
-                    n.clone(),
-                    json!({"precision": m.precision, "recall": m.recall, "f1": m.f1, "support": m.support}),
-                )
-            })
-            .collect();
+        let per_class = per_class_json(&self.per_class, names);
         json!({
             "eval_loss": self.loss,
             "subset_accuracy": self.subset_accuracy,
@@ -408,13 +382,7 @@ impl MultiReport {
             self.macro_f1,
             self.examples
         );
-        s += &format!("  {:w$}  precision  recall      f1  support\n", "class");
-        for (m, n) in self.per_class.iter().zip(names) {
-            s += &format!(
-                "  {n:w$}  {:9.4}  {:6.4}  {:6.4}  {:7}\n",
-                m.precision, m.recall, m.f1, m.support
-            );
-        }
+        s += &per_class_table(&self.per_class, names, w);
         s
     }
 }
@@ -539,6 +507,32 @@ impl RegReport {
             self.mse, self.rmse, self.mae, self.pearson, self.spearman, self.examples
         )
     }
+}
+
+/// Per-class metrics keyed by label name.
+fn per_class_json(per_class: &[ClassMetrics], names: &[String]) -> serde_json::Map<String, Value> {
+    per_class
+        .iter()
+        .zip(names)
+        .map(|(m, n)| {
+            (
+                n.clone(),
+                json!({"precision": m.precision, "recall": m.recall, "f1": m.f1, "support": m.support}),
+            )
+        })
+        .collect()
+}
+
+/// Per-class metrics as rows of a table whose first column is `w` wide.
+fn per_class_table(per_class: &[ClassMetrics], names: &[String], w: usize) -> String {
+    let mut s = format!("  {:w$}  precision  recall      f1  support\n", "class");
+    for (m, n) in per_class.iter().zip(names) {
+        s += &format!(
+            "  {n:w$}  {:9.4}  {:6.4}  {:6.4}  {:7}\n",
+            m.precision, m.recall, m.f1, m.support
+        );
+    }
+    s
 }
 
 fn truncate(s: &str, n: usize) -> String {
