@@ -210,39 +210,6 @@ fn a_two_rank_checkpoint_continues_on_one_process_with_the_same_global_batch() {
     );
 }
 
-/// Pid of the `lantern train` process of `rank` whose arguments mention `config`.
-fn rank_pid(config: &Path, rank: usize) -> Option<i32> {
-    let want_run = s(config);
-    let want_rank = format!("RANK={rank}");
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let dir: PathBuf = entry.path();
-        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|&c| c == 0)
-            .map(|a| String::from_utf8_lossy(a).to_string())
-            .collect();
-        // The trainer itself, not its `launch-rank` supervisor or the launcher.
-        if args.get(1).map(String::as_str) != Some("train")
-            || !args.iter().any(|a| a.contains(&want_run))
-        {
-            continue;
-        }
-        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
-        if environ
-            .split(|&c| c == 0)
-            .any(|v| v == want_rank.as_bytes())
-        {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 /// A launcher that is stopped (SIGTERM, which it forwards to its ranks) if a test fails
 /// before it ended, so no training job outlives the test.
 struct Job(Option<std::process::Child>);
@@ -302,7 +269,7 @@ fn start_long_run(tmp: &Path, name: &str, launch_extra: &[&str]) -> (Job, PathBu
 fn killing_one_rank_ends_the_job_and_names_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (job, _run, cfg) = start_long_run(tmp.path(), "killed", &[]);
-    let pid = rank_pid(&cfg, 1).expect("rank 1's trainer is running");
+    let pid = rank_pid("train", &cfg, 1).expect("rank 1's trainer is running");
     let t0 = Instant::now();
     // SAFETY: kill has no memory-safety preconditions; `pid` is a live trainer of this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
@@ -317,10 +284,10 @@ fn killing_one_rank_ends_the_job_and_names_it() {
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     // Rank 0 was stopped with the job (allow its supervisor a moment to reap it).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while rank_pid(&cfg, 0).is_some() && Instant::now() < deadline {
+    while rank_pid("train", &cfg, 0).is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(rank_pid(&cfg, 0).is_none(), "rank 0 survived");
+    assert!(rank_pid("train", &cfg, 0).is_none(), "rank 0 survived");
 }
 
 #[test]
@@ -328,7 +295,7 @@ fn a_stop_asked_of_one_rank_stops_both_after_the_same_step() {
     let tmp = tempfile::tempdir().unwrap();
     // Restarts allowed, yet a requested stop is not a failure to restart from.
     let (job, run, cfg) = start_long_run(tmp.path(), "stopped", &["--max-restarts", "2"]);
-    let pid = rank_pid(&cfg, 1).expect("rank 1's trainer is running");
+    let pid = rank_pid("train", &cfg, 1).expect("rank 1's trainer is running");
     // SAFETY: kill has no memory-safety preconditions; `pid` is a live trainer of this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let out = job.wait();
@@ -397,7 +364,7 @@ fn a_killed_rank_is_restarted_and_the_run_ends_as_if_never_interrupted() {
         .unwrap();
     let mut job = Job(Some(child));
     wait_for_step(job.0.as_mut().unwrap(), &run, 25, Duration::from_secs(60));
-    let pid = rank_pid(&cfg, 1).expect("rank 1's trainer is running");
+    let pid = rank_pid("train", &cfg, 1).expect("rank 1's trainer is running");
     // SAFETY: kill has no memory-safety preconditions; `pid` is a live trainer of this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let out = job.wait();

@@ -867,3 +867,48 @@ fn multi_label_learns_and_predicts_sets_of_labels() {
         "{text}"
     );
 }
+
+#[test]
+fn a_killed_rank_is_restarted_and_the_fine_tune_ends_as_if_never_interrupted() {
+    // 2 ranks x 4: 6 steps an epoch, 30 epochs, last/ at every evaluation (every 4 steps).
+    let f = Fixture::new();
+    let train = "epochs = 30\nlr = 3e-3\neval_every_steps = 4";
+    let args = |cfg: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["finetune", "--config", p(cfg), "--quiet"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(["--set".into(), "train.batch_size=4".into()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let straight = f.config("restart-straight", train, PATIENT);
+    let mut all = vec!["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"];
+    let a = args(&straight, &[]);
+    all.extend(a.iter().map(String::as_str));
+    lantern_ok(&all);
+
+    let cfg = f.config("restarted", train, PATIENT);
+    let run = f.root.join("restarted");
+    // `--resume` from the first start on: with nothing to resume it begins a new run.
+    let mut child = lantern_cmd(&["launch", "--nproc-per-node", "2", "--backend", "mpi"])
+        .args(["--comm-timeout", "5", "--max-restarts", "1", "--"])
+        .args(args(&cfg, &["--resume"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_step(&mut child, &run, 25, std::time::Duration::from_secs(60));
+    let pid = common::rank_pid("finetune", &cfg, 1).expect("rank 1 is fine-tuning");
+    // SAFETY: kill has no memory-safety preconditions; `pid` is a live process of this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("restarting every rank (restart 1 of 1)"),
+        "{stderr}"
+    );
+    // Each step once in the log, and the same weights, moments and export as never killed.
+    assert_same_run(&f.root.join("restart-straight"), &run);
+}

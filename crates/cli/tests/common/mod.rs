@@ -337,3 +337,36 @@ pub fn checkpoint_entries(run_dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Pid of the `lantern <subcommand>` process of `rank` whose arguments mention `config`.
+pub fn rank_pid(subcommand: &str, config: &Path, rank: usize) -> Option<i32> {
+    let want_run = s(config);
+    let want_rank = format!("RANK={rank}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let dir: PathBuf = entry.path();
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&c| c == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        // The trainer itself, not its `launch-rank` supervisor or the launcher.
+        if args.get(1).map(String::as_str) != Some(subcommand)
+            || !args.iter().any(|a| a.contains(&want_run))
+        {
+            continue;
+        }
+        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+        if environ
+            .split(|&c| c == 0)
+            .any(|v| v == want_rank.as_bytes())
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
