@@ -146,6 +146,9 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             if let Some(e) = &s.exported {
                 println!("exported: {}", e.display());
             }
+            if let Some(r) = &s.test {
+                println!("test: {}", r.summary());
+            }
             if s.cut_short {
                 let why = if s.preempted {
                     format!(

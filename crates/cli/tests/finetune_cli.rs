@@ -156,12 +156,16 @@ fn early_stopping_stops_after_patience_and_exports_the_best() {
 #[test]
 fn finetune_learns_then_eval_predict_and_export_agree() {
     let f = Fixture::new();
-    let cfg = f.config(
+    // The validation file doubles as the test file, scored with the best model at the end.
+    let test_line = format!("test = {:?}", f.root.join("val.jsonl"));
+    let cfg = f.config_on(
         "learn",
+        ("train.jsonl", "val.jsonl", &test_line),
         "epochs = 12\nlr = 3e-3\neval_every_steps = 4",
         "metric = \"accuracy\"",
     );
-    lantern_ok(&["finetune", "--config", p(&cfg), "--quiet"]);
+    let out = lantern_ok(&["finetune", "--config", p(&cfg), "--quiet"]);
+    assert!(out.contains("test: eval loss"), "{out}");
     let run = f.root.join("learn");
     let evals = metrics_of(&run, "eval");
     // Evaluations at every 4 steps besides the 12 epoch ends (6 steps each).
@@ -191,6 +195,16 @@ fn finetune_learns_then_eval_predict_and_export_agree() {
     assert!(out.contains("macro") && out.contains("confusion"), "{out}");
     let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
     assert!((m["accuracy"].as_f64().unwrap() - best_acc).abs() < 1e-9);
+    // The run's own test evaluation is that of the exported best model.
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("test_metrics.json")).unwrap())
+            .unwrap();
+    for k in ["accuracy", "eval_loss", "macro_f1", "confusion_matrix"] {
+        assert_eq!(t[k], m[k], "{k}");
+    }
+    let tests = metrics_of(&run, "test");
+    assert_eq!(tests.len(), 1);
+    assert_eq!(tests[0]["best_step"], state_step(&run.join("model")));
 
     // predict: one line per example, probabilities over both labels summing to 1.
     let preds = f.root.join("preds.jsonl");
@@ -241,6 +255,26 @@ fn bad_data_and_mismatched_checkpoints_are_clear_errors() {
         e.contains("val.jsonl") && e.contains("line 2") && e.contains("\"plant\""),
         "{e}"
     );
+    // A test file (data.test) with a label outside the training labels fails before any
+    // training step, naming it.
+    std::fs::write(
+        r.join("test.jsonl"),
+        "{\"text\": \"the cat runs\", \"label\": \"animal\"}\n{\"text\": \"a rose\", \"label\": \"flower\"}\n",
+    )
+    .unwrap();
+    let test_line = format!("test = {:?}", r.join("test.jsonl"));
+    let with_test = f.config_on(
+        "bad-test",
+        ("train.jsonl", "train.jsonl", &test_line),
+        "epochs = 1",
+        "",
+    );
+    let e = lantern_err(&["finetune", "--config", p(&with_test), "--quiet"]);
+    assert!(
+        e.contains("test.jsonl") && e.contains("line 2") && e.contains("\"flower\""),
+        "{e}"
+    );
+    assert!(!r.join("bad-test").join("metrics.jsonl").exists(), "nothing was trained");
     // An empty text: file and line.
     std::fs::write(
         r.join("val.jsonl"),

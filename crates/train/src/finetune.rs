@@ -126,6 +126,8 @@ pub struct FinetuneSummary {
     pub cut_short: bool,
     /// Cut short by a stop request (a signal).
     pub preempted: bool,
+    /// The best model on `data.test` (rank 0 of a run that ended, when the config names one).
+    pub test: Option<EvalReport>,
     /// This process's rank and the world size (1 without a launcher); only rank 0 wrote the
     /// metrics, checkpoints and export, and only it reports.
     pub rank: usize,
@@ -1082,6 +1084,21 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             )
         }
     };
+    // Read now, so that a bad test file fails before training rather than after.
+    let test = match &d.test {
+        Some(p) => {
+            let ex = labelled::encode(&tok, &labelled::read_examples(p)?, (problem, &labels), p)?;
+            if let Some(e) = ex.iter().find(|e| e.label.is_none()) {
+                return Err(Error::Config(format!(
+                    "{}: line {}: test examples need a \"label\"",
+                    p.display(),
+                    e.line
+                )));
+            }
+            Some(ex)
+        }
+        None => None,
+    };
     let pad = pad_id(&tokenizer, &bert_cfg);
     let t = &cfg.train;
     // One step takes `batch_size` examples per micro-batch, `grad_accum` micro-batches and
@@ -1218,6 +1235,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let mut epochs_run = (step / steps_per_epoch.max(1)) as usize;
     let stop_requested = || opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
     let started = Instant::now();
+    let mut run_steps = 0u64;
 
     // One evaluation: metrics, best/ (if better) and last/ checkpoints; returns whether to
     // stop. best/ is written first, so that last/ never names a best checkpoint that is not
@@ -1360,11 +1378,16 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             if let Some(log) = log.as_mut() {
                 log.write(&rec)?;
             }
+            run_steps += 1;
             if !quiet && (si + 1) % 20 == 0 {
+                // The time left, at the pace of the steps this process ran (evaluations
+                // included).
+                let pace = started.elapsed().as_secs_f64() / run_steps as f64;
                 println!(
-                    "epoch {epoch} step {step}/{total_steps} loss {:.4} lr {lr:.2e} ({:.1} s)",
+                    "epoch {epoch} step {step}/{total_steps} loss {:.4} lr {lr:.2e} ({:.1} s, ~{} left)",
                     epoch_loss / epoch_steps as f64,
-                    epoch_start.elapsed().as_secs_f64()
+                    epoch_start.elapsed().as_secs_f64(),
+                    crate::trainer::hms(pace * total_steps.saturating_sub(step) as f64)
                 );
             }
             // An evaluation after every epoch, and every `eval_every_steps` within one.
@@ -1424,6 +1447,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         }
     }
     let mut exported = None;
+    let mut test_report = None;
     if !cut_short {
         let b = best
             .as_ref()
@@ -1446,6 +1470,39 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             out.display()
         ));
         exported = Some(out);
+        if let (Some(test), Some(path), true) = (&test, &cfg.data.test, main) {
+            // The best model, as exported, on rank 0 alone: the others may not see best/.
+            let best_params =
+                load_trained(&b.dir.join(checkpoint::MODEL_FILE), &bert_cfg, &device)?;
+            let best_model = BertForSequenceClassification::new(&bert_cfg, &best_params)?;
+            let r = evaluate(
+                &best_model,
+                test,
+                (problem, labels.len()),
+                t.eval_batch_size,
+                pad,
+                &device,
+            )?;
+            let mut rec = r.to_json(&labels);
+            rec["data"] = json!(path.display().to_string());
+            rec["best_step"] = json!(b.step);
+            let out = run_dir.join("test_metrics.json");
+            let text = serde_json::to_string_pretty(&rec).expect("JSON serialises");
+            std::fs::write(&out, text).map_err(io(&out))?;
+            // No "step": a resume keeps only the records up to its step, so a resumed
+            // finished run does not log the test twice.
+            rec["kind"] = json!("test");
+            if let Some(log) = log.as_mut() {
+                log.write(&rec)?;
+            }
+            say(format!(
+                "test ({}, best model of step {}):\n{}",
+                path.display(),
+                b.step,
+                r.pretty(&labels)
+            ));
+            test_report = Some(r);
+        }
     }
     Ok(FinetuneSummary {
         run_dir,
@@ -1459,6 +1516,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         resumed_from,
         cut_short,
         preempted,
+        test: test_report,
         rank,
         world_size: world,
     })

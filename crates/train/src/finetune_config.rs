@@ -60,6 +60,10 @@ pub struct FtDataSection {
     pub validation: Option<PathBuf>,
     #[serde(default = "d_val_fraction")]
     pub val_fraction: f64,
+    /// A labelled test file, scored once with the best model at the end of the run
+    /// (transformers' `do_predict`): printed, a `"test"` record in metrics.jsonl and
+    /// `<run.dir>/test_metrics.json`. Read and checked before training starts.
+    pub test: Option<PathBuf>,
     /// Truncation length in tokens, special tokens included.
     #[serde(default = "d_max_length")]
     pub max_length: usize,

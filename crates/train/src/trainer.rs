@@ -387,7 +387,7 @@ struct StepLine {
 }
 
 /// `1h02m`, `3m05s` or `42s`.
-fn hms(secs: f64) -> String {
+pub(crate) fn hms(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
     match (s / 3600, s / 60 % 60, s % 60) {
         (0, 0, s) => format!("{s}s"),
