@@ -274,7 +274,10 @@ fn bad_data_and_mismatched_checkpoints_are_clear_errors() {
         e.contains("test.jsonl") && e.contains("line 2") && e.contains("\"flower\""),
         "{e}"
     );
-    assert!(!r.join("bad-test").join("metrics.jsonl").exists(), "nothing was trained");
+    assert!(
+        !r.join("bad-test").join("metrics.jsonl").exists(),
+        "nothing was trained"
+    );
     // An empty text: file and line.
     std::fs::write(
         r.join("val.jsonl"),
@@ -945,4 +948,41 @@ fn a_killed_rank_is_restarted_and_the_fine_tune_ends_as_if_never_interrupted() {
     );
     // Each step once in the log, and the same weights, moments and export as never killed.
     assert_same_run(&f.root.join("restart-straight"), &run);
+}
+
+#[test]
+fn max_steps_and_warmup_steps_take_the_place_of_epochs_and_the_warmup_ratio() {
+    // 6 steps an epoch: 10 steps are one epoch and 4 steps of a second, evaluated at its end.
+    let f = Fixture::new();
+    let cfg = f.config(
+        "max-steps",
+        "epochs = 99\nmax_steps = 10\nwarmup_steps = 2\nlr = 1e-3",
+        "",
+    );
+    finetune_quiet(&cfg, &[]);
+    let run = f.root.join("max-steps");
+    let lrs: Vec<f64> = metrics_of(&run, "train")
+        .iter()
+        .map(|r| r["lr"].as_f64().unwrap())
+        .collect();
+    // transformers' linear schedule: step/2 during the warmup, then (10 - step)/8.
+    let want: Vec<f64> = (0..10u32)
+        .map(|s| match s {
+            0 | 1 => 1e-3 * f64::from(s) / 2.0,
+            s => 1e-3 * f64::from(10 - s) / 8.0,
+        })
+        .collect();
+    assert_eq!(lrs.len(), 10);
+    for (a, b) in lrs.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-12, "lr {a} vs {b} ({lrs:?})");
+    }
+    let evals: Vec<(u64, u64)> = metrics_of(&run, "eval")
+        .iter()
+        .map(|e| (e["step"].as_u64().unwrap(), e["epoch"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(evals, [(6, 1), (10, 2)]);
+    assert_eq!(
+        state_step(&run.join("model")),
+        state_step(&only_child(&run.join("best")))
+    );
 }

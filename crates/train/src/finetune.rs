@@ -1142,13 +1142,20 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
 
     // Optimisation.
     let steps_per_epoch = train.len().div_ceil(per_step) as u64;
-    let total_steps = steps_per_epoch * t.epochs as u64;
+    // transformers' `max_steps` takes the place of the epochs: they repeat until it, the
+    // last one cut short.
+    let (epochs, total_steps) = match t.max_steps {
+        Some(m) => (m.div_ceil(steps_per_epoch) as usize, m),
+        None => (t.epochs, steps_per_epoch * t.epochs as u64),
+    };
     let schedule = Schedule {
         kind: t.schedule,
         lr: t.lr,
         min_lr: 0.0,
         // transformers: warmup_steps = ceil(warmup_ratio * total).
-        warmup_steps: (t.warmup_ratio * total_steps as f64).ceil() as u64,
+        warmup_steps: t
+            .warmup_steps
+            .unwrap_or((t.warmup_ratio * total_steps as f64).ceil() as u64),
         total_steps,
         decay_steps: 0,
     };
@@ -1301,7 +1308,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
 
     let start_epoch = (step / steps_per_epoch) as usize + 1;
     let skip_steps = (step % steps_per_epoch) as usize;
-    'epochs: for epoch in start_epoch..=t.epochs {
+    'epochs: for epoch in start_epoch..=epochs {
         if stopped_early {
             break;
         }
@@ -1390,8 +1397,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                     crate::trainer::hms(pace * total_steps.saturating_sub(step) as f64)
                 );
             }
-            // An evaluation after every epoch, and every `eval_every_steps` within one.
-            let last_of_epoch = si as u64 + 1 == steps_per_epoch;
+            // An evaluation after every epoch, every `eval_every_steps` within one, and after
+            // the last step (`max_steps` may end an epoch early).
+            let last_step = step == total_steps;
+            let last_of_epoch = si as u64 + 1 == steps_per_epoch || last_step;
             if last_of_epoch {
                 say(format!(
                     "epoch {epoch}: mean train loss {:.4} in {:.1} s",
@@ -1430,6 +1439,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                     last_root.display()
                 ));
                 (cut_short, preempted) = (true, stop_now);
+                break 'epochs;
+            }
+            if last_step {
                 break 'epochs;
             }
         }

@@ -81,6 +81,9 @@ pub struct FtDataSection {
 pub struct FtTrainSection {
     #[serde(default = "d_epochs")]
     pub epochs: usize,
+    /// Train this many optimizer steps instead of `epochs` (transformers' `max_steps`): the
+    /// epochs repeat, the last one cut short, and an evaluation ends the run.
+    pub max_steps: Option<u64>,
     /// Examples per micro-batch (transformers' `per_device_train_batch_size`).
     #[serde(default = "d_batch")]
     pub batch_size: usize,
@@ -104,6 +107,9 @@ pub struct FtTrainSection {
     /// Warmup as a fraction of all optimizer steps (transformers' `warmup_ratio`).
     #[serde(default)]
     pub warmup_ratio: f64,
+    /// Warmup in optimizer steps (transformers' `warmup_steps`; takes the place of
+    /// `warmup_ratio`).
+    pub warmup_steps: Option<u64>,
     #[serde(default = "d_schedule")]
     pub schedule: ScheduleKind,
     #[serde(default = "d_clip")]
@@ -201,7 +207,6 @@ impl Default for EarlyStoppingSection {
     }
 }
 
-/// The metrics early stopping can follow, and whether higher is better.
 /// The early-stopping metrics of a problem type, and whether higher is better.
 pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
     match problem {
@@ -305,6 +310,9 @@ impl FinetuneConfig {
         }
         if self.data.max_length < 2 {
             return bad("data.max_length must be at least 2 ([CLS] and [SEP])".into());
+        }
+        if t.max_steps == Some(0) {
+            return bad("train.max_steps must be at least 1".into());
         }
         if t.eval_every_steps == Some(0) {
             return bad("train.eval_every_steps must be at least 1".into());
