@@ -872,7 +872,7 @@ fn multi_label_learns_and_predicts_sets_of_labels() {
     let cfg = f.config_on(
         "ml",
         data,
-        "epochs = 15\nlr = 3e-3",
+        "epochs = 30\nlr = 3e-3",
         "metric = \"micro_f1\"",
     );
     finetune_quiet(&cfg, &NO_DROPOUT);

@@ -19,6 +19,7 @@ pub mod prepare;
 pub mod sampler;
 pub mod shard;
 pub mod tokenizer;
+pub mod wordpiece;
 
 pub use error::{Error, Result};
 pub use mlm::{MlmBatch, MlmCollator, MlmSample};

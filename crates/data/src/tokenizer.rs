@@ -6,18 +6,22 @@
 //! decoder, no normalizer. Its initial alphabet is all 256 byte symbols, so every string encodes
 //! (no unknown token) and `decode(encode(s)) == s` for any text.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::bpe::{BpeTrainer, BPE};
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{
+    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
+    PreTokenizer, Tokenizer,
+};
 
 use crate::error::{Error, Result};
 
@@ -83,6 +87,8 @@ pub const BERT_SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK
 /// lowercasing, BertPreTokenizer, `##` continuation prefix) on in-memory texts, with
 /// [`BERT_SPECIALS`] first and BERT's post-processor (`[CLS] a [SEP]` and
 /// `[CLS] a [SEP] b [SEP]` with token types 0/1), ready for MLM pretraining or classification.
+/// The vocabulary is learned by [`crate::wordpiece::learn_vocab`]: the same texts give the same
+/// tokenizer, byte for byte.
 pub fn train_wordpiece_from_texts<S: AsRef<str> + Sync>(
     texts: &[S],
     vocab_size: usize,
@@ -92,26 +98,49 @@ pub fn train_wordpiece_from_texts<S: AsRef<str> + Sync>(
             "WordPiece vocabulary size {vocab_size} is too small (at least 64)"
         )));
     }
-    let mut trainer: TrainerWrapper = WordPieceTrainer::builder()
-        .vocab_size(vocab_size)
-        .min_frequency(2)
-        .show_progress(false)
-        .special_tokens(
-            BERT_SPECIALS
-                .iter()
-                .map(|t| AddedToken::from(*t, true))
-                .collect(),
-        )
+    // Words of the corpus as the tokenizer will see them: BERT's normalisation (lowercase,
+    // accents stripped, CJK split) and pre-tokenisation (whitespace and punctuation).
+    let normalizer = BertNormalizer::default();
+    let mut words: BTreeMap<String, u64> = BTreeMap::new();
+    for text in texts {
+        let mut n = NormalizedString::from(text.as_ref());
+        normalizer
+            .normalize(&mut n)
+            .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
+        let mut pre = PreTokenizedString::from(n);
+        BertPreTokenizer
+            .pre_tokenize(&mut pre)
+            .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
+        for (w, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            *words.entry(w.to_string()).or_default() += 1;
+        }
+    }
+    let vocab = crate::wordpiece::learn_vocab(&words, &BERT_SPECIALS, vocab_size, 2);
+    let vocab: ahash::AHashMap<String, u32> = vocab
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, i as u32))
+        .collect();
+    let model = WordPiece::builder()
+        .vocab(vocab)
+        .unk_token("[UNK]".to_string())
+        .continuing_subword_prefix(crate::wordpiece::PREFIX.to_string())
         .build()
-        .into();
-    let mut tokenizer = Tokenizer::new(WordPiece::default());
+        .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
+    let mut tokenizer = Tokenizer::new(model);
     tokenizer
-        .with_normalizer(Some(BertNormalizer::default()))
+        .with_normalizer(Some(normalizer))
         .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
     tokenizer.with_decoder(Some(WordPieceDecoder::default()));
+    // Special tokens in the input text stay whole (as the trainer of `tokenizers` adds them).
     tokenizer
-        .train(&mut trainer, texts.iter().map(|t| t.as_ref()))
+        .add_special_tokens(
+            BERT_SPECIALS
+                .iter()
+                .map(|t| AddedToken::from(*t, true))
+                .collect::<Vec<_>>(),
+        )
         .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
     let id = |t: &str| {
         tokenizer
