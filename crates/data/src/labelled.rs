@@ -296,11 +296,20 @@ fn label_items(label: &LabelValue) -> Vec<LabelValue> {
     }
 }
 
+/// Class indices must stay below this (a larger index is a mistake, and would make as many
+/// classes).
+pub const MAX_CLASSES: usize = 65_536;
+
 /// The label names of a training set in sorted order; all-index labels give "0".."max".
-/// Regression has one output, which transformers names "LABEL_0".
-pub fn label_names(examples: &[RawExample], problem: ProblemType) -> Vec<String> {
+/// Regression has one output, which transformers names "LABEL_0". `path` names the file in
+/// the error for an index of [`MAX_CLASSES`] or more.
+pub fn label_names(
+    examples: &[RawExample],
+    problem: ProblemType,
+    path: &Path,
+) -> Result<Vec<String>> {
     if problem == ProblemType::Regression {
-        return vec!["LABEL_0".to_string()];
+        return Ok(vec!["LABEL_0".to_string()]);
     }
     let items: Vec<LabelValue> = examples
         .iter()
@@ -325,11 +334,26 @@ pub fn label_names(examples: &[RawExample], problem: ProblemType) -> Vec<String>
                 _ => None,
             })
             .max();
-        return max.map_or(Vec::new(), |m| (0..=m).map(|i| i.to_string()).collect());
+        if let Some(m) = max.filter(|&m| m >= MAX_CLASSES) {
+            let line = examples
+                .iter()
+                .find(|e| {
+                    e.label
+                        .as_ref()
+                        .is_some_and(|l| label_items(l).contains(&LabelValue::Index(m)))
+                })
+                .map_or(0, |e| e.line);
+            return Err(bad(
+                path,
+                line,
+                format!("label index {m} is too large: class indices must be below {MAX_CLASSES}"),
+            ));
+        }
+        return Ok(max.map_or(Vec::new(), |m| (0..=m).map(|i| i.to_string()).collect()));
     }
     names.sort();
     names.dedup();
-    names
+    Ok(names)
 }
 
 /// The class index of `label` in `names`: a name must be one of them; an index must be below
@@ -384,8 +408,9 @@ pub fn resolve_label(
                 LabelValue::Name(s) => s.trim().parse::<f64>().ok(),
                 LabelValue::List(_) => None,
             };
-            match x {
-                Some(x) if x.is_finite() => Ok(Target::Score(x as f32)),
+            // Finite in f32, the dtype the loss is computed in.
+            match x.map(|x| x as f32) {
+                Some(x) if x.is_finite() => Ok(Target::Score(x)),
                 _ => Err(bad(
                     path,
                     line,
@@ -654,6 +679,7 @@ mod tests {
             line: 1,
         };
         let single = ProblemType::SingleLabelClassification;
+        let p = Path::new("l.jsonl");
         let names = label_names(
             &[
                 ex(LabelValue::Name("zeta".into())),
@@ -661,11 +687,20 @@ mod tests {
                 ex(LabelValue::Name("zeta".into())),
             ],
             single,
-        );
+            p,
+        )
+        .unwrap();
         assert_eq!(names, ["alpha", "zeta"]);
         assert_eq!(
-            label_names(&[ex(LabelValue::Index(2))], single),
+            label_names(&[ex(LabelValue::Index(2))], single, p).unwrap(),
             ["0", "1", "2"]
+        );
+        let msg = label_names(&[ex(LabelValue::Index(1 << 40))], single, p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("l.jsonl") && msg.contains("line 1") && msg.contains("too large"),
+            "{msg}"
         );
 
         let (tr, va) = split_indices(100, 0.2, 7).unwrap();
@@ -702,6 +737,68 @@ mod tests {
     }
 
     #[test]
+    fn mangled_files_are_errors_or_examples_never_panics() {
+        // Pieces of valid JSONL and CSV, cut and spliced at random: whatever comes out of the
+        // reader must resolve, for every problem type, to a label or an error naming the file.
+        let pieces: [&[u8]; 14] = [
+            b"{\"text\": \"a b\", \"label\": [\"x\", 2]}\n",
+            b"{\"text\": \"c\", \"label\": -0.5e3}\n",
+            b"{\"text\": \"d\", \"text_pair\": \"e\", \"label\": \"y;z\"}\n",
+            b"{\"label\": [[1]], \"text\": \"f\"}\n",
+            b"{\"text\": \"g\", \"label\": 18446744073709551615}\n",
+            b"{\"text\": \"h\", \"label\": 1e400}\n",
+            b"text,label\n",
+            b"\"q,\"\"t\"\"\",;;\n",
+            b"\xff\xfe\x00",
+            b"[",
+            b"\"",
+            b"\r\n",
+            b",",
+            b"{}",
+        ];
+        let d = tempfile::tempdir().unwrap();
+        let mut rng = Rng::new(11);
+        for case in 0..600 {
+            let mut body = Vec::new();
+            for _ in 0..1 + rng.below(6) {
+                let piece = pieces[rng.below(pieces.len() as u64) as usize];
+                let cut = rng.below(piece.len() as u64 + 1) as usize;
+                body.extend_from_slice(if rng.below(3) == 0 {
+                    &piece[..cut]
+                } else {
+                    piece
+                });
+            }
+            let name = if case % 2 == 0 { "m.jsonl" } else { "m.csv" };
+            let path = d.path().join(name);
+            std::fs::write(&path, &body).unwrap();
+            let Ok(examples) = read_examples(&path) else {
+                continue;
+            };
+            for problem in [
+                ProblemType::SingleLabelClassification,
+                ProblemType::MultiLabelClassification,
+                ProblemType::Regression,
+            ] {
+                let names = match label_names(&examples, problem, &path) {
+                    Ok(n) => n,
+                    Err(err) => {
+                        assert!(err.to_string().contains(name), "{err}");
+                        continue;
+                    }
+                };
+                for e in &examples {
+                    if let Some(l) = &e.label {
+                        if let Err(err) = resolve_label(l, problem, &names, &path, e.line) {
+                            assert!(err.to_string().contains(name), "{err}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn multi_label_and_regression_labels() {
         let d = tempfile::tempdir().unwrap();
         // JSON lists, or names separated by ';' in a CSV cell; one name is a set of one.
@@ -714,7 +811,7 @@ mod tests {
         let multi = ProblemType::MultiLabelClassification;
         for p in [&j, &c] {
             let ex = read_examples(p).unwrap();
-            let names = label_names(&ex, multi);
+            let names = label_names(&ex, multi, p).unwrap();
             assert_eq!(names, ["art", "law", "sci"], "{}", p.display());
             let want = [
                 Some(Target::Classes(vec![true, false, true])),
@@ -755,7 +852,7 @@ mod tests {
         );
         let reg = ProblemType::Regression;
         let ex = read_examples(&r).unwrap();
-        assert_eq!(label_names(&ex, reg), ["LABEL_0"]);
+        assert_eq!(label_names(&ex, reg, &r).unwrap(), ["LABEL_0"]);
         let got: Vec<Target> = ex
             .iter()
             .map(|e| resolve_label(e.label.as_ref().unwrap(), reg, &[], &r, e.line).unwrap())
@@ -766,6 +863,7 @@ mod tests {
             resolve_label(&cell, reg, &[], &r, 1).unwrap(),
             Target::Score(-1.5)
         );
+        assert!(resolve_label(&LabelValue::Number(1e300), reg, &[], &r, 1).is_err());
         let msg = resolve_label(&LabelValue::Name("high".into()), reg, &[], &r, 2)
             .unwrap_err()
             .to_string();

@@ -1034,7 +1034,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             ))
         }
         (Some(l), _) => l.clone(),
-        (None, _) => labelled::label_names(&train_raw, problem),
+        (None, _) => labelled::label_names(&train_raw, problem, &d.train)?,
     };
     if problem != ProblemType::Regression && labels.len() < 2 {
         return Err(Error::Config(format!(
