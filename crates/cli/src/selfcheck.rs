@@ -868,6 +868,7 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
                 step,
                 rows: b,
                 problem: lantern_data::labelled::ProblemType::SingleLabelClassification,
+                label_smoothing: 0.0,
             },
             None,
         )?;

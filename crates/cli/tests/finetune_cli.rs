@@ -986,3 +986,30 @@ fn max_steps_and_warmup_steps_take_the_place_of_epochs_and_the_warmup_ratio() {
         state_step(&only_child(&run.join("best")))
     );
 }
+
+#[test]
+fn label_smoothing_learns_and_is_refused_where_it_does_not_apply() {
+    let f = Fixture::new();
+    let cfg = f.config(
+        "smooth",
+        "epochs = 12\nlr = 3e-3\nlabel_smoothing = 0.1",
+        "metric = \"accuracy\"",
+    );
+    finetune_quiet(&cfg, &NO_DROPOUT);
+    let acc = best_of(&f.root.join("smooth"), "accuracy");
+    assert!(acc >= 0.9, "best accuracy {acc}");
+    let e = lantern_err(&[
+        "finetune",
+        "--config",
+        p(&cfg),
+        "--quiet",
+        "--set",
+        "data.problem_type=regression",
+        "--set",
+        "early_stopping.metric=mse",
+    ]);
+    assert!(
+        e.contains("label_smoothing") && e.contains("regression"),
+        "{e}"
+    );
+}

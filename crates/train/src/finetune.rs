@@ -355,6 +355,8 @@ pub struct ClsStep {
     pub rows: usize,
     /// Which loss: cross-entropy, binary cross-entropy of each class, or squared error.
     pub problem: ProblemType,
+    /// Label smoothing of the cross-entropy (single-label; 0 = none).
+    pub label_smoothing: f64,
 }
 
 /// One micro-batch of a [`classifier_step`]: a padded batch, its labels, and the stream its
@@ -412,7 +414,8 @@ pub fn classifier_step(
     for mb in micro {
         let mut rng = Rng::derive(s.dropout_seed, mb.stream);
         let logits = m.model.forward(&mb.input, Mode::Train(&mut rng))?;
-        let loss = (summed_loss(&logits, &mb.labels, s.problem)? / s.rows.max(1) as f64)?;
+        let loss = (summed_loss(&logits, &mb.labels, s.problem, s.label_smoothing)?
+            / s.rows.max(1) as f64)?;
         let store = if scale != 1.0 {
             (&loss * scale)?.backward()?
         } else {
@@ -471,11 +474,26 @@ pub fn classifier_step(
 /// working dtype: cross-entropy (transformers' single-label loss), binary cross-entropy with
 /// logits over every (example, class) divided by L (so that dividing by the rows gives
 /// `BCEWithLogitsLoss`'s mean), or squared error (`MSELoss`'s sum).
-fn summed_loss(logits: &Tensor, targets: &Tensor, problem: ProblemType) -> Result<Tensor> {
+fn summed_loss(
+    logits: &Tensor,
+    targets: &Tensor,
+    problem: ProblemType,
+    label_smoothing: f64,
+) -> Result<Tensor> {
     Ok(match problem {
         // The kernel computes in f32.
         ProblemType::SingleLabelClassification => {
-            cross_entropy_sum(logits, targets, None)?.to_dtype(DType::F32)?
+            let ce = cross_entropy_sum(logits, targets, None)?.to_dtype(DType::F32)?;
+            if label_smoothing == 0.0 {
+                ce
+            } else {
+                // torch's label smoothing: (1 − ε)·CE + ε·mean over the classes of −log p.
+                let x = logits.to_dtype(DType::F32)?;
+                let z = x.broadcast_sub(&x.max_keepdim(1)?.detach())?;
+                let log_p = z.broadcast_sub(&z.exp()?.sum_keepdim(1)?.log()?)?;
+                let uniform = (log_p.sum_all()? * (-1.0 / x.dim(1)? as f64))?;
+                ((ce * (1.0 - label_smoothing))? + (uniform * label_smoothing)?)?
+            }
         }
         ProblemType::MultiLabelClassification => {
             let x = logits.to_dtype(DType::F32)?;
@@ -570,6 +588,17 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     e.iter().map(|x| (x / z) as f32).collect()
 }
 
+/// Log-softmax of one row of logits, in f64.
+fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = logits
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln();
+    logits.iter().map(|&x| x as f64 - max - lse).collect()
+}
+
 /// Class probabilities of every example, in order, in eval mode: (N, num_labels).
 pub fn predict_probs(
     model: &BertForSequenceClassification,
@@ -606,7 +635,7 @@ pub fn evaluate(
         &single,
         model,
         data,
-        (problem, num_labels),
+        (problem, num_labels, 0.0),
         (batch_size, pad_id),
         device,
     )
@@ -620,7 +649,7 @@ fn evaluate_on(
     comm: &Communicator,
     model: &BertForSequenceClassification,
     data: &[Encoded],
-    (problem, num_labels): (ProblemType, usize),
+    (problem, num_labels, label_smoothing): (ProblemType, usize, f64),
     (batch_size, pad_id): (usize, u32),
     device: &Device,
 ) -> Result<EvalReport> {
@@ -647,7 +676,7 @@ fn evaluate_on(
         .iter()
         .map(|e| e.label.as_ref().expect("checked above"))
         .collect();
-    report_of(problem, &logits, &targets, num_labels)
+    report_of(problem, &logits, &targets, (num_labels, label_smoothing))
 }
 
 /// The report of `logits` (N rows) against `targets`.
@@ -655,7 +684,7 @@ fn report_of(
     problem: ProblemType,
     logits: &[Vec<f32>],
     targets: &[&Target],
-    num_labels: usize,
+    (num_labels, label_smoothing): (usize, f64),
 ) -> Result<EvalReport> {
     let mismatch = || Error::Config(format!("labels do not fit problem_type {problem}"));
     Ok(match problem {
@@ -667,8 +696,14 @@ fn report_of(
                     return Err(mismatch());
                 };
                 let p = softmax(l);
-                // Cross-entropy from the f32 softmax; the floor keeps a confident miss finite.
-                loss -= (p[*y].max(1e-30) as f64).ln();
+                if label_smoothing == 0.0 {
+                    // Cross-entropy from the f32 softmax; the floor keeps a confident miss finite.
+                    loss -= (p[*y].max(1e-30) as f64).ln();
+                } else {
+                    let log_p = log_softmax(l);
+                    let mean = log_p.iter().sum::<f64>() / log_p.len() as f64;
+                    loss -= (1.0 - label_smoothing) * log_p[*y] + label_smoothing * mean;
+                }
                 confusion[*y][argmax(&p)] += 1;
             }
             EvalReport::Single(report_from_confusion(
@@ -1258,7 +1293,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             &comm,
             &model,
             &val,
-            (problem, labels.len()),
+            (problem, labels.len(), t.label_smoothing),
             (t.eval_batch_size, pad),
             &device,
         )?;
@@ -1371,6 +1406,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                     step,
                     rows: group.len(),
                     problem,
+                    label_smoothing: t.label_smoothing,
                 },
                 scaler.as_mut(),
             )?;
@@ -1487,12 +1523,12 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             let best_params =
                 load_trained(&b.dir.join(checkpoint::MODEL_FILE), &bert_cfg, &device)?;
             let best_model = BertForSequenceClassification::new(&bert_cfg, &best_params)?;
-            let r = evaluate(
+            let r = evaluate_on(
+                &Communicator::single(),
                 &best_model,
                 test,
-                (problem, labels.len()),
-                t.eval_batch_size,
-                pad,
+                (problem, labels.len(), t.label_smoothing),
+                (t.eval_batch_size, pad),
                 &device,
             )?;
             let mut rec = r.to_json(&labels);
@@ -1537,6 +1573,64 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_smoothing_is_torchs_in_training_and_in_evaluation() {
+        // torch: F.cross_entropy(x, y, label_smoothing=0.1, reduction="sum") in float64 gives
+        // 4.762963198700971 (4.7962965320343045 without smoothing).
+        let rows = [[2.0f32, -1.0, 0.5], [0.0, 3.0, -2.0]];
+        let x = Tensor::new(&rows, &Device::Cpu).unwrap();
+        let y = Tensor::new(&[2u32, 0], &Device::Cpu).unwrap();
+        let single = ProblemType::SingleLabelClassification;
+        let sum = |eps: f64| {
+            summed_loss(&x, &y, single, eps)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
+        assert!((sum(0.1) - 4.762963198700971).abs() < 1e-5, "{}", sum(0.1));
+        assert!((sum(0.0) - 4.7962965320343045).abs() < 1e-5, "{}", sum(0.0));
+        // The evaluation's mean loss follows the same definition.
+        let logits: Vec<Vec<f32>> = rows.iter().map(|r| r.to_vec()).collect();
+        let (a, b) = (Target::Class(2), Target::Class(0));
+        let r = report_of(single, &logits, &[&a, &b], (3, 0.1)).unwrap();
+        assert!(
+            (r.loss() - 4.762963198700971 / 2.0).abs() < 1e-9,
+            "{}",
+            r.loss()
+        );
+        // Its gradient: autograd against central differences of the f64 definition.
+        let v = candle_core::Var::from_tensor(&x).unwrap();
+        let g = summed_loss(v.as_tensor(), &y, single, 0.1)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let grad = g.get(v.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        let exact = |rows: &[[f64; 3]; 2]| -> f64 {
+            rows.iter()
+                .zip([2usize, 0])
+                .map(|(r, y)| {
+                    let lse = r.iter().map(|v| v.exp()).sum::<f64>().ln();
+                    let mean = r.iter().map(|v| v - lse).sum::<f64>() / 3.0;
+                    -(0.9 * (r[y] - lse) + 0.1 * mean)
+                })
+                .sum()
+        };
+        let base: [[f64; 3]; 2] = rows.map(|r| r.map(f64::from));
+        for i in 0..2 {
+            for j in 0..3 {
+                let (mut up, mut down) = (base, base);
+                up[i][j] += 1e-6;
+                down[i][j] -= 1e-6;
+                let fd = (exact(&up) - exact(&down)) / 2e-6;
+                assert!(
+                    (f64::from(grad[i][j]) - fd).abs() < 1e-5,
+                    "({i},{j}): {} vs {fd}",
+                    grad[i][j]
+                );
+            }
+        }
+    }
 
     #[test]
     fn early_stopping_counts_evaluations_without_improvement() {

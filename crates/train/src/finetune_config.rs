@@ -114,6 +114,12 @@ pub struct FtTrainSection {
     pub schedule: ScheduleKind,
     #[serde(default = "d_clip")]
     pub grad_clip: f64,
+    /// Label smoothing of the single-label cross-entropy (transformers'
+    /// `label_smoothing_factor`, torch's `CrossEntropyLoss(label_smoothing=)`): the target puts
+    /// 1 − ε on the label and spreads ε over every class. It applies to the evaluations'
+    /// `eval_loss` of the run too, as in transformers' Trainer.
+    #[serde(default)]
+    pub label_smoothing: f64,
     #[serde(default = "d_beta1")]
     pub beta1: f64,
     #[serde(default = "d_beta2")]
@@ -310,6 +316,17 @@ impl FinetuneConfig {
         }
         if self.data.max_length < 2 {
             return bad("data.max_length must be at least 2 ([CLS] and [SEP])".into());
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return bad("train.label_smoothing must be in [0, 1)".into());
+        }
+        if t.label_smoothing > 0.0
+            && self.data.problem_type != ProblemType::SingleLabelClassification
+        {
+            return bad(format!(
+                "train.label_smoothing applies to single_label_classification, not {}",
+                self.data.problem_type
+            ));
         }
         if t.max_steps == Some(0) {
             return bad("train.max_steps must be at least 1".into());
