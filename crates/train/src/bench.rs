@@ -316,11 +316,7 @@ fn profile_phases(
         let norm = grads.global_norm()?;
         grads.clip(norm, 1.0)?;
         lap(2, &mut ph)?;
-        if std::ptr::eq(inp.params, inp.master) {
-            opt.step(inp.master, &grads.grads, 3e-4)?;
-        } else {
-            opt.step_mixed(inp.master, &grads.grads, 3e-4, inp.params)?;
-        }
+        opt.step_mixed(inp.master, &grads.grads, 3e-4, inp.params)?;
         lap(3, &mut ph)?;
         if !loss.to_scalar::<f32>()?.is_finite() {
             return Err(Error::Device(

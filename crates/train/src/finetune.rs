@@ -458,11 +458,7 @@ pub fn classifier_step(
         )));
     }
     grads.clip(grad_norm, s.grad_clip)?;
-    if std::ptr::eq(m.work, m.master) {
-        opt.step(m.master, &grads.grads, s.lr)?;
-    } else {
-        opt.step_mixed(m.master, &grads.grads, s.lr, m.work)?;
-    }
+    opt.step_mixed(m.master, &grads.grads, s.lr, m.work)?;
     Ok(ClsStepOutput {
         loss: loss_sum,
         grad_norm,

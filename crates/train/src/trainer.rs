@@ -266,12 +266,8 @@ pub fn train_step_on(
         });
     }
     grads.clip(grad_norm, inp.grad_clip)?;
-    if std::ptr::eq(inp.params, inp.master) {
-        opt.step(inp.master, &grads.grads, inp.lr)?;
-    } else {
-        // Mixed precision: the working copy is refreshed from the updated master weights.
-        opt.step_mixed(inp.master, &grads.grads, inp.lr, inp.params)?;
-    }
+    // In mixed precision the working copy is refreshed from the updated master weights.
+    opt.step_mixed(inp.master, &grads.grads, inp.lr, inp.params)?;
     Ok(StepOutput {
         loss: loss_sum,
         grad_norm,

@@ -132,6 +132,7 @@ impl Optimizer {
     /// [`Optimizer::step`] in mixed precision: updates the fp32 `master` weights, then brings
     /// the working copy `work` (the same parameters in bf16/fp16) up to date. AdamW (CUDA and
     /// CPU, f32 masters) writes it in its fused update; everything else is a rounding cast.
+    /// In fp32 the model reads the masters themselves (`work` is `master`): a plain step.
     pub fn step_mixed(
         &mut self,
         master: &Params,
@@ -139,6 +140,9 @@ impl Optimizer {
         lr: f64,
         work: &Params,
     ) -> Result<()> {
+        if std::ptr::eq(master, work) {
+            return self.step(master, grads, lr);
+        }
         let written = match self {
             Self::AdamW(o) if grads.len() == master.len() => {
                 o.step_with_work(master, grads, lr, Some(work))?
