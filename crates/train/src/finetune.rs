@@ -1481,14 +1481,11 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let train_seconds = started.elapsed().as_secs_f64();
     if main {
         // Train and validation loss over the whole run (a resumed one included), as `train`.
-        let records = crate::metrics::read_records(&run_dir.join("metrics.jsonl"))?;
-        let (train_s, eval_s) = (
-            crate::metrics::series(&records, "train", "loss"),
-            crate::metrics::series(&records, "eval", "eval_loss"),
-        );
-        if !train_s.is_empty() || !eval_s.is_empty() {
-            crate::plot::write_loss_png(&run_dir.join("loss.png"), &train_s, &eval_s)?;
-        }
+        crate::plot::write_run_losses(
+            &run_dir.join("metrics.jsonl"),
+            &run_dir.join("loss.png"),
+            ("eval", "eval_loss"),
+        )?;
     }
     let mut exported = None;
     let mut test_report = None;

@@ -134,6 +134,23 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
+/// Plots a run's `metrics.jsonl` to `out`: the `"train"` records' `loss` and the validation
+/// records (`val_kind`, `val_key`: `("val", "val_loss")` for `train`, `("eval", "eval_loss")`
+/// for `finetune`). Nothing is written while the log has neither.
+pub fn write_run_losses(
+    metrics: &Path,
+    out: &Path,
+    (val_kind, val_key): (&str, &str),
+) -> Result<()> {
+    let records = crate::metrics::read_records(metrics)?;
+    let train = crate::metrics::series(&records, "train", "loss");
+    let val = crate::metrics::series(&records, val_kind, val_key);
+    if train.is_empty() && val.is_empty() {
+        return Ok(());
+    }
+    write_loss_png(out, &train, &val)
+}
+
 /// Draws the curves and writes a PNG (temporary file, then rename).
 pub fn write_loss_png(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)]) -> Result<()> {
     let all = train.iter().chain(val).filter(|(_, y)| y.is_finite());

@@ -17,7 +17,7 @@
 use crate::checkpoint::{self, TrainerState};
 use crate::config::RunConfig;
 use crate::grads::StepGrads;
-use crate::metrics::{self, MetricsLog};
+use crate::metrics::MetricsLog;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
@@ -923,14 +923,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     }
     progress.finish();
     if main {
-        let records = metrics::read_records(&metrics_path)?;
-        let (train_s, val_s) = (
-            metrics::series(&records, "train", "loss"),
-            metrics::series(&records, "val", "val_loss"),
-        );
-        if !train_s.is_empty() || !val_s.is_empty() {
-            plot::write_loss_png(&run_dir.join("loss.png"), &train_s, &val_s)?;
-        }
+        plot::write_run_losses(
+            &metrics_path,
+            &run_dir.join("loss.png"),
+            ("val", "val_loss"),
+        )?;
     }
     Ok(TrainSummary {
         run_dir,
