@@ -86,9 +86,8 @@ pub struct ResumeState {
     pub labels: Vec<String>,
     pub train_examples: usize,
     pub examples_per_step: usize,
-    pub world_size: usize,
-    /// Early stopping: the best value so far and the evaluations since it improved.
-    pub best_value: Option<f64>,
+    /// Early stopping: the evaluations since the metric last improved (its best value is the
+    /// best evaluation's).
     pub evals_without_improvement: usize,
     /// The best checkpoint's step and evaluation.
     pub best_step: Option<u64>,
@@ -789,7 +788,6 @@ struct CheckpointWriter<'a> {
     labels: &'a [String],
     train_examples: usize,
     examples_per_step: usize,
-    world_size: usize,
 }
 
 impl CheckpointWriter<'_> {
@@ -806,8 +804,6 @@ impl CheckpointWriter<'_> {
             labels: self.labels.to_vec(),
             train_examples: self.train_examples,
             examples_per_step: self.examples_per_step,
-            world_size: self.world_size,
-            best_value: stopper.best,
             evals_without_improvement: stopper.evals_without_improvement,
             best_step: best.map(|b| b.step),
             best_eval: best.map_or(Value::Null, |b| b.report.to_json(self.labels)),
@@ -1075,7 +1071,16 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     }
     let (bert_cfg, mut params) =
         build_model(&cfg, &labels, &tokenizer, &tokenizer_path, &device, quiet)?;
-    if let Some((dir, _, rs)) = &resumed {
+    if let Some((dir, st, rs)) = &resumed {
+        if st.config.data.problem_type != problem {
+            return Err(Error::Checkpoint {
+                path: dir.join(STATE_FILE),
+                msg: format!(
+                    "the run was fine-tuned as {}, the config now asks for {problem}",
+                    st.config.data.problem_type
+                ),
+            });
+        }
         if rs.labels != labels {
             return Err(Error::Checkpoint {
                 path: dir.join(STATE_FILE),
@@ -1230,16 +1235,23 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let mut step = 0u64;
     if let Some((dir, st, rs)) = &resumed {
         step = st.step;
-        stopper.best = rs.best_value;
         stopper.evals_without_improvement = rs.evals_without_improvement;
         if let Some(best_step) = rs.best_step {
-            let report = EvalReport::from_json(&rs.best_eval).ok_or_else(|| Error::Checkpoint {
+            let bad = |msg: String| Error::Checkpoint {
                 path: dir.join(STATE_FILE),
-                msg: "best_eval is not an evaluation report".into(),
+                msg,
+            };
+            let report = EvalReport::from_json(&rs.best_eval)
+                .ok_or_else(|| bad("best_eval is not an evaluation report".into()))?;
+            let value = report.metric(&metric).ok_or_else(|| {
+                bad(format!(
+                    "the best evaluation has no {metric:?} (early_stopping.metric changed?)"
+                ))
             })?;
+            stopper.best = Some(value);
             best = Some(BestCheckpoint {
                 step: best_step,
-                metric: report.metric(&metric).expect("validated metric name"),
+                metric: value,
                 report,
                 dir: best_root.join(checkpoint::dir_name(best_step)),
             });
@@ -1265,7 +1277,6 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         labels: &labels,
         train_examples: train.len(),
         examples_per_step: per_step,
-        world_size: world,
     };
     // An early stop already decided (a resume of a finished run) leaves nothing to train.
     let mut stopped_early = stopper.exhausted() && step < total_steps;
