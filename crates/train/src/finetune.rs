@@ -732,43 +732,6 @@ fn report_of(
     })
 }
 
-/// Writes one checkpoint folder (HF files + state + `extra` files) as `<root>/step-N`,
-/// atomically, and removes the older ones under `root`.
-fn save_checkpoint(
-    root: &Path,
-    cfg: &BertConfig,
-    params: &Params,
-    tokenizer_path: &Path,
-    state: &FinetuneState,
-    extra: Vec<(&str, Vec<u8>)>,
-) -> Result<PathBuf> {
-    let weights = safetensors_io::serialize(&hf::export_tensors(params, DType::F32)?)?;
-    let config = hf::to_hf_config(cfg, BertHead::SequenceClassification, DType::F32);
-    let tok = std::fs::read(tokenizer_path).map_err(io(tokenizer_path))?;
-    let pretty = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON serialises");
-    let state_json = serde_json::to_value(state).expect("state serialises");
-    let mut files = vec![
-        (checkpoint::MODEL_FILE, weights),
-        (CONFIG_FILE, pretty(&config)),
-        (TOKENIZER_FILE, tok),
-    ];
-    files.extend(extra);
-    // The state goes last: a folder is complete when it is there (and the folder is renamed
-    // into place only once every file is written anyway).
-    files.push((STATE_FILE, pretty(&state_json)));
-    let dir = checkpoint::save(root, state.step, &files)?;
-    for e in std::fs::read_dir(root).map_err(io(root))? {
-        let p = e.map_err(io(root))?.path();
-        if p != dir
-            && p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
-        {
-            std::fs::remove_dir_all(&p).map_err(io(&p))?;
-        }
-    }
-    Ok(dir)
-}
-
 /// Reads a fine-tuning checkpoint's state file.
 fn read_state(dir: &Path) -> Result<FinetuneState> {
     let path = dir.join(STATE_FILE);
@@ -782,15 +745,46 @@ fn read_state(dir: &Path) -> Result<FinetuneState> {
 /// What every checkpoint of one run shares, and how one is written.
 struct CheckpointWriter<'a> {
     cfg: &'a FinetuneConfig,
-    bert: &'a BertConfig,
     params: &'a Params,
-    tokenizer_path: &'a Path,
     labels: &'a [String],
     train_examples: usize,
     examples_per_step: usize,
+    /// `config.json` and `tokenizer.json`, the same in every checkpoint of the run.
+    config_json: Vec<u8>,
+    tokenizer: Vec<u8>,
 }
 
-impl CheckpointWriter<'_> {
+impl<'a> CheckpointWriter<'a> {
+    fn new(
+        cfg: &'a FinetuneConfig,
+        bert: &BertConfig,
+        params: &'a Params,
+        tokenizer_path: &Path,
+        labels: &'a [String],
+        train_examples: usize,
+        examples_per_step: usize,
+    ) -> Result<Self> {
+        let config = hf::to_hf_config(bert, BertHead::SequenceClassification, DType::F32);
+        Ok(Self {
+            cfg,
+            params,
+            labels,
+            train_examples,
+            examples_per_step,
+            config_json: serde_json::to_vec_pretty(&config).expect("JSON serialises"),
+            tokenizer: std::fs::read(tokenizer_path).map_err(io(tokenizer_path))?,
+        })
+    }
+
+    /// The weights as `model.safetensors` bytes (HF names, fp32): made once for the
+    /// checkpoints of one step.
+    fn weights(&self) -> Result<Vec<u8>> {
+        Ok(safetensors_io::serialize(&hf::export_tensors(
+            self.params,
+            DType::F32,
+        )?)?)
+    }
+
     fn resume_state(
         &self,
         opt: &Optimizer,
@@ -810,18 +804,24 @@ impl CheckpointWriter<'_> {
         }
     }
 
-    /// `<root>/step-N` with this step's evaluation (if any) and, given the optimizer, what
-    /// `--resume` needs.
+    /// `<root>/step-N` (atomically; older `step-*` folders under `root` are removed) with
+    /// `weights` ([`CheckpointWriter::weights`]), this step's evaluation (if any) and, given
+    /// the optimizer, what `--resume` needs.
     fn write(
         &self,
         root: &Path,
         (step, epoch): (u64, usize),
+        weights: &[u8],
         eval: Option<(&EvalReport, f64)>,
         resume: Option<(&Optimizer, ResumeState)>,
     ) -> Result<PathBuf> {
-        let mut extra = Vec::new();
+        let mut files = vec![
+            (checkpoint::MODEL_FILE, weights.to_vec()),
+            (CONFIG_FILE, self.config_json.clone()),
+            (TOKENIZER_FILE, self.tokenizer.clone()),
+        ];
         if let Some((opt, _)) = &resume {
-            extra.push((
+            files.push((
                 checkpoint::OPTIMIZER_FILE,
                 safetensors_io::serialize(&opt.state_tensors(self.params))?,
             ));
@@ -837,14 +837,21 @@ impl CheckpointWriter<'_> {
             config: self.cfg.clone(),
             resume: resume.map(|r| r.1),
         };
-        save_checkpoint(
-            root,
-            self.bert,
-            self.params,
-            self.tokenizer_path,
-            &state,
-            extra,
-        )
+        // The state goes last: a folder is complete when it is there (and the folder is
+        // renamed into place only once every file is written anyway).
+        let state = serde_json::to_vec_pretty(&state).expect("state serialises");
+        files.push((STATE_FILE, state));
+        let dir = checkpoint::save(root, step, &files)?;
+        for e in std::fs::read_dir(root).map_err(io(root))? {
+            let p = e.map_err(io(root))?.path();
+            if p != dir
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+            {
+                std::fs::remove_dir_all(&p).map_err(io(&p))?;
+            }
+        }
+        Ok(dir)
     }
 }
 
@@ -1269,15 +1276,15 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         )?),
         false => None,
     };
-    let writer = CheckpointWriter {
-        cfg: &cfg,
-        bert: &bert_cfg,
-        params: &params,
-        tokenizer_path: &tokenizer_path,
-        labels: &labels,
-        train_examples: train.len(),
-        examples_per_step: per_step,
-    };
+    let writer = CheckpointWriter::new(
+        &cfg,
+        &bert_cfg,
+        &params,
+        &tokenizer_path,
+        &labels,
+        train.len(),
+        per_step,
+    )?;
     // An early stop already decided (a resume of a finished run) leaves nothing to train.
     let mut stopped_early = stopper.exhausted() && step < total_steps;
     let (mut cut_short, mut preempted) = (false, false);
@@ -1329,8 +1336,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             if improved { " *best*" } else { "" },
             r.pretty(&labels)
         ));
+        let weights = writer.weights()?;
         if improved {
-            let dir = writer.write(&best_root, (step, epoch), Some((&r, value)), None)?;
+            let dir = writer.write(&best_root, (step, epoch), &weights, Some((&r, value)), None)?;
             *best = Some(BestCheckpoint {
                 step,
                 metric: value,
@@ -1342,6 +1350,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         writer.write(
             &last_root,
             (step, epoch),
+            &weights,
             Some((&r, value)),
             Some((opt, rs)),
         )?;
@@ -1473,7 +1482,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             if stop_now || stop_here {
                 if main && !evaluated {
                     let rs = writer.resume_state(&opt, scaler.as_ref(), &stopper, best.as_ref());
-                    writer.write(&last_root, (step, epoch), None, Some((&opt, rs)))?;
+                    let weights = writer.weights()?;
+                    writer.write(&last_root, (step, epoch), &weights, None, Some((&opt, rs)))?;
                 }
                 // No rank leaves before the checkpoint it would be restarted from is there.
                 comm.barrier()?;
