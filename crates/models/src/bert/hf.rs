@@ -51,7 +51,7 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
         "tie_word_embeddings": true,
         "dtype": dtype,
     });
-    if head == BertHead::SequenceClassification {
+    if head.is_classifier() {
         let id2label: serde_json::Map<String, Value> = cfg
             .id2label
             .iter()
@@ -64,6 +64,9 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
             .collect();
         v["id2label"] = Value::Object(id2label);
         v["label2id"] = Value::Object(label2id);
+    }
+    // transformers' configs accept only the three problem types of sequence classification.
+    if head == BertHead::SequenceClassification {
         v["problem_type"] = Value::from(
             cfg.problem_type
                 .as_deref()
@@ -124,7 +127,7 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
         .and_then(|a| a.first())
         .and_then(Value::as_str)
         .and_then(BertHead::from_architecture);
-    if head != Some(BertHead::SequenceClassification) {
+    if !head.is_some_and(BertHead::is_classifier) {
         // transformers writes a default {0: LABEL_0, 1: LABEL_1} into every config; only a
         // classifier's labels mean anything.
         id2label.clear();

@@ -1,9 +1,10 @@
 //! BERT (Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for
 //! Language Understanding"): word + learned position + token-type embeddings, post-LayerNorm
 //! encoder layers with bidirectional attention over non-padding keys, exact-erf GELU, a tanh
-//! pooler over [CLS], and two heads — masked-LM (decoder tied to the word embeddings) and
-//! sequence classification. Parameter names and layouts are transformers' (`BertModel`,
-//! `BertForMaskedLM`, `BertForSequenceClassification`), 1:1.
+//! pooler over [CLS], and three heads — masked-LM (decoder tied to the word embeddings),
+//! sequence classification and token classification. Parameter names and layouts are
+//! transformers' (`BertModel`, `BertForMaskedLM`, `BertForSequenceClassification`,
+//! `BertForTokenClassification`), 1:1.
 
 mod config;
 pub mod hf;
@@ -11,6 +12,6 @@ mod model;
 
 pub use config::BertConfig;
 pub use model::{
-    init_param, init_params, is_head_param, param_shapes, BertForMaskedLM,
-    BertForSequenceClassification, BertHead, BertInput, BertModel,
+    init_param, init_params, is_head_param, param_shapes, BertClassifier, BertForMaskedLM,
+    BertForSequenceClassification, BertForTokenClassification, BertHead, BertInput, BertModel,
 };

@@ -12,6 +12,9 @@ pub enum BertHead {
     MaskedLm,
     /// `BertForSequenceClassification`: encoder, pooler and `classifier`.
     SequenceClassification,
+    /// `BertForTokenClassification`: the encoder without pooler and a `classifier` applied to
+    /// every position.
+    TokenClassification,
 }
 
 impl BertHead {
@@ -20,6 +23,7 @@ impl BertHead {
             BertHead::Encoder => "BertModel",
             BertHead::MaskedLm => "BertForMaskedLM",
             BertHead::SequenceClassification => "BertForSequenceClassification",
+            BertHead::TokenClassification => "BertForTokenClassification",
         }
     }
 
@@ -28,6 +32,7 @@ impl BertHead {
             "BertModel" => Some(BertHead::Encoder),
             "BertForMaskedLM" | "BertForPreTraining" => Some(BertHead::MaskedLm),
             "BertForSequenceClassification" => Some(BertHead::SequenceClassification),
+            "BertForTokenClassification" => Some(BertHead::TokenClassification),
             _ => None,
         }
     }
@@ -40,8 +45,18 @@ impl BertHead {
         }
     }
 
+    /// transformers builds `BertForMaskedLM` and `BertForTokenClassification` with
+    /// `add_pooling_layer=False`.
     fn has_pooler(self) -> bool {
-        self != BertHead::MaskedLm
+        matches!(self, BertHead::Encoder | BertHead::SequenceClassification)
+    }
+
+    /// Whether the head is a `classifier` over `id2label` (per sequence or per token).
+    pub fn is_classifier(self) -> bool {
+        matches!(
+            self,
+            BertHead::SequenceClassification | BertHead::TokenClassification
+        )
     }
 }
 
@@ -94,7 +109,7 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
             ln(&mut v, "cls.predictions.transform.LayerNorm".into());
             v.push(("cls.predictions.bias".into(), vec![cfg.vocab_size]));
         }
-        BertHead::SequenceClassification => {
+        BertHead::SequenceClassification | BertHead::TokenClassification => {
             lin(&mut v, "classifier".into(), cfg.num_labels(), c);
         }
     }
@@ -148,9 +163,10 @@ pub fn init_params(
         Some("regression") => 1,
         _ => 2,
     };
-    if head == BertHead::SequenceClassification && cfg.num_labels() < min_labels {
+    if head.is_classifier() && cfg.num_labels() < min_labels {
         return Err(Error::Config(format!(
-            "sequence classification needs at least {min_labels} label(s) (id2label)"
+            "{} needs at least {min_labels} label(s) (id2label)",
+            head.architecture()
         )));
     }
     let mut params = Params::new();
@@ -416,6 +432,70 @@ impl BertForSequenceClassification {
     }
 }
 
+/// `BertForTokenClassification`: encoder → dropout → `classifier` at every position.
+pub struct BertForTokenClassification {
+    pub bert: BertModel,
+    classifier: (Tensor, Tensor),
+    dropout: f64,
+}
+
+impl BertForTokenClassification {
+    pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        Ok(Self {
+            bert: BertModel::new(cfg, params, BertHead::TokenClassification)?,
+            classifier: pair(params, "classifier")?,
+            dropout: cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
+        })
+    }
+
+    /// Logits (B, T, num_labels).
+    pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
+        let x = self.bert.forward(input, &mut mode)?; // (B, T, C)
+        let x = drop(x, self.dropout, &mut mode)?;
+        linear(&x, &self.classifier)
+    }
+}
+
+/// A BERT classifier of either kind, for code that trains, evaluates or serves both.
+pub enum BertClassifier {
+    Sequence(BertForSequenceClassification),
+    Token(BertForTokenClassification),
+}
+
+impl BertClassifier {
+    /// The model of `head`, which must be [`BertHead::SequenceClassification`] or
+    /// [`BertHead::TokenClassification`].
+    pub fn new(cfg: &BertConfig, params: &Params, head: BertHead) -> Result<Self> {
+        match head {
+            BertHead::SequenceClassification => Ok(Self::Sequence(
+                BertForSequenceClassification::new(cfg, params)?,
+            )),
+            BertHead::TokenClassification => {
+                Ok(Self::Token(BertForTokenClassification::new(cfg, params)?))
+            }
+            other => Err(Error::Config(format!(
+                "{} is not a classifier",
+                other.architecture()
+            ))),
+        }
+    }
+
+    pub fn head(&self) -> BertHead {
+        match self {
+            Self::Sequence(_) => BertHead::SequenceClassification,
+            Self::Token(_) => BertHead::TokenClassification,
+        }
+    }
+
+    /// Logits: (B, num_labels) per sequence, (B, T, num_labels) per token.
+    pub fn forward(&self, input: &BertInput<'_>, mode: Mode<'_>) -> Result<Tensor> {
+        match self {
+            Self::Sequence(m) => m.forward(input, mode),
+            Self::Token(m) => m.forward(input, mode),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,7 +519,11 @@ mod tests {
             token_type_ids: Some(&tt),
             attention_mask: Some(&mask),
         };
-        for head in [BertHead::MaskedLm, BertHead::SequenceClassification] {
+        for head in [
+            BertHead::MaskedLm,
+            BertHead::SequenceClassification,
+            BertHead::TokenClassification,
+        ] {
             let cfg = tiny(3);
             let params =
                 init_params(&cfg, head, &mut Rng::new(1), &Device::Cpu, DType::F32).unwrap();
@@ -453,6 +537,16 @@ mod tests {
                     let w = Tensor::new(&[0f32, 1., 0., 1., 0., 0., 1., 0., 0., 1.], &Device::Cpu)
                         .unwrap();
                     BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
+                }
+                BertHead::TokenClassification => {
+                    let m = BertClassifier::new(&cfg, &params, head).unwrap();
+                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
+                    assert_eq!(logits.dims(), &[2, 5, 3]);
+                    // Labels at some positions only (transformers' -100 elsewhere).
+                    let y = Tensor::new(&[0u32, 1, 2, 0, 0, 0, 2, 0, 1, 0], &Device::Cpu).unwrap();
+                    let w = Tensor::new(&[0f32, 1., 1., 0., 0., 0., 1., 0., 1., 0.], &Device::Cpu)
+                        .unwrap();
+                    k::cross_entropy_sum(&logits.reshape((10, 3)).unwrap(), &y, Some(&w)).unwrap()
                 }
                 _ => {
                     let m = BertForSequenceClassification::new(&cfg, &params).unwrap();
@@ -477,7 +571,7 @@ mod tests {
             }
             // The pad token gets no gradient from its lookups, as with transformers'
             // `padding_idx`; under the MLM head the tied decoder gives it one.
-            if head == BertHead::SequenceClassification {
+            if head.is_classifier() {
                 let w = params
                     .get("bert.embeddings.word_embeddings.weight")
                     .unwrap();
