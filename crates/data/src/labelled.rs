@@ -1088,9 +1088,10 @@ mod tests {
 
     #[test]
     fn mangled_files_are_errors_or_examples_never_panics() {
-        // Pieces of valid JSONL and CSV, cut and spliced at random: whatever comes out of the
-        // reader must resolve, for every problem type, to a label or an error naming the file.
-        let pieces: [&[u8]; 14] = [
+        // Pieces of valid JSONL, CSV and CoNLL, cut and spliced at random: whatever comes out of
+        // the reader must resolve and encode, for every problem type, to labels and a batch of
+        // the promised shape or an error naming the file and the line.
+        let pieces: [&[u8]; 23] = [
             b"{\"text\": \"a b\", \"label\": [\"x\", 2]}\n",
             b"{\"text\": \"c\", \"label\": -0.5e3}\n",
             b"{\"text\": \"d\", \"text_pair\": \"e\", \"label\": \"y;z\"}\n",
@@ -1105,10 +1106,21 @@ mod tests {
             b"\r\n",
             b",",
             b"{}",
+            b"{\"tokens\": [\"EU\", \"don't\"], \"ner_tags\": [3, 0]}\n",
+            b"{\"tokens\": [\"a\", \"\", \"\\u200b\"], \"tags\": [\"B-X\", \"O\", \"O\"]}\n",
+            b"{\"tokens\": [\"x\"], \"tags\": [\"O\", 70000]}\n",
+            b"{\"ner_tags\": [\"O\"], \"tokens\": [\"Catdog\"]}\n",
+            b"-DOCSTART- -X- O\n\n",
+            b"EU NNP B-ORG\n",
+            b"rejects VBZ 1\n",
+            b"word\n",
+            b" \t\n",
         ];
         let d = tempfile::tempdir().unwrap();
+        let tok = for_classification(&wordpiece(), 6, Path::new("t.json")).unwrap();
         let mut rng = Rng::new(11);
-        for case in 0..600 {
+        let mut tagged_batches = 0;
+        for case in 0..900 {
             let mut body = Vec::new();
             for _ in 0..1 + rng.below(6) {
                 let piece = pieces[rng.below(pieces.len() as u64) as usize];
@@ -1119,16 +1131,21 @@ mod tests {
                     piece
                 });
             }
-            let name = if case % 2 == 0 { "m.jsonl" } else { "m.csv" };
+            let name = ["m.jsonl", "m.csv", "m.conll"][case % 3];
             let path = d.path().join(name);
             std::fs::write(&path, &body).unwrap();
             let Ok(examples) = read_examples(&path) else {
                 continue;
             };
+            let named = |err: Error| {
+                let msg = err.to_string();
+                assert!(msg.contains(name) && msg.contains("line "), "{msg}");
+            };
             for problem in [
                 ProblemType::SingleLabelClassification,
                 ProblemType::MultiLabelClassification,
                 ProblemType::Regression,
+                ProblemType::TokenClassification,
             ] {
                 let names = match label_names(&examples, problem, &path) {
                     Ok(n) => n,
@@ -1140,12 +1157,45 @@ mod tests {
                 for e in &examples {
                     if let Some(l) = &e.label {
                         if let Err(err) = resolve_label(l, problem, &names, &path, e.line) {
-                            assert!(err.to_string().contains(name), "{err}");
+                            named(err);
                         }
                     }
                 }
+                let enc = match encode(&tok, &examples, (problem, &names), &path) {
+                    Ok(enc) => enc,
+                    Err(err) => {
+                        named(err);
+                        continue;
+                    }
+                };
+                let refs: Vec<&Encoded> = enc.iter().collect();
+                let b = pad_batch(&refs, 0);
+                assert_eq!(b.ids.len(), b.rows * b.cols);
+                assert!(b.cols <= 6, "truncated to 6 tokens");
+                if problem == ProblemType::TokenClassification {
+                    assert_eq!(
+                        (b.labels.len(), b.targets.len()),
+                        (b.ids.len(), b.ids.len())
+                    );
+                    // One weight per labelled word at most, never on padding.
+                    let words: usize = examples
+                        .iter()
+                        .filter(|e| e.label.is_some())
+                        .map(|e| e.words.as_ref().map_or(0, Vec::len))
+                        .sum();
+                    assert!(b.targets.iter().sum::<f32>() <= words as f32);
+                    for (w, m) in b.targets.iter().zip(&b.attention_mask) {
+                        assert!(*w == 0.0 || *m == 1, "a weight on padding");
+                    }
+                    if b.targets.iter().any(|&w| w > 0.0) {
+                        tagged_batches += 1;
+                    }
+                } else {
+                    assert_eq!(b.labels.len(), b.rows);
+                }
             }
         }
+        assert!(tagged_batches > 20, "{tagged_batches} tagged batches");
     }
 
     #[test]
