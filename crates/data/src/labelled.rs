@@ -1,11 +1,19 @@
-//! Labelled examples for sequence classification: reading them (JSONL or CSV with a header),
-//! the label set, tokenising with truncation, a seeded train/validation split, and batches
-//! padded to the longest example of the batch (dynamic padding).
+//! Labelled examples for sequence and token classification: reading them (JSONL, CSV with a
+//! header, or CoNLL columns), the label set, tokenising with truncation, a seeded
+//! train/validation split, and batches padded to the longest example of the batch (dynamic
+//! padding).
 //!
-//! Fields: `text` (required, non-empty), `text_pair` (optional second segment), `label`
-//! (optional only for prediction): by [`ProblemType`], a name or an index into the label set
-//! (single-label), a list of them (multi-label; in CSV, names separated by `;`), or a number
-//! (regression). Every error names the file and the line.
+//! Sequence records: `text` (required, non-empty), `text_pair` (optional second segment),
+//! `label` (optional only for prediction): by [`ProblemType`], a name or an index into the label
+//! set (single-label), a list of them (multi-label; in CSV, names separated by `;`), or a number
+//! (regression).
+//!
+//! Word-level records (token classification, as transformers' `run_ner.py`): `tokens` (the
+//! words) and one tag per word under `tags` or `ner_tags` (optional only for prediction); or a
+//! `.conll` file, one word and its tag per line. Only the first sub-token of each word is
+//! labelled ([`first_subwords`]).
+//!
+//! Every error names the file and the line.
 
 use crate::error::{Error, Result};
 use lantern_kernels::Rng;
@@ -14,7 +22,7 @@ use std::path::Path;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 /// What a label is: transformers' `problem_type` of `BertForSequenceClassification`, with
-/// its names.
+/// its names, and a tag per word (`BertForTokenClassification`, which has no `problem_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProblemType {
@@ -25,23 +33,32 @@ pub enum ProblemType {
     MultiLabelClassification,
     /// One number per example; mean squared error.
     Regression,
+    /// One class per word (a tag, as NER's `B-PER`); cross-entropy over the classes at the first
+    /// sub-token of each word, the other tokens ignored.
+    TokenClassification,
 }
 
 impl ProblemType {
-    /// The name in transformers' `config.json`.
+    /// The name in transformers' `config.json` for the sequence problems. Token classification
+    /// is ours only (`"token_classification"`, as serde writes it): transformers refuses a
+    /// `problem_type` outside its three, so a token classifier's `config.json` must not carry
+    /// it (its architecture, `BertForTokenClassification`, says what it is).
     pub fn name(self) -> &'static str {
         match self {
             Self::SingleLabelClassification => "single_label_classification",
             Self::MultiLabelClassification => "multi_label_classification",
             Self::Regression => "regression",
+            Self::TokenClassification => "token_classification",
         }
     }
 
+    /// The problem type [`ProblemType::name`] names.
     pub fn from_name(name: &str) -> Option<Self> {
         [
             Self::SingleLabelClassification,
             Self::MultiLabelClassification,
             Self::Regression,
+            Self::TokenClassification,
         ]
         .into_iter()
         .find(|p| p.name() == name)
@@ -61,7 +78,7 @@ pub enum LabelValue {
     Index(usize),
     /// A number that is not a whole one (regression).
     Number(f64),
-    /// A JSON list (multi-label).
+    /// A JSON list (multi-label), or the tags of a word-level record (one per word).
     List(Vec<LabelValue>),
 }
 
@@ -88,24 +105,34 @@ pub enum Target {
     Classes(Vec<bool>),
     /// Regression: the value.
     Score(f32),
+    /// Token classification: the class index of each word's tag, one per word.
+    Tags(Vec<usize>),
 }
 
 /// One example as read, before its label is resolved. `line` is 1-based (the first line of
-/// the record for CSV).
+/// the record for CSV, of the sentence for CoNLL).
+///
+/// A word-level record has `words`; its `text` is then the words joined by single spaces (for
+/// messages and predictions; the words themselves are what is tokenised), `text_pair` is
+/// `None`, and `label` is a [`LabelValue::List`] of one tag per word.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawExample {
     pub text: String,
     pub text_pair: Option<String>,
     pub label: Option<LabelValue>,
     pub line: usize,
+    /// The words of a word-level record (token classification); `None` for a text record.
+    pub words: Option<Vec<String>>,
 }
 
 fn bad(path: &Path, line: usize, problem: impl std::fmt::Display) -> Error {
     Error::format(path, format!("line {line}: {problem}"))
 }
 
-/// Reads `.jsonl`/`.json` (one object per line) or `.csv` (header row naming the columns).
-/// Blank lines are skipped; an empty or whitespace-only `text` is an error.
+/// Reads `.jsonl`/`.json` (one object per line, text or word-level records), `.csv` (header
+/// row naming the columns) or `.conll` (one word and its tag per line). Blank lines
+/// are skipped; an empty or whitespace-only `text` (or words) is an error, and so is a file
+/// mixing text and word-level records, which no problem type could use whole.
 pub fn read_examples(path: &Path) -> Result<Vec<RawExample>> {
     if !path.exists() {
         return Err(Error::MissingInput(path.to_path_buf()));
@@ -115,19 +142,40 @@ pub fn read_examples(path: &Path) -> Result<Vec<RawExample>> {
     let out = match ext {
         "jsonl" | "json" => read_jsonl(path, &text)?,
         "csv" => read_csv(path, &text)?,
+        "conll" => read_conll(path, &text)?,
         other => {
             return Err(Error::format(
                 path,
-                format!("unknown extension {other:?}: expected .jsonl or .csv"),
+                format!("unknown extension {other:?}: expected .jsonl, .csv or .conll"),
             ))
         }
     };
-    if out.is_empty() {
+    let Some(first) = out.first() else {
         return Err(Error::format(path, "no examples"));
-    }
+    };
+    let kind = |e: &RawExample| {
+        if e.words.is_some() {
+            "a word-level record (\"tokens\")"
+        } else {
+            "a text record (\"text\")"
+        }
+    };
     for ex in &out {
         if ex.text.trim().is_empty() {
-            return Err(bad(path, ex.line, "empty text"));
+            let what = if ex.words.is_some() { "words" } else { "text" };
+            return Err(bad(path, ex.line, format!("empty {what}")));
+        }
+        if ex.words.is_some() != first.words.is_some() {
+            return Err(bad(
+                path,
+                ex.line,
+                format!(
+                    "{}, but line {} is {}: a file holds one kind",
+                    kind(ex),
+                    first.line,
+                    kind(first)
+                ),
+            ));
         }
     }
     Ok(out)
@@ -142,6 +190,19 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<RawExample>> {
         }
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| bad(path, n, format!("invalid JSON: {e}")))?;
+        let has = |k: &str| v.get(k).is_some_and(|x| !x.is_null());
+        if has("tokens") {
+            out.push(json_words(path, n, &v)?);
+            continue;
+        }
+        // Tags without words would be read as a text record whose tags are lost.
+        if let Some(k) = ["tags", "ner_tags"].into_iter().find(|k| has(k)) {
+            return Err(bad(
+                path,
+                n,
+                format!("\"{k}\" needs \"tokens\", the words it tags"),
+            ));
+        }
         let s = |k: &str| -> Result<Option<String>> {
             match v.get(k) {
                 None | Some(serde_json::Value::Null) => Ok(None),
@@ -171,9 +232,168 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<RawExample>> {
             text_pair: s("text_pair")?,
             label,
             line: n,
+            words: None,
         });
     }
     Ok(out)
+}
+
+/// A word-level JSONL record (HF datasets' conll2003 layout): `"tokens"`, a non-empty list of
+/// strings, and optionally one tag per word (names or indices) under `"tags"` or `"ner_tags"`.
+/// `"text"`, `"text_pair"` and `"label"` are refused beside them: which would be meant?
+fn json_words(path: &Path, n: usize, v: &serde_json::Value) -> Result<RawExample> {
+    use serde_json::Value;
+    let get = |k: &str| v.get(k).filter(|x| !x.is_null());
+    if let Some(k) = ["text", "text_pair"].into_iter().find(|k| get(k).is_some()) {
+        return Err(bad(
+            path,
+            n,
+            format!("a record has \"{k}\" or \"tokens\", not both"),
+        ));
+    }
+    if get("label").is_some() {
+        return Err(bad(
+            path,
+            n,
+            "the tags of \"tokens\" go under \"tags\" or \"ner_tags\", not \"label\"",
+        ));
+    }
+    let tokens = get("tokens").unwrap_or(&Value::Null);
+    let words: Vec<String> = match tokens {
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|x| x.as_str().map(str::to_string))
+            .collect::<Option<_>>(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        bad(
+            path,
+            n,
+            format!("\"tokens\" must be a non-empty list of strings, got {tokens}"),
+        )
+    })?;
+    let tags = match (get("tags"), get("ner_tags")) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                path,
+                n,
+                "both \"tags\" and \"ner_tags\": give one of them",
+            ))
+        }
+        (Some(t), None) => Some(("tags", t)),
+        (None, Some(t)) => Some(("ner_tags", t)),
+        (None, None) => None,
+    };
+    let label = match tags {
+        None => None,
+        Some((k, x)) => {
+            let items: Vec<LabelValue> = match x {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| json_label(i, false).filter(|l| !matches!(l, LabelValue::Number(_))))
+                    .collect::<Option<_>>(),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    n,
+                    format!("\"{k}\" must be a list of names or indices, got {x}"),
+                )
+            })?;
+            if items.len() != words.len() {
+                return Err(bad(
+                    path,
+                    n,
+                    format!(
+                        "{} tags in \"{k}\" for {} words in \"tokens\": one tag per word",
+                        items.len(),
+                        words.len()
+                    ),
+                ));
+            }
+            Some(LabelValue::List(items))
+        }
+    };
+    Ok(RawExample {
+        text: words.join(" "),
+        text_pair: None,
+        label,
+        line: n,
+        words: Some(words),
+    })
+}
+
+/// CoNLL columns (CoNLL-2003's `word POS chunk NER`): one word per line, columns separated by
+/// whitespace, the first the word and the last its tag; a line of one column is a word without
+/// a tag (for prediction), and a sentence is all tagged or all untagged, as a sentence with a
+/// few tags missing is a broken file, not a sentence to predict. Blank lines end a sentence
+/// (runs of them are one break), and `-DOCSTART-` lines (document separators) are skipped. An
+/// example's line is its sentence's first.
+fn read_conll(path: &Path, text: &str) -> Result<Vec<RawExample>> {
+    // The sentence being read: its first line and whether its words are tagged.
+    struct Sentence {
+        line: usize,
+        tagged: bool,
+        words: Vec<String>,
+        tags: Vec<LabelValue>,
+    }
+    let finish = |s: Sentence| RawExample {
+        text: s.words.join(" "),
+        text_pair: None,
+        label: s.tagged.then_some(LabelValue::List(s.tags)),
+        line: s.line,
+        words: Some(s.words),
+    };
+    let mut out = Vec::new();
+    let mut current: Option<Sentence> = None;
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (word, tag) = match cols[..] {
+            [] | ["-DOCSTART-", ..] => {
+                out.extend(current.take().map(finish));
+                continue;
+            }
+            [word] => (word, None),
+            [word, .., tag] => (word, Some(tag)),
+        };
+        let s = current.get_or_insert_with(|| Sentence {
+            line: n,
+            tagged: tag.is_some(),
+            words: Vec::new(),
+            tags: Vec::new(),
+        });
+        if tag.is_some() != s.tagged {
+            let (this, first) = if s.tagged {
+                ("no tag", "has one")
+            } else {
+                ("a tag", "has none")
+            };
+            return Err(bad(
+                path,
+                n,
+                format!(
+                    "a word with {this}, but the first word of its sentence (line {}) {first}",
+                    s.line
+                ),
+            ));
+        }
+        s.words.push(word.to_string());
+        s.tags.extend(tag.map(cell_label));
+    }
+    out.extend(current.map(finish));
+    Ok(out)
+}
+
+/// A label written as text (a CSV cell, a CoNLL column): a bare integer is an index, anything
+/// else a name.
+fn cell_label(s: &str) -> LabelValue {
+    match s.parse::<usize>() {
+        Ok(i) => LabelValue::Index(i),
+        Err(_) => LabelValue::Name(s.to_string()),
+    }
 }
 
 /// A JSON label: a string, a whole number (an index), another number, or (at the top level) a
@@ -270,12 +490,9 @@ fn read_csv(path: &Path, text: &str) -> Result<Vec<RawExample>> {
         out.push(RawExample {
             text: rec[text_col].clone(),
             text_pair: pair_col.map(|c| rec[c].clone()).filter(|s| !s.is_empty()),
-            // A CSV cell is text: a bare integer is an index, anything else a name.
-            label: label.map(|s| match s.parse::<usize>() {
-                Ok(i) => LabelValue::Index(i),
-                Err(_) => LabelValue::Name(s.to_string()),
-            }),
+            label: label.map(cell_label),
             line: n,
+            words: None,
         });
     }
     Ok(out)
@@ -301,6 +518,7 @@ fn label_items(label: &LabelValue) -> Vec<LabelValue> {
 pub const MAX_CLASSES: usize = 65_536;
 
 /// The label names of a training set in sorted order; all-index labels give "0".."max".
+/// Multi-label and token classification take every item of every list (every word's tag).
 /// Regression has one output, which transformers names "LABEL_0". `path` names the file in
 /// the error for an index of [`MAX_CLASSES`] or more.
 pub fn label_names(
@@ -315,8 +533,10 @@ pub fn label_names(
         .iter()
         .filter_map(|e| e.label.as_ref())
         .flat_map(|l| match problem {
-            ProblemType::MultiLabelClassification => label_items(l),
-            _ => vec![l.clone()],
+            ProblemType::MultiLabelClassification | ProblemType::TokenClassification => {
+                label_items(l)
+            }
+            ProblemType::SingleLabelClassification | ProblemType::Regression => vec![l.clone()],
         })
         .collect();
     let mut names: Vec<String> = items
@@ -381,7 +601,8 @@ pub fn label_index(
     })
 }
 
-/// `label` resolved for `problem` against `names`.
+/// `label` resolved for `problem` against `names`. Token classification takes a list of tags
+/// (one per word; [`encode`] checks their number against the words).
 pub fn resolve_label(
     label: &LabelValue,
     problem: ProblemType,
@@ -418,6 +639,33 @@ pub fn resolve_label(
                 )),
             }
         }
+        ProblemType::TokenClassification => match label {
+            LabelValue::List(tags) => tags
+                .iter()
+                .enumerate()
+                .map(|(i, tag)| {
+                    label_index(tag, names, path, line).map_err(|_| {
+                        bad(
+                            path,
+                            line,
+                            format!(
+                                "tag {tag} of word {} is not one of the labels {names:?}",
+                                i + 1
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_>>()
+                .map(Target::Tags),
+            _ => Err(bad(
+                path,
+                line,
+                format!(
+                    "label {label} is not a list of tags, one per word (data.problem_type is \
+                     token_classification)"
+                ),
+            )),
+        },
     }
 }
 
@@ -429,6 +677,10 @@ pub struct Encoded {
     pub type_ids: Vec<u32>,
     pub label: Option<Target>,
     pub line: usize,
+    /// Word-level examples: the index of the input word each token comes from (`None` for
+    /// special tokens), which places each word's tag on its first sub-token
+    /// ([`first_subwords`]). Empty for text examples.
+    pub word_ids: Vec<Option<u32>>,
 }
 
 /// A copy of `tokenizer` that truncates to `max_length` (longest-first over a pair, as
@@ -455,12 +707,56 @@ pub fn for_classification(
 
 /// Tokenises examples, resolving labels for `problem` against `names` (examples without a
 /// label keep `None`). `path` names the data file in errors.
+///
+/// Token classification takes word-level records only, and the other problems text records
+/// only. The words are encoded as already split (transformers' `is_split_into_words=True`):
+/// the pre-tokenizer still splits inside a word ("don't" is three tokens), and every token
+/// keeps the index of the word it came from.
 pub fn encode(
     tokenizer: &Tokenizer,
     examples: &[RawExample],
     (problem, names): (ProblemType, &[String]),
     path: &Path,
 ) -> Result<Vec<Encoded>> {
+    let tokens = problem == ProblemType::TokenClassification;
+    for ex in examples {
+        match (&ex.words, tokens) {
+            (None, true) => {
+                return Err(bad(
+                    path,
+                    ex.line,
+                    "token_classification needs word-level records (\"tokens\" and their \
+                     tags, or a .conll file), not \"text\"",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(bad(
+                    path,
+                    ex.line,
+                    format!(
+                        "a word-level record (\"tokens\") needs data.problem_type \
+                         token_classification, not {problem}"
+                    ),
+                ))
+            }
+            (Some(words), true) => {
+                if let Some(LabelValue::List(tags)) = &ex.label {
+                    if tags.len() != words.len() {
+                        return Err(bad(
+                            path,
+                            ex.line,
+                            format!(
+                                "{} tags for {} words: one tag per word",
+                                tags.len(),
+                                words.len()
+                            ),
+                        ));
+                    }
+                }
+            }
+            (None, false) => {}
+        }
+    }
     // Labels first: a bad label is reported even if tokenising would also fail.
     let labels = examples
         .iter()
@@ -475,9 +771,10 @@ pub fn encode(
         .iter()
         .zip(labels)
         .map(|(ex, label)| {
-            let enc = match &ex.text_pair {
-                Some(p) => tokenizer.encode((ex.text.as_str(), p.as_str()), true),
-                None => tokenizer.encode(ex.text.as_str(), true),
+            let enc = match (&ex.words, &ex.text_pair) {
+                (Some(words), _) => tokenizer.encode(words.as_slice(), true),
+                (None, Some(p)) => tokenizer.encode((ex.text.as_str(), p.as_str()), true),
+                (None, None) => tokenizer.encode(ex.text.as_str(), true),
             }
             .map_err(|e| bad(path, ex.line, format!("cannot tokenise: {e}")))?;
             Ok(Encoded {
@@ -485,12 +782,37 @@ pub fn encode(
                 type_ids: enc.get_type_ids().to_vec(),
                 label,
                 line: ex.line,
+                word_ids: if ex.words.is_some() {
+                    enc.get_word_ids().to_vec()
+                } else {
+                    Vec::new()
+                },
             })
         })
         .collect()
 }
 
-/// A batch padded to its longest row; every field B·T row-major except the targets.
+/// The first token of each word that has one, as (token position, word index), in order:
+/// where a word's tag goes (transformers' `run_ner.py` labels these and ignores the other
+/// tokens with -100). A word whose tokens were all truncated away, or that gave no token (only
+/// characters the normaliser drops), is absent. `word_ids` is [`Encoded::word_ids`], whose
+/// word indices only grow along one sequence: a token of an earlier word is skipped.
+pub fn first_subwords(word_ids: &[Option<u32>]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut last: Option<u32> = None;
+    for (pos, w) in word_ids.iter().enumerate() {
+        if let Some(w) = *w {
+            if last.is_none_or(|l| w > l) {
+                out.push((pos, w as usize));
+                last = Some(w);
+            }
+        }
+    }
+    out
+}
+
+/// A batch padded to its longest row (B rows of T tokens); `ids`, `type_ids` and
+/// `attention_mask` are B·T row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClsBatch {
     pub rows: usize,
@@ -498,24 +820,33 @@ pub struct ClsBatch {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
     pub attention_mask: Vec<u32>,
-    /// (B) class indices (single-label; 0 for other examples).
+    /// (B) class indices (single-label; 0 for other examples). Token classification: (B·T)
+    /// row-major, each word's tag at its first sub-token and 0 at every other position.
     pub labels: Vec<u32>,
     /// (B, L) 0/1 flags (multi-label) or (B) values (regression); empty for single-label.
+    /// Token classification: (B·T) loss weights, 1.0 where `labels` holds a word's tag and
+    /// 0.0 elsewhere (special tokens, later sub-tokens, padding, unlabelled rows), so the loss
+    /// is the weighted mean over words, as transformers' -100 labels give.
     pub targets: Vec<f32>,
 }
 
 /// Pads `items` to the longest of them with `pad_id` (type 0, mask 0). Unlabelled examples get
-/// label 0 and no targets (callers that need labels check them first).
+/// label 0 and no targets (callers that need labels check them first); in a word-level batch
+/// (a row with word ids or tags) every row has T labels and weights, all 0 for an unlabelled
+/// row.
 pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
     let t = items.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    let words = items
+        .iter()
+        .any(|e| !e.word_ids.is_empty() || matches!(e.label, Some(Target::Tags(_))));
     let mut b = ClsBatch {
         rows: items.len(),
         cols: t,
         ids: Vec::with_capacity(items.len() * t),
         type_ids: Vec::with_capacity(items.len() * t),
         attention_mask: Vec::with_capacity(items.len() * t),
-        labels: Vec::with_capacity(items.len()),
-        targets: Vec::new(),
+        labels: Vec::with_capacity(if words { items.len() * t } else { items.len() }),
+        targets: Vec::with_capacity(if words { items.len() * t } else { 0 }),
     };
     for e in items {
         let pad = t - e.ids.len();
@@ -533,6 +864,21 @@ pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
         );
         b.attention_mask
             .extend(std::iter::repeat_n(1, e.ids.len()).chain(std::iter::repeat_n(0, pad)));
+        if words {
+            let (mut labels, mut weights) = (vec![0u32; t], vec![0f32; t]);
+            if let Some(Target::Tags(tags)) = &e.label {
+                for (pos, w) in first_subwords(&e.word_ids) {
+                    // Word ids past the tokens or tags (an inconsistent example) are skipped.
+                    if let (true, Some(&tag)) = (pos < e.ids.len(), tags.get(w)) {
+                        labels[pos] = tag as u32;
+                        weights[pos] = 1.0;
+                    }
+                }
+            }
+            b.labels.extend(labels);
+            b.targets.extend(weights);
+            continue;
+        }
         match &e.label {
             Some(Target::Class(c)) => b.labels.push(*c as u32),
             Some(Target::Classes(flags)) => {
@@ -544,7 +890,8 @@ pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
                 b.labels.push(0);
                 b.targets.push(*x);
             }
-            None => b.labels.push(0),
+            // Tags make the batch word-level, handled above.
+            Some(Target::Tags(_)) | None => b.labels.push(0),
         }
     }
     b
@@ -667,7 +1014,7 @@ mod tests {
         assert!(read_examples(&p)
             .unwrap_err()
             .to_string()
-            .contains(".jsonl or .csv"));
+            .contains(".jsonl, .csv or .conll"));
     }
 
     #[test]
@@ -677,6 +1024,7 @@ mod tests {
             text_pair: None,
             label: Some(l),
             line: 1,
+            words: None,
         };
         let single = ProblemType::SingleLabelClassification;
         let p = Path::new("l.jsonl");
@@ -720,12 +1068,14 @@ mod tests {
             type_ids: vec![0, 0, 1],
             label: Some(Target::Class(1)),
             line: 1,
+            word_ids: vec![],
         };
         let b = Encoded {
             ids: vec![1, 2],
             type_ids: vec![0, 0],
             label: Some(Target::Class(0)),
             line: 2,
+            word_ids: vec![],
         };
         let p = pad_batch(&[&a, &b], 9);
         assert_eq!((p.rows, p.cols), (2, 3));
@@ -738,9 +1088,10 @@ mod tests {
 
     #[test]
     fn mangled_files_are_errors_or_examples_never_panics() {
-        // Pieces of valid JSONL and CSV, cut and spliced at random: whatever comes out of the
-        // reader must resolve, for every problem type, to a label or an error naming the file.
-        let pieces: [&[u8]; 14] = [
+        // Pieces of valid JSONL, CSV and CoNLL, cut and spliced at random: whatever comes out of
+        // the reader must resolve and encode, for every problem type, to labels and a batch of
+        // the promised shape or an error naming the file and the line.
+        let pieces: [&[u8]; 23] = [
             b"{\"text\": \"a b\", \"label\": [\"x\", 2]}\n",
             b"{\"text\": \"c\", \"label\": -0.5e3}\n",
             b"{\"text\": \"d\", \"text_pair\": \"e\", \"label\": \"y;z\"}\n",
@@ -755,10 +1106,21 @@ mod tests {
             b"\r\n",
             b",",
             b"{}",
+            b"{\"tokens\": [\"EU\", \"don't\"], \"ner_tags\": [3, 0]}\n",
+            b"{\"tokens\": [\"a\", \"\", \"\\u200b\"], \"tags\": [\"B-X\", \"O\", \"O\"]}\n",
+            b"{\"tokens\": [\"x\"], \"tags\": [\"O\", 70000]}\n",
+            b"{\"ner_tags\": [\"O\"], \"tokens\": [\"Catdog\"]}\n",
+            b"-DOCSTART- -X- O\n\n",
+            b"EU NNP B-ORG\n",
+            b"rejects VBZ 1\n",
+            b"word\n",
+            b" \t\n",
         ];
         let d = tempfile::tempdir().unwrap();
+        let tok = for_classification(&wordpiece(), 6, Path::new("t.json")).unwrap();
         let mut rng = Rng::new(11);
-        for case in 0..600 {
+        let mut tagged_batches = 0;
+        for case in 0..900 {
             let mut body = Vec::new();
             for _ in 0..1 + rng.below(6) {
                 let piece = pieces[rng.below(pieces.len() as u64) as usize];
@@ -769,16 +1131,21 @@ mod tests {
                     piece
                 });
             }
-            let name = if case % 2 == 0 { "m.jsonl" } else { "m.csv" };
+            let name = ["m.jsonl", "m.csv", "m.conll"][case % 3];
             let path = d.path().join(name);
             std::fs::write(&path, &body).unwrap();
             let Ok(examples) = read_examples(&path) else {
                 continue;
             };
+            let named = |err: Error| {
+                let msg = err.to_string();
+                assert!(msg.contains(name) && msg.contains("line "), "{msg}");
+            };
             for problem in [
                 ProblemType::SingleLabelClassification,
                 ProblemType::MultiLabelClassification,
                 ProblemType::Regression,
+                ProblemType::TokenClassification,
             ] {
                 let names = match label_names(&examples, problem, &path) {
                     Ok(n) => n,
@@ -790,12 +1157,45 @@ mod tests {
                 for e in &examples {
                     if let Some(l) = &e.label {
                         if let Err(err) = resolve_label(l, problem, &names, &path, e.line) {
-                            assert!(err.to_string().contains(name), "{err}");
+                            named(err);
                         }
                     }
                 }
+                let enc = match encode(&tok, &examples, (problem, &names), &path) {
+                    Ok(enc) => enc,
+                    Err(err) => {
+                        named(err);
+                        continue;
+                    }
+                };
+                let refs: Vec<&Encoded> = enc.iter().collect();
+                let b = pad_batch(&refs, 0);
+                assert_eq!(b.ids.len(), b.rows * b.cols);
+                assert!(b.cols <= 6, "truncated to 6 tokens");
+                if problem == ProblemType::TokenClassification {
+                    assert_eq!(
+                        (b.labels.len(), b.targets.len()),
+                        (b.ids.len(), b.ids.len())
+                    );
+                    // One weight per labelled word at most, never on padding.
+                    let words: usize = examples
+                        .iter()
+                        .filter(|e| e.label.is_some())
+                        .map(|e| e.words.as_ref().map_or(0, Vec::len))
+                        .sum();
+                    assert!(b.targets.iter().sum::<f32>() <= words as f32);
+                    for (w, m) in b.targets.iter().zip(&b.attention_mask) {
+                        assert!(*w == 0.0 || *m == 1, "a weight on padding");
+                    }
+                    if b.targets.iter().any(|&w| w > 0.0) {
+                        tagged_batches += 1;
+                    }
+                } else {
+                    assert_eq!(b.labels.len(), b.rows);
+                }
             }
         }
+        assert!(tagged_batches > 20, "{tagged_batches} tagged batches");
     }
 
     #[test]
@@ -837,6 +1237,7 @@ mod tests {
             type_ids: vec![0],
             label,
             line: 1,
+            word_ids: vec![],
         };
         let (a, b) = (
             e(Some(Target::Classes(vec![true, false]))),
@@ -874,5 +1275,440 @@ mod tests {
         let (x, y) = (e(Some(Target::Score(0.5))), e(Some(Target::Score(-2.0))));
         assert_eq!(pad_batch(&[&x, &y], 0).targets, [0.5, -2.0]);
         assert_eq!(ProblemType::from_name("regression"), Some(reg));
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn tags(v: &[&str]) -> Option<LabelValue> {
+        Some(LabelValue::List(
+            v.iter().map(|s| LabelValue::Name(s.to_string())).collect(),
+        ))
+    }
+
+    #[test]
+    fn word_level_jsonl_and_conll_read_the_same_examples() {
+        let d = tempfile::tempdir().unwrap();
+        let j = write(
+            d.path(),
+            "w.jsonl",
+            "{\"tokens\": [\"EU\", \"rejects\", \"German\", \"call\"], \"ner_tags\": [\"B-ORG\", \"O\", \"B-MISC\", \"O\"]}\n\n\
+             {\"tokens\": [\"Peter\", \"Blackburn\"], \"tags\": [\"B-PER\", \"I-PER\"], \"id\": \"1\"}\n",
+        );
+        // CoNLL-2003's columns, a document separator, a run of blank lines, CRLF line ends.
+        let c = write(
+            d.path(),
+            "w.conll",
+            "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman\tJJ\tB-NP\tB-MISC\n\
+             call NN I-NP O\n\n \n\r\nPeter NNP B-NP B-PER\r\nBlackburn NNP I-NP I-PER\r\n",
+        );
+        let a = read_examples(&j).unwrap();
+        let b = read_examples(&c).unwrap();
+        assert_eq!((a[0].line, a[1].line), (1, 3));
+        assert_eq!((b[0].line, b[1].line), (3, 10), "a sentence's first line");
+        let words = ["EU", "rejects", "German", "call"];
+        assert_eq!(a[0].words.as_deref(), Some(&names(&words)[..]));
+        assert_eq!(a[0].text, "EU rejects German call");
+        assert_eq!(a[0].text_pair, None);
+        assert_eq!(a[0].label, tags(&["B-ORG", "O", "B-MISC", "O"]));
+        assert_eq!(a[1].label, tags(&["B-PER", "I-PER"]));
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((&x.text, &x.words, &x.label), (&y.text, &y.words, &y.label));
+        }
+
+        // The sorted set of every word's tag; each word resolves to its own.
+        let tok = ProblemType::TokenClassification;
+        let labels = label_names(&a, tok, &j).unwrap();
+        assert_eq!(labels, ["B-MISC", "B-ORG", "B-PER", "I-PER", "O"]);
+        let t = resolve_label(a[0].label.as_ref().unwrap(), tok, &labels, &j, 1).unwrap();
+        assert_eq!(t, Target::Tags(vec![1, 4, 0, 4]));
+
+        // Untagged (prediction): one-column lines, a `-DOCSTART-` ending a sentence without a
+        // blank line; JSONL without tags.
+        let c = write(
+            d.path(),
+            "u.conll",
+            "\n\nPeter\nBlackburn\n-DOCSTART-\nEU\n\n",
+        );
+        let u = read_examples(&c).unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!((u[0].line, u[1].line), (3, 6));
+        assert_eq!(
+            u[0].words.as_deref(),
+            Some(&names(&["Peter", "Blackburn"])[..])
+        );
+        assert!(u.iter().all(|e| e.label.is_none()));
+        let j = write(
+            d.path(),
+            "u.jsonl",
+            "{\"tokens\": [\"a\", \"b\"], \"tags\": null}\n",
+        );
+        let u = read_examples(&j).unwrap();
+        assert_eq!((u[0].label.as_ref(), u[0].text.as_str()), (None, "a b"));
+
+        assert_eq!(tok.name(), "token_classification");
+        assert_eq!(ProblemType::from_name("token_classification"), Some(tok));
+        assert_eq!(
+            serde_json::to_string(&tok).unwrap(),
+            "\"token_classification\""
+        );
+    }
+
+    #[test]
+    fn word_level_errors_name_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = "{\"tokens\": [\"a\"], \"tags\": [\"O\"]}\n";
+        let cases: [(&str, String, &[&str]); 14] = [
+            (
+                "count.jsonl",
+                format!("{ok}{{\"tokens\": [\"a\", \"b\"], \"ner_tags\": [\"O\"]}}\n"),
+                &["line 2", "1 tags", "2 words"],
+            ),
+            (
+                "both.jsonl",
+                format!("{ok}{{\"text\": \"a b\", \"tokens\": [\"a\", \"b\"]}}\n"),
+                &["line 2", "\"text\" or \"tokens\", not both"],
+            ),
+            (
+                "pair.jsonl",
+                format!("{ok}{{\"tokens\": [\"a\"], \"text_pair\": \"b\"}}\n"),
+                &["line 2", "\"text_pair\" or \"tokens\""],
+            ),
+            (
+                "label.jsonl",
+                format!("{ok}{{\"tokens\": [\"a\"], \"label\": \"O\"}}\n"),
+                &["line 2", "not \"label\""],
+            ),
+            (
+                "empty.jsonl",
+                format!("{ok}{{\"tokens\": []}}\n"),
+                &["line 2", "non-empty list of strings"],
+            ),
+            (
+                "nums.jsonl",
+                format!("{ok}{{\"tokens\": [\"a\", 1]}}\n"),
+                &["line 2", "non-empty list of strings"],
+            ),
+            (
+                "twice.jsonl",
+                format!("{ok}{{\"tokens\": [\"a\"], \"tags\": [\"O\"], \"ner_tags\": [0]}}\n"),
+                &["line 2", "both \"tags\" and \"ner_tags\""],
+            ),
+            (
+                "scalar.jsonl",
+                format!("{ok}{{\"tokens\": [\"a\"], \"tags\": \"O\"}}\n"),
+                &["line 2", "\"tags\" must be a list"],
+            ),
+            (
+                "float.jsonl",
+                format!("{ok}{{\"tokens\": [\"a\"], \"ner_tags\": [0.5]}}\n"),
+                &["line 2", "\"ner_tags\" must be a list"],
+            ),
+            (
+                "orphan.jsonl",
+                "{\"text\": \"a\"}\n{\"text\": \"b\", \"ner_tags\": [\"O\"]}\n".to_string(),
+                &["line 2", "\"ner_tags\" needs \"tokens\""],
+            ),
+            (
+                "mixed.jsonl",
+                format!("{{\"text\": \"a\", \"label\": 0}}\n\n{ok}"),
+                &["line 3", "word-level", "line 1", "one kind"],
+            ),
+            (
+                "blank.jsonl",
+                format!("{ok}{{\"tokens\": [\" \", \"\"]}}\n"),
+                &["line 2", "empty words"],
+            ),
+            (
+                "mixed.conll",
+                "a X O\nb\n".to_string(),
+                &["line 2", "no tag", "(line 1)"],
+            ),
+            (
+                "mixed2.conll",
+                "\n\na\nb X O\n".to_string(),
+                &["line 4", "a tag", "(line 3)"],
+            ),
+        ];
+        for (name, body, want) in cases {
+            let p = write(d.path(), name, &body);
+            let msg = read_examples(&p).unwrap_err().to_string();
+            assert!(msg.contains(name), "{msg}");
+            for w in want {
+                assert!(msg.contains(w), "{name}: {msg}");
+            }
+        }
+        let p = write(d.path(), "none.conll", "-DOCSTART- O\n\n\n");
+        let msg = read_examples(&p).unwrap_err().to_string();
+        assert!(
+            msg.contains("none.conll") && msg.contains("no examples"),
+            "{msg}"
+        );
+        let p = write(
+            d.path(),
+            "big.jsonl",
+            "{\"tokens\": [\"a\"], \"ner_tags\": [0]}\n{\"tokens\": [\"a\", \"b\"], \"ner_tags\": [0, 70000]}\n",
+        );
+        let tc = ProblemType::TokenClassification;
+        let ex = read_examples(&p).unwrap();
+        let msg = label_names(&ex, tc, &p).unwrap_err().to_string();
+        assert!(
+            msg.contains("big.jsonl") && msg.contains("line 2") && msg.contains("too large"),
+            "{msg}"
+        );
+
+        // Resolving and encoding: the problem type and the records must agree.
+        let tok = Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
+        let labels = names(&["B-X", "O"]);
+        let p = write(
+            d.path(),
+            "enc.jsonl",
+            "{\"tokens\": [\"a\", \"b\"], \"tags\": [\"O\", \"B-Y\"]}\n",
+        );
+        let words = read_examples(&p).unwrap();
+        let msg = encode(&tok, &words, (tc, &labels), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("enc.jsonl")
+                && msg.contains("line 1")
+                && msg.contains("\"B-Y\" of word 2"),
+            "{msg}"
+        );
+        let single = ProblemType::SingleLabelClassification;
+        let msg = encode(&tok, &words, (single, &labels), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("enc.jsonl")
+                && msg.contains("line 1")
+                && msg.contains("needs data.problem_type token_classification"),
+            "{msg}"
+        );
+        let text = vec![RawExample {
+            text: "a b".into(),
+            text_pair: None,
+            label: None,
+            line: 4,
+            words: None,
+        }];
+        let msg = encode(&tok, &text, (tc, &labels), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("enc.jsonl")
+                && msg.contains("line 4")
+                && msg.contains("token_classification needs"),
+            "{msg}"
+        );
+        // Built by hand, past the reader's check: the count is checked again.
+        let mut short = words.clone();
+        short[0].label = tags(&["O"]);
+        short[0].line = 5;
+        let msg = encode(&tok, &short, (tc, &labels), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 5") && msg.contains("1 tags for 2 words"),
+            "{msg}"
+        );
+        let msg = resolve_label(&LabelValue::Name("O".into()), tc, &labels, &p, 6)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("enc.jsonl")
+                && msg.contains("line 6")
+                && msg.contains("not a list of tags"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn integer_ner_tags_resolve_against_given_names() {
+        // HF datasets' conll2003 stores tags as indices into its ClassLabel names, which a
+        // run gives as data.labels.
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "c.jsonl",
+            "{\"id\": \"0\", \"tokens\": [\"EU\", \"rejects\", \"German\", \"call\"], \"pos_tags\": [22, 42, 16, 21], \"ner_tags\": [3, 0, 7, 0]}\n",
+        );
+        let ex = read_examples(&p).unwrap();
+        let tc = ProblemType::TokenClassification;
+        let conll = names(&[
+            "O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC",
+        ]);
+        let l = ex[0].label.as_ref().unwrap();
+        assert_eq!(
+            resolve_label(l, tc, &conll, &p, 1).unwrap(),
+            Target::Tags(vec![3, 0, 7, 0])
+        );
+        // Without names, indices name themselves up to the largest.
+        let own = label_names(&ex, tc, &p).unwrap();
+        assert_eq!(own, ["0", "1", "2", "3", "4", "5", "6", "7"]);
+        assert_eq!(
+            resolve_label(l, tc, &own, &p, 1).unwrap(),
+            Target::Tags(vec![3, 0, 7, 0])
+        );
+        let msg = resolve_label(l, tc, &conll[..5], &p, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("line 1") && msg.contains("tag 7 of word 3"),
+            "{msg}"
+        );
+    }
+
+    /// A BERT WordPiece tokenizer trained on a small corpus: frequent words are one token,
+    /// rarer ones several.
+    fn wordpiece() -> Tokenizer {
+        let texts = vec![
+            "the cat sat on the mat and the dog ran to the park. Peter saw the cat! I don't know.";
+            20
+        ];
+        crate::tokenizer::train_wordpiece_from_texts(&texts, 80).unwrap()
+    }
+
+    #[test]
+    fn tags_go_on_the_first_sub_token_of_each_word() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "a.jsonl",
+            "{\"tokens\": [\"the\", \"Catdog\", \"don't\", \"\u{200b}\", \"cat\"], \"tags\": [\"O\", \"B-PER\", \"O\", \"O\", \"B-ANIMAL\"]}\n",
+        );
+        let tc = ProblemType::TokenClassification;
+        let ex = read_examples(&p).unwrap();
+        let labels = label_names(&ex, tc, &p).unwrap();
+        assert_eq!(labels, ["B-ANIMAL", "B-PER", "O"]);
+        let base = wordpiece();
+        // Each word on its own, without special tokens: what the alignment must reproduce.
+        let lens: Vec<usize> = ex[0]
+            .words
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|w| base.encode(w.as_str(), false).unwrap().len())
+            .collect();
+        assert_eq!(lens[0], 1, "\"the\" is in the vocabulary");
+        assert!(lens[1] >= 2, "\"Catdog\" is several sub-tokens: {lens:?}");
+        let dont = base.encode("don't", false).unwrap();
+        assert!(
+            lens[2] >= 3 && dont.get_tokens()[lens[2] - 2] == "'",
+            "the pre-tokenizer splits \"don't\" at the apostrophe: {:?}",
+            dont.get_tokens()
+        );
+        assert_eq!(lens[3], 0, "a zero-width space gives no token");
+
+        let tok = for_classification(&base, 128, &p).unwrap();
+        let enc = encode(&tok, &ex, (tc, &labels), &p).unwrap();
+        let e = &enc[0];
+        let mut want_ids = vec![None];
+        for (w, &n) in lens.iter().enumerate() {
+            want_ids.extend(std::iter::repeat_n(Some(w as u32), n));
+        }
+        want_ids.push(None);
+        assert_eq!(e.word_ids, want_ids);
+        assert_eq!(e.ids.len(), want_ids.len());
+        assert_eq!(e.label, Some(Target::Tags(vec![2, 1, 2, 2, 0])));
+        let (dont, cat) = (1 + lens[0] + lens[1], 1 + lens[0] + lens[1] + lens[2]);
+        // The zero-width word has no token and so no label.
+        assert_eq!(
+            first_subwords(&e.word_ids),
+            [(1, 0), (2, 1), (dont, 2), (cat, 4)]
+        );
+
+        // A text example in the same batch is not possible (one problem type); a shorter
+        // word-level one is, and is padded with weight 0.
+        let short = RawExample {
+            text: "cat".into(),
+            text_pair: None,
+            label: tags(&["B-ANIMAL"]),
+            line: 2,
+            words: Some(names(&["cat"])),
+        };
+        let enc2 = encode(&tok, &[short], (tc, &labels), &p).unwrap();
+        let batch = pad_batch(&[e, &enc2[0]], 0);
+        let t = e.ids.len();
+        assert_eq!((batch.rows, batch.cols), (2, t));
+        let mut want_labels = vec![0u32; 2 * t];
+        let mut want_weights = vec![0f32; 2 * t];
+        for (pos, tag) in [(1, 2), (2, 1), (dont, 2), (cat, 0), (t + 1, 0)] {
+            want_labels[pos] = tag;
+            want_weights[pos] = 1.0;
+        }
+        assert_eq!(batch.labels, want_labels);
+        assert_eq!(batch.targets, want_weights);
+        assert_eq!(
+            batch.targets.iter().sum::<f32>(),
+            5.0,
+            "one weight per word with a token"
+        );
+
+        // Truncation to [CLS] the <first sub-token of Catdog> [SEP]: Catdog keeps its tag,
+        // the words cut away lose theirs.
+        let short_tok = for_classification(&base, 4, &p).unwrap();
+        let cut = encode(&short_tok, &ex, (tc, &labels), &p).unwrap();
+        assert_eq!(cut[0].ids.len(), 4);
+        assert_eq!(cut[0].word_ids, [None, Some(0), Some(1), None]);
+        assert_eq!(first_subwords(&cut[0].word_ids), [(1, 0), (2, 1)]);
+        let batch = pad_batch(&[&cut[0]], 0);
+        assert_eq!(batch.labels, [0, 2, 1, 0]);
+        assert_eq!(batch.targets, [0.0, 1.0, 1.0, 0.0]);
+        // The same text, but by word: the sequence problem types refuse it.
+        let single = ProblemType::SingleLabelClassification;
+        assert!(encode(&tok, &ex, (single, &labels), &p).is_err());
+    }
+
+    #[test]
+    fn word_batches_lay_tags_out_per_token() {
+        assert_eq!(
+            first_subwords(&[None, Some(0), Some(0), Some(2), Some(2), None]),
+            [(1, 0), (3, 2)]
+        );
+        assert_eq!(first_subwords(&[Some(1), Some(0), Some(1)]), [(0, 1)]);
+        assert!(first_subwords(&[None, None]).is_empty());
+        let row = |ids: Vec<u32>, word_ids: Vec<Option<u32>>, label: Option<Target>| Encoded {
+            type_ids: vec![0; ids.len()],
+            ids,
+            label,
+            line: 1,
+            word_ids,
+        };
+        let a = row(
+            vec![2, 10, 11, 12, 3],
+            vec![None, Some(0), Some(0), Some(1), None],
+            Some(Target::Tags(vec![4, 1])),
+        );
+        let b = row(
+            vec![2, 13, 3],
+            vec![None, Some(0), None],
+            Some(Target::Tags(vec![2])),
+        );
+        let unlabelled = row(vec![2, 14, 3], vec![None, Some(0), None], None);
+        let p = pad_batch(&[&a, &b, &unlabelled], 0);
+        assert_eq!((p.rows, p.cols), (3, 5));
+        assert_eq!(p.ids, [2, 10, 11, 12, 3, 2, 13, 3, 0, 0, 2, 14, 3, 0, 0]);
+        assert_eq!(
+            p.attention_mask,
+            [1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0]
+        );
+        assert_eq!(p.labels, [0, 4, 0, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            p.targets,
+            [0., 1., 0., 1., 0., 0., 1., 0., 0., 0., 0., 0., 0., 0., 0.]
+        );
+        // Unlabelled rows alone still get one label and weight per token.
+        let p = pad_batch(&[&unlabelled], 0);
+        assert_eq!((p.labels.len(), p.targets.len()), (3, 3));
+        assert!(p.targets.iter().all(|&w| w == 0.0));
+        // Word ids past the tags (an example built by hand) are skipped, not a panic.
+        let odd = row(
+            vec![2, 10, 3],
+            vec![None, Some(5), Some(9)],
+            Some(Target::Tags(vec![1])),
+        );
+        assert_eq!(pad_batch(&[&odd], 0).targets, [0.0; 3]);
     }
 }

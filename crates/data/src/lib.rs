@@ -5,7 +5,8 @@
 //! - [`prepare`]: turn a folder of text (fortune format) into a dataset folder.
 //! - [`sampler`]: deterministic batch sampling, where a run's data position is one number.
 //! - [`mlm`]: BERT's masked-LM collator, deterministic per sample.
-//! - [`labelled`]: labelled examples (JSONL or CSV) for sequence classification, and batches.
+//! - [`labelled`]: labelled examples (JSONL, CSV or CoNLL) for sequence and token
+//!   classification, and batches.
 //!
 //! Nothing here knows about models, devices or tensors: the trainer turns the `u32` buffers
 //! filled here into tensors itself.
