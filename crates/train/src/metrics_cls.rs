@@ -249,7 +249,9 @@ pub struct MultiReport {
     pub examples: u64,
 }
 
-fn prf(tp: u64, predicted: u64, actual: u64) -> (f64, f64, f64) {
+/// Precision, recall and F1 from counts of true positives, predictions and actual positives;
+/// 0 where a denominator is 0 (scikit-learn's and seqeval's `zero_division` default).
+pub(crate) fn prf(tp: u64, predicted: u64, actual: u64) -> (f64, f64, f64) {
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let (p, r) = (ratio(tp, predicted), ratio(tp, actual));
     let f1 = if p + r == 0.0 {
