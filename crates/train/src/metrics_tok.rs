@@ -337,6 +337,7 @@ impl TokenReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics_cls::EvalReport;
 
     fn spans(tags: &[&str]) -> Vec<(String, usize, usize)> {
         entities(tags)
@@ -579,5 +580,22 @@ mod tests {
             "{pretty}"
         );
         assert!(r.summary().contains("F1"));
+    }
+
+    #[test]
+    fn eval_report_reads_a_token_report_back() {
+        let gold = sentences(&[&["B-PER", "O"]]);
+        let pred = sentences(&[&["B-PER", "B-PER"]]);
+        let r = token_report(&gold, &pred, 0.5);
+        let e = EvalReport::Token(r.clone());
+        // The label names are not needed: the types come from the tags.
+        let j = e.to_json(&["ignored".to_string()]);
+        assert_eq!(j, r.to_json());
+        assert_eq!(EvalReport::from_json(&j), Some(e.clone()));
+        assert_eq!(e.loss(), 0.5);
+        assert_eq!(e.metric("precision"), Some(0.5));
+        assert_eq!(e.metric("macro_f1"), None);
+        assert_eq!(e.pretty(&[]), r.pretty());
+        assert_eq!(e.summary(), r.summary());
     }
 }
