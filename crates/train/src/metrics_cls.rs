@@ -9,9 +9,11 @@
 //! mean) precision / recall / F1, per-class metrics. Regression: MSE, RMSE, MAE and the
 //! Pearson and Spearman correlations (GLUE's STS-B metrics; scipy's `pearsonr` and
 //! `spearmanr`, ties ranked by their mean rank; 0 when either side is constant, where scipy
-//! gives NaN).
+//! gives NaN). Token classification has its own report, [`TokenReport`].
 
 use serde_json::{json, Value};
+
+use crate::metrics_tok::TokenReport;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassMetrics {
@@ -164,6 +166,7 @@ pub enum EvalReport {
     Single(ClsReport),
     Multi(MultiReport),
     Regression(RegReport),
+    Token(TokenReport),
 }
 
 impl EvalReport {
@@ -173,6 +176,7 @@ impl EvalReport {
             Self::Single(r) => r.loss,
             Self::Multi(r) => r.loss,
             Self::Regression(r) => r.mse,
+            Self::Token(r) => r.loss,
         }
     }
 
@@ -182,19 +186,27 @@ impl EvalReport {
             Self::Single(r) => r.metric(name),
             Self::Multi(r) => r.metric(name),
             Self::Regression(r) => r.metric(name),
+            Self::Token(r) => r.metric(name),
         }
     }
 
+    /// One JSON object; `names` labels the classes of a classification report (regression and
+    /// token reports do not need them: a token report names its entity types itself).
     pub fn to_json(&self, names: &[String]) -> Value {
         match self {
             Self::Single(r) => r.to_json(names),
             Self::Multi(r) => r.to_json(names),
             Self::Regression(r) => r.to_json(),
+            Self::Token(r) => r.to_json(),
         }
     }
 
     /// What [`EvalReport::to_json`] wrote, read back (a checkpoint's best evaluation).
     pub fn from_json(v: &Value) -> Option<Self> {
+        // `per_type` first: a token report also has an `accuracy`, as a single-label one does.
+        if v.get("per_type").is_some() {
+            return TokenReport::from_json(v).map(Self::Token);
+        }
         if v.get("pearson").is_some() {
             return RegReport::from_json(v).map(Self::Regression);
         }
@@ -209,6 +221,7 @@ impl EvalReport {
             Self::Single(r) => r.pretty(names),
             Self::Multi(r) => r.pretty(names),
             Self::Regression(r) => r.pretty(),
+            Self::Token(r) => r.pretty(),
         }
     }
 
@@ -227,6 +240,7 @@ impl EvalReport {
                 "eval loss (MSE) {:.4}, Pearson {:.4}, Spearman {:.4}",
                 r.mse, r.pearson, r.spearman
             ),
+            Self::Token(r) => r.summary(),
         }
     }
 }
@@ -249,7 +263,9 @@ pub struct MultiReport {
     pub examples: u64,
 }
 
-fn prf(tp: u64, predicted: u64, actual: u64) -> (f64, f64, f64) {
+/// Precision, recall and F1 from counts of true positives, predictions and actual positives;
+/// 0 where a denominator is 0 (scikit-learn's and seqeval's `zero_division` default).
+pub(crate) fn prf(tp: u64, predicted: u64, actual: u64) -> (f64, f64, f64) {
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let (p, r) = (ratio(tp, predicted), ratio(tp, actual));
     let f1 = if p + r == 0.0 {
