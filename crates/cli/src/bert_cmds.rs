@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Subcommand;
 use lantern_data::labelled::ProblemType;
 use lantern_kernels::Rng;
-use lantern_models::bert::{hf, BertForSequenceClassification, BertHead, BertInput, BertModel};
+use lantern_models::bert::{hf, BertClassifier, BertHead, BertInput, BertModel};
 use lantern_models::{safetensors_io, Mode};
 use lantern_train::finetune::{self, FinetuneOptions};
 use lantern_train::finetune_config::FinetuneConfig;
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum BertCmd {
-    /// Fine-tune a BERT encoder for sequence classification (TOML config); keeps best/ and
+    /// Fine-tune a BERT encoder for sequence or token classification (TOML config); keeps best/ and
     /// last/ checkpoints and exports the best to <run.dir>/model. SIGTERM/SIGINT finish the
     /// step, write last/ and exit with status 75; --resume continues exactly.
     Finetune {
@@ -37,7 +37,8 @@ pub enum BertCmd {
         quiet: bool,
     },
     /// Loss, accuracy, per-class and macro precision/recall/F1 and the confusion matrix of a
-    /// classifier on labelled data (JSONL or CSV).
+    /// classifier on labelled data (JSONL or CSV); for a token classifier, seqeval's
+    /// entity-level precision/recall/F1 per type and the word accuracy (JSONL or CoNLL).
     Eval {
         /// A classifier folder, or a fine-tuning run folder (its exported model).
         #[arg(long)]
@@ -50,11 +51,14 @@ pub enum BertCmd {
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
     },
-    /// Predict labels: writes one JSON line per example with the label and the probabilities.
+    /// Predict labels: writes one JSON line per example with the label and the probabilities;
+    /// a token classifier writes each word's tag and the entities they form.
     Predict {
         #[arg(long)]
         checkpoint: PathBuf,
-        /// JSONL or CSV with `text` (and optional `text_pair`); labels, if present, are ignored.
+        /// JSONL or CSV with `text` (and optional `text_pair`); for a token classifier, JSONL
+        /// with `tokens` (words) or `text` (split at white space), or CoNLL. Labels, if
+        /// present, are ignored.
         #[arg(long)]
         input: PathBuf,
         /// Default: <input>.predictions.jsonl.
@@ -177,12 +181,12 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                     e.line
                 );
             }
-            let model = BertForSequenceClassification::new(&c.cfg, &c.params)?;
+            let model = BertClassifier::new(&c.cfg, &c.params, finetune::head_of(c.problem))?;
             let names = c.cfg.label_names();
             let r = finetune::evaluate(
                 &model,
                 &examples,
-                (c.problem, names.len()),
+                (c.problem, &names),
                 batch_size,
                 c.pad_id,
                 &Device::Cpu,
@@ -203,7 +207,14 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             batch_size,
         } => {
             let c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
-            let raw = lantern_data::labelled::read_examples(&input)?;
+            let mut raw = lantern_data::labelled::read_examples(&input)?;
+            if c.problem == ProblemType::TokenClassification {
+                // Plain text is tagged word by word, the words split at white space.
+                for e in raw.iter_mut().filter(|e| e.words.is_none()) {
+                    e.words = Some(e.text.split_whitespace().map(str::to_string).collect());
+                    e.text_pair = None;
+                }
+            }
             let stripped: Vec<_> = raw
                 .iter()
                 .cloned()
@@ -220,7 +231,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             let names = c.cfg.label_names();
             let examples =
                 lantern_data::labelled::encode(&tok, &stripped, (c.problem, &names), &input)?;
-            let model = BertForSequenceClassification::new(&c.cfg, &c.params)?;
+            let model = BertClassifier::new(&c.cfg, &c.params, finetune::head_of(c.problem))?;
             let logits =
                 finetune::predict_logits(&model, &examples, batch_size, c.pad_id, &Device::Cpu)?;
             let out = out.unwrap_or_else(|| suffixed(&input, "predictions.jsonl"));
@@ -228,7 +239,12 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                 std::fs::File::create(&out)
                     .with_context(|| format!("creating {}", out.display()))?,
             );
-            for (ex, l) in raw.iter().zip(&logits) {
+            for ((ex, l), enc) in raw.iter().zip(&logits).zip(&examples) {
+                if c.problem == ProblemType::TokenClassification {
+                    let rec = tag_record(ex, enc, l, &names);
+                    writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
+                    continue;
+                }
                 let mut rec = serde_json::json!({
                     "line": ex.line, "text": ex.text, "text_pair": ex.text_pair, "logits": l,
                 });
@@ -263,6 +279,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                         rec["probabilities"] = by_name(&p).into();
                     }
                     ProblemType::Regression => rec["score"] = (l[0] as f64).into(),
+                    ProblemType::TokenClassification => unreachable!("written above"),
                 }
                 writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
             }
@@ -294,6 +311,46 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
+}
+
+/// One word-level example's prediction: each word's tag and its probability (`null` for a
+/// word truncated away or that gave no token), and the entities the tags form (seqeval's
+/// chunks; `start`/`end` are word indices, `end` inclusive).
+fn tag_record(
+    ex: &lantern_data::labelled::RawExample,
+    enc: &lantern_data::labelled::Encoded,
+    logits: &[f32],
+    names: &[String],
+) -> serde_json::Value {
+    let words = ex.words.as_deref().unwrap_or_default();
+    let mut tags: Vec<Option<&str>> = vec![None; words.len()];
+    let mut scores: Vec<Option<f64>> = vec![None; words.len()];
+    let positions = lantern_data::labelled::first_subwords(&enc.word_ids);
+    for ((_, w), row) in positions.into_iter().zip(logits.chunks(names.len())) {
+        let p = finetune::softmax(row);
+        let best = p
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        tags[w] = Some(names[best].as_str());
+        scores[w] = Some(f64::from(p[best]));
+    }
+    let plain: Vec<&str> = tags.iter().map(|t| t.unwrap_or("O")).collect();
+    let entities: Vec<serde_json::Value> = lantern_train::metrics_tok::entities(&plain)
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "type": e.kind,
+                "start": e.start,
+                "end": e.end,
+                "text": words[e.start..=e.end].join(" "),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "line": ex.line, "words": words, "tags": tags, "scores": scores, "entities": entities,
+    })
 }
 
 fn encode(model: &Path, input: &Path, out: &Path, max_length: usize) -> Result<()> {
@@ -338,7 +395,7 @@ fn encode(model: &Path, input: &Path, out: &Path, max_length: usize) -> Result<(
         &mut Mode::Eval,
     )?;
     let mut t = BTreeMap::new();
-    if head != BertHead::MaskedLm {
+    if head.has_pooler() {
         t.insert("pooler_output".to_string(), bert.pool(&hidden)?);
     }
     t.insert("last_hidden_state".to_string(), hidden);

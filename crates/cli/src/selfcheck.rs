@@ -806,7 +806,7 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// token types, the pooler and the classifier head are all on the path. The step is the
 /// fine-tuning loop's own (`finetune::classifier_step`), with clipping at 1 and lr 1e-3.
 fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
-    use lantern_models::bert::{self, BertConfig, BertForSequenceClassification, BertHead};
+    use lantern_models::bert::{self, BertClassifier, BertConfig, BertHead};
     let (t, vocab, lens) = (64usize, 512u64, [64usize, 50, 33, 17]);
     let b = lens.len();
     let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
@@ -821,7 +821,7 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
         device,
         DType::F32,
     )?;
-    let model = BertForSequenceClassification::new(&cfg, &params)?;
+    let model = BertClassifier::new(&cfg, &params, BertHead::SequenceClassification)?;
     let mut opt = lantern_train::optim::Optimizer::new(
         lantern_train::optim::OptimizerConfig::AdamW(AdamWConfig::default()),
         &params,
@@ -850,6 +850,7 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
                 attention_mask: Some(&mask),
             },
             labels: y.clone(),
+            weights: None,
             stream: step,
         }];
         let out = lantern_train::finetune::classifier_step(

@@ -1013,3 +1013,191 @@ fn label_smoothing_learns_and_is_refused_where_it_does_not_apply() {
         "{e}"
     );
 }
+
+/// Word-level data for token classification: the words of [`mixed_sentences`], each animal
+/// tagged `ANI` and each machine `MAC` (IOB2), every third sentence with "old" before its
+/// first thing as part of the entity (`B-`, then `I-` on the thing). Writes
+/// `tok_train.jsonl` (80 examples, `tokens`/`tags`) and `tok_val.conll` (16).
+fn write_tagged(root: &Path) {
+    let (mut train, mut val) = (String::new(), String::new());
+    for (i, (text, _)) in mixed_sentences().iter().enumerate() {
+        let mut words: Vec<&str> = text.split(' ').collect();
+        if i % 3 == 0 {
+            words.insert(1, "old");
+        }
+        let mut tags = Vec::new();
+        for (k, w) in words.iter().enumerate() {
+            let kind = if ANIMALS.contains(w) {
+                "ANI"
+            } else if MACHINES.contains(w) {
+                "MAC"
+            } else {
+                ""
+            };
+            tags.push(match (kind, *w) {
+                ("", "old") => {
+                    let next = words[k + 1];
+                    let kind = if ANIMALS.contains(&next) {
+                        "ANI"
+                    } else {
+                        "MAC"
+                    };
+                    format!("B-{kind}")
+                }
+                ("", _) => "O".to_string(),
+                (kind, _) if k > 0 && words[k - 1] == "old" => format!("I-{kind}"),
+                (kind, _) => format!("B-{kind}"),
+            });
+        }
+        if i < 80 {
+            train += &serde_json::json!({"tokens": words, "tags": tags}).to_string();
+            train.push('\n');
+        } else {
+            for (w, t) in words.iter().zip(&tags) {
+                val += &format!("{w} {t}\n");
+            }
+            val.push('\n');
+        }
+    }
+    std::fs::write(root.join("tok_train.jsonl"), train).unwrap();
+    std::fs::write(root.join("tok_val.conll"), val).unwrap();
+}
+
+#[test]
+fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
+    let f = Fixture::new();
+    write_tagged(&f.root);
+    let data = (
+        "tok_train.jsonl",
+        "tok_val.conll",
+        "problem_type = \"token_classification\"",
+    );
+    let train = "epochs = 15\nlr = 3e-3";
+    let es = "metric = \"f1\"";
+    let whole = f.config_on("tok-whole", data, train, es);
+    finetune_quiet(&whole, &NO_DROPOUT);
+    let run = f.root.join("tok-whole");
+    let f1 = best_of(&run, "f1");
+    assert!(f1 >= 0.9, "best entity F1 {f1}");
+    let eval = &metrics_of(&run, "eval")[0];
+    for k in ["eval_loss", "precision", "recall", "accuracy"] {
+        assert!(eval[k].is_f64(), "{k} in {eval}");
+    }
+    assert!(eval["per_type"]["ANI"]["f1"].is_f64(), "{eval}");
+    // Exported as transformers' BertForTokenClassification: id2label, no problem_type (its
+    // config refuses any but sequence classification's).
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["architectures"][0], "BertForTokenClassification");
+    assert_eq!(cfg["id2label"]["0"], "B-ANI");
+    assert!(cfg.get("problem_type").is_none(), "{cfg}");
+
+    // Cut short and resumed: the same run.
+    let cut = f.config_on("tok-cut", data, train, es);
+    let mut args = NO_DROPOUT.to_vec();
+    args.extend(["--stop-after", "23"]);
+    finetune_quiet(&cut, &args);
+    let mut args = NO_DROPOUT.to_vec();
+    args.push("--resume");
+    finetune_quiet(&cut, &args);
+    assert_same_run(&run, &f.root.join("tok-cut"));
+
+    // eval on the CoNLL file reproduces the best evaluation.
+    let metrics = f.root.join("tok-eval.json");
+    let out = lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        p(&run),
+        "--data",
+        p(&f.root.join("tok_val.conll")),
+        "--out",
+        p(&metrics),
+    ]);
+    assert!(out.contains("MAC"), "{out}");
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(m["f1"].as_f64().unwrap(), f1);
+
+    // predict tags plain text word by word and gathers the entities.
+    let input = f.root.join("texts.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"the old robot waits near the horse today\"}\n{\"text\": \"the dog runs\"}\n",
+    )
+    .unwrap();
+    let preds = f.root.join("tok-preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&input),
+        "--out",
+        p(&preds),
+    ]);
+    let lines: Vec<Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["words"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        lines[0]["tags"],
+        serde_json::json!(["O", "B-MAC", "I-MAC", "O", "O", "O", "B-ANI", "O"]),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[0]["entities"],
+        serde_json::json!([
+            {"type": "MAC", "start": 1, "end": 2, "text": "old robot"},
+            {"type": "ANI", "start": 6, "end": 6, "text": "horse"},
+        ])
+    );
+    assert_eq!(lines[1]["entities"][0]["text"], "dog");
+    // Word-level input (CoNLL here, tags ignored) keeps its words.
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&f.root.join("tok_val.conll")),
+        "--out",
+        p(&preds),
+    ]);
+    let text = std::fs::read_to_string(&preds).unwrap();
+    assert_eq!(text.lines().count(), 16);
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first["words"].as_array().unwrap().len(),
+        first["tags"].as_array().unwrap().len()
+    );
+
+    // Two ranks count the labelled words of the whole step: one process with twice the batch.
+    let mut runs = Vec::new();
+    for (ranks, batch) in [(2, 5), (1, 10)] {
+        let name = format!("tok-ddp-{ranks}");
+        let cfg = f.config_on(&name, data, "epochs = 2\nlr = 3e-3", es);
+        let batch_set = format!("train.batch_size={batch}");
+        let mut args = vec![];
+        if ranks == 2 {
+            args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
+        }
+        args.extend(["finetune", "--config", p(&cfg), "--quiet"]);
+        args.extend(NO_DROPOUT);
+        args.extend(["--set", batch_set.as_str()]);
+        lantern_ok(&args);
+        runs.push(f.root.join(name));
+    }
+    let (l2, l1) = (train_losses(&runs[0]), train_losses(&runs[1]));
+    assert_eq!(l2.len(), l1.len());
+    for (a, b) in l2.iter().zip(&l1) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "loss {a} vs {b}");
+    }
+    let (e2, e1) = (metrics_of(&runs[0], "eval"), metrics_of(&runs[1], "eval"));
+    for (a, b) in e2.iter().zip(&e1) {
+        assert_eq!(a["words"], b["words"]);
+        assert_eq!(a["per_type"], b["per_type"]);
+    }
+}

@@ -1,7 +1,8 @@
-//! Fine-tuning BERT for sequence classification: one flat loop. Per epoch: a seeded shuffle;
+//! Fine-tuning BERT for sequence or token classification: one flat loop. Per epoch: a seeded shuffle;
 //! per optimizer step, `grad_accum` micro-batches, each padded to its longest example: forward
 //! (dropout from a per-step stream) on the fp32 weights or their bf16/fp16 working copy,
-//! cross-entropy averaged over the step's rows, backward, integrity guard on the first step,
+//! the loss averaged over the step's rows (examples, or labelled words for token
+//! classification), backward, integrity guard on the first step,
 //! clipping, AdamW (fp32 masters and moments) with a warmup + decay schedule; then an evaluation (also every `eval_every_steps`), `metrics.jsonl`,
 //! the `last/` checkpoint, the `best/` one when the chosen metric improved, and early stopping.
 //! At the end the best checkpoint is exported to `<run>/model/` (a Hugging Face folder) and
@@ -22,6 +23,7 @@ use crate::metrics::MetricsLog;
 use crate::metrics_cls::{
     multi_label_report, regression_report, report_from_confusion, EvalReport,
 };
+use crate::metrics_tok::token_report;
 use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
@@ -33,9 +35,7 @@ use lantern_comm::{Communicator, ReduceOp};
 use lantern_data::labelled::{self, ClsBatch, Encoded, ProblemType, RawExample, Target};
 use lantern_data::tokenizer::{check_vocab, load_tokenizer};
 use lantern_kernels::{cross_entropy_sum, Rng};
-use lantern_models::bert::{
-    hf, init_params, BertConfig, BertForSequenceClassification, BertHead, BertInput,
-};
+use lantern_models::bert::{hf, init_params, BertClassifier, BertConfig, BertHead, BertInput};
 use lantern_models::{safetensors_io, Mode, Params};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -252,24 +252,35 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     })
 }
 
-/// Loads a `BertForSequenceClassification` folder (ours or transformers'), checking that its
-/// tokenizer's vocabulary matches the model's.
+/// The model a problem type trains: `BertForTokenClassification` for tags per word,
+/// `BertForSequenceClassification` for the rest.
+pub fn head_of(problem: ProblemType) -> BertHead {
+    match problem {
+        ProblemType::TokenClassification => BertHead::TokenClassification,
+        _ => BertHead::SequenceClassification,
+    }
+}
+
+/// Loads a `BertForSequenceClassification` or `BertForTokenClassification` folder (ours or
+/// transformers'), checking that its tokenizer's vocabulary matches the model's.
 pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let dir = resolve_checkpoint(path)?;
     let (cfg, head) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
-    let problem = problem_of(&cfg, &dir.join(CONFIG_FILE))?;
+    let problem = problem_of(&cfg, head, &dir.join(CONFIG_FILE))?;
     let min_labels = if problem == ProblemType::Regression {
         1
     } else {
         2
     };
-    if head != Some(BertHead::SequenceClassification) || cfg.num_labels() < min_labels {
+    if !head.is_some_and(BertHead::is_classifier) || cfg.num_labels() < min_labels {
         return Err(Error::Checkpoint {
             path: dir.join(CONFIG_FILE),
-            msg: "not a BertForSequenceClassification config with id2label".into(),
+            msg: "not a BertForSequenceClassification or BertForTokenClassification config \
+                  with id2label"
+                .into(),
         });
     }
-    let params = load_trained(&dir.join(checkpoint::MODEL_FILE), &cfg, device)?;
+    let params = load_trained(&dir.join(checkpoint::MODEL_FILE), &cfg, problem, device)?;
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer = load_tokenizer(&tokenizer_path)?;
     check_vocab(&tokenizer, cfg.vocab_size, &tokenizer_path)?;
@@ -291,11 +302,16 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
 }
 
 /// A trained classifier's fp32 weights: every parameter, the head included, must be there.
-fn load_trained(weights: &Path, cfg: &BertConfig, device: &Device) -> Result<Params> {
+fn load_trained(
+    weights: &Path,
+    cfg: &BertConfig,
+    problem: ProblemType,
+    device: &Device,
+) -> Result<Params> {
     let (params, report) = hf::load_params(
         weights,
         cfg,
-        BertHead::SequenceClassification,
+        head_of(problem),
         &mut Rng::new(0),
         device,
         DType::F32,
@@ -312,9 +328,12 @@ fn load_trained(weights: &Path, cfg: &BertConfig, device: &Device) -> Result<Par
     Ok(params)
 }
 
-/// The problem type a classifier's config names (transformers' default, single-label, when
-/// it names none).
-fn problem_of(cfg: &BertConfig, config_path: &Path) -> Result<ProblemType> {
+/// The problem type of a classifier: token classification for `BertForTokenClassification`,
+/// else the one its config names (transformers' default, single-label, when it names none).
+fn problem_of(cfg: &BertConfig, head: Option<BertHead>, config_path: &Path) -> Result<ProblemType> {
+    if head == Some(BertHead::TokenClassification) {
+        return Ok(ProblemType::TokenClassification);
+    }
     match cfg.problem_type.as_deref() {
         None => Ok(ProblemType::SingleLabelClassification),
         Some(name) => ProblemType::from_name(name).ok_or_else(|| Error::Checkpoint {
@@ -348,13 +367,14 @@ pub struct ClsStep {
     /// The optimizer step, counted from 0; step 0 also checks that every parameter gets a
     /// gradient.
     pub step: u64,
-    /// Examples in the whole step, over every micro-batch and every rank: each micro-batch's
-    /// summed loss is divided by it (times the classes, multi-label), so the step's loss is
-    /// their mean.
+    /// Examples in the whole step (labelled words, token classification), over every
+    /// micro-batch and every rank: each micro-batch's summed loss is divided by it (times the
+    /// classes, multi-label), so the step's loss is their mean.
     pub rows: usize,
     /// Which loss: cross-entropy, binary cross-entropy of each class, or squared error.
     pub problem: ProblemType,
-    /// Label smoothing of the cross-entropy (single-label; 0 = none).
+    /// Label smoothing of the cross-entropy (single-label and token classification; 0 =
+    /// none).
     pub label_smoothing: f64,
 }
 
@@ -364,14 +384,18 @@ pub struct ClsStep {
 pub struct ClsMicro<'a> {
     pub input: BertInput<'a>,
     /// The targets: class indices (B) u32, 0/1 flags (B, L) f32 or values (B) f32, by
-    /// [`ClsStep::problem`].
+    /// [`ClsStep::problem`]; for token classification tags (B·T) u32, with
+    /// [`ClsMicro::weights`].
     pub labels: Tensor,
+    /// Token classification: (B·T) f32, 1 at the first sub-token of each labelled word and 0
+    /// elsewhere (transformers' label -100).
+    pub weights: Option<Tensor>,
     pub stream: u64,
 }
 
 /// The classifier one [`classifier_step`] trains, and its weights.
 pub struct ClsModel<'a> {
-    pub model: &'a BertForSequenceClassification,
+    pub model: &'a BertClassifier,
     /// The variables the model reads: the bf16/fp16 working copy in mixed precision, else the
     /// same store as `master`.
     pub work: &'a Params,
@@ -413,8 +437,9 @@ pub fn classifier_step(
     for mb in micro {
         let mut rng = Rng::derive(s.dropout_seed, mb.stream);
         let logits = m.model.forward(&mb.input, Mode::Train(&mut rng))?;
-        let loss = (summed_loss(&logits, &mb.labels, s.problem, s.label_smoothing)?
-            / s.rows.max(1) as f64)?;
+        let targets = (&mb.labels, mb.weights.as_ref());
+        let loss =
+            (summed_loss(&logits, targets, s.problem, s.label_smoothing)? / s.rows.max(1) as f64)?;
         let store = if scale != 1.0 {
             (&loss * scale)?.backward()?
         } else {
@@ -468,25 +493,36 @@ pub fn classifier_step(
 /// The summed loss of a micro-batch's logits (B, L) against its targets, in f32 whatever the
 /// working dtype: cross-entropy (transformers' single-label loss), binary cross-entropy with
 /// logits over every (example, class) divided by L (so that dividing by the rows gives
-/// `BCEWithLogitsLoss`'s mean), or squared error (`MSELoss`'s sum).
+/// `BCEWithLogitsLoss`'s mean), or squared error (`MSELoss`'s sum). Token classification:
+/// logits (B, T, L), the cross-entropy of the positions `weights` marks.
 fn summed_loss(
     logits: &Tensor,
-    targets: &Tensor,
+    (targets, weights): (&Tensor, Option<&Tensor>),
     problem: ProblemType,
     label_smoothing: f64,
 ) -> Result<Tensor> {
     Ok(match problem {
-        // The kernel computes in f32.
-        ProblemType::SingleLabelClassification => {
-            let ce = cross_entropy_sum(logits, targets, None)?.to_dtype(DType::F32)?;
+        ProblemType::SingleLabelClassification | ProblemType::TokenClassification => {
+            let x = match logits.dims() {
+                &[b, t, l] => logits.reshape((b * t, l))?,
+                _ => logits.clone(),
+            };
+            // The kernel computes in f32.
+            let ce = cross_entropy_sum(&x, targets, weights)?.to_dtype(DType::F32)?;
             if label_smoothing == 0.0 {
                 ce
             } else {
-                // torch's label smoothing: (1 − ε)·CE + ε·mean over the classes of −log p.
-                let x = logits.to_dtype(DType::F32)?;
+                // torch's label smoothing: (1 − ε)·CE + ε·mean over the classes of −log p,
+                // over the labelled rows (transformers' `LabelSmoother` skips label -100).
+                let x = x.to_dtype(DType::F32)?;
                 let z = x.broadcast_sub(&x.max_keepdim(1)?.detach())?;
                 let log_p = z.broadcast_sub(&z.exp()?.sum_keepdim(1)?.log()?)?;
-                let uniform = (log_p.sum_all()? * (-1.0 / x.dim(1)? as f64))?;
+                let per_row = log_p.sum(1)?;
+                let per_row = match weights {
+                    Some(w) => (per_row * w)?,
+                    None => per_row,
+                };
+                let uniform = (per_row.sum_all()? * (-1.0 / x.dim(1)? as f64))?;
                 ((ce * (1.0 - label_smoothing))? + (uniform * label_smoothing)?)?
             }
         }
@@ -505,32 +541,55 @@ fn summed_loss(
 }
 
 /// A padded batch on the device: ids, token types, mask (B, T) u32, and the targets of
-/// `problem`: class indices (B) u32, flags (B, L) f32 or values (B) f32.
-fn batch_tensors(
-    b: &ClsBatch,
-    problem: ProblemType,
-    device: &Device,
-) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-    let shape = (b.rows, b.cols);
-    let targets = match problem {
-        ProblemType::SingleLabelClassification => Tensor::from_slice(&b.labels, b.rows, device)?,
-        ProblemType::MultiLabelClassification => {
-            let l = b.targets.len() / b.rows.max(1);
-            Tensor::from_slice(&b.targets, (b.rows, l), device)?
-        }
-        ProblemType::Regression => Tensor::from_slice(&b.targets, b.rows, device)?,
-    };
-    Ok((
-        Tensor::from_slice(&b.ids, shape, device)?,
-        Tensor::from_slice(&b.type_ids, shape, device)?,
-        Tensor::from_slice(&b.attention_mask, shape, device)?,
-        targets,
-    ))
+/// `problem`: class indices (B) u32, flags (B, L) f32, values (B) f32, or tags (B·T) u32 with
+/// their weights (B·T) f32.
+pub struct BatchTensors {
+    pub ids: Tensor,
+    pub type_ids: Tensor,
+    pub mask: Tensor,
+    pub labels: Tensor,
+    pub weights: Option<Tensor>,
 }
 
-/// Logits of every example, in order, in eval mode: (N, num_labels).
+fn batch_tensors(b: &ClsBatch, problem: ProblemType, device: &Device) -> Result<BatchTensors> {
+    let shape = (b.rows, b.cols);
+    let (labels, weights) = match problem {
+        ProblemType::SingleLabelClassification => {
+            (Tensor::from_slice(&b.labels, b.rows, device)?, None)
+        }
+        ProblemType::MultiLabelClassification => {
+            let l = b.targets.len() / b.rows.max(1);
+            (Tensor::from_slice(&b.targets, (b.rows, l), device)?, None)
+        }
+        ProblemType::Regression => (Tensor::from_slice(&b.targets, b.rows, device)?, None),
+        ProblemType::TokenClassification => (
+            Tensor::from_slice(&b.labels, b.rows * b.cols, device)?,
+            Some(Tensor::from_slice(&b.targets, b.rows * b.cols, device)?),
+        ),
+    };
+    Ok(BatchTensors {
+        ids: Tensor::from_slice(&b.ids, shape, device)?,
+        type_ids: Tensor::from_slice(&b.type_ids, shape, device)?,
+        mask: Tensor::from_slice(&b.attention_mask, shape, device)?,
+        labels,
+        weights,
+    })
+}
+
+/// The rows an example contributes to a step's loss and to evaluation: 1, or for token
+/// classification its labelled words (the words whose first sub-token survived truncation).
+fn rows_of(e: &Encoded, problem: ProblemType) -> usize {
+    match problem {
+        ProblemType::TokenClassification => labelled::first_subwords(&e.word_ids).len(),
+        _ => 1,
+    }
+}
+
+/// Logits of every example, in order, in eval mode: for each example its rows
+/// ([`rows_of`]) of `num_labels` logits, flattened — (num_labels) per sequence, (words ×
+/// num_labels) per word-level example, in word order.
 pub fn predict_logits(
-    model: &BertForSequenceClassification,
+    model: &BertClassifier,
     data: &[Encoded],
     batch_size: usize,
     pad_id: u32,
@@ -542,7 +601,7 @@ pub fn predict_logits(
 
 /// [`predict_logits`] of the examples `data` points to.
 fn logits_of(
-    model: &BertForSequenceClassification,
+    model: &BertClassifier,
     data: &[&Encoded],
     batch_size: usize,
     pad_id: u32,
@@ -557,20 +616,29 @@ fn logits_of(
             Tensor::from_slice(&b.type_ids, shape, device)?,
             Tensor::from_slice(&b.attention_mask, shape, device)?,
         );
-        let logits = model.forward(
-            &BertInput {
-                ids: &ids,
-                token_type_ids: Some(&tt),
-                attention_mask: Some(&mask),
-            },
-            Mode::Eval,
-        )?;
-        out.extend(
-            logits
-                .to_dtype(DType::F32)?
-                .to_device(&Device::Cpu)?
-                .to_vec2::<f32>()?,
-        );
+        let logits = model
+            .forward(
+                &BertInput {
+                    ids: &ids,
+                    token_type_ids: Some(&tt),
+                    attention_mask: Some(&mask),
+                },
+                Mode::Eval,
+            )?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?;
+        match model {
+            BertClassifier::Sequence(_) => out.extend(logits.to_vec2::<f32>()?),
+            BertClassifier::Token(_) => {
+                // (B, T, L): each example's first sub-token rows, in word order.
+                for (rows, e) in logits.to_vec3::<f32>()?.into_iter().zip(chunk) {
+                    let picked = labelled::first_subwords(&e.word_ids)
+                        .into_iter()
+                        .flat_map(|(pos, _)| rows[pos].iter().copied());
+                    out.push(picked.collect());
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -594,20 +662,6 @@ fn log_softmax(logits: &[f32]) -> Vec<f64> {
     logits.iter().map(|&x| x as f64 - max - lse).collect()
 }
 
-/// Class probabilities of every example, in order, in eval mode: (N, num_labels).
-pub fn predict_probs(
-    model: &BertForSequenceClassification,
-    data: &[Encoded],
-    batch_size: usize,
-    pad_id: u32,
-    device: &Device,
-) -> Result<Vec<Vec<f32>>> {
-    Ok(predict_logits(model, data, batch_size, pad_id, device)?
-        .iter()
-        .map(|l| softmax(l))
-        .collect())
-}
-
 fn argmax(p: &[f32]) -> usize {
     p.iter()
         .enumerate()
@@ -616,11 +670,11 @@ fn argmax(p: &[f32]) -> usize {
 }
 
 /// Loss and metrics on labelled data (every example must have a label), for `problem` with
-/// `num_labels` outputs.
+/// the label set `names`.
 pub fn evaluate(
-    model: &BertForSequenceClassification,
+    model: &BertClassifier,
     data: &[Encoded],
-    (problem, num_labels): (ProblemType, usize),
+    (problem, names): (ProblemType, &[String]),
     batch_size: usize,
     pad_id: u32,
     device: &Device,
@@ -630,21 +684,21 @@ pub fn evaluate(
         &single,
         model,
         data,
-        (problem, num_labels, 0.0),
+        (problem, names, 0.0),
         (batch_size, pad_id),
         device,
     )
 }
 
 /// [`evaluate`] as one rank of a world: rank r computes the logits of examples r, r + W,
-/// r + 2W, ...; an all-reduce of the (N, L) logits, zero where another rank computed them,
-/// gives every rank all of them, and the report is computed from those in data order, so every
-/// rank has the same report (and early stopping decides the same everywhere).
+/// r + 2W, ...; an all-reduce of every example's logits, zero where another rank computed
+/// them, gives every rank all of them, and the report is computed from those in data order, so
+/// every rank has the same report (and early stopping decides the same everywhere).
 fn evaluate_on(
     comm: &Communicator,
-    model: &BertForSequenceClassification,
+    model: &BertClassifier,
     data: &[Encoded],
-    (problem, num_labels, label_smoothing): (ProblemType, usize, f64),
+    (problem, names, label_smoothing): (ProblemType, &[String], f64),
     (batch_size, pad_id): (usize, u32),
     device: &Device,
 ) -> Result<EvalReport> {
@@ -655,23 +709,94 @@ fn evaluate_on(
             e.line
         )));
     }
+    let num_labels = names.len();
     let (rank, world) = (comm.rank(), comm.world_size());
     let shard: Vec<&Encoded> = data.iter().skip(rank).step_by(world).collect();
     let mut logits = logits_of(model, &shard, batch_size, pad_id, device)?;
     if world > 1 {
-        let mut all = vec![0f32; data.len() * num_labels];
+        // Every rank knows every example's size, so the layout needs no exchange.
+        let sizes: Vec<usize> = data
+            .iter()
+            .map(|e| rows_of(e, problem) * num_labels)
+            .collect();
+        let starts: Vec<usize> = sizes
+            .iter()
+            .scan(0, |at, n| {
+                *at += n;
+                Some(*at - n)
+            })
+            .collect();
+        let mut all = vec![0f32; sizes.iter().sum()];
         for (i, row) in logits.iter().enumerate() {
-            let at = (rank + i * world) * num_labels;
-            all[at..at + num_labels].copy_from_slice(row);
+            let at = starts[rank + i * world];
+            all[at..at + row.len()].copy_from_slice(row);
         }
         comm.all_reduce_f32(&mut all, ReduceOp::Sum)?;
-        logits = all.chunks(num_labels).map(<[f32]>::to_vec).collect();
+        logits = starts
+            .iter()
+            .zip(&sizes)
+            .map(|(&at, &n)| all[at..at + n].to_vec())
+            .collect();
+    }
+    if problem == ProblemType::TokenClassification {
+        return token_eval(&logits, data, names, label_smoothing);
     }
     let targets: Vec<&Target> = data
         .iter()
         .map(|e| e.label.as_ref().expect("checked above"))
         .collect();
     report_of(problem, &logits, &targets, (num_labels, label_smoothing))
+}
+
+/// Token classification's report: every labelled word (its first sub-token's logits, as
+/// [`logits_of`] lays them out) scored against its tag: the mean cross-entropy over the words
+/// (label-smoothed as in training, when asked) and seqeval's entity-level figures over the
+/// examples' tag sequences, as transformers' run_ner computes them from the positions whose
+/// label is not -100.
+fn token_eval(
+    logits: &[Vec<f32>],
+    data: &[Encoded],
+    names: &[String],
+    label_smoothing: f64,
+) -> Result<EvalReport> {
+    let l = names.len();
+    let (mut gold, mut pred) = (
+        Vec::with_capacity(data.len()),
+        Vec::with_capacity(data.len()),
+    );
+    let (mut loss, mut words) = (0f64, 0usize);
+    for (e, rows) in data.iter().zip(logits) {
+        let Some(Target::Tags(tags)) = &e.label else {
+            return Err(Error::Config(format!(
+                "example at line {}: labels do not fit problem_type token_classification",
+                e.line
+            )));
+        };
+        let (mut g, mut p) = (Vec::new(), Vec::new());
+        for ((_, w), row) in labelled::first_subwords(&e.word_ids)
+            .into_iter()
+            .zip(rows.chunks(l))
+        {
+            let y = tags[w];
+            let log_p = log_softmax(row);
+            loss -= if label_smoothing == 0.0 {
+                log_p[y]
+            } else {
+                let mean = log_p.iter().sum::<f64>() / l as f64;
+                (1.0 - label_smoothing) * log_p[y] + label_smoothing * mean
+            };
+            words += 1;
+            g.push(names[y].clone());
+            p.push(names[argmax(row)].clone());
+        }
+        gold.push(g);
+        pred.push(p);
+    }
+    Ok(EvalReport::Token(token_report(
+        &gold,
+        &pred,
+        loss / words.max(1) as f64,
+    )))
 }
 
 /// The report of `logits` (N rows) against `targets`.
@@ -683,6 +808,7 @@ fn report_of(
 ) -> Result<EvalReport> {
     let mismatch = || Error::Config(format!("labels do not fit problem_type {problem}"));
     Ok(match problem {
+        ProblemType::TokenClassification => return Err(mismatch()),
         ProblemType::SingleLabelClassification => {
             let mut confusion = vec![vec![0u64; num_labels]; num_labels];
             let mut loss = 0f64;
@@ -764,7 +890,7 @@ impl<'a> CheckpointWriter<'a> {
         train_examples: usize,
         examples_per_step: usize,
     ) -> Result<Self> {
-        let config = hf::to_hf_config(bert, BertHead::SequenceClassification, DType::F32);
+        let config = hf::to_hf_config(bert, head_of(cfg.data.problem_type), DType::F32);
         Ok(Self {
             cfg,
             params,
@@ -886,17 +1012,21 @@ fn build_model(
 ) -> Result<(BertConfig, Params)> {
     let m = &cfg.model;
     let problem = cfg.data.problem_type;
+    let head = head_of(problem);
+    // transformers' config knows the problem types of sequence classification only.
+    let problem_name =
+        (head == BertHead::SequenceClassification).then(|| problem.name().to_string());
     let mut rng = Rng::derive(cfg.train.seed, HEAD_INIT_STREAM);
     let (mut bert, params) = match &m.init_from {
         Some(dir) => {
             let (c, _) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
             let mut c = c.with_labels(labels);
-            c.problem_type = Some(problem.name().to_string());
+            c.problem_type = problem_name;
             check_vocab(tokenizer, c.vocab_size, tokenizer_path)?;
             let (p, report) = hf::load_params(
                 &dir.join(checkpoint::MODEL_FILE),
                 &c,
-                BertHead::SequenceClassification,
+                head,
                 &mut rng,
                 device,
                 DType::F32,
@@ -931,15 +1061,9 @@ fn build_model(
                 m.max_position_embeddings.unwrap_or(cfg.data.max_length),
             )
             .with_labels(labels);
-            c.problem_type = Some(problem.name().to_string());
+            c.problem_type = problem_name;
             c.pad_token_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
-            let p = init_params(
-                &c,
-                BertHead::SequenceClassification,
-                &mut rng,
-                device,
-                DType::F32,
-            )?;
+            let p = init_params(&c, head, &mut rng, device, DType::F32)?;
             (c, p)
         }
     };
@@ -1097,7 +1221,12 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 ),
             });
         }
-        params = load_trained(&dir.join(checkpoint::MODEL_FILE), &bert_cfg, &device)?;
+        params = load_trained(
+            &dir.join(checkpoint::MODEL_FILE),
+            &bert_cfg,
+            problem,
+            &device,
+        )?;
     }
     if world > 1 {
         // Every rank built the same weights (the same files, the same seeded head); rank 0's
@@ -1235,7 +1364,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
          {steps_per_epoch} steps per epoch",
         t.precision, t.batch_size, t.grad_accum
     ));
-    let model = BertForSequenceClassification::new(&bert_cfg, work_params)?;
+    let model = BertClassifier::new(&bert_cfg, work_params, head_of(problem))?;
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience);
     let metric = cfg.early_stopping.metric.clone();
     let mut best: Option<BestCheckpoint> = None;
@@ -1307,7 +1436,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             &comm,
             &model,
             &val,
-            (problem, labels.len(), t.label_smoothing),
+            (problem, &labels, t.label_smoothing),
             (t.eval_batch_size, pad),
             &device,
         )?;
@@ -1394,13 +1523,14 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             }
             let micro: Vec<ClsMicro<'_>> = tensors
                 .iter()
-                .map(|((ids, tt, mask, y), stream)| ClsMicro {
+                .map(|(b, stream)| ClsMicro {
                     input: BertInput {
-                        ids,
-                        token_type_ids: Some(tt),
-                        attention_mask: Some(mask),
+                        ids: &b.ids,
+                        token_type_ids: Some(&b.type_ids),
+                        attention_mask: Some(&b.mask),
                     },
-                    labels: y.clone(),
+                    labels: b.labels.clone(),
+                    weights: b.weights.clone(),
                     stream: *stream,
                 })
                 .collect();
@@ -1420,7 +1550,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                     grad_clip: t.grad_clip,
                     dropout_seed: t.seed ^ DROPOUT_STREAM,
                     step,
-                    rows: group.len(),
+                    // Every rank sees the whole step's examples: the same count everywhere.
+                    rows: group.iter().map(|&i| rows_of(&train[i], problem)).sum(),
                     problem,
                     label_smoothing: t.label_smoothing,
                 },
@@ -1534,14 +1665,18 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         exported = Some(out);
         if let (Some(test), Some(path), true) = (&test, &cfg.data.test, main) {
             // The best model, as exported, on rank 0 alone: the others may not see best/.
-            let best_params =
-                load_trained(&b.dir.join(checkpoint::MODEL_FILE), &bert_cfg, &device)?;
-            let best_model = BertForSequenceClassification::new(&bert_cfg, &best_params)?;
+            let best_params = load_trained(
+                &b.dir.join(checkpoint::MODEL_FILE),
+                &bert_cfg,
+                problem,
+                &device,
+            )?;
+            let best_model = BertClassifier::new(&bert_cfg, &best_params, head_of(problem))?;
             let r = evaluate_on(
                 &Communicator::single(),
                 &best_model,
                 test,
-                (problem, labels.len(), t.label_smoothing),
+                (problem, &labels, t.label_smoothing),
                 (t.eval_batch_size, pad),
                 &device,
             )?;
@@ -1597,7 +1732,7 @@ mod tests {
         let y = Tensor::new(&[2u32, 0], &Device::Cpu).unwrap();
         let single = ProblemType::SingleLabelClassification;
         let sum = |eps: f64| {
-            summed_loss(&x, &y, single, eps)
+            summed_loss(&x, (&y, None), single, eps)
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap() as f64
@@ -1615,7 +1750,7 @@ mod tests {
         );
         // Its gradient: autograd against central differences of the f64 definition.
         let v = candle_core::Var::from_tensor(&x).unwrap();
-        let g = summed_loss(v.as_tensor(), &y, single, 0.1)
+        let g = summed_loss(v.as_tensor(), (&y, None), single, 0.1)
             .unwrap()
             .backward()
             .unwrap();
@@ -1643,6 +1778,39 @@ mod tests {
                     grad[i][j]
                 );
             }
+        }
+    }
+
+    /// Token classification's loss is the single-label one over the positions the weights
+    /// mark (transformers' labels other than -100), label smoothing included.
+    #[test]
+    fn token_loss_counts_only_the_labelled_positions() {
+        let rows = [[2.0f32, -1.0, 0.5], [9.0, -9.0, 4.0], [0.0, 3.0, -2.0]];
+        let tokens = Tensor::new(&[rows], &Device::Cpu).unwrap(); // (1, 3, 3)
+        let tags = Tensor::new(&[2u32, 1, 0], &Device::Cpu).unwrap();
+        let w = Tensor::new(&[1f32, 0., 1.], &Device::Cpu).unwrap();
+        let kept = Tensor::new(&[rows[0], rows[2]], &Device::Cpu).unwrap();
+        let kept_y = Tensor::new(&[2u32, 0], &Device::Cpu).unwrap();
+        for eps in [0.0, 0.1] {
+            let tok = summed_loss(
+                &tokens,
+                (&tags, Some(&w)),
+                ProblemType::TokenClassification,
+                eps,
+            )
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+            let seq = summed_loss(
+                &kept,
+                (&kept_y, None),
+                ProblemType::SingleLabelClassification,
+                eps,
+            )
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+            assert!((tok - seq).abs() < 1e-6, "eps {eps}: {tok} vs {seq}");
         }
     }
 

@@ -54,7 +54,8 @@ pub struct FtModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FtDataSection {
-    /// JSONL or CSV with `text`, optional `text_pair`, and `label`.
+    /// JSONL or CSV with `text`, optional `text_pair`, and `label`; for token
+    /// classification, JSONL with `tokens` and `tags` (or `ner_tags`) or a CoNLL file.
     pub train: PathBuf,
     /// A separate validation file; without it `val_fraction` of `train` is held out (seeded).
     pub validation: Option<PathBuf>,
@@ -71,7 +72,8 @@ pub struct FtDataSection {
     pub labels: Option<Vec<String>>,
     /// `single_label_classification` (default: one class per example),
     /// `multi_label_classification` (a list of classes per example) or `regression` (a
-    /// number per example): transformers' `problem_type`.
+    /// number per example): transformers' `problem_type` of `BertForSequenceClassification`;
+    /// or `token_classification` (a tag per word: `BertForTokenClassification`, NER).
     #[serde(default)]
     pub problem_type: ProblemType,
 }
@@ -142,7 +144,9 @@ pub struct FtTrainSection {
 pub struct EarlyStoppingSection {
     /// The metric that picks the best checkpoint: `eval_loss` (lower is better) or one of
     /// [`metrics_for`] the problem type (single-label: `accuracy`, `macro_f1`, ...;
-    /// multi-label: `micro_f1`, `subset_accuracy`, ...; regression: `pearson`, `mse`, ...).
+    /// multi-label: `micro_f1`, `subset_accuracy`, ...; regression: `pearson`, `mse`, ...;
+    /// token classification: seqeval's entity-level `f1`, `precision`, `recall`, and
+    /// `accuracy` over words).
     #[serde(default = "d_metric")]
     pub metric: String,
     /// Stop after this many evaluations in a row without improvement; none = never stop early.
@@ -233,6 +237,14 @@ pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
             ("macro_precision", true),
             ("macro_recall", true),
         ],
+        // seqeval's entity-level figures, as transformers' run_ner reports them.
+        ProblemType::TokenClassification => &[
+            ("eval_loss", false),
+            ("f1", true),
+            ("precision", true),
+            ("recall", true),
+            ("accuracy", true),
+        ],
         ProblemType::Regression => &[
             ("eval_loss", false),
             ("mse", false),
@@ -321,10 +333,14 @@ impl FinetuneConfig {
             return bad("train.label_smoothing must be in [0, 1)".into());
         }
         if t.label_smoothing > 0.0
-            && self.data.problem_type != ProblemType::SingleLabelClassification
+            && !matches!(
+                self.data.problem_type,
+                ProblemType::SingleLabelClassification | ProblemType::TokenClassification
+            )
         {
             return bad(format!(
-                "train.label_smoothing applies to single_label_classification, not {}",
+                "train.label_smoothing applies to single_label_classification and \
+                 token_classification, not {}",
                 self.data.problem_type
             ));
         }

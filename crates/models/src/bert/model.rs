@@ -47,7 +47,7 @@ impl BertHead {
 
     /// transformers builds `BertForMaskedLM` and `BertForTokenClassification` with
     /// `add_pooling_layer=False`.
-    fn has_pooler(self) -> bool {
+    pub fn has_pooler(self) -> bool {
         matches!(self, BertHead::Encoder | BertHead::SequenceClassification)
     }
 
