@@ -13,7 +13,12 @@
    `lantern wordpiece`), exported, loaded with transformers' from_pretrained: logits vs
    `lantern predict`'s logits, and transformers' loss for the config's problem_type on the
    validation examples vs `lantern eval`'s.
-4. The golden BertForMaskedLM (tests/golden/bert_tiny/mlm) through `lantern export`: logits of
+4. A token classifier (IOB2 tags of the fortune-tags task, scripts/make_fortune_tags.py)
+   fine-tuned by Lantern and exported: BertForTokenClassification in transformers, the words
+   tokenised with `is_split_into_words=True` and labelled on each word's first sub-token (-100
+   elsewhere, as run_ner does): its logits there vs `lantern predict`'s, its loss vs `lantern
+   eval`'s, and seqeval's precision/recall/F1/accuracy of its predictions vs `lantern eval`'s.
+5. The golden BertForMaskedLM (tests/golden/bert_tiny/mlm) through `lantern export`: logits of
    the export in transformers vs the original in transformers.
 Prints one line per check and exits non-zero if any difference exceeds its tolerance.
 """
@@ -26,7 +31,8 @@ import sys
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, BertModel
+from transformers import (AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
+                          BertModel)
 
 TEXTS = [
     {"text": "Computers are useless. They can only give you answers.", "text_pair": "Pablo Picasso said that."},
@@ -163,7 +169,11 @@ batch_size = 16\nlr = 1e-3\n""")
         ok &= report(f"{problem}: validation loss, transformers' (problem_type from config.json) vs lantern eval",
                      abs(sum(losses) / len(losses) - lantern_loss))
 
-    # 4. MLM round trip through the binary.
+    # 4. A token classifier fine-tuned by Lantern, in transformers (and seqeval).
+    ok &= token_parity(args, w, corpus_files=[os.path.join(corpus, "computers"), os.path.join(corpus, "science")],
+                       repo=repo)
+
+    # 5. MLM round trip through the binary.
     golden = os.path.join(repo, "tests", "golden", "bert_tiny")
     run([args.lantern, "export", "--model", os.path.join(golden, "mlm"), "--out", w("mlm-export")])
     with open(os.path.join(golden, "inputs.json")) as f:
@@ -175,6 +185,69 @@ batch_size = 16\nlr = 1e-3\n""")
     ok &= report("BertForMaskedLM exported by Lantern, logits in transformers", (a - b).abs().max().item(), 0.0)
     print("all checks passed" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
+
+
+def token_parity(args, w, corpus_files, repo):
+    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+    from transformers import PreTrainedTokenizerFast
+    data = os.path.join(repo, "data", "fortune-tags")
+    if not os.path.isfile(os.path.join(data, "train.jsonl")):
+        run([sys.executable, os.path.join(repo, "scripts", "make_fortune_tags.py")])
+    with open(os.path.join(data, "train.jsonl")) as f:
+        rows = [json.loads(next(f)) for _ in range(1000)]
+    for name, part in [("tok.jsonl", rows[:900]), ("tok-val.jsonl", rows[900:])]:
+        with open(w(name), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in part)
+    val = rows[900:]
+    with open(w("tok.toml"), "w") as f:
+        f.write(f"""[run]\ndir = "{w('tok-run')}"\n[model]\ntokenizer = "{w('wp.json')}"\nhidden_size = 32
+num_hidden_layers = 2\nnum_attention_heads = 4\nintermediate_size = 64\n[data]\ntrain = "{w('tok.jsonl')}"
+validation = "{w('tok-val.jsonl')}"\nmax_length = 48\nproblem_type = "token_classification"\n[train]\nepochs = 4
+batch_size = 16\nlr = 3e-3\n""")
+    run([args.lantern, "finetune", "--config", w("tok.toml"), "--quiet"])
+    export = w("tok-export")
+    run([args.lantern, "export", "--model", w("tok-run"), "--out", export])
+    run([args.lantern, "predict", "--checkpoint", export, "--input", w("tok-val.jsonl"), "--out", w("tok-pred.jsonl")])
+    run([args.lantern, "eval", "--checkpoint", export, "--data", w("tok-val.jsonl"), "--out", w("tok-eval.json")])
+    with open(w("tok-pred.jsonl")) as f:
+        preds = [json.loads(l) for l in f]
+    with open(w("tok-eval.json")) as f:
+        ours = json.load(f)
+    ttok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(export, "tokenizer.json"), pad_token="[PAD]")
+    model = BertForTokenClassification.from_pretrained(export).eval()
+    label2id = model.config.label2id
+    ok, worst = True, 0.0
+    gold_seqs, pred_seqs, total_loss, words = [], [], 0.0, 0
+    for r, p in zip(val, preds):
+        enc = ttok(r["tokens"], is_split_into_words=True, truncation=True, max_length=48,
+                   return_token_type_ids=True, return_tensors="pt")
+        wid = enc.word_ids(0)
+        first = [i for i, x in enumerate(wid) if x is not None and (i == 0 or wid[i - 1] != x)]
+        labels = torch.full((1, len(wid)), -100)
+        for i in first:
+            labels[0, i] = label2id[r["tags"][wid[i]]]
+        with torch.no_grad():
+            out = model(**enc, labels=labels)
+        n = len(first)
+        total_loss += out.loss.item() * n
+        words += n
+        for i in first:
+            ours_row = p["logits"][wid[i]]
+            worst = max(worst, (out.logits[0, i] - torch.tensor(ours_row)).abs().max().item())
+        gold_seqs.append([r["tags"][wid[i]] for i in first])
+        pred_seqs.append([model.config.id2label[out.logits[0, i].argmax().item()] for i in first])
+        ok &= [t for t in p["tags"] if t is not None] == pred_seqs[-1]
+    print(f"{'ok  ' if ok else 'FAIL'} token classifier: lantern predict's tags are transformers' argmax "
+          f"({sum(t.startswith('B-') for s in pred_seqs for t in s)} entities predicted)")
+    ok &= report(f"token classifier fine-tuned and exported by Lantern ({model.config.num_labels} tags): "
+                 "first-sub-token logits in transformers vs lantern predict", worst)
+    ok &= report("token classifier: validation loss, transformers' (labels -100 off first sub-tokens) vs lantern eval",
+                 abs(total_loss / words - ours["eval_loss"]))
+    for key, fn in [("precision", precision_score), ("recall", recall_score), ("f1", f1_score),
+                    ("accuracy", accuracy_score)]:
+        ok &= report(f"token classifier: seqeval {key} of transformers' predictions vs lantern eval",
+                     abs(fn(gold_seqs, pred_seqs) - ours[key]), 1e-12)
+    return ok
 
 
 if __name__ == "__main__":

@@ -313,9 +313,9 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-/// One word-level example's prediction: each word's tag and its probability (`null` for a
-/// word truncated away or that gave no token), and the entities the tags form (seqeval's
-/// chunks; `start`/`end` are word indices, `end` inclusive).
+/// One word-level example's prediction: each word's tag, its probability and the logits of its
+/// first sub-token (`null` for a word truncated away or that gave no token), and the entities
+/// the tags form (seqeval's chunks; `start`/`end` are word indices, `end` inclusive).
 fn tag_record(
     ex: &lantern_data::labelled::RawExample,
     enc: &lantern_data::labelled::Encoded,
@@ -325,6 +325,7 @@ fn tag_record(
     let words = ex.words.as_deref().unwrap_or_default();
     let mut tags: Vec<Option<&str>> = vec![None; words.len()];
     let mut scores: Vec<Option<f64>> = vec![None; words.len()];
+    let mut word_logits: Vec<Option<&[f32]>> = vec![None; words.len()];
     let positions = lantern_data::labelled::first_subwords(&enc.word_ids);
     for ((_, w), row) in positions.into_iter().zip(logits.chunks(names.len())) {
         let p = finetune::softmax(row);
@@ -335,6 +336,7 @@ fn tag_record(
             .map_or(0, |(i, _)| i);
         tags[w] = Some(names[best].as_str());
         scores[w] = Some(f64::from(p[best]));
+        word_logits[w] = Some(row);
     }
     let plain: Vec<&str> = tags.iter().map(|t| t.unwrap_or("O")).collect();
     let entities: Vec<serde_json::Value> = lantern_train::metrics_tok::entities(&plain)
@@ -350,6 +352,7 @@ fn tag_record(
         .collect();
     serde_json::json!({
         "line": ex.line, "words": words, "tags": tags, "scores": scores, "entities": entities,
+        "logits": word_logits,
     })
 }
 

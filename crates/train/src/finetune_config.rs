@@ -237,14 +237,7 @@ pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
             ("macro_precision", true),
             ("macro_recall", true),
         ],
-        // seqeval's entity-level figures, as transformers' run_ner reports them.
-        ProblemType::TokenClassification => &[
-            ("eval_loss", false),
-            ("f1", true),
-            ("precision", true),
-            ("recall", true),
-            ("accuracy", true),
-        ],
+        ProblemType::TokenClassification => crate::metrics_tok::TOKEN_METRICS,
         ProblemType::Regression => &[
             ("eval_loss", false),
             ("mse", false),
