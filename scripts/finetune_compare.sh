@@ -1,52 +1,61 @@
 #!/usr/bin/env bash
-# Fine-tune all-MiniLM-L6-v2 on the fortune-category task with Lantern and with transformers
-# (PyTorch), same split, epochs, learning rate, batch size, max length, warmup, weight decay and
-# seed, one after the other on this machine, and print both held-out macro-F1 and wall times.
+# Fine-tune all-MiniLM-L6-v2 with Lantern and with transformers (PyTorch), same split, epochs,
+# learning rate, batch size, max length, warmup, weight decay and seed, one after the other on
+# this machine, and print both held-out scores and wall times. Two tasks:
+#   TASK=classes (default): the fortune's category (scripts/make_fortune_categories.py),
+#                           macro-F1 and accuracy;
+#   TASK=tags:              token classification, the attribution's author and work
+#                           (scripts/make_fortune_tags.py), seqeval's entity F1, P, R and the
+#                           word accuracy.
 #
 #   bash scripts/finetune_compare.sh [--set train.epochs=2 ...]   # extra args go to lantern
 #
-# Env: THREADS (CPU threads for both, default: all), EPOCHS, LR, BATCH, MAX_LENGTH, SEED.
+# Env: TASK, THREADS (CPU threads for both, default: all), EPOCHS, LR, BATCH, MAX_LENGTH, SEED.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 cd "$repo"
 
-EPOCHS="${EPOCHS:-2}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX_LENGTH:-64}"
+TASK="${TASK:-classes}"
+case "$TASK" in
+    classes) data=data/fortune-categories; config=configs/minilm-fortunes.toml; test=test.jsonl
+             metric=macro_f1; keys="macro_f1 accuracy"; make=make_fortune_categories.py; len=64 ;;
+    tags)    data=data/fortune-tags; config=configs/minilm-fortune-tags.toml; test=test.conll
+             metric=f1; keys="f1 precision recall accuracy"; make=make_fortune_tags.py; len=128 ;;
+    *) echo "TASK must be classes or tags, not $TASK" >&2; exit 2 ;;
+esac
+EPOCHS="${EPOCHS:-2}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX_LENGTH:-$len}"
 SEED="${SEED:-42}"; THREADS="${THREADS:-$(nproc)}"
 PY=$(bash scripts/ref_env.sh | tail -1)
 MINILM=$(bash scripts/fetch_minilm.sh | tail -1)
 [[ -d data/raw/fortunes ]] || bash scripts/fetch_fortunes.sh
-python3 scripts/make_fortune_categories.py
-data=data/fortune-categories
+python3 "scripts/$make"
 cargo build --release -p lantern-cli
-run=runs/minilm-fortunes-compare
+run="runs/minilm-$TASK-compare"
 rm -rf "$run"
 
 echo "== Lantern ($THREADS threads)"
 t0=$(date +%s.%N)
-RAYON_NUM_THREADS=$THREADS target/release/lantern finetune --config configs/minilm-fortunes.toml \
+RAYON_NUM_THREADS=$THREADS target/release/lantern finetune --config "$config" \
     --set model.init_from="\"$MINILM\"" --set run.dir="\"$run\"" \
     --set train.epochs="$EPOCHS" --set train.lr="$LR" --set train.batch_size="$BATCH" \
     --set data.max_length="$MAX_LENGTH" --set train.seed="$SEED" "$@"
 t1=$(date +%s.%N)
-target/release/lantern eval --checkpoint "$run" --data "$data/test.jsonl" --out "$run/test_metrics.json"
-lantern_f1=$(python3 -c "import json; print(json.load(open('$run/test_metrics.json'))['macro_f1'])")
-lantern_acc=$(python3 -c "import json; print(json.load(open('$run/test_metrics.json'))['accuracy'])")
-lantern_s=$(python3 -c "print($t1 - $t0)")
+target/release/lantern eval --checkpoint "$run" --data "$data/$test" --out "$run/test_eval.json"
 
 echo "== transformers ($THREADS threads)"
-torch_json=$("$PY" scripts/finetune_torch.py --model "$MINILM" --train "$data/train.jsonl" \
-    --validation "$data/validation.jsonl" --test "$data/test.jsonl" --epochs "$EPOCHS" --lr "$LR" \
+torch_json=$("$PY" scripts/finetune_torch.py --task "$TASK" --model "$MINILM" --train "$data/train.jsonl" \
+    --validation "$data/validation.jsonl" --test "$data/$test" --epochs "$EPOCHS" --lr "$LR" \
     --batch-size "$BATCH" --max-length "$MAX_LENGTH" --seed "$SEED" --warmup-ratio 0.1 \
-    --weight-decay 0.01 --metric macro_f1 --threads "$THREADS" | tee /dev/stderr | tail -1)
+    --weight-decay 0.01 --metric "$metric" --threads "$THREADS" | tee /dev/stderr | tail -1)
 
-python3 - "$lantern_f1" "$lantern_acc" "$lantern_s" "$torch_json" <<'PYEOF'
+python3 - "$run/test_eval.json" "$(python3 -c "print($t1 - $t0)")" "$torch_json" $keys <<'PYEOF'
 import json, sys
-lf1, lacc, ls = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-t = json.loads(sys.argv[4])
+ours, secs, theirs, keys = json.load(open(sys.argv[1])), float(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4:]
 print()
-print(f"{'':14} {'test macro-F1':>14} {'test accuracy':>14} {'wall s':>8}")
-print(f"{'lantern':14} {lf1:14.4f} {lacc:14.4f} {ls:8.1f}   (fine-tune incl. startup and evals)")
-print(f"{'transformers':14} {t['test_macro_f1']:14.4f} {t['test_accuracy']:14.4f} {t['train_seconds']:8.1f}   (training loop and evals)")
-print(f"difference (lantern - transformers): macro-F1 {100 * (lf1 - t['test_macro_f1']):+.2f} points")
+print(f"{'':14}" + "".join(f"{'test ' + k:>18}" for k in keys) + f"{'wall s':>9}")
+print(f"{'lantern':14}" + "".join(f"{ours[k]:18.4f}" for k in keys) + f"{secs:9.1f}   (fine-tune incl. startup and evals)")
+print(f"{'transformers':14}" + "".join(f"{theirs['test_' + k]:18.4f}" for k in keys)
+      + f"{theirs['train_seconds']:9.1f}   (training loop and evals)")
+print(f"difference (lantern - transformers): {keys[0]} {100 * (ours[keys[0]] - theirs['test_' + keys[0]]):+.2f} points")
 PYEOF

@@ -4,6 +4,7 @@
     python scripts/finetune_torch.py --model DIR --train train.jsonl --validation val.jsonl
         --test test.jsonl [--epochs 2 --batch-size 32 --lr 1e-4 --warmup-ratio 0.1
         --weight-decay 0.01 --max-length 64 --seed 42 --metric macro_f1] [--threads N]
+        [--task tags]
 
 Same recipe as Lantern: BertForSequenceClassification from the pretrained encoder (fresh
 pooler-less head: the classifier is N(0, 0.02)), labels sorted by name, AdamW (β 0.9/0.999,
@@ -12,6 +13,12 @@ gradient clipping at 1.0, a seeded shuffle per epoch, batches padded to their lo
 truncation to max_length, evaluation on the validation set after each epoch keeping the best
 by `--metric`, and the best model's scores on the held-out test set. Prints one JSON line:
 {"impl": "transformers", "test_macro_f1", "test_accuracy", "best_epoch", "train_seconds"}.
+
+`--task tags` is token classification as transformers' run_ner does it: word-level data
+(JSONL `tokens`/`tags`, or CoNLL), BertForTokenClassification, the words tokenised with
+`is_split_into_words=True` and each word's tag on its first sub-token (-100 elsewhere), and
+seqeval's entity-level scores; `--metric f1` and the JSON line holds "test_f1",
+"test_precision", "test_recall" and "test_accuracy".
 """
 import argparse
 import json
@@ -19,12 +26,29 @@ import math
 import time
 
 import torch
-from transformers import AutoTokenizer, BertForSequenceClassification, get_linear_schedule_with_warmup
+from transformers import (AutoTokenizer, BertForSequenceClassification, BertForTokenClassification,
+                          get_linear_schedule_with_warmup)
 
 
 def read(path):
+    """JSONL rows, or a CoNLL file (word and tag per line, blank lines between examples) as
+    {"tokens", "tags"} rows."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(l) for l in f if l.strip()]
+        if not path.endswith(".conll"):
+            return [json.loads(l) for l in f if l.strip()]
+        rows, cur = [], {"tokens": [], "tags": []}
+        for line in f:
+            cols = line.split()
+            if not cols or cols[0] == "-DOCSTART-":
+                if cur["tokens"]:
+                    rows.append(cur)
+                cur = {"tokens": [], "tags": []}
+                continue
+            cur["tokens"].append(cols[0])
+            cur["tags"].append(cols[-1])
+        if cur["tokens"]:
+            rows.append(cur)
+        return rows
 
 
 def macro(y, p, n):
@@ -54,18 +78,20 @@ def main():
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--metric", default="macro_f1", choices=["macro_f1", "accuracy"])
+    ap.add_argument("--metric", default="macro_f1", choices=["macro_f1", "accuracy", "f1"])
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--task", default="classes", choices=["classes", "tags"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
     train, val, test = read(args.train), read(args.validation), read(args.test)
-    labels = sorted({r["label"] for r in train})
+    tags = args.task == "tags"
+    labels = sorted({t for r in train for t in r["tags"]} if tags else {r["label"] for r in train})
     index = {n: i for i, n in enumerate(labels)}
     tok = AutoTokenizer.from_pretrained(args.model)
-    model = BertForSequenceClassification.from_pretrained(
+    model = (BertForTokenClassification if tags else BertForSequenceClassification).from_pretrained(
         args.model,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -82,18 +108,53 @@ def main():
     sched = get_linear_schedule_with_warmup(opt, math.ceil(args.warmup_ratio * total), total)
 
     def batch(rows):
-        enc = tok([r["text"] for r in rows], padding=True, truncation=True,
-                  max_length=args.max_length, return_tensors="pt")
-        return enc
+        if not tags:
+            return tok([r["text"] for r in rows], padding=True, truncation=True,
+                       max_length=args.max_length, return_tensors="pt")
+        return tok([r["tokens"] for r in rows], is_split_into_words=True, padding=True, truncation=True,
+                   max_length=args.max_length, return_tensors="pt")
+
+    def first_subwords(enc, b):
+        """(position, word) of each word's first sub-token in row b (run_ner's labelled ones)."""
+        wid = enc.word_ids(b)
+        return [(i, x) for i, x in enumerate(wid) if x is not None and (i == 0 or wid[i - 1] != x)]
+
+    def targets(enc, rows):
+        if not tags:
+            return torch.tensor([index[r["label"]] for r in rows])
+        y = torch.full(enc["input_ids"].shape, -100)
+        for b, r in enumerate(rows):
+            for i, x in first_subwords(enc, b):
+                y[b, i] = index[r["tags"][x]]
+        return y
 
     def predict(rows):
+        """Class indices per example, or per example the (gold, predicted) tags of its words."""
         model.eval()
         preds = []
         with torch.no_grad():
             for i in range(0, len(rows), args.eval_batch_size):
-                enc = batch(rows[i:i + args.eval_batch_size])
-                preds += model(**enc).logits.argmax(-1).tolist()
+                chunk = rows[i:i + args.eval_batch_size]
+                enc = batch(chunk)
+                best = model(**enc).logits.argmax(-1)
+                if not tags:
+                    preds += best.tolist()
+                    continue
+                for b, r in enumerate(chunk):
+                    pos = first_subwords(enc, b)
+                    preds.append(([r["tags"][x] for _, x in pos], [labels[best[b, i]] for i, _ in pos]))
         return preds
+
+    def scores(rows):
+        """{"macro_f1", "accuracy"} or seqeval's {"f1", "precision", "recall", "accuracy"}."""
+        p = predict(rows)
+        if not tags:
+            f1, acc = macro([index[r["label"]] for r in rows], p, len(labels))
+            return {"macro_f1": f1, "accuracy": acc}
+        from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+        gold, pred = [g for g, _ in p], [q for _, q in p]
+        return {"f1": f1_score(gold, pred), "precision": precision_score(gold, pred),
+                "recall": recall_score(gold, pred), "accuracy": accuracy_score(gold, pred)}
 
     best, best_state, best_epoch = -1.0, None, 0
     g = torch.Generator().manual_seed(args.seed)
@@ -104,24 +165,22 @@ def main():
         for s in range(steps_per_epoch):
             rows = [train[i] for i in order[s * args.batch_size:(s + 1) * args.batch_size]]
             enc = batch(rows)
-            y = torch.tensor([index[r["label"]] for r in rows])
-            loss = model(**enc, labels=y).loss
+            loss = model(**enc, labels=targets(enc, rows)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad()
-        f1, acc = macro([index[r["label"]] for r in val], predict(val), len(labels))
-        score = f1 if args.metric == "macro_f1" else acc
-        print(f"epoch {epoch}: validation macro-F1 {f1:.4f} accuracy {acc:.4f}", flush=True)
+        sc = scores(val)
+        score = sc[args.metric]
+        print(f"epoch {epoch}: validation " + " ".join(f"{k} {v:.4f}" for k, v in sc.items()), flush=True)
         if score > best:
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     train_seconds = time.time() - start
     model.load_state_dict(best_state)
-    f1, acc = macro([index[r["label"]] for r in test], predict(test), len(labels))
-    print(json.dumps({"impl": "transformers", "test_macro_f1": f1, "test_accuracy": acc,
-                      "best_epoch": best_epoch, "train_seconds": train_seconds}))
+    out = {"impl": "transformers", **{f"test_{k}": v for k, v in scores(test).items()}}
+    print(json.dumps({**out, "best_epoch": best_epoch, "train_seconds": train_seconds}))
 
 
 if __name__ == "__main__":
