@@ -10,6 +10,8 @@
 #
 #   bash scripts/finetune_compare.sh [--set train.epochs=2 ...]   # extra args go to lantern
 #
+# (transformers' output goes to stderr through `tee >(cat >&2)`: `tee /dev/stderr` would
+# reopen a log file that stderr is redirected to and truncate it.)
 # Env: TASK, THREADS (CPU threads for both, default: all), EPOCHS, LR, BATCH, MAX_LENGTH, SEED.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,7 +49,7 @@ echo "== transformers ($THREADS threads)"
 torch_json=$("$PY" scripts/finetune_torch.py --task "$TASK" --model "$MINILM" --train "$data/train.jsonl" \
     --validation "$data/validation.jsonl" --test "$data/$test" --epochs "$EPOCHS" --lr "$LR" \
     --batch-size "$BATCH" --max-length "$MAX_LENGTH" --seed "$SEED" --warmup-ratio 0.1 \
-    --weight-decay 0.01 --metric "$metric" --threads "$THREADS" | tee /dev/stderr | tail -1)
+    --weight-decay 0.01 --metric "$metric" --threads "$THREADS" | tee >(cat >&2) | tail -1)
 
 python3 - "$run/test_eval.json" "$(python3 -c "print($t1 - $t0)")" "$torch_json" $keys <<'PYEOF'
 import json, sys

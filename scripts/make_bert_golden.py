@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Write tests/golden/bert_tiny/: a tiny BertForMaskedLM and BertForSequenceClassification made
-by transformers itself, plus padded inputs and the outputs transformers computed on them, for
+"""Write tests/golden/bert_tiny/: a tiny BertForMaskedLM, BertForSequenceClassification and
+BertForTokenClassification made by transformers itself, plus padded inputs and the outputs transformers computed on them, for
 the Rust parity tests (tests/tests/hf_bert_golden.rs). CI has no PyTorch; these files are
 committed.
 
@@ -10,11 +10,13 @@ Run with the reference venv (scripts/ref_env.sh):
 Files written:
     mlm/{config.json,model.safetensors}   BertForMaskedLM.save_pretrained (safetensors)
     cls/{config.json,model.safetensors}   BertForSequenceClassification, 3 labels
+    tok/{config.json,model.safetensors}   BertForTokenClassification, 5 IOB2 tags
     inputs.json     input_ids, token_type_ids (a sentence pair in row 0), attention_mask (zeros
                     = padding in rows 1 and 2), mlm_labels (-100 except at masked positions),
-                    cls_labels
+                    cls_labels, tok_labels (-100 at special tokens, padding and later sub-tokens)
     expected.safetensors   float32 mlm_logits [3,12,100], mlm_loss [], cls_logits [3,3],
-                           cls_loss [], hidden [3,12,32] (the encoder's last hidden state)
+                           cls_loss [], hidden [3,12,32] (the encoder's last hidden state),
+                           tok_logits [3,12,5], tok_loss []
 """
 import argparse
 import json
@@ -22,7 +24,7 @@ import os
 
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
 
 SEED = 1234
 INIT_STD = 0.2
@@ -71,8 +73,18 @@ def main() -> int:
     )
     cls = BertForSequenceClassification(cls_cfg)
     randomise(cls)
+    # Drawn after the others, so that adding it left their files as they were.
+    tags = ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
+    tok_model = BertForTokenClassification(BertConfig(
+        **common,
+        num_labels=len(tags),
+        id2label={i: n for i, n in enumerate(tags)},
+        label2id={n: i for i, n in enumerate(tags)},
+    ))
+    randomise(tok_model)
     mlm.eval()
     cls.eval()
+    tok_model.eval()
 
     g = torch.Generator().manual_seed(4321)
     ids = torch.randint(5, V, (B, T), generator=g)
@@ -93,13 +105,20 @@ def main() -> int:
         mlm_labels[r, c] = ids[r, c]
         ids[r, c] = 4  # [MASK]
     cls_labels = torch.tensor([2, 0, 1])
+    # Tags at some real positions only, as run_ner labels first sub-tokens: never at [CLS],
+    # [SEP] or padding.
+    tok_labels = torch.full((B, T), -100, dtype=torch.long)
+    for r, c, tag in [(0, 1, 1), (0, 2, 3), (0, 4, 4), (0, 8, 0), (0, 9, 2), (1, 1, 4), (1, 2, 0),
+                      (1, 6, 4), (2, 2, 1), (2, 3, 4)]:
+        tok_labels[r, c] = tag
 
     with torch.no_grad():
         out = mlm(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=mlm_labels)
         hidden = mlm.bert(input_ids=ids, token_type_ids=tt, attention_mask=mask).last_hidden_state
         cout = cls(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=cls_labels)
+        tout = tok_model(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=tok_labels)
 
-    for sub, model in [("mlm", mlm), ("cls", cls)]:
+    for sub, model in [("mlm", mlm), ("cls", cls), ("tok", tok_model)]:
         model.save_pretrained(os.path.join(args.out, sub), safe_serialization=True)
     with open(os.path.join(args.out, "inputs.json"), "w") as f:
         json.dump(
@@ -109,6 +128,7 @@ def main() -> int:
                 "attention_mask": mask.tolist(),
                 "mlm_labels": mlm_labels.tolist(),
                 "cls_labels": cls_labels.tolist(),
+                "tok_labels": tok_labels.tolist(),
             },
             f,
         )
@@ -119,11 +139,14 @@ def main() -> int:
             "cls_logits": cout.logits.float().contiguous(),
             "cls_loss": cout.loss.float().reshape(()),
             "hidden": hidden.float().contiguous(),
+            "tok_logits": tout.logits.float().contiguous(),
+            "tok_loss": tout.loss.float().reshape(()),
         },
         os.path.join(args.out, "expected.safetensors"),
         metadata={"format": "pt"},
     )
-    print(f"wrote {args.out}: mlm_loss {out.loss.item():.6f} cls_loss {cout.loss.item():.6f}")
+    print(f"wrote {args.out}: mlm_loss {out.loss.item():.6f} cls_loss {cout.loss.item():.6f} "
+          f"tok_loss {tout.loss.item():.6f}")
     return 0
 
 

@@ -1,12 +1,14 @@
 //! BERT parity with Hugging Face transformers on golden files transformers itself wrote
-//! (`scripts/make_bert_golden.py`): a BertForMaskedLM and a BertForSequenceClassification saved
-//! with `save_pretrained`, a padded batch with a sentence pair, and the logits, hidden states
-//! and losses transformers computed in eval mode. Tolerance 1e-4 max abs (fp32).
+//! (`scripts/make_bert_golden.py`): a BertForMaskedLM, a BertForSequenceClassification and a
+//! BertForTokenClassification saved with `save_pretrained`, a padded batch with a sentence
+//! pair, and the logits, hidden states and losses transformers computed in eval mode.
+//! Tolerance 1e-4 max abs (fp32).
 
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
 use lantern_models::bert::{
-    hf, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertHead, BertInput,
+    hf, BertClassifier, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertHead,
+    BertInput,
 };
 use lantern_models::{safetensors_io, Mode, Params};
 use std::collections::BTreeMap;
@@ -37,6 +39,7 @@ struct Inputs {
     attention_mask: Tensor,
     mlm_labels: Vec<i64>,
     cls_labels: Vec<u32>,
+    tok_labels: Vec<i64>,
 }
 
 fn inputs() -> Inputs {
@@ -59,6 +62,7 @@ fn inputs() -> Inputs {
             .iter()
             .map(|x| x.as_u64().unwrap() as u32)
             .collect(),
+        tok_labels: matrix(&v, "tok_labels").concat(),
     }
 }
 
@@ -177,6 +181,36 @@ fn sequence_classification_matches_transformers_logits_and_loss() {
         .unwrap()
         / inp.cls_labels.len() as f32;
     let want_loss = want["cls_loss"].to_scalar::<f32>().unwrap();
+    assert!((loss - want_loss).abs() <= 1e-4, "{loss} vs {want_loss}");
+}
+
+#[test]
+fn token_classification_matches_transformers_logits_and_loss() {
+    let (cfg, params, report) = load("tok", BertHead::TokenClassification);
+    // transformers builds it without a pooler: nothing missing, nothing left over.
+    assert!(report.newly_initialised.is_empty() && report.unused.is_empty());
+    assert_eq!(cfg.label_names(), ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]);
+    let model = BertClassifier::new(&cfg, &params, BertHead::TokenClassification).unwrap();
+    let inp = inputs();
+    let want = expected();
+    let logits = model.forward(&batch(&inp), Mode::Eval).unwrap(); // (B, T, 5)
+    let d = max_abs(&logits, &want["tok_logits"]);
+    assert!(d <= 1e-4, "token logits differ from transformers by {d}");
+    // transformers' loss: the mean cross-entropy over the positions whose label is not -100.
+    let (b, t, l) = logits.dims3().unwrap();
+    let targets: Vec<u32> = inp.tok_labels.iter().map(|&y| y.max(0) as u32).collect();
+    let weights: Vec<f32> = inp.tok_labels.iter().map(|&y| f32::from(y >= 0)).collect();
+    let labelled = weights.iter().sum::<f32>();
+    let loss = lantern_kernels::cross_entropy_sum(
+        &logits.reshape((b * t, l)).unwrap(),
+        &Tensor::new(targets.as_slice(), &Device::Cpu).unwrap(),
+        Some(&Tensor::new(weights.as_slice(), &Device::Cpu).unwrap()),
+    )
+    .unwrap()
+    .to_scalar::<f32>()
+    .unwrap()
+        / labelled;
+    let want_loss = want["tok_loss"].to_scalar::<f32>().unwrap();
     assert!((loss - want_loss).abs() <= 1e-4, "{loss} vs {want_loss}");
 }
 
