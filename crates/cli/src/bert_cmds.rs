@@ -315,7 +315,8 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
 
 /// One word-level example's prediction: each word's tag, its probability and the logits of its
 /// first sub-token (`null` for a word truncated away or that gave no token), and the entities
-/// the tags form (seqeval's chunks; `start`/`end` are word indices, `end` inclusive).
+/// the tags form (seqeval's chunks; `start`/`end` are word indices, `end` inclusive; `score`
+/// the mean probability of their words).
 fn tag_record(
     ex: &lantern_data::labelled::RawExample,
     enc: &lantern_data::labelled::Encoded,
@@ -342,11 +343,15 @@ fn tag_record(
     let entities: Vec<serde_json::Value> = lantern_train::metrics_tok::entities(&plain)
         .into_iter()
         .map(|e| {
+            // The mean of its words' probabilities, as transformers' NER pipeline scores an
+            // entity (aggregation "simple"); words without a prediction are not counted.
+            let s: Vec<f64> = scores[e.start..=e.end].iter().flatten().copied().collect();
             serde_json::json!({
                 "type": e.kind,
                 "start": e.start,
                 "end": e.end,
                 "text": words[e.start..=e.end].join(" "),
+                "score": s.iter().sum::<f64>() / s.len().max(1) as f64,
             })
         })
         .collect();

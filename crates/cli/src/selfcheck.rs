@@ -805,7 +805,14 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// 4 rows hold 64, 50, 33 and 17 real tokens of two segments, so that the padding mask, the
 /// token types, the pooler and the classifier head are all on the path. The step is the
 /// fine-tuning loop's own (`finetune::classifier_step`), with clipping at 1 and lr 1e-3.
-fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
+/// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
+/// every other real position but [CLS], the others weighted 0 as first sub-tokens are).
+fn bert_losses(
+    device: &Device,
+    steps: usize,
+    head: lantern_models::bert::BertHead,
+) -> Result<Vec<f64>> {
+    use lantern_data::labelled::ProblemType;
     use lantern_models::bert::{self, BertClassifier, BertConfig, BertHead};
     let (t, vocab, lens) = (64usize, 512u64, [64usize, 50, 33, 17]);
     let b = lens.len();
@@ -814,14 +821,8 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
     cfg.hidden_dropout_prob = 0.0;
     cfg.attention_probs_dropout_prob = 0.0;
     let mut rng = Rng::new(1337);
-    let params = bert::init_params(
-        &cfg,
-        BertHead::SequenceClassification,
-        &mut rng,
-        device,
-        DType::F32,
-    )?;
-    let model = BertClassifier::new(&cfg, &params, BertHead::SequenceClassification)?;
+    let params = bert::init_params(&cfg, head, &mut rng, device, DType::F32)?;
+    let model = BertClassifier::new(&cfg, &params, head)?;
     let mut opt = lantern_train::optim::Optimizer::new(
         lantern_train::optim::OptimizerConfig::AdamW(AdamWConfig::default()),
         &params,
@@ -835,11 +836,27 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
             mask[r * t + j] = 1;
         }
     }
-    let y: Vec<u32> = (0..b).map(|_| rng.below(3) as u32).collect();
+    let (problem, y, weights, rows) = if head == BertHead::TokenClassification {
+        let y: Vec<u32> = (0..b * t).map(|_| rng.below(3) as u32).collect();
+        let w: Vec<f32> = (0..b * t)
+            .map(|i| f32::from(i % t > 0 && i % t < lens[i / t] && i % 2 == 1))
+            .collect();
+        let rows = w.iter().filter(|&&x| x > 0.0).count();
+        let w = Tensor::from_slice(&w, b * t, device)?;
+        (
+            ProblemType::TokenClassification,
+            Tensor::from_slice(&y, b * t, device)?,
+            Some(w),
+            rows,
+        )
+    } else {
+        let y: Vec<u32> = (0..b).map(|_| rng.below(3) as u32).collect();
+        let y = Tensor::from_slice(&y, b, device)?;
+        (ProblemType::SingleLabelClassification, y, None, b)
+    };
     let ids = Tensor::from_slice(&ids, (b, t), device)?;
     let types = Tensor::from_slice(&types, (b, t), device)?;
     let mask = Tensor::from_slice(&mask, (b, t), device)?;
-    let y = Tensor::from_slice(&y, b, device)?;
     let single = lantern_comm::Communicator::single();
     let mut losses = Vec::with_capacity(steps);
     for step in 0..steps as u64 {
@@ -850,7 +867,7 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
                 attention_mask: Some(&mask),
             },
             labels: y.clone(),
-            weights: None,
+            weights: weights.clone(),
             stream: step,
         }];
         let out = lantern_train::finetune::classifier_step(
@@ -867,8 +884,8 @@ fn bert_losses(device: &Device, steps: usize) -> Result<Vec<f64>> {
                 grad_clip: 1.0,
                 dropout_seed: 0,
                 step,
-                rows: b,
-                problem: lantern_data::labelled::ProblemType::SingleLabelClassification,
+                rows,
+                problem,
                 label_smoothing: 0.0,
             },
             None,
@@ -904,10 +921,17 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
         "random batch"
     };
     loss_lines(rep, "train gpt-tiny", source, &on_device, &on_cpu);
-    let on_device =
-        bert_losses(&s.device, opts.steps).context("fine-tuning BERT on the checked device")?;
-    let on_cpu = bert_losses(&Device::Cpu, opts.steps).context("fine-tuning BERT on the CPU")?;
-    loss_lines(rep, "finetune bert", "padded batch", &on_device, &on_cpu);
+    use lantern_models::bert::BertHead;
+    for (head, name) in [
+        (BertHead::SequenceClassification, "finetune bert"),
+        (BertHead::TokenClassification, "finetune bert tags"),
+    ] {
+        let on_device = bert_losses(&s.device, opts.steps, head)
+            .with_context(|| format!("{name} on the checked device"))?;
+        let on_cpu = bert_losses(&Device::Cpu, opts.steps, head)
+            .with_context(|| format!("{name} on the CPU"))?;
+        loss_lines(rep, name, "padded batch", &on_device, &on_cpu);
+    }
     Ok(())
 }
 

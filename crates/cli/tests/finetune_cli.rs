@@ -1148,13 +1148,29 @@ fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
         "{}",
         lines[0]
     );
+    let entities: Vec<Value> = lines[0]["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let score = e["score"].as_f64().unwrap();
+            assert!(score > 0.2 && score <= 1.0, "{e}");
+            let mut e = e.clone();
+            e.as_object_mut().unwrap().remove("score");
+            e
+        })
+        .collect();
     assert_eq!(
-        lines[0]["entities"],
-        serde_json::json!([
-            {"type": "MAC", "start": 1, "end": 2, "text": "old robot"},
-            {"type": "ANI", "start": 6, "end": 6, "text": "horse"},
-        ])
+        entities,
+        [
+            serde_json::json!({"type": "MAC", "start": 1, "end": 2, "text": "old robot"}),
+            serde_json::json!({"type": "ANI", "start": 6, "end": 6, "text": "horse"}),
+        ]
     );
+    // An entity's score is the mean of its words'.
+    let s = &lines[0]["scores"];
+    let mean = (s[1].as_f64().unwrap() + s[2].as_f64().unwrap()) / 2.0;
+    assert!((lines[0]["entities"][0]["score"].as_f64().unwrap() - mean).abs() < 1e-12);
     assert_eq!(lines[1]["entities"][0]["text"], "dog");
     // Word-level input (CoNLL here, tags ignored) keeps its words.
     lantern_ok(&[
@@ -1173,6 +1189,34 @@ fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
         first["words"].as_array().unwrap().len(),
         first["tags"].as_array().unwrap().len()
     );
+
+    // transformers' --label_all_tokens: every sub-token trains (other losses), and it learns too.
+    let all = f.config_on(
+        "tok-all",
+        (
+            data.0,
+            data.1,
+            "problem_type = \"token_classification\"\nlabel_all_tokens = true",
+        ),
+        train,
+        es,
+    );
+    finetune_quiet(&all, &NO_DROPOUT);
+    let all_run = f.root.join("tok-all");
+    assert!(
+        best_of(&all_run, "f1") >= 0.9,
+        "{}",
+        best_of(&all_run, "f1")
+    );
+    assert_ne!(train_losses(&all_run)[0], train_losses(&run)[0]);
+    let seq = f.config_on(
+        "seq-all",
+        ("train.jsonl", "val.jsonl", "label_all_tokens = true"),
+        "epochs = 1",
+        "",
+    );
+    let e = lantern_err(&["finetune", "--config", p(&seq), "--quiet"]);
+    assert!(e.contains("label_all_tokens"), "{e}");
 
     // Two ranks count the labelled words of the whole step: one process with twice the batch.
     let mut runs = Vec::new();

@@ -19,6 +19,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "grad_norm",
         "train gpt-tiny",
         "finetune bert",
+        "finetune bert tags",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");

@@ -897,6 +897,57 @@ pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
     b
 }
 
+/// Every sub-token of a labelled word, not only its first, gets a tag and weight 1 in a
+/// word-level batch made by [`pad_batch`] from `items` (transformers' run_ner with
+/// `--label_all_tokens`): the first sub-token keeps the word's tag `c`, the later ones get
+/// `continuation[c]` (run_ner maps `B-X` to `I-X` there). Special tokens and padding stay at
+/// weight 0. Returns the number of labelled positions.
+pub fn label_all_subtokens(b: &mut ClsBatch, items: &[&Encoded], continuation: &[u32]) -> usize {
+    let mut labelled = 0;
+    for (row, e) in items.iter().enumerate() {
+        let Some(Target::Tags(tags)) = &e.label else {
+            continue;
+        };
+        let mut prev: Option<u32> = None;
+        for (pos, w) in e.word_ids.iter().enumerate().take(b.cols) {
+            let Some(w) = *w else {
+                prev = None;
+                continue;
+            };
+            let Some(&tag) = tags.get(w as usize) else {
+                continue;
+            };
+            let at = row * b.cols + pos;
+            let first = prev != Some(w);
+            let tag = tag as u32;
+            b.labels[at] = if first {
+                tag
+            } else {
+                continuation.get(tag as usize).copied().unwrap_or(tag)
+            };
+            b.targets[at] = 1.0;
+            labelled += 1;
+            prev = Some(w);
+        }
+    }
+    labelled
+}
+
+/// For [`label_all_subtokens`]: the class of a later sub-token of a word tagged with each
+/// class of `names`: `I-X` for `B-X` when the set has `I-X` (run_ner's `b_to_i_label`), the
+/// class itself otherwise.
+pub fn continuation_classes(names: &[String]) -> Vec<u32> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            n.strip_prefix("B-")
+                .and_then(|x| names.iter().position(|m| *m == format!("I-{x}")))
+                .unwrap_or(i) as u32
+        })
+        .collect()
+}
+
 /// A seeded permutation of 0..n (Fisher-Yates with our generator).
 pub fn permutation(n: usize, rng: &mut Rng) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
@@ -1710,5 +1761,56 @@ mod tests {
             Some(Target::Tags(vec![1])),
         );
         assert_eq!(pad_batch(&[&odd], 0).targets, [0.0; 3]);
+    }
+
+    /// run_ner's `--label_all_tokens`: later sub-tokens of a `B-X` word get `I-X`, of any other
+    /// word its own tag; special tokens, padding and unlabelled rows stay out.
+    #[test]
+    fn label_all_subtokens_tags_every_piece_of_a_word() {
+        let names: Vec<String> = ["B-PER", "I-PER", "O", "B-LOC"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cont = continuation_classes(&names);
+        assert_eq!(cont, [1, 1, 2, 3], "B-LOC has no I-LOC to become");
+        let row = |ids: Vec<u32>, word_ids: Vec<Option<u32>>, label: Option<Target>| Encoded {
+            type_ids: vec![0; ids.len()],
+            ids,
+            label,
+            line: 1,
+            word_ids,
+        };
+        // Words: 0 in tokens 1-2 (B-PER), 1 in token 3 (O), 2 in tokens 4-5 (B-LOC).
+        let a = row(
+            vec![2, 10, 11, 12, 13, 14, 3],
+            vec![None, Some(0), Some(0), Some(1), Some(2), Some(2), None],
+            Some(Target::Tags(vec![0, 2, 3])),
+        );
+        let short = row(
+            vec![2, 15, 3],
+            vec![None, Some(0), None],
+            Some(Target::Tags(vec![2])),
+        );
+        let unlabelled = row(vec![2, 16, 3], vec![None, Some(0), None], None);
+        let items = [&a, &short, &unlabelled];
+        let mut b = pad_batch(&items, 0);
+        let first_only = b.clone();
+        assert_eq!(label_all_subtokens(&mut b, &items, &cont), 6);
+        assert_eq!(
+            &b.labels[..7],
+            [0, 0, 1, 2, 3, 3, 0],
+            "B-PER then I-PER; B-LOC twice"
+        );
+        assert_eq!(&b.targets[..7], [0., 1., 1., 1., 1., 1., 0.]);
+        assert_eq!(
+            &b.targets[7..],
+            [0., 1., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0.]
+        );
+        // The first sub-tokens keep what pad_batch gave them.
+        for (i, w) in first_only.targets.iter().enumerate() {
+            if *w > 0.0 {
+                assert_eq!(b.labels[i], first_only.labels[i]);
+            }
+        }
     }
 }

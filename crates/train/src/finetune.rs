@@ -576,12 +576,21 @@ fn batch_tensors(b: &ClsBatch, problem: ProblemType, device: &Device) -> Result<
     })
 }
 
-/// The rows an example contributes to a step's loss and to evaluation: 1, or for token
-/// classification its labelled words (the words whose first sub-token survived truncation).
+/// The rows an example contributes to evaluation: 1, or for token classification its labelled
+/// words (the words whose first sub-token survived truncation).
 fn rows_of(e: &Encoded, problem: ProblemType) -> usize {
     match problem {
         ProblemType::TokenClassification => labelled::first_subwords(&e.word_ids).len(),
         _ => 1,
+    }
+}
+
+/// The rows an example contributes to a training step's loss: [`rows_of`], or with
+/// `label_all_tokens` every sub-token of its words.
+fn train_rows_of(e: &Encoded, problem: ProblemType, all_tokens: bool) -> usize {
+    match all_tokens {
+        true => e.word_ids.iter().filter(|w| w.is_some()).count(),
+        false => rows_of(e, problem),
     }
 }
 
@@ -1272,6 +1281,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         None => None,
     };
     let pad = pad_id(&tokenizer, &bert_cfg);
+    let continuation = labelled::continuation_classes(&labels);
     let t = &cfg.train;
     // One step takes `batch_size` examples per micro-batch, `grad_accum` micro-batches and
     // `world` ranks (as torchrun with transformers' Trainer).
@@ -1516,10 +1526,11 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 }
                 let items: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
                 let stream = (step * t.grad_accum as u64 + m as u64) * world as u64 + rank as u64;
-                tensors.push((
-                    batch_tensors(&labelled::pad_batch(&items, pad), problem, &device)?,
-                    stream,
-                ));
+                let mut batch = labelled::pad_batch(&items, pad);
+                if d.label_all_tokens {
+                    labelled::label_all_subtokens(&mut batch, &items, &continuation);
+                }
+                tensors.push((batch_tensors(&batch, problem, &device)?, stream));
             }
             let micro: Vec<ClsMicro<'_>> = tensors
                 .iter()
@@ -1551,7 +1562,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                     dropout_seed: t.seed ^ DROPOUT_STREAM,
                     step,
                     // Every rank sees the whole step's examples: the same count everywhere.
-                    rows: group.iter().map(|&i| rows_of(&train[i], problem)).sum(),
+                    rows: group
+                        .iter()
+                        .map(|&i| train_rows_of(&train[i], problem, d.label_all_tokens))
+                        .sum(),
                     problem,
                     label_smoothing: t.label_smoothing,
                 },

@@ -76,6 +76,11 @@ pub struct FtDataSection {
     /// or `token_classification` (a tag per word: `BertForTokenClassification`, NER).
     #[serde(default)]
     pub problem_type: ProblemType,
+    /// Token classification: train on every sub-token of a word, not only its first
+    /// (transformers' run_ner `--label_all_tokens`; a `B-X` word's later sub-tokens learn
+    /// `I-X`). Evaluation and prediction still read each word's first sub-token.
+    #[serde(default)]
+    pub label_all_tokens: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,6 +339,13 @@ impl FinetuneConfig {
             return bad(format!(
                 "train.label_smoothing applies to single_label_classification and \
                  token_classification, not {}",
+                self.data.problem_type
+            ));
+        }
+        if self.data.label_all_tokens && self.data.problem_type != ProblemType::TokenClassification
+        {
+            return bad(format!(
+                "data.label_all_tokens applies to token_classification, not {}",
                 self.data.problem_type
             ));
         }
