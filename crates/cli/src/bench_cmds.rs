@@ -81,6 +81,10 @@ pub struct BenchArgs {
     /// `model.attention` in a run config.
     #[arg(long, default_value = "auto", value_parser = parse_attention)]
     attention: AttentionImpl,
+    /// Recompute each block in the backward pass instead of keeping its activations
+    /// (`train.activation_checkpointing`).
+    #[arg(long)]
+    activation_checkpointing: bool,
 }
 
 fn parse_attention(s: &str) -> std::result::Result<AttentionImpl, String> {
@@ -140,6 +144,7 @@ fn bench_inner(a: BenchArgs) -> Result<()> {
         peak_flops: a.peak_tflops.map(|t| t * 1e12),
         profiler_range: a.cuda_profiler_range,
         attention: a.attention,
+        activation_checkpointing: a.activation_checkpointing,
     };
     let r = bench_train_step(&cfg, &opts, &dev)?;
     let mut j = serde_json::to_value(&r)?;

@@ -47,6 +47,51 @@ fn resume_is_byte_identical_with_accumulation() {
     exact_resume(4);
 }
 
+/// `train.activation_checkpointing`: each block recomputed in the backward pass, with its
+/// dropout masks replayed, trains as the run that kept the activations.
+#[test]
+fn activation_checkpointing_trains_as_keeping_the_activations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, on: bool| {
+        let dir = tmp.path().join(name);
+        let cfg = tiny_config(
+            tmp.path(),
+            &dir,
+            &format!("activation_checkpointing = {on}"),
+        );
+        lantern_ok(&[
+            "train",
+            "--config",
+            &s(&cfg),
+            "--quiet",
+            "--set",
+            "train.max_steps=20",
+        ]);
+        dir
+    };
+    let (kept, recomputed) = (run("kept", false), run("recomputed", true));
+    let losses = |d: &std::path::Path| -> Vec<f64> {
+        metrics_of(d, "train")
+            .iter()
+            .map(|r| r["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (losses(&kept), losses(&recomputed));
+    assert!(!a.is_empty() && a.len() == b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "loss {y} against {x}");
+    }
+    let wa = read_f32_tensors(&newest_checkpoint(&kept).join("model.safetensors"));
+    let wb = read_f32_tensors(&newest_checkpoint(&recomputed).join("model.safetensors"));
+    for ((name, x), (_, y)) in wa.iter().zip(&wb) {
+        if name.ends_with("attn.c_attn.bias") {
+            continue; // its key part is rounding noise (accumulation_matches_a_large_batch)
+        }
+        let r = rel_l2(x, y);
+        assert!(r <= 1e-4, "{name}: relative difference {r}");
+    }
+}
+
 #[test]
 fn accumulation_matches_a_large_batch() {
     let tmp = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@ use crate::config::TrainSection;
 use crate::grads::StepGrads;
 use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
+use crate::recompute::Recomputed;
 use crate::task::LossModel;
 use crate::trainer::{to_batch, train_step, Batch, StepInputs};
 use crate::{Error, Result};
@@ -54,6 +55,8 @@ pub struct BenchOptions {
     pub profiler_range: bool,
     /// Fused or composite attention (`model.attention`).
     pub attention: AttentionImpl,
+    /// Recompute each block in the backward pass (`train.activation_checkpointing`).
+    pub activation_checkpointing: bool,
 }
 
 /// Median milliseconds of each phase of a step, from synchronized steps.
@@ -86,6 +89,8 @@ pub struct BenchResult {
     /// `model.attention` as given, and whether the fused op ran on this device.
     pub attention: AttentionImpl,
     pub attention_fused: bool,
+    /// Whether each block was recomputed in the backward pass.
+    pub activation_checkpointing: bool,
     /// All parameters (the tied lm_head counted once).
     pub params: usize,
     /// N of the MFU formula: without the position embedding.
@@ -146,6 +151,13 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
         Ok(())
     };
 
+    if o.profile_steps > 0 && o.activation_checkpointing {
+        return Err(Error::Config(
+            "the per-phase profile times forward and backward apart, which activation \
+             checkpointing interleaves: profile without it"
+                .into(),
+        ));
+    }
     let mut rng = Rng::new(0);
     let master = init_params(cfg, &mut rng, device, DType::F32)?;
     let work = match o.precision {
@@ -154,6 +166,17 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
     };
     let params = work.as_ref().unwrap_or(&master);
     let model = Gpt::new(cfg, params)?.with_attention(o.attention);
+    // The step's model: the same GPT, with its blocks recomputed in the backward when asked.
+    let recomputed = match o.activation_checkpointing {
+        true => Some(Recomputed(
+            Gpt::new(cfg, params)?.with_attention(o.attention),
+        )),
+        false => None,
+    };
+    let step_model: &dyn LossModel = match &recomputed {
+        Some(r) => r,
+        None => &model,
+    };
     let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), &master)?;
     let defaults = TrainSection::default();
     let mut scaler = (o.precision == Precision::Fp16).then(|| {
@@ -174,7 +197,7 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
      -> Result<f64> {
         let out = train_step(
             &StepInputs {
-                model: &model,
+                model: step_model,
                 params,
                 master: &master,
                 batches: std::slice::from_ref(batch),
@@ -258,6 +281,7 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
         seq_len: t,
         dtype: o.precision,
         attention: o.attention,
+        activation_checkpointing: o.activation_checkpointing,
         // The model takes the fused op and the op has a kernel for these heads.
         attention_fused: model.fused_attention(device, true)
             && lantern_kernels::ops::causal_attention_kernel_on(device, cfg.head_dim()),
@@ -379,7 +403,29 @@ mod tests {
             profile_steps: 2,
             peak_flops: Some(1e12),
             profiler_range: true,
+            activation_checkpointing: false,
         }
+    }
+
+    /// The step with each block recomputed trains the same: the same losses up to the last
+    /// bits of the tied embeddings' summed gradient; profiling it is refused.
+    #[test]
+    fn bench_with_activation_checkpointing_trains_alike() {
+        let mut o = opts(Precision::Fp32);
+        (o.profile_steps, o.profiler_range) = (0, false);
+        let plain = bench_train_step(&tiny(), &o, &Device::Cpu).unwrap();
+        o.activation_checkpointing = true;
+        let r = bench_train_step(&tiny(), &o, &Device::Cpu).unwrap();
+        assert!(r.activation_checkpointing && !plain.activation_checkpointing);
+        assert!(
+            (r.final_loss - plain.final_loss).abs() <= 1e-5 * plain.final_loss,
+            "{} vs {}",
+            r.final_loss,
+            plain.final_loss
+        );
+        o.profile_steps = 2;
+        let e = bench_train_step(&tiny(), &o, &Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains("activation checkpointing"), "{e}");
     }
 
     #[test]

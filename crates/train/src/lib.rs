@@ -17,6 +17,7 @@ pub mod metrics_tok;
 pub mod optim;
 pub mod plot;
 pub mod precision;
+pub mod recompute;
 pub mod schedule;
 pub mod task;
 pub mod trainer;

@@ -15,6 +15,8 @@
 //! masked-LM loss the mean over the step's chosen tokens and accumulation exact for both.
 
 use crate::config::{ModelArch, RunConfig};
+use crate::grads::StepGrads;
+use crate::recompute::Recomputed;
 use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -224,10 +226,23 @@ impl ModelConfig {
     }
 
     /// The model for the loop, reading `params` (kept, so optimizer updates are seen);
-    /// `attention` is GPT's (`model.attention`).
-    pub fn build(&self, params: &Params, attention: AttentionImpl) -> Result<Box<dyn LossModel>> {
+    /// `attention` is GPT's (`model.attention`), and so is `recompute`
+    /// (`train.activation_checkpointing`: each block's activations are recomputed in the
+    /// backward pass instead of kept).
+    pub fn build(
+        &self,
+        params: &Params,
+        attention: AttentionImpl,
+        recompute: bool,
+    ) -> Result<Box<dyn LossModel>> {
         Ok(match self {
-            Self::Gpt(g) => Box::new(Gpt::new(g, params)?.with_attention(attention)),
+            Self::Gpt(g) => {
+                let gpt = Gpt::new(g, params)?.with_attention(attention);
+                match recompute {
+                    true => Box::new(Recomputed(gpt)),
+                    false => Box::new(gpt),
+                }
+            }
             Self::Bert(c) => Box::new(BertForMaskedLM::new(c, params)?),
         })
     }
@@ -274,18 +289,44 @@ impl ModelConfig {
 /// [`Batch::n_targets`].
 pub trait LossModel {
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor>;
+
+    /// One micro-batch's forward and backward: the summed loss divided by `divisor`, whose
+    /// gradient (of the loss times `scale`, fp16's loss scale) is added to `grads`. Returns
+    /// the divided loss. Models that recompute activations in the backward pass
+    /// ([`crate::recompute`]) override it.
+    fn loss_backward(
+        &self,
+        batch: &Batch,
+        mode: Mode<'_>,
+        (divisor, scale): (f64, f64),
+        params: &Params,
+        grads: &mut StepGrads,
+    ) -> Result<f64> {
+        let loss = (self.loss_sum(batch, mode)? / divisor)?;
+        let store = if scale != 1.0 {
+            (&loss * scale)?.backward()?
+        } else {
+            loss.backward()?
+        };
+        grads.accumulate(params, &store)?;
+        Ok(f64::from(loss.to_scalar::<f32>()?))
+    }
+}
+
+/// Summed next-token cross-entropy of GPT's logits (B, T, V) against the batch's targets
+/// (B·T).
+pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let (b, t, v) = logits.dims3()?;
+    Ok(cross_entropy_sum(
+        &logits.reshape((b * t, v))?,
+        &batch.targets,
+        batch.weights.as_ref(),
+    )?)
 }
 
 impl LossModel for Gpt {
-    /// Summed next-token cross-entropy. logits: (B, T, V); targets: (B·T).
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
-        let logits = self.forward(&batch.ids, mode)?;
-        let (b, t, v) = logits.dims3()?;
-        Ok(cross_entropy_sum(
-            &logits.reshape((b * t, v))?,
-            &batch.targets,
-            batch.weights.as_ref(),
-        )?)
+        causal_loss_sum(&self.forward(&batch.ids, mode)?, batch)
     }
 }
 

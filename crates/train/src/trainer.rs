@@ -218,14 +218,13 @@ pub fn train_step_on(
             inp.dropout_seed,
             (inp.step * m + micro as u64) * world + rank,
         );
-        let loss = (inp.model.loss_sum(batch, Mode::Train(&mut rng))? / tokens as f64)?;
-        let store = if scale != 1.0 {
-            (&loss * scale)?.backward()?
-        } else {
-            loss.backward()?
-        };
-        grads.accumulate(inp.params, &store)?;
-        loss_sum += loss.to_scalar::<f32>()? as f64;
+        loss_sum += inp.model.loss_backward(
+            batch,
+            Mode::Train(&mut rng),
+            (tokens as f64, scale),
+            inp.params,
+            &mut grads,
+        )?;
     }
     if scale != 1.0 {
         grads.scale(1.0 / scale)?;
@@ -580,7 +579,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         p => Some(params.to(&device, p.dtype())?),
     };
     let work_params = work.as_ref().unwrap_or(&params);
-    let model = model_cfg.build(work_params, cfg.model.attention)?;
+    let model = model_cfg.build(
+        work_params,
+        cfg.model.attention,
+        cfg.train.activation_checkpointing,
+    )?;
     let mut scaler = (precision == Precision::Fp16).then(|| {
         state
             .as_ref()

@@ -290,35 +290,75 @@ impl Gpt {
 
     /// ids: (B, T) u32 → logits (B, T, V) in the parameters' dtype.
     pub fn forward(&self, ids: &Tensor, mut mode: Mode<'_>) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let cfg = &self.cfg;
-        let (c, h, hd) = (cfg.n_embd, cfg.n_head, cfg.head_dim());
+        let mut x = self.embed_input(ids, &mut mode)?;
+        let mask = self.block_mask(ids, &mode)?;
+        for l in 0..self.blocks.len() {
+            x = self.block(l, x, mask.as_ref(), &mut mode)?;
+        }
+        self.head(&x)
+    }
+
+    // The pieces of `forward`, in its order, for callers that run them one at a time:
+    // activation checkpointing keeps only the blocks' inputs and runs a block again, with the
+    // dropout stream it had, when the backward pass reaches it.
+
+    /// The number of Transformer blocks.
+    pub fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The first block's input: token plus position embeddings of ids (B, T), with dropout →
+    /// (B, T, C).
+    pub fn embed_input(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
         let x = self.embed(ids, 0)?;
-        let mut x = self.drop(x, &mut mode)?;
+        self.drop(x, mode)
+    }
+
+    /// The attention mask every block of a forward over `ids` (B, T) takes: the causal (T, T)
+    /// mask for the composite attention, or `None` when the fused op (causal by itself) runs.
+    pub fn block_mask(&self, ids: &Tensor, mode: &Mode<'_>) -> Result<Option<Tensor>> {
+        let t = ids.dim(1)?;
         // The fused op has no attention dropout: with dropout active, the composite path runs.
         let fused = self.fused_attention(ids.device(), matches!(mode, Mode::Train(_)));
-        let mask = match fused {
+        Ok(match fused {
             true => None,
             false => Some(k::causal_mask(t, ids.device())?), // (T, T)
-        };
+        })
+    }
+
+    /// Block `l` on x (B, T, C), with `mask` from [`Gpt::block_mask`] → (B, T, C).
+    pub fn block(
+        &self,
+        l: usize,
+        x: Tensor,
+        mask: Option<&Tensor>,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let blk = self.blocks.get(l).ok_or_else(|| {
+            crate::Error::Config(format!("block {l} of a model of {}", self.blocks.len()))
+        })?;
+        let (h, hd) = (cfg.n_head, cfg.head_dim());
         let scale = 1.0 / (hd as f64).sqrt();
-        let eps = cfg.layer_norm_epsilon;
-        for blk in &self.blocks {
-            let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps)?;
-            let qkv = conv1d(&a, &blk.c_attn)?; // (B, T, 3C)
-            let y = match &mask {
-                None => k::causal_attention(&qkv, h, scale)?, // (B, T, C)
-                Some(mask) => {
-                    let (q, kk, v) = self.heads(&qkv)?;
-                    self.attend((&q, &kk, &v), Some(mask), &mut mode)?
-                }
-            };
-            x = self.block_after_attention(blk, x, &y, &mut mode)?;
-        }
-        let x = k::layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps)?;
-        // Tied head: logits = x @ wte^T.
+        let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, cfg.layer_norm_epsilon)?;
+        let qkv = conv1d(&a, &blk.c_attn)?; // (B, T, 3C)
+        let y = match mask {
+            None => k::causal_attention(&qkv, h, scale)?, // (B, T, C)
+            Some(mask) => {
+                let (q, kk, v) = self.heads(&qkv)?;
+                self.attend((&q, &kk, &v), Some(mask), mode)?
+            }
+        };
+        self.block_after_attention(blk, x, &y, mode)
+    }
+
+    /// The last block's output (B, T, C) → logits (B, T, V): final LayerNorm and the head tied
+    /// to the token embeddings.
+    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let x = k::layer_norm(x, &self.ln_f.0, &self.ln_f.1, self.cfg.layer_norm_epsilon)?;
         let logits = x.reshape((b * t, c))?.matmul(&self.wte.t()?)?;
-        Ok(logits.reshape((b, t, cfg.vocab_size))?)
+        Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
     }
 
     /// For generation: the logits (B, V) of the last of `ids` (B, T), the tokens that follow

@@ -1,0 +1,187 @@
+//! Activation checkpointing for GPT (`train.activation_checkpointing`; transformers'
+//! `gradient_checkpointing`, torchtitan's full activation checkpointing, Chen et al. 2016,
+//! "Training Deep Nets with Sublinear Memory Cost"): the forward pass keeps only each block's
+//! input, and the backward pass runs each block again, from its input and with the dropout
+//! stream it had, just before its gradients are needed.
+//!
+//! Memory: a forward of L blocks normally keeps every intermediate of every block for the
+//! backward (attention's q, k, v and output, the LayerNorms' inputs, the MLP's 4C-wide
+//! activations, the dropout masks): about 20 B·T·C values a block in the composite path. Here
+//! it keeps L + 1 tensors of B·T·C, and the intermediates of one block at a time. The price
+//! is one more forward of every block, about a third more compute per step.
+//!
+//! The gradient is the same function of the same numbers: each block is recomputed with the
+//! same inputs, weights and dropout masks, and the gradient that reaches its output from above
+//! is fed into its backward as `sum(y · g)`, whose gradient with respect to y is exactly g. Only
+//! the order in which contributions to a weight used twice (the tied token embeddings: the
+//! input and the head) are summed differs, which moves the last bits.
+//!
+//! candle has no way to start a backward pass from a given output gradient, or to drop a
+//! graph and keep its values: detaching a block's output frees the graph behind it, and a
+//! fresh variable made from the stored input starts the recomputed graph.
+
+use crate::grads::StepGrads;
+use crate::task::{causal_loss_sum, LossModel};
+use crate::trainer::Batch;
+use crate::{Error, Result};
+use candle_core::{backprop::GradStore, Tensor, Var};
+use lantern_kernels::Rng;
+use lantern_models::gpt::Gpt;
+use lantern_models::{Mode, Params};
+
+/// A GPT trained with activation checkpointing: the same model, the same loss and the same
+/// gradients as [`Gpt`], with each block's activations recomputed in the backward pass.
+pub struct Recomputed(pub Gpt);
+
+/// The dropout stream `mode` is at: a copy to run a piece again with the same masks.
+fn stream_of(mode: &Mode<'_>) -> Option<Rng> {
+    match mode {
+        Mode::Train(rng) => Some((**rng).clone()),
+        Mode::Eval => None,
+    }
+}
+
+/// Runs `f` in the mode `stream` was saved from (training from that point of the stream, or
+/// evaluation).
+fn replay<T>(stream: &Option<Rng>, f: impl FnOnce(&mut Mode<'_>) -> Result<T>) -> Result<T> {
+    match stream {
+        Some(rng) => f(&mut Mode::Train(&mut rng.clone())),
+        None => f(&mut Mode::Eval),
+    }
+}
+
+/// The gradient a backward pass gave `x` (the input of the piece it ran), detached.
+fn grad_of(store: &GradStore, x: &Var, what: &str) -> Result<Tensor> {
+    store
+        .get(x.as_tensor())
+        .map(Tensor::detach)
+        .ok_or_else(|| Error::Config(format!("activation checkpointing: {what} got no gradient")))
+}
+
+impl LossModel for Recomputed {
+    fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
+        self.0.loss_sum(batch, mode)
+    }
+
+    fn loss_backward(
+        &self,
+        batch: &Batch,
+        mut mode: Mode<'_>,
+        (divisor, scale): (f64, f64),
+        params: &Params,
+        grads: &mut StepGrads,
+    ) -> Result<f64> {
+        let gpt = &self.0;
+        let n = gpt.n_blocks();
+        // Forward, keeping each block's input (detached: the graph behind it is freed) and the
+        // dropout stream each piece started from.
+        let embed_stream = stream_of(&mode);
+        let mut x = gpt.embed_input(&batch.ids, &mut mode)?.detach();
+        let mask = gpt.block_mask(&batch.ids, &mode)?;
+        let mut kept: Vec<(Tensor, Option<Rng>)> = Vec::with_capacity(n);
+        for l in 0..n {
+            kept.push((x.clone(), stream_of(&mode)));
+            x = gpt.block(l, x, mask.as_ref(), &mut mode)?.detach();
+        }
+        // The head and the loss, with their graph: the weights' gradients, and the one that
+        // reaches the last block's output.
+        let top = Var::from_tensor(&x)?;
+        drop(x);
+        let loss = (causal_loss_sum(&gpt.head(top.as_tensor())?, batch)? / divisor)?;
+        let store = if scale != 1.0 {
+            (&loss * scale)?.backward()?
+        } else {
+            loss.backward()?
+        };
+        grads.accumulate(params, &store)?;
+        let mut g = grad_of(&store, &top, "the last block's output")?;
+        drop(store);
+        // Each block again, last first: its graph lives only while its backward runs.
+        for l in (0..n).rev() {
+            let (input, stream) = kept.pop().expect("one kept input per block");
+            let input = Var::from_tensor(&input)?;
+            let y = replay(&stream, |m| {
+                Ok(gpt.block(l, input.as_tensor().clone(), mask.as_ref(), m)?)
+            })?;
+            let store = (y * &g)?.sum_all()?.backward()?;
+            grads.accumulate(params, &store)?;
+            g = grad_of(&store, &input, "a block's input")?;
+        }
+        // The embeddings (the token table's second contribution, after the head's).
+        let x0 = replay(&embed_stream, |m| Ok(gpt.embed_input(&batch.ids, m)?))?;
+        let store = (x0 * &g)?.sum_all()?.backward()?;
+        grads.accumulate(params, &store)?;
+        Ok(f64::from(loss.to_scalar::<f32>()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use lantern_models::gpt::{init_params, GptConfig};
+
+    /// The gradients of a step with recomputation are those without, with dropout on (the
+    /// masks must be replayed) and over two micro-batches accumulated.
+    #[test]
+    fn recomputed_gradients_are_the_stored_ones() {
+        let cfg = GptConfig {
+            vocab_size: 64,
+            n_positions: 16,
+            n_embd: 32,
+            n_layer: 3,
+            n_head: 4,
+            dropout: 0.1,
+            layer_norm_epsilon: 1e-5,
+        };
+        let params = init_params(&cfg, &mut Rng::new(5), &Device::Cpu, DType::F32).unwrap();
+        let batch = |seed: u32| {
+            let ids: Vec<u32> = (0..24).map(|i| (i * 7 + seed) % 64).collect();
+            let tgt: Vec<u32> = (0..24).map(|i| (i * 5 + seed) % 64).collect();
+            Batch {
+                ids: Tensor::from_vec(ids, (2, 12), &Device::Cpu).unwrap(),
+                targets: Tensor::from_vec(tgt, 24, &Device::Cpu).unwrap(),
+                weights: None,
+                n_targets: 24,
+            }
+        };
+        let batches = [batch(1), batch(2)];
+        let run = |model: &dyn LossModel| -> (Vec<f64>, StepGrads) {
+            let mut grads = StepGrads::new(params.len());
+            let losses = batches
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let mut rng = Rng::derive(9, i as u64);
+                    model
+                        .loss_backward(b, Mode::Train(&mut rng), (48.0, 1.0), &params, &mut grads)
+                        .unwrap()
+                })
+                .collect();
+            (losses, grads)
+        };
+        let plain = Gpt::new(&cfg, &params).unwrap();
+        let (l1, g1) = run(&plain);
+        let (l2, g2) = run(&Recomputed(Gpt::new(&cfg, &params).unwrap()));
+        assert_eq!(l1, l2, "the same forward");
+        for ((name, a), b) in params.names().iter().zip(&g1.grads).zip(&g2.grads) {
+            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+            let scale = a
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(scale > 0.0 && d <= 1e-6 * scale, "{name}: {d} of {scale}");
+        }
+    }
+}
