@@ -92,6 +92,58 @@ fn activation_checkpointing_trains_as_keeping_the_activations() {
     }
 }
 
+/// `run.tensorboard`: an event file per process in `<run>/tensorboard` (TensorBoard's own
+/// reader is `scripts/tensorboard_check.sh`; the encoding is unit-tested in the train crate).
+#[test]
+fn tensorboard_event_files_are_written_per_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let cfg = tiny_config(tmp.path(), &dir, "");
+    let args = |extra: &'static str| {
+        let mut a = vec![
+            "train".to_string(),
+            "--config".into(),
+            s(&cfg),
+            "--quiet".into(),
+            "--set".into(),
+            "run.tensorboard=true".into(),
+            "--set".into(),
+            "train.max_steps=20".into(),
+        ];
+        a.push(extra.into());
+        a
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        lantern_ok(&refs);
+    };
+    let mut first = args("--stop-after");
+    first.push("10".into());
+    run(first);
+    run(args("--resume"));
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with("events.out.tfevents."), "{name}");
+        let bytes = std::fs::read(f).unwrap();
+        // The first record: its length, then the file_version event holding "brain.Event:2".
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert!(
+            bytes.len() > 16 + len,
+            "{name}: more than the version record"
+        );
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains("brain.Event:2") && text.contains("train/loss"),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn accumulation_matches_a_large_batch() {
     let tmp = tempfile::tempdir().unwrap();

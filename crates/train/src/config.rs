@@ -239,6 +239,10 @@ pub struct RunSection {
     /// Where metrics, the resolved config, checkpoints and plots go.
     #[serde(default = "d_run_dir")]
     pub dir: PathBuf,
+    /// Also write the metrics as TensorBoard event files in `<dir>/tensorboard`
+    /// (`tensorboard --logdir <dir>`; transformers' `report_to="tensorboard"`).
+    #[serde(default)]
+    pub tensorboard: bool,
 }
 
 fn d_preset() -> String {
@@ -355,7 +359,10 @@ impl Default for CheckpointSection {
 
 impl Default for RunSection {
     fn default() -> Self {
-        Self { dir: d_run_dir() }
+        Self {
+            dir: d_run_dir(),
+            tensorboard: false,
+        }
     }
 }
 

@@ -1409,9 +1409,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     }
     let resumed_from = resumed.as_ref().map(|r| r.1.step);
     let mut log = match main {
-        true => Some(MetricsLog::open(
-            &run_dir.join("metrics.jsonl"),
+        true => Some(MetricsLog::open_run(
+            &run_dir,
             resumed_from,
+            cfg.run.tensorboard,
         )?),
         false => None,
     };

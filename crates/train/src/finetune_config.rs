@@ -29,6 +29,10 @@ pub struct FinetuneConfig {
 #[serde(deny_unknown_fields)]
 pub struct FtRunSection {
     pub dir: PathBuf,
+    /// Also write the metrics as TensorBoard event files in `<dir>/tensorboard`
+    /// (`tensorboard --logdir <dir>`; transformers' `report_to="tensorboard"`).
+    #[serde(default)]
+    pub tensorboard: bool,
 }
 
 /// Either `init_from` (a Hugging Face BERT folder: `BertModel`, `BertForMaskedLM` or

@@ -20,6 +20,7 @@ pub mod precision;
 pub mod recompute;
 pub mod schedule;
 pub mod task;
+pub mod tensorboard;
 pub mod trainer;
 pub mod world;
 

@@ -1,6 +1,7 @@
 //! `metrics.jsonl`: one JSON object per line — a `"train"` record per optimizer step and a
 //! `"val"` record per evaluation — readable with `jq` or pandas (`read_json(lines=True)`).
 
+use crate::tensorboard::EventWriter;
 use crate::{error::io, Result};
 use serde_json::Value;
 use std::fs::{File, OpenOptions};
@@ -10,6 +11,10 @@ use std::path::{Path, PathBuf};
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
+    /// TensorBoard's copy of every record (`run.tensorboard`).
+    tensorboard: Option<EventWriter>,
+    /// The step of the last record with one (where a record without a step is plotted).
+    last_step: u64,
 }
 
 impl MetricsLog {
@@ -48,11 +53,37 @@ impl MetricsLog {
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            tensorboard: None,
+            last_step: resume_step.unwrap_or(0),
         })
     }
 
+    /// A run folder's `metrics.jsonl` ([`MetricsLog::open`]), with TensorBoard event files in
+    /// `<run_dir>/tensorboard` when `tensorboard` (the config's `run.tensorboard`).
+    pub fn open_run(run_dir: &Path, resume_step: Option<u64>, tensorboard: bool) -> Result<Self> {
+        let log = Self::open(&run_dir.join("metrics.jsonl"), resume_step)?;
+        match tensorboard {
+            true => log.with_tensorboard(&run_dir.join(crate::tensorboard::DIR), resume_step),
+            false => Ok(log),
+        }
+    }
+
+    /// Also writes every record to a new TensorBoard event file in `dir`
+    /// ([`crate::tensorboard`]); `resume_step` as for [`MetricsLog::open`].
+    pub fn with_tensorboard(mut self, dir: &Path, resume_step: Option<u64>) -> Result<Self> {
+        self.tensorboard = Some(EventWriter::create(dir, resume_step)?);
+        Ok(self)
+    }
+
     pub fn write(&mut self, record: &Value) -> Result<()> {
-        writeln!(self.file, "{record}").map_err(io(&self.path))
+        writeln!(self.file, "{record}").map_err(io(&self.path))?;
+        if let Some(step) = record.get("step").and_then(Value::as_u64) {
+            self.last_step = step;
+        }
+        match self.tensorboard.as_mut() {
+            Some(tb) => tb.record(record, self.last_step),
+            None => Ok(()),
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -622,9 +622,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let mut log = if main {
         std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-        Some(MetricsLog::open(
-            &metrics_path,
+        Some(MetricsLog::open_run(
+            &run_dir,
             resume_from.as_ref().map(|r| r.0),
+            cfg.run.tensorboard,
         )?)
     } else {
         None
