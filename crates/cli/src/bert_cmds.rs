@@ -181,7 +181,8 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                     e.line
                 );
             }
-            let model = BertClassifier::new(&c.cfg, &c.params, finetune::head_of(c.problem))?;
+            let model =
+                BertClassifier::new(&c.cfg, &c.params.frozen(), finetune::head_of(c.problem))?;
             let names = c.cfg.label_names();
             let r = finetune::evaluate(
                 &model,
@@ -231,7 +232,8 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             let names = c.cfg.label_names();
             let examples =
                 lantern_data::labelled::encode(&tok, &stripped, (c.problem, &names), &input)?;
-            let model = BertClassifier::new(&c.cfg, &c.params, finetune::head_of(c.problem))?;
+            let model =
+                BertClassifier::new(&c.cfg, &c.params.frozen(), finetune::head_of(c.problem))?;
             let logits =
                 finetune::predict_logits(&model, &examples, batch_size, c.pad_id, &Device::Cpu)?;
             let out = out.unwrap_or_else(|| suffixed(&input, "predictions.jsonl"));
@@ -393,7 +395,7 @@ fn encode(model: &Path, input: &Path, out: &Path, max_length: usize) -> Result<(
     let ids = Tensor::from_slice(&b.ids, shape, &Device::Cpu)?;
     let tt = Tensor::from_slice(&b.type_ids, shape, &Device::Cpu)?;
     let mask = Tensor::from_slice(&b.attention_mask, shape, &Device::Cpu)?;
-    let bert = BertModel::new(&cfg, &params, head)?;
+    let bert = BertModel::new(&cfg, &params.frozen(), head)?;
     let hidden = bert.forward(
         &BertInput {
             ids: &ids,

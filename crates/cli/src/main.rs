@@ -362,7 +362,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 true => m.params,
                 false => m.params.to(&device, DType::F32)?,
             };
-            let gpt = Gpt::new(&m.config, &params)?;
+            let gpt = Gpt::new(&m.config, &params.frozen())?;
             let mut rng = Rng::new(seed);
             for i in 0..num_samples {
                 let start = std::time::Instant::now();
@@ -439,7 +439,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 );
             }
             let ids = Tensor::from_vec(rows.concat(), (rows.len(), t), &Device::Cpu)?;
-            let gpt = Gpt::new(&m.config, &m.params)?;
+            let gpt = Gpt::new(&m.config, &m.params.frozen())?;
             let logits = gpt.forward(&ids, Mode::Eval)?;
             let loss = Gpt::shifted_loss(&logits, &ids)?;
             let l = loss.to_scalar::<f32>()?;

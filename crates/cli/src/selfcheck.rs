@@ -806,11 +806,12 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// token types, the pooler and the classifier head are all on the path. The step is the
 /// fine-tuning loop's own (`finetune::classifier_step`), with clipping at 1 and lr 1e-3.
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
-/// every other real position but [CLS], the others weighted 0 as first sub-tokens are).
+/// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
+/// `recompute` runs the step with activation checkpointing.
 fn bert_losses(
     device: &Device,
     steps: usize,
-    head: lantern_models::bert::BertHead,
+    (head, recompute): (lantern_models::bert::BertHead, bool),
 ) -> Result<Vec<f64>> {
     use lantern_data::labelled::ProblemType;
     use lantern_models::bert::{self, BertClassifier, BertConfig, BertHead};
@@ -887,6 +888,7 @@ fn bert_losses(
                 rows,
                 problem,
                 label_smoothing: 0.0,
+                activation_checkpointing: recompute,
             },
             None,
         )?;
@@ -922,13 +924,18 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
     };
     loss_lines(rep, "train gpt-tiny", source, &on_device, &on_cpu);
     use lantern_models::bert::BertHead;
-    for (head, name) in [
-        (BertHead::SequenceClassification, "finetune bert"),
-        (BertHead::TokenClassification, "finetune bert tags"),
+    for (kind, name) in [
+        ((BertHead::SequenceClassification, false), "finetune bert"),
+        ((BertHead::TokenClassification, false), "finetune bert tags"),
+        // Recomputed on the device against stored on the CPU: the same losses.
+        (
+            (BertHead::SequenceClassification, true),
+            "finetune bert recompute",
+        ),
     ] {
-        let on_device = bert_losses(&s.device, opts.steps, head)
+        let on_device = bert_losses(&s.device, opts.steps, kind)
             .with_context(|| format!("{name} on the checked device"))?;
-        let on_cpu = bert_losses(&Device::Cpu, opts.steps, head)
+        let on_cpu = bert_losses(&Device::Cpu, opts.steps, (kind.0, false))
             .with_context(|| format!("{name} on the CPU"))?;
         loss_lines(rep, name, "padded batch", &on_device, &on_cpu);
     }

@@ -1218,6 +1218,20 @@ fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
     let e = lantern_err(&["finetune", "--config", p(&seq), "--quiet"]);
     assert!(e.contains("label_all_tokens"), "{e}");
 
+    // Activation checkpointing recomputes each layer, dropout masks included: BERT has no
+    // weight used twice in fine-tuning, so every gradient is the same sum and the run the same
+    // to the bit.
+    let recomputed = f.config_on(
+        "tok-recompute",
+        data,
+        &format!("{train}\nactivation_checkpointing = true"),
+        es,
+    );
+    finetune_quiet(&recomputed, &[]);
+    let plain = f.config_on("tok-plain", data, train, es);
+    finetune_quiet(&plain, &[]);
+    assert_same_run(&f.root.join("tok-plain"), &f.root.join("tok-recompute"));
+
     // Two ranks count the labelled words of the whole step: one process with twice the batch.
     let mut runs = Vec::new();
     for (ranks, batch) in [(2, 5), (1, 10)] {

@@ -20,6 +20,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "train gpt-tiny",
         "finetune bert",
         "finetune bert tags",
+        "finetune bert recompute",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");

@@ -12,6 +12,8 @@ pub struct Params {
     names: Vec<String>,
     vars: Vec<Var>,
     index: HashMap<String, usize>,
+    /// [`Params::frozen`]: `get` hands out detached tensors.
+    frozen: bool,
 }
 
 impl Params {
@@ -34,9 +36,25 @@ impl Params {
         Ok(())
     }
 
-    /// The variable's tensor; operations on it are recorded for backward.
+    /// The variable's tensor; operations on it are recorded for backward (unless this is a
+    /// [`Params::frozen`] view).
     pub fn get(&self, name: &str) -> Result<Tensor> {
-        self.var(name).map(|v| v.as_tensor().clone())
+        self.var(name).map(|v| match self.frozen {
+            true => v.as_tensor().detach(),
+            false => v.as_tensor().clone(),
+        })
+    }
+
+    /// A view of the same variables for inference: models built from it read the same
+    /// buffers (so they see every optimizer update) through detached tensors, so that candle
+    /// records no graph. With variables as inputs, every op of a forward would keep its inputs
+    /// alive until the output is dropped: an evaluation would hold all of a training step's
+    /// activations.
+    pub fn frozen(&self) -> Params {
+        Params {
+            frozen: true,
+            ..self.clone()
+        }
     }
 
     pub fn var(&self, name: &str) -> Result<&Var> {

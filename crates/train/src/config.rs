@@ -127,9 +127,9 @@ pub struct TrainSection {
     /// state stay fp32; fp16 adds dynamic loss scaling.
     #[serde(default)]
     pub precision: crate::precision::Precision,
-    /// GPT only: keep only each block's input in the forward pass and recompute the block in
-    /// the backward (transformers' `gradient_checkpointing`): far less activation memory, about
-    /// a third more compute, the same gradients (`crate::recompute`).
+    /// Keep only each block's input in the forward pass and recompute the block in the
+    /// backward (transformers' `gradient_checkpointing`): far less activation memory, about a
+    /// third more compute, the same gradients (`crate::recompute`).
     #[serde(default)]
     pub activation_checkpointing: bool,
     /// fp16 loss scaler (PyTorch GradScaler defaults).
@@ -427,13 +427,6 @@ impl RunConfig {
                 }
             }
         }
-        if m.arch() == ModelArch::Bert && t.activation_checkpointing {
-            return bad(&format!(
-                "train.activation_checkpointing is implemented for GPT, but model.arch is bert \
-                 (preset {:?})",
-                m.preset
-            ));
-        }
         if m.arch() == ModelArch::Bert && m.attention != Default::default() {
             return bad(&format!(
                 "model.attention is a GPT setting, but model.arch is bert (preset {:?})",
@@ -720,7 +713,7 @@ mod tests {
     }
 
     #[test]
-    fn activation_checkpointing_is_gpts() {
+    fn activation_checkpointing_parses_for_both_models() {
         let on = "train.activation_checkpointing=true".to_string();
         let c = RunConfig::parse(MIN, "t", std::slice::from_ref(&on)).unwrap();
         assert!(c.train.activation_checkpointing);
@@ -730,13 +723,8 @@ mod tests {
                 .train
                 .activation_checkpointing
         );
-        let e = RunConfig::parse(MIN, "t", &["model.preset=bert-tiny".into(), on])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("activation_checkpointing") && e.contains("bert"),
-            "{e}"
-        );
+        let c = RunConfig::parse(MIN, "t", &["model.preset=bert-tiny".into(), on]).unwrap();
+        assert!(c.train.activation_checkpointing);
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::metrics_cls::{
 use crate::metrics_tok::token_report;
 use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
+use crate::recompute::{checkpointed_backward, BertBlocks};
 use crate::schedule::Schedule;
 use crate::trainer::{agree_on_checkpoint, agree_on_stop, reduce_step};
 use crate::world::{join_world, World};
@@ -376,6 +377,8 @@ pub struct ClsStep {
     /// Label smoothing of the cross-entropy (single-label and token classification; 0 =
     /// none).
     pub label_smoothing: f64,
+    /// Recompute each encoder layer in the backward pass ([`crate::recompute`]).
+    pub activation_checkpointing: bool,
 }
 
 /// One micro-batch of a [`classifier_step`]: a padded batch, its labels, and the stream its
@@ -436,10 +439,20 @@ pub fn classifier_step(
     let mut loss_sum = 0f64;
     for mb in micro {
         let mut rng = Rng::derive(s.dropout_seed, mb.stream);
-        let logits = m.model.forward(&mb.input, Mode::Train(&mut rng))?;
         let targets = (&mb.labels, mb.weights.as_ref());
-        let loss =
-            (summed_loss(&logits, targets, s.problem, s.label_smoothing)? / s.rows.max(1) as f64)?;
+        let divisor = s.rows.max(1) as f64;
+        if s.activation_checkpointing {
+            let blocks = BertBlocks::new(m.model.bert(), &mb.input)?;
+            let top = |x: &Tensor, mode: &mut Mode<'_>| -> Result<Tensor> {
+                let logits = m.model.head_on(x, mode)?;
+                Ok((summed_loss(&logits, targets, s.problem, s.label_smoothing)? / divisor)?)
+            };
+            let mode = Mode::Train(&mut rng);
+            loss_sum += checkpointed_backward(&blocks, mode, top, scale, (m.work, &mut grads))?;
+            continue;
+        }
+        let logits = m.model.forward(&mb.input, Mode::Train(&mut rng))?;
+        let loss = (summed_loss(&logits, targets, s.problem, s.label_smoothing)? / divisor)?;
         let store = if scale != 1.0 {
             (&loss * scale)?.backward()?
         } else {
@@ -1375,6 +1388,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         t.precision, t.batch_size, t.grad_accum
     ));
     let model = BertClassifier::new(&bert_cfg, work_params, head_of(problem))?;
+    // Evaluations read the same weights without recording a graph.
+    let eval_model = BertClassifier::new(&bert_cfg, &work_params.frozen(), head_of(problem))?;
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience);
     let metric = cfg.early_stopping.metric.clone();
     let mut best: Option<BestCheckpoint> = None;
@@ -1445,7 +1460,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
      -> Result<bool> {
         let r = evaluate_on(
             &comm,
-            &model,
+            &eval_model,
             &val,
             (problem, &labels, t.label_smoothing),
             (t.eval_batch_size, pad),
@@ -1569,6 +1584,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                         .sum(),
                     problem,
                     label_smoothing: t.label_smoothing,
+                    activation_checkpointing: t.activation_checkpointing,
                 },
                 scaler.as_mut(),
             )?;
@@ -1686,7 +1702,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 problem,
                 &device,
             )?;
-            let best_model = BertClassifier::new(&bert_cfg, &best_params, head_of(problem))?;
+            let best_model =
+                BertClassifier::new(&bert_cfg, &best_params.frozen(), head_of(problem))?;
             let r = evaluate_on(
                 &Communicator::single(),
                 &best_model,

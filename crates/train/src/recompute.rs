@@ -1,4 +1,4 @@
-//! Activation checkpointing for GPT (`train.activation_checkpointing`; transformers'
+//! Activation checkpointing (`train.activation_checkpointing`, GPT and BERT; transformers'
 //! `gradient_checkpointing`, torchtitan's full activation checkpointing, Chen et al. 2016,
 //! "Training Deep Nets with Sublinear Memory Cost"): the forward pass keeps only each block's
 //! input, and the backward pass runs each block again, from its input and with the dropout
@@ -21,17 +21,14 @@
 //! fresh variable made from the stored input starts the recomputed graph.
 
 use crate::grads::StepGrads;
-use crate::task::{causal_loss_sum, LossModel};
+use crate::task::{causal_loss_sum, mlm_input, mlm_loss_sum, LossModel};
 use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{backprop::GradStore, Tensor, Var};
 use lantern_kernels::Rng;
+use lantern_models::bert::{BertForMaskedLM, BertInput, BertModel};
 use lantern_models::gpt::Gpt;
 use lantern_models::{Mode, Params};
-
-/// A GPT trained with activation checkpointing: the same model, the same loss and the same
-/// gradients as [`Gpt`], with each block's activations recomputed in the backward pass.
-pub struct Recomputed(pub Gpt);
 
 /// The dropout stream `mode` is at: a copy to run a piece again with the same masks.
 fn stream_of(mode: &Mode<'_>) -> Option<Rng> {
@@ -58,7 +55,120 @@ fn grad_of(store: &GradStore, x: &Var, what: &str) -> Result<Tensor> {
         .ok_or_else(|| Error::Config(format!("activation checkpointing: {what} got no gradient")))
 }
 
-impl LossModel for Recomputed {
+/// A stack of blocks as activation checkpointing runs it: the first block's input (the
+/// embeddings), then each block on the previous one's output. Pieces take the dropout stream
+/// by `&mut Mode`, in the model's order.
+pub trait Blocks {
+    fn n_blocks(&self) -> usize;
+    /// The first block's input (B, T, C).
+    fn first(&self, mode: &mut Mode<'_>) -> Result<Tensor>;
+    /// Block `l` on x.
+    fn block(&self, l: usize, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor>;
+}
+
+/// One micro-batch's forward and backward through `blocks` with activation checkpointing:
+/// `top(x, mode)` is the rest of the model and the loss (already divided as the step wants)
+/// from the last block's output. The gradients of the loss times `scale` are added to
+/// `grads`; returns the loss.
+pub fn checkpointed_backward(
+    blocks: &dyn Blocks,
+    mut mode: Mode<'_>,
+    top: impl FnOnce(&Tensor, &mut Mode<'_>) -> Result<Tensor>,
+    scale: f64,
+    (params, grads): (&Params, &mut StepGrads),
+) -> Result<f64> {
+    let n = blocks.n_blocks();
+    // Forward, keeping each block's input (detached: the graph behind it is freed) and the
+    // dropout stream each piece started from.
+    let first_stream = stream_of(&mode);
+    let mut x = blocks.first(&mut mode)?.detach();
+    let mut kept: Vec<(Tensor, Option<Rng>)> = Vec::with_capacity(n);
+    for l in 0..n {
+        kept.push((x.clone(), stream_of(&mode)));
+        x = blocks.block(l, x, &mut mode)?.detach();
+    }
+    // The top and the loss, with their graph (and the rest of the dropout stream): the
+    // weights' gradients, and the one that reaches the last block's output.
+    let out = Var::from_tensor(&x)?;
+    drop(x);
+    let loss = top(out.as_tensor(), &mut mode)?;
+    let store = if scale != 1.0 {
+        (&loss * scale)?.backward()?
+    } else {
+        loss.backward()?
+    };
+    grads.accumulate(params, &store)?;
+    let mut g = grad_of(&store, &out, "the last block's output")?;
+    drop(store);
+    // Each block again, last first: its graph lives only while its backward runs.
+    for l in (0..n).rev() {
+        let (input, stream) = kept.pop().expect("one kept input per block");
+        let input = Var::from_tensor(&input)?;
+        let y = replay(&stream, |m| blocks.block(l, input.as_tensor().clone(), m))?;
+        let store = (y * &g)?.sum_all()?.backward()?;
+        grads.accumulate(params, &store)?;
+        g = grad_of(&store, &input, "a block's input")?;
+    }
+    // The embeddings (a tied table gets its second contribution here, after the top's).
+    let x0 = replay(&first_stream, |m| blocks.first(m))?;
+    let store = (x0 * &g)?.sum_all()?.backward()?;
+    grads.accumulate(params, &store)?;
+    Ok(f64::from(loss.to_scalar::<f32>()?))
+}
+
+/// GPT's blocks over one batch of ids.
+struct GptBlocks<'a> {
+    gpt: &'a Gpt,
+    ids: &'a Tensor,
+    mask: Option<Tensor>,
+}
+
+impl Blocks for GptBlocks<'_> {
+    fn n_blocks(&self) -> usize {
+        self.gpt.n_blocks()
+    }
+    fn first(&self, mode: &mut Mode<'_>) -> Result<Tensor> {
+        Ok(self.gpt.embed_input(self.ids, mode)?)
+    }
+    fn block(&self, l: usize, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        Ok(self.gpt.block(l, x, self.mask.as_ref(), mode)?)
+    }
+}
+
+/// BERT's encoder layers over one padded batch.
+pub struct BertBlocks<'a> {
+    bert: &'a BertModel,
+    input: &'a BertInput<'a>,
+    mask: Option<Tensor>,
+}
+
+impl<'a> BertBlocks<'a> {
+    pub fn new(bert: &'a BertModel, input: &'a BertInput<'a>) -> Result<Self> {
+        Ok(Self {
+            bert,
+            input,
+            mask: bert.key_mask(input)?,
+        })
+    }
+}
+
+impl Blocks for BertBlocks<'_> {
+    fn n_blocks(&self) -> usize {
+        self.bert.n_layers()
+    }
+    fn first(&self, mode: &mut Mode<'_>) -> Result<Tensor> {
+        Ok(self.bert.embed_input(self.input, mode)?)
+    }
+    fn block(&self, l: usize, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        Ok(self.bert.layer(l, x, self.mask.as_ref(), mode)?)
+    }
+}
+
+/// A model trained with activation checkpointing: the same model, the same loss and the same
+/// gradients, with each block's activations recomputed in the backward pass.
+pub struct Recomputed<M>(pub M);
+
+impl LossModel for Recomputed<Gpt> {
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
         self.0.loss_sum(batch, mode)
     }
@@ -66,52 +176,44 @@ impl LossModel for Recomputed {
     fn loss_backward(
         &self,
         batch: &Batch,
-        mut mode: Mode<'_>,
+        mode: Mode<'_>,
         (divisor, scale): (f64, f64),
         params: &Params,
         grads: &mut StepGrads,
     ) -> Result<f64> {
         let gpt = &self.0;
-        let n = gpt.n_blocks();
-        // Forward, keeping each block's input (detached: the graph behind it is freed) and the
-        // dropout stream each piece started from.
-        let embed_stream = stream_of(&mode);
-        let mut x = gpt.embed_input(&batch.ids, &mut mode)?.detach();
-        let mask = gpt.block_mask(&batch.ids, &mode)?;
-        let mut kept: Vec<(Tensor, Option<Rng>)> = Vec::with_capacity(n);
-        for l in 0..n {
-            kept.push((x.clone(), stream_of(&mode)));
-            x = gpt.block(l, x, mask.as_ref(), &mut mode)?.detach();
-        }
-        // The head and the loss, with their graph: the weights' gradients, and the one that
-        // reaches the last block's output.
-        let top = Var::from_tensor(&x)?;
-        drop(x);
-        let loss = (causal_loss_sum(&gpt.head(top.as_tensor())?, batch)? / divisor)?;
-        let store = if scale != 1.0 {
-            (&loss * scale)?.backward()?
-        } else {
-            loss.backward()?
+        let blocks = GptBlocks {
+            gpt,
+            ids: &batch.ids,
+            mask: gpt.block_mask(&batch.ids, &mode)?,
         };
-        grads.accumulate(params, &store)?;
-        let mut g = grad_of(&store, &top, "the last block's output")?;
-        drop(store);
-        // Each block again, last first: its graph lives only while its backward runs.
-        for l in (0..n).rev() {
-            let (input, stream) = kept.pop().expect("one kept input per block");
-            let input = Var::from_tensor(&input)?;
-            let y = replay(&stream, |m| {
-                Ok(gpt.block(l, input.as_tensor().clone(), mask.as_ref(), m)?)
-            })?;
-            let store = (y * &g)?.sum_all()?.backward()?;
-            grads.accumulate(params, &store)?;
-            g = grad_of(&store, &input, "a block's input")?;
-        }
-        // The embeddings (the token table's second contribution, after the head's).
-        let x0 = replay(&embed_stream, |m| Ok(gpt.embed_input(&batch.ids, m)?))?;
-        let store = (x0 * &g)?.sum_all()?.backward()?;
-        grads.accumulate(params, &store)?;
-        Ok(f64::from(loss.to_scalar::<f32>()?))
+        let top = |x: &Tensor, _: &mut Mode<'_>| -> Result<Tensor> {
+            Ok((causal_loss_sum(&gpt.head(x)?, batch)? / divisor)?)
+        };
+        checkpointed_backward(&blocks, mode, top, scale, (params, grads))
+    }
+}
+
+impl LossModel for Recomputed<BertForMaskedLM> {
+    fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
+        self.0.loss_sum(batch, mode)
+    }
+
+    fn loss_backward(
+        &self,
+        batch: &Batch,
+        mode: Mode<'_>,
+        (divisor, scale): (f64, f64),
+        params: &Params,
+        grads: &mut StepGrads,
+    ) -> Result<f64> {
+        let mlm = &self.0;
+        let input = mlm_input(batch);
+        let blocks = BertBlocks::new(&mlm.bert, &input)?;
+        let top = |x: &Tensor, _: &mut Mode<'_>| -> Result<Tensor> {
+            Ok((mlm_loss_sum(&mlm.head_on(x)?, batch)? / divisor)?)
+        };
+        checkpointed_backward(&blocks, mode, top, scale, (params, grads))
     }
 }
 
@@ -164,6 +266,54 @@ mod tests {
         let (l1, g1) = run(&plain);
         let (l2, g2) = run(&Recomputed(Gpt::new(&cfg, &params).unwrap()));
         assert_eq!(l1, l2, "the same forward");
+        assert_close(&params, &g1, &g2);
+    }
+
+    /// BERT's masked LM: the same, through its layers and the MLM head tied to the word
+    /// embeddings.
+    #[test]
+    fn recomputed_bert_gradients_are_the_stored_ones() {
+        use lantern_models::bert::{init_params, BertConfig, BertHead};
+        let cfg = BertConfig::new(64, 32, 3, 4, 48, 16);
+        let params = init_params(
+            &cfg,
+            BertHead::MaskedLm,
+            &mut Rng::new(5),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        let ids: Vec<u32> = (0..24).map(|i| (i * 7 + 3) % 64).collect();
+        let tgt: Vec<u32> = (0..24).map(|i| (i * 5 + 1) % 64).collect();
+        let w: Vec<f32> = (0..24).map(|i| f32::from(i % 3 == 0)).collect();
+        let batch = Batch {
+            ids: Tensor::from_vec(ids, (2, 12), &Device::Cpu).unwrap(),
+            targets: Tensor::from_vec(tgt, 24, &Device::Cpu).unwrap(),
+            weights: Some(Tensor::from_vec(w, 24, &Device::Cpu).unwrap()),
+            n_targets: 8,
+        };
+        let run = |model: &dyn LossModel| {
+            let mut grads = StepGrads::new(params.len());
+            let mut rng = Rng::derive(9, 0);
+            let loss = model
+                .loss_backward(
+                    &batch,
+                    Mode::Train(&mut rng),
+                    (8.0, 1.0),
+                    &params,
+                    &mut grads,
+                )
+                .unwrap();
+            (loss, grads)
+        };
+        let (l1, g1) = run(&BertForMaskedLM::new(&cfg, &params).unwrap());
+        let (l2, g2) = run(&Recomputed(BertForMaskedLM::new(&cfg, &params).unwrap()));
+        assert_eq!(l1, l2, "the same forward");
+        assert_close(&params, &g1, &g2);
+    }
+
+    /// Every gradient present in both and within 1e-6 of the largest of its tensor.
+    fn assert_close(params: &Params, g1: &StepGrads, g2: &StepGrads) {
         for ((name, a), b) in params.names().iter().zip(&g1.grads).zip(&g2.grads) {
             let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
             let scale = a

@@ -226,8 +226,8 @@ impl ModelConfig {
     }
 
     /// The model for the loop, reading `params` (kept, so optimizer updates are seen);
-    /// `attention` is GPT's (`model.attention`), and so is `recompute`
-    /// (`train.activation_checkpointing`: each block's activations are recomputed in the
+    /// `attention` is GPT's (`model.attention`); `recompute` is
+    /// `train.activation_checkpointing` (each block's activations are recomputed in the
     /// backward pass instead of kept).
     pub fn build(
         &self,
@@ -243,7 +243,13 @@ impl ModelConfig {
                     false => Box::new(gpt),
                 }
             }
-            Self::Bert(c) => Box::new(BertForMaskedLM::new(c, params)?),
+            Self::Bert(c) => {
+                let mlm = BertForMaskedLM::new(c, params)?;
+                match recompute {
+                    true => Box::new(Recomputed(mlm)),
+                    false => Box::new(mlm),
+                }
+            }
         })
     }
 
@@ -330,20 +336,27 @@ impl LossModel for Gpt {
     }
 }
 
+/// A masked-LM batch as BERT's input. Windows are full length, so there is no padding and no
+/// attention mask; one segment, so token types are all 0.
+pub fn mlm_input(batch: &Batch) -> BertInput<'_> {
+    BertInput {
+        ids: &batch.ids,
+        token_type_ids: None,
+        attention_mask: None,
+    }
+}
+
+/// Summed cross-entropy of MLM logits (B, T, V) at the batch's chosen positions.
+pub fn mlm_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let weights = batch.weights.as_ref().ok_or_else(|| {
+        Error::Config("a masked-LM batch needs weights (the chosen positions)".into())
+    })?;
+    Ok(BertForMaskedLM::loss_sum(logits, &batch.targets, weights)?)
+}
+
 impl LossModel for BertForMaskedLM {
-    /// Summed cross-entropy at the chosen positions. Windows are full length, so there is no
-    /// padding and no attention mask; one segment, so token types are all 0.
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
-        let input = BertInput {
-            ids: &batch.ids,
-            token_type_ids: None,
-            attention_mask: None,
-        };
-        let logits = self.forward(&input, mode)?;
-        let weights = batch.weights.as_ref().ok_or_else(|| {
-            Error::Config("a masked-LM batch needs weights (the chosen positions)".into())
-        })?;
-        Ok(BertForMaskedLM::loss_sum(&logits, &batch.targets, weights)?)
+        mlm_loss_sum(&self.forward(&mlm_input(batch), mode)?, batch)
     }
 }
 

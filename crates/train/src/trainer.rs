@@ -584,6 +584,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         cfg.model.attention,
         cfg.train.activation_checkpointing,
     )?;
+    // Evaluations read the same weights without recording a graph.
+    let eval_model = model_cfg.build(&work_params.frozen(), cfg.model.attention, false)?;
     let mut scaler = (precision == Precision::Fp16).then(|| {
         state
             .as_ref()
@@ -686,7 +688,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     };
     let mut first_val = None;
     if state.is_none() {
-        let v = eval(&*model)?;
+        let v = eval(&*eval_model)?;
         log_write(json!({"kind": "val", "step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
         progress.line(&format!("step 0 | val loss {v:.4} | ppl {:.1}", v.exp()));
         first_val = Some(v);
@@ -894,7 +896,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let at_end = step == end;
         let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
         if eval_due || step == cfg.train.max_steps {
-            let v = eval(&*model)?;
+            let v = eval(&*eval_model)?;
             log_write(json!({"kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp()}))?;
             progress.line(&format!(
                 "step {step} | val loss {v:.4} | ppl {:.1}",

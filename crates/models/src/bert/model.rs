@@ -289,6 +289,25 @@ impl BertModel {
 
     /// Last hidden state (B, T, C), in the parameters' dtype.
     pub fn forward(&self, input: &BertInput<'_>, mode: &mut Mode<'_>) -> Result<Tensor> {
+        let mut x = self.embed_input(input, mode)?;
+        let mask = self.key_mask(input)?;
+        for l in 0..self.layers.len() {
+            x = self.layer(l, x, mask.as_ref(), mode)?;
+        }
+        Ok(x)
+    }
+
+    // The pieces of `forward`, in its order, for callers that run them one at a time
+    // (activation checkpointing runs a layer again in the backward pass).
+
+    /// The number of encoder layers.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The first layer's input: word + position + token-type embeddings, LayerNorm, dropout →
+    /// (B, T, C).
+    pub fn embed_input(&self, input: &BertInput<'_>, mode: &mut Mode<'_>) -> Result<Tensor> {
         let cfg = &self.cfg;
         let ids = input.ids;
         let (b, t) = ids.dims2()?;
@@ -298,8 +317,7 @@ impl BertModel {
                 cfg.max_position_embeddings
             )));
         }
-        let (c, h, hd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
-        let dev = ids.device();
+        let c = cfg.hidden_size;
         // The pad token's row gets no gradient from the lookup, as transformers'
         // `nn.Embedding(padding_idx=pad_token_id)`.
         let tok = k::embedding(&self.word, ids, Some(cfg.pad_token_id))?; // (B, T, C)
@@ -313,38 +331,55 @@ impl BertModel {
             None => k::bias_add(&x, &self.token_type.get(0)?)?,
         };
         let x = k::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps)?;
-        let mut x = drop(x, cfg.hidden_dropout_prob, mode)?;
+        drop(x, cfg.hidden_dropout_prob, mode)
+    }
 
-        // Additive key mask (B, 1, 1, T): 0 where attended, f32::MIN at padding — the value
-        // transformers adds (`torch.finfo(float32).min`), so padded keys get exactly zero weight.
-        let mask = match input.attention_mask {
+    /// The additive key mask (B, 1, 1, T) every layer takes: 0 where attended, f32::MIN at
+    /// padding — the value transformers adds (`torch.finfo(float32).min`), so padded keys get
+    /// exactly zero weight. `None` without an attention mask.
+    pub fn key_mask(&self, input: &BertInput<'_>) -> Result<Option<Tensor>> {
+        let (b, t) = input.ids.dims2()?;
+        match input.attention_mask {
             Some(m) => {
-                let m = m.to_dtype(DType::F32)?.to_device(dev)?;
-                Some(((1.0 - m)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?)
+                let m = m.to_dtype(DType::F32)?.to_device(input.ids.device())?;
+                Ok(Some(((1.0 - m)? * f32::MIN as f64)?.reshape((b, 1, 1, t))?))
             }
-            None => None,
-        };
+            None => Ok(None),
+        }
+    }
+
+    /// Layer `l` on x (B, T, C), with `mask` from [`BertModel::key_mask`] → (B, T, C).
+    pub fn layer(
+        &self,
+        l: usize,
+        x: Tensor,
+        mask: Option<&Tensor>,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let lyr = self.layers.get(l).ok_or_else(|| {
+            Error::Config(format!("layer {l} of a model of {}", self.layers.len()))
+        })?;
+        let (b, t, c) = x.dims3()?;
+        let (h, hd) = (cfg.num_attention_heads, cfg.head_dim());
         let scale = 1.0 / (hd as f64).sqrt();
         let eps = cfg.layer_norm_eps;
         let heads = |y: Tensor| -> Result<Tensor> {
             Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?) // (B, H, T, hd)
         };
-        for l in &self.layers {
-            let q = heads(linear(&x, &l.query)?)?;
-            let kk = heads(linear(&x, &l.key)?)?;
-            let v = heads(linear(&x, &l.value)?)?;
-            let att = q.matmul(&kk.t()?)?; // (B, H, T, T)
-            let att = k::masked_softmax(&att, scale, mask.as_ref())?;
-            let att = drop(att, cfg.attention_probs_dropout_prob, mode)?;
-            let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
-            let y = drop(linear(&y, &l.attn_out)?, cfg.hidden_dropout_prob, mode)?;
-            // Post-LN (Devlin et al. 2019 / Vaswani et al. 2017): normalise after the residual.
-            x = k::layer_norm(&(x + y)?, &l.attn_ln.0, &l.attn_ln.1, eps)?;
-            let m = linear_act(&x, &l.inter, true)?; // (B, T, F)
-            let m = drop(linear(&m, &l.out)?, cfg.hidden_dropout_prob, mode)?;
-            x = k::layer_norm(&(x + m)?, &l.out_ln.0, &l.out_ln.1, eps)?;
-        }
-        Ok(x)
+        let q = heads(linear(&x, &lyr.query)?)?;
+        let kk = heads(linear(&x, &lyr.key)?)?;
+        let v = heads(linear(&x, &lyr.value)?)?;
+        let att = q.matmul(&kk.t()?)?; // (B, H, T, T)
+        let att = k::masked_softmax(&att, scale, mask)?;
+        let att = drop(att, cfg.attention_probs_dropout_prob, mode)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
+        let y = drop(linear(&y, &lyr.attn_out)?, cfg.hidden_dropout_prob, mode)?;
+        // Post-LN (Devlin et al. 2019 / Vaswani et al. 2017): normalise after the residual.
+        let x = k::layer_norm(&(x + y)?, &lyr.attn_ln.0, &lyr.attn_ln.1, eps)?;
+        let m = linear_act(&x, &lyr.inter, true)?; // (B, T, F)
+        let m = drop(linear(&m, &lyr.out)?, cfg.hidden_dropout_prob, mode)?;
+        Ok(k::layer_norm(&(x + m)?, &lyr.out_ln.0, &lyr.out_ln.1, eps)?)
     }
 
     /// The pooler: tanh(dense(hidden[:, 0])), the [CLS] position. hidden: (B, T, C) → (B, C).
@@ -379,9 +414,14 @@ impl BertForMaskedLM {
     /// Logits (B, T, V).
     pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
         let x = self.bert.forward(input, &mut mode)?;
+        self.head_on(&x)
+    }
+
+    /// The MLM head on the encoder's last hidden state (B, T, C) → logits (B, T, V).
+    pub fn head_on(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let cfg = self.bert.config();
-        let x = linear_act(&x, &self.transform, true)?;
+        let x = linear_act(x, &self.transform, true)?;
         let x = k::layer_norm(
             &x,
             &self.transform_ln.0,
@@ -427,7 +467,12 @@ impl BertForSequenceClassification {
     /// Logits (B, num_labels).
     pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
         let x = self.bert.forward(input, &mut mode)?;
-        let pooled = drop(self.bert.pool(&x)?, self.dropout, &mut mode)?;
+        self.head_on(&x, &mut mode)
+    }
+
+    /// Pooler, dropout and classifier on the last hidden state (B, T, C) → (B, num_labels).
+    pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        let pooled = drop(self.bert.pool(x)?, self.dropout, mode)?;
         linear(&pooled, &self.classifier)
     }
 }
@@ -451,7 +496,12 @@ impl BertForTokenClassification {
     /// Logits (B, T, num_labels).
     pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
         let x = self.bert.forward(input, &mut mode)?; // (B, T, C)
-        let x = drop(x, self.dropout, &mut mode)?;
+        self.head_on(&x, &mut mode)
+    }
+
+    /// Dropout and classifier on the last hidden state (B, T, C) → (B, T, num_labels).
+    pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        let x = drop(x.clone(), self.dropout, mode)?;
         linear(&x, &self.classifier)
     }
 }
@@ -492,6 +542,23 @@ impl BertClassifier {
         match self {
             Self::Sequence(m) => m.forward(input, mode),
             Self::Token(m) => m.forward(input, mode),
+        }
+    }
+
+    /// The encoder.
+    pub fn bert(&self) -> &BertModel {
+        match self {
+            Self::Sequence(m) => &m.bert,
+            Self::Token(m) => &m.bert,
+        }
+    }
+
+    /// The head on the encoder's last hidden state (B, T, C): what [`BertClassifier::forward`]
+    /// does after the encoder.
+    pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        match self {
+            Self::Sequence(m) => m.head_on(x, mode),
+            Self::Token(m) => m.head_on(x, mode),
         }
     }
 }
