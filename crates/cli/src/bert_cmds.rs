@@ -260,11 +260,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                 match c.problem {
                     ProblemType::SingleLabelClassification => {
                         let p = finetune::softmax(l);
-                        let best = p
-                            .iter()
-                            .enumerate()
-                            .max_by(|a, b| a.1.total_cmp(b.1))
-                            .map_or(0, |(i, _)| i);
+                        let best = finetune::argmax(&p);
                         rec["label"] = names[best].clone().into();
                         rec["probabilities"] = by_name(&p).into();
                     }
@@ -332,11 +328,7 @@ fn tag_record(
     let positions = lantern_data::labelled::first_subwords(&enc.word_ids);
     for ((_, w), row) in positions.into_iter().zip(logits.chunks(names.len())) {
         let p = finetune::softmax(row);
-        let best = p
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i);
+        let best = finetune::argmax(&p);
         tags[w] = Some(names[best].as_str());
         scores[w] = Some(f64::from(p[best]));
         word_logits[w] = Some(row);

@@ -18,12 +18,12 @@
 use crate::checkpoint::{self, OptimizerState};
 use crate::error::io;
 use crate::finetune_config::FinetuneConfig;
-use crate::grads::StepGrads;
+use crate::grads::{scaled_backward, StepGrads};
 use crate::metrics::MetricsLog;
 use crate::metrics_cls::{
     multi_label_report, regression_report, report_from_confusion, EvalReport,
 };
-use crate::metrics_tok::token_report;
+use crate::metrics_tok::TokenCounts;
 use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::recompute::{checkpointed_backward, BertBlocks};
@@ -453,11 +453,7 @@ pub fn classifier_step(
         }
         let logits = m.model.forward(&mb.input, Mode::Train(&mut rng))?;
         let loss = (summed_loss(&logits, targets, s.problem, s.label_smoothing)? / divisor)?;
-        let store = if scale != 1.0 {
-            (&loss * scale)?.backward()?
-        } else {
-            loss.backward()?
-        };
+        let store = scaled_backward(&loss, scale)?;
         grads.accumulate(m.work, &store)?;
         loss_sum += f64::from(loss.to_scalar::<f32>()?);
     }
@@ -673,6 +669,13 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     e.iter().map(|x| (x / z) as f32).collect()
 }
 
+/// −log p(y), label-smoothed as torch's cross-entropy: (1 − ε)·(−log p(y)) + ε·mean over the
+/// classes of −log p (ε = 0: the plain negative log-likelihood).
+fn smoothed_nll(log_p: &[f64], y: usize, eps: f64) -> f64 {
+    let mean = log_p.iter().sum::<f64>() / log_p.len() as f64;
+    -((1.0 - eps) * log_p[y] + eps * mean)
+}
+
 /// Log-softmax of one row of logits, in f64.
 fn log_softmax(logits: &[f32]) -> Vec<f64> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -684,7 +687,8 @@ fn log_softmax(logits: &[f32]) -> Vec<f64> {
     logits.iter().map(|&x| x as f64 - max - lse).collect()
 }
 
-fn argmax(p: &[f32]) -> usize {
+/// The index of the largest value (the last of equal ones, as `Iterator::max_by` picks).
+pub fn argmax(p: &[f32]) -> usize {
     p.iter()
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))
@@ -782,10 +786,7 @@ fn token_eval(
     label_smoothing: f64,
 ) -> Result<EvalReport> {
     let l = names.len();
-    let (mut gold, mut pred) = (
-        Vec::with_capacity(data.len()),
-        Vec::with_capacity(data.len()),
-    );
+    let mut counts = TokenCounts::default();
     let (mut loss, mut words) = (0f64, 0usize);
     for (e, rows) in data.iter().zip(logits) {
         let Some(Target::Tags(tags)) = &e.label else {
@@ -794,31 +795,20 @@ fn token_eval(
                 e.line
             )));
         };
-        let (mut g, mut p) = (Vec::new(), Vec::new());
+        let (mut gold, mut pred) = (Vec::new(), Vec::new());
         for ((_, w), row) in labelled::first_subwords(&e.word_ids)
             .into_iter()
             .zip(rows.chunks(l))
         {
             let y = tags[w];
-            let log_p = log_softmax(row);
-            loss -= if label_smoothing == 0.0 {
-                log_p[y]
-            } else {
-                let mean = log_p.iter().sum::<f64>() / l as f64;
-                (1.0 - label_smoothing) * log_p[y] + label_smoothing * mean
-            };
+            loss += smoothed_nll(&log_softmax(row), y, label_smoothing);
             words += 1;
-            g.push(names[y].clone());
-            p.push(names[argmax(row)].clone());
+            gold.push(names[y].as_str());
+            pred.push(names[argmax(row)].as_str());
         }
-        gold.push(g);
-        pred.push(p);
+        counts.add(&gold, &pred);
     }
-    Ok(EvalReport::Token(token_report(
-        &gold,
-        &pred,
-        loss / words.max(1) as f64,
-    )))
+    Ok(EvalReport::Token(counts.report(loss / words.max(1) as f64)))
 }
 
 /// The report of `logits` (N rows) against `targets`.
@@ -843,9 +833,7 @@ fn report_of(
                     // Cross-entropy from the f32 softmax; the floor keeps a confident miss finite.
                     loss -= (p[*y].max(1e-30) as f64).ln();
                 } else {
-                    let log_p = log_softmax(l);
-                    let mean = log_p.iter().sum::<f64>() / log_p.len() as f64;
-                    loss -= (1.0 - label_smoothing) * log_p[*y] + label_smoothing * mean;
+                    loss += smoothed_nll(&log_softmax(l), *y, label_smoothing);
                 }
                 confusion[*y][argmax(&p)] += 1;
             }

@@ -9,6 +9,14 @@ use crate::{Error, Result};
 use candle_core::{backprop::GradStore, DType, Tensor};
 use lantern_models::Params;
 
+/// The backward pass of `loss` times fp16's loss `scale` (1: none, and no extra op).
+pub fn scaled_backward(loss: &Tensor, scale: f64) -> Result<GradStore> {
+    Ok(match scale != 1.0 {
+        true => (loss * scale)?.backward()?,
+        false => loss.backward()?,
+    })
+}
+
 /// One gradient per parameter, in [`Params`] order, in f32.
 pub struct StepGrads {
     pub grads: Vec<Option<Tensor>>,

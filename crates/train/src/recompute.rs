@@ -20,7 +20,7 @@
 //! graph and keep its values: detaching a block's output frees the graph behind it, and a
 //! fresh variable made from the stored input starts the recomputed graph.
 
-use crate::grads::StepGrads;
+use crate::grads::{scaled_backward, StepGrads};
 use crate::task::{causal_loss_sum, mlm_input, mlm_loss_sum, LossModel};
 use crate::trainer::Batch;
 use crate::{Error, Result};
@@ -92,11 +92,7 @@ pub fn checkpointed_backward(
     let out = Var::from_tensor(&x)?;
     drop(x);
     let loss = top(out.as_tensor(), &mut mode)?;
-    let store = if scale != 1.0 {
-        (&loss * scale)?.backward()?
-    } else {
-        loss.backward()?
-    };
+    let store = scaled_backward(&loss, scale)?;
     grads.accumulate(params, &store)?;
     let mut g = grad_of(&store, &out, "the last block's output")?;
     drop(store);

@@ -15,7 +15,7 @@
 //! masked-LM loss the mean over the step's chosen tokens and accumulation exact for both.
 
 use crate::config::{ModelArch, RunConfig};
-use crate::grads::StepGrads;
+use crate::grads::{scaled_backward, StepGrads};
 use crate::recompute::Recomputed;
 use crate::trainer::Batch;
 use crate::{Error, Result};
@@ -309,11 +309,7 @@ pub trait LossModel {
         grads: &mut StepGrads,
     ) -> Result<f64> {
         let loss = (self.loss_sum(batch, mode)? / divisor)?;
-        let store = if scale != 1.0 {
-            (&loss * scale)?.backward()?
-        } else {
-            loss.backward()?
-        };
+        let store = scaled_backward(&loss, scale)?;
         grads.accumulate(params, &store)?;
         Ok(f64::from(loss.to_scalar::<f32>()?))
     }
