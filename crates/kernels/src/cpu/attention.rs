@@ -20,7 +20,9 @@
 //! over the queries i >= t), every sum in a fixed order: bit-identical for any thread count.
 //! `lse` is kept in the compute dtype (f64 for gradient checks; the CUDA kernels keep f32).
 
-use super::{float_dtype, row_max, rows_per_task, slice, sum8, with_float, Real, PAR_MIN_ELEMS};
+use super::{
+    float_dtype, row_max, rows_per_task, simd_kernel, slice, sum8, with_float, Real, PAR_MIN_ELEMS,
+};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::WithDType;
@@ -146,6 +148,7 @@ fn for_row_pairs<A: Send, B: Send>(
     }
 }
 
+simd_kernel! {
 /// Forward on contiguous slices: qkv (B, T, 3C) -> (y (B, T, C), lse (B, H, T)). The plain CPU
 /// version, also the oracle of the CUDA kernels' emulator test.
 #[doc(hidden)]
@@ -204,7 +207,9 @@ pub fn attention_fwd_ref<T: Real>(qkv: &[T], d: Dims, scale: f64) -> (Vec<T>, Ve
     }
     (y, lse)
 }
+}
 
+simd_kernel! {
 /// Backward on contiguous slices: (qkv (B, T, 3C), y, dy (B, T, C), lse (B, H, T)) ->
 /// dqkv (B, T, 3C). The plain CPU version, also the oracle of the emulator test.
 #[doc(hidden)]
@@ -285,6 +290,7 @@ pub fn attention_bwd_ref<T: Real>(
         }
     });
     dqkv
+}
 }
 
 impl CustomOp1 for CausalAttention {

@@ -10,7 +10,9 @@
 //! of n elements.
 
 use super::gelu::{with_act, Act, Gelu};
-use super::{float_dtype, for_row_blocks, row_blocks_with_sums, slice, with_float, Real};
+use super::{
+    float_dtype, for_row_blocks, row_blocks_with_sums, simd_kernel, slice, with_float, Real,
+};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::WithDType;
@@ -65,6 +67,7 @@ fn grad_row_len(op: &str, l: &Layout) -> Result<usize> {
     }
 }
 
+simd_kernel! {
 fn fwd<T: Real, A: Act>(x: &[T], b: &[T]) -> Vec<T> {
     let n = b.len();
     let mut y = vec![T::ZERO; x.len()];
@@ -78,7 +81,9 @@ fn fwd<T: Real, A: Act>(x: &[T], b: &[T]) -> Vec<T> {
     });
     y
 }
+}
 
+simd_kernel! {
 /// (rows + 1, n): dz = dy * gelu'(x + b), then db = its sum over rows.
 fn bwd_gelu<T: Real, A: Act>(x: &[T], b: &[T], dy: &[T]) -> Vec<T> {
     let n = b.len();
@@ -98,7 +103,9 @@ fn bwd_gelu<T: Real, A: Act>(x: &[T], b: &[T], dy: &[T]) -> Vec<T> {
     db.copy_from_slice(&sums);
     out
 }
+}
 
+simd_kernel! {
 /// db = sum over the rows of dy (n per row).
 fn bias_grad<T: Real>(dy: &[T], n: usize) -> Vec<T> {
     let rows = dy.len() / n;
@@ -109,6 +116,7 @@ fn bias_grad<T: Real>(dy: &[T], n: usize) -> Vec<T> {
             }
         }
     })
+}
 }
 
 impl CustomOp2 for BiasAct {

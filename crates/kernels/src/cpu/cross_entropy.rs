@@ -11,7 +11,7 @@
 //! Per-row losses are summed in f64 in row order (deterministic, and exact enough for N in the
 //! millions).
 
-use super::{float_dtype, for_row_blocks, row_max, slice, sum8, with_float, Real};
+use super::{float_dtype, for_row_blocks, row_max, simd_kernel, slice, sum8, with_float, Real};
 use candle_core::backend::BackendStorage;
 use candle_core::WithDType;
 #[cfg(feature = "cuda")]
@@ -143,6 +143,7 @@ fn lse<T: Real>(x: &[T]) -> (T, T) {
     (m, m + sum8(x.len(), |j| (x[j] - m).exp()).ln())
 }
 
+simd_kernel! {
 /// The loss and each row's logsumexp (NaN where the weight is 0 and the row was skipped).
 fn fwd<T: Real>(x: &[T], t: &[usize], w: Option<&[T]>, v: usize) -> (T, Vec<f64>) {
     // (loss, lse) per row.
@@ -162,7 +163,9 @@ fn fwd<T: Real>(x: &[T], t: &[usize], w: Option<&[T]>, v: usize) -> (T, Vec<f64>
     let loss = T::from_f64(rows.iter().map(|r| r[0]).sum());
     (loss, rows.iter().map(|r| r[1]).collect())
 }
+}
 
+simd_kernel! {
 /// Returns dlogits (N * V) followed, when `weight_grad`, by dweights (N).
 fn bwd<T: Real>(
     x: &[T],
@@ -208,6 +211,7 @@ fn bwd<T: Real>(
         }
     });
     out
+}
 }
 
 impl CustomOp2 for CrossEntropySum {

@@ -10,7 +10,7 @@
 //! not in the batch are zero. `padding_idx` (as `torch.nn.Embedding`'s) leaves that row's
 //! gradient zero, as transformers' BERT embeddings do for the pad token.
 
-use super::{float_dtype, for_row_blocks, slice, with_float, Real};
+use super::{float_dtype, for_row_blocks, simd_kernel, slice, with_float, Real};
 use candle_core::backend::BackendStorage;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
@@ -143,6 +143,7 @@ fn fwd<T: Real>(table: &[T], ids: &[u32], c: usize) -> Vec<T> {
     y
 }
 
+simd_kernel! {
 fn bwd<T: Real>(b: &Buckets, dy: &[T], vocab: usize, c: usize) -> Vec<T> {
     // Each distinct id's row in a compact buffer, in parallel, then placed in the table.
     let mut rows = vec![T::ZERO; b.ids.len() * c];
@@ -163,6 +164,7 @@ fn bwd<T: Real>(b: &Buckets, dy: &[T], vocab: usize, c: usize) -> Vec<T> {
         out[id as usize * c..][..c].copy_from_slice(row);
     }
     out
+}
 }
 
 impl CustomOp2 for Embedding {

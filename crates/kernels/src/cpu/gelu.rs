@@ -14,7 +14,7 @@
 //! do not. candle's own backward uses constants rounded to six digits; these derivatives are
 //! exact.
 
-use super::{float_dtype, for_row_blocks, slice, with_float, Real};
+use super::{float_dtype, for_row_blocks, simd_kernel, slice, with_float, Real};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::WithDType;
@@ -122,6 +122,7 @@ fn sigmoid_2u<T: Real>(x: T) -> T {
 /// Elementwise work is cut into fixed-size pieces for the thread pool.
 const PIECE: usize = 4096;
 
+simd_kernel! {
 /// y = A(x), elementwise.
 fn map<T: Real, A: Act>(x: &[T]) -> Vec<T> {
     let mut y = vec![T::ZERO; x.len()];
@@ -133,7 +134,9 @@ fn map<T: Real, A: Act>(x: &[T]) -> Vec<T> {
     });
     y
 }
+}
 
+simd_kernel! {
 /// dx = dy A'(x), elementwise.
 fn map_bwd<T: Real, A: Act>(x: &[T], dy: &[T]) -> Vec<T> {
     let mut dx = vec![T::ZERO; x.len()];
@@ -145,6 +148,7 @@ fn map_bwd<T: Real, A: Act>(x: &[T], dy: &[T]) -> Vec<T> {
         }
     });
     dx
+}
 }
 
 impl CustomOp1 for Gelu {

@@ -8,7 +8,9 @@
 //!   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
 //!   dw = sum over rows of dy * xhat,   db = sum over rows of dy.
 
-use super::{float_dtype, for_row_blocks, row_blocks_with_sums, slice, sum8, with_float, Real};
+use super::{
+    float_dtype, for_row_blocks, row_blocks_with_sums, simd_kernel, slice, sum8, with_float, Real,
+};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::WithDType;
@@ -49,6 +51,7 @@ fn row_stats<T: Real>(x: &[T], eps: T) -> (T, T) {
     (mean, T::ONE / (var + eps).sqrt())
 }
 
+simd_kernel! {
 fn fwd<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let eps = T::from_f64(eps);
@@ -64,7 +67,9 @@ fn fwd<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
     });
     y
 }
+}
 
+simd_kernel! {
 fn bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     let c = w.len();
     let n_rows = x.len() / c;
@@ -93,6 +98,7 @@ fn bwd<T: Real>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     });
     dwb.copy_from_slice(&sums);
     out
+}
 }
 
 impl CustomOp3 for LayerNorm {

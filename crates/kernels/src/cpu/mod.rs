@@ -121,26 +121,99 @@ pub(crate) fn row_max<T: Real>(row: &[T]) -> T {
     acc.iter().fold(T::NEG_INFINITY, |m, &v| m.fmax(v))
 }
 
-/// Runs `body` compiled for hardware fused multiply-add where the CPU has it. `f32::mul_add`
-/// is one rounding by definition, so the results are the same bits either way; without the
-/// feature (the baseline x86-64 target) every `mul_add` is a library call and its loop stays
-/// scalar, with it one instruction that vectorises. `body` must be a closure used once, so
-/// that it is inlined into the FMA-enabled frame.
+/// Whether the CPU has AVX2 and FMA (x86-64 since 2013), for [`with_simd`] and
+/// [`simd_kernel!`]. std caches the detection: this is a load and a test.
 #[inline(always)]
-pub fn with_fma<R>(body: impl FnOnce() -> R) -> R {
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(test)]
+    if BASELINE_ONLY.with(|b| b.get()) {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "fma")]
-        fn fma_frame<R>(body: impl FnOnce() -> R) -> R {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    static BASELINE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the kernels it calls on this thread in their baseline code, also where the
+/// CPU has AVX2 and FMA: the tests compare the two for the same bits.
+#[cfg(test)]
+pub(crate) fn baseline_only<R>(f: impl FnOnce() -> R) -> R {
+    BASELINE_ONLY.with(|b| b.set(true));
+    let r = f();
+    BASELINE_ONLY.with(|b| b.set(false));
+    r
+}
+
+/// Why compiling for AVX2 and FMA at run time gives the same bits as the baseline code: Rust
+/// never fuses a multiply and an add on its own, and LLVM does not reorder float operations, so
+/// the wider vectors compute exactly the baseline's operations, lane by lane; `f32::mul_add`
+/// is one rounding by definition. What changes is the speed: the baseline x86-64 target has
+/// 4-lane SSE2 vectors, no 8-lane integer shifts for `exp`'s exponent bits, and makes every
+/// `mul_add` a library call that keeps its loop scalar.
+///
+/// `with_simd` runs `body` compiled for AVX2 and FMA where the CPU has both, else as it is.
+/// It only helps when `body` is inlined into the enabled frame, which LLVM decides: use it for
+/// short closures used once (the optimizers' elementwise passes), and [`simd_kernel!`] for a
+/// kernel with closures of its own, which it compiles for AVX2 and FMA whatever gets inlined.
+#[inline(always)]
+pub fn with_simd<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn simd_frame<R>(body: impl FnOnce() -> R) -> R {
             body()
         }
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: `fma_frame` only requires the CPU to support FMA, checked just above.
-            return unsafe { fma_frame(body) };
+        if has_avx2_fma() {
+            // SAFETY: `simd_frame` only requires the CPU to support AVX2 and FMA, checked just
+            // above.
+            return unsafe { simd_frame(body) };
         }
     }
     body()
 }
+
+/// Defines a generic kernel function twice, once compiled for AVX2 and FMA (used where the CPU
+/// has both) and once for the baseline target, behind one function of the given name and
+/// signature. The closures a `#[target_feature]` function defines are compiled with its
+/// features, so the row closures a kernel hands to [`for_row_blocks`] and its threads get the
+/// wide vectors too, which [`with_simd`] can only give what LLVM inlines. The same bits either
+/// way (see [`with_simd`]). The arguments must be plain names; every generic parameter, if any,
+/// has one bound.
+macro_rules! simd_kernel {
+    (
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident $(<$($g:ident: $bound:path),+>)?
+            ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
+        $body:block
+    ) => {
+        $(#[$meta])*
+        $vis fn $name $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn wide $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? $body
+                if $crate::cpu::has_avx2_fma() {
+                    // SAFETY: `wide` only requires the CPU to support AVX2 and FMA, checked
+                    // just above.
+                    return unsafe { wide $(::<$($g),+>)? ($($arg),*) };
+                }
+            }
+            fn baseline $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? $body
+            baseline $(::<$($g),+>)? ($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_kernel;
 
 /// Below this many elements a kernel runs on the calling thread: rayon's fork/join costs more
 /// than it saves. Each parallel task gets at least this many elements too.

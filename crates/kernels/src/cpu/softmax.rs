@@ -7,7 +7,7 @@
 //!
 //! Backward from the output alone: `ds = scale * y * (dy - sum(dy * y))`.
 
-use super::{float_dtype, for_row_blocks, row_max, slice, sum8, with_float, Real};
+use super::{float_dtype, for_row_blocks, row_max, simd_kernel, slice, sum8, with_float, Real};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::WithDType;
@@ -46,6 +46,7 @@ impl<T: Copy> MaskRows<'_, T> {
     }
 }
 
+simd_kernel! {
 fn fwd<T: Real>(s: &[T], c: usize, scale: f64, mask: Option<&MaskRows<'_, T>>) -> Vec<T> {
     let scale = T::from_f64(scale);
     let mut y = vec![T::ZERO; s.len()];
@@ -82,7 +83,9 @@ fn fwd<T: Real>(s: &[T], c: usize, scale: f64, mask: Option<&MaskRows<'_, T>>) -
     });
     y
 }
+}
 
+simd_kernel! {
 fn bwd<T: Real>(y: &[T], dy: &[T], c: usize, scale: f64) -> Vec<T> {
     let scale = T::from_f64(scale);
     let mut ds = vec![T::ZERO; y.len()];
@@ -97,6 +100,7 @@ fn bwd<T: Real>(y: &[T], dy: &[T], c: usize, scale: f64) -> Vec<T> {
         }
     });
     ds
+}
 }
 
 fn last_dim(op: &str, l: &Layout) -> Result<usize> {

@@ -160,8 +160,9 @@ fn bits(y: &Tensor, g: &[Option<Tensor>]) -> Vec<u64> {
         .collect()
 }
 
-/// Forward and backward twice on the global pool, once on one thread and once on three: all four
-/// bit-identical.
+/// Forward and backward twice on the global pool, once on one thread, once on three, and once
+/// with the kernels' baseline code instead of their AVX2 and FMA code (`cpu::simd_kernel!`; the
+/// same where the CPU lacks them): all five bit-identical.
 pub fn assert_deterministic(
     rng: &mut Rng,
     inputs: &[Tensor],
@@ -183,4 +184,9 @@ pub fn assert_deterministic(
             .unwrap();
         assert_eq!(first, pool.install(once), "{threads} threads differ");
     }
+    assert_eq!(
+        first,
+        super::baseline_only(once),
+        "the baseline code differs from the AVX2 code"
+    );
 }

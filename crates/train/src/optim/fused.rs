@@ -7,7 +7,7 @@
 //! torch bit for bit.
 //!
 //! On the CPU the op is a custom op over `f32::mul_add` (one pass, no temporaries), compiled
-//! with hardware FMA where the CPU has it (`lantern_kernels::cpu::with_fma`; the same bits). Elsewhere
+//! with AVX2 and hardware FMA where the CPU has them (`lantern_kernels::cpu::with_simd`; the same bits). Elsewhere
 //! it is computed in f64: the product of two f32 values is exact there, so only the sum is
 //! rounded (to f64 and then to f32, which differs from one rounding only when the f64 sum lies
 //! exactly halfway between two f32 values).
@@ -93,7 +93,7 @@ impl CustomOp3 for Fma {
             f32_slice(s_b, l_b, op)?,
             f32_slice(s_c, l_c, op)?,
         );
-        let out = lantern_kernels::cpu::with_fma(|| {
+        let out = lantern_kernels::cpu::with_simd(|| {
             a.iter()
                 .zip(b)
                 .zip(c)
@@ -121,7 +121,7 @@ impl CustomOp2 for FmaScalar {
         let op = self.name();
         same_shape(op, l_a, l_c)?;
         let (a, c) = (f32_slice(s_a, l_a, op)?, f32_slice(s_c, l_c, op)?);
-        let out = lantern_kernels::cpu::with_fma(|| {
+        let out = lantern_kernels::cpu::with_simd(|| {
             a.iter()
                 .zip(c)
                 .map(|(a, c)| a.mul_add(self.0, *c))
