@@ -161,6 +161,7 @@ def main():
     start = time.time()
     for epoch in range(1, args.epochs + 1):
         model.train()
+        epoch_start = time.time()
         order = torch.randperm(len(train), generator=g).tolist()
         for s in range(steps_per_epoch):
             rows = [train[i] for i in order[s * args.batch_size:(s + 1) * args.batch_size]]
@@ -171,6 +172,7 @@ def main():
             opt.step()
             sched.step()
             opt.zero_grad()
+        print(f"epoch {epoch}: training steps in {time.time() - epoch_start:.1f} s", flush=True)
         sc = scores(val)
         score = sc[args.metric]
         print(f"epoch {epoch}: validation " + " ".join(f"{k} {v:.4f}" for k, v in sc.items()), flush=True)
