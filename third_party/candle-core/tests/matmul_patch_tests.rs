@@ -1,9 +1,17 @@
-//! Lantern patch 2 (PATCHES.md): a batched matmul with at least one product per thread runs
-//! whole products on the threads. Every product must have the bits that the same product gets
-//! on its own (gemm's split over threads), for every layout the batched path takes.
+//! Lantern patches 2 and 3 (PATCHES.md). 2: a batched matmul with at least one product per
+//! thread runs whole products on the threads. Every product must have the bits that the same
+//! product gets on its own (gemm's split over threads), for every layout the batched path
+//! takes. 3: the output is not zeroed before gemm writes it, so every element must be written.
 //! Its own test binary: it sets RAYON_NUM_THREADS, which candle reads at each matmul.
 
 use candle_core::{Device, Result, Tensor};
+
+/// Three threads for candle's matmul (it reads RAYON_NUM_THREADS at each call), set once
+/// before either test multiplies anything.
+fn three_threads() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::env::set_var("RAYON_NUM_THREADS", "3"));
+}
 
 fn bits(t: &Tensor) -> Result<Vec<u32>> {
     Ok(t.flatten_all()?
@@ -17,7 +25,7 @@ fn bits(t: &Tensor) -> Result<Vec<u32>> {
 fn each_product_of_a_batch_has_the_bits_it_has_alone() -> Result<()> {
     // Three threads: batches of 1 and 2 take the loop of gemm-parallel products, larger ones
     // the per-thread products.
-    std::env::set_var("RAYON_NUM_THREADS", "3");
+    three_threads();
     let dev = Device::Cpu;
     for (b, m, n, k) in [
         (1, 5, 7, 3),
@@ -75,6 +83,49 @@ fn each_product_of_a_batch_has_the_bits_it_has_alone() -> Result<()> {
             let alone = a.get(i)?.matmul(&wt.get(i)?.t()?)?;
             assert_eq!(bits(&s.get(0)?.get(i)?)?, bits(&alone)?, "4-d product {i}");
         }
+    }
+    Ok(())
+}
+
+/// Exact products of small integers against a triple loop, with the allocator's free memory
+/// filled with NaN first: an element that gemm did not write would keep garbage. Also the
+/// empty sum (k = 0), which gives zeros without gemm.
+#[test]
+fn every_element_of_the_output_is_written() -> Result<()> {
+    three_threads();
+    let dev = Device::Cpu;
+    let ints = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7 + seed * 13) % 11) as f32 - 5.0)
+            .collect()
+    };
+    for (b, m, n, k) in [
+        (1, 33, 70, 19),
+        (2, 64, 64, 32),
+        (5, 9, 17, 3),
+        (4, 0, 3, 2),
+        (3, 4, 5, 0),
+    ] {
+        // Freed NaN buffers of the output's size, for the allocator to hand out again.
+        for _ in 0..4 {
+            drop(vec![f32::NAN; b * m * n + 64]);
+        }
+        let (a, w) = (ints(b * m * k, 1), ints(b * k * n, 2));
+        let got = Tensor::from_vec(a.clone(), (b, m, k), &dev)?
+            .matmul(&Tensor::from_vec(w.clone(), (b, k, n), &dev)?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut want = vec![0f32; b * m * n];
+        for s in 0..b {
+            for i in 0..m {
+                for j in 0..n {
+                    want[(s * m + i) * n + j] = (0..k)
+                        .map(|p| a[(s * m + i) * k + p] * w[(s * k + p) * n + j])
+                        .sum();
+                }
+            }
+        }
+        assert_eq!(got, want, "({b}, {m}, {k}) x ({b}, {k}, {n})");
     }
     Ok(())
 }

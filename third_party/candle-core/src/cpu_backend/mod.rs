@@ -5,6 +5,7 @@ use crate::{DType, Error, IntDType, Layout, NdIter, Result, Shape, WithDType};
 use float8::F8E4M3;
 use half::{bf16, f16, slice::HalfFloatSliceExt, vec::HalfFloatVecExt};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 mod utils;
 pub use utils::{
@@ -1478,7 +1479,16 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        let len = b * m * n;
+        if k == 0 {
+            // An empty sum: zeros, without asking gemm.
+            return Ok(vec![T::zero(); len]);
+        }
+        // Lantern patch 3 (PATCHES.md): gemm writes every element of dst without reading it
+        // (`read_dst` false), so dst is not zeroed first: that memset was about 2 % of a small
+        // GPT's CPU training step.
+        let mut dst: Vec<T> = Vec::with_capacity(len);
+        let out = &mut dst.spare_capacity_mut()[..len];
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
@@ -1500,7 +1510,7 @@ impl Map2 for MatMul {
             (b, m, n, k)
         };
         // Lantern patch 2 (PATCHES.md): one product of the batch, into its own slice of dst.
-        let product = |step: usize, dst_p: &mut [T], parallelism: Parallelism| {
+        let product = |step: usize, dst_p: &mut [MaybeUninit<T>], parallelism: Parallelism| {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
             unsafe {
@@ -1508,7 +1518,7 @@ impl Map2 for MatMul {
                     /* m: usize = */ m,
                     /* n: usize = */ n,
                     /* k: usize = */ k,
-                    /* dst: *mut T = */ dst_p.as_mut_ptr(),
+                    /* dst: *mut T = */ dst_p.as_mut_ptr().cast::<T>(),
                     /* dst_cs: isize = */ dst_cs as isize,
                     /* dst_rs: isize = */ dst_rs as isize,
                     /* read_dst: bool = */ false,
@@ -1534,14 +1544,17 @@ impl Map2 for MatMul {
             // product per head ran at half the single-thread speed on two threads).
             // gemm splits the output, never the sum over k, so every product has the same
             // bits either way.
-            dst.par_chunks_mut(c_skip)
+            out.par_chunks_mut(c_skip)
                 .enumerate()
                 .for_each(|(step, dst_p)| product(step, dst_p, Parallelism::None));
         } else {
             for step in 0..b {
-                product(step, &mut dst[step * c_skip..], parallelism);
+                product(step, &mut out[step * c_skip..], parallelism);
             }
         }
+        // SAFETY: the b products wrote all b * m * n elements (c_skip = m * n apart, each
+        // m x n with dst_rs = n, dst_cs = 1), and `len` is within the capacity.
+        unsafe { dst.set_len(len) };
         Ok(dst)
     }
 
