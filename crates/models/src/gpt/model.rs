@@ -244,12 +244,25 @@ impl Gpt {
         Ok(x.reshape((b, t, c))?)
     }
 
-    /// c_attn's output qkv (B, T, 3C) as q, k, v, each (B, H, T, hd) and contiguous.
-    fn heads(&self, qkv: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, _) = qkv.dims3()?;
+    /// q, k, v for the composite attention from the block's normalised input a (B, T, C), each
+    /// (B, H, T, hd) and contiguous: c_attn as three products with its weight's and bias's
+    /// column blocks (views), rather than one product whose (B, T, 3C) output is cut in three.
+    /// The same values; what differs is the backward pass. Cutting the output makes each part's
+    /// gradient a zero-padded (B, T, 3C) tensor (candle's narrow backward) and adds the three
+    /// together; here the zero padding is of the weight's (C, 3C) gradient, and the input's
+    /// gradient is the sum of three (B, T, C) products.
+    fn qkv_heads(
+        &self,
+        a: &Tensor,
+        (w, bias): &(Tensor, Tensor),
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, c) = a.dims3()?;
         let (h, hd) = (self.cfg.n_head, self.cfg.head_dim());
-        let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
-        let part = |i: usize| qkv.get(i)?.contiguous();
+        let part = |i: usize| -> Result<Tensor> {
+            let wb = (w.narrow(1, i * c, c)?, bias.narrow(0, i * c, c)?); // (C, C), (C)
+            let y = conv1d(a, &wb)?; // (B, T, C)
+            Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?)
+        };
         Ok((part(0)?, part(1)?, part(2)?))
     }
 
@@ -341,11 +354,11 @@ impl Gpt {
         let (h, hd) = (cfg.n_head, cfg.head_dim());
         let scale = 1.0 / (hd as f64).sqrt();
         let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, cfg.layer_norm_epsilon)?;
-        let qkv = conv1d(&a, &blk.c_attn)?; // (B, T, 3C)
         let y = match mask {
-            None => k::causal_attention(&qkv, h, scale)?, // (B, T, C)
+            // c_attn's (B, T, 3C) output, read in place by the fused op.
+            None => k::causal_attention(&conv1d(&a, &blk.c_attn)?, h, scale)?, // (B, T, C)
             Some(mask) => {
-                let (q, kk, v) = self.heads(&qkv)?;
+                let (q, kk, v) = self.qkv_heads(&a, &blk.c_attn)?;
                 self.attend((&q, &kk, &v), Some(mask), mode)?
             }
         };
@@ -403,7 +416,7 @@ impl Gpt {
         let eps = cfg.layer_norm_epsilon;
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps)?;
-            let (q, kn, vn) = self.heads(&conv1d(&a, &blk.c_attn)?)?; // (B, H, T, hd) each
+            let (q, kn, vn) = self.qkv_heads(&a, &blk.c_attn)?; // (B, H, T, hd) each
             kc.slice_set(&kn, 2, start)?;
             vc.slice_set(&vn, 2, start)?;
             // Views of the filled part: (B, H, start + T, hd), rows of hd contiguous.
