@@ -59,24 +59,14 @@ fn activation_checkpointing_trains_as_keeping_the_activations() {
             &dir,
             &format!("activation_checkpointing = {on}"),
         );
-        lantern_ok(&[
-            "train",
-            "--config",
-            &s(&cfg),
-            "--quiet",
-            "--set",
-            "train.max_steps=20",
-        ]);
+        train_ok(&cfg, &["train.max_steps=20"]);
         dir
     };
     let (kept, recomputed) = (run("kept", false), run("recomputed", true));
-    let losses = |d: &std::path::Path| -> Vec<f64> {
-        metrics_of(d, "train")
-            .iter()
-            .map(|r| r["loss"].as_f64().unwrap())
-            .collect()
-    };
-    let (a, b) = (losses(&kept), losses(&recomputed));
+    let (a, b) = (
+        metric_values(&kept, "train", "loss"),
+        metric_values(&recomputed, "train", "loss"),
+    );
     assert!(!a.is_empty() && a.len() == b.len());
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "loss {y} against {x}");
@@ -99,28 +89,18 @@ fn tensorboard_event_files_are_written_per_process() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tb");
     let cfg = tiny_config(tmp.path(), &dir, "");
-    let args = |extra: &'static str| {
-        let mut a = vec![
-            "train".to_string(),
-            "--config".into(),
-            s(&cfg),
-            "--quiet".into(),
-            "--set".into(),
-            "run.tensorboard=true".into(),
-            "--set".into(),
-            "train.max_steps=20".into(),
-        ];
-        a.push(extra.into());
-        a
-    };
-    let run = |a: Vec<String>| {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        lantern_ok(&refs);
-    };
-    let mut first = args("--stop-after");
-    first.push("10".into());
-    run(first);
-    run(args("--resume"));
+    let c = s(&cfg);
+    let base = [
+        "train",
+        "--config",
+        &c,
+        "--quiet",
+        "--set",
+        "run.tensorboard=true",
+    ];
+    let sets = ["--set", "train.max_steps=20"];
+    lantern_ok(&[&base[..], &sets, &["--stop-after", "10"]].concat());
+    lantern_ok(&[&base[..], &sets, &["--resume"]].concat());
     let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("tensorboard"))
         .unwrap()
         .map(|e| e.unwrap().path())
