@@ -6,7 +6,10 @@
 #                           macro-F1 and accuracy;
 #   TASK=tags:              token classification, the attribution's author and work
 #                           (scripts/make_fortune_tags.py), seqeval's entity F1, P, R and the
-#                           word accuracy.
+#                           word accuracy;
+#   TASK=qa:                extractive question answering, who said it and which work it is
+#                           from (scripts/make_fortune_qa.py), the squad metric's F1 and exact
+#                           match (percent).
 #
 #   bash scripts/finetune_compare.sh [--set train.epochs=2 ...]   # extra args go to lantern
 #
@@ -24,7 +27,9 @@ case "$TASK" in
              metric=macro_f1; keys="macro_f1 accuracy"; make=make_fortune_categories.py; len=64 ;;
     tags)    data=data/fortune-tags; config=configs/minilm-fortune-tags.toml; test=test.conll
              metric=f1; keys="f1 precision recall accuracy"; make=make_fortune_tags.py; len=128 ;;
-    *) echo "TASK must be classes or tags, not $TASK" >&2; exit 2 ;;
+    qa)      data=data/fortune-qa; config=configs/minilm-fortune-qa.toml; test=test.json
+             metric=f1; keys="f1 exact_match"; make=make_fortune_qa.py; len=128 ;;
+    *) echo "TASK must be classes, tags or qa, not $TASK" >&2; exit 2 ;;
 esac
 EPOCHS="${EPOCHS:-2}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX_LENGTH:-$len}"
 SEED="${SEED:-42}"; THREADS="${THREADS:-$(nproc)}"
@@ -59,5 +64,7 @@ print(f"{'':14}" + "".join(f"{'test ' + k:>18}" for k in keys) + f"{'wall s':>9}
 print(f"{'lantern':14}" + "".join(f"{ours[k]:18.4f}" for k in keys) + f"{secs:9.1f}   (fine-tune incl. startup and evals)")
 print(f"{'transformers':14}" + "".join(f"{theirs['test_' + k]:18.4f}" for k in keys)
       + f"{theirs['train_seconds']:9.1f}   (training loop and evals)")
-print(f"difference (lantern - transformers): {keys[0]} {100 * (ours[keys[0]] - theirs['test_' + keys[0]]):+.2f} points")
+# Percent already for question answering's squad metric; fractions for the others.
+points = 1 if "exact_match" in keys else 100
+print(f"difference (lantern - transformers): {keys[0]} {points * (ours[keys[0]] - theirs['test_' + keys[0]]):+.2f} points")
 PYEOF

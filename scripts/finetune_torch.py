@@ -4,7 +4,7 @@
     python scripts/finetune_torch.py --model DIR --train train.jsonl --validation val.jsonl
         --test test.jsonl [--epochs 2 --batch-size 32 --lr 1e-4 --warmup-ratio 0.1
         --weight-decay 0.01 --max-length 64 --seed 42 --metric macro_f1] [--threads N]
-        [--task tags]
+        [--task tags|qa] [--doc-stride 32]
 
 Same recipe as Lantern: BertForSequenceClassification from the pretrained encoder (fresh
 pooler-less head: the classifier is N(0, 0.02)), labels sorted by name, AdamW (β 0.9/0.999,
@@ -19,6 +19,15 @@ by `--metric`, and the best model's scores on the held-out test set. Prints one 
 `is_split_into_words=True` and each word's tag on its first sub-token (-100 elsewhere), and
 seqeval's entity-level scores; `--metric f1` and the JSON line holds "test_f1",
 "test_precision", "test_recall" and "test_accuracy".
+
+`--task qa` is extractive question answering as transformers' run_qa does it: SQuAD data
+(JSONL in the layout of datasets' `squad`, or an official v1.1 .json), BertForQuestionAnswering,
+question and context windowed with truncation="only_second", `--max-length` and `--doc-stride`
+(prepare_train_features' start/end positions, [CLS] when the answer is not wholly inside a
+window), the windows shuffled and batched as Lantern's loop does, and utils_qa's n-best search
+(20 candidates, answers of up to 30 tokens) with the `squad` metric (scripts/
+make_qa_metric_golden.py holds both transcriptions); `--metric f1` and the JSON line holds
+"test_f1" and "test_exact_match" (percent).
 """
 import argparse
 import json
@@ -26,8 +35,54 @@ import math
 import time
 
 import torch
-from transformers import (AutoTokenizer, BertForSequenceClassification, BertForTokenClassification,
-                          get_linear_schedule_with_warmup)
+from transformers import (AutoTokenizer, BertForQuestionAnswering, BertForSequenceClassification,
+                          BertForTokenClassification, get_linear_schedule_with_warmup)
+
+
+def read_squad(path):
+    """SQuAD questions as rows of datasets' `squad` layout: JSONL as is, a v1.1 .json flattened."""
+    with open(path, encoding="utf-8") as f:
+        if not path.endswith(".json"):
+            return [json.loads(l) for l in f if l.strip()]
+        rows = []
+        for article in json.load(f)["data"]:
+            for para in article["paragraphs"]:
+                for q in para["qas"]:
+                    rows.append({"id": q["id"], "question": q["question"], "context": para["context"],
+                                 "answers": {"text": [a["text"] for a in q["answers"]],
+                                             "answer_start": [a["answer_start"] for a in q["answers"]]}})
+        return rows
+
+
+def qa_windows(tok, rows, max_length, stride):
+    """run_qa's prepare_train_features and prepare_validation_features in one: per window its
+    ids, token types, example index, answer (start, end) positions and context offsets."""
+    enc = tok([r["question"].lstrip() for r in rows], [r["context"] for r in rows],
+              truncation="only_second", max_length=max_length, stride=stride,
+              return_overflowing_tokens=True, return_offsets_mapping=True, padding=False)
+    out = []
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        seq = enc.sequence_ids(i)
+        ex = enc["overflow_to_sample_mapping"][i]
+        a = rows[ex]["answers"]
+        first = seq.index(1)
+        last = len(seq) - 1 - seq[::-1].index(1)
+        start_char = a["answer_start"][0]
+        end_char = start_char + len(a["text"][0])
+        if offsets[first][0] > start_char or offsets[last][1] < end_char:
+            span = (0, 0)
+        else:
+            s = first
+            while s <= last and offsets[s][0] <= start_char:
+                s += 1
+            e = last
+            while e >= first and offsets[e][1] >= end_char:
+                e -= 1
+            span = (s - 1, e + 1)
+        out.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                    "example": ex, "span": span,
+                    "offsets": [o if seq[k] == 1 else None for k, o in enumerate(offsets)]})
+    return out
 
 
 def read(path):
@@ -80,11 +135,14 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--metric", default="macro_f1", choices=["macro_f1", "accuracy", "f1"])
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--task", default="classes", choices=["classes", "tags"])
+    ap.add_argument("--task", default="classes", choices=["classes", "tags", "qa"])
+    ap.add_argument("--doc-stride", type=int, default=32)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.task == "qa":
+        return qa_main(args)
 
     train, val, test = read(args.train), read(args.validation), read(args.test)
     tags = args.task == "tags"
@@ -182,6 +240,79 @@ def main():
     train_seconds = time.time() - start
     model.load_state_dict(best_state)
     out = {"impl": "transformers", **{f"test_{k}": v for k, v in scores(test).items()}}
+    print(json.dumps({**out, "best_epoch": best_epoch, "train_seconds": train_seconds}))
+
+
+def qa_main(args):
+    """`--task qa`: the same loop over windows, with run_qa's data and evaluation."""
+    import os
+    import sys
+
+    import numpy as np
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_qa_metric_golden import best_answers, evaluate
+
+    tok = AutoTokenizer.from_pretrained(args.model)
+    rows = {k: read_squad(p) for k, p in [("train", args.train), ("val", args.validation), ("test", args.test)]}
+    windows = {k: qa_windows(tok, r, args.max_length, args.doc_stride) for k, r in rows.items()}
+    train = windows["train"]
+    model = BertForQuestionAnswering.from_pretrained(args.model)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
+    )
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(args.warmup_ratio * total), total)
+
+    def batch(ws):
+        return tok.pad([{"input_ids": w["input_ids"], "token_type_ids": w["token_type_ids"]} for w in ws],
+                       return_tensors="pt")
+
+    def scores(split):
+        model.eval()
+        ws, logits = windows[split], []
+        with torch.no_grad():
+            for i in range(0, len(ws), args.eval_batch_size):
+                chunk = ws[i:i + args.eval_batch_size]
+                out = model(**batch(chunk))
+                for b, w in enumerate(chunk):
+                    n = len(w["input_ids"])
+                    logits.append((out.start_logits[b, :n].numpy(), out.end_logits[b, :n].numpy()))
+        per_example = [[] for _ in rows[split]]
+        for w, (s, e) in zip(ws, logits):
+            per_example[w["example"]].append((np.asarray(s, dtype=np.float32), np.asarray(e, dtype=np.float32),
+                                              w["offsets"]))
+        preds = [best_answers(r["context"], wins, 20, 30)[0]["text"] for r, wins in zip(rows[split], per_example)]
+        return evaluate(preds, [r["answers"]["text"] for r in rows[split]])
+
+    best, best_state, best_epoch = -1.0, None, 0
+    g = torch.Generator().manual_seed(args.seed)
+    start = time.time()
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        epoch_start = time.time()
+        order = torch.randperm(len(train), generator=g).tolist()
+        for s in range(steps_per_epoch):
+            ws = [train[i] for i in order[s * args.batch_size:(s + 1) * args.batch_size]]
+            loss = model(**batch(ws), start_positions=torch.tensor([w["span"][0] for w in ws]),
+                         end_positions=torch.tensor([w["span"][1] for w in ws])).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+        print(f"epoch {epoch}: training steps in {time.time() - epoch_start:.1f} s", flush=True)
+        sc = scores("val")
+        print(f"epoch {epoch}: validation " + " ".join(f"{k} {v:.4f}" for k, v in sc.items()), flush=True)
+        if sc[args.metric] > best:
+            best, best_epoch = sc[args.metric], epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    train_seconds = time.time() - start
+    model.load_state_dict(best_state)
+    out = {"impl": "transformers", **{f"test_{k}": v for k, v in scores("test").items()}}
     print(json.dumps({**out, "best_epoch": best_epoch, "train_seconds": train_seconds}))
 
 

@@ -173,6 +173,20 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             batch_size,
         } => {
             let c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
+            if c.problem == ProblemType::QuestionAnswering {
+                let questions = c.qa_data(&data, true)?;
+                let model =
+                    BertClassifier::new(&c.cfg, &c.params.frozen(), finetune::head_of(c.problem))?;
+                let r = finetune::evaluate_qa(
+                    &model,
+                    &questions,
+                    &c.qa,
+                    (batch_size, c.pad_id),
+                    &Device::Cpu,
+                )?;
+                write_eval(&r, &[], (&c.source, &data), out)?;
+                return Ok(Outcome::Done);
+            }
             let examples = c.encode_file(&data)?;
             if let Some(e) = examples.iter().find(|e| e.label.is_none()) {
                 bail!(
@@ -192,14 +206,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                 c.pad_id,
                 &Device::Cpu,
             )?;
-            print!("{}", r.pretty(&names));
-            let out = out.unwrap_or_else(|| suffixed(&data, "metrics.json"));
-            let mut j = r.to_json(&names);
-            j["checkpoint"] = c.source.display().to_string().into();
-            j["data"] = data.display().to_string().into();
-            std::fs::write(&out, serde_json::to_string_pretty(&j)?)
-                .with_context(|| format!("writing {}", out.display()))?;
-            println!("metrics: {}", out.display());
+            write_eval(&r, &names, (&c.source, &data), out)?;
         }
         BertCmd::Predict {
             checkpoint,
@@ -208,6 +215,10 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             batch_size,
         } => {
             let c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
+            if c.problem == ProblemType::QuestionAnswering {
+                predict_answers(&c, &input, out, batch_size)?;
+                return Ok(Outcome::Done);
+            }
             let mut raw = lantern_data::labelled::read_examples(&input)?;
             if c.problem == ProblemType::TokenClassification {
                 // Plain text is tagged word by word, the words split at white space.
@@ -309,6 +320,64 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
+}
+
+/// Prints an evaluation and writes it, with the checkpoint and data it is of, to `out`
+/// (default: `<data>.metrics.json`).
+fn write_eval(
+    r: &lantern_train::metrics_cls::EvalReport,
+    names: &[String],
+    (checkpoint, data): (&Path, &Path),
+    out: Option<PathBuf>,
+) -> Result<()> {
+    print!("{}", r.pretty(names));
+    let out = out.unwrap_or_else(|| suffixed(data, "metrics.json"));
+    let mut j = r.to_json(names);
+    j["checkpoint"] = checkpoint.display().to_string().into();
+    j["data"] = data.display().to_string().into();
+    std::fs::write(&out, serde_json::to_string_pretty(&j)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("metrics: {}", out.display());
+    Ok(())
+}
+
+/// Question answering's `predict`: one JSON line per question of `input` (SQuAD JSONL or
+/// .json; answers, if any, are ignored) with its best answer (`answer`, its character offset
+/// `answer_start`, `score` = start + end logit, `probability` over the n-best) and the n-best
+/// list, as run_qa's predictions and nbest_predictions files hold them.
+fn predict_answers(
+    c: &finetune::Classifier,
+    input: &Path,
+    out: Option<PathBuf>,
+    batch_size: usize,
+) -> Result<()> {
+    let questions = c.qa_data(input, false)?;
+    let model = BertClassifier::new(&c.cfg, &c.params.frozen(), finetune::head_of(c.problem))?;
+    let answers = finetune::predict_answers(
+        &model,
+        &questions,
+        &c.qa,
+        (batch_size, c.pad_id),
+        &Device::Cpu,
+    )?;
+    let out = out.unwrap_or_else(|| suffixed(input, "predictions.jsonl"));
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?,
+    );
+    for (ex, n_best) in questions.examples.iter().zip(&answers) {
+        let best = &n_best[0];
+        let rec = serde_json::json!({
+            "id": ex.id, "line": ex.line, "question": ex.question,
+            "answer": best.text, "answer_start": best.start,
+            "score": best.score, "probability": best.probability,
+            "n_best": n_best,
+        });
+        writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
+    }
+    f.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("{} answers -> {}", answers.len(), out.display());
+    Ok(())
 }
 
 /// One word-level example's prediction: each word's tag, its probability and the logits of its

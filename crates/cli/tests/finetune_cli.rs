@@ -1259,3 +1259,160 @@ fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
         assert_eq!(a["per_type"], b["per_type"]);
     }
 }
+
+/// Question answering data: contexts naming one animal and one machine ("far away and long
+/// ago" in front of every third, so that it takes two windows of `max_length` 16), each asked
+/// "which animal ?" and "which machine ?". 32 contexts train (JSONL, Hugging Face datasets'
+/// layout), 8 validate (an official SQuAD v1.1 .json file).
+fn write_qa(root: &Path) {
+    let (mut train, mut paragraphs) = (String::new(), Vec::new());
+    for i in 0..40 {
+        let (a, m) = (ANIMALS[i % 6], MACHINES[(i / 2 + i) % 6]);
+        let verb = VERBS[i % VERBS.len()];
+        let mut context = if i % 2 == 0 {
+            format!("the {a} {verb} near the {m} today")
+        } else {
+            format!("the {m} {verb} near the {a} today")
+        };
+        if i % 3 == 0 {
+            context = format!("far away and long ago {context}");
+        }
+        let qas: Vec<Value> = [("animal", a), ("machine", m)]
+            .iter()
+            .map(|(kind, answer)| {
+                let start = context.find(&format!(" {answer} ")).unwrap() + 1;
+                serde_json::json!({
+                    "id": format!("q{i}-{kind}"),
+                    "question": format!("which {kind} ?"),
+                    "answers": [{"text": answer, "answer_start": start}],
+                })
+            })
+            .collect();
+        if i < 32 {
+            for q in &qas {
+                let rec = serde_json::json!({
+                    "id": q["id"], "title": "fixture", "context": context,
+                    "question": q["question"],
+                    "answers": {"text": [q["answers"][0]["text"]],
+                                "answer_start": [q["answers"][0]["answer_start"]]},
+                });
+                train += &format!("{rec}\n");
+            }
+        } else {
+            paragraphs.push(serde_json::json!({"context": context, "qas": qas}));
+        }
+    }
+    std::fs::write(root.join("qa_train.jsonl"), train).unwrap();
+    let squad = serde_json::json!({"version": "1.1",
+        "data": [{"title": "fixture", "paragraphs": paragraphs}]});
+    std::fs::write(root.join("qa_val.json"), squad.to_string()).unwrap();
+}
+
+#[test]
+fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
+    let f = Fixture::new();
+    write_qa(&f.root);
+    let data = (
+        "qa_train.jsonl",
+        "qa_val.json",
+        "problem_type = \"question_answering\"\ndoc_stride = 4",
+    );
+    let train = "epochs = 12\nlr = 3e-3";
+    let es = "metric = \"f1\"";
+    let whole = f.config_on("qa-whole", data, train, es);
+    finetune_quiet(&whole, &NO_DROPOUT);
+    let run = f.root.join("qa-whole");
+    let f1 = best_of(&run, "f1");
+    assert!(f1 >= 90.0, "best F1 {f1} (percent)");
+    let eval = &metrics_of(&run, "eval")[0];
+    for k in ["eval_loss", "exact_match"] {
+        assert!(eval[k].is_f64(), "{k} in {eval}");
+    }
+    // Exported as transformers' BertForQuestionAnswering: two outputs, no labels.
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["architectures"][0], "BertForQuestionAnswering");
+    assert!(cfg.get("problem_type").is_none(), "{cfg}");
+
+    // Cut short mid-epoch and resumed: the same run.
+    let cut = f.config_on("qa-cut", data, train, es);
+    let mut args = NO_DROPOUT.to_vec();
+    args.extend(["--stop-after", "17"]);
+    finetune_quiet(&cut, &args);
+    let mut args = NO_DROPOUT.to_vec();
+    args.push("--resume");
+    finetune_quiet(&cut, &args);
+    assert_same_run(&run, &f.root.join("qa-cut"));
+
+    // eval on the SQuAD file reproduces the best evaluation.
+    let metrics = f.root.join("qa-eval.json");
+    lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        p(&run),
+        "--data",
+        p(&f.root.join("qa_val.json")),
+        "--out",
+        p(&metrics),
+    ]);
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(m["f1"].as_f64().unwrap(), f1);
+
+    // predict answers questions without answers, long contexts included.
+    let input = f.root.join("questions.jsonl");
+    let mut text = String::new();
+    for (q, context) in [
+        ("which machine ?", "the horse waits near the printer today"),
+        (
+            "which animal ?",
+            "far away and long ago the laptop runs near the goat today",
+        ),
+    ] {
+        let rec = serde_json::json!({"id": q, "question": q, "context": context});
+        text += &format!("{rec}\n");
+    }
+    std::fs::write(&input, text).unwrap();
+    let preds = f.root.join("qa-preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&input),
+        "--out",
+        p(&preds),
+    ]);
+    let lines: Vec<Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["answer"], "printer", "{}", lines[0]);
+    assert_eq!(lines[0]["answer_start"], 25, "{}", lines[0]);
+    assert_eq!(lines[1]["answer"], "goat", "{}", lines[1]);
+    let p0 = lines[0]["probability"].as_f64().unwrap();
+    assert!(p0 > 0.5 && p0 <= 1.0, "{}", lines[0]);
+    assert!(!lines[0]["n_best"].as_array().unwrap().is_empty());
+
+    // Bad data is a clear error naming the file and the line.
+    let bad = f.root.join("qa_bad.jsonl");
+    let mut rec: Value = serde_json::from_str(
+        std::fs::read_to_string(f.root.join("qa_train.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    rec["answers"]["answer_start"][0] = serde_json::json!(0);
+    std::fs::write(&bad, format!("{rec}\n")).unwrap();
+    let cfg = f.config_on("qa-bad", ("qa_bad.jsonl", "qa_val.json", data.2), train, es);
+    let e = lantern_err(&["finetune", "--config", p(&cfg), "--quiet"]);
+    assert!(e.contains("qa_bad.jsonl") && e.contains("line 1"), "{e}");
+    // Classification data given as question answering.
+    let cfg = f.config_on("qa-cls", ("train.jsonl", "qa_val.json", data.2), train, es);
+    let e = lantern_err(&["finetune", "--config", p(&cfg), "--quiet"]);
+    assert!(e.contains("train.jsonl") && e.contains("line 1"), "{e}");
+}

@@ -36,6 +36,10 @@ pub enum ProblemType {
     /// One class per word (a tag, as NER's `B-PER`); cross-entropy over the classes at the first
     /// sub-token of each word, the other tokens ignored.
     TokenClassification,
+    /// Extractive question answering (SQuAD, `BertForQuestionAnswering`): the answer is a span
+    /// of the context, found by a start and an end logit per token (crates/data/src/qa.rs reads
+    /// its data; it has no label set).
+    QuestionAnswering,
 }
 
 impl ProblemType {
@@ -49,6 +53,7 @@ impl ProblemType {
             Self::MultiLabelClassification => "multi_label_classification",
             Self::Regression => "regression",
             Self::TokenClassification => "token_classification",
+            Self::QuestionAnswering => "question_answering",
         }
     }
 
@@ -59,6 +64,7 @@ impl ProblemType {
             Self::MultiLabelClassification,
             Self::Regression,
             Self::TokenClassification,
+            Self::QuestionAnswering,
         ]
         .into_iter()
         .find(|p| p.name() == name)
@@ -107,6 +113,9 @@ pub enum Target {
     Score(f32),
     /// Token classification: the class index of each word's tag, one per word.
     Tags(Vec<usize>),
+    /// Question answering: the token positions (start, end) of the answer in one window
+    /// ((0, 0), the `[CLS]` position, when the answer is not wholly inside it).
+    Span(usize, usize),
 }
 
 /// One example as read, before its label is resolved. `line` is 1-based (the first line of
@@ -526,8 +535,11 @@ pub fn label_names(
     problem: ProblemType,
     path: &Path,
 ) -> Result<Vec<String>> {
-    if problem == ProblemType::Regression {
-        return Ok(vec!["LABEL_0".to_string()]);
+    match problem {
+        ProblemType::Regression => return Ok(vec!["LABEL_0".to_string()]),
+        // Answers are spans of the context, not classes.
+        ProblemType::QuestionAnswering => return Ok(Vec::new()),
+        _ => {}
     }
     let items: Vec<LabelValue> = examples
         .iter()
@@ -536,7 +548,9 @@ pub fn label_names(
             ProblemType::MultiLabelClassification | ProblemType::TokenClassification => {
                 label_items(l)
             }
-            ProblemType::SingleLabelClassification | ProblemType::Regression => vec![l.clone()],
+            ProblemType::SingleLabelClassification
+            | ProblemType::Regression
+            | ProblemType::QuestionAnswering => vec![l.clone()],
         })
         .collect();
     let mut names: Vec<String> = items
@@ -666,6 +680,12 @@ pub fn resolve_label(
                 ),
             )),
         },
+        ProblemType::QuestionAnswering => Err(bad(
+            path,
+            line,
+            "question_answering takes question/context records with answers (SQuAD \
+             layout), not a \"label\"",
+        )),
     }
 }
 
@@ -822,6 +842,8 @@ pub struct ClsBatch {
     pub attention_mask: Vec<u32>,
     /// (B) class indices (single-label; 0 for other examples). Token classification: (B·T)
     /// row-major, each word's tag at its first sub-token and 0 at every other position.
+    /// Question answering: (B·2) row-major, each window's start and end positions (a batch
+    /// whose rows all have a [`Target::Span`]; the loss needs every row labelled).
     pub labels: Vec<u32>,
     /// (B, L) 0/1 flags (multi-label) or (B) values (regression); empty for single-label.
     /// Token classification: (B·T) loss weights, 1.0 where `labels` holds a word's tag and
@@ -891,6 +913,11 @@ pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
                 b.targets.push(*x);
             }
             // Tags make the batch word-level, handled above.
+            // Start and end: (B·2) row-major.
+            Some(Target::Span(start, end)) => {
+                b.labels.push(*start as u32);
+                b.labels.push(*end as u32);
+            }
             Some(Target::Tags(_)) | None => b.labels.push(0),
         }
     }

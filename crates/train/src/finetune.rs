@@ -1,4 +1,5 @@
-//! Fine-tuning BERT for sequence or token classification: one flat loop. Per epoch: a seeded shuffle;
+//! Fine-tuning BERT for sequence or token classification, or extractive question answering
+//! (crate::finetune_qa): one flat loop. Per epoch: a seeded shuffle;
 //! per optimizer step, `grad_accum` micro-batches, each padded to its longest example: forward
 //! (dropout from a per-step stream) on the fp32 weights or their bf16/fp16 working copy,
 //! the loss averaged over the step's rows (examples, or labelled words for token
@@ -18,6 +19,7 @@
 use crate::checkpoint::{self, OptimizerState};
 use crate::error::io;
 use crate::finetune_config::FinetuneConfig;
+use crate::finetune_qa::{QaData, QaOptions};
 use crate::grads::{scaled_backward, StepGrads};
 use crate::metrics::MetricsLog;
 use crate::metrics_cls::{
@@ -198,6 +200,9 @@ pub struct Classifier {
     pub pad_id: u32,
     /// What the outputs mean (the config's `problem_type`).
     pub problem: ProblemType,
+    /// Question answering: how questions are windowed and answers picked (the fine-tuning
+    /// run's, else run_qa's defaults).
+    pub qa: QaOptions,
 }
 
 /// The id batches are padded with: the tokenizer's `[PAD]`, else the config's pad_token_id.
@@ -254,16 +259,18 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
 }
 
 /// The model a problem type trains: `BertForTokenClassification` for tags per word,
-/// `BertForSequenceClassification` for the rest.
+/// `BertForQuestionAnswering` for answer spans, `BertForSequenceClassification` for the rest.
 pub fn head_of(problem: ProblemType) -> BertHead {
     match problem {
         ProblemType::TokenClassification => BertHead::TokenClassification,
+        ProblemType::QuestionAnswering => BertHead::QuestionAnswering,
         _ => BertHead::SequenceClassification,
     }
 }
 
-/// Loads a `BertForSequenceClassification` or `BertForTokenClassification` folder (ours or
-/// transformers'), checking that its tokenizer's vocabulary matches the model's.
+/// Loads a `BertForSequenceClassification`, `BertForTokenClassification` or
+/// `BertForQuestionAnswering` folder (ours or transformers'), checking that its tokenizer's
+/// vocabulary matches the model's.
 pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let dir = resolve_checkpoint(path)?;
     let (cfg, head) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
@@ -273,11 +280,12 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     } else {
         2
     };
-    if !head.is_some_and(BertHead::is_classifier) || cfg.num_labels() < min_labels {
+    let qa = head == Some(BertHead::QuestionAnswering);
+    if !qa && (!head.is_some_and(BertHead::is_classifier) || cfg.num_labels() < min_labels) {
         return Err(Error::Checkpoint {
             path: dir.join(CONFIG_FILE),
             msg: "not a BertForSequenceClassification or BertForTokenClassification config \
-                  with id2label"
+                  with id2label, nor a BertForQuestionAnswering config"
                 .into(),
         });
     }
@@ -285,12 +293,25 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer = load_tokenizer(&tokenizer_path)?;
     check_vocab(&tokenizer, cfg.vocab_size, &tokenizer_path)?;
-    let max_length = std::fs::read_to_string(dir.join(STATE_FILE))
+    let state = std::fs::read_to_string(dir.join(STATE_FILE))
         .ok()
-        .and_then(|t| serde_json::from_str::<FinetuneState>(&t).ok())
+        .and_then(|t| serde_json::from_str::<FinetuneState>(&t).ok());
+    let max_length = state
+        .as_ref()
         .map_or(cfg.max_position_embeddings.min(512), |s| s.max_length);
+    let qa = match &state {
+        Some(s) => QaOptions::of(&s.config.data),
+        // A folder without our state (a transformers model): run_qa's defaults.
+        None => QaOptions {
+            max_length: cfg.max_position_embeddings.min(384),
+            doc_stride: 128.min(cfg.max_position_embeddings.min(384) / 2),
+            n_best: 20,
+            max_answer_length: 30,
+        },
+    };
     let pad = pad_id(&tokenizer, &cfg);
     Ok(Classifier {
+        qa,
         source: dir,
         cfg,
         params,
@@ -332,8 +353,10 @@ fn load_trained(
 /// The problem type of a classifier: token classification for `BertForTokenClassification`,
 /// else the one its config names (transformers' default, single-label, when it names none).
 fn problem_of(cfg: &BertConfig, head: Option<BertHead>, config_path: &Path) -> Result<ProblemType> {
-    if head == Some(BertHead::TokenClassification) {
-        return Ok(ProblemType::TokenClassification);
+    match head {
+        Some(BertHead::TokenClassification) => return Ok(ProblemType::TokenClassification),
+        Some(BertHead::QuestionAnswering) => return Ok(ProblemType::QuestionAnswering),
+        _ => {}
     }
     match cfg.problem_type.as_deref() {
         None => Ok(ProblemType::SingleLabelClassification),
@@ -345,6 +368,12 @@ fn problem_of(cfg: &BertConfig, head: Option<BertHead>, config_path: &Path) -> R
 }
 
 impl Classifier {
+    /// Question answering: reads and windows a question file with this model's options
+    /// (`need_answers`: every question must have one, as evaluation needs).
+    pub fn qa_data(&self, path: &Path, need_answers: bool) -> Result<QaData> {
+        QaData::load(&self.tokenizer, path, &self.qa, need_answers)
+    }
+
     /// Tokenises a data file with this classifier's labels and truncation.
     pub fn encode_file(&self, path: &Path) -> Result<Vec<Encoded>> {
         let raw = labelled::read_examples(path)?;
@@ -546,6 +575,15 @@ fn summed_loss(
             let x = logits.to_dtype(DType::F32)?.squeeze(1)?;
             (x - targets)?.sqr()?.sum_all()?
         }
+        ProblemType::QuestionAnswering => {
+            // (B, T, 2) → (B, 2, T) → (B·2, T): row 2b holds window b's start logits and row
+            // 2b + 1 its end logits, in the order of the (B·2) targets. transformers' loss is
+            // (CE(start) + CE(end)) / 2, each CE a mean over the windows: the sum over both,
+            // halved, divided by the windows later.
+            let (b, t, _) = logits.dims3()?;
+            let x = logits.transpose(1, 2)?.contiguous()?.reshape((b * 2, t))?;
+            (cross_entropy_sum(&x, targets, None)?.to_dtype(DType::F32)? * 0.5)?
+        }
     })
 }
 
@@ -575,6 +613,14 @@ fn batch_tensors(b: &ClsBatch, problem: ProblemType, device: &Device) -> Result<
             Tensor::from_slice(&b.labels, b.rows * b.cols, device)?,
             Some(Tensor::from_slice(&b.targets, b.rows * b.cols, device)?),
         ),
+        ProblemType::QuestionAnswering => {
+            if b.labels.len() != b.rows * 2 {
+                return Err(Error::Config(
+                    "question answering trains on windows with an answer span only".into(),
+                ));
+            }
+            (Tensor::from_slice(&b.labels, b.rows * 2, device)?, None)
+        }
     };
     Ok(BatchTensors {
         ids: Tensor::from_slice(&b.ids, shape, device)?,
@@ -585,12 +631,22 @@ fn batch_tensors(b: &ClsBatch, problem: ProblemType, device: &Device) -> Result<
     })
 }
 
-/// The rows an example contributes to evaluation: 1, or for token classification its labelled
-/// words (the words whose first sub-token survived truncation).
+/// The rows an example contributes to evaluation: 1 (a window, for question answering), or
+/// for token classification its labelled words (the words whose first sub-token survived
+/// truncation).
 fn rows_of(e: &Encoded, problem: ProblemType) -> usize {
     match problem {
         ProblemType::TokenClassification => labelled::first_subwords(&e.word_ids).len(),
         _ => 1,
+    }
+}
+
+/// The logits [`logits_of`] gives an example: [`rows_of`] × `num_labels`, or for question
+/// answering a start and an end logit per token.
+fn logits_len(e: &Encoded, problem: ProblemType, num_labels: usize) -> usize {
+    match problem {
+        ProblemType::QuestionAnswering => 2 * e.ids.len(),
+        _ => rows_of(e, problem) * num_labels,
     }
 }
 
@@ -605,7 +661,8 @@ fn train_rows_of(e: &Encoded, problem: ProblemType, all_tokens: bool) -> usize {
 
 /// Logits of every example, in order, in eval mode: for each example its rows
 /// ([`rows_of`]) of `num_labels` logits, flattened — (num_labels) per sequence, (words ×
-/// num_labels) per word-level example, in word order.
+/// num_labels) per word-level example, in word order; for a question-answering window (2·T),
+/// its T start logits then its T end logits (padding left out).
 pub fn predict_logits(
     model: &BertClassifier,
     data: &[Encoded],
@@ -654,6 +711,14 @@ fn logits_of(
                         .into_iter()
                         .flat_map(|(pos, _)| rows[pos].iter().copied());
                     out.push(picked.collect());
+                }
+            }
+            BertClassifier::QuestionAnswering(_) => {
+                // (B, T, 2): each window's own tokens, starts then ends.
+                for (rows, e) in logits.to_vec3::<f32>()?.into_iter().zip(chunk) {
+                    let rows = &rows[..e.ids.len()];
+                    let starts = rows.iter().map(|r| r[0]);
+                    out.push(starts.chain(rows.iter().map(|r| r[1])).collect());
                 }
             }
         }
@@ -713,13 +778,46 @@ pub fn evaluate(
         (problem, names, 0.0),
         (batch_size, pad_id),
         device,
+        None,
     )
+}
+
+/// Question answering's [`evaluate`]: loss, exact match and F1 of `data`'s questions.
+pub fn evaluate_qa(
+    model: &BertClassifier,
+    data: &QaData,
+    opts: &QaOptions,
+    (batch_size, pad_id): (usize, u32),
+    device: &Device,
+) -> Result<EvalReport> {
+    evaluate_on(
+        &Communicator::single(),
+        model,
+        &data.encoded(),
+        (ProblemType::QuestionAnswering, &[], 0.0),
+        (batch_size, pad_id),
+        device,
+        Some((data, opts)),
+    )
+}
+
+/// Every question's n-best answers (best first), in eval mode.
+pub fn predict_answers(
+    model: &BertClassifier,
+    data: &QaData,
+    opts: &QaOptions,
+    (batch_size, pad_id): (usize, u32),
+    device: &Device,
+) -> Result<Vec<Vec<crate::metrics_qa::QaPrediction>>> {
+    let logits = predict_logits(model, &data.encoded(), batch_size, pad_id, device)?;
+    data.answers(&logits, opts)
 }
 
 /// [`evaluate`] as one rank of a world: rank r computes the logits of examples r, r + W,
 /// r + 2W, ...; an all-reduce of every example's logits, zero where another rank computed
 /// them, gives every rank all of them, and the report is computed from those in data order, so
 /// every rank has the same report (and early stopping decides the same everywhere).
+/// Question answering also takes the questions `data`'s windows come from.
 fn evaluate_on(
     comm: &Communicator,
     model: &BertClassifier,
@@ -727,6 +825,7 @@ fn evaluate_on(
     (problem, names, label_smoothing): (ProblemType, &[String], f64),
     (batch_size, pad_id): (usize, u32),
     device: &Device,
+    qa: Option<(&QaData, &QaOptions)>,
 ) -> Result<EvalReport> {
     // Checked on the whole data, so that every rank fails alike.
     if let Some(e) = data.iter().find(|e| e.label.is_none()) {
@@ -743,7 +842,7 @@ fn evaluate_on(
         // Every rank knows every example's size, so the layout needs no exchange.
         let sizes: Vec<usize> = data
             .iter()
-            .map(|e| rows_of(e, problem) * num_labels)
+            .map(|e| logits_len(e, problem, num_labels))
             .collect();
         let starts: Vec<usize> = sizes
             .iter()
@@ -766,6 +865,12 @@ fn evaluate_on(
     }
     if problem == ProblemType::TokenClassification {
         return token_eval(&logits, data, names, label_smoothing);
+    }
+    if problem == ProblemType::QuestionAnswering {
+        let (qa, opts) = qa.ok_or_else(|| {
+            Error::Config("question answering is evaluated against its questions".into())
+        })?;
+        return qa.evaluate(&logits, opts);
     }
     let targets: Vec<&Target> = data
         .iter()
@@ -820,7 +925,9 @@ fn report_of(
 ) -> Result<EvalReport> {
     let mismatch = || Error::Config(format!("labels do not fit problem_type {problem}"));
     Ok(match problem {
-        ProblemType::TokenClassification => return Err(mismatch()),
+        ProblemType::TokenClassification | ProblemType::QuestionAnswering => {
+            return Err(mismatch())
+        }
         ProblemType::SingleLabelClassification => {
             let mut confusion = vec![vec![0u64; num_labels]; num_labels];
             let mut loss = 0f64;
@@ -1186,7 +1293,14 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     let tokenizer = load_tokenizer(&tokenizer_path)?;
     let d = &cfg.data;
-    let train_raw = labelled::read_examples(&d.train)?;
+    let problem = d.problem_type;
+    let qa_opts = QaOptions::of(d);
+    // Question answering reads its own layout (crate::finetune_qa), and has no labels.
+    let is_qa = problem == ProblemType::QuestionAnswering;
+    let train_raw = match is_qa {
+        true => Vec::new(),
+        false => labelled::read_examples(&d.train)?,
+    };
     if let Some(ex) = train_raw.iter().find(|e| e.label.is_none()) {
         return Err(Error::Config(format!(
             "{}: line {}: training examples need a \"label\"",
@@ -1194,8 +1308,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             ex.line
         )));
     }
-    let problem = d.problem_type;
     let labels = match (&d.labels, problem) {
+        (_, ProblemType::QuestionAnswering) => Vec::new(),
         (Some(_), ProblemType::Regression) => {
             return Err(Error::Config(
                 "data.labels names classes; regression (data.problem_type) has none".into(),
@@ -1204,7 +1318,11 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         (Some(l), _) => l.clone(),
         (None, _) => labelled::label_names(&train_raw, problem, &d.train)?,
     };
-    if problem != ProblemType::Regression && labels.len() < 2 {
+    if !matches!(
+        problem,
+        ProblemType::Regression | ProblemType::QuestionAnswering
+    ) && labels.len() < 2
+    {
         return Err(Error::Config(format!(
             "{}: classification needs at least two labels, found {labels:?}",
             d.train.display()
@@ -1246,7 +1364,29 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         }
     }
     let tok = labelled::for_classification(&tokenizer, d.max_length, &tokenizer_path)?;
+    // Question answering: the questions behind the validation and test windows, which their
+    // evaluation turns answers back into text against.
+    let (mut val_qa, mut test_qa) = (None, None);
     let (train, val) = match &d.validation {
+        _ if is_qa => {
+            let read = |p: &Path| lantern_data::qa::read_qa(p).map_err(Error::from);
+            let (train_qa, v) = match &d.validation {
+                Some(v) => (
+                    QaData::new(&tokenizer, read(&d.train)?, &qa_opts, &d.train, true)?,
+                    QaData::load(&tokenizer, v, &qa_opts, true)?,
+                ),
+                None => QaData::split(
+                    &tokenizer,
+                    read(&d.train)?,
+                    (d.val_fraction, cfg.train.seed),
+                    &qa_opts,
+                    &d.train,
+                )?,
+            };
+            let encoded = (train_qa.encoded(), v.encoded());
+            val_qa = Some(v);
+            encoded
+        }
         Some(v) => {
             let val_raw = labelled::read_examples(v)?;
             (
@@ -1268,6 +1408,12 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     // Read now, so that a bad test file fails before training rather than after.
     let test = match &d.test {
+        Some(p) if is_qa => {
+            let t = QaData::load(&tokenizer, p, &qa_opts, true)?;
+            let encoded = t.encoded();
+            test_qa = Some(t);
+            Some(encoded)
+        }
         Some(p) => {
             let ex = labelled::encode(&tok, &labelled::read_examples(p)?, (problem, &labels), p)?;
             if let Some(e) = ex.iter().find(|e| e.label.is_none()) {
@@ -1312,16 +1458,27 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             });
         }
     }
-    say(format!(
-        "fine-tuning {} layers x {} hidden on {device_name}, {} labels {:?}: {} train / {} \
-         validation examples",
-        bert_cfg.num_hidden_layers,
-        bert_cfg.hidden_size,
-        labels.len(),
-        labels,
-        train.len(),
-        val.len()
-    ));
+    match &val_qa {
+        Some(v) => say(format!(
+            "fine-tuning {} layers x {} hidden on {device_name}, question answering: {} train \
+             / {} validation windows ({} validation questions)",
+            bert_cfg.num_hidden_layers,
+            bert_cfg.hidden_size,
+            train.len(),
+            val.len(),
+            v.examples.len()
+        )),
+        None => say(format!(
+            "fine-tuning {} layers x {} hidden on {device_name}, {} labels {:?}: {} train / {} \
+             validation examples",
+            bert_cfg.num_hidden_layers,
+            bert_cfg.hidden_size,
+            labels.len(),
+            labels,
+            train.len(),
+            val.len()
+        )),
+    }
 
     // Optimisation.
     let steps_per_epoch = train.len().div_ceil(per_step) as u64;
@@ -1453,6 +1610,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             (problem, &labels, t.label_smoothing),
             (t.eval_batch_size, pad),
             &device,
+            val_qa.as_ref().map(|v| (v, &qa_opts)),
         )?;
         let value = r.metric(&metric).expect("validated metric name");
         let (improved, stop) = stopper.observe(value);
@@ -1699,6 +1857,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 (problem, &labels, t.label_smoothing),
                 (t.eval_batch_size, pad),
                 &device,
+                test_qa.as_ref().map(|v| (v, &qa_opts)),
             )?;
             let mut rec = r.to_json(&labels);
             rec["data"] = json!(path.display().to_string());

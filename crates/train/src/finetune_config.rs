@@ -59,7 +59,9 @@ pub struct FtModelSection {
 #[serde(deny_unknown_fields)]
 pub struct FtDataSection {
     /// JSONL or CSV with `text`, optional `text_pair`, and `label`; for token
-    /// classification, JSONL with `tokens` and `tags` (or `ner_tags`) or a CoNLL file.
+    /// classification, JSONL with `tokens` and `tags` (or `ner_tags`) or a CoNLL file; for
+    /// question answering, JSONL in the layout of Hugging Face datasets' `squad` (`id`,
+    /// `question`, `context`, `answers`) or an official SQuAD v1.1 `.json` file.
     pub train: PathBuf,
     /// A separate validation file; without it `val_fraction` of `train` is held out (seeded).
     pub validation: Option<PathBuf>,
@@ -77,9 +79,22 @@ pub struct FtDataSection {
     /// `single_label_classification` (default: one class per example),
     /// `multi_label_classification` (a list of classes per example) or `regression` (a
     /// number per example): transformers' `problem_type` of `BertForSequenceClassification`;
-    /// or `token_classification` (a tag per word: `BertForTokenClassification`, NER).
+    /// or `token_classification` (a tag per word: `BertForTokenClassification`, NER); or
+    /// `question_answering` (an answer span in a context: `BertForQuestionAnswering`, SQuAD).
     #[serde(default)]
     pub problem_type: ProblemType,
+    /// Question answering: a context longer than `max_length` (with its question) is read in
+    /// windows that overlap by this many tokens (run_qa's `doc_stride`).
+    #[serde(default = "d_doc_stride")]
+    pub doc_stride: usize,
+    /// Question answering: the longest answer predicted, in tokens (run_qa's
+    /// `max_answer_length`).
+    #[serde(default = "d_max_answer_length")]
+    pub max_answer_length: usize,
+    /// Question answering: the start and end candidates considered per window, and the
+    /// answers kept per question (run_qa's `n_best_size`).
+    #[serde(default = "d_n_best")]
+    pub n_best: usize,
     /// Token classification: train on every sub-token of a word, not only its first
     /// (transformers' run_ner `--label_all_tokens`; a `B-X` word's later sub-tokens learn
     /// `I-X`). Evaluation and prediction still read each word's first sub-token.
@@ -173,6 +188,15 @@ fn d_val_fraction() -> f64 {
 fn d_max_length() -> usize {
     128
 }
+fn d_doc_stride() -> usize {
+    128
+}
+fn d_max_answer_length() -> usize {
+    30
+}
+fn d_n_best() -> usize {
+    20
+}
 fn d_epochs() -> usize {
     3
 }
@@ -259,6 +283,12 @@ pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
             ("mae", false),
             ("pearson", true),
             ("spearman", true),
+        ],
+        // The `squad` metric's, in percent.
+        ProblemType::QuestionAnswering => &[
+            ("eval_loss", false),
+            ("exact_match", true),
+            ("f1", true),
         ],
     }
 }
@@ -357,6 +387,21 @@ impl FinetuneConfig {
                 "data.label_all_tokens applies to token_classification, not {}",
                 self.data.problem_type
             ));
+        }
+        let d = &self.data;
+        if d.problem_type == ProblemType::QuestionAnswering {
+            if d.doc_stride >= d.max_length {
+                return bad(format!(
+                    "data.doc_stride {} must be smaller than data.max_length {}",
+                    d.doc_stride, d.max_length
+                ));
+            }
+            if d.n_best == 0 || d.max_answer_length == 0 {
+                return bad("data.n_best and data.max_answer_length must be at least 1".into());
+            }
+            if d.labels.is_some() {
+                return bad("data.labels names classes; question_answering has none".into());
+            }
         }
         if t.max_steps == Some(0) {
             return bad("train.max_steps must be at least 1".into());
@@ -489,5 +534,39 @@ mod tests {
         assert!(e.contains("model.tokenizer"), "{e}");
         let c = FinetuneConfig::parse(BASE, "x.toml", &[]).unwrap();
         assert_eq!(FinetuneConfig::parse(&c.to_toml(), "z", &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn question_answering_keys_and_metrics() {
+        let qa = |extra: &[&str]| {
+            let mut o = vec!["data.problem_type=question_answering".to_string()];
+            o.extend(extra.iter().map(|s| s.to_string()));
+            FinetuneConfig::parse(BASE, "q.toml", &o)
+        };
+        let c = qa(&["early_stopping.metric=f1"]).unwrap();
+        assert_eq!(c.data.problem_type, ProblemType::QuestionAnswering);
+        // run_qa's defaults.
+        assert_eq!(
+            (c.data.doc_stride, c.data.max_answer_length, c.data.n_best),
+            (128, 30, 20)
+        );
+        assert!(c.higher_is_better());
+        assert!(qa(&["early_stopping.metric=exact_match"])
+            .unwrap()
+            .higher_is_better());
+        let e = qa(&["early_stopping.metric=accuracy"]).unwrap_err().to_string();
+        assert!(e.contains("accuracy") && e.contains("question_answering"), "{e}");
+        // The default max_length is 128: the default stride leaves no room.
+        let e = qa(&[]).unwrap_err().to_string();
+        assert!(e.contains("data.doc_stride 128") && e.contains("128"), "{e}");
+        assert!(qa(&["data.doc_stride=32"]).is_ok());
+        let e = qa(&["data.max_length=384", "data.n_best=0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data.n_best"), "{e}");
+        let e = qa(&["data.max_length=384", "data.labels=[\"a\", \"b\"]"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data.labels"), "{e}");
     }
 }

@@ -13,6 +13,7 @@
 
 use serde_json::{json, Value};
 
+use crate::metrics_qa::QaReport;
 use crate::metrics_tok::TokenReport;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +168,7 @@ pub enum EvalReport {
     Multi(MultiReport),
     Regression(RegReport),
     Token(TokenReport),
+    Qa(QaReport),
 }
 
 impl EvalReport {
@@ -177,6 +179,7 @@ impl EvalReport {
             Self::Multi(r) => r.loss,
             Self::Regression(r) => r.mse,
             Self::Token(r) => r.loss,
+            Self::Qa(r) => r.loss,
         }
     }
 
@@ -187,6 +190,7 @@ impl EvalReport {
             Self::Multi(r) => r.metric(name),
             Self::Regression(r) => r.metric(name),
             Self::Token(r) => r.metric(name),
+            Self::Qa(r) => r.metric(name),
         }
     }
 
@@ -198,6 +202,7 @@ impl EvalReport {
             Self::Multi(r) => r.to_json(names),
             Self::Regression(r) => r.to_json(),
             Self::Token(r) => r.to_json(),
+            Self::Qa(r) => r.to_json(),
         }
     }
 
@@ -206,6 +211,9 @@ impl EvalReport {
         // `per_type` first: a token report also has an `accuracy`, as a single-label one does.
         if v.get("per_type").is_some() {
             return TokenReport::from_json(v).map(Self::Token);
+        }
+        if v.get("exact_match").is_some() {
+            return QaReport::from_json(v).map(Self::Qa);
         }
         if v.get("pearson").is_some() {
             return RegReport::from_json(v).map(Self::Regression);
@@ -222,6 +230,7 @@ impl EvalReport {
             Self::Multi(r) => r.pretty(names),
             Self::Regression(r) => r.pretty(),
             Self::Token(r) => r.pretty(),
+            Self::Qa(r) => r.pretty(),
         }
     }
 
@@ -241,6 +250,7 @@ impl EvalReport {
                 r.mse, r.pearson, r.spearman
             ),
             Self::Token(r) => r.summary(),
+            Self::Qa(r) => r.summary(),
         }
     }
 }

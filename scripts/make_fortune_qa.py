@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Build an extractive question-answering dataset (SQuAD v1.1 style) from the fortunes corpus.
+
+    python3 scripts/make_fortune_qa.py [--raw data/raw/fortunes] [--out data/fortune-qa]
+        [--max-words 96]
+
+Many fortunes end with an attribution line, `-- Dave Barry, "Kids Today"`. Each such fortune
+becomes one context: its text with white space collapsed to single spaces and the `--` marker
+removed, so that the attribution is not announced by punctuation. Its questions, each answered
+by a span of the context (found with the rules of make_fortune_tags.py):
+- "Who said this?": the name part of the attribution (its capitalised words before the first
+  comma; a trailing comma or full stop is not part of the answer);
+- "Which work is this from?": a quoted title in the attribution, without its quotes.
+A context with neither is left out, as are fortunes with an attribution of more than 16 words
+or more than `--max-words` words in all; exact duplicates (across category files too) are kept
+once. The split is fixed by a hash of the fortune, as in make_fortune_categories.py (about 70%
+train, 10% validation, 20% test), so the questions of one context share a split.
+
+Writes train.jsonl and validation.jsonl in the layout of Hugging Face datasets' `squad`
+({"id", "title", "context", "question", "answers": {"text": [...], "answer_start": [...]}},
+answer_start in characters) and test.json in the official SQuAD v1.1 layout ({"version",
+"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}), and prints the counts.
+Standard library only.
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fortune_categories import bucket, entries  # noqa: E402
+from make_fortune_tags import SKIP, split_attribution, tag_attribution  # noqa: E402
+
+WHO = "Who said this?"
+WORK = "Which work is this from?"
+
+
+def spans(words, tags, kind):
+    """(first, last) word indices of each `kind` entity of IOB2 `tags`, in order."""
+    out = []
+    for i, t in enumerate(tags):
+        if t == f"B-{kind}":
+            out.append([i, i])
+        elif t == f"I-{kind}" and out and out[-1][1] == i - 1:
+            out[-1][1] = i
+    return out
+
+
+def answer(words, starts, first, last, strip):
+    """(text, char start) of words first..=last of a context whose words begin at `starts`,
+    without the characters `strip` at either end; None when nothing is left."""
+    text = " ".join(words[first:last + 1])
+    lead = len(text) - len(text.lstrip(strip))
+    text = text.strip(strip)
+    return (text, starts[first] + lead) if text else None
+
+
+def main():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--raw", default=os.path.join(repo, "data", "raw", "fortunes"))
+    ap.add_argument("--out", default=os.path.join(repo, "data", "fortune-qa"))
+    ap.add_argument("--max-words", type=int, default=96)
+    args = ap.parse_args()
+    if not os.path.isdir(args.raw):
+        sys.exit(f"error: {args.raw} does not exist (run scripts/fetch_fortunes.sh)")
+
+    seen = set()
+    splits = {"train": [], "validation": [], "test": []}
+    for name in sorted(os.listdir(args.raw)):
+        path = os.path.join(args.raw, name)
+        if name in SKIP or "." in name or not os.path.isfile(path):
+            continue
+        for e in entries(path):
+            if e in seen:
+                continue
+            seen.add(e)
+            parts = split_attribution(e)
+            if parts is None:
+                continue
+            body, attribution = parts
+            body_words, attr_words = body.split(), attribution.split()
+            if len(attr_words) > 16 or len(body_words) + len(attr_words) > args.max_words:
+                continue
+            words = body_words + attr_words
+            tags = ["O"] * len(body_words) + tag_attribution(attr_words)
+            context = " ".join(words)
+            starts, at = [], 0
+            for w in words:
+                starts.append(at)
+                at += len(w) + 1
+            key = hashlib.sha1(e.encode("utf-8")).hexdigest()[:12]
+            qas = []
+            who = spans(words, tags, "PER")
+            if who:
+                a = answer(words, starts, *who[0], strip=".,;:")
+                if a:
+                    qas.append((f"{key}-who", WHO, a))
+            work = spans(words, tags, "WORK")
+            if work:
+                a = answer(words, starts, *work[0], strip="\".,;: ")
+                if a:
+                    qas.append((f"{key}-work", WORK, a))
+            for _, _, (text, start) in qas:
+                assert context[start:start + len(text)] == text, (context, text, start)
+            if qas:
+                b = bucket(e)
+                split = "train" if b < 70 else "validation" if b < 80 else "test"
+                splits[split].append((name, context, qas))
+
+    os.makedirs(args.out, exist_ok=True)
+    for split, rows in splits.items():
+        if split == "test":
+            path = os.path.join(args.out, "test.json")
+            data = [
+                {
+                    "title": title,
+                    "paragraphs": [
+                        {
+                            "context": context,
+                            "qas": [
+                                {"id": i, "question": q, "answers": [{"text": t, "answer_start": s}]}
+                                for i, q, (t, s) in qas
+                            ],
+                        }
+                    ],
+                }
+                for title, context, qas in rows
+            ]
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({"version": "1.1", "data": data}, f, ensure_ascii=False)
+        else:
+            path = os.path.join(args.out, f"{split}.jsonl")
+            with open(path, "w", encoding="utf-8") as f:
+                for title, context, qas in rows:
+                    for i, q, (t, s) in qas:
+                        rec = {"id": i, "title": title, "context": context, "question": q,
+                               "answers": {"text": [t], "answer_start": [s]}}
+                        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        n_who = sum(1 for _, _, qas in rows for i, _, _ in qas if i.endswith("-who"))
+        n_work = sum(1 for _, _, qas in rows for i, _, _ in qas if i.endswith("-work"))
+        print(f"{split:10} {len(rows):5} contexts {n_who + n_work:5} questions (who {n_who}, work {n_work})")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
