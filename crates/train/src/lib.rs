@@ -13,6 +13,7 @@ pub mod finetune_config;
 pub mod grads;
 pub mod metrics;
 pub mod metrics_cls;
+pub mod metrics_qa;
 pub mod metrics_tok;
 pub mod optim;
 pub mod plot;
