@@ -117,13 +117,15 @@ pub fn read_qa(path: &Path) -> Result<Vec<QaExample>> {
     let layout = match path.extension().and_then(|e| e.to_str()) {
         Some("jsonl") => Layout::Lines,
         Some("json") => Layout::Squad,
-        other => return Err(Error::format(
-            path,
-            format!(
+        other => {
+            return Err(Error::format(
+                path,
+                format!(
                 "unknown extension {:?}: expected .jsonl (one record per line) or .json (SQuAD)",
                 other.unwrap_or("")
             ),
-        )),
+            ))
+        }
     };
     let examples = match layout {
         Layout::Lines => read_jsonl(path, text)?,
@@ -309,14 +311,16 @@ fn read_squad(path: &Path, text: &str) -> Result<Vec<QaExample>> {
                         .enumerate()
                         .map(|(k, ans)| squad_answer(ans, k, path, &place))
                         .collect::<Result<_>>()?,
-                    Some(other) => return Err(bad(
-                        path,
-                        &place,
-                        format!(
+                    Some(other) => {
+                        return Err(bad(
+                            path,
+                            &place,
+                            format!(
                             "\"answers\" must be a list of {{\"text\", \"answer_start\"}}, got {}",
                             brief(other)
                         ),
-                    )),
+                        ))
+                    }
                 };
                 out.push(QaExample {
                     question: string(qa, "question", path, &place)?,
@@ -786,6 +790,32 @@ mod tests {
         let kept = tok.get_truncation().map(|t| (t.max_length, t.stride));
         assert_eq!(kept, Some((trunc.max_length, trunc.stride)));
         assert!(tok.get_padding().is_some());
+    }
+
+    #[test]
+    fn bert_processing_gives_the_template_windows() {
+        // The project's own WordPiece tokenizers carry BertProcessing rather than a template:
+        // the windows must not depend on which.
+        let g = read_golden();
+        let examples = read_qa(&golden().join("examples.jsonl")).unwrap();
+        let path = Path::new("x.jsonl");
+        let mut tok = golden_tokenizer();
+        let id = |t: &str| tok.token_to_id(t).unwrap();
+        let bert = tokenizers::processors::bert::BertProcessing::new(
+            ("[SEP]".into(), id("[SEP]")),
+            ("[CLS]".into(), id("[CLS]")),
+        );
+        tok.with_post_processor(Some(bert));
+        let got = qa_features(&tok, &examples, g.max_length, g.doc_stride, path).unwrap();
+        let want = qa_features(
+            &golden_tokenizer(),
+            &examples,
+            g.max_length,
+            g.doc_stride,
+            path,
+        )
+        .unwrap();
+        assert_eq!(got, want);
     }
 
     #[test]
