@@ -7,6 +7,8 @@
 //! - [`mlm`]: BERT's masked-LM collator, deterministic per sample.
 //! - [`labelled`]: labelled examples (JSONL, CSV or CoNLL) for sequence and token
 //!   classification, and batches.
+//! - [`qa`]: extractive question answering (SQuAD): examples, and question + context windows
+//!   with answer spans.
 //!
 //! Nothing here knows about models, devices or tensors: the trainer turns the `u32` buffers
 //! filled here into tensors itself.
@@ -17,6 +19,7 @@ mod hash;
 pub mod labelled;
 pub mod mlm;
 pub mod prepare;
+pub mod qa;
 pub mod sampler;
 pub mod shard;
 pub mod tokenizer;
