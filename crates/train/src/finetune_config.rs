@@ -285,11 +285,7 @@ pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
             ("spearman", true),
         ],
         // The `squad` metric's, in percent.
-        ProblemType::QuestionAnswering => &[
-            ("eval_loss", false),
-            ("exact_match", true),
-            ("f1", true),
-        ],
+        ProblemType::QuestionAnswering => crate::metrics_qa::QA_METRICS,
     }
 }
 
