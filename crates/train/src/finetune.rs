@@ -656,6 +656,11 @@ fn logits_of(
                     out.push(picked.collect());
                 }
             }
+            BertClassifier::QuestionAnswering(_) => {
+                return Err(Error::Config(
+                    "question answering has no per-example label logits".into(),
+                ))
+            }
         }
     }
     Ok(out)
