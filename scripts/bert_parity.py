@@ -20,6 +20,8 @@
    eval`'s, and seqeval's precision/recall/F1/accuracy of its predictions vs `lantern eval`'s.
 5. The golden BertForMaskedLM (tests/golden/bert_tiny/mlm) through `lantern export`: logits of
    the export in transformers vs the original in transformers.
+6. The golden BertForQuestionAnswering (tests/golden/bert_tiny/qa) the same way: start and end
+   logits and the loss of the export in transformers vs the original's.
 Prints one line per check and exits non-zero if any difference exceeds its tolerance.
 """
 import argparse
@@ -31,8 +33,8 @@ import sys
 
 import torch
 from safetensors.torch import load_file
-from transformers import (AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
-                          BertModel)
+from transformers import (AutoTokenizer, BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
+                          BertForTokenClassification, BertModel)
 
 TEXTS = [
     {"text": "Computers are useless. They can only give you answers.", "text_pair": "Pablo Picasso said that."},
@@ -183,8 +185,32 @@ batch_size = 16\nlr = 1e-3\n""")
         a = BertForMaskedLM.from_pretrained(os.path.join(golden, "mlm")).eval()(**kw).logits
         b = BertForMaskedLM.from_pretrained(w("mlm-export")).eval()(**kw).logits
     ok &= report("BertForMaskedLM exported by Lantern, logits in transformers", (a - b).abs().max().item(), 0.0)
+
+    # 6. Question answering round trip through the binary.
+    ok &= qa_parity(args, w, golden)
     print("all checks passed" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
+
+
+def qa_parity(args, w, golden):
+    """The golden BertForQuestionAnswering exported by Lantern: transformers loads it (without
+    missing or unexpected tensors) and gives the original's start/end logits and loss."""
+    run([args.lantern, "export", "--model", os.path.join(golden, "qa"), "--out", w("qa-export")])
+    with open(os.path.join(golden, "inputs.json")) as f:
+        inp = json.load(f)
+    kw = {k: torch.tensor(inp[k]) for k in ["input_ids", "token_type_ids", "attention_mask"]}
+    kw["start_positions"] = torch.tensor(inp["qa_start_positions"])
+    kw["end_positions"] = torch.tensor(inp["qa_end_positions"])
+    with torch.no_grad():
+        a = BertForQuestionAnswering.from_pretrained(os.path.join(golden, "qa")).eval()(**kw)
+        exported, info = BertForQuestionAnswering.from_pretrained(w("qa-export"), output_loading_info=True)
+        b = exported.eval()(**kw)
+    if any(info[k] for k in ["missing_keys", "unexpected_keys", "mismatched_keys"]):
+        print(f"FAIL BertForQuestionAnswering exported by Lantern: loading info {info}")
+        return False
+    d = max((a.start_logits - b.start_logits).abs().max().item(), (a.end_logits - b.end_logits).abs().max().item(),
+            (a.loss - b.loss).abs().item())
+    return report("BertForQuestionAnswering exported by Lantern, start/end logits and loss in transformers", d, 0.0)
 
 
 def token_parity(args, w, corpus_files, repo):

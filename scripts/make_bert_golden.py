@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Write tests/golden/bert_tiny/: a tiny BertForMaskedLM, BertForSequenceClassification and
-BertForTokenClassification made by transformers itself, plus padded inputs and the outputs transformers computed on them, for
-the Rust parity tests (tests/tests/hf_bert_golden.rs). CI has no PyTorch; these files are
-committed.
+"""Write tests/golden/bert_tiny/: a tiny BertForMaskedLM, BertForSequenceClassification,
+BertForTokenClassification and BertForQuestionAnswering made by transformers itself, plus padded
+inputs and the outputs transformers computed on them, for the Rust parity tests
+(tests/tests/hf_bert_golden.rs). CI has no PyTorch; these files are committed.
 
 Run with the reference venv (scripts/ref_env.sh):
     .venv-ref/bin/python scripts/make_bert_golden.py [--out tests/golden/bert_tiny]
@@ -11,12 +11,18 @@ Files written:
     mlm/{config.json,model.safetensors}   BertForMaskedLM.save_pretrained (safetensors)
     cls/{config.json,model.safetensors}   BertForSequenceClassification, 3 labels
     tok/{config.json,model.safetensors}   BertForTokenClassification, 5 IOB2 tags
+    qa/{config.json,model.safetensors}    BertForQuestionAnswering (no labels, no pooler)
     inputs.json     input_ids, token_type_ids (a sentence pair in row 0), attention_mask (zeros
                     = padding in rows 1 and 2), mlm_labels (-100 except at masked positions),
-                    cls_labels, tok_labels (-100 at special tokens, padding and later sub-tokens)
+                    cls_labels, tok_labels (-100 at special tokens, padding and later sub-tokens),
+                    qa_start_positions, qa_end_positions (one start at T and one end beyond it,
+                    which transformers clamps to T and ignores)
     expected.safetensors   float32 mlm_logits [3,12,100], mlm_loss [], cls_logits [3,3],
                            cls_loss [], hidden [3,12,32] (the encoder's last hidden state),
-                           tok_logits [3,12,5], tok_loss []
+                           tok_logits [3,12,5], tok_loss [], qa_start_logits [3,12],
+                           qa_end_logits [3,12], qa_loss []
+
+Each model is drawn after the ones before it, so adding one left the others' files as they were.
 """
 import argparse
 import json
@@ -24,7 +30,8 @@ import os
 
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
+from transformers import (BertConfig, BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
+                          BertForTokenClassification)
 
 SEED = 1234
 INIT_STD = 0.2
@@ -82,9 +89,13 @@ def main() -> int:
         label2id={n: i for i, n in enumerate(tags)},
     ))
     randomise(tok_model)
+    # Drawn last for the same reason. transformers' default num_labels (2) sizes qa_outputs.
+    qa_model = BertForQuestionAnswering(BertConfig(**common))
+    randomise(qa_model)
     mlm.eval()
     cls.eval()
     tok_model.eval()
+    qa_model.eval()
 
     g = torch.Generator().manual_seed(4321)
     ids = torch.randint(5, V, (B, T), generator=g)
@@ -111,14 +122,21 @@ def main() -> int:
     for r, c, tag in [(0, 1, 1), (0, 2, 3), (0, 4, 4), (0, 8, 0), (0, 9, 2), (1, 1, 4), (1, 2, 0),
                       (1, 6, 4), (2, 2, 1), (2, 3, 4)]:
         tok_labels[r, c] = tag
+    # Answer spans: row 0 in the second segment, row 1 in its sentence. Row 2's start is T and
+    # row 1's end is beyond T: clamped to T and ignored, so the start loss is the mean over rows
+    # 0 and 1 and the end loss over rows 0 and 2.
+    qa_start = torch.tensor([8, 2, T])
+    qa_end = torch.tensor([9, 40, 3])
 
     with torch.no_grad():
         out = mlm(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=mlm_labels)
         hidden = mlm.bert(input_ids=ids, token_type_ids=tt, attention_mask=mask).last_hidden_state
         cout = cls(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=cls_labels)
         tout = tok_model(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=tok_labels)
+        qout = qa_model(input_ids=ids, token_type_ids=tt, attention_mask=mask, start_positions=qa_start,
+                        end_positions=qa_end)
 
-    for sub, model in [("mlm", mlm), ("cls", cls), ("tok", tok_model)]:
+    for sub, model in [("mlm", mlm), ("cls", cls), ("tok", tok_model), ("qa", qa_model)]:
         model.save_pretrained(os.path.join(args.out, sub), safe_serialization=True)
     with open(os.path.join(args.out, "inputs.json"), "w") as f:
         json.dump(
@@ -129,6 +147,8 @@ def main() -> int:
                 "mlm_labels": mlm_labels.tolist(),
                 "cls_labels": cls_labels.tolist(),
                 "tok_labels": tok_labels.tolist(),
+                "qa_start_positions": qa_start.tolist(),
+                "qa_end_positions": qa_end.tolist(),
             },
             f,
         )
@@ -141,12 +161,15 @@ def main() -> int:
             "hidden": hidden.float().contiguous(),
             "tok_logits": tout.logits.float().contiguous(),
             "tok_loss": tout.loss.float().reshape(()),
+            "qa_start_logits": qout.start_logits.float().contiguous(),
+            "qa_end_logits": qout.end_logits.float().contiguous(),
+            "qa_loss": qout.loss.float().reshape(()),
         },
         os.path.join(args.out, "expected.safetensors"),
         metadata={"format": "pt"},
     )
     print(f"wrote {args.out}: mlm_loss {out.loss.item():.6f} cls_loss {cout.loss.item():.6f} "
-          f"tok_loss {tout.loss.item():.6f}")
+          f"tok_loss {tout.loss.item():.6f} qa_loss {qout.loss.item():.6f}")
     return 0
 
 

@@ -1,14 +1,15 @@
 //! BERT parity with Hugging Face transformers on golden files transformers itself wrote
-//! (`scripts/make_bert_golden.py`): a BertForMaskedLM, a BertForSequenceClassification and a
-//! BertForTokenClassification saved with `save_pretrained`, a padded batch with a sentence
-//! pair, and the logits, hidden states and losses transformers computed in eval mode.
+//! (`scripts/make_bert_golden.py`): a BertForMaskedLM, a BertForSequenceClassification, a
+//! BertForTokenClassification and a BertForQuestionAnswering saved with `save_pretrained`, a
+//! padded batch with a sentence pair, and the logits, hidden states and losses transformers
+//! computed in eval mode.
 //! Tolerance 1e-4 max abs (fp32).
 
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
 use lantern_models::bert::{
-    hf, BertClassifier, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertHead,
-    BertInput,
+    hf, BertClassifier, BertConfig, BertForMaskedLM, BertForQuestionAnswering,
+    BertForSequenceClassification, BertHead, BertInput,
 };
 use lantern_models::{safetensors_io, Mode, Params};
 use std::collections::BTreeMap;
@@ -33,6 +34,14 @@ fn matrix(v: &serde_json::Value, key: &str) -> Vec<Vec<i64>> {
         .collect()
 }
 
+fn ints(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
 struct Inputs {
     ids: Tensor,
     token_type_ids: Tensor,
@@ -40,6 +49,8 @@ struct Inputs {
     mlm_labels: Vec<i64>,
     cls_labels: Vec<u32>,
     tok_labels: Vec<i64>,
+    qa_start: Vec<i64>,
+    qa_end: Vec<i64>,
 }
 
 fn inputs() -> Inputs {
@@ -63,6 +74,8 @@ fn inputs() -> Inputs {
             .map(|x| x.as_u64().unwrap() as u32)
             .collect(),
         tok_labels: matrix(&v, "tok_labels").concat(),
+        qa_start: ints(&v["qa_start_positions"]),
+        qa_end: ints(&v["qa_end_positions"]),
     }
 }
 
@@ -424,4 +437,244 @@ fn a_bare_encoder_without_prefix_loads_like_minilm() {
         .forward(&batch(&inp), &mut Mode::Eval)
         .unwrap();
     assert_eq!(max_abs(&a, &b), 0.0);
+}
+
+/// transformers' `BertForQuestionAnswering` loss, written out in f64 loops from the logits:
+/// each position clamped to [0, T], T ignored, the mean cross-entropy over the kept rows of
+/// the start logits and of the end logits, averaged.
+fn reference_qa_loss(start: &[Vec<f32>], end: &[Vec<f32>], sp: &[i64], ep: &[i64]) -> f64 {
+    let mean_nll = |logits: &[Vec<f32>], pos: &[i64]| -> f64 {
+        let t = logits[0].len() as i64;
+        let kept: Vec<f64> = logits
+            .iter()
+            .zip(pos)
+            .map(|(row, &p)| (row, p.clamp(0, t)))
+            .filter(|&(_, p)| p != t)
+            .map(|(row, p)| {
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let z: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
+                m + z.ln() - row[p as usize] as f64
+            })
+            .collect();
+        assert!(!kept.is_empty(), "every position ignored");
+        kept.iter().sum::<f64>() / kept.len() as f64
+    };
+    (mean_nll(start, sp) + mean_nll(end, ep)) / 2.0
+}
+
+#[test]
+fn question_answering_matches_transformers_logits_and_loss() {
+    let (cfg, params, report) = load("qa", BertHead::QuestionAnswering);
+    // Built without a pooler, as transformers: nothing missing, nothing left over.
+    assert_eq!(report, hf::LoadReport::default());
+    assert!(cfg.label_names().is_empty(), "a QA config has no labels");
+    let model = BertClassifier::new(&cfg, &params, BertHead::QuestionAnswering).unwrap();
+    let inp = inputs();
+    let want = expected();
+    let logits = model.forward(&batch(&inp), Mode::Eval).unwrap(); // (B, T, 2)
+    assert_eq!(logits.dims(), &[3, 12, 2]);
+    let (start, end) = BertForQuestionAnswering::start_end(&logits).unwrap(); // (B, T) each
+    let d = max_abs(&start, &want["qa_start_logits"]);
+    assert!(d <= 1e-4, "start logits differ from transformers by {d}");
+    let d = max_abs(&end, &want["qa_end_logits"]);
+    assert!(d <= 1e-4, "end logits differ from transformers by {d}");
+
+    // The golden positions ignore one start (at T) and one end (beyond T, clamped to T).
+    let t = 12;
+    assert!(inp.qa_start.contains(&t) && inp.qa_end.iter().any(|&p| p > t));
+    let want_loss = want["qa_loss"].to_scalar::<f32>().unwrap();
+    let reference = reference_qa_loss(
+        &start.to_vec2::<f32>().unwrap(),
+        &end.to_vec2::<f32>().unwrap(),
+        &inp.qa_start,
+        &inp.qa_end,
+    );
+    assert!(
+        (reference - want_loss as f64).abs() <= 1e-4,
+        "reference loss {reference} vs transformers {want_loss}"
+    );
+    let loss = BertForQuestionAnswering::loss(&logits, &inp.qa_start, &inp.qa_end)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        (loss - want_loss).abs() <= 1e-4,
+        "QA loss {loss} vs transformers {want_loss}"
+    );
+}
+
+#[test]
+fn question_answering_export_is_transformers_files() {
+    let dir = golden().join("qa");
+    let (cfg, params, _) = load("qa", BertHead::QuestionAnswering);
+    // The tensors: transformers' names, shapes and values, nothing more.
+    let ours = hf::export_tensors(&params, DType::F32).unwrap();
+    let theirs =
+        safetensors_io::load(&dir.join("model.safetensors"), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &ours {
+        assert_eq!(t.dims(), theirs[name].dims(), "{name}");
+        assert_eq!(max_abs(t, &theirs[name]), 0.0, "{name}");
+    }
+    assert_eq!(ours["qa_outputs.weight"].dims(), &[2, 32]);
+    // The config: every key we write that transformers wrote has its value; no labels and no
+    // problem type (transformers' default num_labels, 2, is what qa_outputs needs).
+    let hf_cfg = hf::to_hf_config(&cfg, BertHead::QuestionAnswering, DType::F32);
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(hf_cfg["architectures"], want["architectures"]);
+    for (k, v) in hf_cfg.as_object().unwrap() {
+        if let Some(w) = want.get(k) {
+            assert_eq!(v, w, "config.json key {k}");
+        }
+    }
+    for k in ["id2label", "label2id", "problem_type", "num_labels"] {
+        assert!(hf_cfg.get(k).is_none() && want.get(k).is_none(), "{k}");
+    }
+    // Round trip through the files.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("config.json"),
+        serde_json::to_string(&hf_cfg).unwrap(),
+    )
+    .unwrap();
+    let (cfg2, head) = hf::config_from_hf(&d.path().join("config.json")).unwrap();
+    assert_eq!(
+        (cfg2.clone(), head),
+        (cfg, Some(BertHead::QuestionAnswering))
+    );
+    let (p2, report) = hf::params_from_tensors(
+        ours,
+        &cfg2,
+        BertHead::QuestionAnswering,
+        Path::new("x"),
+        &mut Rng::new(0),
+        DType::F32,
+    )
+    .unwrap();
+    assert_eq!(report, hf::LoadReport::default());
+    assert_eq!(p2.names(), params.names());
+}
+
+#[test]
+fn question_answering_configs_have_two_outputs_whatever_their_labels() {
+    let text = std::fs::read_to_string(golden().join("qa/config.json")).unwrap();
+    let base: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let read = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = base.clone();
+        edit(&mut v);
+        let path = d.path().join("config.json");
+        std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+        hf::config_from_hf(&path)
+    };
+    // transformers' default two labels (what older versions wrote into every config): ignored.
+    let (cfg, head) = read(&|v| {
+        v["id2label"] = serde_json::json!({"0": "LABEL_0", "1": "LABEL_1"});
+        v["label2id"] = serde_json::json!({"LABEL_0": 0, "LABEL_1": 1});
+    })
+    .unwrap();
+    assert_eq!(head, Some(BertHead::QuestionAnswering));
+    assert!(cfg.label_names().is_empty());
+    // Any other count would give qa_outputs that many outputs in transformers: refused.
+    let err = read(&|v| v["id2label"] = serde_json::json!({"0": "a", "1": "b", "2": "c"}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("num_labels 3"),
+        "{err}"
+    );
+    let err = read(&|v| v["num_labels"] = serde_json::json!(1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("num_labels 1"),
+        "{err}"
+    );
+    assert!(read(&|v| v["num_labels"] = serde_json::json!(2)).is_ok());
+}
+
+#[test]
+fn pretrained_checkpoints_load_into_question_answering_with_a_fresh_head() {
+    let load_into = |sub: &str, head: BertHead| {
+        let dir = golden().join(sub);
+        let (cfg, _) = hf::config_from_hf(&golden().join("mlm/config.json")).unwrap();
+        let cfg = match head {
+            BertHead::SequenceClassification => cfg.with_labels(&["a".into(), "b".into()]),
+            _ => cfg,
+        };
+        hf::load_params(
+            &dir.join("model.safetensors"),
+            &cfg,
+            head,
+            &mut Rng::new(0),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap()
+    };
+    let qa_head = ["qa_outputs.weight", "qa_outputs.bias"];
+    // The pretrained MLM: the encoder is kept, qa_outputs is new, the MLM head unused.
+    let (params, report) = load_into("mlm", BertHead::QuestionAnswering);
+    assert_eq!(report.newly_initialised, qa_head);
+    assert!(
+        !report.unused.is_empty() && report.unused.iter().all(|n| n.starts_with("cls.")),
+        "{:?}",
+        report.unused
+    );
+    let mlm = safetensors_io::load(
+        &golden().join("mlm/model.safetensors"),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let name = "bert.encoder.layer.1.output.dense.weight";
+    assert_eq!(max_abs(&params.get(name).unwrap(), &mlm[name]), 0.0);
+    // A fresh head as transformers draws it: N(0, 0.02) weights, zero bias.
+    let w = params.get("qa_outputs.weight").unwrap();
+    let std = w
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt();
+    assert!((0.01..0.04).contains(&std), "qa_outputs.weight std {std}");
+    let b = params
+        .get("qa_outputs.bias")
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(b, [0.0, 0.0]);
+    // A sequence classifier: its pooler (QA has none) and classifier are unused.
+    let (_, report) = load_into("cls", BertHead::QuestionAnswering);
+    assert_eq!(report.newly_initialised, qa_head);
+    let mut unused = report.unused.clone();
+    unused.sort();
+    assert_eq!(
+        unused,
+        [
+            "bert.pooler.dense.bias",
+            "bert.pooler.dense.weight",
+            "classifier.bias",
+            "classifier.weight"
+        ]
+    );
+    // And back: a QA checkpoint into a classifier drops qa_outputs, draws pooler and
+    // classifier.
+    let (_, report) = load_into("qa", BertHead::SequenceClassification);
+    assert_eq!(
+        report.newly_initialised,
+        [
+            "bert.pooler.dense.weight",
+            "bert.pooler.dense.bias",
+            "classifier.weight",
+            "classifier.bias"
+        ]
+    );
+    assert_eq!(report.unused, ["qa_outputs.bias", "qa_outputs.weight"]);
 }

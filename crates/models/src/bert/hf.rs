@@ -4,8 +4,10 @@
 //! the `bert.` prefix (a bare `BertModel` such as all-MiniLM-L6-v2 has none), skips buffers
 //! (`embeddings.position_ids`) and the tied MLM decoder, and, like transformers, initialises a
 //! task head the checkpoint lacks and reports it; a missing encoder tensor is an error.
+//! A `BertForQuestionAnswering` config has no labels: its `qa_outputs` always has the 2
+//! outputs of transformers' default `num_labels`.
 
-use super::{init_param, is_head_param, param_shapes, BertConfig, BertHead};
+use super::{init_param, is_head_param, param_shapes, BertConfig, BertHead, QA_OUTPUTS};
 use crate::{safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
@@ -23,7 +25,8 @@ pub struct LoadReport {
     pub unused: Vec<String>,
 }
 
-/// `config.json` for `head`'s architecture, with `id2label`/`label2id` for classifiers.
+/// `config.json` for `head`'s architecture, with `id2label`/`label2id` for classifiers (none
+/// for question answering: transformers' default of 2 labels is its start and end).
 pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
     let dtype = match dtype {
         DType::BF16 => "bfloat16",
@@ -127,6 +130,23 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
         .and_then(|a| a.first())
         .and_then(Value::as_str)
         .and_then(BertHead::from_architecture);
+    if head == Some(BertHead::QuestionAnswering) {
+        // transformers sizes `qa_outputs` by num_labels: id2label's size, else a
+        // "num_labels" key. Only the 2 of start and end is a head we implement.
+        let n = match v.get("id2label").and_then(Value::as_object) {
+            Some(m) => Some(m.len()),
+            None => v
+                .get("num_labels")
+                .and_then(Value::as_u64)
+                .map(|n| n as usize),
+        };
+        if let Some(n) = n.filter(|&n| n != QA_OUTPUTS) {
+            return Err(err(format!(
+                "BertForQuestionAnswering with num_labels {n} (from id2label or num_labels): \
+                 only {QA_OUTPUTS} outputs, the start and end logits, are supported"
+            )));
+        }
+    }
     if !head.is_some_and(BertHead::is_classifier) {
         // transformers writes a default {0: LABEL_0, 1: LABEL_1} into every config; only a
         // classifier's labels mean anything.

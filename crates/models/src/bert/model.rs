@@ -15,6 +15,9 @@ pub enum BertHead {
     /// `BertForTokenClassification`: the encoder without pooler and a `classifier` applied to
     /// every position.
     TokenClassification,
+    /// `BertForQuestionAnswering`: the encoder without pooler and `qa_outputs`, which gives
+    /// every position a start and an end logit (extractive question answering, SQuAD-style).
+    QuestionAnswering,
 }
 
 impl BertHead {
@@ -24,6 +27,7 @@ impl BertHead {
             BertHead::MaskedLm => "BertForMaskedLM",
             BertHead::SequenceClassification => "BertForSequenceClassification",
             BertHead::TokenClassification => "BertForTokenClassification",
+            BertHead::QuestionAnswering => "BertForQuestionAnswering",
         }
     }
 
@@ -33,6 +37,7 @@ impl BertHead {
             "BertForMaskedLM" | "BertForPreTraining" => Some(BertHead::MaskedLm),
             "BertForSequenceClassification" => Some(BertHead::SequenceClassification),
             "BertForTokenClassification" => Some(BertHead::TokenClassification),
+            "BertForQuestionAnswering" => Some(BertHead::QuestionAnswering),
             _ => None,
         }
     }
@@ -45,13 +50,14 @@ impl BertHead {
         }
     }
 
-    /// transformers builds `BertForMaskedLM` and `BertForTokenClassification` with
-    /// `add_pooling_layer=False`.
+    /// transformers builds `BertForMaskedLM`, `BertForTokenClassification` and
+    /// `BertForQuestionAnswering` with `add_pooling_layer=False`.
     pub fn has_pooler(self) -> bool {
         matches!(self, BertHead::Encoder | BertHead::SequenceClassification)
     }
 
-    /// Whether the head is a `classifier` over `id2label` (per sequence or per token).
+    /// Whether the head is a `classifier` over `id2label` (per sequence or per token). Not
+    /// question answering: its two outputs (start, end) have no labels.
     pub fn is_classifier(self) -> bool {
         matches!(
             self,
@@ -112,6 +118,10 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
         BertHead::SequenceClassification | BertHead::TokenClassification => {
             lin(&mut v, "classifier".into(), cfg.num_labels(), c);
         }
+        BertHead::QuestionAnswering => {
+            // Fixed at 2 whatever `id2label` says: the head is shaped by the task, not labels.
+            lin(&mut v, "qa_outputs".into(), QA_OUTPUTS, c);
+        }
     }
     v
 }
@@ -119,8 +129,12 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
 /// Whether a parameter belongs to the task head (initialised fresh when a pretrained encoder
 /// is loaded into a model with a head, as transformers does) rather than the encoder.
 pub fn is_head_param(name: &str) -> bool {
-    name.starts_with("cls.") || name.starts_with("classifier.")
+    name.starts_with("cls.") || name.starts_with("classifier.") || name.starts_with("qa_outputs.")
 }
+
+/// The outputs of `qa_outputs`: a start and an end logit per position (transformers'
+/// `BertForQuestionAnswering` uses `config.num_labels`, whose default is this 2).
+pub const QA_OUTPUTS: usize = 2;
 
 /// transformers' `BertPreTrainedModel._init_weights` for one parameter: N(0, 0.02) for
 /// linear weights and embeddings (the padding row of the word embeddings zeroed), zero biases,
@@ -506,15 +520,98 @@ impl BertForTokenClassification {
     }
 }
 
-/// A BERT classifier of either kind, for code that trains, evaluates or serves both.
+/// `BertForQuestionAnswering`: encoder → `qa_outputs` at every position, no dropout between
+/// (as transformers). Output channel 0 is the start logit, 1 the end logit.
+pub struct BertForQuestionAnswering {
+    pub bert: BertModel,
+    qa_outputs: (Tensor, Tensor),
+}
+
+impl BertForQuestionAnswering {
+    pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        Ok(Self {
+            bert: BertModel::new(cfg, params, BertHead::QuestionAnswering)?,
+            qa_outputs: pair(params, "qa_outputs")?,
+        })
+    }
+
+    /// Logits (B, T, 2); [`BertForQuestionAnswering::start_end`] splits them.
+    pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
+        let x = self.bert.forward(input, &mut mode)?; // (B, T, C)
+        self.head_on(&x, &mut mode)
+    }
+
+    /// `qa_outputs` on the last hidden state (B, T, C) → (B, T, 2). `mode` is unused (the head
+    /// has no dropout); it is taken to match the other heads.
+    pub fn head_on(&self, x: &Tensor, _mode: &mut Mode<'_>) -> Result<Tensor> {
+        linear(x, &self.qa_outputs)
+    }
+
+    /// The start and end logits, each (B, T) and contiguous, of logits (B, T, 2).
+    pub fn start_end(logits: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (_, _, n) = logits.dims3()?;
+        if n != QA_OUTPUTS {
+            return Err(Error::Config(format!(
+                "question-answering logits have {n} channels, expected {QA_OUTPUTS}"
+            )));
+        }
+        let channel =
+            |i| -> Result<Tensor> { Ok(logits.narrow(2, i, 1)?.squeeze(2)?.contiguous()?) };
+        Ok((channel(0)?, channel(1)?))
+    }
+
+    /// transformers' loss of `BertForQuestionAnswering`: each position is clamped to [0, T],
+    /// T itself (an answer cut off by truncation) is ignored, and the result is
+    /// (mean cross-entropy of the start logits + that of the end logits) / 2, each mean over
+    /// its own non-ignored rows. logits: (B, T, 2); positions: B each → a scalar (f32).
+    /// An error when every start or every end is ignored (torch would give NaN).
+    pub fn loss(logits: &Tensor, start_positions: &[i64], end_positions: &[i64]) -> Result<Tensor> {
+        let (b, t, _) = logits.dims3()?;
+        let (start, end) = Self::start_end(logits)?;
+        let dev = logits.device();
+        let half = |x: &Tensor, pos: &[i64], what: &str| -> Result<Tensor> {
+            if pos.len() != b {
+                return Err(Error::Config(format!(
+                    "{} {what} positions for a batch of {b}",
+                    pos.len()
+                )));
+            }
+            let clamped: Vec<usize> = pos.iter().map(|&p| p.clamp(0, t as i64) as usize).collect();
+            // Ignored rows get target 0 and weight 0.
+            let targets: Vec<u32> = clamped
+                .iter()
+                .map(|&p| if p == t { 0 } else { p as u32 })
+                .collect();
+            let weights: Vec<f32> = clamped.iter().map(|&p| f32::from(p != t)).collect();
+            let n = weights.iter().sum::<f32>();
+            if n == 0.0 {
+                return Err(Error::Config(format!(
+                    "every {what} position is outside the {t} tokens: the loss is undefined"
+                )));
+            }
+            let sum = k::cross_entropy_sum(
+                x,
+                &Tensor::from_vec(targets, b, dev)?,
+                Some(&Tensor::from_vec(weights, b, dev)?),
+            )?;
+            Ok((sum.to_dtype(DType::F32)? / n as f64)?)
+        };
+        let total = (half(&start, start_positions, "start")? + half(&end, end_positions, "end")?)?;
+        Ok((total / 2.0)?)
+    }
+}
+
+/// A BERT fine-tuning model of any kind (per-sequence or per-token classifier, or question
+/// answering), for code that trains, evaluates or serves them all.
 pub enum BertClassifier {
     Sequence(BertForSequenceClassification),
     Token(BertForTokenClassification),
+    QuestionAnswering(BertForQuestionAnswering),
 }
 
 impl BertClassifier {
-    /// The model of `head`, which must be [`BertHead::SequenceClassification`] or
-    /// [`BertHead::TokenClassification`].
+    /// The model of `head`, which must be [`BertHead::SequenceClassification`],
+    /// [`BertHead::TokenClassification`] or [`BertHead::QuestionAnswering`].
     pub fn new(cfg: &BertConfig, params: &Params, head: BertHead) -> Result<Self> {
         match head {
             BertHead::SequenceClassification => Ok(Self::Sequence(
@@ -523,8 +620,11 @@ impl BertClassifier {
             BertHead::TokenClassification => {
                 Ok(Self::Token(BertForTokenClassification::new(cfg, params)?))
             }
+            BertHead::QuestionAnswering => Ok(Self::QuestionAnswering(
+                BertForQuestionAnswering::new(cfg, params)?,
+            )),
             other => Err(Error::Config(format!(
-                "{} is not a classifier",
+                "{} is not a fine-tuning head",
                 other.architecture()
             ))),
         }
@@ -534,14 +634,17 @@ impl BertClassifier {
         match self {
             Self::Sequence(_) => BertHead::SequenceClassification,
             Self::Token(_) => BertHead::TokenClassification,
+            Self::QuestionAnswering(_) => BertHead::QuestionAnswering,
         }
     }
 
-    /// Logits: (B, num_labels) per sequence, (B, T, num_labels) per token.
+    /// Logits: (B, num_labels) per sequence, (B, T, num_labels) per token, (B, T, 2) for
+    /// question answering.
     pub fn forward(&self, input: &BertInput<'_>, mode: Mode<'_>) -> Result<Tensor> {
         match self {
             Self::Sequence(m) => m.forward(input, mode),
             Self::Token(m) => m.forward(input, mode),
+            Self::QuestionAnswering(m) => m.forward(input, mode),
         }
     }
 
@@ -550,6 +653,7 @@ impl BertClassifier {
         match self {
             Self::Sequence(m) => &m.bert,
             Self::Token(m) => &m.bert,
+            Self::QuestionAnswering(m) => &m.bert,
         }
     }
 
@@ -559,6 +663,7 @@ impl BertClassifier {
         match self {
             Self::Sequence(m) => m.head_on(x, mode),
             Self::Token(m) => m.head_on(x, mode),
+            Self::QuestionAnswering(m) => m.head_on(x, mode),
         }
     }
 }
@@ -590,6 +695,7 @@ mod tests {
             BertHead::MaskedLm,
             BertHead::SequenceClassification,
             BertHead::TokenClassification,
+            BertHead::QuestionAnswering,
         ] {
             let cfg = tiny(3);
             let params =
@@ -615,6 +721,13 @@ mod tests {
                         .unwrap();
                     k::cross_entropy_sum(&logits.reshape((10, 3)).unwrap(), &y, Some(&w)).unwrap()
                 }
+                BertHead::QuestionAnswering => {
+                    // 3 labels in the config: the QA head has 2 outputs all the same.
+                    let m = BertClassifier::new(&cfg, &params, head).unwrap();
+                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
+                    assert_eq!(logits.dims(), &[2, 5, 2]);
+                    BertForQuestionAnswering::loss(&logits, &[1, 2], &[3, 4]).unwrap()
+                }
                 _ => {
                     let m = BertForSequenceClassification::new(&cfg, &params).unwrap();
                     let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
@@ -638,7 +751,7 @@ mod tests {
             }
             // The pad token gets no gradient from its lookups, as with transformers'
             // `padding_idx`; under the MLM head the tied decoder gives it one.
-            if head.is_classifier() {
+            if head != BertHead::MaskedLm {
                 let w = params
                     .get("bert.embeddings.word_embeddings.weight")
                     .unwrap();
@@ -688,5 +801,67 @@ mod tests {
         let mut bad = tiny(2);
         bad.hidden_act = "relu".into();
         assert!(bad.validate().unwrap_err().to_string().contains("relu"));
+    }
+
+    /// The QA loss as transformers computes it, from the logits in plain f64 loops: positions
+    /// clamped to [0, T], T ignored, the mean over the kept rows of each end, then halved.
+    #[test]
+    fn question_answering_loss_clamps_and_ignores_as_transformers() {
+        let (b, t) = (3, 4);
+        let vals: Vec<f32> = (0..b * t * 2)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let logits = Tensor::from_vec(vals.clone(), (b, t, 2), &Device::Cpu).unwrap();
+        let (start, end) = BertForQuestionAnswering::start_end(&logits).unwrap();
+        assert_eq!(start.dims(), &[b, t]);
+        assert_eq!(
+            end.to_vec2::<f32>().unwrap()[1][2],
+            vals[(t + 2) * 2 + 1],
+            "channel 1 is the end"
+        );
+        // Row 1's start is beyond T (clamped to T: ignored); row 2's end is negative (→ 0).
+        let (sp, ep) = ([2i64, 9, 0], [3i64, 1, -4]);
+        let nll = |row: usize, pos: usize, ch: usize| -> f64 {
+            let z: Vec<f64> = (0..t)
+                .map(|j| vals[(row * t + j) * 2 + ch] as f64)
+                .collect();
+            let lse = z.iter().map(|x| x.exp()).sum::<f64>().ln();
+            lse - z[pos]
+        };
+        let start_loss = (nll(0, 2, 0) + nll(2, 0, 0)) / 2.0;
+        let end_loss = (nll(0, 3, 1) + nll(1, 1, 1) + nll(2, 0, 1)) / 3.0;
+        let want = (start_loss + end_loss) / 2.0;
+        let got = BertForQuestionAnswering::loss(&logits, &sp, &ep)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+        // Every start ignored: no defined loss.
+        let err = BertForQuestionAnswering::loss(&logits, &[4, 5, 99], &ep).unwrap_err();
+        assert!(err.to_string().contains("start"), "{err}");
+        assert!(BertForQuestionAnswering::loss(&logits, &[0, 1], &[0, 1]).is_err());
+    }
+
+    #[test]
+    fn question_answering_has_two_outputs_no_pooler_and_a_head_of_its_own() {
+        let head = BertHead::QuestionAnswering;
+        assert_eq!(BertHead::from_architecture(head.architecture()), Some(head));
+        assert!(!head.has_pooler() && !head.is_classifier());
+        // The labels of the config do not shape the head.
+        let shapes = param_shapes(&tiny(5), head);
+        let (last, first) = (shapes.len() - 1, shapes.len() - 2);
+        assert_eq!(
+            shapes[first],
+            ("qa_outputs.weight".to_string(), vec![2, 16])
+        );
+        assert_eq!(shapes[last], ("qa_outputs.bias".to_string(), vec![2]));
+        assert!(shapes.iter().all(|(n, _)| !n.contains("pooler")));
+        assert!(is_head_param("qa_outputs.weight") && is_head_param("qa_outputs.bias"));
+        let p = init_params(&tiny(0), head, &mut Rng::new(0), &Device::Cpu, DType::F32).unwrap();
+        let bias = p.get("qa_outputs.bias").unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(bias, [0.0, 0.0]);
+        let m = BertClassifier::new(&tiny(0), &p, head).unwrap();
+        assert_eq!(m.head(), head);
+        assert!(BertClassifier::new(&tiny(0), &p, BertHead::MaskedLm).is_err());
     }
 }
