@@ -288,7 +288,9 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                         rec["probabilities"] = by_name(&p).into();
                     }
                     ProblemType::Regression => rec["score"] = (l[0] as f64).into(),
-                    ProblemType::TokenClassification => unreachable!("written above"),
+                    ProblemType::TokenClassification | ProblemType::QuestionAnswering => {
+                        unreachable!("written above")
+                    }
                 }
                 writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
             }

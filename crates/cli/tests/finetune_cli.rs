@@ -1262,11 +1262,11 @@ fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
 
 /// Question answering data: contexts naming one animal and one machine ("far away and long
 /// ago" in front of every third, so that it takes two windows of `max_length` 16), each asked
-/// "which animal ?" and "which machine ?". 32 contexts train (JSONL, Hugging Face datasets'
-/// layout), 8 validate (an official SQuAD v1.1 .json file).
+/// "which animal ?" and "which machine ?". 48 contexts train (JSONL, Hugging Face datasets'
+/// layout), 12 validate (an official SQuAD v1.1 .json file).
 fn write_qa(root: &Path) {
     let (mut train, mut paragraphs) = (String::new(), Vec::new());
-    for i in 0..40 {
+    for i in 0..60 {
         let (a, m) = (ANIMALS[i % 6], MACHINES[(i / 2 + i) % 6]);
         let verb = VERBS[i % VERBS.len()];
         let mut context = if i % 2 == 0 {
@@ -1288,7 +1288,7 @@ fn write_qa(root: &Path) {
                 })
             })
             .collect();
-        if i < 32 {
+        if i < 48 {
             for q in &qas {
                 let rec = serde_json::json!({
                     "id": q["id"], "title": "fixture", "context": context,
@@ -1303,6 +1303,19 @@ fn write_qa(root: &Path) {
         }
     }
     std::fs::write(root.join("qa_train.jsonl"), train).unwrap();
+    // A tokenizer that knows the questions' words too.
+    let corpus = std::fs::read_to_string(root.join("corpus.txt")).unwrap();
+    let questions = "which animal ?\nwhich machine ?\nfar away and long ago\n".repeat(20);
+    std::fs::write(root.join("qa_corpus.txt"), corpus + &questions).unwrap();
+    lantern_ok(&[
+        "wordpiece",
+        "--input",
+        p(&root.join("qa_corpus.txt")),
+        "--out",
+        p(&root.join("qa_tokenizer.json")),
+        "--vocab-size",
+        "100",
+    ]);
     let squad = serde_json::json!({"version": "1.1",
         "data": [{"title": "fixture", "paragraphs": paragraphs}]});
     std::fs::write(root.join("qa_val.json"), squad.to_string()).unwrap();
@@ -1319,12 +1332,16 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
     );
     let train = "epochs = 12\nlr = 3e-3";
     let es = "metric = \"f1\"";
+    let tokenizer = format!("model.tokenizer={:?}", p(&f.root.join("qa_tokenizer.json")));
+    let mut opts = NO_DROPOUT.to_vec();
+    opts.extend(["--set", tokenizer.as_str()]);
     let whole = f.config_on("qa-whole", data, train, es);
-    finetune_quiet(&whole, &NO_DROPOUT);
+    finetune_quiet(&whole, &opts);
     let run = f.root.join("qa-whole");
     let f1 = best_of(&run, "f1");
-    assert!(f1 >= 90.0, "best F1 {f1} (percent)");
-    let eval = &metrics_of(&run, "eval")[0];
+    let evals = metrics_of(&run, "eval");
+    assert!(f1 >= 90.0, "best F1 {f1} (percent): {evals:?}");
+    let eval = &evals[0];
     for k in ["eval_loss", "exact_match"] {
         assert!(eval[k].is_f64(), "{k} in {eval}");
     }
@@ -1337,10 +1354,10 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
 
     // Cut short mid-epoch and resumed: the same run.
     let cut = f.config_on("qa-cut", data, train, es);
-    let mut args = NO_DROPOUT.to_vec();
+    let mut args = opts.clone();
     args.extend(["--stop-after", "17"]);
     finetune_quiet(&cut, &args);
-    let mut args = NO_DROPOUT.to_vec();
+    let mut args = opts.clone();
     args.push("--resume");
     finetune_quiet(&cut, &args);
     assert_same_run(&run, &f.root.join("qa-cut"));
@@ -1415,4 +1432,37 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
     let cfg = f.config_on("qa-cls", ("train.jsonl", "qa_val.json", data.2), train, es);
     let e = lantern_err(&["finetune", "--config", p(&cfg), "--quiet"]);
     assert!(e.contains("train.jsonl") && e.contains("line 1"), "{e}");
+
+    // Two ranks evaluate windows of different lengths each and gather them: the losses and
+    // evaluations of one process with twice the batch.
+    let mut runs = Vec::new();
+    for (ranks, batch) in [(2, 4), (1, 8)] {
+        let name = format!("qa-ddp-{ranks}");
+        let cfg = f.config_on(&name, data, "epochs = 2\nlr = 3e-3", es);
+        let batch_set = format!("train.batch_size={batch}");
+        let mut args = vec![];
+        if ranks == 2 {
+            args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
+        }
+        args.extend(["finetune", "--config", p(&cfg), "--quiet"]);
+        args.extend(opts.iter().copied());
+        args.extend(["--set", batch_set.as_str()]);
+        lantern_ok(&args);
+        runs.push(f.root.join(name));
+    }
+    let (l2, l1) = (train_losses(&runs[0]), train_losses(&runs[1]));
+    assert_eq!(l2.len(), l1.len());
+    for (a, b) in l2.iter().zip(&l1) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "loss {a} vs {b}");
+    }
+    let (e2, e1) = (metrics_of(&runs[0], "eval"), metrics_of(&runs[1], "eval"));
+    assert_eq!(e2.len(), e1.len());
+    for (a, b) in e2.iter().zip(&e1) {
+        let (x, y) = (
+            a["eval_loss"].as_f64().unwrap(),
+            b["eval_loss"].as_f64().unwrap(),
+        );
+        assert!((x - y).abs() <= 1e-5 * y, "eval loss {x} vs {y}");
+        assert_eq!((&a["f1"], &a["exact_match"]), (&b["f1"], &b["exact_match"]));
+    }
 }

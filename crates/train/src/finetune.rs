@@ -925,9 +925,7 @@ fn report_of(
 ) -> Result<EvalReport> {
     let mismatch = || Error::Config(format!("labels do not fit problem_type {problem}"));
     Ok(match problem {
-        ProblemType::TokenClassification | ProblemType::QuestionAnswering => {
-            return Err(mismatch())
-        }
+        ProblemType::TokenClassification | ProblemType::QuestionAnswering => return Err(mismatch()),
         ProblemType::SingleLabelClassification => {
             let mut confusion = vec![vec![0u64; num_labels]; num_labels];
             let mut loss = 0f64;

@@ -550,11 +550,19 @@ mod tests {
         assert!(qa(&["early_stopping.metric=exact_match"])
             .unwrap()
             .higher_is_better());
-        let e = qa(&["early_stopping.metric=accuracy"]).unwrap_err().to_string();
-        assert!(e.contains("accuracy") && e.contains("question_answering"), "{e}");
+        let e = qa(&["early_stopping.metric=accuracy"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("accuracy") && e.contains("question_answering"),
+            "{e}"
+        );
         // The default max_length is 128: the default stride leaves no room.
         let e = qa(&[]).unwrap_err().to_string();
-        assert!(e.contains("data.doc_stride 128") && e.contains("128"), "{e}");
+        assert!(
+            e.contains("data.doc_stride 128") && e.contains("128"),
+            "{e}"
+        );
         assert!(qa(&["data.doc_stride=32"]).is_ok());
         let e = qa(&["data.max_length=384", "data.n_best=0"])
             .unwrap_err()
