@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum BertCmd {
-    /// Fine-tune a BERT encoder for sequence or token classification (TOML config); keeps best/ and
-    /// last/ checkpoints and exports the best to <run.dir>/model. SIGTERM/SIGINT finish the
-    /// step, write last/ and exit with status 75; --resume continues exactly.
+    /// Fine-tune a BERT encoder for sequence or token classification or extractive question
+    /// answering (TOML config); keeps best/ and last/ checkpoints and exports the best to
+    /// <run.dir>/model. SIGTERM/SIGINT finish the step, write last/ and exit with status 75;
+    /// --resume continues exactly.
     Finetune {
         #[arg(long)]
         config: PathBuf,
@@ -38,7 +39,8 @@ pub enum BertCmd {
     },
     /// Loss, accuracy, per-class and macro precision/recall/F1 and the confusion matrix of a
     /// classifier on labelled data (JSONL or CSV); for a token classifier, seqeval's
-    /// entity-level precision/recall/F1 per type and the word accuracy (JSONL or CoNLL).
+    /// entity-level precision/recall/F1 per type and the word accuracy (JSONL or CoNLL); for a
+    /// question-answering model, the squad metric's exact match and F1 (SQuAD JSONL or .json).
     Eval {
         /// A classifier folder, or a fine-tuning run folder (its exported model).
         #[arg(long)]
@@ -52,13 +54,15 @@ pub enum BertCmd {
         batch_size: usize,
     },
     /// Predict labels: writes one JSON line per example with the label and the probabilities;
-    /// a token classifier writes each word's tag and the entities they form.
+    /// a token classifier writes each word's tag and the entities they form; a question-answering
+    /// model each question's answer, its character offset, score and probability, and the n-best.
     Predict {
         #[arg(long)]
         checkpoint: PathBuf,
         /// JSONL or CSV with `text` (and optional `text_pair`); for a token classifier, JSONL
-        /// with `tokens` (words) or `text` (split at white space), or CoNLL. Labels, if
-        /// present, are ignored.
+        /// with `tokens` (words) or `text` (split at white space), or CoNLL; for a
+        /// question-answering model, SQuAD JSONL (`id`, `question`, `context`) or .json.
+        /// Labels and answers, if present, are ignored.
         #[arg(long)]
         input: PathBuf,
         /// Default: <input>.predictions.jsonl.
