@@ -539,7 +539,7 @@ mod tests {
             o.extend(extra.iter().map(|s| s.to_string()));
             FinetuneConfig::parse(BASE, "q.toml", &o)
         };
-        let c = qa(&["early_stopping.metric=f1"]).unwrap();
+        let c = qa(&["data.max_length=384", "early_stopping.metric=f1"]).unwrap();
         assert_eq!(c.data.problem_type, ProblemType::QuestionAnswering);
         // run_qa's defaults.
         assert_eq!(
@@ -547,10 +547,12 @@ mod tests {
             (128, 30, 20)
         );
         assert!(c.higher_is_better());
-        assert!(qa(&["early_stopping.metric=exact_match"])
-            .unwrap()
-            .higher_is_better());
-        let e = qa(&["early_stopping.metric=accuracy"])
+        assert!(
+            qa(&["data.max_length=384", "early_stopping.metric=exact_match"])
+                .unwrap()
+                .higher_is_better()
+        );
+        let e = qa(&["data.max_length=384", "early_stopping.metric=accuracy"])
             .unwrap_err()
             .to_string();
         assert!(
