@@ -315,11 +315,13 @@ fn run(cli: Cli) -> Result<Outcome> {
             }
             let v = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
             println!(
-                "trained {} steps | val loss {} -> {} | {:.0} tokens/s",
+                "trained {} steps | val loss {} -> {} | {:.0} tokens/s{}",
                 s.steps,
                 v(s.first_val_loss),
                 v(s.last_val_loss),
-                s.tokens_per_s
+                s.tokens_per_s,
+                s.mfu
+                    .map_or(String::new(), |m| format!(" | mfu {:.1}%", m * 100.0))
             );
             if let Some(c) = &s.checkpoint {
                 println!("checkpoint: {}", c.display());

@@ -386,3 +386,56 @@ fn a_shard_with_an_id_past_the_vocabulary_is_refused() {
     ]);
     assert!(e.contains("train.bin") && e.contains("600"), "{e}");
 }
+
+#[test]
+fn mfu_is_reported_against_a_given_peak_and_only_then() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("mfu");
+    let cfg = tiny_config(tmp.path(), &run, "");
+    // 1e-3 TFLOP/s: a made-up peak, so that the CPU gets a figure to check.
+    let out = train_ok(
+        &cfg,
+        &[
+            "train.max_steps=6",
+            "train.peak_tflops=1e-3",
+            "train.eval_every=0",
+        ],
+    );
+    assert!(out.contains("| mfu "), "{out}");
+    // 6·N + 12·L·H·Q·T with N the model's parameters without the position table (tiny_config:
+    // 2 layers, 4 heads of 8, T = 32), counted from the checkpoint itself.
+    let n: usize = read_f32_tensors(&newest_checkpoint(&run).join("model.safetensors"))
+        .iter()
+        .filter(|(name, _)| !name.contains("wpe"))
+        .map(|(_, v)| v.len())
+        .sum();
+    let flops_per_token = 6.0 * n as f64 + 12.0 * (2 * 4 * 8 * 32) as f64;
+    let recs = metrics_of(&run, "train");
+    assert_eq!(recs.len(), 6);
+    for r in &recs {
+        let (mfu, tok_s) = (
+            r["mfu"].as_f64().unwrap(),
+            r["tokens_per_s"].as_f64().unwrap(),
+        );
+        let want = flops_per_token * tok_s / 1e9;
+        assert!((mfu - want).abs() <= 1e-9 * want, "{r}");
+    }
+
+    // No peak given and no GPU: no MFU anywhere.
+    let run = tmp.path().join("plain");
+    let cfg = tiny_config(tmp.path(), &run, "");
+    let out = train_ok(&cfg, &["train.max_steps=2", "train.eval_every=0"]);
+    assert!(!out.contains("| mfu"), "{out}");
+    assert!(metrics_of(&run, "train").iter().all(|r| r["mfu"].is_null()));
+
+    for bad in ["0", "-5", "nan"] {
+        let e = lantern_err(&[
+            "train",
+            "--config",
+            &s(&cfg),
+            "--set",
+            &format!("train.peak_tflops={bad}"),
+        ]);
+        assert!(e.contains("train.peak_tflops"), "{bad}: {e}");
+    }
+}

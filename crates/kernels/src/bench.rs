@@ -145,6 +145,17 @@ pub fn driver_used_memory(device: &Device) -> Result<Option<u64>> {
     Ok(None)
 }
 
+/// The GPU's name as its driver gives it (`"NVIDIA H100 80GB HBM3"`); `None` off CUDA.
+pub fn gpu_name(device: &Device) -> Result<Option<String>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        use candle_core::cuda::WrapErr;
+        return Ok(Some(d.cuda_stream().context().name().w()?));
+    }
+    let _ = device;
+    Ok(None)
+}
+
 /// Starts (`on`) or stops the collection of an attached CUDA profiler (`cuProfilerStart` /
 /// `cuProfilerStop`), so that `ncu --profile-from-start off` records only what lies between.
 /// Does nothing off CUDA.

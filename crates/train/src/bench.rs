@@ -30,6 +30,26 @@ use std::time::Instant;
 /// H200 has the same compute, so the same peak.
 pub const H100_BF16_DENSE_FLOPS: f64 = 989e12;
 
+/// The dense bf16/fp16 tensor-core peak of a GPU known by the name its driver gives
+/// (NVIDIA's data sheets, without sparsity), for the MFU of training logs; `None` for any
+/// other. The H200 and H800 have the H100 SXM's tensor cores; the PCIe and NVL boards run
+/// them at lower clocks.
+pub fn known_peak_flops(gpu_name: &str) -> Option<f64> {
+    let n = gpu_name.to_ascii_uppercase();
+    let hopper = ["H100", "H200", "H800"].iter().any(|h| n.contains(h));
+    if hopper && n.contains("PCIE") {
+        Some(756e12)
+    } else if hopper && n.contains("NVL") {
+        Some(835e12)
+    } else if hopper {
+        Some(H100_BF16_DENSE_FLOPS)
+    } else if n.contains("A100") || n.contains("A800") {
+        Some(312e12)
+    } else {
+        None
+    }
+}
+
 /// The FLOP count every MFU figure here uses, by name.
 pub const FLOPS_FORMULA: &str = "6N+12LHQT per token (PaLM; N without position embeddings)";
 
@@ -368,6 +388,23 @@ mod tests {
     /// projection C² + C, MLP 4C² + 4C and 4C² + C); wte 50304·768 = 38,633,472;
     /// wpe 1024·768 = 786,432; ln_f 1,536. N = all but wpe = 123,689,472.
     /// FLOPs/token = 6·N + 12·L·H·Q·T = 742,136,832 + 12·12·12·64·1024 (113,246,208).
+    #[test]
+    fn known_gpus_have_their_data_sheet_peaks_and_others_none() {
+        let cases = [
+            ("NVIDIA H100 80GB HBM3", Some(989e12)),
+            ("NVIDIA H200", Some(989e12)),
+            ("NVIDIA GH200 480GB", Some(989e12)),
+            ("NVIDIA H100 PCIe", Some(756e12)),
+            ("NVIDIA H100 NVL", Some(835e12)),
+            ("NVIDIA A100-SXM4-80GB", Some(312e12)),
+            ("NVIDIA GeForce RTX 4090", None),
+            ("Tesla V100-SXM2-16GB", None),
+        ];
+        for (name, peak) in cases {
+            assert_eq!(known_peak_flops(name), peak, "{name}");
+        }
+    }
+
     #[test]
     fn mfu_of_gpt2_124m_matches_a_hand_computation() {
         let cfg = GptConfig::preset("gpt2-124m", 50304).unwrap();

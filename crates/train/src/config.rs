@@ -220,6 +220,10 @@ pub struct TrainSection {
     /// f32 accumulation), as `torch.backends.cuda.matmul.allow_tf32`. Off: exact f32.
     #[serde(default)]
     pub tf32: bool,
+    /// Peak FLOP/s of one device, in TFLOP/s, for the MFU of the progress line and
+    /// `metrics.jsonl` (nanoGPT's `mfu`). Unset: the data-sheet dense peak of a known GPU
+    /// (H100, H200, A100; `bench::known_peak_flops`) in bf16/fp16, else no MFU.
+    pub peak_tflops: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -493,6 +497,11 @@ impl RunConfig {
                     return bad(&format!("{key} must be a finite number, got {v}"));
                 }
             }
+        }
+        if let Some(p) = t.peak_tflops.filter(|p| !(p.is_finite() && *p > 0.0)) {
+            return bad(&format!(
+                "train.peak_tflops must be a positive number of TFLOP/s, got {p}"
+            ));
         }
         Ok(())
     }

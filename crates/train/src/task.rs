@@ -149,6 +149,19 @@ impl ModelConfig {
         }
     }
 
+    /// Training FLOPs per token at sequence length `seq_len`: 6·N + 12·L·H·Q·T (PaLM,
+    /// nanoGPT; N without the position table), for BERT as for GPT (its attention is not
+    /// causal, but the convention counts the full score matrix for both).
+    pub fn flops_per_token(&self, seq_len: usize) -> f64 {
+        match self {
+            Self::Gpt(g) => g.flops_per_token(seq_len),
+            Self::Bert(c) => {
+                let n = c.num_params_mlm() - c.max_position_embeddings * c.hidden_size;
+                6.0 * n as f64 + 12.0 * (c.num_hidden_layers * c.hidden_size * seq_len) as f64
+            }
+        }
+    }
+
     /// The smallest sequence length a sample can have: a GPT window of one token, or
     /// `[CLS] x [SEP]`.
     pub fn min_seq_len(&self) -> usize {
@@ -514,6 +527,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("BERT") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bert_base_flops_per_token_match_a_hand_count() {
+        // BertForMaskedLM bert-base: 109,514,298 parameters (transformers' count), 393,216 of
+        // them the position table; 6·109,121,082 + 12·12·768·512.
+        let b = ModelConfig::Bert(BertConfig::preset("bert-base", 30522).unwrap());
+        assert_eq!(b.num_params(), 109_514_298);
+        assert_eq!(b.flops_per_token(512), 711_349_596.0);
+        let g = GptConfig::preset("gpt-tiny", 300).unwrap();
+        assert_eq!(
+            ModelConfig::Gpt(g.clone()).flops_per_token(64),
+            g.flops_per_token(64)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! A world of one (no launcher) runs exactly the single-process loop.
 
 use crate::checkpoint::{self, TrainerState};
-use crate::config::RunConfig;
+use crate::config::{RunConfig, TrainSection};
 use crate::grads::StepGrads;
 use crate::metrics::MetricsLog;
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -65,6 +65,9 @@ pub struct TrainSummary {
     pub last_val_loss: Option<f64>,
     pub checkpoint: Option<PathBuf>,
     pub tokens_per_s: f64,
+    /// Model FLOPs utilisation per device over the timed steps, when a peak is known
+    /// ([`mfu_peak`]).
+    pub mfu: Option<f64>,
     pub resumed_from: Option<u64>,
     /// The run stopped early on request ([`TrainOptions::stop`]) after writing `checkpoint`.
     pub preempted: bool,
@@ -379,6 +382,8 @@ struct StepLine {
     grad_norm: f64,
     step_ms: f64,
     tok_s: f64,
+    /// Model FLOPs utilisation per device, when a peak is known.
+    mfu: Option<f64>,
 }
 
 /// `1h02m`, `3m05s` or `42s`.
@@ -418,6 +423,9 @@ impl Progress {
             "loss {:.4} | lr {:.2e} | norm {:.3} | {:.0} ms | {:.0} tok/s",
             l.loss, l.lr, l.grad_norm, l.step_ms, l.tok_s
         );
+        if let Some(m) = l.mfu {
+            msg += &format!(" | mfu {:.1}%", m * 100.0);
+        }
         // The remaining steps at the average pace since the start (evaluations included).
         let (first, t0) = self.start;
         if step > first && step < total {
@@ -675,6 +683,21 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
     ));
 
+    let peak = mfu_peak(&cfg.train, &device)?;
+    let flops_per_token = model_cfg.flops_per_token(t);
+    if let Some((_, source)) = &peak {
+        progress.line(&format!(
+            "mfu: {:.1} MFLOP per token ({}) against {source}",
+            flops_per_token / 1e6,
+            crate::bench::FLOPS_FORMULA
+        ));
+    }
+    // Per device: the step's tokens are every rank's.
+    let mfu_of = |tok_s: f64| {
+        peak.as_ref()
+            .map(|(p, _)| crate::bench::mfu(flops_per_token, tok_s / world as f64, *p))
+    };
+
     let eval = |model: &dyn LossModel| {
         evaluate(
             model,
@@ -840,6 +863,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         log_write(json!({
             "kind": "train", "step": step, "loss": loss_sum, "lr": lr, "grad_norm": norm,
             "tokens_per_s": tok_s, "tokens_seen": tokens_seen, "step_ms": secs * 1e3,
+            "mfu": mfu_of(tok_s),
             "precision": precision, "skipped": out.skipped,
             "loss_scale": scaler.as_ref().map(|s| s.scale),
             "skipped_steps": skipped_total, "consecutive_skips": consecutive_skips,
@@ -890,6 +914,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             grad_norm: norm,
             step_ms: secs * 1e3,
             tok_s,
+            mfu: mfu_of(tok_s),
         };
         progress.step(step, cfg.train.max_steps, &line);
 
@@ -947,11 +972,37 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         } else {
             0.0
         },
+        mfu: (timed_secs > 0.0)
+            .then(|| mfu_of(timed_tokens as f64 / timed_secs))
+            .flatten(),
         resumed_from: state.map(|s| s.step),
         preempted,
         rank,
         world_size: world,
     })
+}
+
+/// The peak FLOP/s of one device that MFU is measured against, and where it comes from:
+/// `train.peak_tflops` when given, else the data-sheet dense peak of a GPU known by name
+/// ([`crate::bench::known_peak_flops`]) when the run is in bf16 or fp16 (fp32 runs on other
+/// units: TF32 tensor cores or none), else `None` and no MFU is reported.
+pub(crate) fn mfu_peak(t: &TrainSection, device: &Device) -> Result<Option<(f64, String)>> {
+    if let Some(p) = t.peak_tflops {
+        return Ok(Some((
+            p * 1e12,
+            format!("{p} TFLOP/s per device (train.peak_tflops)"),
+        )));
+    }
+    if t.precision == Precision::Fp32 {
+        return Ok(None);
+    }
+    let name = lantern_kernels::bench::gpu_name(device)?;
+    Ok(name.and_then(|n| {
+        crate::bench::known_peak_flops(&n).map(|p| {
+            let source = format!("{} TFLOP/s, the {n}'s dense bf16/fp16 peak", p / 1e12);
+            (p, source)
+        })
+    }))
 }
 
 /// Every rank must resume from the same checkpoint (they read it from a shared run.dir):
