@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Subcommand;
 use lantern_data::labelled::ProblemType;
 use lantern_kernels::Rng;
-use lantern_models::bert::{hf, BertClassifier, BertHead, BertInput, BertModel};
+use lantern_models::bert::{hf, BertHead, BertInput, BertModel};
 use lantern_models::{safetensors_io, Mode};
 use lantern_train::finetune::{self, FinetuneOptions};
 use lantern_train::finetune_config::FinetuneConfig;
@@ -179,8 +179,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             let c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
             if c.problem == ProblemType::QuestionAnswering {
                 let questions = c.qa_data(&data, true)?;
-                let model =
-                    BertClassifier::new(&c.cfg, &c.params.frozen(), finetune::head_of(c.problem))?;
+                let model = c.frozen_model()?;
                 let r = finetune::evaluate_qa(
                     &model,
                     &questions,
@@ -199,8 +198,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                     e.line
                 );
             }
-            let model =
-                BertClassifier::new(&c.cfg, &c.params.frozen(), finetune::head_of(c.problem))?;
+            let model = c.frozen_model()?;
             let names = c.cfg.label_names();
             let r = finetune::evaluate(
                 &model,
@@ -247,8 +245,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             let names = c.cfg.label_names();
             let examples =
                 lantern_data::labelled::encode(&tok, &stripped, (c.problem, &names), &input)?;
-            let model =
-                BertClassifier::new(&c.cfg, &c.params.frozen(), finetune::head_of(c.problem))?;
+            let model = c.frozen_model()?;
             let logits =
                 finetune::predict_logits(&model, &examples, batch_size, c.pad_id, &Device::Cpu)?;
             let out = out.unwrap_or_else(|| suffixed(&input, "predictions.jsonl"));
@@ -358,7 +355,7 @@ fn predict_answers(
     batch_size: usize,
 ) -> Result<()> {
     let questions = c.qa_data(input, false)?;
-    let model = BertClassifier::new(&c.cfg, &c.params.frozen(), finetune::head_of(c.problem))?;
+    let model = c.frozen_model()?;
     let answers = finetune::predict_answers(
         &model,
         &questions,

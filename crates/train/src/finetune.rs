@@ -368,6 +368,15 @@ fn problem_of(cfg: &BertConfig, head: Option<BertHead>, config_path: &Path) -> R
 }
 
 impl Classifier {
+    /// The model for evaluation and prediction: these weights, no graph recorded.
+    pub fn frozen_model(&self) -> Result<BertClassifier> {
+        Ok(BertClassifier::new(
+            &self.cfg,
+            &self.params.frozen(),
+            head_of(self.problem),
+        )?)
+    }
+
     /// Question answering: reads and windows a question file with this model's options
     /// (`need_answers`: every question must have one, as evaluation needs).
     pub fn qa_data(&self, path: &Path, need_answers: bool) -> Result<QaData> {
