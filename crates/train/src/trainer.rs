@@ -859,11 +859,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         timed_tokens += tokens_per_step;
         timed_secs += secs;
         let tok_s = tokens_per_step as f64 / secs;
+        let mfu = mfu_of(tok_s);
         last_loss = Some(loss_sum);
         log_write(json!({
             "kind": "train", "step": step, "loss": loss_sum, "lr": lr, "grad_norm": norm,
             "tokens_per_s": tok_s, "tokens_seen": tokens_seen, "step_ms": secs * 1e3,
-            "mfu": mfu_of(tok_s),
+            "mfu": mfu,
             "precision": precision, "skipped": out.skipped,
             "loss_scale": scaler.as_ref().map(|s| s.scale),
             "skipped_steps": skipped_total, "consecutive_skips": consecutive_skips,
@@ -914,7 +915,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             grad_norm: norm,
             step_ms: secs * 1e3,
             tok_s,
-            mfu: mfu_of(tok_s),
+            mfu,
         };
         progress.step(step, cfg.train.max_steps, &line);
 
