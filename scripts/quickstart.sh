@@ -24,9 +24,15 @@ WHY="DEVICE=$DEVICE"
 if [ "$DEVICE" = auto ]; then
   DEVICE=cpu
   WHY="no GPU found (nvidia-smi lists none)"
-  if command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+  # nvidia-smi's output is read whole before it is searched: under pipefail, `nvidia-smi -L |
+  # grep -q` fails at random when grep stops reading before nvidia-smi has written its last
+  # line (SIGPIPE), which sent machines with several GPUs to the CPU.
+  gpus="$(nvidia-smi -L 2>/dev/null || true)"
+  if [[ "$gpus" =~ (^|$'\n')GPU\  ]]; then
     # The driver's CUDA version (nvidia-smi's header); the toolchain is CUDA 13.0.
-    driver_cuda="$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\).*/\1/p' | head -n 1)"
+    header="$(nvidia-smi 2>/dev/null || true)"
+    driver_cuda="$(sed -n 's/.*CUDA Version: *\([0-9][0-9]*\).*/\1/p' <<<"$header")"
+    driver_cuda="${driver_cuda%%$'\n'*}"
     if [ "${driver_cuda:-0}" -ge 13 ]; then
       DEVICE=cuda
       WHY="nvidia-smi lists a GPU"
@@ -55,7 +61,9 @@ cuda_build() {
   local env cap libs
   env="$(bash scripts/cuda_toolchain.sh --env)" || return 1
   eval "$env"
-  cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ')"
+  cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null || true)"
+  cap="${cap%%$'\n'*}"
+  cap="${cap//[. ]/}"
   [ -n "$cap" ] && export CUDA_COMPUTE_CAP="$cap"
   cargo build --release -p lantern-cli "${MPI[@]}" --features cuda || return 1
   libs="$(ls -d "$CUDA_ROOT"/../site/nvidia/*/lib | paste -sd:)"

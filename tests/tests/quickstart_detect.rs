@@ -1,6 +1,7 @@
 //! The quick start's choice of device (`scripts/quickstart.sh --detect`) against fake
 //! `nvidia-smi`s put first on PATH: no GPU, a GPU whose driver is too old for the CUDA 13
-//! toolchain, a GPU it can use, and DEVICE forcing the CPU.
+//! toolchain, a GPU it can use, several GPUs listed slowly (a reader that stops at the first
+//! line must not turn them into "no GPU"), and DEVICE forcing the CPU.
 
 use std::path::Path;
 use std::process::Command;
@@ -59,4 +60,13 @@ fn quickstart_trains_on_a_gpu_only_where_the_toolchain_can_run() {
     fake_smi(dir.path(), gpu, &header("13.0"));
     assert_eq!(detect(dir.path(), None), "cuda (nvidia-smi lists a GPU)");
     assert_eq!(detect(dir.path(), Some("cpu")), "cpu (DEVICE=cpu)");
+
+    // Eight GPUs, the rest of the list written after a pause: a `nvidia-smi -L | grep -q`
+    // under pipefail sees nvidia-smi die of SIGPIPE here and concludes there is no GPU.
+    let eight: Vec<String> = (0..8)
+        .map(|i| format!("GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})"))
+        .collect();
+    let slow = format!("{}'; sleep 0.3; echo '{}", eight[0], eight[1..].join("\n"));
+    fake_smi(dir.path(), Some(&slow), &header("13.0"));
+    assert_eq!(detect(dir.path(), None), "cuda (nvidia-smi lists a GPU)");
 }
