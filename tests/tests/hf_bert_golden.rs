@@ -15,31 +15,11 @@ use lantern_models::{safetensors_io, Mode, Params};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::{ints, matrix, max_abs};
+
 fn golden() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/bert_tiny")
-}
-
-fn matrix(v: &serde_json::Value, key: &str) -> Vec<Vec<i64>> {
-    v[key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect()
-        })
-        .collect()
-}
-
-fn ints(v: &serde_json::Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
+    common::golden_dir("bert_tiny")
 }
 
 struct Inputs {
@@ -54,18 +34,11 @@ struct Inputs {
 }
 
 fn inputs() -> Inputs {
-    let text = std::fs::read_to_string(golden().join("inputs.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let u32s = |key: &str| {
-        let m = matrix(&v, key);
-        let (b, t) = (m.len(), m[0].len());
-        let flat: Vec<u32> = m.concat().into_iter().map(|x| x as u32).collect();
-        Tensor::from_vec(flat, (b, t), &Device::Cpu).unwrap()
-    };
+    let v = common::read_json(&golden().join("inputs.json"));
     Inputs {
-        ids: u32s("input_ids"),
-        token_type_ids: u32s("token_type_ids"),
-        attention_mask: u32s("attention_mask"),
+        ids: common::u32_matrix(&v, "input_ids"),
+        token_type_ids: common::u32_matrix(&v, "token_type_ids"),
+        attention_mask: common::u32_matrix(&v, "attention_mask"),
         mlm_labels: matrix(&v, "mlm_labels").concat(),
         cls_labels: v["cls_labels"]
             .as_array()
@@ -80,41 +53,11 @@ fn inputs() -> Inputs {
 }
 
 fn expected() -> BTreeMap<String, Tensor> {
-    safetensors_io::load(
-        &golden().join("expected.safetensors"),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap()
+    common::expected_in(&golden())
 }
 
 fn load(sub: &str, want_head: BertHead) -> (BertConfig, Params, hf::LoadReport) {
-    let dir = golden().join(sub);
-    let (cfg, head) = hf::config_from_hf(&dir.join("config.json")).unwrap();
-    assert_eq!(head, Some(want_head));
-    let (params, report) = hf::load_params(
-        &dir.join("model.safetensors"),
-        &cfg,
-        want_head,
-        &mut Rng::new(0),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
-    (cfg, params, report)
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    common::load_in(&golden().join(sub), want_head)
 }
 
 fn batch(inp: &Inputs) -> BertInput<'_> {

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Subcommand;
 use lantern_data::labelled::ProblemType;
 use lantern_kernels::Rng;
-use lantern_models::bert::{hf, BertHead, BertInput, BertModel};
+use lantern_models::bert::{hf, BertHead, BertInput, BertModel, Family};
 use lantern_models::{safetensors_io, Mode};
 use lantern_train::finetune::{self, FinetuneOptions};
 use lantern_train::finetune_config::FinetuneConfig;
@@ -469,7 +469,7 @@ fn encode(model: &Path, input: &Path, out: &Path, max_length: usize) -> Result<(
         &mut Mode::Eval,
     )?;
     let mut t = BTreeMap::new();
-    if head.has_pooler() {
+    if cfg.has_pooler(head) {
         t.insert("pooler_output".to_string(), bert.pool(&hidden)?);
     }
     t.insert("last_hidden_state".to_string(), hidden);
@@ -517,7 +517,8 @@ fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Whether `path` is a BERT folder (an HF BERT folder, a fine-tuning checkpoint or run).
+/// Whether `path` is a BERT folder (an HF BERT, RoBERTa or XLM-R folder, a fine-tuning
+/// checkpoint or run).
 pub fn is_bert(path: &Path) -> bool {
     let Ok(dir) = finetune::resolve_checkpoint(path) else {
         return false;
@@ -525,7 +526,12 @@ pub fn is_bert(path: &Path) -> bool {
     std::fs::read_to_string(dir.join("config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v.get("model_type").and_then(|m| m.as_str()) == Some("bert"))
+        .and_then(|v| {
+            v.get("model_type")?
+                .as_str()
+                .and_then(Family::from_model_type)
+        })
+        .is_some()
 }
 
 /// Exports a BERT folder (any of our heads) in Hugging Face format, checking every tensor
@@ -541,7 +547,7 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
     let (cfg, head) = hf::config_from_hf(&dir.join("config.json"))?;
     let head = head.with_context(|| {
         format!(
-            "{}: \"architectures\" names no BERT model Lantern implements",
+            "{}: \"architectures\" names no BERT or RoBERTa model Lantern implements",
             dir.join("config.json").display()
         )
     })?;
@@ -581,7 +587,7 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
         "exported {} -> {} ({}, {dtype:?})",
         dir.display(),
         out.display(),
-        head.architecture()
+        cfg.architecture(head)
     );
     Ok(())
 }

@@ -285,7 +285,7 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
         return Err(Error::Checkpoint {
             path: dir.join(CONFIG_FILE),
             msg: "not a BertForSequenceClassification or BertForTokenClassification config \
-                  with id2label, nor a BertForQuestionAnswering config"
+                  (or RoBERTa's) with id2label, nor a BertForQuestionAnswering config"
                 .into(),
         });
     }
@@ -298,13 +298,13 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
         .and_then(|t| serde_json::from_str::<FinetuneState>(&t).ok());
     let max_length = state
         .as_ref()
-        .map_or(cfg.max_position_embeddings.min(512), |s| s.max_length);
+        .map_or(cfg.max_tokens().min(512), |s| s.max_length);
     let qa = match &state {
         Some(s) => QaOptions::of(&s.config.data),
         // A folder without our state (a transformers model): run_qa's defaults.
         None => QaOptions {
-            max_length: cfg.max_position_embeddings.min(384),
-            doc_stride: 128.min(cfg.max_position_embeddings.min(384) / 2),
+            max_length: cfg.max_tokens().min(384),
+            doc_stride: 128.min(cfg.max_tokens().min(384) / 2),
             n_best: 20,
             max_answer_length: 30,
         },
@@ -1201,10 +1201,13 @@ fn build_model(
         bert.classifier_dropout = Some(p);
     }
     bert.validate()?;
-    if cfg.data.max_length > bert.max_position_embeddings {
+    if cfg.data.max_length > bert.max_tokens() {
         return Err(Error::Config(format!(
-            "data.max_length {} exceeds the model's max_position_embeddings {}",
-            cfg.data.max_length, bert.max_position_embeddings
+            "data.max_length {} exceeds the model's limit of {} tokens \
+             (max_position_embeddings {})",
+            cfg.data.max_length,
+            bert.max_tokens(),
+            bert.max_position_embeddings
         )));
     }
     Ok((bert, params))

@@ -1,12 +1,76 @@
+use super::BertHead;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Which member of the BERT family: transformers' `model_type`.
+///
+/// RoBERTa (Liu et al. 2019) and XLM-RoBERTa (Conneau et al. 2020, the same network) are BERT
+/// with three differences that matter here: position ids count from `pad_token_id + 1` over the
+/// non-pad tokens (pad tokens get position `pad_token_id`), so `max_position_embeddings` is
+/// the token limit plus `pad_token_id + 1`; their sequence classifier has no pooler and a
+/// two-layer head (`classifier.dense`, tanh, `classifier.out_proj`) on `<s>`; and tensors are
+/// named `roberta.*` (`lm_head.*` for the MLM head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    #[default]
+    Bert,
+    Roberta,
+    XlmRoberta,
+}
+
+impl Family {
+    /// transformers' `model_type`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::Roberta => "roberta",
+            Family::XlmRoberta => "xlm-roberta",
+        }
+    }
+
+    pub fn from_model_type(name: &str) -> Option<Self> {
+        [Family::Bert, Family::Roberta, Family::XlmRoberta]
+            .into_iter()
+            .find(|f| f.model_type() == name)
+    }
+
+    /// The class-name prefix of the family's architectures (`BertModel`, `RobertaModel`,
+    /// `XLMRobertaModel`, ...).
+    pub fn class_prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "Bert",
+            Family::Roberta => "Roberta",
+            Family::XlmRoberta => "XLMRoberta",
+        }
+    }
+
+    /// The prefix of encoder tensor names inside a model with a head (`bert.`, `roberta.`).
+    pub fn encoder_prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert.",
+            Family::Roberta | Family::XlmRoberta => "roberta.",
+        }
+    }
+
+    /// Whether position ids count from `pad_token_id + 1` over non-pad tokens (RoBERTa's
+    /// `create_position_ids_from_input_ids`) rather than from 0 over every position.
+    pub fn offsets_positions(self) -> bool {
+        self != Family::Bert
+    }
+}
+
 /// BERT hyper-parameters; field names are HF's `BertConfig` names, so a `config.json` maps
-/// onto this 1:1 (see [`super::hf`] for reading and writing the file).
+/// onto this 1:1 (see [`super::hf`] for reading and writing the file). RoBERTa and XLM-R
+/// configs are the same fields with another [`Family`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BertConfig {
+    /// `"bert"` (the default, also for configs written before the field existed), `"roberta"`
+    /// or `"xlm-roberta"`.
+    #[serde(default)]
+    pub model_type: Family,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -62,6 +126,7 @@ impl BertConfig {
         max_position_embeddings: usize,
     ) -> Self {
         Self {
+            model_type: Family::Bert,
             vocab_size,
             hidden_size,
             num_hidden_layers,
@@ -148,6 +213,17 @@ impl BertConfig {
                 return bad(format!("{name} {p} must be in [0, 1)"));
             }
         }
+        if self.model_type.offsets_positions()
+            && self.max_position_embeddings <= self.pad_token_id as usize + 1
+        {
+            return bad(format!(
+                "max_position_embeddings {} leaves no position for a token: {} positions \
+                 count from pad_token_id + 1 = {}",
+                self.max_position_embeddings,
+                self.model_type.model_type(),
+                self.pad_token_id + 1
+            ));
+        }
         if self.pad_token_id as usize >= self.vocab_size {
             return bad(format!(
                 "pad_token_id {} is >= vocab_size {}",
@@ -165,6 +241,41 @@ impl BertConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The longest input in tokens: `max_position_embeddings`, less the `pad_token_id + 1`
+    /// positions RoBERTa's numbering skips (514 positions hold 512 tokens).
+    pub fn max_tokens(&self) -> usize {
+        match self.model_type.offsets_positions() {
+            true => self
+                .max_position_embeddings
+                .saturating_sub(self.pad_token_id as usize + 1),
+            false => self.max_position_embeddings,
+        }
+    }
+
+    /// The prefix of encoder tensor names in `head`'s checkpoints: none for a bare encoder
+    /// (`BertModel`, `RobertaModel`), else `bert.` or `roberta.`.
+    pub fn prefix(&self, head: BertHead) -> &'static str {
+        match head {
+            BertHead::Encoder => "",
+            _ => self.model_type.encoder_prefix(),
+        }
+    }
+
+    /// transformers builds every head but the BERT sequence classifier with
+    /// `add_pooling_layer=False`; a bare encoder keeps its pooler.
+    pub fn has_pooler(&self, head: BertHead) -> bool {
+        match head {
+            BertHead::Encoder => true,
+            BertHead::SequenceClassification => self.model_type == Family::Bert,
+            _ => false,
+        }
+    }
+
+    /// The HF class of `head` in this family, e.g. `RobertaForSequenceClassification`.
+    pub fn architecture(&self, head: BertHead) -> String {
+        format!("{}{}", self.model_type.class_prefix(), head.class_suffix())
     }
 
     pub fn head_dim(&self) -> usize {

@@ -1,13 +1,15 @@
-//! The Hugging Face BERT folder format: `config.json` and `model.safetensors`.
+//! The Hugging Face BERT folder format: `config.json` and `model.safetensors`, for BERT and
+//! for RoBERTa and XLM-RoBERTa (`model_type` `roberta`, `xlm-roberta`; see [`Family`]).
 //!
 //! Names and layouts are HF's, so export is a copy. Import accepts checkpoints with or without
-//! the `bert.` prefix (a bare `BertModel` such as all-MiniLM-L6-v2 has none), skips buffers
-//! (`embeddings.position_ids`) and the tied MLM decoder, and, like transformers, initialises a
+//! the `bert.` (`roberta.`) prefix (a bare `BertModel` such as all-MiniLM-L6-v2 has none),
+//! skips buffers (`embeddings.position_ids`, `embeddings.token_type_ids`) and the tied MLM
+//! decoder, and, like transformers, initialises a
 //! task head the checkpoint lacks and reports it; a missing encoder tensor is an error.
 //! A `BertForQuestionAnswering` config has no labels: its `qa_outputs` always has the 2
 //! outputs of transformers' default `num_labels`.
 
-use super::{init_param, is_head_param, param_shapes, BertConfig, BertHead, QA_OUTPUTS};
+use super::{init_param, is_head_param, param_shapes, BertConfig, BertHead, Family, QA_OUTPUTS};
 use crate::{safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
@@ -34,8 +36,8 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
         _ => "float32",
     };
     let mut v = json!({
-        "architectures": [head.architecture()],
-        "model_type": "bert",
+        "architectures": [cfg.architecture(head)],
+        "model_type": cfg.model_type.model_type(),
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_hidden_layers,
@@ -54,6 +56,12 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
         "tie_word_embeddings": true,
         "dtype": dtype,
     });
+    if cfg.model_type != Family::Bert {
+        // RobertaConfig's special ids (`<s>` and `</s>`); transformers' defaults, which every
+        // RoBERTa and XLM-R checkpoint uses.
+        v["bos_token_id"] = Value::from(0);
+        v["eos_token_id"] = Value::from(2);
+    }
     if head.is_classifier() {
         let id2label: serde_json::Map<String, Value> = cfg
             .id2label
@@ -79,8 +87,9 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
     v
 }
 
-/// Reads a `BertConfig` `config.json`; returns the config and the head its `architectures`
-/// names (`None` when absent or not a BERT architecture we implement).
+/// Reads a BERT, RoBERTa or XLM-RoBERTa `config.json`; returns the config and the head its
+/// `architectures` names (`None` when absent or not an architecture of the family we
+/// implement).
 pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
     let err = |m: String| Error::File {
         path: path.to_path_buf(),
@@ -88,11 +97,14 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
-    if let Some(mt) = v.get("model_type").and_then(Value::as_str) {
-        if mt != "bert" {
-            return Err(err(format!("model_type is {mt:?}, expected \"bert\"")));
-        }
-    }
+    let family = match v.get("model_type").and_then(Value::as_str) {
+        Some(mt) => Family::from_model_type(mt).ok_or_else(|| {
+            err(format!(
+                "model_type is {mt:?}, expected \"bert\", \"roberta\" or \"xlm-roberta\""
+            ))
+        })?,
+        None => Family::Bert,
+    };
     let int = |k: &str| -> Result<usize> {
         v.get(k)
             .and_then(Value::as_u64)
@@ -124,12 +136,25 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
             id2label.insert(i, name.to_string());
         }
     }
-    let head = v
+    let head = match v
         .get("architectures")
         .and_then(Value::as_array)
         .and_then(|a| a.first())
         .and_then(Value::as_str)
-        .and_then(BertHead::from_architecture);
+        .and_then(BertHead::from_family_architecture)
+    {
+        Some((f, h)) if f == family => Some(h),
+        Some((f, h)) => {
+            return Err(err(format!(
+                "architectures names a {} model ({}{}) but model_type is {:?}",
+                f.model_type(),
+                f.class_prefix(),
+                h.class_suffix(),
+                family.model_type()
+            )))
+        }
+        None => None,
+    };
     if head == Some(BertHead::QuestionAnswering) {
         // transformers sizes `qa_outputs` by num_labels: id2label's size, else a
         // "num_labels" key. Only the 2 of start and end is a head we implement.
@@ -142,8 +167,9 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
         };
         if let Some(n) = n.filter(|&n| n != QA_OUTPUTS) {
             return Err(err(format!(
-                "BertForQuestionAnswering with num_labels {n} (from id2label or num_labels): \
-                 only {QA_OUTPUTS} outputs, the start and end logits, are supported"
+                "{}ForQuestionAnswering with num_labels {n} (from id2label or num_labels): \
+                 only {QA_OUTPUTS} outputs, the start and end logits, are supported",
+                family.class_prefix()
             )));
         }
     }
@@ -152,7 +178,13 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
         // classifier's labels mean anything.
         id2label.clear();
     }
+    // RobertaConfig's default pad id is 1 (`<pad>`), BertConfig's 0.
+    let default_pad = match family {
+        Family::Bert => 0,
+        Family::Roberta | Family::XlmRoberta => 1,
+    };
     let cfg = BertConfig {
+        model_type: family,
         vocab_size: int("vocab_size")?,
         hidden_size: int("hidden_size")?,
         num_hidden_layers: int("num_hidden_layers")?,
@@ -172,7 +204,10 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
         hidden_dropout_prob: float("hidden_dropout_prob", 0.1),
         attention_probs_dropout_prob: float("attention_probs_dropout_prob", 0.1),
         classifier_dropout: v.get("classifier_dropout").and_then(Value::as_f64),
-        pad_token_id: v.get("pad_token_id").and_then(Value::as_u64).unwrap_or(0) as u32,
+        pad_token_id: v
+            .get("pad_token_id")
+            .and_then(Value::as_u64)
+            .unwrap_or(default_pad) as u32,
         id2label,
         problem_type: match head {
             Some(BertHead::SequenceClassification) => v
@@ -189,12 +224,13 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
 /// Buffers and tied copies HF files may hold that are not parameters.
 fn ignorable(name: &str) -> bool {
     name.ends_with("embeddings.position_ids")
-        || name == "cls.predictions.decoder.weight"
-        || name == "cls.predictions.decoder.bias"
+        || name.ends_with("embeddings.token_type_ids")
+        || name.starts_with("cls.predictions.decoder.")
+        || name.starts_with("lm_head.decoder.")
 }
 
 /// Builds [`Params`] for `head` from named tensors, checking every name and shape against
-/// `cfg`. Encoder tensors are found with or without the `bert.` prefix. Missing head and
+/// `cfg`. Encoder tensors are found with or without the `bert.` (`roberta.`) prefix. Missing head and
 /// pooler tensors are initialised from `rng` and reported; missing encoder tensors are an error naming them
 /// all; a tensor whose shape disagrees with `cfg` is an error naming it. `path` is for messages.
 pub fn params_from_tensors(
@@ -214,9 +250,10 @@ pub fn params_from_tensors(
         .next()
         .map(|t| t.device().clone())
         .unwrap_or(Device::Cpu);
+    let prefix = cfg.model_type.encoder_prefix();
     for (name, shape) in param_shapes(cfg, head) {
-        let bare = name.strip_prefix("bert.").unwrap_or(&name).to_string();
-        let prefixed = format!("bert.{bare}");
+        let bare = name.strip_prefix(prefix).unwrap_or(&name).to_string();
+        let prefixed = format!("{prefix}{bare}");
         let names = [name.as_str(), &bare, &prefixed];
         match safetensors_io::take_shaped(&mut tensors, &name, &names, &shape, path)? {
             // transformers initialises these too: a task head, and the pooler, which

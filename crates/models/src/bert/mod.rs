@@ -11,7 +11,7 @@ mod config;
 pub mod hf;
 mod model;
 
-pub use config::BertConfig;
+pub use config::{BertConfig, Family};
 pub use model::{
     init_param, init_params, is_head_param, param_shapes, BertClassifier, BertForMaskedLM,
     BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification, BertHead,

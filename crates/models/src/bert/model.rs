@@ -1,4 +1,4 @@
-use super::BertConfig;
+use super::{BertConfig, Family};
 use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng};
@@ -21,6 +21,15 @@ pub enum BertHead {
 }
 
 impl BertHead {
+    const ALL: [BertHead; 5] = [
+        BertHead::Encoder,
+        BertHead::MaskedLm,
+        BertHead::SequenceClassification,
+        BertHead::TokenClassification,
+        BertHead::QuestionAnswering,
+    ];
+
+    /// The BERT class name (messages; a config's own is [`BertConfig::architecture`]).
     pub fn architecture(self) -> &'static str {
         match self {
             BertHead::Encoder => "BertModel",
@@ -31,29 +40,33 @@ impl BertHead {
         }
     }
 
+    /// The class name after the family's prefix (`Model`, `ForMaskedLM`, ...).
+    pub fn class_suffix(self) -> &'static str {
+        &self.architecture()["Bert".len()..]
+    }
+
+    /// The head of a BERT architecture name.
     pub fn from_architecture(name: &str) -> Option<Self> {
-        match name {
-            "BertModel" => Some(BertHead::Encoder),
-            "BertForMaskedLM" | "BertForPreTraining" => Some(BertHead::MaskedLm),
-            "BertForSequenceClassification" => Some(BertHead::SequenceClassification),
-            "BertForTokenClassification" => Some(BertHead::TokenClassification),
-            "BertForQuestionAnswering" => Some(BertHead::QuestionAnswering),
+        match Self::from_family_architecture(name) {
+            Some((Family::Bert, head)) => Some(head),
             _ => None,
         }
     }
 
-    /// The prefix of encoder parameter names in this architecture's HF checkpoints.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            BertHead::Encoder => "",
-            _ => "bert.",
+    /// The family and head of an architecture name of any family we implement
+    /// (`BertForPreTraining` loads as the masked LM, as its NSP head is not used).
+    pub fn from_family_architecture(name: &str) -> Option<(Family, Self)> {
+        if name == "BertForPreTraining" {
+            return Some((Family::Bert, BertHead::MaskedLm));
         }
-    }
-
-    /// transformers builds `BertForMaskedLM`, `BertForTokenClassification` and
-    /// `BertForQuestionAnswering` with `add_pooling_layer=False`.
-    pub fn has_pooler(self) -> bool {
-        matches!(self, BertHead::Encoder | BertHead::SequenceClassification)
+        // XLMRoberta first: no other prefix is a prefix of it, but keep the longest first.
+        [Family::XlmRoberta, Family::Roberta, Family::Bert]
+            .into_iter()
+            .find_map(|f| {
+                let rest = name.strip_prefix(f.class_prefix())?;
+                let head = Self::ALL.into_iter().find(|h| h.class_suffix() == rest)?;
+                Some((f, head))
+            })
     }
 
     /// Whether the head is a `classifier` over `id2label` (per sequence or per token). Not
@@ -69,7 +82,8 @@ impl BertHead {
 /// Every parameter with its shape, in a fixed order (init order, optimizer order), named as
 /// in `head`'s HF checkpoints. Linear weights are `[out, in]` (torch's `nn.Linear`).
 pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>)> {
-    let p = head.prefix();
+    let p = cfg.prefix(head);
+    let bert = cfg.model_type == Family::Bert;
     let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
     let mut v: Vec<(String, Vec<usize>)> = Vec::new();
     let lin = |v: &mut Vec<(String, Vec<usize>)>, name: String, o: usize, i: usize| {
@@ -105,15 +119,26 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
         lin(&mut v, format!("{l}.output.dense"), c, f);
         ln(&mut v, format!("{l}.output.LayerNorm"));
     }
-    if head.has_pooler() {
+    if cfg.has_pooler(head) {
         lin(&mut v, format!("{p}pooler.dense"), c, c);
     }
     match head {
         BertHead::Encoder => {}
-        BertHead::MaskedLm => {
+        BertHead::MaskedLm if bert => {
             lin(&mut v, "cls.predictions.transform.dense".into(), c, c);
             ln(&mut v, "cls.predictions.transform.LayerNorm".into());
             v.push(("cls.predictions.bias".into(), vec![cfg.vocab_size]));
+        }
+        BertHead::MaskedLm => {
+            // RobertaLMHead: the same transform and bias under other names.
+            lin(&mut v, "lm_head.dense".into(), c, c);
+            ln(&mut v, "lm_head.layer_norm".into());
+            v.push(("lm_head.bias".into(), vec![cfg.vocab_size]));
+        }
+        BertHead::SequenceClassification if !bert => {
+            // RobertaClassificationHead: dense + tanh on <s>, then out_proj.
+            lin(&mut v, "classifier.dense".into(), c, c);
+            lin(&mut v, "classifier.out_proj".into(), cfg.num_labels(), c);
         }
         BertHead::SequenceClassification | BertHead::TokenClassification => {
             lin(&mut v, "classifier".into(), cfg.num_labels(), c);
@@ -129,7 +154,9 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
 /// Whether a parameter belongs to the task head (initialised fresh when a pretrained encoder
 /// is loaded into a model with a head, as transformers does) rather than the encoder.
 pub fn is_head_param(name: &str) -> bool {
-    name.starts_with("cls.") || name.starts_with("classifier.") || name.starts_with("qa_outputs.")
+    ["cls.", "lm_head.", "classifier.", "qa_outputs."]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// The outputs of `qa_outputs`: a start and an end logit per position (transformers'
@@ -137,8 +164,8 @@ pub fn is_head_param(name: &str) -> bool {
 pub const QA_OUTPUTS: usize = 2;
 
 /// transformers' `BertPreTrainedModel._init_weights` for one parameter: N(0, 0.02) for
-/// linear weights and embeddings (the padding row of the word embeddings zeroed), zero biases,
-/// unit LayerNorm gains.
+/// linear weights and embeddings (the padding row of the word embeddings zeroed, and in
+/// RoBERTa that of the position embeddings too), zero biases, unit LayerNorm gains.
 pub fn init_param(
     name: &str,
     shape: &[usize],
@@ -147,13 +174,15 @@ pub fn init_param(
     device: &Device,
 ) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    let t = if name.ends_with("LayerNorm.weight") {
+    let t = if name.ends_with("LayerNorm.weight") || name.ends_with("layer_norm.weight") {
         Tensor::ones(shape, DType::F32, device)?
     } else if name.ends_with(".bias") || name == "cls.predictions.bias" {
         Tensor::zeros(shape, DType::F32, device)?
     } else {
         let mut w = rng.normal_vec(n, 0.02);
-        if name.ends_with("word_embeddings.weight") {
+        let padded_positions =
+            cfg.model_type.offsets_positions() && name.ends_with("position_embeddings.weight");
+        if name.ends_with("word_embeddings.weight") || padded_positions {
             let c = shape[1];
             let pad = cfg.pad_token_id as usize;
             w[pad * c..(pad + 1) * c].iter_mut().for_each(|x| *x = 0.0);
@@ -180,7 +209,7 @@ pub fn init_params(
     if head.is_classifier() && cfg.num_labels() < min_labels {
         return Err(Error::Config(format!(
             "{} needs at least {min_labels} label(s) (id2label)",
-            head.architecture()
+            cfg.architecture(head)
         )));
     }
     let mut params = Params::new();
@@ -223,7 +252,8 @@ struct Layer {
 }
 
 /// The inputs of one batch. ids: (B, T) u32; token_type_ids: (B, T) u32 (0 = first segment,
-/// 1 = second; `None` = all 0); attention_mask: (B, T) of 1 (attend) / 0 (padding), any dtype
+/// 1 = second; `None` = all 0; RoBERTa-family models ignore them, as their tokenizers never
+/// pass them to the model); attention_mask: (B, T) of 1 (attend) / 0 (padding), any dtype
 /// (`None` = no padding).
 pub struct BertInput<'a> {
     pub ids: &'a Tensor,
@@ -261,7 +291,7 @@ impl BertModel {
     /// The encoder of `head`'s parameter set (names carry `head.prefix()`).
     pub fn new(cfg: &BertConfig, params: &Params, head: BertHead) -> Result<Self> {
         cfg.validate()?;
-        let p = head.prefix();
+        let p = cfg.prefix(head);
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = format!("{p}encoder.layer.{i}");
@@ -284,7 +314,7 @@ impl BertModel {
             token_type: params.get(&format!("{p}embeddings.token_type_embeddings.weight"))?,
             emb_ln: pair(params, &format!("{p}embeddings.LayerNorm"))?,
             layers,
-            pooler: if head.has_pooler() {
+            pooler: if cfg.has_pooler(head) {
                 Some(pair(params, &format!("{p}pooler.dense"))?)
             } else {
                 None
@@ -325,9 +355,11 @@ impl BertModel {
         let cfg = &self.cfg;
         let ids = input.ids;
         let (b, t) = ids.dims2()?;
-        if t > cfg.max_position_embeddings {
+        if t > cfg.max_tokens() {
             return Err(Error::Config(format!(
-                "sequence length {t} exceeds the model's max_position_embeddings {}",
+                "sequence length {t} exceeds the model's limit of {} tokens \
+                 (max_position_embeddings {})",
+                cfg.max_tokens(),
                 cfg.max_position_embeddings
             )));
         }
@@ -335,17 +367,51 @@ impl BertModel {
         // The pad token's row gets no gradient from the lookup, as transformers'
         // `nn.Embedding(padding_idx=pad_token_id)`.
         let tok = k::embedding(&self.word, ids, Some(cfg.pad_token_id))?; // (B, T, C)
-        let pos = self.position.narrow(0, 0, t)?; // (T, C)
-                                                  // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
-        let x = k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?;
+        let x = if cfg.model_type.offsets_positions() {
+            // RoBERTa's position ids depend on the ids; its position table has
+            // padding_idx = pad_token_id too.
+            let pos = self.position_ids(ids)?; // (B, T)
+            (tok + k::embedding(&self.position, &pos, Some(cfg.pad_token_id))?)?
+        } else {
+            let pos = self.position.narrow(0, 0, t)?; // (T, C)
+                                                      // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
+            k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?
+        };
         let x = x.reshape((b, t, c))?;
-        let x = match input.token_type_ids {
+        // RoBERTa's tokenizers give the model no token_type_ids (transformers'
+        // `model_input_names`), so it sees type 0 everywhere whatever the pair encoding says.
+        let types = input
+            .token_type_ids
+            .filter(|_| !cfg.model_type.offsets_positions());
+        let x = match types {
             Some(tt) => x.add(&k::embedding(&self.token_type, tt, None)?)?,
             // All first-segment: row 0 of the table is a bias over the B·T rows.
             None => k::bias_add(&x, &self.token_type.get(0)?)?,
         };
         let x = k::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps)?;
         drop(x, cfg.hidden_dropout_prob, mode)
+    }
+
+    /// RoBERTa's position ids (transformers' `create_position_ids_from_input_ids`): the n-th
+    /// non-pad token of a row gets `pad_token_id + n` (n from 1), a pad token `pad_token_id`.
+    /// ids: (B, T) u32 → (B, T) u32 on the same device.
+    pub fn position_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let pad = self.cfg.pad_token_id;
+        let rows: Vec<u32> = ids
+            .to_vec2::<u32>()?
+            .into_iter()
+            .flat_map(|row| {
+                row.into_iter().scan(pad, move |next, id| {
+                    Some(if id == pad {
+                        pad
+                    } else {
+                        *next += 1;
+                        *next
+                    })
+                })
+            })
+            .collect();
+        Ok(Tensor::from_vec(rows, ids.dims2()?, ids.device())?)
     }
 
     /// The additive key mask (B, 1, 1, T) every layer takes: 0 where attended, f32::MIN at
@@ -399,7 +465,7 @@ impl BertModel {
     /// The pooler: tanh(dense(hidden[:, 0])), the [CLS] position. hidden: (B, T, C) → (B, C).
     pub fn pool(&self, hidden: &Tensor) -> Result<Tensor> {
         let p = self.pooler.as_ref().ok_or_else(|| {
-            Error::Config("this model has no pooler (BertForMaskedLM drops it)".into())
+            Error::Config("this model has no pooler (transformers builds it without one)".into())
         })?;
         let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
         Ok(linear(&cls, p)?.tanh()?)
@@ -407,7 +473,7 @@ impl BertModel {
 }
 
 /// `BertForMaskedLM`: encoder → dense → gelu → LayerNorm → decoder tied to the word
-/// embeddings, plus `cls.predictions.bias`.
+/// embeddings, plus `cls.predictions.bias` (`RobertaForMaskedLM`: `lm_head.*`).
 pub struct BertForMaskedLM {
     pub bert: BertModel,
     transform: (Tensor, Tensor),
@@ -417,11 +483,22 @@ pub struct BertForMaskedLM {
 
 impl BertForMaskedLM {
     pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        // RoBERTa's `lm_head` is the same network under other names.
+        let [dense, ln, bias] = match cfg.model_type {
+            Family::Bert => [
+                "cls.predictions.transform.dense",
+                "cls.predictions.transform.LayerNorm",
+                "cls.predictions.bias",
+            ],
+            Family::Roberta | Family::XlmRoberta => {
+                ["lm_head.dense", "lm_head.layer_norm", "lm_head.bias"]
+            }
+        };
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::MaskedLm)?,
-            transform: pair(params, "cls.predictions.transform.dense")?,
-            transform_ln: pair(params, "cls.predictions.transform.LayerNorm")?,
-            bias: params.get("cls.predictions.bias")?,
+            transform: pair(params, dense)?,
+            transform_ln: pair(params, ln)?,
+            bias: params.get(bias)?,
         })
     }
 
@@ -462,18 +539,39 @@ impl BertForMaskedLM {
     }
 }
 
-/// `BertForSequenceClassification`: encoder → pooler → dropout → `classifier`.
+/// `BertForSequenceClassification`: encoder → pooler → dropout → `classifier`; in RoBERTa
+/// (`RobertaForSequenceClassification`) encoder → `<s>` → dropout → `classifier.dense` → tanh
+/// → dropout → `classifier.out_proj`.
 pub struct BertForSequenceClassification {
     pub bert: BertModel,
-    classifier: (Tensor, Tensor),
+    head: SequenceHead,
     dropout: f64,
+}
+
+enum SequenceHead {
+    /// BERT: one linear layer on the pooler's output.
+    Pooled { classifier: (Tensor, Tensor) },
+    /// RoBERTa's `RobertaClassificationHead`, on the first token's hidden state.
+    Roberta {
+        dense: (Tensor, Tensor),
+        out_proj: (Tensor, Tensor),
+    },
 }
 
 impl BertForSequenceClassification {
     pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        let head = match cfg.model_type {
+            Family::Bert => SequenceHead::Pooled {
+                classifier: pair(params, "classifier")?,
+            },
+            Family::Roberta | Family::XlmRoberta => SequenceHead::Roberta {
+                dense: pair(params, "classifier.dense")?,
+                out_proj: pair(params, "classifier.out_proj")?,
+            },
+        };
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::SequenceClassification)?,
-            classifier: pair(params, "classifier")?,
+            head,
             dropout: cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
         })
     }
@@ -484,10 +582,20 @@ impl BertForSequenceClassification {
         self.head_on(&x, &mut mode)
     }
 
-    /// Pooler, dropout and classifier on the last hidden state (B, T, C) → (B, num_labels).
+    /// The head on the last hidden state (B, T, C) → (B, num_labels).
     pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        let pooled = drop(self.bert.pool(x)?, self.dropout, mode)?;
-        linear(&pooled, &self.classifier)
+        match &self.head {
+            SequenceHead::Pooled { classifier } => {
+                let pooled = drop(self.bert.pool(x)?, self.dropout, mode)?;
+                linear(&pooled, classifier)
+            }
+            SequenceHead::Roberta { dense, out_proj } => {
+                let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
+                let h = drop(first, self.dropout, mode)?;
+                let h = drop(linear(&h, dense)?.tanh()?, self.dropout, mode)?;
+                linear(&h, out_proj)
+            }
+        }
     }
 }
 
@@ -766,6 +874,159 @@ mod tests {
         }
     }
 
+    /// RoBERTa: positions from pad_token_id + 1 over non-pad tokens, token types ignored, its
+    /// names and heads, and every parameter trained (the pad rows of both the word and the
+    /// position table excepted, as transformers' padding_idx).
+    #[test]
+    fn roberta_positions_names_and_gradients() {
+        let mut cfg = tiny(3);
+        cfg.model_type = Family::Roberta;
+        cfg.pad_token_id = 1;
+        cfg.type_vocab_size = 1;
+        assert_eq!(cfg.max_tokens(), 14, "16 positions less pad_token_id + 1");
+        // A pad id inside row 1 (attended) and at the end of row 0 (padding).
+        let ids = Tensor::new(&[[0u32, 7, 9, 2, 1], [0, 11, 1, 13, 2]], &Device::Cpu).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1, 0], [1, 1, 1, 1, 1]], &Device::Cpu).unwrap();
+        // Type 1 is past a one-row table: ignored, as transformers never sees it.
+        let tt = Tensor::new(&[[0u32, 0, 0, 1, 1], [0, 0, 1, 1, 1]], &Device::Cpu).unwrap();
+        let input = BertInput {
+            ids: &ids,
+            token_type_ids: Some(&tt),
+            attention_mask: Some(&mask),
+        };
+        for head in [
+            BertHead::MaskedLm,
+            BertHead::SequenceClassification,
+            BertHead::TokenClassification,
+            BertHead::QuestionAnswering,
+        ] {
+            let params =
+                init_params(&cfg, head, &mut Rng::new(1), &Device::Cpu, DType::F32).unwrap();
+            let names: Vec<&str> = params.iter().map(|(n, _)| n).collect();
+            assert!(
+                names.iter().all(
+                    |n| n.starts_with("roberta.") || is_head_param(n) && !n.starts_with("cls.")
+                ),
+                "{names:?}"
+            );
+            assert!(names.iter().all(|n| !n.contains("pooler")), "{names:?}");
+            let pos = params
+                .get("roberta.embeddings.position_embeddings.weight")
+                .unwrap();
+            let pad_pos = pos.get(1).unwrap().abs().unwrap().sum_all().unwrap();
+            assert_eq!(
+                pad_pos.to_scalar::<f32>().unwrap(),
+                0.0,
+                "init zeroes row pad"
+            );
+            let mut rng = Rng::new(2);
+            let loss = match head {
+                BertHead::MaskedLm => {
+                    let m = BertForMaskedLM::new(&cfg, &params).unwrap();
+                    let got = m.bert.position_ids(&ids).unwrap().to_vec2::<u32>().unwrap();
+                    assert_eq!(got, [[2, 3, 4, 5, 1], [2, 3, 1, 4, 5]]);
+                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
+                    let t =
+                        Tensor::new(&[5u32, 6, 7, 8, 9, 10, 11, 12, 13, 14], &Device::Cpu).unwrap();
+                    let w = Tensor::new(&[0f32, 1., 0., 1., 0., 0., 1., 0., 0., 1.], &Device::Cpu)
+                        .unwrap();
+                    BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
+                }
+                BertHead::SequenceClassification => {
+                    assert!(names.contains(&"classifier.dense.weight"));
+                    assert!(names.contains(&"classifier.out_proj.bias"));
+                    let m = BertClassifier::new(&cfg, &params, head).unwrap();
+                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
+                    assert_eq!(logits.dims(), &[2, 3]);
+                    let y = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
+                    k::cross_entropy_sum(&logits, &y, None).unwrap()
+                }
+                _ => {
+                    let m = BertClassifier::new(&cfg, &params, head).unwrap();
+                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
+                    logits.sqr().unwrap().sum_all().unwrap()
+                }
+            };
+            let grads = loss.backward().unwrap();
+            for (name, var) in params.iter() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                let s = g
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    s.is_finite() && s > 0.0,
+                    "{head:?} {name}: gradient sum {s}"
+                );
+            }
+            let g = grads.get(&pos).unwrap();
+            let pad = g.get(1).unwrap().abs().unwrap().sum_all().unwrap();
+            assert_eq!(pad.to_scalar::<f32>().unwrap(), 0.0, "position row pad");
+        }
+        // Too few positions for the offset, and too long an input.
+        let mut short = cfg.clone();
+        short.max_position_embeddings = 2;
+        assert!(short
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("pad_token_id + 1"));
+        let p = init_params(
+            &cfg,
+            BertHead::Encoder,
+            &mut Rng::new(1),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        let enc = BertModel::new(&cfg, &p, BertHead::Encoder).unwrap();
+        let long = Tensor::zeros((1, 15), DType::U32, &Device::Cpu).unwrap();
+        let err = enc
+            .embed_input(
+                &BertInput {
+                    ids: &long,
+                    token_type_ids: None,
+                    attention_mask: None,
+                },
+                &mut Mode::Eval,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("limit of 14 tokens"), "{err}");
+    }
+
+    #[test]
+    fn architectures_name_family_and_head() {
+        let mut cfg = tiny(2);
+        for (family, class) in [
+            (Family::Bert, "BertForTokenClassification"),
+            (Family::Roberta, "RobertaForTokenClassification"),
+            (Family::XlmRoberta, "XLMRobertaForTokenClassification"),
+        ] {
+            cfg.model_type = family;
+            let head = BertHead::TokenClassification;
+            assert_eq!(cfg.architecture(head), class);
+            assert_eq!(
+                BertHead::from_family_architecture(class),
+                Some((family, head))
+            );
+            assert_eq!(Family::from_model_type(family.model_type()), Some(family));
+        }
+        assert_eq!(
+            BertHead::from_family_architecture("BertForPreTraining"),
+            Some((Family::Bert, BertHead::MaskedLm))
+        );
+        assert_eq!(
+            BertHead::from_family_architecture("RobertaForCausalLM"),
+            None
+        );
+        assert_eq!(BertHead::from_architecture("RobertaModel"), None);
+    }
+
     #[test]
     fn init_follows_transformers_and_validates() {
         let cfg = tiny(2);
@@ -846,7 +1107,7 @@ mod tests {
     fn question_answering_has_two_outputs_no_pooler_and_a_head_of_its_own() {
         let head = BertHead::QuestionAnswering;
         assert_eq!(BertHead::from_architecture(head.architecture()), Some(head));
-        assert!(!head.has_pooler() && !head.is_classifier());
+        assert!(!tiny(0).has_pooler(head) && !head.is_classifier());
         // The labels of the config do not shape the head.
         let shapes = param_shapes(&tiny(5), head);
         let (last, first) = (shapes.len() - 1, shapes.len() - 2);
