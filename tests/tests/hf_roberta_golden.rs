@@ -282,3 +282,105 @@ fn configs_whose_family_and_architecture_disagree_are_errors() {
         "XLMRobertaForSequenceClassification"
     );
 }
+
+/// RoBERTa's byte-level BPE through our data pipeline, against what transformers'
+/// RobertaTokenizerFast gave on the same tokenizer.json: a text, a pair, words given already
+/// split (run_ner's `is_split_into_words`, which needs `add_prefix_space`), and run_qa's
+/// windows over a question and its context.
+#[test]
+fn the_tokenizer_encodes_as_transformers_does() {
+    use lantern_data::labelled::{self, ProblemType, RawExample};
+    use lantern_data::qa::{qa_features, QaExample};
+    let dir = golden().join("tokenizer");
+    let path = dir.join("tokenizer.json");
+    let want = common::read_json(&dir.join("expected.json"));
+    let tok = lantern_data::tokenizer::load_tokenizer(&path).unwrap();
+    let tok = labelled::for_classification(&tok, 512, &path).unwrap();
+    let str_of = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    let raw = |text: &str, pair: Option<String>, words: Option<Vec<String>>| RawExample {
+        text: text.into(),
+        text_pair: pair,
+        label: None,
+        line: 1,
+        words,
+    };
+    let single = &want["single"];
+    let pair = &want["pair"];
+    let words: Vec<String> = want["split_words"]["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
+    for (case, ex, problem) in [
+        (
+            single,
+            raw(&str_of(&single["text"]), None, None),
+            ProblemType::SingleLabelClassification,
+        ),
+        (
+            pair,
+            raw(
+                &str_of(&pair["text"]),
+                Some(str_of(&pair["text_pair"])),
+                None,
+            ),
+            ProblemType::SingleLabelClassification,
+        ),
+        (
+            &want["split_words"],
+            raw("", None, Some(words.clone())),
+            ProblemType::TokenClassification,
+        ),
+    ] {
+        let enc = labelled::encode(&tok, &[ex], (problem, &[]), &path).unwrap();
+        let ids: Vec<i64> = enc[0].ids.iter().map(|&i| i64::from(i)).collect();
+        assert_eq!(ids, ints(&case["input_ids"]), "{case}");
+        if problem == ProblemType::TokenClassification {
+            let word_ids: Vec<Option<u32>> = case["word_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_u64().map(|w| w as u32))
+                .collect();
+            assert_eq!(enc[0].word_ids, word_ids);
+        }
+    }
+    // The tokenizer itself is left without the prefix space for running text.
+    let plain = tok.encode(words.join(" ").as_str(), true).unwrap();
+    assert_ne!(
+        plain.get_ids()[1],
+        225,
+        "no lone Ġ before the first word of a text"
+    );
+
+    let qa = &want["qa_windows"];
+    let ex = QaExample {
+        id: "q".into(),
+        question: str_of(&qa["question"]),
+        context: str_of(&qa["context"]),
+        answers: vec![],
+        line: 1,
+    };
+    let max_length = qa["max_length"].as_u64().unwrap() as usize;
+    let stride = qa["stride"].as_u64().unwrap() as usize;
+    let features = qa_features(&tok, &[ex], max_length, stride, &path).unwrap();
+    let windows = qa["windows"].as_array().unwrap();
+    assert_eq!(features.len(), windows.len());
+    for (f, w) in features.iter().zip(windows) {
+        let ids: Vec<i64> = f.ids.iter().map(|&i| i64::from(i)).collect();
+        assert_eq!(ids, ints(&w["input_ids"]));
+        // Context offsets where the sequence id is 1, nothing elsewhere.
+        let offsets: Vec<Option<(usize, usize)>> = w["offset_mapping"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(w["sequence_ids"].as_array().unwrap())
+            .map(|(o, s)| {
+                let o = ints(o);
+                (s.as_u64() == Some(1)).then_some((o[0] as usize, o[1] as usize))
+            })
+            .collect();
+        assert_eq!(f.offsets, offsets);
+    }
+}

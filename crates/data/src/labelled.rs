@@ -725,13 +725,58 @@ pub fn for_classification(
     Ok(t)
 }
 
+/// The tokenizer to encode words given already split (transformers' `is_split_into_words`):
+/// a byte-level pre-tokenizer (RoBERTa's, GPT-2's) gets `add_prefix_space`, so that every word
+/// is tokenised as it is after a space in running text (`Ġword`). transformers refuses split
+/// words without it, and run_ner loads such tokenizers with `add_prefix_space=True`; this is
+/// the same change. Other tokenizers (BERT's WordPiece, a Metaspace pre-tokenizer) are
+/// returned as they are. `path` is for messages.
+pub fn for_split_words(tokenizer: &Tokenizer, path: &Path) -> Result<Tokenizer> {
+    let Some(pre) = tokenizer.get_pre_tokenizer() else {
+        return Ok(tokenizer.clone());
+    };
+    // Through JSON, to reach a ByteLevel inside a Sequence as well.
+    fn set_prefix_space(v: &mut serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut changed = false;
+                if m.get("type").and_then(|t| t.as_str()) == Some("ByteLevel")
+                    && m.get("add_prefix_space") != Some(&serde_json::Value::Bool(true))
+                {
+                    m.insert("add_prefix_space".into(), serde_json::Value::Bool(true));
+                    changed = true;
+                }
+                for x in m.values_mut() {
+                    changed |= set_prefix_space(x);
+                }
+                changed
+            }
+            serde_json::Value::Array(a) => a.iter_mut().fold(false, |c, x| set_prefix_space(x) | c),
+            _ => false,
+        }
+    }
+    let problem = |e: String| Error::Tokenizer {
+        path: path.to_path_buf(),
+        problem: format!("cannot set add_prefix_space for split words: {e}"),
+    };
+    let mut v = serde_json::to_value(pre).map_err(|e| problem(e.to_string()))?;
+    if !set_prefix_space(&mut v) {
+        return Ok(tokenizer.clone());
+    }
+    let pre: tokenizers::PreTokenizerWrapper =
+        serde_json::from_value(v).map_err(|e| problem(e.to_string()))?;
+    let mut t = tokenizer.clone();
+    t.with_pre_tokenizer(Some(pre));
+    Ok(t)
+}
+
 /// Tokenises examples, resolving labels for `problem` against `names` (examples without a
 /// label keep `None`). `path` names the data file in errors.
 ///
 /// Token classification takes word-level records only, and the other problems text records
-/// only. The words are encoded as already split (transformers' `is_split_into_words=True`):
-/// the pre-tokenizer still splits inside a word ("don't" is three tokens), and every token
-/// keeps the index of the word it came from.
+/// only. The words are encoded as already split (transformers' `is_split_into_words=True`,
+/// through [`for_split_words`]): the pre-tokenizer still splits inside a word ("don't" is
+/// three tokens), and every token keeps the index of the word it came from.
 pub fn encode(
     tokenizer: &Tokenizer,
     examples: &[RawExample],
@@ -787,12 +832,19 @@ pub fn encode(
                 .transpose()
         })
         .collect::<Result<Vec<_>>>()?;
+    let split_words = match tokens {
+        true => Some(for_split_words(tokenizer, path)?),
+        false => None,
+    };
     examples
         .iter()
         .zip(labels)
         .map(|(ex, label)| {
             let enc = match (&ex.words, &ex.text_pair) {
-                (Some(words), _) => tokenizer.encode(words.as_slice(), true),
+                (Some(words), _) => split_words
+                    .as_ref()
+                    .unwrap_or(tokenizer)
+                    .encode(words.as_slice(), true),
                 (None, Some(p)) => tokenizer.encode((ex.text.as_str(), p.as_str()), true),
                 (None, None) => tokenizer.encode(ex.text.as_str(), true),
             }
