@@ -71,17 +71,32 @@ impl Fixture {
     fn config_on(
         &self,
         name: &str,
+        data: (&str, &str, &str),
+        train_extra: &str,
+        es: &str,
+    ) -> PathBuf {
+        let model = format!(
+            "tokenizer = {:?}\nhidden_size = 16\nnum_hidden_layers = 1\n\
+             num_attention_heads = 2\nintermediate_size = 32",
+            self.root.join("tokenizer.json")
+        );
+        self.config_with(name, (&model, 16), data, train_extra, es)
+    }
+
+    /// A config whose [model] section is `model` and whose data.max_length is `max_length`.
+    fn config_with(
+        &self,
+        name: &str,
+        (model, max_length): (&str, usize),
         (train, val, data_extra): (&str, &str, &str),
         train_extra: &str,
         es: &str,
     ) -> PathBuf {
         let r = &self.root;
         let text = format!(
-            "[run]\ndir = {:?}\n[model]\ntokenizer = {:?}\nhidden_size = 16\nnum_hidden_layers = 1\n\
-             num_attention_heads = 2\nintermediate_size = 32\n[data]\ntrain = {:?}\nvalidation = {:?}\n\
-             max_length = 16\n{data_extra}\n[train]\nbatch_size = 8\nseed = 3\n{train_extra}\n[early_stopping]\n{es}\n",
+            "[run]\ndir = {:?}\n[model]\n{model}\n[data]\ntrain = {:?}\nvalidation = {:?}\n\
+             max_length = {max_length}\n{data_extra}\n[train]\nbatch_size = 8\nseed = 3\n{train_extra}\n[early_stopping]\n{es}\n",
             r.join(name),
-            r.join("tokenizer.json"),
             r.join(train),
             r.join(val),
         );
@@ -1464,5 +1479,94 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
         );
         assert!((x - y).abs() <= 1e-5 * y, "eval loss {x} vs {y}");
         assert_eq!((&a["f1"], &a["exact_match"]), (&b["f1"], &b["exact_match"]));
+    }
+}
+
+/// A transformers-layout RoBERTa folder, as `roberta-base` is on disk but tiny: a
+/// `RobertaForMaskedLM` (1 layer, 16 wide, fresh weights), its config.json, and the
+/// byte-level BPE tokenizer of the RoBERTa golden files (`<s>`, `<pad>`, `</s>`, RoBERTa's
+/// post-processor).
+fn roberta_folder(root: &Path) -> PathBuf {
+    use candle_core::{DType, Device};
+    use lantern_models::bert::{hf, init_params, BertConfig, BertHead, Family};
+    let dir = root.join("roberta");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = BertConfig::new(300, 16, 1, 2, 32, 66);
+    cfg.model_type = Family::Roberta;
+    cfg.pad_token_id = 1;
+    cfg.type_vocab_size = 1;
+    cfg.layer_norm_eps = 1e-5;
+    let head = BertHead::MaskedLm;
+    let mut rng = lantern_kernels::Rng::new(5);
+    let params = init_params(&cfg, head, &mut rng, &Device::Cpu, DType::F32).unwrap();
+    let tensors = hf::export_tensors(&params, DType::F32).unwrap();
+    let bytes = lantern_models::safetensors_io::serialize(&tensors).unwrap();
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    let config = hf::to_hf_config(&cfg, head, DType::F32);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let golden = common::workspace_root().join("tests/golden/roberta_tiny/tokenizer");
+    std::fs::copy(golden.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    dir
+}
+
+#[test]
+fn roberta_fine_tunes_from_a_transformers_folder_and_exports_roberta() {
+    let f = Fixture::new();
+    write_tagged(&f.root);
+    let folder = roberta_folder(&f.root);
+    let model = format!("init_from = {folder:?}");
+    let plain = ("train.jsonl", "val.jsonl", "");
+    let tagged = (
+        "tok_train.jsonl",
+        "tok_val.conll",
+        "problem_type = \"token_classification\"",
+    );
+    // Words in byte-level pieces of a 300-token vocabulary take the tagger longer.
+    let cls = "RobertaForSequenceClassification";
+    for (name, data, epochs, metric, class) in [
+        ("rob-cls", plain, 15, "accuracy", cls),
+        ("rob-tok", tagged, 40, "f1", "RobertaForTokenClassification"),
+    ] {
+        let cfg = f.config_with(
+            name,
+            (&model, 64),
+            data,
+            &format!("epochs = {epochs}\nlr = 3e-3"),
+            &format!("metric = \"{metric}\""),
+        );
+        let out = lantern_ok(&["finetune", "--config", p(&cfg), "--quiet"]);
+        let run = f.root.join(name);
+        let best = best_of(&run, metric);
+        assert!(best >= 0.9, "{name}: best {metric} {best}\n{out}");
+        // Exported as transformers' RoBERTa class, with its special ids.
+        let c: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+                .unwrap();
+        assert_eq!(c["architectures"][0], class);
+        assert_eq!(c["model_type"], "roberta");
+        assert_eq!(
+            (c["pad_token_id"].as_u64(), c["type_vocab_size"].as_u64()),
+            (Some(1), Some(1))
+        );
+        let names = common::read_f32_tensors(&run.join("model/model.safetensors"));
+        assert!(names
+            .iter()
+            .all(|(n, _)| n.starts_with("roberta.") || n.starts_with("classifier.")));
+        assert!(names
+            .iter()
+            .all(|(n, _)| !n.contains("pooler") && !n.starts_with("lm_head")));
+        // eval on the validation file reproduces the best evaluation.
+        let metrics = f.root.join(format!("{name}-eval.json"));
+        lantern_ok(&[
+            "eval",
+            "--checkpoint",
+            p(&run),
+            "--data",
+            p(&f.root.join(data.1)),
+            "--out",
+            p(&metrics),
+        ]);
+        let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+        assert_eq!(m[metric].as_f64().unwrap(), best, "{name}");
     }
 }

@@ -101,6 +101,14 @@ impl ModelConfig {
                     Some(dir) => bert::hf::config_from_hf(&dir.join("config.json"))?.0,
                     None => BertConfig::preset(&m.preset, m.vocab_size.unwrap_or(data_vocab))?,
                 };
+                if c.model_type != bert::Family::Bert {
+                    // The MLM stream and collator are BERT's ([CLS] ... [SEP], [MASK]).
+                    return Err(Error::Config(format!(
+                        "model.init_from is a {} model: masked-LM pretraining takes BERT \
+                         checkpoints only (fine-tune RoBERTa with `lantern finetune`)",
+                        c.model_type.model_type()
+                    )));
+                }
                 set(&mut c.vocab_size, m.vocab_size);
                 set(&mut c.max_position_embeddings, m.n_positions);
                 set(&mut c.hidden_size, m.n_embd);
@@ -540,6 +548,28 @@ mod tests {
         assert_eq!(
             ModelConfig::Gpt(g.clone()).flops_per_token(64),
             g.flops_per_token(64)
+        );
+    }
+
+    #[test]
+    fn a_roberta_checkpoint_is_refused_for_masked_lm_pretraining() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = BertConfig::new(300, 16, 1, 2, 32, 66);
+        c.model_type = lantern_models::bert::Family::Roberta;
+        c.pad_token_id = 1;
+        let v = bert::hf::to_hf_config(&c, BertHead::MaskedLm, DType::F32);
+        std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        let set = format!("model.init_from={}", dir.path().display());
+        let cfg = RunConfig::parse(
+            "[data]\ndir = \"d\"\n[model]\npreset = \"bert-tiny\"",
+            "t",
+            &[set],
+        )
+        .unwrap();
+        let e = ModelConfig::resolve(&cfg, 300).unwrap_err().to_string();
+        assert!(
+            e.contains("roberta") && e.contains("lantern finetune"),
+            "{e}"
         );
     }
 
