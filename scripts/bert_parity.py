@@ -22,6 +22,12 @@
    the export in transformers vs the original in transformers.
 6. The golden BertForQuestionAnswering (tests/golden/bert_tiny/qa) the same way: start and end
    logits and the loss of the export in transformers vs the original's.
+7. RoBERTa: a tiny RobertaForMaskedLM made by transformers with the byte-level BPE tokenizer of
+   tests/golden/roberta_tiny: `lantern encode` vs transformers' encoder (ids, then hidden
+   states: RoBERTa's position ids from pad_token_id + 1); a RobertaForSequenceClassification
+   fine-tuned from it by `lantern finetune` and exported: logits in transformers vs `lantern
+   predict`, loss vs `lantern eval`; and the golden RobertaForQuestionAnswering exported by
+   Lantern, in transformers.
 Prints one line per check and exits non-zero if any difference exceeds its tolerance.
 """
 import argparse
@@ -188,8 +194,89 @@ batch_size = 16\nlr = 1e-3\n""")
 
     # 6. Question answering round trip through the binary.
     ok &= qa_parity(args, w, golden)
+
+    # 7. RoBERTa.
+    ok &= roberta_parity(args, w, texts, small, repo)
     print("all checks passed" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
+
+
+def roberta_parity(args, w, texts, small, repo):
+    """RoBERTa through the binary against transformers (section 7 of the module docstring)."""
+    from transformers import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
+                              RobertaForSequenceClassification, RobertaTokenizerFast)
+    golden = os.path.join(repo, "tests", "golden", "roberta_tiny")
+    ok = True
+    base = w("roberta-base")
+    tok = RobertaTokenizerFast(tokenizer_file=os.path.join(golden, "tokenizer", "tokenizer.json"))
+    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=130, type_vocab_size=1, layer_norm_eps=1e-5)
+    torch.manual_seed(0)
+    RobertaForMaskedLM(cfg).save_pretrained(base)
+    tok.save_pretrained(base)
+
+    run([args.lantern, "encode", "--model", base, "--input", texts, "--out", w("roberta.safetensors")])
+    ours = load_file(w("roberta.safetensors"))
+    rows = [tok(t["text"], t.get("text_pair"), truncation=True, max_length=128) for t in TEXTS]
+    T = max(len(r["input_ids"]) for r in rows)
+    ids = torch.tensor([r["input_ids"] + [tok.pad_token_id] * (T - len(r["input_ids"])) for r in rows])
+    mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (T - len(r["input_ids"])) for r in rows])
+    same = torch.equal(ids, ours["input_ids"]) and torch.equal(mask, ours["attention_mask"])
+    print(f"{'ok  ' if same else 'FAIL'} RoBERTa tokenisation (byte-level BPE, <s> A </s></s> B </s>): ids and "
+          f"mask {'identical' if same else 'differ'} ({ids.shape[0]} x {ids.shape[1]})")
+    ok &= same
+    with torch.no_grad():
+        hidden = RobertaForMaskedLM.from_pretrained(base).eval().roberta(input_ids=ids, attention_mask=mask)
+    m = mask.bool()
+    ok &= report("RoBERTa last hidden state (real tokens), lantern encode vs transformers",
+                 (hidden.last_hidden_state - ours["last_hidden_state"])[m].abs().max().item())
+
+    rows = [{"text": r["text"], "label": r["label"]} for r in small]
+    with open(w("rob.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows[:160])
+    with open(w("rob-val.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows[160:])
+    with open(w("rob.toml"), "w") as f:
+        f.write(f"""[run]\ndir = "{w('rob-run')}"\n[model]\ninit_from = "{base}"\n[data]
+train = "{w('rob.jsonl')}"\nvalidation = "{w('rob-val.jsonl')}"\nmax_length = 64\n[train]\nepochs = 1
+batch_size = 16\nlr = 1e-3\n""")
+    run([args.lantern, "finetune", "--config", w("rob.toml"), "--quiet"])
+    export = w("rob-export")
+    run([args.lantern, "export", "--model", w("rob-run"), "--out", export])
+    run([args.lantern, "predict", "--checkpoint", export, "--input", texts, "--out", w("rob-pred.jsonl")])
+    run([args.lantern, "eval", "--checkpoint", export, "--data", w("rob-val.jsonl"), "--out", w("rob-eval.json")])
+    with open(w("rob-pred.jsonl")) as f:
+        lantern_logits = torch.tensor([json.loads(l)["logits"] for l in f])
+    with open(w("rob-eval.json")) as f:
+        lantern_loss = json.load(f)["eval_loss"]
+    cls, info = RobertaForSequenceClassification.from_pretrained(export, output_loading_info=True)
+    cls.eval()
+    if any(info[k] for k in ["missing_keys", "unexpected_keys", "mismatched_keys"]):
+        print(f"FAIL RobertaForSequenceClassification exported by Lantern: loading info {info}")
+        ok = False
+    names = [cls.config.id2label[i] for i in range(cls.config.num_labels)]
+    enc = lambda t: tok(t["text"], t.get("text_pair"), truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        logits = torch.stack([cls(**enc(t)).logits[0] for t in TEXTS])
+        losses = [cls(**enc(r), labels=torch.tensor([names.index(r["label"])])).loss.item() for r in rows[160:]]
+    ok &= report(f"RobertaForSequenceClassification fine-tuned and exported by Lantern ({len(names)} labels): "
+                 "logits in transformers vs lantern predict", (logits - lantern_logits).abs().max().item())
+    ok &= report("RoBERTa classifier: validation loss, transformers' vs lantern eval",
+                 abs(sum(losses) / len(losses) - lantern_loss))
+
+    run([args.lantern, "export", "--model", os.path.join(golden, "qa"), "--out", w("rob-qa-export")])
+    with open(os.path.join(golden, "inputs.json")) as f:
+        inp = json.load(f)
+    kw = {k: torch.tensor(inp[k]) for k in ["input_ids", "attention_mask"]}
+    with torch.no_grad():
+        a = RobertaForQuestionAnswering.from_pretrained(os.path.join(golden, "qa")).eval()(**kw)
+        exported, info = RobertaForQuestionAnswering.from_pretrained(w("rob-qa-export"), output_loading_info=True)
+        b = exported.eval()(**kw)
+    if any(info[k] for k in ["missing_keys", "unexpected_keys", "mismatched_keys"]):
+        print(f"FAIL RobertaForQuestionAnswering exported by Lantern: loading info {info}")
+        return False
+    d = max((a.start_logits - b.start_logits).abs().max().item(), (a.end_logits - b.end_logits).abs().max().item())
+    return ok & report("RobertaForQuestionAnswering exported by Lantern, start/end logits in transformers", d, 0.0)
 
 
 def qa_parity(args, w, golden):
