@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum BertCmd {
-    /// Fine-tune a BERT encoder for sequence or token classification or extractive question
-    /// answering (TOML config); keeps best/ and last/ checkpoints and exports the best to
-    /// <run.dir>/model. SIGTERM/SIGINT finish the step, write last/ and exit with status 75;
+    /// Fine-tune a BERT or RoBERTa encoder for sequence or token classification or extractive
+    /// question answering (TOML config); keeps best/ and last/ checkpoints and exports the best
+    /// to <run.dir>/model. SIGTERM/SIGINT finish the step, write last/ and exit with status 75;
     /// --resume continues exactly.
     Finetune {
         #[arg(long)]
@@ -71,7 +71,7 @@ pub enum BertCmd {
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
     },
-    /// Run a BERT encoder (any BERT folder) on texts and write the last hidden states, the
+    /// Run a BERT encoder (any BERT or RoBERTa folder) on texts and write the last hidden states, the
     /// pooled output if the model has a pooler, the input ids and the attention mask as
     /// safetensors: sentence embeddings, and the parity check against transformers.
     Encode {

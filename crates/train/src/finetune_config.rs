@@ -35,9 +35,10 @@ pub struct FtRunSection {
     pub tensorboard: bool,
 }
 
-/// Either `init_from` (a Hugging Face BERT folder: `BertModel`, `BertForMaskedLM` or
-/// `BertForSequenceClassification`, or one of our fine-tuning checkpoints) or, without it, a
-/// fresh encoder of the given sizes (the vocabulary is the tokenizer's).
+/// Either `init_from` (a Hugging Face BERT, RoBERTa or XLM-RoBERTa folder: `BertModel`,
+/// `BertForMaskedLM`, `RobertaForMaskedLM`, a classifier, ..., or one of our fine-tuning
+/// checkpoints) or, without it, a fresh BERT encoder of the given sizes (the vocabulary is the
+/// tokenizer's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FtModelSection {
