@@ -11,6 +11,11 @@ use std::collections::BTreeMap;
 /// the token limit plus `pad_token_id + 1`; their sequence classifier has no pooler and a
 /// two-layer head (`classifier.dense`, tanh, `classifier.out_proj`) on `<s>`; and tensors are
 /// named `roberta.*` (`lm_head.*` for the MLM head).
+///
+/// DistilBERT (Sanh et al. 2019) is a BERT encoder without token types or pooler, under its
+/// own tensor and config names (`distilbert.transformer.layer.N.attention.q_lin`, `dim`,
+/// `n_layers`, ...); its sequence classifier is `pre_classifier` → ReLU → dropout →
+/// `classifier` on `[CLS]`, and its question-answering head has a dropout (`qa_dropout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
@@ -18,46 +23,69 @@ pub enum Family {
     Bert,
     Roberta,
     XlmRoberta,
+    #[serde(rename = "distilbert")]
+    DistilBert,
 }
 
 impl Family {
+    pub(crate) const ALL: [Family; 4] = [
+        Family::Bert,
+        Family::Roberta,
+        Family::XlmRoberta,
+        Family::DistilBert,
+    ];
+
     /// transformers' `model_type`.
     pub fn model_type(self) -> &'static str {
         match self {
             Family::Bert => "bert",
             Family::Roberta => "roberta",
             Family::XlmRoberta => "xlm-roberta",
+            Family::DistilBert => "distilbert",
         }
     }
 
     pub fn from_model_type(name: &str) -> Option<Self> {
-        [Family::Bert, Family::Roberta, Family::XlmRoberta]
-            .into_iter()
-            .find(|f| f.model_type() == name)
+        Self::ALL.into_iter().find(|f| f.model_type() == name)
     }
 
     /// The class-name prefix of the family's architectures (`BertModel`, `RobertaModel`,
-    /// `XLMRobertaModel`, ...).
+    /// `XLMRobertaModel`, `DistilBertModel`, ...).
     pub fn class_prefix(self) -> &'static str {
         match self {
             Family::Bert => "Bert",
             Family::Roberta => "Roberta",
             Family::XlmRoberta => "XLMRoberta",
+            Family::DistilBert => "DistilBert",
         }
     }
 
-    /// The prefix of encoder tensor names inside a model with a head (`bert.`, `roberta.`).
+    /// The prefix of encoder tensor names inside a model with a head (`bert.`, `roberta.`,
+    /// `distilbert.`).
     pub fn encoder_prefix(self) -> &'static str {
         match self {
             Family::Bert => "bert.",
             Family::Roberta | Family::XlmRoberta => "roberta.",
+            Family::DistilBert => "distilbert.",
         }
     }
 
     /// Whether position ids count from `pad_token_id + 1` over non-pad tokens (RoBERTa's
     /// `create_position_ids_from_input_ids`) rather than from 0 over every position.
     pub fn offsets_positions(self) -> bool {
-        self != Family::Bert
+        matches!(self, Family::Roberta | Family::XlmRoberta)
+    }
+
+    /// Whether the model adds token-type embeddings of the input's token types. RoBERTa has a
+    /// one-row table its tokenizers never index past (they pass no token types: row 0 is
+    /// added everywhere); DistilBERT has no table at all.
+    pub fn uses_token_types(self) -> bool {
+        self == Family::Bert
+    }
+
+    /// Whether the model has a token-type table (`embeddings.token_type_embeddings`).
+    pub fn has_token_type_table(self) -> bool {
+        self != Family::DistilBert
     }
 }
 
@@ -89,8 +117,12 @@ pub struct BertConfig {
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
     /// Dropout before the classifier; `None` = `hidden_dropout_prob` (as transformers).
+    /// DistilBERT's `seq_classif_dropout` (its sequence classifier only).
     #[serde(default)]
     pub classifier_dropout: Option<f64>,
+    /// Dropout before `qa_outputs`: DistilBERT's `qa_dropout`; `None` (BERT, RoBERTa) = none.
+    #[serde(default)]
+    pub qa_dropout: Option<f64>,
     #[serde(default)]
     pub pad_token_id: u32,
     /// Class names by index, for sequence classification; empty for other heads.
@@ -139,6 +171,7 @@ impl BertConfig {
             hidden_dropout_prob: 0.1,
             attention_probs_dropout_prob: 0.1,
             classifier_dropout: None,
+            qa_dropout: None,
             pad_token_id: 0,
             id2label: BTreeMap::new(),
             problem_type: None,
@@ -185,7 +218,7 @@ impl BertConfig {
             || self.num_attention_heads == 0
             || self.intermediate_size == 0
             || self.max_position_embeddings == 0
-            || self.type_vocab_size == 0
+            || (self.type_vocab_size == 0 && self.model_type.has_token_type_table())
         {
             return bad(format!("BERT sizes must be positive: {self:?}"));
         }
@@ -208,6 +241,7 @@ impl BertConfig {
                 self.attention_probs_dropout_prob,
             ),
             ("classifier_dropout", self.classifier_dropout.unwrap_or(0.0)),
+            ("qa_dropout", self.qa_dropout.unwrap_or(0.0)),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return bad(format!("{name} {p} must be in [0, 1)"));
@@ -264,9 +298,10 @@ impl BertConfig {
     }
 
     /// transformers builds every head but the BERT sequence classifier with
-    /// `add_pooling_layer=False`; a bare encoder keeps its pooler.
+    /// `add_pooling_layer=False`; a bare encoder keeps its pooler. DistilBERT has none.
     pub fn has_pooler(&self, head: BertHead) -> bool {
         match head {
+            _ if self.model_type == Family::DistilBert => false,
             BertHead::Encoder => true,
             BertHead::SequenceClassification => self.model_type == Family::Bert,
             _ => false,

@@ -27,15 +27,13 @@ pub struct LoadReport {
     pub unused: Vec<String>,
 }
 
-/// `config.json` for `head`'s architecture, with `id2label`/`label2id` for classifiers (none
-/// for question answering: transformers' default of 2 labels is its start and end).
-pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
-    let dtype = match dtype {
-        DType::BF16 => "bfloat16",
-        DType::F16 => "float16",
-        _ => "float32",
-    };
-    let mut v = json!({
+/// DistilBertConfig's defaults for its two head dropouts.
+const DISTILBERT_SEQ_DROPOUT: f64 = 0.2;
+const DISTILBERT_QA_DROPOUT: f64 = 0.1;
+
+/// The keys BertConfig and RobertaConfig share.
+fn bert_keys(cfg: &BertConfig, head: BertHead, dtype: &str) -> Value {
+    json!({
         "architectures": [cfg.architecture(head)],
         "model_type": cfg.model_type.model_type(),
         "vocab_size": cfg.vocab_size,
@@ -55,8 +53,42 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
         "position_embedding_type": "absolute",
         "tie_word_embeddings": true,
         "dtype": dtype,
-    });
-    if cfg.model_type != Family::Bert {
+    })
+}
+
+/// `config.json` for `head`'s architecture, with `id2label`/`label2id` for classifiers (none
+/// for question answering: transformers' default of 2 labels is its start and end).
+pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
+    let dtype = match dtype {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        _ => "float32",
+    };
+    let mut v = match cfg.model_type {
+        // DistilBertConfig's own names for the same numbers.
+        Family::DistilBert => json!({
+            "architectures": [cfg.architecture(head)],
+            "model_type": cfg.model_type.model_type(),
+            "vocab_size": cfg.vocab_size,
+            "dim": cfg.hidden_size,
+            "n_layers": cfg.num_hidden_layers,
+            "n_heads": cfg.num_attention_heads,
+            "hidden_dim": cfg.intermediate_size,
+            "activation": cfg.hidden_act,
+            "max_position_embeddings": cfg.max_position_embeddings,
+            "sinusoidal_pos_embds": false,
+            "dropout": cfg.hidden_dropout_prob,
+            "attention_dropout": cfg.attention_probs_dropout_prob,
+            "seq_classif_dropout": cfg.classifier_dropout.unwrap_or(DISTILBERT_SEQ_DROPOUT),
+            "qa_dropout": cfg.qa_dropout.unwrap_or(DISTILBERT_QA_DROPOUT),
+            "pad_token_id": cfg.pad_token_id,
+            "initializer_range": 0.02,
+            "tie_word_embeddings": true,
+            "dtype": dtype,
+        }),
+        _ => bert_keys(cfg, head, dtype),
+    };
+    if matches!(cfg.model_type, Family::Roberta | Family::XlmRoberta) {
         // RobertaConfig's special ids (`<s>` and `</s>`); transformers' defaults, which every
         // RoBERTa and XLM-R checkpoint uses.
         v["bos_token_id"] = Value::from(0);
@@ -87,7 +119,7 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
     v
 }
 
-/// Reads a BERT, RoBERTa or XLM-RoBERTa `config.json`; returns the config and the head its
+/// Reads a BERT, RoBERTa, XLM-RoBERTa or DistilBERT `config.json`; returns the config and the head its
 /// `architectures` names (`None` when absent or not an architecture of the family we
 /// implement).
 pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
@@ -100,11 +132,31 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
     let family = match v.get("model_type").and_then(Value::as_str) {
         Some(mt) => Family::from_model_type(mt).ok_or_else(|| {
             err(format!(
-                "model_type is {mt:?}, expected \"bert\", \"roberta\" or \"xlm-roberta\""
+                "model_type is {mt:?}, expected \"bert\", \"roberta\", \"xlm-roberta\" or \
+                 \"distilbert\""
             ))
         })?,
         None => Family::Bert,
     };
+    // DistilBertConfig names the same numbers differently.
+    let distil = family == Family::DistilBert;
+    let key = |k: &'static str| -> &'static str {
+        match (distil, k) {
+            (true, "hidden_size") => "dim",
+            (true, "num_hidden_layers") => "n_layers",
+            (true, "num_attention_heads") => "n_heads",
+            (true, "intermediate_size") => "hidden_dim",
+            (true, "hidden_act") => "activation",
+            (true, "hidden_dropout_prob") => "dropout",
+            (true, "attention_probs_dropout_prob") => "attention_dropout",
+            _ => k,
+        }
+    };
+    if distil && v.get("sinusoidal_pos_embds").and_then(Value::as_bool) == Some(true) {
+        return Err(err(
+            "\"sinusoidal_pos_embds\": true is not supported (only learned positions)".into(),
+        ));
+    }
     let int = |k: &str| -> Result<usize> {
         v.get(k)
             .and_then(Value::as_u64)
@@ -178,32 +230,43 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
         // classifier's labels mean anything.
         id2label.clear();
     }
-    // RobertaConfig's default pad id is 1 (`<pad>`), BertConfig's 0.
+    // RobertaConfig's default pad id is 1 (`<pad>`), BertConfig's and DistilBertConfig's 0.
     let default_pad = match family {
-        Family::Bert => 0,
         Family::Roberta | Family::XlmRoberta => 1,
+        Family::Bert | Family::DistilBert => 0,
     };
     let cfg = BertConfig {
         model_type: family,
         vocab_size: int("vocab_size")?,
-        hidden_size: int("hidden_size")?,
-        num_hidden_layers: int("num_hidden_layers")?,
-        num_attention_heads: int("num_attention_heads")?,
-        intermediate_size: int("intermediate_size")?,
+        hidden_size: int(key("hidden_size"))?,
+        num_hidden_layers: int(key("num_hidden_layers"))?,
+        num_attention_heads: int(key("num_attention_heads"))?,
+        intermediate_size: int(key("intermediate_size"))?,
         hidden_act: v
-            .get("hidden_act")
+            .get(key("hidden_act"))
             .and_then(Value::as_str)
             .unwrap_or("gelu")
             .to_string(),
         max_position_embeddings: int("max_position_embeddings")?,
-        type_vocab_size: v
-            .get("type_vocab_size")
-            .and_then(Value::as_u64)
-            .unwrap_or(2) as usize,
-        layer_norm_eps: float("layer_norm_eps", 1e-12),
-        hidden_dropout_prob: float("hidden_dropout_prob", 0.1),
-        attention_probs_dropout_prob: float("attention_probs_dropout_prob", 0.1),
-        classifier_dropout: v.get("classifier_dropout").and_then(Value::as_f64),
+        // DistilBERT has no token types (and a fixed LayerNorm eps).
+        type_vocab_size: match distil {
+            true => 0,
+            false => v
+                .get("type_vocab_size")
+                .and_then(Value::as_u64)
+                .unwrap_or(2) as usize,
+        },
+        layer_norm_eps: match distil {
+            true => 1e-12,
+            false => float("layer_norm_eps", 1e-12),
+        },
+        hidden_dropout_prob: float(key("hidden_dropout_prob"), 0.1),
+        attention_probs_dropout_prob: float(key("attention_probs_dropout_prob"), 0.1),
+        classifier_dropout: match distil {
+            true => Some(float("seq_classif_dropout", DISTILBERT_SEQ_DROPOUT)),
+            false => v.get("classifier_dropout").and_then(Value::as_f64),
+        },
+        qa_dropout: distil.then(|| float("qa_dropout", DISTILBERT_QA_DROPOUT)),
         pad_token_id: v
             .get("pad_token_id")
             .and_then(Value::as_u64)
@@ -227,6 +290,7 @@ fn ignorable(name: &str) -> bool {
         || name.ends_with("embeddings.token_type_ids")
         || name.starts_with("cls.predictions.decoder.")
         || name.starts_with("lm_head.decoder.")
+        || name == "vocab_projector.weight"
 }
 
 /// Builds [`Params`] for `head` from named tensors, checking every name and shape against

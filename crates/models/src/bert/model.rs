@@ -59,14 +59,12 @@ impl BertHead {
         if name == "BertForPreTraining" {
             return Some((Family::Bert, BertHead::MaskedLm));
         }
-        // XLMRoberta first: no other prefix is a prefix of it, but keep the longest first.
-        [Family::XlmRoberta, Family::Roberta, Family::Bert]
-            .into_iter()
-            .find_map(|f| {
-                let rest = name.strip_prefix(f.class_prefix())?;
-                let head = Self::ALL.into_iter().find(|h| h.class_suffix() == rest)?;
-                Some((f, head))
-            })
+        // No family's class prefix is a prefix of another's.
+        Family::ALL.into_iter().find_map(|f| {
+            let rest = name.strip_prefix(f.class_prefix())?;
+            let head = Self::ALL.into_iter().find(|h| h.class_suffix() == rest)?;
+            Some((f, head))
+        })
     }
 
     /// Whether the head is a `classifier` over `id2label` (per sequence or per token). Not
@@ -79,18 +77,70 @@ impl BertHead {
     }
 }
 
+/// Where a family's checkpoints keep one encoder layer's pieces (names without
+/// `.weight`/`.bias`): query, key, value, attention output, its LayerNorm, intermediate,
+/// output, its LayerNorm.
+fn layer_names(cfg: &BertConfig, p: &str, i: usize) -> [String; 8] {
+    let names = match cfg.model_type {
+        Family::DistilBert => [
+            "attention.q_lin",
+            "attention.k_lin",
+            "attention.v_lin",
+            "attention.out_lin",
+            "sa_layer_norm",
+            "ffn.lin1",
+            "ffn.lin2",
+            "output_layer_norm",
+        ],
+        Family::Bert | Family::Roberta | Family::XlmRoberta => [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "attention.output.LayerNorm",
+            "intermediate.dense",
+            "output.dense",
+            "output.LayerNorm",
+        ],
+    };
+    let layers = match cfg.model_type {
+        Family::DistilBert => "transformer.layer",
+        _ => "encoder.layer",
+    };
+    names.map(|n| format!("{p}{layers}.{i}.{n}"))
+}
+
+/// The names of the masked-LM head's transform, its LayerNorm and the output bias.
+fn mlm_head_names(family: Family) -> [&'static str; 3] {
+    match family {
+        Family::Bert => [
+            "cls.predictions.transform.dense",
+            "cls.predictions.transform.LayerNorm",
+            "cls.predictions.bias",
+        ],
+        // RobertaLMHead and DistilBERT's vocab_* layers: the same network.
+        Family::Roberta | Family::XlmRoberta => {
+            ["lm_head.dense", "lm_head.layer_norm", "lm_head.bias"]
+        }
+        Family::DistilBert => [
+            "vocab_transform",
+            "vocab_layer_norm",
+            "vocab_projector.bias",
+        ],
+    }
+}
+
 /// Every parameter with its shape, in a fixed order (init order, optimizer order), named as
 /// in `head`'s HF checkpoints. Linear weights are `[out, in]` (torch's `nn.Linear`).
 pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>)> {
     let p = cfg.prefix(head);
-    let bert = cfg.model_type == Family::Bert;
     let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
     let mut v: Vec<(String, Vec<usize>)> = Vec::new();
-    let lin = |v: &mut Vec<(String, Vec<usize>)>, name: String, o: usize, i: usize| {
+    let lin = |v: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize| {
         v.push((format!("{name}.weight"), vec![o, i]));
         v.push((format!("{name}.bias"), vec![o]));
     };
-    let ln = |v: &mut Vec<(String, Vec<usize>)>, name: String| {
+    let ln = |v: &mut Vec<(String, Vec<usize>)>, name: &str| {
         v.push((format!("{name}.weight"), vec![c]));
         v.push((format!("{name}.bias"), vec![c]));
     };
@@ -103,49 +153,50 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
         format!("{e}.position_embeddings.weight"),
         vec![cfg.max_position_embeddings, c],
     ));
-    v.push((
-        format!("{e}.token_type_embeddings.weight"),
-        vec![cfg.type_vocab_size, c],
-    ));
-    ln(&mut v, format!("{e}.LayerNorm"));
+    if cfg.model_type.has_token_type_table() {
+        v.push((
+            format!("{e}.token_type_embeddings.weight"),
+            vec![cfg.type_vocab_size, c],
+        ));
+    }
+    ln(&mut v, &format!("{e}.LayerNorm"));
     for i in 0..cfg.num_hidden_layers {
-        let l = format!("{p}encoder.layer.{i}");
-        for qkv in ["query", "key", "value"] {
-            lin(&mut v, format!("{l}.attention.self.{qkv}"), c, c);
+        let [q, k, val, out, attn_ln, inter, output, out_ln] = layer_names(cfg, p, i);
+        for name in [q, k, val, out] {
+            lin(&mut v, &name, c, c);
         }
-        lin(&mut v, format!("{l}.attention.output.dense"), c, c);
-        ln(&mut v, format!("{l}.attention.output.LayerNorm"));
-        lin(&mut v, format!("{l}.intermediate.dense"), f, c);
-        lin(&mut v, format!("{l}.output.dense"), c, f);
-        ln(&mut v, format!("{l}.output.LayerNorm"));
+        ln(&mut v, &attn_ln);
+        lin(&mut v, &inter, f, c);
+        lin(&mut v, &output, c, f);
+        ln(&mut v, &out_ln);
     }
     if cfg.has_pooler(head) {
-        lin(&mut v, format!("{p}pooler.dense"), c, c);
+        lin(&mut v, &format!("{p}pooler.dense"), c, c);
     }
-    match head {
-        BertHead::Encoder => {}
-        BertHead::MaskedLm if bert => {
-            lin(&mut v, "cls.predictions.transform.dense".into(), c, c);
-            ln(&mut v, "cls.predictions.transform.LayerNorm".into());
-            v.push(("cls.predictions.bias".into(), vec![cfg.vocab_size]));
+    match (head, cfg.model_type) {
+        (BertHead::Encoder, _) => {}
+        (BertHead::MaskedLm, family) => {
+            let [dense, norm, bias] = mlm_head_names(family);
+            lin(&mut v, dense, c, c);
+            ln(&mut v, norm);
+            v.push((bias.into(), vec![cfg.vocab_size]));
         }
-        BertHead::MaskedLm => {
-            // RobertaLMHead: the same transform and bias under other names.
-            lin(&mut v, "lm_head.dense".into(), c, c);
-            ln(&mut v, "lm_head.layer_norm".into());
-            v.push(("lm_head.bias".into(), vec![cfg.vocab_size]));
-        }
-        BertHead::SequenceClassification if !bert => {
+        (BertHead::SequenceClassification, Family::Roberta | Family::XlmRoberta) => {
             // RobertaClassificationHead: dense + tanh on <s>, then out_proj.
-            lin(&mut v, "classifier.dense".into(), c, c);
-            lin(&mut v, "classifier.out_proj".into(), cfg.num_labels(), c);
+            lin(&mut v, "classifier.dense", c, c);
+            lin(&mut v, "classifier.out_proj", cfg.num_labels(), c);
         }
-        BertHead::SequenceClassification | BertHead::TokenClassification => {
-            lin(&mut v, "classifier".into(), cfg.num_labels(), c);
+        (BertHead::SequenceClassification, Family::DistilBert) => {
+            // pre_classifier + ReLU on [CLS], then classifier.
+            lin(&mut v, "pre_classifier", c, c);
+            lin(&mut v, "classifier", cfg.num_labels(), c);
         }
-        BertHead::QuestionAnswering => {
+        (BertHead::SequenceClassification | BertHead::TokenClassification, _) => {
+            lin(&mut v, "classifier", cfg.num_labels(), c);
+        }
+        (BertHead::QuestionAnswering, _) => {
             // Fixed at 2 whatever `id2label` says: the head is shaped by the task, not labels.
-            lin(&mut v, "qa_outputs".into(), QA_OUTPUTS, c);
+            lin(&mut v, "qa_outputs", QA_OUTPUTS, c);
         }
     }
     v
@@ -154,9 +205,18 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
 /// Whether a parameter belongs to the task head (initialised fresh when a pretrained encoder
 /// is loaded into a model with a head, as transformers does) rather than the encoder.
 pub fn is_head_param(name: &str) -> bool {
-    ["cls.", "lm_head.", "classifier.", "qa_outputs."]
-        .iter()
-        .any(|p| name.starts_with(p))
+    [
+        "cls.",
+        "lm_head.",
+        "vocab_transform.",
+        "vocab_layer_norm.",
+        "vocab_projector.",
+        "pre_classifier.",
+        "classifier.",
+        "qa_outputs.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// The outputs of `qa_outputs`: a start and an end logit per position (transformers'
@@ -267,7 +327,8 @@ pub struct BertModel {
     cfg: BertConfig,
     word: Tensor,
     position: Tensor,
-    token_type: Tensor,
+    /// None for DistilBERT, which has no token types.
+    token_type: Option<Tensor>,
     emb_ln: (Tensor, Tensor),
     layers: Vec<Layer>,
     pooler: Option<(Tensor, Tensor)>,
@@ -294,24 +355,28 @@ impl BertModel {
         let p = cfg.prefix(head);
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
-                let l = format!("{p}encoder.layer.{i}");
+                let [q, k, v, attn_out, attn_ln, inter, out, out_ln] = layer_names(cfg, p, i);
                 Ok(Layer {
-                    query: pair(params, &format!("{l}.attention.self.query"))?,
-                    key: pair(params, &format!("{l}.attention.self.key"))?,
-                    value: pair(params, &format!("{l}.attention.self.value"))?,
-                    attn_out: pair(params, &format!("{l}.attention.output.dense"))?,
-                    attn_ln: pair(params, &format!("{l}.attention.output.LayerNorm"))?,
-                    inter: pair(params, &format!("{l}.intermediate.dense"))?,
-                    out: pair(params, &format!("{l}.output.dense"))?,
-                    out_ln: pair(params, &format!("{l}.output.LayerNorm"))?,
+                    query: pair(params, &q)?,
+                    key: pair(params, &k)?,
+                    value: pair(params, &v)?,
+                    attn_out: pair(params, &attn_out)?,
+                    attn_ln: pair(params, &attn_ln)?,
+                    inter: pair(params, &inter)?,
+                    out: pair(params, &out)?,
+                    out_ln: pair(params, &out_ln)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let token_type = match cfg.model_type.has_token_type_table() {
+            true => Some(params.get(&format!("{p}embeddings.token_type_embeddings.weight"))?),
+            false => None,
+        };
         Ok(Self {
             cfg: cfg.clone(),
             word: params.get(&format!("{p}embeddings.word_embeddings.weight"))?,
             position: params.get(&format!("{p}embeddings.position_embeddings.weight"))?,
-            token_type: params.get(&format!("{p}embeddings.token_type_embeddings.weight"))?,
+            token_type,
             emb_ln: pair(params, &format!("{p}embeddings.LayerNorm"))?,
             layers,
             pooler: if cfg.has_pooler(head) {
@@ -373,20 +438,22 @@ impl BertModel {
             let pos = self.position_ids(ids)?; // (B, T)
             (tok + k::embedding(&self.position, &pos, Some(cfg.pad_token_id))?)?
         } else {
+            // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
             let pos = self.position.narrow(0, 0, t)?; // (T, C)
-                                                      // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
             k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?
         };
         let x = x.reshape((b, t, c))?;
         // RoBERTa's tokenizers give the model no token_type_ids (transformers'
-        // `model_input_names`), so it sees type 0 everywhere whatever the pair encoding says.
+        // `model_input_names`), so it sees type 0 everywhere whatever the pair encoding says;
+        // DistilBERT has no token types at all.
         let types = input
             .token_type_ids
-            .filter(|_| !cfg.model_type.offsets_positions());
-        let x = match types {
-            Some(tt) => x.add(&k::embedding(&self.token_type, tt, None)?)?,
+            .filter(|_| cfg.model_type.uses_token_types());
+        let x = match (&self.token_type, types) {
+            (Some(table), Some(tt)) => x.add(&k::embedding(table, tt, None)?)?,
             // All first-segment: row 0 of the table is a bias over the B·T rows.
-            None => k::bias_add(&x, &self.token_type.get(0)?)?,
+            (Some(table), None) => k::bias_add(&x, &table.get(0)?)?,
+            (None, _) => x,
         };
         let x = k::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps)?;
         drop(x, cfg.hidden_dropout_prob, mode)
@@ -483,17 +550,7 @@ pub struct BertForMaskedLM {
 
 impl BertForMaskedLM {
     pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
-        // RoBERTa's `lm_head` is the same network under other names.
-        let [dense, ln, bias] = match cfg.model_type {
-            Family::Bert => [
-                "cls.predictions.transform.dense",
-                "cls.predictions.transform.LayerNorm",
-                "cls.predictions.bias",
-            ],
-            Family::Roberta | Family::XlmRoberta => {
-                ["lm_head.dense", "lm_head.layer_norm", "lm_head.bias"]
-            }
-        };
+        let [dense, ln, bias] = mlm_head_names(cfg.model_type);
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::MaskedLm)?,
             transform: pair(params, dense)?,
@@ -541,7 +598,8 @@ impl BertForMaskedLM {
 
 /// `BertForSequenceClassification`: encoder → pooler → dropout → `classifier`; in RoBERTa
 /// (`RobertaForSequenceClassification`) encoder → `<s>` → dropout → `classifier.dense` → tanh
-/// → dropout → `classifier.out_proj`.
+/// → dropout → `classifier.out_proj`; in DistilBERT encoder → `[CLS]` → `pre_classifier` →
+/// ReLU → dropout (`seq_classif_dropout`) → `classifier`.
 pub struct BertForSequenceClassification {
     pub bert: BertModel,
     head: SequenceHead,
@@ -556,6 +614,11 @@ enum SequenceHead {
         dense: (Tensor, Tensor),
         out_proj: (Tensor, Tensor),
     },
+    /// DistilBERT's `pre_classifier` → ReLU → dropout → `classifier`, on `[CLS]`.
+    Distil {
+        pre_classifier: (Tensor, Tensor),
+        classifier: (Tensor, Tensor),
+    },
 }
 
 impl BertForSequenceClassification {
@@ -567,6 +630,10 @@ impl BertForSequenceClassification {
             Family::Roberta | Family::XlmRoberta => SequenceHead::Roberta {
                 dense: pair(params, "classifier.dense")?,
                 out_proj: pair(params, "classifier.out_proj")?,
+            },
+            Family::DistilBert => SequenceHead::Distil {
+                pre_classifier: pair(params, "pre_classifier")?,
+                classifier: pair(params, "classifier")?,
             },
         };
         Ok(Self {
@@ -595,6 +662,14 @@ impl BertForSequenceClassification {
                 let h = drop(linear(&h, dense)?.tanh()?, self.dropout, mode)?;
                 linear(&h, out_proj)
             }
+            SequenceHead::Distil {
+                pre_classifier,
+                classifier,
+            } => {
+                let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
+                let h = drop(linear(&first, pre_classifier)?.relu()?, self.dropout, mode)?;
+                linear(&h, classifier)
+            }
         }
     }
 }
@@ -608,10 +683,16 @@ pub struct BertForTokenClassification {
 
 impl BertForTokenClassification {
     pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        // DistilBERT's token classifier takes its `dropout` (our hidden_dropout_prob); its
+        // seq_classif_dropout (our classifier_dropout) is the sequence classifier's alone.
+        let dropout = match cfg.model_type {
+            Family::DistilBert => cfg.hidden_dropout_prob,
+            _ => cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
+        };
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::TokenClassification)?,
             classifier: pair(params, "classifier")?,
-            dropout: cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
+            dropout,
         })
     }
 
@@ -629,10 +710,12 @@ impl BertForTokenClassification {
 }
 
 /// `BertForQuestionAnswering`: encoder → `qa_outputs` at every position, no dropout between
-/// (as transformers). Output channel 0 is the start logit, 1 the end logit.
+/// (as transformers; DistilBERT's has one, `qa_dropout`). Output channel 0 is the start logit,
+/// 1 the end logit.
 pub struct BertForQuestionAnswering {
     pub bert: BertModel,
     qa_outputs: (Tensor, Tensor),
+    dropout: f64,
 }
 
 impl BertForQuestionAnswering {
@@ -640,6 +723,7 @@ impl BertForQuestionAnswering {
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::QuestionAnswering)?,
             qa_outputs: pair(params, "qa_outputs")?,
+            dropout: cfg.qa_dropout.unwrap_or(0.0),
         })
     }
 
@@ -649,10 +733,9 @@ impl BertForQuestionAnswering {
         self.head_on(&x, &mut mode)
     }
 
-    /// `qa_outputs` on the last hidden state (B, T, C) → (B, T, 2). `mode` is unused (the head
-    /// has no dropout); it is taken to match the other heads.
-    pub fn head_on(&self, x: &Tensor, _mode: &mut Mode<'_>) -> Result<Tensor> {
-        linear(x, &self.qa_outputs)
+    /// (Dropout and) `qa_outputs` on the last hidden state (B, T, C) → (B, T, 2).
+    pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        linear(&drop(x.clone(), self.dropout, mode)?, &self.qa_outputs)
     }
 
     /// The start and end logits, each (B, T) and contiguous, of logits (B, T, 2).
@@ -779,6 +862,11 @@ impl BertClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+        d.max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
 
     fn tiny(labels: usize) -> BertConfig {
         let names: Vec<String> = (0..labels).map(|i| format!("c{i}")).collect();
@@ -999,6 +1087,93 @@ mod tests {
         assert!(err.to_string().contains("limit of 14 tokens"), "{err}");
     }
 
+    /// DistilBERT: its names, no token types or pooler, its heads, and every parameter trained.
+    #[test]
+    fn distilbert_names_heads_and_gradients() {
+        let mut cfg = tiny(3);
+        cfg.model_type = Family::DistilBert;
+        cfg.type_vocab_size = 0;
+        cfg.classifier_dropout = Some(0.2);
+        cfg.qa_dropout = Some(0.1);
+        let ids = Tensor::new(&[[2u32, 7, 9, 3, 0], [2, 11, 0, 13, 3]], &Device::Cpu).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1, 0], [1, 1, 1, 1, 1]], &Device::Cpu).unwrap();
+        // No table to index: token types are ignored.
+        let tt = Tensor::new(&[[0u32, 0, 0, 1, 1], [0, 0, 1, 1, 1]], &Device::Cpu).unwrap();
+        let input = BertInput {
+            ids: &ids,
+            token_type_ids: Some(&tt),
+            attention_mask: Some(&mask),
+        };
+        for (head, extra) in [
+            (BertHead::MaskedLm, "vocab_projector.bias"),
+            (BertHead::SequenceClassification, "pre_classifier.weight"),
+            (BertHead::TokenClassification, "classifier.weight"),
+            (BertHead::QuestionAnswering, "qa_outputs.weight"),
+        ] {
+            let params =
+                init_params(&cfg, head, &mut Rng::new(1), &Device::Cpu, DType::F32).unwrap();
+            let names: Vec<&str> = params.iter().map(|(n, _)| n).collect();
+            assert!(names.contains(&extra), "{names:?}");
+            assert!(names.contains(&"distilbert.transformer.layer.1.ffn.lin2.weight"));
+            assert!(names.contains(&"distilbert.transformer.layer.0.sa_layer_norm.bias"));
+            for n in &names {
+                assert!(n.starts_with("distilbert.") || is_head_param(n), "{n}");
+                assert!(!n.contains("token_type") && !n.contains("pooler"), "{n}");
+            }
+            let mut rng = Rng::new(2);
+            let loss = match head {
+                BertHead::MaskedLm => {
+                    let m = BertForMaskedLM::new(&cfg, &params).unwrap();
+                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
+                    let t =
+                        Tensor::new(&[5u32, 6, 7, 8, 9, 10, 11, 12, 13, 14], &Device::Cpu).unwrap();
+                    let w = Tensor::new(&[0f32, 1., 0., 1., 0., 0., 1., 0., 0., 1.], &Device::Cpu)
+                        .unwrap();
+                    BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
+                }
+                _ => {
+                    let m = BertClassifier::new(&cfg, &params, head).unwrap();
+                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
+                    logits.sqr().unwrap().sum_all().unwrap()
+                }
+            };
+            let grads = loss.backward().unwrap();
+            for (name, var) in params.iter() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                let s = g
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    s.is_finite() && s > 0.0,
+                    "{head:?} {name}: gradient sum {s}"
+                );
+            }
+        }
+        // The QA head's dropout is on in training and off in evaluation.
+        let head = BertHead::QuestionAnswering;
+        let params = init_params(&cfg, head, &mut Rng::new(1), &Device::Cpu, DType::F32).unwrap();
+        let m = BertClassifier::new(&cfg, &params, head).unwrap();
+        let eval = |m: &BertClassifier| m.forward(&input, Mode::Eval).unwrap();
+        assert_eq!(max_diff(&eval(&m), &eval(&m)), 0.0);
+        let train = m.forward(&input, Mode::Train(&mut Rng::new(3))).unwrap();
+        let mut no_drop = cfg.clone();
+        no_drop.hidden_dropout_prob = 0.0;
+        no_drop.attention_probs_dropout_prob = 0.0;
+        let m0 = BertClassifier::new(&no_drop, &params, head).unwrap();
+        let train0 = m0.forward(&input, Mode::Train(&mut Rng::new(3))).unwrap();
+        assert!(
+            max_diff(&train0, &eval(&m0)) > 0.0,
+            "qa_dropout applies in training"
+        );
+        assert!(max_diff(&train, &eval(&m)) > 0.0);
+    }
+
     #[test]
     fn architectures_name_family_and_head() {
         let mut cfg = tiny(2);
@@ -1006,6 +1181,7 @@ mod tests {
             (Family::Bert, "BertForTokenClassification"),
             (Family::Roberta, "RobertaForTokenClassification"),
             (Family::XlmRoberta, "XLMRobertaForTokenClassification"),
+            (Family::DistilBert, "DistilBertForTokenClassification"),
         ] {
             cfg.model_type = family;
             let head = BertHead::TokenClassification;
