@@ -5,17 +5,13 @@
 //! no token_type_ids (RoBERTa's tokenizer passes none), and the logits, hidden states and
 //! losses transformers computed in eval mode. Tolerance 1e-4 max abs (fp32).
 
-use candle_core::{DType, Device, Tensor};
-use lantern_kernels::Rng;
-use lantern_models::bert::{
-    hf, BertClassifier, BertForMaskedLM, BertForQuestionAnswering, BertHead, BertInput, BertModel,
-    Family,
-};
+use candle_core::Tensor;
+use lantern_models::bert::{hf, BertForMaskedLM, BertHead, BertInput, BertModel, Family};
 use lantern_models::Mode;
 use std::path::PathBuf;
 
 mod common;
-use common::{assert_close, ints, matrix, max_abs, mean_ce_ignoring};
+use common::{check, ints, matrix};
 
 fn golden() -> PathBuf {
     common::golden_dir("roberta_tiny")
@@ -25,11 +21,6 @@ struct Inputs {
     ids: Tensor,
     attention_mask: Tensor,
     position_ids: Vec<Vec<i64>>,
-    mlm_labels: Vec<i64>,
-    cls_labels: Vec<i64>,
-    tok_labels: Vec<i64>,
-    qa_start: Vec<i64>,
-    qa_end: Vec<i64>,
 }
 
 fn inputs() -> Inputs {
@@ -38,12 +29,11 @@ fn inputs() -> Inputs {
         ids: common::u32_matrix(&v, "input_ids"),
         attention_mask: common::u32_matrix(&v, "attention_mask"),
         position_ids: matrix(&v, "position_ids"),
-        mlm_labels: matrix(&v, "mlm_labels").concat(),
-        cls_labels: ints(&v["cls_labels"]),
-        tok_labels: matrix(&v, "tok_labels").concat(),
-        qa_start: ints(&v["qa_start_positions"]),
-        qa_end: ints(&v["qa_end_positions"]),
     }
+}
+
+fn labels() -> common::GoldenLabels {
+    common::GoldenLabels::of(&common::read_json(&golden().join("inputs.json")))
 }
 
 fn batch(inp: &Inputs) -> BertInput<'_> {
@@ -54,12 +44,6 @@ fn batch(inp: &Inputs) -> BertInput<'_> {
     }
 }
 
-fn check(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.dims(), want.dims(), "{what}");
-    let d = max_abs(got, want);
-    assert!(d <= 1e-4, "{what} differ from transformers by {d}");
-}
-
 #[test]
 fn masked_lm_matches_transformers_positions_logits_hidden_and_loss() {
     let (cfg, params, report) = common::load_in(&golden().join("mlm"), BertHead::MaskedLm);
@@ -68,7 +52,6 @@ fn masked_lm_matches_transformers_positions_logits_hidden_and_loss() {
     assert!(report.newly_initialised.is_empty() && report.unused.is_empty());
     let model = BertForMaskedLM::new(&cfg, &params).unwrap();
     let inp = inputs();
-    let want = common::expected_in(&golden());
     let pos = model
         .bert
         .position_ids(&inp.ids)
@@ -80,72 +63,12 @@ fn masked_lm_matches_transformers_positions_logits_hidden_and_loss() {
         .map(|r| r.into_iter().map(i64::from).collect())
         .collect();
     assert_eq!(pos, inp.position_ids, "create_position_ids_from_input_ids");
-    let hidden = model.bert.forward(&batch(&inp), &mut Mode::Eval).unwrap();
-    check("hidden states", &hidden, &want["hidden"]);
-    let logits = model.forward(&batch(&inp), Mode::Eval).unwrap();
-    check("MLM logits", &logits, &want["mlm_logits"]);
-    let (b, t, v) = logits.dims3().unwrap();
-    let loss = mean_ce_ignoring(&logits.reshape((b * t, v)).unwrap(), &inp.mlm_labels);
-    assert_close(
-        "MLM loss",
-        loss,
-        want["mlm_loss"].to_scalar().unwrap(),
-        1e-4,
-    );
+    common::assert_masked_lm_matches(&golden(), &batch(&inp), &labels());
 }
 
 #[test]
 fn classifiers_and_question_answering_match_transformers() {
-    let inp = inputs();
-    let want = common::expected_in(&golden());
-    for (sub, head) in [
-        ("cls", BertHead::SequenceClassification),
-        ("tok", BertHead::TokenClassification),
-        ("qa", BertHead::QuestionAnswering),
-    ] {
-        let (cfg, params, report) = common::load_in(&golden().join(sub), head);
-        // transformers builds all three without a pooler: nothing missing, nothing left over.
-        assert!(
-            report.newly_initialised.is_empty() && report.unused.is_empty(),
-            "{sub}: {report:?}"
-        );
-        let model = BertClassifier::new(&cfg, &params, head).unwrap();
-        let logits = model.forward(&batch(&inp), Mode::Eval).unwrap();
-        match head {
-            BertHead::SequenceClassification => {
-                assert_eq!(cfg.label_names(), ["negative", "neutral", "positive"]);
-                check("sequence logits", &logits, &want["cls_logits"]);
-                let loss = mean_ce_ignoring(&logits, &inp.cls_labels);
-                assert_close(
-                    "cls loss",
-                    loss,
-                    want["cls_loss"].to_scalar().unwrap(),
-                    1e-4,
-                );
-            }
-            BertHead::TokenClassification => {
-                check("token logits", &logits, &want["tok_logits"]);
-                let (b, t, l) = logits.dims3().unwrap();
-                let loss = mean_ce_ignoring(&logits.reshape((b * t, l)).unwrap(), &inp.tok_labels);
-                assert_close(
-                    "tok loss",
-                    loss,
-                    want["tok_loss"].to_scalar().unwrap(),
-                    1e-4,
-                );
-            }
-            _ => {
-                let (start, end) = BertForQuestionAnswering::start_end(&logits).unwrap();
-                check("start logits", &start, &want["qa_start_logits"]);
-                check("end logits", &end, &want["qa_end_logits"]);
-                let loss = BertForQuestionAnswering::loss(&logits, &inp.qa_start, &inp.qa_end)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert_close("QA loss", loss, want["qa_loss"].to_scalar().unwrap(), 1e-4);
-            }
-        }
-    }
+    common::assert_heads_match(&golden(), &batch(&inputs()), &labels());
 }
 
 #[test]
@@ -169,91 +92,37 @@ fn a_bare_encoder_keeps_its_pooler_and_has_no_prefix() {
 fn the_pretrained_encoder_loads_into_every_head_with_a_fresh_one() {
     // As transformers: the MLM checkpoint's encoder is kept, the task head is new and
     // reported, `lm_head` is reported unused; a RoBERTa classifier needs no pooler.
-    let dir = golden().join("mlm");
-    let (cfg, _) = hf::config_from_hf(&dir.join("config.json")).unwrap();
-    let cfg = cfg.with_labels(&["a".to_string(), "b".to_string()]);
-    for (head, fresh) in [
-        (
-            BertHead::SequenceClassification,
-            &[
-                "classifier.dense.weight",
-                "classifier.dense.bias",
-                "classifier.out_proj.weight",
-                "classifier.out_proj.bias",
-            ][..],
-        ),
-        (
-            BertHead::TokenClassification,
-            &["classifier.weight", "classifier.bias"][..],
-        ),
-        (
-            BertHead::QuestionAnswering,
-            &["qa_outputs.weight", "qa_outputs.bias"][..],
-        ),
-    ] {
-        let (params, report) = hf::load_params(
-            &dir.join("model.safetensors"),
-            &cfg,
-            head,
-            &mut Rng::new(0),
-            &Device::Cpu,
-            DType::F32,
-        )
-        .unwrap();
-        assert_eq!(report.newly_initialised, fresh, "{head:?}");
-        assert!(
-            !report.unused.is_empty() && report.unused.iter().all(|n| n.starts_with("lm_head.")),
-            "{:?}",
-            report.unused
-        );
-        // Fresh heads as transformers initialises them: zero biases.
-        let bias = params.get(fresh[fresh.len() - 1]).unwrap();
-        assert_eq!(
-            bias.abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-            0.0
-        );
-    }
+    let seq: &[&str] = &[
+        "classifier.dense.weight",
+        "classifier.dense.bias",
+        "classifier.out_proj.weight",
+        "classifier.out_proj.bias",
+    ];
+    common::assert_fresh_heads(
+        &golden(),
+        &[
+            (BertHead::SequenceClassification, seq),
+            (
+                BertHead::TokenClassification,
+                &["classifier.weight", "classifier.bias"],
+            ),
+            (
+                BertHead::QuestionAnswering,
+                &["qa_outputs.weight", "qa_outputs.bias"],
+            ),
+        ],
+        &["lm_head."],
+    );
 }
 
 #[test]
 fn export_writes_transformers_names_and_config() {
-    let dir = golden().join("cls");
-    let (cfg, params, _) = common::load_in(&dir, BertHead::SequenceClassification);
-    let v = hf::to_hf_config(&cfg, BertHead::SequenceClassification, DType::F32);
+    let v = common::assert_export_round_trips(&golden(), "cls", BertHead::SequenceClassification);
     assert_eq!(v["model_type"], "roberta");
     assert_eq!(v["architectures"][0], "RobertaForSequenceClassification");
-    assert_eq!(
-        (v["pad_token_id"].as_u64(), v["bos_token_id"].as_u64()),
-        (Some(1), Some(0))
-    );
-    assert_eq!(v["eos_token_id"], 2);
+    let ids = ["pad_token_id", "bos_token_id", "eos_token_id"].map(|k| v[k].as_u64());
+    assert_eq!(ids, [Some(1), Some(0), Some(2)]);
     assert_eq!(v["type_vocab_size"], 1);
-    // The same tensor names as the file transformers wrote, and the same values.
-    let theirs = lantern_models::safetensors_io::load(
-        &dir.join("model.safetensors"),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
-    let ours = hf::export_tensors(&params, DType::F32).unwrap();
-    assert_eq!(
-        ours.keys().collect::<Vec<_>>(),
-        theirs.keys().collect::<Vec<_>>()
-    );
-    for (name, t) in &ours {
-        assert_eq!(max_abs(t, &theirs[name]), 0.0, "{name}");
-    }
-    // And the config we write reads back as the same model.
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("config.json");
-    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
-    let (back, head) = hf::config_from_hf(&path).unwrap();
-    assert_eq!((back, head), (cfg, Some(BertHead::SequenceClassification)));
 }
 
 #[test]

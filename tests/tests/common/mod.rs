@@ -100,3 +100,174 @@ pub fn assert_close(what: &str, got: f32, want: f32, tol: f32) {
         "{what}: {got} vs transformers {want}"
     );
 }
+
+/// Asserts `got` has `want`'s shape and is within 1e-4 of it.
+pub fn check(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.dims(), want.dims(), "{what}");
+    let d = max_abs(got, want);
+    assert!(d <= 1e-4, "{what} differ from transformers by {d}");
+}
+
+/// The labels of a golden `inputs.json` (transformers' -100 where unlabelled).
+pub struct GoldenLabels {
+    pub mlm: Vec<i64>,
+    pub cls: Vec<i64>,
+    pub tok: Vec<i64>,
+    pub qa_start: Vec<i64>,
+    pub qa_end: Vec<i64>,
+}
+
+impl GoldenLabels {
+    pub fn of(v: &serde_json::Value) -> Self {
+        Self {
+            mlm: matrix(v, "mlm_labels").concat(),
+            cls: ints(&v["cls_labels"]),
+            tok: matrix(v, "tok_labels").concat(),
+            qa_start: ints(&v["qa_start_positions"]),
+            qa_end: ints(&v["qa_end_positions"]),
+        }
+    }
+}
+
+/// The masked LM in `dir/mlm` against `expected.safetensors`: the encoder's last hidden state,
+/// the logits and the loss over the masked positions; nothing missing or unused on loading.
+pub fn assert_masked_lm_matches(
+    dir: &Path,
+    input: &lantern_models::bert::BertInput<'_>,
+    labels: &GoldenLabels,
+) {
+    use lantern_models::bert::BertForMaskedLM;
+    use lantern_models::Mode;
+    let (cfg, params, report) = load_in(&dir.join("mlm"), BertHead::MaskedLm);
+    assert!(
+        report.newly_initialised.is_empty() && report.unused.is_empty(),
+        "{report:?}"
+    );
+    let want = expected_in(dir);
+    let model = BertForMaskedLM::new(&cfg, &params).unwrap();
+    let hidden = model.bert.forward(input, &mut Mode::Eval).unwrap();
+    check("hidden states", &hidden, &want["hidden"]);
+    let logits = model.forward(input, Mode::Eval).unwrap();
+    check("MLM logits", &logits, &want["mlm_logits"]);
+    let (b, t, v) = logits.dims3().unwrap();
+    let loss = mean_ce_ignoring(&logits.reshape((b * t, v)).unwrap(), &labels.mlm);
+    assert_close(
+        "MLM loss",
+        loss,
+        want["mlm_loss"].to_scalar().unwrap(),
+        1e-4,
+    );
+}
+
+/// The sequence classifier (`dir/cls`, labels negative/neutral/positive), token classifier
+/// (`dir/tok`) and question-answering model (`dir/qa`) against `expected.safetensors`: logits
+/// and transformers' losses; nothing missing or unused on loading.
+pub fn assert_heads_match(
+    dir: &Path,
+    input: &lantern_models::bert::BertInput<'_>,
+    labels: &GoldenLabels,
+) {
+    use lantern_models::bert::{BertClassifier, BertForQuestionAnswering};
+    use lantern_models::Mode;
+    let want = expected_in(dir);
+    let loss_of = |key: &str| want[key].to_scalar::<f32>().unwrap();
+    for (sub, head) in [
+        ("cls", BertHead::SequenceClassification),
+        ("tok", BertHead::TokenClassification),
+        ("qa", BertHead::QuestionAnswering),
+    ] {
+        let (cfg, params, report) = load_in(&dir.join(sub), head);
+        assert!(
+            report.newly_initialised.is_empty() && report.unused.is_empty(),
+            "{sub}: {report:?}"
+        );
+        let model = BertClassifier::new(&cfg, &params, head).unwrap();
+        let logits = model.forward(input, Mode::Eval).unwrap();
+        match head {
+            BertHead::SequenceClassification => {
+                assert_eq!(cfg.label_names(), ["negative", "neutral", "positive"]);
+                check("sequence logits", &logits, &want["cls_logits"]);
+                let loss = mean_ce_ignoring(&logits, &labels.cls);
+                assert_close("cls loss", loss, loss_of("cls_loss"), 1e-4);
+            }
+            BertHead::TokenClassification => {
+                check("token logits", &logits, &want["tok_logits"]);
+                let (b, t, l) = logits.dims3().unwrap();
+                let loss = mean_ce_ignoring(&logits.reshape((b * t, l)).unwrap(), &labels.tok);
+                assert_close("tok loss", loss, loss_of("tok_loss"), 1e-4);
+            }
+            _ => {
+                let (start, end) = BertForQuestionAnswering::start_end(&logits).unwrap();
+                check("start logits", &start, &want["qa_start_logits"]);
+                check("end logits", &end, &want["qa_end_logits"]);
+                let loss =
+                    BertForQuestionAnswering::loss(&logits, &labels.qa_start, &labels.qa_end)
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                assert_close("QA loss", loss, loss_of("qa_loss"), 1e-4);
+            }
+        }
+    }
+}
+
+/// Loads `dir/mlm` into each task head: the encoder is kept, the head is `fresh` (listed as
+/// newly initialised, in order, its biases zero) and the checkpoint's MLM head, whose names
+/// all start with `mlm_prefixes`, is reported unused.
+pub fn assert_fresh_heads(dir: &Path, fresh: &[(BertHead, &[&str])], mlm_prefixes: &[&str]) {
+    let dir = dir.join("mlm");
+    let (cfg, _) = hf::config_from_hf(&dir.join("config.json")).unwrap();
+    let cfg = cfg.with_labels(&["a".to_string(), "b".to_string()]);
+    for &(head, names) in fresh {
+        let (params, report) = hf::load_params(
+            &dir.join("model.safetensors"),
+            &cfg,
+            head,
+            &mut Rng::new(0),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        assert_eq!(report.newly_initialised, names, "{head:?}");
+        let unused_ok = |n: &String| mlm_prefixes.iter().any(|p| n.starts_with(p));
+        assert!(
+            !report.unused.is_empty() && report.unused.iter().all(unused_ok),
+            "{:?}",
+            report.unused
+        );
+        let bias = params.get(names[names.len() - 1]).unwrap();
+        let sum = bias
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(sum, 0.0, "a fresh bias is zero");
+    }
+}
+
+/// The exported tensors of the model in `dir/sub` are the file transformers wrote, name for
+/// name and bit for bit, and the config.json we write reads back as the same config. Returns
+/// that config.json.
+pub fn assert_export_round_trips(dir: &Path, sub: &str, head: BertHead) -> serde_json::Value {
+    let dir = dir.join(sub);
+    let (cfg, params, _) = load_in(&dir, head);
+    let v = hf::to_hf_config(&cfg, head, DType::F32);
+    let theirs =
+        safetensors_io::load(&dir.join("model.safetensors"), &Device::Cpu, DType::F32).unwrap();
+    let ours = hf::export_tensors(&params, DType::F32).unwrap();
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &ours {
+        assert_eq!(max_abs(t, &theirs[name]), 0.0, "{name}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config.json");
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let (back, back_head) = hf::config_from_hf(&path).unwrap();
+    assert_eq!((back, back_head), (cfg, Some(head)));
+    v
+}

@@ -521,7 +521,12 @@ impl BertModel {
         let att = k::masked_softmax(&att, scale, mask)?;
         let att = drop(att, cfg.attention_probs_dropout_prob, mode)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
-        let y = drop(linear(&y, &lyr.attn_out)?, cfg.hidden_dropout_prob, mode)?;
+        // DistilBERT has no dropout after the attention's output projection.
+        let p_out = match cfg.model_type {
+            Family::DistilBert => 0.0,
+            _ => cfg.hidden_dropout_prob,
+        };
+        let y = drop(linear(&y, &lyr.attn_out)?, p_out, mode)?;
         // Post-LN (Devlin et al. 2019 / Vaswani et al. 2017): normalise after the residual.
         let x = k::layer_norm(&(x + y)?, &lyr.attn_ln.0, &lyr.attn_ln.1, eps)?;
         let m = linear_act(&x, &lyr.inter, true)?; // (B, T, F)
