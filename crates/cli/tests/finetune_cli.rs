@@ -4,6 +4,7 @@
 mod common;
 
 use common::{lantern_cmd, lantern_err, lantern_ok, metrics_of, send_signal, wait_for_step};
+use lantern_models::bert::Family;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -1482,20 +1483,31 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
     }
 }
 
-/// A transformers-layout RoBERTa folder, as `roberta-base` is on disk but tiny: a
-/// `RobertaForMaskedLM` (1 layer, 16 wide, fresh weights), its config.json, and the
-/// byte-level BPE tokenizer of the RoBERTa golden files (`<s>`, `<pad>`, `</s>`, RoBERTa's
-/// post-processor).
-fn roberta_folder(root: &Path) -> PathBuf {
+/// A transformers-layout folder of `family`, as `roberta-base` or `distilbert-base-uncased`
+/// are on disk but tiny: the masked LM (1 layer, 16 wide, fresh weights) with the family's
+/// config.json, and `tokenizer` (its vocabulary sizes the model).
+fn family_folder(root: &Path, name: &str, family: Family, tokenizer: &Path) -> PathBuf {
     use candle_core::{DType, Device};
-    use lantern_models::bert::{hf, init_params, BertConfig, BertHead, Family};
-    let dir = root.join("roberta");
+    use lantern_models::bert::{hf, init_params, BertConfig, BertHead};
+    let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut cfg = BertConfig::new(300, 16, 1, 2, 32, 66);
-    cfg.model_type = Family::Roberta;
-    cfg.pad_token_id = 1;
-    cfg.type_vocab_size = 1;
-    cfg.layer_norm_eps = 1e-5;
+    let vocab = tokenizers::Tokenizer::from_file(tokenizer)
+        .unwrap()
+        .get_vocab_size(true);
+    let mut cfg = BertConfig::new(vocab, 16, 1, 2, 32, 66);
+    cfg.model_type = family;
+    match family {
+        Family::Roberta | Family::XlmRoberta => {
+            cfg.pad_token_id = 1;
+            cfg.type_vocab_size = 1;
+            cfg.layer_norm_eps = 1e-5;
+        }
+        Family::DistilBert => {
+            cfg.type_vocab_size = 0;
+            (cfg.classifier_dropout, cfg.qa_dropout) = (Some(0.2), Some(0.1));
+        }
+        Family::Bert => {}
+    }
     let head = BertHead::MaskedLm;
     let mut rng = lantern_kernels::Rng::new(5);
     let params = init_params(&cfg, head, &mut rng, &Device::Cpu, DType::F32).unwrap();
@@ -1504,38 +1516,99 @@ fn roberta_folder(root: &Path) -> PathBuf {
     std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
     let config = hf::to_hf_config(&cfg, head, DType::F32);
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let golden = common::workspace_root().join("tests/golden/roberta_tiny/tokenizer");
-    std::fs::copy(golden.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    std::fs::copy(tokenizer, dir.join("tokenizer.json")).unwrap();
     dir
 }
 
+/// RoBERTa (the byte-level BPE tokenizer of its golden files: `<s>`, `<pad>`, `</s>`, its
+/// post-processor) and DistilBERT (the fixture's WordPiece) folders fine-tune through the
+/// binary for all three tasks and export as their own family's classes.
 #[test]
-fn roberta_fine_tunes_from_a_transformers_folder_and_exports_roberta() {
+fn roberta_and_distilbert_folders_fine_tune_and_export_as_their_family() {
     let f = Fixture::new();
     write_tagged(&f.root);
     write_qa(&f.root);
-    let folder = roberta_folder(&f.root);
-    let model = format!("init_from = {folder:?}");
+    let golden = common::workspace_root().join("tests/golden/roberta_tiny/tokenizer");
+    let rob = family_folder(
+        &f.root,
+        "roberta",
+        Family::Roberta,
+        &golden.join("tokenizer.json"),
+    );
+    let wp = f.root.join("tokenizer.json");
+    let distil = family_folder(&f.root, "distil", Family::DistilBert, &wp);
+    let qa_wp = f.root.join("qa_tokenizer.json");
+    let distil_qa = family_folder(&f.root, "distil-qa-base", Family::DistilBert, &qa_wp);
     let plain = ("train.jsonl", "val.jsonl", "");
     let tagged = (
         "tok_train.jsonl",
         "tok_val.conll",
         "problem_type = \"token_classification\"",
     );
-    // Contexts of up to ~60 byte-level tokens in windows of 40: two windows for the longest.
-    let qa = (
+    // RoBERTa: contexts of up to ~60 byte-level tokens in windows of 40 (two windows for the
+    // longest); DistilBERT: WordPiece windows of 16, as the BERT test.
+    let rob_qa = (
         "qa_train.jsonl",
         "qa_val.json",
         "problem_type = \"question_answering\"\ndoc_stride = 16",
     );
+    let wp_qa = (
+        "qa_train.jsonl",
+        "qa_val.json",
+        "problem_type = \"question_answering\"\ndoc_stride = 4",
+    );
     // Words in byte-level pieces of a 300-token vocabulary take the tagger longer.
-    let cls = "RobertaForSequenceClassification";
-    for (name, data, epochs, metric, class) in [
-        ("rob-cls", plain, 15, "accuracy", cls),
-        ("rob-tok", tagged, 40, "f1", "RobertaForTokenClassification"),
-        ("rob-qa", qa, 40, "f1", "RobertaForQuestionAnswering"),
+    for (name, folder, data, (epochs, max_length), metric, class) in [
+        (
+            "rob-cls",
+            &rob,
+            plain,
+            (15, 64),
+            "accuracy",
+            "RobertaForSequenceClassification",
+        ),
+        (
+            "rob-tok",
+            &rob,
+            tagged,
+            (40, 64),
+            "f1",
+            "RobertaForTokenClassification",
+        ),
+        (
+            "rob-qa",
+            &rob,
+            rob_qa,
+            (40, 40),
+            "f1",
+            "RobertaForQuestionAnswering",
+        ),
+        (
+            "dis-cls",
+            &distil,
+            plain,
+            (12, 16),
+            "accuracy",
+            "DistilBertForSequenceClassification",
+        ),
+        (
+            "dis-tok",
+            &distil,
+            tagged,
+            (15, 16),
+            "f1",
+            "DistilBertForTokenClassification",
+        ),
+        (
+            "dis-qa",
+            &distil_qa,
+            wp_qa,
+            (12, 16),
+            "f1",
+            "DistilBertForQuestionAnswering",
+        ),
     ] {
-        let max_length = if name == "rob-qa" { 40 } else { 64 };
+        let model = format!("init_from = {folder:?}");
         let cfg = f.config_with(
             name,
             (&model, max_length),
@@ -1547,20 +1620,24 @@ fn roberta_fine_tunes_from_a_transformers_folder_and_exports_roberta() {
         let run = f.root.join(name);
         let best = best_of(&run, metric);
         assert!(best >= 0.9, "{name}: best {metric} {best}\n{out}");
-        // Exported as transformers' RoBERTa class, with its special ids.
+        // Exported as transformers' class of the family, with its own config keys.
         let c: Value =
             serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
                 .unwrap();
         assert_eq!(c["architectures"][0], class);
-        assert_eq!(c["model_type"], "roberta");
-        assert_eq!(
-            (c["pad_token_id"].as_u64(), c["type_vocab_size"].as_u64()),
-            (Some(1), Some(1))
-        );
+        let (prefix, keys) = if name.starts_with("rob") {
+            assert_eq!(c["model_type"], "roberta");
+            assert_eq!(c["pad_token_id"], 1);
+            ("roberta.", ["hidden_size", "type_vocab_size"])
+        } else {
+            assert_eq!(c["model_type"], "distilbert");
+            ("distilbert.", ["dim", "seq_classif_dropout"])
+        };
+        assert!(keys.iter().all(|k| c.get(k).is_some()), "{c}");
         let names = common::read_f32_tensors(&run.join("model/model.safetensors"));
-        let head = ["classifier.", "qa_outputs."];
+        let head = ["pre_classifier.", "classifier.", "qa_outputs."];
         for (n, _) in &names {
-            let ours = n.starts_with("roberta.") || head.iter().any(|h| n.starts_with(h));
+            let ours = n.starts_with(prefix) || head.iter().any(|h| n.starts_with(h));
             assert!(ours && !n.contains("pooler"), "{name}: {n}");
         }
         // eval on the validation file reproduces the best evaluation.
