@@ -28,6 +28,10 @@
    fine-tuned from it by `lantern finetune` and exported: logits in transformers vs `lantern
    predict`, loss vs `lantern eval`; and the golden RobertaForQuestionAnswering exported by
    Lantern, in transformers.
+8. DistilBERT the same way: a tiny DistilBertForMaskedLM made by transformers with the WordPiece
+   tokenizer of section 3 (no token types reach the model), a DistilBertForSequenceClassification
+   fine-tuned from it and exported, and the golden DistilBertForQuestionAnswering
+   (tests/golden/distilbert_tiny/qa) exported by Lantern.
 Prints one line per check and exits non-zero if any difference exceeds its tolerance.
 """
 import argparse
@@ -195,88 +199,107 @@ batch_size = 16\nlr = 1e-3\n""")
     # 6. Question answering round trip through the binary.
     ok &= qa_parity(args, w, golden)
 
-    # 7. RoBERTa.
-    ok &= roberta_parity(args, w, texts, small, repo)
+    # 7, 8. RoBERTa and DistilBERT.
+    for family in ["roberta", "distilbert"]:
+        ok &= family_parity(args, w, texts, small, repo, family)
     print("all checks passed" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
 
 
-def roberta_parity(args, w, texts, small, repo):
-    """RoBERTa through the binary against transformers (section 7 of the module docstring)."""
-    from transformers import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
-                              RobertaForSequenceClassification, RobertaTokenizerFast)
-    golden = os.path.join(repo, "tests", "golden", "roberta_tiny")
+def family_parity(args, w, texts, small, repo, family):
+    """RoBERTa or DistilBERT through the binary against transformers (sections 7 and 8 of the
+    module docstring)."""
+    from transformers import (AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+                              AutoModelForSequenceClassification, DistilBertConfig, DistilBertTokenizerFast,
+                              RobertaConfig, RobertaTokenizerFast)
+    sizes = dict(vocab_size=0, max_position_embeddings=130)
+    if family == "roberta":
+        golden = os.path.join(repo, "tests", "golden", "roberta_tiny")
+        tok = RobertaTokenizerFast(tokenizer_file=os.path.join(golden, "tokenizer", "tokenizer.json"))
+        sizes["vocab_size"] = len(tok)
+        cfg = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                            type_vocab_size=1, layer_norm_eps=1e-5, **sizes)
+        name, pair = "RoBERTa", "byte-level BPE, <s> A </s></s> B </s>"
+    else:
+        golden = os.path.join(repo, "tests", "golden", "distilbert_tiny")
+        # DistilBERT reads BERT's WordPiece tokenizer; it passes the model no token types.
+        tok = DistilBertTokenizerFast(tokenizer_file=w("wp.json"))
+        sizes["vocab_size"] = len(tok)
+        cfg = DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **sizes)
+        name, pair = "DistilBERT", "WordPiece, [CLS] A [SEP] B [SEP]"
     ok = True
-    base = w("roberta-base")
-    tok = RobertaTokenizerFast(tokenizer_file=os.path.join(golden, "tokenizer", "tokenizer.json"))
-    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=130, type_vocab_size=1, layer_norm_eps=1e-5)
+    base = w(f"{family}-base")
     torch.manual_seed(0)
-    RobertaForMaskedLM(cfg).save_pretrained(base)
+    AutoModelForMaskedLM.from_config(cfg).save_pretrained(base)
     tok.save_pretrained(base)
 
-    run([args.lantern, "encode", "--model", base, "--input", texts, "--out", w("roberta.safetensors")])
-    ours = load_file(w("roberta.safetensors"))
+    run([args.lantern, "encode", "--model", base, "--input", texts, "--out", w(f"{family}.safetensors")])
+    ours = load_file(w(f"{family}.safetensors"))
     rows = [tok(t["text"], t.get("text_pair"), truncation=True, max_length=128) for t in TEXTS]
     T = max(len(r["input_ids"]) for r in rows)
     ids = torch.tensor([r["input_ids"] + [tok.pad_token_id] * (T - len(r["input_ids"])) for r in rows])
     mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (T - len(r["input_ids"])) for r in rows])
     same = torch.equal(ids, ours["input_ids"]) and torch.equal(mask, ours["attention_mask"])
-    print(f"{'ok  ' if same else 'FAIL'} RoBERTa tokenisation (byte-level BPE, <s> A </s></s> B </s>): ids and "
+    print(f"{'ok  ' if same else 'FAIL'} {name} tokenisation ({pair}): ids and "
           f"mask {'identical' if same else 'differ'} ({ids.shape[0]} x {ids.shape[1]})")
     ok &= same
     with torch.no_grad():
-        hidden = RobertaForMaskedLM.from_pretrained(base).eval().roberta(input_ids=ids, attention_mask=mask)
+        hidden = AutoModelForMaskedLM.from_pretrained(base).eval().base_model(input_ids=ids, attention_mask=mask)
     m = mask.bool()
-    ok &= report("RoBERTa last hidden state (real tokens), lantern encode vs transformers",
+    ok &= report(f"{name} last hidden state (real tokens), lantern encode vs transformers",
                  (hidden.last_hidden_state - ours["last_hidden_state"])[m].abs().max().item())
 
     rows = [{"text": r["text"], "label": r["label"]} for r in small]
-    with open(w("rob.jsonl"), "w") as f:
+    with open(w(f"{family}-cls.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows[:160])
-    with open(w("rob-val.jsonl"), "w") as f:
+    with open(w(f"{family}-cls-val.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows[160:])
-    with open(w("rob.toml"), "w") as f:
-        f.write(f"""[run]\ndir = "{w('rob-run')}"\n[model]\ninit_from = "{base}"\n[data]
-train = "{w('rob.jsonl')}"\nvalidation = "{w('rob-val.jsonl')}"\nmax_length = 64\n[train]\nepochs = 1
-batch_size = 16\nlr = 1e-3\n""")
-    run([args.lantern, "finetune", "--config", w("rob.toml"), "--quiet"])
-    export = w("rob-export")
-    run([args.lantern, "export", "--model", w("rob-run"), "--out", export])
-    run([args.lantern, "predict", "--checkpoint", export, "--input", texts, "--out", w("rob-pred.jsonl")])
-    run([args.lantern, "eval", "--checkpoint", export, "--data", w("rob-val.jsonl"), "--out", w("rob-eval.json")])
-    with open(w("rob-pred.jsonl")) as f:
+    with open(w(f"{family}-cls.toml"), "w") as f:
+        f.write(f"""[run]\ndir = "{w(family + '-run')}"\n[model]\ninit_from = "{base}"\n[data]
+train = "{w(family + '-cls.jsonl')}"\nvalidation = "{w(family + '-cls-val.jsonl')}"\nmax_length = 64\n[train]
+epochs = 1\nbatch_size = 16\nlr = 1e-3\n""")
+    run([args.lantern, "finetune", "--config", w(f"{family}-cls.toml"), "--quiet"])
+    export = w(f"{family}-export")
+    run([args.lantern, "export", "--model", w(f"{family}-run"), "--out", export])
+    run([args.lantern, "predict", "--checkpoint", export, "--input", texts, "--out", w(f"{family}-pred.jsonl")])
+    run([args.lantern, "eval", "--checkpoint", export, "--data", w(f"{family}-cls-val.jsonl"),
+         "--out", w(f"{family}-eval.json")])
+    with open(w(f"{family}-pred.jsonl")) as f:
         lantern_logits = torch.tensor([json.loads(l)["logits"] for l in f])
-    with open(w("rob-eval.json")) as f:
+    with open(w(f"{family}-eval.json")) as f:
         lantern_loss = json.load(f)["eval_loss"]
-    cls, info = RobertaForSequenceClassification.from_pretrained(export, output_loading_info=True)
+    cls, info = AutoModelForSequenceClassification.from_pretrained(export, output_loading_info=True)
     cls.eval()
+    arch = type(cls).__name__
     if any(info[k] for k in ["missing_keys", "unexpected_keys", "mismatched_keys"]):
-        print(f"FAIL RobertaForSequenceClassification exported by Lantern: loading info {info}")
+        print(f"FAIL {arch} exported by Lantern: loading info {info}")
         ok = False
     names = [cls.config.id2label[i] for i in range(cls.config.num_labels)]
-    enc = lambda t: tok(t["text"], t.get("text_pair"), truncation=True, max_length=64, return_tensors="pt")
+    enc = lambda t: tok(t["text"], t.get("text_pair"), truncation=True, max_length=64, return_tensors="pt",
+                        return_token_type_ids=False)
     with torch.no_grad():
         logits = torch.stack([cls(**enc(t)).logits[0] for t in TEXTS])
         losses = [cls(**enc(r), labels=torch.tensor([names.index(r["label"])])).loss.item() for r in rows[160:]]
-    ok &= report(f"RobertaForSequenceClassification fine-tuned and exported by Lantern ({len(names)} labels): "
+    ok &= report(f"{arch} fine-tuned and exported by Lantern ({len(names)} labels): "
                  "logits in transformers vs lantern predict", (logits - lantern_logits).abs().max().item())
-    ok &= report("RoBERTa classifier: validation loss, transformers' vs lantern eval",
+    ok &= report(f"{name} classifier: validation loss, transformers' vs lantern eval",
                  abs(sum(losses) / len(losses) - lantern_loss))
 
-    run([args.lantern, "export", "--model", os.path.join(golden, "qa"), "--out", w("rob-qa-export")])
+    run([args.lantern, "export", "--model", os.path.join(golden, "qa"), "--out", w(f"{family}-qa-export")])
     with open(os.path.join(golden, "inputs.json")) as f:
         inp = json.load(f)
     kw = {k: torch.tensor(inp[k]) for k in ["input_ids", "attention_mask"]}
     with torch.no_grad():
-        a = RobertaForQuestionAnswering.from_pretrained(os.path.join(golden, "qa")).eval()(**kw)
-        exported, info = RobertaForQuestionAnswering.from_pretrained(w("rob-qa-export"), output_loading_info=True)
+        a = AutoModelForQuestionAnswering.from_pretrained(os.path.join(golden, "qa")).eval()(**kw)
+        exported, info = AutoModelForQuestionAnswering.from_pretrained(w(f"{family}-qa-export"),
+                                                                       output_loading_info=True)
         b = exported.eval()(**kw)
+    arch = type(exported).__name__
     if any(info[k] for k in ["missing_keys", "unexpected_keys", "mismatched_keys"]):
-        print(f"FAIL RobertaForQuestionAnswering exported by Lantern: loading info {info}")
+        print(f"FAIL {arch} exported by Lantern: loading info {info}")
         return False
     d = max((a.start_logits - b.start_logits).abs().max().item(), (a.end_logits - b.end_logits).abs().max().item())
-    return ok & report("RobertaForQuestionAnswering exported by Lantern, start/end logits in transformers", d, 0.0)
+    return ok & report(f"{arch} exported by Lantern, start/end logits in transformers", d, 0.0)
 
 
 def qa_parity(args, w, golden):
