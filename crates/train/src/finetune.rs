@@ -285,7 +285,7 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
         return Err(Error::Checkpoint {
             path: dir.join(CONFIG_FILE),
             msg: "not a BertForSequenceClassification or BertForTokenClassification config \
-                  (or RoBERTa's) with id2label, nor a BertForQuestionAnswering config"
+                  (or another family's) with id2label, nor a BertForQuestionAnswering config"
                 .into(),
         });
     }

@@ -35,8 +35,8 @@ pub struct FtRunSection {
     pub tensorboard: bool,
 }
 
-/// Either `init_from` (a Hugging Face BERT, RoBERTa or XLM-RoBERTa folder: `BertModel`,
-/// `BertForMaskedLM`, `RobertaForMaskedLM`, a classifier, ..., or one of our fine-tuning
+/// Either `init_from` (a Hugging Face BERT, RoBERTa, XLM-RoBERTa or DistilBERT folder:
+/// `BertModel`, `BertForMaskedLM`, `RobertaForMaskedLM`, a classifier, ..., or one of our fine-tuning
 /// checkpoints) or, without it, a fresh BERT encoder of the given sizes (the vocabulary is the
 /// tokenizer's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
