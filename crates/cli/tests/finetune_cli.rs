@@ -1483,43 +1483,6 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
     }
 }
 
-/// A transformers-layout folder of `family`, as `roberta-base` or `distilbert-base-uncased`
-/// are on disk but tiny: the masked LM (1 layer, 16 wide, fresh weights) with the family's
-/// config.json, and `tokenizer` (its vocabulary sizes the model).
-fn family_folder(root: &Path, name: &str, family: Family, tokenizer: &Path) -> PathBuf {
-    use candle_core::{DType, Device};
-    use lantern_models::bert::{hf, init_params, BertConfig, BertHead};
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let vocab = tokenizers::Tokenizer::from_file(tokenizer)
-        .unwrap()
-        .get_vocab_size(true);
-    let mut cfg = BertConfig::new(vocab, 16, 1, 2, 32, 66);
-    cfg.model_type = family;
-    match family {
-        Family::Roberta | Family::XlmRoberta => {
-            cfg.pad_token_id = 1;
-            cfg.type_vocab_size = 1;
-            cfg.layer_norm_eps = 1e-5;
-        }
-        Family::DistilBert => {
-            cfg.type_vocab_size = 0;
-            (cfg.classifier_dropout, cfg.qa_dropout) = (Some(0.2), Some(0.1));
-        }
-        Family::Bert => {}
-    }
-    let head = BertHead::MaskedLm;
-    let mut rng = lantern_kernels::Rng::new(5);
-    let params = init_params(&cfg, head, &mut rng, &Device::Cpu, DType::F32).unwrap();
-    let tensors = hf::export_tensors(&params, DType::F32).unwrap();
-    let bytes = lantern_models::safetensors_io::serialize(&tensors).unwrap();
-    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
-    let config = hf::to_hf_config(&cfg, head, DType::F32);
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::copy(tokenizer, dir.join("tokenizer.json")).unwrap();
-    dir
-}
-
 /// RoBERTa (the byte-level BPE tokenizer of its golden files: `<s>`, `<pad>`, `</s>`, its
 /// post-processor) and DistilBERT (the fixture's WordPiece) folders fine-tune through the
 /// binary for all three tasks and export as their own family's classes.
@@ -1529,16 +1492,16 @@ fn roberta_and_distilbert_folders_fine_tune_and_export_as_their_family() {
     write_tagged(&f.root);
     write_qa(&f.root);
     let golden = common::workspace_root().join("tests/golden/roberta_tiny/tokenizer");
-    let rob = family_folder(
+    let rob = common::family_folder(
         &f.root,
         "roberta",
         Family::Roberta,
         &golden.join("tokenizer.json"),
     );
     let wp = f.root.join("tokenizer.json");
-    let distil = family_folder(&f.root, "distil", Family::DistilBert, &wp);
+    let distil = common::family_folder(&f.root, "distil", Family::DistilBert, &wp);
     let qa_wp = f.root.join("qa_tokenizer.json");
-    let distil_qa = family_folder(&f.root, "distil-qa-base", Family::DistilBert, &qa_wp);
+    let distil_qa = common::family_folder(&f.root, "distil-qa-base", Family::DistilBert, &qa_wp);
     let plain = ("train.jsonl", "val.jsonl", "");
     let tagged = (
         "tok_train.jsonl",

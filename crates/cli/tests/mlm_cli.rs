@@ -380,3 +380,102 @@ fn bert_on_a_bpe_dataset_is_a_clear_error() {
         "{e}"
     );
 }
+
+/// run_mlm's continued pretraining of a RoBERTa and a DistilBERT checkpoint: `lantern prepare`
+/// with the model's own tokenizer, `lantern train` from the folder; the validation loss falls,
+/// the checkpoints are the family's masked LM (its names, its config.json), and a fine-tune
+/// starts from the run.
+#[test]
+fn roberta_and_distilbert_checkpoints_continue_pretraining() {
+    use lantern_models::bert::Family;
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = workspace_root().join("data/raw/fortunes");
+    let roberta_tok = workspace_root().join("tests/golden/roberta_tiny/tokenizer/tokenizer.json");
+    let wp_tok = wordpiece_data().join("tokenizer.json");
+    for (name, family, tokenizer, class, names) in [
+        (
+            "roberta",
+            Family::Roberta,
+            &roberta_tok,
+            "RobertaForMaskedLM",
+            [
+                "roberta.encoder.layer.0.attention.self.query.weight",
+                "lm_head.layer_norm.weight",
+            ],
+        ),
+        (
+            "distilbert",
+            Family::DistilBert,
+            &wp_tok,
+            "DistilBertForMaskedLM",
+            [
+                "distilbert.transformer.layer.0.ffn.lin1.weight",
+                "vocab_projector.bias",
+            ],
+        ),
+    ] {
+        let folder = family_folder(tmp.path(), &format!("{name}-base"), family, tokenizer);
+        let data = tmp.path().join(format!("{name}-data"));
+        lantern_ok(&[
+            "prepare",
+            "--input",
+            &s(&raw.join("science")),
+            "--out",
+            &s(&data),
+            "--tokenizer",
+            &s(tokenizer),
+        ]);
+        let run = tmp.path().join(format!("{name}-run"));
+        let cfg = tmp.path().join(format!("{name}.toml"));
+        let text = format!(
+            "[model]\npreset = \"bert-tiny\"\ninit_from = {:?}\n[data]\ndir = {:?}\n[train]\n\
+             batch_size = 16\nseq_len = 32\nmax_steps = 80\nlr = 3e-3\nwarmup_steps = 5\n\
+             eval_every = 40\neval_batches = 4\nlog_every = 40\n[checkpoint]\nevery = 40\n\
+             [run]\ndir = {:?}\n",
+            s(&folder),
+            s(&data),
+            s(&run)
+        );
+        std::fs::write(&cfg, text).unwrap();
+        train_ok(&cfg, &[]);
+        let val = metric_values(&run, "val", "val_loss");
+        assert!(
+            val.len() >= 2 && val[val.len() - 1] < val[0] - 0.3,
+            "{name}: {val:?}"
+        );
+        let ckpt = newest_checkpoint(&run);
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["architectures"][0], class, "{name}");
+        assert_eq!(config["model_type"], family.model_type());
+        let tensors = read_f32_tensors(&ckpt.join("model.safetensors"));
+        for want in names {
+            assert!(tensors.iter().any(|(n, _)| n == want), "{name}: {want}");
+        }
+        // The run is a starting point for fine-tuning, as its folder was.
+        let labelled = tmp.path().join(format!("{name}-labelled.jsonl"));
+        let lines: String = (0..24)
+            .map(|i| {
+                let (text, label) = match i % 2 {
+                    0 => ("the cat sleeps near the dog", "animal"),
+                    _ => ("the rocket flies past the moon", "machine"),
+                };
+                format!("{{\"text\": \"{text} {i}\", \"label\": \"{label}\"}}\n")
+            })
+            .collect();
+        std::fs::write(&labelled, lines).unwrap();
+        let ft = tmp.path().join(format!("{name}-ft.toml"));
+        let text = format!(
+            "[run]\ndir = {:?}\n[model]\ninit_from = {:?}\n[data]\ntrain = {:?}\n\
+             validation = {:?}\nmax_length = 24\n[train]\nepochs = 1\nbatch_size = 8\n",
+            s(&tmp.path().join(format!("{name}-ft"))),
+            s(&run),
+            s(&labelled),
+            s(&labelled),
+        );
+        std::fs::write(&ft, text).unwrap();
+        let out = lantern_ok(&["finetune", "--config", &s(&ft), "--quiet"]);
+        assert!(out.contains("exported"), "{name}: {out}");
+    }
+}

@@ -75,17 +75,23 @@ impl MlmCollator {
         })
     }
 
-    /// A collator for a BERT-style tokenizer: [MASK], and as specials its added special tokens
-    /// ([PAD], [UNK], [CLS], [SEP], [MASK]); an error names what is missing.
+    /// A collator for a BERT-style tokenizer: [MASK] (RoBERTa's `<mask>`), and as specials its
+    /// added special tokens ([PAD], [UNK], [CLS], [SEP], [MASK], or `<s>`, `<pad>`, `</s>`,
+    /// `<unk>`, `<mask>`); an error names what is missing.
     pub fn for_tokenizer(
         tokenizer: &tokenizers::Tokenizer,
         vocab_size: u32,
         mlm_probability: f64,
         seed: u64,
     ) -> Result<Self> {
-        let mask_id = tokenizer.token_to_id("[MASK]").ok_or_else(|| {
-            Error::InvalidArgument("the tokenizer has no [MASK] token, needed for MLM".into())
-        })?;
+        let mask_id = ["[MASK]", "<mask>"]
+            .iter()
+            .find_map(|t| tokenizer.token_to_id(t))
+            .ok_or_else(|| {
+                Error::InvalidArgument(
+                    "the tokenizer has no [MASK] (or <mask>) token, needed for MLM".into(),
+                )
+            })?;
         let specials: Vec<u32> = tokenizer
             .get_added_tokens_decoder()
             .into_iter()

@@ -101,14 +101,6 @@ impl ModelConfig {
                     Some(dir) => bert::hf::config_from_hf(&dir.join("config.json"))?.0,
                     None => BertConfig::preset(&m.preset, m.vocab_size.unwrap_or(data_vocab))?,
                 };
-                if c.model_type != bert::Family::Bert {
-                    // The MLM stream and collator are BERT's ([CLS] ... [SEP], [MASK]).
-                    return Err(Error::Config(format!(
-                        "model.init_from is a {} model: masked-LM pretraining takes BERT \
-                         checkpoints only (fine-tune RoBERTa with `lantern finetune`)",
-                        c.model_type.model_type()
-                    )));
-                }
                 set(&mut c.vocab_size, m.vocab_size);
                 set(&mut c.max_position_embeddings, m.n_positions);
                 set(&mut c.hidden_size, m.n_embd);
@@ -142,11 +134,12 @@ impl ModelConfig {
         }
     }
 
-    /// The longest sequence the position table holds.
+    /// The longest sequence the position table holds (RoBERTa's numbering skips
+    /// `pad_token_id + 1` of its positions).
     pub fn max_positions(&self) -> usize {
         match self {
             Self::Gpt(g) => g.n_positions,
-            Self::Bert(c) => c.max_position_embeddings,
+            Self::Bert(c) => c.max_tokens(),
         }
     }
 
@@ -400,7 +393,8 @@ pub struct Scratch {
 
 impl Task {
     /// The task of `model` with the data's tokenizer (`tokenizer_path` for messages): masked
-    /// LM needs `[CLS]`, `[SEP]` and `[MASK]`, and never chooses any special token.
+    /// LM needs `[CLS]`, `[SEP]` and `[MASK]` (RoBERTa's `<s>`, `</s>`, `<mask>`), and never
+    /// chooses any special token.
     pub fn new(
         model: &ModelConfig,
         cfg: &RunConfig,
@@ -410,17 +404,25 @@ impl Task {
         let ModelConfig::Bert(c) = model else {
             return Ok(Self::CausalLm);
         };
-        let id = |t: &str| {
-            tokenizer.token_to_id(t).ok_or_else(|| {
-                Error::Config(format!(
-                    "{}: the tokenizer has no {t} token, which masked-LM pretraining needs; \
-                     prepare the data with `lantern prepare --tokenizer wordpiece` (or a BERT \
-                     tokenizer.json)",
-                    tokenizer_path.display()
-                ))
-            })
+        // BERT's and DistilBERT's names, or RoBERTa's.
+        let id = |names: [&str; 2]| {
+            names
+                .iter()
+                .find_map(|t| tokenizer.token_to_id(t))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}: the tokenizer has no {} (or {}) token, which masked-LM \
+                         pretraining needs; prepare the data with `lantern prepare --tokenizer \
+                         wordpiece` (or the model's own tokenizer.json)",
+                        tokenizer_path.display(),
+                        names[0],
+                        names[1]
+                    ))
+                })
         };
-        let (cls, sep, _) = (id("[CLS]")?, id("[SEP]")?, id("[MASK]")?);
+        let cls = id(["[CLS]", "<s>"])?;
+        let sep = id(["[SEP]", "</s>"])?;
+        id(["[MASK]", "<mask>"])?;
         let p = cfg.model.mlm_probability.unwrap_or(0.15);
         let collator = |seed: u64| {
             MlmCollator::for_tokenizer(tokenizer, c.vocab_size as u32, p, seed)
@@ -551,8 +553,11 @@ mod tests {
         );
     }
 
+    /// run_mlm's continued pretraining of a RoBERTa checkpoint: its config is kept (positions
+    /// counted past the pad id), and the task wraps windows in `<s> … </s>` and masks with
+    /// `<mask>`.
     #[test]
-    fn a_roberta_checkpoint_is_refused_for_masked_lm_pretraining() {
+    fn a_roberta_checkpoint_pretrains_with_its_own_specials() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = BertConfig::new(300, 16, 1, 2, 32, 66);
         c.model_type = lantern_models::bert::Family::Roberta;
@@ -566,9 +571,26 @@ mod tests {
             &[set],
         )
         .unwrap();
-        let e = ModelConfig::resolve(&cfg, 300).unwrap_err().to_string();
+        let m = ModelConfig::resolve(&cfg, 300).unwrap();
+        assert_eq!(m.max_positions(), 64, "66 positions less pad_token_id + 1");
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/golden/roberta_tiny/tokenizer/tokenizer.json");
+        let tok = tokenizers::Tokenizer::from_file(&golden).unwrap();
+        let Task::MaskedLm {
+            cls, sep, train, ..
+        } = Task::new(&m, &cfg, &tok, &golden).unwrap()
+        else {
+            panic!("not masked LM")
+        };
+        assert_eq!((cls, sep, train.mask_id), (0, 2, 4), "<s>, </s>, <mask>");
+        // A tokenizer with neither spelling is an error naming both.
+        let gpt = tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default());
+        let e = Task::new(&m, &cfg, &gpt, Path::new("tok.json"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
-            e.contains("roberta") && e.contains("lantern finetune"),
+            e.contains("[CLS] (or <s>)") && e.contains("tok.json"),
             "{e}"
         );
     }
