@@ -158,9 +158,30 @@ fn configs_whose_family_and_architecture_disagree_are_errors() {
 /// windows over a question and its context.
 #[test]
 fn the_tokenizer_encodes_as_transformers_does() {
+    let words = tokenizer_matches_transformers(&golden().join("tokenizer"));
+    // The tokenizer itself is left without the prefix space for running text.
+    let path = golden().join("tokenizer/tokenizer.json");
+    let tok = lantern_data::tokenizer::load_tokenizer(&path).unwrap();
+    let plain = tok.encode(words.join(" ").as_str(), true).unwrap();
+    assert_ne!(
+        plain.get_ids()[1],
+        225,
+        "no lone Ġ before the first word of a text"
+    );
+}
+
+/// XLM-RoBERTa's SentencePiece-style Unigram tokenizer (Metaspace pre-tokenizer, its
+/// template), as transformers' XLMRobertaTokenizerFast saves and reads it, the same way.
+#[test]
+fn the_xlm_roberta_tokenizer_encodes_as_transformers_does() {
+    tokenizer_matches_transformers(&common::golden_dir("xlmr_tokenizer"));
+}
+
+/// Our encoding of `dir/expected.json`'s text, pair, split words and QA windows with
+/// `dir/tokenizer.json` equals transformers'; returns the split words.
+fn tokenizer_matches_transformers(dir: &std::path::Path) -> Vec<String> {
     use lantern_data::labelled::{self, ProblemType, RawExample};
     use lantern_data::qa::{qa_features, QaExample};
-    let dir = golden().join("tokenizer");
     let path = dir.join("tokenizer.json");
     let want = common::read_json(&dir.join("expected.json"));
     let tok = lantern_data::tokenizer::load_tokenizer(&path).unwrap();
@@ -215,14 +236,6 @@ fn the_tokenizer_encodes_as_transformers_does() {
             assert_eq!(enc[0].word_ids, word_ids);
         }
     }
-    // The tokenizer itself is left without the prefix space for running text.
-    let plain = tok.encode(words.join(" ").as_str(), true).unwrap();
-    assert_ne!(
-        plain.get_ids()[1],
-        225,
-        "no lone Ġ before the first word of a text"
-    );
-
     let qa = &want["qa_windows"];
     let ex = QaExample {
         id: "q".into(),
@@ -252,4 +265,5 @@ fn the_tokenizer_encodes_as_transformers_does() {
             .collect();
         assert_eq!(f.offsets, offsets);
     }
+    words
 }
