@@ -464,21 +464,12 @@ impl BertModel {
     /// ids: (B, T) u32 → (B, T) u32 on the same device.
     pub fn position_ids(&self, ids: &Tensor) -> Result<Tensor> {
         let pad = self.cfg.pad_token_id;
-        let rows: Vec<u32> = ids
-            .to_vec2::<u32>()?
-            .into_iter()
-            .flat_map(|row| {
-                row.into_iter().scan(pad, move |next, id| {
-                    Some(if id == pad {
-                        pad
-                    } else {
-                        *next += 1;
-                        *next
-                    })
-                })
-            })
-            .collect();
-        Ok(Tensor::from_vec(rows, ids.dims2()?, ids.device())?)
+        // On the ids' device (no copy to the host and back on a GPU): a running count of the
+        // non-pad tokens, in f32 (exact: counts stay far below 2^24), kept at non-pad tokens.
+        let real = ids.ne(pad)?.to_dtype(DType::F32)?; // (B, T) 1 = token, 0 = pad
+        let count = real.cumsum(1)?;
+        let pos = ((count * &real)? + pad as f64)?;
+        Ok(pos.to_dtype(DType::U32)?)
     }
 
     /// The additive key mask (B, 1, 1, T) every layer takes: 0 where attended, f32::MIN at
