@@ -265,6 +265,7 @@ pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
             ("macro_f1", true),
             ("macro_precision", true),
             ("macro_recall", true),
+            ("matthews_correlation", true),
         ],
         ProblemType::MultiLabelClassification => &[
             ("eval_loss", false),

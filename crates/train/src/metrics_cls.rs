@@ -1,9 +1,11 @@
 //! Evaluation metrics of the three problem types of sequence classification.
 //!
-//! Single-label: accuracy, per-class and macro precision / recall / F1, and the confusion
+//! Single-label: accuracy, per-class and macro precision / recall / F1, the confusion
 //! matrix, with scikit-learn's conventions (`precision_recall_fscore_support`,
 //! `average="macro"`): a class never predicted has precision 0, never present recall 0, and
-//! F1 is 0 when precision + recall is 0; macro averages weigh every class equally.
+//! F1 is 0 when precision + recall is 0; macro averages weigh every class equally. And the
+//! Matthews correlation coefficient (GLUE's CoLA metric; scikit-learn's `matthews_corrcoef`,
+//! its multi-class form, 0 when undefined).
 //! Multi-label: a class is predicted when its sigmoid is at least 0.5 (its logit ≥ 0); subset
 //! accuracy (every class of the example right), micro (pooled counts) and macro (per-class
 //! mean) precision / recall / F1, per-class metrics. Regression: MSE, RMSE, MAE and the
@@ -33,6 +35,8 @@ pub struct ClsReport {
     pub macro_precision: f64,
     pub macro_recall: f64,
     pub macro_f1: f64,
+    /// Matthews correlation coefficient, in [-1, 1].
+    pub matthews_correlation: f64,
     pub per_class: Vec<ClassMetrics>,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<u64>>,
@@ -83,10 +87,36 @@ pub fn report_from_confusion(confusion: Vec<Vec<u64>>, loss: f64) -> ClsReport {
         macro_precision: mean(|m| m.precision),
         macro_recall: mean(|m| m.recall),
         macro_f1: mean(|m| m.f1),
+        matthews_correlation: matthews(&confusion),
         per_class,
         confusion,
         examples,
     }
+}
+
+/// scikit-learn's `matthews_corrcoef` from the confusion matrix (Gorodkin's multi-class
+/// form): (c·s − Σ t_k p_k) / √((s² − Σ p_k²)(s² − Σ t_k²)), with t_k the examples of class k,
+/// p_k its predictions, c the correct ones and s all; 0 when the denominator is 0 (one class
+/// only, on either side).
+fn matthews(confusion: &[Vec<u64>]) -> f64 {
+    let n = confusion.len();
+    let t: Vec<f64> = confusion
+        .iter()
+        .map(|r| r.iter().sum::<u64>() as f64)
+        .collect();
+    let p: Vec<f64> = (0..n)
+        .map(|k| confusion.iter().map(|r| r[k]).sum::<u64>() as f64)
+        .collect();
+    let c: f64 = (0..n).map(|k| confusion[k][k] as f64).sum();
+    let s: f64 = t.iter().sum();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let cov_ytyp = c * s - dot(&t, &p);
+    let cov_ypyp = s * s - dot(&p, &p);
+    let cov_ytyt = s * s - dot(&t, &t);
+    if cov_ypyp * cov_ytyt == 0.0 {
+        return 0.0;
+    }
+    cov_ytyp / (cov_ytyt * cov_ypyp).sqrt()
 }
 
 impl ClsReport {
@@ -98,6 +128,7 @@ impl ClsReport {
             "macro_f1" => self.macro_f1,
             "macro_precision" => self.macro_precision,
             "macro_recall" => self.macro_recall,
+            "matthews_correlation" => self.matthews_correlation,
             _ => return None,
         })
     }
@@ -125,6 +156,7 @@ impl ClsReport {
             "macro_precision": self.macro_precision,
             "macro_recall": self.macro_recall,
             "macro_f1": self.macro_f1,
+            "matthews_correlation": self.matthews_correlation,
             "examples": self.examples,
             "per_class": per_class,
             "labels": names,
@@ -136,12 +168,14 @@ impl ClsReport {
     pub fn pretty(&self, names: &[String]) -> String {
         let w = names.iter().map(String::len).max().unwrap_or(5).max(9);
         let mut s = format!(
-            "loss {:.4} | accuracy {:.4} | macro P {:.4} R {:.4} F1 {:.4} | {} examples\n",
+            "loss {:.4} | accuracy {:.4} | macro P {:.4} R {:.4} F1 {:.4} | MCC {:.4} | {} \
+             examples\n",
             self.loss,
             self.accuracy,
             self.macro_precision,
             self.macro_recall,
             self.macro_f1,
+            self.matthews_correlation,
             self.examples
         );
         s += &per_class_table(&self.per_class, names, w);
@@ -665,5 +699,48 @@ mod tests {
         let r = report(&[0, 0], &[0, 0], 2, 0.0);
         assert_eq!(r.per_class[1].f1, 0.0);
         assert_eq!(r.macro_f1, 0.5);
+        // sklearn's matthews_corrcoef is 0 where it is undefined: one class on either side.
+        assert_eq!(r.matthews_correlation, 0.0);
+        assert_eq!(
+            report(&[0, 1, 0, 1], &[0, 0, 0, 0], 2, 0.0).matthews_correlation,
+            0.0
+        );
+    }
+
+    #[test]
+    fn matthews_correlation_matches_sklearn() {
+        // sklearn.metrics.matthews_corrcoef (1.9.1) on the same labels.
+        for (y, p, want) in [
+            (
+                &[0, 0, 0, 1, 1, 2][..],
+                &[0, 0, 1, 1, 2, 2][..],
+                0.522_232_967_867_093_5,
+            ),
+            (
+                &[1, 0, 1, 1, 0, 0, 1][..],
+                &[1, 0, 0, 1, 0, 1, 1][..],
+                0.416_666_666_666_666_7,
+            ),
+        ] {
+            let r = report(y, p, 3, 0.0);
+            assert!(
+                (r.matthews_correlation - want).abs() < 1e-12,
+                "{}",
+                r.matthews_correlation
+            );
+            assert_eq!(
+                r.metric("matthews_correlation"),
+                Some(r.matthews_correlation)
+            );
+        }
+        // Perfect and inverted binary predictions.
+        assert_eq!(
+            report(&[0, 1, 1], &[0, 1, 1], 2, 0.0).matthews_correlation,
+            1.0
+        );
+        assert_eq!(
+            report(&[0, 1, 0, 1], &[1, 0, 1, 0], 2, 0.0).matthews_correlation,
+            -1.0
+        );
     }
 }
