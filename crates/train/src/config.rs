@@ -82,7 +82,7 @@ pub struct DataSection {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ScheduleKind {
     Constant,
     Linear,
@@ -90,6 +90,13 @@ pub enum ScheduleKind {
     /// Warmup-stable-decay: constant after warmup, then a cosine decay to min_lr over the last
     /// `train.decay_steps` steps.
     Wsd,
+    /// Polynomial decay to the end LR (`min_lr`) with exponent `train.poly_power`
+    /// (transformers' `polynomial`; BERT's and fairseq's with power 1).
+    Polynomial,
+    /// Cosine to 0 restarted `train.num_cycles` times (`cosine_with_restarts`).
+    CosineWithRestarts,
+    /// 1/√(step) decay after warmup, over `train.timescale` steps (`inverse_sqrt`).
+    InverseSqrt,
 }
 
 /// `train.optimizer`: which `torch.optim` update to use (see crates/train/src/optim/).
@@ -161,6 +168,15 @@ pub struct TrainSection {
     pub schedule: ScheduleKind,
     /// Length of the final decay of the `wsd` schedule; defaults to a tenth of max_steps.
     pub decay_steps: Option<u64>,
+    /// Exponent of the `polynomial` schedule (transformers' `power`, default 1: linear).
+    #[serde(default = "d_poly_power")]
+    pub poly_power: f64,
+    /// Hard restarts of the `cosine_with_restarts` schedule (transformers' `num_cycles`).
+    #[serde(default = "d_num_cycles")]
+    pub num_cycles: u64,
+    /// Time scale of the `inverse_sqrt` schedule; defaults to warmup_steps, or 10,000 without
+    /// warmup (transformers').
+    pub timescale: Option<u64>,
     /// adamw | sgd | adagrad | rmsprop, each with torch.optim's exact update.
     #[serde(default)]
     pub optimizer: OptimizerKind,
@@ -281,6 +297,12 @@ fn d_lr() -> f64 {
 }
 fn d_schedule() -> ScheduleKind {
     ScheduleKind::Cosine
+}
+pub(crate) fn d_poly_power() -> f64 {
+    1.0
+}
+pub(crate) fn d_num_cycles() -> u64 {
+    1
 }
 fn d_wd() -> f64 {
     0.1
@@ -498,6 +520,14 @@ impl RunConfig {
                 }
             }
         }
+        if let Err(m) = crate::schedule::check_shape(
+            t.schedule,
+            (t.lr, self.min_lr()),
+            (t.poly_power, t.num_cycles, t.timescale),
+            "train",
+        ) {
+            return bad(&m);
+        }
         if let Some(p) = t.peak_tflops.filter(|p| !(p.is_finite() && *p > 0.0)) {
             return bad(&format!(
                 "train.peak_tflops must be a positive number of TFLOP/s, got {p}"
@@ -510,8 +540,14 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("config serialises")
     }
 
+    /// The LR the schedule ends at: `train.min_lr`, else lr / 10 (nanoGPT's cosine floor), or
+    /// transformers' 1e-7 for `polynomial`.
     pub fn min_lr(&self) -> f64 {
-        self.train.min_lr.unwrap_or(self.train.lr / 10.0)
+        let default = match self.train.schedule {
+            ScheduleKind::Polynomial => crate::schedule::POLYNOMIAL_LR_END,
+            _ => self.train.lr / 10.0,
+        };
+        self.train.min_lr.unwrap_or(default)
     }
 }
 
@@ -602,6 +638,44 @@ mod tests {
         .to_string();
         assert!(e.contains("(0, 1)"), "{e}");
         assert!(RunConfig::parse(MIN, "t", &["model.arch=roberta".into()]).is_err());
+    }
+
+    #[test]
+    fn schedule_shapes_parse_default_and_are_checked() {
+        let set = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            RunConfig::parse(MIN, "t.toml", &o)
+        };
+        let c = set(&["train.schedule=cosine_with_restarts", "train.num_cycles=3"]).unwrap();
+        assert_eq!(c.train.schedule, ScheduleKind::CosineWithRestarts);
+        assert_eq!((c.train.num_cycles, c.train.poly_power), (3, 1.0));
+        // transformers' polynomial ends at 1e-7 unless min_lr says otherwise.
+        let c = set(&["train.schedule=polynomial"]).unwrap();
+        assert_eq!(c.min_lr(), crate::schedule::POLYNOMIAL_LR_END);
+        assert_eq!(
+            set(&["train.schedule=inverse_sqrt"])
+                .unwrap()
+                .train
+                .timescale,
+            None
+        );
+        for (o, says) in [
+            (&["train.poly_power=0"][..], "train.poly_power"),
+            (&["train.num_cycles=0"][..], "train.num_cycles"),
+            (&["train.timescale=0"][..], "train.timescale"),
+            (
+                &[
+                    "train.schedule=polynomial",
+                    "train.min_lr=0.01",
+                    "train.lr=0.001",
+                ][..],
+                "train.min_lr",
+            ),
+            (&["train.schedule=cosine_restarts"][..], "cosine_restarts"),
+        ] {
+            let e = set(o).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("t.toml"), "{o:?}: {e}");
+        }
     }
 
     #[test]

@@ -1501,7 +1501,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let schedule = Schedule {
         kind: t.schedule,
         lr: t.lr,
-        min_lr: 0.0,
+        min_lr: crate::schedule::finetune_end_lr(t.schedule),
+        power: t.poly_power,
+        cycles: t.num_cycles,
+        timescale: t.timescale,
         // transformers: warmup_steps = ceil(warmup_ratio * total).
         warmup_steps: t
             .warmup_steps

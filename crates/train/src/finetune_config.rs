@@ -137,8 +137,18 @@ pub struct FtTrainSection {
     /// Warmup in optimizer steps (transformers' `warmup_steps`; takes the place of
     /// `warmup_ratio`).
     pub warmup_steps: Option<u64>,
+    /// constant, linear (the default), cosine, polynomial (to 1e-7, transformers' lr_end),
+    /// cosine_with_restarts, inverse_sqrt (`wsd` needs a pretraining run's decay length).
     #[serde(default = "d_schedule")]
     pub schedule: ScheduleKind,
+    /// Exponent of the `polynomial` schedule (transformers' `power`).
+    #[serde(default = "crate::config::d_poly_power")]
+    pub poly_power: f64,
+    /// Hard restarts of `cosine_with_restarts` (transformers' `num_cycles`).
+    #[serde(default = "crate::config::d_num_cycles")]
+    pub num_cycles: u64,
+    /// Time scale of `inverse_sqrt`; defaults to the warmup steps, or 10,000 without warmup.
+    pub timescale: Option<u64>,
     #[serde(default = "d_clip")]
     pub grad_clip: f64,
     /// Label smoothing of the single-label cross-entropy (transformers'
@@ -355,6 +365,14 @@ impl FinetuneConfig {
         if !(t.lr.is_finite() && t.lr >= 0.0) {
             return bad("train.lr must be a finite, non-negative number".into());
         }
+        if let Err(m) = crate::schedule::check_shape(
+            t.schedule,
+            (t.lr, crate::schedule::finetune_end_lr(t.schedule)),
+            (t.poly_power, t.num_cycles, t.timescale),
+            "train",
+        ) {
+            return bad(m);
+        }
         if !(0.0..1.0).contains(&t.warmup_ratio) {
             return bad("train.warmup_ratio must be in [0, 1)".into());
         }
@@ -455,6 +473,28 @@ mod tests {
 
     const BASE: &str =
         "[run]\ndir = \"r\"\n[model]\ninit_from = \"m\"\n[data]\ntrain = \"t.jsonl\"\n";
+
+    #[test]
+    fn transformers_schedules_and_their_keys() {
+        let set = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            FinetuneConfig::parse(BASE, "ft.toml", &o)
+        };
+        let c = set(&["train.schedule=polynomial", "train.poly_power=2.0"]).unwrap();
+        assert_eq!(
+            (c.train.schedule, c.train.poly_power),
+            (ScheduleKind::Polynomial, 2.0)
+        );
+        let c = set(&["train.schedule=inverse_sqrt", "train.timescale=50"]).unwrap();
+        assert_eq!(c.train.timescale, Some(50));
+        // transformers refuses an end LR not below the LR: 1e-7 is the polynomial's.
+        let e = set(&["train.schedule=polynomial", "train.lr=1e-8"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ft.toml") && e.contains("end LR"), "{e}");
+        let e = set(&["train.num_cycles=0"]).unwrap_err().to_string();
+        assert!(e.contains("train.num_cycles"), "{e}");
+    }
 
     #[test]
     fn defaults_overrides_and_errors() {

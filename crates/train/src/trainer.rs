@@ -626,6 +626,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         warmup_steps: cfg.train.warmup_steps,
         total_steps: cfg.train.max_steps,
         decay_steps: cfg.train.decay_steps.unwrap_or(cfg.train.max_steps / 10),
+        power: cfg.train.poly_power,
+        cycles: cfg.train.num_cycles,
+        timescale: cfg.train.timescale,
     };
 
     let metrics_path = run_dir.join("metrics.jsonl");
