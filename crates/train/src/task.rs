@@ -101,6 +101,13 @@ impl ModelConfig {
                     Some(dir) => bert::hf::config_from_hf(&dir.join("config.json"))?.0,
                     None => BertConfig::preset(&m.preset, m.vocab_size.unwrap_or(data_vocab))?,
                 };
+                if !c.model_type.has_masked_lm() {
+                    return Err(Error::Config(format!(
+                        "model.init_from is an {} model, whose masked-LM generator is not \
+                         implemented: fine-tune it with `lantern finetune`",
+                        c.model_type.model_type()
+                    )));
+                }
                 set(&mut c.vocab_size, m.vocab_size);
                 set(&mut c.max_position_embeddings, m.n_positions);
                 set(&mut c.hidden_size, m.n_embd);

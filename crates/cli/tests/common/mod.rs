@@ -399,7 +399,7 @@ pub fn family_folder(
             cfg.type_vocab_size = 0;
             (cfg.classifier_dropout, cfg.qa_dropout) = (Some(0.2), Some(0.1));
         }
-        Family::Bert => {}
+        Family::Bert | Family::Electra => {}
     }
     let head = BertHead::MaskedLm;
     let mut rng = lantern_kernels::Rng::new(5);

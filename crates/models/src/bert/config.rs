@@ -12,6 +12,11 @@ use std::collections::BTreeMap;
 /// two-layer head (`classifier.dense`, tanh, `classifier.out_proj`) on `<s>`; and tensors are
 /// named `roberta.*` (`lm_head.*` for the MLM head).
 ///
+/// ELECTRA (Clark et al. 2020; its discriminator, the checkpoint people fine-tune) is BERT with
+/// embeddings of their own width (`embedding_size`) projected to the hidden size
+/// (`electra.embeddings_project`), no pooler, and a sequence classifier like RoBERTa's with a
+/// GELU in place of the tanh. Its masked-LM generator is not implemented.
+///
 /// DistilBERT (Sanh et al. 2019) is a BERT encoder without token types or pooler, under its
 /// own tensor and config names (`distilbert.transformer.layer.N.attention.q_lin`, `dim`,
 /// `n_layers`, ...); its sequence classifier is `pre_classifier` → ReLU → dropout →
@@ -25,14 +30,16 @@ pub enum Family {
     XlmRoberta,
     #[serde(rename = "distilbert")]
     DistilBert,
+    Electra,
 }
 
 impl Family {
-    pub(crate) const ALL: [Family; 4] = [
+    pub(crate) const ALL: [Family; 5] = [
         Family::Bert,
         Family::Roberta,
         Family::XlmRoberta,
         Family::DistilBert,
+        Family::Electra,
     ];
 
     /// transformers' `model_type`.
@@ -42,6 +49,7 @@ impl Family {
             Family::Roberta => "roberta",
             Family::XlmRoberta => "xlm-roberta",
             Family::DistilBert => "distilbert",
+            Family::Electra => "electra",
         }
     }
 
@@ -57,6 +65,7 @@ impl Family {
             Family::Roberta => "Roberta",
             Family::XlmRoberta => "XLMRoberta",
             Family::DistilBert => "DistilBert",
+            Family::Electra => "Electra",
         }
     }
 
@@ -67,6 +76,7 @@ impl Family {
             Family::Bert => "bert.",
             Family::Roberta | Family::XlmRoberta => "roberta.",
             Family::DistilBert => "distilbert.",
+            Family::Electra => "electra.",
         }
     }
 
@@ -80,7 +90,12 @@ impl Family {
     /// one-row table its tokenizers never index past (they pass no token types: row 0 is
     /// added everywhere); DistilBERT has no table at all.
     pub fn uses_token_types(self) -> bool {
-        self == Family::Bert
+        matches!(self, Family::Bert | Family::Electra)
+    }
+
+    /// Whether the family has a masked-LM head here (ELECTRA's generator is not implemented).
+    pub fn has_masked_lm(self) -> bool {
+        self != Family::Electra
     }
 
     /// Whether the model has a token-type table (`embeddings.token_type_embeddings`).
@@ -123,6 +138,10 @@ pub struct BertConfig {
     /// Dropout before `qa_outputs`: DistilBERT's `qa_dropout`; `None` (BERT, RoBERTa) = none.
     #[serde(default)]
     pub qa_dropout: Option<f64>,
+    /// ELECTRA's embedding width, projected to `hidden_size` when it differs; `None` (every
+    /// other family) = `hidden_size`.
+    #[serde(default)]
+    pub embedding_size: Option<usize>,
     #[serde(default)]
     pub pad_token_id: u32,
     /// Class names by index, for sequence classification; empty for other heads.
@@ -172,6 +191,7 @@ impl BertConfig {
             attention_probs_dropout_prob: 0.1,
             classifier_dropout: None,
             qa_dropout: None,
+            embedding_size: None,
             pad_token_id: 0,
             id2label: BTreeMap::new(),
             problem_type: None,
@@ -218,6 +238,7 @@ impl BertConfig {
             || self.num_attention_heads == 0
             || self.intermediate_size == 0
             || self.max_position_embeddings == 0
+            || self.embedding_size == Some(0)
             || (self.type_vocab_size == 0 && self.model_type.has_token_type_table())
         {
             return bad(format!("BERT sizes must be positive: {self:?}"));
@@ -298,10 +319,11 @@ impl BertConfig {
     }
 
     /// transformers builds every head but the BERT sequence classifier with
-    /// `add_pooling_layer=False`; a bare encoder keeps its pooler. DistilBERT has none.
+    /// `add_pooling_layer=False`; a bare encoder keeps its pooler. DistilBERT and ELECTRA have
+    /// none.
     pub fn has_pooler(&self, head: BertHead) -> bool {
         match head {
-            _ if self.model_type == Family::DistilBert => false,
+            _ if matches!(self.model_type, Family::DistilBert | Family::Electra) => false,
             BertHead::Encoder => true,
             BertHead::SequenceClassification => self.model_type == Family::Bert,
             _ => false,
@@ -311,6 +333,17 @@ impl BertConfig {
     /// The HF class of `head` in this family, e.g. `RobertaForSequenceClassification`.
     pub fn architecture(&self, head: BertHead) -> String {
         format!("{}{}", self.model_type.class_prefix(), head.class_suffix())
+    }
+
+    /// The width of the embeddings: `embedding_size` (ELECTRA), else `hidden_size`.
+    pub fn embedding_dim(&self) -> usize {
+        self.embedding_size.unwrap_or(self.hidden_size)
+    }
+
+    /// Whether the embeddings are projected to the hidden size (`embeddings_project`), as
+    /// ELECTRA does when the two widths differ.
+    pub fn projects_embeddings(&self) -> bool {
+        self.embedding_dim() != self.hidden_size
     }
 
     pub fn head_dim(&self) -> usize {

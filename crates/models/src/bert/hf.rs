@@ -88,6 +88,9 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
         }),
         _ => bert_keys(cfg, head, dtype),
     };
+    if let Some(e) = cfg.embedding_size {
+        v["embedding_size"] = Value::from(e);
+    }
     if matches!(cfg.model_type, Family::Roberta | Family::XlmRoberta) {
         // RobertaConfig's special ids (`<s>` and `</s>`); transformers' defaults, which every
         // RoBERTa and XLM-R checkpoint uses.
@@ -119,7 +122,8 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
     v
 }
 
-/// Reads a BERT, RoBERTa, XLM-RoBERTa or DistilBERT `config.json`; returns the config and the head its
+/// Reads a BERT, RoBERTa, XLM-RoBERTa, DistilBERT or ELECTRA `config.json`; returns the config
+/// and the head its
 /// `architectures` names (`None` when absent or not an architecture of the family we
 /// implement).
 pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
@@ -132,8 +136,8 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
     let family = match v.get("model_type").and_then(Value::as_str) {
         Some(mt) => Family::from_model_type(mt).ok_or_else(|| {
             err(format!(
-                "model_type is {mt:?}, expected \"bert\", \"roberta\", \"xlm-roberta\" or \
-                 \"distilbert\""
+                "model_type is {mt:?}, expected \"bert\", \"roberta\", \"xlm-roberta\", \
+                 \"distilbert\" or \"electra\""
             ))
         })?,
         None => Family::Bert,
@@ -230,10 +234,10 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
         // classifier's labels mean anything.
         id2label.clear();
     }
-    // RobertaConfig's default pad id is 1 (`<pad>`), BertConfig's and DistilBertConfig's 0.
+    // RobertaConfig's default pad id is 1 (`<pad>`), the others' 0.
     let default_pad = match family {
         Family::Roberta | Family::XlmRoberta => 1,
-        Family::Bert | Family::DistilBert => 0,
+        Family::Bert | Family::DistilBert | Family::Electra => 0,
     };
     let cfg = BertConfig {
         model_type: family,
@@ -267,6 +271,15 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
             false => v.get("classifier_dropout").and_then(Value::as_f64),
         },
         qa_dropout: distil.then(|| float("qa_dropout", DISTILBERT_QA_DROPOUT)),
+        // ElectraConfig's default is 128.
+        embedding_size: match family {
+            Family::Electra => Some(
+                v.get("embedding_size")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(128) as usize,
+            ),
+            _ => None,
+        },
         pad_token_id: v
             .get("pad_token_id")
             .and_then(Value::as_u64)

@@ -63,7 +63,9 @@ impl BertHead {
         Family::ALL.into_iter().find_map(|f| {
             let rest = name.strip_prefix(f.class_prefix())?;
             let head = Self::ALL.into_iter().find(|h| h.class_suffix() == rest)?;
-            Some((f, head))
+            // ELECTRA's generator (ElectraForMaskedLM) is not implemented; its discriminator
+            // (ElectraForPreTraining) names no head of ours either.
+            (head != BertHead::MaskedLm || f.has_masked_lm()).then_some((f, head))
         })
     }
 
@@ -92,7 +94,7 @@ fn layer_names(cfg: &BertConfig, p: &str, i: usize) -> [String; 8] {
             "ffn.lin2",
             "output_layer_norm",
         ],
-        Family::Bert | Family::Roberta | Family::XlmRoberta => [
+        Family::Bert | Family::Roberta | Family::XlmRoberta | Family::Electra => [
             "attention.self.query",
             "attention.self.key",
             "attention.self.value",
@@ -110,9 +112,10 @@ fn layer_names(cfg: &BertConfig, p: &str, i: usize) -> [String; 8] {
     names.map(|n| format!("{p}{layers}.{i}.{n}"))
 }
 
-/// The names of the masked-LM head's transform, its LayerNorm and the output bias.
-fn mlm_head_names(family: Family) -> [&'static str; 3] {
-    match family {
+/// The names of the masked-LM head's transform, its LayerNorm and the output bias; `None`
+/// for ELECTRA, whose generator is not implemented.
+fn mlm_head_names(family: Family) -> Option<[&'static str; 3]> {
+    Some(match family {
         Family::Bert => [
             "cls.predictions.transform.dense",
             "cls.predictions.transform.LayerNorm",
@@ -127,7 +130,8 @@ fn mlm_head_names(family: Family) -> [&'static str; 3] {
             "vocab_layer_norm",
             "vocab_projector.bias",
         ],
-    }
+        Family::Electra => return None,
+    })
 }
 
 /// Every parameter with its shape, in a fixed order (init order, optimizer order), named as
@@ -140,26 +144,32 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
         v.push((format!("{name}.weight"), vec![o, i]));
         v.push((format!("{name}.bias"), vec![o]));
     };
-    let ln = |v: &mut Vec<(String, Vec<usize>)>, name: &str| {
-        v.push((format!("{name}.weight"), vec![c]));
-        v.push((format!("{name}.bias"), vec![c]));
+    let ln_of = |v: &mut Vec<(String, Vec<usize>)>, name: &str, width: usize| {
+        v.push((format!("{name}.weight"), vec![width]));
+        v.push((format!("{name}.bias"), vec![width]));
     };
+    let ln = |v: &mut Vec<(String, Vec<usize>)>, name: &str| ln_of(v, name, c);
+    // The embeddings' own width (ELECTRA's embedding_size), projected to c when it differs.
+    let e_dim = cfg.embedding_dim();
     let e = format!("{p}embeddings");
     v.push((
         format!("{e}.word_embeddings.weight"),
-        vec![cfg.vocab_size, c],
+        vec![cfg.vocab_size, e_dim],
     ));
     v.push((
         format!("{e}.position_embeddings.weight"),
-        vec![cfg.max_position_embeddings, c],
+        vec![cfg.max_position_embeddings, e_dim],
     ));
     if cfg.model_type.has_token_type_table() {
         v.push((
             format!("{e}.token_type_embeddings.weight"),
-            vec![cfg.type_vocab_size, c],
+            vec![cfg.type_vocab_size, e_dim],
         ));
     }
-    ln(&mut v, &format!("{e}.LayerNorm"));
+    ln_of(&mut v, &format!("{e}.LayerNorm"), e_dim);
+    if cfg.projects_embeddings() {
+        lin(&mut v, &format!("{p}embeddings_project"), c, e_dim);
+    }
     for i in 0..cfg.num_hidden_layers {
         let [q, k, val, out, attn_ln, inter, output, out_ln] = layer_names(cfg, p, i);
         for name in [q, k, val, out] {
@@ -176,13 +186,19 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
     match (head, cfg.model_type) {
         (BertHead::Encoder, _) => {}
         (BertHead::MaskedLm, family) => {
-            let [dense, norm, bias] = mlm_head_names(family);
-            lin(&mut v, dense, c, c);
-            ln(&mut v, norm);
-            v.push((bias.into(), vec![cfg.vocab_size]));
+            // None (ELECTRA): no head, and BertForMaskedLM::new says why.
+            if let Some([dense, norm, bias]) = mlm_head_names(family) {
+                lin(&mut v, dense, c, c);
+                ln(&mut v, norm);
+                v.push((bias.into(), vec![cfg.vocab_size]));
+            }
         }
-        (BertHead::SequenceClassification, Family::Roberta | Family::XlmRoberta) => {
-            // RobertaClassificationHead: dense + tanh on <s>, then out_proj.
+        (
+            BertHead::SequenceClassification,
+            Family::Roberta | Family::XlmRoberta | Family::Electra,
+        ) => {
+            // RobertaClassificationHead (ELECTRA's: GELU for the tanh): dense on <s>, then
+            // out_proj.
             lin(&mut v, "classifier.dense", c, c);
             lin(&mut v, "classifier.out_proj", cfg.num_labels(), c);
         }
@@ -330,6 +346,8 @@ pub struct BertModel {
     /// None for DistilBERT, which has no token types.
     token_type: Option<Tensor>,
     emb_ln: (Tensor, Tensor),
+    /// ELECTRA's `embeddings_project` (embedding width → hidden size), when they differ.
+    emb_project: Option<(Tensor, Tensor)>,
     layers: Vec<Layer>,
     pooler: Option<(Tensor, Tensor)>,
 }
@@ -378,6 +396,10 @@ impl BertModel {
             position: params.get(&format!("{p}embeddings.position_embeddings.weight"))?,
             token_type,
             emb_ln: pair(params, &format!("{p}embeddings.LayerNorm"))?,
+            emb_project: match cfg.projects_embeddings() {
+                true => Some(pair(params, &format!("{p}embeddings_project"))?),
+                false => None,
+            },
             layers,
             pooler: if cfg.has_pooler(head) {
                 Some(pair(params, &format!("{p}pooler.dense"))?)
@@ -428,9 +450,9 @@ impl BertModel {
                 cfg.max_position_embeddings
             )));
         }
-        let c = cfg.hidden_size;
-        // The pad token's row gets no gradient from the lookup, as transformers'
-        // `nn.Embedding(padding_idx=pad_token_id)`.
+        let c = cfg.embedding_dim(); // ELECTRA's embeddings are narrower than the layers
+                                     // The pad token's row gets no gradient from the lookup, as transformers'
+                                     // `nn.Embedding(padding_idx=pad_token_id)`.
         let tok = k::embedding(&self.word, ids, Some(cfg.pad_token_id))?; // (B, T, C)
         let x = if cfg.model_type.offsets_positions() {
             // RoBERTa's position ids depend on the ids; its position table has
@@ -456,7 +478,11 @@ impl BertModel {
             (None, _) => x,
         };
         let x = k::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps)?;
-        drop(x, cfg.hidden_dropout_prob, mode)
+        let x = drop(x, cfg.hidden_dropout_prob, mode)?;
+        match &self.emb_project {
+            Some(wb) => linear(&x, wb), // (B, T, E) → (B, T, C)
+            None => Ok(x),
+        }
     }
 
     /// RoBERTa's position ids (transformers' `create_position_ids_from_input_ids`): the n-th
@@ -546,7 +572,12 @@ pub struct BertForMaskedLM {
 
 impl BertForMaskedLM {
     pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
-        let [dense, ln, bias] = mlm_head_names(cfg.model_type);
+        let [dense, ln, bias] = mlm_head_names(cfg.model_type).ok_or_else(|| {
+            Error::Config(format!(
+                "{} has no masked-LM head here (ELECTRA's generator is not implemented)",
+                cfg.model_type.model_type()
+            ))
+        })?;
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::MaskedLm)?,
             transform: pair(params, dense)?,
@@ -605,10 +636,12 @@ pub struct BertForSequenceClassification {
 enum SequenceHead {
     /// BERT: one linear layer on the pooler's output.
     Pooled { classifier: (Tensor, Tensor) },
-    /// RoBERTa's `RobertaClassificationHead`, on the first token's hidden state.
+    /// RoBERTa's `RobertaClassificationHead`, on the first token's hidden state; ELECTRA's
+    /// `ElectraClassificationHead` is the same with a GELU (`gelu`) where RoBERTa has a tanh.
     Roberta {
         dense: (Tensor, Tensor),
         out_proj: (Tensor, Tensor),
+        gelu: bool,
     },
     /// DistilBERT's `pre_classifier` → ReLU → dropout → `classifier`, on `[CLS]`.
     Distil {
@@ -626,6 +659,12 @@ impl BertForSequenceClassification {
             Family::Roberta | Family::XlmRoberta => SequenceHead::Roberta {
                 dense: pair(params, "classifier.dense")?,
                 out_proj: pair(params, "classifier.out_proj")?,
+                gelu: false,
+            },
+            Family::Electra => SequenceHead::Roberta {
+                dense: pair(params, "classifier.dense")?,
+                out_proj: pair(params, "classifier.out_proj")?,
+                gelu: true,
             },
             Family::DistilBert => SequenceHead::Distil {
                 pre_classifier: pair(params, "pre_classifier")?,
@@ -652,10 +691,18 @@ impl BertForSequenceClassification {
                 let pooled = drop(self.bert.pool(x)?, self.dropout, mode)?;
                 linear(&pooled, classifier)
             }
-            SequenceHead::Roberta { dense, out_proj } => {
+            SequenceHead::Roberta {
+                dense,
+                out_proj,
+                gelu,
+            } => {
                 let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
                 let h = drop(first, self.dropout, mode)?;
-                let h = drop(linear(&h, dense)?.tanh()?, self.dropout, mode)?;
+                let h = match gelu {
+                    true => linear_act(&h, dense, true)?,
+                    false => linear(&h, dense)?.tanh()?,
+                };
+                let h = drop(h, self.dropout, mode)?;
                 linear(&h, out_proj)
             }
             SequenceHead::Distil {
@@ -1170,6 +1217,75 @@ mod tests {
         assert!(max_diff(&train, &eval(&m)) > 0.0);
     }
 
+    /// ELECTRA: narrow embeddings projected to the hidden size, token types used, no pooler,
+    /// its GELU classification head, every parameter trained; no masked-LM head.
+    #[test]
+    fn electra_projects_its_embeddings_and_trains_every_parameter() {
+        let mut cfg = tiny(3);
+        cfg.model_type = Family::Electra;
+        cfg.embedding_size = Some(8);
+        let ids = Tensor::new(&[[2u32, 7, 9, 3, 0], [2, 11, 0, 13, 3]], &Device::Cpu).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1, 0], [1, 1, 1, 1, 1]], &Device::Cpu).unwrap();
+        let tt = Tensor::new(&[[0u32, 0, 0, 1, 1], [0, 0, 1, 1, 1]], &Device::Cpu).unwrap();
+        let input = BertInput {
+            ids: &ids,
+            token_type_ids: Some(&tt),
+            attention_mask: Some(&mask),
+        };
+        for head in [
+            BertHead::SequenceClassification,
+            BertHead::TokenClassification,
+            BertHead::QuestionAnswering,
+        ] {
+            let params =
+                init_params(&cfg, head, &mut Rng::new(1), &Device::Cpu, DType::F32).unwrap();
+            let word = params
+                .get("electra.embeddings.word_embeddings.weight")
+                .unwrap();
+            assert_eq!(word.dims(), &[50, 8]);
+            let proj = params.get("electra.embeddings_project.weight").unwrap();
+            assert_eq!(proj.dims(), &[16, 8]);
+            assert!(params.iter().all(|(n, _)| !n.contains("pooler")));
+            let m = BertClassifier::new(&cfg, &params, head).unwrap();
+            let logits = m.forward(&input, Mode::Train(&mut Rng::new(2))).unwrap();
+            let grads = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, var) in params.iter() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                let s = g
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    s.is_finite() && s > 0.0,
+                    "{head:?} {name}: gradient sum {s}"
+                );
+            }
+        }
+        let p = init_params(
+            &cfg,
+            BertHead::MaskedLm,
+            &mut Rng::new(1),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        let e = BertForMaskedLM::new(&cfg, &p).err().unwrap().to_string();
+        assert!(e.contains("generator"), "{e}");
+        assert_eq!(
+            BertHead::from_family_architecture("ElectraForMaskedLM"),
+            None
+        );
+        assert_eq!(
+            BertHead::from_family_architecture("ElectraForPreTraining"),
+            None
+        );
+    }
+
     #[test]
     fn architectures_name_family_and_head() {
         let mut cfg = tiny(2);
@@ -1178,6 +1294,7 @@ mod tests {
             (Family::Roberta, "RobertaForTokenClassification"),
             (Family::XlmRoberta, "XLMRobertaForTokenClassification"),
             (Family::DistilBert, "DistilBertForTokenClassification"),
+            (Family::Electra, "ElectraForTokenClassification"),
         ] {
             cfg.model_type = family;
             let head = BertHead::TokenClassification;
