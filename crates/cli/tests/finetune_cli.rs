@@ -1484,10 +1484,10 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
 }
 
 /// RoBERTa (the byte-level BPE tokenizer of its golden files: `<s>`, `<pad>`, `</s>`, its
-/// post-processor) and DistilBERT (the fixture's WordPiece) folders fine-tune through the
-/// binary for all three tasks and export as their own family's classes.
+/// post-processor), DistilBERT and ELECTRA (the fixture's WordPiece) folders fine-tune through
+/// the binary and export as their own family's classes.
 #[test]
-fn roberta_and_distilbert_folders_fine_tune_and_export_as_their_family() {
+fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family() {
     let f = Fixture::new();
     write_tagged(&f.root);
     write_qa(&f.root);
@@ -1502,6 +1502,7 @@ fn roberta_and_distilbert_folders_fine_tune_and_export_as_their_family() {
     let distil = common::family_folder(&f.root, "distil", Family::DistilBert, &wp);
     let qa_wp = f.root.join("qa_tokenizer.json");
     let distil_qa = common::family_folder(&f.root, "distil-qa-base", Family::DistilBert, &qa_wp);
+    let electra = common::family_folder(&f.root, "electra", Family::Electra, &wp);
     let plain = ("train.jsonl", "val.jsonl", "");
     let tagged = (
         "tok_train.jsonl",
@@ -1570,6 +1571,22 @@ fn roberta_and_distilbert_folders_fine_tune_and_export_as_their_family() {
             "f1",
             "DistilBertForQuestionAnswering",
         ),
+        (
+            "ele-cls",
+            &electra,
+            plain,
+            (12, 16),
+            "accuracy",
+            "ElectraForSequenceClassification",
+        ),
+        (
+            "ele-tok",
+            &electra,
+            tagged,
+            (15, 16),
+            "f1",
+            "ElectraForTokenClassification",
+        ),
     ] {
         let model = format!("init_from = {folder:?}");
         let cfg = f.config_with(
@@ -1588,14 +1605,12 @@ fn roberta_and_distilbert_folders_fine_tune_and_export_as_their_family() {
             serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
                 .unwrap();
         assert_eq!(c["architectures"][0], class);
-        let (prefix, keys) = if name.starts_with("rob") {
-            assert_eq!(c["model_type"], "roberta");
-            assert_eq!(c["pad_token_id"], 1);
-            ("roberta.", ["hidden_size", "type_vocab_size"])
-        } else {
-            assert_eq!(c["model_type"], "distilbert");
-            ("distilbert.", ["dim", "seq_classif_dropout"])
+        let (family, prefix, keys) = match &name[..3] {
+            "rob" => ("roberta", "roberta.", ["pad_token_id", "type_vocab_size"]),
+            "dis" => ("distilbert", "distilbert.", ["dim", "seq_classif_dropout"]),
+            _ => ("electra", "electra.", ["embedding_size", "hidden_size"]),
         };
+        assert_eq!(c["model_type"], family);
         assert!(keys.iter().all(|k| c.get(k).is_some()), "{c}");
         let names = common::read_f32_tensors(&run.join("model/model.safetensors"));
         let head = ["pre_classifier.", "classifier.", "qa_outputs."];

@@ -603,6 +603,28 @@ mod tests {
     }
 
     #[test]
+    fn an_electra_checkpoint_is_no_masked_lm() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = BertConfig::new(300, 16, 1, 2, 32, 66);
+        c.model_type = lantern_models::bert::Family::Electra;
+        c.embedding_size = Some(8);
+        let v = bert::hf::to_hf_config(&c, BertHead::Encoder, DType::F32);
+        std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        let set = format!("model.init_from={}", dir.path().display());
+        let cfg = RunConfig::parse(
+            "[data]\ndir = \"d\"\n[model]\npreset = \"bert-tiny\"",
+            "t",
+            &[set],
+        )
+        .unwrap();
+        let e = ModelConfig::resolve(&cfg, 300).unwrap_err().to_string();
+        assert!(
+            e.contains("electra") && e.contains("lantern finetune"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn implausible_bert_records_are_refused() {
         let mut b = BertConfig::preset("bert-tiny", 300).unwrap();
         b.num_hidden_layers = 1_000_000;

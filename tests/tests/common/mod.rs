@@ -120,7 +120,11 @@ pub struct GoldenLabels {
 impl GoldenLabels {
     pub fn of(v: &serde_json::Value) -> Self {
         Self {
-            mlm: matrix(v, "mlm_labels").concat(),
+            // ELECTRA's discriminators have no masked-LM labels.
+            mlm: match v.get("mlm_labels") {
+                Some(_) => matrix(v, "mlm_labels").concat(),
+                None => Vec::new(),
+            },
             cls: ints(&v["cls_labels"]),
             tok: matrix(v, "tok_labels").concat(),
             qa_start: ints(&v["qa_start_positions"]),

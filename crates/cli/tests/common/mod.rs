@@ -372,8 +372,8 @@ pub fn rank_pid(subcommand: &str, config: &Path, rank: usize) -> Option<i32> {
 }
 
 /// A transformers-layout folder of `family`, as `roberta-base` or `distilbert-base-uncased`
-/// are on disk but tiny: the masked LM (1 layer, 16 wide, fresh weights) with the family's
-/// config.json, and `tokenizer` (its vocabulary sizes the model).
+/// are on disk but tiny: the masked LM (ELECTRA: the encoder; 1 layer, 16 wide, fresh
+/// weights) with the family's config.json, and `tokenizer` (its vocabulary sizes the model).
 pub fn family_folder(
     root: &Path,
     name: &str,
@@ -399,9 +399,16 @@ pub fn family_folder(
             cfg.type_vocab_size = 0;
             (cfg.classifier_dropout, cfg.qa_dropout) = (Some(0.2), Some(0.1));
         }
-        Family::Bert | Family::Electra => {}
+        // Embeddings narrower than the layers, as ELECTRA-small's (128 → 256).
+        Family::Electra => cfg.embedding_size = Some(8),
+        Family::Bert => {}
     }
-    let head = BertHead::MaskedLm;
+    // ELECTRA's released discriminators carry a head of their own, which is not ours: a bare
+    // encoder stands for them.
+    let head = match family.has_masked_lm() {
+        true => BertHead::MaskedLm,
+        false => BertHead::Encoder,
+    };
     let mut rng = lantern_kernels::Rng::new(5);
     let params = init_params(&cfg, head, &mut rng, &Device::Cpu, DType::F32).unwrap();
     let tensors = hf::export_tensors(&params, DType::F32).unwrap();
