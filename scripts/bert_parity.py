@@ -33,6 +33,8 @@
    tokenizer of section 3 (no token types reach the model), a DistilBertForSequenceClassification
    fine-tuned from it and exported, and the golden DistilBertForQuestionAnswering
    (tests/golden/distilbert_tiny/qa) exported by Lantern.
+9. ELECTRA the same way, from an ElectraForPreTraining (the discriminator, as released) with
+   embeddings narrower than its layers and token types, and tests/golden/electra_tiny/qa.
 Prints one line per check and exits non-zero if any difference exceeds its tolerance.
 """
 import argparse
@@ -215,19 +217,20 @@ batch_size = 16\nlr = {lrs[problem]}\n{stopping[problem]}""")
     # 6. Question answering round trip through the binary.
     ok &= qa_parity(args, w, golden)
 
-    # 7, 8. RoBERTa and DistilBERT.
-    for family in ["roberta", "distilbert"]:
+    # 7, 8, 9. RoBERTa, DistilBERT and ELECTRA.
+    for family in ["roberta", "distilbert", "electra"]:
         ok &= family_parity(args, w, texts, small, repo, family)
     print("all checks passed" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
 
 
 def family_parity(args, w, texts, small, repo, family):
-    """RoBERTa or DistilBERT through the binary against transformers (sections 7 and 8 of the
-    module docstring)."""
+    """RoBERTa, DistilBERT or ELECTRA through the binary against transformers (sections 7 to 9
+    of the module docstring)."""
     from transformers import (AutoModelForMaskedLM, AutoModelForQuestionAnswering,
                               AutoModelForSequenceClassification, DistilBertConfig, DistilBertTokenizerFast,
-                              RobertaConfig, RobertaTokenizerFast)
+                              ElectraConfig, ElectraForPreTraining, ElectraTokenizerFast, RobertaConfig,
+                              RobertaTokenizerFast)
     sizes = dict(vocab_size=0, max_position_embeddings=130)
     if family == "roberta":
         golden = os.path.join(repo, "tests", "golden", "roberta_tiny")
@@ -236,17 +239,28 @@ def family_parity(args, w, texts, small, repo, family):
         cfg = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                             type_vocab_size=1, layer_norm_eps=1e-5, **sizes)
         name, pair = "RoBERTa", "byte-level BPE, <s> A </s></s> B </s>"
-    else:
+    elif family == "distilbert":
         golden = os.path.join(repo, "tests", "golden", "distilbert_tiny")
         # DistilBERT reads BERT's WordPiece tokenizer; it passes the model no token types.
         tok = DistilBertTokenizerFast(tokenizer_file=w("wp.json"))
         sizes["vocab_size"] = len(tok)
         cfg = DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **sizes)
         name, pair = "DistilBERT", "WordPiece, [CLS] A [SEP] B [SEP]"
+    else:
+        golden = os.path.join(repo, "tests", "golden", "electra_tiny")
+        # ELECTRA reads BERT's WordPiece tokenizer, token types included; its embeddings are
+        # narrower than its layers, as ELECTRA-small's.
+        tok = ElectraTokenizerFast(tokenizer_file=w("wp.json"))
+        sizes["vocab_size"] = len(tok)
+        cfg = ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, **sizes)
+        name, pair = "ELECTRA", "WordPiece, [CLS] A [SEP] B [SEP], token types"
+    types = family == "electra"
     ok = True
     base = w(f"{family}-base")
     torch.manual_seed(0)
-    AutoModelForMaskedLM.from_config(cfg).save_pretrained(base)
+    # The checkpoints people start from: the masked LM, or ELECTRA's discriminator.
+    (ElectraForPreTraining(cfg) if types else AutoModelForMaskedLM.from_config(cfg)).save_pretrained(base)
     tok.save_pretrained(base)
 
     run([args.lantern, "encode", "--model", base, "--input", texts, "--out", w(f"{family}.safetensors")])
@@ -255,12 +269,16 @@ def family_parity(args, w, texts, small, repo, family):
     T = max(len(r["input_ids"]) for r in rows)
     ids = torch.tensor([r["input_ids"] + [tok.pad_token_id] * (T - len(r["input_ids"])) for r in rows])
     mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (T - len(r["input_ids"])) for r in rows])
-    same = torch.equal(ids, ours["input_ids"]) and torch.equal(mask, ours["attention_mask"])
+    tt = torch.tensor([r["token_type_ids"] + [0] * (T - len(r["input_ids"])) for r in rows]) if types else None
+    same = torch.equal(ids, ours["input_ids"]) and torch.equal(mask, ours["attention_mask"]) \
+        and (tt is None or torch.equal(tt, ours["token_type_ids"]))
     print(f"{'ok  ' if same else 'FAIL'} {name} tokenisation ({pair}): ids and "
           f"mask {'identical' if same else 'differ'} ({ids.shape[0]} x {ids.shape[1]})")
     ok &= same
+    loader = ElectraForPreTraining if types else AutoModelForMaskedLM
     with torch.no_grad():
-        hidden = AutoModelForMaskedLM.from_pretrained(base).eval().base_model(input_ids=ids, attention_mask=mask)
+        hidden = loader.from_pretrained(base).eval().base_model(input_ids=ids, attention_mask=mask,
+                                                                   token_type_ids=tt)
     m = mask.bool()
     ok &= report(f"{name} last hidden state (real tokens), lantern encode vs transformers",
                  (hidden.last_hidden_state - ours["last_hidden_state"])[m].abs().max().item())
@@ -292,7 +310,7 @@ epochs = 1\nbatch_size = 16\nlr = 1e-3\n""")
         ok = False
     names = [cls.config.id2label[i] for i in range(cls.config.num_labels)]
     enc = lambda t: tok(t["text"], t.get("text_pair"), truncation=True, max_length=64, return_tensors="pt",
-                        return_token_type_ids=False)
+                        return_token_type_ids=types)
     with torch.no_grad():
         logits = torch.stack([cls(**enc(t)).logits[0] for t in TEXTS])
         losses = [cls(**enc(r), labels=torch.tensor([names.index(r["label"])])).loss.item() for r in rows[160:]]
@@ -304,7 +322,7 @@ epochs = 1\nbatch_size = 16\nlr = 1e-3\n""")
     run([args.lantern, "export", "--model", os.path.join(golden, "qa"), "--out", w(f"{family}-qa-export")])
     with open(os.path.join(golden, "inputs.json")) as f:
         inp = json.load(f)
-    kw = {k: torch.tensor(inp[k]) for k in ["input_ids", "attention_mask"]}
+    kw = {k: torch.tensor(inp[k]) for k in ["input_ids", "attention_mask"] + ["token_type_ids"] * types}
     with torch.no_grad():
         a = AutoModelForQuestionAnswering.from_pretrained(os.path.join(golden, "qa")).eval()(**kw)
         exported, info = AutoModelForQuestionAnswering.from_pretrained(w(f"{family}-qa-export"),

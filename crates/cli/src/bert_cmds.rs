@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum BertCmd {
-    /// Fine-tune a BERT, RoBERTa or DistilBERT encoder for sequence or token classification or
+    /// Fine-tune a BERT, RoBERTa, DistilBERT or ELECTRA encoder for sequence or token classification or
     /// extractive question answering (TOML config); keeps best/ and last/ checkpoints and
     /// exports the best to <run.dir>/model. SIGTERM/SIGINT finish the step, write last/ and exit with status 75;
     /// --resume continues exactly.
@@ -71,7 +71,7 @@ pub enum BertCmd {
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
     },
-    /// Run a BERT encoder (any BERT, RoBERTa or DistilBERT folder) on texts and write the last hidden states, the
+    /// Run a BERT encoder (any BERT-family folder) on texts and write the last hidden states, the
     /// pooled output if the model has a pooler, the input ids and the attention mask as
     /// safetensors: sentence embeddings, and the parity check against transformers.
     Encode {
@@ -517,7 +517,7 @@ fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Whether `path` is a BERT folder (an HF BERT, RoBERTa, XLM-R or DistilBERT folder, a fine-tuning
+/// Whether `path` is a BERT folder (an HF BERT, RoBERTa, XLM-R, DistilBERT or ELECTRA folder, a fine-tuning
 /// checkpoint or run).
 pub fn is_bert(path: &Path) -> bool {
     let Ok(dir) = finetune::resolve_checkpoint(path) else {
@@ -547,7 +547,7 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
     let (cfg, head) = hf::config_from_hf(&dir.join("config.json"))?;
     let head = head.with_context(|| {
         format!(
-            "{}: \"architectures\" names no BERT, RoBERTa or DistilBERT model Lantern implements",
+            "{}: \"architectures\" names no BERT-family model Lantern implements",
             dir.join("config.json").display()
         )
     })?;

@@ -35,7 +35,7 @@ pub struct FtRunSection {
     pub tensorboard: bool,
 }
 
-/// Either `init_from` (a Hugging Face BERT, RoBERTa, XLM-RoBERTa or DistilBERT folder:
+/// Either `init_from` (a Hugging Face BERT, RoBERTa, XLM-RoBERTa, DistilBERT or ELECTRA folder:
 /// `BertModel`, `BertForMaskedLM`, `RobertaForMaskedLM`, a classifier, ..., or one of our fine-tuning
 /// checkpoints) or, without it, a fresh BERT encoder of the given sizes (the vocabulary is the
 /// tokenizer's).
