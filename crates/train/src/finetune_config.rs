@@ -35,10 +35,10 @@ pub struct FtRunSection {
     pub tensorboard: bool,
 }
 
-/// Either `init_from` (a Hugging Face BERT, RoBERTa, XLM-RoBERTa, DistilBERT or ELECTRA folder:
-/// `BertModel`, `BertForMaskedLM`, `RobertaForMaskedLM`, a classifier, ..., or one of our fine-tuning
-/// checkpoints) or, without it, a fresh BERT encoder of the given sizes (the vocabulary is the
-/// tokenizer's).
+/// Either `init_from` (a Hugging Face BERT, RoBERTa, XLM-RoBERTa, DistilBERT or ELECTRA
+/// folder: `BertModel`, `BertForMaskedLM`, `RobertaForMaskedLM`, `ElectraForPreTraining`, a
+/// classifier, ..., or one of our fine-tuning checkpoints) or, without it, a fresh BERT
+/// encoder of the given sizes (the vocabulary is the tokenizer's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FtModelSection {
