@@ -221,7 +221,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                 predict_answers(&c, &input, out, batch_size)?;
                 return Ok(Outcome::Done);
             }
-            let mut raw = lantern_data::labelled::read_examples(&input)?;
+            let mut raw = c.read_file(&input)?;
             if c.problem == ProblemType::TokenClassification {
                 // Plain text is tagged word by word, the words split at white space.
                 for e in raw.iter_mut().filter(|e| e.words.is_none()) {

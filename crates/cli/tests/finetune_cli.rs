@@ -1633,3 +1633,72 @@ fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family()
         assert_eq!(m[metric].as_f64().unwrap(), best, "{name}");
     }
 }
+
+/// GLUE's own files: a `.tsv` (no quoting) whose columns are `sentence1`, `sentence2` and
+/// `label`, named by `data.*_column`; `lantern eval` and `predict` read the same columns from
+/// the run.
+#[test]
+fn glue_tsv_files_with_their_own_column_names() {
+    let f = Fixture::new();
+    let (mut train, mut val) = (String::new(), String::new());
+    let head = "index\tsentence1\tsentence2\tlabel\n";
+    for i in 0..30 {
+        for (words, label) in [(&ANIMALS, 0), (&MACHINES, 1)] {
+            // A quote at the start of a field is text in GLUE's TSVs, not a quoted field.
+            let line = format!(
+                "{i}\t\"{}\tsaid {}\t{label}\n",
+                sentence(words, i),
+                VERBS[i % 4]
+            );
+            if i < 24 {
+                train += &line;
+            } else {
+                val += &line;
+            }
+        }
+    }
+    std::fs::write(f.root.join("train.tsv"), format!("{head}{train}")).unwrap();
+    std::fs::write(f.root.join("dev.tsv"), format!("{head}{val}")).unwrap();
+    let columns = "text_column = \"sentence1\"\ntext_pair_column = \"sentence2\"";
+    let cfg = f.config_on(
+        "glue",
+        ("train.tsv", "dev.tsv", columns),
+        "epochs = 12\nlr = 3e-3",
+        "metric = \"matthews_correlation\"",
+    );
+    lantern_ok(&["finetune", "--config", p(&cfg), "--quiet"]);
+    let run = f.root.join("glue");
+    let best = best_of(&run, "matthews_correlation");
+    assert!(best >= 0.8, "MCC {best}");
+    let metrics = f.root.join("glue-eval.json");
+    let dev = f.root.join("dev.tsv");
+    lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        p(&run),
+        "--data",
+        p(&dev),
+        "--out",
+        p(&metrics),
+    ]);
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(m["matthews_correlation"].as_f64().unwrap(), best);
+    let preds = f.root.join("glue-preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&dev),
+        "--out",
+        p(&preds),
+    ]);
+    assert_eq!(std::fs::read_to_string(&preds).unwrap().lines().count(), 12);
+    // Without the column keys the header is named in the error, with the key to set.
+    let plain = f.config_on("glue-plain", ("train.tsv", "dev.tsv", ""), "epochs = 1", "");
+    let e = lantern_err(&["finetune", "--config", p(&plain), "--quiet"]);
+    assert!(
+        e.contains("train.tsv") && e.contains("data.text_column"),
+        "{e}"
+    );
+}

@@ -138,24 +138,52 @@ fn bad(path: &Path, line: usize, problem: impl std::fmt::Display) -> Error {
     Error::format(path, format!("line {line}: {problem}"))
 }
 
-/// Reads `.jsonl`/`.json` (one object per line, text or word-level records), `.csv` (header
-/// row naming the columns) or `.conll` (one word and its tag per line). Blank lines
-/// are skipped; an empty or whitespace-only `text` (or words) is an error, and so is a file
-/// mixing text and word-level records, which no problem type could use whole.
+/// Which fields of a text record hold the text, the optional second text and the label:
+/// JSON keys, or CSV/TSV header names (transformers' run_classification
+/// `--text_column_names` and `--label_column_name`; GLUE's files say `sentence1`,
+/// `sentence2`, `label`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Columns {
+    pub text: String,
+    pub text_pair: String,
+    pub label: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self {
+            text: "text".into(),
+            text_pair: "text_pair".into(),
+            label: "label".into(),
+        }
+    }
+}
+
+/// [`read_examples_with`] the default columns (`text`, `text_pair`, `label`).
 pub fn read_examples(path: &Path) -> Result<Vec<RawExample>> {
+    read_examples_with(path, &Columns::default())
+}
+
+/// Reads `.jsonl`/`.json` (one object per line, text or word-level records), `.csv` (header
+/// row naming the columns), `.tsv` (the same with tabs and no quoting, as GLUE's files) or
+/// `.conll` (one word and its tag per line); `cols` names a text record's fields. Blank lines
+/// are skipped; an empty or whitespace-only text (or words) is an error, and so is a file
+/// mixing text and word-level records, which no problem type could use whole.
+pub fn read_examples_with(path: &Path, cols: &Columns) -> Result<Vec<RawExample>> {
     if !path.exists() {
         return Err(Error::MissingInput(path.to_path_buf()));
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let out = match ext {
-        "jsonl" | "json" => read_jsonl(path, &text)?,
-        "csv" => read_csv(path, &text)?,
+        "jsonl" | "json" => read_jsonl(path, &text, cols)?,
+        "csv" => read_table(path, csv_records(path, &text)?, cols)?,
+        "tsv" => read_table(path, tsv_records(&text), cols)?,
         "conll" => read_conll(path, &text)?,
         other => {
             return Err(Error::format(
                 path,
-                format!("unknown extension {other:?}: expected .jsonl, .csv or .conll"),
+                format!("unknown extension {other:?}: expected .jsonl, .csv, .tsv or .conll"),
             ))
         }
     };
@@ -190,7 +218,7 @@ pub fn read_examples(path: &Path) -> Result<Vec<RawExample>> {
     Ok(out)
 }
 
-fn read_jsonl(path: &Path, text: &str) -> Result<Vec<RawExample>> {
+fn read_jsonl(path: &Path, text: &str, cols: &Columns) -> Result<Vec<RawExample>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -223,22 +251,24 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<RawExample>> {
                 )),
             }
         };
-        let text = s("text")?.ok_or_else(|| bad(path, n, "missing \"text\""))?;
-        let label = match v.get("label") {
+        let text =
+            s(&cols.text)?.ok_or_else(|| bad(path, n, format!("missing \"{}\"", cols.text)))?;
+        let label = match v.get(&cols.label) {
             None | Some(serde_json::Value::Null) => None,
             Some(x) => Some(json_label(x, true).ok_or_else(|| {
                 bad(
                     path,
                     n,
                     format!(
-                        "\"label\" must be a name, an index, a number or a list of names, got {x}"
+                        "\"{}\" must be a name, an index, a number or a list of names, got {x}",
+                        cols.label
                     ),
                 )
             })?),
         };
         out.push(RawExample {
             text,
-            text_pair: s("text_pair")?,
+            text_pair: s(&cols.text_pair)?,
             label,
             line: n,
             words: None,
@@ -472,20 +502,41 @@ fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
     Ok(records)
 }
 
-fn read_csv(path: &Path, text: &str) -> Result<Vec<RawExample>> {
-    let mut records = csv_records(path, text)?.into_iter();
+/// Tab-separated records without quoting (GLUE's `.tsv` files, read by its processors with
+/// `quotechar=None`): one per line, blank lines skipped. Returns (line, fields).
+fn tsv_records(text: &str) -> Vec<(usize, Vec<String>)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_end_matches('\r').is_empty())
+        .map(|(i, l)| {
+            let fields = l.trim_end_matches('\r').split('\t').map(str::to_string);
+            (i + 1, fields.collect())
+        })
+        .collect()
+}
+
+/// Text records of a table whose first record is the header naming the columns (CSV, TSV).
+fn read_table(
+    path: &Path,
+    records: Vec<(usize, Vec<String>)>,
+    cols: &Columns,
+) -> Result<Vec<RawExample>> {
+    let mut records = records.into_iter();
     let (_, header) = records
         .next()
-        .ok_or_else(|| Error::format(path, "empty CSV file"))?;
+        .ok_or_else(|| Error::format(path, "empty file: no header row"))?;
     let col = |name: &str| header.iter().position(|h| h.trim() == name);
-    let text_col = col("text").ok_or_else(|| {
+    let text_col = col(&cols.text).ok_or_else(|| {
         bad(
             path,
             1,
-            format!("the header {header:?} has no \"text\" column"),
+            format!(
+                "the header {header:?} has no \"{}\" column (data.text_column)",
+                cols.text
+            ),
         )
     })?;
-    let (pair_col, label_col) = (col("text_pair"), col("label"));
+    let (pair_col, label_col) = (col(&cols.text_pair), col(&cols.label));
     let mut out = Vec::new();
     for (n, rec) in records {
         if rec.len() != header.len() {
@@ -1101,6 +1152,54 @@ mod tests {
         assert_eq!((r[0].line, r[1].line), (2, 4));
     }
 
+    /// GLUE's layout: a `.tsv` with its own column names, quotes taken literally; the same
+    /// names in JSONL and CSV through [`Columns`].
+    #[test]
+    fn tsv_files_and_named_columns_read_as_glue_writes_them() {
+        let d = tempfile::tempdir().unwrap();
+        let cols = Columns {
+            text: "sentence1".into(),
+            text_pair: "sentence2".into(),
+            label: "label".into(),
+        };
+        let tsv = write(
+            d.path(),
+            "mrpc.tsv",
+            "idx\tsentence1\tsentence2\tlabel\r\n0\t\"Quoted,\" he said.\tA, b\t1\r\n\n1\tx\ty\t0\n",
+        );
+        let ex = read_examples_with(&tsv, &cols).unwrap();
+        assert_eq!(ex.len(), 2);
+        assert_eq!(ex[0].text, "\"Quoted,\" he said.");
+        assert_eq!(ex[0].text_pair.as_deref(), Some("A, b"));
+        assert_eq!((ex[0].line, ex[1].line), (2, 4));
+        assert_eq!(ex[1].label, Some(LabelValue::Index(0)));
+        let jsonl = write(
+            d.path(),
+            "mrpc.jsonl",
+            "{\"sentence1\": \"x\", \"sentence2\": \"y\", \"label\": 0}\n",
+        );
+        let j = read_examples_with(&jsonl, &cols).unwrap();
+        assert_eq!(
+            (j[0].text.as_str(), j[0].text_pair.as_deref()),
+            ("x", Some("y"))
+        );
+        let csv = write(d.path(), "c.csv", "sentence1,label\n\"a, b\",pos\n");
+        assert_eq!(read_examples_with(&csv, &cols).unwrap()[0].text, "a, b");
+        // A missing column is named, with the key that names it.
+        let e = read_examples(&tsv).unwrap_err().to_string();
+        assert!(
+            e.contains("mrpc.tsv") && e.contains("\"text\"") && e.contains("data.text_column"),
+            "{e}"
+        );
+        let e = read_examples(&jsonl).unwrap_err().to_string();
+        assert!(e.contains("missing \"text\""), "{e}");
+        let mut wrong = tsv.clone();
+        wrong.set_extension("tsv");
+        std::fs::write(&wrong, "sentence1\tlabel\na\tb\tc\n").unwrap();
+        let e = read_examples_with(&wrong, &cols).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("3 fields"), "{e}");
+    }
+
     #[test]
     fn errors_name_file_line_and_label() {
         let d = tempfile::tempdir().unwrap();
@@ -1144,7 +1243,7 @@ mod tests {
         assert!(read_examples(&p)
             .unwrap_err()
             .to_string()
-            .contains(".jsonl, .csv or .conll"));
+            .contains(".jsonl, .csv, .tsv or .conll"));
     }
 
     #[test]

@@ -203,6 +203,9 @@ pub struct Classifier {
     /// Question answering: how questions are windowed and answers picked (the fine-tuning
     /// run's, else run_qa's defaults).
     pub qa: QaOptions,
+    /// The fields a text record's text, pair and label are read from (the fine-tuning run's,
+    /// else `text`, `text_pair`, `label`).
+    pub columns: labelled::Columns,
 }
 
 /// The id batches are padded with: the tokenizer's `[PAD]`, else the config's pad_token_id.
@@ -309,9 +312,13 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
             max_answer_length: 30,
         },
     };
+    let columns = state
+        .as_ref()
+        .map_or_else(labelled::Columns::default, |s| s.config.data.columns());
     let pad = pad_id(&tokenizer, &cfg);
     Ok(Classifier {
         qa,
+        columns,
         source: dir,
         cfg,
         params,
@@ -383,9 +390,14 @@ impl Classifier {
         QaData::load(&self.tokenizer, path, &self.qa, need_answers)
     }
 
-    /// Tokenises a data file with this classifier's labels and truncation.
+    /// Reads a data file's records with the fine-tuning run's columns.
+    pub fn read_file(&self, path: &Path) -> Result<Vec<labelled::RawExample>> {
+        Ok(labelled::read_examples_with(path, &self.columns)?)
+    }
+
+    /// Tokenises a data file with this classifier's labels, truncation and columns.
     pub fn encode_file(&self, path: &Path) -> Result<Vec<Encoded>> {
-        let raw = labelled::read_examples(path)?;
+        let raw = self.read_file(path)?;
         let tok =
             labelled::for_classification(&self.tokenizer, self.max_length, &self.tokenizer_path)?;
         Ok(labelled::encode(
@@ -1309,7 +1321,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let is_qa = problem == ProblemType::QuestionAnswering;
     let train_raw = match is_qa {
         true => Vec::new(),
-        false => labelled::read_examples(&d.train)?,
+        false => labelled::read_examples_with(&d.train, &d.columns())?,
     };
     if let Some(ex) = train_raw.iter().find(|e| e.label.is_none()) {
         return Err(Error::Config(format!(
@@ -1398,7 +1410,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             encoded
         }
         Some(v) => {
-            let val_raw = labelled::read_examples(v)?;
+            let val_raw = labelled::read_examples_with(v, &d.columns())?;
             (
                 labelled::encode(&tok, &train_raw, (problem, &labels), &d.train)?,
                 labelled::encode(&tok, &val_raw, (problem, &labels), v)?,
@@ -1425,7 +1437,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             Some(encoded)
         }
         Some(p) => {
-            let ex = labelled::encode(&tok, &labelled::read_examples(p)?, (problem, &labels), p)?;
+            let raw = labelled::read_examples_with(p, &d.columns())?;
+            let ex = labelled::encode(&tok, &raw, (problem, &labels), p)?;
             if let Some(e) = ex.iter().find(|e| e.label.is_none()) {
                 return Err(Error::Config(format!(
                     "{}: line {}: test examples need a \"label\"",

@@ -59,11 +59,22 @@ pub struct FtModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FtDataSection {
-    /// JSONL or CSV with `text`, optional `text_pair`, and `label`; for token
-    /// classification, JSONL with `tokens` and `tags` (or `ner_tags`) or a CoNLL file; for
-    /// question answering, JSONL in the layout of Hugging Face datasets' `squad` (`id`,
-    /// `question`, `context`, `answers`) or an official SQuAD v1.1 `.json` file.
+    /// JSONL, CSV or TSV with `text`, optional `text_pair`, and `label` (other names through
+    /// the `*_column` keys); for token classification, JSONL with `tokens` and `tags` (or
+    /// `ner_tags`) or a CoNLL file; for question answering, JSONL in the layout of Hugging Face
+    /// datasets' `squad` (`id`, `question`, `context`, `answers`) or an official SQuAD v1.1
+    /// `.json` file.
     pub train: PathBuf,
+    /// The field (JSON key, CSV/TSV header) holding a text record's text (transformers'
+    /// run_classification `--text_column_names`; GLUE: `sentence`, `sentence1`, `question`).
+    #[serde(default = "d_text_column")]
+    pub text_column: String,
+    /// The field holding the optional second text of a pair (GLUE: `sentence2`).
+    #[serde(default = "d_text_pair_column")]
+    pub text_pair_column: String,
+    /// The field holding the label (`--label_column_name`).
+    #[serde(default = "d_label_column")]
+    pub label_column: String,
     /// A separate validation file; without it `val_fraction` of `train` is held out (seeded).
     pub validation: Option<PathBuf>,
     #[serde(default = "d_val_fraction")]
@@ -226,6 +237,27 @@ fn d_lr() -> f64 {
 fn d_wd() -> f64 {
     0.01
 }
+fn d_text_column() -> String {
+    "text".into()
+}
+fn d_text_pair_column() -> String {
+    "text_pair".into()
+}
+fn d_label_column() -> String {
+    "label".into()
+}
+
+impl FtDataSection {
+    /// The fields a text record is read from.
+    pub fn columns(&self) -> lantern_data::labelled::Columns {
+        lantern_data::labelled::Columns {
+            text: self.text_column.clone(),
+            text_pair: self.text_pair_column.clone(),
+            label: self.label_column.clone(),
+        }
+    }
+}
+
 fn d_schedule() -> ScheduleKind {
     ScheduleKind::Linear
 }
