@@ -906,6 +906,35 @@ impl BertClassifier {
 mod tests {
     use super::*;
 
+    /// Asserts every parameter got a finite, non-zero gradient (`what` names the case).
+    fn assert_every_parameter_trained(
+        params: &Params,
+        grads: &candle_core::backprop::GradStore,
+        what: &str,
+    ) {
+        for (name, var) in params.iter() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{what} {name}: no gradient"));
+            let s = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(s.is_finite() && s > 0.0, "{what} {name}: gradient sum {s}");
+        }
+    }
+
+    /// The masked LM's summed loss at four of the ten positions of the tests' (2, 5) batches.
+    fn masked_lm_loss(m: &BertForMaskedLM, input: &BertInput<'_>, rng: &mut Rng) -> Tensor {
+        let logits = m.forward(input, Mode::Train(rng)).unwrap();
+        let t = Tensor::new(&[5u32, 6, 7, 8, 9, 10, 11, 12, 13, 14], &Device::Cpu).unwrap();
+        let w = Tensor::new(&[0f32, 1., 0., 1., 0., 0., 1., 0., 0., 1.], &Device::Cpu).unwrap();
+        BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
         d.max(0).unwrap().to_scalar::<f32>().unwrap()
@@ -943,12 +972,7 @@ mod tests {
             let loss = match head {
                 BertHead::MaskedLm => {
                     let m = BertForMaskedLM::new(&cfg, &params).unwrap();
-                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
-                    let t =
-                        Tensor::new(&[5u32, 6, 7, 8, 9, 10, 11, 12, 13, 14], &Device::Cpu).unwrap();
-                    let w = Tensor::new(&[0f32, 1., 0., 1., 0., 0., 1., 0., 0., 1.], &Device::Cpu)
-                        .unwrap();
-                    BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
+                    masked_lm_loss(&m, &input, &mut rng)
                 }
                 BertHead::TokenClassification => {
                     let m = BertClassifier::new(&cfg, &params, head).unwrap();
@@ -975,19 +999,7 @@ mod tests {
                 }
             };
             let grads = loss.backward().unwrap();
-            for (name, var) in params.iter() {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{name}: no gradient"));
-                let s = g
-                    .abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(s.is_finite() && s > 0.0, "{name}: gradient sum {s}");
-            }
+            assert_every_parameter_trained(&params, &grads, &format!("{head:?}"));
             // The pad token gets no gradient from its lookups, as with transformers'
             // `padding_idx`; under the MLM head the tied decoder gives it one.
             if head != BertHead::MaskedLm {
@@ -1056,12 +1068,7 @@ mod tests {
                     let m = BertForMaskedLM::new(&cfg, &params).unwrap();
                     let got = m.bert.position_ids(&ids).unwrap().to_vec2::<u32>().unwrap();
                     assert_eq!(got, [[2, 3, 4, 5, 1], [2, 3, 1, 4, 5]]);
-                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
-                    let t =
-                        Tensor::new(&[5u32, 6, 7, 8, 9, 10, 11, 12, 13, 14], &Device::Cpu).unwrap();
-                    let w = Tensor::new(&[0f32, 1., 0., 1., 0., 0., 1., 0., 0., 1.], &Device::Cpu)
-                        .unwrap();
-                    BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
+                    masked_lm_loss(&m, &input, &mut rng)
                 }
                 BertHead::SequenceClassification => {
                     assert!(names.contains(&"classifier.dense.weight"));
@@ -1079,22 +1086,7 @@ mod tests {
                 }
             };
             let grads = loss.backward().unwrap();
-            for (name, var) in params.iter() {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{name}: no gradient"));
-                let s = g
-                    .abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(
-                    s.is_finite() && s > 0.0,
-                    "{head:?} {name}: gradient sum {s}"
-                );
-            }
+            assert_every_parameter_trained(&params, &grads, &format!("{head:?}"));
             let g = grads.get(&pos).unwrap();
             let pad = g.get(1).unwrap().abs().unwrap().sum_all().unwrap();
             assert_eq!(pad.to_scalar::<f32>().unwrap(), 0.0, "position row pad");
@@ -1167,12 +1159,7 @@ mod tests {
             let loss = match head {
                 BertHead::MaskedLm => {
                     let m = BertForMaskedLM::new(&cfg, &params).unwrap();
-                    let logits = m.forward(&input, Mode::Train(&mut rng)).unwrap();
-                    let t =
-                        Tensor::new(&[5u32, 6, 7, 8, 9, 10, 11, 12, 13, 14], &Device::Cpu).unwrap();
-                    let w = Tensor::new(&[0f32, 1., 0., 1., 0., 0., 1., 0., 0., 1.], &Device::Cpu)
-                        .unwrap();
-                    BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
+                    masked_lm_loss(&m, &input, &mut rng)
                 }
                 _ => {
                     let m = BertClassifier::new(&cfg, &params, head).unwrap();
@@ -1181,22 +1168,7 @@ mod tests {
                 }
             };
             let grads = loss.backward().unwrap();
-            for (name, var) in params.iter() {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{name}: no gradient"));
-                let s = g
-                    .abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(
-                    s.is_finite() && s > 0.0,
-                    "{head:?} {name}: gradient sum {s}"
-                );
-            }
+            assert_every_parameter_trained(&params, &grads, &format!("{head:?}"));
         }
         // The QA head's dropout is on in training and off in evaluation.
         let head = BertHead::QuestionAnswering;
@@ -1249,22 +1221,7 @@ mod tests {
             let m = BertClassifier::new(&cfg, &params, head).unwrap();
             let logits = m.forward(&input, Mode::Train(&mut Rng::new(2))).unwrap();
             let grads = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-            for (name, var) in params.iter() {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{name}: no gradient"));
-                let s = g
-                    .abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(
-                    s.is_finite() && s > 0.0,
-                    "{head:?} {name}: gradient sum {s}"
-                );
-            }
+            assert_every_parameter_trained(&params, &grads, &format!("{head:?}"));
         }
         let p = init_params(
             &cfg,
