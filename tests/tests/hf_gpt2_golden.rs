@@ -7,6 +7,9 @@ use lantern_models::gpt::{hf, Gpt, GptConfig};
 use lantern_models::{safetensors_io, Mode, Params};
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::max_abs;
+
 fn golden() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/gpt2_tiny")
 }
@@ -40,19 +43,6 @@ fn load_golden(dir: &Path) -> (GptConfig, Params) {
     )
     .unwrap();
     (cfg, params)
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]

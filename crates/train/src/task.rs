@@ -560,16 +560,11 @@ mod tests {
         );
     }
 
-    /// run_mlm's continued pretraining of a RoBERTa checkpoint: its config is kept (positions
-    /// counted past the pad id), and the task wraps windows in `<s> … </s>` and masks with
-    /// `<mask>`.
-    #[test]
-    fn a_roberta_checkpoint_pretrains_with_its_own_specials() {
+    /// A BERT run config whose `model.init_from` is a folder holding `c`'s config.json as
+    /// `head`'s architecture (the folder lives as long as the returned guard).
+    fn run_from_folder(c: &BertConfig, head: BertHead) -> (tempfile::TempDir, RunConfig) {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = BertConfig::new(300, 16, 1, 2, 32, 66);
-        c.model_type = lantern_models::bert::Family::Roberta;
-        c.pad_token_id = 1;
-        let v = bert::hf::to_hf_config(&c, BertHead::MaskedLm, DType::F32);
+        let v = bert::hf::to_hf_config(c, head, DType::F32);
         std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
         let set = format!("model.init_from={}", dir.path().display());
         let cfg = RunConfig::parse(
@@ -578,6 +573,18 @@ mod tests {
             &[set],
         )
         .unwrap();
+        (dir, cfg)
+    }
+
+    /// run_mlm's continued pretraining of a RoBERTa checkpoint: its config is kept (positions
+    /// counted past the pad id), and the task wraps windows in `<s> … </s>` and masks with
+    /// `<mask>`.
+    #[test]
+    fn a_roberta_checkpoint_pretrains_with_its_own_specials() {
+        let mut c = BertConfig::new(300, 16, 1, 2, 32, 66);
+        c.model_type = lantern_models::bert::Family::Roberta;
+        c.pad_token_id = 1;
+        let (_dir, cfg) = run_from_folder(&c, BertHead::MaskedLm);
         let m = ModelConfig::resolve(&cfg, 300).unwrap();
         assert_eq!(m.max_positions(), 64, "66 positions less pad_token_id + 1");
         let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -604,19 +611,10 @@ mod tests {
 
     #[test]
     fn an_electra_checkpoint_is_no_masked_lm() {
-        let dir = tempfile::tempdir().unwrap();
         let mut c = BertConfig::new(300, 16, 1, 2, 32, 66);
         c.model_type = lantern_models::bert::Family::Electra;
         c.embedding_size = Some(8);
-        let v = bert::hf::to_hf_config(&c, BertHead::Encoder, DType::F32);
-        std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
-        let set = format!("model.init_from={}", dir.path().display());
-        let cfg = RunConfig::parse(
-            "[data]\ndir = \"d\"\n[model]\npreset = \"bert-tiny\"",
-            "t",
-            &[set],
-        )
-        .unwrap();
+        let (_dir, cfg) = run_from_folder(&c, BertHead::Encoder);
         let e = ModelConfig::resolve(&cfg, 300).unwrap_err().to_string();
         assert!(
             e.contains("electra") && e.contains("lantern finetune"),
