@@ -33,17 +33,7 @@ from safetensors.torch import save_file
 from transformers import (BertConfig, BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
                           BertForTokenClassification)
 
-SEED = 1234
-INIT_STD = 0.2
-V, B, T = 100, 3, 12
-
-
-def randomise(model):
-    # Every parameter (LayerNorm gains and biases included) drawn at random, so that a mix-up of
-    # tensors, a missed bias or a wrong eps shows in the outputs.
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            p.normal_(mean=0.0, std=INIT_STD)
+from golden_common import LABELS, SEED, TAGS, V, bert_style_inputs, label_config, randomise
 
 
 def main() -> int:
@@ -71,23 +61,11 @@ def main() -> int:
     mlm = BertForMaskedLM(BertConfig(**common))
     randomise(mlm)
     assert mlm.cls.predictions.decoder.weight.data_ptr() == mlm.bert.embeddings.word_embeddings.weight.data_ptr()
-    labels = ["negative", "neutral", "positive"]
-    cls_cfg = BertConfig(
-        **common,
-        num_labels=3,
-        id2label={i: n for i, n in enumerate(labels)},
-        label2id={n: i for i, n in enumerate(labels)},
-    )
+    cls_cfg = BertConfig(**common, **label_config(LABELS))
     cls = BertForSequenceClassification(cls_cfg)
     randomise(cls)
     # Drawn after the others, so that adding it left their files as they were.
-    tags = ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
-    tok_model = BertForTokenClassification(BertConfig(
-        **common,
-        num_labels=len(tags),
-        id2label={i: n for i, n in enumerate(tags)},
-        label2id={n: i for i, n in enumerate(tags)},
-    ))
+    tok_model = BertForTokenClassification(BertConfig(**common, **label_config(TAGS)))
     randomise(tok_model)
     # Drawn last for the same reason. transformers' default num_labels (2) sizes qa_outputs.
     qa_model = BertForQuestionAnswering(BertConfig(**common))
@@ -97,36 +75,9 @@ def main() -> int:
     tok_model.eval()
     qa_model.eval()
 
-    g = torch.Generator().manual_seed(4321)
-    ids = torch.randint(5, V, (B, T), generator=g)
-    ids[:, 0] = 2  # [CLS]
-    tt = torch.zeros(B, T, dtype=torch.long)
-    mask = torch.ones(B, T, dtype=torch.long)
-    # Row 0: a sentence pair filling the row ([SEP] at 6 and 11, second segment 7..11).
-    ids[0, 6] = 3
-    ids[0, 11] = 3
-    tt[0, 7:] = 1
-    # Rows 1 and 2: single sentences padded at the end.
-    for row, length in [(1, 8), (2, 5)]:
-        ids[row, length - 1] = 3
-        ids[row, length:] = 0
-        mask[row, length:] = 0
-    mlm_labels = torch.full((B, T), -100, dtype=torch.long)
-    for r, c in [(0, 2), (0, 9), (1, 3), (1, 5), (2, 1)]:
-        mlm_labels[r, c] = ids[r, c]
-        ids[r, c] = 4  # [MASK]
-    cls_labels = torch.tensor([2, 0, 1])
-    # Tags at some real positions only, as run_ner labels first sub-tokens: never at [CLS],
-    # [SEP] or padding.
-    tok_labels = torch.full((B, T), -100, dtype=torch.long)
-    for r, c, tag in [(0, 1, 1), (0, 2, 3), (0, 4, 4), (0, 8, 0), (0, 9, 2), (1, 1, 4), (1, 2, 0),
-                      (1, 6, 4), (2, 2, 1), (2, 3, 4)]:
-        tok_labels[r, c] = tag
-    # Answer spans: row 0 in the second segment, row 1 in its sentence. Row 2's start is T and
-    # row 1's end is beyond T: clamped to T and ignored, so the start loss is the mean over rows
-    # 0 and 1 and the end loss over rows 0 and 2.
-    qa_start = torch.tensor([8, 2, T])
-    qa_end = torch.tensor([9, 40, 3])
+    x = bert_style_inputs()
+    ids, tt, mask, mlm_labels = x["ids"], x["tt"], x["mask"], x["mlm_labels"]
+    cls_labels, tok_labels, qa_start, qa_end = x["cls_labels"], x["tok_labels"], x["qa_start"], x["qa_end"]
 
     with torch.no_grad():
         out = mlm(input_ids=ids, token_type_ids=tt, attention_mask=mask, labels=mlm_labels)

@@ -48,18 +48,7 @@ from transformers import (DistilBertConfig, DistilBertForMaskedLM, DistilBertFor
                           DistilBertForSequenceClassification, DistilBertForTokenClassification,
                           DistilBertModel)
 
-SEED = 1234
-INIT_STD = 0.2
-V, B, T = 100, 3, 12
-PAD, CLS, SEP, MASK = 0, 2, 3, 4
-
-
-def randomise(model):
-    # Every parameter (LayerNorm gains and biases included) drawn at random, so that a mix-up of
-    # tensors, a missed bias or a wrong eps shows in the outputs.
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            p.normal_(mean=0.0, std=INIT_STD)
+from golden_common import LABELS, PAD, SEED, TAGS, B, T, V, bert_style_inputs, label_config, randomise  # noqa: E402
 
 
 def config(**extra):
@@ -159,19 +148,9 @@ def main() -> int:
     # so it is drawn once and not saved; vocab_projector.bias is a parameter of its own and saved.
     assert mlm.vocab_projector.weight is mlm.distilbert.embeddings.word_embeddings.weight
     assert "vocab_projector.bias" in dict(mlm.named_parameters())
-    labels = ["negative", "neutral", "positive"]
-    cls = DistilBertForSequenceClassification(config(
-        num_labels=3,
-        id2label={i: n for i, n in enumerate(labels)},
-        label2id={n: i for i, n in enumerate(labels)},
-    ))
+    cls = DistilBertForSequenceClassification(config(**label_config(LABELS)))
     randomise(cls)
-    tags = ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
-    tok_model = DistilBertForTokenClassification(config(
-        num_labels=len(tags),
-        id2label={i: n for i, n in enumerate(tags)},
-        label2id={n: i for i, n in enumerate(tags)},
-    ))
+    tok_model = DistilBertForTokenClassification(config(**label_config(TAGS)))
     randomise(tok_model)
     # transformers' default num_labels (2) sizes qa_outputs (DistilBERT refuses any other).
     qa_model = DistilBertForQuestionAnswering(config())
@@ -182,35 +161,9 @@ def main() -> int:
     for model in models:
         model.eval()
 
-    g = torch.Generator().manual_seed(4321)
-    ids = torch.randint(5, V, (B, T), generator=g)
-    ids[:, 0] = CLS
-    mask = torch.ones(B, T, dtype=torch.long)
-    # Row 0: a sentence pair filling the row ([SEP] at 6 and 11, second segment 7..11).
-    ids[0, 6] = SEP
-    ids[0, 11] = SEP
-    # Rows 1 and 2: single sentences padded at the end.
-    for row, length in [(1, 8), (2, 5)]:
-        ids[row, length - 1] = SEP
-        ids[row, length:] = PAD
-        mask[row, length:] = 0
-    mlm_labels = torch.full((B, T), -100, dtype=torch.long)
-    for r, c in [(0, 2), (0, 9), (1, 3), (1, 5), (2, 1)]:
-        mlm_labels[r, c] = ids[r, c]
-        ids[r, c] = MASK
-    cls_labels = torch.tensor([2, 0, 1])
-    # Tags at some real positions only, as run_ner labels first sub-tokens: never at [CLS],
-    # [SEP] or padding.
-    tok_labels = torch.full((B, T), -100, dtype=torch.long)
-    for r, c, tag in [(0, 1, 1), (0, 2, 3), (0, 4, 4), (0, 8, 0), (0, 9, 2), (1, 1, 4), (1, 2, 0),
-                      (1, 6, 4), (2, 2, 1), (2, 3, 4)]:
-        assert ids[r, c] not in (CLS, SEP, PAD)
-        tok_labels[r, c] = tag
-    # Answer spans: row 0 in the second segment, row 1 in its sentence. Row 2's start is T and
-    # row 1's end is beyond T: clamped to T and ignored, so the start loss is the mean over rows
-    # 0 and 1 and the end loss over rows 0 and 2.
-    qa_start = torch.tensor([8, 2, T])
-    qa_end = torch.tensor([9, 40, 3])
+    x = bert_style_inputs()
+    ids, mask, mlm_labels, cls_labels = x["ids"], x["mask"], x["mlm_labels"], x["cls_labels"]
+    tok_labels, qa_start, qa_end = x["tok_labels"], x["qa_start"], x["qa_end"]
     inputs = (ids, mask, mlm_labels, cls_labels, tok_labels, qa_start, qa_end)
 
     expected = run_all(models, *inputs)

@@ -60,9 +60,7 @@ from transformers import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionA
                           RobertaTokenizerFast)
 from transformers.models.roberta.modeling_roberta import RobertaEmbeddings
 
-SEED = 1234
-INIT_STD = 0.2
-V, B, T = 100, 3, 12
+from golden_common import SEED, B, T, V, randomise
 BOS, PAD, EOS, MASK = 0, 1, 2, 4
 TOK_VOCAB = 300
 
@@ -105,14 +103,6 @@ SENTENCES = [
     "Music makes people happy.",
     "The doctor told him to rest for a week.",
 ]
-
-
-def randomise(model):
-    # Every parameter (LayerNorm gains and biases included) drawn at random, so that a mix-up of
-    # tensors, a missed bias or a wrong eps shows in the outputs.
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            p.normal_(mean=0.0, std=INIT_STD)
 
 
 def position_ids_of(ids):

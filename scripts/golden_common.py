@@ -1,0 +1,64 @@
+"""What the golden-file scripts of the BERT family share (make_{bert,distilbert,electra,
+roberta}_golden.py): the sizes and seed, the random initialisation, the label names, and the
+WordPiece-style batch every BERT-shaped golden is computed on.
+
+Run the scripts with the reference venv (scripts/ref_env.sh); this module is imported by them
+from the scripts folder.
+"""
+import torch
+
+SEED = 1234
+INIT_STD = 0.2
+V, B, T = 100, 3, 12
+PAD, CLS, SEP, MASK = 0, 2, 3, 4
+LABELS = ["negative", "neutral", "positive"]
+TAGS = ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]
+
+
+def randomise(model):
+    # Every parameter (LayerNorm gains and biases included) drawn at random, so that a mix-up of
+    # tensors, a missed bias or a wrong eps shows in the outputs.
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.normal_(mean=0.0, std=INIT_STD)
+
+
+def label_config(names):
+    """The config keys of a classifier over `names`."""
+    return dict(num_labels=len(names), id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)})
+
+
+def bert_style_inputs():
+    """The padded WordPiece-style batch of the BERT-shaped goldens: ids (with [MASK] at the
+    masked-LM positions), token types, attention mask and the labels of every head."""
+    g = torch.Generator().manual_seed(4321)
+    ids = torch.randint(5, V, (B, T), generator=g)
+    ids[:, 0] = CLS
+    tt = torch.zeros(B, T, dtype=torch.long)
+    mask = torch.ones(B, T, dtype=torch.long)
+    # Row 0: a sentence pair filling the row ([SEP] at 6 and 11, second segment 7..11).
+    ids[0, 6] = SEP
+    ids[0, 11] = SEP
+    tt[0, 7:] = 1
+    # Rows 1 and 2: single sentences padded at the end.
+    for row, length in [(1, 8), (2, 5)]:
+        ids[row, length - 1] = SEP
+        ids[row, length:] = PAD
+        mask[row, length:] = 0
+    mlm_labels = torch.full((B, T), -100, dtype=torch.long)
+    for r, c in [(0, 2), (0, 9), (1, 3), (1, 5), (2, 1)]:
+        mlm_labels[r, c] = ids[r, c]
+        ids[r, c] = MASK
+    # Tags at some real positions only, as run_ner labels first sub-tokens: never at [CLS],
+    # [SEP] or padding.
+    tok_labels = torch.full((B, T), -100, dtype=torch.long)
+    for r, c, tag in [(0, 1, 1), (0, 2, 3), (0, 4, 4), (0, 8, 0), (0, 9, 2), (1, 1, 4), (1, 2, 0),
+                      (1, 6, 4), (2, 2, 1), (2, 3, 4)]:
+        assert ids[r, c] not in (CLS, SEP, PAD)
+        tok_labels[r, c] = tag
+    # Answer spans: row 0 in the second segment, row 1 in its sentence. Row 2's start is T and
+    # row 1's end is beyond T: clamped to T and ignored, so the start loss is the mean over rows
+    # 0 and 1 and the end loss over rows 0 and 2.
+    return dict(ids=ids, tt=tt, mask=mask, mlm_labels=mlm_labels, cls_labels=torch.tensor([2, 0, 1]),
+                tok_labels=tok_labels, qa_start=torch.tensor([8, 2, T]), qa_end=torch.tensor([9, 40, 3]))
