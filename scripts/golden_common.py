@@ -5,6 +5,8 @@ WordPiece-style batch every BERT-shaped golden is computed on.
 Run the scripts with the reference venv (scripts/ref_env.sh); this module is imported by them
 from the scripts folder.
 """
+import json
+
 import torch
 
 SEED = 1234
@@ -62,3 +64,57 @@ def bert_style_inputs():
     # 0 and 1 and the end loss over rows 0 and 2.
     return dict(ids=ids, tt=tt, mask=mask, mlm_labels=mlm_labels, cls_labels=torch.tensor([2, 0, 1]),
                 tok_labels=tok_labels, qa_start=torch.tensor([8, 2, T]), qa_end=torch.tensor([9, 40, 3]))
+
+
+def enc_record(enc, *, word_ids=False):
+    """One encoding of a transformers fast tokenizer as the tokenizer goldens record it."""
+    rec = {
+        "input_ids": enc["input_ids"],
+        "attention_mask": enc["attention_mask"],
+    }
+    if "token_type_ids" in enc:
+        rec["token_type_ids"] = enc["token_type_ids"]
+    rec["offsets"] = [list(o) for o in enc["offset_mapping"]]
+    rec["tokens"] = enc.tokens()
+    if word_ids:
+        rec["word_ids"] = enc.word_ids()
+    return rec
+
+
+def write_tokenizer_expected(path, vocab_size, cases, encodings):
+    """Writes a tokenizer golden's expected.json (the layout tests/tests/hf_roberta_golden.rs
+    reads): `cases` holds single, pair (text, text_pair), words, add_prefix_space, question and
+    context; `encodings` transformers' encodings of the first three and run_qa's windows of
+    the last two (max_length 16, stride 4). Returns the number of windows."""
+    e_single, e_pair, e_words, e_qa = encodings
+    windows = []
+    for i in range(len(e_qa["input_ids"])):
+        windows.append({
+            "input_ids": e_qa["input_ids"][i],
+            "attention_mask": e_qa["attention_mask"][i],
+            "offset_mapping": [list(o) for o in e_qa["offset_mapping"][i]],
+            "sequence_ids": e_qa.sequence_ids(i),
+            "tokens": e_qa.tokens(i),
+        })
+    assert len(windows) >= 3
+    assert all(m == 0 for m in e_qa["overflow_to_sample_mapping"])
+    text, text_pair = cases["pair"]
+    expected = {
+        "vocab_size": vocab_size,
+        "single": {"text": cases["single"], **enc_record(e_single)},
+        "pair": {"text": text, "text_pair": text_pair, **enc_record(e_pair)},
+        "split_words": {"words": cases["words"], "add_prefix_space": cases["add_prefix_space"],
+                        **enc_record(e_words, word_ids=True)},
+        "qa_windows": {
+            "question": cases["question"],
+            "context": cases["context"],
+            "truncation": "only_second",
+            "max_length": 16,
+            "stride": 4,
+            "windows": windows,
+        },
+    }
+    with open(path, "w") as f:
+        json.dump(expected, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    return len(windows)

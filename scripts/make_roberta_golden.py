@@ -60,7 +60,7 @@ from transformers import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionA
                           RobertaTokenizerFast)
 from transformers.models.roberta.modeling_roberta import RobertaEmbeddings
 
-from golden_common import SEED, B, T, V, randomise
+from golden_common import SEED, B, T, V, randomise, write_tokenizer_expected
 BOS, PAD, EOS, MASK = 0, 1, 2, 4
 TOK_VOCAB = 300
 
@@ -268,22 +268,6 @@ def build_tokenizer():
     return tok
 
 
-def enc_record(enc, *, word_ids=False, sequence_ids=False):
-    rec = {
-        "input_ids": enc["input_ids"],
-        "attention_mask": enc["attention_mask"],
-    }
-    if "token_type_ids" in enc:
-        rec["token_type_ids"] = enc["token_type_ids"]
-    rec["offsets"] = [list(o) for o in enc["offset_mapping"]]
-    rec["tokens"] = enc.tokens()
-    if word_ids:
-        rec["word_ids"] = enc.word_ids()
-    if sequence_ids:
-        rec["sequence_ids"] = enc.sequence_ids()
-    return rec
-
-
 def make_tokenizer(out_dir):
     tok_dir = os.path.join(out_dir, "tokenizer")
     os.makedirs(tok_dir, exist_ok=True)
@@ -321,35 +305,11 @@ def make_tokenizer(out_dir):
     assert [w.ids for w in [r] + r.overflowing] == e_qa["input_ids"]
     raw.no_truncation()
 
-    windows = []
-    for i in range(len(e_qa["input_ids"])):
-        windows.append({
-            "input_ids": e_qa["input_ids"][i],
-            "attention_mask": e_qa["attention_mask"][i],
-            "offset_mapping": [list(o) for o in e_qa["offset_mapping"][i]],
-            "sequence_ids": e_qa.sequence_ids(i),
-            "tokens": e_qa.tokens(i),
-        })
-    assert len(windows) >= 3
-    assert all(m == 0 for m in e_qa["overflow_to_sample_mapping"])
-    expected = {
-        "vocab_size": hf.vocab_size,
-        "single": {"text": single, **enc_record(e_single)},
-        "pair": {"text": pair[0], "text_pair": pair[1], **enc_record(e_pair)},
-        "split_words": {"words": words, "add_prefix_space": True, **enc_record(e_words, word_ids=True)},
-        "qa_windows": {
-            "question": question,
-            "context": context,
-            "truncation": "only_second",
-            "max_length": 16,
-            "stride": 4,
-            "windows": windows,
-        },
-    }
-    with open(os.path.join(tok_dir, "expected.json"), "w") as f:
-        json.dump(expected, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    print(f"wrote {tok_dir}: vocab {hf.vocab_size}, {len(windows)} qa windows")
+    cases = dict(single=single, pair=pair, words=words, add_prefix_space=True, question=question,
+                 context=context)
+    n = write_tokenizer_expected(os.path.join(tok_dir, "expected.json"), hf.vocab_size, cases,
+                                 (e_single, e_pair, e_words, e_qa))
+    print(f"wrote {tok_dir}: vocab {hf.vocab_size}, {n} qa windows")
 
 
 def main() -> int:

@@ -50,6 +50,8 @@ import os
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import XLMRobertaTokenizerFast
 
+from golden_common import write_tokenizer_expected
+
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 TOK_VOCAB = 400
 
@@ -194,22 +196,6 @@ def load_json(path):
         return json.load(f)
 
 
-def enc_record(enc, *, word_ids=False, sequence_ids=False):
-    rec = {
-        "input_ids": enc["input_ids"],
-        "attention_mask": enc["attention_mask"],
-    }
-    if "token_type_ids" in enc:
-        rec["token_type_ids"] = enc["token_type_ids"]
-    rec["offsets"] = [list(o) for o in enc["offset_mapping"]]
-    rec["tokens"] = enc.tokens()
-    if word_ids:
-        rec["word_ids"] = enc.word_ids()
-    if sequence_ids:
-        rec["sequence_ids"] = enc.sequence_ids()
-    return rec
-
-
 def make_tokenizer(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     tok = build_tokenizer()
@@ -276,40 +262,14 @@ def make_tokenizer(out_dir):
         [[tuple(o) for o in w] for w in e_qa["offset_mapping"]]
     raw.no_truncation()
 
-    windows = []
-    for i in range(len(e_qa["input_ids"])):
-        windows.append({
-            "input_ids": e_qa["input_ids"][i],
-            "attention_mask": e_qa["attention_mask"][i],
-            "offset_mapping": [list(o) for o in e_qa["offset_mapping"][i]],
-            "sequence_ids": e_qa.sequence_ids(i),
-            "tokens": e_qa.tokens(i),
-        })
-    assert len(windows) >= 3
-    assert all(m == 0 for m in e_qa["overflow_to_sample_mapping"])
     assert all(t == 0 for t in e_pair["token_type_ids"])
     assert UNK in e_pair["input_ids"]
     assert hf.vocab_size == len(built["model"]["vocab"]) and hf.convert_tokens_to_ids("<mask>") == hf.vocab_size - 1
-    expected = {
-        "vocab_size": hf.vocab_size,
-        "single": {"text": single, **enc_record(e_single)},
-        "pair": {"text": pair[0], "text_pair": pair[1], **enc_record(e_pair)},
-        # XLM-R's tokenizer prefixes every word with "▁" as it is (add_prefix_space defaults to
-        # true and is not passed).
-        "split_words": {"words": words, "add_prefix_space": hf.add_prefix_space, **enc_record(e_words, word_ids=True)},
-        "qa_windows": {
-            "question": question,
-            "context": context,
-            "truncation": "only_second",
-            "max_length": 16,
-            "stride": 4,
-            "windows": windows,
-        },
-    }
-    with open(os.path.join(out_dir, "expected.json"), "w") as f:
-        json.dump(expected, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    print(f"wrote {out_dir}: vocab {hf.vocab_size}, {len(windows)} qa windows")
+    cases = dict(single=single, pair=pair, words=words, add_prefix_space=hf.add_prefix_space, question=question,
+                 context=context)
+    n = write_tokenizer_expected(os.path.join(out_dir, "expected.json"), hf.vocab_size, cases,
+                                 (e_single, e_pair, e_words, e_qa))
+    print(f"wrote {out_dir}: vocab {hf.vocab_size}, {n} qa windows")
 
 
 def main() -> int:
