@@ -75,6 +75,9 @@ impl MlmCollator {
         })
     }
 
+    /// The mask token's spellings: BERT's (and DistilBERT's), then RoBERTa's.
+    pub const MASK_TOKENS: [&'static str; 2] = ["[MASK]", "<mask>"];
+
     /// A collator for a BERT-style tokenizer: [MASK] (RoBERTa's `<mask>`), and as specials its
     /// added special tokens ([PAD], [UNK], [CLS], [SEP], [MASK], or `<s>`, `<pad>`, `</s>`,
     /// `<unk>`, `<mask>`); an error names what is missing.
@@ -84,7 +87,7 @@ impl MlmCollator {
         mlm_probability: f64,
         seed: u64,
     ) -> Result<Self> {
-        let mask_id = ["[MASK]", "<mask>"]
+        let mask_id = Self::MASK_TOKENS
             .iter()
             .find_map(|t| tokenizer.token_to_id(t))
             .ok_or_else(|| {

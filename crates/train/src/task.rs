@@ -429,7 +429,7 @@ impl Task {
         };
         let cls = id(["[CLS]", "<s>"])?;
         let sep = id(["[SEP]", "</s>"])?;
-        id(["[MASK]", "<mask>"])?;
+        id(MlmCollator::MASK_TOKENS)?;
         let p = cfg.model.mlm_probability.unwrap_or(0.15);
         let collator = |seed: u64| {
             MlmCollator::for_tokenizer(tokenizer, c.vocab_size as u32, p, seed)
