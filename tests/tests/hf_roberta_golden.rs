@@ -193,6 +193,7 @@ fn tokenizer_matches_transformers(dir: &std::path::Path) -> Vec<String> {
         label: None,
         line: 1,
         words,
+        choices: None,
     };
     let single = &want["single"];
     let pair = &want["pair"];

@@ -259,6 +259,16 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                     writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
                     continue;
                 }
+                if c.problem == ProblemType::MultipleChoice {
+                    // The right choice's index, and each choice's probability.
+                    let p = finetune::softmax(l);
+                    let rec = serde_json::json!({
+                        "line": ex.line, "text": ex.text, "choices": ex.choices, "logits": l,
+                        "label": finetune::argmax(&p), "probabilities": p,
+                    });
+                    writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
+                    continue;
+                }
                 let mut rec = serde_json::json!({
                     "line": ex.line, "text": ex.text, "text_pair": ex.text_pair, "logits": l,
                 });
@@ -289,9 +299,9 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                         rec["probabilities"] = by_name(&p).into();
                     }
                     ProblemType::Regression => rec["score"] = (l[0] as f64).into(),
-                    ProblemType::TokenClassification | ProblemType::QuestionAnswering => {
-                        unreachable!("written above")
-                    }
+                    ProblemType::TokenClassification
+                    | ProblemType::QuestionAnswering
+                    | ProblemType::MultipleChoice => unreachable!("written above"),
                 }
                 writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
             }

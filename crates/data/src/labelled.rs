@@ -40,6 +40,10 @@ pub enum ProblemType {
     /// of the context, found by a start and an end logit per token (crates/data/src/qa.rs reads
     /// its data; it has no label set).
     QuestionAnswering,
+    /// Multiple choice (SWAG, `BertForMultipleChoice`): one of an example's C choices is right;
+    /// cross-entropy over the C scores (crates/data/src/choice.rs reads its data; it has no
+    /// label set).
+    MultipleChoice,
 }
 
 impl ProblemType {
@@ -54,6 +58,7 @@ impl ProblemType {
             Self::Regression => "regression",
             Self::TokenClassification => "token_classification",
             Self::QuestionAnswering => "question_answering",
+            Self::MultipleChoice => "multiple_choice",
         }
     }
 
@@ -65,6 +70,7 @@ impl ProblemType {
             Self::Regression,
             Self::TokenClassification,
             Self::QuestionAnswering,
+            Self::MultipleChoice,
         ]
         .into_iter()
         .find(|p| p.name() == name)
@@ -132,6 +138,9 @@ pub struct RawExample {
     pub line: usize,
     /// The words of a word-level record (token classification); `None` for a text record.
     pub words: Option<Vec<String>>,
+    /// A multiple-choice record's second segments, one per choice (`text` is the first
+    /// segment, shared by them; crates/data/src/choice.rs); `None` otherwise.
+    pub choices: Option<Vec<String>>,
 }
 
 fn bad(path: &Path, line: usize, problem: impl std::fmt::Display) -> Error {
@@ -156,6 +165,21 @@ impl Default for Columns {
             text_pair: "text_pair".into(),
             label: "label".into(),
         }
+    }
+}
+
+/// The examples of a data file for `problem`: multiple-choice records
+/// ([`crate::choice::read_choice_examples`]) for multiple choice, else
+/// [`read_examples_with`]'s text or word-level records. (Question answering reads its own
+/// layout, crates/data/src/qa.rs.)
+pub fn read_for_problem(
+    path: &Path,
+    cols: &Columns,
+    problem: ProblemType,
+) -> Result<Vec<RawExample>> {
+    match problem {
+        ProblemType::MultipleChoice => crate::choice::read_choice_examples(path, cols),
+        _ => read_examples_with(path, cols),
     }
 }
 
@@ -272,6 +296,7 @@ fn read_jsonl(path: &Path, text: &str, cols: &Columns) -> Result<Vec<RawExample>
             label,
             line: n,
             words: None,
+            choices: None,
         });
     }
     Ok(out)
@@ -361,6 +386,7 @@ fn json_words(path: &Path, n: usize, v: &serde_json::Value) -> Result<RawExample
         label,
         line: n,
         words: Some(words),
+        choices: None,
     })
 }
 
@@ -384,6 +410,7 @@ fn read_conll(path: &Path, text: &str) -> Result<Vec<RawExample>> {
         label: s.tagged.then_some(LabelValue::List(s.tags)),
         line: s.line,
         words: Some(s.words),
+        choices: None,
     };
     let mut out = Vec::new();
     let mut current: Option<Sentence> = None;
@@ -458,7 +485,7 @@ fn json_label(x: &serde_json::Value, top: bool) -> Option<LabelValue> {
 /// RFC 4180 records: fields separated by commas, optionally quoted with `"` (a quote inside a
 /// quoted field is doubled; quoted fields may hold commas and newlines). Returns (first line of
 /// the record, fields).
-fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
+pub(crate) fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
     let mut records = Vec::new();
     let (mut fields, mut field) = (Vec::new(), String::new());
     let (mut line, mut start_line) = (1usize, 1usize);
@@ -504,7 +531,7 @@ fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
 
 /// Tab-separated records without quoting (GLUE's `.tsv` files, read by its processors with
 /// `quotechar=None`): one per line, blank lines skipped. Returns (line, fields).
-fn tsv_records(text: &str) -> Vec<(usize, Vec<String>)> {
+pub(crate) fn tsv_records(text: &str) -> Vec<(usize, Vec<String>)> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim_end_matches('\r').is_empty())
@@ -553,6 +580,7 @@ fn read_table(
             label: label.map(cell_label),
             line: n,
             words: None,
+            choices: None,
         });
     }
     Ok(out)
@@ -588,8 +616,9 @@ pub fn label_names(
 ) -> Result<Vec<String>> {
     match problem {
         ProblemType::Regression => return Ok(vec!["LABEL_0".to_string()]),
-        // Answers are spans of the context, not classes.
-        ProblemType::QuestionAnswering => return Ok(Vec::new()),
+        // Answers are spans of the context, and right choices indices into an example's own
+        // choices, not classes.
+        ProblemType::QuestionAnswering | ProblemType::MultipleChoice => return Ok(Vec::new()),
         _ => {}
     }
     let items: Vec<LabelValue> = examples
@@ -601,7 +630,8 @@ pub fn label_names(
             }
             ProblemType::SingleLabelClassification
             | ProblemType::Regression
-            | ProblemType::QuestionAnswering => vec![l.clone()],
+            | ProblemType::QuestionAnswering
+            | ProblemType::MultipleChoice => vec![l.clone()],
         })
         .collect();
     let mut names: Vec<String> = items
@@ -737,6 +767,17 @@ pub fn resolve_label(
             "question_answering takes question/context records with answers (SQuAD \
              layout), not a \"label\"",
         )),
+        ProblemType::MultipleChoice => match label {
+            LabelValue::Index(i) => Ok(Target::Class(*i)),
+            _ => Err(bad(
+                path,
+                line,
+                format!(
+                    "label {label} is not the index of a choice (data.problem_type is \
+                     multiple_choice)"
+                ),
+            )),
+        },
     }
 }
 
@@ -752,6 +793,10 @@ pub struct Encoded {
     /// special tokens), which places each word's tag on its first sub-token
     /// ([`first_subwords`]). Empty for text examples.
     pub word_ids: Vec<Option<u32>>,
+    /// Multiple choice: the length of each choice's encoding, which `ids` and `type_ids` hold
+    /// one after the other (C sequences of `[CLS] first [SEP] choice [SEP]`). Empty for every
+    /// other example.
+    pub choice_lens: Vec<usize>,
 }
 
 /// A copy of `tokenizer` that truncates to `max_length` (longest-first over a pair, as
@@ -835,7 +880,23 @@ pub fn encode(
     path: &Path,
 ) -> Result<Vec<Encoded>> {
     let tokens = problem == ProblemType::TokenClassification;
+    let choice = problem == ProblemType::MultipleChoice;
     for ex in examples {
+        if ex.choices.is_some() != choice {
+            return Err(bad(
+                path,
+                ex.line,
+                match choice {
+                    true => "multiple_choice needs records with choices (SWAG's sent1, sent2, \
+                             ending0, ...; or text and choices)"
+                        .to_string(),
+                    false => format!(
+                        "a multiple-choice record needs data.problem_type multiple_choice, \
+                         not {problem}"
+                    ),
+                },
+            ));
+        }
         match (&ex.words, tokens) {
             (None, true) => {
                 return Err(bad(
@@ -891,6 +952,9 @@ pub fn encode(
         .iter()
         .zip(labels)
         .map(|(ex, label)| {
+            if let Some(choices) = &ex.choices {
+                return encode_choices(tokenizer, ex, choices, label, path);
+            }
             let enc = match (&ex.words, &ex.text_pair) {
                 (Some(words), _) => split_words
                     .as_ref()
@@ -910,9 +974,38 @@ pub fn encode(
                 } else {
                     Vec::new()
                 },
+                choice_lens: Vec::new(),
             })
         })
         .collect()
+}
+
+/// A multiple-choice example as C pairs `(first, choice)`, each encoded (and truncated) on its
+/// own, as run_swag's tokenizer call on its flattened lists, one after the other.
+fn encode_choices(
+    tokenizer: &Tokenizer,
+    ex: &RawExample,
+    choices: &[String],
+    label: Option<Target>,
+    path: &Path,
+) -> Result<Encoded> {
+    let mut e = Encoded {
+        ids: Vec::new(),
+        type_ids: Vec::new(),
+        label,
+        line: ex.line,
+        word_ids: Vec::new(),
+        choice_lens: Vec::with_capacity(choices.len()),
+    };
+    for (i, c) in choices.iter().enumerate() {
+        let enc = tokenizer
+            .encode((ex.text.as_str(), c.as_str()), true)
+            .map_err(|err| bad(path, ex.line, format!("cannot tokenise choice {i}: {err}")))?;
+        e.ids.extend_from_slice(enc.get_ids());
+        e.type_ids.extend_from_slice(enc.get_type_ids());
+        e.choice_lens.push(enc.get_ids().len());
+    }
+    Ok(e)
 }
 
 /// The first token of each word that has one, as (token position, word index), in order:
@@ -960,6 +1053,9 @@ pub struct ClsBatch {
 /// (a row with word ids or tags) every row has T labels and weights, all 0 for an unlabelled
 /// row.
 pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
+    if items.iter().any(|e| !e.choice_lens.is_empty()) {
+        return pad_choices(items, pad_id);
+    }
     let t = items.iter().map(|e| e.ids.len()).max().unwrap_or(0);
     let words = items
         .iter()
@@ -1023,6 +1119,46 @@ pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
             }
             Some(Target::Tags(_)) | None => b.labels.push(0),
         }
+    }
+    b
+}
+
+/// A multiple-choice batch: every choice of every example is a row (B·C rows, example b's
+/// choices at rows b·C .. b·C + C), padded to the longest choice of the batch; `labels` are
+/// the B right choices (0 for an unlabelled example).
+fn pad_choices(items: &[&Encoded], pad_id: u32) -> ClsBatch {
+    let t = items
+        .iter()
+        .flat_map(|e| e.choice_lens.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let rows: usize = items.iter().map(|e| e.choice_lens.len()).sum();
+    let mut b = ClsBatch {
+        rows,
+        cols: t,
+        ids: Vec::with_capacity(rows * t),
+        type_ids: Vec::with_capacity(rows * t),
+        attention_mask: Vec::with_capacity(rows * t),
+        labels: Vec::with_capacity(items.len()),
+        targets: Vec::new(),
+    };
+    for e in items {
+        let mut at = 0;
+        for &len in &e.choice_lens {
+            let pad = t - len;
+            let (ids, types) = (&e.ids[at..at + len], &e.type_ids[at..at + len]);
+            b.ids
+                .extend(ids.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
+            b.type_ids
+                .extend(types.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            b.attention_mask
+                .extend(std::iter::repeat_n(1, len).chain(std::iter::repeat_n(0, pad)));
+            at += len;
+        }
+        b.labels.push(match e.label {
+            Some(Target::Class(c)) => c as u32,
+            _ => 0,
+        });
     }
     b
 }
@@ -1254,6 +1390,7 @@ mod tests {
             label: Some(l),
             line: 1,
             words: None,
+            choices: None,
         };
         let single = ProblemType::SingleLabelClassification;
         let p = Path::new("l.jsonl");
@@ -1298,6 +1435,7 @@ mod tests {
             label: Some(Target::Class(1)),
             line: 1,
             word_ids: vec![],
+            choice_lens: vec![],
         };
         let b = Encoded {
             ids: vec![1, 2],
@@ -1305,6 +1443,7 @@ mod tests {
             label: Some(Target::Class(0)),
             line: 2,
             word_ids: vec![],
+            choice_lens: vec![],
         };
         let p = pad_batch(&[&a, &b], 9);
         assert_eq!((p.rows, p.cols), (2, 3));
@@ -1467,6 +1606,7 @@ mod tests {
             label,
             line: 1,
             word_ids: vec![],
+            choice_lens: vec![],
         };
         let (a, b) = (
             e(Some(Target::Classes(vec![true, false]))),
@@ -1721,6 +1861,7 @@ mod tests {
             label: None,
             line: 4,
             words: None,
+            choices: None,
         }];
         let msg = encode(&tok, &text, (tc, &labels), &p)
             .unwrap_err()
@@ -1856,6 +1997,7 @@ mod tests {
             label: tags(&["B-ANIMAL"]),
             line: 2,
             words: Some(names(&["cat"])),
+            choices: None,
         };
         let enc2 = encode(&tok, &[short], (tc, &labels), &p).unwrap();
         let batch = pad_batch(&[e, &enc2[0]], 0);
@@ -1904,6 +2046,7 @@ mod tests {
             label,
             line: 1,
             word_ids,
+            choice_lens: vec![],
         };
         let a = row(
             vec![2, 10, 11, 12, 3],
@@ -1957,6 +2100,7 @@ mod tests {
             label,
             line: 1,
             word_ids,
+            choice_lens: vec![],
         };
         // Words: 0 in tokens 1-2 (B-PER), 1 in token 3 (O), 2 in tokens 4-5 (B-LOC).
         let a = row(

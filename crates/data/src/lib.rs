@@ -7,12 +7,14 @@
 //! - [`mlm`]: BERT's masked-LM collator, deterministic per sample.
 //! - [`labelled`]: labelled examples (JSONL, CSV or CoNLL) for sequence and token
 //!   classification, and batches.
+//! - [`choice`]: multiple-choice examples (SWAG layout or text and choices).
 //! - [`qa`]: extractive question answering (SQuAD): examples, and question + context windows
 //!   with answer spans.
 //!
 //! Nothing here knows about models, devices or tensors: the trainer turns the `u32` buffers
 //! filled here into tensors itself.
 
+pub mod choice;
 pub mod error;
 mod fsio;
 mod hash;

@@ -23,7 +23,7 @@ use crate::finetune_qa::{QaData, QaOptions};
 use crate::grads::{scaled_backward, StepGrads};
 use crate::metrics::MetricsLog;
 use crate::metrics_cls::{
-    multi_label_report, regression_report, report_from_confusion, EvalReport,
+    multi_label_report, regression_report, report_from_confusion, ChoiceReport, EvalReport,
 };
 use crate::metrics_tok::TokenCounts;
 use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
@@ -38,7 +38,9 @@ use lantern_comm::{Communicator, ReduceOp};
 use lantern_data::labelled::{self, ClsBatch, Encoded, ProblemType, RawExample, Target};
 use lantern_data::tokenizer::{check_vocab, load_tokenizer};
 use lantern_kernels::{cross_entropy_sum, Rng};
-use lantern_models::bert::{hf, init_params, BertClassifier, BertConfig, BertHead, BertInput};
+use lantern_models::bert::{
+    hf, init_params, BertClassifier, BertConfig, BertForMultipleChoice, BertHead, BertInput,
+};
 use lantern_models::{safetensors_io, Mode, Params};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -262,18 +264,20 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
 }
 
 /// The model a problem type trains: `BertForTokenClassification` for tags per word,
-/// `BertForQuestionAnswering` for answer spans, `BertForSequenceClassification` for the rest.
+/// `BertForQuestionAnswering` for answer spans, `BertForMultipleChoice` for choices,
+/// `BertForSequenceClassification` for the rest.
 pub fn head_of(problem: ProblemType) -> BertHead {
     match problem {
         ProblemType::TokenClassification => BertHead::TokenClassification,
         ProblemType::QuestionAnswering => BertHead::QuestionAnswering,
+        ProblemType::MultipleChoice => BertHead::MultipleChoice,
         _ => BertHead::SequenceClassification,
     }
 }
 
-/// Loads a `BertForSequenceClassification`, `BertForTokenClassification` or
-/// `BertForQuestionAnswering` folder (ours or transformers'), checking that its tokenizer's
-/// vocabulary matches the model's.
+/// Loads a `BertForSequenceClassification`, `BertForTokenClassification`,
+/// `BertForQuestionAnswering` or `BertForMultipleChoice` folder (ours or transformers'; or
+/// another family's), checking that its tokenizer's vocabulary matches the model's.
 pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let dir = resolve_checkpoint(path)?;
     let (cfg, head) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
@@ -283,12 +287,18 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     } else {
         2
     };
-    let qa = head == Some(BertHead::QuestionAnswering);
-    if !qa && (!head.is_some_and(BertHead::is_classifier) || cfg.num_labels() < min_labels) {
+    // Question answering and multiple choice have no labels.
+    let unlabelled = matches!(
+        head,
+        Some(BertHead::QuestionAnswering | BertHead::MultipleChoice)
+    );
+    if !unlabelled && (!head.is_some_and(BertHead::is_classifier) || cfg.num_labels() < min_labels)
+    {
         return Err(Error::Checkpoint {
             path: dir.join(CONFIG_FILE),
             msg: "not a BertForSequenceClassification or BertForTokenClassification config \
-                  (or another family's) with id2label, nor a BertForQuestionAnswering config"
+                  (or another family's) with id2label, nor a BertForQuestionAnswering or \
+                  BertForMultipleChoice config"
                 .into(),
         });
     }
@@ -363,6 +373,7 @@ fn problem_of(cfg: &BertConfig, head: Option<BertHead>, config_path: &Path) -> R
     match head {
         Some(BertHead::TokenClassification) => return Ok(ProblemType::TokenClassification),
         Some(BertHead::QuestionAnswering) => return Ok(ProblemType::QuestionAnswering),
+        Some(BertHead::MultipleChoice) => return Ok(ProblemType::MultipleChoice),
         _ => {}
     }
     match cfg.problem_type.as_deref() {
@@ -390,9 +401,14 @@ impl Classifier {
         QaData::load(&self.tokenizer, path, &self.qa, need_answers)
     }
 
-    /// Reads a data file's records with the fine-tuning run's columns.
+    /// Reads a data file's records with the fine-tuning run's columns (multiple-choice
+    /// records for a multiple-choice model).
     pub fn read_file(&self, path: &Path) -> Result<Vec<labelled::RawExample>> {
-        Ok(labelled::read_examples_with(path, &self.columns)?)
+        Ok(labelled::read_for_problem(
+            path,
+            &self.columns,
+            self.problem,
+        )?)
     }
 
     /// Tokenises a data file with this classifier's labels, truncation and columns.
@@ -561,9 +577,15 @@ fn summed_loss(
     label_smoothing: f64,
 ) -> Result<Tensor> {
     Ok(match problem {
-        ProblemType::SingleLabelClassification | ProblemType::TokenClassification => {
+        ProblemType::SingleLabelClassification
+        | ProblemType::TokenClassification
+        | ProblemType::MultipleChoice => {
             let x = match logits.dims() {
                 &[b, t, l] => logits.reshape((b * t, l))?,
+                // Multiple choice: (B·C, 1) scores → (B, C) logits over each example's choices.
+                _ if problem == ProblemType::MultipleChoice => {
+                    BertForMultipleChoice::by_example(logits, targets.elem_count())?
+                }
                 _ => logits.clone(),
             };
             // The kernel computes in f32.
@@ -625,6 +647,10 @@ fn batch_tensors(b: &ClsBatch, problem: ProblemType, device: &Device) -> Result<
         ProblemType::SingleLabelClassification => {
             (Tensor::from_slice(&b.labels, b.rows, device)?, None)
         }
+        // The rows are the examples' choices; one label per example.
+        ProblemType::MultipleChoice => {
+            (Tensor::from_slice(&b.labels, b.labels.len(), device)?, None)
+        }
         ProblemType::MultiLabelClassification => {
             let l = b.targets.len() / b.rows.max(1);
             (Tensor::from_slice(&b.targets, (b.rows, l), device)?, None)
@@ -663,10 +689,11 @@ fn rows_of(e: &Encoded, problem: ProblemType) -> usize {
 }
 
 /// The logits [`logits_of`] gives an example: [`rows_of`] × `num_labels`, or for question
-/// answering a start and an end logit per token.
+/// answering a start and an end logit per token, or for multiple choice one per choice.
 fn logits_len(e: &Encoded, problem: ProblemType, num_labels: usize) -> usize {
     match problem {
         ProblemType::QuestionAnswering => 2 * e.ids.len(),
+        ProblemType::MultipleChoice => e.choice_lens.len(),
         _ => rows_of(e, problem) * num_labels,
     }
 }
@@ -683,7 +710,8 @@ fn train_rows_of(e: &Encoded, problem: ProblemType, all_tokens: bool) -> usize {
 /// Logits of every example, in order, in eval mode: for each example its rows
 /// ([`rows_of`]) of `num_labels` logits, flattened — (num_labels) per sequence, (words ×
 /// num_labels) per word-level example, in word order; for a question-answering window (2·T),
-/// its T start logits then its T end logits (padding left out).
+/// its T start logits then its T end logits (padding left out); for a multiple-choice example
+/// (C), its choices' scores.
 pub fn predict_logits(
     model: &BertClassifier,
     data: &[Encoded],
@@ -732,6 +760,16 @@ fn logits_of(
                         .into_iter()
                         .flat_map(|(pos, _)| rows[pos].iter().copied());
                     out.push(picked.collect());
+                }
+            }
+            BertClassifier::MultipleChoice(_) => {
+                // (B·C, 1): each example's C scores, in order.
+                let scores = logits.flatten_all()?.to_vec1::<f32>()?;
+                let mut at = 0;
+                for e in chunk {
+                    let c = e.choice_lens.len();
+                    out.push(scores[at..at + c].to_vec());
+                    at += c;
                 }
             }
             BertClassifier::QuestionAnswering(_) => {
@@ -947,6 +985,26 @@ fn report_of(
     let mismatch = || Error::Config(format!("labels do not fit problem_type {problem}"));
     Ok(match problem {
         ProblemType::TokenClassification | ProblemType::QuestionAnswering => return Err(mismatch()),
+        ProblemType::MultipleChoice => {
+            let (mut correct, mut loss) = (0u64, 0f64);
+            for (l, t) in logits.iter().zip(targets) {
+                let Target::Class(y) = t else {
+                    return Err(mismatch());
+                };
+                if *y >= l.len() {
+                    return Err(mismatch());
+                }
+                loss += smoothed_nll(&log_softmax(l), *y, label_smoothing);
+                correct += u64::from(argmax(l) == *y);
+            }
+            let choices = logits.first().map_or(0, Vec::len);
+            EvalReport::Choice(ChoiceReport::new(
+                correct,
+                logits.len() as u64,
+                choices,
+                loss / logits.len().max(1) as f64,
+            ))
+        }
         ProblemType::SingleLabelClassification => {
             let mut confusion = vec![vec![0u64; num_labels]; num_labels];
             let mut loss = 0f64;
@@ -1319,9 +1377,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let qa_opts = QaOptions::of(d);
     // Question answering reads its own layout (crate::finetune_qa), and has no labels.
     let is_qa = problem == ProblemType::QuestionAnswering;
+    let read = |p: &Path| labelled::read_for_problem(p, &d.columns(), problem);
     let train_raw = match is_qa {
         true => Vec::new(),
-        false => labelled::read_examples_with(&d.train, &d.columns())?,
+        false => read(&d.train)?,
     };
     if let Some(ex) = train_raw.iter().find(|e| e.label.is_none()) {
         return Err(Error::Config(format!(
@@ -1342,7 +1401,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     if !matches!(
         problem,
-        ProblemType::Regression | ProblemType::QuestionAnswering
+        ProblemType::Regression | ProblemType::QuestionAnswering | ProblemType::MultipleChoice
     ) && labels.len() < 2
     {
         return Err(Error::Config(format!(
@@ -1410,7 +1469,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             encoded
         }
         Some(v) => {
-            let val_raw = labelled::read_examples_with(v, &d.columns())?;
+            let val_raw = read(v)?;
             (
                 labelled::encode(&tok, &train_raw, (problem, &labels), &d.train)?,
                 labelled::encode(&tok, &val_raw, (problem, &labels), v)?,
@@ -1437,7 +1496,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             Some(encoded)
         }
         Some(p) => {
-            let raw = labelled::read_examples_with(p, &d.columns())?;
+            let raw = read(p)?;
             let ex = labelled::encode(&tok, &raw, (problem, &labels), p)?;
             if let Some(e) = ex.iter().find(|e| e.label.is_none()) {
                 return Err(Error::Config(format!(
@@ -1490,6 +1549,15 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             train.len(),
             val.len(),
             v.examples.len()
+        )),
+        None if problem == ProblemType::MultipleChoice => say(format!(
+            "fine-tuning {} layers x {} hidden on {device_name}, multiple choice of {}: {} \
+             train / {} validation examples",
+            bert_cfg.num_hidden_layers,
+            bert_cfg.hidden_size,
+            train.first().map_or(0, |e| e.choice_lens.len()),
+            train.len(),
+            val.len()
         )),
         None => say(format!(
             "fine-tuning {} layers x {} hidden on {device_name}, {} labels {:?}: {} train / {} \

@@ -92,7 +92,9 @@ pub struct FtDataSection {
     /// `multi_label_classification` (a list of classes per example) or `regression` (a
     /// number per example): transformers' `problem_type` of `BertForSequenceClassification`;
     /// or `token_classification` (a tag per word: `BertForTokenClassification`, NER); or
-    /// `question_answering` (an answer span in a context: `BertForQuestionAnswering`, SQuAD).
+    /// `question_answering` (an answer span in a context: `BertForQuestionAnswering`, SQuAD);
+    /// or `multiple_choice` (the right one of an example's choices: `BertForMultipleChoice`,
+    /// SWAG).
     #[serde(default)]
     pub problem_type: ProblemType,
     /// Question answering: a context longer than `max_length` (with its question) is read in
@@ -330,6 +332,7 @@ pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
         ],
         // The `squad` metric's, in percent.
         ProblemType::QuestionAnswering => crate::metrics_qa::QA_METRICS,
+        ProblemType::MultipleChoice => crate::metrics_cls::CHOICE_METRICS,
     }
 }
 
@@ -420,12 +423,14 @@ impl FinetuneConfig {
         if t.label_smoothing > 0.0
             && !matches!(
                 self.data.problem_type,
-                ProblemType::SingleLabelClassification | ProblemType::TokenClassification
+                ProblemType::SingleLabelClassification
+                    | ProblemType::TokenClassification
+                    | ProblemType::MultipleChoice
             )
         {
             return bad(format!(
-                "train.label_smoothing applies to single_label_classification and \
-                 token_classification, not {}",
+                "train.label_smoothing applies to single_label_classification, \
+                 token_classification and multiple_choice, not {}",
                 self.data.problem_type
             ));
         }
@@ -450,6 +455,13 @@ impl FinetuneConfig {
             if d.labels.is_some() {
                 return bad("data.labels names classes; question_answering has none".into());
             }
+        }
+        if d.problem_type == ProblemType::MultipleChoice && d.labels.is_some() {
+            return bad(
+                "data.labels names classes; multiple_choice has none (a label is the index of \
+                 the right choice)"
+                    .into(),
+            );
         }
         if t.max_steps == Some(0) {
             return bad("train.max_steps must be at least 1".into());

@@ -93,6 +93,7 @@ impl QaData {
                 label: f.span.map(|(s, e)| Target::Span(s, e)),
                 line: self.examples[f.example].line,
                 word_ids: Vec::new(),
+                choice_lens: Vec::new(),
             })
             .collect()
     }

@@ -11,7 +11,9 @@
 //! mean) precision / recall / F1, per-class metrics. Regression: MSE, RMSE, MAE and the
 //! Pearson and Spearman correlations (GLUE's STS-B metrics; scipy's `pearsonr` and
 //! `spearmanr`, ties ranked by their mean rank; 0 when either side is constant, where scipy
-//! gives NaN). Token classification has its own report, [`TokenReport`].
+//! gives NaN). Token classification has its own report, [`TokenReport`]. Multiple choice:
+//! accuracy (run_swag's metric) and the mean cross-entropy over the examples' choices,
+//! [`ChoiceReport`].
 
 use serde_json::{json, Value};
 
@@ -195,6 +197,71 @@ impl ClsReport {
     }
 }
 
+/// Multiple choice: how often the highest-scored choice is the right one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceReport {
+    /// Mean cross-entropy over the examples (each over its choices' scores).
+    pub loss: f64,
+    pub accuracy: f64,
+    pub correct: u64,
+    pub examples: u64,
+    /// Choices per example.
+    pub choices: usize,
+}
+
+/// The multiple-choice metrics: `eval_loss` (lower is better) and `accuracy`.
+pub const CHOICE_METRICS: &[(&str, bool)] = &[("eval_loss", false), ("accuracy", true)];
+
+impl ChoiceReport {
+    pub fn new(correct: u64, examples: u64, choices: usize, loss: f64) -> Self {
+        let accuracy = match examples {
+            0 => 0.0,
+            n => correct as f64 / n as f64,
+        };
+        Self {
+            loss,
+            accuracy,
+            correct,
+            examples,
+            choices,
+        }
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "eval_loss" => self.loss,
+            "accuracy" => self.accuracy,
+            _ => return None,
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "eval_loss": self.loss,
+            "accuracy": self.accuracy,
+            "correct": self.correct,
+            "examples": self.examples,
+            "choices": self.choices,
+        })
+    }
+
+    pub fn from_json(v: &Value) -> Option<Self> {
+        Some(Self::new(
+            v.get("correct")?.as_u64()?,
+            v.get("examples")?.as_u64()?,
+            v.get("choices")?.as_u64()? as usize,
+            v.get("eval_loss")?.as_f64()?,
+        ))
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "eval loss {:.4}, accuracy {:.4} ({} of {} examples, {} choices each)",
+            self.loss, self.accuracy, self.correct, self.examples, self.choices
+        )
+    }
+}
+
 /// The metrics of one evaluation, by problem type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EvalReport {
@@ -203,6 +270,7 @@ pub enum EvalReport {
     Regression(RegReport),
     Token(TokenReport),
     Qa(QaReport),
+    Choice(ChoiceReport),
 }
 
 impl EvalReport {
@@ -214,6 +282,7 @@ impl EvalReport {
             Self::Regression(r) => r.mse,
             Self::Token(r) => r.loss,
             Self::Qa(r) => r.loss,
+            Self::Choice(r) => r.loss,
         }
     }
 
@@ -225,6 +294,7 @@ impl EvalReport {
             Self::Regression(r) => r.metric(name),
             Self::Token(r) => r.metric(name),
             Self::Qa(r) => r.metric(name),
+            Self::Choice(r) => r.metric(name),
         }
     }
 
@@ -237,6 +307,7 @@ impl EvalReport {
             Self::Regression(r) => r.to_json(),
             Self::Token(r) => r.to_json(),
             Self::Qa(r) => r.to_json(),
+            Self::Choice(r) => r.to_json(),
         }
     }
 
@@ -252,6 +323,9 @@ impl EvalReport {
         if v.get("pearson").is_some() {
             return RegReport::from_json(v).map(Self::Regression);
         }
+        if v.get("choices").is_some() {
+            return ChoiceReport::from_json(v).map(Self::Choice);
+        }
         if v.get("subset_accuracy").is_some() {
             return MultiReport::from_json(v).map(Self::Multi);
         }
@@ -265,6 +339,7 @@ impl EvalReport {
             Self::Regression(r) => r.pretty(),
             Self::Token(r) => r.pretty(),
             Self::Qa(r) => r.pretty(),
+            Self::Choice(r) => r.summary(),
         }
     }
 
@@ -285,6 +360,7 @@ impl EvalReport {
             ),
             Self::Token(r) => r.summary(),
             Self::Qa(r) => r.summary(),
+            Self::Choice(r) => r.summary(),
         }
     }
 }

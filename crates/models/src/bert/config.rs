@@ -142,6 +142,10 @@ pub struct BertConfig {
     /// other family) = `hidden_size`.
     #[serde(default)]
     pub embedding_size: Option<usize>,
+    /// ELECTRA's `summary_last_dropout`: the dropout after its multiple-choice model's
+    /// sequence summary; `None` (every other family) = none.
+    #[serde(default)]
+    pub summary_last_dropout: Option<f64>,
     #[serde(default)]
     pub pad_token_id: u32,
     /// Class names by index, for sequence classification; empty for other heads.
@@ -192,6 +196,7 @@ impl BertConfig {
             classifier_dropout: None,
             qa_dropout: None,
             embedding_size: None,
+            summary_last_dropout: None,
             pad_token_id: 0,
             id2label: BTreeMap::new(),
             problem_type: None,
@@ -263,6 +268,10 @@ impl BertConfig {
             ),
             ("classifier_dropout", self.classifier_dropout.unwrap_or(0.0)),
             ("qa_dropout", self.qa_dropout.unwrap_or(0.0)),
+            (
+                "summary_last_dropout",
+                self.summary_last_dropout.unwrap_or(0.0),
+            ),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return bad(format!("{name} {p} must be in [0, 1)"));
@@ -318,13 +327,13 @@ impl BertConfig {
         }
     }
 
-    /// transformers builds every head but the BERT sequence classifier with
-    /// `add_pooling_layer=False`; a bare encoder keeps its pooler. DistilBERT and ELECTRA have
-    /// none.
+    /// transformers builds every head but the BERT sequence classifier and the BERT and
+    /// RoBERTa multiple-choice models with `add_pooling_layer=False`; a bare encoder keeps its
+    /// pooler. DistilBERT and ELECTRA have none.
     pub fn has_pooler(&self, head: BertHead) -> bool {
         match head {
             _ if matches!(self.model_type, Family::DistilBert | Family::Electra) => false,
-            BertHead::Encoder => true,
+            BertHead::Encoder | BertHead::MultipleChoice => true,
             BertHead::SequenceClassification => self.model_type == Family::Bert,
             _ => false,
         }

@@ -7,7 +7,8 @@
 //! decoder, and, like transformers, initialises a
 //! task head the checkpoint lacks and reports it; a missing encoder tensor is an error.
 //! A `BertForQuestionAnswering` config has no labels: its `qa_outputs` always has the 2
-//! outputs of transformers' default `num_labels`.
+//! outputs of transformers' default `num_labels`; nor has a `BertForMultipleChoice` one (its
+//! `classifier` has one output, a choice's score, whatever the number of choices).
 
 use super::{init_param, is_head_param, param_shapes, BertConfig, BertHead, Family, QA_OUTPUTS};
 use crate::{safetensors_io, Error, Params, Result};
@@ -30,6 +31,17 @@ pub struct LoadReport {
 /// DistilBertConfig's defaults for its two head dropouts.
 const DISTILBERT_SEQ_DROPOUT: f64 = 0.2;
 const DISTILBERT_QA_DROPOUT: f64 = 0.1;
+
+/// ElectraConfig's defaults for the sequence summary of its multiple-choice model: the first
+/// token, a dense layer, the exact GELU. Other settings are refused on reading.
+fn electra_summary() -> [(&'static str, Value); 3] {
+    [
+        ("summary_type", json!("first")),
+        ("summary_use_proj", json!(true)),
+        ("summary_activation", json!("gelu")),
+    ]
+}
+const ELECTRA_SUMMARY_LAST_DROPOUT: f64 = 0.1;
 
 /// The keys BertConfig and RobertaConfig share.
 fn bert_keys(cfg: &BertConfig, head: BertHead, dtype: &str) -> Value {
@@ -90,6 +102,17 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
     };
     if let Some(e) = cfg.embedding_size {
         v["embedding_size"] = Value::from(e);
+    }
+    if cfg.model_type == Family::Electra {
+        // ElectraSequenceSummary's settings (its multiple-choice head): the only ones we
+        // implement, which are ElectraConfig's defaults.
+        for (k, x) in electra_summary() {
+            v[k] = x;
+        }
+        v["summary_last_dropout"] = Value::from(
+            cfg.summary_last_dropout
+                .unwrap_or(ELECTRA_SUMMARY_LAST_DROPOUT),
+        );
     }
     if matches!(cfg.model_type, Family::Roberta | Family::XlmRoberta) {
         // RobertaConfig's special ids (`<s>` and `</s>`); transformers' defaults, which every
@@ -234,6 +257,27 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
         // classifier's labels mean anything.
         id2label.clear();
     }
+    if family == Family::Electra {
+        for (k, want) in electra_summary() {
+            if let Some(x) = v.get(k).filter(|x| **x != want) {
+                return Err(err(format!(
+                    "{k} {x} is not supported: ELECTRA's sequence summary is implemented with \
+                     ElectraConfig's defaults only ({k} {want})"
+                )));
+            }
+        }
+        for k in ["summary_proj_to_labels", "summary_first_dropout"] {
+            if v.get(k)
+                .is_some_and(|x| *x != json!(false) && *x != json!(0) && !x.is_null())
+            {
+                return Err(err(format!(
+                    "{k} {} is not supported: ELECTRA's sequence summary is implemented with \
+                     ElectraConfig's defaults only (no {k})",
+                    v[k]
+                )));
+            }
+        }
+    }
     // RobertaConfig's default pad id is 1 (`<pad>`), the others' 0.
     let default_pad = match family {
         Family::Roberta | Family::XlmRoberta => 1,
@@ -280,6 +324,8 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
             ),
             _ => None,
         },
+        summary_last_dropout: (family == Family::Electra)
+            .then(|| float("summary_last_dropout", ELECTRA_SUMMARY_LAST_DROPOUT)),
         pad_token_id: v
             .get("pad_token_id")
             .and_then(Value::as_u64)

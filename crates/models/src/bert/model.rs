@@ -18,15 +18,20 @@ pub enum BertHead {
     /// `BertForQuestionAnswering`: the encoder without pooler and `qa_outputs`, which gives
     /// every position a start and an end logit (extractive question answering, SQuAD-style).
     QuestionAnswering,
+    /// `BertForMultipleChoice`: each of an example's C choices is encoded as its own sequence
+    /// (B·C rows), the head gives each one score, and the scores of one example's choices are
+    /// its C logits (SWAG-style multiple choice).
+    MultipleChoice,
 }
 
 impl BertHead {
-    const ALL: [BertHead; 5] = [
+    const ALL: [BertHead; 6] = [
         BertHead::Encoder,
         BertHead::MaskedLm,
         BertHead::SequenceClassification,
         BertHead::TokenClassification,
         BertHead::QuestionAnswering,
+        BertHead::MultipleChoice,
     ];
 
     /// The BERT class name (messages; a config's own is [`BertConfig::architecture`]).
@@ -37,6 +42,7 @@ impl BertHead {
             BertHead::SequenceClassification => "BertForSequenceClassification",
             BertHead::TokenClassification => "BertForTokenClassification",
             BertHead::QuestionAnswering => "BertForQuestionAnswering",
+            BertHead::MultipleChoice => "BertForMultipleChoice",
         }
     }
 
@@ -214,6 +220,19 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
             // Fixed at 2 whatever `id2label` says: the head is shaped by the task, not labels.
             lin(&mut v, "qa_outputs", QA_OUTPUTS, c);
         }
+        // One score per choice: (1, c) whatever the labels or the number of choices.
+        (BertHead::MultipleChoice, Family::Bert | Family::Roberta | Family::XlmRoberta) => {
+            lin(&mut v, "classifier", 1, c);
+        }
+        (BertHead::MultipleChoice, Family::DistilBert) => {
+            lin(&mut v, "pre_classifier", c, c);
+            lin(&mut v, "classifier", 1, c);
+        }
+        (BertHead::MultipleChoice, Family::Electra) => {
+            // ElectraSequenceSummary's projection (`summary_use_proj`), then the scorer.
+            lin(&mut v, "sequence_summary.summary", c, c);
+            lin(&mut v, "classifier", 1, c);
+        }
     }
     v
 }
@@ -230,6 +249,7 @@ pub fn is_head_param(name: &str) -> bool {
         "pre_classifier.",
         "classifier.",
         "qa_outputs.",
+        "sequence_summary.",
     ]
     .iter()
     .any(|p| name.starts_with(p))
@@ -835,17 +855,125 @@ impl BertForQuestionAnswering {
     }
 }
 
-/// A BERT fine-tuning model of any kind (per-sequence or per-token classifier, or question
-/// answering), for code that trains, evaluates or serves them all.
+/// `BertForMultipleChoice`: each choice of an example is one sequence, scored by one logit;
+/// an example's C scores are its logits over the choices. Per family (transformers'):
+/// BERT and RoBERTa: encoder → pooler → dropout → `classifier` (BERT's dropout is
+/// `classifier_dropout`, else `hidden_dropout_prob`; RoBERTa's always `hidden_dropout_prob`);
+/// DistilBERT: `[CLS]` → `pre_classifier` → ReLU → dropout (`seq_classif_dropout`) →
+/// `classifier`; ELECTRA: `ElectraSequenceSummary` with its config's defaults (the first
+/// token → `sequence_summary.summary` → GELU → dropout `summary_last_dropout`) →
+/// `classifier`.
+pub struct BertForMultipleChoice {
+    pub bert: BertModel,
+    head: ChoiceHead,
+    dropout: f64,
+}
+
+enum ChoiceHead {
+    /// BERT, RoBERTa: one linear layer on the pooler's output.
+    Pooled { classifier: (Tensor, Tensor) },
+    /// A dense layer on the first token's hidden state, its activation (DistilBERT's ReLU,
+    /// ELECTRA's GELU), dropout, then the scorer.
+    Projected {
+        dense: (Tensor, Tensor),
+        classifier: (Tensor, Tensor),
+        gelu: bool,
+    },
+}
+
+impl BertForMultipleChoice {
+    pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        let (head, dropout) = match cfg.model_type {
+            Family::Bert => (
+                ChoiceHead::Pooled {
+                    classifier: pair(params, "classifier")?,
+                },
+                cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
+            ),
+            Family::Roberta | Family::XlmRoberta => (
+                ChoiceHead::Pooled {
+                    classifier: pair(params, "classifier")?,
+                },
+                cfg.hidden_dropout_prob,
+            ),
+            Family::DistilBert => (
+                ChoiceHead::Projected {
+                    dense: pair(params, "pre_classifier")?,
+                    classifier: pair(params, "classifier")?,
+                    gelu: false,
+                },
+                cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
+            ),
+            Family::Electra => (
+                ChoiceHead::Projected {
+                    dense: pair(params, "sequence_summary.summary")?,
+                    classifier: pair(params, "classifier")?,
+                    gelu: true,
+                },
+                cfg.summary_last_dropout.unwrap_or(0.0),
+            ),
+        };
+        Ok(Self {
+            bert: BertModel::new(cfg, params, BertHead::MultipleChoice)?,
+            head,
+            dropout,
+        })
+    }
+
+    /// One score per row: input (B·C, T) → (B·C, 1); [`BertForMultipleChoice::by_example`]
+    /// lays them out as (B, C).
+    pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
+        let x = self.bert.forward(input, &mut mode)?;
+        self.head_on(&x, &mut mode)
+    }
+
+    /// The head on the last hidden state (B·C, T, H) → (B·C, 1).
+    pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        match &self.head {
+            ChoiceHead::Pooled { classifier } => {
+                let pooled = drop(self.bert.pool(x)?, self.dropout, mode)?;
+                linear(&pooled, classifier)
+            }
+            ChoiceHead::Projected {
+                dense,
+                classifier,
+                gelu,
+            } => {
+                let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (B·C, H)
+                let h = match gelu {
+                    true => linear_act(&first, dense, true)?,
+                    false => linear(&first, dense)?.relu()?,
+                };
+                linear(&drop(h, self.dropout, mode)?, classifier)
+            }
+        }
+    }
+
+    /// The scores (B·C, 1) of B examples as their logits over the choices (B, C).
+    pub fn by_example(scores: &Tensor, examples: usize) -> Result<Tensor> {
+        let rows = scores.elem_count();
+        if examples == 0 || !rows.is_multiple_of(examples) {
+            return Err(Error::Config(format!(
+                "{rows} choice scores do not split evenly over {examples} examples"
+            )));
+        }
+        Ok(scores.reshape((examples, rows / examples))?)
+    }
+}
+
+/// A BERT fine-tuning model of any kind (per-sequence or per-token classifier, question answering
+/// or multiple choice), for code that trains, evaluates or serves them all.
 pub enum BertClassifier {
     Sequence(BertForSequenceClassification),
     Token(BertForTokenClassification),
     QuestionAnswering(BertForQuestionAnswering),
+    MultipleChoice(BertForMultipleChoice),
 }
 
 impl BertClassifier {
     /// The model of `head`, which must be [`BertHead::SequenceClassification`],
-    /// [`BertHead::TokenClassification`] or [`BertHead::QuestionAnswering`].
+    /// [`BertHead::TokenClassification`], [`BertHead::QuestionAnswering`] or
+    /// [`BertHead::MultipleChoice`].
     pub fn new(cfg: &BertConfig, params: &Params, head: BertHead) -> Result<Self> {
         match head {
             BertHead::SequenceClassification => Ok(Self::Sequence(
@@ -857,6 +985,9 @@ impl BertClassifier {
             BertHead::QuestionAnswering => Ok(Self::QuestionAnswering(
                 BertForQuestionAnswering::new(cfg, params)?,
             )),
+            BertHead::MultipleChoice => Ok(Self::MultipleChoice(BertForMultipleChoice::new(
+                cfg, params,
+            )?)),
             other => Err(Error::Config(format!(
                 "{} is not a fine-tuning head",
                 other.architecture()
@@ -869,16 +1000,18 @@ impl BertClassifier {
             Self::Sequence(_) => BertHead::SequenceClassification,
             Self::Token(_) => BertHead::TokenClassification,
             Self::QuestionAnswering(_) => BertHead::QuestionAnswering,
+            Self::MultipleChoice(_) => BertHead::MultipleChoice,
         }
     }
 
     /// Logits: (B, num_labels) per sequence, (B, T, num_labels) per token, (B, T, 2) for
-    /// question answering.
+    /// question answering, (B·C, 1) for multiple choice (one score per choice row).
     pub fn forward(&self, input: &BertInput<'_>, mode: Mode<'_>) -> Result<Tensor> {
         match self {
             Self::Sequence(m) => m.forward(input, mode),
             Self::Token(m) => m.forward(input, mode),
             Self::QuestionAnswering(m) => m.forward(input, mode),
+            Self::MultipleChoice(m) => m.forward(input, mode),
         }
     }
 
@@ -888,6 +1021,7 @@ impl BertClassifier {
             Self::Sequence(m) => &m.bert,
             Self::Token(m) => &m.bert,
             Self::QuestionAnswering(m) => &m.bert,
+            Self::MultipleChoice(m) => &m.bert,
         }
     }
 
@@ -898,6 +1032,7 @@ impl BertClassifier {
             Self::Sequence(m) => m.head_on(x, mode),
             Self::Token(m) => m.head_on(x, mode),
             Self::QuestionAnswering(m) => m.head_on(x, mode),
+            Self::MultipleChoice(m) => m.head_on(x, mode),
         }
     }
 }

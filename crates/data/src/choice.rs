@@ -1,0 +1,452 @@
+//! Multiple-choice examples (transformers' `run_swag.py`, `BertForMultipleChoice`): a first
+//! segment shared by every choice, C second segments (one per choice), and the index of the
+//! right choice. Each choice is encoded as its own pair `[CLS] first [SEP] choice [SEP]`;
+//! the model scores each pair and the scores of an example's C pairs are its logits.
+//!
+//! Two record layouts, in JSONL (one object per line), CSV or TSV (a header row):
+//! - SWAG's (`sent1`, `sent2`, `ending0` … `ending{C-1}`, `label`), read as run_swag reads
+//!   them: the first segment is `sent1`, choice i is `sent2 + " " + ending{i}`;
+//! - a generic one: the first segment under `data.text_column` (`text` by default), the
+//!   choices as a JSON list under `choices` (in a table: columns `choice0` … `choice{C-1}`),
+//!   the right choice's index under `data.label_column` (`label`).
+//!
+//! Every example of a file has the same number of choices (two or more), as a batch of them is
+//! one (B, C) block; the label is an index below it. Errors name the file and the line.
+
+use crate::error::{Error, Result};
+use crate::labelled::{csv_records, tsv_records, Columns, LabelValue, RawExample};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// The most choices an example may have (more is a mistake in the file).
+pub const MAX_CHOICES: usize = 1024;
+
+fn bad(path: &Path, line: usize, problem: impl std::fmt::Display) -> Error {
+    Error::format(path, format!("line {line}: {problem}"))
+}
+
+/// Reads a multiple-choice file (`.jsonl`/`.json`, `.csv` or `.tsv`). Each example is a
+/// [`RawExample`] whose `text` is the first segment and whose `choices` are the second
+/// segments; `label` is the right choice's index (absent: an unlabelled example, for
+/// prediction).
+pub fn read_choice_examples(path: &Path, cols: &Columns) -> Result<Vec<RawExample>> {
+    if !path.exists() {
+        return Err(Error::MissingInput(path.to_path_buf()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let records: Vec<(usize, Map<String, Value>)> = match ext {
+        "jsonl" | "json" => json_records(path, &text)?,
+        "csv" => table_records(path, csv_records(path, &text)?)?,
+        "tsv" => table_records(path, tsv_records(&text))?,
+        other => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "unknown extension {other:?} for multiple-choice data: expected .jsonl, \
+                     .csv or .tsv"
+                ),
+            ))
+        }
+    };
+    let out = records
+        .iter()
+        .map(|(n, r)| choice_record(path, *n, r, cols))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(first) = out.first() else {
+        return Err(Error::format(path, "no examples"));
+    };
+    let c = first.choices.as_ref().map_or(0, Vec::len);
+    for ex in &out {
+        let n = ex.choices.as_ref().map_or(0, Vec::len);
+        if n != c {
+            return Err(bad(
+                path,
+                ex.line,
+                format!(
+                    "{n} choices, but line {} has {c}: every example of a file has the same \
+                     number",
+                    first.line
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// One JSON object per non-blank line.
+fn json_records(path: &Path, text: &str) -> Result<Vec<(usize, Map<String, Value>)>> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(m)) => out.push((n, m)),
+            Ok(other) => return Err(bad(path, n, format!("expected a JSON object, got {other}"))),
+            Err(e) => return Err(bad(path, n, format!("invalid JSON: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// A table's rows as objects of strings keyed by the header; `choice0`, `choice1`, ...
+/// columns become a `choices` list, so both layouts read as JSON does. Empty cells are absent.
+fn table_records(
+    path: &Path,
+    records: Vec<(usize, Vec<String>)>,
+) -> Result<Vec<(usize, Map<String, Value>)>> {
+    let mut records = records.into_iter();
+    let (_, header) = records
+        .next()
+        .ok_or_else(|| Error::format(path, "empty file: no header row"))?;
+    let header: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
+    let n_choices = (0..)
+        .take_while(|i| header.contains(&format!("choice{i}")))
+        .count();
+    let mut out = Vec::new();
+    for (n, rec) in records {
+        if rec.len() != header.len() {
+            return Err(bad(
+                path,
+                n,
+                format!("{} fields, the header has {}", rec.len(), header.len()),
+            ));
+        }
+        let mut m: Map<String, Value> = header
+            .iter()
+            .zip(rec)
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(k, v)| (k.clone(), Value::String(v)))
+            .collect();
+        if n_choices > 0 {
+            let choices = (0..n_choices)
+                .map(|i| m.remove(&format!("choice{i}")).unwrap_or(Value::Null))
+                .collect();
+            m.insert("choices".into(), Value::Array(choices));
+        }
+        out.push((n, m));
+    }
+    Ok(out)
+}
+
+/// One record as an example: SWAG's layout when it has `sent1`, else the generic one.
+fn choice_record(
+    path: &Path,
+    n: usize,
+    r: &Map<String, Value>,
+    cols: &Columns,
+) -> Result<RawExample> {
+    let string = |k: &str| -> Result<Option<String>> {
+        match r.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(bad(
+                path,
+                n,
+                format!("\"{k}\" must be a string, got {other}"),
+            )),
+        }
+    };
+    let need = |k: &str| -> Result<String> {
+        string(k)?.ok_or_else(|| bad(path, n, format!("missing \"{k}\"")))
+    };
+    let (first, choices) = if r.contains_key("sent1") {
+        // run_swag: `[f"{header} {ending}" for ending in endings]`, header = sent2.
+        let header = need("sent2")?;
+        let endings = (0..)
+            .map_while(|i| r.get(&format!("ending{i}")).map(|_| format!("ending{i}")))
+            .map(|k| need(&k))
+            .collect::<Result<Vec<_>>>()?;
+        let choices = endings.iter().map(|e| format!("{header} {e}")).collect();
+        (need("sent1")?, choices)
+    } else {
+        let first = string(&cols.text)?.ok_or_else(|| {
+            bad(
+                path,
+                n,
+                format!(
+                    "missing \"{}\" (data.text_column), or SWAG's \"sent1\"",
+                    cols.text
+                ),
+            )
+        })?;
+        let choices =
+            match r.get("choices") {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| match x {
+                        Value::String(s) => Ok(s.clone()),
+                        other => Err(bad(
+                            path,
+                            n,
+                            format!("choice {i} must be a non-empty string, got {other}"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                Some(other) => {
+                    return Err(bad(
+                        path,
+                        n,
+                        format!("\"choices\" must be a list of strings, got {other}"),
+                    ))
+                }
+                None => return Err(bad(
+                    path,
+                    n,
+                    "missing \"choices\" (a list; in a table, columns choice0, choice1, ...), or \
+                     SWAG's \"ending0\", \"ending1\", ...",
+                )),
+            };
+        (first, choices)
+    };
+    if first.trim().is_empty() {
+        return Err(bad(path, n, "empty first segment"));
+    }
+    if let Some(i) = choices.iter().position(|c| c.trim().is_empty()) {
+        return Err(bad(path, n, format!("choice {i} is empty")));
+    }
+    if !(2..=MAX_CHOICES).contains(&choices.len()) {
+        return Err(bad(
+            path,
+            n,
+            format!(
+                "{} choices: an example needs 2 to {MAX_CHOICES}",
+                choices.len()
+            ),
+        ));
+    }
+    let label = match r.get(&cols.label) {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(x)) if x.as_u64().is_some() => {
+            Some(x.as_u64().expect("checked") as usize)
+        }
+        Some(Value::String(s)) if s.trim().parse::<usize>().is_ok() => {
+            Some(s.trim().parse().expect("checked"))
+        }
+        Some(other) => {
+            return Err(bad(
+                path,
+                n,
+                format!(
+                    "\"{}\" must be the index of the right choice, got {other}",
+                    cols.label
+                ),
+            ))
+        }
+    };
+    if let Some(l) = label.filter(|&l| l >= choices.len()) {
+        return Err(bad(
+            path,
+            n,
+            format!(
+                "label {l} is not a choice: there are {} (0 to {})",
+                choices.len(),
+                choices.len() - 1
+            ),
+        ));
+    }
+    Ok(RawExample {
+        text: first,
+        text_pair: None,
+        label: label.map(LabelValue::Index),
+        line: n,
+        words: None,
+        choices: Some(choices),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labelled::{encode, pad_batch, ProblemType, Target};
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn choices(e: &RawExample) -> Vec<&str> {
+        e.choices
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn swag_and_generic_records_read_as_run_swag_builds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cols = Columns::default();
+        // SWAG's CSV (swagaf's columns, extra ones ignored), then the same as JSONL.
+        let csv = write(
+            dir.path(),
+            "swag.csv",
+            "video-id,sent1,sent2,gold-source,ending0,ending1,ending2,label\n\
+             v1,Someone opens a door.,He,gold,walks in.,flies off.,\"sings, loudly.\",0\n",
+        );
+        let jsonl = write(
+            dir.path(),
+            "swag.jsonl",
+            "{\"sent1\": \"Someone opens a door.\", \"sent2\": \"He\", \"ending0\": \"walks in.\", \
+             \"ending1\": \"flies off.\", \"ending2\": \"sings, loudly.\", \"label\": 0}\n",
+        );
+        for p in [&csv, &jsonl] {
+            let ex = read_choice_examples(p, &cols).unwrap();
+            assert_eq!(ex.len(), 1);
+            assert_eq!(ex[0].text, "Someone opens a door.");
+            assert_eq!(
+                choices(&ex[0]),
+                ["He walks in.", "He flies off.", "He sings, loudly."]
+            );
+            assert_eq!(ex[0].label, Some(LabelValue::Index(0)));
+        }
+        // The generic layout, with the run's own text and label columns; blank lines skipped,
+        // an unlabelled example kept for prediction.
+        let cols = Columns {
+            text: "question".into(),
+            text_pair: "unused".into(),
+            label: "answer".into(),
+        };
+        let jsonl = write(
+            dir.path(),
+            "q.jsonl",
+            "{\"question\": \"2 + 2?\", \"choices\": [\"3\", \"4\"], \"answer\": 1}\n\n\
+             {\"question\": \"1 + 1?\", \"choices\": [\"2\", \"5\"]}\n",
+        );
+        let tsv = write(
+            dir.path(),
+            "q.tsv",
+            "question\tchoice0\tchoice1\tanswer\n2 + 2?\t3\t4\t1\n1 + 1?\t2\t5\t\n",
+        );
+        for p in [&jsonl, &tsv] {
+            let ex = read_choice_examples(p, &cols).unwrap();
+            assert_eq!(ex.len(), 2, "{}", p.display());
+            assert_eq!(
+                (ex[0].text.as_str(), choices(&ex[0])),
+                ("2 + 2?", vec!["3", "4"])
+            );
+            assert_eq!(ex[0].label, Some(LabelValue::Index(1)));
+            assert_eq!(ex[1].label, None);
+            assert_eq!(ex[1].line, 3);
+        }
+    }
+
+    #[test]
+    fn bad_records_name_the_file_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cols = Columns::default();
+        for (name, text, want) in [
+            (
+                "a.jsonl",
+                "{\"text\": \"x\", \"choices\": [\"a\", \"b\"], \"label\": 2}\n",
+                "label 2 is not a choice",
+            ),
+            (
+                "b.jsonl",
+                "{\"text\": \"x\", \"choices\": [\"a\", \"b\"]}\n\
+                 {\"text\": \"y\", \"choices\": [\"a\", \"b\", \"c\"]}\n",
+                "line 2: 3 choices, but line 1 has 2",
+            ),
+            (
+                "c.jsonl",
+                "{\"text\": \"x\", \"choices\": [\"a\"]}\n",
+                "1 choices",
+            ),
+            ("d.jsonl", "{\"text\": \"x\"}\n", "missing \"choices\""),
+            (
+                "e.jsonl",
+                "{\"choices\": [\"a\", \"b\"]}\n",
+                "missing \"text\"",
+            ),
+            (
+                "f.jsonl",
+                "{\"text\": \"x\", \"choices\": [\"a\", 3]}\n",
+                "choice 1 must be",
+            ),
+            (
+                "g.jsonl",
+                "{\"text\": \"x\", \"choices\": [\"a\", \"b\"], \"label\": \"b\"}\n",
+                "index of the right choice",
+            ),
+            (
+                "h.jsonl",
+                "{\"sent1\": \"x\", \"ending0\": \"a\", \"ending1\": \"b\"}\n",
+                "missing \"sent2\"",
+            ),
+            (
+                "i.csv",
+                "text,choice0,choice1\nx,a\n",
+                "2 fields, the header has 3",
+            ),
+            ("j.txt", "x", "unknown extension"),
+        ] {
+            let p = write(dir.path(), name, text);
+            let e = read_choice_examples(&p, &cols).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains(want), "{name}: {e}");
+        }
+        let e = read_choice_examples(&dir.path().join("none.jsonl"), &cols)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.jsonl"), "{e}");
+    }
+
+    #[test]
+    fn choices_encode_as_pairs_and_batch_as_rows() {
+        // A WordPiece tokenizer trained here: the test needs only pairs and their specials.
+        let text = ["the cat sat on the mat and a dog ran off"; 4];
+        let tok = crate::tokenizer::train_wordpiece_from_texts(&text, 120).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.jsonl",
+            "{\"text\": \"the cat\", \"choices\": [\"sat\", \"sat on the mat\"], \"label\": 1}\n\
+             {\"text\": \"a dog ran off\", \"choices\": [\"the\", \"cat\"], \"label\": 0}\n",
+        );
+        let raw = read_choice_examples(&p, &Columns::default()).unwrap();
+        let tok = crate::labelled::for_classification(&tok, 16, &p).unwrap();
+        let enc = encode(&tok, &raw, (ProblemType::MultipleChoice, &[]), &p).unwrap();
+        let pair = |a: &str, b: &str| tok.encode((a, b), true).unwrap().get_ids().to_vec();
+        let (a0, a1) = (pair("the cat", "sat"), pair("the cat", "sat on the mat"));
+        assert_eq!(enc[0].choice_lens, [a0.len(), a1.len()]);
+        assert_eq!(enc[0].ids, [a0.clone(), a1.clone()].concat());
+        assert_eq!(enc[0].label, Some(Target::Class(1)));
+        // Two examples of two choices: four rows, padded to the longest choice.
+        let b = pad_batch(&[&enc[0], &enc[1]], 0);
+        let t = a1
+            .len()
+            .max(enc[1].choice_lens.iter().copied().max().unwrap());
+        assert_eq!((b.rows, b.cols), (4, t));
+        assert_eq!(b.labels, [1, 0]);
+        assert_eq!(&b.ids[..a0.len()], &a0[..]);
+        assert!(b.ids[a0.len()..t].iter().all(|&x| x == 0));
+        assert_eq!(b.attention_mask[..t].iter().sum::<u32>() as usize, a0.len());
+        assert_eq!(&b.ids[t..t + a1.len()], &a1[..]);
+        // Second segment types survive; a plain text record is refused for multiple choice.
+        assert!(b.type_ids[..a0.len()].contains(&1));
+        let text = crate::labelled::RawExample {
+            choices: None,
+            ..raw[0].clone()
+        };
+        let e = encode(&tok, &[text], (ProblemType::MultipleChoice, &[]), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("multiple_choice needs records with choices"),
+            "{e}"
+        );
+        let e = encode(
+            &tok,
+            &raw,
+            (ProblemType::SingleLabelClassification, &[]),
+            &p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs data.problem_type multiple_choice"), "{e}");
+    }
+}
