@@ -1702,3 +1702,164 @@ fn glue_tsv_files_with_their_own_column_names() {
         "{e}"
     );
 }
+
+/// Multiple choice (run_swag): training data in SWAG's layout (JSONL), validation in the
+/// generic one (CSV: `text`, `choice0` …, `label`). Each example's context is about animals or
+/// machines and the right choice is the one sentence of the same kind among three, so a choice
+/// can only be scored against its context.
+#[test]
+fn multiple_choice_learns_from_swag_and_generic_files_evaluates_and_predicts() {
+    let f = Fixture::new();
+    let mut train = String::new();
+    let mut val = "text,choice0,choice1,choice2,label\n".to_string();
+    for i in 0..96 {
+        let (same, other) = match i % 2 {
+            0 => (&ANIMALS, &MACHINES),
+            _ => (&MACHINES, &ANIMALS),
+        };
+        let right = (i / 2) % 3;
+        let choices: Vec<String> = (0..3)
+            .map(|k| match k == right {
+                true => sentence(same, i + 1),
+                false => sentence(other, i + 2 + k),
+            })
+            .collect();
+        let context = sentence(same, i);
+        if i < 72 {
+            // SWAG: choice k is `sent2 + " " + ending{k}`.
+            let endings: Vec<String> = choices
+                .iter()
+                .map(|c| c.strip_prefix("the ").unwrap().to_string())
+                .collect();
+            train += &serde_json::json!({
+                "sent1": context, "sent2": "the", "ending0": endings[0],
+                "ending1": endings[1], "ending2": endings[2], "label": right,
+            })
+            .to_string();
+            train.push('\n');
+        } else {
+            val += &format!(
+                "{context},{},{},{},{right}\n",
+                choices[0], choices[1], choices[2]
+            );
+        }
+    }
+    std::fs::write(f.root.join("mc_train.jsonl"), train).unwrap();
+    std::fs::write(f.root.join("mc_val.csv"), &val).unwrap();
+    let data = (
+        "mc_train.jsonl",
+        "mc_val.csv",
+        "problem_type = \"multiple_choice\"",
+    );
+    let model = format!(
+        "tokenizer = {:?}\nhidden_size = 32\nnum_hidden_layers = 2\n\
+         num_attention_heads = 2\nintermediate_size = 64",
+        f.root.join("tokenizer.json")
+    );
+    let cfg = f.config_with(
+        "mc",
+        (&model, 24),
+        data,
+        "epochs = 40\nlr = 3e-3",
+        "metric = \"accuracy\"",
+    );
+    let out = lantern_ok(&["finetune", "--config", p(&cfg)]);
+    assert!(
+        out.contains("multiple choice of 3: 72 train / 24 validation"),
+        "{out}"
+    );
+    let run = f.root.join("mc");
+    let best = best_of(&run, "accuracy");
+    assert!(best >= 0.85, "best accuracy {best}\n{out}");
+    let c: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(c["architectures"][0], "BertForMultipleChoice");
+    assert!(
+        c.get("id2label").is_none() && c.get("problem_type").is_none(),
+        "{c}"
+    );
+    let names = common::read_f32_tensors(&run.join("model/model.safetensors"));
+    let classifier = names
+        .iter()
+        .find(|(n, _)| n == "classifier.weight")
+        .unwrap();
+    assert_eq!(classifier.1.len(), 32, "one score per choice: (1, hidden)");
+    // eval reproduces the best evaluation; predict gives each example its choice.
+    let dev = f.root.join("mc_val.csv");
+    let metrics = f.root.join("mc-eval.json");
+    lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        p(&run),
+        "--data",
+        p(&dev),
+        "--out",
+        p(&metrics),
+    ]);
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    assert_eq!(m["accuracy"].as_f64().unwrap(), best);
+    assert_eq!(m["choices"], 3);
+    let preds = f.root.join("mc-preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&dev),
+        "--out",
+        p(&preds),
+    ]);
+    let text = std::fs::read_to_string(&preds).unwrap();
+    let (mut right, mut n) = (0, 0);
+    for (line, want) in text.lines().zip(val.lines().skip(1)) {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let probs: Vec<f64> = r["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(probs.len(), 3);
+        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+        let label = r["label"].as_u64().unwrap();
+        right += u64::from(want.ends_with(&format!(",{label}")));
+        n += 1;
+    }
+    assert_eq!(n, 24);
+    assert_eq!(right as f64 / n as f64, best, "predict agrees with eval");
+    // Bad input: a label past the choices, and class names, which multiple choice has none of.
+    std::fs::write(
+        f.root.join("mc_bad.csv"),
+        val.replacen(",0\n", ",3\n", 1).replacen(",1\n", ",3\n", 1),
+    )
+    .unwrap();
+    let bad = f.config_with(
+        "mc-bad",
+        (&model, 24),
+        ("mc_train.jsonl", "mc_bad.csv", data.2),
+        "epochs = 1",
+        "",
+    );
+    let e = lantern_err(&["finetune", "--config", p(&bad), "--quiet"]);
+    assert!(
+        e.contains("mc_bad.csv") && e.contains("label 3 is not a choice"),
+        "{e}"
+    );
+    let named = f.config_with(
+        "mc-named",
+        (&model, 24),
+        (
+            "mc_train.jsonl",
+            "mc_val.csv",
+            &format!("{}\nlabels = [\"a\", \"b\"]", data.2),
+        ),
+        "epochs = 1",
+        "",
+    );
+    let e = lantern_err(&["finetune", "--config", p(&named), "--quiet"]);
+    assert!(
+        e.contains("data.labels") && e.contains("multiple_choice"),
+        "{e}"
+    );
+}
