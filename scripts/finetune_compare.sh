@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fine-tune all-MiniLM-L6-v2 with Lantern and with transformers (PyTorch), same split, epochs,
 # learning rate, batch size, max length, warmup, weight decay and seed, one after the other on
-# this machine, and print both held-out scores and wall times. Two tasks:
+# this machine, and print both held-out scores and wall times. Four tasks:
 #   TASK=classes (default): the fortune's category (scripts/make_fortune_categories.py),
 #                           macro-F1 and accuracy;
 #   TASK=tags:              token classification, the attribution's author and work
@@ -9,7 +9,9 @@
 #                           word accuracy;
 #   TASK=qa:                extractive question answering, who said it and which work it is
 #                           from (scripts/make_fortune_qa.py), the squad metric's F1 and exact
-#                           match (percent).
+#                           match (percent);
+#   TASK=choice:            multiple choice, which ending continues a fortune
+#                           (scripts/make_fortune_choices.py, SWAG layout), accuracy.
 #
 #   bash scripts/finetune_compare.sh [--set train.epochs=2 ...]   # extra args go to lantern
 #
@@ -29,7 +31,9 @@ case "$TASK" in
              metric=f1; keys="f1 precision recall accuracy"; make=make_fortune_tags.py; len=128 ;;
     qa)      data=data/fortune-qa; config=configs/minilm-fortune-qa.toml; test=test.json
              metric=f1; keys="f1 exact_match"; make=make_fortune_qa.py; len=128 ;;
-    *) echo "TASK must be classes, tags or qa, not $TASK" >&2; exit 2 ;;
+    choice)  data=data/fortune-choices; config=configs/minilm-fortune-choice.toml; test=test.jsonl
+             metric=accuracy; keys="accuracy"; make=make_fortune_choices.py; len=64 ;;
+    *) echo "TASK must be classes, tags, qa or choice, not $TASK" >&2; exit 2 ;;
 esac
 EPOCHS="${EPOCHS:-2}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX_LENGTH:-$len}"
 SEED="${SEED:-42}"; THREADS="${THREADS:-$(nproc)}"

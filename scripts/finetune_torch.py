@@ -4,7 +4,7 @@
     python scripts/finetune_torch.py --model DIR --train train.jsonl --validation val.jsonl
         --test test.jsonl [--epochs 2 --batch-size 32 --lr 1e-4 --warmup-ratio 0.1
         --weight-decay 0.01 --max-length 64 --seed 42 --metric macro_f1] [--threads N]
-        [--task tags|qa] [--doc-stride 32]
+        [--task tags|qa|choice] [--doc-stride 32]
 
 Same recipe as Lantern: BertForSequenceClassification from the pretrained encoder (fresh
 pooler-less head: the classifier is N(0, 0.02)), labels sorted by name, AdamW (β 0.9/0.999,
@@ -28,6 +28,11 @@ window), the windows shuffled and batched as Lantern's loop does, and utils_qa's
 (20 candidates, answers of up to 30 tokens) with the `squad` metric (scripts/
 make_qa_metric_golden.py holds both transcriptions); `--metric f1` and the JSON line holds
 "test_f1" and "test_exact_match" (percent).
+
+`--task choice` is multiple choice as transformers' run_swag does it: SWAG-layout JSONL
+(`sent1`, `sent2`, `ending0` …, `label`), BertForMultipleChoice, each choice the pair
+(sent1, sent2 + " " + ending) truncated to `--max-length`, a batch of B examples padded to its
+longest choice as (B, C, T); `--metric accuracy` and the JSON line holds "test_accuracy".
 """
 import argparse
 import json
@@ -135,7 +140,7 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--metric", default="macro_f1", choices=["macro_f1", "accuracy", "f1"])
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--task", default="classes", choices=["classes", "tags", "qa"])
+    ap.add_argument("--task", default="classes", choices=["classes", "tags", "qa", "choice"])
     ap.add_argument("--doc-stride", type=int, default=32)
     args = ap.parse_args()
     if args.threads:
@@ -143,6 +148,8 @@ def main():
     torch.manual_seed(args.seed)
     if args.task == "qa":
         return qa_main(args)
+    if args.task == "choice":
+        return choice_main(args)
 
     train, val, test = read(args.train), read(args.validation), read(args.test)
     tags = args.task == "tags"
@@ -241,6 +248,71 @@ def main():
     model.load_state_dict(best_state)
     out = {"impl": "transformers", **{f"test_{k}": v for k, v in scores(test).items()}}
     print(json.dumps({**out, "best_epoch": best_epoch, "train_seconds": train_seconds}))
+
+
+def choice_main(args):
+    """`--task choice`: the same loop over multiple-choice examples, run_swag's pairs and accuracy."""
+    from transformers import BertForMultipleChoice
+    train, val, test = read(args.train), read(args.validation), read(args.test)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = BertForMultipleChoice.from_pretrained(args.model)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
+    )
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(args.warmup_ratio * total), total)
+
+    def endings(r):
+        return [r[f"ending{i}"] for i in range(len(r)) if f"ending{i}" in r]
+
+    def batch(rows):
+        # run_swag's preprocess_function: the first sentence repeated, the header plus each ending.
+        c = len(endings(rows[0]))
+        firsts = [r["sent1"] for r in rows for _ in range(c)]
+        seconds = [f"{r['sent2']} {e}" for r in rows for e in endings(r)]
+        enc = tok(firsts, seconds, padding=True, truncation=True, max_length=args.max_length,
+                  return_tensors="pt")
+        return {k: v.view(len(rows), c, -1) for k, v in enc.items()}
+
+    def accuracy(rows):
+        model.eval()
+        right = 0
+        with torch.no_grad():
+            for i in range(0, len(rows), args.eval_batch_size):
+                chunk = rows[i:i + args.eval_batch_size]
+                best = model(**batch(chunk)).logits.argmax(-1)
+                right += sum(int(b == r["label"]) for b, r in zip(best.tolist(), chunk))
+        return right / len(rows)
+
+    best, best_state, best_epoch = -1.0, None, 0
+    g = torch.Generator().manual_seed(args.seed)
+    start = time.time()
+    for epoch in range(1, args.epochs + 1):
+        model.train()
+        epoch_start = time.time()
+        order = torch.randperm(len(train), generator=g).tolist()
+        for s in range(steps_per_epoch):
+            rows = [train[i] for i in order[s * args.batch_size:(s + 1) * args.batch_size]]
+            loss = model(**batch(rows), labels=torch.tensor([r["label"] for r in rows])).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+        print(f"epoch {epoch}: training steps in {time.time() - epoch_start:.1f} s", flush=True)
+        score = accuracy(val)
+        print(f"epoch {epoch}: validation accuracy {score:.4f}", flush=True)
+        if score > best:
+            best, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    train_seconds = time.time() - start
+    model.load_state_dict(best_state)
+    print(json.dumps({"impl": "transformers", "test_accuracy": accuracy(test), "best_epoch": best_epoch,
+                      "train_seconds": train_seconds}))
 
 
 def qa_main(args):
