@@ -35,6 +35,12 @@
    (tests/golden/distilbert_tiny/qa) exported by Lantern.
 9. ELECTRA the same way, from an ElectraForPreTraining (the discriminator, as released) with
    embeddings narrower than its layers and token types, and tests/golden/electra_tiny/qa.
+10. Multiple choice in every family: a BertForMultipleChoice fine-tuned from MiniLM, and
+   Roberta/DistilBert/ElectraForMultipleChoice from the bases of sections 7 to 9, by `lantern
+   finetune` on fortunes cut in two (which second half goes with this first half, of three),
+   exported: transformers' AutoModelForMultipleChoice logits on each (first, choice) pair vs
+   `lantern predict`'s, its loss vs `lantern eval`'s; and the golden multiple-choice models
+   (tests/golden/multiple_choice) exported by Lantern, logits in transformers vs the originals'.
 Prints one line per check and exits non-zero if any difference exceeds its tolerance.
 """
 import argparse
@@ -220,6 +226,9 @@ batch_size = 16\nlr = {lrs[problem]}\n{stopping[problem]}""")
     # 7, 8, 9. RoBERTa, DistilBERT and ELECTRA.
     for family in ["roberta", "distilbert", "electra"]:
         ok &= family_parity(args, w, texts, small, repo, family)
+
+    # 10. Multiple choice.
+    ok &= choice_parity(args, w, small, repo)
     print("all checks passed" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
 
@@ -334,6 +343,99 @@ epochs = 1\nbatch_size = 16\nlr = 1e-3\n""")
         return False
     d = max((a.start_logits - b.start_logits).abs().max().item(), (a.end_logits - b.end_logits).abs().max().item())
     return ok & report(f"{arch} exported by Lantern, start/end logits in transformers", d, 0.0)
+
+
+def choice_parity(args, w, small, repo):
+    """Section 10 of the module docstring: multiple choice fine-tuned by Lantern in each family,
+    in transformers; and the golden multiple-choice models exported by Lantern."""
+    from transformers import AutoModelForMultipleChoice
+    # Fortunes cut at the middle word: which of three second halves goes with a first half.
+    halves = []
+    for r in small:
+        words = r["text"].split()
+        if len(words) >= 6:
+            halves.append((" ".join(words[:len(words) // 2]), " ".join(words[len(words) // 2:])))
+    rows = []
+    for i, (first, second) in enumerate(halves[:120]):
+        others = [halves[(i + k) % len(halves)][1] for k in (7, 13)]
+        right = i % 3
+        choices = others[:right] + [second] + others[right:]
+        rows.append({"text": first, "choices": choices, "label": right})
+    with open(w("mc.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows[:96])
+    with open(w("mc-val.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows[96:])
+    ok = True
+    bases = {"bert": args.minilm, "roberta": w("roberta-base"), "distilbert": w("distilbert-base"),
+             "electra": w("electra-base")}
+    for family, base in bases.items():
+        run_dir, export = w(f"{family}-mc-run"), w(f"{family}-mc-export")
+        # The tiny random bases need a larger step for their choices' scores to spread apart.
+        lr = 1e-4 if family == "bert" else 3e-3
+        with open(w(f"{family}-mc.toml"), "w") as f:
+            f.write(f"""[run]\ndir = "{run_dir}"\n[model]\ninit_from = "{base}"\n[data]\ntrain = "{w('mc.jsonl')}"
+validation = "{w('mc-val.jsonl')}"\nmax_length = 64\nproblem_type = "multiple_choice"\n[train]\nepochs = 1
+batch_size = 8\nlr = {lr}\n[early_stopping]\nmetric = "accuracy"\n""")
+        run([args.lantern, "finetune", "--config", w(f"{family}-mc.toml"), "--quiet"])
+        run([args.lantern, "export", "--model", run_dir, "--out", export])
+        run([args.lantern, "predict", "--checkpoint", export, "--input", w("mc-val.jsonl"),
+             "--out", w(f"{family}-mc-pred.jsonl")])
+        run([args.lantern, "eval", "--checkpoint", export, "--data", w("mc-val.jsonl"),
+             "--out", w(f"{family}-mc-eval.json")])
+        with open(w(f"{family}-mc-pred.jsonl")) as f:
+            lantern_logits = torch.tensor([json.loads(l)["logits"] for l in f])
+        with open(w(f"{family}-mc-eval.json")) as f:
+            lantern_eval = json.load(f)
+        tok = AutoTokenizer.from_pretrained(base)
+        model, info = AutoModelForMultipleChoice.from_pretrained(export, output_loading_info=True)
+        model.eval()
+        arch = type(model).__name__
+        if any(info[k] for k in ["missing_keys", "unexpected_keys", "mismatched_keys"]):
+            print(f"FAIL {arch} exported by Lantern: loading info {info}")
+            ok = False
+        # On a transformers folder (no fine-tuning state) Lantern truncates to the model's token
+        # limit, at most 512: RoBERTa's positions start past the pad id.
+        c = model.config
+        limit = min(512, c.max_position_embeddings - (c.pad_token_id + 1 if family == "roberta" else 0))
+        logits, losses, right, ties = [], [], 0, 0
+        with torch.no_grad():
+            for r in rows[96:]:
+                # run_swag: the first segment repeated, each choice as the second; padded.
+                enc = tok([r["text"]] * 3, r["choices"], truncation=True, max_length=limit, padding=True,
+                          return_tensors="pt")
+                out = model(**{k: v.unsqueeze(0) for k, v in enc.items()}, labels=torch.tensor([r["label"]]))
+                logits.append(out.logits[0])
+                losses.append(out.loss.item())
+                right += int(out.logits[0].argmax().item() == r["label"])
+                top = out.logits[0].sort(descending=True).values
+                ties += int((top[0] - top[1]).item() < 1e-4)
+        ok &= report(f"{arch} fine-tuned and exported by Lantern: logits in transformers vs lantern predict",
+                     (torch.stack(logits) - lantern_logits).abs().max().item())
+        ok &= report(f"{arch}: validation loss, transformers' vs lantern eval",
+                     abs(sum(losses) / len(losses) - lantern_eval["eval_loss"]))
+        # A choice within the logits' tolerance of the best may go either way.
+        ok &= report(f"{arch}: validation accuracy, transformers' predictions vs lantern eval "
+                     f"({ties} near-ties of {len(losses)})",
+                     abs(right / len(losses) - lantern_eval["accuracy"]), ties / len(losses))
+
+    golden = os.path.join(repo, "tests", "golden", "multiple_choice")
+    with open(os.path.join(golden, "inputs.json")) as f:
+        inp = json.load(f)
+    for family in ["bert", "roberta", "distilbert", "electra"]:
+        run([args.lantern, "export", "--model", os.path.join(golden, family), "--out", w(f"{family}-mc-golden")])
+        kw = {k: torch.tensor(v) for k, v in inp[family].items() if k in ("input_ids", "attention_mask",
+                                                                          "token_type_ids")}
+        with torch.no_grad():
+            a = AutoModelForMultipleChoice.from_pretrained(os.path.join(golden, family)).eval()(**kw).logits
+            exported, info = AutoModelForMultipleChoice.from_pretrained(w(f"{family}-mc-golden"),
+                                                                        output_loading_info=True)
+            b = exported.eval()(**kw).logits
+        arch = type(exported).__name__
+        if any(info[k] for k in ["missing_keys", "unexpected_keys", "mismatched_keys"]):
+            print(f"FAIL {arch} exported by Lantern: loading info {info}")
+            ok = False
+        ok &= report(f"{arch} (golden) exported by Lantern, logits in transformers", (a - b).abs().max().item(), 0.0)
+    return ok
 
 
 def qa_parity(args, w, golden):

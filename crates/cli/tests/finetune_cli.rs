@@ -1828,6 +1828,54 @@ fn multiple_choice_learns_from_swag_and_generic_files_evaluates_and_predicts() {
     }
     assert_eq!(n, 24);
     assert_eq!(right as f64 / n as f64, best, "predict agrees with eval");
+    // Two ranks train as one process with twice the batch (the choices of an example stay on
+    // one rank; evaluation splits the examples), and activation checkpointing changes nothing
+    // but the memory.
+    let short = |name: &str, ranks: usize, batch: usize, extra: &str| -> PathBuf {
+        let cfg = f.config_with(
+            name,
+            (&model, 24),
+            data,
+            &format!("epochs = 2\nlr = 2e-3\n{extra}"),
+            "metric = \"accuracy\"",
+        );
+        let mut args = vec![];
+        if ranks == 2 {
+            args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
+        }
+        let batch = format!("train.batch_size={batch}");
+        args.extend(["finetune", "--config", p(&cfg), "--quiet", "--set", &batch]);
+        args.extend(NO_DROPOUT);
+        lantern_ok(&args);
+        f.root.join(name)
+    };
+    let one = short("mc-1", 1, 8, "");
+    for other in [
+        short("mc-2", 2, 4, ""),
+        short("mc-ckpt", 1, 8, "activation_checkpointing = true"),
+    ] {
+        let (a, b) = (train_losses(&other), train_losses(&one));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs(),
+                "{}: loss {x} vs {y}",
+                other.display()
+            );
+        }
+        let (ea, eb) = (metrics_of(&other, "eval"), metrics_of(&one, "eval"));
+        assert_eq!(ea.len(), 2);
+        for (x, y) in ea.iter().zip(&eb) {
+            assert!(x["correct"].is_u64(), "{x}");
+            assert_eq!(x["correct"], y["correct"], "{}", other.display());
+            assert_eq!(x["examples"], 24);
+            let (lx, ly) = (
+                x["eval_loss"].as_f64().unwrap(),
+                y["eval_loss"].as_f64().unwrap(),
+            );
+            assert!((lx - ly).abs() <= 1e-5 * ly, "{lx} vs {ly}");
+        }
+    }
     // Bad input: a label past the choices, and class names, which multiple choice has none of.
     std::fs::write(
         f.root.join("mc_bad.csv"),
