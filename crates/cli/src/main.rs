@@ -11,6 +11,7 @@ mod bench_cmds;
 mod bert_cmds;
 mod launch;
 mod model_dir;
+mod sampling;
 mod selfcheck;
 
 use anyhow::{bail, Context, Result};
@@ -93,11 +94,21 @@ enum Cmd {
         prompt: String,
         #[arg(long, default_value_t = 100)]
         max_new_tokens: usize,
+        /// Divides the logits before sampling (0 = greedy: the most likely token).
         #[arg(long, default_value_t = 0.8)]
         temperature: f64,
         /// Sample only among the k most likely tokens (0 = all).
         #[arg(long, default_value_t = 40)]
         top_k: usize,
+        /// Nucleus sampling: only among the fewest most likely tokens whose probabilities (after
+        /// temperature and top-k) add up to at least P (1 = off), as transformers' `top_p`.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// Penalise every token already in the sequence, prompt included: its logit is divided
+        /// by R, or multiplied where negative (1 = off; also with greedy), as transformers'
+        /// `repetition_penalty`.
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f64,
         #[arg(long, default_value_t = 1)]
         num_samples: usize,
         #[arg(long, default_value_t = 0)]
@@ -109,6 +120,9 @@ enum Cmd {
         /// "cuda:N"; the model runs in f32 there.
         #[arg(long, default_value = "auto")]
         device: String,
+        /// Test hook: also print each sample's token ids on stderr.
+        #[arg(long, hide = true)]
+        print_ids: bool,
     },
     /// Write a Hugging Face folder (model.safetensors, config.json, tokenizer.json) from a
     /// checkpoint or run folder: GPT2LMHeadModel, or for BERT the folder's own architecture.
@@ -342,11 +356,15 @@ fn run(cli: Cli) -> Result<Outcome> {
             max_new_tokens,
             temperature,
             top_k,
+            top_p,
+            repetition_penalty,
             num_samples,
             seed,
             ignore_eot,
             device,
+            print_ids,
         } => {
+            let how = sampling::Sampling::new(temperature, top_k, top_p, repetition_penalty)?;
             let device = lantern_train::device::parse_device(&device)?;
             let m = model_dir::load(&model)?;
             let tok = m.tokenizer()?;
@@ -368,13 +386,11 @@ fn run(cli: Cli) -> Result<Outcome> {
             let mut rng = Rng::new(seed);
             for i in 0..num_samples {
                 let start = std::time::Instant::now();
-                let how = Sampling {
+                let stop = Stop {
                     max_new: max_new_tokens,
-                    temperature,
-                    top_k,
                     eot: eot.filter(|_| !ignore_eot),
                 };
-                let ids = sample(&gpt, &device, &prompt_ids, &how, &mut rng)?;
+                let ids = sample(&gpt, &device, &prompt_ids, &how, stop, &mut rng)?;
                 let secs = start.elapsed().as_secs_f64();
                 eprintln!(
                     "sample {}: {} tokens in {secs:.3} s ({:.1} tokens/s; prompt of {})",
@@ -383,6 +399,9 @@ fn run(cli: Cli) -> Result<Outcome> {
                     ids.len() as f64 / secs.max(1e-9),
                     prompt_ids.len()
                 );
+                if print_ids {
+                    eprintln!("sample {} ids: {ids:?}", i + 1);
+                }
                 let text = tok
                     .decode(&ids, true)
                     .map_err(|e| anyhow::anyhow!("decode: {e}"))?;
@@ -508,32 +527,27 @@ fn read_token_json(p: &std::path::Path) -> Result<Vec<Vec<u32>>> {
         .collect()
 }
 
-/// How `sample` draws: at most `max_new` tokens, stopping early at `eot`.
+/// When `sample` stops: after `max_new` tokens, or earlier at `eot`.
 #[derive(Clone, Copy)]
-struct Sampling {
+struct Stop {
     max_new: usize,
-    temperature: f64,
-    top_k: usize,
     eot: Option<u32>,
 }
 
 /// Autoregressive sampling. While the sequence fits the model's n_positions, the prompt runs
 /// once and each new token alone, against the keys and values cached so far; past that, every
 /// token runs the forward over the last n_positions tokens (the positions are learned and
-/// absolute, so a cache cannot slide with the window).
+/// absolute, so a cache cannot slide with the window). Each token is chosen by
+/// [`sampling::pick`] from the last position's logits and the whole sequence so far.
 fn sample(
     gpt: &Gpt,
     device: &Device,
     prompt: &[u32],
-    how: &Sampling,
+    how: &sampling::Sampling,
+    stop: Stop,
     rng: &mut Rng,
 ) -> Result<Vec<u32>> {
-    let Sampling {
-        max_new,
-        temperature,
-        top_k,
-        eot,
-    } = *how;
+    let Stop { max_new, eot } = stop;
     let n_pos = gpt.config().n_positions;
     let mut ids = prompt.to_vec();
     let mut out = Vec::new();
@@ -549,7 +563,7 @@ fn sample(
             gpt.forward(&x, Mode::Eval)?.get(0)?.get(n_pos - 1)?
         };
         let last: Vec<f32> = last.to_dtype(DType::F32)?.to_vec1()?;
-        let next = pick(&last, temperature, top_k, rng);
+        let next = sampling::pick(&last, &ids, how, rng);
         if Some(next) == eot {
             break;
         }
@@ -557,29 +571,4 @@ fn sample(
         out.push(next);
     }
     Ok(out)
-}
-
-/// Temperature and top-k sampling (temperature 0 = greedy).
-fn pick(logits: &[f32], temperature: f64, top_k: usize, rng: &mut Rng) -> u32 {
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    if temperature <= 0.0 {
-        return idx[0] as u32;
-    }
-    if top_k > 0 && top_k < idx.len() {
-        idx.truncate(top_k);
-    }
-    let max = logits[idx[0]] as f64;
-    let w: Vec<f64> = idx
-        .iter()
-        .map(|&i| ((logits[i] as f64 - max) / temperature).exp())
-        .collect();
-    let mut u = rng.next_f64() * w.iter().sum::<f64>();
-    for (k, wi) in w.iter().enumerate() {
-        if u < *wi {
-            return idx[k] as u32;
-        }
-        u -= wi;
-    }
-    idx[idx.len() - 1] as u32
 }
