@@ -243,6 +243,7 @@ fn tokenizer_matches_transformers(dir: &std::path::Path) -> Vec<String> {
         question: str_of(&qa["question"]),
         context: str_of(&qa["context"]),
         answers: vec![],
+        unanswerable: false,
         line: 1,
     };
     let max_length = qa["max_length"].as_u64().unwrap() as usize;

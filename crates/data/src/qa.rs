@@ -7,8 +7,15 @@
 //! - `.jsonl`: one record per line in Hugging Face datasets' `squad` layout, `{"id", "title"?,
 //!   "context", "question", "answers": {"text": [..], "answer_start": [..]}}`; `"answers"` may be
 //!   absent or null (an unlabelled example, for prediction).
-//! - `.json`: an official SQuAD v1.1 file, `{"version"?, "data": [{"title", "paragraphs":
-//!   [{"context", "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}`.
+//! - `.json`: an official SQuAD v1.1 or v2.0 file, `{"version"?, "data": [{"title", "paragraphs":
+//!   [{"context", "qas": [{"id", "question", "answers": [{"text", "answer_start"}],
+//!   "is_impossible"?}]}]}]}`.
+//!
+//! SQuAD 2.0's unanswerable questions (run_qa's `--version_2_with_negative`) are read by
+//! [`read_qa_with`] with `version_2_with_negative`: an empty answer list (`{"text": [],
+//! "answer_start": []}` in JSONL, `[]` in SQuAD JSON), or `"is_impossible": true`, marks a
+//! labelled question whose answer is the empty string ([`QaExample::unanswerable`]); without
+//! the flag an empty list reads as no answer at all, as SQuAD v1.1 readers take it.
 //!
 //! Answer starts count characters (Unicode scalar values, Python `str` indices), not bytes;
 //! every answer is checked to be at its start. Every error names the file and the line (JSONL)
@@ -37,6 +44,12 @@ pub struct QaExample {
     /// SQuAD's training set has one answer per question, its dev set several (all count for
     /// the metrics); the first is the training target.
     pub answers: Vec<QaAnswer>,
+    /// SQuAD 2.0: the file says that the context does not answer the question (an empty
+    /// answer list, or `"is_impossible": true`), so `answers` is empty but the example is
+    /// labelled: its answer is the empty string, its windows' target the `[CLS]` position.
+    /// Only [`read_qa_with`] with `version_2_with_negative` sets it; false for an unlabelled
+    /// example (answers absent or null).
+    pub unanswerable: bool,
     /// 1-based line (JSONL) or the 1-based index of the question in a SQuAD `.json` file.
     pub line: usize,
 }
@@ -53,7 +66,8 @@ pub struct QaFeature {
     pub example: usize,
     /// Training target: token positions (start, end), both inclusive, of the example's FIRST
     /// answer when it lies wholly inside this window, else (0, 0) (the `[CLS]` position, as
-    /// run_qa labels it). `None` when the example has no answer.
+    /// run_qa labels it); (0, 0) too in every window of an unanswerable question
+    /// ([`QaExample::unanswerable`]). `None` when the example has no answer (unlabelled).
     pub span: Option<(usize, usize)>,
     /// For each token: its (start, end) character offsets in the CONTEXT when the token
     /// belongs to the context (sequence id 1), else `None` (question tokens, special tokens):
@@ -92,14 +106,32 @@ impl Layout {
     }
 }
 
+/// Where an example is in its file, for messages: `line 3 (id "a")` in JSONL, `question 3 (id
+/// "a")` in a SQuAD `.json` file (told apart by `path`'s extension).
+pub fn example_place(path: &Path, ex: &QaExample) -> String {
+    Layout::of(path).place(ex.line, Some(&ex.id))
+}
+
 fn bad(path: &Path, place: &str, problem: impl std::fmt::Display) -> Error {
     Error::format(path, format!("{place}: {problem}"))
 }
 
-/// Reads `path`: `.jsonl` = one record per line in Hugging Face datasets' `squad` layout
-/// (`"answers"` absent or null = unlabelled, for prediction); `.json` = an official SQuAD v1.1
-/// file. Blank lines of a JSONL file are skipped; unknown fields are ignored (SQuAD v2's
-/// `is_impossible`, `plausible_answers`), and an empty answer list reads as no answer.
+/// Reads `path` as SQuAD v1.1: [`read_qa_with`] without `version_2_with_negative`.
+pub fn read_qa(path: &Path) -> Result<Vec<QaExample>> {
+    read_qa_with(path, false)
+}
+
+/// Reads `path`: `.jsonl` = one record per line in Hugging Face datasets' `squad` (or
+/// `squad_v2`) layout (`"answers"` absent or null = unlabelled, for prediction); `.json` = an
+/// official SQuAD v1.1 or v2.0 file. Blank lines of a JSONL file are skipped; unknown fields
+/// are ignored (SQuAD v2's `plausible_answers`).
+///
+/// Without `version_2_with_negative` (SQuAD v1.1) `is_impossible` is ignored too and an empty
+/// answer list reads as no answer (an unlabelled example). With it (run_qa's
+/// `--version_2_with_negative`), an empty answer list or `"is_impossible": true` marks an
+/// unanswerable question ([`QaExample::unanswerable`]), as Hugging Face's `squad_v2` reader
+/// takes an empty list; `is_impossible` must then be a boolean that agrees with the answers
+/// (true with answers, or false with an empty list, is refused).
 ///
 /// Refused, each with the file and the line or question: a missing file, invalid JSON, a
 /// missing or ill-typed field, an empty (or whitespace-only) question or context, `text` and
@@ -107,7 +139,7 @@ fn bad(path: &Path, place: &str, problem: impl std::fmt::Display) -> Error {
 /// its `answer_start` in the context (compared by characters; the message says what is there,
 /// and whether the text is at that BYTE offset instead), an id seen before, and a file without
 /// examples.
-pub fn read_qa(path: &Path) -> Result<Vec<QaExample>> {
+pub fn read_qa_with(path: &Path, version_2_with_negative: bool) -> Result<Vec<QaExample>> {
     if !path.exists() {
         return Err(Error::MissingInput(path.to_path_buf()));
     }
@@ -128,8 +160,8 @@ pub fn read_qa(path: &Path) -> Result<Vec<QaExample>> {
         }
     };
     let examples = match layout {
-        Layout::Lines => read_jsonl(path, text)?,
-        Layout::Squad => read_squad(path, text)?,
+        Layout::Lines => read_jsonl(path, text, version_2_with_negative)?,
+        Layout::Squad => read_squad(path, text, version_2_with_negative)?,
     };
     if examples.is_empty() {
         return Err(Error::format(path, "no examples"));
@@ -155,7 +187,7 @@ pub fn read_qa(path: &Path) -> Result<Vec<QaExample>> {
     Ok(examples)
 }
 
-fn read_jsonl(path: &Path, text: &str) -> Result<Vec<QaExample>> {
+fn read_jsonl(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -176,18 +208,74 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<QaExample>> {
         let place = Layout::Lines.place(n, Some(&id));
         optional_string(&v, "title", path, &place)?;
         let answers = match v.get("answers") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(a) => hf_answers(a, path, &place)?,
+            None | Some(Value::Null) => None,
+            Some(a) => Some(hf_answers(a, path, &place)?),
         };
+        let (answers, unanswerable) = labels(&v, answers, v2, path, &place)?;
         out.push(QaExample {
             question: string(&v, "question", path, &place)?,
             context: string(&v, "context", path, &place)?,
             id,
             answers,
+            unanswerable,
             line: n,
         });
     }
     Ok(out)
+}
+
+/// A question's answers and whether it is unanswerable, from its `answers` (`None` when absent
+/// or null) and, with SQuAD 2.0 (`v2`), its `is_impossible`. `place` names the question.
+fn labels(
+    qa: &Value,
+    answers: Option<Vec<QaAnswer>>,
+    v2: bool,
+    path: &Path,
+    place: &str,
+) -> Result<(Vec<QaAnswer>, bool)> {
+    if !v2 {
+        // SQuAD v1.1, as before SQuAD 2.0 was read: an empty list is no answer.
+        return Ok((answers.unwrap_or_default(), false));
+    }
+    let impossible = match qa.get("is_impossible") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            return Err(bad(
+                path,
+                place,
+                format!(
+                    "\"is_impossible\" must be true or false, got {}",
+                    brief(other)
+                ),
+            ))
+        }
+    };
+    match (answers, impossible) {
+        // Neither says anything: an unlabelled question (for prediction).
+        (None, None | Some(false)) => Ok((Vec::new(), false)),
+        (None, Some(true)) => Ok((Vec::new(), true)),
+        (Some(a), Some(true)) if !a.is_empty() => Err(bad(
+            path,
+            place,
+            format!(
+                "\"is_impossible\" is true but the question has {} answer(s): an unanswerable \
+                 question has an empty answer list",
+                a.len()
+            ),
+        )),
+        (Some(a), Some(false)) if a.is_empty() => Err(bad(
+            path,
+            place,
+            "\"is_impossible\" is false but the answer list is empty: give the answers, or \
+             mark the question unanswerable with \"is_impossible\": true",
+        )),
+        // An empty list is SQuAD 2.0's (and HF datasets' `squad_v2`) unanswerable question.
+        (Some(a), _) => {
+            let unanswerable = a.is_empty();
+            Ok((a, unanswerable))
+        }
+    }
 }
 
 /// HF datasets' answers: `{"text": [strings], "answer_start": [integers]}`, one start per text.
@@ -259,7 +347,7 @@ fn answer_start(s: &Value, k: usize, path: &Path, place: &str) -> Result<usize> 
         })
 }
 
-fn read_squad(path: &Path, text: &str) -> Result<Vec<QaExample>> {
+fn read_squad(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
     let root: Value = serde_json::from_str(text).map_err(|e| {
         // HF datasets' `to_json` writes JSON Lines whatever the extension: say so rather than
         // only "trailing characters".
@@ -305,12 +393,13 @@ fn read_squad(path: &Path, text: &str) -> Result<Vec<QaExample>> {
                 let id = string(qa, "id", path, &place)?;
                 let place = format!("{} ({at})", Layout::Squad.place(n, Some(&id)));
                 let answers = match qa.get("answers") {
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Array(list)) => list
-                        .iter()
-                        .enumerate()
-                        .map(|(k, ans)| squad_answer(ans, k, path, &place))
-                        .collect::<Result<_>>()?,
+                    None | Some(Value::Null) => None,
+                    Some(Value::Array(list)) => Some(
+                        list.iter()
+                            .enumerate()
+                            .map(|(k, ans)| squad_answer(ans, k, path, &place))
+                            .collect::<Result<_>>()?,
+                    ),
                     Some(other) => {
                         return Err(bad(
                             path,
@@ -322,11 +411,13 @@ fn read_squad(path: &Path, text: &str) -> Result<Vec<QaExample>> {
                         ))
                     }
                 };
+                let (answers, unanswerable) = labels(qa, answers, v2, path, &place)?;
                 out.push(QaExample {
                     question: string(qa, "question", path, &place)?,
                     context: context.clone(),
                     id,
                     answers,
+                    unanswerable,
                     line: n,
                 });
             }
@@ -600,11 +691,18 @@ pub fn qa_features(
         for w in std::iter::once(&enc).chain(enc.get_overflowing()) {
             let seq = w.get_sequence_ids();
             let offsets = w.get_offsets();
+            let span = match ex.answers.first() {
+                Some(a) => Some(answer_span(&seq, offsets, a)),
+                // run_qa's prepare_train_features: a question without answers points at
+                // `[CLS]` (its cls_index, 0 for BERT's and RoBERTa's pairs) in every window.
+                None if ex.unanswerable => Some((0, 0)),
+                None => None,
+            };
             out.push(QaFeature {
                 ids: w.get_ids().to_vec(),
                 type_ids: w.get_type_ids().to_vec(),
                 example: index,
-                span: ex.answers.first().map(|a| answer_span(&seq, offsets, a)),
+                span,
                 offsets: seq
                     .iter()
                     .zip(offsets)
@@ -879,6 +977,7 @@ mod tests {
             question: q.into(),
             context: "The cat sat on the mat.".into(),
             answers: vec![],
+            unanswerable: false,
             line: 1,
         };
         let path = Path::new("q.jsonl");
@@ -1145,6 +1244,125 @@ mod tests {
     }
 
     #[test]
+    fn squad_2_unanswerable_questions_are_read_with_version_2_with_negative() {
+        let d = tempfile::tempdir().unwrap();
+        // HF datasets' squad_v2 layout: an empty answer list; `is_impossible` may come along.
+        let body = [
+            r#"{"id": "a", "question": "Q?", "context": "The cat.", "answers": {"text": ["cat"], "answer_start": [4]}}"#,
+            r#"{"id": "b", "question": "Q?", "context": "The cat.", "answers": {"text": [], "answer_start": []}}"#,
+            r#"{"id": "c", "question": "Q?", "context": "The cat.", "answers": null}"#,
+            r#"{"id": "d", "question": "Q?", "context": "The cat.", "is_impossible": true}"#,
+            r#"{"id": "e", "question": "Q?", "context": "The cat.", "answers": {"text": [], "answer_start": []}, "is_impossible": true}"#,
+            r#"{"id": "f", "question": "Q?", "context": "The cat.", "is_impossible": false}"#,
+        ]
+        .join("\n");
+        let path = write(d.path(), "v2.jsonl", &body);
+        let v2 = read_qa_with(&path, true).unwrap();
+        let flags: Vec<(bool, bool)> = v2
+            .iter()
+            .map(|e| (e.answers.is_empty(), e.unanswerable))
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                (false, false),
+                (true, true),
+                (true, false),
+                (true, true),
+                (true, true),
+                (true, false)
+            ]
+        );
+        // SQuAD v1.1 (no flag): as before, an empty list is no answer and is_impossible is
+        // not read at all.
+        let v1 = read_qa(&path).unwrap();
+        assert!(v1.iter().all(|e| !e.unanswerable));
+        assert_eq!(v1.len(), 6);
+        assert_eq!(v1[0].answers, v2[0].answers);
+        let odd = r#"{"id": "x", "question": "Q?", "context": "c", "answers": {"text": [], "answer_start": []}, "is_impossible": "yes"}"#;
+        assert!(read_qa(&write(d.path(), "odd.jsonl", odd)).is_ok());
+
+        // The official SQuAD 2.0 layout: `"answers": []`, `"is_impossible": true` and the
+        // `plausible_answers` an annotator found (ignored).
+        let squad = r#"{"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "The cat sat.", "qas": [
+            {"id": "x", "question": "Who sat?", "answers": [{"text": "cat", "answer_start": 4}], "is_impossible": false},
+            {"id": "y", "question": "Who stood?", "answers": [], "plausible_answers": [{"text": "cat", "answer_start": 4}], "is_impossible": true}]}]}]}"#;
+        let path = write(d.path(), "dev-v2.0.json", squad);
+        let ex = read_qa_with(&path, true).unwrap();
+        assert_eq!((ex[0].unanswerable, ex[0].answers.len()), (false, 1));
+        assert_eq!((ex[1].unanswerable, ex[1].answers.len()), (true, 0));
+        let ex = read_qa(&path).unwrap();
+        assert!(!ex[1].unanswerable && ex[1].answers.is_empty());
+        assert_eq!(example_place(&path, &ex[1]), "question 2 (id \"y\")");
+
+        // Contradictions and a mistyped flag are errors naming the file and the question.
+        let rec = |extra: &str| {
+            format!(r#"{{"id": "b", "question": "Q?", "context": "a cat", {extra}}}"#)
+        };
+        let cases: Vec<(&str, String, &[&str])> = vec![
+            (
+                "both.jsonl",
+                rec(r#""answers": {"text": ["cat"], "answer_start": [2]}, "is_impossible": true"#),
+                &["line 1 (id \"b\")", "\"is_impossible\" is true but the question has 1 answer(s)"],
+            ),
+            (
+                "neither.jsonl",
+                rec(r#""answers": {"text": [], "answer_start": []}, "is_impossible": false"#),
+                &["line 1 (id \"b\")", "\"is_impossible\" is false but the answer list is empty"],
+            ),
+            (
+                "typed.jsonl",
+                rec(r#""is_impossible": "yes""#),
+                &["line 1 (id \"b\")", "\"is_impossible\" must be true or false, got \"yes\""],
+            ),
+            (
+                "both.json",
+                r#"{"data": [{"paragraphs": [{"context": "a cat", "qas": [{"id": "q", "question": "Q?", "answers": [{"text": "cat", "answer_start": 2}], "is_impossible": true}]}]}]}"#.into(),
+                &["question 1 (id \"q\") (data[0].paragraphs[0].qas[0])", "is true but"],
+            ),
+        ];
+        for (name, body, want) in cases {
+            let p = write(d.path(), name, &body);
+            let msg = read_qa_with(&p, true).unwrap_err().to_string();
+            assert!(msg.contains(name), "{msg}");
+            for w in want {
+                assert!(msg.contains(w), "{name}: {w}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn unanswerable_questions_point_at_cls_in_every_window() {
+        let tok = golden_tokenizer();
+        let path = golden().join("examples.jsonl");
+        let mut examples = read_qa(&path).unwrap();
+        // The river question is cut into several windows at (40, 12); take away its answer.
+        let plain = qa_features(&tok, &examples, 40, 12, &path).unwrap();
+        let river = examples.iter().position(|e| e.id == "river-1").unwrap();
+        examples[river].answers.clear();
+        examples[river].unanswerable = true;
+        let got = qa_features(&tok, &examples, 40, 12, &path).unwrap();
+        assert_eq!(got.len(), plain.len());
+        let windows: Vec<_> = got.iter().filter(|f| f.example == river).collect();
+        assert!(windows.len() > 1, "{}", windows.len());
+        assert!(windows.iter().all(|f| f.span == Some((0, 0))));
+        // The other questions' windows, and the river's tokens, do not change.
+        for (a, b) in got.iter().zip(&plain) {
+            assert_eq!((&a.ids, &a.offsets), (&b.ids, &b.offsets));
+            if a.example != river {
+                assert_eq!(a.span, b.span);
+            }
+        }
+        // Unlabelled (no answers, not marked unanswerable): no target.
+        examples[river].unanswerable = false;
+        let got = qa_features(&tok, &examples, 40, 12, &path).unwrap();
+        assert!(got
+            .iter()
+            .filter(|f| f.example == river)
+            .all(|f| f.span.is_none()));
+    }
+
+    #[test]
     fn char_slices_count_characters() {
         let s = "aé😀b";
         assert_eq!(char_slice(s, 0, 4), Some(s));
@@ -1175,6 +1393,8 @@ mod tests {
             b"\r\n",
             b"{}",
             b"\"answer_start\": [18446744073709551615]",
+            b"{\"id\": \"n\", \"question\": \"x?\", \"context\": \"a b\", \"answers\": {\"text\": [], \"answer_start\": []}, \"is_impossible\": true}\n",
+            b"\"is_impossible\": false",
         ]);
         let d = tempfile::tempdir().unwrap();
         let tok = golden_tokenizer();
@@ -1208,7 +1428,8 @@ mod tests {
             let name = ["m.jsonl", "m.json"][case % 2];
             let path = d.path().join(name);
             std::fs::write(&path, &body).unwrap();
-            let examples = match read_qa(&path) {
+            // Half the files are read as SQuAD 2.0 (`is_impossible` read and checked).
+            let examples = match read_qa_with(&path, case % 4 >= 2) {
                 Ok(ex) => ex,
                 Err(e) => {
                     let msg = e.to_string();
