@@ -1,19 +1,23 @@
-//! Extractive question answering (SQuAD v1.1): choosing an answer span from the start and end
-//! logits of a context's windows, the SQuAD scores of the answers, and the span loss.
+//! Extractive question answering (SQuAD v1.1 and 2.0): choosing an answer span from the start
+//! and end logits of a context's windows, the SQuAD scores of the answers, and the span loss.
 //!
 //! The span choice is the per-example step of transformers' `utils_qa.py`
-//! (`postprocess_qa_predictions` without unanswerable questions), which `run_qa.py` uses; the
-//! scores are those of the official SQuAD v1.1 evaluation script, which is also the `squad`
-//! metric of Hugging Face's `evaluate` (exact match and F1 in percent). Matching both, quirks
-//! included, keeps Lantern's figures comparable with published ones:
+//! (`postprocess_qa_predictions`), which `run_qa.py` uses; the scores are those of the official
+//! SQuAD v1.1 evaluation script, which is also the `squad` metric of Hugging Face's `evaluate`
+//! (exact match and F1 in percent), and with unanswerable questions (run_qa's
+//! `--version_2_with_negative`) those of the official SQuAD 2.0 script, the `squad_v2` metric.
+//! Matching them, quirks included, keeps Lantern's figures comparable with published ones:
 //! - a window's candidates are only the `n_best` highest start logits crossed with the `n_best`
 //!   highest end logits, not every valid span;
 //! - when no candidate is left (or only one, with an empty text), the answer is utils_qa's
-//!   stand-in whose text is the literal word `empty`, with score 0;
-//! - the F1 of two answers that are both empty after normalisation is 0 (their exact match is 1).
+//!   stand-in whose text is the literal word `empty`, with score 0 — with SQuAD 2.0 also when
+//!   the null answer is the only candidate and its score does not beat the threshold;
+//! - the v1.1 F1 of two answers that are both empty after normalisation is 0 (their exact match
+//!   is 1); the v2.0 F1 of an empty prediction against an unanswerable question is 1.
 //!
-//! `tests/golden/qa_metrics.json` (made by `scripts/make_qa_metric_golden.py` from Python
-//! transcriptions of both) pins the behaviour down.
+//! `tests/golden/qa_metrics.json` (made by `scripts/make_qa_metric_golden.py`) and
+//! `tests/golden/qa_v2_metrics.json` (`scripts/make_qa_v2_metric_golden.py`), from Python
+//! transcriptions of these references, pin the behaviour down.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -23,6 +27,23 @@ use serde_json::{json, Value};
 /// The early-stopping metrics of question answering, and whether higher is better.
 pub const QA_METRICS: &[(&str, bool)] =
     &[("eval_loss", false), ("exact_match", true), ("f1", true)];
+
+/// The early-stopping metrics of question answering with unanswerable questions: the `squad_v2`
+/// metric's figures of merit under its own names (`exact` is `exact_match`; `f1` and
+/// `exact_match` are the overall figures, as for SQuAD v1.1). The `HasAns_*` and `NoAns_*`
+/// figures exist only when the questions include answerable, respectively unanswerable, ones.
+pub const QA_V2_METRICS: &[(&str, bool)] = &[
+    ("eval_loss", false),
+    ("exact_match", true),
+    ("f1", true),
+    ("exact", true),
+    ("HasAns_exact", true),
+    ("HasAns_f1", true),
+    ("NoAns_exact", true),
+    ("NoAns_f1", true),
+    ("best_exact", true),
+    ("best_f1", true),
+];
 
 /// The text utils_qa answers with when no span qualifies. It is a real word on purpose there
 /// (so that the answer is never blank), and it is scored like any other prediction.
@@ -44,16 +65,60 @@ pub struct FeatureLogits<'a> {
 /// One candidate answer of an example.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct QaPrediction {
-    /// The context's characters `start..end`, or [`EMPTY_ANSWER`] for the stand-in.
+    /// The context's characters `start..end`, [`EMPTY_ANSWER`] for the stand-in, or "" for
+    /// the null answer (SQuAD 2.0).
     pub text: String,
-    /// Character offsets of the answer in the context: [start, end). 0..0 for the stand-in.
+    /// Character offsets of the answer in the context: [start, end). 0..0 for the stand-in
+    /// and the null answer.
     pub start: usize,
     pub end: usize,
     /// start_logit + end_logit of the chosen span (an f32 sum, as numpy adds float32 logits);
     /// 0 for the stand-in.
     pub score: f32,
+    /// The start token's start logit and the end token's end logit (for the null answer,
+    /// both at `[CLS]`), as utils_qa's n-best file holds them; 0 for the stand-in.
+    pub start_logit: f32,
+    pub end_logit: f32,
     /// Softmax of the score over the n-best candidates (utils_qa's "probability").
     pub probability: f32,
+}
+
+/// A question's answer as utils_qa picks it: the n-best list and which entry is the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QaChoice {
+    /// The n-best answers, best first ([`best_answers`]; with SQuAD 2.0 the null answer, text
+    /// "", is among them).
+    pub n_best: Vec<QaPrediction>,
+    /// The answer's index in `n_best`: 0 for SQuAD v1.1; with SQuAD 2.0 the null answer or
+    /// the best answer with a text ([`best_answers_v2`]).
+    pub answer: usize,
+    /// SQuAD 2.0: the null score and its difference with the best non-null answer; `None`
+    /// for SQuAD v1.1 (and for a question without windows).
+    pub null: Option<NullScore>,
+}
+
+impl QaChoice {
+    /// The chosen entry of the n-best list.
+    pub fn best(&self) -> &QaPrediction {
+        &self.n_best[self.answer]
+    }
+
+    /// The answer's text: "" when the question is found unanswerable.
+    pub fn text(&self) -> &str {
+        &self.best().text
+    }
+}
+
+/// The null answer's standing in utils_qa's SQuAD 2.0 choice.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct NullScore {
+    /// The smallest over the question's windows of start_logits[0] + end_logits[0] (the
+    /// `[CLS]` position; float32).
+    pub score: f32,
+    /// `score` − the best non-null answer's start logit − its end logit, in float32 and that
+    /// order (utils_qa's `scores_diff_json`, run_qa's null_odds file); the answer is null when
+    /// it is above `null_score_diff_threshold`.
+    pub diff: f32,
 }
 
 /// numpy's ascending order of floats: NaN after every number (all NaNs equal), -0 equal to +0.
@@ -108,9 +173,127 @@ pub fn best_answers(
     n_best: usize,
     max_answer_length: usize,
 ) -> Vec<QaPrediction> {
-    // (start offset, end offset, score), in the order utils_qa appends them.
-    let mut candidates: Vec<(usize, usize, f32)> = Vec::new();
+    n_best_list(context, features, n_best, max_answer_length, false)
+        .0
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// utils_qa's `postprocess_qa_predictions` for one example with `version_2_with_negative=True`
+/// and `null_score_diff_threshold`: the n-best list with the null answer, and the answer.
+///
+/// As [`best_answers`], with these steps of utils_qa in its order:
+/// - each window's null score is start_logits[0] + end_logits[0] (float32); the question's
+///   null answer (text "", offsets 0..0) is that of the window with the smallest one (the
+///   first of equal ones: utils_qa replaces it only on a strict `>`);
+/// - the null answer joins the candidates after every span, so a span with the same score
+///   ranks before it; after the cut to `n_best` it is added back at the end when no entry has
+///   the offsets (0, 0) (utils_qa's test, which a zero-width span at character 0 also passes);
+/// - the stand-in rule and the softmax as in v1.1, the null answer included (the list can
+///   hold `n_best` + 2 entries);
+/// - the best non-null answer is the first entry whose text is not empty — the stand-in
+///   ("empty", logits 0) when the null answer is the only candidate;
+/// - diff = null score − its start logit − its end logit (float32, left to right), and the
+///   answer is the null one ("") when diff > `null_score_diff_threshold`, compared in float32
+///   as numpy compares a float32 with a Python float; else the best non-null answer. A diff
+///   equal to the threshold keeps the non-null answer.
+///
+/// Where utils_qa has no rule: when every entry has an empty text (a zero-width span beside
+/// the null answer) it fails with an IndexError; here the best non-null answer is then the
+/// first entry that is not the null answer, so the text is "" either way. Without any window
+/// (no null score) the result is that of [`best_answers`] with `null` None.
+pub fn best_answers_v2(
+    context: &str,
+    features: &[FeatureLogits<'_>],
+    n_best: usize,
+    max_answer_length: usize,
+    null_score_diff_threshold: f64,
+) -> QaChoice {
+    let (entries, null_score) = n_best_list(context, features, n_best, max_answer_length, true);
+    let is_null: Vec<bool> = entries.iter().map(|(_, n)| *n).collect();
+    let n_best: Vec<QaPrediction> = entries.into_iter().map(|(p, _)| p).collect();
+    let Some(null_score) = null_score else {
+        return QaChoice {
+            n_best,
+            answer: 0,
+            null: None,
+        };
+    };
+    let best = n_best
+        .iter()
+        .position(|p| !p.text.is_empty())
+        .or_else(|| is_null.iter().position(|n| !n))
+        .expect("an n-best list of empty texts holds a span besides the null answer");
+    let diff = null_score - n_best[best].start_logit - n_best[best].end_logit;
+    // numpy compares float32 with a Python float in float32 (NEP 50): the threshold is
+    // rounded to float32 first (0.1 is then not below float32(0.1)).
+    let answer = if diff > null_score_diff_threshold as f32 {
+        // The null answer; utils_qa only writes "": when a zero-width span at (0, 0) kept it
+        // out of the list, that span's entry (also "") stands for it.
+        is_null.iter().position(|n| *n).unwrap_or_else(|| {
+            n_best
+                .iter()
+                .position(|p| (p.start, p.end) == (0, 0) && p.text.is_empty())
+                .expect("the null answer, or the (0, 0) span that kept it out, is listed")
+        })
+    } else {
+        best
+    };
+    QaChoice {
+        n_best,
+        answer,
+        null: Some(NullScore {
+            score: null_score,
+            diff,
+        }),
+    }
+}
+
+/// A candidate of utils_qa's search: offsets, score and its two logits, and whether it is the
+/// null answer.
+#[derive(Clone, Copy)]
+struct Candidate {
+    start: usize,
+    end: usize,
+    score: f32,
+    start_logit: f32,
+    end_logit: f32,
+    null: bool,
+}
+
+/// The n-best list of one example, each entry with whether it is the null answer, and (with
+/// `with_null`, SQuAD 2.0) the question's null score; see [`best_answers`] and
+/// [`best_answers_v2`].
+fn n_best_list(
+    context: &str,
+    features: &[FeatureLogits<'_>],
+    n_best: usize,
+    max_answer_length: usize,
+    with_null: bool,
+) -> (Vec<(QaPrediction, bool)>, Option<f32>) {
+    // In the order utils_qa appends them.
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut min_null: Option<Candidate> = None;
     for f in features {
+        if with_null {
+            // A window always has [CLS]; an empty one (never made) has no null score.
+            if let (Some(&s0), Some(&e0)) = (f.start.first(), f.end.first()) {
+                let score = s0 + e0;
+                // utils_qa: `min_null_prediction is None or min_null_prediction["score"] >
+                // feature_null_score` — the first of equal scores stays.
+                if min_null.as_ref().is_none_or(|n| n.score > score) {
+                    min_null = Some(Candidate {
+                        start: 0,
+                        end: 0,
+                        score,
+                        start_logit: s0,
+                        end_logit: e0,
+                        null: true,
+                    });
+                }
+            }
+        }
         let ends = top_indices(f.end, n_best);
         for s in top_indices(f.start, n_best) {
             let Some(&Some((a, _))) = f.offsets.get(s) else {
@@ -123,54 +306,77 @@ pub fn best_answers(
                 if e < s || e - s + 1 > max_answer_length {
                     continue;
                 }
-                candidates.push((a, b, f.start[s] + f.end[e]));
+                candidates.push(Candidate {
+                    start: a,
+                    end: b,
+                    score: f.start[s] + f.end[e],
+                    start_logit: f.start[s],
+                    end_logit: f.end[e],
+                    null: false,
+                });
             }
         }
     }
+    let null_score = min_null.as_ref().map(|n| n.score);
+    // utils_qa appends the null answer after every window's spans.
+    if let Some(n) = min_null {
+        candidates.push(n);
+    }
     // `sort_by` is stable, as Python's `sorted` is.
-    candidates.sort_by(|x, y| numpy_order(y.2, x.2));
+    candidates.sort_by(|x, y| numpy_order(y.score, x.score));
     candidates.truncate(n_best);
+    // "Add back the minimum null prediction if it was removed because of its low score."
+    if let Some(n) = min_null {
+        if !candidates.iter().any(|c| (c.start, c.end) == (0, 0)) {
+            candidates.push(n);
+        }
+    }
 
     let bounds: Vec<usize> = context
         .char_indices()
         .map(|(i, _)| i)
         .chain([context.len()])
         .collect();
-    let mut preds: Vec<QaPrediction> = candidates
+    let mut preds: Vec<(QaPrediction, bool)> = candidates
         .into_iter()
-        .map(|(a, b, score)| QaPrediction {
-            text: char_slice(context, &bounds, a, b).to_string(),
-            start: a,
-            end: b,
-            score,
-            probability: 0.0,
+        .map(|c| {
+            let p = QaPrediction {
+                text: char_slice(context, &bounds, c.start, c.end).to_string(),
+                start: c.start,
+                end: c.end,
+                score: c.score,
+                start_logit: c.start_logit,
+                end_logit: c.end_logit,
+                probability: 0.0,
+            };
+            (p, c.null)
         })
         .collect();
-    if preds.is_empty() || (preds.len() == 1 && preds[0].text.is_empty()) {
-        preds.insert(
-            0,
-            QaPrediction {
-                text: EMPTY_ANSWER.to_string(),
-                start: 0,
-                end: 0,
-                score: 0.0,
-                probability: 0.0,
-            },
-        );
+    if preds.is_empty() || (preds.len() == 1 && preds[0].0.text.is_empty()) {
+        let stand_in = QaPrediction {
+            text: EMPTY_ANSWER.to_string(),
+            start: 0,
+            end: 0,
+            score: 0.0,
+            start_logit: 0.0,
+            end_logit: 0.0,
+            probability: 0.0,
+        };
+        preds.insert(0, (stand_in, false));
     }
     let max = preds
         .iter()
-        .map(|p| f64::from(p.score))
+        .map(|(p, _)| f64::from(p.score))
         .fold(f64::NEG_INFINITY, f64::max);
     let exp: Vec<f64> = preds
         .iter()
-        .map(|p| (f64::from(p.score) - max).exp())
+        .map(|(p, _)| (f64::from(p.score) - max).exp())
         .collect();
     let sum: f64 = exp.iter().sum();
-    for (p, e) in preds.iter_mut().zip(exp) {
+    for ((p, _), e) in preds.iter_mut().zip(exp) {
         p.probability = (e / sum) as f32;
     }
-    preds
+    (preds, null_score)
 }
 
 /// A word character of Python's `re` on `str` (for `\b`): alphanumeric or `_`. Rust's
@@ -267,18 +473,103 @@ pub fn f1_score(prediction: &str, golds: &[String]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The official SQuAD 2.0 script's F1 of one prediction against one gold answer
+/// (`compute_f1`): as [`f1_one`], except that when either normalised answer is empty the
+/// score is 1 if both are, else 0 — the empty prediction is right for an unanswerable question.
+fn f1_v2(prediction: &str, gold: &str) -> f64 {
+    let (p, g) = (normalize_answer(prediction), normalize_answer(gold));
+    let (p, g) = (tokens(&p), tokens(&g));
+    if p.is_empty() || g.is_empty() {
+        return f64::from(u8::from(p.is_empty() && g.is_empty()));
+    }
+    f1_one(prediction, gold)
+}
+
+/// The SQuAD 2.0 script's exact match and F1 of one question (`get_raw_scores`), each the max
+/// over its gold answers: the golds whose normalised text is not empty, or the one gold ""
+/// when none is (an unanswerable question, or answers such as "the" that normalise to
+/// nothing).
+fn raw_scores_v2(prediction: &str, golds: &[String]) -> (f64, f64) {
+    let mut kept: Vec<&str> = golds
+        .iter()
+        .map(String::as_str)
+        .filter(|g| !normalize_answer(g).is_empty())
+        .collect();
+    if kept.is_empty() {
+        kept.push("");
+    }
+    let p = normalize_answer(prediction);
+    let exact = kept.iter().any(|g| normalize_answer(g) == p);
+    let f1 = kept
+        .iter()
+        .map(|g| f1_v2(prediction, g))
+        .fold(f64::NEG_INFINITY, f64::max);
+    (f64::from(u8::from(exact)), f1)
+}
+
+/// The squad_v2 metric's exact and F1 (percent) and count of one part of the questions: those
+/// with answers (`HasAns_*`) or those without (`NoAns_*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QaPart {
+    pub exact: f64,
+    pub f1: f64,
+    pub total: u64,
+}
+
+/// The squad_v2 metric's figures beyond the overall exact and F1 ([`QaReport`] holds those).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SquadV2 {
+    /// The questions with answers; `None` when there is none (the metric leaves the keys out).
+    pub has_ans: Option<QaPart>,
+    /// The questions without answers; `None` when there is none.
+    pub no_ans: Option<QaPart>,
+    /// The best exact and F1 (percent) over the no-answer probability thresholds, and the
+    /// threshold. run_qa passes `no_answer_probability` 0 for every question, so the search
+    /// is over prefixes of the questions in their order and the threshold is always 0.
+    pub best_exact: f64,
+    pub best_exact_thresh: f64,
+    pub best_f1: f64,
+    pub best_f1_thresh: f64,
+}
+
+/// The official SQuAD 2.0 script's `find_best_thresh` with every no-answer probability 0 (as
+/// run_qa gives them): the sort by probability keeps the questions' order, the score starts
+/// at the number of unanswerable questions (all answered null), and each question in turn
+/// adds its raw score if it has answers, else −1 when the (raw, unnormalised) prediction is
+/// not empty; the best running score, in percent of the questions, and its threshold (0).
+fn best_thresh(predictions: &[String], scores: &[f64], has_ans: &[bool]) -> (f64, f64) {
+    let no_ans = has_ans.iter().filter(|h| !**h).count() as f64;
+    let (mut cur, mut best, mut thresh) = (no_ans, no_ans, 0.0);
+    for ((p, s), h) in predictions.iter().zip(scores).zip(has_ans) {
+        cur += match (h, p.is_empty()) {
+            (true, _) => *s,
+            (false, false) => -1.0,
+            (false, true) => 0.0,
+        };
+        if cur > best {
+            best = cur;
+            // na_probs[qid]: 0 for every question.
+            thresh = 0.0;
+        }
+    }
+    (100.0 * best / scores.len() as f64, thresh)
+}
+
 /// Report of an evaluation: mean loss, and the squad metric's exact_match and f1 in PERCENT
-/// (0–100, as `evaluate`'s squad metric gives them), over `examples` questions.
+/// (0–100, as `evaluate`'s squad metric gives them), over `examples` questions; with
+/// unanswerable questions the squad_v2 metric's figures ([`QaReport::new_v2`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QaReport {
     /// Mean span loss ([`span_loss`]) over the evaluated windows.
     pub loss: f64,
-    /// Questions answered exactly (after normalisation), in percent.
+    /// Questions answered exactly (after normalisation), in percent (squad_v2's `exact`).
     pub exact_match: f64,
     /// Mean of the questions' best F1, in percent.
     pub f1: f64,
-    /// Questions scored.
+    /// Questions scored (squad_v2's `total`).
     pub examples: u64,
+    /// SQuAD 2.0 (`data.version_2_with_negative`): the squad_v2 metric's other figures.
+    pub v2: Option<SquadV2>,
 }
 
 impl QaReport {
@@ -304,33 +595,130 @@ impl QaReport {
             exact_match: percent(em as f64),
             f1: percent(f1),
             examples: total,
+            v2: None,
         }
     }
 
-    /// A metric by its config name (one of [`QA_METRICS`]); `loss` is read as `eval_loss`.
+    /// The squad_v2 metric (the official SQuAD 2.0 script) of `predictions[i]` ("" = no
+    /// answer) against `golds[i]` (empty = an unanswerable question, whose gold is ""), with
+    /// `no_answer_probability` 0 for every question as run_qa gives it (so the no-answer
+    /// threshold changes nothing): `exact` and `f1` over all questions, the same over those
+    /// with answers (`HasAns_*`) and without (`NoAns_*`), and `best_*`. Sums run in question
+    /// order with the script's operations, so the figures agree to the bit.
+    ///
+    /// Only questions with a prediction are scored (the script skips the others in its
+    /// overall figures and fails in its parts; here they are left out of all); with none
+    /// every figure is 0.
+    pub fn new_v2(loss: f64, predictions: &[String], golds: &[Vec<String>]) -> QaReport {
+        let n = predictions.len().min(golds.len());
+        let (predictions, golds) = (&predictions[..n], &golds[..n]);
+        let has_ans: Vec<bool> = golds.iter().map(|g| !g.is_empty()).collect();
+        let (exact, f1): (Vec<f64>, Vec<f64>) = predictions
+            .iter()
+            .zip(golds)
+            .map(|(p, g)| raw_scores_v2(p, g))
+            .unzip();
+        // `make_eval_dict`: 100 · Σ / total, the sum in question order.
+        let part = |want: Option<bool>| -> Option<QaPart> {
+            let pick = |i: &usize| want.is_none_or(|w| has_ans[*i] == w);
+            let idx: Vec<usize> = (0..n).filter(pick).collect();
+            if idx.is_empty() {
+                return None;
+            }
+            let total = idx.len() as f64;
+            let sum = |x: &[f64]| idx.iter().fold(0.0, |acc, &i| acc + x[i]);
+            Some(QaPart {
+                exact: 100.0 * sum(&exact) / total,
+                f1: 100.0 * sum(&f1) / total,
+                total: idx.len() as u64,
+            })
+        };
+        let all = part(None).unwrap_or(QaPart {
+            exact: 0.0,
+            f1: 0.0,
+            total: 0,
+        });
+        let (best_exact, best_exact_thresh, best_f1, best_f1_thresh) = if n == 0 {
+            (0.0, 0.0, 0.0, 0.0)
+        } else {
+            let (be, bet) = best_thresh(predictions, &exact, &has_ans);
+            let (bf, bft) = best_thresh(predictions, &f1, &has_ans);
+            (be, bet, bf, bft)
+        };
+        QaReport {
+            loss,
+            exact_match: all.exact,
+            f1: all.f1,
+            examples: all.total,
+            v2: Some(SquadV2 {
+                has_ans: part(Some(true)),
+                no_ans: part(Some(false)),
+                best_exact,
+                best_exact_thresh,
+                best_f1,
+                best_f1_thresh,
+            }),
+        }
+    }
+
+    /// A metric by its config name (one of [`QA_METRICS`], or [`QA_V2_METRICS`] for a SQuAD
+    /// 2.0 report); `loss` is read as `eval_loss`. `None` for a name the report does not have
+    /// (a squad_v2 name of a v1.1 report; `HasAns_*` without answerable questions, `NoAns_*`
+    /// without unanswerable ones).
     pub fn metric(&self, name: &str) -> Option<f64> {
         Some(match name {
             "eval_loss" | "loss" => self.loss,
             "exact_match" => self.exact_match,
             "f1" => self.f1,
-            _ => return None,
+            _ => {
+                let v2 = self.v2.as_ref()?;
+                match name {
+                    "exact" => self.exact_match,
+                    "HasAns_exact" => v2.has_ans?.exact,
+                    "HasAns_f1" => v2.has_ans?.f1,
+                    "NoAns_exact" => v2.no_ans?.exact,
+                    "NoAns_f1" => v2.no_ans?.f1,
+                    "best_exact" => v2.best_exact,
+                    "best_f1" => v2.best_f1,
+                    _ => return None,
+                }
+            }
         })
     }
 
     /// One JSON object, with the keys of the other reports: `eval_loss`, `exact_match`, `f1`
-    /// (both in percent) and `examples`.
+    /// (both in percent) and `examples`; a SQuAD 2.0 report adds the squad_v2 metric's keys
+    /// under its names (`exact`, `total`, `HasAns_exact`, `HasAns_f1`, `HasAns_total`,
+    /// `NoAns_*` likewise, `best_exact`, `best_exact_thresh`, `best_f1`, `best_f1_thresh`).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut j = json!({
             "eval_loss": self.loss,
             "exact_match": self.exact_match,
             "f1": self.f1,
             "examples": self.examples,
-        })
+        });
+        if let Some(v2) = &self.v2 {
+            j["exact"] = json!(self.exact_match);
+            j["total"] = json!(self.examples);
+            for (prefix, part) in [("HasAns", v2.has_ans), ("NoAns", v2.no_ans)] {
+                if let Some(p) = part {
+                    j[format!("{prefix}_exact")] = json!(p.exact);
+                    j[format!("{prefix}_f1")] = json!(p.f1);
+                    j[format!("{prefix}_total")] = json!(p.total);
+                }
+            }
+            j["best_exact"] = json!(v2.best_exact);
+            j["best_exact_thresh"] = json!(v2.best_exact_thresh);
+            j["best_f1"] = json!(v2.best_f1);
+            j["best_f1_thresh"] = json!(v2.best_f1_thresh);
+        }
+        j
     }
 
     /// The report [`QaReport::to_json`] wrote; `None` when a field is missing or mistyped, or
     /// when the record has a key that marks another kind of report (a token report also has
-    /// `f1`), so that no record reads as the wrong kind.
+    /// `f1`), so that no record reads as the wrong kind. A record with `total` is a SQuAD 2.0
+    /// report, whose own keys must all be there (each part's three, or none of them).
     pub fn from_json(v: &Value) -> Option<Self> {
         const OTHERS: &[&str] = &[
             "accuracy",
@@ -346,32 +734,95 @@ impl QaReport {
             return None;
         }
         let f = |k: &str| v.get(k)?.as_f64();
+        let v2 = match v.get("total") {
+            None => None,
+            Some(total) => {
+                let total = total.as_u64()?;
+                if f("exact")? != f("exact_match")? || total != v.get("examples")?.as_u64()? {
+                    return None;
+                }
+                let part = |prefix: &str| -> Option<Option<QaPart>> {
+                    let keys = ["exact", "f1", "total"].map(|k| format!("{prefix}_{k}"));
+                    match keys.iter().filter(|k| v.get(k.as_str()).is_some()).count() {
+                        0 => Some(None),
+                        3 => Some(Some(QaPart {
+                            exact: f(&keys[0])?,
+                            f1: f(&keys[1])?,
+                            total: v.get(&keys[2])?.as_u64()?,
+                        })),
+                        _ => None,
+                    }
+                };
+                Some(SquadV2 {
+                    has_ans: part("HasAns")?,
+                    no_ans: part("NoAns")?,
+                    best_exact: f("best_exact")?,
+                    best_exact_thresh: f("best_exact_thresh")?,
+                    best_f1: f("best_f1")?,
+                    best_f1_thresh: f("best_f1_thresh")?,
+                })
+            }
+        };
         Some(Self {
             loss: f("eval_loss")?,
             exact_match: f("exact_match")?,
             f1: f("f1")?,
             examples: v.get("examples")?.as_u64()?,
+            v2,
         })
     }
 
     /// A readable table: the headline line, then one row per score.
     pub fn pretty(&self) -> String {
         let mut s = format!(
-            "loss {:.4} | exact match {:.2} | F1 {:.2} | {} questions\n",
+            "loss {:.4} | exact match {:.2} | F1 {:.2} | {} questions",
             self.loss, self.exact_match, self.f1, self.examples
         );
-        s += "  metric       percent\n";
-        s += &format!("  exact_match  {:7.2}\n", self.exact_match);
-        s += &format!("  f1           {:7.2}\n", self.f1);
+        let Some(v2) = &self.v2 else {
+            s += "\n  metric       percent\n";
+            s += &format!("  exact_match  {:7.2}\n", self.exact_match);
+            s += &format!("  f1           {:7.2}\n", self.f1);
+            return s;
+        };
+        let count = |p: Option<QaPart>| p.map_or(0, |p| p.total);
+        s += &format!(
+            " ({} with answers, {} without)\n",
+            count(v2.has_ans),
+            count(v2.no_ans)
+        );
+        s += &format!("  {:<14}percent\n", "metric");
+        let mut row = |name: &str, value: f64, note: &str| {
+            s += &format!("  {name:<14}{value:7.2}{note}\n");
+        };
+        row("exact", self.exact_match, "");
+        row("f1", self.f1, "");
+        for (prefix, part) in [("HasAns", v2.has_ans), ("NoAns", v2.no_ans)] {
+            if let Some(p) = part {
+                row(&format!("{prefix}_exact"), p.exact, "");
+                row(&format!("{prefix}_f1"), p.f1, "");
+            }
+        }
+        let thresh = |t: f64| format!("  (threshold {t})");
+        row("best_exact", v2.best_exact, &thresh(v2.best_exact_thresh));
+        row("best_f1", v2.best_f1, &thresh(v2.best_f1_thresh));
         s
     }
 
     /// One line of the headline figures.
     pub fn summary(&self) -> String {
-        format!(
+        let mut s = format!(
             "eval loss {:.4}, exact match {:.2}, F1 {:.2}",
             self.loss, self.exact_match, self.f1
-        )
+        );
+        if let Some(v2) = &self.v2 {
+            let f1 = |p: Option<QaPart>| p.map_or("-".to_string(), |p| format!("{:.2}", p.f1));
+            s += &format!(
+                " (HasAns F1 {}, NoAns F1 {})",
+                f1(v2.has_ans),
+                f1(v2.no_ans)
+            );
+        }
+        s
     }
 }
 
@@ -583,6 +1034,8 @@ mod tests {
             start: 0,
             end: 0,
             score: 0.0,
+            start_logit: 0.0,
+            end_logit: 0.0,
             probability: 1.0,
         }];
         assert_eq!(got, stand_in);
@@ -783,5 +1236,250 @@ mod tests {
         assert_eq!(crate::metrics_tok::TokenReport::from_json(&qa), None);
         assert_eq!(crate::metrics_cls::RegReport::from_json(&qa), None);
         assert_eq!(crate::metrics_cls::MultiReport::from_json(&qa), None);
+        // A SQuAD 2.0 record too.
+        let golds = vec![vec!["x".to_string()], vec![]];
+        let qa = QaReport::new_v2(0.1, &["x".into(), "y".into()], &golds).to_json();
+        assert_eq!(crate::metrics_cls::ClsReport::from_json(&qa), None);
+        assert_eq!(crate::metrics_tok::TokenReport::from_json(&qa), None);
+        assert_eq!(crate::metrics_cls::RegReport::from_json(&qa), None);
+        assert_eq!(crate::metrics_cls::MultiReport::from_json(&qa), None);
+        assert_eq!(crate::metrics_cls::ChoiceReport::from_json(&qa), None);
+    }
+
+    fn golden_v2() -> Value {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/golden/qa_v2_metrics.json"
+        );
+        let text = std::fs::read_to_string(path).expect("tests/golden/qa_v2_metrics.json");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// A golden float32 (written as the f64 of an f32): equal to the bit.
+    fn same_f32(got: f32, want: &Value) -> bool {
+        let want = want.as_f64().unwrap();
+        want as f32 as f64 == want && got.to_bits() == (want as f32).to_bits()
+    }
+
+    #[test]
+    fn golden_v2_answers_match_utils_qa() {
+        let g = golden_v2();
+        let cases = g["spans"].as_array().unwrap();
+        assert!(cases.len() >= 40);
+        let (mut null, mut stand_in, mut fails) = (0, 0, 0);
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let floats = |v: &Value| -> Vec<f32> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            };
+            let windows: Vec<Window> = case["windows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| {
+                    let offsets = serde_json::from_value(w["offsets"].clone()).unwrap();
+                    (floats(&w["start"]), floats(&w["end"]), offsets)
+                })
+                .collect();
+            let got = best_answers_v2(
+                case["context"].as_str().unwrap(),
+                &features(&windows),
+                case["n_best"].as_u64().unwrap() as usize,
+                case["max_answer_length"].as_u64().unwrap() as usize,
+                case["null_score_diff_threshold"].as_f64().unwrap(),
+            );
+            let want = &case["expected"];
+            let list = want["n_best"].as_array().unwrap();
+            assert_eq!(got.n_best.len(), list.len(), "{name}: {got:?}");
+            for (i, (p, w)) in got.n_best.iter().zip(list).enumerate() {
+                assert_eq!(p.text, w["text"].as_str().unwrap(), "{name} #{i}");
+                assert_eq!(p.start as u64, w["start"].as_u64().unwrap(), "{name} #{i}");
+                assert_eq!(p.end as u64, w["end"].as_u64().unwrap(), "{name} #{i}");
+                for (v, k) in [
+                    (p.score, "score"),
+                    (p.start_logit, "start_logit"),
+                    (p.end_logit, "end_logit"),
+                ] {
+                    assert!(same_f32(v, &w[k]), "{name} #{i}: {k} {v} vs {}", w[k]);
+                }
+                let prob = w["probability"].as_f64().unwrap();
+                assert!(
+                    close(p.probability.into(), prob),
+                    "{name} #{i}: probability {} vs {prob}",
+                    p.probability
+                );
+            }
+            assert_eq!(
+                got.answer as u64,
+                want["answer"].as_u64().unwrap(),
+                "{name}"
+            );
+            assert_eq!(got.text(), want["prediction"].as_str().unwrap(), "{name}");
+            let n = got.null.expect("windows give a null score");
+            assert!(same_f32(n.score, &want["null_score"]), "{name}: {n:?}");
+            assert!(same_f32(n.diff, &want["score_diff"]), "{name}: {n:?}");
+            null += usize::from(got.text().is_empty());
+            stand_in += usize::from(got.text() == EMPTY_ANSWER);
+            fails += usize::from(want["utils_qa_fails"].as_bool().unwrap());
+        }
+        // The golden holds what it is there for: null answers, the stand-in as the answer, and
+        // the cases where utils_qa fails (Lantern's rule recorded).
+        assert!(
+            null >= 10 && stand_in >= 2 && fails >= 2,
+            "{null} {stand_in} {fails}"
+        );
+    }
+
+    #[test]
+    fn golden_v2_scores_match_the_squad_v2_metric() {
+        let g = golden_v2();
+        for case in g["strings"].as_array().unwrap() {
+            let prediction = case["prediction"].as_str().unwrap();
+            let golds = strings(&case["golds"]);
+            let (exact, f1) = raw_scores_v2(prediction, &golds);
+            assert_eq!(
+                exact,
+                case["exact"].as_f64().unwrap(),
+                "{prediction:?} {golds:?}"
+            );
+            assert_eq!(f1, case["f1"].as_f64().unwrap(), "{prediction:?} {golds:?}");
+        }
+        let reports = g["reports"].as_array().unwrap();
+        assert!(reports.len() >= 5);
+        for r in reports {
+            let name = r["name"].as_str().unwrap();
+            let golds: Vec<Vec<String>> = serde_json::from_value(r["golds"].clone()).unwrap();
+            let report = QaReport::new_v2(0.5, &strings(&r["predictions"]), &golds);
+            let got = report.to_json();
+            let want = r["expected"].as_object().unwrap();
+            // Every key of the metric, each value to the bit; and none besides Lantern's own.
+            for (k, v) in want {
+                assert_eq!(got.get(k), Some(v), "{name}: {k}");
+            }
+            for k in got.as_object().unwrap().keys() {
+                let ours = ["eval_loss", "exact_match", "examples"].contains(&k.as_str());
+                assert!(ours || want.contains_key(k), "{name}: {k}");
+            }
+            assert_eq!(report.metric("exact_match"), want["exact"].as_f64());
+            assert_eq!(QaReport::from_json(&got), Some(report));
+        }
+    }
+
+    #[test]
+    fn squad_v2_by_hand() {
+        // "" is right for an unanswerable question (exact and F1 1), wrong for an answerable
+        // one; text for an unanswerable question scores 0.
+        let golds = vec![
+            vec![],
+            vec!["red fox".to_string()],
+            vec![],
+            vec!["fox".into()],
+        ];
+        let preds: Vec<String> = ["", "", "the fox", "red fox"].map(String::from).to_vec();
+        let r = QaReport::new_v2(0.25, &preds, &golds);
+        assert_eq!((r.exact_match, r.examples), (25.0, 4));
+        assert!((r.f1 - 100.0 * (1.0 + 2.0 / 3.0) / 4.0).abs() < 1e-12);
+        let v2 = r.v2.clone().unwrap();
+        let has = v2.has_ans.unwrap();
+        assert_eq!((has.exact, has.total), (0.0, 2));
+        assert!((has.f1 - 100.0 * (2.0 / 3.0) / 2.0).abs() < 1e-12);
+        assert_eq!(
+            v2.no_ans.map(|p| (p.exact, p.f1, p.total)),
+            Some((50.0, 50.0, 2))
+        );
+        // find_best_thresh: 2 (all null), +0, +0, −1 (text for unanswerable), +2/3: best 2.
+        assert_eq!((v2.best_exact, v2.best_exact_thresh), (50.0, 0.0));
+        assert_eq!((v2.best_f1, v2.best_f1_thresh), (50.0, 0.0));
+        // The v1.1 F1 of "" against "" is 0; SQuAD 2.0's is 1.
+        assert_eq!(f1_score("the", &["".to_string()]), 0.0);
+        assert_eq!(raw_scores_v2("the", &[]), (1.0, 1.0));
+        // Names: the squad_v2 ones and the overall v1.1 ones; parts only when present.
+        for (name, _) in QA_V2_METRICS {
+            assert!(r.metric(name).is_some(), "{name}");
+        }
+        assert_eq!(r.metric("exact"), Some(25.0));
+        assert_eq!(r.metric("HasAns_f1"), Some(has.f1));
+        assert_eq!(r.metric("best_f1_thresh"), None);
+        let only_no = QaReport::new_v2(0.0, &["".into()], &[vec![]]);
+        assert_eq!(only_no.metric("HasAns_f1"), None);
+        assert_eq!(only_no.metric("NoAns_f1"), Some(100.0));
+        let keys = only_no.to_json();
+        assert!(keys.get("HasAns_total").is_none() && keys["NoAns_total"] == 1);
+        // A v1.1 report has none of the squad_v2 names.
+        let v1 = QaReport::new(0.0, &["x".into()], &[vec!["x".into()]]);
+        assert_eq!((v1.metric("exact"), v1.metric("best_f1")), (None, None));
+        assert_eq!(QaReport::from_json(&v1.to_json()), Some(v1));
+        // No question: zeros, no parts.
+        let none = QaReport::new_v2(0.0, &[], &[]);
+        assert_eq!((none.exact_match, none.f1, none.examples), (0.0, 0.0, 0));
+        let v2 = none.v2.unwrap();
+        assert!(v2.has_ans.is_none() && v2.no_ans.is_none() && v2.best_f1 == 0.0);
+        // Output for people.
+        assert!(r.pretty().contains("HasAns_f1") && r.pretty().contains("(threshold 0)"));
+        assert!(r.summary().contains("NoAns F1 50.00") && !r.summary().contains('\n'));
+    }
+
+    #[test]
+    fn squad_v2_records_are_whole_or_refused() {
+        let golds = vec![vec!["fox".to_string()], vec![]];
+        let r = QaReport::new_v2(0.5, &["fox".into(), "".into()], &golds);
+        let j = r.to_json();
+        assert_eq!(QaReport::from_json(&j), Some(r));
+        for (key, value) in [
+            ("HasAns_total", Value::Null),
+            ("best_f1", Value::Null),
+            ("exact", json!(3.0)),
+            ("total", json!(7)),
+        ] {
+            let mut bad = j.clone();
+            match value {
+                Value::Null => {
+                    bad.as_object_mut().unwrap().remove(key);
+                }
+                v => bad[key] = v,
+            }
+            assert_eq!(QaReport::from_json(&bad), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn v2_without_windows_has_no_null_score_and_is_the_v1_choice() {
+        let got = best_answers_v2(FOX, &[], 20, 30, 0.0);
+        assert_eq!(got.null, None);
+        assert_eq!((got.text(), got.answer), (EMPTY_ANSWER, 0));
+        assert_eq!(got.n_best, best_answers(FOX, &[], 20, 30));
+    }
+
+    #[test]
+    fn v2_null_answer_by_hand() {
+        // [CLS] at 3 + 2 = 5; the best span "fox" 4 + 3 = 7: diff −2.
+        let s = vec![3.0, 0.1, 0.2, 0.3, 0.4, 4.0, 0.5, 0.6, 0.0];
+        let e = vec![2.0, 0.1, 0.2, 0.3, 0.4, 3.0, 0.5, 0.6, 0.0];
+        let w = [window(s, e, &FOX_TOKENS)];
+        let at = |t: f64| best_answers_v2(FOX, &features(&w), 2, 30, t);
+        let keep = at(0.0);
+        assert_eq!(keep.text(), "fox");
+        assert_eq!(
+            keep.null,
+            Some(NullScore {
+                score: 5.0,
+                diff: -2.0
+            })
+        );
+        // The null answer is in the list (text "", offsets 0..0, [CLS]'s logits).
+        let null = keep.n_best.iter().find(|p| p.text.is_empty()).unwrap();
+        assert_eq!((null.start, null.end, null.score), (0, 0, 5.0));
+        assert_eq!((null.start_logit, null.end_logit), (3.0, 2.0));
+        // −2 is not above −2: the span stays; below it the null answer wins.
+        assert_eq!(at(-2.0).text(), "fox");
+        let none = at(-2.5);
+        assert_eq!(none.text(), "");
+        assert_eq!(none.best(), null);
+        // SQuAD v1.1's choice of the same windows never answers "".
+        assert_eq!(best_answers(FOX, &features(&w), 2, 30)[0].text, "fox");
     }
 }
