@@ -40,7 +40,8 @@ pub enum BertCmd {
     /// Loss, accuracy, per-class and macro precision/recall/F1 and the confusion matrix of a
     /// classifier on labelled data (JSONL or CSV); for a token classifier, seqeval's
     /// entity-level precision/recall/F1 per type and the word accuracy (JSONL or CoNLL); for a
-    /// question-answering model, the squad metric's exact match and F1 (SQuAD JSONL or .json).
+    /// question-answering model, the squad metric's exact match and F1 (SQuAD JSONL or .json;
+    /// the squad_v2 metric for a model fine-tuned with unanswerable questions).
     Eval {
         /// A classifier folder, or a fine-tuning run folder (its exported model).
         #[arg(long)]
@@ -52,6 +53,8 @@ pub enum BertCmd {
         out: Option<PathBuf>,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
+        #[command(flatten)]
+        squad: SquadArgs,
     },
     /// Predict labels: writes one JSON line per example with the label and the probabilities;
     /// a token classifier writes each word's tag and the entities they form; a question-answering
@@ -70,6 +73,8 @@ pub enum BertCmd {
         out: Option<PathBuf>,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
+        #[command(flatten)]
+        squad: SquadArgs,
     },
     /// Run a BERT encoder (any BERT-family folder) on texts and write the last hidden states, the
     /// pooled output if the model has a pooler, the input ids and the attention mask as
@@ -96,6 +101,57 @@ pub enum BertCmd {
         #[arg(long, default_value_t = 8192)]
         vocab_size: usize,
     },
+}
+
+/// SQuAD 2.0 options of `eval` and `predict` for a question-answering model. A model
+/// fine-tuned with `data.version_2_with_negative` already has them (from its run); these are
+/// for another model (a transformers folder, or one fine-tuned on SQuAD v1.1), or to try
+/// another threshold.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct SquadArgs {
+    /// Questions may have no answer (SQuAD 2.0, run_qa's --version_2_with_negative): the null
+    /// answer "" can be predicted, and eval scores with the squad_v2 metric.
+    #[arg(long)]
+    version_2_with_negative: bool,
+    /// The answer is null when the null score minus the best span's score is above this
+    /// (run_qa's --null_score_diff_threshold; default: the run's, else 0).
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    null_score_diff_threshold: Option<f64>,
+}
+
+impl SquadArgs {
+    /// Applies the options to a model's: an error for a model that is not a
+    /// question-answering one, or for a threshold without SQuAD 2.0.
+    fn apply(self, c: &mut finetune::Classifier) -> Result<()> {
+        if !self.version_2_with_negative && self.null_score_diff_threshold.is_none() {
+            return Ok(());
+        }
+        if c.problem != ProblemType::QuestionAnswering {
+            bail!(
+                "--version-2-with-negative and --null-score-diff-threshold apply to \
+                 question-answering models; {} is {}",
+                c.source.display(),
+                c.problem
+            );
+        }
+        if self.version_2_with_negative {
+            c.qa.version_2_with_negative = true;
+        }
+        if let Some(t) = self.null_score_diff_threshold {
+            if !c.qa.version_2_with_negative {
+                bail!(
+                    "--null-score-diff-threshold applies to questions that may have no answer: \
+                     add --version-2-with-negative ({} was fine-tuned on SQuAD v1.1)",
+                    c.source.display()
+                );
+            }
+            if t.is_nan() {
+                bail!("--null-score-diff-threshold must be a number, not NaN");
+            }
+            c.qa.null_score_diff_threshold = t;
+        }
+        Ok(())
+    }
 }
 
 pub fn run(cmd: BertCmd) -> Result<Outcome> {
@@ -175,8 +231,10 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             data,
             out,
             batch_size,
+            squad,
         } => {
-            let c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
+            let mut c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
+            squad.apply(&mut c)?;
             if c.problem == ProblemType::QuestionAnswering {
                 let questions = c.qa_data(&data, true)?;
                 let model = c.frozen_model()?;
@@ -215,8 +273,10 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             input,
             out,
             batch_size,
+            squad,
         } => {
-            let c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
+            let mut c = finetune::load_classifier(&checkpoint, &Device::Cpu)?;
+            squad.apply(&mut c)?;
             if c.problem == ProblemType::QuestionAnswering {
                 predict_answers(&c, &input, out, batch_size)?;
                 return Ok(Outcome::Done);
@@ -355,9 +415,12 @@ fn write_eval(
 }
 
 /// Question answering's `predict`: one JSON line per question of `input` (SQuAD JSONL or
-/// .json; answers, if any, are ignored) with its best answer (`answer`, its character offset
+/// .json; answers, if any, are ignored) with its answer (`answer`, its character offset
 /// `answer_start`, `score` = start + end logit, `probability` over the n-best) and the n-best
-/// list, as run_qa's predictions and nbest_predictions files hold them.
+/// list, as run_qa's predictions and nbest_predictions files hold them. With SQuAD 2.0 the
+/// answer may be "" (no answer; `answer_start` null, the score and probability the null
+/// answer's), and `null_score` and `null_score_diff` (run_qa's null_odds file: the answer is
+/// "" when it is above the threshold) come along.
 fn predict_answers(
     c: &finetune::Classifier,
     input: &Path,
@@ -377,14 +440,20 @@ fn predict_answers(
     let mut f = std::io::BufWriter::new(
         std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?,
     );
-    for (ex, n_best) in questions.examples.iter().zip(&answers) {
-        let best = &n_best[0];
-        let rec = serde_json::json!({
+    for (ex, choice) in questions.examples.iter().zip(&answers) {
+        let best = choice.best();
+        // No answer is at no position.
+        let start = (!best.text.is_empty()).then_some(best.start);
+        let mut rec = serde_json::json!({
             "id": ex.id, "line": ex.line, "question": ex.question,
-            "answer": best.text, "answer_start": best.start,
+            "answer": best.text, "answer_start": start,
             "score": best.score, "probability": best.probability,
-            "n_best": n_best,
         });
+        if let Some(null) = choice.null {
+            rec["null_score"] = null.score.into();
+            rec["null_score_diff"] = null.diff.into();
+        }
+        rec["n_best"] = serde_json::to_value(&choice.n_best)?;
         writeln!(f, "{rec}").with_context(|| format!("writing {}", out.display()))?;
     }
     f.flush()

@@ -1483,6 +1483,247 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
     }
 }
 
+/// SQuAD 2.0 data beside write_qa's (whose tokenizer it uses): contexts that name an animal and
+/// a machine, or only one of them, so that "which machine ?" of a context without a machine has
+/// no answer. Training is HF datasets' `squad_v2` JSONL (an empty answer list), validation an
+/// official v2.0 `.json` (`"answers": []`, `"is_impossible": true`, `plausible_answers`).
+/// Returns the validation questions' (id, whether it has an answer).
+fn write_qa_v2(root: &Path) -> Vec<(String, bool)> {
+    write_qa(root);
+    let (mut train, mut paragraphs, mut val) = (String::new(), Vec::new(), Vec::new());
+    for i in 0..60 {
+        let (a, m) = (ANIMALS[i % 6], MACHINES[(i / 2 + i) % 6]);
+        let verb = VERBS[(i / 4) % VERBS.len()];
+        let mut context = match i % 4 {
+            0 => format!("the {a} {verb} near the {m} today"),
+            1 => format!("the {m} {verb} near the {a} today"),
+            2 => format!("the {a} {verb} today"),
+            _ => format!("the {m} {verb} today"),
+        };
+        if i % 3 == 0 {
+            // Two or three windows of 16 tokens.
+            context = format!("far away and long ago {context}");
+        }
+        let mut qas = Vec::new();
+        for (kind, answer) in [("animal", a), ("machine", m)] {
+            let id = format!("q{i}-{kind}");
+            let start = context.find(&format!(" {answer} ")).map(|s| s + 1);
+            qas.push((id, format!("which {kind} ?"), start.map(|s| (answer, s))));
+        }
+        if i < 48 {
+            for (id, question, answer) in &qas {
+                let (text, starts) = match answer {
+                    Some((t, s)) => (vec![*t], vec![*s]),
+                    None => (vec![], vec![]),
+                };
+                let rec = serde_json::json!({
+                    "id": id, "title": "fixture", "context": context, "question": question,
+                    "answers": {"text": text, "answer_start": starts},
+                });
+                train += &format!("{rec}\n");
+            }
+        } else {
+            let qas: Vec<Value> = qas
+                .iter()
+                .map(|(id, question, answer)| {
+                    val.push((id.clone(), answer.is_some()));
+                    match answer {
+                        Some((t, s)) => serde_json::json!({"id": id, "question": question,
+                            "answers": [{"text": t, "answer_start": s}], "is_impossible": false}),
+                        // What an annotator might have marked: the other kind of thing.
+                        None => serde_json::json!({"id": id, "question": question,
+                            "answers": [], "is_impossible": true,
+                            "plausible_answers": [{"text": "the", "answer_start": 0}]}),
+                    }
+                })
+                .collect();
+            paragraphs.push(serde_json::json!({"context": context, "qas": qas}));
+        }
+    }
+    std::fs::write(root.join("qa2_train.jsonl"), train).unwrap();
+    let squad = serde_json::json!({"version": "v2.0",
+        "data": [{"title": "fixture", "paragraphs": paragraphs}]});
+    std::fs::write(root.join("qa2_val.json"), squad.to_string()).unwrap();
+    val
+}
+
+#[test]
+fn squad_2_learns_unanswerable_questions_and_predicts_no_answer() {
+    let f = Fixture::new();
+    let val = write_qa_v2(&f.root);
+    let (has, no) = (
+        val.iter().filter(|(_, h)| *h).count(),
+        val.iter().filter(|(_, h)| !*h).count(),
+    );
+    assert!(has >= 12 && no >= 6, "{has} {no}");
+    let data = (
+        "qa2_train.jsonl",
+        "qa2_val.json",
+        "problem_type = \"question_answering\"\ndoc_stride = 4\nversion_2_with_negative = true",
+    );
+    let train = "epochs = 20\nlr = 3e-3";
+    let tokenizer = format!("model.tokenizer={:?}", p(&f.root.join("qa_tokenizer.json")));
+    let mut opts = NO_DROPOUT.to_vec();
+    opts.extend(["--set", tokenizer.as_str()]);
+    let cfg = f.config_on("qa2", data, train, "metric = \"f1\"");
+    finetune_quiet(&cfg, &opts);
+    let run = f.root.join("qa2");
+    let evals = metrics_of(&run, "eval");
+    let f1 = best_of(&run, "f1");
+    assert!(f1 >= 90.0, "best F1 {f1} (percent): {evals:?}");
+    let best = evals.iter().find(|e| e["f1"].as_f64() == Some(f1)).unwrap();
+    // The squad_v2 metric's figures, both parts evaluated (and learnt).
+    assert_eq!(best["total"], val.len(), "{best}");
+    assert_eq!(
+        (&best["HasAns_total"], &best["NoAns_total"]),
+        (&has.into(), &no.into())
+    );
+    for k in ["HasAns_f1", "NoAns_f1"] {
+        assert!(best[k].as_f64().unwrap() >= 80.0, "{k}: {best}");
+    }
+    assert_eq!(best["exact"], best["exact_match"]);
+    assert_eq!(
+        (&best["best_f1_thresh"], &best["best_exact_thresh"]),
+        (&0.0.into(), &0.0.into())
+    );
+    assert!(
+        best["best_f1"].is_f64() && best["best_exact"].is_f64(),
+        "{best}"
+    );
+
+    // Cut short after the first evaluation and resumed (its best squad_v2 report read back
+    // from the checkpoint): the same run.
+    let cut = f.config_on("qa2-cut", data, train, "metric = \"f1\"");
+    let mut args = opts.clone();
+    args.extend(["--stop-after", "50"]);
+    finetune_quiet(&cut, &args);
+    assert_eq!(metrics_of(&f.root.join("qa2-cut"), "eval").len(), 1);
+    let mut args = opts.clone();
+    args.push("--resume");
+    finetune_quiet(&cut, &args);
+    assert_same_run(&run, &f.root.join("qa2-cut"));
+
+    // eval on the v2.0 file reproduces the best evaluation, every figure.
+    let metrics = f.root.join("qa2-eval.json");
+    lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        p(&run),
+        "--data",
+        p(&f.root.join("qa2_val.json")),
+        "--out",
+        p(&metrics),
+    ]);
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    for k in [
+        "eval_loss",
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+        "NoAns_exact",
+        "NoAns_f1",
+        "NoAns_total",
+        "best_exact",
+        "best_f1",
+    ] {
+        assert_eq!(m[k], best[k], "{k}");
+    }
+    // A threshold no null score can beat: every answer is a span, every unanswerable
+    // question wrong.
+    let never = f.root.join("qa2-never.json");
+    lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        p(&run),
+        "--data",
+        p(&f.root.join("qa2_val.json")),
+        "--out",
+        p(&never),
+        "--null-score-diff-threshold",
+        "1e9",
+    ]);
+    let n: Value = serde_json::from_str(&std::fs::read_to_string(&never).unwrap()).unwrap();
+    assert_eq!(n["NoAns_exact"], 0.0, "{n}");
+    let has_exact = |r: &Value| r["HasAns_exact"].as_f64().unwrap();
+    assert!(has_exact(&n) >= has_exact(&m), "{n}");
+
+    // predict on the same questions: "" (no position) where eval counted an unanswerable
+    // question right (or "the", which normalises to nothing too), the null score beating the
+    // best span's by more than the threshold 0.
+    let preds = f.root.join("qa2-preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&f.root.join("qa2_val.json")),
+        "--out",
+        p(&preds),
+    ]);
+    let lines: Vec<Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), val.len());
+    let mut right_null = 0;
+    for (rec, (id, answerable)) in lines.iter().zip(&val) {
+        assert_eq!(rec["id"], id.as_str());
+        let diff = rec["null_score_diff"].as_f64().unwrap();
+        assert!(rec["null_score"].is_f64(), "{rec}");
+        if rec["answer"] == "" {
+            assert!(rec["answer_start"].is_null() && diff > 0.0, "{rec}");
+            assert!(rec["n_best"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["text"] == ""));
+            right_null += usize::from(!answerable);
+        } else {
+            right_null += usize::from(!answerable && rec["answer"] == "the");
+            assert!(rec["answer_start"].is_u64() && diff <= 0.0, "{rec}");
+        }
+    }
+    let no_exact = m["NoAns_exact"].as_f64().unwrap();
+    assert_eq!(100.0 * right_null as f64 / no as f64, no_exact);
+    assert!(right_null > 0);
+
+    // The v2.0 file read as SQuAD v1.1 (no flag): a clear error naming the file, the question
+    // and the key to set.
+    let cfg = f.config_on(
+        "qa2-v1",
+        (
+            "qa2_val.json",
+            "qa2_val.json",
+            "problem_type = \"question_answering\"\ndoc_stride = 4",
+        ),
+        train,
+        "metric = \"f1\"",
+    );
+    let e = lantern_err(&["finetune", "--config", p(&cfg), "--quiet"]);
+    let (first, _) = val.iter().find(|(_, h)| !h).unwrap();
+    for want in [
+        "qa2_val.json",
+        &format!("(id {first:?})"),
+        "has no answer",
+        "data.version_2_with_negative = true",
+    ] {
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    // Early stopping on a part the validation questions lack fails before training.
+    let cfg = f.config_on(
+        "qa2-noans",
+        ("qa2_train.jsonl", "qa_val.json", data.2),
+        train,
+        "metric = \"NoAns_f1\"",
+    );
+    let e = lantern_err(&["finetune", "--config", p(&cfg), "--quiet"]);
+    assert!(e.contains("NoAns_f1") && e.contains("qa_val.json"), "{e}");
+}
+
 /// RoBERTa (the byte-level BPE tokenizer of its golden files: `<s>`, `<pad>`, `</s>`, its
 /// post-processor), DistilBERT and ELECTRA (the fixture's WordPiece) folders fine-tune through
 /// the binary and export as their own family's classes.

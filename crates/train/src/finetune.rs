@@ -320,6 +320,8 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
             doc_stride: 128.min(cfg.max_tokens().min(384) / 2),
             n_best: 20,
             max_answer_length: 30,
+            version_2_with_negative: false,
+            null_score_diff_threshold: 0.0,
         },
     };
     let columns = state
@@ -860,14 +862,14 @@ pub fn evaluate_qa(
     )
 }
 
-/// Every question's n-best answers (best first), in eval mode.
+/// Every question's answer and n-best list (best first), in eval mode.
 pub fn predict_answers(
     model: &BertClassifier,
     data: &QaData,
     opts: &QaOptions,
     (batch_size, pad_id): (usize, u32),
     device: &Device,
-) -> Result<Vec<Vec<crate::metrics_qa::QaPrediction>>> {
+) -> Result<Vec<crate::metrics_qa::QaChoice>> {
     let logits = predict_logits(model, &data.encoded(), batch_size, pad_id, device)?;
     data.answers(&logits, opts)
 }
@@ -1450,7 +1452,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let (mut val_qa, mut test_qa) = (None, None);
     let (train, val) = match &d.validation {
         _ if is_qa => {
-            let read = |p: &Path| lantern_data::qa::read_qa(p).map_err(Error::from);
+            let read = |p: &Path| {
+                lantern_data::qa::read_qa_with(p, qa_opts.version_2_with_negative)
+                    .map_err(Error::from)
+            };
             let (train_qa, v) = match &d.validation {
                 Some(v) => (
                     QaData::new(&tokenizer, read(&d.train)?, &qa_opts, &d.train, true)?,
@@ -1464,6 +1469,29 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                     &d.train,
                 )?,
             };
+            // The squad_v2 metric reports HasAns_* (NoAns_*) only when some questions have
+            // (lack) answers: early stopping on a figure that will not exist fails now.
+            let metric = cfg.early_stopping.metric.as_str();
+            let missing = match metric.split_once('_') {
+                Some(("HasAns", _)) => !v.examples.iter().any(|e| !e.answers.is_empty()),
+                Some(("NoAns", _)) => !v.examples.iter().any(|e| e.unanswerable),
+                _ => false,
+            };
+            if missing {
+                let from = d.validation.as_ref().unwrap_or(&d.train);
+                return Err(Error::Config(format!(
+                    "early_stopping.metric {metric:?}: the {} validation questions (from {}) \
+                     include no {} question, and the squad_v2 metric reports it only when \
+                     they do",
+                    v.examples.len(),
+                    from.display(),
+                    if metric.starts_with("HasAns") {
+                        "answerable"
+                    } else {
+                        "unanswerable"
+                    }
+                )));
+            }
             let encoded = (train_qa.encoded(), v.encoded());
             val_qa = Some(v);
             encoded
@@ -1543,12 +1571,19 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     match &val_qa {
         Some(v) => say(format!(
             "fine-tuning {} layers x {} hidden on {device_name}, question answering: {} train \
-             / {} validation windows ({} validation questions)",
+             / {} validation windows ({} validation questions{})",
             bert_cfg.num_hidden_layers,
             bert_cfg.hidden_size,
             train.len(),
             val.len(),
-            v.examples.len()
+            v.examples.len(),
+            match qa_opts.version_2_with_negative {
+                true => format!(
+                    ", {} of them unanswerable",
+                    v.examples.iter().filter(|e| e.unanswerable).count()
+                ),
+                false => String::new(),
+            }
         )),
         None if problem == ProblemType::MultipleChoice => say(format!(
             "fine-tuning {} layers x {} hidden on {device_name}, multiple choice of {}: {} \
@@ -1706,7 +1741,14 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             &device,
             val_qa.as_ref().map(|v| (v, &qa_opts)),
         )?;
-        let value = r.metric(&metric).expect("validated metric name");
+        // The name is validated, but the squad_v2 metric has no HasAns_* (NoAns_*) figure
+        // without answerable (unanswerable) questions; the validation data was checked for
+        // that before training, so this is only a guard.
+        let value = r.metric(&metric).ok_or_else(|| {
+            Error::Config(format!(
+                "early_stopping.metric {metric:?} is not in the evaluation's report"
+            ))
+        })?;
         let (improved, stop) = stopper.observe(value);
         let mut rec = r.to_json(&labels);
         rec["kind"] = json!("eval");

@@ -63,7 +63,7 @@ pub struct FtDataSection {
     /// the `*_column` keys); for token classification, JSONL with `tokens` and `tags` (or
     /// `ner_tags`) or a CoNLL file; for question answering, JSONL in the layout of Hugging Face
     /// datasets' `squad` (`id`, `question`, `context`, `answers`) or an official SQuAD v1.1
-    /// `.json` file.
+    /// `.json` file (`squad_v2` and v2.0 with `version_2_with_negative`).
     pub train: PathBuf,
     /// The field (JSON key, CSV/TSV header) holding a text record's text (transformers'
     /// run_classification `--text_column_names`; GLUE: `sentence`, `sentence1`, `question`).
@@ -109,6 +109,18 @@ pub struct FtDataSection {
     /// answers kept per question (run_qa's `n_best_size`).
     #[serde(default = "d_n_best")]
     pub n_best: usize,
+    /// Question answering: some questions have no answer in their context (SQuAD 2.0; run_qa's
+    /// `--version_2_with_negative`). An empty answer list or `"is_impossible": true` marks
+    /// one; it trains towards `[CLS]`, the answer search may answer "" (the null answer), and
+    /// evaluation is the `squad_v2` metric. Without it an empty answer list is no answer (an
+    /// unlabelled question, refused in training and evaluation data).
+    #[serde(default)]
+    pub version_2_with_negative: bool,
+    /// Question answering with `version_2_with_negative`: the answer is null ("") when the
+    /// null score minus the best span's score is above this (run_qa's
+    /// `--null_score_diff_threshold`; default 0).
+    #[serde(default)]
+    pub null_score_diff_threshold: f64,
     /// Token classification: train on every sub-token of a word, not only its first
     /// (transformers' run_ner `--label_all_tokens`; a `B-X` word's later sub-tokens learn
     /// `I-X`). Evaluation and prediction still read each word's first sub-token.
@@ -199,7 +211,8 @@ pub struct EarlyStoppingSection {
     /// [`metrics_for`] the problem type (single-label: `accuracy`, `macro_f1`, ...;
     /// multi-label: `micro_f1`, `subset_accuracy`, ...; regression: `pearson`, `mse`, ...;
     /// token classification: seqeval's entity-level `f1`, `precision`, `recall`, and
-    /// `accuracy` over words).
+    /// `accuracy` over words; question answering: `f1`, `exact_match`, and with
+    /// `data.version_2_with_negative` also the squad_v2 names `exact`, `HasAns_f1`, ...).
     #[serde(default = "d_metric")]
     pub metric: String,
     /// Stop after this many evaluations in a row without improvement; none = never stop early.
@@ -336,6 +349,15 @@ pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
     }
 }
 
+/// The early-stopping metrics of a run's data: [`metrics_for`] its problem type, or for
+/// question answering with `version_2_with_negative` the `squad_v2` metric's names.
+pub fn metrics_for_data(d: &FtDataSection) -> &'static [(&'static str, bool)] {
+    match (d.problem_type, d.version_2_with_negative) {
+        (ProblemType::QuestionAnswering, true) => crate::metrics_qa::QA_V2_METRICS,
+        (problem, _) => metrics_for(problem),
+    }
+}
+
 /// Applies `a.b=value` to a TOML table; the value is parsed as TOML (a bare word is a string).
 fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
     let (key, value) = o
@@ -442,6 +464,20 @@ impl FinetuneConfig {
             ));
         }
         let d = &self.data;
+        if d.version_2_with_negative && d.problem_type != ProblemType::QuestionAnswering {
+            return bad(format!(
+                "data.version_2_with_negative applies to question_answering, not {}",
+                d.problem_type
+            ));
+        }
+        if d.null_score_diff_threshold.is_nan() {
+            return bad("data.null_score_diff_threshold must be a number, not NaN".into());
+        }
+        if d.null_score_diff_threshold != 0.0 && !d.version_2_with_negative {
+            return bad("data.null_score_diff_threshold applies only with \
+                 data.version_2_with_negative = true (questions that may have no answer)"
+                .into());
+        }
         if d.problem_type == ProblemType::QuestionAnswering {
             if d.doc_stride >= d.max_length {
                 return bad(format!(
@@ -469,14 +505,18 @@ impl FinetuneConfig {
         if t.eval_every_steps == Some(0) {
             return bad("train.eval_every_steps must be at least 1".into());
         }
-        let metrics = metrics_for(self.data.problem_type);
+        let metrics = metrics_for_data(&self.data);
         if !metrics
             .iter()
             .any(|(m, _)| *m == self.early_stopping.metric)
         {
             let known: Vec<&str> = metrics.iter().map(|(m, _)| *m).collect();
+            let v2 = match self.data.version_2_with_negative {
+                true => ", data.version_2_with_negative",
+                false => "",
+            };
             return bad(format!(
-                "early_stopping.metric {:?} is not one of {known:?} (data.problem_type {})",
+                "early_stopping.metric {:?} is not one of {known:?} (data.problem_type {}{v2})",
                 self.early_stopping.metric, self.data.problem_type
             ));
         }
@@ -504,7 +544,7 @@ impl FinetuneConfig {
 
     /// Whether higher values of the early-stopping metric are better.
     pub fn higher_is_better(&self) -> bool {
-        metrics_for(self.data.problem_type)
+        metrics_for_data(&self.data)
             .iter()
             .find(|(m, _)| *m == self.early_stopping.metric)
             .is_some_and(|(_, h)| *h)
@@ -660,5 +700,94 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("data.labels"), "{e}");
+    }
+
+    #[test]
+    fn squad_2_keys_and_metrics() {
+        let qa = |extra: &[&str]| {
+            let mut o = vec![
+                "data.problem_type=question_answering".to_string(),
+                "data.max_length=384".to_string(),
+            ];
+            o.extend(extra.iter().map(|s| s.to_string()));
+            FinetuneConfig::parse(BASE, "q.toml", &o)
+        };
+        // run_qa's defaults: SQuAD v1.1, threshold 0.
+        let c = qa(&[]).unwrap();
+        assert!(!c.data.version_2_with_negative);
+        assert_eq!(c.data.null_score_diff_threshold, 0.0);
+        let c = qa(&[
+            "data.version_2_with_negative=true",
+            "data.null_score_diff_threshold=-1.5",
+            "early_stopping.metric=HasAns_f1",
+        ])
+        .unwrap();
+        assert!(c.data.version_2_with_negative && c.higher_is_better());
+        assert_eq!(c.data.null_score_diff_threshold, -1.5);
+        assert_eq!(FinetuneConfig::parse(&c.to_toml(), "z", &[]).unwrap(), c);
+        // The squad_v2 names, and the v1.1 ones as the overall figures.
+        for m in [
+            "f1",
+            "exact_match",
+            "exact",
+            "HasAns_exact",
+            "NoAns_f1",
+            "best_f1",
+            "best_exact",
+        ] {
+            let metric = format!("early_stopping.metric={m}");
+            let c = qa(&["data.version_2_with_negative=true", &metric]).unwrap();
+            assert!(c.higher_is_better(), "{m}");
+        }
+        let c = qa(&[
+            "data.version_2_with_negative=true",
+            "early_stopping.metric=eval_loss",
+        ]);
+        assert!(!c.unwrap().higher_is_better());
+        // Thresholds and totals are no figures of merit; v2 names need the flag.
+        for (extra, want) in [
+            (
+                &[
+                    "data.version_2_with_negative=true",
+                    "early_stopping.metric=best_f1_thresh",
+                ][..],
+                "data.version_2_with_negative)",
+            ),
+            (
+                &[
+                    "data.version_2_with_negative=true",
+                    "early_stopping.metric=total",
+                ],
+                "total",
+            ),
+            (
+                &["early_stopping.metric=HasAns_f1"],
+                "(data.problem_type question_answering)",
+            ),
+            (&["early_stopping.metric=exact"], "\"exact\""),
+            (&["data.null_score_diff_threshold=1.0"], "applies only with"),
+            (
+                &[
+                    "data.version_2_with_negative=true",
+                    "data.null_score_diff_threshold=nan",
+                ],
+                "not NaN",
+            ),
+        ] {
+            let e = qa(extra).unwrap_err().to_string();
+            assert!(e.contains("q.toml") && e.contains(want), "{extra:?}: {e}");
+        }
+        // Other problem types have no unanswerable questions.
+        let e = FinetuneConfig::parse(
+            BASE,
+            "x.toml",
+            &["data.version_2_with_negative=true".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("data.version_2_with_negative applies to question_answering"),
+            "{e}"
+        );
     }
 }

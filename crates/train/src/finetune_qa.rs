@@ -8,13 +8,20 @@
 //! cross-entropies. Evaluation turns every window's start and end logits back into text
 //! (utils_qa's n-best search, crate::metrics_qa) and scores one answer per question with the
 //! `squad` metric's exact match and F1.
+//!
+//! With `data.version_2_with_negative` (run_qa's `--version_2_with_negative`, SQuAD 2.0) a
+//! question may have no answer in its context: its windows are trained towards `[CLS]`, the
+//! search weighs the null answer against the best span (`data.null_score_diff_threshold`), and
+//! the `squad_v2` metric scores the answers, "" being right for an unanswerable question.
 
 use crate::finetune_config::FtDataSection;
 use crate::metrics_cls::EvalReport;
-use crate::metrics_qa::{best_answers, span_loss, FeatureLogits, QaPrediction, QaReport};
+use crate::metrics_qa::{
+    best_answers, best_answers_v2, span_loss, FeatureLogits, QaChoice, QaReport,
+};
 use crate::{Error, Result};
 use lantern_data::labelled::{self, Encoded, Target};
-use lantern_data::qa::{qa_features, read_qa, QaExample, QaFeature};
+use lantern_data::qa::{example_place, qa_features, read_qa_with, QaExample, QaFeature};
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -25,6 +32,10 @@ pub struct QaOptions {
     pub doc_stride: usize,
     pub n_best: usize,
     pub max_answer_length: usize,
+    /// SQuAD 2.0: questions may be unanswerable (an empty answer list or `is_impossible`).
+    pub version_2_with_negative: bool,
+    /// SQuAD 2.0: the answer is null when the null score exceeds the best span's by more.
+    pub null_score_diff_threshold: f64,
 }
 
 impl QaOptions {
@@ -34,6 +45,8 @@ impl QaOptions {
             doc_stride: d.doc_stride,
             n_best: d.n_best,
             max_answer_length: d.max_answer_length,
+            version_2_with_negative: d.version_2_with_negative,
+            null_score_diff_threshold: d.null_score_diff_threshold,
         }
     }
 }
@@ -48,8 +61,8 @@ pub struct QaData {
 
 impl QaData {
     /// Windows `examples` read from `path` (named in errors). With `need_answers` (training
-    /// and evaluation data), every question must have an answer: unanswerable questions
-    /// (SQuAD 2.0) are not supported.
+    /// and evaluation data), every question must be labelled: have an answer, or with
+    /// `version_2_with_negative` be marked unanswerable ([`QaExample::unanswerable`]).
     pub fn new(
         tokenizer: &Tokenizer,
         examples: Vec<QaExample>,
@@ -58,13 +71,23 @@ impl QaData {
         need_answers: bool,
     ) -> Result<Self> {
         if need_answers {
-            if let Some(e) = examples.iter().find(|e| e.answers.is_empty()) {
+            if let Some(e) = examples
+                .iter()
+                .find(|e| e.answers.is_empty() && !e.unanswerable)
+            {
+                let place = example_place(path, e);
+                let why = if opts.version_2_with_negative {
+                    "its \"answers\" are absent or null, which leaves it unlabelled; an \
+                     unanswerable question has an empty answer list ({\"text\": [], \
+                     \"answer_start\": []} in JSONL, [] in SQuAD JSON) or \"is_impossible\": true"
+                } else {
+                    "every training and evaluation question needs one (SQuAD 2.0's \
+                     unanswerable questions: set data.version_2_with_negative = true, or pass \
+                     --version-2-with-negative to lantern eval)"
+                };
                 return Err(Error::Config(format!(
-                    "{}: line {}: question {:?} has no answer; every training and evaluation \
-                     question needs one (unanswerable questions, SQuAD 2.0, are not supported)",
-                    path.display(),
-                    e.line,
-                    e.id
+                    "{}: {place}: the question has no answer; {why}",
+                    path.display()
                 )));
             }
         }
@@ -72,14 +95,16 @@ impl QaData {
         Ok(Self { examples, features })
     }
 
-    /// Reads and windows a file ([`read_qa`]).
+    /// Reads ([`read_qa_with`], SQuAD 2.0 with `opts.version_2_with_negative`) and windows a
+    /// file.
     pub fn load(
         tokenizer: &Tokenizer,
         path: &Path,
         opts: &QaOptions,
         need_answers: bool,
     ) -> Result<Self> {
-        Self::new(tokenizer, read_qa(path)?, opts, path, need_answers)
+        let examples = read_qa_with(path, opts.version_2_with_negative)?;
+        Self::new(tokenizer, examples, opts, path, need_answers)
     }
 
     /// The windows as rows of the loop: ids, token types and, for answered questions, the
@@ -98,9 +123,10 @@ impl QaData {
             .collect()
     }
 
-    /// The n-best answers of every question (best first), from the windows' logits laid out
-    /// as [`split_logits`] reads them.
-    pub fn answers(&self, logits: &[Vec<f32>], opts: &QaOptions) -> Result<Vec<Vec<QaPrediction>>> {
+    /// Every question's answer and n-best list (utils_qa's choice, SQuAD 2.0's with
+    /// `opts.version_2_with_negative`), from the windows' logits laid out as [`split_logits`]
+    /// reads them.
+    pub fn answers(&self, logits: &[Vec<f32>], opts: &QaOptions) -> Result<Vec<QaChoice>> {
         if logits.len() != self.features.len() {
             return Err(Error::Config(format!(
                 "{} windows but {} rows of logits",
@@ -122,13 +148,23 @@ impl QaData {
             .iter()
             .zip(&per_example)
             .map(|(e, windows)| {
-                best_answers(&e.context, windows, opts.n_best, opts.max_answer_length)
+                let (n, len) = (opts.n_best, opts.max_answer_length);
+                if opts.version_2_with_negative {
+                    best_answers_v2(&e.context, windows, n, len, opts.null_score_diff_threshold)
+                } else {
+                    QaChoice {
+                        n_best: best_answers(&e.context, windows, n, len),
+                        answer: 0,
+                        null: None,
+                    }
+                }
             })
             .collect())
     }
 
-    /// Loss and the `squad` metric: the mean over windows of the start and end cross-entropies
-    /// (as the model trains), and each question's best answer against its answers.
+    /// Loss and the `squad` metric (`squad_v2` with `opts.version_2_with_negative`): the mean
+    /// over windows of the start and end cross-entropies (as the model trains), and each
+    /// question's answer against its answers (none for an unanswerable question).
     pub fn evaluate(&self, logits: &[Vec<f32>], opts: &QaOptions) -> Result<EvalReport> {
         let answers = self.answers(logits, opts)?;
         let mut loss = 0f64;
@@ -143,16 +179,16 @@ impl QaData {
             loss += span_loss(start, end, span);
         }
         let loss = loss / self.features.len().max(1) as f64;
-        let predictions: Vec<String> = answers
-            .into_iter()
-            .map(|a| a.into_iter().next().map(|p| p.text).unwrap_or_default())
-            .collect();
+        let predictions: Vec<String> = answers.iter().map(|a| a.text().to_string()).collect();
         let golds: Vec<Vec<String>> = self
             .examples
             .iter()
             .map(|e| e.answers.iter().map(|a| a.text.clone()).collect())
             .collect();
-        Ok(EvalReport::Qa(QaReport::new(loss, &predictions, &golds)))
+        Ok(EvalReport::Qa(match opts.version_2_with_negative {
+            true => QaReport::new_v2(loss, &predictions, &golds),
+            false => QaReport::new(loss, &predictions, &golds),
+        }))
     }
 
     /// Splits the data by question, `fraction` of the questions held out (seeded, as the
