@@ -5,6 +5,7 @@
         --test test.jsonl [--epochs 2 --batch-size 32 --lr 1e-4 --warmup-ratio 0.1
         --weight-decay 0.01 --max-length 64 --seed 42 --metric macro_f1] [--threads N]
         [--task tags|qa|choice] [--doc-stride 32]
+        [--version-2-with-negative [--null-score-diff-threshold 0.0]]
 
 Same recipe as Lantern: BertForSequenceClassification from the pretrained encoder (fresh
 pooler-less head: the classifier is N(0, 0.02)), labels sorted by name, AdamW (β 0.9/0.999,
@@ -27,7 +28,12 @@ question and context windowed with truncation="only_second", `--max-length` and 
 window), the windows shuffled and batched as Lantern's loop does, and utils_qa's n-best search
 (20 candidates, answers of up to 30 tokens) with the `squad` metric (scripts/
 make_qa_metric_golden.py holds both transcriptions); `--metric f1` and the JSON line holds
-"test_f1" and "test_exact_match" (percent).
+"test_f1" and "test_exact_match" (percent). With `--version-2-with-negative` (run_qa's
+`--version_2_with_negative`, SQuAD 2.0: an empty answer list, or `is_impossible` in a v2.0 .json,
+is an unanswerable question) those windows are labelled [CLS], the answer search is utils_qa's
+with the null answer and `--null-score-diff-threshold`, and the metric is `squad_v2` (scripts/
+make_qa_v2_metric_golden.py); the JSON line holds its figures ("test_exact", "test_f1",
+"test_HasAns_f1", "test_NoAns_f1", "test_best_f1", ...).
 
 `--task choice` is multiple choice as transformers' run_swag does it: SWAG-layout JSONL
 (`sent1`, `sent2`, `ending0` …, `label`), BertForMultipleChoice, each choice the pair
@@ -53,15 +59,19 @@ def read_squad(path):
         for article in json.load(f)["data"]:
             for para in article["paragraphs"]:
                 for q in para["qas"]:
+                    # A v2.0 unanswerable question has "answers": [] (and "is_impossible": true),
+                    # as datasets' squad_v2 reads it.
+                    answers = [] if q.get("is_impossible") else q.get("answers") or []
                     rows.append({"id": q["id"], "question": q["question"], "context": para["context"],
-                                 "answers": {"text": [a["text"] for a in q["answers"]],
-                                             "answer_start": [a["answer_start"] for a in q["answers"]]}})
+                                 "answers": {"text": [a["text"] for a in answers],
+                                             "answer_start": [a["answer_start"] for a in answers]}})
         return rows
 
 
-def qa_windows(tok, rows, max_length, stride):
+def qa_windows(tok, rows, max_length, stride, version_2_with_negative=False):
     """run_qa's prepare_train_features and prepare_validation_features in one: per window its
-    ids, token types, example index, answer (start, end) positions and context offsets."""
+    ids, token types, example index, answer (start, end) positions and context offsets. A question
+    without answers is labelled [CLS] with version_2_with_negative, and refused without it."""
     enc = tok([r["question"].lstrip() for r in rows], [r["context"] for r in rows],
               truncation="only_second", max_length=max_length, stride=stride,
               return_overflowing_tokens=True, return_offsets_mapping=True, padding=False)
@@ -72,6 +82,13 @@ def qa_windows(tok, rows, max_length, stride):
         a = rows[ex]["answers"]
         first = seq.index(1)
         last = len(seq) - 1 - seq[::-1].index(1)
+        if len(a["answer_start"]) == 0:
+            if not version_2_with_negative:
+                raise SystemExit(f"question {rows[ex]['id']!r} has no answer: pass --version-2-with-negative")
+            out.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                        "example": ex, "span": (0, 0),  # prepare_train_features: cls_index
+                        "offsets": [o if seq[k] == 1 else None for k, o in enumerate(offsets)]})
+            continue
         start_char = a["answer_start"][0]
         end_char = start_char + len(a["text"][0])
         if offsets[first][0] > start_char or offsets[last][1] < end_char:
@@ -142,6 +159,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--task", default="classes", choices=["classes", "tags", "qa", "choice"])
     ap.add_argument("--doc-stride", type=int, default=32)
+    ap.add_argument("--version-2-with-negative", action="store_true")
+    ap.add_argument("--null-score-diff-threshold", type=float, default=0.0)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -323,10 +342,12 @@ def qa_main(args):
     import numpy as np
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from make_qa_metric_golden import best_answers, evaluate
+    from make_qa_v2_metric_golden import best_answers_v2, squad_v2
 
+    v2 = args.version_2_with_negative
     tok = AutoTokenizer.from_pretrained(args.model)
     rows = {k: read_squad(p) for k, p in [("train", args.train), ("val", args.validation), ("test", args.test)]}
-    windows = {k: qa_windows(tok, r, args.max_length, args.doc_stride) for k, r in rows.items()}
+    windows = {k: qa_windows(tok, r, args.max_length, args.doc_stride, v2) for k, r in rows.items()}
     train = windows["train"]
     model = BertForQuestionAnswering.from_pretrained(args.model)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -357,8 +378,14 @@ def qa_main(args):
         for w, (s, e) in zip(ws, logits):
             per_example[w["example"]].append((np.asarray(s, dtype=np.float32), np.asarray(e, dtype=np.float32),
                                               w["offsets"]))
+        golds = [r["answers"]["text"] for r in rows[split]]
+        if v2:
+            t = args.null_score_diff_threshold
+            preds = [best_answers_v2(r["context"], wins, 20, 30, t)["prediction"]
+                     for r, wins in zip(rows[split], per_example)]
+            return squad_v2(preds, golds)
         preds = [best_answers(r["context"], wins, 20, 30)[0]["text"] for r, wins in zip(rows[split], per_example)]
-        return evaluate(preds, [r["answers"]["text"] for r in rows[split]])
+        return evaluate(preds, golds)
 
     best, best_state, best_epoch = -1.0, None, 0
     g = torch.Generator().manual_seed(args.seed)
