@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fine-tune all-MiniLM-L6-v2 with Lantern and with transformers (PyTorch), same split, epochs,
 # learning rate, batch size, max length, warmup, weight decay and seed, one after the other on
-# this machine, and print both held-out scores and wall times. Four tasks:
+# this machine, and print both held-out scores and wall times. Five tasks:
 #   TASK=classes (default): the fortune's category (scripts/make_fortune_categories.py),
 #                           macro-F1 and accuracy;
 #   TASK=tags:              token classification, the attribution's author and work
@@ -10,6 +10,9 @@
 #   TASK=qa:                extractive question answering, who said it and which work it is
 #                           from (scripts/make_fortune_qa.py), the squad metric's F1 and exact
 #                           match (percent);
+#   TASK=qa2:               the same as SQuAD 2.0, each context also asked the question it
+#                           does not answer (make_fortune_qa.py --version-2), the squad_v2
+#                           metric's F1, exact match and its answerable / unanswerable parts;
 #   TASK=choice:            multiple choice, which ending continues a fortune
 #                           (scripts/make_fortune_choices.py, SWAG layout), accuracy.
 #
@@ -24,6 +27,7 @@ repo="$(cd "$here/.." && pwd)"
 cd "$repo"
 
 TASK="${TASK:-classes}"
+make_args=(); torch_args=()
 case "$TASK" in
     classes) data=data/fortune-categories; config=configs/minilm-fortunes.toml; test=test.jsonl
              metric=macro_f1; keys="macro_f1 accuracy"; make=make_fortune_categories.py; len=64 ;;
@@ -31,16 +35,19 @@ case "$TASK" in
              metric=f1; keys="f1 precision recall accuracy"; make=make_fortune_tags.py; len=128 ;;
     qa)      data=data/fortune-qa; config=configs/minilm-fortune-qa.toml; test=test.json
              metric=f1; keys="f1 exact_match"; make=make_fortune_qa.py; len=128 ;;
+    qa2)     data=data/fortune-qa2; config=configs/minilm-fortune-qa2.toml; test=test.json
+             metric=f1; keys="f1 exact HasAns_f1 NoAns_f1"; make=make_fortune_qa.py; len=128
+             make_args=(--version-2); torch_args=(--version-2-with-negative) ;;
     choice)  data=data/fortune-choices; config=configs/minilm-fortune-choice.toml; test=test.jsonl
              metric=accuracy; keys="accuracy"; make=make_fortune_choices.py; len=64 ;;
-    *) echo "TASK must be classes, tags, qa or choice, not $TASK" >&2; exit 2 ;;
+    *) echo "TASK must be classes, tags, qa, qa2 or choice, not $TASK" >&2; exit 2 ;;
 esac
 EPOCHS="${EPOCHS:-2}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX_LENGTH:-$len}"
 SEED="${SEED:-42}"; THREADS="${THREADS:-$(nproc)}"
 PY=$(bash scripts/ref_env.sh | tail -1)
 MINILM=$(bash scripts/fetch_minilm.sh | tail -1)
 [[ -d data/raw/fortunes ]] || bash scripts/fetch_fortunes.sh
-python3 "scripts/$make"
+python3 "scripts/$make" "${make_args[@]}"
 cargo build --release -p lantern-cli
 run="runs/minilm-$TASK-compare"
 rm -rf "$run"
@@ -55,7 +62,7 @@ t1=$(date +%s.%N)
 target/release/lantern eval --checkpoint "$run" --data "$data/$test" --out "$run/test_eval.json"
 
 echo "== transformers ($THREADS threads)"
-torch_json=$("$PY" scripts/finetune_torch.py --task "$TASK" --model "$MINILM" --train "$data/train.jsonl" \
+torch_json=$("$PY" scripts/finetune_torch.py --task "${TASK%2}" "${torch_args[@]}" --model "$MINILM" --train "$data/train.jsonl" \
     --validation "$data/validation.jsonl" --test "$data/$test" --epochs "$EPOCHS" --lr "$LR" \
     --batch-size "$BATCH" --max-length "$MAX_LENGTH" --seed "$SEED" --warmup-ratio 0.1 \
     --weight-decay 0.01 --metric "$metric" --threads "$THREADS" | tee >(cat >&2) | tail -1)
@@ -69,6 +76,6 @@ print(f"{'lantern':14}" + "".join(f"{ours[k]:18.4f}" for k in keys) + f"{secs:9.
 print(f"{'transformers':14}" + "".join(f"{theirs['test_' + k]:18.4f}" for k in keys)
       + f"{theirs['train_seconds']:9.1f}   (training loop and evals)")
 # Percent already for question answering's squad metric; fractions for the others.
-points = 1 if "exact_match" in keys else 100
+points = 1 if keys[0] == "f1" and ("exact_match" in keys or "exact" in keys) else 100
 print(f"difference (lantern - transformers): {keys[0]} {points * (ours[keys[0]] - theirs['test_' + keys[0]]):+.2f} points")
 PYEOF
