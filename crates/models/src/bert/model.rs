@@ -663,11 +663,58 @@ enum SequenceHead {
         out_proj: (Tensor, Tensor),
         gelu: bool,
     },
-    /// DistilBERT's `pre_classifier` → ReLU → dropout → `classifier`, on `[CLS]`.
-    Distil {
-        pre_classifier: (Tensor, Tensor),
+    /// A dense layer on the first token's hidden state, its activation, dropout, then
+    /// `classifier`: DistilBERT's `pre_classifier` → ReLU (also its multiple-choice head), and
+    /// ELECTRA's multiple-choice `ElectraSequenceSummary` → GELU (`gelu`).
+    Projected {
+        dense: (Tensor, Tensor),
         classifier: (Tensor, Tensor),
+        gelu: bool,
     },
+}
+
+impl SequenceHead {
+    /// The head on the last hidden state (B, T, C) of `bert` → (B, outputs), with `dropout`.
+    fn apply(
+        &self,
+        bert: &BertModel,
+        x: &Tensor,
+        dropout: f64,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        match self {
+            SequenceHead::Pooled { classifier } => {
+                let pooled = drop(bert.pool(x)?, dropout, mode)?;
+                linear(&pooled, classifier)
+            }
+            SequenceHead::Roberta {
+                dense,
+                out_proj,
+                gelu,
+            } => {
+                let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
+                let h = drop(first, dropout, mode)?;
+                let h = match gelu {
+                    true => linear_act(&h, dense, true)?,
+                    false => linear(&h, dense)?.tanh()?,
+                };
+                let h = drop(h, dropout, mode)?;
+                linear(&h, out_proj)
+            }
+            SequenceHead::Projected {
+                dense,
+                classifier,
+                gelu,
+            } => {
+                let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
+                let h = match gelu {
+                    true => linear_act(&first, dense, true)?,
+                    false => linear(&first, dense)?.relu()?,
+                };
+                linear(&drop(h, dropout, mode)?, classifier)
+            }
+        }
+    }
 }
 
 impl BertForSequenceClassification {
@@ -686,9 +733,10 @@ impl BertForSequenceClassification {
                 out_proj: pair(params, "classifier.out_proj")?,
                 gelu: true,
             },
-            Family::DistilBert => SequenceHead::Distil {
-                pre_classifier: pair(params, "pre_classifier")?,
+            Family::DistilBert => SequenceHead::Projected {
+                dense: pair(params, "pre_classifier")?,
                 classifier: pair(params, "classifier")?,
+                gelu: false,
             },
         };
         Ok(Self {
@@ -706,34 +754,7 @@ impl BertForSequenceClassification {
 
     /// The head on the last hidden state (B, T, C) → (B, num_labels).
     pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        match &self.head {
-            SequenceHead::Pooled { classifier } => {
-                let pooled = drop(self.bert.pool(x)?, self.dropout, mode)?;
-                linear(&pooled, classifier)
-            }
-            SequenceHead::Roberta {
-                dense,
-                out_proj,
-                gelu,
-            } => {
-                let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
-                let h = drop(first, self.dropout, mode)?;
-                let h = match gelu {
-                    true => linear_act(&h, dense, true)?,
-                    false => linear(&h, dense)?.tanh()?,
-                };
-                let h = drop(h, self.dropout, mode)?;
-                linear(&h, out_proj)
-            }
-            SequenceHead::Distil {
-                pre_classifier,
-                classifier,
-            } => {
-                let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
-                let h = drop(linear(&first, pre_classifier)?.relu()?, self.dropout, mode)?;
-                linear(&h, classifier)
-            }
-        }
+        self.head.apply(&self.bert, x, self.dropout, mode)
     }
 }
 
@@ -865,39 +886,28 @@ impl BertForQuestionAnswering {
 /// `classifier`.
 pub struct BertForMultipleChoice {
     pub bert: BertModel,
-    head: ChoiceHead,
+    /// Pooled (BERT, RoBERTa) or projected (DistilBERT, ELECTRA), with one output.
+    head: SequenceHead,
     dropout: f64,
-}
-
-enum ChoiceHead {
-    /// BERT, RoBERTa: one linear layer on the pooler's output.
-    Pooled { classifier: (Tensor, Tensor) },
-    /// A dense layer on the first token's hidden state, its activation (DistilBERT's ReLU,
-    /// ELECTRA's GELU), dropout, then the scorer.
-    Projected {
-        dense: (Tensor, Tensor),
-        classifier: (Tensor, Tensor),
-        gelu: bool,
-    },
 }
 
 impl BertForMultipleChoice {
     pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
         let (head, dropout) = match cfg.model_type {
             Family::Bert => (
-                ChoiceHead::Pooled {
+                SequenceHead::Pooled {
                     classifier: pair(params, "classifier")?,
                 },
                 cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
             ),
             Family::Roberta | Family::XlmRoberta => (
-                ChoiceHead::Pooled {
+                SequenceHead::Pooled {
                     classifier: pair(params, "classifier")?,
                 },
                 cfg.hidden_dropout_prob,
             ),
             Family::DistilBert => (
-                ChoiceHead::Projected {
+                SequenceHead::Projected {
                     dense: pair(params, "pre_classifier")?,
                     classifier: pair(params, "classifier")?,
                     gelu: false,
@@ -905,7 +915,7 @@ impl BertForMultipleChoice {
                 cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
             ),
             Family::Electra => (
-                ChoiceHead::Projected {
+                SequenceHead::Projected {
                     dense: pair(params, "sequence_summary.summary")?,
                     classifier: pair(params, "classifier")?,
                     gelu: true,
@@ -929,24 +939,7 @@ impl BertForMultipleChoice {
 
     /// The head on the last hidden state (B·C, T, H) → (B·C, 1).
     pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        match &self.head {
-            ChoiceHead::Pooled { classifier } => {
-                let pooled = drop(self.bert.pool(x)?, self.dropout, mode)?;
-                linear(&pooled, classifier)
-            }
-            ChoiceHead::Projected {
-                dense,
-                classifier,
-                gelu,
-            } => {
-                let first = x.narrow(1, 0, 1)?.squeeze(1)?; // (B·C, H)
-                let h = match gelu {
-                    true => linear_act(&first, dense, true)?,
-                    false => linear(&first, dense)?.relu()?,
-                };
-                linear(&drop(h, self.dropout, mode)?, classifier)
-            }
-        }
+        self.head.apply(&self.bert, x, self.dropout, mode)
     }
 
     /// The scores (B·C, 1) of B examples as their logits over the choices (B, C).
