@@ -14,16 +14,12 @@
 //! one (B, C) block; the label is an index below it. Errors name the file and the line.
 
 use crate::error::{Error, Result};
-use crate::labelled::{csv_records, tsv_records, Columns, LabelValue, RawExample};
+use crate::labelled::{bad, csv_records, tsv_records, Columns, LabelValue, RawExample};
 use serde_json::{Map, Value};
 use std::path::Path;
 
 /// The most choices an example may have (more is a mistake in the file).
 pub const MAX_CHOICES: usize = 1024;
-
-fn bad(path: &Path, line: usize, problem: impl std::fmt::Display) -> Error {
-    Error::format(path, format!("line {line}: {problem}"))
-}
 
 /// Reads a multiple-choice file (`.jsonl`/`.json`, `.csv` or `.tsv`). Each example is a
 /// [`RawExample`] whose `text` is the first segment and whose `choices` are the second

@@ -143,7 +143,7 @@ pub struct RawExample {
     pub choices: Option<Vec<String>>,
 }
 
-fn bad(path: &Path, line: usize, problem: impl std::fmt::Display) -> Error {
+pub(crate) fn bad(path: &Path, line: usize, problem: impl std::fmt::Display) -> Error {
     Error::format(path, format!("line {line}: {problem}"))
 }
 
