@@ -886,6 +886,26 @@ mod tests {
             .collect()
     }
 
+    /// A golden span case's windows: start and end logits and offsets of each.
+    fn case_windows(case: &Value) -> Vec<Window> {
+        let floats = |v: &Value| -> Vec<f32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        };
+        case["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let offsets = serde_json::from_value(w["offsets"].clone()).unwrap();
+                (floats(&w["start"]), floats(&w["end"]), offsets)
+            })
+            .collect()
+    }
+
     fn texts(p: &[QaPrediction]) -> Vec<&str> {
         p.iter().map(|p| p.text.as_str()).collect()
     }
@@ -897,22 +917,7 @@ mod tests {
         assert!(cases.len() >= 30);
         for case in cases {
             let name = case["name"].as_str().unwrap();
-            let floats = |v: &Value| -> Vec<f32> {
-                v.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap() as f32)
-                    .collect()
-            };
-            let windows: Vec<Window> = case["windows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|w| {
-                    let offsets = serde_json::from_value(w["offsets"].clone()).unwrap();
-                    (floats(&w["start"]), floats(&w["end"]), offsets)
-                })
-                .collect();
+            let windows = case_windows(case);
             let got = best_answers(
                 case["context"].as_str().unwrap(),
                 &features(&windows),
@@ -1269,22 +1274,7 @@ mod tests {
         let (mut null, mut stand_in, mut fails) = (0, 0, 0);
         for case in cases {
             let name = case["name"].as_str().unwrap();
-            let floats = |v: &Value| -> Vec<f32> {
-                v.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap() as f32)
-                    .collect()
-            };
-            let windows: Vec<Window> = case["windows"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|w| {
-                    let offsets = serde_json::from_value(w["offsets"].clone()).unwrap();
-                    (floats(&w["start"]), floats(&w["end"]), offsets)
-                })
-                .collect();
+            let windows = case_windows(case);
             let got = best_answers_v2(
                 case["context"].as_str().unwrap(),
                 &features(&windows),
