@@ -141,6 +141,21 @@ def macro(y, p, n):
     return sum(f1s) / n, acc
 
 
+def optimizer(model, args, n_train):
+    """Lantern's AdamW (weight decay on matrices only) and linear warmup-and-decay schedule for
+    `n_train` training rows; returns (optimizer, scheduler, steps per epoch)."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
+    )
+    steps_per_epoch = math.ceil(n_train / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(args.warmup_ratio * total), total)
+    return opt, sched, steps_per_epoch
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -181,15 +196,7 @@ def main():
         id2label=dict(enumerate(labels)),
         label2id=index,
     )
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-    )
-    steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    total = steps_per_epoch * args.epochs
-    sched = get_linear_schedule_with_warmup(opt, math.ceil(args.warmup_ratio * total), total)
+    opt, sched, steps_per_epoch = optimizer(model, args, len(train))
 
     def batch(rows):
         if not tags:
@@ -275,15 +282,7 @@ def choice_main(args):
     train, val, test = read(args.train), read(args.validation), read(args.test)
     tok = AutoTokenizer.from_pretrained(args.model)
     model = BertForMultipleChoice.from_pretrained(args.model)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-    )
-    steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    total = steps_per_epoch * args.epochs
-    sched = get_linear_schedule_with_warmup(opt, math.ceil(args.warmup_ratio * total), total)
+    opt, sched, steps_per_epoch = optimizer(model, args, len(train))
 
     def endings(r):
         return [r[f"ending{i}"] for i in range(len(r)) if f"ending{i}" in r]
@@ -350,15 +349,7 @@ def qa_main(args):
     windows = {k: qa_windows(tok, r, args.max_length, args.doc_stride, v2) for k, r in rows.items()}
     train = windows["train"]
     model = BertForQuestionAnswering.from_pretrained(args.model)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-    )
-    steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    total = steps_per_epoch * args.epochs
-    sched = get_linear_schedule_with_warmup(opt, math.ceil(args.warmup_ratio * total), total)
+    opt, sched, steps_per_epoch = optimizer(model, args, len(train))
 
     def batch(ws):
         return tok.pad([{"input_ids": w["input_ids"], "token_type_ids": w["token_type_ids"]} for w in ws],
