@@ -367,6 +367,24 @@ const PAR_ELEMWISE_MIN: usize = 64 * 1024;
 // Per-unit span: big enough to amortize dispatch, small enough to balance.
 const PAR_ELEMWISE_CHUNK: usize = 16 * 1024;
 
+/// Runs `f` over `0..n_units` split into ranges on the rayon pool the caller runs in (the
+/// pool matmuls use too). Published candle used its own spinning barrier pool here: beside a
+/// rayon pool of one thread per core it kept an extra thread spinning after every element-wise
+/// op, which took cores from the next matmul (see PATCHES.md, change 5). Each unit is written
+/// by exactly one call, so the result does not depend on the split.
+fn par_units<F: Fn(std::ops::Range<usize>) + Sync>(n_units: usize, f: F) {
+    use rayon::iter::{IntoParallelIterator, ParallelIterator};
+    if rayon::current_num_threads() <= 1 {
+        f(0..n_units);
+        return;
+    }
+    // Whole ranges rather than single units keep rayon's splitting overhead per op small.
+    let per = n_units.div_ceil(rayon::current_num_threads() * 4).max(1);
+    (0..n_units.div_ceil(per))
+        .into_par_iter()
+        .for_each(|i| f(i * per..n_units.min((i + 1) * per)));
+}
+
 pub fn unary_map_vec_par<
     T: Copy + Send + Sync,
     U: Copy + Send + Sync,
@@ -384,7 +402,7 @@ pub fn unary_map_vec_par<
             let mut ys: Vec<U> = Vec::with_capacity(len);
             let ys_ptr = ys.as_mut_ptr() as usize;
             let n_units = len.div_ceil(PAR_ELEMWISE_CHUNK);
-            crate::utils::barrier_pool().execute_chunked(n_units, |range| {
+            par_units(n_units, |range| {
                 let ys_ptr = ys_ptr as *mut U;
                 for unit in range {
                     let lo = unit * PAR_ELEMWISE_CHUNK;
@@ -429,7 +447,7 @@ pub fn binary_map_vec_par<
     let mut ys: Vec<T> = Vec::with_capacity(el_count);
     let ys_ptr = ys.as_mut_ptr() as usize;
     let n_units = el_count.div_ceil(PAR_ELEMWISE_CHUNK);
-    crate::utils::barrier_pool().execute_chunked(n_units, |range| {
+    par_units(n_units, |range| {
         let ys_ptr = ys_ptr as *mut T;
         for unit in range {
             let mut dst_offset = unit * PAR_ELEMWISE_CHUNK;
@@ -529,6 +547,42 @@ mod tests {
         assert_eq!(result, expected);
         assert_eq!(calls.load(Ordering::Relaxed), 4);
         assert_eq!(elements.load(Ordering::Relaxed), ROWS * COLS);
+    }
+
+    #[test]
+    fn par_units_covers_every_unit_once_on_any_pool() {
+        for threads in [1, 2, 3, 5] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for n_units in [0, 1, 2, 3, 7, 8, 9, 31, 64, 100] {
+                let hits: Vec<AtomicUsize> = (0..n_units).map(|_| AtomicUsize::new(0)).collect();
+                pool.install(|| {
+                    par_units(n_units, |range| {
+                        for u in range {
+                            hits[u].fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                });
+                assert!(
+                    hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                    "{threads} threads, {n_units} units"
+                );
+            }
+            // The maps give the serial result inside the pool too.
+            let len = PAR_ELEMWISE_MIN + PAR_ELEMWISE_CHUNK + 5;
+            let xs: Vec<f32> = (0..len).map(|i| i as f32 * 0.5).collect();
+            let l = Layout::contiguous(Shape::from(len));
+            let ys = pool.install(|| {
+                unary_map_vec_par(&xs, &l, |x| x * 3.0, |a, b| {
+                    for (x, y) in a.iter().zip(b) {
+                        *y = x * 3.0
+                    }
+                })
+            });
+            assert_eq!(ys, xs.iter().map(|x| x * 3.0).collect::<Vec<_>>());
+        }
     }
 
     #[test]
