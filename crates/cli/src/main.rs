@@ -340,6 +340,25 @@ fn run(cli: Cli) -> Result<Outcome> {
             if let Some(c) = &s.checkpoint {
                 println!("checkpoint: {}", c.display());
             }
+            let best_dir = s
+                .run_dir
+                .join("checkpoints")
+                .join(lantern_train::checkpoint::BEST_DIR);
+            if let Some((b, at)) = s.best_val {
+                println!(
+                    "best val loss {b:.4} at step {at}{}{}",
+                    if best_dir.is_dir() {
+                        format!(": {}", best_dir.display())
+                    } else {
+                        String::new()
+                    },
+                    if s.early_stopped {
+                        " | stopped early"
+                    } else {
+                        ""
+                    }
+                );
+            }
             println!("metrics: {}", s.run_dir.join("metrics.jsonl").display());
             if s.preempted {
                 eprintln!(

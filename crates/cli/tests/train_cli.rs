@@ -439,3 +439,121 @@ fn mfu_is_reported_against_a_given_peak_and_only_then() {
         assert!(e.contains("train.peak_tflops"), "{bad}: {e}");
     }
 }
+
+/// `checkpoint.save_best` keeps the checkpoint of the lowest validation loss in
+/// `checkpoints/best`, whatever came after it.
+#[test]
+fn the_best_checkpoint_is_the_lowest_validation_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("best");
+    // A learning rate high enough that the validation loss goes up again after its minimum.
+    let cfg = tiny_config(tmp.path(), &run, "");
+    let out = train_ok(
+        &cfg,
+        &[
+            "checkpoint.save_best=true",
+            "train.lr=0.1",
+            "train.schedule=\"constant\"",
+            "train.eval_every=5",
+            "checkpoint.every=5",
+            "checkpoint.keep=10",
+        ],
+    );
+    let vals: Vec<(u64, f64)> = metrics_of(&run, "val")
+        .iter()
+        .map(|r| (r["step"].as_u64().unwrap(), r["val_loss"].as_f64().unwrap()))
+        .filter(|&(step, _)| step > 0)
+        .collect();
+    let (best_step, best) = vals
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    assert!(
+        best_step < 40,
+        "the test needs a minimum before the last evaluation: {vals:?}"
+    );
+    let best_dir = run.join("checkpoints").join("best");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(best_dir.join("trainer_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["step"], best_step, "{vals:?}");
+    assert_eq!(state["best_val_loss"].as_f64().unwrap(), best);
+    let same_step = run.join("checkpoints").join(format!("step-{best_step:08}"));
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert!(
+            std::fs::read(best_dir.join(f)).unwrap() == std::fs::read(same_step.join(f)).unwrap(),
+            "{f} of checkpoints/best differs from step {best_step}'s"
+        );
+    }
+    assert!(
+        out.contains(&format!("best val loss {best:.4} at step {best_step}")),
+        "{out}"
+    );
+    // The newest checkpoint is still the last step's, and the best one samples.
+    assert!(newest_checkpoint(&run).ends_with("step-00000040"));
+    lantern_ok(&[
+        "generate",
+        "--model",
+        &s(&best_dir),
+        "--max-new-tokens",
+        "4",
+    ]);
+}
+
+/// `early_stopping.patience`: the run stops after that many evaluations without improvement,
+/// with a checkpoint, and a run interrupted before and resumed stops at the same step with
+/// the same weights; resuming a stopped run does nothing.
+#[test]
+fn early_stopping_stops_and_resumes_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No evaluation lowers the loss by more than 100: the first is the best, the next two
+    // do not improve, and the run stops after step 30 of 40.
+    let sets = [
+        "early_stopping.patience=2",
+        "early_stopping.threshold=100",
+        "train.eval_every=10",
+        "checkpoint.every=10",
+    ];
+    let straight = tmp.path().join("straight");
+    let out = train_ok(&tiny_config(tmp.path(), &straight, ""), &sets);
+    assert!(
+        out.contains("trained 30 steps") && out.contains("stopped early"),
+        "{out}"
+    );
+    assert!(newest_checkpoint(&straight).ends_with("step-00000030"));
+    let stop = metrics_of(&straight, "early_stop");
+    assert_eq!(stop.len(), 1);
+    assert_eq!(stop[0]["step"], 30);
+    // Each evaluation was lower, by less than the threshold: the best moves on (as
+    // transformers' best metric does) while the count of evaluations without improvement
+    // does not restart.
+    assert_eq!(stop[0]["best_step"], 30);
+    assert_eq!(last_train_step(&straight), 30);
+
+    let split = tmp.path().join("split");
+    let cfg = tiny_config(tmp.path(), &split, "");
+    let cfgs = s(&cfg);
+    let mut args = vec!["train", "--config", &cfgs, "--quiet", "--stop-after", "20"];
+    for kv in &sets {
+        args.extend(["--set", kv]);
+    }
+    lantern_ok(&args);
+    assert!(newest_checkpoint(&split).ends_with("step-00000020"));
+    args.splice(4..6, ["--resume"]);
+    let out = lantern_ok(&args);
+    assert!(out.contains("stopped early"), "{out}");
+    assert!(newest_checkpoint(&split).ends_with("step-00000030"));
+    let a = std::fs::read(newest_checkpoint(&straight).join("model.safetensors")).unwrap();
+    let b = std::fs::read(newest_checkpoint(&split).join("model.safetensors")).unwrap();
+    assert!(a == b, "the resumed run stopped with other weights");
+
+    // Resuming the stopped run trains nothing more.
+    let out = lantern_ok(&args);
+    assert!(out.contains("trained 30 steps"), "{out}");
+    assert_eq!(last_train_step(&split), 30);
+}

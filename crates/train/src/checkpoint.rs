@@ -27,6 +27,10 @@ pub const STATE_VERSION: u32 = 1;
 const TMP_PREFIX: &str = ".tmp-";
 /// A checkpoint moved aside while the same step is written again (see [`save`]).
 const OLD_PREFIX: &str = ".tmp-old-";
+/// The folder under the checkpoints root that holds the checkpoint of the lowest validation
+/// loss (`checkpoint.save_best`; [`save_best`]). Listing and pruning skip it: it is not a
+/// `step-N` folder.
+pub const BEST_DIR: &str = "best";
 
 /// Test hook: `LANTERN_TEST_PAUSE_IN_SAVE=<point>[@<step>]` makes the writer print
 /// `LANTERN_PAUSED <point> step <N>` on stderr and sleep at that point of the protocol (of every
@@ -77,6 +81,17 @@ pub struct TrainerState {
     /// Absent in older checkpoints (see [`TrainerState::global_batch`]).
     #[serde(default)]
     pub global_batch: Option<u64>,
+    /// The lowest validation loss of the run's evaluations so far (the one before the first
+    /// step included) and the step it was measured after: what `checkpoint.save_best` and
+    /// early stopping compare each evaluation with.
+    #[serde(default)]
+    pub best_val_loss: Option<f64>,
+    #[serde(default)]
+    pub best_step: Option<u64>,
+    /// Evaluations in a row that did not improve on it (early stopping's count), so that a
+    /// resumed run stops where the uninterrupted one would.
+    #[serde(default)]
+    pub evals_without_improvement: u64,
 }
 
 fn one() -> u64 {
@@ -205,7 +220,7 @@ pub fn clean_incomplete(root: &Path) -> Result<Vec<PathBuf>> {
         let p = entry.path();
         if let Some(orig) = name.strip_prefix(OLD_PREFIX) {
             let back = root.join(orig);
-            if parse_step(orig).is_some() && !back.exists() {
+            if (parse_step(orig).is_some() || orig == BEST_DIR) && !back.exists() {
                 fs::rename(&p, &back).map_err(io(&p))?;
                 continue;
             }
@@ -247,21 +262,27 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// protocol in the module header). Returns the checkpoint folder. On failure the temporary
 /// folder is removed, the error names the step and the file, and older checkpoints are intact.
 pub fn save(root: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
-    save_inner(root, step, files).map_err(|e| Error::SaveFailed {
+    save_named(root, &dir_name(step), step, files)
+}
+
+/// Writes `files` of step `step` as the best checkpoint, `root/best`, with the same protocol
+/// as [`save`]: the previous best stays whole until the new one replaces it in one rename.
+pub fn save_best(root: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
+    save_named(root, BEST_DIR, step, files)
+}
+
+fn save_named(root: &Path, name: &str, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
+    save_inner(root, name, step, files).map_err(|e| Error::SaveFailed {
         step,
         root: root.to_path_buf(),
         source: Box::new(e),
     })
 }
 
-fn save_inner(root: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
+fn save_inner(root: &Path, name: &str, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
     fs::create_dir_all(root).map_err(io(root))?;
-    let final_dir = root.join(dir_name(step));
-    let tmp = root.join(format!(
-        "{TMP_PREFIX}{}-{}",
-        dir_name(step),
-        std::process::id()
-    ));
+    let final_dir = root.join(name);
+    let tmp = root.join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
@@ -286,7 +307,7 @@ fn save_inner(root: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathB
         if final_dir.exists() {
             // Re-saving a step (a resumed run saving the step it started from): move the old
             // one aside first; `clean_incomplete` puts it back if we crash before the rename.
-            let old = root.join(format!("{OLD_PREFIX}{}", dir_name(step)));
+            let old = root.join(format!("{OLD_PREFIX}{name}"));
             if old.exists() {
                 fs::remove_dir_all(&old).map_err(io(&old))?;
             }
@@ -458,6 +479,32 @@ mod tests {
     }
 
     #[test]
+    fn the_best_checkpoint_is_replaced_whole_and_never_listed_or_pruned() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let files = |m: &[u8]| vec![(MODEL_FILE, m.to_vec()), (STATE_FILE, b"{}".to_vec())];
+        save(root, 10, &files(b"a")).unwrap();
+        let best = save_best(root, 10, &files(b"a")).unwrap();
+        assert_eq!(best, root.join(BEST_DIR));
+        save(root, 20, &files(b"b")).unwrap();
+        save_best(root, 20, &files(b"b")).unwrap();
+        assert_eq!(fs::read(best.join(MODEL_FILE)).unwrap(), b"b");
+        let steps: Vec<u64> = list_complete(root).unwrap().iter().map(|s| s.0).collect();
+        assert_eq!(steps, vec![10, 20]);
+        prune(root, 1, 20).unwrap();
+        assert!(
+            best.join(MODEL_FILE).is_file(),
+            "pruning removed the best checkpoint"
+        );
+        // A writer killed between moving the old best aside and renaming the new one in:
+        // the old best comes back, the half-written new one goes.
+        fs::rename(&best, root.join(format!("{OLD_PREFIX}{BEST_DIR}"))).unwrap();
+        fs::create_dir_all(root.join(format!("{TMP_PREFIX}{BEST_DIR}-7"))).unwrap();
+        assert_eq!(clean_incomplete(root).unwrap().len(), 1);
+        assert_eq!(fs::read(best.join(MODEL_FILE)).unwrap(), b"b");
+    }
+
+    #[test]
     fn state_parsing_rejects_future_versions_and_non_utf8() {
         let p = Path::new("ck/trainer_state.json");
         let e = parse_state(br#"{"format_version": 9}"#, p)
@@ -506,6 +553,9 @@ mod tests {
             consecutive_skips: 0,
             world_size,
             global_batch: Some(batch_size as u64 * grad_accum as u64 * world_size),
+            best_val_loss: None,
+            best_step: None,
+            evals_without_improvement: 0,
         }
     }
 

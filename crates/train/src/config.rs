@@ -17,6 +17,8 @@ pub struct RunConfig {
     #[serde(default)]
     pub checkpoint: CheckpointSection,
     #[serde(default)]
+    pub early_stopping: EarlyStopSection,
+    #[serde(default)]
     pub run: RunSection,
 }
 
@@ -251,6 +253,26 @@ pub struct CheckpointSection {
     /// Keep the newest N checkpoints.
     #[serde(default = "d_keep")]
     pub keep: usize,
+    /// Also keep the checkpoint of the lowest validation loss so far in `checkpoints/best`
+    /// (nanoGPT's best-validation checkpoint, transformers' `load_best_model_at_end` with
+    /// `metric_for_best_model = "eval_loss"`), rewritten at each evaluation that improves on
+    /// it and never pruned by `keep`.
+    #[serde(default)]
+    pub save_best: bool,
+}
+
+/// Stopping when the validation loss stops improving (transformers' `EarlyStoppingCallback`
+/// on `eval_loss`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopSection {
+    /// Stop after this many evaluations in a row that did not improve on the best validation
+    /// loss (`early_stopping_patience`); none = never stop early. Needs `train.eval_every`.
+    pub patience: Option<u64>,
+    /// An evaluation improves only if it lowers the best validation loss by more than this
+    /// (`early_stopping_threshold`; default 0).
+    #[serde(default)]
+    pub threshold: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -379,6 +401,7 @@ impl Default for CheckpointSection {
         Self {
             every: d_ckpt_every(),
             keep: d_keep(),
+            save_best: false,
         }
     }
 }
@@ -466,6 +489,21 @@ impl RunConfig {
         }
         if self.checkpoint.keep == 0 {
             return bad("checkpoint.keep must be at least 1");
+        }
+        let es = &self.early_stopping;
+        if es.patience == Some(0) {
+            return bad("early_stopping.patience must be at least 1");
+        }
+        if es.patience.is_some() && t.eval_every == 0 {
+            return bad(
+                "early_stopping.patience needs evaluations during the run: set train.eval_every",
+            );
+        }
+        if !(es.threshold.is_finite() && es.threshold >= 0.0) {
+            return bad(&format!(
+                "early_stopping.threshold must be a finite, non-negative number, got {}",
+                es.threshold
+            ));
         }
         if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
             return bad("train.beta1 and train.beta2 must be in [0, 1)");
@@ -675,6 +713,47 @@ mod tests {
         ] {
             let e = set(o).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains("t.toml"), "{o:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn early_stopping_needs_evaluations_and_sane_values() {
+        let c = RunConfig::parse(MIN, "t", &[]).unwrap();
+        assert_eq!(c.early_stopping, EarlyStopSection::default());
+        assert!(!c.checkpoint.save_best);
+        let c = RunConfig::parse(
+            MIN,
+            "t",
+            &[
+                "early_stopping.patience=3".into(),
+                "early_stopping.threshold=0.01".into(),
+                "checkpoint.save_best=true".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.early_stopping.patience, Some(3));
+        assert!(c.checkpoint.save_best);
+        for (sets, says) in [
+            (vec!["early_stopping.patience=0"], "early_stopping.patience"),
+            (
+                vec!["early_stopping.patience=2", "train.eval_every=0"],
+                "train.eval_every",
+            ),
+            (
+                vec!["early_stopping.threshold=-1"],
+                "early_stopping.threshold",
+            ),
+            (
+                vec!["early_stopping.threshold=nan"],
+                "early_stopping.threshold",
+            ),
+            (vec!["early_stopping.metric=\"f1\""], "metric"),
+        ] {
+            let sets: Vec<String> = sets.into_iter().map(String::from).collect();
+            let e = RunConfig::parse(MIN, "t.toml", &sets)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{sets:?}: {e}");
         }
     }
 

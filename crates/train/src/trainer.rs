@@ -71,6 +71,11 @@ pub struct TrainSummary {
     pub resumed_from: Option<u64>,
     /// The run stopped early on request ([`TrainOptions::stop`]) after writing `checkpoint`.
     pub preempted: bool,
+    /// The run stopped because the validation loss stopped improving (`early_stopping`).
+    pub early_stopped: bool,
+    /// The lowest validation loss of the evaluations after training steps, and its step
+    /// (its checkpoint is `checkpoints/best` with `checkpoint.save_best`).
+    pub best_val: Option<(f64, u64)>,
     /// This process's rank and the world size (1 without a launcher); only rank 0 reports.
     pub rank: usize,
     pub world_size: usize,
@@ -609,6 +614,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     });
     let mut opt = Optimizer::new(OptimizerConfig::from_train(&cfg.train), &params)?;
     let (mut step, mut samples_seen, mut tokens_seen, mut last_val) = (0u64, 0u64, 0u64, None);
+    // The best validation loss so far and evaluations since it improved (checkpointed).
+    let mut best = BestVal::default();
     // NaN guard: skipped steps in total and guard skips in a row (both saved in checkpoints).
     let (mut skipped_total, mut consecutive_skips) = (0u64, 0u64);
     if let (Some(st), Some((_, dir))) = (&state, &resume_from) {
@@ -618,6 +625,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         (step, samples_seen, tokens_seen, last_val) =
             (st.step, st.samples_seen, st.tokens_seen, st.last_val_loss);
         (skipped_total, consecutive_skips) = (st.skipped_steps, st.consecutive_skips);
+        best = BestVal {
+            best: st.best_val_loss.zip(st.best_step),
+            stale: st.evals_without_improvement,
+        };
     }
     let schedule = Schedule {
         kind: cfg.train.schedule,
@@ -727,7 +738,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                             last_val: Option<f64>,
                             opt: &Optimizer,
                             scaler: Option<&LossScaler>,
-                            (skipped_steps, consecutive_skips): (u64, u64)|
+                            (skipped_steps, consecutive_skips): (u64, u64),
+                            best: BestVal,
+                            as_best: bool|
      -> Result<PathBuf> {
         let st = TrainerState {
             format_version: checkpoint::STATE_VERSION,
@@ -747,6 +760,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             consecutive_skips,
             world_size: world as u64,
             global_batch: Some(global_batch as u64),
+            best_val_loss: best.best.map(|b| b.0),
+            best_step: best.best.map(|b| b.1),
+            evals_without_improvement: best.stale,
         };
         let mut files = vec![
             (
@@ -764,7 +780,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             ),
         ];
         files.extend(model_cfg.checkpoint_files());
-        checkpoint::commit(&ckpt_root, step, &files, cfg.checkpoint.keep)
+        if as_best {
+            checkpoint::save_best(&ckpt_root, step, &files)
+        } else {
+            checkpoint::commit(&ckpt_root, step, &files, cfg.checkpoint.keep)
+        }
     };
     // Rank 0 writes; every rank waits for it, so none runs ahead of the checkpoint it might
     // have to resume from. Others get the folder rank 0 is writing.
@@ -774,7 +794,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 last_val: Option<f64>,
                 opt: &Optimizer,
                 scaler: Option<&LossScaler>,
-                skips: (u64, u64)|
+                skips: (u64, u64),
+                best: BestVal,
+                as_best: bool|
      -> Result<PathBuf> {
         let dir = if main {
             write_checkpoint(
@@ -785,7 +807,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 opt,
                 scaler,
                 skips,
+                best,
+                as_best,
             )?
+        } else if as_best {
+            ckpt_root.join(checkpoint::BEST_DIR)
         } else {
             ckpt_root.join(checkpoint::dir_name(step))
         };
@@ -799,9 +825,17 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let mut last_loss = None;
     let mut checked = false;
     let mut preempted = false;
+    // A run resumed after it stopped early has nothing left to do (unless its patience was
+    // raised with --set).
+    let mut early_stopped = cfg.early_stopping.patience.is_some_and(|p| best.stale >= p);
+    if early_stopped {
+        if let Some((b, at)) = best.best {
+            progress.line(&early_stop_line(step, b, at, best.stale, &cfg));
+        }
+    }
     let stop_requested = || opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
     let (mut timed_tokens, mut timed_secs) = (0u64, 0f64);
-    while step < end {
+    while step < end && !early_stopped {
         comm.set_step(step);
         let t0 = Instant::now();
         let scale_before = scaler.as_ref().map(|s| s.scale);
@@ -899,6 +933,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 &opt,
                 scaler.as_ref(),
                 (skipped_total, consecutive_skips),
+                best,
+                false,
             )?;
             progress.finish();
             return Err(Error::NonFinite {
@@ -926,18 +962,38 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
         if eval_due || step == cfg.train.max_steps {
             let v = eval(&*eval_model)?;
-            log_write(json!({"kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp()}))?;
-            progress.line(&format!(
-                "step {step} | val loss {v:.4} | ppl {:.1}",
-                v.exp()
-            ));
+            let new_best = best.record(v, step, cfg.early_stopping.threshold);
             last_val = Some(v);
+            log_write(json!({
+                "kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp(),
+                "best_val_loss": best.best.map(|b| b.0), "best_step": best.best.map(|b| b.1),
+                "evals_without_improvement": best.stale,
+            }))?;
+            progress.line(&format!(
+                "step {step} | val loss {v:.4} | ppl {:.1}{}",
+                v.exp(),
+                if new_best { " | best" } else { "" }
+            ));
+            if new_best && cfg.checkpoint.save_best {
+                save(
+                    step,
+                    samples_seen,
+                    tokens_seen,
+                    last_val,
+                    &opt,
+                    scaler.as_ref(),
+                    (skipped_total, consecutive_skips),
+                    best,
+                    true,
+                )?;
+            }
+            early_stopped = cfg.early_stopping.patience.is_some_and(|p| best.stale >= p);
         }
         let ckpt_due = cfg.checkpoint.every > 0 && step.is_multiple_of(cfg.checkpoint.every);
         // A stop asked of any rank (SIGTERM reaches one rank, or all at slightly different
         // moments) stops every rank after this same step.
-        let stop_now = !at_end && agree_on_stop(&comm, stop_requested())?;
-        if ckpt_due || at_end || stop_now {
+        let stop_now = !at_end && !early_stopped && agree_on_stop(&comm, stop_requested())?;
+        if ckpt_due || at_end || stop_now || early_stopped {
             last_ckpt = Some(save(
                 step,
                 samples_seen,
@@ -946,7 +1002,20 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 &opt,
                 scaler.as_ref(),
                 (skipped_total, consecutive_skips),
+                best,
+                false,
             )?);
+        }
+        if early_stopped {
+            let (b, at) = best
+                .best
+                .expect("an evaluation without improvement follows a best");
+            log_write(json!({
+                "kind": "early_stop", "step": step, "best_val_loss": b, "best_step": at,
+                "evals_without_improvement": best.stale,
+            }))?;
+            progress.line(&early_stop_line(step, b, at, best.stale, &cfg));
+            break;
         }
         if stop_now {
             progress.line(&format!(
@@ -981,9 +1050,54 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             .flatten(),
         resumed_from: state.map(|s| s.step),
         preempted,
+        early_stopped,
+        best_val: best.best,
         rank,
         world_size: world,
     })
+}
+
+/// The lowest validation loss of the evaluations after training steps and how many
+/// evaluations in a row have not improved on it (transformers' `EarlyStoppingCallback` on
+/// `eval_loss`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct BestVal {
+    /// (loss, step it was measured after)
+    best: Option<(f64, u64)>,
+    stale: u64,
+}
+
+impl BestVal {
+    /// Records the evaluation after `step`; returns whether it is the new best. As in
+    /// transformers, the count of evaluations without improvement restarts only when the loss
+    /// beats the previous best by more than `threshold`, while any lower loss becomes the best.
+    /// A non-finite loss is never an improvement.
+    fn record(&mut self, v: f64, step: u64, threshold: f64) -> bool {
+        let prev = self.best.map(|b| b.0);
+        let lower = v.is_finite() && prev.is_none_or(|b| v < b);
+        if lower && prev.is_none_or(|b| b - v > threshold) {
+            self.stale = 0;
+        } else {
+            self.stale += 1;
+        }
+        if lower {
+            self.best = Some((v, step));
+        }
+        lower
+    }
+}
+
+fn early_stop_line(step: u64, best: f64, at: u64, stale: u64, cfg: &RunConfig) -> String {
+    format!(
+        "early stopping after step {step}: {stale} evaluations without the validation loss \
+         improving by more than {} (best {best:.4} at step {at}{})",
+        cfg.early_stopping.threshold,
+        if cfg.checkpoint.save_best {
+            ", checkpoints/best"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The peak FLOP/s of one device that MFU is measured against, and where it comes from:
@@ -1060,6 +1174,32 @@ pub(crate) fn agree_on_stop(comm: &Communicator, requested: bool) -> Result<bool
 mod tests {
     use super::*;
     use lantern_models::gpt::{self, Gpt, GptConfig};
+
+    #[test]
+    fn best_validation_loss_and_patience_count_as_transformers_does() {
+        let mut b = BestVal::default();
+        // (loss, step) -> (new best?, evaluations without improvement after it)
+        let seq = [
+            (3.0, 10, true, 0),
+            (2.5, 20, true, 0),
+            (2.6, 30, false, 1),
+            // Lower than the best but not by more than the threshold 0.05: the best moves,
+            // the count goes on.
+            (2.46, 40, true, 2),
+            (f64::NAN, 50, false, 3),
+            (2.3, 60, true, 0),
+            (2.3, 70, false, 1),
+        ];
+        for (v, step, new_best, stale) in seq {
+            assert_eq!(b.record(v, step, 0.05), new_best, "at step {step}");
+            assert_eq!(b.stale, stale, "at step {step}");
+        }
+        assert_eq!(b.best, Some((2.3, 60)));
+        // A first evaluation that is not finite is not a best.
+        let mut b = BestVal::default();
+        assert!(!b.record(f64::INFINITY, 10, 0.0));
+        assert_eq!((b.best, b.stale), (None, 1));
+    }
 
     #[test]
     fn remaining_time_reads_as_hours_minutes_seconds() {

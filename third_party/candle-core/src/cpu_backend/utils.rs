@@ -575,11 +575,16 @@ mod tests {
             let xs: Vec<f32> = (0..len).map(|i| i as f32 * 0.5).collect();
             let l = Layout::contiguous(Shape::from(len));
             let ys = pool.install(|| {
-                unary_map_vec_par(&xs, &l, |x| x * 3.0, |a, b| {
-                    for (x, y) in a.iter().zip(b) {
-                        *y = x * 3.0
-                    }
-                })
+                unary_map_vec_par(
+                    &xs,
+                    &l,
+                    |x| x * 3.0,
+                    |a, b| {
+                        for (x, y) in a.iter().zip(b) {
+                            *y = x * 3.0
+                        }
+                    },
+                )
             });
             assert_eq!(ys, xs.iter().map(|x| x * 3.0).collect::<Vec<_>>());
         }
