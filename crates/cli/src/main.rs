@@ -1,4 +1,4 @@
-//! `lantern`: prepare data, train, sample, export, score and benchmark GPT models; fine-tune,
+//! `lantern`: prepare data, train, sample, export, score (`score`) and benchmark GPT models; fine-tune,
 //! evaluate and run BERT classifiers (`bert_cmds`); launch data-parallel runs (`launch`).
 //!
 //! Exit status: 0 done; 1 error (message on stderr); 2 bad command line (clap);
@@ -12,6 +12,7 @@ mod bert_cmds;
 mod launch;
 mod model_dir;
 mod sampling;
+mod score;
 mod selfcheck;
 
 use anyhow::{bail, Context, Result};
@@ -19,9 +20,8 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand};
 use lantern_kernels::Rng;
 use lantern_models::gpt::{Gpt, KvCache};
-use lantern_models::{safetensors_io, Mode};
+use lantern_models::Mode;
 use lantern_train::{RunConfig, TrainOptions};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -135,19 +135,10 @@ enum Cmd {
         #[arg(long, default_value = "f32")]
         dtype: String,
     },
-    /// Loss and perplexity of a model on token ids (JSON {"input_ids": [[...], ...]}) or text;
-    /// optionally dump the logits (used by the transformers parity check).
-    Score {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long, conflicts_with = "text")]
-        tokens: Option<PathBuf>,
-        #[arg(long)]
-        text: Option<String>,
-        /// Write `logits` (B, T, V) and `loss` as f32 safetensors here.
-        #[arg(long)]
-        dump: Option<PathBuf>,
-    },
+    /// Loss and perplexity of a GPT on a text file, a text or token ids of any length, by
+    /// sliding windows (Hugging Face's perplexity guide, with the exact token count);
+    /// optionally dump the logits of one forward (used by the transformers parity check).
+    Score(score::ScoreArgs),
     /// Time training steps of a GPT config on random tokens; prints one JSON line (tokens/s,
     /// MFU, peak memory, optional per-phase times). Out of device memory: exit status 3.
     Bench(bench_cmds::BenchArgs),
@@ -445,57 +436,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 out.display()
             );
         }
-        Cmd::Score {
-            model,
-            tokens,
-            text,
-            dump,
-        } => {
-            let m = model_dir::load(&model)?;
-            let rows: Vec<Vec<u32>> = match (tokens, text) {
-                (Some(p), _) => read_token_json(&p)?,
-                (None, Some(t)) => {
-                    let tok = m.tokenizer()?;
-                    vec![tok
-                        .encode(t.as_str(), false)
-                        .map_err(|e| anyhow::anyhow!("tokenize: {e}"))?
-                        .get_ids()
-                        .to_vec()]
-                }
-                (None, None) => bail!("give --tokens FILE or --text TEXT"),
-            };
-            let t = rows.first().map_or(0, Vec::len);
-            if t < 2 || rows.iter().any(|r| r.len() != t) {
-                bail!("need at least one row, all of the same length >= 2");
-            }
-            if let Some(bad) = rows
-                .iter()
-                .flatten()
-                .find(|&&x| x as usize >= m.config.vocab_size)
-            {
-                bail!(
-                    "token id {bad} is >= the model's vocabulary size {}",
-                    m.config.vocab_size
-                );
-            }
-            let ids = Tensor::from_vec(rows.concat(), (rows.len(), t), &Device::Cpu)?;
-            let gpt = Gpt::new(&m.config, &m.params.frozen())?;
-            let logits = gpt.forward(&ids, Mode::Eval)?;
-            let loss = Gpt::shifted_loss(&logits, &ids)?;
-            let l = loss.to_scalar::<f32>()?;
-            println!(
-                "loss {l:.6} | perplexity {:.3} | {} sequences x {t} tokens",
-                (l as f64).exp(),
-                rows.len()
-            );
-            if let Some(p) = dump {
-                let mut out = BTreeMap::new();
-                out.insert("logits".to_string(), logits.to_dtype(DType::F32)?);
-                out.insert("loss".to_string(), loss);
-                std::fs::write(&p, safetensors_io::serialize(&out)?)
-                    .with_context(|| format!("writing {}", p.display()))?;
-            }
-        }
+        Cmd::Score(a) => score::run(a)?,
         Cmd::Bench(a) => bench_cmds::bench(a)?,
         Cmd::BenchKernels(a) => bench_cmds::bench_kernels(a)?,
         Cmd::Launch(a) => {
@@ -519,31 +460,6 @@ fn run(cli: Cli) -> Result<Outcome> {
         })?,
     }
     Ok(Outcome::Done)
-}
-
-fn read_token_json(p: &std::path::Path) -> Result<Vec<Vec<u32>>> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", p.display()))?;
-    let rows = v
-        .get("input_ids")
-        .and_then(|x| x.as_array())
-        .with_context(|| format!("{}: expected {{\"input_ids\": [[...], ...]}}", p.display()))?;
-    rows.iter()
-        .map(|r| {
-            r.as_array()
-                .with_context(|| format!("{}: each row must be an array", p.display()))?
-                .iter()
-                .map(|x| {
-                    x.as_u64()
-                        .and_then(|x| u32::try_from(x).ok())
-                        .with_context(|| {
-                            format!("{}: token ids must be non-negative integers", p.display())
-                        })
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// When `sample` stops: after `max_new` tokens, or earlier at `eot`.

@@ -21,6 +21,8 @@ pub enum Error {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    #[error(transparent)]
+    Window(#[from] crate::gpt::perplexity::WindowError),
     #[error("parameter {0} does not exist in this model")]
     NoSuchParam(String),
 }

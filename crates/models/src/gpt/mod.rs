@@ -7,6 +7,7 @@
 mod config;
 pub mod hf;
 mod model;
+pub mod perplexity;
 
 pub use config::GptConfig;
 pub use model::{init_params, param_shapes, AttentionImpl, Gpt, KvCache};

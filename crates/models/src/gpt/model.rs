@@ -451,7 +451,52 @@ impl Gpt {
         let sum = k::cross_entropy_sum(&l, &y, None)?;
         Ok((sum / (b * (t - 1)) as f64)?)
     }
+
+    /// The negative log-likelihood in nats of each token at positions `from..T` of `ids`
+    /// (B, T), each predicted from all the tokens before it in its row → (B, T - from) f64.
+    /// Evaluation (no dropout); `from` ≥ 1, since the token at position 0 has no context.
+    ///
+    /// Only the scored positions go through the final LayerNorm and the head, and those in
+    /// chunks of `NLL_CHUNK` rows, so the (B, T, V) logits are never held at once: with
+    /// GPT-2's 50,257 tokens they would be 1.6 GB for 8 windows of 1024. Each row's
+    /// log-sum-exp is taken in f64 from the f32 logits, `max + ln Σ exp(x - max)`.
+    pub fn target_nll(&self, ids: &Tensor, from: usize) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if from == 0 || from >= t {
+            return Err(crate::Error::Config(format!(
+                "target_nll: first target {from} of a sequence of {t}: must be in 1..{t}"
+            )));
+        }
+        let mut mode = Mode::Eval;
+        let mut x = self.embed_input(ids, &mut mode)?;
+        let mask = self.block_mask(ids, &mode)?;
+        for l in 0..self.blocks.len() {
+            x = self.block(l, x, mask.as_ref(), &mut mode)?; // (B, T, C)
+        }
+        let (n, c, v) = (t - from, self.cfg.n_embd, self.cfg.vocab_size);
+        // Position p's output predicts the token at p + 1.
+        let x = x
+            .narrow(1, from - 1, n)?
+            .contiguous()?
+            .reshape((b * n, c))?;
+        let y = ids.narrow(1, from, n)?.contiguous()?.reshape(b * n)?;
+        let mut nll = Vec::new();
+        for r0 in (0..b * n).step_by(NLL_CHUNK) {
+            let len = NLL_CHUNK.min(b * n - r0);
+            let xs = x.narrow(0, r0, len)?.reshape((1, len, c))?;
+            let logits = self.head(&xs)?.reshape((len, v))?.to_dtype(DType::F64)?;
+            let m = logits.max_keepdim(1)?; // (len, 1)
+            let lse = (logits.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + &m)?;
+            let picked = logits.gather(&y.narrow(0, r0, len)?.unsqueeze(1)?, 1)?;
+            nll.push((lse - picked)?.squeeze(1)?); // (len)
+        }
+        Ok(Tensor::cat(&nll, 0)?.reshape((b, n))?)
+    }
 }
+
+/// Rows of logits [`Gpt::target_nll`] forms at a time: (256, V) in f32 and f64 is 77 MB for
+/// GPT-2's vocabulary.
+const NLL_CHUNK: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -560,6 +605,48 @@ mod tests {
         assert_eq!(max_diff(&lf, &lc), 0.0);
         for (a, b) in gf.iter().zip(&gc) {
             assert_eq!(max_diff(a, b), 0.0);
+        }
+    }
+
+    #[test]
+    fn target_nll_is_the_cross_entropy_of_the_forward_logits() {
+        let cfg = tiny(0.0);
+        let dev = Device::Cpu;
+        let params = init_params(&cfg, &mut Rng::new(3), &dev, DType::F32).unwrap();
+        let model = Gpt::new(&cfg, &params.frozen()).unwrap();
+        // 9 rows of 40: 9 · 39 = 351 scored positions, more than one chunk of the head.
+        let (b, t) = (9, 40);
+        let ids: Vec<u32> = (0..b * t).map(|i| ((i * 13 + i / 7) % 50) as u32).collect();
+        let x = Tensor::from_vec(ids.clone(), (b, t), &dev).unwrap();
+        let logits: Vec<Vec<Vec<f32>>> = model.forward(&x, Mode::Eval).unwrap().to_vec3().unwrap();
+        for from in [1, 17, 39] {
+            let got: Vec<Vec<f64>> = model.target_nll(&x, from).unwrap().to_vec2().unwrap();
+            assert_eq!((got.len(), got[0].len()), (b, t - from));
+            for (r, row) in got.iter().enumerate() {
+                for (j, &nll) in row.iter().enumerate() {
+                    let p = from + j; // the token scored, predicted at p - 1
+                    let z = &logits[r][p - 1];
+                    let lse = z.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+                    let want = lse - z[ids[r * t + p] as usize] as f64;
+                    assert!(
+                        (nll - want).abs() < 1e-5,
+                        "row {r} position {p}: {nll} vs {want}"
+                    );
+                }
+            }
+        }
+        // The mean over all positions is `shifted_loss`.
+        let all: Vec<Vec<f64>> = model.target_nll(&x, 1).unwrap().to_vec2().unwrap();
+        let mean = all.iter().flatten().sum::<f64>() / (b * (t - 1)) as f64;
+        let logits = model.forward(&x, Mode::Eval).unwrap();
+        let loss = Gpt::shifted_loss(&logits, &x)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((mean - loss as f64).abs() < 1e-5, "{mean} vs {loss}");
+        for from in [0, 40] {
+            let e = model.target_nll(&x, from).unwrap_err();
+            assert!(e.to_string().contains("first target"), "{e}");
         }
     }
 }
