@@ -517,7 +517,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 path: dir.join(checkpoint::STATE_FILE),
                 msg,
             })?;
-        let want = cfg.train.optimizer.name();
+        let want = cfg.train.optim.kind.name();
         if st.optimizer.kind != want {
             return Err(Error::Checkpoint {
                 path: dir.clone(),
@@ -607,7 +607,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 )
             })
     });
-    let mut opt = Optimizer::new(OptimizerConfig::from_train(&cfg.train), &params)?;
+    let opt_cfg = OptimizerConfig::from_keys(&cfg.train.optim);
+    let mut opt = Optimizer::new(opt_cfg, &params)?;
     let (mut step, mut samples_seen, mut tokens_seen, mut last_val) = (0u64, 0u64, 0u64, None);
     // NaN guard: skipped steps in total and guard skips in a row (both saved in checkpoints).
     let (mut skipped_total, mut consecutive_skips) = (0u64, 0u64);
@@ -665,7 +666,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // Sequences per optimizer step over all ranks (batch_size is per rank, as in torchrun).
     let global_batch = b * accum * world;
     progress.line(&format!(
-        "{} | {} params | device {} | {} | batch {b}x{accum}x{t} tokens{} | {} steps{}",
+        "{} | {} params | device {} | {} | {opt_cfg} | batch {b}x{accum}x{t} tokens{} | {} \
+         steps{}",
         cfg.model.preset,
         model_cfg.num_params(),
         device_name,
