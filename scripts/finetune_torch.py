@@ -4,12 +4,14 @@
     python scripts/finetune_torch.py --model DIR --train train.jsonl --validation val.jsonl
         --test test.jsonl [--epochs 2 --batch-size 32 --lr 1e-4 --warmup-ratio 0.1
         --weight-decay 0.01 --max-length 64 --seed 42 --metric macro_f1] [--threads N]
+        [--optim adamw|sgd|adagrad|rmsprop --momentum 0.9 ...]
         [--task tags|qa|choice] [--doc-stride 32]
         [--version-2-with-negative [--null-score-diff-threshold 0.0]]
 
 Same recipe as Lantern: BertForSequenceClassification from the pretrained encoder (fresh
 pooler-less head: the classifier is N(0, 0.02)), labels sorted by name, AdamW (β 0.9/0.999,
-ε 1e-8) with weight decay on matrices only, linear warmup and decay per optimizer step,
+ε 1e-8; or `--optim` sgd, adagrad, rmsprop with their keys as `train.optimizer` picks them)
+with weight decay on matrices only, linear warmup and decay per optimizer step,
 gradient clipping at 1.0, a seeded shuffle per epoch, batches padded to their longest example,
 truncation to max_length, evaluation on the validation set after each epoch keeping the best
 by `--metric`, and the best model's scores on the held-out test set. Prints one JSON line:
@@ -142,14 +144,24 @@ def macro(y, p, n):
 
 
 def optimizer(model, args, n_train):
-    """Lantern's AdamW (weight decay on matrices only) and linear warmup-and-decay schedule for
-    `n_train` training rows; returns (optimizer, scheduler, steps per epoch)."""
+    """Lantern's optimizer of `--optim` (`train.optimizer`: torch's AdamW, SGD, Adagrad or
+    RMSprop with the same keys, weight decay on matrices only) and linear warmup-and-decay
+    schedule for `n_train` training rows; returns (optimizer, scheduler, steps per epoch)."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
-    )
+    groups = [{"params": decay, "weight_decay": args.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if args.optim == "adamw":
+        opt = torch.optim.AdamW(groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps)
+    elif args.optim == "sgd":
+        opt = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, dampening=args.dampening,
+                              nesterov=args.nesterov)
+    elif args.optim == "adagrad":
+        opt = torch.optim.Adagrad(groups, lr=args.lr, lr_decay=args.lr_decay, eps=args.eps,
+                                  initial_accumulator_value=args.initial_accumulator_value)
+    else:
+        opt = torch.optim.RMSprop(groups, lr=args.lr, alpha=args.alpha, eps=args.eps,
+                                  momentum=args.momentum, centered=args.centered)
     steps_per_epoch = math.ceil(n_train / args.batch_size)
     total = steps_per_epoch * args.epochs
     sched = get_linear_schedule_with_warmup(opt, math.ceil(args.warmup_ratio * total), total)
@@ -168,6 +180,19 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--warmup-ratio", type=float, default=0.1)
     ap.add_argument("--weight-decay", type=float, default=0.01)
+    # `train.optimizer` and its keys, with `lantern finetune`'s defaults (transformers' `optim`
+    # names adamw_torch, sgd, adagrad and rmsprop map to these four).
+    ap.add_argument("--optim", default="adamw", choices=["adamw", "sgd", "adagrad", "rmsprop"])
+    ap.add_argument("--beta1", type=float, default=0.9)
+    ap.add_argument("--beta2", type=float, default=0.999)
+    ap.add_argument("--eps", type=float, default=1e-8)
+    ap.add_argument("--momentum", type=float, default=0.0)
+    ap.add_argument("--dampening", type=float, default=0.0)
+    ap.add_argument("--nesterov", action="store_true")
+    ap.add_argument("--alpha", type=float, default=0.99)
+    ap.add_argument("--centered", action="store_true")
+    ap.add_argument("--lr-decay", type=float, default=0.0)
+    ap.add_argument("--initial-accumulator-value", type=float, default=0.0)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--metric", default="macro_f1", choices=["macro_f1", "accuracy", "f1"])

@@ -1276,6 +1276,163 @@ fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
     }
 }
 
+/// SGD with momentum (transformers' `optim="sgd"`) on token classification: 6 epochs of 10
+/// steps, dropout on. (On sequence classification a fresh tiny encoder gives SGD too little to
+/// go on: its [CLS] features hardly differ between the classes at initialisation, and AdamW's
+/// per-parameter scaling is what gets it started. A word's own tag is on the residual path.)
+const SGD: &str = "optimizer = \"sgd\"\nmomentum = 0.9\nepochs = 6\nlr = 0.1";
+
+/// It learns the tags, and a run cut short resumes byte-identical (weights, momentum buffers,
+/// metrics); resuming it with another optimizer, or without the momentum its buffers need, is
+/// refused.
+#[test]
+fn sgd_with_momentum_learns_and_resumes_byte_identical() {
+    let f = Fixture::new();
+    write_tagged(&f.root);
+    let data = (
+        "tok_train.jsonl",
+        "tok_val.conll",
+        "problem_type = \"token_classification\"",
+    );
+    let es = "metric = \"f1\"";
+    let whole = f.config_on("sgd-whole", data, SGD, es);
+    let out = lantern_ok(&["finetune", "--config", p(&whole)]);
+    assert!(
+        out.contains("sgd(momentum=0.9, dampening=0.0, nesterov=false, weight_decay=0.01)"),
+        "the header names the optimizer: {out}"
+    );
+    let run = f.root.join("sgd-whole");
+    let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(resolved.contains("optimizer = \"sgd\""), "{resolved}");
+    let first_loss = train_losses(&run)[0];
+    let evals = metrics_of(&run, "eval");
+    let last_loss = evals.last().unwrap()["eval_loss"].as_f64().unwrap();
+    let f1 = best_of(&run, "f1");
+    assert!(
+        last_loss < 0.1 * first_loss && f1 >= 0.85,
+        "loss {first_loss} -> {last_loss}, best entity F1 {f1}"
+    );
+    let buffers: Vec<String> =
+        common::read_f32_tensors(&only_child(&run.join("last")).join("optimizer.safetensors"))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+    assert!(
+        buffers.contains(&"classifier.weight.momentum_buffer".to_string())
+            && buffers.iter().all(|n| n.ends_with(".momentum_buffer")),
+        "{buffers:?}"
+    );
+
+    let cut = f.config_on("sgd-cut", data, SGD, es);
+    let cut_run = f.root.join("sgd-cut");
+    finetune_quiet(&cut, &["--stop-after", "25"]);
+    assert_eq!(state_step(&only_child(&cut_run.join("last"))), 25);
+    let e = lantern_err(&[
+        "finetune",
+        "--config",
+        p(&cut),
+        "--quiet",
+        "--resume",
+        "--set",
+        "train.optimizer=adamw",
+    ]);
+    assert!(
+        e.contains("finetune_state.json")
+            && e.contains("\"sgd\"")
+            && e.contains("\"adamw\"")
+            && e.contains("train.optimizer"),
+        "{e}"
+    );
+    let e = lantern_err(&[
+        "finetune",
+        "--config",
+        p(&cut),
+        "--quiet",
+        "--resume",
+        "--set",
+        "train.momentum=0",
+    ]);
+    assert!(
+        e.contains("optimizer.safetensors") && e.contains("momentum_buffer"),
+        "{e}"
+    );
+    finetune_quiet(&cut, &["--resume"]);
+    assert_same_run(&run, &cut_run);
+}
+
+/// One step of plain SGD (lr 0.1, no momentum, no weight decay, no clipping) over the whole
+/// training set moves the classifier's bias by exactly −lr × its gradient, the mean over the
+/// examples of softmax − one-hot, computed here from the starting model's probabilities (AdamW's
+/// first step would move each element by about ±lr).
+#[test]
+fn a_fine_tune_step_is_the_chosen_optimizers_update() {
+    let f = Fixture::new();
+    let sgd = "optimizer = \"sgd\"\nmax_steps = 1\nschedule = \"constant\"\nweight_decay = 0.0\n\
+               grad_clip = 0.0";
+    let bias = |run: &str| -> Vec<f32> {
+        let w = common::read_f32_tensors(&f.root.join(run).join("model/model.safetensors"));
+        w.into_iter()
+            .find(|(n, _)| n == "classifier.bias")
+            .unwrap()
+            .1
+    };
+    let mut sets = NO_DROPOUT.to_vec();
+    sets.extend(["--set", "train.batch_size=48"]);
+    // lr 0: the starting weights (the same seed draws the same head).
+    let cfg = f.config("lr0", &format!("{sgd}\nlr = 0.0"), "");
+    finetune_quiet(&cfg, &sets);
+    let cfg = f.config("lr01", &format!("{sgd}\nlr = 0.1"), "");
+    finetune_quiet(&cfg, &sets);
+    let train = metrics_of(&f.root.join("lr01"), "train");
+    assert_eq!(train.len(), 1);
+    assert_eq!(train[0]["lr"], 0.1);
+
+    let preds = f.root.join("preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&f.root.join("lr0")),
+        "--input",
+        p(&f.root.join("train.jsonl")),
+        "--out",
+        p(&preds),
+    ]);
+    let labels: Vec<String> = std::fs::read_to_string(f.root.join("train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["label"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut grad = [0f64; 2];
+    let lines: Vec<Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 48);
+    for (l, label) in lines.iter().zip(&labels) {
+        for (k, name) in ["animal", "machine"].iter().enumerate() {
+            let prob = l["probabilities"][name].as_f64().unwrap();
+            grad[k] += (prob - f64::from(u8::from(label == name))) / 48.0;
+        }
+    }
+    let (before, after) = (bias("lr0"), bias("lr01"));
+    for k in 0..2 {
+        let step = f64::from(after[k]) - f64::from(before[k]);
+        // To f32 rounding (the probabilities, the weights): 4e-6 of the step here.
+        assert!(
+            (step + 0.1 * grad[k]).abs() < 2e-5 * (0.1 * grad[k]).abs(),
+            "bias[{k}] moved by {step}, -lr x gradient is {}",
+            -0.1 * grad[k]
+        );
+    }
+    assert!(grad[0].abs() > 1e-3, "a gradient to see: {grad:?}");
+}
+
 /// Question answering data: contexts naming one animal and one machine ("far away and long
 /// ago" in front of every third, so that it takes two windows of `max_length` 16), each asked
 /// "which animal ?" and "which machine ?". 48 contexts train (JSONL, Hugging Face datasets'

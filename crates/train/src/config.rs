@@ -4,6 +4,7 @@
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +126,117 @@ impl OptimizerKind {
     }
 }
 
+/// The defaults of the two keys on which the recipes' AdamW differ: pretraining follows
+/// nanoGPT (β2 0.95, weight decay 0.1), fine-tuning transformers' Trainer with BERT's usual
+/// weight decay (β2 0.999, 0.01). Every other optimizer key means and defaults the same in both.
+pub trait AdamWDefaults {
+    fn beta2() -> f64;
+    fn weight_decay() -> f64;
+}
+
+/// `lantern train`'s defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pretraining;
+
+impl AdamWDefaults for Pretraining {
+    fn beta2() -> f64 {
+        0.95
+    }
+    fn weight_decay() -> f64 {
+        0.1
+    }
+}
+
+/// The optimizer keys of a `[train]` section, pretraining's and fine-tuning's alike: which
+/// `torch.optim` update, and its hyper-parameters (the learning rate is `train.lr` through the
+/// schedule). Flattened into the section, whose `deny_unknown_fields` still refuses unknown
+/// keys; [`deserialize_config`] keeps the messages naming the key. Keys the chosen optimizer
+/// does not read are accepted and checked all the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerKeys<D: AdamWDefaults> {
+    /// adamw | sgd | adagrad | rmsprop, each with torch.optim's exact update.
+    #[serde(default, rename = "optimizer")]
+    pub kind: OptimizerKind,
+    /// Decay-group parameters only (rank ≥ 2). AdamW: decoupled (p ← p·(1 − lr·wd)); SGD,
+    /// AdaGrad, RMSprop: torch's L2 form (g ← g + wd·p).
+    #[serde(default = "D::weight_decay")]
+    pub weight_decay: f64,
+    /// AdamW.
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    #[serde(default = "D::beta2")]
+    pub beta2: f64,
+    /// AdamW, AdaGrad, RMSprop (torch's AdaGrad default is 1e-10; set it to match).
+    #[serde(default = "d_eps")]
+    pub eps: f64,
+    /// SGD and RMSprop momentum; 0 = none.
+    #[serde(default)]
+    pub momentum: f64,
+    /// SGD: the momentum buffer takes (1 − dampening)·g (not at a parameter's first step).
+    #[serde(default)]
+    pub dampening: f64,
+    /// SGD: Nesterov momentum; needs momentum > 0 and dampening 0.
+    #[serde(default)]
+    pub nesterov: bool,
+    /// RMSprop smoothing constant of the squared-gradient average.
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    /// RMSprop: normalise by the estimated variance instead of the second moment.
+    #[serde(default)]
+    pub centered: bool,
+    /// AdaGrad: the step size is lr / (1 + (t − 1)·lr_decay).
+    #[serde(default)]
+    pub lr_decay: f64,
+    /// AdaGrad: the starting value of the sum of squared gradients.
+    #[serde(default)]
+    pub initial_accumulator_value: f64,
+    #[serde(skip)]
+    defaults: PhantomData<D>,
+}
+
+impl<D: AdamWDefaults> OptimizerKeys<D> {
+    /// The checks of both commands; the message names the key (`train.…`).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return Err("train.beta1 and train.beta2 must be in [0, 1)".into());
+        }
+        // TOML has `nan` and `inf`, which these refuse too: a NaN weight decay would silently
+        // turn every weight into NaN after the first step.
+        let non_negative = [
+            ("weight_decay", self.weight_decay),
+            ("eps", self.eps),
+            ("momentum", self.momentum),
+            ("lr_decay", self.lr_decay),
+            ("initial_accumulator_value", self.initial_accumulator_value),
+        ];
+        for (key, v) in non_negative {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!(
+                    "train.{key} must be a finite, non-negative number, got {v}"
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.dampening) {
+            return Err("train.dampening must be in [0, 1]".into());
+        }
+        if !(0.0..1.0).contains(&self.alpha) {
+            return Err("train.alpha must be in [0, 1)".into());
+        }
+        // torch.optim.SGD refuses the same combination.
+        if self.kind == OptimizerKind::Sgd
+            && self.nesterov
+            && (self.momentum <= 0.0 || self.dampening != 0.0)
+        {
+            return Err(format!(
+                "train.nesterov = true needs train.momentum > 0 and train.dampening = 0 (got \
+                 momentum {}, dampening {})",
+                self.momentum, self.dampening
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
@@ -179,42 +291,9 @@ pub struct TrainSection {
     /// Time scale of the `inverse_sqrt` schedule; defaults to warmup_steps, or 10,000 without
     /// warmup (transformers').
     pub timescale: Option<u64>,
-    /// adamw | sgd | adagrad | rmsprop, each with torch.optim's exact update.
-    #[serde(default)]
-    pub optimizer: OptimizerKind,
-    /// Decay-group parameters only (rank ≥ 2). AdamW: decoupled (p ← p·(1 − lr·wd)); SGD,
-    /// AdaGrad, RMSprop: torch's L2 form (g ← g + wd·p).
-    #[serde(default = "d_wd")]
-    pub weight_decay: f64,
-    /// AdamW.
-    #[serde(default = "d_beta1")]
-    pub beta1: f64,
-    #[serde(default = "d_beta2")]
-    pub beta2: f64,
-    /// AdamW, AdaGrad, RMSprop (torch's AdaGrad default is 1e-10; set it to match).
-    #[serde(default = "d_eps")]
-    pub eps: f64,
-    /// SGD and RMSprop momentum; 0 = none.
-    #[serde(default)]
-    pub momentum: f64,
-    /// SGD: the momentum buffer takes (1 − dampening)·g (not at a parameter's first step).
-    #[serde(default)]
-    pub dampening: f64,
-    /// SGD: Nesterov momentum; needs momentum > 0 and dampening 0.
-    #[serde(default)]
-    pub nesterov: bool,
-    /// RMSprop smoothing constant of the squared-gradient average.
-    #[serde(default = "d_alpha")]
-    pub alpha: f64,
-    /// RMSprop: normalise by the estimated variance instead of the second moment.
-    #[serde(default)]
-    pub centered: bool,
-    /// AdaGrad: the step size is lr / (1 + (t − 1)·lr_decay).
-    #[serde(default)]
-    pub lr_decay: f64,
-    /// AdaGrad: the starting value of the sum of squared gradients.
-    #[serde(default)]
-    pub initial_accumulator_value: f64,
+    /// `optimizer` (adamw | sgd | adagrad | rmsprop) and its keys, shared with fine-tuning.
+    #[serde(flatten)]
+    pub optim: OptimizerKeys<Pretraining>,
     /// Global-norm clipping threshold; 0 turns clipping off.
     #[serde(default = "d_clip")]
     pub grad_clip: f64,
@@ -326,14 +405,8 @@ pub(crate) fn d_poly_power() -> f64 {
 pub(crate) fn d_num_cycles() -> u64 {
     1
 }
-fn d_wd() -> f64 {
-    0.1
-}
 fn d_beta1() -> f64 {
     0.9
-}
-fn d_beta2() -> f64 {
-    0.95
 }
 fn d_eps() -> f64 {
     1e-8
@@ -423,16 +496,7 @@ impl RunConfig {
         for o in overrides {
             apply_override(&mut table, o)?;
         }
-        let de = toml::Value::Table(table);
-        let cfg: RunConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path == "." || path.is_empty() {
-                Error::Config(format!("{origin}: {inner}"))
-            } else {
-                Error::Config(format!("{origin}: key `{path}`: {inner}"))
-            }
-        })?;
+        let cfg: RunConfig = deserialize_config::<_, TrainSection>(table, origin)?;
         cfg.validate(origin)?;
         Ok(cfg)
     }
@@ -505,46 +569,13 @@ impl RunConfig {
                 es.threshold
             ));
         }
-        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
-            return bad("train.beta1 and train.beta2 must be in [0, 1)");
+        if let Err(m) = t.optim.check() {
+            return bad(&m);
         }
-        let non_negative = [
-            ("weight_decay", t.weight_decay),
-            ("eps", t.eps),
-            ("momentum", t.momentum),
-            ("lr_decay", t.lr_decay),
-            ("initial_accumulator_value", t.initial_accumulator_value),
-        ];
-        for (key, v) in non_negative {
-            if !(v.is_finite() && v >= 0.0) {
-                return bad(&format!(
-                    "train.{key} must be a finite, non-negative number, got {v}"
-                ));
-            }
-        }
-        if !(0.0..=1.0).contains(&t.dampening) {
-            return bad("train.dampening must be in [0, 1]");
-        }
-        if !(0.0..1.0).contains(&t.alpha) {
-            return bad("train.alpha must be in [0, 1)");
-        }
-        // torch.optim.SGD refuses the same combination.
-        if t.optimizer == OptimizerKind::Sgd
-            && t.nesterov
-            && (t.momentum <= 0.0 || t.dampening != 0.0)
-        {
-            return bad(&format!(
-                "train.nesterov = true needs train.momentum > 0 and train.dampening = 0 (got \
-                 momentum {}, dampening {})",
-                t.momentum, t.dampening
-            ));
-        }
-        // TOML has `nan` and `inf`: none of these may be either (a NaN weight decay would
-        // silently turn every weight into NaN after the first step).
+        // TOML has `nan` and `inf`: none of these may be either (the optimizer's keys are
+        // checked above).
         let floats = [
             ("train.min_lr", t.min_lr),
-            ("train.weight_decay", Some(t.weight_decay)),
-            ("train.eps", Some(t.eps)),
             ("train.grad_clip", Some(t.grad_clip)),
             ("train.loss_scale_init", Some(t.loss_scale_init)),
             ("train.loss_scale_growth", Some(t.loss_scale_growth)),
@@ -587,6 +618,52 @@ impl RunConfig {
         };
         self.train.min_lr.unwrap_or(default)
     }
+}
+
+/// Deserialises a config table (after its overrides) whose `[train]` section is `S`; errors
+/// name `origin` and the key.
+pub(crate) fn deserialize_config<T, S>(table: toml::Table, origin: &str) -> Result<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Serialize + Default,
+{
+    // Through `#[serde(flatten)]` serde reports an unknown key of the section, or a bad value of
+    // an optimizer key, at `train` rather than at the key, and without the list of keys. Both
+    // are checked here first, with the messages serde gives without flatten.
+    if let Some(toml::Value::Table(train)) = table.get("train") {
+        // JSON keeps the unset optional keys (as null), so this lists them all.
+        let known: Vec<String> = match serde_json::to_value(S::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+            _ => unreachable!("a config section serialises to a map"),
+        };
+        if let Some(key) = train.keys().find(|k| !known.contains(k)) {
+            let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+            return Err(Error::Config(format!(
+                "{origin}: key `train.{key}`: unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            )));
+        }
+        let optim = toml::Value::Table(train.clone());
+        // The defaults do not matter for the types.
+        deserialize_at::<OptimizerKeys<Pretraining>>(optim, origin, "train.")?;
+    }
+    deserialize_at(toml::Value::Table(table), origin, "")
+}
+
+fn deserialize_at<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    origin: &str,
+    prefix: &str,
+) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            Error::Config(format!("{origin}: {inner}"))
+        } else {
+            Error::Config(format!("{origin}: key `{prefix}{path}`: {inner}"))
+        }
+    })
 }
 
 /// `a.b.c=value`: the value is parsed as a TOML value (number, bool, string in quotes, array),
@@ -762,7 +839,17 @@ mod tests {
         let e = RunConfig::parse("[data]\ndir = \"d\"\n[train]\nlrr = 1.0\n", "t.toml", &[])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("t.toml") && e.contains("lrr"), "{e}");
+        assert!(e.contains("t.toml") && e.contains("key `train.lrr`"), "{e}");
+        // Every key of the section is listed, the optimizer's (flattened into it) included.
+        for key in [
+            "`lr`",
+            "`seq_len`",
+            "`optimizer`",
+            "`momentum`",
+            "`grad_clip`",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]
@@ -795,7 +882,13 @@ mod tests {
     #[test]
     fn optimizer_keys_parse_and_are_checked() {
         let c = RunConfig::parse(MIN, "t", &[]).unwrap();
-        assert_eq!(c.train.optimizer, OptimizerKind::AdamW);
+        assert_eq!(c.train.optim.kind, OptimizerKind::AdamW);
+        // nanoGPT's AdamW.
+        let o = &c.train.optim;
+        assert_eq!(
+            (o.beta1, o.beta2, o.eps, o.weight_decay),
+            (0.9, 0.95, 1e-8, 0.1)
+        );
         let c = RunConfig::parse(
             MIN,
             "t",
@@ -806,8 +899,8 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.train.optimizer, OptimizerKind::Sgd);
-        assert_eq!(c.train.optimizer.name(), "sgd");
+        assert_eq!(c.train.optim.kind, OptimizerKind::Sgd);
+        assert_eq!(c.train.optim.kind.name(), "sgd");
         let e = RunConfig::parse(MIN, "t.toml", &["train.optimizer=\"adam\"".into()])
             .unwrap_err()
             .to_string();
@@ -837,6 +930,8 @@ mod tests {
             ("lr_decay", "-1"),
             ("initial_accumulator_value", "-0.1"),
             ("dampening", "2"),
+            ("momentum", "fast"),
+            ("centered", "1"),
         ] {
             let e = RunConfig::parse(MIN, "t.toml", &[format!("train.{key}={value}")])
                 .unwrap_err()

@@ -4,7 +4,8 @@
 //! (dropout from a per-step stream) on the fp32 weights or their bf16/fp16 working copy,
 //! the loss averaged over the step's rows (examples, or labelled words for token
 //! classification), backward, integrity guard on the first step,
-//! clipping, AdamW (fp32 masters and moments) with a warmup + decay schedule; then an evaluation (also every `eval_every_steps`), `metrics.jsonl`,
+//! clipping, the optimizer of `train.optimizer` (AdamW by default; fp32 masters and state) with a
+//! warmup + decay schedule; then an evaluation (also every `eval_every_steps`), `metrics.jsonl`,
 //! the `last/` checkpoint, the `best/` one when the chosen metric improved, and early stopping.
 //! At the end the best checkpoint is exported to `<run>/model/` (a Hugging Face folder) and
 //! the train and validation losses are plotted to `<run>/loss.png`.
@@ -26,7 +27,7 @@ use crate::metrics_cls::{
     multi_label_report, regression_report, report_from_confusion, ChoiceReport, EvalReport,
 };
 use crate::metrics_tok::TokenCounts;
-use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
+use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::recompute::{checkpointed_backward, BertBlocks};
 use crate::schedule::Schedule;
@@ -79,8 +80,8 @@ pub struct FinetuneState {
     pub resume: Option<ResumeState>,
 }
 
-/// The training state besides weights and moments: enough to continue the run as if it had
-/// never stopped.
+/// The training state besides weights and optimizer buffers: enough to continue the run as if
+/// it had never stopped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResumeState {
     pub optimizer: OptimizerState,
@@ -482,7 +483,7 @@ pub struct ClsStepOutput {
     /// Global gradient norm before clipping (of unscaled gradients).
     pub grad_norm: f64,
     /// fp16 only: the gradients overflowed at the current loss scale, so the update was
-    /// skipped (weights and moments untouched) and the scale backed off.
+    /// skipped (weights and optimizer state untouched) and the scale backed off.
     pub skipped: bool,
 }
 
@@ -492,7 +493,7 @@ pub struct ClsStepOutput {
 /// holding them all, as transformers' `CrossEntropyLoss` mean), backward (of the loss times
 /// the fp16 scale, when `scaler`); then, in a world of several ranks, the sum of every rank's
 /// gradients and loss (a rank with no rows in a short last step adds zeros); then global-norm
-/// clipping and the AdamW update, which in mixed precision also refreshes the working copy.
+/// clipping and the optimizer's update, which in mixed precision also refreshes the working copy.
 /// From the sum on every rank computes the same thing, so their decisions agree.
 pub fn classifier_step(
     comm: &Communicator,
@@ -1423,6 +1424,18 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 ),
             });
         }
+        // Another optimizer has other buffers: say so before reading them.
+        let want = cfg.train.optim.kind.name();
+        if rs.optimizer.kind != want {
+            return Err(Error::Checkpoint {
+                path: dir.join(STATE_FILE),
+                msg: format!(
+                    "the run was fine-tuned with optimizer {:?}, the config asks for {want:?} \
+                     (train.optimizer); resume with the same optimizer or start a new run.dir",
+                    rs.optimizer.kind
+                ),
+            });
+        }
         if rs.labels != labels {
             return Err(Error::Checkpoint {
                 path: dir.join(STATE_FILE),
@@ -1628,15 +1641,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         total_steps,
         decay_steps: 0,
     };
-    let mut opt = Optimizer::new(
-        OptimizerConfig::AdamW(AdamWConfig {
-            beta1: t.beta1,
-            beta2: t.beta2,
-            eps: t.eps,
-            weight_decay: t.weight_decay,
-        }),
-        &params,
-    )?;
+    let opt_cfg = OptimizerConfig::from_keys(&t.optim);
+    let mut opt = Optimizer::new(opt_cfg, &params)?;
     if let Some((dir, _, rs)) = &resumed {
         let p = dir.join(checkpoint::OPTIMIZER_FILE);
         let tensors = safetensors_io::load_float(&p, &device, DType::F32)?;
@@ -1657,8 +1663,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             .unwrap_or_else(|| LossScaler::new(65536.0, 2.0, 0.5, 2000))
     });
     say(format!(
-        "{} | batch {} x {} accumulated x {world} rank(s) = {per_step} examples per step | \
-         {steps_per_epoch} steps per epoch",
+        "{} | {opt_cfg} | batch {} x {} accumulated x {world} rank(s) = {per_step} examples per \
+         step | {steps_per_epoch} steps per epoch",
         t.precision, t.batch_size, t.grad_accum
     ));
     let model = BertClassifier::new(&bert_cfg, work_params, head_of(problem))?;

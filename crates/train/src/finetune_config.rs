@@ -6,7 +6,7 @@
 //! Defaults are transformers `Trainer`'s (AdamW β = (0.9, 0.999), ε = 1e-8, linear decay,
 //! gradient clipping at 1.0) with weight decay 0.01, the usual BERT fine-tuning value.
 
-use crate::config::ScheduleKind;
+use crate::config::{deserialize_config, AdamWDefaults, OptimizerKeys, ScheduleKind};
 use crate::precision::Precision;
 use crate::{Error, Result};
 use lantern_data::labelled::ProblemType;
@@ -145,7 +145,7 @@ pub struct FtTrainSection {
     #[serde(default = "d_accum")]
     pub grad_accum: usize,
     /// `fp32` (default), `bf16` or `fp16`: forward and backward on a working copy in that
-    /// dtype; master weights and AdamW moments stay fp32 (transformers' `bf16=True` /
+    /// dtype; master weights and the optimizer's state stay fp32 (transformers' `bf16=True` /
     /// `fp16=True`); fp16 scales the loss as PyTorch's `GradScaler` does, with its defaults,
     /// and skips the steps whose gradients overflow.
     #[serde(default)]
@@ -154,8 +154,11 @@ pub struct FtTrainSection {
     pub eval_batch_size: usize,
     #[serde(default = "d_lr")]
     pub lr: f64,
-    #[serde(default = "d_wd")]
-    pub weight_decay: f64,
+    /// `optimizer` (adamw, the default, sgd, adagrad or rmsprop: transformers' `optim`) and its
+    /// keys, as for pretraining (docs/training.md, "Optimizers"); AdamW's β2 and the weight
+    /// decay default to transformers' 0.999 and BERT's usual 0.01.
+    #[serde(flatten)]
+    pub optim: OptimizerKeys<FineTuning>,
     /// Warmup as a fraction of all optimizer steps (transformers' `warmup_ratio`).
     #[serde(default)]
     pub warmup_ratio: f64,
@@ -187,12 +190,6 @@ pub struct FtTrainSection {
     /// third more compute, the same gradients (`crate::recompute`).
     #[serde(default)]
     pub activation_checkpointing: bool,
-    #[serde(default = "d_beta1")]
-    pub beta1: f64,
-    #[serde(default = "d_beta2")]
-    pub beta2: f64,
-    #[serde(default = "d_eps")]
-    pub eps: f64,
     /// Seeds the split, the head's initialisation, the data order and dropout.
     #[serde(default = "d_seed")]
     pub seed: u64,
@@ -249,9 +246,6 @@ fn d_eval_batch() -> usize {
 fn d_lr() -> f64 {
     5e-5
 }
-fn d_wd() -> f64 {
-    0.01
-}
 fn d_text_column() -> String {
     "text".into()
 }
@@ -279,15 +273,6 @@ fn d_schedule() -> ScheduleKind {
 fn d_clip() -> f64 {
     1.0
 }
-fn d_beta1() -> f64 {
-    0.9
-}
-fn d_beta2() -> f64 {
-    0.999
-}
-fn d_eps() -> f64 {
-    1e-8
-}
 fn d_seed() -> u64 {
     42
 }
@@ -296,6 +281,19 @@ fn d_device() -> String {
 }
 fn d_metric() -> String {
     "eval_loss".into()
+}
+
+/// `lantern finetune`'s AdamW defaults: transformers' Trainer with BERT's usual weight decay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FineTuning;
+
+impl AdamWDefaults for FineTuning {
+    fn beta2() -> f64 {
+        0.999
+    }
+    fn weight_decay() -> f64 {
+        0.01
+    }
 }
 
 impl Default for FtTrainSection {
@@ -390,16 +388,7 @@ impl FinetuneConfig {
         for o in overrides {
             apply_override(&mut table, o)?;
         }
-        let cfg: FinetuneConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if path == "." || path.is_empty() {
-                    Error::Config(format!("{origin}: {inner}"))
-                } else {
-                    Error::Config(format!("{origin}: key `{path}`: {inner}"))
-                }
-            })?;
+        let cfg: FinetuneConfig = deserialize_config::<_, FtTrainSection>(table, origin)?;
         cfg.validate(origin)?;
         Ok(cfg)
     }
@@ -433,8 +422,8 @@ impl FinetuneConfig {
         if !(0.0..1.0).contains(&t.warmup_ratio) {
             return bad("train.warmup_ratio must be in [0, 1)".into());
         }
-        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) {
-            return bad("train.beta1 and train.beta2 must be in [0, 1)".into());
+        if let Err(m) = t.optim.check() {
+            return bad(m);
         }
         if self.data.max_length < 2 {
             return bad("data.max_length must be at least 2 ([CLS] and [SEP])".into());
@@ -656,6 +645,171 @@ mod tests {
         assert!(e.contains("model.tokenizer"), "{e}");
         let c = FinetuneConfig::parse(BASE, "x.toml", &[]).unwrap();
         assert_eq!(FinetuneConfig::parse(&c.to_toml(), "z", &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn optimizer_keys_default_parse_and_are_checked() {
+        use crate::config::OptimizerKind;
+        use crate::optim::{AdagradConfig, AdamWConfig, OptimizerConfig, RmspropConfig, SgdConfig};
+        let set = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            FinetuneConfig::parse(BASE, "ft.toml", &o)
+        };
+        // Without the keys: transformers' AdamW with weight decay 0.01, as before there was a
+        // choice; the other optimizers' keys default as for pretraining.
+        let o = set(&[]).unwrap().train.optim;
+        assert_eq!(o.kind, OptimizerKind::AdamW);
+        assert_eq!(
+            OptimizerConfig::from_keys(&o),
+            OptimizerConfig::AdamW(AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            })
+        );
+        // (beta1, eps, momentum, dampening, nesterov, alpha, centered, lr_decay,
+        // initial_accumulator_value)
+        type Shared = (f64, f64, f64, f64, bool, f64, bool, f64, f64);
+        fn shared<D: AdamWDefaults>(k: &OptimizerKeys<D>) -> Shared {
+            (
+                k.beta1,
+                k.eps,
+                k.momentum,
+                k.dampening,
+                k.nesterov,
+                k.alpha,
+                k.centered,
+                k.lr_decay,
+                k.initial_accumulator_value,
+            )
+        }
+        let pretraining = crate::config::RunConfig::parse("[data]\ndir = \"d\"", "t", &[])
+            .unwrap()
+            .train
+            .optim;
+        assert_eq!(shared(&o), shared(&pretraining));
+        assert_eq!(
+            shared(&o),
+            (0.9, 1e-8, 0.0, 0.0, false, 0.99, false, 0.0, 0.0)
+        );
+        for (keys, want) in [
+            (
+                &[
+                    "train.optimizer=sgd",
+                    "train.momentum=0.9",
+                    "train.nesterov=true",
+                ][..],
+                OptimizerConfig::Sgd(SgdConfig {
+                    momentum: 0.9,
+                    dampening: 0.0,
+                    nesterov: true,
+                    weight_decay: 0.01,
+                }),
+            ),
+            (
+                &[
+                    "train.optimizer=adagrad",
+                    "train.lr_decay=0.01",
+                    "train.initial_accumulator_value=0.1",
+                    "train.eps=1e-10",
+                    "train.weight_decay=0",
+                ],
+                OptimizerConfig::Adagrad(AdagradConfig {
+                    lr_decay: 0.01,
+                    initial_accumulator_value: 0.1,
+                    eps: 1e-10,
+                    weight_decay: 0.0,
+                }),
+            ),
+            (
+                &[
+                    "train.optimizer=rmsprop",
+                    "train.alpha=0.9",
+                    "train.momentum=0.5",
+                    "train.centered=true",
+                ],
+                OptimizerConfig::Rmsprop(RmspropConfig {
+                    alpha: 0.9,
+                    eps: 1e-8,
+                    weight_decay: 0.01,
+                    momentum: 0.5,
+                    centered: true,
+                }),
+            ),
+            (
+                &[
+                    "train.optimizer=adamw",
+                    "train.beta2=0.98",
+                    "train.momentum=0.9",
+                ],
+                OptimizerConfig::AdamW(AdamWConfig {
+                    beta1: 0.9,
+                    beta2: 0.98,
+                    eps: 1e-8,
+                    weight_decay: 0.01,
+                }),
+            ),
+        ] {
+            let c = set(keys).unwrap();
+            assert_eq!(OptimizerConfig::from_keys(&c.train.optim), want, "{keys:?}");
+            // The resolved config keeps the choice.
+            assert_eq!(FinetuneConfig::parse(&c.to_toml(), "z", &[]).unwrap(), c);
+        }
+        let c = set(&["train.optimizer=sgd", "train.momentum=0.9"]).unwrap();
+        assert!(
+            c.to_toml().contains("optimizer = \"sgd\"\n"),
+            "{}",
+            c.to_toml()
+        );
+        assert_eq!(
+            OptimizerConfig::from_keys(&c.train.optim).to_string(),
+            "sgd(momentum=0.9, dampening=0.0, nesterov=false, weight_decay=0.01)"
+        );
+        // Bad values name the key, wrong types and unknown names included.
+        for (keys, key) in [
+            (&["train.optimizer=adam"][..], "train.optimizer"),
+            (&["train.momentum=fast"], "train.momentum"),
+            (&["train.nesterov=1"], "train.nesterov"),
+            (&["train.momentum=-0.5"], "train.momentum"),
+            (&["train.dampening=2"], "train.dampening"),
+            (&["train.alpha=1.5"], "train.alpha"),
+            (&["train.lr_decay=-1"], "train.lr_decay"),
+            (
+                &["train.initial_accumulator_value=-0.1"],
+                "train.initial_accumulator_value",
+            ),
+            (&["train.weight_decay=nan"], "train.weight_decay"),
+            (&["train.eps=inf"], "train.eps"),
+            (&["train.beta2=1.0"], "train.beta2"),
+            (
+                &["train.optimizer=sgd", "train.nesterov=true"],
+                "train.nesterov",
+            ),
+        ] {
+            let e = set(keys).unwrap_err().to_string();
+            assert!(e.contains("ft.toml") && e.contains(key), "{keys:?}: {e}");
+        }
+        // torch's choices are listed; an unknown key is still refused, by name.
+        let e = set(&["train.optimizer=adam"]).unwrap_err().to_string();
+        assert!(e.contains("sgd") && e.contains("rmsprop"), "{e}");
+        let e = set(&["train.momentun=0.9"]).unwrap_err().to_string();
+        assert!(
+            e.contains("ft.toml")
+                && e.contains("key `train.momentun`")
+                && e.contains("expected one of")
+                && e.contains("`momentum`")
+                && e.contains("`epochs`"),
+            "{e}"
+        );
+        let e = FinetuneConfig::parse(
+            &format!("{BASE}[train]\noptimizer = \"sgd\"\nnesterov = false\nbeta3 = 0.9\n"),
+            "ft.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("beta3"), "{e}");
     }
 
     #[test]

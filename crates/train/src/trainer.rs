@@ -522,7 +522,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 path: dir.join(checkpoint::STATE_FILE),
                 msg,
             })?;
-        let want = cfg.train.optimizer.name();
+        let want = cfg.train.optim.kind.name();
         if st.optimizer.kind != want {
             return Err(Error::Checkpoint {
                 path: dir.clone(),
@@ -612,7 +612,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 )
             })
     });
-    let mut opt = Optimizer::new(OptimizerConfig::from_train(&cfg.train), &params)?;
+    let opt_cfg = OptimizerConfig::from_keys(&cfg.train.optim);
+    let mut opt = Optimizer::new(opt_cfg, &params)?;
     let (mut step, mut samples_seen, mut tokens_seen, mut last_val) = (0u64, 0u64, 0u64, None);
     // The best validation loss so far and evaluations since it improved (checkpointed).
     let mut best = BestVal::default();
@@ -676,7 +677,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // Sequences per optimizer step over all ranks (batch_size is per rank, as in torchrun).
     let global_batch = b * accum * world;
     progress.line(&format!(
-        "{} | {} params | device {} | {} | batch {b}x{accum}x{t} tokens{} | {} steps{}",
+        "{} | {} params | device {} | {} | {opt_cfg} | batch {b}x{accum}x{t} tokens{} | {} \
+         steps{}",
         cfg.model.preset,
         model_cfg.num_params(),
         device_name,

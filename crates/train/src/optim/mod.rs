@@ -24,7 +24,7 @@ pub use rmsprop::{Rmsprop, RmspropConfig};
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::checkpoint::OptimizerState;
-use crate::config::{OptimizerKind, TrainSection};
+use crate::config::{AdamWDefaults, OptimizerKeys, OptimizerKind};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 use fused::{fma, fma_s};
@@ -47,34 +47,64 @@ pub enum OptimizerConfig {
 }
 
 impl OptimizerConfig {
-    /// The optimizer `train.optimizer` names, with its keys from the `[train]` section.
-    pub fn from_train(t: &TrainSection) -> Self {
-        match t.optimizer {
+    /// The optimizer `train.optimizer` names, with its keys (pretraining's or fine-tuning's).
+    pub fn from_keys<D: AdamWDefaults>(k: &OptimizerKeys<D>) -> Self {
+        match k.kind {
             OptimizerKind::AdamW => Self::AdamW(AdamWConfig {
-                beta1: t.beta1,
-                beta2: t.beta2,
-                eps: t.eps,
-                weight_decay: t.weight_decay,
+                beta1: k.beta1,
+                beta2: k.beta2,
+                eps: k.eps,
+                weight_decay: k.weight_decay,
             }),
             OptimizerKind::Sgd => Self::Sgd(SgdConfig {
-                momentum: t.momentum,
-                dampening: t.dampening,
-                nesterov: t.nesterov,
-                weight_decay: t.weight_decay,
+                momentum: k.momentum,
+                dampening: k.dampening,
+                nesterov: k.nesterov,
+                weight_decay: k.weight_decay,
             }),
             OptimizerKind::Adagrad => Self::Adagrad(AdagradConfig {
-                lr_decay: t.lr_decay,
-                weight_decay: t.weight_decay,
-                initial_accumulator_value: t.initial_accumulator_value,
-                eps: t.eps,
+                lr_decay: k.lr_decay,
+                weight_decay: k.weight_decay,
+                initial_accumulator_value: k.initial_accumulator_value,
+                eps: k.eps,
             }),
             OptimizerKind::Rmsprop => Self::Rmsprop(RmspropConfig {
-                alpha: t.alpha,
-                eps: t.eps,
-                weight_decay: t.weight_decay,
-                momentum: t.momentum,
-                centered: t.centered,
+                alpha: k.alpha,
+                eps: k.eps,
+                weight_decay: k.weight_decay,
+                momentum: k.momentum,
+                centered: k.centered,
             }),
+        }
+    }
+}
+
+/// What a run's header prints: the optimizer and the keys it reads, in torch's repr style with
+/// our key names, e.g. `sgd(momentum=0.9, dampening=0.0, nesterov=false, weight_decay=0.0)`.
+impl std::fmt::Display for OptimizerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AdamW(c) => write!(
+                f,
+                "adamw(beta1={:?}, beta2={:?}, eps={:?}, weight_decay={:?})",
+                c.beta1, c.beta2, c.eps, c.weight_decay
+            ),
+            Self::Sgd(c) => write!(
+                f,
+                "sgd(momentum={:?}, dampening={:?}, nesterov={}, weight_decay={:?})",
+                c.momentum, c.dampening, c.nesterov, c.weight_decay
+            ),
+            Self::Adagrad(c) => write!(
+                f,
+                "adagrad(lr_decay={:?}, initial_accumulator_value={:?}, eps={:?}, \
+                 weight_decay={:?})",
+                c.lr_decay, c.initial_accumulator_value, c.eps, c.weight_decay
+            ),
+            Self::Rmsprop(c) => write!(
+                f,
+                "rmsprop(alpha={:?}, eps={:?}, momentum={:?}, centered={}, weight_decay={:?})",
+                c.alpha, c.eps, c.momentum, c.centered, c.weight_decay
+            ),
         }
     }
 }
