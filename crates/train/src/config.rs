@@ -347,7 +347,7 @@ pub struct CheckpointSection {
 pub struct EarlyStopSection {
     /// Stop after this many evaluations in a row that did not improve on the best validation
     /// loss (`early_stopping_patience`); none = never stop early. Needs `train.eval_every`.
-    pub patience: Option<u64>,
+    pub patience: Option<usize>,
     /// An evaluation improves only if it lowers the best validation loss by more than this
     /// (`early_stopping_threshold`; default 0).
     #[serde(default)]

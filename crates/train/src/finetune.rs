@@ -18,6 +18,7 @@
 //! write it.
 
 use crate::checkpoint::{self, OptimizerState};
+pub use crate::early_stopping::EarlyStopping;
 use crate::error::io;
 use crate::finetune_config::FinetuneConfig;
 use crate::finetune_qa::{QaData, QaOptions};
@@ -146,50 +147,6 @@ pub struct BestCheckpoint {
     pub metric: f64,
     pub report: EvalReport,
     pub dir: PathBuf,
-}
-
-/// Early stopping as a pure state machine: `observe` each evaluation's metric; it says whether
-/// the value improved on the best so far (strictly) and whether to stop, which happens after
-/// `patience` evaluations in a row without improvement.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EarlyStopping {
-    pub higher_is_better: bool,
-    pub patience: Option<usize>,
-    pub best: Option<f64>,
-    pub evals_without_improvement: usize,
-}
-
-impl EarlyStopping {
-    pub fn new(higher_is_better: bool, patience: Option<usize>) -> Self {
-        Self {
-            higher_is_better,
-            patience,
-            best: None,
-            evals_without_improvement: 0,
-        }
-    }
-
-    /// Returns (improved, stop).
-    pub fn observe(&mut self, value: f64) -> (bool, bool) {
-        let improved = match self.best {
-            None => true,
-            Some(b) if self.higher_is_better => value > b,
-            Some(b) => value < b,
-        };
-        if improved {
-            self.best = Some(value);
-            self.evals_without_improvement = 0;
-        } else {
-            self.evals_without_improvement += 1;
-        }
-        (improved, self.exhausted())
-    }
-
-    /// Whether `patience` evaluations in a row did not improve (the run stops).
-    pub fn exhausted(&self) -> bool {
-        self.patience
-            .is_some_and(|p| self.evals_without_improvement >= p)
-    }
 }
 
 /// A classifier ready to run: config (with labels), parameters, tokenizer.
@@ -1670,7 +1627,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let model = BertClassifier::new(&bert_cfg, work_params, head_of(problem))?;
     // Evaluations read the same weights without recording a graph.
     let eval_model = BertClassifier::new(&bert_cfg, &work_params.frozen(), head_of(problem))?;
-    let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience);
+    let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience)
+        .with_threshold(cfg.early_stopping.threshold);
     let metric = cfg.early_stopping.metric.clone();
     let mut best: Option<BestCheckpoint> = None;
     let mut step = 0u64;
@@ -2133,27 +2091,5 @@ mod tests {
             .unwrap();
             assert!((tok - seq).abs() < 1e-6, "eps {eps}: {tok} vs {seq}");
         }
-    }
-
-    #[test]
-    fn early_stopping_counts_evaluations_without_improvement() {
-        let mut s = EarlyStopping::new(false, Some(2));
-        assert_eq!(s.observe(1.0), (true, false));
-        assert_eq!(s.observe(0.8), (true, false));
-        assert_eq!(s.observe(0.8), (false, false), "equal is not better");
-        assert_eq!(
-            s.observe(0.9),
-            (false, true),
-            "second evaluation without improvement"
-        );
-        let mut h = EarlyStopping::new(true, Some(1));
-        assert_eq!(h.observe(0.5), (true, false));
-        assert_eq!(h.observe(0.6), (true, false));
-        assert_eq!(h.observe(0.4), (false, true));
-        let mut never = EarlyStopping::new(true, None);
-        for _ in 0..10 {
-            assert!(!never.observe(0.0).1);
-        }
-        assert_eq!(never.evals_without_improvement, 9);
     }
 }

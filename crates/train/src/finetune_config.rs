@@ -214,6 +214,11 @@ pub struct EarlyStoppingSection {
     pub metric: String,
     /// Stop after this many evaluations in a row without improvement; none = never stop early.
     pub patience: Option<usize>,
+    /// An evaluation counts as an improvement only if it beats the best by more than this
+    /// (transformers' `early_stopping_threshold`; default 0). Any better value still becomes
+    /// the best checkpoint.
+    #[serde(default)]
+    pub threshold: f64,
 }
 
 fn d_val_fraction() -> f64 {
@@ -307,6 +312,7 @@ impl Default for EarlyStoppingSection {
         Self {
             metric: d_metric(),
             patience: None,
+            threshold: 0.0,
         }
     }
 }
@@ -509,6 +515,12 @@ impl FinetuneConfig {
                 self.early_stopping.metric, self.data.problem_type
             ));
         }
+        let th = self.early_stopping.threshold;
+        if !(th.is_finite() && th >= 0.0) {
+            return bad(format!(
+                "early_stopping.threshold must be a finite, non-negative number, got {th}"
+            ));
+        }
         if self.early_stopping.patience == Some(0) {
             return bad("early_stopping.patience must be at least 1".into());
         }
@@ -614,6 +626,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("f2"), "{e}");
+        assert_eq!(c.early_stopping.threshold, 0.0);
+        let c = FinetuneConfig::parse(BASE, "x.toml", &["early_stopping.threshold=0.01".into()])
+            .unwrap();
+        assert_eq!(c.early_stopping.threshold, 0.01);
+        for bad in ["-0.1", "nan"] {
+            let e =
+                FinetuneConfig::parse(BASE, "x.toml", &[format!("early_stopping.threshold={bad}")])
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains("early_stopping.threshold"), "{e}");
+        }
         // Metrics follow the problem type.
         let reg = |m: &str| {
             FinetuneConfig::parse(

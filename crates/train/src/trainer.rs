@@ -16,6 +16,7 @@
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::{RunConfig, TrainSection};
+use crate::early_stopping::EarlyStopping;
 use crate::grads::StepGrads;
 use crate::metrics::MetricsLog;
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -616,7 +617,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let mut opt = Optimizer::new(opt_cfg, &params)?;
     let (mut step, mut samples_seen, mut tokens_seen, mut last_val) = (0u64, 0u64, 0u64, None);
     // The best validation loss so far and evaluations since it improved (checkpointed).
-    let mut best = BestVal::default();
+    let mut stopper = EarlyStopping::new(false, cfg.early_stopping.patience)
+        .with_threshold(cfg.early_stopping.threshold);
+    let mut best_step = None;
     // NaN guard: skipped steps in total and guard skips in a row (both saved in checkpoints).
     let (mut skipped_total, mut consecutive_skips) = (0u64, 0u64);
     if let (Some(st), Some((_, dir))) = (&state, &resume_from) {
@@ -626,10 +629,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         (step, samples_seen, tokens_seen, last_val) =
             (st.step, st.samples_seen, st.tokens_seen, st.last_val_loss);
         (skipped_total, consecutive_skips) = (st.skipped_steps, st.consecutive_skips);
-        best = BestVal {
-            best: st.best_val_loss.zip(st.best_step),
-            stale: st.evals_without_improvement,
-        };
+        stopper.best = st.best_val_loss;
+        stopper.evals_without_improvement = st.evals_without_improvement as usize;
+        best_step = st.best_step;
     }
     let schedule = Schedule {
         kind: cfg.train.schedule,
@@ -829,7 +831,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let mut preempted = false;
     // A run resumed after it stopped early has nothing left to do (unless its patience was
     // raised with --set).
-    let mut early_stopped = cfg.early_stopping.patience.is_some_and(|p| best.stale >= p);
+    let mut best = BestVal::of(&stopper, best_step);
+    let mut early_stopped = stopper.exhausted();
     if early_stopped {
         if let Some((b, at)) = best.best {
             progress.line(&early_stop_line(step, b, at, best.stale, &cfg));
@@ -964,7 +967,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
         if eval_due || step == cfg.train.max_steps {
             let v = eval(&*eval_model)?;
-            let new_best = best.record(v, step, cfg.early_stopping.threshold);
+            let (new_best, stop) = stopper.observe(v);
+            if new_best {
+                best_step = Some(step);
+            }
+            best = BestVal::of(&stopper, best_step);
             last_val = Some(v);
             log_write(json!({
                 "kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp(),
@@ -989,7 +996,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                     true,
                 )?;
             }
-            early_stopped = cfg.early_stopping.patience.is_some_and(|p| best.stale >= p);
+            early_stopped = stop;
         }
         let ckpt_due = cfg.checkpoint.every > 0 && step.is_multiple_of(cfg.checkpoint.every);
         // A stop asked of any rank (SIGTERM reaches one rank, or all at slightly different
@@ -1059,9 +1066,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     })
 }
 
-/// The lowest validation loss of the evaluations after training steps and how many
-/// evaluations in a row have not improved on it (transformers' `EarlyStoppingCallback` on
-/// `eval_loss`).
+/// What a checkpoint records of the early-stopping state: the lowest validation loss of the
+/// evaluations after training steps with its step, and the evaluations in a row since it
+/// improved (transformers' `EarlyStoppingCallback` on `eval_loss`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct BestVal {
     /// (loss, step it was measured after)
@@ -1070,22 +1077,11 @@ struct BestVal {
 }
 
 impl BestVal {
-    /// Records the evaluation after `step`; returns whether it is the new best. As in
-    /// transformers, the count of evaluations without improvement restarts only when the loss
-    /// beats the previous best by more than `threshold`, while any lower loss becomes the best.
-    /// A non-finite loss is never an improvement.
-    fn record(&mut self, v: f64, step: u64, threshold: f64) -> bool {
-        let prev = self.best.map(|b| b.0);
-        let lower = v.is_finite() && prev.is_none_or(|b| v < b);
-        if lower && prev.is_none_or(|b| b - v > threshold) {
-            self.stale = 0;
-        } else {
-            self.stale += 1;
+    fn of(s: &EarlyStopping, best_step: Option<u64>) -> Self {
+        Self {
+            best: s.best.zip(best_step),
+            stale: s.evals_without_improvement as u64,
         }
-        if lower {
-            self.best = Some((v, step));
-        }
-        lower
     }
 }
 
@@ -1176,32 +1172,6 @@ pub(crate) fn agree_on_stop(comm: &Communicator, requested: bool) -> Result<bool
 mod tests {
     use super::*;
     use lantern_models::gpt::{self, Gpt, GptConfig};
-
-    #[test]
-    fn best_validation_loss_and_patience_count_as_transformers_does() {
-        let mut b = BestVal::default();
-        // (loss, step) -> (new best?, evaluations without improvement after it)
-        let seq = [
-            (3.0, 10, true, 0),
-            (2.5, 20, true, 0),
-            (2.6, 30, false, 1),
-            // Lower than the best but not by more than the threshold 0.05: the best moves,
-            // the count goes on.
-            (2.46, 40, true, 2),
-            (f64::NAN, 50, false, 3),
-            (2.3, 60, true, 0),
-            (2.3, 70, false, 1),
-        ];
-        for (v, step, new_best, stale) in seq {
-            assert_eq!(b.record(v, step, 0.05), new_best, "at step {step}");
-            assert_eq!(b.stale, stale, "at step {step}");
-        }
-        assert_eq!(b.best, Some((2.3, 60)));
-        // A first evaluation that is not finite is not a best.
-        let mut b = BestVal::default();
-        assert!(!b.record(f64::INFINITY, 10, 0.0));
-        assert_eq!((b.best, b.stale), (None, 1));
-    }
 
     #[test]
     fn remaining_time_reads_as_hours_minutes_seconds() {
