@@ -101,7 +101,8 @@ cat >"$OUTB/run.sh" <<'EOF'
 # 5. kernel traces (lib/libktrace.so, CUPTI; scripts/ktrace/ktrace.c): one step each of
 #    Lantern and PyTorch eager, every kernel with the GPU's timestamps (ktrace.csv); then
 #    `lantern train` on the GPU (gpt-tiny bf16, a resumed run against a straight one) and
-#    greedy `lantern generate` from it against the CPU; then, if time is left, a trace of
+#    greedy `lantern generate` and `lantern score --file` (windowed NLL) from it against the
+#    CPU; then, if time is left, a trace of
 #    torch.compile's step; only if no Lantern kernel was traced and time is left, one Lantern
 #    step under Nsight Compute instead (ncu_step.csv);
 # 6. the tables (table.md), with where each step's GPU time goes.
@@ -244,6 +245,28 @@ trainer_check() {
     else
       rc=1
       msg="generate FAILED: greedy text on $DEVICE differs from the CPU's (both in selfcheck.log)"
+    fi
+    say "$msg"
+    echo "$msg" >>"$OUTDIR/selfcheck.log"
+
+    # Sliding-window perplexity on the device (`score --file`: per-token NLL in f64, gather):
+    # the CPU's summed NLL of the same text within 1e-4 relative.
+    printf '%s\n%s\n' "$g_cpu" "$g_cpu" >"$TT/text.txt"
+    SCORE=(score --model "$TT/straight" --file "$TT/text.txt" --max-length 16 --stride 8 --json)
+    s_dev="$(limited 30 "$LANTERN" "${SCORE[@]}" --device "$DEVICE" 2>>"$OUTDIR/selfcheck.log")"
+    s_cpu="$(limited 30 "$LANTERN" "${SCORE[@]}" --device cpu 2>>"$OUTDIR/selfcheck.log")"
+    printf '%s\n%s\n' "score on $DEVICE: $s_dev" "score on cpu: $s_cpu" >>"$OUTDIR/selfcheck.log"
+    if "$PYTHON" - "$s_dev" "$s_cpu" >>"$OUTDIR/selfcheck.log" 2>&1 <<'PY'; then
+import json, sys
+d, c = (json.loads(a) for a in sys.argv[1:3])
+ok = d["tokens_scored"] == c["tokens_scored"] and abs(d["nll_sum"] - c["nll_sum"]) <= 1e-4 * abs(c["nll_sum"])
+print(f"nll_sum {d['nll_sum']:.6f} vs {c['nll_sum']:.6f} over {c['tokens_scored']} tokens")
+sys.exit(0 if ok else 1)
+PY
+      msg="score passed: windowed NLL on $DEVICE is the CPU's within 1e-4"
+    else
+      rc=1
+      msg="score FAILED: windowed NLL on $DEVICE differs from the CPU's (both in selfcheck.log)"
     fi
     say "$msg"
     echo "$msg" >>"$OUTDIR/selfcheck.log"
