@@ -831,7 +831,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let mut preempted = false;
     // A run resumed after it stopped early has nothing left to do (unless its patience was
     // raised with --set).
-    let mut best = BestVal::of(&stopper, best_step);
+    let best = BestVal::of(&stopper, best_step);
     let mut early_stopped = stopper.exhausted();
     if early_stopped {
         if let Some((b, at)) = best.best {
@@ -938,7 +938,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 &opt,
                 scaler.as_ref(),
                 (skipped_total, consecutive_skips),
-                best,
+                BestVal::of(&stopper, best_step),
                 false,
             )?;
             progress.finish();
@@ -971,7 +971,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             if new_best {
                 best_step = Some(step);
             }
-            best = BestVal::of(&stopper, best_step);
+            let best = BestVal::of(&stopper, best_step);
             last_val = Some(v);
             log_write(json!({
                 "kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp(),
@@ -1011,11 +1011,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 &opt,
                 scaler.as_ref(),
                 (skipped_total, consecutive_skips),
-                best,
+                BestVal::of(&stopper, best_step),
                 false,
             )?);
         }
         if early_stopped {
+            let best = BestVal::of(&stopper, best_step);
             let (b, at) = best
                 .best
                 .expect("an evaluation without improvement follows a best");
@@ -1060,7 +1061,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         resumed_from: state.map(|s| s.step),
         preempted,
         early_stopped,
-        best_val: best.best,
+        best_val: stopper.best.zip(best_step),
         rank,
         world_size: world,
     })
@@ -1069,7 +1070,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
 /// What a checkpoint records of the early-stopping state: the lowest validation loss of the
 /// evaluations after training steps with its step, and the evaluations in a row since it
 /// improved (transformers' `EarlyStoppingCallback` on `eval_loss`).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 struct BestVal {
     /// (loss, step it was measured after)
     best: Option<(f64, u64)>,
