@@ -199,17 +199,8 @@ fn finetune_learns_then_eval_predict_and_export_agree() {
 
     // eval on the validation file reproduces the best evaluation's numbers.
     let metrics = f.root.join("eval.json");
-    let out = lantern_ok(&[
-        "eval",
-        "--checkpoint",
-        p(&run),
-        "--data",
-        p(&f.root.join("val.jsonl")),
-        "--out",
-        p(&metrics),
-    ]);
+    let (out, m) = eval_json(&run, &f.root.join("val.jsonl"), &metrics, &[]);
     assert!(out.contains("macro") && out.contains("confusion"), "{out}");
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
     assert!((m["accuracy"].as_f64().unwrap() - best_acc).abs() < 1e-9);
     // The run's own test evaluation is that of the exported best model.
     let t: Value =
@@ -377,6 +368,24 @@ const NO_DROPOUT: [&str; 6] = [
     "--set",
     "model.classifier_dropout=0.0",
 ];
+
+/// `lantern eval --checkpoint <run> --data <data> --out <out> <extra>`, which must succeed:
+/// its stdout and the metrics it wrote.
+fn eval_json(run: &Path, data: &Path, out: &Path, extra: &[&str]) -> (String, Value) {
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        p(run),
+        "--data",
+        p(data),
+        "--out",
+        p(out),
+    ];
+    args.extend(extra);
+    let stdout = lantern_ok(&args);
+    let metrics = std::fs::read_to_string(out).unwrap();
+    (stdout, serde_json::from_str(&metrics).unwrap())
+}
 
 fn finetune_quiet(cfg: &Path, extra: &[&str]) {
     let mut args = vec!["finetune", "--config", p(cfg), "--quiet"];
@@ -1121,17 +1130,8 @@ fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
 
     // eval on the CoNLL file reproduces the best evaluation.
     let metrics = f.root.join("tok-eval.json");
-    let out = lantern_ok(&[
-        "eval",
-        "--checkpoint",
-        p(&run),
-        "--data",
-        p(&f.root.join("tok_val.conll")),
-        "--out",
-        p(&metrics),
-    ]);
+    let (out, m) = eval_json(&run, &f.root.join("tok_val.conll"), &metrics, &[]);
     assert!(out.contains("MAC"), "{out}");
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
     assert_eq!(m["f1"].as_f64().unwrap(), f1);
 
     // predict tags plain text word by word and gathers the entities.
@@ -1537,16 +1537,7 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
 
     // eval on the SQuAD file reproduces the best evaluation.
     let metrics = f.root.join("qa-eval.json");
-    lantern_ok(&[
-        "eval",
-        "--checkpoint",
-        p(&run),
-        "--data",
-        p(&f.root.join("qa_val.json")),
-        "--out",
-        p(&metrics),
-    ]);
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    let (_, m) = eval_json(&run, &f.root.join("qa_val.json"), &metrics, &[]);
     assert_eq!(m["f1"].as_f64().unwrap(), f1);
 
     // predict answers questions without answers, long contexts included.
@@ -1762,16 +1753,7 @@ fn squad_2_learns_unanswerable_questions_and_predicts_no_answer() {
 
     // eval on the v2.0 file reproduces the best evaluation, every figure.
     let metrics = f.root.join("qa2-eval.json");
-    lantern_ok(&[
-        "eval",
-        "--checkpoint",
-        p(&run),
-        "--data",
-        p(&f.root.join("qa2_val.json")),
-        "--out",
-        p(&metrics),
-    ]);
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    let (_, m) = eval_json(&run, &f.root.join("qa2_val.json"), &metrics, &[]);
     for k in [
         "eval_loss",
         "exact",
@@ -1791,18 +1773,12 @@ fn squad_2_learns_unanswerable_questions_and_predicts_no_answer() {
     // A threshold no null score can beat: every answer is a span, every unanswerable
     // question wrong.
     let never = f.root.join("qa2-never.json");
-    lantern_ok(&[
-        "eval",
-        "--checkpoint",
-        p(&run),
-        "--data",
-        p(&f.root.join("qa2_val.json")),
-        "--out",
-        p(&never),
-        "--null-score-diff-threshold",
-        "1e9",
-    ]);
-    let n: Value = serde_json::from_str(&std::fs::read_to_string(&never).unwrap()).unwrap();
+    let (_, n) = eval_json(
+        &run,
+        &f.root.join("qa2_val.json"),
+        &never,
+        &["--null-score-diff-threshold", "1e9"],
+    );
     assert_eq!(n["NoAns_exact"], 0.0, "{n}");
     let has_exact = |r: &Value| r["HasAns_exact"].as_f64().unwrap();
     assert!(has_exact(&n) >= has_exact(&m), "{n}");
@@ -2018,16 +1994,7 @@ fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family()
         }
         // eval on the validation file reproduces the best evaluation.
         let metrics = f.root.join(format!("{name}-eval.json"));
-        lantern_ok(&[
-            "eval",
-            "--checkpoint",
-            p(&run),
-            "--data",
-            p(&f.root.join(data.1)),
-            "--out",
-            p(&metrics),
-        ]);
-        let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+        let (_, m) = eval_json(&run, &f.root.join(data.1), &metrics, &[]);
         assert_eq!(m[metric].as_f64().unwrap(), best, "{name}");
     }
 }
@@ -2070,16 +2037,7 @@ fn glue_tsv_files_with_their_own_column_names() {
     assert!(best >= 0.8, "MCC {best}");
     let metrics = f.root.join("glue-eval.json");
     let dev = f.root.join("dev.tsv");
-    lantern_ok(&[
-        "eval",
-        "--checkpoint",
-        p(&run),
-        "--data",
-        p(&dev),
-        "--out",
-        p(&metrics),
-    ]);
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    let (_, m) = eval_json(&run, &dev, &metrics, &[]);
     assert_eq!(m["matthews_correlation"].as_f64().unwrap(), best);
     let preds = f.root.join("glue-preds.jsonl");
     lantern_ok(&[
@@ -2186,16 +2144,7 @@ fn multiple_choice_learns_from_swag_and_generic_files_evaluates_and_predicts() {
     // eval reproduces the best evaluation; predict gives each example its choice.
     let dev = f.root.join("mc_val.csv");
     let metrics = f.root.join("mc-eval.json");
-    lantern_ok(&[
-        "eval",
-        "--checkpoint",
-        p(&run),
-        "--data",
-        p(&dev),
-        "--out",
-        p(&metrics),
-    ]);
-    let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
+    let (_, m) = eval_json(&run, &dev, &metrics, &[]);
     assert_eq!(m["accuracy"].as_f64().unwrap(), best);
     assert_eq!(m["choices"], 3);
     let preds = f.root.join("mc-preds.jsonl");
