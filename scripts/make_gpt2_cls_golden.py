@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Write tests/golden/gpt2_cls/: a tiny GPT2ForSequenceClassification made by transformers
+itself, plus its inputs and expected outputs (logits, loss, last hidden state and the
+gradient of the loss for every parameter), for the Rust parity tests of GPT-2 sequence
+classification.
+
+Run with the reference venv (scripts/ref_env.sh):
+    .venv-ref/bin/python scripts/make_gpt2_cls_golden.py [--out tests/golden/gpt2_cls]
+
+The model is gpt2_tiny/'s config (vocabulary 96, context 32, 2 layers, 4 heads, width 32) with
+3 labels and pad_token_id 95; every parameter (score.weight included) is redrawn N(0, 0.2) from
+torch.manual_seed(1234). transformers pools each row at its RIGHTMOST token whose id is not the
+pad id (not at the last position the attention mask covers): row 0 holds the pad id 95 as a
+real token at position 3 (mask 1 there) and is pooled at position 11; rows 1-3 are right-padded
+with 95 to lengths 7, 4 and 1.
+
+Files written:
+    config.json, model.safetensors   -- GPT2ForSequenceClassification.save_pretrained(safe_serialization=True)
+    inputs.json                      -- {"input_ids": [4][12], "attention_mask": [4][12],
+                                         "cls_labels": [4], "last_token": [4]}
+    expected.safetensors             -- float32 `cls_logits` [4,3], `cls_loss` [], `hidden` [4,12,32]
+                                        (last hidden state, after ln_f), `grad.<param>` for every
+                                        parameter in named_parameters order; metadata {"format": "pt"}
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+SEED = 1234
+INPUT_SEED = 4321
+B, T = 4, 12
+INIT_STD = 0.2
+PAD = 95
+LENGTHS = [12, 7, 4, 1]  # real tokens at the start of each row, padding (id 95, mask 0) after
+PAD_INSIDE = (0, 3)  # (row, position): a real token whose id happens to be the pad id
+CLS_LABELS = [2, 0, 1, 2]
+LAST_TOKEN = [11, 6, 3, 0]
+ID2LABEL = {0: "negative", 1: "neutral", 2: "positive"}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--out", default=os.path.join(repo, "tests", "golden", "gpt2_cls"))
+    args = ap.parse_args()
+
+    torch.use_deterministic_algorithms(True)
+    config = GPT2Config(
+        vocab_size=96,
+        n_positions=32,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True,
+        num_labels=3,
+        id2label=dict(ID2LABEL),
+        label2id={v: k for k, v in ID2LABEL.items()},
+        pad_token_id=PAD,
+        bos_token_id=0,
+        eos_token_id=PAD,
+        problem_type="single_label_classification",
+    )
+    torch.manual_seed(SEED)
+    model = GPT2ForSequenceClassification(config)
+    # Re-initialise every parameter (LayerNorm weights/biases, all biases and score.weight
+    # included) so nothing is trivially 0 or 1 and a mix-up of tensors shows in the outputs.
+    torch.manual_seed(SEED)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.normal_(mean=0.0, std=INIT_STD)
+    model.eval()  # no dropout anyway (all p = 0); gradients stay enabled
+
+    g = torch.Generator().manual_seed(INPUT_SEED)
+    input_ids = torch.randint(0, PAD, (B, T), generator=g, dtype=torch.long)  # ids 0..94: no pad id
+    attention_mask = torch.zeros(B, T, dtype=torch.long)
+    for b, n in enumerate(LENGTHS):
+        input_ids[b, n:] = PAD
+        attention_mask[b, :n] = 1
+    input_ids[PAD_INSIDE] = PAD  # mask stays 1: a real token equal to the pad id
+    labels = torch.tensor(CLS_LABELS, dtype=torch.long)
+
+    # Capture the transformer's last hidden state (after ln_f) in the same forward pass.
+    captured = {}
+
+    def hook(_module, _inputs, output):
+        captured["hidden"] = output.last_hidden_state
+
+    handle = model.transformer.register_forward_hook(hook)
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    out.loss.backward()
+    handle.remove()
+
+    logits = out.logits.detach().to(torch.float32).contiguous()
+    loss = out.loss.detach().to(torch.float32).reshape(()).contiguous()
+    hidden = captured["hidden"].detach().to(torch.float32).contiguous()
+    assert list(logits.shape) == [B, 3] and list(hidden.shape) == [B, T, 32]
+
+    # Independent checks: the pooled position is the rightmost id != pad (row 0: 11, although
+    # position 3 holds the pad id), the logits are the score head at those positions, and the
+    # loss is the mean cross-entropy over the 4 rows.
+    picked = [max(t for t in range(T) if input_ids[b, t].item() != PAD) for b in range(B)]
+    assert picked == LAST_TOKEN, picked
+    assert picked[1:] == [n - 1 for n in LENGTHS[1:]]
+    with torch.no_grad():
+        rows = torch.arange(B)
+        pos = torch.tensor(picked)
+        head = model.score(captured["hidden"])[rows, pos]
+        assert torch.equal(head, out.logits), (head - out.logits).abs().max().item()
+        manual_head = hidden[rows, pos] @ model.score.weight.t()
+        head_diff = (manual_head - logits).abs().max().item()
+        assert head_diff < 1e-6, head_diff
+        manual = F.cross_entropy(logits, labels)
+        assert abs(manual.item() - loss.item()) < 1e-6, (manual.item(), loss.item())
+
+    # Without the attention mask: right padding + causal attention leave the picked positions
+    # unchanged (padding comes after them), so the pooled logits agree.
+    with torch.no_grad():
+        nomask = model(input_ids=input_ids).logits
+    nomask_diff = (nomask - logits).abs().max().item()
+    assert nomask_diff < 1e-5, nomask_diff
+
+    grads = {}
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        grads[f"grad.{name}"] = p.grad.detach().to(torch.float32).contiguous()
+
+    os.makedirs(args.out, exist_ok=True)
+    model.save_pretrained(args.out, safe_serialization=True)
+    gen = os.path.join(args.out, "generation_config.json")
+    if os.path.exists(gen):
+        os.remove(gen)  # not needed by our tests
+    with open(os.path.join(args.out, "inputs.json"), "w") as f:
+        json.dump(
+            {
+                "input_ids": input_ids.tolist(),
+                "attention_mask": attention_mask.tolist(),
+                "cls_labels": CLS_LABELS,
+                "last_token": LAST_TOKEN,
+            },
+            f,
+        )
+        f.write("\n")
+    tensors = {"cls_logits": logits, "cls_loss": loss, "hidden": hidden}
+    tensors.update(grads)
+    save_file(tensors, os.path.join(args.out, "expected.safetensors"), metadata={"format": "pt"})
+
+    # What transformers wrote into config.json.
+    with open(os.path.join(args.out, "config.json")) as f:
+        saved = json.load(f)
+    assert saved["architectures"] == ["GPT2ForSequenceClassification"], saved["architectures"]
+    assert saved["pad_token_id"] == PAD, saved.get("pad_token_id")
+    assert saved["id2label"] == {str(k): v for k, v in ID2LABEL.items()}, saved.get("id2label")
+    assert saved["problem_type"] == "single_label_classification", saved.get("problem_type")
+
+    # Reload: no missing/unexpected/mismatched keys, the same logits bit for bit.
+    reloaded, info = GPT2ForSequenceClassification.from_pretrained(args.out, output_loading_info=True)
+    bad = {k: v for k, v in info.items() if v}
+    assert not bad, bad
+    reloaded.eval()
+    with torch.no_grad():
+        again = reloaded(input_ids=input_ids, attention_mask=attention_mask).logits
+    assert torch.equal(again, logits), (again - logits).abs().max().item()
+
+    # Report what was written.
+    from safetensors import safe_open
+
+    for name in ("model.safetensors", "expected.safetensors"):
+        path = os.path.join(args.out, name)
+        with safe_open(path, framework="pt") as f:
+            print(f"{name} ({os.path.getsize(path)} bytes, metadata {f.metadata()}):", file=sys.stderr)
+            for k in f.keys():
+                t = f.get_tensor(k)
+                print(f"  {k}: {str(t.dtype).replace('torch.', '')} {list(t.shape)}", file=sys.stderr)
+    print(f"picked positions = {picked}", file=sys.stderr)
+    print(f"score head by hand: max diff {head_diff:.3e}", file=sys.stderr)
+    print(f"no attention mask: pooled logits max diff {nomask_diff:.3e}", file=sys.stderr)
+    print(f"cls_logits = {logits.tolist()}", file=sys.stderr)
+    print(f"cls_logits range [{logits.min().item():.6f}, {logits.max().item():.6f}]", file=sys.stderr)
+    print(f"cls_loss = {loss.item():.6f}", file=sys.stderr)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
