@@ -7,10 +7,12 @@
 pub mod bert;
 pub mod error;
 pub mod gpt;
+pub mod hf_config;
 pub mod params;
 pub mod safetensors_io;
 
 pub use error::{Error, Result};
+pub use hf_config::LoadReport;
 pub use params::Params;
 
 /// Whether a forward pass trains (dropout on, drawing from the given generator) or evaluates.

@@ -11,22 +11,14 @@
 //! `classifier` has one output, a choice's score, whatever the number of choices).
 
 use super::{init_param, is_head_param, param_shapes, BertConfig, BertHead, Family, QA_OUTPUTS};
-use crate::{safetensors_io, Error, Params, Result};
+use crate::{hf_config, safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// What loading did besides copying tensors, as transformers reports it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LoadReport {
-    /// Head parameters the checkpoint lacked, initialised fresh ("newly initialized").
-    pub newly_initialised: Vec<String>,
-    /// Tensors of the checkpoint this model does not use (e.g. a pooler loaded into
-    /// BertForMaskedLM, or an MLM head into a classifier); they are dropped.
-    pub unused: Vec<String>,
-}
+pub use crate::hf_config::LoadReport;
 
 /// DistilBertConfig's defaults for its two head dropouts.
 const DISTILBERT_SEQ_DROPOUT: f64 = 0.2;
@@ -71,11 +63,7 @@ fn bert_keys(cfg: &BertConfig, head: BertHead, dtype: &str) -> Value {
 /// `config.json` for `head`'s architecture, with `id2label`/`label2id` for classifiers (none
 /// for question answering: transformers' default of 2 labels is its start and end).
 pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
-    let dtype = match dtype {
-        DType::BF16 => "bfloat16",
-        DType::F16 => "float16",
-        _ => "float32",
-    };
+    let dtype = hf_config::dtype_name(dtype);
     let mut v = match cfg.model_type {
         // DistilBertConfig's own names for the same numbers.
         Family::DistilBert => json!({
@@ -121,18 +109,7 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
         v["eos_token_id"] = Value::from(2);
     }
     if head.is_classifier() {
-        let id2label: serde_json::Map<String, Value> = cfg
-            .id2label
-            .iter()
-            .map(|(i, n)| (i.to_string(), Value::from(n.clone())))
-            .collect();
-        let label2id: serde_json::Map<String, Value> = cfg
-            .id2label
-            .iter()
-            .map(|(i, n)| (n.clone(), Value::from(*i)))
-            .collect();
-        v["id2label"] = Value::Object(id2label);
-        v["label2id"] = Value::Object(label2id);
+        hf_config::set_label_maps(&mut v, &cfg.id2label);
     }
     // transformers' configs accept only the three problem types of sequence classification.
     if head == BertHead::SequenceClassification {
@@ -150,12 +127,8 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
 /// `architectures` names (`None` when absent or not an architecture of the family we
 /// implement).
 pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
-    let err = |m: String| Error::File {
-        path: path.to_path_buf(),
-        msg: m,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
+    let err = hf_config::file_err(path);
+    let v = hf_config::read_json(path)?;
     let family = match v.get("model_type").and_then(Value::as_str) {
         Some(mt) => Family::from_model_type(mt).ok_or_else(|| {
             err(format!(
@@ -203,18 +176,7 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
             "\"tie_word_embeddings\": false is not supported (the MLM decoder is tied)".into(),
         ));
     }
-    let mut id2label = BTreeMap::new();
-    if let Some(m) = v.get("id2label").and_then(Value::as_object) {
-        for (k, name) in m {
-            let i: usize = k
-                .parse()
-                .map_err(|_| err(format!("id2label key {k:?} is not an integer")))?;
-            let name = name
-                .as_str()
-                .ok_or_else(|| err(format!("id2label[{k}] is not a string")))?;
-            id2label.insert(i, name.to_string());
-        }
-    }
+    let mut id2label = hf_config::id2label(&v, path)?;
     let head = match v
         .get("architectures")
         .and_then(Value::as_array)

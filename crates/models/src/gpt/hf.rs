@@ -5,7 +5,7 @@
 //! (a bare `GPT2Model` has none), and skips the non-parameter buffers older versions saved.
 
 use super::{param_shapes, GptConfig};
-use crate::{safetensors_io, Error, Params, Result};
+use crate::{hf_config, safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -13,11 +13,7 @@ use std::path::Path;
 
 /// `config.json` for `GPT2LMHeadModel`. `eot_id` becomes BOS/EOS when known.
 pub fn to_hf_config(cfg: &GptConfig, eot_id: Option<u32>, dtype: DType) -> Value {
-    let dtype = match dtype {
-        DType::BF16 => "bfloat16",
-        DType::F16 => "float16",
-        _ => "float32",
-    };
+    let dtype = hf_config::dtype_name(dtype);
     json!({
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -47,12 +43,12 @@ pub fn to_hf_config(cfg: &GptConfig, eot_id: Option<u32>, dtype: DType) -> Value
 
 /// Reads a `GPT2Config` `config.json`, refusing variants our model does not implement.
 pub fn config_from_hf(path: &Path) -> Result<GptConfig> {
-    let err = |m: String| Error::File {
-        path: path.to_path_buf(),
-        msg: m,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
+    config_from_json(&hf_config::read_json(path)?, path)
+}
+
+/// [`config_from_hf`] of the parsed file (`path` is for messages).
+pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<GptConfig> {
+    let err = hf_config::file_err(path);
     let int = |k: &str| -> Result<usize> {
         v.get(k)
             .and_then(Value::as_u64)

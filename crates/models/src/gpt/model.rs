@@ -377,11 +377,22 @@ impl Gpt {
         self.block_after_attention(blk, x, &y, mode)
     }
 
+    /// The final LayerNorm (`transformer.ln_f`) of the last block's output x (B, T, C): the
+    /// model's hidden states, which task heads read.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(k::layer_norm(
+            x,
+            &self.ln_f.0,
+            &self.ln_f.1,
+            self.cfg.layer_norm_epsilon,
+        )?)
+    }
+
     /// The last block's output (B, T, C) → logits (B, T, V): final LayerNorm and the head tied
     /// to the token embeddings.
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
-        let x = k::layer_norm(x, &self.ln_f.0, &self.ln_f.1, self.cfg.layer_norm_epsilon)?;
+        let x = self.final_norm(x)?;
         let logits = x.reshape((b * t, c))?.matmul(&self.wte.t()?)?;
         Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
     }

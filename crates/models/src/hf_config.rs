@@ -1,0 +1,75 @@
+//! What the Hugging Face `config.json` readers and writers of every family share: reading the
+//! file, the `id2label`/`label2id` maps of classifiers, the `dtype` names, and the report of
+//! what loading a checkpoint did besides copying tensors.
+
+use crate::{Error, Result};
+use candle_core::DType;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What loading did besides copying tensors, as transformers reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Head parameters the checkpoint lacked, initialised fresh ("newly initialized").
+    pub newly_initialised: Vec<String>,
+    /// Tensors of the checkpoint this model does not use (e.g. a pooler loaded into
+    /// BertForMaskedLM, or an MLM head into a classifier); they are dropped.
+    pub unused: Vec<String>,
+}
+
+/// An error about the file at `path`.
+pub(crate) fn file_err(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |msg| Error::File {
+        path: path.to_path_buf(),
+        msg,
+    }
+}
+
+/// The JSON object of a `config.json`.
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
+    let err = file_err(path);
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))
+}
+
+/// A config's `id2label` (empty when it has none): keys must be integers, names strings.
+pub(crate) fn id2label(v: &Value, path: &Path) -> Result<BTreeMap<usize, String>> {
+    let err = file_err(path);
+    let mut out = BTreeMap::new();
+    if let Some(m) = v.get("id2label").and_then(Value::as_object) {
+        for (k, name) in m {
+            let i: usize = k
+                .parse()
+                .map_err(|_| err(format!("id2label key {k:?} is not an integer")))?;
+            let name = name
+                .as_str()
+                .ok_or_else(|| err(format!("id2label[{k}] is not a string")))?;
+            out.insert(i, name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Sets `id2label` and `label2id` of a classifier's config `v`.
+pub(crate) fn set_label_maps(v: &mut Value, id2label: &BTreeMap<usize, String>) {
+    let forward: serde_json::Map<String, Value> = id2label
+        .iter()
+        .map(|(i, n)| (i.to_string(), Value::from(n.clone())))
+        .collect();
+    let backward: serde_json::Map<String, Value> = id2label
+        .iter()
+        .map(|(i, n)| (n.clone(), Value::from(*i)))
+        .collect();
+    v["id2label"] = Value::Object(forward);
+    v["label2id"] = Value::Object(backward);
+}
+
+/// transformers' name of a weights dtype (`torch_dtype`/`dtype`).
+pub(crate) fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        _ => "float32",
+    }
+}
