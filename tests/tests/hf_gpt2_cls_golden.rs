@@ -1,0 +1,134 @@
+//! Parity with transformers' `GPT2ForSequenceClassification` on golden files it wrote
+//! (`scripts/make_gpt2_cls_golden.py`): a right-padded batch whose first row holds the padding
+//! id inside its text, the pooled logits, the loss, and the gradient of every parameter.
+
+use candle_core::{DType, Device, Tensor};
+use lantern_kernels::Rng;
+use lantern_models::gpt::classifier::{self, GptForSequenceClassification};
+use lantern_models::{safetensors_io, Mode};
+
+mod common;
+use common::{check, golden_dir, ints, max_abs, mean_ce_ignoring, read_json, u32_matrix};
+
+#[test]
+fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
+    let dir = golden_dir("gpt2_cls");
+    let (cfg, is_cls) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
+    assert!(is_cls);
+    assert_eq!(cfg.pad_token_id, Some(95));
+    assert_eq!(cfg.label_names(), ["negative", "neutral", "positive"]);
+    let (params, report) = classifier::load_params(
+        &dir.join("model.safetensors"),
+        &cfg,
+        &mut Rng::new(0),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    assert_eq!(report, Default::default(), "a trained classifier loads whole");
+    let model = GptForSequenceClassification::new(&cfg, &params).unwrap();
+    let inputs = read_json(&dir.join("inputs.json"));
+    let ids = u32_matrix(&inputs, "input_ids");
+    let want_last: Vec<u32> = inputs["last_token"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(model.last_tokens(&ids).unwrap(), want_last);
+
+    let want = safetensors_io::load(&dir.join("expected.safetensors"), &Device::Cpu, DType::F32)
+        .unwrap();
+    let logits = model.forward(&ids, Mode::Eval).unwrap();
+    check("pooled logits", &logits, &want["cls_logits"]);
+    let labels = ints(&inputs["cls_labels"]);
+    let loss = mean_ce_ignoring(&logits, &labels);
+    let want_loss = want["cls_loss"].to_scalar::<f32>().unwrap();
+    assert!((loss - want_loss).abs() <= 1e-5, "loss {loss} vs {want_loss}");
+
+    // The hidden states at the real tokens (transformers masks padded keys, so padded
+    // positions differ; no pooled token is one).
+    let g = model.gpt();
+    let mut x = g.embed_input(&ids, &mut Mode::Eval).unwrap();
+    let mask = g.block_mask(&ids, &Mode::Eval).unwrap();
+    for l in 0..g.n_blocks() {
+        x = g.block(l, x, mask.as_ref(), &mut Mode::Eval).unwrap();
+    }
+    let hidden = g.final_norm(&x).unwrap();
+    for (row, &last) in want_last.iter().enumerate() {
+        let n = last as usize + 1;
+        let ours = hidden.get(row).unwrap().narrow(0, 0, n).unwrap();
+        let theirs = want["hidden"].get(row).unwrap().narrow(0, 0, n).unwrap();
+        check(&format!("hidden states of row {row}"), &ours, &theirs);
+    }
+
+    // Gradients of transformers' mean cross-entropy.
+    let targets: Vec<u32> = labels.iter().map(|&y| y as u32).collect();
+    let targets = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
+    let loss_t = (lantern_kernels::cross_entropy_sum(&logits, &targets, None).unwrap()
+        / labels.len() as f64)
+        .unwrap();
+    let grads = loss_t.backward().unwrap();
+    let mut checked = 0;
+    for (name, v) in params.iter() {
+        let theirs = &want[&format!("grad.{name}")];
+        let ours = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        assert_eq!(ours.dims(), theirs.dims(), "{name}");
+        let d = max_abs(ours, theirs);
+        assert!(d <= 1e-5, "gradient of {name} differs from transformers by {d}");
+        checked += 1;
+    }
+    assert_eq!(checked, 29);
+}
+
+#[test]
+fn export_is_transformers_layout_and_reloads_bit_exactly() {
+    let dir = golden_dir("gpt2_cls");
+    let (cfg, _) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
+    let load = |path: &std::path::Path, cfg| {
+        classifier::load_params(path, cfg, &mut Rng::new(0), &Device::Cpu, DType::F32)
+            .unwrap()
+            .0
+    };
+    let params = load(&dir.join("model.safetensors"), &cfg);
+    let tmp = tempfile::tempdir().unwrap();
+    let tensors: std::collections::BTreeMap<String, Tensor> = params
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
+        .collect();
+    let out = tmp.path().join("model.safetensors");
+    std::fs::write(&out, safetensors_io::serialize(&tensors).unwrap()).unwrap();
+    let cfg_path = tmp.path().join("config.json");
+    std::fs::write(
+        &cfg_path,
+        classifier::to_hf_config(&cfg, DType::F32).to_string(),
+    )
+    .unwrap();
+    let (cfg2, is_cls) = classifier::config_from_hf(&cfg_path).unwrap();
+    assert!(is_cls);
+    assert_eq!(cfg2, cfg);
+    // transformers' own names, bit for bit.
+    let orig = safetensors_io::load(&dir.join("model.safetensors"), &Device::Cpu, DType::F32)
+        .unwrap();
+    let ours = safetensors_io::load(&out, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(
+        orig.keys().collect::<Vec<_>>(),
+        ours.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &ours {
+        assert_eq!(max_abs(t, &orig[name]), 0.0, "{name}");
+    }
+    let p2 = load(&out, &cfg2);
+    let ids = u32_matrix(&read_json(&dir.join("inputs.json")), "input_ids");
+    let a = GptForSequenceClassification::new(&cfg, &params)
+        .unwrap()
+        .forward(&ids, Mode::Eval)
+        .unwrap();
+    let b = GptForSequenceClassification::new(&cfg2, &p2)
+        .unwrap()
+        .forward(&ids, Mode::Eval)
+        .unwrap();
+    assert_eq!(max_abs(&a, &b), 0.0);
+}
