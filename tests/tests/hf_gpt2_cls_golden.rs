@@ -25,7 +25,11 @@ fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
         DType::F32,
     )
     .unwrap();
-    assert_eq!(report, Default::default(), "a trained classifier loads whole");
+    assert_eq!(
+        report,
+        Default::default(),
+        "a trained classifier loads whole"
+    );
     let model = GptForSequenceClassification::new(&cfg, &params).unwrap();
     let inputs = read_json(&dir.join("inputs.json"));
     let ids = u32_matrix(&inputs, "input_ids");
@@ -37,14 +41,17 @@ fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
         .collect();
     assert_eq!(model.last_tokens(&ids).unwrap(), want_last);
 
-    let want = safetensors_io::load(&dir.join("expected.safetensors"), &Device::Cpu, DType::F32)
-        .unwrap();
+    let want =
+        safetensors_io::load(&dir.join("expected.safetensors"), &Device::Cpu, DType::F32).unwrap();
     let logits = model.forward(&ids, Mode::Eval).unwrap();
     check("pooled logits", &logits, &want["cls_logits"]);
     let labels = ints(&inputs["cls_labels"]);
     let loss = mean_ce_ignoring(&logits, &labels);
     let want_loss = want["cls_loss"].to_scalar::<f32>().unwrap();
-    assert!((loss - want_loss).abs() <= 1e-5, "loss {loss} vs {want_loss}");
+    assert!(
+        (loss - want_loss).abs() <= 1e-5,
+        "loss {loss} vs {want_loss}"
+    );
 
     // The hidden states at the real tokens (transformers masks padded keys, so padded
     // positions differ; no pooled token is one).
@@ -77,7 +84,10 @@ fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
             .unwrap_or_else(|| panic!("{name}: no gradient"));
         assert_eq!(ours.dims(), theirs.dims(), "{name}");
         let d = max_abs(ours, theirs);
-        assert!(d <= 1e-5, "gradient of {name} differs from transformers by {d}");
+        assert!(
+            d <= 1e-5,
+            "gradient of {name} differs from transformers by {d}"
+        );
         checked += 1;
     }
     assert_eq!(checked, 29);
@@ -110,8 +120,8 @@ fn export_is_transformers_layout_and_reloads_bit_exactly() {
     assert!(is_cls);
     assert_eq!(cfg2, cfg);
     // transformers' own names, bit for bit.
-    let orig = safetensors_io::load(&dir.join("model.safetensors"), &Device::Cpu, DType::F32)
-        .unwrap();
+    let orig =
+        safetensors_io::load(&dir.join("model.safetensors"), &Device::Cpu, DType::F32).unwrap();
     let ours = safetensors_io::load(&out, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(
         orig.keys().collect::<Vec<_>>(),

@@ -6,6 +6,7 @@ use clap::Subcommand;
 use lantern_data::labelled::ProblemType;
 use lantern_kernels::Rng;
 use lantern_models::bert::{hf, BertHead, BertInput, BertModel, Family};
+use lantern_models::task::TaskConfig;
 use lantern_models::{safetensors_io, Mode};
 use lantern_train::finetune::{self, FinetuneOptions};
 use lantern_train::finetune_config::FinetuneConfig;
@@ -596,24 +597,30 @@ fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Whether `path` is a BERT folder (an HF BERT, RoBERTa, XLM-R, DistilBERT or ELECTRA folder, a fine-tuning
-/// checkpoint or run).
-pub fn is_bert(path: &Path) -> bool {
+/// Whether `path` is a fine-tuning model: a BERT-family folder (an HF BERT, RoBERTa, XLM-R,
+/// DistilBERT or ELECTRA folder, a fine-tuning checkpoint or run), or a GPT-2 classifier
+/// (`GPT2ForSequenceClassification`). GPT-2 language models are not.
+pub fn is_task_model(path: &Path) -> bool {
     let Ok(dir) = finetune::resolve_checkpoint(path) else {
         return false;
     };
-    std::fs::read_to_string(dir.join("config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            v.get("model_type")?
-                .as_str()
-                .and_then(Family::from_model_type)
-        })
-        .is_some()
+    match TaskConfig::from_hf(&dir.join("config.json")) {
+        Ok((TaskConfig::Bert(_), _)) => true,
+        Ok((TaskConfig::Gpt2(_), head)) => head.is_some(),
+        Err(_) => std::fs::read_to_string(dir.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                v.get("model_type")?
+                    .as_str()
+                    .and_then(Family::from_model_type)
+            })
+            .is_some(),
+    }
 }
 
-/// Exports a BERT folder (any of our heads) in Hugging Face format, checking every tensor
+/// Exports a fine-tuning model (a BERT-family folder with any of our heads, or a GPT-2
+/// classifier) in Hugging Face format, checking every tensor
 /// against the config on the way; an existing `out` is never overwritten.
 pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
     if out.exists() {
@@ -623,16 +630,16 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
         );
     }
     let dir = finetune::resolve_checkpoint(path)?;
-    let (cfg, head) = hf::config_from_hf(&dir.join("config.json"))?;
+    let (cfg, head) = TaskConfig::from_hf(&dir.join("config.json"))?;
     let head = head.with_context(|| {
         format!(
-            "{}: \"architectures\" names no BERT-family model Lantern implements",
+            "{}: \"architectures\" names no BERT-family model or GPT-2 classifier Lantern \
+             implements",
             dir.join("config.json").display()
         )
     })?;
-    let (params, report) = hf::load_params(
+    let (params, report) = cfg.load_params(
         &dir.join("model.safetensors"),
-        &cfg,
         head,
         &mut Rng::new(0),
         &Device::Cpu,
@@ -649,9 +656,9 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let write = || -> Result<()> {
-        let bytes = safetensors_io::serialize(&hf::export_tensors(&params, dtype)?)?;
+        let bytes = safetensors_io::serialize(&cfg.export_tensors(&params, dtype)?)?;
         std::fs::write(tmp.join("model.safetensors"), bytes)?;
-        let c = hf::to_hf_config(&cfg, head, dtype);
+        let c = cfg.to_hf_config(head, dtype);
         std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&c)?)?;
         if dir.join("tokenizer.json").is_file() {
             std::fs::copy(dir.join("tokenizer.json"), tmp.join("tokenizer.json"))?;

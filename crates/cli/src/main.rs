@@ -424,7 +424,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 "bf16" => DType::BF16,
                 other => bail!("--dtype {other}: expected f32 or bf16"),
             };
-            if bert_cmds::is_bert(&model) {
+            if bert_cmds::is_task_model(&model) {
                 bert_cmds::export(&model, &out, dtype)?;
                 return Ok(Outcome::Done);
             }

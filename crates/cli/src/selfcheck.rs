@@ -814,7 +814,8 @@ fn bert_losses(
     (head, recompute): (lantern_models::bert::BertHead, bool),
 ) -> Result<Vec<f64>> {
     use lantern_data::labelled::ProblemType;
-    use lantern_models::bert::{self, BertClassifier, BertConfig, BertHead};
+    use lantern_models::bert::{self, BertConfig, BertHead};
+    use lantern_models::task::{TaskConfig, TaskModel};
     let (t, vocab, lens) = (64usize, 512u64, [64usize, 50, 33, 17]);
     let b = lens.len();
     let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
@@ -823,7 +824,7 @@ fn bert_losses(
     cfg.attention_probs_dropout_prob = 0.0;
     let mut rng = Rng::new(1337);
     let params = bert::init_params(&cfg, head, &mut rng, device, DType::F32)?;
-    let model = BertClassifier::new(&cfg, &params, head)?;
+    let model = TaskModel::new(&TaskConfig::Bert(cfg), &params, head)?;
     let mut opt = lantern_train::optim::Optimizer::new(
         lantern_train::optim::OptimizerConfig::AdamW(AdamWConfig::default()),
         &params,

@@ -2258,3 +2258,116 @@ fn multiple_choice_learns_from_swag_and_generic_files_evaluates_and_predicts() {
         "{e}"
     );
 }
+
+/// A GPT-2 pretrained with `lantern train` on real text (fortunes), fine-tuned from its run
+/// folder to classify sentences (`GPT2ForSequenceClassification`): it learns, pads with the
+/// end-of-text id as transformers users do, exports as transformers' class, evaluates and
+/// predicts from the export, resumes byte-identical, recomputes activations to the same
+/// losses, and refuses what GPT-2 has no head or setting for.
+#[test]
+fn a_pretrained_gpt2_fine_tunes_for_sequence_classification() {
+    let f = Fixture::new();
+    let gpt_run = f.root.join("gpt");
+    common::train_ok(&common::tiny_config(&f.root, &gpt_run, ""), &[]);
+    let model = format!("init_from = {gpt_run:?}");
+    let plain = ("train.jsonl", "val.jsonl", "");
+    let cls = |name: &str, train: &str| f.config_with(name, (&model, 16), plain, train, PATIENT);
+    const GPT_RUN: &str = "epochs = 10\nlr = 3e-3\neval_every_steps = 4";
+    let out = lantern_ok(&["finetune", "--config", p(&cls("gpt-cls", GPT_RUN))]);
+    assert!(
+        out.contains("newly initialised") && out.contains("score.weight"),
+        "{out}"
+    );
+    let run = f.root.join("gpt-cls");
+    let best = best_of(&run, "accuracy");
+    assert!(best >= 0.9, "best accuracy {best}\n{out}");
+
+    // transformers' class and names; the padding id is the tokenizer's end-of-text.
+    let c: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(c["architectures"][0], "GPT2ForSequenceClassification");
+    assert_eq!(c["model_type"], "gpt2");
+    assert_eq!(c["id2label"]["0"], "animal");
+    assert_eq!(c["problem_type"], "single_label_classification");
+    let tok = lantern_data::tokenizer::load_tokenizer(&run.join("model/tokenizer.json")).unwrap();
+    let eot = tok.token_to_id(lantern_data::tokenizer::EOT).unwrap();
+    assert_eq!(c["pad_token_id"], eot);
+    let names = common::read_f32_tensors(&run.join("model/model.safetensors"));
+    assert!(names.iter().any(|(n, _)| n == "score.weight"));
+    for (n, _) in &names {
+        assert!(n.starts_with("transformer.") || n == "score.weight", "{n}");
+    }
+
+    // eval reproduces the best evaluation; predict names a label per sentence.
+    let metrics = f.root.join("gpt-eval.json");
+    let (_, m) = eval_json(&run, &f.root.join("val.jsonl"), &metrics, &[]);
+    assert_eq!(m["accuracy"].as_f64().unwrap(), best);
+    let preds = f.root.join("gpt-preds.jsonl");
+    lantern_ok(&[
+        "predict",
+        "--checkpoint",
+        p(&run),
+        "--input",
+        p(&f.root.join("val.jsonl")),
+        "--out",
+        p(&preds),
+    ]);
+    let lines = std::fs::read_to_string(&preds).unwrap();
+    assert_eq!(lines.lines().count(), 12);
+    assert!(lines
+        .lines()
+        .all(|l| l.contains("\"animal\"") || l.contains("\"machine\"")));
+    // `lantern export` of the best checkpoint writes the same model.
+    let hf = f.root.join("gpt-hf");
+    lantern_ok(&["export", "--model", p(&run.join("best")), "--out", p(&hf)]);
+    assert_eq!(
+        common::read_f32_tensors(&hf.join("model.safetensors")),
+        names
+    );
+
+    // Cut short and resumed: the same run, byte for byte.
+    let cut = cls("gpt-cut", GPT_RUN);
+    finetune_quiet(&cut, &["--stop-after", "7"]);
+    finetune_quiet(&cut, &["--resume"]);
+    assert_same_run(&run, &f.root.join("gpt-cut"));
+
+    // Activation checkpointing recomputes the blocks: the same losses.
+    let short = "max_steps = 4\nlr = 3e-3";
+    finetune_quiet(&cls("gpt-keep", short), &[]);
+    let ac = format!("{short}\nactivation_checkpointing = true");
+    finetune_quiet(&cls("gpt-recompute", &ac), &[]);
+    let (a, b) = (
+        train_losses(&f.root.join("gpt-keep")),
+        train_losses(&f.root.join("gpt-recompute")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "{a:?} vs {b:?}");
+    }
+
+    // GPT-2 has a sequence classifier only, and one dropout rate.
+    let tagged = f.config_with(
+        "gpt-tok",
+        (&model, 16),
+        (
+            "train.jsonl",
+            "val.jsonl",
+            "problem_type = \"token_classification\"",
+        ),
+        short,
+        "",
+    );
+    let e = lantern_err(&["finetune", "--config", p(&tagged), "--quiet"]);
+    assert!(
+        e.contains("config.json") && e.contains("sequence classification"),
+        "{e}"
+    );
+    let model_drop = format!("{model}\nclassifier_dropout = 0.2");
+    let dropped = f.config_with("gpt-drop", (&model_drop, 16), plain, short, "");
+    let e = lantern_err(&["finetune", "--config", p(&dropped), "--quiet"]);
+    assert!(
+        e.contains("model.classifier_dropout") && e.contains("hidden_dropout_prob"),
+        "{e}"
+    );
+}

@@ -10,6 +10,7 @@ pub mod gpt;
 pub mod hf_config;
 pub mod params;
 pub mod safetensors_io;
+pub mod task;
 
 pub use error::{Error, Result};
 pub use hf_config::LoadReport;

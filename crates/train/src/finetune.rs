@@ -30,7 +30,7 @@ use crate::metrics_cls::{
 use crate::metrics_tok::TokenCounts;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
-use crate::recompute::{checkpointed_backward, BertBlocks};
+use crate::recompute::{checkpointed_backward, BertBlocks, Blocks, GptBlocks};
 use crate::schedule::Schedule;
 use crate::trainer::{agree_on_checkpoint, agree_on_stop, reduce_step};
 use crate::world::{join_world, World};
@@ -40,9 +40,9 @@ use lantern_comm::{Communicator, ReduceOp};
 use lantern_data::labelled::{self, ClsBatch, Encoded, ProblemType, RawExample, Target};
 use lantern_data::tokenizer::{check_vocab, load_tokenizer};
 use lantern_kernels::{cross_entropy_sum, Rng};
-use lantern_models::bert::{
-    hf, init_params, BertClassifier, BertConfig, BertForMultipleChoice, BertHead, BertInput,
-};
+use lantern_models::bert::{init_params, BertConfig, BertForMultipleChoice, BertHead, BertInput};
+use lantern_models::gpt::GptClsConfig;
+use lantern_models::task::{TaskConfig, TaskModel};
 use lantern_models::{safetensors_io, Mode, Params};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -152,7 +152,7 @@ pub struct BestCheckpoint {
 /// A classifier ready to run: config (with labels), parameters, tokenizer.
 pub struct Classifier {
     pub source: PathBuf,
-    pub cfg: BertConfig,
+    pub cfg: TaskConfig,
     pub params: Params,
     pub tokenizer: Tokenizer,
     pub tokenizer_path: PathBuf,
@@ -168,9 +168,14 @@ pub struct Classifier {
     pub columns: labelled::Columns,
 }
 
-/// The id batches are padded with: the tokenizer's `[PAD]`, else the config's pad_token_id.
-fn pad_id(tokenizer: &Tokenizer, cfg: &BertConfig) -> u32 {
-    tokenizer.token_to_id("[PAD]").unwrap_or(cfg.pad_token_id)
+/// The id batches are padded with: for the BERT family the tokenizer's `[PAD]`, else the
+/// config's pad_token_id; for GPT-2 the config's, which its classifier's pooling reads too
+/// (`config_path` names the file that lacks one).
+fn pad_id(tokenizer: &Tokenizer, cfg: &TaskConfig, config_path: &Path) -> Result<u32> {
+    match cfg {
+        TaskConfig::Bert(c) => Ok(tokenizer.token_to_id("[PAD]").unwrap_or(c.pad_token_id)),
+        TaskConfig::Gpt2(c) => Ok(c.pad_id(config_path)?),
+    }
 }
 
 /// Newest `step-N` folder holding a model and its state under `root` (`best/` or `last/`).
@@ -238,7 +243,7 @@ pub fn head_of(problem: ProblemType) -> BertHead {
 /// another family's), checking that its tokenizer's vocabulary matches the model's.
 pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let dir = resolve_checkpoint(path)?;
-    let (cfg, head) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
+    let (cfg, head) = TaskConfig::from_hf(&dir.join(CONFIG_FILE))?;
     let problem = problem_of(&cfg, head, &dir.join(CONFIG_FILE))?;
     let min_labels = if problem == ProblemType::Regression {
         1
@@ -255,15 +260,15 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
         return Err(Error::Checkpoint {
             path: dir.join(CONFIG_FILE),
             msg: "not a BertForSequenceClassification or BertForTokenClassification config \
-                  (or another family's) with id2label, nor a BertForQuestionAnswering or \
-                  BertForMultipleChoice config"
+                  (or another family's, or GPT2ForSequenceClassification) with id2label, nor a \
+                  BertForQuestionAnswering or BertForMultipleChoice config"
                 .into(),
         });
     }
     let params = load_trained(&dir.join(checkpoint::MODEL_FILE), &cfg, problem, device)?;
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer = load_tokenizer(&tokenizer_path)?;
-    check_vocab(&tokenizer, cfg.vocab_size, &tokenizer_path)?;
+    check_vocab(&tokenizer, cfg.vocab_size(), &tokenizer_path)?;
     let state = std::fs::read_to_string(dir.join(STATE_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<FinetuneState>(&t).ok());
@@ -285,7 +290,7 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let columns = state
         .as_ref()
         .map_or_else(labelled::Columns::default, |s| s.config.data.columns());
-    let pad = pad_id(&tokenizer, &cfg);
+    let pad = pad_id(&tokenizer, &cfg, &dir.join(CONFIG_FILE))?;
     Ok(Classifier {
         qa,
         columns,
@@ -303,13 +308,12 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
 /// A trained classifier's fp32 weights: every parameter, the head included, must be there.
 fn load_trained(
     weights: &Path,
-    cfg: &BertConfig,
+    cfg: &TaskConfig,
     problem: ProblemType,
     device: &Device,
 ) -> Result<Params> {
-    let (params, report) = hf::load_params(
+    let (params, report) = cfg.load_params(
         weights,
-        cfg,
         head_of(problem),
         &mut Rng::new(0),
         device,
@@ -329,14 +333,14 @@ fn load_trained(
 
 /// The problem type of a classifier: token classification for `BertForTokenClassification`,
 /// else the one its config names (transformers' default, single-label, when it names none).
-fn problem_of(cfg: &BertConfig, head: Option<BertHead>, config_path: &Path) -> Result<ProblemType> {
+fn problem_of(cfg: &TaskConfig, head: Option<BertHead>, config_path: &Path) -> Result<ProblemType> {
     match head {
         Some(BertHead::TokenClassification) => return Ok(ProblemType::TokenClassification),
         Some(BertHead::QuestionAnswering) => return Ok(ProblemType::QuestionAnswering),
         Some(BertHead::MultipleChoice) => return Ok(ProblemType::MultipleChoice),
         _ => {}
     }
-    match cfg.problem_type.as_deref() {
+    match cfg.problem_type() {
         None => Ok(ProblemType::SingleLabelClassification),
         Some(name) => ProblemType::from_name(name).ok_or_else(|| Error::Checkpoint {
             path: config_path.to_path_buf(),
@@ -347,8 +351,8 @@ fn problem_of(cfg: &BertConfig, head: Option<BertHead>, config_path: &Path) -> R
 
 impl Classifier {
     /// The model for evaluation and prediction: these weights, no graph recorded.
-    pub fn frozen_model(&self) -> Result<BertClassifier> {
-        Ok(BertClassifier::new(
+    pub fn frozen_model(&self) -> Result<TaskModel> {
+        Ok(TaskModel::new(
             &self.cfg,
             &self.params.frozen(),
             head_of(self.problem),
@@ -424,7 +428,7 @@ pub struct ClsMicro<'a> {
 
 /// The classifier one [`classifier_step`] trains, and its weights.
 pub struct ClsModel<'a> {
-    pub model: &'a BertClassifier,
+    pub model: &'a TaskModel,
     /// The variables the model reads: the bf16/fp16 working copy in mixed precision, else the
     /// same store as `master`.
     pub work: &'a Params,
@@ -468,13 +472,27 @@ pub fn classifier_step(
         let targets = (&mb.labels, mb.weights.as_ref());
         let divisor = s.rows.max(1) as f64;
         if s.activation_checkpointing {
-            let blocks = BertBlocks::new(m.model.bert(), &mb.input)?;
-            let top = |x: &Tensor, mode: &mut Mode<'_>| -> Result<Tensor> {
-                let logits = m.model.head_on(x, mode)?;
-                Ok((summed_loss(&logits, targets, s.problem, s.label_smoothing)? / divisor)?)
+            let loss_of = |logits: &Tensor| -> Result<Tensor> {
+                Ok((summed_loss(logits, targets, s.problem, s.label_smoothing)? / divisor)?)
             };
             let mode = Mode::Train(&mut rng);
-            loss_sum += checkpointed_backward(&blocks, mode, top, scale, (m.work, &mut grads))?;
+            let acc = (m.work, &mut grads);
+            loss_sum += match m.model {
+                TaskModel::Bert(model) => {
+                    let blocks = BertBlocks::new(model.bert(), &mb.input)?;
+                    let top = |x: &Tensor, mode: &mut Mode<'_>| loss_of(&model.head_on(x, mode)?);
+                    checkpointed_backward(&blocks, mode, top, scale, acc)?
+                }
+                TaskModel::Gpt2(model) => {
+                    let ids = mb.input.ids;
+                    let last = model.last_tokens(ids)?;
+                    let blocks = GptBlocks::new(model.gpt(), ids, &mode)?;
+                    let top = |x: &Tensor, _: &mut Mode<'_>| {
+                        loss_of(&model.head(x, &last, ids.dims2()?)?)
+                    };
+                    checkpointed_backward(&blocks as &dyn Blocks, mode, top, scale, acc)?
+                }
+            };
             continue;
         }
         let logits = m.model.forward(&mb.input, Mode::Train(&mut rng))?;
@@ -673,7 +691,7 @@ fn train_rows_of(e: &Encoded, problem: ProblemType, all_tokens: bool) -> usize {
 /// its T start logits then its T end logits (padding left out); for a multiple-choice example
 /// (C), its choices' scores.
 pub fn predict_logits(
-    model: &BertClassifier,
+    model: &TaskModel,
     data: &[Encoded],
     batch_size: usize,
     pad_id: u32,
@@ -685,7 +703,7 @@ pub fn predict_logits(
 
 /// [`predict_logits`] of the examples `data` points to.
 fn logits_of(
-    model: &BertClassifier,
+    model: &TaskModel,
     data: &[&Encoded],
     batch_size: usize,
     pad_id: u32,
@@ -711,9 +729,9 @@ fn logits_of(
             )?
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?;
-        match model {
-            BertClassifier::Sequence(_) => out.extend(logits.to_vec2::<f32>()?),
-            BertClassifier::Token(_) => {
+        match model.head() {
+            BertHead::SequenceClassification => out.extend(logits.to_vec2::<f32>()?),
+            BertHead::TokenClassification => {
                 // (B, T, L): each example's first sub-token rows, in word order.
                 for (rows, e) in logits.to_vec3::<f32>()?.into_iter().zip(chunk) {
                     let picked = labelled::first_subwords(&e.word_ids)
@@ -722,7 +740,7 @@ fn logits_of(
                     out.push(picked.collect());
                 }
             }
-            BertClassifier::MultipleChoice(_) => {
+            BertHead::MultipleChoice => {
                 // (B·C, 1): each example's C scores, in order.
                 let scores = logits.flatten_all()?.to_vec1::<f32>()?;
                 let mut at = 0;
@@ -732,13 +750,19 @@ fn logits_of(
                     at += c;
                 }
             }
-            BertClassifier::QuestionAnswering(_) => {
+            BertHead::QuestionAnswering => {
                 // (B, T, 2): each window's own tokens, starts then ends.
                 for (rows, e) in logits.to_vec3::<f32>()?.into_iter().zip(chunk) {
                     let rows = &rows[..e.ids.len()];
                     let starts = rows.iter().map(|r| r[0]);
                     out.push(starts.chain(rows.iter().map(|r| r[1])).collect());
                 }
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "{} gives no task logits",
+                    other.architecture()
+                )))
             }
         }
     }
@@ -782,7 +806,7 @@ pub fn argmax(p: &[f32]) -> usize {
 /// Loss and metrics on labelled data (every example must have a label), for `problem` with
 /// the label set `names`.
 pub fn evaluate(
-    model: &BertClassifier,
+    model: &TaskModel,
     data: &[Encoded],
     (problem, names): (ProblemType, &[String]),
     batch_size: usize,
@@ -803,7 +827,7 @@ pub fn evaluate(
 
 /// Question answering's [`evaluate`]: loss, exact match and F1 of `data`'s questions.
 pub fn evaluate_qa(
-    model: &BertClassifier,
+    model: &TaskModel,
     data: &QaData,
     opts: &QaOptions,
     (batch_size, pad_id): (usize, u32),
@@ -822,7 +846,7 @@ pub fn evaluate_qa(
 
 /// Every question's answer and n-best list (best first), in eval mode.
 pub fn predict_answers(
-    model: &BertClassifier,
+    model: &TaskModel,
     data: &QaData,
     opts: &QaOptions,
     (batch_size, pad_id): (usize, u32),
@@ -839,7 +863,7 @@ pub fn predict_answers(
 /// Question answering also takes the questions `data`'s windows come from.
 fn evaluate_on(
     comm: &Communicator,
-    model: &BertClassifier,
+    model: &TaskModel,
     data: &[Encoded],
     (problem, names, label_smoothing): (ProblemType, &[String], f64),
     (batch_size, pad_id): (usize, u32),
@@ -1025,6 +1049,7 @@ fn read_state(dir: &Path) -> Result<FinetuneState> {
 /// What every checkpoint of one run shares, and how one is written.
 struct CheckpointWriter<'a> {
     cfg: &'a FinetuneConfig,
+    model: &'a TaskConfig,
     params: &'a Params,
     labels: &'a [String],
     train_examples: usize,
@@ -1037,16 +1062,17 @@ struct CheckpointWriter<'a> {
 impl<'a> CheckpointWriter<'a> {
     fn new(
         cfg: &'a FinetuneConfig,
-        bert: &BertConfig,
+        model: &'a TaskConfig,
         params: &'a Params,
         tokenizer_path: &Path,
         labels: &'a [String],
         train_examples: usize,
         examples_per_step: usize,
     ) -> Result<Self> {
-        let config = hf::to_hf_config(bert, head_of(cfg.data.problem_type), DType::F32);
+        let config = model.to_hf_config(head_of(cfg.data.problem_type), DType::F32);
         Ok(Self {
             cfg,
+            model,
             params,
             labels,
             train_examples,
@@ -1059,10 +1085,9 @@ impl<'a> CheckpointWriter<'a> {
     /// The weights as `model.safetensors` bytes (HF names, fp32): made once for the
     /// checkpoints of one step.
     fn weights(&self) -> Result<Vec<u8>> {
-        Ok(safetensors_io::serialize(&hf::export_tensors(
-            self.params,
-            DType::F32,
-        )?)?)
+        Ok(safetensors_io::serialize(
+            &self.model.export_tensors(self.params, DType::F32)?,
+        )?)
     }
 
     fn resume_state(
@@ -1155,7 +1180,8 @@ fn export_folder(src: &Path, out: &Path) -> Result<()> {
 }
 
 /// The model to fine-tune: a pretrained checkpoint with a classification head (fresh unless it
-/// is already a classifier with the same labels), or a fresh encoder.
+/// is already a classifier with the same labels; a BERT-family encoder, or GPT-2 for sequence
+/// classification), or a fresh BERT encoder.
 fn build_model(
     cfg: &FinetuneConfig,
     labels: &[String],
@@ -1163,7 +1189,7 @@ fn build_model(
     tokenizer_path: &Path,
     device: &Device,
     quiet: bool,
-) -> Result<(BertConfig, Params)> {
+) -> Result<(TaskConfig, Params)> {
     let m = &cfg.model;
     let problem = cfg.data.problem_type;
     let head = head_of(problem);
@@ -1171,15 +1197,18 @@ fn build_model(
     let problem_name =
         (head == BertHead::SequenceClassification).then(|| problem.name().to_string());
     let mut rng = Rng::derive(cfg.train.seed, HEAD_INIT_STREAM);
-    let (mut bert, params) = match &m.init_from {
+    let (mut model, params) = match &m.init_from {
         Some(dir) => {
-            let (c, _) = hf::config_from_hf(&dir.join(CONFIG_FILE))?;
-            let mut c = c.with_labels(labels);
-            c.problem_type = problem_name;
-            check_vocab(tokenizer, c.vocab_size, tokenizer_path)?;
-            let (p, report) = hf::load_params(
+            let config_path = dir.join(CONFIG_FILE);
+            let (c, _) = TaskConfig::from_hf(&config_path)?;
+            c.check_head(head, &config_path)?;
+            let mut c = c.with_labels(labels, problem_name);
+            if let TaskConfig::Gpt2(g) = &mut c {
+                g.pad_token_id = Some(gpt2_pad_id(g, tokenizer, &config_path)?);
+            }
+            check_vocab(tokenizer, c.vocab_size(), tokenizer_path)?;
+            let (p, report) = c.load_params(
                 &dir.join(checkpoint::MODEL_FILE),
-                &c,
                 head,
                 &mut rng,
                 device,
@@ -1218,29 +1247,67 @@ fn build_model(
             c.problem_type = problem_name;
             c.pad_token_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
             let p = init_params(&c, head, &mut rng, device, DType::F32)?;
-            (c, p)
+            (TaskConfig::Bert(c), p)
         }
     };
-    if let Some(p) = m.hidden_dropout_prob {
-        bert.hidden_dropout_prob = p;
+    match &mut model {
+        TaskConfig::Bert(bert) => {
+            if let Some(p) = m.hidden_dropout_prob {
+                bert.hidden_dropout_prob = p;
+            }
+            if let Some(p) = m.attention_probs_dropout_prob {
+                bert.attention_probs_dropout_prob = p;
+            }
+            if let Some(p) = m.classifier_dropout {
+                bert.classifier_dropout = Some(p);
+            }
+        }
+        TaskConfig::Gpt2(g) => {
+            // GPT-2 here has one dropout rate (embeddings, attention and residuals).
+            if let Some(p) = m.hidden_dropout_prob {
+                g.gpt.dropout = p;
+            }
+            for (key, set) in [
+                (
+                    "attention_probs_dropout_prob",
+                    m.attention_probs_dropout_prob,
+                ),
+                ("classifier_dropout", m.classifier_dropout),
+            ] {
+                if set.is_some() {
+                    return Err(Error::Config(format!(
+                        "model.{key} is a BERT-family setting; GPT-2 has one dropout rate for \
+                         embeddings, attention and residuals: set model.hidden_dropout_prob"
+                    )));
+                }
+            }
+        }
     }
-    if let Some(p) = m.attention_probs_dropout_prob {
-        bert.attention_probs_dropout_prob = p;
-    }
-    if let Some(p) = m.classifier_dropout {
-        bert.classifier_dropout = Some(p);
-    }
-    bert.validate()?;
-    if cfg.data.max_length > bert.max_tokens() {
+    model.validate()?;
+    if cfg.data.max_length > model.max_tokens() {
         return Err(Error::Config(format!(
-            "data.max_length {} exceeds the model's limit of {} tokens \
-             (max_position_embeddings {})",
+            "data.max_length {} exceeds the model's limit of {} tokens",
             cfg.data.max_length,
-            bert.max_tokens(),
-            bert.max_position_embeddings
+            model.max_tokens(),
         )));
     }
-    Ok((bert, params))
+    Ok((model, params))
+}
+
+/// The padding id of a GPT-2 classifier: its config's `pad_token_id`, else (a language model's
+/// config has none) its `eos_token_id`, else the tokenizer's `<|endoftext|>`: what people set
+/// (`pad_token = eos_token`) to fine-tune GPT-2 with transformers.
+fn gpt2_pad_id(cfg: &GptClsConfig, tokenizer: &Tokenizer, config_path: &Path) -> Result<u32> {
+    let vocab = cfg.gpt.vocab_size as u32;
+    cfg.pad_token_id
+        .or(cfg.eos_token_id.filter(|&e| e < vocab))
+        .or(tokenizer.token_to_id("<|endoftext|>"))
+        .ok_or_else(|| Error::Checkpoint {
+            path: config_path.to_path_buf(),
+            msg: "GPT-2 config has no pad_token_id or eos_token_id, and the tokenizer has no \
+                  <|endoftext|>: no id to pad batches with"
+                .into(),
+        })
 }
 
 /// Runs a fine-tuning described by `cfg`.
@@ -1369,7 +1436,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             d.train.display()
         )));
     }
-    let (bert_cfg, mut params) =
+    let (task_cfg, mut params) =
         build_model(&cfg, &labels, &tokenizer, &tokenizer_path, &device, quiet)?;
     if let Some((dir, st, rs)) = &resumed {
         if st.config.data.problem_type != problem {
@@ -1404,7 +1471,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         }
         params = load_trained(
             &dir.join(checkpoint::MODEL_FILE),
-            &bert_cfg,
+            &task_cfg,
             problem,
             &device,
         )?;
@@ -1507,7 +1574,13 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         }
         None => None,
     };
-    let pad = pad_id(&tokenizer, &bert_cfg);
+    let init_config = cfg.model.init_from.as_ref().map(|d| d.join(CONFIG_FILE));
+    let pad = pad_id(
+        &tokenizer,
+        &task_cfg,
+        init_config.as_deref().unwrap_or(Path::new(CONFIG_FILE)),
+    )?;
+    let (layers, width) = task_cfg.layers_and_width();
     let continuation = labelled::continuation_classes(&labels);
     let t = &cfg.train;
     // One step takes `batch_size` examples per micro-batch, `grad_accum` micro-batches and
@@ -1542,8 +1615,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         Some(v) => say(format!(
             "fine-tuning {} layers x {} hidden on {device_name}, question answering: {} train \
              / {} validation windows ({} validation questions{})",
-            bert_cfg.num_hidden_layers,
-            bert_cfg.hidden_size,
+            layers,
+            width,
             train.len(),
             val.len(),
             v.examples.len(),
@@ -1558,8 +1631,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         None if problem == ProblemType::MultipleChoice => say(format!(
             "fine-tuning {} layers x {} hidden on {device_name}, multiple choice of {}: {} \
              train / {} validation examples",
-            bert_cfg.num_hidden_layers,
-            bert_cfg.hidden_size,
+            layers,
+            width,
             train.first().map_or(0, |e| e.choice_lens.len()),
             train.len(),
             val.len()
@@ -1567,8 +1640,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         None => say(format!(
             "fine-tuning {} layers x {} hidden on {device_name}, {} labels {:?}: {} train / {} \
              validation examples",
-            bert_cfg.num_hidden_layers,
-            bert_cfg.hidden_size,
+            layers,
+            width,
             labels.len(),
             labels,
             train.len(),
@@ -1624,9 +1697,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
          step | {steps_per_epoch} steps per epoch",
         t.precision, t.batch_size, t.grad_accum
     ));
-    let model = BertClassifier::new(&bert_cfg, work_params, head_of(problem))?;
+    let model = TaskModel::new(&task_cfg, work_params, head_of(problem))?;
     // Evaluations read the same weights without recording a graph.
-    let eval_model = BertClassifier::new(&bert_cfg, &work_params.frozen(), head_of(problem))?;
+    let eval_model = TaskModel::new(&task_cfg, &work_params.frozen(), head_of(problem))?;
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience)
         .with_threshold(cfg.early_stopping.threshold);
     let metric = cfg.early_stopping.metric.clone();
@@ -1671,7 +1744,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     let writer = CheckpointWriter::new(
         &cfg,
-        &bert_cfg,
+        &task_cfg,
         &params,
         &tokenizer_path,
         &labels,
@@ -1944,12 +2017,11 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             // The best model, as exported, on rank 0 alone: the others may not see best/.
             let best_params = load_trained(
                 &b.dir.join(checkpoint::MODEL_FILE),
-                &bert_cfg,
+                &task_cfg,
                 problem,
                 &device,
             )?;
-            let best_model =
-                BertClassifier::new(&bert_cfg, &best_params.frozen(), head_of(problem))?;
+            let best_model = TaskModel::new(&task_cfg, &best_params.frozen(), head_of(problem))?;
             let r = evaluate_on(
                 &Communicator::single(),
                 &best_model,

@@ -113,10 +113,21 @@ pub fn checkpointed_backward(
 }
 
 /// GPT's blocks over one batch of ids.
-struct GptBlocks<'a> {
+pub struct GptBlocks<'a> {
     gpt: &'a Gpt,
     ids: &'a Tensor,
     mask: Option<Tensor>,
+}
+
+impl<'a> GptBlocks<'a> {
+    /// The blocks over ids (B, T), with the attention mask a forward in `mode` takes.
+    pub fn new(gpt: &'a Gpt, ids: &'a Tensor, mode: &Mode<'_>) -> Result<Self> {
+        Ok(Self {
+            gpt,
+            ids,
+            mask: gpt.block_mask(ids, mode)?,
+        })
+    }
 }
 
 impl Blocks for GptBlocks<'_> {
@@ -178,11 +189,7 @@ impl LossModel for Recomputed<Gpt> {
         grads: &mut StepGrads,
     ) -> Result<f64> {
         let gpt = &self.0;
-        let blocks = GptBlocks {
-            gpt,
-            ids: &batch.ids,
-            mask: gpt.block_mask(&batch.ids, &mode)?,
-        };
+        let blocks = GptBlocks::new(gpt, &batch.ids, &mode)?;
         let top = |x: &Tensor, _: &mut Mode<'_>| -> Result<Tensor> {
             Ok((causal_loss_sum(&gpt.head(x)?, batch)? / divisor)?)
         };

@@ -282,20 +282,19 @@ impl ModelConfig {
         })
     }
 
-    /// Files a checkpoint holds besides weights, optimizer, tokenizer and trainer state. A
-    /// BERT checkpoint carries HF's `config.json`, so it is already a `BertForMaskedLM` folder
-    /// that `lantern export`, the fine-tuning commands and transformers read.
-    pub fn checkpoint_files(&self) -> Vec<(&'static str, Vec<u8>)> {
-        match self {
-            Self::Gpt(_) => Vec::new(),
-            Self::Bert(c) => {
-                let v = bert::hf::to_hf_config(c, BertHead::MaskedLm, DType::F32);
-                vec![(
-                    "config.json",
-                    serde_json::to_vec_pretty(&v).expect("config serialises"),
-                )]
-            }
-        }
+    /// Files a checkpoint holds besides weights, optimizer, tokenizer and trainer state: HF's
+    /// `config.json`, so that every checkpoint is already a `GPT2LMHeadModel` (with `eot_id`
+    /// as its BOS/EOS) or `BertForMaskedLM` folder that `lantern export`, the fine-tuning
+    /// commands and transformers read.
+    pub fn checkpoint_files(&self, eot_id: Option<u32>) -> Vec<(&'static str, Vec<u8>)> {
+        let v = match self {
+            Self::Gpt(c) => gpt::hf::to_hf_config(c, eot_id, DType::F32),
+            Self::Bert(c) => bert::hf::to_hf_config(c, BertHead::MaskedLm, DType::F32),
+        };
+        vec![(
+            "config.json",
+            serde_json::to_vec_pretty(&v).expect("config serialises"),
+        )]
     }
 
     /// The GPT config of a record, or an error saying what else it is (`path` for messages).

@@ -673,6 +673,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         model_cfg.vocab_size(),
     )?;
     let task = Task::new(&model_cfg, &cfg, &tokenizer, &tokenizer_path)?;
+    let eot_id = tokenizer.token_to_id(lantern_data::tokenizer::EOT);
 
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
     let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, quiet);
@@ -783,7 +784,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 serde_json::to_vec_pretty(&st).expect("state serialises"),
             ),
         ];
-        files.extend(model_cfg.checkpoint_files());
+        files.extend(model_cfg.checkpoint_files(eot_id));
         if as_best {
             checkpoint::save_best(&ckpt_root, step, &files)
         } else {

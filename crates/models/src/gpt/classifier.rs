@@ -88,7 +88,9 @@ impl GptClsConfig {
     pub fn validate(&self) -> Result<()> {
         self.gpt.validate()?;
         if self.id2label.is_empty() {
-            return Err(Error::Config("a GPT-2 classifier needs at least one label".into()));
+            return Err(Error::Config(
+                "a GPT-2 classifier needs at least one label".into(),
+            ));
         }
         if let Some(p) = self.pad_token_id {
             if p as usize >= self.gpt.vocab_size {
@@ -185,7 +187,11 @@ pub fn params_from_tensors(
                 .values()
                 .next()
                 .map_or(Device::Cpu, |t| t.device().clone());
-            Tensor::from_vec(rng.normal_vec(shape[0] * shape[1], SCORE_STD), &shape, &device)?
+            Tensor::from_vec(
+                rng.normal_vec(shape[0] * shape[1], SCORE_STD),
+                &shape,
+                &device,
+            )?
         }
     };
     if tensors.remove("lm_head.weight").is_some() {
@@ -287,8 +293,8 @@ impl GptForSequenceClassification {
     pub fn head(&self, x: &Tensor, last: &[u32], (b, t): (usize, usize)) -> Result<Tensor> {
         let c = x.dim(2)?;
         let h = self.gpt.final_norm(x)?.reshape((b * t, c))?; // (B·T, C)
-        // Row r's picked token is row r·T + last[r] of the flattened states; a gather whose
-        // backward scatters into those rows (the embedding op).
+                                                              // Row r's picked token is row r·T + last[r] of the flattened states; a gather whose
+                                                              // backward scatters into those rows (the embedding op).
         let rows: Vec<u32> = last
             .iter()
             .enumerate()
@@ -330,7 +336,12 @@ mod tests {
         let cfg = tiny();
         let (_, m) = model(&cfg);
         let ids = Tensor::new(
-            &[[1u32, 19, 2, 3], [4, 5, 19, 19], [6, 19, 19, 19], [19, 19, 19, 19]],
+            &[
+                [1u32, 19, 2, 3],
+                [4, 5, 19, 19],
+                [6, 19, 19, 19],
+                [19, 19, 19, 19],
+            ],
             &Device::Cpu,
         )
         .unwrap();
@@ -342,10 +353,18 @@ mod tests {
         let cfg = tiny();
         let (_, m) = model(&cfg);
         let padded = Tensor::new(&[[1u32, 2, 3, 4, 5], [6, 7, 19, 19, 19]], &Device::Cpu).unwrap();
-        let both = m.forward(&padded, Mode::Eval).unwrap().to_vec2::<f32>().unwrap();
+        let both = m
+            .forward(&padded, Mode::Eval)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         for (row, alone) in [(0, vec![1u32, 2, 3, 4, 5]), (1, vec![6, 7])] {
             let ids = Tensor::from_vec(alone.clone(), (1, alone.len()), &Device::Cpu).unwrap();
-            let one = m.forward(&ids, Mode::Eval).unwrap().to_vec2::<f32>().unwrap();
+            let one = m
+                .forward(&ids, Mode::Eval)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
             for (a, b) in both[row].iter().zip(&one[0]) {
                 assert!((a - b).abs() < 1e-5, "row {row}: {a} vs {b}");
             }
@@ -363,8 +382,16 @@ mod tests {
         let loss = logits.sqr().unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         for (name, v) in p.iter() {
-            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
-            let n = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient"));
+            let n = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(n > 0.0, "{name}: zero gradient");
         }
         // Only the two pooled tokens' rows reach score: its gradient is theirs.
@@ -381,7 +408,10 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
             .collect();
-        tensors.insert("lm_head.weight".into(), tensors["transformer.wte.weight"].clone());
+        tensors.insert(
+            "lm_head.weight".into(),
+            tensors["transformer.wte.weight"].clone(),
+        );
         let (p, report) = params_from_tensors(
             tensors.clone(),
             &cfg,
@@ -394,7 +424,10 @@ mod tests {
         assert_eq!(report.unused, vec!["lm_head.weight".to_string()]);
         assert_eq!(p.len(), lm.len() + 1);
         // A score of the wrong number of labels is named.
-        tensors.insert(SCORE.into(), Tensor::zeros((2, 16), DType::F32, &Device::Cpu).unwrap());
+        tensors.insert(
+            SCORE.into(),
+            Tensor::zeros((2, 16), DType::F32, &Device::Cpu).unwrap(),
+        );
         let Err(e) = params_from_tensors(
             tensors,
             &cfg,
@@ -424,6 +457,9 @@ mod tests {
         v["pad_token_id"] = Value::from(20);
         std::fs::write(&path, v.to_string()).unwrap();
         let e = config_from_hf(&path).unwrap_err().to_string();
-        assert!(e.contains("config.json") && e.contains("pad_token_id 20"), "{e}");
+        assert!(
+            e.contains("config.json") && e.contains("pad_token_id 20"),
+            "{e}"
+        );
     }
 }
