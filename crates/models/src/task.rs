@@ -196,14 +196,15 @@ impl TaskConfig {
 
 /// A model fine-tuning trains, over the variables of a [`Params`] store.
 pub enum TaskModel {
-    Bert(BertClassifier),
+    /// Boxed: an encoder with its head is a few hundred bytes of tensor handles.
+    Bert(Box<BertClassifier>),
     Gpt2(GptForSequenceClassification),
 }
 
 impl TaskModel {
     pub fn new(cfg: &TaskConfig, params: &Params, head: BertHead) -> Result<Self> {
         match cfg {
-            TaskConfig::Bert(c) => Ok(Self::Bert(BertClassifier::new(c, params, head)?)),
+            TaskConfig::Bert(c) => Ok(Self::Bert(Box::new(BertClassifier::new(c, params, head)?))),
             TaskConfig::Gpt2(c) => {
                 if head != BertHead::SequenceClassification {
                     return Err(Error::Config(format!(

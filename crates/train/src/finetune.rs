@@ -1,5 +1,6 @@
-//! Fine-tuning BERT for sequence or token classification, or extractive question answering
-//! (crate::finetune_qa): one flat loop. Per epoch: a seeded shuffle;
+//! Fine-tuning a BERT-family encoder for sequence or token classification, extractive
+//! question answering (crate::finetune_qa) or multiple choice, or GPT-2 for sequence
+//! classification (the model through `lantern_models::task`): one flat loop. Per epoch: a seeded shuffle;
 //! per optimizer step, `grad_accum` micro-batches, each padded to its longest example: forward
 //! (dropout from a per-step stream) on the fp32 weights or their bf16/fp16 working copy,
 //! the loss averaged over the step's rows (examples, or labelled words for token
@@ -200,7 +201,8 @@ fn newest_in(root: &Path) -> Result<Option<(u64, PathBuf)>> {
 
 /// Resolves what `--checkpoint` names: a folder with `config.json` (a checkpoint or an HF
 /// export), `best/` or `last/` (its checkpoint), a fine-tuning run folder (its exported
-/// `model/`, else its best checkpoint), or a pretraining run folder (its newest checkpoint).
+/// `model/`, else its best checkpoint), or a pretraining run folder (its newest checkpoint,
+/// BERT's or GPT's).
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     if path.join(CONFIG_FILE).is_file() {
         return Ok(path.to_path_buf());
@@ -213,7 +215,7 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    // A masked-LM pretraining run (`lantern train`): its newest complete checkpoint.
+    // A pretraining run (`lantern train`, masked or causal LM): its newest complete checkpoint.
     let ckpts = path.join("checkpoints");
     if ckpts.is_dir() {
         if let Some((_, p)) = checkpoint::list_complete(&ckpts)?.pop() {
@@ -222,7 +224,9 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     }
     Err(Error::Checkpoint {
         path: path.to_path_buf(),
-        msg: "not a BERT checkpoint: no config.json, model/, best/ or complete checkpoints/".into(),
+        msg: "not a model folder, checkpoint or run: no config.json, model/, best/ or complete \
+              checkpoints/"
+            .into(),
     })
 }
 
