@@ -2345,6 +2345,13 @@ fn a_pretrained_gpt2_fine_tunes_for_sequence_classification() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "{a:?} vs {b:?}");
     }
+    // bf16 working weights (fp32 masters): the losses of fp32 to bf16's precision.
+    finetune_quiet(&cls("gpt-bf16", &format!("{short}\nprecision = \"bf16\"")), &[]);
+    let c = train_losses(&f.root.join("gpt-bf16"));
+    assert_eq!(a.len(), c.len());
+    for (x, y) in a.iter().zip(&c) {
+        assert!((x - y).abs() <= 0.02 * x.abs(), "{a:?} vs bf16 {c:?}");
+    }
 
     // GPT-2 has a sequence classifier only, and one dropout rate.
     let tagged = f.config_with(
