@@ -17,6 +17,16 @@ truncation to max_length, evaluation on the validation set after each epoch keep
 by `--metric`, and the best model's scores on the held-out test set. Prints one JSON line:
 {"impl": "transformers", "test_macro_f1", "test_accuracy", "best_epoch", "train_seconds"}.
 
+A GPT-2 folder (config.json's model_type "gpt2", e.g. `lantern export` of a GPT run: a
+GPT2LMHeadModel) fine-tunes as `lantern finetune` does it from a GPT
+checkpoint, `--task classes` only: GPT2ForSequenceClassification (a fresh `score`, n_embd to the
+labels without bias, N(0, initializer_range), on each sequence's rightmost token that is not the
+padding id), the tokenizer.json as it is (PreTrainedTokenizerFast: no special tokens added,
+none of BERT's token types) and batches padded on the right with the padding id Lantern picks:
+config.json's pad_token_id, else its eos_token_id, else the tokenizer's `<|endoftext|>`. The
+dropout rates are config.json's (resid_pdrop, embd_pdrop, attn_pdrop: the pretraining run's),
+as in Lantern.
+
 `--task tags` is token classification as transformers' run_ner does it: word-level data
 (JSONL `tokens`/`tags`, or CoNLL), BertForTokenClassification, the words tokenised with
 `is_split_into_words=True` and each word's tag on its first sub-token (-100 elsewhere), and
@@ -45,6 +55,8 @@ longest choice as (B, C, T); `--metric accuracy` and the JSON line holds "test_a
 import argparse
 import json
 import math
+import os
+import sys
 import time
 
 import torch
@@ -107,6 +119,46 @@ def qa_windows(tok, rows, max_length, stride, version_2_with_negative=False):
                     "example": ex, "span": span,
                     "offsets": [o if seq[k] == 1 else None for k, o in enumerate(offsets)]})
     return out
+
+
+def model_type(path):
+    """config.json's model_type of a model folder ("bert", "gpt2", ...), or None."""
+    cfg = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg):
+        return None
+    with open(cfg, encoding="utf-8") as f:
+        return json.load(f).get("model_type")
+
+
+def gpt2_classifier(path, labels):
+    """The tokenizer (padding with Lantern's padding id) and a GPT2ForSequenceClassification
+    with a fresh `score` over `labels`, from a GPT-2 folder."""
+    from transformers import GPT2ForSequenceClassification, PreTrainedTokenizerFast
+    eot = "<|endoftext|>"
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    # The folder's tokenizer.json exactly as Lantern reads it. (AutoTokenizer also loads a folder
+    # with only config.json and tokenizer.json, as a GPT2Tokenizer; same ids on the fortunes.)
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"), eos_token=eot)
+    pad = cfg.get("pad_token_id")
+    if pad is None:
+        pad = cfg.get("eos_token_id")
+    if pad is None:
+        pad = tok.convert_tokens_to_ids(eot)
+    if pad is None or pad == tok.unk_token_id:
+        sys.exit(f"{path}: no padding id (config.json has no pad_token_id or eos_token_id, and the "
+                 f"tokenizer no {eot})")
+    tok.pad_token = tok.convert_ids_to_tokens(pad)
+    tok.padding_side = "right"
+    model = GPT2ForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+        pad_token_id=pad,
+    )
+    assert model.config.pad_token_id == tok.pad_token_id == pad
+    return tok, model
 
 
 def read(path):
@@ -205,6 +257,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    gpt2 = model_type(args.model) == "gpt2"
+    if gpt2 and args.task != "classes":
+        sys.exit(f"--task {args.task}: a GPT-2 model has a sequence classifier only (--task classes)")
     if args.task == "qa":
         return qa_main(args)
     if args.task == "choice":
@@ -214,13 +269,16 @@ def main():
     tags = args.task == "tags"
     labels = sorted({t for r in train for t in r["tags"]} if tags else {r["label"] for r in train})
     index = {n: i for i, n in enumerate(labels)}
-    tok = AutoTokenizer.from_pretrained(args.model)
-    model = (BertForTokenClassification if tags else BertForSequenceClassification).from_pretrained(
-        args.model,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id=index,
-    )
+    if gpt2:
+        tok, model = gpt2_classifier(args.model, labels)
+    else:
+        tok = AutoTokenizer.from_pretrained(args.model)
+        model = (BertForTokenClassification if tags else BertForSequenceClassification).from_pretrained(
+            args.model,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id=index,
+        )
     opt, sched, steps_per_epoch = optimizer(model, args, len(train))
 
     def batch(rows):

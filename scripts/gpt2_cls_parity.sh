@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# GPT-2 sequence classification parity with live transformers, end to end through the `lantern`
+# binary, fp32, logits within 1e-4 max abs (scripts/gpt2_cls_parity.py holds the checks):
+#  1. `lantern prepare` of four fortune categories (byte-level BPE, vocabulary 512) and
+#     `lantern train` of a small GPT (2 layers, width 64, 4 heads, context 64, 150 steps);
+#  2. `lantern finetune` from that run folder (model.init_from) on the fortune categories
+#     (scripts/make_fortune_categories.py): GPT2ForSequenceClassification, max_length 64,
+#     2 epochs, batch 16, lr 1e-3, warmup 0.1, weight decay 0.01, seed 42, exported to <run>/model;
+#  3. transformers' GPT2ForSequenceClassification.from_pretrained(<run>/model) on the validation
+#     texts (tokenizer.json, truncated to max_length, padded on the right with pad_token_id, with
+#     the attention mask) against `lantern predict`'s logits, in the same batches and in batches
+#     of other sizes (other padding); transformers' accuracy, macro-F1 and loss against `lantern
+#     eval`'s, and its test-set scores against the run's test_metrics.json.
+# With COMPARE=1, a second stage fine-tunes the same pretrained GPT with transformers
+# (scripts/finetune_torch.py on `lantern export --model <gpt run>`, a GPT2LMHeadModel folder)
+# with the same recipe (epochs, lr, batch, max length, warmup, weight decay, seed; the dropout
+# rates are the pretraining config's, in config.json, in both) and prints both test macro-F1,
+# accuracy and wall times. By hand, the same comparison is:
+#   lantern export --model <gpt run> --out gpt-hf
+#   python scripts/finetune_torch.py --model gpt-hf --train train.jsonl --validation validation.jsonl \
+#       --test test.jsonl --epochs 2 --batch-size 16 --lr 1e-3 --max-length 64 --warmup-ratio 0.1 \
+#       --weight-decay 0.01 --seed 42 --metric macro_f1
+# Needs the test-only venv (scripts/ref_env.sh) and the fortunes text (scripts/fetch_fortunes.sh).
+#   bash scripts/gpt2_cls_parity.sh
+#   COMPARE=1 bash scripts/gpt2_cls_parity.sh
+# Env: COMPARE, THREADS (CPU threads of both fine-tunes in the comparison, default: all), KEEP=1
+# keeps the work folder (printed), CARGO_TARGET_DIR (where the release binary is built).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=$(bash scripts/ref_env.sh | tail -n 1)
+bash scripts/fetch_fortunes.sh data/raw/fortunes >/dev/null
+cargo build --release -q -p lantern-cli
+L=${CARGO_TARGET_DIR:-target}/release/lantern
+W=$(mktemp -d)
+if [[ "${KEEP:-0}" == 1 ]]; then
+    echo "work folder: $W"
+else
+    trap 'rm -rf "$W"' EXIT
+fi
+F=data/raw/fortunes
+EPOCHS=2; BATCH=16; LR=1e-3; MAX_LENGTH=64; WARMUP=0.1; DECAY=0.01; SEED=42
+THREADS="${THREADS:-$(nproc)}"
+
+echo "== 1. pretrain a small GPT on fortunes"
+$L prepare --input $F/computers $F/science $F/politics $F/literature --out "$W/data" --vocab-size 512
+cat > "$W/gpt.toml" <<TOML
+[model]
+preset = "gpt-tiny"
+n_layer = 2
+n_embd = 64
+n_head = 4
+n_positions = 64
+[data]
+dir = "$W/data"
+[train]
+batch_size = 16
+seq_len = 64
+max_steps = 150
+lr = 3e-3
+eval_every = 0
+[run]
+dir = "$W/gpt"
+TOML
+$L train --config "$W/gpt.toml" --quiet
+
+echo "== 2. fine-tune it for sequence classification (GPT2ForSequenceClassification)"
+python3 scripts/make_fortune_categories.py --raw $F --out "$W/cats"
+cat > "$W/cls.toml" <<TOML
+[run]
+dir = "$W/cls"
+[model]
+init_from = "$W/gpt"
+[data]
+train = "$W/cats/train.jsonl"
+validation = "$W/cats/validation.jsonl"
+test = "$W/cats/test.jsonl"
+max_length = $MAX_LENGTH
+[train]
+epochs = $EPOCHS
+batch_size = $BATCH
+lr = $LR
+warmup_ratio = $WARMUP
+weight_decay = $DECAY
+seed = $SEED
+[early_stopping]
+metric = "macro_f1"
+TOML
+t0=$(date +%s.%N)
+RAYON_NUM_THREADS=$THREADS $L finetune --config "$W/cls.toml" --quiet
+t1=$(date +%s.%N)
+lantern_secs=$(python3 -c "print(round($t1 - $t0, 1))")
+echo "fine-tuned in $lantern_secs s"
+
+echo "== 3. transformers vs lantern predict / eval"
+"$PY" scripts/gpt2_cls_parity.py --lantern "$L" --run "$W/cls" --data "$W/cats/validation.jsonl" \
+    --test "$W/cats/test.jsonl" --max-length $MAX_LENGTH --work "$W/parity"
+
+if [[ "${COMPARE:-0}" == 1 ]]; then
+    echo "== 4. the same fine-tune in transformers ($THREADS threads)"
+    $L export --model "$W/gpt" --out "$W/gpt-hf"
+    torch_json=$("$PY" scripts/finetune_torch.py --model "$W/gpt-hf" --train "$W/cats/train.jsonl" \
+        --validation "$W/cats/validation.jsonl" --test "$W/cats/test.jsonl" --epochs $EPOCHS \
+        --batch-size $BATCH --lr $LR --max-length $MAX_LENGTH --warmup-ratio $WARMUP \
+        --weight-decay $DECAY --seed $SEED --metric macro_f1 --threads "$THREADS" \
+        | tee >(cat >&2) | tail -1)
+    python3 - "$W/cls/test_metrics.json" "$lantern_secs" "$torch_json" <<'PYEOF'
+import json, sys
+ours, secs, theirs = json.load(open(sys.argv[1])), float(sys.argv[2]), json.loads(sys.argv[3])
+print()
+print(f"{'':14}{'test macro_f1':>15}{'test accuracy':>15}{'wall s':>9}")
+print(f"{'lantern':14}{ours['macro_f1']:15.4f}{ours['accuracy']:15.4f}{secs:9.1f}   (fine-tune incl. startup, evals, test)")
+print(f"{'transformers':14}{theirs['test_macro_f1']:15.4f}{theirs['test_accuracy']:15.4f}"
+      f"{theirs['train_seconds']:9.1f}   (training loop and evals)")
+print(f"difference (lantern - transformers): macro_f1 {100 * (ours['macro_f1'] - theirs['test_macro_f1']):+.2f} points, "
+      f"accuracy {100 * (ours['accuracy'] - theirs['test_accuracy']):+.2f} points")
+PYEOF
+fi
+echo "gpt2 classification parity: PASS"
