@@ -35,6 +35,8 @@ from tokenizers import Tokenizer
 from transformers import GPT2ForSequenceClassification, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
+from finetune_torch import macro
+
 TOL = 1e-4
 EOT = "<|endoftext|>"
 
@@ -54,18 +56,6 @@ def check(name, ok, detail):
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(l) for l in f if l.strip()]
-
-
-def macro_f1(y, p, n):
-    f1s = []
-    for c in range(n):
-        tp = sum(1 for a, b in zip(y, p) if a == c and b == c)
-        pred = sum(1 for b in p if b == c)
-        sup = sum(1 for a in y if a == c)
-        pr = tp / pred if pred else 0.0
-        rc = tp / sup if sup else 0.0
-        f1s.append(2 * pr * rc / (pr + rc) if pr + rc else 0.0)
-    return sum(f1s) / n
 
 
 def hf_logits(model, ids, pad, batch_size, labels=None):
@@ -192,7 +182,7 @@ def main():
         ev = json.load(f)
     hf_pred = theirs64.argmax(-1).tolist()
     hf_acc = sum(1 for a, b in zip(gold, hf_pred) if a == b) / len(gold)
-    hf_f1 = macro_f1(gold, hf_pred, len(names))
+    hf_f1 = macro(gold, hf_pred, len(names))[0]
     ok &= check("accuracy, transformers vs lantern eval", abs(hf_acc - ev["accuracy"]) <= 1e-12,
                 f"{hf_acc:.6f} vs {ev['accuracy']:.6f}")
     ok &= check("macro-F1, transformers vs lantern eval", abs(hf_f1 - ev["macro_f1"]) <= 1e-12,
@@ -211,7 +201,7 @@ def main():
         tl, _ = hf_logits(model, test_ids, pad, 64)
         tp = tl.argmax(-1).tolist()
         test_acc = sum(1 for a, b in zip(test_gold, tp) if a == b) / len(test_gold)
-        test_f1 = macro_f1(test_gold, tp, len(names))
+        test_f1 = macro(test_gold, tp, len(names))[0]
         with open(os.path.join(args.run, "test_metrics.json")) as f:
             tm = json.load(f)
         ok &= check("test set: transformers vs the run's test_metrics.json",

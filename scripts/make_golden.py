@@ -25,14 +25,10 @@ B, T = 2, 16
 INIT_STD = 0.2
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ap.add_argument("--out", default=os.path.join(repo, "tests", "golden", "gpt2_tiny"))
-    args = ap.parse_args()
-
-    torch.use_deterministic_algorithms(True)
-    config = GPT2Config(
+def tiny_gpt2_config(**extra):
+    """The tiny GPT-2 of the golden files: vocabulary 96, context 32, 2 layers of width 32 with
+    4 heads, no dropout; `extra` adds keys (labels, special ids)."""
+    return GPT2Config(
         vocab_size=96,
         n_positions=32,
         n_embd=32,
@@ -44,15 +40,32 @@ def main() -> int:
         attn_pdrop=0.0,
         layer_norm_epsilon=1e-5,
         tie_word_embeddings=True,
+        **extra,
     )
+
+
+def randomised(cls, config):
+    """`cls(config)` built under seed SEED, then every parameter (LayerNorm weights and biases,
+    all biases and heads included) redrawn from N(0, INIT_STD) under seed SEED again, so that
+    nothing is trivially 0 or 1 and a mix-up of tensors shows in the outputs."""
     torch.manual_seed(SEED)
-    model = GPT2LMHeadModel(config)
-    # Re-initialise every parameter (LayerNorm weights/biases and all biases included) so
-    # nothing is trivially 0 or 1 and a mix-up of tensors shows in the outputs.
+    model = cls(config)
     torch.manual_seed(SEED)
     with torch.no_grad():
-        for _, p in model.named_parameters():  # tied lm_head/wte appears once
+        for _, p in model.named_parameters():
             p.normal_(mean=0.0, std=INIT_STD)
+    return model
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--out", default=os.path.join(repo, "tests", "golden", "gpt2_tiny"))
+    args = ap.parse_args()
+
+    torch.use_deterministic_algorithms(True)
+    config = tiny_gpt2_config()
+    model = randomised(GPT2LMHeadModel, config)  # the tied lm_head/wte is drawn once
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr(), "lm_head not tied"
     model.eval()
 

@@ -30,12 +30,12 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import GPT2Config, GPT2ForSequenceClassification
+from transformers import GPT2ForSequenceClassification
 
-SEED = 1234
+from make_golden import randomised, tiny_gpt2_config
+
 INPUT_SEED = 4321
 B, T = 4, 12
-INIT_STD = 0.2
 PAD = 95
 LENGTHS = [12, 7, 4, 1]  # real tokens at the start of each row, padding (id 95, mask 0) after
 PAD_INSIDE = (0, 3)  # (row, position): a real token whose id happens to be the pad id
@@ -51,18 +51,7 @@ def main() -> int:
     args = ap.parse_args()
 
     torch.use_deterministic_algorithms(True)
-    config = GPT2Config(
-        vocab_size=96,
-        n_positions=32,
-        n_embd=32,
-        n_layer=2,
-        n_head=4,
-        activation_function="gelu_new",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        layer_norm_epsilon=1e-5,
-        tie_word_embeddings=True,
+    config = tiny_gpt2_config(
         num_labels=3,
         id2label=dict(ID2LABEL),
         label2id={v: k for k, v in ID2LABEL.items()},
@@ -71,14 +60,8 @@ def main() -> int:
         eos_token_id=PAD,
         problem_type="single_label_classification",
     )
-    torch.manual_seed(SEED)
-    model = GPT2ForSequenceClassification(config)
-    # Re-initialise every parameter (LayerNorm weights/biases, all biases and score.weight
-    # included) so nothing is trivially 0 or 1 and a mix-up of tensors shows in the outputs.
-    torch.manual_seed(SEED)
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            p.normal_(mean=0.0, std=INIT_STD)
+    # score.weight is redrawn with the rest.
+    model = randomised(GPT2ForSequenceClassification, config)
     model.eval()  # no dropout anyway (all p = 0); gradients stay enabled
 
     g = torch.Generator().manual_seed(INPUT_SEED)

@@ -155,9 +155,7 @@ fn early_stopping_stops_after_patience_and_exports_the_best() {
     assert_eq!(state_step(&best), steps_per_epoch);
     assert_eq!(state_step(&last), 3 * steps_per_epoch);
     assert_eq!(state_step(&run.join("model")), steps_per_epoch);
-    let cfg_json: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
-            .unwrap();
+    let cfg_json = exported_config(&run);
     assert_eq!(
         cfg_json["architectures"][0],
         "BertForSequenceClassification"
@@ -776,6 +774,11 @@ fn write_mixed(root: &Path, stem: &str, label: impl Fn(usize, bool, bool) -> Str
     std::fs::write(root.join(format!("{stem}_val.jsonl")), val).unwrap();
 }
 
+/// The `config.json` of a run's exported model.
+fn exported_config(run: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap()).unwrap()
+}
+
 fn best_of(run: &Path, metric: &str) -> f64 {
     metrics_of(run, "eval")
         .iter()
@@ -784,10 +787,7 @@ fn best_of(run: &Path, metric: &str) -> f64 {
 }
 
 fn exported_problem_type(run: &Path) -> Value {
-    let cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
-            .unwrap();
-    cfg["problem_type"].clone()
+    exported_config(run)["problem_type"].clone()
 }
 
 #[test]
@@ -1111,9 +1111,7 @@ fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
     assert!(eval["per_type"]["ANI"]["f1"].is_f64(), "{eval}");
     // Exported as transformers' BertForTokenClassification: id2label, no problem_type (its
     // config refuses any but sequence classification's).
-    let cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
-            .unwrap();
+    let cfg = exported_config(&run);
     assert_eq!(cfg["architectures"][0], "BertForTokenClassification");
     assert_eq!(cfg["id2label"]["0"], "B-ANI");
     assert!(cfg.get("problem_type").is_none(), "{cfg}");
@@ -1519,9 +1517,7 @@ fn question_answering_learns_resumes_evaluates_and_predicts_answers() {
         assert!(eval[k].is_f64(), "{k} in {eval}");
     }
     // Exported as transformers' BertForQuestionAnswering: two outputs, no labels.
-    let cfg: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
-            .unwrap();
+    let cfg = exported_config(&run);
     assert_eq!(cfg["architectures"][0], "BertForQuestionAnswering");
     assert!(cfg.get("problem_type").is_none(), "{cfg}");
 
@@ -1975,9 +1971,7 @@ fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family()
         let best = best_of(&run, metric);
         assert!(best >= 0.9, "{name}: best {metric} {best}\n{out}");
         // Exported as transformers' class of the family, with its own config keys.
-        let c: Value =
-            serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
-                .unwrap();
+        let c = exported_config(&run);
         assert_eq!(c["architectures"][0], class);
         let (family, prefix, keys) = match &name[..3] {
             "rob" => ("roberta", "roberta.", ["pad_token_id", "type_vocab_size"]),
@@ -2127,9 +2121,7 @@ fn multiple_choice_learns_from_swag_and_generic_files_evaluates_and_predicts() {
     let run = f.root.join("mc");
     let best = best_of(&run, "accuracy");
     assert!(best >= 0.85, "best accuracy {best}\n{out}");
-    let c: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
-            .unwrap();
+    let c = exported_config(&run);
     assert_eq!(c["architectures"][0], "BertForMultipleChoice");
     assert!(
         c.get("id2label").is_none() && c.get("problem_type").is_none(),
@@ -2283,9 +2275,7 @@ fn a_pretrained_gpt2_fine_tunes_for_sequence_classification() {
     assert!(best >= 0.9, "best accuracy {best}\n{out}");
 
     // transformers' class and names; the padding id is the tokenizer's end-of-text.
-    let c: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap())
-            .unwrap();
+    let c = exported_config(&run);
     assert_eq!(c["architectures"][0], "GPT2ForSequenceClassification");
     assert_eq!(c["model_type"], "gpt2");
     assert_eq!(c["id2label"]["0"], "animal");
@@ -2346,7 +2336,10 @@ fn a_pretrained_gpt2_fine_tunes_for_sequence_classification() {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "{a:?} vs {b:?}");
     }
     // bf16 working weights (fp32 masters): the losses of fp32 to bf16's precision.
-    finetune_quiet(&cls("gpt-bf16", &format!("{short}\nprecision = \"bf16\"")), &[]);
+    finetune_quiet(
+        &cls("gpt-bf16", &format!("{short}\nprecision = \"bf16\"")),
+        &[],
+    );
     let c = train_losses(&f.root.join("gpt-bf16"));
     assert_eq!(a.len(), c.len());
     for (x, y) in a.iter().zip(&c) {
