@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand)]
 pub enum BertCmd {
     /// Fine-tune a BERT, RoBERTa, DistilBERT or ELECTRA encoder for sequence or token
-    /// classification or extractive question answering (TOML config); keeps best/ and last/
+    /// classification, extractive question answering or multiple choice, or a GPT-2 (a
+    /// `lantern train` run or a transformers folder) for sequence classification (TOML
+    /// config); keeps best/ and last/
     /// checkpoints and exports the best to <run.dir>/model. SIGTERM/SIGINT finish the step,
     /// write last/ and exit with status 75; --resume continues exactly.
     Finetune {

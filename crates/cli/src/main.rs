@@ -125,7 +125,8 @@ enum Cmd {
         print_ids: bool,
     },
     /// Write a Hugging Face folder (model.safetensors, config.json, tokenizer.json) from a
-    /// checkpoint or run folder: GPT2LMHeadModel, or for BERT the folder's own architecture.
+    /// checkpoint or run folder: GPT2LMHeadModel, or for a fine-tuned model (BERT family, GPT-2
+    /// classifier) the folder's own architecture.
     Export {
         #[arg(long)]
         model: PathBuf,
