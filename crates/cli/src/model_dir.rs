@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use lantern_models::gpt::{hf, GptConfig};
+use lantern_models::gpt::{classifier, hf, GptConfig};
 use lantern_models::{safetensors_io, Params};
 use lantern_train::checkpoint;
 use std::path::{Path, PathBuf};
@@ -39,10 +39,17 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     };
     let (source, config) = match &ckpt {
         Some(dir) => (dir.clone(), checkpoint::read_state(dir)?.model.gpt(dir)?),
-        None if path.join("config.json").is_file() => (
-            path.to_path_buf(),
-            hf::config_from_hf(&path.join("config.json"))?,
-        ),
+        None if path.join("config.json").is_file() => {
+            let config_path = path.join("config.json");
+            if let Ok((_, true)) = classifier::config_from_hf(&config_path) {
+                bail!(
+                    "{}: a GPT2ForSequenceClassification (a fine-tuned classifier), not a \
+                     language model: use `lantern eval` or `lantern predict`",
+                    config_path.display()
+                );
+            }
+            (path.to_path_buf(), hf::config_from_hf(&config_path)?)
+        }
         None => bail!(
             "{} is neither a checkpoint, a run folder nor a Hugging Face model folder (no \
              trainer_state.json, checkpoints/ or config.json)",

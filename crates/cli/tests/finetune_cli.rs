@@ -2316,6 +2316,13 @@ fn a_pretrained_gpt2_fine_tunes_for_sequence_classification() {
         names
     );
 
+    // A classifier is not a language model to sample from.
+    let e = lantern_err(&["generate", "--model", p(&hf), "--prompt", "the"]);
+    assert!(
+        e.contains("GPT2ForSequenceClassification") && e.contains("predict"),
+        "{e}"
+    );
+
     // Cut short and resumed: the same run, byte for byte.
     let cut = cls("gpt-cut", GPT_RUN);
     finetune_quiet(&cut, &["--stop-after", "7"]);
