@@ -807,24 +807,44 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// fine-tuning loop's own (`finetune::classifier_step`), with clipping at 1 and lr 1e-3.
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
 /// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
-/// `recompute` runs the step with activation checkpointing.
-fn bert_losses(
+/// `recompute` runs the step with activation checkpointing. With `gpt2`, the model is a GPT-2
+/// sequence classifier of the same size (its last non-padding token scored; the fused causal
+/// attention on a GPU, the composite one on the CPU) on the same batch.
+fn cls_losses(
     device: &Device,
     steps: usize,
-    (head, recompute): (lantern_models::bert::BertHead, bool),
+    (gpt2, head, recompute): (bool, lantern_models::bert::BertHead, bool),
 ) -> Result<Vec<f64>> {
     use lantern_data::labelled::ProblemType;
     use lantern_models::bert::{self, BertConfig, BertHead};
+    use lantern_models::gpt::{self, GptClsConfig, GptConfig};
     use lantern_models::task::{TaskConfig, TaskModel};
     let (t, vocab, lens) = (64usize, 512u64, [64usize, 50, 33, 17]);
     let b = lens.len();
     let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-    let mut cfg = BertConfig::new(vocab as usize, 64, 2, 4, 256, t).with_labels(&labels);
-    cfg.hidden_dropout_prob = 0.0;
-    cfg.attention_probs_dropout_prob = 0.0;
     let mut rng = Rng::new(1337);
-    let params = bert::init_params(&cfg, head, &mut rng, device, DType::F32)?;
-    let model = TaskModel::new(&TaskConfig::Bert(cfg), &params, head)?;
+    let (cfg, params) = if gpt2 {
+        let lm = GptConfig {
+            vocab_size: vocab as usize,
+            n_positions: t,
+            n_embd: 64,
+            n_layer: 2,
+            n_head: 4,
+            dropout: 0.0,
+            layer_norm_epsilon: 1e-5,
+        };
+        let mut cfg = GptClsConfig::from_lm(lm).with_labels(&labels);
+        cfg.pad_token_id = Some(0);
+        let params = gpt::classifier::init_params(&cfg, &mut rng, device, DType::F32)?;
+        (TaskConfig::Gpt2(cfg), params)
+    } else {
+        let mut cfg = BertConfig::new(vocab as usize, 64, 2, 4, 256, t).with_labels(&labels);
+        cfg.hidden_dropout_prob = 0.0;
+        cfg.attention_probs_dropout_prob = 0.0;
+        let params = bert::init_params(&cfg, head, &mut rng, device, DType::F32)?;
+        (TaskConfig::Bert(cfg), params)
+    };
+    let model = TaskModel::new(&cfg, &params, head)?;
     let mut opt = lantern_train::optim::Optimizer::new(
         lantern_train::optim::OptimizerConfig::AdamW(AdamWConfig::default()),
         &params,
@@ -925,18 +945,21 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
     };
     loss_lines(rep, "train gpt-tiny", source, &on_device, &on_cpu);
     use lantern_models::bert::BertHead;
+    let seq = BertHead::SequenceClassification;
     for (kind, name) in [
-        ((BertHead::SequenceClassification, false), "finetune bert"),
-        ((BertHead::TokenClassification, false), "finetune bert tags"),
-        // Recomputed on the device against stored on the CPU: the same losses.
+        ((false, seq, false), "finetune bert"),
         (
-            (BertHead::SequenceClassification, true),
-            "finetune bert recompute",
+            (false, BertHead::TokenClassification, false),
+            "finetune bert tags",
         ),
+        // Recomputed on the device against stored on the CPU: the same losses.
+        ((false, seq, true), "finetune bert recompute"),
+        ((true, seq, false), "finetune gpt2"),
+        ((true, seq, true), "finetune gpt2 recompute"),
     ] {
-        let on_device = bert_losses(&s.device, opts.steps, kind)
+        let on_device = cls_losses(&s.device, opts.steps, kind)
             .with_context(|| format!("{name} on the checked device"))?;
-        let on_cpu = bert_losses(&Device::Cpu, opts.steps, (kind.0, false))
+        let on_cpu = cls_losses(&Device::Cpu, opts.steps, (kind.0, kind.1, false))
             .with_context(|| format!("{name} on the CPU"))?;
         loss_lines(rep, name, "padded batch", &on_device, &on_cpu);
     }

@@ -21,6 +21,8 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune bert",
         "finetune bert tags",
         "finetune bert recompute",
+        "finetune gpt2",
+        "finetune gpt2 recompute",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");
