@@ -1,25 +1,31 @@
-//! Parity with transformers' `GPT2ForSequenceClassification` on golden files it wrote
-//! (`scripts/make_gpt2_cls_golden.py`): a right-padded batch whose first row holds the padding
-//! id inside its text, the pooled logits, the loss, and the gradient of every parameter.
+//! Parity with transformers' `GPT2ForSequenceClassification` and `GPT2ForTokenClassification`
+//! on golden files it wrote (`scripts/make_gpt2_cls_golden.py`): a right-padded batch whose
+//! first row holds the padding id inside its text, the logits, the loss, and the gradient of
+//! every parameter.
 
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
-use lantern_models::gpt::classifier::{self, GptForSequenceClassification};
+use lantern_models::gpt::classifier::{
+    self, GptForSequenceClassification, GptForTokenClassification, GptHead,
+};
 use lantern_models::{safetensors_io, Mode};
 
 mod common;
-use common::{check, golden_dir, ints, max_abs, mean_ce_ignoring, read_json, u32_matrix};
+
+const SEQ: GptHead = GptHead::SequenceClassification;
+use common::{check, golden_dir, ints, matrix, max_abs, mean_ce_ignoring, read_json, u32_matrix};
 
 #[test]
 fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
     let dir = golden_dir("gpt2_cls");
-    let (cfg, is_cls) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
-    assert!(is_cls);
+    let (cfg, head) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
+    assert_eq!(head, Some(SEQ));
     assert_eq!(cfg.pad_token_id, Some(95));
     assert_eq!(cfg.label_names(), ["negative", "neutral", "positive"]);
     let (params, report) = classifier::load_params(
         &dir.join("model.safetensors"),
         &cfg,
+        SEQ,
         &mut Rng::new(0),
         &Device::Cpu,
         DType::F32,
@@ -98,7 +104,7 @@ fn export_is_transformers_layout_and_reloads_bit_exactly() {
     let dir = golden_dir("gpt2_cls");
     let (cfg, _) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
     let load = |path: &std::path::Path, cfg| {
-        classifier::load_params(path, cfg, &mut Rng::new(0), &Device::Cpu, DType::F32)
+        classifier::load_params(path, cfg, SEQ, &mut Rng::new(0), &Device::Cpu, DType::F32)
             .unwrap()
             .0
     };
@@ -113,11 +119,11 @@ fn export_is_transformers_layout_and_reloads_bit_exactly() {
     let cfg_path = tmp.path().join("config.json");
     std::fs::write(
         &cfg_path,
-        classifier::to_hf_config(&cfg, DType::F32).to_string(),
+        classifier::to_hf_config(&cfg, SEQ, DType::F32).to_string(),
     )
     .unwrap();
-    let (cfg2, is_cls) = classifier::config_from_hf(&cfg_path).unwrap();
-    assert!(is_cls);
+    let (cfg2, head) = classifier::config_from_hf(&cfg_path).unwrap();
+    assert_eq!(head, Some(SEQ));
     assert_eq!(cfg2, cfg);
     // transformers' own names, bit for bit.
     let orig =
@@ -141,4 +147,79 @@ fn export_is_transformers_layout_and_reloads_bit_exactly() {
         .forward(&ids, Mode::Eval)
         .unwrap();
     assert_eq!(max_abs(&a, &b), 0.0);
+}
+
+/// transformers' `GPT2ForTokenClassification` on the same batch: the logits at every real
+/// token (padded positions attend differently under transformers' mask and are never
+/// scored), the loss over the labelled ones, and every gradient.
+#[test]
+fn transformers_token_classifier_gives_the_same_logits_loss_and_gradients() {
+    let dir = golden_dir("gpt2_tok");
+    let tok = GptHead::TokenClassification;
+    let (cfg, head) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
+    assert_eq!(head, Some(tok));
+    assert_eq!(cfg.classifier_dropout, Some(0.1));
+    let (params, report) = classifier::load_params(
+        &dir.join("model.safetensors"),
+        &cfg,
+        tok,
+        &mut Rng::new(0),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    assert_eq!(
+        report,
+        Default::default(),
+        "a trained classifier loads whole"
+    );
+    let model = GptForTokenClassification::new(&cfg, &params).unwrap();
+    let inputs = read_json(&dir.join("inputs.json"));
+    let ids = u32_matrix(&inputs, "input_ids");
+    let want =
+        safetensors_io::load(&dir.join("expected.safetensors"), &Device::Cpu, DType::F32).unwrap();
+    let logits = model.forward(&ids, Mode::Eval).unwrap(); // (B, T, 5)
+    let mask = matrix(&inputs, "attention_mask");
+    for (row, m) in mask.iter().enumerate() {
+        let n = m.iter().filter(|&&x| x == 1).count();
+        let ours = logits.get(row).unwrap().narrow(0, 0, n).unwrap();
+        let theirs = want["tok_logits"]
+            .get(row)
+            .unwrap()
+            .narrow(0, 0, n)
+            .unwrap();
+        check(&format!("token logits of row {row}"), &ours, &theirs);
+    }
+    let labels: Vec<i64> = matrix(&inputs, "tok_labels").concat();
+    let flat = logits.reshape((labels.len(), 5)).unwrap();
+    let loss = mean_ce_ignoring(&flat, &labels);
+    let want_loss = want["tok_loss"].to_scalar::<f32>().unwrap();
+    assert!(
+        (loss - want_loss).abs() <= 1e-5,
+        "loss {loss} vs {want_loss}"
+    );
+
+    let targets: Vec<u32> = labels.iter().map(|&y| y.max(0) as u32).collect();
+    let weights: Vec<f32> = labels.iter().map(|&y| f32::from(y >= 0)).collect();
+    let n = weights.iter().sum::<f32>() as f64;
+    let loss_t = (lantern_kernels::cross_entropy_sum(
+        &flat,
+        &Tensor::new(targets.as_slice(), &Device::Cpu).unwrap(),
+        Some(&Tensor::new(weights.as_slice(), &Device::Cpu).unwrap()),
+    )
+    .unwrap()
+        / n)
+        .unwrap();
+    let grads = loss_t.backward().unwrap();
+    for (name, v) in params.iter() {
+        let ours = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        let d = max_abs(ours, &want[&format!("grad.{name}")]);
+        assert!(
+            d <= 1e-5,
+            "gradient of {name} differs from transformers by {d}"
+        );
+    }
+    assert_eq!(params.len(), 30);
 }

@@ -41,11 +41,12 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         Some(dir) => (dir.clone(), checkpoint::read_state(dir)?.model.gpt(dir)?),
         None if path.join("config.json").is_file() => {
             let config_path = path.join("config.json");
-            if let Ok((_, true)) = classifier::config_from_hf(&config_path) {
+            if let Ok((_, Some(head))) = classifier::config_from_hf(&config_path) {
                 bail!(
-                    "{}: a GPT2ForSequenceClassification (a fine-tuned classifier), not a \
-                     language model: use `lantern eval` or `lantern predict`",
-                    config_path.display()
+                    "{}: a {} (a fine-tuned classifier), not a language model: use \
+                     `lantern eval` or `lantern predict`",
+                    config_path.display(),
+                    head.architecture()
                 );
             }
             (path.to_path_buf(), hf::config_from_hf(&config_path)?)

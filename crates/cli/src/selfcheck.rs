@@ -808,8 +808,9 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
 /// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
 /// `recompute` runs the step with activation checkpointing. With `gpt2`, the model is a GPT-2
-/// sequence classifier of the same size (its last non-padding token scored; the fused causal
-/// attention on a GPU, the composite one on the CPU) on the same batch.
+/// sequence or token classifier of the same size (the sequence's last non-padding token
+/// scored, or the same positions as BERT's tags; the fused causal attention on a GPU, the
+/// composite one on the CPU) on the same batch.
 fn cls_losses(
     device: &Device,
     steps: usize,
@@ -835,7 +836,12 @@ fn cls_losses(
         };
         let mut cfg = GptClsConfig::from_lm(lm).with_labels(&labels);
         cfg.pad_token_id = Some(0);
-        let params = gpt::classifier::init_params(&cfg, &mut rng, device, DType::F32)?;
+        cfg.classifier_dropout = Some(0.0);
+        let head = match head {
+            BertHead::TokenClassification => gpt::classifier::GptHead::TokenClassification,
+            _ => gpt::classifier::GptHead::SequenceClassification,
+        };
+        let params = gpt::classifier::init_params(&cfg, head, &mut rng, device, DType::F32)?;
         (TaskConfig::Gpt2(cfg), params)
     } else {
         let mut cfg = BertConfig::new(vocab as usize, 64, 2, 4, 256, t).with_labels(&labels);
@@ -955,6 +961,10 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
         // Recomputed on the device against stored on the CPU: the same losses.
         ((false, seq, true), "finetune bert recompute"),
         ((true, seq, false), "finetune gpt2"),
+        (
+            (true, BertHead::TokenClassification, false),
+            "finetune gpt2 tags",
+        ),
         ((true, seq, true), "finetune gpt2 recompute"),
     ] {
         let on_device = cls_losses(&s.device, opts.steps, kind)

@@ -22,6 +22,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune bert tags",
         "finetune bert recompute",
         "finetune gpt2",
+        "finetune gpt2 tags",
         "finetune gpt2 recompute",
         "comm single",
     ] {

@@ -1,14 +1,17 @@
 //! The models fine-tuning trains, whatever their family: an encoder of the BERT family with any
-//! of its task heads ([`BertClassifier`]), or GPT-2 with a sequence classifier
-//! ([`GptForSequenceClassification`]). Task heads are named by [`BertHead`]; GPT-2 has
-//! [`BertHead::SequenceClassification`] only.
+//! of its task heads ([`BertClassifier`]), or GPT-2 with a sequence or token classifier
+//! ([`GptForSequenceClassification`], [`GptForTokenClassification`]). Task heads are named by
+//! [`BertHead`]; GPT-2 has [`BertHead::SequenceClassification`] and
+//! [`BertHead::TokenClassification`].
 //!
 //! `config.json`'s `model_type` picks the family ([`TaskConfig::from_hf`]); everything a
 //! fine-tuning loop asks of a config or a model goes through here, so the loop itself does not
 //! branch on the family.
 
 use crate::bert::{self, BertClassifier, BertConfig, BertHead, BertInput, BertModel};
-use crate::gpt::classifier::{self as gpt_cls, GptClsConfig, GptForSequenceClassification};
+use crate::gpt::classifier::{
+    self as gpt_cls, GptClsConfig, GptForSequenceClassification, GptForTokenClassification, GptHead,
+};
 use crate::{hf_config, Error, LoadReport, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
@@ -30,8 +33,11 @@ impl TaskConfig {
     pub fn from_hf(path: &Path) -> Result<(Self, Option<BertHead>)> {
         let v = hf_config::read_json(path)?;
         if v.get("model_type").and_then(Value::as_str) == Some("gpt2") {
-            let (c, is_cls) = gpt_cls::config_from_hf(path)?;
-            let head = is_cls.then_some(BertHead::SequenceClassification);
+            let (c, head) = gpt_cls::config_from_hf(path)?;
+            let head = head.map(|h| match h {
+                GptHead::SequenceClassification => BertHead::SequenceClassification,
+                GptHead::TokenClassification => BertHead::TokenClassification,
+            });
             return Ok((Self::Gpt2(c), head));
         }
         let (c, head) = bert::hf::config_from_hf(path)?;
@@ -50,16 +56,19 @@ impl TaskConfig {
     pub fn architecture(&self, head: BertHead) -> String {
         match self {
             Self::Bert(c) => c.architecture(head),
-            Self::Gpt2(_) => gpt_cls::ARCHITECTURE.to_string(),
+            Self::Gpt2(_) => gpt_head(head).map_or_else(
+                || format!("GPT-2 with {}", head.architecture()),
+                |h| h.architecture().to_string(),
+            ),
         }
     }
 
-    /// Whether the family has `head`: every head for the BERT family, the sequence classifier
-    /// for GPT-2.
+    /// Whether the family has `head`: every head for the BERT family, the sequence and token
+    /// classifiers for GPT-2.
     pub fn has_head(&self, head: BertHead) -> bool {
         match self {
             Self::Bert(_) => true,
-            Self::Gpt2(_) => head == BertHead::SequenceClassification,
+            Self::Gpt2(_) => gpt_head(head).is_some(),
         }
     }
 
@@ -71,7 +80,7 @@ impl TaskConfig {
                 path: path.to_path_buf(),
                 msg: format!(
                     "a {} model fine-tunes for sequence classification (single-label, \
-                     multi-label or regression) only, not as {}",
+                     multi-label or regression) or token classification only, not as {}",
                     self.family(),
                     head.architecture()
                 ),
@@ -161,7 +170,11 @@ impl TaskConfig {
     pub fn to_hf_config(&self, head: BertHead, dtype: DType) -> Value {
         match self {
             Self::Bert(c) => bert::hf::to_hf_config(c, head, dtype),
-            Self::Gpt2(c) => gpt_cls::to_hf_config(c, dtype),
+            Self::Gpt2(c) => match gpt_head(head) {
+                Some(h) => gpt_cls::to_hf_config(c, h, dtype),
+                // No such model: the language model's config.
+                None => crate::gpt::hf::to_hf_config(&c.gpt, c.eos_token_id, dtype),
+            },
         }
     }
 
@@ -177,7 +190,10 @@ impl TaskConfig {
     ) -> Result<(Params, LoadReport)> {
         match self {
             Self::Bert(c) => bert::hf::load_params(path, c, head, rng, device, dtype),
-            Self::Gpt2(c) => gpt_cls::load_params(path, c, rng, device, dtype),
+            Self::Gpt2(c) => {
+                let h = gpt_head(head).ok_or_else(|| no_gpt_head(head))?;
+                gpt_cls::load_params(path, c, h, rng, device, dtype)
+            }
         }
     }
 
@@ -198,39 +214,41 @@ impl TaskConfig {
 pub enum TaskModel {
     /// Boxed: an encoder with its head is a few hundred bytes of tensor handles.
     Bert(Box<BertClassifier>),
-    Gpt2(GptForSequenceClassification),
+    Gpt2Sequence(GptForSequenceClassification),
+    Gpt2Token(GptForTokenClassification),
 }
 
 impl TaskModel {
     pub fn new(cfg: &TaskConfig, params: &Params, head: BertHead) -> Result<Self> {
         match cfg {
             TaskConfig::Bert(c) => Ok(Self::Bert(Box::new(BertClassifier::new(c, params, head)?))),
-            TaskConfig::Gpt2(c) => {
-                if head != BertHead::SequenceClassification {
-                    return Err(Error::Config(format!(
-                        "GPT-2 has no {} head",
-                        head.architecture()
-                    )));
+            TaskConfig::Gpt2(c) => match gpt_head(head).ok_or_else(|| no_gpt_head(head))? {
+                GptHead::SequenceClassification => Ok(Self::Gpt2Sequence(
+                    GptForSequenceClassification::new(c, params)?,
+                )),
+                GptHead::TokenClassification => {
+                    Ok(Self::Gpt2Token(GptForTokenClassification::new(c, params)?))
                 }
-                Ok(Self::Gpt2(GptForSequenceClassification::new(c, params)?))
-            }
+            },
         }
     }
 
     pub fn head(&self) -> BertHead {
         match self {
             Self::Bert(m) => m.head(),
-            Self::Gpt2(_) => BertHead::SequenceClassification,
+            Self::Gpt2Sequence(_) => BertHead::SequenceClassification,
+            Self::Gpt2Token(_) => BertHead::TokenClassification,
         }
     }
 
-    /// Logits, as [`BertClassifier::forward`]: (B, num_labels) for sequence classification.
-    /// GPT-2 reads the ids only: it pools its last non-padding token, which with causal
-    /// attention sees no padding, and it has no token types.
+    /// Logits, as [`BertClassifier::forward`]: (B, num_labels) for sequence classification,
+    /// (B, T, num_labels) for token classification. GPT-2 reads the ids only: with causal
+    /// attention no real token sees the padding after it, and it has no token types.
     pub fn forward(&self, input: &BertInput<'_>, mode: Mode<'_>) -> Result<Tensor> {
         match self {
             Self::Bert(m) => m.forward(input, mode),
-            Self::Gpt2(m) => m.forward(input.ids, mode),
+            Self::Gpt2Sequence(m) => m.forward(input.ids, mode),
+            Self::Gpt2Token(m) => m.forward(input.ids, mode),
         }
     }
 
@@ -239,7 +257,20 @@ impl TaskModel {
     pub fn bert(&self) -> Option<&BertModel> {
         match self {
             Self::Bert(m) => Some(m.bert()),
-            Self::Gpt2(_) => None,
+            Self::Gpt2Sequence(_) | Self::Gpt2Token(_) => None,
         }
     }
+}
+
+/// GPT-2's head of a task head's name, if GPT-2 has it.
+fn gpt_head(head: BertHead) -> Option<GptHead> {
+    match head {
+        BertHead::SequenceClassification => Some(GptHead::SequenceClassification),
+        BertHead::TokenClassification => Some(GptHead::TokenClassification),
+        _ => None,
+    }
+}
+
+fn no_gpt_head(head: BertHead) -> Error {
+    Error::Config(format!("GPT-2 has no {} head", head.architecture()))
 }

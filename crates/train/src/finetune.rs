@@ -487,7 +487,12 @@ pub fn classifier_step(
                     let top = |x: &Tensor, mode: &mut Mode<'_>| loss_of(&model.head_on(x, mode)?);
                     checkpointed_backward(&blocks, mode, top, scale, acc)?
                 }
-                TaskModel::Gpt2(model) => {
+                TaskModel::Gpt2Token(model) => {
+                    let blocks = GptBlocks::new(model.gpt(), mb.input.ids, &mode)?;
+                    let top = |x: &Tensor, mode: &mut Mode<'_>| loss_of(&model.head_on(x, mode)?);
+                    checkpointed_backward(&blocks, mode, top, scale, acc)?
+                }
+                TaskModel::Gpt2Sequence(model) => {
                     let ids = mb.input.ids;
                     let last = model.last_tokens(ids)?;
                     let blocks = GptBlocks::new(model.gpt(), ids, &mode)?;
