@@ -2255,9 +2255,10 @@ fn multiple_choice_learns_from_swag_and_generic_files_evaluates_and_predicts() {
 /// folder to classify sentences (`GPT2ForSequenceClassification`): it learns, pads with the
 /// end-of-text id as transformers users do, exports as transformers' class, evaluates and
 /// predicts from the export, resumes byte-identical, recomputes activations to the same
-/// losses, and refuses what GPT-2 has no head or setting for.
+/// losses, trains in bf16; it also learns to tag words (`GPT2ForTokenClassification`), and
+/// refuses what GPT-2 has no head or setting for.
 #[test]
-fn a_pretrained_gpt2_fine_tunes_for_sequence_classification() {
+fn a_pretrained_gpt2_fine_tunes_for_sequence_and_token_classification() {
     let f = Fixture::new();
     let gpt_run = f.root.join("gpt");
     common::train_ok(&common::tiny_config(&f.root, &gpt_run, ""), &[]);
@@ -2353,21 +2354,52 @@ fn a_pretrained_gpt2_fine_tunes_for_sequence_classification() {
         assert!((x - y).abs() <= 0.02 * x.abs(), "{a:?} vs bf16 {c:?}");
     }
 
-    // GPT-2 has a sequence classifier only, and one dropout rate.
-    let tagged = f.config_with(
+    // Token classification: GPT2ForTokenClassification, words tokenised with a prefix space.
+    // A causal model tags a word from the words before it: "old" is B-ANI or B-MAC by the
+    // word after it, which it cannot see, so the entities starting with it are half guesses.
+    write_tagged(&f.root);
+    let tagged = (
+        "tok_train.jsonl",
+        "tok_val.conll",
+        "problem_type = \"token_classification\"",
+    );
+    let tag_cfg = f.config_with(
         "gpt-tok",
+        (&model, 32),
+        tagged,
+        "epochs = 30\nlr = 3e-3",
+        "metric = \"f1\"",
+    );
+    let out = lantern_ok(&["finetune", "--config", p(&tag_cfg)]);
+    assert!(
+        out.contains("classifier.weight") && out.contains("classifier.bias"),
+        "{out}"
+    );
+    let tag_run = f.root.join("gpt-tok");
+    let best_f1 = best_of(&tag_run, "f1");
+    assert!(best_f1 >= 0.8, "best entity F1 {best_f1}\n{out}");
+    let c = exported_config(&tag_run);
+    assert_eq!(c["architectures"][0], "GPT2ForTokenClassification");
+    assert_eq!(c["id2label"]["0"], "B-ANI");
+    let metrics = f.root.join("gpt-tok-eval.json");
+    let (_, m) = eval_json(&tag_run, &f.root.join("tok_val.conll"), &metrics, &[]);
+    assert_eq!(m["f1"].as_f64().unwrap(), best_f1);
+
+    // GPT-2 has sequence and token classifiers only, and one dropout rate for the transformer.
+    let qa = f.config_with(
+        "gpt-qa",
         (&model, 16),
         (
             "train.jsonl",
             "val.jsonl",
-            "problem_type = \"token_classification\"",
+            "problem_type = \"question_answering\"\ndoc_stride = 4",
         ),
         short,
         "",
     );
-    let e = lantern_err(&["finetune", "--config", p(&tagged), "--quiet"]);
+    let e = lantern_err(&["finetune", "--config", p(&qa), "--quiet"]);
     assert!(
-        e.contains("config.json") && e.contains("sequence classification"),
+        e.contains("config.json") && e.contains("token classification only"),
         "{e}"
     );
     let model_drop = format!("{model}\nclassifier_dropout = 0.2");

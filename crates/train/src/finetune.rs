@@ -1272,23 +1272,30 @@ fn build_model(
             }
         }
         TaskConfig::Gpt2(g) => {
-            // GPT-2 here has one dropout rate (embeddings, attention and residuals).
+            // GPT-2 here has one dropout rate (embeddings, attention and residuals), and its
+            // token classifier one of its own.
             if let Some(p) = m.hidden_dropout_prob {
                 g.gpt.dropout = p;
             }
-            for (key, set) in [
-                (
-                    "attention_probs_dropout_prob",
-                    m.attention_probs_dropout_prob,
-                ),
-                ("classifier_dropout", m.classifier_dropout),
-            ] {
-                if set.is_some() {
-                    return Err(Error::Config(format!(
-                        "model.{key} is a BERT-family setting; GPT-2 has one dropout rate for \
-                         embeddings, attention and residuals: set model.hidden_dropout_prob"
-                    )));
+            if m.attention_probs_dropout_prob.is_some() {
+                return Err(Error::Config(
+                    "model.attention_probs_dropout_prob is a BERT-family setting; GPT-2 has one \
+                     dropout rate for embeddings, attention and residuals: set \
+                     model.hidden_dropout_prob"
+                        .into(),
+                ));
+            }
+            match (m.classifier_dropout, head) {
+                (Some(p), BertHead::TokenClassification) => g.classifier_dropout = Some(p),
+                (Some(_), _) => {
+                    return Err(Error::Config(
+                        "model.classifier_dropout: GPT-2's sequence classifier has no dropout \
+                         of its own (its token classifier has); the transformer's is \
+                         model.hidden_dropout_prob"
+                            .into(),
+                    ))
                 }
+                (None, _) => {}
             }
         }
     }
