@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub enum BertCmd {
     /// Fine-tune a BERT, RoBERTa, DistilBERT or ELECTRA encoder for sequence or token
     /// classification, extractive question answering or multiple choice, or a GPT-2 (a
-    /// `lantern train` run or a transformers folder) for sequence classification (TOML
+    /// `lantern train` run or a transformers folder) for sequence or token classification (TOML
     /// config); keeps best/ and last/
     /// checkpoints and exports the best to <run.dir>/model. SIGTERM/SIGINT finish the step,
     /// write last/ and exit with status 75; --resume continues exactly.
@@ -601,7 +601,8 @@ fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Whether `path` is a fine-tuning model: a BERT-family folder (an HF BERT, RoBERTa, XLM-R,
 /// DistilBERT or ELECTRA folder, a fine-tuning checkpoint or run), or a GPT-2 classifier
-/// (`GPT2ForSequenceClassification`). GPT-2 language models are not.
+/// (`GPT2ForSequenceClassification`, `GPT2ForTokenClassification`). GPT-2 language models
+/// are not.
 pub fn is_task_model(path: &Path) -> bool {
     let Ok(dir) = finetune::resolve_checkpoint(path) else {
         return false;
