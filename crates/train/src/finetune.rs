@@ -247,7 +247,7 @@ pub fn head_of(problem: ProblemType) -> BertHead {
 /// another family's), checking that its tokenizer's vocabulary matches the model's.
 pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let dir = resolve_checkpoint(path)?;
-    let (cfg, head) = TaskConfig::from_hf(&dir.join(CONFIG_FILE))?;
+    let (mut cfg, head) = TaskConfig::from_hf(&dir.join(CONFIG_FILE))?;
     let problem = problem_of(&cfg, head, &dir.join(CONFIG_FILE))?;
     let min_labels = if problem == ProblemType::Regression {
         1
@@ -273,6 +273,11 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer = load_tokenizer(&tokenizer_path)?;
     check_vocab(&tokenizer, cfg.vocab_size(), &tokenizer_path)?;
+    if let TaskConfig::Gpt2(g) = &mut cfg {
+        // A transformers GPT-2 classifier may have been saved without a padding id (its
+        // trainer padded with the end-of-text token): pad as fine-tuning would have.
+        g.pad_token_id = Some(gpt2_pad_id(g, &tokenizer, &dir.join(CONFIG_FILE))?);
+    }
     let state = std::fs::read_to_string(dir.join(STATE_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<FinetuneState>(&t).ok());
