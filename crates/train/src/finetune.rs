@@ -1,12 +1,11 @@
 //! Fine-tuning a BERT-family encoder for sequence or token classification, extractive
-//! question answering (crate::finetune_qa) or multiple choice, or GPT-2 for sequence
-//! classification (the model through `lantern_models::task`): one flat loop. Per epoch: a seeded shuffle;
-//! per optimizer step, `grad_accum` micro-batches, each padded to its longest example: forward
-//! (dropout from a per-step stream) on the fp32 weights or their bf16/fp16 working copy,
-//! the loss averaged over the step's rows (examples, or labelled words for token
-//! classification), backward, integrity guard on the first step,
-//! clipping, the optimizer of `train.optimizer` (AdamW by default; fp32 masters and state) with a
-//! warmup + decay schedule; then an evaluation (also every `eval_every_steps`), `metrics.jsonl`,
+//! question answering (crate::finetune_qa) or multiple choice, or GPT-2 for sequence or token
+//! classification (the model through `lantern_models::task`): one flat loop. Per epoch: a
+//! seeded shuffle; per optimizer step, `grad_accum` micro-batches, each padded to its longest
+//! example: forward (dropout from a per-step stream) on the fp32 weights or their bf16/fp16
+//! working copy, the loss averaged over the step's rows (examples, or labelled words for token
+//! classification), backward, integrity guard on the first step, clipping, the optimizer of
+//! `train.optimizer` (AdamW by default; fp32 masters and state) with a warmup + decay schedule; then an evaluation (also every `eval_every_steps`), `metrics.jsonl`,
 //! the `last/` checkpoint, the `best/` one when the chosen metric improved, and early stopping.
 //! At the end the best checkpoint is exported to `<run>/model/` (a Hugging Face folder) and
 //! the train and validation losses are plotted to `<run>/loss.png`.
@@ -31,7 +30,7 @@ use crate::metrics_cls::{
 use crate::metrics_tok::TokenCounts;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
-use crate::recompute::{checkpointed_backward, BertBlocks, Blocks, GptBlocks};
+use crate::recompute::{checkpointed_backward, BertBlocks, GptBlocks};
 use crate::schedule::Schedule;
 use crate::trainer::{agree_on_checkpoint, agree_on_stop, reduce_step};
 use crate::world::{join_world, World};
@@ -264,7 +263,7 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
         return Err(Error::Checkpoint {
             path: dir.join(CONFIG_FILE),
             msg: "not a BertForSequenceClassification or BertForTokenClassification config \
-                  (or another family's, or GPT2ForSequenceClassification) with id2label, nor a \
+                  (or another family's, or GPT-2's) with id2label, nor a \
                   BertForQuestionAnswering or BertForMultipleChoice config"
                 .into(),
         });
@@ -504,7 +503,7 @@ pub fn classifier_step(
                     let top = |x: &Tensor, _: &mut Mode<'_>| {
                         loss_of(&model.head(x, &last, ids.dims2()?)?)
                     };
-                    checkpointed_backward(&blocks as &dyn Blocks, mode, top, scale, acc)?
+                    checkpointed_backward(&blocks, mode, top, scale, acc)?
                 }
             };
             continue;
