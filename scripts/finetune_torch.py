@@ -19,16 +19,21 @@ by `--metric`, and the best model's scores on the held-out test set. Prints one 
 
 A GPT-2 folder (config.json's model_type "gpt2", e.g. `lantern export` of a GPT run: a
 GPT2LMHeadModel) fine-tunes as `lantern finetune` does it from a GPT
-checkpoint, `--task classes` only: GPT2ForSequenceClassification (a fresh `score`, n_embd to the
-labels without bias, N(0, initializer_range), on each sequence's rightmost token that is not the
-padding id), the tokenizer.json as it is (PreTrainedTokenizerFast: no special tokens added,
-none of BERT's token types) and batches padded on the right with the padding id Lantern picks:
-config.json's pad_token_id, else its eos_token_id, else the tokenizer's `<|endoftext|>`. The
-dropout rates are config.json's (resid_pdrop, embd_pdrop, attn_pdrop: the pretraining run's),
-as in Lantern.
+checkpoint, `--task classes` or `--task tags`. `classes`: GPT2ForSequenceClassification (a fresh
+`score`, n_embd to the labels without bias, N(0, initializer_range), on each sequence's rightmost
+token that is not the padding id), the tokenizer.json as it is (PreTrainedTokenizerFast: no
+special tokens added, none of BERT's token types). `tags`: GPT2ForTokenClassification (dropout
+`classifier_dropout`, 0.1 when config.json has none, then a fresh `classifier` with bias at every
+position), the words encoded as run_ner loads GPT-2/RoBERTa tokenizers (`add_prefix_space=True`:
+the byte-level pre-tokenizer puts a space before every word; set in the tokenizer.json's
+pre-tokenizer itself, see `word_tokenizer`). Both pad batches on the right with the padding id
+Lantern picks: config.json's pad_token_id, else its eos_token_id, else the tokenizer's
+`<|endoftext|>`. The dropout rates are config.json's (resid_pdrop, embd_pdrop, attn_pdrop: the
+pretraining run's), as in Lantern.
 
 `--task tags` is token classification as transformers' run_ner does it: word-level data
-(JSONL `tokens`/`tags`, or CoNLL), BertForTokenClassification, the words tokenised with
+(JSONL `tokens`/`tags`, or CoNLL), BertForTokenClassification (GPT2ForTokenClassification for a
+GPT-2 folder), the words tokenised with
 `is_split_into_words=True` and each word's tag on its first sub-token (-100 elsewhere), and
 seqeval's entity-level scores; `--metric f1` and the JSON line holds "test_f1",
 "test_precision", "test_recall" and "test_accuracy".
@@ -130,16 +135,44 @@ def model_type(path):
         return json.load(f).get("model_type")
 
 
-def gpt2_classifier(path, labels):
+def word_tokenizer(path, **kwargs):
+    """PreTrainedTokenizerFast on a byte-level BPE tokenizer.json for pre-split words, as run_ner
+    loads GPT-2 and RoBERTa tokenizers (`add_prefix_space=True`) and as Lantern encodes words:
+    the ByteLevel pre-tokenizer with add_prefix_space, so every word, the first too, is encoded
+    with a leading space. The flag is written into the tokenizer.json's pre-tokenizer before
+    loading: PreTrainedTokenizerFast(tokenizer_file=..., add_prefix_space=True) keeps the file's
+    pre-tokenizer as it is (transformers 5.24; GPT2Tokenizer, what AutoTokenizer picks for a
+    GPT-2 folder, does rebuild it)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    file = path if os.path.isfile(path) else os.path.join(path, "tokenizer.json")
+    with open(file, encoding="utf-8") as f:
+        spec = json.load(f)
+    pre = spec.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    byte_level = [p for p in parts if p.get("type") == "ByteLevel"]
+    if not byte_level:
+        sys.exit(f"{file}: no ByteLevel pre-tokenizer to set add_prefix_space on ({pre.get('type')})")
+    for p in byte_level:
+        p["add_prefix_space"] = True
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+                                   add_prefix_space=True, **kwargs)
+
+
+def gpt2_classifier(path, labels, tags=False):
     """The tokenizer (padding with Lantern's padding id) and a GPT2ForSequenceClassification
-    with a fresh `score` over `labels`, from a GPT-2 folder."""
-    from transformers import GPT2ForSequenceClassification, PreTrainedTokenizerFast
+    with a fresh `score` over `labels` (with `tags`, a GPT2ForTokenClassification with a fresh
+    `classifier` and a tokenizer for pre-split words), from a GPT-2 folder."""
+    from transformers import GPT2ForSequenceClassification, GPT2ForTokenClassification, PreTrainedTokenizerFast
     eot = "<|endoftext|>"
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
     # The folder's tokenizer.json exactly as Lantern reads it. (AutoTokenizer also loads a folder
     # with only config.json and tokenizer.json, as a GPT2Tokenizer; same ids on the fortunes.)
-    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"), eos_token=eot)
+    if tags:
+        tok = word_tokenizer(path, eos_token=eot)
+    else:
+        tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"), eos_token=eot)
     pad = cfg.get("pad_token_id")
     if pad is None:
         pad = cfg.get("eos_token_id")
@@ -150,7 +183,7 @@ def gpt2_classifier(path, labels):
                  f"tokenizer no {eot})")
     tok.pad_token = tok.convert_ids_to_tokens(pad)
     tok.padding_side = "right"
-    model = GPT2ForSequenceClassification.from_pretrained(
+    model = (GPT2ForTokenClassification if tags else GPT2ForSequenceClassification).from_pretrained(
         path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -258,8 +291,9 @@ def main():
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gpt2 = model_type(args.model) == "gpt2"
-    if gpt2 and args.task != "classes":
-        sys.exit(f"--task {args.task}: a GPT-2 model has a sequence classifier only (--task classes)")
+    if gpt2 and args.task not in ("classes", "tags"):
+        sys.exit(f"--task {args.task}: a GPT-2 model has sequence and token classifiers only "
+                 f"(--task classes or tags)")
     if args.task == "qa":
         return qa_main(args)
     if args.task == "choice":
@@ -270,7 +304,7 @@ def main():
     labels = sorted({t for r in train for t in r["tags"]} if tags else {r["label"] for r in train})
     index = {n: i for i, n in enumerate(labels)}
     if gpt2:
-        tok, model = gpt2_classifier(args.model, labels)
+        tok, model = gpt2_classifier(args.model, labels, tags)
     else:
         tok = AutoTokenizer.from_pretrained(args.model)
         model = (BertForTokenClassification if tags else BertForSequenceClassification).from_pretrained(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPT-2 sequence classification parity with live transformers, end to end through the `lantern`
-# binary, fp32, logits within 1e-4 max abs (scripts/gpt2_cls_parity.py holds the checks):
+# GPT-2 sequence and token classification parity with live transformers, end to end through the
+# `lantern` binary, fp32, logits within 1e-4 max abs (scripts/gpt2_cls_parity.py holds the checks):
 #  1. `lantern prepare` of four fortune categories (byte-level BPE, vocabulary 512) and
 #     `lantern train` of a small GPT (2 layers, width 64, 4 heads, context 64, 150 steps);
 #  2. `lantern finetune` from that run folder (model.init_from) on the fortune categories
@@ -10,16 +10,32 @@
 #     texts (tokenizer.json, truncated to max_length, padded on the right with pad_token_id, with
 #     the attention mask) against `lantern predict`'s logits, in the same batches and in batches
 #     of other sizes (other padding); transformers' accuracy, macro-F1 and loss against `lantern
-#     eval`'s, and its test-set scores against the run's test_metrics.json.
+#     eval`'s, and its test-set scores against the run's test_metrics.json;
+#  4. `lantern finetune` of the same GPT for token classification on the fortune attributions
+#     (scripts/make_fortune_tags.py: IOB2 PER/WORK tags of words, `problem_type =
+#     "token_classification"`): GPT2ForTokenClassification, max_length 64, 3 epochs, the same
+#     batch, lr, warmup, weight decay and seed, early-stopping metric seqeval's entity F1;
+#  5. transformers' GPT2ForTokenClassification.from_pretrained(<run>/model) on the validation
+#     sentences (the words encoded as run_ner does with add_prefix_space=True, is_split_into_words,
+#     truncated to max_length, padded on the right with pad_token_id, with the attention mask):
+#     each word's first-sub-token logits against `lantern predict`'s per-word logits and
+#     probabilities in four batchings, the same tags and entities, and seqeval's entity
+#     precision/recall/F1, word accuracy and the loss against `lantern eval`'s; the test set
+#     against the run's test_metrics.json.
 # With COMPARE=1, a second stage fine-tunes the same pretrained GPT with transformers
 # (scripts/finetune_torch.py on `lantern export --model <gpt run>`, a GPT2LMHeadModel folder)
-# with the same recipe (epochs, lr, batch, max length, warmup, weight decay, seed; the dropout
-# rates are the pretraining config's, in config.json, in both) and prints both test macro-F1,
-# accuracy and wall times. By hand, the same comparison is:
+# with the same recipes (epochs, lr, batch, max length, warmup, weight decay, seed; the dropout
+# rates are the pretraining config's, in config.json, in both; the token classifier's dropout is
+# 0.1 in both, transformers' default without classifier_dropout) and prints both test macro-F1,
+# accuracy and wall times, then both test entity F1 (precision, recall), word accuracy and wall
+# times of the token classifiers. By hand, the same comparison is:
 #   lantern export --model <gpt run> --out gpt-hf
 #   python scripts/finetune_torch.py --model gpt-hf --train train.jsonl --validation validation.jsonl \
 #       --test test.jsonl --epochs 2 --batch-size 16 --lr 1e-3 --max-length 64 --warmup-ratio 0.1 \
 #       --weight-decay 0.01 --seed 42 --metric macro_f1
+#   python scripts/finetune_torch.py --task tags --model gpt-hf --train tags/train.jsonl \
+#       --validation tags/validation.jsonl --test tags/test.conll --epochs 3 --batch-size 16 \
+#       --lr 1e-3 --max-length 64 --warmup-ratio 0.1 --weight-decay 0.01 --seed 42 --metric f1
 # Needs the test-only venv (scripts/ref_env.sh) and the fortunes text (scripts/fetch_fortunes.sh).
 #   bash scripts/gpt2_cls_parity.sh
 #   COMPARE=1 bash scripts/gpt2_cls_parity.sh
@@ -40,6 +56,7 @@ else
 fi
 F=data/raw/fortunes
 EPOCHS=2; BATCH=16; LR=1e-3; MAX_LENGTH=64; WARMUP=0.1; DECAY=0.01; SEED=42
+TAG_EPOCHS=3
 THREADS="${THREADS:-$(nproc)}"
 
 echo "== 1. pretrain a small GPT on fortunes"
@@ -96,8 +113,41 @@ echo "== 3. transformers vs lantern predict / eval"
 "$PY" scripts/gpt2_cls_parity.py --lantern "$L" --run "$W/cls" --data "$W/cats/validation.jsonl" \
     --test "$W/cats/test.jsonl" --max-length $MAX_LENGTH --work "$W/parity"
 
+echo "== 4. fine-tune it for token classification (GPT2ForTokenClassification)"
+python3 scripts/make_fortune_tags.py --raw $F --out "$W/tags"
+cat > "$W/tag.toml" <<TOML
+[run]
+dir = "$W/tag"
+[model]
+init_from = "$W/gpt"
+[data]
+train = "$W/tags/train.jsonl"
+validation = "$W/tags/validation.jsonl"
+test = "$W/tags/test.conll"
+problem_type = "token_classification"
+max_length = $MAX_LENGTH
+[train]
+epochs = $TAG_EPOCHS
+batch_size = $BATCH
+lr = $LR
+warmup_ratio = $WARMUP
+weight_decay = $DECAY
+seed = $SEED
+[early_stopping]
+metric = "f1"
+TOML
+t0=$(date +%s.%N)
+RAYON_NUM_THREADS=$THREADS $L finetune --config "$W/tag.toml" --quiet
+t1=$(date +%s.%N)
+lantern_tag_secs=$(python3 -c "print(round($t1 - $t0, 1))")
+echo "fine-tuned in $lantern_tag_secs s"
+
+echo "== 5. transformers vs lantern predict / eval (token classifier)"
+"$PY" scripts/gpt2_cls_parity.py --task tags --lantern "$L" --run "$W/tag" --data "$W/tags/validation.jsonl" \
+    --test "$W/tags/test.conll" --max-length $MAX_LENGTH --work "$W/parity-tags"
+
 if [[ "${COMPARE:-0}" == 1 ]]; then
-    echo "== 4. the same fine-tune in transformers ($THREADS threads)"
+    echo "== 6. the same fine-tune in transformers ($THREADS threads)"
     $L export --model "$W/gpt" --out "$W/gpt-hf"
     torch_json=$("$PY" scripts/finetune_torch.py --model "$W/gpt-hf" --train "$W/cats/train.jsonl" \
         --validation "$W/cats/validation.jsonl" --test "$W/cats/test.jsonl" --epochs $EPOCHS \
@@ -115,5 +165,23 @@ print(f"{'transformers':14}{theirs['test_macro_f1']:15.4f}{theirs['test_accuracy
 print(f"difference (lantern - transformers): macro_f1 {100 * (ours['macro_f1'] - theirs['test_macro_f1']):+.2f} points, "
       f"accuracy {100 * (ours['accuracy'] - theirs['test_accuracy']):+.2f} points")
 PYEOF
+    echo "== 7. the same token-classification fine-tune in transformers ($THREADS threads)"
+    torch_json=$("$PY" scripts/finetune_torch.py --task tags --model "$W/gpt-hf" --train "$W/tags/train.jsonl" \
+        --validation "$W/tags/validation.jsonl" --test "$W/tags/test.conll" --epochs $TAG_EPOCHS \
+        --batch-size $BATCH --lr $LR --max-length $MAX_LENGTH --warmup-ratio $WARMUP \
+        --weight-decay $DECAY --seed $SEED --metric f1 --threads "$THREADS" \
+        | tee >(cat >&2) | tail -1)
+    python3 - "$W/tag/test_metrics.json" "$lantern_tag_secs" "$torch_json" <<'PYEOF'
+import json, sys
+ours, secs, theirs = json.load(open(sys.argv[1])), float(sys.argv[2]), json.loads(sys.argv[3])
+print()
+print(f"{'':14}{'test F1':>9}{'precision':>11}{'recall':>8}{'accuracy':>10}{'wall s':>9}")
+print(f"{'lantern':14}{ours['f1']:9.4f}{ours['precision']:11.4f}{ours['recall']:8.4f}{ours['accuracy']:10.4f}"
+      f"{secs:9.1f}   (fine-tune incl. startup, evals, test)")
+print(f"{'transformers':14}{theirs['test_f1']:9.4f}{theirs['test_precision']:11.4f}{theirs['test_recall']:8.4f}"
+      f"{theirs['test_accuracy']:10.4f}{theirs['train_seconds']:9.1f}   (training loop and evals)")
+print(f"difference (lantern - transformers): entity F1 {100 * (ours['f1'] - theirs['test_f1']):+.2f} points, "
+      f"word accuracy {100 * (ours['accuracy'] - theirs['test_accuracy']):+.2f} points")
+PYEOF
 fi
-echo "gpt2 classification parity: PASS"
+echo "gpt2 sequence and token classification parity: PASS"
