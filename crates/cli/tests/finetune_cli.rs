@@ -662,6 +662,49 @@ fn a_fine_tune_cut_short_resumes_byte_identical() {
     );
 }
 
+/// `train.group_by_length` (transformers' LengthGroupedSampler): the run learns, says so,
+/// takes another order than the plain shuffle, resumes byte-identical, and a resume that
+/// changes the setting is refused naming it.
+#[test]
+fn group_by_length_learns_and_resumes_byte_identical() {
+    let f = Fixture::new();
+    let learn = "epochs = 12\nlr = 3e-3\ngroup_by_length = true";
+    let out = lantern_ok(&[
+        "finetune",
+        "--config",
+        p(&f.config("learn", learn, PATIENT)),
+    ]);
+    assert!(out.contains("grouped by length"), "{out}");
+    let best = best_of(&f.root.join("learn"), "accuracy");
+    assert!(best >= 0.9, "best accuracy {best}\n{out}");
+    let grouped = format!("{RESUMABLE}\ngroup_by_length = true");
+    finetune_quiet(&f.config("whole", &grouped, PATIENT), &[]);
+    let whole = f.root.join("whole");
+    finetune_quiet(&f.config("plain", RESUMABLE, PATIENT), &[]);
+    assert_ne!(
+        train_losses(&whole),
+        train_losses(&f.root.join("plain")),
+        "the grouped order is the plain shuffle"
+    );
+    let cut = f.config("cut", &grouped, PATIENT);
+    finetune_quiet(&cut, &["--stop-after", "5"]);
+    let e = lantern_err(&[
+        "finetune",
+        "--config",
+        p(&cut),
+        "--quiet",
+        "--resume",
+        "--set",
+        "train.group_by_length=false",
+    ]);
+    assert!(
+        e.contains("finetune_state.json") && e.contains("group_by_length"),
+        "{e}"
+    );
+    finetune_quiet(&cut, &["--resume"]);
+    assert_same_run(&whole, &f.root.join("cut"));
+}
+
 #[test]
 fn sigterm_stops_a_fine_tune_with_status_75_and_resume_finishes_it() {
     let f = Fixture::new();

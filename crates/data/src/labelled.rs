@@ -1224,6 +1224,36 @@ pub fn permutation(n: usize, rng: &mut Rng) -> Vec<usize> {
     idx
 }
 
+/// transformers' `group_by_length` order (`LengthGroupedSampler`,
+/// `get_length_grouped_indices`): a seeded permutation of 0..lengths.len(), cut into
+/// "megabatches" of `mult · batch` indices (`mult` = min(n / (4 · batch), 50), at least 1),
+/// each sorted by length, longest first (a stable sort: ties keep the shuffled order); then the
+/// first index of the megabatch holding the longest example trades places with the very first
+/// index, so that the first batch is the largest (running out of memory shows at once). Taken
+/// `batch` at a time, batches hold examples of similar lengths, so padding them to their
+/// longest costs little, while the megabatches keep the order random.
+pub fn length_grouped(lengths: &[usize], batch: usize, rng: &mut Rng) -> Vec<usize> {
+    let n = lengths.len();
+    let batch = batch.max(1);
+    let mult = (n / (batch * 4)).clamp(1, 50);
+    let mut order = permutation(n, rng);
+    let mut maxima = Vec::new();
+    for mega in order.chunks_mut(mult * batch) {
+        mega.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
+        maxima.push(lengths[mega[0]]);
+    }
+    // torch.argmax: the first of equal maxima.
+    if let Some(longest) = maxima
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+        .map(|(i, _)| i)
+    {
+        order.swap(0, longest * mult * batch);
+    }
+    order
+}
+
 /// Splits 0..n into (train, validation) indices: a seeded shuffle, the first
 /// round(n·fraction) (at least 1) held out. Both lists come back sorted.
 pub fn split_indices(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
@@ -1248,6 +1278,46 @@ pub fn split_indices(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn length_grouped_order_is_transformers_megabatches() {
+        // With equal lengths nothing moves: the plain permutation.
+        let same = vec![7usize; 50];
+        assert_eq!(
+            length_grouped(&same, 4, &mut Rng::new(5)),
+            permutation(50, &mut Rng::new(5))
+        );
+        // 100 examples, batch 5: megabatches of min(100 / 20, 50) = 5 batches, each sorted
+        // longest first, the longest of all at the front; a permutation of 0..100.
+        let lengths: Vec<usize> = (0..100).map(|i| (i * 37) % 61 + 1).collect();
+        let order = length_grouped(&lengths, 5, &mut Rng::new(9));
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_eq!(lengths[order[0]], *lengths.iter().max().unwrap());
+        let shuffled = permutation(100, &mut Rng::new(9));
+        for (k, (mega, plain)) in order.chunks(25).zip(shuffled.chunks(25)).enumerate() {
+            // The same members as the shuffle's k-th megabatch (up to the one swap)...
+            let (mut a, mut b) = (mega.to_vec(), plain.to_vec());
+            a.sort_unstable();
+            b.sort_unstable();
+            let moved = a.iter().filter(|x| !b.contains(x)).count();
+            assert!(moved <= 1, "megabatch {k}");
+            // ...in descending length (the swapped-in first element aside).
+            let lens: Vec<usize> = mega[1..].iter().map(|&i| lengths[i]).collect();
+            assert!(
+                lens.windows(2).all(|w| w[0] >= w[1]),
+                "megabatch {k}: {lens:?}"
+            );
+        }
+        // Padding each batch of 5 to its longest costs far less than in the plain order.
+        let padded = |o: &[usize]| -> usize {
+            o.chunks(5)
+                .map(|c| c.len() * c.iter().map(|&i| lengths[i]).max().unwrap())
+                .sum()
+        };
+        assert!(padded(&order) * 10 < padded(&shuffled) * 8);
+    }
+
     use super::*;
 
     fn write(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {

@@ -93,6 +93,9 @@ pub struct ResumeState {
     pub labels: Vec<String>,
     pub train_examples: usize,
     pub examples_per_step: usize,
+    /// `train.group_by_length`, which also fixes the order.
+    #[serde(default)]
+    pub group_by_length: bool,
     /// Early stopping: the evaluations since the metric last improved (its best value is the
     /// best evaluation's).
     pub evals_without_improvement: usize,
@@ -1116,6 +1119,7 @@ impl<'a> CheckpointWriter<'a> {
             labels: self.labels.to_vec(),
             train_examples: self.train_examples,
             examples_per_step: self.examples_per_step,
+            group_by_length: self.cfg.train.group_by_length,
             evals_without_improvement: stopper.evals_without_improvement,
             best_step: best.map(|b| b.step),
             best_eval: best.map_or(Value::Null, |b| b.report.to_json(self.labels)),
@@ -1607,8 +1611,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     // `world` ranks (as torchrun with transformers' Trainer).
     let per_step = t.batch_size * t.grad_accum * world;
     if let Some((dir, _, rs)) = &resumed {
-        // The shuffled order and the steps of an epoch depend on these two: another value
-        // would continue a different run.
+        // The shuffled order and the steps of an epoch depend on these: another value would
+        // continue a different run.
         let what = if rs.train_examples != train.len() {
             Some(format!(
                 "{} training examples, the data now has {}",
@@ -1620,6 +1624,11 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 "{} examples per step, this run takes {per_step} (batch_size {} x grad_accum \
                  {} x {world} rank(s)); keep batch_size x grad_accum x ranks the same",
                 rs.examples_per_step, t.batch_size, t.grad_accum
+            ))
+        } else if rs.group_by_length != t.group_by_length {
+            Some(format!(
+                "train.group_by_length = {}, the config now sets {}",
+                rs.group_by_length, t.group_by_length
             ))
         } else {
             None
@@ -1714,8 +1723,15 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     });
     say(format!(
         "{} | {opt_cfg} | batch {} x {} accumulated x {world} rank(s) = {per_step} examples per \
-         step | {steps_per_epoch} steps per epoch",
-        t.precision, t.batch_size, t.grad_accum
+         step{} | {steps_per_epoch} steps per epoch",
+        t.precision,
+        t.batch_size,
+        t.grad_accum,
+        if t.group_by_length {
+            ", grouped by length"
+        } else {
+            ""
+        }
     ));
     let model = TaskModel::new(&task_cfg, work_params, head_of(problem))?;
     // Evaluations read the same weights without recording a graph.
@@ -1851,6 +1867,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         Ok(stop)
     };
 
+    let train_lengths: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
     let start_epoch = (step / steps_per_epoch) as usize + 1;
     let skip_steps = (step % steps_per_epoch) as usize;
     'epochs: for epoch in start_epoch..=epochs {
@@ -1858,10 +1875,12 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             break;
         }
         epochs_run = epoch;
-        let order = labelled::permutation(
-            train.len(),
-            &mut Rng::derive(t.seed, SHUFFLE_STREAM + 1000 * epoch as u64),
-        );
+        let mut rng = Rng::derive(t.seed, SHUFFLE_STREAM + 1000 * epoch as u64);
+        let order = match t.group_by_length {
+            // transformers groups by the examples of one optimizer step on every rank.
+            true => labelled::length_grouped(&train_lengths, per_step, &mut rng),
+            false => labelled::permutation(train.len(), &mut rng),
+        };
         let epoch_start = Instant::now();
         let (mut epoch_loss, mut epoch_steps) = (0f64, 0usize);
         let skip = if epoch == start_epoch { skip_steps } else { 0 };

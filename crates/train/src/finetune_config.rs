@@ -190,6 +190,11 @@ pub struct FtTrainSection {
     /// third more compute, the same gradients (`crate::recompute`).
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// transformers' `group_by_length`: each epoch's shuffled order is regrouped so that the
+    /// examples of a step have similar lengths (`labelled::length_grouped`), and padding
+    /// each micro-batch to its longest costs less.
+    #[serde(default)]
+    pub group_by_length: bool,
     /// Seeds the split, the head's initialisation, the data order and dropout.
     #[serde(default = "d_seed")]
     pub seed: u64,
