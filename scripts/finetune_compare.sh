@@ -21,8 +21,9 @@
 # (transformers' output goes to stderr through `tee >(cat >&2)`: `tee /dev/stderr` would
 # reopen a log file that stderr is redirected to and truncate it.)
 # Env: TASK, THREADS (CPU threads for both, default: all), EPOCHS, LR, BATCH, MAX_LENGTH, SEED,
-# OPTIM (adamw, the default, sgd, adagrad or rmsprop: train.optimizer and torch.optim's class)
-# and MOMENTUM (SGD's and RMSprop's, default 0). SGD wants a larger LR than AdamW, e.g.
+# OPTIM (adamw, the default, sgd, adagrad or rmsprop: train.optimizer and torch.optim's class),
+# MOMENTUM (SGD's and RMSprop's, default 0) and GROUP=1 (group_by_length in both; classes and
+# tags). SGD wants a larger LR than AdamW, e.g.
 #   OPTIM=sgd MOMENTUM=0.9 LR=0.05 bash scripts/finetune_compare.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,6 +46,8 @@ case "$TASK" in
              metric=accuracy; keys="accuracy"; make=make_fortune_choices.py; len=64 ;;
     *) echo "TASK must be classes, tags, qa, qa2 or choice, not $TASK" >&2; exit 2 ;;
 esac
+group_by_length=false; group_args=()
+if [ "${GROUP:-0}" = 1 ]; then group_by_length=true; group_args=(--group-by-length); fi
 EPOCHS="${EPOCHS:-2}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX_LENGTH:-$len}"
 SEED="${SEED:-42}"; THREADS="${THREADS:-$(nproc)}"; OPTIM="${OPTIM:-adamw}"; MOMENTUM="${MOMENTUM:-0}"
 PY=$(bash scripts/ref_env.sh | tail -1)
@@ -61,7 +64,8 @@ RAYON_NUM_THREADS=$THREADS target/release/lantern finetune --config "$config" \
     --set model.init_from="\"$MINILM\"" --set run.dir="\"$run\"" \
     --set train.epochs="$EPOCHS" --set train.lr="$LR" --set train.batch_size="$BATCH" \
     --set data.max_length="$MAX_LENGTH" --set train.seed="$SEED" \
-    --set train.optimizer="\"$OPTIM\"" --set train.momentum="$MOMENTUM" "$@"
+    --set train.optimizer="\"$OPTIM\"" --set train.momentum="$MOMENTUM" \
+    --set train.group_by_length="$group_by_length" "$@"
 t1=$(date +%s.%N)
 target/release/lantern eval --checkpoint "$run" --data "$data/$test" --out "$run/test_eval.json"
 
@@ -70,7 +74,7 @@ torch_json=$("$PY" scripts/finetune_torch.py --task "${TASK%2}" "${torch_args[@]
     --validation "$data/validation.jsonl" --test "$data/$test" --epochs "$EPOCHS" --lr "$LR" \
     --batch-size "$BATCH" --max-length "$MAX_LENGTH" --seed "$SEED" --warmup-ratio 0.1 \
     --weight-decay 0.01 --optim "$OPTIM" --momentum "$MOMENTUM" --metric "$metric" \
-    --threads "$THREADS" | tee >(cat >&2) | tail -1)
+    --threads "$THREADS" "${group_args[@]}" | tee >(cat >&2) | tail -1)
 
 python3 - "$run/test_eval.json" "$(python3 -c "print($t1 - $t0)")" "$torch_json" $keys <<'PYEOF'
 import json, sys

@@ -67,6 +67,7 @@ import time
 import torch
 from transformers import (AutoTokenizer, BertForQuestionAnswering, BertForSequenceClassification,
                           BertForTokenClassification, get_linear_schedule_with_warmup)
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
 def read_squad(path):
@@ -282,6 +283,9 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--metric", default="macro_f1", choices=["macro_f1", "accuracy", "f1"])
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--group-by-length", action="store_true",
+                    help="transformers' group_by_length (LengthGroupedSampler's order); "
+                         "classes and tags only")
     ap.add_argument("--task", default="classes", choices=["classes", "tags", "qa", "choice"])
     ap.add_argument("--doc-stride", type=int, default=32)
     ap.add_argument("--version-2-with-negative", action="store_true")
@@ -294,6 +298,8 @@ def main():
     if gpt2 and args.task not in ("classes", "tags"):
         sys.exit(f"--task {args.task}: a GPT-2 model has sequence and token classifiers only "
                  f"(--task classes or tags)")
+    if args.group_by_length and args.task not in ("classes", "tags"):
+        sys.exit("--group-by-length: classes and tags only")
     if args.task == "qa":
         return qa_main(args)
     if args.task == "choice":
@@ -366,11 +372,16 @@ def main():
 
     best, best_state, best_epoch = -1.0, None, 0
     g = torch.Generator().manual_seed(args.seed)
+    # group_by_length: the Trainer's LengthGroupedSampler order over the tokenised lengths.
+    lengths = [len(batch([r])["input_ids"][0]) for r in train] if args.group_by_length else None
     start = time.time()
     for epoch in range(1, args.epochs + 1):
         model.train()
         epoch_start = time.time()
-        order = torch.randperm(len(train), generator=g).tolist()
+        if lengths is None:
+            order = torch.randperm(len(train), generator=g).tolist()
+        else:
+            order = get_length_grouped_indices(lengths, args.batch_size, generator=g)
         for s in range(steps_per_epoch):
             rows = [train[i] for i in order[s * args.batch_size:(s + 1) * args.batch_size]]
             enc = batch(rows)
