@@ -87,17 +87,24 @@ def read_jsonl(path):
         return [json.loads(l) for l in f if l.strip()]
 
 
+def padded_batches(ids, pad, batch_size):
+    """(start, rows, ids, mask) of each batch of `batch_size` rows padded on the right with
+    `pad` to their longest row."""
+    for i in range(0, len(ids), batch_size):
+        chunk = ids[i:i + batch_size]
+        t = max(len(r) for r in chunk)
+        x = torch.tensor([r + [pad] * (t - len(r)) for r in chunk])
+        mask = torch.tensor([[1] * len(r) + [0] * (t - len(r)) for r in chunk])
+        yield i, chunk, x, mask
+
+
 def hf_logits(model, ids, pad, batch_size, labels=None):
     """transformers' logits of each row, in batches of `batch_size` padded on the right with
     `pad` to their longest row, with the attention mask; and the summed loss when labels are
     given (transformers' mean loss of each batch times its size)."""
     out, loss_sum = [], 0.0
     with torch.no_grad():
-        for i in range(0, len(ids), batch_size):
-            chunk = ids[i:i + batch_size]
-            t = max(len(r) for r in chunk)
-            x = torch.tensor([r + [pad] * (t - len(r)) for r in chunk])
-            mask = torch.tensor([[1] * len(r) + [0] * (t - len(r)) for r in chunk])
+        for i, chunk, x, mask in padded_batches(ids, pad, batch_size):
             kw = {}
             if labels is not None:
                 kw["labels"] = torch.tensor(labels[i:i + batch_size])
@@ -321,14 +328,10 @@ def hf_word_logits(model, ids, firsts, pad, batch_size, gold=None):
     number."""
     out, loss_sum = [], 0.0
     with torch.no_grad():
-        for i in range(0, len(ids), batch_size):
-            chunk = ids[i:i + batch_size]
-            t = max(len(r) for r in chunk)
-            x = torch.tensor([r + [pad] * (t - len(r)) for r in chunk])
-            mask = torch.tensor([[1] * len(r) + [0] * (t - len(r)) for r in chunk])
+        for i, chunk, x, mask in padded_batches(ids, pad, batch_size):
             kw = {}
             if gold is not None:
-                labels = torch.full((len(chunk), t), -100)
+                labels = torch.full(x.shape, -100)
                 for b in range(len(chunk)):
                     for (pos, _), g in zip(firsts[i + b], gold[i + b]):
                         labels[b, pos] = g

@@ -81,33 +81,42 @@ dir = "$W/gpt"
 TOML
 $L train --config "$W/gpt.toml" --quiet
 
-echo "== 2. fine-tune it for sequence classification (GPT2ForSequenceClassification)"
-python3 scripts/make_fortune_categories.py --raw $F --out "$W/cats"
-cat > "$W/cls.toml" <<TOML
+# finetune NAME DATA TEST EPOCHS METRIC [DATA KEYS]: fine-tunes the pretrained GPT on
+# $W/DATA/{train,validation}.jsonl and $W/DATA/TEST into $W/NAME; sets `secs` to its wall time.
+finetune() {
+    cat > "$W/$1.toml" <<TOML
 [run]
-dir = "$W/cls"
+dir = "$W/$1"
 [model]
 init_from = "$W/gpt"
 [data]
-train = "$W/cats/train.jsonl"
-validation = "$W/cats/validation.jsonl"
-test = "$W/cats/test.jsonl"
+train = "$W/$2/train.jsonl"
+validation = "$W/$2/validation.jsonl"
+test = "$W/$2/$3"
 max_length = $MAX_LENGTH
+${6:-}
 [train]
-epochs = $EPOCHS
+epochs = $4
 batch_size = $BATCH
 lr = $LR
 warmup_ratio = $WARMUP
 weight_decay = $DECAY
 seed = $SEED
 [early_stopping]
-metric = "macro_f1"
+metric = "$5"
 TOML
-t0=$(date +%s.%N)
-RAYON_NUM_THREADS=$THREADS $L finetune --config "$W/cls.toml" --quiet
-t1=$(date +%s.%N)
-lantern_secs=$(python3 -c "print(round($t1 - $t0, 1))")
-echo "fine-tuned in $lantern_secs s"
+    local t0 t1
+    t0=$(date +%s.%N)
+    RAYON_NUM_THREADS=$THREADS $L finetune --config "$W/$1.toml" --quiet
+    t1=$(date +%s.%N)
+    secs=$(python3 -c "print(round($t1 - $t0, 1))")
+    echo "fine-tuned in $secs s"
+}
+
+echo "== 2. fine-tune it for sequence classification (GPT2ForSequenceClassification)"
+python3 scripts/make_fortune_categories.py --raw $F --out "$W/cats"
+finetune cls cats test.jsonl "$EPOCHS" macro_f1
+lantern_secs=$secs
 
 echo "== 3. transformers vs lantern predict / eval"
 "$PY" scripts/gpt2_cls_parity.py --lantern "$L" --run "$W/cls" --data "$W/cats/validation.jsonl" \
@@ -115,32 +124,8 @@ echo "== 3. transformers vs lantern predict / eval"
 
 echo "== 4. fine-tune it for token classification (GPT2ForTokenClassification)"
 python3 scripts/make_fortune_tags.py --raw $F --out "$W/tags"
-cat > "$W/tag.toml" <<TOML
-[run]
-dir = "$W/tag"
-[model]
-init_from = "$W/gpt"
-[data]
-train = "$W/tags/train.jsonl"
-validation = "$W/tags/validation.jsonl"
-test = "$W/tags/test.conll"
-problem_type = "token_classification"
-max_length = $MAX_LENGTH
-[train]
-epochs = $TAG_EPOCHS
-batch_size = $BATCH
-lr = $LR
-warmup_ratio = $WARMUP
-weight_decay = $DECAY
-seed = $SEED
-[early_stopping]
-metric = "f1"
-TOML
-t0=$(date +%s.%N)
-RAYON_NUM_THREADS=$THREADS $L finetune --config "$W/tag.toml" --quiet
-t1=$(date +%s.%N)
-lantern_tag_secs=$(python3 -c "print(round($t1 - $t0, 1))")
-echo "fine-tuned in $lantern_tag_secs s"
+finetune tag tags test.conll "$TAG_EPOCHS" f1 'problem_type = "token_classification"'
+lantern_tag_secs=$secs
 
 echo "== 5. transformers vs lantern predict / eval (token classifier)"
 "$PY" scripts/gpt2_cls_parity.py --task tags --lantern "$L" --run "$W/tag" --data "$W/tags/validation.jsonl" \

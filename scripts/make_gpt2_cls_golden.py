@@ -99,27 +99,15 @@ def write_tok(out_dir: str, input_ids: torch.Tensor, attention_mask: torch.Tenso
     labels = tok_labels_for(attention_mask)
     real = attention_mask.bool()
 
-    captured = {}
-
-    def hook(_module, _inputs, output):
-        captured["hidden"] = output.last_hidden_state
-
-    handle = model.transformer.register_forward_hook(hook)
-    model.zero_grad(set_to_none=True)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-    out.loss.backward()
-    handle.remove()
-
-    logits = out.logits.detach().to(torch.float32).contiguous()
-    loss = out.loss.detach().to(torch.float32).reshape(()).contiguous()
+    logits, loss, hidden = forward_backward(model, input_ids, attention_mask, labels)
     assert list(logits.shape) == [B, T, len(TOK_ID2LABEL)]
 
     # Independent checks: logits are the classifier on every position's last hidden state (no
     # dropout in eval), the loss is the mean cross-entropy over the labelled positions only.
     with torch.no_grad():
-        head = model.classifier(captured["hidden"])
-        assert torch.equal(head, out.logits), (head - out.logits).abs().max().item()
-        manual_head = captured["hidden"] @ model.classifier.weight.t() + model.classifier.bias
+        head = model.classifier(hidden)
+        assert torch.equal(head, logits), (head - logits).abs().max().item()
+        manual_head = hidden @ model.classifier.weight.t() + model.classifier.bias
         head_diff = (manual_head - logits).abs().max().item()
         assert head_diff < 1e-6, head_diff
         manual = F.cross_entropy(logits.view(-1, len(TOK_ID2LABEL)), labels.view(-1), ignore_index=IGNORE)
@@ -203,6 +191,26 @@ def write_tok(out_dir: str, input_ids: torch.Tensor, attention_mask: torch.Tenso
     print(out_dir)
 
 
+def forward_backward(model, input_ids, attention_mask, labels):
+    """One forward with labels and its backward (gradients left on the parameters): fp32
+    logits, the loss and the transformer's last hidden state (after ln_f), captured in the
+    same pass."""
+    captured = {}
+
+    def hook(_module, _inputs, output):
+        captured["hidden"] = output.last_hidden_state
+
+    handle = model.transformer.register_forward_hook(hook)
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    out.loss.backward()
+    handle.remove()
+    logits = out.logits.detach().to(torch.float32).contiguous()
+    loss = out.loss.detach().to(torch.float32).reshape(()).contiguous()
+    hidden = captured["hidden"].detach().to(torch.float32).contiguous()
+    return logits, loss, hidden
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -233,21 +241,7 @@ def main() -> int:
     input_ids[PAD_INSIDE] = PAD  # mask stays 1: a real token equal to the pad id
     labels = torch.tensor(CLS_LABELS, dtype=torch.long)
 
-    # Capture the transformer's last hidden state (after ln_f) in the same forward pass.
-    captured = {}
-
-    def hook(_module, _inputs, output):
-        captured["hidden"] = output.last_hidden_state
-
-    handle = model.transformer.register_forward_hook(hook)
-    model.zero_grad(set_to_none=True)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-    out.loss.backward()
-    handle.remove()
-
-    logits = out.logits.detach().to(torch.float32).contiguous()
-    loss = out.loss.detach().to(torch.float32).reshape(()).contiguous()
-    hidden = captured["hidden"].detach().to(torch.float32).contiguous()
+    logits, loss, hidden = forward_backward(model, input_ids, attention_mask, labels)
     assert list(logits.shape) == [B, 3] and list(hidden.shape) == [B, T, 32]
 
     # Independent checks: the pooled position is the rightmost id != pad (row 0: 11, although
@@ -259,8 +253,8 @@ def main() -> int:
     with torch.no_grad():
         rows = torch.arange(B)
         pos = torch.tensor(picked)
-        head = model.score(captured["hidden"])[rows, pos]
-        assert torch.equal(head, out.logits), (head - out.logits).abs().max().item()
+        head = model.score(hidden)[rows, pos]
+        assert torch.equal(head, logits), (head - logits).abs().max().item()
         manual_head = hidden[rows, pos] @ model.score.weight.t()
         head_diff = (manual_head - logits).abs().max().item()
         assert head_diff < 1e-6, head_diff

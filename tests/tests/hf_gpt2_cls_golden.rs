@@ -6,36 +6,44 @@
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
 use lantern_models::gpt::classifier::{
-    self, GptForSequenceClassification, GptForTokenClassification, GptHead,
+    self, GptClsConfig, GptForSequenceClassification, GptForTokenClassification, GptHead,
 };
-use lantern_models::{safetensors_io, Mode};
+use lantern_models::{safetensors_io, Mode, Params};
+use std::path::Path;
 
 mod common;
 
 const SEQ: GptHead = GptHead::SequenceClassification;
 use common::{check, golden_dir, ints, matrix, max_abs, mean_ce_ignoring, read_json, u32_matrix};
 
-#[test]
-fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
-    let dir = golden_dir("gpt2_cls");
-    let (cfg, head) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
-    assert_eq!(head, Some(SEQ));
-    assert_eq!(cfg.pad_token_id, Some(95));
-    assert_eq!(cfg.label_names(), ["negative", "neutral", "positive"]);
+/// The golden folder's config (whose architecture must be `head`'s) and weights, every one of
+/// them in the file.
+fn load(dir: &Path, head: GptHead) -> (GptClsConfig, Params) {
+    let (cfg, found) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
+    assert_eq!(found, Some(head));
     let (params, report) = classifier::load_params(
         &dir.join("model.safetensors"),
         &cfg,
-        SEQ,
+        head,
         &mut Rng::new(0),
         &Device::Cpu,
         DType::F32,
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         report,
         Default::default(),
         "a trained classifier loads whole"
     );
+    (cfg, params)
+}
+
+#[test]
+fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
+    let dir = golden_dir("gpt2_cls");
+    let (cfg, params) = load(&dir, SEQ);
+    assert_eq!(cfg.pad_token_id, Some(95));
+    assert_eq!(cfg.label_names(), ["negative", "neutral", "positive"]);
     let model = GptForSequenceClassification::new(&cfg, &params).unwrap();
     let inputs = read_json(&dir.join("inputs.json"));
     let ids = u32_matrix(&inputs, "input_ids");
@@ -102,13 +110,7 @@ fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
 #[test]
 fn export_is_transformers_layout_and_reloads_bit_exactly() {
     let dir = golden_dir("gpt2_cls");
-    let (cfg, _) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
-    let load = |path: &std::path::Path, cfg| {
-        classifier::load_params(path, cfg, SEQ, &mut Rng::new(0), &Device::Cpu, DType::F32)
-            .unwrap()
-            .0
-    };
-    let params = load(&dir.join("model.safetensors"), &cfg);
+    let (cfg, params) = load(&dir, SEQ);
     let tmp = tempfile::tempdir().unwrap();
     let tensors: std::collections::BTreeMap<String, Tensor> = params
         .iter()
@@ -122,8 +124,7 @@ fn export_is_transformers_layout_and_reloads_bit_exactly() {
         classifier::to_hf_config(&cfg, SEQ, DType::F32).to_string(),
     )
     .unwrap();
-    let (cfg2, head) = classifier::config_from_hf(&cfg_path).unwrap();
-    assert_eq!(head, Some(SEQ));
+    let (cfg2, p2) = load(tmp.path(), SEQ);
     assert_eq!(cfg2, cfg);
     // transformers' own names, bit for bit.
     let orig =
@@ -136,7 +137,6 @@ fn export_is_transformers_layout_and_reloads_bit_exactly() {
     for (name, t) in &ours {
         assert_eq!(max_abs(t, &orig[name]), 0.0, "{name}");
     }
-    let p2 = load(&out, &cfg2);
     let ids = u32_matrix(&read_json(&dir.join("inputs.json")), "input_ids");
     let a = GptForSequenceClassification::new(&cfg, &params)
         .unwrap()
@@ -155,24 +155,8 @@ fn export_is_transformers_layout_and_reloads_bit_exactly() {
 #[test]
 fn transformers_token_classifier_gives_the_same_logits_loss_and_gradients() {
     let dir = golden_dir("gpt2_tok");
-    let tok = GptHead::TokenClassification;
-    let (cfg, head) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
-    assert_eq!(head, Some(tok));
+    let (cfg, params) = load(&dir, GptHead::TokenClassification);
     assert_eq!(cfg.classifier_dropout, Some(0.1));
-    let (params, report) = classifier::load_params(
-        &dir.join("model.safetensors"),
-        &cfg,
-        tok,
-        &mut Rng::new(0),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
-    assert_eq!(
-        report,
-        Default::default(),
-        "a trained classifier loads whole"
-    );
     let model = GptForTokenClassification::new(&cfg, &params).unwrap();
     let inputs = read_json(&dir.join("inputs.json"));
     let ids = u32_matrix(&inputs, "input_ids");

@@ -385,6 +385,19 @@ fn eval_json(run: &Path, data: &Path, out: &Path, extra: &[&str]) -> (String, Va
     (stdout, serde_json::from_str(&metrics).unwrap())
 }
 
+/// `lantern finetune --config <cfg> --quiet --resume --set <set>`, which must fail: its stderr.
+fn resume_err(cfg: &Path, set: &str) -> String {
+    lantern_err(&[
+        "finetune",
+        "--config",
+        p(cfg),
+        "--quiet",
+        "--resume",
+        "--set",
+        set,
+    ])
+}
+
 fn finetune_quiet(cfg: &Path, extra: &[&str]) {
     let mut args = vec!["finetune", "--config", p(cfg), "--quiet"];
     args.extend(extra);
@@ -647,15 +660,7 @@ fn a_fine_tune_cut_short_resumes_byte_identical() {
     assert!(out.contains("fine-tuned 18 steps"), "{out}");
     assert_same_run(&f.root.join("whole"), &run);
     // What a resume needs must be the same: another batch would change every step.
-    let e = lantern_err(&[
-        "finetune",
-        "--config",
-        p(&cut),
-        "--quiet",
-        "--resume",
-        "--set",
-        "train.batch_size=4",
-    ]);
+    let e = resume_err(&cut, "train.batch_size=4");
     assert!(
         e.contains("finetune_state.json") && e.contains("examples per step"),
         "{e}"
@@ -688,15 +693,7 @@ fn group_by_length_learns_and_resumes_byte_identical() {
     );
     let cut = f.config("cut", &grouped, PATIENT);
     finetune_quiet(&cut, &["--stop-after", "5"]);
-    let e = lantern_err(&[
-        "finetune",
-        "--config",
-        p(&cut),
-        "--quiet",
-        "--resume",
-        "--set",
-        "train.group_by_length=false",
-    ]);
+    let e = resume_err(&cut, "train.group_by_length=false");
     assert!(
         e.contains("finetune_state.json") && e.contains("group_by_length"),
         "{e}"
@@ -1368,15 +1365,7 @@ fn sgd_with_momentum_learns_and_resumes_byte_identical() {
     let cut_run = f.root.join("sgd-cut");
     finetune_quiet(&cut, &["--stop-after", "25"]);
     assert_eq!(state_step(&only_child(&cut_run.join("last"))), 25);
-    let e = lantern_err(&[
-        "finetune",
-        "--config",
-        p(&cut),
-        "--quiet",
-        "--resume",
-        "--set",
-        "train.optimizer=adamw",
-    ]);
+    let e = resume_err(&cut, "train.optimizer=adamw");
     assert!(
         e.contains("finetune_state.json")
             && e.contains("\"sgd\"")
@@ -1384,15 +1373,7 @@ fn sgd_with_momentum_learns_and_resumes_byte_identical() {
             && e.contains("train.optimizer"),
         "{e}"
     );
-    let e = lantern_err(&[
-        "finetune",
-        "--config",
-        p(&cut),
-        "--quiet",
-        "--resume",
-        "--set",
-        "train.momentum=0",
-    ]);
+    let e = resume_err(&cut, "train.momentum=0");
     assert!(
         e.contains("optimizer.safetensors") && e.contains("momentum_buffer"),
         "{e}"
