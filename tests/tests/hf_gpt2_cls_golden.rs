@@ -70,11 +70,7 @@ fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
     // The hidden states at the real tokens (transformers masks padded keys, so padded
     // positions differ; no pooled token is one).
     let g = model.gpt();
-    let mut x = g.embed_input(&ids, &mut Mode::Eval).unwrap();
-    let mask = g.block_mask(&ids, &Mode::Eval).unwrap();
-    for l in 0..g.n_blocks() {
-        x = g.block(l, x, mask.as_ref(), &mut Mode::Eval).unwrap();
-    }
+    let x = g.last_block_output(&ids, &mut Mode::Eval).unwrap();
     let hidden = g.final_norm(&x).unwrap();
     for (row, &last) in want_last.iter().enumerate() {
         let n = last as usize + 1;

@@ -6,6 +6,7 @@ use clap::Subcommand;
 use lantern_data::labelled::ProblemType;
 use lantern_kernels::Rng;
 use lantern_models::bert::{hf, BertHead, BertInput, BertModel, Family};
+use lantern_models::gpt::classifier::GptHead;
 use lantern_models::task::TaskConfig;
 use lantern_models::{safetensors_io, Mode};
 use lantern_train::finetune::{self, FinetuneOptions};
@@ -607,18 +608,21 @@ pub fn is_task_model(path: &Path) -> bool {
     let Ok(dir) = finetune::resolve_checkpoint(path) else {
         return false;
     };
-    match TaskConfig::from_hf(&dir.join("config.json")) {
-        Ok((TaskConfig::Bert(_), _)) => true,
-        Ok((TaskConfig::Gpt2(_), head)) => head.is_some(),
-        Err(_) => std::fs::read_to_string(dir.join("config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| {
-                v.get("model_type")?
-                    .as_str()
-                    .and_then(Family::from_model_type)
-            })
+    let Some(v) = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return false;
+    };
+    match v.get("model_type").and_then(|m| m.as_str()) {
+        Some("gpt2") => v
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.as_str())
+            .and_then(GptHead::from_architecture)
             .is_some(),
+        Some(other) => Family::from_model_type(other).is_some(),
+        None => false,
     }
 }
 

@@ -817,14 +817,14 @@ fn cls_losses(
     (gpt2, head, recompute): (bool, lantern_models::bert::BertHead, bool),
 ) -> Result<Vec<f64>> {
     use lantern_data::labelled::ProblemType;
-    use lantern_models::bert::{self, BertConfig, BertHead};
-    use lantern_models::gpt::{self, GptClsConfig, GptConfig};
+    use lantern_models::bert::{BertConfig, BertHead};
+    use lantern_models::gpt::{GptClsConfig, GptConfig};
     use lantern_models::task::{TaskConfig, TaskModel};
     let (t, vocab, lens) = (64usize, 512u64, [64usize, 50, 33, 17]);
     let b = lens.len();
     let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
     let mut rng = Rng::new(1337);
-    let (cfg, params) = if gpt2 {
+    let cfg = if gpt2 {
         let lm = GptConfig {
             vocab_size: vocab as usize,
             n_positions: t,
@@ -837,19 +837,14 @@ fn cls_losses(
         let mut cfg = GptClsConfig::from_lm(lm).with_labels(&labels);
         cfg.pad_token_id = Some(0);
         cfg.classifier_dropout = Some(0.0);
-        let head = match head {
-            BertHead::TokenClassification => gpt::classifier::GptHead::TokenClassification,
-            _ => gpt::classifier::GptHead::SequenceClassification,
-        };
-        let params = gpt::classifier::init_params(&cfg, head, &mut rng, device, DType::F32)?;
-        (TaskConfig::Gpt2(cfg), params)
+        TaskConfig::Gpt2(cfg)
     } else {
         let mut cfg = BertConfig::new(vocab as usize, 64, 2, 4, 256, t).with_labels(&labels);
         cfg.hidden_dropout_prob = 0.0;
         cfg.attention_probs_dropout_prob = 0.0;
-        let params = bert::init_params(&cfg, head, &mut rng, device, DType::F32)?;
-        (TaskConfig::Bert(cfg), params)
+        TaskConfig::Bert(cfg)
     };
+    let params = cfg.init_params(head, &mut rng, device, DType::F32)?;
     let model = TaskModel::new(&cfg, &params, head)?;
     let mut opt = lantern_train::optim::Optimizer::new(
         lantern_train::optim::OptimizerConfig::AdamW(AdamWConfig::default()),

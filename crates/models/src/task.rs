@@ -33,14 +33,14 @@ impl TaskConfig {
     pub fn from_hf(path: &Path) -> Result<(Self, Option<BertHead>)> {
         let v = hf_config::read_json(path)?;
         if v.get("model_type").and_then(Value::as_str) == Some("gpt2") {
-            let (c, head) = gpt_cls::config_from_hf(path)?;
+            let (c, head) = gpt_cls::config_from_json(&v, path)?;
             let head = head.map(|h| match h {
                 GptHead::SequenceClassification => BertHead::SequenceClassification,
                 GptHead::TokenClassification => BertHead::TokenClassification,
             });
             return Ok((Self::Gpt2(c), head));
         }
-        let (c, head) = bert::hf::config_from_hf(path)?;
+        let (c, head) = bert::hf::config_from_json(&v, path)?;
         Ok((Self::Bert(c), head))
     }
 
@@ -151,14 +151,6 @@ impl TaskConfig {
         }
     }
 
-    /// The config's padding id (GPT-2's may be unset; see [`GptClsConfig::pad_id`]).
-    pub fn pad_token_id(&self) -> Option<u32> {
-        match self {
-            Self::Bert(c) => Some(c.pad_token_id),
-            Self::Gpt2(c) => c.pad_token_id,
-        }
-    }
-
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::Bert(c) => c.validate(),
@@ -175,6 +167,23 @@ impl TaskConfig {
                 // No such model: the language model's config.
                 None => crate::gpt::hf::to_hf_config(&c.gpt, c.eos_token_id, dtype),
             },
+        }
+    }
+
+    /// Fresh parameters for `head` (the initialisation transformers gives each family).
+    pub fn init_params(
+        &self,
+        head: BertHead,
+        rng: &mut Rng,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Params> {
+        match self {
+            Self::Bert(c) => bert::init_params(c, head, rng, device, dtype),
+            Self::Gpt2(c) => {
+                let h = gpt_head(head).ok_or_else(|| no_gpt_head(head))?;
+                gpt_cls::init_params(c, h, rng, device, dtype)
+            }
         }
     }
 

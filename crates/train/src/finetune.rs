@@ -41,7 +41,6 @@ use lantern_data::labelled::{self, ClsBatch, Encoded, ProblemType, RawExample, T
 use lantern_data::tokenizer::{check_vocab, load_tokenizer};
 use lantern_kernels::{cross_entropy_sum, Rng};
 use lantern_models::bert::{init_params, BertConfig, BertForMultipleChoice, BertHead, BertInput};
-use lantern_models::gpt::GptClsConfig;
 use lantern_models::task::{TaskConfig, TaskModel};
 use lantern_models::{safetensors_io, Mode, Params};
 use serde::{Deserialize, Serialize};
@@ -171,13 +170,30 @@ pub struct Classifier {
     pub columns: labelled::Columns,
 }
 
-/// The id batches are padded with: for the BERT family the tokenizer's `[PAD]`, else the
-/// config's pad_token_id; for GPT-2 the config's, which its classifier's pooling reads too
-/// (`config_path` names the file that lacks one).
-fn pad_id(tokenizer: &Tokenizer, cfg: &TaskConfig, config_path: &Path) -> Result<u32> {
+/// The id batches are padded with. For the BERT family the tokenizer's `[PAD]`, else the
+/// config's pad_token_id. For GPT-2, whose sequence classifier pools by it, the config's
+/// pad_token_id, else (a language model's config, or a transformers classifier saved without
+/// one, has none) its eos_token_id, else the tokenizer's `<|endoftext|>`: what people set
+/// (`pad_token = eos_token`) to fine-tune GPT-2 with transformers; the config then holds it.
+/// `config_path` names the file in the error when there is none.
+fn pad_id(tokenizer: &Tokenizer, cfg: &mut TaskConfig, config_path: &Path) -> Result<u32> {
     match cfg {
         TaskConfig::Bert(c) => Ok(tokenizer.token_to_id("[PAD]").unwrap_or(c.pad_token_id)),
-        TaskConfig::Gpt2(c) => Ok(c.pad_id(config_path)?),
+        TaskConfig::Gpt2(g) => {
+            let vocab = g.gpt.vocab_size as u32;
+            let pad = g
+                .pad_token_id
+                .or(g.eos_token_id.filter(|&e| e < vocab))
+                .or(tokenizer.token_to_id("<|endoftext|>"))
+                .ok_or_else(|| Error::Checkpoint {
+                    path: config_path.to_path_buf(),
+                    msg: "GPT-2 config has no pad_token_id or eos_token_id, and the tokenizer \
+                          has no <|endoftext|>: no id to pad batches with"
+                        .into(),
+                })?;
+            g.pad_token_id = Some(pad);
+            Ok(pad)
+        }
     }
 }
 
@@ -275,11 +291,6 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     let tokenizer = load_tokenizer(&tokenizer_path)?;
     check_vocab(&tokenizer, cfg.vocab_size(), &tokenizer_path)?;
-    if let TaskConfig::Gpt2(g) = &mut cfg {
-        // A transformers GPT-2 classifier may have been saved without a padding id (its
-        // trainer padded with the end-of-text token): pad as fine-tuning would have.
-        g.pad_token_id = Some(gpt2_pad_id(g, &tokenizer, &dir.join(CONFIG_FILE))?);
-    }
     let state = std::fs::read_to_string(dir.join(STATE_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<FinetuneState>(&t).ok());
@@ -301,7 +312,7 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let columns = state
         .as_ref()
         .map_or_else(labelled::Columns::default, |s| s.config.data.columns());
-    let pad = pad_id(&tokenizer, &cfg, &dir.join(CONFIG_FILE))?;
+    let pad = pad_id(&tokenizer, &mut cfg, &dir.join(CONFIG_FILE))?;
     Ok(Classifier {
         qa,
         columns,
@@ -1198,7 +1209,7 @@ fn export_folder(src: &Path, out: &Path) -> Result<()> {
 
 /// The model to fine-tune: a pretrained checkpoint with a classification head (fresh unless it
 /// is already a classifier with the same labels; a BERT-family encoder, or GPT-2 for sequence
-/// classification), or a fresh BERT encoder.
+/// or token classification), or a fresh BERT encoder; and the id batches are padded with.
 fn build_model(
     cfg: &FinetuneConfig,
     labels: &[String],
@@ -1206,7 +1217,7 @@ fn build_model(
     tokenizer_path: &Path,
     device: &Device,
     quiet: bool,
-) -> Result<(TaskConfig, Params)> {
+) -> Result<(TaskConfig, Params, u32)> {
     let m = &cfg.model;
     let problem = cfg.data.problem_type;
     let head = head_of(problem);
@@ -1219,10 +1230,7 @@ fn build_model(
             let config_path = dir.join(CONFIG_FILE);
             let (c, _) = TaskConfig::from_hf(&config_path)?;
             c.check_head(head, &config_path)?;
-            let mut c = c.with_labels(labels, problem_name);
-            if let TaskConfig::Gpt2(g) = &mut c {
-                g.pad_token_id = Some(gpt2_pad_id(g, tokenizer, &config_path)?);
-            }
+            let c = c.with_labels(labels, problem_name);
             check_vocab(tokenizer, c.vocab_size(), tokenizer_path)?;
             let (p, report) = c.load_params(
                 &dir.join(checkpoint::MODEL_FILE),
@@ -1307,6 +1315,12 @@ fn build_model(
             }
         }
     }
+    // Only a GPT-2 (from `init_from`) can lack a padding id: its config is the file to name.
+    let config_path = m
+        .init_from
+        .as_ref()
+        .map_or_else(|| tokenizer_path.to_path_buf(), |d| d.join(CONFIG_FILE));
+    let pad = pad_id(tokenizer, &mut model, &config_path)?;
     model.validate()?;
     if cfg.data.max_length > model.max_tokens() {
         return Err(Error::Config(format!(
@@ -1315,23 +1329,7 @@ fn build_model(
             model.max_tokens(),
         )));
     }
-    Ok((model, params))
-}
-
-/// The padding id of a GPT-2 classifier: its config's `pad_token_id`, else (a language model's
-/// config has none) its `eos_token_id`, else the tokenizer's `<|endoftext|>`: what people set
-/// (`pad_token = eos_token`) to fine-tune GPT-2 with transformers.
-fn gpt2_pad_id(cfg: &GptClsConfig, tokenizer: &Tokenizer, config_path: &Path) -> Result<u32> {
-    let vocab = cfg.gpt.vocab_size as u32;
-    cfg.pad_token_id
-        .or(cfg.eos_token_id.filter(|&e| e < vocab))
-        .or(tokenizer.token_to_id("<|endoftext|>"))
-        .ok_or_else(|| Error::Checkpoint {
-            path: config_path.to_path_buf(),
-            msg: "GPT-2 config has no pad_token_id or eos_token_id, and the tokenizer has no \
-                  <|endoftext|>: no id to pad batches with"
-                .into(),
-        })
+    Ok((model, params, pad))
 }
 
 /// Runs a fine-tuning described by `cfg`.
@@ -1460,7 +1458,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             d.train.display()
         )));
     }
-    let (task_cfg, mut params) =
+    let (task_cfg, mut params, pad) =
         build_model(&cfg, &labels, &tokenizer, &tokenizer_path, &device, quiet)?;
     if let Some((dir, st, rs)) = &resumed {
         if st.config.data.problem_type != problem {
@@ -1598,12 +1596,6 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         }
         None => None,
     };
-    let init_config = cfg.model.init_from.as_ref().map(|d| d.join(CONFIG_FILE));
-    let pad = pad_id(
-        &tokenizer,
-        &task_cfg,
-        init_config.as_deref().unwrap_or(Path::new(CONFIG_FILE)),
-    )?;
     let (layers, width) = task_cfg.layers_and_width();
     let continuation = labelled::continuation_classes(&labels);
     let t = &cfg.train;

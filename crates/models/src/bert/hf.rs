@@ -127,8 +127,12 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
 /// `architectures` names (`None` when absent or not an architecture of the family we
 /// implement).
 pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
+    config_from_json(&hf_config::read_json(path)?, path)
+}
+
+/// [`config_from_hf`] of the parsed file (`path` is for messages).
+pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
     let err = hf_config::file_err(path);
-    let v = hf_config::read_json(path)?;
     let family = match v.get("model_type").and_then(Value::as_str) {
         Some(mt) => Family::from_model_type(mt).ok_or_else(|| {
             err(format!(
@@ -176,7 +180,7 @@ pub fn config_from_hf(path: &Path) -> Result<(BertConfig, Option<BertHead>)> {
             "\"tie_word_embeddings\": false is not supported (the MLM decoder is tied)".into(),
         ));
     }
-    let mut id2label = hf_config::id2label(&v, path)?;
+    let mut id2label = hf_config::id2label(v, path)?;
     let head = match v
         .get("architectures")
         .and_then(Value::as_array)

@@ -46,7 +46,8 @@ impl GptHead {
         }
     }
 
-    fn from_architecture(name: &str) -> Option<Self> {
+    /// The head `architectures` names, if it is one of GPT-2's.
+    pub fn from_architecture(name: &str) -> Option<Self> {
         [Self::SequenceClassification, Self::TokenClassification]
             .into_iter()
             .find(|h| h.architecture() == name)
@@ -119,17 +120,6 @@ impl GptClsConfig {
         self
     }
 
-    /// The padding id, which a batch of several sequences needs (`path` is for messages).
-    pub fn pad_id(&self, path: &Path) -> Result<u32> {
-        self.pad_token_id.ok_or_else(|| Error::File {
-            path: path.to_path_buf(),
-            msg: "GPT-2 classifier config has no pad_token_id: transformers cannot tell \
-                  where a padded sequence ends without one (set it, usually to the \
-                  end-of-text id)"
-                .into(),
-        })
-    }
-
     pub fn validate(&self) -> Result<()> {
         self.gpt.validate()?;
         if self.id2label.is_empty() {
@@ -160,9 +150,13 @@ impl GptClsConfig {
 /// [`gpt_hf::config_from_hf`]), `id2label`, the special ids, `problem_type` and
 /// `classifier_dropout`. Also returns the head its `architectures` names, if it names one.
 pub fn config_from_hf(path: &Path) -> Result<(GptClsConfig, Option<GptHead>)> {
-    let v = hf_config::read_json(path)?;
+    config_from_json(&hf_config::read_json(path)?, path)
+}
+
+/// [`config_from_hf`] of the parsed file (`path` is for messages).
+pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<(GptClsConfig, Option<GptHead>)> {
     let err = hf_config::file_err(path);
-    let gpt = gpt_hf::config_from_json(&v, path)?;
+    let gpt = gpt_hf::config_from_json(v, path)?;
     let id = |k: &str| -> Result<Option<u32>> {
         match v.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -187,7 +181,7 @@ pub fn config_from_hf(path: &Path) -> Result<(GptClsConfig, Option<GptHead>)> {
         ),
     };
     let cfg = GptClsConfig {
-        id2label: hf_config::id2label(&v, path)?,
+        id2label: hf_config::id2label(v, path)?,
         pad_token_id: id("pad_token_id")?,
         bos_token_id: id("bos_token_id")?,
         eos_token_id: id("eos_token_id")?,
@@ -306,16 +300,6 @@ pub fn init_params(
     Ok(params)
 }
 
-/// The transformer's blocks over ids (B, T) → the last block's output (B, T, C).
-fn blocks(gpt: &Gpt, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-    let mut x = gpt.embed_input(ids, mode)?;
-    let mask = gpt.block_mask(ids, mode)?;
-    for l in 0..gpt.n_blocks() {
-        x = gpt.block(l, x, mask.as_ref(), mode)?;
-    }
-    Ok(x)
-}
-
 /// The forward graph of `GPT2ForSequenceClassification` over a [`Params`] store.
 pub struct GptForSequenceClassification {
     gpt: Gpt,
@@ -362,7 +346,7 @@ impl GptForSequenceClassification {
     /// ids (B, T) u32 → logits (B, num_labels) in the parameters' dtype.
     pub fn forward(&self, ids: &Tensor, mut mode: Mode<'_>) -> Result<Tensor> {
         let last = self.last_tokens(ids)?;
-        let x = blocks(&self.gpt, ids, &mut mode)?;
+        let x = self.gpt.last_block_output(ids, &mut mode)?;
         self.head(&x, &last, ids.dims2()?)
     }
 
@@ -407,7 +391,7 @@ impl GptForTokenClassification {
 
     /// ids (B, T) u32 → logits (B, T, num_labels) in the parameters' dtype.
     pub fn forward(&self, ids: &Tensor, mut mode: Mode<'_>) -> Result<Tensor> {
-        let x = blocks(&self.gpt, ids, &mut mode)?;
+        let x = self.gpt.last_block_output(ids, &mut mode)?;
         self.head_on(&x, &mut mode)
     }
 

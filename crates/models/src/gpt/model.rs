@@ -315,12 +315,19 @@ impl Gpt {
 
     /// ids: (B, T) u32 → logits (B, T, V) in the parameters' dtype.
     pub fn forward(&self, ids: &Tensor, mut mode: Mode<'_>) -> Result<Tensor> {
-        let mut x = self.embed_input(ids, &mut mode)?;
-        let mask = self.block_mask(ids, &mode)?;
-        for l in 0..self.blocks.len() {
-            x = self.block(l, x, mask.as_ref(), &mut mode)?;
-        }
+        let x = self.last_block_output(ids, &mut mode)?;
         self.head(&x)
+    }
+
+    /// ids: (B, T) u32 → the last block's output (B, T, C), before the final LayerNorm: what
+    /// the LM head and the task heads read.
+    pub fn last_block_output(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        let mut x = self.embed_input(ids, mode)?;
+        let mask = self.block_mask(ids, mode)?;
+        for l in 0..self.blocks.len() {
+            x = self.block(l, x, mask.as_ref(), mode)?;
+        }
+        Ok(x)
     }
 
     // The pieces of `forward`, in its order, for callers that run them one at a time:
