@@ -1,4 +1,4 @@
-//! lantern-models: GPT-2 and BERT with Hugging Face parameter names.
+//! lantern-models: GPT-2, Llama and BERT with Hugging Face parameter names.
 //!
 //! A model here is a config plus a [`Params`] store of named variables and a pure `forward`.
 //! The crate knows nothing of optimizers, checkpoints policy, devices beyond candle's `Device`,
@@ -8,6 +8,7 @@ pub mod bert;
 pub mod error;
 pub mod gpt;
 pub mod hf_config;
+pub mod llama;
 pub mod params;
 pub mod safetensors_io;
 pub mod task;

@@ -1,0 +1,234 @@
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Llama hyper-parameters; field names are transformers' `LlamaConfig` names. The head width is
+/// `hidden_size / num_attention_heads` ([`LlamaConfig::head_dim`]), as transformers derives it
+/// when `head_dim` is not set. `rms_norm_eps` and `num_key_value_heads` have no serde default:
+/// a run's checkpoint record is told apart from GPT's and BERT's by these keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    /// Width of the gated MLP (gate_proj and up_proj outputs).
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention): each serves
+    /// `num_attention_heads / num_key_value_heads` query heads; equal to the heads for MHA.
+    pub num_key_value_heads: usize,
+    /// Longest sequence. No position table depends on it (RoPE is computed), but forwards and
+    /// the key/value cache refuse positions past it, as transformers' trained models assume.
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    /// RoPE base wavelength θ (transformers' `rope_parameters.rope_theta`).
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// Whether `lm_head` is the token embedding (then not a parameter of its own).
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Standard deviation of the normal initialisation of every matrix and the embedding.
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+
+fn default_initializer_range() -> f64 {
+    0.02
+}
+
+/// Llama's MLP width for a model of width `c`: 8c/3 (two thirds of GPT's 4c, as the gated MLP
+/// has three matrices), rounded to the nearest multiple of 32.
+fn mlp_width(c: usize) -> usize {
+    (8 * c + 48) / 96 * 32
+}
+
+impl LlamaConfig {
+    /// Named presets, of GPT's `gpt-tiny` and `gpt-small-cpu` sizes (context, width, layers,
+    /// heads) with half as many key/value heads as query heads and untied embeddings, as in
+    /// Llama. The vocabulary comes from the tokenizer the data was prepared with.
+    pub fn preset(name: &str, vocab_size: usize) -> Result<Self> {
+        let (max_position_embeddings, hidden_size, num_hidden_layers, num_attention_heads) =
+            match name {
+                "llama-tiny" => (128, 128, 4, 4),
+                "llama-small-cpu" => (256, 256, 4, 4),
+                other => {
+                    return Err(Error::Config(format!(
+                        "unknown Llama preset {other:?} (known: llama-tiny, llama-small-cpu)"
+                    )))
+                }
+            };
+        let c = Self {
+            vocab_size,
+            hidden_size,
+            intermediate_size: mlp_width(hidden_size),
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads: num_attention_heads / 2,
+            max_position_embeddings,
+            rms_norm_eps: 1e-6,
+            rope_theta: default_rope_theta(),
+            tie_word_embeddings: false,
+            initializer_range: default_initializer_range(),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        for (k, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return bad(format!("{k} must be positive"));
+            }
+        }
+        let (c, h, kv) = (
+            self.hidden_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+        );
+        if !c.is_multiple_of(h) {
+            return bad(format!(
+                "hidden_size {c} is not a multiple of num_attention_heads {h}"
+            ));
+        }
+        if !h.is_multiple_of(kv) {
+            return bad(format!(
+                "num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return bad(format!(
+                "head_dim {} (hidden_size / num_attention_heads) must be even for RoPE",
+                self.head_dim()
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return bad(format!(
+                "rms_norm_eps {} must be finite and >= 0",
+                self.rms_norm_eps
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(format!(
+                "rope_theta {} must be finite and > 0",
+                self.rope_theta
+            ));
+        }
+        if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
+            return bad(format!(
+                "initializer_range {} must be finite and >= 0",
+                self.initializer_range
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Query heads per key/value head (transformers' `num_key_value_groups`).
+    pub fn kv_groups(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+
+    /// Parameters counted once (a tied head is the embedding).
+    pub fn num_params(&self) -> usize {
+        let (c, i) = (self.hidden_size, self.intermediate_size);
+        let kv = self.num_key_value_heads * self.head_dim();
+        let attn = c * c + 2 * c * kv + c * c; // q, k, v, o
+        let block = 2 * c + attn + 3 * c * i; // two norms, attention, gate/up/down
+        let head = match self.tie_word_embeddings {
+            true => 0,
+            false => self.vocab_size * c,
+        };
+        self.vocab_size * c + head + self.num_hidden_layers * block + c
+    }
+
+    /// Training FLOPs per token, PaLM/nanoGPT convention: 6·N + 12·L·H·Q·T
+    /// (shared/ANCHORS.md). GPT's N leaves out the position table; Llama has none (RoPE is
+    /// computed), so N is every parameter.
+    pub fn flops_per_token(&self, seq_len: usize) -> f64 {
+        let n = self.num_params() as f64;
+        let attn = self.num_hidden_layers * self.num_attention_heads * self.head_dim() * seq_len;
+        6.0 * n + 12.0 * attn as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_have_llama_proportions() {
+        let c = LlamaConfig::preset("llama-tiny", 1000).unwrap();
+        assert_eq!(
+            (c.hidden_size, c.num_hidden_layers, c.num_attention_heads),
+            (128, 4, 4)
+        );
+        assert_eq!((c.num_key_value_heads, c.intermediate_size), (2, 352));
+        assert!(!c.tie_word_embeddings);
+        assert_eq!(mlp_width(256), 672);
+        assert_eq!(mlp_width(768), 2048);
+        let e = LlamaConfig::preset("llama-7b", 10).unwrap_err().to_string();
+        assert!(e.contains("llama-tiny"), "{e}");
+    }
+
+    #[test]
+    fn num_params_counts_the_tied_head_once() {
+        let mut c = LlamaConfig::preset("llama-tiny", 1000).unwrap();
+        // embed + head + 4 × (norms + q, k, v, o + MLP) + final norm.
+        let block = 2 * 128 + 128 * 128 * 2 + 2 * 128 * 64 + 3 * 128 * 352;
+        assert_eq!(c.num_params(), 2 * 1000 * 128 + 4 * block + 128);
+        c.tie_word_embeddings = true;
+        assert_eq!(c.num_params(), 1000 * 128 + 4 * block + 128);
+        let f = c.flops_per_token(128);
+        assert_eq!(
+            f,
+            6.0 * c.num_params() as f64 + 12.0 * (4 * 4 * 32 * 128) as f64
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let ok = LlamaConfig::preset("llama-tiny", 100).unwrap();
+        let cases: [(fn(&mut LlamaConfig), &str); 6] = [
+            (|c| c.num_key_value_heads = 0, "num_key_value_heads"),
+            (|c| c.num_key_value_heads = 3, "num_key_value_heads"),
+            (|c| c.hidden_size = 130, "num_attention_heads"),
+            (|c| c.hidden_size = 4 * 7, "head_dim"),
+            (|c| c.rope_theta = 0.0, "rope_theta"),
+            (|c| c.rms_norm_eps = f64::NAN, "rms_norm_eps"),
+        ];
+        for (edit, field) in cases {
+            let mut c = ok.clone();
+            edit(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_record_keeps_the_keys_that_name_its_family() {
+        let c = LlamaConfig::preset("llama-tiny", 100).unwrap();
+        let v = serde_json::to_value(&c).unwrap();
+        assert!(v.get("rms_norm_eps").is_some() && v.get("num_key_value_heads").is_some());
+        let back: LlamaConfig = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, c);
+        let mut extra = v;
+        extra["n_embd"] = 8.into();
+        assert!(serde_json::from_value::<LlamaConfig>(extra).is_err());
+    }
+}

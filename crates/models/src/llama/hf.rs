@@ -1,0 +1,297 @@
+//! The Hugging Face `LlamaForCausalLM` folder format: `config.json` and `model.safetensors`.
+//!
+//! Our parameter names and layouts are transformers' own, so export is a copy. Import accepts
+//! checkpoints written by `transformers` (`save_pretrained`), with or without the `model.`
+//! prefix (a bare `LlamaModel` has none), skips the `rotary_emb.inv_freq` buffers older
+//! versions saved, and refuses the variants our model does not implement (biases, attention
+//! dropout, RoPE scaling, another activation, a head width other than hidden/heads) by name.
+
+use super::{param_shapes, LlamaConfig};
+use crate::{hf_config, safetensors_io, Error, Params, Result};
+use candle_core::{DType, Device, Tensor};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// `config.json` for `LlamaForCausalLM`, as transformers 5.24 writes it (RoPE in
+/// `rope_parameters`). `eot_id` becomes BOS/EOS when known.
+pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Value {
+    json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.num_key_value_heads,
+        "head_dim": cfg.head_dim(),
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "initializer_range": cfg.initializer_range,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "attention_bias": false,
+        "attention_dropout": 0.0,
+        "mlp_bias": false,
+        "pretraining_tp": 1,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "use_cache": true,
+        "pad_token_id": null,
+        "bos_token_id": eot_id,
+        "eos_token_id": eot_id,
+        "dtype": hf_config::dtype_name(dtype),
+    })
+}
+
+/// Reads a `LlamaConfig` `config.json`: absent (or null) keys take transformers' defaults,
+/// variants our model does not implement are refused naming the key.
+pub fn config_from_hf(path: &Path) -> Result<LlamaConfig> {
+    config_from_json(&hf_config::read_json(path)?, path)
+}
+
+/// [`config_from_hf`] of the parsed file (`path` is for messages).
+pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
+    let err = hf_config::file_err(path);
+    let get = |k: &str| v.get(k).filter(|x| !x.is_null());
+    let int = |k: &str, d: usize| -> Result<usize> {
+        get(k).map_or(Ok(d), |x| {
+            x.as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| err(format!("\"{k}\" is {x}, expected a non-negative integer")))
+        })
+    };
+    let float = |k: &str, d: f64| -> Result<f64> {
+        get(k).map_or(Ok(d), |x| {
+            x.as_f64()
+                .ok_or_else(|| err(format!("\"{k}\" is {x}, expected a number")))
+        })
+    };
+    let boolean = |k: &str| -> Result<bool> {
+        get(k).map_or(Ok(false), |x| {
+            x.as_bool()
+                .ok_or_else(|| err(format!("\"{k}\" is {x}, expected true or false")))
+        })
+    };
+    match v.get("model_type").and_then(Value::as_str) {
+        Some("llama") => {}
+        Some(mt) => return Err(err(format!("model_type is {mt:?}, expected \"llama\""))),
+        None => return Err(err("no \"model_type\" (expected \"llama\")".into())),
+    }
+    // transformers maps both names to the same SiLU.
+    let act = get("hidden_act").map_or(Some("silu"), Value::as_str);
+    if !matches!(act, Some("silu" | "swish")) {
+        return Err(err(format!(
+            "\"hidden_act\" {} is not supported (Llama uses silu)",
+            get("hidden_act").unwrap_or(&Value::Null)
+        )));
+    }
+    for k in ["attention_bias", "mlp_bias"] {
+        if boolean(k)? {
+            return Err(err(format!(
+                "\"{k}\": true is not supported (Llama without biases only)"
+            )));
+        }
+    }
+    let dropout = float("attention_dropout", 0.0)?;
+    if dropout != 0.0 {
+        return Err(err(format!(
+            "\"attention_dropout\" {dropout} is not supported (no attention dropout)"
+        )));
+    }
+    let hidden_size = int("hidden_size", 4096)?;
+    let num_attention_heads = int("num_attention_heads", 32)?;
+    if let Some(hd) = get("head_dim") {
+        let derived = hidden_size.checked_div(num_attention_heads);
+        if hd.as_u64().map(|x| x as usize) != derived {
+            return Err(err(format!(
+                "\"head_dim\" {hd} differs from hidden_size / num_attention_heads ({}): not \
+                 supported",
+                derived.map_or("undefined".into(), |d| d.to_string())
+            )));
+        }
+    }
+    let cfg = LlamaConfig {
+        vocab_size: int("vocab_size", 32000)?,
+        hidden_size,
+        intermediate_size: int("intermediate_size", 11008)?,
+        num_hidden_layers: int("num_hidden_layers", 32)?,
+        num_attention_heads,
+        num_key_value_heads: int("num_key_value_heads", num_attention_heads)?,
+        max_position_embeddings: int("max_position_embeddings", 2048)?,
+        rms_norm_eps: float("rms_norm_eps", 1e-6)?,
+        rope_theta: rope_theta(v, path)?,
+        tie_word_embeddings: boolean("tie_word_embeddings")?,
+        initializer_range: float("initializer_range", 0.02)?,
+    };
+    cfg.validate().map_err(|e| err(e.to_string()))?;
+    check_plausible(&cfg, path)?;
+    Ok(cfg)
+}
+
+/// The RoPE base of a config, read as transformers 5.24 reads it
+/// (`convert_rope_params_to_dict`): the legacy `rope_scaling` object, if any, else
+/// `rope_parameters`; its `rope_theta`, else the legacy top-level `rope_theta`, else 10,000.
+/// Only the default RoPE is implemented: any other `rope_type` (or legacy `type`) is refused.
+fn rope_theta(v: &Value, path: &Path) -> Result<f64> {
+    let err = hf_config::file_err(path);
+    let legacy = match v.get("rope_theta").filter(|x| !x.is_null()) {
+        None => 10_000.0,
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| err(format!("\"rope_theta\" is {x}, expected a number")))?,
+    };
+    let Some((key, rope)) = ["rope_scaling", "rope_parameters"]
+        .into_iter()
+        .find_map(|k| v.get(k).filter(|x| !x.is_null()).map(|x| (k, x)))
+    else {
+        return Ok(legacy);
+    };
+    let rope = rope
+        .as_object()
+        .ok_or_else(|| err(format!("\"{key}\" is {rope}, expected an object")))?;
+    let kind = rope.get("rope_type").or_else(|| rope.get("type"));
+    if !matches!(kind.map(Value::as_str), None | Some(Some("default"))) {
+        return Err(err(format!(
+            "\"{key}\" has rope_type {}: only the default RoPE is supported (no llama3, linear, \
+             dynamic, yarn or longrope scaling)",
+            kind.unwrap_or(&Value::Null)
+        )));
+    }
+    match rope.get("rope_theta").filter(|x| !x.is_null()) {
+        None => Ok(legacy),
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| err(format!("\"{key}\".rope_theta is {x}, expected a number"))),
+    }
+}
+
+/// Bounds far above any Llama-style model, checked before anything is sized from a config read
+/// from disk: a hostile `num_hidden_layers = 10^12` must be an error, not a loop or an
+/// allocation. Positions size nothing up front (RoPE tables and the key/value cache grow with
+/// the tokens run), and context windows of millions exist, so their bound is wider.
+const MAX_DIM: usize = 1 << 20;
+const MAX_LAYERS: usize = 1 << 12;
+const MAX_POSITIONS: usize = 1 << 26;
+const MAX_PARAMS: usize = 1 << 40;
+
+/// Refuses configs whose sizes no real model has (`path` is for messages).
+pub fn check_plausible(cfg: &LlamaConfig, path: &Path) -> Result<()> {
+    let err = hf_config::file_err(path);
+    for (k, v, max) in [
+        ("vocab_size", cfg.vocab_size, 1 << 24),
+        ("hidden_size", cfg.hidden_size, MAX_DIM),
+        ("intermediate_size", cfg.intermediate_size, MAX_DIM),
+        ("num_attention_heads", cfg.num_attention_heads, MAX_DIM),
+        ("num_key_value_heads", cfg.num_key_value_heads, MAX_DIM),
+        ("num_hidden_layers", cfg.num_hidden_layers, MAX_LAYERS),
+        (
+            "max_position_embeddings",
+            cfg.max_position_embeddings,
+            MAX_POSITIONS,
+        ),
+    ] {
+        if v > max {
+            return Err(err(format!("{k} {v} is implausibly large (limit {max})")));
+        }
+    }
+    // With the bounds above this product cannot overflow u128.
+    let (c, i, v) = (
+        cfg.hidden_size as u128,
+        cfg.intermediate_size as u128,
+        cfg.vocab_size as u128,
+    );
+    let n = 2 * v * c + cfg.num_hidden_layers as u128 * (4 * c * c + 3 * c * i);
+    if n > MAX_PARAMS as u128 {
+        return Err(err(format!(
+            "config describes about {n} parameters, more than the {MAX_PARAMS} this build accepts"
+        )));
+    }
+    Ok(())
+}
+
+/// Tensors HF files may hold that are not parameters of `cfg`'s model: the tied head's copy
+/// and the RoPE frequencies older transformers saved per layer.
+fn ignorable(name: &str, cfg: &LlamaConfig) -> bool {
+    (cfg.tie_word_embeddings && name == "lm_head.weight") || name.ends_with("rotary_emb.inv_freq")
+}
+
+/// Builds [`Params`] from named tensors, checking names and shapes against `cfg`. Missing and
+/// unexpected tensors are all reported by name (an untied config needs `lm_head.weight`).
+/// `path` is for messages.
+pub fn params_from_tensors(
+    mut tensors: BTreeMap<String, Tensor>,
+    cfg: &LlamaConfig,
+    path: &Path,
+    dtype: DType,
+) -> Result<Params> {
+    let mut params = Params::new();
+    let mut missing = Vec::new();
+    for (name, shape) in param_shapes(cfg) {
+        let bare = name.strip_prefix("model.").unwrap_or(&name).to_string();
+        match safetensors_io::take_shaped(&mut tensors, &name, &[&name, &bare], &shape, path)? {
+            None => missing.push(name),
+            Some(t) => params.insert(name, t.to_dtype(dtype)?)?,
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Missing {
+            path: path.to_path_buf(),
+            names: missing,
+        });
+    }
+    let unexpected: Vec<String> = tensors.into_keys().filter(|n| !ignorable(n, cfg)).collect();
+    if !unexpected.is_empty() {
+        return Err(Error::Unexpected {
+            path: path.to_path_buf(),
+            names: unexpected,
+        });
+    }
+    Ok(params)
+}
+
+/// Names of PyTorch pickle weight files that may sit where `model.safetensors` is missing.
+const PICKLE_NAMES: [&str; 5] = [
+    "pytorch_model.bin",
+    "model.bin",
+    "model.pt",
+    "model.pth",
+    "model.ckpt",
+];
+
+/// Loads `model.safetensors` (our checkpoints or transformers') into parameters for `cfg`: the
+/// config must be plausible, every tensor floating point, and names and shapes exactly the
+/// model's. A folder that holds only a PyTorch pickle gets the refusal that explains how to
+/// convert it.
+pub fn load_params(
+    path: &Path,
+    cfg: &LlamaConfig,
+    device: &Device,
+    dtype: DType,
+) -> Result<Params> {
+    safetensors_io::refuse_pickle(path)?;
+    if !path.exists() {
+        if let Some(p) = path.parent().and_then(|dir| {
+            PICKLE_NAMES
+                .map(|n| dir.join(n))
+                .into_iter()
+                .find(|p| p.is_file())
+        }) {
+            safetensors_io::refuse_pickle(&p)?;
+        }
+    }
+    check_plausible(cfg, path)?;
+    let tensors = safetensors_io::load_raw(path, device)?;
+    safetensors_io::check_float(&tensors, path)?;
+    params_from_tensors(tensors, cfg, path, dtype)
+}
+
+/// The tensors to write for a transformers-loadable `model.safetensors`: every parameter once,
+/// under its transformers name (a tied head is not a parameter, so no `lm_head.weight`:
+/// transformers re-ties on load).
+pub fn export_tensors(params: &Params, dtype: DType) -> Result<BTreeMap<String, Tensor>> {
+    params
+        .iter()
+        .map(|(n, v)| Ok((n.to_string(), v.as_tensor().to_dtype(dtype)?)))
+        .collect()
+}

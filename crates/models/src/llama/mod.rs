@@ -1,0 +1,14 @@
+//! Llama (Touvron et al. 2023, "LLaMA: Open and Efficient Foundation Language Models"): a
+//! decoder with pre-RMSNorm blocks (Zhang & Sennrich 2019), rotary position embeddings (Su et
+//! al. 2021) in place of a position table, grouped-query attention (Ainslie et al. 2023: a
+//! key/value head serves several query heads), a SwiGLU MLP (Shazeer 2020:
+//! `down(silu(gate(x)) · up(x))`), no biases, and an output head of its own (or tied to the
+//! embedding). Names and layouts are transformers' `LlamaForCausalLM`, 1:1: Linear weights are
+//! torch's (out, in).
+
+mod config;
+pub mod hf;
+mod model;
+
+pub use config::LlamaConfig;
+pub use model::{init_params, param_shapes, KvCache, Llama, Rope};

@@ -1,0 +1,528 @@
+use super::LlamaConfig;
+use crate::gpt::Gpt;
+use crate::{Error, Mode, Params, Result};
+use candle_core::{DType, Device, Tensor, D};
+use lantern_kernels::{self as k, Rng};
+
+/// Every parameter of the model with its shape, in transformers' `named_parameters` order
+/// (init order, optimizer order). Linear weights are torch's (out, in); `lm_head.weight` is
+/// absent when the head is tied to the embedding.
+pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let kv = cfg.num_key_value_heads * cfg.head_dim();
+    let mut v = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, c],
+    )];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        v.extend([
+            (format!("{p}.self_attn.q_proj.weight"), vec![c, c]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv, c]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv, c]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![c, c]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![i, c]),
+            (format!("{p}.mlp.up_proj.weight"), vec![i, c]),
+            (format!("{p}.mlp.down_proj.weight"), vec![c, i]),
+            (format!("{p}.input_layernorm.weight"), vec![c]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![c]),
+        ]);
+    }
+    v.push(("model.norm.weight".to_string(), vec![c]));
+    if !cfg.tie_word_embeddings {
+        v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, c]));
+    }
+    v
+}
+
+/// transformers' `_init_weights` for Llama: every Linear weight and the embedding drawn from
+/// N(0, initializer_range), RMSNorm gains 1 (no draws). Drawn in `param_shapes` order from
+/// `rng`, so the same seed gives the same model on every device.
+pub fn init_params(
+    cfg: &LlamaConfig,
+    rng: &mut Rng,
+    device: &Device,
+    dtype: DType,
+) -> Result<Params> {
+    cfg.validate()?;
+    let mut params = Params::new();
+    for (name, shape) in param_shapes(cfg) {
+        let n: usize = shape.iter().product();
+        let t = match name.ends_with("norm.weight") {
+            true => Tensor::ones(shape, DType::F32, device)?,
+            false => Tensor::from_vec(
+                rng.normal_vec(n, cfg.initializer_range),
+                shape,
+                &Device::Cpu,
+            )?
+            .to_device(device)?,
+        };
+        params.insert(name, t.to_dtype(dtype)?)?;
+    }
+    Ok(params)
+}
+
+struct Block {
+    input_layernorm: Tensor,
+    q_proj: Tensor,
+    k_proj: Tensor,
+    v_proj: Tensor,
+    o_proj: Tensor,
+    post_attention_layernorm: Tensor,
+    gate_proj: Tensor,
+    up_proj: Tensor,
+    down_proj: Tensor,
+}
+
+/// `x @ w^T` for x: (.., in) and a torch Linear weight w: (out, in), without bias.
+fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let (n_out, n_in) = w.dims2()?;
+    let rows = x.elem_count() / n_in;
+    let y = x.reshape((rows, n_in))?.matmul(&w.t()?)?; // (rows, out)
+    *dims.last_mut().expect("rank >= 1") = n_out;
+    Ok(y.reshape(dims)?)
+}
+
+/// transformers' `LlamaRMSNorm` over the last dimension, op for op: `x / sqrt(mean(x²) + eps)`
+/// in f32 whatever the dtype (f64 stays f64, for gradient checks), cast back, times the gain.
+/// Composite candle ops, each with its backward: candle_nn's fused `rms_norm` records none
+/// (shared/CANDLE.md).
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let ct = match dtype {
+        DType::F64 => DType::F64,
+        _ => DType::F32,
+    };
+    let x = x.to_dtype(ct)?;
+    let var = x.sqr()?.mean_keepdim(D::Minus1)?; // (.., 1)
+    let x = x.broadcast_mul(&(var + eps)?.sqrt()?.recip()?)?;
+    Ok(x.to_dtype(dtype)?.broadcast_mul(weight)?)
+}
+
+/// The rotary position embedding (Su et al. 2021, "RoFormer") of a run of positions: what
+/// every block of one forward shares, built once by [`Llama::block_context`] (or by
+/// [`Llama::forward_last_cached`] at the cache's offset). transformers' default RoPE:
+/// `inv_freq[i] = 1 / θ^(2i/hd)` and the angles `p · inv_freq` in f32, cos and sin of
+/// `cat(angles, angles)`, cast to the activations' dtype.
+pub struct Rope {
+    cos: Tensor, // (T, hd)
+    sin: Tensor, // (T, hd)
+}
+
+impl Rope {
+    /// The tables of positions `start..start + len` for heads of `head_dim`.
+    fn new(
+        theta: f64,
+        head_dim: usize,
+        start: usize,
+        len: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(len * head_dim);
+        let mut sin = Vec::with_capacity(len * head_dim);
+        for p in start..start + len {
+            let angles: Vec<f32> = inv_freq.iter().map(|&f| p as f32 * f).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let table = |v: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (len, head_dim), &Device::Cpu)?
+                .to_dtype(dtype)?
+                .to_device(device)?)
+        };
+        Ok(Self {
+            cos: table(cos)?,
+            sin: table(sin)?,
+        })
+    }
+
+    /// The number of positions.
+    pub fn len(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `x · cos + rotate_half(x) · sin` for x: (B, T, heads, hd), rotate_half(x) =
+    /// `cat(-x[.., hd/2..], x[.., ..hd/2])` (transformers' `apply_rotary_pos_emb`).
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, t, _, hd) = x.dims4()?;
+        let cos = self.cos.reshape((1, t, 1, hd))?;
+        let sin = self.sin.reshape((1, t, 1, hd))?;
+        let (x1, x2) = (x.narrow(3, 0, hd / 2)?, x.narrow(3, hd / 2, hd / 2)?);
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+        Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+    }
+}
+
+/// The keys and values of the tokens a [`Llama`] has seen, for [`Llama::forward_last_cached`]:
+/// one (K, V) pair per block, each (B, num_key_value_heads, capacity, hd) — the key/value
+/// heads only, not repeated for the query heads they serve — written in place; the first
+/// `len` positions are filled. The capacity doubles as needed up to `max_position_embeddings`
+/// (a long-context model's full window would be gigabytes), so a growth copies the filled part
+/// once in a while.
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tokens seen so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the buffers hold (0 before the first call).
+    pub fn capacity(&self) -> usize {
+        self.layers.first().map_or(0, |(kk, _)| kk.dims()[2])
+    }
+}
+
+/// The smallest capacity a cache is given: a prompt of a few tokens should not grow it at each
+/// of the next tokens.
+const MIN_CACHE: usize = 16;
+
+/// The Llama decoder (`LlamaForCausalLM`) over a [`Params`] store. Holds the variables' tensors
+/// (shared storage), so optimizer updates to the variables are seen by the next forward.
+pub struct Llama {
+    cfg: LlamaConfig,
+    embed_tokens: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    /// `lm_head.weight` (V, C), or the embedding when tied.
+    lm_head: Tensor,
+}
+
+impl Llama {
+    pub fn new(cfg: &LlamaConfig, params: &Params) -> Result<Self> {
+        cfg.validate()?;
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let get = |s: &str| params.get(&format!("model.layers.{l}.{s}.weight"));
+                Ok(Block {
+                    input_layernorm: get("input_layernorm")?,
+                    q_proj: get("self_attn.q_proj")?,
+                    k_proj: get("self_attn.k_proj")?,
+                    v_proj: get("self_attn.v_proj")?,
+                    o_proj: get("self_attn.o_proj")?,
+                    post_attention_layernorm: get("post_attention_layernorm")?,
+                    gate_proj: get("mlp.gate_proj")?,
+                    up_proj: get("mlp.up_proj")?,
+                    down_proj: get("mlp.down_proj")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let embed_tokens = params.get("model.embed_tokens.weight")?;
+        let lm_head = match cfg.tie_word_embeddings {
+            true => embed_tokens.clone(),
+            false => params.get("lm_head.weight")?,
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            blocks,
+            norm: params.get("model.norm.weight")?,
+            lm_head,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// Refuses a run of `t` tokens after `start` that does not fit `max_position_embeddings`.
+    fn check_positions(&self, start: usize, t: usize) -> Result<()> {
+        let n = self.cfg.max_position_embeddings;
+        if start + t > n {
+            return Err(Error::Config(format!(
+                "sequence length {} exceeds the model's max_position_embeddings {n}",
+                start + t
+            )));
+        }
+        Ok(())
+    }
+
+    fn rope(&self, start: usize, t: usize, device: &Device) -> Result<Rope> {
+        self.check_positions(start, t)?;
+        let (theta, hd) = (self.cfg.rope_theta, self.cfg.head_dim());
+        Rope::new(theta, hd, start, t, device, self.embed_tokens.dtype())
+    }
+
+    /// ids: (B, T) u32 → logits (B, T, V) in the parameters' dtype.
+    pub fn forward(&self, ids: &Tensor, mut mode: Mode<'_>) -> Result<Tensor> {
+        let x = self.last_block_output(ids, &mut mode)?;
+        self.head(&x)
+    }
+
+    /// ids: (B, T) u32 → the last block's output (B, T, C), before the final RMSNorm.
+    pub fn last_block_output(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        let mut x = self.embed_input(ids, mode)?;
+        let rope = self.block_context(ids)?;
+        for l in 0..self.blocks.len() {
+            x = self.block(l, x, &rope, mode)?;
+        }
+        Ok(x)
+    }
+
+    // The pieces of `forward`, in its order, for callers that run them one at a time:
+    // activation checkpointing keeps only the blocks' inputs and runs a block again when the
+    // backward pass reaches it. Llama has no dropout, so `mode` changes nothing (it is taken
+    // for the same signatures as GPT's).
+
+    /// The number of Transformer blocks.
+    pub fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The first block's input: the token embeddings of ids (B, T) → (B, T, C).
+    pub fn embed_input(&self, ids: &Tensor, _mode: &mut Mode<'_>) -> Result<Tensor> {
+        self.check_positions(0, ids.dim(1)?)?;
+        Ok(k::embedding(&self.embed_tokens, ids, None)?)
+    }
+
+    /// What every block of a forward over `ids` (B, T) takes: the RoPE tables of positions
+    /// 0..T. Errors past `max_position_embeddings`.
+    pub fn block_context(&self, ids: &Tensor) -> Result<Rope> {
+        self.rope(0, ids.dim(1)?, ids.device())
+    }
+
+    /// Block `l` on x (B, T, C) with `rope` from [`Llama::block_context`] → (B, T, C).
+    /// Attention runs as [`k::causal_attention`] on q, k and v packed into (B, T, 3C), the key
+    /// and value heads repeated for the query heads they serve (transformers' `repeat_kv`).
+    pub fn block(&self, l: usize, x: Tensor, rope: &Rope, _mode: &mut Mode<'_>) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let blk = self.blocks.get(l).ok_or_else(|| {
+            Error::Config(format!("block {l} of a model of {}", self.blocks.len()))
+        })?;
+        let (b, t, c) = x.dims3()?;
+        let (h, kv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim(),
+        );
+        if rope.len() != t {
+            return Err(Error::Config(format!(
+                "RoPE tables of {} positions for a sequence of {t}",
+                rope.len()
+            )));
+        }
+        let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
+        // Heads stay in (B, T, heads, hd): the packed layout puts head i at columns i·hd.. of
+        // each third, so no transpose is needed.
+        let q = rope.apply(&linear(&a, &blk.q_proj)?.reshape((b, t, h, hd))?)?;
+        let kk = rope.apply(&linear(&a, &blk.k_proj)?.reshape((b, t, kv, hd))?)?;
+        let v = linear(&a, &blk.v_proj)?.reshape((b, t, kv, hd))?;
+        let (kk, v) = (self.repeat_kv(&kk)?, self.repeat_kv(&v)?); // (B, T, H, hd)
+        let qkv = Tensor::cat(&[&q, &kk, &v], 2)?.reshape((b, t, 3 * c))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let y = k::causal_attention(&qkv, h, scale)?; // (B, T, C)
+        self.block_after_attention(blk, x, &y)
+    }
+
+    /// Key or value heads (B, T, KV, hd) → (B, T, H, hd), each repeated for the
+    /// `H / KV` consecutive query heads it serves (`repeat_interleave` over the heads).
+    fn repeat_kv(&self, x: &Tensor) -> Result<Tensor> {
+        let n_rep = self.cfg.kv_groups();
+        if n_rep == 1 {
+            return Ok(x.clone());
+        }
+        let (b, t, kv, hd) = x.dims4()?;
+        Ok(x.unsqueeze(3)?
+            .broadcast_as((b, t, kv, n_rep, hd))?
+            .reshape((b, t, kv * n_rep, hd))?)
+    }
+
+    /// The rest of a block after attention: y (B, T, C) is attention's output before o_proj,
+    /// x the block's input; returns the block's output.
+    fn block_after_attention(&self, blk: &Block, x: Tensor, y: &Tensor) -> Result<Tensor> {
+        let x = (x + linear(y, &blk.o_proj)?)?;
+        let m = rms_norm(&x, &blk.post_attention_layernorm, self.cfg.rms_norm_eps)?;
+        // down(silu(gate(m)) · up(m)); candle's silu records its backward.
+        let g = linear(&m, &blk.gate_proj)?.silu()?;
+        let m = (g * linear(&m, &blk.up_proj)?)?; // (B, T, I)
+        Ok((x + linear(&m, &blk.down_proj)?)?)
+    }
+
+    /// The final RMSNorm (`model.norm`) of the last block's output x (B, T, C): the model's
+    /// hidden states, which task heads read.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        rms_norm(x, &self.norm, self.cfg.rms_norm_eps)
+    }
+
+    /// The last block's output (.., C) → logits (.., V): the final RMSNorm and `lm_head`.
+    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
+        linear(&self.final_norm(x)?, &self.lm_head)
+    }
+
+    /// For generation: the logits (B, V) of the last of `ids` (B, T), the tokens that follow
+    /// the `cache.len()` ones already in `cache`, which gets their keys and values (after
+    /// RoPE, at positions `cache.len()..`). The same as the last position of
+    /// [`Llama::forward`] over all the tokens so far (up to rounding) at the cost of the new
+    /// tokens only. The total must stay within `max_position_embeddings`. Prefill with the
+    /// prompt, then pass one token at a time.
+    ///
+    /// Attention is composite here (matmuls around [`k::masked_softmax`]), grouped: the query
+    /// heads served by one key/value head are stacked as rows of one product with it, so the
+    /// cached keys and values are never repeated.
+    pub fn forward_last_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let cfg = &self.cfg;
+        let (c, h, kv, hd) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim(),
+        );
+        let n_rep = cfg.kv_groups();
+        let start = cache.len;
+        if t == 0 {
+            return Err(Error::Config("no tokens to run".into()));
+        }
+        let rope = self.rope(start, t, ids.device())?;
+        let mut x = k::embedding(&self.embed_tokens, ids, None)?; // (B, T, C)
+        self.reserve(cache, (b, t), x.dtype(), ids.device())?;
+        // New token i (position start + i) sees keys 0..=start + i; a single token sees all.
+        let mask = (t > 1)
+            .then(|| k::causal_mask_after(start, t, ids.device()))
+            .transpose()?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
+            let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
+            let heads = |w: &Tensor, n: usize, rotate: bool| -> Result<Tensor> {
+                let y = linear(&a, w)?.reshape((b, t, n, hd))?;
+                let y = if rotate { rope.apply(&y)? } else { y };
+                Ok(y.transpose(1, 2)?.contiguous()?) // (B, n, T, hd)
+            };
+            let q = heads(&blk.q_proj, h, true)?;
+            kc.slice_set(&heads(&blk.k_proj, kv, true)?, 2, start)?;
+            vc.slice_set(&heads(&blk.v_proj, kv, false)?, 2, start)?;
+            // Views of the filled part: (B, KV, S, hd) with S = start + T.
+            let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
+            // Query head j·n_rep + r reads key/value head j: (B, KV, n_rep·T, hd).
+            let q = q.reshape((b, kv, n_rep * t, hd))?;
+            let att = q.matmul(&kk.t()?)?; // (B, KV, n_rep·T, S)
+            let att = att.reshape((b, kv, n_rep, t, start + t))?;
+            let att = k::masked_softmax(&att, scale, mask.as_ref())?;
+            let att = att.reshape((b, kv, n_rep * t, start + t))?;
+            let y = att.matmul(&vv)?.reshape((b, h, t, hd))?; // (B, H, T, hd)
+            let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
+            x = self.block_after_attention(blk, x, &y)?;
+        }
+        cache.len = start + t;
+        let last = x.narrow(1, t - 1, 1)?.reshape((b, c))?; // (B, C)
+        self.head(&last) // (B, V)
+    }
+
+    /// Makes `cache` ready for `t` more tokens of a batch of `b` rows in `dtype`: allocated on
+    /// first use, emptied when a new sequence (nothing cached) comes with another shape or
+    /// dtype, grown when full (to the next power of two, at least double, at most
+    /// `max_position_embeddings`, the filled part copied). The caller checked that the total
+    /// fits `max_position_embeddings`.
+    fn reserve(
+        &self,
+        cache: &mut KvCache,
+        (b, t): (usize, usize),
+        dtype: DType,
+        device: &Device,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let (kv, hd) = (cfg.num_key_value_heads, cfg.head_dim());
+        let fits = |kk: &Tensor| kk.dims()[..2] == [b, kv] && kk.dtype() == dtype;
+        if cache.layers.first().is_some_and(|(kk, _)| !fits(kk)) {
+            if cache.len > 0 {
+                return Err(Error::Config(format!(
+                    "the cache was filled for another batch size or dtype than ({b}, {dtype:?})"
+                )));
+            }
+            cache.layers.clear();
+        }
+        let (len, need, cap) = (cache.len, cache.len + t, cache.capacity());
+        if need <= cap {
+            return Ok(());
+        }
+        let new_cap = need
+            .next_power_of_two()
+            .max(2 * cap)
+            .max(MIN_CACHE)
+            .min(cfg.max_position_embeddings);
+        let grown = |old: Option<&Tensor>| -> Result<Tensor> {
+            let buf = Tensor::zeros((b, kv, new_cap, hd), dtype, device)?;
+            if let Some(old) = old.filter(|_| len > 0) {
+                buf.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+            }
+            Ok(buf)
+        };
+        cache.layers = match cache.layers.is_empty() {
+            true => (0..self.blocks.len())
+                .map(|_| Ok((grown(None)?, grown(None)?)))
+                .collect::<Result<_>>()?,
+            false => cache
+                .layers
+                .iter()
+                .map(|(kk, vv)| Ok((grown(Some(kk))?, grown(Some(vv))?)))
+                .collect::<Result<_>>()?,
+        };
+        Ok(())
+    }
+
+    /// Mean next-token cross-entropy over all B·(T-1) positions of `ids`, as transformers
+    /// computes it with `labels = input_ids` (GPT's, [`Gpt::shifted_loss`]).
+    pub fn shifted_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
+        Gpt::shifted_loss(logits, ids)
+    }
+
+    /// The negative log-likelihood in nats of each token at positions `from..T` of `ids`
+    /// (B, T), each predicted from all the tokens before it in its row → (B, T - from) f64.
+    /// `from` ≥ 1, since the token at position 0 has no context. The same contract and
+    /// chunking as [`Gpt::target_nll`]: only the scored positions go through the final norm
+    /// and the head, `NLL_CHUNK` rows at a time, each row's log-sum-exp in f64.
+    pub fn target_nll(&self, ids: &Tensor, from: usize) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if from == 0 || from >= t {
+            return Err(Error::Config(format!(
+                "target_nll: first target {from} of a sequence of {t}: must be in 1..{t}"
+            )));
+        }
+        let x = self.last_block_output(ids, &mut Mode::Eval)?; // (B, T, C)
+        let (n, c) = (t - from, self.cfg.hidden_size);
+        // Position p's output predicts the token at p + 1.
+        let x = x
+            .narrow(1, from - 1, n)?
+            .contiguous()?
+            .reshape((b * n, c))?;
+        let y = ids.narrow(1, from, n)?.contiguous()?.reshape(b * n)?;
+        let mut nll = Vec::new();
+        for r0 in (0..b * n).step_by(NLL_CHUNK) {
+            let len = NLL_CHUNK.min(b * n - r0);
+            let logits = self.head(&x.narrow(0, r0, len)?)?.to_dtype(DType::F64)?; // (len, V)
+            let m = logits.max_keepdim(1)?; // (len, 1)
+            let lse = (logits.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + &m)?;
+            let picked = logits.gather(&y.narrow(0, r0, len)?.unsqueeze(1)?, 1)?;
+            nll.push((lse - picked)?.squeeze(1)?); // (len)
+        }
+        Ok(Tensor::cat(&nll, 0)?.reshape((b, n))?)
+    }
+}
+
+/// Rows of logits [`Llama::target_nll`] forms at a time (as GPT's): (256, V) in f32 and f64 is
+/// 98 MB for Llama 3's 128,256 tokens.
+const NLL_CHUNK: usize = 256;
