@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Write tests/golden/llama_tiny/ and tests/golden/llama_tied/: tiny LlamaForCausalLM models
+made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
+of the loss for every parameter, and a greedy generation), for the Rust parity tests of
+lantern_models::llama.
+
+Run with the reference venv (scripts/ref_env.sh):
+    .venv-ref/bin/python scripts/make_llama_golden.py [--out-dir tests/golden]
+
+llama_tiny/: vocabulary 96, width 32, MLP width 64, 2 layers, 4 query heads sharing 2
+key/value heads (grouped-query attention), context 32, RoPE base 100 (not the default 10,000,
+so that a reader that misses it fails), rms_norm_eps 1e-6, untied lm_head.
+llama_tied/: the same with tie_word_embeddings=True and 4 key/value heads (MHA).
+Every parameter (RMSNorm gains included) is redrawn N(0, 0.2) from torch.manual_seed(1234)
+(make_golden.randomised), so nothing is trivially 0 or 1.
+
+Files written to each folder:
+    config.json, model.safetensors   -- LlamaForCausalLM.save_pretrained(safe_serialization=True)
+    inputs.json                      -- {"input_ids": [2][16], "prompt_len": 8,
+                                         "generated": [2][24] (prompt + 16 greedy tokens)}
+    expected.safetensors             -- float32 `logits` [2,16,96], `loss` [] (labels =
+                                        input_ids), `grad.<param>` for every parameter in
+                                        named_parameters order, `gen_logits` [2,16,96] (the
+                                        logits each greedy token was chosen from); metadata
+                                        {"format": "pt"}
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from make_golden import randomised
+
+INPUT_SEED = 4321
+B, T = 2, 16
+PROMPT, NEW = 8, 16
+V = 96
+ROPE_THETA = 100.0
+
+
+def tiny_llama_config(kv_heads: int, tied: bool) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=V,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=32,
+        rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+        rms_norm_eps=1e-6,
+        hidden_act="silu",
+        attention_dropout=0.0,
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=tied,
+        # No end of text: greedy generation runs its NEW tokens whatever they are.
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+
+
+def write(out: str, kv_heads: int, tied: bool) -> None:
+    config = tiny_llama_config(kv_heads, tied)
+    model = randomised(LlamaForCausalLM, config)
+    if tied:
+        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "not tied"
+    model.eval()
+
+    g = torch.Generator().manual_seed(INPUT_SEED)
+    input_ids = torch.randint(0, V, (B, T), generator=g, dtype=torch.long)
+
+    out_ = model(input_ids=input_ids, labels=input_ids)
+    logits = out_.logits.detach().to(torch.float32).contiguous()
+    loss = out_.loss
+    # The loss convention: mean CE over the B*(T-1) shifted positions.
+    manual = F.cross_entropy(logits[:, :-1, :].reshape(-1, V), input_ids[:, 1:].reshape(-1))
+    assert abs(manual.item() - loss.item()) < 1e-6, (manual.item(), loss.item())
+    loss.backward()
+    expected = {"logits": logits, "loss": loss.detach().to(torch.float32).reshape(()).contiguous()}
+    names = []
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        expected[f"grad.{name}"] = p.grad.detach().to(torch.float32).contiguous()
+        names.append(name)
+    assert ("lm_head.weight" in names) == (not tied), names
+
+    # Greedy generation through transformers' own key/value cache, from the first PROMPT ids.
+    gen_cfg = GenerationConfig(do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW,
+                               eos_token_id=None, pad_token_id=0,
+                               return_dict_in_generate=True, output_logits=True)
+    with torch.no_grad():
+        gen = model.generate(input_ids[:, :PROMPT], generation_config=gen_cfg)
+    generated = gen.sequences
+    assert list(generated.shape) == [B, PROMPT + NEW], generated.shape
+    gen_logits = torch.stack(gen.logits, dim=1).to(torch.float32).contiguous()  # (B, NEW, V)
+    assert torch.equal(gen_logits.argmax(-1), generated[:, PROMPT:])
+    # Cached and uncached logits agree: the first step is the prompt's last position.
+    with torch.no_grad():
+        full = model(input_ids=generated).logits
+    gap = (full[:, PROMPT - 1:-1] - gen_logits).abs().max().item()
+    assert gap < 1e-5, gap
+    expected["gen_logits"] = gen_logits
+
+    os.makedirs(out, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    gen_file = os.path.join(out, "generation_config.json")
+    if os.path.exists(gen_file):
+        os.remove(gen_file)  # not needed by our tests
+    with open(os.path.join(out, "inputs.json"), "w") as f:
+        json.dump({"input_ids": input_ids.tolist(), "prompt_len": PROMPT,
+                   "generated": generated.tolist()}, f)
+        f.write("\n")
+    save_file(expected, os.path.join(out, "expected.safetensors"), metadata={"format": "pt"})
+
+    # The folder loads back the same.
+    back = LlamaForCausalLM.from_pretrained(out)
+    assert back.config.rope_parameters["rope_theta"] == ROPE_THETA
+    with torch.no_grad():
+        again = back(input_ids=input_ids).logits
+    assert torch.equal(again, logits), (again - logits).abs().max().item()
+
+    print(f"{out}: loss = {loss.item():.6f}, logits in [{logits.min().item():.4f}, "
+          f"{logits.max().item():.4f}], cached-vs-full gap {gap:.2e}, "
+          f"{len(names)} parameters", file=sys.stderr)
+    for name in ("model.safetensors", "expected.safetensors"):
+        print(f"  {name}: {os.path.getsize(os.path.join(out, name))} bytes", file=sys.stderr)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--out-dir", default=os.path.join(repo, "tests", "golden"))
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    write(os.path.join(args.out_dir, "llama_tiny"), kv_heads=2, tied=False)
+    write(os.path.join(args.out_dir, "llama_tied"), kv_heads=4, tied=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
