@@ -1,0 +1,286 @@
+//! Parity with transformers' `LlamaForCausalLM` on golden files it wrote
+//! (`scripts/make_llama_golden.py`): `llama_tiny/` (grouped-query attention, untied head) and
+//! `llama_tied/` (MHA, head tied to the embedding), each saved with `save_pretrained`, with
+//! token ids, the logits, the loss and the gradient of every parameter transformers computed,
+//! and a greedy generation through its key/value cache.
+
+use candle_core::{DType, Device, Tensor};
+use lantern_models::llama::{hf, KvCache, Llama, LlamaConfig};
+use lantern_models::{safetensors_io, Mode, Params};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+mod common;
+use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
+
+const FOLDERS: [&str; 2] = ["llama_tiny", "llama_tied"];
+
+fn load(dir: &Path) -> (LlamaConfig, Params) {
+    let cfg = hf::config_from_hf(&dir.join("config.json")).unwrap_or_else(|e| panic!("{e}"));
+    let params = hf::load_params(
+        &dir.join("model.safetensors"),
+        &cfg,
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    (cfg, params)
+}
+
+/// The largest |x| of a tensor.
+fn max_of(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn configs_read_as_transformers_wrote_them() {
+    let (tiny, _) = load(&golden_dir("llama_tiny"));
+    let (tied, _) = load(&golden_dir("llama_tied"));
+    for (cfg, kv, tie) in [(&tiny, 2, false), (&tied, 4, true)] {
+        assert_eq!(
+            (
+                cfg.vocab_size,
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.num_hidden_layers
+            ),
+            (96, 32, 64, 2)
+        );
+        assert_eq!((cfg.num_attention_heads, cfg.num_key_value_heads), (4, kv));
+        assert_eq!(cfg.max_position_embeddings, 32);
+        // rope_parameters.rope_theta, not the default 10,000.
+        assert_eq!((cfg.rope_theta, cfg.rms_norm_eps), (100.0, 1e-6));
+        assert_eq!(cfg.tie_word_embeddings, tie);
+    }
+}
+
+#[test]
+fn logits_loss_and_every_gradient_match_transformers() {
+    for name in FOLDERS {
+        let dir = golden_dir(name);
+        let (cfg, params) = load(&dir);
+        let want = expected_in(&dir);
+        let ids = u32_matrix(&read_json(&dir.join("inputs.json")), "input_ids");
+        let model = Llama::new(&cfg, &params).unwrap();
+        let logits = model.forward(&ids, Mode::Eval).unwrap();
+        assert_eq!(logits.dims(), want["logits"].dims());
+        let d = max_abs(&logits, &want["logits"]);
+        eprintln!("{name}: logits differ from transformers by {d:.2e}");
+        assert!(d <= 1e-5, "{name}: logits differ from transformers by {d}");
+
+        let loss = Llama::shifted_loss(&logits, &ids).unwrap();
+        let (ours, theirs) = (
+            loss.to_scalar::<f32>().unwrap(),
+            want["loss"].to_scalar::<f32>().unwrap(),
+        );
+        eprintln!("{name}: loss {ours} vs transformers {theirs}");
+        assert!(
+            (ours - theirs).abs() <= 1e-5,
+            "{name}: loss {ours} vs transformers {theirs}"
+        );
+
+        // The gradients of the same loss, from a training-mode forward (no dropout in Llama:
+        // the same graph).
+        let mut rng = lantern_kernels::Rng::new(0);
+        let logits = model.forward(&ids, Mode::Train(&mut rng)).unwrap();
+        let grads = Llama::shifted_loss(&logits, &ids)
+            .unwrap()
+            .backward()
+            .unwrap();
+        let ours: BTreeSet<&str> = params.names().iter().map(String::as_str).collect();
+        let theirs: BTreeSet<&str> = want
+            .keys()
+            .filter_map(|k| k.strip_prefix("grad."))
+            .collect();
+        assert_eq!(
+            ours, theirs,
+            "{name}: our parameters are transformers' named_parameters"
+        );
+        let mut worst = 0f32;
+        for (p, v) in params.iter() {
+            let theirs = &want[&format!("grad.{p}")];
+            let ours = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: {p} has no gradient"));
+            assert_eq!(ours.dims(), theirs.dims(), "{name}: {p}");
+            let scale = max_of(theirs);
+            let d = max_abs(ours, theirs);
+            worst = worst.max(d / scale);
+            assert!(
+                d <= 1e-5 * scale + 1e-7,
+                "{name}: gradient of {p} differs from transformers by {d} (max |grad| {scale})"
+            );
+        }
+        eprintln!(
+            "{name}: {} gradients, worst difference {worst:.2e} of the tensor's max |grad|",
+            params.len()
+        );
+    }
+}
+
+#[test]
+fn cached_greedy_generation_matches_transformers() {
+    for name in FOLDERS {
+        let dir = golden_dir(name);
+        let (cfg, params) = load(&dir);
+        let inputs = read_json(&dir.join("inputs.json"));
+        let want = expected_in(&dir);
+        let model = Llama::new(&cfg, &params.frozen()).unwrap();
+        let prompt_len = inputs["prompt_len"].as_u64().unwrap() as usize;
+        let generated = matrix(&inputs, "generated");
+        let (b, total) = (generated.len(), generated[0].len());
+        let column = |p: usize| -> Tensor {
+            let col: Vec<u32> = generated.iter().map(|r| r[p] as u32).collect();
+            Tensor::from_vec(col, (b, 1), &Device::Cpu).unwrap()
+        };
+        let prompt = u32_matrix(&inputs, "generated")
+            .narrow(1, 0, prompt_len)
+            .unwrap();
+
+        // Prefill with the prompt, then feed transformers' tokens one at a time; each step's
+        // logits must be transformers', and their argmax its next token.
+        let mut cache = KvCache::new();
+        let mut logits = model.forward_last_cached(&prompt, &mut cache).unwrap(); // (B, V)
+        let mut worst = 0f32;
+        for step in 0..total - prompt_len {
+            let theirs = want["gen_logits"]
+                .narrow(1, step, 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap();
+            let d = max_abs(&logits, &theirs);
+            worst = worst.max(d);
+            assert!(
+                d <= 1e-5,
+                "{name}: generation step {step}: logits differ by {d}"
+            );
+            let next: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
+            let want_next: Vec<u32> = (0..b)
+                .map(|r| generated[r][prompt_len + step] as u32)
+                .collect();
+            assert_eq!(next, want_next, "{name}: greedy token at step {step}");
+            if prompt_len + step + 1 < total {
+                logits = model
+                    .forward_last_cached(&column(prompt_len + step), &mut cache)
+                    .unwrap();
+            }
+        }
+        assert_eq!(cache.len(), total - 1);
+        eprintln!("{name}: cached generation logits within {worst:.2e} of transformers'");
+    }
+}
+
+#[test]
+fn export_is_transformers_file_name_for_name_and_reloads() {
+    for name in FOLDERS {
+        let dir = golden_dir(name);
+        let (cfg, params) = load(&dir);
+        let theirs =
+            safetensors_io::load(&dir.join("model.safetensors"), &Device::Cpu, DType::F32).unwrap();
+        let ours: BTreeMap<String, Tensor> = hf::export_tensors(&params, DType::F32).unwrap();
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert_eq!(
+            ours.contains_key("lm_head.weight"),
+            !cfg.tie_word_embeddings
+        );
+        for (n, t) in &ours {
+            assert_eq!(t.dims(), theirs[n].dims(), "{name}: {n}");
+            assert_eq!(max_abs(t, &theirs[n]), 0.0, "{name}: {n}");
+        }
+
+        // Written back as a folder, it reads as the same config and weights.
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = safetensors_io::serialize(&ours).unwrap();
+        std::fs::write(tmp.path().join("model.safetensors"), &bytes).unwrap();
+        let v = hf::to_hf_config(&cfg, None, DType::F32);
+        std::fs::write(tmp.path().join("config.json"), v.to_string()).unwrap();
+        let (cfg2, p2) = load(tmp.path());
+        assert_eq!(cfg2, cfg, "{name}");
+        let ids = u32_matrix(&read_json(&dir.join("inputs.json")), "input_ids");
+        let a = Llama::new(&cfg, &params)
+            .unwrap()
+            .forward(&ids, Mode::Eval)
+            .unwrap();
+        let b = Llama::new(&cfg2, &p2)
+            .unwrap()
+            .forward(&ids, Mode::Eval)
+            .unwrap();
+        assert_eq!(max_abs(&a, &b), 0.0, "{name}");
+        // The keys transformers wrote that describe the model, as it wrote them.
+        let theirs_cfg = read_json(&dir.join("config.json"));
+        for k in [
+            "architectures",
+            "model_type",
+            "hidden_size",
+            "intermediate_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "hidden_act",
+            "rms_norm_eps",
+            "rope_parameters",
+            "tie_word_embeddings",
+            "attention_bias",
+            "mlp_bias",
+            "dtype",
+        ] {
+            assert_eq!(v[k], theirs_cfg[k], "{name}: config key {k}");
+        }
+    }
+}
+
+#[test]
+fn missing_and_misshapen_tensors_are_named() {
+    let dir = golden_dir("llama_tiny");
+    let path = dir.join("model.safetensors");
+    let (cfg, _) = load(&dir);
+    let err = |cfg: &LlamaConfig| {
+        hf::load_params(&path, cfg, &Device::Cpu, DType::F32)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let mut more = cfg.clone();
+    more.num_hidden_layers += 1;
+    let e = err(&more);
+    assert!(
+        e.contains("missing") && e.contains("model.layers.2.self_attn.q_proj.weight"),
+        "{e}"
+    );
+    let mut kv = cfg.clone();
+    kv.num_key_value_heads = 4;
+    let e = err(&kv);
+    assert!(
+        e.contains("model.layers.0.self_attn.k_proj.weight") && e.contains("shape"),
+        "{e}"
+    );
+    // The tied folder has no lm_head.weight: an untied config reading it is refused by name.
+    let tied_dir = golden_dir("llama_tied");
+    let (mut tied, _) = load(&tied_dir);
+    tied.tie_word_embeddings = false;
+    let e = hf::load_params(
+        &tied_dir.join("model.safetensors"),
+        &tied,
+        &Device::Cpu,
+        DType::F32,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("missing") && e.contains("lm_head.weight"), "{e}");
+    // An untied file read with a tied config: its lm_head is the tied copy's name, ignored.
+    let mut tie = cfg.clone();
+    tie.tie_word_embeddings = true;
+    hf::load_params(&path, &tie, &Device::Cpu, DType::F32).unwrap();
+}
