@@ -295,3 +295,218 @@ pub fn export_tensors(params: &Params, dtype: DType) -> Result<BTreeMap<String, 
         .map(|(n, v)| Ok((n.to_string(), v.as_tensor().to_dtype(dtype)?)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 96,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            max_position_embeddings: 32,
+            rms_norm_eps: 1e-5,
+            rope_theta: 500_000.0,
+            tie_word_embeddings: false,
+            initializer_range: 0.01,
+        }
+    }
+
+    fn read(v: &Value) -> Result<LlamaConfig> {
+        config_from_json(v, Path::new("dir/config.json"))
+    }
+
+    #[test]
+    fn config_round_trips_through_config_json() {
+        for tied in [false, true] {
+            let cfg = LlamaConfig {
+                tie_word_embeddings: tied,
+                ..tiny()
+            };
+            let v = to_hf_config(&cfg, Some(7), DType::BF16);
+            assert_eq!(read(&v).unwrap(), cfg);
+            assert_eq!(
+                (v["bos_token_id"].as_u64(), v["eos_token_id"].as_u64()),
+                (Some(7), Some(7))
+            );
+            assert_eq!(v["dtype"], "bfloat16");
+            assert_eq!(v["rope_parameters"]["rope_type"], "default");
+            assert_eq!(v["head_dim"], 8);
+        }
+        // Through a file, with the file's errors naming it.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("config.json");
+        std::fs::write(&path, to_hf_config(&tiny(), None, DType::F32).to_string()).unwrap();
+        assert_eq!(config_from_hf(&path).unwrap(), tiny());
+        std::fs::write(&path, "{").unwrap();
+        let e = config_from_hf(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("config.json") && e.contains("invalid JSON"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn absent_keys_take_transformers_defaults() {
+        let cfg = read(&json!({"model_type": "llama", "num_attention_heads": 8})).unwrap();
+        assert_eq!(
+            (
+                cfg.vocab_size,
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.num_hidden_layers
+            ),
+            (32000, 4096, 11008, 32)
+        );
+        assert_eq!((cfg.num_attention_heads, cfg.num_key_value_heads), (8, 8));
+        assert_eq!(
+            (cfg.max_position_embeddings, cfg.rms_norm_eps),
+            (2048, 1e-6)
+        );
+        assert_eq!((cfg.rope_theta, cfg.initializer_range), (10_000.0, 0.02));
+        assert!(!cfg.tie_word_embeddings);
+        // null is transformers' None: the default.
+        let cfg =
+            read(&json!({"model_type": "llama", "num_key_value_heads": null, "head_dim": null}))
+                .unwrap();
+        assert_eq!(cfg.num_key_value_heads, 32);
+    }
+
+    #[test]
+    fn rope_theta_is_read_where_transformers_reads_it() {
+        let base = |extra: Value| {
+            let mut v = to_hf_config(&tiny(), None, DType::F32);
+            v.as_object_mut().unwrap().remove("rope_parameters");
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            read(&v)
+        };
+        // The legacy top-level key, alone.
+        assert_eq!(
+            base(json!({"rope_theta": 1234.0})).unwrap().rope_theta,
+            1234.0
+        );
+        // rope_parameters' own value wins over the legacy key; without one, the legacy key.
+        let both = json!({"rope_theta": 1234.0, "rope_parameters": {"rope_type": "default", "rope_theta": 77.0}});
+        assert_eq!(base(both).unwrap().rope_theta, 77.0);
+        let no_theta = json!({"rope_theta": 1234.0, "rope_parameters": {"rope_type": "default"}});
+        assert_eq!(base(no_theta).unwrap().rope_theta, 1234.0);
+        // Neither: 10,000. A legacy `rope_scaling` of the default type is the same RoPE.
+        assert_eq!(base(json!({})).unwrap().rope_theta, 10_000.0);
+        let legacy = json!({"rope_scaling": {"type": "default"}, "rope_theta": 5.0});
+        assert_eq!(base(legacy).unwrap().rope_theta, 5.0);
+        for (extra, key) in [
+            (
+                json!({"rope_parameters": {"rope_type": "llama3", "factor": 8.0}}),
+                "rope_parameters",
+            ),
+            (
+                json!({"rope_parameters": {"rope_type": "linear", "factor": 2.0}}),
+                "rope_parameters",
+            ),
+            (
+                json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}}),
+                "rope_scaling",
+            ),
+            (
+                json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+                "rope_scaling",
+            ),
+        ] {
+            let e = base(extra).unwrap_err().to_string();
+            assert!(
+                e.starts_with("dir/config.json: ") && e.contains(key) && e.contains("default RoPE"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsupported_variants_are_refused_naming_the_key() {
+        let cases = [
+            (json!({"model_type": "mistral"}), "model_type"),
+            (json!({"hidden_act": "gelu"}), "hidden_act"),
+            (json!({"attention_bias": true}), "attention_bias"),
+            (json!({"mlp_bias": true}), "mlp_bias"),
+            (json!({"attention_dropout": 0.1}), "attention_dropout"),
+            (json!({"head_dim": 16}), "head_dim"),
+            (json!({"num_key_value_heads": 3}), "num_key_value_heads"),
+            (json!({"hidden_size": "32"}), "hidden_size"),
+            (json!({"tie_word_embeddings": "yes"}), "tie_word_embeddings"),
+            (json!({"rms_norm_eps": "small"}), "rms_norm_eps"),
+            (
+                json!({"num_hidden_layers": 1u64 << 40}),
+                "num_hidden_layers",
+            ),
+            (
+                json!({"vocab_size": 1 << 23, "hidden_size": 1 << 19, "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": null}),
+                "parameters",
+            ),
+        ];
+        for (edit, key) in cases {
+            let mut v = to_hf_config(&tiny(), None, DType::F32);
+            for (k, x) in edit.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let e = read(&v).unwrap_err().to_string();
+            assert!(
+                e.starts_with("dir/config.json: ") && e.contains(key),
+                "{key}: {e}"
+            );
+        }
+        let mut v = to_hf_config(&tiny(), None, DType::F32);
+        v.as_object_mut().unwrap().remove("model_type");
+        let e = read(&v).unwrap_err().to_string();
+        assert!(e.contains("model_type"), "{e}");
+        // swish is transformers' other name for SiLU.
+        let mut v = to_hf_config(&tiny(), None, DType::F32);
+        v["hidden_act"] = "swish".into();
+        assert_eq!(read(&v).unwrap(), tiny());
+    }
+
+    #[test]
+    fn tensors_load_with_or_without_the_model_prefix() {
+        let cfg = LlamaConfig {
+            tie_word_embeddings: true,
+            ..tiny()
+        };
+        let params = super::super::init_params(
+            &cfg,
+            &mut lantern_kernels::Rng::new(1),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        let path = Path::new("m.safetensors");
+        let exported = export_tensors(&params, DType::F32).unwrap();
+        assert!(!exported.contains_key("lm_head.weight"));
+        // A bare LlamaModel's names, an old per-layer inv_freq buffer and a tied head's copy.
+        let mut bare: BTreeMap<String, Tensor> = exported
+            .iter()
+            .map(|(n, t)| (n.strip_prefix("model.").unwrap_or(n).to_string(), t.clone()))
+            .collect();
+        let inv = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        bare.insert("layers.0.self_attn.rotary_emb.inv_freq".into(), inv);
+        bare.insert(
+            "lm_head.weight".into(),
+            exported["model.embed_tokens.weight"].clone(),
+        );
+        let p2 = params_from_tensors(bare, &cfg, path, DType::F32).unwrap();
+        assert_eq!(p2.names(), params.names());
+        let mut extra = exported.clone();
+        extra.insert(
+            "model.layers.0.self_attn.q_proj.bias".into(),
+            Tensor::zeros(32, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let e = params_from_tensors(extra, &cfg, path, DType::F32)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("unexpected") && e.contains("q_proj.bias"), "{e}");
+    }
+}

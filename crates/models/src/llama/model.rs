@@ -526,3 +526,328 @@ impl Llama {
 /// Rows of logits [`Llama::target_nll`] forms at a time (as GPT's): (256, V) in f32 and f64 is
 /// 98 MB for Llama 3's 128,256 tokens.
 const NLL_CHUNK: usize = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Largest |a - b| over two tensors (compared in f32).
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+        d.abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn tiny(kv: usize, tied: bool) -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 50,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: kv,
+            max_position_embeddings: 40,
+            rms_norm_eps: 1e-6,
+            rope_theta: 100.0,
+            tie_word_embeddings: tied,
+            initializer_range: 0.2,
+        }
+    }
+
+    fn ids(b: usize, t: usize, mul: u32) -> Tensor {
+        let v: Vec<u32> = (0..(b * t) as u32).map(|i| (i * mul + 5) % 50).collect();
+        Tensor::from_vec(v, (b, t), &Device::Cpu).unwrap()
+    }
+
+    fn model(cfg: &LlamaConfig, seed: u64) -> (Params, Llama) {
+        let params = init_params(cfg, &mut Rng::new(seed), &Device::Cpu, DType::F32).unwrap();
+        let m = Llama::new(cfg, &params).unwrap();
+        (params, m)
+    }
+
+    #[test]
+    fn param_shapes_are_transformers_names_in_its_order() {
+        let names: Vec<String> = param_shapes(&tiny(2, false))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names.len(), 1 + 2 * 9 + 2);
+        assert_eq!(names[0], "model.embed_tokens.weight");
+        assert_eq!(names[2], "model.layers.0.self_attn.k_proj.weight");
+        assert_eq!(names[9], "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(names[names.len() - 1], "lm_head.weight");
+        let tied = param_shapes(&tiny(2, true));
+        assert_eq!(tied.last().unwrap().0, "model.norm.weight");
+        let shapes: BTreeMap<String, Vec<usize>> =
+            param_shapes(&tiny(2, false)).into_iter().collect();
+        assert_eq!(shapes["model.layers.1.self_attn.v_proj.weight"], [16, 32]);
+        assert_eq!(shapes["model.layers.1.mlp.down_proj.weight"], [32, 64]);
+        let (params, _) = model(&tiny(2, false), 1);
+        assert_eq!(params.num_elements(), tiny(2, false).num_params());
+        assert_eq!(
+            init_params(&tiny(2, true), &mut Rng::new(1), &Device::Cpu, DType::F32)
+                .unwrap()
+                .num_elements(),
+            tiny(2, true).num_params()
+        );
+    }
+
+    /// The cached path gives the full forward's last-position logits at every length: a
+    /// prefill of 5 tokens, a chunk of 4 after them (the offset causal mask), then one token
+    /// at a time up to max_position_embeddings (the cache growing 16 → 32 → 40); two rows.
+    #[test]
+    fn cached_generation_matches_the_full_forward() {
+        for (kv, tied) in [(2, false), (4, true), (1, false)] {
+            let cfg = tiny(kv, tied);
+            let (_, m) = model(&cfg, 7);
+            let n = cfg.max_position_embeddings;
+            let x = ids(2, n, 11);
+            let full = m.forward(&x, Mode::Eval).unwrap(); // (2, n, V)
+            let mut cache = KvCache::new();
+            let mut at = 0;
+            let mut caps = Vec::new();
+            for len in [5, 4].into_iter().chain(std::iter::repeat_n(1, n - 9)) {
+                let chunk = x.narrow(1, at, len).unwrap();
+                let last = m.forward_last_cached(&chunk, &mut cache).unwrap();
+                at += len;
+                assert_eq!(cache.len(), at);
+                caps.push(cache.capacity());
+                let want = full.narrow(1, at - 1, 1).unwrap().squeeze(1).unwrap();
+                let d = max_diff(&last, &want);
+                assert!(
+                    d < 1e-5,
+                    "kv {kv}: position {}: logits differ by {d}",
+                    at - 1
+                );
+            }
+            caps.dedup();
+            assert_eq!(caps, [16, 32, 40]);
+            // Past max_position_embeddings: a clear error, and the cache is left as it was.
+            let e = m
+                .forward_last_cached(&x.narrow(1, 0, 1).unwrap(), &mut cache)
+                .unwrap_err();
+            assert!(e.to_string().contains("max_position_embeddings"), "{e}");
+            assert_eq!(cache.len(), n);
+            let e = m.forward(&ids(1, n + 1, 3), Mode::Eval).unwrap_err();
+            assert!(e.to_string().contains("max_position_embeddings"), "{e}");
+        }
+    }
+
+    /// Grouped-query attention is MHA whose key and value heads are repeated for the query
+    /// heads they serve: head h reads key/value head h / (H / KV) (`repeat_interleave`).
+    #[test]
+    fn gqa_equals_mha_with_repeated_key_value_weights() {
+        let gqa = tiny(2, false);
+        let mha = tiny(4, false);
+        let (p, m) = model(&gqa, 3);
+        let hd = gqa.head_dim();
+        let mut p2 = Params::new();
+        for (name, v) in p.iter() {
+            let t = v.as_tensor();
+            let t = match name.ends_with("k_proj.weight") || name.ends_with("v_proj.weight") {
+                true => {
+                    let heads: Vec<Tensor> = (0..4)
+                        .map(|h| t.narrow(0, (h / 2) * hd, hd).unwrap())
+                        .collect();
+                    Tensor::cat(&heads, 0).unwrap()
+                }
+                false => t.clone(),
+            };
+            p2.insert(name, t).unwrap();
+        }
+        let m2 = Llama::new(&mha, &p2).unwrap();
+        let x = ids(2, 23, 7);
+        let d = max_diff(
+            &m.forward(&x, Mode::Eval).unwrap(),
+            &m2.forward(&x, Mode::Eval).unwrap(),
+        );
+        assert!(d < 1e-6, "logits differ by {d}");
+        let (mut c1, mut c2) = (KvCache::new(), KvCache::new());
+        let a = m.forward_last_cached(&x, &mut c1).unwrap();
+        let b = m2.forward_last_cached(&x, &mut c2).unwrap();
+        assert!(max_diff(&a, &b) < 1e-6);
+    }
+
+    #[test]
+    fn batch_rows_are_independent() {
+        let cfg = tiny(2, false);
+        let (_, m) = model(&cfg, 5);
+        let x = ids(3, 17, 13);
+        let all = m.forward(&x, Mode::Eval).unwrap();
+        for r in 0..3 {
+            let one = m.forward(&x.narrow(0, r, 1).unwrap(), Mode::Eval).unwrap();
+            let d = max_diff(&one, &all.narrow(0, r, 1).unwrap());
+            assert!(d < 1e-6, "row {r} differs by {d}");
+        }
+    }
+
+    /// Every parameter gets a finite, non-zero gradient (candle's fused norms and rotary ops
+    /// would silently give none: shared/CANDLE.md).
+    #[test]
+    fn every_parameter_gets_a_gradient() {
+        for (kv, tied) in [(2, false), (4, true)] {
+            let cfg = tiny(kv, tied);
+            let (params, m) = model(&cfg, 9);
+            let x = ids(2, 12, 17);
+            let mut rng = Rng::new(1);
+            let logits = m.forward(&x, Mode::Train(&mut rng)).unwrap();
+            let g = Llama::shifted_loss(&logits, &x)
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, v) in params.iter() {
+                let grad = g
+                    .get(v.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                let norm = grad
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(norm.is_finite() && norm > 0.0, "{name}: |grad|² = {norm}");
+            }
+        }
+    }
+
+    /// The pieces `forward` is made of, run one at a time, give its logits.
+    #[test]
+    fn pieces_compose_to_forward() {
+        let cfg = tiny(2, false);
+        let (_, m) = model(&cfg, 2);
+        let x = ids(2, 9, 3);
+        let mut mode = Mode::Eval;
+        let mut h = m.embed_input(&x, &mut mode).unwrap();
+        let ctx = m.block_context(&x).unwrap();
+        for l in 0..m.n_blocks() {
+            h = m.block(l, h, &ctx, &mut mode).unwrap();
+        }
+        let want = m.forward(&x, Mode::Eval).unwrap();
+        assert_eq!(max_diff(&m.head(&h).unwrap(), &want), 0.0);
+        let e = m.block(2, h, &ctx, &mut mode).err().unwrap().to_string();
+        assert!(e.contains("block 2"), "{e}");
+    }
+
+    /// RoPE makes attention scores depend on relative positions only: q at m and k at n score
+    /// as q at m + s and k at n + s; and it preserves norms (a rotation).
+    #[test]
+    fn rope_scores_depend_on_relative_position() {
+        let dev = Device::Cpu;
+        let hd = 8;
+        let q = Tensor::from_vec(
+            (0..hd).map(|i| (i as f32 * 0.7).sin()).collect(),
+            (1, 1, 1, hd),
+            &dev,
+        )
+        .unwrap();
+        let kk = Tensor::from_vec(
+            (0..hd).map(|i| (i as f32 * 1.3).cos()).collect(),
+            (1, 1, 1, hd),
+            &dev,
+        )
+        .unwrap();
+        let at = |x: &Tensor, p: usize| {
+            Rope::new(100.0, hd, p, 1, &dev, DType::F32)
+                .unwrap()
+                .apply(x)
+                .unwrap()
+        };
+        let dot = |a: &Tensor, b: &Tensor| {
+            (a * b)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let s0 = dot(&at(&q, 3), &at(&kk, 1));
+        for s in [1, 5, 20] {
+            let s1 = dot(&at(&q, 3 + s), &at(&kk, 1 + s));
+            assert!((s0 - s1).abs() < 1e-4, "shift {s}: {s0} vs {s1}");
+        }
+        assert!(
+            (dot(&q, &kk) - dot(&at(&q, 0), &at(&kk, 0))).abs() < 1e-6,
+            "position 0 is identity"
+        );
+        assert!((dot(&q, &q) - dot(&at(&q, 7), &at(&q, 7))).abs() < 1e-5);
+        assert!(
+            (s0 - dot(&at(&q, 2), &at(&kk, 1))).abs() > 1e-3,
+            "positions matter"
+        );
+    }
+
+    #[test]
+    fn target_nll_is_the_cross_entropy_of_the_forward_logits() {
+        let cfg = tiny(2, false);
+        let (params, _) = model(&cfg, 3);
+        let m = Llama::new(&cfg, &params.frozen()).unwrap();
+        // 9 rows of 40: 9 · 39 = 351 scored positions, more than one chunk of the head.
+        let (b, t) = (9, 40);
+        let raw: Vec<u32> = (0..b * t).map(|i| ((i * 13 + i / 7) % 50) as u32).collect();
+        let x = Tensor::from_vec(raw.clone(), (b, t), &Device::Cpu).unwrap();
+        let logits: Vec<Vec<Vec<f32>>> = m.forward(&x, Mode::Eval).unwrap().to_vec3().unwrap();
+        for from in [1, 17, 39] {
+            let got: Vec<Vec<f64>> = m.target_nll(&x, from).unwrap().to_vec2().unwrap();
+            assert_eq!((got.len(), got[0].len()), (b, t - from));
+            for (r, row) in got.iter().enumerate() {
+                for (j, &nll) in row.iter().enumerate() {
+                    let p = from + j; // the token scored, predicted at p - 1
+                    let z = &logits[r][p - 1];
+                    let lse = z.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+                    let want = lse - z[raw[r * t + p] as usize] as f64;
+                    assert!(
+                        (nll - want).abs() < 1e-5,
+                        "row {r} position {p}: {nll} vs {want}"
+                    );
+                }
+            }
+        }
+        let all: Vec<Vec<f64>> = m.target_nll(&x, 1).unwrap().to_vec2().unwrap();
+        let mean = all.iter().flatten().sum::<f64>() / (b * (t - 1)) as f64;
+        let logits = m.forward(&x, Mode::Eval).unwrap();
+        let loss = Llama::shifted_loss(&logits, &x)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((mean - loss as f64).abs() < 1e-5, "{mean} vs {loss}");
+        for from in [0, 40] {
+            let e = m.target_nll(&x, from).unwrap_err();
+            assert!(e.to_string().contains("first target"), "{e}");
+        }
+    }
+
+    /// In bf16 the model runs end to end (norms in f32, cast back) and stays near f32.
+    #[test]
+    fn bf16_runs_close_to_f32() {
+        let cfg = tiny(2, false);
+        let (p, m) = model(&cfg, 4);
+        let p16 = p.to(&Device::Cpu, DType::BF16).unwrap();
+        let m16 = Llama::new(&cfg, &p16).unwrap();
+        let x = ids(2, 10, 9);
+        let a = m.forward(&x, Mode::Eval).unwrap();
+        let b = m16.forward(&x, Mode::Eval).unwrap();
+        assert_eq!(b.dtype(), DType::BF16);
+        let scale = max_diff(&a, &a.zeros_like().unwrap());
+        let d = max_diff(&a, &b);
+        assert!(
+            d < 0.05 * scale,
+            "bf16 logits differ by {d} (max |logit| {scale})"
+        );
+        let mut cache = KvCache::new();
+        let last = m16.forward_last_cached(&x, &mut cache).unwrap();
+        assert!(max_diff(&last, &b.narrow(1, 9, 1).unwrap().squeeze(1).unwrap()) < 0.05 * scale);
+        // A cache filled in bf16 refuses f32 tokens of the same sequence.
+        let e = m
+            .forward_last_cached(&x.narrow(1, 0, 1).unwrap(), &mut cache)
+            .unwrap_err();
+        assert!(e.to_string().contains("dtype"), "{e}");
+    }
+}
