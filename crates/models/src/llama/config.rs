@@ -204,7 +204,8 @@ mod tests {
     #[test]
     fn bad_configs_name_the_field() {
         let ok = LlamaConfig::preset("llama-tiny", 100).unwrap();
-        let cases: [(fn(&mut LlamaConfig), &str); 6] = [
+        type Edit = fn(&mut LlamaConfig);
+        let cases: [(Edit, &str); 6] = [
             (|c| c.num_key_value_heads = 0, "num_key_value_heads"),
             (|c| c.num_key_value_heads = 3, "num_key_value_heads"),
             (|c| c.hidden_size = 130, "num_attention_heads"),
