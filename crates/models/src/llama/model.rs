@@ -84,7 +84,7 @@ fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(y.reshape(dims)?)
 }
 
-/// transformers' `LlamaRMSNorm` over the last dimension, op for op: `x / sqrt(mean(x²) + eps)`
+/// transformers' `LlamaRMSNorm` over the last dimension, op for op: `x · rsqrt(mean(x²) + eps)`
 /// in f32 whatever the dtype (f64 stays f64, for gradient checks), cast back, times the gain.
 /// Composite candle ops, each with its backward: candle_nn's fused `rms_norm` records none
 /// (shared/CANDLE.md).
