@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Check a Lantern-produced GPT-2 export against live transformers.
+"""Check a Lantern-produced GPT-2 or Llama export against live transformers.
 
     .venv-ref/bin/python scripts/hf_parity.py --model DIR --tokens tokens.json \
         --ours ours.safetensors [--tol 1e-4]
@@ -9,7 +9,8 @@
 --ours    safetensors with float32 `logits` [B,T,V] and `loss` [] that Lantern computed on
           those tokens (loss = mean next-token CE over the B*(T-1) positions)
 
-Loads GPT2LMHeadModel.from_pretrained(DIR) in fp32 eval mode, runs it with
+Loads AutoModelForCausalLM.from_pretrained(DIR) (GPT2LMHeadModel or LlamaForCausalLM, by its
+config.json) in fp32 eval mode, runs it with
 labels=input_ids, prints the max abs difference of the logits and the abs difference of the
 loss, and exits 1 if either is over --tol (0 otherwise). Exits 2 when the export does not load
 cleanly (any missing/unexpected/mismatched tensor: from_pretrained would otherwise silently
@@ -21,7 +22,7 @@ import sys
 
 import torch
 from safetensors.torch import load_file
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM
 
 
 def main() -> int:
@@ -39,7 +40,7 @@ def main() -> int:
         return 2
 
     try:
-        model, info = GPT2LMHeadModel.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             args.model, dtype=torch.float32, output_loading_info=True
         )
     except Exception as e:  # bad config, shape mismatch, unreadable safetensors, ...
@@ -71,7 +72,7 @@ def main() -> int:
     logits_diff = (our_logits - ref_logits).abs().max().item()
     loss_diff = (our_loss - ref_loss).abs().item()
     ok = logits_diff <= args.tol and loss_diff <= args.tol
-    print(f"B,T,V = {list(ref_logits.shape)}")
+    print(f"{type(model).__name__}: B,T,V = {list(ref_logits.shape)}")
     print(f"loss: ours {our_loss.item():.6f} transformers {ref_loss.item():.6f}")
     print(f"max_abs_diff_logits {logits_diff:.3e}")
     print(f"abs_diff_loss {loss_diff:.3e}")

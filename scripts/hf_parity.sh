@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# GPT-2 parity with live transformers, both directions, fp32, tolerance 1e-4 max abs:
-#  1. a model Lantern trained and exported loads in transformers' GPT2LMHeadModel and gives
+# GPT-2 and Llama parity with live transformers, fp32, tolerance 1e-4 max abs:
+#  1. a GPT-2 Lantern trained and exported loads in transformers' GPT2LMHeadModel and gives
 #     the same logits and loss as Lantern on the same tokens;
 #  2. a GPT2LMHeadModel saved by transformers (save_pretrained) loads in Lantern with the same
-#     agreement.
+#     agreement;
+#  3. as 1 for a Llama (LlamaForCausalLM, grouped-query attention, untied head), and the greedy
+#     text transformers generates from the export is Lantern's. (The other direction for Llama
+#     is the golden test tests/tests/hf_llama_golden.rs, on files transformers wrote.)
 # Needs the test-only venv (scripts/ref_env.sh) and the fortunes text (scripts/fetch_fortunes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,4 +52,27 @@ echo "== 2. transformers -> Lantern"
 "$PY" scripts/hf_make_random_gpt2.py --out "$W/hf"
 $L score --model "$W/hf" --tokens "$W/hf/tokens.json" --dump "$W/ours_hf.safetensors"
 "$PY" scripts/hf_parity.py --model "$W/hf" --tokens "$W/hf/tokens.json" --ours "$W/ours_hf.safetensors"
-echo "parity: both directions within tolerance"
+echo "== 3. Lantern Llama -> transformers"
+sed -e 's/preset = "gpt-tiny"/preset = "llama-tiny"\nn_kv_head = 2\nintermediate_size = 160/' \
+  -e "s|$W/run|$W/llama|" "$W/cfg.toml" > "$W/llama.toml"
+$L train --config "$W/llama.toml" --quiet
+$L export --model "$W/llama" --out "$W/llama-export"
+$L score --model "$W/llama-export" --tokens "$W/tokens.json" --dump "$W/ours_llama.safetensors"
+"$PY" scripts/hf_parity.py --model "$W/llama-export" --tokens "$W/tokens.json" --ours "$W/ours_llama.safetensors"
+$L generate --model "$W/llama-export" --prompt "The" --max-new-tokens 40 --temperature 0 \
+  --ignore-eot --print-ids 2> "$W/gen.err" >/dev/null
+"$PY" - "$W/llama-export" "$W/gen.err" <<'PYEOF'
+import sys, torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+folder, err = sys.argv[1], sys.argv[2]
+ours = next(l for l in open(err) if l.startswith("sample 1 ids: "))
+ours = [int(x) for x in ours.split(": ", 1)[1].strip("[]\n ").split(", ")]
+tok = PreTrainedTokenizerFast(tokenizer_file=f"{folder}/tokenizer.json")
+model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+prompt = tok("The", add_special_tokens=False, return_tensors="pt").input_ids
+out = model.generate(prompt, max_new_tokens=40, min_new_tokens=40, do_sample=False)
+theirs = out[0, prompt.shape[1]:].tolist()
+print(f"greedy: {sum(a == b for a, b in zip(ours, theirs))}/{len(theirs)} tokens the same")
+sys.exit(0 if ours == theirs else 1)
+PYEOF
+echo "parity: every direction within tolerance"

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand};
 use lantern_kernels::Rng;
-use lantern_models::gpt::{Gpt, KvCache};
+use lantern_models::decoder::Decoder;
 use lantern_models::Mode;
 use lantern_train::{RunConfig, TrainOptions};
 use std::path::PathBuf;
@@ -393,7 +393,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 true => m.params,
                 false => m.params.to(&device, DType::F32)?,
             };
-            let gpt = Gpt::new(&m.config, &params.frozen())?;
+            let model = Decoder::new(&m.config, &params.frozen())?;
             let mut rng = Rng::new(seed);
             for i in 0..num_samples {
                 let start = std::time::Instant::now();
@@ -401,7 +401,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                     max_new: max_new_tokens,
                     eot: eot.filter(|_| !ignore_eot),
                 };
-                let ids = sample(&gpt, &device, &prompt_ids, &how, stop, &mut rng)?;
+                let ids = sample(&model, &device, &prompt_ids, &how, stop, &mut rng)?;
                 let secs = start.elapsed().as_secs_f64();
                 eprintln!(
                     "sample {}: {} tokens in {secs:.3} s ({:.1} tokens/s; prompt of {})",
@@ -432,9 +432,10 @@ fn run(cli: Cli) -> Result<Outcome> {
             let m = model_dir::load(&model)?;
             m.export(&out, dtype)?;
             println!(
-                "exported {} -> {} (GPT2LMHeadModel, {dtype:?})",
+                "exported {} -> {} ({}, {dtype:?})",
                 m.source.display(),
-                out.display()
+                out.display(),
+                m.config.architecture()
             );
         }
         Cmd::Score(a) => score::run(a)?,
@@ -470,13 +471,14 @@ struct Stop {
     eot: Option<u32>,
 }
 
-/// Autoregressive sampling. While the sequence fits the model's n_positions, the prompt runs
-/// once and each new token alone, against the keys and values cached so far; past that, every
-/// token runs the forward over the last n_positions tokens (the positions are learned and
-/// absolute, so a cache cannot slide with the window). Each token is chosen by
+/// Autoregressive sampling. While the sequence fits the model's context, the prompt runs once
+/// and each new token alone, against the keys and values cached so far; past that, every
+/// token runs the forward over the last context-length tokens (GPT-2's positions are absolute
+/// and Llama's rotary angles are baked into its cached keys, so a cache cannot slide with the
+/// window). Each token is chosen by
 /// [`sampling::pick`] from the last position's logits and the whole sequence so far.
 fn sample(
-    gpt: &Gpt,
+    model: &Decoder,
     device: &Device,
     prompt: &[u32],
     how: &sampling::Sampling,
@@ -484,19 +486,19 @@ fn sample(
     rng: &mut Rng,
 ) -> Result<Vec<u32>> {
     let Stop { max_new, eot } = stop;
-    let n_pos = gpt.config().n_positions;
+    let n_pos = model.max_positions();
     let mut ids = prompt.to_vec();
     let mut out = Vec::new();
-    let mut cache = KvCache::new();
+    let mut cache = model.cache();
     for _ in 0..max_new {
         let last = if ids.len() <= n_pos {
             let new = &ids[cache.len()..];
             let x = Tensor::from_slice(new, (1, new.len()), device)?;
-            gpt.forward_last_cached(&x, &mut cache)?.get(0)?
+            model.forward_last_cached(&x, &mut cache)?.get(0)?
         } else {
             let ctx = &ids[ids.len() - n_pos..];
             let x = Tensor::from_slice(ctx, (1, n_pos), device)?;
-            gpt.forward(&x, Mode::Eval)?.get(0)?.get(n_pos - 1)?
+            model.forward(&x, Mode::Eval)?.get(0)?.get(n_pos - 1)?
         };
         let last: Vec<f32> = last.to_dtype(DType::F32)?.to_vec1()?;
         let next = sampling::pick(&last, &ids, how, rng);

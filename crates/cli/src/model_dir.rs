@@ -1,16 +1,17 @@
-//! Finding a model on disk: a checkpoint folder, a run folder (its newest checkpoint), or a
-//! Hugging Face GPT-2 folder.
+//! Finding a language model on disk: a checkpoint folder, a run folder (its newest
+//! checkpoint), or a Hugging Face GPT-2 or Llama folder.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use lantern_models::gpt::{classifier, hf, GptConfig};
+use lantern_models::decoder::DecoderConfig;
+use lantern_models::gpt::classifier;
 use lantern_models::{safetensors_io, Params};
 use lantern_train::checkpoint;
 use std::path::{Path, PathBuf};
 
 pub struct LoadedModel {
     pub source: PathBuf,
-    pub config: GptConfig,
+    pub config: DecoderConfig,
     pub params: Params,
     pub tokenizer_path: Option<PathBuf>,
     pub eot_id: Option<u32>,
@@ -38,7 +39,10 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         None
     };
     let (source, config) = match &ckpt {
-        Some(dir) => (dir.clone(), checkpoint::read_state(dir)?.model.gpt(dir)?),
+        Some(dir) => (
+            dir.clone(),
+            checkpoint::read_state(dir)?.model.decoder(dir)?,
+        ),
         None if path.join("config.json").is_file() => {
             let config_path = path.join("config.json");
             if let Ok((_, Some(head))) = classifier::config_from_hf(&config_path) {
@@ -49,7 +53,7 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
                     head.architecture()
                 );
             }
-            (path.to_path_buf(), hf::config_from_hf(&config_path)?)
+            (path.to_path_buf(), DecoderConfig::from_hf(&config_path)?)
         }
         None => bail!(
             "{} is neither a checkpoint, a run folder nor a Hugging Face model folder (no \
@@ -65,7 +69,7 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         }
         bail!("{}: missing", weights.display());
     }
-    let params = hf::load_params(&weights, &config, &Device::Cpu, DType::F32)?;
+    let params = config.load_params(&weights, &Device::Cpu, DType::F32)?;
     let tok = source.join("tokenizer.json");
     let tokenizer_path = tok.is_file().then_some(tok);
     let eot_id = match &tokenizer_path {
@@ -91,11 +95,11 @@ impl LoadedModel {
             .with_context(|| format!("{} has no tokenizer.json", self.source.display()))?;
         let tok = lantern_data::tokenizer::load_tokenizer(p)?;
         let n = tok.get_vocab_size(true);
-        if n > self.config.vocab_size {
+        if n > self.config.vocab_size() {
             bail!(
                 "{}: tokenizer vocabulary ({n}) is larger than the model's ({})",
                 p.display(),
-                self.config.vocab_size
+                self.config.vocab_size()
             );
         }
         Ok(tok)
@@ -124,9 +128,10 @@ impl LoadedModel {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let write = || -> Result<()> {
-            let bytes = safetensors_io::serialize(&hf::export_tensors(&self.params, dtype)?)?;
+            let bytes =
+                safetensors_io::serialize(&self.config.export_tensors(&self.params, dtype)?)?;
             std::fs::write(tmp.join("model.safetensors"), bytes)?;
-            let cfg = hf::to_hf_config(&self.config, self.eot_id, dtype);
+            let cfg = self.config.to_hf_config(self.eot_id, dtype);
             std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
             if let Some(t) = &self.tokenizer_path {
                 std::fs::copy(t, tmp.join("tokenizer.json"))?;

@@ -1,11 +1,12 @@
-//! `lantern score`: a GPT's loss and perplexity on a text file, a text or token ids, of any
+//! `lantern score`: a language model's (GPT-2 or Llama) loss and perplexity on a text file, a text or token ids, of any
 //! length, by sliding windows (`lantern_models::gpt::perplexity`, docs/training.md); and, for
 //! the transformers parity check, the logits of one forward (`--dump`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use lantern_models::gpt::perplexity::{self, Perplexity, Windowing};
+use lantern_models::decoder::Decoder;
+use lantern_models::gpt::perplexity::{Perplexity, Windowing};
 use lantern_models::gpt::Gpt;
 use lantern_models::{safetensors_io, Mode};
 use std::collections::BTreeMap;
@@ -66,15 +67,15 @@ pub fn run(a: ScoreArgs) -> Result<()> {
         .rows
         .iter()
         .flatten()
-        .find(|&&x| x as usize >= m.config.vocab_size)
+        .find(|&&x| x as usize >= m.config.vocab_size())
     {
         bail!(
             "{}: token id {bad} is >= the model's vocabulary size {}",
             input.what,
-            m.config.vocab_size
+            m.config.vocab_size()
         );
     }
-    let context = m.config.n_positions;
+    let context = m.config.max_positions();
     let max_length = a.max_length.unwrap_or(context);
     let stride = a.stride.unwrap_or(max_length);
     let windowing = Windowing::new(max_length, stride, context)
@@ -89,14 +90,15 @@ pub fn run(a: ScoreArgs) -> Result<()> {
         true => m.params,
         false => m.params.to(&device, DType::F32)?,
     };
-    let gpt = Gpt::new(&m.config, &params.frozen())?;
+    let model = Decoder::new(&m.config, &params.frozen())?;
     let mut total = Perplexity::default();
     for (i, row) in input.rows.iter().enumerate() {
         let what = match input.rows.len() {
             1 => input.what.clone(),
             _ => format!("{} row {i}", input.what),
         };
-        let r = perplexity::perplexity(&gpt, row, &windowing, a.batch, &device)
+        let r = model
+            .perplexity(row, &windowing, a.batch, &device)
             .with_context(|| what.clone())?;
         total = total.merge(r);
     }
@@ -131,7 +133,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
         );
     }
     if let Some(p) = &a.dump {
-        dump(&gpt, &input, &device, p)?;
+        dump(&model, &input, &device, p)?;
     }
     Ok(())
 }
@@ -218,10 +220,10 @@ fn check_dump(input: &Input, max_length: usize) -> Result<()> {
 }
 
 /// The logits and mean loss of one forward over all rows (B, T), written to `path`.
-fn dump(gpt: &Gpt, input: &Input, device: &Device, path: &Path) -> Result<()> {
+fn dump(model: &Decoder, input: &Input, device: &Device, path: &Path) -> Result<()> {
     let t = input.rows[0].len();
     let ids = Tensor::from_vec(input.rows.concat(), (input.rows.len(), t), device)?;
-    let logits = gpt.forward(&ids, Mode::Eval)?;
+    let logits = model.forward(&ids, Mode::Eval)?;
     let loss = Gpt::shifted_loss(&logits, &ids)?;
     let mut out = BTreeMap::new();
     out.insert(

@@ -20,8 +20,10 @@
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use lantern_kernels::{ops, reference, AdamWHyper, Rng};
-use lantern_models::gpt::{init_params, Gpt, GptConfig};
+use lantern_models::gpt::{AttentionImpl, GptConfig};
+use lantern_models::llama::LlamaConfig;
 use lantern_train::optim::{AdamWConfig, Optimizer, OptimizerConfig};
+use lantern_train::task::ModelConfig;
 use lantern_train::trainer::{to_batch, train_step, StepInputs};
 use std::path::PathBuf;
 
@@ -690,10 +692,16 @@ fn check_grad_norm(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
     Ok(())
 }
 
-/// Per-step losses of `steps` fp32 steps of gpt-tiny on `device`, batches (B 4, T 64) from the
-/// data folder, or else one seeded random-token batch repeated (which the model memorises, so
-/// the loss falls).
-fn train_losses(device: &Device, data: Option<&PathBuf>, steps: usize) -> Result<Vec<f64>> {
+/// Per-step losses of `steps` fp32 steps of the `preset` language model (gpt-tiny,
+/// llama-tiny) on `device`, with its blocks recomputed in the backward pass when `recompute`,
+/// batches (B 4, T 64) from the data folder, or else one seeded random-token batch repeated
+/// (which the model memorises, so the loss falls).
+fn train_losses(
+    device: &Device,
+    data: Option<&PathBuf>,
+    steps: usize,
+    (preset, recompute): (&str, bool),
+) -> Result<Vec<f64>> {
     let (b, t) = (4, 64);
     let shard = match data {
         Some(dir) => {
@@ -706,10 +714,13 @@ fn train_losses(device: &Device, data: Option<&PathBuf>, steps: usize) -> Result
         None => None,
     };
     let vocab = shard.as_ref().map_or(512, |s| s.vocab_size() as usize);
-    let cfg = GptConfig::preset("gpt-tiny", vocab)?;
+    let cfg = match preset.starts_with("llama") {
+        true => ModelConfig::Llama(LlamaConfig::preset(preset, vocab)?),
+        false => ModelConfig::Gpt(GptConfig::preset(preset, vocab)?),
+    };
     let mut rng = Rng::new(1337);
-    let params = init_params(&cfg, &mut rng, device, DType::F32)?;
-    let model = Gpt::new(&cfg, &params)?;
+    let params = cfg.init_params(&mut rng, device)?;
+    let model = cfg.build(&params, AttentionImpl::default(), recompute)?;
     let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), &params)?;
     let toks: Vec<u32> = (0..b * (t + 1))
         .map(|_| rng.below(vocab as u64) as u32)
@@ -726,7 +737,7 @@ fn train_losses(device: &Device, data: Option<&PathBuf>, steps: usize) -> Result
         let batches = [to_batch(&inp, &tgt, b, t, device)?];
         let out = train_step(
             &StepInputs {
-                model: &model,
+                model: model.as_ref(),
                 params: &params,
                 master: &params,
                 batches: &batches,
@@ -936,15 +947,23 @@ fn loss_lines(rep: &mut Report, name: &str, source: &str, device: &[f64], cpu: &
 
 fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
     let data = opts.data.as_ref();
-    let on_device =
-        train_losses(&s.device, data, opts.steps).context("training on the checked device")?;
-    let on_cpu = train_losses(&Device::Cpu, data, opts.steps).context("training on the CPU")?;
     let source = if data.is_some() {
         "data"
     } else {
         "random batch"
     };
-    loss_lines(rep, "train gpt-tiny", source, &on_device, &on_cpu);
+    for (preset, recompute, name) in [
+        ("gpt-tiny", false, "train gpt-tiny"),
+        ("llama-tiny", false, "train llama-tiny"),
+        // Recomputed on the device against stored on the CPU: the same losses.
+        ("llama-tiny", true, "train llama-tiny recompute"),
+    ] {
+        let on_device = train_losses(&s.device, data, opts.steps, (preset, recompute))
+            .with_context(|| format!("{name} on the checked device"))?;
+        let on_cpu = train_losses(&Device::Cpu, data, opts.steps, (preset, false))
+            .with_context(|| format!("{name} on the CPU"))?;
+        loss_lines(rep, name, source, &on_device, &on_cpu);
+    }
     use lantern_models::bert::BertHead;
     let seq = BertHead::SequenceClassification;
     for (kind, name) in [

@@ -18,6 +18,8 @@ fn cpu_mode_runs_every_check_and_passes() {
         "adamw",
         "grad_norm",
         "train gpt-tiny",
+        "train llama-tiny",
+        "train llama-tiny recompute",
         "finetune bert",
         "finetune bert tags",
         "finetune bert recompute",

@@ -5,6 +5,7 @@
 //! or parallelism: the trainer wraps models from outside.
 
 pub mod bert;
+pub mod decoder;
 pub mod error;
 pub mod gpt;
 pub mod hf_config;

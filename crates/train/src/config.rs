@@ -26,28 +26,32 @@ pub struct RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// `gpt` (causal-LM pretraining of GPT-2) or `bert` (masked-LM pretraining of
-    /// `BertForMaskedLM`); defaults to the preset's family.
+    /// `gpt` (causal-LM pretraining of GPT-2), `llama` (causal-LM pretraining of
+    /// `LlamaForCausalLM`) or `bert` (masked-LM pretraining of `BertForMaskedLM`); defaults to
+    /// the preset's family.
     pub arch: Option<ModelArch>,
-    /// GPT: `gpt-tiny`, `gpt-small-cpu`, `gpt2-124m`, `gpt2-350m`; BERT: `bert-tiny`,
-    /// `bert-base`.
+    /// GPT: `gpt-tiny`, `gpt-small-cpu`, `gpt2-124m`, `gpt2-350m`; Llama: `llama-tiny`; BERT:
+    /// `bert-tiny`, `bert-base`.
     #[serde(default = "d_preset")]
     pub preset: String,
-    /// Start from a Hugging Face folder (config.json + model.safetensors: GPT-2, or any BERT,
-    /// whose missing MLM head is initialised fresh) instead of a fresh initialisation; its
+    /// Start from a Hugging Face folder (config.json + model.safetensors: GPT-2, Llama, or any
+    /// BERT, whose missing MLM head is initialised fresh) instead of a fresh initialisation; its
     /// config replaces the preset.
     pub init_from: Option<PathBuf>,
-    /// Overrides of the preset; the vocabulary defaults to the tokenizer's. For BERT these are
-    /// `max_position_embeddings`, `hidden_size`, `num_hidden_layers`, `num_attention_heads` and
-    /// both dropout rates.
+    /// Overrides of the preset; the vocabulary defaults to the tokenizer's. For BERT and Llama
+    /// these are `max_position_embeddings`, `hidden_size`, `num_hidden_layers`,
+    /// `num_attention_heads` (and BERT's two dropout rates; Llama has no dropout).
     pub vocab_size: Option<usize>,
     pub n_positions: Option<usize>,
     pub n_embd: Option<usize>,
     pub n_layer: Option<usize>,
     pub n_head: Option<usize>,
     pub dropout: Option<f64>,
-    /// BERT only: the feed-forward width (the presets use 4 × hidden).
+    /// BERT and Llama: the feed-forward width (BERT's presets use 4 × hidden).
     pub intermediate_size: Option<usize>,
+    /// Llama only: the key/value heads (`num_key_value_heads`; fewer than `n_head` is
+    /// grouped-query attention, and `n_head` must be a multiple of it).
+    pub n_kv_head: Option<usize>,
     /// BERT only: the share of non-special tokens chosen for prediction (default 0.15, of
     /// which 80% become [MASK], 10% a random token, 10% stay).
     pub mlm_probability: Option<f64>,
@@ -64,13 +68,17 @@ pub struct ModelSection {
 pub enum ModelArch {
     Gpt,
     Bert,
+    Llama,
 }
 
 impl ModelSection {
-    /// `model.arch`, or the family of the preset (`bert-*` presets are BERT).
+    /// `model.arch`, or the family of the preset (`bert-*` presets are BERT, `llama-*`
+    /// Llama).
     pub fn arch(&self) -> ModelArch {
         self.arch.unwrap_or(if self.preset.starts_with("bert") {
             ModelArch::Bert
+        } else if self.preset.starts_with("llama") {
+            ModelArch::Llama
         } else {
             ModelArch::Gpt
         })
@@ -457,6 +465,7 @@ impl Default for ModelSection {
             dropout: None,
             arch: None,
             intermediate_size: None,
+            n_kv_head: None,
             mlm_probability: None,
             attention: Default::default(),
         }
@@ -527,24 +536,42 @@ impl RunConfig {
             return bad("train.eval_batches must be at least 1");
         }
         let m = &self.model;
-        if m.arch() == ModelArch::Gpt {
-            for (key, set) in [
-                ("intermediate_size", m.intermediate_size.is_some()),
-                ("mlm_probability", m.mlm_probability.is_some()),
-            ] {
-                if set {
-                    return bad(&format!(
-                        "model.{key} is a BERT setting, but model.arch is gpt (preset {:?})",
-                        m.preset
-                    ));
-                }
+        let arch = m.arch();
+        let name = format!("{arch:?}").to_lowercase();
+        for (key, set, archs) in [
+            (
+                "intermediate_size",
+                m.intermediate_size.is_some(),
+                &[ModelArch::Bert, ModelArch::Llama][..],
+            ),
+            (
+                "mlm_probability",
+                m.mlm_probability.is_some(),
+                &[ModelArch::Bert],
+            ),
+            ("n_kv_head", m.n_kv_head.is_some(), &[ModelArch::Llama]),
+            (
+                "dropout",
+                m.dropout.is_some(),
+                &[ModelArch::Gpt, ModelArch::Bert],
+            ),
+            (
+                "attention",
+                m.attention != Default::default(),
+                &[ModelArch::Gpt],
+            ),
+        ] {
+            if set && !archs.contains(&arch) {
+                let owners: Vec<String> = archs
+                    .iter()
+                    .map(|a| format!("{a:?}").to_lowercase())
+                    .collect();
+                return bad(&format!(
+                    "model.{key} is a setting of {}, but model.arch is {name} (preset {:?})",
+                    owners.join(" and "),
+                    m.preset
+                ));
             }
-        }
-        if m.arch() == ModelArch::Bert && m.attention != Default::default() {
-            return bad(&format!(
-                "model.attention is a GPT setting, but model.arch is bert (preset {:?})",
-                m.preset
-            ));
         }
         if let Some(p) = m.mlm_probability {
             if !(p > 0.0 && p < 1.0) {

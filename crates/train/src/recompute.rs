@@ -1,4 +1,4 @@
-//! Activation checkpointing (`train.activation_checkpointing`, GPT and BERT; transformers'
+//! Activation checkpointing (`train.activation_checkpointing`, GPT, Llama and BERT; transformers'
 //! `gradient_checkpointing`, torchtitan's full activation checkpointing, Chen et al. 2016,
 //! "Training Deep Nets with Sublinear Memory Cost"): the forward pass keeps only each block's
 //! input, and the backward pass runs each block again, from its input and with the dropout
@@ -28,6 +28,7 @@ use candle_core::{backprop::GradStore, Tensor, Var};
 use lantern_kernels::Rng;
 use lantern_models::bert::{BertForMaskedLM, BertInput, BertModel};
 use lantern_models::gpt::Gpt;
+use lantern_models::llama::{Llama, Rope};
 use lantern_models::{Mode, Params};
 
 /// The dropout stream `mode` is at: a copy to run a piece again with the same masks.
@@ -142,6 +143,35 @@ impl Blocks for GptBlocks<'_> {
     }
 }
 
+/// Llama's blocks over one batch of ids, with the rotary tables every block reads.
+pub struct LlamaBlocks<'a> {
+    llama: &'a Llama,
+    ids: &'a Tensor,
+    rope: Rope,
+}
+
+impl<'a> LlamaBlocks<'a> {
+    pub fn new(llama: &'a Llama, ids: &'a Tensor) -> Result<Self> {
+        Ok(Self {
+            llama,
+            ids,
+            rope: llama.block_context(ids)?,
+        })
+    }
+}
+
+impl Blocks for LlamaBlocks<'_> {
+    fn n_blocks(&self) -> usize {
+        self.llama.n_blocks()
+    }
+    fn first(&self, mode: &mut Mode<'_>) -> Result<Tensor> {
+        Ok(self.llama.embed_input(self.ids, mode)?)
+    }
+    fn block(&self, l: usize, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        Ok(self.llama.block(l, x, &self.rope, mode)?)
+    }
+}
+
 /// BERT's encoder layers over one padded batch.
 pub struct BertBlocks<'a> {
     bert: &'a BertModel,
@@ -192,6 +222,28 @@ impl LossModel for Recomputed<Gpt> {
         let blocks = GptBlocks::new(gpt, &batch.ids, &mode)?;
         let top = |x: &Tensor, _: &mut Mode<'_>| -> Result<Tensor> {
             Ok((causal_loss_sum(&gpt.head(x)?, batch)? / divisor)?)
+        };
+        checkpointed_backward(&blocks, mode, top, scale, (params, grads))
+    }
+}
+
+impl LossModel for Recomputed<Llama> {
+    fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
+        self.0.loss_sum(batch, mode)
+    }
+
+    fn loss_backward(
+        &self,
+        batch: &Batch,
+        mode: Mode<'_>,
+        (divisor, scale): (f64, f64),
+        params: &Params,
+        grads: &mut StepGrads,
+    ) -> Result<f64> {
+        let llama = &self.0;
+        let blocks = LlamaBlocks::new(llama, &batch.ids)?;
+        let top = |x: &Tensor, _: &mut Mode<'_>| -> Result<Tensor> {
+            Ok((causal_loss_sum(&llama.head(x)?, batch)? / divisor)?)
         };
         checkpointed_backward(&blocks, mode, top, scale, (params, grads))
     }
@@ -311,6 +363,49 @@ mod tests {
         };
         let (l1, g1) = run(&BertForMaskedLM::new(&cfg, &params).unwrap());
         let (l2, g2) = run(&Recomputed(BertForMaskedLM::new(&cfg, &params).unwrap()));
+        assert_eq!(l1, l2, "the same forward");
+        assert_close(&params, &g1, &g2);
+    }
+
+    /// Llama: the same through its blocks (the rotary tables built once for all of them),
+    /// grouped-query attention and the untied head, over two accumulated micro-batches.
+    #[test]
+    fn recomputed_llama_gradients_are_the_stored_ones() {
+        use lantern_models::llama::{init_params, LlamaConfig};
+        let mut cfg = LlamaConfig::preset("llama-tiny", 64).unwrap();
+        (
+            cfg.hidden_size,
+            cfg.num_hidden_layers,
+            cfg.intermediate_size,
+        ) = (32, 3, 48);
+        (cfg.num_attention_heads, cfg.num_key_value_heads) = (4, 2);
+        cfg.max_position_embeddings = 16;
+        let params = init_params(&cfg, &mut Rng::new(5), &Device::Cpu, DType::F32).unwrap();
+        let batch = |seed: u32| {
+            let ids: Vec<u32> = (0..24).map(|i| (i * 7 + seed) % 64).collect();
+            let tgt: Vec<u32> = (0..24).map(|i| (i * 5 + seed) % 64).collect();
+            Batch {
+                ids: Tensor::from_vec(ids, (2, 12), &Device::Cpu).unwrap(),
+                targets: Tensor::from_vec(tgt, 24, &Device::Cpu).unwrap(),
+                weights: None,
+                n_targets: 24,
+            }
+        };
+        let batches = [batch(1), batch(2)];
+        let run = |model: &dyn LossModel| -> (Vec<f64>, StepGrads) {
+            let mut grads = StepGrads::new(params.len());
+            let losses = batches
+                .iter()
+                .map(|b| {
+                    model
+                        .loss_backward(b, Mode::Eval, (48.0, 1.0), &params, &mut grads)
+                        .unwrap()
+                })
+                .collect();
+            (losses, grads)
+        };
+        let (l1, g1) = run(&Llama::new(&cfg, &params).unwrap());
+        let (l2, g2) = run(&Recomputed(Llama::new(&cfg, &params).unwrap()));
         assert_eq!(l1, l2, "the same forward");
         assert_close(&params, &g1, &g2);
     }

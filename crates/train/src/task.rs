@@ -1,11 +1,11 @@
 //! What a pretraining run trains, and everything in the loop that depends on it:
 //!
-//! | | causal LM (GPT-2) | masked LM (BERT, `BertForMaskedLM`) |
+//! | | causal LM (GPT-2, Llama) | masked LM (BERT, `BertForMaskedLM`) |
 //! |---|---|---|
-//! | model config | [`GptConfig`] | [`BertConfig`] |
+//! | model config | [`GptConfig`], [`LlamaConfig`] | [`BertConfig`] |
 //! | sample | a window of T + 1 tokens: inputs and next tokens | a window of T − 2 tokens wrapped as `[CLS] … [SEP]`, masked by the collator |
 //! | loss | summed next-token cross-entropy over B·T positions | summed cross-entropy over the chosen positions only |
-//! | checkpoint | GPT-2 HF names (`Conv1D` layout) | `BertForMaskedLM` HF names + `config.json` |
+//! | checkpoint | `GPT2LMHeadModel` (`Conv1D` layout) or `LlamaForCausalLM` HF names + `config.json` | `BertForMaskedLM` HF names + `config.json` |
 //!
 //! Both draw windows from the same pure sampler (crates/data/src/sampler.rs), so the data
 //! position of a run is still one number, the global sample index. Masking is a pure function
@@ -25,7 +25,9 @@ use lantern_data::shard::Shard;
 use lantern_data::MlmCollator;
 use lantern_kernels::{cross_entropy_sum, Rng};
 use lantern_models::bert::{self, BertConfig, BertForMaskedLM, BertHead, BertInput};
+use lantern_models::decoder::DecoderConfig;
 use lantern_models::gpt::{self, AttentionImpl, Gpt, GptConfig};
+use lantern_models::llama::{self, Llama, LlamaConfig};
 use lantern_models::{Mode, Params};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,20 +41,26 @@ const VAL_MASK_STREAM: u64 = 0x7661_6c6d_736b; // "valmsk"
 
 /// The model of a run; the record `trainer_state.json` keeps as `model`. A GPT record is a
 /// [`GptConfig`] (as in checkpoints written before BERT pretraining existed), a BERT record a
-/// [`BertConfig`]: they are told apart by BERT's `hidden_size` key, and each parses with its
-/// own type's checks, so an error names the bad field.
+/// [`BertConfig`], a Llama record a [`LlamaConfig`]: they are told apart by Llama's
+/// `rms_norm_eps` key, then BERT's `hidden_size`, and each parses with its own type's checks,
+/// so an error names the bad field.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ModelConfig {
     Gpt(GptConfig),
     Bert(BertConfig),
+    Llama(LlamaConfig),
 }
 
 impl<'de> Deserialize<'de> for ModelConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let v = serde_json::Value::deserialize(d)?;
-        if v.get("hidden_size").is_some() {
+        if v.get("rms_norm_eps").is_some() {
+            serde_json::from_value(v)
+                .map(Self::Llama)
+                .map_err(|e| D::Error::custom(format!("Llama model config: {e}")))
+        } else if v.get("hidden_size").is_some() {
             serde_json::from_value(v)
                 .map(Self::Bert)
                 .map_err(|e| D::Error::custom(format!("BERT model config: {e}")))
@@ -96,6 +104,27 @@ impl ModelConfig {
                 g.validate()?;
                 Self::Gpt(g)
             }
+            ModelArch::Llama => {
+                let mut c = match &m.init_from {
+                    Some(dir) => llama::hf::config_from_hf(&dir.join("config.json"))?,
+                    None => LlamaConfig::preset(&m.preset, m.vocab_size.unwrap_or(data_vocab))?,
+                };
+                set(&mut c.vocab_size, m.vocab_size);
+                set(&mut c.max_position_embeddings, m.n_positions);
+                set(&mut c.hidden_size, m.n_embd);
+                set(&mut c.num_hidden_layers, m.n_layer);
+                set(&mut c.num_attention_heads, m.n_head);
+                set(&mut c.intermediate_size, m.intermediate_size);
+                match (m.n_kv_head, m.n_head) {
+                    (Some(kv), _) => c.num_key_value_heads = kv,
+                    // A new head count without a key/value count keeps the preset's grouping
+                    // when it divides, else falls back to one key/value head per head.
+                    (None, Some(h)) if h % c.num_key_value_heads != 0 => c.num_key_value_heads = h,
+                    _ => {}
+                }
+                c.validate()?;
+                Self::Llama(c)
+            }
             ModelArch::Bert => {
                 let mut c = match &m.init_from {
                     Some(dir) => bert::hf::config_from_hf(&dir.join("config.json"))?.0,
@@ -138,6 +167,7 @@ impl ModelConfig {
         match self {
             Self::Gpt(g) => g.vocab_size,
             Self::Bert(c) => c.vocab_size,
+            Self::Llama(c) => c.vocab_size,
         }
     }
 
@@ -147,6 +177,7 @@ impl ModelConfig {
         match self {
             Self::Gpt(g) => g.n_positions,
             Self::Bert(c) => c.max_tokens(),
+            Self::Llama(c) => c.max_position_embeddings,
         }
     }
 
@@ -154,6 +185,7 @@ impl ModelConfig {
         match self {
             Self::Gpt(g) => g.num_params(),
             Self::Bert(c) => c.num_params_mlm(),
+            Self::Llama(c) => c.num_params(),
         }
     }
 
@@ -163,6 +195,7 @@ impl ModelConfig {
     pub fn flops_per_token(&self, seq_len: usize) -> f64 {
         match self {
             Self::Gpt(g) => g.flops_per_token(seq_len),
+            Self::Llama(c) => c.flops_per_token(seq_len),
             Self::Bert(c) => {
                 let n = c.num_params_mlm() - c.max_position_embeddings * c.hidden_size;
                 6.0 * n as f64 + 12.0 * (c.num_hidden_layers * c.hidden_size * seq_len) as f64
@@ -174,7 +207,7 @@ impl ModelConfig {
     /// `[CLS] x [SEP]`.
     pub fn min_seq_len(&self) -> usize {
         match self {
-            Self::Gpt(_) => 1,
+            Self::Gpt(_) | Self::Llama(_) => 1,
             Self::Bert(_) => 3,
         }
     }
@@ -191,6 +224,11 @@ impl ModelConfig {
                 g.validate()
                     .map_err(|e| err(format!("model config: {e}")))?;
                 gpt::hf::check_plausible(g, path)?;
+            }
+            Self::Llama(c) => {
+                c.validate()
+                    .map_err(|e| err(format!("model config: {e}")))?;
+                llama::hf::check_plausible(c, path)?;
             }
             Self::Bert(c) => {
                 c.validate()
@@ -230,6 +268,7 @@ impl ModelConfig {
     pub fn init_params(&self, rng: &mut Rng, device: &Device) -> Result<Params> {
         Ok(match self {
             Self::Gpt(g) => gpt::init_params(g, rng, device, DType::F32)?,
+            Self::Llama(c) => llama::init_params(c, rng, device, DType::F32)?,
             Self::Bert(c) => bert::init_params(c, BertHead::MaskedLm, rng, device, DType::F32)?,
         })
     }
@@ -240,6 +279,7 @@ impl ModelConfig {
     pub fn load_params(&self, path: &Path, rng: &mut Rng, device: &Device) -> Result<Params> {
         Ok(match self {
             Self::Gpt(g) => gpt::hf::load_params(path, g, device, DType::F32)?,
+            Self::Llama(c) => llama::hf::load_params(path, c, device, DType::F32)?,
             Self::Bert(c) => {
                 bert::hf::load_params(path, c, BertHead::MaskedLm, rng, device, DType::F32)?.0
             }
@@ -264,6 +304,13 @@ impl ModelConfig {
                     false => Box::new(gpt),
                 }
             }
+            Self::Llama(c) => {
+                let model = Llama::new(c, params)?;
+                match recompute {
+                    true => Box::new(Recomputed(model)),
+                    false => Box::new(model),
+                }
+            }
             Self::Bert(c) => {
                 let mlm = BertForMaskedLM::new(c, params)?;
                 match recompute {
@@ -278,17 +325,19 @@ impl ModelConfig {
     pub fn export_tensors(&self, params: &Params) -> Result<BTreeMap<String, Tensor>> {
         Ok(match self {
             Self::Gpt(_) => gpt::hf::export_tensors(params, DType::F32)?,
+            Self::Llama(_) => llama::hf::export_tensors(params, DType::F32)?,
             Self::Bert(_) => bert::hf::export_tensors(params, DType::F32)?,
         })
     }
 
     /// Files a checkpoint holds besides weights, optimizer, tokenizer and trainer state: HF's
-    /// `config.json`, so that every checkpoint is already a `GPT2LMHeadModel` (with `eot_id`
-    /// as its BOS/EOS) or `BertForMaskedLM` folder that `lantern export`, the fine-tuning
+    /// `config.json`, so that every checkpoint is already a `GPT2LMHeadModel` or
+    /// `LlamaForCausalLM` (with `eot_id` as its BOS/EOS) or `BertForMaskedLM` folder that `lantern export`, the fine-tuning
     /// commands and transformers read.
     pub fn checkpoint_files(&self, eot_id: Option<u32>) -> Vec<(&'static str, Vec<u8>)> {
         let v = match self {
             Self::Gpt(c) => gpt::hf::to_hf_config(c, eot_id, DType::F32),
+            Self::Llama(c) => llama::hf::to_hf_config(c, eot_id, DType::F32),
             Self::Bert(c) => bert::hf::to_hf_config(c, BertHead::MaskedLm, DType::F32),
         };
         vec![(
@@ -297,14 +346,17 @@ impl ModelConfig {
         )]
     }
 
-    /// The GPT config of a record, or an error saying what else it is (`path` for messages).
-    pub fn gpt(self, path: &Path) -> Result<GptConfig> {
+    /// The language model of a record (GPT-2 or Llama), or an error saying what else it is
+    /// (`path` for messages).
+    pub fn decoder(self, path: &Path) -> Result<DecoderConfig> {
         match self {
-            Self::Gpt(g) => Ok(g),
+            Self::Gpt(g) => Ok(DecoderConfig::Gpt(g)),
+            Self::Llama(c) => Ok(DecoderConfig::Llama(c)),
             Self::Bert(_) => Err(Error::Checkpoint {
                 path: path.to_path_buf(),
-                msg: "is a BERT masked-LM checkpoint, not a GPT one (its config.json is a \
-                      BertForMaskedLM folder: use `lantern export` or the BERT commands)"
+                msg: "is a BERT masked-LM checkpoint, not a causal language model (its \
+                      config.json is a BertForMaskedLM folder: use `lantern export` or the BERT \
+                      commands)"
                     .into(),
             }),
         }
@@ -347,6 +399,12 @@ pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
 }
 
 impl LossModel for Gpt {
+    fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
+        causal_loss_sum(&self.forward(&batch.ids, mode)?, batch)
+    }
+}
+
+impl LossModel for Llama {
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
         causal_loss_sum(&self.forward(&batch.ids, mode)?, batch)
     }
@@ -529,7 +587,12 @@ mod tests {
     fn records_parse_as_their_own_kind_and_old_gpt_records_still_do() {
         let g = GptConfig::preset("gpt-tiny", 300).unwrap();
         let b = BertConfig::preset("bert-tiny", 300).unwrap();
-        for m in [ModelConfig::Gpt(g.clone()), ModelConfig::Bert(b)] {
+        let l = LlamaConfig::preset("llama-tiny", 300).unwrap();
+        for m in [
+            ModelConfig::Gpt(g.clone()),
+            ModelConfig::Bert(b),
+            ModelConfig::Llama(l),
+        ] {
             let json = serde_json::to_string(&m).unwrap();
             assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), m);
         }
@@ -543,6 +606,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("BERT") && e.contains("bogus"), "{e}");
+        let e = serde_json::from_str::<ModelConfig>(r#"{"hidden_size": 8, "rms_norm_eps": 1e-6}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Llama model config"), "{e}");
     }
 
     #[test]

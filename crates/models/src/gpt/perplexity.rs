@@ -16,9 +16,7 @@
 //! their mean, and it is counted as S − 1). Here the per-token NLLs are summed in f64 and
 //! divided by the number of tokens actually scored.
 
-use super::Gpt;
 use crate::Result;
-use candle_core::{Device, Tensor};
 
 /// Why a windowing cannot score a sequence; the messages use the guide's names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -221,22 +219,6 @@ where
         rest = tail;
     }
     Ok(out)
-}
-
-/// [`score_windows`] with `gpt` on `device` ([`Gpt::target_nll`]).
-pub fn perplexity(
-    gpt: &Gpt,
-    tokens: &[u32],
-    windowing: &Windowing,
-    batch: usize,
-    device: &Device,
-) -> Result<Perplexity> {
-    score_windows(tokens, windowing, batch, |ids, rows, from| {
-        let t = ids.len() / rows;
-        let ids = Tensor::from_slice(ids, (rows, t), device)?;
-        let nll = gpt.target_nll(&ids, from)?; // (rows, T - from)
-        Ok(nll.flatten_all()?.to_vec1::<f64>()?)
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,184 @@
+//! The causal language models, GPT-2 and Llama, behind one type for the commands that only
+//! need a language model: loading a folder, generation with a KV cache, perplexity, export.
+//! What differs (positions learned or rotary, LayerNorm or RMSNorm, GELU or SwiGLU, tied or
+//! untied head) stays in each model's module; this is the dispatch.
+
+use crate::gpt::{self, perplexity, Gpt, GptConfig};
+use crate::llama::{self, Llama, LlamaConfig};
+use crate::{hf_config, Error, Mode, Params, Result};
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The config of a causal language model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecoderConfig {
+    Gpt(GptConfig),
+    Llama(LlamaConfig),
+}
+
+impl DecoderConfig {
+    /// Reads a transformers `config.json` of a `GPT2LMHeadModel` or `LlamaForCausalLM`, by its
+    /// `model_type` (GPT-2 when absent, as folders written before it existed).
+    pub fn from_hf(path: &Path) -> Result<Self> {
+        let v = hf_config::read_json(path)?;
+        match v.get("model_type").and_then(Value::as_str) {
+            Some("llama") => Ok(Self::Llama(llama::hf::config_from_hf(path)?)),
+            Some("gpt2") | None => Ok(Self::Gpt(gpt::hf::config_from_hf(path)?)),
+            Some(other) => Err(Error::File {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "model_type {other:?} is not a causal language model Lantern implements \
+                     (gpt2, llama)"
+                ),
+            }),
+        }
+    }
+
+    /// transformers' class name of the model.
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            Self::Gpt(_) => "GPT2LMHeadModel",
+            Self::Llama(_) => "LlamaForCausalLM",
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Gpt(c) => c.vocab_size,
+            Self::Llama(c) => c.vocab_size,
+        }
+    }
+
+    /// The longest sequence the model takes at once.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Self::Gpt(c) => c.n_positions,
+            Self::Llama(c) => c.max_position_embeddings,
+        }
+    }
+
+    /// Weights from a `model.safetensors` in HF names.
+    pub fn load_params(&self, path: &Path, device: &Device, dtype: DType) -> Result<Params> {
+        match self {
+            Self::Gpt(c) => gpt::hf::load_params(path, c, device, dtype),
+            Self::Llama(c) => llama::hf::load_params(path, c, device, dtype),
+        }
+    }
+
+    /// The weights in HF names and `dtype`.
+    pub fn export_tensors(
+        &self,
+        params: &Params,
+        dtype: DType,
+    ) -> Result<BTreeMap<String, Tensor>> {
+        match self {
+            Self::Gpt(_) => gpt::hf::export_tensors(params, dtype),
+            Self::Llama(_) => llama::hf::export_tensors(params, dtype),
+        }
+    }
+
+    /// transformers' `config.json`; `eot_id` becomes BOS/EOS when known.
+    pub fn to_hf_config(&self, eot_id: Option<u32>, dtype: DType) -> Value {
+        match self {
+            Self::Gpt(c) => gpt::hf::to_hf_config(c, eot_id, dtype),
+            Self::Llama(c) => llama::hf::to_hf_config(c, eot_id, dtype),
+        }
+    }
+}
+
+/// A causal language model reading a [`Params`] store.
+pub enum Decoder {
+    Gpt(Gpt),
+    Llama(Llama),
+}
+
+/// The keys and values a [`Decoder`] has seen, for [`Decoder::forward_last_cached`].
+pub enum DecoderCache {
+    Gpt(gpt::KvCache),
+    Llama(llama::KvCache),
+}
+
+impl DecoderCache {
+    /// Tokens seen so far.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Gpt(c) => c.len(),
+            Self::Llama(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Decoder {
+    pub fn new(cfg: &DecoderConfig, params: &Params) -> Result<Self> {
+        Ok(match cfg {
+            DecoderConfig::Gpt(c) => Self::Gpt(Gpt::new(c, params)?),
+            DecoderConfig::Llama(c) => Self::Llama(Llama::new(c, params)?),
+        })
+    }
+
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Self::Gpt(m) => m.config().n_positions,
+            Self::Llama(m) => m.config().max_position_embeddings,
+        }
+    }
+
+    /// An empty cache for this model.
+    pub fn cache(&self) -> DecoderCache {
+        match self {
+            Self::Gpt(_) => DecoderCache::Gpt(gpt::KvCache::new()),
+            Self::Llama(_) => DecoderCache::Llama(llama::KvCache::new()),
+        }
+    }
+
+    /// ids: (B, T) u32 → logits (B, T, V).
+    pub fn forward(&self, ids: &Tensor, mode: Mode<'_>) -> Result<Tensor> {
+        match self {
+            Self::Gpt(m) => m.forward(ids, mode),
+            Self::Llama(m) => m.forward(ids, mode),
+        }
+    }
+
+    /// The logits (B, V) of the last of `ids`, the tokens after those in `cache` (see
+    /// [`Gpt::forward_last_cached`]).
+    pub fn forward_last_cached(&self, ids: &Tensor, cache: &mut DecoderCache) -> Result<Tensor> {
+        match (self, cache) {
+            (Self::Gpt(m), DecoderCache::Gpt(c)) => m.forward_last_cached(ids, c),
+            (Self::Llama(m), DecoderCache::Llama(c)) => m.forward_last_cached(ids, c),
+            _ => Err(Error::Config(
+                "a KV cache of one model family passed to another".into(),
+            )),
+        }
+    }
+
+    /// The NLL of each token at positions `from..T` of ids (B, T) → (B, T − from) f64 (see
+    /// [`Gpt::target_nll`]).
+    pub fn target_nll(&self, ids: &Tensor, from: usize) -> Result<Tensor> {
+        match self {
+            Self::Gpt(m) => m.target_nll(ids, from),
+            Self::Llama(m) => m.target_nll(ids, from),
+        }
+    }
+
+    /// [`perplexity::score_windows`] with this model on `device`.
+    pub fn perplexity(
+        &self,
+        tokens: &[u32],
+        windowing: &perplexity::Windowing,
+        batch: usize,
+        device: &Device,
+    ) -> Result<perplexity::Perplexity> {
+        perplexity::score_windows(tokens, windowing, batch, |ids, rows, from| {
+            let t = ids.len() / rows;
+            let ids = Tensor::from_slice(ids, (rows, t), device)?;
+            let nll = self.target_nll(&ids, from)?; // (rows, T - from)
+            Ok(nll.flatten_all()?.to_vec1::<f64>()?)
+        })
+    }
+}
