@@ -55,8 +55,9 @@ pub struct ModelSection {
     /// BERT only: the share of non-special tokens chosen for prediction (default 0.15, of
     /// which 80% become [MASK], 10% a random token, 10% stay).
     pub mlm_probability: Option<f64>,
-    /// GPT only: `auto` (fused on CUDA, composite on the CPU), `fused` (one causal-attention
-    /// op, no (B, H, T, T) scores) or `composite` (matmuls around the softmax kernel). The
+    /// GPT and Llama: `auto` (fused on CUDA, composite on the CPU), `fused` (one
+    /// causal-attention op, no (B, H, T, T) scores) or `composite` (matmuls around the
+    /// softmax kernel). The
     /// fused op has no attention dropout: while dropout is active, training runs composite.
     #[serde(default)]
     pub attention: lantern_models::gpt::AttentionImpl,
@@ -558,7 +559,7 @@ impl RunConfig {
             (
                 "attention",
                 m.attention != Default::default(),
-                &[ModelArch::Gpt],
+                &[ModelArch::Gpt, ModelArch::Llama],
             ),
         ] {
             if set && !archs.contains(&arch) {

@@ -28,7 +28,7 @@ use candle_core::{backprop::GradStore, Tensor, Var};
 use lantern_kernels::Rng;
 use lantern_models::bert::{BertForMaskedLM, BertInput, BertModel};
 use lantern_models::gpt::Gpt;
-use lantern_models::llama::{Llama, Rope};
+use lantern_models::llama::{BlockContext, Llama};
 use lantern_models::{Mode, Params};
 
 /// The dropout stream `mode` is at: a copy to run a piece again with the same masks.
@@ -147,7 +147,7 @@ impl Blocks for GptBlocks<'_> {
 pub struct LlamaBlocks<'a> {
     llama: &'a Llama,
     ids: &'a Tensor,
-    rope: Rope,
+    ctx: BlockContext,
 }
 
 impl<'a> LlamaBlocks<'a> {
@@ -155,7 +155,7 @@ impl<'a> LlamaBlocks<'a> {
         Ok(Self {
             llama,
             ids,
-            rope: llama.block_context(ids)?,
+            ctx: llama.block_context(ids)?,
         })
     }
 }
@@ -168,7 +168,7 @@ impl Blocks for LlamaBlocks<'_> {
         Ok(self.llama.embed_input(self.ids, mode)?)
     }
     fn block(&self, l: usize, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        Ok(self.llama.block(l, x, &self.rope, mode)?)
+        Ok(self.llama.block(l, x, &self.ctx, mode)?)
     }
 }
 

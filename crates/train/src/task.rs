@@ -287,7 +287,7 @@ impl ModelConfig {
     }
 
     /// The model for the loop, reading `params` (kept, so optimizer updates are seen);
-    /// `attention` is GPT's (`model.attention`); `recompute` is
+    /// `attention` is GPT's and Llama's (`model.attention`); `recompute` is
     /// `train.activation_checkpointing` (each block's activations are recomputed in the
     /// backward pass instead of kept).
     pub fn build(
@@ -305,7 +305,7 @@ impl ModelConfig {
                 }
             }
             Self::Llama(c) => {
-                let model = Llama::new(c, params)?;
+                let model = Llama::new(c, params)?.with_attention(attention);
                 match recompute {
                     true => Box::new(Recomputed(model)),
                     false => Box::new(model),

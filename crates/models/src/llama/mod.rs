@@ -11,4 +11,4 @@ pub mod hf;
 mod model;
 
 pub use config::LlamaConfig;
-pub use model::{init_params, param_shapes, KvCache, Llama, Rope};
+pub use model::{init_params, param_shapes, BlockContext, KvCache, Llama, Rope};

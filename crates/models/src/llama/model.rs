@@ -1,5 +1,5 @@
 use super::LlamaConfig;
-use crate::gpt::Gpt;
+use crate::gpt::{AttentionImpl, Gpt};
 use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor, D};
 use lantern_kernels::{self as k, Rng};
@@ -210,6 +210,15 @@ pub struct Llama {
     norm: Tensor,
     /// `lm_head.weight` (V, C), or the embedding when tied.
     lm_head: Tensor,
+    attention: AttentionImpl,
+}
+
+/// What every block of one forward shares, built once by [`Llama::block_context`]: the RoPE
+/// tables of its positions, and the causal mask when the composite attention runs (the fused
+/// op is causal by itself).
+pub struct BlockContext {
+    rope: Rope,
+    mask: Option<Tensor>,
 }
 
 impl Llama {
@@ -242,7 +251,15 @@ impl Llama {
             blocks,
             norm: params.get("model.norm.weight")?,
             lm_head,
+            attention: AttentionImpl::default(),
         })
+    }
+
+    /// Chooses the attention path (`model.attention`: fused on CUDA and composite on the CPU by
+    /// default, as for GPT).
+    pub fn with_attention(mut self, attention: AttentionImpl) -> Self {
+        self.attention = attention;
+        self
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -276,9 +293,9 @@ impl Llama {
     /// ids: (B, T) u32 → the last block's output (B, T, C), before the final RMSNorm.
     pub fn last_block_output(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
         let mut x = self.embed_input(ids, mode)?;
-        let rope = self.block_context(ids)?;
+        let ctx = self.block_context(ids)?;
         for l in 0..self.blocks.len() {
-            x = self.block(l, x, &rope, mode)?;
+            x = self.block(l, x, &ctx, mode)?;
         }
         Ok(x)
     }
@@ -300,15 +317,31 @@ impl Llama {
     }
 
     /// What every block of a forward over `ids` (B, T) takes: the RoPE tables of positions
-    /// 0..T. Errors past `max_position_embeddings`.
-    pub fn block_context(&self, ids: &Tensor) -> Result<Rope> {
-        self.rope(0, ids.dim(1)?, ids.device())
+    /// 0..T and, for the composite attention, the causal (T, T) mask. Errors past
+    /// `max_position_embeddings`.
+    pub fn block_context(&self, ids: &Tensor) -> Result<BlockContext> {
+        let (t, device) = (ids.dim(1)?, ids.device());
+        Ok(BlockContext {
+            rope: self.rope(0, t, device)?,
+            mask: match self.attention.fused_on(device) {
+                true => None,
+                false => Some(k::causal_mask(t, device)?),
+            },
+        })
     }
 
-    /// Block `l` on x (B, T, C) with `rope` from [`Llama::block_context`] → (B, T, C).
-    /// Attention runs as [`k::causal_attention`] on q, k and v packed into (B, T, 3C), the key
-    /// and value heads repeated for the query heads they serve (transformers' `repeat_kv`).
-    pub fn block(&self, l: usize, x: Tensor, rope: &Rope, _mode: &mut Mode<'_>) -> Result<Tensor> {
+    /// Block `l` on x (B, T, C) with `ctx` from [`Llama::block_context`] → (B, T, C).
+    /// The fused attention ([`k::causal_attention`]) reads q, k and v packed into (B, T, 3C),
+    /// the key and value heads repeated for the query heads they serve (transformers'
+    /// `repeat_kv`); the composite one ([`Llama::attend`]) reads each key/value head once for
+    /// all of its query heads.
+    pub fn block(
+        &self,
+        l: usize,
+        x: Tensor,
+        ctx: &BlockContext,
+        _mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let blk = self.blocks.get(l).ok_or_else(|| {
             Error::Config(format!("block {l} of a model of {}", self.blocks.len()))
@@ -319,6 +352,7 @@ impl Llama {
             cfg.num_key_value_heads,
             cfg.head_dim(),
         );
+        let rope = &ctx.rope;
         if rope.len() != t {
             return Err(Error::Config(format!(
                 "RoPE tables of {} positions for a sequence of {t}",
@@ -326,16 +360,45 @@ impl Llama {
             )));
         }
         let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
-        // Heads stay in (B, T, heads, hd): the packed layout puts head i at columns i·hd.. of
-        // each third, so no transpose is needed.
         let q = rope.apply(&linear(&a, &blk.q_proj)?.reshape((b, t, h, hd))?)?;
         let kk = rope.apply(&linear(&a, &blk.k_proj)?.reshape((b, t, kv, hd))?)?;
         let v = linear(&a, &blk.v_proj)?.reshape((b, t, kv, hd))?;
-        let (kk, v) = (self.repeat_kv(&kk)?, self.repeat_kv(&v)?); // (B, T, H, hd)
-        let qkv = Tensor::cat(&[&q, &kk, &v], 2)?.reshape((b, t, 3 * c))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let y = k::causal_attention(&qkv, h, scale)?; // (B, T, C)
+        let y = match &ctx.mask {
+            None => {
+                // Heads stay in (B, T, heads, hd): the packed layout puts head i at columns
+                // i·hd.. of each third, so no transpose is needed.
+                let (kk, v) = (self.repeat_kv(&kk)?, self.repeat_kv(&v)?); // (B, T, H, hd)
+                let qkv = Tensor::cat(&[&q, &kk, &v], 2)?.reshape((b, t, 3 * c))?;
+                k::causal_attention(&qkv, h, 1.0 / (hd as f64).sqrt())? // (B, T, C)
+            }
+            Some(mask) => {
+                let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous(); // (B, n, T, hd)
+                self.attend(&heads(&q)?, (&heads(&kk)?, &heads(&v)?), Some(mask))?
+            }
+        };
         self.block_after_attention(blk, x, &y)
+    }
+
+    /// The composite attention, grouped: q (B, H, T, hd) over k, v (B, KV, S, hd), query head
+    /// j·n_rep + r reading key/value head j, so the query heads one key/value head serves are
+    /// stacked as rows of one product with it and keys and values are never repeated; `mask`
+    /// is additive over (T, S) → attention's output (B, T, C), the input of o_proj.
+    fn attend(
+        &self,
+        q: &Tensor,
+        (kk, vv): (&Tensor, &Tensor),
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, h, t, hd) = q.dims4()?;
+        let (kv, s) = (self.cfg.num_key_value_heads, kk.dim(2)?);
+        let n_rep = h / kv;
+        let q = q.reshape((b, kv, n_rep * t, hd))?;
+        let att = q.matmul(&kk.t()?)?; // (B, KV, n_rep·T, S)
+        let att = att.reshape((b, kv, n_rep, t, s))?;
+        let att = k::masked_softmax(&att, 1.0 / (hd as f64).sqrt(), mask)?;
+        let att = att.reshape((b, kv, n_rep * t, s))?;
+        let y = att.matmul(vv)?.reshape((b, h, t, hd))?; // (B, H, T, hd)
+        Ok(y.transpose(1, 2)?.reshape((b, t, h * hd))?) // (B, T, C)
     }
 
     /// Key or value heads (B, T, KV, hd) → (B, T, H, hd), each repeated for the
@@ -380,9 +443,8 @@ impl Llama {
     /// tokens only. The total must stay within `max_position_embeddings`. Prefill with the
     /// prompt, then pass one token at a time.
     ///
-    /// Attention is composite here (matmuls around [`k::masked_softmax`]), grouped: the query
-    /// heads served by one key/value head are stacked as rows of one product with it, so the
-    /// cached keys and values are never repeated.
+    /// Attention is composite here ([`Llama::attend`]: the cached keys and values are never
+    /// repeated).
     pub fn forward_last_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.cfg;
@@ -392,7 +454,6 @@ impl Llama {
             cfg.num_key_value_heads,
             cfg.head_dim(),
         );
-        let n_rep = cfg.kv_groups();
         let start = cache.len;
         if t == 0 {
             return Err(Error::Config("no tokens to run".into()));
@@ -404,7 +465,6 @@ impl Llama {
         let mask = (t > 1)
             .then(|| k::causal_mask_after(start, t, ids.device()))
             .transpose()?;
-        let scale = 1.0 / (hd as f64).sqrt();
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
             let heads = |w: &Tensor, n: usize, rotate: bool| -> Result<Tensor> {
@@ -415,16 +475,9 @@ impl Llama {
             let q = heads(&blk.q_proj, h, true)?;
             kc.slice_set(&heads(&blk.k_proj, kv, true)?, 2, start)?;
             vc.slice_set(&heads(&blk.v_proj, kv, false)?, 2, start)?;
-            // Views of the filled part: (B, KV, S, hd) with S = start + T.
+            // Views of the filled part: (B, KV, start + T, hd).
             let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
-            // Query head j·n_rep + r reads key/value head j: (B, KV, n_rep·T, hd).
-            let q = q.reshape((b, kv, n_rep * t, hd))?;
-            let att = q.matmul(&kk.t()?)?; // (B, KV, n_rep·T, S)
-            let att = att.reshape((b, kv, n_rep, t, start + t))?;
-            let att = k::masked_softmax(&att, scale, mask.as_ref())?;
-            let att = att.reshape((b, kv, n_rep * t, start + t))?;
-            let y = att.matmul(&vv)?.reshape((b, h, t, hd))?; // (B, H, T, hd)
-            let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C)
+            let y = self.attend(&q, (&kk, &vv), mask.as_ref())?; // (B, T, C)
             x = self.block_after_attention(blk, x, &y)?;
         }
         cache.len = start + t;
@@ -714,6 +767,44 @@ mod tests {
                     .to_scalar::<f32>()
                     .unwrap();
                 assert!(norm.is_finite() && norm > 0.0, "{name}: |grad|² = {norm}");
+            }
+        }
+    }
+
+    /// The fused attention (key/value heads repeated, packed for one op) and the grouped
+    /// composite one (each key/value head read once by its query heads) give the same logits
+    /// and gradients, with grouped-query attention and without.
+    #[test]
+    fn fused_and_composite_attention_agree() {
+        for kv in [1, 2, 4] {
+            let cfg = tiny(kv, false);
+            let (params, _) = model(&cfg, 4);
+            let x = ids(2, 11, 7);
+            let run = |att: AttentionImpl| {
+                let m = Llama::new(&cfg, &params).unwrap().with_attention(att);
+                let logits = m.forward(&x, Mode::Eval).unwrap();
+                let g = Llama::shifted_loss(&logits, &x)
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let grads: Vec<Tensor> = params
+                    .iter()
+                    .map(|(_, v)| g.get(v.as_tensor()).unwrap().clone())
+                    .collect();
+                (logits, grads)
+            };
+            let (lf, gf) = run(AttentionImpl::Fused);
+            let (lc, gc) = run(AttentionImpl::Composite);
+            assert!(max_diff(&lf, &lc) < 1e-5, "kv {kv}: logits");
+            for ((name, _), (a, b)) in params.iter().zip(gf.iter().zip(&gc)) {
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(max_diff(a, b) <= 1e-5 * scale, "kv {kv}: {name}");
             }
         }
     }
