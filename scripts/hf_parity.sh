@@ -59,7 +59,7 @@ $L train --config "$W/llama.toml" --quiet
 $L export --model "$W/llama" --out "$W/llama-export"
 $L score --model "$W/llama-export" --tokens "$W/tokens.json" --dump "$W/ours_llama.safetensors"
 "$PY" scripts/hf_parity.py --model "$W/llama-export" --tokens "$W/tokens.json" --ours "$W/ours_llama.safetensors"
-$L generate --model "$W/llama-export" --prompt "The" --max-new-tokens 40 --temperature 0 \
+$L generate --model "$W/llama-export" --prompt "The theory of" --max-new-tokens 40 --temperature 0 \
   --ignore-eot --print-ids 2> "$W/gen.err" >/dev/null
 "$PY" - "$W/llama-export" "$W/gen.err" <<'PYEOF'
 import sys, torch
@@ -69,8 +69,11 @@ ours = next(l for l in open(err) if l.startswith("sample 1 ids: "))
 ours = [int(x) for x in ours.split(": ", 1)[1].strip("[]\n ").split(", ")]
 tok = PreTrainedTokenizerFast(tokenizer_file=f"{folder}/tokenizer.json")
 model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-prompt = tok("The", add_special_tokens=False, return_tensors="pt").input_ids
-out = model.generate(prompt, max_new_tokens=40, min_new_tokens=40, do_sample=False)
+prompt = tok("The theory of", add_special_tokens=False, return_tensors="pt").input_ids
+# Lantern's --ignore-eot keeps going through the end-of-text token, where transformers would
+# stop (or, with min_new_tokens, forbid it): no EOS for transformers either.
+model.generation_config.eos_token_id = None
+out = model.generate(prompt, max_new_tokens=40, do_sample=False, pad_token_id=0)
 theirs = out[0, prompt.shape[1]:].tolist()
 print(f"greedy: {sum(a == b for a, b in zip(ours, theirs))}/{len(theirs)} tokens the same")
 sys.exit(0 if ours == theirs else 1)
