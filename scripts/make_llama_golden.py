@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write tests/golden/llama_tiny/ and tests/golden/llama_tied/: tiny LlamaForCausalLM models
+"""Write tests/golden/llama_tiny/, llama_tied/ and llama3_rope/: tiny LlamaForCausalLM models
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
 lantern_models::llama.
@@ -11,6 +11,10 @@ llama_tiny/: vocabulary 96, width 32, MLP width 64, 2 layers, 4 query heads shar
 key/value heads (grouped-query attention), context 32, RoPE base 100 (not the default 10,000,
 so that a reader that misses it fails), rms_norm_eps 1e-6, untied lm_head.
 llama_tied/: the same with tie_word_embeddings=True and 4 key/value heads (MHA).
+llama3_rope/: llama_tiny with Llama 3.1's RoPE scaling (rope_type "llama3", factor 8,
+low/high frequency factors 1 and 4, original context 8): of the 4 frequencies of a head of 8,
+the highest (wavelength 6.3, between 8/4 and 8/1) is interpolated and the other three are
+divided by 8.
 Every parameter (RMSNorm gains included) is redrawn N(0, 0.2) from torch.manual_seed(1234)
 (make_golden.randomised), so nothing is trivially 0 or 1.
 
@@ -43,7 +47,12 @@ V = 96
 ROPE_THETA = 100.0
 
 
-def tiny_llama_config(kv_heads: int, tied: bool) -> LlamaConfig:
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": ROPE_THETA, "factor": 8.0,
+               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8}
+
+
+def tiny_llama_config(kv_heads: int, tied: bool, rope: dict | None = None) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=V,
         hidden_size=32,
@@ -52,7 +61,7 @@ def tiny_llama_config(kv_heads: int, tied: bool) -> LlamaConfig:
         num_attention_heads=4,
         num_key_value_heads=kv_heads,
         max_position_embeddings=32,
-        rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+        rope_parameters=rope or {"rope_type": "default", "rope_theta": ROPE_THETA},
         rms_norm_eps=1e-6,
         hidden_act="silu",
         attention_dropout=0.0,
@@ -66,8 +75,8 @@ def tiny_llama_config(kv_heads: int, tied: bool) -> LlamaConfig:
     )
 
 
-def write(out: str, kv_heads: int, tied: bool) -> None:
-    config = tiny_llama_config(kv_heads, tied)
+def write(out: str, kv_heads: int, tied: bool, rope: dict | None = None) -> None:
+    config = tiny_llama_config(kv_heads, tied, rope)
     model = randomised(LlamaForCausalLM, config)
     if tied:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "not tied"
@@ -141,6 +150,7 @@ def main() -> int:
     torch.use_deterministic_algorithms(True)
     write(os.path.join(args.out_dir, "llama_tiny"), kv_heads=2, tied=False)
     write(os.path.join(args.out_dir, "llama_tied"), kv_heads=4, tied=True)
+    write(os.path.join(args.out_dir, "llama3_rope"), kv_heads=2, tied=False, rope=LLAMA3_ROPE)
     return 0
 
 

@@ -1,6 +1,7 @@
 //! Parity with transformers' `LlamaForCausalLM` on golden files it wrote
-//! (`scripts/make_llama_golden.py`): `llama_tiny/` (grouped-query attention, untied head) and
-//! `llama_tied/` (MHA, head tied to the embedding), each saved with `save_pretrained`, with
+//! (`scripts/make_llama_golden.py`): `llama_tiny/` (grouped-query attention, untied head),
+//! `llama_tied/` (MHA, head tied to the embedding) and `llama3_rope/` (llama_tiny with Llama
+//! 3.1's RoPE scaling), each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
 
@@ -13,7 +14,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 2] = ["llama_tiny", "llama_tied"];
+const FOLDERS: [&str; 3] = ["llama_tiny", "llama_tied", "llama3_rope"];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {
     let cfg = hf::config_from_hf(&dir.join("config.json")).unwrap_or_else(|e| panic!("{e}"));
@@ -58,7 +59,27 @@ fn configs_read_as_transformers_wrote_them() {
         // rope_parameters.rope_theta, not the default 10,000.
         assert_eq!((cfg.rope_theta, cfg.rms_norm_eps), (100.0, 1e-6));
         assert_eq!(cfg.tie_word_embeddings, tie);
+        assert_eq!(cfg.rope_scaling, None);
     }
+    // Llama 3.1's scaling: read, and it moves the frequencies as transformers' recipe says
+    // (head of 8: 1, 100^-1/4, 100^-1/2, 100^-3/4; wavelengths 2π/f against 8/4 and 8/1).
+    let (l3, _) = load(&golden_dir("llama3_rope"));
+    let r = l3.rope_scaling.clone().expect("llama3 scaling read");
+    assert_eq!(
+        (r.factor, r.low_freq_factor, r.high_freq_factor),
+        (8.0, 1.0, 4.0)
+    );
+    assert_eq!(r.original_max_position_embeddings, 8);
+    let (plain, scaled) = (tiny.inv_freq(), l3.inv_freq());
+    assert!(
+        scaled[0] < plain[0] && scaled[0] > plain[0] / 8.0,
+        "wavelength 6.3, between 8/4 and 8/1: interpolated"
+    );
+    assert_eq!(
+        &scaled[1..],
+        &[plain[1] / 8.0, plain[2] / 8.0, plain[3] / 8.0],
+        "wavelengths 19.9, 62.8 and 198.7 are past 8/1: divided by the factor"
+    );
 }
 
 #[test]

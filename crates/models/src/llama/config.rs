@@ -24,12 +24,28 @@ pub struct LlamaConfig {
     /// RoPE base wavelength θ (transformers' `rope_parameters.rope_theta`).
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
+    /// Llama 3.1's RoPE frequency scaling (`rope_type: "llama3"`); `None` is the default RoPE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<Llama3Rope>,
     /// Whether `lm_head` is the token embedding (then not a parameter of its own).
     #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Standard deviation of the normal initialisation of every matrix and the embedding.
     #[serde(default = "default_initializer_range")]
     pub initializer_range: f64,
+}
+
+/// The parameters of Llama 3.1's RoPE scaling (transformers' `_compute_llama3_parameters`):
+/// frequencies whose wavelength exceeds `original_max_position_embeddings / low_freq_factor`
+/// are divided by `factor`, those shorter than `original_max_position_embeddings /
+/// high_freq_factor` are kept, and those between are interpolated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Llama3Rope {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
 }
 
 fn default_rope_theta() -> f64 {
@@ -71,6 +87,7 @@ impl LlamaConfig {
             max_position_embeddings,
             rms_norm_eps: 1e-6,
             rope_theta: default_rope_theta(),
+            rope_scaling: None,
             tie_word_embeddings: false,
             initializer_range: default_initializer_range(),
         };
@@ -126,6 +143,20 @@ impl LlamaConfig {
                 self.rope_theta
             ));
         }
+        if let Some(r) = &self.rope_scaling {
+            let finite = [r.factor, r.low_freq_factor, r.high_freq_factor]
+                .iter()
+                .all(|x| x.is_finite() && *x > 0.0);
+            if !finite || r.low_freq_factor >= r.high_freq_factor {
+                return bad(format!(
+                    "llama3 RoPE scaling needs finite factors > 0 and low_freq_factor < \
+                     high_freq_factor: {r:?}"
+                ));
+            }
+            if r.original_max_position_embeddings == 0 {
+                return bad("llama3 RoPE scaling: original_max_position_embeddings is 0".into());
+            }
+        }
         if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
             return bad(format!(
                 "initializer_range {} must be finite and >= 0",
@@ -140,6 +171,37 @@ impl LlamaConfig {
     }
 
     /// Query heads per key/value head (transformers' `num_key_value_groups`).
+    /// RoPE's inverse frequencies, `head_dim / 2` of them, in f32 as transformers computes
+    /// them: `1 / θ^(2i/hd)`, then Llama 3.1's scaling when `rope_scaling` is set.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let hd = self.head_dim();
+        let base = self.rope_theta as f32;
+        let freqs = (0..hd / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32));
+        let Some(r) = &self.rope_scaling else {
+            return freqs.collect();
+        };
+        let (factor, low, high) = (
+            r.factor as f32,
+            r.low_freq_factor as f32,
+            r.high_freq_factor as f32,
+        );
+        let old = r.original_max_position_embeddings as f32;
+        let (low_wavelen, high_wavelen) = (old / low, old / high);
+        freqs
+            .map(|f| {
+                let wavelen = 2.0 * std::f32::consts::PI / f;
+                if wavelen < high_wavelen {
+                    f
+                } else if wavelen > low_wavelen {
+                    f / factor
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    (1.0 - smooth) * f / factor + smooth * f
+                }
+            })
+            .collect()
+    }
+
     pub fn kv_groups(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads
     }

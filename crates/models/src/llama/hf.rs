@@ -6,7 +6,7 @@
 //! versions saved, and refuses the variants our model does not implement (biases, attention
 //! dropout, RoPE scaling, another activation, a head width other than hidden/heads) by name.
 
-use super::{param_shapes, LlamaConfig};
+use super::{param_shapes, Llama3Rope, LlamaConfig};
 use crate::{hf_config, safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
@@ -30,7 +30,7 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
         "max_position_embeddings": cfg.max_position_embeddings,
         "initializer_range": cfg.initializer_range,
         "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "rope_parameters": rope_parameters(cfg),
         "attention_bias": false,
         "attention_dropout": 0.0,
         "mlp_bias": false,
@@ -42,6 +42,21 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
         "eos_token_id": eot_id,
         "dtype": hf_config::dtype_name(dtype),
     })
+}
+
+/// transformers 5.24's `rope_parameters` of `cfg`.
+fn rope_parameters(cfg: &LlamaConfig) -> Value {
+    match &cfg.rope_scaling {
+        None => json!({"rope_type": "default", "rope_theta": cfg.rope_theta}),
+        Some(r) => json!({
+            "rope_type": "llama3",
+            "rope_theta": cfg.rope_theta,
+            "factor": r.factor,
+            "low_freq_factor": r.low_freq_factor,
+            "high_freq_factor": r.high_freq_factor,
+            "original_max_position_embeddings": r.original_max_position_embeddings,
+        }),
+    }
 }
 
 /// Reads a `LlamaConfig` `config.json`: absent (or null) keys take transformers' defaults,
@@ -111,6 +126,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             )));
         }
     }
+    let (rope_theta, rope_scaling) = rope(v, path)?;
     let cfg = LlamaConfig {
         vocab_size: int("vocab_size", 32000)?,
         hidden_size,
@@ -120,7 +136,8 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         num_key_value_heads: int("num_key_value_heads", num_attention_heads)?,
         max_position_embeddings: int("max_position_embeddings", 2048)?,
         rms_norm_eps: float("rms_norm_eps", 1e-6)?,
-        rope_theta: rope_theta(v, path)?,
+        rope_theta,
+        rope_scaling,
         tie_word_embeddings: boolean("tie_word_embeddings")?,
         initializer_range: float("initializer_range", 0.02)?,
     };
@@ -129,11 +146,12 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     Ok(cfg)
 }
 
-/// The RoPE base of a config, read as transformers 5.24 reads it
-/// (`convert_rope_params_to_dict`): the legacy `rope_scaling` object, if any, else
-/// `rope_parameters`; its `rope_theta`, else the legacy top-level `rope_theta`, else 10,000.
-/// Only the default RoPE is implemented: any other `rope_type` (or legacy `type`) is refused.
-fn rope_theta(v: &Value, path: &Path) -> Result<f64> {
+/// The RoPE of a config, read as transformers 5.24 reads it (`convert_rope_params_to_dict`):
+/// the legacy `rope_scaling` object, if any, else `rope_parameters`; its `rope_theta`, else the
+/// legacy top-level `rope_theta`, else 10,000. The default RoPE and Llama 3.1's (`llama3`,
+/// whose four parameters are then required, as transformers requires them) are implemented;
+/// any other `rope_type` (or legacy `type`) is refused.
+fn rope(v: &Value, path: &Path) -> Result<(f64, Option<Llama3Rope>)> {
     let err = hf_config::file_err(path);
     let legacy = match v.get("rope_theta").filter(|x| !x.is_null()) {
         None => 10_000.0,
@@ -145,25 +163,50 @@ fn rope_theta(v: &Value, path: &Path) -> Result<f64> {
         .into_iter()
         .find_map(|k| v.get(k).filter(|x| !x.is_null()).map(|x| (k, x)))
     else {
-        return Ok(legacy);
+        return Ok((legacy, None));
     };
     let rope = rope
         .as_object()
         .ok_or_else(|| err(format!("\"{key}\" is {rope}, expected an object")))?;
+    let number = |k: &str| -> Result<f64> {
+        rope.get(k).and_then(Value::as_f64).ok_or_else(|| {
+            err(format!(
+                "\"{key}\".{k} is missing or not a number (llama3 RoPE)"
+            ))
+        })
+    };
     let kind = rope.get("rope_type").or_else(|| rope.get("type"));
-    if !matches!(kind.map(Value::as_str), None | Some(Some("default"))) {
-        return Err(err(format!(
-            "\"{key}\" has rope_type {}: only the default RoPE is supported (no llama3, linear, \
-             dynamic, yarn or longrope scaling)",
-            kind.unwrap_or(&Value::Null)
-        )));
-    }
-    match rope.get("rope_theta").filter(|x| !x.is_null()) {
-        None => Ok(legacy),
+    let scaling = match kind.map(Value::as_str) {
+        None | Some(Some("default")) => None,
+        Some(Some("llama3")) => {
+            let old = number("original_max_position_embeddings")?;
+            if !(old >= 1.0 && old.fract() == 0.0) {
+                return Err(err(format!(
+                    "\"{key}\".original_max_position_embeddings {old} is not a positive integer"
+                )));
+            }
+            Some(Llama3Rope {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_max_position_embeddings: old as usize,
+            })
+        }
+        _ => {
+            return Err(err(format!(
+                "\"{key}\" has rope_type {}: only the default RoPE and llama3 are supported \
+                 (no linear, dynamic, yarn or longrope scaling)",
+                kind.unwrap_or(&Value::Null)
+            )))
+        }
+    };
+    let theta = match rope.get("rope_theta").filter(|x| !x.is_null()) {
+        None => legacy,
         Some(x) => x
             .as_f64()
-            .ok_or_else(|| err(format!("\"{key}\".rope_theta is {x}, expected a number"))),
-    }
+            .ok_or_else(|| err(format!("\"{key}\".rope_theta is {x}, expected a number")))?,
+    };
+    Ok((theta, scaling))
 }
 
 /// Bounds far above any Llama-style model, checked before anything is sized from a config read
@@ -311,6 +354,7 @@ mod tests {
             max_position_embeddings: 32,
             rms_norm_eps: 1e-5,
             rope_theta: 500_000.0,
+            rope_scaling: None,
             tie_word_embeddings: false,
             initializer_range: 0.01,
         }
@@ -400,11 +444,23 @@ mod tests {
         assert_eq!(base(json!({})).unwrap().rope_theta, 10_000.0);
         let legacy = json!({"rope_scaling": {"type": "default"}, "rope_theta": 5.0});
         assert_eq!(base(legacy).unwrap().rope_theta, 5.0);
+        // llama3: its four parameters are read, and each is required.
+        let l3 = json!({"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0,
+            "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}});
+        let c = base(l3.clone()).unwrap();
+        let want = Llama3Rope {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        assert_eq!((c.rope_theta, c.rope_scaling), (500000.0, Some(want)));
+        let e = base(json!({"rope_parameters": {"rope_type": "llama3", "factor": 8.0}}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("original_max_position_embeddings"), "{e}");
         for (extra, key) in [
-            (
-                json!({"rope_parameters": {"rope_type": "llama3", "factor": 8.0}}),
-                "rope_parameters",
-            ),
             (
                 json!({"rope_parameters": {"rope_type": "linear", "factor": 2.0}}),
                 "rope_parameters",

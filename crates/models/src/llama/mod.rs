@@ -10,5 +10,5 @@ mod config;
 pub mod hf;
 mod model;
 
-pub use config::LlamaConfig;
+pub use config::{Llama3Rope, LlamaConfig};
 pub use model::{init_params, param_shapes, BlockContext, KvCache, Llama, Rope};

@@ -102,28 +102,25 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// The rotary position embedding (Su et al. 2021, "RoFormer") of a run of positions: what
 /// every block of one forward shares, built once by [`Llama::block_context`] (or by
-/// [`Llama::forward_last_cached`] at the cache's offset). transformers' default RoPE:
-/// `inv_freq[i] = 1 / θ^(2i/hd)` and the angles `p · inv_freq` in f32, cos and sin of
-/// `cat(angles, angles)`, cast to the activations' dtype.
+/// [`Llama::forward_last_cached`] at the cache's offset), as transformers builds them: the
+/// angles `p · inv_freq` in f32 ([`LlamaConfig::inv_freq`]: the default RoPE or Llama 3.1's
+/// scaled one), cos and sin of `cat(angles, angles)`, cast to the activations' dtype.
 pub struct Rope {
     cos: Tensor, // (T, hd)
     sin: Tensor, // (T, hd)
 }
 
 impl Rope {
-    /// The tables of positions `start..start + len` for heads of `head_dim`.
+    /// The tables of positions `start..start + len` for the inverse frequencies `inv_freq`
+    /// ([`LlamaConfig::inv_freq`], heads of `2 · inv_freq.len()`).
     fn new(
-        theta: f64,
-        head_dim: usize,
+        inv_freq: &[f32],
         start: usize,
         len: usize,
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
-            .collect();
+        let head_dim = 2 * inv_freq.len();
         let mut cos = Vec::with_capacity(len * head_dim);
         let mut sin = Vec::with_capacity(len * head_dim);
         for p in start..start + len {
@@ -280,8 +277,8 @@ impl Llama {
 
     fn rope(&self, start: usize, t: usize, device: &Device) -> Result<Rope> {
         self.check_positions(start, t)?;
-        let (theta, hd) = (self.cfg.rope_theta, self.cfg.head_dim());
-        Rope::new(theta, hd, start, t, device, self.embed_tokens.dtype())
+        let inv_freq = self.cfg.inv_freq();
+        Rope::new(&inv_freq, start, t, device, self.embed_tokens.dtype())
     }
 
     /// ids: (B, T) u32 → logits (B, T, V) in the parameters' dtype.
@@ -609,6 +606,7 @@ mod tests {
             max_position_embeddings: 40,
             rms_norm_eps: 1e-6,
             rope_theta: 100.0,
+            rope_scaling: None,
             tie_word_embeddings: tied,
             initializer_range: 0.2,
         }
@@ -833,6 +831,9 @@ mod tests {
     fn rope_scores_depend_on_relative_position() {
         let dev = Device::Cpu;
         let hd = 8;
+        let mut cfg = tiny(4, false);
+        cfg.hidden_size = 4 * hd;
+        let inv_freq = cfg.inv_freq();
         let q = Tensor::from_vec(
             (0..hd).map(|i| (i as f32 * 0.7).sin()).collect(),
             (1, 1, 1, hd),
@@ -846,7 +847,7 @@ mod tests {
         )
         .unwrap();
         let at = |x: &Tensor, p: usize| {
-            Rope::new(100.0, hd, p, 1, &dev, DType::F32)
+            Rope::new(&inv_freq, p, 1, &dev, DType::F32)
                 .unwrap()
                 .apply(x)
                 .unwrap()
