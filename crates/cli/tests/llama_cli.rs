@@ -138,6 +138,19 @@ fn llama_loss_falls_on_real_text_and_its_checkpoint_is_a_transformers_folder() {
     let ppl = a["perplexity"].as_f64().unwrap();
     assert!(ppl.is_finite() && ppl < 512.0, "{a}");
 
+    // Task heads are not built for Llama: the fine-tuning commands say so, naming the file.
+    let e = lantern_err(&[
+        "eval",
+        "--checkpoint",
+        &s(&hf),
+        "--data",
+        &s(&tmp.path().join("none.jsonl")),
+    ]);
+    assert!(
+        e.contains("config.json") && e.contains("LlamaForSequenceClassification"),
+        "{e}"
+    );
+
     // Continued pretraining from the export: its first evaluation is the checkpoint's last.
     let cont = tmp.path().join("cont");
     let cfg = llama_config(tmp.path(), &cont, "");

@@ -40,6 +40,18 @@ impl TaskConfig {
             });
             return Ok((Self::Gpt2(c), head));
         }
+        if v.get("model_type").and_then(Value::as_str) == Some("llama") {
+            // Pretraining, generation and export take Llama; its task heads are not built.
+            return Err(Error::File {
+                path: path.to_path_buf(),
+                msg:
+                    "a Llama model: fine-tuning with a task head (LlamaForSequenceClassification, \
+                      LlamaForTokenClassification) is not implemented; Lantern fine-tunes the \
+                      BERT family and GPT-2, and trains Llama as a language model (`lantern \
+                      train` with model.init_from)"
+                        .into(),
+            });
+        }
         let (c, head) = bert::hf::config_from_json(&v, path)?;
         Ok((Self::Bert(c), head))
     }
