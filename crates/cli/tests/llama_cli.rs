@@ -267,7 +267,6 @@ fn settings_of_other_families_are_refused_with_their_key() {
     let cfg = s(&llama_config(tmp.path(), &run, ""));
     for (set, want) in [
         ("model.dropout=0.1", "model.dropout"),
-        ("model.attention=composite", "model.attention"),
         ("model.mlm_probability=0.2", "model.mlm_probability"),
         ("model.n_kv_head=3", "num_key_value_heads"),
     ] {
