@@ -33,6 +33,33 @@ pub fn refuse_pickle(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Names of PyTorch pickle weight files that may sit where `model.safetensors` is missing.
+const PICKLE_NAMES: [&str; 5] = [
+    "pytorch_model.bin",
+    "model.bin",
+    "model.pt",
+    "model.pth",
+    "model.ckpt",
+];
+
+/// [`refuse_pickle`] for a weights file, and, when it does not exist, for a PyTorch pickle
+/// beside it: a folder that holds only `pytorch_model.bin` gets the refusal that explains how
+/// to convert it rather than "missing".
+pub fn refuse_pickle_weights(path: &Path) -> Result<()> {
+    refuse_pickle(path)?;
+    if !path.exists() {
+        if let Some(p) = path.parent().and_then(|dir| {
+            PICKLE_NAMES
+                .map(|n| dir.join(n))
+                .into_iter()
+                .find(|p| p.is_file())
+        }) {
+            refuse_pickle(&p)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads every tensor of a safetensors file onto `device`, converted to `dtype`.
 pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<BTreeMap<String, Tensor>> {
     convert(load_raw(path, device)?, dtype)

@@ -180,31 +180,11 @@ pub fn params_from_tensors(
     Ok(params)
 }
 
-/// Names of PyTorch pickle weight files that may sit where `model.safetensors` is missing.
-const PICKLE_NAMES: [&str; 5] = [
-    "pytorch_model.bin",
-    "model.bin",
-    "model.pt",
-    "model.pth",
-    "model.ckpt",
-];
-
 /// Loads `model.safetensors` (our checkpoints or HF's) into parameters for `cfg`: the config
 /// must be plausible, every tensor floating point, and names and shapes exactly the model's.
 /// A folder that holds only a PyTorch pickle gets the refusal that explains how to convert it.
 pub fn load_params(path: &Path, cfg: &GptConfig, device: &Device, dtype: DType) -> Result<Params> {
-    safetensors_io::refuse_pickle(path)?;
-    if !path.exists() {
-        if let Some(dir) = path.parent() {
-            if let Some(p) = PICKLE_NAMES
-                .map(|n| dir.join(n))
-                .iter()
-                .find(|p| p.is_file())
-            {
-                safetensors_io::refuse_pickle(p)?;
-            }
-        }
-    }
+    safetensors_io::refuse_pickle_weights(path)?;
     check_plausible(cfg, path)?;
     let tensors = safetensors_io::load_raw(path, device)?;
     safetensors_io::check_float(&tensors, path)?;

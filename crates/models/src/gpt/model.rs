@@ -473,48 +473,18 @@ impl Gpt {
     /// The negative log-likelihood in nats of each token at positions `from..T` of `ids`
     /// (B, T), each predicted from all the tokens before it in its row → (B, T - from) f64.
     /// Evaluation (no dropout); `from` ≥ 1, since the token at position 0 has no context.
-    ///
-    /// Only the scored positions go through the final LayerNorm and the head, and those in
-    /// chunks of `NLL_CHUNK` rows, so the (B, T, V) logits are never held at once: with
-    /// GPT-2's 50,257 tokens they would be 1.6 GB for 8 windows of 1024. Each row's
-    /// log-sum-exp is taken in f64 from the f32 logits, `max + ln Σ exp(x - max)`.
+    /// Only the scored positions go through the final LayerNorm and the head, a chunk of rows
+    /// at a time ([`super::perplexity::target_nll`]).
     pub fn target_nll(&self, ids: &Tensor, from: usize) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        if from == 0 || from >= t {
-            return Err(crate::Error::Config(format!(
-                "target_nll: first target {from} of a sequence of {t}: must be in 1..{t}"
-            )));
-        }
-        let mut mode = Mode::Eval;
-        let mut x = self.embed_input(ids, &mut mode)?;
-        let mask = self.block_mask(ids, &mode)?;
-        for l in 0..self.blocks.len() {
-            x = self.block(l, x, mask.as_ref(), &mut mode)?; // (B, T, C)
-        }
-        let (n, c, v) = (t - from, self.cfg.n_embd, self.cfg.vocab_size);
-        // Position p's output predicts the token at p + 1.
-        let x = x
-            .narrow(1, from - 1, n)?
-            .contiguous()?
-            .reshape((b * n, c))?;
-        let y = ids.narrow(1, from, n)?.contiguous()?.reshape(b * n)?;
-        let mut nll = Vec::new();
-        for r0 in (0..b * n).step_by(NLL_CHUNK) {
-            let len = NLL_CHUNK.min(b * n - r0);
-            let xs = x.narrow(0, r0, len)?.reshape((1, len, c))?;
-            let logits = self.head(&xs)?.reshape((len, v))?.to_dtype(DType::F64)?;
-            let m = logits.max_keepdim(1)?; // (len, 1)
-            let lse = (logits.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + &m)?;
-            let picked = logits.gather(&y.narrow(0, r0, len)?.unsqueeze(1)?, 1)?;
-            nll.push((lse - picked)?.squeeze(1)?); // (len)
-        }
-        Ok(Tensor::cat(&nll, 0)?.reshape((b, n))?)
+        super::perplexity::check_first_target(from, ids.dim(1)?)?;
+        let x = self.last_block_output(ids, &mut Mode::Eval)?; // (B, T, C)
+        let (c, v) = (self.cfg.n_embd, self.cfg.vocab_size);
+        super::perplexity::target_nll(&x, ids, from, |rows| {
+            let len = rows.dim(0)?;
+            Ok(self.head(&rows.reshape((1, len, c))?)?.reshape((len, v))?)
+        })
     }
 }
-
-/// Rows of logits [`Gpt::target_nll`] forms at a time: (256, V) in f32 and f64 is 77 MB for
-/// GPT-2's vocabulary.
-const NLL_CHUNK: usize = 256;
 
 #[cfg(test)]
 mod tests {

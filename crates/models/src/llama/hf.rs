@@ -293,15 +293,6 @@ pub fn params_from_tensors(
     Ok(params)
 }
 
-/// Names of PyTorch pickle weight files that may sit where `model.safetensors` is missing.
-const PICKLE_NAMES: [&str; 5] = [
-    "pytorch_model.bin",
-    "model.bin",
-    "model.pt",
-    "model.pth",
-    "model.ckpt",
-];
-
 /// Loads `model.safetensors` (our checkpoints or transformers') into parameters for `cfg`: the
 /// config must be plausible, every tensor floating point, and names and shapes exactly the
 /// model's. A folder that holds only a PyTorch pickle gets the refusal that explains how to
@@ -312,17 +303,7 @@ pub fn load_params(
     device: &Device,
     dtype: DType,
 ) -> Result<Params> {
-    safetensors_io::refuse_pickle(path)?;
-    if !path.exists() {
-        if let Some(p) = path.parent().and_then(|dir| {
-            PICKLE_NAMES
-                .map(|n| dir.join(n))
-                .into_iter()
-                .find(|p| p.is_file())
-        }) {
-            safetensors_io::refuse_pickle(&p)?;
-        }
-    }
+    safetensors_io::refuse_pickle_weights(path)?;
     check_plausible(cfg, path)?;
     let tensors = safetensors_io::load_raw(path, device)?;
     safetensors_io::check_float(&tensors, path)?;

@@ -544,38 +544,13 @@ impl Llama {
     /// (B, T), each predicted from all the tokens before it in its row → (B, T - from) f64.
     /// `from` ≥ 1, since the token at position 0 has no context. The same contract and
     /// chunking as [`Gpt::target_nll`]: only the scored positions go through the final norm
-    /// and the head, `NLL_CHUNK` rows at a time, each row's log-sum-exp in f64.
+    /// and the head, a chunk of rows at a time ([`crate::gpt::perplexity::target_nll`]).
     pub fn target_nll(&self, ids: &Tensor, from: usize) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        if from == 0 || from >= t {
-            return Err(Error::Config(format!(
-                "target_nll: first target {from} of a sequence of {t}: must be in 1..{t}"
-            )));
-        }
+        crate::gpt::perplexity::check_first_target(from, ids.dim(1)?)?;
         let x = self.last_block_output(ids, &mut Mode::Eval)?; // (B, T, C)
-        let (n, c) = (t - from, self.cfg.hidden_size);
-        // Position p's output predicts the token at p + 1.
-        let x = x
-            .narrow(1, from - 1, n)?
-            .contiguous()?
-            .reshape((b * n, c))?;
-        let y = ids.narrow(1, from, n)?.contiguous()?.reshape(b * n)?;
-        let mut nll = Vec::new();
-        for r0 in (0..b * n).step_by(NLL_CHUNK) {
-            let len = NLL_CHUNK.min(b * n - r0);
-            let logits = self.head(&x.narrow(0, r0, len)?)?.to_dtype(DType::F64)?; // (len, V)
-            let m = logits.max_keepdim(1)?; // (len, 1)
-            let lse = (logits.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + &m)?;
-            let picked = logits.gather(&y.narrow(0, r0, len)?.unsqueeze(1)?, 1)?;
-            nll.push((lse - picked)?.squeeze(1)?); // (len)
-        }
-        Ok(Tensor::cat(&nll, 0)?.reshape((b, n))?)
+        crate::gpt::perplexity::target_nll(&x, ids, from, |rows| self.head(rows))
     }
 }
-
-/// Rows of logits [`Llama::target_nll`] forms at a time (as GPT's): (256, V) in f32 and f64 is
-/// 98 MB for Llama 3's 128,256 tokens.
-const NLL_CHUNK: usize = 256;
 
 #[cfg(test)]
 mod tests {
