@@ -12,6 +12,8 @@
 use super::{
     float_dtype, for_row_blocks, row_blocks_with_sums, simd_kernel, slice, sum8, with_float, Real,
 };
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Error, Layout, Result, Shape, Tensor, D};
 
@@ -128,6 +130,18 @@ impl CustomOp2 for RmsNorm {
         Ok((y, l_x.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_w: &CudaStorage,
+        l_w: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let c = row_len(self.name(), l_x, l_w, None)?;
+        crate::cuda::rms_norm::fwd(self.eps, (s_x, l_x), (s_w, l_w), c)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -170,6 +184,20 @@ impl CustomOp3 for RmsNormBwd {
             ))
         });
         Ok((g, Shape::from((n + 1, c))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_w: &CudaStorage,
+        l_w: &Layout,
+        s_dy: &CudaStorage,
+        l_dy: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let c = row_len(self.name(), l_x, l_w, Some(l_dy))?;
+        crate::cuda::rms_norm::bwd(self.eps, (s_x, l_x), (s_w, l_w), (s_dy, l_dy), c)
     }
 }
 
