@@ -24,7 +24,7 @@ for f in "${files[@]}"; do
   name=${name%.*}
   case $name in
     attention) tests=(--test attention) ;;
-    common) tests=(--test kernels -- layer_norm softmax cross_entropy grad_norm bias_act) ;;
+    common) tests=(--test kernels -- layer_norm rms_norm softmax cross_entropy grad_norm bias_act) ;;
     *) tests=(--test kernels -- "$name") ;;
   esac
   for line in $(grep -n '__syncthreads();' "$f" | cut -d: -f1); do

@@ -10,6 +10,7 @@ fn cpu_mode_runs_every_check_and_passes() {
     let out = lantern_ok(&["selfcheck", "--cpu", "--steps", "3"]);
     for name in [
         "layer_norm",
+        "rms_norm",
         "gelu_tanh",
         "gelu_erf",
         "softmax_causal",

@@ -1,8 +1,10 @@
 // kernels/adamw.cu on the emulator; launches as crates/kernels/src/cuda/adamw.rs.
 #include "prelude.h"
+namespace {
 namespace k {
 #include "../../../kernels/adamw.cu"
-}
+}  // namespace k
+}  // namespace
 
 extern "C" void emu_adamw_f32(float* p, const float* g, float* m, float* v, const k::AdamWArgs* a,
                               size_t n) {

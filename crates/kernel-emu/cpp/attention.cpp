@@ -2,9 +2,11 @@
 // forward and the dK/dV and dQ kernels on grid (ceil(T / 64), H, B) with 128 threads; the
 // D = rowsum(dO * O) kernel with one warp per (b, t, h), 8 warps (256 threads) a block.
 #include "prelude.h"
+namespace {
 namespace k {
 #include "../../../kernels/attention.cu"
-}
+}  // namespace k
+}  // namespace
 
 inline dim3 attn_grid(int b, int t, int h) {
   return dim3((unsigned)((t + 63) / 64), (unsigned)h, (unsigned)b);

@@ -1,9 +1,11 @@
 // kernels/bias_act.cu on the emulator; launches as crates/kernels/src/cuda/bias_act.rs.
 #include "prelude.h"
 #include <algorithm>
+namespace {
 namespace k {
 #include "../../../kernels/bias_act.cu"
-}
+}  // namespace k
+}  // namespace
 
 // ROWS_PER_CHUNK and FWD_ROW_BLOCKS there.
 constexpr int kRowsPerChunk = 256;

@@ -1,8 +1,10 @@
 // kernels/cross_entropy.cu on the emulator; launches as crates/kernels/src/cuda/cross_entropy.rs.
 #include "prelude.h"
+namespace {
 namespace k {
 #include "../../../kernels/cross_entropy.cu"
-}
+}  // namespace k
+}  // namespace
 
 // Forward: the summed loss, each row's logsumexp (n), and the first bad row + 1 in `bad`
 // (u32::MAX when every target is in range). `w` may be null.

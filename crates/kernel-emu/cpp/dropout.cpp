@@ -1,8 +1,10 @@
 // kernels/dropout.cu on the emulator; launches as crates/kernels/src/cuda/dropout.rs.
 #include "prelude.h"
+namespace {
 namespace k {
 #include "../../../kernels/dropout.cu"
-}
+}  // namespace k
+}  // namespace
 
 #define WRAP(S, T)                                                                            \
   extern "C" void emu_dropout_##S(const T* x, T* y, size_t n, unsigned long long seed,       \

@@ -1,9 +1,11 @@
 // kernels/embedding.cu on the emulator; launches as crates/kernels/src/cuda/embedding.rs.
 #include "prelude.h"
 #include <algorithm>
+namespace {
 namespace k {
 #include "../../../kernels/embedding.cu"
-}
+}  // namespace k
+}  // namespace
 
 // FWD_ROW_BLOCKS there.
 constexpr int kFwdRowBlocks = 8192;

@@ -1,8 +1,10 @@
 // kernels/gelu.cu on the emulator; launches as crates/kernels/src/cuda/gelu.rs.
 #include "prelude.h"
+namespace {
 namespace k {
 #include "../../../kernels/gelu.cu"
-}
+}  // namespace k
+}  // namespace
 
 #define WRAP(KIND, S, T)                                                                     \
   extern "C" void emu_gelu_##KIND##_fwd_##S(const T* x, T* y, size_t n) {                   \

@@ -1,8 +1,10 @@
 // kernels/grad_norm.cu on the emulator; launches as crates/kernels/src/cuda/grad_norm.rs.
 #include "prelude.h"
+namespace {
 namespace k {
 #include "../../../kernels/grad_norm.cu"
-}
+}  // namespace k
+}  // namespace
 
 // Host pointers stand in for device addresses: the kernels read (pointer, length) pairs
 // from arrays, exactly as the Rust side uploads them.

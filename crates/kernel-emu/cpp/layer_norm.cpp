@@ -1,8 +1,10 @@
 // kernels/layer_norm.cu on the emulator; launches as crates/kernels/src/cuda/layer_norm.rs.
 #include "prelude.h"
+namespace {
 namespace k {
 #include "../../../kernels/layer_norm.cu"
-}
+}  // namespace k
+}  // namespace
 
 // Rows per chunk of the dw/db partial sums (ROWS_PER_CHUNK there).
 constexpr int kRowsPerChunk = 256;

@@ -1,8 +1,10 @@
 // kernels/softmax.cu on the emulator; launches as crates/kernels/src/cuda/softmax.rs.
 #include "prelude.h"
+namespace {
 namespace k {
 #include "../../../kernels/softmax.cu"
-}
+}  // namespace k
+}  // namespace
 
 #define WRAP(S, T)                                                                            \
   extern "C" void emu_softmax_fwd_##S(const T* s, T* y, int rows, int c, float scale) {       \

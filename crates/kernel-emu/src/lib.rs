@@ -31,6 +31,8 @@ pub struct Kernels<T> {
     softmax_bwd: unsafe extern "C" fn(*const T, *const T, *mut T, i32, i32, f32),
     layer_norm_fwd: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, f32),
     layer_norm_bwd: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, f32),
+    rms_norm_fwd: unsafe extern "C" fn(*const T, *const T, *mut T, i32, i32, f32),
+    rms_norm_bwd: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, f32),
     gelu_fwd: [unsafe extern "C" fn(*const T, *mut T, usize); 2],
     gelu_bwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 2],
     dropout: unsafe extern "C" fn(*const T, *mut T, usize, u64, u64, f32, f32),
@@ -65,6 +67,8 @@ impl Float for f32 {
         softmax_bwd: ffi::emu_softmax_bwd_f32,
         layer_norm_fwd: ffi::emu_layer_norm_fwd_f32,
         layer_norm_bwd: ffi::emu_layer_norm_bwd_f32,
+        rms_norm_fwd: ffi::emu_rms_norm_fwd_f32,
+        rms_norm_bwd: ffi::emu_rms_norm_bwd_f32,
         gelu_fwd: [ffi::emu_gelu_tanh_fwd_f32, ffi::emu_gelu_erf_fwd_f32],
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_f32, ffi::emu_gelu_erf_bwd_f32],
         dropout: ffi::emu_dropout_f32,
@@ -85,6 +89,8 @@ impl Float for bf16 {
         softmax_bwd: ffi::emu_softmax_bwd_bf16,
         layer_norm_fwd: ffi::emu_layer_norm_fwd_bf16,
         layer_norm_bwd: ffi::emu_layer_norm_bwd_bf16,
+        rms_norm_fwd: ffi::emu_rms_norm_fwd_bf16,
+        rms_norm_bwd: ffi::emu_rms_norm_bwd_bf16,
         gelu_fwd: [ffi::emu_gelu_tanh_fwd_bf16, ffi::emu_gelu_erf_fwd_bf16],
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_bf16, ffi::emu_gelu_erf_bwd_bf16],
         dropout: ffi::emu_dropout_bf16,
@@ -183,6 +189,40 @@ mod ffi {
             eps: f32,
         );
         pub fn emu_layer_norm_bwd_bf16(
+            x: *const bf16,
+            w: *const bf16,
+            dy: *const bf16,
+            out: *mut bf16,
+            rows: i32,
+            c: i32,
+            eps: f32,
+        );
+        pub fn emu_rms_norm_fwd_f32(
+            x: *const f32,
+            w: *const f32,
+            y: *mut f32,
+            rows: i32,
+            c: i32,
+            eps: f32,
+        );
+        pub fn emu_rms_norm_fwd_bf16(
+            x: *const bf16,
+            w: *const bf16,
+            y: *mut bf16,
+            rows: i32,
+            c: i32,
+            eps: f32,
+        );
+        pub fn emu_rms_norm_bwd_f32(
+            x: *const f32,
+            w: *const f32,
+            dy: *const f32,
+            out: *mut f32,
+            rows: i32,
+            c: i32,
+            eps: f32,
+        );
+        pub fn emu_rms_norm_bwd_bf16(
             x: *const bf16,
             w: *const bf16,
             dy: *const bf16,
@@ -558,6 +598,48 @@ pub fn layer_norm_bwd<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f32) -> (Vec<T>
     let db = out.split_off((rows + 1) * c);
     let dw = out.split_off(rows * c);
     (out, dw, db)
+}
+
+/// rms_norm.cu forward over rows of length `c = w.len()`.
+pub fn rms_norm_fwd<T: Float>(x: &[T], w: &[T], eps: f32) -> Vec<T> {
+    let c = w.len();
+    let rows = x.len() / c;
+    let mut y = unwritten::<T>(rows * c);
+    // SAFETY: x and y hold rows * c elements, w holds c.
+    unsafe {
+        (T::K.rms_norm_fwd)(
+            x.as_ptr(),
+            w.as_ptr(),
+            y.as_mut_ptr(),
+            int(rows),
+            int(c),
+            eps,
+        )
+    };
+    y
+}
+
+/// rms_norm.cu backward (all three kernels): (dx, dw).
+pub fn rms_norm_bwd<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f32) -> (Vec<T>, Vec<T>) {
+    let c = w.len();
+    need("dy", dy.len(), x.len());
+    let rows = x.len() / c;
+    let mut out = unwritten::<T>((rows + 1) * c);
+    // SAFETY: x and dy hold rows * c elements, w holds c, out (rows + 1) * c as the launcher
+    // lays out dx, dw; the scratch buffers are the wrapper's own.
+    unsafe {
+        (T::K.rms_norm_bwd)(
+            x.as_ptr(),
+            w.as_ptr(),
+            dy.as_ptr(),
+            out.as_mut_ptr(),
+            int(rows),
+            int(c),
+            eps,
+        )
+    };
+    let dw = out.split_off(rows * c);
+    (out, dw)
 }
 
 /// GELU form: index into the kernel tables.

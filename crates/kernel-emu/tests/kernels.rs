@@ -284,6 +284,58 @@ fn layer_norm_matches_the_cpu_op() {
     f32_then_bf16(2, layer_norm_case::<f32>, layer_norm_case::<bf16>);
 }
 
+/// Rows of `c` whose scales alternate 0.1, 1 and 10 (so a mean square taken from another
+/// row's sums is off by a factor of 100 or more), rounded to T, as in [`data`].
+fn rows_of_three_scales<T: Conv>(rng: &mut Rng, rows: usize, c: usize) -> (Vec<T>, Tensor) {
+    let v: Vec<f32> = rng
+        .normal_vec(rows * c, 1.0)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x * [0.1, 1.0, 10.0][(i / c) % 3])
+        .collect();
+    let h: Vec<T> = host(&v);
+    let t = Tensor::from_vec(back(&h), (rows, c), &Device::Cpu)
+        .unwrap()
+        .to_dtype(T::DTYPE)
+        .unwrap();
+    (h, t)
+}
+
+fn rms_norm_case<T: Conv>(rng: &mut Rng) {
+    // 300 rows cross the 256-row chunk of the weight gradient; 33 and 1030 columns end inside
+    // a 32-column tile and past a 256-thread block; 768 is a Llama width.
+    for &(rows, c) in &[(1, 1), (3, 7), (300, 33), (5, 300), (4, 768), (2, 1030)] {
+        let (x, xt) = rows_of_three_scales::<T>(rng, rows, c);
+        // N(0, 1) gains: of both signs, some near 0.
+        let (w, wt) = data::<T>(rng, &[c], 1.0);
+        let (dy, dyt) = data::<T>(rng, &[rows, c], 1.0);
+        for eps in [1e-5f32, 1e-6] {
+            let (vx, vw) = (
+                Var::from_tensor(&xt).unwrap(),
+                Var::from_tensor(&wt).unwrap(),
+            );
+            let y_ref = ops::rms_norm(vx.as_tensor(), vw.as_tensor(), eps as f64).unwrap();
+            let y = emu::rms_norm_fwd(&x, &w, eps);
+            let what = format!("rms norm {rows}x{c} eps {eps:e}");
+            check(
+                &format!("{what} fwd"),
+                &back(&y),
+                &flat(&y_ref),
+                tol::<T>() * 2.0,
+            );
+            let g = grads(&y_ref, &dyt, &[&vx, &vw]);
+            let (dx, dw) = emu::rms_norm_bwd(&x, &w, &dy, eps);
+            check(&format!("{what} dx"), &back(&dx), &g[0], tol::<T>() * 4.0);
+            check(&format!("{what} dw"), &back(&dw), &g[1], tol::<T>() * 4.0);
+        }
+    }
+}
+
+#[test]
+fn rms_norm_matches_the_cpu_op() {
+    f32_then_bf16(9, rms_norm_case::<f32>, rms_norm_case::<bf16>);
+}
+
 fn gelu_case<T: Conv>(rng: &mut Rng) {
     // 1 and 7 leave most of a block idle; 70_001 ends inside the last of 274 blocks.
     for &n in &[1usize, 7, 1000, 70_001] {

@@ -85,10 +85,21 @@ fn main() -> Result<()> {
     let cases: Vec<Case> = vec![
         (
             format!("layer_norm ({}, {c})", b * t),
-            vec![randn(&mut rng, &[b * t, c])?, w, randn(&mut rng, &[c])?],
+            vec![
+                randn(&mut rng, &[b * t, c])?,
+                w.clone(),
+                randn(&mut rng, &[c])?,
+            ],
             vec![true; 3],
             Box::new(|x| ops::layer_norm(&x[0], &x[1], &x[2], 1e-5)),
             Box::new(|x| reference::layer_norm(&x[0], &x[1], &x[2], 1e-5)),
+        ),
+        (
+            format!("rms_norm ({}, {c})", b * t),
+            vec![randn(&mut rng, &[b * t, c])?, w],
+            vec![true; 2],
+            Box::new(|x| ops::rms_norm(&x[0], &x[1], 1e-5)),
+            Box::new(|x| reference::rms_norm(&x[0], &x[1], 1e-5)),
         ),
         (
             format!("masked_softmax ({b}, {h}, {t}, {t}) causal"),

@@ -13,6 +13,7 @@ use crate::cpu::{
     embedding::EmbeddingBwd,
     gelu::{Gelu, GeluBwd},
     layer_norm::LayerNormBwd,
+    rms_norm::RmsNormBwd,
     softmax::MaskedSoftmaxBwd,
 };
 use crate::{adamw_update, grad_norm, ops, scale_grads, AdamWHyper, Rng};
@@ -360,6 +361,25 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
             tm,
             "",
         );
+    }
+
+    // RMSNorm (Llama's) over (N, C): as LayerNorm, forward reads x and writes y; backward
+    // reads x and dy and writes dx (the per-column dw is C values).
+    {
+        let bytes_fwd = 2 * (n * c) as u64 * s;
+        let sets = rotation(bytes_fwd);
+        let xs = randn_sets(&mut rng, sets, &[n, c], 1.0, dt, dev)?;
+        let w = randn(&mut rng, &[c], 1.0, dt, dev)?;
+        let dys = randn_sets(&mut rng, sets, &[n, c], 1.0, dt, dev)?;
+        let tm = timed(2, &mut |k| ops::rms_norm(&xs[k % sets], &w, 1e-5).map(drop))?;
+        push("rms_norm_fwd", &[n, c], dt, bytes_fwd, tm, "");
+        let op = RmsNormBwd { eps: 1e-5 };
+        let tm = timed(2, &mut |k| {
+            xs[k % sets]
+                .apply_op3_no_bwd(&w, &dys[k % sets], &op)
+                .map(drop)
+        })?;
+        push("rms_norm_bwd", &[n, c], dt, 3 * (n * c) as u64 * s, tm, "");
     }
 
     // GELU (tanh form, GPT-2's) over the MLP's (N, 4C), alone and with c_fc's bias.
@@ -792,6 +812,8 @@ mod tests {
         for k in [
             "layer_norm_fwd",
             "layer_norm_bwd",
+            "rms_norm_fwd",
+            "rms_norm_bwd",
             "gelu_tanh_fwd",
             "gelu_tanh_bwd",
             "softmax_causal_fwd",
@@ -809,6 +831,12 @@ mod tests {
         ] {
             assert!(names.contains(&k), "{k} missing from {names:?}");
         }
+        // RMSNorm over (tokens, n_embd) = (32, 8) in f32: x read and y written; x, dy read
+        // and dx written.
+        let rms = |k: &str| r.iter().find(|r| r.kernel == k).unwrap();
+        assert_eq!(rms("rms_norm_fwd").shape, [32, 8]);
+        assert_eq!(rms("rms_norm_fwd").bytes, 2 * 32 * 8 * 4);
+        assert_eq!(rms("rms_norm_bwd").bytes, 3 * 32 * 8 * 4);
         let softmax = r.iter().find(|r| r.kernel == "softmax_bwd").unwrap();
         assert_eq!(softmax.shape, [2, 2, 16, 16]);
         assert_eq!(softmax.bytes, 3 * 2 * 2 * 16 * 16 * 4);

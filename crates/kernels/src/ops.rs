@@ -4,8 +4,9 @@
 //! `crate::cpu` (in f32, or f64 for gradient checks), on CUDA (feature `cuda`) our kernels from
 //! `kernels/*.cu` (in f32 or bf16: bf16 tensors stay bf16 in memory), anywhere else the
 //! composite version in [`crate::reference`]. Statistics that need range (LayerNorm mean and
-//! variance, softmax, the loss) are computed in f32 whatever the storage dtype (f64 stays f64
-//! on the CPU), as PyTorch's autocast does, and the result is cast back to the input dtype.
+//! variance, RMSNorm's mean square, softmax, the loss) are computed in f32 whatever the storage
+//! dtype (f64 stays f64 on the CPU), as PyTorch's autocast does, and the result is cast back to
+//! the input dtype.
 //! Inputs may be strided: they are made contiguous first.
 
 use crate::cpu::{
@@ -16,6 +17,7 @@ use crate::cpu::{
     embedding::Embedding,
     gelu::Gelu,
     layer_norm::LayerNorm,
+    rms_norm::RmsNorm,
     softmax::MaskedSoftmax,
 };
 use crate::{reference, Rng};
@@ -47,6 +49,24 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     let prep = |t: &Tensor| t.to_dtype(ct)?.contiguous();
     prep(x)?
         .apply_op3(&prep(weight)?, &prep(bias)?, LayerNorm { eps })?
+        .to_dtype(dtype)
+}
+
+/// RMSNorm over the last dimension (Llama's norm): `x * rsqrt(mean(x^2) + eps) * weight`.
+/// x: (.., C), weight: (C); the output has x's dtype. The mean square and the whole product are
+/// computed in f32 (f64 stays f64 on the CPU) and rounded to x's dtype once, as [`layer_norm`]
+/// does. transformers' `LlamaRMSNorm` instead rounds `x * rsqrt(..)` to the input dtype and then
+/// multiplies by the weight in that dtype: the same operations in f32, one rounding fewer in
+/// bf16. The weight gradient is summed over rows in f32 in a fixed order.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused(x.device()) {
+        return reference::rms_norm(x, weight, eps);
+    }
+    let dtype = x.dtype();
+    let ct = kernel_dtype(x.device(), dtype);
+    let prep = |t: &Tensor| t.to_dtype(ct)?.contiguous();
+    prep(x)?
+        .apply_op2(&prep(weight)?, RmsNorm { eps })?
         .to_dtype(dtype)
 }
 

@@ -2,8 +2,9 @@
 //!
 //! They run on every device, so the public ops in [`crate::ops`] use them wherever no fused
 //! kernel exists yet (today: anything but the CPU), and they are the oracle the fused kernels are
-//! tested against. Statistics that need range (LayerNorm mean and variance, softmax, the loss)
-//! are computed in f32 whatever the input dtype, as PyTorch's autocast does.
+//! tested against. Statistics that need range (LayerNorm mean and variance, RMSNorm's mean
+//! square, softmax, the loss) are computed in f32 whatever the input dtype, as PyTorch's
+//! autocast does.
 
 use crate::Rng;
 use candle_core::{DType, Device, Result, Tensor, D};
@@ -18,6 +19,23 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     let xhat = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
     xhat.broadcast_mul(&weight.to_dtype(DType::F32)?)?
         .broadcast_add(&bias.to_dtype(DType::F32)?)?
+        .to_dtype(dtype)
+}
+
+/// RMSNorm over the last dimension; see [`crate::ops::rms_norm`]. The formula the Llama model
+/// used before the fused op, `x * rsqrt(mean(x^2) + eps)`, in f32 (f64 stays f64, for gradient
+/// checks), but with the weight multiplied in before the one rounding back to x's dtype, as
+/// the fused op does.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let ct = match dtype {
+        DType::F64 => DType::F64,
+        _ => DType::F32,
+    };
+    let x = x.to_dtype(ct)?;
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?; // (.., 1)
+    x.broadcast_mul(&(ms + eps)?.sqrt()?.recip()?)?
+        .broadcast_mul(&weight.to_dtype(ct)?)?
         .to_dtype(dtype)
 }
 

@@ -3,9 +3,9 @@
 //! Each op reads contiguous f32 or f64 storage (the public wrappers in `ops` convert other dtypes
 //! to f32 and make inputs contiguous first) and works one row at a time. Rows are independent,
 //! so they are spread over rayon's threads; every reduction inside a row, and every reduction
-//! across rows (LayerNorm's weight and bias gradients, the loss sum), runs in a fixed order that
-//! depends only on the shape. Results are therefore bit-identical run to run and for any number
-//! of threads, which exact resume relies on.
+//! across rows (the norms' weight and bias gradients, the loss sum), runs in a fixed order
+//! that depends only on the shape. Results are therefore bit-identical run to run and for any
+//! number of threads, which exact resume relies on.
 
 pub mod attention;
 pub mod bias_act;
@@ -15,6 +15,7 @@ pub mod embedding;
 pub mod gelu;
 pub mod layer_norm;
 mod math;
+pub mod rms_norm;
 pub mod softmax;
 
 #[cfg(test)]

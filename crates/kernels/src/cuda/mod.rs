@@ -17,6 +17,7 @@ pub(crate) mod embedding;
 pub(crate) mod gelu;
 pub(crate) mod grad_norm;
 pub(crate) mod layer_norm;
+pub(crate) mod rms_norm;
 pub(crate) mod softmax;
 
 use candle_core::cuda::cudarc::driver::{
@@ -30,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Module {
     LayerNorm,
+    RmsNorm,
     Gelu,
     Softmax,
     CrossEntropy,
@@ -45,6 +47,7 @@ impl Module {
     fn name(self) -> &'static str {
         match self {
             Module::LayerNorm => "lantern_layer_norm",
+            Module::RmsNorm => "lantern_rms_norm",
             Module::Gelu => "lantern_gelu",
             Module::Softmax => "lantern_softmax",
             Module::CrossEntropy => "lantern_cross_entropy",
@@ -60,6 +63,7 @@ impl Module {
     fn ptx(self) -> &'static str {
         match self {
             Module::LayerNorm => include_str!(concat!(env!("OUT_DIR"), "/layer_norm.ptx")),
+            Module::RmsNorm => include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx")),
             Module::Gelu => include_str!(concat!(env!("OUT_DIR"), "/gelu.ptx")),
             Module::Softmax => include_str!(concat!(env!("OUT_DIR"), "/softmax.ptx")),
             Module::CrossEntropy => include_str!(concat!(env!("OUT_DIR"), "/cross_entropy.ptx")),

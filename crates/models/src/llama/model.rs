@@ -1,7 +1,7 @@
 use super::LlamaConfig;
 use crate::gpt::{AttentionImpl, Gpt};
 use crate::{Error, Mode, Params, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng};
 
 /// Every parameter of the model with its shape, in transformers' `named_parameters` order
@@ -84,20 +84,14 @@ fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(y.reshape(dims)?)
 }
 
-/// transformers' `LlamaRMSNorm` over the last dimension, op for op: `x · rsqrt(mean(x²) + eps)`
-/// in f32 whatever the dtype (f64 stays f64, for gradient checks), cast back, times the gain.
-/// Composite candle ops, each with its backward: candle_nn's fused `rms_norm` records none
-/// (shared/CANDLE.md).
+/// transformers' `LlamaRMSNorm` over the last dimension: `x · rsqrt(mean(x²) + eps) · weight`,
+/// the mean square in f32 whatever the dtype (f64 stays f64, for gradient checks). The fused
+/// op (`lantern_kernels::ops::rms_norm`, with its own backward: candle_nn's fused `rms_norm`
+/// records none, shared/CANDLE.md) computes the whole product in f32 and rounds once to x's
+/// dtype; transformers rounds `x · rsqrt(..)` to the input dtype first and multiplies by the
+/// weight in that dtype. The same operations in f32; in bf16 ours has one rounding fewer.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let ct = match dtype {
-        DType::F64 => DType::F64,
-        _ => DType::F32,
-    };
-    let x = x.to_dtype(ct)?;
-    let var = x.sqr()?.mean_keepdim(D::Minus1)?; // (.., 1)
-    let x = x.broadcast_mul(&(var + eps)?.sqrt()?.recip()?)?;
-    Ok(x.to_dtype(dtype)?.broadcast_mul(weight)?)
+    Ok(k::rms_norm(x, weight, eps)?)
 }
 
 /// The rotary position embedding (Su et al. 2021, "RoFormer") of a run of positions: what
