@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Greedy text generation, Lantern against transformers, side by side in one run on this
-machine: the same GPT-2 folder, prompt, number of new tokens and threads. Run by
+machine: the same GPT-2 or Llama folder, prompt, number of new tokens and threads. Run by
 scripts/bench_generate.sh (which makes the model and builds Lantern).
 
   .venv-ref/bin/python scripts/bench_generate.py --lantern target/release/lantern \
       --model DIR --prompt "The " --max-new-tokens 200 --threads 2 [--repeats 3]
 
 Lantern: `lantern generate --temperature 0 --ignore-eot`, its own timing line (prefill and
-every new token, model loading excluded). transformers: `GPT2LMHeadModel.generate` with the
+every new token, model loading excluded). transformers: `AutoModelForCausalLM.generate` with the
 KV cache, greedy, exactly max_new_tokens (`min_new_tokens`), timed around the call after one
 short warm-up. The best of --repeats runs of each. Both decode their tokens with the folder's
 tokenizer.json; the texts must be the same (greedy on the same f32 weights).
@@ -46,12 +46,12 @@ def main():
 
     import torch
     from tokenizers import Tokenizer
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(a.threads)
     tok = Tokenizer.from_file(os.path.join(a.model, "tokenizer.json"))
     prompt_ids = tok.encode(a.prompt, add_special_tokens=False).ids
-    model = GPT2LMHeadModel.from_pretrained(a.model, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval()
     x = torch.tensor([prompt_ids])
     kw = dict(do_sample=False, use_cache=True, pad_token_id=0)
     with torch.inference_mode():
@@ -71,7 +71,7 @@ def main():
         sys.exit(f"token counts differ from {a.max_new_tokens}: lantern {n}, transformers {len(hf_ids)}")
 
     print(f"greedy generation, {a.max_new_tokens} new tokens after a prompt of {len(prompt_ids)}, "
-          f"{a.threads} threads, best of {a.repeats}; model {a.model}\n")
+          f"{a.threads} threads, best of {a.repeats}; model {a.model} ({type(model).__name__})\n")
     print("| implementation | seconds | tokens/s |")
     print("| --- | ---: | ---: |")
     print(f"| Lantern (KV cache) | {lan_best:.3f} | {n / lan_best:.1f} |")
