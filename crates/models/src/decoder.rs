@@ -24,8 +24,8 @@ impl DecoderConfig {
     pub fn from_hf(path: &Path) -> Result<Self> {
         let v = hf_config::read_json(path)?;
         match v.get("model_type").and_then(Value::as_str) {
-            Some("llama") => Ok(Self::Llama(llama::hf::config_from_hf(path)?)),
-            Some("gpt2") | None => Ok(Self::Gpt(gpt::hf::config_from_hf(path)?)),
+            Some("llama") => Ok(Self::Llama(llama::hf::config_from_json(&v, path)?)),
+            Some("gpt2") | None => Ok(Self::Gpt(gpt::hf::config_from_json(&v, path)?)),
             Some(other) => Err(Error::File {
                 path: path.to_path_buf(),
                 msg: format!(
