@@ -33,6 +33,10 @@ pub struct LlamaConfig {
     /// Standard deviation of the normal initialisation of every matrix and the embedding.
     #[serde(default = "default_initializer_range")]
     pub initializer_range: f64,
+    /// The token batches are padded with: transformers' `nn.Embedding(padding_idx=..)`, whose
+    /// row is drawn as zeros and never gets a gradient. Our presets have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
 }
 
 /// The parameters of Llama 3.1's RoPE scaling (transformers' `_compute_llama3_parameters`):
@@ -90,6 +94,7 @@ impl LlamaConfig {
             rope_scaling: None,
             tie_word_embeddings: false,
             initializer_range: default_initializer_range(),
+            pad_token_id: None,
         };
         c.validate()?;
         Ok(c)
@@ -163,6 +168,14 @@ impl LlamaConfig {
                 self.initializer_range
             ));
         }
+        if let Some(p) = self.pad_token_id {
+            if p as usize >= self.vocab_size {
+                return bad(format!(
+                    "pad_token_id {p} is past the vocabulary of {}",
+                    self.vocab_size
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -170,7 +183,6 @@ impl LlamaConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// Query heads per key/value head (transformers' `num_key_value_groups`).
     /// RoPE's inverse frequencies, `head_dim / 2` of them, in f32 as transformers computes
     /// them: `1 / θ^(2i/hd)`, then Llama 3.1's scaling when `rope_scaling` is set.
     pub fn inv_freq(&self) -> Vec<f32> {

@@ -37,7 +37,7 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
         "pretraining_tp": 1,
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "use_cache": true,
-        "pad_token_id": null,
+        "pad_token_id": cfg.pad_token_id,
         "bos_token_id": eot_id,
         "eos_token_id": eot_id,
         "dtype": hf_config::dtype_name(dtype),
@@ -140,6 +140,14 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         rope_scaling,
         tie_word_embeddings: boolean("tie_word_embeddings")?,
         initializer_range: float("initializer_range", 0.02)?,
+        pad_token_id: match get("pad_token_id") {
+            None => None,
+            Some(x) => Some(
+                x.as_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or_else(|| err(format!("\"pad_token_id\" is {x}, expected a token id")))?,
+            ),
+        },
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
     check_plausible(&cfg, path)?;
@@ -338,6 +346,7 @@ mod tests {
             rope_scaling: None,
             tie_word_embeddings: false,
             initializer_range: 0.01,
+            pad_token_id: None,
         }
     }
 
@@ -350,6 +359,7 @@ mod tests {
         for tied in [false, true] {
             let cfg = LlamaConfig {
                 tie_word_embeddings: tied,
+                pad_token_id: tied.then_some(3),
                 ..tiny()
             };
             let v = to_hf_config(&cfg, Some(7), DType::BF16);

@@ -11,4 +11,4 @@ pub mod hf;
 mod model;
 
 pub use config::{Llama3Rope, LlamaConfig};
-pub use model::{init_params, param_shapes, BlockContext, KvCache, Llama, Rope};
+pub use model::{init_params, param_shapes, BlockContext, KvCache, Llama, Rope, EMBED_TOKENS};

@@ -4,16 +4,16 @@ use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng};
 
+/// The token embedding's name.
+pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
+
 /// Every parameter of the model with its shape, in transformers' `named_parameters` order
 /// (init order, optimizer order). Linear weights are torch's (out, in); `lm_head.weight` is
 /// absent when the head is tied to the embedding.
 pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
     let kv = cfg.num_key_value_heads * cfg.head_dim();
-    let mut v = vec![(
-        "model.embed_tokens.weight".to_string(),
-        vec![cfg.vocab_size, c],
-    )];
+    let mut v = vec![(EMBED_TOKENS.to_string(), vec![cfg.vocab_size, c])];
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
         v.extend([
@@ -36,8 +36,9 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
 }
 
 /// transformers' `_init_weights` for Llama: every Linear weight and the embedding drawn from
-/// N(0, initializer_range), RMSNorm gains 1 (no draws). Drawn in `param_shapes` order from
-/// `rng`, so the same seed gives the same model on every device.
+/// N(0, initializer_range), the padding row of the embedding (if any) then zeroed, RMSNorm
+/// gains 1 (no draws). Drawn in `param_shapes` order from `rng`, so the same seed gives the
+/// same model on every device.
 pub fn init_params(
     cfg: &LlamaConfig,
     rng: &mut Rng,
@@ -50,12 +51,14 @@ pub fn init_params(
         let n: usize = shape.iter().product();
         let t = match name.ends_with("norm.weight") {
             true => Tensor::ones(shape, DType::F32, device)?,
-            false => Tensor::from_vec(
-                rng.normal_vec(n, cfg.initializer_range),
-                shape,
-                &Device::Cpu,
-            )?
-            .to_device(device)?,
+            false => {
+                let mut v = rng.normal_vec(n, cfg.initializer_range);
+                if let (EMBED_TOKENS, Some(p)) = (name.as_str(), cfg.pad_token_id) {
+                    let c = cfg.hidden_size;
+                    v[p as usize * c..(p as usize + 1) * c].fill(0.0);
+                }
+                Tensor::from_vec(v, shape, &Device::Cpu)?.to_device(device)?
+            }
         };
         params.insert(name, t.to_dtype(dtype)?)?;
     }
@@ -231,7 +234,7 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let embed_tokens = params.get("model.embed_tokens.weight")?;
+        let embed_tokens = params.get(EMBED_TOKENS)?;
         let lm_head = match cfg.tie_word_embeddings {
             true => embed_tokens.clone(),
             false => params.get("lm_head.weight")?,
@@ -304,7 +307,11 @@ impl Llama {
     /// The first block's input: the token embeddings of ids (B, T) → (B, T, C).
     pub fn embed_input(&self, ids: &Tensor, _mode: &mut Mode<'_>) -> Result<Tensor> {
         self.check_positions(0, ids.dim(1)?)?;
-        Ok(k::embedding(&self.embed_tokens, ids, None)?)
+        Ok(k::embedding(
+            &self.embed_tokens,
+            ids,
+            self.cfg.pad_token_id,
+        )?)
     }
 
     /// What every block of a forward over `ids` (B, T) takes: the RoPE tables of positions
@@ -450,7 +457,7 @@ impl Llama {
             return Err(Error::Config("no tokens to run".into()));
         }
         let rope = self.rope(start, t, ids.device())?;
-        let mut x = k::embedding(&self.embed_tokens, ids, None)?; // (B, T, C)
+        let mut x = k::embedding(&self.embed_tokens, ids, self.cfg.pad_token_id)?; // (B, T, C)
         self.reserve(cache, (b, t), x.dtype(), ids.device())?;
         // New token i (position start + i) sees keys 0..=start + i; a single token sees all.
         let mask = (t > 1)
@@ -578,6 +585,7 @@ mod tests {
             rope_scaling: None,
             tie_word_embeddings: tied,
             initializer_range: 0.2,
+            pad_token_id: None,
         }
     }
 
@@ -590,6 +598,31 @@ mod tests {
         let params = init_params(cfg, &mut Rng::new(seed), &Device::Cpu, DType::F32).unwrap();
         let m = Llama::new(cfg, &params).unwrap();
         (params, m)
+    }
+
+    #[test]
+    fn the_padding_row_starts_at_zero_and_gets_no_gradient() {
+        let cfg = LlamaConfig {
+            pad_token_id: Some(7),
+            ..tiny(2, false)
+        };
+        let (params, m) = model(&cfg, 3);
+        let table = params.get(EMBED_TOKENS).unwrap();
+        let row = |t: &Tensor, r: usize| t.get(r).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(row(&table, 7), vec![0.0; 32]);
+        assert!(row(&table, 6).iter().any(|&x| x != 0.0));
+        // The padding id as a real token and as padding: its row stays out of the gradient.
+        let ids = Tensor::new(&[[1u32, 7, 2, 3], [4, 5, 7, 7]], &Device::Cpu).unwrap();
+        let loss = m
+            .forward(&ids, Mode::Eval)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = loss.backward().unwrap().get(&table).unwrap().clone();
+        assert_eq!(row(&g, 7), vec![0.0; 32]);
+        assert!(row(&g, 1).iter().any(|&x| x != 0.0));
     }
 
     #[test]
