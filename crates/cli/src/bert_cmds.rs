@@ -6,7 +6,7 @@ use clap::Subcommand;
 use lantern_data::labelled::ProblemType;
 use lantern_kernels::Rng;
 use lantern_models::bert::{hf, BertHead, BertInput, BertModel, Family};
-use lantern_models::gpt::classifier::GptHead;
+use lantern_models::decoder::classifier::DecoderHead;
 use lantern_models::task::TaskConfig;
 use lantern_models::{safetensors_io, Mode};
 use lantern_train::finetune::{self, FinetuneOptions};
@@ -601,9 +601,9 @@ fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// Whether `path` is a fine-tuning model: a BERT-family folder (an HF BERT, RoBERTa, XLM-R,
-/// DistilBERT or ELECTRA folder, a fine-tuning checkpoint or run), or a GPT-2 classifier
-/// (`GPT2ForSequenceClassification`, `GPT2ForTokenClassification`). GPT-2 language models
-/// are not.
+/// DistilBERT or ELECTRA folder, a fine-tuning checkpoint or run), or a GPT-2 or Llama
+/// classifier (`GPT2ForSequenceClassification`, `LlamaForTokenClassification`, ...). Their
+/// language models are not.
 pub fn is_task_model(path: &Path) -> bool {
     let Ok(dir) = finetune::resolve_checkpoint(path) else {
         return false;
@@ -615,19 +615,18 @@ pub fn is_task_model(path: &Path) -> bool {
         return false;
     };
     match v.get("model_type").and_then(|m| m.as_str()) {
-        Some("gpt2") => v
+        Some("gpt2" | "llama") => v
             .get("architectures")
             .and_then(|a| a.get(0))
             .and_then(|a| a.as_str())
-            .and_then(GptHead::from_architecture)
-            .is_some(),
+            .is_some_and(DecoderHead::is_architecture),
         Some(other) => Family::from_model_type(other).is_some(),
         None => false,
     }
 }
 
-/// Exports a fine-tuning model (a BERT-family folder with any of our heads, or a GPT-2
-/// classifier) in Hugging Face format, checking every tensor
+/// Exports a fine-tuning model (a BERT-family folder with any of our heads, or a GPT-2 or
+/// Llama classifier) in Hugging Face format, checking every tensor
 /// against the config on the way; an existing `out` is never overwritten.
 pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
     if out.exists() {
@@ -640,8 +639,8 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
     let (cfg, head) = TaskConfig::from_hf(&dir.join("config.json"))?;
     let head = head.with_context(|| {
         format!(
-            "{}: \"architectures\" names no BERT-family model or GPT-2 classifier Lantern \
-             implements",
+            "{}: \"architectures\" names no BERT-family model or GPT-2 or Llama classifier \
+             Lantern implements",
             dir.join("config.json").display()
         )
     })?;

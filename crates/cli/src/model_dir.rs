@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
+use lantern_models::decoder::classifier;
 use lantern_models::decoder::DecoderConfig;
-use lantern_models::gpt::classifier;
 use lantern_models::{safetensors_io, Params};
 use lantern_train::checkpoint;
 use std::path::{Path, PathBuf};
@@ -45,12 +45,12 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
         ),
         None if path.join("config.json").is_file() => {
             let config_path = path.join("config.json");
-            if let Ok((_, Some(head))) = classifier::config_from_hf(&config_path) {
+            if let Ok((cfg, Some(head))) = classifier::config_from_hf(&config_path) {
                 bail!(
                     "{}: a {} (a fine-tuned classifier), not a language model: use \
                      `lantern eval` or `lantern predict`",
                     config_path.display(),
-                    head.architecture()
+                    head.architecture(&cfg.lm)
                 );
             }
             (path.to_path_buf(), DecoderConfig::from_hf(&config_path)?)

@@ -852,25 +852,28 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// fine-tuning loop's own (`finetune::classifier_step`), with clipping at 1 and lr 1e-3.
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
 /// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
-/// `recompute` runs the step with activation checkpointing. With `gpt2`, the model is a GPT-2
-/// sequence or token classifier of the same size (the sequence's last non-padding token
-/// scored, or the same positions as BERT's tags; the fused causal attention on a GPU, the
-/// composite one on the CPU) on the same batch.
+/// `recompute` runs the step with activation checkpointing. With `family` "gpt2" or "llama",
+/// the model is a GPT-2 or Llama sequence or token classifier of the same width (the
+/// sequence's last non-padding token scored, or the same positions as BERT's tags; the fused
+/// causal attention on a GPU, the composite one on the CPU) on the same batch.
 fn cls_losses(
     device: &Device,
     steps: usize,
-    (gpt2, head, recompute): (bool, lantern_models::bert::BertHead, bool),
+    (family, head, recompute): (&str, lantern_models::bert::BertHead, bool),
 ) -> Result<Vec<f64>> {
     use lantern_data::labelled::ProblemType;
     use lantern_models::bert::{BertConfig, BertHead};
-    use lantern_models::gpt::{GptClsConfig, GptConfig};
+    use lantern_models::decoder::classifier::DecoderClsConfig;
+    use lantern_models::decoder::DecoderConfig;
+    use lantern_models::gpt::GptConfig;
+    use lantern_models::llama::LlamaConfig;
     use lantern_models::task::{TaskConfig, TaskModel};
     let (t, vocab, lens) = (64usize, 512u64, [64usize, 50, 33, 17]);
     let b = lens.len();
     let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
     let mut rng = Rng::new(1337);
-    let cfg = if gpt2 {
-        let lm = GptConfig {
+    let lm = match family {
+        "gpt2" => Some(DecoderConfig::Gpt(GptConfig {
             vocab_size: vocab as usize,
             n_positions: t,
             n_embd: 64,
@@ -878,11 +881,20 @@ fn cls_losses(
             n_head: 4,
             dropout: 0.0,
             layer_norm_epsilon: 1e-5,
-        };
-        let mut cfg = GptClsConfig::from_lm(lm).with_labels(&labels);
+        })),
+        "llama" => {
+            let mut c = LlamaConfig::preset("llama-tiny", vocab as usize)?;
+            (c.hidden_size, c.intermediate_size, c.num_hidden_layers) = (64, 192, 2);
+            c.max_position_embeddings = t;
+            Some(DecoderConfig::Llama(c))
+        }
+        _ => None,
+    };
+    let cfg = if let Some(lm) = lm {
+        let mut cfg = DecoderClsConfig::from_lm(lm).with_labels(&labels);
         cfg.pad_token_id = Some(0);
         cfg.classifier_dropout = Some(0.0);
-        TaskConfig::Gpt2(cfg)
+        TaskConfig::Decoder(cfg)
     } else {
         let mut cfg = BertConfig::new(vocab as usize, 64, 2, 4, 256, t).with_labels(&labels);
         cfg.hidden_dropout_prob = 0.0;
@@ -1001,19 +1013,25 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
     use lantern_models::bert::BertHead;
     let seq = BertHead::SequenceClassification;
     for (kind, name) in [
-        ((false, seq, false), "finetune bert"),
+        (("bert", seq, false), "finetune bert"),
         (
-            (false, BertHead::TokenClassification, false),
+            ("bert", BertHead::TokenClassification, false),
             "finetune bert tags",
         ),
         // Recomputed on the device against stored on the CPU: the same losses.
-        ((false, seq, true), "finetune bert recompute"),
-        ((true, seq, false), "finetune gpt2"),
+        (("bert", seq, true), "finetune bert recompute"),
+        (("gpt2", seq, false), "finetune gpt2"),
         (
-            (true, BertHead::TokenClassification, false),
+            ("gpt2", BertHead::TokenClassification, false),
             "finetune gpt2 tags",
         ),
-        ((true, seq, true), "finetune gpt2 recompute"),
+        (("gpt2", seq, true), "finetune gpt2 recompute"),
+        (("llama", seq, false), "finetune llama"),
+        (
+            ("llama", BertHead::TokenClassification, false),
+            "finetune llama tags",
+        ),
+        (("llama", seq, true), "finetune llama recompute"),
     ] {
         let on_device = cls_losses(&s.device, opts.steps, kind)
             .with_context(|| format!("{name} on the checked device"))?;

@@ -1,7 +1,7 @@
 //! The models fine-tuning trains, whatever their family: an encoder of the BERT family with any
-//! of its task heads ([`BertClassifier`]), or GPT-2 with a sequence or token classifier
-//! ([`GptForSequenceClassification`], [`GptForTokenClassification`]). Task heads are named by
-//! [`BertHead`]; GPT-2 has [`BertHead::SequenceClassification`] and
+//! of its task heads ([`BertClassifier`]), or a decoder (GPT-2, Llama) with a sequence or token
+//! classifier ([`DecoderForSequenceClassification`], [`DecoderForTokenClassification`]). Task
+//! heads are named by [`BertHead`]; the decoders have [`BertHead::SequenceClassification`] and
 //! [`BertHead::TokenClassification`].
 //!
 //! `config.json`'s `model_type` picks the family ([`TaskConfig::from_hf`]); everything a
@@ -9,9 +9,11 @@
 //! branch on the family.
 
 use crate::bert::{self, BertClassifier, BertConfig, BertHead, BertInput, BertModel};
-use crate::gpt::classifier::{
-    self as gpt_cls, GptClsConfig, GptForSequenceClassification, GptForTokenClassification, GptHead,
+use crate::decoder::classifier::{
+    self as decoder_cls, DecoderClsConfig, DecoderForSequenceClassification,
+    DecoderForTokenClassification, DecoderHead,
 };
+use crate::decoder::Decoder;
 use crate::{hf_config, Error, LoadReport, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
@@ -23,34 +25,26 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskConfig {
     Bert(BertConfig),
-    Gpt2(GptClsConfig),
+    /// GPT-2 or Llama with a classifier.
+    Decoder(DecoderClsConfig),
 }
 
 impl TaskConfig {
-    /// Reads a `config.json` of the BERT family or of GPT-2; returns the config and the task
-    /// head its `architectures` names (`None`: a bare model, a language model, or an
+    /// Reads a `config.json` of the BERT family, GPT-2 or Llama; returns the config and the
+    /// task head its `architectures` names (`None`: a bare model, a language model, or an
     /// architecture of the family we do not implement).
     pub fn from_hf(path: &Path) -> Result<(Self, Option<BertHead>)> {
         let v = hf_config::read_json(path)?;
-        if v.get("model_type").and_then(Value::as_str) == Some("gpt2") {
-            let (c, head) = gpt_cls::config_from_json(&v, path)?;
+        if matches!(
+            v.get("model_type").and_then(Value::as_str),
+            Some("gpt2" | "llama")
+        ) {
+            let (c, head) = decoder_cls::config_from_json(&v, path)?;
             let head = head.map(|h| match h {
-                GptHead::SequenceClassification => BertHead::SequenceClassification,
-                GptHead::TokenClassification => BertHead::TokenClassification,
+                DecoderHead::SequenceClassification => BertHead::SequenceClassification,
+                DecoderHead::TokenClassification => BertHead::TokenClassification,
             });
-            return Ok((Self::Gpt2(c), head));
-        }
-        if v.get("model_type").and_then(Value::as_str) == Some("llama") {
-            // Pretraining, generation and export take Llama; its task heads are not built.
-            return Err(Error::File {
-                path: path.to_path_buf(),
-                msg:
-                    "a Llama model: fine-tuning with a task head (LlamaForSequenceClassification, \
-                      LlamaForTokenClassification) is not implemented; Lantern fine-tunes the \
-                      BERT family and GPT-2, and trains Llama as a language model (`lantern \
-                      train` with model.init_from)"
-                        .into(),
-            });
+            return Ok((Self::Decoder(c), head));
         }
         let (c, head) = bert::hf::config_from_json(&v, path)?;
         Ok((Self::Bert(c), head))
@@ -60,7 +54,7 @@ impl TaskConfig {
     pub fn family(&self) -> &'static str {
         match self {
             Self::Bert(c) => c.model_type.model_type(),
-            Self::Gpt2(_) => "gpt2",
+            Self::Decoder(c) => c.family(),
         }
     }
 
@@ -68,19 +62,19 @@ impl TaskConfig {
     pub fn architecture(&self, head: BertHead) -> String {
         match self {
             Self::Bert(c) => c.architecture(head),
-            Self::Gpt2(_) => gpt_head(head).map_or_else(
-                || format!("GPT-2 with {}", head.architecture()),
-                |h| h.architecture().to_string(),
+            Self::Decoder(c) => decoder_head(head).map_or_else(
+                || format!("{} with {}", c.family(), head.architecture()),
+                |h| h.architecture(&c.lm).to_string(),
             ),
         }
     }
 
     /// Whether the family has `head`: every head for the BERT family, the sequence and token
-    /// classifiers for GPT-2.
+    /// classifiers for GPT-2 and Llama.
     pub fn has_head(&self, head: BertHead) -> bool {
         match self {
             Self::Bert(_) => true,
-            Self::Gpt2(_) => gpt_head(head).is_some(),
+            Self::Decoder(_) => decoder_head(head).is_some(),
         }
     }
 
@@ -103,7 +97,7 @@ impl TaskConfig {
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Bert(c) => c.vocab_size,
-            Self::Gpt2(c) => c.gpt.vocab_size,
+            Self::Decoder(c) => c.lm.vocab_size(),
         }
     }
 
@@ -111,7 +105,7 @@ impl TaskConfig {
     pub fn max_tokens(&self) -> usize {
         match self {
             Self::Bert(c) => c.max_tokens(),
-            Self::Gpt2(c) => c.gpt.n_positions,
+            Self::Decoder(c) => c.lm.max_positions(),
         }
     }
 
@@ -119,7 +113,7 @@ impl TaskConfig {
     pub fn layers_and_width(&self) -> (usize, usize) {
         match self {
             Self::Bert(c) => (c.num_hidden_layers, c.hidden_size),
-            Self::Gpt2(c) => (c.gpt.n_layer, c.gpt.n_embd),
+            Self::Decoder(c) => (c.lm.num_layers(), c.lm.hidden_size()),
         }
     }
 
@@ -135,7 +129,7 @@ impl TaskConfig {
     fn id2label(&self) -> &BTreeMap<usize, String> {
         match self {
             Self::Bert(c) => &c.id2label,
-            Self::Gpt2(c) => &c.id2label,
+            Self::Decoder(c) => &c.id2label,
         }
     }
 
@@ -143,7 +137,7 @@ impl TaskConfig {
     pub fn problem_type(&self) -> Option<&str> {
         match self {
             Self::Bert(c) => c.problem_type.as_deref(),
-            Self::Gpt2(c) => c.problem_type.as_deref(),
+            Self::Decoder(c) => c.problem_type.as_deref(),
         }
     }
 
@@ -155,10 +149,10 @@ impl TaskConfig {
                 c.problem_type = problem_type;
                 Self::Bert(c)
             }
-            Self::Gpt2(c) => {
+            Self::Decoder(c) => {
                 let mut c = c.with_labels(labels);
                 c.problem_type = problem_type;
-                Self::Gpt2(c)
+                Self::Decoder(c)
             }
         }
     }
@@ -166,7 +160,7 @@ impl TaskConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::Bert(c) => c.validate(),
-            Self::Gpt2(c) => c.validate(),
+            Self::Decoder(c) => c.validate(),
         }
     }
 
@@ -174,10 +168,10 @@ impl TaskConfig {
     pub fn to_hf_config(&self, head: BertHead, dtype: DType) -> Value {
         match self {
             Self::Bert(c) => bert::hf::to_hf_config(c, head, dtype),
-            Self::Gpt2(c) => match gpt_head(head) {
-                Some(h) => gpt_cls::to_hf_config(c, h, dtype),
+            Self::Decoder(c) => match decoder_head(head) {
+                Some(h) => decoder_cls::to_hf_config(c, h, dtype),
                 // No such model: the language model's config.
-                None => crate::gpt::hf::to_hf_config(&c.gpt, c.eos_token_id, dtype),
+                None => c.lm.to_hf_config(c.eos_token_id, dtype),
             },
         }
     }
@@ -192,9 +186,9 @@ impl TaskConfig {
     ) -> Result<Params> {
         match self {
             Self::Bert(c) => bert::init_params(c, head, rng, device, dtype),
-            Self::Gpt2(c) => {
-                let h = gpt_head(head).ok_or_else(|| no_gpt_head(head))?;
-                gpt_cls::init_params(c, h, rng, device, dtype)
+            Self::Decoder(c) => {
+                let h = decoder_head(head).ok_or_else(|| no_decoder_head(c, head))?;
+                decoder_cls::init_params(c, h, rng, device, dtype)
             }
         }
     }
@@ -211,9 +205,9 @@ impl TaskConfig {
     ) -> Result<(Params, LoadReport)> {
         match self {
             Self::Bert(c) => bert::hf::load_params(path, c, head, rng, device, dtype),
-            Self::Gpt2(c) => {
-                let h = gpt_head(head).ok_or_else(|| no_gpt_head(head))?;
-                gpt_cls::load_params(path, c, h, rng, device, dtype)
+            Self::Decoder(c) => {
+                let h = decoder_head(head).ok_or_else(|| no_decoder_head(c, head))?;
+                decoder_cls::load_params(path, c, h, rng, device, dtype)
             }
         }
     }
@@ -226,7 +220,7 @@ impl TaskConfig {
     ) -> Result<BTreeMap<String, Tensor>> {
         match self {
             Self::Bert(_) => bert::hf::export_tensors(params, dtype),
-            Self::Gpt2(_) => crate::gpt::hf::export_tensors(params, dtype),
+            Self::Decoder(c) => c.lm.export_tensors(params, dtype),
         }
     }
 }
@@ -235,63 +229,78 @@ impl TaskConfig {
 pub enum TaskModel {
     /// Boxed: an encoder with its head is a few hundred bytes of tensor handles.
     Bert(Box<BertClassifier>),
-    Gpt2Sequence(GptForSequenceClassification),
-    Gpt2Token(GptForTokenClassification),
+    DecoderSequence(DecoderForSequenceClassification),
+    DecoderToken(DecoderForTokenClassification),
 }
 
 impl TaskModel {
     pub fn new(cfg: &TaskConfig, params: &Params, head: BertHead) -> Result<Self> {
         match cfg {
             TaskConfig::Bert(c) => Ok(Self::Bert(Box::new(BertClassifier::new(c, params, head)?))),
-            TaskConfig::Gpt2(c) => match gpt_head(head).ok_or_else(|| no_gpt_head(head))? {
-                GptHead::SequenceClassification => Ok(Self::Gpt2Sequence(
-                    GptForSequenceClassification::new(c, params)?,
-                )),
-                GptHead::TokenClassification => {
-                    Ok(Self::Gpt2Token(GptForTokenClassification::new(c, params)?))
+            TaskConfig::Decoder(c) => {
+                match decoder_head(head).ok_or_else(|| no_decoder_head(c, head))? {
+                    DecoderHead::SequenceClassification => Ok(Self::DecoderSequence(
+                        DecoderForSequenceClassification::new(c, params)?,
+                    )),
+                    DecoderHead::TokenClassification => Ok(Self::DecoderToken(
+                        DecoderForTokenClassification::new(c, params)?,
+                    )),
                 }
-            },
+            }
         }
     }
 
     pub fn head(&self) -> BertHead {
         match self {
             Self::Bert(m) => m.head(),
-            Self::Gpt2Sequence(_) => BertHead::SequenceClassification,
-            Self::Gpt2Token(_) => BertHead::TokenClassification,
+            Self::DecoderSequence(_) => BertHead::SequenceClassification,
+            Self::DecoderToken(_) => BertHead::TokenClassification,
         }
     }
 
     /// Logits, as [`BertClassifier::forward`]: (B, num_labels) for sequence classification,
-    /// (B, T, num_labels) for token classification. GPT-2 reads the ids only: with causal
-    /// attention no real token sees the padding after it, and it has no token types.
+    /// (B, T, num_labels) for token classification. GPT-2 and Llama read the ids only: with
+    /// causal attention no real token sees the padding after it, and they have no token types.
     pub fn forward(&self, input: &BertInput<'_>, mode: Mode<'_>) -> Result<Tensor> {
         match self {
             Self::Bert(m) => m.forward(input, mode),
-            Self::Gpt2Sequence(m) => m.forward(input.ids, mode),
-            Self::Gpt2Token(m) => m.forward(input.ids, mode),
+            Self::DecoderSequence(m) => m.forward(input.ids, mode),
+            Self::DecoderToken(m) => m.forward(input.ids, mode),
         }
     }
 
     /// The encoder of a BERT-family model (what activation checkpointing recomputes layer by
-    /// layer); `None` for GPT-2.
+    /// layer); `None` for a decoder.
     pub fn bert(&self) -> Option<&BertModel> {
         match self {
             Self::Bert(m) => Some(m.bert()),
-            Self::Gpt2Sequence(_) | Self::Gpt2Token(_) => None,
+            Self::DecoderSequence(_) | Self::DecoderToken(_) => None,
+        }
+    }
+
+    /// The transformer under a decoder's head; `None` for the BERT family.
+    pub fn decoder(&self) -> Option<&Decoder> {
+        match self {
+            Self::Bert(_) => None,
+            Self::DecoderSequence(m) => Some(m.decoder()),
+            Self::DecoderToken(m) => Some(m.decoder()),
         }
     }
 }
 
-/// GPT-2's head of a task head's name, if GPT-2 has it.
-fn gpt_head(head: BertHead) -> Option<GptHead> {
+/// The decoders' head of a task head's name, if they have it.
+fn decoder_head(head: BertHead) -> Option<DecoderHead> {
     match head {
-        BertHead::SequenceClassification => Some(GptHead::SequenceClassification),
-        BertHead::TokenClassification => Some(GptHead::TokenClassification),
+        BertHead::SequenceClassification => Some(DecoderHead::SequenceClassification),
+        BertHead::TokenClassification => Some(DecoderHead::TokenClassification),
         _ => None,
     }
 }
 
-fn no_gpt_head(head: BertHead) -> Error {
-    Error::Config(format!("GPT-2 has no {} head", head.architecture()))
+fn no_decoder_head(cfg: &DecoderClsConfig, head: BertHead) -> Error {
+    Error::Config(format!(
+        "{} has no {} head",
+        cfg.family(),
+        head.architecture()
+    ))
 }

@@ -30,7 +30,7 @@ use crate::metrics_cls::{
 use crate::metrics_tok::TokenCounts;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
-use crate::recompute::{checkpointed_backward, BertBlocks, GptBlocks};
+use crate::recompute::{checkpointed_backward, decoder_blocks, BertBlocks};
 use crate::schedule::Schedule;
 use crate::trainer::{agree_on_checkpoint, agree_on_stop, reduce_step};
 use crate::world::{join_world, World};
@@ -41,6 +41,7 @@ use lantern_data::labelled::{self, ClsBatch, Encoded, ProblemType, RawExample, T
 use lantern_data::tokenizer::{check_vocab, load_tokenizer};
 use lantern_kernels::{cross_entropy_sum, Rng};
 use lantern_models::bert::{init_params, BertConfig, BertForMultipleChoice, BertHead, BertInput};
+use lantern_models::decoder::DecoderConfig;
 use lantern_models::task::{TaskConfig, TaskModel};
 use lantern_models::{safetensors_io, Mode, Params};
 use serde::{Deserialize, Serialize};
@@ -171,25 +172,32 @@ pub struct Classifier {
 }
 
 /// The id batches are padded with. For the BERT family the tokenizer's `[PAD]`, else the
-/// config's pad_token_id. For GPT-2, whose sequence classifier pools by it, the config's
-/// pad_token_id, else (a language model's config, or a transformers classifier saved without
-/// one, has none) its eos_token_id, else the tokenizer's `<|endoftext|>`: what people set
-/// (`pad_token = eos_token`) to fine-tune GPT-2 with transformers; the config then holds it.
-/// `config_path` names the file in the error when there is none.
+/// config's pad_token_id. For GPT-2 and Llama, whose sequence classifiers pool by it, the
+/// config's pad_token_id, else (a language model's config, or a transformers classifier saved
+/// without one, has none) its eos_token_id, else the tokenizer's end of text
+/// (`<|endoftext|>`, `</s>`, `<|end_of_text|>`): what people set (`pad_token = eos_token`) to
+/// fine-tune GPT-2 or Llama with transformers; the config then holds it. `config_path` names
+/// the file in the error when there is none.
 fn pad_id(tokenizer: &Tokenizer, cfg: &mut TaskConfig, config_path: &Path) -> Result<u32> {
     match cfg {
         TaskConfig::Bert(c) => Ok(tokenizer.token_to_id("[PAD]").unwrap_or(c.pad_token_id)),
-        TaskConfig::Gpt2(g) => {
-            let vocab = g.gpt.vocab_size as u32;
+        TaskConfig::Decoder(g) => {
+            let vocab = g.lm.vocab_size() as u32;
+            let ends = [lantern_data::tokenizer::EOT, "</s>", "<|end_of_text|>"];
             let pad = g
                 .pad_token_id
                 .or(g.eos_token_id.filter(|&e| e < vocab))
-                .or(tokenizer.token_to_id("<|endoftext|>"))
+                .or_else(|| ends.iter().find_map(|t| tokenizer.token_to_id(t)))
+                .filter(|&p| p < vocab)
                 .ok_or_else(|| Error::Checkpoint {
                     path: config_path.to_path_buf(),
-                    msg: "GPT-2 config has no pad_token_id or eos_token_id, and the tokenizer \
-                          has no <|endoftext|>: no id to pad batches with"
-                        .into(),
+                    msg: format!(
+                        "{} config has no pad_token_id or eos_token_id, and the tokenizer has \
+                         no end-of-text token ({}) inside the vocabulary: no id to pad \
+                         batches with",
+                        g.family(),
+                        ends.join(", ")
+                    ),
                 })?;
             g.pad_token_id = Some(pad);
             Ok(pad)
@@ -505,19 +513,19 @@ pub fn classifier_step(
                     let top = |x: &Tensor, mode: &mut Mode<'_>| loss_of(&model.head_on(x, mode)?);
                     checkpointed_backward(&blocks, mode, top, scale, acc)?
                 }
-                TaskModel::Gpt2Token(model) => {
-                    let blocks = GptBlocks::new(model.gpt(), mb.input.ids, &mode)?;
+                TaskModel::DecoderToken(model) => {
+                    let blocks = decoder_blocks(model.decoder(), mb.input.ids, &mode)?;
                     let top = |x: &Tensor, mode: &mut Mode<'_>| loss_of(&model.head_on(x, mode)?);
-                    checkpointed_backward(&blocks, mode, top, scale, acc)?
+                    checkpointed_backward(&*blocks, mode, top, scale, acc)?
                 }
-                TaskModel::Gpt2Sequence(model) => {
+                TaskModel::DecoderSequence(model) => {
                     let ids = mb.input.ids;
                     let last = model.last_tokens(ids)?;
-                    let blocks = GptBlocks::new(model.gpt(), ids, &mode)?;
+                    let blocks = decoder_blocks(model.decoder(), ids, &mode)?;
                     let top = |x: &Tensor, _: &mut Mode<'_>| {
                         loss_of(&model.head(x, &last, ids.dims2()?)?)
                     };
-                    checkpointed_backward(&blocks, mode, top, scale, acc)?
+                    checkpointed_backward(&*blocks, mode, top, scale, acc)?
                 }
             };
             continue;
@@ -1287,35 +1295,47 @@ fn build_model(
                 bert.classifier_dropout = Some(p);
             }
         }
-        TaskConfig::Gpt2(g) => {
-            // GPT-2 here has one dropout rate (embeddings, attention and residuals), and its
-            // token classifier one of its own.
-            if let Some(p) = m.hidden_dropout_prob {
-                g.gpt.dropout = p;
-            }
-            if m.attention_probs_dropout_prob.is_some() {
-                return Err(Error::Config(
-                    "model.attention_probs_dropout_prob is a BERT-family setting; GPT-2 has one \
-                     dropout rate for embeddings, attention and residuals: set \
+        TaskConfig::Decoder(g) => {
+            // GPT-2 here has one dropout rate (embeddings, attention and residuals), Llama none;
+            // their token classifiers have one of their own.
+            let family = g.family();
+            let one_rate = match &mut g.lm {
+                DecoderConfig::Gpt(c) => {
+                    if let Some(p) = m.hidden_dropout_prob {
+                        c.dropout = p;
+                    }
+                    "GPT-2 has one dropout rate for embeddings, attention and residuals: set \
                      model.hidden_dropout_prob"
-                        .into(),
-                ));
+                }
+                DecoderConfig::Llama(_) => {
+                    if m.hidden_dropout_prob.is_some() {
+                        return Err(Error::Config(
+                            "model.hidden_dropout_prob: Llama has no dropout in its transformer \
+                             (its token classifier's is model.classifier_dropout)"
+                                .into(),
+                        ));
+                    }
+                    "Llama has no dropout in its transformer"
+                }
+            };
+            if m.attention_probs_dropout_prob.is_some() {
+                return Err(Error::Config(format!(
+                    "model.attention_probs_dropout_prob is a BERT-family setting; {one_rate}"
+                )));
             }
             match (m.classifier_dropout, head) {
                 (Some(p), BertHead::TokenClassification) => g.classifier_dropout = Some(p),
                 (Some(_), _) => {
-                    return Err(Error::Config(
-                        "model.classifier_dropout: GPT-2's sequence classifier has no dropout \
-                         of its own (its token classifier has); the transformer's is \
-                         model.hidden_dropout_prob"
-                            .into(),
-                    ))
+                    return Err(Error::Config(format!(
+                        "model.classifier_dropout: the {family} sequence classifier has no \
+                         dropout of its own (its token classifier has); {one_rate}"
+                    )))
                 }
                 (None, _) => {}
             }
         }
     }
-    // Only a GPT-2 (from `init_from`) can lack a padding id: its config is the file to name.
+    // Only a decoder (from `init_from`) can lack a padding id: its config is the file to name.
     let config_path = m
         .init_from
         .as_ref()

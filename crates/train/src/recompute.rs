@@ -27,6 +27,7 @@ use crate::{Error, Result};
 use candle_core::{backprop::GradStore, Tensor, Var};
 use lantern_kernels::Rng;
 use lantern_models::bert::{BertForMaskedLM, BertInput, BertModel};
+use lantern_models::decoder::Decoder;
 use lantern_models::gpt::Gpt;
 use lantern_models::llama::{BlockContext, Llama};
 use lantern_models::{Mode, Params};
@@ -170,6 +171,19 @@ impl Blocks for LlamaBlocks<'_> {
     fn block(&self, l: usize, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
         Ok(self.llama.block(l, x, &self.ctx, mode)?)
     }
+}
+
+/// The blocks of a decoder (GPT-2's or Llama's) over ids (B, T), as a forward in `mode` runs
+/// them.
+pub fn decoder_blocks<'a>(
+    model: &'a Decoder,
+    ids: &'a Tensor,
+    mode: &Mode<'_>,
+) -> Result<Box<dyn Blocks + 'a>> {
+    Ok(match model {
+        Decoder::Gpt(gpt) => Box::new(GptBlocks::new(gpt, ids, mode)?),
+        Decoder::Llama(llama) => Box::new(LlamaBlocks::new(llama, ids)?),
+    })
 }
 
 /// BERT's encoder layers over one padded batch.

@@ -4,12 +4,10 @@
 //! projections are stored `[in, out]` (HF `Conv1D`), so `x @ W + b` needs no transpose and the
 //! parameter names and layouts are HF's own, 1:1.
 
-pub mod classifier;
 mod config;
 pub mod hf;
 mod model;
 pub mod perplexity;
 
-pub use classifier::{GptClsConfig, GptForSequenceClassification};
 pub use config::GptConfig;
 pub use model::{init_params, param_shapes, AttentionImpl, Gpt, KvCache};

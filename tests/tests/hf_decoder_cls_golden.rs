@@ -1,24 +1,27 @@
-//! Parity with transformers' `GPT2ForSequenceClassification` and `GPT2ForTokenClassification`
-//! on golden files it wrote (`scripts/make_gpt2_cls_golden.py`): a right-padded batch whose
-//! first row holds the padding id inside its text, the logits, the loss, and the gradient of
-//! every parameter.
+//! Parity with transformers' `GPT2ForSequenceClassification`, `GPT2ForTokenClassification`,
+//! `LlamaForSequenceClassification` and `LlamaForTokenClassification` on golden files it wrote
+//! (`scripts/make_gpt2_cls_golden.py`, `scripts/make_llama_cls_golden.py`): a right-padded
+//! batch whose first row holds the padding id inside its text, the logits, the loss, and the
+//! gradient of every parameter (Llama's embedding row of the padding id gets none).
 
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
-use lantern_models::gpt::classifier::{
-    self, GptClsConfig, GptForSequenceClassification, GptForTokenClassification, GptHead,
+use lantern_models::decoder::classifier::{
+    self, DecoderClsConfig, DecoderForSequenceClassification, DecoderForTokenClassification,
+    DecoderHead,
 };
 use lantern_models::{safetensors_io, Mode, Params};
 use std::path::Path;
 
 mod common;
 
-const SEQ: GptHead = GptHead::SequenceClassification;
+const SEQ: DecoderHead = DecoderHead::SequenceClassification;
+const TOK: DecoderHead = DecoderHead::TokenClassification;
 use common::{check, golden_dir, ints, matrix, max_abs, mean_ce_ignoring, read_json, u32_matrix};
 
 /// The golden folder's config (whose architecture must be `head`'s) and weights, every one of
 /// them in the file.
-fn load(dir: &Path, head: GptHead) -> (GptClsConfig, Params) {
+fn load(dir: &Path, head: DecoderHead) -> (DecoderClsConfig, Params) {
     let (cfg, found) = classifier::config_from_hf(&dir.join("config.json")).unwrap();
     assert_eq!(found, Some(head));
     let (params, report) = classifier::load_params(
@@ -38,13 +41,45 @@ fn load(dir: &Path, head: GptHead) -> (GptClsConfig, Params) {
     (cfg, params)
 }
 
+/// Every gradient against transformers'; Llama's embedding row of the padding id (95) is
+/// exactly zero. Returns how many were checked.
+fn check_gradients(
+    params: &Params,
+    grads: &candle_core::backprop::GradStore,
+    want: &std::collections::BTreeMap<String, Tensor>,
+) -> usize {
+    for (name, v) in params.iter() {
+        let theirs = &want[&format!("grad.{name}")];
+        let ours = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        assert_eq!(ours.dims(), theirs.dims(), "{name}");
+        let d = max_abs(ours, theirs);
+        assert!(
+            d <= 1e-5,
+            "gradient of {name} differs from transformers by {d}"
+        );
+        if name == lantern_models::llama::EMBED_TOKENS {
+            let row = ours.get(95).unwrap().abs().unwrap().sum_all().unwrap();
+            assert_eq!(row.to_scalar::<f32>().unwrap(), 0.0, "padding row");
+        }
+    }
+    params.len()
+}
+
 #[test]
 fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
-    let dir = golden_dir("gpt2_cls");
+    for (golden, n_params) in [("gpt2_cls", 29), ("llama_cls", 21)] {
+        sequence_classifier_parity(golden, n_params);
+    }
+}
+
+fn sequence_classifier_parity(golden: &str, n_params: usize) {
+    let dir = golden_dir(golden);
     let (cfg, params) = load(&dir, SEQ);
     assert_eq!(cfg.pad_token_id, Some(95));
     assert_eq!(cfg.label_names(), ["negative", "neutral", "positive"]);
-    let model = GptForSequenceClassification::new(&cfg, &params).unwrap();
+    let model = DecoderForSequenceClassification::new(&cfg, &params).unwrap();
     let inputs = read_json(&dir.join("inputs.json"));
     let ids = u32_matrix(&inputs, "input_ids");
     let want_last: Vec<u32> = inputs["last_token"]
@@ -69,7 +104,7 @@ fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
 
     // The hidden states at the real tokens (transformers masks padded keys, so padded
     // positions differ; no pooled token is one).
-    let g = model.gpt();
+    let g = model.decoder();
     let x = g.last_block_output(&ids, &mut Mode::Eval).unwrap();
     let hidden = g.final_norm(&x).unwrap();
     for (row, &last) in want_last.iter().enumerate() {
@@ -86,27 +121,27 @@ fn transformers_classifier_gives_the_same_logits_loss_and_gradients() {
         / labels.len() as f64)
         .unwrap();
     let grads = loss_t.backward().unwrap();
-    let mut checked = 0;
-    for (name, v) in params.iter() {
-        let theirs = &want[&format!("grad.{name}")];
-        let ours = grads
-            .get(v.as_tensor())
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        assert_eq!(ours.dims(), theirs.dims(), "{name}");
-        let d = max_abs(ours, theirs);
-        assert!(
-            d <= 1e-5,
-            "gradient of {name} differs from transformers by {d}"
-        );
-        checked += 1;
-    }
-    assert_eq!(checked, 29);
+    assert_eq!(
+        check_gradients(&params, &grads, &want),
+        n_params,
+        "{golden}"
+    );
 }
 
 #[test]
 fn export_is_transformers_layout_and_reloads_bit_exactly() {
-    let dir = golden_dir("gpt2_cls");
-    let (cfg, params) = load(&dir, SEQ);
+    for golden in ["gpt2_cls", "llama_cls", "gpt2_tok", "llama_tok"] {
+        export_reloads(golden);
+    }
+}
+
+fn export_reloads(golden: &str) {
+    let dir = golden_dir(golden);
+    let head = match golden.ends_with("_tok") {
+        true => TOK,
+        false => SEQ,
+    };
+    let (cfg, params) = load(&dir, head);
     let tmp = tempfile::tempdir().unwrap();
     let tensors: std::collections::BTreeMap<String, Tensor> = params
         .iter()
@@ -117,10 +152,10 @@ fn export_is_transformers_layout_and_reloads_bit_exactly() {
     let cfg_path = tmp.path().join("config.json");
     std::fs::write(
         &cfg_path,
-        classifier::to_hf_config(&cfg, SEQ, DType::F32).to_string(),
+        classifier::to_hf_config(&cfg, head, DType::F32).to_string(),
     )
     .unwrap();
-    let (cfg2, p2) = load(tmp.path(), SEQ);
+    let (cfg2, p2) = load(tmp.path(), head);
     assert_eq!(cfg2, cfg);
     // transformers' own names, bit for bit.
     let orig =
@@ -134,26 +169,35 @@ fn export_is_transformers_layout_and_reloads_bit_exactly() {
         assert_eq!(max_abs(t, &orig[name]), 0.0, "{name}");
     }
     let ids = u32_matrix(&read_json(&dir.join("inputs.json")), "input_ids");
-    let a = GptForSequenceClassification::new(&cfg, &params)
-        .unwrap()
-        .forward(&ids, Mode::Eval)
-        .unwrap();
-    let b = GptForSequenceClassification::new(&cfg2, &p2)
-        .unwrap()
-        .forward(&ids, Mode::Eval)
-        .unwrap();
-    assert_eq!(max_abs(&a, &b), 0.0);
+    let forward = |cfg: &DecoderClsConfig, params: &Params| match head {
+        SEQ => DecoderForSequenceClassification::new(cfg, params)
+            .unwrap()
+            .forward(&ids, Mode::Eval)
+            .unwrap(),
+        TOK => DecoderForTokenClassification::new(cfg, params)
+            .unwrap()
+            .forward(&ids, Mode::Eval)
+            .unwrap(),
+    };
+    assert_eq!(max_abs(&forward(&cfg, &params), &forward(&cfg2, &p2)), 0.0);
 }
 
-/// transformers' `GPT2ForTokenClassification` on the same batch: the logits at every real
-/// token (padded positions attend differently under transformers' mask and are never
-/// scored), the loss over the labelled ones, and every gradient.
+/// transformers' `GPT2ForTokenClassification` and `LlamaForTokenClassification` on the same
+/// batch: the logits at every real token (padded positions attend differently under
+/// transformers' mask and are never scored), the loss over the labelled ones, and every
+/// gradient.
 #[test]
 fn transformers_token_classifier_gives_the_same_logits_loss_and_gradients() {
-    let dir = golden_dir("gpt2_tok");
-    let (cfg, params) = load(&dir, GptHead::TokenClassification);
+    for (golden, n_params) in [("gpt2_tok", 30), ("llama_tok", 22)] {
+        token_classifier_parity(golden, n_params);
+    }
+}
+
+fn token_classifier_parity(golden: &str, n_params: usize) {
+    let dir = golden_dir(golden);
+    let (cfg, params) = load(&dir, TOK);
     assert_eq!(cfg.classifier_dropout, Some(0.1));
-    let model = GptForTokenClassification::new(&cfg, &params).unwrap();
+    let model = DecoderForTokenClassification::new(&cfg, &params).unwrap();
     let inputs = read_json(&dir.join("inputs.json"));
     let ids = u32_matrix(&inputs, "input_ids");
     let want =
@@ -191,15 +235,9 @@ fn transformers_token_classifier_gives_the_same_logits_loss_and_gradients() {
         / n)
         .unwrap();
     let grads = loss_t.backward().unwrap();
-    for (name, v) in params.iter() {
-        let ours = grads
-            .get(v.as_tensor())
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let d = max_abs(ours, &want[&format!("grad.{name}")]);
-        assert!(
-            d <= 1e-5,
-            "gradient of {name} differs from transformers by {d}"
-        );
-    }
-    assert_eq!(params.len(), 30);
+    assert_eq!(
+        check_gradients(&params, &grads, &want),
+        n_params,
+        "{golden}"
+    );
 }

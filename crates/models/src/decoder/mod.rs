@@ -1,12 +1,16 @@
 //! The causal language models, GPT-2 and Llama, behind one type for the commands that only
-//! need a language model: loading a folder, generation with a KV cache, perplexity, export.
-//! What differs (positions learned or rotary, LayerNorm or RMSNorm, GELU or SwiGLU, tied or
-//! untied head) stays in each model's module; this is the dispatch.
+//! need a language model: loading a folder, generation with a KV cache, perplexity, export;
+//! and for their task heads ([`classifier`]). What differs (positions learned or rotary,
+//! LayerNorm or RMSNorm, GELU or SwiGLU, tied or untied head) stays in each model's module;
+//! this is the dispatch.
+
+pub mod classifier;
 
 use crate::gpt::{self, perplexity, Gpt, GptConfig};
 use crate::llama::{self, Llama, LlamaConfig};
 use crate::{hf_config, Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
+use lantern_kernels::Rng;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,10 +26,14 @@ impl DecoderConfig {
     /// Reads a transformers `config.json` of a `GPT2LMHeadModel` or `LlamaForCausalLM`, by its
     /// `model_type` (GPT-2 when absent, as folders written before it existed).
     pub fn from_hf(path: &Path) -> Result<Self> {
-        let v = hf_config::read_json(path)?;
+        Self::from_json(&hf_config::read_json(path)?, path)
+    }
+
+    /// [`DecoderConfig::from_hf`] of the parsed file (`path` is for messages).
+    pub(crate) fn from_json(v: &Value, path: &Path) -> Result<Self> {
         match v.get("model_type").and_then(Value::as_str) {
-            Some("llama") => Ok(Self::Llama(llama::hf::config_from_json(&v, path)?)),
-            Some("gpt2") | None => Ok(Self::Gpt(gpt::hf::config_from_json(&v, path)?)),
+            Some("llama") => Ok(Self::Llama(llama::hf::config_from_json(v, path)?)),
+            Some("gpt2") | None => Ok(Self::Gpt(gpt::hf::config_from_json(v, path)?)),
             Some(other) => Err(Error::File {
                 path: path.to_path_buf(),
                 msg: format!(
@@ -41,6 +49,66 @@ impl DecoderConfig {
         match self {
             Self::Gpt(_) => "GPT2LMHeadModel",
             Self::Llama(_) => "LlamaForCausalLM",
+        }
+    }
+
+    /// transformers' `model_type`.
+    pub fn model_type(&self) -> &'static str {
+        match self {
+            Self::Gpt(_) => "gpt2",
+            Self::Llama(_) => "llama",
+        }
+    }
+
+    /// The width of the hidden states.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Gpt(c) => c.n_embd,
+            Self::Llama(c) => c.hidden_size,
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Gpt(c) => c.n_layer,
+            Self::Llama(c) => c.num_hidden_layers,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::Gpt(c) => c.validate(),
+            Self::Llama(c) => c.validate(),
+        }
+    }
+
+    /// Refuses sizes no real model has, naming `path`.
+    pub fn check_plausible(&self, path: &Path) -> Result<()> {
+        match self {
+            Self::Gpt(c) => gpt::hf::check_plausible(c, path),
+            Self::Llama(c) => llama::hf::check_plausible(c, path),
+        }
+    }
+
+    /// A fresh model, initialised as transformers initialises the family.
+    pub fn init_params(&self, rng: &mut Rng, device: &Device, dtype: DType) -> Result<Params> {
+        match self {
+            Self::Gpt(c) => gpt::init_params(c, rng, device, dtype),
+            Self::Llama(c) => llama::init_params(c, rng, device, dtype),
+        }
+    }
+
+    /// [`Params`] from named tensors in HF names, checked against the config (see the
+    /// family's `params_from_tensors`). `path` is for messages.
+    pub fn params_from_tensors(
+        &self,
+        tensors: BTreeMap<String, Tensor>,
+        path: &Path,
+        dtype: DType,
+    ) -> Result<Params> {
+        match self {
+            Self::Gpt(c) => gpt::hf::params_from_tensors(tensors, c, path, dtype),
+            Self::Llama(c) => llama::hf::params_from_tensors(tensors, c, path, dtype),
         }
     }
 
@@ -126,6 +194,22 @@ impl Decoder {
         match self {
             Self::Gpt(m) => m.config().n_positions,
             Self::Llama(m) => m.config().max_position_embeddings,
+        }
+    }
+
+    /// ids: (B, T) u32 → the last block's output (B, T, C), before the final norm.
+    pub fn last_block_output(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        match self {
+            Self::Gpt(m) => m.last_block_output(ids, mode),
+            Self::Llama(m) => m.last_block_output(ids, mode),
+        }
+    }
+
+    /// The final norm (GPT-2's `ln_f`, Llama's `norm`) of the last block's output.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Gpt(m) => m.final_norm(x),
+            Self::Llama(m) => m.final_norm(x),
         }
     }
 
