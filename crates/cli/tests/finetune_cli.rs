@@ -2445,3 +2445,135 @@ fn a_pretrained_gpt2_fine_tunes_for_sequence_and_token_classification() {
         "{e}"
     );
 }
+
+/// A Llama pretrained with `lantern train` on real text (fortunes), fine-tuned from its run
+/// folder: `LlamaForSequenceClassification` learns the classes, pads with the end-of-text id,
+/// exports as transformers' class and names (no `lm_head`), evaluates from the export as it did
+/// in training, recomputes activations to the same losses; `LlamaForTokenClassification` learns
+/// the tags; the settings Llama has no place for are refused by name.
+#[test]
+fn a_pretrained_llama_fine_tunes_for_sequence_and_token_classification() {
+    let f = Fixture::new();
+    let llama_run = f.root.join("llama");
+    let pretrain = f.root.join("llama-pretrain.toml");
+    std::fs::write(
+        &pretrain,
+        format!(
+            "[model]\npreset = \"llama-tiny\"\nn_layer = 2\nn_embd = 32\nn_head = 4\n\
+             n_kv_head = 2\nintermediate_size = 64\nn_positions = 32\n\
+             [data]\ndir = {:?}\n\
+             [train]\nbatch_size = 4\nseq_len = 32\nmax_steps = 40\nlr = 1e-2\nwarmup_steps = 5\n\
+             eval_every = 20\neval_batches = 2\nlog_every = 10\n\
+             [checkpoint]\nevery = 20\nkeep = 5\n[run]\ndir = {:?}\n",
+            common::prepared_data(),
+            llama_run
+        ),
+    )
+    .unwrap();
+    common::train_ok(&pretrain, &[]);
+    let model = format!("init_from = {llama_run:?}");
+    let plain = ("train.jsonl", "val.jsonl", "");
+    let cls = |name: &str, train: &str| f.config_with(name, (&model, 32), plain, train, PATIENT);
+    let out = lantern_ok(&[
+        "finetune",
+        "--config",
+        p(&cls(
+            "llama-cls",
+            "epochs = 10\nlr = 3e-3\neval_every_steps = 4",
+        )),
+    ]);
+    assert!(
+        out.contains("newly initialised")
+            && out.contains("score.weight")
+            && out.contains("unused tensors")
+            && out.contains("lm_head.weight"),
+        "{out}"
+    );
+    let run = f.root.join("llama-cls");
+    let best = best_of(&run, "accuracy");
+    assert!(best >= 0.9, "best accuracy {best}\n{out}");
+
+    let c = exported_config(&run);
+    assert_eq!(c["architectures"][0], "LlamaForSequenceClassification");
+    assert_eq!(c["model_type"], "llama");
+    assert_eq!(c["problem_type"], "single_label_classification");
+    let tok = lantern_data::tokenizer::load_tokenizer(&run.join("model/tokenizer.json")).unwrap();
+    let eot = tok.token_to_id(lantern_data::tokenizer::EOT).unwrap();
+    assert_eq!(c["pad_token_id"], eot);
+    let names = common::read_f32_tensors(&run.join("model/model.safetensors"));
+    assert!(names.iter().any(|(n, _)| n == "score.weight"));
+    for (n, _) in &names {
+        assert!(n.starts_with("model.") || n == "score.weight", "{n}");
+    }
+    // eval of the export reproduces the best evaluation.
+    let metrics = f.root.join("llama-eval.json");
+    let (_, m) = eval_json(&run.join("model"), &f.root.join("val.jsonl"), &metrics, &[]);
+    assert_eq!(m["accuracy"].as_f64().unwrap(), best);
+    // A classifier is not a language model to sample from.
+    let e = lantern_err(&[
+        "generate",
+        "--model",
+        p(&run.join("model")),
+        "--prompt",
+        "the",
+    ]);
+    assert!(
+        e.contains("LlamaForSequenceClassification") && e.contains("predict"),
+        "{e}"
+    );
+
+    // Activation checkpointing recomputes the blocks: the same losses.
+    let short = "max_steps = 4\nlr = 3e-3";
+    finetune_quiet(&cls("llama-keep", short), &[]);
+    let ac = format!("{short}\nactivation_checkpointing = true");
+    finetune_quiet(&cls("llama-recompute", &ac), &[]);
+    let (a, b) = (
+        train_losses(&f.root.join("llama-keep")),
+        train_losses(&f.root.join("llama-recompute")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "{a:?} vs {b:?}");
+    }
+
+    // Token classification: LlamaForTokenClassification, the head `score` with a bias.
+    write_tagged(&f.root);
+    let tagged = (
+        "tok_train.jsonl",
+        "tok_val.conll",
+        "problem_type = \"token_classification\"",
+    );
+    let tag_cfg = f.config_with(
+        "llama-tok",
+        (&model, 32),
+        tagged,
+        "epochs = 30\nlr = 3e-3",
+        "metric = \"f1\"",
+    );
+    let out = lantern_ok(&["finetune", "--config", p(&tag_cfg)]);
+    assert!(
+        out.contains("score.weight") && out.contains("score.bias"),
+        "{out}"
+    );
+    let tag_run = f.root.join("llama-tok");
+    let best_f1 = best_of(&tag_run, "f1");
+    assert!(best_f1 >= 0.8, "best entity F1 {best_f1}\n{out}");
+    let c = exported_config(&tag_run);
+    assert_eq!(c["architectures"][0], "LlamaForTokenClassification");
+    assert_eq!(c["classifier_dropout"], Value::Null);
+    let metrics = f.root.join("llama-tok-eval.json");
+    let (_, m) = eval_json(&tag_run, &f.root.join("tok_val.conll"), &metrics, &[]);
+    assert_eq!(m["f1"].as_f64().unwrap(), best_f1);
+
+    // Llama has no dropout in its transformer, and its sequence classifier none of its own.
+    for (key, wants) in [
+        ("hidden_dropout_prob = 0.1", "model.hidden_dropout_prob"),
+        ("attention_probs_dropout_prob = 0.1", "no dropout"),
+        ("classifier_dropout = 0.2", "model.classifier_dropout"),
+    ] {
+        let m = format!("{model}\n{key}");
+        let cfg = f.config_with("llama-drop", (&m, 16), plain, short, "");
+        let e = lantern_err(&["finetune", "--config", p(&cfg), "--quiet"]);
+        assert!(e.contains(wants) && e.contains("Llama"), "{key}: {e}");
+    }
+}

@@ -138,7 +138,7 @@ fn llama_loss_falls_on_real_text_and_its_checkpoint_is_a_transformers_folder() {
     let ppl = a["perplexity"].as_f64().unwrap();
     assert!(ppl.is_finite() && ppl < 512.0, "{a}");
 
-    // Task heads are not built for Llama: the fine-tuning commands say so, naming the file.
+    // A language model has no task head to evaluate: the fine-tuning commands say so.
     let e = lantern_err(&[
         "eval",
         "--checkpoint",
@@ -147,7 +147,7 @@ fn llama_loss_falls_on_real_text_and_its_checkpoint_is_a_transformers_folder() {
         &s(&tmp.path().join("none.jsonl")),
     ]);
     assert!(
-        e.contains("config.json") && e.contains("LlamaForSequenceClassification"),
+        e.contains("config.json") && e.contains("LlamaForCausalLM language model"),
         "{e}"
     );
 

@@ -287,12 +287,21 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     );
     if !unlabelled && (!head.is_some_and(BertHead::is_classifier) || cfg.num_labels() < min_labels)
     {
-        return Err(Error::Checkpoint {
-            path: dir.join(CONFIG_FILE),
-            msg: "not a BertForSequenceClassification or BertForTokenClassification config \
-                  (or another family's, or GPT-2's) with id2label, nor a \
+        let msg = match (&cfg, head) {
+            // A language model: the classifier is what fine-tuning it makes.
+            (TaskConfig::Decoder(c), None) => format!(
+                "a {} language model, not a fine-tuned classifier: fine-tune it first \
+                 (`lantern finetune` with model.init_from)",
+                c.lm.architecture()
+            ),
+            _ => "not a BertForSequenceClassification or BertForTokenClassification config \
+                  (or another family's, or GPT-2's or Llama's) with id2label, nor a \
                   BertForQuestionAnswering or BertForMultipleChoice config"
                 .into(),
+        };
+        return Err(Error::Checkpoint {
+            path: dir.join(CONFIG_FILE),
+            msg,
         });
     }
     let params = load_trained(&dir.join(checkpoint::MODEL_FILE), &cfg, problem, device)?;
