@@ -30,10 +30,20 @@ pre-tokenizer itself, see `word_tokenizer`). Both pad batches on the right with 
 Lantern picks: config.json's pad_token_id, else its eos_token_id, else the tokenizer's
 `<|endoftext|>`. The dropout rates are config.json's (resid_pdrop, embd_pdrop, attn_pdrop: the
 pretraining run's), as in Lantern.
+A Llama folder (model_type "llama", e.g. `lantern export` of a Llama run: a LlamaForCausalLM)
+fine-tunes the same way as `lantern finetune` does it from a Llama checkpoint:
+LlamaForSequenceClassification (a fresh `score` without bias on the rightmost token that is not
+the padding id) or LlamaForTokenClassification (dropout `classifier_dropout`, else 0.1, then a
+fresh `score` with bias at every position), the lm_head dropped; padding as above (the
+end-of-text token: the first of `<|endoftext|>`, `</s>`, `<|end_of_text|>` the tokenizer holds),
+and the padding id's embedding row gets no gradient in both (transformers' padding_idx); words
+for `tags` are encoded with the prefix space as for GPT-2 (a byte-level BPE tokenizer.json, as
+`lantern prepare` writes, is what `word_tokenizer` needs). A Llama has no dropout but the token
+classifier's.
 
 `--task tags` is token classification as transformers' run_ner does it: word-level data
 (JSONL `tokens`/`tags`, or CoNLL), BertForTokenClassification (GPT2ForTokenClassification for a
-GPT-2 folder), the words tokenised with
+GPT-2 folder, LlamaForTokenClassification for a Llama one), the words tokenised with
 `is_split_into_words=True` and each word's tag on its first sub-token (-100 elsewhere), and
 seqeval's entity-level scores; `--metric f1` and the JSON line holds "test_f1",
 "test_precision", "test_recall" and "test_accuracy".
@@ -160,16 +170,31 @@ def word_tokenizer(path, **kwargs):
                                    add_prefix_space=True, **kwargs)
 
 
+# Decoder families that fine-tune as `lantern finetune` does them (config.json's model_type), and
+# the end-of-text tokens Lantern pads with when config.json names no padding or end id, in order.
+DECODERS = ("gpt2", "llama")
+ENDS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
+
+
 def gpt2_classifier(path, labels, tags=False):
     """The tokenizer (padding with Lantern's padding id) and a GPT2ForSequenceClassification
     with a fresh `score` over `labels` (with `tags`, a GPT2ForTokenClassification with a fresh
-    `classifier` and a tokenizer for pre-split words), from a GPT-2 folder."""
-    from transformers import GPT2ForSequenceClassification, GPT2ForTokenClassification, PreTrainedTokenizerFast
-    eot = "<|endoftext|>"
+    `classifier` and a tokenizer for pre-split words), from a GPT-2 folder; from a Llama folder
+    LlamaForSequenceClassification / LlamaForTokenClassification (a fresh `score` both)."""
+    from tokenizers import Tokenizer
+    from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassification,
+                              LlamaForSequenceClassification, LlamaForTokenClassification,
+                              PreTrainedTokenizerFast)
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    # The folder's tokenizer.json exactly as Lantern reads it. (AutoTokenizer also loads a folder
-    # with only config.json and tokenizer.json, as a GPT2Tokenizer; same ids on the fortunes.)
+    classes = {"gpt2": (GPT2ForSequenceClassification, GPT2ForTokenClassification),
+               "llama": (LlamaForSequenceClassification, LlamaForTokenClassification)}[cfg["model_type"]]
+    vocab = Tokenizer.from_file(os.path.join(path, "tokenizer.json")).get_vocab()
+    eot = next((t for t in ENDS if t in vocab), ENDS[0])
+    # The folder's tokenizer.json exactly as Lantern reads it. (AutoTokenizer also loads a GPT-2
+    # folder with only config.json and tokenizer.json, as a GPT2Tokenizer; same ids on the
+    # fortunes. A Llama folder loads as the generic fast tokenizer, which ignores
+    # add_prefix_space: word_tokenizer writes it into the pre-tokenizer.)
     if tags:
         tok = word_tokenizer(path, eos_token=eot)
     else:
@@ -184,7 +209,7 @@ def gpt2_classifier(path, labels, tags=False):
                  f"tokenizer no {eot})")
     tok.pad_token = tok.convert_ids_to_tokens(pad)
     tok.padding_side = "right"
-    model = (GPT2ForTokenClassification if tags else GPT2ForSequenceClassification).from_pretrained(
+    model = classes[1 if tags else 0].from_pretrained(
         path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -294,9 +319,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    gpt2 = model_type(args.model) == "gpt2"
-    if gpt2 and args.task not in ("classes", "tags"):
-        sys.exit(f"--task {args.task}: a GPT-2 model has sequence and token classifiers only "
+    decoder = model_type(args.model) in DECODERS
+    if decoder and args.task not in ("classes", "tags"):
+        sys.exit(f"--task {args.task}: a GPT-2 or Llama model has sequence and token classifiers only "
                  f"(--task classes or tags)")
     if args.group_by_length and args.task not in ("classes", "tags"):
         sys.exit("--group-by-length: classes and tags only")
@@ -309,7 +334,7 @@ def main():
     tags = args.task == "tags"
     labels = sorted({t for r in train for t in r["tags"]} if tags else {r["label"] for r in train})
     index = {n: i for i, n in enumerate(labels)}
-    if gpt2:
+    if decoder:
         tok, model = gpt2_classifier(args.model, labels, tags)
     else:
         tok = AutoTokenizer.from_pretrained(args.model)

@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""GPT-2 sequence and token classification parity: a model fine-tuned by `lantern finetune` from
-a GPT checkpoint, run by transformers' GPT2ForSequenceClassification (GPT2ForTokenClassification
-with `--task tags`, below), against the `lantern` binary.
+"""GPT-2 and Llama sequence and token classification parity: a model fine-tuned by `lantern
+finetune` from a GPT checkpoint, run by transformers' GPT2ForSequenceClassification
+(GPT2ForTokenClassification with `--task tags`, below), against the `lantern` binary; from a
+Llama checkpoint (config.json's model_type "llama"), the same checks with
+LlamaForSequenceClassification and LlamaForTokenClassification. The family, its classes and the
+end-of-text token come from config.json's model_type and the tokenizer: the first of
+`<|endoftext|>`, `</s>`, `<|end_of_text|>` it holds, as Lantern picks its padding id
+(`<|endoftext|>` for `lantern prepare`'s byte-level BPE, which both families use).
 
     python scripts/gpt2_cls_parity.py --lantern target/release/lantern --run RUN
         --data validation.jsonl [--test test.jsonl] --max-length 64 --work DIR
@@ -10,8 +15,8 @@ with `--task tags`, below), against the `lantern` binary.
 
 RUN is the fine-tuning run folder; RUN/model is its export (config.json, model.safetensors,
 tokenizer.json). Checks, fp32, logits within 1e-4 max abs:
-1. config.json names GPT2ForSequenceClassification, single-label, and pad_token_id is the
-   tokenizer's `<|endoftext|>` id.
+1. config.json names GPT2ForSequenceClassification (LlamaForSequenceClassification), single-label,
+   and pad_token_id is the tokenizer's end-of-text (`<|endoftext|>`) id.
 2. Tokenisation: the export's tokenizer.json (tokenizers.Tokenizer) adds no special tokens
    (the ids with and without them are the same), and transformers' PreTrainedTokenizerFast on
    the same file gives the same ids; the texts are truncated to --max-length tokens.
@@ -29,17 +34,22 @@ tokenizer.json). Checks, fp32, logits within 1e-4 max abs:
 `--task tags`, a token classifier (`data.problem_type = "token_classification"`; --data and
 --test word-level JSONL {tokens, tags} or CoNLL), fp32, logits within 1e-4 max abs and
 probabilities within 1e-5:
-1. config.json names GPT2ForTokenClassification, pad_token_id is the `<|endoftext|>` id; the
-   classifier dropout transformers builds (config.json's classifier_dropout, else 0.1) is printed.
+1. config.json names GPT2ForTokenClassification (LlamaForTokenClassification), pad_token_id is the
+   end-of-text (`<|endoftext|>`) id; the classifier dropout transformers builds (config.json's
+   classifier_dropout, else 0.1) is printed.
 2. Tokenisation as run_ner does it with `add_prefix_space=True`: the words through
    PreTrainedTokenizerFast with `is_split_into_words=True`, truncated to --max-length, the
    tokenizer.json's ByteLevel pre-tokenizer with add_prefix_space set
    (finetune_torch.word_tokenizer; whether the add_prefix_space argument alone reaches the
    pre-tokenizer is printed), against tokenizers.Tokenizer with that pre-tokenizer
    (is_pretokenized) and AutoTokenizer.from_pretrained(RUN/model, add_prefix_space=True), run_ner's
-   loading: ids and word ids identical; no special tokens. Each word is read at its first
-   sub-token; the words whose first sub-token is cut away get no tag, and must be exactly the
-   words `lantern predict` leaves without one (null).
+   loading: ids and word ids identical; no special tokens. For a Llama the AutoTokenizer line is
+   printed, not checked: run_ner passes add_prefix_space only for bloom, gpt2, roberta and
+   deberta, and AutoTokenizer loads a Llama folder's tokenizer.json as the generic fast tokenizer,
+   which keeps the file's pre-tokenizer (no prefix space) with or without the flag (transformers
+   5.24); Lantern encodes the words of its byte-level BPE with the prefix space in both
+   families. Each word is read at its first sub-token; the words whose first sub-token is cut
+   away get no tag, and must be exactly the words `lantern predict` leaves without one (null).
 3. Logits at each word's first sub-token, the ids padded on the right with pad_token_id, with
    the attention mask, against `lantern predict`'s per-word "logits" and its "scores" (the
    softmax probability of the predicted tag): the same batches (64 in both), transformers in
@@ -60,14 +70,40 @@ import sys
 
 import torch
 from tokenizers import Tokenizer
-from transformers import GPT2ForSequenceClassification, GPT2ForTokenClassification, PreTrainedTokenizerFast
+from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassification,
+                          LlamaForSequenceClassification, LlamaForTokenClassification, PreTrainedTokenizerFast)
 from transformers.utils import logging as hf_logging
 
 from finetune_torch import macro, read, word_tokenizer
 
 TOL = 1e-4
 PROB_TOL = 1e-5
-EOT = "<|endoftext|>"
+# Per config.json's model_type: the family's name, its sequence and token classifiers.
+FAMILIES = {
+    "gpt2": ("GPT-2", GPT2ForSequenceClassification, GPT2ForTokenClassification),
+    "llama": ("Llama", LlamaForSequenceClassification, LlamaForTokenClassification),
+}
+# The end-of-text tokens Lantern pads with when config.json names no pad_token_id, in its order.
+ENDS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
+# The model types run_ner loads the tokenizer of with add_prefix_space=True.
+RUN_NER_PREFIX_SPACE = {"bloom", "gpt2", "roberta", "deberta"}
+
+
+def family(cfg):
+    """(name, sequence classifier class, token classifier class) of config.json's model_type."""
+    mt = cfg.get("model_type")
+    if mt not in FAMILIES:
+        sys.exit(f"config.json's model_type {mt!r}: only {', '.join(FAMILIES)} are checked here")
+    return FAMILIES[mt]
+
+
+def end_of_text(tokenizer):
+    """(token, id) of the first end-of-text token the tokenizers.Tokenizer holds."""
+    for t in ENDS:
+        i = tokenizer.token_to_id(t)
+        if i is not None:
+            return t, i
+    sys.exit(f"the tokenizer holds none of {', '.join(ENDS)}")
 
 
 def run(cmd):
@@ -165,13 +201,14 @@ def main():
     # 1. The config.
     with open(os.path.join(export, "config.json")) as f:
         cfg = json.load(f)
+    fam, cls, _ = family(cfg)
     raw = Tokenizer.from_file(os.path.join(export, "tokenizer.json"))
-    eot = raw.token_to_id(EOT)
-    ok &= check("config.json", cfg["architectures"] == ["GPT2ForSequenceClassification"]
+    eot_token, eot = end_of_text(raw)
+    ok &= check("config.json", cfg["architectures"] == [cls.__name__]
                 and cfg["problem_type"] == "single_label_classification" and cfg.get("pad_token_id") == eot,
                 f"{cfg['architectures'][0]}, {cfg['problem_type']}, pad_token_id {cfg.get('pad_token_id')} "
-                f"({EOT} is {eot}), {len(cfg['id2label'])} labels")
-    model = GPT2ForSequenceClassification.from_pretrained(export, dtype=torch.float32).eval()
+                f"({eot_token} is {eot}), {len(cfg['id2label'])} labels")
+    model = cls.from_pretrained(export, dtype=torch.float32).eval()
     pad = model.config.pad_token_id
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
@@ -185,7 +222,7 @@ def main():
                 f"{'identical' if with_special == full else 'differ'}")
     raw.enable_truncation(args.max_length)
     ids = [e.ids for e in raw.encode_batch(texts)]
-    fast = PreTrainedTokenizerFast(tokenizer_file=os.path.join(export, "tokenizer.json"), pad_token=EOT)
+    fast = PreTrainedTokenizerFast(tokenizer_file=os.path.join(export, "tokenizer.json"), pad_token=eot_token)
     fast_ids = fast(texts, truncation=True, max_length=args.max_length)["input_ids"]
     ok &= check("PreTrainedTokenizerFast on the same tokenizer.json", fast_ids == ids,
                 f"ids {'identical' if fast_ids == ids else 'differ'}; pad token {fast.pad_token!r} = {fast.pad_token_id}")
@@ -251,13 +288,13 @@ def main():
 
     print()
     if ok:
-        print(f"PASS: GPT2ForSequenceClassification fine-tuned by Lantern agrees with transformers "
+        print(f"PASS: {cls.__name__} fine-tuned by Lantern agrees with transformers "
               f"{transformers_version()}: max abs logit diff {max(diffs.values()):.3e} over {len(ids)} validation "
               f"rows and 4 batchings (tolerance {TOL:.0e}); validation accuracy {hf_acc:.4f} (transformers) = "
               f"{ev['accuracy']:.4f} (lantern eval), macro-F1 {hf_f1:.4f}"
               + (f"; test accuracy {test_acc:.4f} = test_metrics.json" if test_acc is not None else ""))
         return 0
-    print("FAIL: GPT-2 sequence classification parity: see the FAIL lines above")
+    print(f"FAIL: {fam} sequence classification parity: see the FAIL lines above")
     return 1
 
 
@@ -353,21 +390,22 @@ def tags_main(args, w, export):
     # 1. The config.
     with open(os.path.join(export, "config.json")) as f:
         cfg = json.load(f)
+    fam, _, cls = family(cfg)
     tok_file = os.path.join(export, "tokenizer.json")
     raw = Tokenizer.from_file(tok_file)
-    eot = raw.token_to_id(EOT)
-    model = GPT2ForTokenClassification.from_pretrained(export, dtype=torch.float32).eval()
+    eot_token, eot = end_of_text(raw)
+    model = cls.from_pretrained(export, dtype=torch.float32).eval()
     pad = model.config.pad_token_id
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    ok &= check("config.json", cfg["architectures"] == ["GPT2ForTokenClassification"] and cfg.get("pad_token_id") == eot,
-                f"{cfg['architectures'][0]}, pad_token_id {cfg.get('pad_token_id')} ({EOT} is {eot}), "
+    ok &= check("config.json", cfg["architectures"] == [cls.__name__] and cfg.get("pad_token_id") == eot,
+                f"{cfg['architectures'][0]}, pad_token_id {cfg.get('pad_token_id')} ({eot_token} is {eot}), "
                 f"labels {names}; classifier_dropout {cfg.get('classifier_dropout')} in config.json, "
                 f"transformers' dropout p={model.dropout.p}")
 
     # 2. Tokenisation.
     rows = read(args.data)
     words = [r["tokens"] for r in rows]
-    fast = word_tokenizer(export, pad_token=EOT)
+    fast = word_tokenizer(export, pad_token=eot_token)
     enc = fast(words, is_split_into_words=True, truncation=True, max_length=args.max_length)
     ids = enc["input_ids"]
     wids = [enc.word_ids(i) for i in range(len(rows))]
@@ -387,8 +425,27 @@ def tags_main(args, w, export):
     hf_logging.set_verbosity_error()
     auto = AutoTokenizer.from_pretrained(export, add_prefix_space=True)
     auto_ids = auto(words, is_split_into_words=True, truncation=True, max_length=args.max_length)["input_ids"]
-    ok &= check("run_ner's AutoTokenizer.from_pretrained(model, add_prefix_space=True)", auto_ids == ids,
-                f"{type(auto).__name__}: ids {'identical' if auto_ids == ids else 'differ'}")
+    if cfg["model_type"] in RUN_NER_PREFIX_SPACE:
+        ok &= check("run_ner's AutoTokenizer.from_pretrained(model, add_prefix_space=True)", auto_ids == ids,
+                    f"{type(auto).__name__}: ids {'identical' if auto_ids == ids else 'differ'}")
+    else:
+        # run_ner asks for the prefix space only for RUN_NER_PREFIX_SPACE; a Llama folder (no
+        # tokenizer_config.json) loads as the generic fast tokenizer, which keeps the file's
+        # pre-tokenizer with or without the flag. Lantern encodes words of a byte-level BPE with
+        # the prefix space whatever the family, as `word_tokenizer` does: that is the reference.
+        plain_auto = AutoTokenizer.from_pretrained(export)
+        plain_ids = plain_auto(words, is_split_into_words=True, truncation=True,
+                               max_length=args.max_length)["input_ids"]
+        pre = json.loads(auto.backend_tokenizer.pre_tokenizer.__getstate__())
+
+        def differ(x):
+            n = sum(a != b for a, b in zip(x, ids))
+            return f"differ in {n} of {len(ids)} rows" if n else "identical"
+        print(f"     not checked: run_ner passes add_prefix_space=True only for model_type "
+              f"{', '.join(sorted(RUN_NER_PREFIX_SPACE))}, not {cfg['model_type']}; AutoTokenizer.from_pretrained(model) "
+              f"(run_ner's call here) gives {type(plain_auto).__name__}, ids {differ(plain_ids)}; with "
+              f"add_prefix_space=True {type(auto).__name__}, pre-tokenizer add_prefix_space "
+              f"{pre.get('add_prefix_space')}, ids {differ(auto_ids)}")
     flag_only = PreTrainedTokenizerFast(tokenizer_file=tok_file, add_prefix_space=True)
     flag_ids = flag_only(words, is_split_into_words=True, truncation=True, max_length=args.max_length)["input_ids"]
     flag_pre = json.loads(flag_only.backend_tokenizer.pre_tokenizer.__getstate__())
@@ -499,13 +556,13 @@ def tags_main(args, w, export):
 
     print()
     if ok:
-        print(f"PASS: GPT2ForTokenClassification fine-tuned by Lantern agrees with transformers "
+        print(f"PASS: {cls.__name__} fine-tuned by Lantern agrees with transformers "
               f"{transformers_version()}: max abs first-sub-token logit diff {max(diffs.values()):.3e}, probability "
               f"{max(pdiffs.values()):.3e}, over {n_words} validation words and 4 batchings; validation entity F1 "
               f"{sc['f1']:.4f} and word accuracy {sc['accuracy']:.4f} (transformers, {by}) = lantern eval's"
               + (f"; test F1 {test_sc['f1']:.4f} = test_metrics.json" if test_sc is not None else ""))
         return 0
-    print("FAIL: GPT-2 token classification parity: see the FAIL lines above")
+    print(f"FAIL: {fam} token classification parity: see the FAIL lines above")
     return 1
 
 
