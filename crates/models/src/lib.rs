@@ -13,6 +13,8 @@ pub mod llama;
 pub mod params;
 pub mod safetensors_io;
 pub mod task;
+#[cfg(test)]
+mod testutil;
 
 pub use error::{Error, Result};
 pub use hf_config::LoadReport;

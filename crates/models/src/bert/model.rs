@@ -1033,6 +1033,7 @@ impl BertClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::max_diff;
 
     /// Asserts every parameter got a finite, non-zero gradient (`what` names the case).
     fn assert_every_parameter_trained(
@@ -1061,11 +1062,6 @@ mod tests {
         let t = Tensor::new(&[5u32, 6, 7, 8, 9, 10, 11, 12, 13, 14], &Device::Cpu).unwrap();
         let w = Tensor::new(&[0f32, 1., 0., 1., 0., 0., 1., 0., 0., 1.], &Device::Cpu).unwrap();
         BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
-        d.max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
     fn tiny(labels: usize) -> BertConfig {

@@ -518,6 +518,7 @@ mod tests {
     use super::*;
     use crate::gpt::GptConfig;
     use crate::llama::LlamaConfig;
+    use crate::testutil::max_diff;
 
     const LABELS: [&str; 3] = ["a", "b", "c"];
 
@@ -584,19 +585,6 @@ mod tests {
             tensors.insert("lm_head.weight".into(), wte);
         }
         tensors
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

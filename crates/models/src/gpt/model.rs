@@ -489,20 +489,7 @@ impl Gpt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Largest |a - b| over two tensors.
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::testutil::max_diff;
 
     fn tiny(dropout: f64) -> GptConfig {
         GptConfig {

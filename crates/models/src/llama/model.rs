@@ -556,20 +556,8 @@ impl Llama {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::max_diff;
     use std::collections::BTreeMap;
-
-    /// Largest |a - b| over two tensors (compared in f32).
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
-        d.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     fn tiny(kv: usize, tied: bool) -> LlamaConfig {
         LlamaConfig {
