@@ -2505,6 +2505,13 @@ fn a_pretrained_llama_fine_tunes_for_sequence_and_token_classification() {
     for (n, _) in &names {
         assert!(n.starts_with("model.") || n == "score.weight", "{n}");
     }
+    // `lantern export` of the best checkpoint writes the same model.
+    let hf = f.root.join("llama-hf");
+    lantern_ok(&["export", "--model", p(&run.join("best")), "--out", p(&hf)]);
+    assert_eq!(
+        common::read_f32_tensors(&hf.join("model.safetensors")),
+        names
+    );
     // eval of the export reproduces the best evaluation.
     let metrics = f.root.join("llama-eval.json");
     let (_, m) = eval_json(&run.join("model"), &f.root.join("val.jsonl"), &metrics, &[]);
