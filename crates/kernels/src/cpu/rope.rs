@@ -18,6 +18,8 @@
 //! candle's composite ops (`reference::rope`) follow too.
 
 use super::{float_dtype, for_row_blocks, simd_kernel, slice, with_float, Real};
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp3, Error, Layout, Result, Shape, Tensor};
 
@@ -156,6 +158,20 @@ impl CustomOp3 for Rope {
         )
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_x: &CudaStorage,
+        l_x: &Layout,
+        s_cos: &CudaStorage,
+        l_cos: &Layout,
+        s_sin: &CudaStorage,
+        l_sin: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dims = rope_dims(self.name(), "x", l_x.shape(), l_cos.shape(), l_sin.shape())?;
+        crate::cuda::rope::rotate(false, dims, (s_x, l_x), (s_cos, l_cos), (s_sin, l_sin))
+    }
+
     /// dx only: the tables are constants and get no gradient (`None`).
     fn bwd(
         &self,
@@ -192,6 +208,26 @@ impl CustomOp3 for RopeBwd {
             (s_sin, l_sin),
             true,
         )
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s_dy: &CudaStorage,
+        l_dy: &Layout,
+        s_cos: &CudaStorage,
+        l_cos: &Layout,
+        s_sin: &CudaStorage,
+        l_sin: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dims = rope_dims(
+            self.name(),
+            "dy",
+            l_dy.shape(),
+            l_cos.shape(),
+            l_sin.shape(),
+        )?;
+        crate::cuda::rope::rotate(true, dims, (s_dy, l_dy), (s_cos, l_cos), (s_sin, l_sin))
     }
 }
 
