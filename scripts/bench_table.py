@@ -39,6 +39,7 @@ OURS = re.compile(
     r"|gelu_(erf|tanh)_(fwd|bwd)_\w+|grad_norm_finish|grad_(scale|sumsq)_chunks"
     r"|layer_norm_(fwd|bwd_dx|bwd_dwdb_partial|bwd_dwdb_final)_\w+"
     r"|rms_norm_(fwd|bwd_dx|bwd_dw_partial|bwd_dw_final)_\w+"
+    r"|rope_(fwd|bwd)_\w+"
     r"|softmax_(masked_)?(fwd|bwd)_\w+"
     r"|attention_(fwd|bwd_dkdv|bwd_dq)_\w+_hd\d+|attention_bwd_d_\w+"
     r"|bias_(add|gelu_tanh|gelu_erf)_(fwd|bwd_partial)_\w+|bias_bwd_final_\w+"

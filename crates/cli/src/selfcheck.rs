@@ -266,6 +266,8 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
     // RMSNorm draws from a generator of its own, so that the checks after it keep the inputs
     // their tolerances were chosen at (a lone GELU element is ill-conditioned at some draws).
     let rms_rng = &mut Rng::new(17);
+    // RoPE too, for the same reason.
+    let rope_rng = &mut Rng::new(18);
     for dtype in [DType::F32, DType::BF16] {
         // LayerNorm: weights around 1, rows of 1 to 1000 elements (more than a block).
         for shape in [
@@ -322,6 +324,38 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
                 "rms_norm",
                 &xs,
                 &[true; 2],
+                dtype,
+                &f,
+                pick(s, &f, &r),
+            )?;
+        }
+        // RoPE (Llama's) over x (B, T, H, D) with tables (T, D): one pair, halves shorter than
+        // a warp, 33 and 65 pairs (past a warp's first round), Llama's head dims, row counts
+        // that end inside a block of 8 rows. Random tables, not cos and sin of angles: their two
+        // halves differ, so a kernel that reads the wrong half fails. Only x has a gradient.
+        for shape in [
+            &[1, 1, 1, 2][..],
+            &[2, 5, 3, 6],
+            &[1, 7, 2, 66],
+            &[2, 16, 12, 64],
+            &[1, 3, 5, 130],
+            &[2, 33, 3, 128],
+        ] {
+            let (t, d) = (shape[1], shape[3]);
+            let xs = [
+                randn(rope_rng, shape, 1.5)?,
+                randn(rope_rng, &[t, d], 1.0)?,
+                randn(rope_rng, &[t, d], 1.0)?,
+            ];
+            let f = |v: &[Tensor]| ops::rope(&v[0], &v[1], &v[2]);
+            let r = |v: &[Tensor]| reference::rope(&v[0], &v[1], &v[2]);
+            check_op(
+                rep,
+                s,
+                rope_rng,
+                "rope",
+                &xs,
+                &[true, false, false],
                 dtype,
                 &f,
                 pick(s, &f, &r),

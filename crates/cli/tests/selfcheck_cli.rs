@@ -11,6 +11,7 @@ fn cpu_mode_runs_every_check_and_passes() {
     for name in [
         "layer_norm",
         "rms_norm",
+        "rope",
         "gelu_tanh",
         "gelu_erf",
         "softmax_causal",

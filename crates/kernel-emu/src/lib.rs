@@ -33,6 +33,8 @@ pub struct Kernels<T> {
     layer_norm_bwd: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, f32),
     rms_norm_fwd: unsafe extern "C" fn(*const T, *const T, *mut T, i32, i32, f32),
     rms_norm_bwd: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, f32),
+    /// Forward, then backward.
+    rope: [RopeFn<T>; 2],
     gelu_fwd: [unsafe extern "C" fn(*const T, *mut T, usize); 2],
     gelu_bwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 2],
     dropout: unsafe extern "C" fn(*const T, *mut T, usize, u64, u64, f32, f32),
@@ -43,6 +45,7 @@ pub struct Kernels<T> {
     embedding_fwd: unsafe extern "C" fn(*const T, *const u32, *mut T, i32, i32, i32),
     embedding_bwd: EmbBwd<T>,
 }
+type RopeFn<T> = unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, i32, i32);
 type EmbBwd<T> =
     unsafe extern "C" fn(*const u32, *const u32, *const u32, *const T, *mut T, i32, i32);
 type CeFwd<T> =
@@ -69,6 +72,7 @@ impl Float for f32 {
         layer_norm_bwd: ffi::emu_layer_norm_bwd_f32,
         rms_norm_fwd: ffi::emu_rms_norm_fwd_f32,
         rms_norm_bwd: ffi::emu_rms_norm_bwd_f32,
+        rope: [ffi::emu_rope_fwd_f32, ffi::emu_rope_bwd_f32],
         gelu_fwd: [ffi::emu_gelu_tanh_fwd_f32, ffi::emu_gelu_erf_fwd_f32],
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_f32, ffi::emu_gelu_erf_bwd_f32],
         dropout: ffi::emu_dropout_f32,
@@ -91,6 +95,7 @@ impl Float for bf16 {
         layer_norm_bwd: ffi::emu_layer_norm_bwd_bf16,
         rms_norm_fwd: ffi::emu_rms_norm_fwd_bf16,
         rms_norm_bwd: ffi::emu_rms_norm_bwd_bf16,
+        rope: [ffi::emu_rope_fwd_bf16, ffi::emu_rope_bwd_bf16],
         gelu_fwd: [ffi::emu_gelu_tanh_fwd_bf16, ffi::emu_gelu_erf_fwd_bf16],
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_bf16, ffi::emu_gelu_erf_bwd_bf16],
         dropout: ffi::emu_dropout_bf16,
@@ -230,6 +235,46 @@ mod ffi {
             rows: i32,
             c: i32,
             eps: f32,
+        );
+        pub fn emu_rope_fwd_f32(
+            x: *const f32,
+            cos: *const f32,
+            sin: *const f32,
+            y: *mut f32,
+            rows: i32,
+            half: i32,
+            heads: i32,
+            seq: i32,
+        );
+        pub fn emu_rope_fwd_bf16(
+            x: *const bf16,
+            cos: *const bf16,
+            sin: *const bf16,
+            y: *mut bf16,
+            rows: i32,
+            half: i32,
+            heads: i32,
+            seq: i32,
+        );
+        pub fn emu_rope_bwd_f32(
+            dy: *const f32,
+            cos: *const f32,
+            sin: *const f32,
+            dx: *mut f32,
+            rows: i32,
+            half: i32,
+            heads: i32,
+            seq: i32,
+        );
+        pub fn emu_rope_bwd_bf16(
+            dy: *const bf16,
+            cos: *const bf16,
+            sin: *const bf16,
+            dx: *mut bf16,
+            rows: i32,
+            half: i32,
+            heads: i32,
+            seq: i32,
         );
         pub fn emu_gelu_tanh_fwd_f32(x: *const f32, y: *mut f32, n: usize);
         pub fn emu_gelu_tanh_fwd_bf16(x: *const bf16, y: *mut bf16, n: usize);
@@ -640,6 +685,45 @@ pub fn rms_norm_bwd<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f32) -> (Vec<T>, 
     };
     let dw = out.split_off(rows * c);
     (out, dw)
+}
+
+/// rope.cu over x (B, T, `heads`, `d`) with the tables cos, sin (T, `d`): the forward, or with
+/// `backward` the backward formulas (x is then dy, and the result dx).
+pub fn rope<T: Float>(
+    x: &[T],
+    cos: &[T],
+    sin: &[T],
+    heads: usize,
+    d: usize,
+    backward: bool,
+) -> Vec<T> {
+    assert!(
+        d > 0 && d.is_multiple_of(2),
+        "rope: head dim {d} must be even"
+    );
+    let seq = cos.len() / d;
+    need("sin", sin.len(), seq * d);
+    let rows = x.len() / d;
+    assert!(
+        rows == 0 || (heads > 0 && seq > 0),
+        "rope: no heads or no table rows"
+    );
+    let mut y = unwritten::<T>(rows * d);
+    // SAFETY: x and y hold rows * d elements, cos and sin seq * d; the kernel reads table row
+    // (row / heads) % seq < seq.
+    unsafe {
+        (T::K.rope[backward as usize])(
+            x.as_ptr(),
+            cos.as_ptr(),
+            sin.as_ptr(),
+            y.as_mut_ptr(),
+            int(rows),
+            int(d / 2),
+            int(heads),
+            int(seq),
+        )
+    };
+    y
 }
 
 /// GELU form: index into the kernel tables.

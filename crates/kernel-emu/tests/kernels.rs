@@ -336,6 +336,42 @@ fn rms_norm_matches_the_cpu_op() {
     f32_then_bf16(9, rms_norm_case::<f32>, rms_norm_case::<bf16>);
 }
 
+fn rope_case<T: Conv>(rng: &mut Rng) {
+    // (B, T, H, D): one pair; halves shorter than a warp (lanes left idle); 33 and 65 pairs, a
+    // warp's stride past its first round; Llama's head dims; row counts that end inside a block
+    // of 8 rows. Random tables, whose two halves differ, so that a half read from the wrong
+    // side fails.
+    for &(b, t, h, d) in &[
+        (1, 1, 1, 2),
+        (2, 3, 1, 4),
+        (2, 5, 3, 6),
+        (1, 7, 2, 66),
+        (3, 4, 4, 64),
+        (1, 3, 5, 130),
+        (2, 9, 3, 128),
+    ] {
+        let (x, xt) = data::<T>(rng, &[b, t, h, d], 1.5);
+        let (cos, cost) = data::<T>(rng, &[t, d], 1.0);
+        let (sin, sint) = data::<T>(rng, &[t, d], 1.0);
+        let (dy, dyt) = data::<T>(rng, &[b, t, h, d], 1.0);
+        let vx = Var::from_tensor(&xt).unwrap();
+        let y_ref = ops::rope(vx.as_tensor(), &cost, &sint).unwrap();
+        let what = format!("rope ({b}, {t}, {h}, {d})");
+        // The kernel rounds each product and sum as the CPU op does, and once to T: the same
+        // bits, so the tolerance is 0.
+        let y = emu::rope(&x, &cos, &sin, h, d, false);
+        check(&format!("{what} fwd"), &back(&y), &flat(&y_ref), 0.0);
+        let g = grads(&y_ref, &dyt, &[&vx]);
+        let dx = emu::rope(&dy, &cos, &sin, h, d, true);
+        check(&format!("{what} dx"), &back(&dx), &g[0], 0.0);
+    }
+}
+
+#[test]
+fn rope_matches_the_cpu_op() {
+    f32_then_bf16(10, rope_case::<f32>, rope_case::<bf16>);
+}
+
 fn gelu_case<T: Conv>(rng: &mut Rng) {
     // 1 and 7 leave most of a block idle; 70_001 ends inside the last of 274 blocks.
     for &n in &[1usize, 7, 1000, 70_001] {

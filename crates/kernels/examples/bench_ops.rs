@@ -102,6 +102,17 @@ fn main() -> Result<()> {
             Box::new(|x| reference::rms_norm(&x[0], &x[1], 1e-5)),
         ),
         (
+            format!("rope ({b}, {t}, {h}, {})", c / h),
+            vec![
+                randn(&mut rng, &[b, t, h, c / h])?,
+                randn(&mut rng, &[t, c / h])?,
+                randn(&mut rng, &[t, c / h])?,
+            ],
+            vec![true, false, false],
+            Box::new(|x| ops::rope(&x[0], &x[1], &x[2])),
+            Box::new(|x| reference::rope(&x[0], &x[1], &x[2])),
+        ),
+        (
             format!("masked_softmax ({b}, {h}, {t}, {t}) causal"),
             vec![randn(&mut rng, &[b, h, t, t])?],
             vec![true],

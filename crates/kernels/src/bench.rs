@@ -14,6 +14,7 @@ use crate::cpu::{
     gelu::{Gelu, GeluBwd},
     layer_norm::LayerNormBwd,
     rms_norm::RmsNormBwd,
+    rope::RopeBwd,
     softmax::MaskedSoftmaxBwd,
 };
 use crate::{adamw_update, grad_norm, ops, scale_grads, AdamWHyper, Rng};
@@ -380,6 +381,28 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
                 .map(drop)
         })?;
         push("rms_norm_bwd", &[n, c], dt, 3 * (n * c) as u64 * s, tm, "");
+    }
+
+    // RoPE (Llama's) over the queries (B, T, H, hd), hd = C / H, with tables (T, hd): forward
+    // reads x and the tables and writes y; backward reads dy and the tables and writes dx.
+    // Skipped where hd is odd (no RoPE there).
+    let hd = c / h;
+    if c.is_multiple_of(h) && hd.is_multiple_of(2) {
+        let shape = [b, t, h, hd];
+        let bytes = (2 * (n * c) + 2 * (t * hd)) as u64 * s;
+        let sets = rotation(bytes);
+        let xs = randn_sets(&mut rng, sets, &shape, 1.0, dt, dev)?;
+        let cos = randn(&mut rng, &[t, hd], 1.0, dt, dev)?;
+        let sin = randn(&mut rng, &[t, hd], 1.0, dt, dev)?;
+        let dys = randn_sets(&mut rng, sets, &shape, 1.0, dt, dev)?;
+        let tm = timed(2, &mut |k| ops::rope(&xs[k % sets], &cos, &sin).map(drop))?;
+        push("rope_fwd", &shape, dt, bytes, tm, "");
+        let tm = timed(2, &mut |k| {
+            dys[k % sets]
+                .apply_op3_no_bwd(&cos, &sin, &RopeBwd)
+                .map(drop)
+        })?;
+        push("rope_bwd", &shape, dt, bytes, tm, "");
     }
 
     // GELU (tanh form, GPT-2's) over the MLP's (N, 4C), alone and with c_fc's bias.
@@ -814,6 +837,8 @@ mod tests {
             "layer_norm_bwd",
             "rms_norm_fwd",
             "rms_norm_bwd",
+            "rope_fwd",
+            "rope_bwd",
             "gelu_tanh_fwd",
             "gelu_tanh_bwd",
             "softmax_causal_fwd",
@@ -833,10 +858,15 @@ mod tests {
         }
         // RMSNorm over (tokens, n_embd) = (32, 8) in f32: x read and y written; x, dy read
         // and dx written.
-        let rms = |k: &str| r.iter().find(|r| r.kernel == k).unwrap();
-        assert_eq!(rms("rms_norm_fwd").shape, [32, 8]);
-        assert_eq!(rms("rms_norm_fwd").bytes, 2 * 32 * 8 * 4);
-        assert_eq!(rms("rms_norm_bwd").bytes, 3 * 32 * 8 * 4);
+        let row = |k: &str| r.iter().find(|r| r.kernel == k).unwrap();
+        assert_eq!(row("rms_norm_fwd").shape, [32, 8]);
+        assert_eq!(row("rms_norm_fwd").bytes, 2 * 32 * 8 * 4);
+        assert_eq!(row("rms_norm_bwd").bytes, 3 * 32 * 8 * 4);
+        // RoPE over (B, T, H, hd) = (2, 16, 2, 4) with (16, 4) tables: x (or dy) read, y (or
+        // dx) written, both tables read.
+        assert_eq!(row("rope_fwd").shape, [2, 16, 2, 4]);
+        assert_eq!(row("rope_fwd").bytes, (2 * 32 * 8 + 2 * 16 * 4) * 4);
+        assert_eq!(row("rope_bwd").bytes, (2 * 32 * 8 + 2 * 16 * 4) * 4);
         let softmax = r.iter().find(|r| r.kernel == "softmax_bwd").unwrap();
         assert_eq!(softmax.shape, [2, 2, 16, 16]);
         assert_eq!(softmax.bytes, 3 * 2 * 2 * 16 * 16 * 4);

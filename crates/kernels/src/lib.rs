@@ -24,6 +24,6 @@ pub use grad_norm::{clip_grad_norm, grad_norm, scale_grads, ClipOutcome};
 pub use ops::{
     bias_add, bias_gelu_erf, bias_gelu_tanh, causal_attention, causal_mask, causal_mask_after,
     cross_entropy_sum, dropout, embedding, gelu_erf, gelu_tanh, layer_norm, masked_softmax,
-    rms_norm,
+    rms_norm, rope,
 };
 pub use rng::{Rng, RngState};

@@ -18,6 +18,7 @@ use crate::cpu::{
     gelu::Gelu,
     layer_norm::LayerNorm,
     rms_norm::RmsNorm,
+    rope::Rope,
     softmax::MaskedSoftmax,
 };
 use crate::{reference, Rng};
@@ -67,6 +68,27 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let prep = |t: &Tensor| t.to_dtype(ct)?.contiguous();
     prep(x)?
         .apply_op2(&prep(weight)?, RmsNorm { eps })?
+        .to_dtype(dtype)
+}
+
+/// Rotary position embedding (RoPE) as transformers' `apply_rotary_pos_emb`:
+/// `x * cos + rotate_half(x) * sin` with `rotate_half(x) = cat(-x[.., D/2..], x[.., ..D/2])`.
+/// x: (B, T, H, D) with D even; cos, sin: (T, D), row t for the position of x's index t (any
+/// float dtype: they are converted to the kernel's). The output has x's dtype; the products and
+/// sums are computed in f32 (f64 stays f64 on the CPU) and rounded to x's dtype once.
+/// transformers computes in the input dtype and rounds each product and the sum: the same
+/// operations in f32, fewer roundings in bf16. Only x gets a gradient: the tables are constants
+/// of the positions, and the backward returns none for them even when they are variables.
+/// Shapes that do not fit are errors that name them.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if !fused(x.device()) {
+        return reference::rope(x, cos, sin);
+    }
+    let dtype = x.dtype();
+    let ct = kernel_dtype(x.device(), dtype);
+    let prep = |t: &Tensor| t.to_dtype(ct)?.contiguous();
+    prep(x)?
+        .apply_op3(&prep(cos)?, &prep(sin)?, Rope)?
         .to_dtype(dtype)
 }
 

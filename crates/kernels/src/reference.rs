@@ -39,6 +39,28 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         .to_dtype(dtype)
 }
 
+/// Rotary position embedding; see [`crate::ops::rope`]. The composite the Llama model used
+/// before the fused op (`narrow`, `neg`, `cat`, broadcast products and a sum), in f32 (f64
+/// stays f64, for gradient checks) and rounded once back to x's dtype, as the fused op does.
+/// Its backward is candle's autograd through those ops; the tables get a gradient here when
+/// they are variables, which the fused op does not give them.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d =
+        crate::cpu::rope::rope_dims("reference::rope", "x", x.shape(), cos.shape(), sin.shape())?;
+    let (t, hd) = (d.seq, d.head_dim);
+    let dtype = x.dtype();
+    let ct = match dtype {
+        DType::F64 => DType::F64,
+        _ => DType::F32,
+    };
+    let x = x.to_dtype(ct)?;
+    let cos = cos.to_dtype(ct)?.reshape((1, t, 1, hd))?;
+    let sin = sin.to_dtype(ct)?.reshape((1, t, 1, hd))?;
+    let (x1, x2) = (x.narrow(3, 0, hd / 2)?, x.narrow(3, hd / 2, hd / 2)?);
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+    (x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?.to_dtype(dtype)
+}
+
 /// candle's tanh GELU (its backward rounds the constants to six digits).
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     x.gelu()

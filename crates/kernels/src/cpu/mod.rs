@@ -16,6 +16,7 @@ pub mod gelu;
 pub mod layer_norm;
 mod math;
 pub mod rms_norm;
+pub mod rope;
 pub mod softmax;
 
 #[cfg(test)]

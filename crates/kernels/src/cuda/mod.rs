@@ -18,6 +18,7 @@ pub(crate) mod gelu;
 pub(crate) mod grad_norm;
 pub(crate) mod layer_norm;
 pub(crate) mod rms_norm;
+pub(crate) mod rope;
 pub(crate) mod softmax;
 
 use candle_core::cuda::cudarc::driver::{
@@ -32,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub(crate) enum Module {
     LayerNorm,
     RmsNorm,
+    Rope,
     Gelu,
     Softmax,
     CrossEntropy,
@@ -48,6 +50,7 @@ impl Module {
         match self {
             Module::LayerNorm => "lantern_layer_norm",
             Module::RmsNorm => "lantern_rms_norm",
+            Module::Rope => "lantern_rope",
             Module::Gelu => "lantern_gelu",
             Module::Softmax => "lantern_softmax",
             Module::CrossEntropy => "lantern_cross_entropy",
@@ -64,6 +67,7 @@ impl Module {
         match self {
             Module::LayerNorm => include_str!(concat!(env!("OUT_DIR"), "/layer_norm.ptx")),
             Module::RmsNorm => include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx")),
+            Module::Rope => include_str!(concat!(env!("OUT_DIR"), "/rope.ptx")),
             Module::Gelu => include_str!(concat!(env!("OUT_DIR"), "/gelu.ptx")),
             Module::Softmax => include_str!(concat!(env!("OUT_DIR"), "/softmax.ptx")),
             Module::CrossEntropy => include_str!(concat!(env!("OUT_DIR"), "/cross_entropy.ptx")),

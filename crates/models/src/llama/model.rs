@@ -150,12 +150,7 @@ impl Rope {
     /// `x · cos + rotate_half(x) · sin` for x: (B, T, heads, hd), rotate_half(x) =
     /// `cat(-x[.., hd/2..], x[.., ..hd/2])` (transformers' `apply_rotary_pos_emb`).
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, t, _, hd) = x.dims4()?;
-        let cos = self.cos.reshape((1, t, 1, hd))?;
-        let sin = self.sin.reshape((1, t, 1, hd))?;
-        let (x1, x2) = (x.narrow(3, 0, hd / 2)?, x.narrow(3, hd / 2, hd / 2)?);
-        let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
-        Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+        Ok(k::rope(x, &self.cos, &self.sin)?)
     }
 }
 
