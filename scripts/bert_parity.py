@@ -120,7 +120,13 @@ def main():
 
     # 2. Our export of MiniLM in transformers.
     run([args.lantern, "export", "--model", args.minilm, "--out", w("minilm-export")])
-    shutil.copy(os.path.join(args.minilm, "tokenizer_config.json"), w("minilm-export"))
+    # The export keeps the folder's own tokenizer_config.json (transformers' file is the authority).
+    with open(os.path.join(args.minilm, "tokenizer_config.json"), "rb") as a, \
+            open(w("minilm-export", "tokenizer_config.json"), "rb") as b:
+        kept = a.read() == b.read()
+    print(f"{'ok  ' if kept else 'FAIL'} MiniLM export: tokenizer_config.json "
+          f"{'is MiniLM' if kept else 'differs from MiniLM'}'s")
+    ok &= kept
     exp = BertModel.from_pretrained(w("minilm-export")).eval()
     with torch.no_grad():
         out2 = exp(input_ids=ids, token_type_ids=tt, attention_mask=mask)

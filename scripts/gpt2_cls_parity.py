@@ -14,12 +14,16 @@ end-of-text token come from config.json's model_type and the tokenizer: the firs
         --data validation.jsonl [--test test.conll] --max-length 64 --work DIR
 
 RUN is the fine-tuning run folder; RUN/model is its export (config.json, model.safetensors,
-tokenizer.json). Checks, fp32, logits within 1e-4 max abs:
+tokenizer.json, tokenizer_config.json). Checks, fp32, logits within 1e-4 max abs:
 1. config.json names GPT2ForSequenceClassification (LlamaForSequenceClassification), single-label,
    and pad_token_id is the tokenizer's end-of-text (`<|endoftext|>`) id.
 2. Tokenisation: the export's tokenizer.json (tokenizers.Tokenizer) adds no special tokens
    (the ids with and without them are the same), and transformers' PreTrainedTokenizerFast on
-   the same file gives the same ids; the texts are truncated to --max-length tokens.
+   the same file gives the same ids; the texts are truncated to --max-length tokens. The
+   folder as transformers loads it, AutoTokenizer.from_pretrained(RUN/model) (reading
+   tokenizer_config.json): its pad_token_id is config.json's, BOS and EOS are the end-of-text
+   token, and it gives the same ids (truncated to --max-length); its class and
+   model_max_length are printed.
 3. Logits: the ids padded on the right with pad_token_id, with the attention mask, through
    transformers, against `lantern predict`'s "logits" on the same file:
      a. the same batches (64, `lantern predict`'s default) in both;
@@ -30,6 +34,10 @@ tokenizer.json). Checks, fp32, logits within 1e-4 max abs:
    `lantern eval`'s, exactly, and transformers' cross-entropy (its own loss with labels) vs
    `lantern eval`'s eval_loss; Lantern's predicted labels vs transformers' argmax. With
    --test, the same accuracy and macro-F1 on the test set vs RUN/test_metrics.json.
+5. transformers.pipeline("text-classification", model=RUN/model), which loads the model and the
+   tokenizer from the folder alone, on the validation texts in batches of 8 (padded by the
+   tokenizer, so it needs its pad token), truncated to --max-length: its labels are `lantern
+   predict`'s, and its probabilities of them within 1e-4 of Lantern's.
 
 `--task tags`, a token classifier (`data.problem_type = "token_classification"`; --data and
 --test word-level JSONL {tokens, tags} or CoNLL), fp32, logits within 1e-4 max abs and
@@ -45,9 +53,10 @@ probabilities within 1e-5:
    (is_pretokenized) and AutoTokenizer.from_pretrained(RUN/model, add_prefix_space=True), run_ner's
    loading: ids and word ids identical; no special tokens. For a Llama the AutoTokenizer line is
    printed, not checked: run_ner passes add_prefix_space only for bloom, gpt2, roberta and
-   deberta, and AutoTokenizer loads a Llama folder's tokenizer.json as the generic fast tokenizer,
-   which keeps the file's pre-tokenizer (no prefix space) with or without the flag (transformers
-   5.24); Lantern encodes the words of its byte-level BPE with the prefix space in both
+   deberta, and a Llama folder's tokenizer_config.json names the generic fast tokenizer
+   (LlamaTokenizer would rebuild a SentencePiece pipeline), which keeps the file's pre-tokenizer
+   (no prefix space) with or without the flag (transformers 5.24); Lantern encodes the words of
+   its byte-level BPE with the prefix space in both
    families. Each word is read at its first sub-token; the words whose first sub-token is cut
    away get no tag, and must be exactly the words `lantern predict` leaves without one (null).
 3. Logits at each word's first sub-token, the ids padded on the right with pad_token_id, with
@@ -104,6 +113,13 @@ def end_of_text(tokenizer):
         if i is not None:
             return t, i
     sys.exit(f"the tokenizer holds none of {', '.join(ENDS)}")
+
+
+def auto_tokenizer(path):
+    """AutoTokenizer.from_pretrained(path), transformers' warnings silenced."""
+    from transformers import AutoTokenizer
+    hf_logging.set_verbosity_error()
+    return AutoTokenizer.from_pretrained(path)
 
 
 def run(cmd):
@@ -226,6 +242,14 @@ def main():
     fast_ids = fast(texts, truncation=True, max_length=args.max_length)["input_ids"]
     ok &= check("PreTrainedTokenizerFast on the same tokenizer.json", fast_ids == ids,
                 f"ids {'identical' if fast_ids == ids else 'differ'}; pad token {fast.pad_token!r} = {fast.pad_token_id}")
+    auto = auto_tokenizer(export)
+    auto_ids = auto(texts, truncation=True, max_length=args.max_length)["input_ids"]
+    ok &= check("AutoTokenizer.from_pretrained(model) (tokenizer_config.json)",
+                auto.pad_token_id == cfg.get("pad_token_id") and auto.bos_token == auto.eos_token == eot_token
+                and auto_ids == ids,
+                f"{type(auto).__name__}, pad {auto.pad_token!r} = {auto.pad_token_id} (config.json's "
+                f"{cfg.get('pad_token_id')}), bos {auto.bos_token!r}, eos {auto.eos_token!r}, unk {auto.unk_token!r}, "
+                f"model_max_length {auto.model_max_length}; ids {'identical' if auto_ids == ids else 'differ'}")
     cut = sum(1 for r in full if len(r) > args.max_length)
     inside = sum(1 for r in ids if pad in r)
     lens = sorted(len(r) for r in ids)
@@ -285,6 +309,17 @@ def main():
         ok &= check("test set: transformers vs the run's test_metrics.json",
                     abs(test_acc - tm["accuracy"]) <= 1e-12 and abs(test_f1 - tm["macro_f1"]) <= 1e-12,
                     f"accuracy {test_acc:.6f} vs {tm['accuracy']:.6f}, macro-F1 {test_f1:.6f} vs {tm['macro_f1']:.6f}")
+
+    # 5. The pipeline, from the folder alone.
+    import transformers
+    pipe = transformers.pipeline("text-classification", model=export, device="cpu")
+    out = pipe(texts, batch_size=8, truncation=True, max_length=args.max_length)
+    same = sum(1 for o, p in zip(out, pred64) if o["label"] == p["label"])
+    pdiff = max(abs(o["score"] - p["probabilities"][p["label"]]) for o, p in zip(out, pred64))
+    ok &= check("pipeline('text-classification', model) in batches of 8 vs lantern predict",
+                same == len(texts) and pdiff <= TOL,
+                f"{type(pipe.tokenizer).__name__} pads with {pipe.tokenizer.pad_token!r}; labels: {same} of {len(texts)} "
+                f"agree; max abs diff of their probabilities {pdiff:.3e} (tolerance {TOL:.0e})")
 
     print()
     if ok:
@@ -429,8 +464,8 @@ def tags_main(args, w, export):
         ok &= check("run_ner's AutoTokenizer.from_pretrained(model, add_prefix_space=True)", auto_ids == ids,
                     f"{type(auto).__name__}: ids {'identical' if auto_ids == ids else 'differ'}")
     else:
-        # run_ner asks for the prefix space only for RUN_NER_PREFIX_SPACE; a Llama folder (no
-        # tokenizer_config.json) loads as the generic fast tokenizer, which keeps the file's
+        # run_ner asks for the prefix space only for RUN_NER_PREFIX_SPACE; a Llama folder's
+        # tokenizer_config.json names the generic fast tokenizer, which keeps the file's
         # pre-tokenizer with or without the flag. Lantern encodes words of a byte-level BPE with
         # the prefix space whatever the family, as `word_tokenizer` does: that is the reference.
         plain_auto = AutoTokenizer.from_pretrained(export)

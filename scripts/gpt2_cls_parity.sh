@@ -16,7 +16,9 @@
 #     right with pad_token_id, with the attention mask) against `lantern predict`'s logits, in
 #     the same batches and in batches of other sizes (other padding); transformers' accuracy,
 #     macro-F1 and loss against `lantern eval`'s, and its test-set scores against the run's
-#     test_metrics.json;
+#     test_metrics.json; the folder as transformers alone loads it: AutoTokenizer (from
+#     tokenizer_config.json: the pad token of config.json's pad_token_id, the same ids) and
+#     pipeline("text-classification") in batches of 8, whose labels are `lantern predict`'s;
 #  4. `lantern finetune` of the same model for token classification on the fortune attributions
 #     (scripts/make_fortune_tags.py: IOB2 PER/WORK tags of words, `problem_type =
 #     "token_classification"`): GPT2ForTokenClassification (with ARCH=llama

@@ -666,8 +666,15 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
         std::fs::write(tmp.join("model.safetensors"), bytes)?;
         let c = cfg.to_hf_config(head, dtype);
         std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&c)?)?;
-        if dir.join("tokenizer.json").is_file() {
-            std::fs::copy(dir.join("tokenizer.json"), tmp.join("tokenizer.json"))?;
+        let tok_path = dir.join("tokenizer.json");
+        if tok_path.is_file() {
+            std::fs::copy(&tok_path, tmp.join("tokenizer.json"))?;
+            // The folder's own tokenizer_config.json (given a pad token if the config has a
+            // pad id it lacks) when it has one, else built.
+            let tok = lantern_data::tokenizer::load_tokenizer(&tok_path)?;
+            let tokens = lantern_train::model_tokens::of_task(&cfg);
+            let bytes = lantern_data::tokenizer_config_bytes(&tok, &tokens, Some(&dir))?;
+            std::fs::write(tmp.join(lantern_data::TOKENIZER_CONFIG_FILE), bytes)?;
         }
         std::fs::rename(&tmp, out)?;
         Ok(())

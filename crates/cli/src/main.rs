@@ -124,9 +124,9 @@ enum Cmd {
         #[arg(long, hide = true)]
         print_ids: bool,
     },
-    /// Write a Hugging Face folder (model.safetensors, config.json, tokenizer.json) from a
-    /// checkpoint or run folder: GPT2LMHeadModel, or for a fine-tuned model (BERT family, GPT-2
-    /// classifier) the folder's own architecture.
+    /// Write a Hugging Face folder (model.safetensors, config.json, tokenizer.json,
+    /// tokenizer_config.json) from a checkpoint or run folder: GPT2LMHeadModel, or for a
+    /// fine-tuned model (BERT family, GPT-2 classifier) the folder's own architecture.
     Export {
         #[arg(long)]
         model: PathBuf,

@@ -6,7 +6,7 @@ use candle_core::{DType, Device};
 use lantern_models::decoder::classifier;
 use lantern_models::decoder::DecoderConfig;
 use lantern_models::{safetensors_io, Params};
-use lantern_train::checkpoint;
+use lantern_train::{checkpoint, model_tokens};
 use std::path::{Path, PathBuf};
 
 pub struct LoadedModel {
@@ -135,6 +135,12 @@ impl LoadedModel {
             std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
             if let Some(t) = &self.tokenizer_path {
                 std::fs::copy(t, tmp.join("tokenizer.json"))?;
+                // The folder's own tokenizer_config.json when it has one, else built.
+                let tokens = model_tokens::of_lm(&self.config, self.eot_id);
+                let tok = lantern_data::tokenizer::load_tokenizer(t)?;
+                let bytes =
+                    lantern_data::tokenizer_config_bytes(&tok, &tokens, Some(&self.source))?;
+                std::fs::write(tmp.join(lantern_data::TOKENIZER_CONFIG_FILE), bytes)?;
             }
             std::fs::rename(&tmp, out)?;
             Ok(())

@@ -242,6 +242,22 @@ fn finetune_learns_then_eval_predict_and_export_agree() {
         serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(c["architectures"][0], "BertForSequenceClassification");
     assert!(hf.join("model.safetensors").is_file() && hf.join("tokenizer.json").is_file());
+    // transformers' tokenizer settings: BERT's class and special tokens, lowercasing as the
+    // WordPiece tokenizer normalises, the positions of the model; the same in the run's export.
+    let t = tokenizer_config(&hf);
+    assert_eq!(
+        t,
+        serde_json::json!({
+            "tokenizer_class": "BertTokenizer", "do_lower_case": true, "strip_accents": null,
+            "tokenize_chinese_chars": true, "unk_token": "[UNK]", "cls_token": "[CLS]",
+            "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
+            "model_max_length": c["max_position_embeddings"],
+        })
+    );
+    assert_eq!(
+        std::fs::read(hf.join("tokenizer_config.json")).unwrap(),
+        std::fs::read(run.join("model/tokenizer_config.json")).unwrap()
+    );
 }
 
 #[test]
@@ -585,13 +601,19 @@ fn run_files(run: &Path) -> Vec<(String, Vec<u8>)> {
         "metrics.jsonl".to_string(),
         std::fs::read(run.join("metrics.jsonl")).unwrap(),
     )];
-    for f in ["model.safetensors", "optimizer.safetensors"] {
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "tokenizer_config.json",
+    ] {
         out.push((format!("last/{f}"), std::fs::read(last.join(f)).unwrap()));
     }
-    out.push((
-        "model/model.safetensors".into(),
-        std::fs::read(run.join("model/model.safetensors")).unwrap(),
-    ));
+    for f in ["model.safetensors", "tokenizer_config.json"] {
+        out.push((
+            format!("model/{f}"),
+            std::fs::read(run.join("model").join(f)).unwrap(),
+        ));
+    }
     out.push((
         "best step".into(),
         state_step(&only_child(&run.join("best")))
@@ -817,6 +839,12 @@ fn write_mixed(root: &Path, stem: &str, label: impl Fn(usize, bool, bool) -> Str
 /// The `config.json` of a run's exported model.
 fn exported_config(run: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("model/config.json")).unwrap()).unwrap()
+}
+
+/// A model folder's tokenizer_config.json.
+fn tokenizer_config(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 fn best_of(run: &Path, metric: &str) -> f64 {
@@ -1892,6 +1920,9 @@ fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family()
         Family::Roberta,
         &golden.join("tokenizer.json"),
     );
+    // transformers' own tokenizer settings (save_pretrained's), which the runs keep.
+    let rob_tok_cfg = std::fs::read(golden.join("tokenizer_config.json")).unwrap();
+    std::fs::write(rob.join("tokenizer_config.json"), &rob_tok_cfg).unwrap();
     let wp = f.root.join("tokenizer.json");
     let distil = common::family_folder(&f.root, "distil", Family::DistilBert, &wp);
     let qa_wp = f.root.join("qa_tokenizer.json");
@@ -2009,6 +2040,23 @@ fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family()
         for (n, _) in &names {
             let ours = n.starts_with(prefix) || head.iter().any(|h| n.starts_with(h));
             assert!(ours && !n.contains("pooler"), "{name}: {n}");
+        }
+        // The RoBERTa folder's tokenizer_config.json is copied as it is; the others (only a
+        // tokenizer.json) get BERT's, built from the WordPiece tokenizer.
+        let t = std::fs::read(run.join("model/tokenizer_config.json")).unwrap();
+        if family == "roberta" {
+            assert!(t == rob_tok_cfg, "{name}");
+        } else {
+            let t: Value = serde_json::from_slice(&t).unwrap();
+            assert_eq!(t["tokenizer_class"], "BertTokenizer", "{name}");
+            assert_eq!(
+                (&t["pad_token"], &t["cls_token"]),
+                (&"[PAD]".into(), &"[CLS]".into())
+            );
+            assert_eq!(
+                t["model_max_length"], c["max_position_embeddings"],
+                "{name}"
+            );
         }
         // eval on the validation file reproduces the best evaluation.
         let metrics = f.root.join(format!("{name}-eval.json"));
@@ -2310,6 +2358,18 @@ fn a_pretrained_gpt2_fine_tunes_for_sequence_and_token_classification() {
     let tok = lantern_data::tokenizer::load_tokenizer(&run.join("model/tokenizer.json")).unwrap();
     let eot = tok.token_to_id(lantern_data::tokenizer::EOT).unwrap();
     assert_eq!(c["pad_token_id"], eot);
+    // transformers' tokenizer settings: GPT2Tokenizer, the end-of-text token as every special
+    // token, padding included (the pretraining checkpoint's has no padding), the context.
+    let eot_s = lantern_data::tokenizer::EOT;
+    let lm_tokens = serde_json::json!({
+        "tokenizer_class": "GPT2Tokenizer", "add_prefix_space": false, "bos_token": eot_s,
+        "eos_token": eot_s, "unk_token": eot_s, "model_max_length": 32,
+    });
+    let pretrained = gpt_run.join("checkpoints/step-00000020");
+    assert_eq!(tokenizer_config(&pretrained), lm_tokens);
+    let mut cls_tokens = lm_tokens.clone();
+    cls_tokens["pad_token"] = eot_s.into();
+    assert_eq!(tokenizer_config(&run.join("model")), cls_tokens);
     let names = common::read_f32_tensors(&run.join("model/model.safetensors"));
     assert!(names.iter().any(|(n, _)| n == "score.weight"));
     for (n, _) in &names {
@@ -2341,6 +2401,10 @@ fn a_pretrained_gpt2_fine_tunes_for_sequence_and_token_classification() {
     assert_eq!(
         common::read_f32_tensors(&hf.join("model.safetensors")),
         names
+    );
+    assert_eq!(
+        std::fs::read(hf.join("tokenizer_config.json")).unwrap(),
+        std::fs::read(run.join("model/tokenizer_config.json")).unwrap()
     );
 
     // A transformers folder saved without a padding id pads with the end-of-text id, as its
@@ -2500,6 +2564,18 @@ fn a_pretrained_llama_fine_tunes_for_sequence_and_token_classification() {
     let tok = lantern_data::tokenizer::load_tokenizer(&run.join("model/tokenizer.json")).unwrap();
     let eot = tok.token_to_id(lantern_data::tokenizer::EOT).unwrap();
     assert_eq!(c["pad_token_id"], eot);
+    // transformers' tokenizer settings: the generic class (LlamaTokenizer would rebuild a
+    // SentencePiece pipeline), the end-of-text token as BOS, EOS and padding, the context.
+    let eot_s = lantern_data::tokenizer::EOT;
+    let lm_tokens = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": eot_s, "eos_token": eot_s,
+        "model_max_length": 32,
+    });
+    let pretrained = llama_run.join("checkpoints/step-00000040");
+    assert_eq!(tokenizer_config(&pretrained), lm_tokens);
+    let mut cls_tokens = lm_tokens.clone();
+    cls_tokens["pad_token"] = eot_s.into();
+    assert_eq!(tokenizer_config(&run.join("model")), cls_tokens);
     let names = common::read_f32_tensors(&run.join("model/model.safetensors"));
     assert!(names.iter().any(|(n, _)| n == "score.weight"));
     for (n, _) in &names {
@@ -2511,6 +2587,10 @@ fn a_pretrained_llama_fine_tunes_for_sequence_and_token_classification() {
     assert_eq!(
         common::read_f32_tensors(&hf.join("model.safetensors")),
         names
+    );
+    assert_eq!(
+        std::fs::read(hf.join("tokenizer_config.json")).unwrap(),
+        std::fs::read(run.join("model/tokenizer_config.json")).unwrap()
     );
     // eval of the export reproduces the best evaluation.
     let metrics = f.root.join("llama-eval.json");

@@ -283,6 +283,16 @@ fn mlm_checkpoint_exports_and_loads_as_bert_for_masked_lm() {
         ),
         (Some(64), Some(512))
     );
+    // transformers' tokenizer settings: BERT's, from the WordPiece tokenizer.
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(t["tokenizer_class"], "BertTokenizer");
+    assert_eq!(
+        (&t["pad_token"], &t["mask_token"]),
+        (&"[PAD]".into(), &"[MASK]".into())
+    );
+    assert_eq!(t["model_max_length"], config["max_position_embeddings"]);
     // HF names, the tied decoder not written, weights equal to the checkpoint's.
     let exported = read_f32_tensors(&hf.join("model.safetensors"));
     let names: Vec<&str> = exported.iter().map(|(n, _)| n.as_str()).collect();
@@ -392,7 +402,7 @@ fn roberta_and_distilbert_checkpoints_continue_pretraining() {
     let raw = workspace_root().join("data/raw/fortunes");
     let roberta_tok = workspace_root().join("tests/golden/roberta_tiny/tokenizer/tokenizer.json");
     let wp_tok = wordpiece_data().join("tokenizer.json");
-    for (name, family, tokenizer, class, names) in [
+    for (name, family, tokenizer, class, names, tok_class) in [
         (
             "roberta",
             Family::Roberta,
@@ -402,6 +412,7 @@ fn roberta_and_distilbert_checkpoints_continue_pretraining() {
                 "roberta.encoder.layer.0.attention.self.query.weight",
                 "lm_head.layer_norm.weight",
             ],
+            "RobertaTokenizer",
         ),
         (
             "distilbert",
@@ -412,6 +423,7 @@ fn roberta_and_distilbert_checkpoints_continue_pretraining() {
                 "distilbert.transformer.layer.0.ffn.lin1.weight",
                 "vocab_projector.bias",
             ],
+            "BertTokenizer",
         ),
     ] {
         let folder = family_folder(tmp.path(), &format!("{name}-base"), family, tokenizer);
@@ -453,6 +465,29 @@ fn roberta_and_distilbert_checkpoints_continue_pretraining() {
         for want in names {
             assert!(tensors.iter().any(|(n, _)| n == want), "{name}: {want}");
         }
+        // transformers' tokenizer settings, by what the tokenizer is: RoBERTa's byte-level
+        // BPE with <s> </s> <pad> <mask> (512 of its 514 positions), or BERT's WordPiece.
+        let tok_cfg = std::fs::read(ckpt.join("tokenizer_config.json")).unwrap();
+        let t: serde_json::Value = serde_json::from_slice(&tok_cfg).unwrap();
+        assert_eq!(t["tokenizer_class"], tok_class, "{name}");
+        let (pad, mask, max) = match name {
+            "roberta" => (
+                "<pad>",
+                "<mask>",
+                config["max_position_embeddings"].as_u64().unwrap() - 2,
+            ),
+            _ => (
+                "[PAD]",
+                "[MASK]",
+                config["max_position_embeddings"].as_u64().unwrap(),
+            ),
+        };
+        assert_eq!(
+            (&t["pad_token"], &t["mask_token"]),
+            (&pad.into(), &mask.into()),
+            "{name}"
+        );
+        assert_eq!(t["model_max_length"], max, "{name}");
         // The run is a starting point for fine-tuning, as its folder was.
         let labelled = tmp.path().join(format!("{name}-labelled.jsonl"));
         let lines: String = (0..24)
@@ -477,5 +512,9 @@ fn roberta_and_distilbert_checkpoints_continue_pretraining() {
         std::fs::write(&ft, text).unwrap();
         let out = lantern_ok(&["finetune", "--config", &s(&ft), "--quiet"]);
         assert!(out.contains("exported"), "{name}: {out}");
+        // The checkpoint fine-tuned from is the authority for the tokenizer's settings.
+        let ft_model = tmp.path().join(format!("{name}-ft/model"));
+        let ft_cfg = std::fs::read(ft_model.join("tokenizer_config.json")).unwrap();
+        assert!(ft_cfg == tok_cfg, "{name}");
     }
 }

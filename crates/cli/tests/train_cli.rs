@@ -195,9 +195,28 @@ fn a_run_writes_metrics_config_plot_and_exportable_checkpoints() {
     // Only `keep` checkpoints remain, and the newest exports and samples.
     let export = tmp.path().join("export");
     lantern_ok(&["export", "--model", &s(&dir), "--out", &s(&export)]);
-    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
         assert!(export.join(f).is_file(), "{f} missing from export");
     }
+    // transformers' tokenizer settings, the checkpoint's: GPT-2's class, the end-of-text token
+    // as BOS, EOS and unknown, no padding (a language model), the context.
+    let tok_cfg = std::fs::read(export.join("tokenizer_config.json")).unwrap();
+    let ckpt = dir.join("checkpoints/step-00000020");
+    assert!(tok_cfg == std::fs::read(ckpt.join("tokenizer_config.json")).unwrap());
+    let t: serde_json::Value = serde_json::from_slice(&tok_cfg).unwrap();
+    let eot = lantern_data::tokenizer::EOT;
+    assert_eq!(
+        t,
+        serde_json::json!({
+            "tokenizer_class": "GPT2Tokenizer", "add_prefix_space": false, "bos_token": eot,
+            "eos_token": eot, "unk_token": eot, "model_max_length": 32,
+        })
+    );
     let names: Vec<String> = read_f32_tensors(&export.join("model.safetensors"))
         .into_iter()
         .map(|t| t.0)

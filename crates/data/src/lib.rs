@@ -1,6 +1,8 @@
 //! lantern-data: everything between raw text on disk and `(inputs, targets)` token batches.
 //!
 //! - [`tokenizer`]: train a GPT-2-style byte-level BPE tokenizer, or load any `tokenizer.json`.
+//! - [`tokenizer_config`]: the `tokenizer_config.json` transformers reads beside a model
+//!   folder's `tokenizer.json` (special tokens, class, longest input).
 //! - [`shard`]: our memory-mapped token shard format (`train.bin`, `val.bin`).
 //! - [`prepare`]: turn a folder of text (fortune format) into a dataset folder.
 //! - [`sampler`]: deterministic batch sampling, where a run's data position is one number.
@@ -25,6 +27,7 @@ pub mod qa;
 pub mod sampler;
 pub mod shard;
 pub mod tokenizer;
+pub mod tokenizer_config;
 pub mod wordpiece;
 
 pub use error::{Error, Result};
@@ -36,3 +39,6 @@ pub use prepare::{
 pub use sampler::{lm_batch, lm_val_batch, lm_val_windows, lm_window_start};
 pub use shard::{write_shard, Shard};
 pub use tokenizer::{load_tokenizer, train_bpe, train_bpe_from_texts, EOT};
+pub use tokenizer_config::{
+    tokenizer_config, tokenizer_config_bytes, ModelTokens, TokenizerFamily, TOKENIZER_CONFIG_FILE,
+};

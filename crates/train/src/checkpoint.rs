@@ -1,6 +1,7 @@
 //! Checkpoint folders: `<run>/checkpoints/step-00000020/{model.safetensors,
-//! optimizer.safetensors, tokenizer.json, config.json, trainer_state.json}` (`config.json` is
-//! transformers', so a checkpoint is also a model folder).
+//! optimizer.safetensors, tokenizer.json, tokenizer_config.json, config.json,
+//! trainer_state.json}` (`config.json` and `tokenizer_config.json` are transformers', so a
+//! checkpoint is also a model folder).
 //!
 //! Write protocol ([`save`], then [`prune`]; [`commit`] does both):
 //! 1. every file is written into a hidden temporary folder `.tmp-step-N-<pid>` beside the others;

@@ -11,7 +11,8 @@
 //! the train and validation losses are plotted to `<run>/loss.png`.
 //!
 //! Every checkpoint folder is itself loadable by transformers (`config.json` with
-//! `id2label`/`label2id`, `model.safetensors` with HF names, `tokenizer.json`) and holds
+//! `id2label`/`label2id`, `model.safetensors` with HF names, `tokenizer.json`,
+//! `tokenizer_config.json` with the special tokens, the padding one included) and holds
 //! `finetune_state.json` (step, epoch, metrics, max_length, the resolved config). `last/` also
 //! holds the optimizer's state, the loss scale and the early-stopping state, from which
 //! `--resume` continues exactly where it was written; SIGTERM/SIGINT finish the current step and
@@ -28,6 +29,7 @@ use crate::metrics_cls::{
     multi_label_report, regression_report, report_from_confusion, ChoiceReport, EvalReport,
 };
 use crate::metrics_tok::TokenCounts;
+use crate::model_tokens;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::recompute::{checkpointed_backward, decoder_blocks, BertBlocks};
@@ -55,6 +57,7 @@ use tokenizers::Tokenizer;
 pub const STATE_FILE: &str = "finetune_state.json";
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub use lantern_data::TOKENIZER_CONFIG_FILE;
 /// Streams of the run seed.
 const HEAD_INIT_STREAM: u64 = 11;
 const SHUFFLE_STREAM: u64 = 12;
@@ -1098,9 +1101,11 @@ struct CheckpointWriter<'a> {
     labels: &'a [String],
     train_examples: usize,
     examples_per_step: usize,
-    /// `config.json` and `tokenizer.json`, the same in every checkpoint of the run.
+    /// `config.json`, `tokenizer.json` and `tokenizer_config.json`, the same in every
+    /// checkpoint of the run.
     config_json: Vec<u8>,
     tokenizer: Vec<u8>,
+    tokenizer_config: Vec<u8>,
 }
 
 impl<'a> CheckpointWriter<'a> {
@@ -1108,12 +1113,19 @@ impl<'a> CheckpointWriter<'a> {
         cfg: &'a FinetuneConfig,
         model: &'a TaskConfig,
         params: &'a Params,
-        tokenizer_path: &Path,
+        (tokenizer, tokenizer_path): (&Tokenizer, &Path),
         labels: &'a [String],
         train_examples: usize,
         examples_per_step: usize,
     ) -> Result<Self> {
         let config = model.to_hf_config(head_of(cfg.data.problem_type), DType::F32);
+        // An `init_from` transformers folder's own settings for the tokenizer, else built
+        // from the same config as config.json (its pad id included).
+        let tokenizer_config = lantern_data::tokenizer_config_bytes(
+            tokenizer,
+            &model_tokens::of_task(model),
+            cfg.model.init_from.as_deref(),
+        )?;
         Ok(Self {
             cfg,
             model,
@@ -1123,6 +1135,7 @@ impl<'a> CheckpointWriter<'a> {
             examples_per_step,
             config_json: serde_json::to_vec_pretty(&config).expect("JSON serialises"),
             tokenizer: std::fs::read(tokenizer_path).map_err(io(tokenizer_path))?,
+            tokenizer_config,
         })
     }
 
@@ -1169,6 +1182,7 @@ impl<'a> CheckpointWriter<'a> {
             (checkpoint::MODEL_FILE, weights.to_vec()),
             (CONFIG_FILE, self.config_json.clone()),
             (TOKENIZER_FILE, self.tokenizer.clone()),
+            (TOKENIZER_CONFIG_FILE, self.tokenizer_config.clone()),
         ];
         if let Some((opt, _)) = &resume {
             files.push((
@@ -1216,6 +1230,11 @@ fn export_folder(src: &Path, out: &Path) -> Result<()> {
         TOKENIZER_FILE,
         STATE_FILE,
     ] {
+        std::fs::copy(src.join(f), tmp.join(f)).map_err(io(src.join(f)))?;
+    }
+    // Absent from a best checkpoint written before it existed (a resumed older run).
+    let f = TOKENIZER_CONFIG_FILE;
+    if src.join(f).is_file() {
         std::fs::copy(src.join(f), tmp.join(f)).map_err(io(src.join(f)))?;
     }
     if out.exists() {
@@ -1803,7 +1822,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         &cfg,
         &task_cfg,
         &params,
-        &tokenizer_path,
+        (&tokenizer, &tokenizer_path),
         &labels,
         train.len(),
         per_step,

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod metrics_cls;
 pub mod metrics_qa;
 pub mod metrics_tok;
+pub mod model_tokens;
 pub mod optim;
 pub mod plot;
 pub mod precision;

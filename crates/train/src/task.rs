@@ -16,13 +16,14 @@
 
 use crate::config::{ModelArch, RunConfig};
 use crate::grads::{scaled_backward, StepGrads};
+use crate::model_tokens;
 use crate::recompute::Recomputed;
 use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_data::sampler::{lm_batch, lm_val_batch};
 use lantern_data::shard::Shard;
-use lantern_data::MlmCollator;
+use lantern_data::{MlmCollator, ModelTokens};
 use lantern_kernels::{cross_entropy_sum, Rng};
 use lantern_models::bert::{self, BertConfig, BertForMaskedLM, BertHead, BertInput};
 use lantern_models::decoder::DecoderConfig;
@@ -344,6 +345,16 @@ impl ModelConfig {
             "config.json",
             serde_json::to_vec_pretty(&v).expect("config serialises"),
         )]
+    }
+
+    /// What the checkpoint's `tokenizer_config.json` takes from the model (`eot_id` as for
+    /// [`ModelConfig::checkpoint_files`]).
+    pub fn model_tokens(&self, eot_id: Option<u32>) -> ModelTokens {
+        match self {
+            Self::Gpt(c) => model_tokens::of_lm(&DecoderConfig::Gpt(c.clone()), eot_id),
+            Self::Llama(c) => model_tokens::of_lm(&DecoderConfig::Llama(c.clone()), eot_id),
+            Self::Bert(c) => model_tokens::of_encoder(c),
+        }
     }
 
     /// The language model of a record (GPT-2 or Llama), or an error saying what else it is

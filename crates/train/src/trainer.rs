@@ -674,6 +674,13 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     )?;
     let task = Task::new(&model_cfg, &cfg, &tokenizer, &tokenizer_path)?;
     let eot_id = tokenizer.token_to_id(lantern_data::tokenizer::EOT);
+    // transformers' settings for the tokenizer, the same in every checkpoint: the `init_from`
+    // folder's own when it has them, else built from the tokenizer and the model.
+    let tokenizer_config = lantern_data::tokenizer_config_bytes(
+        &tokenizer,
+        &model_cfg.model_tokens(eot_id),
+        cfg.model.init_from.as_deref(),
+    )?;
 
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
     let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, quiet);
@@ -779,6 +786,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 safetensors_io::serialize(&opt.state_tensors(&params))?,
             ),
             ("tokenizer.json", tokenizer_bytes.clone()),
+            (
+                lantern_data::TOKENIZER_CONFIG_FILE,
+                tokenizer_config.clone(),
+            ),
             (
                 checkpoint::STATE_FILE,
                 serde_json::to_vec_pretty(&st).expect("state serialises"),
