@@ -118,3 +118,40 @@ def write_tokenizer_expected(path, vocab_size, cases, encodings):
         json.dump(expected, f, indent=1, ensure_ascii=False)
         f.write("\n")
     return len(windows)
+
+
+def save_golden(model, out_dir, inputs, tensors):
+    """A golden folder: model.save_pretrained (safetensors; no generation_config.json, which
+    our tests do not read), `inputs` as inputs.json and `tensors` (float32) as
+    expected.safetensors with metadata {"format": "pt"}."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    gen = os.path.join(out_dir, "generation_config.json")
+    if os.path.exists(gen):
+        os.remove(gen)
+    with open(os.path.join(out_dir, "inputs.json"), "w") as f:
+        json.dump(inputs, f)
+        f.write("\n")
+    save_file(tensors, os.path.join(out_dir, "expected.safetensors"), metadata={"format": "pt"})
+
+
+def report_files(out_dir, tag=""):
+    """Prints to stderr the tensors (name, dtype, shape) of a golden folder's two files."""
+    import os
+    import sys
+
+    from safetensors import safe_open
+
+    prefix = f"[{tag}] " if tag else ""
+    for name in ("model.safetensors", "expected.safetensors"):
+        path = os.path.join(out_dir, name)
+        with safe_open(path, framework="pt") as f:
+            print(f"{prefix}{name} ({os.path.getsize(path)} bytes, metadata {f.metadata()}):", file=sys.stderr)
+            for k in f.keys():
+                t = f.get_tensor(k)
+                print(f"  {k}: {str(t.dtype).replace('torch.', '')} {list(t.shape)}", file=sys.stderr)

@@ -56,9 +56,9 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForSequenceClassification, LlamaForTokenClassification
 
+from golden_common import report_files, save_golden
 from make_golden import randomised
 from make_gpt2_cls_golden import (
     B,
@@ -205,24 +205,18 @@ def write_tok(out_dir: str, input_ids: torch.Tensor, attention_mask: torch.Tenso
         assert p.grad is not None, name
         grads[f"grad.{name}"] = p.grad.detach().to(torch.float32).contiguous()
 
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    gen = os.path.join(out_dir, "generation_config.json")
-    if os.path.exists(gen):
-        os.remove(gen)  # not needed by our tests
-    with open(os.path.join(out_dir, "inputs.json"), "w") as f:
-        json.dump(
-            {
-                "input_ids": input_ids.tolist(),
-                "attention_mask": attention_mask.tolist(),
-                "tok_labels": labels.tolist(),
-            },
-            f,
-        )
-        f.write("\n")
     tensors = {"tok_logits": logits, "tok_loss": loss}
     tensors.update(grads)
-    save_file(tensors, os.path.join(out_dir, "expected.safetensors"), metadata={"format": "pt"})
+    save_golden(
+        model,
+        out_dir,
+        {
+            "input_ids": input_ids.tolist(),
+            "attention_mask": attention_mask.tolist(),
+            "tok_labels": labels.tolist(),
+        },
+        tensors,
+    )
 
     with open(os.path.join(out_dir, "config.json")) as f:
         saved = json.load(f)
@@ -245,15 +239,7 @@ def write_tok(out_dir: str, input_ids: torch.Tensor, attention_mask: torch.Tenso
         again = reloaded(input_ids=input_ids, attention_mask=attention_mask).logits
     assert torch.equal(again, logits), (again - logits).abs().max().item()
 
-    from safetensors import safe_open
-
-    for name in ("model.safetensors", "expected.safetensors"):
-        path = os.path.join(out_dir, name)
-        with safe_open(path, framework="pt") as f:
-            print(f"[tok] {name} ({os.path.getsize(path)} bytes, metadata {f.metadata()}):", file=sys.stderr)
-            for k in f.keys():
-                t = f.get_tensor(k)
-                print(f"  {k}: {str(t.dtype).replace('torch.', '')} {list(t.shape)}", file=sys.stderr)
+    report_files(out_dir, "tok")
     print(f"[tok] dropout {model.dropout}; token_classification_bias in config.json: "
           f"{saved.get('token_classification_bias', '(absent)')}", file=sys.stderr)
     print(f"[tok] labelled positions {n_labelled} of {int(real.sum().item())} real", file=sys.stderr)
@@ -354,25 +340,19 @@ def main() -> int:
         assert p.grad is not None, name
         grads[f"grad.{name}"] = p.grad.detach().to(torch.float32).contiguous()
 
-    os.makedirs(args.out, exist_ok=True)
-    model.save_pretrained(args.out, safe_serialization=True)
-    gen = os.path.join(args.out, "generation_config.json")
-    if os.path.exists(gen):
-        os.remove(gen)  # not needed by our tests
-    with open(os.path.join(args.out, "inputs.json"), "w") as f:
-        json.dump(
-            {
-                "input_ids": input_ids.tolist(),
-                "attention_mask": attention_mask.tolist(),
-                "cls_labels": CLS_LABELS,
-                "last_token": LAST_TOKEN,
-            },
-            f,
-        )
-        f.write("\n")
     tensors = {"cls_logits": logits, "cls_loss": loss, "hidden": hidden}
     tensors.update(grads)
-    save_file(tensors, os.path.join(args.out, "expected.safetensors"), metadata={"format": "pt"})
+    save_golden(
+        model,
+        args.out,
+        {
+            "input_ids": input_ids.tolist(),
+            "attention_mask": attention_mask.tolist(),
+            "cls_labels": CLS_LABELS,
+            "last_token": LAST_TOKEN,
+        },
+        tensors,
+    )
 
     # What transformers wrote into config.json.
     with open(os.path.join(args.out, "config.json")) as f:
@@ -398,15 +378,7 @@ def main() -> int:
     assert torch.equal(again, logits), (again - logits).abs().max().item()
 
     # Report what was written.
-    from safetensors import safe_open
-
-    for name in ("model.safetensors", "expected.safetensors"):
-        path = os.path.join(args.out, name)
-        with safe_open(path, framework="pt") as f:
-            print(f"{name} ({os.path.getsize(path)} bytes, metadata {f.metadata()}):", file=sys.stderr)
-            for k in f.keys():
-                t = f.get_tensor(k)
-                print(f"  {k}: {str(t.dtype).replace('torch.', '')} {list(t.shape)}", file=sys.stderr)
+    report_files(args.out)
     print(f"picked positions = {picked}", file=sys.stderr)
     print(f"score head by hand: max diff {head_diff:.3e}; loss by hand {loss_diff:.3e}", file=sys.stderr)
     print(f"embed_tokens row {PAD}: max |weight| {pad_row_max:.6f} (kept), gradient zero; "
