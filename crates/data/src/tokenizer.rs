@@ -28,6 +28,11 @@ use crate::error::{Error, Result};
 /// GPT-2's end-of-text token, appended after every document.
 pub const EOT: &str = "<|endoftext|>";
 
+/// The end-of-text tokens of decoders' tokenizers, GPT-2's (and Lantern's) first, then
+/// SentencePiece Llamas' and Llama 3's: the token a decoder classifier pads with when its
+/// config names none.
+pub const DECODER_ENDS: [&str; 3] = [EOT, "</s>", "<|end_of_text|>"];
+
 /// The smallest useful vocabulary: the 256 byte symbols plus [`EOT`].
 pub const MIN_BPE_VOCAB: usize = 257;
 

@@ -23,16 +23,13 @@ use serde_json::{json, Map, Value};
 use tokenizers::{ModelWrapper, Tokenizer};
 
 use crate::error::{Error, Result};
-use crate::tokenizer::{load_tokenizer, EOT};
+use crate::tokenizer::{load_tokenizer, DECODER_ENDS};
 
 /// The file's name in a model folder.
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 
 /// The class that runs `tokenizer.json` unchanged.
 const GENERIC_CLASS: &str = "PreTrainedTokenizerFast";
-
-/// End-of-text tokens of decoders, GPT-2's first (as `finetune`'s padding looks them up).
-const DECODER_ENDS: [&str; 3] = [EOT, "</s>", "<|end_of_text|>"];
 
 /// The model family a `tokenizer_config.json` is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,7 +326,7 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenizer::{train_bpe_from_texts, train_wordpiece_from_texts};
+    use crate::tokenizer::{train_bpe_from_texts, train_wordpiece_from_texts, EOT};
     use std::path::PathBuf;
 
     const TEXT: &str = "The quick brown fox jumps over the lazy dog. The lazy dog sleeps; \

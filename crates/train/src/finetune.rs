@@ -186,7 +186,7 @@ fn pad_id(tokenizer: &Tokenizer, cfg: &mut TaskConfig, config_path: &Path) -> Re
         TaskConfig::Bert(c) => Ok(tokenizer.token_to_id("[PAD]").unwrap_or(c.pad_token_id)),
         TaskConfig::Decoder(g) => {
             let vocab = g.lm.vocab_size() as u32;
-            let ends = [lantern_data::tokenizer::EOT, "</s>", "<|end_of_text|>"];
+            let ends = lantern_data::tokenizer::DECODER_ENDS;
             let pad = g
                 .pad_token_id
                 .or(g.eos_token_id.filter(|&e| e < vocab))

@@ -194,6 +194,12 @@ impl DecoderClsConfig {
         self
     }
 
+    /// The complaint about a padding id past the vocabulary, if it is.
+    fn pad_past_vocab(&self) -> Option<String> {
+        let (p, v) = (self.pad_token_id?, self.lm.vocab_size());
+        (p as usize >= v).then(|| format!("pad_token_id {p} is past the vocabulary of {v}"))
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.base().validate()?;
         if self.id2label.is_empty() {
@@ -202,13 +208,8 @@ impl DecoderClsConfig {
                 self.family()
             )));
         }
-        if let Some(p) = self.pad_token_id {
-            if p as usize >= self.lm.vocab_size() {
-                return Err(Error::Config(format!(
-                    "pad_token_id {p} is past the vocabulary of {}",
-                    self.lm.vocab_size()
-                )));
-            }
+        if let Some(msg) = self.pad_past_vocab() {
+            return Err(Error::Config(msg));
         }
         if let Some(p) = self.classifier_dropout {
             if !(0.0..1.0).contains(&p) {
@@ -288,13 +289,8 @@ pub(crate) fn config_from_json(
         .and_then(Value::as_str)
         .map(str::to_string);
     cfg.classifier_dropout = classifier_dropout;
-    if let Some(p) = cfg.pad_token_id {
-        if p as usize >= cfg.lm.vocab_size() {
-            return Err(err(format!(
-                "pad_token_id {p} is past the vocabulary of {}",
-                cfg.lm.vocab_size()
-            )));
-        }
+    if let Some(msg) = cfg.pad_past_vocab() {
+        return Err(err(msg));
     }
     Ok((cfg, head))
 }
