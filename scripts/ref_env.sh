@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create (idempotently) the test-only Python reference environment .venv-ref/ in the repo
 # root: PyTorch + transformers + safetensors + numpy, seqeval (the NER metrics that
-# transformers' run_ner reports) and tensorboard (to read our event files), used by the
-# parity tests and the CPU/GPU speed baseline. The Rust build never needs it.
+# transformers' run_ner reports), tensorboard (to read our event files) and peft (the LoRA
+# reference: adapters, their gradients and merges), used by the parity tests and the CPU/GPU
+# speed baseline. The Rust build never needs it.
 #
 #   scripts/ref_env.sh            # creates or reuses .venv-ref; last stdout line = its python
 #   PY=$(scripts/ref_env.sh | tail -1)
@@ -13,7 +14,7 @@
 # CUDA libraries; we only use it on CPU here (it also works on a GPU node).
 set -euo pipefail
 
-PINS="torch==2.15.0 transformers==5.24.0 safetensors==0.8.0 numpy==2.4.6 seqeval==1.2.2 tensorboard==2.21.0"
+PINS="torch==2.15.0 transformers==5.24.0 safetensors==0.8.0 numpy==2.4.6 seqeval==1.2.2 tensorboard==2.21.0 peft==0.21.2"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
@@ -38,9 +39,9 @@ echo "installing $PINS (slow the first time: torch + CUDA wheels, ~5 GB)" >&2
 nice -n 10 "$venv/bin/python" -m pip install --disable-pip-version-check \
     -c "$constraints" $PINS >&2
 "$venv/bin/python" - >&2 <<'PYEOF'
-import numpy, safetensors, seqeval, tensorboard, torch, transformers
+import numpy, peft, safetensors, seqeval, tensorboard, torch, transformers
 print("torch", torch.__version__, "transformers", transformers.__version__,
-      "safetensors", safetensors.__version__, "numpy", numpy.__version__)
+      "safetensors", safetensors.__version__, "numpy", numpy.__version__, "peft", peft.__version__)
 PYEOF
 echo "$want" > "$stamp"
 echo "$venv/bin/python"
