@@ -14,6 +14,9 @@ pub struct Params {
     index: HashMap<String, usize>,
     /// [`Params::frozen`]: `get` hands out detached tensors.
     frozen: bool,
+    /// [`Params::train_only`]: the names `get` hands out tracked (the others detached);
+    /// `None` = all of them.
+    trainable: Option<std::sync::Arc<std::collections::HashSet<String>>>,
 }
 
 impl Params {
@@ -23,8 +26,14 @@ impl Params {
 
     /// Adds a variable holding `value` (copied into a fresh buffer).
     pub fn insert(&mut self, name: impl Into<String>, value: Tensor) -> Result<()> {
+        self.insert_shared(name, Var::from_tensor(&value.copy()?)?);
+        Ok(())
+    }
+
+    /// Adds `var` itself, not a copy: this store and the one it came from then read and update
+    /// the same buffer (an optimizer's store holding some of a model's variables).
+    pub fn insert_shared(&mut self, name: impl Into<String>, var: Var) {
         let name = name.into();
-        let var = Var::from_tensor(&value.copy()?)?;
         match self.index.get(&name) {
             Some(&i) => self.vars[i] = var,
             None => {
@@ -33,16 +42,32 @@ impl Params {
                 self.vars.push(var);
             }
         }
-        Ok(())
     }
 
     /// The variable's tensor; operations on it are recorded for backward (unless this is a
     /// [`Params::frozen`] view).
     pub fn get(&self, name: &str) -> Result<Tensor> {
-        self.var(name).map(|v| match self.frozen {
-            true => v.as_tensor().detach(),
-            false => v.as_tensor().clone(),
+        self.var(name).map(|v| match self.is_tracked(name) {
+            false => v.as_tensor().detach(),
+            true => v.as_tensor().clone(),
         })
+    }
+
+    /// A view of the same variables in which only `names` are recorded for backward: models
+    /// built from it read every other variable as a constant, so that candle computes no
+    /// gradient for it (a frozen base model, LoRA). Names not in the store are ignored.
+    pub fn train_only<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Params {
+        Params {
+            trainable: Some(std::sync::Arc::new(
+                names.into_iter().map(str::to_string).collect(),
+            )),
+            ..self.clone()
+        }
+    }
+
+    /// Whether models built from this view record operations on `name` for backward.
+    pub fn is_tracked(&self, name: &str) -> bool {
+        !self.frozen && self.trainable.as_ref().is_none_or(|t| t.contains(name))
     }
 
     /// A view of the same variables for inference: models built from it read the same

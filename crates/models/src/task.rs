@@ -212,6 +212,46 @@ impl TaskConfig {
         }
     }
 
+    /// Whether `name` belongs to the task head `head` (what a model without the head lacks),
+    /// rather than to the pretrained body: the parameters peft trains in full for a task
+    /// (`modules_to_save`: `classifier`, `score`, `qa_outputs`, DistilBERT's `pre_classifier`).
+    pub fn is_head_param(&self, head: BertHead, name: &str) -> bool {
+        match self {
+            Self::Bert(_) => bert::is_head_param(name),
+            Self::Decoder(c) => decoder_head(head).is_some_and(|h| h.is_head_param(&c.lm, name)),
+        }
+    }
+
+    /// Whether the family stores its linear layers' weights as (in, out) (GPT-2's `Conv1D`;
+    /// peft's `fan_in_fan_out`) rather than torch's `Linear` (out, in).
+    pub fn weights_in_out(&self) -> bool {
+        matches!(self, Self::Decoder(c) if matches!(c.lm, crate::decoder::DecoderConfig::Gpt(_)))
+    }
+
+    /// Whether `name` is an embedding table rather than a linear layer's weight.
+    pub fn is_embedding(&self, name: &str) -> bool {
+        name.contains("embeddings.")
+            || [".wte.weight", ".wpe.weight", ".embed_tokens.weight"]
+                .iter()
+                .any(|s| name.ends_with(s))
+    }
+
+    /// peft's default LoRA targets for the family (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`):
+    /// the attention's query and value projections. peft has none for DistilBERT; its query
+    /// and value projections are the same choice.
+    pub fn default_lora_targets(&self) -> &'static [&'static str] {
+        match self {
+            Self::Bert(c) => match c.model_type {
+                bert::Family::DistilBert => &["q_lin", "v_lin"],
+                _ => &["query", "value"],
+            },
+            Self::Decoder(c) => match c.lm {
+                crate::decoder::DecoderConfig::Gpt(_) => &["c_attn"],
+                crate::decoder::DecoderConfig::Llama(_) => &["q_proj", "v_proj"],
+            },
+        }
+    }
+
     /// The tensors of an HF-loadable `model.safetensors`.
     pub fn export_tensors(
         &self,

@@ -104,6 +104,12 @@ impl DecoderHead {
         }
     }
 
+    /// Whether `name` is one of the head's parameters on `lm`'s family.
+    pub fn is_head_param(self, lm: &DecoderConfig, name: &str) -> bool {
+        let (w, b) = self.names(lm);
+        name == w || b == Some(name)
+    }
+
     /// The head's parameters with their shapes, for `labels` outputs.
     fn param_shapes(self, lm: &DecoderConfig, labels: usize) -> Vec<(&'static str, Vec<usize>)> {
         let (w, b) = self.names(lm);
