@@ -291,8 +291,15 @@ fn save_inner(root: &Path, name: &str, step: u64, files: &[(&str, Vec<u8>)]) -> 
     fs::create_dir(&tmp).map_err(io(&tmp))?;
     let result = (|| {
         let mut handles = Vec::with_capacity(files.len());
+        let mut dirs = vec![tmp.clone()];
         for (i, (name, bytes)) in files.iter().enumerate() {
             let path = tmp.join(name);
+            // A file in a subfolder (`adapter/adapter_model.safetensors`): the folder too is
+            // created inside the temporary folder, and synced with it.
+            if let Some(parent) = path.parent().filter(|p| !dirs.iter().any(|d| d == p)) {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+                dirs.push(parent.to_path_buf());
+            }
             let mut f = fs::File::create(&path).map_err(io(&path))?;
             f.write_all(bytes).map_err(io(&path))?;
             handles.push((path, f));
@@ -304,7 +311,9 @@ fn save_inner(root: &Path, name: &str, step: u64, files: &[(&str, Vec<u8>)]) -> 
         for (path, f) in &handles {
             f.sync_all().map_err(io(path))?;
         }
-        sync_dir(&tmp)?;
+        for d in dirs.iter().rev() {
+            sync_dir(d)?;
+        }
         pause_point(PAUSE_POINTS[2], step);
         if final_dir.exists() {
             // Re-saving a step (a resumed run saving the step it started from): move the old
@@ -472,12 +481,26 @@ mod tests {
     #[test]
     fn a_failed_save_names_the_step_and_leaves_no_folder() {
         let d = tempfile::tempdir().unwrap();
-        // A file name that cannot be created inside the temporary folder.
-        let e = save(d.path(), 5, &[("no/such/dir/x", b"m".to_vec())])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("step 5") && e.contains("no/such/dir/x"), "{e}");
+        // A file that cannot be created: its name is the subfolder of the file before it.
+        let files = [("sub/x", b"m".to_vec()), ("sub", b"m".to_vec())];
+        let e = save(d.path(), 5, &files).unwrap_err().to_string();
+        assert!(e.contains("step 5") && e.contains("sub"), "{e}");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn files_in_a_subfolder_are_saved_with_the_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let files = [
+            (MODEL_FILE, b"m".to_vec()),
+            ("adapter/a.json", b"{}".to_vec()),
+            ("adapter/b", b"b".to_vec()),
+            (STATE_FILE, b"{}".to_vec()),
+        ];
+        let dir = save(d.path(), 7, &files).unwrap();
+        assert_eq!(fs::read(dir.join("adapter/b")).unwrap(), b"b");
+        assert_eq!(fs::read(dir.join("adapter/a.json")).unwrap(), b"{}");
+        assert_eq!(list_complete(d.path()).unwrap().len(), 1);
     }
 
     #[test]

@@ -53,7 +53,21 @@ impl StepGrads {
     /// With `allow_nonfinite` (fp16 with loss scaling), inf/NaN are left to the scaler, which
     /// skips such steps.
     pub fn check_integrity(&self, params: &Params, allow_nonfinite: bool) -> Result<()> {
+        self.check_integrity_except(params, allow_nonfinite, |_| false)
+    }
+
+    /// [`StepGrads::check_integrity`] of the parameters `skip` does not name: LoRA's A
+    /// matrices, whose first gradient is zero by construction (B starts at zero).
+    pub fn check_integrity_except(
+        &self,
+        params: &Params,
+        allow_nonfinite: bool,
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<()> {
         for (name, g) in params.names().iter().zip(&self.grads) {
+            if skip(name) {
+                continue;
+            }
             let problem = match g {
                 None => Some("has no gradient".to_string()),
                 Some(g) => {

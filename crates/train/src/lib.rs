@@ -13,6 +13,7 @@ pub mod finetune;
 pub mod finetune_config;
 pub mod finetune_qa;
 pub mod grads;
+pub mod lora;
 pub mod metrics;
 pub mod metrics_cls;
 pub mod metrics_qa;

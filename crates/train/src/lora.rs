@@ -1,0 +1,640 @@
+//! LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") as peft builds
+//! it: each targeted linear layer keeps its pretrained weight W0 fixed and computes with
+//! W0 + s·B·A, where A (r, in) starts uniform in ±1/√in (torch's `kaiming_uniform_` with
+//! a = √5, peft's default), B (out, r) starts at zero (so the model starts as the pretrained
+//! one) and s = alpha / r (rsLoRA: alpha / √r). The task head (peft's `modules_to_save`:
+//! `classifier`, `score`, `qa_outputs`, DistilBERT's `pre_classifier`) is trained in full;
+//! every other weight is frozen.
+//!
+//! How it runs here: the models read ordinary weights, so each target is kept *merged*: after
+//! every optimizer step W = W0 + s·B·A is written into the model's store (fp32, and its
+//! bf16/fp16 working copy). The model reads the frozen weights as constants
+//! ([`Params::train_only`]), so the backward pass computes no gradient for them, and gives
+//! dL/dW for each target; the chain rule through W = W0 + s·B·A turns it into
+//! dL/dB = s·dW·Aᵀ and dL/dA = s·Bᵀ·dW, the gradients of peft's separate low-rank path.
+//! Against peft's formulation this computes each target's full weight gradient (one product
+//! per target, as full fine-tuning does for it) and one merge per target and step, and it
+//! needs no change to the models. peft's `lora_dropout` (dropout on the low-rank path's input
+//! alone) has no place in a merged weight: only 0, peft's default, is accepted.
+//!
+//! Files: `adapter/adapter_model.safetensors` and `adapter/adapter_config.json` are what peft's
+//! `save_pretrained` writes (`PeftModel.from_pretrained(base, "<checkpoint>/adapter")` loads
+//! them); the checkpoint's `model.safetensors` is the merged model (peft's
+//! `merge_and_unload`), which transformers, `lantern eval` and `lantern predict` load as an
+//! ordinary model. The adapter lives in a subfolder because transformers' `from_pretrained`
+//! treats a folder holding `adapter_config.json` as an adapter to apply to its base model.
+
+use crate::grads::StepGrads;
+use crate::{Error, Result};
+use candle_core::{DType, Tensor};
+use lantern_kernels::Rng;
+use lantern_models::bert::BertHead;
+use lantern_models::task::TaskConfig;
+use lantern_models::{safetensors_io, Params};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The checkpoint subfolder holding the adapter.
+pub const ADAPTER_DIR: &str = "adapter";
+/// peft's file names in it.
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+/// peft's prefix of every tensor name in `adapter_model.safetensors` (the `PeftModel`'s
+/// `base_model.model`).
+const PREFIX: &str = "base_model.model.";
+
+/// The `[lora]` section of a fine-tuning config: present = LoRA, absent = full fine-tuning.
+/// Names and defaults are peft's `LoraConfig`'s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSection {
+    /// The rank of the update (`r`).
+    #[serde(default = "d_r")]
+    pub r: usize,
+    /// `lora_alpha`: the update B·A is scaled by alpha / r (alpha / √r with `use_rslora`).
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    /// `lora_dropout`: only 0 (see the module's notes).
+    #[serde(default)]
+    pub dropout: f64,
+    /// The linear layers to adapt: a layer is adapted when its name is one of these or ends
+    /// with `.` and one of these (peft's `target_modules` matching). Default: peft's for the
+    /// family (the attention's query and value projections).
+    pub target_modules: Option<Vec<String>>,
+    /// rsLoRA's scale alpha / √r.
+    #[serde(default)]
+    pub use_rslora: bool,
+}
+
+fn d_r() -> usize {
+    8
+}
+fn d_alpha() -> f64 {
+    8.0
+}
+
+impl LoraSection {
+    /// The section's own checks; the message names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.r == 0 {
+            return Err("lora.r must be at least 1".into());
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(format!("lora.alpha must be positive, not {}", self.alpha));
+        }
+        if self.dropout != 0.0 {
+            return Err(format!(
+                "lora.dropout = {}: only 0 (peft's default) is supported: the adapted weights \
+                 are merged into the layers, and peft's dropout applies to the low-rank path \
+                 alone",
+                self.dropout
+            ));
+        }
+        if self.target_modules.as_ref().is_some_and(|t| t.is_empty()) {
+            return Err("lora.target_modules is empty: name at least one linear layer".into());
+        }
+        Ok(())
+    }
+
+    /// The settings of a peft `adapter_config.json`, refusing what this implementation does
+    /// not do (DoRA, trained biases, per-layer ranks, a regular expression as targets, ...);
+    /// the message names the key.
+    pub fn from_peft(v: &Value) -> std::result::Result<LoraSection, String> {
+        let get = |k: &str| v.get(k).filter(|x| !x.is_null());
+        if get("peft_type").and_then(Value::as_str) != Some("LORA") {
+            return Err(format!("peft_type {:?}: only LORA", v.get("peft_type")));
+        }
+        let unsupported = [
+            ("use_dora", json!(false)),
+            ("lora_bias", json!(false)),
+            ("bias", json!("none")),
+            ("rank_pattern", json!({})),
+            ("alpha_pattern", json!({})),
+        ];
+        for (k, default) in unsupported {
+            if get(k).is_some_and(|x| *x != default) {
+                return Err(format!("{k} = {}: not supported (only {default})", v[k]));
+            }
+        }
+        for k in [
+            "layers_to_transform",
+            "target_parameters",
+            "exclude_modules",
+        ] {
+            if get(k).is_some() {
+                return Err(format!("{k} = {}: not supported", v[k]));
+            }
+        }
+        let r = get("r")
+            .and_then(Value::as_u64)
+            .ok_or("r: not a whole number")?;
+        let targets = match get("target_modules") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("target_modules: not a list of names")?,
+            Some(x) => return Err(format!("target_modules = {x}: only a list of names")),
+            None => return Err("target_modules: missing".into()),
+        };
+        let spec = LoraSection {
+            r: r as usize,
+            alpha: get("lora_alpha")
+                .and_then(Value::as_f64)
+                .ok_or("lora_alpha: not a number")?,
+            dropout: get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
+            target_modules: Some(targets),
+            use_rslora: get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The factor of B·A.
+    pub fn scale(&self) -> f64 {
+        match self.use_rslora {
+            true => self.alpha / (self.r as f64).sqrt(),
+            false => self.alpha / self.r as f64,
+        }
+    }
+}
+
+/// One adapted weight.
+struct Target {
+    /// Its name in the model's store (`<module>.weight`).
+    weight: String,
+    /// Its pretrained value W0 (fp32), never trained.
+    base: Tensor,
+    /// Its index in the model's stores, and the indices of its A and B in the master store.
+    index: usize,
+    a: usize,
+    b: usize,
+}
+
+/// The adapters of one fine-tuning run, over the model's stores.
+pub struct Lora {
+    spec: LoraSection,
+    targets: Vec<Target>,
+    /// (index in the master store, index in the model's stores) of each head parameter.
+    head: Vec<(usize, usize)>,
+    /// What the optimizer trains, in the model's order: each target's `<module>.lora_A.weight`
+    /// and `<module>.lora_B.weight` (fp32), and the head's parameters (the model store's own
+    /// variables: the optimizer updates them in place).
+    master: Params,
+    /// The model's fp32 store (the merged weights; what checkpoints export) and, in mixed
+    /// precision, its working copy.
+    model: Params,
+    work: Option<Params>,
+    /// GPT-2's `Conv1D` stores weights (in, out): the update is (B·A)ᵀ (peft's
+    /// `fan_in_fan_out`).
+    in_out: bool,
+    task_type: Option<&'static str>,
+    modules_to_save: Vec<String>,
+    /// [`Lora::base_fingerprint`].
+    fingerprint: [f64; 2],
+}
+
+impl Lora {
+    /// Adapters for `spec`'s targets among the model's linear layers, A drawn from `rng` and B
+    /// zero, over `model` (the fp32 store: the pretrained weights with the head) and `work`
+    /// (its working copy in mixed precision). Fails, naming the layer, on a target that
+    /// matches no linear layer, an embedding, or the head.
+    pub fn new(
+        spec: &LoraSection,
+        task: &TaskConfig,
+        head: BertHead,
+        (model, work): (&Params, Option<&Params>),
+        rng: &mut Rng,
+    ) -> Result<Lora> {
+        spec.validate().map_err(Error::Config)?;
+        let wanted: Vec<String> = match &spec.target_modules {
+            Some(t) => t.clone(),
+            None => task
+                .default_lora_targets()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let matches = |module: &str, t: &str| module == t || module.ends_with(&format!(".{t}"));
+        let mut used = vec![false; wanted.len()];
+        let (mut targets, mut head_idx) = (Vec::new(), Vec::new());
+        let mut master = Params::new();
+        let in_out = task.weights_in_out();
+        for (index, (name, var)) in model.iter().enumerate() {
+            let module = name.strip_suffix(".weight");
+            let hit = module.and_then(|m| wanted.iter().position(|t| matches(m, t)));
+            if task.is_head_param(head, name) {
+                if let Some(i) = hit {
+                    return Err(Error::Config(format!(
+                        "lora.target_modules: {:?} names {name}, which belongs to the task \
+                         head; the head is trained in full",
+                        wanted[i]
+                    )));
+                }
+                head_idx.push((master.len(), index));
+                master.insert_shared(name, var.clone());
+                continue;
+            }
+            let (Some(module), Some(i)) = (module, hit) else {
+                continue;
+            };
+            if task.is_embedding(name) || var.rank() != 2 {
+                return Err(Error::Config(format!(
+                    "lora.target_modules: {:?} names {name}, which is not a linear layer (LoRA \
+                     adapts linear layers here)",
+                    wanted[i]
+                )));
+            }
+            used[i] = true;
+            let (d0, d1) = var.as_tensor().dims2()?;
+            let (fan_out, fan_in) = if in_out { (d1, d0) } else { (d0, d1) };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let a: Vec<f32> = (0..spec.r * fan_in)
+                .map(|_| (bound * (2.0 * rng.next_f64() - 1.0)) as f32)
+                .collect();
+            let device = var.device();
+            let a = Tensor::from_vec(a, (spec.r, fan_in), device)?;
+            let b = Tensor::zeros((fan_out, spec.r), DType::F32, device)?;
+            let (ai, bi) = (master.len(), master.len() + 1);
+            master.insert(format!("{module}.lora_A.weight"), a)?;
+            master.insert(format!("{module}.lora_B.weight"), b)?;
+            targets.push(Target {
+                weight: name.to_string(),
+                base: var.as_tensor().to_dtype(DType::F32)?.copy()?,
+                index,
+                a: ai,
+                b: bi,
+            });
+        }
+        if let Some(i) = used.iter().position(|u| !u) {
+            // The distinct layer names there are, to pick from.
+            let mut layers: Vec<&str> = model
+                .iter()
+                .filter(|(n, v)| {
+                    v.rank() == 2 && !task.is_embedding(n) && !task.is_head_param(head, n)
+                })
+                .filter_map(|(n, _)| n.strip_suffix(".weight")?.rsplit('.').next())
+                .collect();
+            layers.sort_unstable();
+            layers.dedup();
+            return Err(Error::Config(format!(
+                "lora.target_modules: no linear layer of this {} model is named {:?}; its \
+                 linear layers: {}",
+                task.family(),
+                wanted[i],
+                layers.join(", ")
+            )));
+        }
+        let task_type = match head {
+            BertHead::SequenceClassification => Some("SEQ_CLS"),
+            BertHead::TokenClassification => Some("TOKEN_CLS"),
+            BertHead::QuestionAnswering => Some("QUESTION_ANS"),
+            _ => None,
+        };
+        // The frozen pretrained weights (the targets' W0 included), before any update.
+        let mut fingerprint = [0f64; 2];
+        for (name, var) in model.iter() {
+            if !task.is_head_param(head, name) {
+                let t = var.as_tensor().to_dtype(DType::F64)?;
+                fingerprint[0] += t.sum_all()?.to_scalar::<f64>()?;
+                fingerprint[1] += t.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            }
+        }
+        let mut modules_to_save: Vec<String> = head_idx
+            .iter()
+            .filter_map(|&(m, _)| master.names()[m].split('.').next().map(str::to_string))
+            .collect();
+        modules_to_save.dedup();
+        Ok(Lora {
+            spec: LoraSection {
+                target_modules: Some(wanted),
+                ..spec.clone()
+            },
+            targets,
+            head: head_idx,
+            master,
+            model: model.clone(),
+            work: work.cloned(),
+            in_out,
+            task_type,
+            modules_to_save,
+            fingerprint,
+        })
+    }
+
+    /// The sum and the sum of squares of the frozen pretrained weights: a checkpoint holds
+    /// only the adapters and the head, so a resume checks that it adapts the same model.
+    pub fn base_fingerprint(&self) -> [f64; 2] {
+        self.fingerprint
+    }
+
+    /// The store the optimizer trains (the adapters and the head).
+    pub fn master(&self) -> &Params {
+        &self.master
+    }
+
+    /// The settings, with the targets resolved.
+    pub fn spec(&self) -> &LoraSection {
+        &self.spec
+    }
+
+    /// The view of `store` (the model's fp32 store or its working copy) to build the model
+    /// from: only the targets and the head are recorded for backward.
+    pub fn view(&self, store: &Params) -> Params {
+        let model = self.model.names();
+        let names = self.targets.iter().map(|t| t.weight.as_str());
+        store.train_only(names.chain(self.head.iter().map(|&(_, w)| model[w].as_str())))
+    }
+
+    /// Whether `name` (of the master store) is an A matrix: its gradient is zero while B is
+    /// (on the first step), which the gradient-integrity guard must not mistake for a
+    /// parameter cut off from the loss.
+    pub fn is_a(name: &str) -> bool {
+        name.ends_with(".lora_A.weight")
+    }
+
+    /// Trainable and total parameter counts (peft's `print_trainable_parameters`: the total
+    /// counts the frozen model, the adapters and the head once).
+    pub fn counts(&self) -> (usize, usize) {
+        let trainable = self.master.num_elements();
+        let head: usize = self
+            .head
+            .iter()
+            .map(|&(m, _)| self.master.vars()[m].elem_count())
+            .sum();
+        (trainable, self.model.num_elements() + trainable - head)
+    }
+
+    /// s·B·A (or its transpose, for (in, out) weights): the target's update, f32.
+    fn delta(&self, t: &Target) -> Result<Tensor> {
+        let v = self.master.vars();
+        let ba = v[t.b].as_tensor().matmul(v[t.a].as_tensor())?; // (out, in)
+        let ba = match self.in_out {
+            true => ba.t()?.contiguous()?,
+            false => ba,
+        };
+        Ok((ba * self.spec.scale())?)
+    }
+
+    /// Writes each target's W0 + s·B·A into the model's store and its working copy, and the
+    /// head into the working copy (the fp32 store shares the head's variables with the
+    /// optimizer): after every optimizer step, and after loading adapters.
+    pub fn refresh(&self) -> Result<()> {
+        for t in &self.targets {
+            let w = (&t.base + self.delta(t)?)?;
+            if let Some(work) = &self.work {
+                let v = &work.vars()[t.index];
+                v.set(&w.to_dtype(v.dtype())?)?;
+            }
+            self.model.vars()[t.index].set(&w)?;
+        }
+        if let Some(work) = &self.work {
+            for &(m, w) in &self.head {
+                let v = &work.vars()[w];
+                v.set(&self.master.vars()[m].as_tensor().to_dtype(v.dtype())?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The master store's gradients from the model store's (`grads`, one per variable of the
+    /// model in its order, f32): the head's as they are, each target's dW through the chain
+    /// rule to dB = s·G·Aᵀ and dA = s·Bᵀ·G, with G = dW (or dWᵀ for (in, out) weights).
+    pub fn master_grads(&self, grads: &StepGrads) -> Result<StepGrads> {
+        let mut out = StepGrads::new(self.master.len());
+        let v = self.master.vars();
+        for t in &self.targets {
+            let Some(dw) = &grads.grads[t.index] else {
+                continue;
+            };
+            let g = match self.in_out {
+                true => dw.t()?,
+                false => dw.clone(),
+            };
+            let g = (g * self.spec.scale())?; // (out, in)
+            let (a, b) = (v[t.a].as_tensor(), v[t.b].as_tensor());
+            out.grads[t.b] = Some(g.matmul(&a.t()?)?); // (out, r)
+            out.grads[t.a] = Some(b.t()?.matmul(&g)?); // (r, in)
+        }
+        for &(m, w) in &self.head {
+            out.grads[m] = grads.grads[w].clone();
+        }
+        Ok(out)
+    }
+
+    /// `adapter_model.safetensors`'s tensors: every master variable under peft's name.
+    pub fn adapter_tensors(&self) -> BTreeMap<String, Tensor> {
+        self.master
+            .iter()
+            .map(|(n, v)| (format!("{PREFIX}{n}"), v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// `adapter_config.json`, as peft writes it for these settings; `base` is the pretrained
+    /// model's folder (peft's `base_model_name_or_path`).
+    pub fn adapter_config(&self, base: Option<&Path>) -> Value {
+        let s = &self.spec;
+        json!({
+            "peft_type": "LORA",
+            "task_type": self.task_type,
+            "base_model_name_or_path": base.map(|p| p.display().to_string()),
+            "r": s.r,
+            "lora_alpha": s.alpha,
+            "lora_dropout": s.dropout,
+            "use_rslora": s.use_rslora,
+            "target_modules": s.target_modules,
+            "fan_in_fan_out": self.in_out,
+            "bias": "none",
+            "lora_bias": false,
+            "use_dora": false,
+            "modules_to_save": self.modules_to_save,
+            "init_lora_weights": true,
+            "inference_mode": true,
+            "layers_to_transform": null,
+            "layers_pattern": null,
+            "rank_pattern": {},
+            "alpha_pattern": {},
+            "exclude_modules": null,
+            "target_parameters": null,
+            "revision": null,
+        })
+    }
+
+    /// Sets the master variables from an `adapter_model.safetensors` (every one must be there,
+    /// with its shape, and nothing else), then [`Lora::refresh`]es the model.
+    pub fn load_adapter(&self, path: &Path) -> Result<()> {
+        let device = self.master.vars().first().map(|v| v.device().clone());
+        let device = device.unwrap_or(candle_core::Device::Cpu);
+        let mut tensors = safetensors_io::load_float(path, &device, DType::F32)?;
+        for (name, var) in self.master.iter() {
+            let key = format!("{PREFIX}{name}");
+            let t = safetensors_io::take_shaped(&mut tensors, &key, &[&key], var.dims(), path)?
+                .ok_or_else(|| Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    msg: format!("has no tensor {key} (the adapter of another model or config?)"),
+                })?;
+            var.set(&t)?;
+        }
+        if let Some(extra) = tensors.keys().next() {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "holds {extra}, which these settings have no place for (lora.target_modules \
+                     changed?)"
+                ),
+            });
+        }
+        self.refresh()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use lantern_models::bert::BertInput;
+    use lantern_models::bert::{init_params, BertConfig};
+    use lantern_models::task::TaskModel;
+    use lantern_models::Mode;
+
+    fn bert() -> (TaskConfig, Params) {
+        let c = BertConfig::new(40, 16, 2, 2, 32, 16).with_labels(&["a".into(), "b".into()]);
+        let p = init_params(
+            &c,
+            BertHead::SequenceClassification,
+            &mut Rng::new(3),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        (TaskConfig::Bert(c), p)
+    }
+
+    fn spec() -> LoraSection {
+        LoraSection {
+            r: 3,
+            alpha: 6.0,
+            dropout: 0.0,
+            target_modules: None,
+            use_rslora: false,
+        }
+    }
+
+    fn ids() -> Tensor {
+        Tensor::new(&[[2u32, 7, 9, 11, 3], [2, 5, 6, 3, 0]], &Device::Cpu).unwrap()
+    }
+
+    fn loss(cfg: &TaskConfig, p: &Params) -> Tensor {
+        let m = TaskModel::new(cfg, p, BertHead::SequenceClassification).unwrap();
+        let ids = ids();
+        let input = BertInput {
+            ids: &ids,
+            token_type_ids: None,
+            attention_mask: None,
+        };
+        let logits = m.forward(&input, Mode::Eval).unwrap();
+        (logits.sqr().unwrap().sum_all().unwrap() * 0.5).unwrap()
+    }
+
+    /// Targets, head and order as peft's: query and value of each layer, A then B, then the
+    /// classifier; the model unchanged while B is zero.
+    #[test]
+    fn adapts_query_and_value_and_trains_the_head() {
+        let (cfg, p) = bert();
+        let before = loss(&cfg, &p).to_scalar::<f32>().unwrap();
+        let lora = Lora::new(
+            &spec(),
+            &cfg,
+            BertHead::SequenceClassification,
+            (&p, None),
+            &mut Rng::new(1),
+        )
+        .unwrap();
+        let names = lora.master().names();
+        assert_eq!(names.len(), 2 * 2 * 2 + 2, "{names:?}");
+        assert_eq!(
+            names[0],
+            "bert.encoder.layer.0.attention.self.query.lora_A.weight"
+        );
+        assert_eq!(
+            names[3],
+            "bert.encoder.layer.0.attention.self.value.lora_B.weight"
+        );
+        assert_eq!(&names[8..], ["classifier.weight", "classifier.bias"]);
+        assert_eq!(lora.master().var(&names[0]).unwrap().dims(), [3, 16]);
+        assert_eq!(lora.master().var(&names[1]).unwrap().dims(), [16, 3]);
+        lora.refresh().unwrap();
+        assert_eq!(loss(&cfg, &p).to_scalar::<f32>().unwrap(), before);
+        let cfgj = lora.adapter_config(None);
+        assert_eq!(cfgj["task_type"], "SEQ_CLS");
+        assert_eq!(cfgj["target_modules"], json!(["query", "value"]));
+        assert_eq!(cfgj["modules_to_save"], json!(["classifier"]));
+    }
+
+    /// The chain rule of `master_grads` against candle's autograd through W0 + s·B·A built as
+    /// a graph, with a non-zero B.
+    #[test]
+    fn master_gradients_are_those_of_the_low_rank_path() {
+        let (cfg, p) = bert();
+        let lora = Lora::new(
+            &spec(),
+            &cfg,
+            BertHead::SequenceClassification,
+            (&p, None),
+            &mut Rng::new(1),
+        )
+        .unwrap();
+        let mut rng = Rng::new(9);
+        for (n, v) in lora.master().iter() {
+            if n.contains("lora_B") {
+                let t =
+                    Tensor::from_vec(rng.normal_vec(v.elem_count(), 0.3), v.dims(), &Device::Cpu)
+                        .unwrap();
+                v.set(&t).unwrap();
+            }
+        }
+        lora.refresh().unwrap();
+        // Ours: the gradient of the merged weights through the view, then the chain rule.
+        let view = lora.view(&p);
+        let store = loss(&cfg, &view).backward().unwrap();
+        let mut g = StepGrads::new(p.len());
+        g.accumulate(&view, &store).unwrap();
+        let frozen = p
+            .names()
+            .iter()
+            .zip(&g.grads)
+            .filter(|(_, g)| g.is_none())
+            .count();
+        assert_eq!(
+            frozen,
+            p.len() - 4 - 2,
+            "only the targets and the head get gradients"
+        );
+        let ours = lora.master_grads(&g).unwrap();
+        // Reference: with dW (the gradient of the merged weight) held fixed, candle's autograd
+        // of sum(W(A, B) ⊙ dW), W = W0 + s·B·A built as a graph over fresh variables A and B,
+        // is dL/dA and dL/dB by the chain rule.
+        let scale = spec().scale();
+        for t in &lora.targets {
+            let dw = g.grads[t.index].as_ref().unwrap();
+            let v = lora.master().vars();
+            let a = Var::from_tensor(v[t.a].as_tensor()).unwrap();
+            let b = Var::from_tensor(v[t.b].as_tensor()).unwrap();
+            let ba = b.as_tensor().matmul(a.as_tensor()).unwrap();
+            let w = (&t.base + (ba * scale).unwrap()).unwrap();
+            let gs = (w * dw).unwrap().sum_all().unwrap().backward().unwrap();
+            for (var, idx) in [(&a, t.a), (&b, t.b)] {
+                let want = gs.get(var.as_tensor()).unwrap();
+                let got = ours.grads[idx].as_ref().unwrap();
+                let d = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+                let d = d.to_scalar::<f32>().unwrap();
+                assert!(d < 1e-6, "{}: {d}", lora.master().names()[idx]);
+            }
+        }
+        for &(m, w) in &lora.head {
+            assert!(ours.grads[m].is_some() && g.grads[w].is_some());
+        }
+    }
+}
