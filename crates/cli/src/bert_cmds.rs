@@ -676,6 +676,8 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
             let bytes = lantern_data::tokenizer_config_bytes(&tok, &tokens, Some(&dir))?;
             std::fs::write(tmp.join(lantern_data::TOKENIZER_CONFIG_FILE), bytes)?;
         }
+        // A LoRA run's adapter (peft's files, fp32 as trained), beside the merged model.
+        finetune::copy_adapter(&dir, &tmp)?;
         std::fs::rename(&tmp, out)?;
         Ok(())
     };

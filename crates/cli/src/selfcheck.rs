@@ -990,6 +990,7 @@ fn cls_losses(
                 model: &model,
                 work: &params,
                 master: &params,
+                lora: None,
             },
             &mut opt,
             &micro,

@@ -24,6 +24,7 @@ use crate::error::io;
 use crate::finetune_config::FinetuneConfig;
 use crate::finetune_qa::{QaData, QaOptions};
 use crate::grads::{scaled_backward, StepGrads};
+use crate::lora::{self, Lora};
 use crate::metrics::MetricsLog;
 use crate::metrics_cls::{
     multi_label_report, regression_report, report_from_confusion, ChoiceReport, EvalReport,
@@ -62,6 +63,7 @@ pub use lantern_data::TOKENIZER_CONFIG_FILE;
 const HEAD_INIT_STREAM: u64 = 11;
 const SHUFFLE_STREAM: u64 = 12;
 const DROPOUT_STREAM: u64 = 13;
+const LORA_STREAM: u64 = 14;
 /// 2: `metric_value` may be null (a checkpoint written on a stop) and `last/` has `resume`.
 const STATE_VERSION: u32 = 2;
 
@@ -105,6 +107,10 @@ pub struct ResumeState {
     /// The best checkpoint's step and evaluation.
     pub best_step: Option<u64>,
     pub best_eval: Value,
+    /// LoRA: [`Lora::base_fingerprint`] of the frozen pretrained model, which a resume must
+    /// find the same (the checkpoint holds only the adapters and the head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_base: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -474,8 +480,11 @@ pub struct ClsModel<'a> {
     /// The variables the model reads: the bf16/fp16 working copy in mixed precision, else the
     /// same store as `master`.
     pub work: &'a Params,
-    /// The fp32 master weights the optimizer updates.
+    /// The fp32 master weights the optimizer updates (with LoRA, the adapters and the head).
     pub master: &'a Params,
+    /// LoRA: `work` is the adapters' view of the model ([`Lora::view`]), whose gradients
+    /// become the adapters' and which is refreshed after each step.
+    pub lora: Option<&'a Lora>,
 }
 
 /// How one [`classifier_step`] went.
@@ -551,13 +560,21 @@ pub fn classifier_step(
     if scale != 1.0 {
         grads.scale(1.0 / scale)?;
     }
+    // From here on the gradients are those of what the optimizer trains.
+    let trained = match m.lora {
+        Some(lora) => {
+            grads = lora.master_grads(&grads)?;
+            m.master
+        }
+        None => m.work,
+    };
     if s.step == 0 && !micro.is_empty() {
         // This rank's own gradients, before they are summed.
-        grads.check_integrity(m.work, scaler.is_some())?;
+        grads.check_integrity_except(trained, scaler.is_some(), Lora::is_a)?;
     }
     if comm.world_size() > 1 {
         if micro.is_empty() {
-            for (slot, var) in grads.grads.iter_mut().zip(m.work.vars()) {
+            for (slot, var) in grads.grads.iter_mut().zip(trained.vars()) {
                 *slot = Some(var.as_tensor().zeros_like()?.to_dtype(DType::F32)?);
             }
         }
@@ -582,7 +599,13 @@ pub fn classifier_step(
         )));
     }
     grads.clip(grad_norm, s.grad_clip)?;
-    opt.step_mixed(m.master, &grads.grads, s.lr, m.work)?;
+    match m.lora {
+        Some(lora) => {
+            opt.step(m.master, &grads.grads, s.lr)?;
+            lora.refresh()?;
+        }
+        None => opt.step_mixed(m.master, &grads.grads, s.lr, m.work)?,
+    }
     Ok(ClsStepOutput {
         loss: loss_sum,
         grad_norm,
@@ -1097,7 +1120,11 @@ fn read_state(dir: &Path) -> Result<FinetuneState> {
 struct CheckpointWriter<'a> {
     cfg: &'a FinetuneConfig,
     model: &'a TaskConfig,
+    /// The fp32 model (with LoRA, its merged weights): `model.safetensors`.
     params: &'a Params,
+    /// What the optimizer trains (`params`, or LoRA's adapters and head).
+    trained: &'a Params,
+    lora: Option<&'a Lora>,
     labels: &'a [String],
     train_examples: usize,
     examples_per_step: usize,
@@ -1112,7 +1139,7 @@ impl<'a> CheckpointWriter<'a> {
     fn new(
         cfg: &'a FinetuneConfig,
         model: &'a TaskConfig,
-        params: &'a Params,
+        (params, trained, lora): (&'a Params, &'a Params, Option<&'a Lora>),
         (tokenizer, tokenizer_path): (&Tokenizer, &Path),
         labels: &'a [String],
         train_examples: usize,
@@ -1130,6 +1157,8 @@ impl<'a> CheckpointWriter<'a> {
             cfg,
             model,
             params,
+            trained,
+            lora,
             labels,
             train_examples,
             examples_per_step,
@@ -1155,7 +1184,7 @@ impl<'a> CheckpointWriter<'a> {
         best: Option<&BestCheckpoint>,
     ) -> ResumeState {
         ResumeState {
-            optimizer: opt.state(self.params),
+            optimizer: opt.state(self.trained),
             scaler: scaler.cloned(),
             labels: self.labels.to_vec(),
             train_examples: self.train_examples,
@@ -1164,6 +1193,7 @@ impl<'a> CheckpointWriter<'a> {
             evals_without_improvement: stopper.evals_without_improvement,
             best_step: best.map(|b| b.step),
             best_eval: best.map_or(Value::Null, |b| b.report.to_json(self.labels)),
+            lora_base: self.lora.map(|l| l.base_fingerprint()),
         }
     }
 
@@ -1184,10 +1214,26 @@ impl<'a> CheckpointWriter<'a> {
             (TOKENIZER_FILE, self.tokenizer.clone()),
             (TOKENIZER_CONFIG_FILE, self.tokenizer_config.clone()),
         ];
+        let adapter = |f: &str| format!("{}/{f}", lora::ADAPTER_DIR);
+        let (adapter_weights, adapter_config) = (
+            adapter(lora::ADAPTER_WEIGHTS),
+            adapter(lora::ADAPTER_CONFIG),
+        );
+        if let Some(l) = self.lora {
+            let config = l.adapter_config(self.cfg.model.init_from.as_deref());
+            files.push((
+                &adapter_weights,
+                safetensors_io::serialize(&l.adapter_tensors())?,
+            ));
+            files.push((
+                &adapter_config,
+                serde_json::to_vec_pretty(&config).expect("JSON serialises"),
+            ));
+        }
         if let Some((opt, _)) = &resume {
             files.push((
                 checkpoint::OPTIMIZER_FILE,
-                safetensors_io::serialize(&opt.state_tensors(self.params))?,
+                safetensors_io::serialize(&opt.state_tensors(self.trained))?,
             ));
         }
         let state = FinetuneState {
@@ -1237,10 +1283,25 @@ fn export_folder(src: &Path, out: &Path) -> Result<()> {
     if src.join(f).is_file() {
         std::fs::copy(src.join(f), tmp.join(f)).map_err(io(src.join(f)))?;
     }
+    copy_adapter(src, &tmp)?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(io(out))?;
     }
     std::fs::rename(&tmp, out).map_err(io(out))
+}
+
+/// Copies a LoRA checkpoint's `adapter/` folder (peft's files) from `src` to `dst`, if it has
+/// one.
+pub fn copy_adapter(src: &Path, dst: &Path) -> Result<()> {
+    let (from, to) = (src.join(lora::ADAPTER_DIR), dst.join(lora::ADAPTER_DIR));
+    if !from.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&to).map_err(io(&to))?;
+    for f in [lora::ADAPTER_WEIGHTS, lora::ADAPTER_CONFIG] {
+        std::fs::copy(from.join(f), to.join(f)).map_err(io(from.join(f)))?;
+    }
+    Ok(())
 }
 
 /// The model to fine-tune: a pretrained checkpoint with a classification head (fresh unless it
@@ -1539,12 +1600,29 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 ),
             });
         }
-        params = load_trained(
-            &dir.join(checkpoint::MODEL_FILE),
-            &task_cfg,
-            problem,
-            &device,
-        )?;
+        if st.config.lora != cfg.lora {
+            let describe = |l: &Option<lora::LoraSection>| match l {
+                Some(l) => format!("LoRA {}", serde_json::to_string(l).expect("serialises")),
+                None => "full fine-tuning (no [lora])".to_string(),
+            };
+            return Err(Error::Checkpoint {
+                path: dir.join(STATE_FILE),
+                msg: format!(
+                    "the run was fine-tuned with {}, the config now asks for {}",
+                    describe(&st.config.lora),
+                    describe(&cfg.lora)
+                ),
+            });
+        }
+        // LoRA: the pretrained model as built above; the adapters and the head come below.
+        if cfg.lora.is_none() {
+            params = load_trained(
+                &dir.join(checkpoint::MODEL_FILE),
+                &task_cfg,
+                problem,
+                &device,
+            )?;
+        }
     }
     if world > 1 {
         // Every rank built the same weights (the same files, the same seeded head); rank 0's
@@ -1740,13 +1818,6 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         total_steps,
         decay_steps: 0,
     };
-    let opt_cfg = OptimizerConfig::from_keys(&t.optim);
-    let mut opt = Optimizer::new(opt_cfg, &params)?;
-    if let Some((dir, _, rs)) = &resumed {
-        let p = dir.join(checkpoint::OPTIMIZER_FILE);
-        let tensors = safetensors_io::load_float(&p, &device, DType::F32)?;
-        opt.load_state(&params, tensors, &rs.optimizer, &p)?;
-    }
     // Mixed precision: the model reads a bf16/fp16 working copy; `params` stay the fp32
     // masters, which the checkpoints hold.
     let work = match t.precision {
@@ -1754,6 +1825,64 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         p => Some(params.to(&device, p.dtype())?),
     };
     let work_params = work.as_ref().unwrap_or(&params);
+    // LoRA: the optimizer trains the adapters and the head; `params` hold the merged weights.
+    let lora = match &cfg.lora {
+        Some(spec) => Some(Lora::new(
+            spec,
+            &task_cfg,
+            head_of(problem),
+            (&params, work.as_ref()),
+            &mut Rng::derive(t.seed, LORA_STREAM),
+        )?),
+        None => None,
+    };
+    if let (Some(l), Some((dir, _, rs))) = (&lora, &resumed) {
+        let state = dir.join(STATE_FILE);
+        let (was, is) = (rs.lora_base, l.base_fingerprint());
+        let same = was.is_some_and(|w| {
+            w.iter()
+                .zip(is)
+                .all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0))
+        });
+        if !same {
+            return Err(Error::Checkpoint {
+                path: state,
+                msg: format!(
+                    "the LoRA run was fine-tuned from another pretrained model than {} holds                      now (weight sum and sum of squares {was:?}, now {is:?})",
+                    cfg.model.init_from.as_deref().unwrap_or(Path::new("?")).display()
+                ),
+            });
+        }
+        l.load_adapter(&dir.join(lora::ADAPTER_DIR).join(lora::ADAPTER_WEIGHTS))?;
+    }
+    if let (Some(l), true) = (&lora, world > 1) {
+        for v in l.master().vars() {
+            comm.broadcast(v.as_tensor(), 0)?;
+        }
+        l.refresh()?;
+    }
+    let trained = lora.as_ref().map_or(&params, |l| l.master());
+    let opt_cfg = OptimizerConfig::from_keys(&t.optim);
+    let mut opt = Optimizer::new(opt_cfg, trained)?;
+    if let Some((dir, _, rs)) = &resumed {
+        let p = dir.join(checkpoint::OPTIMIZER_FILE);
+        let tensors = safetensors_io::load_float(&p, &device, DType::F32)?;
+        opt.load_state(trained, tensors, &rs.optimizer, &p)?;
+    }
+    if let Some(l) = &lora {
+        let (n, total) = l.counts();
+        let s = l.spec();
+        say(format!(
+            "LoRA r={} alpha={} (scale {}) on {}: {n} of {total} parameters trained ({:.2} %), \
+             the task head in full",
+            s.r,
+            s.alpha,
+            s.scale(),
+            s.target_modules.as_deref().unwrap_or_default().join(", "),
+            100.0 * n as f64 / total as f64
+        ));
+    }
+    let lora_view = lora.as_ref().map(|l| l.view(work_params));
     // torch.amp.GradScaler's defaults, as transformers' Trainer uses them with fp16=True.
     let mut scaler = (t.precision == Precision::Fp16).then(|| {
         resumed
@@ -1773,7 +1902,11 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             ""
         }
     ));
-    let model = TaskModel::new(&task_cfg, work_params, head_of(problem))?;
+    let model = TaskModel::new(
+        &task_cfg,
+        lora_view.as_ref().unwrap_or(work_params),
+        head_of(problem),
+    )?;
     // Evaluations read the same weights without recording a graph.
     let eval_model = TaskModel::new(&task_cfg, &work_params.frozen(), head_of(problem))?;
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience)
@@ -1821,7 +1954,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let writer = CheckpointWriter::new(
         &cfg,
         &task_cfg,
-        &params,
+        (&params, trained, lora.as_ref()),
         (&tokenizer, &tokenizer_path),
         &labels,
         train.len(),
@@ -1965,8 +2098,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 &comm,
                 ClsModel {
                     model: &model,
-                    work: work_params,
-                    master: &params,
+                    work: lora_view.as_ref().unwrap_or(work_params),
+                    master: trained,
+                    lora: lora.as_ref(),
                 },
                 &mut opt,
                 &micro,

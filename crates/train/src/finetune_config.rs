@@ -23,6 +23,10 @@ pub struct FinetuneConfig {
     pub train: FtTrainSection,
     #[serde(default)]
     pub early_stopping: EarlyStoppingSection,
+    /// LoRA (peft's `LoraConfig`): train low-rank adapters of some linear layers and the task
+    /// head, the rest of the pretrained model frozen. Absent = full fine-tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::lora::LoraSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -530,6 +534,16 @@ impl FinetuneConfig {
             return bad("early_stopping.patience must be at least 1".into());
         }
         let m = &self.model;
+        if let Some(l) = &self.lora {
+            l.validate().or_else(bad)?;
+            if m.init_from.is_none() {
+                return bad(
+                    "[lora] adapts a pretrained model: set model.init_from (a fresh model is \
+                     trained in full)"
+                        .into(),
+                );
+            }
+        }
         if m.init_from.is_none() {
             if m.tokenizer.is_none() {
                 return bad("model.tokenizer is required when model.init_from is not given".into());
