@@ -42,7 +42,7 @@ fn parity(golden: &str, base: &str, inputs_of: &str) {
 
     let peft = read_json(&dir.join("adapter/adapter_config.json"));
     let spec = LoraSection::from_peft(&peft).unwrap();
-    let lora = Lora::new(&spec, &cfg, HEAD, (&params, None), &mut Rng::new(5)).unwrap();
+    let lora = Lora::new(&spec, &cfg, HEAD, (&params, None), &[], &mut Rng::new(5)).unwrap();
     lora.load_adapter(&dir.join("adapter/adapter_model.safetensors"))
         .unwrap();
 

@@ -614,6 +614,15 @@ fn run_files(run: &Path) -> Vec<(String, Vec<u8>)> {
             std::fs::read(run.join("model").join(f)).unwrap(),
         ));
     }
+    // A LoRA run's adapters.
+    for dir in [last, run.join("model")] {
+        for f in ["adapter_model.safetensors", "adapter_config.json"] {
+            let path = dir.join("adapter").join(f);
+            if path.is_file() {
+                out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
     out.push((
         "best step".into(),
         state_step(&only_child(&run.join("best")))
@@ -2663,4 +2672,163 @@ fn a_pretrained_llama_fine_tunes_for_sequence_and_token_classification() {
         let e = lantern_err(&["finetune", "--config", p(&cfg), "--quiet"]);
         assert!(e.contains(wants) && e.contains("Llama"), "{key}: {e}");
     }
+}
+
+/// LoRA on a GPT-2 pretrained by `lantern train`: only the adapters and the head train (every
+/// other pretrained tensor keeps its bits), the model folder holds the merged weights
+/// W0 + s·(B·A)ᵀ (GPT-2's `Conv1D`) and peft's adapter files, `eval` and `export` read it as
+/// any classifier, a run cut short resumes byte-identical in fp16, and bad settings are
+/// refused naming the key.
+#[test]
+fn lora_fine_tunes_a_pretrained_gpt2_and_resumes_byte_identical() {
+    let f = Fixture::new();
+    let gpt_run = f.root.join("gpt");
+    common::train_ok(&common::tiny_config(&f.root, &gpt_run, ""), &[]);
+    let model = format!("init_from = {gpt_run:?}");
+    let plain = ("train.jsonl", "val.jsonl", "");
+    let lora = "[lora]\nr = 4\nalpha = 8\ntarget_modules = [\"c_attn\", \"c_fc\"]";
+    let cfg = |name: &str, train: &str| {
+        f.config_with(
+            name,
+            (&model, 32),
+            plain,
+            train,
+            &format!("{PATIENT}\n{lora}"),
+        )
+    };
+    let learn = cfg("lora", "epochs = 10\nlr = 1e-2\neval_every_steps = 4");
+    let out = lantern_ok(&["finetune", "--config", p(&learn)]);
+    // r·(in + out) per adapted layer: c_attn 4·(32 + 96), c_fc 4·(32 + 128), two layers; the
+    // head 2·32.
+    let trained = 2 * (4 * (32 + 96) + 4 * (32 + 128)) + 2 * 32;
+    assert!(
+        out.contains("LoRA r=4 alpha=8 (scale 2) on c_attn, c_fc")
+            && out.contains(&format!("{trained} of ")),
+        "{out}"
+    );
+    let run = f.root.join("lora");
+    let best = best_of(&run, "accuracy");
+    assert!(best >= 0.9, "best accuracy {best}\n{out}");
+
+    // peft's files: its names, its settings, the pretrained folder as the base.
+    let adapter = run.join("model/adapter");
+    let c: Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    let pretrained = gpt_run.join("checkpoints/step-00000040");
+    assert_eq!(c["peft_type"], "LORA");
+    assert_eq!(c["task_type"], "SEQ_CLS");
+    assert_eq!(c["target_modules"], serde_json::json!(["c_attn", "c_fc"]));
+    assert_eq!(c["fan_in_fan_out"], true);
+    assert_eq!(c["modules_to_save"], serde_json::json!(["score"]));
+    assert_eq!(
+        (c["r"].as_u64(), c["lora_alpha"].as_f64()),
+        (Some(4), Some(8.0))
+    );
+    assert_eq!(c["base_model_name_or_path"], p(&pretrained));
+    let adapters: std::collections::BTreeMap<String, Vec<f32>> =
+        common::read_f32_tensors(&adapter.join("adapter_model.safetensors"))
+            .into_iter()
+            .collect();
+    assert_eq!(adapters.len(), 2 * 2 * 2 + 1, "{:?}", adapters.keys());
+    assert!(adapters.contains_key("base_model.model.score.weight"));
+
+    // The merged model: the frozen tensors are the pretrained ones to the bit, each adapted
+    // weight is W0 + 2·(B·A)ᵀ.
+    let base: std::collections::BTreeMap<String, Vec<f32>> =
+        common::read_f32_tensors(&pretrained.join("model.safetensors"))
+            .into_iter()
+            .collect();
+    let merged = common::read_f32_tensors(&run.join("model/model.safetensors"));
+    for (name, w) in &merged {
+        if name == "score.weight" {
+            assert_eq!(w, &adapters[&format!("base_model.model.{name}")]);
+            continue;
+        }
+        let w0 = &base[name];
+        let module = name.strip_suffix(".weight").unwrap_or(name);
+        let (Some(a), Some(b)) = (
+            adapters.get(&format!("base_model.model.{module}.lora_A.weight")),
+            adapters.get(&format!("base_model.model.{module}.lora_B.weight")),
+        ) else {
+            assert_eq!(w, w0, "{name} is frozen");
+            continue;
+        };
+        // Conv1D: W (in, out), A (r, in), B (out, r).
+        let (r, fan_in) = (4, a.len() / 4);
+        let fan_out = b.len() / r;
+        let mut d = 0f32;
+        for i in 0..fan_in {
+            for o in 0..fan_out {
+                let ba: f32 = (0..r).map(|k| b[o * r + k] * a[k * fan_in + i]).sum();
+                d = d.max((w[i * fan_out + o] - (w0[i * fan_out + o] + 2.0 * ba)).abs());
+            }
+        }
+        assert!(d < 1e-5, "{name}: merged differs by {d}");
+        assert!(w != w0, "{name} was adapted");
+    }
+
+    // The merged model evaluates as any classifier; export carries the adapter along.
+    let metrics = f.root.join("lora-eval.json");
+    let (_, m) = eval_json(&run, &f.root.join("val.jsonl"), &metrics, &[]);
+    assert_eq!(m["accuracy"].as_f64().unwrap(), best);
+    let hf = f.root.join("lora-hf");
+    lantern_ok(&["export", "--model", p(&run.join("best")), "--out", p(&hf)]);
+    for file in [
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+    ] {
+        assert_eq!(
+            std::fs::read(hf.join(file)).unwrap(),
+            std::fs::read(run.join("model").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+
+    // Cut short and resumed, in fp16 (the working copy and the loss scale), as one run.
+    const RUN: &str = "epochs = 2\nlr = 1e-2\neval_every_steps = 4\nprecision = \"fp16\"";
+    finetune_quiet(&cfg("whole", RUN), &[]);
+    let cut = cfg("cut", RUN);
+    finetune_quiet(&cut, &["--stop-after", "5"]);
+    finetune_quiet(&cut, &["--resume"]);
+    assert_same_run(&f.root.join("whole"), &f.root.join("cut"));
+    // A resume with other LoRA settings, or without LoRA, is refused.
+    let e = resume_err(&cut, "lora.r=8");
+    assert!(
+        e.contains("finetune_state.json") && e.contains("LoRA"),
+        "{e}"
+    );
+    let e = lantern_err(&[
+        "finetune",
+        "--config",
+        p(&f.config_with("full", (&model, 32), plain, RUN, PATIENT)),
+        "--quiet",
+        "--set",
+        &format!("run.dir={}", p(&f.root.join("cut"))),
+        "--resume",
+    ]);
+    assert!(e.contains("full fine-tuning"), "{e}");
+
+    // Settings LoRA cannot take, each named.
+    for (set, want) in [
+        ("lora.dropout=0.1", "lora.dropout"),
+        ("lora.r=0", "lora.r"),
+        ("lora.target_modules=[\"c_atn\"]", "c_attn, c_fc, c_proj"),
+        ("lora.target_modules=[\"wte\"]", "not a linear layer"),
+        ("lora.target_modules=[\"score\"]", "task head"),
+    ] {
+        let e = lantern_err(&[
+            "finetune",
+            "--config",
+            p(&cfg("bad", RUN)),
+            "--quiet",
+            "--set",
+            set,
+        ]);
+        assert!(e.contains(want), "{set}: {e}");
+    }
+    let fresh = f.config("fresh", "epochs = 1", &format!("{PATIENT}\n{lora}"));
+    let e = lantern_err(&["finetune", "--config", p(&fresh), "--quiet"]);
+    assert!(e.contains("model.init_from"), "{e}");
 }

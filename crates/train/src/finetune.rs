@@ -1306,7 +1306,8 @@ pub fn copy_adapter(src: &Path, dst: &Path) -> Result<()> {
 
 /// The model to fine-tune: a pretrained checkpoint with a classification head (fresh unless it
 /// is already a classifier with the same labels; a BERT-family encoder, or GPT-2 for sequence
-/// or token classification), or a fresh BERT encoder; and the id batches are padded with.
+/// or token classification), or a fresh BERT encoder; the id batches are padded with; and the
+/// tensors the pretrained folder lacked (drawn fresh, as transformers does).
 fn build_model(
     cfg: &FinetuneConfig,
     labels: &[String],
@@ -1314,7 +1315,7 @@ fn build_model(
     tokenizer_path: &Path,
     device: &Device,
     quiet: bool,
-) -> Result<(TaskConfig, Params, u32)> {
+) -> Result<(TaskConfig, Params, u32, Vec<String>)> {
     let m = &cfg.model;
     let problem = cfg.data.problem_type;
     let head = head_of(problem);
@@ -1322,7 +1323,7 @@ fn build_model(
     let problem_name =
         (head == BertHead::SequenceClassification).then(|| problem.name().to_string());
     let mut rng = Rng::derive(cfg.train.seed, HEAD_INIT_STREAM);
-    let (mut model, params) = match &m.init_from {
+    let (mut model, params, fresh) = match &m.init_from {
         Some(dir) => {
             let config_path = dir.join(CONFIG_FILE);
             let (c, _) = TaskConfig::from_hf(&config_path)?;
@@ -1352,7 +1353,7 @@ fn build_model(
                     );
                 }
             }
-            (c, p)
+            (c, p, report.newly_initialised)
         }
         None => {
             let vocab = lantern_data::tokenizer::vocab_size(tokenizer);
@@ -1369,7 +1370,7 @@ fn build_model(
             c.problem_type = problem_name;
             c.pad_token_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
             let p = init_params(&c, head, &mut rng, device, DType::F32)?;
-            (TaskConfig::Bert(c), p)
+            (TaskConfig::Bert(c), p, Vec::new())
         }
     };
     match &mut model {
@@ -1438,7 +1439,7 @@ fn build_model(
             model.max_tokens(),
         )));
     }
-    Ok((model, params, pad))
+    Ok((model, params, pad, fresh))
 }
 
 /// Runs a fine-tuning described by `cfg`.
@@ -1567,7 +1568,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             d.train.display()
         )));
     }
-    let (task_cfg, mut params, pad) =
+    let (task_cfg, mut params, pad, fresh) =
         build_model(&cfg, &labels, &tokenizer, &tokenizer_path, &device, quiet)?;
     if let Some((dir, st, rs)) = &resumed {
         if st.config.data.problem_type != problem {
@@ -1832,6 +1833,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             &task_cfg,
             head_of(problem),
             (&params, work.as_ref()),
+            &fresh,
             &mut Rng::derive(t.seed, LORA_STREAM),
         )?),
         None => None,

@@ -177,7 +177,8 @@ struct Target {
 pub struct Lora {
     spec: LoraSection,
     targets: Vec<Target>,
-    /// (index in the master store, index in the model's stores) of each head parameter.
+    /// (index in the master store, index in the model's stores) of each tensor trained in
+    /// full: the head's, and those the pretrained folder lacked.
     head: Vec<(usize, usize)>,
     /// What the optimizer trains, in the model's order: each target's `<module>.lora_A.weight`
     /// and `<module>.lora_B.weight` (fp32), and the head's parameters (the model store's own
@@ -199,13 +200,17 @@ pub struct Lora {
 impl Lora {
     /// Adapters for `spec`'s targets among the model's linear layers, A drawn from `rng` and B
     /// zero, over `model` (the fp32 store: the pretrained weights with the head) and `work`
-    /// (its working copy in mixed precision). Fails, naming the layer, on a target that
-    /// matches no linear layer, an embedding, or the head.
+    /// (its working copy in mixed precision). The head is trained in full, and so is every
+    /// tensor of `fresh` (what the pretrained folder lacked and was drawn at random, a BERT's
+    /// pooler: frozen at random it would be noise, and peft's adapter would not hold it).
+    /// Fails, naming the layer, on a target that matches no linear layer, an embedding, or a
+    /// tensor trained in full.
     pub fn new(
         spec: &LoraSection,
         task: &TaskConfig,
         head: BertHead,
         (model, work): (&Params, Option<&Params>),
+        fresh: &[String],
         rng: &mut Rng,
     ) -> Result<Lora> {
         spec.validate().map_err(Error::Config)?;
@@ -225,12 +230,17 @@ impl Lora {
         for (index, (name, var)) in model.iter().enumerate() {
             let module = name.strip_suffix(".weight");
             let hit = module.and_then(|m| wanted.iter().position(|t| matches(m, t)));
-            if task.is_head_param(head, name) {
+            let is_head = task.is_head_param(head, name);
+            if is_head || fresh.iter().any(|f| f == name) {
                 if let Some(i) = hit {
                     return Err(Error::Config(format!(
-                        "lora.target_modules: {:?} names {name}, which belongs to the task \
-                         head; the head is trained in full",
-                        wanted[i]
+                        "lora.target_modules: {:?} names {name}, which {}; it is trained in \
+                         full",
+                        wanted[i],
+                        match is_head {
+                            true => "belongs to the task head",
+                            false => "the pretrained model lacks (drawn at random)",
+                        }
                     )));
                 }
                 head_idx.push((master.len(), index));
@@ -295,16 +305,27 @@ impl Lora {
         };
         // The frozen pretrained weights (the targets' W0 included), before any update.
         let mut fingerprint = [0f64; 2];
-        for (name, var) in model.iter() {
-            if !task.is_head_param(head, name) {
+        for (i, var) in model.vars().iter().enumerate() {
+            if !head_idx.iter().any(|&(_, w)| w == i) {
                 let t = var.as_tensor().to_dtype(DType::F64)?;
                 fingerprint[0] += t.sum_all()?.to_scalar::<f64>()?;
                 fingerprint[1] += t.sqr()?.sum_all()?.to_scalar::<f64>()?;
             }
         }
+        // peft's `modules_to_save`: the head's top module (`classifier`, `score`, ...), and
+        // the module of each other tensor trained in full (`bert.pooler.dense`).
         let mut modules_to_save: Vec<String> = head_idx
             .iter()
-            .filter_map(|&(m, _)| master.names()[m].split('.').next().map(str::to_string))
+            .map(|&(m, _)| {
+                let name = &master.names()[m];
+                match task.is_head_param(head, name) {
+                    true => name.split('.').next().unwrap_or(name).to_string(),
+                    false => name
+                        .rsplit_once('.')
+                        .map_or(name.as_str(), |(m, _)| m)
+                        .to_string(),
+                }
+            })
             .collect();
         modules_to_save.dedup();
         Ok(Lora {
@@ -549,6 +570,7 @@ mod tests {
             &cfg,
             BertHead::SequenceClassification,
             (&p, None),
+            &[],
             &mut Rng::new(1),
         )
         .unwrap();
@@ -573,6 +595,37 @@ mod tests {
         assert_eq!(cfgj["modules_to_save"], json!(["classifier"]));
     }
 
+    /// A tensor the pretrained folder lacked (a pooler drawn at random) is trained in full
+    /// with the head and saved in the adapter, as peft's `modules_to_save`; a target naming
+    /// it is refused.
+    #[test]
+    fn tensors_drawn_fresh_are_trained_in_full() {
+        let (cfg, p) = bert();
+        let fresh = [
+            "bert.pooler.dense.weight".to_string(),
+            "bert.pooler.dense.bias".to_string(),
+        ];
+        assert!(p.var(&fresh[0]).is_ok());
+        let head = BertHead::SequenceClassification;
+        let lora = Lora::new(&spec(), &cfg, head, (&p, None), &fresh, &mut Rng::new(1)).unwrap();
+        let names = lora.master().names();
+        assert!(fresh.iter().all(|f| names.contains(f)), "{names:?}");
+        let c = lora.adapter_config(None);
+        assert_eq!(
+            c["modules_to_save"],
+            json!(["bert.pooler.dense", "classifier"])
+        );
+        assert!(lora
+            .adapter_tensors()
+            .contains_key("base_model.model.bert.pooler.dense.bias"));
+        let mut s = spec();
+        s.target_modules = Some(vec!["dense".into()]);
+        let e = Lora::new(&s, &cfg, head, (&p, None), &fresh, &mut Rng::new(1))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("lacks"), "{e}");
+    }
+
     /// The chain rule of `master_grads` against candle's autograd through W0 + s·B·A built as
     /// a graph, with a non-zero B.
     #[test]
@@ -583,6 +636,7 @@ mod tests {
             &cfg,
             BertHead::SequenceClassification,
             (&p, None),
+            &[],
             &mut Rng::new(1),
         )
         .unwrap();
