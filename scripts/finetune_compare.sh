@@ -25,6 +25,9 @@
 # MOMENTUM (SGD's and RMSprop's, default 0) and GROUP=1 (group_by_length in both; classes and
 # tags). SGD wants a larger LR than AdamW, e.g.
 #   OPTIM=sgd MOMENTUM=0.9 LR=0.05 bash scripts/finetune_compare.sh
+# LORA_R=8 (and LORA_ALPHA, default 16): LoRA of that rank on both sides (Lantern's [lora],
+# peft's LoraConfig; classes and tags), which wants a larger LR, e.g.
+#   LORA_R=8 LR=1e-3 EPOCHS=4 bash scripts/finetune_compare.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
@@ -46,6 +49,12 @@ case "$TASK" in
              metric=accuracy; keys="accuracy"; make=make_fortune_choices.py; len=64 ;;
     *) echo "TASK must be classes, tags, qa, qa2 or choice, not $TASK" >&2; exit 2 ;;
 esac
+lora_set=(); lora_args=()
+if [ -n "${LORA_R:-}" ]; then
+    [[ "$TASK" == classes || "$TASK" == tags ]] || { echo "LORA_R: TASK classes or tags" >&2; exit 2; }
+    lora_set=(--set lora.r="$LORA_R" --set lora.alpha="${LORA_ALPHA:-16}")
+    lora_args=(--lora-r "$LORA_R" --lora-alpha "${LORA_ALPHA:-16}")
+fi
 group_by_length=false; group_args=()
 if [ "${GROUP:-0}" = 1 ]; then group_by_length=true; group_args=(--group-by-length); fi
 EPOCHS="${EPOCHS:-2}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX_LENGTH:-$len}"
@@ -65,7 +74,7 @@ RAYON_NUM_THREADS=$THREADS target/release/lantern finetune --config "$config" \
     --set train.epochs="$EPOCHS" --set train.lr="$LR" --set train.batch_size="$BATCH" \
     --set data.max_length="$MAX_LENGTH" --set train.seed="$SEED" \
     --set train.optimizer="\"$OPTIM\"" --set train.momentum="$MOMENTUM" \
-    --set train.group_by_length="$group_by_length" "$@"
+    --set train.group_by_length="$group_by_length" "${lora_set[@]}" "$@"
 t1=$(date +%s.%N)
 target/release/lantern eval --checkpoint "$run" --data "$data/$test" --out "$run/test_eval.json"
 
@@ -74,7 +83,7 @@ torch_json=$("$PY" scripts/finetune_torch.py --task "${TASK%2}" "${torch_args[@]
     --validation "$data/validation.jsonl" --test "$data/$test" --epochs "$EPOCHS" --lr "$LR" \
     --batch-size "$BATCH" --max-length "$MAX_LENGTH" --seed "$SEED" --warmup-ratio 0.1 \
     --weight-decay 0.01 --optim "$OPTIM" --momentum "$MOMENTUM" --metric "$metric" \
-    --threads "$THREADS" "${group_args[@]}" | tee >(cat >&2) | tail -1)
+    --threads "$THREADS" "${group_args[@]}" "${lora_args[@]}" | tee >(cat >&2) | tail -1)
 
 python3 - "$run/test_eval.json" "$(python3 -c "print($t1 - $t0)")" "$torch_json" $keys <<'PYEOF'
 import json, sys

@@ -258,8 +258,10 @@ def optimizer(model, args, n_train):
     """Lantern's optimizer of `--optim` (`train.optimizer`: torch's AdamW, SGD, Adagrad or
     RMSprop with the same keys, weight decay on matrices only) and linear warmup-and-decay
     schedule for `n_train` training rows; returns (optimizer, scheduler, steps per epoch)."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    # Frozen parameters (LoRA's pretrained model) are not the optimizer's.
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.dim() >= 2]
+    no_decay = [p for p in trained if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": args.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if args.optim == "adamw":
@@ -312,6 +314,12 @@ def main():
                     help="transformers' group_by_length (LengthGroupedSampler's order); "
                          "classes and tags only")
     ap.add_argument("--task", default="classes", choices=["classes", "tags", "qa", "choice"])
+    ap.add_argument("--lora-r", type=int, default=0,
+                    help="LoRA of this rank with peft (classes and tags; 0 = full fine-tuning), "
+                         "as Lantern's [lora] section")
+    ap.add_argument("--lora-alpha", type=float, default=8.0)
+    ap.add_argument("--lora-targets", default=None,
+                    help="comma-separated target_modules (default: peft's for the family)")
     ap.add_argument("--doc-stride", type=int, default=32)
     ap.add_argument("--version-2-with-negative", action="store_true")
     ap.add_argument("--null-score-diff-threshold", type=float, default=0.0)
@@ -325,6 +333,8 @@ def main():
                  f"(--task classes or tags)")
     if args.group_by_length and args.task not in ("classes", "tags"):
         sys.exit("--group-by-length: classes and tags only")
+    if args.lora_r and args.task not in ("classes", "tags"):
+        sys.exit("--lora-r: classes and tags only")
     if args.task == "qa":
         return qa_main(args)
     if args.task == "choice":
@@ -344,6 +354,17 @@ def main():
             id2label=dict(enumerate(labels)),
             label2id=index,
         )
+    if args.lora_r:
+        from peft import LoraConfig, TaskType, get_peft_model
+        targets = args.lora_targets.split(",") if args.lora_targets else None
+        if targets is None and model_type(args.model) == "distilbert":
+            targets = ["q_lin", "v_lin"]  # peft has no default for DistilBERT; Lantern's
+        model = get_peft_model(model, LoraConfig(
+            task_type=TaskType.TOKEN_CLS if tags else TaskType.SEQ_CLS, r=args.lora_r,
+            lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules=targets))
+        trainable, total = model.get_nb_trainable_parameters()
+        print(f"peft LoRA r={args.lora_r} alpha={args.lora_alpha}: {trainable} of {total} "
+              f"parameters trained", flush=True)
     opt, sched, steps_per_epoch = optimizer(model, args, len(train))
 
     def batch(rows):

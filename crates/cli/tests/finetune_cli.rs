@@ -593,6 +593,66 @@ fn two_ranks_fine_tune_as_one_process_with_twice_the_batch() {
     }
 }
 
+/// LoRA on two ranks computes the step of one process with twice the batch: the adapters'
+/// gradients are summed over the ranks, also when rank 1 gets 3 examples of the short last
+/// step (batch 5) or none (batch 11, its gradients zero).
+#[test]
+fn two_ranks_fine_tune_lora_as_one_process_with_twice_the_batch() {
+    let f = Fixture::new();
+    // The pretrained model: a classifier fine-tuned in full for an epoch.
+    finetune_quiet(&f.config("base", "epochs = 1\nlr = 3e-3", ""), &NO_DROPOUT);
+    let model = format!("init_from = {:?}", f.root.join("base/model"));
+    let lora = "[lora]\nr = 2\ntarget_modules = [\"query\", \"value\", \"dense\"]";
+    for batch in [5, 11] {
+        let mut runs = Vec::new();
+        for (ranks, b) in [(2, batch), (1, 2 * batch)] {
+            let run_name = format!("lora-b{batch}-{ranks}");
+            let data = ("train.jsonl", "val.jsonl", "");
+            let cfg = f.config_with(&run_name, (&model, 16), data, "epochs = 2\nlr = 1e-2", lora);
+            let batch_set = format!("train.batch_size={b}");
+            let mut args = vec![];
+            if ranks == 2 {
+                args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
+            }
+            args.extend(["finetune", "--config", p(&cfg), "--quiet"]);
+            args.extend(NO_DROPOUT);
+            args.extend(["--set", batch_set.as_str()]);
+            lantern_ok(&args);
+            runs.push(f.root.join(run_name));
+        }
+        let (two, one) = (&runs[0], &runs[1]);
+        let (l2, l1) = (train_losses(two), train_losses(one));
+        assert_eq!(l2.len(), l1.len(), "batch {batch}");
+        for (a, b) in l2.iter().zip(&l1) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "batch {batch}: loss {a} vs {b}"
+            );
+        }
+        let adapter = |run: &Path| {
+            common::read_f32_tensors(
+                &only_child(&run.join("last")).join("adapter/adapter_model.safetensors"),
+            )
+        };
+        let (a2, a1) = (adapter(two), adapter(one));
+        // One layer: query, value and its three dense layers, the pooler's; the classifier.
+        assert_eq!(
+            a2.len(),
+            6 * 2 + 2,
+            "{:?}",
+            a2.iter().map(|x| &x.0).collect::<Vec<_>>()
+        );
+        for ((n, a), (_, b)) in a2.iter().zip(&a1) {
+            let r = common::rel_l2(a, b);
+            assert!(r < 1e-5, "batch {batch}: {n} differs by {r}");
+        }
+        assert!(
+            two.join("model/adapter/adapter_config.json").is_file(),
+            "rank 0 exported"
+        );
+    }
+}
+
 /// Every file of a run that a resume must reproduce: metrics.jsonl, last/ (weights, moments,
 /// state) and the exported model, as (name, bytes).
 fn run_files(run: &Path) -> Vec<(String, Vec<u8>)> {
