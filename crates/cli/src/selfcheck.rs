@@ -893,7 +893,7 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 fn cls_losses(
     device: &Device,
     steps: usize,
-    (family, head, recompute): (&str, lantern_models::bert::BertHead, bool),
+    (family, head, recompute, lora): (&str, lantern_models::bert::BertHead, bool, bool),
 ) -> Result<Vec<f64>> {
     use lantern_data::labelled::ProblemType;
     use lantern_models::bert::{BertConfig, BertHead};
@@ -936,10 +936,36 @@ fn cls_losses(
         TaskConfig::Bert(cfg)
     };
     let params = cfg.init_params(head, &mut rng, device, DType::F32)?;
-    let model = TaskModel::new(&cfg, &params, head)?;
+    // LoRA of rank 4 on the family's default targets: the adapters and the head train.
+    let lora = match lora {
+        true => {
+            let spec = lantern_train::lora::LoraSection {
+                r: 4,
+                alpha: 8.0,
+                dropout: 0.0,
+                target_modules: None,
+                use_rslora: false,
+            };
+            let mut lora_rng = Rng::new(7);
+            let l = lantern_train::lora::Lora::new(
+                &spec,
+                &cfg,
+                head,
+                (&params, None),
+                &[],
+                &mut lora_rng,
+            )?;
+            Some(l)
+        }
+        false => None,
+    };
+    let view = lora.as_ref().map(|l| l.view(&params));
+    let work = view.as_ref().unwrap_or(&params);
+    let trained = lora.as_ref().map_or(&params, |l| l.master());
+    let model = TaskModel::new(&cfg, work, head)?;
     let mut opt = lantern_train::optim::Optimizer::new(
         lantern_train::optim::OptimizerConfig::AdamW(AdamWConfig::default()),
-        &params,
+        trained,
     )?;
     let (mut ids, mut types, mut mask) = (vec![0u32; b * t], vec![0u32; b * t], vec![0u32; b * t]);
     for (r, &len) in lens.iter().enumerate() {
@@ -988,9 +1014,9 @@ fn cls_losses(
             &single,
             lantern_train::finetune::ClsModel {
                 model: &model,
-                work: &params,
-                master: &params,
-                lora: None,
+                work,
+                master: trained,
+                lora: lora.as_ref(),
             },
             &mut opt,
             &micro,
@@ -1047,30 +1073,25 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
     }
     use lantern_models::bert::BertHead;
     let seq = BertHead::SequenceClassification;
+    let tags = BertHead::TokenClassification;
     for (kind, name) in [
-        (("bert", seq, false), "finetune bert"),
-        (
-            ("bert", BertHead::TokenClassification, false),
-            "finetune bert tags",
-        ),
+        (("bert", seq, false, false), "finetune bert"),
+        (("bert", tags, false, false), "finetune bert tags"),
         // Recomputed on the device against stored on the CPU: the same losses.
-        (("bert", seq, true), "finetune bert recompute"),
-        (("gpt2", seq, false), "finetune gpt2"),
-        (
-            ("gpt2", BertHead::TokenClassification, false),
-            "finetune gpt2 tags",
-        ),
-        (("gpt2", seq, true), "finetune gpt2 recompute"),
-        (("llama", seq, false), "finetune llama"),
-        (
-            ("llama", BertHead::TokenClassification, false),
-            "finetune llama tags",
-        ),
-        (("llama", seq, true), "finetune llama recompute"),
+        (("bert", seq, true, false), "finetune bert recompute"),
+        (("bert", seq, false, true), "finetune bert lora"),
+        (("gpt2", seq, false, false), "finetune gpt2"),
+        (("gpt2", tags, false, false), "finetune gpt2 tags"),
+        (("gpt2", seq, true, false), "finetune gpt2 recompute"),
+        (("gpt2", seq, false, true), "finetune gpt2 lora"),
+        (("llama", seq, false, false), "finetune llama"),
+        (("llama", tags, false, false), "finetune llama tags"),
+        (("llama", seq, true, false), "finetune llama recompute"),
+        (("llama", tags, false, true), "finetune llama tags lora"),
     ] {
         let on_device = cls_losses(&s.device, opts.steps, kind)
             .with_context(|| format!("{name} on the checked device"))?;
-        let on_cpu = cls_losses(&Device::Cpu, opts.steps, (kind.0, kind.1, false))
+        let on_cpu = cls_losses(&Device::Cpu, opts.steps, (kind.0, kind.1, false, kind.3))
             .with_context(|| format!("{name} on the CPU"))?;
         loss_lines(rep, name, "padded batch", &on_device, &on_cpu);
     }

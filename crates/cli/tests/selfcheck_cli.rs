@@ -28,6 +28,10 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune gpt2",
         "finetune gpt2 tags",
         "finetune gpt2 recompute",
+        "finetune llama tags",
+        "finetune bert lora",
+        "finetune gpt2 lora",
+        "finetune llama tags lora",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");
