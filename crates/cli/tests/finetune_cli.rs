@@ -2892,3 +2892,52 @@ fn lora_fine_tunes_a_pretrained_gpt2_and_resumes_byte_identical() {
     let e = lantern_err(&["finetune", "--config", p(&fresh), "--quiet"]);
     assert!(e.contains("model.init_from"), "{e}");
 }
+
+/// LoRA with a token classifier (peft's TOKEN_CLS; the pretrained folder a tagger trained in
+/// full for one epoch, its head trained on in full), and with activation checkpointing: the
+/// same steps as without.
+#[test]
+fn lora_trains_a_token_classifier_and_recomputes_the_same_steps() {
+    let f = Fixture::new();
+    write_tagged(&f.root);
+    let data = (
+        "tok_train.jsonl",
+        "tok_val.conll",
+        "problem_type = \"token_classification\"",
+    );
+    let base = f.config_on("base", data, "epochs = 1\nlr = 3e-3", "metric = \"f1\"");
+    finetune_quiet(&base, &NO_DROPOUT);
+    let model = format!("init_from = {:?}", f.root.join("base/model"));
+    let es = "metric = \"f1\"\n[lora]\nr = 4\nalpha = 8";
+    let cfg = |name: &str, train: &str| f.config_with(name, (&model, 16), data, train, es);
+    finetune_quiet(&cfg("tok", "epochs = 15\nlr = 1e-2"), &NO_DROPOUT);
+    let run = f.root.join("tok");
+    let f1 = best_of(&run, "f1");
+    assert!(f1 >= 0.8, "best entity F1 {f1}");
+    assert_eq!(
+        exported_config(&run)["architectures"][0],
+        "BertForTokenClassification"
+    );
+    let c: Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("model/adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["task_type"], "TOKEN_CLS");
+    assert_eq!(c["target_modules"], serde_json::json!(["query", "value"]));
+
+    let plain = cfg("tok-plain", "epochs = 2\nlr = 1e-2");
+    let recomputed = cfg(
+        "tok-rc",
+        "epochs = 2\nlr = 1e-2\nactivation_checkpointing = true",
+    );
+    finetune_quiet(&plain, &NO_DROPOUT);
+    finetune_quiet(&recomputed, &NO_DROPOUT);
+    let (a, b) = (
+        train_losses(&f.root.join("tok-plain")),
+        train_losses(&f.root.join("tok-rc")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * y.abs(), "loss {x} recomputed {y}");
+    }
+}
