@@ -60,12 +60,34 @@ pub struct LoraSection {
     #[serde(default)]
     pub dropout: f64,
     /// The linear layers to adapt: a layer is adapted when its name is one of these or ends
-    /// with `.` and one of these (peft's `target_modules` matching). Default: peft's for the
-    /// family (the attention's query and value projections).
+    /// with `.` and one of these (peft's `target_modules` matching); `"all-linear"` (alone,
+    /// or as a one-name list) adapts every linear layer but the head, as peft. Default:
+    /// peft's for the family (the attention's query and value projections).
+    #[serde(default, deserialize_with = "one_or_many")]
     pub target_modules: Option<Vec<String>>,
     /// rsLoRA's scale alpha / √r.
     #[serde(default)]
     pub use_rslora: bool,
+}
+
+/// peft's shortcut for every linear layer but the head.
+pub const ALL_LINEAR: &str = "all-linear";
+
+/// `target_modules` as a list of names or one name (`"all-linear"`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        Some(OneOrMany::One(s)) => Some(vec![s]),
+        Some(OneOrMany::Many(v)) => Some(v),
+        None => None,
+    })
 }
 
 fn d_r() -> usize {
@@ -131,12 +153,17 @@ impl LoraSection {
             .and_then(Value::as_u64)
             .ok_or("r: not a whole number")?;
         let targets = match get("target_modules") {
+            Some(Value::String(s)) if s == ALL_LINEAR => vec![s.clone()],
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|x| x.as_str().map(str::to_string))
                 .collect::<Option<Vec<_>>>()
                 .ok_or("target_modules: not a list of names")?,
-            Some(x) => return Err(format!("target_modules = {x}: only a list of names")),
+            Some(x) => {
+                return Err(format!(
+                    "target_modules = {x}: only a list of names or \"{ALL_LINEAR}\""
+                ))
+            }
             None => return Err("target_modules: missing".into()),
         };
         let spec = LoraSection {
@@ -203,8 +230,8 @@ impl Lora {
     /// (its working copy in mixed precision). The head is trained in full, and so is every
     /// tensor of `fresh` (what the pretrained folder lacked and was drawn at random, a BERT's
     /// pooler: frozen at random it would be noise, and peft's adapter would not hold it).
-    /// Fails, naming the layer, on a target that matches no linear layer, an embedding, or a
-    /// tensor trained in full.
+    /// Fails, naming the layer, on a target that matches no linear layer (the head's and the
+    /// fresh tensors' are not candidates) or names an embedding.
     pub fn new(
         spec: &LoraSection,
         task: &TaskConfig,
@@ -222,6 +249,20 @@ impl Lora {
                 .map(|s| s.to_string())
                 .collect(),
         };
+        // The distinct names of the linear layers that may be adapted (not the head, not a
+        // tensor drawn fresh): what "all-linear" means, and the list a bad name is shown.
+        let trained_in_full = |n: &str| task.is_head_param(head, n) || fresh.iter().any(|f| f == n);
+        let mut layers: Vec<&str> = model
+            .iter()
+            .filter(|(n, v)| v.rank() == 2 && !task.is_embedding(n) && !trained_in_full(n))
+            .filter_map(|(n, _)| n.strip_suffix(".weight")?.rsplit('.').next())
+            .collect();
+        layers.sort_unstable();
+        layers.dedup();
+        let wanted = match wanted.as_slice() {
+            [one] if one == ALL_LINEAR => layers.iter().map(|s| s.to_string()).collect(),
+            _ => wanted,
+        };
         let matches = |module: &str, t: &str| module == t || module.ends_with(&format!(".{t}"));
         let mut used = vec![false; wanted.len()];
         let (mut targets, mut head_idx) = (Vec::new(), Vec::new());
@@ -230,19 +271,9 @@ impl Lora {
         for (index, (name, var)) in model.iter().enumerate() {
             let module = name.strip_suffix(".weight");
             let hit = module.and_then(|m| wanted.iter().position(|t| matches(m, t)));
-            let is_head = task.is_head_param(head, name);
-            if is_head || fresh.iter().any(|f| f == name) {
-                if let Some(i) = hit {
-                    return Err(Error::Config(format!(
-                        "lora.target_modules: {:?} names {name}, which {}; it is trained in \
-                         full",
-                        wanted[i],
-                        match is_head {
-                            true => "belongs to the task head",
-                            false => "the pretrained model lacks (drawn at random)",
-                        }
-                    )));
-                }
+            // The head and the tensors drawn fresh train in full, and are never targets
+            // (peft leaves its `modules_to_save` out of the matching the same way).
+            if trained_in_full(name) {
                 head_idx.push((master.len(), index));
                 master.insert_shared(name, var.clone());
                 continue;
@@ -279,19 +310,9 @@ impl Lora {
             });
         }
         if let Some(i) = used.iter().position(|u| !u) {
-            // The distinct layer names there are, to pick from.
-            let mut layers: Vec<&str> = model
-                .iter()
-                .filter(|(n, v)| {
-                    v.rank() == 2 && !task.is_embedding(n) && !task.is_head_param(head, n)
-                })
-                .filter_map(|(n, _)| n.strip_suffix(".weight")?.rsplit('.').next())
-                .collect();
-            layers.sort_unstable();
-            layers.dedup();
             return Err(Error::Config(format!(
                 "lora.target_modules: no linear layer of this {} model is named {:?}; its \
-                 linear layers: {}",
+                 linear layers (the task head aside, which trains in full): {}",
                 task.family(),
                 wanted[i],
                 layers.join(", ")
@@ -596,8 +617,7 @@ mod tests {
     }
 
     /// A tensor the pretrained folder lacked (a pooler drawn at random) is trained in full
-    /// with the head and saved in the adapter, as peft's `modules_to_save`; a target naming
-    /// it is refused.
+    /// with the head and saved in the adapter, as peft's `modules_to_save`, and is no target.
     #[test]
     fn tensors_drawn_fresh_are_trained_in_full() {
         let (cfg, p) = bert();
@@ -618,12 +638,31 @@ mod tests {
         assert!(lora
             .adapter_tensors()
             .contains_key("base_model.model.bert.pooler.dense.bias"));
+        // "dense" adapts the layers' dense projections, not the pooler's trained in full.
         let mut s = spec();
         s.target_modules = Some(vec!["dense".into()]);
-        let e = Lora::new(&s, &cfg, head, (&p, None), &fresh, &mut Rng::new(1))
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("lacks"), "{e}");
+        let lora = Lora::new(&s, &cfg, head, (&p, None), &fresh, &mut Rng::new(1)).unwrap();
+        assert_eq!(lora.targets.len(), 2 * 3);
+        assert!(lora.targets.iter().all(|t| !t.weight.contains("pooler")));
+    }
+
+    /// "all-linear" adapts every linear layer but the head (the pooler included), and the
+    /// adapter config lists them by name, as peft writes it; a string parses as a list.
+    #[test]
+    fn all_linear_adapts_every_linear_layer_but_the_head() {
+        let (cfg, p) = bert();
+        let spec: LoraSection = toml::from_str("target_modules = \"all-linear\"").unwrap();
+        assert_eq!(spec.target_modules, Some(vec![ALL_LINEAR.to_string()]));
+        let head = BertHead::SequenceClassification;
+        let lora = Lora::new(&spec, &cfg, head, (&p, None), &[], &mut Rng::new(1)).unwrap();
+        let want = json!(["dense", "key", "query", "value"]);
+        assert_eq!(lora.adapter_config(None)["target_modules"], want);
+        // Two layers of query, key, value and three dense layers each, and the pooler's.
+        assert_eq!(lora.targets.len(), 2 * 6 + 1);
+        assert!(lora
+            .targets
+            .iter()
+            .all(|t| !t.weight.starts_with("classifier")));
     }
 
     /// The chain rule of `master_grads` against candle's autograd through W0 + s·B·A built as
