@@ -140,15 +140,16 @@ def save_golden(model, out_dir, inputs, tensors):
     save_file(tensors, os.path.join(out_dir, "expected.safetensors"), metadata={"format": "pt"})
 
 
-def report_files(out_dir, tag=""):
-    """Prints to stderr the tensors (name, dtype, shape) of a golden folder's two files."""
+def report_files(out_dir, tag="", names=("model.safetensors", "expected.safetensors")):
+    """Prints to stderr the tensors (name, dtype, shape) of a golden folder's safetensors
+    files (`names`, relative to `out_dir`; by default the model and the expected outputs)."""
     import os
     import sys
 
     from safetensors import safe_open
 
     prefix = f"[{tag}] " if tag else ""
-    for name in ("model.safetensors", "expected.safetensors"):
+    for name in names:
         path = os.path.join(out_dir, name)
         with safe_open(path, framework="pt") as f:
             print(f"{prefix}{name} ({os.path.getsize(path)} bytes, metadata {f.metadata()}):", file=sys.stderr)

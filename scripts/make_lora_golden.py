@@ -100,6 +100,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import BertForSequenceClassification, GPT2ForSequenceClassification, LlamaForSequenceClassification
 
+from golden_common import report_files
+
 LORA_SEED = 2468
 INIT_STD = 0.2
 ADAPTER = "default"  # peft's adapter name
@@ -349,13 +351,8 @@ def write_case(case, golden) -> None:
 
 def report_lora_files(out_dir, tag):
     """Prints to stderr the tensors (name, dtype, shape) of a LoRA golden folder's files."""
-    for name in ("adapter/adapter_model.safetensors", "expected.safetensors", "merged.safetensors"):
-        path = os.path.join(out_dir, name)
-        with safe_open(path, framework="pt") as f:
-            print(f"[{tag}] {name} ({os.path.getsize(path)} bytes, metadata {f.metadata()}):", file=sys.stderr)
-            for k in f.keys():
-                t = f.get_tensor(k)
-                print(f"  {k}: {str(t.dtype).replace('torch.', '')} {list(t.shape)}", file=sys.stderr)
+    report_files(out_dir, tag, ("adapter/adapter_model.safetensors", "expected.safetensors",
+                                "merged.safetensors"))
     path = os.path.join(out_dir, "adapter", "adapter_config.json")
     print(f"[{tag}] adapter/adapter_config.json ({os.path.getsize(path)} bytes)", file=sys.stderr)
 

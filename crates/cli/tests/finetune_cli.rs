@@ -528,6 +528,40 @@ fn train_losses(run: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// Fine-tunes `cfg(run name)` on two ranks with `batch` examples each and in one process
+/// with twice the batch; asserts that they logged the same training losses (1e-5) and
+/// returns the two run folders (two ranks, one process).
+fn two_ranks_and_one(
+    f: &Fixture,
+    name: &str,
+    batch: usize,
+    cfg: impl Fn(&str) -> PathBuf,
+) -> (PathBuf, PathBuf) {
+    let mut runs = Vec::new();
+    for (ranks, b) in [(2, batch), (1, 2 * batch)] {
+        let run_name = format!("{name}-{ranks}");
+        let cfg = cfg(&run_name);
+        let batch_set = format!("train.batch_size={b}");
+        let mut args = vec![];
+        if ranks == 2 {
+            args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
+        }
+        args.extend(["finetune", "--config", p(&cfg), "--quiet"]);
+        args.extend(NO_DROPOUT);
+        args.extend(["--set", batch_set.as_str()]);
+        lantern_ok(&args);
+        runs.push(f.root.join(run_name));
+    }
+    let (two, one) = (runs[0].clone(), runs[1].clone());
+    // Rank 0 alone wrote: one record per step and per evaluation.
+    let (l2, l1) = (train_losses(&two), train_losses(&one));
+    assert_eq!(l2.len(), l1.len(), "{name}");
+    for (a, b) in l2.iter().zip(&l1) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "{name}: loss {a} vs {b}");
+    }
+    (two, one)
+}
+
 #[test]
 fn two_ranks_fine_tune_as_one_process_with_twice_the_batch() {
     // 48 examples. (batch per rank, grad_accum): 2 × 4 = 8 a step, 6 full steps; the same with
@@ -536,32 +570,9 @@ fn two_ranks_fine_tune_as_one_process_with_twice_the_batch() {
     let f = Fixture::new();
     for (batch, accum) in [(4, 1), (2, 2), (5, 1), (11, 1)] {
         let name = format!("ddp-b{batch}-a{accum}");
-        let mut runs = Vec::new();
-        for (ranks, b) in [(2, batch), (1, 2 * batch)] {
-            let run_name = format!("{name}-{ranks}");
-            let cfg = f.config(
-                &run_name,
-                &format!("epochs = 2\nlr = 3e-3\ngrad_accum = {accum}"),
-                "",
-            );
-            let batch_set = format!("train.batch_size={b}");
-            let mut args = vec![];
-            if ranks == 2 {
-                args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
-            }
-            args.extend(["finetune", "--config", p(&cfg), "--quiet"]);
-            args.extend(NO_DROPOUT);
-            args.extend(["--set", batch_set.as_str()]);
-            lantern_ok(&args);
-            runs.push(f.root.join(run_name));
-        }
-        let (two, one) = (&runs[0], &runs[1]);
-        // Rank 0 alone wrote: one record per step and per evaluation.
-        let (l2, l1) = (train_losses(two), train_losses(one));
-        assert_eq!(l2.len(), l1.len(), "{name}");
-        for (a, b) in l2.iter().zip(&l1) {
-            assert!((a - b).abs() <= 1e-5 * b.abs(), "{name}: loss {a} vs {b}");
-        }
+        let train = format!("epochs = 2\nlr = 3e-3\ngrad_accum = {accum}");
+        let (two, one) = two_ranks_and_one(&f, &name, batch, |run| f.config(run, &train, ""));
+        let (two, one) = (&two, &one);
         let (e2, e1) = (metrics_of(two, "eval"), metrics_of(one, "eval"));
         assert_eq!(e2.len(), e1.len(), "{name}");
         for (a, b) in e2.iter().zip(&e1) {
@@ -604,31 +615,10 @@ fn two_ranks_fine_tune_lora_as_one_process_with_twice_the_batch() {
     let model = format!("init_from = {:?}", f.root.join("base/model"));
     let lora = "[lora]\nr = 2\ntarget_modules = [\"query\", \"value\", \"dense\"]";
     for batch in [5, 11] {
-        let mut runs = Vec::new();
-        for (ranks, b) in [(2, batch), (1, 2 * batch)] {
-            let run_name = format!("lora-b{batch}-{ranks}");
-            let data = ("train.jsonl", "val.jsonl", "");
-            let cfg = f.config_with(&run_name, (&model, 16), data, "epochs = 2\nlr = 1e-2", lora);
-            let batch_set = format!("train.batch_size={b}");
-            let mut args = vec![];
-            if ranks == 2 {
-                args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
-            }
-            args.extend(["finetune", "--config", p(&cfg), "--quiet"]);
-            args.extend(NO_DROPOUT);
-            args.extend(["--set", batch_set.as_str()]);
-            lantern_ok(&args);
-            runs.push(f.root.join(run_name));
-        }
-        let (two, one) = (&runs[0], &runs[1]);
-        let (l2, l1) = (train_losses(two), train_losses(one));
-        assert_eq!(l2.len(), l1.len(), "batch {batch}");
-        for (a, b) in l2.iter().zip(&l1) {
-            assert!(
-                (a - b).abs() <= 1e-5 * b.abs(),
-                "batch {batch}: loss {a} vs {b}"
-            );
-        }
+        let data = ("train.jsonl", "val.jsonl", "");
+        let cfg = |run: &str| f.config_with(run, (&model, 16), data, "epochs = 2\nlr = 1e-2", lora);
+        let (two, one) = two_ranks_and_one(&f, &format!("lora-b{batch}"), batch, cfg);
+        let (two, one) = (&two, &one);
         let adapter = |run: &Path| {
             common::read_f32_tensors(
                 &only_child(&run.join("last")).join("adapter/adapter_model.safetensors"),
@@ -1225,15 +1215,18 @@ fn write_tagged(root: &Path) {
     std::fs::write(root.join("tok_val.conll"), val).unwrap();
 }
 
+/// The files of [`write_tagged`] as `Fixture::config_on`'s data.
+const TAGGED: (&str, &str, &str) = (
+    "tok_train.jsonl",
+    "tok_val.conll",
+    "problem_type = \"token_classification\"",
+);
+
 #[test]
 fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
     let f = Fixture::new();
     write_tagged(&f.root);
-    let data = (
-        "tok_train.jsonl",
-        "tok_val.conll",
-        "problem_type = \"token_classification\"",
-    );
+    let data = TAGGED;
     let train = "epochs = 15\nlr = 3e-3";
     let es = "metric = \"f1\"";
     let whole = f.config_on("tok-whole", data, train, es);
@@ -1384,26 +1377,9 @@ fn token_classification_learns_resumes_evaluates_and_predicts_entities() {
     assert_same_run(&f.root.join("tok-plain"), &f.root.join("tok-recompute"));
 
     // Two ranks count the labelled words of the whole step: one process with twice the batch.
-    let mut runs = Vec::new();
-    for (ranks, batch) in [(2, 5), (1, 10)] {
-        let name = format!("tok-ddp-{ranks}");
-        let cfg = f.config_on(&name, data, "epochs = 2\nlr = 3e-3", es);
-        let batch_set = format!("train.batch_size={batch}");
-        let mut args = vec![];
-        if ranks == 2 {
-            args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
-        }
-        args.extend(["finetune", "--config", p(&cfg), "--quiet"]);
-        args.extend(NO_DROPOUT);
-        args.extend(["--set", batch_set.as_str()]);
-        lantern_ok(&args);
-        runs.push(f.root.join(name));
-    }
-    let (l2, l1) = (train_losses(&runs[0]), train_losses(&runs[1]));
-    assert_eq!(l2.len(), l1.len());
-    for (a, b) in l2.iter().zip(&l1) {
-        assert!((a - b).abs() <= 1e-5 * b.abs(), "loss {a} vs {b}");
-    }
+    let cfg = |run: &str| f.config_on(run, data, "epochs = 2\nlr = 3e-3", es);
+    let (two, one) = two_ranks_and_one(&f, "tok-ddp", 5, cfg);
+    let runs = [two, one];
     let (e2, e1) = (metrics_of(&runs[0], "eval"), metrics_of(&runs[1], "eval"));
     for (a, b) in e2.iter().zip(&e1) {
         assert_eq!(a["words"], b["words"]);
@@ -1424,11 +1400,7 @@ const SGD: &str = "optimizer = \"sgd\"\nmomentum = 0.9\nepochs = 6\nlr = 0.1";
 fn sgd_with_momentum_learns_and_resumes_byte_identical() {
     let f = Fixture::new();
     write_tagged(&f.root);
-    let data = (
-        "tok_train.jsonl",
-        "tok_val.conll",
-        "problem_type = \"token_classification\"",
-    );
+    let data = TAGGED;
     let es = "metric = \"f1\"";
     let whole = f.config_on("sgd-whole", data, SGD, es);
     let out = lantern_ok(&["finetune", "--config", p(&whole)]);
@@ -2900,11 +2872,7 @@ fn lora_fine_tunes_a_pretrained_gpt2_and_resumes_byte_identical() {
 fn lora_trains_a_token_classifier_and_recomputes_the_same_steps() {
     let f = Fixture::new();
     write_tagged(&f.root);
-    let data = (
-        "tok_train.jsonl",
-        "tok_val.conll",
-        "problem_type = \"token_classification\"",
-    );
+    let data = TAGGED;
     let base = f.config_on("base", data, "epochs = 1\nlr = 3e-3", "metric = \"f1\"");
     finetune_quiet(&base, &NO_DROPOUT);
     let model = format!("init_from = {:?}", f.root.join("base/model"));

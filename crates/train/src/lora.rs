@@ -564,6 +564,12 @@ mod tests {
         }
     }
 
+    /// [`spec`]'s adapters of a sequence classifier.
+    fn lora_of(cfg: &TaskConfig, p: &Params) -> Lora {
+        let head = BertHead::SequenceClassification;
+        Lora::new(&spec(), cfg, head, (p, None), &[], &mut Rng::new(1)).unwrap()
+    }
+
     fn ids() -> Tensor {
         Tensor::new(&[[2u32, 7, 9, 11, 3], [2, 5, 6, 3, 0]], &Device::Cpu).unwrap()
     }
@@ -586,15 +592,7 @@ mod tests {
     fn adapts_query_and_value_and_trains_the_head() {
         let (cfg, p) = bert();
         let before = loss(&cfg, &p).to_scalar::<f32>().unwrap();
-        let lora = Lora::new(
-            &spec(),
-            &cfg,
-            BertHead::SequenceClassification,
-            (&p, None),
-            &[],
-            &mut Rng::new(1),
-        )
-        .unwrap();
+        let lora = lora_of(&cfg, &p);
         let names = lora.master().names();
         assert_eq!(names.len(), 2 * 2 * 2 + 2, "{names:?}");
         assert_eq!(
@@ -670,15 +668,7 @@ mod tests {
     #[test]
     fn master_gradients_are_those_of_the_low_rank_path() {
         let (cfg, p) = bert();
-        let lora = Lora::new(
-            &spec(),
-            &cfg,
-            BertHead::SequenceClassification,
-            (&p, None),
-            &[],
-            &mut Rng::new(1),
-        )
-        .unwrap();
+        let lora = lora_of(&cfg, &p);
         let mut rng = Rng::new(9);
         for (n, v) in lora.master().iter() {
             if n.contains("lora_B") {
