@@ -16,6 +16,7 @@ use crate::cpu::{
     dropout::Dropout,
     embedding::Embedding,
     gelu::Gelu,
+    gemv::{Gemv, WeightLayout},
     layer_norm::LayerNorm,
     rms_norm::RmsNorm,
     rope::Rope,
@@ -275,6 +276,30 @@ pub fn cross_entropy_sum(
             x.apply_op3(&t, &w.to_dtype(wt)?.contiguous()?, op)
         }
         None => x.apply_op2(&t, CrossEntropySum::new(false)),
+    }
+}
+
+/// Rows of x up to which [`inference_matmul`] runs the GEMV kernel (`cpu::gemv`). Generation
+/// takes one row a step; at 1, 2 and 4 rows the kernel beats candle's matmul (gemm) on the
+/// GPT-2-small shapes (`lantern bench-kernels`, the `gemv_*` rows), and beyond a few rows a
+/// blocked product reuses each weight from cache where the kernel reads it again per row.
+pub const GEMV_MAX_ROWS: usize = 4;
+
+/// `x @ w` (`layout` [`WeightLayout::InOut`], w (K, N)) or `x @ wᵀ` ([`WeightLayout::OutIn`],
+/// w (N, K)) for x (M, K) -> (M, N), **for inference** (generation). On the CPU, for f32 with
+/// M <= [`GEMV_MAX_ROWS`] and w contiguous, the GEMV kernel, which has no backward: a backward
+/// through it is an error, not a lost gradient. Otherwise candle's matmul, as training runs it.
+pub fn inference_matmul(x: &Tensor, w: &Tensor, layout: WeightLayout) -> Result<Tensor> {
+    let gemv = x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && x.rank() == 2
+        && x.dim(0)? <= GEMV_MAX_ROWS
+        && w.is_contiguous();
+    match (gemv, layout) {
+        (true, _) => x.contiguous()?.apply_op2(w, Gemv { layout }),
+        (false, WeightLayout::InOut) => x.matmul(w),
+        (false, WeightLayout::OutIn) => x.matmul(&w.t()?),
     }
 }
 
