@@ -280,9 +280,12 @@ pub fn cross_entropy_sum(
 }
 
 /// Rows of x up to which [`inference_matmul`] runs the GEMV kernel (`cpu::gemv`). Generation
-/// takes one row a step; at 1, 2 and 4 rows the kernel beats candle's matmul (gemm) on the
-/// GPT-2-small shapes (`lantern bench-kernels`, the `gemv_*` rows), and beyond a few rows a
-/// blocked product reuses each weight from cache where the kernel reads it again per row.
+/// takes one row a step, where the kernel made `lantern generate` 28 % (GPT-2 size) and 54 %
+/// (Llama) faster on a 2-core Xeon (docs/benchmarks.md); timed alone on one (768, 3072) weight
+/// streamed from memory (`lantern bench-kernels`, the `gemv_*` rows), gemm's one-row path is as
+/// fast or up to 20 % faster, and at 2 and 4 rows the kernel is 5-40 % faster. Not tuned
+/// further: beyond a few rows a blocked product reuses each weight from cache, where the kernel
+/// reads it once per row block and redoes the accumulators per row.
 pub const GEMV_MAX_ROWS: usize = 4;
 
 /// `x @ w` (`layout` [`WeightLayout::InOut`], w (K, N)) or `x @ wᵀ` ([`WeightLayout::OutIn`],
