@@ -12,6 +12,7 @@ use crate::cpu::{
     bias_act::{BiasGeluBwd, BiasGrad},
     embedding::EmbeddingBwd,
     gelu::{Gelu, GeluBwd},
+    gemv::{Gemv, WeightLayout},
     layer_norm::LayerNormBwd,
     rms_norm::RmsNormBwd,
     rope::RopeBwd,
@@ -656,6 +657,71 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
             tm,
             "autograd: forward, then backward from the saved log-sum-exp",
         );
+    }
+
+    // Generation's linear layers, M = 1, 4 and 8 rows (one token a step; M > 4 runs candle's
+    // matmul in the models, `ops::GEMV_MAX_ROWS`): x (M, C) times a (C, 4C) weight (GPT-2's
+    // c_fc, Conv1D layout) and times the transpose of a (4C, C) one (a torch Linear weight, as
+    // Llama's gate and up), by the GEMV kernel against candle's matmul (gemm). Bytes: the
+    // weight read once, x read and y written. Weight sets rotate over 512 MiB, beyond the
+    // last-level cache, as a whole model's weights do in generation. CPU only.
+    if dev.is_cpu() {
+        let (kk, nn) = (c, 4 * c);
+        let wbytes = (kk * nn) as u64 * s;
+        let sets = (512u64 << 20).div_ceil(wbytes).clamp(1, 64) as usize;
+        // The same storage read as (K, N) or as (N, K): both random.
+        let ws = randn_sets(&mut rng, sets, &[kk, nn], 0.02, dt, dev)?;
+        let wts = ws
+            .iter()
+            .map(|w| w.reshape((nn, kk)))
+            .collect::<Result<Vec<_>>>()?;
+        for m in [1, 4, 8] {
+            let x = randn(&mut rng, &[m, kk], 1.0, dt, dev)?;
+            let bytes = wbytes + (m * (kk + nn)) as u64 * s;
+            let cases: [(&str, &Gemv, &[Tensor]); 2] = [
+                (
+                    "in_out",
+                    &Gemv {
+                        layout: WeightLayout::InOut,
+                    },
+                    &ws,
+                ),
+                (
+                    "out_in",
+                    &Gemv {
+                        layout: WeightLayout::OutIn,
+                    },
+                    &wts,
+                ),
+            ];
+            for (name, op, w) in cases {
+                let tm = timed(2, &mut |k| x.apply_op2_no_bwd(&w[k % sets], op).map(drop))?;
+                push(
+                    &format!("gemv_{name}_m{m}"),
+                    &[m, kk, nn],
+                    dt,
+                    bytes,
+                    tm,
+                    "GEMV kernel",
+                );
+                let tm = timed(2, &mut |k| {
+                    let wk = &w[k % sets];
+                    match op.layout {
+                        WeightLayout::InOut => x.matmul(wk),
+                        WeightLayout::OutIn => x.matmul(&wk.t()?),
+                    }
+                    .map(drop)
+                })?;
+                push(
+                    &format!("gemv_{name}_m{m}_candle"),
+                    &[m, kk, nn],
+                    dt,
+                    bytes,
+                    tm,
+                    "candle matmul (gemm)",
+                );
+            }
+        }
     }
 
     optimizer_benches(dev, cfg, &mut rng, &mut push)?;

@@ -16,6 +16,7 @@ use crate::cpu::{
     dropout::Dropout,
     embedding::Embedding,
     gelu::Gelu,
+    gemv::{Gemv, WeightLayout},
     layer_norm::LayerNorm,
     rms_norm::RmsNorm,
     rope::Rope,
@@ -275,6 +276,33 @@ pub fn cross_entropy_sum(
             x.apply_op3(&t, &w.to_dtype(wt)?.contiguous()?, op)
         }
         None => x.apply_op2(&t, CrossEntropySum::new(false)),
+    }
+}
+
+/// Rows of x up to which [`inference_matmul`] runs the GEMV kernel (`cpu::gemv`). Generation
+/// takes one row a step, where the kernel made `lantern generate` 28 % (GPT-2 size) and 54 %
+/// (Llama) faster on a 2-core Xeon (docs/benchmarks.md); timed alone on one (768, 3072) weight
+/// streamed from memory (`lantern bench-kernels`, the `gemv_*` rows), gemm's one-row path is as
+/// fast or up to 20 % faster, and at 2 and 4 rows the kernel is 5-40 % faster. Not tuned
+/// further: beyond a few rows a blocked product reuses each weight from cache, where the kernel
+/// reads it once per row block and redoes the accumulators per row.
+pub const GEMV_MAX_ROWS: usize = 4;
+
+/// `x @ w` (`layout` [`WeightLayout::InOut`], w (K, N)) or `x @ wᵀ` ([`WeightLayout::OutIn`],
+/// w (N, K)) for x (M, K) -> (M, N), **for inference** (generation). On the CPU, for f32 with
+/// M <= [`GEMV_MAX_ROWS`] and w contiguous, the GEMV kernel, which has no backward: a backward
+/// through it is an error, not a lost gradient. Otherwise candle's matmul, as training runs it.
+pub fn inference_matmul(x: &Tensor, w: &Tensor, layout: WeightLayout) -> Result<Tensor> {
+    let gemv = x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && x.rank() == 2
+        && x.dim(0)? <= GEMV_MAX_ROWS
+        && w.is_contiguous();
+    match (gemv, layout) {
+        (true, _) => x.contiguous()?.apply_op2(w, Gemv { layout }),
+        (false, WeightLayout::InOut) => x.matmul(w),
+        (false, WeightLayout::OutIn) => x.matmul(&w.t()?),
     }
 }
 

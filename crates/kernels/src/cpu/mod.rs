@@ -13,6 +13,7 @@ pub mod cross_entropy;
 pub mod dropout;
 pub mod embedding;
 pub mod gelu;
+pub mod gemv;
 pub mod layer_norm;
 mod math;
 pub mod rms_norm;

@@ -1,7 +1,7 @@
 use super::GptConfig;
 use crate::{Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
-use lantern_kernels::{self as k, Rng};
+use lantern_kernels::{self as k, Rng, WeightLayout};
 use serde::{Deserialize, Serialize};
 
 /// How self-attention is computed (`model.attention` in a run config).
@@ -144,13 +144,31 @@ pub struct Gpt {
     attention: AttentionImpl,
 }
 
+/// How a linear layer multiplies: with candle's matmul, whose backward autograd records
+/// (training, evaluation), or, in generation, with [`k::inference_matmul`], which runs the
+/// GEMV kernel on the one or few rows of a step and has no backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Product {
+    Matmul,
+    Inference,
+}
+
 /// `act(x @ w + b)` for x: (.., in), w: (in, out) in HF Conv1D layout, b: (out); the bias
 /// (and the GELU, when `gelu`) is one fused op after the matmul.
-fn conv1d_act(x: &Tensor, (w, b): &(Tensor, Tensor), gelu: bool) -> Result<Tensor> {
+fn conv1d_act(
+    x: &Tensor,
+    (w, b): &(Tensor, Tensor),
+    gelu: bool,
+    product: Product,
+) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (n_in, n_out) = w.dims2()?;
     let rows = x.elem_count() / n_in;
-    let y = x.reshape((rows, n_in))?.matmul(w)?; // (rows, out)
+    let x = x.reshape((rows, n_in))?;
+    let y = match product {
+        Product::Matmul => x.matmul(w)?,
+        Product::Inference => k::inference_matmul(&x, w, WeightLayout::InOut)?,
+    }; // (rows, out)
     let y = match gelu {
         true => k::bias_gelu_tanh(&y, b)?,
         false => k::bias_add(&y, b)?,
@@ -161,8 +179,8 @@ fn conv1d_act(x: &Tensor, (w, b): &(Tensor, Tensor), gelu: bool) -> Result<Tenso
 }
 
 /// `x @ w + b`, see [`conv1d_act`].
-fn conv1d(x: &Tensor, wb: &(Tensor, Tensor)) -> Result<Tensor> {
-    conv1d_act(x, wb, false)
+fn conv1d(x: &Tensor, wb: &(Tensor, Tensor), product: Product) -> Result<Tensor> {
+    conv1d_act(x, wb, false, product)
 }
 
 impl Gpt {
@@ -272,7 +290,7 @@ impl Gpt {
         let (h, hd) = (self.cfg.n_head, self.cfg.head_dim());
         let part = |i: usize| -> Result<Tensor> {
             let wb = (w.narrow(1, i * c, c)?, bias.narrow(0, i * c, c)?); // (C, C), (C)
-            let y = conv1d(a, &wb)?; // (B, T, C)
+            let y = conv1d(a, &wb, Product::Matmul)?; // (B, T, C)
             Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?)
         };
         Ok((part(0)?, part(1)?, part(2)?))
@@ -303,13 +321,14 @@ impl Gpt {
         x: Tensor,
         y: &Tensor,
         mode: &mut Mode<'_>,
+        product: Product,
     ) -> Result<Tensor> {
         let eps = self.cfg.layer_norm_epsilon;
-        let y = self.drop(conv1d(y, &blk.c_proj)?, mode)?;
+        let y = self.drop(conv1d(y, &blk.c_proj, product)?, mode)?;
         let x = (x + y)?;
         let m = k::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps)?;
-        let m = conv1d_act(&m, &blk.c_fc, true)?; // (B, T, 4C)
-        let m = self.drop(conv1d(&m, &blk.mlp_proj)?, mode)?;
+        let m = conv1d_act(&m, &blk.c_fc, true, product)?; // (B, T, 4C)
+        let m = self.drop(conv1d(&m, &blk.mlp_proj, product)?, mode)?;
         Ok((x + m)?)
     }
 
@@ -375,13 +394,13 @@ impl Gpt {
         let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, cfg.layer_norm_epsilon)?;
         let y = match mask {
             // c_attn's (B, T, 3C) output, read in place by the fused op.
-            None => k::causal_attention(&conv1d(&a, &blk.c_attn)?, h, scale)?, // (B, T, C)
+            None => k::causal_attention(&conv1d(&a, &blk.c_attn, Product::Matmul)?, h, scale)?, // (B, T, C)
             Some(mask) => {
                 let (q, kk, v) = self.qkv_heads(&a, &blk.c_attn)?;
                 self.attend((&q, &kk, &v), Some(mask), mode)?
             }
         };
-        self.block_after_attention(blk, x, &y, mode)
+        self.block_after_attention(blk, x, &y, mode, Product::Matmul)
     }
 
     /// The final LayerNorm (`transformer.ln_f`) of the last block's output x (B, T, C): the
@@ -446,18 +465,20 @@ impl Gpt {
         let eps = cfg.layer_norm_epsilon;
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps)?;
-            let (q, kn, vn) = self.heads(&conv1d(&a, &blk.c_attn)?)?; // (B, H, T, hd) each
+            let qkv = conv1d(&a, &blk.c_attn, Product::Inference)?; // (B, T, 3C)
+            let (q, kn, vn) = self.heads(&qkv)?; // (B, H, T, hd) each
             kc.slice_set(&kn, 2, start)?;
             vc.slice_set(&vn, 2, start)?;
             // Views of the filled part: (B, H, start + T, hd), rows of hd contiguous.
             let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
             let y = self.attend((&q, &kk, &vv), mask.as_ref(), &mut Mode::Eval)?; // (B, T, C)
-            x = self.block_after_attention(blk, x, &y, &mut Mode::Eval)?;
+            x = self.block_after_attention(blk, x, &y, &mut Mode::Eval, Product::Inference)?;
         }
         cache.len = start + t;
         let last = x.narrow(1, t - 1, 1)?.reshape((b, c))?; // (B, C)
         let last = k::layer_norm(&last, &self.ln_f.0, &self.ln_f.1, eps)?;
-        Ok(last.matmul(&self.wte.t()?)?) // (B, V)
+        // The head tied to the token embeddings wte (V, C): last · wteᵀ.
+        Ok(k::inference_matmul(&last, &self.wte, WeightLayout::OutIn)?) // (B, V)
     }
 
     /// Mean next-token cross-entropy over all B·(T-1) positions of `ids`, as transformers

@@ -2,7 +2,7 @@ use super::LlamaConfig;
 use crate::gpt::{AttentionImpl, Gpt};
 use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
-use lantern_kernels::{self as k, Rng};
+use lantern_kernels::{self as k, Rng, WeightLayout};
 
 /// The token embedding's name.
 pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
@@ -77,12 +77,25 @@ struct Block {
     down_proj: Tensor,
 }
 
+/// How a linear layer multiplies: with candle's matmul, whose backward autograd records
+/// (training, evaluation), or, in generation, with [`k::inference_matmul`], which runs the
+/// GEMV kernel on the one or few rows of a step and has no backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Product {
+    Matmul,
+    Inference,
+}
+
 /// `x @ w^T` for x: (.., in) and a torch Linear weight w: (out, in), without bias.
-fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+fn linear(x: &Tensor, w: &Tensor, product: Product) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
     let (n_out, n_in) = w.dims2()?;
     let rows = x.elem_count() / n_in;
-    let y = x.reshape((rows, n_in))?.matmul(&w.t()?)?; // (rows, out)
+    let x = x.reshape((rows, n_in))?;
+    let y = match product {
+        Product::Matmul => x.matmul(&w.t()?)?,
+        Product::Inference => k::inference_matmul(&x, w, WeightLayout::OutIn)?,
+    }; // (rows, out)
     *dims.last_mut().expect("rank >= 1") = n_out;
     Ok(y.reshape(dims)?)
 }
@@ -353,9 +366,9 @@ impl Llama {
             )));
         }
         let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
-        let q = rope.apply(&linear(&a, &blk.q_proj)?.reshape((b, t, h, hd))?)?;
-        let kk = rope.apply(&linear(&a, &blk.k_proj)?.reshape((b, t, kv, hd))?)?;
-        let v = linear(&a, &blk.v_proj)?.reshape((b, t, kv, hd))?;
+        let q = rope.apply(&linear(&a, &blk.q_proj, Product::Matmul)?.reshape((b, t, h, hd))?)?;
+        let kk = rope.apply(&linear(&a, &blk.k_proj, Product::Matmul)?.reshape((b, t, kv, hd))?)?;
+        let v = linear(&a, &blk.v_proj, Product::Matmul)?.reshape((b, t, kv, hd))?;
         let y = match &ctx.mask {
             None => {
                 // Heads stay in (B, T, heads, hd): the packed layout puts head i at columns
@@ -369,7 +382,7 @@ impl Llama {
                 self.attend(&heads(&q)?, (&heads(&kk)?, &heads(&v)?), Some(mask))?
             }
         };
-        self.block_after_attention(blk, x, &y)
+        self.block_after_attention(blk, x, &y, Product::Matmul)
     }
 
     /// The composite attention, grouped: q (B, H, T, hd) over k, v (B, KV, S, hd), query head
@@ -409,13 +422,19 @@ impl Llama {
 
     /// The rest of a block after attention: y (B, T, C) is attention's output before o_proj,
     /// x the block's input; returns the block's output.
-    fn block_after_attention(&self, blk: &Block, x: Tensor, y: &Tensor) -> Result<Tensor> {
-        let x = (x + linear(y, &blk.o_proj)?)?;
+    fn block_after_attention(
+        &self,
+        blk: &Block,
+        x: Tensor,
+        y: &Tensor,
+        product: Product,
+    ) -> Result<Tensor> {
+        let x = (x + linear(y, &blk.o_proj, product)?)?;
         let m = rms_norm(&x, &blk.post_attention_layernorm, self.cfg.rms_norm_eps)?;
         // down(silu(gate(m)) · up(m)); candle's silu records its backward.
-        let g = linear(&m, &blk.gate_proj)?.silu()?;
-        let m = (g * linear(&m, &blk.up_proj)?)?; // (B, T, I)
-        Ok((x + linear(&m, &blk.down_proj)?)?)
+        let g = linear(&m, &blk.gate_proj, product)?.silu()?;
+        let m = (g * linear(&m, &blk.up_proj, product)?)?; // (B, T, I)
+        Ok((x + linear(&m, &blk.down_proj, product)?)?)
     }
 
     /// The final RMSNorm (`model.norm`) of the last block's output x (B, T, C): the model's
@@ -426,7 +445,7 @@ impl Llama {
 
     /// The last block's output (.., C) → logits (.., V): the final RMSNorm and `lm_head`.
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
-        linear(&self.final_norm(x)?, &self.lm_head)
+        linear(&self.final_norm(x)?, &self.lm_head, Product::Matmul)
     }
 
     /// For generation: the logits (B, V) of the last of `ids` (B, T), the tokens that follow
@@ -461,7 +480,7 @@ impl Llama {
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
             let heads = |w: &Tensor, n: usize, rotate: bool| -> Result<Tensor> {
-                let y = linear(&a, w)?.reshape((b, t, n, hd))?;
+                let y = linear(&a, w, Product::Inference)?.reshape((b, t, n, hd))?;
                 let y = if rotate { rope.apply(&y)? } else { y };
                 Ok(y.transpose(1, 2)?.contiguous()?) // (B, n, T, hd)
             };
@@ -471,11 +490,11 @@ impl Llama {
             // Views of the filled part: (B, KV, start + T, hd).
             let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
             let y = self.attend(&q, (&kk, &vv), mask.as_ref())?; // (B, T, C)
-            x = self.block_after_attention(blk, x, &y)?;
+            x = self.block_after_attention(blk, x, &y, Product::Inference)?;
         }
         cache.len = start + t;
         let last = x.narrow(1, t - 1, 1)?.reshape((b, c))?; // (B, C)
-        self.head(&last) // (B, V)
+        linear(&self.final_norm(&last)?, &self.lm_head, Product::Inference) // (B, V)
     }
 
     /// Makes `cache` ready for `t` more tokens of a batch of `b` rows in `dtype`: allocated on
