@@ -10,4 +10,5 @@ mod model;
 pub mod perplexity;
 
 pub use config::GptConfig;
+pub(crate) use model::Product;
 pub use model::{init_params, param_shapes, AttentionImpl, Gpt, KvCache};

@@ -147,8 +147,9 @@ pub struct Gpt {
 /// How a linear layer multiplies: with candle's matmul, whose backward autograd records
 /// (training, evaluation), or, in generation, with [`k::inference_matmul`], which runs the
 /// GEMV kernel on the one or few rows of a step and has no backward.
+/// Shared with Llama's linear layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Product {
+pub(crate) enum Product {
     Matmul,
     Inference,
 }

@@ -1,5 +1,5 @@
 use super::LlamaConfig;
-use crate::gpt::{AttentionImpl, Gpt};
+use crate::gpt::{AttentionImpl, Gpt, Product};
 use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng, WeightLayout};
@@ -75,15 +75,6 @@ struct Block {
     gate_proj: Tensor,
     up_proj: Tensor,
     down_proj: Tensor,
-}
-
-/// How a linear layer multiplies: with candle's matmul, whose backward autograd records
-/// (training, evaluation), or, in generation, with [`k::inference_matmul`], which runs the
-/// GEMV kernel on the one or few rows of a step and has no backward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Product {
-    Matmul,
-    Inference,
 }
 
 /// `x @ w^T` for x: (.., in) and a torch Linear weight w: (out, in), without bias.
