@@ -2825,7 +2825,11 @@ fn lora_fine_tunes_a_pretrained_gpt2_and_resumes_byte_identical() {
     finetune_quiet(&cut, &["--stop-after", "5"]);
     finetune_quiet(&cut, &["--resume"]);
     assert_same_run(&f.root.join("whole"), &f.root.join("cut"));
-    // A resume with other LoRA settings, or without LoRA, is refused.
+    // A resume over another pretrained model (the checkpoint holds only the adapters and the
+    // head), with other LoRA settings, or without LoRA, is refused.
+    let other = gpt_run.join("checkpoints/step-00000020");
+    let e = resume_err(&cut, &format!("model.init_from={:?}", p(&other)));
+    assert!(e.contains("another pretrained model"), "{e}");
     let e = resume_err(&cut, "lora.r=8");
     assert!(
         e.contains("finetune_state.json") && e.contains("LoRA"),
