@@ -1133,6 +1133,8 @@ struct CheckpointWriter<'a> {
     config_json: Vec<u8>,
     tokenizer: Vec<u8>,
     tokenizer_config: Vec<u8>,
+    /// LoRA: peft's `adapter_config.json`, the same in every checkpoint of the run.
+    adapter_config: Option<Vec<u8>>,
 }
 
 impl<'a> CheckpointWriter<'a> {
@@ -1165,15 +1167,29 @@ impl<'a> CheckpointWriter<'a> {
             config_json: serde_json::to_vec_pretty(&config).expect("JSON serialises"),
             tokenizer: std::fs::read(tokenizer_path).map_err(io(tokenizer_path))?,
             tokenizer_config,
+            adapter_config: lora.map(|l| {
+                let c = l.adapter_config(cfg.model.init_from.as_deref());
+                serde_json::to_vec_pretty(&c).expect("JSON serialises")
+            }),
         })
     }
 
-    /// The weights as `model.safetensors` bytes (HF names, fp32): made once for the
-    /// checkpoints of one step.
-    fn weights(&self) -> Result<Vec<u8>> {
-        Ok(safetensors_io::serialize(
-            &self.model.export_tensors(self.params, DType::F32)?,
-        )?)
+    /// The weight files of one step, made once for its checkpoints: `model.safetensors` (HF
+    /// names, fp32) and, with LoRA, peft's `adapter/adapter_model.safetensors`; as (file name
+    /// in the checkpoint, bytes).
+    fn weights(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let model = self.model.export_tensors(self.params, DType::F32)?;
+        let mut files = vec![(
+            checkpoint::MODEL_FILE.to_string(),
+            safetensors_io::serialize(&model)?,
+        )];
+        if let Some(l) = self.lora {
+            files.push((
+                format!("{}/{}", lora::ADAPTER_DIR, lora::ADAPTER_WEIGHTS),
+                safetensors_io::serialize(&l.adapter_tensors())?,
+            ));
+        }
+        Ok(files)
     }
 
     fn resume_state(
@@ -1204,31 +1220,22 @@ impl<'a> CheckpointWriter<'a> {
         &self,
         root: &Path,
         (step, epoch): (u64, usize),
-        weights: &[u8],
+        weights: &[(String, Vec<u8>)],
         eval: Option<(&EvalReport, f64)>,
         resume: Option<(&Optimizer, ResumeState)>,
     ) -> Result<PathBuf> {
-        let mut files = vec![
-            (checkpoint::MODEL_FILE, weights.to_vec()),
+        let mut files: Vec<(&str, Vec<u8>)> = weights
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .collect();
+        files.extend([
             (CONFIG_FILE, self.config_json.clone()),
             (TOKENIZER_FILE, self.tokenizer.clone()),
             (TOKENIZER_CONFIG_FILE, self.tokenizer_config.clone()),
-        ];
-        let adapter = |f: &str| format!("{}/{f}", lora::ADAPTER_DIR);
-        let (adapter_weights, adapter_config) = (
-            adapter(lora::ADAPTER_WEIGHTS),
-            adapter(lora::ADAPTER_CONFIG),
-        );
-        if let Some(l) = self.lora {
-            let config = l.adapter_config(self.cfg.model.init_from.as_deref());
-            files.push((
-                &adapter_weights,
-                safetensors_io::serialize(&l.adapter_tensors())?,
-            ));
-            files.push((
-                &adapter_config,
-                serde_json::to_vec_pretty(&config).expect("JSON serialises"),
-            ));
+        ]);
+        let adapter_config = format!("{}/{}", lora::ADAPTER_DIR, lora::ADAPTER_CONFIG);
+        if let Some(c) = &self.adapter_config {
+            files.push((&adapter_config, c.clone()));
         }
         if let Some((opt, _)) = &resume {
             files.push((
