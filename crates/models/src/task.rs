@@ -231,7 +231,8 @@ impl TaskConfig {
     /// Whether `name` is an embedding table rather than a linear layer's weight.
     pub fn is_embedding(&self, name: &str) -> bool {
         name.contains("embeddings.")
-            || [".wte.weight", ".wpe.weight", ".embed_tokens.weight"]
+            || name == crate::llama::EMBED_TOKENS
+            || [".wte.weight", ".wpe.weight"]
                 .iter()
                 .any(|s| name.ends_with(s))
     }

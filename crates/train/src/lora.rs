@@ -190,8 +190,6 @@ impl LoraSection {
 
 /// One adapted weight.
 struct Target {
-    /// Its name in the model's store (`<module>.weight`).
-    weight: String,
     /// Its pretrained value W0 (fp32), never trained.
     base: Tensor,
     /// Its index in the model's stores, and the indices of its A and B in the master store.
@@ -302,7 +300,6 @@ impl Lora {
             master.insert(format!("{module}.lora_A.weight"), a)?;
             master.insert(format!("{module}.lora_B.weight"), b)?;
             targets.push(Target {
-                weight: name.to_string(),
                 base: var.as_tensor().to_dtype(DType::F32)?.copy()?,
                 index,
                 a: ai,
@@ -386,7 +383,7 @@ impl Lora {
     /// from: only the targets and the head are recorded for backward.
     pub fn view(&self, store: &Params) -> Params {
         let model = self.model.names();
-        let names = self.targets.iter().map(|t| t.weight.as_str());
+        let names = self.targets.iter().map(|t| model[t.index].as_str());
         store.train_only(names.chain(self.head.iter().map(|&(_, w)| model[w].as_str())))
     }
 
@@ -641,7 +638,10 @@ mod tests {
         s.target_modules = Some(vec!["dense".into()]);
         let lora = Lora::new(&s, &cfg, head, (&p, None), &fresh, &mut Rng::new(1)).unwrap();
         assert_eq!(lora.targets.len(), 2 * 3);
-        assert!(lora.targets.iter().all(|t| !t.weight.contains("pooler")));
+        assert!(lora
+            .targets
+            .iter()
+            .all(|t| !lora.model.names()[t.index].contains("pooler")));
     }
 
     /// "all-linear" adapts every linear layer but the head (the pooler included), and the
@@ -660,7 +660,7 @@ mod tests {
         assert!(lora
             .targets
             .iter()
-            .all(|t| !t.weight.starts_with("classifier")));
+            .all(|t| !lora.model.names()[t.index].starts_with("classifier")));
     }
 
     /// The chain rule of `master_grads` against candle's autograd through W0 + s·B·A built as

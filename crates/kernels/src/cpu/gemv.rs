@@ -284,20 +284,11 @@ mod tests {
                 let (m, k, n) = shape;
                 let [x, w] = inputs(&mut rng, shape, layout);
                 let y = gemv(&x, &w, layout);
-                let x64: Vec<f64> = x
-                    .flatten_all()
-                    .unwrap()
-                    .to_dtype(DType::F64)
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let w64: Vec<f64> = w
-                    .flatten_all()
-                    .unwrap()
-                    .to_dtype(DType::F64)
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
+                let f64s = |t: &Tensor| -> Vec<f64> {
+                    let t = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
+                    t.to_vec1().unwrap()
+                };
+                let (x64, w64) = (f64s(&x), f64s(&w));
                 let at = |i: usize, j: usize| match layout {
                     WeightLayout::InOut => w64[i * n + j],
                     WeightLayout::OutIn => w64[j * k + i],
