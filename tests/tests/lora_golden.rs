@@ -12,7 +12,7 @@ use lantern_models::bert::{BertHead, BertInput};
 use lantern_models::task::{TaskConfig, TaskModel};
 use lantern_models::{safetensors_io, Mode, Params};
 use lantern_train::grads::StepGrads;
-use lantern_train::lora::{Lora, LoraSection};
+use lantern_train::lora::{Base, Lora, LoraSection};
 use std::collections::BTreeMap;
 
 mod common;
@@ -42,7 +42,14 @@ fn parity(golden: &str, base: &str, inputs_of: &str) {
 
     let peft = read_json(&dir.join("adapter/adapter_config.json"));
     let spec = LoraSection::from_peft(&peft).unwrap();
-    let lora = Lora::new(&spec, &cfg, HEAD, (&params, None), &[], &mut Rng::new(5)).unwrap();
+    let lora = Lora::new(
+        &spec,
+        Base::Task(&cfg, HEAD),
+        (&params, None),
+        &[],
+        &mut Rng::new(5),
+    )
+    .unwrap();
     lora.load_adapter(&dir.join("adapter/adapter_model.safetensors"))
         .unwrap();
 

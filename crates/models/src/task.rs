@@ -29,6 +29,15 @@ pub enum TaskConfig {
     Decoder(DecoderClsConfig),
 }
 
+/// Whether `name` (any family's) is an embedding table rather than a linear layer's weight.
+pub fn is_embedding(name: &str) -> bool {
+    name.contains("embeddings.")
+        || name == crate::llama::EMBED_TOKENS
+        || [".wte.weight", ".wpe.weight"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
 impl TaskConfig {
     /// Reads a `config.json` of the BERT family, GPT-2 or Llama; returns the config and the
     /// task head its `architectures` names (`None`: a bare model, a language model, or an
@@ -225,16 +234,12 @@ impl TaskConfig {
     /// Whether the family stores its linear layers' weights as (in, out) (GPT-2's `Conv1D`;
     /// peft's `fan_in_fan_out`) rather than torch's `Linear` (out, in).
     pub fn weights_in_out(&self) -> bool {
-        matches!(self, Self::Decoder(c) if matches!(c.lm, crate::decoder::DecoderConfig::Gpt(_)))
+        matches!(self, Self::Decoder(c) if c.lm.weights_in_out())
     }
 
     /// Whether `name` is an embedding table rather than a linear layer's weight.
     pub fn is_embedding(&self, name: &str) -> bool {
-        name.contains("embeddings.")
-            || name == crate::llama::EMBED_TOKENS
-            || [".wte.weight", ".wpe.weight"]
-                .iter()
-                .any(|s| name.ends_with(s))
+        is_embedding(name)
     }
 
     /// peft's default LoRA targets for the family (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`):
@@ -246,10 +251,7 @@ impl TaskConfig {
                 bert::Family::DistilBert => &["q_lin", "v_lin"],
                 _ => &["query", "value"],
             },
-            Self::Decoder(c) => match c.lm {
-                crate::decoder::DecoderConfig::Gpt(_) => &["c_attn"],
-                crate::decoder::DecoderConfig::Llama(_) => &["q_proj", "v_proj"],
-            },
+            Self::Decoder(c) => c.lm.default_lora_targets(),
         }
     }
 

@@ -1837,8 +1837,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let lora = match &cfg.lora {
         Some(spec) => Some(Lora::new(
             spec,
-            &task_cfg,
-            head_of(problem),
+            lora::Base::Task(&task_cfg, head_of(problem)),
             (&params, work.as_ref()),
             &fresh,
             &mut Rng::derive(t.seed, LORA_STREAM),

@@ -29,6 +29,7 @@ use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 use lantern_kernels::Rng;
 use lantern_models::bert::BertHead;
+use lantern_models::decoder::DecoderConfig;
 use lantern_models::task::TaskConfig;
 use lantern_models::{safetensors_io, Params};
 use serde::{Deserialize, Serialize};
@@ -188,6 +189,67 @@ impl LoraSection {
     }
 }
 
+/// The model the adapters go into.
+#[derive(Clone, Copy)]
+pub enum Base<'a> {
+    /// A task model being fine-tuned (`lantern finetune`): its head trains in full (peft's
+    /// `modules_to_save`).
+    Task(&'a TaskConfig, BertHead),
+    /// A causal language model trained on text (`lantern train`; peft's `CAUSAL_LM`): only
+    /// the adapters train. The output layer (an untied Llama's `lm_head`) stays frozen and is
+    /// never a target, as peft leaves it out of `"all-linear"`.
+    CausalLm(&'a DecoderConfig),
+}
+
+impl Base<'_> {
+    fn family(&self) -> &'static str {
+        match self {
+            Base::Task(t, _) => t.family(),
+            Base::CausalLm(c) => c.model_type(),
+        }
+    }
+
+    fn default_targets(&self) -> &'static [&'static str] {
+        match self {
+            Base::Task(t, _) => t.default_lora_targets(),
+            Base::CausalLm(c) => c.default_lora_targets(),
+        }
+    }
+
+    fn weights_in_out(&self) -> bool {
+        match self {
+            Base::Task(t, _) => t.weights_in_out(),
+            Base::CausalLm(c) => c.weights_in_out(),
+        }
+    }
+
+    /// Trained in full: the task head.
+    fn is_head(&self, name: &str) -> bool {
+        match self {
+            Base::Task(t, head) => t.is_head_param(*head, name),
+            Base::CausalLm(_) => false,
+        }
+    }
+
+    /// A weight that is neither adapted nor trained: embeddings, and the language model's
+    /// output layer.
+    fn never_target(&self, name: &str) -> bool {
+        lantern_models::task::is_embedding(name)
+            || matches!(self, Base::CausalLm(_)) && name == lantern_models::llama::LM_HEAD
+    }
+
+    /// peft's `task_type`.
+    fn task_type(&self) -> Option<&'static str> {
+        match self {
+            Base::Task(_, BertHead::SequenceClassification) => Some("SEQ_CLS"),
+            Base::Task(_, BertHead::TokenClassification) => Some("TOKEN_CLS"),
+            Base::Task(_, BertHead::QuestionAnswering) => Some("QUESTION_ANS"),
+            Base::Task(..) => None,
+            Base::CausalLm(_) => Some("CAUSAL_LM"),
+        }
+    }
+}
+
 /// One adapted weight.
 struct Target {
     /// Its pretrained value W0 (fp32), never trained.
@@ -223,17 +285,17 @@ pub struct Lora {
 }
 
 impl Lora {
-    /// Adapters for `spec`'s targets among the model's linear layers, A drawn from `rng` and B
-    /// zero, over `model` (the fp32 store: the pretrained weights with the head) and `work`
-    /// (its working copy in mixed precision). The head is trained in full, and so is every
-    /// tensor of `fresh` (what the pretrained folder lacked and was drawn at random, a BERT's
-    /// pooler: frozen at random it would be noise, and peft's adapter would not hold it).
-    /// Fails, naming the layer, on a target that matches no linear layer (the head's and the
-    /// fresh tensors' are not candidates) or names an embedding.
+    /// Adapters for `spec`'s targets among the linear layers of `base`, A drawn from `rng`
+    /// and B zero, over `model` (the fp32 store: the pretrained weights, with a task's head)
+    /// and `work` (its working copy in mixed precision). A task's head is trained in full, and
+    /// so is every tensor of `fresh` (what the pretrained folder lacked and was drawn at
+    /// random, a BERT's pooler: frozen at random it would be noise, and peft's adapter would
+    /// not hold it). Fails, naming the layer, on a target that matches no linear layer (the
+    /// head's, the fresh tensors' and a language model's output layer are not candidates) or
+    /// names an embedding.
     pub fn new(
         spec: &LoraSection,
-        task: &TaskConfig,
-        head: BertHead,
+        base: Base<'_>,
         (model, work): (&Params, Option<&Params>),
         fresh: &[String],
         rng: &mut Rng,
@@ -241,18 +303,19 @@ impl Lora {
         spec.validate().map_err(Error::Config)?;
         let wanted: Vec<String> = match &spec.target_modules {
             Some(t) => t.clone(),
-            None => task
-                .default_lora_targets()
+            None => base
+                .default_targets()
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
         };
         // The distinct names of the linear layers that may be adapted (not the head, not a
-        // tensor drawn fresh): what "all-linear" means, and the list a bad name is shown.
-        let trained_in_full = |n: &str| task.is_head_param(head, n) || fresh.iter().any(|f| f == n);
+        // tensor drawn fresh, not an output layer): what "all-linear" means, and the list a
+        // bad name is shown.
+        let trained_in_full = |n: &str| base.is_head(n) || fresh.iter().any(|f| f == n);
         let mut layers: Vec<&str> = model
             .iter()
-            .filter(|(n, v)| v.rank() == 2 && !task.is_embedding(n) && !trained_in_full(n))
+            .filter(|(n, v)| v.rank() == 2 && !base.never_target(n) && !trained_in_full(n))
             .filter_map(|(n, _)| n.strip_suffix(".weight")?.rsplit('.').next())
             .collect();
         layers.sort_unstable();
@@ -265,7 +328,7 @@ impl Lora {
         let mut used = vec![false; wanted.len()];
         let (mut targets, mut head_idx) = (Vec::new(), Vec::new());
         let mut master = Params::new();
-        let in_out = task.weights_in_out();
+        let in_out = base.weights_in_out();
         for (index, (name, var)) in model.iter().enumerate() {
             let module = name.strip_suffix(".weight");
             let hit = module.and_then(|m| wanted.iter().position(|t| matches(m, t)));
@@ -279,10 +342,10 @@ impl Lora {
             let (Some(module), Some(i)) = (module, hit) else {
                 continue;
             };
-            if task.is_embedding(name) || var.rank() != 2 {
+            if base.never_target(name) || var.rank() != 2 {
                 return Err(Error::Config(format!(
-                    "lora.target_modules: {:?} names {name}, which is not a linear layer (LoRA \
-                     adapts linear layers here)",
+                    "lora.target_modules: {:?} names {name}, which is not a linear layer LoRA \
+                     adapts here (embeddings and a language model's output layer stay frozen)",
                     wanted[i]
                 )));
             }
@@ -310,17 +373,11 @@ impl Lora {
             return Err(Error::Config(format!(
                 "lora.target_modules: no linear layer of this {} model is named {:?}; its \
                  linear layers (the task head aside, which trains in full): {}",
-                task.family(),
+                base.family(),
                 wanted[i],
                 layers.join(", ")
             )));
         }
-        let task_type = match head {
-            BertHead::SequenceClassification => Some("SEQ_CLS"),
-            BertHead::TokenClassification => Some("TOKEN_CLS"),
-            BertHead::QuestionAnswering => Some("QUESTION_ANS"),
-            _ => None,
-        };
         // The frozen pretrained weights (the targets' W0 included), before any update.
         let mut fingerprint = [0f64; 2];
         for (i, var) in model.vars().iter().enumerate() {
@@ -336,7 +393,7 @@ impl Lora {
             .iter()
             .map(|&(m, _)| {
                 let name = &master.names()[m];
-                match task.is_head_param(head, name) {
+                match base.is_head(name) {
                     true => name.split('.').next().unwrap_or(name).to_string(),
                     false => name
                         .rsplit_once('.')
@@ -357,7 +414,7 @@ impl Lora {
             model: model.clone(),
             work: work.cloned(),
             in_out,
-            task_type,
+            task_type: base.task_type(),
             modules_to_save,
             fingerprint,
         })
@@ -488,7 +545,8 @@ impl Lora {
             "bias": "none",
             "lora_bias": false,
             "use_dora": false,
-            "modules_to_save": self.modules_to_save,
+            // None (peft's default, a language model's) is null, not an empty list.
+            "modules_to_save": (!self.modules_to_save.is_empty()).then_some(&self.modules_to_save),
             "init_lora_weights": true,
             "inference_mode": true,
             "layers_to_transform": null,
@@ -564,7 +622,14 @@ mod tests {
     /// [`spec`]'s adapters of a sequence classifier.
     fn lora_of(cfg: &TaskConfig, p: &Params) -> Lora {
         let head = BertHead::SequenceClassification;
-        Lora::new(&spec(), cfg, head, (p, None), &[], &mut Rng::new(1)).unwrap()
+        Lora::new(
+            &spec(),
+            Base::Task(cfg, head),
+            (p, None),
+            &[],
+            &mut Rng::new(1),
+        )
+        .unwrap()
     }
 
     fn ids() -> Tensor {
@@ -622,7 +687,14 @@ mod tests {
         ];
         assert!(p.var(&fresh[0]).is_ok());
         let head = BertHead::SequenceClassification;
-        let lora = Lora::new(&spec(), &cfg, head, (&p, None), &fresh, &mut Rng::new(1)).unwrap();
+        let lora = Lora::new(
+            &spec(),
+            Base::Task(&cfg, head),
+            (&p, None),
+            &fresh,
+            &mut Rng::new(1),
+        )
+        .unwrap();
         let names = lora.master().names();
         assert!(fresh.iter().all(|f| names.contains(f)), "{names:?}");
         let c = lora.adapter_config(None);
@@ -636,7 +708,14 @@ mod tests {
         // "dense" adapts the layers' dense projections, not the pooler's trained in full.
         let mut s = spec();
         s.target_modules = Some(vec!["dense".into()]);
-        let lora = Lora::new(&s, &cfg, head, (&p, None), &fresh, &mut Rng::new(1)).unwrap();
+        let lora = Lora::new(
+            &s,
+            Base::Task(&cfg, head),
+            (&p, None),
+            &fresh,
+            &mut Rng::new(1),
+        )
+        .unwrap();
         assert_eq!(lora.targets.len(), 2 * 3);
         assert!(lora
             .targets
@@ -652,7 +731,14 @@ mod tests {
         let spec: LoraSection = toml::from_str("target_modules = \"all-linear\"").unwrap();
         assert_eq!(spec.target_modules, Some(vec![ALL_LINEAR.to_string()]));
         let head = BertHead::SequenceClassification;
-        let lora = Lora::new(&spec, &cfg, head, (&p, None), &[], &mut Rng::new(1)).unwrap();
+        let lora = Lora::new(
+            &spec,
+            Base::Task(&cfg, head),
+            (&p, None),
+            &[],
+            &mut Rng::new(1),
+        )
+        .unwrap();
         let want = json!(["dense", "key", "query", "value"]);
         assert_eq!(lora.adapter_config(None)["target_modules"], want);
         // Two layers of query, key, value and three dense layers each, and the pooler's.

@@ -52,6 +52,21 @@ impl DecoderConfig {
         }
     }
 
+    /// peft's default LoRA targets (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`): the
+    /// attention's query and value projections (GPT-2's fused `c_attn`).
+    pub fn default_lora_targets(&self) -> &'static [&'static str] {
+        match self {
+            Self::Gpt(_) => &["c_attn"],
+            Self::Llama(_) => &["q_proj", "v_proj"],
+        }
+    }
+
+    /// Whether the linear layers' weights are stored (in, out) (GPT-2's `Conv1D`; peft's
+    /// `fan_in_fan_out`) rather than torch's `Linear` (out, in).
+    pub fn weights_in_out(&self) -> bool {
+        matches!(self, Self::Gpt(_))
+    }
+
     /// transformers' `model_type`.
     pub fn model_type(&self) -> &'static str {
         match self {

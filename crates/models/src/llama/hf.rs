@@ -264,7 +264,7 @@ pub fn check_plausible(cfg: &LlamaConfig, path: &Path) -> Result<()> {
 /// Tensors HF files may hold that are not parameters of `cfg`'s model: the tied head's copy
 /// and the RoPE frequencies older transformers saved per layer.
 fn ignorable(name: &str, cfg: &LlamaConfig) -> bool {
-    (cfg.tie_word_embeddings && name == "lm_head.weight") || name.ends_with("rotary_emb.inv_freq")
+    (cfg.tie_word_embeddings && name == super::LM_HEAD) || name.ends_with("rotary_emb.inv_freq")
 }
 
 /// Builds [`Params`] from named tensors, checking names and shapes against `cfg`. Missing and

@@ -11,4 +11,6 @@ pub mod hf;
 mod model;
 
 pub use config::{Llama3Rope, LlamaConfig};
-pub use model::{init_params, param_shapes, BlockContext, KvCache, Llama, Rope, EMBED_TOKENS};
+pub use model::{
+    init_params, param_shapes, BlockContext, KvCache, Llama, Rope, EMBED_TOKENS, LM_HEAD,
+};

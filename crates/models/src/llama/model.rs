@@ -6,6 +6,8 @@ use lantern_kernels::{self as k, Rng, WeightLayout};
 
 /// The token embedding's name.
 pub const EMBED_TOKENS: &str = "model.embed_tokens.weight";
+/// The untied output layer's name.
+pub const LM_HEAD: &str = "lm_head.weight";
 
 /// Every parameter of the model with its shape, in transformers' `named_parameters` order
 /// (init order, optimizer order). Linear weights are torch's (out, in); `lm_head.weight` is
@@ -30,7 +32,7 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     }
     v.push(("model.norm.weight".to_string(), vec![c]));
     if !cfg.tie_word_embeddings {
-        v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, c]));
+        v.push((LM_HEAD.to_string(), vec![cfg.vocab_size, c]));
     }
     v
 }
@@ -236,7 +238,7 @@ impl Llama {
         let embed_tokens = params.get(EMBED_TOKENS)?;
         let lm_head = match cfg.tie_word_embeddings {
             true => embed_tokens.clone(),
-            false => params.get("lm_head.weight")?,
+            false => params.get(LM_HEAD)?,
         };
         Ok(Self {
             cfg: cfg.clone(),
