@@ -142,6 +142,8 @@ impl LoadedModel {
                     lantern_data::tokenizer_config_bytes(&tok, &tokens, Some(&self.source))?;
                 std::fs::write(tmp.join(lantern_data::TOKENIZER_CONFIG_FILE), bytes)?;
             }
+            // A LoRA run's adapter (peft's files) goes along with its merged model.
+            lantern_train::finetune::copy_adapter(&self.source, &tmp)?;
             std::fs::rename(&tmp, out)?;
             Ok(())
         };

@@ -815,6 +815,7 @@ fn train_losses(
                 step: step as u64,
                 check_integrity: step == 0,
                 poison_grad: false,
+                lora: None,
             },
             &mut opt,
             None,
@@ -949,8 +950,7 @@ fn cls_losses(
             let mut lora_rng = Rng::new(7);
             let l = lantern_train::lora::Lora::new(
                 &spec,
-                &cfg,
-                head,
+                lantern_train::lora::Base::Task(&cfg, head),
                 (&params, None),
                 &[],
                 &mut lora_rng,

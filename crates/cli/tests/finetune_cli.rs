@@ -2773,33 +2773,9 @@ fn lora_fine_tunes_a_pretrained_gpt2_and_resumes_byte_identical() {
             .into_iter()
             .collect();
     let merged = common::read_f32_tensors(&run.join("model/model.safetensors"));
-    for (name, w) in &merged {
-        if name == "score.weight" {
-            assert_eq!(w, &adapters[&format!("base_model.model.{name}")]);
-            continue;
-        }
-        let w0 = &base[name];
-        let module = name.strip_suffix(".weight").unwrap_or(name);
-        let (Some(a), Some(b)) = (
-            adapters.get(&format!("base_model.model.{module}.lora_A.weight")),
-            adapters.get(&format!("base_model.model.{module}.lora_B.weight")),
-        ) else {
-            assert_eq!(w, w0, "{name} is frozen");
-            continue;
-        };
-        // Conv1D: W (in, out), A (r, in), B (out, r).
-        let (r, fan_in) = (4, a.len() / 4);
-        let fan_out = b.len() / r;
-        let mut d = 0f32;
-        for i in 0..fan_in {
-            for o in 0..fan_out {
-                let ba: f32 = (0..r).map(|k| b[o * r + k] * a[k * fan_in + i]).sum();
-                d = d.max((w[i * fan_out + o] - (w0[i * fan_out + o] + 2.0 * ba)).abs());
-            }
-        }
-        assert!(d < 1e-5, "{name}: merged differs by {d}");
-        assert!(w != w0, "{name} was adapted");
-    }
+    let adapted =
+        common::assert_lora_merge(&merged, &base, &adapters, (4, 2.0, true), &["score.weight"]);
+    assert_eq!(adapted.len(), 2 * 2, "{adapted:?}");
 
     // The merged model evaluates as any classifier; export carries the adapter along.
     let metrics = f.root.join("lora-eval.json");

@@ -5,53 +5,7 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-
-/// A small llama-tiny variant: 2 layers, 64 wide, 4 query heads sharing 2 key/value heads,
-/// 32-token samples.
-fn llama_config(dir: &Path, run_dir: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[model]
-preset = "llama-tiny"
-n_layer = 2
-n_embd = 64
-n_head = 4
-n_kv_head = 2
-intermediate_size = 160
-n_positions = 32
-
-[data]
-dir = "{data}"
-
-[train]
-batch_size = 8
-seq_len = 32
-max_steps = 200
-lr = 3e-3
-warmup_steps = 10
-eval_every = 50
-eval_batches = 4
-log_every = 50
-{extra}
-
-[checkpoint]
-every = 100
-keep = 5
-
-[run]
-dir = "{run}"
-"#,
-        data = s(&prepared_data()),
-        run = s(run_dir),
-    );
-    let p = dir.join(format!(
-        "llama-{}.toml",
-        run_dir.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use std::path::Path;
 
 /// From scratch the first validation loss is a uniform guess over the 512 tokens (ln 512 ≈
 /// 6.24, within 0.3); after 200 steps it is at least 1.5 nats lower (the GPT of the same size

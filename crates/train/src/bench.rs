@@ -227,6 +227,7 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
                 step,
                 check_integrity: false,
                 poison_grad: false,
+                lora: None,
             },
             opt,
             scaler,

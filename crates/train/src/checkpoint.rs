@@ -94,6 +94,10 @@ pub struct TrainerState {
     /// resumed run stops where the uninterrupted one would.
     #[serde(default)]
     pub evals_without_improvement: u64,
+    /// LoRA: [`crate::lora::Lora::base_fingerprint`] of the frozen pretrained model, which a
+    /// resume must find again in `model.init_from` (the checkpoint holds the merged model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_base: Option<[f64; 2]>,
 }
 
 fn one() -> u64 {
@@ -581,6 +585,7 @@ mod tests {
             best_val_loss: None,
             best_step: None,
             evals_without_improvement: 0,
+            lora_base: None,
         }
     }
 

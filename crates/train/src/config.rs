@@ -21,6 +21,11 @@ pub struct RunConfig {
     pub early_stopping: EarlyStopSection,
     #[serde(default)]
     pub run: RunSection,
+    /// LoRA (peft's `LoraConfig`, task type `CAUSAL_LM`): train low-rank adapters of some
+    /// linear layers of the `model.init_from` GPT-2 or Llama, the rest frozen. Absent = every
+    /// weight trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::lora::LoraSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -599,6 +604,15 @@ impl RunConfig {
         }
         if let Err(m) = t.optim.check() {
             return bad(&m);
+        }
+        if let Some(l) = &self.lora {
+            l.validate().or_else(|m| bad(&m))?;
+            if m.init_from.is_none() {
+                return bad(
+                    "[lora] adapts a pretrained model: set model.init_from (a fresh model is \
+                     trained in full)",
+                );
+            }
         }
         // TOML has `nan` and `inf`: none of these may be either (the optimizer's keys are
         // checked above).

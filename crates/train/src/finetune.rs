@@ -1608,20 +1608,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 ),
             });
         }
-        if st.config.lora != cfg.lora {
-            let describe = |l: &Option<lora::LoraSection>| match l {
-                Some(l) => format!("LoRA {}", serde_json::to_string(l).expect("serialises")),
-                None => "full fine-tuning (no [lora])".to_string(),
-            };
-            return Err(Error::Checkpoint {
-                path: dir.join(STATE_FILE),
-                msg: format!(
-                    "the run was fine-tuned with {}, the config now asks for {}",
-                    describe(&st.config.lora),
-                    describe(&cfg.lora)
-                ),
-            });
-        }
+        lora::check_same_settings(&st.config.lora, &cfg.lora, &dir.join(STATE_FILE))?;
         // LoRA: the pretrained model as built above; the adapters and the head come below.
         if cfg.lora.is_none() {
             params = load_trained(
@@ -1845,29 +1832,15 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         None => None,
     };
     if let (Some(l), Some((dir, _, rs))) = (&lora, &resumed) {
-        let state = dir.join(STATE_FILE);
-        let (was, is) = (rs.lora_base, l.base_fingerprint());
-        let same = was.is_some_and(|w| {
-            w.iter()
-                .zip(is)
-                .all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0))
-        });
-        if !same {
-            return Err(Error::Checkpoint {
-                path: state,
-                msg: format!(
-                    "the LoRA run was fine-tuned from another pretrained model than {} holds                      now (weight sum and sum of squares {was:?}, now {is:?})",
-                    cfg.model.init_from.as_deref().unwrap_or(Path::new("?")).display()
-                ),
-            });
-        }
+        l.check_same_base(
+            rs.lora_base,
+            &dir.join(STATE_FILE),
+            cfg.model.init_from.as_deref(),
+        )?;
         l.load_adapter(&dir.join(lora::ADAPTER_DIR).join(lora::ADAPTER_WEIGHTS))?;
     }
     if let (Some(l), true) = (&lora, world > 1) {
-        for v in l.master().vars() {
-            comm.broadcast(v.as_tensor(), 0)?;
-        }
-        l.refresh()?;
+        l.broadcast(&comm)?;
     }
     let trained = lora.as_ref().map_or(&params, |l| l.master());
     let opt_cfg = OptimizerConfig::from_keys(&t.optim);
@@ -1878,17 +1851,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         opt.load_state(trained, tensors, &rs.optimizer, &p)?;
     }
     if let Some(l) = &lora {
-        let (n, total) = l.counts();
-        let s = l.spec();
-        say(format!(
-            "LoRA r={} alpha={} (scale {}) on {}: {n} of {total} parameters trained ({:.2} %), \
-             the task head in full",
-            s.r,
-            s.alpha,
-            s.scale(),
-            s.target_modules.as_deref().unwrap_or_default().join(", "),
-            100.0 * n as f64 / total as f64
-        ));
+        say(format!("{}, the task head in full", l.describe()));
     }
     let lora_view = lora.as_ref().map(|l| l.view(work_params));
     // torch.amp.GradScaler's defaults, as transformers' Trainer uses them with fp16=True.

@@ -189,6 +189,30 @@ impl LoraSection {
     }
 }
 
+/// Refuses to resume a run (whose state file is `state`) with other LoRA settings than it was
+/// trained with, or LoRA for a run trained in full and the other way round.
+pub fn check_same_settings(
+    was: &Option<LoraSection>,
+    is: &Option<LoraSection>,
+    state: &Path,
+) -> Result<()> {
+    if was == is {
+        return Ok(());
+    }
+    let describe = |l: &Option<LoraSection>| match l {
+        Some(l) => format!("LoRA {}", serde_json::to_string(l).expect("serialises")),
+        None => "full training (no [lora])".to_string(),
+    };
+    Err(Error::Checkpoint {
+        path: state.to_path_buf(),
+        msg: format!(
+            "the run was trained with {}, the config now asks for {}",
+            describe(was),
+            describe(is)
+        ),
+    })
+}
+
 /// The model the adapters go into.
 #[derive(Clone, Copy)]
 pub enum Base<'a> {
@@ -424,6 +448,57 @@ impl Lora {
     /// only the adapters and the head, so a resume checks that it adapts the same model.
     pub fn base_fingerprint(&self) -> [f64; 2] {
         self.fingerprint
+    }
+
+    /// Refuses to resume a run whose checkpoint (`state`, the file that recorded `was`, the
+    /// [`Lora::base_fingerprint`] it was trained over) adapted another pretrained model than
+    /// the one just loaded from `init_from`.
+    pub fn check_same_base(
+        &self,
+        was: Option<[f64; 2]>,
+        state: &Path,
+        init_from: Option<&Path>,
+    ) -> Result<()> {
+        let is = self.fingerprint;
+        let same = was.is_some_and(|w| {
+            w.iter()
+                .zip(is)
+                .all(|(a, b)| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0))
+        });
+        match same {
+            true => Ok(()),
+            false => Err(Error::Checkpoint {
+                path: state.to_path_buf(),
+                msg: format!(
+                    "the LoRA run was trained over another pretrained model than {} holds now \
+                     (weight sum and sum of squares {was:?}, now {is:?})",
+                    init_from.unwrap_or(Path::new("?")).display()
+                ),
+            }),
+        }
+    }
+
+    /// Rank 0's adapters and head on every rank, and the model refreshed from them.
+    pub fn broadcast(&self, comm: &lantern_comm::Communicator) -> Result<()> {
+        for v in self.master.vars() {
+            comm.broadcast(v.as_tensor(), 0)?;
+        }
+        self.refresh()
+    }
+
+    /// The settings and what they train, for the run's first lines: peft's
+    /// `print_trainable_parameters`.
+    pub fn describe(&self) -> String {
+        let (n, total) = self.counts();
+        let s = &self.spec;
+        format!(
+            "LoRA r={} alpha={} (scale {}) on {}: {n} of {total} parameters trained ({:.2} %)",
+            s.r,
+            s.alpha,
+            s.scale(),
+            s.target_modules.as_deref().unwrap_or_default().join(", "),
+            100.0 * n as f64 / total as f64
+        )
     }
 
     /// The store the optimizer trains (the adapters and the head).

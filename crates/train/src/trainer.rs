@@ -18,6 +18,7 @@ use crate::checkpoint::{self, TrainerState};
 use crate::config::{RunConfig, TrainSection};
 use crate::early_stopping::EarlyStopping;
 use crate::grads::StepGrads;
+use crate::lora::{self, Lora};
 use crate::metrics::MetricsLog;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
@@ -40,6 +41,8 @@ use std::time::Instant;
 /// Streams of the run seed: initial weights, dropout. Fixed labels keep them independent.
 const INIT_STREAM: u64 = 1;
 const DROPOUT_STREAM: u64 = 2;
+/// LoRA's A matrices.
+const LORA_STREAM: u64 = 3;
 
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -114,7 +117,11 @@ pub struct StepInputs<'a> {
     /// The variables the model reads (the working copy, bf16/fp16 in mixed precision).
     pub params: &'a Params,
     /// The fp32 master weights the optimizer updates; the same store as `params` in fp32.
+    /// With LoRA, the adapters ([`Lora::master`]).
     pub master: &'a Params,
+    /// LoRA: `params` is the adapters' view of the model ([`Lora::view`]), whose gradients
+    /// become the adapters' and which is refreshed after each update.
+    pub lora: Option<&'a Lora>,
     /// The step's micro-batches (gradient accumulation = their number).
     pub batches: &'a [Batch],
     pub lr: f64,
@@ -244,11 +251,19 @@ pub fn train_step_on(
             *g = (g.zeros_like()? + f64::NAN)?;
         }
     }
+    // From here on the gradients are those of what the optimizer trains.
+    let trained = match inp.lora {
+        Some(lora) => {
+            grads = lora.master_grads(&grads)?;
+            inp.master
+        }
+        None => inp.params,
+    };
     if inp.check_integrity {
         // Non-finite values are the NaN guard's business below; here only missing or zero
         // gradients (a parameter cut off from the loss) fail. In a world of several ranks
         // these are this rank's own gradients, checked before they are summed.
-        grads.check_integrity(inp.params, true)?;
+        grads.check_integrity_except(trained, true, Lora::is_a)?;
     }
     if world > 1 {
         loss_sum = reduce_step(comm, &mut grads, loss_sum)?;
@@ -257,7 +272,7 @@ pub fn train_step_on(
     let nonfinite = if !loss_sum.is_finite() {
         Some(NonFinite::Loss)
     } else if !grad_norm.is_finite() {
-        Some(first_nonfinite(inp.params, &grads)?)
+        Some(first_nonfinite(trained, &grads)?)
     } else {
         None
     };
@@ -274,8 +289,14 @@ pub fn train_step_on(
         });
     }
     grads.clip(grad_norm, inp.grad_clip)?;
-    // In mixed precision the working copy is refreshed from the updated master weights.
-    opt.step_mixed(inp.master, &grads.grads, inp.lr, inp.params)?;
+    match inp.lora {
+        Some(lora) => {
+            opt.step(inp.master, &grads.grads, inp.lr)?;
+            lora.refresh()?;
+        }
+        // In mixed precision the working copy is refreshed from the updated master weights.
+        None => opt.step_mixed(inp.master, &grads.grads, inp.lr, inp.params)?,
+    }
     Ok(StepOutput {
         loss: loss_sum,
         grad_norm,
@@ -523,6 +544,11 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 path: dir.join(checkpoint::STATE_FILE),
                 msg,
             })?;
+        lora::check_same_settings(
+            &st.config.lora,
+            &cfg.lora,
+            &dir.join(checkpoint::STATE_FILE),
+        )?;
         let want = cfg.train.optim.kind.name();
         if st.optimizer.kind != want {
             return Err(Error::Checkpoint {
@@ -552,6 +578,16 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
         model_cfg = st.model.clone();
     }
+    // LoRA here is peft's CAUSAL_LM: it adapts GPT-2 and Llama.
+    let lora_decoder = match (&cfg.lora, &cfg.model.init_from) {
+        (Some(_), Some(from)) => Some(model_cfg.clone().decoder(from).map_err(|e| {
+            Error::Config(format!(
+                "[lora] in `lantern train` adapts a causal language model (GPT-2, Llama); \
+                 masked-LM pretraining trains every weight: {e}"
+            ))
+        })?),
+        _ => None,
+    };
     let (b, accum) = (cfg.train.batch_size, cfg.train.grad_accum);
     let t = cfg.train.seq_len.unwrap_or(model_cfg.max_positions());
     if t < model_cfg.min_seq_len() || t > model_cfg.max_positions() {
@@ -570,14 +606,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
 
     // A BERT `init_from` without the MLM head gets a fresh one from the init stream.
     let mut init_rng = Rng::derive(cfg.train.seed, INIT_STREAM);
+    // LoRA: the pretrained model every time (a resume loads the adapters below).
     let params: Params = match (&resume_from, &cfg.model.init_from) {
-        (Some((_, dir)), _) => {
+        (Some((_, dir)), _) if cfg.lora.is_none() => {
             model_cfg.load_params(&dir.join(checkpoint::MODEL_FILE), &mut init_rng, &device)?
         }
-        (None, Some(hf_dir)) => {
+        (_, Some(hf_dir)) => {
             model_cfg.load_params(&hf_dir.join("model.safetensors"), &mut init_rng, &device)?
         }
-        (None, None) => model_cfg.init_params(&mut init_rng, &device)?,
+        (_, None) => model_cfg.init_params(&mut init_rng, &device)?,
     };
     if world > 1 {
         // Ranks start from identical weights: rank 0's (its own init, `init_from` or the
@@ -593,8 +630,35 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         p => Some(params.to(&device, p.dtype())?),
     };
     let work_params = work.as_ref().unwrap_or(&params);
+    // LoRA: the optimizer trains the adapters; `params` hold the merged weights.
+    let lora = match &cfg.lora {
+        Some(spec) => {
+            let decoder = lora_decoder.as_ref().expect("checked with the config");
+            Some(Lora::new(
+                spec,
+                lora::Base::CausalLm(decoder),
+                (&params, work.as_ref()),
+                &[],
+                &mut Rng::derive(cfg.train.seed, LORA_STREAM),
+            )?)
+        }
+        None => None,
+    };
+    if let (Some(l), Some(st), Some((_, dir))) = (&lora, &state, &resume_from) {
+        l.check_same_base(
+            st.lora_base,
+            &dir.join(checkpoint::STATE_FILE),
+            cfg.model.init_from.as_deref(),
+        )?;
+        l.load_adapter(&dir.join(lora::ADAPTER_DIR).join(lora::ADAPTER_WEIGHTS))?;
+    }
+    if let (Some(l), true) = (&lora, world > 1) {
+        l.broadcast(&comm)?;
+    }
+    let trained = lora.as_ref().map_or(&params, |l| l.master());
+    let lora_view = lora.as_ref().map(|l| l.view(work_params));
     let model = model_cfg.build(
-        work_params,
+        lora_view.as_ref().unwrap_or(work_params),
         cfg.model.attention,
         cfg.train.activation_checkpointing,
     )?;
@@ -614,7 +678,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             })
     });
     let opt_cfg = OptimizerConfig::from_keys(&cfg.train.optim);
-    let mut opt = Optimizer::new(opt_cfg, &params)?;
+    let mut opt = Optimizer::new(opt_cfg, trained)?;
     let (mut step, mut samples_seen, mut tokens_seen, mut last_val) = (0u64, 0u64, 0u64, None);
     // The best validation loss so far and evaluations since it improved (checkpointed).
     let mut stopper = EarlyStopping::new(false, cfg.early_stopping.patience)
@@ -625,7 +689,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     if let (Some(st), Some((_, dir))) = (&state, &resume_from) {
         let p = dir.join(checkpoint::OPTIMIZER_FILE);
         let tensors = safetensors_io::load_float(&p, &device, DType::F32)?;
-        opt.load_state(&params, tensors, &st.optimizer, &p)?;
+        opt.load_state(trained, tensors, &st.optimizer, &p)?;
         (step, samples_seen, tokens_seen, last_val) =
             (st.step, st.samples_seen, st.tokens_seen, st.last_val_loss);
         (skipped_total, consecutive_skips) = (st.skipped_steps, st.consecutive_skips);
@@ -709,6 +773,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
     ));
 
+    if let Some(l) = &lora {
+        progress.line(&l.describe());
+    }
     let peak = mfu_peak(&cfg.train, &device)?;
     let flops_per_token = model_cfg.flops_per_token(t);
     if let Some((_, source)) = &peak {
@@ -744,6 +811,13 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         last_val = Some(v);
     }
 
+    // LoRA: peft's adapter files in every checkpoint, beside the merged model.
+    let adapter_weights = format!("{}/{}", lora::ADAPTER_DIR, lora::ADAPTER_WEIGHTS);
+    let adapter_config = format!("{}/{}", lora::ADAPTER_DIR, lora::ADAPTER_CONFIG);
+    let adapter_config_bytes = lora.as_ref().map_or(Vec::new(), |l| {
+        serde_json::to_vec_pretty(&l.adapter_config(cfg.model.init_from.as_deref()))
+            .expect("adapter config serialises")
+    });
     let write_checkpoint = |step: u64,
                             samples_seen: u64,
                             tokens_seen: u64,
@@ -763,7 +837,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 seed: cfg.train.seed,
                 counter: step,
             },
-            optimizer: opt.state(&params),
+            optimizer: opt.state(trained),
             model: model_cfg.clone(),
             config: cfg.clone(),
             last_val_loss: last_val,
@@ -775,6 +849,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             best_val_loss: best.best.map(|b| b.0),
             best_step: best.best.map(|b| b.1),
             evals_without_improvement: best.stale,
+            lora_base: lora.as_ref().map(|l| l.base_fingerprint()),
         };
         let mut files = vec![
             (
@@ -783,7 +858,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             ),
             (
                 checkpoint::OPTIMIZER_FILE,
-                safetensors_io::serialize(&opt.state_tensors(&params))?,
+                safetensors_io::serialize(&opt.state_tensors(trained))?,
             ),
             ("tokenizer.json", tokenizer_bytes.clone()),
             (
@@ -796,6 +871,13 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             ),
         ];
         files.extend(model_cfg.checkpoint_files(eot_id));
+        if let Some(l) = &lora {
+            files.push((
+                &adapter_weights,
+                safetensors_io::serialize(&l.adapter_tensors())?,
+            ));
+            files.push((&adapter_config, adapter_config_bytes.clone()));
+        }
         if as_best {
             checkpoint::save_best(&ckpt_root, step, &files)
         } else {
@@ -879,7 +961,8 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             &StepInputs {
                 model: &*model,
                 params: work_params,
-                master: &params,
+                master: trained,
+                lora: lora.as_ref(),
                 batches: &batches,
                 lr,
                 grad_clip: cfg.train.grad_clip,
@@ -1227,6 +1310,7 @@ mod tests {
                 step: 0,
                 check_integrity: true,
                 poison_grad: false,
+                lora: None,
             },
             &mut opt,
             None,

@@ -135,6 +135,52 @@ dir = "{run}"
     p
 }
 
+/// A small llama-tiny variant: 2 layers, 64 wide, 4 query heads sharing 2 key/value heads,
+/// 32-token samples.
+pub fn llama_config(dir: &Path, run_dir: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[model]
+preset = "llama-tiny"
+n_layer = 2
+n_embd = 64
+n_head = 4
+n_kv_head = 2
+intermediate_size = 160
+n_positions = 32
+
+[data]
+dir = "{data}"
+
+[train]
+batch_size = 8
+seq_len = 32
+max_steps = 200
+lr = 3e-3
+warmup_steps = 10
+eval_every = 50
+eval_batches = 4
+log_every = 50
+{extra}
+
+[checkpoint]
+every = 100
+keep = 5
+
+[run]
+dir = "{run}"
+"#,
+        data = s(&prepared_data()),
+        run = s(run_dir),
+    );
+    let p = dir.join(format!(
+        "llama-{}.toml",
+        run_dir.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 pub fn newest_checkpoint(run_dir: &Path) -> PathBuf {
     let mut v: Vec<PathBuf> = std::fs::read_dir(run_dir.join("checkpoints"))
         .unwrap()
@@ -418,4 +464,52 @@ pub fn family_folder(
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     std::fs::copy(tokenizer, dir.join("tokenizer.json")).unwrap();
     dir
+}
+
+/// A LoRA run's merged `model.safetensors` (`merged`) against the pretrained one (`base`) and
+/// the adapter file's tensors (peft's names, `base_model.model.` + ...): every tensor without
+/// an adapter equal to the pretrained one bit for bit (`in_full` aside: trained, so they must
+/// equal the adapter file's copy), and each adapted weight W0 + scale·B·A (transposed for
+/// GPT-2's (in, out) `Conv1D`, `in_out`), changed by training. Returns the adapted names.
+pub fn assert_lora_merge(
+    merged: &[(String, Vec<f32>)],
+    base: &std::collections::BTreeMap<String, Vec<f32>>,
+    adapters: &std::collections::BTreeMap<String, Vec<f32>>,
+    (r, scale, in_out): (usize, f32, bool),
+    in_full: &[&str],
+) -> Vec<String> {
+    let mut adapted = Vec::new();
+    for (name, w) in merged {
+        if in_full.contains(&name.as_str()) {
+            assert_eq!(w, &adapters[&format!("base_model.model.{name}")], "{name}");
+            continue;
+        }
+        let w0 = &base[name];
+        let module = name.strip_suffix(".weight").unwrap_or(name);
+        let (Some(a), Some(b)) = (
+            adapters.get(&format!("base_model.model.{module}.lora_A.weight")),
+            adapters.get(&format!("base_model.model.{module}.lora_B.weight")),
+        ) else {
+            assert_eq!(w, w0, "{name} is frozen");
+            continue;
+        };
+        // A (r, in), B (out, r); W (in, out) for Conv1D, else (out, in).
+        let (fan_in, fan_out) = (a.len() / r, b.len() / r);
+        let mut d = 0f32;
+        for i in 0..fan_in {
+            for o in 0..fan_out {
+                let ba: f32 = (0..r).map(|k| b[o * r + k] * a[k * fan_in + i]).sum();
+                let at = if in_out {
+                    i * fan_out + o
+                } else {
+                    o * fan_in + i
+                };
+                d = d.max((w[at] - (w0[at] + scale * ba)).abs());
+            }
+        }
+        assert!(d < 1e-5, "{name}: merged differs by {d}");
+        assert!(w != w0, "{name} was adapted");
+        adapted.push(name.clone());
+    }
+    adapted
 }
