@@ -2820,7 +2820,7 @@ fn lora_fine_tunes_a_pretrained_gpt2_and_resumes_byte_identical() {
         &format!("run.dir={}", p(&f.root.join("cut"))),
         "--resume",
     ]);
-    assert!(e.contains("full fine-tuning"), "{e}");
+    assert!(e.contains("full training (no [lora])"), "{e}");
 
     // Settings LoRA cannot take, each named.
     for (set, want) in [
