@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Write tests/golden/lora_{bert,gpt2,llama}/: LoRA adapters made by Hugging Face peft itself on
-top of three existing sequence-classification goldens, plus the outputs, loss, gradients and
-merged weights peft computes, for the Rust parity tests of LoRA fine-tuning (loading a peft
-adapter, its forward and backward, saving it, merging it).
+"""Write tests/golden/lora_{bert,gpt2,llama}/ and lora_{gpt2,llama}_lm/: LoRA adapters made by
+Hugging Face peft itself on top of three existing sequence-classification goldens and two
+existing causal language models, plus the outputs, loss, gradients and merged weights peft
+computes, for the Rust parity tests of LoRA fine-tuning and of LoRA language-model training
+(loading a peft adapter, its forward and backward, saving it, merging it).
 
 Run with the reference venv (scripts/ref_env.sh):
     .venv-ref/bin/python scripts/make_lora_golden.py [--golden tests/golden]
@@ -26,28 +27,54 @@ The base goldens are read, never written:
                  LoraConfig(task_type=SEQ_CLS, r=4, lora_alpha=8, use_rslora=True,
                             target_modules=["q_proj", "v_proj", "down_proj"])
                                                                  scale alpha/sqrt(r) = 4 (rsLoRA)
+    lora_gpt2_lm/   base tests/golden/gpt2_tiny/ (GPT2LMHeadModel, lm_head tied to wte),
+                    inputs from its inputs.json: input_ids (B=2, T=16), labels = input_ids
+                    LoraConfig(task_type=CAUSAL_LM, r=4, lora_alpha=8,
+                               target_modules=["c_attn", "c_fc"])         scale alpha/r = 2
+                    Both are Conv1D (c_attn [32, 96], c_fc [32, 128]): fan_in_fan_out=True as
+                    for lora_gpt2/.
+    lora_llama_lm/  base tests/golden/llama_tiny/ (LlamaForCausalLM, grouped-query attention,
+                    UNTIED lm_head), inputs from its inputs.json: input_ids (B=2, T=16),
+                    labels = input_ids
+                    LoraConfig(task_type=CAUSAL_LM, r=4, lora_alpha=8, use_rslora=True,
+                               target_modules="all-linear")    scale alpha/sqrt(r) = 4 (rsLoRA)
+                    peft expands "all-linear" to every torch Linear but the output layer
+                    (model.get_output_embeddings(), lm_head), and peft 0.21.2 records the FULL
+                    module paths, not the layers' last names: adapter_config.json lists the 14
+                    "model.layers.{0,1}.self_attn.{q,k,v,o}_proj" and
+                    "model.layers.{0,1}.mlp.{gate,up,down}_proj" (set order).
     lora_dropout is 0.0 everywhere (peft 0.21.2's default; given explicitly for BERT).
 
 Recipe, the same for each folder:
     - base = <Model>.from_pretrained(<base folder>), fp32; its logits on the inputs are checked
-      against the base golden's expected.safetensors `cls_logits` (1e-5).
+      against the base golden's expected.safetensors `cls_logits` (the classifiers) or `logits`
+      (the language models) (1e-5).
     - model = get_peft_model(base, config). task_type SEQ_CLS makes peft add
       modules_to_save=["classifier", "score"]: the head (BERT `classifier` weight+bias, GPT-2 and
       Llama `score.weight`) gets a trainable copy (`<head>.modules_to_save.default.*`); the base
-      model's own weights are frozen.
+      model's own weights are frozen. task_type CAUSAL_LM adds nothing (modules_to_save stays
+      None, written null): only lora_A and lora_B train; the output layer (GPT-2's tied
+      lm_head = wte, Llama's own lm_head) stays frozen.
     - torch.manual_seed(2468), then EVERY trainable parameter, in model.named_parameters()
       order, redrawn normal_(mean=0, std=0.2): lora_A, lora_B (peft initialises B to zero, so
       the adapter would otherwise be a no-op and its gradient for A zero) and the head copy.
     - model.eval() (BERT's hidden/attention dropout 0.1 off; the others have none), gradients
-      enabled; out = model(**inputs, labels=cls_labels); out.loss.backward(). The loss is
-      transformers' own: single_label_classification cross-entropy, mean over the rows; GPT-2
-      and Llama pool each row at its rightmost token whose id is not the pad id 95
-      (positions [11, 6, 3, 0]), BERT at [CLS] through its pooler.
+      enabled; out = model(**inputs, labels=cls_labels) (the language models:
+      labels=input_ids); out.loss.backward(). The loss is transformers' own: for the
+      classifiers single_label_classification cross-entropy, mean over the rows; GPT-2 and
+      Llama pool each row at its rightmost token whose id is not the pad id 95 (positions
+      [11, 6, 3, 0]), BERT at [CLS] through its pooler. For the language models the causal-LM
+      loss (ForCausalLMLoss): labels shifted inside transformers, mean cross-entropy over the
+      B * (T - 1) = 30 next-token predictions (asserted equal to F.cross_entropy of
+      logits[:, :-1] against input_ids[:, 1:], 1e-6).
     - Checks: with model.disable_adapter() the logits equal the base golden's; the merged model
       gives the peft model's logits within 1e-5; PeftModel.from_pretrained(<fresh base>,
       <dir>/adapter) gives them within 1e-6; merged.safetensors has exactly the base
       model.safetensors' names and shapes, and differs from it only in the LoRA-targeted
-      weights and the head.
+      weights and the head (a language model: only in the targeted weights; lm_head is never
+      changed). Tied weights: GPT-2's lm_head is wte, and save_pretrained writes it once, as
+      transformer.wte.weight (gpt2_tiny/model.safetensors has no lm_head.weight either);
+      Llama's untied lm_head.weight is saved, unchanged.
 
 Files written to each folder:
     adapter/adapter_config.json        -- PeftModel.save_pretrained(<dir>/adapter) as peft 0.21.2
@@ -61,10 +88,12 @@ Files written to each folder:
                                           base_model.model.<module>.lora_A.weight [r, in],
                                           base_model.model.<module>.lora_B.weight [out, r] and
                                           the head as base_model.model.<head>.weight (/.bias):
-                                          "modules_to_save.default." is dropped on save.
+                                          "modules_to_save.default." is dropped on save (the
+                                          language models have no head in it).
     (save_pretrained also writes adapter/README.md, a model card template that holds the base
     folder's absolute path; it is deleted.)
-    expected.safetensors               -- float32, metadata {"format": "pt"}: `logits` [B, 3],
+    expected.safetensors               -- float32, metadata {"format": "pt"}: `logits` [B, 3]
+                                          (the language models: [B, T, 96]),
                                           `loss` [] (0-d), and `grad.<saved name>` for every
                                           trainable parameter, named as in
                                           adapter_model.safetensors (the script asserts the
@@ -98,13 +127,20 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import BertForSequenceClassification, GPT2ForSequenceClassification, LlamaForSequenceClassification
+from transformers import (BertForSequenceClassification, GPT2ForSequenceClassification, GPT2LMHeadModel,
+                          LlamaForCausalLM, LlamaForSequenceClassification)
 
 from golden_common import report_files
 
 LORA_SEED = 2468
 INIT_STD = 0.2
 ADAPTER = "default"  # peft's adapter name
+
+# The two kinds of case: a sequence classifier (its head a trainable copy, peft's
+# modules_to_save; labels cls_labels) and a causal language model (only the adapters train;
+# labels = input_ids, shifted inside transformers).
+SEQ_CLS = dict(task_type=TaskType.SEQ_CLS, modules_to_save=["classifier", "score"], causal=False)
+CAUSAL_LM = dict(task_type=TaskType.CAUSAL_LM, modules_to_save=None, causal=True)
 
 CASES = [
     dict(
@@ -118,6 +154,7 @@ CASES = [
         scale=8 / 4,
         fan_in_fan_out=False,
         head=["classifier.weight", "classifier.bias"],
+        **SEQ_CLS,
     ),
     dict(
         name="lora_gpt2",
@@ -130,6 +167,7 @@ CASES = [
         scale=8 / 4,
         fan_in_fan_out=True,
         head=["score.weight"],
+        **SEQ_CLS,
     ),
     dict(
         name="lora_llama",
@@ -142,6 +180,38 @@ CASES = [
         scale=8 / math.sqrt(4),
         fan_in_fan_out=False,
         head=["score.weight"],
+        **SEQ_CLS,
+    ),
+    dict(
+        name="lora_gpt2_lm",
+        base="gpt2_tiny",
+        inputs="gpt2_tiny/inputs.json",
+        base_expected=("gpt2_tiny/expected.safetensors", "logits"),
+        model_cls=GPT2LMHeadModel,
+        input_keys=["input_ids"],
+        lora=dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"]),
+        scale=8 / 4,
+        fan_in_fan_out=True,
+        head=[],
+        **CAUSAL_LM,
+    ),
+    dict(
+        name="lora_llama_lm",
+        base="llama_tiny",
+        inputs="llama_tiny/inputs.json",
+        base_expected=("llama_tiny/expected.safetensors", "logits"),
+        model_cls=LlamaForCausalLM,
+        input_keys=["input_ids"],
+        lora=dict(r=4, lora_alpha=8, use_rslora=True, target_modules="all-linear"),
+        # What peft 0.21.2 expands "all-linear" to: the full path of every Linear but the
+        # output layer (lm_head), not the layers' last names.
+        targets=[f"model.layers.{i}.{m}" for i in range(2)
+                 for m in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]],
+        scale=8 / math.sqrt(4),
+        fan_in_fan_out=False,
+        head=[],
+        **CAUSAL_LM,
     ),
 ]
 
@@ -179,7 +249,9 @@ def write_case(case, golden) -> None:
     with open(os.path.join(golden, case["inputs"])) as f:
         raw = json.load(f)
     inputs = {k: torch.tensor(raw[k], dtype=torch.long) for k in case["input_keys"]}
-    labels = torch.tensor(raw["cls_labels"], dtype=torch.long)
+    # A language model's labels are its inputs (transformers shifts them).
+    labels = inputs["input_ids"] if case["causal"] else torch.tensor(raw["cls_labels"], dtype=torch.long)
+    targets = case.get("targets", case["lora"]["target_modules"])
 
     # The base as its golden has it.
     base = load_base(case, golden)
@@ -190,11 +262,12 @@ def write_case(case, golden) -> None:
     assert base_gap < 1e-5, (tag, base_gap)
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
 
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, **case["lora"])
+    config = LoraConfig(task_type=case["task_type"], **case["lora"])
     model = get_peft_model(base, config)
     pc = model.peft_config[ADAPTER]
     assert pc.fan_in_fan_out == case["fan_in_fan_out"], (tag, pc.fan_in_fan_out)
-    assert pc.modules_to_save == ["classifier", "score"], (tag, pc.modules_to_save)
+    assert pc.modules_to_save == case["modules_to_save"], (tag, pc.modules_to_save)
+    assert sorted(pc.target_modules) == sorted(targets), (tag, pc.target_modules)
 
     # Every trainable parameter redrawn (lora_B included: peft starts it at zero).
     torch.manual_seed(LORA_SEED)
@@ -224,7 +297,12 @@ def write_case(case, golden) -> None:
     logits = out.logits.detach().to(torch.float32).contiguous()
     loss = out.loss.detach().to(torch.float32).reshape(()).contiguous()
     with torch.no_grad():
-        manual = torch.nn.functional.cross_entropy(logits, labels)
+        if case["causal"]:
+            # The mean over the B * (T - 1) next-token predictions.
+            v = logits.shape[-1]
+            manual = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1))
+        else:
+            manual = torch.nn.functional.cross_entropy(logits, labels)
     assert abs(manual.item() - loss.item()) < 1e-6, (manual.item(), loss.item())
 
     grads = {}
@@ -273,8 +351,9 @@ def write_case(case, golden) -> None:
     assert written["base_model_name_or_path"] is None
     assert written["fan_in_fan_out"] is case["fan_in_fan_out"]
     assert written["use_rslora"] is bool(case["lora"].get("use_rslora", False))
-    assert written["r"] == 4 and written["lora_alpha"] == 8 and written["task_type"] == "SEQ_CLS"
-    assert sorted(written["target_modules"]) == sorted(case["lora"]["target_modules"])
+    assert written["r"] == 4 and written["lora_alpha"] == 8 and written["task_type"] == case["task_type"].value
+    assert written["modules_to_save"] == case["modules_to_save"], written["modules_to_save"]
+    assert sorted(written["target_modules"]) == sorted(targets), written["target_modules"]
 
     # Saved names: the mapping covers the file's keys exactly, with the same values.
     with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), framework="pt") as f:
@@ -312,9 +391,9 @@ def write_case(case, golden) -> None:
         base_file = {k: f.get_tensor(k) for k in f.keys()}
     assert set(merged_file) == set(base_file), set(merged_file) ^ set(base_file)
     changed = sorted(k for k in base_file if not torch.equal(merged_file[k], base_file[k]))
-    targets = case["lora"]["target_modules"]
     expect_changed = sorted(k for k in base_file if k in case["head"]
-                            or (k.endswith(".weight") and k.split(".")[-2] in targets))
+                            or (k.endswith(".weight") and (k.split(".")[-2] in targets
+                                                           or k[:-len(".weight")] in targets)))
     assert changed == expect_changed, (changed, expect_changed)
     for k in base_file:
         assert merged_file[k].shape == base_file[k].shape, k
@@ -341,7 +420,8 @@ def write_case(case, golden) -> None:
               f"{wrong_scale_gap:.6f}", file=sys.stderr)
     print(f"[{tag}] merged vs peft logits {merge_gap:.3e}; reloaded adapter vs peft {reload_gap:.3e}",
           file=sys.stderr)
-    print(f"[{tag}] logits = {logits.tolist()}", file=sys.stderr)
+    if logits.numel() <= 64:
+        print(f"[{tag}] logits = {logits.tolist()}", file=sys.stderr)
     print(f"[{tag}] logits range [{logits.min().item():.6f}, {logits.max().item():.6f}]", file=sys.stderr)
     for k, g in grads.items():
         print(f"  max|{k}| = {g.abs().max().item():.3e}", file=sys.stderr)
