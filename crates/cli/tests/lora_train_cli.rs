@@ -259,18 +259,22 @@ fn lora_adapts_every_linear_layer_of_a_llama_on_two_ranks_as_on_one() {
 
     let ckpt = newest_checkpoint(one);
     let c = json(&ckpt.join("adapter/adapter_config.json"));
-    assert_eq!(
-        c["target_modules"],
-        serde_json::json!([
-            "down_proj",
-            "gate_proj",
-            "k_proj",
-            "o_proj",
-            "q_proj",
-            "up_proj",
-            "v_proj"
-        ])
-    );
+    // peft's expansion of "all-linear": every adapted module by its full name, sorted.
+    let mut want = Vec::new();
+    for layer in 0..2 {
+        for m in [
+            "mlp.down_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "self_attn.k_proj",
+        ]
+        .into_iter()
+        .chain(["self_attn.o_proj", "self_attn.q_proj", "self_attn.v_proj"])
+        {
+            want.push(format!("model.layers.{layer}.{m}"));
+        }
+    }
+    assert_eq!(c["target_modules"], serde_json::json!(want));
     assert_eq!(c["use_rslora"], true);
     assert_eq!(c["fan_in_fan_out"], false);
     // Seven projections in each of two blocks; rsLoRA's scale alpha/√r = 4.

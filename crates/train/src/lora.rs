@@ -304,6 +304,8 @@ pub struct Lora {
     in_out: bool,
     task_type: Option<&'static str>,
     modules_to_save: Vec<String>,
+    /// `adapter_config.json`'s `target_modules`.
+    config_targets: Vec<String>,
     /// [`Lora::base_fingerprint`].
     fingerprint: [f64; 2],
 }
@@ -344,9 +346,10 @@ impl Lora {
             .collect();
         layers.sort_unstable();
         layers.dedup();
-        let wanted = match wanted.as_slice() {
-            [one] if one == ALL_LINEAR => layers.iter().map(|s| s.to_string()).collect(),
-            _ => wanted,
+        let all_linear = matches!(wanted.as_slice(), [one] if one == ALL_LINEAR);
+        let wanted = match all_linear {
+            true => layers.iter().map(|s| s.to_string()).collect(),
+            false => wanted,
         };
         let matches = |module: &str, t: &str| module == t || module.ends_with(&format!(".{t}"));
         let mut used = vec![false; wanted.len()];
@@ -396,9 +399,13 @@ impl Lora {
         if let Some(i) = used.iter().position(|u| !u) {
             return Err(Error::Config(format!(
                 "lora.target_modules: no linear layer of this {} model is named {:?}; its \
-                 linear layers (the task head aside, which trains in full): {}",
+                 linear layers{}: {}",
                 base.family(),
                 wanted[i],
+                match base {
+                    Base::Task(..) => " (the task head aside, which trains in full)",
+                    Base::CausalLm(_) => " (the output layer aside, which stays frozen)",
+                },
                 layers.join(", ")
             )));
         }
@@ -427,6 +434,21 @@ impl Lora {
             })
             .collect();
         modules_to_save.dedup();
+        // peft writes "all-linear" out as the full name of every module it adapted (a set:
+        // here sorted), and a list of names as given.
+        let config_targets = match all_linear {
+            true => {
+                let names = model.names();
+                let mut full: Vec<String> = targets
+                    .iter()
+                    .filter_map(|t| names[t.index].strip_suffix(".weight"))
+                    .map(str::to_string)
+                    .collect();
+                full.sort();
+                full
+            }
+            false => wanted.clone(),
+        };
         Ok(Lora {
             spec: LoraSection {
                 target_modules: Some(wanted),
@@ -440,6 +462,7 @@ impl Lora {
             in_out,
             task_type: base.task_type(),
             modules_to_save,
+            config_targets,
             fingerprint,
         })
     }
@@ -615,7 +638,7 @@ impl Lora {
             "lora_alpha": s.alpha,
             "lora_dropout": s.dropout,
             "use_rslora": s.use_rslora,
-            "target_modules": s.target_modules,
+            "target_modules": self.config_targets,
             "fan_in_fan_out": self.in_out,
             "bias": "none",
             "lora_bias": false,
@@ -799,7 +822,8 @@ mod tests {
     }
 
     /// "all-linear" adapts every linear layer but the head (the pooler included), and the
-    /// adapter config lists them by name, as peft writes it; a string parses as a list.
+    /// adapter config lists each by its full name, as peft writes it; a string parses as a
+    /// list.
     #[test]
     fn all_linear_adapts_every_linear_layer_but_the_head() {
         let (cfg, p) = bert();
@@ -814,8 +838,15 @@ mod tests {
             &mut Rng::new(1),
         )
         .unwrap();
-        let want = json!(["dense", "key", "query", "value"]);
-        assert_eq!(lora.adapter_config(None)["target_modules"], want);
+        // peft writes the expansion out as full module names.
+        let written = lora.adapter_config(None)["target_modules"].clone();
+        let written: Vec<String> = serde_json::from_value(written).unwrap();
+        assert_eq!(written.len(), 2 * 6 + 1, "{written:?}");
+        assert!(written.contains(&"bert.pooler.dense".to_string()));
+        assert!(written.contains(&"bert.encoder.layer.1.attention.self.query".to_string()));
+        let mut sorted = written.clone();
+        sorted.sort();
+        assert_eq!(written, sorted);
         // Two layers of query, key, value and three dense layers each, and the pooler's.
         assert_eq!(lora.targets.len(), 2 * 6 + 1);
         assert!(lora
