@@ -1,6 +1,7 @@
 //! Tests of the change to the backward pass listed in PATCHES.md: a node's first gradient
 //! contribution is stored as it is instead of being added to zeros, and `backward` then gives
-//! every gradient left in the store a contiguous storage of its own, from offset 0.
+//! every gradient left in the store a contiguous storage of its own, from offset 0; and an
+//! operand that leads to no variable gets no gradient from a matmul or an index-select.
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, Var};
 
 fn same_storage(a: &Tensor, b: &Tensor) -> bool {
@@ -98,5 +99,49 @@ fn a_gradient_of_the_wrong_shape_is_an_error() -> Result<()> {
     let y = x.as_tensor().apply_op1(Identity(Bwd::WrongShape))?;
     let err = y.sum_all()?.backward().unwrap_err().to_string();
     assert!(err.contains("gradient of shape"), "{err}");
+    Ok(())
+}
+
+/// Patch 6: an operand that leads to no variable gets no gradient from a matmul or an
+/// index-select, and the operands that do get the gradients they always had.
+#[test]
+fn a_frozen_operand_gets_no_gradient_and_the_others_are_unchanged() -> Result<()> {
+    let dev = Device::Cpu;
+    let w0 = [[0.5f32, -1.0, 2.0], [1.5, 0.25, -0.75]];
+    let x0 = [[1f32, 2.0], [3.0, -4.0]];
+    // x (2, 2) @ w (2, 3), then an embedding lookup of rows of the product.
+    let loss_of = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+        let y = x.matmul(w)?; // (2, 3)
+        let ids = Tensor::new(&[1u32, 0, 1], &dev)?;
+        (y.index_select(&ids, 0)?.sqr()?).sum_all()
+    };
+    // Both variables: the reference gradients.
+    let (x, w) = (Var::new(&x0, &dev)?, Var::new(&w0, &dev)?);
+    let both = loss_of(x.as_tensor(), w.as_tensor())?.backward()?;
+    // w a constant (a frozen weight): x's gradient is the same, w gets none.
+    let (xv, wc) = (Var::new(&x0, &dev)?, Tensor::new(&w0, &dev)?);
+    let g = loss_of(xv.as_tensor(), &wc)?.backward()?;
+    assert_eq!(
+        g.get(&xv).unwrap().to_vec2::<f32>()?,
+        both.get(&x).unwrap().to_vec2::<f32>()?
+    );
+    assert!(g.get(&wc).is_none());
+    // x a constant (an input): w's gradient is the same, x gets none.
+    let (xc, wv) = (Tensor::new(&x0, &dev)?, Var::new(&w0, &dev)?);
+    let g = loss_of(&xc, wv.as_tensor())?.backward()?;
+    assert_eq!(
+        g.get(&wv).unwrap().to_vec2::<f32>()?,
+        both.get(&w).unwrap().to_vec2::<f32>()?
+    );
+    assert!(g.get(&xc).is_none());
+    // An embedding table that is a constant gets no gradient; one that is a variable does.
+    let table = Tensor::new(&w0, &dev)?;
+    let scale = Var::new(&[2f32], &dev)?;
+    let ids = Tensor::new(&[1u32, 1], &dev)?;
+    let rows = table.index_select(&ids, 0)?.broadcast_mul(scale.as_tensor())?;
+    let g = rows.sum_all()?.backward()?;
+    assert!(g.get(&table).is_none());
+    let gs = g.get(&scale).unwrap().to_vec1::<f32>()?[0];
+    assert_eq!(gs, 2.0 * (1.5 + 0.25 - 0.75));
     Ok(())
 }
