@@ -25,7 +25,7 @@ use lantern_models::llama::LlamaConfig;
 use lantern_train::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use lantern_train::task::ModelConfig;
 use lantern_train::trainer::{to_batch, train_step, StepInputs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct Options {
     /// Check the CPU kernels against the composite references instead of a GPU.
@@ -768,7 +768,7 @@ fn train_losses(
     device: &Device,
     data: Option<&PathBuf>,
     steps: usize,
-    (preset, recompute): (&str, bool),
+    (preset, recompute, lora): (&str, bool, bool),
 ) -> Result<Vec<f64>> {
     let (b, t) = (4, 64);
     let shard = match data {
@@ -788,8 +788,35 @@ fn train_losses(
     };
     let mut rng = Rng::new(1337);
     let params = cfg.init_params(&mut rng, device)?;
-    let model = cfg.build(&params, AttentionImpl::default(), recompute)?;
-    let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), &params)?;
+    // LoRA (as `lantern train` with [lora]): r=4 on peft's default targets, the rest frozen.
+    let lora = match lora {
+        true => {
+            let spec = lantern_train::lora::LoraSection {
+                r: 4,
+                alpha: 8.0,
+                dropout: 0.0,
+                target_modules: None,
+                use_rslora: false,
+            };
+            let decoder = cfg.clone().decoder(Path::new(preset))?;
+            Some(lantern_train::lora::Lora::new(
+                &spec,
+                lantern_train::lora::Base::CausalLm(&decoder),
+                (&params, None),
+                &[],
+                &mut Rng::new(7),
+            )?)
+        }
+        false => None,
+    };
+    let view = lora.as_ref().map(|l| l.view(&params));
+    let trained = lora.as_ref().map_or(&params, |l| l.master());
+    let model = cfg.build(
+        view.as_ref().unwrap_or(&params),
+        AttentionImpl::default(),
+        recompute,
+    )?;
+    let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), trained)?;
     let toks: Vec<u32> = (0..b * (t + 1))
         .map(|_| rng.below(vocab as u64) as u32)
         .collect();
@@ -806,8 +833,8 @@ fn train_losses(
         let out = train_step(
             &StepInputs {
                 model: model.as_ref(),
-                params: &params,
-                master: &params,
+                params: view.as_ref().unwrap_or(&params),
+                master: trained,
                 batches: &batches,
                 lr: 1e-3,
                 grad_clip: 1.0,
@@ -815,7 +842,7 @@ fn train_losses(
                 step: step as u64,
                 check_integrity: step == 0,
                 poison_grad: false,
-                lora: None,
+                lora: lora.as_ref(),
             },
             &mut opt,
             None,
@@ -1059,15 +1086,17 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
     } else {
         "random batch"
     };
-    for (preset, recompute, name) in [
-        ("gpt-tiny", false, "train gpt-tiny"),
-        ("llama-tiny", false, "train llama-tiny"),
+    for (preset, recompute, lora, name) in [
+        ("gpt-tiny", false, false, "train gpt-tiny"),
+        ("llama-tiny", false, false, "train llama-tiny"),
         // Recomputed on the device against stored on the CPU: the same losses.
-        ("llama-tiny", true, "train llama-tiny recompute"),
+        ("llama-tiny", true, false, "train llama-tiny recompute"),
+        ("gpt-tiny", false, true, "train gpt-tiny lora"),
+        ("llama-tiny", false, true, "train llama-tiny lora"),
     ] {
-        let on_device = train_losses(&s.device, data, opts.steps, (preset, recompute))
+        let on_device = train_losses(&s.device, data, opts.steps, (preset, recompute, lora))
             .with_context(|| format!("{name} on the checked device"))?;
-        let on_cpu = train_losses(&Device::Cpu, data, opts.steps, (preset, false))
+        let on_cpu = train_losses(&Device::Cpu, data, opts.steps, (preset, false, lora))
             .with_context(|| format!("{name} on the CPU"))?;
         loss_lines(rep, name, source, &on_device, &on_cpu);
     }

@@ -22,6 +22,8 @@ fn cpu_mode_runs_every_check_and_passes() {
         "train gpt-tiny",
         "train llama-tiny",
         "train llama-tiny recompute",
+        "train gpt-tiny lora",
+        "train llama-tiny lora",
         "finetune bert",
         "finetune bert tags",
         "finetune bert recompute",

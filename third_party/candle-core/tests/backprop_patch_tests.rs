@@ -138,7 +138,9 @@ fn a_frozen_operand_gets_no_gradient_and_the_others_are_unchanged() -> Result<()
     let table = Tensor::new(&w0, &dev)?;
     let scale = Var::new(&[2f32], &dev)?;
     let ids = Tensor::new(&[1u32, 1], &dev)?;
-    let rows = table.index_select(&ids, 0)?.broadcast_mul(scale.as_tensor())?;
+    let rows = table
+        .index_select(&ids, 0)?
+        .broadcast_mul(scale.as_tensor())?;
     let g = rows.sum_all()?.backward()?;
     assert!(g.get(&table).is_none());
     let gs = g.get(&scale).unwrap().to_vec1::<f32>()?[0];
