@@ -279,6 +279,7 @@ fn an_output_layer_target_is_refused() {
             dropout: 0.0,
             target_modules: Some(vec!["lm_head".into()]),
             use_rslora: false,
+            adapter: None,
         };
         let e = Lora::new(
             &spec,

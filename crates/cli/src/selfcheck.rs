@@ -797,6 +797,7 @@ fn train_losses(
                 dropout: 0.0,
                 target_modules: None,
                 use_rslora: false,
+                adapter: None,
             };
             let decoder = cfg.clone().decoder(Path::new(preset))?;
             Some(lantern_train::lora::Lora::new(
@@ -973,6 +974,7 @@ fn cls_losses(
                 dropout: 0.0,
                 target_modules: None,
                 use_rslora: false,
+                adapter: None,
             };
             let mut lora_rng = Rng::new(7);
             let l = lantern_train::lora::Lora::new(

@@ -121,6 +121,28 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
         opt.keys()
     );
 
+    // A run started from the adapter (peft's is_trainable reload) begins where this one ended;
+    // settings that contradict the adapter's are refused.
+    let adapter = format!("lora.adapter={}", s(&ckpt.join("adapter")));
+    let (again, again_run) = cfg("again", "");
+    train(&again, &[&from, &adapter, "train.max_steps=1"], &[], false);
+    assert_eq!(val_losses(&again_run)[0], *v.last().unwrap());
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&again),
+        "--set",
+        &from,
+        "--set",
+        &adapter,
+        "--set",
+        "lora.r=8",
+    ]);
+    assert!(
+        e.contains("lora.r = 8") && e.contains("adapter_config.json"),
+        "{e}"
+    );
+
     // The checkpoint generates and exports as any; the export carries the adapter.
     let sample = lantern_ok(&[
         "generate",

@@ -511,6 +511,8 @@ impl RunConfig {
         for o in overrides {
             apply_override(&mut table, o)?;
         }
+        crate::lora::fill_from_adapter(&mut table)
+            .map_err(|m| Error::Config(format!("{origin}: {m}")))?;
         let cfg: RunConfig = deserialize_config::<_, TrainSection>(table, origin)?;
         cfg.validate(origin)?;
         Ok(cfg)

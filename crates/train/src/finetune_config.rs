@@ -403,6 +403,8 @@ impl FinetuneConfig {
         for o in overrides {
             apply_override(&mut table, o)?;
         }
+        crate::lora::fill_from_adapter(&mut table)
+            .map_err(|m| Error::Config(format!("{origin}: {m}")))?;
         let cfg: FinetuneConfig = deserialize_config::<_, FtTrainSection>(table, origin)?;
         cfg.validate(origin)?;
         Ok(cfg)

@@ -35,7 +35,7 @@ use lantern_models::{safetensors_io, Params};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The checkpoint subfolder holding the adapter.
 pub const ADAPTER_DIR: &str = "adapter";
@@ -69,6 +69,12 @@ pub struct LoraSection {
     /// rsLoRA's scale alpha / √r.
     #[serde(default)]
     pub use_rslora: bool,
+    /// Start from a peft adapter folder (`adapter_config.json` and `adapter_model.safetensors`:
+    /// a checkpoint's `adapter/`, or what peft's `save_pretrained` wrote) instead of B = 0:
+    /// peft's `PeftModel.from_pretrained(model, adapter, is_trainable=True)`. Its settings
+    /// fill this section ([`fill_from_adapter`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PathBuf>,
 }
 
 /// peft's shortcut for every linear layer but the head.
@@ -175,6 +181,7 @@ impl LoraSection {
             dropout: get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
             target_modules: Some(targets),
             use_rslora: get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
+            adapter: None,
         };
         spec.validate()?;
         Ok(spec)
@@ -187,6 +194,74 @@ impl LoraSection {
             false => self.alpha / self.r as f64,
         }
     }
+}
+
+/// With `lora.adapter` set in a config's raw table, the adapter's `adapter_config.json` gives
+/// the rest of the section: a key the config also gives must have the adapter's value, except
+/// `dropout = 0`, which continues an adapter trained with peft's `lora_dropout` without it
+/// (only 0 is implemented: [`LoraSection::validate`]). Errors name the key and the file.
+pub fn fill_from_adapter(table: &mut toml::Table) -> std::result::Result<(), String> {
+    let Some(toml::Value::Table(section)) = table.get_mut("lora") else {
+        return Ok(());
+    };
+    let Some(adapter) = section.get("adapter") else {
+        return Ok(());
+    };
+    let dir = PathBuf::from(
+        adapter
+            .as_str()
+            .ok_or("lora.adapter must be a folder's path")?,
+    );
+    let path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("lora.adapter: cannot read {}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("lora.adapter: {}: not JSON: {e}", path.display()))?;
+    let dropout_given = section
+        .get("dropout")
+        .and_then(|d| d.as_float().or(d.as_integer().map(|i| i as f64)));
+    let mut peft = v.clone();
+    if dropout_given == Some(0.0) {
+        peft["lora_dropout"] = json!(0.0);
+    }
+    let spec = LoraSection::from_peft(&peft).map_err(|e| {
+        let hint = match e.contains("dropout") {
+            true => "; set lora.dropout = 0 to continue it without dropout",
+            false => "",
+        };
+        format!("lora.adapter: {}: {e}{hint}", path.display())
+    })?;
+    let targets = spec.target_modules.clone().unwrap_or_default();
+    let theirs: [(&str, toml::Value); 5] = [
+        ("r", toml::Value::Integer(spec.r as i64)),
+        ("alpha", toml::Value::Float(spec.alpha)),
+        ("dropout", toml::Value::Float(spec.dropout)),
+        ("use_rslora", toml::Value::Boolean(spec.use_rslora)),
+        (
+            "target_modules",
+            toml::Value::Array(targets.into_iter().map(toml::Value::String).collect()),
+        ),
+    ];
+    for (key, value) in theirs {
+        if let Some(given) = section.get(key) {
+            let same = match (given, &value) {
+                (toml::Value::Integer(i), toml::Value::Float(f)) => *i as f64 == *f,
+                (toml::Value::String(s), toml::Value::Array(a)) => {
+                    a.len() == 1 && a[0].as_str() == Some(s.as_str())
+                }
+                (g, v) => g == v,
+            };
+            if !same {
+                return Err(format!(
+                    "lora.{key} = {given}, but the adapter lora.adapter names has {value} ({}); \
+                     leave lora.{key} out to take the adapter's",
+                    path.display()
+                ));
+            }
+        }
+        section.insert(key.to_string(), value);
+    }
+    Ok(())
 }
 
 /// Refuses to resume a run (whose state file is `state`) with other LoRA settings than it was
@@ -449,7 +524,7 @@ impl Lora {
             }
             false => wanted.clone(),
         };
-        Ok(Lora {
+        let lora = Lora {
             spec: LoraSection {
                 target_modules: Some(wanted),
                 ..spec.clone()
@@ -464,7 +539,11 @@ impl Lora {
             modules_to_save,
             config_targets,
             fingerprint,
-        })
+        };
+        if let Some(dir) = &spec.adapter {
+            lora.load_adapter(&dir.join(ADAPTER_WEIGHTS))?;
+        }
+        Ok(lora)
     }
 
     /// The sum and the sum of squares of the frozen pretrained weights: a checkpoint holds
@@ -714,6 +793,7 @@ mod tests {
             dropout: 0.0,
             target_modules: None,
             use_rslora: false,
+            adapter: None,
         }
     }
 
@@ -911,5 +991,53 @@ mod tests {
         for &(m, w) in &lora.head {
             assert!(ours.grads[m].is_some() && g.grads[w].is_some());
         }
+    }
+
+    fn adapter_table(dir: &Path, extra: &str) -> std::result::Result<toml::Table, String> {
+        let text = format!("[lora]\nadapter = {:?}\n{extra}", dir.display().to_string());
+        let mut t: toml::Table = toml::from_str(&text).unwrap();
+        fill_from_adapter(&mut t).map(|_| t)
+    }
+
+    /// `lora.adapter` takes peft's settings from its adapter_config.json; a key also given
+    /// must agree, but for `dropout = 0`, which continues a peft adapter trained with dropout.
+    #[test]
+    fn an_adapter_folder_fills_the_section_and_disagreements_are_named() {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
+        let dir = golden.join("lora_llama_lm/adapter");
+        let t = adapter_table(&dir, "").unwrap();
+        let spec: LoraSection = t["lora"].clone().try_into().unwrap();
+        let peft: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG)).unwrap())
+                .unwrap();
+        let want = LoraSection {
+            adapter: Some(dir.clone()),
+            ..LoraSection::from_peft(&peft).unwrap()
+        };
+        assert_eq!(spec, want);
+        assert_eq!((spec.r, spec.alpha, spec.use_rslora), (4, 8.0, true));
+        // The same values given again (as the run's resolved config.toml has them) pass.
+        assert!(adapter_table(&dir, "r = 4\nalpha = 8\nuse_rslora = true").is_ok());
+        let e = adapter_table(&dir, "r = 8").unwrap_err();
+        assert!(
+            e.contains("lora.r = 8") && e.contains("adapter_config.json"),
+            "{e}"
+        );
+        let e = adapter_table(&dir, "target_modules = [\"q_proj\"]").unwrap_err();
+        assert!(e.contains("lora.target_modules"), "{e}");
+        // An adapter trained with dropout: refused, unless the config says dropout = 0.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut with_dropout = peft.clone();
+        with_dropout["lora_dropout"] = json!(0.05);
+        std::fs::write(tmp.path().join(ADAPTER_CONFIG), with_dropout.to_string()).unwrap();
+        let e = adapter_table(tmp.path(), "").unwrap_err();
+        assert!(e.contains("lora.dropout = 0"), "{e}");
+        let t = adapter_table(tmp.path(), "dropout = 0.0").unwrap();
+        assert_eq!(t["lora"]["dropout"].as_float(), Some(0.0));
+        let e = adapter_table(&tmp.path().join("nowhere"), "").unwrap_err();
+        assert!(
+            e.contains("nowhere") && e.contains("adapter_config.json"),
+            "{e}"
+        );
     }
 }
