@@ -16,7 +16,9 @@ use lantern_train::lora::{Base, Lora, LoraSection};
 use std::collections::BTreeMap;
 
 mod common;
-use common::{golden_dir, ints, max_abs, mean_ce_ignoring, read_json, u32_matrix};
+use common::{
+    assert_peft_grads, golden_dir, ints, max_abs, mean_ce_ignoring, read_json, u32_matrix,
+};
 
 const HEAD: BertHead = BertHead::SequenceClassification;
 
@@ -139,33 +141,7 @@ fn parity(golden: &str, base: &str, inputs_of: &str) {
     grads.accumulate(&view, &store).unwrap();
     let ours = lora.master_grads(&grads).unwrap();
     let master: &Params = lora.master();
-    assert_eq!(master.len(), ours.grads.len());
-    for (name, g) in master.names().iter().zip(&ours.grads) {
-        let key = format!("grad.base_model.model.{name}");
-        let theirs = &want[&key];
-        let g = g.as_ref().unwrap_or_else(|| panic!("{name}: no gradient"));
-        assert_eq!(g.dims(), theirs.dims(), "{name}");
-        // Relative to the tensor's largest entry: some of these gradients are tiny (BERT's
-        // second-layer query reaches the loss only through [CLS]).
-        let scale = theirs
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let d = max_abs(g, theirs);
-        assert!(
-            d <= 1e-4 * scale + 1e-6,
-            "{golden}: gradient of {name} differs from peft's by {d} (largest {scale})"
-        );
-    }
-    let n_grads = want.keys().filter(|k| k.starts_with("grad.")).count();
-    assert_eq!(
-        n_grads,
-        master.len(),
-        "{golden}: every peft gradient checked"
-    );
+    assert_peft_grads(golden, (master.names(), &ours.grads), &want);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 mod common;
-use common::{golden_dir, max_abs, read_json, u32_matrix};
+use common::{assert_peft_grads, golden_dir, max_abs, read_json, u32_matrix};
 
 fn load_all(path: &Path) -> BTreeMap<String, Tensor> {
     safetensors_io::load(path, &Device::Cpu, DType::F32).unwrap()
@@ -35,11 +35,6 @@ fn load_base(base: &str) -> (DecoderConfig, Params) {
         .load_params(&dir.join("model.safetensors"), &Device::Cpu, DType::F32)
         .unwrap();
     (cfg, params)
-}
-
-/// The largest |x| of a tensor.
-fn max_of(t: &Tensor) -> f32 {
-    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
 }
 
 /// A list of names in a JSON value, as a set.
@@ -198,31 +193,10 @@ fn parity(golden: &str, base: &str, requested: &[&str]) {
     );
     let ours = lora.master_grads(&grads).unwrap();
     let master: &Params = lora.master();
-    assert_eq!(master.len(), ours.grads.len());
-    let mut worst = 0f32;
-    for (name, g) in master.names().iter().zip(&ours.grads) {
-        let key = format!("grad.base_model.model.{name}");
-        let theirs = want
-            .get(&key)
-            .unwrap_or_else(|| panic!("{golden}: peft has no {key}"));
-        let g = g.as_ref().unwrap_or_else(|| panic!("{name}: no gradient"));
-        assert_eq!(g.dims(), theirs.dims(), "{name}");
-        let scale = max_of(theirs);
-        let d = max_abs(g, theirs);
-        worst = worst.max(d / scale);
-        assert!(
-            d <= 1e-4 * scale + 1e-6,
-            "{golden}: gradient of {name} differs from peft's by {d} (largest {scale})"
-        );
-    }
-    let n_grads = want.keys().filter(|k| k.starts_with("grad.")).count();
-    assert_eq!(
-        n_grads,
-        master.len(),
-        "{golden}: every peft gradient checked"
-    );
+    let worst = assert_peft_grads(golden, (master.names(), &ours.grads), &want);
     eprintln!(
-        "{golden}: {n_grads} gradients, worst difference {worst:.2e} of the tensor's largest"
+        "{golden}: {} gradients, worst difference {worst:.2e} of the tensor's largest",
+        master.len()
     );
 
     // The targets as the script asked peft for them (for the Llama, "all-linear" before peft
@@ -271,8 +245,21 @@ fn llama_untied_lm_rslora_all_linear_adapter_matches_peft() {
 /// embedding `wte`), from our settings and from a peft config.
 #[test]
 fn an_output_layer_target_is_refused() {
-    for base in ["llama_tiny", "gpt2_tiny"] {
+    let refusal = |spec: &LoraSection, base: &str| -> String {
         let (cfg, params) = load_base(base);
+        let lora = Lora::new(
+            spec,
+            Base::CausalLm(&cfg),
+            (&params, None),
+            &[],
+            &mut Rng::new(5),
+        );
+        match lora {
+            Ok(_) => panic!("{base}: lm_head accepted as a LoRA target"),
+            Err(e) => e.to_string(),
+        }
+    };
+    for base in ["llama_tiny", "gpt2_tiny"] {
         let spec = LoraSection {
             r: 4,
             alpha: 8.0,
@@ -281,32 +268,12 @@ fn an_output_layer_target_is_refused() {
             use_rslora: false,
             adapter: None,
         };
-        let e = Lora::new(
-            &spec,
-            Base::CausalLm(&cfg),
-            (&params, None),
-            &[],
-            &mut Rng::new(5),
-        )
-        .err()
-        .unwrap_or_else(|| panic!("{base}: lm_head accepted as a LoRA target"))
-        .to_string();
+        let e = refusal(&spec, base);
         assert!(e.contains("lm_head"), "{base}: {e}");
     }
     // From a peft config too.
     let mut peft = read_json(&golden_dir("lora_llama_lm/adapter/adapter_config.json"));
     peft["target_modules"] = json!(["q_proj", "lm_head"]);
-    let spec = LoraSection::from_peft(&peft).unwrap();
-    let (cfg, params) = load_base("llama_tiny");
-    let e = Lora::new(
-        &spec,
-        Base::CausalLm(&cfg),
-        (&params, None),
-        &[],
-        &mut Rng::new(5),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = refusal(&LoraSection::from_peft(&peft).unwrap(), "llama_tiny");
     assert!(e.contains("lm_head"), "{e}");
 }

@@ -764,6 +764,18 @@ fn check_grad_norm(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// llama-tiny) on `device`, with its blocks recomputed in the backward pass when `recompute`,
 /// batches (B 4, T 64) from the data folder, or else one seeded random-token batch repeated
 /// (which the model memorises, so the loss falls).
+/// The LoRA settings of the selfcheck's LoRA lines: rank 4, alpha 8, peft's default targets.
+fn lora_spec() -> lantern_train::lora::LoraSection {
+    lantern_train::lora::LoraSection {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        target_modules: None,
+        use_rslora: false,
+        adapter: None,
+    }
+}
+
 fn train_losses(
     device: &Device,
     data: Option<&PathBuf>,
@@ -791,14 +803,7 @@ fn train_losses(
     // LoRA (as `lantern train` with [lora]): r=4 on peft's default targets, the rest frozen.
     let lora = match lora {
         true => {
-            let spec = lantern_train::lora::LoraSection {
-                r: 4,
-                alpha: 8.0,
-                dropout: 0.0,
-                target_modules: None,
-                use_rslora: false,
-                adapter: None,
-            };
+            let spec = lora_spec();
             let decoder = cfg.clone().decoder(Path::new(preset))?;
             Some(lantern_train::lora::Lora::new(
                 &spec,
@@ -968,14 +973,7 @@ fn cls_losses(
     // LoRA of rank 4 on the family's default targets: the adapters and the head train.
     let lora = match lora {
         true => {
-            let spec = lantern_train::lora::LoraSection {
-                r: 4,
-                alpha: 8.0,
-                dropout: 0.0,
-                target_modules: None,
-                use_rslora: false,
-                adapter: None,
-            };
+            let spec = lora_spec();
             let mut lora_rng = Rng::new(7);
             let l = lantern_train::lora::Lora::new(
                 &spec,

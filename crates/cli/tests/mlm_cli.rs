@@ -79,12 +79,7 @@ dir = "{run}"
         data = s(&wordpiece_data()),
         run = s(run_dir),
     );
-    let p = dir.join(format!(
-        "bert-{}.toml",
-        run_dir.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(&p, text).unwrap();
-    p
+    write_config(dir, "bert", run_dir, &text)
 }
 
 /// Criterion: from scratch, the first validation MLM loss is that of a uniform guess

@@ -275,3 +275,45 @@ pub fn assert_export_round_trips(dir: &Path, sub: &str, head: BertHead) -> serde
     assert_eq!((back, back_head), (cfg, Some(head)));
     v
 }
+
+/// Every gradient of a LoRA run's trained store (`names`, `grads`: adapters and head, in
+/// order) against peft's `grad.base_model.model.<name>` in `want`, within 1e-4 of the
+/// tensor's largest entry (some are tiny: BERT's second-layer query reaches the loss only
+/// through [CLS]) plus 1e-6, and as many as peft computed. Returns the worst difference
+/// relative to that largest entry.
+pub fn assert_peft_grads(
+    golden: &str,
+    (names, grads): (&[String], &[Option<Tensor>]),
+    want: &BTreeMap<String, Tensor>,
+) -> f32 {
+    assert_eq!(names.len(), grads.len());
+    let mut worst = 0f32;
+    for (name, g) in names.iter().zip(grads) {
+        let key = format!("grad.base_model.model.{name}");
+        let theirs = want
+            .get(&key)
+            .unwrap_or_else(|| panic!("{golden}: peft has no {key}"));
+        let g = g.as_ref().unwrap_or_else(|| panic!("{name}: no gradient"));
+        assert_eq!(g.dims(), theirs.dims(), "{name}");
+        let scale: f32 = theirs
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let d = max_abs(g, theirs);
+        worst = worst.max(d / scale);
+        assert!(
+            d <= 1e-4 * scale + 1e-6,
+            "{golden}: gradient of {name} differs from peft's by {d} (largest {scale})"
+        );
+    }
+    let n_grads = want.keys().filter(|k| k.starts_with("grad.")).count();
+    assert_eq!(
+        n_grads,
+        names.len(),
+        "{golden}: every peft gradient checked"
+    );
+    worst
+}

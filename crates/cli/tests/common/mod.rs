@@ -91,6 +91,14 @@ pub fn prepared_data() -> PathBuf {
     .clone()
 }
 
+/// Writes a run config as `<dir>/<prefix>-<run folder name>.toml`.
+pub fn write_config(dir: &Path, prefix: &str, run_dir: &Path, text: &str) -> PathBuf {
+    let name = run_dir.file_name().unwrap().to_string_lossy();
+    let p = dir.join(format!("{prefix}-{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 /// A tiny GPT run config (2 layers, 32 wide, 32 tokens) writing to `run_dir`.
 pub fn tiny_config(dir: &Path, run_dir: &Path, extra: &str) -> PathBuf {
     let text = format!(
@@ -127,12 +135,7 @@ dir = "{run}"
         data = prepared_data().display(),
         run = run_dir.display(),
     );
-    let p = dir.join(format!(
-        "config-{}.toml",
-        run_dir.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(&p, text).unwrap();
-    p
+    write_config(dir, "config", run_dir, &text)
 }
 
 /// A small llama-tiny variant: 2 layers, 64 wide, 4 query heads sharing 2 key/value heads,
@@ -173,12 +176,7 @@ dir = "{run}"
         data = s(&prepared_data()),
         run = s(run_dir),
     );
-    let p = dir.join(format!(
-        "llama-{}.toml",
-        run_dir.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(&p, text).unwrap();
-    p
+    write_config(dir, "llama", run_dir, &text)
 }
 
 pub fn newest_checkpoint(run_dir: &Path) -> PathBuf {
