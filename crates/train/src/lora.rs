@@ -253,8 +253,8 @@ pub fn fill_from_adapter(table: &mut toml::Table) -> std::result::Result<(), Str
             };
             if !same {
                 return Err(format!(
-                    "lora.{key} = {given}, but the adapter lora.adapter names has {value} ({}); \
-                     leave lora.{key} out to take the adapter's",
+                    "lora.{key} = {given}, but the adapter ({}) has {value}; leave lora.{key} \
+                     out to take the adapter's",
                     path.display()
                 ));
             }
