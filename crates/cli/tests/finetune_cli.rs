@@ -2794,6 +2794,21 @@ fn lora_fine_tunes_a_pretrained_gpt2_and_resumes_byte_identical() {
         );
     }
 
+    // Started from the exported (best) adapter (`lora.adapter`: its A, B and head) with a
+    // learning rate of 0, a run evaluates as the best evaluation did.
+    let again = f.config_with(
+        "again",
+        (&model, 32),
+        plain,
+        "epochs = 1\nlr = 0.0\neval_every_steps = 4",
+        &format!(
+            "{PATIENT}\n{lora}\nadapter = {:?}",
+            p(&run.join("model/adapter"))
+        ),
+    );
+    finetune_quiet(&again, &[]);
+    assert_eq!(best_of(&f.root.join("again"), "accuracy"), best);
+
     // Cut short and resumed, in fp16 (the working copy and the loss scale), as one run.
     const RUN: &str = "epochs = 2\nlr = 1e-2\neval_every_steps = 4\nprecision = \"fp16\"";
     finetune_quiet(&cfg("whole", RUN), &[]);
