@@ -121,6 +121,16 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
         opt.keys()
     );
 
+    // Activation checkpointing recomputes the same steps.
+    let mut losses = Vec::new();
+    for (name, ac) in [("kept", "false"), ("recomputed", "true")] {
+        let (c, r) = cfg(name, "");
+        let set = format!("train.activation_checkpointing={ac}");
+        train(&c, &[&from, &set, "train.max_steps=6"], &[], false);
+        losses.push(metric_values(&r, "train", "loss"));
+    }
+    assert_eq!(losses[0], losses[1]);
+
     // A run started from the adapter (peft's is_trainable reload) begins where this one ended;
     // settings that contradict the adapter's are refused.
     let adapter = format!("lora.adapter={}", s(&ckpt.join("adapter")));
