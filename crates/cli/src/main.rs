@@ -90,6 +90,10 @@ enum Cmd {
     Generate {
         #[arg(long)]
         model: PathBuf,
+        /// A peft LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to
+        /// merge into the model first, as peft's `PeftModel.from_pretrained` + `merge_and_unload`.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long, default_value = "")]
         prompt: String,
         #[arg(long, default_value_t = 100)]
@@ -130,6 +134,10 @@ enum Cmd {
     Export {
         #[arg(long)]
         model: PathBuf,
+        /// A peft LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to
+        /// merge into the model first, as peft's `PeftModel.from_pretrained` + `merge_and_unload`.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         /// f32 or bf16.
@@ -363,6 +371,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         }
         Cmd::Generate {
             model,
+            adapter,
             prompt,
             max_new_tokens,
             temperature,
@@ -377,7 +386,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         } => {
             let how = sampling::Sampling::new(temperature, top_k, top_p, repetition_penalty)?;
             let device = lantern_train::device::parse_device(&device)?;
-            let m = model_dir::load(&model)?;
+            let m = model_dir::load_with(&model, adapter.as_deref())?;
             let tok = m.tokenizer()?;
             let eot = tok.token_to_id(lantern_data::tokenizer::EOT);
             let mut prompt_ids: Vec<u32> = tok
@@ -419,17 +428,29 @@ fn run(cli: Cli) -> Result<Outcome> {
                 println!("--- sample {} ---\n{}{}", i + 1, prompt, text);
             }
         }
-        Cmd::Export { model, out, dtype } => {
+        Cmd::Export {
+            model,
+            adapter,
+            out,
+            dtype,
+        } => {
             let dtype = match dtype.as_str() {
                 "f32" | "fp32" => DType::F32,
                 "bf16" => DType::BF16,
                 other => bail!("--dtype {other}: expected f32 or bf16"),
             };
             if bert_cmds::is_task_model(&model) {
+                if adapter.is_some() {
+                    bail!(
+                        "--adapter merges a peft adapter into a language model; {} is a \
+                         fine-tuned task model, whose checkpoints hold their merged weights",
+                        model.display()
+                    );
+                }
                 bert_cmds::export(&model, &out, dtype)?;
                 return Ok(Outcome::Done);
             }
-            let m = model_dir::load(&model)?;
+            let m = model_dir::load_with(&model, adapter.as_deref())?;
             m.export(&out, dtype)?;
             println!(
                 "exported {} -> {} ({}, {dtype:?})",

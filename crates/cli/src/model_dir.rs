@@ -1,7 +1,7 @@
 //! Finding a language model on disk: a checkpoint folder, a run folder (its newest
 //! checkpoint), or a Hugging Face GPT-2 or Llama folder.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device};
 use lantern_models::decoder::classifier;
 use lantern_models::decoder::DecoderConfig;
@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 pub struct LoadedModel {
     pub source: PathBuf,
+    /// A peft adapter applied over the weights ([`LoadedModel::apply_adapter`]).
+    pub adapter: Option<PathBuf>,
     pub config: DecoderConfig,
     pub params: Params,
     pub tokenizer_path: Option<PathBuf>,
@@ -80,6 +82,7 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     };
     Ok(LoadedModel {
         source,
+        adapter: None,
         config,
         params,
         tokenizer_path,
@@ -87,7 +90,47 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
     })
 }
 
+/// [`load`], then [`LoadedModel::apply_adapter`] of `adapter` if given.
+pub fn load_with(path: &Path, adapter: Option<&Path>) -> Result<LoadedModel> {
+    let mut m = load(path)?;
+    if let Some(dir) = adapter {
+        m.apply_adapter(dir)?;
+    }
+    Ok(m)
+}
+
 impl LoadedModel {
+    /// Merges a peft LoRA adapter folder (`adapter_config.json`, `adapter_model.safetensors`:
+    /// a checkpoint's `adapter/` or peft's `save_pretrained`) into the weights: peft's
+    /// `PeftModel.from_pretrained(model, dir)` followed by `merge_and_unload()`. Its
+    /// `lora_dropout` acts only in training and is ignored here.
+    pub fn apply_adapter(&mut self, dir: &Path) -> Result<()> {
+        use lantern_train::lora::{self, Base, Lora, LoraSection};
+        let path = dir.join(lora::ADAPTER_CONFIG);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("--adapter: cannot read {}", path.display()))?;
+        let mut v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        v["lora_dropout"] = serde_json::json!(0.0);
+        let spec = LoraSection::from_peft(&v).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let spec = LoraSection {
+            adapter: Some(dir.to_path_buf()),
+            ..spec
+        };
+        // With `adapter` set, `Lora::new` loads the adapter and writes W0 + s·B·A into the
+        // weights it was given (A's draw is overwritten).
+        Lora::new(
+            &spec,
+            Base::CausalLm(&self.config),
+            (&self.params, None),
+            &[],
+            &mut lantern_kernels::Rng::new(0),
+        )
+        .with_context(|| format!("applying the adapter {}", dir.display()))?;
+        self.adapter = Some(dir.to_path_buf());
+        Ok(())
+    }
+
     pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer> {
         let p = self
             .tokenizer_path
@@ -142,8 +185,15 @@ impl LoadedModel {
                     lantern_data::tokenizer_config_bytes(&tok, &tokens, Some(&self.source))?;
                 std::fs::write(tmp.join(lantern_data::TOKENIZER_CONFIG_FILE), bytes)?;
             }
-            // A LoRA run's adapter (peft's files) goes along with its merged model.
-            lantern_train::finetune::copy_adapter(&self.source, &tmp)?;
+            // A LoRA run's adapter (peft's files) goes along with its merged model: the one
+            // applied, else the checkpoint's own.
+            match &self.adapter {
+                Some(dir) => lantern_train::lora::copy_files(
+                    dir,
+                    &tmp.join(lantern_train::lora::ADAPTER_DIR),
+                )?,
+                None => lantern_train::finetune::copy_adapter(&self.source, &tmp)?,
+            }
             std::fs::rename(&tmp, out)?;
             Ok(())
         };

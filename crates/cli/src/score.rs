@@ -19,6 +19,10 @@ pub struct ScoreArgs {
     /// A checkpoint, a run folder (its newest checkpoint) or a Hugging Face GPT-2 folder.
     #[arg(long)]
     model: PathBuf,
+    /// A peft LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to
+    /// merge into the model first, as peft's `PeftModel.from_pretrained` + `merge_and_unload`.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// A UTF-8 text file, tokenised whole with the model's tokenizer (no special tokens).
     #[arg(long, conflicts_with_all = ["tokens", "text"])]
     file: Option<PathBuf>,
@@ -61,7 +65,7 @@ struct Input {
 
 pub fn run(a: ScoreArgs) -> Result<()> {
     let device = lantern_train::device::parse_device(&a.device)?;
-    let m = model_dir::load(&a.model)?;
+    let m = model_dir::load_with(&a.model, a.adapter.as_deref())?;
     let input = read_input(&a, &m)?;
     if let Some(bad) = input
         .rows

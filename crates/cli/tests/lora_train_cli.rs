@@ -121,6 +121,66 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
         opt.keys()
     );
 
+    // `--adapter` merges the adapter into the pretrained model as peft's merge_and_unload:
+    // generate, score and export give what the checkpoint's merged model gives.
+    let adapter_dir = s(&ckpt.join("adapter"));
+    let text = root.join("text.txt");
+    std::fs::write(&text, "To be, or not to be, that is the question.\n").unwrap();
+    let text_s = s(&text);
+    let score = |model: &Path, adapter: bool| {
+        let model_s = s(model);
+        let mut args = vec!["score", "--model", &model_s, "--file", &text_s, "--json"];
+        if adapter {
+            args.extend(["--adapter", adapter_dir.as_str()]);
+        }
+        lantern_ok(&args)
+    };
+    assert_eq!(score(&base, true), score(&ckpt, false));
+    let sample = |model: &Path, adapter: bool| {
+        let model_s = s(model);
+        let mut args = vec![
+            "generate", "--model", &model_s, "--prompt", "The ", "--seed", "3",
+        ];
+        args.extend(["--max-new-tokens", "12"]);
+        if adapter {
+            args.extend(["--adapter", adapter_dir.as_str()]);
+        }
+        lantern_ok(&args)
+    };
+    assert_eq!(sample(&base, true), sample(&ckpt, false));
+    let merged_hf = root.join("merged-hf");
+    lantern_ok(&[
+        "export",
+        "--model",
+        &s(&base),
+        "--adapter",
+        &adapter_dir,
+        "--out",
+        &s(&merged_hf),
+    ]);
+    assert!(
+        std::fs::read(merged_hf.join("model.safetensors")).unwrap()
+            == std::fs::read(ckpt.join("model.safetensors")).unwrap(),
+        "export --adapter is the checkpoint's merged model"
+    );
+    assert!(merged_hf
+        .join("adapter/adapter_model.safetensors")
+        .is_file());
+    // An adapter of other targets than the model has is refused, naming it.
+    let e = lantern_err(&[
+        "score",
+        "--model",
+        &s(&base),
+        "--adapter",
+        &s(&root.join("nowhere")),
+        "--text",
+        "x",
+    ]);
+    assert!(
+        e.contains("nowhere") && e.contains("adapter_config.json"),
+        "{e}"
+    );
+
     // Activation checkpointing recomputes the same steps.
     let mut losses = Vec::new();
     for (name, ac) in [("kept", "false"), ("recomputed", "true")] {

@@ -1301,14 +1301,10 @@ fn export_folder(src: &Path, out: &Path) -> Result<()> {
 /// one.
 pub fn copy_adapter(src: &Path, dst: &Path) -> Result<()> {
     let (from, to) = (src.join(lora::ADAPTER_DIR), dst.join(lora::ADAPTER_DIR));
-    if !from.is_dir() {
-        return Ok(());
+    match from.is_dir() {
+        true => lora::copy_files(&from, &to),
+        false => Ok(()),
     }
-    std::fs::create_dir_all(&to).map_err(io(&to))?;
-    for f in [lora::ADAPTER_WEIGHTS, lora::ADAPTER_CONFIG] {
-        std::fs::copy(from.join(f), to.join(f)).map_err(io(from.join(f)))?;
-    }
-    Ok(())
 }
 
 /// The model to fine-tune: a pretrained checkpoint with a classification head (fresh unless it

@@ -196,6 +196,15 @@ impl LoraSection {
     }
 }
 
+/// Copies peft's two adapter files from the folder `from` into the folder `to` (created).
+pub fn copy_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(crate::error::io(to))?;
+    for f in [ADAPTER_WEIGHTS, ADAPTER_CONFIG] {
+        std::fs::copy(from.join(f), to.join(f)).map_err(crate::error::io(from.join(f)))?;
+    }
+    Ok(())
+}
+
 /// With `lora.adapter` set in a config's raw table, the adapter's `adapter_config.json` gives
 /// the rest of the section: a key the config also gives must have the adapter's value, except
 /// `dropout = 0`, which continues an adapter trained with peft's `lora_dropout` without it
