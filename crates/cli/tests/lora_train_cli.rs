@@ -420,3 +420,32 @@ fn lora_over_a_masked_lm_is_refused() {
     assert!(e.contains("causal language model"), "{e}");
     assert!(!run.join("checkpoints").exists());
 }
+
+/// Adapters peft made (tests/golden/lora_gpt2_lm, lora_llama_lm: `scripts/make_lora_golden.py`)
+/// applied by `lantern score --adapter` over their transformers base: peft's causal-LM loss.
+#[test]
+fn peft_adapters_score_through_the_cli_as_peft_computed() {
+    let golden = workspace_root().join("tests/golden");
+    for (base, adapter) in [
+        ("gpt2_tiny", "lora_gpt2_lm"),
+        ("llama_tiny", "lora_llama_lm"),
+    ] {
+        let out = lantern_ok(&[
+            "score",
+            "--model",
+            &s(&golden.join(base)),
+            "--adapter",
+            &s(&golden.join(adapter).join("adapter")),
+            "--tokens",
+            &s(&golden.join(base).join("inputs.json")),
+            "--json",
+        ]);
+        let got: Value = serde_json::from_str(out.trim()).unwrap();
+        let want = tensors(&golden.join(adapter).join("expected.safetensors"))["loss"][0];
+        let nll = got["mean_nll"].as_f64().unwrap();
+        assert!(
+            (nll - want as f64).abs() <= 1e-5,
+            "{adapter}: mean NLL {nll}, peft's loss {want}"
+        );
+    }
+}
