@@ -106,6 +106,7 @@ impl LoadedModel {
     /// `lora_dropout` acts only in training and is ignored here.
     pub fn apply_adapter(&mut self, dir: &Path) -> Result<()> {
         use lantern_train::lora::{self, Base, Lora, LoraSection};
+        lora::check_not_merged(&self.source, dir)?;
         let path = dir.join(lora::ADAPTER_CONFIG);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("--adapter: cannot read {}", path.display()))?;

@@ -166,7 +166,30 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
     assert!(merged_hf
         .join("adapter/adapter_model.safetensors")
         .is_file());
-    // An adapter of other targets than the model has is refused, naming it.
+    // Applying a LoRA checkpoint's own adapter over it again (it holds it merged) is refused,
+    // in `score` as in `train`.
+    let e = lantern_err(&[
+        "score",
+        "--model",
+        &s(&ckpt),
+        "--adapter",
+        &adapter_dir,
+        "--text",
+        "x",
+    ]);
+    assert!(e.contains("already holds the adapter"), "{e}");
+    let twice = format!("model.init_from={}", s(&ckpt));
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg("twice", "").0),
+        "--set",
+        &twice,
+        "--set",
+        &format!("lora.adapter={adapter_dir}"),
+    ]);
+    assert!(e.contains("already holds the adapter"), "{e}");
+    // A missing adapter folder is named.
     let e = lantern_err(&[
         "score",
         "--model",

@@ -1817,6 +1817,12 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     let work_params = work.as_ref().unwrap_or(&params);
     // LoRA: the optimizer trains the adapters and the head; `params` hold the merged weights.
+    if let (Some(from), Some(adapter)) = (
+        &cfg.model.init_from,
+        cfg.lora.as_ref().and_then(|l| l.adapter.as_ref()),
+    ) {
+        lora::check_not_merged(from, adapter)?;
+    }
     let lora = match &cfg.lora {
         Some(spec) => Some(Lora::new(
             spec,

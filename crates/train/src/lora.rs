@@ -17,6 +17,11 @@
 //! needs no change to the models. peft's `lora_dropout` (dropout on the low-rank path's input
 //! alone) has no place in a merged weight: only 0, peft's default, is accepted.
 //!
+//! The same adapters serve `lantern train` over a causal language model ([`Base::CausalLm`],
+//! peft's `CAUSAL_LM`: nothing trains in full, the output layer stays frozen), start from a
+//! peft adapter folder with `lora.adapter` ([`fill_from_adapter`]), and are merged into a
+//! model by `lantern generate`, `score` and `export --adapter`.
+//!
 //! Files: `adapter/adapter_model.safetensors` and `adapter/adapter_config.json` are what peft's
 //! `save_pretrained` writes (`PeftModel.from_pretrained(base, "<checkpoint>/adapter")` loads
 //! them); the checkpoint's `model.safetensors` is the merged model (peft's
@@ -193,6 +198,28 @@ impl LoraSection {
             true => self.alpha / (self.r as f64).sqrt(),
             false => self.alpha / self.r as f64,
         }
+    }
+}
+
+/// Refuses to apply the adapter in `adapter` over the model in `model`, a LoRA checkpoint or
+/// export, when that folder's own `adapter/` is the same adapter (the same weights file): its
+/// `model.safetensors` already holds it merged, and applying it again would add it twice.
+pub fn check_not_merged(model: &Path, adapter: &Path) -> Result<()> {
+    let own = model.join(ADAPTER_DIR).join(ADAPTER_WEIGHTS);
+    let given = adapter.join(ADAPTER_WEIGHTS);
+    let same = match (std::fs::read(&own), std::fs::read(&given)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    match same {
+        false => Ok(()),
+        true => Err(Error::Config(format!(
+            "{} already holds the adapter {} merged into its weights (it is that LoRA \
+             checkpoint's own): start from its pretrained model (the adapter's \
+             base_model_name_or_path), or use the checkpoint without the adapter",
+            model.display(),
+            adapter.display()
+        ))),
     }
 }
 

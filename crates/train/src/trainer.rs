@@ -634,6 +634,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let lora = match &cfg.lora {
         Some(spec) => {
             let decoder = lora_decoder.as_ref().expect("checked with the config");
+            if let (Some(from), Some(adapter)) = (&cfg.model.init_from, &spec.adapter) {
+                lora::check_not_merged(from, adapter)?;
+            }
             Some(Lora::new(
                 spec,
                 lora::Base::CausalLm(decoder),
