@@ -1,4 +1,5 @@
-//! LoRA in `lantern train` (peft's `CAUSAL_LM`): a GPT-2 or Llama pretrained by `lantern train`
+//! LoRA in `lantern train` (peft's `CAUSAL_LM`; BERT's masked LM in mlm_cli.rs): a GPT-2 or
+//! Llama pretrained by `lantern train`
 //! goes on learning the same text through low-rank adapters, everything else frozen. The
 //! checkpoints hold the merged model (which `generate` and `export` read as any) and peft's
 //! adapter files; a resume continues byte for byte; two ranks train as one process with twice
@@ -417,31 +418,6 @@ fn lora_adapts_every_linear_layer_of_a_llama_on_two_ranks_as_on_one() {
         "lora.target_modules=[\"lm_head\"]",
     ]);
     assert!(e.contains("lm_head") && e.contains("output layer"), "{e}");
-}
-
-/// Masked-LM pretraining trains in full: `[lora]` over a BERT is refused, saying so.
-#[test]
-fn lora_over_a_masked_lm_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let bert = family_folder(
-        root,
-        "bert",
-        lantern_models::bert::Family::Bert,
-        &prepared_data().join("tokenizer.json"),
-    );
-    let run = root.join("mlm");
-    let cfg = root.join("mlm.toml");
-    let text = format!(
-        "[model]\narch = \"bert\"\ninit_from = {:?}\n[data]\ndir = {:?}\n[run]\ndir = {:?}\n{GPT_LORA}\n",
-        s(&bert),
-        s(&prepared_data()),
-        s(&run)
-    );
-    std::fs::write(&cfg, text).unwrap();
-    let e = lantern_err(&["train", "--config", &s(&cfg)]);
-    assert!(e.contains("causal language model"), "{e}");
-    assert!(!run.join("checkpoints").exists());
 }
 
 /// Adapters peft made (tests/golden/lora_gpt2_lm, lora_llama_lm: `scripts/make_lora_golden.py`)

@@ -513,3 +513,75 @@ fn roberta_and_distilbert_checkpoints_continue_pretraining() {
         assert!(ft_cfg == tok_cfg, "{name}");
     }
 }
+
+/// `[lora]` over a BERT masked LM (continued MLM pretraining with adapters): the query and
+/// value projections adapted, the MLM head (`cls.*`) trained in full as peft's
+/// `modules_to_save`, every other tensor frozen to the bit.
+#[test]
+fn lora_continues_masked_lm_pretraining() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pre = root.join("pre");
+    train_ok(&bert_config(root, &pre, ""), &["train.max_steps=100"]);
+    let base = newest_checkpoint(&pre);
+    let run = root.join("lora");
+    let cfg = bert_config(root, &run, "[lora]\nr = 4\nalpha = 8");
+    let from = format!("model.init_from={}", s(&base));
+    train_ok(
+        &cfg,
+        &[
+            &from,
+            "train.lr=1e-3",
+            "train.max_steps=60",
+            "train.eval_every=60",
+        ],
+    );
+    // (Continued on the text it was pretrained on, this tiny model's validation loss moves by
+    // noise, with every weight trained as with adapters: the checks are of what trains.)
+    let v = metric_values(&run, "val", "val_loss");
+    assert!(v.iter().all(|x| x.is_finite()) && v[0] != v[1], "{v:?}");
+
+    let ckpt = newest_checkpoint(&run);
+    let c: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ckpt.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["task_type"], serde_json::Value::Null);
+    assert_eq!(c["modules_to_save"], serde_json::json!(["cls"]));
+    assert_eq!(c["target_modules"], serde_json::json!(["query", "value"]));
+    let map = |p: &Path| -> std::collections::BTreeMap<String, Vec<f32>> {
+        read_f32_tensors(p).into_iter().collect()
+    };
+    let merged = read_f32_tensors(&ckpt.join("model.safetensors"));
+    let head: Vec<&str> = merged
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| n.starts_with("cls."))
+        .collect();
+    assert!(!head.is_empty());
+    let adapted = assert_lora_merge(
+        &merged,
+        &map(&base.join("model.safetensors")),
+        &map(&ckpt.join("adapter/adapter_model.safetensors")),
+        (4, 2.0, false),
+        &head,
+    );
+    assert_eq!(adapted.len(), 2 * 2, "{adapted:?}");
+    // peft's file holds every tensor of `cls`, the output layer's tied weight and bias as
+    // copies; loading it back (`lora.adapter`) checks them and starts where the run ended.
+    let adapter = map(&ckpt.join("adapter/adapter_model.safetensors"));
+    let merged: std::collections::BTreeMap<String, Vec<f32>> = merged.into_iter().collect();
+    assert_eq!(
+        adapter["base_model.model.cls.predictions.decoder.weight"],
+        merged["bert.embeddings.word_embeddings.weight"]
+    );
+    assert_eq!(
+        adapter["base_model.model.cls.predictions.decoder.bias"],
+        merged["cls.predictions.bias"]
+    );
+    let again = root.join("again");
+    let cfg = bert_config(root, &again, "[lora]");
+    let from_adapter = format!("lora.adapter={}", s(&ckpt.join("adapter")));
+    train_ok(&cfg, &[&from, &from_adapter, "train.max_steps=1"]);
+    assert_eq!(metric_values(&again, "val", "val_loss")[0], v[1]);
+}

@@ -18,7 +18,8 @@
 //! alone) has no place in a merged weight: only 0, peft's default, is accepted.
 //!
 //! The same adapters serve `lantern train` over a causal language model ([`Base::CausalLm`],
-//! peft's `CAUSAL_LM`: nothing trains in full, the output layer stays frozen), start from a
+//! peft's `CAUSAL_LM`: nothing trains in full, the output layer stays frozen) or a BERT's
+//! masked LM (a [`Base::Task`] whose head, the MLM head, trains in full), start from a
 //! peft adapter folder with `lora.adapter` ([`fill_from_adapter`]), and are merged into a
 //! model by `lantern generate`, `score` and `export --adapter`.
 //!
@@ -417,6 +418,10 @@ pub struct Lora {
     modules_to_save: Vec<String>,
     /// `adapter_config.json`'s `target_modules`.
     config_targets: Vec<String>,
+    /// A masked LM's output-layer tensors that are ties to parameters (the index in the
+    /// model's stores): peft's adapter holds every tensor of a `modules_to_save` module, so
+    /// copies of these.
+    tied: Vec<(&'static str, usize)>,
     /// [`Lora::base_fingerprint`].
     fingerprint: [f64; 2],
 }
@@ -560,6 +565,16 @@ impl Lora {
             }
             false => wanted.clone(),
         };
+        let tied = match base {
+            Base::Task(TaskConfig::Bert(c), BertHead::MaskedLm) => {
+                let names = model.names();
+                lantern_models::bert::mlm_tied_copies(c.model_type, names)
+                    .into_iter()
+                    .filter_map(|(t, of)| Some((t, names.iter().position(|n| *n == of)?)))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let lora = Lora {
             spec: LoraSection {
                 target_modules: Some(wanted),
@@ -574,6 +589,7 @@ impl Lora {
             task_type: base.task_type(),
             modules_to_save,
             config_targets,
+            tied,
             fingerprint,
         };
         if let Some(dir) = &spec.adapter {
@@ -733,11 +749,18 @@ impl Lora {
         Ok(out)
     }
 
-    /// `adapter_model.safetensors`'s tensors: every master variable under peft's name.
+    /// `adapter_model.safetensors`'s tensors: every master variable under peft's name, and a
+    /// masked LM's tied output-layer tensors as the copies peft writes.
     pub fn adapter_tensors(&self) -> BTreeMap<String, Tensor> {
+        let model = self.model.vars();
         self.master
             .iter()
             .map(|(n, v)| (format!("{PREFIX}{n}"), v.as_tensor().clone()))
+            .chain(
+                self.tied
+                    .iter()
+                    .map(|&(n, i)| (format!("{PREFIX}{n}"), model[i].as_tensor().clone())),
+            )
             .collect()
     }
 
@@ -786,6 +809,29 @@ impl Lora {
                     msg: format!("has no tensor {key} (the adapter of another model or config?)"),
                 })?;
             var.set(&t)?;
+        }
+        // Copies of tied tensors must be what they copy: Lantern keeps the tie.
+        for &(name, i) in &self.tied {
+            let key = format!("{PREFIX}{name}");
+            if let Some(t) = tensors.remove(&key) {
+                let ours = self.model.vars()[i].as_tensor();
+                let same = t.dims() == ours.dims()
+                    && (t.to_dtype(DType::F32)? - ours.to_dtype(DType::F32)?)?
+                        .abs()?
+                        .max_all()?
+                        .to_scalar::<f32>()?
+                        <= 1e-6;
+                if !same {
+                    return Err(Error::Checkpoint {
+                        path: path.to_path_buf(),
+                        msg: format!(
+                            "{key} is not the tensor it is tied to ({}): an adapter that \
+                             trained its own copy of a tied tensor cannot be loaded here",
+                            self.model.names()[i]
+                        ),
+                    });
+                }
+            }
         }
         if let Some(extra) = tensors.keys().next() {
             return Err(Error::Checkpoint {

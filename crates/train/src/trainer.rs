@@ -30,6 +30,9 @@ use candle_core::{DType, Device, Tensor};
 use lantern_comm::{all_reduce_bucketed, Communicator, ReduceOp, DEFAULT_BUCKET_BYTES};
 use lantern_data::shard::Shard;
 use lantern_kernels::{Rng, RngState};
+use lantern_models::bert::BertHead;
+use lantern_models::decoder::DecoderConfig;
+use lantern_models::task::TaskConfig;
 use lantern_models::{safetensors_io, Mode, Params};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -578,16 +581,6 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
         model_cfg = st.model.clone();
     }
-    // LoRA here is peft's CAUSAL_LM: it adapts GPT-2 and Llama.
-    let lora_decoder = match (&cfg.lora, &cfg.model.init_from) {
-        (Some(_), Some(from)) => Some(model_cfg.clone().decoder(from).map_err(|e| {
-            Error::Config(format!(
-                "[lora] in `lantern train` adapts a causal language model (GPT-2, Llama); \
-                 masked-LM pretraining trains every weight: {e}"
-            ))
-        })?),
-        _ => None,
-    };
     let (b, accum) = (cfg.train.batch_size, cfg.train.grad_accum);
     let t = cfg.train.seq_len.unwrap_or(model_cfg.max_positions());
     if t < model_cfg.min_seq_len() || t > model_cfg.max_positions() {
@@ -633,13 +626,29 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // LoRA: the optimizer trains the adapters; `params` hold the merged weights.
     let lora = match &cfg.lora {
         Some(spec) => {
-            let decoder = lora_decoder.as_ref().expect("checked with the config");
             if let (Some(from), Some(adapter)) = (&cfg.model.init_from, &spec.adapter) {
                 lora::check_not_merged(from, adapter)?;
             }
+            // GPT-2 and Llama as peft's CAUSAL_LM; a BERT's masked LM with its MLM head
+            // trained in full (peft's `modules_to_save`), as a task head.
+            let (decoder, bert);
+            let base = match &model_cfg {
+                ModelConfig::Gpt(g) => {
+                    decoder = DecoderConfig::Gpt(g.clone());
+                    lora::Base::CausalLm(&decoder)
+                }
+                ModelConfig::Llama(c) => {
+                    decoder = DecoderConfig::Llama(c.clone());
+                    lora::Base::CausalLm(&decoder)
+                }
+                ModelConfig::Bert(c) => {
+                    bert = TaskConfig::Bert(c.clone());
+                    lora::Base::Task(&bert, BertHead::MaskedLm)
+                }
+            };
             Some(Lora::new(
                 spec,
-                lora::Base::CausalLm(decoder),
+                base,
                 (&params, work.as_ref()),
                 &[],
                 &mut Rng::derive(cfg.train.seed, LORA_STREAM),

@@ -13,7 +13,8 @@ mod model;
 
 pub use config::{BertConfig, Family};
 pub use model::{
-    init_param, init_params, is_head_param, param_shapes, BertClassifier, BertForMaskedLM,
-    BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
-    BertForTokenClassification, BertHead, BertInput, BertModel, QA_OUTPUTS,
+    init_param, init_params, is_head_param, mlm_tied_copies, param_shapes, BertClassifier,
+    BertForMaskedLM, BertForMultipleChoice, BertForQuestionAnswering,
+    BertForSequenceClassification, BertForTokenClassification, BertHead, BertInput, BertModel,
+    QA_OUTPUTS,
 };

@@ -237,6 +237,35 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
     v
 }
 
+/// The masked-LM output layer's tensors that transformers ties to parameters (its weight to
+/// the word embeddings, its bias to the head's bias), as (tied name, the parameter of `names`
+/// it is): files that hold every tensor of the head, peft's `modules_to_save` adapters among
+/// them, carry them as copies.
+pub fn mlm_tied_copies(family: Family, names: &[String]) -> Vec<(&'static str, String)> {
+    let Some(word) = names
+        .iter()
+        .find(|n| n.ends_with("embeddings.word_embeddings.weight"))
+    else {
+        return Vec::new();
+    };
+    let ties: &[(&'static str, Option<&str>)] = match family {
+        Family::Bert => &[
+            ("cls.predictions.decoder.weight", None),
+            ("cls.predictions.decoder.bias", Some("cls.predictions.bias")),
+        ],
+        Family::Roberta | Family::XlmRoberta => &[
+            ("lm_head.decoder.weight", None),
+            ("lm_head.decoder.bias", Some("lm_head.bias")),
+        ],
+        Family::DistilBert => &[("vocab_projector.weight", None)],
+        Family::Electra => &[],
+    };
+    ties.iter()
+        .map(|&(tied, of)| (tied, of.map_or_else(|| word.clone(), str::to_string)))
+        .filter(|(_, of)| names.contains(of))
+        .collect()
+}
+
 /// Whether a parameter belongs to the task head (initialised fresh when a pretrained encoder
 /// is loaded into a model with a head, as transformers does) rather than the encoder.
 pub fn is_head_param(name: &str) -> bool {
