@@ -1834,12 +1834,12 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         None => None,
     };
     if let (Some(l), Some((dir, _, rs))) = (&lora, &resumed) {
-        l.check_same_base(
-            rs.lora_base,
-            &dir.join(STATE_FILE),
+        let state_file = dir.join(STATE_FILE);
+        l.resume(
+            dir,
+            (&state_file, rs.lora_base),
             cfg.model.init_from.as_deref(),
         )?;
-        l.load_adapter(&dir.join(lora::ADAPTER_DIR).join(lora::ADAPTER_WEIGHTS))?;
     }
     if let (Some(l), true) = (&lora, world > 1) {
         l.broadcast(&comm)?;

@@ -607,7 +607,7 @@ impl Lora {
     /// Refuses to resume a run whose checkpoint (`state`, the file that recorded `was`, the
     /// [`Lora::base_fingerprint`] it was trained over) adapted another pretrained model than
     /// the one just loaded from `init_from`.
-    pub fn check_same_base(
+    fn check_same_base(
         &self,
         was: Option<[f64; 2]>,
         state: &Path,
@@ -630,6 +630,18 @@ impl Lora {
                 ),
             }),
         }
+    }
+
+    /// Continues from a checkpoint folder: [`Lora::check_same_base`] against what its state
+    /// file `state` recorded (`was`), then the checkpoint's adapters.
+    pub fn resume(
+        &self,
+        checkpoint: &Path,
+        (state, was): (&Path, Option<[f64; 2]>),
+        init_from: Option<&Path>,
+    ) -> Result<()> {
+        self.check_same_base(was, state, init_from)?;
+        self.load_adapter(&checkpoint.join(ADAPTER_DIR).join(ADAPTER_WEIGHTS))
     }
 
     /// Rank 0's adapters and head on every rank, and the model refreshed from them.

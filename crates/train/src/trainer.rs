@@ -657,12 +657,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         None => None,
     };
     if let (Some(l), Some(st), Some((_, dir))) = (&lora, &state, &resume_from) {
-        l.check_same_base(
-            st.lora_base,
-            &dir.join(checkpoint::STATE_FILE),
+        let state_file = dir.join(checkpoint::STATE_FILE);
+        l.resume(
+            dir,
+            (&state_file, st.lora_base),
             cfg.model.init_from.as_deref(),
         )?;
-        l.load_adapter(&dir.join(lora::ADAPTER_DIR).join(lora::ADAPTER_WEIGHTS))?;
     }
     if let (Some(l), true) = (&lora, world > 1) {
         l.broadcast(&comm)?;
