@@ -328,8 +328,10 @@ pub fn check_same_settings(
 /// The model the adapters go into.
 #[derive(Clone, Copy)]
 pub enum Base<'a> {
-    /// A task model being fine-tuned (`lantern finetune`): its head trains in full (peft's
-    /// `modules_to_save`).
+    /// A model with a head that trains in full (peft's `modules_to_save`): a task model being
+    /// fine-tuned (`lantern finetune`), or a BERT's masked LM trained on text (`lantern
+    /// train`; its MLM head, whose tied output layer [`Lora::adapter_tensors`] writes as
+    /// copies).
     Task(&'a TaskConfig, BertHead),
     /// A causal language model trained on text (`lantern train`; peft's `CAUSAL_LM`): only
     /// the adapters train. The output layer (an untied Llama's `lm_head`) stays frozen and is
