@@ -26,6 +26,17 @@ default), scored as perplexity_torch.py scores them.
    score` of the base is reported beside it).
 Prints an ok/FAIL line per check and exits 1 when one fails.
 
+A BERT run (the checkpoint's config.json has model_type "bert": masked-LM pretraining,
+BertForMaskedLM, peft's `modules_to_save=["cls"]`, no causal LM so no perplexity) is checked by
+main_bert instead: (a) PeftModel over `BertForMaskedLM.from_pretrained(base)` (a bare BertModel
+gets a random MLM head there, which the adapter's trained `cls` replaces) with the checkpoint's
+adapter/ gives the logits of `BertForMaskedLM.from_pretrained(<checkpoint>)` on a few rows of
+the validation shard (`[CLS]` + seq_len - 2 ids + `[SEP]`, some ids masked), max abs diff <=
+1e-4; (b) merge_and_unload() is the checkpoint's model.safetensors (every tensor <= 1e-6; the
+state dict's other tensors tied to, or equal copies of, ones in the file); (c) peft's trained
+parameters are lantern's (the difference, if any, accounted for tensor by tensor); (d)
+adapter_config.json has task_type null and modules_to_save ["cls"].
+
     python scripts/lora_lm_parity.py --run RUN --base PRETRAINED --data PREPARED \
         --lantern target/release/lantern --log train.log
 """
@@ -45,7 +56,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, BertForMaskedLM
 from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +99,154 @@ def context_of(model):
     return getattr(c, "n_positions", None) or c.max_position_embeddings
 
 
+def main_bert(args):
+    """The BERT masked-LM checks (see the module's docstring)."""
+    ckpt = newest_checkpoint(args.run)
+    adapter = os.path.join(ckpt, "adapter")
+    acfg = json.load(open(os.path.join(adapter, "adapter_config.json"), encoding="utf-8"))
+    print(f"checkpoint: {ckpt}; adapter: r={acfg['r']} lora_alpha={acfg['lora_alpha']} "
+          f"target_modules={acfg['target_modules']} modules_to_save={acfg.get('modules_to_save')} "
+          f"task_type={acfg.get('task_type')} over {acfg['base_model_name_or_path']}")
+    ok = True
+
+    # (d) the adapter's config.
+    ok &= check("adapter_config.json: task_type null, modules_to_save [\"cls\"]",
+                acfg.get("task_type") is None and acfg.get("modules_to_save") == ["cls"],
+                f"task_type {acfg.get('task_type')!r}, modules_to_save "
+                f"{acfg.get('modules_to_save')!r}")
+
+    # Rows of validation ids as the run's samples are laid out: [CLS] + T-2 ids + [SEP].
+    seq_len = 128
+    cfg_toml = os.path.join(args.run, "config.toml")
+    if os.path.exists(cfg_toml):
+        import tomllib
+        seq_len = tomllib.load(open(cfg_toml, "rb"))["train"]["seq_len"]
+    tok = Tokenizer.from_file(os.path.join(args.base, "tokenizer.json"))
+    cls_id, sep_id, mask_id = (tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]"))
+    val = read_shard(os.path.join(args.data, "val.bin"))
+    width = seq_len - 2
+    n = max(1, min(WINDOWS, len(val) // width))
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(n):
+        body = torch.tensor(val[i * width:(i + 1) * width])
+        chosen = torch.rand(len(body), generator=gen) < 0.15
+        body[chosen] = mask_id
+        rows.append([cls_id] + body.tolist() + [sep_id])
+    width = min(len(r) for r in rows)
+    rows = torch.tensor([r[:width] for r in rows])
+    print(f"validation rows: {n} x {width} ids from val.bin ({len(val)} tokens), "
+          f"{int((rows == mask_id).sum())} of them [MASK]")
+
+    def load_mlm(folder):
+        model, info = BertForMaskedLM.from_pretrained(folder, dtype=torch.float32,
+                                                      output_loading_info=True)
+        return model.eval(), info
+
+    plain, info = load_mlm(ckpt)
+    print(f"transformers loads the checkpoint: missing {info['missing_keys'] or 'none'}, "
+          f"unexpected {info['unexpected_keys'] or 'none'}")
+    base_model, binfo = load_mlm(args.base)
+    print(f"transformers loads the base: missing {sorted(binfo['missing_keys']) or 'none'} "
+          f"(drawn at random), unexpected {sorted(binfo['unexpected_keys']) or 'none'}")
+
+    # (a) logits: peft over the base vs the merged checkpoint folder.
+    peft = PeftModel.from_pretrained(base_model, adapter).eval()
+    with torch.no_grad():
+        theirs = peft(input_ids=rows).logits
+        ours = plain(input_ids=rows).logits
+    d = (theirs - ours).abs().max().item()
+    ok &= check("logits, peft (base + adapter) vs transformers' from_pretrained(<checkpoint>)",
+                d <= 1e-4 and not info["missing_keys"],
+                f"max abs diff {d:.2e} over {n}x{width} positions x {theirs.shape[-1]} "
+                f"(largest |logit| {theirs.abs().max().item():.2f}, std {theirs.std().item():.2f})")
+    del plain
+
+    # (b) merge_and_unload() vs the checkpoint's model.safetensors.
+    merged = peft.merge_and_unload().state_dict()
+    ckpt_tensors = load_file(os.path.join(ckpt, "model.safetensors"))
+    worst, worst_name, equal, missing, bad_shape = 0.0, None, 0, [], []
+    for k, t in ckpt_tensors.items():
+        if k not in merged:
+            missing.append(k)
+            continue
+        m = merged[k]
+        if m.shape != t.shape:
+            bad_shape.append(k)
+            continue
+        equal += torch.equal(m.float(), t.float())
+        dk = (m.float() - t.float()).abs().max().item()
+        if dk > worst:
+            worst, worst_name = dk, k
+    ptr = {merged[k].data_ptr(): k for k in ckpt_tensors if k in merged}
+    ties, copies, extra = [], [], []
+    for k, t in merged.items():
+        if k in ckpt_tensors:
+            continue
+        if t.data_ptr() in ptr:
+            ties.append(f"{k} = {ptr[t.data_ptr()]}")
+            continue
+        same = [f for f, u in ckpt_tensors.items() if u.shape == t.shape and torch.equal(u, t)]
+        if same:
+            copies.append(f"{k} == {same[0]}")
+        else:
+            extra.append(k)
+    ok &= check("merge_and_unload() vs the checkpoint's model.safetensors",
+                worst <= 1e-6 and not (missing or bad_shape or extra),
+                f"{len(ckpt_tensors)} tensors, {equal} bit-equal, max abs diff {worst:.2e}"
+                f"{f' ({worst_name})' if worst_name else ''}; tied: {ties or 'none'}; "
+                f"untied copies, bit-equal: {copies or 'none'}; "
+                f"not in peft's: {missing or 'none'}; other shape: {bad_shape or 'none'}; "
+                f"neither in the file nor tied nor a copy: {extra or 'none'}")
+    del peft, merged
+
+    # (c) trained parameters.
+    from peft.utils import ModulesToSaveWrapper
+    pm = PeftModel.from_pretrained(load_mlm(args.base)[0], adapter, is_trainable=True)
+    trainable, total = pm.get_nb_trainable_parameters()
+    log = open(args.log, encoding="utf-8").read()
+    m = re.search(r"LoRA r=.*?: (\d+) of (\d+) parameters trained", log)
+    # What peft counts that lantern does not: the original head peft keeps beside its trained
+    # copy (frozen, counted in the total), and in the copy any parameter that lantern ties to a
+    # frozen one (the decoder weight = the word embeddings) but peft holds as its own, trainable.
+    seen = {}
+    for name, p in pm.named_parameters():
+        seen.setdefault(p.data_ptr(), (name, p))
+    emb = pm.get_input_embeddings().weight
+    orig_extra, copy_untied = 0, []
+    for wname, w in pm.named_modules():
+        if not isinstance(w, ModulesToSaveWrapper):
+            continue
+        for name, p in w.original_module.named_parameters():
+            if seen.get(p.data_ptr(), (None,))[0] == f"{wname}.original_module.{name}":
+                orig_extra += p.numel()
+        for name, p in w.modules_to_save["default"].named_parameters():
+            if p.requires_grad and p.shape == emb.shape and p.data_ptr() != emb.data_ptr() \
+                    and torch.equal(p, emb):
+                copy_untied.append((f"{wname}.modules_to_save.default.{name}", p.numel()))
+    untied = sum(c for _, c in copy_untied)
+    raw = m is not None and int(m[1]) == trainable and int(m[2]) == total
+    accounted = m is not None and int(m[1]) == trainable - untied \
+        and int(m[2]) == total - orig_extra - untied
+    why = ""
+    if not raw:
+        why = (f"; the difference: the original head peft keeps beside its copy ({orig_extra} "
+               f"in the total) and the copy's decoder weight, which peft holds untied and "
+               f"trainable ({', '.join(f'{n} {c}' for n, c in copy_untied) or 'none'}) while "
+               f"lantern ties it to the frozen word embeddings: peft less those "
+               f"{trainable - untied} of {total - orig_extra - untied}")
+    ok &= check("trained parameters, peft vs lantern train" if raw else
+                "trained parameters, peft less its kept original head and untied decoder copy "
+                "vs lantern train",
+                raw or accounted,
+                f"peft {trainable} of {total}, lantern {m[1] if m else '?'} of "
+                f"{m[2] if m else '?'}" + (f" ({m[0]})" if m else "")
+                + ("; equal as counted" if raw else why))
+
+    print("all checks passed" if ok else "SOME CHECKS FAILED")
+    sys.exit(0 if ok else 1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True, help="the lantern train run folder")
@@ -101,6 +260,8 @@ def main():
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     ckpt = newest_checkpoint(args.run)
+    if json.load(open(os.path.join(ckpt, "config.json"), encoding="utf-8")).get("model_type") == "bert":
+        return main_bert(args)
     adapter = os.path.join(ckpt, "adapter")
     acfg = json.load(open(os.path.join(adapter, "adapter_config.json"), encoding="utf-8"))
     print(f"checkpoint: {ckpt}; adapter: r={acfg['r']} lora_alpha={acfg['lora_alpha']} "

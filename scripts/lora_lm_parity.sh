@@ -17,6 +17,13 @@
 #     weights checked as ties); transformers alone loads the checkpoint folder with the same
 #     perplexity; peft counts the trained parameters lantern printed; the adapted model's
 #     perplexity is below BASE's.
+# ARCH=bert: masked-LM pretraining (BertForMaskedLM, peft's modules_to_save=["cls"]) over the
+#     pretrained all-MiniLM-L6-v2 (BASE, default scripts/fetch_minilm.sh's folder: a bare
+#     BertModel, so lantern draws the MLM head fresh and trains it in full), configs/bert-tiny.toml
+#     with seq_len 128, STEPS default 30, query/value adapted; no perplexity (no causal LM):
+#     scripts/lora_lm_parity.py checks peft's logits against transformers'
+#     BertForMaskedLM.from_pretrained(<checkpoint>), merge_and_unload(), the trained-parameter
+#     count and the adapter's task_type null / modules_to_save ["cls"].
 # Needs the pretrained runs (or BASE=<folder>): `lantern prepare --input data/raw/fortunes --out
 # data/fortunes --vocab-size 4096`, then `lantern train --config configs/gpt-tiny.toml`
 # (runs/gpt-tiny) and `lantern train --config configs/llama-tiny.toml` (runs/llama-tiny); and
@@ -24,15 +31,17 @@
 # CARGO_TARGET_DIR). KEEP=1 keeps the work folder.
 #   bash scripts/lora_lm_parity.sh
 #   ARCH=llama bash scripts/lora_lm_parity.sh
+#   ARCH=bert bash scripts/lora_lm_parity.sh
 #   lantern export --model runs/gpt-tiny --out /tmp/gpt-hf && BASE=/tmp/gpt-hf bash scripts/lora_lm_parity.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCH="${ARCH:-gpt}"
-STEPS="${STEPS:-60}"
 case "$ARCH" in
-    gpt) sets=() ;;
-    llama) sets=(--set 'lora.target_modules="all-linear"') ;;
-    *) echo "ARCH=$ARCH: gpt or llama" >&2; exit 2 ;;
+    gpt) sets=(); STEPS="${STEPS:-60}" ;;
+    llama) sets=(--set 'lora.target_modules="all-linear"'); STEPS="${STEPS:-60}" ;;
+    bert) sets=(--set train.seq_len=128); STEPS="${STEPS:-30}"
+        [[ -n "${BASE:-}" ]] || BASE=$(bash scripts/fetch_minilm.sh | tail -1) ;;
+    *) echo "ARCH=$ARCH: gpt, llama or bert" >&2; exit 2 ;;
 esac
 config="configs/$ARCH-tiny.toml"
 if [[ -z "${BASE:-}" ]]; then
