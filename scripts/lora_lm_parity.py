@@ -83,6 +83,25 @@ def read_shard(path):
     return np.frombuffer(raw, dtype=dtype, count=count, offset=32).astype(np.int64).tolist()
 
 
+def compare_state(merged, ckpt_tensors):
+    """The checkpoint's tensors against a merged state dict: the largest difference and its
+    tensor, how many are bit-equal, the names the state dict lacks or shapes otherwise."""
+    worst, worst_name, equal, missing, bad_shape = 0.0, None, 0, [], []
+    for k, t in ckpt_tensors.items():
+        if k not in merged:
+            missing.append(k)
+            continue
+        m = merged[k]
+        if m.shape != t.shape:
+            bad_shape.append(k)
+            continue
+        equal += torch.equal(m.float(), t.float())
+        dk = (m.float() - t.float()).abs().max().item()
+        if dk > worst:
+            worst, worst_name = dk, k
+    return worst, worst_name, equal, missing, bad_shape
+
+
 def newest_checkpoint(run):
     steps = sorted(glob.glob(os.path.join(run, "checkpoints", "step-*")))
     if not steps:
@@ -165,19 +184,7 @@ def main_bert(args):
     # (b) merge_and_unload() vs the checkpoint's model.safetensors.
     merged = peft.merge_and_unload().state_dict()
     ckpt_tensors = load_file(os.path.join(ckpt, "model.safetensors"))
-    worst, worst_name, equal, missing, bad_shape = 0.0, None, 0, [], []
-    for k, t in ckpt_tensors.items():
-        if k not in merged:
-            missing.append(k)
-            continue
-        m = merged[k]
-        if m.shape != t.shape:
-            bad_shape.append(k)
-            continue
-        equal += torch.equal(m.float(), t.float())
-        dk = (m.float() - t.float()).abs().max().item()
-        if dk > worst:
-            worst, worst_name = dk, k
+    worst, worst_name, equal, missing, bad_shape = compare_state(merged, ckpt_tensors)
     ptr = {merged[k].data_ptr(): k for k in ckpt_tensors if k in merged}
     ties, copies, extra = [], [], []
     for k, t in merged.items():
@@ -337,19 +344,7 @@ def main():
     merged_model = peft.merge_and_unload()
     merged = merged_model.state_dict()
     ckpt_tensors = load_file(os.path.join(ckpt, "model.safetensors"))
-    worst, worst_name, equal, missing, bad_shape = 0.0, None, 0, [], []
-    for k, t in ckpt_tensors.items():
-        if k not in merged:
-            missing.append(k)
-            continue
-        m = merged[k]
-        if m.shape != t.shape:
-            bad_shape.append(k)
-            continue
-        equal += torch.equal(m.float(), t.float())
-        dk = (m.float() - t.float()).abs().max().item()
-        if dk > worst:
-            worst, worst_name = dk, k
+    worst, worst_name, equal, missing, bad_shape = compare_state(merged, ckpt_tensors)
     # Tensors of the state dict the file lacks must be ties to ones it holds.
     ptr = {merged[k].data_ptr(): k for k in ckpt_tensors if k in merged}
     ties, extra = [], []
