@@ -634,8 +634,9 @@ impl Lora {
         }
     }
 
-    /// Continues from a checkpoint folder: [`Lora::check_same_base`] against what its state
-    /// file `state` recorded (`was`), then the checkpoint's adapters.
+    /// Continues from a checkpoint folder: refuses another pretrained model than the one its
+    /// state file `state` recorded (`was`, [`Lora::base_fingerprint`]), then loads the
+    /// checkpoint's adapters.
     pub fn resume(
         &self,
         checkpoint: &Path,
