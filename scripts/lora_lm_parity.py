@@ -102,6 +102,42 @@ def compare_state(merged, ckpt_tensors):
     return worst, worst_name, equal, missing, bad_shape
 
 
+def lantern_count(log_path):
+    """The match of lantern train's `LoRA r=...: N of M parameters trained` line (stderr, in
+    the saved log), or None."""
+    log = open(log_path, encoding="utf-8").read()
+    return re.search(r"LoRA r=.*?: (\d+) of (\d+) parameters trained", log)
+
+
+def check_merge(merged, ckpt_tensors, copies_ok):
+    """peft's merge_and_unload() state dict against the checkpoint's model.safetensors: every
+    tensor of the file within 1e-6, and every tensor of the state dict the file lacks a tie to
+    one it holds (or, with `copies_ok`, a bit-equal untied copy of one: a masked LM's output
+    layer after peft's modules_to_save). Prints the check's line; returns whether it passed."""
+    worst, worst_name, equal, missing, bad_shape = compare_state(merged, ckpt_tensors)
+    ptr = {merged[k].data_ptr(): k for k in ckpt_tensors if k in merged}
+    ties, copies, extra = [], [], []
+    for k, t in merged.items():
+        if k in ckpt_tensors:
+            continue
+        if t.data_ptr() in ptr:
+            ties.append(f"{k} = {ptr[t.data_ptr()]}")
+            continue
+        same = [f for f, u in ckpt_tensors.items()
+                if copies_ok and u.shape == t.shape and torch.equal(u, t)]
+        if same:
+            copies.append(f"{k} == {same[0]}")
+        else:
+            extra.append(k)
+    return check("merge_and_unload() vs the checkpoint's model.safetensors",
+                 worst <= 1e-6 and not (missing or bad_shape or extra),
+                 f"{len(ckpt_tensors)} tensors, {equal} bit-equal, max abs diff {worst:.2e}"
+                 f"{f' ({worst_name})' if worst_name else ''}; tied: {ties or 'none'}; "
+                 f"untied copies, bit-equal: {copies or 'none'}; "
+                 f"not in peft's: {missing or 'none'}; other shape: {bad_shape or 'none'}; "
+                 f"neither in the file nor tied nor a copy: {extra or 'none'}")
+
+
 def newest_checkpoint(run):
     steps = sorted(glob.glob(os.path.join(run, "checkpoints", "step-*")))
     if not steps:
@@ -184,35 +220,14 @@ def main_bert(args):
     # (b) merge_and_unload() vs the checkpoint's model.safetensors.
     merged = peft.merge_and_unload().state_dict()
     ckpt_tensors = load_file(os.path.join(ckpt, "model.safetensors"))
-    worst, worst_name, equal, missing, bad_shape = compare_state(merged, ckpt_tensors)
-    ptr = {merged[k].data_ptr(): k for k in ckpt_tensors if k in merged}
-    ties, copies, extra = [], [], []
-    for k, t in merged.items():
-        if k in ckpt_tensors:
-            continue
-        if t.data_ptr() in ptr:
-            ties.append(f"{k} = {ptr[t.data_ptr()]}")
-            continue
-        same = [f for f, u in ckpt_tensors.items() if u.shape == t.shape and torch.equal(u, t)]
-        if same:
-            copies.append(f"{k} == {same[0]}")
-        else:
-            extra.append(k)
-    ok &= check("merge_and_unload() vs the checkpoint's model.safetensors",
-                worst <= 1e-6 and not (missing or bad_shape or extra),
-                f"{len(ckpt_tensors)} tensors, {equal} bit-equal, max abs diff {worst:.2e}"
-                f"{f' ({worst_name})' if worst_name else ''}; tied: {ties or 'none'}; "
-                f"untied copies, bit-equal: {copies or 'none'}; "
-                f"not in peft's: {missing or 'none'}; other shape: {bad_shape or 'none'}; "
-                f"neither in the file nor tied nor a copy: {extra or 'none'}")
+    ok &= check_merge(merged, ckpt_tensors, copies_ok=True)
     del peft, merged
 
     # (c) trained parameters.
     from peft.utils import ModulesToSaveWrapper
     pm = PeftModel.from_pretrained(load_mlm(args.base)[0], adapter, is_trainable=True)
     trainable, total = pm.get_nb_trainable_parameters()
-    log = open(args.log, encoding="utf-8").read()
-    m = re.search(r"LoRA r=.*?: (\d+) of (\d+) parameters trained", log)
+    m = lantern_count(args.log)
     # What peft counts that lantern does not: the original head peft keeps beside its trained
     # copy (frozen, counted in the total), and in the copy any parameter that lantern ties to a
     # frozen one (the decoder weight = the word embeddings) but peft holds as its own, trainable.
@@ -344,23 +359,7 @@ def main():
     merged_model = peft.merge_and_unload()
     merged = merged_model.state_dict()
     ckpt_tensors = load_file(os.path.join(ckpt, "model.safetensors"))
-    worst, worst_name, equal, missing, bad_shape = compare_state(merged, ckpt_tensors)
-    # Tensors of the state dict the file lacks must be ties to ones it holds.
-    ptr = {merged[k].data_ptr(): k for k in ckpt_tensors if k in merged}
-    ties, extra = [], []
-    for k, t in merged.items():
-        if k in ckpt_tensors:
-            continue
-        if t.data_ptr() in ptr:
-            ties.append(f"{k} = {ptr[t.data_ptr()]}")
-        else:
-            extra.append(k)
-    ok &= check("merge_and_unload() vs the checkpoint's model.safetensors",
-                worst <= 1e-6 and not (missing or bad_shape or extra),
-                f"{len(ckpt_tensors)} tensors, {equal} bit-equal, max abs diff {worst:.2e}"
-                f"{f' ({worst_name})' if worst_name else ''}; tied: {ties or 'none'}; "
-                f"not in peft's: {missing or 'none'}; other shape: {bad_shape or 'none'}; "
-                f"neither in the file nor tied: {extra or 'none'}")
+    ok &= check_merge(merged, ckpt_tensors, copies_ok=False)
     del peft, merged_model, merged
 
     # 4. transformers alone loads the merged checkpoint folder.
@@ -377,8 +376,7 @@ def main():
     # 5. Trained parameters.
     trainable, total = PeftModel.from_pretrained(load(args.base), adapter, is_trainable=True) \
         .get_nb_trainable_parameters()
-    log = open(args.log, encoding="utf-8").read()
-    m = re.search(r"LoRA r=.*?: (\d+) of (\d+) parameters trained", log)
+    m = lantern_count(args.log)
     ok &= check("trained parameters, peft vs lantern train",
                 m is not None and int(m[1]) == trainable and int(m[2]) == total,
                 f"peft {trainable} of {total}, lantern {m[1] if m else '?'} of "
