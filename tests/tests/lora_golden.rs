@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 
 mod common;
 use common::{
-    assert_peft_grads, golden_dir, ints, max_abs, mean_ce_ignoring, read_json, u32_matrix,
+    assert_peft_grads, assert_peft_settings, golden_dir, ints, max_abs, mean_ce_ignoring,
+    read_json, u32_matrix,
 };
 
 const HEAD: BertHead = BertHead::SequenceClassification;
@@ -68,26 +69,7 @@ fn parity(golden: &str, base: &str, inputs_of: &str) {
     }
     // The settings peft reads back.
     let c = lora.adapter_config(None);
-    for key in [
-        "r",
-        "use_rslora",
-        "fan_in_fan_out",
-        "task_type",
-        "bias",
-        "peft_type",
-    ] {
-        assert_eq!(c[key], peft[key], "{golden}: {key}");
-    }
-    assert_eq!(c["lora_alpha"].as_f64(), peft["lora_alpha"].as_f64());
-    let sorted = |v: &serde_json::Value| {
-        let mut s: Vec<String> = serde_json::from_value(v.clone()).unwrap();
-        s.sort();
-        s
-    };
-    assert_eq!(
-        sorted(&c["target_modules"]),
-        sorted(&peft["target_modules"])
-    );
+    assert_peft_settings(golden, &c, &peft, &[]);
 
     // The merged weights are merge_and_unload's.
     let merged = load_all(&dir.join("merged.safetensors"));

@@ -317,3 +317,34 @@ pub fn assert_peft_grads(
     );
     worst
 }
+
+/// Our `adapter_config.json` (`ours`) carries the settings peft reads back as peft's own
+/// (`peft`): the keys both write alike (and `extra`), `lora_alpha` as a number, and the same
+/// set of target modules.
+pub fn assert_peft_settings(
+    golden: &str,
+    ours: &serde_json::Value,
+    peft: &serde_json::Value,
+    extra: &[&str],
+) {
+    let keys = [
+        "r",
+        "use_rslora",
+        "fan_in_fan_out",
+        "task_type",
+        "bias",
+        "peft_type",
+    ];
+    for key in keys.iter().chain(extra) {
+        assert_eq!(ours[*key], peft[*key], "{golden}: {key}");
+    }
+    assert_eq!(ours["lora_alpha"].as_f64(), peft["lora_alpha"].as_f64());
+    let set = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        serde_json::from_value(v.clone()).unwrap()
+    };
+    assert_eq!(
+        set(&ours["target_modules"]),
+        set(&peft["target_modules"]),
+        "{golden}"
+    );
+}
