@@ -119,7 +119,9 @@ fn parity(golden: &str, base: &str, requested: &[&str]) {
     // The merged weights are merge_and_unload's; the output layer (a Llama's lm_head, a
     // GPT-2's tied wte) is among the unchanged ones.
     let merged = load_all(&dir.join("merged.safetensors"));
-    let exported = cfg.export_tensors(&params, DType::F32).unwrap();
+    let exported = cfg
+        .export_tensors(&lora.merged().unwrap(), DType::F32)
+        .unwrap();
     assert_eq!(
         exported.keys().collect::<Vec<_>>(),
         merged.keys().collect::<Vec<_>>(),
@@ -131,7 +133,7 @@ fn parity(golden: &str, base: &str, requested: &[&str]) {
     }
 
     // Logits and the next-token loss through the view the training loop builds the model from.
-    let view = lora.view(&params);
+    let view = lora.view();
     let model = Decoder::new(&cfg, &view).unwrap();
     let ids = u32_matrix(
         &read_json(&golden_dir(base).join("inputs.json")),
@@ -154,26 +156,29 @@ fn parity(golden: &str, base: &str, requested: &[&str]) {
     );
 
     // Gradients, from a training-mode forward as the loop's (no dropout in these models: the
-    // same graph): the merged weights' (the frozen ones get none), then the adapters'.
+    // same graph): the adapters' A and B get them, no weight of the model does.
     let logits = model.forward(&ids, Mode::Train(&mut Rng::new(0))).unwrap();
     let store = Gpt::shifted_loss(&logits, &ids)
         .unwrap()
         .backward()
         .unwrap();
-    let mut grads = StepGrads::new(params.len());
+    let mut grads = StepGrads::new(view.len());
     grads.accumulate(&view, &store).unwrap();
-    let with_grad: BTreeSet<String> = params
+    let with_grad: BTreeSet<String> = view
         .names()
         .iter()
         .zip(&grads.grads)
         .filter(|(_, g)| g.is_some())
-        .filter_map(|(n, _)| n.strip_suffix(".weight"))
+        .map(|(n, _)| {
+            let module = n.strip_suffix(".lora_A.weight");
+            module.or(n.strip_suffix(".lora_B.weight")).unwrap_or(n)
+        })
         .map(str::to_string)
         .collect();
     assert_eq!(
         with_grad,
         adapted(&theirs),
-        "{golden}: only the targets' weights get a gradient"
+        "{golden}: only the targets' adapters get a gradient"
     );
     let ours = lora.master_grads(&grads).unwrap();
     let master: &Params = lora.master();
@@ -207,7 +212,9 @@ fn parity(golden: &str, base: &str, requested: &[&str]) {
     );
     assert_eq!(selected(&peft_targets, &fresh), adapted(&theirs));
     ours.load_adapter(&adapter_file).unwrap();
-    let exported = cfg.export_tensors(&fresh, DType::F32).unwrap();
+    let exported = cfg
+        .export_tensors(&ours.merged().unwrap(), DType::F32)
+        .unwrap();
     for (k, t) in &exported {
         let d = max_abs(t, &merged[k]);
         assert!(d <= 1e-6, "{golden}: merged {k} differs from peft's by {d}");

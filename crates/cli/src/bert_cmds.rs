@@ -553,7 +553,10 @@ fn encode(model: &Path, input: &Path, out: &Path, max_length: usize) -> Result<(
     )?;
     let mut t = BTreeMap::new();
     if cfg.has_pooler(head) {
-        t.insert("pooler_output".to_string(), bert.pool(&hidden)?);
+        t.insert(
+            "pooler_output".to_string(),
+            bert.pool(&hidden, &mut Mode::Eval)?,
+        );
     }
     t.insert("last_hidden_state".to_string(), hidden);
     t.insert("input_ids".to_string(), ids.to_dtype(DType::I64)?);

@@ -103,24 +103,23 @@ impl LoadedModel {
     /// Merges a peft LoRA adapter folder (`adapter_config.json`, `adapter_model.safetensors`:
     /// a checkpoint's `adapter/` or peft's `save_pretrained`) into the weights: peft's
     /// `PeftModel.from_pretrained(model, dir)` followed by `merge_and_unload()`. Its
-    /// `lora_dropout` acts only in training and is ignored here.
+    /// `lora_dropout` acts only in training.
     pub fn apply_adapter(&mut self, dir: &Path) -> Result<()> {
         use lantern_train::lora::{self, Base, Lora, LoraSection};
         lora::check_not_merged(&self.source, dir)?;
         let path = dir.join(lora::ADAPTER_CONFIG);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("--adapter: cannot read {}", path.display()))?;
-        let mut v: serde_json::Value =
+        let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-        v["lora_dropout"] = serde_json::json!(0.0);
         let spec = LoraSection::from_peft(&v).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let spec = LoraSection {
             adapter: Some(dir.to_path_buf()),
             ..spec
         };
-        // With `adapter` set, `Lora::new` loads the adapter and writes W0 + s·B·A into the
-        // weights it was given (A's draw is overwritten).
-        Lora::new(
+        // With `adapter` set, `Lora::new` loads the adapter (A's draw is overwritten); the
+        // weights become W0 + s·B·A.
+        let lora = Lora::new(
             &spec,
             Base::CausalLm(&self.config),
             (&self.params, None),
@@ -128,6 +127,7 @@ impl LoadedModel {
             &mut lantern_kernels::Rng::new(0),
         )
         .with_context(|| format!("applying the adapter {}", dir.display()))?;
+        self.params = lora.merged()?;
         self.adapter = Some(dir.to_path_buf());
         Ok(())
     }

@@ -815,7 +815,7 @@ fn train_losses(
         }
         false => None,
     };
-    let view = lora.as_ref().map(|l| l.view(&params));
+    let view = lora.as_ref().map(lantern_train::lora::Lora::view);
     let trained = lora.as_ref().map_or(&params, |l| l.master());
     let model = cfg.build(
         view.as_ref().unwrap_or(&params),
@@ -986,7 +986,7 @@ fn cls_losses(
         }
         false => None,
     };
-    let view = lora.as_ref().map(|l| l.view(&params));
+    let view = lora.as_ref().map(lantern_train::lora::Lora::view);
     let work = view.as_ref().unwrap_or(&params);
     let trained = lora.as_ref().map_or(&params, |l| l.master());
     let model = TaskModel::new(&cfg, work, head)?;

@@ -2839,7 +2839,7 @@ fn lora_fine_tunes_a_pretrained_gpt2_and_resumes_byte_identical() {
 
     // Settings LoRA cannot take, each named.
     for (set, want) in [
-        ("lora.dropout=0.1", "lora.dropout"),
+        ("lora.dropout=1.0", "lora.dropout"),
         ("lora.r=0", "lora.r"),
         ("lora.target_modules=[\"c_atn\"]", "c_attn, c_fc, c_proj"),
         ("lora.target_modules=[\"wte\"]", "not a linear layer"),

@@ -314,7 +314,7 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
     // Settings LoRA cannot take, each named.
     let (bad, _) = cfg("bad", "");
     for (set, want) in [
-        ("lora.dropout=0.1", "lora.dropout"),
+        ("lora.dropout=1.0", "lora.dropout"),
         ("lora.r=0", "lora.r"),
         ("lora.rank=4", "rank"),
         ("lora.target_modules=[\"c_atn\"]", "c_attn, c_fc, c_proj"),

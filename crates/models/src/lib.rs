@@ -10,6 +10,7 @@ pub mod error;
 pub mod gpt;
 pub mod hf_config;
 pub mod llama;
+pub mod lowrank;
 pub mod params;
 pub mod safetensors_io;
 pub mod task;

@@ -3,6 +3,7 @@
 //! Order matters: it fixes the order of initialisation draws, of optimizer state and of
 //! gradient buckets, so two processes that build the same model agree on everything.
 
+use crate::lowrank::LowRankSpec;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::HashMap;
@@ -17,6 +18,9 @@ pub struct Params {
     /// [`Params::train_only`]: the names `get` hands out tracked (the others detached);
     /// `None` = all of them.
     trainable: Option<std::sync::Arc<std::collections::HashSet<String>>>,
+    /// [`Params::with_low_rank`]: models built from this store run the LoRA side path of
+    /// every module whose adapter matrices it holds ([`crate::lowrank`]).
+    low_rank: Option<LowRankSpec>,
 }
 
 impl Params {
@@ -80,6 +84,20 @@ impl Params {
             frozen: true,
             ..self.clone()
         }
+    }
+
+    /// The same store, whose models add the low-rank side path `spec` describes to each linear
+    /// layer whose adapter matrices ([`crate::lowrank::adapter_names`]) it holds.
+    pub fn with_low_rank(&self, spec: LowRankSpec) -> Params {
+        Params {
+            low_rank: Some(spec),
+            ..self.clone()
+        }
+    }
+
+    /// The low-rank settings models built from this store use, if any.
+    pub fn low_rank(&self) -> Option<LowRankSpec> {
+        self.low_rank
     }
 
     pub fn var(&self, name: &str) -> Result<&Var> {

@@ -1120,7 +1120,8 @@ fn read_state(dir: &Path) -> Result<FinetuneState> {
 struct CheckpointWriter<'a> {
     cfg: &'a FinetuneConfig,
     model: &'a TaskConfig,
-    /// The fp32 model (with LoRA, its merged weights): `model.safetensors`.
+    /// The fp32 model (with LoRA, the pretrained weights, merged with the adapters into
+    /// `model.safetensors`).
     params: &'a Params,
     /// What the optimizer trains (`params`, or LoRA's adapters and head).
     trained: &'a Params,
@@ -1178,7 +1179,10 @@ impl<'a> CheckpointWriter<'a> {
     /// names, fp32) and, with LoRA, peft's `adapter/adapter_model.safetensors`; as (file name
     /// in the checkpoint, bytes).
     fn weights(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let model = self.model.export_tensors(self.params, DType::F32)?;
+        let merged = self.lora.map(Lora::merged).transpose()?;
+        let model = self
+            .model
+            .export_tensors(merged.as_ref().unwrap_or(self.params), DType::F32)?;
         let mut files = vec![(
             checkpoint::MODEL_FILE.to_string(),
             safetensors_io::serialize(&model)?,
@@ -1855,7 +1859,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     if let Some(l) = &lora {
         say(format!("{}, the task head in full", l.describe()));
     }
-    let lora_view = lora.as_ref().map(|l| l.view(work_params));
+    let lora_view = lora.as_ref().map(Lora::view);
     // torch.amp.GradScaler's defaults, as transformers' Trainer uses them with fp16=True.
     let mut scaler = (t.precision == Precision::Fp16).then(|| {
         resumed
@@ -1881,7 +1885,11 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         head_of(problem),
     )?;
     // Evaluations read the same weights without recording a graph.
-    let eval_model = TaskModel::new(&task_cfg, &work_params.frozen(), head_of(problem))?;
+    let eval_model = TaskModel::new(
+        &task_cfg,
+        &lora_view.as_ref().unwrap_or(work_params).frozen(),
+        head_of(problem),
+    )?;
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience)
         .with_threshold(cfg.early_stopping.threshold);
     let metric = cfg.early_stopping.metric.clone();

@@ -6,16 +6,14 @@
 //! `classifier`, `score`, `qa_outputs`, DistilBERT's `pre_classifier`) is trained in full;
 //! every other weight is frozen.
 //!
-//! How it runs here: the models read ordinary weights, so each target is kept *merged*: after
-//! every optimizer step W = W0 + s·B·A is written into the model's store (fp32, and its
-//! bf16/fp16 working copy). The model reads the frozen weights as constants
-//! ([`Params::train_only`]), so the backward pass computes no gradient for them, and gives
-//! dL/dW for each target; the chain rule through W = W0 + s·B·A turns it into
-//! dL/dB = s·dW·Aᵀ and dL/dA = s·Bᵀ·dW, the gradients of peft's separate low-rank path.
-//! Against peft's formulation this computes each target's full weight gradient (one product
-//! per target, as full fine-tuning does for it) and one merge per target and step, and it
-//! needs no change to the models. peft's `lora_dropout` (dropout on the low-rank path's input
-//! alone) has no place in a merged weight: only 0, peft's default, is accepted.
+//! How it runs here: as peft, unmerged. The model is built from a view of its store
+//! ([`Lora::view`]) that holds each target's A and B beside its weight, and the models run
+//! every such layer as `x·W0ᵀ + s·(drop(x)·Aᵀ)·Bᵀ` (`lantern_models::lowrank`, with
+//! `lora_dropout` on the side path's input, in training only). The pretrained weights are
+//! constants there ([`Params::train_only`]): the backward pass computes the gradients of A, B
+//! and the head, and no (out, in) weight gradient for a target. In mixed precision the view
+//! holds bf16/fp16 working copies of A and B, refreshed from the fp32 masters after every
+//! optimizer step, as the head's. Checkpoints write the merged model ([`Lora::merged`]).
 //!
 //! The same adapters serve `lantern train` over a causal language model ([`Base::CausalLm`],
 //! peft's `CAUSAL_LM`: nothing trains in full, the output layer stays frozen) or a BERT's
@@ -32,10 +30,11 @@
 
 use crate::grads::StepGrads;
 use crate::{Error, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
 use lantern_kernels::Rng;
 use lantern_models::bert::BertHead;
 use lantern_models::decoder::DecoderConfig;
+use lantern_models::lowrank::LowRankSpec;
 use lantern_models::task::TaskConfig;
 use lantern_models::{safetensors_io, Params};
 use serde::{Deserialize, Serialize};
@@ -63,7 +62,8 @@ pub struct LoraSection {
     /// `lora_alpha`: the update B·A is scaled by alpha / r (alpha / √r with `use_rslora`).
     #[serde(default = "d_alpha")]
     pub alpha: f64,
-    /// `lora_dropout`: only 0 (see the module's notes).
+    /// `lora_dropout`: the probability of zeroing an input element of the low-rank path, in
+    /// training (peft's default 0).
     #[serde(default)]
     pub dropout: f64,
     /// The linear layers to adapt: a layer is adapted when its name is one of these or ends
@@ -119,11 +119,9 @@ impl LoraSection {
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return Err(format!("lora.alpha must be positive, not {}", self.alpha));
         }
-        if self.dropout != 0.0 {
+        if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!(
-                "lora.dropout = {}: only 0 (peft's default) is supported: the adapted weights \
-                 are merged into the layers, and peft's dropout applies to the low-rank path \
-                 alone",
+                "lora.dropout must be in [0, 1), not {}",
                 self.dropout
             ));
         }
@@ -235,8 +233,8 @@ pub fn copy_files(from: &Path, to: &Path) -> Result<()> {
 
 /// With `lora.adapter` set in a config's raw table, the adapter's `adapter_config.json` gives
 /// the rest of the section: a key the config also gives must have the adapter's value, except
-/// `dropout = 0`, which continues an adapter trained with peft's `lora_dropout` without it
-/// (only 0 is implemented: [`LoraSection::validate`]). Errors name the key and the file.
+/// `dropout`, a setting of the training rather than of the adapter, which the config may
+/// change (peft's `lora_dropout` when it is left out). Errors name the key and the file.
 pub fn fill_from_adapter(table: &mut toml::Table) -> std::result::Result<(), String> {
     let Some(toml::Value::Table(section)) = table.get_mut("lora") else {
         return Ok(());
@@ -254,20 +252,8 @@ pub fn fill_from_adapter(table: &mut toml::Table) -> std::result::Result<(), Str
         .map_err(|e| format!("lora.adapter: cannot read {}: {e}", path.display()))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| format!("lora.adapter: {}: not JSON: {e}", path.display()))?;
-    let dropout_given = section
-        .get("dropout")
-        .and_then(|d| d.as_float().or(d.as_integer().map(|i| i as f64)));
-    let mut peft = v.clone();
-    if dropout_given == Some(0.0) {
-        peft["lora_dropout"] = json!(0.0);
-    }
-    let spec = LoraSection::from_peft(&peft).map_err(|e| {
-        let hint = match e.contains("dropout") {
-            true => "; set lora.dropout = 0 to continue it without dropout",
-            false => "",
-        };
-        format!("lora.adapter: {}: {e}{hint}", path.display())
-    })?;
+    let spec =
+        LoraSection::from_peft(&v).map_err(|e| format!("lora.adapter: {}: {e}", path.display()))?;
     let targets = spec.target_modules.clone().unwrap_or_default();
     let theirs: [(&str, toml::Value); 5] = [
         ("r", toml::Value::Integer(spec.r as i64)),
@@ -280,6 +266,9 @@ pub fn fill_from_adapter(table: &mut toml::Table) -> std::result::Result<(), Str
         ),
     ];
     for (key, value) in theirs {
+        if key == "dropout" && section.contains_key(key) {
+            continue;
+        }
         if let Some(given) = section.get(key) {
             let same = match (given, &value) {
                 (toml::Value::Integer(i), toml::Value::Float(f)) => *i as f64 == *f,
@@ -390,9 +379,8 @@ impl Base<'_> {
 
 /// One adapted weight.
 struct Target {
-    /// Its pretrained value W0 (fp32), never trained.
-    base: Tensor,
-    /// Its index in the model's stores, and the indices of its A and B in the master store.
+    /// Its index in the model's stores (which keep its pretrained value W0), and the indices
+    /// of its A and B in the master store.
     index: usize,
     a: usize,
     b: usize,
@@ -409,10 +397,13 @@ pub struct Lora {
     /// and `<module>.lora_B.weight` (fp32), and the head's parameters (the model store's own
     /// variables: the optimizer updates them in place).
     master: Params,
-    /// The model's fp32 store (the merged weights; what checkpoints export) and, in mixed
-    /// precision, its working copy.
+    /// The model's fp32 store (the pretrained weights and the head; merged with the adapters,
+    /// what checkpoints export) and, in mixed precision, its working copy.
     model: Params,
     work: Option<Params>,
+    /// In mixed precision: the working copies of A and B (the master store's names and order
+    /// less the head), which the model reads.
+    work_adapters: Option<Params>,
     /// GPT-2's `Conv1D` stores weights (in, out): the update is (B·A)ᵀ (peft's
     /// `fan_in_fan_out`).
     in_out: bool,
@@ -508,7 +499,6 @@ impl Lora {
             master.insert(format!("{module}.lora_A.weight"), a)?;
             master.insert(format!("{module}.lora_B.weight"), b)?;
             targets.push(Target {
-                base: var.as_tensor().to_dtype(DType::F32)?.copy()?,
                 index,
                 a: ai,
                 b: bi,
@@ -577,6 +567,20 @@ impl Lora {
             }
             _ => Vec::new(),
         };
+        let work_adapters = match work {
+            Some(w) => {
+                let dtype = w.vars().first().map_or(DType::F32, |v| v.dtype());
+                let mut p = Params::new();
+                for t in &targets {
+                    for i in [t.a, t.b] {
+                        let v = &master.vars()[i];
+                        p.insert(&master.names()[i], v.as_tensor().to_dtype(dtype)?)?;
+                    }
+                }
+                Some(p)
+            }
+            None => None,
+        };
         let lora = Lora {
             spec: LoraSection {
                 target_modules: Some(wanted),
@@ -587,6 +591,7 @@ impl Lora {
             master,
             model: model.clone(),
             work: work.cloned(),
+            work_adapters,
             in_out,
             task_type: base.task_type(),
             modules_to_save,
@@ -680,12 +685,33 @@ impl Lora {
         &self.spec
     }
 
-    /// The view of `store` (the model's fp32 store or its working copy) to build the model
-    /// from: only the targets and the head are recorded for backward.
-    pub fn view(&self, store: &Params) -> Params {
+    /// The store to build the model from: the working store (the fp32 one, or its copy in
+    /// mixed precision) with each target's A and B (working copies in mixed precision) after
+    /// the model's own variables, the target's index t at model.len() + 2t and + 2t + 1, and
+    /// the low-rank settings; only A, B and the head are recorded for backward.
+    pub fn view(&self) -> Params {
         let model = self.model.names();
-        let names = self.targets.iter().map(|t| model[t.index].as_str());
-        store.train_only(names.chain(self.head.iter().map(|&(_, w)| model[w].as_str())))
+        let adapters = self.work_adapters.as_ref().unwrap_or(&self.master);
+        let ab: Vec<(String, Var)> = self
+            .targets
+            .iter()
+            .flat_map(|t| [t.a, t.b])
+            .map(|i| {
+                let name = &self.master.names()[i];
+                Ok((name.clone(), adapters.var(name)?.clone()))
+            })
+            .collect::<Result<_>>()
+            .expect("every adapter has a working copy");
+        let head = self.head.iter().map(|&(_, w)| model[w].as_str());
+        let store = self.work.as_ref().unwrap_or(&self.model);
+        let mut view = store.train_only(head.chain(ab.iter().map(|(n, _)| n.as_str())));
+        for (name, var) in ab {
+            view.insert_shared(name, var);
+        }
+        view.with_low_rank(LowRankSpec {
+            scale: self.spec.scale(),
+            dropout: self.spec.dropout,
+        })
     }
 
     /// Whether `name` (of the master store) is an A matrix: its gradient is zero while B is
@@ -718,45 +744,48 @@ impl Lora {
         Ok((ba * self.spec.scale())?)
     }
 
-    /// Writes each target's W0 + s·B·A into the model's store and its working copy, and the
-    /// head into the working copy (the fp32 store shares the head's variables with the
-    /// optimizer): after every optimizer step, and after loading adapters.
+    /// Copies the fp32 masters of A, B and the head into their working copies (mixed
+    /// precision; the fp32 store shares the head's variables with the optimizer): after every
+    /// optimizer step, and after loading adapters.
     pub fn refresh(&self) -> Result<()> {
-        for t in &self.targets {
-            let w = (&t.base + self.delta(t)?)?;
-            if let Some(work) = &self.work {
-                let v = &work.vars()[t.index];
-                v.set(&w.to_dtype(v.dtype())?)?;
+        let copy = |from: &Var, to: &Var| -> Result<()> {
+            Ok(to.set(&from.as_tensor().to_dtype(to.dtype())?)?)
+        };
+        if let Some(work) = &self.work_adapters {
+            for t in &self.targets {
+                for i in [t.a, t.b] {
+                    copy(&self.master.vars()[i], work.var(&self.master.names()[i])?)?;
+                }
             }
-            self.model.vars()[t.index].set(&w)?;
         }
         if let Some(work) = &self.work {
             for &(m, w) in &self.head {
-                let v = &work.vars()[w];
-                v.set(&self.master.vars()[m].as_tensor().to_dtype(v.dtype())?)?;
+                copy(&self.master.vars()[m], &work.vars()[w])?;
             }
         }
         Ok(())
     }
 
-    /// The master store's gradients from the model store's (`grads`, one per variable of the
-    /// model in its order, f32): the head's as they are, each target's dW through the chain
-    /// rule to dB = s·G·Aᵀ and dA = s·Bᵀ·G, with G = dW (or dWᵀ for (in, out) weights).
+    /// The model's fp32 store with each target's weight W0 + s·B·A (peft's
+    /// `merge_and_unload`): what checkpoints write as `model.safetensors`. The targets' merged
+    /// weights are new tensors; the store itself is left as it is.
+    pub fn merged(&self) -> Result<Params> {
+        let mut out = self.model.clone();
+        for t in &self.targets {
+            let w = (self.model.vars()[t.index].as_tensor() + self.delta(t)?)?;
+            out.insert(&self.model.names()[t.index], w)?;
+        }
+        Ok(out)
+    }
+
+    /// The master store's gradients from those of the view's variables (`grads`, in
+    /// [`Lora::view`]'s order, f32): each target's A and B, and the head's.
     pub fn master_grads(&self, grads: &StepGrads) -> Result<StepGrads> {
         let mut out = StepGrads::new(self.master.len());
-        let v = self.master.vars();
-        for t in &self.targets {
-            let Some(dw) = &grads.grads[t.index] else {
-                continue;
-            };
-            let g = match self.in_out {
-                true => dw.t()?,
-                false => dw.clone(),
-            };
-            let g = (g * self.spec.scale())?; // (out, in)
-            let (a, b) = (v[t.a].as_tensor(), v[t.b].as_tensor());
-            out.grads[t.b] = Some(g.matmul(&a.t()?)?); // (out, r)
-            out.grads[t.a] = Some(b.t()?.matmul(&g)?); // (r, in)
+        let n = self.model.len();
+        for (k, t) in self.targets.iter().enumerate() {
+            out.grads[t.a] = grads.grads.get(n + 2 * k).cloned().flatten();
+            out.grads[t.b] = grads.grads.get(n + 2 * k + 1).cloned().flatten();
         }
         for &(m, w) in &self.head {
             out.grads[m] = grads.grads[w].clone();
@@ -864,7 +893,7 @@ impl Lora {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
     use lantern_models::bert::BertInput;
     use lantern_models::bert::{init_params, BertConfig};
     use lantern_models::task::TaskModel;
@@ -943,8 +972,7 @@ mod tests {
         assert_eq!(&names[8..], ["classifier.weight", "classifier.bias"]);
         assert_eq!(lora.master().var(&names[0]).unwrap().dims(), [3, 16]);
         assert_eq!(lora.master().var(&names[1]).unwrap().dims(), [16, 3]);
-        lora.refresh().unwrap();
-        assert_eq!(loss(&cfg, &p).to_scalar::<f32>().unwrap(), before);
+        assert_eq!(loss(&cfg, &lora.view()).to_scalar::<f32>().unwrap(), before);
         let cfgj = lora.adapter_config(None);
         assert_eq!(cfgj["task_type"], "SEQ_CLS");
         assert_eq!(cfgj["target_modules"], json!(["query", "value"]));
@@ -1032,12 +1060,8 @@ mod tests {
             .all(|t| !lora.model.names()[t.index].starts_with("classifier")));
     }
 
-    /// The chain rule of `master_grads` against candle's autograd through W0 + s·B·A built as
-    /// a graph, with a non-zero B.
-    #[test]
-    fn master_gradients_are_those_of_the_low_rank_path() {
-        let (cfg, p) = bert();
-        let lora = lora_of(&cfg, &p);
+    /// Draws every B at random (A is already): adapters that change the model.
+    fn perturb(lora: &Lora) {
         let mut rng = Rng::new(9);
         for (n, v) in lora.master().iter() {
             if n.contains("lora_B") {
@@ -1048,46 +1072,140 @@ mod tests {
             }
         }
         lora.refresh().unwrap();
-        // Ours: the gradient of the merged weights through the view, then the chain rule.
-        let view = lora.view(&p);
-        let store = loss(&cfg, &view).backward().unwrap();
-        let mut g = StepGrads::new(p.len());
-        g.accumulate(&view, &store).unwrap();
-        let frozen = p
-            .names()
-            .iter()
-            .zip(&g.grads)
-            .filter(|(_, g)| g.is_none())
-            .count();
-        assert_eq!(
-            frozen,
-            p.len() - 4 - 2,
-            "only the targets and the head get gradients"
+    }
+
+    /// The side path of every target against the merged model: the same loss, and the
+    /// gradients of A and B those of the merged weight through the chain rule
+    /// (dA = s·Bᵀ·dW, dB = s·dW·Aᵀ). The pretrained weights get none.
+    #[test]
+    fn the_side_path_is_the_merged_model_and_its_chain_rule() {
+        let (cfg, p) = bert();
+        let spec = LoraSection {
+            target_modules: Some(vec![ALL_LINEAR.into()]),
+            ..spec()
+        };
+        let head = BertHead::SequenceClassification;
+        let lora = Lora::new(
+            &spec,
+            Base::Task(&cfg, head),
+            (&p, None),
+            &[],
+            &mut Rng::new(1),
+        )
+        .unwrap();
+        perturb(&lora);
+        let view = lora.view();
+        let ours = loss(&cfg, &view);
+        let merged = lora.merged().unwrap();
+        let reference = loss(&cfg, &merged);
+        let (a, b) = (
+            ours.to_scalar::<f32>().unwrap(),
+            reference.to_scalar::<f32>().unwrap(),
         );
-        let ours = lora.master_grads(&g).unwrap();
-        // Reference: with dW (the gradient of the merged weight) held fixed, candle's autograd
-        // of sum(W(A, B) ⊙ dW), W = W0 + s·B·A built as a graph over fresh variables A and B,
-        // is dL/dA and dL/dB by the chain rule.
-        let scale = spec().scale();
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs merged {b}");
+        assert_ne!(
+            a,
+            loss(&cfg, &p).to_scalar::<f32>().unwrap(),
+            "B changes the model"
+        );
+
+        let mut g = StepGrads::new(view.len());
+        g.accumulate(&view, &ours.backward().unwrap()).unwrap();
+        let tracked = g.grads.iter().filter(|g| g.is_some()).count();
+        assert_eq!(
+            tracked,
+            2 * lora.targets.len() + 2,
+            "A, B and the head only"
+        );
+        let got = lora.master_grads(&g).unwrap();
+        let mut gm = StepGrads::new(merged.len());
+        gm.accumulate(&merged, &reference.backward().unwrap())
+            .unwrap();
+        let scale = spec.scale();
+        let v = lora.master().vars();
         for t in &lora.targets {
-            let dw = g.grads[t.index].as_ref().unwrap();
-            let v = lora.master().vars();
-            let a = Var::from_tensor(v[t.a].as_tensor()).unwrap();
-            let b = Var::from_tensor(v[t.b].as_tensor()).unwrap();
-            let ba = b.as_tensor().matmul(a.as_tensor()).unwrap();
-            let w = (&t.base + (ba * scale).unwrap()).unwrap();
-            let gs = (w * dw).unwrap().sum_all().unwrap().backward().unwrap();
-            for (var, idx) in [(&a, t.a), (&b, t.b)] {
-                let want = gs.get(var.as_tensor()).unwrap();
-                let got = ours.grads[idx].as_ref().unwrap();
-                let d = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+            let dw = (gm.grads[t.index].as_ref().unwrap() * scale).unwrap(); // (out, in)
+            let (a, b) = (v[t.a].as_tensor(), v[t.b].as_tensor());
+            let want_b = dw.matmul(&a.t().unwrap()).unwrap();
+            let want_a = b.t().unwrap().matmul(&dw).unwrap();
+            for (want, idx) in [(want_a, t.a), (want_b, t.b)] {
+                let got = got.grads[idx].as_ref().unwrap();
+                let top = want
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let d = (&want - got).unwrap().abs().unwrap().max_all().unwrap();
                 let d = d.to_scalar::<f32>().unwrap();
-                assert!(d < 1e-6, "{}: {d}", lora.master().names()[idx]);
+                assert!(
+                    d <= 1e-4 * top.max(1e-3),
+                    "{}: {d}",
+                    lora.master().names()[idx]
+                );
             }
         }
-        for &(m, w) in &lora.head {
-            assert!(ours.grads[m].is_some() && g.grads[w].is_some());
+        for &(m, _) in &lora.head {
+            assert!(got.grads[m].is_some());
         }
+    }
+
+    /// `lora.dropout` acts on the side path in training: the loss changes with the stream,
+    /// the same stream gives the same loss, and evaluation has none.
+    #[test]
+    fn dropout_acts_on_the_side_path_in_training_only() {
+        let (cfg, p) = bert();
+        // The model's own dropout off: only the adapters' draws from the stream.
+        let TaskConfig::Bert(c) = cfg else {
+            unreachable!()
+        };
+        let cfg = TaskConfig::Bert(BertConfig {
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            ..c
+        });
+        let spec = LoraSection {
+            dropout: 0.5,
+            ..spec()
+        };
+        let head = BertHead::SequenceClassification;
+        let lora = Lora::new(
+            &spec,
+            Base::Task(&cfg, head),
+            (&p, None),
+            &[],
+            &mut Rng::new(1),
+        )
+        .unwrap();
+        perturb(&lora);
+        let view = lora.view();
+        let m = TaskModel::new(&cfg, &view, head).unwrap();
+        let ids = ids();
+        let input = BertInput {
+            ids: &ids,
+            token_type_ids: None,
+            attention_mask: None,
+        };
+        let run = |mode: Mode<'_>| m.forward(&input, mode).unwrap().to_vec2::<f32>().unwrap();
+        let (s1, s1_again, s2) = (
+            run(Mode::Train(&mut Rng::derive(4, 1))),
+            run(Mode::Train(&mut Rng::derive(4, 1))),
+            run(Mode::Train(&mut Rng::derive(4, 2))),
+        );
+        assert_eq!(s1, s1_again);
+        assert_ne!(s1, s2);
+        // Without the adapters' dropout the streams agree.
+        let plain = lora_of(&cfg, &p);
+        perturb(&plain);
+        let pv = plain.view();
+        let pm = TaskModel::new(&cfg, &pv, head).unwrap();
+        let prun = |mode: Mode<'_>| pm.forward(&input, mode).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(
+            prun(Mode::Train(&mut Rng::derive(4, 1))),
+            prun(Mode::Train(&mut Rng::derive(4, 2)))
+        );
+        assert_eq!(run(Mode::Eval), prun(Mode::Eval));
     }
 
     fn adapter_table(dir: &Path, extra: &str) -> std::result::Result<toml::Table, String> {
@@ -1097,7 +1215,7 @@ mod tests {
     }
 
     /// `lora.adapter` takes peft's settings from its adapter_config.json; a key also given
-    /// must agree, but for `dropout = 0`, which continues a peft adapter trained with dropout.
+    /// must agree, but for `dropout`, which the run may change.
     #[test]
     fn an_adapter_folder_fills_the_section_and_disagreements_are_named() {
         let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
@@ -1122,15 +1240,22 @@ mod tests {
         );
         let e = adapter_table(&dir, "target_modules = [\"q_proj\"]").unwrap_err();
         assert!(e.contains("lora.target_modules"), "{e}");
-        // An adapter trained with dropout: refused, unless the config says dropout = 0.
+        // An adapter trained with dropout: its dropout, unless the config gives another.
         let tmp = tempfile::tempdir().unwrap();
         let mut with_dropout = peft.clone();
         with_dropout["lora_dropout"] = json!(0.05);
         std::fs::write(tmp.path().join(ADAPTER_CONFIG), with_dropout.to_string()).unwrap();
-        let e = adapter_table(tmp.path(), "").unwrap_err();
-        assert!(e.contains("lora.dropout = 0"), "{e}");
+        let t = adapter_table(tmp.path(), "").unwrap();
+        assert_eq!(t["lora"]["dropout"].as_float(), Some(0.05));
         let t = adapter_table(tmp.path(), "dropout = 0.0").unwrap();
         assert_eq!(t["lora"]["dropout"].as_float(), Some(0.0));
+        with_dropout["lora_dropout"] = json!(1.0);
+        std::fs::write(tmp.path().join(ADAPTER_CONFIG), with_dropout.to_string()).unwrap();
+        let e = adapter_table(tmp.path(), "").unwrap_err();
+        assert!(
+            e.contains("dropout") && e.contains("adapter_config.json"),
+            "{e}"
+        );
         let e = adapter_table(&tmp.path().join("nowhere"), "").unwrap_err();
         assert!(
             e.contains("nowhere") && e.contains("adapter_config.json"),

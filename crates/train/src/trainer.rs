@@ -122,8 +122,8 @@ pub struct StepInputs<'a> {
     /// The fp32 master weights the optimizer updates; the same store as `params` in fp32.
     /// With LoRA, the adapters ([`Lora::master`]).
     pub master: &'a Params,
-    /// LoRA: `params` is the adapters' view of the model ([`Lora::view`]), whose gradients
-    /// become the adapters' and which is refreshed after each update.
+    /// LoRA: `params` is [`Lora::view`] (the model's store with the adapters' A and B), whose
+    /// gradients become the masters' and whose working copies are refreshed after each update.
     pub lora: Option<&'a Lora>,
     /// The step's micro-batches (gradient accumulation = their number).
     pub batches: &'a [Batch],
@@ -623,7 +623,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         p => Some(params.to(&device, p.dtype())?),
     };
     let work_params = work.as_ref().unwrap_or(&params);
-    // LoRA: the optimizer trains the adapters; `params` hold the merged weights.
+    // LoRA: the optimizer trains the adapters; `params` hold the pretrained weights.
     let lora = match &cfg.lora {
         Some(spec) => {
             if let (Some(from), Some(adapter)) = (&cfg.model.init_from, &spec.adapter) {
@@ -668,14 +668,18 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         l.broadcast(&comm)?;
     }
     let trained = lora.as_ref().map_or(&params, |l| l.master());
-    let lora_view = lora.as_ref().map(|l| l.view(work_params));
+    let lora_view = lora.as_ref().map(Lora::view);
     let model = model_cfg.build(
         lora_view.as_ref().unwrap_or(work_params),
         cfg.model.attention,
         cfg.train.activation_checkpointing,
     )?;
     // Evaluations read the same weights without recording a graph.
-    let eval_model = model_cfg.build(&work_params.frozen(), cfg.model.attention, false)?;
+    let eval_model = model_cfg.build(
+        &lora_view.as_ref().unwrap_or(work_params).frozen(),
+        cfg.model.attention,
+        false,
+    )?;
     let mut scaler = (precision == Precision::Fp16).then(|| {
         state
             .as_ref()
@@ -866,7 +870,10 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let mut files = vec![
             (
                 checkpoint::MODEL_FILE,
-                safetensors_io::serialize(&model_cfg.export_tensors(&params)?)?,
+                safetensors_io::serialize(&model_cfg.export_tensors(&match &lora {
+                    Some(l) => l.merged()?,
+                    None => params.clone(),
+                })?)?,
             ),
             (
                 checkpoint::OPTIMIZER_FILE,
@@ -972,7 +979,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             &comm,
             &StepInputs {
                 model: &*model,
-                params: work_params,
+                params: lora_view.as_ref().unwrap_or(work_params),
                 master: trained,
                 lora: lora.as_ref(),
                 batches: &batches,

@@ -1,4 +1,5 @@
 use super::{BertConfig, Family};
+use crate::lowrank::LowRank;
 use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng};
@@ -365,14 +366,48 @@ fn linear(x: &Tensor, wb: &(Tensor, Tensor)) -> Result<Tensor> {
     linear_act(x, wb, false)
 }
 
+/// A linear layer of the encoder, weight (out, in) and bias (out), with its LoRA adapter if
+/// the store has one (the heads' layers are never adapted: they train in full).
+struct Dense {
+    wb: (Tensor, Tensor),
+    lora: Option<LowRank>,
+}
+
+impl Dense {
+    fn load(params: &Params, p: &str) -> Result<Dense> {
+        Ok(Dense {
+            wb: pair(params, p)?,
+            lora: LowRank::of(params, &format!("{p}.weight"))?,
+        })
+    }
+
+    /// [`linear_act`] with the adapter's side path added before the bias (and the GELU).
+    fn apply(&self, x: &Tensor, gelu: bool, mode: &mut Mode<'_>) -> Result<Tensor> {
+        let Some(lora) = &self.lora else {
+            return linear_act(x, &self.wb, gelu);
+        };
+        let (w, b) = &self.wb;
+        let mut dims = x.dims().to_vec();
+        let (n_out, n_in) = w.dims2()?;
+        let x = x.reshape((x.elem_count() / n_in, n_in))?;
+        let y = lora.add_to(&x, x.matmul(&w.t()?)?, mode)?; // (rows, out)
+        let y = match gelu {
+            true => k::bias_gelu_erf(&y, b)?,
+            false => k::bias_add(&y, b)?,
+        };
+        *dims.last_mut().expect("rank >= 1") = n_out;
+        Ok(y.reshape(dims)?)
+    }
+}
+
 struct Layer {
-    query: (Tensor, Tensor),
-    key: (Tensor, Tensor),
-    value: (Tensor, Tensor),
-    attn_out: (Tensor, Tensor),
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    attn_out: Dense,
     attn_ln: (Tensor, Tensor),
-    inter: (Tensor, Tensor),
-    out: (Tensor, Tensor),
+    inter: Dense,
+    out: Dense,
     out_ln: (Tensor, Tensor),
 }
 
@@ -396,9 +431,9 @@ pub struct BertModel {
     token_type: Option<Tensor>,
     emb_ln: (Tensor, Tensor),
     /// ELECTRA's `embeddings_project` (embedding width → hidden size), when they differ.
-    emb_project: Option<(Tensor, Tensor)>,
+    emb_project: Option<Dense>,
     layers: Vec<Layer>,
-    pooler: Option<(Tensor, Tensor)>,
+    pooler: Option<Dense>,
 }
 
 fn pair(params: &Params, p: &str) -> Result<(Tensor, Tensor)> {
@@ -424,13 +459,13 @@ impl BertModel {
             .map(|i| {
                 let [q, k, v, attn_out, attn_ln, inter, out, out_ln] = layer_names(cfg, p, i);
                 Ok(Layer {
-                    query: pair(params, &q)?,
-                    key: pair(params, &k)?,
-                    value: pair(params, &v)?,
-                    attn_out: pair(params, &attn_out)?,
+                    query: Dense::load(params, &q)?,
+                    key: Dense::load(params, &k)?,
+                    value: Dense::load(params, &v)?,
+                    attn_out: Dense::load(params, &attn_out)?,
                     attn_ln: pair(params, &attn_ln)?,
-                    inter: pair(params, &inter)?,
-                    out: pair(params, &out)?,
+                    inter: Dense::load(params, &inter)?,
+                    out: Dense::load(params, &out)?,
                     out_ln: pair(params, &out_ln)?,
                 })
             })
@@ -446,12 +481,12 @@ impl BertModel {
             token_type,
             emb_ln: pair(params, &format!("{p}embeddings.LayerNorm"))?,
             emb_project: match cfg.projects_embeddings() {
-                true => Some(pair(params, &format!("{p}embeddings_project"))?),
+                true => Some(Dense::load(params, &format!("{p}embeddings_project"))?),
                 false => None,
             },
             layers,
             pooler: if cfg.has_pooler(head) {
-                Some(pair(params, &format!("{p}pooler.dense"))?)
+                Some(Dense::load(params, &format!("{p}pooler.dense"))?)
             } else {
                 None
             },
@@ -529,7 +564,7 @@ impl BertModel {
         let x = k::layer_norm(&x, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps)?;
         let x = drop(x, cfg.hidden_dropout_prob, mode)?;
         match &self.emb_project {
-            Some(wb) => linear(&x, wb), // (B, T, E) → (B, T, C)
+            Some(d) => d.apply(&x, false, mode), // (B, T, E) → (B, T, C)
             None => Ok(x),
         }
     }
@@ -580,9 +615,9 @@ impl BertModel {
         let heads = |y: Tensor| -> Result<Tensor> {
             Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?) // (B, H, T, hd)
         };
-        let q = heads(linear(&x, &lyr.query)?)?;
-        let kk = heads(linear(&x, &lyr.key)?)?;
-        let v = heads(linear(&x, &lyr.value)?)?;
+        let q = heads(lyr.query.apply(&x, false, mode)?)?;
+        let kk = heads(lyr.key.apply(&x, false, mode)?)?;
+        let v = heads(lyr.value.apply(&x, false, mode)?)?;
         let att = q.matmul(&kk.t()?)?; // (B, H, T, T)
         let att = k::masked_softmax(&att, scale, mask)?;
         let att = drop(att, cfg.attention_probs_dropout_prob, mode)?;
@@ -592,21 +627,23 @@ impl BertModel {
             Family::DistilBert => 0.0,
             _ => cfg.hidden_dropout_prob,
         };
-        let y = drop(linear(&y, &lyr.attn_out)?, p_out, mode)?;
+        let y = lyr.attn_out.apply(&y, false, mode)?;
+        let y = drop(y, p_out, mode)?;
         // Post-LN (Devlin et al. 2019 / Vaswani et al. 2017): normalise after the residual.
         let x = k::layer_norm(&(x + y)?, &lyr.attn_ln.0, &lyr.attn_ln.1, eps)?;
-        let m = linear_act(&x, &lyr.inter, true)?; // (B, T, F)
-        let m = drop(linear(&m, &lyr.out)?, cfg.hidden_dropout_prob, mode)?;
+        let m = lyr.inter.apply(&x, true, mode)?; // (B, T, F)
+        let m = lyr.out.apply(&m, false, mode)?;
+        let m = drop(m, cfg.hidden_dropout_prob, mode)?;
         Ok(k::layer_norm(&(x + m)?, &lyr.out_ln.0, &lyr.out_ln.1, eps)?)
     }
 
     /// The pooler: tanh(dense(hidden[:, 0])), the [CLS] position. hidden: (B, T, C) → (B, C).
-    pub fn pool(&self, hidden: &Tensor) -> Result<Tensor> {
+    pub fn pool(&self, hidden: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
         let p = self.pooler.as_ref().ok_or_else(|| {
             Error::Config("this model has no pooler (transformers builds it without one)".into())
         })?;
         let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?; // (B, C)
-        Ok(linear(&cls, p)?.tanh()?)
+        Ok(p.apply(&cls, false, mode)?.tanh()?)
     }
 }
 
@@ -713,7 +750,7 @@ impl SequenceHead {
     ) -> Result<Tensor> {
         match self {
             SequenceHead::Pooled { classifier } => {
-                let pooled = drop(bert.pool(x)?, dropout, mode)?;
+                let pooled = drop(bert.pool(x, mode)?, dropout, mode)?;
                 linear(&pooled, classifier)
             }
             SequenceHead::Roberta {

@@ -1,4 +1,5 @@
 use super::GptConfig;
+use crate::lowrank::{add_side, LowRank};
 use crate::{Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng, WeightLayout};
@@ -100,13 +101,19 @@ pub fn init_params(
     Ok(params)
 }
 
+/// A `Conv1D` layer: weight (in, out), bias (out), and its LoRA adapter if the store has one.
+struct Dense {
+    wb: (Tensor, Tensor),
+    lora: Option<LowRank>,
+}
+
 struct Block {
     ln_1: (Tensor, Tensor),
-    c_attn: (Tensor, Tensor),
-    c_proj: (Tensor, Tensor),
+    c_attn: Dense,
+    c_proj: Dense,
     ln_2: (Tensor, Tensor),
-    c_fc: (Tensor, Tensor),
-    mlp_proj: (Tensor, Tensor),
+    c_fc: Dense,
+    mlp_proj: Dense,
 }
 
 /// The keys and values of the tokens a [`Gpt`] has seen, for [`Gpt::forward_last_cached`]:
@@ -155,13 +162,15 @@ pub(crate) enum Product {
 }
 
 /// `act(x @ w + b)` for x: (.., in), w: (in, out) in HF Conv1D layout, b: (out); the bias
-/// (and the GELU, when `gelu`) is one fused op after the matmul.
+/// (and the GELU, when `gelu`) is one fused op after the matmul, and a LoRA adapter's side
+/// path is added before it.
 fn conv1d_act(
     x: &Tensor,
-    (w, b): &(Tensor, Tensor),
+    layer: &Dense,
     gelu: bool,
-    product: Product,
+    (product, mode): (Product, &mut Mode<'_>),
 ) -> Result<Tensor> {
+    let (w, b) = &layer.wb;
     let dims = x.dims().to_vec();
     let (n_in, n_out) = w.dims2()?;
     let rows = x.elem_count() / n_in;
@@ -170,6 +179,7 @@ fn conv1d_act(
         Product::Matmul => x.matmul(w)?,
         Product::Inference => k::inference_matmul(&x, w, WeightLayout::InOut)?,
     }; // (rows, out)
+    let y = add_side(layer.lora.as_ref(), &x, y, mode)?;
     let y = match gelu {
         true => k::bias_gelu_tanh(&y, b)?,
         false => k::bias_add(&y, b)?,
@@ -180,8 +190,8 @@ fn conv1d_act(
 }
 
 /// `x @ w + b`, see [`conv1d_act`].
-fn conv1d(x: &Tensor, wb: &(Tensor, Tensor), product: Product) -> Result<Tensor> {
-    conv1d_act(x, wb, false, product)
+fn conv1d(x: &Tensor, layer: &Dense, run: (Product, &mut Mode<'_>)) -> Result<Tensor> {
+    conv1d_act(x, layer, false, run)
 }
 
 impl Gpt {
@@ -193,16 +203,22 @@ impl Gpt {
                 params.get(&format!("{p}.bias"))?,
             ))
         };
+        let dense = |p: &str| -> Result<Dense> {
+            Ok(Dense {
+                wb: pair(p)?,
+                lora: LowRank::of(params, &format!("{p}.weight"))?,
+            })
+        };
         let blocks = (0..cfg.n_layer)
             .map(|i| {
                 let p = format!("transformer.h.{i}");
                 Ok(Block {
                     ln_1: pair(&format!("{p}.ln_1"))?,
-                    c_attn: pair(&format!("{p}.attn.c_attn"))?,
-                    c_proj: pair(&format!("{p}.attn.c_proj"))?,
+                    c_attn: dense(&format!("{p}.attn.c_attn"))?,
+                    c_proj: dense(&format!("{p}.attn.c_proj"))?,
                     ln_2: pair(&format!("{p}.ln_2"))?,
-                    c_fc: pair(&format!("{p}.mlp.c_fc"))?,
-                    mlp_proj: pair(&format!("{p}.mlp.c_proj"))?,
+                    c_fc: dense(&format!("{p}.mlp.c_fc"))?,
+                    mlp_proj: dense(&format!("{p}.mlp.c_proj"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -282,16 +298,29 @@ impl Gpt {
     /// and the input's gradient is the sum of three (B, T, C) products. Generation keeps
     /// [`Gpt::heads`]: a token at a time, three products over column blocks of the weight
     /// (rows 3C apart) ran 20 % slower than one.
+    /// A LoRA adapter of c_attn adds its side path to each part: the rank-r half s·drop(a)·Aᵀ
+    /// once (one dropout mask, as for one product), then that part's rows of B.
     fn qkv_heads(
         &self,
         a: &Tensor,
-        (w, bias): &(Tensor, Tensor),
+        layer: &Dense,
+        mode: &mut Mode<'_>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, t, c) = a.dims3()?;
         let (h, hd) = (self.cfg.n_head, self.cfg.head_dim());
+        let (w, bias) = &layer.wb;
+        let rows = a.reshape((b * t, c))?;
+        let down = match &layer.lora {
+            Some(l) => Some(l.down(&rows, mode)?), // (B·T, r)
+            None => None,
+        };
         let part = |i: usize| -> Result<Tensor> {
-            let wb = (w.narrow(1, i * c, c)?, bias.narrow(0, i * c, c)?); // (C, C), (C)
-            let y = conv1d(a, &wb, Product::Matmul)?; // (B, T, C)
+            let (w, bias) = (w.narrow(1, i * c, c)?, bias.narrow(0, i * c, c)?); // (C, C), (C)
+            let mut y = rows.matmul(&w)?; // (B·T, C)
+            if let (Some(l), Some(u)) = (&layer.lora, &down) {
+                y = (y + l.up(u, Some((i * c, c)))?)?;
+            }
+            let y = k::bias_add(&y, &bias)?;
             Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?)
         };
         Ok((part(0)?, part(1)?, part(2)?))
@@ -325,11 +354,13 @@ impl Gpt {
         product: Product,
     ) -> Result<Tensor> {
         let eps = self.cfg.layer_norm_epsilon;
-        let y = self.drop(conv1d(y, &blk.c_proj, product)?, mode)?;
+        let y = conv1d(y, &blk.c_proj, (product, mode))?;
+        let y = self.drop(y, mode)?;
         let x = (x + y)?;
         let m = k::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps)?;
-        let m = conv1d_act(&m, &blk.c_fc, true, product)?; // (B, T, 4C)
-        let m = self.drop(conv1d(&m, &blk.mlp_proj, product)?, mode)?;
+        let m = conv1d_act(&m, &blk.c_fc, true, (product, mode))?; // (B, T, 4C)
+        let m = conv1d(&m, &blk.mlp_proj, (product, mode))?;
+        let m = self.drop(m, mode)?;
         Ok((x + m)?)
     }
 
@@ -395,9 +426,12 @@ impl Gpt {
         let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, cfg.layer_norm_epsilon)?;
         let y = match mask {
             // c_attn's (B, T, 3C) output, read in place by the fused op.
-            None => k::causal_attention(&conv1d(&a, &blk.c_attn, Product::Matmul)?, h, scale)?, // (B, T, C)
+            None => {
+                let qkv = conv1d(&a, &blk.c_attn, (Product::Matmul, mode))?;
+                k::causal_attention(&qkv, h, scale)? // (B, T, C)
+            }
             Some(mask) => {
-                let (q, kk, v) = self.qkv_heads(&a, &blk.c_attn)?;
+                let (q, kk, v) = self.qkv_heads(&a, &blk.c_attn, mode)?;
                 self.attend((&q, &kk, &v), Some(mask), mode)?
             }
         };
@@ -466,7 +500,7 @@ impl Gpt {
         let eps = cfg.layer_norm_epsilon;
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps)?;
-            let qkv = conv1d(&a, &blk.c_attn, Product::Inference)?; // (B, T, 3C)
+            let qkv = conv1d(&a, &blk.c_attn, (Product::Inference, &mut Mode::Eval))?; // (B, T, 3C)
             let (q, kn, vn) = self.heads(&qkv)?; // (B, H, T, hd) each
             kc.slice_set(&kn, 2, start)?;
             vc.slice_set(&vn, 2, start)?;

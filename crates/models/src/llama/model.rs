@@ -1,5 +1,6 @@
 use super::LlamaConfig;
 use crate::gpt::{AttentionImpl, Gpt, Product};
+use crate::lowrank::LowRank;
 use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng, WeightLayout};
@@ -67,16 +68,36 @@ pub fn init_params(
     Ok(params)
 }
 
+/// A linear layer of a block: weight (out, in), and its LoRA adapter if the store has one.
+struct Proj {
+    w: Tensor,
+    lora: Option<LowRank>,
+}
+
 struct Block {
     input_layernorm: Tensor,
-    q_proj: Tensor,
-    k_proj: Tensor,
-    v_proj: Tensor,
-    o_proj: Tensor,
+    q_proj: Proj,
+    k_proj: Proj,
+    v_proj: Proj,
+    o_proj: Proj,
     post_attention_layernorm: Tensor,
-    gate_proj: Tensor,
-    up_proj: Tensor,
-    down_proj: Tensor,
+    gate_proj: Proj,
+    up_proj: Proj,
+    down_proj: Proj,
+}
+
+/// [`linear`] through a block's layer, with its adapter's side path (drawing its dropout from
+/// `mode`).
+fn proj(x: &Tensor, p: &Proj, (product, mode): (Product, &mut Mode<'_>)) -> Result<Tensor> {
+    let y = linear(x, &p.w, product)?;
+    let Some(lora) = &p.lora else {
+        return Ok(y);
+    };
+    let n_in = p.w.dim(1)?;
+    let rows = x.elem_count() / n_in;
+    let y2 = y.reshape((rows, y.dim(y.rank() - 1)?))?;
+    let out = lora.add_to(&x.reshape((rows, n_in))?, y2, mode)?;
+    Ok(out.reshape(y.shape())?)
 }
 
 /// `x @ w^T` for x: (.., in) and a torch Linear weight w: (out, in), without bias.
@@ -221,17 +242,24 @@ impl Llama {
         cfg.validate()?;
         let blocks = (0..cfg.num_hidden_layers)
             .map(|l| {
-                let get = |s: &str| params.get(&format!("model.layers.{l}.{s}.weight"));
+                let name = |s: &str| format!("model.layers.{l}.{s}.weight");
+                let get = |s: &str| params.get(&name(s));
+                let proj = |s: &str| -> Result<Proj> {
+                    Ok(Proj {
+                        w: get(s)?,
+                        lora: LowRank::of(params, &name(s))?,
+                    })
+                };
                 Ok(Block {
                     input_layernorm: get("input_layernorm")?,
-                    q_proj: get("self_attn.q_proj")?,
-                    k_proj: get("self_attn.k_proj")?,
-                    v_proj: get("self_attn.v_proj")?,
-                    o_proj: get("self_attn.o_proj")?,
+                    q_proj: proj("self_attn.q_proj")?,
+                    k_proj: proj("self_attn.k_proj")?,
+                    v_proj: proj("self_attn.v_proj")?,
+                    o_proj: proj("self_attn.o_proj")?,
                     post_attention_layernorm: get("post_attention_layernorm")?,
-                    gate_proj: get("mlp.gate_proj")?,
-                    up_proj: get("mlp.up_proj")?,
-                    down_proj: get("mlp.down_proj")?,
+                    gate_proj: proj("mlp.gate_proj")?,
+                    up_proj: proj("mlp.up_proj")?,
+                    down_proj: proj("mlp.down_proj")?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -297,8 +325,8 @@ impl Llama {
 
     // The pieces of `forward`, in its order, for callers that run them one at a time:
     // activation checkpointing keeps only the blocks' inputs and runs a block again when the
-    // backward pass reaches it. Llama has no dropout, so `mode` changes nothing (it is taken
-    // for the same signatures as GPT's).
+    // backward pass reaches it. Llama has no dropout of its own: `mode` serves the dropout of
+    // LoRA adapters' side paths (and gives the same signatures as GPT's).
 
     /// The number of Transformer blocks.
     pub fn n_blocks(&self) -> usize {
@@ -339,7 +367,7 @@ impl Llama {
         l: usize,
         x: Tensor,
         ctx: &BlockContext,
-        _mode: &mut Mode<'_>,
+        mode: &mut Mode<'_>,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let blk = self.blocks.get(l).ok_or_else(|| {
@@ -359,9 +387,12 @@ impl Llama {
             )));
         }
         let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
-        let q = rope.apply(&linear(&a, &blk.q_proj, Product::Matmul)?.reshape((b, t, h, hd))?)?;
-        let kk = rope.apply(&linear(&a, &blk.k_proj, Product::Matmul)?.reshape((b, t, kv, hd))?)?;
-        let v = linear(&a, &blk.v_proj, Product::Matmul)?.reshape((b, t, kv, hd))?;
+        let run = Product::Matmul;
+        let q = proj(&a, &blk.q_proj, (run, mode))?.reshape((b, t, h, hd))?;
+        let q = rope.apply(&q)?;
+        let kk = proj(&a, &blk.k_proj, (run, mode))?.reshape((b, t, kv, hd))?;
+        let kk = rope.apply(&kk)?;
+        let v = proj(&a, &blk.v_proj, (run, mode))?.reshape((b, t, kv, hd))?;
         let y = match &ctx.mask {
             None => {
                 // Heads stay in (B, T, heads, hd): the packed layout puts head i at columns
@@ -375,7 +406,7 @@ impl Llama {
                 self.attend(&heads(&q)?, (&heads(&kk)?, &heads(&v)?), Some(mask))?
             }
         };
-        self.block_after_attention(blk, x, &y, Product::Matmul)
+        self.block_after_attention(blk, x, &y, (Product::Matmul, mode))
     }
 
     /// The composite attention, grouped: q (B, H, T, hd) over k, v (B, KV, S, hd), query head
@@ -420,14 +451,14 @@ impl Llama {
         blk: &Block,
         x: Tensor,
         y: &Tensor,
-        product: Product,
+        (product, mode): (Product, &mut Mode<'_>),
     ) -> Result<Tensor> {
-        let x = (x + linear(y, &blk.o_proj, product)?)?;
+        let x = (x + proj(y, &blk.o_proj, (product, mode))?)?;
         let m = rms_norm(&x, &blk.post_attention_layernorm, self.cfg.rms_norm_eps)?;
         // down(silu(gate(m)) · up(m)); candle's silu records its backward.
-        let g = linear(&m, &blk.gate_proj, product)?.silu()?;
-        let m = (g * linear(&m, &blk.up_proj, product)?)?; // (B, T, I)
-        Ok((x + linear(&m, &blk.down_proj, product)?)?)
+        let g = proj(&m, &blk.gate_proj, (product, mode))?.silu()?;
+        let m = (g * proj(&m, &blk.up_proj, (product, mode))?)?; // (B, T, I)
+        Ok((x + proj(&m, &blk.down_proj, (product, mode))?)?)
     }
 
     /// The final RMSNorm (`model.norm`) of the last block's output x (B, T, C): the model's
@@ -472,8 +503,9 @@ impl Llama {
             .transpose()?;
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
-            let heads = |w: &Tensor, n: usize, rotate: bool| -> Result<Tensor> {
-                let y = linear(&a, w, Product::Inference)?.reshape((b, t, n, hd))?;
+            let heads = |p: &Proj, n: usize, rotate: bool| -> Result<Tensor> {
+                let y = proj(&a, p, (Product::Inference, &mut Mode::Eval))?;
+                let y = y.reshape((b, t, n, hd))?;
                 let y = if rotate { rope.apply(&y)? } else { y };
                 Ok(y.transpose(1, 2)?.contiguous()?) // (B, n, T, hd)
             };
@@ -483,7 +515,7 @@ impl Llama {
             // Views of the filled part: (B, KV, start + T, hd).
             let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
             let y = self.attend(&q, (&kk, &vv), mask.as_ref())?; // (B, T, C)
-            x = self.block_after_attention(blk, x, &y, Product::Inference)?;
+            x = self.block_after_attention(blk, x, &y, (Product::Inference, &mut Mode::Eval))?;
         }
         cache.len = start + t;
         let last = x.narrow(1, t - 1, 1)?.reshape((b, c))?; // (B, C)
