@@ -65,7 +65,10 @@ fn every_head_matches_transformers() {
     let hidden = enc.forward(&input, &mut Mode::Eval).unwrap();
     let want = common::expected_in(&golden());
     common::check("bare encoder hidden states", &hidden, &want["enc_hidden"]);
-    assert!(enc.pool(&hidden).is_err(), "DistilBERT has no pooler");
+    assert!(
+        enc.pool(&hidden, &mut Mode::Eval).is_err(),
+        "DistilBERT has no pooler"
+    );
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn a_bare_encoder_keeps_its_pooler_and_has_no_prefix() {
     check("encoder hidden states", &hidden, &want["enc_hidden"]);
     check(
         "pooled output",
-        &model.pool(&hidden).unwrap(),
+        &model.pool(&hidden, &mut Mode::Eval).unwrap(),
         &want["enc_pooled"],
     );
 }
