@@ -23,6 +23,10 @@ memory: torch.cuda.max_memory_allocated over the whole run (tensors only, like L
 high-water mark). Out of GPU memory: a message on stderr and exit status 3 (the batch search of
 bundle/run.sh halves the batch on it). Progress goes to stderr.
 
+--lora-r R: LoRA as peft trains it (peft's get_peft_model over the same model, LoraConfig r=R,
+lora_alpha=R, no dropout, on --lora-targets, default c_attn): the rest frozen, AdamW and
+clipping over the adapters only (Lantern's `bench --lora-r`).
+
 Example (the ANCHORS.md CPU config):
   .venv-ref/bin/python scripts/bench_torch_gpt.py --n-layer 4 --n-embd 256 --n-head 4 \
       --vocab 2048 --seq-len 128 --batch 8 --steps 10 --warmup 3 --threads 2
@@ -158,6 +162,8 @@ def main() -> int:
     ap.add_argument("--tokens", default=None, help="raw token file (uint16 by default); else random ids")
     ap.add_argument("--tokens-dtype", choices=["uint16", "uint32"], default="uint16")
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--lora-r", type=int, default=0, help="LoRA rank through peft (0 = train every weight)")
+    ap.add_argument("--lora-targets", default="c_attn", help="comma-separated peft target_modules")
     ap.add_argument("--grad-clip", type=float, default=1.0, help="global-norm clip (0 = none)")
     ap.add_argument("--tf32", action="store_true", help="let fp32 matmuls use TF32 on cuda")
     ap.add_argument(
@@ -199,8 +205,15 @@ def run(args) -> int:
     L, H, Q, T_ = args.n_layer, args.n_head, args.n_embd // args.n_head, args.seq_len
     flops_per_token = 6 * n_no_pos + 12 * L * H * Q * T_
     peak_tflops = args.peak_tflops if args.peak_tflops else (989.0 if args.device == "cuda" else None)
+    if args.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        targets = args.lora_targets.split(",")
+        lora = LoraConfig(r=args.lora_r, lora_alpha=args.lora_r, lora_dropout=0.0, target_modules=targets)
+        model = get_peft_model(model, lora)
+    trained = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
-        model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=(args.device == "cuda")
+        trained, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=(args.device == "cuda")
     )
     step_model = torch.compile(model) if args.compile else model
 
@@ -236,7 +249,7 @@ def run(args) -> int:
             loss = step_model(x, y)
         loss.backward()
         if args.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trained, args.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
@@ -274,6 +287,8 @@ def run(args) -> int:
     cuda = args.device == "cuda"
     result = {
         "impl": "pytorch-compile" if args.compile else "pytorch-eager",
+        "lora_r": args.lora_r or None,
+        "trained_params": sum(p.numel() for p in trained),
         "tokens_per_s": round(tokens_per_s, 1),
         "step_ms_median": round(med * 1000, 3),
         "step_ms_min": round(min(times) * 1000, 3) if times else None,

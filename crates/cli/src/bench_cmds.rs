@@ -7,6 +7,7 @@ use candle_core::DType;
 use clap::Args;
 use lantern_models::gpt::{param_shapes, AttentionImpl, GptConfig};
 use lantern_train::bench::{bench_train_step, BenchOptions};
+use lantern_train::lora::LoraSection;
 use lantern_train::precision::Precision;
 
 /// Exit status of a benchmark that ran out of device memory: the caller can try a smaller
@@ -85,6 +86,13 @@ pub struct BenchArgs {
     /// (`train.activation_checkpointing`).
     #[arg(long)]
     activation_checkpointing: bool,
+    /// Train LoRA adapters of this rank (alpha = the rank, no dropout) instead of every
+    /// weight, as `[lora]` in `lantern train`.
+    #[arg(long, value_name = "R")]
+    lora_r: Option<usize>,
+    /// The layers `--lora-r` adapts (peft's `target_modules`), comma-separated.
+    #[arg(long, default_value = "c_attn", value_delimiter = ',')]
+    lora_targets: Vec<String>,
 }
 
 fn parse_attention(s: &str) -> std::result::Result<AttentionImpl, String> {
@@ -145,6 +153,14 @@ fn bench_inner(a: BenchArgs) -> Result<()> {
         profiler_range: a.cuda_profiler_range,
         attention: a.attention,
         activation_checkpointing: a.activation_checkpointing,
+        lora: a.lora_r.map(|r| LoraSection {
+            r,
+            alpha: r as f64,
+            dropout: 0.0,
+            target_modules: Some(a.lora_targets.clone()),
+            use_rslora: false,
+            adapter: None,
+        }),
     };
     let r = bench_train_step(&cfg, &opts, &dev)?;
     let mut j = serde_json::to_value(&r)?;
@@ -154,6 +170,7 @@ fn bench_inner(a: BenchArgs) -> Result<()> {
         "tf32": a.tf32,
         "n_layer": cfg.n_layer, "n_embd": cfg.n_embd, "n_head": cfg.n_head,
         "vocab": cfg.vocab_size,
+        "lora_r": a.lora_r,
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
         "peak_name": r.peak_tflops.map(|p| if a.peak_tflops.is_some() {
             format!("given: {p} TFLOP/s")

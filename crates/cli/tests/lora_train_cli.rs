@@ -205,15 +205,22 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
         "{e}"
     );
 
-    // Activation checkpointing recomputes the same steps.
+    // Activation checkpointing recomputes the same steps, the adapters' dropout masks
+    // included; that dropout changes the steps.
     let mut losses = Vec::new();
-    for (name, ac) in [("kept", "false"), ("recomputed", "true")] {
+    for (name, ac, p) in [
+        ("kept", "false", "0.1"),
+        ("recomputed", "true", "0.1"),
+        ("no-lora-dropout", "false", "0.0"),
+    ] {
         let (c, r) = cfg(name, "");
         let set = format!("train.activation_checkpointing={ac}");
-        train(&c, &[&from, &set, "train.max_steps=6"], &[], false);
+        let drop = format!("lora.dropout={p}");
+        train(&c, &[&from, &set, &drop, "train.max_steps=6"], &[], false);
         losses.push(metric_values(&r, "train", "loss"));
     }
     assert_eq!(losses[0], losses[1]);
+    assert_ne!(losses[0], losses[2]);
 
     // A run started from the adapter (peft's is_trainable reload) begins where this one ended;
     // settings that contradict the adapter's are refused.
@@ -263,9 +270,14 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
         );
     }
 
-    // Cut short and resumed, in bf16 (the working copy refreshed from the adapters), as one
-    // uninterrupted run: merged model, adapters and optimizer to the byte.
-    let sets = [from.as_str(), "train.precision=\"bf16\""];
+    // Cut short and resumed, in bf16 (the working copies refreshed from the adapters) with
+    // the adapters' dropout, as one uninterrupted run: merged model, adapters and optimizer
+    // to the byte.
+    let sets = [
+        from.as_str(),
+        "train.precision=\"bf16\"",
+        "lora.dropout=0.1",
+    ];
     let (whole, whole_run) = cfg("whole", "");
     train(&whole, &sets, &[], false);
     let (cut, cut_run) = cfg("cut", "");
@@ -283,6 +295,8 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
             "{file} differs after the resume"
         );
     }
+    let c = json(&newest_checkpoint(&cut_run).join("adapter/adapter_config.json"));
+    assert_eq!(c["lora_dropout"], 0.1);
     // A resume with other settings, without LoRA, or over another pretrained model, is
     // refused naming the state file.
     let resume_err = |cfg: &Path, sets: &[&str]| {
@@ -308,7 +322,7 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
         "model.init_from={}",
         s(&root.join("gpt/checkpoints/step-00000020"))
     );
-    let e = resume_err(&cut, &[&other, "train.max_steps=60"]);
+    let e = resume_err(&cut, &[&other, "lora.dropout=0.1", "train.max_steps=60"]);
     assert!(e.contains("another pretrained model"), "{e}");
 
     // Settings LoRA cannot take, each named.

@@ -13,6 +13,7 @@
 
 use crate::config::TrainSection;
 use crate::grads::StepGrads;
+use crate::lora::{Base, Lora, LoraSection};
 use crate::optim::{AdamWConfig, Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::recompute::Recomputed;
@@ -22,6 +23,7 @@ use crate::{Error, Result};
 use candle_core::{DType, Device};
 use lantern_kernels::bench as kbench;
 use lantern_kernels::Rng;
+use lantern_models::decoder::DecoderConfig;
 use lantern_models::gpt::{init_params, AttentionImpl, Gpt, GptConfig};
 use lantern_models::{Mode, Params};
 use std::time::Instant;
@@ -77,6 +79,9 @@ pub struct BenchOptions {
     pub attention: AttentionImpl,
     /// Recompute each block in the backward pass (`train.activation_checkpointing`).
     pub activation_checkpointing: bool,
+    /// Train LoRA adapters of these settings, the rest frozen (`[lora]` of `lantern train`),
+    /// instead of every weight.
+    pub lora: Option<LoraSection>,
 }
 
 /// Median milliseconds of each phase of a step, from synchronized steps.
@@ -113,6 +118,8 @@ pub struct BenchResult {
     pub activation_checkpointing: bool,
     /// All parameters (the tied lm_head counted once).
     pub params: usize,
+    /// What the optimizer trains: `params`, or with LoRA the adapters.
+    pub trained_params: usize,
     /// N of the MFU formula: without the position embedding.
     pub params_no_pos: usize,
     pub flops_per_token: f64,
@@ -171,6 +178,11 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
         Ok(())
     };
 
+    if o.profile_steps > 0 && o.lora.is_some() {
+        return Err(Error::Config(
+            "the per-phase profile times the full-training step: profile without LoRA".into(),
+        ));
+    }
     if o.profile_steps > 0 && o.activation_checkpointing {
         return Err(Error::Config(
             "the per-phase profile times forward and backward apart, which activation \
@@ -184,7 +196,20 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
         Precision::Fp32 => None,
         p => Some(master.to(device, p.dtype())?),
     };
-    let params = work.as_ref().unwrap_or(&master);
+    // LoRA: the model reads the adapters' view of the store, the optimizer trains them.
+    let lora = match &o.lora {
+        Some(spec) => Some(Lora::new(
+            spec,
+            Base::CausalLm(&DecoderConfig::Gpt(cfg.clone())),
+            (&master, work.as_ref()),
+            &[],
+            &mut rng,
+        )?),
+        None => None,
+    };
+    let view = lora.as_ref().map(Lora::view);
+    let params = view.as_ref().or(work.as_ref()).unwrap_or(&master);
+    let trained = lora.as_ref().map_or(&master, |l| l.master());
     let model = Gpt::new(cfg, params)?.with_attention(o.attention);
     // The step's model: the same GPT, with its blocks recomputed in the backward when asked.
     let recomputed = match o.activation_checkpointing {
@@ -197,7 +222,7 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
         Some(r) => r,
         None => &model,
     };
-    let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), &master)?;
+    let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), trained)?;
     let defaults = TrainSection::default();
     let mut scaler = (o.precision == Precision::Fp16).then(|| {
         LossScaler::new(
@@ -219,7 +244,7 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
             &StepInputs {
                 model: step_model,
                 params,
-                master: &master,
+                master: trained,
                 batches: std::slice::from_ref(batch),
                 lr: 3e-4,
                 grad_clip: 1.0,
@@ -227,7 +252,7 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
                 step,
                 check_integrity: false,
                 poison_grad: false,
-                lora: None,
+                lora: lora.as_ref(),
             },
             opt,
             scaler,
@@ -307,6 +332,7 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
         attention_fused: model.fused_attention(device, true)
             && lantern_kernels::ops::causal_attention_kernel_on(device, cfg.head_dim()),
         params: params_all,
+        trained_params: trained.num_elements(),
         params_no_pos: params_all - cfg.n_positions * cfg.n_embd,
         flops_per_token,
         flops_formula: FLOPS_FORMULA,
@@ -442,6 +468,24 @@ mod tests {
             peak_flops: Some(1e12),
             profiler_range: true,
             activation_checkpointing: false,
+            lora: None,
+        }
+    }
+
+    /// With LoRA the step trains the adapters alone (r·(in + out) per c_attn), in each
+    /// precision; profiling it is refused.
+    #[test]
+    fn bench_with_lora_trains_the_adapters() {
+        for p in [Precision::Fp32, Precision::Bf16] {
+            let mut o = opts(p);
+            (o.profile_steps, o.profiler_range) = (0, false);
+            o.lora = Some(toml::from_str("r = 2").unwrap());
+            let r = bench_train_step(&tiny(), &o, &Device::Cpu).unwrap();
+            assert_eq!(r.trained_params, 2 * 2 * (16 + 48));
+            assert!((r.final_loss - 64f64.ln()).abs() < 0.5, "{}", r.final_loss);
+            o.profile_steps = 2;
+            let e = bench_train_step(&tiny(), &o, &Device::Cpu).unwrap_err();
+            assert!(e.to_string().contains("without LoRA"), "{e}");
         }
     }
 
