@@ -2,9 +2,8 @@
 //! a GPT-2 (`Conv1D` weights, peft's `fan_in_fan_out`) and a Llama (rsLoRA, an MLP target)
 //! sequence classifier, each with non-zero adapters and head. Loading peft's
 //! `adapter_model.safetensors` over the base model must give peft's logits and loss, the merged
-//! weights of `merge_and_unload`, and, through the merged weights' gradients and the chain
-//! rule, peft's gradients of every A, B and head tensor; and our adapter files must name
-//! everything as peft's.
+//! weights of `merge_and_unload`, and, through the low-rank side path, peft's gradients of
+//! every A, B and head tensor; and our adapter files must name everything as peft's.
 
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
@@ -114,7 +113,7 @@ fn parity(golden: &str, base: &str, inputs_of: &str) {
         "{golden}: loss {loss} vs {want_loss}"
     );
 
-    // Gradients: the merged weights' (the frozen ones get none), then the adapters'.
+    // Gradients: the adapters' and the head's (the frozen weights get none).
     let targets: Vec<u32> = labels.iter().map(|&y| y as u32).collect();
     let targets = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
     let loss_t = (lantern_kernels::cross_entropy_sum(&logits, &targets, None).unwrap()

@@ -3,8 +3,8 @@
 //! `Conv1D` targets (`c_attn`, `c_fc`: peft's `fan_in_fan_out`), and a Llama with grouped-query
 //! attention, an untied `lm_head` and rsLoRA on `"all-linear"`, each with non-zero adapters.
 //! Loading peft's adapter over the base model must give peft's logits and next-token loss, the
-//! merged weights of `merge_and_unload`, and, through the merged weights' gradients and the
-//! chain rule, peft's gradient of every A and B; only the adapters train (no head, the output
+//! merged weights of `merge_and_unload`, and, through the low-rank side path, peft's gradient
+//! of every A and B; only the adapters train (no head, the output
 //! layer frozen); our adapter files name everything as peft's, and our `"all-linear"` adapts
 //! the layers peft's does.
 

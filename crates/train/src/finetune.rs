@@ -1820,7 +1820,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         p => Some(params.to(&device, p.dtype())?),
     };
     let work_params = work.as_ref().unwrap_or(&params);
-    // LoRA: the optimizer trains the adapters and the head; `params` hold the merged weights.
+    // LoRA: the optimizer trains the adapters and the head; `params` hold the pretrained
+    // weights (merged with the adapters only in what checkpoints write).
     if let (Some(from), Some(adapter)) = (
         &cfg.model.init_from,
         cfg.lora.as_ref().and_then(|l| l.adapter.as_ref()),
