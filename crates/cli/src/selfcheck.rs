@@ -760,22 +760,23 @@ fn check_grad_norm(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
     Ok(())
 }
 
-/// Per-step losses of `steps` fp32 steps of the `preset` language model (gpt-tiny,
-/// llama-tiny) on `device`, with its blocks recomputed in the backward pass when `recompute`,
-/// batches (B 4, T 64) from the data folder, or else one seeded random-token batch repeated
-/// (which the model memorises, so the loss falls).
-/// The LoRA settings of the selfcheck's LoRA lines: rank 4, alpha 8, peft's default targets.
+/// The LoRA settings of the selfcheck's LoRA lines: rank 4, alpha 8, peft's default targets,
+/// dropout 0.1 on the side path (the same masks on every device: our seeded generator).
 fn lora_spec() -> lantern_train::lora::LoraSection {
     lantern_train::lora::LoraSection {
         r: 4,
         alpha: 8.0,
-        dropout: 0.0,
+        dropout: 0.1,
         target_modules: None,
         use_rslora: false,
         adapter: None,
     }
 }
 
+/// Per-step losses of `steps` fp32 steps of the `preset` language model (gpt-tiny,
+/// llama-tiny) on `device`, with its blocks recomputed in the backward pass when `recompute`,
+/// batches (B 4, T 64) from the data folder, or else one seeded random-token batch repeated
+/// (which the model memorises, so the loss falls).
 fn train_losses(
     device: &Device,
     data: Option<&PathBuf>,
