@@ -86,6 +86,24 @@ impl LowRank {
     }
 }
 
+/// A linear layer with a bias as the model stores them (each family its own layout), and its
+/// adapter if the store has one.
+pub(crate) struct Dense {
+    pub wb: (Tensor, Tensor),
+    pub lora: Option<LowRank>,
+}
+
+impl Dense {
+    /// `<module>.weight`, `<module>.bias` and the module's adapter.
+    pub fn load(params: &Params, module: &str) -> Result<Dense> {
+        let weight = format!("{module}.weight");
+        Ok(Dense {
+            wb: (params.get(&weight)?, params.get(&format!("{module}.bias"))?),
+            lora: LowRank::of(params, &weight)?,
+        })
+    }
+}
+
 /// `add_to` for an optional adapter: `y` as it is without one.
 pub fn add_side(
     lora: Option<&LowRank>,

@@ -401,8 +401,8 @@ pub struct Lora {
     /// what checkpoints export) and, in mixed precision, its working copy.
     model: Params,
     work: Option<Params>,
-    /// In mixed precision: the working copies of A and B (the master store's names and order
-    /// less the head), which the model reads.
+    /// In mixed precision: the working copies of A and B, target by target (A then B), which
+    /// the model reads.
     work_adapters: Option<Params>,
     /// GPT-2's `Conv1D` stores weights (in, out): the update is (B·A)ᵀ (peft's
     /// `fan_in_fan_out`).
@@ -691,17 +691,10 @@ impl Lora {
     /// the low-rank settings; only A, B and the head are recorded for backward.
     pub fn view(&self) -> Params {
         let model = self.model.names();
-        let adapters = self.work_adapters.as_ref().unwrap_or(&self.master);
         let ab: Vec<(String, Var)> = self
-            .targets
-            .iter()
-            .flat_map(|t| [t.a, t.b])
-            .map(|i| {
-                let name = &self.master.names()[i];
-                Ok((name.clone(), adapters.var(name)?.clone()))
-            })
-            .collect::<Result<_>>()
-            .expect("every adapter has a working copy");
+            .adapter_pairs()
+            .map(|(m, work)| (self.master.names()[m].clone(), work.clone()))
+            .collect();
         let head = self.head.iter().map(|&(_, w)| model[w].as_str());
         let store = self.work.as_ref().unwrap_or(&self.model);
         let mut view = store.train_only(head.chain(ab.iter().map(|(n, _)| n.as_str())));
@@ -744,6 +737,19 @@ impl Lora {
         Ok((ba * self.spec.scale())?)
     }
 
+    /// Each A and B: its index in the master store and the variable the model reads (its
+    /// working copy in mixed precision, else the master itself), in [`Lora::view`]'s order.
+    fn adapter_pairs(&self) -> impl Iterator<Item = (usize, &Var)> {
+        self.targets
+            .iter()
+            .enumerate()
+            .flat_map(|(k, t)| [(t.a, 2 * k), (t.b, 2 * k + 1)])
+            .map(|(m, w)| match &self.work_adapters {
+                Some(work) => (m, &work.vars()[w]),
+                None => (m, &self.master.vars()[m]),
+            })
+    }
+
     /// Copies the fp32 masters of A, B and the head into their working copies (mixed
     /// precision; the fp32 store shares the head's variables with the optimizer): after every
     /// optimizer step, and after loading adapters.
@@ -751,11 +757,9 @@ impl Lora {
         let copy = |from: &Var, to: &Var| -> Result<()> {
             Ok(to.set(&from.as_tensor().to_dtype(to.dtype())?)?)
         };
-        if let Some(work) = &self.work_adapters {
-            for t in &self.targets {
-                for i in [t.a, t.b] {
-                    copy(&self.master.vars()[i], work.var(&self.master.names()[i])?)?;
-                }
+        if self.work_adapters.is_some() {
+            for (m, work) in self.adapter_pairs() {
+                copy(&self.master.vars()[m], work)?;
             }
         }
         if let Some(work) = &self.work {

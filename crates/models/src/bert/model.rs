@@ -1,5 +1,5 @@
 use super::{BertConfig, Family};
-use crate::lowrank::LowRank;
+use crate::lowrank::Dense;
 use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng};
@@ -366,21 +366,9 @@ fn linear(x: &Tensor, wb: &(Tensor, Tensor)) -> Result<Tensor> {
     linear_act(x, wb, false)
 }
 
-/// A linear layer of the encoder, weight (out, in) and bias (out), with its LoRA adapter if
-/// the store has one (the heads' layers are never adapted: they train in full).
-struct Dense {
-    wb: (Tensor, Tensor),
-    lora: Option<LowRank>,
-}
-
+/// The encoder's linear layers: weight (out, in) and bias (out), with a LoRA adapter if the
+/// store has one (the heads' layers are never adapted: they train in full).
 impl Dense {
-    fn load(params: &Params, p: &str) -> Result<Dense> {
-        Ok(Dense {
-            wb: pair(params, p)?,
-            lora: LowRank::of(params, &format!("{p}.weight"))?,
-        })
-    }
-
     /// [`linear_act`] with the adapter's side path added before the bias (and the GELU).
     fn apply(&self, x: &Tensor, gelu: bool, mode: &mut Mode<'_>) -> Result<Tensor> {
         let Some(lora) = &self.lora else {

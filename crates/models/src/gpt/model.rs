@@ -1,5 +1,5 @@
 use super::GptConfig;
-use crate::lowrank::{add_side, LowRank};
+use crate::lowrank::{add_side, Dense};
 use crate::{Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng, WeightLayout};
@@ -101,12 +101,6 @@ pub fn init_params(
     Ok(params)
 }
 
-/// A `Conv1D` layer: weight (in, out), bias (out), and its LoRA adapter if the store has one.
-struct Dense {
-    wb: (Tensor, Tensor),
-    lora: Option<LowRank>,
-}
-
 struct Block {
     ln_1: (Tensor, Tensor),
     c_attn: Dense,
@@ -203,12 +197,8 @@ impl Gpt {
                 params.get(&format!("{p}.bias"))?,
             ))
         };
-        let dense = |p: &str| -> Result<Dense> {
-            Ok(Dense {
-                wb: pair(p)?,
-                lora: LowRank::of(params, &format!("{p}.weight"))?,
-            })
-        };
+        // `Conv1D` layers: weight (in, out), bias (out).
+        let dense = |p: &str| Dense::load(params, p);
         let blocks = (0..cfg.n_layer)
             .map(|i| {
                 let p = format!("transformer.h.{i}");
