@@ -927,17 +927,28 @@ mod tests {
         }
     }
 
-    /// [`spec`]'s adapters of a sequence classifier.
-    fn lora_of(cfg: &TaskConfig, p: &Params) -> Lora {
+    /// `spec`'s adapters of a sequence classifier.
+    fn lora_with(spec: &LoraSection, cfg: &TaskConfig, p: &Params) -> Lora {
         let head = BertHead::SequenceClassification;
         Lora::new(
-            &spec(),
+            spec,
             Base::Task(cfg, head),
             (p, None),
             &[],
             &mut Rng::new(1),
         )
         .unwrap()
+    }
+
+    /// [`spec`]'s adapters of a sequence classifier.
+    fn lora_of(cfg: &TaskConfig, p: &Params) -> Lora {
+        lora_with(&spec(), cfg, p)
+    }
+
+    /// The largest |a - b|.
+    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f32>().unwrap()
     }
 
     fn ids() -> Tensor {
@@ -1088,15 +1099,7 @@ mod tests {
             target_modules: Some(vec![ALL_LINEAR.into()]),
             ..spec()
         };
-        let head = BertHead::SequenceClassification;
-        let lora = Lora::new(
-            &spec,
-            Base::Task(&cfg, head),
-            (&p, None),
-            &[],
-            &mut Rng::new(1),
-        )
-        .unwrap();
+        let lora = lora_with(&spec, &cfg, &p);
         perturb(&lora);
         let view = lora.view();
         let ours = loss(&cfg, &view);
@@ -1134,15 +1137,8 @@ mod tests {
             let want_a = b.t().unwrap().matmul(&dw).unwrap();
             for (want, idx) in [(want_a, t.a), (want_b, t.b)] {
                 let got = got.grads[idx].as_ref().unwrap();
-                let top = want
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let d = (&want - got).unwrap().abs().unwrap().max_all().unwrap();
-                let d = d.to_scalar::<f32>().unwrap();
+                let top = max_abs(&want, &want.zeros_like().unwrap());
+                let d = max_abs(&want, got);
                 assert!(
                     d <= 1e-4 * top.max(1e-3),
                     "{}: {d}",
@@ -1173,18 +1169,10 @@ mod tests {
             dropout: 0.5,
             ..spec()
         };
-        let head = BertHead::SequenceClassification;
-        let lora = Lora::new(
-            &spec,
-            Base::Task(&cfg, head),
-            (&p, None),
-            &[],
-            &mut Rng::new(1),
-        )
-        .unwrap();
+        let lora = lora_with(&spec, &cfg, &p);
         perturb(&lora);
         let view = lora.view();
-        let m = TaskModel::new(&cfg, &view, head).unwrap();
+        let m = TaskModel::new(&cfg, &view, BertHead::SequenceClassification).unwrap();
         let ids = ids();
         let input = BertInput {
             ids: &ids,
@@ -1203,7 +1191,7 @@ mod tests {
         let plain = lora_of(&cfg, &p);
         perturb(&plain);
         let pv = plain.view();
-        let pm = TaskModel::new(&cfg, &pv, head).unwrap();
+        let pm = TaskModel::new(&cfg, &pv, BertHead::SequenceClassification).unwrap();
         let prun = |mode: Mode<'_>| pm.forward(&input, mode).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(
             prun(Mode::Train(&mut Rng::derive(4, 1))),
