@@ -25,8 +25,8 @@
 # MOMENTUM (SGD's and RMSprop's, default 0) and GROUP=1 (group_by_length in both; classes and
 # tags). SGD wants a larger LR than AdamW, e.g.
 #   OPTIM=sgd MOMENTUM=0.9 LR=0.05 bash scripts/finetune_compare.sh
-# LORA_R=8 (and LORA_ALPHA, default 16): LoRA of that rank on both sides (Lantern's [lora],
-# peft's LoraConfig; classes and tags), which wants a larger LR, e.g.
+# LORA_R=8 (and LORA_ALPHA, default 16; LORA_DROPOUT, default 0): LoRA of that rank on both
+# sides (Lantern's [lora], peft's LoraConfig; classes and tags), which wants a larger LR, e.g.
 #   LORA_R=8 LR=1e-3 EPOCHS=4 bash scripts/finetune_compare.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,8 +52,8 @@ esac
 lora_set=(); lora_args=()
 if [ -n "${LORA_R:-}" ]; then
     [[ "$TASK" == classes || "$TASK" == tags ]] || { echo "LORA_R: TASK classes or tags" >&2; exit 2; }
-    lora_set=(--set lora.r="$LORA_R" --set lora.alpha="${LORA_ALPHA:-16}")
-    lora_args=(--lora-r "$LORA_R" --lora-alpha "${LORA_ALPHA:-16}")
+    lora_set=(--set lora.r="$LORA_R" --set lora.alpha="${LORA_ALPHA:-16}" --set lora.dropout="${LORA_DROPOUT:-0.0}")
+    lora_args=(--lora-r "$LORA_R" --lora-alpha "${LORA_ALPHA:-16}" --lora-dropout "${LORA_DROPOUT:-0.0}")
 fi
 group_by_length=false; group_args=()
 if [ "${GROUP:-0}" = 1 ]; then group_by_length=true; group_args=(--group-by-length); fi

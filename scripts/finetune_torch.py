@@ -318,6 +318,7 @@ def main():
                     help="LoRA of this rank with peft (classes and tags; 0 = full fine-tuning), "
                          "as Lantern's [lora] section")
     ap.add_argument("--lora-alpha", type=float, default=8.0)
+    ap.add_argument("--lora-dropout", type=float, default=0.0, help="peft's lora_dropout")
     ap.add_argument("--lora-targets", default=None,
                     help="comma-separated target_modules (default: peft's for the family)")
     ap.add_argument("--doc-stride", type=int, default=32)
@@ -361,7 +362,7 @@ def main():
             targets = ["q_lin", "v_lin"]  # peft has no default for DistilBERT; Lantern's
         model = get_peft_model(model, LoraConfig(
             task_type=TaskType.TOKEN_CLS if tags else TaskType.SEQ_CLS, r=args.lora_r,
-            lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules=targets))
+            lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets))
         trainable, total = model.get_nb_trainable_parameters()
         print(f"peft LoRA r={args.lora_r} alpha={args.lora_alpha}: {trainable} of {total} "
               f"parameters trained", flush=True)
