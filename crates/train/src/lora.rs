@@ -1151,6 +1151,51 @@ mod tests {
         }
     }
 
+    /// Every linear layer of every BERT family takes its side path: with `"all-linear"` and
+    /// random B, the view's loss is the merged model's (RoBERTa, DistilBERT's own layer names,
+    /// ELECTRA's `embeddings_project`), and differs from the base model's.
+    #[test]
+    fn every_family_runs_every_adapted_layer() {
+        use lantern_models::bert::Family;
+        for family in [Family::Roberta, Family::DistilBert, Family::Electra] {
+            let mut c =
+                BertConfig::new(40, 16, 2, 2, 32, 16).with_labels(&["a".into(), "b".into()]);
+            c.model_type = family;
+            if family == Family::Electra {
+                c.embedding_size = Some(8);
+            }
+            let head = BertHead::SequenceClassification;
+            let p = init_params(&c, head, &mut Rng::new(3), &Device::Cpu, DType::F32).unwrap();
+            let cfg = TaskConfig::Bert(c);
+            let spec = LoraSection {
+                target_modules: Some(vec![ALL_LINEAR.into()]),
+                ..spec()
+            };
+            let lora = lora_with(&spec, &cfg, &p);
+            perturb(&lora);
+            let ours = loss(&cfg, &lora.view()).to_scalar::<f32>().unwrap();
+            let merged = loss(&cfg, &lora.merged().unwrap())
+                .to_scalar::<f32>()
+                .unwrap();
+            let base = loss(&cfg, &p).to_scalar::<f32>().unwrap();
+            assert!(
+                (ours - merged).abs() <= 1e-5 * merged.abs(),
+                "{family:?}: {ours} vs {merged}"
+            );
+            assert!(
+                (ours - base).abs() > 1e-3 * base.abs(),
+                "{family:?}: B changes the model"
+            );
+            let written = lora.adapter_config(None)["target_modules"].clone();
+            if family == Family::Electra {
+                assert!(
+                    written.to_string().contains("embeddings_project"),
+                    "{written}"
+                );
+            }
+        }
+    }
+
     /// `lora.dropout` acts on the side path in training: the loss changes with the stream,
     /// the same stream gives the same loss, and evaluation has none.
     #[test]
