@@ -1196,6 +1196,49 @@ mod tests {
         }
     }
 
+    /// The same for the causal LMs: GPT-2's four `Conv1D`s (c_attn's three parts in the
+    /// composite attention) and Llama's seven projections, `"all-linear"`, random B: the
+    /// view's logits are the merged model's.
+    #[test]
+    fn every_decoder_layer_runs_its_side_path() {
+        use lantern_models::decoder::Decoder;
+        use lantern_models::gpt::GptConfig;
+        use lantern_models::llama::LlamaConfig;
+        let decoders = [
+            DecoderConfig::Gpt(GptConfig::preset("gpt-tiny", 64).unwrap()),
+            DecoderConfig::Llama(LlamaConfig::preset("llama-tiny", 64).unwrap()),
+        ];
+        for cfg in decoders {
+            let p = cfg
+                .init_params(&mut Rng::new(3), &Device::Cpu, DType::F32)
+                .unwrap();
+            let spec = LoraSection {
+                target_modules: Some(vec![ALL_LINEAR.into()]),
+                ..spec()
+            };
+            let base = Base::CausalLm(&cfg);
+            let lora = Lora::new(&spec, base, (&p, None), &[], &mut Rng::new(1)).unwrap();
+            perturb(&lora);
+            let logits = |store: &Params| {
+                let m = Decoder::new(&cfg, store).unwrap();
+                m.forward(&ids(), Mode::Eval).unwrap()
+            };
+            let (ours, merged) = (logits(&lora.view()), logits(&lora.merged().unwrap()));
+            let top = max_abs(&merged, &merged.zeros_like().unwrap());
+            let d = max_abs(&ours, &merged);
+            assert!(d <= 1e-5 * top, "{}: {d} of {top}", base.family());
+            assert!(
+                max_abs(&ours, &logits(&p)) > 1e-3 * top,
+                "B changes the model"
+            );
+            let per_model = match &cfg {
+                DecoderConfig::Gpt(g) => 4 * g.n_layer,
+                DecoderConfig::Llama(l) => 7 * l.num_hidden_layers,
+            };
+            assert_eq!(lora.targets.len(), per_model);
+        }
+    }
+
     /// `lora.dropout` acts on the side path in training: the loss changes with the stream,
     /// the same stream gives the same loss, and evaluation has none.
     #[test]
