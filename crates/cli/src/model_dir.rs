@@ -107,12 +107,7 @@ impl LoadedModel {
     pub fn apply_adapter(&mut self, dir: &Path) -> Result<()> {
         use lantern_train::lora::{self, Base, Lora, LoraSection};
         lora::check_not_merged(&self.source, dir)?;
-        let path = dir.join(lora::ADAPTER_CONFIG);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("--adapter: cannot read {}", path.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
-        let spec = LoraSection::from_peft(&v).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let spec = lora::read_adapter_settings(dir).map_err(|e| anyhow!("--adapter: {e}"))?;
         let spec = LoraSection {
             adapter: Some(dir.to_path_buf()),
             ..spec

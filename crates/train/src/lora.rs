@@ -231,6 +231,17 @@ pub fn copy_files(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The settings of the peft adapter folder `dir` (its `adapter_config.json`,
+/// [`LoraSection::from_peft`]); errors name the file.
+pub fn read_adapter_settings(dir: &Path) -> std::result::Result<LoraSection, String> {
+    let path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    LoraSection::from_peft(&v).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// With `lora.adapter` set in a config's raw table, the adapter's `adapter_config.json` gives
 /// the rest of the section: a key the config also gives must have the adapter's value, except
 /// `dropout`, a setting of the training rather than of the adapter, which the config may
@@ -248,12 +259,7 @@ pub fn fill_from_adapter(table: &mut toml::Table) -> std::result::Result<(), Str
             .ok_or("lora.adapter must be a folder's path")?,
     );
     let path = dir.join(ADAPTER_CONFIG);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("lora.adapter: cannot read {}: {e}", path.display()))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("lora.adapter: {}: not JSON: {e}", path.display()))?;
-    let spec =
-        LoraSection::from_peft(&v).map_err(|e| format!("lora.adapter: {}: {e}", path.display()))?;
+    let spec = read_adapter_settings(&dir).map_err(|e| format!("lora.adapter: {e}"))?;
     let targets = spec.target_modules.clone().unwrap_or_default();
     let theirs: [(&str, toml::Value); 5] = [
         ("r", toml::Value::Integer(spec.r as i64)),
