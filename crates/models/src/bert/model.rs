@@ -1,5 +1,5 @@
 use super::{BertConfig, Family};
-use crate::lowrank::Dense;
+use crate::lowrank::{add_side, Dense, LowRank};
 use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng};
@@ -348,11 +348,23 @@ pub fn init_params(
 
 /// `act(x @ w^T + b)` for x: (.., in), w: (out, in), b: (out); the bias (and the GELU, when
 /// `gelu`) is one fused op after the matmul.
-fn linear_act(x: &Tensor, (w, b): &(Tensor, Tensor), gelu: bool) -> Result<Tensor> {
+fn linear_act(x: &Tensor, wb: &(Tensor, Tensor), gelu: bool) -> Result<Tensor> {
+    adapted_act(x, wb, None, gelu, &mut Mode::Eval)
+}
+
+/// [`linear_act`] with `lora`'s side path (its dropout drawn from `mode`) added before the
+/// bias (and the GELU).
+fn adapted_act(
+    x: &Tensor,
+    (w, b): &(Tensor, Tensor),
+    lora: Option<&LowRank>,
+    gelu: bool,
+    mode: &mut Mode<'_>,
+) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
     let (n_out, n_in) = w.dims2()?;
-    let rows = x.elem_count() / n_in;
-    let y = x.reshape((rows, n_in))?.matmul(&w.t()?)?; // (rows, out)
+    let x = x.reshape((x.elem_count() / n_in, n_in))?;
+    let y = add_side(lora, &x, x.matmul(&w.t()?)?, mode)?; // (rows, out)
     let y = match gelu {
         true => k::bias_gelu_erf(&y, b)?,
         false => k::bias_add(&y, b)?,
@@ -371,20 +383,7 @@ fn linear(x: &Tensor, wb: &(Tensor, Tensor)) -> Result<Tensor> {
 impl Dense {
     /// [`linear_act`] with the adapter's side path added before the bias (and the GELU).
     fn apply(&self, x: &Tensor, gelu: bool, mode: &mut Mode<'_>) -> Result<Tensor> {
-        let Some(lora) = &self.lora else {
-            return linear_act(x, &self.wb, gelu);
-        };
-        let (w, b) = &self.wb;
-        let mut dims = x.dims().to_vec();
-        let (n_out, n_in) = w.dims2()?;
-        let x = x.reshape((x.elem_count() / n_in, n_in))?;
-        let y = lora.add_to(&x, x.matmul(&w.t()?)?, mode)?; // (rows, out)
-        let y = match gelu {
-            true => k::bias_gelu_erf(&y, b)?,
-            false => k::bias_add(&y, b)?,
-        };
-        *dims.last_mut().expect("rank >= 1") = n_out;
-        Ok(y.reshape(dims)?)
+        adapted_act(x, &self.wb, self.lora.as_ref(), gelu, mode)
     }
 }
 

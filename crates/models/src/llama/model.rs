@@ -1,6 +1,6 @@
 use super::LlamaConfig;
 use crate::gpt::{AttentionImpl, Gpt, Product};
-use crate::lowrank::LowRank;
+use crate::lowrank::{add_side, LowRank};
 use crate::{Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng, WeightLayout};
@@ -86,22 +86,24 @@ struct Block {
     down_proj: Proj,
 }
 
-/// [`linear`] through a block's layer, with its adapter's side path (drawing its dropout from
-/// `mode`).
-fn proj(x: &Tensor, p: &Proj, (product, mode): (Product, &mut Mode<'_>)) -> Result<Tensor> {
-    let y = linear(x, &p.w, product)?;
-    let Some(lora) = &p.lora else {
-        return Ok(y);
-    };
-    let n_in = p.w.dim(1)?;
-    let rows = x.elem_count() / n_in;
-    let y2 = y.reshape((rows, y.dim(y.rank() - 1)?))?;
-    let out = lora.add_to(&x.reshape((rows, n_in))?, y2, mode)?;
-    Ok(out.reshape(y.shape())?)
+/// [`adapted`] through a block's layer, with its adapter's side path (drawing its dropout
+/// from `mode`).
+fn proj(x: &Tensor, p: &Proj, run: (Product, &mut Mode<'_>)) -> Result<Tensor> {
+    adapted(x, &p.w, p.lora.as_ref(), run)
 }
 
 /// `x @ w^T` for x: (.., in) and a torch Linear weight w: (out, in), without bias.
 fn linear(x: &Tensor, w: &Tensor, product: Product) -> Result<Tensor> {
+    adapted(x, w, None, (product, &mut Mode::Eval))
+}
+
+/// [`linear`] plus `lora`'s side path.
+fn adapted(
+    x: &Tensor,
+    w: &Tensor,
+    lora: Option<&LowRank>,
+    (product, mode): (Product, &mut Mode<'_>),
+) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
     let (n_out, n_in) = w.dims2()?;
     let rows = x.elem_count() / n_in;
@@ -110,6 +112,7 @@ fn linear(x: &Tensor, w: &Tensor, product: Product) -> Result<Tensor> {
         Product::Matmul => x.matmul(&w.t()?)?,
         Product::Inference => k::inference_matmul(&x, w, WeightLayout::OutIn)?,
     }; // (rows, out)
+    let y = add_side(lora, &x, y, mode)?;
     *dims.last_mut().expect("rank >= 1") = n_out;
     Ok(y.reshape(dims)?)
 }
