@@ -1861,6 +1861,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         say(format!("{}, the task head in full", l.describe()));
     }
     let lora_view = lora.as_ref().map(Lora::view);
+    // What the model reads: the working store, with LoRA's adapters when there are any.
+    let model_store = lora_view.as_ref().unwrap_or(work_params);
     // torch.amp.GradScaler's defaults, as transformers' Trainer uses them with fp16=True.
     let mut scaler = (t.precision == Precision::Fp16).then(|| {
         resumed
@@ -1880,17 +1882,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             ""
         }
     ));
-    let model = TaskModel::new(
-        &task_cfg,
-        lora_view.as_ref().unwrap_or(work_params),
-        head_of(problem),
-    )?;
+    let model = TaskModel::new(&task_cfg, model_store, head_of(problem))?;
     // Evaluations read the same weights without recording a graph.
-    let eval_model = TaskModel::new(
-        &task_cfg,
-        &lora_view.as_ref().unwrap_or(work_params).frozen(),
-        head_of(problem),
-    )?;
+    let eval_model = TaskModel::new(&task_cfg, &model_store.frozen(), head_of(problem))?;
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience)
         .with_threshold(cfg.early_stopping.threshold);
     let metric = cfg.early_stopping.metric.clone();
@@ -2080,7 +2074,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 &comm,
                 ClsModel {
                     model: &model,
-                    work: lora_view.as_ref().unwrap_or(work_params),
+                    work: model_store,
                     master: trained,
                     lora: lora.as_ref(),
                 },

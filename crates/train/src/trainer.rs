@@ -669,17 +669,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     }
     let trained = lora.as_ref().map_or(&params, |l| l.master());
     let lora_view = lora.as_ref().map(Lora::view);
+    // What the model reads: the working store, with LoRA's adapters when there are any.
+    let model_store = lora_view.as_ref().unwrap_or(work_params);
     let model = model_cfg.build(
-        lora_view.as_ref().unwrap_or(work_params),
+        model_store,
         cfg.model.attention,
         cfg.train.activation_checkpointing,
     )?;
     // Evaluations read the same weights without recording a graph.
-    let eval_model = model_cfg.build(
-        &lora_view.as_ref().unwrap_or(work_params).frozen(),
-        cfg.model.attention,
-        false,
-    )?;
+    let eval_model = model_cfg.build(&model_store.frozen(), cfg.model.attention, false)?;
     let mut scaler = (precision == Precision::Fp16).then(|| {
         state
             .as_ref()
@@ -979,7 +977,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             &comm,
             &StepInputs {
                 model: &*model,
-                params: lora_view.as_ref().unwrap_or(work_params),
+                params: model_store,
                 master: trained,
                 lora: lora.as_ref(),
                 batches: &batches,
