@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write tests/golden/llama_tiny/, llama_tied/ and llama3_rope/: tiny LlamaForCausalLM models
+"""Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/ and
+mistral_window/: tiny LlamaForCausalLM models (and their Qwen2 and Mistral relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
 lantern_models::llama.
@@ -15,6 +16,11 @@ llama3_rope/: llama_tiny with Llama 3.1's RoPE scaling (rope_type "llama3", fact
 low/high frequency factors 1 and 4, original context 8): of the 4 frequencies of a head of 8,
 the highest (wavelength 6.3, between 8/4 and 8/1) is interpolated and the other three are
 divided by 8.
+llama_bias/: llama_tiny with attention_bias and mlp_bias (every Linear of a block has a bias).
+qwen2_tiny/: Qwen2ForCausalLM (biases on q_proj, k_proj and v_proj only), tied head, 2
+key/value heads.
+mistral_window/: MistralForCausalLM with sliding_window 5: each token attends to itself and
+the 4 before it.
 Every parameter (RMSNorm gains included) is redrawn N(0, 0.2) from torch.manual_seed(1234)
 (make_golden.randomised), so nothing is trivially 0 or 1.
 
@@ -36,7 +42,8 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 from make_golden import randomised
 
@@ -45,6 +52,9 @@ B, T = 2, 16
 PROMPT, NEW = 8, 16
 V = 96
 ROPE_THETA = 100.0
+# Mistral's sliding window in mistral_window/: shorter than the 16 tokens of the forward and the
+# 24 of the generation, so that a reader that ignores it fails.
+WINDOW = 5
 
 
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": ROPE_THETA, "factor": 8.0,
@@ -52,8 +62,19 @@ LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": ROPE_THETA, "factor": 8.0,
                "original_max_position_embeddings": 8}
 
 
-def tiny_llama_config(kv_heads: int, tied: bool, rope: dict | None = None) -> LlamaConfig:
-    return LlamaConfig(
+# The Llama family's members: (config class, model class).
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+}
+
+
+def tiny_llama_config(kv_heads: int, tied: bool, rope: dict | None = None,
+                      family: str = "llama", **extra) -> LlamaConfig:
+    keys = dict(attention_bias=False, mlp_bias=False) if family == "llama" else {}
+    keys.update(extra)
+    return FAMILIES[family][0](
         vocab_size=V,
         hidden_size=32,
         intermediate_size=64,
@@ -65,19 +86,20 @@ def tiny_llama_config(kv_heads: int, tied: bool, rope: dict | None = None) -> Ll
         rms_norm_eps=1e-6,
         hidden_act="silu",
         attention_dropout=0.0,
-        attention_bias=False,
-        mlp_bias=False,
         tie_word_embeddings=tied,
         # No end of text: greedy generation runs its NEW tokens whatever they are.
         bos_token_id=None,
         eos_token_id=None,
         pad_token_id=None,
+        **keys,
     )
 
 
-def write(out: str, kv_heads: int, tied: bool, rope: dict | None = None) -> None:
-    config = tiny_llama_config(kv_heads, tied, rope)
-    model = randomised(LlamaForCausalLM, config)
+def write(out: str, kv_heads: int, tied: bool, rope: dict | None = None,
+          family: str = "llama", **extra) -> None:
+    config = tiny_llama_config(kv_heads, tied, rope, family, **extra)
+    model_class = FAMILIES[family][1]
+    model = randomised(model_class, config)
     if tied:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "not tied"
     model.eval()
@@ -129,7 +151,7 @@ def write(out: str, kv_heads: int, tied: bool, rope: dict | None = None) -> None
     save_file(expected, os.path.join(out, "expected.safetensors"), metadata={"format": "pt"})
 
     # The folder loads back the same.
-    back = LlamaForCausalLM.from_pretrained(out)
+    back = model_class.from_pretrained(out)
     assert back.config.rope_parameters["rope_theta"] == ROPE_THETA
     with torch.no_grad():
         again = back(input_ids=input_ids).logits
@@ -151,6 +173,11 @@ def main() -> int:
     write(os.path.join(args.out_dir, "llama_tiny"), kv_heads=2, tied=False)
     write(os.path.join(args.out_dir, "llama_tied"), kv_heads=4, tied=True)
     write(os.path.join(args.out_dir, "llama3_rope"), kv_heads=2, tied=False, rope=LLAMA3_ROPE)
+    write(os.path.join(args.out_dir, "llama_bias"), kv_heads=2, tied=False,
+          attention_bias=True, mlp_bias=True)
+    write(os.path.join(args.out_dir, "qwen2_tiny"), kv_heads=2, tied=True, family="qwen2")
+    write(os.path.join(args.out_dir, "mistral_window"), kv_heads=2, tied=False,
+          family="mistral", sliding_window=WINDOW)
     return 0
 
 

@@ -1,12 +1,15 @@
 //! Parity with transformers' `LlamaForCausalLM` on golden files it wrote
 //! (`scripts/make_llama_golden.py`): `llama_tiny/` (grouped-query attention, untied head),
-//! `llama_tied/` (MHA, head tied to the embedding) and `llama3_rope/` (llama_tiny with Llama
-//! 3.1's RoPE scaling), each saved with `save_pretrained`, with
+//! `llama_tied/` (MHA, head tied to the embedding), `llama3_rope/` (llama_tiny with Llama
+//! 3.1's RoPE scaling), `llama_bias/` (`attention_bias` and `mlp_bias`), and two relatives:
+//! `qwen2_tiny/` (`Qwen2ForCausalLM`: q/k/v biases, tied head) and `mistral_window/`
+//! (`MistralForCausalLM` with a sliding window of 5 tokens, shorter than the sequences), each
+//! saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
 
 use candle_core::{DType, Device, Tensor};
-use lantern_models::llama::{hf, KvCache, Llama, LlamaConfig};
+use lantern_models::llama::{hf, KvCache, Llama, LlamaConfig, LlamaFamily};
 use lantern_models::{safetensors_io, Mode, Params};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -14,7 +17,14 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 3] = ["llama_tiny", "llama_tied", "llama3_rope"];
+const FOLDERS: [&str; 6] = [
+    "llama_tiny",
+    "llama_tied",
+    "llama3_rope",
+    "llama_bias",
+    "qwen2_tiny",
+    "mistral_window",
+];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {
     let cfg = hf::config_from_hf(&dir.join("config.json")).unwrap_or_else(|e| panic!("{e}"));
@@ -80,6 +90,45 @@ fn configs_read_as_transformers_wrote_them() {
         &[plain[1] / 8.0, plain[2] / 8.0, plain[3] / 8.0],
         "wavelengths 19.9, 62.8 and 198.7 are past 8/1: divided by the factor"
     );
+}
+
+#[test]
+fn the_relatives_read_as_their_families() {
+    let (bias, _) = load(&golden_dir("llama_bias"));
+    assert_eq!(bias.model_type, LlamaFamily::Llama);
+    assert!(bias.attention_bias && bias.mlp_bias && bias.qkv_bias() && bias.o_bias());
+    let (qwen, params) = load(&golden_dir("qwen2_tiny"));
+    assert_eq!(qwen.model_type, LlamaFamily::Qwen2);
+    assert!(qwen.qkv_bias() && !qwen.o_bias() && !qwen.mlp_bias && qwen.tie_word_embeddings);
+    assert!(params.get("model.layers.1.self_attn.v_proj.bias").is_ok());
+    assert!(params.get("model.layers.1.self_attn.o_proj.bias").is_err());
+    assert_eq!(params.num_elements(), qwen.num_params());
+    let (mistral, _) = load(&golden_dir("mistral_window"));
+    assert_eq!(mistral.model_type, LlamaFamily::Mistral);
+    assert_eq!(mistral.sliding_window, Some(5));
+    assert!(mistral.window_applies(6) && !mistral.window_applies(5));
+    // Without its window the Mistral is llama_tiny's architecture: its logits change.
+    let dir = golden_dir("mistral_window");
+    let (_, params) = load(&dir);
+    let ids = u32_matrix(&read_json(&dir.join("inputs.json")), "input_ids");
+    let unwindowed = LlamaConfig {
+        sliding_window: None,
+        ..mistral.clone()
+    };
+    let a = Llama::new(&mistral, &params)
+        .unwrap()
+        .forward(&ids, Mode::Eval)
+        .unwrap();
+    let b = Llama::new(&unwindowed, &params)
+        .unwrap()
+        .forward(&ids, Mode::Eval)
+        .unwrap();
+    // The first 5 positions see the same keys either way; later ones do not.
+    assert_eq!(
+        max_abs(&a.narrow(1, 0, 5).unwrap(), &b.narrow(1, 0, 5).unwrap()),
+        0.0
+    );
+    assert!(max_abs(&a, &b) > 1e-3);
 }
 
 #[test]
@@ -254,6 +303,9 @@ fn export_is_transformers_file_name_for_name_and_reloads() {
             "tie_word_embeddings",
             "attention_bias",
             "mlp_bias",
+            "sliding_window",
+            "use_sliding_window",
+            "layer_types",
             "dtype",
         ] {
             assert_eq!(v[k], theirs_cfg[k], "{name}: config key {k}");

@@ -618,7 +618,7 @@ pub fn is_task_model(path: &Path) -> bool {
         return false;
     };
     match v.get("model_type").and_then(|m| m.as_str()) {
-        Some("gpt2" | "llama") => v
+        Some(mt) if lantern_models::decoder::is_model_type(mt) => v
             .get("architectures")
             .and_then(|a| a.get(0))
             .and_then(|a| a.as_str())

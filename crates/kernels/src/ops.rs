@@ -178,10 +178,24 @@ pub fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
 /// keys of positions `0..start + T`: query i sees keys 0..=start + i (generation with cached
 /// keys).
 pub fn causal_mask_after(start: usize, t: usize, device: &Device) -> Result<Tensor> {
+    sliding_causal_mask(start, t, None, device)
+}
+
+/// [`causal_mask_after`] within a sliding window of `window` keys (Mistral's): query i, at
+/// position p = start + i, sees the keys of positions p - window + 1 ..= p
+/// (transformers' `sliding_window_overlay`: key > query - window). `None`: no window.
+pub fn sliding_causal_mask(
+    start: usize,
+    t: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
     let mask: Vec<f32> = (0..t)
         .flat_map(|i| {
+            let p = start + i;
             (0..start + t).map(move |j| {
-                if j > start + i {
+                let outside = window.is_some_and(|w| j + w <= p);
+                if j > p || outside {
                     f32::NEG_INFINITY
                 } else {
                     0.0
@@ -346,6 +360,33 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(d <= tol, "max abs diff {d} > {tol}");
+    }
+
+    /// A mask's rows as strings: '1' where the key is visible, '.' where masked.
+    fn rows(m: Tensor) -> Vec<String> {
+        m.to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|&x| if x == 0.0 { '1' } else { '.' })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sliding_masks_keep_the_window_ending_at_each_query() {
+        let visible =
+            |start, t, window| rows(sliding_causal_mask(start, t, window, &Device::Cpu).unwrap());
+        assert_eq!(visible(0, 4, None), ["1...", "11..", "111.", "1111"]);
+        assert_eq!(visible(0, 4, Some(2)), ["1...", "11..", ".11.", "..11"]);
+        // Two queries at positions 3 and 4 over keys 0..5, a window of 3.
+        assert_eq!(visible(3, 2, Some(3)), [".111.", "..111"]);
+        // A window as long as the sequence is no window, and no window is the causal mask.
+        assert_eq!(visible(1, 3, Some(4)), visible(1, 3, None));
+        let causal = rows(causal_mask_after(1, 3, &Device::Cpu).unwrap());
+        assert_eq!(visible(1, 3, None), causal);
     }
 
     #[test]

@@ -44,10 +44,10 @@ impl TaskConfig {
     /// architecture of the family we do not implement).
     pub fn from_hf(path: &Path) -> Result<(Self, Option<BertHead>)> {
         let v = hf_config::read_json(path)?;
-        if matches!(
-            v.get("model_type").and_then(Value::as_str),
-            Some("gpt2" | "llama")
-        ) {
+        if v.get("model_type")
+            .and_then(Value::as_str)
+            .is_some_and(crate::decoder::is_model_type)
+        {
             let (c, head) = decoder_cls::config_from_json(&v, path)?;
             let head = head.map(|h| match h {
                 DecoderHead::SequenceClassification => BertHead::SequenceClassification,

@@ -47,28 +47,19 @@ pub enum DecoderHead {
 }
 
 /// transformers' class of each head on each family (`model_type`).
-const ARCHITECTURES: [(&str, DecoderHead, &str); 4] = [
-    (
-        "gpt2",
-        DecoderHead::SequenceClassification,
-        "GPT2ForSequenceClassification",
-    ),
-    (
-        "gpt2",
-        DecoderHead::TokenClassification,
-        "GPT2ForTokenClassification",
-    ),
-    (
-        "llama",
-        DecoderHead::SequenceClassification,
-        "LlamaForSequenceClassification",
-    ),
-    (
-        "llama",
-        DecoderHead::TokenClassification,
-        "LlamaForTokenClassification",
-    ),
-];
+const ARCHITECTURES: [(&str, DecoderHead, &str); 8] = {
+    use DecoderHead::{SequenceClassification as Seq, TokenClassification as Tok};
+    [
+        ("gpt2", Seq, "GPT2ForSequenceClassification"),
+        ("gpt2", Tok, "GPT2ForTokenClassification"),
+        ("llama", Seq, "LlamaForSequenceClassification"),
+        ("llama", Tok, "LlamaForTokenClassification"),
+        ("mistral", Seq, "MistralForSequenceClassification"),
+        ("mistral", Tok, "MistralForTokenClassification"),
+        ("qwen2", Seq, "Qwen2ForSequenceClassification"),
+        ("qwen2", Tok, "Qwen2ForTokenClassification"),
+    ]
+};
 
 impl DecoderHead {
     /// transformers' architecture name of this head on `lm`'s family.
@@ -519,7 +510,7 @@ impl DecoderForTokenClassification {
 mod tests {
     use super::*;
     use crate::gpt::GptConfig;
-    use crate::llama::LlamaConfig;
+    use crate::llama::{LlamaConfig, LlamaFamily};
     use crate::testutil::max_diff;
 
     const LABELS: [&str; 3] = ["a", "b", "c"];
@@ -558,11 +549,33 @@ mod tests {
             tie_word_embeddings: false,
             initializer_range: 0.2,
             pad_token_id: None,
+            model_type: LlamaFamily::Llama,
+            attention_bias: false,
+            mlp_bias: false,
+            sliding_window: None,
         }))
     }
 
-    fn both() -> [DecoderClsConfig; 2] {
-        [tiny(), tiny_llama()]
+    /// [`tiny_llama`] as a relative: Qwen2 (q/k/v biases) or Mistral (a window of 3 tokens,
+    /// shorter than the test sequences).
+    fn tiny_relative(family: LlamaFamily) -> DecoderClsConfig {
+        let DecoderConfig::Llama(c) = tiny_llama().lm else {
+            unreachable!()
+        };
+        with_labels(DecoderConfig::Llama(LlamaConfig {
+            model_type: family,
+            sliding_window: (family == LlamaFamily::Mistral).then_some(3),
+            ..c
+        }))
+    }
+
+    fn families() -> [DecoderClsConfig; 4] {
+        [
+            tiny(),
+            tiny_llama(),
+            tiny_relative(LlamaFamily::Qwen2),
+            tiny_relative(LlamaFamily::Mistral),
+        ]
     }
 
     fn model(cfg: &DecoderClsConfig) -> (Params, DecoderForSequenceClassification) {
@@ -608,7 +621,7 @@ mod tests {
 
     #[test]
     fn padding_changes_nothing_and_each_row_is_its_own_sequence() {
-        for cfg in both() {
+        for cfg in families() {
             let (_, m) = model(&cfg);
             let padded =
                 Tensor::new(&[[1u32, 2, 3, 4, 5], [6, 7, 19, 19, 19]], &Device::Cpu).unwrap();
@@ -624,7 +637,7 @@ mod tests {
 
     #[test]
     fn every_parameter_gets_a_gradient_except_the_padding_row() {
-        for mut cfg in both() {
+        for mut cfg in families() {
             if let DecoderConfig::Gpt(g) = &mut cfg.lm {
                 g.dropout = 0.1;
             }
@@ -666,7 +679,7 @@ mod tests {
 
     #[test]
     fn a_language_models_weights_load_with_a_fresh_reported_score() {
-        for cfg in both() {
+        for cfg in families() {
             let tensors = lm_tensors(&cfg);
             let seq = DecoderHead::SequenceClassification;
             let path = Path::new("lm.safetensors");
@@ -703,7 +716,7 @@ mod tests {
 
     #[test]
     fn the_token_classifier_scores_every_position_and_padding_changes_no_real_one() {
-        for cfg in both() {
+        for cfg in families() {
             let tok = DecoderHead::TokenClassification;
             let (w, b) = tok.names(&cfg.lm);
             let b = b.unwrap();
@@ -744,7 +757,7 @@ mod tests {
 
     #[test]
     fn the_config_round_trips_through_transformers_format() {
-        for mut cfg in both() {
+        for mut cfg in families() {
             cfg.eos_token_id = Some(19);
             cfg.problem_type = Some("multi_label_classification".into());
             let dir = tempfile::tempdir().unwrap();

@@ -7,13 +7,22 @@
 pub mod classifier;
 
 use crate::gpt::{self, perplexity, Gpt, GptConfig};
-use crate::llama::{self, Llama, LlamaConfig};
+use crate::llama::{self, Llama, LlamaConfig, LlamaFamily};
 use crate::{hf_config, Error, Mode, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// The `model_type`s of the causal language models: GPT-2 and the Llama family
+/// ([`LlamaFamily`]: Llama, Mistral, Qwen2).
+pub const MODEL_TYPES: [&str; 4] = ["gpt2", "llama", "mistral", "qwen2"];
+
+/// Whether `model_type` is one of [`MODEL_TYPES`].
+pub fn is_model_type(model_type: &str) -> bool {
+    MODEL_TYPES.contains(&model_type)
+}
 
 /// The config of a causal language model.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,13 +41,16 @@ impl DecoderConfig {
     /// [`DecoderConfig::from_hf`] of the parsed file (`path` is for messages).
     pub(crate) fn from_json(v: &Value, path: &Path) -> Result<Self> {
         match v.get("model_type").and_then(Value::as_str) {
-            Some("llama") => Ok(Self::Llama(llama::hf::config_from_json(v, path)?)),
             Some("gpt2") | None => Ok(Self::Gpt(gpt::hf::config_from_json(v, path)?)),
+            Some(mt) if LlamaFamily::from_model_type(mt).is_some() => {
+                Ok(Self::Llama(llama::hf::config_from_json(v, path)?))
+            }
             Some(other) => Err(Error::File {
                 path: path.to_path_buf(),
                 msg: format!(
                     "model_type {other:?} is not a causal language model Lantern implements \
-                     (gpt2, llama)"
+                     ({})",
+                    MODEL_TYPES.join(", ")
                 ),
             }),
         }
@@ -48,7 +60,7 @@ impl DecoderConfig {
     pub fn architecture(&self) -> &'static str {
         match self {
             Self::Gpt(_) => "GPT2LMHeadModel",
-            Self::Llama(_) => "LlamaForCausalLM",
+            Self::Llama(c) => c.model_type.causal_lm(),
         }
     }
 
@@ -71,7 +83,7 @@ impl DecoderConfig {
     pub fn model_type(&self) -> &'static str {
         match self {
             Self::Gpt(_) => "gpt2",
-            Self::Llama(_) => "llama",
+            Self::Llama(c) => c.model_type.model_type(),
         }
     }
 

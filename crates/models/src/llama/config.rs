@@ -37,6 +37,65 @@ pub struct LlamaConfig {
     /// row is drawn as zeros and never gets a gradient. Our presets have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad_token_id: Option<u32>,
+    /// transformers' family of the checkpoint: Llama itself, or Mistral or Qwen2, which are
+    /// Llama's blocks with one change each (Mistral's sliding window, Qwen2's query, key and
+    /// value biases). It names the classes of the export and decides Qwen2's biases.
+    #[serde(default, skip_serializing_if = "LlamaFamily::is_llama")]
+    pub model_type: LlamaFamily,
+    /// Llama's `attention_bias`: biases on q_proj, k_proj, v_proj and o_proj.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention_bias: bool,
+    /// Llama's `mlp_bias`: biases on gate_proj, up_proj and down_proj.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mlp_bias: bool,
+    /// Mistral's `sliding_window` W: the token at position i attends to the keys of positions
+    /// i - W + 1 ..= i only (transformers' `sliding_window_overlay`). `None`: all before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+}
+
+/// The transformers families that are Llama's architecture with a variation
+/// ([`LlamaConfig::model_type`]); the names are their `model_type`s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlamaFamily {
+    #[default]
+    Llama,
+    /// `MistralForCausalLM`: Llama with a sliding attention window.
+    Mistral,
+    /// `Qwen2ForCausalLM`: Llama with biases on the query, key and value projections.
+    Qwen2,
+}
+
+impl LlamaFamily {
+    pub const ALL: [LlamaFamily; 3] = [Self::Llama, Self::Mistral, Self::Qwen2];
+
+    /// transformers' `model_type`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+        }
+    }
+
+    /// The family of a `model_type`.
+    pub fn from_model_type(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.model_type() == name)
+    }
+
+    /// transformers' causal language model class (`LlamaForCausalLM`, ...).
+    pub fn causal_lm(self) -> &'static str {
+        match self {
+            Self::Llama => "LlamaForCausalLM",
+            Self::Mistral => "MistralForCausalLM",
+            Self::Qwen2 => "Qwen2ForCausalLM",
+        }
+    }
+
+    fn is_llama(&self) -> bool {
+        *self == Self::Llama
+    }
 }
 
 /// The parameters of Llama 3.1's RoPE scaling (transformers' `_compute_llama3_parameters`):
@@ -95,6 +154,10 @@ impl LlamaConfig {
             tie_word_embeddings: false,
             initializer_range: default_initializer_range(),
             pad_token_id: None,
+            model_type: LlamaFamily::Llama,
+            attention_bias: false,
+            mlp_bias: false,
+            sliding_window: None,
         };
         c.validate()?;
         Ok(c)
@@ -176,7 +239,41 @@ impl LlamaConfig {
                 ));
             }
         }
+        let family = self.model_type.model_type();
+        if self.model_type != LlamaFamily::Llama && (self.attention_bias || self.mlp_bias) {
+            return bad(format!(
+                "attention_bias and mlp_bias are Llama's keys, not {family}'s"
+            ));
+        }
+        match (self.model_type, self.sliding_window) {
+            (_, None) => {}
+            (LlamaFamily::Mistral, Some(0)) => return bad("sliding_window must be positive".into()),
+            (LlamaFamily::Mistral, Some(_)) => {}
+            (_, Some(w)) => {
+                return bad(format!(
+                    "sliding_window {w}: only Mistral's attention slides ({family} attends to \
+                     every earlier position)"
+                ))
+            }
+        }
         Ok(())
+    }
+
+    /// Whether q_proj, k_proj and v_proj have biases (Llama's `attention_bias`; always in
+    /// Qwen2).
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.model_type == LlamaFamily::Qwen2
+    }
+
+    /// Whether o_proj has a bias (Llama's `attention_bias`; Qwen2's has none).
+    pub fn o_bias(&self) -> bool {
+        self.attention_bias
+    }
+
+    /// Whether the attention of `t` positions is narrower than causal: Mistral's sliding
+    /// window is shorter than the sequence.
+    pub fn window_applies(&self, t: usize) -> bool {
+        self.sliding_window.is_some_and(|w| w < t)
     }
 
     pub fn head_dim(&self) -> usize {
@@ -223,7 +320,10 @@ impl LlamaConfig {
         let (c, i) = (self.hidden_size, self.intermediate_size);
         let kv = self.num_key_value_heads * self.head_dim();
         let attn = c * c + 2 * c * kv + c * c; // q, k, v, o
-        let block = 2 * c + attn + 3 * c * i; // two norms, attention, gate/up/down
+        let biases = self.qkv_bias() as usize * (c + 2 * kv)
+            + self.o_bias() as usize * c
+            + self.mlp_bias as usize * (2 * i + c);
+        let block = 2 * c + attn + 3 * c * i + biases; // two norms, attention, gate/up/down
         let head = match self.tie_word_embeddings {
             true => 0,
             false => self.vocab_size * c,
@@ -276,10 +376,43 @@ mod tests {
     }
 
     #[test]
+    fn num_params_counts_each_familys_biases() {
+        let base = LlamaConfig::preset("llama-tiny", 1000).unwrap();
+        let (c, kv, i, l) = (128, 64, 352, 4);
+        let qwen = LlamaConfig {
+            model_type: LlamaFamily::Qwen2,
+            ..base.clone()
+        };
+        assert_eq!(qwen.num_params(), base.num_params() + l * (c + 2 * kv));
+        let biased = LlamaConfig {
+            attention_bias: true,
+            mlp_bias: true,
+            ..base.clone()
+        };
+        let per_block = (c + 2 * kv) + c + (2 * i + c);
+        assert_eq!(biased.num_params(), base.num_params() + l * per_block);
+    }
+
+    #[test]
     fn bad_configs_name_the_field() {
         let ok = LlamaConfig::preset("llama-tiny", 100).unwrap();
         type Edit = fn(&mut LlamaConfig);
-        let cases: [(Edit, &str); 6] = [
+        let cases: [(Edit, &str); 9] = [
+            (
+                |c| {
+                    c.model_type = LlamaFamily::Qwen2;
+                    c.attention_bias = true;
+                },
+                "attention_bias",
+            ),
+            (|c| c.sliding_window = Some(4), "sliding_window"),
+            (
+                |c| {
+                    c.model_type = LlamaFamily::Mistral;
+                    c.sliding_window = Some(0);
+                },
+                "sliding_window",
+            ),
             (|c| c.num_key_value_heads = 0, "num_key_value_heads"),
             (|c| c.num_key_value_heads = 3, "num_key_value_heads"),
             (|c| c.hidden_size = 130, "num_attention_heads"),

@@ -6,42 +6,62 @@
 //! versions saved, and refuses the variants our model does not implement (biases, attention
 //! dropout, RoPE scaling, another activation, a head width other than hidden/heads) by name.
 
-use super::{param_shapes, Llama3Rope, LlamaConfig};
+use super::{param_shapes, Llama3Rope, LlamaConfig, LlamaFamily};
 use crate::{hf_config, safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// `config.json` for `LlamaForCausalLM`, as transformers 5.24 writes it (RoPE in
-/// `rope_parameters`). `eot_id` becomes BOS/EOS when known.
+/// `config.json` for `LlamaForCausalLM` (or `MistralForCausalLM`, `Qwen2ForCausalLM`: the
+/// config's family), as transformers 5.24 writes it (RoPE in `rope_parameters`). `eot_id`
+/// becomes BOS/EOS when known.
 pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Value {
-    json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    let mut v = json!({
+        "architectures": [cfg.model_type.causal_lm()],
+        "model_type": cfg.model_type.model_type(),
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
         "num_hidden_layers": cfg.num_hidden_layers,
         "num_attention_heads": cfg.num_attention_heads,
         "num_key_value_heads": cfg.num_key_value_heads,
-        "head_dim": cfg.head_dim(),
         "hidden_act": "silu",
         "max_position_embeddings": cfg.max_position_embeddings,
         "initializer_range": cfg.initializer_range,
         "rms_norm_eps": cfg.rms_norm_eps,
         "rope_parameters": rope_parameters(cfg),
-        "attention_bias": false,
         "attention_dropout": 0.0,
-        "mlp_bias": false,
-        "pretraining_tp": 1,
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "use_cache": true,
         "pad_token_id": cfg.pad_token_id,
         "bos_token_id": eot_id,
         "eos_token_id": eot_id,
         "dtype": hf_config::dtype_name(dtype),
-    })
+    });
+    // What each family's config class has of its own (Qwen2Config has no head_dim).
+    let family = match cfg.model_type {
+        LlamaFamily::Llama => json!({
+            "head_dim": cfg.head_dim(),
+            "attention_bias": cfg.attention_bias,
+            "mlp_bias": cfg.mlp_bias,
+            "pretraining_tp": 1,
+        }),
+        LlamaFamily::Mistral => json!({
+            "head_dim": cfg.head_dim(),
+            "sliding_window": cfg.sliding_window,
+        }),
+        LlamaFamily::Qwen2 => json!({
+            "use_sliding_window": false,
+            "sliding_window": null,
+            "max_window_layers": cfg.num_hidden_layers,
+            "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
+        }),
+    };
+    for (k, x) in family.as_object().expect("an object") {
+        v[k] = x.clone();
+    }
+    v
 }
 
 /// transformers 5.24's `rope_parameters` of `cfg`.
@@ -88,11 +108,21 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
                 .ok_or_else(|| err(format!("\"{k}\" is {x}, expected true or false")))
         })
     };
-    match v.get("model_type").and_then(Value::as_str) {
-        Some("llama") => {}
-        Some(mt) => return Err(err(format!("model_type is {mt:?}, expected \"llama\""))),
-        None => return Err(err("no \"model_type\" (expected \"llama\")".into())),
-    }
+    let names = || {
+        LlamaFamily::ALL
+            .map(|f| format!("{:?}", f.model_type()))
+            .join(", ")
+    };
+    let family = match v.get("model_type").and_then(Value::as_str) {
+        Some(mt) => LlamaFamily::from_model_type(mt)
+            .ok_or_else(|| err(format!("model_type is {mt:?}, expected one of {}", names())))?,
+        None => {
+            return Err(err(format!(
+                "no \"model_type\" (expected one of {})",
+                names()
+            )))
+        }
+    };
     // transformers maps both names to the same SiLU.
     let act = get("hidden_act").map_or(Some("silu"), Value::as_str);
     if !matches!(act, Some("silu" | "swish")) {
@@ -101,13 +131,37 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             get("hidden_act").unwrap_or(&Value::Null)
         )));
     }
-    for k in ["attention_bias", "mlp_bias"] {
-        if boolean(k)? {
-            return Err(err(format!(
-                "\"{k}\": true is not supported (Llama without biases only)"
-            )));
+    // Each family's keys; the others' are not read (transformers ignores them too).
+    let defaults = Defaults::of(family);
+    let (attention_bias, mlp_bias) = match family {
+        LlamaFamily::Llama => (boolean("attention_bias")?, boolean("mlp_bias")?),
+        _ => (false, false),
+    };
+    let sliding_window = match family {
+        LlamaFamily::Llama => None,
+        // An absent key is MistralConfig's default window; null is none.
+        LlamaFamily::Mistral => match v.get("sliding_window") {
+            None => Some(4096),
+            Some(Value::Null) => None,
+            Some(x) => Some(x.as_u64().map(|x| x as usize).ok_or_else(|| {
+                err(format!(
+                    "\"sliding_window\" is {x}, expected a non-negative integer or null"
+                ))
+            })?),
+        },
+        // Qwen2Config sets the window only with `use_sliding_window`, and then on the layers
+        // past `max_window_layers` only.
+        LlamaFamily::Qwen2 => {
+            if boolean("use_sliding_window")? {
+                return Err(err(
+                    "\"use_sliding_window\": true is not supported (Qwen2 with full attention \
+                     only, as every released Qwen2 and Qwen2.5 checkpoint)"
+                        .into(),
+                ));
+            }
+            None
         }
-    }
+    };
     let dropout = float("attention_dropout", 0.0)?;
     if dropout != 0.0 {
         return Err(err(format!(
@@ -116,6 +170,14 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     }
     let hidden_size = int("hidden_size", 4096)?;
     let num_attention_heads = int("num_attention_heads", 32)?;
+    // A null key/value head count is the query heads' (MHA) in every family.
+    let num_key_value_heads = match v.get("num_key_value_heads") {
+        Some(Value::Null) => num_attention_heads,
+        _ => int(
+            "num_key_value_heads",
+            defaults.kv_heads.unwrap_or(num_attention_heads),
+        )?,
+    };
     if let Some(hd) = get("head_dim") {
         let derived = hidden_size.checked_div(num_attention_heads);
         if hd.as_u64().map(|x| x as usize) != derived {
@@ -128,13 +190,13 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     }
     let (rope_theta, rope_scaling) = rope(v, path)?;
     let cfg = LlamaConfig {
-        vocab_size: int("vocab_size", 32000)?,
+        vocab_size: int("vocab_size", defaults.vocab_size)?,
         hidden_size,
-        intermediate_size: int("intermediate_size", 11008)?,
+        intermediate_size: int("intermediate_size", defaults.intermediate_size)?,
         num_hidden_layers: int("num_hidden_layers", 32)?,
         num_attention_heads,
-        num_key_value_heads: int("num_key_value_heads", num_attention_heads)?,
-        max_position_embeddings: int("max_position_embeddings", 2048)?,
+        num_key_value_heads,
+        max_position_embeddings: int("max_position_embeddings", defaults.max_positions)?,
         rms_norm_eps: float("rms_norm_eps", 1e-6)?,
         rope_theta,
         rope_scaling,
@@ -148,10 +210,49 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
                     .ok_or_else(|| err(format!("\"pad_token_id\" is {x}, expected a token id")))?,
             ),
         },
+        model_type: family,
+        attention_bias,
+        mlp_bias,
+        sliding_window,
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
     check_plausible(&cfg, path)?;
     Ok(cfg)
+}
+
+/// The defaults of each family's config class for the keys whose defaults differ
+/// (`LlamaConfig`, `MistralConfig`, `Qwen2Config` in transformers 5.24).
+struct Defaults {
+    vocab_size: usize,
+    intermediate_size: usize,
+    max_positions: usize,
+    /// `None`: as many as the query heads.
+    kv_heads: Option<usize>,
+}
+
+impl Defaults {
+    fn of(family: LlamaFamily) -> Self {
+        match family {
+            LlamaFamily::Llama => Self {
+                vocab_size: 32000,
+                intermediate_size: 11008,
+                max_positions: 2048,
+                kv_heads: None,
+            },
+            LlamaFamily::Mistral => Self {
+                vocab_size: 32000,
+                intermediate_size: 14336,
+                max_positions: 4096 * 32,
+                kv_heads: Some(8),
+            },
+            LlamaFamily::Qwen2 => Self {
+                vocab_size: 151936,
+                intermediate_size: 22016,
+                max_positions: 32768,
+                kv_heads: Some(32),
+            },
+        }
+    }
 }
 
 /// The RoPE of a config, read as transformers 5.24 reads it (`convert_rope_params_to_dict`):
@@ -347,6 +448,10 @@ mod tests {
             tie_word_embeddings: false,
             initializer_range: 0.01,
             pad_token_id: None,
+            model_type: LlamaFamily::Llama,
+            attention_bias: false,
+            mlp_bias: false,
+            sliding_window: None,
         }
     }
 
@@ -383,6 +488,74 @@ mod tests {
             e.contains("config.json") && e.contains("invalid JSON"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_family_round_trips_through_config_json() {
+        let relatives = [
+            LlamaConfig {
+                attention_bias: true,
+                mlp_bias: true,
+                ..tiny()
+            },
+            LlamaConfig {
+                model_type: LlamaFamily::Qwen2,
+                tie_word_embeddings: true,
+                ..tiny()
+            },
+            LlamaConfig {
+                model_type: LlamaFamily::Mistral,
+                sliding_window: Some(7),
+                ..tiny()
+            },
+            LlamaConfig {
+                model_type: LlamaFamily::Mistral,
+                ..tiny()
+            },
+        ];
+        for cfg in relatives {
+            let v = to_hf_config(&cfg, None, DType::F32);
+            assert_eq!(read(&v).unwrap(), cfg);
+            assert_eq!(v["model_type"], cfg.model_type.model_type());
+            assert_eq!(v["architectures"][0], cfg.model_type.causal_lm());
+        }
+        // Each family reads only its own keys, as transformers' config classes do: a Qwen2
+        // with Llama's attention_bias still has q/k/v biases only; Llama has no window.
+        let qwen = read(&json!({"model_type": "qwen2", "attention_bias": true,
+            "sliding_window": 16}))
+        .unwrap();
+        assert!(!qwen.attention_bias && qwen.qkv_bias() && !qwen.o_bias());
+        assert_eq!(qwen.sliding_window, None);
+        let llama = read(&json!({"model_type": "llama", "sliding_window": 16})).unwrap();
+        assert_eq!(llama.sliding_window, None);
+    }
+
+    #[test]
+    fn absent_keys_take_each_familys_defaults() {
+        // (vocabulary, MLP width, positions, key/value heads) of 32 query heads.
+        for (mt, want) in [
+            ("mistral", (32000, 14336, 131072, 8)),
+            ("qwen2", (151936, 22016, 32768, 32)),
+        ] {
+            let c = read(&json!({ "model_type": mt })).unwrap();
+            assert_eq!(
+                (
+                    c.vocab_size,
+                    c.intermediate_size,
+                    c.max_position_embeddings,
+                    c.num_key_value_heads
+                ),
+                want,
+                "{mt}"
+            );
+            let mha = read(&json!({"model_type": mt, "num_key_value_heads": null})).unwrap();
+            assert_eq!(mha.num_key_value_heads, 32, "{mt}");
+        }
+        // MistralConfig's window is 4096 unless the key says otherwise; null is none.
+        let m = read(&json!({"model_type": "mistral"})).unwrap();
+        assert_eq!(m.sliding_window, Some(4096));
+        let m = read(&json!({"model_type": "mistral", "sliding_window": null})).unwrap();
+        assert_eq!(m.sliding_window, None);
     }
 
     #[test]
@@ -476,10 +649,21 @@ mod tests {
     #[test]
     fn unsupported_variants_are_refused_naming_the_key() {
         let cases = [
-            (json!({"model_type": "mistral"}), "model_type"),
+            (json!({"model_type": "gemma"}), "model_type"),
             (json!({"hidden_act": "gelu"}), "hidden_act"),
-            (json!({"attention_bias": true}), "attention_bias"),
-            (json!({"mlp_bias": true}), "mlp_bias"),
+            (json!({"attention_bias": 1}), "attention_bias"),
+            (
+                json!({"model_type": "qwen2", "use_sliding_window": true}),
+                "use_sliding_window",
+            ),
+            (
+                json!({"model_type": "mistral", "sliding_window": "4k"}),
+                "sliding_window",
+            ),
+            (
+                json!({"model_type": "mistral", "sliding_window": 0}),
+                "sliding_window",
+            ),
             (json!({"attention_dropout": 0.1}), "attention_dropout"),
             (json!({"head_dim": 16}), "head_dim"),
             (json!({"num_key_value_heads": 3}), "num_key_value_heads"),

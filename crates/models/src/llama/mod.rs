@@ -10,7 +10,7 @@ mod config;
 pub mod hf;
 mod model;
 
-pub use config::{Llama3Rope, LlamaConfig};
+pub use config::{Llama3Rope, LlamaConfig, LlamaFamily};
 pub use model::{
     init_params, param_shapes, BlockContext, KvCache, Llama, Rope, EMBED_TOKENS, LM_HEAD,
 };

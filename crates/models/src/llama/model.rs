@@ -17,16 +17,25 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
     let kv = cfg.num_key_value_heads * cfg.head_dim();
     let mut v = vec![(EMBED_TOKENS.to_string(), vec![cfg.vocab_size, c])];
+    let (qkv, o, mlp) = (cfg.qkv_bias(), cfg.o_bias(), cfg.mlp_bias);
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
+        // A Linear's weight, then its bias if it has one (torch's order).
+        for (name, (out, inp), bias) in [
+            ("self_attn.q_proj", (c, c), qkv),
+            ("self_attn.k_proj", (kv, c), qkv),
+            ("self_attn.v_proj", (kv, c), qkv),
+            ("self_attn.o_proj", (c, c), o),
+            ("mlp.gate_proj", (i, c), mlp),
+            ("mlp.up_proj", (i, c), mlp),
+            ("mlp.down_proj", (c, i), mlp),
+        ] {
+            v.push((format!("{p}.{name}.weight"), vec![out, inp]));
+            if bias {
+                v.push((format!("{p}.{name}.bias"), vec![out]));
+            }
+        }
         v.extend([
-            (format!("{p}.self_attn.q_proj.weight"), vec![c, c]),
-            (format!("{p}.self_attn.k_proj.weight"), vec![kv, c]),
-            (format!("{p}.self_attn.v_proj.weight"), vec![kv, c]),
-            (format!("{p}.self_attn.o_proj.weight"), vec![c, c]),
-            (format!("{p}.mlp.gate_proj.weight"), vec![i, c]),
-            (format!("{p}.mlp.up_proj.weight"), vec![i, c]),
-            (format!("{p}.mlp.down_proj.weight"), vec![c, i]),
             (format!("{p}.input_layernorm.weight"), vec![c]),
             (format!("{p}.post_attention_layernorm.weight"), vec![c]),
         ]);
@@ -39,8 +48,8 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
 }
 
 /// transformers' `_init_weights` for Llama: every Linear weight and the embedding drawn from
-/// N(0, initializer_range), the padding row of the embedding (if any) then zeroed, RMSNorm
-/// gains 1 (no draws). Drawn in `param_shapes` order from `rng`, so the same seed gives the
+/// N(0, initializer_range), the padding row of the embedding (if any) then zeroed, biases 0
+/// and RMSNorm gains 1 (no draws). Drawn in `param_shapes` order from `rng`, so the same seed gives the
 /// same model on every device.
 pub fn init_params(
     cfg: &LlamaConfig,
@@ -52,9 +61,10 @@ pub fn init_params(
     let mut params = Params::new();
     for (name, shape) in param_shapes(cfg) {
         let n: usize = shape.iter().product();
-        let t = match name.ends_with("norm.weight") {
-            true => Tensor::ones(shape, DType::F32, device)?,
-            false => {
+        let t = match (name.ends_with("norm.weight"), name.ends_with(".bias")) {
+            (true, _) => Tensor::ones(shape, DType::F32, device)?,
+            (_, true) => Tensor::zeros(shape, DType::F32, device)?,
+            _ => {
                 let mut v = rng.normal_vec(n, cfg.initializer_range);
                 if let (EMBED_TOKENS, Some(p)) = (name.as_str(), cfg.pad_token_id) {
                     let c = cfg.hidden_size;
@@ -68,9 +78,11 @@ pub fn init_params(
     Ok(params)
 }
 
-/// A linear layer of a block: weight (out, in), and its LoRA adapter if the store has one.
+/// A linear layer of a block: weight (out, in), its bias (out) if the config gives it one,
+/// and its LoRA adapter if the store has one.
 struct Proj {
     w: Tensor,
+    b: Option<Tensor>,
     lora: Option<LowRank>,
 }
 
@@ -89,18 +101,18 @@ struct Block {
 /// [`adapted`] through a block's layer, with its adapter's side path (drawing its dropout
 /// from `mode`).
 fn proj(x: &Tensor, p: &Proj, run: (Product, &mut Mode<'_>)) -> Result<Tensor> {
-    adapted(x, &p.w, p.lora.as_ref(), run)
+    adapted(x, (&p.w, p.b.as_ref()), p.lora.as_ref(), run)
 }
 
 /// `x @ w^T` for x: (.., in) and a torch Linear weight w: (out, in), without bias.
 fn linear(x: &Tensor, w: &Tensor, product: Product) -> Result<Tensor> {
-    adapted(x, w, None, (product, &mut Mode::Eval))
+    adapted(x, (w, None), None, (product, &mut Mode::Eval))
 }
 
-/// [`linear`] plus `lora`'s side path.
+/// [`linear`] plus the bias b (out), if any, plus `lora`'s side path.
 fn adapted(
     x: &Tensor,
-    w: &Tensor,
+    (w, b): (&Tensor, Option<&Tensor>),
     lora: Option<&LowRank>,
     (product, mode): (Product, &mut Mode<'_>),
 ) -> Result<Tensor> {
@@ -112,6 +124,10 @@ fn adapted(
         Product::Matmul => x.matmul(&w.t()?)?,
         Product::Inference => k::inference_matmul(&x, w, WeightLayout::OutIn)?,
     }; // (rows, out)
+    let y = match b {
+        Some(b) => k::bias_add(&y, b)?,
+        None => y,
+    };
     let y = add_side(lora, &x, y, mode)?;
     *dims.last_mut().expect("rank >= 1") = n_out;
     Ok(y.reshape(dims)?)
@@ -247,22 +263,25 @@ impl Llama {
             .map(|l| {
                 let name = |s: &str| format!("model.layers.{l}.{s}.weight");
                 let get = |s: &str| params.get(&name(s));
-                let proj = |s: &str| -> Result<Proj> {
+                let proj = |s: &str, bias: bool| -> Result<Proj> {
+                    let b = format!("model.layers.{l}.{s}.bias");
                     Ok(Proj {
                         w: get(s)?,
+                        b: bias.then(|| params.get(&b)).transpose()?,
                         lora: LowRank::of(params, &name(s))?,
                     })
                 };
+                let (qkv, o, mlp) = (cfg.qkv_bias(), cfg.o_bias(), cfg.mlp_bias);
                 Ok(Block {
                     input_layernorm: get("input_layernorm")?,
-                    q_proj: proj("self_attn.q_proj")?,
-                    k_proj: proj("self_attn.k_proj")?,
-                    v_proj: proj("self_attn.v_proj")?,
-                    o_proj: proj("self_attn.o_proj")?,
+                    q_proj: proj("self_attn.q_proj", qkv)?,
+                    k_proj: proj("self_attn.k_proj", qkv)?,
+                    v_proj: proj("self_attn.v_proj", qkv)?,
+                    o_proj: proj("self_attn.o_proj", o)?,
                     post_attention_layernorm: get("post_attention_layernorm")?,
-                    gate_proj: proj("mlp.gate_proj")?,
-                    up_proj: proj("mlp.up_proj")?,
-                    down_proj: proj("mlp.down_proj")?,
+                    gate_proj: proj("mlp.gate_proj", mlp)?,
+                    up_proj: proj("mlp.up_proj", mlp)?,
+                    down_proj: proj("mlp.down_proj", mlp)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -351,13 +370,27 @@ impl Llama {
     /// `max_position_embeddings`.
     pub fn block_context(&self, ids: &Tensor) -> Result<BlockContext> {
         let (t, device) = (ids.dim(1)?, ids.device());
+        // The fused op is causal only: a sliding window narrower than the sequence takes the
+        // composite attention with the window's mask.
+        let fused = self.attention.fused_on(device) && !self.cfg.window_applies(t);
         Ok(BlockContext {
             rope: self.rope(0, t, device)?,
-            mask: match self.attention.fused_on(device) {
+            mask: match fused {
                 true => None,
-                false => Some(k::causal_mask(t, device)?),
+                false => Some(self.mask(0, t, device)?),
             },
         })
+    }
+
+    /// The additive mask (T, start + T) of `t` queries at positions `start..` over the keys of
+    /// positions `0..start + t`: causal, and within Mistral's sliding window if it has one.
+    fn mask(&self, start: usize, t: usize, device: &Device) -> Result<Tensor> {
+        Ok(k::sliding_causal_mask(
+            start,
+            t,
+            self.cfg.sliding_window,
+            device,
+        )?)
     }
 
     /// Block `l` on x (B, T, C) with `ctx` from [`Llama::block_context`] → (B, T, C).
@@ -500,9 +533,11 @@ impl Llama {
         let rope = self.rope(start, t, ids.device())?;
         let mut x = k::embedding(&self.embed_tokens, ids, self.cfg.pad_token_id)?; // (B, T, C)
         self.reserve(cache, (b, t), x.dtype(), ids.device())?;
-        // New token i (position start + i) sees keys 0..=start + i; a single token sees all.
-        let mask = (t > 1)
-            .then(|| k::causal_mask_after(start, t, ids.device()))
+        // New token i (position start + i) sees keys 0..=start + i (those of the window
+        // ending there, with a sliding window); a single token sees all unless the window
+        // leaves the first keys out.
+        let mask = (t > 1 || self.cfg.window_applies(start + t))
+            .then(|| self.mask(start, t, ids.device()))
             .transpose()?;
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
@@ -616,6 +651,10 @@ mod tests {
             tie_word_embeddings: tied,
             initializer_range: 0.2,
             pad_token_id: None,
+            model_type: crate::llama::LlamaFamily::Llama,
+            attention_bias: false,
+            mlp_bias: false,
+            sliding_window: None,
         }
     }
 
