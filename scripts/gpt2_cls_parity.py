@@ -80,7 +80,10 @@ import sys
 import torch
 from tokenizers import Tokenizer
 from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassification,
-                          LlamaForSequenceClassification, LlamaForTokenClassification, PreTrainedTokenizerFast)
+                          LlamaForSequenceClassification, LlamaForTokenClassification,
+                          MistralForSequenceClassification, MistralForTokenClassification,
+                          PreTrainedTokenizerFast, Qwen2ForSequenceClassification,
+                          Qwen2ForTokenClassification)
 from transformers.utils import logging as hf_logging
 
 from finetune_torch import macro, read, word_tokenizer
@@ -91,6 +94,8 @@ PROB_TOL = 1e-5
 FAMILIES = {
     "gpt2": ("GPT-2", GPT2ForSequenceClassification, GPT2ForTokenClassification),
     "llama": ("Llama", LlamaForSequenceClassification, LlamaForTokenClassification),
+    "mistral": ("Mistral", MistralForSequenceClassification, MistralForTokenClassification),
+    "qwen2": ("Qwen2", Qwen2ForSequenceClassification, Qwen2ForTokenClassification),
 }
 # The end-of-text tokens Lantern pads with when config.json names no pad_token_id, in its order.
 ENDS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
@@ -244,9 +249,11 @@ def main():
                 f"ids {'identical' if fast_ids == ids else 'differ'}; pad token {fast.pad_token!r} = {fast.pad_token_id}")
     auto = auto_tokenizer(export)
     auto_ids = auto(texts, truncation=True, max_length=args.max_length)["input_ids"]
+    # Qwen2's tokenizer (Qwen2Tokenizer, which AutoTokenizer builds for any qwen2 folder) has no BOS.
+    bos = None if cfg["model_type"] == "qwen2" else eot_token
     ok &= check("AutoTokenizer.from_pretrained(model) (tokenizer_config.json)",
-                auto.pad_token_id == cfg.get("pad_token_id") and auto.bos_token == auto.eos_token == eot_token
-                and auto_ids == ids,
+                auto.pad_token_id == cfg.get("pad_token_id") and auto.bos_token == bos
+                and auto.eos_token == eot_token and auto_ids == ids,
                 f"{type(auto).__name__}, pad {auto.pad_token!r} = {auto.pad_token_id} (config.json's "
                 f"{cfg.get('pad_token_id')}), bos {auto.bos_token!r}, eos {auto.eos_token!r}, unk {auto.unk_token!r}, "
                 f"model_max_length {auto.model_max_length}; ids {'identical' if auto_ids == ids else 'differ'}")
@@ -419,7 +426,6 @@ def hf_word_logits(model, ids, firsts, pad, batch_size, gold=None):
 def tags_main(args, w, export):
     """The `--task tags` checks (see the module's doc)."""
     from transformers import AutoTokenizer
-    from tokenizers import pre_tokenizers
     ok = True
 
     # 1. The config.
@@ -444,10 +450,15 @@ def tags_main(args, w, export):
     enc = fast(words, is_split_into_words=True, truncation=True, max_length=args.max_length)
     ids = enc["input_ids"]
     wids = [enc.word_ids(i) for i in range(len(rows))]
-    prefixed = Tokenizer.from_file(tok_file)
-    state = json.loads(prefixed.pre_tokenizer.__getstate__())
-    prefixed.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, trim_offsets=state["trim_offsets"],
-                                                      use_regex=state["use_regex"])
+    # The file's ByteLevel pre-tokenizer (alone, or inside a Sequence after Qwen2's Split) with
+    # add_prefix_space, through the tokenizers library alone.
+    with open(tok_file, encoding="utf-8") as f:
+        spec = json.load(f)
+    pre = spec["pre_tokenizer"]
+    for part in pre["pretokenizers"] if pre["type"] == "Sequence" else [pre]:
+        if part["type"] == "ByteLevel":
+            part["add_prefix_space"] = True
+    prefixed = Tokenizer.from_str(json.dumps(spec))
     plain = [e.ids for e in prefixed.encode_batch(words, is_pretokenized=True, add_special_tokens=False)]
     special = [e.ids for e in prefixed.encode_batch(words, is_pretokenized=True, add_special_tokens=True)]
     prefixed.enable_truncation(args.max_length)

@@ -921,8 +921,9 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// fine-tuning loop's own (`finetune::classifier_step`), with clipping at 1 and lr 1e-3.
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
 /// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
-/// `recompute` runs the step with activation checkpointing. With `family` "gpt2" or "llama",
-/// the model is a GPT-2 or Llama sequence or token classifier of the same width (the
+/// `recompute` runs the step with activation checkpointing. With `family` "gpt2", "llama",
+/// "qwen2" or "mistral", the model is a GPT-2 or Llama-family sequence or token classifier of
+/// the same width (the
 /// sequence's last non-padding token scored, or the same positions as BERT's tags; the fused
 /// causal attention on a GPU, the composite one on the CPU) on the same batch.
 fn cls_losses(
@@ -935,7 +936,7 @@ fn cls_losses(
     use lantern_models::decoder::classifier::DecoderClsConfig;
     use lantern_models::decoder::DecoderConfig;
     use lantern_models::gpt::GptConfig;
-    use lantern_models::llama::LlamaConfig;
+    use lantern_models::llama::{LlamaConfig, LlamaFamily};
     use lantern_models::task::{TaskConfig, TaskModel};
     let (t, vocab, lens) = (64usize, 512u64, [64usize, 50, 33, 17]);
     let b = lens.len();
@@ -951,10 +952,14 @@ fn cls_losses(
             dropout: 0.0,
             layer_norm_epsilon: 1e-5,
         })),
-        "llama" => {
+        "llama" | "qwen2" | "mistral" => {
             let mut c = LlamaConfig::preset("llama-tiny", vocab as usize)?;
             (c.hidden_size, c.intermediate_size, c.num_hidden_layers) = (64, 192, 2);
             c.max_position_embeddings = t;
+            // Qwen2: biased q/k/v; Mistral: a window of 16, shorter than most rows, so the
+            // device runs the composite attention with the sliding mask.
+            c.model_type = LlamaFamily::from_model_type(family).expect("a Llama family");
+            c.sliding_window = (family == "mistral").then_some(16);
             Some(DecoderConfig::Llama(c))
         }
         _ => None,
@@ -1118,6 +1123,12 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
         (("llama", tags, false, false), "finetune llama tags"),
         (("llama", seq, true, false), "finetune llama recompute"),
         (("llama", tags, false, true), "finetune llama tags lora"),
+        (("qwen2", seq, false, false), "finetune qwen2"),
+        (("mistral", seq, false, false), "finetune mistral window"),
+        (
+            ("mistral", tags, true, false),
+            "finetune mistral window tags recompute",
+        ),
     ] {
         let on_device = cls_losses(&s.device, opts.steps, kind)
             .with_context(|| format!("{name} on the checked device"))?;

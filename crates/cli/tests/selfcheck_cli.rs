@@ -34,6 +34,8 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune bert lora",
         "finetune gpt2 lora",
         "finetune llama tags lora",
+        "finetune qwen2",
+        "finetune mistral window tags recompute",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");

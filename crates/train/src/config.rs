@@ -32,8 +32,8 @@ pub struct RunConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// `gpt` (causal-LM pretraining of GPT-2), `llama` (causal-LM pretraining of
-    /// `LlamaForCausalLM`) or `bert` (masked-LM pretraining of `BertForMaskedLM`); defaults to
-    /// the preset's family.
+    /// `LlamaForCausalLM` and its relatives Mistral and Qwen2) or `bert` (masked-LM pretraining
+    /// of `BertForMaskedLM`); defaults to the `init_from` folder's family, else the preset's.
     pub arch: Option<ModelArch>,
     /// GPT: `gpt-tiny`, `gpt-small-cpu`, `gpt2-124m`, `gpt2-350m`; Llama: `llama-tiny`; BERT:
     /// `bert-tiny`, `bert-base`.
@@ -78,16 +78,36 @@ pub enum ModelArch {
 }
 
 impl ModelSection {
-    /// `model.arch`, or the family of the preset (`bert-*` presets are BERT, `llama-*`
-    /// Llama).
+    /// `model.arch`; else the family of the `init_from` folder's `config.json` (its
+    /// `model_type`, as transformers' `AutoModel` picks the class); else the preset's
+    /// (`bert-*` presets are BERT, `llama-*` Llama).
     pub fn arch(&self) -> ModelArch {
-        self.arch.unwrap_or(if self.preset.starts_with("bert") {
+        if let Some(a) = self
+            .arch
+            .or_else(|| self.init_from.as_deref().and_then(folder_arch))
+        {
+            return a;
+        }
+        if self.preset.starts_with("bert") {
             ModelArch::Bert
         } else if self.preset.starts_with("llama") {
             ModelArch::Llama
         } else {
             ModelArch::Gpt
-        })
+        }
+    }
+}
+
+/// The family of a Hugging Face folder by its `config.json`'s `model_type`: GPT-2, the Llama
+/// family (Llama, Mistral, Qwen2) or the BERT family. `None` when the file cannot be read or
+/// names no family: reading the folder's config later reports the problem with the file.
+fn folder_arch(dir: &Path) -> Option<ModelArch> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    match v.get("model_type")?.as_str()? {
+        "gpt2" => Some(ModelArch::Gpt),
+        mt if lantern_models::decoder::is_model_type(mt) => Some(ModelArch::Llama),
+        mt => lantern_models::bert::Family::from_model_type(mt).map(|_| ModelArch::Bert),
     }
 }
 
@@ -797,6 +817,30 @@ mod tests {
         .to_string();
         assert!(e.contains("(0, 1)"), "{e}");
         assert!(RunConfig::parse(MIN, "t", &["model.arch=roberta".into()]).is_err());
+    }
+
+    #[test]
+    fn arch_follows_the_init_from_folders_model_type() {
+        let tmp = tempfile::tempdir().unwrap();
+        let arch = |model_type: &str, extra: &[&str]| {
+            let json = format!("{{\"model_type\": \"{model_type}\"}}");
+            std::fs::write(tmp.path().join("config.json"), json).unwrap();
+            let mut set = vec![format!("model.init_from=\"{}\"", tmp.path().display())];
+            set.extend(extra.iter().map(|s| s.to_string()));
+            RunConfig::parse(MIN, "t", &set).map(|c| c.model.arch())
+        };
+        assert_eq!(arch("qwen2", &[]).unwrap(), ModelArch::Llama);
+        assert_eq!(arch("mistral", &[]).unwrap(), ModelArch::Llama);
+        assert_eq!(
+            arch("llama", &["model.n_kv_head=2".into()]).unwrap(),
+            ModelArch::Llama
+        );
+        assert_eq!(arch("gpt2", &[]).unwrap(), ModelArch::Gpt);
+        assert_eq!(arch("roberta", &[]).unwrap(), ModelArch::Bert);
+        // An explicit arch wins; a family we do not know leaves the preset's.
+        let bert = arch("qwen2", &["model.arch=\"bert\"".into()]).unwrap();
+        assert_eq!(bert, ModelArch::Bert);
+        assert_eq!(arch("t5", &[]).unwrap(), ModelArch::Gpt);
     }
 
     #[test]

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Save a freshly initialised transformers LlamaForCausalLM, MistralForCausalLM or
+Qwen2ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
+model of the Llama family rather than one Lantern pretrained:
+
+    .venv-ref/bin/python scripts/hf_make_random_llama.py --family qwen2 --out DIR \
+        --tokenizer data/tokenizer.json [--vocab 512 --hidden 64 --layers 2 --heads 4 \
+        --kv-heads 2 --intermediate 160 --positions 64 --sliding-window 16 --seed 0]
+
+DIR gets config.json and model.safetensors (save_pretrained) and a copy of --tokenizer as
+tokenizer.json; for Qwen2, the tokenizer is instead Qwen2Tokenizer built from --tokenizer's
+vocabulary and merges (Qwen's pre-tokenizer: digits one by one, NFC), saved with its
+tokenizer_config.json: transformers' AutoTokenizer rebuilds that pipeline for any qwen2 folder
+whatever its tokenizer.json says, so a real Qwen2 folder always has it. Prepare the training
+text with DIR/tokenizer.json (`lantern prepare --tokenizer`). Qwen2 gets its q/k/v biases (drawn N(0, 0.02) rather than transformers' zeros,
+so that a reader that drops them fails); Mistral gets --sliding-window (default 16, shorter
+than --positions, so that the window matters).
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import torch
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
+
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", choices=sorted(FAMILIES), required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tokenizer", required=True, help="tokenizer.json to copy into the folder")
+    ap.add_argument("--vocab", type=int, default=512)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--intermediate", type=int, default=160)
+    ap.add_argument("--positions", type=int, default=64)
+    ap.add_argument("--sliding-window", type=int, default=16, help="Mistral only")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    config_class, model_class = FAMILIES[args.family]
+    extra = {"sliding_window": args.sliding_window} if args.family == "mistral" else {}
+    config = config_class(
+        vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads, max_position_embeddings=args.positions,
+        tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None,
+        **extra)
+    torch.manual_seed(args.seed)
+    model = model_class(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.02)
+    os.makedirs(args.out, exist_ok=True)
+    model.save_pretrained(args.out, safe_serialization=True)
+    gen = os.path.join(args.out, "generation_config.json")
+    if os.path.exists(gen):
+        os.remove(gen)
+    if args.family == "qwen2":
+        from transformers import Qwen2Tokenizer
+        bpe = json.load(open(args.tokenizer))["model"]
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in bpe["merges"]]
+        Qwen2Tokenizer(vocab=bpe["vocab"], merges=merges).save_pretrained(args.out)
+    else:
+        shutil.copy(args.tokenizer, os.path.join(args.out, "tokenizer.json"))
+    n = sum(p.numel() for p in model.parameters())
+    print(f"{model_class.__name__}: {n} parameters", file=sys.stderr)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
