@@ -832,13 +832,13 @@ mod tests {
         assert_eq!(arch("qwen2", &[]).unwrap(), ModelArch::Llama);
         assert_eq!(arch("mistral", &[]).unwrap(), ModelArch::Llama);
         assert_eq!(
-            arch("llama", &["model.n_kv_head=2".into()]).unwrap(),
+            arch("llama", &["model.n_kv_head=2"]).unwrap(),
             ModelArch::Llama
         );
         assert_eq!(arch("gpt2", &[]).unwrap(), ModelArch::Gpt);
         assert_eq!(arch("roberta", &[]).unwrap(), ModelArch::Bert);
         // An explicit arch wins; a family we do not know leaves the preset's.
-        let bert = arch("qwen2", &["model.arch=\"bert\"".into()]).unwrap();
+        let bert = arch("qwen2", &["model.arch=\"bert\""]).unwrap();
         assert_eq!(bert, ModelArch::Bert);
         assert_eq!(arch("t5", &[]).unwrap(), ModelArch::Gpt);
     }
