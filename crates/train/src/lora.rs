@@ -1209,15 +1209,35 @@ mod tests {
     fn every_decoder_layer_runs_its_side_path() {
         use lantern_models::decoder::Decoder;
         use lantern_models::gpt::GptConfig;
-        use lantern_models::llama::LlamaConfig;
+        use lantern_models::llama::{LlamaConfig, LlamaFamily};
+        let llama = LlamaConfig::preset("llama-tiny", 64).unwrap();
         let decoders = [
             DecoderConfig::Gpt(GptConfig::preset("gpt-tiny", 64).unwrap()),
-            DecoderConfig::Llama(LlamaConfig::preset("llama-tiny", 64).unwrap()),
+            DecoderConfig::Llama(llama.clone()),
+            // Biased layers: Llama's attention_bias and mlp_bias, Qwen2's q/k/v biases.
+            DecoderConfig::Llama(LlamaConfig {
+                attention_bias: true,
+                mlp_bias: true,
+                ..llama.clone()
+            }),
+            DecoderConfig::Llama(LlamaConfig {
+                model_type: LlamaFamily::Qwen2,
+                ..llama
+            }),
         ];
         for cfg in decoders {
             let p = cfg
                 .init_params(&mut Rng::new(3), &Device::Cpu, DType::F32)
                 .unwrap();
+            // Biases start at 0: drawn here, so that the side path must add to the biased
+            // output for the view to equal the merged model.
+            let mut draw = Rng::new(5);
+            for (name, v) in p.iter().filter(|(n, _)| n.ends_with(".bias")) {
+                let t = v.as_tensor();
+                let x = draw.normal_vec(t.elem_count(), 0.5);
+                v.set(&Tensor::from_vec(x, t.dims(), &Device::Cpu).unwrap())
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
             let spec = LoraSection {
                 target_modules: Some(vec![ALL_LINEAR.into()]),
                 ..spec()
