@@ -604,7 +604,7 @@ fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// Whether `path` is a fine-tuning model: a BERT-family folder (an HF BERT, RoBERTa, XLM-R,
-/// DistilBERT or ELECTRA folder, a fine-tuning checkpoint or run), or a GPT-2 or Llama
+/// DistilBERT or ELECTRA folder, a fine-tuning checkpoint or run), or a GPT-2 or Llama-family
 /// classifier (`GPT2ForSequenceClassification`, `LlamaForTokenClassification`, ...). Their
 /// language models are not.
 pub fn is_task_model(path: &Path) -> bool {
@@ -642,7 +642,7 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
     let (cfg, head) = TaskConfig::from_hf(&dir.join("config.json"))?;
     let head = head.with_context(|| {
         format!(
-            "{}: \"architectures\" names no BERT-family model or GPT-2 or Llama classifier \
+            "{}: \"architectures\" names no BERT-family model or GPT-2 or Llama-family classifier \
              Lantern implements",
             dir.join("config.json").display()
         )

@@ -86,7 +86,8 @@ enum Cmd {
         #[arg(long, hide = true, value_parser = parse_steps)]
         poison_grad_at: Option<StepSet>,
     },
-    /// Sample text from a checkpoint, a run folder or a Hugging Face GPT-2 folder.
+    /// Sample text from a checkpoint, a run folder or a Hugging Face GPT-2, Llama, Mistral or
+    /// Qwen2 folder.
     Generate {
         #[arg(long)]
         model: PathBuf,
@@ -129,8 +130,9 @@ enum Cmd {
         print_ids: bool,
     },
     /// Write a Hugging Face folder (model.safetensors, config.json, tokenizer.json,
-    /// tokenizer_config.json) from a checkpoint or run folder: GPT2LMHeadModel, or for a
-    /// fine-tuned model (BERT family, GPT-2 classifier) the folder's own architecture.
+    /// tokenizer_config.json) from a checkpoint or run folder: GPT2LMHeadModel or the Llama
+    /// family's causal LM (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM), or for a
+    /// fine-tuned model (BERT family, decoder classifier) the folder's own architecture.
     Export {
         #[arg(long)]
         model: PathBuf,

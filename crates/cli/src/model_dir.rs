@@ -1,5 +1,5 @@
 //! Finding a language model on disk: a checkpoint folder, a run folder (its newest
-//! checkpoint), or a Hugging Face GPT-2 or Llama folder.
+//! checkpoint), or a Hugging Face GPT-2 or Llama-family (Llama, Mistral, Qwen2) folder.
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device};

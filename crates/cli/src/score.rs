@@ -16,7 +16,8 @@ use crate::model_dir;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    /// A checkpoint, a run folder (its newest checkpoint) or a Hugging Face GPT-2 folder.
+    /// A checkpoint, a run folder (its newest checkpoint) or a Hugging Face GPT-2, Llama,
+    /// Mistral or Qwen2 folder.
     #[arg(long)]
     model: PathBuf,
     /// A peft LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to
