@@ -83,7 +83,8 @@ from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassificat
                           LlamaForSequenceClassification, LlamaForTokenClassification,
                           MistralForSequenceClassification, MistralForTokenClassification,
                           PreTrainedTokenizerFast, Qwen2ForSequenceClassification,
-                          Qwen2ForTokenClassification)
+                          Qwen2ForTokenClassification, Qwen3ForSequenceClassification,
+                          Qwen3ForTokenClassification)
 from transformers.utils import logging as hf_logging
 
 from finetune_torch import macro, read, word_tokenizer
@@ -96,6 +97,7 @@ FAMILIES = {
     "llama": ("Llama", LlamaForSequenceClassification, LlamaForTokenClassification),
     "mistral": ("Mistral", MistralForSequenceClassification, MistralForTokenClassification),
     "qwen2": ("Qwen2", Qwen2ForSequenceClassification, Qwen2ForTokenClassification),
+    "qwen3": ("Qwen3", Qwen3ForSequenceClassification, Qwen3ForTokenClassification),
 }
 # The end-of-text tokens Lantern pads with when config.json names no pad_token_id, in its order.
 ENDS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
@@ -249,8 +251,8 @@ def main():
                 f"ids {'identical' if fast_ids == ids else 'differ'}; pad token {fast.pad_token!r} = {fast.pad_token_id}")
     auto = auto_tokenizer(export)
     auto_ids = auto(texts, truncation=True, max_length=args.max_length)["input_ids"]
-    # Qwen2's tokenizer (Qwen2Tokenizer, which AutoTokenizer builds for any qwen2 folder) has no BOS.
-    bos = None if cfg["model_type"] == "qwen2" else eot_token
+    # Qwen's tokenizer (Qwen2Tokenizer, which AutoTokenizer builds for any qwen2 or qwen3 folder) has no BOS.
+    bos = None if cfg["model_type"] in ("qwen2", "qwen3") else eot_token
     ok &= check("AutoTokenizer.from_pretrained(model) (tokenizer_config.json)",
                 auto.pad_token_id == cfg.get("pad_token_id") and auto.bos_token == bos
                 and auto.eos_token == eot_token and auto_ids == ids,

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Save a freshly initialised transformers LlamaForCausalLM, MistralForCausalLM or
-Qwen2ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
+"""Save a freshly initialised transformers LlamaForCausalLM, MistralForCausalLM,
+Qwen2ForCausalLM or Qwen3ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
 model of the Llama family rather than one Lantern pretrained:
 
     .venv-ref/bin/python scripts/hf_make_random_llama.py --family qwen2 --out DIR \
@@ -8,13 +8,14 @@ model of the Llama family rather than one Lantern pretrained:
         --kv-heads 2 --intermediate 160 --positions 64 --sliding-window 16 --seed 0]
 
 DIR gets config.json and model.safetensors (save_pretrained) and a copy of --tokenizer as
-tokenizer.json; for Qwen2, the tokenizer is instead Qwen2Tokenizer built from --tokenizer's
+tokenizer.json; for Qwen2 and Qwen3, the tokenizer is instead Qwen2Tokenizer built from --tokenizer's
 vocabulary and merges (Qwen's pre-tokenizer: digits one by one, NFC), saved with its
 tokenizer_config.json: transformers' AutoTokenizer rebuilds that pipeline for any qwen2 folder
-whatever its tokenizer.json says, so a real Qwen2 folder always has it. Prepare the training
+whatever its tokenizer.json says (qwen3 folders too), so a real Qwen folder always has it. Prepare the training
 text with DIR/tokenizer.json (`lantern prepare --tokenizer`). Qwen2 gets its q/k/v biases (drawn N(0, 0.02) rather than transformers' zeros,
 so that a reader that drops them fails); Mistral gets --sliding-window (default 16, shorter
-than --positions, so that the window matters).
+than --positions, so that the window matters); Qwen3 gets heads twice as wide as hidden /
+heads (--head-dim), so that q_proj is wider than the model.
 """
 import argparse
 import json
@@ -24,12 +25,13 @@ import sys
 
 import torch
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM)
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 FAMILIES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
 }
 
 
@@ -46,11 +48,16 @@ def main() -> int:
     ap.add_argument("--intermediate", type=int, default=160)
     ap.add_argument("--positions", type=int, default=64)
     ap.add_argument("--sliding-window", type=int, default=16, help="Mistral only")
+    ap.add_argument("--head-dim", type=int, default=None,
+                    help="the heads' width (default: hidden / heads; Qwen3: twice that)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     config_class, model_class = FAMILIES[args.family]
     extra = {"sliding_window": args.sliding_window} if args.family == "mistral" else {}
+    head_dim = args.head_dim or (2 if args.family == "qwen3" else 1) * args.hidden // args.heads
+    if args.family != "qwen2":
+        extra["head_dim"] = head_dim
     config = config_class(
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
         num_hidden_layers=args.layers, num_attention_heads=args.heads,
@@ -68,7 +75,7 @@ def main() -> int:
     gen = os.path.join(args.out, "generation_config.json")
     if os.path.exists(gen):
         os.remove(gen)
-    if args.family == "qwen2":
+    if args.family in ("qwen2", "qwen3"):
         from transformers import Qwen2Tokenizer
         bpe = json.load(open(args.tokenizer))["model"]
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in bpe["merges"]]

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/ and
-mistral_window/: tiny LlamaForCausalLM models (and their Qwen2 and Mistral relatives)
+"""Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
+mistral_window/ and qwen3_tiny/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
+their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
 lantern_models::llama.
@@ -21,6 +22,8 @@ qwen2_tiny/: Qwen2ForCausalLM (biases on q_proj, k_proj and v_proj only), tied h
 key/value heads.
 mistral_window/: MistralForCausalLM with sliding_window 5: each token attends to itself and
 the 4 before it.
+qwen3_tiny/: Qwen3ForCausalLM (an RMSNorm over each query and key head before RoPE), tied
+head, 2 key/value heads, head_dim 16 where hidden_size / num_attention_heads is 8.
 Every parameter (RMSNorm gains included) is redrawn N(0, 0.2) from torch.manual_seed(1234)
 (make_golden.randomised), so nothing is trivially 0 or 1.
 
@@ -43,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
+                          Qwen3ForCausalLM)
 
 from make_golden import randomised
 
@@ -67,6 +71,7 @@ FAMILIES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
 }
 
 
@@ -168,16 +173,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--out-dir", default=os.path.join(repo, "tests", "golden"))
+    ap.add_argument("--only", nargs="*", help="write only these folders")
     args = ap.parse_args()
     torch.use_deterministic_algorithms(True)
-    write(os.path.join(args.out_dir, "llama_tiny"), kv_heads=2, tied=False)
-    write(os.path.join(args.out_dir, "llama_tied"), kv_heads=4, tied=True)
-    write(os.path.join(args.out_dir, "llama3_rope"), kv_heads=2, tied=False, rope=LLAMA3_ROPE)
-    write(os.path.join(args.out_dir, "llama_bias"), kv_heads=2, tied=False,
-          attention_bias=True, mlp_bias=True)
-    write(os.path.join(args.out_dir, "qwen2_tiny"), kv_heads=2, tied=True, family="qwen2")
-    write(os.path.join(args.out_dir, "mistral_window"), kv_heads=2, tied=False,
-          family="mistral", sliding_window=WINDOW)
+    folders = {
+        "llama_tiny": dict(kv_heads=2, tied=False),
+        "llama_tied": dict(kv_heads=4, tied=True),
+        "llama3_rope": dict(kv_heads=2, tied=False, rope=LLAMA3_ROPE),
+        "llama_bias": dict(kv_heads=2, tied=False, attention_bias=True, mlp_bias=True),
+        "qwen2_tiny": dict(kv_heads=2, tied=True, family="qwen2"),
+        "mistral_window": dict(kv_heads=2, tied=False, family="mistral", sliding_window=WINDOW),
+        # Heads of 16 under a width of 32 and 4 heads: q_proj (64, 32), o_proj (32, 64).
+        "qwen3_tiny": dict(kv_heads=2, tied=True, family="qwen3", head_dim=16),
+    }
+    for name, kwargs in folders.items():
+        if args.only is None or name in args.only:
+            write(os.path.join(args.out_dir, name), **kwargs)
     return 0
 
 

@@ -3,8 +3,9 @@
 //! `llama_tied/` (MHA, head tied to the embedding), `llama3_rope/` (llama_tiny with Llama
 //! 3.1's RoPE scaling), `llama_bias/` (`attention_bias` and `mlp_bias`), and two relatives:
 //! `qwen2_tiny/` (`Qwen2ForCausalLM`: q/k/v biases, tied head) and `mistral_window/`
-//! (`MistralForCausalLM` with a sliding window of 5 tokens, shorter than the sequences), each
-//! saved with `save_pretrained`, with
+//! (`MistralForCausalLM` with a sliding window of 5 tokens, shorter than the sequences), and
+//! `qwen3_tiny/` (`Qwen3ForCausalLM`: per-head query and key RMSNorms, heads of 16 under a
+//! width of 32 and 4 heads), each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
 
@@ -17,13 +18,14 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 6] = [
+const FOLDERS: [&str; 7] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
     "llama_bias",
     "qwen2_tiny",
     "mistral_window",
+    "qwen3_tiny",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {
@@ -103,6 +105,19 @@ fn the_relatives_read_as_their_families() {
     assert!(params.get("model.layers.1.self_attn.v_proj.bias").is_ok());
     assert!(params.get("model.layers.1.self_attn.o_proj.bias").is_err());
     assert_eq!(params.num_elements(), qwen.num_params());
+    let (qwen3, params) = load(&golden_dir("qwen3_tiny"));
+    assert_eq!(qwen3.model_type, LlamaFamily::Qwen3);
+    assert!(qwen3.qk_norm() && !qwen3.qkv_bias() && qwen3.tie_word_embeddings);
+    // Heads of 16 under a width of 32 and 4 heads: q_proj (64, 32), o_proj (32, 64).
+    assert_eq!(
+        (qwen3.head_dim, qwen3.head_dim(), qwen3.q_width()),
+        (Some(16), 16, 64)
+    );
+    let shape = |n: &str| params.get(n).unwrap().dims().to_vec();
+    assert_eq!(shape("model.layers.0.self_attn.q_proj.weight"), [64, 32]);
+    assert_eq!(shape("model.layers.0.self_attn.o_proj.weight"), [32, 64]);
+    assert_eq!(shape("model.layers.0.self_attn.k_norm.weight"), [16]);
+    assert_eq!(params.num_elements(), qwen3.num_params());
     let (mistral, _) = load(&golden_dir("mistral_window"));
     assert_eq!(mistral.model_type, LlamaFamily::Mistral);
     assert_eq!(mistral.sliding_window, Some(5));

@@ -922,7 +922,7 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
 /// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
 /// `recompute` runs the step with activation checkpointing. With `family` "gpt2", "llama",
-/// "qwen2" or "mistral", the model is a GPT-2 or Llama-family sequence or token classifier of
+/// "qwen2", "mistral" or "qwen3", the model is a GPT-2 or Llama-family sequence or token classifier of
 /// the same width (the
 /// sequence's last non-padding token scored, or the same positions as BERT's tags; the fused
 /// causal attention on a GPU, the composite one on the CPU) on the same batch.
@@ -952,14 +952,17 @@ fn cls_losses(
             dropout: 0.0,
             layer_norm_epsilon: 1e-5,
         })),
-        "llama" | "qwen2" | "mistral" => {
+        "llama" | "qwen2" | "mistral" | "qwen3" => {
             let mut c = LlamaConfig::preset("llama-tiny", vocab as usize)?;
             (c.hidden_size, c.intermediate_size, c.num_hidden_layers) = (64, 192, 2);
             c.max_position_embeddings = t;
             // Qwen2: biased q/k/v; Mistral: a window of 16, shorter than most rows, so the
-            // device runs the composite attention with the sliding mask.
+            // device runs the composite attention with the sliding mask; Qwen3: head norms,
+            // and heads of 32 (a width the fused attention kernel takes) under a width of 64
+            // and 4 heads.
             c.model_type = LlamaFamily::from_model_type(family).expect("a Llama family");
             c.sliding_window = (family == "mistral").then_some(16);
+            c.head_dim = (family == "qwen3").then_some(32);
             Some(DecoderConfig::Llama(c))
         }
         _ => None,
@@ -1129,6 +1132,8 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
             ("mistral", tags, true, false),
             "finetune mistral window tags recompute",
         ),
+        (("qwen3", seq, false, false), "finetune qwen3"),
+        (("qwen3", tags, false, true), "finetune qwen3 tags lora"),
     ] {
         let on_device = cls_losses(&s.device, opts.steps, kind)
             .with_context(|| format!("{name} on the checked device"))?;

@@ -36,6 +36,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune llama tags lora",
         "finetune qwen2",
         "finetune mistral window tags recompute",
+        "finetune qwen3 tags lora",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");

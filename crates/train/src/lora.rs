@@ -1222,6 +1222,13 @@ mod tests {
             }),
             DecoderConfig::Llama(LlamaConfig {
                 model_type: LlamaFamily::Qwen2,
+                ..llama.clone()
+            }),
+            // Qwen3: heads of 48 under a width of 128 and 4 heads; q_norm and k_norm are not
+            // linear layers.
+            DecoderConfig::Llama(LlamaConfig {
+                model_type: LlamaFamily::Qwen3,
+                head_dim: Some(48),
                 ..llama
             }),
         ];

@@ -47,7 +47,7 @@ pub enum DecoderHead {
 }
 
 /// transformers' class of each head on each family (`model_type`).
-const ARCHITECTURES: [(&str, DecoderHead, &str); 8] = {
+const ARCHITECTURES: [(&str, DecoderHead, &str); 10] = {
     use DecoderHead::{SequenceClassification as Seq, TokenClassification as Tok};
     [
         ("gpt2", Seq, "GPT2ForSequenceClassification"),
@@ -58,6 +58,8 @@ const ARCHITECTURES: [(&str, DecoderHead, &str); 8] = {
         ("mistral", Tok, "MistralForTokenClassification"),
         ("qwen2", Seq, "Qwen2ForSequenceClassification"),
         ("qwen2", Tok, "Qwen2ForTokenClassification"),
+        ("qwen3", Seq, "Qwen3ForSequenceClassification"),
+        ("qwen3", Tok, "Qwen3ForTokenClassification"),
     ]
 };
 
@@ -553,11 +555,13 @@ mod tests {
             attention_bias: false,
             mlp_bias: false,
             sliding_window: None,
+            head_dim: None,
         }))
     }
 
-    /// [`tiny_llama`] as a relative: Qwen2 (q/k/v biases) or Mistral (a window of 3 tokens,
-    /// shorter than the test sequences).
+    /// [`tiny_llama`] as a relative: Qwen2 (q/k/v biases), Mistral (a window of 3 tokens,
+    /// shorter than the test sequences) or Qwen3 (head norms, heads of 12 under a width of 16
+    /// and 2 heads).
     fn tiny_relative(family: LlamaFamily) -> DecoderClsConfig {
         let DecoderConfig::Llama(c) = tiny_llama().lm else {
             unreachable!()
@@ -565,16 +569,18 @@ mod tests {
         with_labels(DecoderConfig::Llama(LlamaConfig {
             model_type: family,
             sliding_window: (family == LlamaFamily::Mistral).then_some(3),
+            head_dim: (family == LlamaFamily::Qwen3).then_some(12),
             ..c
         }))
     }
 
-    fn families() -> [DecoderClsConfig; 4] {
+    fn families() -> [DecoderClsConfig; 5] {
         [
             tiny(),
             tiny_llama(),
             tiny_relative(LlamaFamily::Qwen2),
             tiny_relative(LlamaFamily::Mistral),
+            tiny_relative(LlamaFamily::Qwen3),
         ]
     }
 

@@ -52,6 +52,11 @@ pub struct LlamaConfig {
     /// i - W + 1 ..= i only (transformers' `sliding_window_overlay`). `None`: all before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliding_window: Option<usize>,
+    /// The width of an attention head when a config sets it apart from the model's
+    /// (`head_dim`: Qwen3's 128 at hidden 1024 and 16 heads); `None`: `hidden_size /
+    /// num_attention_heads`. q_proj is then (heads · head_dim, hidden), o_proj the transpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
 }
 
 /// The transformers families that are Llama's architecture with a variation
@@ -65,10 +70,13 @@ pub enum LlamaFamily {
     Mistral,
     /// `Qwen2ForCausalLM`: Llama with biases on the query, key and value projections.
     Qwen2,
+    /// `Qwen3ForCausalLM`: Llama with an RMSNorm over each query and key head (`q_norm`,
+    /// `k_norm`) before RoPE, and usually a head width of its own (`head_dim`).
+    Qwen3,
 }
 
 impl LlamaFamily {
-    pub const ALL: [LlamaFamily; 3] = [Self::Llama, Self::Mistral, Self::Qwen2];
+    pub const ALL: [LlamaFamily; 4] = [Self::Llama, Self::Mistral, Self::Qwen2, Self::Qwen3];
 
     /// transformers' `model_type`.
     pub fn model_type(self) -> &'static str {
@@ -76,6 +84,7 @@ impl LlamaFamily {
             Self::Llama => "llama",
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
         }
     }
 
@@ -90,6 +99,7 @@ impl LlamaFamily {
             Self::Llama => "LlamaForCausalLM",
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
+            Self::Qwen3 => "Qwen3ForCausalLM",
         }
     }
 
@@ -158,6 +168,7 @@ impl LlamaConfig {
             attention_bias: false,
             mlp_bias: false,
             sliding_window: None,
+            head_dim: None,
         };
         c.validate()?;
         Ok(c)
@@ -183,10 +194,13 @@ impl LlamaConfig {
             self.num_attention_heads,
             self.num_key_value_heads,
         );
-        if !c.is_multiple_of(h) {
+        if self.head_dim.is_none() && !c.is_multiple_of(h) {
             return bad(format!(
                 "hidden_size {c} is not a multiple of num_attention_heads {h}"
             ));
+        }
+        if self.head_dim == Some(0) {
+            return bad("head_dim must be positive".into());
         }
         if !h.is_multiple_of(kv) {
             return bad(format!(
@@ -195,7 +209,7 @@ impl LlamaConfig {
         }
         if !self.head_dim().is_multiple_of(2) {
             return bad(format!(
-                "head_dim {} (hidden_size / num_attention_heads) must be even for RoPE",
+                "head_dim {} must be even for RoPE",
                 self.head_dim()
             ));
         }
@@ -240,10 +254,18 @@ impl LlamaConfig {
             }
         }
         let family = self.model_type.model_type();
-        if self.model_type != LlamaFamily::Llama && (self.attention_bias || self.mlp_bias) {
-            return bad(format!(
-                "attention_bias and mlp_bias are Llama's keys, not {family}'s"
-            ));
+        let (own_attention_bias, own_mlp_bias) = match self.model_type {
+            LlamaFamily::Llama => (true, true),
+            LlamaFamily::Qwen3 => (true, false),
+            LlamaFamily::Mistral | LlamaFamily::Qwen2 => (false, false),
+        };
+        for (key, set, own) in [
+            ("attention_bias", self.attention_bias, own_attention_bias),
+            ("mlp_bias", self.mlp_bias, own_mlp_bias),
+        ] {
+            if set && !own {
+                return bad(format!("{key} is not a key of {family}'s config"));
+            }
         }
         match (self.model_type, self.sliding_window) {
             (_, None) => {}
@@ -259,13 +281,13 @@ impl LlamaConfig {
         Ok(())
     }
 
-    /// Whether q_proj, k_proj and v_proj have biases (Llama's `attention_bias`; always in
-    /// Qwen2).
+    /// Whether q_proj, k_proj and v_proj have biases (Llama's and Qwen3's `attention_bias`;
+    /// always in Qwen2).
     pub fn qkv_bias(&self) -> bool {
         self.attention_bias || self.model_type == LlamaFamily::Qwen2
     }
 
-    /// Whether o_proj has a bias (Llama's `attention_bias`; Qwen2's has none).
+    /// Whether o_proj has a bias (Llama's and Qwen3's `attention_bias`; Qwen2's has none).
     pub fn o_bias(&self) -> bool {
         self.attention_bias
     }
@@ -276,8 +298,22 @@ impl LlamaConfig {
         self.sliding_window.is_some_and(|w| w < t)
     }
 
+    /// The width of an attention head: `head_dim` if the config sets it, else `hidden_size /
+    /// num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// The width of all query heads together (q_proj's output, o_proj's input).
+    pub fn q_width(&self) -> usize {
+        self.num_attention_heads * self.head_dim()
+    }
+
+    /// Whether each query and key head is RMS-normalised before RoPE (Qwen3's `q_norm`,
+    /// `k_norm`).
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == LlamaFamily::Qwen3
     }
 
     /// RoPE's inverse frequencies, `head_dim / 2` of them, in f32 as transformers computes
@@ -317,13 +353,15 @@ impl LlamaConfig {
 
     /// Parameters counted once (a tied head is the embedding).
     pub fn num_params(&self) -> usize {
-        let (c, i) = (self.hidden_size, self.intermediate_size);
+        let (c, i, q) = (self.hidden_size, self.intermediate_size, self.q_width());
         let kv = self.num_key_value_heads * self.head_dim();
-        let attn = c * c + 2 * c * kv + c * c; // q, k, v, o
-        let biases = self.qkv_bias() as usize * (c + 2 * kv)
+        let attn = c * q + 2 * c * kv + q * c; // q, k, v, o
+        let biases = self.qkv_bias() as usize * (q + 2 * kv)
             + self.o_bias() as usize * c
             + self.mlp_bias as usize * (2 * i + c);
-        let block = 2 * c + attn + 3 * c * i + biases; // two norms, attention, gate/up/down
+        let qk_norm = self.qk_norm() as usize * 2 * self.head_dim();
+        // Two norms, attention, gate/up/down.
+        let block = 2 * c + attn + 3 * c * i + biases + qk_norm;
         let head = match self.tie_word_embeddings {
             true => 0,
             false => self.vocab_size * c,
@@ -391,13 +429,23 @@ mod tests {
         };
         let per_block = (c + 2 * kv) + c + (2 * i + c);
         assert_eq!(biased.num_params(), base.num_params() + l * per_block);
+        // Qwen3 with heads of 64 (4 × 64 = 256 wide q, 2 × 64 = 128 wide k and v): two
+        // head-wide norms per block.
+        let qwen3 = LlamaConfig {
+            model_type: LlamaFamily::Qwen3,
+            head_dim: Some(64),
+            ..base.clone()
+        };
+        let attn = |q: usize, kv: usize| 2 * c * q + 2 * c * kv;
+        let more = attn(256, 128) - attn(128, 64) + 2 * 64;
+        assert_eq!(qwen3.num_params(), base.num_params() + l * more);
     }
 
     #[test]
     fn bad_configs_name_the_field() {
         let ok = LlamaConfig::preset("llama-tiny", 100).unwrap();
         type Edit = fn(&mut LlamaConfig);
-        let cases: [(Edit, &str); 9] = [
+        let cases: [(Edit, &str); 11] = [
             (
                 |c| {
                     c.model_type = LlamaFamily::Qwen2;
@@ -405,6 +453,14 @@ mod tests {
                 },
                 "attention_bias",
             ),
+            (
+                |c| {
+                    c.model_type = LlamaFamily::Qwen3;
+                    c.mlp_bias = true;
+                },
+                "mlp_bias",
+            ),
+            (|c| c.head_dim = Some(0), "head_dim"),
             (|c| c.sliding_window = Some(4), "sliding_window"),
             (
                 |c| {

@@ -57,6 +57,14 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             "max_window_layers": cfg.num_hidden_layers,
             "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
         }),
+        LlamaFamily::Qwen3 => json!({
+            "head_dim": cfg.head_dim(),
+            "attention_bias": cfg.attention_bias,
+            "use_sliding_window": false,
+            "sliding_window": null,
+            "max_window_layers": cfg.num_hidden_layers,
+            "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
+        }),
     };
     for (k, x) in family.as_object().expect("an object") {
         v[k] = x.clone();
@@ -135,7 +143,8 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     let defaults = Defaults::of(family);
     let (attention_bias, mlp_bias) = match family {
         LlamaFamily::Llama => (boolean("attention_bias")?, boolean("mlp_bias")?),
-        _ => (false, false),
+        LlamaFamily::Qwen3 => (boolean("attention_bias")?, false),
+        LlamaFamily::Mistral | LlamaFamily::Qwen2 => (false, false),
     };
     let sliding_window = match family {
         LlamaFamily::Llama => None,
@@ -149,15 +158,15 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
                 ))
             })?),
         },
-        // Qwen2Config sets the window only with `use_sliding_window`, and then on the layers
-        // past `max_window_layers` only.
-        LlamaFamily::Qwen2 => {
+        // Qwen2Config and Qwen3Config set the window only with `use_sliding_window`, and then
+        // on the layers past `max_window_layers` only.
+        LlamaFamily::Qwen2 | LlamaFamily::Qwen3 => {
             if boolean("use_sliding_window")? {
-                return Err(err(
-                    "\"use_sliding_window\": true is not supported (Qwen2 with full attention \
-                     only, as every released Qwen2 and Qwen2.5 checkpoint)"
-                        .into(),
-                ));
+                return Err(err(format!(
+                    "\"use_sliding_window\": true is not supported ({} with full attention \
+                     only, as every released checkpoint of it)",
+                    family.model_type()
+                )));
             }
             None
         }
@@ -178,16 +187,13 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             defaults.kv_heads.unwrap_or(num_attention_heads),
         )?,
     };
-    if let Some(hd) = get("head_dim") {
-        let derived = hidden_size.checked_div(num_attention_heads);
-        if hd.as_u64().map(|x| x as usize) != derived {
-            return Err(err(format!(
-                "\"head_dim\" {hd} differs from hidden_size / num_attention_heads ({}): not \
-                 supported",
-                derived.map_or("undefined".into(), |d| d.to_string())
-            )));
-        }
+    // Kept only where it differs from hidden_size / num_attention_heads, so that a config
+    // that writes the derived width out reads as one that leaves it to be derived.
+    let head_dim = match (get("head_dim"), defaults.head_dim) {
+        (Some(_), _) => Some(int("head_dim", 0)?),
+        (None, default) => default,
     }
+    .filter(|&hd| num_attention_heads.checked_mul(hd) != Some(hidden_size));
     let (rope_theta, rope_scaling) = rope(v, path)?;
     let cfg = LlamaConfig {
         vocab_size: int("vocab_size", defaults.vocab_size)?,
@@ -214,6 +220,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         attention_bias,
         mlp_bias,
         sliding_window,
+        head_dim,
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
     check_plausible(&cfg, path)?;
@@ -221,13 +228,15 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
 }
 
 /// The defaults of each family's config class for the keys whose defaults differ
-/// (`LlamaConfig`, `MistralConfig`, `Qwen2Config` in transformers 5.24).
+/// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config` in transformers 5.24).
 struct Defaults {
     vocab_size: usize,
     intermediate_size: usize,
     max_positions: usize,
     /// `None`: as many as the query heads.
     kv_heads: Option<usize>,
+    /// `None`: hidden_size / num_attention_heads.
+    head_dim: Option<usize>,
 }
 
 impl Defaults {
@@ -238,18 +247,28 @@ impl Defaults {
                 intermediate_size: 11008,
                 max_positions: 2048,
                 kv_heads: None,
+                head_dim: None,
             },
             LlamaFamily::Mistral => Self {
                 vocab_size: 32000,
                 intermediate_size: 14336,
                 max_positions: 4096 * 32,
                 kv_heads: Some(8),
+                head_dim: None,
             },
             LlamaFamily::Qwen2 => Self {
                 vocab_size: 151936,
                 intermediate_size: 22016,
                 max_positions: 32768,
                 kv_heads: Some(32),
+                head_dim: None,
+            },
+            LlamaFamily::Qwen3 => Self {
+                vocab_size: 151936,
+                intermediate_size: 22016,
+                max_positions: 32768,
+                kv_heads: Some(32),
+                head_dim: Some(128),
             },
         }
     }
@@ -336,6 +355,7 @@ pub fn check_plausible(cfg: &LlamaConfig, path: &Path) -> Result<()> {
         ("intermediate_size", cfg.intermediate_size, MAX_DIM),
         ("num_attention_heads", cfg.num_attention_heads, MAX_DIM),
         ("num_key_value_heads", cfg.num_key_value_heads, MAX_DIM),
+        ("head_dim", cfg.head_dim(), MAX_DIM),
         ("num_hidden_layers", cfg.num_hidden_layers, MAX_LAYERS),
         (
             "max_position_embeddings",
@@ -353,7 +373,11 @@ pub fn check_plausible(cfg: &LlamaConfig, path: &Path) -> Result<()> {
         cfg.intermediate_size as u128,
         cfg.vocab_size as u128,
     );
-    let n = 2 * v * c + cfg.num_hidden_layers as u128 * (4 * c * c + 3 * c * i);
+    let (q, kv) = (
+        cfg.num_attention_heads as u128 * cfg.head_dim() as u128,
+        cfg.num_key_value_heads as u128 * cfg.head_dim() as u128,
+    );
+    let n = 2 * v * c + cfg.num_hidden_layers as u128 * (2 * c * q + 2 * c * kv + 3 * c * i);
     if n > MAX_PARAMS as u128 {
         return Err(err(format!(
             "config describes about {n} parameters, more than the {MAX_PARAMS} this build accepts"
@@ -452,6 +476,7 @@ mod tests {
             attention_bias: false,
             mlp_bias: false,
             sliding_window: None,
+            head_dim: None,
         }
     }
 
@@ -512,6 +537,17 @@ mod tests {
                 model_type: LlamaFamily::Mistral,
                 ..tiny()
             },
+            LlamaConfig {
+                model_type: LlamaFamily::Qwen3,
+                head_dim: Some(16),
+                attention_bias: true,
+                ..tiny()
+            },
+            // An explicit head width is Llama's key too.
+            LlamaConfig {
+                head_dim: Some(4),
+                ..tiny()
+            },
         ];
         for cfg in relatives {
             let v = to_hf_config(&cfg, None, DType::F32);
@@ -536,6 +572,7 @@ mod tests {
         for (mt, want) in [
             ("mistral", (32000, 14336, 131072, 8)),
             ("qwen2", (151936, 22016, 32768, 32)),
+            ("qwen3", (151936, 22016, 32768, 32)),
         ] {
             let c = read(&json!({ "model_type": mt })).unwrap();
             assert_eq!(
@@ -551,6 +588,18 @@ mod tests {
             let mha = read(&json!({"model_type": mt, "num_key_value_heads": null})).unwrap();
             assert_eq!(mha.num_key_value_heads, 32, "{mt}");
         }
+        // Qwen3Config's heads are 128 wide unless the key says otherwise (4096 / 32 = 128:
+        // kept as derived); a head_dim equal to the derived width is not kept apart.
+        let q = read(
+            &json!({"model_type": "qwen3", "hidden_size": 1024, "num_attention_heads": 16,
+            "num_key_value_heads": 8}),
+        )
+        .unwrap();
+        assert_eq!((q.head_dim, q.q_width()), (Some(128), 2048));
+        let q = read(&json!({"model_type": "qwen3"})).unwrap();
+        assert_eq!((q.head_dim, q.head_dim()), (None, 128));
+        let l = read(&json!({"model_type": "llama", "head_dim": 128})).unwrap();
+        assert_eq!(l.head_dim, None);
         // MistralConfig's window is 4096 unless the key says otherwise; null is none.
         let m = read(&json!({"model_type": "mistral"})).unwrap();
         assert_eq!(m.sliding_window, Some(4096));
@@ -665,7 +714,12 @@ mod tests {
                 "sliding_window",
             ),
             (json!({"attention_dropout": 0.1}), "attention_dropout"),
-            (json!({"head_dim": 16}), "head_dim"),
+            (json!({"head_dim": 7}), "head_dim"),
+            (json!({"head_dim": -8}), "head_dim"),
+            (
+                json!({"model_type": "qwen3", "use_sliding_window": true}),
+                "use_sliding_window",
+            ),
             (json!({"num_key_value_heads": 3}), "num_key_value_heads"),
             (json!({"hidden_size": "32"}), "hidden_size"),
             (json!({"tie_word_embeddings": "yes"}), "tie_word_embeddings"),

@@ -14,7 +14,7 @@ pub const LM_HEAD: &str = "lm_head.weight";
 /// (init order, optimizer order). Linear weights are torch's (out, in); `lm_head.weight` is
 /// absent when the head is tied to the embedding.
 pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
-    let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let (c, i, q) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_width());
     let kv = cfg.num_key_value_heads * cfg.head_dim();
     let mut v = vec![(EMBED_TOKENS.to_string(), vec![cfg.vocab_size, c])];
     let (qkv, o, mlp) = (cfg.qkv_bias(), cfg.o_bias(), cfg.mlp_bias);
@@ -22,10 +22,10 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
         let p = format!("model.layers.{l}");
         // A Linear's weight, then its bias if it has one (torch's order).
         for (name, (out, inp), bias) in [
-            ("self_attn.q_proj", (c, c), qkv),
+            ("self_attn.q_proj", (q, c), qkv),
             ("self_attn.k_proj", (kv, c), qkv),
             ("self_attn.v_proj", (kv, c), qkv),
-            ("self_attn.o_proj", (c, c), o),
+            ("self_attn.o_proj", (c, q), o),
             ("mlp.gate_proj", (i, c), mlp),
             ("mlp.up_proj", (i, c), mlp),
             ("mlp.down_proj", (c, i), mlp),
@@ -34,6 +34,11 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
             if bias {
                 v.push((format!("{p}.{name}.bias"), vec![out]));
             }
+        }
+        if cfg.qk_norm() {
+            let hd = cfg.head_dim();
+            v.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
+            v.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
         }
         v.extend([
             (format!("{p}.input_layernorm.weight"), vec![c]),
@@ -88,6 +93,8 @@ struct Proj {
 
 struct Block {
     input_layernorm: Tensor,
+    /// Qwen3's RMSNorm gains (head_dim) over each query and key head, before RoPE.
+    qk_norm: Option<(Tensor, Tensor)>,
     q_proj: Proj,
     k_proj: Proj,
     v_proj: Proj,
@@ -272,8 +279,13 @@ impl Llama {
                     })
                 };
                 let (qkv, o, mlp) = (cfg.qkv_bias(), cfg.o_bias(), cfg.mlp_bias);
+                let qk_norm = match cfg.qk_norm() {
+                    true => Some((get("self_attn.q_norm")?, get("self_attn.k_norm")?)),
+                    false => None,
+                };
                 Ok(Block {
                     input_layernorm: get("input_layernorm")?,
+                    qk_norm,
                     q_proj: proj("self_attn.q_proj", qkv)?,
                     k_proj: proj("self_attn.k_proj", qkv)?,
                     v_proj: proj("self_attn.v_proj", qkv)?,
@@ -409,7 +421,7 @@ impl Llama {
         let blk = self.blocks.get(l).ok_or_else(|| {
             Error::Config(format!("block {l} of a model of {}", self.blocks.len()))
         })?;
-        let (b, t, c) = x.dims3()?;
+        let (b, t, _) = x.dims3()?;
         let (h, kv, hd) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
@@ -425,16 +437,16 @@ impl Llama {
         let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
         let run = Product::Matmul;
         let q = proj(&a, &blk.q_proj, (run, mode))?.reshape((b, t, h, hd))?;
-        let q = rope.apply(&q)?;
+        let q = rope.apply(&self.head_norm(blk, &q, 0)?)?;
         let kk = proj(&a, &blk.k_proj, (run, mode))?.reshape((b, t, kv, hd))?;
-        let kk = rope.apply(&kk)?;
+        let kk = rope.apply(&self.head_norm(blk, &kk, 1)?)?;
         let v = proj(&a, &blk.v_proj, (run, mode))?.reshape((b, t, kv, hd))?;
         let y = match &ctx.mask {
             None => {
                 // Heads stay in (B, T, heads, hd): the packed layout puts head i at columns
                 // i·hd.. of each third, so no transpose is needed.
                 let (kk, v) = (self.repeat_kv(&kk)?, self.repeat_kv(&v)?); // (B, T, H, hd)
-                let qkv = Tensor::cat(&[&q, &kk, &v], 2)?.reshape((b, t, 3 * c))?;
+                let qkv = Tensor::cat(&[&q, &kk, &v], 2)?.reshape((b, t, 3 * h * hd))?;
                 k::causal_attention(&qkv, h, 1.0 / (hd as f64).sqrt())? // (B, T, C)
             }
             Some(mask) => {
@@ -443,6 +455,15 @@ impl Llama {
             }
         };
         self.block_after_attention(blk, x, &y, (Product::Matmul, mode))
+    }
+
+    /// Qwen3's RMSNorm of each head of x (B, T, heads, hd): block `blk`'s `q_norm` (`which`
+    /// 0) or `k_norm` (1); x as it is for the other families.
+    fn head_norm(&self, blk: &Block, x: &Tensor, which: usize) -> Result<Tensor> {
+        match &blk.qk_norm {
+            Some((qn, kn)) => rms_norm(x, [qn, kn][which], self.cfg.rms_norm_eps),
+            None => Ok(x.clone()),
+        }
     }
 
     /// The composite attention, grouped: q (B, H, T, hd) over k, v (B, KV, S, hd), query head
@@ -541,15 +562,19 @@ impl Llama {
             .transpose()?;
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
-            let heads = |p: &Proj, n: usize, rotate: bool| -> Result<Tensor> {
+            // `norm`: which of Qwen3's head norms (q 0, k 1), for the rotated heads.
+            let heads = |p: &Proj, n: usize, rotate: Option<usize>| -> Result<Tensor> {
                 let y = proj(&a, p, (Product::Inference, &mut Mode::Eval))?;
                 let y = y.reshape((b, t, n, hd))?;
-                let y = if rotate { rope.apply(&y)? } else { y };
+                let y = match rotate {
+                    Some(norm) => rope.apply(&self.head_norm(blk, &y, norm)?)?,
+                    None => y,
+                };
                 Ok(y.transpose(1, 2)?.contiguous()?) // (B, n, T, hd)
             };
-            let q = heads(&blk.q_proj, h, true)?;
-            kc.slice_set(&heads(&blk.k_proj, kv, true)?, 2, start)?;
-            vc.slice_set(&heads(&blk.v_proj, kv, false)?, 2, start)?;
+            let q = heads(&blk.q_proj, h, Some(0))?;
+            kc.slice_set(&heads(&blk.k_proj, kv, Some(1))?, 2, start)?;
+            vc.slice_set(&heads(&blk.v_proj, kv, None)?, 2, start)?;
             // Views of the filled part: (B, KV, start + T, hd).
             let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
             let y = self.attend(&q, (&kk, &vv), mask.as_ref())?; // (B, T, C)
@@ -655,6 +680,7 @@ mod tests {
             attention_bias: false,
             mlp_bias: false,
             sliding_window: None,
+            head_dim: None,
         }
     }
 
