@@ -1,10 +1,12 @@
-//! The Hugging Face `LlamaForCausalLM` folder format: `config.json` and `model.safetensors`.
+//! The Hugging Face `LlamaForCausalLM` folder format (and `MistralForCausalLM`,
+//! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`): `config.json` and `model.safetensors`.
 //!
 //! Our parameter names and layouts are transformers' own, so export is a copy. Import accepts
 //! checkpoints written by `transformers` (`save_pretrained`), with or without the `model.`
 //! prefix (a bare `LlamaModel` has none), skips the `rotary_emb.inv_freq` buffers older
-//! versions saved, and refuses the variants our model does not implement (biases, attention
-//! dropout, RoPE scaling, another activation, a head width other than hidden/heads) by name.
+//! versions saved, reads each family's keys with its config class's defaults, and refuses the
+//! variants our model does not implement (attention dropout, RoPE scaling other than llama3's,
+//! another activation, Qwen's per-layer sliding windows) by name.
 
 use super::{param_shapes, Llama3Rope, LlamaConfig, LlamaFamily};
 use crate::{hf_config, safetensors_io, Error, Params, Result};

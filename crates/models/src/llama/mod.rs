@@ -5,6 +5,11 @@
 //! `down(silu(gate(x)) · up(x))`), no biases, and an output head of its own (or tied to the
 //! embedding). Names and layouts are transformers' `LlamaForCausalLM`, 1:1: Linear weights are
 //! torch's (out, in).
+//!
+//! The same model runs Llama's relatives ([`LlamaFamily`]): Mistral (a sliding attention
+//! window), Qwen2 (biases on the query, key and value projections) and Qwen3 (an RMSNorm over
+//! each query and key head, heads often wider than hidden / heads), and Llama's own
+//! `attention_bias` and `mlp_bias`.
 
 mod config;
 pub mod hf;
