@@ -54,8 +54,8 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
 
 /// transformers' `_init_weights` for Llama: every Linear weight and the embedding drawn from
 /// N(0, initializer_range), the padding row of the embedding (if any) then zeroed, biases 0
-/// and RMSNorm gains 1 (no draws). Drawn in `param_shapes` order from `rng`, so the same seed gives the
-/// same model on every device.
+/// and RMSNorm gains 1 (no draws). Drawn in `param_shapes` order from `rng`, so the same seed
+/// gives the same model on every device.
 pub fn init_params(
     cfg: &LlamaConfig,
     rng: &mut Rng,
@@ -89,6 +89,13 @@ struct Proj {
     w: Tensor,
     b: Option<Tensor>,
     lora: Option<LowRank>,
+}
+
+/// The query or the key heads (which of Qwen3's head norms applies).
+#[derive(Clone, Copy)]
+enum Heads {
+    Query,
+    Key,
 }
 
 struct Block {
@@ -406,7 +413,7 @@ impl Llama {
     }
 
     /// Block `l` on x (B, T, C) with `ctx` from [`Llama::block_context`] → (B, T, C).
-    /// The fused attention ([`k::causal_attention`]) reads q, k and v packed into (B, T, 3C),
+    /// The fused attention ([`k::causal_attention`]) reads q, k and v packed into (B, T, 3·H·hd),
     /// the key and value heads repeated for the query heads they serve (transformers'
     /// `repeat_kv`); the composite one ([`Llama::attend`]) reads each key/value head once for
     /// all of its query heads.
@@ -437,9 +444,9 @@ impl Llama {
         let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
         let run = Product::Matmul;
         let q = proj(&a, &blk.q_proj, (run, mode))?.reshape((b, t, h, hd))?;
-        let q = rope.apply(&self.head_norm(blk, &q, 0)?)?;
+        let q = rope.apply(&self.head_norm(blk, &q, Heads::Query)?)?;
         let kk = proj(&a, &blk.k_proj, (run, mode))?.reshape((b, t, kv, hd))?;
-        let kk = rope.apply(&self.head_norm(blk, &kk, 1)?)?;
+        let kk = rope.apply(&self.head_norm(blk, &kk, Heads::Key)?)?;
         let v = proj(&a, &blk.v_proj, (run, mode))?.reshape((b, t, kv, hd))?;
         let y = match &ctx.mask {
             None => {
@@ -447,7 +454,7 @@ impl Llama {
                 // i·hd.. of each third, so no transpose is needed.
                 let (kk, v) = (self.repeat_kv(&kk)?, self.repeat_kv(&v)?); // (B, T, H, hd)
                 let qkv = Tensor::cat(&[&q, &kk, &v], 2)?.reshape((b, t, 3 * h * hd))?;
-                k::causal_attention(&qkv, h, 1.0 / (hd as f64).sqrt())? // (B, T, C)
+                k::causal_attention(&qkv, h, 1.0 / (hd as f64).sqrt())? // (B, T, H·hd)
             }
             Some(mask) => {
                 let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous(); // (B, n, T, hd)
@@ -457,19 +464,23 @@ impl Llama {
         self.block_after_attention(blk, x, &y, (Product::Matmul, mode))
     }
 
-    /// Qwen3's RMSNorm of each head of x (B, T, heads, hd): block `blk`'s `q_norm` (`which`
-    /// 0) or `k_norm` (1); x as it is for the other families.
-    fn head_norm(&self, blk: &Block, x: &Tensor, which: usize) -> Result<Tensor> {
-        match &blk.qk_norm {
-            Some((qn, kn)) => rms_norm(x, [qn, kn][which], self.cfg.rms_norm_eps),
-            None => Ok(x.clone()),
-        }
+    /// Qwen3's RMSNorm of each head of x (B, T, heads, hd): block `blk`'s `q_norm` or
+    /// `k_norm`; x as it is for the other families.
+    fn head_norm(&self, blk: &Block, x: &Tensor, heads: Heads) -> Result<Tensor> {
+        let Some((q_norm, k_norm)) = &blk.qk_norm else {
+            return Ok(x.clone());
+        };
+        let gain = match heads {
+            Heads::Query => q_norm,
+            Heads::Key => k_norm,
+        };
+        rms_norm(x, gain, self.cfg.rms_norm_eps)
     }
 
     /// The composite attention, grouped: q (B, H, T, hd) over k, v (B, KV, S, hd), query head
     /// j·n_rep + r reading key/value head j, so the query heads one key/value head serves are
     /// stacked as rows of one product with it and keys and values are never repeated; `mask`
-    /// is additive over (T, S) → attention's output (B, T, C), the input of o_proj.
+    /// is additive over (T, S) → attention's output (B, T, H·hd), the input of o_proj.
     fn attend(
         &self,
         q: &Tensor,
@@ -485,7 +496,7 @@ impl Llama {
         let att = k::masked_softmax(&att, 1.0 / (hd as f64).sqrt(), mask)?;
         let att = att.reshape((b, kv, n_rep * t, s))?;
         let y = att.matmul(vv)?.reshape((b, h, t, hd))?; // (B, H, T, hd)
-        Ok(y.transpose(1, 2)?.reshape((b, t, h * hd))?) // (B, T, C)
+        Ok(y.transpose(1, 2)?.reshape((b, t, h * hd))?) // (B, T, H·hd)
     }
 
     /// Key or value heads (B, T, KV, hd) → (B, T, H, hd), each repeated for the
@@ -501,7 +512,7 @@ impl Llama {
             .reshape((b, t, kv * n_rep, hd))?)
     }
 
-    /// The rest of a block after attention: y (B, T, C) is attention's output before o_proj,
+    /// The rest of a block after attention: y (B, T, H·hd) is attention's output before o_proj,
     /// x the block's input; returns the block's output.
     fn block_after_attention(
         &self,
@@ -562,22 +573,22 @@ impl Llama {
             .transpose()?;
         for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
             let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
-            // `norm`: which of Qwen3's head norms (q 0, k 1), for the rotated heads.
-            let heads = |p: &Proj, n: usize, rotate: Option<usize>| -> Result<Tensor> {
+            // `rotate`: the queries or keys (normalised, for Qwen3, and rotated); None: values.
+            let heads = |p: &Proj, n: usize, rotate: Option<Heads>| -> Result<Tensor> {
                 let y = proj(&a, p, (Product::Inference, &mut Mode::Eval))?;
                 let y = y.reshape((b, t, n, hd))?;
                 let y = match rotate {
-                    Some(norm) => rope.apply(&self.head_norm(blk, &y, norm)?)?,
+                    Some(which) => rope.apply(&self.head_norm(blk, &y, which)?)?,
                     None => y,
                 };
                 Ok(y.transpose(1, 2)?.contiguous()?) // (B, n, T, hd)
             };
-            let q = heads(&blk.q_proj, h, Some(0))?;
-            kc.slice_set(&heads(&blk.k_proj, kv, Some(1))?, 2, start)?;
+            let q = heads(&blk.q_proj, h, Some(Heads::Query))?;
+            kc.slice_set(&heads(&blk.k_proj, kv, Some(Heads::Key))?, 2, start)?;
             vc.slice_set(&heads(&blk.v_proj, kv, None)?, 2, start)?;
             // Views of the filled part: (B, KV, start + T, hd).
             let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
-            let y = self.attend(&q, (&kk, &vv), mask.as_ref())?; // (B, T, C)
+            let y = self.attend(&q, (&kk, &vv), mask.as_ref())?; // (B, T, H·hd)
             x = self.block_after_attention(blk, x, &y, (Product::Inference, &mut Mode::Eval))?;
         }
         cache.len = start + t;
