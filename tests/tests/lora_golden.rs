@@ -57,7 +57,7 @@ fn parity(golden: &str, base: &str, inputs_of: &str) {
 
     // Our adapter under peft's names and shapes, with the values just read.
     let theirs = load_all(&dir.join("adapter/adapter_model.safetensors"));
-    let ours = lora.adapter_tensors();
+    let ours = lora.adapter_tensors().unwrap();
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
         theirs.keys().collect::<Vec<_>>(),

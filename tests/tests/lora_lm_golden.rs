@@ -94,7 +94,7 @@ fn parity(golden: &str, base: &str, requested: &[&str]) {
     // Our adapter under peft's names and shapes, with the values just read: the A and B
     // matrices alone (a language model has no head in it).
     let theirs = load_all(&adapter_file);
-    let ours = lora.adapter_tensors();
+    let ours = lora.adapter_tensors().unwrap();
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
         theirs.keys().collect::<Vec<_>>(),
@@ -198,7 +198,7 @@ fn parity(golden: &str, base: &str, requested: &[&str]) {
     };
     let (_, fresh) = load_base(base);
     let ours = lora_over(&requested, &cfg, &fresh);
-    let names = ours.adapter_tensors();
+    let names = ours.adapter_tensors().unwrap();
     assert_eq!(
         names.keys().collect::<Vec<_>>(),
         theirs.keys().collect::<Vec<_>>(),

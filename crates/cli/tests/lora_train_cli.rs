@@ -341,6 +341,78 @@ fn lora_continues_a_gpt2_and_resumes_byte_identical() {
     assert!(e.contains("model.init_from"), "{e}");
 }
 
+/// The tensors of a bf16 safetensors file, widened to f32 (exactly).
+fn bf16_tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            assert_eq!(v.dtype(), safetensors::Dtype::BF16, "{n}");
+            let f = v.data().chunks_exact(2);
+            let f = f.map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16));
+            (n, f.collect())
+        })
+        .collect()
+}
+
+/// A GPT-2 published in bf16 (`export --dtype bf16`, as most published models are) adapted
+/// in bf16, where its frozen weights are held once (the working copy's variables): a run cut
+/// short and resumed is the uninterrupted one to the byte, and the checkpoint's merged model
+/// holds the published frozen weights exactly, in fp32.
+#[test]
+fn lora_over_a_bf16_model_holds_it_once_and_resumes_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let hf = root.join("hf16");
+    let base = s(&pretrained_gpt(root));
+    lantern_ok(&[
+        "export",
+        "--model",
+        &base,
+        "--out",
+        &s(&hf),
+        "--dtype",
+        "bf16",
+    ]);
+    let from = format!("model.init_from={}", s(&hf));
+    let sets = [from.as_str(), "train.precision=\"bf16\""];
+    let cfg = |name: &str| {
+        let run = root.join(name);
+        (tiny_config(root, &run, GPT_LORA), run)
+    };
+    let (whole, whole_run) = cfg("whole");
+    train(&whole, &sets, &[], false);
+    let (cut, cut_run) = cfg("cut");
+    train(&cut, &sets, &["--stop-after", "20"], false);
+    train(&cut, &sets, &["--resume"], false);
+    let (a, b) = (newest_checkpoint(&whole_run), newest_checkpoint(&cut_run));
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "adapter/adapter_model.safetensors",
+    ] {
+        assert!(
+            std::fs::read(a.join(file)).unwrap() == std::fs::read(b.join(file)).unwrap(),
+            "{file} differs after the resume"
+        );
+    }
+    let published = bf16_tensors(&hf.join("model.safetensors"));
+    let merged = tensors(&a.join("model.safetensors"));
+    let mut frozen = 0;
+    for (name, want) in &published {
+        let targeted = name.contains("c_attn.weight") || name.contains("c_fc.weight");
+        if let (false, Some(got)) = (targeted, merged.get(name)) {
+            assert!(got == want, "{name} is not the published weight");
+            frozen += 1;
+        }
+    }
+    assert!(frozen > 10, "only {frozen} frozen tensors compared");
+    // The adapters moved the targets away from the published weights.
+    let name = "transformer.h.0.mlp.c_fc.weight";
+    assert!(merged[name] != published[name]);
+}
+
 /// Llama with `"all-linear"`: every projection of every block adapted, the untied `lm_head`
 /// and the embedding frozen; two ranks with batch 4 train as one process with batch 8.
 #[test]

@@ -1190,7 +1190,7 @@ impl<'a> CheckpointWriter<'a> {
         if let Some(l) = self.lora {
             files.push((
                 format!("{}/{}", lora::ADAPTER_DIR, lora::ADAPTER_WEIGHTS),
-                safetensors_io::serialize(&l.adapter_tensors())?,
+                safetensors_io::serialize(&l.adapter_tensors()?)?,
             ));
         }
         Ok(files)
@@ -1819,7 +1819,6 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         Precision::Fp32 => None,
         p => Some(params.to(&device, p.dtype())?),
     };
-    let work_params = work.as_ref().unwrap_or(&params);
     // LoRA: the optimizer trains the adapters and the head; `params` hold the pretrained
     // weights (merged with the adapters only in what checkpoints write).
     if let (Some(from), Some(adapter)) = (
@@ -1838,6 +1837,17 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         )?),
         None => None,
     };
+    // With LoRA the pretrained weights are the adapters' store's: in mixed precision it holds
+    // those the working copy holds exactly only there, and the fp32 copies go (dropped here:
+    // a shadowed binding would live to the end of the function).
+    let params = match &lora {
+        Some(l) => {
+            drop(params);
+            l.model().clone()
+        }
+        None => params,
+    };
+    let work_params = work.as_ref().unwrap_or(&params);
     if let (Some(l), Some((dir, _, rs))) = (&lora, &resumed) {
         let state_file = dir.join(STATE_FILE);
         l.resume(

@@ -334,6 +334,27 @@ pub enum Base<'a> {
     CausalLm(&'a DecoderConfig),
 }
 
+/// `model` (fp32) with each frozen weight the working copy `work` holds exactly replaced by
+/// that copy's variable: a pretrained model published in bf16 or fp16 (most are) is then held
+/// once, in the working dtype, instead of in fp32 beside it (4 bytes per parameter more, and
+/// nothing gained). Weights the working dtype rounds (an fp32 checkpoint's) keep their fp32
+/// variables, which the checkpoints' merged model reads; so do those not `frozen` (the head,
+/// which the optimizer updates in fp32).
+fn keep_once(model: &Params, work: &Params, frozen: &[bool]) -> Result<Params> {
+    let mut out = Params::new();
+    for (i, ((name, v32), w)) in model.iter().zip(work.vars()).enumerate() {
+        let exact = frozen[i]
+            && w.dtype() != DType::F32
+            && (w.as_tensor().to_dtype(DType::F32)? - v32.as_tensor())?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?
+                == 0.0;
+        out.insert_shared(name, if exact { w.clone() } else { v32.clone() });
+    }
+    Ok(out)
+}
+
 impl Base<'_> {
     fn family(&self) -> &'static str {
         match self {
@@ -403,8 +424,10 @@ pub struct Lora {
     /// and `<module>.lora_B.weight` (fp32), and the head's parameters (the model store's own
     /// variables: the optimizer updates them in place).
     master: Params,
-    /// The model's fp32 store (the pretrained weights and the head; merged with the adapters,
-    /// what checkpoints export) and, in mixed precision, its working copy.
+    /// The model's store (the pretrained weights and the head; merged with the adapters,
+    /// what checkpoints export): fp32, except in mixed precision the frozen weights the
+    /// working copy holds exactly ([`keep_once`]: they are that copy's variables), and, in
+    /// mixed precision, its working copy.
     model: Params,
     work: Option<Params>,
     /// In mixed precision: the working copies of A and B, target by target (A then B), which
@@ -587,6 +610,13 @@ impl Lora {
             }
             None => None,
         };
+        let frozen: Vec<bool> = (0..model.len())
+            .map(|i| !head_idx.iter().any(|&(_, w)| w == i))
+            .collect();
+        let model = match work {
+            Some(w) => keep_once(model, w, &frozen)?,
+            None => model.clone(),
+        };
         let lora = Lora {
             spec: LoraSection {
                 target_modules: Some(wanted),
@@ -595,7 +625,7 @@ impl Lora {
             targets,
             head: head_idx,
             master,
-            model: model.clone(),
+            model,
             work: work.cloned(),
             work_adapters,
             in_out,
@@ -671,8 +701,17 @@ impl Lora {
     pub fn describe(&self) -> String {
         let (n, total) = self.counts();
         let s = &self.spec;
+        let once = match self.kept_once() {
+            0 => String::new(),
+            k => format!(
+                "; {k} of {} frozen tensors held only in the working dtype, which holds them \
+                 exactly",
+                self.model.len() - self.head.len()
+            ),
+        };
         format!(
-            "LoRA r={} alpha={} (scale {}) on {}: {n} of {total} parameters trained ({:.2} %)",
+            "LoRA r={} alpha={} (scale {}) on {}: {n} of {total} parameters trained ({:.2} \
+             %){once}",
             s.r,
             s.alpha,
             s.scale(),
@@ -776,16 +815,37 @@ impl Lora {
         Ok(())
     }
 
-    /// The model's fp32 store with each target's weight W0 + s·B·A (peft's
+    /// The model's store in fp32 with each target's weight W0 + s·B·A (peft's
     /// `merge_and_unload`): what checkpoints write as `model.safetensors`. The targets' merged
-    /// weights are new tensors; the store itself is left as it is.
+    /// weights and the fp32 values of weights kept in the working dtype are new tensors; the
+    /// store itself is left as it is.
     pub fn merged(&self) -> Result<Params> {
         let mut out = self.model.clone();
+        for (name, v) in self.model.iter().filter(|(_, v)| v.dtype() != DType::F32) {
+            out.insert(name, v.as_tensor().to_dtype(DType::F32)?)?;
+        }
         for t in &self.targets {
-            let w = (self.model.vars()[t.index].as_tensor() + self.delta(t)?)?;
-            out.insert(&self.model.names()[t.index], w)?;
+            let w0 = self.model.vars()[t.index]
+                .as_tensor()
+                .to_dtype(DType::F32)?;
+            out.insert(&self.model.names()[t.index], (w0 + self.delta(t)?)?)?;
         }
         Ok(out)
+    }
+
+    /// The model's store ([`Lora::merged`] without the adapters): what the run keeps of the
+    /// pretrained model, so that the caller need not keep an fp32 copy of its own.
+    pub fn model(&self) -> &Params {
+        &self.model
+    }
+
+    /// How many frozen weights are kept in the working dtype only ([`keep_once`]).
+    pub fn kept_once(&self) -> usize {
+        self.model
+            .vars()
+            .iter()
+            .filter(|v| v.dtype() != DType::F32)
+            .count()
     }
 
     /// The master store's gradients from those of the view's variables (`grads`, in
@@ -805,7 +865,7 @@ impl Lora {
 
     /// `adapter_model.safetensors`'s tensors: every master variable under peft's name, and a
     /// masked LM's tied output-layer tensors as the copies peft writes.
-    pub fn adapter_tensors(&self) -> BTreeMap<String, Tensor> {
+    pub fn adapter_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
         let model = self.model.vars();
         self.master
             .iter()
@@ -815,7 +875,8 @@ impl Lora {
                     .iter()
                     .map(|&(n, i)| (format!("{PREFIX}{n}"), model[i].as_tensor().clone())),
             )
-            .collect()
+            .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?)))
+            .collect::<Result<_>>()
     }
 
     /// `adapter_config.json`, as peft writes it for these settings; `base` is the pretrained
@@ -1028,6 +1089,7 @@ mod tests {
         );
         assert!(lora
             .adapter_tensors()
+            .unwrap()
             .contains_key("base_model.model.bert.pooler.dense.bias"));
         // "dense" adapts the layers' dense projections, not the pooler's trained in full.
         let mut s = spec();
@@ -1079,6 +1141,68 @@ mod tests {
             .targets
             .iter()
             .all(|t| !lora.model.names()[t.index].starts_with("classifier")));
+    }
+
+    /// In mixed precision a pretrained model published in bf16 is held once: its frozen
+    /// weights are the working copy's variables (no fp32 copy), the head keeps its fp32
+    /// master, and the merged model is the same as over the fp32 store, bit for bit. An fp32
+    /// model's weights, which bf16 rounds, keep their fp32 values.
+    #[test]
+    fn a_model_published_in_bf16_is_held_once() {
+        let (cfg, p) = bert();
+        let head = BertHead::SequenceClassification;
+        // The same weights as bf16 would have stored them, in fp32.
+        let mut published = Params::new();
+        for (n, v) in p.iter() {
+            let t = v.as_tensor().to_dtype(DType::BF16).unwrap();
+            published
+                .insert(n, t.to_dtype(DType::F32).unwrap())
+                .unwrap();
+        }
+        let spec = LoraSection {
+            target_modules: Some(vec![ALL_LINEAR.into()]),
+            ..spec()
+        };
+        let new = |model: &Params, work: Option<&Params>| {
+            let base = Base::Task(&cfg, head);
+            Lora::new(&spec, base, (model, work), &[], &mut Rng::new(1)).unwrap()
+        };
+        let work = published.to(&Device::Cpu, DType::BF16).unwrap();
+        let (mixed, plain) = (new(&published, Some(&work)), new(&published, None));
+        let head_names = ["classifier.weight", "classifier.bias"];
+        let frozen = p.len() - head_names.len();
+        assert_eq!(mixed.kept_once(), frozen);
+        assert!(mixed
+            .describe()
+            .contains(&format!("{frozen} of {frozen} frozen tensors")));
+        for (name, v) in mixed.model().iter() {
+            let w = work.var(name).unwrap();
+            let is_head = head_names.contains(&name);
+            assert_eq!(v.dtype(), if is_head { DType::F32 } else { DType::BF16 });
+            // The working copy's own variable: the same storage, not a copy.
+            assert_eq!(v.as_tensor().id() == w.as_tensor().id(), !is_head, "{name}");
+        }
+        perturb(&mixed);
+        perturb(&plain);
+        let (a, b) = (mixed.merged().unwrap(), plain.merged().unwrap());
+        assert_eq!(a.names(), b.names());
+        for ((n, x), y) in a.iter().zip(b.vars()) {
+            assert_eq!(x.dtype(), DType::F32, "{n}");
+            let d = max_abs(x.as_tensor(), y.as_tensor());
+            assert_eq!(d, 0.0, "{n}");
+        }
+        // The tied copies peft writes are fp32 too.
+        let tensors = mixed.adapter_tensors().unwrap();
+        assert!(tensors.values().all(|t| t.dtype() == DType::F32));
+        // fp32 weights that bf16 rounds (the drawn matrices) stay fp32; the exact ones (the
+        // LayerNorms' ones, the zero biases) are held once.
+        let rounded = p.to(&Device::Cpu, DType::BF16).unwrap();
+        let fp32 = new(&p, Some(&rounded));
+        for (name, v) in fp32.model().iter() {
+            let exact = v.rank() == 1 && !head_names.contains(&name);
+            let want = if exact { DType::BF16 } else { DType::F32 };
+            assert_eq!(v.dtype(), want, "{name}");
+        }
     }
 
     /// Draws every B at random (A is already): adapters that change the model.

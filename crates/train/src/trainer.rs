@@ -622,7 +622,6 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         Precision::Fp32 => None,
         p => Some(params.to(&device, p.dtype())?),
     };
-    let work_params = work.as_ref().unwrap_or(&params);
     // LoRA: the optimizer trains the adapters; `params` hold the pretrained weights.
     let lora = match &cfg.lora {
         Some(spec) => {
@@ -656,6 +655,17 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
         None => None,
     };
+    // With LoRA the pretrained weights are the adapters' store's: in mixed precision it holds
+    // those the working copy holds exactly only there, and the fp32 copies go (dropped here:
+    // a shadowed binding would live to the end of the function).
+    let params = match &lora {
+        Some(l) => {
+            drop(params);
+            l.model().clone()
+        }
+        None => params,
+    };
+    let work_params = work.as_ref().unwrap_or(&params);
     if let (Some(l), Some(st), Some((_, dir))) = (&lora, &state, &resume_from) {
         let state_file = dir.join(checkpoint::STATE_FILE);
         l.resume(
@@ -891,7 +901,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         if let Some(l) = &lora {
             files.push((
                 &adapter_weights,
-                safetensors_io::serialize(&l.adapter_tensors())?,
+                safetensors_io::serialize(&l.adapter_tensors()?)?,
             ));
             files.push((&adapter_config, adapter_config_bytes.clone()));
         }
