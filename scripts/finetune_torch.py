@@ -172,7 +172,7 @@ def word_tokenizer(path, **kwargs):
 
 # Decoder families that fine-tune as `lantern finetune` does them (config.json's model_type), and
 # the end-of-text tokens Lantern pads with when config.json names no padding or end id, in order.
-DECODERS = ("gpt2", "llama")
+DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
 ENDS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
 
 
@@ -182,13 +182,13 @@ def gpt2_classifier(path, labels, tags=False):
     `classifier` and a tokenizer for pre-split words), from a GPT-2 folder; from a Llama folder
     LlamaForSequenceClassification / LlamaForTokenClassification (a fresh `score` both)."""
     from tokenizers import Tokenizer
-    from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassification,
-                              LlamaForSequenceClassification, LlamaForTokenClassification,
-                              PreTrainedTokenizerFast)
+    import transformers
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    classes = {"gpt2": (GPT2ForSequenceClassification, GPT2ForTokenClassification),
-               "llama": (LlamaForSequenceClassification, LlamaForTokenClassification)}[cfg["model_type"]]
+    # Each family's pair of classes: GPT2For..., LlamaFor..., MistralFor..., Qwen2For..., Qwen3For...
+    prefix = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2",
+              "qwen3": "Qwen3"}[cfg["model_type"]]
+    classes = tuple(getattr(transformers, f"{prefix}For{h}Classification") for h in ("Sequence", "Token"))
     vocab = Tokenizer.from_file(os.path.join(path, "tokenizer.json")).get_vocab()
     eot = next((t for t in ENDS if t in vocab), ENDS[0])
     # The folder's tokenizer.json exactly as Lantern reads it. (AutoTokenizer also loads a GPT-2
@@ -198,7 +198,8 @@ def gpt2_classifier(path, labels, tags=False):
     if tags:
         tok = word_tokenizer(path, eos_token=eot)
     else:
-        tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"), eos_token=eot)
+        tok = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"),
+                                                   eos_token=eot)
     pad = cfg.get("pad_token_id")
     if pad is None:
         pad = cfg.get("eos_token_id")

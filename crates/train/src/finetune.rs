@@ -1837,16 +1837,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         )?),
         None => None,
     };
-    // With LoRA the pretrained weights are the adapters' store's: in mixed precision it holds
-    // those the working copy holds exactly only there, and the fp32 copies go (dropped here:
-    // a shadowed binding would live to the end of the function).
-    let params = match &lora {
-        Some(l) => {
-            drop(params);
-            l.model().clone()
-        }
-        None => params,
-    };
+    let params = lora::pretrained_store(lora.as_ref(), params);
     let work_params = work.as_ref().unwrap_or(&params);
     if let (Some(l), Some((dir, _, rs))) = (&lora, &resumed) {
         let state_file = dir.join(STATE_FILE);

@@ -334,6 +334,17 @@ pub enum Base<'a> {
     CausalLm(&'a DecoderConfig),
 }
 
+/// The store a run keeps of the pretrained model: `params` without LoRA; with it the
+/// adapters' ([`Lora::model`]: in mixed precision without fp32 copies of the weights the
+/// working copy holds exactly), and `params` is dropped, freeing those copies (a binding merely
+/// shadowed would keep them to the end of the caller).
+pub fn pretrained_store(lora: Option<&Lora>, params: Params) -> Params {
+    match lora {
+        Some(l) => l.model().clone(),
+        None => params,
+    }
+}
+
 /// `model` (fp32) with each frozen weight the working copy `work` holds exactly replaced by
 /// that copy's variable: a pretrained model published in bf16 or fp16 (most are) is then held
 /// once, in the working dtype, instead of in fp32 beside it (4 bytes per parameter more, and

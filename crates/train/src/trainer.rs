@@ -655,16 +655,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
         None => None,
     };
-    // With LoRA the pretrained weights are the adapters' store's: in mixed precision it holds
-    // those the working copy holds exactly only there, and the fp32 copies go (dropped here:
-    // a shadowed binding would live to the end of the function).
-    let params = match &lora {
-        Some(l) => {
-            drop(params);
-            l.model().clone()
-        }
-        None => params,
-    };
+    let params = lora::pretrained_store(lora.as_ref(), params);
     let work_params = work.as_ref().unwrap_or(&params);
     if let (Some(l), Some(st), Some((_, dir))) = (&lora, &state, &resume_from) {
         let state_file = dir.join(checkpoint::STATE_FILE);
