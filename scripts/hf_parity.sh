@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPT-2 and Llama parity with live transformers, fp32, tolerance 1e-4 max abs:
+# GPT-2 and Llama (and Qwen3, Mistral) parity with live transformers, fp32, tolerance 1e-4 max abs:
 #  1. a GPT-2 Lantern trained and exported loads in transformers' GPT2LMHeadModel and gives
 #     the same logits and loss as Lantern on the same tokens;
 #  2. a GPT2LMHeadModel saved by transformers (save_pretrained) loads in Lantern with the same
@@ -7,6 +7,9 @@
 #  3. as 1 for a Llama (LlamaForCausalLM, grouped-query attention, untied head), and the greedy
 #     text transformers generates from the export is Lantern's. (The other direction for Llama
 #     is the golden test tests/tests/hf_llama_golden.rs, on files transformers wrote.)
+#  4. as 3 for two of its relatives trained from scratch (model.family): a Qwen3 (head norms,
+#     heads of 32 under a width of 64 and 4 heads, attention biases) and a Mistral (a sliding
+#     window of 16 under 48-token rows and a 44-token generation).
 # Needs the test-only venv (scripts/ref_env.sh) and the fortunes text (scripts/fetch_fortunes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,17 +55,21 @@ echo "== 2. transformers -> Lantern"
 "$PY" scripts/hf_make_random_gpt2.py --out "$W/hf"
 $L score --model "$W/hf" --tokens "$W/hf/tokens.json" --dump "$W/ours_hf.safetensors"
 "$PY" scripts/hf_parity.py --model "$W/hf" --tokens "$W/hf/tokens.json" --ours "$W/ours_hf.safetensors"
-echo "== 3. Lantern Llama -> transformers"
-sed -e 's/preset = "gpt-tiny"/preset = "llama-tiny"\nn_kv_head = 2\nintermediate_size = 160/' \
-  -e "s|$W/run|$W/llama|" "$W/cfg.toml" > "$W/llama.toml"
-$L train --config "$W/llama.toml" --quiet
-$L export --model "$W/llama" --out "$W/llama-export"
-$L score --model "$W/llama-export" --tokens "$W/tokens.json" --dump "$W/ours_llama.safetensors"
-"$PY" scripts/hf_parity.py --model "$W/llama-export" --tokens "$W/tokens.json" --ours "$W/ours_llama.safetensors"
-$L generate --model "$W/llama-export" --prompt "The theory of" --max-new-tokens 40 --temperature 0 \
-  --ignore-eot --print-ids 2> "$W/gen.err" >/dev/null
-"$PY" - "$W/llama-export" "$W/gen.err" <<'PYEOF'
-import sys, torch
+# llama_family NAME KEYS: a Llama-family model with the [model] keys KEYS (newline-separated)
+# trained from scratch, exported, its logits in transformers against Lantern's, and the greedy
+# text transformers generates from the export against Lantern's.
+llama_family() {
+    local name=$1 keys=$2
+    sed -e "s/preset = \"gpt-tiny\"/preset = \"llama-tiny\"\nn_kv_head = 2\nintermediate_size = 160\n$keys/" \
+      -e "s|$W/run|$W/$name|" "$W/cfg.toml" > "$W/$name.toml"
+    $L train --config "$W/$name.toml" --quiet
+    $L export --model "$W/$name" --out "$W/$name-export"
+    $L score --model "$W/$name-export" --tokens "$W/tokens.json" --dump "$W/ours_$name.safetensors"
+    "$PY" scripts/hf_parity.py --model "$W/$name-export" --tokens "$W/tokens.json" --ours "$W/ours_$name.safetensors"
+    $L generate --model "$W/$name-export" --prompt "The theory of" --max-new-tokens 40 --temperature 0 \
+      --ignore-eot --print-ids 2> "$W/gen.err" >/dev/null
+    "$PY" - "$W/$name-export" "$W/gen.err" <<'PYEOF'
+import json, sys, torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 folder, err = sys.argv[1], sys.argv[2]
 ours = next(l for l in open(err) if l.startswith("sample 1 ids: "))
@@ -75,7 +82,15 @@ prompt = tok("The theory of", add_special_tokens=False, return_tensors="pt").inp
 model.generation_config.eos_token_id = None
 out = model.generate(prompt, max_new_tokens=40, do_sample=False, pad_token_id=0)
 theirs = out[0, prompt.shape[1]:].tolist()
-print(f"greedy: {sum(a == b for a, b in zip(ours, theirs))}/{len(theirs)} tokens the same")
+print(f"{type(model).__name__}: greedy {sum(a == b for a, b in zip(ours, theirs))}/{len(theirs)} "
+      f"tokens the same")
 sys.exit(0 if ours == theirs else 1)
 PYEOF
+}
+
+echo "== 3. Lantern Llama -> transformers"
+llama_family llama ""
+echo "== 4. Lantern Qwen3 and Mistral -> transformers"
+llama_family qwen3 'family = "qwen3"\nhead_dim = 32\nattention_bias = true'
+llama_family mistral 'family = "mistral"\nsliding_window = 16'
 echo "parity: every direction within tolerance"

@@ -57,6 +57,20 @@ pub struct ModelSection {
     /// Llama only: the key/value heads (`num_key_value_heads`; fewer than `n_head` is
     /// grouped-query attention, and `n_head` must be a multiple of it).
     pub n_kv_head: Option<usize>,
+    /// Llama only: which member of the Llama family to build (transformers' `model_type`:
+    /// `llama`, `mistral`, `qwen2` with q/k/v biases, `qwen3` with per-head query and key
+    /// norms); default the preset's (`llama`) or the `init_from` folder's.
+    pub family: Option<lantern_models::llama::LlamaFamily>,
+    /// Llama only: the width of an attention head when it is not `n_embd / n_head` (Qwen3's
+    /// `head_dim`).
+    pub head_dim: Option<usize>,
+    /// Llama only (family `mistral`): each token attends to this many positions, itself
+    /// included (Mistral's `sliding_window`).
+    pub sliding_window: Option<usize>,
+    /// Llama only: biases on q/k/v/o_proj (families `llama` and `qwen3`: `attention_bias`).
+    pub attention_bias: Option<bool>,
+    /// Llama only: biases on gate/up/down_proj (family `llama`: `mlp_bias`).
+    pub mlp_bias: Option<bool>,
     /// BERT only: the share of non-special tokens chosen for prediction (default 0.15, of
     /// which 80% become [MASK], 10% a random token, 10% stay).
     pub mlm_probability: Option<f64>,
@@ -492,6 +506,11 @@ impl Default for ModelSection {
             arch: None,
             intermediate_size: None,
             n_kv_head: None,
+            family: None,
+            head_dim: None,
+            sliding_window: None,
+            attention_bias: None,
+            mlp_bias: None,
             mlm_probability: None,
             attention: Default::default(),
         }
@@ -578,6 +597,19 @@ impl RunConfig {
                 &[ModelArch::Bert],
             ),
             ("n_kv_head", m.n_kv_head.is_some(), &[ModelArch::Llama]),
+            ("family", m.family.is_some(), &[ModelArch::Llama]),
+            ("head_dim", m.head_dim.is_some(), &[ModelArch::Llama]),
+            (
+                "sliding_window",
+                m.sliding_window.is_some(),
+                &[ModelArch::Llama],
+            ),
+            (
+                "attention_bias",
+                m.attention_bias.is_some(),
+                &[ModelArch::Llama],
+            ),
+            ("mlp_bias", m.mlp_bias.is_some(), &[ModelArch::Llama]),
             (
                 "dropout",
                 m.dropout.is_some(),

@@ -123,6 +123,17 @@ impl ModelConfig {
                     (None, Some(h)) if h % c.num_key_value_heads != 0 => c.num_key_value_heads = h,
                     _ => {}
                 }
+                if let Some(f) = m.family {
+                    c.model_type = f;
+                }
+                // Kept apart only where it differs from the width / heads, as config.json reads.
+                c.head_dim = m
+                    .head_dim
+                    .or(c.head_dim)
+                    .filter(|&hd| hd * c.num_attention_heads != c.hidden_size);
+                c.sliding_window = m.sliding_window.or(c.sliding_window);
+                c.attention_bias = m.attention_bias.unwrap_or(c.attention_bias);
+                c.mlp_bias = m.mlp_bias.unwrap_or(c.mlp_bias);
                 c.validate()?;
                 Self::Llama(c)
             }
@@ -621,6 +632,58 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("Llama model config"), "{e}");
+    }
+
+    /// A Llama-family model from scratch as another member of the family: the keys set what
+    /// transformers' config of that family would, and keys of another family are refused.
+    #[test]
+    fn the_llama_keys_build_its_relatives() {
+        let parse = |sets: &[&str]| {
+            let mut all = vec!["model.preset=\"llama-tiny\"".to_string()];
+            all.extend(sets.iter().map(|s| s.to_string()));
+            RunConfig::parse("[data]\ndir = \"d\"\n", "t.toml", &all)
+        };
+        let resolve = |sets: &[&str]| {
+            let cfg = parse(sets)?;
+            ModelConfig::resolve(&cfg, 300)
+        };
+        let ModelConfig::Llama(q) =
+            resolve(&["model.family=\"qwen3\"", "model.head_dim=64"]).unwrap()
+        else {
+            panic!("not a Llama")
+        };
+        assert_eq!(q.model_type, lantern_models::llama::LlamaFamily::Qwen3);
+        assert_eq!((q.head_dim, q.q_width()), (Some(64), 256));
+        // A head width equal to the width / heads is not kept apart.
+        let ModelConfig::Llama(l) = resolve(&["model.head_dim=32"]).unwrap() else {
+            panic!("not a Llama")
+        };
+        assert_eq!((l.head_dim, l.head_dim()), (None, 32));
+        let ModelConfig::Llama(m) =
+            resolve(&["model.family=\"mistral\"", "model.sliding_window=32"]).unwrap()
+        else {
+            panic!("not a Llama")
+        };
+        assert_eq!(m.sliding_window, Some(32));
+        for (sets, want) in [
+            (&["model.sliding_window=32"][..], "sliding_window"),
+            (
+                &["model.family=\"qwen2\"", "model.mlp_bias=true"][..],
+                "mlp_bias",
+            ),
+            (&["model.family=\"gemma\""][..], "qwen3"),
+        ] {
+            let e = resolve(sets).err().unwrap().to_string();
+            assert!(e.contains(want), "{sets:?}: {e}");
+        }
+        let e = RunConfig::parse(
+            "[data]\ndir = \"d\"\n",
+            "t.toml",
+            &["model.head_dim=8".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.head_dim") && e.contains("llama"), "{e}");
     }
 
     #[test]
