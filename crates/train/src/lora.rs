@@ -437,9 +437,9 @@ pub struct Lora {
     master: Params,
     /// The model's store (the pretrained weights and the head; merged with the adapters,
     /// what checkpoints export): fp32, except in mixed precision the frozen weights the
-    /// working copy holds exactly ([`keep_once`]: they are that copy's variables), and, in
-    /// mixed precision, its working copy.
+    /// working copy holds exactly ([`keep_once`]: they are that copy's variables).
     model: Params,
+    /// In mixed precision: the model's working copy (bf16/fp16), which the model reads.
     work: Option<Params>,
     /// In mixed precision: the working copies of A and B, target by target (A then B), which
     /// the model reads.
