@@ -63,8 +63,9 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
             path.display()
         ),
     };
+    // A single file, or the index of a sharded save (`model.safetensors.index.json`).
     let weights = source.join("model.safetensors");
-    if !weights.is_file() {
+    if !safetensors_io::exists(&weights) {
         let pickle = ["pytorch_model.bin", "model.bin", "model.pt"].map(|b| source.join(b));
         if let Some(p) = pickle.iter().find(|p| p.is_file()) {
             safetensors_io::refuse_pickle(p)?;

@@ -221,3 +221,57 @@ fn bad_inputs_and_settings_are_refused_with_their_name() {
     let e = score_err(&["--tokens", &s(&toks)]);
     assert!(e.contains("row 1") && e.contains("at least 2"), "{e}");
 }
+
+/// A model transformers saved in shards (`model.safetensors.index.json` and
+/// `model-0000N-of-00002.safetensors`, as it saves any model past its shard size) scores as the
+/// single file does, and `export` writes it back as one file with the same bits.
+#[test]
+fn a_sharded_model_folder_loads_as_its_single_file() {
+    use safetensors::tensor::TensorView;
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = workspace_root().join("tests/golden/qwen3_tiny");
+    let sharded = tmp.path().join("sharded");
+    std::fs::create_dir_all(&sharded).unwrap();
+    std::fs::copy(golden.join("config.json"), sharded.join("config.json")).unwrap();
+    let bytes = std::fs::read(golden.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    let half = names.len() / 2;
+    let mut weight_map = serde_json::Map::new();
+    for (k, part) in [&names[..half], &names[half..]].into_iter().enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", k + 1);
+        let views: Vec<(String, TensorView)> = part
+            .iter()
+            .map(|n| (n.to_string(), st.tensor(n).unwrap()))
+            .collect();
+        let out = safetensors::serialize(views, None).unwrap();
+        std::fs::write(sharded.join(&file), out).unwrap();
+        for n in part {
+            weight_map.insert(n.to_string(), file.clone().into());
+        }
+    }
+    let index =
+        serde_json::json!({"metadata": {"total_size": bytes.len()}, "weight_map": weight_map});
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let tokens = s(&golden.join("inputs.json"));
+    let whole = score_json(&["--model", &s(&golden), "--tokens", &tokens]);
+    let parts = score_json(&["--model", &s(&sharded), "--tokens", &tokens]);
+    assert_eq!(whole, parts);
+    let out = tmp.path().join("export");
+    lantern_ok(&["export", "--model", &s(&sharded), "--out", &s(&out)]);
+    let back = read_f32_tensors(&out.join("model.safetensors"));
+    let orig = read_f32_tensors(&golden.join("model.safetensors"));
+    assert_eq!(back, orig);
+    // A shard gone: the index and the shard are named.
+    std::fs::remove_file(sharded.join("model-00002-of-00002.safetensors")).unwrap();
+    let e = lantern_err(&["score", "--model", &s(&sharded), "--tokens", &tokens]);
+    assert!(
+        e.contains("model.safetensors.index.json") && e.contains("model-00002-of-00002"),
+        "{e}"
+    );
+}

@@ -73,11 +73,87 @@ pub fn load_float(path: &Path, device: &Device, dtype: DType) -> Result<BTreeMap
     convert(tensors, dtype)
 }
 
-/// Every tensor of a safetensors file in its stored dtype.
+/// Every tensor of a safetensors file in its stored dtype. Where `path` does not exist but the
+/// index of a sharded save does ([`shard_index`]), the tensors of every shard it lists.
 pub fn load_raw(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>> {
     refuse_pickle(path)?;
+    if !path.exists() {
+        if let Some(index) = shard_index(path) {
+            return load_sharded(&index, device);
+        }
+    }
     let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
     parse(&bytes, path, device)
+}
+
+/// The index transformers writes in place of `<name>.safetensors` when it saves a model in
+/// several files (`model.safetensors.index.json` beside `model-00001-of-00004.safetensors`,
+/// ...), if there is one beside `path`.
+pub fn shard_index(path: &Path) -> Option<std::path::PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let index = path.with_file_name(format!("{name}.index.json"));
+    index.is_file().then_some(index)
+}
+
+/// Whether the weights `path` names are there: the file, or the index of its shards.
+pub fn exists(path: &Path) -> bool {
+    path.is_file() || shard_index(path).is_some()
+}
+
+/// The tensors an index's `weight_map` (tensor name → shard file) lists, each read from its
+/// shard, as transformers loads a sharded save. Errors name the index or the shard: a shard
+/// that is missing or not a plain file name beside the index, a tensor the index puts in a
+/// shard that does not hold it. Tensors a shard holds beyond the index are not read.
+fn load_sharded(index: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>> {
+    let text = std::fs::read_to_string(index).map_err(|e| file_err(index, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| file_err(index, format!("invalid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| {
+            file_err(
+                index,
+                "no \"weight_map\" object (tensor name -> shard file)",
+            )
+        })?;
+    let mut shards: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            file_err(
+                index,
+                format!("weight_map.{name} is {file}, not a file name"),
+            )
+        })?;
+        shards.entry(file).or_default().push(name);
+    }
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut out = BTreeMap::new();
+    for (file, names) in shards {
+        let plain = Path::new(file).file_name().and_then(|f| f.to_str()) == Some(file);
+        if !plain || !file.ends_with(".safetensors") {
+            return Err(file_err(
+                index,
+                format!("shard {file:?} is not a .safetensors file beside the index"),
+            ));
+        }
+        let shard = dir.join(file);
+        if !shard.is_file() {
+            return Err(file_err(index, format!("lists {file}, which is missing")));
+        }
+        let bytes = std::fs::read(&shard).map_err(|e| file_err(&shard, e))?;
+        let mut tensors = parse(&bytes, &shard, device)?;
+        for name in names {
+            let t = tensors.remove(name).ok_or_else(|| {
+                file_err(
+                    &shard,
+                    format!("has no tensor {name}, which {} puts there", index.display()),
+                )
+            })?;
+            out.insert(name.to_string(), t);
+        }
+    }
+    Ok(out)
 }
 
 /// Parses safetensors bytes (`path` is for messages) into tensors in their stored dtype.
@@ -237,6 +313,85 @@ mod tests {
             let e = parse(bytes, p, &Device::Cpu).unwrap_err().to_string();
             assert!(e.starts_with("dir/model.safetensors: "), "{e}");
         }
+    }
+
+    /// A model saved in two shards with transformers' index loads as the single file does;
+    /// a missing shard, a tensor the index misplaces, a shard outside the folder and a broken
+    /// index are errors naming the file.
+    #[test]
+    fn a_sharded_save_loads_as_one_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let t = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
+        let all: BTreeMap<String, Tensor> =
+            [("a", t(&[1., 2.])), ("b", t(&[3.])), ("c", t(&[4., 5.]))]
+                .into_iter()
+                .map(|(n, t)| (n.to_string(), t))
+                .collect();
+        let part = |names: &[&str]| {
+            let m: BTreeMap<String, Tensor> = names
+                .iter()
+                .map(|n| (n.to_string(), all[*n].clone()))
+                .collect();
+            serialize(&m).unwrap()
+        };
+        std::fs::write(
+            dir.join("model-00001-of-00002.safetensors"),
+            part(&["a", "b"]),
+        )
+        .unwrap();
+        std::fs::write(dir.join("model-00002-of-00002.safetensors"), part(&["c"])).unwrap();
+        let index = |map: &str| {
+            let json = format!(r#"{{"metadata": {{"total_size": 20}}, "weight_map": {{{map}}}}}"#);
+            std::fs::write(dir.join("model.safetensors.index.json"), json).unwrap();
+        };
+        let good = r#""a": "model-00001-of-00002.safetensors", "b": "model-00001-of-00002.safetensors", "c": "model-00002-of-00002.safetensors""#;
+        index(good);
+        let path = dir.join("model.safetensors");
+        assert!(exists(&path) && !path.exists());
+        let loaded = load_float(&path, &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(
+            loaded.keys().collect::<Vec<_>>(),
+            all.keys().collect::<Vec<_>>()
+        );
+        for (n, x) in &loaded {
+            assert_eq!(
+                x.to_vec1::<f32>().unwrap(),
+                all[n].to_vec1::<f32>().unwrap(),
+                "{n}"
+            );
+        }
+        // Only what the index lists is read.
+        index(r#""a": "model-00001-of-00002.safetensors""#);
+        assert_eq!(load_raw(&path, &Device::Cpu).unwrap().len(), 1);
+        for (map, want) in [
+            (
+                r#""c": "model-00001-of-00002.safetensors""#,
+                "has no tensor c",
+            ),
+            (
+                r#""a": "model-00009-of-00009.safetensors""#,
+                "which is missing",
+            ),
+            (
+                r#""a": "../model-00001-of-00002.safetensors""#,
+                "beside the index",
+            ),
+            (r#""a": 3"#, "not a file name"),
+        ] {
+            index(map);
+            let e = load_raw(&path, &Device::Cpu).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(".safetensors"), "{map}: {e}");
+        }
+        std::fs::write(dir.join("model.safetensors.index.json"), "{").unwrap();
+        let e = load_raw(&path, &Device::Cpu).unwrap_err().to_string();
+        assert!(
+            e.contains("model.safetensors.index.json") && e.contains("JSON"),
+            "{e}"
+        );
+        // A single file, where there is one, wins over an index.
+        std::fs::write(&path, part(&["b"])).unwrap();
+        assert_eq!(load_raw(&path, &Device::Cpu).unwrap().len(), 1);
     }
 
     #[test]
