@@ -87,13 +87,14 @@ n_head = 4
 n_kv_head = 2
 intermediate_size = 160
 n_positions = 64' ;;
-    qwen2|qwen3|mistral)
+    qwen2|qwen3|mistral|gemma3)
         # Llama's relatives start from a transformers-made folder of their own family (the
         # Llama presets' sizes), which `lantern train` continues to pretrain.
         BASE=$ARCH; WHAT=$ARCH
-        CLS=$(case $ARCH in qwen2) echo Qwen2 ;; qwen3) echo Qwen3 ;; *) echo Mistral ;; esac)
+        CLS=$(case $ARCH in qwen2) echo Qwen2 ;; qwen3) echo Qwen3 ;; gemma3) echo Gemma3Text ;;
+              *) echo Mistral ;; esac)
         MODEL_TOML= ;;
-    *) echo "ARCH must be gpt2, llama, qwen2, qwen3 or mistral, not '$ARCH'" >&2; exit 2 ;;
+    *) echo "ARCH must be gpt2, llama, qwen2, qwen3, mistral or gemma3, not '$ARCH'" >&2; exit 2 ;;
 esac
 
 PY=$(bash scripts/ref_env.sh | tail -n 1)
@@ -113,8 +114,8 @@ THREADS="${THREADS:-$(nproc)}"
 
 echo "== 1. pretrain a small $WHAT on fortunes"
 $L prepare --input $F/computers $F/science $F/politics $F/literature --out "$W/data" --vocab-size 512
-if [[ $ARCH == qwen2 || $ARCH == qwen3 || $ARCH == mistral ]]; then
-    "$PY" scripts/hf_make_random_llama.py --family "$ARCH" --out "$W/hf-base" \
+if [[ $ARCH == qwen2 || $ARCH == qwen3 || $ARCH == mistral || $ARCH == gemma3 ]]; then
+    "$PY" scripts/hf_make_random_llama.py --family "${ARCH/gemma3/gemma3_text}" --out "$W/hf-base" \
         --tokenizer "$W/data/tokenizer.json" --vocab 512 --sliding-window 16
     # The text as the model's own tokenizer splits it (Qwen2's has its own pre-tokenizer).
     rm -r "$W/data"
@@ -179,6 +180,10 @@ echo "== 3. transformers vs lantern predict / eval"
 "$PY" scripts/gpt2_cls_parity.py --lantern "$L" --run "$W/cls" --data "$W/cats/validation.jsonl" \
     --test "$W/cats/test.jsonl" --max-length $MAX_LENGTH --work "$W/parity"
 
+if [[ $ARCH == gemma3 ]]; then
+    # transformers has no token classifier for Gemma 3.
+    exit 0
+fi
 echo "== 4. fine-tune it for token classification (${CLS}ForTokenClassification)"
 python3 scripts/make_fortune_tags.py --raw $F --out "$W/tags"
 finetune tag tags test.conll "$TAG_EPOCHS" f1 'problem_type = "token_classification"'

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Save a freshly initialised transformers LlamaForCausalLM, MistralForCausalLM,
-Qwen2ForCausalLM or Qwen3ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
+Qwen2ForCausalLM, Qwen3ForCausalLM or Gemma3ForCausalLM (gemma3_text) folder (transformers' own init), for checks that start from a Hugging Face
 model of the Llama family rather than one Lantern pretrained:
 
     .venv-ref/bin/python scripts/hf_make_random_llama.py --family qwen2 --out DIR \
@@ -24,14 +24,16 @@ import shutil
 import sys
 
 import torch
-from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM)
 
 FAMILIES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
 }
 
 
@@ -55,15 +57,21 @@ def main() -> int:
 
     config_class, model_class = FAMILIES[args.family]
     extra = {"sliding_window": args.sliding_window} if args.family == "mistral" else {}
-    head_dim = args.head_dim or (2 if args.family == "qwen3" else 1) * args.hidden // args.heads
+    if args.family == "gemma3_text":
+        # Sliding and full layers alternating, the window shorter than --positions; no
+        # padding id of Gemma's own (the tokenizer's end-of-text pads).
+        extra = {"sliding_window": args.sliding_window, "sliding_window_pattern": 2,
+                 "query_pre_attn_scalar": 2 * args.hidden // args.heads, "pad_token_id": None}
+    wide = args.family in ("qwen3", "gemma3_text")
+    head_dim = args.head_dim or (2 if wide else 1) * args.hidden // args.heads
     if args.family != "qwen2":
         extra["head_dim"] = head_dim
+    extra.setdefault("pad_token_id", None)
     config = config_class(
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
         num_hidden_layers=args.layers, num_attention_heads=args.heads,
         num_key_value_heads=args.kv_heads, max_position_embeddings=args.positions,
-        tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None,
-        **extra)
+        tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, **extra)
     torch.manual_seed(args.seed)
     model = model_class(config)
     with torch.no_grad():

@@ -24,6 +24,8 @@ mistral_window/: MistralForCausalLM with sliding_window 5: each token attends to
 the 4 before it.
 qwen3_tiny/: Qwen3ForCausalLM (an RMSNorm over each query and key head before RoPE), tied
 head, 2 key/value heads, head_dim 16 where hidden_size / num_attention_heads is 8.
+gemma3_tiny/: Gemma3ForCausalLM (gemma3_text): three layers (sliding, full, sliding; window
+5), heads of 16, query_pre_attn_scalar 12, RoPE bases 1000 and 100, padding id 0, tied head.
 Every parameter (RMSNorm gains included) is redrawn N(0, 0.2) from torch.manual_seed(1234)
 (make_golden.randomised), so nothing is trivially 0 or 1.
 
@@ -45,9 +47,9 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig, LlamaConfig,
+                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 from make_golden import randomised
 
@@ -72,6 +74,7 @@ FAMILIES = {
     "mistral": (MistralConfig, MistralForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
 }
 
 
@@ -79,6 +82,14 @@ def tiny_llama_config(kv_heads: int, tied: bool, rope: dict | None = None,
                       family: str = "llama", **extra) -> LlamaConfig:
     keys = dict(attention_bias=False, mlp_bias=False) if family == "llama" else {}
     keys.update(extra)
+    if family == "gemma3_text":
+        # Gemma 3 names its activation apart (GELU, tanh approximation), and its RoPE is one
+        # per kind of layer.
+        return Gemma3TextConfig(
+            vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=32,
+            rms_norm_eps=1e-6, attention_dropout=0.0, tie_word_embeddings=tied,
+            bos_token_id=None, eos_token_id=None, **keys)
     return FAMILIES[family][0](
         vocab_size=V,
         hidden_size=32,
@@ -157,7 +168,11 @@ def write(out: str, kv_heads: int, tied: bool, rope: dict | None = None,
 
     # The folder loads back the same.
     back = model_class.from_pretrained(out)
-    assert back.config.rope_parameters["rope_theta"] == ROPE_THETA
+    rope_back = back.config.rope_parameters
+    if family == "gemma3_text":
+        assert rope_back["sliding_attention"]["rope_theta"] == 100.0, rope_back
+    else:
+        assert rope_back["rope_theta"] == ROPE_THETA
     with torch.no_grad():
         again = back(input_ids=input_ids).logits
     assert torch.equal(again, logits), (again - logits).abs().max().item()
@@ -185,6 +200,14 @@ def main() -> int:
         "mistral_window": dict(kv_heads=2, tied=False, family="mistral", sliding_window=WINDOW),
         # Heads of 16 under a width of 32 and 4 heads: q_proj (64, 32), o_proj (32, 64).
         "qwen3_tiny": dict(kv_heads=2, tied=True, family="qwen3", head_dim=16),
+        # Three layers (sliding, full, sliding), a window of 5, heads of 16, scores scaled by
+        # 1/sqrt(12), RoPE bases 1000 (full) and 100 (sliding), padding id 0 (Gemma's).
+        "gemma3_tiny": dict(kv_heads=2, tied=True, family="gemma3_text", head_dim=16,
+                            sliding_window=WINDOW, sliding_window_pattern=2,
+                            query_pre_attn_scalar=12, pad_token_id=0,
+                            rope_parameters={
+                                "full_attention": {"rope_type": "default", "rope_theta": 1000.0},
+                                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
     }
     for name, kwargs in folders.items():
         if args.only is None or name in args.only:

@@ -18,7 +18,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 7] = [
+const FOLDERS: [&str; 8] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
@@ -26,6 +26,7 @@ const FOLDERS: [&str; 7] = [
     "qwen2_tiny",
     "mistral_window",
     "qwen3_tiny",
+    "gemma3_tiny",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {
@@ -121,7 +122,7 @@ fn the_relatives_read_as_their_families() {
     let (mistral, _) = load(&golden_dir("mistral_window"));
     assert_eq!(mistral.model_type, LlamaFamily::Mistral);
     assert_eq!(mistral.sliding_window, Some(5));
-    assert!(mistral.window_applies(6) && !mistral.window_applies(5));
+    assert!(mistral.window_applies(0, 6) && !mistral.window_applies(1, 5));
     // Without its window the Mistral is llama_tiny's architecture: its logits change.
     let dir = golden_dir("mistral_window");
     let (_, params) = load(&dir);
@@ -321,6 +322,10 @@ fn export_is_transformers_file_name_for_name_and_reloads() {
             "sliding_window",
             "use_sliding_window",
             "layer_types",
+            "hidden_activation",
+            "query_pre_attn_scalar",
+            "final_logit_softcapping",
+            "attn_logit_softcapping",
             "dtype",
         ] {
             assert_eq!(v[k], theirs_cfg[k], "{name}: config key {k}");

@@ -52,7 +52,7 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
                     "{}: a {} (a fine-tuned classifier), not a language model: use \
                      `lantern eval` or `lantern predict`",
                     config_path.display(),
-                    head.architecture(&cfg.lm)
+                    head.architecture(&cfg.lm).unwrap_or("classifier")
                 );
             }
             (path.to_path_buf(), DecoderConfig::from_hf(&config_path)?)

@@ -37,6 +37,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune qwen2",
         "finetune mistral window tags recompute",
         "finetune qwen3 tags lora",
+        "finetune gemma3 recompute lora",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");

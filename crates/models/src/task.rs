@@ -71,10 +71,12 @@ impl TaskConfig {
     pub fn architecture(&self, head: BertHead) -> String {
         match self {
             Self::Bert(c) => c.architecture(head),
-            Self::Decoder(c) => decoder_head(head).map_or_else(
-                || format!("{} with {}", c.family(), head.architecture()),
-                |h| h.architecture(&c.lm).to_string(),
-            ),
+            Self::Decoder(c) => decoder_head(head)
+                .and_then(|h| h.architecture(&c.lm))
+                .map_or_else(
+                    || format!("{} with {}", c.family(), head.architecture()),
+                    str::to_string,
+                ),
         }
     }
 

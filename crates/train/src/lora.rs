@@ -1364,6 +1364,16 @@ mod tests {
             DecoderConfig::Llama(LlamaConfig {
                 model_type: LlamaFamily::Qwen3,
                 head_dim: Some(48),
+                ..llama.clone()
+            }),
+            // Gemma 3: its four norms a block and head norms are not linear layers either.
+            DecoderConfig::Llama(LlamaConfig {
+                model_type: LlamaFamily::Gemma3,
+                head_dim: Some(48),
+                sliding_window: Some(8),
+                sliding_layers: vec![true, false, true, false],
+                rope_local_theta: Some(100.0),
+                query_pre_attn_scalar: Some(40.0),
                 ..llama
             }),
         ];

@@ -124,6 +124,14 @@ impl ModelConfig {
                     _ => {}
                 }
                 if let Some(f) = m.family {
+                    if f == lantern_models::llama::LlamaFamily::Gemma3 && m.init_from.is_none() {
+                        return Err(Error::Config(
+                            "model.family = \"gemma3_text\" from scratch is not supported \
+                             (its layer kinds and RoPE bases have no keys here): start from a \
+                             Gemma 3 folder with model.init_from"
+                                .into(),
+                        ));
+                    }
                     c.model_type = f;
                 }
                 // Kept apart only where it differs from the width / heads, as config.json reads.
@@ -672,6 +680,7 @@ mod tests {
                 "mlp_bias",
             ),
             (&["model.family=\"gemma\""][..], "qwen3"),
+            (&["model.family=\"gemma3_text\""][..], "model.init_from"),
         ] {
             let e = resolve(sets).err().unwrap().to_string();
             assert!(e.contains(want), "{sets:?}: {e}");

@@ -47,7 +47,7 @@ pub enum DecoderHead {
 }
 
 /// transformers' class of each head on each family (`model_type`).
-const ARCHITECTURES: [(&str, DecoderHead, &str); 10] = {
+const ARCHITECTURES: [(&str, DecoderHead, &str); 11] = {
     use DecoderHead::{SequenceClassification as Seq, TokenClassification as Tok};
     [
         ("gpt2", Seq, "GPT2ForSequenceClassification"),
@@ -60,17 +60,36 @@ const ARCHITECTURES: [(&str, DecoderHead, &str); 10] = {
         ("qwen2", Tok, "Qwen2ForTokenClassification"),
         ("qwen3", Seq, "Qwen3ForSequenceClassification"),
         ("qwen3", Tok, "Qwen3ForTokenClassification"),
+        // transformers has no token classifier for Gemma 3.
+        ("gemma3_text", Seq, "Gemma3TextForSequenceClassification"),
     ]
 };
 
 impl DecoderHead {
     /// transformers' architecture name of this head on `lm`'s family.
-    pub fn architecture(self, lm: &DecoderConfig) -> &'static str {
+    /// `None` where transformers has no such class (Gemma 3's token classifier).
+    pub fn architecture(self, lm: &DecoderConfig) -> Option<&'static str> {
         ARCHITECTURES
             .iter()
             .find(|(family, head, _)| *family == lm.model_type() && *head == self)
             .map(|(_, _, name)| *name)
-            .expect("every family has both heads")
+    }
+
+    /// Refuses a head transformers has no class for on `lm`'s family: its export could not
+    /// be loaded.
+    pub fn check(self, lm: &DecoderConfig) -> Result<()> {
+        match self.architecture(lm) {
+            Some(_) => Ok(()),
+            None => Err(Error::Config(format!(
+                "transformers has no {} class for {} (model_type {:?})",
+                match self {
+                    Self::SequenceClassification => "sequence classification",
+                    Self::TokenClassification => "token classification",
+                },
+                lm.architecture(),
+                lm.model_type()
+            ))),
+        }
     }
 
     /// The head `architectures` names, if it is one of `lm`'s family.
@@ -297,7 +316,7 @@ pub(crate) fn config_from_json(
 /// `config.json` of `head`'s architecture.
 pub fn to_hf_config(cfg: &DecoderClsConfig, head: DecoderHead, dtype: DType) -> Value {
     let mut v = cfg.lm.to_hf_config(cfg.eos_token_id, dtype);
-    v["architectures"] = Value::from(vec![head.architecture(&cfg.lm)]);
+    v["architectures"] = Value::from(head.architecture(&cfg.lm).into_iter().collect::<Vec<_>>());
     v["bos_token_id"] = Value::from(cfg.bos_token_id);
     v["eos_token_id"] = Value::from(cfg.eos_token_id);
     v["pad_token_id"] = Value::from(cfg.pad_token_id);
@@ -369,6 +388,7 @@ pub fn load_params(
     dtype: DType,
 ) -> Result<(Params, LoadReport)> {
     safetensors_io::refuse_pickle(path)?;
+    head.check(&cfg.lm)?;
     cfg.lm.check_plausible(path)?;
     let tensors = safetensors_io::load_raw(path, device)?;
     safetensors_io::check_float(&tensors, path)?;
@@ -384,6 +404,7 @@ pub fn init_params(
     dtype: DType,
 ) -> Result<Params> {
     cfg.validate()?;
+    head.check(&cfg.lm)?;
     let mut params = cfg.base().init_params(rng, device, dtype)?;
     for (name, shape) in head.param_shapes(&cfg.lm, cfg.num_labels()) {
         let t = DecoderHead::init(name, &shape, rng, device)?;
@@ -473,6 +494,7 @@ pub struct DecoderForTokenClassification {
 impl DecoderForTokenClassification {
     pub fn new(cfg: &DecoderClsConfig, params: &Params) -> Result<Self> {
         cfg.validate()?;
+        DecoderHead::TokenClassification.check(&cfg.lm)?;
         let (w, b) = DecoderHead::TokenClassification.names(&cfg.lm);
         let b = b.expect("the token classifiers have a bias");
         Ok(Self {
@@ -556,6 +578,9 @@ mod tests {
             mlp_bias: false,
             sliding_window: None,
             head_dim: None,
+            sliding_layers: Vec::new(),
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
         }))
     }
 
@@ -566,21 +591,34 @@ mod tests {
         let DecoderConfig::Llama(c) = tiny_llama().lm else {
             unreachable!()
         };
+        let gemma = family == LlamaFamily::Gemma3;
         with_labels(DecoderConfig::Llama(LlamaConfig {
             model_type: family,
-            sliding_window: (family == LlamaFamily::Mistral).then_some(3),
-            head_dim: (family == LlamaFamily::Qwen3).then_some(12),
+            sliding_window: matches!(family, LlamaFamily::Mistral | LlamaFamily::Gemma3)
+                .then_some(3),
+            head_dim: matches!(family, LlamaFamily::Qwen3 | LlamaFamily::Gemma3).then_some(12),
+            // Gemma 3: a sliding layer then a full one, with RoPE bases and a score scale of
+            // their own.
+            sliding_layers: if gemma { vec![true, false] } else { Vec::new() },
+            rope_local_theta: gemma.then_some(50.0),
+            query_pre_attn_scalar: gemma.then_some(10.0),
             ..c
         }))
     }
 
-    fn families() -> [DecoderClsConfig; 5] {
+    /// Whether transformers has a token classifier for the family (not Gemma 3).
+    fn has_token_classifier(cfg: &DecoderClsConfig) -> bool {
+        DecoderHead::TokenClassification.check(&cfg.lm).is_ok()
+    }
+
+    fn families() -> [DecoderClsConfig; 6] {
         [
             tiny(),
             tiny_llama(),
             tiny_relative(LlamaFamily::Qwen2),
             tiny_relative(LlamaFamily::Mistral),
             tiny_relative(LlamaFamily::Qwen3),
+            tiny_relative(LlamaFamily::Gemma3),
         ]
     }
 
@@ -724,6 +762,14 @@ mod tests {
     fn the_token_classifier_scores_every_position_and_padding_changes_no_real_one() {
         for cfg in families() {
             let tok = DecoderHead::TokenClassification;
+            if !has_token_classifier(&cfg) {
+                let e = init_params(&cfg, tok, &mut Rng::new(3), &Device::Cpu, DType::F32)
+                    .err()
+                    .unwrap()
+                    .to_string();
+                assert!(e.contains("no token classification class"), "{e}");
+                continue;
+            }
             let (w, b) = tok.names(&cfg.lm);
             let b = b.unwrap();
             let p = init_params(&cfg, tok, &mut Rng::new(3), &Device::Cpu, DType::F32).unwrap();
@@ -773,6 +819,9 @@ mod tests {
             let (back, head) = config_from_hf(&path).unwrap();
             assert_eq!(head, Some(seq));
             assert_eq!(back, cfg);
+            if !has_token_classifier(&cfg) {
+                continue;
+            }
             // The token classifier's config keeps its dropout (and has no problem type).
             let mut tok = cfg.clone();
             tok.problem_type = None;
@@ -809,7 +858,10 @@ mod tests {
     fn heads_are_named_as_the_family_names_them() {
         let (gpt, llama) = (tiny().lm, tiny_llama().lm);
         let seq = DecoderHead::SequenceClassification;
-        assert_eq!(seq.architecture(&llama), "LlamaForSequenceClassification");
+        assert_eq!(
+            seq.architecture(&llama),
+            Some("LlamaForSequenceClassification")
+        );
         assert_eq!(
             DecoderHead::from_architecture("GPT2ForTokenClassification", &gpt),
             Some(DecoderHead::TokenClassification)

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The `model_type`s of the causal language models: GPT-2 and the Llama family
-/// ([`LlamaFamily`]: Llama, Mistral, Qwen2, Qwen3).
-pub const MODEL_TYPES: [&str; 5] = ["gpt2", "llama", "mistral", "qwen2", "qwen3"];
+/// ([`LlamaFamily`]: Llama, Mistral, Qwen2, Qwen3, Gemma 3).
+pub const MODEL_TYPES: [&str; 6] = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma3_text"];
 
 /// Whether `model_type` is one of [`MODEL_TYPES`].
 pub fn is_model_type(model_type: &str) -> bool {

@@ -57,6 +57,19 @@ pub struct LlamaConfig {
     /// num_attention_heads`. q_proj is then (heads · head_dim, hidden), o_proj the transpose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_dim: Option<usize>,
+    /// Gemma 3's `layer_types`: whether each layer attends within `sliding_window`
+    /// (`sliding_attention`) or to every earlier position (`full_attention`). Empty: every
+    /// layer alike (Mistral's window, where it has one, on all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sliding_layers: Vec<bool>,
+    /// Gemma 3's RoPE base of its sliding layers (`rope_parameters.sliding_attention`); the
+    /// full layers take `rope_theta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_local_theta: Option<f64>,
+    /// Gemma 3's `query_pre_attn_scalar` q: attention scores are scaled by 1/√q rather than
+    /// 1/√head_dim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_pre_attn_scalar: Option<f64>,
 }
 
 /// The transformers families that are Llama's architecture with a variation
@@ -73,10 +86,22 @@ pub enum LlamaFamily {
     /// `Qwen3ForCausalLM`: Llama with an RMSNorm over each query and key head (`q_norm`,
     /// `k_norm`) before RoPE, and usually a head width of its own (`head_dim`).
     Qwen3,
+    /// `Gemma3ForCausalLM` (`gemma3_text`): Qwen3's head norms, RMSNorms with gains 1 + w,
+    /// norms after attention and after the MLP as well as before, a GELU (tanh) gated MLP,
+    /// embeddings scaled by √hidden, sliding and full attention layers with RoPE bases of their
+    /// own, attention scaled by `query_pre_attn_scalar`.
+    #[serde(rename = "gemma3_text")]
+    Gemma3,
 }
 
 impl LlamaFamily {
-    pub const ALL: [LlamaFamily; 4] = [Self::Llama, Self::Mistral, Self::Qwen2, Self::Qwen3];
+    pub const ALL: [LlamaFamily; 5] = [
+        Self::Llama,
+        Self::Mistral,
+        Self::Qwen2,
+        Self::Qwen3,
+        Self::Gemma3,
+    ];
 
     /// transformers' `model_type`.
     pub fn model_type(self) -> &'static str {
@@ -85,6 +110,7 @@ impl LlamaFamily {
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Gemma3 => "gemma3_text",
         }
     }
 
@@ -100,6 +126,7 @@ impl LlamaFamily {
             Self::Mistral => "MistralForCausalLM",
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::Gemma3 => "Gemma3ForCausalLM",
         }
     }
 
@@ -169,6 +196,9 @@ impl LlamaConfig {
             mlp_bias: false,
             sliding_window: None,
             head_dim: None,
+            sliding_layers: Vec::new(),
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
         };
         c.validate()?;
         Ok(c)
@@ -256,9 +286,37 @@ impl LlamaConfig {
         let family = self.model_type.model_type();
         let (own_attention_bias, own_mlp_bias) = match self.model_type {
             LlamaFamily::Llama => (true, true),
-            LlamaFamily::Qwen3 => (true, false),
+            LlamaFamily::Qwen3 | LlamaFamily::Gemma3 => (true, false),
             LlamaFamily::Mistral | LlamaFamily::Qwen2 => (false, false),
         };
+        let gemma = self.model_type == LlamaFamily::Gemma3;
+        for (key, set) in [
+            ("sliding_layers", !self.sliding_layers.is_empty()),
+            ("rope_local_theta", self.rope_local_theta.is_some()),
+            (
+                "query_pre_attn_scalar",
+                self.query_pre_attn_scalar.is_some(),
+            ),
+        ] {
+            if set && !gemma {
+                return bad(format!("{key} is Gemma 3's, not {family}'s"));
+            }
+        }
+        if !self.sliding_layers.is_empty() && self.sliding_layers.len() != self.num_hidden_layers {
+            return bad(format!(
+                "layer_types lists {} layers for num_hidden_layers {}",
+                self.sliding_layers.len(),
+                self.num_hidden_layers
+            ));
+        }
+        for (k, v) in [
+            ("rope_local_theta", self.rope_local_theta),
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+        ] {
+            if v.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
+                return bad(format!("{k} {v:?} must be finite and > 0"));
+            }
+        }
         for (key, set, own) in [
             ("attention_bias", self.attention_bias, own_attention_bias),
             ("mlp_bias", self.mlp_bias, own_mlp_bias),
@@ -269,8 +327,10 @@ impl LlamaConfig {
         }
         match (self.model_type, self.sliding_window) {
             (_, None) => {}
-            (LlamaFamily::Mistral, Some(0)) => return bad("sliding_window must be positive".into()),
-            (LlamaFamily::Mistral, Some(_)) => {}
+            (LlamaFamily::Mistral | LlamaFamily::Gemma3, Some(0)) => {
+                return bad("sliding_window must be positive".into())
+            }
+            (LlamaFamily::Mistral | LlamaFamily::Gemma3, Some(_)) => {}
             (_, Some(w)) => {
                 return bad(format!(
                     "sliding_window {w}: only Mistral's attention slides ({family} attends to \
@@ -292,10 +352,41 @@ impl LlamaConfig {
         self.attention_bias
     }
 
-    /// Whether the attention of `t` positions is narrower than causal: Mistral's sliding
+    /// Layer `l`'s attention window: Mistral's on every layer, Gemma 3's on its sliding
+    /// layers; `None`: every earlier position.
+    pub fn layer_window(&self, l: usize) -> Option<usize> {
+        match self.sliding_layers.is_empty() {
+            true => self.sliding_window,
+            false => self.sliding_window.filter(|_| self.sliding_layers[l]),
+        }
+    }
+
+    /// Layer `l`'s RoPE base: Gemma 3's sliding layers have their own.
+    pub fn layer_rope_theta(&self, l: usize) -> f64 {
+        match (self.sliding_layers.get(l), self.rope_local_theta) {
+            (Some(true), Some(local)) => local,
+            _ => self.rope_theta,
+        }
+    }
+
+    /// Whether the attention of `t` positions of layer `l` is narrower than causal: its
     /// window is shorter than the sequence.
-    pub fn window_applies(&self, t: usize) -> bool {
-        self.sliding_window.is_some_and(|w| w < t)
+    pub fn window_applies(&self, l: usize, t: usize) -> bool {
+        self.layer_window(l).is_some_and(|w| w < t)
+    }
+
+    /// The attention scores' scale: 1/√`query_pre_attn_scalar` (Gemma 3), else 1/√head_dim.
+    pub fn attn_scale(&self) -> f64 {
+        1.0 / self
+            .query_pre_attn_scalar
+            .unwrap_or(self.head_dim() as f64)
+            .sqrt()
+    }
+
+    /// Gemma 3's layout: RMSNorm gains 1 + w (stored w, drawn 0), norms after attention and
+    /// the MLP too, a GELU (tanh) MLP, embeddings scaled by √hidden.
+    pub fn gemma(&self) -> bool {
+        self.model_type == LlamaFamily::Gemma3
     }
 
     /// The width of an attention head: `head_dim` if the config sets it, else `hidden_size /
@@ -313,14 +404,20 @@ impl LlamaConfig {
     /// Whether each query and key head is RMS-normalised before RoPE (Qwen3's `q_norm`,
     /// `k_norm`).
     pub fn qk_norm(&self) -> bool {
-        self.model_type == LlamaFamily::Qwen3
+        matches!(self.model_type, LlamaFamily::Qwen3 | LlamaFamily::Gemma3)
     }
 
     /// RoPE's inverse frequencies, `head_dim / 2` of them, in f32 as transformers computes
     /// them: `1 / θ^(2i/hd)`, then Llama 3.1's scaling when `rope_scaling` is set.
     pub fn inv_freq(&self) -> Vec<f32> {
+        self.inv_freq_of(self.rope_theta)
+    }
+
+    /// [`LlamaConfig::inv_freq`] with the RoPE base `theta` (a layer's:
+    /// [`LlamaConfig::layer_rope_theta`]).
+    pub fn inv_freq_of(&self, theta: f64) -> Vec<f32> {
         let hd = self.head_dim();
-        let base = self.rope_theta as f32;
+        let base = theta as f32;
         let freqs = (0..hd / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32));
         let Some(r) = &self.rope_scaling else {
             return freqs.collect();
@@ -360,8 +457,9 @@ impl LlamaConfig {
             + self.o_bias() as usize * c
             + self.mlp_bias as usize * (2 * i + c);
         let qk_norm = self.qk_norm() as usize * 2 * self.head_dim();
-        // Two norms, attention, gate/up/down.
-        let block = 2 * c + attn + 3 * c * i + biases + qk_norm;
+        let norms = if self.gemma() { 4 } else { 2 } * c;
+        // Norms, attention, gate/up/down.
+        let block = norms + attn + 3 * c * i + biases + qk_norm;
         let head = match self.tie_word_embeddings {
             true => 0,
             false => self.vocab_size * c,

@@ -67,9 +67,40 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             "max_window_layers": cfg.num_hidden_layers,
             "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
         }),
+        LlamaFamily::Gemma3 => json!({
+            "head_dim": cfg.head_dim(),
+            "hidden_activation": "gelu_pytorch_tanh",
+            "attention_bias": cfg.attention_bias,
+            // An integer in Gemma3TextConfig (`int`), as its checkpoints write it.
+            "query_pre_attn_scalar": cfg.query_pre_attn_scalar.map(|q| match q.fract() == 0.0 {
+                true => json!(q as u64),
+                false => json!(q),
+            }),
+            "sliding_window": cfg.sliding_window,
+            "layer_types": (0..cfg.num_hidden_layers)
+                .map(|l| match cfg.sliding_layers.get(l) {
+                    Some(true) => "sliding_attention",
+                    _ => "full_attention",
+                })
+                .collect::<Vec<_>>(),
+            "rope_parameters": {
+                "full_attention": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+                "sliding_attention": {
+                    "rope_type": "default",
+                    "rope_theta": cfg.rope_local_theta.unwrap_or(cfg.rope_theta),
+                },
+            },
+            "final_logit_softcapping": null,
+            "attn_logit_softcapping": null,
+            "use_bidirectional_attention": false,
+        }),
     };
     for (k, x) in family.as_object().expect("an object") {
         v[k] = x.clone();
+    }
+    // Gemma3TextConfig names its activation `hidden_activation` and has no `hidden_act`.
+    if let (true, Some(o)) = (cfg.gemma(), v.as_object_mut()) {
+        o.remove("hidden_act");
     }
     v
 }
@@ -133,25 +164,35 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             )))
         }
     };
-    // transformers maps both names to the same SiLU.
-    let act = get("hidden_act").map_or(Some("silu"), Value::as_str);
-    if !matches!(act, Some("silu" | "swish")) {
+    // transformers maps both names to the same SiLU; Gemma 3 has GELU's tanh approximation,
+    // under a key of its own.
+    let (act_key, acts, default_act): (_, &[&str], _) = match family {
+        LlamaFamily::Gemma3 => (
+            "hidden_activation",
+            &["gelu_pytorch_tanh"],
+            "gelu_pytorch_tanh",
+        ),
+        _ => ("hidden_act", &["silu", "swish"], "silu"),
+    };
+    let act = get(act_key).map_or(Some(default_act), Value::as_str);
+    if !act.is_some_and(|a| acts.contains(&a)) {
         return Err(err(format!(
-            "\"hidden_act\" {} is not supported (Llama uses silu)",
-            get("hidden_act").unwrap_or(&Value::Null)
+            "\"{act_key}\" {} is not supported ({} uses {default_act})",
+            get(act_key).unwrap_or(&Value::Null),
+            family.model_type()
         )));
     }
     // Each family's keys; the others' are not read (transformers ignores them too).
     let defaults = Defaults::of(family);
     let (attention_bias, mlp_bias) = match family {
         LlamaFamily::Llama => (boolean("attention_bias")?, boolean("mlp_bias")?),
-        LlamaFamily::Qwen3 => (boolean("attention_bias")?, false),
+        LlamaFamily::Qwen3 | LlamaFamily::Gemma3 => (boolean("attention_bias")?, false),
         LlamaFamily::Mistral | LlamaFamily::Qwen2 => (false, false),
     };
     let sliding_window = match family {
         LlamaFamily::Llama => None,
-        // An absent key is MistralConfig's default window; null is none.
-        LlamaFamily::Mistral => match v.get("sliding_window") {
+        // An absent key is MistralConfig's (Gemma3TextConfig's) default window; null is none.
+        LlamaFamily::Mistral | LlamaFamily::Gemma3 => match v.get("sliding_window") {
             None => Some(4096),
             Some(Value::Null) => None,
             Some(x) => Some(x.as_u64().map(|x| x as usize).ok_or_else(|| {
@@ -179,8 +220,9 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             "\"attention_dropout\" {dropout} is not supported (no attention dropout)"
         )));
     }
-    let hidden_size = int("hidden_size", 4096)?;
-    let num_attention_heads = int("num_attention_heads", 32)?;
+    let hidden_size = int("hidden_size", defaults.hidden)?;
+    let num_attention_heads = int("num_attention_heads", defaults.heads)?;
+    let num_hidden_layers = int("num_hidden_layers", defaults.layers)?;
     // A null key/value head count is the query heads' (MHA) in every family.
     let num_key_value_heads = match v.get("num_key_value_heads") {
         Some(Value::Null) => num_attention_heads,
@@ -196,21 +238,33 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         (None, default) => default,
     }
     .filter(|&hd| num_attention_heads.checked_mul(hd) != Some(hidden_size));
-    let (rope_theta, rope_scaling) = rope(v, path)?;
+    let gemma = match family {
+        LlamaFamily::Gemma3 => Some(gemma3(v, path, num_hidden_layers)?),
+        _ => None,
+    };
+    let (rope_theta, rope_scaling) = match &gemma {
+        Some(g) => (g.rope_theta, None),
+        None => rope(v, path)?,
+    };
     let cfg = LlamaConfig {
         vocab_size: int("vocab_size", defaults.vocab_size)?,
         hidden_size,
         intermediate_size: int("intermediate_size", defaults.intermediate_size)?,
-        num_hidden_layers: int("num_hidden_layers", 32)?,
+        num_hidden_layers,
         num_attention_heads,
         num_key_value_heads,
         max_position_embeddings: int("max_position_embeddings", defaults.max_positions)?,
         rms_norm_eps: float("rms_norm_eps", 1e-6)?,
         rope_theta,
         rope_scaling,
-        tie_word_embeddings: boolean("tie_word_embeddings")?,
+        tie_word_embeddings: match get("tie_word_embeddings") {
+            None => defaults.tied,
+            Some(_) => boolean("tie_word_embeddings")?,
+        },
         initializer_range: float("initializer_range", 0.02)?,
         pad_token_id: match get("pad_token_id") {
+            // Gemma3TextConfig pads with 0 unless told otherwise.
+            None if v.get("pad_token_id").is_none() => defaults.pad,
             None => None,
             Some(x) => Some(
                 x.as_u64()
@@ -223,6 +277,11 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         mlp_bias,
         sliding_window,
         head_dim,
+        sliding_layers: gemma
+            .as_ref()
+            .map_or(Vec::new(), |g| g.sliding_layers.clone()),
+        rope_local_theta: gemma.as_ref().map(|g| g.rope_local_theta),
+        query_pre_attn_scalar: gemma.as_ref().map(|g| g.query_pre_attn_scalar),
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
     check_plausible(&cfg, path)?;
@@ -232,6 +291,11 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
 /// The defaults of each family's config class for the keys whose defaults differ
 /// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config` in transformers 5.24).
 struct Defaults {
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    tied: bool,
+    pad: Option<u32>,
     vocab_size: usize,
     intermediate_size: usize,
     max_positions: usize,
@@ -243,8 +307,14 @@ struct Defaults {
 
 impl Defaults {
     fn of(family: LlamaFamily) -> Self {
+        let (hidden, layers, heads, tied, pad) = (4096, 32, 32, false, None);
         match family {
             LlamaFamily::Llama => Self {
+                hidden,
+                layers,
+                heads,
+                tied,
+                pad,
                 vocab_size: 32000,
                 intermediate_size: 11008,
                 max_positions: 2048,
@@ -252,6 +322,11 @@ impl Defaults {
                 head_dim: None,
             },
             LlamaFamily::Mistral => Self {
+                hidden,
+                layers,
+                heads,
+                tied,
+                pad,
                 vocab_size: 32000,
                 intermediate_size: 14336,
                 max_positions: 4096 * 32,
@@ -259,6 +334,11 @@ impl Defaults {
                 head_dim: None,
             },
             LlamaFamily::Qwen2 => Self {
+                hidden,
+                layers,
+                heads,
+                tied,
+                pad,
                 vocab_size: 151936,
                 intermediate_size: 22016,
                 max_positions: 32768,
@@ -266,14 +346,139 @@ impl Defaults {
                 head_dim: None,
             },
             LlamaFamily::Qwen3 => Self {
+                hidden,
+                layers,
+                heads,
+                tied,
+                pad,
                 vocab_size: 151936,
                 intermediate_size: 22016,
                 max_positions: 32768,
                 kv_heads: Some(32),
                 head_dim: Some(128),
             },
+            LlamaFamily::Gemma3 => Self {
+                hidden: 2304,
+                layers: 26,
+                heads: 8,
+                tied: true,
+                pad: Some(0),
+                vocab_size: 262_208,
+                intermediate_size: 9216,
+                max_positions: 131_072,
+                kv_heads: Some(4),
+                head_dim: Some(256),
+            },
         }
     }
+}
+
+/// What Gemma 3's config says beyond Llama's keys.
+struct Gemma3Keys {
+    rope_theta: f64,
+    rope_local_theta: f64,
+    query_pre_attn_scalar: f64,
+    sliding_layers: Vec<bool>,
+}
+
+/// Gemma3TextConfig's own keys, read as transformers 5.24 reads them: `layer_types` (or the
+/// legacy `sliding_window_pattern`, default 6: every sixth layer full), the RoPE of each kind
+/// of layer (`rope_parameters.full_attention` / `.sliding_attention`, or the legacy
+/// `rope_theta` / `rope_local_base_freq`; 1,000,000 and 10,000 by default; only the default
+/// RoPE), `query_pre_attn_scalar` (256). Refused by name: logit soft-capping, bidirectional
+/// attention, other RoPE types.
+fn gemma3(v: &Value, path: &Path, layers: usize) -> Result<Gemma3Keys> {
+    let err = hf_config::file_err(path);
+    let get = |k: &str| v.get(k).filter(|x| !x.is_null());
+    for k in ["final_logit_softcapping", "attn_logit_softcapping"] {
+        if let Some(x) = get(k) {
+            return Err(err(format!(
+                "\"{k}\" {x} is not supported (no soft-capping)"
+            )));
+        }
+    }
+    if get("use_bidirectional_attention").and_then(Value::as_bool) == Some(true) {
+        return Err(err(
+            "\"use_bidirectional_attention\": true is not supported (causal attention only)".into(),
+        ));
+    }
+    let sliding_layers = match get("layer_types") {
+        Some(t) => {
+            let kinds = t
+                .as_array()
+                .ok_or_else(|| err(format!("\"layer_types\" is {t}, expected a list")))?;
+            if kinds.len() != layers {
+                return Err(err(format!(
+                    "\"layer_types\" lists {} layers for num_hidden_layers {layers}",
+                    kinds.len()
+                )));
+            }
+            kinds
+                .iter()
+                .map(|k| match k.as_str() {
+                    Some("sliding_attention") => Ok(true),
+                    Some("full_attention") => Ok(false),
+                    _ => Err(err(format!(
+                        "\"layer_types\" holds {k}: sliding_attention or full_attention only"
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+        None => {
+            let pattern = match get("sliding_window_pattern") {
+                None => 6,
+                Some(x) => x.as_u64().filter(|&p| p > 0).ok_or_else(|| {
+                    err(format!(
+                        "\"sliding_window_pattern\" is {x}, expected a positive integer"
+                    ))
+                })? as usize,
+            };
+            (0..layers).map(|i| (i + 1) % pattern != 0).collect()
+        }
+    };
+    let number = |k: &str, d: f64| -> Result<f64> {
+        get(k).map_or(Ok(d), |x| {
+            x.as_f64()
+                .ok_or_else(|| err(format!("\"{k}\" is {x}, expected a number")))
+        })
+    };
+    if let Some(x) = get("rope_scaling") {
+        return Err(err(format!(
+            "\"rope_scaling\" {x} is not supported (Gemma 3 with the default RoPE only)"
+        )));
+    }
+    let (legacy_full, legacy_local) = (
+        number("rope_theta", 1_000_000.0)?,
+        number("rope_local_base_freq", 10_000.0)?,
+    );
+    let theta = |kind: &str, legacy: f64| -> Result<f64> {
+        let Some(p) = get("rope_parameters").and_then(|r| r.get(kind)) else {
+            return Ok(legacy);
+        };
+        match p.get("rope_type").and_then(Value::as_str) {
+            None | Some("default") => {}
+            Some(t) => {
+                return Err(err(format!(
+                    "\"rope_parameters\".{kind}.rope_type {t:?} is not supported (Gemma 3 with \
+                     the default RoPE only)"
+                )))
+            }
+        }
+        match p.get("rope_theta") {
+            None | Some(Value::Null) => Ok(legacy),
+            Some(x) => x.as_f64().ok_or_else(|| {
+                err(format!(
+                    "\"rope_parameters\".{kind}.rope_theta is {x}, expected a number"
+                ))
+            }),
+        }
+    };
+    Ok(Gemma3Keys {
+        rope_theta: theta("full_attention", legacy_full)?,
+        rope_local_theta: theta("sliding_attention", legacy_local)?,
+        query_pre_attn_scalar: number("query_pre_attn_scalar", 256.0)?,
+        sliding_layers,
+    })
 }
 
 /// The RoPE of a config, read as transformers 5.24 reads it (`convert_rope_params_to_dict`):
@@ -479,6 +684,9 @@ mod tests {
             mlp_bias: false,
             sliding_window: None,
             head_dim: None,
+            sliding_layers: Vec::new(),
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
         }
     }
 
@@ -550,6 +758,17 @@ mod tests {
                 head_dim: Some(4),
                 ..tiny()
             },
+            LlamaConfig {
+                model_type: LlamaFamily::Gemma3,
+                head_dim: Some(16),
+                sliding_window: Some(7),
+                sliding_layers: vec![true, false],
+                rope_local_theta: Some(10.0),
+                query_pre_attn_scalar: Some(12.5),
+                tie_word_embeddings: true,
+                pad_token_id: Some(0),
+                ..tiny()
+            },
         ];
         for cfg in relatives {
             let v = to_hf_config(&cfg, None, DType::F32);
@@ -602,6 +821,34 @@ mod tests {
         assert_eq!((q.head_dim, q.head_dim()), (None, 128));
         let l = read(&json!({"model_type": "llama", "head_dim": 128})).unwrap();
         assert_eq!(l.head_dim, None);
+        // Gemma3TextConfig's: 26 layers, every sixth full, window 4096, RoPE bases 1e6 and
+        // 1e4, scores by 1/√256, heads of 256, tied, padding id 0; the legacy keys too.
+        let g = read(&json!({"model_type": "gemma3_text"})).unwrap();
+        assert_eq!(
+            (
+                g.vocab_size,
+                g.hidden_size,
+                g.num_hidden_layers,
+                g.head_dim()
+            ),
+            (262_208, 2304, 26, 256)
+        );
+        assert_eq!(g.sliding_layers.iter().filter(|s| !**s).count(), 4);
+        assert!(!g.sliding_layers[5] && g.sliding_layers[4]);
+        assert_eq!((g.sliding_window, g.layer_window(5)), (Some(4096), None));
+        assert_eq!((g.rope_theta, g.rope_local_theta), (1e6, Some(1e4)));
+        assert_eq!((g.layer_rope_theta(5), g.layer_rope_theta(0)), (1e6, 1e4));
+        assert_eq!(g.attn_scale(), 1.0 / 16.0);
+        assert!(g.tie_word_embeddings && g.pad_token_id == Some(0));
+        let g = read(&json!({"model_type": "gemma3_text", "num_hidden_layers": 4,
+            "sliding_window_pattern": 2, "rope_theta": 50.0, "rope_local_base_freq": 5.0,
+            "pad_token_id": null}))
+        .unwrap();
+        assert_eq!(g.sliding_layers, [true, false, true, false]);
+        assert_eq!(
+            (g.rope_theta, g.rope_local_theta, g.pad_token_id),
+            (50.0, Some(5.0), None)
+        );
         // MistralConfig's window is 4096 unless the key says otherwise; null is none.
         let m = read(&json!({"model_type": "mistral"})).unwrap();
         assert_eq!(m.sliding_window, Some(4096));
@@ -721,6 +968,23 @@ mod tests {
             (
                 json!({"model_type": "qwen3", "use_sliding_window": true}),
                 "use_sliding_window",
+            ),
+            (
+                json!({"model_type": "gemma3_text", "final_logit_softcapping": 30.0}),
+                "final_logit_softcapping",
+            ),
+            (
+                json!({"model_type": "gemma3_text", "layer_types": ["full_attention"]}),
+                "layer_types",
+            ),
+            (
+                json!({"model_type": "gemma3_text", "rope_parameters": {"full_attention":
+                    {"rope_type": "linear", "factor": 8.0}}}),
+                "rope_parameters",
+            ),
+            (
+                json!({"model_type": "gemma3_text", "hidden_activation": "silu"}),
+                "hidden_activation",
             ),
             (json!({"num_key_value_heads": 3}), "num_key_value_heads"),
             (json!({"hidden_size": "32"}), "hidden_size"),

@@ -44,6 +44,12 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
             (format!("{p}.input_layernorm.weight"), vec![c]),
             (format!("{p}.post_attention_layernorm.weight"), vec![c]),
         ]);
+        if cfg.gemma() {
+            v.extend([
+                (format!("{p}.pre_feedforward_layernorm.weight"), vec![c]),
+                (format!("{p}.post_feedforward_layernorm.weight"), vec![c]),
+            ]);
+        }
     }
     v.push(("model.norm.weight".to_string(), vec![c]));
     if !cfg.tie_word_embeddings {
@@ -54,8 +60,8 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
 
 /// transformers' `_init_weights` for Llama: every Linear weight and the embedding drawn from
 /// N(0, initializer_range), the padding row of the embedding (if any) then zeroed, biases 0
-/// and RMSNorm gains 1 (no draws). Drawn in `param_shapes` order from `rng`, so the same seed
-/// gives the same model on every device.
+/// and RMSNorm gains 1 (Gemma 3's stored w of its gains 1 + w: 0; no draws). Drawn in
+/// `param_shapes` order from `rng`, so the same seed gives the same model on every device.
 pub fn init_params(
     cfg: &LlamaConfig,
     rng: &mut Rng,
@@ -67,8 +73,8 @@ pub fn init_params(
     for (name, shape) in param_shapes(cfg) {
         let n: usize = shape.iter().product();
         let t = match (name.ends_with("norm.weight"), name.ends_with(".bias")) {
-            (true, _) => Tensor::ones(shape, DType::F32, device)?,
-            (_, true) => Tensor::zeros(shape, DType::F32, device)?,
+            (true, _) if !cfg.gemma() => Tensor::ones(shape, DType::F32, device)?,
+            (true, _) | (_, true) => Tensor::zeros(shape, DType::F32, device)?,
             _ => {
                 let mut v = rng.normal_vec(n, cfg.initializer_range);
                 if let (EMBED_TOKENS, Some(p)) = (name.as_str(), cfg.pad_token_id) {
@@ -100,6 +106,9 @@ enum Heads {
 
 struct Block {
     input_layernorm: Tensor,
+    /// Gemma 3's norms before and after the MLP (its `post_attention_layernorm` then follows
+    /// attention rather than preceding the MLP).
+    feedforward_norms: Option<(Tensor, Tensor)>,
     /// Qwen3's RMSNorm gains (head_dim) over each query and key head, before RoPE.
     qk_norm: Option<(Tensor, Tensor)>,
     q_proj: Proj,
@@ -262,10 +271,17 @@ pub struct Llama {
     attention: AttentionImpl,
 }
 
-/// What every block of one forward shares, built once by [`Llama::block_context`]: the RoPE
-/// tables of its positions, and the causal mask when the composite attention runs (the fused
-/// op is causal by itself).
+/// What the blocks of one forward share, built once by [`Llama::block_context`]: for each
+/// kind of layer (its window and RoPE base), the RoPE tables of the positions and the mask
+/// when the composite attention runs (the fused op is causal by itself).
 pub struct BlockContext {
+    kinds: Vec<LayerContext>,
+    /// Each layer's index into `kinds`.
+    of_layer: Vec<usize>,
+}
+
+/// The RoPE tables and the additive mask (None: the fused attention) of one kind of layer.
+struct LayerContext {
     rope: Rope,
     mask: Option<Tensor>,
 }
@@ -290,8 +306,16 @@ impl Llama {
                     true => Some((get("self_attn.q_norm")?, get("self_attn.k_norm")?)),
                     false => None,
                 };
+                let feedforward_norms = match cfg.gemma() {
+                    true => Some((
+                        get("pre_feedforward_layernorm")?,
+                        get("post_feedforward_layernorm")?,
+                    )),
+                    false => None,
+                };
                 Ok(Block {
                     input_layernorm: get("input_layernorm")?,
+                    feedforward_norms,
                     qk_norm,
                     q_proj: proj("self_attn.q_proj", qkv)?,
                     k_proj: proj("self_attn.k_proj", qkv)?,
@@ -342,10 +366,61 @@ impl Llama {
         Ok(())
     }
 
-    fn rope(&self, start: usize, t: usize, device: &Device) -> Result<Rope> {
+    /// What the layers of a run of `t` tokens after `start` take: one [`LayerContext`] per
+    /// distinct (window, RoPE base) among the layers (one for most models; Gemma 3's sliding
+    /// and full layers differ in both), and the index of each layer's. A context has the
+    /// mask when the composite attention runs: `fused` asks for the fused op, which is causal
+    /// only, so a window shorter than the positions seen takes the composite one.
+    fn contexts(
+        &self,
+        (start, t): (usize, usize),
+        fused: bool,
+        device: &Device,
+    ) -> Result<BlockContext> {
         self.check_positions(start, t)?;
-        let inv_freq = self.cfg.inv_freq();
-        Rope::new(&inv_freq, start, t, device, self.embed_tokens.dtype())
+        let cfg = &self.cfg;
+        let mut kinds: Vec<((Option<usize>, u64), LayerContext)> = Vec::new();
+        let mut of_layer = Vec::with_capacity(self.blocks.len());
+        for l in 0..self.blocks.len() {
+            let key = (cfg.layer_window(l), cfg.layer_rope_theta(l).to_bits());
+            let i = match kinds.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let inv_freq = cfg.inv_freq_of(cfg.layer_rope_theta(l));
+                    let rope = Rope::new(&inv_freq, start, t, device, self.embed_tokens.dtype())?;
+                    let composite = !fused || cfg.window_applies(l, start + t);
+                    let mask = composite
+                        .then(|| k::sliding_causal_mask(start, t, key.0, device))
+                        .transpose()?;
+                    kinds.push((key, LayerContext { rope, mask }));
+                    kinds.len() - 1
+                }
+            };
+            of_layer.push(i);
+        }
+        Ok(BlockContext {
+            kinds: kinds.into_iter().map(|(_, c)| c).collect(),
+            of_layer,
+        })
+    }
+
+    /// Gemma 3's RMSNorm (gains 1 + w, w stored) or Llama's (gains w) of x over its last
+    /// dimension.
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        match self.cfg.gemma() {
+            true => rms_norm(x, &(w + 1.0)?, self.cfg.rms_norm_eps),
+            false => rms_norm(x, w, self.cfg.rms_norm_eps),
+        }
+    }
+
+    /// The token embeddings of ids (B, T) → (B, T, C); Gemma 3 scales them by √hidden (in
+    /// the embedding's dtype, as transformers does).
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = k::embedding(&self.embed_tokens, ids, self.cfg.pad_token_id)?;
+        match self.cfg.gemma() {
+            true => Ok(x.affine((self.cfg.hidden_size as f64).sqrt(), 0.0)?),
+            false => Ok(x),
+        }
     }
 
     /// ids: (B, T) u32 → logits (B, T, V) in the parameters' dtype.
@@ -377,39 +452,15 @@ impl Llama {
     /// The first block's input: the token embeddings of ids (B, T) → (B, T, C).
     pub fn embed_input(&self, ids: &Tensor, _mode: &mut Mode<'_>) -> Result<Tensor> {
         self.check_positions(0, ids.dim(1)?)?;
-        Ok(k::embedding(
-            &self.embed_tokens,
-            ids,
-            self.cfg.pad_token_id,
-        )?)
+        self.embed(ids)
     }
 
     /// What every block of a forward over `ids` (B, T) takes: the RoPE tables of positions
-    /// 0..T and, for the composite attention, the causal (T, T) mask. Errors past
-    /// `max_position_embeddings`.
+    /// 0..T and, for the composite attention, the causal (T, T) mask (within the layer's
+    /// window, if it has one). Errors past `max_position_embeddings`.
     pub fn block_context(&self, ids: &Tensor) -> Result<BlockContext> {
-        let (t, device) = (ids.dim(1)?, ids.device());
-        // The fused op is causal only: a sliding window narrower than the sequence takes the
-        // composite attention with the window's mask.
-        let fused = self.attention.fused_on(device) && !self.cfg.window_applies(t);
-        Ok(BlockContext {
-            rope: self.rope(0, t, device)?,
-            mask: match fused {
-                true => None,
-                false => Some(self.mask(0, t, device)?),
-            },
-        })
-    }
-
-    /// The additive mask (T, start + T) of `t` queries at positions `start..` over the keys of
-    /// positions `0..start + t`: causal, and within Mistral's sliding window if it has one.
-    fn mask(&self, start: usize, t: usize, device: &Device) -> Result<Tensor> {
-        Ok(k::sliding_causal_mask(
-            start,
-            t,
-            self.cfg.sliding_window,
-            device,
-        )?)
+        let device = ids.device();
+        self.contexts((0, ids.dim(1)?), self.attention.fused_on(device), device)
     }
 
     /// Block `l` on x (B, T, C) with `ctx` from [`Llama::block_context`] → (B, T, C).
@@ -434,27 +485,32 @@ impl Llama {
             cfg.num_key_value_heads,
             cfg.head_dim(),
         );
-        let rope = &ctx.rope;
+        let lc = ctx
+            .of_layer
+            .get(l)
+            .map(|&i| &ctx.kinds[i])
+            .ok_or_else(|| Error::Config(format!("no context for block {l}")))?;
+        let rope = &lc.rope;
         if rope.len() != t {
             return Err(Error::Config(format!(
                 "RoPE tables of {} positions for a sequence of {t}",
                 rope.len()
             )));
         }
-        let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
+        let a = self.norm(&x, &blk.input_layernorm)?;
         let run = Product::Matmul;
         let q = proj(&a, &blk.q_proj, (run, mode))?.reshape((b, t, h, hd))?;
         let q = rope.apply(&self.head_norm(blk, &q, Heads::Query)?)?;
         let kk = proj(&a, &blk.k_proj, (run, mode))?.reshape((b, t, kv, hd))?;
         let kk = rope.apply(&self.head_norm(blk, &kk, Heads::Key)?)?;
         let v = proj(&a, &blk.v_proj, (run, mode))?.reshape((b, t, kv, hd))?;
-        let y = match &ctx.mask {
+        let y = match &lc.mask {
             None => {
                 // Heads stay in (B, T, heads, hd): the packed layout puts head i at columns
                 // i·hd.. of each third, so no transpose is needed.
                 let (kk, v) = (self.repeat_kv(&kk)?, self.repeat_kv(&v)?); // (B, T, H, hd)
                 let qkv = Tensor::cat(&[&q, &kk, &v], 2)?.reshape((b, t, 3 * h * hd))?;
-                k::causal_attention(&qkv, h, 1.0 / (hd as f64).sqrt())? // (B, T, H·hd)
+                k::causal_attention(&qkv, h, cfg.attn_scale())? // (B, T, H·hd)
             }
             Some(mask) => {
                 let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous(); // (B, n, T, hd)
@@ -474,7 +530,7 @@ impl Llama {
             Heads::Query => q_norm,
             Heads::Key => k_norm,
         };
-        rms_norm(x, gain, self.cfg.rms_norm_eps)
+        self.norm(x, gain)
     }
 
     /// The composite attention, grouped: q (B, H, T, hd) over k, v (B, KV, S, hd), query head
@@ -493,7 +549,7 @@ impl Llama {
         let q = q.reshape((b, kv, n_rep * t, hd))?;
         let att = q.matmul(&kk.t()?)?; // (B, KV, n_rep·T, S)
         let att = att.reshape((b, kv, n_rep, t, s))?;
-        let att = k::masked_softmax(&att, 1.0 / (hd as f64).sqrt(), mask)?;
+        let att = k::masked_softmax(&att, self.cfg.attn_scale(), mask)?;
         let att = att.reshape((b, kv, n_rep * t, s))?;
         let y = att.matmul(vv)?.reshape((b, h, t, hd))?; // (B, H, T, hd)
         Ok(y.transpose(1, 2)?.reshape((b, t, h * hd))?) // (B, T, H·hd)
@@ -521,18 +577,40 @@ impl Llama {
         y: &Tensor,
         (product, mode): (Product, &mut Mode<'_>),
     ) -> Result<Tensor> {
-        let x = (x + proj(y, &blk.o_proj, (product, mode))?)?;
-        let m = rms_norm(&x, &blk.post_attention_layernorm, self.cfg.rms_norm_eps)?;
-        // down(silu(gate(m)) · up(m)); candle's silu records its backward.
-        let g = proj(&m, &blk.gate_proj, (product, mode))?.silu()?;
+        let o = proj(y, &blk.o_proj, (product, mode))?;
+        // Gemma 3 normalises attention's and the MLP's outputs too, and the MLP's input with a
+        // norm of its own; Llama normalises the MLP's input with `post_attention_layernorm`.
+        let (x, m) = match &blk.feedforward_norms {
+            Some((pre, _)) => {
+                let x = (x + self.norm(&o, &blk.post_attention_layernorm)?)?;
+                let m = self.norm(&x, pre)?;
+                (x, m)
+            }
+            None => {
+                let x = (x + o)?;
+                let m = self.norm(&x, &blk.post_attention_layernorm)?;
+                (x, m)
+            }
+        };
+        // down(act(gate(m)) · up(m)): SiLU (candle's records its backward), Gemma 3's GELU
+        // with the tanh approximation (our fused op).
+        let g = proj(&m, &blk.gate_proj, (product, mode))?;
+        let g = match self.cfg.gemma() {
+            true => k::gelu_tanh(&g)?,
+            false => g.silu()?,
+        };
         let m = (g * proj(&m, &blk.up_proj, (product, mode))?)?; // (B, T, I)
-        Ok((x + proj(&m, &blk.down_proj, (product, mode))?)?)
+        let d = proj(&m, &blk.down_proj, (product, mode))?;
+        match &blk.feedforward_norms {
+            Some((_, post)) => Ok((x + self.norm(&d, post)?)?),
+            None => Ok((x + d)?),
+        }
     }
 
     /// The final RMSNorm (`model.norm`) of the last block's output x (B, T, C): the model's
     /// hidden states, which task heads read.
     pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
-        rms_norm(x, &self.norm, self.cfg.rms_norm_eps)
+        self.norm(x, &self.norm)
     }
 
     /// The last block's output (.., C) → logits (.., V): the final RMSNorm and `lm_head`.
@@ -562,17 +640,20 @@ impl Llama {
         if t == 0 {
             return Err(Error::Config("no tokens to run".into()));
         }
-        let rope = self.rope(start, t, ids.device())?;
-        let mut x = k::embedding(&self.embed_tokens, ids, self.cfg.pad_token_id)?; // (B, T, C)
-        self.reserve(cache, (b, t), x.dtype(), ids.device())?;
         // New token i (position start + i) sees keys 0..=start + i (those of the window
-        // ending there, with a sliding window); a single token sees all unless the window
-        // leaves the first keys out.
-        let mask = (t > 1 || self.cfg.window_applies(start + t))
-            .then(|| self.mask(start, t, ids.device()))
-            .transpose()?;
-        for (blk, (kc, vc)) in self.blocks.iter().zip(&cache.layers) {
-            let a = rms_norm(&x, &blk.input_layernorm, cfg.rms_norm_eps)?;
+        // ending there, with a sliding window): the composite attention's masks. A single
+        // token sees all unless its layer's window leaves the first keys out.
+        let mut ctx = self.contexts((start, t), false, ids.device())?;
+        for (l, &i) in ctx.of_layer.iter().enumerate() {
+            if t == 1 && !cfg.window_applies(l, start + t) {
+                ctx.kinds[i].mask = None;
+            }
+        }
+        let mut x = self.embed(ids)?; // (B, T, C)
+        self.reserve(cache, (b, t), x.dtype(), ids.device())?;
+        for (l, (blk, (kc, vc))) in self.blocks.iter().zip(&cache.layers).enumerate() {
+            let LayerContext { rope, mask } = &ctx.kinds[ctx.of_layer[l]];
+            let a = self.norm(&x, &blk.input_layernorm)?;
             // `rotate`: the queries or keys (normalised, for Qwen3, and rotated); None: values.
             let heads = |p: &Proj, n: usize, rotate: Option<Heads>| -> Result<Tensor> {
                 let y = proj(&a, p, (Product::Inference, &mut Mode::Eval))?;
@@ -692,6 +773,9 @@ mod tests {
             mlp_bias: false,
             sliding_window: None,
             head_dim: None,
+            sliding_layers: Vec::new(),
+            rope_local_theta: None,
+            query_pre_attn_scalar: None,
         }
     }
 
