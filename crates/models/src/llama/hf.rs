@@ -289,7 +289,8 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
 }
 
 /// The defaults of each family's config class for the keys whose defaults differ
-/// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config` in transformers 5.24).
+/// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config`, `Gemma3TextConfig` in
+/// transformers 5.24).
 struct Defaults {
     hidden: usize,
     layers: usize,
@@ -307,55 +308,37 @@ struct Defaults {
 
 impl Defaults {
     fn of(family: LlamaFamily) -> Self {
-        let (hidden, layers, heads, tied, pad) = (4096, 32, 32, false, None);
+        let llama = Self {
+            hidden: 4096,
+            layers: 32,
+            heads: 32,
+            tied: false,
+            pad: None,
+            vocab_size: 32000,
+            intermediate_size: 11008,
+            max_positions: 2048,
+            kv_heads: None,
+            head_dim: None,
+        };
+        let qwen2 = Self {
+            vocab_size: 151936,
+            intermediate_size: 22016,
+            max_positions: 32768,
+            kv_heads: Some(32),
+            ..llama
+        };
         match family {
-            LlamaFamily::Llama => Self {
-                hidden,
-                layers,
-                heads,
-                tied,
-                pad,
-                vocab_size: 32000,
-                intermediate_size: 11008,
-                max_positions: 2048,
-                kv_heads: None,
-                head_dim: None,
-            },
+            LlamaFamily::Llama => llama,
             LlamaFamily::Mistral => Self {
-                hidden,
-                layers,
-                heads,
-                tied,
-                pad,
-                vocab_size: 32000,
                 intermediate_size: 14336,
                 max_positions: 4096 * 32,
                 kv_heads: Some(8),
-                head_dim: None,
+                ..llama
             },
-            LlamaFamily::Qwen2 => Self {
-                hidden,
-                layers,
-                heads,
-                tied,
-                pad,
-                vocab_size: 151936,
-                intermediate_size: 22016,
-                max_positions: 32768,
-                kv_heads: Some(32),
-                head_dim: None,
-            },
+            LlamaFamily::Qwen2 => qwen2,
             LlamaFamily::Qwen3 => Self {
-                hidden,
-                layers,
-                heads,
-                tied,
-                pad,
-                vocab_size: 151936,
-                intermediate_size: 22016,
-                max_positions: 32768,
-                kv_heads: Some(32),
                 head_dim: Some(128),
+                ..qwen2
             },
             LlamaFamily::Gemma3 => Self {
                 hidden: 2304,
@@ -679,14 +662,8 @@ mod tests {
             tie_word_embeddings: false,
             initializer_range: 0.01,
             pad_token_id: None,
-            model_type: LlamaFamily::Llama,
-            attention_bias: false,
-            mlp_bias: false,
-            sliding_window: None,
-            head_dim: None,
-            sliding_layers: Vec::new(),
-            rope_local_theta: None,
-            query_pre_attn_scalar: None,
+            // The variants' keys as Llama's.
+            ..LlamaConfig::preset("llama-tiny", 8).unwrap()
         }
     }
 

@@ -768,14 +768,8 @@ mod tests {
             tie_word_embeddings: tied,
             initializer_range: 0.2,
             pad_token_id: None,
-            model_type: crate::llama::LlamaFamily::Llama,
-            attention_bias: false,
-            mlp_bias: false,
-            sliding_window: None,
-            head_dim: None,
-            sliding_layers: Vec::new(),
-            rope_local_theta: None,
-            query_pre_attn_scalar: None,
+            // The variants' keys as Llama's.
+            ..LlamaConfig::preset("llama-tiny", 8).unwrap()
         }
     }
 
