@@ -119,6 +119,16 @@ impl LlamaFamily {
         Self::ALL.into_iter().find(|f| f.model_type() == name)
     }
 
+    /// The `config.json` key of the MLP's activation and the one name it writes there:
+    /// `hidden_act` `silu` (transformers also reads `swish` as SiLU), Gemma 3's
+    /// `hidden_activation` `gelu_pytorch_tanh`.
+    pub fn activation(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Gemma3 => ("hidden_activation", "gelu_pytorch_tanh"),
+            _ => ("hidden_act", "silu"),
+        }
+    }
+
     /// transformers' causal language model class (`LlamaForCausalLM`, ...).
     pub fn causal_lm(self) -> &'static str {
         match self {

@@ -28,7 +28,6 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
         "num_hidden_layers": cfg.num_hidden_layers,
         "num_attention_heads": cfg.num_attention_heads,
         "num_key_value_heads": cfg.num_key_value_heads,
-        "hidden_act": "silu",
         "max_position_embeddings": cfg.max_position_embeddings,
         "initializer_range": cfg.initializer_range,
         "rms_norm_eps": cfg.rms_norm_eps,
@@ -40,6 +39,15 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
         "bos_token_id": eot_id,
         "eos_token_id": eot_id,
         "dtype": hf_config::dtype_name(dtype),
+    });
+    let (act_key, act) = cfg.model_type.activation();
+    v[act_key] = act.into();
+    // Qwen2Config's and Qwen3Config's window keys (no window: `use_sliding_window` off).
+    let qwen = json!({
+        "use_sliding_window": false,
+        "sliding_window": null,
+        "max_window_layers": cfg.num_hidden_layers,
+        "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
     });
     // What each family's config class has of its own (Qwen2Config has no head_dim).
     let family = match cfg.model_type {
@@ -53,23 +61,15 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             "head_dim": cfg.head_dim(),
             "sliding_window": cfg.sliding_window,
         }),
-        LlamaFamily::Qwen2 => json!({
-            "use_sliding_window": false,
-            "sliding_window": null,
-            "max_window_layers": cfg.num_hidden_layers,
-            "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
-        }),
-        LlamaFamily::Qwen3 => json!({
-            "head_dim": cfg.head_dim(),
-            "attention_bias": cfg.attention_bias,
-            "use_sliding_window": false,
-            "sliding_window": null,
-            "max_window_layers": cfg.num_hidden_layers,
-            "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
-        }),
+        LlamaFamily::Qwen2 => qwen,
+        LlamaFamily::Qwen3 => {
+            let mut q = qwen;
+            q["head_dim"] = cfg.head_dim().into();
+            q["attention_bias"] = cfg.attention_bias.into();
+            q
+        }
         LlamaFamily::Gemma3 => json!({
             "head_dim": cfg.head_dim(),
-            "hidden_activation": "gelu_pytorch_tanh",
             "attention_bias": cfg.attention_bias,
             // An integer in Gemma3TextConfig (`int`), as its checkpoints write it.
             "query_pre_attn_scalar": cfg.query_pre_attn_scalar.map(|q| match q.fract() == 0.0 {
@@ -97,10 +97,6 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
     };
     for (k, x) in family.as_object().expect("an object") {
         v[k] = x.clone();
-    }
-    // Gemma3TextConfig names its activation `hidden_activation` and has no `hidden_act`.
-    if let (true, Some(o)) = (cfg.gemma(), v.as_object_mut()) {
-        o.remove("hidden_act");
     }
     v
 }
@@ -164,18 +160,11 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             )))
         }
     };
-    // transformers maps both names to the same SiLU; Gemma 3 has GELU's tanh approximation,
-    // under a key of its own.
-    let (act_key, acts, default_act): (_, &[&str], _) = match family {
-        LlamaFamily::Gemma3 => (
-            "hidden_activation",
-            &["gelu_pytorch_tanh"],
-            "gelu_pytorch_tanh",
-        ),
-        _ => ("hidden_act", &["silu", "swish"], "silu"),
-    };
+    // Each family's one activation (Gemma 3's under a key of its own); transformers maps
+    // `swish` to the same SiLU.
+    let (act_key, default_act) = family.activation();
     let act = get(act_key).map_or(Some(default_act), Value::as_str);
-    if !act.is_some_and(|a| acts.contains(&a)) {
+    if !act.is_some_and(|a| a == default_act || (default_act, a) == ("silu", "swish")) {
         return Err(err(format!(
             "\"{act_key}\" {} is not supported ({} uses {default_act})",
             get(act_key).unwrap_or(&Value::Null),
