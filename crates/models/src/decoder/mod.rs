@@ -15,13 +15,13 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The `model_type`s of the causal language models: GPT-2 and the Llama family
-/// ([`LlamaFamily`]: Llama, Mistral, Qwen2, Qwen3, Gemma 3).
-pub const MODEL_TYPES: [&str; 6] = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma3_text"];
+/// GPT-2's `model_type`; the others of the causal language models are the Llama family's
+/// ([`LlamaFamily`]).
+const GPT2: &str = "gpt2";
 
-/// Whether `model_type` is one of [`MODEL_TYPES`].
+/// Whether `model_type` is a causal language model's: GPT-2 or one of the Llama family.
 pub fn is_model_type(model_type: &str) -> bool {
-    MODEL_TYPES.contains(&model_type)
+    model_type == GPT2 || LlamaFamily::from_model_type(model_type).is_some()
 }
 
 /// The config of a causal language model.
@@ -41,7 +41,7 @@ impl DecoderConfig {
     /// [`DecoderConfig::from_hf`] of the parsed file (`path` is for messages).
     pub(crate) fn from_json(v: &Value, path: &Path) -> Result<Self> {
         match v.get("model_type").and_then(Value::as_str) {
-            Some("gpt2") | None => Ok(Self::Gpt(gpt::hf::config_from_json(v, path)?)),
+            Some(GPT2) | None => Ok(Self::Gpt(gpt::hf::config_from_json(v, path)?)),
             Some(mt) if LlamaFamily::from_model_type(mt).is_some() => {
                 Ok(Self::Llama(llama::hf::config_from_json(v, path)?))
             }
@@ -49,8 +49,8 @@ impl DecoderConfig {
                 path: path.to_path_buf(),
                 msg: format!(
                     "model_type {other:?} is not a causal language model Lantern implements \
-                     ({})",
-                    MODEL_TYPES.join(", ")
+                     ({GPT2}, {})",
+                    LlamaFamily::ALL.map(LlamaFamily::model_type).join(", ")
                 ),
             }),
         }
@@ -82,7 +82,7 @@ impl DecoderConfig {
     /// transformers' `model_type`.
     pub fn model_type(&self) -> &'static str {
         match self {
-            Self::Gpt(_) => "gpt2",
+            Self::Gpt(_) => GPT2,
             Self::Llama(c) => c.model_type.model_type(),
         }
     }
