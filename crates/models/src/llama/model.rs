@@ -368,13 +368,13 @@ impl Llama {
 
     /// What the layers of a run of `t` tokens after `start` take: one [`LayerContext`] per
     /// distinct (window, RoPE base) among the layers (one for most models; Gemma 3's sliding
-    /// and full layers differ in both), and the index of each layer's. A context has the
-    /// mask when the composite attention runs: `fused` asks for the fused op, which is causal
-    /// only, so a window shorter than the positions seen takes the composite one.
+    /// and full layers differ in both), and the index of each layer's. A context gets the
+    /// additive mask of its window when `needs_mask(l)` says the attention of its first layer
+    /// `l` (and so of every layer sharing its window) reads one.
     fn contexts(
         &self,
         (start, t): (usize, usize),
-        fused: bool,
+        needs_mask: impl Fn(usize) -> bool,
         device: &Device,
     ) -> Result<BlockContext> {
         self.check_positions(start, t)?;
@@ -388,8 +388,7 @@ impl Llama {
                 None => {
                     let inv_freq = cfg.inv_freq_of(cfg.layer_rope_theta(l));
                     let rope = Rope::new(&inv_freq, start, t, device, self.embed_tokens.dtype())?;
-                    let composite = !fused || cfg.window_applies(l, start + t);
-                    let mask = composite
+                    let mask = needs_mask(l)
                         .then(|| k::sliding_causal_mask(start, t, key.0, device))
                         .transpose()?;
                     kinds.push((key, LayerContext { rope, mask }));
@@ -459,8 +458,12 @@ impl Llama {
     /// 0..T and, for the composite attention, the causal (T, T) mask (within the layer's
     /// window, if it has one). Errors past `max_position_embeddings`.
     pub fn block_context(&self, ids: &Tensor) -> Result<BlockContext> {
-        let device = ids.device();
-        self.contexts((0, ids.dim(1)?), self.attention.fused_on(device), device)
+        let (t, device) = (ids.dim(1)?, ids.device());
+        // The fused op is causal only: a window shorter than the sequence takes the composite
+        // attention, with the window's mask.
+        let fused = self.attention.fused_on(device);
+        let cfg = &self.cfg;
+        self.contexts((0, t), |l| !fused || cfg.window_applies(l, t), device)
     }
 
     /// Block `l` on x (B, T, C) with `ctx` from [`Llama::block_context`] → (B, T, C).
@@ -643,12 +646,8 @@ impl Llama {
         // New token i (position start + i) sees keys 0..=start + i (those of the window
         // ending there, with a sliding window): the composite attention's masks. A single
         // token sees all unless its layer's window leaves the first keys out.
-        let mut ctx = self.contexts((start, t), false, ids.device())?;
-        for (l, &i) in ctx.of_layer.iter().enumerate() {
-            if t == 1 && !cfg.window_applies(l, start + t) {
-                ctx.kinds[i].mask = None;
-            }
-        }
+        let needs_mask = |l| t > 1 || cfg.window_applies(l, start + t);
+        let ctx = self.contexts((start, t), needs_mask, ids.device())?;
         let mut x = self.embed(ids)?; // (B, T, C)
         self.reserve(cache, (b, t), x.dtype(), ids.device())?;
         for (l, (blk, (kc, vc))) in self.blocks.iter().zip(&cache.layers).enumerate() {
