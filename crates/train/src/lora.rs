@@ -836,10 +836,10 @@ impl Lora {
             out.insert(name, v.as_tensor().to_dtype(DType::F32)?)?;
         }
         for t in &self.targets {
-            let w0 = self.model.vars()[t.index]
-                .as_tensor()
-                .to_dtype(DType::F32)?;
-            out.insert(&self.model.names()[t.index], (w0 + self.delta(t)?)?)?;
+            // W0 in fp32: widened above where it is held in the working dtype.
+            let name = &self.model.names()[t.index];
+            let w0 = out.get(name)?;
+            out.insert(name, (w0 + self.delta(t)?)?)?;
         }
         Ok(out)
     }
