@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
-mistral_window/ and qwen3_tiny/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
+mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/ and gemma3_linear/ (--only NAME ... for
+some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
@@ -26,6 +27,9 @@ qwen3_tiny/: Qwen3ForCausalLM (an RMSNorm over each query and key head before Ro
 head, 2 key/value heads, head_dim 16 where hidden_size / num_attention_heads is 8.
 gemma3_tiny/: Gemma3ForCausalLM (gemma3_text): three layers (sliding, full, sliding; window
 5), heads of 16, query_pre_attn_scalar 12, RoPE bases 1000 and 100, padding id 0, tied head.
+llama_yarn/: llama_tiny with YaRN RoPE scaling (factor 4, original context 8, beta_fast 2,
+beta_slow 0.25, untruncated ramp; cos and sin scaled by the derived attention factor).
+gemma3_linear/: gemma3_tiny with linear RoPE scaling (factor 4) on its full layer only.
 Every parameter (RMSNorm gains included) is redrawn N(0, 0.2) from torch.manual_seed(1234)
 (make_golden.randomised), so nothing is trivially 0 or 1.
 
@@ -66,6 +70,14 @@ WINDOW = 5
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": ROPE_THETA, "factor": 8.0,
                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 8}
+# YaRN with its optional keys set: over a head of 8 and an original context of 8, the ramp runs
+# from dimension 0 (beta_fast 2) to 1.41 (beta_slow 0.25, untruncated), so the first frequency
+# is kept, the second blended, the other two divided by 4; cos and sin scaled by 1.1386.
+YARN_ROPE = {"rope_type": "yarn", "rope_theta": ROPE_THETA, "factor": 4.0,
+             "original_max_position_embeddings": 8, "beta_fast": 2.0, "beta_slow": 0.25,
+             "truncate": False}
+GEMMA3_ROPE = {"full_attention": {"rope_type": "default", "rope_theta": 1000.0},
+               "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}
 
 
 # The Llama family's members: (config class, model class).
@@ -205,9 +217,14 @@ def main() -> int:
         "gemma3_tiny": dict(kv_heads=2, tied=True, family="gemma3_text", head_dim=16,
                             sliding_window=WINDOW, sliding_window_pattern=2,
                             query_pre_attn_scalar=12, pad_token_id=0,
-                            rope_parameters={
-                                "full_attention": {"rope_type": "default", "rope_theta": 1000.0},
-                                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
+                            rope_parameters=GEMMA3_ROPE),
+        "llama_yarn": dict(kv_heads=2, tied=False, rope=YARN_ROPE),
+        # gemma3_tiny with Gemma 3 4B's linear RoPE scaling (factor 4 here) on its full layer.
+        "gemma3_linear": dict(kv_heads=2, tied=True, family="gemma3_text", head_dim=16,
+                              sliding_window=WINDOW, sliding_window_pattern=2,
+                              query_pre_attn_scalar=12, pad_token_id=0,
+                              rope_parameters={**GEMMA3_ROPE, "full_attention": {
+                                  "rope_type": "linear", "factor": 4.0, "rope_theta": 1000.0}}),
     }
     for name, kwargs in folders.items():
         if args.only is None or name in args.only:

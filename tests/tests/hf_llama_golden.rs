@@ -5,12 +5,14 @@
 //! `qwen2_tiny/` (`Qwen2ForCausalLM`: q/k/v biases, tied head) and `mistral_window/`
 //! (`MistralForCausalLM` with a sliding window of 5 tokens, shorter than the sequences), and
 //! `qwen3_tiny/` (`Qwen3ForCausalLM`: per-head query and key RMSNorms, heads of 16 under a
-//! width of 32 and 4 heads), each saved with `save_pretrained`, with
+//! width of 32 and 4 heads), `gemma3_tiny/` (`Gemma3ForCausalLM`), and two more RoPE
+//! scalings: `llama_yarn/` (YaRN) and `gemma3_linear/` (linear, on Gemma 3's full layer only),
+//! each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
 
 use candle_core::{DType, Device, Tensor};
-use lantern_models::llama::{hf, KvCache, Llama, LlamaConfig, LlamaFamily};
+use lantern_models::llama::{hf, KvCache, Llama, LlamaConfig, LlamaFamily, RopeScaling};
 use lantern_models::{safetensors_io, Mode, Params};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -18,7 +20,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 8] = [
+const FOLDERS: [&str; 10] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
@@ -27,6 +29,8 @@ const FOLDERS: [&str; 8] = [
     "mistral_window",
     "qwen3_tiny",
     "gemma3_tiny",
+    "llama_yarn",
+    "gemma3_linear",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {
@@ -77,7 +81,9 @@ fn configs_read_as_transformers_wrote_them() {
     // Llama 3.1's scaling: read, and it moves the frequencies as transformers' recipe says
     // (head of 8: 1, 100^-1/4, 100^-1/2, 100^-3/4; wavelengths 2π/f against 8/4 and 8/1).
     let (l3, _) = load(&golden_dir("llama3_rope"));
-    let r = l3.rope_scaling.clone().expect("llama3 scaling read");
+    let Some(RopeScaling::Llama3(r)) = l3.rope_scaling.clone() else {
+        panic!("llama3 scaling not read: {:?}", l3.rope_scaling)
+    };
     assert_eq!(
         (r.factor, r.low_freq_factor, r.high_freq_factor),
         (8.0, 1.0, 4.0)
@@ -93,6 +99,27 @@ fn configs_read_as_transformers_wrote_them() {
         &[plain[1] / 8.0, plain[2] / 8.0, plain[3] / 8.0],
         "wavelengths 19.9, 62.8 and 198.7 are past 8/1: divided by the factor"
     );
+    // YaRN: the ramp from dimension 0 to 1.41 keeps the first frequency, blends the second,
+    // divides the others by 4; cos and sin are scaled by 0.1 ln 4 + 1.
+    let (yarn, _) = load(&golden_dir("llama_yarn"));
+    let Some(RopeScaling::Yarn(y)) = yarn.rope_scaling.clone() else {
+        panic!("yarn scaling not read: {:?}", yarn.rope_scaling)
+    };
+    assert_eq!(
+        (y.factor, y.original_max_position_embeddings, y.truncate),
+        (4.0, 8, Some(false))
+    );
+    assert!((y.attention_factor() - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12);
+    let scaled = yarn.inv_freq();
+    assert_eq!(scaled[0], plain[0]);
+    assert!(scaled[1] < plain[1] && scaled[1] > plain[1] / 4.0);
+    assert_eq!(&scaled[2..], &[plain[2] / 4.0, plain[3] / 4.0]);
+    // Gemma 3's linear scaling is its full layer's; the sliding layers keep the default RoPE.
+    let (gemma, _) = load(&golden_dir("gemma3_linear"));
+    let linear = RopeScaling::Linear { factor: 4.0 };
+    assert_eq!(gemma.sliding_layers, [true, false, true]);
+    assert_eq!(gemma.layer_rope(1), (1000.0, Some(&linear)));
+    assert_eq!(gemma.layer_rope(0), (100.0, None));
 }
 
 #[test]

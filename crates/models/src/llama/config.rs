@@ -1,3 +1,4 @@
+use super::rope::{self, RopeScaling};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -24,9 +25,10 @@ pub struct LlamaConfig {
     /// RoPE base wavelength θ (transformers' `rope_parameters.rope_theta`).
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
-    /// Llama 3.1's RoPE frequency scaling (`rope_type: "llama3"`); `None` is the default RoPE.
+    /// RoPE's frequency scaling (`rope_type` llama3, linear, dynamic or yarn); `None` is the
+    /// default RoPE. Gemma 3 scales its full layers only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rope_scaling: Option<Llama3Rope>,
+    pub rope_scaling: Option<RopeScaling>,
     /// Whether `lm_head` is the token embedding (then not a parameter of its own).
     #[serde(default)]
     pub tie_word_embeddings: bool,
@@ -145,19 +147,6 @@ impl LlamaFamily {
     }
 }
 
-/// The parameters of Llama 3.1's RoPE scaling (transformers' `_compute_llama3_parameters`):
-/// frequencies whose wavelength exceeds `original_max_position_embeddings / low_freq_factor`
-/// are divided by `factor`, those shorter than `original_max_position_embeddings /
-/// high_freq_factor` are kept, and those between are interpolated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Llama3Rope {
-    pub factor: f64,
-    pub low_freq_factor: f64,
-    pub high_freq_factor: f64,
-    pub original_max_position_embeddings: usize,
-}
-
 fn default_rope_theta() -> f64 {
     10_000.0
 }
@@ -266,18 +255,7 @@ impl LlamaConfig {
             ));
         }
         if let Some(r) = &self.rope_scaling {
-            let finite = [r.factor, r.low_freq_factor, r.high_freq_factor]
-                .iter()
-                .all(|x| x.is_finite() && *x > 0.0);
-            if !finite || r.low_freq_factor >= r.high_freq_factor {
-                return bad(format!(
-                    "llama3 RoPE scaling needs finite factors > 0 and low_freq_factor < \
-                     high_freq_factor: {r:?}"
-                ));
-            }
-            if r.original_max_position_embeddings == 0 {
-                return bad("llama3 RoPE scaling: original_max_position_embeddings is 0".into());
-            }
+            r.validate().map_err(Error::Config)?;
         }
         if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
             return bad(format!(
@@ -417,41 +395,18 @@ impl LlamaConfig {
         matches!(self.model_type, LlamaFamily::Qwen3 | LlamaFamily::Gemma3)
     }
 
-    /// RoPE's inverse frequencies, `head_dim / 2` of them, in f32 as transformers computes
-    /// them: `1 / θ^(2i/hd)`, then Llama 3.1's scaling when `rope_scaling` is set.
+    /// RoPE's inverse frequencies of the model's (full) layers, `head_dim / 2` of them, in f32
+    /// as transformers computes them: `1 / θ^(2i/hd)`, then `rope_scaling`'s scaling.
     pub fn inv_freq(&self) -> Vec<f32> {
-        self.inv_freq_of(self.rope_theta)
+        rope::inv_freq(self.rope_theta, self.head_dim(), self.rope_scaling.as_ref())
     }
 
-    /// [`LlamaConfig::inv_freq`] with the RoPE base `theta` (a layer's:
-    /// [`LlamaConfig::layer_rope_theta`]).
-    pub fn inv_freq_of(&self, theta: f64) -> Vec<f32> {
-        let hd = self.head_dim();
-        let base = theta as f32;
-        let freqs = (0..hd / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32));
-        let Some(r) = &self.rope_scaling else {
-            return freqs.collect();
-        };
-        let (factor, low, high) = (
-            r.factor as f32,
-            r.low_freq_factor as f32,
-            r.high_freq_factor as f32,
-        );
-        let old = r.original_max_position_embeddings as f32;
-        let (low_wavelen, high_wavelen) = (old / low, old / high);
-        freqs
-            .map(|f| {
-                let wavelen = 2.0 * std::f32::consts::PI / f;
-                if wavelen < high_wavelen {
-                    f
-                } else if wavelen > low_wavelen {
-                    f / factor
-                } else {
-                    let smooth = (old / wavelen - low) / (high - low);
-                    (1.0 - smooth) * f / factor + smooth * f
-                }
-            })
-            .collect()
+    /// Layer `l`'s RoPE: its base ([`LlamaConfig::layer_rope_theta`]) and scaling (none on
+    /// Gemma 3's sliding layers).
+    pub fn layer_rope(&self, l: usize) -> (f64, Option<&RopeScaling>) {
+        let sliding = self.sliding_layers.get(l) == Some(&true);
+        let scaling = self.rope_scaling.as_ref().filter(|_| !sliding);
+        (self.layer_rope_theta(l), scaling)
     }
 
     pub fn kv_groups(&self) -> usize {

@@ -1,14 +1,15 @@
 //! The Hugging Face `LlamaForCausalLM` folder format (and `MistralForCausalLM`,
-//! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`): `config.json` and `model.safetensors`.
+//! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`): `config.json` and
+//! `model.safetensors`.
 //!
 //! Our parameter names and layouts are transformers' own, so export is a copy. Import accepts
 //! checkpoints written by `transformers` (`save_pretrained`), with or without the `model.`
 //! prefix (a bare `LlamaModel` has none), skips the `rotary_emb.inv_freq` buffers older
 //! versions saved, reads each family's keys with its config class's defaults, and refuses the
-//! variants our model does not implement (attention dropout, RoPE scaling other than llama3's,
+//! variants our model does not implement (attention dropout, the longrope RoPE scaling,
 //! another activation, Qwen's per-layer sliding windows) by name.
 
-use super::{param_shapes, Llama3Rope, LlamaConfig, LlamaFamily};
+use super::{param_shapes, Llama3Rope, LlamaConfig, LlamaFamily, RopeScaling, YarnRope};
 use crate::{hf_config, safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
@@ -31,7 +32,7 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
         "max_position_embeddings": cfg.max_position_embeddings,
         "initializer_range": cfg.initializer_range,
         "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_parameters": rope_parameters(cfg),
+        "rope_parameters": rope_parameters(cfg.rope_theta, cfg.rope_scaling.as_ref()),
         "attention_dropout": 0.0,
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "use_cache": true,
@@ -84,11 +85,11 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
                 })
                 .collect::<Vec<_>>(),
             "rope_parameters": {
-                "full_attention": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-                "sliding_attention": {
-                    "rope_type": "default",
-                    "rope_theta": cfg.rope_local_theta.unwrap_or(cfg.rope_theta),
-                },
+                "full_attention": rope_parameters(cfg.rope_theta, cfg.rope_scaling.as_ref()),
+                "sliding_attention": rope_parameters(
+                    cfg.rope_local_theta.unwrap_or(cfg.rope_theta),
+                    None,
+                ),
             },
             "final_logit_softcapping": null,
             "attn_logit_softcapping": null,
@@ -101,19 +102,15 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
     v
 }
 
-/// transformers 5.24's `rope_parameters` of `cfg`.
-fn rope_parameters(cfg: &LlamaConfig) -> Value {
-    match &cfg.rope_scaling {
-        None => json!({"rope_type": "default", "rope_theta": cfg.rope_theta}),
-        Some(r) => json!({
-            "rope_type": "llama3",
-            "rope_theta": cfg.rope_theta,
-            "factor": r.factor,
-            "low_freq_factor": r.low_freq_factor,
-            "high_freq_factor": r.high_freq_factor,
-            "original_max_position_embeddings": r.original_max_position_embeddings,
-        }),
-    }
+/// transformers 5.24's `rope_parameters` object of base `theta` and `scaling`.
+fn rope_parameters(theta: f64, scaling: Option<&RopeScaling>) -> Value {
+    let mut v = match scaling {
+        None => json!({"rope_type": "default"}),
+        // Tagged with `rope_type`, under transformers' key names.
+        Some(s) => serde_json::to_value(s).expect("a RoPE scaling serialises"),
+    };
+    v["rope_theta"] = theta.into();
+    v
 }
 
 /// Reads a `LlamaConfig` `config.json`: absent (or null) keys take transformers' defaults,
@@ -232,7 +229,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         _ => None,
     };
     let (rope_theta, rope_scaling) = match &gemma {
-        Some(g) => (g.rope_theta, None),
+        Some(g) => (g.rope_theta, g.rope_scaling.clone()),
         None => rope(v, path)?,
     };
     let cfg = LlamaConfig {
@@ -348,6 +345,8 @@ impl Defaults {
 /// What Gemma 3's config says beyond Llama's keys.
 struct Gemma3Keys {
     rope_theta: f64,
+    /// The full layers' scaling.
+    rope_scaling: Option<RopeScaling>,
     rope_local_theta: f64,
     query_pre_attn_scalar: f64,
     sliding_layers: Vec<bool>,
@@ -356,9 +355,10 @@ struct Gemma3Keys {
 /// Gemma3TextConfig's own keys, read as transformers 5.24 reads them: `layer_types` (or the
 /// legacy `sliding_window_pattern`, default 6: every sixth layer full), the RoPE of each kind
 /// of layer (`rope_parameters.full_attention` / `.sliding_attention`, or the legacy
-/// `rope_theta` / `rope_local_base_freq`; 1,000,000 and 10,000 by default; only the default
-/// RoPE), `query_pre_attn_scalar` (256). Refused by name: logit soft-capping, bidirectional
-/// attention, other RoPE types.
+/// `rope_theta` / `rope_local_base_freq`; 1,000,000 and 10,000 by default; a legacy
+/// `rope_scaling` is the full layers', which may scale as [`rope_object`] reads, the sliding
+/// ones take the default RoPE), `query_pre_attn_scalar` (256). Refused by name: logit
+/// soft-capping, bidirectional attention, a scaled RoPE on sliding layers.
 fn gemma3(v: &Value, path: &Path, layers: usize) -> Result<Gemma3Keys> {
     let err = hf_config::file_err(path);
     let get = |k: &str| v.get(k).filter(|x| !x.is_null());
@@ -408,110 +408,212 @@ fn gemma3(v: &Value, path: &Path, layers: usize) -> Result<Gemma3Keys> {
             (0..layers).map(|i| (i + 1) % pattern != 0).collect()
         }
     };
-    let number = |k: &str, d: f64| -> Result<f64> {
-        get(k).map_or(Ok(d), |x| {
-            x.as_f64()
-                .ok_or_else(|| err(format!("\"{k}\" is {x}, expected a number")))
-        })
-    };
-    if let Some(x) = get("rope_scaling") {
-        return Err(err(format!(
-            "\"rope_scaling\" {x} is not supported (Gemma 3 with the default RoPE only)"
-        )));
-    }
     let (legacy_full, legacy_local) = (
-        number("rope_theta", 1_000_000.0)?,
-        number("rope_local_base_freq", 10_000.0)?,
+        number_or(v, path, "rope_theta", 1_000_000.0)?,
+        number_or(v, path, "rope_local_base_freq", 10_000.0)?,
     );
-    let theta = |kind: &str, legacy: f64| -> Result<f64> {
-        let Some(p) = get("rope_parameters").and_then(|r| r.get(kind)) else {
-            return Ok(legacy);
-        };
-        match p.get("rope_type").and_then(Value::as_str) {
-            None | Some("default") => {}
-            Some(t) => {
+    // Each kind of layer's object; a legacy `rope_scaling` updates the full layers' one.
+    let object = |kind: &str| -> Result<Value> {
+        let mut o = match get("rope_parameters").and_then(|r| r.get(kind)) {
+            Some(o) if o.is_object() => o.clone(),
+            Some(o) if !o.is_null() => {
                 return Err(err(format!(
-                    "\"rope_parameters\".{kind}.rope_type {t:?} is not supported (Gemma 3 with \
-                     the default RoPE only)"
+                    "\"rope_parameters\".{kind} is {o}, expected an object"
                 )))
             }
+            _ => json!({"rope_type": "default"}),
+        };
+        if let (Some(legacy), "full_attention") = (get("rope_scaling"), kind) {
+            let legacy = legacy
+                .as_object()
+                .ok_or_else(|| err(format!("\"rope_scaling\" is {legacy}, expected an object")))?;
+            for (k, x) in legacy {
+                o[k] = x.clone();
+            }
         }
-        match p.get("rope_theta") {
-            None | Some(Value::Null) => Ok(legacy),
-            Some(x) => x.as_f64().ok_or_else(|| {
-                err(format!(
-                    "\"rope_parameters\".{kind}.rope_theta is {x}, expected a number"
-                ))
-            }),
-        }
+        Ok(o)
     };
+    let key = |kind: &str| format!("\"rope_parameters\".{kind}");
+    let (rope_theta, rope_scaling) = rope_object(
+        v,
+        path,
+        &key("full_attention"),
+        &object("full_attention")?,
+        legacy_full,
+    )?;
+    let (rope_local_theta, local_scaling) = rope_object(
+        v,
+        path,
+        &key("sliding_attention"),
+        &object("sliding_attention")?,
+        legacy_local,
+    )?;
+    if let Some(s) = local_scaling {
+        return Err(err(format!(
+            "\"rope_parameters\".sliding_attention has rope_type {:?}: Gemma 3's sliding layers \
+             with the default RoPE only",
+            s.name()
+        )));
+    }
     Ok(Gemma3Keys {
-        rope_theta: theta("full_attention", legacy_full)?,
-        rope_local_theta: theta("sliding_attention", legacy_local)?,
-        query_pre_attn_scalar: number("query_pre_attn_scalar", 256.0)?,
+        rope_theta,
+        rope_scaling,
+        rope_local_theta,
+        query_pre_attn_scalar: number_or(v, path, "query_pre_attn_scalar", 256.0)?,
         sliding_layers,
     })
 }
 
 /// The RoPE of a config, read as transformers 5.24 reads it (`convert_rope_params_to_dict`):
-/// the legacy `rope_scaling` object, if any, else `rope_parameters`; its `rope_theta`, else the
-/// legacy top-level `rope_theta`, else 10,000. The default RoPE and Llama 3.1's (`llama3`,
-/// whose four parameters are then required, as transformers requires them) are implemented;
-/// any other `rope_type` (or legacy `type`) is refused.
-fn rope(v: &Value, path: &Path) -> Result<(f64, Option<Llama3Rope>)> {
-    let err = hf_config::file_err(path);
-    let legacy = match v.get("rope_theta").filter(|x| !x.is_null()) {
-        None => 10_000.0,
-        Some(x) => x
-            .as_f64()
-            .ok_or_else(|| err(format!("\"rope_theta\" is {x}, expected a number")))?,
-    };
-    let Some((key, rope)) = ["rope_scaling", "rope_parameters"]
+/// the legacy `rope_scaling` object, if any, else `rope_parameters` ([`rope_object`]); the
+/// legacy top-level `rope_theta` where it has none, else 10,000.
+fn rope(v: &Value, path: &Path) -> Result<(f64, Option<RopeScaling>)> {
+    let legacy = number_or(v, path, "rope_theta", 10_000.0)?;
+    match ["rope_scaling", "rope_parameters"]
         .into_iter()
         .find_map(|k| v.get(k).filter(|x| !x.is_null()).map(|x| (k, x)))
-    else {
-        return Ok((legacy, None));
-    };
+    {
+        None => Ok((legacy, None)),
+        Some((key, rope)) => rope_object(v, path, &format!("\"{key}\""), rope, legacy),
+    }
+}
+
+/// The number at top-level `key` of a config, `default` when absent or null.
+fn number_or(v: &Value, path: &Path, key: &str, default: f64) -> Result<f64> {
+    match v.get(key).filter(|x| !x.is_null()) {
+        None => Ok(default),
+        Some(x) => x.as_f64().ok_or_else(|| {
+            hf_config::file_err(path)(format!("\"{key}\" is {x}, expected a number"))
+        }),
+    }
+}
+
+/// One RoPE parameters object of config `v` (`key`, quoted, names it in messages): its `rope_theta`
+/// (else `legacy_theta`) and its scaling, by `rope_type` (or the legacy `type`): `default`,
+/// `llama3` (its three factors required), `linear` and `dynamic` (`factor` required), `yarn`
+/// (`factor` else max_position_embeddings / original_max_position_embeddings, and its optional
+/// keys). `original_max_position_embeddings` is the config's top-level key if it has one, else
+/// the object's, else `max_position_embeddings`, as `standardize_rope_params` sets it.
+/// `longrope`, any other type and a `partial_rotary_factor` other than 1 are refused.
+fn rope_object(
+    v: &Value,
+    path: &Path,
+    key: &str,
+    rope: &Value,
+    legacy_theta: f64,
+) -> Result<(f64, Option<RopeScaling>)> {
+    let err = hf_config::file_err(path);
     let rope = rope
         .as_object()
-        .ok_or_else(|| err(format!("\"{key}\" is {rope}, expected an object")))?;
-    let number = |k: &str| -> Result<f64> {
-        rope.get(k).and_then(Value::as_f64).ok_or_else(|| {
-            err(format!(
-                "\"{key}\".{k} is missing or not a number (llama3 RoPE)"
-            ))
-        })
+        .ok_or_else(|| err(format!("{key} is {rope}, expected an object")))?;
+    let kind = match rope.get("rope_type").or_else(|| rope.get("type")) {
+        None => "default",
+        Some(k) => k
+            .as_str()
+            .ok_or_else(|| err(format!("{key}.rope_type is {k}, expected a string")))?,
     };
-    let kind = rope.get("rope_type").or_else(|| rope.get("type"));
-    let scaling = match kind.map(Value::as_str) {
-        None | Some(Some("default")) => None,
-        Some(Some("llama3")) => {
-            let old = number("original_max_position_embeddings")?;
-            if !(old >= 1.0 && old.fract() == 0.0) {
-                return Err(err(format!(
-                    "\"{key}\".original_max_position_embeddings {old} is not a positive integer"
-                )));
-            }
-            Some(Llama3Rope {
-                factor: number("factor")?,
-                low_freq_factor: number("low_freq_factor")?,
-                high_freq_factor: number("high_freq_factor")?,
-                original_max_position_embeddings: old as usize,
-            })
+    let optional = |k: &str| -> Result<Option<f64>> {
+        match rope.get(k).filter(|x| !x.is_null()) {
+            None => Ok(None),
+            Some(x) => x
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| err(format!("{key}.{k} is {x}, expected a number ({kind} RoPE)"))),
         }
-        _ => {
+    };
+    let required = |k: &str| -> Result<f64> {
+        optional(k)?.ok_or_else(|| err(format!("{key}.{k} is missing ({kind} RoPE)")))
+    };
+    let original_max = || -> Result<usize> {
+        let top = v
+            .get("original_max_position_embeddings")
+            .filter(|x| !x.is_null());
+        let (what, x) = match (top, rope.get("original_max_position_embeddings")) {
+            (Some(x), _) => (
+                "\"original_max_position_embeddings\"".to_string(),
+                x.clone(),
+            ),
+            (None, Some(x)) if !x.is_null() => {
+                (format!("{key}.original_max_position_embeddings"), x.clone())
+            }
+            _ => {
+                let max = v.get("max_position_embeddings").and_then(Value::as_u64);
+                return Ok(max.unwrap_or(0) as usize);
+            }
+        };
+        match x.as_f64() {
+            Some(n) if n >= 1.0 && n.fract() == 0.0 => Ok(n as usize),
+            _ => Err(err(format!("{what} {x} is not a positive integer"))),
+        }
+    };
+    match kind {
+        "default" | "llama3" | "linear" | "dynamic" | "yarn" => {}
+        other => {
             return Err(err(format!(
-                "\"{key}\" has rope_type {}: only the default RoPE and llama3 are supported \
-                 (no linear, dynamic, yarn or longrope scaling)",
-                kind.unwrap_or(&Value::Null)
+                "{key} has rope_type {other:?}: the default RoPE, llama3, linear, dynamic \
+                 and yarn are supported (no longrope or other scaling)"
             )))
         }
+    }
+    // A fraction of the head under RoPE changes every type's tables; keys a type does not
+    // read are ignored, as transformers ignores them.
+    if let Some(x) = rope.get("partial_rotary_factor").filter(|x| !x.is_null()) {
+        if x.as_f64() != Some(1.0) {
+            return Err(err(format!(
+                "{key}.partial_rotary_factor {x} is not supported (RoPE over the whole \
+                 head only)"
+            )));
+        }
+    }
+    let scaling = match kind {
+        "default" => None,
+        "llama3" => Some(RopeScaling::Llama3(Llama3Rope {
+            factor: required("factor")?,
+            low_freq_factor: required("low_freq_factor")?,
+            high_freq_factor: required("high_freq_factor")?,
+            original_max_position_embeddings: original_max()?,
+        })),
+        "linear" => Some(RopeScaling::Linear {
+            factor: required("factor")?,
+        }),
+        "dynamic" => Some(RopeScaling::Dynamic {
+            factor: required("factor")?,
+        }),
+        _ => {
+            let old = original_max()?;
+            let factor = match optional("factor")? {
+                Some(f) => f,
+                None => {
+                    let max = v.get("max_position_embeddings").and_then(Value::as_f64);
+                    max.unwrap_or(0.0) / old as f64
+                }
+            };
+            let truncate = match rope.get("truncate").filter(|x| !x.is_null()) {
+                None => None,
+                Some(x) => Some(x.as_bool().ok_or_else(|| {
+                    err(format!("{key}.truncate is {x}, expected true or false"))
+                })?),
+            };
+            Some(RopeScaling::Yarn(Box::new(YarnRope {
+                factor,
+                original_max_position_embeddings: old,
+                beta_fast: optional("beta_fast")?,
+                beta_slow: optional("beta_slow")?,
+                attention_factor: optional("attention_factor")?,
+                mscale: optional("mscale")?,
+                mscale_all_dim: optional("mscale_all_dim")?,
+                truncate,
+            })))
+        }
     };
+    if let Some(s) = &scaling {
+        s.validate().map_err(|e| err(format!("{key}: {e}")))?;
+    }
     let theta = match rope.get("rope_theta").filter(|x| !x.is_null()) {
-        None => legacy,
+        None => legacy_theta,
         Some(x) => x
             .as_f64()
-            .ok_or_else(|| err(format!("\"{key}\".rope_theta is {x}, expected a number")))?,
+            .ok_or_else(|| err(format!("{key}.rope_theta is {x}, expected a number")))?,
     };
     Ok((theta, scaling))
 }
@@ -815,6 +917,24 @@ mod tests {
             (g.rope_theta, g.rope_local_theta, g.pad_token_id),
             (50.0, Some(5.0), None)
         );
+        // Gemma 3 4B's legacy keys: `rope_scaling` (linear, 8) scales the full layers only.
+        let g = read(&json!({"model_type": "gemma3_text", "num_hidden_layers": 6,
+            "rope_theta": 1e6, "rope_local_base_freq": 1e4,
+            "rope_scaling": {"rope_type": "linear", "factor": 8.0}}))
+        .unwrap();
+        let linear = RopeScaling::Linear { factor: 8.0 };
+        assert_eq!(g.layer_rope(5), (1e6, Some(&linear)));
+        assert_eq!(g.layer_rope(0), (1e4, None));
+        let v = to_hf_config(&g, None, DType::F32);
+        assert_eq!(
+            v["rope_parameters"]["full_attention"]["rope_type"],
+            "linear"
+        );
+        assert_eq!(
+            v["rope_parameters"]["sliding_attention"]["rope_type"],
+            "default"
+        );
+        assert_eq!(read(&v).unwrap(), g);
         // MistralConfig's window is 4096 unless the key says otherwise; null is none.
         let m = read(&json!({"model_type": "mistral"})).unwrap();
         assert_eq!(m.sliding_window, Some(4096));
@@ -883,30 +1003,125 @@ mod tests {
             high_freq_factor: 4.0,
             original_max_position_embeddings: 8192,
         };
-        assert_eq!((c.rope_theta, c.rope_scaling), (500000.0, Some(want)));
+        assert_eq!(
+            (c.rope_theta, c.rope_scaling),
+            (500000.0, Some(RopeScaling::Llama3(want)))
+        );
         let e = base(json!({"rope_parameters": {"rope_type": "llama3", "factor": 8.0}}))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("original_max_position_embeddings"), "{e}");
-        for (extra, key) in [
+        assert!(
+            e.contains("low_freq_factor") && e.contains("missing"),
+            "{e}"
+        );
+        // Without its own original_max_position_embeddings, llama3's is the model's.
+        let mut l3_bare = l3.clone();
+        l3_bare["rope_parameters"]
+            .as_object_mut()
+            .unwrap()
+            .remove("original_max_position_embeddings");
+        let max = tiny().max_position_embeddings;
+        match base(l3_bare).unwrap().rope_scaling {
+            Some(RopeScaling::Llama3(r)) => assert_eq!(r.original_max_position_embeddings, max),
+            other => panic!("{other:?}"),
+        }
+        // linear and dynamic (legacy `type` too) take their factor; yarn's original context is
+        // the top-level key's before its own, and its factor the ratio of contexts when absent.
+        let linear = json!({"rope_parameters": {"rope_type": "linear", "factor": 2.0}});
+        assert_eq!(
+            base(linear).unwrap().rope_scaling,
+            Some(RopeScaling::Linear { factor: 2.0 })
+        );
+        let dynamic = json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}});
+        assert_eq!(
+            base(dynamic).unwrap().rope_scaling,
+            Some(RopeScaling::Dynamic { factor: 2.0 })
+        );
+        let yarn = json!({"original_max_position_embeddings": 8, "rope_scaling":
+            {"rope_type": "yarn", "original_max_position_embeddings": 4, "beta_fast": 16,
+             "truncate": false, "finetuned": true}});
+        let want = YarnRope {
+            factor: max as f64 / 8.0,
+            original_max_position_embeddings: 8,
+            beta_fast: Some(16.0),
+            beta_slow: None,
+            attention_factor: None,
+            mscale: None,
+            mscale_all_dim: None,
+            truncate: Some(false),
+        };
+        assert_eq!(
+            base(yarn).unwrap().rope_scaling,
+            Some(RopeScaling::Yarn(Box::new(want)))
+        );
+        for (extra, key, what) in [
             (
-                json!({"rope_parameters": {"rope_type": "linear", "factor": 2.0}}),
+                json!({"rope_scaling": {"rope_type": "longrope", "factor": 4.0}}),
+                "rope_scaling",
+                "longrope",
+            ),
+            (
+                json!({"rope_parameters": {"rope_type": "linear"}}),
                 "rope_parameters",
+                "factor is missing",
             ),
             (
-                json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}}),
-                "rope_scaling",
+                json!({"rope_parameters": {"rope_type": "linear", "factor": -2.0}}),
+                "rope_parameters",
+                "factor -2",
             ),
             (
-                json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+                json!({"rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5}}),
+                "rope_parameters",
+                "partial_rotary_factor",
+            ),
+            (
+                json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "truncate": "no"}}),
                 "rope_scaling",
+                "truncate",
             ),
         ] {
             let e = base(extra).unwrap_err().to_string();
             assert!(
-                e.starts_with("dir/config.json: ") && e.contains(key) && e.contains("default RoPE"),
+                e.starts_with("dir/config.json: ") && e.contains(key) && e.contains(what),
                 "{e}"
             );
+        }
+    }
+
+    /// Every scaling is written as transformers writes it and reads back the same.
+    #[test]
+    fn rope_scalings_round_trip_through_config_json() {
+        let l3 = RopeScaling::Llama3(Llama3Rope {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 16,
+        });
+        let yarn = RopeScaling::Yarn(Box::new(YarnRope {
+            factor: 4.0,
+            original_max_position_embeddings: 16,
+            beta_fast: None,
+            beta_slow: Some(2.0),
+            attention_factor: None,
+            mscale: Some(0.7),
+            mscale_all_dim: Some(1.0),
+            truncate: Some(true),
+        }));
+        for s in [
+            l3,
+            yarn,
+            RopeScaling::Linear { factor: 2.0 },
+            RopeScaling::Dynamic { factor: 3.0 },
+        ] {
+            let cfg = LlamaConfig {
+                rope_scaling: Some(s.clone()),
+                ..tiny()
+            };
+            let v = to_hf_config(&cfg, None, DType::F32);
+            assert_eq!(v["rope_parameters"]["rope_type"], s.name());
+            assert_eq!(v["rope_parameters"]["rope_theta"], cfg.rope_theta);
+            assert_eq!(read(&v).unwrap(), cfg);
         }
     }
 
@@ -944,9 +1159,13 @@ mod tests {
                 "layer_types",
             ),
             (
-                json!({"model_type": "gemma3_text", "rope_parameters": {"full_attention":
+                json!({"model_type": "gemma3_text", "rope_parameters": {"sliding_attention":
                     {"rope_type": "linear", "factor": 8.0}}}),
-                "rope_parameters",
+                "sliding_attention",
+            ),
+            (
+                json!({"model_type": "gemma3_text", "rope_scaling": {"rope_type": "longrope"}}),
+                "full_attention",
             ),
             (
                 json!({"model_type": "gemma3_text", "hidden_activation": "silu"}),

@@ -14,8 +14,10 @@
 mod config;
 pub mod hf;
 mod model;
+mod rope;
 
-pub use config::{Llama3Rope, LlamaConfig, LlamaFamily};
+pub use config::{LlamaConfig, LlamaFamily};
 pub use model::{
     init_params, param_shapes, BlockContext, KvCache, Llama, Rope, EMBED_TOKENS, LM_HEAD,
 };
+pub use rope::{inv_freq, Llama3Rope, RopeScaling, YarnRope};

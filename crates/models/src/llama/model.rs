@@ -178,9 +178,11 @@ pub struct Rope {
 
 impl Rope {
     /// The tables of positions `start..start + len` for the inverse frequencies `inv_freq`
-    /// ([`LlamaConfig::inv_freq`], heads of `2 · inv_freq.len()`).
+    /// ([`LlamaConfig::inv_freq`], heads of `2 · inv_freq.len()`), cos and sin multiplied by
+    /// `scale` (YaRN's attention factor, 1 otherwise) in f32 before the cast.
     fn new(
         inv_freq: &[f32],
+        scale: f64,
         start: usize,
         len: usize,
         device: &Device,
@@ -192,8 +194,8 @@ impl Rope {
         for p in start..start + len {
             let angles: Vec<f32> = inv_freq.iter().map(|&f| p as f32 * f).collect();
             for _ in 0..2 {
-                cos.extend(angles.iter().map(|a| a.cos()));
-                sin.extend(angles.iter().map(|a| a.sin()));
+                cos.extend(angles.iter().map(|a| a.cos() * scale as f32));
+                sin.extend(angles.iter().map(|a| a.sin() * scale as f32));
             }
         }
         let table = |v: Vec<f32>| -> Result<Tensor> {
@@ -379,15 +381,26 @@ impl Llama {
     ) -> Result<BlockContext> {
         self.check_positions(start, t)?;
         let cfg = &self.cfg;
-        let mut kinds: Vec<((Option<usize>, u64), LayerContext)> = Vec::new();
+        // A kind of layer: its window, RoPE base (bits) and whether its RoPE is scaled.
+        type Kind = (Option<usize>, u64, bool);
+        let mut kinds: Vec<(Kind, LayerContext)> = Vec::new();
         let mut of_layer = Vec::with_capacity(self.blocks.len());
         for l in 0..self.blocks.len() {
-            let key = (cfg.layer_window(l), cfg.layer_rope_theta(l).to_bits());
+            let (theta, scaling) = cfg.layer_rope(l);
+            let key = (cfg.layer_window(l), theta.to_bits(), scaling.is_some());
             let i = match kinds.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
-                    let inv_freq = cfg.inv_freq_of(cfg.layer_rope_theta(l));
-                    let rope = Rope::new(&inv_freq, start, t, device, self.embed_tokens.dtype())?;
+                    let inv_freq = super::rope::inv_freq(theta, cfg.head_dim(), scaling);
+                    let scale = scaling.map_or(1.0, |s| s.attention_factor());
+                    let rope = Rope::new(
+                        &inv_freq,
+                        scale,
+                        start,
+                        t,
+                        device,
+                        self.embed_tokens.dtype(),
+                    )?;
                     let mask = needs_mask(l)
                         .then(|| k::sliding_causal_mask(start, t, key.0, device))
                         .transpose()?;
@@ -1032,7 +1045,7 @@ mod tests {
         )
         .unwrap();
         let at = |x: &Tensor, p: usize| {
-            Rope::new(&inv_freq, p, 1, &dev, DType::F32)
+            Rope::new(&inv_freq, 1.0, p, 1, &dev, DType::F32)
                 .unwrap()
                 .apply(x)
                 .unwrap()
