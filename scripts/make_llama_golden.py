@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
-mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/ and gemma3_linear/ (--only NAME ... for
-some): tiny LlamaForCausalLM models (and
+mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/ and gemma3_mm/
+(--only NAME ... for some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
@@ -30,6 +30,9 @@ gemma3_tiny/: Gemma3ForCausalLM (gemma3_text): three layers (sliding, full, slid
 llama_yarn/: llama_tiny with YaRN RoPE scaling (factor 4, original context 8, beta_fast 2,
 beta_slow 0.25, untruncated ramp; cos and sin scaled by the derived attention factor).
 gemma3_linear/: gemma3_tiny with linear RoPE scaling (factor 4) on its full layer only.
+gemma3_mm/: a multimodal Gemma3ForConditionalGeneration (gemma3_linear's language model beside
+a tiny vision tower), with the logits and loss of a text-only forward (no generation, no
+gradients: inputs.json holds input_ids only).
 Every parameter (RMSNorm gains included) is redrawn N(0, 0.2) from torch.manual_seed(1234)
 (make_golden.randomised), so nothing is trivially 0 or 1.
 
@@ -51,9 +54,10 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig, LlamaConfig,
-                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalGeneration,
+                          Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig)
 
 from make_golden import randomised
 
@@ -196,6 +200,51 @@ def write(out: str, kv_heads: int, tied: bool, rope: dict | None = None,
         print(f"  {name}: {os.path.getsize(os.path.join(out, name))} bytes", file=sys.stderr)
 
 
+def write_multimodal(out: str) -> None:
+    """gemma3_mm/: a Gemma3ForConditionalGeneration (a tiny SigLIP vision tower and projector
+    beside gemma3_linear's language model), saved as transformers saves it (its language model
+    under `language_model.model.`, the vision weights beside it), with the logits and loss of
+    a text-only forward: what reading such a folder as its language model must reproduce."""
+    text = tiny_llama_config(2, True, None, "gemma3_text", head_dim=16, sliding_window=WINDOW,
+                             sliding_window_pattern=2, query_pre_attn_scalar=12, pad_token_id=0,
+                             rope_parameters={**GEMMA3_ROPE, "full_attention": {
+                                 "rope_type": "linear", "factor": 4.0, "rope_theta": 1000.0}})
+    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                num_attention_heads=2, image_size=28, patch_size=14)
+    # Image token ids inside the vocabulary but never among the inputs below.
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                          image_token_index=V - 1, boi_token_index=V - 2, eoi_token_index=V - 3)
+    model = randomised(Gemma3ForConditionalGeneration, config)
+    model.eval()
+    g = torch.Generator().manual_seed(INPUT_SEED)
+    input_ids = torch.randint(0, V - 3, (B, T), generator=g, dtype=torch.long)
+    out_ = model(input_ids=input_ids, labels=input_ids)
+    logits = out_.logits.detach().to(torch.float32).contiguous()
+    manual = F.cross_entropy(logits[:, :-1, :].reshape(-1, V), input_ids[:, 1:].reshape(-1))
+    assert abs(manual.item() - out_.loss.item()) < 1e-6, (manual.item(), out_.loss.item())
+    os.makedirs(out, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    gen_file = os.path.join(out, "generation_config.json")
+    if os.path.exists(gen_file):
+        os.remove(gen_file)
+    with open(os.path.join(out, "inputs.json"), "w") as f:
+        json.dump({"input_ids": input_ids.tolist()}, f)
+        f.write("\n")
+    expected = {"logits": logits, "loss": out_.loss.detach().to(torch.float32).reshape(()).contiguous()}
+    save_file(expected, os.path.join(out, "expected.safetensors"), metadata={"format": "pt"})
+    # transformers reads the language model alone the same (Gemma3ForCausalLM of text_config
+    # over the `language_model.model.` tensors).
+    lm = Gemma3ForCausalLM(model.config.text_config)
+    lm.model.load_state_dict(model.model.language_model.state_dict())
+    lm.eval()
+    with torch.no_grad():
+        alone = lm(input_ids=input_ids).logits
+    gap = (alone - logits).abs().max().item()
+    assert gap == 0.0, gap
+    print(f"{out}: loss = {out_.loss.item():.6f}, text-only language model gap {gap}",
+          file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -229,6 +278,8 @@ def main() -> int:
     for name, kwargs in folders.items():
         if args.only is None or name in args.only:
             write(os.path.join(args.out_dir, name), **kwargs)
+    if args.only is None or "gemma3_mm" in args.only:
+        write_multimodal(os.path.join(args.out_dir, "gemma3_mm"))
     return 0
 
 

@@ -404,3 +404,73 @@ fn missing_and_misshapen_tensors_are_named() {
     tie.tie_word_embeddings = true;
     hf::load_params(&path, &tie, &Device::Cpu, DType::F32).unwrap();
 }
+
+/// A multimodal Gemma 3 folder (`Gemma3ForConditionalGeneration`: `gemma3_mm/`) reads as its
+/// language model: `text_config`'s keys, the `language_model.` tensors, the vision tower left
+/// out. Its text-only logits and loss are transformers', and it exports as the language model
+/// `gemma3_linear/` is (a `Gemma3ForCausalLM`).
+#[test]
+fn a_multimodal_gemma3_reads_as_its_language_model() {
+    let dir = golden_dir("gemma3_mm");
+    let (cfg, params) = load(&dir);
+    let (text, _) = load(&golden_dir("gemma3_linear"));
+    assert_eq!(cfg, text, "text_config is the language model's config");
+    let want = expected_in(&dir);
+    let ids = u32_matrix(&read_json(&dir.join("inputs.json")), "input_ids");
+    let logits = Llama::new(&cfg, &params)
+        .unwrap()
+        .forward(&ids, Mode::Eval)
+        .unwrap();
+    let d = max_abs(&logits, &want["logits"]);
+    assert!(d <= 1e-5, "logits differ from transformers by {d}");
+    let loss = Llama::shifted_loss(&logits, &ids)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let theirs = want["loss"].to_scalar::<f32>().unwrap();
+    assert!((loss - theirs).abs() <= 1e-5, "loss {loss} vs {theirs}");
+    eprintln!("gemma3_mm: logits within {d:.2e}, loss {loss} vs transformers {theirs}");
+    // Every tensor of the file is a parameter or the vision's; the export is the text model's.
+    let all =
+        safetensors_io::load(&dir.join("model.safetensors"), &Device::Cpu, DType::F32).unwrap();
+    let vision = all
+        .keys()
+        .filter(|n| n.starts_with("vision_tower.") || n.starts_with("multi_modal_projector."))
+        .count();
+    assert!(vision > 0);
+    assert_eq!(all.len(), params.len() + vision);
+    let ours = hf::export_tensors(&params, DType::F32).unwrap();
+    assert!(ours.contains_key("model.layers.1.self_attn.q_norm.weight"));
+    for (n, t) in &ours {
+        assert_eq!(max_abs(t, &all[&format!("language_model.{n}")]), 0.0, "{n}");
+    }
+    let v = hf::to_hf_config(&cfg, None, DType::F32);
+    assert_eq!(
+        (v["model_type"].as_str(), v["architectures"][0].as_str()),
+        (Some("gemma3_text"), Some("Gemma3ForCausalLM"))
+    );
+    // Without the language model's tensors the folder's problem is named.
+    let tmp = tempfile::tempdir().unwrap();
+    let only_vision: BTreeMap<String, Tensor> = all
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("vision_tower."))
+        .collect();
+    std::fs::write(
+        tmp.path().join("model.safetensors"),
+        safetensors_io::serialize(&only_vision).unwrap(),
+    )
+    .unwrap();
+    let Err(e) = hf::load_params(
+        &tmp.path().join("model.safetensors"),
+        &cfg,
+        &Device::Cpu,
+        DType::F32,
+    ) else {
+        panic!("a folder without the language model's tensors loaded")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("model.norm.weight"),
+        "{e}"
+    );
+}

@@ -275,3 +275,39 @@ fn a_sharded_model_folder_loads_as_its_single_file() {
         "{e}"
     );
 }
+
+/// A multimodal Gemma 3 folder (`Gemma3ForConditionalGeneration`, as the Gemma 3 4B and larger
+/// are published) scores as its language model, with transformers' loss of the same tokens,
+/// and exports as a text-only `Gemma3ForCausalLM` that scores the same.
+#[test]
+fn a_multimodal_gemma3_folder_scores_and_exports_as_its_language_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = workspace_root().join("tests/golden/gemma3_mm");
+    let tokens = s(&golden.join("inputs.json"));
+    let mm = score_json(&["--model", &s(&golden), "--tokens", &tokens]);
+    let want: f64 = {
+        let bytes = std::fs::read(golden.join("expected.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let loss = st.tensor("loss").unwrap();
+        f32::from_le_bytes(loss.data()[..4].try_into().unwrap()) as f64
+    };
+    let got = mm["mean_nll"].as_f64().unwrap();
+    assert!(
+        close(got, want, 1e-6),
+        "mean NLL {got} vs transformers' {want}"
+    );
+    let out = tmp.path().join("export");
+    let said = lantern_ok(&["export", "--model", &s(&golden), "--out", &s(&out)]);
+    assert!(said.contains("Gemma3ForCausalLM"), "{said}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "gemma3_text");
+    let text = score_json(&["--model", &s(&out), "--tokens", &tokens]);
+    assert_eq!(mm, text);
+    // The export holds the language model's tensors only, with transformers' text names.
+    let names: Vec<String> = read_f32_tensors(&out.join("model.safetensors"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("model.")), "{names:?}");
+}

@@ -26,11 +26,52 @@ pub(crate) fn file_err(path: &Path) -> impl Fn(String) -> Error + '_ {
     }
 }
 
-/// The JSON object of a `config.json`.
+/// transformers' `model_type` of the multimodal Gemma 3 (`Gemma3ForConditionalGeneration`:
+/// Gemma 3 4B and larger), whose language model is read as `gemma3_text`.
+pub const GEMMA3_MULTIMODAL: &str = "gemma3";
+
+/// The JSON object of a `config.json`; a multimodal Gemma 3's is its language model's
+/// ([`language_model_of`]).
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let err = file_err(path);
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))
+    let v = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
+    language_model_of(v, path)
+}
+
+/// The config of the language model a multimodal Gemma 3 folder holds, which is what Lantern
+/// reads of it (text only: the vision tower's tensors are left out when loading, and the
+/// export is a `Gemma3ForCausalLM`): its `text_config`, of model_type `gemma3_text`, taking
+/// the top-level `tie_word_embeddings` where it has none. Any other config is returned as is.
+fn language_model_of(v: Value, path: &Path) -> Result<Value> {
+    if v.get("model_type").and_then(Value::as_str) != Some(GEMMA3_MULTIMODAL) {
+        return Ok(v);
+    }
+    let mut text = match v.get("text_config") {
+        Some(t @ Value::Object(_)) => t.clone(),
+        // Gemma3Config's default language model is Gemma3TextConfig's defaults.
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(t) => {
+            return Err(file_err(path)(format!(
+                "\"text_config\" is {t}, expected an object (a multimodal Gemma 3's language model)"
+            )))
+        }
+    };
+    match text.get("model_type").and_then(Value::as_str) {
+        None | Some("gemma3_text") => text["model_type"] = "gemma3_text".into(),
+        Some(other) => {
+            return Err(file_err(path)(format!(
+                "\"text_config\".model_type is {other:?}, expected \"gemma3_text\""
+            )))
+        }
+    }
+    if let (None, Some(tie)) = (
+        text.get("tie_word_embeddings"),
+        v.get("tie_word_embeddings"),
+    ) {
+        text["tie_word_embeddings"] = tie.clone();
+    }
+    Ok(text)
 }
 
 /// A config's `id2label` (empty when it has none): keys must be integers, names strings.

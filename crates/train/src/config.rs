@@ -113,7 +113,8 @@ impl ModelSection {
 }
 
 /// The family of a Hugging Face folder by its `config.json`'s `model_type`: GPT-2, the Llama
-/// family (Llama, Mistral, Qwen2) or the BERT family. `None` when the file cannot be read or
+/// family (Llama, Mistral, Qwen2, Qwen3, Gemma 3 and the multimodal Gemma 3's language model)
+/// or the BERT family. `None` when the file cannot be read or
 /// names no family: reading the folder's config later reports the problem with the file.
 fn folder_arch(dir: &Path) -> Option<ModelArch> {
     let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
@@ -863,6 +864,8 @@ mod tests {
         };
         assert_eq!(arch("qwen2", &[]).unwrap(), ModelArch::Llama);
         assert_eq!(arch("mistral", &[]).unwrap(), ModelArch::Llama);
+        // A multimodal Gemma 3 folder is read as its language model.
+        assert_eq!(arch("gemma3", &[]).unwrap(), ModelArch::Llama);
         assert_eq!(
             arch("llama", &["model.n_kv_head=2"]).unwrap(),
             ModelArch::Llama

@@ -19,9 +19,12 @@ use std::path::Path;
 /// ([`LlamaFamily`]).
 const GPT2: &str = "gpt2";
 
-/// Whether `model_type` is a causal language model's: GPT-2 or one of the Llama family.
+/// Whether `model_type` is a causal language model's: GPT-2, one of the Llama family, or the
+/// multimodal Gemma 3, whose language model is read ([`hf_config::GEMMA3_MULTIMODAL`]).
 pub fn is_model_type(model_type: &str) -> bool {
-    model_type == GPT2 || LlamaFamily::from_model_type(model_type).is_some()
+    model_type == GPT2
+        || model_type == hf_config::GEMMA3_MULTIMODAL
+        || LlamaFamily::from_model_type(model_type).is_some()
 }
 
 /// The config of a causal language model.

@@ -667,10 +667,28 @@ pub fn check_plausible(cfg: &LlamaConfig, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where a multimodal Gemma 3 checkpoint keeps its language model: `language_model.` before
+/// our names (the Hub's layout, which transformers 5.24 writes too), or the `model.`
+/// `language_model.` layout of transformers' module tree.
+const GEMMA3_LANGUAGE_MODEL: [&str; 2] = ["language_model.", "model.language_model."];
+
+/// A multimodal Gemma 3's tensors that are not its language model's: left out of a text-only
+/// load.
+const GEMMA3_VISION: [&str; 4] = [
+    "vision_tower.",
+    "multi_modal_projector.",
+    "model.vision_tower.",
+    "model.multi_modal_projector.",
+];
+
 /// Tensors HF files may hold that are not parameters of `cfg`'s model: the tied head's copy
-/// and the RoPE frequencies older transformers saved per layer.
+/// (a multimodal Gemma 3's too), the RoPE frequencies older transformers saved per layer, and
+/// a multimodal Gemma 3's vision tower and projector.
 fn ignorable(name: &str, cfg: &LlamaConfig) -> bool {
-    (cfg.tie_word_embeddings && name == super::LM_HEAD) || name.ends_with("rotary_emb.inv_freq")
+    let head = |n: &str| n == super::LM_HEAD || n == "language_model.lm_head.weight";
+    (cfg.tie_word_embeddings && head(name))
+        || name.ends_with("rotary_emb.inv_freq")
+        || (cfg.gemma() && GEMMA3_VISION.iter().any(|p| name.starts_with(p)))
 }
 
 /// Builds [`Params`] from named tensors, checking names and shapes against `cfg`. Missing and
@@ -686,7 +704,15 @@ pub fn params_from_tensors(
     let mut missing = Vec::new();
     for (name, shape) in param_shapes(cfg) {
         let bare = name.strip_prefix("model.").unwrap_or(&name).to_string();
-        match safetensors_io::take_shaped(&mut tensors, &name, &[&name, &bare], &shape, path)? {
+        let mut names = vec![name.clone(), bare.clone()];
+        if cfg.gemma() {
+            // A multimodal Gemma 3's language model: `language_model.model.norm.weight`,
+            // `model.language_model.norm.weight`, `language_model.lm_head.weight`.
+            names.push(format!("{}{name}", GEMMA3_LANGUAGE_MODEL[0]));
+            names.push(format!("{}{bare}", GEMMA3_LANGUAGE_MODEL[1]));
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        match safetensors_io::take_shaped(&mut tensors, &name, &names, &shape, path)? {
             None => missing.push(name),
             Some(t) => params.insert(name, t.to_dtype(dtype)?)?,
         }
