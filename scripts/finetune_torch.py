@@ -172,7 +172,7 @@ def word_tokenizer(path, **kwargs):
 
 # Decoder families that fine-tune as `lantern finetune` does them (config.json's model_type), and
 # the end-of-text tokens Lantern pads with when config.json names no padding or end id, in order.
-DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3")
+DECODERS = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3")
 ENDS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
 
 
@@ -185,9 +185,10 @@ def gpt2_classifier(path, labels, tags=False):
     import transformers
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    # Each family's pair of classes: GPT2For..., LlamaFor..., MistralFor..., Qwen2For..., Qwen3For...
+    # Each family's pair of classes: GPT2For..., LlamaFor..., MistralFor..., Qwen2For..., Qwen3For...,
+    # Phi3For...
     prefix = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2",
-              "qwen3": "Qwen3"}[cfg["model_type"]]
+              "qwen3": "Qwen3", "phi3": "Phi3"}[cfg["model_type"]]
     classes = tuple(getattr(transformers, f"{prefix}For{h}Classification") for h in ("Sequence", "Token"))
     vocab = Tokenizer.from_file(os.path.join(path, "tokenizer.json")).get_vocab()
     eot = next((t for t in ENDS if t in vocab), ENDS[0])

@@ -85,7 +85,8 @@ from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassificat
                           PreTrainedTokenizerFast, Qwen2ForSequenceClassification,
                           Gemma3TextForSequenceClassification,
                           Qwen2ForTokenClassification, Qwen3ForSequenceClassification,
-                          Qwen3ForTokenClassification)
+                          Qwen3ForTokenClassification, Phi3ForSequenceClassification,
+                          Phi3ForTokenClassification)
 from transformers.utils import logging as hf_logging
 
 from finetune_torch import macro, read, word_tokenizer
@@ -101,6 +102,7 @@ FAMILIES = {
     "qwen3": ("Qwen3", Qwen3ForSequenceClassification, Qwen3ForTokenClassification),
     # No token classifier in transformers for Gemma 3.
     "gemma3_text": ("Gemma 3", Gemma3TextForSequenceClassification, None),
+    "phi3": ("Phi-3", Phi3ForSequenceClassification, Phi3ForTokenClassification),
 }
 # Families whose folders AutoTokenizer loads with a tokenizer class of their own that rebuilds
 # the pipeline from the vocabulary (GemmaTokenizer: SentencePiece's), whatever tokenizer.json

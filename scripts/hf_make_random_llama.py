@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Save a freshly initialised transformers LlamaForCausalLM, MistralForCausalLM,
-Qwen2ForCausalLM, Qwen3ForCausalLM or Gemma3ForCausalLM (gemma3_text) folder (transformers' own init), for checks that start from a Hugging Face
+Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM (gemma3_text) or Phi3ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
 model of the Llama family rather than one Lantern pretrained:
 
     .venv-ref/bin/python scripts/hf_make_random_llama.py --family qwen2 --out DIR \
@@ -41,14 +41,15 @@ def main() -> int:
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--intermediate", type=int, default=160)
     ap.add_argument("--positions", type=int, default=64)
-    ap.add_argument("--sliding-window", type=int, default=16, help="Mistral only")
+    ap.add_argument("--sliding-window", type=int, default=16, help="Mistral, Gemma 3, Phi-3")
     ap.add_argument("--head-dim", type=int, default=None,
                     help="the heads' width (default: hidden / heads; Qwen3: twice that)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     config_class, model_class = FAMILIES[args.family]
-    extra = {"sliding_window": args.sliding_window} if args.family == "mistral" else {}
+    extra = ({"sliding_window": args.sliding_window} if args.family in ("mistral", "phi3")
+             else {})
     if args.family == "gemma3_text":
         # Sliding and full layers alternating, the window shorter than --positions; no
         # padding id of Gemma's own (the tokenizer's end-of-text pads).
@@ -56,7 +57,8 @@ def main() -> int:
                  "query_pre_attn_scalar": 2 * args.hidden // args.heads, "pad_token_id": None}
     wide = args.family in ("qwen3", "gemma3_text")
     head_dim = args.head_dim or (2 if wide else 1) * args.hidden // args.heads
-    if args.family != "qwen2":
+    # Qwen2Config and Phi3Config have no head_dim key (hidden / heads).
+    if args.family not in ("qwen2", "phi3") or args.head_dim:
         extra["head_dim"] = head_dim
     extra.setdefault("pad_token_id", None)
     config = config_class(

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
-mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/ and gemma3_mm/
-(--only NAME ... for some): tiny LlamaForCausalLM models (and
+mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/, phi3_window/ and
+gemma3_mm/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
@@ -30,6 +30,8 @@ gemma3_tiny/: Gemma3ForCausalLM (gemma3_text): three layers (sliding, full, slid
 llama_yarn/: llama_tiny with YaRN RoPE scaling (factor 4, original context 8, beta_fast 2,
 beta_slow 0.25, untruncated ramp; cos and sin scaled by the derived attention factor).
 gemma3_linear/: gemma3_tiny with linear RoPE scaling (factor 4) on its full layer only.
+phi3_window/: Phi3ForCausalLM (q, k and v in one fused qkv_proj, gate and up in one
+gate_up_proj), 2 key/value heads, untied, sliding_window 5.
 gemma3_mm/: a multimodal Gemma3ForConditionalGeneration (gemma3_linear's language model beside
 a tiny vision tower), with the logits and loss of a text-only forward (no generation, no
 gradients: inputs.json holds input_ids only).
@@ -57,7 +59,8 @@ from safetensors.torch import save_file
 from transformers import (Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalGeneration,
                           Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
-                          Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig)
+                          Phi3Config, Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
+                          SiglipVisionConfig)
 
 from make_golden import randomised
 
@@ -91,6 +94,7 @@ FAMILIES = {
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
+    "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 
 
@@ -268,6 +272,8 @@ def main() -> int:
                             query_pre_attn_scalar=12, pad_token_id=0,
                             rope_parameters=GEMMA3_ROPE),
         "llama_yarn": dict(kv_heads=2, tied=False, rope=YARN_ROPE),
+        # Phi-3's fused qkv_proj and gate_up_proj, with Mistral's window of 5.
+        "phi3_window": dict(kv_heads=2, tied=False, family="phi3", sliding_window=WINDOW),
         # gemma3_tiny with Gemma 3 4B's linear RoPE scaling (factor 4 here) on its full layer.
         "gemma3_linear": dict(kv_heads=2, tied=True, family="gemma3_text", head_dim=16,
                               sliding_window=WINDOW, sliding_window_pattern=2,

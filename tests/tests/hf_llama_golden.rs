@@ -7,6 +7,7 @@
 //! `qwen3_tiny/` (`Qwen3ForCausalLM`: per-head query and key RMSNorms, heads of 16 under a
 //! width of 32 and 4 heads), `gemma3_tiny/` (`Gemma3ForCausalLM`), and two more RoPE
 //! scalings: `llama_yarn/` (YaRN) and `gemma3_linear/` (linear, on Gemma 3's full layer only),
+//! `phi3_window/` (`Phi3ForCausalLM`: fused `qkv_proj` and `gate_up_proj`, a window of 5),
 //! each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
@@ -20,7 +21,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 10] = [
+const FOLDERS: [&str; 11] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
@@ -31,6 +32,7 @@ const FOLDERS: [&str; 10] = [
     "gemma3_tiny",
     "llama_yarn",
     "gemma3_linear",
+    "phi3_window",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {
@@ -172,6 +174,17 @@ fn the_relatives_read_as_their_families() {
         0.0
     );
     assert!(max_abs(&a, &b) > 1e-3);
+    // Phi-3: fused layers whose rows are q, k, v (and gate, up) in order.
+    let (phi3, params) = load(&golden_dir("phi3_window"));
+    assert_eq!(phi3.model_type, LlamaFamily::Phi3);
+    assert!(phi3.fused_projections() && phi3.sliding_window == Some(5));
+    let shape = |n: &str| params.get(n).unwrap().dims().to_vec();
+    assert_eq!(shape("model.layers.0.self_attn.qkv_proj.weight"), [64, 32]);
+    assert_eq!(shape("model.layers.0.mlp.gate_up_proj.weight"), [128, 32]);
+    assert!(params
+        .get("model.layers.0.self_attn.q_proj.weight")
+        .is_err());
+    assert_eq!(params.num_elements(), phi3.num_params());
 }
 
 #[test]
@@ -353,6 +366,8 @@ fn export_is_transformers_file_name_for_name_and_reloads() {
             "query_pre_attn_scalar",
             "final_logit_softcapping",
             "attn_logit_softcapping",
+            "resid_pdrop",
+            "embd_pdrop",
             "dtype",
         ] {
             assert_eq!(v[k], theirs_cfg[k], "{name}: config key {k}");

@@ -922,7 +922,7 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
 /// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
 /// `recompute` runs the step with activation checkpointing. With `family` "gpt2", "llama",
-/// "qwen2", "mistral", "qwen3" or "gemma3_text", the model is a GPT-2 or Llama-family sequence or token classifier of
+/// "qwen2", "mistral", "qwen3", "gemma3_text" or "phi3", the model is a GPT-2 or Llama-family sequence or token classifier of
 /// the same width (the
 /// sequence's last non-padding token scored, or the same positions as BERT's tags; the fused
 /// causal attention on a GPU, the composite one on the CPU) on the same batch.
@@ -952,16 +952,16 @@ fn cls_losses(
             dropout: 0.0,
             layer_norm_epsilon: 1e-5,
         })),
-        "llama" | "qwen2" | "mistral" | "qwen3" | "gemma3_text" => {
+        "llama" | "qwen2" | "mistral" | "qwen3" | "gemma3_text" | "phi3" => {
             let mut c = LlamaConfig::preset("llama-tiny", vocab as usize)?;
             (c.hidden_size, c.intermediate_size, c.num_hidden_layers) = (64, 192, 2);
             c.max_position_embeddings = t;
             // Qwen2: biased q/k/v; Mistral: a window of 16, shorter than most rows, so the
             // device runs the composite attention with the sliding mask; Qwen3: head norms,
             // and heads of 32 (a width the fused attention kernel takes) under a width of 64
-            // and 4 heads.
+            // and 4 heads; Phi-3: fused q/k/v and gate/up layers, Mistral's window.
             c.model_type = LlamaFamily::from_model_type(family).expect("a Llama family");
-            c.sliding_window = (family == "mistral").then_some(16);
+            c.sliding_window = matches!(family, "mistral" | "phi3").then_some(16);
             c.head_dim = (family == "qwen3").then_some(32);
             if family == "gemma3_text" {
                 // Gemma 3: sliding (window 16) then full layers, heads of 32, its norms, GELU
@@ -1145,6 +1145,11 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
         (
             ("gemma3_text", seq, true, true),
             "finetune gemma3 recompute lora",
+        ),
+        (("phi3", seq, false, false), "finetune phi3 window"),
+        (
+            ("phi3", tags, true, true),
+            "finetune phi3 window tags recompute lora",
         ),
     ] {
         let on_device = cls_losses(&s.device, opts.steps, kind)

@@ -38,6 +38,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune mistral window tags recompute",
         "finetune qwen3 tags lora",
         "finetune gemma3 recompute lora",
+        "finetune phi3 window tags recompute lora",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");

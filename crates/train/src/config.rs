@@ -59,13 +59,14 @@ pub struct ModelSection {
     pub n_kv_head: Option<usize>,
     /// Llama only: which member of the Llama family to build (transformers' `model_type`:
     /// `llama`, `mistral`, `qwen2` with q/k/v biases, `qwen3` with per-head query and key
-    /// norms); default the preset's (`llama`) or the `init_from` folder's.
+    /// norms, `phi3` with fused q/k/v and gate/up layers); default the preset's (`llama`) or
+    /// the `init_from` folder's.
     pub family: Option<lantern_models::llama::LlamaFamily>,
     /// Llama only: the width of an attention head when it is not `n_embd / n_head` (Qwen3's
     /// `head_dim`).
     pub head_dim: Option<usize>,
-    /// Llama only (family `mistral`): each token attends to this many positions, itself
-    /// included (Mistral's `sliding_window`).
+    /// Llama only (families `mistral`, `phi3`): each token attends to this many positions,
+    /// itself included (Mistral's `sliding_window`).
     pub sliding_window: Option<usize>,
     /// Llama only: biases on q/k/v/o_proj (families `llama` and `qwen3`: `attention_bias`).
     pub attention_bias: Option<bool>,

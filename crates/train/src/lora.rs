@@ -1338,8 +1338,8 @@ mod tests {
     }
 
     /// The same for the causal LMs: GPT-2's four `Conv1D`s (c_attn's three parts in the
-    /// composite attention) and Llama's seven projections, `"all-linear"`, random B: the
-    /// view's logits are the merged model's.
+    /// composite attention), Llama's seven projections and Phi-3's four (two fused),
+    /// `"all-linear"`, random B: the view's logits are the merged model's.
     #[test]
     fn every_decoder_layer_runs_its_side_path() {
         use lantern_models::decoder::Decoder;
@@ -1374,6 +1374,12 @@ mod tests {
                 sliding_layers: vec![true, false, true, false],
                 rope_local_theta: Some(100.0),
                 query_pre_attn_scalar: Some(40.0),
+                ..llama.clone()
+            }),
+            // Phi-3: four linear layers a block, two of them fused (qkv_proj, gate_up_proj).
+            DecoderConfig::Llama(LlamaConfig {
+                model_type: LlamaFamily::Phi3,
+                sliding_window: Some(8),
                 ..llama
             }),
         ];
@@ -1411,6 +1417,7 @@ mod tests {
             );
             let per_model = match &cfg {
                 DecoderConfig::Gpt(g) => 4 * g.n_layer,
+                DecoderConfig::Llama(l) if l.fused_projections() => 4 * l.num_hidden_layers,
                 DecoderConfig::Llama(l) => 7 * l.num_hidden_layers,
             };
             assert_eq!(lora.targets.len(), per_model);

@@ -673,6 +673,12 @@ mod tests {
             panic!("not a Llama")
         };
         assert_eq!(m.sliding_window, Some(32));
+        let ModelConfig::Llama(p) =
+            resolve(&["model.family=\"phi3\"", "model.sliding_window=32"]).unwrap()
+        else {
+            panic!("not a Llama")
+        };
+        assert!(p.fused_projections() && p.sliding_window == Some(32));
         for (sets, want) in [
             (&["model.sliding_window=32"][..], "sliding_window"),
             (

@@ -47,7 +47,7 @@ pub enum DecoderHead {
 }
 
 /// transformers' class of each head on each family (`model_type`).
-const ARCHITECTURES: [(&str, DecoderHead, &str); 11] = {
+const ARCHITECTURES: [(&str, DecoderHead, &str); 13] = {
     use DecoderHead::{SequenceClassification as Seq, TokenClassification as Tok};
     [
         ("gpt2", Seq, "GPT2ForSequenceClassification"),
@@ -62,6 +62,8 @@ const ARCHITECTURES: [(&str, DecoderHead, &str); 11] = {
         ("qwen3", Tok, "Qwen3ForTokenClassification"),
         // transformers has no token classifier for Gemma 3.
         ("gemma3_text", Seq, "Gemma3TextForSequenceClassification"),
+        ("phi3", Seq, "Phi3ForSequenceClassification"),
+        ("phi3", Tok, "Phi3ForTokenClassification"),
     ]
 };
 
@@ -578,9 +580,9 @@ mod tests {
         }))
     }
 
-    /// [`tiny_llama`] as a relative: Qwen2 (q/k/v biases), Mistral (a window of 3 tokens,
-    /// shorter than the test sequences) or Qwen3 (head norms, heads of 12 under a width of 16
-    /// and 2 heads).
+    /// [`tiny_llama`] as a relative: Qwen2 (q/k/v biases), Mistral and Phi-3 (a window of 3
+    /// tokens, shorter than the test sequences; Phi-3's layers fused), Qwen3 (head norms, heads
+    /// of 12 under a width of 16 and 2 heads) or Gemma 3.
     fn tiny_relative(family: LlamaFamily) -> DecoderClsConfig {
         let DecoderConfig::Llama(c) = tiny_llama().lm else {
             unreachable!()
@@ -588,8 +590,11 @@ mod tests {
         let gemma = family == LlamaFamily::Gemma3;
         with_labels(DecoderConfig::Llama(LlamaConfig {
             model_type: family,
-            sliding_window: matches!(family, LlamaFamily::Mistral | LlamaFamily::Gemma3)
-                .then_some(3),
+            sliding_window: matches!(
+                family,
+                LlamaFamily::Mistral | LlamaFamily::Gemma3 | LlamaFamily::Phi3
+            )
+            .then_some(3),
             head_dim: matches!(family, LlamaFamily::Qwen3 | LlamaFamily::Gemma3).then_some(12),
             // Gemma 3: a sliding layer then a full one, with RoPE bases and a score scale of
             // their own.
@@ -605,7 +610,7 @@ mod tests {
         DecoderHead::TokenClassification.check(&cfg.lm).is_ok()
     }
 
-    fn families() -> [DecoderClsConfig; 6] {
+    fn families() -> [DecoderClsConfig; 7] {
         [
             tiny(),
             tiny_llama(),
@@ -613,6 +618,7 @@ mod tests {
             tiny_relative(LlamaFamily::Mistral),
             tiny_relative(LlamaFamily::Qwen3),
             tiny_relative(LlamaFamily::Gemma3),
+            tiny_relative(LlamaFamily::Phi3),
         ]
     }
 

@@ -68,10 +68,12 @@ impl DecoderConfig {
     }
 
     /// peft's default LoRA targets (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`): the
-    /// attention's query and value projections (GPT-2's fused `c_attn`).
+    /// attention's query and value projections (GPT-2's fused `c_attn`). peft has none for
+    /// Phi-3: its fused `qkv_proj` holds them.
     pub fn default_lora_targets(&self) -> &'static [&'static str] {
         match self {
             Self::Gpt(_) => &["c_attn"],
+            Self::Llama(c) if c.fused_projections() => &["qkv_proj"],
             Self::Llama(_) => &["q_proj", "v_proj"],
         }
     }

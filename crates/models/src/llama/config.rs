@@ -94,15 +94,21 @@ pub enum LlamaFamily {
     /// own, attention scaled by `query_pre_attn_scalar`.
     #[serde(rename = "gemma3_text")]
     Gemma3,
+    /// `Phi3ForCausalLM` (the 4k-context Phi-3 and Phi-4; the others' longrope RoPE is not
+    /// implemented): Llama with its query, key and value projections fused into one
+    /// (`qkv_proj`) and its gate and up projections too (`gate_up_proj`), and Mistral's
+    /// sliding window when its config sets one.
+    Phi3,
 }
 
 impl LlamaFamily {
-    pub const ALL: [LlamaFamily; 5] = [
+    pub const ALL: [LlamaFamily; 6] = [
         Self::Llama,
         Self::Mistral,
         Self::Qwen2,
         Self::Qwen3,
         Self::Gemma3,
+        Self::Phi3,
     ];
 
     /// transformers' `model_type`.
@@ -113,6 +119,7 @@ impl LlamaFamily {
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3_text",
+            Self::Phi3 => "phi3",
         }
     }
 
@@ -139,6 +146,7 @@ impl LlamaFamily {
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen3 => "Qwen3ForCausalLM",
             Self::Gemma3 => "Gemma3ForCausalLM",
+            Self::Phi3 => "Phi3ForCausalLM",
         }
     }
 
@@ -256,6 +264,14 @@ impl LlamaConfig {
         }
         if let Some(r) = &self.rope_scaling {
             r.validate().map_err(Error::Config)?;
+            // Phi3Config refuses every type but the default and longrope (not implemented).
+            if self.model_type == LlamaFamily::Phi3 {
+                return bad(format!(
+                    "{} RoPE scaling on phi3: Phi-3 takes the default RoPE (or longrope, which \
+                     is not supported)",
+                    r.name()
+                ));
+            }
         }
         if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
             return bad(format!(
@@ -275,7 +291,7 @@ impl LlamaConfig {
         let (own_attention_bias, own_mlp_bias) = match self.model_type {
             LlamaFamily::Llama => (true, true),
             LlamaFamily::Qwen3 | LlamaFamily::Gemma3 => (true, false),
-            LlamaFamily::Mistral | LlamaFamily::Qwen2 => (false, false),
+            LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
         };
         let gemma = self.model_type == LlamaFamily::Gemma3;
         for (key, set) in [
@@ -315,14 +331,12 @@ impl LlamaConfig {
         }
         match (self.model_type, self.sliding_window) {
             (_, None) => {}
-            (LlamaFamily::Mistral | LlamaFamily::Gemma3, Some(0)) => {
-                return bad("sliding_window must be positive".into())
-            }
-            (LlamaFamily::Mistral | LlamaFamily::Gemma3, Some(_)) => {}
+            (_, Some(0)) => return bad("sliding_window must be positive".into()),
+            (LlamaFamily::Mistral | LlamaFamily::Gemma3 | LlamaFamily::Phi3, Some(_)) => {}
             (_, Some(w)) => {
                 return bad(format!(
-                    "sliding_window {w}: only Mistral's attention slides ({family} attends to \
-                     every earlier position)"
+                    "sliding_window {w}: only Mistral's, Gemma 3's and Phi-3's attention slides \
+                     ({family} attends to every earlier position)"
                 ))
             }
         }
@@ -369,6 +383,12 @@ impl LlamaConfig {
             .query_pre_attn_scalar
             .unwrap_or(self.head_dim() as f64)
             .sqrt()
+    }
+
+    /// Phi-3's layout: q, k and v projected by one fused layer (`qkv_proj`), gate and up by
+    /// another (`gate_up_proj`), each output the concatenation of the separate ones'.
+    pub fn fused_projections(&self) -> bool {
+        self.model_type == LlamaFamily::Phi3
     }
 
     /// Gemma 3's layout: RMSNorm gains 1 + w (stored w, drawn 0), norms after attention and

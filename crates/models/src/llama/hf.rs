@@ -69,6 +69,22 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             q["attention_bias"] = cfg.attention_bias.into();
             q
         }
+        // Phi3Config writes no head_dim; its original context is read by longrope only.
+        LlamaFamily::Phi3 => {
+            let mut rope = rope_parameters(cfg.rope_theta, cfg.rope_scaling.as_ref());
+            rope["partial_rotary_factor"] = 1.0.into();
+            let mut p = json!({
+                "rope_parameters": rope,
+                "sliding_window": cfg.sliding_window,
+                "resid_pdrop": 0.0,
+                "embd_pdrop": 0.0,
+                "original_max_position_embeddings": cfg.max_position_embeddings,
+            });
+            if let Some(hd) = cfg.head_dim {
+                p["head_dim"] = hd.into();
+            }
+            p
+        }
         LlamaFamily::Gemma3 => json!({
             "head_dim": cfg.head_dim(),
             "attention_bias": cfg.attention_bias,
@@ -173,10 +189,19 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     let (attention_bias, mlp_bias) = match family {
         LlamaFamily::Llama => (boolean("attention_bias")?, boolean("mlp_bias")?),
         LlamaFamily::Qwen3 | LlamaFamily::Gemma3 => (boolean("attention_bias")?, false),
-        LlamaFamily::Mistral | LlamaFamily::Qwen2 => (false, false),
+        LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
     };
     let sliding_window = match family {
         LlamaFamily::Llama => None,
+        // Phi3Config's window is none unless the key sets one.
+        LlamaFamily::Phi3 => match get("sliding_window") {
+            None => None,
+            Some(x) => Some(x.as_u64().map(|x| x as usize).ok_or_else(|| {
+                err(format!(
+                    "\"sliding_window\" is {x}, expected a non-negative integer or null"
+                ))
+            })?),
+        },
         // An absent key is MistralConfig's (Gemma3TextConfig's) default window; null is none.
         LlamaFamily::Mistral | LlamaFamily::Gemma3 => match v.get("sliding_window") {
             None => Some(4096),
@@ -200,11 +225,27 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             None
         }
     };
-    let dropout = float("attention_dropout", 0.0)?;
-    if dropout != 0.0 {
-        return Err(err(format!(
-            "\"attention_dropout\" {dropout} is not supported (no attention dropout)"
-        )));
+    // Phi-3's dropouts of the embeddings and of each residual branch too.
+    let dropouts: &[&str] = match family {
+        LlamaFamily::Phi3 => &["attention_dropout", "resid_pdrop", "embd_pdrop"],
+        _ => &["attention_dropout"],
+    };
+    for &k in dropouts {
+        let p = float(k, 0.0)?;
+        if p != 0.0 {
+            return Err(err(format!(
+                "\"{k}\" {p} is not supported (the Llama family runs without dropout)"
+            )));
+        }
+    }
+    // A part of each head under RoPE (Phi-4-mini's 0.75), as transformers moves the top-level
+    // key into the RoPE parameters.
+    if let Some(x) = get("partial_rotary_factor") {
+        if x.as_f64() != Some(1.0) {
+            return Err(err(format!(
+                "\"partial_rotary_factor\" {x} is not supported (RoPE over the whole head only)"
+            )));
+        }
     }
     let hidden_size = int("hidden_size", defaults.hidden)?;
     let num_attention_heads = int("num_attention_heads", defaults.heads)?;
@@ -240,7 +281,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         num_attention_heads,
         num_key_value_heads,
         max_position_embeddings: int("max_position_embeddings", defaults.max_positions)?,
-        rms_norm_eps: float("rms_norm_eps", 1e-6)?,
+        rms_norm_eps: float("rms_norm_eps", defaults.eps)?,
         rope_theta,
         rope_scaling,
         tie_word_embeddings: match get("tie_word_embeddings") {
@@ -275,8 +316,8 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
 }
 
 /// The defaults of each family's config class for the keys whose defaults differ
-/// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config`, `Gemma3TextConfig` in
-/// transformers 5.24).
+/// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config`, `Gemma3TextConfig`,
+/// `Phi3Config` in transformers 5.24).
 struct Defaults {
     hidden: usize,
     layers: usize,
@@ -290,6 +331,7 @@ struct Defaults {
     kv_heads: Option<usize>,
     /// `None`: hidden_size / num_attention_heads.
     head_dim: Option<usize>,
+    eps: f64,
 }
 
 impl Defaults {
@@ -305,6 +347,7 @@ impl Defaults {
             max_positions: 2048,
             kv_heads: None,
             head_dim: None,
+            eps: 1e-6,
         };
         let qwen2 = Self {
             vocab_size: 151936,
@@ -337,6 +380,16 @@ impl Defaults {
                 max_positions: 131_072,
                 kv_heads: Some(4),
                 head_dim: Some(256),
+                eps: 1e-6,
+            },
+            LlamaFamily::Phi3 => Self {
+                hidden: 3072,
+                pad: Some(32000),
+                vocab_size: 32064,
+                intermediate_size: 8192,
+                max_positions: 4096,
+                eps: 1e-5,
+                ..llama
             },
         }
     }
@@ -863,6 +916,16 @@ mod tests {
                 pad_token_id: Some(0),
                 ..tiny()
             },
+            LlamaConfig {
+                model_type: LlamaFamily::Phi3,
+                sliding_window: Some(7),
+                ..tiny()
+            },
+            LlamaConfig {
+                model_type: LlamaFamily::Phi3,
+                head_dim: Some(4),
+                ..tiny()
+            },
         ];
         for cfg in relatives {
             let v = to_hf_config(&cfg, None, DType::F32);
@@ -913,6 +976,21 @@ mod tests {
         assert_eq!((q.head_dim, q.q_width()), (Some(128), 2048));
         let q = read(&json!({"model_type": "qwen3"})).unwrap();
         assert_eq!((q.head_dim, q.head_dim()), (None, 128));
+        // Phi3Config's: Phi-3-mini's sizes, eps 1e-5, padding id 32000, no window.
+        let p = read(&json!({"model_type": "phi3"})).unwrap();
+        assert_eq!(
+            (p.vocab_size, p.hidden_size, p.intermediate_size),
+            (32064, 3072, 8192)
+        );
+        assert_eq!(
+            (
+                p.max_position_embeddings,
+                p.num_key_value_heads,
+                p.rms_norm_eps
+            ),
+            (4096, 32, 1e-5)
+        );
+        assert_eq!((p.pad_token_id, p.sliding_window), (Some(32000), None));
         let l = read(&json!({"model_type": "llama", "head_dim": 128})).unwrap();
         assert_eq!(l.head_dim, None);
         // Gemma3TextConfig's: 26 layers, every sixth full, window 4096, RoPE bases 1e6 and
@@ -1196,6 +1274,28 @@ mod tests {
             (
                 json!({"model_type": "gemma3_text", "hidden_activation": "silu"}),
                 "hidden_activation",
+            ),
+            (
+                json!({"model_type": "phi3", "resid_pdrop": 0.1}),
+                "resid_pdrop",
+            ),
+            (
+                json!({"model_type": "phi3", "embd_pdrop": 0.1}),
+                "embd_pdrop",
+            ),
+            (
+                json!({"model_type": "phi3", "partial_rotary_factor": 0.75}),
+                "partial_rotary_factor",
+            ),
+            (
+                json!({"model_type": "phi3", "rope_scaling": {"rope_type": "longrope",
+                    "short_factor": [1.0], "long_factor": [1.0]}}),
+                "longrope",
+            ),
+            (
+                json!({"model_type": "phi3", "rope_scaling": {"rope_type": "linear",
+                    "factor": 2.0}}),
+                "phi3",
             ),
             (json!({"num_key_value_heads": 3}), "num_key_value_heads"),
             (json!({"hidden_size": "32"}), "hidden_size"),

@@ -7,9 +7,10 @@
 //! torch's (out, in).
 //!
 //! The same model runs Llama's relatives ([`LlamaFamily`]): Mistral (a sliding attention
-//! window), Qwen2 (biases on the query, key and value projections) and Qwen3 (an RMSNorm over
-//! each query and key head, heads often wider than hidden / heads), and Llama's own
-//! `attention_bias` and `mlp_bias`.
+//! window), Qwen2 (biases on the query, key and value projections), Qwen3 (an RMSNorm over
+//! each query and key head, heads often wider than hidden / heads), Gemma 3 (its norms, GELU
+//! MLP, and sliding and full layers) and Phi-3 (fused projections), Llama's own
+//! `attention_bias` and `mlp_bias`, and transformers' RoPE scalings (`rope`).
 
 mod config;
 pub mod hf;

@@ -20,16 +20,26 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (qkv, o, mlp) = (cfg.qkv_bias(), cfg.o_bias(), cfg.mlp_bias);
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
-        // A Linear's weight, then its bias if it has one (torch's order).
-        for (name, (out, inp), bias) in [
-            ("self_attn.q_proj", (q, c), qkv),
-            ("self_attn.k_proj", (kv, c), qkv),
-            ("self_attn.v_proj", (kv, c), qkv),
-            ("self_attn.o_proj", (c, q), o),
-            ("mlp.gate_proj", (i, c), mlp),
-            ("mlp.up_proj", (i, c), mlp),
-            ("mlp.down_proj", (c, i), mlp),
-        ] {
+        // A Linear's weight, then its bias if it has one (torch's order). Phi-3 fuses q, k
+        // and v into one layer and gate and up into another (and declares o_proj first).
+        let linears: &[(&str, (usize, usize), bool)] = match cfg.fused_projections() {
+            false => &[
+                ("self_attn.q_proj", (q, c), qkv),
+                ("self_attn.k_proj", (kv, c), qkv),
+                ("self_attn.v_proj", (kv, c), qkv),
+                ("self_attn.o_proj", (c, q), o),
+                ("mlp.gate_proj", (i, c), mlp),
+                ("mlp.up_proj", (i, c), mlp),
+                ("mlp.down_proj", (c, i), mlp),
+            ],
+            true => &[
+                ("self_attn.o_proj", (c, q), o),
+                ("self_attn.qkv_proj", (q + 2 * kv, c), qkv),
+                ("mlp.gate_up_proj", (2 * i, c), mlp),
+                ("mlp.down_proj", (c, i), mlp),
+            ],
+        };
+        for &(name, (out, inp), bias) in linears {
             v.push((format!("{p}.{name}.weight"), vec![out, inp]));
             if bias {
                 v.push((format!("{p}.{name}.bias"), vec![out]));
@@ -111,20 +121,56 @@ struct Block {
     feedforward_norms: Option<(Tensor, Tensor)>,
     /// Qwen3's RMSNorm gains (head_dim) over each query and key head, before RoPE.
     qk_norm: Option<(Tensor, Tensor)>,
-    q_proj: Proj,
-    k_proj: Proj,
-    v_proj: Proj,
+    /// q, k and v of the attention's input.
+    qkv: Projections,
     o_proj: Proj,
     post_attention_layernorm: Tensor,
-    gate_proj: Proj,
-    up_proj: Proj,
+    /// The MLP's gate and up.
+    gate_up: Projections,
     down_proj: Proj,
+}
+
+/// Linear layers of one input: separate (Llama's q_proj, k_proj, v_proj) or fused into one
+/// whose output is theirs concatenated (Phi-3's qkv_proj), with the widths to split it by.
+enum Projections {
+    Separate(Vec<Proj>),
+    Fused(Proj, Vec<usize>),
+}
+
+impl Projections {
+    /// Each layer's output for x (.., in) → (.., width) each; a fused layer's output narrowed
+    /// into the widths, in order.
+    fn apply(&self, x: &Tensor, (product, mode): (Product, &mut Mode<'_>)) -> Result<Vec<Tensor>> {
+        match self {
+            Self::Separate(ps) => ps.iter().map(|p| proj(x, p, (product, mode))).collect(),
+            Self::Fused(p, widths) => {
+                let y = proj(x, p, (product, mode))?;
+                let last = y.rank() - 1;
+                let mut start = 0;
+                widths
+                    .iter()
+                    .map(|&w| {
+                        let part = y.narrow(last, start, w)?;
+                        start += w;
+                        Ok(part)
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// [`adapted`] through a block's layer, with its adapter's side path (drawing its dropout
 /// from `mode`).
 fn proj(x: &Tensor, p: &Proj, run: (Product, &mut Mode<'_>)) -> Result<Tensor> {
     adapted(x, (&p.w, p.b.as_ref()), p.lora.as_ref(), run)
+}
+
+/// The queries, keys and values of [`Projections::apply`] over a block's `qkv`.
+fn qkv_of(parts: Vec<Tensor>) -> Result<[Tensor; 3]> {
+    parts
+        .try_into()
+        .map_err(|_| Error::Config("q, k and v: three projections expected".into()))
 }
 
 /// `x @ w^T` for x: (.., in) and a torch Linear weight w: (out, in), without bias.
@@ -315,17 +361,36 @@ impl Llama {
                     )),
                     false => None,
                 };
+                let kv_width = cfg.num_key_value_heads * cfg.head_dim();
+                let i = cfg.intermediate_size;
+                let (qkv_in, gate_up) = match cfg.fused_projections() {
+                    false => (
+                        Projections::Separate(vec![
+                            proj("self_attn.q_proj", qkv)?,
+                            proj("self_attn.k_proj", qkv)?,
+                            proj("self_attn.v_proj", qkv)?,
+                        ]),
+                        Projections::Separate(vec![
+                            proj("mlp.gate_proj", mlp)?,
+                            proj("mlp.up_proj", mlp)?,
+                        ]),
+                    ),
+                    true => (
+                        Projections::Fused(
+                            proj("self_attn.qkv_proj", qkv)?,
+                            vec![cfg.q_width(), kv_width, kv_width],
+                        ),
+                        Projections::Fused(proj("mlp.gate_up_proj", mlp)?, vec![i, i]),
+                    ),
+                };
                 Ok(Block {
                     input_layernorm: get("input_layernorm")?,
                     feedforward_norms,
                     qk_norm,
-                    q_proj: proj("self_attn.q_proj", qkv)?,
-                    k_proj: proj("self_attn.k_proj", qkv)?,
-                    v_proj: proj("self_attn.v_proj", qkv)?,
+                    qkv: qkv_in,
                     o_proj: proj("self_attn.o_proj", o)?,
                     post_attention_layernorm: get("post_attention_layernorm")?,
-                    gate_proj: proj("mlp.gate_proj", mlp)?,
-                    up_proj: proj("mlp.up_proj", mlp)?,
+                    gate_up,
                     down_proj: proj("mlp.down_proj", mlp)?,
                 })
             })
@@ -514,12 +579,10 @@ impl Llama {
             )));
         }
         let a = self.norm(&x, &blk.input_layernorm)?;
-        let run = Product::Matmul;
-        let q = proj(&a, &blk.q_proj, (run, mode))?.reshape((b, t, h, hd))?;
-        let q = rope.apply(&self.head_norm(blk, &q, Heads::Query)?)?;
-        let kk = proj(&a, &blk.k_proj, (run, mode))?.reshape((b, t, kv, hd))?;
-        let kk = rope.apply(&self.head_norm(blk, &kk, Heads::Key)?)?;
-        let v = proj(&a, &blk.v_proj, (run, mode))?.reshape((b, t, kv, hd))?;
+        let [q, kk, v] = qkv_of(blk.qkv.apply(&a, (Product::Matmul, mode))?)?;
+        let q = rope.apply(&self.head_norm(blk, &q.reshape((b, t, h, hd))?, Heads::Query)?)?;
+        let kk = rope.apply(&self.head_norm(blk, &kk.reshape((b, t, kv, hd))?, Heads::Key)?)?;
+        let v = v.reshape((b, t, kv, hd))?;
         let y = match &lc.mask {
             None => {
                 // Heads stay in (B, T, heads, hd): the packed layout puts head i at columns
@@ -610,12 +673,16 @@ impl Llama {
         };
         // down(act(gate(m)) · up(m)): SiLU (candle's records its backward), Gemma 3's GELU
         // with the tanh approximation (our fused op).
-        let g = proj(&m, &blk.gate_proj, (product, mode))?;
+        let [g, u]: [Tensor; 2] = blk
+            .gate_up
+            .apply(&m, (product, mode))?
+            .try_into()
+            .map_err(|_| Error::Config("gate and up: two projections expected".into()))?;
         let g = match self.cfg.gemma() {
             true => k::gelu_tanh(&g)?,
             false => g.silu()?,
         };
-        let m = (g * proj(&m, &blk.up_proj, (product, mode))?)?; // (B, T, I)
+        let m = (g * u)?; // (B, T, I)
         let d = proj(&m, &blk.down_proj, (product, mode))?;
         match &blk.feedforward_norms {
             Some((_, post)) => Ok((x + self.norm(&d, post)?)?),
@@ -666,9 +733,9 @@ impl Llama {
         for (l, (blk, (kc, vc))) in self.blocks.iter().zip(&cache.layers).enumerate() {
             let LayerContext { rope, mask } = &ctx.kinds[ctx.of_layer[l]];
             let a = self.norm(&x, &blk.input_layernorm)?;
+            let [q, kk, vv] = qkv_of(blk.qkv.apply(&a, (Product::Inference, &mut Mode::Eval))?)?;
             // `rotate`: the queries or keys (normalised, for Qwen3, and rotated); None: values.
-            let heads = |p: &Proj, n: usize, rotate: Option<Heads>| -> Result<Tensor> {
-                let y = proj(&a, p, (Product::Inference, &mut Mode::Eval))?;
+            let heads = |y: &Tensor, n: usize, rotate: Option<Heads>| -> Result<Tensor> {
                 let y = y.reshape((b, t, n, hd))?;
                 let y = match rotate {
                     Some(which) => rope.apply(&self.head_norm(blk, &y, which)?)?,
@@ -676,9 +743,9 @@ impl Llama {
                 };
                 Ok(y.transpose(1, 2)?.contiguous()?) // (B, n, T, hd)
             };
-            let q = heads(&blk.q_proj, h, Some(Heads::Query))?;
-            kc.slice_set(&heads(&blk.k_proj, kv, Some(Heads::Key))?, 2, start)?;
-            vc.slice_set(&heads(&blk.v_proj, kv, None)?, 2, start)?;
+            let q = heads(&q, h, Some(Heads::Query))?;
+            kc.slice_set(&heads(&kk, kv, Some(Heads::Key))?, 2, start)?;
+            vc.slice_set(&heads(&vv, kv, None)?, 2, start)?;
             // Views of the filled part: (B, KV, start + T, hd).
             let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
             let y = self.attend(&q, (&kk, &vv), mask.as_ref())?; // (B, T, H·hd)
