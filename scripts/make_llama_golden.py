@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
-mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/, phi3_window/ and
-gemma3_mm/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
+mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/, phi3_window/,
+phi3_longrope/ and gemma3_mm/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
@@ -32,6 +32,8 @@ beta_slow 0.25, untruncated ramp; cos and sin scaled by the derived attention fa
 gemma3_linear/: gemma3_tiny with linear RoPE scaling (factor 4) on its full layer only.
 phi3_window/: Phi3ForCausalLM (q, k and v in one fused qkv_proj, gate and up in one
 gate_up_proj), 2 key/value heads, untied, sliding_window 5.
+phi3_longrope/: Phi3ForCausalLM with LongRoPE (original context 8: the forward takes the long
+factors, the generation's prompt the short ones, then transformers restarts its cache).
 gemma3_mm/: a multimodal Gemma3ForConditionalGeneration (gemma3_linear's language model beside
 a tiny vision tower), with the logits and loss of a text-only forward (no generation, no
 gradients: inputs.json holds input_ids only).
@@ -83,6 +85,12 @@ LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": ROPE_THETA, "factor": 8.0,
 YARN_ROPE = {"rope_type": "yarn", "rope_theta": ROPE_THETA, "factor": 4.0,
              "original_max_position_embeddings": 8, "beta_fast": 2.0, "beta_slow": 0.25,
              "truncate": False}
+# LongRoPE over a head of 8 (Phi-3's): the 16-token forward is past the original context of 8
+# and takes the long factors; a generation's 8-token prompt takes the short ones, and at its
+# ninth token transformers drops the cache and runs the whole sequence with the long ones.
+# factor max/original = 4: cos and sin scaled by sqrt(1 + ln 4 / ln 8).
+LONGROPE = {"rope_type": "longrope", "rope_theta": ROPE_THETA,
+            "short_factor": [1.0, 1.25, 1.5, 2.0], "long_factor": [1.5, 3.0, 6.0, 12.0]}
 GEMMA3_ROPE = {"full_attention": {"rope_type": "default", "rope_theta": 1000.0},
                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}
 
@@ -168,10 +176,12 @@ def write(out: str, kv_heads: int, tied: bool, rope: dict | None = None,
     assert list(generated.shape) == [B, PROMPT + NEW], generated.shape
     gen_logits = torch.stack(gen.logits, dim=1).to(torch.float32).contiguous()  # (B, NEW, V)
     assert torch.equal(gen_logits.argmax(-1), generated[:, PROMPT:])
-    # Cached and uncached logits agree: the first step is the prompt's last position.
+    # Cached and uncached logits agree: the first step is the prompt's last position. (With
+    # LongRoPE the prompt alone takes the short factors, the rest the long ones.)
+    first = 1 if config.rope_parameters.get("rope_type") == "longrope" else 0
     with torch.no_grad():
         full = model(input_ids=generated).logits
-    gap = (full[:, PROMPT - 1:-1] - gen_logits).abs().max().item()
+    gap = (full[:, PROMPT - 1 + first:-1] - gen_logits[:, first:]).abs().max().item()
     assert gap < 1e-5, gap
     expected["gen_logits"] = gen_logits
 
@@ -274,6 +284,8 @@ def main() -> int:
         "llama_yarn": dict(kv_heads=2, tied=False, rope=YARN_ROPE),
         # Phi-3's fused qkv_proj and gate_up_proj, with Mistral's window of 5.
         "phi3_window": dict(kv_heads=2, tied=False, family="phi3", sliding_window=WINDOW),
+        "phi3_longrope": dict(kv_heads=2, tied=False, rope=LONGROPE, family="phi3",
+                              original_max_position_embeddings=8),
         # gemma3_tiny with Gemma 3 4B's linear RoPE scaling (factor 4 here) on its full layer.
         "gemma3_linear": dict(kv_heads=2, tied=True, family="gemma3_text", head_dim=16,
                               sliding_window=WINDOW, sliding_window_pattern=2,

@@ -8,6 +8,7 @@
 //! width of 32 and 4 heads), `gemma3_tiny/` (`Gemma3ForCausalLM`), and two more RoPE
 //! scalings: `llama_yarn/` (YaRN) and `gemma3_linear/` (linear, on Gemma 3's full layer only),
 //! `phi3_window/` (`Phi3ForCausalLM`: fused `qkv_proj` and `gate_up_proj`, a window of 5),
+//! `phi3_longrope/` (Phi-3's LongRoPE, short and long factors, the cache restarted between),
 //! each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
@@ -21,7 +22,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 11] = [
+const FOLDERS: [&str; 12] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
@@ -33,6 +34,7 @@ const FOLDERS: [&str; 11] = [
     "llama_yarn",
     "gemma3_linear",
     "phi3_window",
+    "phi3_longrope",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {
@@ -292,10 +294,20 @@ fn cached_greedy_generation_matches_transformers() {
                 .map(|r| generated[r][prompt_len + step] as u32)
                 .collect();
             assert_eq!(next, want_next, "{name}: greedy token at step {step}");
-            if prompt_len + step + 1 < total {
-                logits = model
-                    .forward_last_cached(&column(prompt_len + step), &mut cache)
-                    .unwrap();
+            let seen = prompt_len + step + 1;
+            if seen < total {
+                // LongRoPE past its original context: the whole sequence again, as
+                // transformers' Phi-3 generation restarts its cache.
+                logits = match cfg.cache_expires(cache.len(), seen) {
+                    true => {
+                        cache = KvCache::new();
+                        let all = u32_matrix(&inputs, "generated").narrow(1, 0, seen).unwrap();
+                        model.forward_last_cached(&all, &mut cache).unwrap()
+                    }
+                    false => model
+                        .forward_last_cached(&column(prompt_len + step), &mut cache)
+                        .unwrap(),
+                };
             }
         }
         assert_eq!(cache.len(), total - 1);

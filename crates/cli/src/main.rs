@@ -86,8 +86,8 @@ enum Cmd {
         #[arg(long, hide = true, value_parser = parse_steps)]
         poison_grad_at: Option<StepSet>,
     },
-    /// Sample text from a checkpoint, a run folder or a Hugging Face GPT-2, Llama, Mistral or
-    /// Qwen2 folder.
+    /// Sample text from a checkpoint, a run folder or a Hugging Face GPT-2 or Llama-family
+    /// (Llama, Mistral, Qwen2, Qwen3, Gemma 3, Phi-3) folder.
     Generate {
         #[arg(long)]
         model: PathBuf,
@@ -498,7 +498,8 @@ struct Stop {
 /// and each new token alone, against the keys and values cached so far; past that, every
 /// token runs the forward over the last context-length tokens (GPT-2's positions are absolute
 /// and Llama's rotary angles are baked into its cached keys, so a cache cannot slide with the
-/// window). Each token is chosen by
+/// window; a LongRoPE model's cache is dropped once, where the sequence passes its original
+/// context). Each token is chosen by
 /// [`sampling::pick`] from the last position's logits and the whole sequence so far.
 fn sample(
     model: &Decoder,
@@ -514,6 +515,11 @@ fn sample(
     let mut out = Vec::new();
     let mut cache = model.cache();
     for _ in 0..max_new {
+        // LongRoPE's cached keys are rotated with its short factors: past the original
+        // context the whole sequence runs again (transformers' Phi-3 generation does).
+        if model.cache_expires(&cache, ids.len()) {
+            cache = model.cache();
+        }
         let last = if ids.len() <= n_pos {
             let new = &ids[cache.len()..];
             let x = Tensor::from_slice(new, (1, new.len()), device)?;

@@ -1,5 +1,6 @@
 //! Finding a language model on disk: a checkpoint folder, a run folder (its newest
-//! checkpoint), or a Hugging Face GPT-2 or Llama-family (Llama, Mistral, Qwen2) folder.
+//! checkpoint), or a Hugging Face GPT-2 or Llama-family (Llama, Mistral, Qwen2, Qwen3, Gemma 3,
+//! Phi-3) folder.
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device};

@@ -16,8 +16,8 @@ use crate::model_dir;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    /// A checkpoint, a run folder (its newest checkpoint) or a Hugging Face GPT-2, Llama,
-    /// Mistral or Qwen2 folder.
+    /// A checkpoint, a run folder (its newest checkpoint) or a Hugging Face GPT-2 or
+    /// Llama-family (Llama, Mistral, Qwen2, Qwen3, Gemma 3, Phi-3) folder.
     #[arg(long)]
     model: PathBuf,
     /// A peft LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to

@@ -23,15 +23,20 @@ fn run_dir() -> &'static PathBuf {
 
 /// stdout and the ids of sample 1 (from the `--print-ids` line on stderr).
 fn generate(extra: &[&str]) -> (String, Vec<u32>) {
-    let run = s(run_dir());
+    generate_from(&s(run_dir()), "The", 30, extra)
+}
+
+/// [`generate`] from `model` and `prompt`, `new` tokens.
+fn generate_from(model: &str, prompt: &str, new: usize, extra: &[&str]) -> (String, Vec<u32>) {
+    let new = new.to_string();
     let mut args = vec![
         "generate",
         "--model",
-        &run,
+        model,
         "--prompt",
-        "The",
+        prompt,
         "--max-new-tokens",
-        "30",
+        &new,
         "--ignore-eot",
         "--seed",
         "5",
@@ -101,4 +106,46 @@ fn bad_sampling_flags_are_named_before_loading_the_model() {
             "checked before the model is read: {e}"
         );
     }
+}
+
+/// A Phi-3 folder with LongRoPE (`tests/golden/phi3_longrope`: original context 8): greedy
+/// generation from an 8-token prompt passes the original context at its ninth token, where the
+/// cache (keys rotated with the short factors) is dropped and the whole sequence runs again
+/// with the long ones, as transformers' Phi-3 generation does: the same 16 tokens as
+/// transformers generated.
+#[test]
+fn a_longrope_model_generates_transformers_tokens_past_its_original_context() {
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = workspace_root().join("tests/golden/phi3_longrope");
+    let model = tmp.path().join("phi3");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(golden.join(f), model.join(f)).unwrap();
+    }
+    // One word per token id, so that the prompt is exactly the golden ids.
+    let vocab = (0..96u32).map(|i| (format!("w{i}"), i)).collect();
+    let wl = WordLevel::builder()
+        .vocab(vocab)
+        .unk_token("w0".into())
+        .build()
+        .unwrap();
+    let mut tok = tokenizers::Tokenizer::new(wl);
+    tok.with_pre_tokenizer(Some(Whitespace {}));
+    tok.save(model.join("tokenizer.json"), false).unwrap();
+    let inputs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden.join("inputs.json")).unwrap())
+            .unwrap();
+    let row: Vec<u32> = inputs["generated"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let prompt_len = inputs["prompt_len"].as_u64().unwrap() as usize;
+    let prompt: Vec<String> = row[..prompt_len].iter().map(|i| format!("w{i}")).collect();
+    let new = row.len() - prompt_len;
+    let (_, ids) = generate_from(&s(&model), &prompt.join(" "), new, &["--temperature", "0"]);
+    assert_eq!(ids, row[prompt_len..], "transformers' greedy tokens");
 }

@@ -253,6 +253,16 @@ impl Decoder {
         }
     }
 
+    /// Whether `cache` no longer serves a sequence grown to `total` tokens, so that the whole
+    /// sequence must run again with a new one (LongRoPE's switch to its long factors:
+    /// [`LlamaConfig::cache_expires`]).
+    pub fn cache_expires(&self, cache: &DecoderCache, total: usize) -> bool {
+        match self {
+            Self::Gpt(_) => false,
+            Self::Llama(m) => m.config().cache_expires(cache.len(), total),
+        }
+    }
+
     /// ids: (B, T) u32 → logits (B, T, V).
     pub fn forward(&self, ids: &Tensor, mode: Mode<'_>) -> Result<Tensor> {
         match self {

@@ -264,13 +264,27 @@ impl LlamaConfig {
         }
         if let Some(r) = &self.rope_scaling {
             r.validate().map_err(Error::Config)?;
-            // Phi3Config refuses every type but the default and longrope (not implemented).
-            if self.model_type == LlamaFamily::Phi3 {
+            // Phi3Config refuses every type but the default and longrope, which only Phi-3
+            // uses (and whose cache transformers restarts in Phi-3's generation only).
+            let longrope = matches!(r, RopeScaling::Longrope(_));
+            if (self.model_type == LlamaFamily::Phi3) != longrope {
                 return bad(format!(
-                    "{} RoPE scaling on phi3: Phi-3 takes the default RoPE (or longrope, which \
-                     is not supported)",
-                    r.name()
+                    "{} RoPE scaling on {}: Phi-3 takes the default RoPE or longrope, and \
+                     longrope is Phi-3's only",
+                    r.name(),
+                    self.model_type.model_type()
                 ));
+            }
+            if let RopeScaling::Longrope(l) = r {
+                let half = self.head_dim() / 2;
+                if l.short_factor.len() != half || l.long_factor.len() != half {
+                    return bad(format!(
+                        "longrope needs head_dim / 2 = {half} short and long factors, not {} \
+                         and {}",
+                        l.short_factor.len(),
+                        l.long_factor.len()
+                    ));
+                }
             }
         }
         if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
@@ -416,9 +430,27 @@ impl LlamaConfig {
     }
 
     /// RoPE's inverse frequencies of the model's (full) layers, `head_dim / 2` of them, in f32
-    /// as transformers computes them: `1 / θ^(2i/hd)`, then `rope_scaling`'s scaling.
+    /// as transformers computes them: `1 / θ^(2i/hd)`, then `rope_scaling`'s scaling (for
+    /// LongRoPE, its short factors: those of sequences within the original context).
     pub fn inv_freq(&self) -> Vec<f32> {
-        rope::inv_freq(self.rope_theta, self.head_dim(), self.rope_scaling.as_ref())
+        rope::inv_freq(
+            self.rope_theta,
+            self.head_dim(),
+            self.rope_scaling.as_ref(),
+            1,
+        )
+    }
+
+    /// Whether a key/value cache of `cached` positions no longer serves a sequence of `total`:
+    /// LongRoPE switches to its long factors once the sequence passes the original context, and
+    /// the cached keys were rotated with the short ones. transformers' Phi-3 then runs the whole
+    /// sequence again (`prepare_inputs_for_generation`), and so must a caller of
+    /// [`crate::llama::Llama::forward_last_cached`].
+    pub fn cache_expires(&self, cached: usize, total: usize) -> bool {
+        match &self.rope_scaling {
+            Some(RopeScaling::Longrope(l)) => cached > 0 && !l.long(cached) && l.long(total),
+            _ => false,
+        }
     }
 
     /// Layer `l`'s RoPE: its base ([`LlamaConfig::layer_rope_theta`]) and scaling (none on

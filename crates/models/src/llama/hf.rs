@@ -1,15 +1,15 @@
 //! The Hugging Face `LlamaForCausalLM` folder format (and `MistralForCausalLM`,
-//! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`): `config.json` and
+//! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`, `Phi3ForCausalLM`): `config.json` and
 //! `model.safetensors`.
 //!
 //! Our parameter names and layouts are transformers' own, so export is a copy. Import accepts
 //! checkpoints written by `transformers` (`save_pretrained`), with or without the `model.`
 //! prefix (a bare `LlamaModel` has none), skips the `rotary_emb.inv_freq` buffers older
 //! versions saved, reads each family's keys with its config class's defaults, and refuses the
-//! variants our model does not implement (attention dropout, the longrope RoPE scaling,
+//! variants our model does not implement (attention dropout, RoPE over part of the head,
 //! another activation, Qwen's per-layer sliding windows) by name.
 
-use super::{param_shapes, Llama3Rope, LlamaConfig, LlamaFamily, RopeScaling, YarnRope};
+use super::{param_shapes, Llama3Rope, LlamaConfig, LlamaFamily, LongRope, RopeScaling, YarnRope};
 use crate::{hf_config, safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
@@ -78,7 +78,12 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
                 "sliding_window": cfg.sliding_window,
                 "resid_pdrop": 0.0,
                 "embd_pdrop": 0.0,
-                "original_max_position_embeddings": cfg.max_position_embeddings,
+                // LongRoPE's original context (Phi3Config reads it here first), else the
+                // model's.
+                "original_max_position_embeddings": match &cfg.rope_scaling {
+                    Some(RopeScaling::Longrope(l)) => l.original_max_position_embeddings,
+                    _ => cfg.max_position_embeddings,
+                },
             });
             if let Some(hd) = cfg.head_dim {
                 p["head_dim"] = hd.into();
@@ -271,7 +276,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     };
     let (rope_theta, rope_scaling) = match &gemma {
         Some(g) => (g.rope_theta, g.rope_scaling.clone()),
-        None => rope(v, path)?,
+        None => rope(v, path, family)?,
     };
     let cfg = LlamaConfig {
         vocab_size: int("vocab_size", defaults.vocab_size)?,
@@ -492,14 +497,14 @@ fn gemma3(v: &Value, path: &Path, layers: usize) -> Result<Gemma3Keys> {
         path,
         &key("full_attention"),
         &object("full_attention")?,
-        legacy_full,
+        (legacy_full, false),
     )?;
     let (rope_local_theta, local_scaling) = rope_object(
         v,
         path,
         &key("sliding_attention"),
         &object("sliding_attention")?,
-        legacy_local,
+        (legacy_local, false),
     )?;
     if let Some(s) = local_scaling {
         return Err(err(format!(
@@ -520,14 +525,17 @@ fn gemma3(v: &Value, path: &Path, layers: usize) -> Result<Gemma3Keys> {
 /// The RoPE of a config, read as transformers 5.24 reads it (`convert_rope_params_to_dict`):
 /// the legacy `rope_scaling` object, if any, else `rope_parameters` ([`rope_object`]); the
 /// legacy top-level `rope_theta` where it has none, else 10,000.
-fn rope(v: &Value, path: &Path) -> Result<(f64, Option<RopeScaling>)> {
+fn rope(v: &Value, path: &Path, family: LlamaFamily) -> Result<(f64, Option<RopeScaling>)> {
     let legacy = number_or(v, path, "rope_theta", 10_000.0)?;
     match ["rope_scaling", "rope_parameters"]
         .into_iter()
         .find_map(|k| v.get(k).filter(|x| !x.is_null()).map(|x| (k, x)))
     {
         None => Ok((legacy, None)),
-        Some((key, rope)) => rope_object(v, path, &format!("\"{key}\""), rope, legacy),
+        Some((key, rope)) => {
+            let phi3 = family == LlamaFamily::Phi3;
+            rope_object(v, path, &format!("\"{key}\""), rope, (legacy, phi3))
+        }
     }
 }
 
@@ -541,19 +549,29 @@ fn number_or(v: &Value, path: &Path, key: &str, default: f64) -> Result<f64> {
     }
 }
 
+/// max_position_embeddings / `original`: yarn's factor where a config leaves it out.
+fn ratio_of_contexts(v: &Value, original: usize) -> f64 {
+    let max = v.get("max_position_embeddings").and_then(Value::as_f64);
+    max.unwrap_or(0.0) / original as f64
+}
+
 /// One RoPE parameters object of config `v` (`key`, quoted, names it in messages): its `rope_theta`
 /// (else `legacy_theta`) and its scaling, by `rope_type` (or the legacy `type`): `default`,
 /// `llama3` (its three factors required), `linear` and `dynamic` (`factor` required), `yarn`
 /// (`factor` else max_position_embeddings / original_max_position_embeddings, and its optional
 /// keys). `original_max_position_embeddings` is the config's top-level key if it has one, else
 /// the object's, else `max_position_embeddings`, as `standardize_rope_params` sets it.
-/// `longrope`, any other type and a `partial_rotary_factor` other than 1 are refused.
+/// A `partial_rotary_factor` other than 1 is refused. With `phi3` (Phi3Config's reading),
+/// `longrope` (its `short_factor` and `long_factor` required, `factor` and
+/// `attention_factor` optional; `su` and `yarn` are its old names there) and the top-level
+/// `original_max_position_embeddings` defaulting to Phi3Config's 4096; without, `longrope`
+/// is refused.
 fn rope_object(
     v: &Value,
     path: &Path,
     key: &str,
     rope: &Value,
-    legacy_theta: f64,
+    (legacy_theta, phi3): (f64, bool),
 ) -> Result<(f64, Option<RopeScaling>)> {
     let err = hf_config::file_err(path);
     let rope = rope
@@ -564,6 +582,10 @@ fn rope_object(
         Some(k) => k
             .as_str()
             .ok_or_else(|| err(format!("{key}.rope_type is {k}, expected a string")))?,
+    };
+    let kind = match kind {
+        "su" | "yarn" if phi3 => "longrope",
+        k => k,
     };
     let optional = |k: &str| -> Result<Option<f64>> {
         match rope.get(k).filter(|x| !x.is_null()) {
@@ -589,6 +611,8 @@ fn rope_object(
             (None, Some(x)) if !x.is_null() => {
                 (format!("{key}.original_max_position_embeddings"), x.clone())
             }
+            // Phi3Config has the key, 4096 by default.
+            _ if phi3 => return Ok(4096),
             _ => {
                 let max = v.get("max_position_embeddings").and_then(Value::as_u64);
                 return Ok(max.unwrap_or(0) as usize);
@@ -601,10 +625,11 @@ fn rope_object(
     };
     match kind {
         "default" | "llama3" | "linear" | "dynamic" | "yarn" => {}
+        "longrope" if phi3 => {}
         other => {
             return Err(err(format!(
                 "{key} has rope_type {other:?}: the default RoPE, llama3, linear, dynamic \
-                 and yarn are supported (no longrope or other scaling)"
+                 and yarn are supported (and longrope on Phi-3)"
             )))
         }
     }
@@ -632,14 +657,34 @@ fn rope_object(
         "dynamic" => Some(RopeScaling::Dynamic {
             factor: required("factor")?,
         }),
+        "longrope" => {
+            let old = original_max()?;
+            let factors = |k: &str| -> Result<Vec<f64>> {
+                let list = rope.get(k).and_then(Value::as_array).ok_or_else(|| {
+                    err(format!(
+                        "{key}.{k} is missing or not a list (longrope RoPE)"
+                    ))
+                })?;
+                list.iter()
+                    .map(|x| {
+                        x.as_f64()
+                            .ok_or_else(|| err(format!("{key}.{k} holds {x}, expected numbers")))
+                    })
+                    .collect()
+            };
+            Some(RopeScaling::Longrope(Box::new(LongRope {
+                short_factor: factors("short_factor")?,
+                long_factor: factors("long_factor")?,
+                factor: optional("factor")?,
+                original_max_position_embeddings: old,
+                attention_factor: optional("attention_factor")?,
+            })))
+        }
         _ => {
             let old = original_max()?;
             let factor = match optional("factor")? {
                 Some(f) => f,
-                None => {
-                    let max = v.get("max_position_embeddings").and_then(Value::as_f64);
-                    max.unwrap_or(0.0) / old as f64
-                }
+                None => ratio_of_contexts(v, old),
             };
             let truncate = match rope.get("truncate").filter(|x| !x.is_null()) {
                 None => None,
@@ -1191,6 +1236,64 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// Phi-3's LongRoPE, as Phi3Config reads it: `su` and `yarn` are its old names, the
+    /// top-level original context (4096 when absent) wins; refused on other families.
+    #[test]
+    fn phi3_reads_longrope() {
+        let base = |rope: Value, extra: Value| {
+            let mut v = to_hf_config(
+                &LlamaConfig {
+                    model_type: LlamaFamily::Phi3,
+                    ..tiny()
+                },
+                None,
+                DType::F32,
+            );
+            v.as_object_mut()
+                .unwrap()
+                .remove("original_max_position_embeddings");
+            v["rope_scaling"] = rope;
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            read(&v)
+        };
+        let factors = json!({"short_factor": [1.0, 1.0, 2.0, 2.0],
+            "long_factor": [1.0, 2.0, 4.0, 8.0]});
+        for name in ["longrope", "su", "yarn"] {
+            let mut rope = factors.clone();
+            rope["type"] = name.into();
+            let c = base(rope, json!({})).unwrap();
+            let Some(RopeScaling::Longrope(l)) = &c.rope_scaling else {
+                panic!("{name}: {:?}", c.rope_scaling)
+            };
+            assert_eq!(l.original_max_position_embeddings, 4096, "{name}");
+            assert_eq!((l.factor, l.long_factor[3]), (None, 8.0));
+            // Written back with the original context at the top level, read the same.
+            let v = to_hf_config(&c, None, DType::F32);
+            assert_eq!(v["original_max_position_embeddings"], 4096);
+            assert_eq!(v["rope_parameters"]["rope_type"], "longrope");
+            assert_eq!(read(&v).unwrap(), c);
+        }
+        let mut rope = factors.clone();
+        rope["rope_type"] = "longrope".into();
+        rope["original_max_position_embeddings"] = 16.into();
+        let c = base(rope.clone(), json!({"original_max_position_embeddings": 8})).unwrap();
+        let Some(RopeScaling::Longrope(l)) = &c.rope_scaling else {
+            panic!("{:?}", c.rope_scaling)
+        };
+        assert_eq!(l.original_max_position_embeddings, 8);
+        assert!(c.cache_expires(8, 9) && !c.cache_expires(7, 8) && !c.cache_expires(9, 10));
+        // On Llama, or with a factor per frequency missing: refused.
+        let mut v = to_hf_config(&tiny(), None, DType::F32);
+        v["rope_parameters"] = rope.clone();
+        let e = read(&v).unwrap_err().to_string();
+        assert!(e.contains("longrope"), "{e}");
+        rope["short_factor"] = json!([1.0, 1.0]);
+        let e = base(rope, json!({})).unwrap_err().to_string();
+        assert!(e.contains("head_dim / 2 = 4"), "{e}");
     }
 
     /// Every scaling is written as transformers writes it and reads back the same.

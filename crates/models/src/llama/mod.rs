@@ -21,4 +21,4 @@ pub use config::{LlamaConfig, LlamaFamily};
 pub use model::{
     init_params, param_shapes, BlockContext, KvCache, Llama, Rope, EMBED_TOKENS, LM_HEAD,
 };
-pub use rope::{inv_freq, Llama3Rope, RopeScaling, YarnRope};
+pub use rope::{inv_freq, Llama3Rope, LongRope, RopeScaling, YarnRope};

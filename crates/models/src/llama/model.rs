@@ -456,8 +456,9 @@ impl Llama {
             let i = match kinds.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
-                    let inv_freq = super::rope::inv_freq(theta, cfg.head_dim(), scaling);
-                    let scale = scaling.map_or(1.0, |s| s.attention_factor());
+                    let inv_freq = super::rope::inv_freq(theta, cfg.head_dim(), scaling, start + t);
+                    let scale =
+                        scaling.map_or(1.0, |s| s.attention_factor(cfg.max_position_embeddings));
                     let rope = Rope::new(
                         &inv_freq,
                         scale,
@@ -722,6 +723,13 @@ impl Llama {
         let start = cache.len;
         if t == 0 {
             return Err(Error::Config("no tokens to run".into()));
+        }
+        if cfg.cache_expires(start, start + t) {
+            return Err(Error::Config(format!(
+                "{start} cached positions were rotated with LongRoPE's short factors, and {} \
+                 positions take the long ones: run the whole sequence again with a new cache",
+                start + t
+            )));
         }
         // New token i (position start + i) sees keys 0..=start + i (those of the window
         // ending there, with a sliding window): the composite attention's masks. A single

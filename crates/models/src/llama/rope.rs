@@ -1,5 +1,6 @@
 //! RoPE's inverse frequencies and the scalings of them transformers implements
-//! (`modeling_rope_utils`): Llama 3.1's, linear (position interpolation), dynamic NTK and YaRN.
+//! (`modeling_rope_utils`): Llama 3.1's, linear (position interpolation), dynamic NTK, YaRN and
+//! Phi-3's LongRoPE.
 //! Each is computed in f32 in transformers' order of operations, so that the tables match its
 //! bits as closely as f32 allows.
 
@@ -22,6 +23,10 @@ pub enum RopeScaling {
     /// YaRN (`_compute_yarn_parameters`: Qwen2.5's and Qwen3's long-context setting); boxed,
     /// as its optional keys would make every config carry their size.
     Yarn(Box<YarnRope>),
+    /// LongRoPE (`_compute_longrope_parameters`: Phi-3-mini-128k's, Phi-3.5's): one factor per
+    /// frequency, the short ones for sequences within the original context, the long ones
+    /// past it.
+    Longrope(Box<LongRope>),
 }
 
 /// What checkpoint records hold: the tagged form, or the untagged Llama 3.1 parameters of
@@ -41,6 +46,7 @@ enum TaggedScaling {
     Linear { factor: f64 },
     Dynamic { factor: f64 },
     Yarn(Box<YarnRope>),
+    Longrope(Box<LongRope>),
 }
 
 impl From<ScalingRecord> for RopeScaling {
@@ -52,6 +58,7 @@ impl From<ScalingRecord> for RopeScaling {
             ScalingRecord::Tagged(TaggedScaling::Linear { factor }) => Self::Linear { factor },
             ScalingRecord::Tagged(TaggedScaling::Dynamic { factor }) => Self::Dynamic { factor },
             ScalingRecord::Tagged(TaggedScaling::Yarn(y)) => Self::Yarn(y),
+            ScalingRecord::Tagged(TaggedScaling::Longrope(l)) => Self::Longrope(l),
         }
     }
 }
@@ -94,6 +101,44 @@ pub struct YarnRope {
     /// Whether the ramp's ends are rounded outwards to whole dimensions (true when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncate: Option<bool>,
+}
+
+/// LongRoPE's parameters: frequency i of the default RoPE divided by `short_factor[i]` while the
+/// sequence (the last position + 1) stays within `original_max_position_embeddings`, by
+/// `long_factor[i]` past it; cos and sin multiplied by [`LongRope::attention_factor`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongRope {
+    pub short_factor: Vec<f64>,
+    pub long_factor: Vec<f64>,
+    /// `None`: max_position_embeddings / original_max_position_embeddings (kept absent, as
+    /// configs write it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<f64>,
+    pub original_max_position_embeddings: usize,
+    /// The scale of cos and sin; absent: derived from `factor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_factor: Option<f64>,
+}
+
+impl LongRope {
+    /// `attention_factor` if set, else 1 for `factor` <= 1, else
+    /// `√(1 + ln factor / ln original_max_position_embeddings)`, `factor` defaulting to
+    /// `max_positions` / original_max_position_embeddings.
+    pub fn attention_factor(&self, max_positions: usize) -> f64 {
+        let old = self.original_max_position_embeddings as f64;
+        let factor = self.factor.unwrap_or(max_positions as f64 / old);
+        match self.attention_factor {
+            Some(a) => a,
+            None if factor <= 1.0 => 1.0,
+            None => (1.0 + factor.ln() / old.ln()).sqrt(),
+        }
+    }
+
+    /// Whether a sequence of `len` positions takes the long factors.
+    pub fn long(&self, len: usize) -> bool {
+        len > self.original_max_position_embeddings
+    }
 }
 
 impl YarnRope {
@@ -196,6 +241,30 @@ impl RopeScaling {
                     return Err("yarn RoPE scaling: original_max_position_embeddings is 0".into());
                 }
             }
+            Self::Longrope(l) => {
+                if let Some(f) = l.factor {
+                    positive("longrope RoPE scaling's factor", f)?;
+                }
+                if let Some(a) = l.attention_factor {
+                    positive("longrope RoPE scaling's attention_factor", a)?;
+                }
+                for (k, f) in [
+                    ("short_factor", &l.short_factor),
+                    ("long_factor", &l.long_factor),
+                ] {
+                    for &x in f {
+                        positive(&format!("longrope RoPE scaling's {k} entry"), x)?;
+                    }
+                }
+                // ln of the original context divides: 1 would make it 0.
+                if l.original_max_position_embeddings < 2 {
+                    return Err(format!(
+                        "longrope RoPE scaling: original_max_position_embeddings {} must be at \
+                         least 2",
+                        l.original_max_position_embeddings
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -207,24 +276,36 @@ impl RopeScaling {
             Self::Linear { .. } => "linear",
             Self::Dynamic { .. } => "dynamic",
             Self::Yarn(_) => "yarn",
+            Self::Longrope(_) => "longrope",
         }
     }
 
-    /// The scale of cos and sin (YaRN's attention factor; 1 for the others).
-    pub fn attention_factor(&self) -> f64 {
+    /// The scale of cos and sin (YaRN's and LongRoPE's attention factor, the latter of a model
+    /// of `max_positions`; 1 for the others).
+    pub fn attention_factor(&self, max_positions: usize) -> f64 {
         match self {
             Self::Yarn(y) => y.attention_factor(),
+            Self::Longrope(l) => l.attention_factor(max_positions),
             _ => 1.0,
         }
     }
 }
 
-/// RoPE's `hd / 2` inverse frequencies for base `theta`, scaled by `scaling`: `1 / θ^(2i/hd)`
-/// for the default RoPE.
-pub fn inv_freq(theta: f64, hd: usize, scaling: Option<&RopeScaling>) -> Vec<f32> {
+/// RoPE's `hd / 2` inverse frequencies for base `theta`, scaled by `scaling`, for a sequence of
+/// `len` positions (which LongRoPE's factors depend on): `1 / θ^(2i/hd)` for the default RoPE.
+pub fn inv_freq(theta: f64, hd: usize, scaling: Option<&RopeScaling>, len: usize) -> Vec<f32> {
     let base = theta as f32;
     let freqs = (0..hd / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32));
     match scaling {
+        Some(RopeScaling::Longrope(l)) => {
+            let ext = match l.long(len) {
+                true => &l.long_factor,
+                false => &l.short_factor,
+            };
+            (0..hd / 2)
+                .map(|i| 1.0 / (ext[i] as f32 * base.powf((2 * i) as f32 / hd as f32)))
+                .collect()
+        }
         None | Some(RopeScaling::Dynamic { .. }) => freqs.collect(),
         Some(RopeScaling::Linear { factor }) => freqs.map(|f| f / *factor as f32).collect(),
         Some(RopeScaling::Yarn(y)) => y.inv_freq(base, hd),
@@ -283,7 +364,7 @@ mod tests {
     fn scalings_match_transformers() {
         let y = RopeScaling::Yarn(Box::new(yarn(4.0, 8)));
         close(
-            &inv_freq(100.0, 16, Some(&y)),
+            &inv_freq(100.0, 16, Some(&y), 1),
             &[
                 1.0,
                 0.140_585_33,
@@ -295,7 +376,7 @@ mod tests {
                 0.004_445_698_6,
             ],
         );
-        assert!((y.attention_factor() - 1.138_629_436_111_989).abs() < 1e-12);
+        assert!((y.attention_factor(32) - 1.138_629_436_111_989).abs() < 1e-12);
         // Other betas, an untruncated ramp, mscale over mscale_all_dim.
         let y = RopeScaling::Yarn(Box::new(YarnRope {
             beta_fast: Some(8.0),
@@ -306,7 +387,7 @@ mod tests {
             ..yarn(4.0, 8)
         }));
         close(
-            &inv_freq(10000.0, 16, Some(&y)),
+            &inv_freq(10000.0, 16, Some(&y), 1),
             &[
                 1.0,
                 0.079_056_94,
@@ -318,18 +399,50 @@ mod tests {
                 7.905_695e-5,
             ],
         );
-        assert!((y.attention_factor() - 0.964_326_914_892_074).abs() < 1e-12);
+        assert!((y.attention_factor(32) - 0.964_326_914_892_074).abs() < 1e-12);
         let y = RopeScaling::Yarn(Box::new(yarn(4.0, 32)));
         close(
-            &inv_freq(10000.0, 16, Some(&y))[..3],
+            &inv_freq(10000.0, 16, Some(&y), 1)[..3],
             &[1.0, 0.197_642_36, 0.025],
         );
-        let plain = inv_freq(100.0, 16, None);
-        let linear = inv_freq(100.0, 16, Some(&RopeScaling::Linear { factor: 2.0 }));
+        let plain = inv_freq(100.0, 16, None, 1);
+        let linear = inv_freq(100.0, 16, Some(&RopeScaling::Linear { factor: 2.0 }), 1);
         close(&linear, &plain.iter().map(|f| f / 2.0).collect::<Vec<_>>());
         close(&linear[..2], &[0.5, 0.281_170_66]);
+        // LongRoPE (Phi3Config, original context 4096 of 131072): the short factors up to 4096
+        // positions, the long ones past; the factor of the contexts' ratio, 32.
+        let l = RopeScaling::Longrope(Box::new(LongRope {
+            short_factor: vec![1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 4.0, 5.0],
+            long_factor: vec![1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 40.0],
+            factor: None,
+            original_max_position_embeddings: 4096,
+            attention_factor: None,
+        }));
+        let short = [
+            1.0,
+            0.287_479_76,
+            0.083_333_336,
+            0.021_081_85,
+            0.005,
+            0.001_054_092_7,
+            0.000_25,
+            6.324_555_6e-5,
+        ];
+        close(&inv_freq(10000.0, 16, Some(&l), 4096), &short);
+        let long = [
+            1.0,
+            0.158_113_88,
+            0.025,
+            0.003_952_847_3,
+            0.000_625,
+            0.000_131_761_58,
+            3.125e-5,
+            7.905_694_5e-6,
+        ];
+        close(&inv_freq(10000.0, 16, Some(&l), 4097), &long);
+        assert!((l.attention_factor(131_072) - 1.190_238_071_423_808_3).abs() < 1e-12);
         // Within max_position_embeddings dynamic NTK is the default RoPE.
-        let dynamic = inv_freq(100.0, 16, Some(&RopeScaling::Dynamic { factor: 2.0 }));
+        let dynamic = inv_freq(100.0, 16, Some(&RopeScaling::Dynamic { factor: 2.0 }), 1);
         assert_eq!(dynamic, plain);
     }
 
@@ -364,6 +477,22 @@ mod tests {
 
     #[test]
     fn out_of_range_parameters_are_refused() {
+        let l = LongRope {
+            short_factor: vec![1.0, -1.0],
+            long_factor: vec![1.0, 2.0],
+            factor: None,
+            original_max_position_embeddings: 8,
+            attention_factor: None,
+        };
+        assert!(RopeScaling::Longrope(Box::new(l.clone()))
+            .validate()
+            .is_err());
+        let one = LongRope {
+            short_factor: vec![1.0, 1.0],
+            original_max_position_embeddings: 1,
+            ..l
+        };
+        assert!(RopeScaling::Longrope(Box::new(one)).validate().is_err());
         assert!(RopeScaling::Linear { factor: 0.0 }.validate().is_err());
         assert!(RopeScaling::Dynamic { factor: f64::NAN }
             .validate()
