@@ -86,7 +86,8 @@ from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassificat
                           Gemma3TextForSequenceClassification,
                           Qwen2ForTokenClassification, Qwen3ForSequenceClassification,
                           Qwen3ForTokenClassification, Phi3ForSequenceClassification,
-                          Phi3ForTokenClassification)
+                          Phi3ForTokenClassification, Gemma2ForSequenceClassification,
+                          Gemma2ForTokenClassification)
 from transformers.utils import logging as hf_logging
 
 from finetune_torch import macro, read, word_tokenizer
@@ -103,12 +104,13 @@ FAMILIES = {
     # No token classifier in transformers for Gemma 3.
     "gemma3_text": ("Gemma 3", Gemma3TextForSequenceClassification, None),
     "phi3": ("Phi-3", Phi3ForSequenceClassification, Phi3ForTokenClassification),
+    "gemma2": ("Gemma 2", Gemma2ForSequenceClassification, Gemma2ForTokenClassification),
 }
 # Families whose folders AutoTokenizer loads with a tokenizer class of their own that rebuilds
 # the pipeline from the vocabulary (GemmaTokenizer: SentencePiece's), whatever tokenizer.json
 # holds: a real folder's tokenizer.json is that pipeline; a test folder holding Lantern's
 # byte-level BPE is not, so the checks through AutoTokenizer are printed, not made.
-OWN_TOKENIZER = {"gemma3_text"}
+OWN_TOKENIZER = {"gemma3_text", "gemma2"}
 # The end-of-text tokens Lantern pads with when config.json names no pad_token_id, in its order.
 ENDS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
 # The model types run_ner loads the tokenizer of with add_prefix_space=True.

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Save a freshly initialised transformers LlamaForCausalLM, MistralForCausalLM,
-Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM (gemma3_text) or Phi3ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
+Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM (gemma3_text), Gemma2ForCausalLM or
+Phi3ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
 model of the Llama family rather than one Lantern pretrained:
 
     .venv-ref/bin/python scripts/hf_make_random_llama.py --family qwen2 --out DIR \
@@ -50,12 +51,15 @@ def main() -> int:
     config_class, model_class = FAMILIES[args.family]
     extra = ({"sliding_window": args.sliding_window} if args.family in ("mistral", "phi3")
              else {})
-    if args.family == "gemma3_text":
+    if args.family in ("gemma3_text", "gemma2"):
         # Sliding and full layers alternating, the window shorter than --positions; no
-        # padding id of Gemma's own (the tokenizer's end-of-text pads).
-        extra = {"sliding_window": args.sliding_window, "sliding_window_pattern": 2,
+        # padding id of Gemma's own (the tokenizer's end-of-text pads). Gemma 2 keeps its
+        # config's soft caps (50 on the scores, 30 on the logits).
+        extra = {"sliding_window": args.sliding_window,
                  "query_pre_attn_scalar": 2 * args.hidden // args.heads, "pad_token_id": None}
-    wide = args.family in ("qwen3", "gemma3_text")
+        if args.family == "gemma3_text":
+            extra["sliding_window_pattern"] = 2
+    wide = args.family in ("qwen3", "gemma3_text", "gemma2")
     head_dim = args.head_dim or (2 if wide else 1) * args.hidden // args.heads
     # Qwen2Config and Phi3Config have no head_dim key (hidden / heads).
     if args.family not in ("qwen2", "phi3") or args.head_dim:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
 mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/, phi3_window/,
-phi3_longrope/ and gemma3_mm/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
+phi3_longrope/, gemma2_softcap/ and gemma3_mm/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
@@ -30,6 +30,8 @@ gemma3_tiny/: Gemma3ForCausalLM (gemma3_text): three layers (sliding, full, slid
 llama_yarn/: llama_tiny with YaRN RoPE scaling (factor 4, original context 8, beta_fast 2,
 beta_slow 0.25, untruncated ramp; cos and sin scaled by the derived attention factor).
 gemma3_linear/: gemma3_tiny with linear RoPE scaling (factor 4) on its full layer only.
+gemma2_softcap/: Gemma2ForCausalLM (Gemma 3's layout without head norms, one RoPE base,
+attention scores soft-capped at 2 and logits at 1.5), three layers (sliding, full, sliding).
 phi3_window/: Phi3ForCausalLM (q, k and v in one fused qkv_proj, gate and up in one
 gate_up_proj), 2 key/value heads, untied, sliding_window 5.
 phi3_longrope/: Phi3ForCausalLM with LongRoPE (original context 8: the forward takes the long
@@ -58,7 +60,8 @@ import sys
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import (Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalGeneration,
+from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3Config, Gemma3ForCausalLM,
+                          Gemma3ForConditionalGeneration,
                           Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
                           Phi3Config, Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
@@ -102,6 +105,7 @@ FAMILIES = {
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM),
     "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 
@@ -110,10 +114,10 @@ def tiny_llama_config(kv_heads: int, tied: bool, rope: dict | None = None,
                       family: str = "llama", **extra) -> LlamaConfig:
     keys = dict(attention_bias=False, mlp_bias=False) if family == "llama" else {}
     keys.update(extra)
-    if family == "gemma3_text":
-        # Gemma 3 names its activation apart (GELU, tanh approximation), and its RoPE is one
-        # per kind of layer.
-        return Gemma3TextConfig(
+    if family in ("gemma3_text", "gemma2"):
+        # Gemma names its activation apart (GELU, tanh approximation), and Gemma 3's RoPE is
+        # one per kind of layer.
+        return FAMILIES[family][0](
             vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
             num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=32,
             rms_norm_eps=1e-6, attention_dropout=0.0, tie_word_embeddings=tied,
@@ -284,6 +288,14 @@ def main() -> int:
         "llama_yarn": dict(kv_heads=2, tied=False, rope=YARN_ROPE),
         # Phi-3's fused qkv_proj and gate_up_proj, with Mistral's window of 5.
         "phi3_window": dict(kv_heads=2, tied=False, family="phi3", sliding_window=WINDOW),
+        # Gemma 2: layers sliding, full, sliding (window 5), heads of 16, scores scaled by
+        # 1/sqrt(12) and soft-capped at 2, logits soft-capped at 1.5 (both low enough to bend
+        # the tiny model's values), one RoPE base (100), padding id 0, tied head.
+        "gemma2_softcap": dict(kv_heads=2, tied=True, family="gemma2", head_dim=16,
+                               sliding_window=WINDOW, query_pre_attn_scalar=12, pad_token_id=0,
+                               attn_logit_softcapping=2.0, final_logit_softcapping=1.5,
+                               rope_parameters={"rope_type": "default",
+                                                "rope_theta": ROPE_THETA}),
         "phi3_longrope": dict(kv_heads=2, tied=False, rope=LONGROPE, family="phi3",
                               original_max_position_embeddings=8),
         # gemma3_tiny with Gemma 3 4B's linear RoPE scaling (factor 4 here) on its full layer.

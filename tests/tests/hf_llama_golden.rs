@@ -9,6 +9,7 @@
 //! scalings: `llama_yarn/` (YaRN) and `gemma3_linear/` (linear, on Gemma 3's full layer only),
 //! `phi3_window/` (`Phi3ForCausalLM`: fused `qkv_proj` and `gate_up_proj`, a window of 5),
 //! `phi3_longrope/` (Phi-3's LongRoPE, short and long factors, the cache restarted between),
+//! `gemma2_softcap/` (`Gemma2ForCausalLM`: soft-capped attention scores and logits),
 //! each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
@@ -22,7 +23,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 12] = [
+const FOLDERS: [&str; 13] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
@@ -35,6 +36,7 @@ const FOLDERS: [&str; 12] = [
     "gemma3_linear",
     "phi3_window",
     "phi3_longrope",
+    "gemma2_softcap",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {

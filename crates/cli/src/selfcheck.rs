@@ -922,7 +922,7 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
 /// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
 /// `recompute` runs the step with activation checkpointing. With `family` "gpt2", "llama",
-/// "qwen2", "mistral", "qwen3", "gemma3_text" or "phi3", the model is a GPT-2 or Llama-family sequence or token classifier of
+/// "qwen2", "mistral", "qwen3", "gemma3_text", "gemma2" or "phi3", the model is a GPT-2 or Llama-family sequence or token classifier of
 /// the same width (the
 /// sequence's last non-padding token scored, or the same positions as BERT's tags; the fused
 /// causal attention on a GPU, the composite one on the CPU) on the same batch.
@@ -952,7 +952,7 @@ fn cls_losses(
             dropout: 0.0,
             layer_norm_epsilon: 1e-5,
         })),
-        "llama" | "qwen2" | "mistral" | "qwen3" | "gemma3_text" | "phi3" => {
+        "llama" | "qwen2" | "mistral" | "qwen3" | "gemma3_text" | "gemma2" | "phi3" => {
             let mut c = LlamaConfig::preset("llama-tiny", vocab as usize)?;
             (c.hidden_size, c.intermediate_size, c.num_hidden_layers) = (64, 192, 2);
             c.max_position_embeddings = t;
@@ -963,12 +963,17 @@ fn cls_losses(
             c.model_type = LlamaFamily::from_model_type(family).expect("a Llama family");
             c.sliding_window = matches!(family, "mistral" | "phi3").then_some(16);
             c.head_dim = (family == "qwen3").then_some(32);
-            if family == "gemma3_text" {
+            if family == "gemma3_text" || family == "gemma2" {
                 // Gemma 3: sliding (window 16) then full layers, heads of 32, its norms, GELU
-                // MLP, scaled embeddings and scores.
+                // MLP, scaled embeddings and scores; Gemma 2: the same with one RoPE base and
+                // soft-capped scores (so the composite attention on every layer).
                 (c.sliding_window, c.head_dim) = (Some(16), Some(32));
                 c.sliding_layers = vec![true, false];
-                (c.rope_local_theta, c.query_pre_attn_scalar) = (Some(100.0), Some(24.0));
+                c.query_pre_attn_scalar = Some(24.0);
+                match family {
+                    "gemma2" => c.attn_logit_softcapping = Some(5.0),
+                    _ => c.rope_local_theta = Some(100.0),
+                }
             }
             Some(DecoderConfig::Llama(c))
         }
@@ -1145,6 +1150,10 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
         (
             ("gemma3_text", seq, true, true),
             "finetune gemma3 recompute lora",
+        ),
+        (
+            ("gemma2", seq, true, true),
+            "finetune gemma2 softcap recompute lora",
         ),
         (("phi3", seq, false, false), "finetune phi3 window"),
         (

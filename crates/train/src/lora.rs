@@ -1376,6 +1376,17 @@ mod tests {
                 query_pre_attn_scalar: Some(40.0),
                 ..llama.clone()
             }),
+            // Gemma 2: Gemma 3's layout without head norms, soft-capped scores and logits.
+            DecoderConfig::Llama(LlamaConfig {
+                model_type: LlamaFamily::Gemma2,
+                head_dim: Some(48),
+                sliding_window: Some(8),
+                sliding_layers: vec![true, false, true, false],
+                query_pre_attn_scalar: Some(40.0),
+                attn_logit_softcapping: Some(5.0),
+                final_logit_softcapping: Some(4.0),
+                ..llama.clone()
+            }),
             // Phi-3: four linear layers a block, two of them fused (qkv_proj, gate_up_proj).
             DecoderConfig::Llama(LlamaConfig {
                 model_type: LlamaFamily::Phi3,

@@ -124,13 +124,16 @@ impl ModelConfig {
                     _ => {}
                 }
                 if let Some(f) = m.family {
-                    if f == lantern_models::llama::LlamaFamily::Gemma3 && m.init_from.is_none() {
-                        return Err(Error::Config(
-                            "model.family = \"gemma3_text\" from scratch is not supported \
-                             (its layer kinds and RoPE bases have no keys here): start from a \
-                             Gemma 3 folder with model.init_from"
-                                .into(),
-                        ));
+                    use lantern_models::llama::LlamaFamily;
+                    if matches!(f, LlamaFamily::Gemma3 | LlamaFamily::Gemma2)
+                        && m.init_from.is_none()
+                    {
+                        return Err(Error::Config(format!(
+                            "model.family = \"{}\" from scratch is not supported (its layer \
+                             kinds, RoPE bases and soft caps have no keys here): start from a \
+                             Gemma folder with model.init_from",
+                            f.model_type()
+                        )));
                     }
                     c.model_type = f;
                 }
@@ -687,6 +690,7 @@ mod tests {
             ),
             (&["model.family=\"gemma\""][..], "qwen3"),
             (&["model.family=\"gemma3_text\""][..], "model.init_from"),
+            (&["model.family=\"gemma2\""][..], "model.init_from"),
         ] {
             let e = resolve(sets).err().unwrap().to_string();
             assert!(e.contains(want), "{sets:?}: {e}");

@@ -47,7 +47,7 @@ pub enum DecoderHead {
 }
 
 /// transformers' class of each head on each family (`model_type`).
-const ARCHITECTURES: [(&str, DecoderHead, &str); 13] = {
+const ARCHITECTURES: [(&str, DecoderHead, &str); 15] = {
     use DecoderHead::{SequenceClassification as Seq, TokenClassification as Tok};
     [
         ("gpt2", Seq, "GPT2ForSequenceClassification"),
@@ -62,6 +62,8 @@ const ARCHITECTURES: [(&str, DecoderHead, &str); 13] = {
         ("qwen3", Tok, "Qwen3ForTokenClassification"),
         // transformers has no token classifier for Gemma 3.
         ("gemma3_text", Seq, "Gemma3TextForSequenceClassification"),
+        ("gemma2", Seq, "Gemma2ForSequenceClassification"),
+        ("gemma2", Tok, "Gemma2ForTokenClassification"),
         ("phi3", Seq, "Phi3ForSequenceClassification"),
         ("phi3", Tok, "Phi3ForTokenClassification"),
     ]
@@ -587,20 +589,20 @@ mod tests {
         let DecoderConfig::Llama(c) = tiny_llama().lm else {
             unreachable!()
         };
-        let gemma = family == LlamaFamily::Gemma3;
+        let gemma = matches!(family, LlamaFamily::Gemma3 | LlamaFamily::Gemma2);
+        let gemma2 = family == LlamaFamily::Gemma2;
         with_labels(DecoderConfig::Llama(LlamaConfig {
             model_type: family,
-            sliding_window: matches!(
-                family,
-                LlamaFamily::Mistral | LlamaFamily::Gemma3 | LlamaFamily::Phi3
-            )
-            .then_some(3),
-            head_dim: matches!(family, LlamaFamily::Qwen3 | LlamaFamily::Gemma3).then_some(12),
-            // Gemma 3: a sliding layer then a full one, with RoPE bases and a score scale of
-            // their own.
+            sliding_window: (gemma || matches!(family, LlamaFamily::Mistral | LlamaFamily::Phi3))
+                .then_some(3),
+            head_dim: (gemma || family == LlamaFamily::Qwen3).then_some(12),
+            // Gemma: a sliding layer then a full one, with a score scale of their own; Gemma 3's
+            // RoPE bases differ, Gemma 2 soft-caps its scores (and its LM's logits).
             sliding_layers: if gemma { vec![true, false] } else { Vec::new() },
-            rope_local_theta: gemma.then_some(50.0),
+            rope_local_theta: (gemma && !gemma2).then_some(50.0),
             query_pre_attn_scalar: gemma.then_some(10.0),
+            attn_logit_softcapping: gemma2.then_some(2.0),
+            final_logit_softcapping: gemma2.then_some(3.0),
             ..c
         }))
     }
@@ -610,7 +612,7 @@ mod tests {
         DecoderHead::TokenClassification.check(&cfg.lm).is_ok()
     }
 
-    fn families() -> [DecoderClsConfig; 7] {
+    fn families() -> [DecoderClsConfig; 8] {
         [
             tiny(),
             tiny_llama(),
@@ -618,6 +620,7 @@ mod tests {
             tiny_relative(LlamaFamily::Mistral),
             tiny_relative(LlamaFamily::Qwen3),
             tiny_relative(LlamaFamily::Gemma3),
+            tiny_relative(LlamaFamily::Gemma2),
             tiny_relative(LlamaFamily::Phi3),
         ]
     }

@@ -72,6 +72,14 @@ pub struct LlamaConfig {
     /// 1/√head_dim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma's `attn_logit_softcapping` c: the scaled attention scores s become
+    /// `tanh(s / c) · c` before the mask and the softmax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma's `final_logit_softcapping` c: the language model's logits z become
+    /// `tanh(z / c) · c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_logit_softcapping: Option<f64>,
 }
 
 /// The transformers families that are Llama's architecture with a variation
@@ -94,6 +102,9 @@ pub enum LlamaFamily {
     /// own, attention scaled by `query_pre_attn_scalar`.
     #[serde(rename = "gemma3_text")]
     Gemma3,
+    /// `Gemma2ForCausalLM`: Gemma 3's layout without its head norms, one RoPE for every layer,
+    /// and soft-capped attention scores and logits (`tanh(x / cap) · cap`).
+    Gemma2,
     /// `Phi3ForCausalLM` (the 4k-context Phi-3 and Phi-4; the others' longrope RoPE is not
     /// implemented): Llama with its query, key and value projections fused into one
     /// (`qkv_proj`) and its gate and up projections too (`gate_up_proj`), and Mistral's
@@ -102,12 +113,13 @@ pub enum LlamaFamily {
 }
 
 impl LlamaFamily {
-    pub const ALL: [LlamaFamily; 6] = [
+    pub const ALL: [LlamaFamily; 7] = [
         Self::Llama,
         Self::Mistral,
         Self::Qwen2,
         Self::Qwen3,
         Self::Gemma3,
+        Self::Gemma2,
         Self::Phi3,
     ];
 
@@ -119,6 +131,7 @@ impl LlamaFamily {
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3_text",
+            Self::Gemma2 => "gemma2",
             Self::Phi3 => "phi3",
         }
     }
@@ -133,7 +146,7 @@ impl LlamaFamily {
     /// `hidden_activation` `gelu_pytorch_tanh`.
     pub fn activation(self) -> (&'static str, &'static str) {
         match self {
-            Self::Gemma3 => ("hidden_activation", "gelu_pytorch_tanh"),
+            Self::Gemma3 | Self::Gemma2 => ("hidden_activation", "gelu_pytorch_tanh"),
             _ => ("hidden_act", "silu"),
         }
     }
@@ -146,6 +159,7 @@ impl LlamaFamily {
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen3 => "Qwen3ForCausalLM",
             Self::Gemma3 => "Gemma3ForCausalLM",
+            Self::Gemma2 => "Gemma2ForCausalLM",
             Self::Phi3 => "Phi3ForCausalLM",
         }
     }
@@ -206,6 +220,8 @@ impl LlamaConfig {
             sliding_layers: Vec::new(),
             rope_local_theta: None,
             query_pre_attn_scalar: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
         };
         c.validate()?;
         Ok(c)
@@ -304,20 +320,35 @@ impl LlamaConfig {
         let family = self.model_type.model_type();
         let (own_attention_bias, own_mlp_bias) = match self.model_type {
             LlamaFamily::Llama => (true, true),
-            LlamaFamily::Qwen3 | LlamaFamily::Gemma3 => (true, false),
+            LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => (true, false),
             LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
         };
-        let gemma = self.model_type == LlamaFamily::Gemma3;
-        for (key, set) in [
-            ("sliding_layers", !self.sliding_layers.is_empty()),
-            ("rope_local_theta", self.rope_local_theta.is_some()),
+        let gemma3 = self.model_type == LlamaFamily::Gemma3;
+        for (key, set, own) in [
+            (
+                "sliding_layers",
+                !self.sliding_layers.is_empty(),
+                self.gemma(),
+            ),
+            ("rope_local_theta", self.rope_local_theta.is_some(), gemma3),
             (
                 "query_pre_attn_scalar",
                 self.query_pre_attn_scalar.is_some(),
+                self.gemma(),
+            ),
+            (
+                "attn_logit_softcapping",
+                self.attn_logit_softcapping.is_some(),
+                self.gemma(),
+            ),
+            (
+                "final_logit_softcapping",
+                self.final_logit_softcapping.is_some(),
+                self.gemma(),
             ),
         ] {
-            if set && !gemma {
-                return bad(format!("{key} is Gemma 3's, not {family}'s"));
+            if set && !own {
+                return bad(format!("{key} is not a key of {family}'s config"));
             }
         }
         if !self.sliding_layers.is_empty() && self.sliding_layers.len() != self.num_hidden_layers {
@@ -330,6 +361,8 @@ impl LlamaConfig {
         for (k, v) in [
             ("rope_local_theta", self.rope_local_theta),
             ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("attn_logit_softcapping", self.attn_logit_softcapping),
+            ("final_logit_softcapping", self.final_logit_softcapping),
         ] {
             if v.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
                 return bad(format!("{k} {v:?} must be finite and > 0"));
@@ -346,7 +379,13 @@ impl LlamaConfig {
         match (self.model_type, self.sliding_window) {
             (_, None) => {}
             (_, Some(0)) => return bad("sliding_window must be positive".into()),
-            (LlamaFamily::Mistral | LlamaFamily::Gemma3 | LlamaFamily::Phi3, Some(_)) => {}
+            (
+                LlamaFamily::Mistral
+                | LlamaFamily::Gemma3
+                | LlamaFamily::Gemma2
+                | LlamaFamily::Phi3,
+                Some(_),
+            ) => {}
             (_, Some(w)) => {
                 return bad(format!(
                     "sliding_window {w}: only Mistral's, Gemma 3's and Phi-3's attention slides \
@@ -377,6 +416,13 @@ impl LlamaConfig {
         }
     }
 
+    /// Whether layer `l`'s attention must run composite, with a mask, over `t` positions: its
+    /// window is shorter than the sequence, or its scores are soft-capped (the fused kernel
+    /// does neither).
+    pub fn needs_composite(&self, l: usize, t: usize) -> bool {
+        self.window_applies(l, t) || self.attn_logit_softcapping.is_some()
+    }
+
     /// Layer `l`'s RoPE base: Gemma 3's sliding layers have their own.
     pub fn layer_rope_theta(&self, l: usize) -> f64 {
         match (self.sliding_layers.get(l), self.rope_local_theta) {
@@ -405,10 +451,10 @@ impl LlamaConfig {
         self.model_type == LlamaFamily::Phi3
     }
 
-    /// Gemma 3's layout: RMSNorm gains 1 + w (stored w, drawn 0), norms after attention and
-    /// the MLP too, a GELU (tanh) MLP, embeddings scaled by √hidden.
+    /// Gemma 2's and 3's layout: RMSNorm gains 1 + w (stored w, drawn 0), norms after
+    /// attention and the MLP too, a GELU (tanh) MLP, embeddings scaled by √hidden.
     pub fn gemma(&self) -> bool {
-        self.model_type == LlamaFamily::Gemma3
+        matches!(self.model_type, LlamaFamily::Gemma3 | LlamaFamily::Gemma2)
     }
 
     /// The width of an attention head: `head_dim` if the config sets it, else `hidden_size /

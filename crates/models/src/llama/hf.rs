@@ -1,6 +1,6 @@
 //! The Hugging Face `LlamaForCausalLM` folder format (and `MistralForCausalLM`,
-//! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`, `Phi3ForCausalLM`): `config.json` and
-//! `model.safetensors`.
+//! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`, `Gemma2ForCausalLM`,
+//! `Phi3ForCausalLM`): `config.json` and `model.safetensors`.
 //!
 //! Our parameter names and layouts are transformers' own, so export is a copy. Import accepts
 //! checkpoints written by `transformers` (`save_pretrained`), with or without the `model.`
@@ -90,32 +90,41 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             }
             p
         }
-        LlamaFamily::Gemma3 => json!({
-            "head_dim": cfg.head_dim(),
-            "attention_bias": cfg.attention_bias,
-            // An integer in Gemma3TextConfig (`int`), as its checkpoints write it.
-            "query_pre_attn_scalar": cfg.query_pre_attn_scalar.map(|q| match q.fract() == 0.0 {
-                true => json!(q as u64),
-                false => json!(q),
-            }),
-            "sliding_window": cfg.sliding_window,
-            "layer_types": (0..cfg.num_hidden_layers)
-                .map(|l| match cfg.sliding_layers.get(l) {
-                    Some(true) => "sliding_attention",
-                    _ => "full_attention",
-                })
-                .collect::<Vec<_>>(),
-            "rope_parameters": {
-                "full_attention": rope_parameters(cfg.rope_theta, cfg.rope_scaling.as_ref()),
-                "sliding_attention": rope_parameters(
-                    cfg.rope_local_theta.unwrap_or(cfg.rope_theta),
-                    None,
-                ),
-            },
-            "final_logit_softcapping": null,
-            "attn_logit_softcapping": null,
-            "use_bidirectional_attention": false,
-        }),
+        LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => {
+            let mut g = json!({
+                "head_dim": cfg.head_dim(),
+                "attention_bias": cfg.attention_bias,
+                // An integer in Gemma's config classes (`int`), as their checkpoints write it.
+                "query_pre_attn_scalar": cfg.query_pre_attn_scalar.map(|q| match q.fract() == 0.0 {
+                    true => json!(q as u64),
+                    false => json!(q),
+                }),
+                "sliding_window": cfg.sliding_window,
+                "layer_types": (0..cfg.num_hidden_layers)
+                    .map(|l| match cfg.sliding_layers.get(l) {
+                        Some(true) => "sliding_attention",
+                        _ => "full_attention",
+                    })
+                    .collect::<Vec<_>>(),
+                "final_logit_softcapping": cfg.final_logit_softcapping,
+                "attn_logit_softcapping": cfg.attn_logit_softcapping,
+            });
+            match cfg.model_type {
+                LlamaFamily::Gemma3 => {
+                    g["rope_parameters"] = json!({
+                        "full_attention": rope_parameters(cfg.rope_theta, cfg.rope_scaling.as_ref()),
+                        "sliding_attention": rope_parameters(
+                            cfg.rope_local_theta.unwrap_or(cfg.rope_theta),
+                            None,
+                        ),
+                    });
+                    g["use_bidirectional_attention"] = false.into();
+                }
+                // Gemma2Config: one RoPE, and no bidirectional attention unless set.
+                _ => g["use_bidirectional_attention"] = Value::Null,
+            }
+            g
+        }
     };
     for (k, x) in family.as_object().expect("an object") {
         v[k] = x.clone();
@@ -193,7 +202,9 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     let defaults = Defaults::of(family);
     let (attention_bias, mlp_bias) = match family {
         LlamaFamily::Llama => (boolean("attention_bias")?, boolean("mlp_bias")?),
-        LlamaFamily::Qwen3 | LlamaFamily::Gemma3 => (boolean("attention_bias")?, false),
+        LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => {
+            (boolean("attention_bias")?, false)
+        }
         LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
     };
     let sliding_window = match family {
@@ -208,15 +219,17 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             })?),
         },
         // An absent key is MistralConfig's (Gemma3TextConfig's) default window; null is none.
-        LlamaFamily::Mistral | LlamaFamily::Gemma3 => match v.get("sliding_window") {
-            None => Some(4096),
-            Some(Value::Null) => None,
-            Some(x) => Some(x.as_u64().map(|x| x as usize).ok_or_else(|| {
-                err(format!(
-                    "\"sliding_window\" is {x}, expected a non-negative integer or null"
-                ))
-            })?),
-        },
+        LlamaFamily::Mistral | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => {
+            match v.get("sliding_window") {
+                None => Some(4096),
+                Some(Value::Null) => None,
+                Some(x) => Some(x.as_u64().map(|x| x as usize).ok_or_else(|| {
+                    err(format!(
+                        "\"sliding_window\" is {x}, expected a non-negative integer or null"
+                    ))
+                })?),
+            }
+        }
         // Qwen2Config and Qwen3Config set the window only with `use_sliding_window`, and then
         // on the layers past `max_window_layers` only.
         LlamaFamily::Qwen2 | LlamaFamily::Qwen3 => {
@@ -271,7 +284,9 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     }
     .filter(|&hd| num_attention_heads.checked_mul(hd) != Some(hidden_size));
     let gemma = match family {
-        LlamaFamily::Gemma3 => Some(gemma3(v, path, num_hidden_layers)?),
+        LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => {
+            Some(gemma(v, path, num_hidden_layers, family)?)
+        }
         _ => None,
     };
     let (rope_theta, rope_scaling) = match &gemma {
@@ -312,8 +327,10 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         sliding_layers: gemma
             .as_ref()
             .map_or(Vec::new(), |g| g.sliding_layers.clone()),
-        rope_local_theta: gemma.as_ref().map(|g| g.rope_local_theta),
+        rope_local_theta: gemma.as_ref().and_then(|g| g.rope_local_theta),
         query_pre_attn_scalar: gemma.as_ref().map(|g| g.query_pre_attn_scalar),
+        attn_logit_softcapping: gemma.as_ref().and_then(|g| g.attn_logit_softcapping),
+        final_logit_softcapping: gemma.as_ref().and_then(|g| g.final_logit_softcapping),
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
     check_plausible(&cfg, path)?;
@@ -322,7 +339,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
 
 /// The defaults of each family's config class for the keys whose defaults differ
 /// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config`, `Gemma3TextConfig`,
-/// `Phi3Config` in transformers 5.24).
+/// `Gemma2Config`, `Phi3Config` in transformers 5.24).
 struct Defaults {
     hidden: usize,
     layers: usize,
@@ -387,6 +404,19 @@ impl Defaults {
                 head_dim: Some(256),
                 eps: 1e-6,
             },
+            LlamaFamily::Gemma2 => Self {
+                hidden: 2304,
+                layers: 26,
+                heads: 8,
+                tied: true,
+                pad: Some(0),
+                vocab_size: 256_000,
+                intermediate_size: 9216,
+                max_positions: 8192,
+                kv_heads: Some(4),
+                head_dim: Some(256),
+                eps: 1e-6,
+            },
             LlamaFamily::Phi3 => Self {
                 hidden: 3072,
                 pad: Some(32000),
@@ -400,33 +430,45 @@ impl Defaults {
     }
 }
 
-/// What Gemma 3's config says beyond Llama's keys.
-struct Gemma3Keys {
+/// What Gemma 2's and 3's configs say beyond Llama's keys.
+struct GemmaKeys {
     rope_theta: f64,
-    /// The full layers' scaling.
+    /// The (full) layers' scaling.
     rope_scaling: Option<RopeScaling>,
-    rope_local_theta: f64,
+    /// Gemma 3's sliding layers' RoPE base.
+    rope_local_theta: Option<f64>,
     query_pre_attn_scalar: f64,
     sliding_layers: Vec<bool>,
+    attn_logit_softcapping: Option<f64>,
+    final_logit_softcapping: Option<f64>,
 }
 
-/// Gemma3TextConfig's own keys, read as transformers 5.24 reads them: `layer_types` (or the
-/// legacy `sliding_window_pattern`, default 6: every sixth layer full), the RoPE of each kind
-/// of layer (`rope_parameters.full_attention` / `.sliding_attention`, or the legacy
-/// `rope_theta` / `rope_local_base_freq`; 1,000,000 and 10,000 by default; a legacy
-/// `rope_scaling` is the full layers', which may scale as [`rope_object`] reads, the sliding
-/// ones take the default RoPE), `query_pre_attn_scalar` (256). Refused by name: logit
-/// soft-capping, bidirectional attention, a scaled RoPE on sliding layers.
-fn gemma3(v: &Value, path: &Path, layers: usize) -> Result<Gemma3Keys> {
+/// Gemma3TextConfig's and Gemma2Config's own keys, read as transformers 5.24 reads them:
+/// `layer_types` (else Gemma 3's legacy `sliding_window_pattern`, default 6: every sixth layer
+/// full; Gemma 2's every second layer full), `query_pre_attn_scalar` (256), the soft caps of
+/// the attention scores and of the logits (`attn_logit_softcapping`,
+/// `final_logit_softcapping`: Gemma 2's 50 and 30 when absent, Gemma 3's none; null is none).
+/// Gemma 2 has one RoPE ([`rope`]). Gemma 3 has one per kind of layer
+/// (`rope_parameters.full_attention` / `.sliding_attention`, or the legacy `rope_theta` /
+/// `rope_local_base_freq`; 1,000,000 and 10,000 by default; a legacy `rope_scaling` is the
+/// full layers', which may scale as [`rope_object`] reads, the sliding ones take the default
+/// RoPE). Refused by name: bidirectional attention, a scaled RoPE on Gemma 3's sliding layers.
+fn gemma(v: &Value, path: &Path, layers: usize, family: LlamaFamily) -> Result<GemmaKeys> {
     let err = hf_config::file_err(path);
     let get = |k: &str| v.get(k).filter(|x| !x.is_null());
-    for k in ["final_logit_softcapping", "attn_logit_softcapping"] {
-        if let Some(x) = get(k) {
-            return Err(err(format!(
-                "\"{k}\" {x} is not supported (no soft-capping)"
-            )));
+    let gemma2 = family == LlamaFamily::Gemma2;
+    let cap = |k: &str, gemma2_default: f64| -> Result<Option<f64>> {
+        match v.get(k) {
+            None if gemma2 => Ok(Some(gemma2_default)),
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| err(format!("\"{k}\" is {x}, expected a number or null"))),
         }
-    }
+    };
+    let attn_logit_softcapping = cap("attn_logit_softcapping", 50.0)?;
+    let final_logit_softcapping = cap("final_logit_softcapping", 30.0)?;
     if get("use_bidirectional_attention").and_then(Value::as_bool) == Some(true) {
         return Err(err(
             "\"use_bidirectional_attention\": true is not supported (causal attention only)".into(),
@@ -454,6 +496,8 @@ fn gemma3(v: &Value, path: &Path, layers: usize) -> Result<Gemma3Keys> {
                 })
                 .collect::<Result<Vec<_>>>()?
         }
+        // Gemma2Config: sliding, full, sliding, ...
+        None if gemma2 => (0..layers).map(|i| i % 2 == 0).collect(),
         None => {
             let pattern = match get("sliding_window_pattern") {
                 None => 6,
@@ -466,6 +510,19 @@ fn gemma3(v: &Value, path: &Path, layers: usize) -> Result<Gemma3Keys> {
             (0..layers).map(|i| (i + 1) % pattern != 0).collect()
         }
     };
+    let query_pre_attn_scalar = number_or(v, path, "query_pre_attn_scalar", 256.0)?;
+    if gemma2 {
+        let (rope_theta, rope_scaling) = rope(v, path, family)?;
+        return Ok(GemmaKeys {
+            rope_theta,
+            rope_scaling,
+            rope_local_theta: None,
+            query_pre_attn_scalar,
+            sliding_layers,
+            attn_logit_softcapping,
+            final_logit_softcapping,
+        });
+    }
     let (legacy_full, legacy_local) = (
         number_or(v, path, "rope_theta", 1_000_000.0)?,
         number_or(v, path, "rope_local_base_freq", 10_000.0)?,
@@ -513,12 +570,14 @@ fn gemma3(v: &Value, path: &Path, layers: usize) -> Result<Gemma3Keys> {
             s.name()
         )));
     }
-    Ok(Gemma3Keys {
+    Ok(GemmaKeys {
         rope_theta,
         rope_scaling,
-        rope_local_theta,
-        query_pre_attn_scalar: number_or(v, path, "query_pre_attn_scalar", 256.0)?,
+        rope_local_theta: Some(rope_local_theta),
+        query_pre_attn_scalar,
         sliding_layers,
+        attn_logit_softcapping,
+        final_logit_softcapping,
     })
 }
 
@@ -1084,6 +1143,31 @@ mod tests {
             "default"
         );
         assert_eq!(read(&v).unwrap(), g);
+        // Gemma2Config's: soft caps 50 and 30, every second layer full, one RoPE base
+        // (10,000), heads of 256, window 4096, 8192 positions; null caps are none.
+        let g = read(&json!({"model_type": "gemma2", "num_hidden_layers": 4})).unwrap();
+        assert_eq!(
+            (g.attn_logit_softcapping, g.final_logit_softcapping),
+            (Some(50.0), Some(30.0))
+        );
+        assert_eq!(g.sliding_layers, [true, false, true, false]);
+        assert_eq!((g.rope_theta, g.rope_local_theta), (10_000.0, None));
+        assert_eq!(
+            (g.head_dim(), g.sliding_window, g.max_position_embeddings),
+            (256, Some(4096), 8192)
+        );
+        assert!(g.tie_word_embeddings && g.pad_token_id == Some(0) && !g.qk_norm());
+        let v = to_hf_config(&g, None, DType::F32);
+        assert_eq!(read(&v).unwrap(), g);
+        let g = read(
+            &json!({"model_type": "gemma2", "attn_logit_softcapping": null,
+            "final_logit_softcapping": null}),
+        )
+        .unwrap();
+        assert_eq!(
+            (g.attn_logit_softcapping, g.final_logit_softcapping),
+            (None, None)
+        );
         // MistralConfig's window is 4096 unless the key says otherwise; null is none.
         let m = read(&json!({"model_type": "mistral"})).unwrap();
         assert_eq!(m.sliding_window, Some(4096));
@@ -1358,8 +1442,16 @@ mod tests {
                 "use_sliding_window",
             ),
             (
-                json!({"model_type": "gemma3_text", "final_logit_softcapping": 30.0}),
+                json!({"model_type": "gemma3_text", "final_logit_softcapping": "30"}),
                 "final_logit_softcapping",
+            ),
+            (
+                json!({"model_type": "gemma2", "attn_logit_softcapping": -1.0}),
+                "attn_logit_softcapping",
+            ),
+            (
+                json!({"model_type": "gemma2", "use_bidirectional_attention": true}),
+                "use_bidirectional_attention",
             ),
             (
                 json!({"model_type": "gemma3_text", "layer_types": ["full_attention"]}),

@@ -542,7 +542,7 @@ impl Llama {
         // attention, with the window's mask.
         let fused = self.attention.fused_on(device);
         let cfg = &self.cfg;
-        self.contexts((0, t), |l| !fused || cfg.window_applies(l, t), device)
+        self.contexts((0, t), |l| !fused || cfg.needs_composite(l, t), device)
     }
 
     /// Block `l` on x (B, T, C) with `ctx` from [`Llama::block_context`] → (B, T, C).
@@ -629,7 +629,14 @@ impl Llama {
         let q = q.reshape((b, kv, n_rep * t, hd))?;
         let att = q.matmul(&kk.t()?)?; // (B, KV, n_rep·T, S)
         let att = att.reshape((b, kv, n_rep, t, s))?;
-        let att = k::masked_softmax(&att, self.cfg.attn_scale(), mask)?;
+        let att = match self.cfg.attn_logit_softcapping {
+            // Gemma's soft cap on the scaled scores, before the mask: tanh(s / c) · c.
+            Some(cap) => {
+                let capped = att.affine(self.cfg.attn_scale() / cap, 0.0)?.tanh()?;
+                k::masked_softmax(&capped.affine(cap, 0.0)?, 1.0, mask)?
+            }
+            None => k::masked_softmax(&att, self.cfg.attn_scale(), mask)?,
+        };
         let att = att.reshape((b, kv, n_rep * t, s))?;
         let y = att.matmul(vv)?.reshape((b, h, t, hd))?; // (B, H, T, hd)
         Ok(y.transpose(1, 2)?.reshape((b, t, h * hd))?) // (B, T, H·hd)
@@ -699,7 +706,20 @@ impl Llama {
 
     /// The last block's output (.., C) → logits (.., V): the final RMSNorm and `lm_head`.
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
-        linear(&self.final_norm(x)?, &self.lm_head, Product::Matmul)
+        self.logits(linear(
+            &self.final_norm(x)?,
+            &self.lm_head,
+            Product::Matmul,
+        )?)
+    }
+
+    /// `lm_head`'s output z as the language model's logits: Gemma's `tanh(z / c) · c` where
+    /// its config soft-caps them, else z.
+    fn logits(&self, z: Tensor) -> Result<Tensor> {
+        match self.cfg.final_logit_softcapping {
+            Some(cap) => Ok(z.affine(1.0 / cap, 0.0)?.tanh()?.affine(cap, 0.0)?),
+            None => Ok(z),
+        }
     }
 
     /// For generation: the logits (B, V) of the last of `ids` (B, T), the tokens that follow
@@ -761,7 +781,11 @@ impl Llama {
         }
         cache.len = start + t;
         let last = x.narrow(1, t - 1, 1)?.reshape((b, c))?; // (B, C)
-        linear(&self.final_norm(&last)?, &self.lm_head, Product::Inference) // (B, V)
+        self.logits(linear(
+            &self.final_norm(&last)?,
+            &self.lm_head,
+            Product::Inference,
+        )?) // (B, V)
     }
 
     /// Makes `cache` ready for `t` more tokens of a batch of `b` rows in `dtype`: allocated on
