@@ -87,7 +87,7 @@ from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassificat
                           Qwen2ForTokenClassification, Qwen3ForSequenceClassification,
                           Qwen3ForTokenClassification, Phi3ForSequenceClassification,
                           Phi3ForTokenClassification, Gemma2ForSequenceClassification,
-                          Gemma2ForTokenClassification)
+                          Gemma2ForTokenClassification, Olmo2ForSequenceClassification)
 from transformers.utils import logging as hf_logging
 
 from finetune_torch import macro, read, word_tokenizer
@@ -105,6 +105,8 @@ FAMILIES = {
     "gemma3_text": ("Gemma 3", Gemma3TextForSequenceClassification, None),
     "phi3": ("Phi-3", Phi3ForSequenceClassification, Phi3ForTokenClassification),
     "gemma2": ("Gemma 2", Gemma2ForSequenceClassification, Gemma2ForTokenClassification),
+    # Nor for OLMo 2.
+    "olmo2": ("OLMo 2", Olmo2ForSequenceClassification, None),
 }
 # Families whose folders AutoTokenizer loads with a tokenizer class of their own that rebuilds
 # the pipeline from the vocabulary (GemmaTokenizer: SentencePiece's), whatever tokenizer.json

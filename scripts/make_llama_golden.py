@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
 mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/, phi3_window/,
-phi3_longrope/, gemma2_softcap/ and gemma3_mm/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
+phi3_longrope/, gemma2_softcap/, olmo2_tiny/ and gemma3_mm/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
@@ -30,6 +30,8 @@ gemma3_tiny/: Gemma3ForCausalLM (gemma3_text): three layers (sliding, full, slid
 llama_yarn/: llama_tiny with YaRN RoPE scaling (factor 4, original context 8, beta_fast 2,
 beta_slow 0.25, untruncated ramp; cos and sin scaled by the derived attention factor).
 gemma3_linear/: gemma3_tiny with linear RoPE scaling (factor 4) on its full layer only.
+olmo2_tiny/: Olmo2ForCausalLM (no norm before attention or the MLP, one after each; RMSNorms
+over all query heads and all key heads together), 2 key/value heads, untied.
 gemma2_softcap/: Gemma2ForCausalLM (Gemma 3's layout without head norms, one RoPE base,
 attention scores soft-capped at 2 and logits at 1.5), three layers (sliding, full, sliding).
 phi3_window/: Phi3ForCausalLM (q, k and v in one fused qkv_proj, gate and up in one
@@ -63,7 +65,8 @@ from safetensors.torch import save_file
 from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3Config, Gemma3ForCausalLM,
                           Gemma3ForConditionalGeneration,
                           Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          MistralConfig, MistralForCausalLM, Olmo2Config, Olmo2ForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM,
                           Phi3Config, Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
                           SiglipVisionConfig)
 
@@ -106,6 +109,7 @@ FAMILIES = {
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
     "gemma2": (Gemma2Config, Gemma2ForCausalLM),
+    "olmo2": (Olmo2Config, Olmo2ForCausalLM),
     "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 
@@ -288,6 +292,8 @@ def main() -> int:
         "llama_yarn": dict(kv_heads=2, tied=False, rope=YARN_ROPE),
         # Phi-3's fused qkv_proj and gate_up_proj, with Mistral's window of 5.
         "phi3_window": dict(kv_heads=2, tied=False, family="phi3", sliding_window=WINDOW),
+        # OLMo 2: norms on attention's and the MLP's outputs only, q/k norms over all heads.
+        "olmo2_tiny": dict(kv_heads=2, tied=False, family="olmo2"),
         # Gemma 2: layers sliding, full, sliding (window 5), heads of 16, scores scaled by
         # 1/sqrt(12) and soft-capped at 2, logits soft-capped at 1.5 (both low enough to bend
         # the tiny model's values), one RoPE base (100), padding id 0, tied head.

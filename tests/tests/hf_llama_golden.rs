@@ -10,6 +10,8 @@
 //! `phi3_window/` (`Phi3ForCausalLM`: fused `qkv_proj` and `gate_up_proj`, a window of 5),
 //! `phi3_longrope/` (Phi-3's LongRoPE, short and long factors, the cache restarted between),
 //! `gemma2_softcap/` (`Gemma2ForCausalLM`: soft-capped attention scores and logits),
+//! `olmo2_tiny/` (`Olmo2ForCausalLM`: norms after attention and the MLP only, q/k norms over
+//! all heads),
 //! each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
@@ -23,7 +25,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 13] = [
+const FOLDERS: [&str; 14] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
@@ -37,6 +39,7 @@ const FOLDERS: [&str; 13] = [
     "phi3_window",
     "phi3_longrope",
     "gemma2_softcap",
+    "olmo2_tiny",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {

@@ -40,6 +40,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune gemma3 recompute lora",
         "finetune phi3 window tags recompute lora",
         "finetune gemma2 softcap recompute lora",
+        "finetune olmo2 recompute lora",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");

@@ -59,8 +59,9 @@ pub struct ModelSection {
     pub n_kv_head: Option<usize>,
     /// Llama only: which member of the Llama family to build (transformers' `model_type`:
     /// `llama`, `mistral`, `qwen2` with q/k/v biases, `qwen3` with per-head query and key
-    /// norms, `phi3` with fused q/k/v and gate/up layers); default the preset's (`llama`) or
-    /// the `init_from` folder's.
+    /// norms, `olmo2` with norms after attention and the MLP only, `phi3` with fused q/k/v and
+    /// gate/up layers; `gemma3_text` and `gemma2` only with `init_from`); default the
+    /// preset's (`llama`) or the `init_from` folder's.
     pub family: Option<lantern_models::llama::LlamaFamily>,
     /// Llama only: the width of an attention head when it is not `n_embd / n_head` (Qwen3's
     /// `head_dim`).

@@ -1387,6 +1387,11 @@ mod tests {
                 final_logit_softcapping: Some(4.0),
                 ..llama.clone()
             }),
+            // OLMo 2: norms on the outputs only, q/k norms over all heads (not linear layers).
+            DecoderConfig::Llama(LlamaConfig {
+                model_type: LlamaFamily::Olmo2,
+                ..llama.clone()
+            }),
             // Phi-3: four linear layers a block, two of them fused (qkv_proj, gate_up_proj).
             DecoderConfig::Llama(LlamaConfig {
                 model_type: LlamaFamily::Phi3,

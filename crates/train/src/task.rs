@@ -682,6 +682,10 @@ mod tests {
             panic!("not a Llama")
         };
         assert!(p.fused_projections() && p.sliding_window == Some(32));
+        let ModelConfig::Llama(o) = resolve(&["model.family=\"olmo2\""]).unwrap() else {
+            panic!("not a Llama")
+        };
+        assert!(o.post_norms_only() && o.qk_norm_whole());
         for (sets, want) in [
             (&["model.sliding_window=32"][..], "sliding_window"),
             (

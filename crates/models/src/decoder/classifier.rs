@@ -47,7 +47,7 @@ pub enum DecoderHead {
 }
 
 /// transformers' class of each head on each family (`model_type`).
-const ARCHITECTURES: [(&str, DecoderHead, &str); 15] = {
+const ARCHITECTURES: [(&str, DecoderHead, &str); 16] = {
     use DecoderHead::{SequenceClassification as Seq, TokenClassification as Tok};
     [
         ("gpt2", Seq, "GPT2ForSequenceClassification"),
@@ -64,6 +64,8 @@ const ARCHITECTURES: [(&str, DecoderHead, &str); 15] = {
         ("gemma3_text", Seq, "Gemma3TextForSequenceClassification"),
         ("gemma2", Seq, "Gemma2ForSequenceClassification"),
         ("gemma2", Tok, "Gemma2ForTokenClassification"),
+        // transformers has no token classifier for OLMo 2 either.
+        ("olmo2", Seq, "Olmo2ForSequenceClassification"),
         ("phi3", Seq, "Phi3ForSequenceClassification"),
         ("phi3", Tok, "Phi3ForTokenClassification"),
     ]
@@ -71,7 +73,7 @@ const ARCHITECTURES: [(&str, DecoderHead, &str); 15] = {
 
 impl DecoderHead {
     /// transformers' architecture name of this head on `lm`'s family.
-    /// `None` where transformers has no such class (Gemma 3's token classifier).
+    /// `None` where transformers has no such class (Gemma 3's and OLMo 2's token classifiers).
     pub fn architecture(self, lm: &DecoderConfig) -> Option<&'static str> {
         ARCHITECTURES
             .iter()
@@ -612,7 +614,7 @@ mod tests {
         DecoderHead::TokenClassification.check(&cfg.lm).is_ok()
     }
 
-    fn families() -> [DecoderClsConfig; 8] {
+    fn families() -> [DecoderClsConfig; 9] {
         [
             tiny(),
             tiny_llama(),
@@ -621,6 +623,7 @@ mod tests {
             tiny_relative(LlamaFamily::Qwen3),
             tiny_relative(LlamaFamily::Gemma3),
             tiny_relative(LlamaFamily::Gemma2),
+            tiny_relative(LlamaFamily::Olmo2),
             tiny_relative(LlamaFamily::Phi3),
         ]
     }

@@ -105,6 +105,10 @@ pub enum LlamaFamily {
     /// `Gemma2ForCausalLM`: Gemma 3's layout without its head norms, one RoPE for every layer,
     /// and soft-capped attention scores and logits (`tanh(x / cap) · cap`).
     Gemma2,
+    /// `Olmo2ForCausalLM` (OLMo 2): no norm before attention or the MLP but one on each one's
+    /// output (`post_attention_layernorm`, `post_feedforward_layernorm`), and RMSNorms over all
+    /// the query and all the key heads together (`q_norm`, `k_norm`), before RoPE.
+    Olmo2,
     /// `Phi3ForCausalLM` (the 4k-context Phi-3 and Phi-4; the others' longrope RoPE is not
     /// implemented): Llama with its query, key and value projections fused into one
     /// (`qkv_proj`) and its gate and up projections too (`gate_up_proj`), and Mistral's
@@ -113,13 +117,14 @@ pub enum LlamaFamily {
 }
 
 impl LlamaFamily {
-    pub const ALL: [LlamaFamily; 7] = [
+    pub const ALL: [LlamaFamily; 8] = [
         Self::Llama,
         Self::Mistral,
         Self::Qwen2,
         Self::Qwen3,
         Self::Gemma3,
         Self::Gemma2,
+        Self::Olmo2,
         Self::Phi3,
     ];
 
@@ -132,6 +137,7 @@ impl LlamaFamily {
             Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3_text",
             Self::Gemma2 => "gemma2",
+            Self::Olmo2 => "olmo2",
             Self::Phi3 => "phi3",
         }
     }
@@ -160,6 +166,7 @@ impl LlamaFamily {
             Self::Qwen3 => "Qwen3ForCausalLM",
             Self::Gemma3 => "Gemma3ForCausalLM",
             Self::Gemma2 => "Gemma2ForCausalLM",
+            Self::Olmo2 => "Olmo2ForCausalLM",
             Self::Phi3 => "Phi3ForCausalLM",
         }
     }
@@ -320,7 +327,9 @@ impl LlamaConfig {
         let family = self.model_type.model_type();
         let (own_attention_bias, own_mlp_bias) = match self.model_type {
             LlamaFamily::Llama => (true, true),
-            LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => (true, false),
+            LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 | LlamaFamily::Olmo2 => {
+                (true, false)
+            }
             LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
         };
         let gemma3 = self.model_type == LlamaFamily::Gemma3;
@@ -469,10 +478,24 @@ impl LlamaConfig {
         self.num_attention_heads * self.head_dim()
     }
 
-    /// Whether each query and key head is RMS-normalised before RoPE (Qwen3's `q_norm`,
-    /// `k_norm`).
+    /// Whether the queries and keys are RMS-normalised before RoPE (`q_norm`, `k_norm`): each
+    /// head alone (Qwen3, Gemma 3) or all heads together (OLMo 2: [`LlamaConfig::qk_norm_whole`]).
     pub fn qk_norm(&self) -> bool {
-        matches!(self.model_type, LlamaFamily::Qwen3 | LlamaFamily::Gemma3)
+        matches!(
+            self.model_type,
+            LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Olmo2
+        )
+    }
+
+    /// OLMo 2's query and key norms: over all the heads together (gains of q_width and of the
+    /// key heads' width) rather than over each head.
+    pub fn qk_norm_whole(&self) -> bool {
+        self.model_type == LlamaFamily::Olmo2
+    }
+
+    /// OLMo 2's layout: no norm before attention or the MLP, one on each one's output.
+    pub fn post_norms_only(&self) -> bool {
+        self.model_type == LlamaFamily::Olmo2
     }
 
     /// RoPE's inverse frequencies of the model's (full) layers, `head_dim / 2` of them, in f32
@@ -519,7 +542,11 @@ impl LlamaConfig {
         let biases = self.qkv_bias() as usize * (q + 2 * kv)
             + self.o_bias() as usize * c
             + self.mlp_bias as usize * (2 * i + c);
-        let qk_norm = self.qk_norm() as usize * 2 * self.head_dim();
+        let qk_norm = match (self.qk_norm(), self.qk_norm_whole()) {
+            (false, _) => 0,
+            (true, false) => 2 * self.head_dim(),
+            (true, true) => q + kv,
+        };
         let norms = if self.gemma() { 4 } else { 2 } * c;
         // Norms, attention, gate/up/down.
         let block = norms + attn + 3 * c * i + biases + qk_norm;

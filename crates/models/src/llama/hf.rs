@@ -1,6 +1,6 @@
 //! The Hugging Face `LlamaForCausalLM` folder format (and `MistralForCausalLM`,
 //! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`, `Gemma2ForCausalLM`,
-//! `Phi3ForCausalLM`): `config.json` and `model.safetensors`.
+//! `Olmo2ForCausalLM`, `Phi3ForCausalLM`): `config.json` and `model.safetensors`.
 //!
 //! Our parameter names and layouts are transformers' own, so export is a copy. Import accepts
 //! checkpoints written by `transformers` (`save_pretrained`), with or without the `model.`
@@ -68,6 +68,14 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             q["head_dim"] = cfg.head_dim().into();
             q["attention_bias"] = cfg.attention_bias.into();
             q
+        }
+        // Olmo2Config has no head_dim key either (hidden / heads unless set).
+        LlamaFamily::Olmo2 => {
+            let mut o = json!({"attention_bias": cfg.attention_bias});
+            if let Some(hd) = cfg.head_dim {
+                o["head_dim"] = hd.into();
+            }
+            o
         }
         // Phi3Config writes no head_dim; its original context is read by longrope only.
         LlamaFamily::Phi3 => {
@@ -202,13 +210,13 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     let defaults = Defaults::of(family);
     let (attention_bias, mlp_bias) = match family {
         LlamaFamily::Llama => (boolean("attention_bias")?, boolean("mlp_bias")?),
-        LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => {
+        LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 | LlamaFamily::Olmo2 => {
             (boolean("attention_bias")?, false)
         }
         LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
     };
     let sliding_window = match family {
-        LlamaFamily::Llama => None,
+        LlamaFamily::Llama | LlamaFamily::Olmo2 => None,
         // Phi3Config's window is none unless the key sets one.
         LlamaFamily::Phi3 => match get("sliding_window") {
             None => None,
@@ -339,7 +347,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
 
 /// The defaults of each family's config class for the keys whose defaults differ
 /// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config`, `Gemma3TextConfig`,
-/// `Gemma2Config`, `Phi3Config` in transformers 5.24).
+/// `Gemma2Config`, `Olmo2Config`, `Phi3Config` in transformers 5.24).
 struct Defaults {
     hidden: usize,
     layers: usize,
@@ -416,6 +424,12 @@ impl Defaults {
                 kv_heads: Some(4),
                 head_dim: Some(256),
                 eps: 1e-6,
+            },
+            LlamaFamily::Olmo2 => Self {
+                pad: Some(1),
+                vocab_size: 50304,
+                eps: 1e-5,
+                ..llama
             },
             LlamaFamily::Phi3 => Self {
                 hidden: 3072,
@@ -1026,6 +1040,23 @@ mod tests {
                 ..tiny()
             },
             LlamaConfig {
+                model_type: LlamaFamily::Olmo2,
+                attention_bias: true,
+                ..tiny()
+            },
+            LlamaConfig {
+                model_type: LlamaFamily::Gemma2,
+                head_dim: Some(16),
+                sliding_window: Some(7),
+                sliding_layers: vec![true, false],
+                query_pre_attn_scalar: Some(12.0),
+                attn_logit_softcapping: Some(50.0),
+                final_logit_softcapping: Some(30.0),
+                tie_word_embeddings: true,
+                pad_token_id: Some(0),
+                ..tiny()
+            },
+            LlamaConfig {
                 model_type: LlamaFamily::Phi3,
                 head_dim: Some(4),
                 ..tiny()
@@ -1080,6 +1111,13 @@ mod tests {
         assert_eq!((q.head_dim, q.q_width()), (Some(128), 2048));
         let q = read(&json!({"model_type": "qwen3"})).unwrap();
         assert_eq!((q.head_dim, q.head_dim()), (None, 128));
+        // Olmo2Config's: vocabulary 50304, eps 1e-5, padding id 1, norms over all heads.
+        let o = read(&json!({"model_type": "olmo2"})).unwrap();
+        assert_eq!(
+            (o.vocab_size, o.rms_norm_eps, o.pad_token_id),
+            (50304, 1e-5, Some(1))
+        );
+        assert!(o.qk_norm() && o.qk_norm_whole() && o.post_norms_only());
         // Phi3Config's: Phi-3-mini's sizes, eps 1e-5, padding id 32000, no window.
         let p = read(&json!({"model_type": "phi3"})).unwrap();
         assert_eq!(

@@ -46,14 +46,20 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
             }
         }
         if cfg.qk_norm() {
-            let hd = cfg.head_dim();
-            v.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
-            v.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
+            let (q_gains, k_gains) = match cfg.qk_norm_whole() {
+                true => (q, kv),
+                false => (cfg.head_dim(), cfg.head_dim()),
+            };
+            v.push((format!("{p}.self_attn.q_norm.weight"), vec![q_gains]));
+            v.push((format!("{p}.self_attn.k_norm.weight"), vec![k_gains]));
         }
-        v.extend([
-            (format!("{p}.input_layernorm.weight"), vec![c]),
-            (format!("{p}.post_attention_layernorm.weight"), vec![c]),
-        ]);
+        if !cfg.post_norms_only() {
+            v.push((format!("{p}.input_layernorm.weight"), vec![c]));
+        }
+        v.push((format!("{p}.post_attention_layernorm.weight"), vec![c]));
+        if cfg.post_norms_only() {
+            v.push((format!("{p}.post_feedforward_layernorm.weight"), vec![c]));
+        }
         if cfg.gemma() {
             v.extend([
                 (format!("{p}.pre_feedforward_layernorm.weight"), vec![c]),
@@ -115,11 +121,13 @@ enum Heads {
 }
 
 struct Block {
-    input_layernorm: Tensor,
-    /// Gemma 3's norms before and after the MLP (its `post_attention_layernorm` then follows
-    /// attention rather than preceding the MLP).
-    feedforward_norms: Option<(Tensor, Tensor)>,
-    /// Qwen3's RMSNorm gains (head_dim) over each query and key head, before RoPE.
+    /// The norm of attention's input (none in OLMo 2).
+    input_layernorm: Option<Tensor>,
+    /// Gemma's norms before (OLMo 2: none) and after the MLP (its `post_attention_layernorm`
+    /// then follows attention rather than preceding the MLP).
+    feedforward_norms: Option<(Option<Tensor>, Tensor)>,
+    /// Qwen3's RMSNorm gains (head_dim) over each query and key head, before RoPE (OLMo 2's
+    /// over all of them).
     qk_norm: Option<(Tensor, Tensor)>,
     /// q, k and v of the attention's input.
     qkv: Projections,
@@ -354,12 +362,13 @@ impl Llama {
                     true => Some((get("self_attn.q_norm")?, get("self_attn.k_norm")?)),
                     false => None,
                 };
-                let feedforward_norms = match cfg.gemma() {
-                    true => Some((
-                        get("pre_feedforward_layernorm")?,
+                let feedforward_norms = match (cfg.gemma(), cfg.post_norms_only()) {
+                    (true, _) => Some((
+                        Some(get("pre_feedforward_layernorm")?),
                         get("post_feedforward_layernorm")?,
                     )),
-                    false => None,
+                    (false, true) => Some((None, get("post_feedforward_layernorm")?)),
+                    (false, false) => None,
                 };
                 let kv_width = cfg.num_key_value_heads * cfg.head_dim();
                 let i = cfg.intermediate_size;
@@ -384,7 +393,10 @@ impl Llama {
                     ),
                 };
                 Ok(Block {
-                    input_layernorm: get("input_layernorm")?,
+                    input_layernorm: match cfg.post_norms_only() {
+                        true => None,
+                        false => Some(get("input_layernorm")?),
+                    },
                     feedforward_norms,
                     qk_norm,
                     qkv: qkv_in,
@@ -579,7 +591,7 @@ impl Llama {
                 rope.len()
             )));
         }
-        let a = self.norm(&x, &blk.input_layernorm)?;
+        let a = self.input_norm(blk, &x)?;
         let [q, kk, v] = qkv_of(blk.qkv.apply(&a, (Product::Matmul, mode))?)?;
         let q = rope.apply(&self.head_norm(blk, &q.reshape((b, t, h, hd))?, Heads::Query)?)?;
         let kk = rope.apply(&self.head_norm(blk, &kk.reshape((b, t, kv, hd))?, Heads::Key)?)?;
@@ -600,8 +612,17 @@ impl Llama {
         self.block_after_attention(blk, x, &y, (Product::Matmul, mode))
     }
 
-    /// Qwen3's RMSNorm of each head of x (B, T, heads, hd): block `blk`'s `q_norm` or
-    /// `k_norm`; x as it is for the other families.
+    /// Attention's input: block `blk`'s `input_layernorm` of x, or x where it has none
+    /// (OLMo 2).
+    fn input_norm(&self, blk: &Block, x: &Tensor) -> Result<Tensor> {
+        match &blk.input_layernorm {
+            Some(w) => self.norm(x, w),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// Qwen3's RMSNorm of each head of x (B, T, heads, hd), or OLMo 2's of all heads
+    /// together: block `blk`'s `q_norm` or `k_norm`; x as it is for the other families.
     fn head_norm(&self, blk: &Block, x: &Tensor, heads: Heads) -> Result<Tensor> {
         let Some((q_norm, k_norm)) = &blk.qk_norm else {
             return Ok(x.clone());
@@ -610,7 +631,12 @@ impl Llama {
             Heads::Query => q_norm,
             Heads::Key => k_norm,
         };
-        self.norm(x, gain)
+        if !self.cfg.qk_norm_whole() {
+            return self.norm(x, gain);
+        }
+        let (b, t, n, hd) = x.dims4()?;
+        let whole = self.norm(&x.reshape((b, t, n * hd))?, gain)?;
+        Ok(whole.reshape((b, t, n, hd))?)
     }
 
     /// The composite attention, grouped: q (B, H, T, hd) over k, v (B, KV, S, hd), query head
@@ -665,12 +691,16 @@ impl Llama {
         (product, mode): (Product, &mut Mode<'_>),
     ) -> Result<Tensor> {
         let o = proj(y, &blk.o_proj, (product, mode))?;
-        // Gemma 3 normalises attention's and the MLP's outputs too, and the MLP's input with a
-        // norm of its own; Llama normalises the MLP's input with `post_attention_layernorm`.
+        // Gemma normalises attention's and the MLP's outputs too, and the MLP's input with a
+        // norm of its own (OLMo 2 the outputs only); Llama normalises the MLP's input with
+        // `post_attention_layernorm`.
         let (x, m) = match &blk.feedforward_norms {
             Some((pre, _)) => {
                 let x = (x + self.norm(&o, &blk.post_attention_layernorm)?)?;
-                let m = self.norm(&x, pre)?;
+                let m = match pre {
+                    Some(pre) => self.norm(&x, pre)?,
+                    None => x.clone(),
+                };
                 (x, m)
             }
             None => {
@@ -760,7 +790,7 @@ impl Llama {
         self.reserve(cache, (b, t), x.dtype(), ids.device())?;
         for (l, (blk, (kc, vc))) in self.blocks.iter().zip(&cache.layers).enumerate() {
             let LayerContext { rope, mask } = &ctx.kinds[ctx.of_layer[l]];
-            let a = self.norm(&x, &blk.input_layernorm)?;
+            let a = self.input_norm(blk, &x)?;
             let [q, kk, vv] = qkv_of(blk.qkv.apply(&a, (Product::Inference, &mut Mode::Eval))?)?;
             // `rotate`: the queries or keys (normalised, for Qwen3, and rotated); None: values.
             let heads = |y: &Tensor, n: usize, rotate: Option<Heads>| -> Result<Tensor> {
