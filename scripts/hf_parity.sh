@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPT-2 and Llama (and Qwen3, Mistral, Phi-3, OLMo 2) parity with live transformers, fp32, tolerance 1e-4 max abs:
+# GPT-2 and Llama (and Qwen3, Mistral, Phi-3, OLMo 2, Granite) parity with live transformers, fp32, tolerance 1e-4 max abs:
 #  1. a GPT-2 Lantern trained and exported loads in transformers' GPT2LMHeadModel and gives
 #     the same logits and loss as Lantern on the same tokens;
 #  2. a GPT2LMHeadModel saved by transformers (save_pretrained) loads in Lantern with the same
@@ -7,11 +7,12 @@
 #  3. as 1 for a Llama (LlamaForCausalLM, grouped-query attention, untied head), and the greedy
 #     text transformers generates from the export is Lantern's. (The other direction for Llama
 #     is the golden test tests/tests/hf_llama_golden.rs, on files transformers wrote.)
-#  4. as 3 for four of its relatives trained from scratch (model.family): a Qwen3 (head norms,
+#  4. as 3 for five of its relatives trained from scratch (model.family): a Qwen3 (head norms,
 #     heads of 32 under a width of 64 and 4 heads, attention biases), a Mistral (a sliding
 #     window of 16 under 48-token rows and a 44-token generation), a Phi-3 (fused qkv_proj
-#     and gate_up_proj, the same window) and an OLMo 2 (norms after attention and the MLP,
-#     q/k norms over all heads).
+#     and gate_up_proj, the same window), an OLMo 2 (norms after attention and the MLP,
+#     q/k norms over all heads) and a Granite (its multipliers GraniteConfig's 1: the export's
+#     keys; tests/golden/granite_tiny checks other values).
 # Needs the test-only venv (scripts/ref_env.sh) and the fortunes text (scripts/fetch_fortunes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,9 +93,10 @@ PYEOF
 
 echo "== 3. Lantern Llama -> transformers"
 llama_family llama ""
-echo "== 4. Lantern Qwen3, Mistral, Phi-3 and OLMo 2 -> transformers"
+echo "== 4. Lantern Qwen3, Mistral, Phi-3, OLMo 2 and Granite -> transformers"
 llama_family qwen3 'family = "qwen3"\nhead_dim = 32\nattention_bias = true'
 llama_family mistral 'family = "mistral"\nsliding_window = 16'
 llama_family phi3 'family = "phi3"\nsliding_window = 16'
 llama_family olmo2 'family = "olmo2"'
+llama_family granite 'family = "granite"'
 echo "parity: every direction within tolerance"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
 mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/, phi3_window/,
-phi3_longrope/, gemma2_softcap/, olmo2_tiny/ and gemma3_mm/ (--only NAME ... for some): tiny LlamaForCausalLM models (and
+phi3_longrope/, gemma2_softcap/, olmo2_tiny/, granite_tiny/ and gemma3_mm/ (--only NAME ...
+for some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
@@ -32,6 +33,8 @@ beta_slow 0.25, untruncated ramp; cos and sin scaled by the derived attention fa
 gemma3_linear/: gemma3_tiny with linear RoPE scaling (factor 4) on its full layer only.
 olmo2_tiny/: Olmo2ForCausalLM (no norm before attention or the MLP, one after each; RMSNorms
 over all query heads and all key heads together), 2 key/value heads, untied.
+granite_tiny/: GraniteForCausalLM (Llama with multipliers on the embeddings, the residual
+branches, the attention scores and the logits), tied.
 gemma2_softcap/: Gemma2ForCausalLM (Gemma 3's layout without head norms, one RoPE base,
 attention scores soft-capped at 2 and logits at 1.5), three layers (sliding, full, sliding).
 phi3_window/: Phi3ForCausalLM (q, k and v in one fused qkv_proj, gate and up in one
@@ -63,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3Config, Gemma3ForCausalLM,
-                          Gemma3ForConditionalGeneration,
+                          Gemma3ForConditionalGeneration, GraniteConfig, GraniteForCausalLM,
                           Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, Olmo2Config, Olmo2ForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM,
@@ -110,6 +113,7 @@ FAMILIES = {
     "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
     "gemma2": (Gemma2Config, Gemma2ForCausalLM),
     "olmo2": (Olmo2Config, Olmo2ForCausalLM),
+    "granite": (GraniteConfig, GraniteForCausalLM),
     "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 
@@ -294,6 +298,11 @@ def main() -> int:
         "phi3_window": dict(kv_heads=2, tied=False, family="phi3", sliding_window=WINDOW),
         # OLMo 2: norms on attention's and the MLP's outputs only, q/k norms over all heads.
         "olmo2_tiny": dict(kv_heads=2, tied=False, family="olmo2"),
+        # Granite: Granite 3.0 2B's embedding (12), residual (0.22) and logit (8) multipliers,
+        # and an attention multiplier (0.25) other than 1/sqrt(8); tied head.
+        "granite_tiny": dict(kv_heads=2, tied=True, family="granite", embedding_multiplier=12.0,
+                             residual_multiplier=0.22, attention_multiplier=0.25,
+                             logits_scaling=8.0),
         # Gemma 2: layers sliding, full, sliding (window 5), heads of 16, scores scaled by
         # 1/sqrt(12) and soft-capped at 2, logits soft-capped at 1.5 (both low enough to bend
         # the tiny model's values), one RoPE base (100), padding id 0, tied head.

@@ -11,7 +11,7 @@
 //! `phi3_longrope/` (Phi-3's LongRoPE, short and long factors, the cache restarted between),
 //! `gemma2_softcap/` (`Gemma2ForCausalLM`: soft-capped attention scores and logits),
 //! `olmo2_tiny/` (`Olmo2ForCausalLM`: norms after attention and the MLP only, q/k norms over
-//! all heads),
+//! all heads), `granite_tiny/` (`GraniteForCausalLM`: its four multipliers),
 //! each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
@@ -25,7 +25,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 14] = [
+const FOLDERS: [&str; 15] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
@@ -40,6 +40,7 @@ const FOLDERS: [&str; 14] = [
     "phi3_longrope",
     "gemma2_softcap",
     "olmo2_tiny",
+    "granite_tiny",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {

@@ -1387,6 +1387,17 @@ mod tests {
                 final_logit_softcapping: Some(4.0),
                 ..llama.clone()
             }),
+            // Granite: Llama's seven layers under its multipliers.
+            DecoderConfig::Llama(LlamaConfig {
+                model_type: LlamaFamily::Granite,
+                granite: Some(Box::new(lantern_models::llama::GraniteMultipliers {
+                    embedding_multiplier: 12.0,
+                    residual_multiplier: 0.22,
+                    attention_multiplier: 0.05,
+                    logits_scaling: 8.0,
+                })),
+                ..llama.clone()
+            }),
             // OLMo 2: norms on the outputs only, q/k norms over all heads (not linear layers).
             DecoderConfig::Llama(LlamaConfig {
                 model_type: LlamaFamily::Olmo2,

@@ -136,6 +136,9 @@ impl ModelConfig {
                         )));
                     }
                     c.model_type = f;
+                    // Granite's multipliers: the folder's, else GraniteConfig's (all 1).
+                    c.granite =
+                        (f == LlamaFamily::Granite).then(|| c.granite.take().unwrap_or_default());
                 }
                 // Kept apart only where it differs from the width / heads, as config.json reads.
                 c.head_dim = m
@@ -686,6 +689,10 @@ mod tests {
             panic!("not a Llama")
         };
         assert!(o.post_norms_only() && o.qk_norm_whole());
+        let ModelConfig::Llama(g) = resolve(&["model.family=\"granite\""]).unwrap() else {
+            panic!("not a Llama")
+        };
+        assert_eq!(g.granite, Some(Default::default()));
         for (sets, want) in [
             (&["model.sliding_window=32"][..], "sliding_window"),
             (

@@ -72,8 +72,9 @@ const ARCHITECTURES: [(&str, DecoderHead, &str); 16] = {
 };
 
 impl DecoderHead {
-    /// transformers' architecture name of this head on `lm`'s family.
-    /// `None` where transformers has no such class (Gemma 3's and OLMo 2's token classifiers).
+    /// transformers' architecture name of this head on `lm`'s family. `None` where
+    /// transformers has no such class (Gemma 3's and OLMo 2's token classifiers, Granite's
+    /// both).
     pub fn architecture(self, lm: &DecoderConfig) -> Option<&'static str> {
         ARCHITECTURES
             .iter()

@@ -28,6 +28,9 @@ pub fn is_model_type(model_type: &str) -> bool {
 }
 
 /// The config of a causal language model.
+// A run holds one or two of these, built once: the Llama variant's larger size (the family's
+// optional keys) costs nothing worth a box at every construction site.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum DecoderConfig {
     Gpt(GptConfig),

@@ -80,6 +80,35 @@ pub struct LlamaConfig {
     /// `tanh(z / c) · c`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_logit_softcapping: Option<f64>,
+    /// Granite's multipliers (always set for Granite, never for the others); boxed, so that
+    /// the other families' configs do not carry their size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granite: Option<Box<GraniteMultipliers>>,
+}
+
+/// Granite's scalars, transformers' `GraniteConfig` keys (1 each by default): the token
+/// embeddings are multiplied by `embedding_multiplier`, each residual branch's output (attention's
+/// and the MLP's) by `residual_multiplier` before it is added, the attention scores by
+/// `attention_multiplier` (in place of 1/√head_dim), and the logits are divided by
+/// `logits_scaling`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraniteMultipliers {
+    pub embedding_multiplier: f64,
+    pub residual_multiplier: f64,
+    pub attention_multiplier: f64,
+    pub logits_scaling: f64,
+}
+
+impl Default for GraniteMultipliers {
+    fn default() -> Self {
+        Self {
+            embedding_multiplier: 1.0,
+            residual_multiplier: 1.0,
+            attention_multiplier: 1.0,
+            logits_scaling: 1.0,
+        }
+    }
 }
 
 /// The transformers families that are Llama's architecture with a variation
@@ -105,6 +134,10 @@ pub enum LlamaFamily {
     /// `Gemma2ForCausalLM`: Gemma 3's layout without its head norms, one RoPE for every layer,
     /// and soft-capped attention scores and logits (`tanh(x / cap) · cap`).
     Gemma2,
+    /// `GraniteForCausalLM` (IBM Granite 3): Llama with four multipliers
+    /// ([`GraniteMultipliers`]) on the embeddings, the residual branches, the attention scores
+    /// and the logits.
+    Granite,
     /// `Olmo2ForCausalLM` (OLMo 2): no norm before attention or the MLP but one on each one's
     /// output (`post_attention_layernorm`, `post_feedforward_layernorm`), and RMSNorms over all
     /// the query and all the key heads together (`q_norm`, `k_norm`), before RoPE.
@@ -117,13 +150,14 @@ pub enum LlamaFamily {
 }
 
 impl LlamaFamily {
-    pub const ALL: [LlamaFamily; 8] = [
+    pub const ALL: [LlamaFamily; 9] = [
         Self::Llama,
         Self::Mistral,
         Self::Qwen2,
         Self::Qwen3,
         Self::Gemma3,
         Self::Gemma2,
+        Self::Granite,
         Self::Olmo2,
         Self::Phi3,
     ];
@@ -137,6 +171,7 @@ impl LlamaFamily {
             Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3_text",
             Self::Gemma2 => "gemma2",
+            Self::Granite => "granite",
             Self::Olmo2 => "olmo2",
             Self::Phi3 => "phi3",
         }
@@ -166,6 +201,7 @@ impl LlamaFamily {
             Self::Qwen3 => "Qwen3ForCausalLM",
             Self::Gemma3 => "Gemma3ForCausalLM",
             Self::Gemma2 => "Gemma2ForCausalLM",
+            Self::Granite => "GraniteForCausalLM",
             Self::Olmo2 => "Olmo2ForCausalLM",
             Self::Phi3 => "Phi3ForCausalLM",
         }
@@ -229,6 +265,7 @@ impl LlamaConfig {
             query_pre_attn_scalar: None,
             attn_logit_softcapping: None,
             final_logit_softcapping: None,
+            granite: None,
         };
         c.validate()?;
         Ok(c)
@@ -326,7 +363,7 @@ impl LlamaConfig {
         }
         let family = self.model_type.model_type();
         let (own_attention_bias, own_mlp_bias) = match self.model_type {
-            LlamaFamily::Llama => (true, true),
+            LlamaFamily::Llama | LlamaFamily::Granite => (true, true),
             LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 | LlamaFamily::Olmo2 => {
                 (true, false)
             }
@@ -376,6 +413,23 @@ impl LlamaConfig {
             if v.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
                 return bad(format!("{k} {v:?} must be finite and > 0"));
             }
+        }
+        match (&self.granite, self.model_type == LlamaFamily::Granite) {
+            (Some(g), true) => {
+                for (k, x) in [
+                    ("embedding_multiplier", g.embedding_multiplier),
+                    ("residual_multiplier", g.residual_multiplier),
+                    ("attention_multiplier", g.attention_multiplier),
+                    ("logits_scaling", g.logits_scaling),
+                ] {
+                    if !(x.is_finite() && x > 0.0) {
+                        return bad(format!("granite {k} {x} must be finite and > 0"));
+                    }
+                }
+            }
+            (None, false) => {}
+            (Some(_), false) => return bad(format!("granite's multipliers on {family}")),
+            (None, true) => return bad("granite needs its multipliers".into()),
         }
         for (key, set, own) in [
             ("attention_bias", self.attention_bias, own_attention_bias),
@@ -446,8 +500,12 @@ impl LlamaConfig {
         self.layer_window(l).is_some_and(|w| w < t)
     }
 
-    /// The attention scores' scale: 1/√`query_pre_attn_scalar` (Gemma 3), else 1/√head_dim.
+    /// The attention scores' scale: Granite's `attention_multiplier`, 1/√`query_pre_attn_scalar`
+    /// (Gemma), else 1/√head_dim.
     pub fn attn_scale(&self) -> f64 {
+        if let Some(g) = &self.granite {
+            return g.attention_multiplier;
+        }
         1.0 / self
             .query_pre_attn_scalar
             .unwrap_or(self.head_dim() as f64)

@@ -1,6 +1,7 @@
 //! The Hugging Face `LlamaForCausalLM` folder format (and `MistralForCausalLM`,
 //! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`, `Gemma2ForCausalLM`,
-//! `Olmo2ForCausalLM`, `Phi3ForCausalLM`): `config.json` and `model.safetensors`.
+//! `GraniteForCausalLM`, `Olmo2ForCausalLM`, `Phi3ForCausalLM`): `config.json` and
+//! `model.safetensors`.
 //!
 //! Our parameter names and layouts are transformers' own, so export is a copy. Import accepts
 //! checkpoints written by `transformers` (`save_pretrained`), with or without the `model.`
@@ -9,7 +10,10 @@
 //! variants our model does not implement (attention dropout, RoPE over part of the head,
 //! another activation, Qwen's per-layer sliding windows) by name.
 
-use super::{param_shapes, Llama3Rope, LlamaConfig, LlamaFamily, LongRope, RopeScaling, YarnRope};
+use super::{
+    param_shapes, GraniteMultipliers, Llama3Rope, LlamaConfig, LlamaFamily, LongRope, RopeScaling,
+    YarnRope,
+};
 use crate::{hf_config, safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
@@ -68,6 +72,22 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             q["head_dim"] = cfg.head_dim().into();
             q["attention_bias"] = cfg.attention_bias.into();
             q
+        }
+        // GraniteConfig: Llama's biases and no head_dim key, and its four multipliers.
+        LlamaFamily::Granite => {
+            let g = cfg.granite.clone().unwrap_or_default();
+            let mut o = json!({
+                "attention_bias": cfg.attention_bias,
+                "mlp_bias": cfg.mlp_bias,
+                "embedding_multiplier": g.embedding_multiplier,
+                "residual_multiplier": g.residual_multiplier,
+                "attention_multiplier": g.attention_multiplier,
+                "logits_scaling": g.logits_scaling,
+            });
+            if let Some(hd) = cfg.head_dim {
+                o["head_dim"] = hd.into();
+            }
+            o
         }
         // Olmo2Config has no head_dim key either (hidden / heads unless set).
         LlamaFamily::Olmo2 => {
@@ -209,14 +229,16 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     // Each family's keys; the others' are not read (transformers ignores them too).
     let defaults = Defaults::of(family);
     let (attention_bias, mlp_bias) = match family {
-        LlamaFamily::Llama => (boolean("attention_bias")?, boolean("mlp_bias")?),
+        LlamaFamily::Llama | LlamaFamily::Granite => {
+            (boolean("attention_bias")?, boolean("mlp_bias")?)
+        }
         LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 | LlamaFamily::Olmo2 => {
             (boolean("attention_bias")?, false)
         }
         LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
     };
     let sliding_window = match family {
-        LlamaFamily::Llama | LlamaFamily::Olmo2 => None,
+        LlamaFamily::Llama | LlamaFamily::Olmo2 | LlamaFamily::Granite => None,
         // Phi3Config's window is none unless the key sets one.
         LlamaFamily::Phi3 => match get("sliding_window") {
             None => None,
@@ -339,6 +361,15 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         query_pre_attn_scalar: gemma.as_ref().map(|g| g.query_pre_attn_scalar),
         attn_logit_softcapping: gemma.as_ref().and_then(|g| g.attn_logit_softcapping),
         final_logit_softcapping: gemma.as_ref().and_then(|g| g.final_logit_softcapping),
+        granite: match family {
+            LlamaFamily::Granite => Some(Box::new(GraniteMultipliers {
+                embedding_multiplier: float("embedding_multiplier", 1.0)?,
+                residual_multiplier: float("residual_multiplier", 1.0)?,
+                attention_multiplier: float("attention_multiplier", 1.0)?,
+                logits_scaling: float("logits_scaling", 1.0)?,
+            })),
+            _ => None,
+        },
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
     check_plausible(&cfg, path)?;
@@ -347,7 +378,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
 
 /// The defaults of each family's config class for the keys whose defaults differ
 /// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config`, `Gemma3TextConfig`,
-/// `Gemma2Config`, `Olmo2Config`, `Phi3Config` in transformers 5.24).
+/// `Gemma2Config`, `GraniteConfig`, `Olmo2Config`, `Phi3Config` in transformers 5.24).
 struct Defaults {
     hidden: usize,
     layers: usize,
@@ -425,6 +456,7 @@ impl Defaults {
                 head_dim: Some(256),
                 eps: 1e-6,
             },
+            LlamaFamily::Granite => llama,
             LlamaFamily::Olmo2 => Self {
                 pad: Some(1),
                 vocab_size: 50304,
@@ -1045,6 +1077,17 @@ mod tests {
                 ..tiny()
             },
             LlamaConfig {
+                model_type: LlamaFamily::Granite,
+                mlp_bias: true,
+                granite: Some(Box::new(GraniteMultipliers {
+                    embedding_multiplier: 12.0,
+                    residual_multiplier: 0.22,
+                    attention_multiplier: 0.015625,
+                    logits_scaling: 8.0,
+                })),
+                ..tiny()
+            },
+            LlamaConfig {
                 model_type: LlamaFamily::Gemma2,
                 head_dim: Some(16),
                 sliding_window: Some(7),
@@ -1111,6 +1154,14 @@ mod tests {
         assert_eq!((q.head_dim, q.q_width()), (Some(128), 2048));
         let q = read(&json!({"model_type": "qwen3"})).unwrap();
         assert_eq!((q.head_dim, q.head_dim()), (None, 128));
+        // GraniteConfig's: Llama's sizes, every multiplier 1.
+        let g = read(&json!({"model_type": "granite", "logits_scaling": 8.0})).unwrap();
+        let want = GraniteMultipliers {
+            logits_scaling: 8.0,
+            ..Default::default()
+        };
+        assert_eq!(g.granite, Some(Box::new(want)));
+        assert_eq!((g.vocab_size, g.attn_scale()), (32000, 1.0));
         // Olmo2Config's: vocabulary 50304, eps 1e-5, padding id 1, norms over all heads.
         let o = read(&json!({"model_type": "olmo2"})).unwrap();
         assert_eq!(

@@ -10,8 +10,8 @@
 //! window), Qwen2 (biases on the query, key and value projections), Qwen3 (an RMSNorm over
 //! each query and key head, heads often wider than hidden / heads), Gemma 3 (its norms, GELU
 //! MLP, and sliding and full layers), Gemma 2 (Gemma 3's layout with soft-capped scores and
-//! logits), OLMo 2 (norms after attention and the MLP, query and key norms over all heads)
-//! and Phi-3 (fused projections), Llama's own
+//! logits), OLMo 2 (norms after attention and the MLP, query and key norms over all heads),
+//! Granite (multipliers) and Phi-3 (fused projections), Llama's own
 //! `attention_bias` and `mlp_bias`, and transformers' RoPE scalings (`rope`).
 
 mod config;
@@ -19,7 +19,7 @@ pub mod hf;
 mod model;
 mod rope;
 
-pub use config::{LlamaConfig, LlamaFamily};
+pub use config::{GraniteMultipliers, LlamaConfig, LlamaFamily};
 pub use model::{
     init_params, param_shapes, BlockContext, KvCache, Llama, Rope, EMBED_TOKENS, LM_HEAD,
 };

@@ -504,12 +504,23 @@ impl Llama {
     }
 
     /// The token embeddings of ids (B, T) → (B, T, C); Gemma 3 scales them by √hidden (in
-    /// the embedding's dtype, as transformers does).
+    /// the embedding's dtype, as transformers does); Granite by its `embedding_multiplier`.
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let x = k::embedding(&self.embed_tokens, ids, self.cfg.pad_token_id)?;
+        if let Some(g) = &self.cfg.granite {
+            return Ok(x.affine(g.embedding_multiplier, 0.0)?);
+        }
         match self.cfg.gemma() {
             true => Ok(x.affine((self.cfg.hidden_size as f64).sqrt(), 0.0)?),
             false => Ok(x),
+        }
+    }
+
+    /// x plus a residual branch's output y: y scaled by Granite's `residual_multiplier`.
+    fn residual(&self, x: Tensor, y: &Tensor) -> Result<Tensor> {
+        match &self.cfg.granite {
+            Some(g) => Ok((x + y.affine(g.residual_multiplier, 0.0)?)?),
+            None => Ok((x + y)?),
         }
     }
 
@@ -704,7 +715,7 @@ impl Llama {
                 (x, m)
             }
             None => {
-                let x = (x + o)?;
+                let x = self.residual(x, &o)?;
                 let m = self.norm(&x, &blk.post_attention_layernorm)?;
                 (x, m)
             }
@@ -724,7 +735,7 @@ impl Llama {
         let d = proj(&m, &blk.down_proj, (product, mode))?;
         match &blk.feedforward_norms {
             Some((_, post)) => Ok((x + self.norm(&d, post)?)?),
-            None => Ok((x + d)?),
+            None => self.residual(x, &d),
         }
     }
 
@@ -744,8 +755,11 @@ impl Llama {
     }
 
     /// `lm_head`'s output z as the language model's logits: Gemma's `tanh(z / c) · c` where
-    /// its config soft-caps them, else z.
+    /// its config soft-caps them, Granite's z / `logits_scaling`, else z.
     fn logits(&self, z: Tensor) -> Result<Tensor> {
+        if let Some(g) = &self.cfg.granite {
+            return Ok(z.affine(1.0 / g.logits_scaling, 0.0)?);
+        }
         match self.cfg.final_logit_softcapping {
             Some(cap) => Ok(z.affine(1.0 / cap, 0.0)?.tanh()?.affine(cap, 0.0)?),
             None => Ok(z),
