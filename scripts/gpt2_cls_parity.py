@@ -87,7 +87,8 @@ from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassificat
                           Qwen2ForTokenClassification, Qwen3ForSequenceClassification,
                           Qwen3ForTokenClassification, Phi3ForSequenceClassification,
                           Phi3ForTokenClassification, Gemma2ForSequenceClassification,
-                          Gemma2ForTokenClassification, Olmo2ForSequenceClassification)
+                          Gemma2ForTokenClassification, Olmo2ForSequenceClassification,
+                          GemmaForSequenceClassification, GemmaForTokenClassification)
 from transformers.utils import logging as hf_logging
 
 from finetune_torch import macro, read, word_tokenizer
@@ -105,6 +106,7 @@ FAMILIES = {
     "gemma3_text": ("Gemma 3", Gemma3TextForSequenceClassification, None),
     "phi3": ("Phi-3", Phi3ForSequenceClassification, Phi3ForTokenClassification),
     "gemma2": ("Gemma 2", Gemma2ForSequenceClassification, Gemma2ForTokenClassification),
+    "gemma": ("Gemma", GemmaForSequenceClassification, GemmaForTokenClassification),
     # Nor for OLMo 2.
     "olmo2": ("OLMo 2", Olmo2ForSequenceClassification, None),
 }
@@ -112,7 +114,7 @@ FAMILIES = {
 # the pipeline from the vocabulary (GemmaTokenizer: SentencePiece's), whatever tokenizer.json
 # holds: a real folder's tokenizer.json is that pipeline; a test folder holding Lantern's
 # byte-level BPE is not, so the checks through AutoTokenizer are printed, not made.
-OWN_TOKENIZER = {"gemma3_text", "gemma2"}
+OWN_TOKENIZER = {"gemma3_text", "gemma2", "gemma"}
 # The end-of-text tokens Lantern pads with when config.json names no pad_token_id, in its order.
 ENDS = ("<|endoftext|>", "</s>", "<|end_of_text|>")
 # The model types run_ner loads the tokenizer of with add_prefix_space=True.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Save a freshly initialised transformers LlamaForCausalLM, MistralForCausalLM,
 Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM (gemma3_text), Gemma2ForCausalLM,
-Olmo2ForCausalLM or Phi3ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
+GemmaForCausalLM, Olmo2ForCausalLM or Phi3ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
 model of the Llama family rather than one Lantern pretrained:
 
     .venv-ref/bin/python scripts/hf_make_random_llama.py --family qwen2 --out DIR \
@@ -65,6 +65,8 @@ def main() -> int:
     if args.family not in ("qwen2", "phi3", "olmo2") or args.head_dim:
         extra["head_dim"] = head_dim
     extra.setdefault("pad_token_id", None)
+    if args.family == "gemma":
+        extra["hidden_act"] = "gelu_pytorch_tanh"
     config = config_class(
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
         num_hidden_layers=args.layers, num_attention_heads=args.heads,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
 mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/, phi3_window/,
-phi3_longrope/, gemma2_softcap/, olmo2_tiny/, granite_tiny/ and gemma3_mm/ (--only NAME ...
-for some): tiny LlamaForCausalLM models (and
+phi3_longrope/, gemma2_softcap/, olmo2_tiny/, granite_tiny/, gemma_tiny/ and gemma3_mm/
+(--only NAME ... for some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
 of the loss for every parameter, and a greedy generation), for the Rust parity tests of
@@ -33,6 +33,7 @@ beta_slow 0.25, untruncated ramp; cos and sin scaled by the derived attention fa
 gemma3_linear/: gemma3_tiny with linear RoPE scaling (factor 4) on its full layer only.
 olmo2_tiny/: Olmo2ForCausalLM (no norm before attention or the MLP, one after each; RMSNorms
 over all query heads and all key heads together), 2 key/value heads, untied.
+gemma_tiny/: GemmaForCausalLM (Gemma 1: Llama's blocks with Gemma's norms, MLP and embeddings).
 granite_tiny/: GraniteForCausalLM (Llama with multipliers on the embeddings, the residual
 branches, the attention scores and the logits), tied.
 gemma2_softcap/: Gemma2ForCausalLM (Gemma 3's layout without head norms, one RoPE base,
@@ -66,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3Config, Gemma3ForCausalLM,
+                          GemmaConfig, GemmaForCausalLM,
                           Gemma3ForConditionalGeneration, GraniteConfig, GraniteForCausalLM,
                           Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, Olmo2Config, Olmo2ForCausalLM,
@@ -112,6 +114,7 @@ FAMILIES = {
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
     "gemma2": (Gemma2Config, Gemma2ForCausalLM),
+    "gemma": (GemmaConfig, GemmaForCausalLM),
     "olmo2": (Olmo2Config, Olmo2ForCausalLM),
     "granite": (GraniteConfig, GraniteForCausalLM),
     "phi3": (Phi3Config, Phi3ForCausalLM),
@@ -122,7 +125,7 @@ def tiny_llama_config(kv_heads: int, tied: bool, rope: dict | None = None,
                       family: str = "llama", **extra) -> LlamaConfig:
     keys = dict(attention_bias=False, mlp_bias=False) if family == "llama" else {}
     keys.update(extra)
-    if family in ("gemma3_text", "gemma2"):
+    if family in ("gemma3_text", "gemma2", "gemma"):
         # Gemma names its activation apart (GELU, tanh approximation), and Gemma 3's RoPE is
         # one per kind of layer.
         return FAMILIES[family][0](
@@ -298,6 +301,12 @@ def main() -> int:
         "phi3_window": dict(kv_heads=2, tied=False, family="phi3", sliding_window=WINDOW),
         # OLMo 2: norms on attention's and the MLP's outputs only, q/k norms over all heads.
         "olmo2_tiny": dict(kv_heads=2, tied=False, family="olmo2"),
+        # Gemma 1: Gemma's norms (gains 1 + w), GELU (tanh) MLP and scaled embeddings on Llama's
+        # two norms a block; heads of 16; its legacy hidden_act "gelu" (GemmaConfig reads it as
+        # the tanh approximation and writes gelu_pytorch_tanh); padding id 0, tied head.
+        "gemma_tiny": dict(kv_heads=2, tied=True, family="gemma", head_dim=16, hidden_act="gelu",
+                           pad_token_id=0, rope_parameters={"rope_type": "default",
+                                                            "rope_theta": ROPE_THETA}),
         # Granite: Granite 3.0 2B's embedding (12), residual (0.22) and logit (8) multipliers,
         # and an attention multiplier (0.25) other than 1/sqrt(8); tied head.
         "granite_tiny": dict(kv_heads=2, tied=True, family="granite", embedding_multiplier=12.0,

@@ -11,7 +11,8 @@
 //! `phi3_longrope/` (Phi-3's LongRoPE, short and long factors, the cache restarted between),
 //! `gemma2_softcap/` (`Gemma2ForCausalLM`: soft-capped attention scores and logits),
 //! `olmo2_tiny/` (`Olmo2ForCausalLM`: norms after attention and the MLP only, q/k norms over
-//! all heads), `granite_tiny/` (`GraniteForCausalLM`: its four multipliers),
+//! all heads), `granite_tiny/` (`GraniteForCausalLM`: its four multipliers), `gemma_tiny/`
+//! (`GemmaForCausalLM`: Gemma 1),
 //! each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
@@ -25,7 +26,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 15] = [
+const FOLDERS: [&str; 16] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
@@ -41,6 +42,7 @@ const FOLDERS: [&str; 15] = [
     "gemma2_softcap",
     "olmo2_tiny",
     "granite_tiny",
+    "gemma_tiny",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {

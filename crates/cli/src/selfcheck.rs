@@ -922,7 +922,7 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
 /// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
 /// `recompute` runs the step with activation checkpointing. With `family` "gpt2", "llama",
-/// "qwen2", "mistral", "qwen3", "gemma3_text", "gemma2", "olmo2" or "phi3", the model is a GPT-2 or Llama-family sequence or token classifier of
+/// "qwen2", "mistral", "qwen3", "gemma3_text", "gemma2", "gemma", "olmo2" or "phi3", the model is a GPT-2 or Llama-family sequence or token classifier of
 /// the same width (the
 /// sequence's last non-padding token scored, or the same positions as BERT's tags; the fused
 /// causal attention on a GPU, the composite one on the CPU) on the same batch.
@@ -952,7 +952,8 @@ fn cls_losses(
             dropout: 0.0,
             layer_norm_epsilon: 1e-5,
         })),
-        "llama" | "qwen2" | "mistral" | "qwen3" | "gemma3_text" | "gemma2" | "olmo2" | "phi3" => {
+        "llama" | "qwen2" | "mistral" | "qwen3" | "gemma3_text" | "gemma2" | "gemma" | "olmo2"
+        | "phi3" => {
             let mut c = LlamaConfig::preset("llama-tiny", vocab as usize)?;
             (c.hidden_size, c.intermediate_size, c.num_hidden_layers) = (64, 192, 2);
             c.max_position_embeddings = t;
@@ -1156,6 +1157,7 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
             "finetune gemma2 softcap recompute lora",
         ),
         (("olmo2", seq, true, true), "finetune olmo2 recompute lora"),
+        (("gemma", tags, false, false), "finetune gemma tags"),
         (("phi3", seq, false, false), "finetune phi3 window"),
         (
             ("phi3", tags, true, true),

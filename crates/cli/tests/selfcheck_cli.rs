@@ -41,6 +41,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune phi3 window tags recompute lora",
         "finetune gemma2 softcap recompute lora",
         "finetune olmo2 recompute lora",
+        "finetune gemma tags",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");

@@ -1387,6 +1387,11 @@ mod tests {
                 final_logit_softcapping: Some(4.0),
                 ..llama.clone()
             }),
+            // Gemma 1: Llama's layers with Gemma's norms, MLP and embeddings.
+            DecoderConfig::Llama(LlamaConfig {
+                model_type: LlamaFamily::Gemma,
+                ..llama.clone()
+            }),
             // Granite: Llama's seven layers under its multipliers.
             DecoderConfig::Llama(LlamaConfig {
                 model_type: LlamaFamily::Granite,

@@ -699,7 +699,7 @@ mod tests {
                 &["model.family=\"qwen2\"", "model.mlp_bias=true"][..],
                 "mlp_bias",
             ),
-            (&["model.family=\"gemma\""][..], "qwen3"),
+            (&["model.family=\"mixtral\""][..], "qwen3"),
             (&["model.family=\"gemma3_text\""][..], "model.init_from"),
             (&["model.family=\"gemma2\""][..], "model.init_from"),
         ] {

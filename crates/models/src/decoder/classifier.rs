@@ -47,7 +47,7 @@ pub enum DecoderHead {
 }
 
 /// transformers' class of each head on each family (`model_type`).
-const ARCHITECTURES: [(&str, DecoderHead, &str); 16] = {
+const ARCHITECTURES: [(&str, DecoderHead, &str); 18] = {
     use DecoderHead::{SequenceClassification as Seq, TokenClassification as Tok};
     [
         ("gpt2", Seq, "GPT2ForSequenceClassification"),
@@ -62,6 +62,8 @@ const ARCHITECTURES: [(&str, DecoderHead, &str); 16] = {
         ("qwen3", Tok, "Qwen3ForTokenClassification"),
         // transformers has no token classifier for Gemma 3.
         ("gemma3_text", Seq, "Gemma3TextForSequenceClassification"),
+        ("gemma", Seq, "GemmaForSequenceClassification"),
+        ("gemma", Tok, "GemmaForTokenClassification"),
         ("gemma2", Seq, "Gemma2ForSequenceClassification"),
         ("gemma2", Tok, "Gemma2ForTokenClassification"),
         // transformers has no token classifier for OLMo 2 either.
@@ -593,6 +595,14 @@ mod tests {
             unreachable!()
         };
         let gemma = matches!(family, LlamaFamily::Gemma3 | LlamaFamily::Gemma2);
+        // Gemma 1: Gemma's norms, MLP and embeddings, Llama's layers otherwise (heads of 12).
+        if family == LlamaFamily::Gemma {
+            return with_labels(DecoderConfig::Llama(LlamaConfig {
+                model_type: family,
+                head_dim: Some(12),
+                ..c
+            }));
+        }
         let gemma2 = family == LlamaFamily::Gemma2;
         with_labels(DecoderConfig::Llama(LlamaConfig {
             model_type: family,
@@ -615,7 +625,7 @@ mod tests {
         DecoderHead::TokenClassification.check(&cfg.lm).is_ok()
     }
 
-    fn families() -> [DecoderClsConfig; 9] {
+    fn families() -> [DecoderClsConfig; 10] {
         [
             tiny(),
             tiny_llama(),
@@ -624,6 +634,7 @@ mod tests {
             tiny_relative(LlamaFamily::Qwen3),
             tiny_relative(LlamaFamily::Gemma3),
             tiny_relative(LlamaFamily::Gemma2),
+            tiny_relative(LlamaFamily::Gemma),
             tiny_relative(LlamaFamily::Olmo2),
             tiny_relative(LlamaFamily::Phi3),
         ]

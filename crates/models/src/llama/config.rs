@@ -131,6 +131,9 @@ pub enum LlamaFamily {
     /// own, attention scaled by `query_pre_attn_scalar`.
     #[serde(rename = "gemma3_text")]
     Gemma3,
+    /// `GemmaForCausalLM` (Gemma 1, CodeGemma): Llama with RMSNorm gains 1 + w, a GELU (tanh)
+    /// gated MLP and embeddings scaled by √hidden.
+    Gemma,
     /// `Gemma2ForCausalLM`: Gemma 3's layout without its head norms, one RoPE for every layer,
     /// and soft-capped attention scores and logits (`tanh(x / cap) · cap`).
     Gemma2,
@@ -150,13 +153,14 @@ pub enum LlamaFamily {
 }
 
 impl LlamaFamily {
-    pub const ALL: [LlamaFamily; 9] = [
+    pub const ALL: [LlamaFamily; 10] = [
         Self::Llama,
         Self::Mistral,
         Self::Qwen2,
         Self::Qwen3,
         Self::Gemma3,
         Self::Gemma2,
+        Self::Gemma,
         Self::Granite,
         Self::Olmo2,
         Self::Phi3,
@@ -171,6 +175,7 @@ impl LlamaFamily {
             Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3_text",
             Self::Gemma2 => "gemma2",
+            Self::Gemma => "gemma",
             Self::Granite => "granite",
             Self::Olmo2 => "olmo2",
             Self::Phi3 => "phi3",
@@ -188,6 +193,7 @@ impl LlamaFamily {
     pub fn activation(self) -> (&'static str, &'static str) {
         match self {
             Self::Gemma3 | Self::Gemma2 => ("hidden_activation", "gelu_pytorch_tanh"),
+            Self::Gemma => ("hidden_act", "gelu_pytorch_tanh"),
             _ => ("hidden_act", "silu"),
         }
     }
@@ -201,6 +207,7 @@ impl LlamaFamily {
             Self::Qwen3 => "Qwen3ForCausalLM",
             Self::Gemma3 => "Gemma3ForCausalLM",
             Self::Gemma2 => "Gemma2ForCausalLM",
+            Self::Gemma => "GemmaForCausalLM",
             Self::Granite => "GraniteForCausalLM",
             Self::Olmo2 => "Olmo2ForCausalLM",
             Self::Phi3 => "Phi3ForCausalLM",
@@ -364,9 +371,11 @@ impl LlamaConfig {
         let family = self.model_type.model_type();
         let (own_attention_bias, own_mlp_bias) = match self.model_type {
             LlamaFamily::Llama | LlamaFamily::Granite => (true, true),
-            LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 | LlamaFamily::Olmo2 => {
-                (true, false)
-            }
+            LlamaFamily::Qwen3
+            | LlamaFamily::Gemma3
+            | LlamaFamily::Gemma2
+            | LlamaFamily::Gemma
+            | LlamaFamily::Olmo2 => (true, false),
             LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
         };
         let gemma3 = self.model_type == LlamaFamily::Gemma3;
@@ -380,17 +389,17 @@ impl LlamaConfig {
             (
                 "query_pre_attn_scalar",
                 self.query_pre_attn_scalar.is_some(),
-                self.gemma(),
+                self.sandwich_norms(),
             ),
             (
                 "attn_logit_softcapping",
                 self.attn_logit_softcapping.is_some(),
-                self.gemma(),
+                self.sandwich_norms(),
             ),
             (
                 "final_logit_softcapping",
                 self.final_logit_softcapping.is_some(),
-                self.gemma(),
+                self.sandwich_norms(),
             ),
         ] {
             if set && !own {
@@ -518,10 +527,18 @@ impl LlamaConfig {
         self.model_type == LlamaFamily::Phi3
     }
 
-    /// Gemma 2's and 3's layout: RMSNorm gains 1 + w (stored w, drawn 0), norms after
-    /// attention and the MLP too, a GELU (tanh) MLP, embeddings scaled by √hidden.
+    /// Gemma's layout: RMSNorm gains 1 + w (stored w, drawn 0), a GELU (tanh) MLP, embeddings
+    /// scaled by √hidden.
     pub fn gemma(&self) -> bool {
-        matches!(self.model_type, LlamaFamily::Gemma3 | LlamaFamily::Gemma2)
+        matches!(
+            self.model_type,
+            LlamaFamily::Gemma | LlamaFamily::Gemma2 | LlamaFamily::Gemma3
+        )
+    }
+
+    /// Gemma 2's and 3's norms after attention and the MLP too, as well as before them.
+    pub fn sandwich_norms(&self) -> bool {
+        matches!(self.model_type, LlamaFamily::Gemma2 | LlamaFamily::Gemma3)
     }
 
     /// The width of an attention head: `head_dim` if the config sets it, else `hidden_size /
@@ -605,7 +622,7 @@ impl LlamaConfig {
             (true, false) => 2 * self.head_dim(),
             (true, true) => q + kv,
         };
-        let norms = if self.gemma() { 4 } else { 2 } * c;
+        let norms = if self.sandwich_norms() { 4 } else { 2 } * c;
         // Norms, attention, gate/up/down.
         let block = norms + attn + 3 * c * i + biases + qk_norm;
         let head = match self.tie_word_embeddings {

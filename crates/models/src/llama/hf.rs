@@ -1,6 +1,6 @@
 //! The Hugging Face `LlamaForCausalLM` folder format (and `MistralForCausalLM`,
 //! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`, `Gemma2ForCausalLM`,
-//! `GraniteForCausalLM`, `Olmo2ForCausalLM`, `Phi3ForCausalLM`): `config.json` and
+//! `GemmaForCausalLM`, `GraniteForCausalLM`, `Olmo2ForCausalLM`, `Phi3ForCausalLM`): `config.json` and
 //! `model.safetensors`.
 //!
 //! Our parameter names and layouts are transformers' own, so export is a copy. Import accepts
@@ -73,6 +73,11 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             q["attention_bias"] = cfg.attention_bias.into();
             q
         }
+        LlamaFamily::Gemma => json!({
+            "head_dim": cfg.head_dim(),
+            "attention_bias": cfg.attention_bias,
+            "use_bidirectional_attention": null,
+        }),
         // GraniteConfig: Llama's biases and no head_dim key, and its four multipliers.
         LlamaFamily::Granite => {
             let g = cfg.granite.clone().unwrap_or_default();
@@ -219,7 +224,13 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     // `swish` to the same SiLU.
     let (act_key, default_act) = family.activation();
     let act = get(act_key).map_or(Some(default_act), Value::as_str);
-    if !act.is_some_and(|a| a == default_act || (default_act, a) == ("silu", "swish")) {
+    // GemmaConfig reads Gemma 1's released `gelu` as the tanh approximation it was trained with.
+    let alias = |a: &str| match (default_act, a) {
+        ("silu", "swish") => true,
+        ("gelu_pytorch_tanh", "gelu") => family == LlamaFamily::Gemma,
+        _ => false,
+    };
+    if !act.is_some_and(|a| a == default_act || alias(a)) {
         return Err(err(format!(
             "\"{act_key}\" {} is not supported ({} uses {default_act})",
             get(act_key).unwrap_or(&Value::Null),
@@ -232,13 +243,15 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         LlamaFamily::Llama | LlamaFamily::Granite => {
             (boolean("attention_bias")?, boolean("mlp_bias")?)
         }
-        LlamaFamily::Qwen3 | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 | LlamaFamily::Olmo2 => {
-            (boolean("attention_bias")?, false)
-        }
+        LlamaFamily::Qwen3
+        | LlamaFamily::Gemma3
+        | LlamaFamily::Gemma2
+        | LlamaFamily::Gemma
+        | LlamaFamily::Olmo2 => (boolean("attention_bias")?, false),
         LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
     };
     let sliding_window = match family {
-        LlamaFamily::Llama | LlamaFamily::Olmo2 | LlamaFamily::Granite => None,
+        LlamaFamily::Llama | LlamaFamily::Olmo2 | LlamaFamily::Granite | LlamaFamily::Gemma => None,
         // Phi3Config's window is none unless the key sets one.
         LlamaFamily::Phi3 => match get("sliding_window") {
             None => None,
@@ -378,7 +391,8 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
 
 /// The defaults of each family's config class for the keys whose defaults differ
 /// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config`, `Gemma3TextConfig`,
-/// `Gemma2Config`, `GraniteConfig`, `Olmo2Config`, `Phi3Config` in transformers 5.24).
+/// `Gemma2Config`, `GemmaConfig`, `GraniteConfig`, `Olmo2Config`, `Phi3Config` in transformers
+/// 5.24).
 struct Defaults {
     hidden: usize,
     layers: usize,
@@ -457,6 +471,19 @@ impl Defaults {
                 eps: 1e-6,
             },
             LlamaFamily::Granite => llama,
+            LlamaFamily::Gemma => Self {
+                hidden: 3072,
+                layers: 28,
+                heads: 16,
+                tied: true,
+                pad: Some(0),
+                vocab_size: 256_000,
+                intermediate_size: 24576,
+                max_positions: 8192,
+                kv_heads: None,
+                head_dim: Some(256),
+                eps: 1e-6,
+            },
             LlamaFamily::Olmo2 => Self {
                 pad: Some(1),
                 vocab_size: 50304,
@@ -1154,6 +1181,21 @@ mod tests {
         assert_eq!((q.head_dim, q.q_width()), (Some(128), 2048));
         let q = read(&json!({"model_type": "qwen3"})).unwrap();
         assert_eq!((q.head_dim, q.head_dim()), (None, 128));
+        // GemmaConfig's: Gemma 7B's sizes, heads of 256, tied, padding id 0; the released
+        // configs' `hidden_act: "gelu"` is the tanh approximation (only for Gemma 1).
+        let g = read(&json!({"model_type": "gemma", "hidden_act": "gelu"})).unwrap();
+        assert_eq!(
+            (
+                g.vocab_size,
+                g.hidden_size,
+                g.num_hidden_layers,
+                g.head_dim()
+            ),
+            (256_000, 3072, 28, 256)
+        );
+        assert!(g.gemma() && !g.sandwich_norms() && g.tie_word_embeddings);
+        assert_eq!(g.pad_token_id, Some(0));
+        assert!(read(&json!({"model_type": "gemma2", "hidden_activation": "gelu"})).is_err());
         // GraniteConfig's: Llama's sizes, every multiplier 1.
         let g = read(&json!({"model_type": "granite", "logits_scaling": 8.0})).unwrap();
         let want = GraniteMultipliers {
@@ -1508,7 +1550,7 @@ mod tests {
     #[test]
     fn unsupported_variants_are_refused_naming_the_key() {
         let cases = [
-            (json!({"model_type": "gemma"}), "model_type"),
+            (json!({"model_type": "mixtral"}), "model_type"),
             (json!({"hidden_act": "gelu"}), "hidden_act"),
             (json!({"attention_bias": 1}), "attention_bias"),
             (

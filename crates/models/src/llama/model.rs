@@ -60,7 +60,7 @@ pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
         if cfg.post_norms_only() {
             v.push((format!("{p}.post_feedforward_layernorm.weight"), vec![c]));
         }
-        if cfg.gemma() {
+        if cfg.sandwich_norms() {
             v.extend([
                 (format!("{p}.pre_feedforward_layernorm.weight"), vec![c]),
                 (format!("{p}.post_feedforward_layernorm.weight"), vec![c]),
@@ -362,7 +362,7 @@ impl Llama {
                     true => Some((get("self_attn.q_norm")?, get("self_attn.k_norm")?)),
                     false => None,
                 };
-                let feedforward_norms = match (cfg.gemma(), cfg.post_norms_only()) {
+                let feedforward_norms = match (cfg.sandwich_norms(), cfg.post_norms_only()) {
                     (true, _) => Some((
                         Some(get("pre_feedforward_layernorm")?),
                         get("post_feedforward_layernorm")?,
