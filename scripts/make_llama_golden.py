@@ -75,6 +75,7 @@ from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3Config, Gemma3F
                           Phi3Config, Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
                           SiglipVisionConfig)
 
+from golden_common import save_golden
 from make_golden import randomised
 
 INPUT_SEED = 4321
@@ -251,16 +252,8 @@ def write_multimodal(out: str) -> None:
     logits = out_.logits.detach().to(torch.float32).contiguous()
     manual = F.cross_entropy(logits[:, :-1, :].reshape(-1, V), input_ids[:, 1:].reshape(-1))
     assert abs(manual.item() - out_.loss.item()) < 1e-6, (manual.item(), out_.loss.item())
-    os.makedirs(out, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    gen_file = os.path.join(out, "generation_config.json")
-    if os.path.exists(gen_file):
-        os.remove(gen_file)
-    with open(os.path.join(out, "inputs.json"), "w") as f:
-        json.dump({"input_ids": input_ids.tolist()}, f)
-        f.write("\n")
     expected = {"logits": logits, "loss": out_.loss.detach().to(torch.float32).reshape(()).contiguous()}
-    save_file(expected, os.path.join(out, "expected.safetensors"), metadata={"format": "pt"})
+    save_golden(model, out, {"input_ids": input_ids.tolist()}, expected)
     # transformers reads the language model alone the same (Gemma3ForCausalLM of text_config
     # over the `language_model.model.` tensors).
     lm = Gemma3ForCausalLM(model.config.text_config)
