@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
 mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/, phi3_window/,
-phi3_longrope/, gemma2_softcap/, olmo2_tiny/, granite_tiny/, gemma_tiny/ and gemma3_mm/
+phi3_longrope/, phi3_partial/, gemma2_softcap/, olmo2_tiny/, granite_tiny/, gemma_tiny/ and
+gemma3_mm/
 (--only NAME ... for some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
@@ -40,6 +41,8 @@ gemma2_softcap/: Gemma2ForCausalLM (Gemma 3's layout without head norms, one RoP
 attention scores soft-capped at 2 and logits at 1.5), three layers (sliding, full, sliding).
 phi3_window/: Phi3ForCausalLM (q, k and v in one fused qkv_proj, gate and up in one
 gate_up_proj), 2 key/value heads, untied, sliding_window 5.
+phi3_partial/: phi3_longrope/ with RoPE over half of each head (partial_rotary_factor 0.5, as
+Phi-4-mini's 0.75), tied.
 phi3_longrope/: Phi3ForCausalLM with LongRoPE (original context 8: the forward takes the long
 factors, the generation's prompt the short ones, then transformers restarts its cache).
 gemma3_mm/: a multimodal Gemma3ForConditionalGeneration (gemma3_linear's language model beside
@@ -315,6 +318,13 @@ def main() -> int:
                                                 "rope_theta": ROPE_THETA}),
         "phi3_longrope": dict(kv_heads=2, tied=False, rope=LONGROPE, family="phi3",
                               original_max_position_embeddings=8),
+        # Phi-4-mini's layout: RoPE over half of each head of 8 (partial_rotary_factor 0.5:
+        # the first 4 dimensions turn, the last 4 pass), with LongRoPE's 2 factors each, tied.
+        "phi3_partial": dict(kv_heads=2, tied=True, family="phi3",
+                             original_max_position_embeddings=8,
+                             rope={"rope_type": "longrope", "rope_theta": ROPE_THETA,
+                                   "partial_rotary_factor": 0.5, "short_factor": [1.0, 1.5],
+                                   "long_factor": [2.0, 8.0]}),
         # gemma3_tiny with Gemma 3 4B's linear RoPE scaling (factor 4 here) on its full layer.
         "gemma3_linear": dict(kv_heads=2, tied=True, family="gemma3_text", head_dim=16,
                               sliding_window=WINDOW, sliding_window_pattern=2,

@@ -963,6 +963,8 @@ fn cls_losses(
             // and 4 heads; Phi-3: fused q/k/v and gate/up layers, Mistral's window.
             c.model_type = LlamaFamily::from_model_type(family).expect("a Llama family");
             c.sliding_window = matches!(family, "mistral" | "phi3").then_some(16);
+            // Phi-4-mini's RoPE over three quarters of each head (12 of 16 dimensions).
+            c.partial_rotary_factor = (family == "phi3").then_some(0.75);
             c.head_dim = (family == "qwen3").then_some(32);
             if family == "gemma3_text" || family == "gemma2" {
                 // Gemma 3: sliding (window 16) then full layers, heads of 32, its norms, GELU

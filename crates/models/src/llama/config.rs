@@ -80,6 +80,10 @@ pub struct LlamaConfig {
     /// `tanh(z / c) · c`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_logit_softcapping: Option<f64>,
+    /// Phi-3's `partial_rotary_factor` f (Phi-4-mini's 0.75): RoPE turns the first
+    /// `int(head_dim · f)` dimensions of each head only, the rest pass through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_rotary_factor: Option<f64>,
     /// Granite's multipliers (always set for Granite, never for the others); boxed, so that
     /// the other families' configs do not carry their size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,6 +276,7 @@ impl LlamaConfig {
             query_pre_attn_scalar: None,
             attn_logit_softcapping: None,
             final_logit_softcapping: None,
+            partial_rotary_factor: None,
             granite: None,
         };
         c.validate()?;
@@ -343,11 +348,11 @@ impl LlamaConfig {
                 ));
             }
             if let RopeScaling::Longrope(l) = r {
-                let half = self.head_dim() / 2;
+                let half = self.rotary_dim() / 2;
                 if l.short_factor.len() != half || l.long_factor.len() != half {
                     return bad(format!(
-                        "longrope needs head_dim / 2 = {half} short and long factors, not {} \
-                         and {}",
+                        "longrope needs one short and one long factor per frequency, {half} \
+                         (the rotary dimensions / 2), not {} and {}",
                         l.short_factor.len(),
                         l.long_factor.len()
                     ));
@@ -421,6 +426,22 @@ impl LlamaConfig {
         ] {
             if v.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
                 return bad(format!("{k} {v:?} must be finite and > 0"));
+            }
+        }
+        if let Some(f) = self.partial_rotary_factor {
+            if self.model_type != LlamaFamily::Phi3 {
+                return bad(format!(
+                    "partial_rotary_factor on {family}: only Phi-3's attention rotates part of \
+                     each head"
+                ));
+            }
+            let rd = self.rotary_dim();
+            if !(f > 0.0 && f <= 1.0) || rd == 0 || !rd.is_multiple_of(2) {
+                return bad(format!(
+                    "partial_rotary_factor {f} must be in (0, 1] and turn an even, non-zero \
+                     number of the head's {} dimensions (it turns {rd})",
+                    self.head_dim()
+                ));
             }
         }
         match (&self.granite, self.model_type == LlamaFamily::Granite) {
@@ -548,6 +569,15 @@ impl LlamaConfig {
             .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
 
+    /// The dimensions of each head RoPE turns: `int(head_dim · partial_rotary_factor)`
+    /// (transformers' `dim`), all of them without one.
+    pub fn rotary_dim(&self) -> usize {
+        match self.partial_rotary_factor {
+            Some(f) => (self.head_dim() as f64 * f) as usize,
+            None => self.head_dim(),
+        }
+    }
+
     /// The width of all query heads together (q_proj's output, o_proj's input).
     pub fn q_width(&self) -> usize {
         self.num_attention_heads * self.head_dim()
@@ -573,7 +603,7 @@ impl LlamaConfig {
         self.model_type == LlamaFamily::Olmo2
     }
 
-    /// RoPE's inverse frequencies of the model's (full) layers, `head_dim / 2` of them, in f32
+    /// RoPE's inverse frequencies of the model's (full) layers, `rotary_dim / 2` of them, in f32
     /// as transformers computes them: `1 / θ^(2i/hd)`, then `rope_scaling`'s scaling (for
     /// LongRoPE, its short factors: those of sequences within the original context).
     pub fn inv_freq(&self) -> Vec<f32> {

@@ -105,7 +105,7 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
         // Phi3Config writes no head_dim; its original context is read by longrope only.
         LlamaFamily::Phi3 => {
             let mut rope = rope_parameters(cfg.rope_theta, cfg.rope_scaling.as_ref());
-            rope["partial_rotary_factor"] = 1.0.into();
+            rope["partial_rotary_factor"] = cfg.partial_rotary_factor.unwrap_or(1.0).into();
             let mut p = json!({
                 "rope_parameters": rope,
                 "sliding_window": cfg.sliding_window,
@@ -299,15 +299,36 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             )));
         }
     }
-    // A part of each head under RoPE (Phi-4-mini's 0.75), as transformers moves the top-level
-    // key into the RoPE parameters.
-    if let Some(x) = get("partial_rotary_factor") {
-        if x.as_f64() != Some(1.0) {
-            return Err(err(format!(
-                "\"partial_rotary_factor\" {x} is not supported (RoPE over the whole head only)"
-            )));
+    // A part of each head under RoPE (Phi-4-mini's 0.75): Phi-3's attention alone turns part of
+    // a head. Phi3Config takes the RoPE parameters' value, else the top-level key's.
+    let partial_rotary_factor = {
+        let in_rope = ["rope_scaling", "rope_parameters"]
+            .into_iter()
+            .find_map(|k| {
+                let x = get(k)?
+                    .get("partial_rotary_factor")
+                    .filter(|x| !x.is_null())?;
+                Some((format!("\"{k}\".partial_rotary_factor"), x))
+            });
+        let top = || {
+            let x = get("partial_rotary_factor")?;
+            Some(("\"partial_rotary_factor\"".to_string(), x))
+        };
+        match in_rope.or_else(top) {
+            None => None,
+            Some((key, x)) => match (x.as_f64(), family) {
+                (Some(f), _) if f == 1.0 => None,
+                (Some(f), LlamaFamily::Phi3) => Some(f),
+                _ => {
+                    return Err(err(format!(
+                        "{key} {x} is not supported ({} turns the whole head; only Phi-3 turns \
+                         part of it)",
+                        family.model_type()
+                    )))
+                }
+            },
         }
-    }
+    };
     let hidden_size = int("hidden_size", defaults.hidden)?;
     let num_attention_heads = int("num_attention_heads", defaults.heads)?;
     let num_hidden_layers = int("num_hidden_layers", defaults.layers)?;
@@ -374,6 +395,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         query_pre_attn_scalar: gemma.as_ref().map(|g| g.query_pre_attn_scalar),
         attn_logit_softcapping: gemma.as_ref().and_then(|g| g.attn_logit_softcapping),
         final_logit_softcapping: gemma.as_ref().and_then(|g| g.final_logit_softcapping),
+        partial_rotary_factor,
         granite: match family {
             LlamaFamily::Granite => Some(Box::new(GraniteMultipliers {
                 embedding_multiplier: float("embedding_multiplier", 1.0)?,
@@ -765,10 +787,11 @@ fn rope_object(
             )))
         }
     }
-    // A fraction of the head under RoPE changes every type's tables; keys a type does not
-    // read are ignored, as transformers ignores them.
+    // A fraction of the head under RoPE (Phi-3's, read with the family's keys) changes every
+    // type's tables; elsewhere it is refused. Keys a type does not read are ignored, as
+    // transformers ignores them.
     if let Some(x) = rope.get("partial_rotary_factor").filter(|x| !x.is_null()) {
-        if x.as_f64() != Some(1.0) {
+        if x.as_f64() != Some(1.0) && !phi3 {
             return Err(err(format!(
                 "{key}.partial_rotary_factor {x} is not supported (RoPE over the whole \
                  head only)"
@@ -1508,7 +1531,7 @@ mod tests {
         assert!(e.contains("longrope"), "{e}");
         rope["short_factor"] = json!([1.0, 1.0]);
         let e = base(rope, json!({})).unwrap_err().to_string();
-        assert!(e.contains("head_dim / 2 = 4"), "{e}");
+        assert!(e.contains("4 (the rotary dimensions / 2)"), "{e}");
     }
 
     /// Every scaling is written as transformers writes it and reads back the same.
@@ -1610,7 +1633,11 @@ mod tests {
                 "embd_pdrop",
             ),
             (
-                json!({"model_type": "phi3", "partial_rotary_factor": 0.75}),
+                json!({"model_type": "phi3", "partial_rotary_factor": 0.1}),
+                "partial_rotary_factor",
+            ),
+            (
+                json!({"partial_rotary_factor": 0.75}),
                 "partial_rotary_factor",
             ),
             (

@@ -273,9 +273,16 @@ impl Rope {
     }
 
     /// `x · cos + rotate_half(x) · sin` for x: (B, T, heads, hd), rotate_half(x) =
-    /// `cat(-x[.., hd/2..], x[.., ..hd/2])` (transformers' `apply_rotary_pos_emb`).
+    /// `cat(-x[.., hd/2..], x[.., ..hd/2])` (transformers' `apply_rotary_pos_emb`). Tables
+    /// narrower than the heads (Phi-3's `partial_rotary_factor`) turn the first dimensions and
+    /// pass the rest through, as Phi-3's `apply_rotary_pos_emb` does.
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(k::rope(x, &self.cos, &self.sin)?)
+        let (rd, hd) = (self.cos.dim(1)?, x.dim(3)?);
+        if rd == hd {
+            return Ok(k::rope(x, &self.cos, &self.sin)?);
+        }
+        let turned = k::rope(&x.narrow(3, 0, rd)?.contiguous()?, &self.cos, &self.sin)?;
+        Ok(Tensor::cat(&[&turned, &x.narrow(3, rd, hd - rd)?], 3)?)
     }
 }
 
@@ -468,7 +475,8 @@ impl Llama {
             let i = match kinds.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
-                    let inv_freq = super::rope::inv_freq(theta, cfg.head_dim(), scaling, start + t);
+                    let inv_freq =
+                        super::rope::inv_freq(theta, cfg.rotary_dim(), scaling, start + t);
                     let scale =
                         scaling.map_or(1.0, |s| s.attention_factor(cfg.max_position_embeddings));
                     let rope = Rope::new(
