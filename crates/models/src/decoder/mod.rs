@@ -192,6 +192,9 @@ impl DecoderConfig {
 }
 
 /// A causal language model reading a [`Params`] store.
+// One per run, built once: the Llama variant's size (its config's optional keys) is not worth
+// a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoder {
     Gpt(Gpt),
     Llama(Llama),

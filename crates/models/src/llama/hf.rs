@@ -317,7 +317,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         match in_rope.or_else(top) {
             None => None,
             Some((key, x)) => match (x.as_f64(), family) {
-                (Some(f), _) if f == 1.0 => None,
+                (Some(1.0), _) => None,
                 (Some(f), LlamaFamily::Phi3) => Some(f),
                 _ => {
                     return Err(err(format!(
