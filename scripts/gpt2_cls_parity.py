@@ -88,7 +88,8 @@ from transformers import (GPT2ForSequenceClassification, GPT2ForTokenClassificat
                           Qwen3ForTokenClassification, Phi3ForSequenceClassification,
                           Phi3ForTokenClassification, Gemma2ForSequenceClassification,
                           Gemma2ForTokenClassification, Olmo2ForSequenceClassification,
-                          GemmaForSequenceClassification, GemmaForTokenClassification)
+                          GemmaForSequenceClassification, GemmaForTokenClassification,
+                          SmolLM3ForSequenceClassification, SmolLM3ForTokenClassification)
 from transformers.utils import logging as hf_logging
 
 from finetune_torch import macro, read, word_tokenizer
@@ -107,6 +108,7 @@ FAMILIES = {
     "phi3": ("Phi-3", Phi3ForSequenceClassification, Phi3ForTokenClassification),
     "gemma2": ("Gemma 2", Gemma2ForSequenceClassification, Gemma2ForTokenClassification),
     "gemma": ("Gemma", GemmaForSequenceClassification, GemmaForTokenClassification),
+    "smollm3": ("SmolLM3", SmolLM3ForSequenceClassification, SmolLM3ForTokenClassification),
     # Nor for OLMo 2.
     "olmo2": ("OLMo 2", Olmo2ForSequenceClassification, None),
 }

@@ -7,9 +7,11 @@
 #     `lantern train` of a small GPT (2 layers, width 64, 4 heads, context 64, 150 steps);
 #     with ARCH=llama a small Llama instead (preset llama-tiny: 2 layers, width 64, 4 query
 #     heads sharing 2 key/value heads, SwiGLU width 160, context 64, the same data and steps);
-#     with ARCH=qwen2, qwen3, mistral, gemma3, gemma2, gemma, olmo2 or phi3, a Qwen2ForCausalLM,
+#     with ARCH=qwen2, qwen3, mistral, gemma3, gemma2, gemma, olmo2, smollm3 or phi3, a
+#     Qwen2ForCausalLM,
 #     Qwen3ForCausalLM, MistralForCausalLM, Gemma3ForCausalLM, Gemma2ForCausalLM (soft caps 50
-#     and 30), GemmaForCausalLM, Olmo2ForCausalLM or Phi3ForCausalLM of the same sizes made by
+#     and 30), GemmaForCausalLM, Olmo2ForCausalLM, SmolLM3ForCausalLM or Phi3ForCausalLM of the
+#     same sizes made by
 #     transformers (scripts/hf_make_random_llama.py: Qwen2's q/k/v biases redrawn so they
 #     matter; Qwen3's head norms and heads of 32 under a width of 64; Mistral's and Phi-3's
 #     sliding window 16, shorter than the 64 tokens; Phi-3's fused layers), which `lantern
@@ -61,9 +63,9 @@
 # Needs the test-only venv (scripts/ref_env.sh) and the fortunes text (scripts/fetch_fortunes.sh).
 #   bash scripts/gpt2_cls_parity.sh
 #   ARCH=llama bash scripts/gpt2_cls_parity.sh
-#   ARCH=qwen2 bash scripts/gpt2_cls_parity.sh     # or qwen3, mistral, gemma3, gemma2, gemma, olmo2, phi3
+#   ARCH=qwen2 bash scripts/gpt2_cls_parity.sh   # or qwen3, mistral, gemma3, gemma2, gemma, olmo2, smollm3, phi3
 #   COMPARE=1 bash scripts/gpt2_cls_parity.sh
-# Env: ARCH (gpt2, the default, llama, qwen2, qwen3, mistral, gemma3, gemma2, gemma, olmo2 or phi3), COMPARE, THREADS (CPU threads of both fine-tunes in
+# Env: ARCH (gpt2, the default, llama, qwen2, qwen3, mistral, gemma3, gemma2, gemma, olmo2, smollm3 or phi3), COMPARE, THREADS (CPU threads of both fine-tunes in
 # the comparison, default: all), KEEP=1 keeps the work folder (printed), CARGO_TARGET_DIR (where
 # the release binary is built).
 set -euo pipefail
@@ -89,15 +91,15 @@ n_head = 4
 n_kv_head = 2
 intermediate_size = 160
 n_positions = 64' ;;
-    qwen2|qwen3|mistral|gemma3|gemma2|gemma|olmo2|phi3)
+    qwen2|qwen3|mistral|gemma3|gemma2|gemma|olmo2|smollm3|phi3)
         # Llama's relatives start from a transformers-made folder of their own family (the
         # Llama presets' sizes), which `lantern train` continues to pretrain.
         BASE=$ARCH; WHAT=$ARCH
         CLS=$(case $ARCH in qwen2) echo Qwen2 ;; qwen3) echo Qwen3 ;; gemma3) echo Gemma3Text ;;
               gemma2) echo Gemma2 ;; gemma) echo Gemma ;; olmo2) echo Olmo2 ;; phi3) echo Phi3 ;;
-              *) echo Mistral ;; esac)
+              smollm3) echo SmolLM3 ;; *) echo Mistral ;; esac)
         MODEL_TOML= ;;
-    *) echo "ARCH must be gpt2, llama, qwen2, qwen3, mistral, gemma3, gemma2, gemma, olmo2 or phi3, not '$ARCH'" >&2; exit 2 ;;
+    *) echo "ARCH must be gpt2, llama, qwen2, qwen3, mistral, gemma3, gemma2, gemma, olmo2, smollm3 or phi3, not '$ARCH'" >&2; exit 2 ;;
 esac
 
 PY=$(bash scripts/ref_env.sh | tail -n 1)

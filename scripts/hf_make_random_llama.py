@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Save a freshly initialised transformers LlamaForCausalLM, MistralForCausalLM,
 Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM (gemma3_text), Gemma2ForCausalLM,
-GemmaForCausalLM, Olmo2ForCausalLM or Phi3ForCausalLM folder (transformers' own init), for checks that start from a Hugging Face
+GemmaForCausalLM, Olmo2ForCausalLM, SmolLM3ForCausalLM (a NoPE layer every 4) or Phi3ForCausalLM
+folder (transformers' own init), for checks that start from a Hugging Face
 model of the Llama family rather than one Lantern pretrained:
 
     .venv-ref/bin/python scripts/hf_make_random_llama.py --family qwen2 --out DIR \
@@ -61,8 +62,9 @@ def main() -> int:
             extra["sliding_window_pattern"] = 2
     wide = args.family in ("qwen3", "gemma3_text", "gemma2")
     head_dim = args.head_dim or (2 if wide else 1) * args.hidden // args.heads
-    # Qwen2Config, Phi3Config and Olmo2Config have no head_dim key (hidden / heads).
-    if args.family not in ("qwen2", "phi3", "olmo2") or args.head_dim:
+    # Qwen2Config, Phi3Config, Olmo2Config and SmolLM3Config have no head_dim key (hidden /
+    # heads).
+    if args.family not in ("qwen2", "phi3", "olmo2", "smollm3") or args.head_dim:
         extra["head_dim"] = head_dim
     extra.setdefault("pad_token_id", None)
     if args.family == "gemma":

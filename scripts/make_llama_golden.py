@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write tests/golden/llama_tiny/, llama_tied/, llama3_rope/, llama_bias/, qwen2_tiny/,
 mistral_window/, qwen3_tiny/, gemma3_tiny/, llama_yarn/, gemma3_linear/, phi3_window/,
-phi3_longrope/, phi3_partial/, gemma2_softcap/, olmo2_tiny/, granite_tiny/, gemma_tiny/ and
-gemma3_mm/
+phi3_longrope/, phi3_partial/, gemma2_softcap/, olmo2_tiny/, granite_tiny/, gemma_tiny/,
+smollm3_tiny/ and gemma3_mm/
 (--only NAME ... for some): tiny LlamaForCausalLM models (and
 their Qwen2, Mistral and Qwen3 relatives)
 made by transformers itself, plus their inputs and expected outputs (logits, loss, the gradient
@@ -35,6 +35,7 @@ gemma3_linear/: gemma3_tiny with linear RoPE scaling (factor 4) on its full laye
 olmo2_tiny/: Olmo2ForCausalLM (no norm before attention or the MLP, one after each; RMSNorms
 over all query heads and all key heads together), 2 key/value heads, untied.
 gemma_tiny/: GemmaForCausalLM (Gemma 1: Llama's blocks with Gemma's norms, MLP and embeddings).
+smollm3_tiny/: SmolLM3ForCausalLM (Llama with no RoPE on every second layer here), tied.
 granite_tiny/: GraniteForCausalLM (Llama with multipliers on the embeddings, the residual
 branches, the attention scores and the logits), tied.
 gemma2_softcap/: Gemma2ForCausalLM (Gemma 3's layout without head norms, one RoPE base,
@@ -70,13 +71,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3Config, Gemma3ForCausalLM,
-                          GemmaConfig, GemmaForCausalLM,
-                          Gemma3ForConditionalGeneration, GraniteConfig, GraniteForCausalLM,
-                          Gemma3TextConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Olmo2Config, Olmo2ForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM,
-                          Phi3Config, Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
-                          SiglipVisionConfig)
+                          Gemma3ForConditionalGeneration, Gemma3TextConfig, GemmaConfig,
+                          GemmaForCausalLM, GenerationConfig, GraniteConfig, GraniteForCausalLM,
+                          LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                          Olmo2Config, Olmo2ForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig,
+                          SmolLM3Config, SmolLM3ForCausalLM)
 
 from golden_common import save_golden
 from make_golden import randomised
@@ -121,6 +121,7 @@ FAMILIES = {
     "gemma": (GemmaConfig, GemmaForCausalLM),
     "olmo2": (Olmo2Config, Olmo2ForCausalLM),
     "granite": (GraniteConfig, GraniteForCausalLM),
+    "smollm3": (SmolLM3Config, SmolLM3ForCausalLM),
     "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 
@@ -297,6 +298,10 @@ def main() -> int:
         "phi3_window": dict(kv_heads=2, tied=False, family="phi3", sliding_window=WINDOW),
         # OLMo 2: norms on attention's and the MLP's outputs only, q/k norms over all heads.
         "olmo2_tiny": dict(kv_heads=2, tied=False, family="olmo2"),
+        # SmolLM3: a NoPE layer every second one (no_rope_layer_interval 2: layer 1 has no
+        # RoPE), tied head.
+        "smollm3_tiny": dict(kv_heads=2, tied=True, family="smollm3",
+                             no_rope_layer_interval=2),
         # Gemma 1: Gemma's norms (gains 1 + w), GELU (tanh) MLP and scaled embeddings on Llama's
         # two norms a block; heads of 16; its legacy hidden_act "gelu" (GemmaConfig reads it as
         # the tanh approximation and writes gelu_pytorch_tanh); padding id 0, tied head.

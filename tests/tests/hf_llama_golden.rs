@@ -13,6 +13,7 @@
 //! `olmo2_tiny/` (`Olmo2ForCausalLM`: norms after attention and the MLP only, q/k norms over
 //! all heads), `granite_tiny/` (`GraniteForCausalLM`: its four multipliers), `gemma_tiny/`
 //! (`GemmaForCausalLM`: Gemma 1), `phi3_partial/` (Phi-4-mini's RoPE over part of each head),
+//! `smollm3_tiny/` (`SmolLM3ForCausalLM`: a layer without RoPE),
 //! each saved with `save_pretrained`, with
 //! token ids, the logits, the loss and the gradient of every parameter transformers computed,
 //! and a greedy generation through its key/value cache.
@@ -26,7 +27,7 @@ use std::path::Path;
 mod common;
 use common::{expected_in, golden_dir, matrix, max_abs, read_json, u32_matrix};
 
-const FOLDERS: [&str; 17] = [
+const FOLDERS: [&str; 18] = [
     "llama_tiny",
     "llama_tied",
     "llama3_rope",
@@ -44,6 +45,7 @@ const FOLDERS: [&str; 17] = [
     "granite_tiny",
     "gemma_tiny",
     "phi3_partial",
+    "smollm3_tiny",
 ];
 
 fn load(dir: &Path) -> (LlamaConfig, Params) {

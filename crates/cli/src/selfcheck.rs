@@ -922,7 +922,8 @@ fn check_collectives(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
 /// `head` is the sequence classifier (a class per row) or the token classifier (a tag at
 /// every other real position but [CLS], the others weighted 0 as first sub-tokens are);
 /// `recompute` runs the step with activation checkpointing. With `family` "gpt2", "llama",
-/// "qwen2", "mistral", "qwen3", "gemma3_text", "gemma2", "gemma", "olmo2" or "phi3", the model is a GPT-2 or Llama-family sequence or token classifier of
+/// "qwen2", "mistral", "qwen3", "gemma3_text", "gemma2", "gemma", "olmo2", "smollm3" or "phi3",
+/// the model is a GPT-2 or Llama-family sequence or token classifier of
 /// the same width (the
 /// sequence's last non-padding token scored, or the same positions as BERT's tags; the fused
 /// causal attention on a GPU, the composite one on the CPU) on the same batch.
@@ -953,7 +954,7 @@ fn cls_losses(
             layer_norm_epsilon: 1e-5,
         })),
         "llama" | "qwen2" | "mistral" | "qwen3" | "gemma3_text" | "gemma2" | "gemma" | "olmo2"
-        | "phi3" => {
+        | "smollm3" | "phi3" => {
             let mut c = LlamaConfig::preset("llama-tiny", vocab as usize)?;
             (c.hidden_size, c.intermediate_size, c.num_hidden_layers) = (64, 192, 2);
             c.max_position_embeddings = t;
@@ -963,6 +964,10 @@ fn cls_losses(
             // and 4 heads; Phi-3: fused q/k/v and gate/up layers, Mistral's window.
             c.model_type = LlamaFamily::from_model_type(family).expect("a Llama family");
             c.sliding_window = matches!(family, "mistral" | "phi3").then_some(16);
+            // SmolLM3: its second layer without RoPE.
+            if family == "smollm3" {
+                c.nope_layers = vec![false, true];
+            }
             // Phi-4-mini's RoPE over three quarters of each head (12 of 16 dimensions).
             c.partial_rotary_factor = (family == "phi3").then_some(0.75);
             c.head_dim = (family == "qwen3").then_some(32);
@@ -1160,6 +1165,7 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
         ),
         (("olmo2", seq, true, true), "finetune olmo2 recompute lora"),
         (("gemma", tags, false, false), "finetune gemma tags"),
+        (("smollm3", seq, false, true), "finetune smollm3 nope lora"),
         (("phi3", seq, false, false), "finetune phi3 window"),
         (
             ("phi3", tags, true, true),

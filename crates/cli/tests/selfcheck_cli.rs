@@ -42,6 +42,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune gemma2 softcap recompute lora",
         "finetune olmo2 recompute lora",
         "finetune gemma tags",
+        "finetune smollm3 nope lora",
         "comm single",
     ] {
         assert!(out.contains(name), "no {name} line in\n{out}");

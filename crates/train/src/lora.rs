@@ -1392,6 +1392,12 @@ mod tests {
                 model_type: LlamaFamily::Gemma,
                 ..llama.clone()
             }),
+            // SmolLM3: a layer without RoPE.
+            DecoderConfig::Llama(LlamaConfig {
+                model_type: LlamaFamily::SmolLM3,
+                nope_layers: vec![false, true, false, true],
+                ..llama.clone()
+            }),
             // Granite: Llama's seven layers under its multipliers.
             DecoderConfig::Llama(LlamaConfig {
                 model_type: LlamaFamily::Granite,

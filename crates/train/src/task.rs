@@ -139,6 +139,13 @@ impl ModelConfig {
                     // Granite's multipliers: the folder's, else GraniteConfig's (all 1).
                     c.granite =
                         (f == LlamaFamily::Granite).then(|| c.granite.take().unwrap_or_default());
+                    // SmolLM3's NoPE layers: the folder's, else SmolLM3Config's every fourth.
+                    if f != LlamaFamily::SmolLM3 {
+                        c.nope_layers.clear();
+                    } else if c.nope_layers.is_empty() {
+                        c.nope_layers =
+                            (0..c.num_hidden_layers).map(|l| (l + 1) % 4 == 0).collect();
+                    }
                 }
                 // Kept apart only where it differs from the width / heads, as config.json reads.
                 c.head_dim = m
@@ -693,6 +700,10 @@ mod tests {
             panic!("not a Llama")
         };
         assert_eq!(g.granite, Some(Default::default()));
+        let ModelConfig::Llama(m) = resolve(&["model.family=\"smollm3\""]).unwrap() else {
+            panic!("not a Llama")
+        };
+        assert_eq!(m.nope_layers, [false, false, false, true]);
         for (sets, want) in [
             (&["model.sliding_window=32"][..], "sliding_window"),
             (

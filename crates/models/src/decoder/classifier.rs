@@ -47,7 +47,7 @@ pub enum DecoderHead {
 }
 
 /// transformers' class of each head on each family (`model_type`).
-const ARCHITECTURES: [(&str, DecoderHead, &str); 18] = {
+const ARCHITECTURES: [(&str, DecoderHead, &str); 20] = {
     use DecoderHead::{SequenceClassification as Seq, TokenClassification as Tok};
     [
         ("gpt2", Seq, "GPT2ForSequenceClassification"),
@@ -66,6 +66,8 @@ const ARCHITECTURES: [(&str, DecoderHead, &str); 18] = {
         ("gemma", Tok, "GemmaForTokenClassification"),
         ("gemma2", Seq, "Gemma2ForSequenceClassification"),
         ("gemma2", Tok, "Gemma2ForTokenClassification"),
+        ("smollm3", Seq, "SmolLM3ForSequenceClassification"),
+        ("smollm3", Tok, "SmolLM3ForTokenClassification"),
         // transformers has no token classifier for OLMo 2 either.
         ("olmo2", Seq, "Olmo2ForSequenceClassification"),
         ("phi3", Seq, "Phi3ForSequenceClassification"),
@@ -595,6 +597,14 @@ mod tests {
             unreachable!()
         };
         let gemma = matches!(family, LlamaFamily::Gemma3 | LlamaFamily::Gemma2);
+        // SmolLM3: its second layer without RoPE.
+        if family == LlamaFamily::SmolLM3 {
+            return with_labels(DecoderConfig::Llama(LlamaConfig {
+                model_type: family,
+                nope_layers: vec![false, true],
+                ..c
+            }));
+        }
         // Gemma 1: Gemma's norms, MLP and embeddings, Llama's layers otherwise (heads of 12).
         if family == LlamaFamily::Gemma {
             return with_labels(DecoderConfig::Llama(LlamaConfig {
@@ -625,7 +635,7 @@ mod tests {
         DecoderHead::TokenClassification.check(&cfg.lm).is_ok()
     }
 
-    fn families() -> [DecoderClsConfig; 10] {
+    fn families() -> [DecoderClsConfig; 11] {
         [
             tiny(),
             tiny_llama(),
@@ -635,6 +645,7 @@ mod tests {
             tiny_relative(LlamaFamily::Gemma3),
             tiny_relative(LlamaFamily::Gemma2),
             tiny_relative(LlamaFamily::Gemma),
+            tiny_relative(LlamaFamily::SmolLM3),
             tiny_relative(LlamaFamily::Olmo2),
             tiny_relative(LlamaFamily::Phi3),
         ]

@@ -80,6 +80,9 @@ pub struct LlamaConfig {
     /// `tanh(z / c) · c`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_logit_softcapping: Option<f64>,
+    /// SmolLM3's layers without RoPE (`no_rope_layers` 0: NoPE); empty: RoPE on every layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nope_layers: Vec<bool>,
     /// Phi-3's `partial_rotary_factor` f (Phi-4-mini's 0.75): RoPE turns the first
     /// `int(head_dim · f)` dimensions of each head only, the rest pass through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +148,10 @@ pub enum LlamaFamily {
     /// ([`GraniteMultipliers`]) on the embeddings, the residual branches, the attention scores
     /// and the logits.
     Granite,
+    /// `SmolLM3ForCausalLM`: Llama with no RoPE on some layers (`no_rope_layers`: every
+    /// fourth by default).
+    #[serde(rename = "smollm3")]
+    SmolLM3,
     /// `Olmo2ForCausalLM` (OLMo 2): no norm before attention or the MLP but one on each one's
     /// output (`post_attention_layernorm`, `post_feedforward_layernorm`), and RMSNorms over all
     /// the query and all the key heads together (`q_norm`, `k_norm`), before RoPE.
@@ -157,7 +164,7 @@ pub enum LlamaFamily {
 }
 
 impl LlamaFamily {
-    pub const ALL: [LlamaFamily; 10] = [
+    pub const ALL: [LlamaFamily; 11] = [
         Self::Llama,
         Self::Mistral,
         Self::Qwen2,
@@ -166,6 +173,7 @@ impl LlamaFamily {
         Self::Gemma2,
         Self::Gemma,
         Self::Granite,
+        Self::SmolLM3,
         Self::Olmo2,
         Self::Phi3,
     ];
@@ -181,6 +189,7 @@ impl LlamaFamily {
             Self::Gemma2 => "gemma2",
             Self::Gemma => "gemma",
             Self::Granite => "granite",
+            Self::SmolLM3 => "smollm3",
             Self::Olmo2 => "olmo2",
             Self::Phi3 => "phi3",
         }
@@ -213,6 +222,7 @@ impl LlamaFamily {
             Self::Gemma2 => "Gemma2ForCausalLM",
             Self::Gemma => "GemmaForCausalLM",
             Self::Granite => "GraniteForCausalLM",
+            Self::SmolLM3 => "SmolLM3ForCausalLM",
             Self::Olmo2 => "Olmo2ForCausalLM",
             Self::Phi3 => "Phi3ForCausalLM",
         }
@@ -276,6 +286,7 @@ impl LlamaConfig {
             query_pre_attn_scalar: None,
             attn_logit_softcapping: None,
             final_logit_softcapping: None,
+            nope_layers: Vec::new(),
             partial_rotary_factor: None,
             granite: None,
         };
@@ -375,7 +386,7 @@ impl LlamaConfig {
         }
         let family = self.model_type.model_type();
         let (own_attention_bias, own_mlp_bias) = match self.model_type {
-            LlamaFamily::Llama | LlamaFamily::Granite => (true, true),
+            LlamaFamily::Llama | LlamaFamily::Granite | LlamaFamily::SmolLM3 => (true, true),
             LlamaFamily::Qwen3
             | LlamaFamily::Gemma3
             | LlamaFamily::Gemma2
@@ -426,6 +437,18 @@ impl LlamaConfig {
         ] {
             if v.is_some_and(|x| !(x.is_finite() && x > 0.0)) {
                 return bad(format!("{k} {v:?} must be finite and > 0"));
+            }
+        }
+        if !self.nope_layers.is_empty() {
+            if self.model_type != LlamaFamily::SmolLM3 {
+                return bad(format!("no_rope_layers is SmolLM3's, not {family}'s"));
+            }
+            if self.nope_layers.len() != self.num_hidden_layers {
+                return bad(format!(
+                    "no_rope_layers lists {} layers for num_hidden_layers {}",
+                    self.nope_layers.len(),
+                    self.num_hidden_layers
+                ));
             }
         }
         if let Some(f) = self.partial_rotary_factor {
@@ -522,6 +545,11 @@ impl LlamaConfig {
             (Some(true), Some(local)) => local,
             _ => self.rope_theta,
         }
+    }
+
+    /// Whether layer `l` turns its queries and keys with RoPE (SmolLM3's NoPE layers do not).
+    pub fn layer_has_rope(&self, l: usize) -> bool {
+        self.nope_layers.get(l) != Some(&true)
     }
 
     /// Whether the attention of `t` positions of layer `l` is narrower than causal: its

@@ -1,6 +1,6 @@
 //! The Hugging Face `LlamaForCausalLM` folder format (and `MistralForCausalLM`,
 //! `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM`, `Gemma2ForCausalLM`,
-//! `GemmaForCausalLM`, `GraniteForCausalLM`, `Olmo2ForCausalLM`, `Phi3ForCausalLM`): `config.json` and
+//! `GemmaForCausalLM`, `GraniteForCausalLM`, `SmolLM3ForCausalLM`, `Olmo2ForCausalLM`, `Phi3ForCausalLM`): `config.json` and
 //! `model.safetensors`.
 //!
 //! Our parameter names and layouts are transformers' own, so export is a copy. Import accepts
@@ -77,6 +77,17 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             "head_dim": cfg.head_dim(),
             "attention_bias": cfg.attention_bias,
             "use_bidirectional_attention": null,
+        }),
+        // SmolLM3Config: Llama's biases, no head_dim key, its NoPE layers, Qwen's window keys.
+        LlamaFamily::SmolLM3 => json!({
+            "attention_bias": cfg.attention_bias,
+            "mlp_bias": cfg.mlp_bias,
+            "no_rope_layers": (0..cfg.num_hidden_layers)
+                .map(|l| cfg.layer_has_rope(l) as u8)
+                .collect::<Vec<_>>(),
+            "use_sliding_window": false,
+            "sliding_window": null,
+            "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
         }),
         // GraniteConfig: Llama's biases and no head_dim key, and its four multipliers.
         LlamaFamily::Granite => {
@@ -240,7 +251,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
     // Each family's keys; the others' are not read (transformers ignores them too).
     let defaults = Defaults::of(family);
     let (attention_bias, mlp_bias) = match family {
-        LlamaFamily::Llama | LlamaFamily::Granite => {
+        LlamaFamily::Llama | LlamaFamily::Granite | LlamaFamily::SmolLM3 => {
             (boolean("attention_bias")?, boolean("mlp_bias")?)
         }
         LlamaFamily::Qwen3
@@ -275,7 +286,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         }
         // Qwen2Config and Qwen3Config set the window only with `use_sliding_window`, and then
         // on the layers past `max_window_layers` only.
-        LlamaFamily::Qwen2 | LlamaFamily::Qwen3 => {
+        LlamaFamily::Qwen2 | LlamaFamily::Qwen3 | LlamaFamily::SmolLM3 => {
             if boolean("use_sliding_window")? {
                 return Err(err(format!(
                     "\"use_sliding_window\": true is not supported ({} with full attention \
@@ -357,6 +368,40 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         Some(g) => (g.rope_theta, g.rope_scaling.clone()),
         None => rope(v, path, family)?,
     };
+    // SmolLM3Config's NoPE layers: `no_rope_layers` (1: RoPE, 0: none), else every
+    // `no_rope_layer_interval`-th layer (4).
+    let nope_layers = match (family, get("no_rope_layers")) {
+        (LlamaFamily::SmolLM3, Some(list)) => {
+            let list = list
+                .as_array()
+                .filter(|l| l.len() == num_hidden_layers)
+                .ok_or_else(|| {
+                    err(format!(
+                        "\"no_rope_layers\" is {list}, expected a list of {num_hidden_layers} 0s \
+                         and 1s"
+                    ))
+                })?;
+            list.iter()
+                .map(|x| match x.as_u64() {
+                    Some(0) => Ok(true),
+                    Some(1) => Ok(false),
+                    _ => Err(err(format!(
+                        "\"no_rope_layers\" holds {x}, expected 0 or 1"
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+        (LlamaFamily::SmolLM3, None) => {
+            let every = int("no_rope_layer_interval", 4)?;
+            if every == 0 {
+                return Err(err("\"no_rope_layer_interval\" is 0".into()));
+            }
+            (0..num_hidden_layers)
+                .map(|l| (l + 1) % every == 0)
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let cfg = LlamaConfig {
         vocab_size: int("vocab_size", defaults.vocab_size)?,
         hidden_size,
@@ -395,6 +440,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         query_pre_attn_scalar: gemma.as_ref().map(|g| g.query_pre_attn_scalar),
         attn_logit_softcapping: gemma.as_ref().and_then(|g| g.attn_logit_softcapping),
         final_logit_softcapping: gemma.as_ref().and_then(|g| g.final_logit_softcapping),
+        nope_layers,
         partial_rotary_factor,
         granite: match family {
             LlamaFamily::Granite => Some(Box::new(GraniteMultipliers {
@@ -413,8 +459,8 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
 
 /// The defaults of each family's config class for the keys whose defaults differ
 /// (`LlamaConfig`, `MistralConfig`, `Qwen2Config`, `Qwen3Config`, `Gemma3TextConfig`,
-/// `Gemma2Config`, `GemmaConfig`, `GraniteConfig`, `Olmo2Config`, `Phi3Config` in transformers
-/// 5.24).
+/// `Gemma2Config`, `GemmaConfig`, `GraniteConfig`, `SmolLM3Config`, `Olmo2Config`,
+/// `Phi3Config` in transformers 5.24).
 struct Defaults {
     hidden: usize,
     layers: usize,
@@ -429,6 +475,8 @@ struct Defaults {
     /// `None`: hidden_size / num_attention_heads.
     head_dim: Option<usize>,
     eps: f64,
+    /// RoPE's base where a config states none.
+    rope_theta: f64,
 }
 
 impl Defaults {
@@ -445,6 +493,7 @@ impl Defaults {
             kv_heads: None,
             head_dim: None,
             eps: 1e-6,
+            rope_theta: 10_000.0,
         };
         let qwen2 = Self {
             vocab_size: 151936,
@@ -478,6 +527,7 @@ impl Defaults {
                 kv_heads: Some(4),
                 head_dim: Some(256),
                 eps: 1e-6,
+                rope_theta: 10_000.0,
             },
             LlamaFamily::Gemma2 => Self {
                 hidden: 2304,
@@ -491,8 +541,21 @@ impl Defaults {
                 kv_heads: Some(4),
                 head_dim: Some(256),
                 eps: 1e-6,
+                rope_theta: 10_000.0,
             },
             LlamaFamily::Granite => llama,
+            LlamaFamily::SmolLM3 => Self {
+                hidden: 2048,
+                layers: 36,
+                heads: 16,
+                tied: true,
+                pad: Some(128_004),
+                vocab_size: 128_256,
+                max_positions: 32768,
+                kv_heads: Some(4),
+                rope_theta: 2_000_000.0,
+                ..llama
+            },
             LlamaFamily::Gemma => Self {
                 hidden: 3072,
                 layers: 28,
@@ -505,6 +568,7 @@ impl Defaults {
                 kv_heads: None,
                 head_dim: Some(256),
                 eps: 1e-6,
+                rope_theta: 10_000.0,
             },
             LlamaFamily::Olmo2 => Self {
                 pad: Some(1),
@@ -678,9 +742,10 @@ fn gemma(v: &Value, path: &Path, layers: usize, family: LlamaFamily) -> Result<G
 
 /// The RoPE of a config, read as transformers 5.24 reads it (`convert_rope_params_to_dict`):
 /// the legacy `rope_scaling` object, if any, else `rope_parameters` ([`rope_object`]); the
-/// legacy top-level `rope_theta` where it has none, else 10,000.
+/// legacy top-level `rope_theta` where it has none, else the family's default (10,000;
+/// SmolLM3's 2,000,000).
 fn rope(v: &Value, path: &Path, family: LlamaFamily) -> Result<(f64, Option<RopeScaling>)> {
-    let legacy = number_or(v, path, "rope_theta", 10_000.0)?;
+    let legacy = number_or(v, path, "rope_theta", Defaults::of(family).rope_theta)?;
     match ["rope_scaling", "rope_parameters"]
         .into_iter()
         .find_map(|k| v.get(k).filter(|x| !x.is_null()).map(|x| (k, x)))
@@ -1204,6 +1269,32 @@ mod tests {
         assert_eq!((q.head_dim, q.q_width()), (Some(128), 2048));
         let q = read(&json!({"model_type": "qwen3"})).unwrap();
         assert_eq!((q.head_dim, q.head_dim()), (None, 128));
+        // SmolLM3Config's: SmolLM3-3B's sizes, RoPE base 2,000,000, every fourth layer NoPE;
+        // `no_rope_layers` lists them where set (1: RoPE).
+        let m = read(&json!({"model_type": "smollm3", "num_hidden_layers": 8})).unwrap();
+        assert_eq!(
+            (
+                m.vocab_size,
+                m.hidden_size,
+                m.num_key_value_heads,
+                m.rope_theta
+            ),
+            (128_256, 2048, 4, 2_000_000.0)
+        );
+        let nope: Vec<usize> = (0..8).filter(|&l| !m.layer_has_rope(l)).collect();
+        assert_eq!(nope, [3, 7]);
+        assert_eq!(read(&to_hf_config(&m, None, DType::F32)).unwrap(), m);
+        let m = read(&json!({"model_type": "smollm3", "num_hidden_layers": 2,
+            "no_rope_layers": [0, 1]}))
+        .unwrap();
+        assert_eq!(m.nope_layers, [true, false]);
+        for bad in [json!([1]), json!([1, 2])] {
+            let e = read(&json!({"model_type": "smollm3", "num_hidden_layers": 2,
+                "no_rope_layers": bad}))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("no_rope_layers"), "{e}");
+        }
         // GemmaConfig's: Gemma 7B's sizes, heads of 256, tied, padding id 0; the released
         // configs' `hidden_act: "gelu"` is the tanh approximation (only for Gemma 1).
         let g = read(&json!({"model_type": "gemma", "hidden_act": "gelu"})).unwrap();

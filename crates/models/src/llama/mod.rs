@@ -9,10 +9,11 @@
 //! The same model runs Llama's relatives ([`LlamaFamily`]): Mistral (a sliding attention
 //! window), Qwen2 (biases on the query, key and value projections), Qwen3 (an RMSNorm over
 //! each query and key head, heads often wider than hidden / heads), Gemma (gains 1 + w, GELU
-//! MLP, scaled embeddings), Gemma 3 (also sandwich norms, and sliding and full layers), Gemma 2 (Gemma 3's layout with soft-capped scores and
-//! logits), OLMo 2 (norms after attention and the MLP, query and key norms over all heads),
-//! Granite (multipliers) and Phi-3 (fused projections), Llama's own
-//! `attention_bias` and `mlp_bias`, and transformers' RoPE scalings (`rope`).
+//! MLP, scaled embeddings), Gemma 3 (also sandwich norms, and sliding and full layers), Gemma 2
+//! (Gemma 3's layout with soft-capped scores and logits), OLMo 2 (norms after attention and the
+//! MLP, query and key norms over all heads), Granite (multipliers), SmolLM3 (layers without
+//! RoPE) and Phi-3 (fused projections), Llama's own `attention_bias` and `mlp_bias`, and
+//! transformers' RoPE scalings (`rope`).
 
 mod config;
 pub mod hf;

@@ -174,6 +174,14 @@ fn proj(x: &Tensor, p: &Proj, run: (Product, &mut Mode<'_>)) -> Result<Tensor> {
     adapted(x, (&p.w, p.b.as_ref()), p.lora.as_ref(), run)
 }
 
+/// x (B, T, heads, hd) turned by `rope`, or as it is on a layer without RoPE.
+fn turn(rope: &Option<Rope>, x: &Tensor) -> Result<Tensor> {
+    match rope {
+        Some(r) => r.apply(x),
+        None => Ok(x.clone()),
+    }
+}
+
 /// The queries, keys and values of [`Projections::apply`] over a block's `qkv`.
 fn qkv_of(parts: Vec<Tensor>) -> Result<[Tensor; 3]> {
     parts
@@ -345,7 +353,8 @@ pub struct BlockContext {
 
 /// The RoPE tables and the additive mask (None: the fused attention) of one kind of layer.
 struct LayerContext {
-    rope: Rope,
+    /// None on SmolLM3's NoPE layers.
+    rope: Option<Rope>,
     mask: Option<Tensor>,
 }
 
@@ -465,13 +474,20 @@ impl Llama {
     ) -> Result<BlockContext> {
         self.check_positions(start, t)?;
         let cfg = &self.cfg;
-        // A kind of layer: its window, RoPE base (bits) and whether its RoPE is scaled.
-        type Kind = (Option<usize>, u64, bool);
+        // A kind of layer: its window, RoPE base (bits), whether its RoPE is scaled, whether
+        // it has RoPE at all.
+        type Kind = (Option<usize>, u64, bool, bool);
         let mut kinds: Vec<(Kind, LayerContext)> = Vec::new();
         let mut of_layer = Vec::with_capacity(self.blocks.len());
         for l in 0..self.blocks.len() {
             let (theta, scaling) = cfg.layer_rope(l);
-            let key = (cfg.layer_window(l), theta.to_bits(), scaling.is_some());
+            let has_rope = cfg.layer_has_rope(l);
+            let key = (
+                cfg.layer_window(l),
+                theta.to_bits(),
+                scaling.is_some(),
+                has_rope,
+            );
             let i = match kinds.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
@@ -479,14 +495,11 @@ impl Llama {
                         super::rope::inv_freq(theta, cfg.rotary_dim(), scaling, start + t);
                     let scale =
                         scaling.map_or(1.0, |s| s.attention_factor(cfg.max_position_embeddings));
-                    let rope = Rope::new(
-                        &inv_freq,
-                        scale,
-                        start,
-                        t,
-                        device,
-                        self.embed_tokens.dtype(),
-                    )?;
+                    // SmolLM3's NoPE layers: no tables.
+                    let dtype = self.embed_tokens.dtype();
+                    let rope = has_rope
+                        .then(|| Rope::new(&inv_freq, scale, start, t, device, dtype))
+                        .transpose()?;
                     let mask = needs_mask(l)
                         .then(|| k::sliding_causal_mask(start, t, key.0, device))
                         .transpose()?;
@@ -604,16 +617,22 @@ impl Llama {
             .map(|&i| &ctx.kinds[i])
             .ok_or_else(|| Error::Config(format!("no context for block {l}")))?;
         let rope = &lc.rope;
-        if rope.len() != t {
+        if let Some(r) = rope.as_ref().filter(|r| r.len() != t) {
             return Err(Error::Config(format!(
                 "RoPE tables of {} positions for a sequence of {t}",
-                rope.len()
+                r.len()
             )));
         }
         let a = self.input_norm(blk, &x)?;
         let [q, kk, v] = qkv_of(blk.qkv.apply(&a, (Product::Matmul, mode))?)?;
-        let q = rope.apply(&self.head_norm(blk, &q.reshape((b, t, h, hd))?, Heads::Query)?)?;
-        let kk = rope.apply(&self.head_norm(blk, &kk.reshape((b, t, kv, hd))?, Heads::Key)?)?;
+        let q = turn(
+            rope,
+            &self.head_norm(blk, &q.reshape((b, t, h, hd))?, Heads::Query)?,
+        )?;
+        let kk = turn(
+            rope,
+            &self.head_norm(blk, &kk.reshape((b, t, kv, hd))?, Heads::Key)?,
+        )?;
         let v = v.reshape((b, t, kv, hd))?;
         let y = match &lc.mask {
             None => {
@@ -818,7 +837,7 @@ impl Llama {
             let heads = |y: &Tensor, n: usize, rotate: Option<Heads>| -> Result<Tensor> {
                 let y = y.reshape((b, t, n, hd))?;
                 let y = match rotate {
-                    Some(which) => rope.apply(&self.head_norm(blk, &y, which)?)?,
+                    Some(which) => turn(rope, &self.head_norm(blk, &y, which)?)?,
                     None => y,
                 };
                 Ok(y.transpose(1, 2)?.contiguous()?) // (B, n, T, hd)
