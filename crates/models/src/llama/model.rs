@@ -241,7 +241,7 @@ pub struct Rope {
 impl Rope {
     /// The tables of positions `start..start + len` for the inverse frequencies `inv_freq`
     /// ([`LlamaConfig::inv_freq`], heads of `2 · inv_freq.len()`), cos and sin multiplied by
-    /// `scale` (YaRN's attention factor, 1 otherwise) in f32 before the cast.
+    /// `scale` (YaRN's and LongRoPE's attention factor, 1 otherwise) in f32 before the cast.
     fn new(
         inv_freq: &[f32],
         scale: f64,
@@ -462,8 +462,10 @@ impl Llama {
     }
 
     /// What the layers of a run of `t` tokens after `start` take: one [`LayerContext`] per
-    /// distinct (window, RoPE base) among the layers (one for most models; Gemma 3's sliding
-    /// and full layers differ in both), and the index of each layer's. A context gets the
+    /// distinct (window, RoPE base, scaled RoPE or not, RoPE or none) among the layers (one for
+    /// most models; Gemma 3's sliding and full layers differ in window, base and scaling,
+    /// SmolLM3's NoPE layers in having none), and the index of each layer's. The RoPE tables
+    /// are those of a sequence of `start + t` positions (LongRoPE's factors depend on it). A context gets the
     /// additive mask of its window when `needs_mask(l)` says the attention of its first layer
     /// `l` (and so of every layer sharing its window) reads one.
     fn contexts(
