@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Save a freshly initialised transformers LlamaForCausalLM, MistralForCausalLM,
 Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM (gemma3_text), Gemma2ForCausalLM,
-GemmaForCausalLM, Olmo2ForCausalLM, SmolLM3ForCausalLM (a NoPE layer every 4) or Phi3ForCausalLM
+GemmaForCausalLM, Olmo2ForCausalLM, SmolLM3ForCausalLM (a NoPE layer every 2) or Phi3ForCausalLM
 folder (transformers' own init), for checks that start from a Hugging Face
 model of the Llama family rather than one Lantern pretrained:
 
@@ -69,6 +69,9 @@ def main() -> int:
     extra.setdefault("pad_token_id", None)
     if args.family == "gemma":
         extra["hidden_act"] = "gelu_pytorch_tanh"
+    if args.family == "smollm3":
+        # A NoPE layer every second one, so that a 2-layer model has one.
+        extra["no_rope_layer_interval"] = 2
     config = config_class(
         vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
         num_hidden_layers=args.layers, num_attention_heads=args.heads,
