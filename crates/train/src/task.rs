@@ -143,8 +143,7 @@ impl ModelConfig {
                     if f != LlamaFamily::SmolLM3 {
                         c.nope_layers.clear();
                     } else if c.nope_layers.is_empty() {
-                        c.nope_layers =
-                            (0..c.num_hidden_layers).map(|l| (l + 1) % 4 == 0).collect();
+                        c.nope_layers = LlamaConfig::nope_every(c.num_hidden_layers, 4);
                     }
                 }
                 // Kept apart only where it differs from the width / heads, as config.json reads.

@@ -547,6 +547,12 @@ impl LlamaConfig {
         }
     }
 
+    /// SmolLM3Config's NoPE layers of a model of `layers` without `no_rope_layers`: every
+    /// `every`-th (its `no_rope_layer_interval`, 4 by default).
+    pub fn nope_every(layers: usize, every: usize) -> Vec<bool> {
+        (0..layers).map(|l| (l + 1) % every == 0).collect()
+    }
+
     /// Whether layer `l` turns its queries and keys with RoPE (SmolLM3's NoPE layers do not).
     pub fn layer_has_rope(&self, l: usize) -> bool {
         self.nope_layers.get(l) != Some(&true)

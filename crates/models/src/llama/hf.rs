@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// `config.json` for `LlamaForCausalLM` (or `MistralForCausalLM`, `Qwen2ForCausalLM`: the
-/// config's family), as transformers 5.24 writes it (RoPE in `rope_parameters`). `eot_id`
-/// becomes BOS/EOS when known.
+/// `config.json` for `LlamaForCausalLM` (or the causal LM class of the config's family:
+/// `MistralForCausalLM`, `Qwen2ForCausalLM`, ...), as transformers 5.24 writes it (RoPE in
+/// `rope_parameters`). `eot_id` becomes BOS/EOS when known.
 pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Value {
     let mut v = json!({
         "architectures": [cfg.model_type.causal_lm()],
@@ -54,7 +54,9 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
         "max_window_layers": cfg.num_hidden_layers,
         "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
     });
-    // What each family's config class has of its own (Qwen2Config has no head_dim).
+    // What each family's config class has of its own. The classes without a head_dim key
+    // (Qwen2's, SmolLM3's, Granite's, OLMo 2's, Phi-3's) read one where it is set, so it is
+    // written, below, only where it differs from hidden / heads.
     let family = match cfg.model_type {
         LlamaFamily::Llama => json!({
             "head_dim": cfg.head_dim(),
@@ -78,46 +80,39 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
             "attention_bias": cfg.attention_bias,
             "use_bidirectional_attention": null,
         }),
-        // SmolLM3Config: Llama's biases, no head_dim key, its NoPE layers, Qwen's window keys.
-        LlamaFamily::SmolLM3 => json!({
-            "attention_bias": cfg.attention_bias,
-            "mlp_bias": cfg.mlp_bias,
-            "no_rope_layers": (0..cfg.num_hidden_layers)
+        // SmolLM3Config: Llama's biases, its NoPE layers, Qwen's window keys but
+        // max_window_layers.
+        LlamaFamily::SmolLM3 => {
+            let mut m = qwen;
+            m.as_object_mut()
+                .expect("an object")
+                .remove("max_window_layers");
+            m["attention_bias"] = cfg.attention_bias.into();
+            m["mlp_bias"] = cfg.mlp_bias.into();
+            m["no_rope_layers"] = (0..cfg.num_hidden_layers)
                 .map(|l| cfg.layer_has_rope(l) as u8)
-                .collect::<Vec<_>>(),
-            "use_sliding_window": false,
-            "sliding_window": null,
-            "layer_types": vec!["full_attention"; cfg.num_hidden_layers],
-        }),
-        // GraniteConfig: Llama's biases and no head_dim key, and its four multipliers.
+                .collect::<Vec<_>>()
+                .into();
+            m
+        }
+        // GraniteConfig: Llama's biases and its four multipliers.
         LlamaFamily::Granite => {
             let g = cfg.granite.clone().unwrap_or_default();
-            let mut o = json!({
+            json!({
                 "attention_bias": cfg.attention_bias,
                 "mlp_bias": cfg.mlp_bias,
                 "embedding_multiplier": g.embedding_multiplier,
                 "residual_multiplier": g.residual_multiplier,
                 "attention_multiplier": g.attention_multiplier,
                 "logits_scaling": g.logits_scaling,
-            });
-            if let Some(hd) = cfg.head_dim {
-                o["head_dim"] = hd.into();
-            }
-            o
+            })
         }
-        // Olmo2Config has no head_dim key either (hidden / heads unless set).
-        LlamaFamily::Olmo2 => {
-            let mut o = json!({"attention_bias": cfg.attention_bias});
-            if let Some(hd) = cfg.head_dim {
-                o["head_dim"] = hd.into();
-            }
-            o
-        }
-        // Phi3Config writes no head_dim; its original context is read by longrope only.
+        LlamaFamily::Olmo2 => json!({"attention_bias": cfg.attention_bias}),
+        // Phi3Config's original context is read by longrope only.
         LlamaFamily::Phi3 => {
             let mut rope = rope_parameters(cfg.rope_theta, cfg.rope_scaling.as_ref());
             rope["partial_rotary_factor"] = cfg.partial_rotary_factor.unwrap_or(1.0).into();
-            let mut p = json!({
+            json!({
                 "rope_parameters": rope,
                 "sliding_window": cfg.sliding_window,
                 "resid_pdrop": 0.0,
@@ -128,11 +123,7 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
                     Some(RopeScaling::Longrope(l)) => l.original_max_position_embeddings,
                     _ => cfg.max_position_embeddings,
                 },
-            });
-            if let Some(hd) = cfg.head_dim {
-                p["head_dim"] = hd.into();
-            }
-            p
+            })
         }
         LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => {
             let mut g = json!({
@@ -172,6 +163,9 @@ pub fn to_hf_config(cfg: &LlamaConfig, eot_id: Option<u32>, dtype: DType) -> Val
     };
     for (k, x) in family.as_object().expect("an object") {
         v[k] = x.clone();
+    }
+    if let (None, Some(hd)) = (v.get("head_dim"), cfg.head_dim) {
+        v["head_dim"] = hd.into();
     }
     v
 }
@@ -261,29 +255,25 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
         | LlamaFamily::Olmo2 => (boolean("attention_bias")?, false),
         LlamaFamily::Mistral | LlamaFamily::Qwen2 | LlamaFamily::Phi3 => (false, false),
     };
-    let sliding_window = match family {
-        LlamaFamily::Llama | LlamaFamily::Olmo2 | LlamaFamily::Granite | LlamaFamily::Gemma => None,
-        // Phi3Config's window is none unless the key sets one.
-        LlamaFamily::Phi3 => match get("sliding_window") {
-            None => None,
-            Some(x) => Some(x.as_u64().map(|x| x as usize).ok_or_else(|| {
+    // The window key where the family's class has one: `absent` when the key is, none when
+    // null.
+    let window = |absent: Option<usize>| -> Result<Option<usize>> {
+        match v.get("sliding_window") {
+            None => Ok(absent),
+            Some(Value::Null) => Ok(None),
+            Some(x) => x.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
                 err(format!(
                     "\"sliding_window\" is {x}, expected a non-negative integer or null"
                 ))
-            })?),
-        },
-        // An absent key is MistralConfig's (Gemma3TextConfig's) default window; null is none.
-        LlamaFamily::Mistral | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => {
-            match v.get("sliding_window") {
-                None => Some(4096),
-                Some(Value::Null) => None,
-                Some(x) => Some(x.as_u64().map(|x| x as usize).ok_or_else(|| {
-                    err(format!(
-                        "\"sliding_window\" is {x}, expected a non-negative integer or null"
-                    ))
-                })?),
-            }
+            }),
         }
+    };
+    let sliding_window = match family {
+        LlamaFamily::Llama | LlamaFamily::Olmo2 | LlamaFamily::Granite | LlamaFamily::Gemma => None,
+        // Phi3Config's window is none unless the key sets one.
+        LlamaFamily::Phi3 => window(None)?,
+        // An absent key is MistralConfig's (Gemma's config classes') default window.
+        LlamaFamily::Mistral | LlamaFamily::Gemma3 | LlamaFamily::Gemma2 => window(Some(4096))?,
         // Qwen2Config and Qwen3Config set the window only with `use_sliding_window`, and then
         // on the layers past `max_window_layers` only.
         LlamaFamily::Qwen2 | LlamaFamily::Qwen3 | LlamaFamily::SmolLM3 => {
@@ -396,9 +386,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<LlamaConfig> {
             if every == 0 {
                 return Err(err("\"no_rope_layer_interval\" is 0".into()));
             }
-            (0..num_hidden_layers)
-                .map(|l| (l + 1) % every == 0)
-                .collect()
+            LlamaConfig::nope_every(num_hidden_layers, every)
         }
         _ => Vec::new(),
     };

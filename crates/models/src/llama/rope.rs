@@ -183,7 +183,7 @@ impl YarnRope {
         let factor = self.factor as f32;
         (0..hd / 2)
             .map(|i| {
-                let pos_freq = base.powf((2 * i) as f32 / hd as f32);
+                let pos_freq = wavelength_factor(base, hd, i);
                 let (extrapolation, interpolation) = (1.0 / pos_freq, 1.0 / (factor * pos_freq));
                 let ramp = ((i as f32 - low as f32) / (high - low) as f32).clamp(0.0, 1.0);
                 let keep = 1.0 - ramp;
@@ -291,11 +291,16 @@ impl RopeScaling {
     }
 }
 
+/// `base^(2i / hd)`, in f32: the default RoPE's frequency i is its inverse.
+fn wavelength_factor(base: f32, hd: usize, i: usize) -> f32 {
+    base.powf((2 * i) as f32 / hd as f32)
+}
+
 /// RoPE's `hd / 2` inverse frequencies for base `theta`, scaled by `scaling`, for a sequence of
 /// `len` positions (which LongRoPE's factors depend on): `1 / θ^(2i/hd)` for the default RoPE.
 pub fn inv_freq(theta: f64, hd: usize, scaling: Option<&RopeScaling>, len: usize) -> Vec<f32> {
     let base = theta as f32;
-    let freqs = (0..hd / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / hd as f32));
+    let freqs = (0..hd / 2).map(|i| 1.0 / wavelength_factor(base, hd, i));
     match scaling {
         Some(RopeScaling::Longrope(l)) => {
             let ext = match l.long(len) {
@@ -303,7 +308,7 @@ pub fn inv_freq(theta: f64, hd: usize, scaling: Option<&RopeScaling>, len: usize
                 false => &l.short_factor,
             };
             (0..hd / 2)
-                .map(|i| 1.0 / (ext[i] as f32 * base.powf((2 * i) as f32 / hd as f32)))
+                .map(|i| 1.0 / (ext[i] as f32 * wavelength_factor(base, hd, i)))
                 .collect()
         }
         None | Some(RopeScaling::Dynamic { .. }) => freqs.collect(),
