@@ -10,12 +10,15 @@
 //! - [`labelled`]: labelled examples (JSONL, CSV or CoNLL) for sequence and token
 //!   classification, and batches.
 //! - [`choice`]: multiple-choice examples (SWAG layout or text and choices).
+//! - [`sft`]: supervised fine-tuning examples (TRL's text, prompt-completion and
+//!   conversational layouts) for a causal LM; [`chat`] renders chat templates.
 //! - [`qa`]: extractive question answering (SQuAD): examples, and question + context windows
 //!   with answer spans.
 //!
 //! Nothing here knows about models, devices or tensors: the trainer turns the `u32` buffers
 //! filled here into tensors itself.
 
+pub mod chat;
 pub mod choice;
 pub mod error;
 mod fsio;
@@ -25,6 +28,7 @@ pub mod mlm;
 pub mod prepare;
 pub mod qa;
 pub mod sampler;
+pub mod sft;
 pub mod shard;
 pub mod tokenizer;
 pub mod tokenizer_config;

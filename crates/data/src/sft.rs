@@ -1,0 +1,519 @@
+//! Supervised fine-tuning examples for a causal language model, in the dataset layouts of TRL's
+//! `SFTTrainer` (one JSON object per line):
+//!
+//! - language modeling: `{"text": "..."}` (the field is `text_field`), trained on every token;
+//! - prompt-completion: `{"prompt": "...", "completion": "..."}`, trained on the completion's
+//!   tokens only (TRL's `completion_only_loss`, on by default);
+//! - conversational: `{"messages": [{"role": ..., "content": ...}, ...]}` and
+//!   `{"prompt": [messages], "completion": [messages]}`, rendered by the model's chat template
+//!   ([`crate::chat::ChatTemplate`]).
+//!
+//! Tokenization is TRL 1.x's: plain text gets the end-of-sequence token appended (unless it
+//! already ends with it) and is tokenized with the tokenizer's special tokens (a Llama
+//! tokenizer's BOS); the completion of a prompt-completion record starts where the tokens of
+//! the prompt alone and of prompt + completion first differ (`common_prefix_length`);
+//! conversations are rendered by the template and tokenized without special tokens (the
+//! template writes them). Examples longer than `max_length` keep their first `max_length`
+//! tokens; an example left with no trained token after its first is dropped (it has nothing to
+//! predict).
+
+use std::path::Path;
+
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use crate::chat::{ChatTemplate, Message};
+use crate::error::{Error, Result};
+use crate::labelled::bad;
+
+/// One tokenized example: `ids` and, per token, whether the loss is taken there (TRL's labels
+/// other than -100). The loss of position i predicts token i + 1 where `trained[i + 1]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftExample {
+    pub ids: Vec<u32>,
+    pub trained: Vec<bool>,
+    /// The record's line in its file (1-based).
+    pub line: usize,
+}
+
+impl SftExample {
+    /// Tokens the loss is taken at: trained tokens after the first.
+    pub fn targets(&self) -> usize {
+        self.trained.iter().skip(1).filter(|&&t| t).count()
+    }
+}
+
+/// Which layout a file's records have (one for the whole file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SftFormat {
+    Text,
+    PromptCompletion,
+    Messages,
+    ConversationalPromptCompletion,
+}
+
+impl SftFormat {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Text => "language modeling (text)",
+            Self::PromptCompletion => "prompt-completion",
+            Self::Messages => "conversational (messages)",
+            Self::ConversationalPromptCompletion => "conversational prompt-completion",
+        }
+    }
+
+    fn is_conversational(self) -> bool {
+        matches!(self, Self::Messages | Self::ConversationalPromptCompletion)
+    }
+}
+
+/// How records become examples.
+#[derive(Debug, Clone)]
+pub struct SftOptions<'a> {
+    /// The text field of language-modeling records (TRL's `dataset_text_field`).
+    pub text_field: &'a str,
+    /// Truncation length in tokens (TRL's `max_length`, keeping the start).
+    pub max_length: usize,
+    /// Train on the completion only (prompt-completion records); TRL's `completion_only_loss`
+    /// (its default `None` is `true` here).
+    pub completion_only_loss: bool,
+    /// The end-of-sequence token appended to plain text (TRL's `tokenizer.eos_token`); `None`
+    /// when the tokenizer has none, which plain-text records then cannot do without.
+    pub eos_token: Option<&'a str>,
+    /// The chat template conversational records are rendered with.
+    pub chat_template: Option<&'a ChatTemplate>,
+    /// Rows of the model's embedding table: a token id at or past it is refused.
+    pub vocab_size: usize,
+}
+
+/// A file's examples.
+#[derive(Debug, Clone)]
+pub struct SftData {
+    pub examples: Vec<SftExample>,
+    pub format: SftFormat,
+    /// Records cut to `max_length`.
+    pub truncated: usize,
+    /// Records dropped for having nothing to predict.
+    pub dropped: usize,
+}
+
+impl SftData {
+    /// Tokens the loss is taken at, over all examples.
+    pub fn targets(&self) -> usize {
+        self.examples.iter().map(SftExample::targets).sum()
+    }
+}
+
+/// A record before tokenization.
+enum Record {
+    Text(String),
+    PromptCompletion(String, String),
+    Messages(Vec<Message>),
+    ConvPromptCompletion(Vec<Message>, Vec<Message>),
+}
+
+impl Record {
+    fn format(&self) -> SftFormat {
+        match self {
+            Self::Text(_) => SftFormat::Text,
+            Self::PromptCompletion(..) => SftFormat::PromptCompletion,
+            Self::Messages(_) => SftFormat::Messages,
+            Self::ConvPromptCompletion(..) => SftFormat::ConversationalPromptCompletion,
+        }
+    }
+}
+
+fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<Record> {
+    let v: Value =
+        serde_json::from_str(line).map_err(|e| bad(path, n, format!("invalid JSON: {e}")))?;
+    let Value::Object(o) = &v else {
+        return Err(bad(path, n, "a record must be a JSON object"));
+    };
+    let field = |k: &str| o.get(k).filter(|x| !x.is_null());
+    let messages = |k: &str, x: &Value| -> Result<Vec<Message>> {
+        Message::list_from_json(x).map_err(|m| bad(path, n, format!("\"{k}\": {m}")))
+    };
+    match (field("prompt"), field("completion"), field("messages")) {
+        (Some(p), Some(c), None) => match (p, c) {
+            (Value::String(p), Value::String(c)) => {
+                Ok(Record::PromptCompletion(p.clone(), c.clone()))
+            }
+            (Value::Array(_), Value::Array(_)) => Ok(Record::ConvPromptCompletion(
+                messages("prompt", p)?,
+                messages("completion", c)?,
+            )),
+            _ => Err(bad(
+                path,
+                n,
+                "\"prompt\" and \"completion\" must both be strings or both be lists of messages",
+            )),
+        },
+        (None, None, Some(m)) => Ok(Record::Messages(messages("messages", m)?)),
+        (Some(_), None, _) | (None, Some(_), _) => Err(bad(
+            path,
+            n,
+            "a prompt-completion record needs both \"prompt\" and \"completion\"",
+        )),
+        (Some(_), Some(_), Some(_)) => Err(bad(
+            path,
+            n,
+            "a record has either \"messages\" or \"prompt\" and \"completion\", not both",
+        )),
+        (None, None, None) => match field(text_field) {
+            Some(Value::String(s)) => Ok(Record::Text(s.clone())),
+            Some(other) => Err(bad(
+                path,
+                n,
+                format!("\"{text_field}\" must be a string, got {other}"),
+            )),
+            None => Err(bad(
+                path,
+                n,
+                format!(
+                    "no \"{text_field}\", \"prompt\"/\"completion\" or \"messages\" field (keys: \
+                     {})",
+                    o.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        },
+    }
+}
+
+/// Reads and tokenizes a JSONL file of SFT records.
+pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Result<SftData> {
+    if !path.exists() {
+        return Err(Error::MissingInput(path.to_path_buf()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))?;
+    let mut format = None;
+    let mut data = SftData {
+        examples: Vec::new(),
+        format: SftFormat::Text,
+        truncated: 0,
+        dropped: 0,
+    };
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = parse_record(path, n, line, opts.text_field)?;
+        let f = record.format();
+        match format {
+            None => format = Some((f, n)),
+            Some((first, at)) if first != f => {
+                return Err(bad(
+                    path,
+                    n,
+                    format!(
+                        "a {} record in a file whose first record (line {at}) is {}: one \
+                         layout per file",
+                        f.describe(),
+                        first.describe()
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        let (mut ids, mut trained) = tokenize(path, n, record, tokenizer, opts)?;
+        if let Some((pos, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= opts.vocab_size)
+        {
+            return Err(bad(
+                path,
+                n,
+                format!(
+                    "token id {id} at position {pos} is past the model's vocabulary of {}",
+                    opts.vocab_size
+                ),
+            ));
+        }
+        if ids.len() > opts.max_length {
+            ids.truncate(opts.max_length);
+            trained.truncate(opts.max_length);
+            data.truncated += 1;
+        }
+        let ex = SftExample {
+            ids,
+            trained,
+            line: n,
+        };
+        if ex.targets() == 0 {
+            data.dropped += 1;
+        } else {
+            data.examples.push(ex);
+        }
+    }
+    let Some((f, _)) = format else {
+        return Err(Error::format(path, "no records (one JSON object per line)"));
+    };
+    data.format = f;
+    if data.examples.is_empty() {
+        return Err(Error::format(
+            path,
+            format!(
+                "all {} records were dropped: none has a token to train on after its first \
+                 within data.max_length {}",
+                data.dropped, opts.max_length
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+fn encode(
+    path: &Path,
+    n: usize,
+    tokenizer: &Tokenizer,
+    text: &str,
+    special: bool,
+) -> Result<Vec<u32>> {
+    Ok(tokenizer
+        .encode(text, special)
+        .map_err(|e| bad(path, n, format!("tokenizing: {e}")))?
+        .get_ids()
+        .to_vec())
+}
+
+/// Number of leading tokens `a` and `b` share.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn tokenize(
+    path: &Path,
+    n: usize,
+    record: Record,
+    tokenizer: &Tokenizer,
+    opts: &SftOptions<'_>,
+) -> Result<(Vec<u32>, Vec<bool>)> {
+    let with_eos = |s: String| -> Result<String> {
+        let eos = opts.eos_token.ok_or_else(|| {
+            bad(
+                path,
+                n,
+                "the tokenizer has no end-of-sequence token to end the text with (set \
+                 data.eos_token)",
+            )
+        })?;
+        Ok(if s.ends_with(eos) { s } else { s + eos })
+    };
+    let template = || {
+        opts.chat_template.ok_or_else(|| {
+            bad(
+                path,
+                n,
+                "a conversational record needs the model's chat template, and the tokenizer \
+                 has none (tokenizer_config.json's \"chat_template\", chat_template.jinja, or \
+                 data.chat_template)",
+            )
+        })
+    };
+    let render = |t: &ChatTemplate, msgs: &[Message], generation_prompt: bool| {
+        t.render(msgs, generation_prompt)
+            .map_err(|e| bad(path, n, format!("chat template: {e}")))
+    };
+    Ok(match record {
+        Record::Text(t) => {
+            let ids = encode(path, n, tokenizer, &with_eos(t)?, true)?;
+            let trained = vec![true; ids.len()];
+            (ids, trained)
+        }
+        Record::PromptCompletion(p, c) => {
+            let prompt = encode(path, n, tokenizer, &p, true)?;
+            let ids = encode(path, n, tokenizer, &(p + &with_eos(c)?), true)?;
+            split_at_prompt(&prompt, ids, opts.completion_only_loss)
+        }
+        Record::Messages(m) => {
+            let t = template()?;
+            let ids = encode(path, n, tokenizer, &render(t, &m, false)?, false)?;
+            let trained = vec![true; ids.len()];
+            (ids, trained)
+        }
+        Record::ConvPromptCompletion(p, c) => {
+            let t = template()?;
+            let prompt = encode(path, n, tokenizer, &render(t, &p, true)?, false)?;
+            let all: Vec<Message> = p.into_iter().chain(c).collect();
+            let ids = encode(path, n, tokenizer, &render(t, &all, false)?, false)?;
+            split_at_prompt(&prompt, ids, opts.completion_only_loss)
+        }
+    })
+}
+
+/// The tokens of prompt + completion, trained from where they leave the prompt's own tokens
+/// (all of them without `completion_only`).
+fn split_at_prompt(prompt: &[u32], ids: Vec<u32>, completion_only: bool) -> (Vec<u32>, Vec<bool>) {
+    let start = if completion_only {
+        common_prefix(prompt, &ids)
+    } else {
+        0
+    };
+    let trained = (0..ids.len()).map(|i| i >= start).collect();
+    (ids, trained)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A word-level tokenizer over a few words, `<eos>` special, with a post-processor that
+    /// starts every sequence with `<bos>` (as a Llama tokenizer does).
+    fn tokenizer() -> Tokenizer {
+        let json = r#"{
+          "version": "1.0",
+          "added_tokens": [
+            {"id": 0, "content": "<bos>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 1, "content": "<eos>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+          ],
+          "normalizer": null,
+          "pre_tokenizer": {"type": "Whitespace"},
+          "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<bos>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}],
+            "special_tokens": {"<bos>": {"id": "<bos>", "ids": [0], "tokens": ["<bos>"]}}},
+          "decoder": null,
+          "model": {"type": "WordLevel", "vocab": {"<bos>": 0, "<eos>": 1, "<unk>": 2, "what": 3, "is": 4, "red": 5, "blue": 6, "the": 7, "sky": 8, "?": 9}, "unk_token": "<unk>"}
+        }"#;
+        json.parse().unwrap()
+    }
+
+    fn opts() -> SftOptions<'static> {
+        SftOptions {
+            text_field: "text",
+            max_length: 64,
+            completion_only_loss: true,
+            eos_token: Some("<eos>"),
+            chat_template: None,
+            vocab_size: 10,
+        }
+    }
+
+    fn read(lines: &str, o: &SftOptions<'_>) -> Result<SftData> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sft.jsonl");
+        std::fs::write(&p, lines).unwrap();
+        read_sft(&p, &tokenizer(), o)
+    }
+
+    #[test]
+    fn text_gets_eos_and_is_trained_everywhere() {
+        let d = read(
+            "{\"text\": \"the sky is blue\"}\n\n{\"text\": \"red<eos>\"}\n",
+            &opts(),
+        )
+        .unwrap();
+        assert_eq!(d.format, SftFormat::Text);
+        assert_eq!(d.examples[0].ids, [0, 7, 8, 4, 6, 1]);
+        assert!(d.examples[0].trained.iter().all(|&t| t));
+        // Already ending with EOS: not doubled. Line numbers skip the blank line.
+        assert_eq!(d.examples[1].ids, [0, 5, 1]);
+        assert_eq!(d.examples[1].line, 3);
+        assert_eq!(d.targets(), 5 + 2);
+    }
+
+    #[test]
+    fn prompt_completion_trains_the_completion_only() {
+        let line = "{\"prompt\": \"what is the sky ?\", \"completion\": \" blue\"}\n";
+        let d = read(line, &opts()).unwrap();
+        let e = &d.examples[0];
+        assert_eq!(e.ids, [0, 3, 4, 7, 8, 9, 6, 1]);
+        assert_eq!(
+            e.trained,
+            [false, false, false, false, false, false, true, true]
+        );
+        assert_eq!(e.targets(), 2);
+        let all = SftOptions {
+            completion_only_loss: false,
+            ..opts()
+        };
+        assert!(read(line, &all).unwrap().examples[0]
+            .trained
+            .iter()
+            .all(|&t| t));
+    }
+
+    #[test]
+    fn truncation_keeps_the_start_and_drops_examples_left_without_targets() {
+        let o = SftOptions {
+            max_length: 4,
+            ..opts()
+        };
+        let d = read(
+            "{\"prompt\": \"what is the sky ?\", \"completion\": \"blue\"}\n\
+             {\"prompt\": \"what\", \"completion\": \" is red\"}\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!((d.truncated, d.dropped), (2, 1));
+        assert_eq!(d.examples.len(), 1);
+        assert_eq!(d.examples[0].ids, [0, 3, 4, 5]);
+        assert_eq!(d.examples[0].line, 2);
+        let e = read(
+            "{\"prompt\": \"what is the sky\", \"completion\": \"red\"}\n",
+            &o,
+        );
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("all 1 records were dropped"));
+    }
+
+    #[test]
+    fn bad_records_name_the_file_and_line() {
+        let cases = [
+            ("{\"text\": 3}", "\"text\" must be a string"),
+            (
+                "{\"prompt\": \"x\"}",
+                "needs both \"prompt\" and \"completion\"",
+            ),
+            ("{\"body\": \"x\"}", "keys: body"),
+            ("not json", "invalid JSON"),
+            ("[1]", "must be a JSON object"),
+            (
+                "{\"prompt\": \"x\", \"completion\": [{\"role\": \"user\", \"content\": \"y\"}]}",
+                "both be strings or both be lists",
+            ),
+        ];
+        for (line, want) in cases {
+            let e = read(&format!("{{\"text\": \"red\"}}\n{line}\n"), &opts())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("sft.jsonl: line 2: ") && e.contains(want), "{e}");
+        }
+        let e = read(
+            "{\"text\": \"red\"}\n{\"prompt\": \"a\", \"completion\": \"b\"}\n",
+            &opts(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 2: a prompt-completion record") && e.contains("line 1"));
+        let small = SftOptions {
+            vocab_size: 8,
+            ..opts()
+        };
+        let e = read("{\"text\": \"the sky\"}\n", &small)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token id 8 at position 2 is past"), "{e}");
+        let none = SftOptions {
+            eos_token: None,
+            ..opts()
+        };
+        let e = read("{\"text\": \"red\"}\n", &none)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no end-of-sequence token"), "{e}");
+        assert!(read("\n\n", &opts())
+            .unwrap_err()
+            .to_string()
+            .contains("no records"));
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.jsonl");
+        let e = read_sft(&missing, &tokenizer(), &opts()).unwrap_err();
+        assert!(e.to_string().contains("nope.jsonl"), "{e}");
+    }
+}
