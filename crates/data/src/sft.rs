@@ -61,10 +61,6 @@ impl SftFormat {
             Self::ConversationalPromptCompletion => "conversational prompt-completion",
         }
     }
-
-    fn is_conversational(self) -> bool {
-        matches!(self, Self::Messages | Self::ConversationalPromptCompletion)
-    }
 }
 
 /// How records become examples.

@@ -131,8 +131,70 @@ fn folder_arch(dir: &Path) -> Option<ModelArch> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// A folder written by `lantern prepare` (train.bin, val.bin, tokenizer.json, meta.json).
-    pub dir: PathBuf,
+    /// Pretraining: a folder written by `lantern prepare` (train.bin, val.bin, tokenizer.json,
+    /// meta.json). Either this or `train`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Supervised fine-tuning of a causal LM (TRL's `SFTTrainer`): a JSONL file of `text`,
+    /// `prompt`/`completion` or `messages` records (`lantern_data::sft`). Either this or `dir`;
+    /// the keys below are its settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
+    /// SFT: a validation file of the same layout; without it `val_fraction` of `train` is held
+    /// out (seeded by train.seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<PathBuf>,
+    /// SFT: the share of `train` held out when there is no `validation` file (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_fraction: Option<f64>,
+    /// SFT: truncation length in tokens, keeping the start (TRL's `max_length`; default 1024,
+    /// or the model's context if shorter). Batches are padded to their longest example.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// SFT: the field of language-modeling records (TRL's `dataset_text_field`; default
+    /// `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_field: Option<String>,
+    /// SFT: train on the completion of prompt-completion records only (TRL's
+    /// `completion_only_loss`; default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_only_loss: Option<bool>,
+    /// SFT: the tokenizer.json; default `<model.init_from>/tokenizer.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
+    /// SFT: the token appended to plain text and completions (TRL's `eos_token`); default the
+    /// tokenizer's own (`tokenizer_config.json`'s `eos_token`, else the model's
+    /// `eos_token_id`, else its end-of-text token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token: Option<String>,
+    /// SFT: a Jinja chat template file for `messages` records, in place of the model folder's
+    /// (TRL's `chat_template_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<PathBuf>,
+}
+
+impl DataSection {
+    /// The SFT keys that are set, by name (all must be absent for pretraining data).
+    fn sft_keys(&self) -> Vec<&'static str> {
+        [
+            ("validation", self.validation.is_some()),
+            ("val_fraction", self.val_fraction.is_some()),
+            ("max_length", self.max_length.is_some()),
+            ("text_field", self.text_field.is_some()),
+            ("completion_only_loss", self.completion_only_loss.is_some()),
+            ("tokenizer", self.tokenizer.is_some()),
+            ("eos_token", self.eos_token.is_some()),
+            ("chat_template", self.chat_template.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+
+    /// The prepared folder of a pretraining run (`None`: SFT data).
+    pub fn shards(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,6 +385,11 @@ pub struct TrainSection {
     pub seq_len: Option<usize>,
     #[serde(default = "d_max_steps")]
     pub max_steps: u64,
+    /// SFT: passes over the training records (TRL's `num_train_epochs`, fractions allowed);
+    /// takes the place of `max_steps` (the steps they make, rounded up). Not skipped when
+    /// unset: the list of known keys is what the default serialises to.
+    #[serde(default)]
+    pub epochs: Option<f64>,
     #[serde(default = "d_lr")]
     pub lr: f64,
     /// Floor of the cosine schedule; defaults to lr / 10 (nanoGPT, Chinchilla).
@@ -588,6 +655,70 @@ impl RunConfig {
         let m = &self.model;
         let arch = m.arch();
         let name = format!("{arch:?}").to_lowercase();
+        let d = &self.data;
+        match (&d.dir, &d.train) {
+            (Some(_), Some(_)) => {
+                return bad(
+                    "data.dir (prepared pretraining shards) and data.train (SFT records) are two \
+                     kinds of data: set one",
+                )
+            }
+            (None, None) => {
+                return bad(
+                    "[data] needs dir (a folder from `lantern prepare`) or train (a JSONL file of \
+                     SFT records)",
+                )
+            }
+            (Some(_), None) => {
+                if let Some(k) = d.sft_keys().first() {
+                    return bad(&format!(
+                        "data.{k} is a setting of SFT data (data.train), not of prepared shards \
+                         (data.dir)"
+                    ));
+                }
+                if t.epochs.is_some() {
+                    return bad(
+                        "train.epochs counts passes over SFT records (data.train); pretraining \
+                         counts train.max_steps",
+                    );
+                }
+            }
+            (None, Some(_)) => {
+                if arch == ModelArch::Bert {
+                    return bad(
+                        "SFT data (data.train) trains a causal LM; model.arch is bert (masked-LM \
+                         pretraining reads data.dir, classifiers `lantern finetune`)",
+                    );
+                }
+                if t.seq_len.is_some() {
+                    return bad(
+                        "train.seq_len is the window of prepared shards; SFT batches are padded \
+                         to their longest example, cut at data.max_length",
+                    );
+                }
+                if d.max_length.is_some_and(|m| m < 2) {
+                    return bad("data.max_length must be at least 2");
+                }
+                if let Some(f) = d.val_fraction.filter(|f| !(*f > 0.0 && *f < 1.0)) {
+                    return bad(&format!("data.val_fraction must be in (0, 1), got {f}"));
+                }
+                if d.validation.is_some() && d.val_fraction.is_some() {
+                    return bad(
+                        "data.val_fraction holds out part of data.train when there is no \
+                         data.validation file; set one of them",
+                    );
+                }
+                if d.tokenizer.is_none() && m.init_from.is_none() {
+                    return bad(
+                        "SFT data needs a tokenizer: set model.init_from (a pretrained folder) or \
+                         data.tokenizer",
+                    );
+                }
+                if let Some(e) = t.epochs.filter(|e| !(e.is_finite() && *e > 0.0)) {
+                    return bad(&format!("train.epochs must be a positive number, got {e}"));
+                }
+            }
+        }
         for (key, set, archs) in [
             (
                 "intermediate_size",
@@ -1139,5 +1270,54 @@ mod tests {
         let c = RunConfig::parse(MIN, "t", &["train.seq_len=64".into()]).unwrap();
         let again = RunConfig::parse(&c.to_toml(), "t", &[]).unwrap();
         assert_eq!(c, again);
+    }
+
+    #[test]
+    fn sft_data_keys_are_checked() {
+        let sft = "[model]\ninit_from = \"m\"\n[data]\ntrain = \"t.jsonl\"\n";
+        // A folder without config.json reads as GPT-2 for the checks.
+        let c = RunConfig::parse(sft, "t", &["train.epochs=2.5".into()]).unwrap();
+        assert_eq!(c.data.shards(), None);
+        assert_eq!(c.train.epochs, Some(2.5));
+        let again = RunConfig::parse(&c.to_toml(), "t", &[]).unwrap();
+        assert_eq!(c, again);
+        // Old records (no SFT keys) still read, and write no SFT key.
+        let p = RunConfig::parse(MIN, "t", &[]).unwrap();
+        assert!(!p.to_toml().contains("max_length"), "{}", p.to_toml());
+        for (text, sets, want) in [
+            (MIN, vec!["data.train=\"x\""], "set one"),
+            ("[data]\n", vec![], "needs dir"),
+            (
+                MIN,
+                vec!["data.max_length=12"],
+                "data.max_length is a setting of SFT data",
+            ),
+            (MIN, vec!["train.epochs=1"], "train.epochs counts passes"),
+            (sft, vec!["train.seq_len=64"], "train.seq_len is the window"),
+            (
+                sft,
+                vec!["data.val_fraction=1.5"],
+                "data.val_fraction must be in (0, 1)",
+            ),
+            (
+                sft,
+                vec!["data.val_fraction=0.2", "data.validation=\"v\""],
+                "set one of them",
+            ),
+            (
+                sft,
+                vec!["train.epochs=0"],
+                "train.epochs must be a positive",
+            ),
+            (sft, vec!["data.max_length=0"], "at least 2"),
+            (sft, vec!["model.arch=\"bert\""], "trains a causal LM"),
+            ("[data]\ntrain = \"t.jsonl\"\n", vec![], "needs a tokenizer"),
+        ] {
+            let sets: Vec<String> = sets.into_iter().map(String::from).collect();
+            let e = RunConfig::parse(text, "t.toml", &sets)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{sets:?}: {e}");
+        }
     }
 }

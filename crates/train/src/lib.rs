@@ -24,6 +24,7 @@ pub mod plot;
 pub mod precision;
 pub mod recompute;
 pub mod schedule;
+pub mod sft;
 pub mod task;
 pub mod tensorboard;
 pub mod trainer;

@@ -18,10 +18,12 @@ use crate::config::{ModelArch, RunConfig};
 use crate::grads::{scaled_backward, StepGrads};
 use crate::model_tokens;
 use crate::recompute::Recomputed;
+use crate::sft::SftSet;
 use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_data::sampler::{lm_batch, lm_val_batch};
+use lantern_data::sft::SftExample;
 use lantern_data::shard::Shard;
 use lantern_data::{MlmCollator, ModelTokens};
 use lantern_kernels::{cross_entropy_sum, Rng};
@@ -186,10 +188,15 @@ impl ModelConfig {
             }
         };
         if resolved.vocab_size() < data_vocab {
+            let data = match (&cfg.data.dir, &cfg.data.tokenizer, &m.init_from) {
+                (Some(d), _, _) => format!("data.dir {}", d.display()),
+                (None, Some(t), _) => format!("data.tokenizer {}", t.display()),
+                (None, None, Some(d)) => format!("{}", d.join("tokenizer.json").display()),
+                (None, None, None) => "the data".into(),
+            };
             return Err(Error::Config(format!(
-                "model vocab_size {} is smaller than the tokenizer's {data_vocab} (data.dir {})",
+                "model vocab_size {} is smaller than the tokenizer's {data_vocab} ({data})",
                 resolved.vocab_size(),
-                cfg.data.dir.display()
             )));
         }
         Ok(resolved)
@@ -476,17 +483,27 @@ impl LossModel for BertForMaskedLM {
     }
 }
 
-/// How a run makes its batches from the token shards.
+/// The prepared shards of a pretraining run.
+pub struct Shards {
+    pub train: Shard,
+    pub val: Shard,
+}
+
+/// How a run makes its batches, and from what.
 pub enum Task {
     /// Next-token prediction over windows of T + 1 tokens.
-    CausalLm,
+    CausalLm(Shards),
     /// BERT's masked LM: windows of T − 2 tokens as `[CLS] … [SEP]`, masked 15% / 80-10-10.
     MaskedLm {
+        shards: Shards,
         train: MlmCollator,
         val: MlmCollator,
         cls: u32,
         sep: u32,
     },
+    /// Supervised fine-tuning of a causal LM on examples of their own lengths
+    /// ([`crate::sft`]).
+    Sft(SftSet),
 }
 
 /// Host-side buffers reused from batch to batch.
@@ -495,20 +512,22 @@ pub struct Scratch {
     inputs: Vec<u32>,
     targets: Vec<u32>,
     rows: Vec<Vec<u32>>,
+    /// SFT: the shuffled order of the epoch last drawn from.
+    pub(crate) order: Option<(u64, Vec<usize>)>,
 }
 
 impl Task {
-    /// The task of `model` with the data's tokenizer (`tokenizer_path` for messages): masked
-    /// LM needs `[CLS]`, `[SEP]` and `[MASK]` (RoBERTa's `<s>`, `</s>`, `<mask>`), and never
-    /// chooses any special token.
+    /// The pretraining task of `model` on `shards`, with the data's tokenizer
+    /// (`tokenizer_path` for messages): masked LM needs `[CLS]`, `[SEP]` and `[MASK]`
+    /// (RoBERTa's `<s>`, `</s>`, `<mask>`), and never chooses any special token.
     pub fn new(
         model: &ModelConfig,
         cfg: &RunConfig,
-        tokenizer: &tokenizers::Tokenizer,
-        tokenizer_path: &Path,
+        (tokenizer, tokenizer_path): (&tokenizers::Tokenizer, &Path),
+        shards: Shards,
     ) -> Result<Self> {
         let ModelConfig::Bert(c) = model else {
-            return Ok(Self::CausalLm);
+            return Ok(Self::CausalLm(shards));
         };
         // BERT's and DistilBERT's names, or RoBERTa's.
         let id = |names: [&str; 2]| {
@@ -535,6 +554,7 @@ impl Task {
                 .map_err(|e| Error::Config(format!("{}: {e}", tokenizer_path.display())))
         };
         Ok(Self::MaskedLm {
+            shards,
             train: collator(cfg.train.seed ^ MASK_STREAM)?,
             val: collator(cfg.train.seed ^ VAL_MASK_STREAM)?,
             cls,
@@ -542,11 +562,11 @@ impl Task {
         })
     }
 
-    /// Training samples `first .. first + b` (global indices) as one batch of `t` tokens each.
+    /// Training samples `first .. first + b` (global indices) as one batch of `t` tokens each
+    /// (SFT: padded to the longest of them).
     #[allow(clippy::too_many_arguments)]
     pub fn train_batch(
         &self,
-        shard: &Shard,
         seed: u64,
         first: u64,
         (b, t): (usize, usize),
@@ -554,38 +574,83 @@ impl Task {
         s: &mut Scratch,
     ) -> Result<Batch> {
         match self {
-            Self::CausalLm => {
-                lm_batch(shard, seed, first, b, t, &mut s.inputs, &mut s.targets)?;
+            Self::CausalLm(sh) => {
+                lm_batch(&sh.train, seed, first, b, t, &mut s.inputs, &mut s.targets)?;
                 crate::trainer::to_batch(&s.inputs, &s.targets, b, t, device)
             }
-            Self::MaskedLm { train, .. } => {
+            Self::MaskedLm { shards, train, .. } => {
                 // The same windows as causal LM of length T − 2 (their next-token targets are
                 // not used): the sampler stays the one pure function of (seed, index).
-                lm_batch(shard, seed, first, b, t - 2, &mut s.inputs, &mut s.targets)?;
+                lm_batch(
+                    &shards.train,
+                    seed,
+                    first,
+                    b,
+                    t - 2,
+                    &mut s.inputs,
+                    &mut s.targets,
+                )?;
                 self.masked(train, first, (b, t), device, s)
+            }
+            Self::Sft(set) => {
+                let rows: Vec<usize> = (first..first + b as u64)
+                    .map(|i| set.train_index(seed, i, &mut s.order))
+                    .collect();
+                let rows: Vec<&SftExample> = rows.iter().map(|&i| &set.train[i]).collect();
+                set.batch(&rows, device)
             }
         }
     }
 
-    /// Validation windows `first .. first + b` (fixed, non-overlapping; masked the same way at
-    /// every evaluation).
+    /// Validation batch `first .. first + b` (fixed, non-overlapping windows, masked the same
+    /// way at every evaluation; SFT: the validation examples in file order, `None` past the
+    /// last).
     pub fn val_batch(
         &self,
-        shard: &Shard,
         first: u64,
         (b, t): (usize, usize),
         device: &Device,
         s: &mut Scratch,
-    ) -> Result<Batch> {
+    ) -> Result<Option<Batch>> {
+        Ok(Some(match self {
+            Self::CausalLm(sh) => {
+                lm_val_batch(&sh.val, first, b, t, &mut s.inputs, &mut s.targets)?;
+                crate::trainer::to_batch(&s.inputs, &s.targets, b, t, device)?
+            }
+            Self::MaskedLm { shards, val, .. } => {
+                lm_val_batch(&shards.val, first, b, t - 2, &mut s.inputs, &mut s.targets)?;
+                self.masked(val, first, (b, t), device, s)?
+            }
+            Self::Sft(set) => {
+                let from = (first as usize).min(set.val.len());
+                let rows: Vec<&SftExample> = set.val[from..(from + b).min(set.val.len())]
+                    .iter()
+                    .collect();
+                if rows.is_empty() {
+                    return Ok(None);
+                }
+                set.batch(&rows, device)?
+            }
+        }))
+    }
+
+    /// Global batches of `b` per rank an evaluation reads: `configured` of the shards' windows,
+    /// or every SFT validation example.
+    pub fn eval_batches(&self, configured: usize, b: usize, world: usize) -> usize {
         match self {
-            Self::CausalLm => {
-                lm_val_batch(shard, first, b, t, &mut s.inputs, &mut s.targets)?;
-                crate::trainer::to_batch(&s.inputs, &s.targets, b, t, device)
-            }
-            Self::MaskedLm { val, .. } => {
-                lm_val_batch(shard, first, b, t - 2, &mut s.inputs, &mut s.targets)?;
-                self.masked(val, first, (b, t), device, s)
-            }
+            Self::Sft(set) => set.val.len().div_ceil(b * world),
+            _ => configured,
+        }
+    }
+
+    /// Tokens the model reads in global samples `first .. first + n` (`t` each for windows;
+    /// SFT: each example's own, padding left out).
+    pub fn tokens(&self, seed: u64, first: u64, n: usize, t: usize, s: &mut Scratch) -> u64 {
+        match self {
+            Self::Sft(set) => (first..first + n as u64)
+                .map(|i| set.train[set.train_index(seed, i, &mut s.order)].ids.len() as u64 - 1)
+                .sum(),
+            _ => (n * t) as u64,
         }
     }
 
@@ -770,16 +835,25 @@ mod tests {
         let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/golden/roberta_tiny/tokenizer/tokenizer.json");
         let tok = tokenizers::Tokenizer::from_file(&golden).unwrap();
+        let shard_dir = tempfile::tempdir().unwrap();
+        let shards = || {
+            let p = shard_dir.path().join("s.bin");
+            lantern_data::write_shard(&p, &[5; 100], 300).unwrap();
+            Shards {
+                train: Shard::open(&p).unwrap(),
+                val: Shard::open(&p).unwrap(),
+            }
+        };
         let Task::MaskedLm {
             cls, sep, train, ..
-        } = Task::new(&m, &cfg, &tok, &golden).unwrap()
+        } = Task::new(&m, &cfg, (&tok, &golden), shards()).unwrap()
         else {
             panic!("not masked LM")
         };
         assert_eq!((cls, sep, train.mask_id), (0, 2, 4), "<s>, </s>, <mask>");
         // A tokenizer with neither spelling is an error naming both.
         let gpt = tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default());
-        let e = Task::new(&m, &cfg, &gpt, Path::new("tok.json"))
+        let e = Task::new(&m, &cfg, (&gpt, Path::new("tok.json")), shards())
             .err()
             .unwrap()
             .to_string();

@@ -23,7 +23,8 @@ use crate::metrics::MetricsLog;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
 use crate::schedule::Schedule;
-use crate::task::{LossModel, ModelConfig, Scratch, Task};
+use crate::sft::SftSet;
+use crate::task::{LossModel, ModelConfig, Scratch, Shards, Task};
 use crate::world::{join_world, World};
 use crate::{error::io, plot, Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -362,13 +363,13 @@ pub fn counts_as_guard_skip(nonfinite: &NonFinite, scale_before: Option<f64>) ->
 }
 
 /// Mean validation loss per target (token, or chosen token for masked LM) over `n_batches`
+/// (SFT: over every validation example, [`Task::eval_batches`])
 /// fixed global batches of the validation shard, each of `b` windows per rank: rank r
 /// evaluates windows i·(B·W) + r·B .. + B of batch i, the same windows one process with batch
 /// W·B would, and the sums are added over the ranks.
 fn evaluate(
     model: &dyn LossModel,
     task: &Task,
-    val: &Shard,
     (b, t): (usize, usize),
     n_batches: usize,
     device: &Device,
@@ -377,9 +378,12 @@ fn evaluate(
     let (rank, world) = (comm.rank(), comm.world_size());
     let mut scratch = Scratch::default();
     let (mut total, mut count) = (0f64, 0usize);
-    for i in 0..n_batches {
+    for i in 0..task.eval_batches(n_batches, b, world) {
         let first = (i * b * world + rank * b) as u64;
-        let batch = task.val_batch(val, first, (b, t), device, &mut scratch)?;
+        // SFT's last global batch may leave a rank no example.
+        let Some(batch) = task.val_batch(first, (b, t), device, &mut scratch)? else {
+            continue;
+        };
         total += model.loss_sum(&batch, Mode::Eval)?.to_scalar::<f32>()? as f64;
         count += batch.n_targets;
     }
@@ -490,7 +494,7 @@ impl Progress {
 }
 
 /// Runs (or continues) a training run as configured. See the module header for the loop.
-pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
+pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // The world the launcher set up (a world of one without one), and this rank's device.
     let World {
         comm,
@@ -502,7 +506,18 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // Rank 0 alone writes logs, metrics, plots and checkpoints; the others are quiet.
     let main = rank == 0;
     let quiet = opts.quiet || !main;
-    let meta = lantern_data::prepare::read_meta(&cfg.data.dir)?;
+    // Pretraining reads prepared shards, whose meta.json gives the vocabulary; SFT reads the
+    // model's own tokenizer.
+    let meta = match cfg.data.shards() {
+        Some(dir) => Some(lantern_data::prepare::read_meta(dir)?),
+        None => None,
+    };
+    let tokenizer_path = match (cfg.data.shards(), &cfg.data.tokenizer, &cfg.model.init_from) {
+        (Some(dir), _, _) => dir.join("tokenizer.json"),
+        (None, Some(t), _) => t.clone(),
+        (None, None, Some(dir)) => dir.join("tokenizer.json"),
+        (None, None, None) => unreachable!("validated: SFT data names its tokenizer"),
+    };
     let run_dir = cfg.run.dir.clone();
     let ckpt_root = run_dir.join("checkpoints");
 
@@ -565,7 +580,15 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
     }
 
-    let mut model_cfg = ModelConfig::resolve(&cfg, meta.vocab_size as usize)?;
+    let tokenizer_bytes = std::fs::read(&tokenizer_path).map_err(io(&tokenizer_path))?;
+    let data_vocab = match &meta {
+        Some(m) => m.vocab_size as usize,
+        None => lantern_data::tokenizer::vocab_size(&lantern_data::tokenizer::parse_tokenizer(
+            &tokenizer_bytes,
+            &tokenizer_path,
+        )?),
+    };
+    let mut model_cfg = ModelConfig::resolve(&cfg, data_vocab)?;
     if let Some(st) = &state {
         if st.model != model_cfg {
             return Err(Error::Checkpoint {
@@ -582,20 +605,49 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         model_cfg = st.model.clone();
     }
     let (b, accum) = (cfg.train.batch_size, cfg.train.grad_accum);
-    let t = cfg.train.seq_len.unwrap_or(model_cfg.max_positions());
-    if t < model_cfg.min_seq_len() || t > model_cfg.max_positions() {
-        return Err(Error::Config(format!(
-            "train.seq_len {t} must be in {}..={} (the model's position table)",
-            model_cfg.min_seq_len(),
-            model_cfg.max_positions()
-        )));
-    }
-    let train_shard = Shard::open_checked(
-        &cfg.data.dir.join("train.bin"),
-        model_cfg.vocab_size() as u32,
+    // The tokenizer is copied into every checkpoint: check it loads and fits the model now,
+    // not when someone samples from a checkpoint weeks later.
+    let tokenizer = lantern_data::tokenizer::check_tokenizer_bytes(
+        &tokenizer_bytes,
+        &tokenizer_path,
+        model_cfg.vocab_size(),
     )?;
-    let val_shard =
-        Shard::open_checked(&cfg.data.dir.join("val.bin"), model_cfg.vocab_size() as u32)?;
+    let eot_id = tokenizer.token_to_id(lantern_data::tokenizer::EOT);
+    // The data, read before any weights: a bad record fails at once.
+    let (task, t) = match cfg.data.shards() {
+        Some(dir) => {
+            let t = cfg.train.seq_len.unwrap_or(model_cfg.max_positions());
+            if t < model_cfg.min_seq_len() || t > model_cfg.max_positions() {
+                return Err(Error::Config(format!(
+                    "train.seq_len {t} must be in {}..={} (the model's position table)",
+                    model_cfg.min_seq_len(),
+                    model_cfg.max_positions()
+                )));
+            }
+            let open = |f: &str| Shard::open_checked(&dir.join(f), model_cfg.vocab_size() as u32);
+            let shards = Shards {
+                train: open("train.bin")?,
+                val: open("val.bin")?,
+            };
+            let task = Task::new(&model_cfg, &cfg, (&tokenizer, &tokenizer_path), shards)?;
+            (task, t)
+        }
+        None => {
+            let set = SftSet::load(
+                &cfg,
+                (&tokenizer, &tokenizer_path),
+                model_cfg.model_tokens(eot_id).eos_id,
+                (model_cfg.max_positions(), model_cfg.vocab_size()),
+            )?;
+            if let Some(e) = cfg.train.epochs {
+                // TRL's num_train_epochs: the steps they make, the last one completed.
+                let global = (b * accum * world) as f64;
+                cfg.train.max_steps = (e * set.train.len() as f64 / global).ceil().max(1.0) as u64;
+            }
+            let t = set.max_length;
+            (Task::Sft(set), t)
+        }
+    };
 
     // A BERT `init_from` without the MLM head gets a fresh one from the init stream.
     let mut init_rng = Rng::derive(cfg.train.seed, INIT_STREAM);
@@ -742,17 +794,6 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             None => Ok(()),
         }
     };
-    let tokenizer_path = cfg.data.dir.join("tokenizer.json");
-    let tokenizer_bytes = std::fs::read(&tokenizer_path).map_err(io(&tokenizer_path))?;
-    // The tokenizer is copied into every checkpoint: check it loads and fits the model now,
-    // not when someone samples from a checkpoint weeks later.
-    let tokenizer = lantern_data::tokenizer::check_tokenizer_bytes(
-        &tokenizer_bytes,
-        &tokenizer_path,
-        model_cfg.vocab_size(),
-    )?;
-    let task = Task::new(&model_cfg, &cfg, &tokenizer, &tokenizer_path)?;
-    let eot_id = tokenizer.token_to_id(lantern_data::tokenizer::EOT);
     // transformers' settings for the tokenizer, the same in every checkpoint: the `init_from`
     // folder's own when it has them, else built from the tokenizer and the model.
     let tokenizer_config = lantern_data::tokenizer_config_bytes(
@@ -766,12 +807,19 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // Sequences per optimizer step over all ranks (batch_size is per rank, as in torchrun).
     let global_batch = b * accum * world;
     progress.line(&format!(
-        "{} | {} params | device {} | {} | {opt_cfg} | batch {b}x{accum}x{t} tokens{} | {} \
-         steps{}",
-        cfg.model.preset,
+        "{} | {} params | device {} | {} | {opt_cfg} | batch {b}x{accum}{}{} | {} steps{}",
+        // A pretrained folder's model, not the preset it overrides.
+        match &cfg.model.init_from {
+            Some(d) => d.display().to_string(),
+            None => cfg.model.preset.clone(),
+        },
         model_cfg.num_params(),
         device_name,
         precision,
+        match &task {
+            Task::Sft(_) => format!(" examples of up to {t} tokens"),
+            _ => format!("x{t} tokens"),
+        },
         if world > 1 {
             format!(
                 " per rank x {world} ranks = global batch {global_batch} sequences \
@@ -788,6 +836,12 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
     ));
 
+    if let Task::Sft(set) = &task {
+        progress.line(&set.describe());
+        for n in &set.notes {
+            progress.line(n);
+        }
+    }
     if let Some(l) = &lora {
         progress.line(&l.describe());
     }
@@ -807,15 +861,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     };
 
     let eval = |model: &dyn LossModel| {
-        evaluate(
-            model,
-            &task,
-            &val_shard,
-            (b, t),
-            cfg.train.eval_batches,
-            &device,
-            &comm,
-        )
+        evaluate(model, &task, (b, t), cfg.train.eval_batches, &device, &comm)
     };
     let mut first_val = None;
     if state.is_none() {
@@ -935,7 +981,6 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         Ok(dir)
     };
 
-    let tokens_per_step = (b * t * accum * world) as u64;
     let mut scratch = Scratch::default();
     let mut last_ckpt = None;
     let mut last_loss = None;
@@ -965,14 +1010,7 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             // takes the same samples, and a resume with another world size continues the
             // same order.
             let first = samples_seen + (micro * b * world + rank * b) as u64;
-            batches.push(task.train_batch(
-                &train_shard,
-                cfg.train.seed,
-                first,
-                (b, t),
-                &device,
-                &mut scratch,
-            )?);
+            batches.push(task.train_batch(cfg.train.seed, first, (b, t), &device, &mut scratch)?);
         }
         let out = train_step_on(
             &comm,
@@ -1008,6 +1046,9 @@ pub fn train(cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             // An fp16 overflow the scaler handles neither extends nor ends a streak.
             consecutive_skips = 0;
         }
+        // Every rank's tokens of the step (SFT: the examples' own lengths).
+        let tokens_per_step =
+            task.tokens(cfg.train.seed, samples_seen, global_batch, t, &mut scratch);
         samples_seen += global_batch as u64;
         tokens_seen += tokens_per_step;
         let secs = t0.elapsed().as_secs_f64();

@@ -1,0 +1,289 @@
+//! Supervised fine-tuning in the training loop: `data.train` names a JSONL file of TRL-style
+//! records (`lantern_data::sft`) instead of prepared shards, and `lantern train` fine-tunes the
+//! `model.init_from` causal LM on them, with everything else of a run as it is (precision,
+//! accumulation, LoRA, data parallelism, checkpoints that resume exactly, early stopping).
+//!
+//! What differs from pretraining:
+//! - a sample is one example, and a micro-batch is padded on the right to its longest example
+//!   (TRL's collator without `padding_free`). Padding needs no attention mask: attention is
+//!   causal, so no real token sees the padding after it, and positions start at 0 in every
+//!   row; the padding's targets weigh 0;
+//! - the loss is taken only where TRL's labels are not -100 (the completion of a
+//!   prompt-completion record), and a step's loss is the mean over the step's trained tokens
+//!   on every rank (transformers' `num_items_in_batch`), as for masked LM;
+//! - the order is a seeded shuffle per epoch: global sample i is example `order_e[i mod n]`
+//!   of epoch e = i div n, a pure function of (seed, i), so a resume, any accumulation and any
+//!   world size see the same examples (a step may span two epochs, as the sampler runs on);
+//! - an evaluation scores every validation example: the mean loss per trained token.
+
+use crate::config::RunConfig;
+use crate::trainer::Batch;
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+use lantern_data::chat::ChatTemplate;
+use lantern_data::labelled::{permutation, split_indices};
+use lantern_data::sft::{read_sft, SftData, SftExample, SftFormat, SftOptions};
+use lantern_kernels::Rng;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// Seeds the per-epoch order, apart from the run's other streams.
+const ORDER_STREAM: u64 = 0x0073_6674_5f6f_7264; // "sft_ord"
+
+/// TRL's `max_length` default.
+pub const DEFAULT_MAX_LENGTH: usize = 1024;
+
+/// The examples of an SFT run.
+pub struct SftSet {
+    pub train: Vec<SftExample>,
+    pub val: Vec<SftExample>,
+    /// The id padding is written with (its targets weigh 0, so any id would do).
+    pub pad: u32,
+    pub format: SftFormat,
+    pub max_length: usize,
+    /// What reading the files said (truncated and dropped records), for the run's log.
+    pub notes: Vec<String>,
+}
+
+/// The tokenizer folder's `tokenizer_config.json`, or an empty object.
+fn tokenizer_config(dir: &Path) -> Result<Value> {
+    let p = dir.join(lantern_data::TOKENIZER_CONFIG_FILE);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::Config(format!("{}: invalid JSON: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Object(Default::default())),
+        Err(e) => Err(Error::Config(format!("{}: {e}", p.display()))),
+    }
+}
+
+impl SftSet {
+    /// Reads `data.train` (and `data.validation`, or holds `data.val_fraction` out) with the
+    /// run's tokenizer. `eos_id` is the model's `eos_token_id`, `context` the longest input
+    /// the model takes, `vocab` its embedding rows.
+    pub fn load(
+        cfg: &RunConfig,
+        (tokenizer, tokenizer_path): (&Tokenizer, &Path),
+        eos_id: Option<u32>,
+        (context, vocab): (usize, usize),
+    ) -> Result<Self> {
+        let d = &cfg.data;
+        let train_path = d.train.as_ref().expect("SFT data has data.train");
+        let folder = tokenizer_path.parent().unwrap_or(Path::new("."));
+        let tok_cfg = tokenizer_config(folder)?;
+        // transformers' tokenizer.eos_token: the config's, else the model's eos_token_id's, else
+        // the end-of-text token of the tokenizer.
+        let eos = match &d.eos_token {
+            Some(e) => {
+                if tokenizer.token_to_id(e).is_none() {
+                    return Err(Error::Config(format!(
+                        "data.eos_token {e:?} is not a token of {}",
+                        tokenizer_path.display()
+                    )));
+                }
+                Some(e.clone())
+            }
+            None => match &tok_cfg["eos_token"] {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
+                _ => None,
+            }
+            .or_else(|| eos_id.and_then(|id| tokenizer.id_to_token(id)))
+            .or_else(|| {
+                lantern_data::tokenizer::DECODER_ENDS
+                    .iter()
+                    .find(|t| tokenizer.token_to_id(t).is_some())
+                    .map(|t| t.to_string())
+            }),
+        };
+        let template = match &d.chat_template {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
+                Some(ChatTemplate::new(&text, &tok_cfg, p)?)
+            }
+            None => ChatTemplate::from_folder(folder)?,
+        };
+        let max_length = d.max_length.unwrap_or(DEFAULT_MAX_LENGTH.min(context));
+        if max_length > context {
+            return Err(Error::Config(format!(
+                "data.max_length {max_length} exceeds the model's context of {context} tokens"
+            )));
+        }
+        let text_field = d.text_field.as_deref().unwrap_or("text");
+        let opts = SftOptions {
+            text_field,
+            max_length,
+            completion_only_loss: d.completion_only_loss.unwrap_or(true),
+            eos_token: eos.as_deref(),
+            chat_template: template.as_ref(),
+            vocab_size: vocab,
+        };
+        let mut notes = Vec::new();
+        let mut read = |p: &PathBuf| -> Result<SftData> {
+            let data = read_sft(p, tokenizer, &opts)?;
+            if data.truncated + data.dropped > 0 {
+                notes.push(format!(
+                    "{}: {} record(s) cut to {max_length} tokens, {} dropped with nothing to \
+                     train on",
+                    p.display(),
+                    data.truncated,
+                    data.dropped
+                ));
+            }
+            Ok(data)
+        };
+        let train = read(train_path)?;
+        let format = train.format;
+        let (train, val) = match &d.validation {
+            Some(v) => {
+                let val = read(v)?;
+                if val.format != format {
+                    return Err(Error::Config(format!(
+                        "{}: {} records, but data.train {} has {} records",
+                        v.display(),
+                        val.format.describe(),
+                        train_path.display(),
+                        format.describe()
+                    )));
+                }
+                (train.examples, val.examples)
+            }
+            None => {
+                let fraction = d.val_fraction.unwrap_or(0.1);
+                let n = train.examples.len();
+                let (ti, vi) = split_indices(n, fraction, cfg.train.seed)
+                    .map_err(|e| Error::Config(format!("{}: {e}", train_path.display())))?;
+                let pick = |idx: &[usize]| idx.iter().map(|&i| train.examples[i].clone()).collect();
+                (pick(&ti), pick(&vi))
+            }
+        };
+        Ok(Self {
+            train,
+            val,
+            pad: eos
+                .as_deref()
+                .and_then(|e| tokenizer.token_to_id(e))
+                .unwrap_or(0),
+            format,
+            max_length,
+            notes,
+        })
+    }
+
+    /// The training example of global sample `i`: position i mod n of epoch i div n's shuffled
+    /// order (`cache` keeps the order of the epoch last asked for).
+    pub fn train_index(&self, seed: u64, i: u64, cache: &mut Option<(u64, Vec<usize>)>) -> usize {
+        let n = self.train.len() as u64;
+        let epoch = i / n;
+        if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let order = permutation(n as usize, &mut Rng::derive(seed ^ ORDER_STREAM, epoch));
+            *cache = Some((epoch, order));
+        }
+        cache.as_ref().expect("just filled").1[(i % n) as usize]
+    }
+
+    /// Examples as one batch, padded on the right to the longest: row r reads `ids[..len-1]`
+    /// and predicts `ids[1..]`, weighted where the predicted token is trained.
+    pub fn batch(&self, rows: &[&SftExample], device: &Device) -> Result<Batch> {
+        let t = rows.iter().map(|e| e.ids.len() - 1).max().unwrap_or(0);
+        let b = rows.len();
+        let mut inputs = vec![self.pad; b * t];
+        let mut targets = vec![self.pad; b * t];
+        let mut weights = vec![0f32; b * t];
+        let mut n_targets = 0;
+        for (r, e) in rows.iter().enumerate() {
+            let len = e.ids.len() - 1;
+            let at = r * t;
+            inputs[at..at + len].copy_from_slice(&e.ids[..len]);
+            targets[at..at + len].copy_from_slice(&e.ids[1..]);
+            for (w, &trained) in weights[at..at + len].iter_mut().zip(&e.trained[1..]) {
+                if trained {
+                    *w = 1.0;
+                    n_targets += 1;
+                }
+            }
+        }
+        Ok(Batch {
+            ids: Tensor::from_slice(&inputs, (b, t), device)?,
+            targets: Tensor::from_slice(&targets, b * t, device)?,
+            weights: Some(Tensor::from_slice(&weights, b * t, device)?),
+            n_targets,
+        })
+    }
+
+    /// One line on the data for the run's log.
+    pub fn describe(&self) -> String {
+        let targets: usize = self.train.iter().map(SftExample::targets).sum();
+        let tokens: usize = self.train.iter().map(|e| e.ids.len()).sum();
+        format!(
+            "sft: {} records, {} train / {} validation examples, {tokens} train tokens of which \
+             {targets} trained, max_length {}",
+            self.format.describe(),
+            self.train.len(),
+            self.val.len(),
+            self.max_length
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(ids: &[u32], trained: &[bool]) -> SftExample {
+        SftExample {
+            ids: ids.to_vec(),
+            trained: trained.to_vec(),
+            line: 1,
+        }
+    }
+
+    fn set(n: usize) -> SftSet {
+        SftSet {
+            train: (0..n).map(|i| ex(&[i as u32, 1, 2], &[true; 3])).collect(),
+            val: Vec::new(),
+            pad: 9,
+            format: SftFormat::Text,
+            max_length: 8,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn batches_pad_on_the_right_and_weigh_trained_targets() {
+        let s = set(1);
+        let a = ex(&[5, 6, 7, 8], &[false, false, true, true]);
+        let b = ex(&[3, 4], &[true, true]);
+        let batch = s.batch(&[&a, &b], &Device::Cpu).unwrap();
+        assert_eq!(batch.ids.dims(), [2, 3]);
+        assert_eq!(batch.ids.to_vec2::<u32>().unwrap(), [[5, 6, 7], [3, 9, 9]]);
+        assert_eq!(batch.targets.to_vec1::<u32>().unwrap(), [6, 7, 8, 4, 9, 9]);
+        assert_eq!(
+            batch.weights.unwrap().to_vec1::<f32>().unwrap(),
+            [0., 1., 1., 1., 0., 0.]
+        );
+        assert_eq!(batch.n_targets, 3);
+    }
+
+    #[test]
+    fn every_epoch_visits_each_example_once_in_its_own_order() {
+        let s = set(7);
+        let mut cache = None;
+        let epoch = |e: u64, cache: &mut Option<(u64, Vec<usize>)>| -> Vec<usize> {
+            (e * 7..(e + 1) * 7)
+                .map(|i| s.train_index(3, i, cache))
+                .collect()
+        };
+        let (e0, e1) = (epoch(0, &mut cache), epoch(1, &mut cache));
+        for e in [&e0, &e1] {
+            let mut sorted = e.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..7).collect::<Vec<_>>());
+        }
+        assert_ne!(e0, e1);
+        // A pure function of (seed, index): the same from a cold cache, in any order.
+        assert_eq!(s.train_index(3, 9, &mut None), e1[2]);
+        assert_eq!(s.train_index(3, 2, &mut cache), e0[2]);
+    }
+}

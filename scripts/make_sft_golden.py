@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Golden files for supervised fine-tuning, written by TRL's SFTTrainer itself.
+
+    .venv-ref/bin/python scripts/make_sft_golden.py [--out tests/golden/sft]
+
+Needs the reference venv (scripts/ref_env.sh: torch, transformers, trl, datasets), the prepared
+fortunes (data/fortunes/tokenizer.json: scripts/quickstart.sh or `lantern prepare`) and
+data/fortune-sft (scripts/make_fortune_sft.py).
+
+Writes `<out>/model/`: a tiny Llama (2 layers, 16 wide, 4 heads sharing 2 key/value heads,
+tied embeddings, random weights) with the fortunes' byte-level BPE tokenizer, to which two
+special tokens (`<|im_start|>`, `<|im_end|>`) and a post-processor that starts every sequence
+with `<|endoftext|>` (a BOS, as Llama tokenizers add one) are added, and a ChatML-style chat
+template in tokenizer_config.json (a default system message, `.strip()`, `raise_exception`,
+the generation prompt). Then, for each of TRL's layouts (`text`, `prompt-completion`,
+`messages`, and conversational prompt-completion `conv-prompt-completion` made from the
+messages), `<out>/<layout>/`:
+- `train.jsonl`, `validation.jsonl`: the first 12 / 6 records of data/fortune-sft (the
+  conversational prompt-completion records split the messages into the user's prompt and the
+  assistant's completion);
+- `expected.json`: the examples TRL prepared (`input_ids`, `labels`, after its EOS, chat
+  template, completion mask, truncation to `max_length` 64 and dropping of examples left without
+  labels), and `eval_loss` before and after each of 3 optimizer steps of SFTTrainer training on
+  all training examples as one batch (AdamW, constant learning rate 2e-2, no weight decay,
+  gradient clipping at 1.0, fp32 on the CPU), each evaluation on all validation examples as one
+  batch (so transformers' eval_loss is the mean over their label tokens).
+"""
+import argparse
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+from datasets import Dataset
+from tokenizers import AddedToken, Tokenizer, processors
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from trl import SFTConfig, SFTTrainer
+
+MAX_LENGTH, STEPS, LR = 64, 3, 2e-2
+N_TRAIN, N_VAL = 12, 6
+TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] != 'system' %}"
+    "<|im_start|>system\nYou name who said it.<|im_end|>\n"
+    "{% endif %}"
+    "{% for m in messages %}"
+    "{% if m['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('unknown role ' + m['role']) }}"
+    "{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'].strip() }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def write_model(repo, out):
+    tok = Tokenizer.from_file(os.path.join(repo, "data", "fortunes", "tokenizer.json"))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t in ("<|im_start|>", "<|im_end|>")])
+    eot = tok.token_to_id("<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", pair="<|endoftext|> $A $B",
+        special_tokens=[("<|endoftext|>", eot)])
+    os.makedirs(out, exist_ok=True)
+    tok.save(os.path.join(out, "tokenizer.json"))
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>",
+                   "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+                   "model_max_length": 128, "chat_template": TEMPLATE}, f, indent=2, sort_keys=True)
+    torch.manual_seed(1234)
+    cfg = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, intermediate_size=32,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=128, tie_word_embeddings=True,
+                      bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    model.save_pretrained(out)
+
+
+def records(repo, layout, split, n):
+    src = "messages" if layout == "conv-prompt-completion" else layout
+    with open(os.path.join(repo, "data", "fortune-sft", src, f"{split}.jsonl")) as f:
+        rows = [json.loads(line) for _, line in zip(range(n), f)]
+    if layout == "conv-prompt-completion":
+        rows = [{"prompt": r["messages"][:1], "completion": r["messages"][1:]} for r in rows]
+    return rows
+
+
+def run(model_dir, layout_dir, train, val):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(
+            output_dir=tmp, max_length=MAX_LENGTH, per_device_train_batch_size=len(train),
+            per_device_eval_batch_size=len(val), max_steps=STEPS, learning_rate=LR,
+            lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9,
+            adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch",
+            logging_steps=1, eval_strategy="steps", eval_steps=1, save_strategy="no",
+            report_to=[], bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
+            seed=0, shuffle_dataset=False)
+        trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
+                             train_dataset=Dataset.from_list(train),
+                             eval_dataset=Dataset.from_list(val))
+        prepared = {
+            split: [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in ds]
+            for split, ds in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset))
+        }
+        # Every example in the one batch of a step and of an evaluation.
+        assert len(prepared["train"]) <= len(train) and len(prepared["validation"]) <= len(val)
+        losses = [trainer.evaluate()["eval_loss"]]
+        trainer.train()
+        losses += [r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r]
+    assert len(losses) == STEPS + 1, losses
+    with open(os.path.join(layout_dir, "expected.json"), "w") as f:
+        json.dump({**prepared, "eval_loss": losses, "max_length": MAX_LENGTH, "steps": STEPS,
+                   "lr": LR}, f)
+    return prepared, losses
+
+
+def main():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(repo, "tests", "golden", "sft"))
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    if os.path.isdir(args.out):
+        shutil.rmtree(args.out)
+    model_dir = os.path.join(args.out, "model")
+    write_model(repo, model_dir)
+    for layout in ("text", "prompt-completion", "messages", "conv-prompt-completion"):
+        d = os.path.join(args.out, layout)
+        os.makedirs(d)
+        train, val = records(repo, layout, "train", N_TRAIN), records(repo, layout, "validation", N_VAL)
+        for name, rows in (("train", train), ("validation", val)):
+            with open(os.path.join(d, f"{name}.jsonl"), "w") as f:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        prepared, losses = run(model_dir, d, train, val)
+        kept = {k: len(v) for k, v in prepared.items()}
+        print(f"{layout}: kept {kept} of {N_TRAIN}/{N_VAL}; eval_loss {losses}")
+
+
+if __name__ == "__main__":
+    main()

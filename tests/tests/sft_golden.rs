@@ -1,0 +1,148 @@
+//! Parity with TRL's `SFTTrainer` on golden files it wrote (`scripts/make_sft_golden.py`): a
+//! tiny Llama with a BPE tokenizer that adds a BOS and a ChatML-style chat template, and, for
+//! each of TRL's dataset layouts (`text`, `prompt-completion`, `messages`,
+//! `conv-prompt-completion`), 12 training and 6 validation records of the fortunes' "who said
+//! it" data.
+//!
+//! The examples `lantern train` builds from the records must be TRL's token for token (EOS
+//! appended, special tokens, the chat template's text, where the completion starts, truncation
+//! to `max_length` and the examples dropped for having nothing left to predict), with the loss
+//! taken exactly where TRL's labels are not -100. Then three optimizer steps of `lantern train`
+//! over all training examples as one batch (AdamW, constant learning rate, clipping) must give
+//! the validation loss TRL's trainer gave before and after each step: the loss is the mean over
+//! the step's trained tokens, as transformers' `num_items_in_batch` makes it.
+
+use lantern_train::config::RunConfig;
+use lantern_train::sft::SftSet;
+use lantern_train::trainer::{train, TrainOptions};
+use serde_json::Value;
+use std::path::Path;
+
+mod common;
+use common::{golden_dir, read_json};
+
+const LAYOUTS: [&str; 4] = [
+    "text",
+    "prompt-completion",
+    "messages",
+    "conv-prompt-completion",
+];
+
+/// The run config of `layout`'s golden: its records, `batch` examples a step, TRL's recipe.
+fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> RunConfig {
+    let g = golden_dir("sft");
+    let text = format!(
+        r#"
+[model]
+init_from = "{model}"
+[data]
+train = "{dir}/train.jsonl"
+validation = "{dir}/validation.jsonl"
+max_length = {max_length}
+[train]
+device = "cpu"
+batch_size = {batch}
+max_steps = {steps}
+lr = {lr}
+schedule = "constant"
+warmup_steps = 0
+beta2 = 0.999
+weight_decay = 0.0
+grad_clip = 1.0
+eval_every = 1
+[checkpoint]
+every = 0
+[run]
+dir = "{run}"
+"#,
+        model = g.join("model").display(),
+        dir = g.join(layout).display(),
+        max_length = expected["max_length"],
+        steps = expected["steps"],
+        lr = expected["lr"],
+        run = run.display(),
+    );
+    RunConfig::parse(&text, layout, &[]).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn examples_are_trls_token_for_token() {
+    let g = golden_dir("sft");
+    let tok_path = g.join("model/tokenizer.json");
+    let tok = lantern_data::tokenizer::load_tokenizer(&tok_path).unwrap();
+    for layout in LAYOUTS {
+        let expected = read_json(&g.join(layout).join("expected.json"));
+        let run = tempfile::tempdir().unwrap();
+        let cfg = config(layout, 1, run.path(), &expected);
+        // The trainer's own reading: EOS from tokenizer_config.json, the folder's template.
+        let set = SftSet::load(&cfg, (&tok, &tok_path), None, (128, 4098)).unwrap();
+        for (split, got) in [("train", &set.train), ("validation", &set.val)] {
+            let want = expected[split].as_array().unwrap();
+            assert_eq!(got.len(), want.len(), "{layout} {split}: examples kept");
+            for (i, (e, w)) in got.iter().zip(want).enumerate() {
+                let want_ids = ids(&w["input_ids"]);
+                let got_ids: Vec<i64> = e.ids.iter().map(|&x| x as i64).collect();
+                assert_eq!(got_ids, want_ids, "{layout} {split} {i}: input_ids");
+                let want_trained: Vec<bool> =
+                    ids(&w["labels"]).iter().map(|&l| l != -100).collect();
+                assert_eq!(e.trained, want_trained, "{layout} {split} {i}: labels");
+            }
+        }
+    }
+}
+
+#[test]
+fn three_full_batch_steps_give_trls_validation_losses() {
+    let g = golden_dir("sft");
+    for layout in LAYOUTS {
+        let expected = read_json(&g.join(layout).join("expected.json"));
+        let n = expected["train"].as_array().unwrap().len();
+        let run = tempfile::tempdir().unwrap();
+        let cfg = config(layout, n, run.path(), &expected);
+        let summary = train(
+            cfg,
+            TrainOptions {
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(summary.steps, 3);
+        let metrics = std::fs::read_to_string(run.path().join("metrics.jsonl")).unwrap();
+        let got: Vec<f64> = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["kind"] == "val")
+            .map(|r| r["val_loss"].as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = expected["eval_loss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{layout}: evaluations");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f64, f64::max);
+        eprintln!("{layout}: largest difference {worst:.2e} over {want:?}");
+        for (s, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() < 2e-5,
+                "{layout}: validation loss after step {s}: {g} vs TRL's {w}"
+            );
+        }
+        // Training moved the loss by far more than the tolerance.
+        assert!((want[0] - want[3]).abs() > 1e-2, "{layout}: {want:?}");
+    }
+}
