@@ -148,3 +148,51 @@ fn bad_sft_input_names_the_file_and_line() {
     let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "data.maxlen=3"]);
     assert!(e.contains("data.maxlen"), "{e}");
 }
+
+/// Two ranks under the launcher fine-tune as one process with their whole batch: the same
+/// examples a step (each rank its share, padded on its own), the loss normalised by the
+/// trained tokens of every rank, the validation split between them.
+#[test]
+fn two_ranks_fine_tune_as_one_process_with_twice_the_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, batch: &str, ranks: bool| {
+        let dir = tmp.path().join(name);
+        let cfg = sft_config(tmp.path(), &dir, "prompt-completion", "");
+        let train = [
+            "train",
+            "--config",
+            &s(&cfg),
+            "--quiet",
+            "--set",
+            batch,
+            "--set",
+            "train.grad_accum=1",
+        ];
+        let mut args: Vec<&str> = Vec::new();
+        if ranks {
+            args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
+        }
+        args.extend(train);
+        lantern_ok(&args);
+        dir
+    };
+    let two = run("two", "train.batch_size=2", true);
+    let one = run("one", "train.batch_size=4", false);
+    let w = |d: &Path| read_f32_tensors(&newest_checkpoint(d).join("model.safetensors"));
+    for ((na, a), (nb, b)) in w(&two).iter().zip(&w(&one)) {
+        assert_eq!(na, nb);
+        let r = rel_l2(a, b);
+        assert!(r <= 1e-5, "{na}: relative difference {r}");
+    }
+    let (v2, v1) = (
+        metric_values(&two, "val", "val_loss"),
+        metric_values(&one, "val", "val_loss"),
+    );
+    assert_eq!(v2.len(), v1.len());
+    for (a, b) in v2.iter().zip(&v1) {
+        assert!((a - b).abs() <= 1e-5, "val loss {a} vs {b}");
+    }
+    let tokens = |d: &Path| metric_values(d, "train", "tokens_seen");
+    assert_eq!(tokens(&two), tokens(&one));
+    assert_eq!(metric_values(&two, "train", "world_size")[0], 2.0);
+}
