@@ -24,6 +24,12 @@ messages), `<out>/<layout>/`:
   all training examples as one batch (AdamW, constant learning rate 2e-2, no weight decay,
   gradient clipping at 1.0, fp32 on the CPU), each evaluation on all validation examples as one
   batch (so transformers' eval_loss is the mean over their label tokens).
+And `<out>/templates.json`: chat templates written in the idioms of released models' templates
+(ChatML with tools and whitespace control, Llama 3's headers with `trim`, Gemma's role mapping
+and alternation check, Mistral's `[INST]`, a `namespace` gathering system messages with
+`tojson`, `.get()`, `split`/`join` and `break`, and content given as a list of parts), each
+rendered by transformers' `apply_chat_template(..., tokenize=False)` on several conversations
+with and without the generation prompt: the text, or the error message it raised.
 """
 import argparse
 import json
@@ -52,6 +58,112 @@ TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+TEMPLATES = {
+    "chatml_tools": (
+        "{%- if tools %}<|im_start|>system\nTools: {{ tools | length }}<|im_end|>\n{%- endif %}\n"
+        "{%- for message in messages %}\n"
+        "    {%- if loop.first and message.role != 'system' %}\n"
+        "<|im_start|>system\nYou are helpful.<|im_end|>\n"
+        "    {%- endif %}\n"
+        "<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+        "{%- endfor %}\n"
+        "{%- if add_generation_prompt %}\n<|im_start|>assistant\n{%- endif %}\n"
+    ),
+    "llama3_headers": (
+        "{{- bos_token }}\n"
+        "{%- if messages[0]['role'] == 'system' %}\n"
+        "    {%- set system = messages[0]['content'] | trim %}\n"
+        "    {%- set messages = messages[1:] %}\n"
+        "{%- else %}\n    {%- set system = '' %}\n{%- endif %}\n"
+        "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + system + '<|eot_id|>' }}\n"
+        "{%- for message in messages %}\n"
+        "    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}\n"
+        "{%- endfor %}\n"
+        "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}\n"
+    ),
+    "gemma_alternating": (
+        "{{ bos_token }}"
+        "{% for message in messages %}"
+        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+        "{% endif %}"
+        "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+        "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+    ),
+    "mistral_inst": (
+        "{{- bos_token }}\n"
+        "{%- for message in messages %}\n"
+        "    {%- if message['role'] == 'user' %}\n"
+        "        {{- ' [INST] ' + message['content'].strip() + ' [/INST]' }}\n"
+        "    {%- elif message['role'] == 'assistant' %}\n"
+        "        {{- ' ' + message['content'] + eos_token }}\n"
+        "    {%- else %}\n"
+        "        {{- '[SYS]' + message['content'].upper() + '[/SYS]' }}\n"
+        "    {%- endif %}\n"
+        "{%- endfor %}\n"
+    ),
+    "namespace_json": (
+        "{%- set ns = namespace(system='', turns=0) %}\n"
+        "{%- for m in messages %}\n"
+        "  {%- if m['role'] == 'system' %}{% set ns.system = ns.system + m['content'] %}{% continue %}{% endif %}\n"
+        "  {%- set ns.turns = ns.turns + 1 %}\n"
+        "  {%- if ns.turns > 3 %}{% break %}{% endif %}\n"
+        "{{ ns.turns }}. {{ m.get('name', 'anon') }}: {{ m['content'].split('\\n') | join(' / ') }}\n"
+        "{{ m | tojson }}\n"
+        "{% endfor %}\n"
+        "system={{ ns.system }}|{{ messages | length }}|{{ add_generation_prompt }}"
+    ),
+    "content_parts": (
+        "{% for message in messages %}"
+        "<{{ message['role'] }}>"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for part in message['content'] %}"
+        "{% if part['type'] == 'text' %}{{ part['text'] }}{% else %}[{{ part['type'] }}]{% endif %}"
+        "{% endfor %}{% endif %}"
+        "</{{ message['role'] }}>\n"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    ),
+}
+
+CONVERSATIONS = [
+    [{"role": "system", "content": "  Be brief.\n"},
+     {"role": "user", "content": "Who said this?\n\nA fool and his money are soon parted."},
+     {"role": "assistant", "content": "Thomas Tusser"},
+     {"role": "user", "content": " And this? "}],
+    [{"role": "user", "content": "Hello \"world\" <b>&</b> café"}],
+    [{"role": "user", "content": "one", "name": "ann"},
+     {"role": "assistant", "content": "two\nlines"},
+     {"role": "user", "content": "three"}, {"role": "assistant", "content": "four"},
+     {"role": "user", "content": "five"}],
+    [{"role": "user", "content": [{"type": "text", "text": "look: "}, {"type": "image"}]},
+     {"role": "assistant", "content": "a cat"}],
+]
+
+
+def write_templates(model_dir, out):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = []
+    for name, template in TEMPLATES.items():
+        cases = []
+        for messages in CONVERSATIONS:
+            for gen in (False, True):
+                # As text, so that a reader keeps the keys' order (Python's dicts do).
+                case = {"messages": json.dumps(messages, ensure_ascii=False),
+                        "add_generation_prompt": gen}
+                try:
+                    case["text"] = tokenizer.apply_chat_template(
+                        messages, tokenize=False, add_generation_prompt=gen, chat_template=template)
+                except Exception as e:  # the template's own raise_exception, or jinja's errors
+                    case["error"] = str(e)
+                cases.append(case)
+        rows.append({"name": name, "template": template, "cases": cases})
+    with open(out, "w") as f:
+        json.dump(rows, f, indent=1, ensure_ascii=False)
 
 
 def write_model(repo, out):
@@ -131,6 +243,7 @@ def main():
         shutil.rmtree(args.out)
     model_dir = os.path.join(args.out, "model")
     write_model(repo, model_dir)
+    write_templates(model_dir, os.path.join(args.out, "templates.json"))
     for layout in ("text", "prompt-completion", "messages", "conv-prompt-completion"):
         d = os.path.join(args.out, layout)
         os.makedirs(d)

@@ -146,3 +146,38 @@ fn three_full_batch_steps_give_trls_validation_losses() {
         assert!((want[0] - want[3]).abs() > 1e-2, "{layout}: {want:?}");
     }
 }
+
+/// Chat templates in the idioms of released models' templates render as transformers renders
+/// them, and fail where it fails (the template's own `raise_exception` message included).
+#[test]
+fn chat_templates_render_as_transformers() {
+    use lantern_data::chat::{ChatTemplate, Message};
+    let g = golden_dir("sft");
+    let tok_cfg = read_json(&g.join("model/tokenizer_config.json"));
+    let rows = read_json(&g.join("templates.json"));
+    let mut checked = 0;
+    for row in rows.as_array().unwrap() {
+        let name = row["name"].as_str().unwrap();
+        let t = ChatTemplate::new(row["template"].as_str().unwrap(), &tok_cfg, Path::new(name))
+            .unwrap();
+        for case in row["cases"].as_array().unwrap() {
+            let msgs = Message::parse_list(case["messages"].as_str().unwrap()).unwrap();
+            let gen = case["add_generation_prompt"].as_bool().unwrap();
+            let got = t.render(&msgs, gen);
+            match (&case["text"], &case["error"]) {
+                (Value::String(want), _) => {
+                    assert_eq!(got.unwrap(), *want, "{name}, generation prompt {gen}")
+                }
+                (_, Value::String(err)) => {
+                    let e = got.unwrap_err().to_string();
+                    if err.contains("must alternate") {
+                        assert!(e.contains(err.as_str()), "{name}: {e}");
+                    }
+                }
+                _ => panic!("{name}: a case has text or an error"),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6 * 4 * 2);
+}

@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use minijinja::value::ValueKind;
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value as JValue};
 use serde_json::{Map, Value};
 
@@ -21,34 +22,46 @@ use crate::error::{Error, Result};
 pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 
 /// One message of a conversation: a JSON object with a `role` and a `content` (TRL's
-/// `is_conversational`), passed to the template as it is (other keys included).
+/// `is_conversational`), passed to the template as it is (other keys included, in their order:
+/// `tojson` and Python's `str` of a message keep it).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message(pub Map<String, Value>);
+pub struct Message(pub JValue);
 
 impl Message {
-    /// A list of messages from JSON; the error says what is wrong.
-    pub fn list_from_json(v: &Value) -> std::result::Result<Vec<Message>, String> {
-        let Value::Array(items) = v else {
-            return Err(format!("must be a list of messages, got {v}"));
-        };
+    /// A list of messages from JSON text, its objects' keys kept in order.
+    pub fn parse_list(text: &str) -> std::result::Result<Vec<Message>, String> {
+        let v: JValue = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        Self::list_from_json(&v)
+    }
+
+    /// A list of messages from JSON read in order ([`JValue`]'s `Deserialize`); the error says
+    /// what is wrong.
+    pub fn list_from_json(v: &JValue) -> std::result::Result<Vec<Message>, String> {
+        if v.kind() != ValueKind::Seq {
+            return Err(format!("must be a list of messages, got {}", py_repr(v)));
+        }
+        let items: Vec<JValue> = v.try_iter().map_err(|e| e.to_string())?.collect();
         if items.is_empty() {
             return Err("an empty list of messages".into());
         }
         items
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, m)| match m {
-                Value::Object(o) if o.get("role").is_some_and(Value::is_string) => {
-                    if o.contains_key("content") {
-                        Ok(Message(o.clone()))
-                    } else {
+            .map(|(i, m)| {
+                let field = |k: &str| m.get_attr(k).ok().filter(|x| !x.is_undefined());
+                match (m.kind(), field("role"), field("content")) {
+                    (ValueKind::Map, Some(r), Some(_)) if r.kind() == ValueKind::String => {
+                        Ok(Message(m))
+                    }
+                    (ValueKind::Map, Some(_), None) => {
                         Err(format!("message {i} has no \"content\""))
                     }
+                    _ => Err(format!(
+                        "message {i} must be an object with a string \"role\" and a \"content\", \
+                         got {}",
+                        py_repr(&m)
+                    )),
                 }
-                _ => Err(format!(
-                    "message {i} must be an object with a string \"role\" and a \"content\", got \
-                     {m}"
-                )),
             })
             .collect()
     }
@@ -96,6 +109,17 @@ impl ChatTemplate {
                 .expect("the default delimiters"),
         );
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // Jinja writes `{{ x }}` as Python's str(x): True, None, ['a', {'b': 1}].
+        env.set_formatter(|out, _state, v| {
+            if v.is_undefined() {
+                return Ok(());
+            }
+            let text = match v.kind() {
+                ValueKind::String => v.as_str().unwrap_or_default().to_string(),
+                _ => py_repr(v),
+            };
+            out.write_str(&text).map_err(JinjaError::from)
+        });
         env.add_filter("tojson", tojson);
         env.add_function(
             "raise_exception",
@@ -175,19 +199,20 @@ impl ChatTemplate {
     /// add_generation_prompt=...)`).
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let t = self.env.get_template(NAME).expect("added in new()");
-        let mut ctx = self.specials.clone();
-        let msgs: Vec<Value> = messages
+        let mut ctx: std::collections::BTreeMap<String, JValue> = self
+            .specials
             .iter()
-            .map(|m| Value::Object(m.0.clone()))
+            .map(|(k, v)| (k.clone(), JValue::from(v.as_str().unwrap_or_default())))
             .collect();
-        ctx.insert("messages".into(), Value::Array(msgs));
+        let msgs: Vec<JValue> = messages.iter().map(|m| m.0.clone()).collect();
+        ctx.insert("messages".into(), JValue::from(msgs));
         ctx.insert(
             "add_generation_prompt".into(),
-            Value::Bool(add_generation_prompt),
+            JValue::from(add_generation_prompt),
         );
-        ctx.insert("tools".into(), Value::Null);
-        ctx.insert("documents".into(), Value::Null);
-        t.render(JValue::from(minijinja::value::Serde(&ctx)))
+        ctx.insert("tools".into(), JValue::from(()));
+        ctx.insert("documents".into(), JValue::from(()));
+        t.render(JValue::from(ctx))
             .map_err(|e| Error::format(&self.source, format!("rendering: {}", describe(&e))))
     }
 }
@@ -217,14 +242,25 @@ fn tojson(v: JValue, kwargs: minijinja::value::Kwargs) -> std::result::Result<St
     let sort: Option<bool> = kwargs.get("sort_keys")?;
     let _: Option<bool> = kwargs.get("ensure_ascii")?;
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&v)
-        .map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, e.to_string()))?;
     let mut out = String::new();
-    py_json(&json, indent, sort.unwrap_or(false), 0, &mut out);
+    py_json(&v, indent, sort.unwrap_or(false), 0, &mut out)?;
     Ok(out)
 }
 
-fn py_json(v: &Value, indent: Option<usize>, sort: bool, depth: usize, out: &mut String) {
+/// A map's (key, value) pairs in their order.
+fn entries(v: &JValue) -> std::result::Result<Vec<(JValue, JValue)>, JinjaError> {
+    v.try_iter()?
+        .map(|k| Ok((k.clone(), v.get_item(&k)?)))
+        .collect()
+}
+
+fn py_json(
+    v: &JValue,
+    indent: Option<usize>,
+    sort: bool,
+    depth: usize,
+    out: &mut String,
+) -> std::result::Result<(), JinjaError> {
     // json.dumps: ", " and ": " without indent; "," and ": " with one, each item on its line.
     let newline = |out: &mut String, depth: usize| {
         if let Some(n) = indent {
@@ -233,43 +269,108 @@ fn py_json(v: &Value, indent: Option<usize>, sort: bool, depth: usize, out: &mut
         }
     };
     let sep = if indent.is_some() { "," } else { ", " };
-    match v {
-        Value::Array(items) if !items.is_empty() => {
+    let string = |s: &str| Value::String(s.to_string()).to_string();
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+        ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+        ValueKind::Number => out.push_str(&v.to_string()),
+        ValueKind::String => out.push_str(&string(v.as_str().unwrap_or_default())),
+        ValueKind::Map => {
+            let mut items = entries(v)?;
+            if sort {
+                items.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+            }
+            if items.is_empty() {
+                out.push_str("{}");
+                return Ok(());
+            }
+            out.push('{');
+            for (i, (k, x)) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                out.push_str(&string(&k.to_string()));
+                out.push_str(": ");
+                py_json(x, indent, sort, depth + 1, out)?;
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        _ => {
+            let items: Vec<JValue> = v.try_iter()?.collect();
+            if items.is_empty() {
+                out.push_str("[]");
+                return Ok(());
+            }
             out.push('[');
             for (i, x) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(sep);
                 }
                 newline(out, depth + 1);
-                py_json(x, indent, sort, depth + 1, out);
+                py_json(x, indent, sort, depth + 1, out)?;
             }
             newline(out, depth);
             out.push(']');
         }
-        Value::Object(o) if !o.is_empty() => {
-            out.push('{');
-            let mut keys: Vec<&String> = o.keys().collect();
-            if sort {
-                keys.sort();
+    }
+    Ok(())
+}
+
+/// Python's `repr` of a string: single quotes unless it holds one and no double quote.
+fn py_str_repr(s: &str) -> String {
+    let q = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::from(q);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == q => {
+                out.push('\\');
+                out.push(c);
             }
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push_str(sep);
-                }
-                newline(out, depth + 1);
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push_str(": ");
-                py_json(&o[k], indent, sort, depth + 1, out);
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
             }
-            newline(out, depth);
-            out.push('}');
+            c => out.push(c),
         }
-        Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().expect("an f64");
-            // Shortest round trip, as Python's repr (1.0, 2.5; 1e20 where Python writes 1e+20).
-            out.push_str(&format!("{f:?}"));
-        }
-        other => out.push_str(&other.to_string()),
+    }
+    out.push(q);
+    out
+}
+
+/// Python's `repr` of a value (what `str` gives for lists and dicts: their items' reprs).
+fn py_repr(v: &JValue) -> String {
+    match v.kind() {
+        ValueKind::Undefined => String::new(),
+        ValueKind::None => "None".into(),
+        ValueKind::Bool => if v.is_true() { "True" } else { "False" }.into(),
+        ValueKind::String => py_str_repr(v.as_str().unwrap_or_default()),
+        ValueKind::Map => match entries(v) {
+            Ok(items) => {
+                let parts: Vec<String> = items
+                    .iter()
+                    .map(|(k, x)| format!("{}: {}", py_repr(k), py_repr(x)))
+                    .collect();
+                format!("{{{}}}", parts.join(", "))
+            }
+            Err(_) => v.to_string(),
+        },
+        ValueKind::Seq | ValueKind::Iterable => match v.try_iter() {
+            Ok(items) => {
+                let parts: Vec<String> = items.map(|x| py_repr(&x)).collect();
+                format!("[{}]", parts.join(", "))
+            }
+            Err(_) => v.to_string(),
+        },
+        _ => v.to_string(),
     }
 }
 
@@ -361,7 +462,11 @@ mod tests {
     use serde_json::json;
 
     fn msgs(v: Value) -> Vec<Message> {
-        Message::list_from_json(&v).unwrap()
+        Message::list_from_json(&serde_json::from_str(&v.to_string()).unwrap()).unwrap()
+    }
+
+    fn list(text: &str) -> std::result::Result<Vec<Message>, String> {
+        Message::list_from_json(&serde_json::from_str(text).unwrap())
     }
 
     #[test]
@@ -433,8 +538,26 @@ mod tests {
         .unwrap();
         let t = ChatTemplate::from_folder(dir.path()).unwrap().unwrap();
         assert_eq!(t.render(&m, false).unwrap(), "J1");
-        assert!(Message::list_from_json(&json!([{"role": "user"}])).is_err());
-        assert!(Message::list_from_json(&json!([])).is_err());
+        assert!(list(r#"[{"role": "user"}]"#)
+            .unwrap_err()
+            .contains("no \"content\""));
+        assert!(list("[]").unwrap_err().contains("empty"));
+        assert!(list(r#"{"role": "user"}"#).is_err());
+        assert!(list(r#"[{"role": 3, "content": "x"}]"#).is_err());
+    }
+
+    #[test]
+    fn values_print_as_python_and_keys_keep_their_order() {
+        let t =
+            "{{ messages[0] }}|{{ add_generation_prompt }}|{{ none }}|{{ messages[0] | tojson }}";
+        let c = ChatTemplate::new(t, &json!({}), Path::new("t")).unwrap();
+        let m = list(r#"[{"role": "user", "content": [{"type": "text", "text": "it's"}], "n": 2.0, "ok": true}]"#)
+            .unwrap();
+        assert_eq!(
+            c.render(&m, false).unwrap(),
+            "{'role': 'user', 'content': [{'type': 'text', 'text': \"it's\"}], 'n': 2.0, 'ok': True}|False|None|\
+             {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"it's\"}], \"n\": 2.0, \"ok\": true}"
+        );
     }
 
     #[test]

@@ -126,8 +126,11 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
         return Err(bad(path, n, "a record must be a JSON object"));
     };
     let field = |k: &str| o.get(k).filter(|x| !x.is_null());
-    let messages = |k: &str, x: &Value| -> Result<Vec<Message>> {
-        Message::list_from_json(x).map_err(|m| bad(path, n, format!("\"{k}\": {m}")))
+    // Messages are read again as template values, which keep their keys' order.
+    let messages = |k: &str, _: &Value| -> Result<Vec<Message>> {
+        let ordered: std::collections::BTreeMap<String, minijinja::Value> =
+            serde_json::from_str(line).map_err(|e| bad(path, n, format!("invalid JSON: {e}")))?;
+        Message::list_from_json(&ordered[k]).map_err(|m| bad(path, n, format!("\"{k}\": {m}")))
     };
     match (field("prompt"), field("completion"), field("messages")) {
         (Some(p), Some(c), None) => match (p, c) {
