@@ -22,7 +22,7 @@ use lantern_kernels::Rng;
 use lantern_models::decoder::Decoder;
 use lantern_models::Mode;
 use lantern_train::{RunConfig, TrainOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -97,6 +97,18 @@ enum Cmd {
         adapter: Option<PathBuf>,
         #[arg(long, default_value = "")]
         prompt: String,
+        /// Chat with a fine-tuned model: this user message, rendered by the model's chat
+        /// template with the generation prompt (transformers' `apply_chat_template(...,
+        /// add_generation_prompt=True)`); the reply alone is printed, ending at the
+        /// tokenizer's end-of-sequence token.
+        #[arg(long, conflicts_with = "prompt")]
+        chat: Option<String>,
+        /// Chat: a system message before the user's.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+        /// Chat: a Jinja chat template file in place of the model folder's.
+        #[arg(long, requires = "chat")]
+        chat_template: Option<PathBuf>,
         #[arg(long, default_value_t = 100)]
         max_new_tokens: usize,
         /// Divides the logits before sampling (0 = greedy: the most likely token).
@@ -375,6 +387,9 @@ fn run(cli: Cli) -> Result<Outcome> {
             model,
             adapter,
             prompt,
+            chat,
+            system,
+            chat_template,
             max_new_tokens,
             temperature,
             top_k,
@@ -391,6 +406,17 @@ fn run(cli: Cli) -> Result<Outcome> {
             let m = model_dir::load_with(&model, adapter.as_deref())?;
             let tok = m.tokenizer()?;
             let eot = tok.token_to_id(lantern_data::tokenizer::EOT);
+            let mut stop_ids: Vec<u32> = eot.into_iter().collect();
+            let (prompt, shown) = match &chat {
+                None => (prompt.clone(), prompt),
+                Some(message) => {
+                    let (text, eos) = chat_prompt(&m, chat_template.as_deref(), system, message)?;
+                    // The reply ends at the end of the assistant's turn.
+                    stop_ids.extend(eos.and_then(|e| tok.token_to_id(&e)));
+                    (text, String::new())
+                }
+            };
+            // A chat template writes its special tokens itself; a plain prompt is text.
             let mut prompt_ids: Vec<u32> = tok
                 .encode(prompt.as_str(), false)
                 .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?
@@ -410,7 +436,11 @@ fn run(cli: Cli) -> Result<Outcome> {
                 let start = std::time::Instant::now();
                 let stop = Stop {
                     max_new: max_new_tokens,
-                    eot: eot.filter(|_| !ignore_eot),
+                    eot: if ignore_eot {
+                        Vec::new()
+                    } else {
+                        stop_ids.clone()
+                    },
                 };
                 let ids = sample(&model, &device, &prompt_ids, &how, stop, &mut rng)?;
                 let secs = start.elapsed().as_secs_f64();
@@ -427,7 +457,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 let text = tok
                     .decode(&ids, true)
                     .map_err(|e| anyhow::anyhow!("decode: {e}"))?;
-                println!("--- sample {} ---\n{}{}", i + 1, prompt, text);
+                println!("--- sample {} ---\n{}{}", i + 1, shown, text);
             }
         }
         Cmd::Export {
@@ -488,10 +518,65 @@ fn run(cli: Cli) -> Result<Outcome> {
 }
 
 /// When `sample` stops: after `max_new` tokens, or earlier at `eot`.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Stop {
     max_new: usize,
-    eot: Option<u32>,
+    /// Tokens that end the sample (not included).
+    eot: Vec<u32>,
+}
+
+/// `--chat`: the conversation (an optional system message and the user's) as the chat template
+/// of `m`'s folder (or `template_file`) renders it with the generation prompt, and the
+/// tokenizer's end-of-sequence token (`tokenizer_config.json`'s `eos_token`).
+fn chat_prompt(
+    m: &model_dir::LoadedModel,
+    template_file: Option<&Path>,
+    system: Option<String>,
+    message: &str,
+) -> Result<(String, Option<String>)> {
+    use lantern_data::chat::{ChatTemplate, Message};
+    let folder = m
+        .tokenizer_path
+        .as_deref()
+        .and_then(Path::parent)
+        .context("the model has no tokenizer")?;
+    let cfg_path = folder.join(lantern_data::TOKENIZER_CONFIG_FILE);
+    let cfg: serde_json::Value = match std::fs::read(&cfg_path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .with_context(|| format!("{}: invalid JSON", cfg_path.display()))?,
+        Err(_) => serde_json::json!({}),
+    };
+    let template = match template_file {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            ChatTemplate::new(&text, &cfg, p)?
+        }
+        None => ChatTemplate::from_folder(folder)?.with_context(|| {
+            format!(
+                "{} has no chat template (tokenizer_config.json's \"chat_template\" or {}): \
+                 give one with --chat-template, or use --prompt",
+                folder.display(),
+                lantern_data::chat::CHAT_TEMPLATE_FILE
+            )
+        })?,
+    };
+    let mut msgs = Vec::new();
+    if let Some(s) = system {
+        msgs.push(serde_json::json!({"role": "system", "content": s}));
+    }
+    msgs.push(serde_json::json!({"role": "user", "content": message}));
+    let msgs = Message::parse_list(&serde_json::Value::Array(msgs).to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let eos = match &cfg["eos_token"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .map(str::to_string),
+        _ => None,
+    };
+    Ok((template.render(&msgs, true)?, eos))
 }
 
 /// Autoregressive sampling. While the sequence fits the model's context, the prompt runs once
@@ -531,7 +616,7 @@ fn sample(
         };
         let last: Vec<f32> = last.to_dtype(DType::F32)?.to_vec1()?;
         let next = sampling::pick(&last, &ids, how, rng);
-        if Some(next) == eot {
+        if eot.contains(&next) {
             break;
         }
         ids.push(next);

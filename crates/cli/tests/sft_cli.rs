@@ -87,6 +87,53 @@ fn an_sft_run_resumes_byte_for_byte() {
     )
     .unwrap();
     assert!(cfg_json.contains("chat_template"), "{cfg_json}");
+
+    // Chatting with it: the template's conversation with the generation prompt, the reply alone.
+    let out = lantern(&[
+        "generate",
+        "--model",
+        &s(&straight),
+        "--chat",
+        "Time is money.",
+        "--system",
+        "Be brief.",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "4",
+        "--device",
+        "cpu",
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let template = lantern_data::chat::ChatTemplate::from_folder(&golden("model"))
+        .unwrap()
+        .unwrap();
+    let msgs = lantern_data::chat::Message::parse_list(
+        r#"[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Time is money."}]"#,
+    )
+    .unwrap();
+    let text = template.render(&msgs, true).unwrap();
+    assert!(text.ends_with("<|im_start|>assistant\n"), "{text}");
+    let tok = tokenizers::Tokenizer::from_file(golden("model/tokenizer.json")).unwrap();
+    let n = tok.encode(text.as_str(), false).unwrap().get_ids().len();
+    assert!(stderr.contains(&format!("prompt of {n})")), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("Time is money."),
+        "the reply alone: {stdout}"
+    );
+    // A folder without a template says so.
+    let e = lantern_err(&[
+        "generate",
+        "--model",
+        &s(&straight),
+        "--chat",
+        "x",
+        "--chat-template",
+        "/nonexistent.jinja",
+    ]);
+    assert!(e.contains("/nonexistent.jinja"), "{e}");
 }
 
 #[test]

@@ -118,7 +118,10 @@ impl ModelSection {
 /// family (Llama, Mistral, Qwen2, Qwen3, Gemma 3 and the multimodal Gemma 3's language model)
 /// or the BERT family. `None` when the file cannot be read or
 /// names no family: reading the folder's config later reports the problem with the file.
+/// A run folder stands for the checkpoint [`crate::finetune::resolve_checkpoint`] finds in it.
 fn folder_arch(dir: &Path) -> Option<ModelArch> {
+    // A run folder or `best/`: the checkpoint the run will read.
+    let dir = crate::finetune::resolve_checkpoint(dir).ok()?;
     let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     match v.get("model_type")?.as_str()? {

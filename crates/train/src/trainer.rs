@@ -495,6 +495,11 @@ impl Progress {
 
 /// Runs (or continues) a training run as configured. See the module header for the loop.
 pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
+    // `init_from` may name a run folder (its newest checkpoint, a fine-tuning run's exported
+    // model); the resolved config records the folder actually read.
+    if let Some(dir) = cfg.model.init_from.as_mut() {
+        *dir = crate::finetune::resolve_checkpoint(dir)?;
+    }
     // The world the launcher set up (a world of one without one), and this rank's device.
     let World {
         comm,
