@@ -278,7 +278,7 @@ fn py_json(
         ValueKind::Map => {
             let mut items = entries(v)?;
             if sort {
-                items.sort_by(|a, b| a.0.to_string().cmp(&b.0.to_string()));
+                items.sort_by_key(|a| a.0.to_string());
             }
             if items.is_empty() {
                 out.push_str("{}");
