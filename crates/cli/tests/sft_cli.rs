@@ -243,3 +243,76 @@ fn two_ranks_fine_tune_as_one_process_with_twice_the_batch() {
     assert_eq!(tokens(&two), tokens(&one));
     assert_eq!(metric_values(&two, "train", "world_size")[0], 2.0);
 }
+
+/// A copy of the golden model folder whose chat template is `chat_template.jinja` beside
+/// tokenizer_config.json (transformers 5's layout), or nowhere (`jinja` false); returns the
+/// folder and the template's text.
+fn model_copy(root: &Path, jinja: bool) -> (PathBuf, String) {
+    let dir = root.join(if jinja { "jinja-model" } else { "bare-model" });
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(golden("model")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let p = dir.join(lantern_data::TOKENIZER_CONFIG_FILE);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let template = cfg["chat_template"].as_str().unwrap().to_string();
+    cfg.as_object_mut().unwrap().remove("chat_template");
+    std::fs::write(&p, cfg.to_string()).unwrap();
+    if jinja {
+        std::fs::write(dir.join("chat_template.jinja"), &template).unwrap();
+    }
+    (dir, template)
+}
+
+/// The template a model was fine-tuned with stays with it: a folder's `chat_template.jinja`,
+/// or `data.chat_template` for a folder without one, ends up in every checkpoint's
+/// tokenizer_config.json; without any, conversational records are refused by name.
+#[test]
+fn checkpoints_carry_the_chat_template_trained_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let template_of = |run: &Path| -> String {
+        let p = newest_checkpoint(run).join(lantern_data::TOKENIZER_CONFIG_FILE);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        v["chat_template"].as_str().unwrap_or_default().to_string()
+    };
+    let (jinja, template) = model_copy(tmp.path(), true);
+    let run = tmp.path().join("from-jinja");
+    let cfg = sft_config(tmp.path(), &run, "messages", "");
+    let set = format!("model.init_from=\"{}\"", s(&jinja));
+    lantern_ok(&["train", "--config", &s(&cfg), "--quiet", "--set", &set]);
+    assert_eq!(template_of(&run), template);
+
+    let (bare, _) = model_copy(tmp.path(), false);
+    let set = format!("model.init_from=\"{}\"", s(&bare));
+    let run = tmp.path().join("bare");
+    let cfg = sft_config(tmp.path(), &run, "messages", "");
+    let e = lantern_err(&["train", "--config", &s(&cfg), "--quiet", "--set", &set]);
+    assert!(
+        e.contains("train.jsonl: line 1: a conversational record needs the model's chat template"),
+        "{e}"
+    );
+    let file = tmp.path().join("mine.jinja");
+    std::fs::write(
+        &file,
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}",
+    )
+    .unwrap();
+    let with = format!("data.chat_template=\"{}\"", s(&file));
+    lantern_ok(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--quiet",
+        "--set",
+        &set,
+        "--set",
+        &with,
+    ]);
+    assert_eq!(
+        template_of(&run),
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+    );
+}

@@ -186,7 +186,8 @@ pub fn tokenizer_config_bytes(
 }
 
 /// A transformers folder's `tokenizer_config.json` (`path`, for messages), with `pad_token`
-/// set to `pad_id`'s token when it has none.
+/// set to `pad_id`'s token when it has none and the folder's `chat_template.jinja` as its
+/// `chat_template` when it has none; else the file's bytes as they are.
 fn inherit(
     bytes: Vec<u8>,
     tokenizer: &Tokenizer,
@@ -198,16 +199,29 @@ fn inherit(
     let obj = v
         .as_object_mut()
         .ok_or_else(|| Error::format(path, "not a JSON object"))?;
-    let Some(id) = pad_id.filter(|_| obj.get("pad_token").is_none_or(Value::is_null)) else {
+    let mut changed = false;
+    // transformers 5 saves a chat template beside this file (chat_template.jinja); it goes
+    // into the file here, where transformers reads it too, so that every folder made from this
+    // one (checkpoints, exports) keeps it.
+    let jinja = path.with_file_name(crate::chat::CHAT_TEMPLATE_FILE);
+    if obj.get("chat_template").is_none_or(Value::is_null) && jinja.is_file() {
+        let t = std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?;
+        obj.insert("chat_template".into(), json!(t));
+        changed = true;
+    }
+    if let Some(id) = pad_id.filter(|_| obj.get("pad_token").is_none_or(Value::is_null)) {
+        let pad = tokenizer.id_to_token(id).ok_or_else(|| {
+            Error::format(
+                path,
+                format!("config.json's pad_token_id {id} is not in the tokenizer's vocabulary"),
+            )
+        })?;
+        obj.insert("pad_token".into(), json!(pad));
+        changed = true;
+    }
+    if !changed {
         return Ok(bytes);
-    };
-    let pad = tokenizer.id_to_token(id).ok_or_else(|| {
-        Error::format(
-            path,
-            format!("config.json's pad_token_id {id} is not in the tokenizer's vocabulary"),
-        )
-    })?;
-    obj.insert("pad_token".into(), json!(pad));
+    }
     Ok(serde_json::to_vec_pretty(&v).expect("a JSON value serialises"))
 }
 

@@ -801,11 +801,20 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     };
     // transformers' settings for the tokenizer, the same in every checkpoint: the `init_from`
     // folder's own when it has them, else built from the tokenizer and the model.
-    let tokenizer_config = lantern_data::tokenizer_config_bytes(
+    let mut tokenizer_config = lantern_data::tokenizer_config_bytes(
         &tokenizer,
         &model_cfg.model_tokens(eot_id),
         cfg.model.init_from.as_deref(),
     )?;
+    if let Some(p) = &cfg.data.chat_template {
+        // SFT with a template of its own: the model learnt that one, which its checkpoints
+        // carry from now on (TRL saves the template it trained with).
+        let text = std::fs::read_to_string(p).map_err(io(p))?;
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&tokenizer_config).expect("tokenizer_config_bytes is JSON");
+        v["chat_template"] = json!(text);
+        tokenizer_config = serde_json::to_vec_pretty(&v).expect("a JSON value serialises");
+    }
 
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
     let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, quiet);
