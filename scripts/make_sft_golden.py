@@ -20,10 +20,11 @@ messages), `<out>/<layout>/`:
   assistant's completion);
 - `expected.json`: the examples TRL prepared (`input_ids`, `labels`, after its EOS, chat
   template, completion mask, truncation to `max_length` 64 and dropping of examples left without
-  labels), and `eval_loss` before and after each of 3 optimizer steps of SFTTrainer training on
-  all training examples as one batch (AdamW, constant learning rate 2e-2, no weight decay,
+  labels), and `eval_loss` before and after each of 6 optimizer steps of SFTTrainer training on
+  all training examples as one batch (AdamW, constant learning rate 5e-2, no weight decay,
   gradient clipping at 1.0, fp32 on the CPU), each evaluation on all validation examples as one
-  batch (so transformers' eval_loss is the mean over their label tokens).
+  batch (so transformers' eval_loss is the mean over their label tokens), with TRL's
+  eval_mean_token_accuracy.
 And `<out>/templates.json`: chat templates written in the idioms of released models' templates
 (ChatML with tools and whitespace control, Llama 3's headers with `trim`, Gemma's role mapping
 and alternation check, Mistral's `[INST]`, a `namespace` gathering system messages with
@@ -43,7 +44,7 @@ from tokenizers import AddedToken, Tokenizer, processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
-MAX_LENGTH, STEPS, LR = 64, 3, 2e-2
+MAX_LENGTH, STEPS, LR = 64, 6, 5e-2
 N_TRAIN, N_VAL = 12, 6
 TEMPLATE = (
     "{{ bos_token }}"
@@ -222,13 +223,15 @@ def run(model_dir, layout_dir, train, val):
         }
         # Every example in the one batch of a step and of an evaluation.
         assert len(prepared["train"]) <= len(train) and len(prepared["validation"]) <= len(val)
-        losses = [trainer.evaluate()["eval_loss"]]
+        first = trainer.evaluate()
         trainer.train()
-        losses += [r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r]
-    assert len(losses) == STEPS + 1, losses
+        evals = [first] + [r for r in trainer.state.log_history if "eval_loss" in r]
+    assert len(evals) == STEPS + 1, evals
+    losses = [e["eval_loss"] for e in evals]
     with open(os.path.join(layout_dir, "expected.json"), "w") as f:
-        json.dump({**prepared, "eval_loss": losses, "max_length": MAX_LENGTH, "steps": STEPS,
-                   "lr": LR}, f)
+        json.dump({**prepared, "eval_loss": losses,
+                   "eval_mean_token_accuracy": [e["eval_mean_token_accuracy"] for e in evals],
+                   "max_length": MAX_LENGTH, "steps": STEPS, "lr": LR}, f)
     return prepared, losses
 
 

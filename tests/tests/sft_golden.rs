@@ -7,9 +7,10 @@
 //! The examples `lantern train` builds from the records must be TRL's token for token (EOS
 //! appended, special tokens, the chat template's text, where the completion starts, truncation
 //! to `max_length` and the examples dropped for having nothing left to predict), with the loss
-//! taken exactly where TRL's labels are not -100. Then three optimizer steps of `lantern train`
+//! taken exactly where TRL's labels are not -100. Then six optimizer steps of `lantern train`
 //! over all training examples as one batch (AdamW, constant learning rate, clipping) must give
-//! the validation loss TRL's trainer gave before and after each step: the loss is the mean over
+//! the validation loss and token accuracy TRL's trainer gave before and after each step: the
+//! loss is the mean over
 //! the step's trained tokens, as transformers' `num_items_in_batch` makes it.
 
 use lantern_train::config::RunConfig;
@@ -100,7 +101,7 @@ fn examples_are_trls_token_for_token() {
 }
 
 #[test]
-fn three_full_batch_steps_give_trls_validation_losses() {
+fn full_batch_steps_give_trls_validation_loss_and_token_accuracy() {
     let g = golden_dir("sft");
     for layout in LAYOUTS {
         let expected = read_json(&g.join(layout).join("expected.json"));
@@ -115,21 +116,27 @@ fn three_full_batch_steps_give_trls_validation_losses() {
             },
         )
         .unwrap();
-        assert_eq!(summary.steps, 3);
+        assert_eq!(summary.steps, expected["steps"].as_u64().unwrap());
         let metrics = std::fs::read_to_string(run.path().join("metrics.jsonl")).unwrap();
-        let got: Vec<f64> = metrics
+        let vals: Vec<Value> = metrics
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .filter(|r| r["kind"] == "val")
+            .collect();
+        let series = |v: &Value| -> Vec<f64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        let want = series(&expected["eval_loss"]);
+        let want_acc = series(&expected["eval_mean_token_accuracy"]);
+        assert_eq!(vals.len(), want.len(), "{layout}: evaluations");
+        let got: Vec<f64> = vals
+            .iter()
             .map(|r| r["val_loss"].as_f64().unwrap())
             .collect();
-        let want: Vec<f64> = expected["eval_loss"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
-        assert_eq!(got.len(), want.len(), "{layout}: evaluations");
         let worst = got
             .iter()
             .zip(&want)
@@ -142,8 +149,20 @@ fn three_full_batch_steps_give_trls_validation_losses() {
                 "{layout}: validation loss after step {s}: {g} vs TRL's {w}"
             );
         }
+        // The same predictions: a tie-free count of right argmaxes over the same targets.
+        for (s, (r, w)) in vals.iter().zip(&want_acc).enumerate() {
+            let g = r["val_accuracy"].as_f64().unwrap();
+            assert!(
+                (g - w).abs() < 1e-6,
+                "{layout}: token accuracy after step {s}: {g} vs TRL's {w}"
+            );
+        }
         // Training moved the loss by far more than the tolerance.
-        assert!((want[0] - want[3]).abs() > 1e-2, "{layout}: {want:?}");
+        assert!(
+            (want[0] - want[want.len() - 1]).abs() > 0.1,
+            "{layout}: {want:?}"
+        );
+        assert!(want_acc.iter().any(|&a| a > 0.0), "{layout}: {want_acc:?}");
     }
 }
 

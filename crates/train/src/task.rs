@@ -417,6 +417,14 @@ impl ModelConfig {
 pub trait LossModel {
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor>;
 
+    /// An evaluation's sums over `batch`: the summed loss and, for next-token models, how many
+    /// of its targets are the most likely token (TRL's `mean_token_accuracy`, over the
+    /// weighted targets).
+    fn eval_sums(&self, batch: &Batch) -> Result<(f64, Option<usize>)> {
+        let loss = self.loss_sum(batch, Mode::Eval)?.to_scalar::<f32>()?;
+        Ok((f64::from(loss), None))
+    }
+
     /// One micro-batch's forward and backward: the summed loss divided by `divisor`, whose
     /// gradient (of the loss times `scale`, fp16's loss scale) is added to `grads`. Returns
     /// the divided loss. Models that recompute activations in the backward pass
@@ -447,15 +455,41 @@ pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     )?)
 }
 
+/// [`LossModel::eval_sums`] of next-token logits (B, T, V): the summed loss and the targets
+/// (weighted ones, when the batch has weights) the argmax predicts.
+pub fn causal_eval_sums(logits: &Tensor, batch: &Batch) -> Result<(f64, Option<usize>)> {
+    let loss = causal_loss_sum(logits, batch)?.to_scalar::<f32>()?;
+    let (b, t, _) = logits.dims3()?;
+    let hit = logits
+        .argmax(candle_core::D::Minus1)?
+        .reshape(b * t)?
+        .eq(&batch.targets)?
+        .to_dtype(DType::F32)?;
+    let hit = match &batch.weights {
+        Some(w) => (hit * w)?,
+        None => hit,
+    };
+    let correct = hit.sum_all()?.to_scalar::<f32>()?;
+    Ok((f64::from(loss), Some(correct as usize)))
+}
+
 impl LossModel for Gpt {
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
         causal_loss_sum(&self.forward(&batch.ids, mode)?, batch)
+    }
+
+    fn eval_sums(&self, batch: &Batch) -> Result<(f64, Option<usize>)> {
+        causal_eval_sums(&self.forward(&batch.ids, Mode::Eval)?, batch)
     }
 }
 
 impl LossModel for Llama {
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
         causal_loss_sum(&self.forward(&batch.ids, mode)?, batch)
+    }
+
+    fn eval_sums(&self, batch: &Batch) -> Result<(f64, Option<usize>)> {
+        causal_eval_sums(&self.forward(&batch.ids, Mode::Eval)?, batch)
     }
 }
 

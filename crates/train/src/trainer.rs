@@ -362,6 +362,37 @@ pub fn counts_as_guard_skip(nonfinite: &NonFinite, scale_before: Option<f64>) ->
     }
 }
 
+/// An evaluation: the mean loss per target, and the share of targets the model's most likely
+/// token gets right (next-token models; TRL's `mean_token_accuracy`).
+#[derive(Debug, Clone, Copy)]
+struct Eval {
+    loss: f64,
+    accuracy: Option<f64>,
+}
+
+impl Eval {
+    /// The validation record's figures, added to `rec`.
+    fn record(&self, mut rec: serde_json::Value) -> serde_json::Value {
+        rec["val_loss"] = json!(self.loss);
+        rec["val_ppl"] = json!(self.loss.exp());
+        if let Some(a) = self.accuracy {
+            rec["val_accuracy"] = json!(a);
+        }
+        rec
+    }
+
+    fn line(&self) -> String {
+        let acc = self
+            .accuracy
+            .map_or(String::new(), |a| format!(" | token accuracy {a:.3}"));
+        format!(
+            "val loss {:.4} | ppl {:.1}{acc}",
+            self.loss,
+            self.loss.exp()
+        )
+    }
+}
+
 /// Mean validation loss per target (token, or chosen token for masked LM) over `n_batches`
 /// (SFT: over every validation example, [`Task::eval_batches`])
 /// fixed global batches of the validation shard, each of `b` windows per rank: rank r
@@ -374,25 +405,35 @@ fn evaluate(
     n_batches: usize,
     device: &Device,
     comm: &Communicator,
-) -> Result<f64> {
+) -> Result<Eval> {
     let (rank, world) = (comm.rank(), comm.world_size());
     let mut scratch = Scratch::default();
-    let (mut total, mut count) = (0f64, 0usize);
+    let (mut total, mut count, mut correct) = (0f64, 0usize, None::<usize>);
     for i in 0..task.eval_batches(n_batches, b, world) {
         let first = (i * b * world + rank * b) as u64;
         // SFT's last global batch may leave a rank no example.
         let Some(batch) = task.val_batch(first, (b, t), device, &mut scratch)? else {
             continue;
         };
-        total += model.loss_sum(&batch, Mode::Eval)?.to_scalar::<f32>()? as f64;
+        let (loss, hits) = model.eval_sums(&batch)?;
+        total += loss;
         count += batch.n_targets;
+        if let Some(h) = hits {
+            correct = Some(correct.unwrap_or(0) + h);
+        }
     }
+    let mut hits = correct.unwrap_or(0);
     if world > 1 {
-        let mut sums = [total as f32, count as f32];
+        let mut sums = [total as f32, count as f32, hits as f32];
         comm.all_reduce_f32(&mut sums, ReduceOp::Sum)?;
-        (total, count) = (sums[0] as f64, sums[1] as usize);
+        (total, count, hits) = (sums[0] as f64, sums[1] as usize, sums[2] as usize);
     }
-    Ok(total / count.max(1) as f64)
+    let n = count.max(1) as f64;
+    Ok(Eval {
+        loss: total / n,
+        // Rank 0, which reports, always has a batch (SFT's first examples are its own).
+        accuracy: correct.map(|_| hits as f64 / n),
+    })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -879,11 +920,11 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     };
     let mut first_val = None;
     if state.is_none() {
-        let v = eval(&*eval_model)?;
-        log_write(json!({"kind": "val", "step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
-        progress.line(&format!("step 0 | val loss {v:.4} | ppl {:.1}", v.exp()));
-        first_val = Some(v);
-        last_val = Some(v);
+        let e = eval(&*eval_model)?;
+        log_write(e.record(json!({"kind": "val", "step": 0})))?;
+        progress.line(&format!("step 0 | {}", e.line()));
+        first_val = Some(e.loss);
+        last_val = Some(e.loss);
     }
 
     // LoRA: peft's adapter files in every checkpoint, beside the merged model.
@@ -1134,21 +1175,21 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let at_end = step == end;
         let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
         if eval_due || step == cfg.train.max_steps {
-            let v = eval(&*eval_model)?;
-            let (new_best, stop) = stopper.observe(v);
+            let e = eval(&*eval_model)?;
+            let (new_best, stop) = stopper.observe(e.loss);
             if new_best {
                 best_step = Some(step);
             }
             let best = BestVal::of(&stopper, best_step);
-            last_val = Some(v);
-            log_write(json!({
-                "kind": "val", "step": step, "val_loss": v, "val_ppl": v.exp(),
+            last_val = Some(e.loss);
+            log_write(e.record(json!({
+                "kind": "val", "step": step,
                 "best_val_loss": best.best.map(|b| b.0), "best_step": best.best.map(|b| b.1),
                 "evals_without_improvement": best.stale,
-            }))?;
+            })))?;
             progress.line(&format!(
-                "step {step} | val loss {v:.4} | ppl {:.1}{}",
-                v.exp(),
+                "step {step} | {}{}",
+                e.line(),
                 if new_best { " | best" } else { "" }
             ));
             if new_best && cfg.checkpoint.save_best {
