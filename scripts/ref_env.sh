@@ -2,7 +2,8 @@
 # Create (idempotently) the test-only Python reference environment .venv-ref/ in the repo
 # root: PyTorch + transformers + safetensors + numpy, seqeval (the NER metrics that
 # transformers' run_ner reports), tensorboard (to read our event files) and peft (the LoRA
-# reference: adapters, their gradients and merges), used by the parity tests and the CPU/GPU
+# reference: adapters, their gradients and merges), trl and datasets (the SFTTrainer reference of
+# scripts/make_sft_golden.py), used by the parity tests and the CPU/GPU
 # speed baseline. The Rust build never needs it.
 #
 #   scripts/ref_env.sh            # creates or reuses .venv-ref; last stdout line = its python
@@ -14,7 +15,7 @@
 # CUDA libraries; we only use it on CPU here (it also works on a GPU node).
 set -euo pipefail
 
-PINS="torch==2.15.0 transformers==5.24.0 safetensors==0.8.0 numpy==2.4.6 seqeval==1.2.2 tensorboard==2.21.0 peft==0.21.2"
+PINS="torch==2.15.0 transformers==5.24.0 safetensors==0.8.0 numpy==2.4.6 seqeval==1.2.2 tensorboard==2.21.0 peft==0.21.2 trl==1.16.0 datasets==5.2.0"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
