@@ -19,7 +19,8 @@
 
 use std::path::Path;
 
-use serde_json::Value;
+use minijinja::value::ValueKind;
+use minijinja::Value as JValue;
 use tokenizers::Tokenizer;
 
 use crate::chat::{ChatTemplate, Message};
@@ -120,26 +121,31 @@ impl Record {
 }
 
 fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<Record> {
-    let v: Value =
+    // Read as template values, which keep an object's keys in order (a message's, for the
+    // template); the record's own keys are looked up by name.
+    let v: JValue =
         serde_json::from_str(line).map_err(|e| bad(path, n, format!("invalid JSON: {e}")))?;
-    let Value::Object(o) = &v else {
+    if v.kind() != ValueKind::Map {
         return Err(bad(path, n, "a record must be a JSON object"));
+    }
+    let field = |k: &str| {
+        v.get_attr(k)
+            .ok()
+            .filter(|x| !x.is_undefined() && !x.is_none())
     };
-    let field = |k: &str| o.get(k).filter(|x| !x.is_null());
-    // Messages are read again as template values, which keep their keys' order.
-    let messages = |k: &str, _: &Value| -> Result<Vec<Message>> {
-        let ordered: std::collections::BTreeMap<String, minijinja::Value> =
-            serde_json::from_str(line).map_err(|e| bad(path, n, format!("invalid JSON: {e}")))?;
-        Message::list_from_json(&ordered[k]).map_err(|m| bad(path, n, format!("\"{k}\": {m}")))
+    let messages = |k: &str, x: &JValue| -> Result<Vec<Message>> {
+        Message::list_from_json(x).map_err(|m| bad(path, n, format!("\"{k}\": {m}")))
     };
+    let string = |x: &JValue| x.as_str().map(str::to_string);
     match (field("prompt"), field("completion"), field("messages")) {
-        (Some(p), Some(c), None) => match (p, c) {
-            (Value::String(p), Value::String(c)) => {
-                Ok(Record::PromptCompletion(p.clone(), c.clone()))
-            }
-            (Value::Array(_), Value::Array(_)) => Ok(Record::ConvPromptCompletion(
-                messages("prompt", p)?,
-                messages("completion", c)?,
+        (Some(p), Some(c), None) => match (p.kind(), c.kind()) {
+            (ValueKind::String, ValueKind::String) => Ok(Record::PromptCompletion(
+                string(&p).unwrap_or_default(),
+                string(&c).unwrap_or_default(),
+            )),
+            (ValueKind::Seq, ValueKind::Seq) => Ok(Record::ConvPromptCompletion(
+                messages("prompt", &p)?,
+                messages("completion", &c)?,
             )),
             _ => Err(bad(
                 path,
@@ -147,7 +153,7 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
                 "\"prompt\" and \"completion\" must both be strings or both be lists of messages",
             )),
         },
-        (None, None, Some(m)) => Ok(Record::Messages(messages("messages", m)?)),
+        (None, None, Some(m)) => Ok(Record::Messages(messages("messages", &m)?)),
         (Some(_), None, _) | (None, Some(_), _) => Err(bad(
             path,
             n,
@@ -159,21 +165,29 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
             "a record has either \"messages\" or \"prompt\" and \"completion\", not both",
         )),
         (None, None, None) => match field(text_field) {
-            Some(Value::String(s)) => Ok(Record::Text(s.clone())),
+            Some(s) if s.kind() == ValueKind::String => {
+                Ok(Record::Text(string(&s).unwrap_or_default()))
+            }
             Some(other) => Err(bad(
                 path,
                 n,
                 format!("\"{text_field}\" must be a string, got {other}"),
             )),
-            None => Err(bad(
-                path,
-                n,
-                format!(
-                    "no \"{text_field}\", \"prompt\"/\"completion\" or \"messages\" field (keys: \
-                     {})",
-                    o.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            )),
+            None => {
+                let keys: Vec<String> = v
+                    .try_iter()
+                    .map(|it| it.map(|k| k.to_string()).collect())
+                    .unwrap_or_default();
+                Err(bad(
+                    path,
+                    n,
+                    format!(
+                        "no \"{text_field}\", \"prompt\"/\"completion\" or \"messages\" field \
+                         (keys: {})",
+                        keys.join(", ")
+                    ),
+                ))
+            }
         },
     }
 }
