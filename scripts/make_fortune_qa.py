@@ -35,8 +35,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fortune_categories import bucket, entries  # noqa: E402
-from make_fortune_tags import SKIP, split_attribution, tag_attribution  # noqa: E402
+from make_fortune_categories import bucket  # noqa: E402
+from make_fortune_tags import attributed, tag_attribution  # noqa: E402
 
 WHO = "Who said this?"
 WORK = "Which work is this from?"
@@ -83,53 +83,41 @@ def main():
     if not os.path.isdir(args.raw):
         sys.exit(f"error: {args.raw} does not exist (run scripts/fetch_fortunes.sh)")
 
-    seen = set()
     splits = {"train": [], "validation": [], "test": []}
-    for name in sorted(os.listdir(args.raw)):
-        path = os.path.join(args.raw, name)
-        if name in SKIP or "." in name or not os.path.isfile(path):
+    for name, e, body, attribution in attributed(args.raw):
+        body_words, attr_words = body.split(), attribution.split()
+        if len(attr_words) > 16 or len(body_words) + len(attr_words) > args.max_words:
             continue
-        for e in entries(path):
-            if e in seen:
-                continue
-            seen.add(e)
-            parts = split_attribution(e)
-            if parts is None:
-                continue
-            body, attribution = parts
-            body_words, attr_words = body.split(), attribution.split()
-            if len(attr_words) > 16 or len(body_words) + len(attr_words) > args.max_words:
-                continue
-            words = body_words + attr_words
-            tags = ["O"] * len(body_words) + tag_attribution(attr_words)
-            context = " ".join(words)
-            starts, at = [], 0
-            for w in words:
-                starts.append(at)
-                at += len(w) + 1
-            key = hashlib.sha1(e.encode("utf-8")).hexdigest()[:12]
-            qas = []
-            who = spans(words, tags, "PER")
-            if who:
-                a = answer(words, starts, *who[0], strip=".,;:")
-                if a:
-                    qas.append((f"{key}-who", WHO, a))
-            work = spans(words, tags, "WORK")
-            if work:
-                a = answer(words, starts, *work[0], strip="\".,;: ")
-                if a:
-                    qas.append((f"{key}-work", WORK, a))
-            for _, _, (text, start) in qas:
-                assert context[start:start + len(text)] == text, (context, text, start)
-            if args.version_2 and len(qas) == 1:
-                # The other question of the pair, which this context does not answer.
-                asked = qas[0][0].rsplit("-", 1)[1]
-                qas.append((f"{key}-{'work' if asked == 'who' else 'who'}-none",
-                            WORK if asked == "who" else WHO, None))
-            if qas:
-                b = bucket(e)
-                split = "train" if b < 70 else "validation" if b < 80 else "test"
-                splits[split].append((name, context, qas))
+        words = body_words + attr_words
+        tags = ["O"] * len(body_words) + tag_attribution(attr_words)
+        context = " ".join(words)
+        starts, at = [], 0
+        for w in words:
+            starts.append(at)
+            at += len(w) + 1
+        key = hashlib.sha1(e.encode("utf-8")).hexdigest()[:12]
+        qas = []
+        who = spans(words, tags, "PER")
+        if who:
+            a = answer(words, starts, *who[0], strip=".,;:")
+            if a:
+                qas.append((f"{key}-who", WHO, a))
+        work = spans(words, tags, "WORK")
+        if work:
+            a = answer(words, starts, *work[0], strip="\".,;: ")
+            if a:
+                qas.append((f"{key}-work", WORK, a))
+        for _, _, (text, start) in qas:
+            assert context[start:start + len(text)] == text, (context, text, start)
+        if args.version_2 and len(qas) == 1:
+            # The other question of the pair, which this context does not answer.
+            asked = qas[0][0].rsplit("-", 1)[1]
+            qas.append((f"{key}-{'work' if asked == 'who' else 'who'}-none",
+                        WORK if asked == "who" else WHO, None))
+        if qas:
+            b = bucket(e)
+            split = "train" if b < 70 else "validation" if b < 80 else "test"
+            splits[split].append((name, context, qas))
 
     os.makedirs(args.out, exist_ok=True)
     for split, rows in splits.items():

@@ -25,8 +25,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fortune_categories import bucket, entries  # noqa: E402
-from make_fortune_tags import SKIP, split_attribution, tag_attribution  # noqa: E402
+from make_fortune_categories import bucket  # noqa: E402
+from make_fortune_tags import attributed, tag_attribution  # noqa: E402
 
 QUESTION = "Who said this?"
 
@@ -64,29 +64,17 @@ def main():
     args = ap.parse_args()
     if not os.path.isdir(args.raw):
         sys.exit(f"error: {args.raw} does not exist (run scripts/fetch_fortunes.sh)")
-    seen = set()
     splits = {"train": [], "validation": [], "test": []}
-    for fname in sorted(os.listdir(args.raw)):
-        path = os.path.join(args.raw, fname)
-        if fname in SKIP or "." in fname or not os.path.isfile(path):
+    for _, e, body, attribution in attributed(args.raw):
+        if len(body.split()) + len(attribution.split()) > args.max_words:
             continue
-        for e in entries(path):
-            if e in seen:
-                continue
-            seen.add(e)
-            parts = split_attribution(e)
-            if parts is None:
-                continue
-            body, attribution = parts
-            if len(body.split()) + len(attribution.split()) > args.max_words:
-                continue
-            name = name_of(attribution)
-            if name is None:
-                continue
-            quote = "\n".join(line.rstrip() for line in body.splitlines())
-            b = bucket(e)
-            split = "train" if b < 70 else "validation" if b < 80 else "test"
-            splits[split].append(layouts(quote, name))
+        name = name_of(attribution)
+        if name is None:
+            continue
+        quote = "\n".join(line.rstrip() for line in body.splitlines())
+        b = bucket(e)
+        split = "train" if b < 70 else "validation" if b < 80 else "test"
+        splits[split].append(layouts(quote, name))
     for layout in ("prompt-completion", "messages", "text"):
         d = os.path.join(args.out, layout)
         os.makedirs(d, exist_ok=True)

@@ -46,6 +46,24 @@ def split_attribution(text):
     return None
 
 
+def attributed(raw):
+    """(category file, fortune, body, attribution) of every fortune in the category files of
+    `raw` that ends with an attribution, in file order; a fortune repeated (in the same or
+    another file) only the first time."""
+    seen = set()
+    for name in sorted(os.listdir(raw)):
+        path = os.path.join(raw, name)
+        if name in SKIP or "." in name or not os.path.isfile(path):
+            continue
+        for e in entries(path):
+            if e in seen:
+                continue
+            seen.add(e)
+            parts = split_attribution(e)
+            if parts is not None:
+                yield (name, e, *parts)
+
+
 def tag_attribution(words):
     """IOB2 tags of the attribution's words (see the module's doc)."""
     tags = ["O"] * len(words)
@@ -86,26 +104,15 @@ def main():
     if not os.path.isdir(args.raw):
         sys.exit(f"error: {args.raw} does not exist (run scripts/fetch_fortunes.sh)")
 
-    seen, examples = set(), []
-    for name in sorted(os.listdir(args.raw)):
-        path = os.path.join(args.raw, name)
-        if name in SKIP or "." in name or not os.path.isfile(path):
+    examples = []
+    for _, e, body, attribution in attributed(args.raw):
+        body_words, attr_words = body.split(), attribution.split()
+        if len(attr_words) > 16 or len(body_words) + len(attr_words) > args.max_words:
             continue
-        for e in entries(path):
-            if e in seen:
-                continue
-            seen.add(e)
-            parts = split_attribution(e)
-            if parts is None:
-                continue
-            body, attribution = parts
-            body_words, attr_words = body.split(), attribution.split()
-            if len(attr_words) > 16 or len(body_words) + len(attr_words) > args.max_words:
-                continue
-            tags = ["O"] * len(body_words) + tag_attribution(attr_words)
-            if all(t == "O" for t in tags):
-                continue
-            examples.append((e, body_words + attr_words, tags))
+        tags = ["O"] * len(body_words) + tag_attribution(attr_words)
+        if all(t == "O" for t in tags):
+            continue
+        examples.append((e, body_words + attr_words, tags))
 
     splits = {"train": [], "validation": [], "test": []}
     for text, words, tags in examples:
