@@ -13,8 +13,10 @@ special tokens (`<|im_start|>`, `<|im_end|>`) and a post-processor that starts e
 with `<|endoftext|>` (a BOS, as Llama tokenizers add one) are added, and a ChatML-style chat
 template in tokenizer_config.json (a default system message, `.strip()`, `raise_exception`,
 the generation prompt). Then, for each of TRL's layouts (`text`, `prompt-completion`,
-`messages`, and conversational prompt-completion `conv-prompt-completion` made from the
-messages), `<out>/<layout>/`:
+`messages`, conversational prompt-completion `conv-prompt-completion` made from the
+messages, and `messages-assistant`: two-turn conversations of consecutive messages records,
+trained with `assistant_only_loss=True` and the `{% generation %}` template `<out>/generation.jinja`
+given as `chat_template_path`), `<out>/<layout>/`:
 - `train.jsonl`, `validation.jsonl`: the first 12 / 6 records of data/fortune-sft (the
   conversational prompt-completion records split the messages into the user's prompt and the
   assistant's completion);
@@ -131,6 +133,20 @@ TEMPLATES = {
     ),
 }
 
+# transformers' {% generation %} blocks around the assistant's text (TRL's assistant_only_loss).
+GEN_TEMPLATE = (
+    "{%- for message in messages %}\n"
+    "{%- if message.role == 'assistant' %}\n"
+    "<|im_start|>assistant\n"
+    "{% generation %}{{ message.content | trim }}<|im_end|>{% endgeneration %}\n\n"
+    "{%- else %}\n"
+    "<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+    "{%- endif %}\n"
+    "{% endfor %}\n"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TEMPLATES["generation_marks"] = GEN_TEMPLATE
+
 CONVERSATIONS = [
     [{"role": "system", "content": "  Be brief.\n"},
      {"role": "user", "content": "Who said this?\n\nA fool and his money are soon parted."},
@@ -161,6 +177,12 @@ def write_templates(model_dir, out):
                         messages, tokenize=False, add_generation_prompt=gen, chat_template=template)
                 except Exception as e:  # the template's own raise_exception, or jinja's errors
                     case["error"] = str(e)
+                if "{% generation %}" in template and "text" in case:
+                    enc = tokenizer.apply_chat_template(
+                        messages, tokenize=True, return_dict=True, add_generation_prompt=gen,
+                        return_assistant_tokens_mask=True, chat_template=template)
+                    case["input_ids"] = enc["input_ids"]
+                    case["assistant_masks"] = enc["assistant_masks"]
                 cases.append(case)
         rows.append({"name": name, "template": template, "cases": cases})
     with open(out, "w") as f:
@@ -194,15 +216,19 @@ def write_model(repo, out):
 
 
 def records(repo, layout, split, n):
-    src = "messages" if layout == "conv-prompt-completion" else layout
+    src = "messages" if layout in ("conv-prompt-completion", "messages-assistant") else layout
+    # Two turns per conversation in messages-assistant: twice the records.
+    take = 2 * n if layout == "messages-assistant" else n
     with open(os.path.join(repo, "data", "fortune-sft", src, f"{split}.jsonl")) as f:
-        rows = [json.loads(line) for _, line in zip(range(n), f)]
+        rows = [json.loads(line) for _, line in zip(range(take), f)]
     if layout == "conv-prompt-completion":
         rows = [{"prompt": r["messages"][:1], "completion": r["messages"][1:]} for r in rows]
+    if layout == "messages-assistant":
+        rows = [{"messages": a["messages"] + b["messages"]} for a, b in zip(rows[::2], rows[1::2])]
     return rows
 
 
-def run(model_dir, layout_dir, train, val):
+def run(model_dir, layout_dir, train, val, **extra):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,7 +239,7 @@ def run(model_dir, layout_dir, train, val):
             adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch",
             logging_steps=1, eval_strategy="steps", eval_steps=1, save_strategy="no",
             report_to=[], bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
-            seed=0, shuffle_dataset=False)
+            seed=0, shuffle_dataset=False, **extra)
         trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
                              train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val))
@@ -247,7 +273,11 @@ def main():
     model_dir = os.path.join(args.out, "model")
     write_model(repo, model_dir)
     write_templates(model_dir, os.path.join(args.out, "templates.json"))
-    for layout in ("text", "prompt-completion", "messages", "conv-prompt-completion"):
+    gen_file = os.path.join(args.out, "generation.jinja")
+    with open(gen_file, "w") as f:
+        f.write(GEN_TEMPLATE)
+    for layout in ("text", "prompt-completion", "messages", "conv-prompt-completion",
+                   "messages-assistant"):
         d = os.path.join(args.out, layout)
         os.makedirs(d)
         train, val = records(repo, layout, "train", N_TRAIN), records(repo, layout, "validation", N_VAL)
@@ -255,7 +285,10 @@ def main():
             with open(os.path.join(d, f"{name}.jsonl"), "w") as f:
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        prepared, losses = run(model_dir, d, train, val)
+        extra = {}
+        if layout == "messages-assistant":
+            extra = dict(chat_template_path=gen_file, assistant_only_loss=True)
+        prepared, losses = run(model_dir, d, train, val, **extra)
         kept = {k: len(v) for k, v in prepared.items()}
         print(f"{layout}: kept {kept} of {N_TRAIN}/{N_VAL}; eval_loss {losses}")
 

@@ -22,16 +22,26 @@ use std::path::Path;
 mod common;
 use common::{golden_dir, read_json};
 
-const LAYOUTS: [&str; 4] = [
+const LAYOUTS: [&str; 5] = [
     "text",
     "prompt-completion",
     "messages",
     "conv-prompt-completion",
+    "messages-assistant",
 ];
 
 /// The run config of `layout`'s golden: its records, `batch` examples a step, TRL's recipe.
 fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> RunConfig {
     let g = golden_dir("sft");
+    // Two-turn conversations, the loss on the assistant's turns (TRL's assistant_only_loss),
+    // with the template that marks them given as a file (TRL's chat_template_path).
+    let assistant = match layout {
+        "messages-assistant" => format!(
+            "assistant_only_loss = true\nchat_template = \"{}\"",
+            g.join("generation.jinja").display()
+        ),
+        _ => String::new(),
+    };
     let text = format!(
         r#"
 [model]
@@ -40,6 +50,7 @@ init_from = "{model}"
 train = "{dir}/train.jsonl"
 validation = "{dir}/validation.jsonl"
 max_length = {max_length}
+{assistant}
 [train]
 device = "cpu"
 batch_size = {batch}
@@ -174,7 +185,8 @@ fn chat_templates_render_as_transformers() {
     let g = golden_dir("sft");
     let tok_cfg = read_json(&g.join("model/tokenizer_config.json"));
     let rows = read_json(&g.join("templates.json"));
-    let mut checked = 0;
+    let (mut checked, mut masks) = (0, 0);
+    let tok = lantern_data::tokenizer::load_tokenizer(&g.join("model/tokenizer.json")).unwrap();
     for row in rows.as_array().unwrap() {
         let name = row["name"].as_str().unwrap();
         let t = ChatTemplate::new(row["template"].as_str().unwrap(), &tok_cfg, Path::new(name))
@@ -185,7 +197,21 @@ fn chat_templates_render_as_transformers() {
             let got = t.render(&msgs, gen);
             match (&case["text"], &case["error"]) {
                 (Value::String(want), _) => {
-                    assert_eq!(got.unwrap(), *want, "{name}, generation prompt {gen}")
+                    assert_eq!(got.unwrap(), *want, "{name}, generation prompt {gen}");
+                    // transformers' return_assistant_tokens_mask: the tokens the template's
+                    // {% generation %} blocks wrote.
+                    if let Some(want_mask) = case["assistant_masks"].as_array() {
+                        let (text, spans) = t.render_with_spans(&msgs, gen).unwrap();
+                        let enc = tok.encode_char_offsets(text.as_str(), false).unwrap();
+                        let want_ids: Vec<u32> =
+                            ids(&case["input_ids"]).iter().map(|&x| x as u32).collect();
+                        assert_eq!(enc.get_ids(), want_ids.as_slice(), "{name}: input_ids");
+                        let mask = lantern_data::sft::assistant_mask(enc.get_offsets(), &spans);
+                        let want_mask: Vec<bool> =
+                            want_mask.iter().map(|m| m.as_i64() == Some(1)).collect();
+                        assert_eq!(mask, want_mask, "{name}, generation prompt {gen}: masks");
+                        masks += 1;
+                    }
                 }
                 (_, Value::String(err)) => {
                     let e = got.unwrap_err().to_string();
@@ -198,5 +224,6 @@ fn chat_templates_render_as_transformers() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 6 * 4 * 2);
+    assert_eq!(checked, 7 * 4 * 2);
+    assert_eq!(masks, 8, "every case of the {{% generation %}} template");
 }

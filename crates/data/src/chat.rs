@@ -7,8 +7,11 @@
 //! globals `raise_exception` and `strftime_now`, and the tokenizer's special tokens
 //! (`bos_token`, `eos_token`, ...) as variables. minijinja, with the Python string and dict
 //! methods templates call (`.strip()`, `.startswith()`, `.items()`, ...), renders the same text.
-//! Not supported: `{% generation %}` blocks (transformers' assistant-token masks) — a template
-//! that uses them fails to parse, and the error says so.
+//! transformers' own `{% generation %}` ... `{% endgeneration %}` block, which marks the text
+//! of assistant turns (`return_assistant_tokens_mask`, TRL's `assistant_only_loss`), becomes a
+//! filter block here (the same whitespace control, the same body) that wraps its text in two
+//! Unicode noncharacters; [`ChatTemplate::render_with_spans`] takes them out and returns where
+//! the spans were, in characters, as transformers' `generation_indices`.
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +73,8 @@ impl Message {
 /// A compiled chat template with the special tokens it is rendered with.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template has `{% generation %}` blocks.
+    marks_assistant: bool,
     /// The special tokens' strings (`bos_token`, `eos_token`, ...).
     specials: Map<String, Value>,
     /// Where the template came from, for messages.
@@ -83,6 +88,55 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 const NAME: &str = "chat_template";
+
+/// Noncharacters (never in interchange text) around each `{% generation %}` block's output.
+const GEN_OPEN: char = '\u{FDD0}';
+const GEN_CLOSE: char = '\u{FDD1}';
+const GEN_FILTER: &str = "lantern_generation";
+
+/// The template with transformers' `{% generation %}` / `{% endgeneration %}` tags (any
+/// whitespace control) turned into `{% filter lantern_generation %}` / `{% endfilter %}`,
+/// and whether there were any.
+fn rewrite_generation(template: &str) -> (String, bool) {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    let mut found = false;
+    while let Some(at) = rest.find("{%") {
+        out.push_str(&rest[..at]);
+        let tag = &rest[at..];
+        let Some(end) = tag.find("%}") else {
+            out.push_str(tag);
+            return (out, found);
+        };
+        let inner = &tag[2..end];
+        let lead = if inner.starts_with(['-', '+']) {
+            &inner[..1]
+        } else {
+            ""
+        };
+        let trail = if inner.len() > lead.len() && inner.ends_with(['-', '+']) {
+            &inner[inner.len() - 1..]
+        } else {
+            ""
+        };
+        let word = inner[lead.len()..inner.len() - trail.len()].trim();
+        let replaced = match word {
+            "generation" => Some(format!("{{%{lead} filter {GEN_FILTER} {trail}%}}")),
+            "endgeneration" => Some(format!("{{%{lead} endfilter {trail}%}}")),
+            _ => None,
+        };
+        match replaced {
+            Some(r) => {
+                found = true;
+                out.push_str(&r);
+            }
+            None => out.push_str(&tag[..end + 2]),
+        }
+        rest = &tag[end + 2..];
+    }
+    out.push_str(rest);
+    (out, found)
+}
 
 /// The names of `tokenizer_config.json`'s special tokens, which transformers passes to the
 /// template (its `special_tokens_map`).
@@ -130,17 +184,12 @@ impl ChatTemplate {
         env.add_function("strftime_now", |fmt: String| {
             strftime(&fmt, std::time::SystemTime::now())
         });
-        env.add_template_owned(NAME, template.to_string())
-            .map_err(|e| {
-                let hint =
-                    if template.contains("{% generation") || template.contains("{%- generation") {
-                        " (the template marks assistant tokens with {% generation %}, which is \
-                     transformers' own extension of Jinja)"
-                    } else {
-                        ""
-                    };
-                Error::format(source, format!("chat template does not parse: {e:#}{hint}"))
-            })?;
+        env.add_filter(GEN_FILTER, |body: String| {
+            format!("{GEN_OPEN}{body}{GEN_CLOSE}")
+        });
+        let (rewritten, marks_assistant) = rewrite_generation(template);
+        env.add_template_owned(NAME, rewritten)
+            .map_err(|e| Error::format(source, format!("chat template does not parse: {e:#}")))?;
         let mut specials = Map::new();
         for k in SPECIAL_KEYS {
             if let Some(s) = special_token(tokenizer_config, k) {
@@ -149,6 +198,7 @@ impl ChatTemplate {
         }
         Ok(Self {
             env,
+            marks_assistant,
             specials,
             source: source.to_path_buf(),
         })
@@ -198,6 +248,49 @@ impl ChatTemplate {
     /// The conversation as text (transformers' `apply_chat_template(messages, tokenize=False,
     /// add_generation_prompt=...)`).
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        Ok(self.render_with_spans(messages, add_generation_prompt)?.0)
+    }
+
+    /// Whether the template marks the assistant's text (`{% generation %}` blocks).
+    pub fn marks_assistant(&self) -> bool {
+        self.marks_assistant
+    }
+
+    /// [`ChatTemplate::render`], and the (start, end) character ranges the template's
+    /// `{% generation %}` blocks wrote (transformers' `generation_indices`).
+    pub fn render_with_spans(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<(usize, usize)>)> {
+        let raw = self.render_marked(messages, add_generation_prompt)?;
+        let mut text = String::with_capacity(raw.len());
+        let (mut spans, mut open, mut chars) = (Vec::new(), None, 0usize);
+        let unbalanced = || {
+            Error::format(
+                &self.source,
+                "rendering: unbalanced {% generation %} blocks (nested, or U+FDD0/U+FDD1 in a \
+                 message)",
+            )
+        };
+        for c in raw.chars() {
+            match c {
+                GEN_OPEN if open.is_none() => open = Some(chars),
+                GEN_CLOSE => spans.push((open.take().ok_or_else(unbalanced)?, chars)),
+                GEN_OPEN => return Err(unbalanced()),
+                c => {
+                    text.push(c);
+                    chars += 1;
+                }
+            }
+        }
+        if open.is_some() {
+            return Err(unbalanced());
+        }
+        Ok((text, spans))
+    }
+
+    fn render_marked(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let t = self.env.get_template(NAME).expect("added in new()");
         let mut ctx: std::collections::BTreeMap<String, JValue> = self
             .specials
@@ -508,14 +601,10 @@ mod tests {
             e.contains("t.jinja") && e.contains("roles must alternate"),
             "{e}"
         );
-        let e = ChatTemplate::new(
-            "{% generation %}x{% endgeneration %}",
-            &json!({}),
-            Path::new("t"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("{% generation %}"), "{e}");
+        let e = ChatTemplate::new("{% if %}", &json!({}), Path::new("t.jinja"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.jinja: chat template does not parse"), "{e}");
     }
 
     #[test]
@@ -557,6 +646,38 @@ mod tests {
             c.render(&m, false).unwrap(),
             "{'role': 'user', 'content': [{'type': 'text', 'text': \"it's\"}], 'n': 2.0, 'ok': True}|False|None|\
              {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"it's\"}], \"n\": 2.0, \"ok\": true}"
+        );
+    }
+
+    #[test]
+    fn generation_blocks_give_character_spans() {
+        let t = "{% for m in messages %}{{ m.role }}: \
+                 {%- if m.role == 'assistant' %}{%- generation -%} {{ m.content }}é{% endgeneration %}\
+                 {%- else %} {{ m.content }}{% endif %}\n{% endfor %}";
+        let c = ChatTemplate::new(t, &json!({}), Path::new("t")).unwrap();
+        assert!(c.marks_assistant());
+        let m = list(
+            r#"[{"role": "user", "content": "ça"}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "x"}, {"role": "assistant", "content": "yo"}]"#,
+        )
+        .unwrap();
+        let (text, spans) = c.render_with_spans(&m, false).unwrap();
+        // As transformers' render_jinja_template(..., return_assistant_tokens_mask=True) gives.
+        assert_eq!(text, "user: çaassistant:okéuser: xassistant:yoé");
+        // Characters, not bytes: "ç" and "é" count one each.
+        assert_eq!(spans, [(18, 21), (38, 41)]);
+        let chars: Vec<char> = text.chars().collect();
+        assert_eq!(chars[18..21].iter().collect::<String>(), "oké");
+        assert_eq!(c.render(&m, false).unwrap(), text);
+        let plain =
+            ChatTemplate::new("{{ messages | length }}", &json!({}), Path::new("t")).unwrap();
+        assert!(!plain.marks_assistant());
+        assert_eq!(
+            rewrite_generation("a{%- generation +%}b{%+endgeneration-%}{% if x %}"),
+            (
+                "a{%- filter lantern_generation +%}b{%+ endfilter -%}{% if x %}".to_string(),
+                true
+            )
         );
     }
 

@@ -79,6 +79,9 @@ pub struct SftOptions<'a> {
     pub eos_token: Option<&'a str>,
     /// The chat template conversational records are rendered with.
     pub chat_template: Option<&'a ChatTemplate>,
+    /// Train on the assistant's text only: the tokens the template's `{% generation %}` blocks
+    /// wrote (TRL's `assistant_only_loss`; conversational records only).
+    pub assistant_only_loss: bool,
     /// Rows of the model's embedding table: a token id at or past it is refused.
     pub vocab_size: usize,
 }
@@ -215,7 +218,36 @@ pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Re
         let record = parse_record(path, n, line, opts.text_field)?;
         let f = record.format();
         match format {
-            None => format = Some((f, n)),
+            None => {
+                format = Some((f, n));
+                let conversational = matches!(
+                    f,
+                    SftFormat::Messages | SftFormat::ConversationalPromptCompletion
+                );
+                if opts.assistant_only_loss && !conversational {
+                    return Err(bad(
+                        path,
+                        n,
+                        format!(
+                            "data.assistant_only_loss needs conversational records (messages), \
+                             and this file's are {}",
+                            f.describe()
+                        ),
+                    ));
+                }
+                if let (true, true, Some(t)) =
+                    (opts.assistant_only_loss, conversational, opts.chat_template)
+                {
+                    if !t.marks_assistant() {
+                        return Err(Error::format(
+                            &t.source,
+                            "data.assistant_only_loss needs a chat template that marks the \
+                             assistant's text with {% generation %} ... {% endgeneration %}, and \
+                             this one has none",
+                        ));
+                    }
+                }
+            }
             Some((first, at)) if first != f => {
                 return Err(bad(
                     path,
@@ -330,6 +362,33 @@ fn tokenize(
         t.render(msgs, generation_prompt)
             .map_err(|e| bad(path, n, format!("chat template: {e}")))
     };
+    // The whole conversation's tokens and, with `assistant_only_loss`, which of them the
+    // template's `{% generation %}` blocks wrote (transformers' `assistant_masks`).
+    let conversation =
+        |t: &ChatTemplate, msgs: &[Message]| -> Result<(Vec<u32>, Option<Vec<bool>>)> {
+            if !opts.assistant_only_loss {
+                return Ok((
+                    encode(path, n, tokenizer, &render(t, msgs, false)?, false)?,
+                    None,
+                ));
+            }
+            let (text, spans) = t
+                .render_with_spans(msgs, false)
+                .map_err(|e| bad(path, n, format!("chat template: {e}")))?;
+            let enc = tokenizer
+                .encode_char_offsets(text.as_str(), false)
+                .map_err(|e| bad(path, n, format!("tokenizing: {e}")))?;
+            let mask = assistant_mask(enc.get_offsets(), &spans);
+            if !mask.contains(&true) {
+                return Err(bad(
+                    path,
+                    n,
+                    "data.assistant_only_loss: the chat template marks no assistant text in this \
+                 conversation (no {% generation %} block rendered)",
+                ));
+            }
+            Ok((enc.get_ids().to_vec(), Some(mask)))
+        };
     Ok(match record {
         Record::Text(t) => {
             let ids = encode(path, n, tokenizer, &with_eos(t)?, true)?;
@@ -342,19 +401,40 @@ fn tokenize(
             split_at_prompt(&prompt, ids, opts.completion_only_loss)
         }
         Record::Messages(m) => {
-            let t = template()?;
-            let ids = encode(path, n, tokenizer, &render(t, &m, false)?, false)?;
-            let trained = vec![true; ids.len()];
+            let (ids, assistant) = conversation(template()?, &m)?;
+            let trained = assistant.unwrap_or_else(|| vec![true; ids.len()]);
             (ids, trained)
         }
         Record::ConvPromptCompletion(p, c) => {
             let t = template()?;
             let prompt = encode(path, n, tokenizer, &render(t, &p, true)?, false)?;
             let all: Vec<Message> = p.into_iter().chain(c).collect();
-            let ids = encode(path, n, tokenizer, &render(t, &all, false)?, false)?;
-            split_at_prompt(&prompt, ids, opts.completion_only_loss)
+            let (ids, assistant) = conversation(t, &all)?;
+            let (ids, mut trained) = split_at_prompt(&prompt, ids, opts.completion_only_loss);
+            // TRL takes the loss where every mask it has says so.
+            if let Some(a) = assistant {
+                trained.iter_mut().zip(a).for_each(|(t, a)| *t &= a);
+            }
+            (ids, trained)
         }
     })
+}
+
+/// transformers' `assistant_masks`: a token is the assistant's when its character range
+/// overlaps one of `spans` (so a token cut by a span's edge counts).
+pub fn assistant_mask(offsets: &[(usize, usize)], spans: &[(usize, usize)]) -> Vec<bool> {
+    let mut mask = vec![false; offsets.len()];
+    let mut s = 0;
+    for (m, &(start, end)) in mask.iter_mut().zip(offsets) {
+        while s < spans.len() && start >= spans[s].1 {
+            s += 1;
+        }
+        if s == spans.len() {
+            break;
+        }
+        *m = end > spans[s].0;
+    }
+    mask
 }
 
 /// The tokens of prompt + completion, trained from where they leave the prompt's own tokens
@@ -401,6 +481,7 @@ mod tests {
             completion_only_loss: true,
             eos_token: Some("<eos>"),
             chat_template: None,
+            assistant_only_loss: false,
             vocab_size: 10,
         }
     }
@@ -528,5 +609,55 @@ mod tests {
         let missing = dir.path().join("nope.jsonl");
         let e = read_sft(&missing, &tokenizer(), &opts()).unwrap_err();
         assert!(e.to_string().contains("nope.jsonl"), "{e}");
+        let e = read(
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n",
+            &opts(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 1: a conversational record needs the model's chat template"));
+        // assistant_only_loss: conversational records, and a template that marks the turns.
+        let plain = ChatTemplate::new(
+            "{% for m in messages %}{{ m.content }}{% endfor %}",
+            &serde_json::json!({}),
+            Path::new("plain.jinja"),
+        )
+        .unwrap();
+        let marked = ChatTemplate::new(
+            "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}\
+             {{ m.content }}{% endgeneration %}{% else %}{{ m.content }} {% endif %}{% endfor %}",
+            &serde_json::json!({}),
+            Path::new("marked.jinja"),
+        )
+        .unwrap();
+        let only = |t| SftOptions {
+            assistant_only_loss: true,
+            chat_template: Some(t),
+            ..opts()
+        };
+        let e = read("{\"text\": \"red\"}\n", &only(&marked))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 1: data.assistant_only_loss needs conversational"),
+            "{e}"
+        );
+        let chat = "{\"messages\": [{\"role\": \"user\", \"content\": \"what is\"}, \
+                    {\"role\": \"assistant\", \"content\": \"the sky\"}]}\n";
+        let e = read(chat, &only(&plain)).unwrap_err().to_string();
+        assert!(
+            e.contains("plain.jinja: data.assistant_only_loss needs a chat template"),
+            "{e}"
+        );
+        let d = read(chat, &only(&marked)).unwrap();
+        // "what is the sky" without special tokens: the assistant's two words trained.
+        assert_eq!(d.examples[0].ids, [3, 4, 7, 8]);
+        assert_eq!(d.examples[0].trained, [false, false, true, true]);
+        let user_only = "{\"messages\": [{\"role\": \"user\", \"content\": \"red\"}]}\n";
+        let e = read(user_only, &only(&marked)).unwrap_err().to_string();
+        assert!(
+            e.contains("line 1: data.assistant_only_loss: the chat template marks no"),
+            "{e}"
+        );
     }
 }

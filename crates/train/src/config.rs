@@ -162,6 +162,10 @@ pub struct DataSection {
     /// `completion_only_loss`; default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_only_loss: Option<bool>,
+    /// SFT: train on the assistant's turns only, the text the chat template's
+    /// `{% generation %}` blocks write (TRL's `assistant_only_loss`; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistant_only_loss: Option<bool>,
     /// SFT: the tokenizer.json; default `<model.init_from>/tokenizer.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<PathBuf>,
@@ -185,6 +189,7 @@ impl DataSection {
             ("max_length", self.max_length.is_some()),
             ("text_field", self.text_field.is_some()),
             ("completion_only_loss", self.completion_only_loss.is_some()),
+            ("assistant_only_loss", self.assistant_only_loss.is_some()),
             ("tokenizer", self.tokenizer.is_some()),
             ("eos_token", self.eos_token.is_some()),
             ("chat_template", self.chat_template.is_some()),

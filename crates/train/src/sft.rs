@@ -117,6 +117,7 @@ impl SftSet {
             completion_only_loss: d.completion_only_loss.unwrap_or(true),
             eos_token: eos.as_deref(),
             chat_template: template.as_ref(),
+            assistant_only_loss: d.assistant_only_loss.unwrap_or(false),
             vocab_size: vocab,
         };
         let mut notes = Vec::new();
