@@ -95,7 +95,7 @@ fn examples_are_trls_token_for_token() {
         let run = tempfile::tempdir().unwrap();
         let cfg = config(layout, 1, run.path(), &expected);
         // The trainer's own reading: EOS from tokenizer_config.json, the folder's template.
-        let set = SftSet::load(&cfg, (&tok, &tok_path), None, (128, 4098)).unwrap();
+        let set = SftSet::load(&cfg, (&tok, &tok_path), None, (128, 4098), 1).unwrap();
         for (split, got) in [("train", &set.train), ("validation", &set.val)] {
             let want = expected[split].as_array().unwrap();
             assert_eq!(got.len(), want.len(), "{layout} {split}: examples kept");

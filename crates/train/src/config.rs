@@ -398,6 +398,11 @@ pub struct TrainSection {
     /// unset: the list of known keys is what the default serialises to.
     #[serde(default)]
     pub epochs: Option<f64>,
+    /// SFT: transformers' `group_by_length`: each epoch's shuffled order regrouped so that the
+    /// examples of an optimizer step have similar lengths, and padding each micro-batch to its
+    /// longest costs less.
+    #[serde(default)]
+    pub group_by_length: bool,
     #[serde(default = "d_lr")]
     pub lr: f64,
     /// Floor of the cosine schedule; defaults to lr / 10 (nanoGPT, Chinchilla).
@@ -688,6 +693,12 @@ impl RunConfig {
                     return bad(
                         "train.epochs counts passes over SFT records (data.train); pretraining \
                          counts train.max_steps",
+                    );
+                }
+                if t.group_by_length {
+                    return bad(
+                        "train.group_by_length orders SFT records (data.train); the windows of \
+                         prepared shards are all one length",
                     );
                 }
             }
@@ -1301,6 +1312,11 @@ mod tests {
                 "data.max_length is a setting of SFT data",
             ),
             (MIN, vec!["train.epochs=1"], "train.epochs counts passes"),
+            (
+                MIN,
+                vec!["train.group_by_length=true"],
+                "train.group_by_length orders",
+            ),
             (sft, vec!["train.seq_len=64"], "train.seq_len is the window"),
             (
                 sft,

@@ -21,7 +21,7 @@ use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use lantern_data::chat::ChatTemplate;
-use lantern_data::labelled::{permutation, split_indices};
+use lantern_data::labelled::{length_grouped, permutation, split_indices};
 use lantern_data::sft::{read_sft, SftData, SftExample, SftFormat, SftOptions};
 use lantern_kernels::Rng;
 use serde_json::Value;
@@ -42,6 +42,9 @@ pub struct SftSet {
     pub pad: u32,
     pub format: SftFormat,
     pub max_length: usize,
+    /// `train.group_by_length`: the examples per optimizer step (every rank's) each epoch's
+    /// order is grouped by.
+    pub group: Option<usize>,
     /// What reading the files said (truncated and dropped records), for the run's log.
     pub notes: Vec<String>,
 }
@@ -66,6 +69,7 @@ impl SftSet {
         (tokenizer, tokenizer_path): (&Tokenizer, &Path),
         eos_id: Option<u32>,
         (context, vocab): (usize, usize),
+        per_step: usize,
     ) -> Result<Self> {
         let d = &cfg.data;
         let train_path = d.train.as_ref().expect("SFT data has data.train");
@@ -168,6 +172,7 @@ impl SftSet {
                 .unwrap_or(0),
             format,
             max_length,
+            group: cfg.train.group_by_length.then_some(per_step),
             notes,
         })
     }
@@ -178,7 +183,14 @@ impl SftSet {
         let n = self.train.len() as u64;
         let epoch = i / n;
         if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let order = permutation(n as usize, &mut Rng::derive(seed ^ ORDER_STREAM, epoch));
+            let mut rng = Rng::derive(seed ^ ORDER_STREAM, epoch);
+            let order = match self.group {
+                Some(per_step) => {
+                    let lengths: Vec<usize> = self.train.iter().map(|e| e.ids.len()).collect();
+                    length_grouped(&lengths, per_step, &mut rng)
+                }
+                None => permutation(n as usize, &mut rng),
+            };
             *cache = Some((epoch, order));
         }
         cache.as_ref().expect("just filled").1[(i % n) as usize]
@@ -211,6 +223,15 @@ impl SftSet {
             weights: Some(Tensor::from_slice(&weights, b * t, device)?),
             n_targets,
         })
+    }
+
+    /// The mean length of the training examples' inputs (all tokens but the last), rounded:
+    /// the sequence length their FLOPs per token are counted at.
+    pub fn mean_input_len(&self) -> usize {
+        let total: usize = self.train.iter().map(|e| e.ids.len() - 1).sum();
+        (total as f64 / self.train.len().max(1) as f64)
+            .round()
+            .max(1.0) as usize
     }
 
     /// One line on the data for the run's log.
@@ -247,6 +268,7 @@ mod tests {
             pad: 9,
             format: SftFormat::Text,
             max_length: 8,
+            group: None,
             notes: Vec::new(),
         }
     }
@@ -286,5 +308,24 @@ mod tests {
         // A pure function of (seed, index): the same from a cold cache, in any order.
         assert_eq!(s.train_index(3, 9, &mut None), e1[2]);
         assert_eq!(s.train_index(3, 2, &mut cache), e0[2]);
+    }
+
+    #[test]
+    fn grouped_epochs_are_transformers_length_grouped_orders() {
+        let mut s = set(40);
+        for (i, e) in s.train.iter_mut().enumerate() {
+            e.ids = vec![1; 2 + (i * 7) % 13];
+            e.trained = vec![true; e.ids.len()];
+        }
+        s.group = Some(4);
+        let lengths: Vec<usize> = s.train.iter().map(|e| e.ids.len()).collect();
+        let mut cache = None;
+        for epoch in 0..2u64 {
+            let got: Vec<usize> = (epoch * 40..(epoch + 1) * 40)
+                .map(|i| s.train_index(5, i, &mut cache))
+                .collect();
+            let want = length_grouped(&lengths, 4, &mut Rng::derive(5 ^ ORDER_STREAM, epoch));
+            assert_eq!(got, want);
+        }
     }
 }

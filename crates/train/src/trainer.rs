@@ -684,6 +684,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 (&tokenizer, &tokenizer_path),
                 model_cfg.model_tokens(eot_id).eos_id,
                 (model_cfg.max_positions(), model_cfg.vocab_size()),
+                b * accum * world,
             )?;
             if let Some(e) = cfg.train.epochs {
                 // TRL's num_train_epochs: the steps they make, the last one completed.
@@ -901,7 +902,12 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         progress.line(&l.describe());
     }
     let peak = mfu_peak(&cfg.train, &device)?;
-    let flops_per_token = model_cfg.flops_per_token(t);
+    // Attention's share grows with the sequence: SFT's examples are as long as they are.
+    let flops_len = match &task {
+        Task::Sft(set) => set.mean_input_len(),
+        _ => t,
+    };
+    let flops_per_token = model_cfg.flops_per_token(flops_len);
     if let Some((_, source)) = &peak {
         progress.line(&format!(
             "mfu: {:.1} MFLOP per token ({}) against {source}",
