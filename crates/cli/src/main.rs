@@ -406,7 +406,17 @@ fn run(cli: Cli) -> Result<Outcome> {
             let m = model_dir::load_with(&model, adapter.as_deref())?;
             let tok = m.tokenizer()?;
             let eot = tok.token_to_id(lantern_data::tokenizer::EOT);
+            // The end-of-text token, and the model's own end-of-sequence ids (config.json's
+            // `eos_token_id`, one or a list), as transformers' generate stops at them.
             let mut stop_ids: Vec<u32> = eot.into_iter().collect();
+            let ids = lantern_models::hf_config::special_ids(&m.source.join("config.json"));
+            if let Some(eos) = ids.get("eos_token_id") {
+                let list = match eos {
+                    serde_json::Value::Array(a) => a.clone(),
+                    one => vec![one.clone()],
+                };
+                stop_ids.extend(list.iter().filter_map(|x| x.as_u64()).map(|x| x as u32));
+            }
             let (prompt, shown) = match &chat {
                 None => (prompt.clone(), prompt),
                 Some(message) => {

@@ -172,7 +172,10 @@ impl LoadedModel {
             let bytes =
                 safetensors_io::serialize(&self.config.export_tensors(&self.params, dtype)?)?;
             std::fs::write(tmp.join("model.safetensors"), bytes)?;
-            let cfg = self.config.to_hf_config(self.eot_id, dtype);
+            let mut cfg = self.config.to_hf_config(self.eot_id, dtype);
+            // The source folder's own special ids (a transformers folder's end-of-turn list).
+            let ids = lantern_models::hf_config::special_ids(&self.source.join("config.json"));
+            lantern_models::hf_config::keep_special_ids(&mut cfg, &ids);
             std::fs::write(tmp.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
             if let Some(t) = &self.tokenizer_path {
                 std::fs::copy(t, tmp.join("tokenizer.json"))?;

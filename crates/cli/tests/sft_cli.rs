@@ -355,3 +355,77 @@ fn length_grouped_sft_resumes_byte_for_byte() {
         "the steps read other examples"
     );
 }
+
+/// A model keeps its own special ids: the `init_from` folder's `eos_token_id` (a list, as Llama
+/// 3 Instruct's) goes into every checkpoint's and export's config.json, and `data.eos_token`
+/// makes another token the end of sequence of the model it trains (config.json and
+/// tokenizer_config.json), as TRL's `eos_token` does; the records then end with it.
+#[test]
+fn the_model_keeps_its_special_ids_and_data_eos_token_replaces_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = model_copy(tmp.path(), false);
+    let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let (im_start, im_end) = (
+        tok.token_to_id("<|im_start|>").unwrap(),
+        tok.token_to_id("<|im_end|>").unwrap(),
+    );
+    let cfg_path = dir.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    c["eos_token_id"] = serde_json::json!([im_end, im_start]);
+    std::fs::write(&cfg_path, c.to_string()).unwrap();
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let set = format!("model.init_from=\"{}\"", s(&dir));
+
+    let run = tmp.path().join("keep");
+    let cfg = sft_config(tmp.path(), &run, "text", "");
+    lantern_ok(&["train", "--config", &s(&cfg), "--quiet", "--set", &set]);
+    let ckpt = newest_checkpoint(&run);
+    assert_eq!(
+        json(ckpt.join("config.json"))["eos_token_id"],
+        serde_json::json!([im_end, im_start])
+    );
+    let out = tmp.path().join("export");
+    lantern_ok(&["export", "--model", &s(&run), "--out", &s(&out)]);
+    assert_eq!(
+        json(out.join("config.json"))["eos_token_id"],
+        serde_json::json!([im_end, im_start])
+    );
+
+    let run = tmp.path().join("im-end");
+    let cfg = sft_config(tmp.path(), &run, "text", "");
+    lantern_ok(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--quiet",
+        "--set",
+        &set,
+        "--set",
+        "data.eos_token=\"<|im_end|>\"",
+    ]);
+    let ckpt = newest_checkpoint(&run);
+    assert_eq!(json(ckpt.join("config.json"))["eos_token_id"], im_end);
+    assert_eq!(
+        json(ckpt.join(lantern_data::TOKENIZER_CONFIG_FILE))["eos_token"],
+        "<|im_end|>"
+    );
+    let bad_run = format!("run.dir=\"{}\"", s(&tmp.path().join("bad")));
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        &set,
+        "--set",
+        &bad_run,
+        "--set",
+        "data.eos_token=\"<|nope|>\"",
+    ]);
+    assert!(
+        e.contains("data.eos_token \"<|nope|>\" is not a token of"),
+        "{e}"
+    );
+}

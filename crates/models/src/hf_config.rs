@@ -74,6 +74,41 @@ fn language_model_of(v: Value, path: &Path) -> Result<Value> {
     Ok(text)
 }
 
+/// The keys of a language model's `config.json` that name its special tokens by id.
+const SPECIAL_ID_KEYS: [&str; 2] = ["bos_token_id", "eos_token_id"];
+
+/// `bos_token_id` and `eos_token_id` of the model folder's `config.json` at `path` (each an id,
+/// a list of ids, as Llama 3's end-of-turn list, or null), as written there; a multimodal Gemma
+/// 3's from its language model where the top level has none. Empty when the file cannot be read
+/// (its readers report that).
+pub fn special_ids(path: &Path) -> serde_json::Map<String, Value> {
+    let Some(v) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    else {
+        return Default::default();
+    };
+    let text = language_model_of(v.clone(), path).unwrap_or(Value::Null);
+    SPECIAL_ID_KEYS
+        .iter()
+        .filter_map(|&k| {
+            let x = v.get(k).or_else(|| text.get(k))?;
+            Some((k.to_string(), x.clone()))
+        })
+        .collect()
+}
+
+/// Writes `ids` ([`special_ids`] of the folder a model came from) into a `config.json` being
+/// written, in place of the ids it was given: the model keeps its own end-of-sequence ids
+/// (which transformers' `generate` stops at) however its folder is rewritten.
+pub fn keep_special_ids(cfg: &mut Value, ids: &serde_json::Map<String, Value>) {
+    if let Value::Object(o) = cfg {
+        for (k, x) in ids {
+            o.insert(k.clone(), x.clone());
+        }
+    }
+}
+
 /// A config's `id2label` (empty when it has none): keys must be integers, names strings.
 pub(crate) fn id2label(v: &Value, path: &Path) -> Result<BTreeMap<usize, String>> {
     let err = file_err(path);
@@ -112,5 +147,37 @@ pub(crate) fn dtype_name(dtype: DType) -> &'static str {
         DType::BF16 => "bfloat16",
         DType::F16 => "float16",
         _ => "float32",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn special_ids_are_kept_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let ids = |v: Value| {
+            std::fs::write(&p, v.to_string()).unwrap();
+            special_ids(&p)
+        };
+        let got = ids(json!({"model_type": "llama", "bos_token_id": 1, "eos_token_id": [2, 9]}));
+        assert_eq!(
+            Value::Object(got.clone()),
+            json!({"bos_token_id": 1, "eos_token_id": [2, 9]})
+        );
+        let mut cfg = json!({"bos_token_id": 5, "eos_token_id": 5, "vocab_size": 10});
+        keep_special_ids(&mut cfg, &got);
+        assert_eq!(
+            cfg,
+            json!({"bos_token_id": 1, "eos_token_id": [2, 9], "vocab_size": 10})
+        );
+        // A multimodal Gemma 3's language model holds them when the top level does not.
+        let mm = json!({"model_type": "gemma3", "text_config": {"eos_token_id": [1, 106]}});
+        assert_eq!(Value::Object(ids(mm)), json!({"eos_token_id": [1, 106]}));
+        assert!(ids(json!({"model_type": "gpt2"})).is_empty());
+        assert!(special_ids(&dir.path().join("missing.json")).is_empty());
     }
 }

@@ -848,6 +848,32 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         &model_cfg.model_tokens(eot_id),
         cfg.model.init_from.as_deref(),
     )?;
+    // The special ids of the model's own config.json (a transformers folder's end-of-turn
+    // list, say), not the tokenizer's end-of-text token; SFT's `data.eos_token` becomes the
+    // end of sequence of the model it trains, in config.json and tokenizer_config.json alike
+    // (as TRL's `eos_token`).
+    let mut special = cfg
+        .model
+        .init_from
+        .as_ref()
+        .map(|d| lantern_models::hf_config::special_ids(&d.join("config.json")))
+        .unwrap_or_default();
+    if let Some(e) = &cfg.data.eos_token {
+        let id = tokenizer
+            .token_to_id(e)
+            .expect("checked when the SFT data was read");
+        special.insert("eos_token_id".into(), json!(id));
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&tokenizer_config).expect("tokenizer_config_bytes is JSON");
+        v["eos_token"] = json!(e);
+        tokenizer_config = serde_json::to_vec_pretty(&v).expect("a JSON value serialises");
+    }
+    let mut config_files = model_cfg.checkpoint_files(eot_id);
+    if let Some((_, bytes)) = config_files.iter_mut().find(|(n, _)| *n == "config.json") {
+        let mut v: serde_json::Value = serde_json::from_slice(bytes).expect("config.json is JSON");
+        lantern_models::hf_config::keep_special_ids(&mut v, &special);
+        *bytes = serde_json::to_vec_pretty(&v).expect("a JSON value serialises");
+    }
     if let Some(p) = &cfg.data.chat_template {
         // SFT with a template of its own: the model learnt that one, which its checkpoints
         // carry from now on (TRL saves the template it trained with).
@@ -995,7 +1021,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 serde_json::to_vec_pretty(&st).expect("state serialises"),
             ),
         ];
-        files.extend(model_cfg.checkpoint_files(eot_id));
+        files.extend(config_files.iter().cloned());
         if let Some(l) = &lora {
             files.push((
                 &adapter_weights,
