@@ -659,6 +659,13 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         model_cfg.vocab_size(),
     )?;
     let eot_id = tokenizer.token_to_id(lantern_data::tokenizer::EOT);
+    // The `init_from` folder's bos/eos ids, which its checkpoints keep (below).
+    let mut special = cfg
+        .model
+        .init_from
+        .as_ref()
+        .map(|d| lantern_models::hf_config::special_ids(&d.join("config.json")))
+        .unwrap_or_default();
     // The data, read before any weights: a bad record fails at once.
     let (task, t) = match cfg.data.shards() {
         Some(dir) => {
@@ -682,7 +689,14 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             let set = SftSet::load(
                 &cfg,
                 (&tokenizer, &tokenizer_path),
-                model_cfg.model_tokens(eot_id).eos_id,
+                // Its first end-of-sequence id (Llama 3 Instruct has a list), else ours.
+                match special.get("eos_token_id") {
+                    Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()),
+                    Some(x) => x.as_u64(),
+                    None => None,
+                }
+                .map(|x| x as u32)
+                .or(eot_id),
                 (model_cfg.max_positions(), model_cfg.vocab_size()),
                 b * accum * world,
             )?;
@@ -852,12 +866,6 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // list, say), not the tokenizer's end-of-text token; SFT's `data.eos_token` becomes the
     // end of sequence of the model it trains, in config.json and tokenizer_config.json alike
     // (as TRL's `eos_token`).
-    let mut special = cfg
-        .model
-        .init_from
-        .as_ref()
-        .map(|d| lantern_models::hf_config::special_ids(&d.join("config.json")))
-        .unwrap_or_default();
     if let Some(e) = &cfg.data.eos_token {
         let id = tokenizer
             .token_to_id(e)
