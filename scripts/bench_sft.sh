@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Supervised fine-tuning, Lantern vs TRL's SFTTrainer on this machine, in one run: the same
+# random Llama (4 layers, 256 wide, 4 heads, intermediate 688, the fortunes' 4096-entry BPE),
+# the same prompt-completion records (the first 512 of data/fortune-sft), batch 16 padded to
+# its longest, max_length 128, one epoch (32 steps), fp32 AdamW, the same thread count.
+# Prints each side's tokens/s (the examples' input tokens a step reads on average, over the
+# median step time after 2 warmup steps) and the ratio. Needs the prepared fortunes
+# (data/fortunes/tokenizer.json) and the reference venv (scripts/ref_env.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+THREADS="${THREADS:-2}"
+N="${N:-512}"
+PY=$(bash scripts/ref_env.sh | tail -n 1)
+cargo build --release -q -p lantern-cli
+[[ -f data/fortune-sft/prompt-completion/train.jsonl ]] || python3 scripts/make_fortune_sft.py >/dev/null
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$PY" scripts/hf_make_random_llama.py --family llama --out "$tmp/model" \
+    --tokenizer data/fortunes/tokenizer.json --vocab 4096 --hidden 256 --layers 4 --heads 4 \
+    --kv-heads 4 --intermediate 688 --positions 256 >/dev/null
+# What AutoTokenizer needs to know the end-of-sequence token TRL appends.
+cat > "$tmp/model/tokenizer_config.json" <<'JSON'
+{"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>",
+ "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "model_max_length": 256}
+JSON
+head -n "$N" data/fortune-sft/prompt-completion/train.jsonl > "$tmp/train.jsonl"
+head -n 32 data/fortune-sft/prompt-completion/validation.jsonl > "$tmp/val.jsonl"
+cat > "$tmp/sft.toml" <<TOML
+[model]
+init_from = "$tmp/model"
+[data]
+train = "$tmp/train.jsonl"
+validation = "$tmp/val.jsonl"
+max_length = 128
+[train]
+device = "cpu"
+batch_size = 16
+epochs = 1
+lr = 1e-4
+schedule = "constant"
+warmup_steps = 0
+beta2 = 0.999
+weight_decay = 0.0
+grad_clip = 1.0
+eval_every = 0
+log_every = 1000
+[checkpoint]
+every = 0
+[run]
+dir = "$tmp/run"
+TOML
+RAYON_NUM_THREADS=$THREADS target/release/lantern train --config "$tmp/sft.toml" --quiet
+trl=$(OMP_NUM_THREADS=$THREADS "$PY" scripts/bench_sft_torch.py --model "$tmp/model" \
+    --train "$tmp/train.jsonl" --batch 16 --max-length 128 --threads "$THREADS" 2>/dev/null | tail -n 1)
+"$PY" - "$tmp/run/metrics.jsonl" "$trl" "$THREADS" <<'PYEOF'
+import json, statistics, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+train = [r for r in recs if r.get("kind") == "train"]
+steps = len(train)
+ours_step = statistics.median(r["step_ms"] for r in train[2:]) / 1e3
+ours_tok = train[-1]["tokens_seen"] / steps
+ours = ours_tok / ours_step
+trl = json.loads(sys.argv[2])
+print(f"SFT: Llama 4x256 (vocab 4096), {steps} steps of 16 prompt-completion records, "
+      f"max_length 128, fp32, {sys.argv[3]} threads, median step after 2 warmups")
+print(f"{'implementation':<22}{'tokens/step':>12}{'step ms':>10}{'tokens/s':>10}")
+print(f"{'lantern train':<22}{ours_tok:>12.0f}{ours_step * 1e3:>10.1f}{ours:>10.0f}")
+print(f"{'trl SFTTrainer':<22}{trl['tokens_per_step']:>12.0f}{trl['step_ms_median']:>10.1f}"
+      f"{trl['tokens_per_s']:>10.0f}")
+print(f"ratio lantern / trl: {ours / trl['tokens_per_s']:.2f}")
+PYEOF
