@@ -135,6 +135,8 @@ TEMPLATES = {
 
 # transformers' {% generation %} blocks around the assistant's text (TRL's assistant_only_loss).
 GEN_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\nTools:\n"
+    "{%- for tool in tools %}\n{{ tool | tojson }}{% endfor %}<|im_end|>\n{% endif %}"
     "{%- for message in messages %}\n"
     "{%- if message.role == 'assistant' %}\n"
     "<|im_start|>assistant\n"
@@ -146,6 +148,9 @@ GEN_TEMPLATE = (
     "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 TEMPLATES["generation_marks"] = GEN_TEMPLATE
+
+# Function schemas, as TRL's `tools` column holds them (JSON text) and apply_chat_template takes.
+TOOLS = [{"type": "function", "function": {"name": "who_said", "parameters": {"q": "string"}}}]
 
 CONVERSATIONS = [
     [{"role": "system", "content": "  Be brief.\n"},
@@ -167,23 +172,28 @@ def write_templates(model_dir, out):
     rows = []
     for name, template in TEMPLATES.items():
         cases = []
-        for messages in CONVERSATIONS:
-            for gen in (False, True):
-                # As text, so that a reader keeps the keys' order (Python's dicts do).
-                case = {"messages": json.dumps(messages, ensure_ascii=False),
-                        "add_generation_prompt": gen}
-                try:
-                    case["text"] = tokenizer.apply_chat_template(
-                        messages, tokenize=False, add_generation_prompt=gen, chat_template=template)
-                except Exception as e:  # the template's own raise_exception, or jinja's errors
-                    case["error"] = str(e)
-                if "{% generation %}" in template and "text" in case:
-                    enc = tokenizer.apply_chat_template(
-                        messages, tokenize=True, return_dict=True, add_generation_prompt=gen,
-                        return_assistant_tokens_mask=True, chat_template=template)
-                    case["input_ids"] = enc["input_ids"]
-                    case["assistant_masks"] = enc["assistant_masks"]
-                cases.append(case)
+        # Every conversation with and without the generation prompt; the second also with tools.
+        runs = [(m, g, None) for m in CONVERSATIONS for g in (False, True)]
+        runs.append((CONVERSATIONS[1], True, TOOLS))
+        for messages, gen, tools in runs:
+            # As text, so that a reader keeps the keys' order (Python's dicts do).
+            case = {"messages": json.dumps(messages, ensure_ascii=False),
+                    "add_generation_prompt": gen}
+            if tools is not None:
+                case["tools"] = json.dumps(tools, ensure_ascii=False)
+            try:
+                case["text"] = tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=gen, chat_template=template,
+                    tools=tools)
+            except Exception as e:  # the template's own raise_exception, or jinja's errors
+                case["error"] = str(e)
+            if "{% generation %}" in template and "text" in case:
+                enc = tokenizer.apply_chat_template(
+                    messages, tokenize=True, return_dict=True, add_generation_prompt=gen,
+                    return_assistant_tokens_mask=True, chat_template=template, tools=tools)
+                case["input_ids"] = enc["input_ids"]
+                case["assistant_masks"] = enc["assistant_masks"]
+            cases.append(case)
         rows.append({"name": name, "template": template, "cases": cases})
     with open(out, "w") as f:
         json.dump(rows, f, indent=1, ensure_ascii=False)
@@ -224,16 +234,18 @@ def records(repo, layout, split, n):
     if layout == "conv-prompt-completion":
         rows = [{"prompt": r["messages"][:1], "completion": r["messages"][1:]} for r in rows]
     if layout == "messages-assistant":
-        rows = [{"messages": a["messages"] + b["messages"]} for a, b in zip(rows[::2], rows[1::2])]
+        # With TRL's tools column (JSON text), which the template renders.
+        rows = [{"messages": a["messages"] + b["messages"], "tools": json.dumps(TOOLS)}
+                for a, b in zip(rows[::2], rows[1::2])]
     return rows
 
 
-def run(model_dir, layout_dir, train, val, **extra):
+def run(model_dir, layout_dir, train, val, max_length=MAX_LENGTH, **extra):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(
-            output_dir=tmp, max_length=MAX_LENGTH, per_device_train_batch_size=len(train),
+            output_dir=tmp, max_length=max_length, per_device_train_batch_size=len(train),
             per_device_eval_batch_size=len(val), max_steps=STEPS, learning_rate=LR,
             lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9,
             adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch",
@@ -257,7 +269,7 @@ def run(model_dir, layout_dir, train, val, **extra):
     with open(os.path.join(layout_dir, "expected.json"), "w") as f:
         json.dump({**prepared, "eval_loss": losses,
                    "eval_mean_token_accuracy": [e["eval_mean_token_accuracy"] for e in evals],
-                   "max_length": MAX_LENGTH, "steps": STEPS, "lr": LR}, f)
+                   "max_length": max_length, "steps": STEPS, "lr": LR}, f)
     return prepared, losses
 
 
@@ -287,7 +299,8 @@ def main():
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
         extra = {}
         if layout == "messages-assistant":
-            extra = dict(chat_template_path=gen_file, assistant_only_loss=True)
+            # Two turns and the tools' system block: the model's whole context.
+            extra = dict(chat_template_path=gen_file, assistant_only_loss=True, max_length=128)
         prepared, losses = run(model_dir, d, train, val, **extra)
         kept = {k: len(v) for k, v in prepared.items()}
         print(f"{layout}: kept {kept} of {N_TRAIN}/{N_VAL}; eval_loss {losses}")

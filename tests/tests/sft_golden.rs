@@ -194,14 +194,18 @@ fn chat_templates_render_as_transformers() {
         for case in row["cases"].as_array().unwrap() {
             let msgs = Message::parse_list(case["messages"].as_str().unwrap()).unwrap();
             let gen = case["add_generation_prompt"].as_bool().unwrap();
-            let got = t.render(&msgs, gen);
+            let tools = case["tools"]
+                .as_str()
+                .map(|x| lantern_data::chat::parse_json(x).unwrap());
+            let got = t.render_with_spans(&msgs, tools.as_ref(), gen).map(|r| r.0);
             match (&case["text"], &case["error"]) {
                 (Value::String(want), _) => {
                     assert_eq!(got.unwrap(), *want, "{name}, generation prompt {gen}");
                     // transformers' return_assistant_tokens_mask: the tokens the template's
                     // {% generation %} blocks wrote.
                     if let Some(want_mask) = case["assistant_masks"].as_array() {
-                        let (text, spans) = t.render_with_spans(&msgs, gen).unwrap();
+                        let (text, spans) =
+                            t.render_with_spans(&msgs, tools.as_ref(), gen).unwrap();
                         let enc = tok.encode_char_offsets(text.as_str(), false).unwrap();
                         let want_ids: Vec<u32> =
                             ids(&case["input_ids"]).iter().map(|&x| x as u32).collect();
@@ -224,6 +228,7 @@ fn chat_templates_render_as_transformers() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 7 * 4 * 2);
-    assert_eq!(masks, 8, "every case of the {{% generation %}} template");
+    // Four conversations with and without the generation prompt, and one with tools.
+    assert_eq!(checked, 7 * 9);
+    assert_eq!(masks, 9, "every case of the {{% generation %}} template");
 }

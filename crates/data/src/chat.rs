@@ -24,6 +24,11 @@ use crate::error::{Error, Result};
 /// The file transformers 5 saves a template in, beside `tokenizer_config.json`.
 pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 
+/// JSON text as a template value, its objects' keys kept in order (tools, messages).
+pub fn parse_json(text: &str) -> std::result::Result<JValue, String> {
+    serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+}
+
 /// One message of a conversation: a JSON object with a `role` and a `content` (TRL's
 /// `is_conversational`), passed to the template as it is (other keys included, in their order:
 /// `tojson` and Python's `str` of a message keep it).
@@ -33,8 +38,7 @@ pub struct Message(pub JValue);
 impl Message {
     /// A list of messages from JSON text, its objects' keys kept in order.
     pub fn parse_list(text: &str) -> std::result::Result<Vec<Message>, String> {
-        let v: JValue = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-        Self::list_from_json(&v)
+        Self::list_from_json(&parse_json(text)?)
     }
 
     /// A list of messages from JSON read in order ([`JValue`]'s `Deserialize`); the error says
@@ -248,7 +252,9 @@ impl ChatTemplate {
     /// The conversation as text (transformers' `apply_chat_template(messages, tokenize=False,
     /// add_generation_prompt=...)`).
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        Ok(self.render_with_spans(messages, add_generation_prompt)?.0)
+        Ok(self
+            .render_with_spans(messages, None, add_generation_prompt)?
+            .0)
     }
 
     /// Whether the template marks the assistant's text (`{% generation %}` blocks).
@@ -256,14 +262,17 @@ impl ChatTemplate {
         self.marks_assistant
     }
 
-    /// [`ChatTemplate::render`], and the (start, end) character ranges the template's
-    /// `{% generation %}` blocks wrote (transformers' `generation_indices`).
+    /// [`ChatTemplate::render`] with the conversation's `tools` (a list of function schemas,
+    /// transformers' `apply_chat_template(..., tools=...)`; `None` renders `tools` as None),
+    /// and the (start, end) character ranges the template's `{% generation %}` blocks wrote
+    /// (transformers' `generation_indices`).
     pub fn render_with_spans(
         &self,
         messages: &[Message],
+        tools: Option<&JValue>,
         add_generation_prompt: bool,
     ) -> Result<(String, Vec<(usize, usize)>)> {
-        let raw = self.render_marked(messages, add_generation_prompt)?;
+        let raw = self.render_marked(messages, tools, add_generation_prompt)?;
         let mut text = String::with_capacity(raw.len());
         let (mut spans, mut open, mut chars) = (Vec::new(), None, 0usize);
         let unbalanced = || {
@@ -290,7 +299,12 @@ impl ChatTemplate {
         Ok((text, spans))
     }
 
-    fn render_marked(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+    fn render_marked(
+        &self,
+        messages: &[Message],
+        tools: Option<&JValue>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let t = self.env.get_template(NAME).expect("added in new()");
         let mut ctx: std::collections::BTreeMap<String, JValue> = self
             .specials
@@ -303,7 +317,7 @@ impl ChatTemplate {
             "add_generation_prompt".into(),
             JValue::from(add_generation_prompt),
         );
-        ctx.insert("tools".into(), JValue::from(()));
+        ctx.insert("tools".into(), tools.cloned().unwrap_or(JValue::from(())));
         ctx.insert("documents".into(), JValue::from(()));
         t.render(JValue::from(ctx))
             .map_err(|e| Error::format(&self.source, format!("rendering: {}", describe(&e))))
@@ -661,7 +675,7 @@ mod tests {
             {"role": "user", "content": "x"}, {"role": "assistant", "content": "yo"}]"#,
         )
         .unwrap();
-        let (text, spans) = c.render_with_spans(&m, false).unwrap();
+        let (text, spans) = c.render_with_spans(&m, None, false).unwrap();
         // As transformers' render_jinja_template(..., return_assistant_tokens_mask=True) gives.
         assert_eq!(text, "user: çaassistant:okéuser: xassistant:yoé");
         // Characters, not bytes: "ç" and "é" count one each.

@@ -108,8 +108,9 @@ impl SftData {
 enum Record {
     Text(String),
     PromptCompletion(String, String),
-    Messages(Vec<Message>),
-    ConvPromptCompletion(Vec<Message>, Vec<Message>),
+    /// The messages, and the record's `tools` (function schemas the template may render).
+    Messages(Vec<Message>, Option<JValue>),
+    ConvPromptCompletion(Vec<Message>, Vec<Message>, Option<JValue>),
 }
 
 impl Record {
@@ -117,7 +118,7 @@ impl Record {
         match self {
             Self::Text(_) => SftFormat::Text,
             Self::PromptCompletion(..) => SftFormat::PromptCompletion,
-            Self::Messages(_) => SftFormat::Messages,
+            Self::Messages(..) => SftFormat::Messages,
             Self::ConvPromptCompletion(..) => SftFormat::ConversationalPromptCompletion,
         }
     }
@@ -140,6 +141,25 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
         Message::list_from_json(x).map_err(|m| bad(path, n, format!("\"{k}\": {m}")))
     };
     let string = |x: &JValue| x.as_str().map(str::to_string);
+    // TRL's `tools` column: a list of function schemas, or its JSON text.
+    let tools = || -> Result<Option<JValue>> {
+        let Some(t) = field("tools") else {
+            return Ok(None);
+        };
+        let t = match t.kind() {
+            ValueKind::String => serde_json::from_str::<JValue>(t.as_str().unwrap_or_default())
+                .map_err(|e| bad(path, n, format!("\"tools\" is not JSON text: {e}")))?,
+            _ => t,
+        };
+        match t.kind() {
+            ValueKind::Seq => Ok(Some(t)),
+            _ => Err(bad(
+                path,
+                n,
+                format!("\"tools\" must be a list of function schemas, got {t}"),
+            )),
+        }
+    };
     match (field("prompt"), field("completion"), field("messages")) {
         (Some(p), Some(c), None) => match (p.kind(), c.kind()) {
             (ValueKind::String, ValueKind::String) => Ok(Record::PromptCompletion(
@@ -149,6 +169,7 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
             (ValueKind::Seq, ValueKind::Seq) => Ok(Record::ConvPromptCompletion(
                 messages("prompt", &p)?,
                 messages("completion", &c)?,
+                tools()?,
             )),
             _ => Err(bad(
                 path,
@@ -156,7 +177,7 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
                 "\"prompt\" and \"completion\" must both be strings or both be lists of messages",
             )),
         },
-        (None, None, Some(m)) => Ok(Record::Messages(messages("messages", &m)?)),
+        (None, None, Some(m)) => Ok(Record::Messages(messages("messages", &m)?, tools()?)),
         (Some(_), None, _) | (None, Some(_), _) => Err(bad(
             path,
             n,
@@ -358,37 +379,34 @@ fn tokenize(
             )
         })
     };
-    let render = |t: &ChatTemplate, msgs: &[Message], generation_prompt: bool| {
-        t.render(msgs, generation_prompt)
+    let render = |t: &ChatTemplate, msgs: &[Message], tools: Option<&JValue>, gen: bool| {
+        t.render_with_spans(msgs, tools, gen)
             .map_err(|e| bad(path, n, format!("chat template: {e}")))
     };
     // The whole conversation's tokens and, with `assistant_only_loss`, which of them the
     // template's `{% generation %}` blocks wrote (transformers' `assistant_masks`).
-    let conversation =
-        |t: &ChatTemplate, msgs: &[Message]| -> Result<(Vec<u32>, Option<Vec<bool>>)> {
-            if !opts.assistant_only_loss {
-                return Ok((
-                    encode(path, n, tokenizer, &render(t, msgs, false)?, false)?,
-                    None,
-                ));
-            }
-            let (text, spans) = t
-                .render_with_spans(msgs, false)
-                .map_err(|e| bad(path, n, format!("chat template: {e}")))?;
-            let enc = tokenizer
-                .encode_char_offsets(text.as_str(), false)
-                .map_err(|e| bad(path, n, format!("tokenizing: {e}")))?;
-            let mask = assistant_mask(enc.get_offsets(), &spans);
-            if !mask.contains(&true) {
-                return Err(bad(
-                    path,
-                    n,
-                    "data.assistant_only_loss: the chat template marks no assistant text in this \
+    let conversation = |t: &ChatTemplate,
+                        msgs: &[Message],
+                        tools: Option<&JValue>|
+     -> Result<(Vec<u32>, Option<Vec<bool>>)> {
+        let (text, spans) = render(t, msgs, tools, false)?;
+        if !opts.assistant_only_loss {
+            return Ok((encode(path, n, tokenizer, &text, false)?, None));
+        }
+        let enc = tokenizer
+            .encode_char_offsets(text.as_str(), false)
+            .map_err(|e| bad(path, n, format!("tokenizing: {e}")))?;
+        let mask = assistant_mask(enc.get_offsets(), &spans);
+        if !mask.contains(&true) {
+            return Err(bad(
+                path,
+                n,
+                "data.assistant_only_loss: the chat template marks no assistant text in this \
                  conversation (no {% generation %} block rendered)",
-                ));
-            }
-            Ok((enc.get_ids().to_vec(), Some(mask)))
-        };
+            ));
+        }
+        Ok((enc.get_ids().to_vec(), Some(mask)))
+    };
     Ok(match record {
         Record::Text(t) => {
             let ids = encode(path, n, tokenizer, &with_eos(t)?, true)?;
@@ -400,16 +418,17 @@ fn tokenize(
             let ids = encode(path, n, tokenizer, &(p + &with_eos(c)?), true)?;
             split_at_prompt(&prompt, ids, opts.completion_only_loss)
         }
-        Record::Messages(m) => {
-            let (ids, assistant) = conversation(template()?, &m)?;
+        Record::Messages(m, tools) => {
+            let (ids, assistant) = conversation(template()?, &m, tools.as_ref())?;
             let trained = assistant.unwrap_or_else(|| vec![true; ids.len()]);
             (ids, trained)
         }
-        Record::ConvPromptCompletion(p, c) => {
+        Record::ConvPromptCompletion(p, c, tools) => {
             let t = template()?;
-            let prompt = encode(path, n, tokenizer, &render(t, &p, true)?, false)?;
+            let prompt = render(t, &p, tools.as_ref(), true)?.0;
+            let prompt = encode(path, n, tokenizer, &prompt, false)?;
             let all: Vec<Message> = p.into_iter().chain(c).collect();
-            let (ids, assistant) = conversation(t, &all)?;
+            let (ids, assistant) = conversation(t, &all, tools.as_ref())?;
             let (ids, mut trained) = split_at_prompt(&prompt, ids, opts.completion_only_loss);
             // TRL takes the loss where every mask it has says so.
             if let Some(a) = assistant {
@@ -567,6 +586,14 @@ mod tests {
             ("{\"body\": \"x\"}", "keys: body"),
             ("not json", "invalid JSON"),
             ("[1]", "must be a JSON object"),
+            (
+                "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": 3}",
+                "\"tools\" must be a list of function schemas",
+            ),
+            (
+                "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": \"[\"}",
+                "\"tools\" is not JSON text",
+            ),
             (
                 "{\"prompt\": \"x\", \"completion\": [{\"role\": \"user\", \"content\": \"y\"}]}",
                 "both be strings or both be lists",
