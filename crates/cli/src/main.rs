@@ -550,19 +550,14 @@ fn chat_prompt(
         .as_deref()
         .and_then(Path::parent)
         .context("the model has no tokenizer")?;
-    let cfg_path = folder.join(lantern_data::TOKENIZER_CONFIG_FILE);
-    let cfg: serde_json::Value = match std::fs::read(&cfg_path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .with_context(|| format!("{}: invalid JSON", cfg_path.display()))?,
-        Err(_) => serde_json::json!({}),
-    };
+    let cfg = lantern_data::chat::read_tokenizer_config(folder)?;
     let template = match template_file {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             ChatTemplate::new(&text, &cfg, p)?
         }
-        None => ChatTemplate::from_folder(folder)?.with_context(|| {
+        None => ChatTemplate::from_folder_config(folder, &cfg)?.with_context(|| {
             format!(
                 "{} has no chat template (tokenizer_config.json's \"chat_template\" or {}): \
                  give one with --chat-template, or use --prompt",
@@ -578,14 +573,7 @@ fn chat_prompt(
     msgs.push(serde_json::json!({"role": "user", "content": message}));
     let msgs = Message::parse_list(&serde_json::Value::Array(msgs).to_string())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let eos = match &cfg["eos_token"] {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Object(o) => o
-            .get("content")
-            .and_then(|c| c.as_str())
-            .map(str::to_string),
-        _ => None,
-    };
+    let eos = lantern_data::chat::special_token(&cfg, "eos_token");
     Ok((template.render(&msgs, true)?, eos))
 }
 

@@ -212,17 +212,17 @@ impl ChatTemplate {
     /// `chat_template` (a string, or a list of named templates of which `default` is taken).
     /// `None` when the folder has neither.
     pub fn from_folder(dir: &Path) -> Result<Option<Self>> {
+        Self::from_folder_config(dir, &read_tokenizer_config(dir)?)
+    }
+
+    /// [`ChatTemplate::from_folder`] with the folder's `tokenizer_config.json` already read
+    /// ([`read_tokenizer_config`]).
+    pub fn from_folder_config(dir: &Path, cfg: &Value) -> Result<Option<Self>> {
         let cfg_path = dir.join(crate::TOKENIZER_CONFIG_FILE);
-        let cfg = match std::fs::read(&cfg_path) {
-            Ok(b) => serde_json::from_slice::<Value>(&b)
-                .map_err(|e| Error::format(&cfg_path, format!("invalid JSON: {e}")))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Object(Map::new()),
-            Err(e) => return Err(Error::io(&cfg_path, e)),
-        };
         let file = dir.join(CHAT_TEMPLATE_FILE);
         if file.exists() {
             let t = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
-            return Self::new(&t, &cfg, &file).map(Some);
+            return Self::new(&t, cfg, &file).map(Some);
         }
         let template = match cfg.get("chat_template") {
             None | Some(Value::Null) => return Ok(None),
@@ -246,7 +246,7 @@ impl ChatTemplate {
                 ))
             }
         };
-        Self::new(&template, &cfg, &cfg_path).map(Some)
+        Self::new(&template, cfg, &cfg_path).map(Some)
     }
 
     /// The conversation as text (transformers' `apply_chat_template(messages, tokenize=False,
@@ -333,8 +333,20 @@ fn describe(e: &JinjaError) -> String {
     }
 }
 
-/// A special token of `tokenizer_config.json`: a string, or an object with its `content`.
-fn special_token(cfg: &Value, key: &str) -> Option<String> {
+/// A model folder's `tokenizer_config.json` as JSON (an empty object when it has none).
+pub fn read_tokenizer_config(dir: &Path) -> Result<Value> {
+    let path = dir.join(crate::TOKENIZER_CONFIG_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice::<Value>(&b)
+            .map_err(|e| Error::format(&path, format!("invalid JSON: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Object(Map::new())),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// A special token of `tokenizer_config.json` (`eos_token`, ...): a string, or an object with
+/// its `content`.
+pub fn special_token(cfg: &Value, key: &str) -> Option<String> {
     match cfg.get(key)? {
         Value::String(s) => Some(s.clone()),
         Value::Object(o) => o.get("content")?.as_str().map(str::to_string),

@@ -20,11 +20,10 @@ use crate::config::RunConfig;
 use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
-use lantern_data::chat::ChatTemplate;
+use lantern_data::chat::{read_tokenizer_config, special_token, ChatTemplate};
 use lantern_data::labelled::{length_grouped, permutation, split_indices};
 use lantern_data::sft::{read_sft, SftData, SftExample, SftFormat, SftOptions};
 use lantern_kernels::Rng;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -49,17 +48,6 @@ pub struct SftSet {
     pub notes: Vec<String>,
 }
 
-/// The tokenizer folder's `tokenizer_config.json`, or an empty object.
-fn tokenizer_config(dir: &Path) -> Result<Value> {
-    let p = dir.join(lantern_data::TOKENIZER_CONFIG_FILE);
-    match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::Config(format!("{}: invalid JSON: {e}", p.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Object(Default::default())),
-        Err(e) => Err(Error::Config(format!("{}: {e}", p.display()))),
-    }
-}
-
 impl SftSet {
     /// Reads `data.train` (and `data.validation`, or holds `data.val_fraction` out) with the
     /// run's tokenizer. `eos_id` is the model's `eos_token_id`, `context` the longest input
@@ -74,7 +62,7 @@ impl SftSet {
         let d = &cfg.data;
         let train_path = d.train.as_ref().expect("SFT data has data.train");
         let folder = tokenizer_path.parent().unwrap_or(Path::new("."));
-        let tok_cfg = tokenizer_config(folder)?;
+        let tok_cfg = read_tokenizer_config(folder)?;
         // transformers' tokenizer.eos_token: the config's, else the model's eos_token_id's, else
         // the end-of-text token of the tokenizer.
         let eos = match &d.eos_token {
@@ -87,18 +75,14 @@ impl SftSet {
                 }
                 Some(e.clone())
             }
-            None => match &tok_cfg["eos_token"] {
-                Value::String(s) => Some(s.clone()),
-                Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
-                _ => None,
-            }
-            .or_else(|| eos_id.and_then(|id| tokenizer.id_to_token(id)))
-            .or_else(|| {
-                lantern_data::tokenizer::DECODER_ENDS
-                    .iter()
-                    .find(|t| tokenizer.token_to_id(t).is_some())
-                    .map(|t| t.to_string())
-            }),
+            None => special_token(&tok_cfg, "eos_token")
+                .or_else(|| eos_id.and_then(|id| tokenizer.id_to_token(id)))
+                .or_else(|| {
+                    lantern_data::tokenizer::DECODER_ENDS
+                        .iter()
+                        .find(|t| tokenizer.token_to_id(t).is_some())
+                        .map(|t| t.to_string())
+                }),
         };
         let template = match &d.chat_template {
             Some(p) => {
@@ -106,7 +90,7 @@ impl SftSet {
                     .map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
                 Some(ChatTemplate::new(&text, &tok_cfg, p)?)
             }
-            None => ChatTemplate::from_folder(folder)?,
+            None => ChatTemplate::from_folder_config(folder, &tok_cfg)?,
         };
         let max_length = d.max_length.unwrap_or(DEFAULT_MAX_LENGTH.min(context));
         if max_length > context {

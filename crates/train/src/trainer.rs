@@ -866,14 +866,27 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // list, say), not the tokenizer's end-of-text token; SFT's `data.eos_token` becomes the
     // end of sequence of the model it trains, in config.json and tokenizer_config.json alike
     // (as TRL's `eos_token`).
+    // SFT with a template of its own: the model learnt that one, which its checkpoints
+    // carry from now on (TRL saves the template it trained with).
+    let trained_template = match &cfg.data.chat_template {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(io(p))?),
+        None => None,
+    };
     if let Some(e) = &cfg.data.eos_token {
         let id = tokenizer
             .token_to_id(e)
             .expect("checked when the SFT data was read");
         special.insert("eos_token_id".into(), json!(id));
+    }
+    if cfg.data.eos_token.is_some() || trained_template.is_some() {
         let mut v: serde_json::Value =
             serde_json::from_slice(&tokenizer_config).expect("tokenizer_config_bytes is JSON");
-        v["eos_token"] = json!(e);
+        if let Some(e) = &cfg.data.eos_token {
+            v["eos_token"] = json!(e);
+        }
+        if let Some(t) = trained_template {
+            v["chat_template"] = json!(t);
+        }
         tokenizer_config = serde_json::to_vec_pretty(&v).expect("a JSON value serialises");
     }
     let mut config_files = model_cfg.checkpoint_files(eot_id);
@@ -881,15 +894,6 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let mut v: serde_json::Value = serde_json::from_slice(bytes).expect("config.json is JSON");
         lantern_models::hf_config::keep_special_ids(&mut v, &special);
         *bytes = serde_json::to_vec_pretty(&v).expect("a JSON value serialises");
-    }
-    if let Some(p) = &cfg.data.chat_template {
-        // SFT with a template of its own: the model learnt that one, which its checkpoints
-        // carry from now on (TRL saves the template it trained with).
-        let text = std::fs::read_to_string(p).map_err(io(p))?;
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&tokenizer_config).expect("tokenizer_config_bytes is JSON");
-        v["chat_template"] = json!(text);
-        tokenizer_config = serde_json::to_vec_pretty(&v).expect("a JSON value serialises");
     }
 
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
