@@ -1,6 +1,7 @@
 // Rotary position embedding, forward and backward (the CPU reference is
 // crates/kernels/src/cpu/rope.rs; same formulas, same roundings). x: (B, T, H, D), rows of D
-// elements, row r at position t = (r / H) % T; cos_t, sin_t: the tables cos, sin (T, D). With
+// elements, row r at table row t = (r / H) % T; cos_t, sin_t: the tables cos, sin (T, D), or
+// (B·T, D) with a row per token (packed sequences) and T = B·T here. With
 // half = D / 2, x1 = x[..half] and x2 = x[half..] (likewise c1, c2, s1, s2 of table row t):
 //   forward   y1 = x1 c1 - x2 s1,     y2 = x2 c2 + x1 s2
 //   backward  dx1 = dy1 c1 + dy2 s2,  dx2 = dy2 c2 - dy1 s1

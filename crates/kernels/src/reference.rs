@@ -47,15 +47,17 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d =
         crate::cpu::rope::rope_dims("reference::rope", "x", x.shape(), cos.shape(), sin.shape())?;
-    let (t, hd) = (d.seq, d.head_dim);
+    // Tables of (T, D) serve every row of x; (B·T, D) hold a row per token.
+    let (t, hd) = (x.dim(1)?, d.head_dim);
+    let rows = d.seq / t.max(1);
     let dtype = x.dtype();
     let ct = match dtype {
         DType::F64 => DType::F64,
         _ => DType::F32,
     };
     let x = x.to_dtype(ct)?;
-    let cos = cos.to_dtype(ct)?.reshape((1, t, 1, hd))?;
-    let sin = sin.to_dtype(ct)?.reshape((1, t, 1, hd))?;
+    let cos = cos.to_dtype(ct)?.reshape((rows, t, 1, hd))?;
+    let sin = sin.to_dtype(ct)?.reshape((rows, t, 1, hd))?;
     let (x1, x2) = (x.narrow(3, 0, hd / 2)?, x.narrow(3, hd / 2, hd / 2)?);
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
     (x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?.to_dtype(dtype)

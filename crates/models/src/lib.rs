@@ -11,6 +11,7 @@ pub mod gpt;
 pub mod hf_config;
 pub mod llama;
 pub mod lowrank;
+pub mod packing;
 pub mod params;
 pub mod safetensors_io;
 pub mod task;
@@ -19,6 +20,7 @@ mod testutil;
 
 pub use error::{Error, Result};
 pub use hf_config::LoadReport;
+pub use packing::Packing;
 pub use params::Params;
 
 /// Whether a forward pass trains (dropout on, drawing from the given generator) or evaluates.

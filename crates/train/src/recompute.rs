@@ -30,7 +30,7 @@ use lantern_models::bert::{BertForMaskedLM, BertInput, BertModel};
 use lantern_models::decoder::Decoder;
 use lantern_models::gpt::Gpt;
 use lantern_models::llama::{BlockContext, Llama};
-use lantern_models::{Mode, Params};
+use lantern_models::{Mode, Packing, Params};
 
 /// The dropout stream `mode` is at: a copy to run a piece again with the same masks.
 fn stream_of(mode: &Mode<'_>) -> Option<Rng> {
@@ -118,16 +118,23 @@ pub fn checkpointed_backward(
 pub struct GptBlocks<'a> {
     gpt: &'a Gpt,
     ids: &'a Tensor,
+    packing: Option<&'a Packing>,
     mask: Option<Tensor>,
 }
 
 impl<'a> GptBlocks<'a> {
-    /// The blocks over ids (B, T), with the attention mask a forward in `mode` takes.
-    pub fn new(gpt: &'a Gpt, ids: &'a Tensor, mode: &Mode<'_>) -> Result<Self> {
+    /// The blocks over ids (B, T) (rows of packed sequences with `packing`), with the
+    /// attention mask a forward in `mode` takes.
+    pub fn new(
+        gpt: &'a Gpt,
+        (ids, packing): (&'a Tensor, Option<&'a Packing>),
+        mode: &Mode<'_>,
+    ) -> Result<Self> {
         Ok(Self {
             gpt,
             ids,
-            mask: gpt.block_mask(ids, mode)?,
+            packing,
+            mask: gpt.block_mask(ids, packing, mode)?,
         })
     }
 }
@@ -137,7 +144,7 @@ impl Blocks for GptBlocks<'_> {
         self.gpt.n_blocks()
     }
     fn first(&self, mode: &mut Mode<'_>) -> Result<Tensor> {
-        Ok(self.gpt.embed_input(self.ids, mode)?)
+        Ok(self.gpt.embed_input(self.ids, self.packing, mode)?)
     }
     fn block(&self, l: usize, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
         Ok(self.gpt.block(l, x, self.mask.as_ref(), mode)?)
@@ -152,11 +159,12 @@ pub struct LlamaBlocks<'a> {
 }
 
 impl<'a> LlamaBlocks<'a> {
-    pub fn new(llama: &'a Llama, ids: &'a Tensor) -> Result<Self> {
+    /// The blocks over ids (B, T) (rows of packed sequences with `packing`).
+    pub fn new(llama: &'a Llama, (ids, packing): (&'a Tensor, Option<&Packing>)) -> Result<Self> {
         Ok(Self {
             llama,
             ids,
-            ctx: llama.block_context(ids)?,
+            ctx: llama.block_context(ids, packing)?,
         })
     }
 }
@@ -181,8 +189,8 @@ pub fn decoder_blocks<'a>(
     mode: &Mode<'_>,
 ) -> Result<Box<dyn Blocks + 'a>> {
     Ok(match model {
-        Decoder::Gpt(gpt) => Box::new(GptBlocks::new(gpt, ids, mode)?),
-        Decoder::Llama(llama) => Box::new(LlamaBlocks::new(llama, ids)?),
+        Decoder::Gpt(gpt) => Box::new(GptBlocks::new(gpt, (ids, None), mode)?),
+        Decoder::Llama(llama) => Box::new(LlamaBlocks::new(llama, (ids, None))?),
     })
 }
 
@@ -233,7 +241,7 @@ impl LossModel for Recomputed<Gpt> {
         grads: &mut StepGrads,
     ) -> Result<f64> {
         let gpt = &self.0;
-        let blocks = GptBlocks::new(gpt, &batch.ids, &mode)?;
+        let blocks = GptBlocks::new(gpt, (&batch.ids, batch.packing.as_ref()), &mode)?;
         let top = |x: &Tensor, _: &mut Mode<'_>| -> Result<Tensor> {
             Ok((causal_loss_sum(&gpt.head(x)?, batch)? / divisor)?)
         };
@@ -255,7 +263,7 @@ impl LossModel for Recomputed<Llama> {
         grads: &mut StepGrads,
     ) -> Result<f64> {
         let llama = &self.0;
-        let blocks = LlamaBlocks::new(llama, &batch.ids)?;
+        let blocks = LlamaBlocks::new(llama, (&batch.ids, batch.packing.as_ref()))?;
         let top = |x: &Tensor, _: &mut Mode<'_>| -> Result<Tensor> {
             Ok((causal_loss_sum(&llama.head(x)?, batch)? / divisor)?)
         };
@@ -314,6 +322,7 @@ mod tests {
                 targets: Tensor::from_vec(tgt, 24, &Device::Cpu).unwrap(),
                 weights: None,
                 n_targets: 24,
+                packing: None,
             }
         };
         let batches = [batch(1), batch(2)];
@@ -360,6 +369,7 @@ mod tests {
             targets: Tensor::from_vec(tgt, 24, &Device::Cpu).unwrap(),
             weights: Some(Tensor::from_vec(w, 24, &Device::Cpu).unwrap()),
             n_targets: 8,
+            packing: None,
         };
         let run = |model: &dyn LossModel| {
             let mut grads = StepGrads::new(params.len());
@@ -403,6 +413,7 @@ mod tests {
                 targets: Tensor::from_vec(tgt, 24, &Device::Cpu).unwrap(),
                 weights: None,
                 n_targets: 24,
+                packing: None,
             }
         };
         let batches = [batch(1), batch(2)];

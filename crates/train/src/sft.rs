@@ -206,6 +206,7 @@ impl SftSet {
             targets: Tensor::from_slice(&targets, b * t, device)?,
             weights: Some(Tensor::from_slice(&weights, b * t, device)?),
             n_targets,
+            packing: None,
         })
     }
 

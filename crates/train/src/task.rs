@@ -475,21 +475,25 @@ pub fn causal_eval_sums(logits: &Tensor, batch: &Batch) -> Result<(f64, Option<u
 
 impl LossModel for Gpt {
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
-        causal_loss_sum(&self.forward(&batch.ids, mode)?, batch)
+        let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), mode)?;
+        causal_loss_sum(&logits, batch)
     }
 
     fn eval_sums(&self, batch: &Batch) -> Result<(f64, Option<usize>)> {
-        causal_eval_sums(&self.forward(&batch.ids, Mode::Eval)?, batch)
+        let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), Mode::Eval)?;
+        causal_eval_sums(&logits, batch)
     }
 }
 
 impl LossModel for Llama {
     fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
-        causal_loss_sum(&self.forward(&batch.ids, mode)?, batch)
+        let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), mode)?;
+        causal_loss_sum(&logits, batch)
     }
 
     fn eval_sums(&self, batch: &Batch) -> Result<(f64, Option<usize>)> {
-        causal_eval_sums(&self.forward(&batch.ids, Mode::Eval)?, batch)
+        let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), Mode::Eval)?;
+        causal_eval_sums(&logits, batch)
     }
 }
 
@@ -716,6 +720,7 @@ impl Task {
             targets: Tensor::from_slice(&m.targets, b * t, device)?,
             weights: Some(Tensor::from_slice(&m.weights, b * t, device)?),
             n_targets,
+            packing: None,
         })
     }
 }

@@ -34,6 +34,7 @@ use lantern_kernels::{Rng, RngState};
 use lantern_models::bert::BertHead;
 use lantern_models::decoder::DecoderConfig;
 use lantern_models::task::TaskConfig;
+use lantern_models::Packing;
 use lantern_models::{safetensors_io, Mode, Params};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -98,6 +99,8 @@ pub struct Batch {
     pub weights: Option<Tensor>,
     /// Positions the loss is taken at: B·T, or the number of chosen tokens.
     pub n_targets: usize,
+    /// Rows that hold several sequences (packed SFT data): their positions and attention.
+    pub packing: Option<Packing>,
 }
 
 pub fn to_batch(
@@ -112,6 +115,7 @@ pub fn to_batch(
         targets: Tensor::from_slice(targets, b * t, device)?,
         weights: None,
         n_targets: b * t,
+        packing: None,
     })
 }
 

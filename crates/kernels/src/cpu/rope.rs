@@ -1,6 +1,7 @@
 //! Rotary position embedding (Su et al. 2021, "RoFormer"), as transformers'
 //! `apply_rotary_pos_emb` applies it to Llama's queries and keys: for x (B, T, H, D) and tables
-//! cos, sin (T, D) whose row t belongs to position t,
+//! cos, sin (T, D) whose row t belongs to position t (or (B·T, D), a row per token: the
+//! positions of packed sequences, which restart in each one),
 //!   y = x * cos + rotate_half(x) * sin,   rotate_half(x) = cat(-x[.., D/2..], x[.., ..D/2]).
 //! With the halves written out (x1 = x[.., ..D/2], c1 = cos[t, ..D/2], and so on):
 //!   y1 = x1 c1 - x2 s1,   y2 = x2 c2 + x1 s2.
@@ -34,7 +35,8 @@ pub struct RopeBwd;
 /// The sizes the kernels need from x's shape (B, T, H, D).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RopeDims {
-    /// T: positions, the tables' rows.
+    /// The tables' rows: T (row t for every row of x at index t) or B·T (a row per token).
+    /// Either way row `(r / H) % seq` belongs to row r of x seen as (B·T·H, D).
     pub seq: usize,
     /// H: heads per position.
     pub heads: usize,
@@ -43,9 +45,9 @@ pub struct RopeDims {
 }
 
 /// Checks x (`what`: "x" or "dy") to be (B, T, H, D) with D even and positive, and both tables
-/// to be (T, D).
+/// to be (T, D) or (B·T, D), the same.
 pub fn rope_dims(op: &str, what: &str, x: &Shape, cos: &Shape, sin: &Shape) -> Result<RopeDims> {
-    let &[_, seq, heads, head_dim] = x.dims() else {
+    let &[b, t, heads, head_dim] = x.dims() else {
         return Err(Error::msg(format!(
             "{op}: {what} must be (B, T, H, D), got {x:?}"
         )));
@@ -55,10 +57,14 @@ pub fn rope_dims(op: &str, what: &str, x: &Shape, cos: &Shape, sin: &Shape) -> R
             "{op}: {what} is {x:?}: the head dimension D must be even and positive"
         )));
     }
-    for (name, t) in [("cos", cos), ("sin", sin)] {
-        if t.dims() != [seq, head_dim] {
+    let seq = cos.dims().first().copied().unwrap_or(0);
+    for (name, table) in [("cos", cos), ("sin", sin)] {
+        let rows_ok = seq == t || (seq == b * t && seq > 0);
+        if !rows_ok || table.dims() != [seq, head_dim] {
             return Err(Error::msg(format!(
-                "{op}: {what} is {x:?}, so {name} must be (T, D) = ({seq}, {head_dim}) and is {t:?}"
+                "{op}: {what} is {x:?}, so {name} must be (T, D) = ({t}, {head_dim}) or \
+                 (B·T, D) = ({}, {head_dim}), and the other table the same; {name} is {table:?}",
+                b * t
             )));
         }
     }
@@ -315,6 +321,49 @@ mod tests {
         }
     }
 
+    /// Tables of a row per token (packed sequences, whose positions restart): the kernel and
+    /// the reference agree forward and backward, and each row of x is turned as it is alone
+    /// with the (T, D) tables of its own positions.
+    #[test]
+    fn tables_of_a_row_per_token() {
+        let mut rng = Rng::new(39);
+        let (b, t, h, d) = (3, 7, 2, 8);
+        let (cos, sin) = tables(0, t, d, DType::F32);
+        // Row 0: one sequence; row 1: 3 + 4; row 2: 2 + 2 + 3.
+        let positions: Vec<u32> = [
+            vec![0, 1, 2, 3, 4, 5, 6],
+            vec![0, 1, 2, 0, 1, 2, 3],
+            vec![0, 1, 0, 1, 0, 1, 2],
+        ]
+        .concat();
+        let pos = Tensor::from_slice(&positions, b * t, &Device::Cpu).unwrap();
+        let (pc, ps) = (
+            cos.index_select(&pos, 0).unwrap(),
+            sin.index_select(&pos, 0).unwrap(),
+        );
+        let x = randn(&mut rng, &[b, t, h, d], 1.0, DType::F32);
+        compare_with_reference(
+            &mut rng,
+            &[x.clone()],
+            &[true],
+            |v| ops::rope(&v[0], &pc, &ps),
+            |v| reference::rope(&v[0], &pc, &ps),
+            1e-6,
+        );
+        let all = ops::rope(&x, &pc, &ps).unwrap();
+        for r in 0..b {
+            let p = pos.narrow(0, r * t, t).unwrap();
+            let (c, s) = (
+                cos.index_select(&p, 0).unwrap(),
+                sin.index_select(&p, 0).unwrap(),
+            );
+            let one = ops::rope(&x.narrow(0, r, 1).unwrap(), &c, &s).unwrap();
+            let got = all.narrow(0, r, 1).unwrap();
+            let diff = (got - one).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "row {r}");
+        }
+    }
+
     #[test]
     fn finite_differences_f64() {
         let mut rng = Rng::new(33);
@@ -407,7 +456,8 @@ mod tests {
             (
                 x.clone(),
                 randn(&mut rng, &[4, 3], 1.0, DType::F32),
-                "cos must be (T, D) = (3, 4) and is [4, 3]",
+                "cos must be (T, D) = (3, 4) or (B·T, D) = (6, 4), and the other table the \
+                 same; cos is [4, 3]",
             ),
             (
                 x.reshape((6, 2, 4)).unwrap(),
@@ -427,10 +477,6 @@ mod tests {
             assert!(e.to_string().contains(want), "reference: {e}");
         }
         let e = ops::rope(&x, &t, &randn(&mut rng, &[2, 4], 1.0, DType::F32)).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("sin must be (T, D) = (3, 4) and is [2, 4]"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("; sin is [2, 4]"), "{e}");
     }
 }

@@ -48,7 +48,7 @@ pub(crate) fn rotate(
                 block_dim: (32, ROWS_PER_BLOCK as u32, 1),
                 shared_mem_bytes: 0,
             };
-            // SAFETY: x and y hold rows * D elements, cos and sin T * D (checked by the op);
+            // SAFETY: x and y hold rows * D elements, cos and sin seq * D (checked by the op);
             // warp `row < rows` reads and writes only row `row` of x and y, and row
             // (row / H) % T < T of the tables.
             launched(unsafe { a.launch(cfg) })?;

@@ -1,6 +1,6 @@
 use super::GptConfig;
 use crate::lowrank::{add_side, Dense};
-use crate::{Mode, Params, Result};
+use crate::{Mode, Packing, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng, WeightLayout};
 use serde::{Deserialize, Serialize};
@@ -269,6 +269,20 @@ impl Gpt {
         Ok(x.reshape((b, t, c))?)
     }
 
+    /// Token plus position embeddings of ids (B, T) at each token's own position in
+    /// `positions` (B, T) (packed sequences) → (B, T, C).
+    fn embed_at(&self, ids: &Tensor, positions: &Tensor) -> Result<Tensor> {
+        let n_pos = self.cfg.n_positions;
+        let far = positions.max_all()?.to_scalar::<u32>()? as usize;
+        if far >= n_pos {
+            return Err(crate::Error::Config(format!(
+                "position {far} is past the model's n_positions {n_pos}"
+            )));
+        }
+        let tok = k::embedding(&self.wte, ids, None)?; // (B, T, C)
+        Ok((tok + k::embedding(&self.wpe, positions, None)?)?)
+    }
+
     /// c_attn's output qkv (B, T, 3C) cut into q, k, v, each (B, H, T, hd) and contiguous: for
     /// forwards without a backward (generation), where one product is cheapest.
     fn heads(&self, qkv: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
@@ -355,16 +369,36 @@ impl Gpt {
     }
 
     /// ids: (B, T) u32 → logits (B, T, V) in the parameters' dtype.
-    pub fn forward(&self, ids: &Tensor, mut mode: Mode<'_>) -> Result<Tensor> {
-        let x = self.last_block_output(ids, &mut mode)?;
+    pub fn forward(&self, ids: &Tensor, mode: Mode<'_>) -> Result<Tensor> {
+        self.forward_packed(ids, None, mode)
+    }
+
+    /// [`Gpt::forward`] of rows that may hold several sequences each ([`Packing`]).
+    pub fn forward_packed(
+        &self,
+        ids: &Tensor,
+        packing: Option<&Packing>,
+        mut mode: Mode<'_>,
+    ) -> Result<Tensor> {
+        let x = self.last_block_output_packed(ids, packing, &mut mode)?;
         self.head(&x)
     }
 
     /// ids: (B, T) u32 → the last block's output (B, T, C), before the final LayerNorm: what
     /// the LM head and the task heads read.
     pub fn last_block_output(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        let mut x = self.embed_input(ids, mode)?;
-        let mask = self.block_mask(ids, mode)?;
+        self.last_block_output_packed(ids, None, mode)
+    }
+
+    /// [`Gpt::last_block_output`] of rows that may hold several sequences each.
+    pub fn last_block_output_packed(
+        &self,
+        ids: &Tensor,
+        packing: Option<&Packing>,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        let mut x = self.embed_input(ids, packing, mode)?;
+        let mask = self.block_mask(ids, packing, mode)?;
         for l in 0..self.blocks.len() {
             x = self.block(l, x, mask.as_ref(), mode)?;
         }
@@ -381,15 +415,36 @@ impl Gpt {
     }
 
     /// The first block's input: token plus position embeddings of ids (B, T), with dropout →
-    /// (B, T, C).
-    pub fn embed_input(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        let x = self.embed(ids, 0)?;
+    /// (B, T, C). Positions are 0..T, or each token's within its sequence when packed.
+    pub fn embed_input(
+        &self,
+        ids: &Tensor,
+        packing: Option<&Packing>,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        let x = match packing {
+            Some(p) => {
+                p.check(ids)?;
+                self.embed_at(ids, p.positions())?
+            }
+            None => self.embed(ids, 0)?,
+        };
         self.drop(x, mode)
     }
 
     /// The attention mask every block of a forward over `ids` (B, T) takes: the causal (T, T)
-    /// mask for the composite attention, or `None` when the fused op (causal by itself) runs.
-    pub fn block_mask(&self, ids: &Tensor, mode: &Mode<'_>) -> Result<Option<Tensor>> {
+    /// mask for the composite attention, or `None` when the fused op (causal by itself) runs;
+    /// packed rows take the composite attention with their (B, 1, T, T) mask.
+    pub fn block_mask(
+        &self,
+        ids: &Tensor,
+        packing: Option<&Packing>,
+        mode: &Mode<'_>,
+    ) -> Result<Option<Tensor>> {
+        if let Some(p) = packing {
+            p.check(ids)?;
+            return Ok(Some(p.mask().clone()));
+        }
         let t = ids.dim(1)?;
         // The fused op has no attention dropout: with dropout active, the composite path runs.
         let fused = self.fused_attention(ids.device(), matches!(mode, Mode::Train(_)));
@@ -566,6 +621,22 @@ mod tests {
             .map(|v| g.get(v.as_tensor()).expect("gradient").clone())
             .collect();
         (logits, grads)
+    }
+
+    /// Packed rows: each sequence's logits as alone, on either attention path asked for.
+    #[test]
+    fn packed_sequences_see_only_themselves() {
+        let cfg = tiny(0.0);
+        let params = init_params(&cfg, &mut Rng::new(7), &Device::Cpu, DType::F32).unwrap();
+        for attention in [AttentionImpl::Fused, AttentionImpl::Composite] {
+            let m = Gpt::new(&cfg, &params).unwrap().with_attention(attention);
+            crate::testutil::check_packed(
+                |ids, p| m.forward_packed(ids, Some(p), Mode::Eval).unwrap(),
+                |ids| m.forward(ids, Mode::Eval).unwrap(),
+                50,
+                1e-5,
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 use super::LlamaConfig;
 use crate::gpt::{AttentionImpl, Gpt, Product};
 use crate::lowrank::{add_side, LowRank};
-use crate::{Error, Mode, Params, Result};
+use crate::{Error, Mode, Packing, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng, WeightLayout};
 
@@ -271,9 +271,19 @@ impl Rope {
         })
     }
 
-    /// The number of positions.
+    /// The number of positions (rows of the tables).
     pub fn len(&self) -> usize {
         self.cos.dims()[0]
+    }
+
+    /// The tables of a row per token: row r · T + t of `positions` (B, T) u32 → (B·T, hd),
+    /// from the tables of positions 0..span that `self` holds.
+    fn gather(&self, positions: &Tensor) -> Result<Self> {
+        let flat = positions.flatten_all()?;
+        Ok(Self {
+            cos: self.cos.index_select(&flat, 0)?,
+            sin: self.sin.index_select(&flat, 0)?,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -468,13 +478,19 @@ impl Llama {
     /// are those of a sequence of `start + t` positions (LongRoPE's factors depend on it). A context gets the
     /// additive mask of its window when `needs_mask(l)` says the attention of its first layer
     /// `l` (and so of every layer sharing its window) reads one.
+    /// Packed rows (`packing`, with `start` 0) take tables of a row per token and the
+    /// composite attention on every layer, its mask the packing's (and the window's).
     fn contexts(
         &self,
         (start, t): (usize, usize),
         needs_mask: impl Fn(usize) -> bool,
+        packing: Option<&Packing>,
         device: &Device,
     ) -> Result<BlockContext> {
         self.check_positions(start, t)?;
+        // The positions the tables cover: transformers' dynamic RoPE (LongRoPE) reads the
+        // largest position id + 1, which for packed rows is the longest sequence.
+        let span = packing.map_or(start + t, Packing::span);
         let cfg = &self.cfg;
         // A kind of layer: its window, RoPE base (bits), whether its RoPE is scaled, whether
         // it has RoPE at all.
@@ -493,18 +509,41 @@ impl Llama {
             let i = match kinds.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
-                    let inv_freq =
-                        super::rope::inv_freq(theta, cfg.rotary_dim(), scaling, start + t);
+                    let inv_freq = super::rope::inv_freq(theta, cfg.rotary_dim(), scaling, span);
                     let scale =
                         scaling.map_or(1.0, |s| s.attention_factor(cfg.max_position_embeddings));
                     // SmolLM3's NoPE layers: no tables.
                     let dtype = self.embed_tokens.dtype();
-                    let rope = has_rope
-                        .then(|| Rope::new(&inv_freq, scale, start, t, device, dtype))
-                        .transpose()?;
-                    let mask = needs_mask(l)
-                        .then(|| k::sliding_causal_mask(start, t, key.0, device))
-                        .transpose()?;
+                    let rope = match packing {
+                        Some(p) => has_rope
+                            .then(|| {
+                                Rope::new(&inv_freq, scale, 0, span, device, dtype)?
+                                    .gather(p.positions())
+                            })
+                            .transpose()?,
+                        None => has_rope
+                            .then(|| Rope::new(&inv_freq, scale, start, t, device, dtype))
+                            .transpose()?,
+                    };
+                    let mask = match packing {
+                        // (B, 1, 1, T, T) over the grouped scores (B, KV, n_rep, T, T); a
+                        // window's mask added (0 or -inf each).
+                        Some(p) => {
+                            let m = p.mask().unsqueeze(1)?;
+                            Some(match key.0 {
+                                Some(w) => m.broadcast_add(&k::sliding_causal_mask(
+                                    0,
+                                    t,
+                                    Some(w),
+                                    device,
+                                )?)?,
+                                None => m,
+                            })
+                        }
+                        None => needs_mask(l)
+                            .then(|| k::sliding_causal_mask(start, t, key.0, device))
+                            .transpose()?,
+                    };
                     kinds.push((key, LayerContext { rope, mask }));
                     kinds.len() - 1
                 }
@@ -548,15 +587,35 @@ impl Llama {
     }
 
     /// ids: (B, T) u32 → logits (B, T, V) in the parameters' dtype.
-    pub fn forward(&self, ids: &Tensor, mut mode: Mode<'_>) -> Result<Tensor> {
-        let x = self.last_block_output(ids, &mut mode)?;
+    pub fn forward(&self, ids: &Tensor, mode: Mode<'_>) -> Result<Tensor> {
+        self.forward_packed(ids, None, mode)
+    }
+
+    /// [`Llama::forward`] of rows that may hold several sequences each ([`Packing`]).
+    pub fn forward_packed(
+        &self,
+        ids: &Tensor,
+        packing: Option<&Packing>,
+        mut mode: Mode<'_>,
+    ) -> Result<Tensor> {
+        let x = self.last_block_output_packed(ids, packing, &mut mode)?;
         self.head(&x)
     }
 
     /// ids: (B, T) u32 → the last block's output (B, T, C), before the final RMSNorm.
     pub fn last_block_output(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        self.last_block_output_packed(ids, None, mode)
+    }
+
+    /// [`Llama::last_block_output`] of rows that may hold several sequences each.
+    pub fn last_block_output_packed(
+        &self,
+        ids: &Tensor,
+        packing: Option<&Packing>,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
         let mut x = self.embed_input(ids, mode)?;
-        let ctx = self.block_context(ids)?;
+        let ctx = self.block_context(ids, packing)?;
         for l in 0..self.blocks.len() {
             x = self.block(l, x, &ctx, mode)?;
         }
@@ -581,14 +640,23 @@ impl Llama {
 
     /// What every block of a forward over `ids` (B, T) takes: the RoPE tables of positions
     /// 0..T and, for the composite attention, the causal (T, T) mask (within the layer's
-    /// window, if it has one). Errors past `max_position_embeddings`.
-    pub fn block_context(&self, ids: &Tensor) -> Result<BlockContext> {
+    /// window, if it has one); packed rows: tables of each token's position in its sequence
+    /// and the packing's mask. Errors past `max_position_embeddings`.
+    pub fn block_context(&self, ids: &Tensor, packing: Option<&Packing>) -> Result<BlockContext> {
         let (t, device) = (ids.dim(1)?, ids.device());
+        if let Some(p) = packing {
+            p.check(ids)?;
+        }
         // The fused op is causal only: a window shorter than the sequence takes the composite
         // attention, with the window's mask.
         let fused = self.attention.fused_on(device);
         let cfg = &self.cfg;
-        self.contexts((0, t), |l| !fused || cfg.needs_composite(l, t), device)
+        self.contexts(
+            (0, t),
+            |l| !fused || cfg.needs_composite(l, t),
+            packing,
+            device,
+        )
     }
 
     /// Block `l` on x (B, T, C) with `ctx` from [`Llama::block_context`] → (B, T, C).
@@ -619,7 +687,7 @@ impl Llama {
             .map(|&i| &ctx.kinds[i])
             .ok_or_else(|| Error::Config(format!("no context for block {l}")))?;
         let rope = &lc.rope;
-        if let Some(r) = rope.as_ref().filter(|r| r.len() != t) {
+        if let Some(r) = rope.as_ref().filter(|r| r.len() != t && r.len() != b * t) {
             return Err(Error::Config(format!(
                 "RoPE tables of {} positions for a sequence of {t}",
                 r.len()
@@ -828,7 +896,7 @@ impl Llama {
         // ending there, with a sliding window): the composite attention's masks. A single
         // token sees all unless its layer's window leaves the first keys out.
         let needs_mask = |l| t > 1 || cfg.window_applies(l, start + t);
-        let ctx = self.contexts((start, t), needs_mask, ids.device())?;
+        let ctx = self.contexts((start, t), needs_mask, None, ids.device())?;
         let mut x = self.embed(ids)?; // (B, T, C)
         self.reserve(cache, (b, t), x.dtype(), ids.device())?;
         for (l, (blk, (kc, vc))) in self.blocks.iter().zip(&cache.layers).enumerate() {
@@ -1096,6 +1164,34 @@ mod tests {
         assert!(max_diff(&a, &b) < 1e-6);
     }
 
+    /// Packed rows: each sequence's logits as alone, grouped heads, with a sliding window
+    /// shorter than a sequence, and with the fused attention asked for.
+    #[test]
+    fn packed_sequences_see_only_themselves() {
+        for (kv, window, attention) in [
+            (2, None, AttentionImpl::Fused),
+            (4, None, AttentionImpl::Composite),
+            (2, Some(4), AttentionImpl::Auto),
+        ] {
+            let cfg = LlamaConfig {
+                sliding_window: window,
+                model_type: match window {
+                    Some(_) => crate::llama::LlamaFamily::Mistral,
+                    None => crate::llama::LlamaFamily::Llama,
+                },
+                ..tiny(kv, false)
+            };
+            let (_, m) = model(&cfg, 5);
+            let m = m.with_attention(attention);
+            crate::testutil::check_packed(
+                |ids, p| m.forward_packed(ids, Some(p), Mode::Eval).unwrap(),
+                |ids| m.forward(ids, Mode::Eval).unwrap(),
+                50,
+                1e-5,
+            );
+        }
+    }
+
     #[test]
     fn batch_rows_are_independent() {
         let cfg = tiny(2, false);
@@ -1185,7 +1281,7 @@ mod tests {
         let x = ids(2, 9, 3);
         let mut mode = Mode::Eval;
         let mut h = m.embed_input(&x, &mut mode).unwrap();
-        let ctx = m.block_context(&x).unwrap();
+        let ctx = m.block_context(&x, None).unwrap();
         for l in 0..m.n_blocks() {
             h = m.block(l, h, &ctx, &mut mode).unwrap();
         }
