@@ -11,7 +11,8 @@
 //!   classification, and batches.
 //! - [`choice`]: multiple-choice examples (SWAG layout or text and choices).
 //! - [`sft`]: supervised fine-tuning examples (TRL's text, prompt-completion and
-//!   conversational layouts) for a causal LM; [`chat`] renders chat templates.
+//!   conversational layouts) for a causal LM; [`chat`] renders chat templates, [`packing`]
+//!   packs examples into rows.
 //! - [`qa`]: extractive question answering (SQuAD): examples, and question + context windows
 //!   with answer spans.
 //!
@@ -25,6 +26,7 @@ mod fsio;
 mod hash;
 pub mod labelled;
 pub mod mlm;
+pub mod packing;
 pub mod prepare;
 pub mod qa;
 pub mod sampler;

@@ -29,18 +29,47 @@ use crate::labelled::bad;
 
 /// One tokenized example: `ids` and, per token, whether the loss is taken there (TRL's labels
 /// other than -100). The loss of position i predicts token i + 1 where `trained[i + 1]`.
+/// A packed row ([`crate::packing`]) holds several sequences one after the other: no token is
+/// predicted across their boundaries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SftExample {
     pub ids: Vec<u32>,
     pub trained: Vec<bool>,
-    /// The record's line in its file (1-based).
+    /// The lengths of the sequences in `ids`, in order: one for an example as read.
+    pub seq_lengths: Vec<usize>,
+    /// The record's line in its file (1-based); a packed row's first sequence's.
     pub line: usize,
 }
 
 impl SftExample {
-    /// Tokens the loss is taken at: trained tokens after the first.
+    /// An example of one sequence.
+    pub fn new(ids: Vec<u32>, trained: Vec<bool>, line: usize) -> Self {
+        let n = ids.len();
+        Self {
+            ids,
+            trained,
+            seq_lengths: vec![n],
+            line,
+        }
+    }
+
+    /// Whether the loss is taken at token i: trained, and not the first of its sequence
+    /// (nothing before it in the sequence predicts it).
+    pub fn predicted(&self) -> Vec<bool> {
+        let mut out = self.trained.clone();
+        let mut start = 0;
+        for &len in &self.seq_lengths {
+            if let Some(first) = out.get_mut(start) {
+                *first = false;
+            }
+            start += len;
+        }
+        out
+    }
+
+    /// Tokens the loss is taken at: trained tokens after the first of each sequence.
     pub fn targets(&self) -> usize {
-        self.trained.iter().skip(1).filter(|&&t| t).count()
+        self.predicted().iter().filter(|&&t| t).count()
     }
 }
 
@@ -71,6 +100,9 @@ pub struct SftOptions<'a> {
     pub text_field: &'a str,
     /// Truncation length in tokens (TRL's `max_length`, keeping the start).
     pub max_length: usize,
+    /// Cut examples to `max_length` and drop those left with nothing to train on. Off for
+    /// packing, which cuts (or splits) examples itself and, as TRL's, keeps every one.
+    pub truncate: bool,
     /// Train on the completion only (prompt-completion records); TRL's `completion_only_loss`
     /// (its default `None` is `true` here).
     pub completion_only_loss: bool,
@@ -298,17 +330,13 @@ pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Re
                 ),
             ));
         }
-        if ids.len() > opts.max_length {
+        if opts.truncate && ids.len() > opts.max_length {
             ids.truncate(opts.max_length);
             trained.truncate(opts.max_length);
             data.truncated += 1;
         }
-        let ex = SftExample {
-            ids,
-            trained,
-            line: n,
-        };
-        if ex.targets() == 0 {
+        let ex = SftExample::new(ids, trained, n);
+        if opts.truncate && ex.targets() == 0 {
             data.dropped += 1;
         } else {
             data.examples.push(ex);
@@ -325,6 +353,15 @@ pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Re
                 "all {} records were dropped: none has a token to train on after its first \
                  within data.max_length {}",
                 data.dropped, opts.max_length
+            ),
+        ));
+    }
+    if data.targets() == 0 {
+        return Err(Error::format(
+            path,
+            format!(
+                "none of the {} records has a token to train on after its first",
+                data.examples.len()
             ),
         ));
     }
@@ -497,6 +534,7 @@ mod tests {
         SftOptions {
             text_field: "text",
             max_length: 64,
+            truncate: true,
             completion_only_loss: true,
             eos_token: Some("<eos>"),
             chat_template: None,
@@ -573,6 +611,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("all 1 records were dropped"));
+        // For packing: nothing cut or dropped here (the packer cuts).
+        let whole = SftOptions {
+            truncate: false,
+            ..o.clone()
+        };
+        let d = read(
+            "{\"prompt\": \"what is the sky ?\", \"completion\": \"blue\"}\n\
+             {\"prompt\": \"what\", \"completion\": \" is red\"}\n",
+            &whole,
+        )
+        .unwrap();
+        assert_eq!((d.truncated, d.dropped, d.examples.len()), (0, 0, 2));
+        assert_eq!(d.examples[0].ids.len(), 8);
     }
 
     #[test]

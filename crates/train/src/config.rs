@@ -3,6 +3,7 @@
 //! default filled in) is written into the run folder.
 
 use crate::{Error, Result};
+use lantern_data::packing::PackingStrategy;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -178,6 +179,14 @@ pub struct DataSection {
     /// (TRL's `chat_template_path`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat_template: Option<PathBuf>,
+    /// SFT: pack examples into rows of `max_length` tokens (TRL's `packing`; default false),
+    /// training and validation alike (TRL's `eval_packing` default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<bool>,
+    /// SFT: how packing fills rows (TRL's `packing_strategy`): `bfd` (default), `bfd_split` or
+    /// `wrapped` (`lantern_data::packing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing_strategy: Option<PackingStrategy>,
 }
 
 impl DataSection {
@@ -193,6 +202,8 @@ impl DataSection {
             ("tokenizer", self.tokenizer.is_some()),
             ("eos_token", self.eos_token.is_some()),
             ("chat_template", self.chat_template.is_some()),
+            ("packing", self.packing.is_some()),
+            ("packing_strategy", self.packing_strategy.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -717,6 +728,11 @@ impl RunConfig {
                 }
                 if d.max_length.is_some_and(|m| m < 2) {
                     return bad("data.max_length must be at least 2");
+                }
+                if d.packing_strategy.is_some() && d.packing != Some(true) {
+                    return bad(
+                        "data.packing_strategy is how packing fills rows: set data.packing = true",
+                    );
                 }
                 if let Some(f) = d.val_fraction.filter(|f| !(*f > 0.0 && *f < 1.0)) {
                     return bad(&format!("data.val_fraction must be in (0, 1), got {f}"));
@@ -1295,7 +1311,17 @@ mod tests {
     fn sft_data_keys_are_checked() {
         let sft = "[model]\ninit_from = \"m\"\n[data]\ntrain = \"t.jsonl\"\n";
         // A folder without config.json reads as GPT-2 for the checks.
-        let c = RunConfig::parse(sft, "t", &["train.epochs=2.5".into()]).unwrap();
+        let c = RunConfig::parse(
+            sft,
+            "t",
+            &[
+                "train.epochs=2.5".into(),
+                "data.packing=true".into(),
+                "data.packing_strategy=\"bfd_split\"".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.data.packing_strategy, Some(PackingStrategy::BfdSplit));
         assert_eq!(c.data.shards(), None);
         assert_eq!(c.train.epochs, Some(2.5));
         let again = RunConfig::parse(&c.to_toml(), "t", &[]).unwrap();
@@ -1318,6 +1344,21 @@ mod tests {
                 "train.group_by_length orders",
             ),
             (sft, vec!["train.seq_len=64"], "train.seq_len is the window"),
+            (
+                sft,
+                vec!["data.packing_strategy=\"wrapped\""],
+                "set data.packing = true",
+            ),
+            (
+                sft,
+                vec!["data.packing=true", "data.packing_strategy=\"first_fit\""],
+                "unknown variant `first_fit`",
+            ),
+            (
+                MIN,
+                vec!["data.packing=true"],
+                "data.packing is a setting of SFT data",
+            ),
             (
                 sft,
                 vec!["data.val_fraction=1.5"],

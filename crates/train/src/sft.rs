@@ -15,6 +15,14 @@
 //!   of epoch e = i div n, a pure function of (seed, i), so a resume, any accumulation and any
 //!   world size see the same examples (a step may span two epochs, as the sampler runs on);
 //! - an evaluation scores every validation example: the mean loss per trained token.
+//!
+//! With `data.packing` (TRL's `packing`), examples are packed into rows of `max_length` tokens
+//! first (`lantern_data::packing`), training and validation alike, and a sample is a row. Rows
+//! of several sequences run as TRL's padding-free batches do: positions restart and attention
+//! stays within each sequence ([`lantern_models::Packing`]), and no token is predicted across a
+//! boundary (TRL sets the label of each sequence's first token to -100). Every sequence's loss
+//! is then what it is alone; what packing changes is which examples share a step, and the
+//! padding. A row with nothing to train on is left out.
 
 use crate::config::RunConfig;
 use crate::trainer::Batch;
@@ -22,8 +30,10 @@ use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use lantern_data::chat::{read_tokenizer_config, special_token, ChatTemplate};
 use lantern_data::labelled::{length_grouped, permutation, split_indices};
+use lantern_data::packing::{pack, PackingStrategy};
 use lantern_data::sft::{read_sft, SftData, SftExample, SftFormat, SftOptions};
 use lantern_kernels::Rng;
+use lantern_models::Packing;
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -41,6 +51,8 @@ pub struct SftSet {
     pub pad: u32,
     pub format: SftFormat,
     pub max_length: usize,
+    /// `data.packing`: how the examples were packed into rows.
+    pub packing: Option<PackingStrategy>,
     /// `train.group_by_length`: the examples per optimizer step (every rank's) each epoch's
     /// order is grouped by.
     pub group: Option<usize>,
@@ -99,9 +111,14 @@ impl SftSet {
             )));
         }
         let text_field = d.text_field.as_deref().unwrap_or("text");
+        let packing = d
+            .packing
+            .unwrap_or(false)
+            .then(|| d.packing_strategy.unwrap_or_default());
         let opts = SftOptions {
             text_field,
             max_length,
+            truncate: packing.is_none(),
             completion_only_loss: d.completion_only_loss.unwrap_or(true),
             eos_token: eos.as_deref(),
             chat_template: template.as_ref(),
@@ -147,9 +164,41 @@ impl SftSet {
                 (pick(&ti), pick(&vi))
             }
         };
+        let (train, val) = match packing {
+            Some(strategy) => {
+                let long = train.iter().filter(|e| e.ids.len() > max_length).count();
+                let how = match strategy {
+                    PackingStrategy::BfdSplit => "split into pieces",
+                    PackingStrategy::Bfd => "cut",
+                    PackingStrategy::Wrapped => "wrapped across rows",
+                };
+                let n = train.len();
+                let (train, empty) = pack_rows(&train, max_length, strategy);
+                let (val, _) = pack_rows(&val, max_length, strategy);
+                notes.push(format!(
+                    "packing ({}): {n} train examples into {} rows of at most {max_length} \
+                     tokens, {long} longer than that {how}{}",
+                    strategy.name(),
+                    train.len(),
+                    match empty {
+                        0 => String::new(),
+                        k => format!(", {k} row(s) with nothing to train on left out"),
+                    }
+                ));
+                (train, val)
+            }
+            None => (train, val),
+        };
+        if train.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: no training example left to train on",
+                train_path.display()
+            )));
+        }
         Ok(Self {
             train,
             val,
+            packing,
             pad: eos
                 .as_deref()
                 .and_then(|e| tokenizer.token_to_id(e))
@@ -181,7 +230,9 @@ impl SftSet {
     }
 
     /// Examples as one batch, padded on the right to the longest: row r reads `ids[..len-1]`
-    /// and predicts `ids[1..]`, weighted where the predicted token is trained.
+    /// and predicts `ids[1..]`, weighted where the predicted token is trained and not the
+    /// first of its sequence. Rows of several sequences (packed) come with their
+    /// [`Packing`].
     pub fn batch(&self, rows: &[&SftExample], device: &Device) -> Result<Batch> {
         let t = rows.iter().map(|e| e.ids.len() - 1).max().unwrap_or(0);
         let b = rows.len();
@@ -194,19 +245,37 @@ impl SftSet {
             let at = r * t;
             inputs[at..at + len].copy_from_slice(&e.ids[..len]);
             targets[at..at + len].copy_from_slice(&e.ids[1..]);
-            for (w, &trained) in weights[at..at + len].iter_mut().zip(&e.trained[1..]) {
-                if trained {
+            for (w, &p) in weights[at..at + len].iter_mut().zip(&e.predicted()[1..]) {
+                if p {
                     *w = 1.0;
                     n_targets += 1;
                 }
             }
         }
+        let packing = match rows.iter().any(|e| e.seq_lengths.len() > 1) {
+            // The sequences of each row's inputs: the last one lacks its last token.
+            true => {
+                let lengths: Vec<Vec<usize>> = rows
+                    .iter()
+                    .map(|e| {
+                        let mut l = e.seq_lengths.clone();
+                        if let Some(last) = l.last_mut() {
+                            *last -= 1;
+                        }
+                        l.retain(|&n| n > 0);
+                        l
+                    })
+                    .collect();
+                Some(Packing::new(&lengths, t, device)?)
+            }
+            false => None,
+        };
         Ok(Batch {
             ids: Tensor::from_slice(&inputs, (b, t), device)?,
             targets: Tensor::from_slice(&targets, b * t, device)?,
             weights: Some(Tensor::from_slice(&weights, b * t, device)?),
             n_targets,
-            packing: None,
+            packing,
         })
     }
 
@@ -223,8 +292,12 @@ impl SftSet {
     pub fn describe(&self) -> String {
         let targets: usize = self.train.iter().map(SftExample::targets).sum();
         let tokens: usize = self.train.iter().map(|e| e.ids.len()).sum();
+        let what = match self.packing {
+            Some(s) => format!("rows packed ({})", s.name()),
+            None => "examples".to_string(),
+        };
         format!(
-            "sft: {} records, {} train / {} validation examples, {tokens} train tokens of which \
+            "sft: {} records, {} train / {} validation {what}, {tokens} train tokens of which \
              {targets} trained, max_length {}",
             self.format.describe(),
             self.train.len(),
@@ -234,16 +307,26 @@ impl SftSet {
     }
 }
 
+/// `examples` packed into rows, and how many rows with nothing to train on were left out
+/// (they would add no loss, and a step of them alone none to divide by).
+fn pack_rows(
+    examples: &[SftExample],
+    max_length: usize,
+    strategy: PackingStrategy,
+) -> (Vec<SftExample>, usize) {
+    let mut rows = pack(examples, max_length, strategy);
+    let n = rows.len();
+    rows.retain(|r| r.targets() > 0);
+    let left_out = n - rows.len();
+    (rows, left_out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ex(ids: &[u32], trained: &[bool]) -> SftExample {
-        SftExample {
-            ids: ids.to_vec(),
-            trained: trained.to_vec(),
-            line: 1,
-        }
+        SftExample::new(ids.to_vec(), trained.to_vec(), 1)
     }
 
     fn set(n: usize) -> SftSet {
@@ -253,6 +336,7 @@ mod tests {
             pad: 9,
             format: SftFormat::Text,
             max_length: 8,
+            packing: None,
             group: None,
             notes: Vec::new(),
         }
@@ -272,6 +356,33 @@ mod tests {
             [0., 1., 1., 1., 0., 0.]
         );
         assert_eq!(batch.n_targets, 3);
+    }
+
+    /// A packed row: no target across the boundary (the second sequence's first token), the
+    /// positions restart, and the last sequence's last token is not read.
+    #[test]
+    fn packed_rows_predict_within_their_sequences() {
+        let s = set(1);
+        let mut a = ex(&[5, 6, 7, 8, 9], &[true; 5]);
+        a.seq_lengths = vec![2, 3];
+        let b = ex(&[3, 4], &[true, true]);
+        let batch = s.batch(&[&a, &b], &Device::Cpu).unwrap();
+        assert_eq!(
+            batch.ids.to_vec2::<u32>().unwrap(),
+            [[5, 6, 7, 8], [3, 9, 9, 9]]
+        );
+        assert_eq!(
+            batch.weights.unwrap().to_vec1::<f32>().unwrap(),
+            [1., 0., 1., 1., 1., 0., 0., 0.]
+        );
+        assert_eq!(batch.n_targets, 4);
+        let p = batch.packing.expect("a row of two sequences");
+        assert_eq!(
+            p.positions().to_vec2::<u32>().unwrap(),
+            [[0, 1, 0, 1], [0, 0, 1, 2]]
+        );
+        // Single-sequence rows need none: the causal attention serves them.
+        assert!(s.batch(&[&b], &Device::Cpu).unwrap().packing.is_none());
     }
 
     #[test]
