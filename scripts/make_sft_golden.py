@@ -27,6 +27,11 @@ given as `chat_template_path`), `<out>/<layout>/`:
   gradient clipping at 1.0, fp32 on the CPU), each evaluation on all validation examples as one
   batch (so transformers' eval_loss is the mean over their label tokens), with TRL's
   eval_mean_token_accuracy.
+Packed layouts (TRL's `packing=True`), each with the records of the layout it names:
+`prompt-completion-packed` (best-fit decreasing, TRL's default: padding-free batches whose
+positions restart in every sequence), `text-packed-split` (`packing_strategy="bfd_split"`,
+`max_length` 48, so long examples are split) and `messages-packed-wrapped` (`"wrapped"`); their
+`expected.json` lists the packed rows with TRL's `seq_lengths` and the strategy under `packing`.
 And `<out>/templates.json`: chat templates written in the idioms of released models' templates
 (ChatML with tools and whitespace control, Llama 3's headers with `trim`, Gemma's role mapping
 and alternation check, Mistral's `[INST]`, a `namespace` gathering system messages with
@@ -245,8 +250,8 @@ def run(model_dir, layout_dir, train, val, max_length=MAX_LENGTH, **extra):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(
-            output_dir=tmp, max_length=max_length, per_device_train_batch_size=len(train),
-            per_device_eval_batch_size=len(val), max_steps=STEPS, learning_rate=LR,
+            output_dir=tmp, max_length=max_length, per_device_train_batch_size=4 * len(train),
+            per_device_eval_batch_size=4 * len(val), max_steps=STEPS, learning_rate=LR,
             lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9,
             adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch",
             logging_steps=1, eval_strategy="steps", eval_steps=1, save_strategy="no",
@@ -255,12 +260,15 @@ def run(model_dir, layout_dir, train, val, max_length=MAX_LENGTH, **extra):
         trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer,
                              train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val))
+        keep = ("input_ids", "labels", "seq_lengths")
         prepared = {
-            split: [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in ds]
+            split: [{k: e[k] for k in keep if k in e} for e in ds]
             for split, ds in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset))
         }
-        # Every example in the one batch of a step and of an evaluation.
-        assert len(prepared["train"]) <= len(train) and len(prepared["validation"]) <= len(val)
+        # Every example (or packed row: splitting may make more of them) in the one batch of a
+        # step and of an evaluation.
+        assert len(prepared["train"]) <= 4 * len(train)
+        assert len(prepared["validation"]) <= 4 * len(val)
         first = trainer.evaluate()
         trainer.train()
         evals = [first] + [r for r in trainer.state.log_history if "eval_loss" in r]
@@ -269,7 +277,8 @@ def run(model_dir, layout_dir, train, val, max_length=MAX_LENGTH, **extra):
     with open(os.path.join(layout_dir, "expected.json"), "w") as f:
         json.dump({**prepared, "eval_loss": losses,
                    "eval_mean_token_accuracy": [e["eval_mean_token_accuracy"] for e in evals],
-                   "max_length": max_length, "steps": STEPS, "lr": LR}, f)
+                   "max_length": max_length, "steps": STEPS, "lr": LR,
+                   "packing": extra.get("packing_strategy") if extra.get("packing") else None}, f)
     return prepared, losses
 
 
@@ -288,16 +297,21 @@ def main():
     gen_file = os.path.join(args.out, "generation.jinja")
     with open(gen_file, "w") as f:
         f.write(GEN_TEMPLATE)
+    packed = {
+        "prompt-completion-packed": ("prompt-completion", dict(packing=True, packing_strategy="bfd")),
+        "text-packed-split": ("text", dict(packing=True, packing_strategy="bfd_split", max_length=48)),
+        "messages-packed-wrapped": ("messages", dict(packing=True, packing_strategy="wrapped")),
+    }
     for layout in ("text", "prompt-completion", "messages", "conv-prompt-completion",
-                   "messages-assistant"):
+                   "messages-assistant", *packed):
         d = os.path.join(args.out, layout)
         os.makedirs(d)
-        train, val = records(repo, layout, "train", N_TRAIN), records(repo, layout, "validation", N_VAL)
+        source, extra = packed.get(layout, (layout, {}))
+        train, val = records(repo, source, "train", N_TRAIN), records(repo, source, "validation", N_VAL)
         for name, rows in (("train", train), ("validation", val)):
             with open(os.path.join(d, f"{name}.jsonl"), "w") as f:
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        extra = {}
         if layout == "messages-assistant":
             # Two turns and the tools' system block: the model's whole context.
             extra = dict(chat_template_path=gen_file, assistant_only_loss=True, max_length=128)

@@ -12,6 +12,11 @@
 //! the validation loss and token accuracy TRL's trainer gave before and after each step: the
 //! loss is the mean over
 //! the step's trained tokens, as transformers' `num_items_in_batch` makes it.
+//!
+//! Three more layouts pack those records (TRL's `packing`): best-fit decreasing, whose rows
+//! TRL trains padding-free (positions restarting in each sequence, attention within it),
+//! `bfd_split` and `wrapped`. Our rows must be TRL's, with its `seq_lengths`, and the losses
+//! as above.
 
 use lantern_train::config::RunConfig;
 use lantern_train::sft::SftSet;
@@ -22,12 +27,15 @@ use std::path::Path;
 mod common;
 use common::{golden_dir, read_json};
 
-const LAYOUTS: [&str; 5] = [
+const LAYOUTS: [&str; 8] = [
     "text",
     "prompt-completion",
     "messages",
     "conv-prompt-completion",
     "messages-assistant",
+    "prompt-completion-packed",
+    "text-packed-split",
+    "messages-packed-wrapped",
 ];
 
 /// The run config of `layout`'s golden: its records, `batch` examples a step, TRL's recipe.
@@ -42,6 +50,10 @@ fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> RunConfig
         ),
         _ => String::new(),
     };
+    let packing = match expected["packing"].as_str() {
+        Some(s) => format!("packing = true\npacking_strategy = \"{s}\""),
+        None => String::new(),
+    };
     let text = format!(
         r#"
 [model]
@@ -51,6 +63,7 @@ train = "{dir}/train.jsonl"
 validation = "{dir}/validation.jsonl"
 max_length = {max_length}
 {assistant}
+{packing}
 [train]
 device = "cpu"
 batch_size = {batch}
@@ -85,9 +98,28 @@ fn ids(v: &Value) -> Vec<i64> {
         .collect()
 }
 
+/// Whether TRL's prepared row `w` has a label the loss reads: not -100, and not the first
+/// token of a sequence (the padding-free collator masks those).
+fn trains(w: &Value) -> bool {
+    let labels = ids(&w["labels"]);
+    let mut starts = vec![false; labels.len()];
+    let lengths = w.get("seq_lengths").map_or(vec![labels.len() as i64], ids);
+    let mut at = 0;
+    for l in lengths {
+        starts[at as usize] = true;
+        at += l;
+    }
+    labels
+        .iter()
+        .zip(&starts)
+        .skip(1)
+        .any(|(&l, &s)| l != -100 && !s)
+}
+
 #[test]
 fn examples_are_trls_token_for_token() {
     let g = golden_dir("sft");
+    let mut packed = 0;
     let tok_path = g.join("model/tokenizer.json");
     let tok = lantern_data::tokenizer::load_tokenizer(&tok_path).unwrap();
     for layout in LAYOUTS {
@@ -97,7 +129,14 @@ fn examples_are_trls_token_for_token() {
         // The trainer's own reading: EOS from tokenizer_config.json, the folder's template.
         let set = SftSet::load(&cfg, (&tok, &tok_path), None, (128, 4098), 1).unwrap();
         for (split, got) in [("train", &set.train), ("validation", &set.val)] {
-            let want = expected[split].as_array().unwrap();
+            // TRL keeps packed rows with nothing to train on (they add no loss); we leave them
+            // out.
+            let want: Vec<&Value> = expected[split]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|w| trains(w))
+                .collect();
             assert_eq!(got.len(), want.len(), "{layout} {split}: examples kept");
             for (i, (e, w)) in got.iter().zip(want).enumerate() {
                 let want_ids = ids(&w["input_ids"]);
@@ -106,9 +145,22 @@ fn examples_are_trls_token_for_token() {
                 let want_trained: Vec<bool> =
                     ids(&w["labels"]).iter().map(|&l| l != -100).collect();
                 assert_eq!(e.trained, want_trained, "{layout} {split} {i}: labels");
+                let want_lengths: Vec<usize> = match w.get("seq_lengths") {
+                    Some(l) => ids(l).iter().map(|&x| x as usize).collect(),
+                    None => vec![want_ids.len()],
+                };
+                assert_eq!(e.seq_lengths, want_lengths, "{layout} {split} {i}: lengths");
             }
         }
+        if expected["packing"].is_string() {
+            packed += 1;
+            assert!(
+                set.train.iter().any(|e| e.seq_lengths.len() > 1) || layout.ends_with("wrapped"),
+                "{layout}: some row holds two sequences"
+            );
+        }
     }
+    assert_eq!(packed, 3);
 }
 
 #[test]
@@ -116,7 +168,13 @@ fn full_batch_steps_give_trls_validation_loss_and_token_accuracy() {
     let g = golden_dir("sft");
     for layout in LAYOUTS {
         let expected = read_json(&g.join(layout).join("expected.json"));
-        let n = expected["train"].as_array().unwrap().len();
+        // One step over every row (TRL's rows with nothing to train on are not ours).
+        let n = expected["train"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| trains(w))
+            .count();
         let run = tempfile::tempdir().unwrap();
         let cfg = config(layout, n, run.path(), &expected);
         let summary = train(

@@ -915,6 +915,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         device_name,
         precision,
         match &task {
+            Task::Sft(set) if set.packing.is_some() => format!(" packed rows of up to {t} tokens"),
             Task::Sft(_) => format!(" examples of up to {t} tokens"),
             _ => format!("x{t} tokens"),
         },
