@@ -333,19 +333,23 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
         // a warp, 33 and 65 pairs (past a warp's first round), Llama's head dims, row counts
         // that end inside a block of 8 rows. Random tables, not cos and sin of angles: their two
         // halves differ, so a kernel that reads the wrong half fails. Only x has a gradient.
-        for shape in [
-            &[1, 1, 1, 2][..],
-            &[2, 5, 3, 6],
-            &[1, 7, 2, 66],
-            &[2, 16, 12, 64],
-            &[1, 3, 5, 130],
-            &[2, 33, 3, 128],
+        // The last two take tables of (B·T, D), a row per token (packed sequences).
+        for (shape, per_token) in [
+            (&[1, 1, 1, 2][..], false),
+            (&[2, 5, 3, 6], false),
+            (&[1, 7, 2, 66], false),
+            (&[2, 16, 12, 64], false),
+            (&[1, 3, 5, 130], false),
+            (&[2, 33, 3, 128], false),
+            (&[3, 5, 3, 6], true),
+            (&[2, 33, 4, 64], true),
         ] {
             let (t, d) = (shape[1], shape[3]);
+            let rows = if per_token { shape[0] * t } else { t };
             let xs = [
                 randn(rope_rng, shape, 1.5)?,
-                randn(rope_rng, &[t, d], 1.0)?,
-                randn(rope_rng, &[t, d], 1.0)?,
+                randn(rope_rng, &[rows, d], 1.0)?,
+                randn(rope_rng, &[rows, d], 1.0)?,
             ];
             let f = |v: &[Tensor]| ops::rope(&v[0], &v[1], &v[2]);
             let r = |v: &[Tensor]| reference::rope(&v[0], &v[1], &v[2]);
