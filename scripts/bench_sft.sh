@@ -6,11 +6,16 @@
 # Prints each side's tokens/s (the examples' input tokens a step reads on average, over the
 # median step time after 2 warmup steps) and the ratio. Needs the prepared fortunes
 # (data/fortunes/tokenizer.json) and the reference venv (scripts/ref_env.sh).
+# PACKING=1: both pack the records into rows of max_length (TRL's packing=True, best-fit
+# decreasing; its batches padding-free), so a step is 16 rows and the epoch fewer steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 THREADS="${THREADS:-2}"
 N="${N:-512}"
+PACKING="${PACKING:-0}"
+pack_set=() pack_flag=()
+if [[ "$PACKING" == 1 ]]; then pack_set=(--set data.packing=true); pack_flag=(--packing); fi
 PY=$(bash scripts/ref_env.sh | tail -n 1)
 cargo build --release -q -p lantern-cli
 [[ -f data/fortune-sft/prompt-completion/train.jsonl ]] || python3 scripts/make_fortune_sft.py >/dev/null
@@ -50,10 +55,12 @@ every = 0
 [run]
 dir = "$tmp/run"
 TOML
-RAYON_NUM_THREADS=$THREADS target/release/lantern train --config "$tmp/sft.toml" --quiet
+RAYON_NUM_THREADS=$THREADS target/release/lantern train --config "$tmp/sft.toml" --quiet \
+    "${pack_set[@]}"
 trl=$(OMP_NUM_THREADS=$THREADS "$PY" scripts/bench_sft_torch.py --model "$tmp/model" \
-    --train "$tmp/train.jsonl" --batch 16 --max-length 128 --threads "$THREADS" 2>/dev/null | tail -n 1)
-"$PY" - "$tmp/run/metrics.jsonl" "$trl" "$THREADS" <<'PYEOF'
+    --train "$tmp/train.jsonl" --batch 16 --max-length 128 --threads "$THREADS" \
+    "${pack_flag[@]}" 2>/dev/null | tail -n 1)
+"$PY" - "$tmp/run/metrics.jsonl" "$trl" "$THREADS" "$PACKING" <<'PYEOF'
 import json, statistics, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 train = [r for r in recs if r.get("kind") == "train"]
@@ -62,7 +69,8 @@ ours_step = statistics.median(r["step_ms"] for r in train[2:]) / 1e3
 ours_tok = train[-1]["tokens_seen"] / steps
 ours = ours_tok / ours_step
 trl = json.loads(sys.argv[2])
-print(f"SFT: Llama 4x256 (vocab 4096), {steps} steps of 16 prompt-completion records, "
+what = "packed rows of" if sys.argv[4] == "1" else ""
+print(f"SFT: Llama 4x256 (vocab 4096), {steps} steps of 16 {what} prompt-completion records, "
       f"max_length 128, fp32, {sys.argv[3]} threads, median step after 2 warmups")
 print(f"{'implementation':<22}{'tokens/step':>12}{'step ms':>10}{'tokens/s':>10}")
 print(f"{'lantern train':<22}{ours_tok:>12.0f}{ours_step * 1e3:>10.1f}{ours:>10.0f}")

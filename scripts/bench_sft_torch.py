@@ -5,7 +5,7 @@ CPU in fp32, timing every optimizer step. Prints one JSON line: the median step 
 but each one's last, over the steps of the epoch) and their ratio, tokens/s.
 
     .venv-ref/bin/python scripts/bench_sft_torch.py --model DIR --train F.jsonl --batch 16 \\
-        --max-length 128 --threads 2 [--warmup 2]
+        --max-length 128 --threads 2 [--warmup 2] [--packing]
 """
 import argparse
 import json
@@ -38,6 +38,7 @@ def main():
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--packing", action="store_true", help="TRL's packing=True (bfd)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with open(args.train) as f:
@@ -52,7 +53,7 @@ def main():
             warmup_steps=0, weight_decay=0.0, adam_beta2=0.999, max_grad_norm=1.0,
             optim="adamw_torch", logging_steps=10_000, save_strategy="no", eval_strategy="no",
             report_to=[], bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
-            dataloader_num_workers=0, seed=0)
+            dataloader_num_workers=0, seed=0, packing=args.packing)
         trainer = SFTTrainer(model=model, args=cfg, processing_class=tokenizer,
                              train_dataset=Dataset.from_list(rows), callbacks=[timer])
         tokens = sum(len(e["input_ids"]) - 1 for e in trainer.train_dataset)

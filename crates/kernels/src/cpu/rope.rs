@@ -344,7 +344,7 @@ mod tests {
         let x = randn(&mut rng, &[b, t, h, d], 1.0, DType::F32);
         compare_with_reference(
             &mut rng,
-            &[x.clone()],
+            std::slice::from_ref(&x),
             &[true],
             |v| ops::rope(&v[0], &pc, &ps),
             |v| reference::rope(&v[0], &pc, &ps),
