@@ -69,8 +69,8 @@ ours_step = statistics.median(r["step_ms"] for r in train[2:]) / 1e3
 ours_tok = train[-1]["tokens_seen"] / steps
 ours = ours_tok / ours_step
 trl = json.loads(sys.argv[2])
-what = "packed rows of" if sys.argv[4] == "1" else ""
-print(f"SFT: Llama 4x256 (vocab 4096), {steps} steps of 16 {what} prompt-completion records, "
+what = "packed rows of " if sys.argv[4] == "1" else ""
+print(f"SFT: Llama 4x256 (vocab 4096), {steps} steps of 16 {what}prompt-completion records, "
       f"max_length 128, fp32, {sys.argv[3]} threads, median step after 2 warmups")
 print(f"{'implementation':<22}{'tokens/step':>12}{'step ms':>10}{'tokens/s':>10}")
 print(f"{'lantern train':<22}{ours_tok:>12.0f}{ours_step * 1e3:>10.1f}{ours:>10.0f}")
