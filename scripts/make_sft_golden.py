@@ -32,6 +32,8 @@ Packed layouts (TRL's `packing=True`), each with the records of the layout it na
 positions restart in every sequence), `text-packed-split` (`packing_strategy="bfd_split"`,
 `max_length` 48, so long examples are split) and `messages-packed-wrapped` (`"wrapped"`); their
 `expected.json` lists the packed rows with TRL's `seq_lengths` and the strategy under `packing`.
+`prompt-completion-dft`: the prompt-completion records trained and evaluated with TRL's
+`loss_type="dft"` (each target's loss weighted by its detached probability).
 And `<out>/templates.json`: chat templates written in the idioms of released models' templates
 (ChatML with tools and whitespace control, Llama 3's headers with `trim`, Gemma's role mapping
 and alternation check, Mistral's `[INST]`, a `namespace` gathering system messages with
@@ -278,7 +280,8 @@ def run(model_dir, layout_dir, train, val, max_length=MAX_LENGTH, **extra):
         json.dump({**prepared, "eval_loss": losses,
                    "eval_mean_token_accuracy": [e["eval_mean_token_accuracy"] for e in evals],
                    "max_length": max_length, "steps": STEPS, "lr": LR,
-                   "packing": extra.get("packing_strategy") if extra.get("packing") else None}, f)
+                   "packing": extra.get("packing_strategy") if extra.get("packing") else None,
+                   "loss_type": extra.get("loss_type", "nll")}, f)
     return prepared, losses
 
 
@@ -301,6 +304,7 @@ def main():
         "prompt-completion-packed": ("prompt-completion", dict(packing=True, packing_strategy="bfd")),
         "text-packed-split": ("text", dict(packing=True, packing_strategy="bfd_split", max_length=48)),
         "messages-packed-wrapped": ("messages", dict(packing=True, packing_strategy="wrapped")),
+        "prompt-completion-dft": ("prompt-completion", dict(loss_type="dft")),
     }
     for layout in ("text", "prompt-completion", "messages", "conv-prompt-completion",
                    "messages-assistant", *packed):

@@ -187,6 +187,22 @@ pub struct DataSection {
     /// `wrapped` (`lantern_data::packing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packing_strategy: Option<PackingStrategy>,
+    /// SFT: `nll` (default) or `dft`, TRL's `loss_type` ([`TokenLoss`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_type: Option<TokenLoss>,
+}
+
+/// How a causal LM's loss weighs each target token (TRL's `loss_type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenLoss {
+    /// The negative log-likelihood of every target.
+    #[default]
+    Nll,
+    /// Dynamic Fine-Tuning (Wu et al. 2025, arXiv 2508.05629): each target's negative
+    /// log-likelihood weighted by its probability, taken as a constant (no gradient through
+    /// the weight): `-p·log p` with `p` detached.
+    Dft,
 }
 
 impl DataSection {
@@ -204,6 +220,7 @@ impl DataSection {
             ("chat_template", self.chat_template.is_some()),
             ("packing", self.packing.is_some()),
             ("packing_strategy", self.packing_strategy.is_some()),
+            ("loss_type", self.loss_type.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -1318,10 +1335,12 @@ mod tests {
                 "train.epochs=2.5".into(),
                 "data.packing=true".into(),
                 "data.packing_strategy=\"bfd_split\"".into(),
+                "data.loss_type=\"dft\"".into(),
             ],
         )
         .unwrap();
         assert_eq!(c.data.packing_strategy, Some(PackingStrategy::BfdSplit));
+        assert_eq!(c.data.loss_type, Some(TokenLoss::Dft));
         assert_eq!(c.data.shards(), None);
         assert_eq!(c.train.epochs, Some(2.5));
         let again = RunConfig::parse(&c.to_toml(), "t", &[]).unwrap();
@@ -1358,6 +1377,11 @@ mod tests {
                 MIN,
                 vec!["data.packing=true"],
                 "data.packing is a setting of SFT data",
+            ),
+            (
+                sft,
+                vec!["data.loss_type=\"chunked_nll\""],
+                "unknown variant `chunked_nll`",
             ),
             (
                 sft,

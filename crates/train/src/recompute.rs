@@ -323,6 +323,7 @@ mod tests {
                 weights: None,
                 n_targets: 24,
                 packing: None,
+                loss: Default::default(),
             }
         };
         let batches = [batch(1), batch(2)];
@@ -370,6 +371,7 @@ mod tests {
             weights: Some(Tensor::from_vec(w, 24, &Device::Cpu).unwrap()),
             n_targets: 8,
             packing: None,
+            loss: Default::default(),
         };
         let run = |model: &dyn LossModel| {
             let mut grads = StepGrads::new(params.len());
@@ -414,6 +416,7 @@ mod tests {
                 weights: None,
                 n_targets: 24,
                 packing: None,
+                loss: Default::default(),
             }
         };
         let batches = [batch(1), batch(2)];

@@ -24,7 +24,7 @@
 //! is then what it is alone; what packing changes is which examples share a step, and the
 //! padding. A row with nothing to train on is left out.
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, TokenLoss};
 use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -53,6 +53,8 @@ pub struct SftSet {
     pub max_length: usize,
     /// `data.packing`: how the examples were packed into rows.
     pub packing: Option<PackingStrategy>,
+    /// `data.loss_type`: how the loss weighs each target.
+    pub loss: TokenLoss,
     /// `train.group_by_length`: the examples per optimizer step (every rank's) each epoch's
     /// order is grouped by.
     pub group: Option<usize>,
@@ -199,6 +201,7 @@ impl SftSet {
             train,
             val,
             packing,
+            loss: d.loss_type.unwrap_or_default(),
             pad: eos
                 .as_deref()
                 .and_then(|e| tokenizer.token_to_id(e))
@@ -276,6 +279,7 @@ impl SftSet {
             weights: Some(Tensor::from_slice(&weights, b * t, device)?),
             n_targets,
             packing,
+            loss: self.loss,
         })
     }
 
@@ -337,6 +341,7 @@ mod tests {
             format: SftFormat::Text,
             max_length: 8,
             packing: None,
+            loss: TokenLoss::Nll,
             group: None,
             notes: Vec::new(),
         }

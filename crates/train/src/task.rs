@@ -14,7 +14,7 @@
 //! normalises a step's summed loss by [`Batch::n_targets`] of the whole step, which makes the
 //! masked-LM loss the mean over the step's chosen tokens and accumulation exact for both.
 
-use crate::config::{ModelArch, RunConfig};
+use crate::config::{ModelArch, RunConfig, TokenLoss};
 use crate::grads::{scaled_backward, StepGrads};
 use crate::model_tokens;
 use crate::recompute::Recomputed;
@@ -445,14 +445,36 @@ pub trait LossModel {
 }
 
 /// Summed next-token cross-entropy of GPT's logits (B, T, V) against the batch's targets
-/// (B·T).
+/// (B·T); with [`TokenLoss::Dft`] each target's term weighted by its probability.
 pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     let (b, t, v) = logits.dims3()?;
+    let logits = logits.reshape((b * t, v))?;
+    let weights = match batch.loss {
+        TokenLoss::Nll => batch.weights.clone(),
+        TokenLoss::Dft => {
+            let p = target_probs(&logits, &batch.targets)?;
+            Some(match &batch.weights {
+                Some(w) => (p * w)?,
+                None => p,
+            })
+        }
+    };
     Ok(cross_entropy_sum(
-        &logits.reshape((b * t, v))?,
+        &logits,
         &batch.targets,
-        batch.weights.as_ref(),
+        weights.as_ref(),
     )?)
+}
+
+/// The probability of each target under logits (N, V), in f32 and detached from the graph
+/// (DFT's weights are constants): `exp(x_t - logsumexp(x))` per row → (N).
+fn target_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let x = logits.detach().to_dtype(DType::F32)?;
+    let max = x.max_keepdim(1)?;
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(1)?.log()?; // (N, 1)
+    let at = shifted.gather(&targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?; // (N, 1)
+    Ok((at - lse)?.exp()?.squeeze(1)?)
 }
 
 /// [`LossModel::eval_sums`] of next-token logits (B, T, V): the summed loss and the targets
@@ -721,6 +743,7 @@ impl Task {
             weights: Some(Tensor::from_slice(&m.weights, b * t, device)?),
             n_targets,
             packing: None,
+            loss: Default::default(),
         })
     }
 }

@@ -15,7 +15,7 @@
 //! A world of one (no launcher) runs exactly the single-process loop.
 
 use crate::checkpoint::{self, TrainerState};
-use crate::config::{RunConfig, TrainSection};
+use crate::config::{RunConfig, TokenLoss, TrainSection};
 use crate::early_stopping::EarlyStopping;
 use crate::grads::StepGrads;
 use crate::lora::{self, Lora};
@@ -101,6 +101,8 @@ pub struct Batch {
     pub n_targets: usize,
     /// Rows that hold several sequences (packed SFT data): their positions and attention.
     pub packing: Option<Packing>,
+    /// How a causal LM's loss weighs each target (SFT's `data.loss_type`).
+    pub loss: TokenLoss,
 }
 
 pub fn to_batch(
@@ -116,6 +118,7 @@ pub fn to_batch(
         weights: None,
         n_targets: b * t,
         packing: None,
+        loss: TokenLoss::Nll,
     })
 }
 
