@@ -526,10 +526,10 @@ impl Llama {
                             .transpose()?,
                     };
                     let mask = match packing {
-                        // (B, 1, 1, T, T) over the grouped scores (B, KV, n_rep, T, T); a
-                        // window's mask added (0 or -inf each).
+                        // (B, 1, T, T) over the scores (B, H, T, T); a window's mask added
+                        // (0 or -inf each).
                         Some(p) => {
-                            let m = p.mask().unsqueeze(1)?;
+                            let m = p.mask().clone();
                             Some(match key.0 {
                                 Some(w) => m.broadcast_add(&k::sliding_causal_mask(
                                     0,
@@ -750,7 +750,7 @@ impl Llama {
     /// The composite attention, grouped: q (B, H, T, hd) over k, v (B, KV, S, hd), query head
     /// j·n_rep + r reading key/value head j, so the query heads one key/value head serves are
     /// stacked as rows of one product with it and keys and values are never repeated; `mask`
-    /// is additive over (T, S) → attention's output (B, T, H·hd), the input of o_proj.
+    /// is additive over (T, S), or (B, 1, T, S) for packed rows → attention's output (B, T, H·hd), the input of o_proj.
     fn attend(
         &self,
         q: &Tensor,
@@ -762,7 +762,10 @@ impl Llama {
         let n_rep = h / kv;
         let q = q.reshape((b, kv, n_rep * t, hd))?;
         let att = q.matmul(&kk.t()?)?; // (B, KV, n_rep·T, S)
-        let att = att.reshape((b, kv, n_rep, t, s))?;
+                                       // (B, H, T, S), the same memory: query head j·n_rep + r is row block r of KV head j.
+                                       // Rank 4 lets a (T, S) or (B, 1, T, S) mask broadcast through its strides in the CUDA
+                                       // kernel, which materialises masks of higher ranks.
+        let att = att.reshape((b, h, t, s))?;
         let att = match self.cfg.attn_logit_softcapping {
             // Gemma's soft cap on the scaled scores, before the mask: tanh(s / c) · c.
             Some(cap) => {
