@@ -33,7 +33,9 @@ positions restart in every sequence), `text-packed-split` (`packing_strategy="bf
 `max_length` 48, so long examples are split) and `messages-packed-wrapped` (`"wrapped"`); their
 `expected.json` lists the packed rows with TRL's `seq_lengths` and the strategy under `packing`.
 `prompt-completion-dft`: the prompt-completion records trained and evaluated with TRL's
-`loss_type="dft"` (each target's loss weighted by its detached probability).
+`loss_type="dft"` (each target's loss weighted by its detached probability). Every
+`expected.json` also has `train_loss`, the loss TRL logged at each step (its batch's, before
+the update).
 And `<out>/templates.json`: chat templates written in the idioms of released models' templates
 (ChatML with tools and whitespace control, Llama 3's headers with `trim`, Gemma's role mapping
 and alternation check, Mistral's `[INST]`, a `namespace` gathering system messages with
@@ -274,14 +276,17 @@ def run(model_dir, layout_dir, train, val, max_length=MAX_LENGTH, **extra):
         first = trainer.evaluate()
         trainer.train()
         evals = [first] + [r for r in trainer.state.log_history if "eval_loss" in r]
+        # The loss of each step's batch before its update (logging_steps=1).
+        train_losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     assert len(evals) == STEPS + 1, evals
+    assert len(train_losses) == STEPS, train_losses
     losses = [e["eval_loss"] for e in evals]
     with open(os.path.join(layout_dir, "expected.json"), "w") as f:
         json.dump({**prepared, "eval_loss": losses,
                    "eval_mean_token_accuracy": [e["eval_mean_token_accuracy"] for e in evals],
                    "max_length": max_length, "steps": STEPS, "lr": LR,
                    "packing": extra.get("packing_strategy") if extra.get("packing") else None,
-                   "loss_type": extra.get("loss_type", "nll")}, f)
+                   "loss_type": extra.get("loss_type", "nll"), "train_loss": train_losses}, f)
     return prepared, losses
 
 

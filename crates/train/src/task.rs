@@ -689,7 +689,13 @@ impl Task {
                 if rows.is_empty() {
                     return Ok(None);
                 }
-                set.batch(&rows, device)?
+                // Evaluations score the NLL whatever the training loss: DFT's loss is no
+                // measure of the model (it grows as targets' probabilities rise toward 1/e),
+                // and perplexity, the best checkpoint and early stopping read the NLL.
+                Batch {
+                    loss: TokenLoss::Nll,
+                    ..set.batch(&rows, device)?
+                }
             }
         }))
     }
