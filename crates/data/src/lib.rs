@@ -13,6 +13,7 @@
 //! - [`sft`]: supervised fine-tuning examples (TRL's text, prompt-completion and
 //!   conversational layouts) for a causal LM; [`chat`] renders chat templates, [`packing`]
 //!   packs examples into rows.
+//! - [`dpo`]: preference examples (TRL's prompt / chosen / rejected layouts) for DPO.
 //! - [`qa`]: extractive question answering (SQuAD): examples, and question + context windows
 //!   with answer spans.
 //!
@@ -21,6 +22,7 @@
 
 pub mod chat;
 pub mod choice;
+pub mod dpo;
 pub mod error;
 mod fsio;
 mod hash;

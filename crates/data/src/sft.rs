@@ -156,42 +156,55 @@ impl Record {
     }
 }
 
-fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<Record> {
-    // Read as template values, which keep an object's keys in order (a message's, for the
-    // template); the record's own keys are looked up by name.
+/// Line `n` of `path` as a JSON object, read as template values, which keep an object's keys
+/// in order (a message's, for the template); the record's own keys are looked up by name.
+pub(crate) fn record_object(path: &Path, n: usize, line: &str) -> Result<JValue> {
     let v: JValue =
         serde_json::from_str(line).map_err(|e| bad(path, n, format!("invalid JSON: {e}")))?;
     if v.kind() != ValueKind::Map {
         return Err(bad(path, n, "a record must be a JSON object"));
     }
-    let field = |k: &str| {
-        v.get_attr(k)
-            .ok()
-            .filter(|x| !x.is_undefined() && !x.is_none())
+    Ok(v)
+}
+
+/// A record's field `k`, absent when missing or null.
+pub(crate) fn record_field(v: &JValue, k: &str) -> Option<JValue> {
+    v.get_attr(k)
+        .ok()
+        .filter(|x| !x.is_undefined() && !x.is_none())
+}
+
+/// A record's messages in field `k`.
+pub(crate) fn record_messages(path: &Path, n: usize, k: &str, x: &JValue) -> Result<Vec<Message>> {
+    Message::list_from_json(x).map_err(|m| bad(path, n, format!("\"{k}\": {m}")))
+}
+
+/// TRL's `tools` column: a list of function schemas, or its JSON text.
+pub(crate) fn record_tools(path: &Path, n: usize, v: &JValue) -> Result<Option<JValue>> {
+    let Some(t) = record_field(v, "tools") else {
+        return Ok(None);
     };
-    let messages = |k: &str, x: &JValue| -> Result<Vec<Message>> {
-        Message::list_from_json(x).map_err(|m| bad(path, n, format!("\"{k}\": {m}")))
+    let t = match t.kind() {
+        ValueKind::String => serde_json::from_str::<JValue>(t.as_str().unwrap_or_default())
+            .map_err(|e| bad(path, n, format!("\"tools\" is not JSON text: {e}")))?,
+        _ => t,
     };
+    match t.kind() {
+        ValueKind::Seq => Ok(Some(t)),
+        _ => Err(bad(
+            path,
+            n,
+            format!("\"tools\" must be a list of function schemas, got {t}"),
+        )),
+    }
+}
+
+fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<Record> {
+    let v = record_object(path, n, line)?;
+    let field = |k: &str| record_field(&v, k);
+    let messages = |k: &str, x: &JValue| record_messages(path, n, k, x);
     let string = |x: &JValue| x.as_str().map(str::to_string);
-    // TRL's `tools` column: a list of function schemas, or its JSON text.
-    let tools = || -> Result<Option<JValue>> {
-        let Some(t) = field("tools") else {
-            return Ok(None);
-        };
-        let t = match t.kind() {
-            ValueKind::String => serde_json::from_str::<JValue>(t.as_str().unwrap_or_default())
-                .map_err(|e| bad(path, n, format!("\"tools\" is not JSON text: {e}")))?,
-            _ => t,
-        };
-        match t.kind() {
-            ValueKind::Seq => Ok(Some(t)),
-            _ => Err(bad(
-                path,
-                n,
-                format!("\"tools\" must be a list of function schemas, got {t}"),
-            )),
-        }
-    };
+    let tools = || record_tools(path, n, &v);
     match (field("prompt"), field("completion"), field("messages")) {
         (Some(p), Some(c), None) => match (p.kind(), c.kind()) {
             (ValueKind::String, ValueKind::String) => Ok(Record::PromptCompletion(
@@ -368,7 +381,7 @@ pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Re
     Ok(data)
 }
 
-fn encode(
+pub(crate) fn encode(
     path: &Path,
     n: usize,
     tokenizer: &Tokenizer,
@@ -383,7 +396,7 @@ fn encode(
 }
 
 /// Number of leading tokens `a` and `b` share.
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 

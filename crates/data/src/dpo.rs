@@ -1,0 +1,334 @@
+//! Preference examples for Direct Preference Optimization, in the dataset layouts of TRL's
+//! `DPOTrainer` (one JSON object per line):
+//!
+//! - `{"prompt": "...", "chosen": "...", "rejected": "..."}`: plain text;
+//! - `{"prompt": [messages], "chosen": [messages], "rejected": [messages]}`: conversational,
+//!   rendered by the model's chat template ([`crate::chat::ChatTemplate`]), with TRL's `tools`
+//!   column;
+//! - without `"prompt"`, the prompt is implicit: the longest common start of `chosen` and
+//!   `rejected` (messages, or characters; TRL's `extract_prompt`).
+//!
+//! Tokenization is TRL 1.x's: plain text gets the end-of-sequence token appended to both
+//! completions (unless they already end with it), and prompt and prompt + completion are
+//! tokenized with the tokenizer's special tokens; conversations are rendered (the prompt alone
+//! with the generation prompt) and tokenized without (the template writes them). The
+//! completions start where the prompt's tokens and prompt + chosen's, or prompt + rejected's,
+//! first differ, whichever is earlier (`common_prefix_length`). Examples whose prompt alone
+//! fills `max_length` are dropped (nothing of their completions would be left).
+
+use std::path::Path;
+
+use minijinja::value::ValueKind;
+use minijinja::Value as JValue;
+use tokenizers::Tokenizer;
+
+use crate::chat::{ChatTemplate, Message};
+use crate::error::{Error, Result};
+use crate::labelled::bad;
+use crate::sft::{
+    common_prefix, encode, record_field, record_messages, record_object, record_tools,
+};
+
+/// One tokenized preference: the prompt's tokens and each completion's after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreferenceExample {
+    pub prompt: Vec<u32>,
+    pub chosen: Vec<u32>,
+    pub rejected: Vec<u32>,
+    /// The record's line in its file (1-based).
+    pub line: usize,
+}
+
+/// How records become examples.
+#[derive(Debug, Clone)]
+pub struct PreferenceOptions<'a> {
+    /// Prompt + completion is cut to this many tokens when batched (TRL's `max_length`,
+    /// keeping the start); a prompt of this many tokens or more drops its example.
+    pub max_length: usize,
+    /// The end-of-sequence token appended to plain-text completions.
+    pub eos_token: Option<&'a str>,
+    /// The chat template conversational records are rendered with.
+    pub chat_template: Option<&'a ChatTemplate>,
+    /// Rows of the model's embedding table: a token id at or past it is refused.
+    pub vocab_size: usize,
+}
+
+/// A file's examples.
+#[derive(Debug, Clone)]
+pub struct PreferenceData {
+    pub examples: Vec<PreferenceExample>,
+    /// Whether the records are conversations.
+    pub conversational: bool,
+    /// Records dropped for a prompt that fills `max_length`.
+    pub dropped: usize,
+}
+
+/// Whether a JSONL file's first record is a preference (`chosen` and `rejected`), which makes
+/// the file DPO data rather than SFT data. `None` when the file cannot be read or has no
+/// record (the reader that follows says why).
+pub fn is_preference_file(path: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| !l.trim().is_empty())?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some(v.get("chosen").is_some() && v.get("rejected").is_some())
+}
+
+/// A record before tokenization: prompt, chosen, rejected.
+enum Record {
+    Text(String, String, String),
+    Messages(Vec<Message>, Vec<Message>, Vec<Message>, Option<JValue>),
+}
+
+/// TRL's `extract_prompt`: the longest common start of `chosen` and `rejected`, where the
+/// first difference is at index i, and the rest of each. A space just before a difference
+/// stays with the completions. When neither differs within the shorter one, TRL's loop ends
+/// at its last index, which is where the split falls.
+fn extract<T: PartialEq + Clone>(
+    chosen: &[T],
+    rejected: &[T],
+    space: impl Fn(&T) -> bool,
+) -> usize {
+    let n = chosen.len().min(rejected.len());
+    let mut idx = n.saturating_sub(1);
+    for i in 0..n {
+        if chosen[i] != rejected[i] {
+            // (At i = 0 Python's `chosen[i - 1]` reads the last element and a space there
+            // splits off all but it; no prompt is taken here instead.)
+            idx = if i > 0 && space(&chosen[i - 1]) {
+                i - 1
+            } else {
+                i
+            };
+            break;
+        }
+    }
+    idx
+}
+
+fn parse_record(path: &Path, n: usize, line: &str) -> Result<Record> {
+    let v = record_object(path, n, line)?;
+    let get = |k: &str| {
+        record_field(&v, k).ok_or_else(|| {
+            bad(
+                path,
+                n,
+                format!(
+                    "a preference record needs \"chosen\" and \"rejected\"; \"{k}\" is missing"
+                ),
+            )
+        })
+    };
+    let (chosen, rejected) = (get("chosen")?, get("rejected")?);
+    let prompt = record_field(&v, "prompt");
+    let kinds = (
+        prompt.as_ref().map(JValue::kind),
+        chosen.kind(),
+        rejected.kind(),
+    );
+    match kinds {
+        (None | Some(ValueKind::String), ValueKind::String, ValueKind::String) => {
+            let (c, r) = (
+                chosen.as_str().unwrap_or_default().to_string(),
+                rejected.as_str().unwrap_or_default().to_string(),
+            );
+            Ok(match prompt {
+                Some(p) => Record::Text(p.as_str().unwrap_or_default().to_string(), c, r),
+                None => {
+                    let (cc, rc): (Vec<char>, Vec<char>) =
+                        (c.chars().collect(), r.chars().collect());
+                    if cc.is_empty() || rc.is_empty() {
+                        return Err(bad(
+                            path,
+                            n,
+                            "\"chosen\" and \"rejected\" must not be empty",
+                        ));
+                    }
+                    let i = extract(&cc, &rc, |ch| *ch == ' ');
+                    let s = |v: &[char]| v.iter().collect::<String>();
+                    Record::Text(s(&cc[..i]), s(&cc[i..]), s(&rc[i..]))
+                }
+            })
+        }
+        (None | Some(ValueKind::Seq), ValueKind::Seq, ValueKind::Seq) => {
+            let c = record_messages(path, n, "chosen", &chosen)?;
+            let r = record_messages(path, n, "rejected", &rejected)?;
+            let tools = record_tools(path, n, &v)?;
+            Ok(match prompt {
+                Some(p) => Record::Messages(record_messages(path, n, "prompt", &p)?, c, r, tools),
+                None => {
+                    if c.is_empty() || r.is_empty() {
+                        return Err(bad(
+                            path,
+                            n,
+                            "\"chosen\" and \"rejected\" must not be empty",
+                        ));
+                    }
+                    let i = extract(&c, &r, |_| false);
+                    Record::Messages(c[..i].to_vec(), c[i..].to_vec(), r[i..].to_vec(), tools)
+                }
+            })
+        }
+        _ => Err(bad(
+            path,
+            n,
+            "\"prompt\" (if any), \"chosen\" and \"rejected\" must all be strings or all be \
+             lists of messages",
+        )),
+    }
+}
+
+/// Reads and tokenizes a JSONL file of preference records.
+pub fn read_preferences(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    opts: &PreferenceOptions<'_>,
+) -> Result<PreferenceData> {
+    if !path.exists() {
+        return Err(Error::MissingInput(path.to_path_buf()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))?;
+    let mut data = PreferenceData {
+        examples: Vec::new(),
+        conversational: false,
+        dropped: 0,
+    };
+    let mut kind = None;
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = parse_record(path, n, line)?;
+        let conv = matches!(record, Record::Messages(..));
+        match kind {
+            None => kind = Some(conv),
+            Some(k) if k != conv => {
+                return Err(bad(
+                    path,
+                    n,
+                    "records mix plain text and conversations (one layout per file)",
+                ))
+            }
+            Some(_) => {}
+        }
+        let (prompt, pc, pr) = tokenize(path, n, record, tokenizer, opts)?;
+        for ids in [&prompt, &pc, &pr] {
+            if let Some((pos, &id)) = ids
+                .iter()
+                .enumerate()
+                .find(|(_, &id)| id as usize >= opts.vocab_size)
+            {
+                return Err(bad(
+                    path,
+                    n,
+                    format!(
+                        "token id {id} at position {pos} is past the model's vocabulary of {}",
+                        opts.vocab_size
+                    ),
+                ));
+            }
+        }
+        let at = common_prefix(&prompt, &pc).min(common_prefix(&prompt, &pr));
+        if at >= opts.max_length {
+            data.dropped += 1;
+            continue;
+        }
+        data.examples.push(PreferenceExample {
+            prompt: prompt[..at].to_vec(),
+            chosen: pc[at..].to_vec(),
+            rejected: pr[at..].to_vec(),
+            line: n,
+        });
+    }
+    let Some(conv) = kind else {
+        return Err(Error::format(path, "no records (one JSON object per line)"));
+    };
+    data.conversational = conv;
+    if data.examples.is_empty() {
+        return Err(Error::format(
+            path,
+            format!(
+                "all {} records were dropped: every prompt fills data.max_length {}",
+                data.dropped, opts.max_length
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// The tokens of the prompt alone, of prompt + chosen and of prompt + rejected.
+fn tokenize(
+    path: &Path,
+    n: usize,
+    record: Record,
+    tokenizer: &Tokenizer,
+    opts: &PreferenceOptions<'_>,
+) -> Result<(Vec<u32>, Vec<u32>, Vec<u32>)> {
+    match record {
+        Record::Text(p, c, r) => {
+            let eos = opts.eos_token.ok_or_else(|| {
+                bad(
+                    path,
+                    n,
+                    "the tokenizer has no end-of-sequence token to end the completions with \
+                     (set data.eos_token)",
+                )
+            })?;
+            let with_eos = |s: String| if s.ends_with(eos) { s } else { s + eos };
+            let (c, r) = (with_eos(c), with_eos(r));
+            Ok((
+                encode(path, n, tokenizer, &p, true)?,
+                encode(path, n, tokenizer, &format!("{p}{c}"), true)?,
+                encode(path, n, tokenizer, &format!("{p}{r}"), true)?,
+            ))
+        }
+        Record::Messages(p, c, r, tools) => {
+            let t = opts.chat_template.ok_or_else(|| {
+                bad(
+                    path,
+                    n,
+                    "a conversational record needs the model's chat template, and the \
+                     tokenizer has none (tokenizer_config.json's \"chat_template\", \
+                     chat_template.jinja, or data.chat_template)",
+                )
+            })?;
+            let render = |msgs: &[Message], gen: bool| -> Result<Vec<u32>> {
+                let text = t
+                    .render_with_spans(msgs, tools.as_ref(), gen)
+                    .map_err(|e| bad(path, n, format!("chat template: {e}")))?
+                    .0;
+                encode(path, n, tokenizer, &text, false)
+            };
+            let joined =
+                |tail: &[Message]| -> Vec<Message> { p.iter().chain(tail).cloned().collect() };
+            Ok((
+                render(&p, true)?,
+                render(&joined(&c), false)?,
+                render(&joined(&r), false)?,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TRL's `extract_prompt`: up to the first difference, a space before it left to the
+    /// completions; whole messages for conversations.
+    #[test]
+    fn implicit_prompts_are_trls() {
+        let split = |c: &str, r: &str| {
+            let (c, r): (Vec<char>, Vec<char>) = (c.chars().collect(), r.chars().collect());
+            extract(&c, &r, |ch| *ch == ' ')
+        };
+        assert_eq!(split("The sky is blue.", "The sky is green."), 10);
+        assert_eq!(split("Q: a? Yes", "Q: a? No"), 5);
+        assert_eq!(split("abc", "xbc"), 0);
+        // One is the start of the other: the last index of the shorter.
+        assert_eq!(split("abc", "abcd"), 2);
+        assert_eq!(extract(&[1, 2, 3], &[1, 2, 4], |_| false), 2);
+    }
+}
