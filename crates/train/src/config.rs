@@ -190,6 +190,10 @@ pub struct DataSection {
     /// SFT: `nll` (default) or `dft`, TRL's `loss_type` ([`TokenLoss`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_type: Option<TokenLoss>,
+    /// DPO (preference records in `train`): the strength β of the preference loss
+    /// `−log σ(β·margin)` (TRL's `beta`; default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
 }
 
 /// How a causal LM's loss weighs each target token (TRL's `loss_type`).
@@ -221,6 +225,7 @@ impl DataSection {
             ("packing", self.packing.is_some()),
             ("packing_strategy", self.packing_strategy.is_some()),
             ("loss_type", self.loss_type.is_some()),
+            ("beta", self.beta.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod dpo;
 pub mod early_stopping;
 pub mod error;
 pub mod finetune;

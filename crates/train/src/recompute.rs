@@ -324,6 +324,7 @@ mod tests {
                 n_targets: 24,
                 packing: None,
                 loss: Default::default(),
+                pairs: None,
             }
         };
         let batches = [batch(1), batch(2)];
@@ -372,6 +373,7 @@ mod tests {
             n_targets: 8,
             packing: None,
             loss: Default::default(),
+            pairs: None,
         };
         let run = |model: &dyn LossModel| {
             let mut grads = StepGrads::new(params.len());
@@ -417,6 +419,7 @@ mod tests {
                 n_targets: 24,
                 packing: None,
                 loss: Default::default(),
+                pairs: None,
             }
         };
         let batches = [batch(1), batch(2)];

@@ -75,43 +75,11 @@ impl SftSet {
     ) -> Result<Self> {
         let d = &cfg.data;
         let train_path = d.train.as_ref().expect("SFT data has data.train");
-        let folder = tokenizer_path.parent().unwrap_or(Path::new("."));
-        let tok_cfg = read_tokenizer_config(folder)?;
-        // transformers' tokenizer.eos_token: the config's, else the model's eos_token_id's, else
-        // the end-of-text token of the tokenizer.
-        let eos = match &d.eos_token {
-            Some(e) => {
-                if tokenizer.token_to_id(e).is_none() {
-                    return Err(Error::Config(format!(
-                        "data.eos_token {e:?} is not a token of {}",
-                        tokenizer_path.display()
-                    )));
-                }
-                Some(e.clone())
-            }
-            None => special_token(&tok_cfg, "eos_token")
-                .or_else(|| eos_id.and_then(|id| tokenizer.id_to_token(id)))
-                .or_else(|| {
-                    lantern_data::tokenizer::DECODER_ENDS
-                        .iter()
-                        .find(|t| tokenizer.token_to_id(t).is_some())
-                        .map(|t| t.to_string())
-                }),
-        };
-        let template = match &d.chat_template {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
-                Some(ChatTemplate::new(&text, &tok_cfg, p)?)
-            }
-            None => ChatTemplate::from_folder_config(folder, &tok_cfg)?,
-        };
-        let max_length = d.max_length.unwrap_or(DEFAULT_MAX_LENGTH.min(context));
-        if max_length > context {
-            return Err(Error::Config(format!(
-                "data.max_length {max_length} exceeds the model's context of {context} tokens"
-            )));
-        }
+        let Tokenization {
+            eos,
+            template,
+            max_length,
+        } = Tokenization::of(cfg, (tokenizer, tokenizer_path), eos_id, context)?;
         let text_field = d.text_field.as_deref().unwrap_or("text");
         let packing = d
             .packing
@@ -157,14 +125,7 @@ impl SftSet {
                 }
                 (train.examples, val.examples)
             }
-            None => {
-                let fraction = d.val_fraction.unwrap_or(0.1);
-                let n = train.examples.len();
-                let (ti, vi) = split_indices(n, fraction, cfg.train.seed)
-                    .map_err(|e| Error::Config(format!("{}: {e}", train_path.display())))?;
-                let pick = |idx: &[usize]| idx.iter().map(|&i| train.examples[i].clone()).collect();
-                (pick(&ti), pick(&vi))
-            }
+            None => held_out(&train.examples, cfg, train_path)?,
         };
         let (train, val) = match packing {
             Some(strategy) => {
@@ -216,20 +177,8 @@ impl SftSet {
     /// The training example of global sample `i`: position i mod n of epoch i div n's shuffled
     /// order (`cache` keeps the order of the epoch last asked for).
     pub fn train_index(&self, seed: u64, i: u64, cache: &mut Option<(u64, Vec<usize>)>) -> usize {
-        let n = self.train.len() as u64;
-        let epoch = i / n;
-        if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let mut rng = Rng::derive(seed ^ ORDER_STREAM, epoch);
-            let order = match self.group {
-                Some(per_step) => {
-                    let lengths: Vec<usize> = self.train.iter().map(|e| e.ids.len()).collect();
-                    length_grouped(&lengths, per_step, &mut rng)
-                }
-                None => permutation(n as usize, &mut rng),
-            };
-            *cache = Some((epoch, order));
-        }
-        cache.as_ref().expect("just filled").1[(i % n) as usize]
+        let lengths = || self.train.iter().map(|e| e.ids.len()).collect();
+        epoch_index(self.train.len(), (self.group, lengths), seed, i, cache)
     }
 
     /// Examples as one batch, padded on the right to the longest: row r reads `ids[..len-1]`
@@ -280,6 +229,7 @@ impl SftSet {
             n_targets,
             packing,
             loss: self.loss,
+            pairs: None,
         })
     }
 
@@ -309,6 +259,114 @@ impl SftSet {
             self.max_length
         )
     }
+}
+
+/// `examples` split into training and validation ones: `data.val_fraction` (default 0.1) held
+/// out, chosen by `train.seed`.
+pub(crate) fn held_out<T: Clone>(
+    examples: &[T],
+    cfg: &RunConfig,
+    path: &Path,
+) -> Result<(Vec<T>, Vec<T>)> {
+    let fraction = cfg.data.val_fraction.unwrap_or(0.1);
+    let (ti, vi) = split_indices(examples.len(), fraction, cfg.train.seed)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let pick = |idx: &[usize]| idx.iter().map(|&i| examples[i].clone()).collect();
+    Ok((pick(&ti), pick(&vi)))
+}
+
+/// What SFT and DPO records are tokenized with.
+pub(crate) struct Tokenization {
+    /// transformers' `tokenizer.eos_token`: `data.eos_token`, else `tokenizer_config.json`'s,
+    /// else the model's `eos_token_id`'s token, else the tokenizer's end-of-text token.
+    pub eos: Option<String>,
+    /// `data.chat_template`, else the tokenizer folder's.
+    pub template: Option<ChatTemplate>,
+    /// `data.max_length` (default TRL's 1024, or the model's `context` if shorter).
+    pub max_length: usize,
+}
+
+impl Tokenization {
+    pub(crate) fn of(
+        cfg: &RunConfig,
+        (tokenizer, tokenizer_path): (&Tokenizer, &Path),
+        eos_id: Option<u32>,
+        context: usize,
+    ) -> Result<Self> {
+        let d = &cfg.data;
+        let folder = tokenizer_path.parent().unwrap_or(Path::new("."));
+        let tok_cfg = read_tokenizer_config(folder)?;
+        let eos = match &d.eos_token {
+            Some(e) => {
+                if tokenizer.token_to_id(e).is_none() {
+                    return Err(Error::Config(format!(
+                        "data.eos_token {e:?} is not a token of {}",
+                        tokenizer_path.display()
+                    )));
+                }
+                Some(e.clone())
+            }
+            None => special_token(&tok_cfg, "eos_token")
+                .or_else(|| eos_id.and_then(|id| tokenizer.id_to_token(id)))
+                .or_else(|| {
+                    lantern_data::tokenizer::DECODER_ENDS
+                        .iter()
+                        .find(|t| tokenizer.token_to_id(t).is_some())
+                        .map(|t| t.to_string())
+                }),
+        };
+        let template = match &d.chat_template {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
+                Some(ChatTemplate::new(&text, &tok_cfg, p)?)
+            }
+            None => ChatTemplate::from_folder_config(folder, &tok_cfg)?,
+        };
+        let max_length = d.max_length.unwrap_or(DEFAULT_MAX_LENGTH.min(context));
+        if max_length > context {
+            return Err(Error::Config(format!(
+                "data.max_length {max_length} exceeds the model's context of {context} tokens"
+            )));
+        }
+        Ok(Self {
+            eos,
+            template,
+            max_length,
+        })
+    }
+
+    /// The id padding is written with (its targets weigh 0, so any id would do).
+    pub(crate) fn pad(&self, tokenizer: &Tokenizer) -> u32 {
+        self.eos
+            .as_deref()
+            .and_then(|e| tokenizer.token_to_id(e))
+            .unwrap_or(0)
+    }
+}
+
+/// The example of global sample `i` of an epoch-shuffled run over `n` examples: position
+/// i mod n of epoch i div n's order, a seeded permutation or, with `group` (examples per
+/// optimizer step), transformers' length-grouped order over the examples' `lengths`. `cache`
+/// keeps the order of the epoch last asked for.
+pub(crate) fn epoch_index(
+    n: usize,
+    (group, lengths): (Option<usize>, impl Fn() -> Vec<usize>),
+    seed: u64,
+    i: u64,
+    cache: &mut Option<(u64, Vec<usize>)>,
+) -> usize {
+    let n = n as u64;
+    let epoch = i / n;
+    if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+        let mut rng = Rng::derive(seed ^ ORDER_STREAM, epoch);
+        let order = match group {
+            Some(per_step) => length_grouped(&lengths(), per_step, &mut rng),
+            None => permutation(n as usize, &mut rng),
+        };
+        *cache = Some((epoch, order));
+    }
+    cache.as_ref().expect("just filled").1[(i % n) as usize]
 }
 
 /// `examples` packed into rows, and how many rows with nothing to train on were left out

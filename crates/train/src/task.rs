@@ -15,6 +15,7 @@
 //! masked-LM loss the mean over the step's chosen tokens and accumulation exact for both.
 
 use crate::config::{ModelArch, RunConfig, TokenLoss};
+use crate::dpo::DpoSet;
 use crate::grads::{scaled_backward, StepGrads};
 use crate::model_tokens;
 use crate::recompute::Recomputed;
@@ -425,6 +426,14 @@ pub trait LossModel {
         Ok((f64::from(loss), None))
     }
 
+    /// Each row's log-probability of its weighted targets ([`row_logps`]): a causal LM's, for
+    /// DPO's reference.
+    fn row_logps(&self, _batch: &Batch) -> Result<Tensor> {
+        Err(Error::Config(
+            "only a causal language model scores rows (DPO's reference)".into(),
+        ))
+    }
+
     /// One micro-batch's forward and backward: the summed loss divided by `divisor`, whose
     /// gradient (of the loss times `scale`, fp16's loss scale) is added to `grads`. Returns
     /// the divided loss. Models that recompute activations in the backward pass
@@ -447,6 +456,14 @@ pub trait LossModel {
 /// Summed next-token cross-entropy of GPT's logits (B, T, V) against the batch's targets
 /// (B·T); with [`TokenLoss::Dft`] each target's term weighted by its probability.
 pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
+    if let Some(p) = &batch.pairs {
+        // −log σ(d) = softplus(z), z = −d: ln(1 + e^z) below 30 and z beyond (no overflow),
+        // with the gradient σ(z) everywhere. (Not relu(z) + ln(1 + e^−|z|): candle's relu and
+        // abs have a gradient of 1 at 0, where every margin starts, tripling it there.)
+        let z = dpo_margins(logits, batch, p)?.neg()?;
+        let softplus = ((z.clamp(-1e30, 30.0)?.exp()? + 1.0)?.log()? + (z - 30.0)?.relu()?)?;
+        return Ok(softplus.sum_all()?);
+    }
     let (b, t, v) = logits.dims3()?;
     let logits = logits.reshape((b * t, v))?;
     let weights = match batch.loss {
@@ -466,6 +483,35 @@ pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     )?)
 }
 
+/// Each row's log-probability of its weighted targets: the sum over the row of
+/// `weight · log p(target)` from logits (R, T, V) → (R) f32, with its gradient.
+pub fn row_logps(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let (r, t, v) = logits.dims3()?;
+    let x = logits.reshape((r * t, v))?.to_dtype(DType::F32)?;
+    // log softmax at the target: x_t − max − ln Σ exp(x − max); the max is a constant shift.
+    let shifted = x.broadcast_sub(&x.max_keepdim(1)?.detach())?;
+    let lse = shifted.exp()?.sum_keepdim(1)?.log()?; // (R·T, 1)
+    let at = shifted.gather(&batch.targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?;
+    let logp = (at - lse)?.squeeze(1)?; // (R·T)
+    let logp = match &batch.weights {
+        Some(w) => (logp * w)?,
+        None => logp,
+    };
+    Ok(logp.reshape((r, t))?.sum(1)?)
+}
+
+/// DPO's `d = β·((π_c − ref_c) − (π_r − ref_r))` of each preference of a batch whose rows are
+/// the chosen completions, then the rejected ones → (B).
+fn dpo_margins(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Tensor> {
+    let reference = p.reference.as_ref().ok_or_else(|| {
+        Error::Config("a DPO batch without the reference's log-probabilities".into())
+    })?;
+    let ratio = (row_logps(logits, batch)? - reference)?; // (2B)
+    let b = ratio.dim(0)? / 2;
+    let d = (ratio.narrow(0, 0, b)? - ratio.narrow(0, b, b)?)?;
+    Ok(d.affine(p.beta, 0.0)?)
+}
+
 /// The probability of each target under logits (N, V), in f32 and detached from the graph
 /// (DFT's weights are constants): `exp(x_t - logsumexp(x))` per row → (N).
 fn target_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
@@ -481,6 +527,15 @@ fn target_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// (weighted ones, when the batch has weights) the argmax predicts.
 pub fn causal_eval_sums(logits: &Tensor, batch: &Batch) -> Result<(f64, Option<usize>)> {
     let loss = causal_loss_sum(logits, batch)?.to_scalar::<f32>()?;
+    if let Some(p) = &batch.pairs {
+        // DPO: the preferences whose chosen reward beats the rejected one (TRL's
+        // rewards/accuracies).
+        let d = dpo_margins(logits, batch, p)?.to_vec1::<f32>()?;
+        return Ok((
+            f64::from(loss),
+            Some(d.iter().filter(|&&x| x > 0.0).count()),
+        ));
+    }
     let (b, t, _) = logits.dims3()?;
     let hit = logits
         .argmax(candle_core::D::Minus1)?
@@ -505,6 +560,10 @@ impl LossModel for Gpt {
         let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), Mode::Eval)?;
         causal_eval_sums(&logits, batch)
     }
+
+    fn row_logps(&self, batch: &Batch) -> Result<Tensor> {
+        row_logps(&self.forward(&batch.ids, Mode::Eval)?, batch)
+    }
 }
 
 impl LossModel for Llama {
@@ -516,6 +575,10 @@ impl LossModel for Llama {
     fn eval_sums(&self, batch: &Batch) -> Result<(f64, Option<usize>)> {
         let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), Mode::Eval)?;
         causal_eval_sums(&logits, batch)
+    }
+
+    fn row_logps(&self, batch: &Batch) -> Result<Tensor> {
+        row_logps(&self.forward(&batch.ids, Mode::Eval)?, batch)
     }
 }
 
@@ -564,6 +627,8 @@ pub enum Task {
     /// Supervised fine-tuning of a causal LM on examples of their own lengths
     /// ([`crate::sft`]).
     Sft(SftSet),
+    /// Direct Preference Optimization of a causal LM on preferences ([`crate::dpo`]).
+    Dpo(DpoSet),
 }
 
 /// Host-side buffers reused from batch to batch.
@@ -652,6 +717,12 @@ impl Task {
                 )?;
                 self.masked(train, first, (b, t), device, s)
             }
+            Self::Dpo(set) => {
+                let idx: Vec<usize> = (first..first + b as u64)
+                    .map(|i| set.train_index(seed, i, &mut s.order))
+                    .collect();
+                set.train_batch(&idx, device)
+            }
             Self::Sft(set) => {
                 let rows: Vec<usize> = (first..first + b as u64)
                     .map(|i| set.train_index(seed, i, &mut s.order))
@@ -681,6 +752,10 @@ impl Task {
                 lm_val_batch(&shards.val, first, b, t - 2, &mut s.inputs, &mut s.targets)?;
                 self.masked(val, first, (b, t), device, s)?
             }
+            Self::Dpo(set) => match set.val_batch(first as usize, b, device)? {
+                Some(batch) => batch,
+                None => return Ok(None),
+            },
             Self::Sft(set) => {
                 let from = (first as usize).min(set.val.len());
                 let rows: Vec<&SftExample> = set.val[from..(from + b).min(set.val.len())]
@@ -705,6 +780,7 @@ impl Task {
     pub fn eval_batches(&self, configured: usize, b: usize, world: usize) -> usize {
         match self {
             Self::Sft(set) => set.val.len().div_ceil(b * world),
+            Self::Dpo(set) => set.val.len().div_ceil(b * world),
             _ => configured,
         }
     }
@@ -713,6 +789,9 @@ impl Task {
     /// SFT: each example's own, padding left out).
     pub fn tokens(&self, seed: u64, first: u64, n: usize, t: usize, s: &mut Scratch) -> u64 {
         match self {
+            Self::Dpo(set) => (first..first + n as u64)
+                .map(|i| set.tokens_of(&set.train[set.train_index(seed, i, &mut s.order)]))
+                .sum(),
             Self::Sft(set) => (first..first + n as u64)
                 .map(|i| set.train[set.train_index(seed, i, &mut s.order)].ids.len() as u64 - 1)
                 .sum(),
@@ -750,6 +829,7 @@ impl Task {
             n_targets,
             packing: None,
             loss: Default::default(),
+            pairs: None,
         })
     }
 }

@@ -16,6 +16,7 @@
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::{RunConfig, TokenLoss, TrainSection};
+use crate::dpo::{DpoSet, Pairs};
 use crate::early_stopping::EarlyStopping;
 use crate::grads::StepGrads;
 use crate::lora::{self, Lora};
@@ -103,6 +104,8 @@ pub struct Batch {
     pub packing: Option<Packing>,
     /// How a causal LM's loss weighs each target (SFT's `data.loss_type`).
     pub loss: TokenLoss,
+    /// DPO: the rows are preferences' chosen then rejected completions, and the loss DPO's.
+    pub pairs: Option<Pairs>,
 }
 
 pub fn to_batch(
@@ -119,6 +122,7 @@ pub fn to_batch(
         n_targets: b * t,
         packing: None,
         loss: TokenLoss::Nll,
+        pairs: None,
     })
 }
 
@@ -693,27 +697,79 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             (task, t)
         }
         None => {
-            let set = SftSet::load(
-                &cfg,
-                (&tokenizer, &tokenizer_path),
-                // Its first end-of-sequence id (Llama 3 Instruct has a list), else ours.
-                match special.get("eos_token_id") {
-                    Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()),
-                    Some(x) => x.as_u64(),
-                    None => None,
-                }
-                .map(|x| x as u32)
-                .or(eot_id),
-                (model_cfg.max_positions(), model_cfg.vocab_size()),
-                b * accum * world,
-            )?;
+            // Its first end-of-sequence id (Llama 3 Instruct has a list), else ours.
+            let eos_id = match special.get("eos_token_id") {
+                Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()),
+                Some(x) => x.as_u64(),
+                None => None,
+            }
+            .map(|x| x as u32)
+            .or(eot_id);
+            let context = (model_cfg.max_positions(), model_cfg.vocab_size());
+            let per_step = b * accum * world;
+            let train_path = cfg
+                .data
+                .train
+                .clone()
+                .expect("SFT or DPO data has data.train");
+            // Preference records (chosen, rejected) make a DPO run, as in TRL.
+            let (task, examples) =
+                match lantern_data::dpo::is_preference_file(&train_path) == Some(true) {
+                    true => {
+                        let mut set = DpoSet::load(
+                            &cfg,
+                            (&tokenizer, &tokenizer_path),
+                            eos_id,
+                            context,
+                            per_step,
+                        )?;
+                        // The reference: the init_from weights as loaded, frozen.
+                        let from = cfg
+                            .model
+                            .init_from
+                            .as_ref()
+                            .expect("DpoSet::load checks it");
+                        let ref_params = model_cfg.load_params(
+                            &from.join("model.safetensors"),
+                            &mut Rng::derive(cfg.train.seed, INIT_STREAM),
+                            &device,
+                        )?;
+                        let reference =
+                            model_cfg.build(&ref_params.frozen(), cfg.model.attention, false)?;
+                        set.compute_reference(reference.as_ref(), b, &device)?;
+                        let n = set.train.len();
+                        (Task::Dpo(set), n)
+                    }
+                    false => {
+                        if cfg.data.beta.is_some() {
+                            return Err(Error::Config(format!(
+                                "data.beta is DPO's; {} holds no preference records (chosen, \
+                                 rejected)",
+                                train_path.display()
+                            )));
+                        }
+                        let set = SftSet::load(
+                            &cfg,
+                            (&tokenizer, &tokenizer_path),
+                            eos_id,
+                            context,
+                            per_step,
+                        )?;
+                        let n = set.train.len();
+                        (Task::Sft(set), n)
+                    }
+                };
             if let Some(e) = cfg.train.epochs {
                 // TRL's num_train_epochs: the steps they make, the last one completed.
-                let global = (b * accum * world) as f64;
-                cfg.train.max_steps = (e * set.train.len() as f64 / global).ceil().max(1.0) as u64;
+                let global = per_step as f64;
+                cfg.train.max_steps = (e * examples as f64 / global).ceil().max(1.0) as u64;
             }
-            let t = set.max_length;
-            (Task::Sft(set), t)
+            let t = match &task {
+                Task::Dpo(set) => set.max_length,
+                Task::Sft(set) => set.max_length,
+                _ => unreachable!("SFT or DPO"),
+            };
+            (task, t)
         }
     };
 
@@ -920,6 +976,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         match &task {
             Task::Sft(set) if set.packing.is_some() => format!(" packed rows of up to {t} tokens"),
             Task::Sft(_) => format!(" examples of up to {t} tokens"),
+            Task::Dpo(_) => format!(" preferences (2 rows each) of up to {t} tokens"),
             _ => format!("x{t} tokens"),
         },
         if world > 1 {
@@ -938,11 +995,13 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
     ));
 
-    if let Task::Sft(set) = &task {
-        progress.line(&set.describe());
-        for n in &set.notes {
-            progress.line(n);
-        }
+    let (description, notes) = match &task {
+        Task::Sft(set) => (Some(set.describe()), set.notes.as_slice()),
+        Task::Dpo(set) => (Some(set.describe()), set.notes.as_slice()),
+        _ => (None, &[][..]),
+    };
+    for line in description.iter().chain(notes) {
+        progress.line(line);
     }
     if let Some(l) = &lora {
         progress.line(&l.describe());
@@ -951,6 +1010,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     // Attention's share grows with the sequence: SFT's examples are as long as they are.
     let flops_len = match &task {
         Task::Sft(set) => set.mean_input_len(),
+        Task::Dpo(set) => set.mean_input_len(),
         _ => t,
     };
     let flops_per_token = model_cfg.flops_per_token(flops_len);

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Golden files for DPO, written by TRL's DPOTrainer itself.
+
+    .venv-ref/bin/python scripts/make_dpo_golden.py [--out tests/golden/dpo]
+
+Needs the reference venv (scripts/ref_env.sh: torch, transformers, trl, datasets), the SFT
+golden's model folder (tests/golden/sft/model: scripts/make_sft_golden.py) and data/fortune-sft
+(scripts/make_fortune_sft.py).
+
+Preferences from the fortunes' "who said it" records: the chosen completion is a record's own
+author, the rejected one the next record's. For each layout, `<out>/<layout>/`:
+- `train.jsonl`, `validation.jsonl`: 12 / 6 preferences: `text` (prompt, chosen, rejected
+  strings), `conversational` (lists of messages), `implicit` (conversations without a prompt:
+  the user's turn is their common start, TRL's `extract_prompt`) and `text-implicit` (prompt +
+  completion strings without a prompt);
+- `expected.json`: the examples DPOTrainer prepared (`prompt_ids`, `chosen_ids`,
+  `rejected_ids`: EOS appended to text completions, the chat template, the completions from
+  where the tokens first differ), then `eval_loss` and `eval_rewards/accuracies` before and
+  after each of 6 optimizer steps on all preferences as one batch (beta 0.1, sigmoid loss, a
+  frozen copy of the initial model as the reference, max_length 64, AdamW, constant learning
+  rate 5e-2, no weight decay, clipping at 1.0, fp32 on the CPU), and the loss logged at each
+  step.
+"""
+import argparse
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
+
+MAX_LENGTH, STEPS, LR, BETA = 64, 6, 5e-2, 0.1
+N_TRAIN, N_VAL = 12, 6
+
+
+def preferences(repo, layout, split, n):
+    base = os.path.join(repo, "data", "fortune-sft")
+    with open(os.path.join(base, "prompt-completion", f"{split}.jsonl")) as f:
+        pc = [json.loads(line) for _, line in zip(range(n + 1), f)]
+    with open(os.path.join(base, "messages", f"{split}.jsonl")) as f:
+        ms = [json.loads(line)["messages"] for _, line in zip(range(n + 1), f)]
+    rows = []
+    for i in range(n):
+        if layout == "text":
+            rows.append({"prompt": pc[i]["prompt"], "chosen": pc[i]["completion"],
+                         "rejected": pc[i + 1]["completion"]})
+        elif layout == "text-implicit":
+            rows.append({"chosen": pc[i]["prompt"] + pc[i]["completion"],
+                         "rejected": pc[i]["prompt"] + pc[i + 1]["completion"]})
+        elif layout == "conversational":
+            rows.append({"prompt": ms[i][:1], "chosen": ms[i][1:], "rejected": ms[i + 1][1:]})
+        elif layout == "implicit":
+            rows.append({"chosen": ms[i], "rejected": ms[i][:1] + ms[i + 1][1:]})
+        else:
+            raise ValueError(layout)
+    return rows
+
+
+def run(model_dir, layout_dir, train, val):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = DPOConfig(
+            output_dir=tmp, max_length=MAX_LENGTH, beta=BETA,
+            per_device_train_batch_size=4 * len(train), per_device_eval_batch_size=4 * len(val),
+            max_steps=STEPS, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+            weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+            max_grad_norm=1.0, optim="adamw_torch", logging_steps=1, eval_strategy="steps",
+            eval_steps=1, save_strategy="no", report_to=[], bf16=False, fp16=False,
+            gradient_checkpointing=False, use_cpu=True, seed=0)
+        trainer = DPOTrainer(model=model, ref_model=ref, args=args, processing_class=tokenizer,
+                             train_dataset=Dataset.from_list(train),
+                             eval_dataset=Dataset.from_list(val))
+        keep = ("prompt_ids", "chosen_ids", "rejected_ids")
+        prepared = {
+            split: [{k: e[k] for k in keep} for e in ds]
+            for split, ds in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset))
+        }
+        first = trainer.evaluate()
+        trainer.train()
+        evals = [first] + [r for r in trainer.state.log_history if "eval_loss" in r]
+        train_losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    assert len(evals) == STEPS + 1 and len(train_losses) == STEPS, (evals, train_losses)
+    out = {**prepared, "eval_loss": [e["eval_loss"] for e in evals],
+           "eval_reward_accuracy": [e["eval_rewards/accuracies"] for e in evals],
+           "train_loss": train_losses, "max_length": MAX_LENGTH, "steps": STEPS, "lr": LR,
+           "beta": BETA}
+    with open(os.path.join(layout_dir, "expected.json"), "w") as f:
+        json.dump(out, f)
+    return out
+
+
+def main():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(repo, "tests", "golden", "dpo"))
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    if os.path.isdir(args.out):
+        shutil.rmtree(args.out)
+    model_dir = os.path.join(repo, "tests", "golden", "sft", "model")
+    for layout in ("text", "text-implicit", "conversational", "implicit"):
+        d = os.path.join(args.out, layout)
+        os.makedirs(d)
+        train = preferences(repo, layout, "train", N_TRAIN)
+        val = preferences(repo, layout, "validation", N_VAL)
+        for name, rows in (("train", train), ("validation", val)):
+            with open(os.path.join(d, f"{name}.jsonl"), "w") as f:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        out = run(model_dir, d, train, val)
+        kept = {k: len(out[k]) for k in ("train", "validation")}
+        print(f"{layout}: kept {kept}; eval_loss {out['eval_loss']}; "
+              f"accuracy {out['eval_reward_accuracy']}")
+
+
+if __name__ == "__main__":
+    main()

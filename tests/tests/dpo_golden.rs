@@ -1,0 +1,173 @@
+//! Parity with TRL's `DPOTrainer` on golden files it wrote (`scripts/make_dpo_golden.py`): the
+//! SFT golden's tiny Llama (a BPE tokenizer that adds a BOS, a ChatML-style chat template) and
+//! preferences from the fortunes' "who said it" records (the chosen completion is the
+//! record's author, the rejected one another record's), in four layouts: text and
+//! conversational, each with an explicit and an implicit prompt.
+//!
+//! The preferences `lantern train` builds must be TRL's token for token (EOS appended to text
+//! completions, the template's text, where the completions start, the examples dropped for a
+//! prompt that fills `max_length`). Then six optimizer steps over all preferences as one
+//! batch must give the loss TRL logged at each step, and the validation loss and reward
+//! accuracy its evaluations gave before and after each step.
+
+use lantern_train::config::RunConfig;
+use lantern_train::dpo::DpoSet;
+use lantern_train::trainer::{train, TrainOptions};
+use serde_json::Value;
+use std::path::Path;
+
+mod common;
+use common::{golden_dir, read_json};
+
+const LAYOUTS: [&str; 4] = ["text", "text-implicit", "conversational", "implicit"];
+
+/// The run config of `layout`'s golden: its records, `batch` preferences a step, TRL's recipe.
+fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> RunConfig {
+    let text = format!(
+        r#"
+[model]
+init_from = "{model}"
+[data]
+train = "{dir}/train.jsonl"
+validation = "{dir}/validation.jsonl"
+max_length = {max_length}
+beta = {beta}
+[train]
+device = "cpu"
+batch_size = {batch}
+max_steps = {steps}
+lr = {lr}
+schedule = "constant"
+warmup_steps = 0
+beta2 = 0.999
+weight_decay = 0.0
+grad_clip = 1.0
+eval_every = 1
+log_every = 1
+[checkpoint]
+every = 0
+[run]
+dir = "{run}"
+"#,
+        model = golden_dir("sft").join("model").display(),
+        dir = golden_dir("dpo").join(layout).display(),
+        max_length = expected["max_length"],
+        beta = expected["beta"],
+        steps = expected["steps"],
+        lr = expected["lr"],
+        run = run.display(),
+    );
+    RunConfig::parse(&text, layout, &[]).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn series(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn preferences_are_trls_token_for_token() {
+    let g = golden_dir("sft");
+    let tok_path = g.join("model/tokenizer.json");
+    let tok = lantern_data::tokenizer::load_tokenizer(&tok_path).unwrap();
+    for layout in LAYOUTS {
+        let expected = read_json(&golden_dir("dpo").join(layout).join("expected.json"));
+        let run = tempfile::tempdir().unwrap();
+        let cfg = config(layout, 1, run.path(), &expected);
+        let set = DpoSet::load(&cfg, (&tok, &tok_path), None, (128, 4098), 1).unwrap();
+        for (split, got) in [("train", &set.train), ("validation", &set.val)] {
+            let want = expected[split].as_array().unwrap();
+            assert_eq!(got.len(), want.len(), "{layout} {split}: examples kept");
+            for (i, (e, w)) in got.iter().zip(want).enumerate() {
+                assert_eq!(
+                    e.prompt,
+                    ids(&w["prompt_ids"]),
+                    "{layout} {split} {i}: prompt"
+                );
+                assert_eq!(
+                    e.chosen,
+                    ids(&w["chosen_ids"]),
+                    "{layout} {split} {i}: chosen"
+                );
+                assert_eq!(
+                    e.rejected,
+                    ids(&w["rejected_ids"]),
+                    "{layout} {split} {i}: rejected"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn full_batch_steps_give_trls_losses_and_reward_accuracy() {
+    for layout in LAYOUTS {
+        let expected = read_json(&golden_dir("dpo").join(layout).join("expected.json"));
+        let n = expected["train"].as_array().unwrap().len();
+        let run = tempfile::tempdir().unwrap();
+        let cfg = config(layout, n, run.path(), &expected);
+        let summary = train(
+            cfg,
+            TrainOptions {
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(summary.steps, expected["steps"].as_u64().unwrap());
+        let metrics = std::fs::read_to_string(run.path().join("metrics.jsonl")).unwrap();
+        let recs: Vec<Value> = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect();
+        let of = |kind: &str, key: &str| -> Vec<f64> {
+            recs.iter()
+                .filter(|r| r["kind"] == kind)
+                .map(|r| r[key].as_f64().unwrap())
+                .collect()
+        };
+        for (what, got, want, tol) in [
+            (
+                "validation loss",
+                of("val", "val_loss"),
+                &expected["eval_loss"],
+                2e-5,
+            ),
+            (
+                "reward accuracy",
+                of("val", "val_accuracy"),
+                &expected["eval_reward_accuracy"],
+                1e-6,
+            ),
+            (
+                "training loss",
+                of("train", "loss"),
+                &expected["train_loss"],
+                2e-5,
+            ),
+        ] {
+            let want = series(want);
+            assert_eq!(got.len(), want.len(), "{layout}: {what} records");
+            for (s, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() < tol,
+                    "{layout}: {what} {s}: {g} vs TRL's {w}"
+                );
+            }
+        }
+        // Training moved the loss far more than the tolerance.
+        let t = series(&expected["train_loss"]);
+        assert!(t[0] - t[t.len() - 1] > 0.1, "{layout}: {t:?}");
+    }
+}
