@@ -374,18 +374,22 @@ pub fn counts_as_guard_skip(nonfinite: &NonFinite, scale_before: Option<f64>) ->
 }
 
 /// An evaluation: the mean loss per target, and the share of targets the model's most likely
-/// token gets right (next-token models; TRL's `mean_token_accuracy`).
+/// token gets right (next-token models; TRL's `mean_token_accuracy`). DPO's: the mean loss per
+/// preference and the share of preferences whose chosen reward beats the rejected one.
 #[derive(Debug, Clone, Copy)]
 struct Eval {
     loss: f64,
     accuracy: Option<f64>,
+    preferences: bool,
 }
 
 impl Eval {
-    /// The validation record's figures, added to `rec`.
+    /// The validation record's figures, added to `rec` (no perplexity for DPO's loss).
     fn record(&self, mut rec: serde_json::Value) -> serde_json::Value {
         rec["val_loss"] = json!(self.loss);
-        rec["val_ppl"] = json!(self.loss.exp());
+        if !self.preferences {
+            rec["val_ppl"] = json!(self.loss.exp());
+        }
         if let Some(a) = self.accuracy {
             rec["val_accuracy"] = json!(a);
         }
@@ -393,14 +397,21 @@ impl Eval {
     }
 
     fn line(&self) -> String {
+        let what = match self.preferences {
+            true => "reward accuracy",
+            false => "token accuracy",
+        };
         let acc = self
             .accuracy
-            .map_or(String::new(), |a| format!(" | token accuracy {a:.3}"));
-        format!(
-            "val loss {:.4} | ppl {:.1}{acc}",
-            self.loss,
-            self.loss.exp()
-        )
+            .map_or(String::new(), |a| format!(" | {what} {a:.3}"));
+        match self.preferences {
+            true => format!("val loss {:.4}{acc}", self.loss),
+            false => format!(
+                "val loss {:.4} | ppl {:.1}{acc}",
+                self.loss,
+                self.loss.exp()
+            ),
+        }
     }
 }
 
@@ -444,6 +455,7 @@ fn evaluate(
         loss: total / n,
         // Rank 0, which reports, always has a batch (SFT's first examples are its own).
         accuracy: correct.map(|_| hits as f64 / n),
+        preferences: matches!(task, Task::Dpo(_)),
     })
 }
 

@@ -1,0 +1,136 @@
+//! DPO through the binary (`lantern train` with preference records in `data.train`): a run cut
+//! short and resumed ends byte for byte as the run that was not (the reference is computed
+//! again from the same weights), LoRA's reference is the pretrained model (the first step's
+//! loss is ln 2), and bad input fails naming the file, line or key.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn golden(rel: &str) -> PathBuf {
+    workspace_root().join("tests/golden").join(rel)
+}
+
+fn dpo_config(dir: &Path, run: &Path, layout: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[model]
+init_from = "{model}"
+[data]
+train = "{data}/train.jsonl"
+val_fraction = 0.25
+max_length = 64
+[train]
+device = "cpu"
+batch_size = 2
+grad_accum = 2
+epochs = 2
+lr = 3e-2
+warmup_steps = 1
+eval_every = 2
+log_every = 1
+{extra}
+[checkpoint]
+every = 2
+[run]
+dir = "{run}"
+"#,
+        model = s(&golden("sft/model")),
+        data = s(&golden(&format!("dpo/{layout}"))),
+        run = s(run),
+    );
+    write_config(dir, "dpo", run, &text)
+}
+
+#[test]
+fn a_dpo_run_resumes_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight");
+    let cfg = dpo_config(tmp.path(), &straight, "conversational", "");
+    let out = lantern(&["train", "--config", &s(&cfg)]);
+    assert!(out.status.success());
+    let out = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.contains("dpo: conversational preference records"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dropped, their prompt filling max_length 64"),
+        "{out}"
+    );
+    let split = tmp.path().join("split");
+    let cfg = dpo_config(tmp.path(), &split, "conversational", "");
+    let args = ["train", "--config", &s(&cfg), "--quiet"];
+    lantern_ok(&[&args[..], &["--stop-after", "2"]].concat());
+    lantern_ok(&[&args[..], &["--resume"]].concat());
+    let file = |d: &Path, f: &str| std::fs::read(newest_checkpoint(d).join(f)).unwrap();
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        assert!(
+            file(&straight, f) == file(&split, f),
+            "{f} differs after the resume"
+        );
+    }
+    // The first step starts at the reference: every margin 0, the loss ln 2.
+    let loss = metric_values(&straight, "train", "loss");
+    assert!((loss[0] - std::f64::consts::LN_2).abs() < 1e-6, "{loss:?}");
+    assert!(!metric_values(&straight, "val", "val_accuracy").is_empty());
+}
+
+/// LoRA: the reference is the pretrained model the adapters start from (their B is zero), so
+/// the first step's loss is ln 2 too; the adapter is written beside the model.
+#[test]
+fn lora_dpo_starts_at_its_reference_and_writes_an_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("lora");
+    let cfg = dpo_config(tmp.path(), &run, "text", "[lora]\nr = 4\nalpha = 8");
+    lantern_ok(&["train", "--config", &s(&cfg), "--quiet"]);
+    let loss = metric_values(&run, "train", "loss");
+    assert!((loss[0] - std::f64::consts::LN_2).abs() < 1e-6, "{loss:?}");
+    assert!(
+        loss.iter()
+            .any(|&l| (l - std::f64::consts::LN_2).abs() > 1e-4),
+        "{loss:?}"
+    );
+    let ckpt = newest_checkpoint(&run);
+    assert!(ckpt.join("adapter/adapter_model.safetensors").is_file());
+}
+
+#[test]
+fn bad_dpo_input_names_the_file_line_or_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("bad");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("train.jsonl"),
+        "{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n{\"prompt\": \"a\", \"chosen\": \"b\"}\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let cfg = dpo_config(tmp.path(), &run, "text", "");
+    let set = format!("data.train=\"{}\"", s(&data.join("train.jsonl")));
+    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", &set]);
+    assert!(
+        e.contains("train.jsonl: line 2") && e.contains("\"rejected\" is missing"),
+        "{e}"
+    );
+    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "data.packing=true"]);
+    assert!(
+        e.contains("data.packing is a setting of SFT records") && e.contains("preference"),
+        "{e}"
+    );
+    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "data.beta=0"]);
+    assert!(e.contains("data.beta must be positive"), "{e}");
+    // DPO's key on SFT records.
+    let sft = format!("data.train=\"{}\"", s(&golden("sft/text/train.jsonl")));
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        &sft,
+        "--set",
+        "data.beta=0.2",
+    ]);
+    assert!(e.contains("data.beta is DPO's"), "{e}");
+    assert!(!run.join("checkpoints").exists());
+}
