@@ -12,7 +12,10 @@ each in its own folder:
   (the loss on the name alone);
 - messages/: {"messages": [{"role": "user", "content": "Who said this?\\n\\n<quote>"},
   {"role": "assistant", "content": "<name>"}]} (rendered by the model's chat template);
-- text/: {"text": "<quote>\\n-- <name>"} (the loss on every token).
+- text/: {"text": "<quote>\\n-- <name>"} (the loss on every token);
+- preference/: {"prompt": "<quote>\\n\\nWho said this?", "chosen": " <name>",
+  "rejected": " <other name>"} for DPO (TRL's DPOTrainer layout), the other name the nearest
+  earlier example's of the same split that differs (the split's last for its first).
 The quote keeps its line breaks (trailing spaces removed). Fortunes of more than `--max-words`
 words are left out; exact duplicates (across category files too) are kept once. The split is
 fixed by a hash of the fortune, as in make_fortune_categories.py (about 70% train, 10%
@@ -75,15 +78,25 @@ def main():
         b = bucket(e)
         split = "train" if b < 70 else "validation" if b < 80 else "test"
         splits[split].append(layouts(quote, name))
-    for layout in ("prompt-completion", "messages", "text"):
+    for rows in splits.values():
+        for i, r in enumerate(rows):
+            name = r["prompt-completion"]["completion"]
+            other = next((rows[j]["prompt-completion"]["completion"] for j in range(i - 1, -len(rows), -1)
+                          if rows[j]["prompt-completion"]["completion"] != name), None)
+            if other is not None:
+                r["preference"] = {"prompt": r["prompt-completion"]["prompt"], "chosen": name,
+                                   "rejected": other}
+    for layout in ("prompt-completion", "messages", "text", "preference"):
         d = os.path.join(args.out, layout)
         os.makedirs(d, exist_ok=True)
         for split, rows in splits.items():
             with open(os.path.join(d, f"{split}.jsonl"), "w", encoding="utf-8") as f:
                 for r in rows:
-                    f.write(json.dumps(r[layout], ensure_ascii=False) + "\n")
+                    if layout in r:
+                        f.write(json.dumps(r[layout], ensure_ascii=False) + "\n")
     counts = ", ".join(f"{len(v)} {k}" for k, v in splits.items())
-    print(f"{args.out}: {counts} examples in each of prompt-completion/, messages/, text/")
+    print(f"{args.out}: {counts} examples in each of prompt-completion/, messages/, text/, "
+          "preference/")
 
 
 if __name__ == "__main__":
