@@ -26,7 +26,8 @@ use crate::chat::{ChatTemplate, Message};
 use crate::error::{Error, Result};
 use crate::labelled::bad;
 use crate::sft::{
-    common_prefix, encode, record_field, record_messages, record_object, record_tools,
+    check_vocab, common_prefix, encode, jsonl_text, record_field, record_messages, record_object,
+    record_tools,
 };
 
 /// One tokenized preference: the prompt's tokens and each completion's after it.
@@ -183,12 +184,7 @@ pub fn read_preferences(
     tokenizer: &Tokenizer,
     opts: &PreferenceOptions<'_>,
 ) -> Result<PreferenceData> {
-    if !path.exists() {
-        return Err(Error::MissingInput(path.to_path_buf()));
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))?;
+    let text = jsonl_text(path)?;
     let mut data = PreferenceData {
         examples: Vec::new(),
         conversational: false,
@@ -215,20 +211,7 @@ pub fn read_preferences(
         }
         let (prompt, pc, pr) = tokenize(path, n, record, tokenizer, opts)?;
         for ids in [&prompt, &pc, &pr] {
-            if let Some((pos, &id)) = ids
-                .iter()
-                .enumerate()
-                .find(|(_, &id)| id as usize >= opts.vocab_size)
-            {
-                return Err(bad(
-                    path,
-                    n,
-                    format!(
-                        "token id {id} at position {pos} is past the model's vocabulary of {}",
-                        opts.vocab_size
-                    ),
-                ));
-            }
+            check_vocab(path, n, ids, opts.vocab_size)?;
         }
         let at = common_prefix(&prompt, &pc).min(common_prefix(&prompt, &pr));
         if at >= opts.max_length {

@@ -261,14 +261,36 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
     }
 }
 
-/// Reads and tokenizes a JSONL file of SFT records.
-pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Result<SftData> {
+/// A JSONL file's text, or why it cannot be read.
+pub(crate) fn jsonl_text(path: &Path) -> Result<String> {
     if !path.exists() {
         return Err(Error::MissingInput(path.to_path_buf()));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))?;
+    String::from_utf8(bytes).map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))
+}
+
+/// Refuses a token id at or past the model's `vocab_size`, naming line `n` of `path`.
+pub(crate) fn check_vocab(path: &Path, n: usize, ids: &[u32], vocab_size: usize) -> Result<()> {
+    match ids
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id as usize >= vocab_size)
+    {
+        Some((pos, &id)) => Err(bad(
+            path,
+            n,
+            format!(
+                "token id {id} at position {pos} is past the model's vocabulary of {vocab_size}"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Reads and tokenizes a JSONL file of SFT records.
+pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Result<SftData> {
+    let text = jsonl_text(path)?;
     let mut format = None;
     let mut data = SftData {
         examples: Vec::new(),
@@ -329,20 +351,7 @@ pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Re
             Some(_) => {}
         }
         let (mut ids, mut trained) = tokenize(path, n, record, tokenizer, opts)?;
-        if let Some((pos, &id)) = ids
-            .iter()
-            .enumerate()
-            .find(|(_, &id)| id as usize >= opts.vocab_size)
-        {
-            return Err(bad(
-                path,
-                n,
-                format!(
-                    "token id {id} at position {pos} is past the model's vocabulary of {}",
-                    opts.vocab_size
-                ),
-            ));
-        }
+        check_vocab(path, n, &ids, opts.vocab_size)?;
         if opts.truncate && ids.len() > opts.max_length {
             ids.truncate(opts.max_length);
             trained.truncate(opts.max_length);

@@ -20,7 +20,7 @@
 //! - The order is SFT's: a seeded shuffle per epoch, a pure function of (seed, sample).
 
 use crate::config::RunConfig;
-use crate::sft::{epoch_index, held_out, Tokenization};
+use crate::sft::{epoch_index, train_and_validation, Tokenization};
 use crate::task::LossModel;
 use crate::trainer::Batch;
 use crate::{Error, Result};
@@ -125,20 +125,16 @@ impl DpoSet {
         };
         let train = read(train_path)?;
         let conversational = train.conversational;
-        let (train, val) = match &d.validation {
-            Some(v) => {
-                let val = read(v)?;
-                if val.conversational != conversational {
-                    return Err(Error::Config(format!(
-                        "{}: the records' layout (text or conversations) differs from data.train {}",
-                        v.display(),
-                        train_path.display()
-                    )));
-                }
-                (train.examples, val.examples)
-            }
-            None => held_out(&train.examples, cfg, train_path)?,
-        };
+        let (train, val) = train_and_validation(
+            cfg,
+            (train_path, train),
+            read,
+            |d: &PreferenceData| match d.conversational {
+                true => "conversational preference",
+                false => "text preference",
+            },
+            |d| d.examples,
+        )?;
         Ok(Self {
             ref_train: Vec::new(),
             ref_val: Vec::new(),

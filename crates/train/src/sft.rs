@@ -111,22 +111,13 @@ impl SftSet {
         };
         let train = read(train_path)?;
         let format = train.format;
-        let (train, val) = match &d.validation {
-            Some(v) => {
-                let val = read(v)?;
-                if val.format != format {
-                    return Err(Error::Config(format!(
-                        "{}: {} records, but data.train {} has {} records",
-                        v.display(),
-                        val.format.describe(),
-                        train_path.display(),
-                        format.describe()
-                    )));
-                }
-                (train.examples, val.examples)
-            }
-            None => held_out(&train.examples, cfg, train_path)?,
-        };
+        let (train, val) = train_and_validation(
+            cfg,
+            (train_path, train),
+            read,
+            |d: &SftData| d.format.describe(),
+            |d| d.examples,
+        )?;
         let (train, val) = match packing {
             Some(strategy) => {
                 let long = train.iter().filter(|e| e.ids.len() > max_length).count();
@@ -261,17 +252,34 @@ impl SftSet {
     }
 }
 
-/// `examples` split into training and validation ones: `data.val_fraction` (default 0.1) held
-/// out, chosen by `train.seed`.
-pub(crate) fn held_out<T: Clone>(
-    examples: &[T],
+/// The training and validation examples: `train`'s (read from `train_path`) and those
+/// `read` gives of `data.validation`, whose records must have the same `layout`; or, without
+/// that file, `data.val_fraction` (default 0.1) of `train`'s held out, chosen by `train.seed`.
+pub(crate) fn train_and_validation<D, T: Clone>(
     cfg: &RunConfig,
-    path: &Path,
+    (train_path, train): (&Path, D),
+    mut read: impl FnMut(&PathBuf) -> Result<D>,
+    layout: impl Fn(&D) -> &'static str,
+    examples: impl Fn(D) -> Vec<T>,
 ) -> Result<(Vec<T>, Vec<T>)> {
+    if let Some(v) = &cfg.data.validation {
+        let val = read(v)?;
+        if layout(&val) != layout(&train) {
+            return Err(Error::Config(format!(
+                "{}: {} records, but data.train {} has {} records",
+                v.display(),
+                layout(&val),
+                train_path.display(),
+                layout(&train)
+            )));
+        }
+        return Ok((examples(train), examples(val)));
+    }
+    let train = examples(train);
     let fraction = cfg.data.val_fraction.unwrap_or(0.1);
-    let (ti, vi) = split_indices(examples.len(), fraction, cfg.train.seed)
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    let pick = |idx: &[usize]| idx.iter().map(|&i| examples[i].clone()).collect();
+    let (ti, vi) = split_indices(train.len(), fraction, cfg.train.seed)
+        .map_err(|e| Error::Config(format!("{}: {e}", train_path.display())))?;
+    let pick = |idx: &[usize]| idx.iter().map(|&i| train[i].clone()).collect();
     Ok((pick(&ti), pick(&vi)))
 }
 
