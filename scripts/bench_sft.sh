@@ -8,17 +8,23 @@
 # (data/fortunes/tokenizer.json) and the reference venv (scripts/ref_env.sh).
 # PACKING=1: both pack the records into rows of max_length (TRL's packing=True, best-fit
 # decreasing; its batches padding-free), so a step is 16 rows and the epoch fewer steps.
+# DPO=1: the same prompts as preferences (data/fortune-sft/preference: the author chosen,
+# another rejected), Lantern's DPO against TRL's DPOTrainer, both with the reference's
+# log-probabilities computed before the timed steps; a step is 16 preferences, 32 rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 THREADS="${THREADS:-2}"
 N="${N:-512}"
 PACKING="${PACKING:-0}"
+DPO="${DPO:-0}"
+layout=prompt-completion
 pack_set=() pack_flag=()
 if [[ "$PACKING" == 1 ]]; then pack_set=(--set data.packing=true); pack_flag=(--packing); fi
+if [[ "$DPO" == 1 ]]; then layout=preference; pack_flag=(--dpo); PACKING=dpo; fi
 PY=$(bash scripts/ref_env.sh | tail -n 1)
 cargo build --release -q -p lantern-cli
-[[ -f data/fortune-sft/prompt-completion/train.jsonl ]] || python3 scripts/make_fortune_sft.py >/dev/null
+[[ -f data/fortune-sft/$layout/train.jsonl ]] || python3 scripts/make_fortune_sft.py >/dev/null
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$PY" scripts/hf_make_random_llama.py --family llama --out "$tmp/model" \
@@ -29,8 +35,8 @@ cat > "$tmp/model/tokenizer_config.json" <<'JSON'
 {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>",
  "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "model_max_length": 256}
 JSON
-head -n "$N" data/fortune-sft/prompt-completion/train.jsonl > "$tmp/train.jsonl"
-head -n 32 data/fortune-sft/prompt-completion/validation.jsonl > "$tmp/val.jsonl"
+head -n "$N" "data/fortune-sft/$layout/train.jsonl" > "$tmp/train.jsonl"
+head -n 32 "data/fortune-sft/$layout/validation.jsonl" > "$tmp/val.jsonl"
 cat > "$tmp/sft.toml" <<TOML
 [model]
 init_from = "$tmp/model"
@@ -69,12 +75,14 @@ ours_step = statistics.median(r["step_ms"] for r in train[2:]) / 1e3
 ours_tok = train[-1]["tokens_seen"] / steps
 ours = ours_tok / ours_step
 trl = json.loads(sys.argv[2])
-what = "packed rows of " if sys.argv[4] == "1" else ""
-print(f"SFT: Llama 4x256 (vocab 4096), {steps} steps of 16 {what}prompt-completion records, "
+what = {"1": "packed rows of prompt-completion records", "dpo": "preferences (DPO)"}.get(
+    sys.argv[4], "prompt-completion records")
+print(f"{'DPO' if sys.argv[4] == 'dpo' else 'SFT'}: Llama 4x256 (vocab 4096), {steps} steps of 16 {what}, "
       f"max_length 128, fp32, {sys.argv[3]} threads, median step after 2 warmups")
 print(f"{'implementation':<22}{'tokens/step':>12}{'step ms':>10}{'tokens/s':>10}")
 print(f"{'lantern train':<22}{ours_tok:>12.0f}{ours_step * 1e3:>10.1f}{ours:>10.0f}")
-print(f"{'trl SFTTrainer':<22}{trl['tokens_per_step']:>12.0f}{trl['step_ms_median']:>10.1f}"
+trainer = "trl DPOTrainer" if sys.argv[4] == "dpo" else "trl SFTTrainer"
+print(f"{trainer:<22}{trl['tokens_per_step']:>12.0f}{trl['step_ms_median']:>10.1f}"
       f"{trl['tokens_per_s']:>10.0f}")
 print(f"ratio lantern / trl: {ours / trl['tokens_per_s']:.2f}")
 PYEOF

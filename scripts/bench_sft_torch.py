@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""TRL's SFTTrainer as the baseline of scripts/bench_sft.sh: one epoch over the records, on the
-CPU in fp32, timing every optimizer step. Prints one JSON line: the median step time (after
---warmup steps), the tokens a step reads on average (the prepared examples' inputs, all tokens
-but each one's last, over the steps of the epoch) and their ratio, tokens/s.
+"""TRL's SFTTrainer (or, with --dpo, its DPOTrainer) as the baseline of scripts/bench_sft.sh:
+one epoch over the records, on the CPU in fp32, timing every optimizer step. Prints one JSON
+line: the median step time (after --warmup steps), the tokens a step reads on average (the
+prepared examples' inputs, all tokens but each one's last, over the steps of the epoch; DPO:
+both rows of a preference, cut to --max-length) and their ratio, tokens/s.
 
     .venv-ref/bin/python scripts/bench_sft_torch.py --model DIR --train F.jsonl --batch 16 \\
-        --max-length 128 --threads 2 [--warmup 2] [--packing]
+        --max-length 128 --threads 2 [--warmup 2] [--packing | --dpo]
+
+DPO's reference log-probabilities are computed before training (precompute_ref_log_probs),
+as Lantern computes them, so that the timed steps do the same work.
 """
 import argparse
 import json
@@ -16,7 +20,7 @@ import time
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-from trl import SFTConfig, SFTTrainer
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 
 class StepTimer(TrainerCallback):
@@ -39,6 +43,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--packing", action="store_true", help="TRL's packing=True (bfd)")
+    ap.add_argument("--dpo", action="store_true", help="preference records, DPOTrainer")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with open(args.train) as f:
@@ -47,16 +52,24 @@ def main():
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = SFTConfig(
+        common = dict(
             output_dir=tmp, max_length=args.max_length, per_device_train_batch_size=args.batch,
             num_train_epochs=1, learning_rate=1e-4, lr_scheduler_type="constant",
             warmup_steps=0, weight_decay=0.0, adam_beta2=0.999, max_grad_norm=1.0,
             optim="adamw_torch", logging_steps=10_000, save_strategy="no", eval_strategy="no",
             report_to=[], bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
-            dataloader_num_workers=0, seed=0, packing=args.packing)
-        trainer = SFTTrainer(model=model, args=cfg, processing_class=tokenizer,
-                             train_dataset=Dataset.from_list(rows), callbacks=[timer])
-        tokens = sum(len(e["input_ids"]) - 1 for e in trainer.train_dataset)
+            dataloader_num_workers=0, seed=0)
+        if args.dpo:
+            cfg = DPOConfig(**common, precompute_ref_log_probs=True)
+            trainer = DPOTrainer(model=model, args=cfg, processing_class=tokenizer,
+                                 train_dataset=Dataset.from_list(rows), callbacks=[timer])
+            row = lambda e, c: min(len(e["prompt_ids"]) + len(e[c]), args.max_length) - 1
+            tokens = sum(row(e, "chosen_ids") + row(e, "rejected_ids") for e in trainer.train_dataset)
+        else:
+            cfg = SFTConfig(**common, packing=args.packing)
+            trainer = SFTTrainer(model=model, args=cfg, processing_class=tokenizer,
+                                 train_dataset=Dataset.from_list(rows), callbacks=[timer])
+            tokens = sum(len(e["input_ids"]) - 1 for e in trainer.train_dataset)
         trainer.train()
     steps = len(timer.times)
     step_s = statistics.median(timer.times[args.warmup:])
