@@ -725,7 +725,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 .clone()
                 .expect("SFT or DPO data has data.train");
             // Preference records (chosen, rejected) make a DPO run, as in TRL.
-            let (task, examples) =
+            let (task, examples, t) =
                 match lantern_data::dpo::is_preference_file(&train_path) == Some(true) {
                     true => {
                         let mut set = DpoSet::load(
@@ -749,8 +749,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                         let reference =
                             model_cfg.build(&ref_params.frozen(), cfg.model.attention, false)?;
                         set.compute_reference(reference.as_ref(), b, &device)?;
-                        let n = set.train.len();
-                        (Task::Dpo(set), n)
+                        let (n, t) = (set.train.len(), set.max_length);
+                        (Task::Dpo(set), n, t)
                     }
                     false => {
                         if cfg.data.beta.is_some() {
@@ -767,8 +767,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                             context,
                             per_step,
                         )?;
-                        let n = set.train.len();
-                        (Task::Sft(set), n)
+                        let (n, t) = (set.train.len(), set.max_length);
+                        (Task::Sft(set), n, t)
                     }
                 };
             if let Some(e) = cfg.train.epochs {
@@ -776,11 +776,6 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 let global = per_step as f64;
                 cfg.train.max_steps = (e * examples as f64 / global).ceil().max(1.0) as u64;
             }
-            let t = match &task {
-                Task::Dpo(set) => set.max_length,
-                Task::Sft(set) => set.max_length,
-                _ => unreachable!("SFT or DPO"),
-            };
             (task, t)
         }
     };
