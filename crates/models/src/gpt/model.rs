@@ -269,18 +269,20 @@ impl Gpt {
         Ok(x.reshape((b, t, c))?)
     }
 
-    /// Token plus position embeddings of ids (B, T) at each token's own position in
-    /// `positions` (B, T) (packed sequences) → (B, T, C).
-    fn embed_at(&self, ids: &Tensor, positions: &Tensor) -> Result<Tensor> {
-        let n_pos = self.cfg.n_positions;
-        let far = positions.max_all()?.to_scalar::<u32>()? as usize;
-        if far >= n_pos {
+    /// Token plus position embeddings of ids (B, T) at each token's own position in its
+    /// packed sequence → (B, T, C).
+    fn embed_packed(&self, ids: &Tensor, packing: &Packing) -> Result<Tensor> {
+        packing.check(ids)?;
+        // The positions' range is known on the host: no read back from the device.
+        let (span, n_pos) = (packing.span(), self.cfg.n_positions);
+        if span > n_pos {
             return Err(crate::Error::Config(format!(
-                "position {far} is past the model's n_positions {n_pos}"
+                "position {} is past the model's n_positions {n_pos}",
+                span - 1
             )));
         }
         let tok = k::embedding(&self.wte, ids, None)?; // (B, T, C)
-        Ok((tok + k::embedding(&self.wpe, positions, None)?)?)
+        Ok((tok + k::embedding(&self.wpe, packing.positions(), None)?)?)
     }
 
     /// c_attn's output qkv (B, T, 3C) cut into q, k, v, each (B, H, T, hd) and contiguous: for
@@ -423,10 +425,7 @@ impl Gpt {
         mode: &mut Mode<'_>,
     ) -> Result<Tensor> {
         let x = match packing {
-            Some(p) => {
-                p.check(ids)?;
-                self.embed_at(ids, p.positions())?
-            }
+            Some(p) => self.embed_packed(ids, p)?,
             None => self.embed(ids, 0)?,
         };
         self.drop(x, mode)
