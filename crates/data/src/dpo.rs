@@ -68,9 +68,14 @@ pub struct PreferenceData {
 /// the file DPO data rather than SFT data. `None` when the file cannot be read or has no
 /// record (the reader that follows says why).
 pub fn is_preference_file(path: &Path) -> Option<bool> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().find(|l| !l.trim().is_empty())?;
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    use std::io::BufRead;
+    // The first record only: the reader that follows reads the whole file.
+    let file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+    let line = file
+        .lines()
+        .map_while(|l| l.ok())
+        .find(|l| !l.trim().is_empty())?;
+    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
     Some(v.get("chosen").is_some() && v.get("rejected").is_some())
 }
 

@@ -75,11 +75,8 @@ impl SftSet {
     ) -> Result<Self> {
         let d = &cfg.data;
         let train_path = d.train.as_ref().expect("SFT data has data.train");
-        let Tokenization {
-            eos,
-            template,
-            max_length,
-        } = Tokenization::of(cfg, (tokenizer, tokenizer_path), eos_id, context)?;
+        let tk = Tokenization::of(cfg, (tokenizer, tokenizer_path), eos_id, context)?;
+        let max_length = tk.max_length;
         let text_field = d.text_field.as_deref().unwrap_or("text");
         let packing = d
             .packing
@@ -90,8 +87,8 @@ impl SftSet {
             max_length,
             truncate: packing.is_none(),
             completion_only_loss: d.completion_only_loss.unwrap_or(true),
-            eos_token: eos.as_deref(),
-            chat_template: template.as_ref(),
+            eos_token: tk.eos.as_deref(),
+            chat_template: tk.template.as_ref(),
             assistant_only_loss: d.assistant_only_loss.unwrap_or(false),
             vocab_size: vocab,
         };
@@ -154,10 +151,7 @@ impl SftSet {
             val,
             packing,
             loss: d.loss_type.unwrap_or_default(),
-            pad: eos
-                .as_deref()
-                .and_then(|e| tokenizer.token_to_id(e))
-                .unwrap_or(0),
+            pad: tk.pad(tokenizer),
             format,
             max_length,
             group: cfg.train.group_by_length.then_some(per_step),
