@@ -550,37 +550,30 @@ pub fn causal_eval_sums(logits: &Tensor, batch: &Batch) -> Result<(f64, Option<u
     Ok((f64::from(loss), Some(correct as usize)))
 }
 
-impl LossModel for Gpt {
-    fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
-        let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), mode)?;
-        causal_loss_sum(&logits, batch)
-    }
+/// GPT-2 and the Llama family: the same losses over their logits (both have
+/// `forward_packed`, which the models crate keeps on each type).
+macro_rules! causal_loss_model {
+    ($($model:ty),*) => {$(
+        impl LossModel for $model {
+            fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
+                let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), mode)?;
+                causal_loss_sum(&logits, batch)
+            }
 
-    fn eval_sums(&self, batch: &Batch) -> Result<(f64, Option<usize>)> {
-        let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), Mode::Eval)?;
-        causal_eval_sums(&logits, batch)
-    }
+            fn eval_sums(&self, batch: &Batch) -> Result<(f64, Option<usize>)> {
+                let logits =
+                    self.forward_packed(&batch.ids, batch.packing.as_ref(), Mode::Eval)?;
+                causal_eval_sums(&logits, batch)
+            }
 
-    fn row_logps(&self, batch: &Batch) -> Result<Tensor> {
-        row_logps(&self.forward(&batch.ids, Mode::Eval)?, batch)
-    }
+            fn row_logps(&self, batch: &Batch) -> Result<Tensor> {
+                row_logps(&self.forward(&batch.ids, Mode::Eval)?, batch)
+            }
+        }
+    )*};
 }
 
-impl LossModel for Llama {
-    fn loss_sum(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
-        let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), mode)?;
-        causal_loss_sum(&logits, batch)
-    }
-
-    fn eval_sums(&self, batch: &Batch) -> Result<(f64, Option<usize>)> {
-        let logits = self.forward_packed(&batch.ids, batch.packing.as_ref(), Mode::Eval)?;
-        causal_eval_sums(&logits, batch)
-    }
-
-    fn row_logps(&self, batch: &Batch) -> Result<Tensor> {
-        row_logps(&self.forward(&batch.ids, Mode::Eval)?, batch)
-    }
-}
+causal_loss_model!(Gpt, Llama);
 
 /// A masked-LM batch as BERT's input. Windows are full length, so there is no padding and no
 /// attention mask; one segment, so token types are all 0.
