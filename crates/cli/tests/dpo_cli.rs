@@ -141,35 +141,9 @@ fn bad_dpo_input_names_the_file_line_or_key() {
 #[test]
 fn two_ranks_train_as_one_process_with_twice_the_batch() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |name: &str, batch: &str, ranks: bool| {
-        let dir = tmp.path().join(name);
-        let cfg = dpo_config(tmp.path(), &dir, "text", "");
-        let train = [
-            "train",
-            "--config",
-            &s(&cfg),
-            "--quiet",
-            "--set",
-            batch,
-            "--set",
-            "train.grad_accum=1",
-        ];
-        let mut args: Vec<&str> = Vec::new();
-        if ranks {
-            args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
-        }
-        args.extend(train);
-        lantern_ok(&args);
-        dir
-    };
-    let two = run("two", "train.batch_size=2", true);
-    let one = run("one", "train.batch_size=4", false);
-    let w = |d: &Path| read_f32_tensors(&newest_checkpoint(d).join("model.safetensors"));
-    for ((na, a), (nb, b)) in w(&two).iter().zip(&w(&one)) {
-        assert_eq!(na, nb);
-        let r = rel_l2(a, b);
-        assert!(r <= 1e-5, "{na}: relative difference {r}");
-    }
+    let (two, one) =
+        two_ranks_and_one(tmp.path(), 2, |dir| dpo_config(tmp.path(), dir, "text", ""));
+    assert_same_weights(&two, &one, 1e-5);
     for key in ["val_loss", "val_accuracy"] {
         let (v2, v1) = (
             metric_values(&two, "val", key),

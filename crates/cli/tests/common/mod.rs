@@ -321,6 +321,41 @@ pub fn rel_l2(x: &[f32], y: &[f32]) -> f64 {
     num / den
 }
 
+/// Trains the config `config(run_dir)` writes twice, quietly and without accumulation: as two
+/// ranks under `lantern launch --backend mpi` of `b` samples each, and as one process of 2b.
+/// Returns the two runs' folders, `root/two` and `root/one`.
+pub fn two_ranks_and_one(
+    root: &Path,
+    b: usize,
+    config: impl Fn(&Path) -> PathBuf,
+) -> (PathBuf, PathBuf) {
+    let run = |name: &str, batch: usize, ranks: bool| {
+        let dir = root.join(name);
+        let cfg = s(&config(&dir));
+        let batch = format!("train.batch_size={batch}");
+        let mut args: Vec<&str> = Vec::new();
+        if ranks {
+            args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
+        }
+        args.extend(["train", "--config", &cfg, "--quiet", "--set", &batch]);
+        args.extend(["--set", "train.grad_accum=1"]);
+        lantern_ok(&args);
+        dir
+    };
+    (run("two", b, true), run("one", 2 * b, false))
+}
+
+/// The newest checkpoints' weights of runs `a` and `b` agree tensor by tensor within relative
+/// L2 `tol`.
+pub fn assert_same_weights(a: &Path, b: &Path, tol: f64) {
+    let w = |d: &Path| read_f32_tensors(&newest_checkpoint(d).join("model.safetensors"));
+    for ((na, x), (nb, y)) in w(a).iter().zip(&w(b)) {
+        assert_eq!(na, nb);
+        let r = rel_l2(x, y);
+        assert!(r <= tol, "{na}: relative difference {r}");
+    }
+}
+
 /// Highest `"train"` step recorded in a run's metrics.jsonl (0 if none yet).
 pub fn last_train_step(run_dir: &Path) -> u64 {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
