@@ -6,7 +6,7 @@
 //! `cu_seq_lens`; the causal models here take a [`Packing`] beside the ids.
 
 use crate::Result;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// The positions and the attention mask of rows that hold several sequences.
 #[derive(Debug, Clone)]
@@ -27,7 +27,9 @@ impl Packing {
     pub fn new(lengths: &[Vec<usize>], t: usize, device: &Device) -> Result<Self> {
         let b = lengths.len();
         let mut positions = vec![0u32; b * t];
-        let mut mask = vec![f32::NEG_INFINITY; b * t * t];
+        // Each token's sequence, numbered along its row: the host sends B·T numbers and the
+        // (B, T, T) mask is made where it is used.
+        let mut sequence = vec![0u32; b * t];
         let mut span = 0;
         for (r, row) in lengths.iter().enumerate() {
             let used: usize = row.iter().sum();
@@ -38,19 +40,29 @@ impl Packing {
             }
             let pad = (used < t).then_some(t - used);
             let mut start = 0;
-            for len in row.iter().copied().chain(pad) {
+            for (k, len) in row.iter().copied().chain(pad).enumerate() {
                 for i in 0..len {
                     positions[r * t + start + i] = i as u32;
-                    let q = (r * t + start + i) * t;
-                    mask[q + start..q + start + i + 1].fill(0.0);
+                    sequence[r * t + start + i] = k as u32;
                 }
                 span = span.max(len);
                 start += len;
             }
         }
+        // Key j is visible to query i when both are in one sequence and j <= i.
+        let sequence = Tensor::from_vec(sequence, (b, t), device)?;
+        let same = sequence
+            .unsqueeze(2)?
+            .broadcast_eq(&sequence.unsqueeze(1)?)?; // (B, T, T) u8
+        let causal = Tensor::tril2(t, DType::U8, device)?; // (T, T)
+        let seen = same.broadcast_mul(&causal)?;
+        let mask = seen.where_cond(
+            &Tensor::zeros((b, t, t), DType::F32, device)?,
+            &Tensor::full(f32::NEG_INFINITY, (b, t, t), device)?,
+        )?;
         Ok(Self {
             positions: Tensor::from_vec(positions, (b, t), device)?,
-            mask: Tensor::from_vec(mask, (b, 1, t, t), device)?,
+            mask: mask.reshape((b, 1, t, t))?,
             span,
         })
     }
