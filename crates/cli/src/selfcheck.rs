@@ -604,7 +604,8 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
                 pick(s, &f, &r),
             )?;
         }
-        // Cross-entropy: without weights and with 0/1 weights; vocabularies up to GPT-2's.
+        // Cross-entropy: without weights and with 0/1 weights, summed and per row; vocabularies up
+        // to GPT-2's.
         for (n, v) in [(1, 1), (5, 7), (33, 129), (64, 1000), (8, 50304)] {
             let x = randn(rng, &[n, v], 3.0)?;
             let t: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
@@ -629,6 +630,20 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
                 s,
                 rng,
                 "cross_entropy_w",
+                &[x.clone(), t.clone(), w.clone()],
+                &[true, false, false],
+                dtype,
+                &f,
+                pick(s, &f, &r),
+            )?;
+            // Per-row terms (DPO's sequence log-probabilities): a gradient per row.
+            let f = |a: &[Tensor]| ops::cross_entropy_rows(&a[0], &a[1], a.get(2));
+            let r = |a: &[Tensor]| reference::cross_entropy_rows(&a[0], &a[1], a.get(2));
+            check_op(
+                rep,
+                s,
+                rng,
+                "cross_entropy_rows_w",
                 &[x, t, w],
                 &[true, false, false],
                 dtype,

@@ -273,10 +273,34 @@ pub fn cross_entropy_sum(
     targets: &Tensor,
     weights: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let dev = logits.device();
-    if !fused(dev) {
+    if !fused(logits.device()) {
         return reference::cross_entropy_sum(logits, targets, weights);
     }
+    cross_entropy(logits, targets, weights, false)
+}
+
+/// [`cross_entropy_sum`]'s terms, unsummed: each row's `w_i * -log softmax(x_i)[t_i]` → (N)
+/// f32 (f64 for f64 logits), with the gradient of each (the fused kernels of the sum, one
+/// pass over the logits each way). Sums over groups of rows (a sequence's log-probability)
+/// follow with candle's sum.
+pub fn cross_entropy_rows(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<Tensor> {
+    if !fused(logits.device()) {
+        return reference::cross_entropy_rows(logits, targets, weights);
+    }
+    cross_entropy(logits, targets, weights, true)
+}
+
+fn cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: Option<&Tensor>,
+    per_row: bool,
+) -> Result<Tensor> {
+    let dev = logits.device();
     let ct = kernel_dtype(dev, logits.dtype());
     let x = logits.to_dtype(ct)?.contiguous()?;
     // The CPU kernel reads u32, u8 and i64 targets; the CUDA kernel u32 and f32 weights.
@@ -284,12 +308,13 @@ pub fn cross_entropy_sum(
         true => (targets.contiguous()?, ct),
         false => (targets.to_dtype(DType::U32)?.contiguous()?, DType::F32),
     };
+    let op = |weight_grad| match per_row {
+        true => CrossEntropySum::rows(weight_grad),
+        false => CrossEntropySum::new(weight_grad),
+    };
     match weights {
-        Some(w) => {
-            let op = CrossEntropySum::new(w.track_op());
-            x.apply_op3(&t, &w.to_dtype(wt)?.contiguous()?, op)
-        }
-        None => x.apply_op2(&t, CrossEntropySum::new(false)),
+        Some(w) => x.apply_op3(&t, &w.to_dtype(wt)?.contiguous()?, op(w.track_op())),
+        None => x.apply_op2(&t, op(false)),
     }
 }
 

@@ -136,6 +136,15 @@ pub fn cross_entropy_sum(
     targets: &Tensor,
     weights: Option<&Tensor>,
 ) -> Result<Tensor> {
+    cross_entropy_rows(logits, targets, weights)?.sum_all()
+}
+
+/// Each row's weighted token cross-entropy in f32 → (N); see [`crate::ops::cross_entropy_rows`].
+pub fn cross_entropy_rows(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<Tensor> {
     let logits = logits.to_dtype(DType::F32)?;
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?; // (N)
@@ -143,7 +152,7 @@ pub fn cross_entropy_sum(
         Some(w) => (picked * w.to_dtype(DType::F32)?)?,
         None => picked,
     };
-    picked.sum_all()?.neg()
+    picked.neg()
 }
 
 /// Causal self-attention over the (B, T, 3C) output of c_attn, written from candle ops as the

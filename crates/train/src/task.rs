@@ -27,7 +27,7 @@ use lantern_data::sampler::{lm_batch, lm_val_batch};
 use lantern_data::sft::SftExample;
 use lantern_data::shard::Shard;
 use lantern_data::{MlmCollator, ModelTokens};
-use lantern_kernels::{cross_entropy_sum, Rng};
+use lantern_kernels::{cross_entropy_rows, cross_entropy_sum, Rng};
 use lantern_models::bert::{self, BertConfig, BertForMaskedLM, BertHead, BertInput};
 use lantern_models::decoder::DecoderConfig;
 use lantern_models::gpt::{self, AttentionImpl, Gpt, GptConfig};
@@ -457,19 +457,14 @@ pub trait LossModel {
 /// (B·T); with [`TokenLoss::Dft`] each target's term weighted by its probability.
 pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     if let Some(p) = &batch.pairs {
-        // −log σ(d) = softplus(z), z = −d: ln(1 + e^z) below 30 and z beyond (no overflow),
-        // with the gradient σ(z) everywhere. (Not relu(z) + ln(1 + e^−|z|): candle's relu and
-        // abs have a gradient of 1 at 0, where every margin starts, tripling it there.)
-        let z = dpo_margins(logits, batch, p)?.neg()?;
-        let softplus = ((z.clamp(-1e30, 30.0)?.exp()? + 1.0)?.log()? + (z - 30.0)?.relu()?)?;
-        return Ok(softplus.sum_all()?);
+        return dpo_loss_sum(&dpo_margins(logits, batch, p)?);
     }
     let (b, t, v) = logits.dims3()?;
     let logits = logits.reshape((b * t, v))?;
     let weights = match batch.loss {
         TokenLoss::Nll => batch.weights.clone(),
         TokenLoss::Dft => {
-            let p = target_probs(&logits, &batch.targets)?;
+            let p = target_probs(&logits, &batch.targets, batch.weights.as_ref())?;
             Some(match &batch.weights {
                 Some(w) => (p * w)?,
                 None => p,
@@ -484,20 +479,26 @@ pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
 }
 
 /// Each row's log-probability of its weighted targets: the sum over the row of
-/// `weight · log p(target)` from logits (R, T, V) → (R) f32, with its gradient.
+/// `weight · log p(target)` from logits (R, T, V) → (R) f32, with its gradient (the fused
+/// cross-entropy's per-token terms, one pass over the logits each way).
 pub fn row_logps(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     let (r, t, v) = logits.dims3()?;
-    let x = logits.reshape((r * t, v))?.to_dtype(DType::F32)?;
-    // log softmax at the target: x_t − max − ln Σ exp(x − max); the max is a constant shift.
-    let shifted = x.broadcast_sub(&x.max_keepdim(1)?.detach())?;
-    let lse = shifted.exp()?.sum_keepdim(1)?.log()?; // (R·T, 1)
-    let at = shifted.gather(&batch.targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?;
-    let logp = (at - lse)?.squeeze(1)?; // (R·T)
-    let logp = match &batch.weights {
-        Some(w) => (logp * w)?,
-        None => logp,
-    };
-    Ok(logp.reshape((r, t))?.sum(1)?)
+    let nll = cross_entropy_rows(
+        &logits.reshape((r * t, v))?,
+        &batch.targets,
+        batch.weights.as_ref(),
+    )?; // (R·T)
+    Ok(nll.to_dtype(DType::F32)?.reshape((r, t))?.sum(1)?.neg()?)
+}
+
+/// DPO's summed loss `Σ −log σ(d)` over the margins d (B).
+fn dpo_loss_sum(d: &Tensor) -> Result<Tensor> {
+    // −log σ(d) = softplus(z), z = −d: ln(1 + e^z) below 30 and z beyond (no overflow), with
+    // the gradient σ(z) everywhere. (Not relu(z) + ln(1 + e^−|z|): candle's relu and abs have
+    // a gradient of 1 at 0, where every margin starts, tripling it there.)
+    let z = d.neg()?;
+    let softplus = ((z.clamp(-1e30, 30.0)?.exp()? + 1.0)?.log()? + (z - 30.0)?.relu()?)?;
+    Ok(softplus.sum_all()?)
 }
 
 /// DPO's `d = β·((π_c − ref_c) − (π_r − ref_r))` of each preference of a batch whose rows are
@@ -513,29 +514,32 @@ fn dpo_margins(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<
 }
 
 /// The probability of each target under logits (N, V), in f32 and detached from the graph
-/// (DFT's weights are constants): `exp(x_t - logsumexp(x))` per row → (N).
-fn target_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let x = logits.detach().to_dtype(DType::F32)?;
-    let max = x.max_keepdim(1)?;
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(1)?.log()?; // (N, 1)
-    let at = shifted.gather(&targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?; // (N, 1)
-    Ok((at - lse)?.exp()?.squeeze(1)?)
+/// (DFT's weights are constants): `exp(x_t - logsumexp(x))` per row → (N). Rows of weight 0
+/// are skipped and read 1: the caller multiplies by the weights.
+fn target_probs(logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    // The kernel weighs each row's term: a 0/1 mask keeps fractional weights out of the logs.
+    let mask = weights
+        .map(|w| w.ne(0.0)?.to_dtype(DType::F32))
+        .transpose()?;
+    let nll = cross_entropy_rows(&logits.detach(), targets, mask.as_ref())?;
+    Ok(nll.to_dtype(DType::F32)?.neg()?.exp()?)
 }
 
 /// [`LossModel::eval_sums`] of next-token logits (B, T, V): the summed loss and the targets
 /// (weighted ones, when the batch has weights) the argmax predicts.
 pub fn causal_eval_sums(logits: &Tensor, batch: &Batch) -> Result<(f64, Option<usize>)> {
-    let loss = causal_loss_sum(logits, batch)?.to_scalar::<f32>()?;
     if let Some(p) = &batch.pairs {
-        // DPO: the preferences whose chosen reward beats the rejected one (TRL's
+        // DPO: the loss and the preferences whose chosen reward beats the rejected one (TRL's
         // rewards/accuracies).
-        let d = dpo_margins(logits, batch, p)?.to_vec1::<f32>()?;
+        let d = dpo_margins(logits, batch, p)?;
+        let loss = dpo_loss_sum(&d)?.to_scalar::<f32>()?;
+        let d = d.to_vec1::<f32>()?;
         return Ok((
             f64::from(loss),
             Some(d.iter().filter(|&&x| x > 0.0).count()),
         ));
     }
+    let loss = causal_loss_sum(logits, batch)?.to_scalar::<f32>()?;
     let (b, t, _) = logits.dims3()?;
     let hit = logits
         .argmax(candle_core::D::Minus1)?

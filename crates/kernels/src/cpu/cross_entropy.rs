@@ -10,6 +10,11 @@
 //! loss and gradient are 0 whatever the logits hold. Every target is still checked against V.
 //! Per-row losses are summed in f64 in row order (deterministic, and exact enough for N in the
 //! millions).
+//!
+//! With `per_row` the op returns the N terms `w_i * (logsumexp(x_i) - x_i[t_i])` instead of
+//! their sum, and backward takes a gradient per row, `g_i`: it runs as the summed op's backward
+//! with weights `g_i * w_i` and an upstream gradient of 1 (DPO's per-sequence log-probabilities,
+//! DFT's target probabilities).
 
 use super::{float_dtype, for_row_blocks, row_max, simd_kernel, slice, sum8, with_float, Real};
 use candle_core::backend::BackendStorage;
@@ -50,11 +55,14 @@ impl SavedLse {
 type Saved = Arc<SavedLse>;
 
 /// Forward. `CustomOp2` on (logits (N, V), targets (N)), `CustomOp3` with weights (N) too.
+/// Returns a scalar, or with `per_row` the (N) weighted per-row losses.
 #[derive(Debug, Default)]
 pub struct CrossEntropySum {
     /// Whether backward returns a gradient for the weights. Usually they are data (0/1 masks)
     /// and this is false, which spares backward a logsumexp over rows of weight 0.
     pub weight_grad: bool,
+    /// Each row's term rather than their sum.
+    pub per_row: bool,
     lse: Mutex<Option<Saved>>,
 }
 
@@ -62,8 +70,89 @@ impl CrossEntropySum {
     pub fn new(weight_grad: bool) -> Self {
         Self {
             weight_grad,
+            per_row: false,
             lse: Mutex::new(None),
         }
+    }
+
+    /// The op returning each row's weighted loss, (N).
+    pub fn rows(weight_grad: bool) -> Self {
+        Self {
+            per_row: true,
+            ..Self::new(weight_grad)
+        }
+    }
+
+    fn out_shape(&self, n: usize) -> Shape {
+        match self.per_row {
+            true => Shape::from(n),
+            false => Shape::from(()),
+        }
+    }
+
+    /// The forward's result from each row's loss: the rows, or their sum in f64 in row order.
+    fn output<T: Real + WithDType>(&self, rows: Vec<f64>) -> CpuStorage {
+        match self.per_row {
+            true => T::to_cpu_storage_owned(rows.into_iter().map(T::from_f64).collect()),
+            false => T::to_cpu_storage_owned(vec![T::from_f64(rows.iter().sum())]),
+        }
+    }
+
+    /// Backward: dlogits and, with `weight_grad`, dweights from `g`, the upstream gradient (a
+    /// scalar, or (N) with `per_row`).
+    fn backward(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        w: Option<&Tensor>,
+        g: &Tensor,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let n = x.dim(0)?;
+        let lse = self.saved();
+        if !self.per_row {
+            let g = g.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let bwd = CrossEntropySumBwd {
+                g,
+                weight_grad: self.weight_grad && w.is_some(),
+                lse,
+            };
+            let Some(w) = w else {
+                let dx = x.apply_op2_no_bwd(t, &bwd)?;
+                return Ok((dx.reshape(x.shape())?, None));
+            };
+            let out = x.apply_op3_no_bwd(t, w, &bwd)?;
+            let dx = out.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
+            let dw = match self.weight_grad {
+                true => Some(out.narrow(0, x.elem_count(), n)?),
+                false => None,
+            };
+            return Ok((dx, dw));
+        }
+        // d(w_i * l_i)/dx_i * g_i is the summed op's row gradient with weight g_i * w_i;
+        // d/dw_i is g_i * l_i, the summed op's dweights (l_i) times g_i.
+        let g = g.contiguous()?;
+        let gw = match w {
+            Some(w) => (w.to_dtype(g.dtype())? * &g)?,
+            None => g.clone(),
+        };
+        let weight_grad = self.weight_grad && w.is_some();
+        let bwd = CrossEntropySumBwd {
+            g: 1.0,
+            weight_grad,
+            lse,
+        };
+        // The kernels read weights in the logits' dtype on the CPU, in f32 on CUDA.
+        let wt = match x.device().is_cpu() {
+            true => x.dtype(),
+            false => DType::F32,
+        };
+        let out = x.apply_op3_no_bwd(t, &gw.to_dtype(wt)?, &bwd)?;
+        let dx = out.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
+        let dw = match weight_grad {
+            true => Some((out.narrow(0, x.elem_count(), n)?.to_dtype(g.dtype())? * g)?),
+            false => None,
+        };
+        Ok((dx, dw))
     }
 
     fn save(&self, lse: SavedLse) {
@@ -144,8 +233,9 @@ fn lse<T: Real>(x: &[T]) -> (T, T) {
 }
 
 simd_kernel! {
-/// The loss and each row's logsumexp (NaN where the weight is 0 and the row was skipped).
-fn fwd<T: Real>(x: &[T], t: &[usize], w: Option<&[T]>, v: usize) -> (T, Vec<f64>) {
+/// Each row's weighted loss and logsumexp (0 and NaN where the weight is 0 and the row was
+/// skipped).
+fn fwd<T: Real>(x: &[T], t: &[usize], w: Option<&[T]>, v: usize) -> (Vec<f64>, Vec<f64>) {
     // (loss, lse) per row.
     let mut rows = vec![[0f64, f64::NAN]; t.len()];
     for_row_blocks(&mut rows, 1, v, |row0, out| {
@@ -160,8 +250,7 @@ fn fwd<T: Real>(x: &[T], t: &[usize], w: Option<&[T]>, v: usize) -> (T, Vec<f64>
             *row = [(wi * (l - xr[t[i]])).to_f64(), l.to_f64()];
         }
     });
-    let loss = T::from_f64(rows.iter().map(|r| r[0]).sum());
-    (loss, rows.iter().map(|r| r[1]).collect())
+    rows.into_iter().map(|[l, s]| (l, s)).unzip()
 }
 }
 
@@ -230,11 +319,11 @@ impl CustomOp2 for CrossEntropySum {
         let (_, v) = dims(op, l_x, l_t, None)?;
         let t = targets(op, s_t, l_t, v)?;
         let loss = with_float!(float_dtype(s_x, op)?, T => {
-            let (loss, lse) = fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, None, v);
+            let (rows, lse) = fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, None, v);
             self.save(SavedLse::Host(lse));
-            T::to_cpu_storage_owned(vec![loss])
+            self.output::<T>(rows)
         });
-        Ok((loss, Shape::from(())))
+        Ok((loss, self.out_shape(t.len())))
     }
 
     #[cfg(feature = "cuda")]
@@ -246,9 +335,10 @@ impl CustomOp2 for CrossEntropySum {
         l_t: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let (n, v) = dims(CustomOp2::name(self), l_x, l_t, None)?;
-        let (loss, lse) = crate::cuda::cross_entropy::fwd((s_x, l_x), (s_t, l_t), None, n, v)?;
+        let (loss, lse) =
+            crate::cuda::cross_entropy::fwd((s_x, l_x), (s_t, l_t), None, self.per_row, n, v)?;
         self.save(SavedLse::Device(lse));
-        Ok((loss, Shape::from(())))
+        Ok((loss, self.out_shape(n)))
     }
 
     fn bwd(
@@ -258,14 +348,8 @@ impl CustomOp2 for CrossEntropySum {
         _loss: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let bwd = CrossEntropySumBwd {
-            g,
-            weight_grad: false,
-            lse: self.saved(),
-        };
-        let dx = x.apply_op2_no_bwd(t, &bwd)?;
-        Ok((Some(dx.reshape(x.shape())?), None))
+        let (dx, _) = self.backward(x, t, None, g)?;
+        Ok((Some(dx), None))
     }
 }
 
@@ -288,11 +372,11 @@ impl CustomOp3 for CrossEntropySum {
         let t = targets(op, s_t, l_t, v)?;
         let loss = with_float!(float_dtype(s_x, op)?, T => {
             let w = slice::<T>(s_w, l_w, op, "weights")?;
-            let (loss, lse) = fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, Some(w), v);
+            let (rows, lse) = fwd::<T>(slice(s_x, l_x, op, "logits")?, &t, Some(w), v);
             self.save(SavedLse::Host(lse));
-            T::to_cpu_storage_owned(vec![loss])
+            self.output::<T>(rows)
         });
-        Ok((loss, Shape::from(())))
+        Ok((loss, self.out_shape(t.len())))
     }
 
     #[cfg(feature = "cuda")]
@@ -306,10 +390,16 @@ impl CustomOp3 for CrossEntropySum {
         l_w: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let (n, v) = dims(CustomOp3::name(self), l_x, l_t, Some(l_w))?;
-        let (loss, lse) =
-            crate::cuda::cross_entropy::fwd((s_x, l_x), (s_t, l_t), Some((s_w, l_w)), n, v)?;
+        let (loss, lse) = crate::cuda::cross_entropy::fwd(
+            (s_x, l_x),
+            (s_t, l_t),
+            Some((s_w, l_w)),
+            self.per_row,
+            n,
+            v,
+        )?;
         self.save(SavedLse::Device(lse));
-        Ok((loss, Shape::from(())))
+        Ok((loss, self.out_shape(n)))
     }
 
     fn bwd(
@@ -320,19 +410,7 @@ impl CustomOp3 for CrossEntropySum {
         _loss: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = g.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let n = x.dim(0)?;
-        let bwd = CrossEntropySumBwd {
-            g,
-            weight_grad: self.weight_grad,
-            lse: self.saved(),
-        };
-        let out = x.apply_op3_no_bwd(t, w, &bwd)?;
-        let dx = out.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
-        let dw = match self.weight_grad {
-            true => Some(out.narrow(0, x.elem_count(), n)?),
-            false => None,
-        };
+        let (dx, dw) = self.backward(x, t, Some(w), g)?;
         Ok((Some(dx), None, dw))
     }
 }
@@ -460,23 +538,38 @@ mod tests {
         reference::cross_entropy_sum(&v[0], &v[1], v.get(2))
     }
 
+    fn op_rows(v: &[Tensor]) -> candle_core::Result<Tensor> {
+        ops::cross_entropy_rows(&v[0], &v[1], v.get(2))
+    }
+
+    fn reference_rows(v: &[Tensor]) -> candle_core::Result<Tensor> {
+        reference::cross_entropy_rows(&v[0], &v[1], v.get(2))
+    }
+
+    type Op = fn(&[Tensor]) -> candle_core::Result<Tensor>;
+
+    /// The summed op and the per-row one, each with its reference.
+    const OPS: [(Op, Op); 2] = [(op, reference), (op_rows, reference_rows)];
+
     #[test]
     fn matches_reference_forward_and_backward() {
         let mut rng = Rng::new(41);
-        for (n, v) in [(1, 1), (5, 7), (4, 1), (33, 129), (64, 1000)] {
-            for kind in 0..3 {
-                let xs = inputs(&mut rng, n, v, kind, DType::F32);
-                let track = [true, false, true];
-                compare_with_reference(&mut rng, &xs, &track[..xs.len()], op, reference, 1e-5);
-                // Weights as data (no gradient asked) take the other backward path.
-                compare_with_reference(
-                    &mut rng,
-                    &xs,
-                    &[true, false, false][..xs.len()],
-                    op,
-                    reference,
-                    1e-5,
-                );
+        for (op, reference) in OPS {
+            for (n, v) in [(1, 1), (5, 7), (4, 1), (33, 129), (64, 1000)] {
+                for kind in 0..3 {
+                    let xs = inputs(&mut rng, n, v, kind, DType::F32);
+                    let track = [true, false, true];
+                    compare_with_reference(&mut rng, &xs, &track[..xs.len()], op, reference, 1e-5);
+                    // Weights as data (no gradient asked) take the other backward path.
+                    compare_with_reference(
+                        &mut rng,
+                        &xs,
+                        &[true, false, false][..xs.len()],
+                        op,
+                        reference,
+                        1e-5,
+                    );
+                }
             }
         }
     }
@@ -484,18 +577,40 @@ mod tests {
     #[test]
     fn finite_differences_f64() {
         let mut rng = Rng::new(42);
-        for kind in 0..3 {
-            let xs = inputs(&mut rng, 4, 6, kind, DType::F64);
-            grad_check(&mut rng, &xs, &[true, false, true][..xs.len()], op);
+        for (op, _) in OPS {
+            for kind in 0..3 {
+                let xs = inputs(&mut rng, 4, 6, kind, DType::F64);
+                grad_check(&mut rng, &xs, &[true, false, true][..xs.len()], op);
+            }
         }
     }
 
     #[test]
     fn bit_identical_across_runs_and_thread_counts() {
         let mut rng = Rng::new(43);
+        for (op, _) in OPS {
+            for kind in 0..3 {
+                let xs = inputs(&mut rng, 300, 500, kind, DType::F32);
+                assert_deterministic(&mut rng, &xs, op);
+            }
+        }
+    }
+
+    #[test]
+    fn rows_are_the_terms_of_the_sum() {
+        let mut rng = Rng::new(46);
         for kind in 0..3 {
-            let xs = inputs(&mut rng, 300, 500, kind, DType::F32);
-            assert_deterministic(&mut rng, &xs, op);
+            let xs = inputs(&mut rng, 40, 77, kind, DType::F64);
+            let rows = op_rows(&xs).unwrap();
+            assert_eq!(rows.dims(), [40]);
+            let sum = op(&xs).unwrap().to_scalar::<f64>().unwrap();
+            let total: f64 = rows.to_vec1::<f64>().unwrap().iter().sum();
+            assert!((sum - total).abs() <= 1e-12 * sum.abs(), "{sum} vs {total}");
+            if kind == 1 {
+                // Weight-0 rows are 0, not just small.
+                let r = rows.to_vec1::<f64>().unwrap();
+                assert!(r.iter().skip(1).step_by(3).all(|&x| x == 0.0));
+            }
         }
     }
 
@@ -545,6 +660,8 @@ mod tests {
         for t in &bad {
             for w in [None, Some(&w)] {
                 let e = ops::cross_entropy_sum(&x, t, w).unwrap_err().to_string();
+                assert!(e.contains("out of range"), "{e}");
+                let e = ops::cross_entropy_rows(&x, t, w).unwrap_err().to_string();
                 assert!(e.contains("out of range"), "{e}");
             }
         }

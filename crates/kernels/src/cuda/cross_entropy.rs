@@ -12,11 +12,13 @@ use candle_core::{DType, Error, Layout, Result, Shape};
 
 const OP: &str = "lantern-cross-entropy-sum (cuda)";
 
-/// The scalar f32 loss and every row's logsumexp (NaN for rows skipped for weight 0).
+/// The scalar f32 loss (with `per_row`, each row's weighted loss, (N) f32) and every row's
+/// logsumexp (NaN for rows skipped for weight 0).
 pub(crate) fn fwd(
     (s_x, l_x): (&CudaStorage, &Layout),
     (s_t, l_t): (&CudaStorage, &Layout),
     w: Option<(&CudaStorage, &Layout)>,
+    per_row: bool,
     n: usize,
     v: usize,
 ) -> Result<(CudaStorage, CudaSlice<f32>)> {
@@ -32,9 +34,12 @@ pub(crate) fn fwd(
         None => None,
     };
     let null = 0u64;
-    let mut loss_rows = alloc_scratch(&dev, n)?;
+    // The kernel writes every row's loss (0 for skipped rows): an output when `per_row`.
+    let mut loss_rows = match per_row && n > 0 {
+        true => alloc_out::<f32>(&dev, n)?,
+        false => alloc_scratch(&dev, n)?,
+    };
     let mut lse = alloc_scratch(&dev, n)?;
-    let mut loss = alloc_out::<f32>(&dev, 1)?;
     let mut bad = dev.clone_htod(&[u32::MAX][..])?;
     let vi = int(OP, v)?;
     with_kernel_float!(s_x.dtype(), OP, T => {
@@ -55,17 +60,24 @@ pub(crate) fn fwd(
             Ok(())
         }
     })?;
-    let f = func(&dev, Module::CrossEntropy, "cross_entropy_sum_rows")?;
-    let ni = int(OP, n)?;
-    let mut a = stream.launch_builder(&f);
-    a.arg(&loss_rows).arg(&mut loss).arg(&ni);
-    let cfg = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (1024, 1, 1),
-        shared_mem_bytes: 0,
+    let loss = match per_row {
+        true => loss_rows,
+        false => {
+            let mut loss = alloc_out::<f32>(&dev, 1)?;
+            let f = func(&dev, Module::CrossEntropy, "cross_entropy_sum_rows")?;
+            let ni = int(OP, n)?;
+            let mut a = stream.launch_builder(&f);
+            a.arg(&loss_rows).arg(&mut loss).arg(&ni);
+            let cfg = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (1024, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: one block reads loss_rows[0..n] and writes loss[0].
+            launched(unsafe { a.launch(cfg) })?;
+            loss
+        }
     };
-    // SAFETY: one block reads loss_rows[0..n] and writes loss[0].
-    launched(unsafe { a.launch(cfg) })?;
     // A bad target must be an error, not a wrong loss: the flag costs one 4-byte copy (and the
     // wait for this kernel), which the caller pays anyway when it reads the loss.
     let flag = dev.clone_dtoh(&bad)?[0];
