@@ -14,6 +14,12 @@
 //
 // Head dimensions 32, 64 and 128 are instantiated; the Rust side falls back to the composite
 // op for others. T may be any length >= 1: rows past the end are loaded as zeros and masked.
+//
+// Packed rows: with `pos` (B, T) u32 (null: one sequence a row), each token's position within
+// its own sequence, query i sees keys i - pos[i] ..= i only (a position past i reads as i).
+// The forward and dQ start at the block's first visible key tile and warps skip tiles that
+// hold none of their rows' keys; dK/dV skip query tiles that see none of the warp's keys.
+// Nothing assumes the positions count up by one: any first key per query is honoured.
 #include "common.cuh"
 #include <mma.h>
 
@@ -23,6 +29,7 @@ constexpr int WARPS = 4;
 constexpr int ROWS = 16 * WARPS;  // rows of a block: one query (or key) tile
 constexpr int THREADS = 32 * WARPS;
 constexpr unsigned FULL = 0xffffffffu;
+constexpr int NO_KEY = 0x7fffffff;  // past every key: the identity of a minimum of first keys
 // Static shared memory per block must stay under 48 KiB; this leaves room for the row stats.
 constexpr int SMEM_LIMIT = 46 * 1024;
 
@@ -32,9 +39,10 @@ __host__ __device__ constexpr int fwd_smem(int bk, int hd, int sz) {
   return 2 * bk * hd * sz + WARPS * 16 * bk * (4 + sz);
 }
 // Of the backward kernels for an inner tile of bq rows: two tiles (Q and dO, or K and V),
-// per warp two f32 score tiles (S, dP) and two in the storage type (P, dS).
+// per warp two f32 score tiles (S, dP) and two in the storage type (P, dS), and three row
+// statistics (lse, D, first key).
 __host__ __device__ constexpr int bwd_smem(int bq, int hd, int sz) {
-  return 2 * bq * hd * sz + WARPS * 16 * bq * (8 + 2 * sz) + 2 * bq * 4;
+  return 2 * bq * hd * sz + WARPS * 16 * bq * (8 + 2 * sz) + 3 * bq * 4;
 }
 // The largest inner tile (64, 32 or 16 rows) that fits.
 __host__ __device__ constexpr int fwd_tile(int hd, int sz) {
@@ -42,6 +50,29 @@ __host__ __device__ constexpr int fwd_tile(int hd, int sz) {
 }
 __host__ __device__ constexpr int bwd_tile(int hd, int sz) {
   return bwd_smem(64, hd, sz) <= SMEM_LIMIT ? 64 : bwd_smem(32, hd, sz) <= SMEM_LIMIT ? 32 : 16;
+}
+
+// The first key query i of row b sees: i - pos[b, i] (a position past i reads as i); 0
+// without positions and for rows past the end.
+__device__ __forceinline__ int first_key(const uint32_t* pos, int b, int t, int i) {
+  if (!pos || i >= t) return 0;
+  const uint32_t p = pos[(long long)b * t + i];
+  return i - (int)min(p, (uint32_t)i);
+}
+
+__device__ __forceinline__ int warp_min_int(int v) {
+  for (int o = 16; o > 0; o >>= 1) v = min(v, __shfl_xor_sync(FULL, v, o));
+  return v;
+}
+
+// The smallest of the block's warps' `v` (each warp's lanes agree on theirs). The whole block
+// calls it; `slot` is WARPS ints of shared memory.
+__device__ __forceinline__ int block_min_int(int v, int* slot) {
+  if ((threadIdx.x & 31) == 0) slot[threadIdx.x >> 5] = v;
+  __syncthreads();
+  int m = slot[0];
+  for (int w = 1; w < WARPS; ++w) m = min(m, slot[w]);
+  return m;
 }
 
 // 16x16 warp-tile products: C += A * B with A held in registers (a fragment), B read from
@@ -200,8 +231,8 @@ __device__ __forceinline__ void store_rows(T* dst, long long stride, int r0, int
 }
 
 template <typename T, int HD>
-__device__ void fwd(const T* __restrict__ qkv, T* __restrict__ y, float* __restrict__ lse, int t,
-                    int H, float scale) {
+__device__ void fwd(const T* __restrict__ qkv, const uint32_t* __restrict__ pos, T* __restrict__ y,
+                    float* __restrict__ lse, int t, int H, float scale) {
   using M = Mma<T>;
   constexpr int BK = fwd_tile(HD, sizeof(T));
   constexpr int NC = HD / 16;
@@ -211,6 +242,7 @@ __device__ void fwd(const T* __restrict__ qkv, T* __restrict__ y, float* __restr
   __align__(32) __shared__ float Sw[WARPS][16 * BK];
   __align__(32) __shared__ T Pw[WARPS][16 * BK];
   __shared__ float row_v[WARPS][16];
+  __shared__ int lo_slot[WARPS];
 
   const int tile = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int C = H * HD;
@@ -229,17 +261,21 @@ __device__ void fwd(const T* __restrict__ qkv, T* __restrict__ y, float* __restr
   // Lanes 2r and 2r+1 share query row r of the warp's 16, half of a tile's columns each.
   const int r = lane >> 1, half = lane & 1;
   const int i = q0 + r;
+  const int lo_i = first_key(pos, b, t, i);  // row i's keys: lo_i ..= i
+  const int lo_w = warp_min_int(lo_i);
+  const int lo_b = block_min_int(lo_w, lo_slot);
   float m = -INFINITY, l = 0.f;
   const int q_end = min(t, (tile + 1) * ROWS);  // past the block's last query
   const int n_kt = (q_end + BK - 1) / BK;
-  for (int kt = 0; kt < n_kt; ++kt) {
+  for (int kt = lo_b / BK; kt < n_kt; ++kt) {
     const int k0 = kt * BK;
     __syncthreads();  // the previous tile's readers are done
     load_tile<T, HD>(Ks, base + C, C3, k0, BK, t);
     load_tile<T, HD>(Vs, base + 2 * C, C3, k0, BK, t);
     __syncthreads();
-    // Warp-uniform: past the end, or every key of the tile is in this warp's future.
-    if (q0 >= t || k0 > q0 + 15) continue;
+    // Warp-uniform: past the end, every key of the tile in this warp's future, or before
+    // all of its rows' sequences.
+    if (q0 >= t || k0 > q0 + 15 || k0 + BK <= lo_w) continue;
 
     for (int n = 0; n < BK / 16; ++n) {  // S = Q K^T, (16, BK)
       typename M::C s;
@@ -249,24 +285,27 @@ __device__ void fwd(const T* __restrict__ qkv, T* __restrict__ y, float* __restr
     }
     __syncwarp();
 
-    // Online softmax. Key 0 is visible to every row, so m is finite from the first tile on.
+    // Online softmax.
     float sv[BK / 2];
     float mt = -INFINITY;
     for (int jj = 0; jj < BK / 2; ++jj) {
       const int j = half * (BK / 2) + jj;
-      sv[jj] = k0 + j <= i ? S[r * BK + j] * scale : -INFINITY;
+      sv[jj] = k0 + j <= i && k0 + j >= lo_i ? S[r * BK + j] * scale : -INFINITY;
       mt = fmaxf(mt, sv[jj]);
     }
     mt = fmaxf(mt, __shfl_xor_sync(FULL, mt, 1));
     const float m_new = fmaxf(m, mt);
+    // A row none of whose keys came yet (packed rows: its sequence starts in a later tile)
+    // keeps m = -inf; its p and alpha are then exp(-inf) = 0, not exp(-inf + inf).
+    const float m_ref = m_new == -INFINITY ? 0.f : m_new;
     float ps = 0.f;
     for (int jj = 0; jj < BK / 2; ++jj) {
-      const float p = expf(sv[jj] - m_new);
+      const float p = expf(sv[jj] - m_ref);
       P[r * BK + half * (BK / 2) + jj] = from_f<T>(p);
       ps += p;
     }
     ps += __shfl_xor_sync(FULL, ps, 1);  // a + b == b + a: both lanes get the same bits
-    const float alpha = expf(m - m_new);  // 0 on the first tile
+    const float alpha = expf(m - m_ref);  // 0 on a row's first tile
     l = l * alpha + ps;
     m = m_new;
     if (half == 0) row_v[warp][r] = alpha;
@@ -335,9 +374,10 @@ __device__ __forceinline__ void score_tiles(float* S, const typename Mma<T>::A* 
 
 // dK, dV for the block's 64 keys: loop over query tiles from the diagonal on.
 template <typename T, int HD>
-__device__ void bwd_dkdv(const T* __restrict__ qkv, const T* __restrict__ dy,
-                         const float* __restrict__ lse, const float* __restrict__ dd,
-                         T* __restrict__ dqkv, int t, int H, float scale) {
+__device__ void bwd_dkdv(const T* __restrict__ qkv, const uint32_t* __restrict__ pos,
+                         const T* __restrict__ dy, const float* __restrict__ lse,
+                         const float* __restrict__ dd, T* __restrict__ dqkv, int t, int H,
+                         float scale) {
   using M = Mma<T>;
   constexpr int BQ = bwd_tile(HD, sizeof(T));
   constexpr int NC = HD / 16;
@@ -349,6 +389,7 @@ __device__ void bwd_dkdv(const T* __restrict__ qkv, const T* __restrict__ dy,
   __align__(32) __shared__ T Pw[WARPS][16 * BQ];
   __align__(32) __shared__ T dSw[WARPS][16 * BQ];
   __shared__ float Ls[BQ], Ds[BQ];
+  __shared__ int Lo[BQ];  // each query's first key
 
   const int tile = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int C = H * HD;
@@ -382,16 +423,22 @@ __device__ void bwd_dkdv(const T* __restrict__ qkv, const T* __restrict__ dy,
     for (int e = threadIdx.x; e < BQ; e += THREADS) {
       Ls[e] = qs0 + e < t ? lse[stat + qs0 + e] : 0.f;
       Ds[e] = qs0 + e < t ? dd[stat + qs0 + e] : 0.f;
+      Lo[e] = first_key(pos, b, t, qs0 + e);
     }
     __syncthreads();
     // Warp-uniform: past the end, or every query of the tile precedes this warp's keys.
     if (k0 >= t || qs0 + BQ - 1 < k0) continue;
+    if (pos) {  // or every query's sequence starts after this warp's keys
+      int lo = NO_KEY;
+      for (int e = lane; e < BQ; e += 32) lo = min(lo, Lo[e]);
+      if (warp_min_int(lo) > k0 + 15) continue;
+    }
 
     score_tiles<T, HD, BQ>(S, kf, Qs, dP, vf, Gs);  // S^T = K Q^T, dP^T = V dO^T, (16, BQ)
     for (int e = lane; e < 16 * BQ; e += 32) {
       const int rr = e / BQ, j = e % BQ;
       const int key = k0 + rr, q = qs0 + j;
-      const float p = (q >= key && q < t) ? expf(S[e] * scale - Ls[j]) : 0.f;
+      const float p = (q >= key && q < t && key >= Lo[j]) ? expf(S[e] * scale - Ls[j]) : 0.f;
       P[e] = from_f<T>(p);
       dS[e] = from_f<T>(p * (dP[e] - Ds[j]));
     }
@@ -417,9 +464,10 @@ __device__ void bwd_dkdv(const T* __restrict__ qkv, const T* __restrict__ dy,
 
 // dQ for the block's 64 queries: loop over key tiles up to the diagonal.
 template <typename T, int HD>
-__device__ void bwd_dq(const T* __restrict__ qkv, const T* __restrict__ dy,
-                       const float* __restrict__ lse, const float* __restrict__ dd,
-                       T* __restrict__ dqkv, int t, int H, float scale) {
+__device__ void bwd_dq(const T* __restrict__ qkv, const uint32_t* __restrict__ pos,
+                       const T* __restrict__ dy, const float* __restrict__ lse,
+                       const float* __restrict__ dd, T* __restrict__ dqkv, int t, int H,
+                       float scale) {
   using M = Mma<T>;
   constexpr int BK = bwd_tile(HD, sizeof(T));
   constexpr int NC = HD / 16;
@@ -430,6 +478,8 @@ __device__ void bwd_dq(const T* __restrict__ qkv, const T* __restrict__ dy,
   __align__(32) __shared__ float dPw[WARPS][16 * BK];
   __align__(32) __shared__ T dSw[WARPS][16 * BK];
   __shared__ float Lw[WARPS][16], Dw[WARPS][16];
+  __shared__ int Low[WARPS][16];  // each query's first key
+  __shared__ int lo_slot[WARPS];
 
   const int tile = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int C = H * HD;
@@ -451,25 +501,30 @@ __device__ void bwd_dq(const T* __restrict__ qkv, const T* __restrict__ dy,
   if (lane < 16) {
     Lw[warp][lane] = q0 + lane < t ? lse[stat + q0 + lane] : 0.f;
     Dw[warp][lane] = q0 + lane < t ? dd[stat + q0 + lane] : 0.f;
+    Low[warp][lane] = first_key(pos, b, t, q0 + lane);
   }
   __syncwarp();
+  const int lo_w = warp_min_int(lane < 16 ? Low[warp][lane] : NO_KEY);
+  const int lo_b = block_min_int(lo_w, lo_slot);
   typename M::C dq[NC];
   for (int c = 0; c < NC; ++c) M::zero(dq[c]);
   const int q_end = min(t, (tile + 1) * ROWS);
   const int n_kt = (q_end + BK - 1) / BK;
-  for (int kt = 0; kt < n_kt; ++kt) {
+  for (int kt = lo_b / BK; kt < n_kt; ++kt) {
     const int k0 = kt * BK;
     __syncthreads();
     load_tile<T, HD>(Ks, base + C, C3, k0, BK, t);
     load_tile<T, HD>(Vs, base + 2 * C, C3, k0, BK, t);
     __syncthreads();
-    if (q0 >= t || k0 > q0 + 15) continue;
+    if (q0 >= t || k0 > q0 + 15 || k0 + BK <= lo_w) continue;
 
     score_tiles<T, HD, BK>(S, qf, Ks, dP, gf, Vs);  // S = Q K^T, dP = dO V^T, (16, BK)
     for (int e = lane; e < 16 * BK; e += 32) {
       const int rr = e / BK, j = e % BK;
       const int q = q0 + rr, key = k0 + j;
-      const float p = (key <= q && q < t) ? expf(S[e] * scale - Lw[warp][rr]) : 0.f;
+      const float p = (key <= q && key >= Low[warp][rr] && q < t)
+                          ? expf(S[e] * scale - Lw[warp][rr])
+                          : 0.f;
       dS[e] = from_f<T>(p * (dP[e] - Dw[warp][rr]));
     }
     __syncwarp();
@@ -491,18 +546,19 @@ __device__ void bwd_dq(const T* __restrict__ qkv, const T* __restrict__ dy,
 
 #define ATTN_HD(S, T, HD)                                                                     \
   extern "C" __global__ void __launch_bounds__(attn::THREADS)                                 \
-      attention_fwd_##S##_hd##HD(const T* qkv, T* y, float* lse, int t, int h, float scale) { \
-    attn::fwd<T, HD>(qkv, y, lse, t, h, scale);                                               \
+      attention_fwd_##S##_hd##HD(const T* qkv, const uint32_t* pos, T* y, float* lse, int t, \
+                                 int h, float scale) {                                        \
+    attn::fwd<T, HD>(qkv, pos, y, lse, t, h, scale);                                          \
   }                                                                                           \
   extern "C" __global__ void __launch_bounds__(attn::THREADS) attention_bwd_dkdv_##S##_hd##HD( \
-      const T* qkv, const T* dy, const float* lse, const float* dd, T* dqkv, int t, int h,    \
-      float scale) {                                                                          \
-    attn::bwd_dkdv<T, HD>(qkv, dy, lse, dd, dqkv, t, h, scale);                               \
+      const T* qkv, const uint32_t* pos, const T* dy, const float* lse, const float* dd,      \
+      T* dqkv, int t, int h, float scale) {                                                   \
+    attn::bwd_dkdv<T, HD>(qkv, pos, dy, lse, dd, dqkv, t, h, scale);                          \
   }                                                                                           \
   extern "C" __global__ void __launch_bounds__(attn::THREADS) attention_bwd_dq_##S##_hd##HD(  \
-      const T* qkv, const T* dy, const float* lse, const float* dd, T* dqkv, int t, int h,    \
-      float scale) {                                                                          \
-    attn::bwd_dq<T, HD>(qkv, dy, lse, dd, dqkv, t, h, scale);                                 \
+      const T* qkv, const uint32_t* pos, const T* dy, const float* lse, const float* dd,      \
+      T* dqkv, int t, int h, float scale) {                                                   \
+    attn::bwd_dq<T, HD>(qkv, pos, dy, lse, dd, dqkv, t, h, scale);                            \
   }
 
 #define ATTN(S, T)                                                                            \

@@ -1,6 +1,8 @@
 //! kernels/attention.cu on the CUDA emulator against the CPU attention of `lantern-kernels`
 //! (`attention_fwd_ref`, `attention_bwd_ref`): forward y and logsumexp, backward dqkv, f32 and
-//! bf16, head dims 32, 64 and 128, at lengths below, at and across the 64-row tiles.
+//! bf16, head dims 32, 64 and 128, at lengths below, at and across the 64-row tiles; and packed
+//! rows (positions restarting per sequence), with sequences shorter than, across and longer
+//! than a tile.
 
 use half::bf16;
 // The emulated kernels' wrappers (cpp/attention.cpp) are declared below.
@@ -8,9 +10,10 @@ use lantern_kernel_emu as emu;
 use lantern_kernels::cpu::attention::{attention_bwd_ref, attention_fwd_ref, Dims};
 use lantern_kernels::Rng;
 
-type Fwd<T> = unsafe extern "C" fn(*const T, *mut T, *mut f32, i32, i32, i32, f32);
+type Fwd<T> = unsafe extern "C" fn(*const T, *const u32, *mut T, *mut f32, i32, i32, i32, f32);
 type Bwd<T> = unsafe extern "C" fn(
     *const T,
+    *const u32,
     *const T,
     *const T,
     *const f32,
@@ -26,10 +29,21 @@ macro_rules! decl {
     ($($fwd:ident, $bwd:ident, $t:ty;)*) => {
         extern "C" {
             $(
-                fn $fwd(qkv: *const $t, y: *mut $t, lse: *mut f32, b: i32, t: i32, h: i32, scale: f32);
+                #[allow(clippy::too_many_arguments)]
+                fn $fwd(
+                    qkv: *const $t,
+                    pos: *const u32,
+                    y: *mut $t,
+                    lse: *mut f32,
+                    b: i32,
+                    t: i32,
+                    h: i32,
+                    scale: f32,
+                );
                 #[allow(clippy::too_many_arguments)]
                 fn $bwd(
                     qkv: *const $t,
+                    pos: *const u32,
                     y: *const $t,
                     dy: *const $t,
                     lse: *const f32,
@@ -134,19 +148,49 @@ fn data<T: Elem>(rng: &mut Rng, n: usize) -> (Vec<T>, Vec<f32>) {
 /// One comparison. With `shift`, qkv and dy start one element into their buffers, so that
 /// they are not 16-byte aligned and the kernels take their element-wise load path.
 fn case<T: Elem>(rng: &mut Rng, b: usize, t: usize, h: usize, hd: usize, shift: bool) {
+    packed_case::<T>(rng, (b, t, h, hd), shift, None);
+}
+
+/// Positions (B·T) of rows packed with sequences of `lengths[b]`, the rest of a row one more
+/// sequence.
+fn positions(lengths: &[&[usize]], t: usize) -> Vec<u32> {
+    lengths
+        .iter()
+        .flat_map(|row| {
+            let used: usize = row.iter().sum();
+            row.iter()
+                .copied()
+                .chain((used < t).then_some(t - used))
+                .flat_map(|n| 0..n as u32)
+        })
+        .collect()
+}
+
+/// [`case`], for packed rows when `positions` is given.
+fn packed_case<T: Elem>(
+    rng: &mut Rng,
+    (b, t, h, hd): (usize, usize, usize, usize),
+    shift: bool,
+    positions: Option<&[u32]>,
+) {
     let d = Dims { b, t, h, hd };
+    let pos_ptr = positions.map_or(std::ptr::null(), |p| {
+        assert_eq!(p.len(), b * t, "positions length");
+        p.as_ptr()
+    });
     let c = h * hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let what = format!(
-        "{} B={b} T={t} H={h} hd={hd} shift={shift}",
-        std::any::type_name::<T>()
+        "{} B={b} T={t} H={h} hd={hd} shift={shift} packed={}",
+        std::any::type_name::<T>(),
+        positions.is_some()
     );
     let off = shift as usize;
     let (fwd, bwd) = T::kernels(hd);
     let (qkv, qkv_f) = data::<T>(rng, b * t * 3 * c);
     let qkv_buf: Vec<T> = [vec![T::default(); off], qkv.clone()].concat();
     let qkv_ptr = qkv_buf[off..].as_ptr();
-    let (y_ref, lse_ref) = attention_fwd_ref::<f32>(&qkv_f, d, scale as f64);
+    let (y_ref, lse_ref) = attention_fwd_ref::<f32>(&qkv_f, d, scale as f64, positions);
     // Poisoned outputs: an element the kernels fail to write stays NaN and fails the check.
     let mut y = vec![T::from(f32::NAN); b * t * c];
     let mut lse = vec![f32::NAN; b * h * t];
@@ -154,6 +198,7 @@ fn case<T: Elem>(rng: &mut Rng, b: usize, t: usize, h: usize, hd: usize, shift: 
     unsafe {
         fwd(
             qkv_ptr,
+            pos_ptr,
             y.as_mut_ptr(),
             lse.as_mut_ptr(),
             b as i32,
@@ -171,13 +216,15 @@ fn case<T: Elem>(rng: &mut Rng, b: usize, t: usize, h: usize, hd: usize, shift: 
     let y_in_f: Vec<f32> = y_in.iter().map(|v| v.to()).collect();
     let (dy, dy_f) = data::<T>(rng, b * t * c);
     let dy_buf: Vec<T> = [vec![T::default(); off], dy.clone()].concat();
-    let g_ref = attention_bwd_ref::<f32>(&qkv_f, &y_in_f, &dy_f, &lse_ref, d, scale as f64);
+    let g_ref =
+        attention_bwd_ref::<f32>(&qkv_f, &y_in_f, &dy_f, &lse_ref, d, scale as f64, positions);
     let mut dd = vec![f32::NAN; b * h * t];
     let mut g = vec![T::from(f32::NAN); b * t * 3 * c];
     // SAFETY: qkv and dqkv hold B*T*3C elements, y and dy B*T*C, lse and dd B*H*T.
     unsafe {
         bwd(
             qkv_ptr,
+            pos_ptr,
             y_in.as_ptr(),
             dy_buf[off..].as_ptr(),
             lse_ref.as_ptr(),
@@ -216,6 +263,19 @@ fn all<T: Elem>(seed: u64) {
     }
     case::<T>(&mut rng, 1, 70, 1, 128, false);
     case::<T>(&mut rng, 2, 67, 2, 32, true);
+    // Packed rows: short sequences within a tile, sequences across tile edges, one longer
+    // than a tile starting mid-tile (its queries' keys begin tiles before their own), and a
+    // row of one sequence (the plain causal case through the packed path).
+    for (lengths, t, hd, shift) in [
+        (&[&[1usize, 5, 2, 9][..], &[40, 3]][..], 48, 32, false),
+        (&[&[10, 60, 30], &[64, 66]], 130, 64, false),
+        (&[&[3, 100, 27]], 130, 32, true),
+        (&[&[70]], 70, 128, false),
+    ] {
+        let b = lengths.len();
+        let pos = positions(lengths, t);
+        packed_case::<T>(&mut rng, (b, t, 2, hd), shift, Some(&pos));
+    }
 }
 
 #[test]

@@ -264,6 +264,30 @@ pub fn causal_attention(qkv: &Tensor, n_head: usize, scale: f64) -> Result<Tenso
         .to_dtype(dtype)
 }
 
+/// [`causal_attention`] over packed rows (several sequences one after the other in a row):
+/// query i sees only the keys of its own sequence, `i - positions[i] ..= i`. positions (B, T),
+/// integers: each token's position within its sequence, restarting at 0 with each sequence and
+/// counting up by one (`lantern_models::Packing` makes them). The same kernels, their key
+/// loops bounded per query: no (B, 1, T, T) mask is made or read.
+pub fn packed_causal_attention(
+    qkv: &Tensor,
+    n_head: usize,
+    scale: f64,
+    positions: &Tensor,
+) -> Result<Tensor> {
+    let dev = qkv.device();
+    let d = Dims::of("packed_causal_attention", qkv.shape(), n_head)?;
+    if !causal_attention_kernel_on(dev, d.hd) {
+        return reference::packed_causal_attention(qkv, n_head, scale, positions);
+    }
+    let dtype = qkv.dtype();
+    let positions = positions.to_dtype(DType::U32)?.contiguous()?;
+    qkv.to_dtype(kernel_dtype(dev, dtype))?
+        .contiguous()?
+        .apply_op2(&positions, CausalAttention::new(n_head, scale))?
+        .to_dtype(dtype)
+}
+
 /// Summed token cross-entropy, computed in f32. logits: (N, V); targets: (N) u32; weights:
 /// optional (N) of 0/1 that removes positions from the sum (padding, unmasked MLM positions).
 /// Returns an f32 scalar (f64 for f64 logits); callers divide by the number of target tokens of

@@ -159,6 +159,47 @@ pub fn cross_entropy_rows(
 /// GPT model did before the fused op: q, k, v copied out per head, the (B, H, T, T) scores, the
 /// masked softmax in f32, and y transposed back to (B, T, C); see [`crate::ops::causal_attention`].
 pub fn causal_attention(qkv: &Tensor, n_head: usize, scale: f64) -> Result<Tensor> {
+    let t = qkv.dim(1)?;
+    masked_attention(qkv, n_head, scale, &crate::causal_mask(t, qkv.device())?)
+}
+
+/// [`causal_attention`] over packed rows, each query within its own sequence; see
+/// [`crate::ops::packed_causal_attention`]. The (B, 1, T, T) mask is made on the host.
+pub fn packed_causal_attention(
+    qkv: &Tensor,
+    n_head: usize,
+    scale: f64,
+    positions: &Tensor,
+) -> Result<Tensor> {
+    let (b, t, _) = qkv.dims3()?;
+    if positions.dims() != [b, t] {
+        candle_core::bail!(
+            "packed_causal_attention: positions {:?} for qkv {:?}",
+            positions.dims(),
+            qkv.dims()
+        );
+    }
+    let pos = positions
+        .to_dtype(DType::U32)?
+        .flatten_all()?
+        .to_vec1::<u32>()?;
+    let mask: Vec<f32> = (0..b * t)
+        .flat_map(|row| {
+            let i = row % t;
+            let lo = i - (pos[row] as usize).min(i);
+            (0..t).map(move |j| match (lo..=i).contains(&j) {
+                true => 0.0,
+                false => f32::NEG_INFINITY,
+            })
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, (b, 1, t, t), qkv.device())?;
+    masked_attention(qkv, n_head, scale, &mask)
+}
+
+/// `softmax(scale · q kᵀ + mask) v` per head of qkv (B, T, 3C) → (B, T, C); mask broadcasts to
+/// the (B, H, T, T) scores.
+fn masked_attention(qkv: &Tensor, n_head: usize, scale: f64, mask: &Tensor) -> Result<Tensor> {
     let (b, t, c3) = qkv.dims3()?;
     if n_head == 0 || c3 % (3 * n_head) != 0 {
         candle_core::bail!(
@@ -174,8 +215,7 @@ pub fn causal_attention(qkv: &Tensor, n_head: usize, scale: f64) -> Result<Tenso
     let k = qkv.get(1)?.contiguous()?;
     let v = qkv.get(2)?.contiguous()?;
     let att = q.matmul(&k.t()?)?; // (B, H, T, T)
-    let mask = crate::causal_mask(t, att.device())?;
-    let att = masked_softmax(&att, scale, Some(&mask))?;
+    let att = masked_softmax(&att, scale, Some(mask))?;
     let y = att.matmul(&v)?; // (B, H, T, hd)
     y.transpose(1, 2)?.reshape((b, t, c))
 }

@@ -3,13 +3,14 @@
 //! 128 threads (the kernel's `attn::THREADS`); D runs one warp per (b, t, h).
 
 use super::{
-    alloc_out, alloc_scratch, func, int, launched, view, with_kernel_float, KernelFloat, Module,
+    alloc_out, alloc_scratch, expect_dtype, func, int, launched, view, with_kernel_float,
+    KernelFloat, Module,
 };
 use crate::cpu::attention::Dims;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use candle_core::cuda::CudaStorage;
-use candle_core::{Error, Layout, Result, Shape};
+use candle_core::{DType, Error, Layout, Result, Shape};
 
 const OP: &str = "lantern-causal-attention (cuda)";
 /// Rows of a block's tile and its threads, as `attn::ROWS` and `attn::THREADS`.
@@ -38,13 +39,23 @@ fn tile_cfg(d: Dims) -> Result<LaunchConfig> {
     })
 }
 
-/// y (B, T, C) and lse (B, H, T) f32 from qkv (B, T, 3C).
+/// A copy of packed rows' positions (B, T) u32 (checked by the op), which the forward's op
+/// keeps for the backward.
+pub(crate) fn positions((s, l): (&CudaStorage, &Layout)) -> Result<CudaSlice<u32>> {
+    expect_dtype(s, DType::U32, OP, "positions")?;
+    let p = view::<u32>(s, l, OP, "positions")?;
+    s.device().cuda_stream().clone_dtod(&p).map_err(Error::wrap)
+}
+
+/// y (B, T, C) and lse (B, H, T) f32 from qkv (B, T, 3C); packed rows with `positions`.
 pub(crate) fn fwd(
     scale: f64,
     (s, l): (&CudaStorage, &Layout),
+    positions: Option<&CudaSlice<u32>>,
     d: Dims,
 ) -> Result<(CudaStorage, CudaSlice<f32>)> {
     let dev = s.device().clone();
+    let null = 0u64;
     let n_y = d.b * d.t * d.c();
     let mut lse = alloc_scratch(&dev, d.b * d.h * d.t)?;
     with_kernel_float!(s.dtype(), OP, T => {
@@ -56,23 +67,30 @@ pub(crate) fn fwd(
             let (ti, hi, scalef) = (int(OP, d.t)?, int(OP, d.h)?, scale as f32);
             let stream = dev.cuda_stream();
             let mut a = stream.launch_builder(&f);
-            a.arg(&qkv).arg(&mut y).arg(&mut lse).arg(&ti).arg(&hi).arg(&scalef);
-            // SAFETY: qkv holds B*T*3C elements, y B*T*C and lse B*H*T (d was checked against
-            // qkv's layout by the op); each block reads rows < T of sequence blockIdx.z and head
-            // blockIdx.y and writes only its own query rows < T of y and lse.
+            a.arg(&qkv);
+            match positions {
+                Some(p) => a.arg(p),
+                None => a.arg(&null),
+            };
+            a.arg(&mut y).arg(&mut lse).arg(&ti).arg(&hi).arg(&scalef);
+            // SAFETY: qkv holds B*T*3C elements, y B*T*C, lse B*H*T and positions (when not
+            // null) B*T (d was checked against qkv's layout, the positions against d, by the
+            // op); each block reads rows < T of sequence blockIdx.z and head blockIdx.y and
+            // writes only its own query rows < T of y and lse.
             launched(unsafe { a.launch(cfg) })?;
         }
         Ok((CudaStorage::wrap_cuda_slice(y, dev.clone()), lse))
     })
 }
 
-/// dqkv (B, T, 3C) from qkv (B, T, 3C), y and dy (B, T, C), and the forward's lse.
+/// dqkv (B, T, 3C) from qkv (B, T, 3C), y and dy (B, T, C), and the forward's lse and
+/// packed rows' positions.
 pub(crate) fn bwd(
     scale: f64,
     (s_qkv, l_qkv): (&CudaStorage, &Layout),
     (s_y, l_y): (&CudaStorage, &Layout),
     (s_dy, l_dy): (&CudaStorage, &Layout),
-    lse: &CudaSlice<f32>,
+    (lse, positions): (&CudaSlice<f32>, Option<&CudaSlice<u32>>),
     d: Dims,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s_qkv.device().clone();
@@ -83,6 +101,15 @@ pub(crate) fn bwd(
             lse.len()
         )));
     }
+    if let Some(p) = positions.filter(|p| p.len() != d.b * d.t) {
+        return Err(Error::msg(format!(
+            "{OP}: {} positions for (B, T) = ({}, {})",
+            p.len(),
+            d.b,
+            d.t
+        )));
+    }
+    let null = 0u64;
     let n = d.b * d.t * 3 * d.c();
     with_kernel_float!(s_qkv.dtype(), OP, T => {
         let qkv = view::<T>(s_qkv, l_qkv, OP, "qkv")?;
@@ -113,10 +140,16 @@ pub(crate) fn bwd(
                 let name = format!("attention_bwd_{kernel}_{}_hd{}", T::SUFFIX, d.hd);
                 let f = func(&dev, Module::Attention, &name)?;
                 let mut a = stream.launch_builder(&f);
-                a.arg(&qkv).arg(&dy).arg(lse).arg(&dd).arg(&mut g).arg(&ti).arg(&hi).arg(&scalef);
-                // SAFETY: qkv and g hold B*T*3C elements, dy B*T*C, lse and dd B*H*T (lse's
-                // length checked above). dkdv writes columns [C, 3C) of its key rows < T, dq
-                // columns [0, C) of its query rows < T: together every element of g, each once.
+                a.arg(&qkv);
+                match positions {
+                    Some(p) => a.arg(p),
+                    None => a.arg(&null),
+                };
+                a.arg(&dy).arg(lse).arg(&dd).arg(&mut g).arg(&ti).arg(&hi).arg(&scalef);
+                // SAFETY: qkv and g hold B*T*3C elements, dy B*T*C, lse and dd B*H*T, the
+                // positions (when not null) B*T (lengths checked above). dkdv writes columns
+                // [C, 3C) of its key rows < T, dq columns [0, C) of its query rows < T:
+                // together every element of g, each once.
                 launched(unsafe { a.launch(cfg) })?;
             }
         }
