@@ -268,6 +268,8 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
     let rms_rng = &mut Rng::new(17);
     // RoPE too, for the same reason.
     let rope_rng = &mut Rng::new(18);
+    // And packed attention, added after the checks that follow it.
+    let packed_rng = &mut Rng::new(19);
     for dtype in [DType::F32, DType::BF16] {
         // LayerNorm: weights around 1, rows of 1 to 1000 elements (more than a block).
         for shape in [
@@ -599,6 +601,45 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
                 "attention",
                 &xs,
                 &[true],
+                dtype,
+                &f,
+                pick(s, &f, &r),
+            )?;
+        }
+        // Packed rows (positions restarting per sequence): sequences within a tile, across
+        // tile edges and longer than a tile, from a generator of their own so that the checks
+        // after them keep their inputs.
+        for (lengths, t, hd) in [
+            (&[&[1usize, 5, 2, 9][..], &[40, 3]][..], 48, 32),
+            (&[&[10, 60, 30], &[64, 66]], 130, 64),
+            (&[&[3, 100, 27]], 130, 128),
+        ] {
+            let h = 2;
+            let pos: Vec<u32> = lengths
+                .iter()
+                .flat_map(|row| {
+                    let used: usize = row.iter().sum();
+                    row.iter()
+                        .copied()
+                        .chain((used < t).then_some(t - used))
+                        .flat_map(|n| 0..n as u32)
+                })
+                .collect();
+            let b = lengths.len();
+            let xs = [
+                randn(packed_rng, &[b, t, 3 * h * hd], 1.0)?,
+                Tensor::from_vec(pos, (b, t), &Device::Cpu)?,
+            ];
+            let scale = 1.0 / (hd as f64).sqrt();
+            let f = |v: &[Tensor]| ops::packed_causal_attention(&v[0], h, scale, &v[1]);
+            let r = |v: &[Tensor]| reference::packed_causal_attention(&v[0], h, scale, &v[1]);
+            check_op(
+                rep,
+                s,
+                packed_rng,
+                "attention_packed",
+                &xs,
+                &[true, false],
                 dtype,
                 &f,
                 pick(s, &f, &r),
