@@ -16,7 +16,8 @@
 //! Three more layouts pack those records (TRL's `packing`): best-fit decreasing, whose rows
 //! TRL trains padding-free (positions restarting in each sequence, attention within it),
 //! `bfd_split` and `wrapped`. Our rows must be TRL's, with its `seq_lengths`, and the losses
-//! as above. One more trains with TRL's `loss_type = "dft"`.
+//! as above, on both attention paths (the composite one with the packing's mask, the fused one
+//! bounded by the positions). One more trains with TRL's `loss_type = "dft"`.
 
 use lantern_train::config::RunConfig;
 use lantern_train::sft::SftSet;
@@ -41,6 +42,19 @@ const LAYOUTS: [&str; 9] = [
 
 /// The run config of `layout`'s golden: its records, `batch` examples a step, TRL's recipe.
 fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> RunConfig {
+    config_with(layout, batch, run, expected, "auto")
+}
+
+/// [`config`] with `model.attention` set: `fused` runs packed rows through the fused
+/// attention bounded by their positions, `composite` (the CPU's `auto`) through the packing's
+/// mask.
+fn config_with(
+    layout: &str,
+    batch: usize,
+    run: &Path,
+    expected: &Value,
+    attention: &str,
+) -> RunConfig {
     let g = golden_dir("sft");
     // Two-turn conversations, the loss on the assistant's turns (TRL's assistant_only_loss),
     // with the template that marks them given as a file (TRL's chat_template_path).
@@ -63,6 +77,7 @@ fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> RunConfig
         r#"
 [model]
 init_from = "{model}"
+attention = "{attention}"
 [data]
 train = "{dir}/train.jsonl"
 validation = "{dir}/validation.jsonl"
@@ -173,7 +188,15 @@ fn examples_are_trls_token_for_token() {
 #[test]
 fn full_batch_steps_give_trls_validation_loss_and_token_accuracy() {
     let g = golden_dir("sft");
-    for layout in LAYOUTS {
+    // Packed layouts on both attention paths.
+    let runs = LAYOUTS.iter().flat_map(|&layout| {
+        let packed = layout.contains("packed");
+        ["auto", "fused"]
+            .into_iter()
+            .take(1 + packed as usize)
+            .map(move |attention| (layout, attention))
+    });
+    for (layout, attention) in runs {
         let expected = read_json(&g.join(layout).join("expected.json"));
         // One step over every row (TRL's rows with nothing to train on are not ours).
         let n = expected["train"]
@@ -183,7 +206,8 @@ fn full_batch_steps_give_trls_validation_loss_and_token_accuracy() {
             .filter(|w| trains(w))
             .count();
         let run = tempfile::tempdir().unwrap();
-        let cfg = config(layout, n, run.path(), &expected);
+        let cfg = config_with(layout, n, run.path(), &expected, attention);
+        let layout = format!("{layout} ({attention} attention)");
         let summary = train(
             cfg,
             TrainOptions {

@@ -28,3 +28,30 @@ pub enum Mode<'a> {
     Eval,
     Train(&'a mut lantern_kernels::Rng),
 }
+
+/// How the blocks of a causal model attend in one forward, chosen once for all of them.
+#[derive(Debug, Clone)]
+pub enum BlockAttention {
+    /// The fused causal op ([`lantern_kernels::causal_attention`]); over rows of packed
+    /// sequences, with their positions (B, T), each query within its own sequence
+    /// ([`lantern_kernels::packed_causal_attention`]).
+    Fused(Option<candle_core::Tensor>),
+    /// The composite attention with this additive mask: causal (T, T), a window's, or packed
+    /// rows' (B, 1, T, T).
+    Masked(candle_core::Tensor),
+}
+
+impl BlockAttention {
+    /// The fused op over qkv (B, T, 3·H·hd) → (B, T, H·hd), packed or not.
+    pub(crate) fn fused(
+        positions: Option<&candle_core::Tensor>,
+        qkv: &candle_core::Tensor,
+        n_head: usize,
+        scale: f64,
+    ) -> Result<candle_core::Tensor> {
+        Ok(match positions {
+            Some(p) => lantern_kernels::packed_causal_attention(qkv, n_head, scale, p)?,
+            None => lantern_kernels::causal_attention(qkv, n_head, scale)?,
+        })
+    }
+}

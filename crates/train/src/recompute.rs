@@ -30,7 +30,7 @@ use lantern_models::bert::{BertForMaskedLM, BertInput, BertModel};
 use lantern_models::decoder::Decoder;
 use lantern_models::gpt::Gpt;
 use lantern_models::llama::{BlockContext, Llama};
-use lantern_models::{Mode, Packing, Params};
+use lantern_models::{BlockAttention, Mode, Packing, Params};
 
 /// The dropout stream `mode` is at: a copy to run a piece again with the same masks.
 fn stream_of(mode: &Mode<'_>) -> Option<Rng> {
@@ -119,12 +119,12 @@ pub struct GptBlocks<'a> {
     gpt: &'a Gpt,
     ids: &'a Tensor,
     packing: Option<&'a Packing>,
-    mask: Option<Tensor>,
+    attention: BlockAttention,
 }
 
 impl<'a> GptBlocks<'a> {
-    /// The blocks over ids (B, T) (rows of packed sequences with `packing`), with the
-    /// attention mask a forward in `mode` takes.
+    /// The blocks over ids (B, T) (rows of packed sequences with `packing`), attending as a
+    /// forward in `mode` does.
     pub fn new(
         gpt: &'a Gpt,
         (ids, packing): (&'a Tensor, Option<&'a Packing>),
@@ -134,7 +134,7 @@ impl<'a> GptBlocks<'a> {
             gpt,
             ids,
             packing,
-            mask: gpt.block_mask(ids, packing, mode)?,
+            attention: gpt.block_attention(ids, packing, mode)?,
         })
     }
 }
@@ -147,7 +147,7 @@ impl Blocks for GptBlocks<'_> {
         Ok(self.gpt.embed_input(self.ids, self.packing, mode)?)
     }
     fn block(&self, l: usize, x: Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        Ok(self.gpt.block(l, x, self.mask.as_ref(), mode)?)
+        Ok(self.gpt.block(l, x, &self.attention, mode)?)
     }
 }
 

@@ -1,6 +1,6 @@
 use super::GptConfig;
 use crate::lowrank::{add_side, Dense};
-use crate::{Mode, Packing, Params, Result};
+use crate::{BlockAttention, Mode, Packing, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng, WeightLayout};
 use serde::{Deserialize, Serialize};
@@ -400,9 +400,9 @@ impl Gpt {
         mode: &mut Mode<'_>,
     ) -> Result<Tensor> {
         let mut x = self.embed_input(ids, packing, mode)?;
-        let mask = self.block_mask(ids, packing, mode)?;
+        let attention = self.block_attention(ids, packing, mode)?;
         for l in 0..self.blocks.len() {
-            x = self.block(l, x, mask.as_ref(), mode)?;
+            x = self.block(l, x, &attention, mode)?;
         }
         Ok(x)
     }
@@ -431,34 +431,41 @@ impl Gpt {
         self.drop(x, mode)
     }
 
-    /// The attention mask every block of a forward over `ids` (B, T) takes: the causal (T, T)
-    /// mask for the composite attention, or `None` when the fused op (causal by itself) runs;
-    /// packed rows take the composite attention with their (B, 1, T, T) mask.
-    pub fn block_mask(
+    /// How every block of a forward over `ids` (B, T) attends: the fused op (causal by itself;
+    /// over packed rows, within each sequence by their positions), or the composite attention
+    /// with the causal (T, T) mask or packed rows' (B, 1, T, T) one.
+    pub fn block_attention(
         &self,
         ids: &Tensor,
         packing: Option<&Packing>,
         mode: &Mode<'_>,
-    ) -> Result<Option<Tensor>> {
+    ) -> Result<BlockAttention> {
+        let dev = ids.device();
+        // The fused op has no attention dropout: with dropout active, the composite path runs.
+        let fused = self.fused_attention(dev, matches!(mode, Mode::Train(_)));
         if let Some(p) = packing {
             p.check(ids)?;
-            return Ok(Some(p.mask().clone()));
+            // Head dims without a CUDA kernel take the composite attention with the packing's
+            // own mask (made on the device), not the fused op's composite fallback.
+            return Ok(
+                match fused && k::causal_attention_kernel_on(dev, self.cfg.head_dim()) {
+                    true => BlockAttention::Fused(Some(p.positions().clone())),
+                    false => BlockAttention::Masked(p.mask().clone()),
+                },
+            );
         }
-        let t = ids.dim(1)?;
-        // The fused op has no attention dropout: with dropout active, the composite path runs.
-        let fused = self.fused_attention(ids.device(), matches!(mode, Mode::Train(_)));
         Ok(match fused {
-            true => None,
-            false => Some(k::causal_mask(t, ids.device())?), // (T, T)
+            true => BlockAttention::Fused(None),
+            false => BlockAttention::Masked(k::causal_mask(ids.dim(1)?, dev)?), // (T, T)
         })
     }
 
-    /// Block `l` on x (B, T, C), with `mask` from [`Gpt::block_mask`] → (B, T, C).
+    /// Block `l` on x (B, T, C), attending as [`Gpt::block_attention`] says → (B, T, C).
     pub fn block(
         &self,
         l: usize,
         x: Tensor,
-        mask: Option<&Tensor>,
+        attention: &BlockAttention,
         mode: &mut Mode<'_>,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
@@ -468,13 +475,13 @@ impl Gpt {
         let (h, hd) = (cfg.n_head, cfg.head_dim());
         let scale = 1.0 / (hd as f64).sqrt();
         let a = k::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, cfg.layer_norm_epsilon)?;
-        let y = match mask {
+        let y = match attention {
             // c_attn's (B, T, 3C) output, read in place by the fused op.
-            None => {
+            BlockAttention::Fused(positions) => {
                 let qkv = conv1d(&a, &blk.c_attn, (Product::Matmul, mode))?;
-                k::causal_attention(&qkv, h, scale)? // (B, T, C)
+                BlockAttention::fused(positions.as_ref(), &qkv, h, scale)? // (B, T, C)
             }
-            Some(mask) => {
+            BlockAttention::Masked(mask) => {
                 let (q, kk, v) = self.qkv_heads(&a, &blk.c_attn, mode)?;
                 self.attend((&q, &kk, &v), Some(mask), mode)?
             }

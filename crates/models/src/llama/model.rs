@@ -1,7 +1,7 @@
 use super::LlamaConfig;
 use crate::gpt::{AttentionImpl, Gpt, Product};
 use crate::lowrank::{add_side, LowRank};
-use crate::{Error, Mode, Packing, Params, Result};
+use crate::{BlockAttention, Error, Mode, Packing, Params, Result};
 use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng, WeightLayout};
 
@@ -353,19 +353,19 @@ pub struct Llama {
 }
 
 /// What the blocks of one forward share, built once by [`Llama::block_context`]: for each
-/// kind of layer (its window and RoPE base), the RoPE tables of the positions and the mask
-/// when the composite attention runs (the fused op is causal by itself).
+/// kind of layer (its window and RoPE base), the RoPE tables of the positions and how it
+/// attends (the fused op, causal by itself, or the composite attention's mask).
 pub struct BlockContext {
     kinds: Vec<LayerContext>,
     /// Each layer's index into `kinds`.
     of_layer: Vec<usize>,
 }
 
-/// The RoPE tables and the additive mask (None: the fused attention) of one kind of layer.
+/// The RoPE tables and the attention of one kind of layer.
 struct LayerContext {
     /// None on SmolLM3's NoPE layers.
     rope: Option<Rope>,
-    mask: Option<Tensor>,
+    attention: BlockAttention,
 }
 
 impl Llama {
@@ -478,8 +478,9 @@ impl Llama {
     /// are those of a sequence of `start + t` positions (LongRoPE's factors depend on it). A context gets the
     /// additive mask of its window when `needs_mask(l)` says the attention of its first layer
     /// `l` (and so of every layer sharing its window) reads one.
-    /// Packed rows (`packing`, with `start` 0) take tables of a row per token and the
-    /// composite attention on every layer, its mask the packing's (and the window's).
+    /// Packed rows (`packing`, with `start` 0) take tables of a row per token, and the fused
+    /// attention bounded by their positions or the composite one with the packing's mask (and
+    /// the window's).
     fn contexts(
         &self,
         (start, t): (usize, usize),
@@ -525,12 +526,21 @@ impl Llama {
                             .then(|| Rope::new(&inv_freq, scale, start, t, device, dtype))
                             .transpose()?,
                     };
-                    let mask = match packing {
+                    let attention = match packing {
+                        // Within each sequence by the positions: the fused op where it has a
+                        // kernel for the heads (else the composite attention with the
+                        // packing's mask, made on the device, not the op's fallback).
+                        Some(p)
+                            if !needs_mask(l)
+                                && k::causal_attention_kernel_on(device, cfg.head_dim()) =>
+                        {
+                            BlockAttention::Fused(Some(p.positions().clone()))
+                        }
                         // (B, 1, T, T) over the scores (B, H, T, T); a window's mask added
                         // (0 or -inf each).
                         Some(p) => {
                             let m = p.mask().clone();
-                            Some(match key.0 {
+                            BlockAttention::Masked(match key.0 {
                                 Some(w) => m.broadcast_add(&k::sliding_causal_mask(
                                     0,
                                     t,
@@ -540,11 +550,12 @@ impl Llama {
                                 None => m,
                             })
                         }
-                        None => needs_mask(l)
-                            .then(|| k::sliding_causal_mask(start, t, key.0, device))
-                            .transpose()?,
+                        None if needs_mask(l) => {
+                            BlockAttention::Masked(k::sliding_causal_mask(start, t, key.0, device)?)
+                        }
+                        None => BlockAttention::Fused(None),
                     };
-                    kinds.push((key, LayerContext { rope, mask }));
+                    kinds.push((key, LayerContext { rope, attention }));
                     kinds.len() - 1
                 }
             };
@@ -704,15 +715,16 @@ impl Llama {
             &self.head_norm(blk, &kk.reshape((b, t, kv, hd))?, Heads::Key)?,
         )?;
         let v = v.reshape((b, t, kv, hd))?;
-        let y = match &lc.mask {
-            None => {
+        let y = match &lc.attention {
+            BlockAttention::Fused(positions) => {
                 // Heads stay in (B, T, heads, hd): the packed layout puts head i at columns
                 // i·hd.. of each third, so no transpose is needed.
                 let (kk, v) = (self.repeat_kv(&kk)?, self.repeat_kv(&v)?); // (B, T, H, hd)
                 let qkv = Tensor::cat(&[&q, &kk, &v], 2)?.reshape((b, t, 3 * h * hd))?;
-                k::causal_attention(&qkv, h, cfg.attn_scale())? // (B, T, H·hd)
+                BlockAttention::fused(positions.as_ref(), &qkv, h, cfg.attn_scale())?
+                // (B, T, H·hd)
             }
-            Some(mask) => {
+            BlockAttention::Masked(mask) => {
                 let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous(); // (B, n, T, hd)
                 self.attend(&heads(&q)?, (&heads(&kk)?, &heads(&v)?), Some(mask))?
             }
@@ -903,7 +915,12 @@ impl Llama {
         let mut x = self.embed(ids)?; // (B, T, C)
         self.reserve(cache, (b, t), x.dtype(), ids.device())?;
         for (l, (blk, (kc, vc))) in self.blocks.iter().zip(&cache.layers).enumerate() {
-            let LayerContext { rope, mask } = &ctx.kinds[ctx.of_layer[l]];
+            let LayerContext { rope, attention } = &ctx.kinds[ctx.of_layer[l]];
+            // No mask where the fused op would run: every cached key is visible.
+            let mask = match attention {
+                BlockAttention::Masked(m) => Some(m),
+                BlockAttention::Fused(_) => None,
+            };
             let a = self.input_norm(blk, &x)?;
             let [q, kk, vv] = qkv_of(blk.qkv.apply(&a, (Product::Inference, &mut Mode::Eval))?)?;
             // `rotate`: the queries or keys (normalised, for Qwen3, and rotated); None: values.
@@ -920,7 +937,7 @@ impl Llama {
             vc.slice_set(&heads(&vv, kv, None)?, 2, start)?;
             // Views of the filled part: (B, KV, start + T, hd).
             let (kk, vv) = (kc.narrow(2, 0, start + t)?, vc.narrow(2, 0, start + t)?);
-            let y = self.attend(&q, (&kk, &vv), mask.as_ref())?; // (B, T, H·hd)
+            let y = self.attend(&q, (&kk, &vv), mask)?; // (B, T, H·hd)
             x = self.block_after_attention(blk, x, &y, (Product::Inference, &mut Mode::Eval))?;
         }
         cache.len = start + t;
