@@ -615,16 +615,7 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
             (&[&[3, 100, 27]], 130, 128),
         ] {
             let h = 2;
-            let pos: Vec<u32> = lengths
-                .iter()
-                .flat_map(|row| {
-                    let used: usize = row.iter().sum();
-                    row.iter()
-                        .copied()
-                        .chain((used < t).then_some(t - used))
-                        .flat_map(|n| 0..n as u32)
-                })
-                .collect();
+            let pos = lantern_kernels::packed_positions(lengths, t);
             let b = lengths.len();
             let xs = [
                 randn(packed_rng, &[b, t, 3 * h * hd], 1.0)?,

@@ -151,21 +151,6 @@ fn case<T: Elem>(rng: &mut Rng, b: usize, t: usize, h: usize, hd: usize, shift: 
     packed_case::<T>(rng, (b, t, h, hd), shift, None);
 }
 
-/// Positions (B·T) of rows packed with sequences of `lengths[b]`, the rest of a row one more
-/// sequence.
-fn positions(lengths: &[&[usize]], t: usize) -> Vec<u32> {
-    lengths
-        .iter()
-        .flat_map(|row| {
-            let used: usize = row.iter().sum();
-            row.iter()
-                .copied()
-                .chain((used < t).then_some(t - used))
-                .flat_map(|n| 0..n as u32)
-        })
-        .collect()
-}
-
 /// [`case`], for packed rows when `positions` is given.
 fn packed_case<T: Elem>(
     rng: &mut Rng,
@@ -273,7 +258,7 @@ fn all<T: Elem>(seed: u64) {
         (&[&[70]], 70, 128, false),
     ] {
         let b = lengths.len();
-        let pos = positions(lengths, t);
+        let pos = lantern_kernels::packed_positions(lengths, t);
         packed_case::<T>(&mut rng, (b, t, 2, hd), shift, Some(&pos));
     }
 }

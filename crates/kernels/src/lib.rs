@@ -28,6 +28,6 @@ pub use ops::{
     bias_add, bias_gelu_erf, bias_gelu_tanh, causal_attention, causal_attention_kernel_on,
     causal_mask, causal_mask_after, cross_entropy_rows, cross_entropy_sum, dropout, embedding,
     gelu_erf, gelu_tanh, inference_matmul, layer_norm, masked_softmax, packed_causal_attention,
-    rms_norm, rope, sliding_causal_mask, GEMV_MAX_ROWS,
+    packed_positions, rms_norm, rope, sliding_causal_mask, GEMV_MAX_ROWS,
 };
 pub use rng::{Rng, RngState};

@@ -288,6 +288,23 @@ pub fn packed_causal_attention(
         .to_dtype(dtype)
 }
 
+/// The positions [`packed_causal_attention`] reads for rows of `t` tokens, row r holding
+/// sequences of `lengths[r]` one after the other from its start, the rest of the row one more
+/// sequence → (B·T): each token's position within its sequence. Lengths past `t` are cut there.
+pub fn packed_positions(lengths: &[&[usize]], t: usize) -> Vec<u32> {
+    lengths
+        .iter()
+        .flat_map(|row| {
+            let used: usize = row.iter().sum();
+            row.iter()
+                .copied()
+                .chain((used < t).then_some(t - used))
+                .flat_map(|n| 0..n as u32)
+                .take(t)
+        })
+        .collect()
+}
+
 /// Summed token cross-entropy, computed in f32. logits: (N, V); targets: (N) u32; weights:
 /// optional (N) of 0/1 that removes positions from the sum (padding, unmasked MLM positions).
 /// Returns an f32 scalar (f64 for f64 logits); callers divide by the number of target tokens of

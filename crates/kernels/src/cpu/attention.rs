@@ -641,19 +641,9 @@ mod tests {
         assert!(ops::causal_attention(&x, 0, 1.0).is_err());
     }
 
-    /// Positions (B, T) of rows packed with sequences of `lengths[b]` (the rest of the row one
-    /// more sequence), as `lantern_models::Packing` makes them.
+    /// Positions (B, T) of rows packed with sequences of `lengths[b]`.
     fn positions(lengths: &[&[usize]], t: usize) -> Tensor {
-        let p: Vec<u32> = lengths
-            .iter()
-            .flat_map(|row| {
-                let used: usize = row.iter().sum();
-                row.iter()
-                    .copied()
-                    .chain((used < t).then_some(t - used))
-                    .flat_map(|n| 0..n as u32)
-            })
-            .collect();
+        let p = ops::packed_positions(lengths, t);
         Tensor::from_vec(p, (lengths.len(), t), &candle_core::Device::Cpu).unwrap()
     }
 
