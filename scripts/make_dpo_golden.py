@@ -20,6 +20,10 @@ author, the rejected one the next record's. For each layout, `<out>/<layout>/`:
   frozen copy of the initial model as the reference, max_length 64, AdamW, constant learning
   rate 5e-2, no weight decay, clipping at 1.0, fp32 on the CPU), and the loss logged at each
   step.
+Three more layouts train the `text` preferences with TRL's other losses (`loss_type`, and
+`loss_weights` for the sums): `text-ipo`; `text-mix-a` = robust + exo_pair + hinge +
+sigmoid_norm (label_smoothing 0.1); `text-mix-b` = nca_pair + bco_pair + sppo_hard + apo_zero +
+apo_down + discopop.
 """
 import argparse
 import json
@@ -34,6 +38,14 @@ from trl import DPOConfig, DPOTrainer
 
 MAX_LENGTH, STEPS, LR, BETA = 64, 6, 5e-2, 0.1
 N_TRAIN, N_VAL = 12, 6
+# layout: (records' layout, loss_type, loss_weights, label_smoothing)
+LOSSES = {
+    "text-ipo": ("text", ["ipo"], None, 0.0),
+    "text-mix-a": ("text", ["robust", "exo_pair", "hinge", "sigmoid_norm"], [1.0, 0.5, 0.3, 0.7],
+                   0.1),
+    "text-mix-b": ("text", ["nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "discopop"],
+                   [1.0, 0.5, 0.01, 0.8, 0.6, 0.4], 0.0),
+}
 
 
 def preferences(repo, layout, split, n):
@@ -59,13 +71,15 @@ def preferences(repo, layout, split, n):
     return rows
 
 
-def run(model_dir, layout_dir, train, val):
+def run(model_dir, layout_dir, train, val, loss=("sigmoid", None, 0.0)):
+    loss_type, loss_weights, label_smoothing = loss
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
-            output_dir=tmp, max_length=MAX_LENGTH, beta=BETA,
+            output_dir=tmp, max_length=MAX_LENGTH, beta=BETA, loss_type=loss_type,
+            loss_weights=loss_weights, label_smoothing=label_smoothing,
             per_device_train_batch_size=4 * len(train), per_device_eval_batch_size=4 * len(val),
             max_steps=STEPS, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
             weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
@@ -88,7 +102,8 @@ def run(model_dir, layout_dir, train, val):
     out = {**prepared, "eval_loss": [e["eval_loss"] for e in evals],
            "eval_reward_accuracy": [e["eval_rewards/accuracies"] for e in evals],
            "train_loss": train_losses, "max_length": MAX_LENGTH, "steps": STEPS, "lr": LR,
-           "beta": BETA}
+           "beta": BETA, "loss_type": loss_type, "loss_weights": loss_weights,
+           "label_smoothing": label_smoothing}
     with open(os.path.join(layout_dir, "expected.json"), "w") as f:
         json.dump(out, f)
     return out
@@ -104,16 +119,17 @@ def main():
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     model_dir = os.path.join(repo, "tests", "golden", "sft", "model")
-    for layout in ("text", "text-implicit", "conversational", "implicit"):
+    for layout in ("text", "text-implicit", "conversational", "implicit", *LOSSES):
         d = os.path.join(args.out, layout)
         os.makedirs(d)
-        train = preferences(repo, layout, "train", N_TRAIN)
-        val = preferences(repo, layout, "validation", N_VAL)
+        records, *loss = LOSSES.get(layout, (layout, "sigmoid", None, 0.0))
+        train = preferences(repo, records, "train", N_TRAIN)
+        val = preferences(repo, records, "validation", N_VAL)
         for name, rows in (("train", train), ("validation", val)):
             with open(os.path.join(d, f"{name}.jsonl"), "w") as f:
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        out = run(model_dir, d, train, val)
+        out = run(model_dir, d, train, val, loss)
         kept = {k: len(out[k]) for k in ("train", "validation")}
         print(f"{layout}: kept {kept}; eval_loss {out['eval_loss']}; "
               f"accuracy {out['eval_reward_accuracy']}")

@@ -132,6 +132,36 @@ fn bad_dpo_input_names_the_file_line_or_key() {
         "data.beta=0.2",
     ]);
     assert!(e.contains("data.beta is DPO's"), "{e}");
+    // DPO's losses on SFT records, SFT's on preferences, a loss that needs a setting.
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        &sft,
+        "--set",
+        "data.loss_type=\"ipo\"",
+    ]);
+    assert!(e.contains("SFT records train with one of nll, dft"), "{e}");
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        "data.loss_type=\"dft\"",
+    ]);
+    assert!(e.contains("`dft` is not a DPO loss"), "{e}");
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        "data.loss_type=[\"sigmoid\", \"exo_pair\"]",
+    ]);
+    assert!(
+        e.contains("exo_pair loss needs data.label_smoothing"),
+        "{e}"
+    );
     assert!(!run.join("checkpoints").exists());
 }
 

@@ -2,6 +2,7 @@
 //! the key, `--set a.b=c` overrides go through the same checks, and the resolved config (every
 //! default filled in) is written into the run folder.
 
+use crate::dpo::DpoLoss;
 use crate::{Error, Result};
 use lantern_data::packing::PackingStrategy;
 use serde::{Deserialize, Serialize};
@@ -187,16 +188,46 @@ pub struct DataSection {
     /// `wrapped` (`lantern_data::packing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packing_strategy: Option<PackingStrategy>,
-    /// SFT: `nll` (default) or `dft`, TRL's `loss_type` ([`TokenLoss`]).
+    /// TRL's `loss_type`. SFT: `nll` (default) or `dft` ([`TokenLoss`]). DPO: one of its
+    /// preference losses or a list of them (default `sigmoid`; [`crate::dpo::DpoLoss`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_type: Option<TokenLoss>,
+    pub loss_type: Option<LossTypes>,
     /// DPO (preference records in `train`): the strength β of the preference loss
     /// `−log σ(β·margin)` (TRL's `beta`; default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<f64>,
+    /// DPO: the weight of each of `loss_type`'s losses in their sum (TRL's `loss_weights`;
+    /// default 1 each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_weights: Option<Vec<f64>>,
+    /// DPO: the assumed share ε of flipped preferences of the `robust`, `exo_pair` losses
+    /// (TRL's `label_smoothing`; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f64>,
+    /// DPO: the temperature of the `discopop` loss's blend (TRL's `discopop_tau`; default
+    /// 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discopop_tau: Option<f64>,
 }
 
-/// How a causal LM's loss weighs each target token (TRL's `loss_type`).
+/// `data.loss_type`: one loss by name, or (DPO) a list of them, as TRL's `loss_type` takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LossTypes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl LossTypes {
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Self::One(s) => vec![s.as_str()],
+            Self::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// How a causal LM's loss weighs each target token (TRL's `loss_type` for SFT).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenLoss {
@@ -207,6 +238,23 @@ pub enum TokenLoss {
     /// log-likelihood weighted by its probability, taken as a constant (no gradient through
     /// the weight): `-p·log p` with `p` detached.
     Dft,
+}
+
+impl TokenLoss {
+    /// SFT's `data.loss_type`: one of `nll` and `dft` (default `nll`).
+    pub fn of(setting: Option<&LossTypes>) -> std::result::Result<Self, String> {
+        let Some(setting) = setting else {
+            return Ok(Self::Nll);
+        };
+        match setting.names()[..] {
+            ["nll"] => Ok(Self::Nll),
+            ["dft"] => Ok(Self::Dft),
+            _ => Err(format!(
+                "data.loss_type {setting:?}: SFT records train with one of nll, dft (the other \
+                 losses are DPO's, for preference records)"
+            )),
+        }
+    }
 }
 
 impl DataSection {
@@ -226,6 +274,9 @@ impl DataSection {
             ("packing_strategy", self.packing_strategy.is_some()),
             ("loss_type", self.loss_type.is_some()),
             ("beta", self.beta.is_some()),
+            ("loss_weights", self.loss_weights.is_some()),
+            ("label_smoothing", self.label_smoothing.is_some()),
+            ("discopop_tau", self.discopop_tau.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -750,6 +801,16 @@ impl RunConfig {
                 }
                 if d.max_length.is_some_and(|m| m < 2) {
                     return bad("data.max_length must be at least 2");
+                }
+                if let Some(unknown) = d.loss_type.as_ref().and_then(|l| {
+                    l.names()
+                        .into_iter()
+                        .find(|n| !["nll", "dft"].contains(n) && DpoLoss::from_name(n).is_none())
+                }) {
+                    return bad(&format!(
+                        "data.loss_type: unknown loss `{unknown}` (SFT: nll, dft; DPO: {})",
+                        DpoLoss::NAMES.join(", ")
+                    ));
                 }
                 if d.packing_strategy.is_some() && d.packing != Some(true) {
                     return bad(
@@ -1345,7 +1406,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.data.packing_strategy, Some(PackingStrategy::BfdSplit));
-        assert_eq!(c.data.loss_type, Some(TokenLoss::Dft));
+        assert_eq!(TokenLoss::of(c.data.loss_type.as_ref()), Ok(TokenLoss::Dft));
         assert_eq!(c.data.shards(), None);
         assert_eq!(c.train.epochs, Some(2.5));
         let again = RunConfig::parse(&c.to_toml(), "t", &[]).unwrap();
@@ -1386,7 +1447,7 @@ mod tests {
             (
                 sft,
                 vec!["data.loss_type=\"chunked_nll\""],
-                "unknown variant `chunked_nll`",
+                "data.loss_type: unknown loss `chunked_nll` (SFT: nll, dft; DPO: sigmoid,",
             ),
             (
                 sft,

@@ -27,10 +27,13 @@ use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use lantern_data::dpo::{read_preferences, PreferenceData, PreferenceExample, PreferenceOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokenizers::Tokenizer;
 
 /// TRL's `beta` default.
 pub const DEFAULT_BETA: f64 = 0.1;
+/// TRL's `discopop_tau` default.
+pub const DEFAULT_DISCOPOP_TAU: f64 = 0.05;
 
 /// The preferences of a DPO batch: how far from the reference the loss reads them.
 #[derive(Debug, Clone)]
@@ -38,7 +41,279 @@ pub struct Pairs {
     /// (2B) f32: the reference's log-probabilities of the rows, chosen then rejected; `None`
     /// while the reference's own are being computed.
     pub reference: Option<Tensor>,
+    pub loss: Arc<PreferenceLoss>,
+}
+
+/// One of TRL 1.16's DPO losses, by its `loss_type` name. Each is a function of a
+/// preference's log-ratios `c = log π(chosen) − log π_ref(chosen)` and `r` (the rejected
+/// one's), with `d = c − r`, β and ε (`label_smoothing`):
+/// - `sigmoid` (DPO): `−log σ(βd)`;
+/// - `hinge` (SLiC): `max(0, 1 − βd)`;
+/// - `ipo`: `(c/|c| − r/|r| − 1/(2β))²`, |·| the completion's tokens;
+/// - `exo_pair`: `σ(βd)(log σ(βd) − log(1−ε)) + σ(−βd)(log σ(−βd) − log ε)`;
+/// - `nca_pair`: `−log σ(βc) − ½ log σ(−βc) − ½ log σ(−βr)`;
+/// - `robust`: `(−(1−ε) log σ(βd) + ε log σ(−βd)) / (1 − 2ε)`;
+/// - `bco_pair`: `−log σ(βc) − log σ(−βr)`;
+/// - `sppo_hard`: `(c − 1/(2β))² + (r + 1/(2β))²`;
+/// - `apo_zero`: `1 − σ(βc) + σ(βr)`; `apo_down`: `σ(βc) + 1 − σ(βd)`;
+/// - `discopop`: `−log σ(βd)·(1 − m) + e^(−βd)·m`, `m = σ(βd/τ)`;
+/// - `sigmoid_norm`: `−log σ(β(c/|c| − r/|r|))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpoLoss {
+    Sigmoid,
+    Hinge,
+    Ipo,
+    ExoPair,
+    NcaPair,
+    Robust,
+    BcoPair,
+    SppoHard,
+    ApoZero,
+    ApoDown,
+    Discopop,
+    SigmoidNorm,
+}
+
+impl DpoLoss {
+    const ALL: [Self; 12] = [
+        Self::Sigmoid,
+        Self::Hinge,
+        Self::Ipo,
+        Self::ExoPair,
+        Self::NcaPair,
+        Self::Robust,
+        Self::BcoPair,
+        Self::SppoHard,
+        Self::ApoZero,
+        Self::ApoDown,
+        Self::Discopop,
+        Self::SigmoidNorm,
+    ];
+    /// TRL's names, in [`DpoLoss::ALL`]'s order.
+    pub const NAMES: [&'static str; 12] = [
+        "sigmoid",
+        "hinge",
+        "ipo",
+        "exo_pair",
+        "nca_pair",
+        "robust",
+        "bco_pair",
+        "sppo_hard",
+        "apo_zero",
+        "apo_down",
+        "discopop",
+        "sigmoid_norm",
+    ];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| Self::ALL[i])
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|l| *l == self).unwrap_or(0)]
+    }
+
+    /// Whether the loss reads the completions' lengths.
+    fn per_token(self) -> bool {
+        matches!(self, Self::Ipo | Self::SigmoidNorm)
+    }
+}
+
+/// A run's preference loss: `data.loss_type`'s losses with their `loss_weights`, summed, and
+/// the constants they read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferenceLoss {
+    pub terms: Vec<(DpoLoss, f64)>,
     pub beta: f64,
+    pub label_smoothing: f64,
+    pub discopop_tau: f64,
+}
+
+/// ln(1 + e^z) without overflow: below 30 as written, z beyond; the gradient σ(z) everywhere.
+/// (Not relu(z) + ln(1 + e^−|z|): candle's relu and abs have a gradient of 1 at 0, where every
+/// margin starts.)
+fn softplus(z: &Tensor) -> candle_core::Result<Tensor> {
+    (z.clamp(-1e30, 30.0)?.exp()? + 1.0)?.log()? + (z - 30.0)?.relu()?
+}
+
+/// log σ(x) = −softplus(−x).
+fn log_sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    softplus(&x.neg()?)?.neg()
+}
+
+fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+    log_sigmoid(x)?.exp()
+}
+
+impl PreferenceLoss {
+    /// The loss `data` asks for: `loss_type` (default `sigmoid`), `loss_weights`, `beta`,
+    /// `label_smoothing`, `discopop_tau`, checked as TRL checks them.
+    pub fn of(d: &crate::config::DataSection) -> Result<Self> {
+        let bad = |m: String| Err(Error::Config(m));
+        let names = d.loss_type.as_ref().map_or(vec!["sigmoid"], |l| l.names());
+        let mut losses = Vec::with_capacity(names.len());
+        for n in &names {
+            match DpoLoss::from_name(n) {
+                Some(l) => losses.push(l),
+                None => {
+                    return bad(format!(
+                        "data.loss_type `{n}` is not a DPO loss (preference records): one of {}",
+                        DpoLoss::NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        if losses.is_empty() {
+            return bad("data.loss_type is an empty list".into());
+        }
+        let weights = d.loss_weights.clone().unwrap_or(vec![1.0; losses.len()]);
+        if weights.len() != losses.len() {
+            return bad(format!(
+                "data.loss_weights has {} weights for the {} losses of data.loss_type",
+                weights.len(),
+                losses.len()
+            ));
+        }
+        if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
+            return bad(format!("data.loss_weights must be finite, got {w}"));
+        }
+        let beta = d.beta.unwrap_or(DEFAULT_BETA);
+        if !(beta > 0.0 && beta.is_finite()) {
+            return bad(format!("data.beta must be positive, got {beta}"));
+        }
+        let eps = d.label_smoothing.unwrap_or(0.0);
+        if !(0.0..0.5).contains(&eps) {
+            return bad(format!(
+                "data.label_smoothing must be in [0, 0.5), got {eps}"
+            ));
+        }
+        if losses.contains(&DpoLoss::ExoPair) && eps == 0.0 {
+            return bad(
+                "the exo_pair loss needs data.label_smoothing > 0 (the EXO paper recommends \
+                 1e-3)"
+                    .into(),
+            );
+        }
+        let tau = d.discopop_tau.unwrap_or(DEFAULT_DISCOPOP_TAU);
+        if !(tau > 0.0 && tau.is_finite()) {
+            return bad(format!("data.discopop_tau must be positive, got {tau}"));
+        }
+        let reads = |l: DpoLoss| match l {
+            DpoLoss::Robust | DpoLoss::ExoPair => "label_smoothing",
+            DpoLoss::Discopop => "discopop_tau",
+            _ => "",
+        };
+        for (key, set) in [
+            ("label_smoothing", d.label_smoothing.is_some()),
+            ("discopop_tau", d.discopop_tau.is_some()),
+        ] {
+            if set && !losses.iter().any(|&l| reads(l) == key) {
+                return bad(format!(
+                    "data.{key} is read by none of the losses {names:?} of data.loss_type"
+                ));
+            }
+        }
+        Ok(Self {
+            terms: losses.into_iter().zip(weights).collect(),
+            beta,
+            label_smoothing: eps,
+            discopop_tau: tau,
+        })
+    }
+
+    /// Whether a term reads the completions' lengths.
+    pub fn per_token(&self) -> bool {
+        self.terms.iter().any(|(l, _)| l.per_token())
+    }
+
+    /// The loss summed over B preferences from their log-ratios `chosen`, `rejected` (B) f32
+    /// and, for the losses that read them, the completions' token counts (B each, at least 1).
+    pub fn sum(
+        &self,
+        (chosen, rejected): (&Tensor, &Tensor),
+        lengths: Option<(&Tensor, &Tensor)>,
+    ) -> Result<Tensor> {
+        let (beta, eps) = (self.beta, self.label_smoothing);
+        let d = (chosen - rejected)?;
+        let bd = d.affine(beta, 0.0)?;
+        let (bc, br) = (chosen.affine(beta, 0.0)?, rejected.affine(beta, 0.0)?);
+        let per_token = || -> Result<Tensor> {
+            let (lc, lr) = lengths.ok_or_else(|| {
+                Error::Config("ipo and sigmoid_norm read the completions' lengths".into())
+            })?;
+            Ok(((chosen / lc)? - (rejected / lr)?)?)
+        };
+        let mut total: Option<Tensor> = None;
+        for &(loss, w) in &self.terms {
+            let term = match loss {
+                DpoLoss::Sigmoid => softplus(&bd.neg()?)?,
+                DpoLoss::Hinge => bd.affine(-1.0, 1.0)?.relu()?,
+                DpoLoss::Ipo => (per_token()? - 1.0 / (2.0 * beta))?.sqr()?,
+                DpoLoss::ExoPair => {
+                    let (lqw, lql) = (log_sigmoid(&bd)?, log_sigmoid(&bd.neg()?)?);
+                    let a = (lqw.exp()? * (lqw - (-eps).ln_1p())?)?;
+                    let b = (lql.exp()? * (lql - eps.ln())?)?;
+                    (a + b)?
+                }
+                DpoLoss::NcaPair => {
+                    let a = log_sigmoid(&bc)?.neg()?;
+                    let b = log_sigmoid(&bc.neg()?)?.affine(-0.5, 0.0)?;
+                    let c = log_sigmoid(&br.neg()?)?.affine(-0.5, 0.0)?;
+                    ((a + b)? + c)?
+                }
+                DpoLoss::Robust => {
+                    let clean = log_sigmoid(&bd)?.affine(-(1.0 - eps), 0.0)?;
+                    let flipped = log_sigmoid(&bd.neg()?)?.affine(-eps, 0.0)?;
+                    (clean - flipped)?.affine(1.0 / (1.0 - 2.0 * eps), 0.0)?
+                }
+                DpoLoss::BcoPair => (log_sigmoid(&bc)?.neg()? - log_sigmoid(&br.neg()?)?)?,
+                DpoLoss::SppoHard => {
+                    let h = 0.5 / beta;
+                    ((chosen - h)?.sqr()? + (rejected + h)?.sqr()?)?
+                }
+                DpoLoss::ApoZero => (sigmoid(&bc)?.affine(-1.0, 1.0)? + sigmoid(&br)?)?,
+                DpoLoss::ApoDown => (sigmoid(&bc)? + sigmoid(&bd)?.affine(-1.0, 1.0)?)?,
+                DpoLoss::Discopop => {
+                    let m = sigmoid(&bd.affine(1.0 / self.discopop_tau, 0.0)?)?;
+                    let logistic = softplus(&bd.neg()?)?;
+                    let exp = bd.neg()?.exp()?;
+                    ((logistic * m.affine(-1.0, 1.0)?)? + (exp * m)?)?
+                }
+                DpoLoss::SigmoidNorm => softplus(&per_token()?.affine(-beta, 0.0)?)?,
+            };
+            let term = term.sum_all()?.affine(w, 0.0)?;
+            total = Some(match total {
+                Some(t) => (t + term)?,
+                None => term,
+            });
+        }
+        total.ok_or_else(|| Error::Config("no DPO loss".into()))
+    }
+
+    /// The losses for the run's log: `sigmoid`, or `robust (ε 0.1) + 0.5·hinge`.
+    pub fn describe(&self) -> String {
+        self.terms
+            .iter()
+            .map(|&(l, w)| {
+                let w = match w == 1.0 {
+                    true => String::new(),
+                    false => format!("{w}·"),
+                };
+                let extra = match l {
+                    DpoLoss::Robust | DpoLoss::ExoPair => {
+                        format!(" (label_smoothing {})", self.label_smoothing)
+                    }
+                    DpoLoss::Discopop => format!(" (tau {})", self.discopop_tau),
+                    _ => String::new(),
+                };
+                format!("{w}{}{extra}", l.name())
+            })
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
 }
 
 /// The examples of a DPO run.
@@ -51,7 +326,7 @@ pub struct DpoSet {
     ref_val: Vec<[f32; 2]>,
     pub pad: u32,
     pub max_length: usize,
-    pub beta: f64,
+    pub loss: Arc<PreferenceLoss>,
     pub conversational: bool,
     /// `train.group_by_length`: the preferences per optimizer step (every rank's).
     pub group: Option<usize>,
@@ -68,7 +343,6 @@ fn sft_only(cfg: &RunConfig) -> Option<&'static str> {
         ("assistant_only_loss", d.assistant_only_loss.is_some()),
         ("packing", d.packing.is_some()),
         ("packing_strategy", d.packing_strategy.is_some()),
-        ("loss_type", d.loss_type.is_some()),
     ]
     .into_iter()
     .find_map(|(k, set)| set.then_some(k))
@@ -97,12 +371,7 @@ impl DpoSet {
                 "DPO trains a pretrained model against itself: set model.init_from".into(),
             ));
         }
-        let beta = d.beta.unwrap_or(DEFAULT_BETA);
-        if !(beta > 0.0 && beta.is_finite()) {
-            return Err(Error::Config(format!(
-                "data.beta must be positive, got {beta}"
-            )));
-        }
+        let loss = Arc::new(PreferenceLoss::of(d)?);
         let tk = Tokenization::of(cfg, (tokenizer, tokenizer_path), eos_id, context)?;
         let opts = PreferenceOptions {
             max_length: tk.max_length,
@@ -142,7 +411,7 @@ impl DpoSet {
             val,
             pad: tk.pad(tokenizer),
             max_length: tk.max_length,
-            beta,
+            loss,
             conversational,
             group: cfg.train.group_by_length.then_some(per_step),
             notes,
@@ -290,7 +559,7 @@ impl DpoSet {
             loss: Default::default(),
             pairs: Some(Pairs {
                 reference,
-                beta: self.beta,
+                loss: self.loss.clone(),
             }),
         })
     }
@@ -299,7 +568,7 @@ impl DpoSet {
     pub fn describe(&self) -> String {
         format!(
             "dpo: {} preference records, {} train / {} validation examples, max_length {}, \
-             beta {}",
+             beta {}, loss {}",
             if self.conversational {
                 "conversational"
             } else {
@@ -308,7 +577,8 @@ impl DpoSet {
             self.train.len(),
             self.val.len(),
             self.max_length,
-            self.beta
+            self.loss.beta,
+            self.loss.describe()
         )
     }
 }
@@ -325,7 +595,12 @@ mod tests {
             ref_val: Vec::new(),
             pad: 0,
             max_length,
-            beta: 0.1,
+            loss: Arc::new(PreferenceLoss {
+                terms: vec![(DpoLoss::Sigmoid, 1.0)],
+                beta: 0.1,
+                label_smoothing: 0.0,
+                discopop_tau: DEFAULT_DISCOPOP_TAU,
+            }),
             conversational: false,
             group: None,
             notes: Vec::new(),
@@ -373,5 +648,125 @@ mod tests {
             p.reference.unwrap().to_vec1::<f32>().unwrap(),
             [-1.0, -3.0, -2.0, -4.0]
         );
+    }
+
+    fn loss_of(keys: &[&str]) -> Result<PreferenceLoss> {
+        let mut text = String::from("[model]\ninit_from = \"m\"\n[data]\ntrain = \"t.jsonl\"\n");
+        for k in keys {
+            text += k;
+            text += "\n";
+        }
+        let cfg = crate::config::RunConfig::parse(&text, "t.toml", &[])?;
+        PreferenceLoss::of(&cfg.data)
+    }
+
+    #[test]
+    fn loss_settings_as_trl_takes_them() {
+        let l = loss_of(&[]).unwrap();
+        assert_eq!(l.terms, [(DpoLoss::Sigmoid, 1.0)]);
+        assert_eq!(
+            (l.beta, l.label_smoothing, l.discopop_tau),
+            (0.1, 0.0, 0.05)
+        );
+        let l = loss_of(&[
+            "loss_type = [\"robust\", \"hinge\"]",
+            "loss_weights = [1.0, 0.5]",
+            "label_smoothing = 0.1",
+        ])
+        .unwrap();
+        assert_eq!(l.terms, [(DpoLoss::Robust, 1.0), (DpoLoss::Hinge, 0.5)]);
+        assert_eq!(l.describe(), "robust (label_smoothing 0.1) + 0.5·hinge");
+        assert!(!l.per_token());
+        assert!(loss_of(&["loss_type = \"ipo\""]).unwrap().per_token());
+        for (keys, why) in [
+            (&["loss_type = \"nll\""][..], "not a DPO loss"),
+            (&["loss_type = []"], "empty list"),
+            (
+                &["loss_type = [\"ipo\", \"hinge\"]", "loss_weights = [1.0]"],
+                "1 weights for the 2 losses",
+            ),
+            (
+                &["loss_type = \"exo_pair\""],
+                "needs data.label_smoothing > 0",
+            ),
+            (&["label_smoothing = 0.1"], "read by none of the losses"),
+            (
+                &["loss_type = \"robust\"", "label_smoothing = 0.5"],
+                "[0, 0.5)",
+            ),
+            (&["discopop_tau = 0.1"], "read by none"),
+            (
+                &["loss_type = \"discopop\"", "discopop_tau = 0"],
+                "must be positive",
+            ),
+            (&["beta = 0"], "data.beta must be positive"),
+        ] {
+            let e = loss_of(keys).unwrap_err().to_string();
+            assert!(e.contains(why), "{keys:?}: {e}");
+        }
+    }
+
+    /// Each loss at a margin of 0 (c = r = 0, where training starts) against its formula by
+    /// hand, and its gradient in c against a central difference.
+    #[test]
+    fn each_loss_at_its_formula() {
+        let (beta, eps, tau) = (0.1f64, 0.1f64, 0.05f64);
+        let s = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let ls = |x: f64| s(x).ln();
+        // (loss, value at c, r with lengths 4 and 2)
+        let f = |l: DpoLoss, c: f64, r: f64| -> f64 {
+            let d = c - r;
+            let bd = beta * d;
+            match l {
+                DpoLoss::Sigmoid => -ls(bd),
+                DpoLoss::Hinge => (1.0 - bd).max(0.0),
+                DpoLoss::Ipo => (c / 4.0 - r / 2.0 - 1.0 / (2.0 * beta)).powi(2),
+                DpoLoss::ExoPair => {
+                    s(bd) * (ls(bd) - (1.0 - eps).ln()) + s(-bd) * (ls(-bd) - eps.ln())
+                }
+                DpoLoss::NcaPair => -ls(beta * c) - 0.5 * ls(-beta * c) - 0.5 * ls(-beta * r),
+                DpoLoss::Robust => (-(1.0 - eps) * ls(bd) + eps * ls(-bd)) / (1.0 - 2.0 * eps),
+                DpoLoss::BcoPair => -ls(beta * c) - ls(-beta * r),
+                DpoLoss::SppoHard => (c - 0.5 / beta).powi(2) + (r + 0.5 / beta).powi(2),
+                DpoLoss::ApoZero => 1.0 - s(beta * c) + s(beta * r),
+                DpoLoss::ApoDown => s(beta * c) + 1.0 - s(bd),
+                DpoLoss::Discopop => {
+                    let m = s(bd / tau);
+                    -ls(bd) * (1.0 - m) + (-bd).exp() * m
+                }
+                DpoLoss::SigmoidNorm => -ls(beta * (c / 4.0 - r / 2.0)),
+            }
+        };
+        let dev = Device::Cpu;
+        let t = |v: f64| Tensor::new(&[v as f32], &dev).unwrap();
+        let (lc, lr) = (t(4.0), t(2.0));
+        for l in DpoLoss::ALL {
+            let loss = PreferenceLoss {
+                terms: vec![(l, 1.0)],
+                beta,
+                label_smoothing: eps,
+                discopop_tau: tau,
+            };
+            for (c, r) in [(0.0, 0.0), (1.5, -2.0), (-3.0, 0.5)] {
+                let cv = candle_core::Var::new(&[c as f32], &dev).unwrap();
+                let got = loss.sum((cv.as_tensor(), &t(r)), Some((&lc, &lr))).unwrap();
+                let g = got.backward().unwrap();
+                let got = got.to_scalar::<f32>().unwrap() as f64;
+                let want = f(l, c, r);
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{}: {got} vs {want} at ({c}, {r})",
+                    l.name()
+                );
+                let h = 1e-4;
+                let fd = (f(l, c + h, r) - f(l, c - h, r)) / (2.0 * h);
+                let dg = g.get(cv.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+                assert!(
+                    (dg - fd).abs() <= 1e-3 * fd.abs().max(1.0),
+                    "{}: d/dc {dg} vs {fd} at ({c}, {r})",
+                    l.name()
+                );
+            }
+        }
     }
 }

@@ -150,7 +150,7 @@ impl SftSet {
             train,
             val,
             packing,
-            loss: d.loss_type.unwrap_or_default(),
+            loss: TokenLoss::of(d.loss_type.as_ref()).map_err(Error::Config)?,
             pad: tk.pad(tokenizer),
             format,
             max_length,

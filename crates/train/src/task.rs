@@ -457,7 +457,7 @@ pub trait LossModel {
 /// (B·T); with [`TokenLoss::Dft`] each target's term weighted by its probability.
 pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     if let Some(p) = &batch.pairs {
-        return dpo_loss_sum(&dpo_margins(logits, batch, p)?);
+        return dpo_loss_sum(logits, batch, p);
     }
     let (b, t, v) = logits.dims3()?;
     let logits = logits.reshape((b * t, v))?;
@@ -491,26 +491,47 @@ pub fn row_logps(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     Ok(nll.to_dtype(DType::F32)?.reshape((r, t))?.sum(1)?.neg()?)
 }
 
-/// DPO's summed loss `Σ −log σ(d)` over the margins d (B).
-fn dpo_loss_sum(d: &Tensor) -> Result<Tensor> {
-    // −log σ(d) = softplus(z), z = −d: ln(1 + e^z) below 30 and z beyond (no overflow), with
-    // the gradient σ(z) everywhere. (Not relu(z) + ln(1 + e^−|z|): candle's relu and abs have
-    // a gradient of 1 at 0, where every margin starts, tripling it there.)
-    let z = d.neg()?;
-    let softplus = ((z.clamp(-1e30, 30.0)?.exp()? + 1.0)?.log()? + (z - 30.0)?.relu()?)?;
-    Ok(softplus.sum_all()?)
+/// DPO's summed loss over the batch's preferences ([`crate::dpo::PreferenceLoss`]).
+fn dpo_loss_sum(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Tensor> {
+    let ratios = dpo_logratios(logits, batch, p)?;
+    dpo_loss_of(&ratios, batch, p)
 }
 
-/// DPO's `d = β·((π_c − ref_c) − (π_r − ref_r))` of each preference of a batch whose rows are
-/// the chosen completions, then the rejected ones → (B).
-fn dpo_margins(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Tensor> {
+/// [`dpo_loss_sum`] from the log-ratios (chosen (B), rejected (B)).
+fn dpo_loss_of(
+    (chosen, rejected): &(Tensor, Tensor),
+    batch: &Batch,
+    p: &crate::dpo::Pairs,
+) -> Result<Tensor> {
+    let lengths = match p.loss.per_token() {
+        // Each row's completion tokens, at least 1 (TRL's clamp).
+        true => {
+            let w = batch.weights.as_ref().ok_or_else(|| {
+                Error::Config("a DPO batch without its completion weights".into())
+            })?;
+            let n = chosen.dim(0)?;
+            let l = w.reshape((2 * n, ()))?.sum(1)?.clamp(1f32, f32::MAX)?;
+            Some((l.narrow(0, 0, n)?, l.narrow(0, n, n)?))
+        }
+        false => None,
+    };
+    p.loss
+        .sum((chosen, rejected), lengths.as_ref().map(|(c, r)| (c, r)))
+}
+
+/// The log-ratios `π − ref` of a batch whose rows are the chosen completions, then the
+/// rejected ones → (chosen (B), rejected (B)).
+fn dpo_logratios(
+    logits: &Tensor,
+    batch: &Batch,
+    p: &crate::dpo::Pairs,
+) -> Result<(Tensor, Tensor)> {
     let reference = p.reference.as_ref().ok_or_else(|| {
         Error::Config("a DPO batch without the reference's log-probabilities".into())
     })?;
     let ratio = (row_logps(logits, batch)? - reference)?; // (2B)
     let b = ratio.dim(0)? / 2;
-    let d = (ratio.narrow(0, 0, b)? - ratio.narrow(0, b, b)?)?;
-    Ok(d.affine(p.beta, 0.0)?)
+    Ok((ratio.narrow(0, 0, b)?, ratio.narrow(0, b, b)?))
 }
 
 /// The probability of each target under logits (N, V), in f32 and detached from the graph
@@ -531,9 +552,9 @@ pub fn causal_eval_sums(logits: &Tensor, batch: &Batch) -> Result<(f64, Option<u
     if let Some(p) = &batch.pairs {
         // DPO: the loss and the preferences whose chosen reward beats the rejected one (TRL's
         // rewards/accuracies).
-        let d = dpo_margins(logits, batch, p)?;
-        let loss = dpo_loss_sum(&d)?.to_scalar::<f32>()?;
-        let d = d.to_vec1::<f32>()?;
+        let ratios = dpo_logratios(logits, batch, p)?;
+        let loss = dpo_loss_of(&ratios, batch, p)?.to_scalar::<f32>()?;
+        let d = (&ratios.0 - &ratios.1)?.to_vec1::<f32>()?;
         return Ok((
             f64::from(loss),
             Some(d.iter().filter(|&&x| x > 0.0).count()),

@@ -753,9 +753,16 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                         (Task::Dpo(set), n, t)
                     }
                     false => {
-                        if cfg.data.beta.is_some() {
+                        let d = &cfg.data;
+                        let dpo_keys = [
+                            ("beta", d.beta.is_some()),
+                            ("loss_weights", d.loss_weights.is_some()),
+                            ("label_smoothing", d.label_smoothing.is_some()),
+                            ("discopop_tau", d.discopop_tau.is_some()),
+                        ];
+                        if let Some((k, _)) = dpo_keys.iter().find(|(_, set)| *set) {
                             return Err(Error::Config(format!(
-                                "data.beta is DPO's; {} holds no preference records (chosen, \
+                                "data.{k} is DPO's; {} holds no preference records (chosen, \
                                  rejected)",
                                 train_path.display()
                             )));
