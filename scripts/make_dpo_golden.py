@@ -20,10 +20,10 @@ author, the rejected one the next record's. For each layout, `<out>/<layout>/`:
   frozen copy of the initial model as the reference, max_length 64, AdamW, constant learning
   rate 5e-2, no weight decay, clipping at 1.0, fp32 on the CPU), and the loss logged at each
   step.
-Three more layouts train the `text` preferences with TRL's other losses (`loss_type`, and
-`loss_weights` for the sums): `text-ipo`; `text-mix-a` = robust + exo_pair + hinge +
-sigmoid_norm (label_smoothing 0.1); `text-mix-b` = nca_pair + bco_pair + sppo_hard + apo_zero +
-apo_down + discopop.
+More layouts train with TRL's other settings (`LOSSES` below, written to `expected.json` as
+`dpo_args`): its other losses (`loss_type`, with `loss_weights` for the sums, and
+`label_smoothing`), the f-divergences (`f_divergence_type`, `f_alpha_divergence_coef`) and
+LD-DPO's `ld_alpha`.
 """
 import argparse
 import json
@@ -38,13 +38,22 @@ from trl import DPOConfig, DPOTrainer
 
 MAX_LENGTH, STEPS, LR, BETA = 64, 6, 5e-2, 0.1
 N_TRAIN, N_VAL = 12, 6
-# layout: (records' layout, loss_type, loss_weights, label_smoothing)
+# layout: (records' layout, DPOConfig settings beyond the recipe below)
 LOSSES = {
-    "text-ipo": ("text", ["ipo"], None, 0.0),
-    "text-mix-a": ("text", ["robust", "exo_pair", "hinge", "sigmoid_norm"], [1.0, 0.5, 0.3, 0.7],
-                   0.1),
-    "text-mix-b": ("text", ["nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "discopop"],
-                   [1.0, 0.5, 0.01, 0.8, 0.6, 0.4], 0.0),
+    "text-ipo": ("text", {"loss_type": ["ipo"]}),
+    "text-mix-a": ("text", {"loss_type": ["robust", "exo_pair", "hinge", "sigmoid_norm"],
+                            "loss_weights": [1.0, 0.5, 0.3, 0.7], "label_smoothing": 0.1}),
+    "text-mix-b": ("text", {"loss_type": ["nca_pair", "bco_pair", "sppo_hard", "apo_zero",
+                                          "apo_down", "discopop"],
+                            "loss_weights": [1.0, 0.5, 0.01, 0.8, 0.6, 0.4]}),
+    "text-js": ("text", {"loss_type": ["sigmoid", "hinge"], "loss_weights": [1.0, 0.5],
+                         "f_divergence_type": "js_divergence"}),
+    "text-alpha": ("text", {"loss_type": ["sigmoid_norm", "robust", "discopop"],
+                            "loss_weights": [1.0, 0.5, 0.3], "label_smoothing": 0.1,
+                            "f_divergence_type": "alpha_divergence",
+                            "f_alpha_divergence_coef": 0.7}),
+    "text-fkl-ld": ("text", {"f_divergence_type": "forward_kl", "ld_alpha": 0.5}),
+    "conversational-ld0": ("conversational", {"loss_type": ["sigmoid", "ipo"], "ld_alpha": 0.0}),
 }
 
 
@@ -71,15 +80,13 @@ def preferences(repo, layout, split, n):
     return rows
 
 
-def run(model_dir, layout_dir, train, val, loss=("sigmoid", None, 0.0)):
-    loss_type, loss_weights, label_smoothing = loss
+def run(model_dir, layout_dir, train, val, dpo_args):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
-            output_dir=tmp, max_length=MAX_LENGTH, beta=BETA, loss_type=loss_type,
-            loss_weights=loss_weights, label_smoothing=label_smoothing,
+            output_dir=tmp, max_length=MAX_LENGTH, beta=BETA, **dpo_args,
             per_device_train_batch_size=4 * len(train), per_device_eval_batch_size=4 * len(val),
             max_steps=STEPS, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
             weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
@@ -102,8 +109,7 @@ def run(model_dir, layout_dir, train, val, loss=("sigmoid", None, 0.0)):
     out = {**prepared, "eval_loss": [e["eval_loss"] for e in evals],
            "eval_reward_accuracy": [e["eval_rewards/accuracies"] for e in evals],
            "train_loss": train_losses, "max_length": MAX_LENGTH, "steps": STEPS, "lr": LR,
-           "beta": BETA, "loss_type": loss_type, "loss_weights": loss_weights,
-           "label_smoothing": label_smoothing}
+           "beta": BETA, "dpo_args": dpo_args}
     with open(os.path.join(layout_dir, "expected.json"), "w") as f:
         json.dump(out, f)
     return out
@@ -122,14 +128,14 @@ def main():
     for layout in ("text", "text-implicit", "conversational", "implicit", *LOSSES):
         d = os.path.join(args.out, layout)
         os.makedirs(d)
-        records, *loss = LOSSES.get(layout, (layout, "sigmoid", None, 0.0))
+        records, dpo_args = LOSSES.get(layout, (layout, {}))
         train = preferences(repo, records, "train", N_TRAIN)
         val = preferences(repo, records, "validation", N_VAL)
         for name, rows in (("train", train), ("validation", val)):
             with open(os.path.join(d, f"{name}.jsonl"), "w") as f:
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        out = run(model_dir, d, train, val, loss)
+        out = run(model_dir, d, train, val, dpo_args)
         kept = {k: len(out[k]) for k in ("train", "validation")}
         print(f"{layout}: kept {kept}; eval_loss {out['eval_loss']}; "
               f"accuracy {out['eval_reward_accuracy']}")

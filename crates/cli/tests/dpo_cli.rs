@@ -162,6 +162,8 @@ fn bad_dpo_input_names_the_file_line_or_key() {
         e.contains("exo_pair loss needs data.label_smoothing"),
         "{e}"
     );
+    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "data.ld_alpha=1.5"]);
+    assert!(e.contains("data.ld_alpha must be in [0, 1]"), "{e}");
     assert!(!run.join("checkpoints").exists());
 }
 

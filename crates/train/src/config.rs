@@ -208,6 +208,33 @@ pub struct DataSection {
     /// 0.05).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discopop_tau: Option<f64>,
+    /// DPO: the f-divergence whose derivative scores each log-ratio (TRL's
+    /// `f_divergence_type`; default `reverse_kl`, standard DPO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f_divergence_type: Option<FDivergence>,
+    /// DPO: α of `alpha_divergence` (TRL's `f_alpha_divergence_coef`; default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f_alpha_divergence_coef: Option<f64>,
+    /// DPO: LD-DPO's weight in [0, 1] of the completion tokens past the shorter of a
+    /// preference's two completions (TRL's `ld_alpha`; default none: weight 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ld_alpha: Option<f64>,
+}
+
+/// `data.f_divergence_type`: how DPO scores a log-ratio u = π − ref (f-DPO, Wang et al.
+/// 2023): by f′ of the divergence, `u` itself for the reverse KL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FDivergence {
+    /// `u` (standard DPO).
+    #[default]
+    ReverseKl,
+    /// `1 − e^(−u)`.
+    ForwardKl,
+    /// `ln 2 + log σ(u)`.
+    JsDivergence,
+    /// `(e^((α−1)u) − 1) / (α − 1)`, the exponent clamped at 80 (`u` itself for α = 1).
+    AlphaDivergence,
 }
 
 /// `data.loss_type`: one loss by name, or (DPO) a list of them, as TRL's `loss_type` takes.
@@ -277,6 +304,12 @@ impl DataSection {
             ("loss_weights", self.loss_weights.is_some()),
             ("label_smoothing", self.label_smoothing.is_some()),
             ("discopop_tau", self.discopop_tau.is_some()),
+            ("f_divergence_type", self.f_divergence_type.is_some()),
+            (
+                "f_alpha_divergence_coef",
+                self.f_alpha_divergence_coef.is_some(),
+            ),
+            ("ld_alpha", self.ld_alpha.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))

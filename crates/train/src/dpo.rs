@@ -19,6 +19,7 @@
 //!   `rewards/accuracies`, as `val_accuracy`).
 //! - The order is SFT's: a seeded shuffle per epoch, a pure function of (seed, sample).
 
+use crate::config::FDivergence;
 use crate::config::RunConfig;
 use crate::sft::{epoch_index, train_and_validation, Tokenization};
 use crate::task::LossModel;
@@ -34,6 +35,8 @@ use tokenizers::Tokenizer;
 pub const DEFAULT_BETA: f64 = 0.1;
 /// TRL's `discopop_tau` default.
 pub const DEFAULT_DISCOPOP_TAU: f64 = 0.05;
+/// TRL's `f_alpha_divergence_coef` default.
+pub const DEFAULT_F_ALPHA: f64 = 0.5;
 
 /// The preferences of a DPO batch: how far from the reference the loss reads them.
 #[derive(Debug, Clone)]
@@ -41,6 +44,9 @@ pub struct Pairs {
     /// (2B) f32: the reference's log-probabilities of the rows, chosen then rejected; `None`
     /// while the reference's own are being computed.
     pub reference: Option<Tensor>,
+    /// (2B) f32: each row's completion tokens (at least 1), which `ipo` and `sigmoid_norm`
+    /// divide by.
+    pub lengths: Tensor,
     pub loss: Arc<PreferenceLoss>,
 }
 
@@ -120,6 +126,21 @@ impl DpoLoss {
     fn per_token(self) -> bool {
         matches!(self, Self::Ipo | Self::SigmoidNorm)
     }
+
+    /// Whether the loss reads the log-ratios' scores (and so generalizes to f-divergences,
+    /// TRL's list).
+    fn scored(self) -> bool {
+        matches!(
+            self,
+            Self::Sigmoid
+                | Self::SigmoidNorm
+                | Self::Hinge
+                | Self::Ipo
+                | Self::ExoPair
+                | Self::Robust
+                | Self::Discopop
+        )
+    }
 }
 
 /// A run's preference loss: `data.loss_type`'s losses with their `loss_weights`, summed, and
@@ -130,6 +151,10 @@ pub struct PreferenceLoss {
     pub beta: f64,
     pub label_smoothing: f64,
     pub discopop_tau: f64,
+    /// How the log-ratios are scored before the losses that take a score read them.
+    pub f_divergence: FDivergence,
+    /// α of [`FDivergence::AlphaDivergence`].
+    pub f_alpha: f64,
 }
 
 /// ln(1 + e^z) without overflow: below 30 as written, z beyond; the gradient σ(z) everywhere.
@@ -201,6 +226,29 @@ impl PreferenceLoss {
         if !(tau > 0.0 && tau.is_finite()) {
             return bad(format!("data.discopop_tau must be positive, got {tau}"));
         }
+        let f_divergence = d.f_divergence_type.unwrap_or_default();
+        if let Some(l) = losses
+            .iter()
+            .find(|l| f_divergence != FDivergence::ReverseKl && !l.scored())
+        {
+            return bad(format!(
+                "data.f_divergence_type {f_divergence:?} takes the losses sigmoid, \
+                 sigmoid_norm, hinge, ipo, exo_pair, robust, discopop; not {}",
+                l.name()
+            ));
+        }
+        if d.f_alpha_divergence_coef.is_some() && f_divergence != FDivergence::AlphaDivergence {
+            return bad(
+                "data.f_alpha_divergence_coef is α of f_divergence_type = \"alpha_divergence\""
+                    .into(),
+            );
+        }
+        let f_alpha = d.f_alpha_divergence_coef.unwrap_or(DEFAULT_F_ALPHA);
+        if !f_alpha.is_finite() {
+            return bad(format!(
+                "data.f_alpha_divergence_coef must be finite, got {f_alpha}"
+            ));
+        }
         let reads = |l: DpoLoss| match l {
             DpoLoss::Robust | DpoLoss::ExoPair => "label_smoothing",
             DpoLoss::Discopop => "discopop_tau",
@@ -221,6 +269,25 @@ impl PreferenceLoss {
             beta,
             label_smoothing: eps,
             discopop_tau: tau,
+            f_divergence,
+            f_alpha,
+        })
+    }
+
+    /// The score of log-ratios u under the f-divergence (f′(e^u); `u` for the reverse KL).
+    fn score(&self, u: &Tensor) -> Result<Tensor> {
+        let a = self.f_alpha;
+        Ok(match self.f_divergence {
+            FDivergence::ReverseKl => u.clone(),
+            FDivergence::ForwardKl => u.neg()?.exp()?.affine(-1.0, 1.0)?,
+            FDivergence::JsDivergence => (log_sigmoid(u)? + std::f64::consts::LN_2)?,
+            // TRL's limit case falls back to the reverse KL.
+            FDivergence::AlphaDivergence if (a - 1.0).abs() < 1e-6 => u.clone(),
+            FDivergence::AlphaDivergence => {
+                // The exponent clamped as TRL does (f32: at 80), so e^t stays finite.
+                let t = u.affine(a - 1.0, 0.0)?.clamp(-1e30f32, 80f32)?;
+                (t.exp()? - 1.0)?.affine(1.0 / (a - 1.0), 0.0)?
+            }
         })
     }
 
@@ -237,14 +304,15 @@ impl PreferenceLoss {
         lengths: Option<(&Tensor, &Tensor)>,
     ) -> Result<Tensor> {
         let (beta, eps) = (self.beta, self.label_smoothing);
-        let d = (chosen - rejected)?;
-        let bd = d.affine(beta, 0.0)?;
+        // The losses that take scores read (cs, rs); the others the log-ratios themselves.
+        let (cs, rs) = (self.score(chosen)?, self.score(rejected)?);
+        let bd = (&cs - &rs)?.affine(beta, 0.0)?;
         let (bc, br) = (chosen.affine(beta, 0.0)?, rejected.affine(beta, 0.0)?);
         let per_token = || -> Result<Tensor> {
             let (lc, lr) = lengths.ok_or_else(|| {
                 Error::Config("ipo and sigmoid_norm read the completions' lengths".into())
             })?;
-            Ok(((chosen / lc)? - (rejected / lr)?)?)
+            Ok(((&cs / lc)? - (&rs / lr)?)?)
         };
         let mut total: Option<Tensor> = None;
         for &(loss, w) in &self.terms {
@@ -275,7 +343,10 @@ impl PreferenceLoss {
                     ((chosen - h)?.sqr()? + (rejected + h)?.sqr()?)?
                 }
                 DpoLoss::ApoZero => (sigmoid(&bc)?.affine(-1.0, 1.0)? + sigmoid(&br)?)?,
-                DpoLoss::ApoDown => (sigmoid(&bc)? + sigmoid(&bd)?.affine(-1.0, 1.0)?)?,
+                DpoLoss::ApoDown => {
+                    let bd = (&bc - &br)?;
+                    (sigmoid(&bc)? + sigmoid(&bd)?.affine(-1.0, 1.0)?)?
+                }
                 DpoLoss::Discopop => {
                     let m = sigmoid(&bd.affine(1.0 / self.discopop_tau, 0.0)?)?;
                     let logistic = softplus(&bd.neg()?)?;
@@ -327,6 +398,8 @@ pub struct DpoSet {
     pub pad: u32,
     pub max_length: usize,
     pub loss: Arc<PreferenceLoss>,
+    /// LD-DPO's weight of the completion tokens past the shorter completion's count.
+    pub ld_alpha: Option<f64>,
     pub conversational: bool,
     /// `train.group_by_length`: the preferences per optimizer step (every rank's).
     pub group: Option<usize>,
@@ -372,6 +445,11 @@ impl DpoSet {
             ));
         }
         let loss = Arc::new(PreferenceLoss::of(d)?);
+        if let Some(a) = d.ld_alpha.filter(|a| !(0.0..=1.0).contains(a)) {
+            return Err(Error::Config(format!(
+                "data.ld_alpha must be in [0, 1], got {a}"
+            )));
+        }
         let tk = Tokenization::of(cfg, (tokenizer, tokenizer_path), eos_id, context)?;
         let opts = PreferenceOptions {
             max_length: tk.max_length,
@@ -412,6 +490,7 @@ impl DpoSet {
             pad: tk.pad(tokenizer),
             max_length: tk.max_length,
             loss,
+            ld_alpha: d.ld_alpha,
             conversational,
             group: cfg.train.group_by_length.then_some(per_step),
             notes,
@@ -522,22 +601,34 @@ impl DpoSet {
             .collect();
         let t = seqs.iter().map(|(s, _)| s.len() - 1).max().unwrap_or(0);
         let n = seqs.len();
+        // Target i is token i + 1: a row's completion targets start at position prompt - 1.
+        let completion = |(s, prompt): &(Vec<u32>, usize)| (s.len() - 1, prompt.saturating_sub(1));
+        let count = |r: usize| {
+            let (len, from) = completion(&seqs[r]);
+            len.saturating_sub(from)
+        };
+        let b = rows.len();
         let mut inputs = vec![self.pad; n * t];
         let mut targets = vec![self.pad; n * t];
         let mut weights = vec![0f32; n * t];
-        for (r, (s, prompt)) in seqs.iter().enumerate() {
-            let len = s.len() - 1;
+        for (r, seq) in seqs.iter().enumerate() {
+            let (len, from) = completion(seq);
             let at = r * t;
-            inputs[at..at + len].copy_from_slice(&s[..len]);
-            targets[at..at + len].copy_from_slice(&s[1..]);
-            // Target i is token i + 1: a completion token from position prompt - 1 on.
-            for w in weights[at..at + len]
-                .iter_mut()
-                .skip(prompt.saturating_sub(1))
-            {
-                *w = 1.0;
+            inputs[at..at + len].copy_from_slice(&seq.0[..len]);
+            targets[at..at + len].copy_from_slice(&seq.0[1..]);
+            // LD-DPO: past the shorter of the preference's two completions, weight α.
+            let shared = match self.ld_alpha {
+                Some(_) => count(r % b).min(count(r % b + b)),
+                None => usize::MAX,
+            };
+            for (k, w) in weights[at..at + len].iter_mut().skip(from).enumerate() {
+                *w = match (k < shared, self.ld_alpha) {
+                    (false, Some(a)) => a as f32,
+                    _ => 1.0,
+                };
             }
         }
+        let lengths: Vec<f32> = (0..n).map(|r| count(r).max(1) as f32).collect();
         let reference = match refs {
             Some(refs) => {
                 let v: Vec<f32> = refs
@@ -559,6 +650,7 @@ impl DpoSet {
             loss: Default::default(),
             pairs: Some(Pairs {
                 reference,
+                lengths: Tensor::from_vec(lengths, n, device)?,
                 loss: self.loss.clone(),
             }),
         })
@@ -568,7 +660,7 @@ impl DpoSet {
     pub fn describe(&self) -> String {
         format!(
             "dpo: {} preference records, {} train / {} validation examples, max_length {}, \
-             beta {}, loss {}",
+             beta {}, loss {}{}",
             if self.conversational {
                 "conversational"
             } else {
@@ -578,7 +670,9 @@ impl DpoSet {
             self.val.len(),
             self.max_length,
             self.loss.beta,
-            self.loss.describe()
+            self.loss.describe(),
+            self.ld_alpha
+                .map_or(String::new(), |a| format!(", ld_alpha {a}"))
         )
     }
 }
@@ -600,7 +694,10 @@ mod tests {
                 beta: 0.1,
                 label_smoothing: 0.0,
                 discopop_tau: DEFAULT_DISCOPOP_TAU,
+                f_divergence: FDivergence::ReverseKl,
+                f_alpha: DEFAULT_F_ALPHA,
             }),
+            ld_alpha: None,
             conversational: false,
             group: None,
             notes: Vec::new(),
@@ -678,6 +775,15 @@ mod tests {
         assert_eq!(l.describe(), "robust (label_smoothing 0.1) + 0.5·hinge");
         assert!(!l.per_token());
         assert!(loss_of(&["loss_type = \"ipo\""]).unwrap().per_token());
+        let l = loss_of(&[
+            "f_divergence_type = \"alpha_divergence\"",
+            "f_alpha_divergence_coef = 0.3",
+        ])
+        .unwrap();
+        assert_eq!(
+            (l.f_divergence, l.f_alpha),
+            (FDivergence::AlphaDivergence, 0.3)
+        );
         for (keys, why) in [
             (&["loss_type = \"nll\""][..], "not a DPO loss"),
             (&["loss_type = []"], "empty list"),
@@ -700,6 +806,17 @@ mod tests {
                 "must be positive",
             ),
             (&["beta = 0"], "data.beta must be positive"),
+            (
+                &[
+                    "loss_type = \"nca_pair\"",
+                    "f_divergence_type = \"js_divergence\"",
+                ],
+                "not nca_pair",
+            ),
+            (
+                &["f_alpha_divergence_coef = 0.3"],
+                "is α of f_divergence_type",
+            ),
         ] {
             let e = loss_of(keys).unwrap_err().to_string();
             assert!(e.contains(why), "{keys:?}: {e}");
@@ -746,6 +863,8 @@ mod tests {
                 beta,
                 label_smoothing: eps,
                 discopop_tau: tau,
+                f_divergence: FDivergence::ReverseKl,
+                f_alpha: DEFAULT_F_ALPHA,
             };
             for (c, r) in [(0.0, 0.0), (1.5, -2.0), (-3.0, 0.5)] {
                 let cv = candle_core::Var::new(&[c as f32], &dev).unwrap();

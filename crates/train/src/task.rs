@@ -493,25 +493,15 @@ pub fn row_logps(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
 
 /// DPO's summed loss over the batch's preferences ([`crate::dpo::PreferenceLoss`]).
 fn dpo_loss_sum(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Tensor> {
-    let ratios = dpo_logratios(logits, batch, p)?;
-    dpo_loss_of(&ratios, batch, p)
+    dpo_loss_of(&dpo_logratios(logits, batch, p)?, p)
 }
 
 /// [`dpo_loss_sum`] from the log-ratios (chosen (B), rejected (B)).
-fn dpo_loss_of(
-    (chosen, rejected): &(Tensor, Tensor),
-    batch: &Batch,
-    p: &crate::dpo::Pairs,
-) -> Result<Tensor> {
+fn dpo_loss_of((chosen, rejected): &(Tensor, Tensor), p: &crate::dpo::Pairs) -> Result<Tensor> {
     let lengths = match p.loss.per_token() {
-        // Each row's completion tokens, at least 1 (TRL's clamp).
         true => {
-            let w = batch.weights.as_ref().ok_or_else(|| {
-                Error::Config("a DPO batch without its completion weights".into())
-            })?;
             let n = chosen.dim(0)?;
-            let l = w.reshape((2 * n, ()))?.sum(1)?.clamp(1f32, f32::MAX)?;
-            Some((l.narrow(0, 0, n)?, l.narrow(0, n, n)?))
+            Some((p.lengths.narrow(0, 0, n)?, p.lengths.narrow(0, n, n)?))
         }
         false => None,
     };
@@ -553,7 +543,7 @@ pub fn causal_eval_sums(logits: &Tensor, batch: &Batch) -> Result<(f64, Option<u
         // DPO: the loss and the preferences whose chosen reward beats the rejected one (TRL's
         // rewards/accuracies).
         let ratios = dpo_logratios(logits, batch, p)?;
-        let loss = dpo_loss_of(&ratios, batch, p)?.to_scalar::<f32>()?;
+        let loss = dpo_loss_of(&ratios, p)?.to_scalar::<f32>()?;
         let d = (&ratios.0 - &ratios.1)?.to_vec1::<f32>()?;
         return Ok((
             f64::from(loss),

@@ -759,6 +759,12 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                             ("loss_weights", d.loss_weights.is_some()),
                             ("label_smoothing", d.label_smoothing.is_some()),
                             ("discopop_tau", d.discopop_tau.is_some()),
+                            ("f_divergence_type", d.f_divergence_type.is_some()),
+                            (
+                                "f_alpha_divergence_coef",
+                                d.f_alpha_divergence_coef.is_some(),
+                            ),
+                            ("ld_alpha", d.ld_alpha.is_some()),
                         ];
                         if let Some((k, _)) = dpo_keys.iter().find(|(_, set)| *set) {
                             return Err(Error::Config(format!(
