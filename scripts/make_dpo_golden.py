@@ -54,6 +54,10 @@ LOSSES = {
                             "f_alpha_divergence_coef": 0.7}),
     "text-fkl-ld": ("text", {"f_divergence_type": "forward_kl", "ld_alpha": 0.5}),
     "conversational-ld0": ("conversational", {"loss_type": ["sigmoid", "ipo"], "ld_alpha": 0.0}),
+    "text-aot": ("text", {"loss_type": ["aot", "aot_unpaired"], "loss_weights": [1.0, 0.5],
+                          "label_smoothing": 0.1}),
+    "conversational-rpo": ("conversational", {"loss_type": ["sigmoid", "sft"],
+                                              "loss_weights": [1.0, 0.5], "ld_alpha": 0.5}),
 }
 
 

@@ -22,7 +22,7 @@ use std::path::Path;
 mod common;
 use common::{golden_dir, read_json};
 
-const LAYOUTS: [&str; 11] = [
+const LAYOUTS: [&str; 13] = [
     "text",
     "text-implicit",
     "conversational",
@@ -34,6 +34,8 @@ const LAYOUTS: [&str; 11] = [
     "text-alpha",
     "text-fkl-ld",
     "conversational-ld0",
+    "text-aot",
+    "conversational-rpo",
 ];
 
 /// The run config of `layout`'s golden: its records, `batch` preferences a step, TRL's recipe.

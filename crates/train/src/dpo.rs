@@ -47,7 +47,25 @@ pub struct Pairs {
     /// (2B) f32: each row's completion tokens (at least 1), which `ipo` and `sigmoid_norm`
     /// divide by.
     pub lengths: Tensor,
+    /// (2B·T) f32, LD-DPO: each target's weight in its row's log-probability (1, or α past
+    /// the shorter completion); `None`: the completion mask alone.
+    pub ld: Option<Tensor>,
     pub loss: Arc<PreferenceLoss>,
+}
+
+/// What the preference losses read of B preferences, (B) f32 each.
+pub struct Logps {
+    /// The policy's log-probabilities of the chosen and rejected completions.
+    pub chosen: Tensor,
+    pub rejected: Tensor,
+    /// The reference's.
+    pub ref_chosen: Tensor,
+    pub ref_rejected: Tensor,
+    /// The completions' token counts (at least 1), for `ipo` and `sigmoid_norm`.
+    pub lengths: Option<(Tensor, Tensor)>,
+    /// The `sft` loss: the mean negative log-likelihood of the chosen completions' tokens (a
+    /// scalar).
+    pub chosen_nll: Option<Tensor>,
 }
 
 /// One of TRL 1.16's DPO losses, by its `loss_type` name. Each is a function of a
@@ -63,7 +81,13 @@ pub struct Pairs {
 /// - `sppo_hard`: `(c − 1/(2β))² + (r + 1/(2β))²`;
 /// - `apo_zero`: `1 − σ(βc) + σ(βr)`; `apo_down`: `σ(βc) + 1 − σ(βd)`;
 /// - `discopop`: `−log σ(βd)·(1 − m) + e^(−βd)·m`, `m = σ(βd/τ)`;
-/// - `sigmoid_norm`: `−log σ(β(c/|c| − r/|r|))`.
+/// - `sigmoid_norm`: `−log σ(β(c/|c| − r/|r|))`;
+/// - `aot`: `−(1−ε) log σ(βδ) − ε log σ(−βδ)`, δ the batch's sorted policy log-ratios
+///   `π(chosen) − π(rejected)` minus its sorted reference ones; `aot_unpaired`: the same with
+///   δ its sorted `c` minus its sorted `r` (both sort within the micro-batch, as TRL does
+///   within the device's batch);
+/// - `sft` (with `sigmoid`: RPO): the mean negative log-likelihood of the batch's chosen
+///   completion tokens, the same for every preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DpoLoss {
     Sigmoid,
@@ -78,10 +102,13 @@ pub enum DpoLoss {
     ApoDown,
     Discopop,
     SigmoidNorm,
+    Aot,
+    AotUnpaired,
+    Sft,
 }
 
 impl DpoLoss {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 15] = [
         Self::Sigmoid,
         Self::Hinge,
         Self::Ipo,
@@ -94,9 +121,12 @@ impl DpoLoss {
         Self::ApoDown,
         Self::Discopop,
         Self::SigmoidNorm,
+        Self::Aot,
+        Self::AotUnpaired,
+        Self::Sft,
     ];
     /// TRL's names, in [`DpoLoss::ALL`]'s order.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 15] = [
         "sigmoid",
         "hinge",
         "ipo",
@@ -109,6 +139,9 @@ impl DpoLoss {
         "apo_down",
         "discopop",
         "sigmoid_norm",
+        "aot",
+        "aot_unpaired",
+        "sft",
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -139,6 +172,7 @@ impl DpoLoss {
                 | Self::ExoPair
                 | Self::Robust
                 | Self::Discopop
+                | Self::Sft
         )
     }
 }
@@ -171,6 +205,11 @@ fn log_sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
 
 fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
     log_sigmoid(x)?.exp()
+}
+
+/// x (B) in ascending order, the gradient going back to each element's place.
+fn sorted(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.index_select(&x.arg_sort_last_dim(true)?, 0)
 }
 
 impl PreferenceLoss {
@@ -250,7 +289,9 @@ impl PreferenceLoss {
             ));
         }
         let reads = |l: DpoLoss| match l {
-            DpoLoss::Robust | DpoLoss::ExoPair => "label_smoothing",
+            DpoLoss::Robust | DpoLoss::ExoPair | DpoLoss::Aot | DpoLoss::AotUnpaired => {
+                "label_smoothing"
+            }
             DpoLoss::Discopop => "discopop_tau",
             _ => "",
         };
@@ -296,14 +337,24 @@ impl PreferenceLoss {
         self.terms.iter().any(|(l, _)| l.per_token())
     }
 
-    /// The loss summed over B preferences from their log-ratios `chosen`, `rejected` (B) f32
-    /// and, for the losses that read them, the completions' token counts (B each, at least 1).
-    pub fn sum(
-        &self,
-        (chosen, rejected): (&Tensor, &Tensor),
-        lengths: Option<(&Tensor, &Tensor)>,
-    ) -> Result<Tensor> {
+    /// Whether a term reads the chosen completions' mean negative log-likelihood.
+    pub fn reads_nll(&self) -> bool {
+        self.terms.iter().any(|(l, _)| *l == DpoLoss::Sft)
+    }
+
+    /// The loss summed over B preferences.
+    pub fn sum(&self, x: &Logps) -> Result<Tensor> {
         let (beta, eps) = (self.beta, self.label_smoothing);
+        let chosen = &(&x.chosen - &x.ref_chosen)?;
+        let rejected = &(&x.rejected - &x.ref_rejected)?;
+        let lengths = x.lengths.as_ref().map(|(c, r)| (c, r));
+        // AOT's loss of the margins δ.
+        let aot = |delta: Tensor| -> Result<Tensor> {
+            let bd = delta.affine(beta, 0.0)?;
+            let a = log_sigmoid(&bd)?.affine(-(1.0 - eps), 0.0)?;
+            let b = log_sigmoid(&bd.neg()?)?.affine(-eps, 0.0)?;
+            Ok((a + b)?)
+        };
         // The losses that take scores read (cs, rs); the others the log-ratios themselves.
         let (cs, rs) = (self.score(chosen)?, self.score(rejected)?);
         let bd = (&cs - &rs)?.affine(beta, 0.0)?;
@@ -354,6 +405,18 @@ impl PreferenceLoss {
                     ((logistic * m.affine(-1.0, 1.0)?)? + (exp * m)?)?
                 }
                 DpoLoss::SigmoidNorm => softplus(&per_token()?.affine(-beta, 0.0)?)?,
+                DpoLoss::Aot => {
+                    let policy = (&x.chosen - &x.rejected)?;
+                    let reference = (&x.ref_chosen - &x.ref_rejected)?;
+                    aot((sorted(&policy)? - sorted(&reference)?)?)?
+                }
+                DpoLoss::AotUnpaired => aot((sorted(chosen)? - sorted(rejected)?)?)?,
+                DpoLoss::Sft => {
+                    let nll = x.chosen_nll.as_ref().ok_or_else(|| {
+                        Error::Config("the sft loss reads the chosen completions' NLL".into())
+                    })?;
+                    nll.broadcast_as(chosen.shape())?.contiguous()?
+                }
             };
             let term = term.sum_all()?.affine(w, 0.0)?;
             total = Some(match total {
@@ -611,21 +674,19 @@ impl DpoSet {
         let mut inputs = vec![self.pad; n * t];
         let mut targets = vec![self.pad; n * t];
         let mut weights = vec![0f32; n * t];
+        let mut ld = vec![0f32; if self.ld_alpha.is_some() { n * t } else { 0 }];
         for (r, seq) in seqs.iter().enumerate() {
             let (len, from) = completion(seq);
             let at = r * t;
             inputs[at..at + len].copy_from_slice(&seq.0[..len]);
             targets[at..at + len].copy_from_slice(&seq.0[1..]);
+            weights[at + from.min(len)..at + len].fill(1.0);
             // LD-DPO: past the shorter of the preference's two completions, weight α.
-            let shared = match self.ld_alpha {
-                Some(_) => count(r % b).min(count(r % b + b)),
-                None => usize::MAX,
-            };
-            for (k, w) in weights[at..at + len].iter_mut().skip(from).enumerate() {
-                *w = match (k < shared, self.ld_alpha) {
-                    (false, Some(a)) => a as f32,
-                    _ => 1.0,
-                };
+            if let Some(a) = self.ld_alpha {
+                let shared = count(r % b).min(count(r % b + b));
+                for (k, w) in ld[at..at + len].iter_mut().skip(from).enumerate() {
+                    *w = if k < shared { 1.0 } else { a as f32 };
+                }
             }
         }
         let lengths: Vec<f32> = (0..n).map(|r| count(r).max(1) as f32).collect();
@@ -651,6 +712,10 @@ impl DpoSet {
             pairs: Some(Pairs {
                 reference,
                 lengths: Tensor::from_vec(lengths, n, device)?,
+                ld: match self.ld_alpha {
+                    Some(_) => Some(Tensor::from_vec(ld, n * t, device)?),
+                    None => None,
+                },
                 loss: self.loss.clone(),
             }),
         })
@@ -852,6 +917,9 @@ mod tests {
                     -ls(bd) * (1.0 - m) + (-bd).exp() * m
                 }
                 DpoLoss::SigmoidNorm => -ls(beta * (c / 4.0 - r / 2.0)),
+                // One preference: sorting leaves it as it is.
+                DpoLoss::Aot | DpoLoss::AotUnpaired => -(1.0 - eps) * ls(bd) - eps * ls(-bd),
+                DpoLoss::Sft => 0.25,
             }
         };
         let dev = Device::Cpu;
@@ -868,7 +936,15 @@ mod tests {
             };
             for (c, r) in [(0.0, 0.0), (1.5, -2.0), (-3.0, 0.5)] {
                 let cv = candle_core::Var::new(&[c as f32], &dev).unwrap();
-                let got = loss.sum((cv.as_tensor(), &t(r)), Some((&lc, &lr))).unwrap();
+                let x = Logps {
+                    chosen: cv.as_tensor().clone(),
+                    rejected: t(r),
+                    ref_chosen: t(0.0),
+                    ref_rejected: t(0.0),
+                    lengths: Some((lc.clone(), lr.clone())),
+                    chosen_nll: Some(Tensor::new(0.25f32, &dev).unwrap()),
+                };
+                let got = loss.sum(&x).unwrap();
                 let g = got.backward().unwrap();
                 let got = got.to_scalar::<f32>().unwrap() as f64;
                 let want = f(l, c, r);
@@ -879,7 +955,10 @@ mod tests {
                 );
                 let h = 1e-4;
                 let fd = (f(l, c + h, r) - f(l, c - h, r)) / (2.0 * h);
-                let dg = g.get(cv.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+                // sft reads no log-ratio: no gradient reaches c.
+                let dg = g
+                    .get(cv.as_tensor())
+                    .map_or(0.0, |d| d.to_vec1::<f32>().unwrap()[0] as f64);
                 assert!(
                     (dg - fd).abs() <= 1e-3 * fd.abs().max(1.0),
                     "{}: d/dc {dg} vs {fd} at ({c}, {r})",

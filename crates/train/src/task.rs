@@ -15,7 +15,7 @@
 //! masked-LM loss the mean over the step's chosen tokens and accumulation exact for both.
 
 use crate::config::{ModelArch, RunConfig, TokenLoss};
-use crate::dpo::DpoSet;
+use crate::dpo::{DpoSet, Logps};
 use crate::grads::{scaled_backward, StepGrads};
 use crate::model_tokens;
 use crate::recompute::Recomputed;
@@ -480,48 +480,67 @@ pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
 
 /// Each row's log-probability of its weighted targets: the sum over the row of
 /// `weight · log p(target)` from logits (R, T, V) → (R) f32, with its gradient (the fused
-/// cross-entropy's per-token terms, one pass over the logits each way).
+/// cross-entropy's per-token terms, one pass over the logits each way); DPO rows with LD-DPO's
+/// token weights take those too.
 pub fn row_logps(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
+    row_logps_of(&token_nll(logits, batch)?, batch)
+}
+
+/// Each target's weighted negative log-likelihood from logits (R, T, V) → (R, T) f32.
+fn token_nll(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     let (r, t, v) = logits.dims3()?;
     let nll = cross_entropy_rows(
         &logits.reshape((r * t, v))?,
         &batch.targets,
         batch.weights.as_ref(),
     )?; // (R·T)
-    Ok(nll.to_dtype(DType::F32)?.reshape((r, t))?.sum(1)?.neg()?)
+    Ok(nll.to_dtype(DType::F32)?.reshape((r, t))?)
+}
+
+/// [`row_logps`] from [`token_nll`]'s (R, T).
+fn row_logps_of(nll: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let nll = match batch.pairs.as_ref().and_then(|p| p.ld.as_ref()) {
+        Some(ld) => (nll * ld.reshape(nll.shape())?)?,
+        None => nll.clone(),
+    };
+    Ok(nll.sum(1)?.neg()?)
 }
 
 /// DPO's summed loss over the batch's preferences ([`crate::dpo::PreferenceLoss`]).
 fn dpo_loss_sum(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Tensor> {
-    dpo_loss_of(&dpo_logratios(logits, batch, p)?, p)
+    p.loss.sum(&dpo_logps(logits, batch, p)?)
 }
 
-/// [`dpo_loss_sum`] from the log-ratios (chosen (B), rejected (B)).
-fn dpo_loss_of((chosen, rejected): &(Tensor, Tensor), p: &crate::dpo::Pairs) -> Result<Tensor> {
-    let lengths = match p.loss.per_token() {
-        true => {
-            let n = chosen.dim(0)?;
-            Some((p.lengths.narrow(0, 0, n)?, p.lengths.narrow(0, n, n)?))
-        }
-        false => None,
-    };
-    p.loss
-        .sum((chosen, rejected), lengths.as_ref().map(|(c, r)| (c, r)))
-}
-
-/// The log-ratios `π − ref` of a batch whose rows are the chosen completions, then the
-/// rejected ones → (chosen (B), rejected (B)).
-fn dpo_logratios(
-    logits: &Tensor,
-    batch: &Batch,
-    p: &crate::dpo::Pairs,
-) -> Result<(Tensor, Tensor)> {
+/// What the preference losses read of a batch whose rows are the chosen completions, then the
+/// rejected ones.
+fn dpo_logps(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Logps> {
     let reference = p.reference.as_ref().ok_or_else(|| {
         Error::Config("a DPO batch without the reference's log-probabilities".into())
     })?;
-    let ratio = (row_logps(logits, batch)? - reference)?; // (2B)
-    let b = ratio.dim(0)? / 2;
-    Ok((ratio.narrow(0, 0, b)?, ratio.narrow(0, b, b)?))
+    let nll = token_nll(logits, batch)?; // (2B, T)
+    let lp = row_logps_of(&nll, batch)?; // (2B)
+    let b = lp.dim(0)? / 2;
+    let half = |x: &Tensor, i: usize| x.narrow(0, i * b, b);
+    let lengths = match p.loss.per_token() {
+        true => Some((half(&p.lengths, 0)?, half(&p.lengths, 1)?)),
+        false => None,
+    };
+    // The sft loss: the chosen rows' completion tokens' mean NLL (TRL's, unweighted by LD).
+    let chosen_nll = match (p.loss.reads_nll(), &batch.weights) {
+        (true, Some(w)) => {
+            let tokens = w.reshape(nll.shape())?.narrow(0, 0, b)?.sum_all()?;
+            Some((half(&nll, 0)?.sum_all()? / tokens.clamp(1f32, f32::MAX)?)?)
+        }
+        _ => None,
+    };
+    Ok(Logps {
+        chosen: half(&lp, 0)?,
+        rejected: half(&lp, 1)?,
+        ref_chosen: half(reference, 0)?,
+        ref_rejected: half(reference, 1)?,
+        lengths,
+        chosen_nll,
+    })
 }
 
 /// The probability of each target under logits (N, V), in f32 and detached from the graph
@@ -542,9 +561,10 @@ pub fn causal_eval_sums(logits: &Tensor, batch: &Batch) -> Result<(f64, Option<u
     if let Some(p) = &batch.pairs {
         // DPO: the loss and the preferences whose chosen reward beats the rejected one (TRL's
         // rewards/accuracies).
-        let ratios = dpo_logratios(logits, batch, p)?;
-        let loss = dpo_loss_of(&ratios, p)?.to_scalar::<f32>()?;
-        let d = (&ratios.0 - &ratios.1)?.to_vec1::<f32>()?;
+        let x = dpo_logps(logits, batch, p)?;
+        let loss = p.loss.sum(&x)?.to_scalar::<f32>()?;
+        let d = ((&x.chosen - &x.ref_chosen)? - (&x.rejected - &x.ref_rejected)?)?;
+        let d = d.to_vec1::<f32>()?;
         return Ok((
             f64::from(loss),
             Some(d.iter().filter(|&&x| x > 0.0).count()),
