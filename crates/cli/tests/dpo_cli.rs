@@ -107,63 +107,38 @@ fn bad_dpo_input_names_the_file_line_or_key() {
     .unwrap();
     let run = tmp.path().join("run");
     let cfg = dpo_config(tmp.path(), &run, "text", "");
-    let set = format!("data.train=\"{}\"", s(&data.join("train.jsonl")));
-    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", &set]);
-    assert!(
-        e.contains("train.jsonl: line 2") && e.contains("\"rejected\" is missing"),
-        "{e}"
-    );
-    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "data.packing=true"]);
-    assert!(
-        e.contains("data.packing is a setting of SFT records") && e.contains("preference"),
-        "{e}"
-    );
-    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "data.beta=0"]);
-    assert!(e.contains("data.beta must be positive"), "{e}");
-    // DPO's key on SFT records.
+    let bad = format!("data.train=\"{}\"", s(&data.join("train.jsonl")));
     let sft = format!("data.train=\"{}\"", s(&golden("sft/text/train.jsonl")));
-    let e = lantern_err(&[
-        "train",
-        "--config",
-        &s(&cfg),
-        "--set",
-        &sft,
-        "--set",
-        "data.beta=0.2",
-    ]);
-    assert!(e.contains("data.beta is DPO's"), "{e}");
-    // DPO's losses on SFT records, SFT's on preferences, a loss that needs a setting.
-    let e = lantern_err(&[
-        "train",
-        "--config",
-        &s(&cfg),
-        "--set",
-        &sft,
-        "--set",
-        "data.loss_type=\"ipo\"",
-    ]);
-    assert!(e.contains("SFT records train with one of nll, dft"), "{e}");
-    let e = lantern_err(&[
-        "train",
-        "--config",
-        &s(&cfg),
-        "--set",
-        "data.loss_type=\"dft\"",
-    ]);
-    assert!(e.contains("`dft` is not a DPO loss"), "{e}");
-    let e = lantern_err(&[
-        "train",
-        "--config",
-        &s(&cfg),
-        "--set",
-        "data.loss_type=[\"sigmoid\", \"exo_pair\"]",
-    ]);
-    assert!(
-        e.contains("exo_pair loss needs data.label_smoothing"),
-        "{e}"
-    );
-    let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "data.ld_alpha=1.5"]);
-    assert!(e.contains("data.ld_alpha must be in [0, 1]"), "{e}");
+    let cases: [(&[&str], &[&str]); 8] = [
+        (&[&bad], &["train.jsonl: line 2", "\"rejected\" is missing"]),
+        (
+            &["data.packing=true"],
+            &["data.packing is a setting of SFT records", "preference"],
+        ),
+        (&["data.beta=0"], &["data.beta must be positive"]),
+        // DPO's keys and losses on SFT records, SFT's loss on preferences.
+        (&[&sft, "data.beta=0.2"], &["data.beta is DPO's"]),
+        (
+            &[&sft, "data.loss_type=\"ipo\""],
+            &["SFT records train with one of nll, dft"],
+        ),
+        (&["data.loss_type=\"dft\""], &["`dft` is not a DPO loss"]),
+        // A loss that needs a setting, a setting out of range.
+        (
+            &["data.loss_type=[\"sigmoid\", \"exo_pair\"]"],
+            &["exo_pair loss needs data.label_smoothing"],
+        ),
+        (&["data.ld_alpha=1.5"], &["data.ld_alpha must be in [0, 1]"]),
+    ];
+    for (sets, want) in cases {
+        let mut args = vec!["train".to_string(), "--config".into(), s(&cfg)];
+        for set in sets {
+            args.extend(["--set".to_string(), set.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e = lantern_err(&args);
+        assert!(want.iter().all(|w| e.contains(w)), "{sets:?}: {e}");
+    }
     assert!(!run.join("checkpoints").exists());
 }
 
