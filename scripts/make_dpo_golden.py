@@ -23,7 +23,7 @@ author, the rejected one the next record's. For each layout, `<out>/<layout>/`:
 More layouts train with TRL's other settings (`LOSSES` below, written to `expected.json` as
 `dpo_args`): its other losses (`loss_type`, with `loss_weights` for the sums, and
 `label_smoothing`), the f-divergences (`f_divergence_type`, `f_alpha_divergence_coef`) and
-LD-DPO's `ld_alpha`.
+LD-DPO's `ld_alpha`, WPO's `use_weighting`.
 """
 import argparse
 import json
@@ -58,6 +58,10 @@ LOSSES = {
                           "label_smoothing": 0.1}),
     "conversational-rpo": ("conversational", {"loss_type": ["sigmoid", "sft"],
                                               "loss_weights": [1.0, 0.5], "ld_alpha": 0.5}),
+    # WPO with losses whose backward does not read their output: TRL 1.16 weights the losses
+    # in place (`per_sequence_loss *= ...`), which breaks hinge's (relu) and sft's backward.
+    "text-wpo": ("text", {"use_weighting": True, "loss_type": ["sigmoid", "ipo"],
+                          "loss_weights": [1.0, 0.05]}),
 }
 
 

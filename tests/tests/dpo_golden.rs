@@ -11,7 +11,7 @@
 //! accuracy its evaluations gave before and after each step. More layouts train with TRL's
 //! other settings (`dpo_args` in their `expected.json`): its other losses (`loss_type`,
 //! weighted sums with `loss_weights`, `label_smoothing`, every loss in some layout), the
-//! f-divergences and LD-DPO's `ld_alpha`.
+//! f-divergences, LD-DPO's `ld_alpha` and WPO's `use_weighting`.
 
 use lantern_train::config::RunConfig;
 use lantern_train::dpo::DpoSet;
@@ -22,7 +22,7 @@ use std::path::Path;
 mod common;
 use common::{golden_dir, read_json};
 
-const LAYOUTS: [&str; 13] = [
+const LAYOUTS: [&str; 14] = [
     "text",
     "text-implicit",
     "conversational",
@@ -36,6 +36,7 @@ const LAYOUTS: [&str; 13] = [
     "conversational-ld0",
     "text-aot",
     "conversational-rpo",
+    "text-wpo",
 ];
 
 /// The run config of `layout`'s golden: its records, `batch` preferences a step, TRL's recipe.

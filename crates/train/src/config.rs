@@ -219,6 +219,10 @@ pub struct DataSection {
     /// preference's two completions (TRL's `ld_alpha`; default none: weight 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ld_alpha: Option<f64>,
+    /// DPO: WPO's weighting of each preference by its completions' probabilities under the
+    /// policy (TRL's `use_weighting`; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_weighting: Option<bool>,
 }
 
 /// `data.f_divergence_type`: how DPO scores a log-ratio u = π − ref (f-DPO, Wang et al.
@@ -310,6 +314,7 @@ impl DataSection {
                 self.f_alpha_divergence_coef.is_some(),
             ),
             ("ld_alpha", self.ld_alpha.is_some()),
+            ("use_weighting", self.use_weighting.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))

@@ -66,6 +66,8 @@ pub struct Logps {
     /// The `sft` loss: the mean negative log-likelihood of the chosen completions' tokens (a
     /// scalar).
     pub chosen_nll: Option<Tensor>,
+    /// WPO: each preference's weight (B), constant.
+    pub weights: Option<Tensor>,
 }
 
 /// One of TRL 1.16's DPO losses, by its `loss_type` name. Each is a function of a
@@ -189,6 +191,10 @@ pub struct PreferenceLoss {
     pub f_divergence: FDivergence,
     /// α of [`FDivergence::AlphaDivergence`].
     pub f_alpha: f64,
+    /// WPO (Zhou et al. 2024): every loss of a preference weighted by
+    /// `w_c·w_r`, w a completion's `exp(mean over its tokens of log p(t) − log Σ_v p_v²)`
+    /// under the policy, without gradient.
+    pub use_weighting: bool,
 }
 
 /// ln(1 + e^z) without overflow: below 30 as written, z beyond; the gradient σ(z) everywhere.
@@ -282,6 +288,17 @@ impl PreferenceLoss {
                     .into(),
             );
         }
+        let use_weighting = d.use_weighting.unwrap_or(false);
+        if let Some(l) = losses
+            .iter()
+            .find(|l| use_weighting && matches!(l, DpoLoss::Aot | DpoLoss::AotUnpaired))
+        {
+            return bad(format!(
+                "data.use_weighting (WPO) weighs each preference; {} sorts them apart (TRL has \
+                 no WPO for it either)",
+                l.name()
+            ));
+        }
         let f_alpha = d.f_alpha_divergence_coef.unwrap_or(DEFAULT_F_ALPHA);
         if !f_alpha.is_finite() {
             return bad(format!(
@@ -312,6 +329,7 @@ impl PreferenceLoss {
             discopop_tau: tau,
             f_divergence,
             f_alpha,
+            use_weighting,
         })
     }
 
@@ -418,6 +436,10 @@ impl PreferenceLoss {
                     nll.broadcast_as(chosen.shape())?.contiguous()?
                 }
             };
+            let term = match &x.weights {
+                Some(pw) => (term * pw)?,
+                None => term,
+            };
             let term = term.sum_all()?.affine(w, 0.0)?;
             total = Some(match total {
                 Some(t) => (t + term)?,
@@ -447,6 +469,11 @@ impl PreferenceLoss {
             })
             .collect::<Vec<_>>()
             .join(" + ")
+            + if self.use_weighting {
+                ", WPO-weighted"
+            } else {
+                ""
+            }
     }
 }
 
@@ -761,6 +788,7 @@ mod tests {
                 discopop_tau: DEFAULT_DISCOPOP_TAU,
                 f_divergence: FDivergence::ReverseKl,
                 f_alpha: DEFAULT_F_ALPHA,
+                use_weighting: false,
             }),
             ld_alpha: None,
             conversational: false,
@@ -882,6 +910,10 @@ mod tests {
                 &["f_alpha_divergence_coef = 0.3"],
                 "is α of f_divergence_type",
             ),
+            (
+                &["loss_type = \"aot\"", "use_weighting = true"],
+                "aot sorts them apart",
+            ),
         ] {
             let e = loss_of(keys).unwrap_err().to_string();
             assert!(e.contains(why), "{keys:?}: {e}");
@@ -933,6 +965,7 @@ mod tests {
                 discopop_tau: tau,
                 f_divergence: FDivergence::ReverseKl,
                 f_alpha: DEFAULT_F_ALPHA,
+                use_weighting: false,
             };
             for (c, r) in [(0.0, 0.0), (1.5, -2.0), (-3.0, 0.5)] {
                 let cv = candle_core::Var::new(&[c as f32], &dev).unwrap();
@@ -943,6 +976,7 @@ mod tests {
                     ref_rejected: t(0.0),
                     lengths: Some((lc.clone(), lr.clone())),
                     chosen_nll: Some(Tensor::new(0.25f32, &dev).unwrap()),
+                    weights: None,
                 };
                 let got = loss.sum(&x).unwrap();
                 let g = got.backward().unwrap();

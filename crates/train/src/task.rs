@@ -533,6 +533,13 @@ fn dpo_logps(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Lo
         }
         _ => None,
     };
+    let weights = match p.loss.use_weighting {
+        true => {
+            let w = wpo_weights(logits, batch, &nll.detach(), &p.lengths)?; // (2B)
+            Some((half(&w, 0)? * half(&w, 1)?)?)
+        }
+        false => None,
+    };
     Ok(Logps {
         chosen: half(&lp, 0)?,
         rejected: half(&lp, 1)?,
@@ -540,7 +547,22 @@ fn dpo_logps(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Lo
         ref_rejected: half(reference, 1)?,
         lengths,
         chosen_nll,
+        weights,
     })
+}
+
+/// WPO's weight of each row (R), without gradient: `exp` of the mean over its completion
+/// tokens of `log p(t) − log Σ_v p_v²`. With `nll` = `lse(x) − x_t` (R, T) and the fused
+/// cross-entropy of 2x, `lse(2x) − 2x_t`, that is `nll − ce(2x)` per token (the log Σ p²
+/// being `lse(2x) − 2·lse(x)`): one more pass over the logits, no (R, T, V) softmax kept.
+fn wpo_weights(logits: &Tensor, batch: &Batch, nll: &Tensor, lengths: &Tensor) -> Result<Tensor> {
+    let (r, t, v) = logits.dims3()?;
+    let doubled = logits.detach().reshape((r * t, v))?.affine(2.0, 0.0)?;
+    let ce2 = cross_entropy_rows(&doubled, &batch.targets, batch.weights.as_ref())?
+        .to_dtype(DType::F32)?
+        .reshape((r, t))?;
+    let aligned = (nll - ce2)?.sum(1)?; // (R)
+    Ok((aligned / lengths)?.exp()?)
 }
 
 /// The probability of each target under logits (N, V), in f32 and detached from the graph

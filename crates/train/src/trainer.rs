@@ -765,6 +765,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                                 d.f_alpha_divergence_coef.is_some(),
                             ),
                             ("ld_alpha", d.ld_alpha.is_some()),
+                            ("use_weighting", d.use_weighting.is_some()),
                         ];
                         if let Some((k, _)) = dpo_keys.iter().find(|(_, set)| *set) {
                             return Err(Error::Config(format!(
