@@ -23,7 +23,8 @@ author, the rejected one the next record's. For each layout, `<out>/<layout>/`:
 More layouts train with TRL's other settings (`LOSSES` below, written to `expected.json` as
 `dpo_args`): its other losses (`loss_type`, with `loss_weights` for the sums, and
 `label_smoothing`), the f-divergences (`f_divergence_type`, `f_alpha_divergence_coef`) and
-LD-DPO's `ld_alpha`, WPO's `use_weighting`.
+LD-DPO's `ld_alpha`, WPO's `use_weighting`, and a reference model of its own (`ref_model`:
+`<out>/ref-model/`, the SFT golden's model with its weights perturbed, seeded).
 """
 import argparse
 import json
@@ -62,7 +63,19 @@ LOSSES = {
     # in place (`per_sequence_loss *= ...`), which breaks hinge's (relu) and sft's backward.
     "text-wpo": ("text", {"use_weighting": True, "loss_type": ["sigmoid", "ipo"],
                           "loss_weights": [1.0, 0.05]}),
+    # Not a DPOConfig setting: the reference model's folder, relative to --out.
+    "text-ref": ("text", {"ref_model": "ref-model"}),
 }
+
+
+def make_ref_model(model_dir, out):
+    """The SFT golden's model with every weight moved by 0.05·N(0, 1), seed 1234."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters()):
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(out, safe_serialization=True)
 
 
 def preferences(repo, layout, split, n):
@@ -91,10 +104,13 @@ def preferences(repo, layout, split, n):
 def run(model_dir, layout_dir, train, val, dpo_args):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    ref_dir = os.path.join(os.path.dirname(layout_dir), dpo_args["ref_model"]) \
+        if "ref_model" in dpo_args else model_dir
+    ref = AutoModelForCausalLM.from_pretrained(ref_dir, dtype=torch.float32)
+    config_args = {k: v for k, v in dpo_args.items() if k != "ref_model"}
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
-            output_dir=tmp, max_length=MAX_LENGTH, beta=BETA, **dpo_args,
+            output_dir=tmp, max_length=MAX_LENGTH, beta=BETA, **config_args,
             per_device_train_batch_size=4 * len(train), per_device_eval_batch_size=4 * len(val),
             max_steps=STEPS, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
             weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
@@ -133,6 +149,7 @@ def main():
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     model_dir = os.path.join(repo, "tests", "golden", "sft", "model")
+    make_ref_model(model_dir, os.path.join(args.out, "ref-model"))
     for layout in ("text", "text-implicit", "conversational", "implicit", *LOSSES):
         d = os.path.join(args.out, layout)
         os.makedirs(d)

@@ -11,7 +11,8 @@
 //! accuracy its evaluations gave before and after each step. More layouts train with TRL's
 //! other settings (`dpo_args` in their `expected.json`): its other losses (`loss_type`,
 //! weighted sums with `loss_weights`, `label_smoothing`, every loss in some layout), the
-//! f-divergences, LD-DPO's `ld_alpha` and WPO's `use_weighting`.
+//! f-divergences, LD-DPO's `ld_alpha`, WPO's `use_weighting`, and a reference model other
+//! than the initial one (`ref_model`).
 
 use lantern_train::config::RunConfig;
 use lantern_train::dpo::DpoSet;
@@ -22,7 +23,7 @@ use std::path::Path;
 mod common;
 use common::{golden_dir, read_json};
 
-const LAYOUTS: [&str; 14] = [
+const LAYOUTS: [&str; 15] = [
     "text",
     "text-implicit",
     "conversational",
@@ -37,6 +38,7 @@ const LAYOUTS: [&str; 14] = [
     "text-aot",
     "conversational-rpo",
     "text-wpo",
+    "text-ref",
 ];
 
 /// The run config of `layout`'s golden: its records, `batch` preferences a step, TRL's recipe.
@@ -47,7 +49,14 @@ fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> RunConfig
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| format!("{k} = {v}\n"))
+        .map(|(k, v)| match k.as_str() {
+            // A folder beside the layouts.
+            "ref_model" => format!(
+                "{k} = \"{}\"\n",
+                golden_dir("dpo").join(v.as_str().unwrap()).display()
+            ),
+            _ => format!("{k} = {v}\n"),
+        })
         .collect();
     let text = format!(
         r#"

@@ -223,6 +223,11 @@ pub struct DataSection {
     /// policy (TRL's `use_weighting`; default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_weighting: Option<bool>,
+    /// DPO: the reference model's folder (a Hugging Face or Lantern causal LM, GPT-2 or of the
+    /// Llama family, of the same vocabulary; TRL's `ref_model`); default `model.init_from` as
+    /// loaded (with `[lora]`: the base the adapters start from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_model: Option<PathBuf>,
 }
 
 /// `data.f_divergence_type`: how DPO scores a log-ratio u = π − ref (f-DPO, Wang et al.
@@ -315,6 +320,7 @@ impl DataSection {
             ),
             ("ld_alpha", self.ld_alpha.is_some()),
             ("use_weighting", self.use_weighting.is_some()),
+            ("ref_model", self.ref_model.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))

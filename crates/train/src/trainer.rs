@@ -735,19 +735,25 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                             context,
                             per_step,
                         )?;
-                        // The reference: the init_from weights as loaded, frozen.
-                        let from = cfg
-                            .model
-                            .init_from
-                            .as_ref()
-                            .expect("DpoSet::load checks it");
-                        let ref_params = model_cfg.load_params(
+                        // The reference: data.ref_model, else the init_from weights as
+                        // loaded; frozen.
+                        let (from, ref_cfg) = match &cfg.data.ref_model {
+                            Some(dir) => (dir, reference_config(&cfg, dir, &model_cfg)?),
+                            None => (
+                                cfg.model
+                                    .init_from
+                                    .as_ref()
+                                    .expect("DpoSet::load checks it"),
+                                model_cfg.clone(),
+                            ),
+                        };
+                        let ref_params = ref_cfg.load_params(
                             &from.join("model.safetensors"),
                             &mut Rng::derive(cfg.train.seed, INIT_STREAM),
                             &device,
                         )?;
                         let reference =
-                            model_cfg.build(&ref_params.frozen(), cfg.model.attention, false)?;
+                            ref_cfg.build(&ref_params.frozen(), cfg.model.attention, false)?;
                         set.compute_reference(reference.as_ref(), b, &device)?;
                         let (n, t) = (set.train.len(), set.max_length);
                         (Task::Dpo(set), n, t)
@@ -766,6 +772,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                             ),
                             ("ld_alpha", d.ld_alpha.is_some()),
                             ("use_weighting", d.use_weighting.is_some()),
+                            ("ref_model", d.ref_model.is_some()),
                         ];
                         if let Some((k, _)) = dpo_keys.iter().find(|(_, set)| *set) {
                             return Err(Error::Config(format!(
@@ -1426,6 +1433,24 @@ impl BestVal {
             stale: s.evals_without_improvement as u64,
         }
     }
+}
+
+/// DPO's `data.ref_model` folder as a model: the run's model section read from that folder
+/// (`config.json`: its architecture too, so a GPT-2 may score a Llama's preferences), which
+/// must share the trained model's vocabulary (one tokenizer serves both).
+fn reference_config(cfg: &RunConfig, dir: &Path, model: &ModelConfig) -> Result<ModelConfig> {
+    let mut ref_cfg = cfg.clone();
+    ref_cfg.model.init_from = Some(dir.to_path_buf());
+    let r = ModelConfig::resolve(&ref_cfg, model.vocab_size())?;
+    if r.vocab_size() != model.vocab_size() {
+        return Err(Error::Config(format!(
+            "data.ref_model {}: a vocabulary of {} tokens, the model's has {}",
+            dir.display(),
+            r.vocab_size(),
+            model.vocab_size()
+        )));
+    }
+    Ok(r)
 }
 
 fn early_stop_line(step: u64, best: f64, at: u64, stale: u64, cfg: &RunConfig) -> String {
