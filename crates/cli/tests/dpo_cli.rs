@@ -109,7 +109,8 @@ fn bad_dpo_input_names_the_file_line_or_key() {
     let cfg = dpo_config(tmp.path(), &run, "text", "");
     let bad = format!("data.train=\"{}\"", s(&data.join("train.jsonl")));
     let sft = format!("data.train=\"{}\"", s(&golden("sft/text/train.jsonl")));
-    let cases: [(&[&str], &[&str]); 8] = [
+    let other_vocab = format!("data.ref_model=\"{}\"", s(&golden("llama3_rope")));
+    let cases: [(&[&str], &[&str]); 9] = [
         (&[&bad], &["train.jsonl: line 2", "\"rejected\" is missing"]),
         (
             &["data.packing=true"],
@@ -129,6 +130,14 @@ fn bad_dpo_input_names_the_file_line_or_key() {
             &["exo_pair loss needs data.label_smoothing"],
         ),
         (&["data.ld_alpha=1.5"], &["data.ld_alpha must be in [0, 1]"]),
+        // A reference of another vocabulary.
+        (
+            &[&other_vocab],
+            &[
+                "data.ref_model",
+                "a vocabulary of 96 tokens, the model's has",
+            ],
+        ),
     ];
     for (sets, want) in cases {
         let mut args = vec!["train".to_string(), "--config".into(), s(&cfg)];

@@ -1441,7 +1441,8 @@ impl BestVal {
 fn reference_config(cfg: &RunConfig, dir: &Path, model: &ModelConfig) -> Result<ModelConfig> {
     let mut ref_cfg = cfg.clone();
     ref_cfg.model.init_from = Some(dir.to_path_buf());
-    let r = ModelConfig::resolve(&ref_cfg, model.vocab_size())?;
+    // Its vocabulary is checked against the model's below (not the tokenizer's, by name).
+    let r = ModelConfig::resolve(&ref_cfg, 0)?;
     if r.vocab_size() != model.vocab_size() {
         return Err(Error::Config(format!(
             "data.ref_model {}: a vocabulary of {} tokens, the model's has {}",
