@@ -309,6 +309,16 @@ impl DataSection {
             ("packing", self.packing.is_some()),
             ("packing_strategy", self.packing_strategy.is_some()),
             ("loss_type", self.loss_type.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .chain(self.dpo_keys())
+        .collect()
+    }
+
+    /// The keys only preference records (DPO) read that are set, by name.
+    pub fn dpo_keys(&self) -> Vec<&'static str> {
+        [
             ("beta", self.beta.is_some()),
             ("loss_weights", self.loss_weights.is_some()),
             ("label_smoothing", self.label_smoothing.is_some()),

@@ -759,22 +759,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                         (Task::Dpo(set), n, t)
                     }
                     false => {
-                        let d = &cfg.data;
-                        let dpo_keys = [
-                            ("beta", d.beta.is_some()),
-                            ("loss_weights", d.loss_weights.is_some()),
-                            ("label_smoothing", d.label_smoothing.is_some()),
-                            ("discopop_tau", d.discopop_tau.is_some()),
-                            ("f_divergence_type", d.f_divergence_type.is_some()),
-                            (
-                                "f_alpha_divergence_coef",
-                                d.f_alpha_divergence_coef.is_some(),
-                            ),
-                            ("ld_alpha", d.ld_alpha.is_some()),
-                            ("use_weighting", d.use_weighting.is_some()),
-                            ("ref_model", d.ref_model.is_some()),
-                        ];
-                        if let Some((k, _)) = dpo_keys.iter().find(|(_, set)| *set) {
+                        if let Some(k) = cfg.data.dpo_keys().first() {
                             return Err(Error::Config(format!(
                                 "data.{k} is DPO's; {} holds no preference records (chosen, \
                                  rejected)",
