@@ -26,10 +26,6 @@ impl Packing {
     /// rows of attention are never empty. Lengths that are zero or overflow the row are errors.
     pub fn new(lengths: &[Vec<usize>], t: usize, device: &Device) -> Result<Self> {
         let b = lengths.len();
-        let mut positions = vec![0u32; b * t];
-        // Each token's sequence, numbered along its row: the host sends B·T numbers and the
-        // (B, T, T) mask is made where it is used.
-        let mut sequence = vec![0u32; b * t];
         let mut span = 0;
         for (r, row) in lengths.iter().enumerate() {
             let used: usize = row.iter().sum();
@@ -39,16 +35,25 @@ impl Packing {
                 )));
             }
             let pad = (used < t).then_some(t - used);
-            let mut start = 0;
-            for (k, len) in row.iter().copied().chain(pad).enumerate() {
-                for i in 0..len {
-                    positions[r * t + start + i] = i as u32;
-                    sequence[r * t + start + i] = k as u32;
-                }
-                span = span.max(len);
-                start += len;
-            }
+            span = row.iter().copied().chain(pad).fold(span, usize::max);
         }
+        let rows: Vec<&[usize]> = lengths.iter().map(Vec::as_slice).collect();
+        let positions = lantern_kernels::packed_positions(&rows, t);
+        // Each token's sequence, numbered along its row (one more where a position restarts
+        // at 0): the host sends B·T numbers and the (B, T, T) mask is made where it is used.
+        let mut k = 0u32;
+        let sequence: Vec<u32> = positions
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                k = match (i % t, p) {
+                    (0, _) => 0,
+                    (_, 0) => k + 1,
+                    _ => k,
+                };
+                k
+            })
+            .collect();
         // Key j is visible to query i when both are in one sequence and j <= i.
         let sequence = Tensor::from_vec(sequence, (b, t), device)?;
         let same = sequence
