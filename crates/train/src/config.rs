@@ -263,9 +263,9 @@ impl LossTypes {
     }
 }
 
-/// How a causal LM's loss weighs each target token (TRL's `loss_type` for SFT).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How a causal LM's loss weighs each target token (TRL's `loss_type` for SFT, read from
+/// `data.loss_type` by [`TokenLoss::of`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum TokenLoss {
     /// The negative log-likelihood of every target.
     #[default]
