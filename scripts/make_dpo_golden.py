@@ -65,6 +65,9 @@ LOSSES = {
                           "loss_weights": [1.0, 0.05]}),
     # Not a DPOConfig setting: the reference model's folder, relative to --out.
     "text-ref": ("text", {"ref_model": "ref-model"}),
+    # Rows longer than max_length keep their end: prompts that fill it are kept, cut.
+    "conversational-keep-end": ("conversational", {"truncation_mode": "keep_end",
+                                                   "max_length": 40}),
 }
 
 
@@ -107,10 +110,11 @@ def run(model_dir, layout_dir, train, val, dpo_args):
     ref_dir = os.path.join(os.path.dirname(layout_dir), dpo_args["ref_model"]) \
         if "ref_model" in dpo_args else model_dir
     ref = AutoModelForCausalLM.from_pretrained(ref_dir, dtype=torch.float32)
-    config_args = {k: v for k, v in dpo_args.items() if k != "ref_model"}
+    config_args = {"max_length": MAX_LENGTH,
+                   **{k: v for k, v in dpo_args.items() if k != "ref_model"}}
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
-            output_dir=tmp, max_length=MAX_LENGTH, beta=BETA, **config_args,
+            output_dir=tmp, beta=BETA, **config_args,
             per_device_train_batch_size=4 * len(train), per_device_eval_batch_size=4 * len(val),
             max_steps=STEPS, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
             weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
@@ -132,7 +136,8 @@ def run(model_dir, layout_dir, train, val, dpo_args):
     assert len(evals) == STEPS + 1 and len(train_losses) == STEPS, (evals, train_losses)
     out = {**prepared, "eval_loss": [e["eval_loss"] for e in evals],
            "eval_reward_accuracy": [e["eval_rewards/accuracies"] for e in evals],
-           "train_loss": train_losses, "max_length": MAX_LENGTH, "steps": STEPS, "lr": LR,
+           "train_loss": train_losses, "max_length": config_args["max_length"], "steps": STEPS,
+           "lr": LR,
            "beta": BETA, "dpo_args": dpo_args}
     with open(os.path.join(layout_dir, "expected.json"), "w") as f:
         json.dump(out, f)

@@ -286,7 +286,9 @@ def run(model_dir, layout_dir, train, val, max_length=MAX_LENGTH, **extra):
                    "eval_mean_token_accuracy": [e["eval_mean_token_accuracy"] for e in evals],
                    "max_length": max_length, "steps": STEPS, "lr": LR,
                    "packing": extra.get("packing_strategy") if extra.get("packing") else None,
-                   "loss_type": extra.get("loss_type", "nll"), "train_loss": train_losses}, f)
+                   "loss_type": extra.get("loss_type", "nll"),
+                   "truncation_mode": extra.get("truncation_mode", "keep_start"),
+                   "train_loss": train_losses}, f)
     return prepared, losses
 
 
@@ -310,6 +312,9 @@ def main():
         "text-packed-split": ("text", dict(packing=True, packing_strategy="bfd_split", max_length=48)),
         "messages-packed-wrapped": ("messages", dict(packing=True, packing_strategy="wrapped")),
         "prompt-completion-dft": ("prompt-completion", dict(loss_type="dft")),
+        # Long examples keep their end: the prompt's start is cut, the completion survives.
+        "prompt-completion-keep-end": ("prompt-completion",
+                                       dict(truncation_mode="keep_end", max_length=20)),
     }
     for layout in ("text", "prompt-completion", "messages", "conv-prompt-completion",
                    "messages-assistant", *packed):

@@ -11,8 +11,9 @@
 //! accuracy its evaluations gave before and after each step. More layouts train with TRL's
 //! other settings (`dpo_args` in their `expected.json`): its other losses (`loss_type`,
 //! weighted sums with `loss_weights`, `label_smoothing`, every loss in some layout), the
-//! f-divergences, LD-DPO's `ld_alpha`, WPO's `use_weighting`, and a reference model other
-//! than the initial one (`ref_model`).
+//! f-divergences, LD-DPO's `ld_alpha`, WPO's `use_weighting`, a reference model other than
+//! the initial one (`ref_model`), and rows that keep their end (`truncation_mode = "keep_end"`,
+//! none of whose examples are dropped).
 
 use lantern_train::config::RunConfig;
 use lantern_train::dpo::DpoSet;
@@ -23,7 +24,7 @@ use std::path::Path;
 mod common;
 use common::{golden_dir, read_json};
 
-const LAYOUTS: [&str; 15] = [
+const LAYOUTS: [&str; 16] = [
     "text",
     "text-implicit",
     "conversational",
@@ -39,6 +40,7 @@ const LAYOUTS: [&str; 15] = [
     "conversational-rpo",
     "text-wpo",
     "text-ref",
+    "conversational-keep-end",
 ];
 
 /// The run config of `layout`'s golden: its records, `batch` preferences a step, TRL's recipe.
@@ -50,6 +52,8 @@ fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> RunConfig
         .unwrap()
         .iter()
         .map(|(k, v)| match k.as_str() {
+            // Written below with the recipe's.
+            "max_length" => String::new(),
             // A folder beside the layouts.
             "ref_model" => format!(
                 "{k} = \"{}\"\n",

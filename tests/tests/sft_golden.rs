@@ -17,7 +17,9 @@
 //! TRL trains padding-free (positions restarting in each sequence, attention within it),
 //! `bfd_split` and `wrapped`. Our rows must be TRL's, with its `seq_lengths`, and the losses
 //! as above, on both attention paths (the composite one with the packing's mask, the fused one
-//! bounded by the positions). One more trains with TRL's `loss_type = "dft"`.
+//! bounded by the positions). One more trains with TRL's `loss_type = "dft"`, and one keeps
+//! the end of examples longer than `max_length` (`truncation_mode = "keep_end"`: the prompt's
+//! start cut, every completion kept).
 
 use lantern_train::config::RunConfig;
 use lantern_train::sft::SftSet;
@@ -28,7 +30,7 @@ use std::path::Path;
 mod common;
 use common::{golden_dir, read_json};
 
-const LAYOUTS: [&str; 9] = [
+const LAYOUTS: [&str; 10] = [
     "text",
     "prompt-completion",
     "messages",
@@ -38,6 +40,7 @@ const LAYOUTS: [&str; 9] = [
     "text-packed-split",
     "messages-packed-wrapped",
     "prompt-completion-dft",
+    "prompt-completion-keep-end",
 ];
 
 /// The run config of `layout`'s golden: its records, `batch` examples a step, TRL's recipe.
@@ -70,8 +73,9 @@ fn config_with(
         None => String::new(),
     };
     let loss_type = format!(
-        "loss_type = \"{}\"",
-        expected["loss_type"].as_str().unwrap()
+        "loss_type = \"{}\"\ntruncation_mode = \"{}\"",
+        expected["loss_type"].as_str().unwrap(),
+        expected["truncation_mode"].as_str().unwrap()
     );
     let text = format!(
         r#"

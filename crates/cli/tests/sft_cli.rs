@@ -194,6 +194,28 @@ fn bad_sft_input_names_the_file_and_line() {
     );
     let e = lantern_err(&["train", "--config", &s(&cfg), "--set", "data.maxlen=3"]);
     assert!(e.contains("data.maxlen"), "{e}");
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        "data.truncation_mode=\"keep_middle\"",
+    ]);
+    assert!(
+        e.contains("truncation_mode") && e.contains("keep_end"),
+        "{e}"
+    );
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        "data.truncation_mode=\"keep_end\"",
+        "--set",
+        "data.packing=true",
+    ]);
+    assert!(e.contains("keep_end\" with data.packing"), "{e}");
+    assert!(!run.join("checkpoints").exists());
 }
 
 /// Two ranks under the launcher fine-tune as one process with their whole batch: the same

@@ -14,7 +14,8 @@
 //! with the generation prompt) and tokenized without (the template writes them). The
 //! completions start where the prompt's tokens and prompt + chosen's, or prompt + rejected's,
 //! first differ, whichever is earlier (`common_prefix_length`). Examples whose prompt alone
-//! fills `max_length` are dropped (nothing of their completions would be left).
+//! fills `max_length` are dropped when sequences keep their start (nothing of their
+//! completions would be left); with [`Truncation::KeepEnd`] none are.
 
 use std::path::Path;
 
@@ -27,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::labelled::bad;
 use crate::sft::{
     check_vocab, common_prefix, encode, jsonl_text, record_field, record_messages, record_object,
-    record_tools,
+    record_tools, Truncation,
 };
 
 /// One tokenized preference: the prompt's tokens and each completion's after it.
@@ -43,9 +44,11 @@ pub struct PreferenceExample {
 /// How records become examples.
 #[derive(Debug, Clone)]
 pub struct PreferenceOptions<'a> {
-    /// Prompt + completion is cut to this many tokens when batched (TRL's `max_length`,
-    /// keeping the start); a prompt of this many tokens or more drops its example.
+    /// Prompt + completion is cut to this many tokens when batched (TRL's `max_length`); a
+    /// prompt of this many tokens or more drops its example when the start is kept.
     pub max_length: usize,
+    /// Which end of a long prompt + completion is kept (TRL's `truncation_mode`).
+    pub truncation: Truncation,
     /// The end-of-sequence token appended to plain-text completions.
     pub eos_token: Option<&'a str>,
     /// The chat template conversational records are rendered with.
@@ -219,7 +222,7 @@ pub fn read_preferences(
             check_vocab(path, n, ids, opts.vocab_size)?;
         }
         let at = common_prefix(&prompt, &pc).min(common_prefix(&prompt, &pr));
-        if at >= opts.max_length {
+        if at >= opts.max_length && opts.truncation == Truncation::KeepStart {
             data.dropped += 1;
             continue;
         }

@@ -14,18 +14,50 @@
 //! the prompt alone and of prompt + completion first differ (`common_prefix_length`);
 //! conversations are rendered by the template and tokenized without special tokens (the
 //! template writes them). Examples longer than `max_length` keep their first `max_length`
-//! tokens; an example left with no trained token after its first is dropped (it has nothing to
-//! predict).
+//! tokens, or their last with [`Truncation::KeepEnd`] (TRL's `truncation_mode`); an example
+//! left with no trained token after its first is dropped (it has nothing to predict).
 
+use std::ops::Range;
 use std::path::Path;
 
 use minijinja::value::ValueKind;
 use minijinja::Value as JValue;
+use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::chat::{ChatTemplate, Message};
 use crate::error::{Error, Result};
 use crate::labelled::bad;
+
+/// Which end of a sequence longer than `max_length` is kept (TRL's `truncation_mode`, of
+/// `SFTConfig` and `DPOConfig` alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Truncation {
+    /// The first `max_length` tokens (TRL's default).
+    #[default]
+    KeepStart,
+    /// The last `max_length` tokens: the end of a long completion survives a long prompt.
+    KeepEnd,
+}
+
+impl Truncation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KeepStart => "keep_start",
+            Self::KeepEnd => "keep_end",
+        }
+    }
+
+    /// The positions of a sequence of `len` tokens that are kept at `max_length` (Python's
+    /// `[:max_length]` or `[-max_length:]`).
+    pub fn kept(self, len: usize, max_length: usize) -> Range<usize> {
+        match self {
+            Self::KeepStart => 0..len.min(max_length),
+            Self::KeepEnd => len.saturating_sub(max_length)..len,
+        }
+    }
+}
 
 /// One tokenized example: `ids` and, per token, whether the loss is taken there (TRL's labels
 /// other than -100). The loss of position i predicts token i + 1 where `trained[i + 1]`.
@@ -98,11 +130,13 @@ impl SftFormat {
 pub struct SftOptions<'a> {
     /// The text field of language-modeling records (TRL's `dataset_text_field`).
     pub text_field: &'a str,
-    /// Truncation length in tokens (TRL's `max_length`, keeping the start).
+    /// Truncation length in tokens (TRL's `max_length`).
     pub max_length: usize,
     /// Cut examples to `max_length` and drop those left with nothing to train on. Off for
     /// packing, which cuts (or splits) examples itself and, as TRL's, keeps every one.
     pub truncate: bool,
+    /// Which end of a long example is kept.
+    pub truncation: Truncation,
     /// Train on the completion only (prompt-completion records); TRL's `completion_only_loss`
     /// (its default `None` is `true` here).
     pub completion_only_loss: bool,
@@ -353,8 +387,9 @@ pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Re
         let (mut ids, mut trained) = tokenize(path, n, record, tokenizer, opts)?;
         check_vocab(path, n, &ids, opts.vocab_size)?;
         if opts.truncate && ids.len() > opts.max_length {
-            ids.truncate(opts.max_length);
-            trained.truncate(opts.max_length);
+            let keep = opts.truncation.kept(ids.len(), opts.max_length);
+            ids = ids[keep.clone()].to_vec();
+            trained = trained[keep].to_vec();
             data.truncated += 1;
         }
         let ex = SftExample::new(ids, trained, n);
@@ -557,6 +592,7 @@ mod tests {
             text_field: "text",
             max_length: 64,
             truncate: true,
+            truncation: Truncation::KeepStart,
             completion_only_loss: true,
             eos_token: Some("<eos>"),
             chat_template: None,
@@ -646,6 +682,41 @@ mod tests {
         .unwrap();
         assert_eq!((d.truncated, d.dropped, d.examples.len()), (0, 0, 2));
         assert_eq!(d.examples[0].ids.len(), 8);
+    }
+
+    #[test]
+    fn keep_end_keeps_the_last_tokens_and_their_mask() {
+        let o = SftOptions {
+            max_length: 4,
+            truncation: Truncation::KeepEnd,
+            ..opts()
+        };
+        // A prompt that alone fills max_length no longer drops its example: its completion's
+        // end is what is kept.
+        let d = read(
+            "{\"prompt\": \"what is the sky\", \"completion\": \" red\"}\n\
+             {\"prompt\": \"what\", \"completion\": \" is red\"}\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!((d.truncated, d.dropped), (2, 0));
+        // [<bos> what is the sky red <eos>] -> its last 4.
+        assert_eq!(d.examples[0].ids, [7, 8, 5, 1]);
+        assert_eq!(d.examples[0].trained, [false, false, true, true]);
+        // [<bos> what is red <eos>] -> [what is red <eos>]: the first kept token is no target.
+        assert_eq!(d.examples[1].ids, [3, 4, 5, 1]);
+        assert_eq!(d.examples[1].trained, [false, true, true, true]);
+        assert_eq!(d.targets(), 2 + 3);
+        // A completion longer than max_length: all of it trained, none of it a prompt.
+        let d = read(
+            "{\"prompt\": \"what\", \"completion\": \" is the sky blue ?\"}\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!(d.examples[0].ids, [8, 6, 9, 1]);
+        assert!(d.examples[0].trained.iter().all(|&t| t));
+        assert_eq!(Truncation::KeepEnd.kept(3, 4), 0..3);
+        assert_eq!(Truncation::KeepStart.kept(9, 4), 0..4);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::dpo::DpoLoss;
 use crate::{Error, Result};
 use lantern_data::packing::PackingStrategy;
+use lantern_data::sft::Truncation;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -152,10 +153,14 @@ pub struct DataSection {
     /// SFT: the share of `train` held out when there is no `validation` file (default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_fraction: Option<f64>,
-    /// SFT: truncation length in tokens, keeping the start (TRL's `max_length`; default 1024,
-    /// or the model's context if shorter). Batches are padded to their longest example.
+    /// SFT and DPO: truncation length in tokens (TRL's `max_length`; default 1024, or the
+    /// model's context if shorter). Batches are padded to their longest example.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<usize>,
+    /// SFT and DPO: which end of a longer sequence is kept, `keep_start` (default) or
+    /// `keep_end` (TRL's `truncation_mode`). Not with packing, which cuts rows itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation_mode: Option<Truncation>,
     /// SFT: the field of language-modeling records (TRL's `dataset_text_field`; default
     /// `text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -300,6 +305,7 @@ impl DataSection {
             ("validation", self.validation.is_some()),
             ("val_fraction", self.val_fraction.is_some()),
             ("max_length", self.max_length.is_some()),
+            ("truncation_mode", self.truncation_mode.is_some()),
             ("text_field", self.text_field.is_some()),
             ("completion_only_loss", self.completion_only_loss.is_some()),
             ("assistant_only_loss", self.assistant_only_loss.is_some()),

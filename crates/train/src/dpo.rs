@@ -27,6 +27,7 @@ use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use lantern_data::dpo::{read_preferences, PreferenceData, PreferenceExample, PreferenceOptions};
+use lantern_data::sft::Truncation;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokenizers::Tokenizer;
@@ -487,6 +488,8 @@ pub struct DpoSet {
     ref_val: Vec<[f32; 2]>,
     pub pad: u32,
     pub max_length: usize,
+    /// Which end of a prompt + completion longer than `max_length` is kept.
+    pub truncation: Truncation,
     pub loss: Arc<PreferenceLoss>,
     /// LD-DPO's weight of the completion tokens past the shorter completion's count.
     pub ld_alpha: Option<f64>,
@@ -543,6 +546,7 @@ impl DpoSet {
         let tk = Tokenization::of(cfg, (tokenizer, tokenizer_path), eos_id, context)?;
         let opts = PreferenceOptions {
             max_length: tk.max_length,
+            truncation: tk.truncation,
             eos_token: tk.eos.as_deref(),
             chat_template: tk.template.as_ref(),
             vocab_size: vocab,
@@ -579,6 +583,7 @@ impl DpoSet {
             val,
             pad: tk.pad(tokenizer),
             max_length: tk.max_length,
+            truncation: tk.truncation,
             loss,
             ld_alpha: d.ld_alpha,
             conversational,
@@ -670,8 +675,9 @@ impl DpoSet {
     }
 
     /// B preferences as 2B rows (chosen then rejected), each prompt + completion cut to
-    /// `max_length` and padded on the right to the longest; a row reads all its tokens but the
-    /// last and predicts all but the first, the loss weighing completion tokens only.
+    /// `max_length` (its start or its end kept) and padded on the right to the longest; a row
+    /// reads all its tokens but the last and predicts all but the first, the loss weighing
+    /// completion tokens only.
     fn rows(
         &self,
         rows: &[&PreferenceExample],
@@ -683,9 +689,11 @@ impl DpoSet {
             .flat_map(|&rejected| {
                 rows.iter().map(move |e| {
                     let c = if rejected { &e.rejected } else { &e.chosen };
-                    let mut s: Vec<u32> = e.prompt.iter().chain(c).copied().collect();
-                    s.truncate(self.max_length);
-                    (s, e.prompt.len())
+                    let s: Vec<u32> = e.prompt.iter().chain(c).copied().collect();
+                    let keep = self.truncation.kept(s.len(), self.max_length);
+                    // The prompt's tokens left at the start of the kept ones.
+                    let prompt = e.prompt.len().saturating_sub(keep.start);
+                    (s[keep].to_vec(), prompt)
                 })
             })
             .collect();
@@ -765,7 +773,10 @@ impl DpoSet {
             self.loss.describe(),
             self.ld_alpha
                 .map_or(String::new(), |a| format!(", ld_alpha {a}"))
-        )
+        ) + match self.truncation {
+            Truncation::KeepStart => "",
+            Truncation::KeepEnd => ", keeping the end of long rows",
+        }
     }
 }
 
@@ -781,6 +792,7 @@ mod tests {
             ref_val: Vec::new(),
             pad: 0,
             max_length,
+            truncation: Truncation::KeepStart,
             loss: Arc::new(PreferenceLoss {
                 terms: vec![(DpoLoss::Sigmoid, 1.0)],
                 beta: 0.1,
@@ -838,6 +850,42 @@ mod tests {
             p.reference.unwrap().to_vec1::<f32>().unwrap(),
             [-1.0, -3.0, -2.0, -4.0]
         );
+    }
+
+    /// `keep_end`: each row's last max_length tokens, the completion mask cut with them (a
+    /// prompt cut away entirely leaves the first kept token untargeted, as every row's first).
+    #[test]
+    fn keep_end_cuts_each_rows_start() {
+        let mut s = set(
+            vec![
+                ex(&[1, 2, 3], &[4, 5], &[6]),
+                ex(&[7], &[8, 9, 10, 11, 12], &[13]),
+            ],
+            4,
+        );
+        s.truncation = Truncation::KeepEnd;
+        let refs = [[0.0; 2]; 2];
+        let rows: Vec<&PreferenceExample> = s.train.iter().collect();
+        let b = s.rows(&rows, Some(&refs), &Device::Cpu).unwrap();
+        // Rows [2 3 4 5], [9 10 11 12], [1 2 3 6], [7 13]: inputs all but the last.
+        assert_eq!(
+            b.ids.to_vec2::<u32>().unwrap(),
+            [[2, 3, 4], [9, 10, 11], [1, 2, 3], [7, 0, 0]]
+        );
+        assert_eq!(
+            b.targets.to_vec1::<u32>().unwrap(),
+            [3, 4, 5, 10, 11, 12, 2, 3, 6, 13, 0, 0]
+        );
+        assert_eq!(
+            b.weights.unwrap().to_vec1::<f32>().unwrap(),
+            [0., 1., 1., 1., 1., 1., 0., 0., 1., 1., 0., 0.]
+        );
+        // Completion tokens in the loss: 2, 3 (its first is no target), 1, 1.
+        assert_eq!(
+            b.pairs.unwrap().lengths.to_vec1::<f32>().unwrap(),
+            [2., 3., 1., 1.]
+        );
+        assert_eq!(s.tokens_of(&s.train[1]), 3 + 1);
     }
 
     fn loss_of(keys: &[&str]) -> Result<PreferenceLoss> {

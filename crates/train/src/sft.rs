@@ -31,7 +31,7 @@ use candle_core::{Device, Tensor};
 use lantern_data::chat::{read_tokenizer_config, special_token, ChatTemplate};
 use lantern_data::labelled::{length_grouped, permutation, split_indices};
 use lantern_data::packing::{pack, PackingStrategy};
-use lantern_data::sft::{read_sft, SftData, SftExample, SftFormat, SftOptions};
+use lantern_data::sft::{read_sft, SftData, SftExample, SftFormat, SftOptions, Truncation};
 use lantern_kernels::Rng;
 use lantern_models::Packing;
 use std::path::{Path, PathBuf};
@@ -82,10 +82,18 @@ impl SftSet {
             .packing
             .unwrap_or(false)
             .then(|| d.packing_strategy.unwrap_or_default());
+        if packing.is_some() && tk.truncation == Truncation::KeepEnd {
+            return Err(Error::Config(
+                "data.truncation_mode = \"keep_end\" with data.packing: packing cuts (or \
+                 splits) examples into rows itself, keeping their start; leave one of them out"
+                    .into(),
+            ));
+        }
         let opts = SftOptions {
             text_field,
             max_length,
             truncate: packing.is_none(),
+            truncation: tk.truncation,
             completion_only_loss: d.completion_only_loss.unwrap_or(true),
             eos_token: tk.eos.as_deref(),
             chat_template: tk.template.as_ref(),
@@ -286,6 +294,8 @@ pub(crate) struct Tokenization {
     pub template: Option<ChatTemplate>,
     /// `data.max_length` (default TRL's 1024, or the model's `context` if shorter).
     pub max_length: usize,
+    /// `data.truncation_mode`.
+    pub truncation: Truncation,
 }
 
 impl Tokenization {
@@ -335,6 +345,7 @@ impl Tokenization {
             eos,
             template,
             max_length,
+            truncation: d.truncation_mode.unwrap_or_default(),
         })
     }
 
