@@ -23,8 +23,9 @@ author, the rejected one the next record's. For each layout, `<out>/<layout>/`:
 More layouts train with TRL's other settings (`LOSSES` below, written to `expected.json` as
 `dpo_args`): its other losses (`loss_type`, with `loss_weights` for the sums, and
 `label_smoothing`), the f-divergences (`f_divergence_type`, `f_alpha_divergence_coef`) and
-LD-DPO's `ld_alpha`, WPO's `use_weighting`, and a reference model of its own (`ref_model`:
-`<out>/ref-model/`, the SFT golden's model with its weights perturbed, seeded).
+LD-DPO's `ld_alpha`, WPO's `use_weighting`, a reference model of its own (`ref_model`:
+`<out>/ref-model/`, the SFT golden's model with its weights perturbed, seeded), TR-DPO's
+`sync_ref_model` and `truncation_mode`.
 """
 import argparse
 import json
@@ -65,6 +66,11 @@ LOSSES = {
                           "loss_weights": [1.0, 0.05]}),
     # Not a DPOConfig setting: the reference model's folder, relative to --out.
     "text-ref": ("text", {"ref_model": "ref-model"}),
+    # TR-DPO: the reference moved toward the policy after steps 2, 4 and 6 (before the
+    # evaluations that follow them); then from a reference of its own, after steps 3 and 6.
+    "text-sync": ("text", {"sync_ref_model": True, "ref_model_sync_steps": 2}),
+    "text-ref-sync": ("text", {"ref_model": "ref-model", "sync_ref_model": True,
+                               "ref_model_mixup_alpha": 0.3, "ref_model_sync_steps": 3}),
     # Rows longer than max_length keep their end: prompts that fill it are kept, cut.
     "conversational-keep-end": ("conversational", {"truncation_mode": "keep_end",
                                                    "max_length": 40}),

@@ -12,8 +12,9 @@
 //! other settings (`dpo_args` in their `expected.json`): its other losses (`loss_type`,
 //! weighted sums with `loss_weights`, `label_smoothing`, every loss in some layout), the
 //! f-divergences, LD-DPO's `ld_alpha`, WPO's `use_weighting`, a reference model other than
-//! the initial one (`ref_model`), and rows that keep their end (`truncation_mode = "keep_end"`,
-//! none of whose examples are dropped).
+//! the initial one (`ref_model`), TR-DPO's reference moved toward the policy
+//! (`sync_ref_model`, from the initial model and from one of its own), and rows that keep their
+//! end (`truncation_mode = "keep_end"`, none of whose examples are dropped).
 
 use lantern_train::config::RunConfig;
 use lantern_train::dpo::DpoSet;
@@ -24,7 +25,7 @@ use std::path::Path;
 mod common;
 use common::{golden_dir, read_json};
 
-const LAYOUTS: [&str; 16] = [
+const LAYOUTS: [&str; 18] = [
     "text",
     "text-implicit",
     "conversational",
@@ -41,6 +42,8 @@ const LAYOUTS: [&str; 16] = [
     "text-wpo",
     "text-ref",
     "conversational-keep-end",
+    "text-sync",
+    "text-ref-sync",
 ];
 
 /// The run config of `layout`'s golden: its records, `batch` preferences a step, TRL's recipe.

@@ -1,7 +1,8 @@
 //! DPO through the binary (`lantern train` with preference records in `data.train`): a run cut
 //! short and resumed ends byte for byte as the run that was not (the reference is computed
-//! again from the same weights), LoRA's reference is the pretrained model (the first step's
-//! loss is ln 2), and bad input fails naming the file, line or key.
+//! again from the same weights; TR-DPO's moved reference is read back from the checkpoint),
+//! LoRA's reference is the pretrained model (the first step's loss is ln 2), and bad input
+//! fails naming the file, line or key.
 
 mod common;
 use common::*;
@@ -42,6 +43,85 @@ dir = "{run}"
     write_config(dir, "dpo", run, &text)
 }
 
+/// `train --config cfg` with each of `sets` as a `--set`, then `extra`.
+fn train_args(cfg: &Path, sets: &[&str], extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["train".to_string(), "--config".into(), s(cfg)];
+    for set in sets {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Runs `layout` with `sets` straight and stopped after step 2 then resumed; the files of both
+/// runs' last checkpoints must be the same bytes. Returns the straight run's folder.
+fn straight_and_resumed(tmp: &Path, layout: &str, sets: &[&str], files: &[&str]) -> PathBuf {
+    let straight = tmp.join("straight");
+    let cfg = dpo_config(tmp, &straight, layout, "");
+    lantern_ok(&strs(&train_args(&cfg, sets, &["--quiet"])));
+    let split = tmp.join("split");
+    let cfg = dpo_config(tmp, &split, layout, "");
+    lantern_ok(&strs(&train_args(
+        &cfg,
+        sets,
+        &["--quiet", "--stop-after", "2"],
+    )));
+    lantern_ok(&strs(&train_args(&cfg, sets, &["--quiet", "--resume"])));
+    let file = |d: &Path, f: &str| std::fs::read(newest_checkpoint(d).join(f)).unwrap();
+    for f in files {
+        assert!(
+            file(&straight, f) == file(&split, f),
+            "{f} differs after the resume"
+        );
+    }
+    straight
+}
+
+/// TR-DPO (`data.sync_ref_model`, the reference moved after every step): the checkpoint holds
+/// the moved reference and a resume continues from it, byte for byte. A resume that started
+/// from the initial reference again would train against another one.
+#[test]
+fn a_tr_dpo_run_resumes_byte_for_byte_with_its_moved_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [
+        "data.sync_ref_model=true",
+        "data.ref_model_sync_steps=1",
+        "data.ref_model_mixup_alpha=0.5",
+    ];
+    let files = [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "reference.safetensors",
+    ];
+    let straight = straight_and_resumed(tmp.path(), "text", &sets, &files);
+    // The reference moved: not the initial weights, not the policy's.
+    let ckpt = newest_checkpoint(&straight);
+    let reference = std::fs::read(ckpt.join("reference.safetensors")).unwrap();
+    assert!(reference != std::fs::read(ckpt.join("model.safetensors")).unwrap());
+    assert!(reference != std::fs::read(golden("sft/model/model.safetensors")).unwrap());
+    // Only the first step starts at its reference (ln 2); after it the reference is half-way.
+    let loss = metric_values(&straight, "train", "loss");
+    assert!((loss[0] - std::f64::consts::LN_2).abs() < 1e-6, "{loss:?}");
+    // Without sync_ref_model no reference is written.
+    let plain = tmp.path().join("plain");
+    let cfg = dpo_config(tmp.path(), &plain, "text", "");
+    lantern_ok(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--quiet",
+        "--stop-after",
+        "1",
+    ]);
+    assert!(!newest_checkpoint(&plain)
+        .join("reference.safetensors")
+        .exists());
+}
+
 #[test]
 fn a_dpo_run_resumes_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
@@ -58,18 +138,13 @@ fn a_dpo_run_resumes_byte_for_byte() {
         out.contains("dropped, their prompt filling max_length 64"),
         "{out}"
     );
-    let split = tmp.path().join("split");
-    let cfg = dpo_config(tmp.path(), &split, "conversational", "");
-    let args = ["train", "--config", &s(&cfg), "--quiet"];
-    lantern_ok(&[&args[..], &["--stop-after", "2"]].concat());
-    lantern_ok(&[&args[..], &["--resume"]].concat());
-    let file = |d: &Path, f: &str| std::fs::read(newest_checkpoint(d).join(f)).unwrap();
-    for f in ["model.safetensors", "optimizer.safetensors"] {
-        assert!(
-            file(&straight, f) == file(&split, f),
-            "{f} differs after the resume"
-        );
-    }
+    let tmp2 = tempfile::tempdir().unwrap();
+    straight_and_resumed(
+        tmp2.path(),
+        "conversational",
+        &[],
+        &["model.safetensors", "optimizer.safetensors"],
+    );
     // The first step starts at the reference: every margin 0, the loss ln 2.
     let loss = metric_values(&straight, "train", "loss");
     assert!((loss[0] - std::f64::consts::LN_2).abs() < 1e-6, "{loss:?}");
@@ -110,7 +185,7 @@ fn bad_dpo_input_names_the_file_line_or_key() {
     let bad = format!("data.train=\"{}\"", s(&data.join("train.jsonl")));
     let sft = format!("data.train=\"{}\"", s(&golden("sft/text/train.jsonl")));
     let other_vocab = format!("data.ref_model=\"{}\"", s(&golden("llama3_rope")));
-    let cases: [(&[&str], &[&str]); 9] = [
+    let cases: [(&[&str], &[&str]); 13] = [
         (&[&bad], &["train.jsonl: line 2", "\"rejected\" is missing"]),
         (
             &["data.packing=true"],
@@ -130,6 +205,23 @@ fn bad_dpo_input_names_the_file_line_or_key() {
             &["exo_pair loss needs data.label_smoothing"],
         ),
         (&["data.ld_alpha=1.5"], &["data.ld_alpha must be in [0, 1]"]),
+        // TR-DPO's settings without it, out of range, with LoRA.
+        (
+            &["data.ref_model_sync_steps=4"],
+            &["data.ref_model_sync_steps is read only with data.sync_ref_model = true"],
+        ),
+        (
+            &["data.sync_ref_model=true", "data.ref_model_mixup_alpha=1.5"],
+            &["data.ref_model_mixup_alpha must be in [0, 1]"],
+        ),
+        (
+            &["data.sync_ref_model=true", "data.ref_model_sync_steps=0"],
+            &["data.ref_model_sync_steps must be at least 1"],
+        ),
+        (
+            &["data.sync_ref_model=true", "lora.r=4"],
+            &["data.sync_ref_model with [lora]"],
+        ),
         // A reference of another vocabulary.
         (
             &[&other_vocab],
@@ -140,12 +232,7 @@ fn bad_dpo_input_names_the_file_line_or_key() {
         ),
     ];
     for (sets, want) in cases {
-        let mut args = vec!["train".to_string(), "--config".into(), s(&cfg)];
-        for set in sets {
-            args.extend(["--set".to_string(), set.to_string()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let e = lantern_err(&args);
+        let e = lantern_err(&strs(&train_args(&cfg, sets, &[])));
         assert!(want.iter().all(|w| e.contains(w)), "{sets:?}: {e}");
     }
     assert!(!run.join("checkpoints").exists());

@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
+/// DPO with `data.sync_ref_model`: the moved reference's weights (HF names, f32), which a
+/// resume continues from.
+pub const REFERENCE_FILE: &str = "reference.safetensors";
 pub const STATE_VERSION: u32 = 1;
 const TMP_PREFIX: &str = ".tmp-";
 /// A checkpoint moved aside while the same step is written again (see [`save`]).

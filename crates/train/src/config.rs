@@ -233,6 +233,18 @@ pub struct DataSection {
     /// loaded (with `[lora]`: the base the adapters start from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ref_model: Option<PathBuf>,
+    /// DPO: TR-DPO, the reference moved toward the policy every `ref_model_sync_steps` steps
+    /// (TRL's `sync_ref_model`; default false; not with LoRA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_ref_model: Option<bool>,
+    /// DPO with `sync_ref_model`: the policy's share α of the new reference,
+    /// α·policy + (1 − α)·reference (TRL's `ref_model_mixup_alpha`; default 0.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_model_mixup_alpha: Option<f64>,
+    /// DPO with `sync_ref_model`: optimizer steps between two moves of the reference (TRL's
+    /// `ref_model_sync_steps`; default 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_model_sync_steps: Option<u64>,
 }
 
 /// `data.f_divergence_type`: how DPO scores a log-ratio u = π − ref (f-DPO, Wang et al.
@@ -337,6 +349,12 @@ impl DataSection {
             ("ld_alpha", self.ld_alpha.is_some()),
             ("use_weighting", self.use_weighting.is_some()),
             ("ref_model", self.ref_model.is_some()),
+            ("sync_ref_model", self.sync_ref_model.is_some()),
+            (
+                "ref_model_mixup_alpha",
+                self.ref_model_mixup_alpha.is_some(),
+            ),
+            ("ref_model_sync_steps", self.ref_model_sync_steps.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))

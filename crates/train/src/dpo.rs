@@ -28,6 +28,7 @@ use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use lantern_data::dpo::{read_preferences, PreferenceData, PreferenceExample, PreferenceOptions};
 use lantern_data::sft::Truncation;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokenizers::Tokenizer;
@@ -482,10 +483,13 @@ impl PreferenceLoss {
 pub struct DpoSet {
     pub train: Vec<PreferenceExample>,
     pub val: Vec<PreferenceExample>,
-    /// The reference's log-probabilities (chosen, rejected) of each example, filled by
-    /// [`DpoSet::compute_reference`].
-    ref_train: Vec<[f32; 2]>,
-    ref_val: Vec<[f32; 2]>,
+    /// The reference's log-probabilities (chosen, rejected) of each training and validation
+    /// example, filled by [`DpoSet::compute_reference`] (again after each of TR-DPO's syncs,
+    /// hence the cell: evaluations read the set meanwhile).
+    refs: RefCell<[Vec<[f32; 2]>; 2]>,
+    /// TR-DPO (`data.sync_ref_model`): the reference moves toward the policy every so many
+    /// steps.
+    pub sync: Option<RefSync>,
     pub pad: u32,
     pub max_length: usize,
     /// Which end of a prompt + completion longer than `max_length` is kept.
@@ -498,6 +502,67 @@ pub struct DpoSet {
     pub group: Option<usize>,
     /// What reading the files said, for the run's log.
     pub notes: Vec<String>,
+}
+
+/// TR-DPO (Gorbatovski et al. 2024; TRL's `sync_ref_model`): after every `steps` optimizer
+/// steps the reference becomes `alpha`·policy + (1 − `alpha`)·reference, parameter by
+/// parameter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefSync {
+    pub alpha: f64,
+    pub steps: u64,
+}
+
+/// TRL's `ref_model_mixup_alpha` default.
+pub const DEFAULT_MIXUP_ALPHA: f64 = 0.6;
+/// TRL's `ref_model_sync_steps` default.
+pub const DEFAULT_SYNC_STEPS: u64 = 512;
+
+impl RefSync {
+    /// `data.sync_ref_model` and its settings; `None` when it is off. The settings alone, an
+    /// α outside [0, 1], a period of 0 and LoRA (whose reference is the base under the
+    /// adapters, no model of its own to move; TRL refuses it too) are errors.
+    pub fn of(cfg: &RunConfig) -> Result<Option<Self>> {
+        let d = &cfg.data;
+        if !d.sync_ref_model.unwrap_or(false) {
+            let set = [
+                ("ref_model_mixup_alpha", d.ref_model_mixup_alpha.is_some()),
+                ("ref_model_sync_steps", d.ref_model_sync_steps.is_some()),
+            ];
+            return match set.iter().find(|(_, s)| *s) {
+                Some((k, _)) => Err(Error::Config(format!(
+                    "data.{k} is read only with data.sync_ref_model = true"
+                ))),
+                None => Ok(None),
+            };
+        }
+        let alpha = d.ref_model_mixup_alpha.unwrap_or(DEFAULT_MIXUP_ALPHA);
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(Error::Config(format!(
+                "data.ref_model_mixup_alpha must be in [0, 1], got {alpha}"
+            )));
+        }
+        let steps = d.ref_model_sync_steps.unwrap_or(DEFAULT_SYNC_STEPS);
+        if steps == 0 {
+            return Err(Error::Config(
+                "data.ref_model_sync_steps must be at least 1".into(),
+            ));
+        }
+        if cfg.lora.is_some() {
+            return Err(Error::Config(
+                "data.sync_ref_model with [lora]: the reference is the base model under the \
+                 adapters, with no weights of its own to move toward the policy; train without \
+                 LoRA or leave sync_ref_model out"
+                    .into(),
+            ));
+        }
+        Ok(Some(Self { alpha, steps }))
+    }
+
+    /// Whether the reference moves after optimizer step `step` (counted from 1).
+    pub fn due(&self, step: u64) -> bool {
+        step.is_multiple_of(self.steps)
+    }
 }
 
 /// SFT's keys that DPO has no use for.
@@ -577,8 +642,8 @@ impl DpoSet {
             |d| d.examples,
         )?;
         Ok(Self {
-            ref_train: Vec::new(),
-            ref_val: Vec::new(),
+            refs: Default::default(),
+            sync: RefSync::of(cfg)?,
             train,
             val,
             pad: tk.pad(tokenizer),
@@ -593,9 +658,9 @@ impl DpoSet {
     }
 
     /// The reference's log-probabilities of every example, by `model` (the `init_from`
-    /// weights, frozen), `b` preferences at a time.
+    /// weights, frozen, or TR-DPO's moved reference), `b` preferences at a time.
     pub fn compute_reference(
-        &mut self,
+        &self,
         model: &dyn LossModel,
         b: usize,
         device: &Device,
@@ -612,8 +677,7 @@ impl DpoSet {
             }
             Ok(out)
         };
-        let (t, v) = (of(&self.train)?, of(&self.val)?);
-        (self.ref_train, self.ref_val) = (t, v);
+        *self.refs.borrow_mut() = [of(&self.train)?, of(&self.val)?];
         Ok(())
     }
 
@@ -631,10 +695,7 @@ impl DpoSet {
     /// Training examples `idx` as one batch, with their reference log-probabilities.
     pub fn train_batch(&self, idx: &[usize], device: &Device) -> Result<Batch> {
         let rows: Vec<&PreferenceExample> = idx.iter().map(|&i| &self.train[i]).collect();
-        let refs: Vec<[f32; 2]> = idx
-            .iter()
-            .map(|&i| self.reference(&self.ref_train, i))
-            .collect();
+        let refs: Vec<[f32; 2]> = idx.iter().map(|&i| self.reference(0, i)).collect();
         self.rows(&rows, Some(&refs), device)
     }
 
@@ -647,15 +708,15 @@ impl DpoSet {
             return Ok(None);
         }
         let rows: Vec<&PreferenceExample> = self.val[from..to].iter().collect();
-        let refs: Vec<[f32; 2]> = (from..to)
-            .map(|i| self.reference(&self.ref_val, i))
-            .collect();
+        let refs: Vec<[f32; 2]> = (from..to).map(|i| self.reference(1, i)).collect();
         Ok(Some(self.rows(&rows, Some(&refs), device)?))
     }
 
-    fn reference(&self, refs: &[[f32; 2]], i: usize) -> [f32; 2] {
+    /// Example `i`'s reference log-probabilities, of the training (`split` 0) or validation
+    /// (1) examples.
+    fn reference(&self, split: usize, i: usize) -> [f32; 2] {
         // Filled before the first batch; an empty table is a bug of the caller.
-        *refs
+        *self.refs.borrow()[split]
             .get(i)
             .expect("the reference's log-probabilities are computed first")
     }
@@ -788,8 +849,8 @@ mod tests {
         DpoSet {
             train: examples,
             val: Vec::new(),
-            ref_train: Vec::new(),
-            ref_val: Vec::new(),
+            refs: Default::default(),
+            sync: None,
             pad: 0,
             max_length,
             truncation: Truncation::KeepStart,

@@ -689,6 +689,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         .as_ref()
         .map(|d| lantern_models::hf_config::special_ids(&d.join("config.json")))
         .unwrap_or_default();
+    // TR-DPO's reference, kept to be moved toward the policy (`data.sync_ref_model`).
+    let mut moving: Option<MovingReference> = None;
     // The data, read before any weights: a bad record fails at once.
     let (task, t) = match cfg.data.shards() {
         Some(dir) => {
@@ -728,7 +730,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             let (task, examples, t) =
                 match lantern_data::dpo::is_preference_file(&train_path) == Some(true) {
                     true => {
-                        let mut set = DpoSet::load(
+                        let set = DpoSet::load(
                             &cfg,
                             (&tokenizer, &tokenizer_path),
                             eos_id,
@@ -747,14 +749,32 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                                 model_cfg.clone(),
                             ),
                         };
+                        // TR-DPO resumed: the reference as the checkpoint left it (a checkpoint
+                        // of a run without it has the reference that never moved).
+                        let weights = match (&set.sync, &resume_from) {
+                            (Some(_), Some((_, dir)))
+                                if dir.join(checkpoint::REFERENCE_FILE).exists() =>
+                            {
+                                dir.join(checkpoint::REFERENCE_FILE)
+                            }
+                            _ => from.join("model.safetensors"),
+                        };
                         let ref_params = ref_cfg.load_params(
-                            &from.join("model.safetensors"),
+                            &weights,
                             &mut Rng::derive(cfg.train.seed, INIT_STREAM),
                             &device,
                         )?;
                         let reference =
                             ref_cfg.build(&ref_params.frozen(), cfg.model.attention, false)?;
                         set.compute_reference(reference.as_ref(), b, &device)?;
+                        if set.sync.is_some() {
+                            moving = Some(MovingReference {
+                                params: ref_params,
+                                model: reference,
+                                cfg: ref_cfg,
+                                from: from.clone(),
+                            });
+                        }
                         let (n, t) = (set.train.len(), set.max_length);
                         (Task::Dpo(set), n, t)
                     }
@@ -845,6 +865,9 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         None => None,
     };
     let params = lora::pretrained_store(lora.as_ref(), params);
+    if let Some(m) = &moving {
+        m.check_matches(&params)?;
+    }
     let work_params = work.as_ref().unwrap_or(&params);
     if let (Some(l), Some(st), Some((_, dir))) = (&lora, &state, &resume_from) {
         let state_file = dir.join(checkpoint::STATE_FILE);
@@ -1115,6 +1138,12 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             ),
         ];
         files.extend(config_files.iter().cloned());
+        if let Some(m) = &moving {
+            files.push((
+                checkpoint::REFERENCE_FILE,
+                safetensors_io::serialize(&m.cfg.export_tensors(&m.params)?)?,
+            ));
+        }
         if let Some(l) = &lora {
             files.push((
                 &adapter_weights,
@@ -1296,6 +1325,16 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             mfu,
         };
         progress.step(step, cfg.train.max_steps, &line);
+        // TR-DPO: after the update (TRL's `on_step_end`, before the step's evaluation).
+        if let (Some(m), Task::Dpo(set)) = (&moving, &task) {
+            let sync = set
+                .sync
+                .expect("a moving reference comes with its settings");
+            if sync.due(step) {
+                m.mix(&params, sync.alpha)?;
+                set.compute_reference(&*m.model, b, &device)?;
+            }
+        }
 
         let at_end = step == end;
         let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
@@ -1417,6 +1456,61 @@ impl BestVal {
             best: s.best.zip(best_step),
             stale: s.evals_without_improvement as u64,
         }
+    }
+}
+
+/// TR-DPO's reference (`data.sync_ref_model`): its own weights, which the policy's pull
+/// toward it every `ref_model_sync_steps` steps, and the model reading them.
+struct MovingReference {
+    params: Params,
+    /// Built from a frozen view of `params`: it reads the moved weights.
+    model: Box<dyn LossModel>,
+    cfg: ModelConfig,
+    /// The folder it was first read from, for messages.
+    from: PathBuf,
+}
+
+impl MovingReference {
+    /// The reference must hold the policy's parameters, name for name and shape for shape
+    /// (TRL zips the two models' parameters).
+    fn check_matches(&self, policy: &Params) -> Result<()> {
+        let bad = |what: String| {
+            Err(Error::Config(format!(
+                "data.sync_ref_model: the reference {} cannot be moved toward the policy: {what}",
+                self.from.display()
+            )))
+        };
+        if self.params.len() != policy.len() {
+            return bad(format!(
+                "{} parameters, the policy has {}",
+                self.params.len(),
+                policy.len()
+            ));
+        }
+        for (name, v) in policy.iter() {
+            match self.params.var(name) {
+                Ok(r) if r.shape() == v.shape() => {}
+                Ok(r) => {
+                    return bad(format!(
+                        "{name} is {:?}, the policy's {:?}",
+                        r.shape(),
+                        v.shape()
+                    ))
+                }
+                Err(_) => return bad(format!("it has no {name}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// reference ← α·policy + (1 − α)·reference, in f32 (the policy's master weights).
+    fn mix(&self, policy: &Params, alpha: f64) -> Result<()> {
+        for (name, r) in self.params.iter() {
+            let p = policy.var(name)?.as_tensor();
+            let moved = (r.as_tensor().affine(1.0 - alpha, 0.0)? + p.affine(alpha, 0.0)?)?;
+            r.set(&moved)?;
+        }
+        Ok(())
     }
 }
 
@@ -1546,6 +1640,64 @@ mod tests {
             dropout: 0.0,
             layer_norm_epsilon: 1e-5,
         }
+    }
+
+    /// TR-DPO's move is α·policy + (1 − α)·reference per parameter, seen by the reference's
+    /// model; a reference of another shape is refused by name.
+    #[test]
+    fn a_moving_reference_mixes_toward_the_policy_and_must_match_it() {
+        let dev = Device::Cpu;
+        let cfg = ModelConfig::Gpt(tiny());
+        let init = |seed| gpt::init_params(&tiny(), &mut Rng::new(seed), &dev, DType::F32);
+        let (reference, policy) = (init(1).unwrap(), init(2).unwrap());
+        let before: Vec<Vec<f32>> = reference
+            .vars()
+            .iter()
+            .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect();
+        let m = MovingReference {
+            model: cfg
+                .build(&reference.frozen(), Default::default(), false)
+                .unwrap(),
+            params: reference,
+            cfg,
+            from: PathBuf::from("ref"),
+        };
+        m.check_matches(&policy).unwrap();
+        let batch = to_batch(&[1, 2, 3, 4], &[2, 3, 4, 5], 1, 4, &dev).unwrap();
+        let loss_before = m.model.eval_sums(&batch).unwrap().0;
+        m.mix(&policy, 0.25).unwrap();
+        for ((name, r), b) in m.params.iter().zip(&before) {
+            let p: Vec<f32> = policy
+                .get(name)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let r: Vec<f32> = r.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            for ((r, p), b) in r.iter().zip(&p).zip(b) {
+                assert!((r - (0.25 * p + 0.75 * b)).abs() <= 1e-6, "{name}");
+            }
+        }
+        let loss_after = m.model.eval_sums(&batch).unwrap().0;
+        assert_ne!(loss_before, loss_after, "the model reads the moved weights");
+        let mut other = Params::new();
+        for (name, v) in policy.iter() {
+            let t = v.as_tensor();
+            let t = match name == policy.names()[0] {
+                true => t.narrow(0, 0, 1).unwrap(),
+                false => t.clone(),
+            };
+            other.insert(name, t).unwrap();
+        }
+        let e = m.check_matches(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("data.sync_ref_model")
+                && e.contains(&policy.names()[0])
+                && e.contains("ref"),
+            "{e}"
+        );
     }
 
     fn step(params: &Params, model: &Gpt) -> Result<StepOutput> {
