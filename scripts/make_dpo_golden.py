@@ -25,7 +25,8 @@ More layouts train with TRL's other settings (`LOSSES` below, written to `expect
 `label_smoothing`), the f-divergences (`f_divergence_type`, `f_alpha_divergence_coef`) and
 LD-DPO's `ld_alpha`, WPO's `use_weighting`, a reference model of its own (`ref_model`:
 `<out>/ref-model/`, the SFT golden's model with its weights perturbed, seeded), TR-DPO's
-`sync_ref_model` and `truncation_mode`.
+`sync_ref_model`, `truncation_mode`, and a GPT-2 with dropout 0.1 in its config
+(`<out>/gpt2-model/`), which DPOConfig's default `disable_dropout` trains without.
 """
 import argparse
 import json
@@ -35,7 +36,7 @@ import tempfile
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 from trl import DPOConfig, DPOTrainer
 
 MAX_LENGTH, STEPS, LR, BETA = 64, 6, 5e-2, 0.1
@@ -71,6 +72,9 @@ LOSSES = {
     "text-sync": ("text", {"sync_ref_model": True, "ref_model_sync_steps": 2}),
     "text-ref-sync": ("text", {"ref_model": "ref-model", "sync_ref_model": True,
                                "ref_model_mixup_alpha": 0.3, "ref_model_sync_steps": 3}),
+    # A GPT-2 whose config has dropout 0.1: DPOConfig's disable_dropout (default True) trains
+    # it without. Not a DPOConfig setting: the model's folder, relative to --out.
+    "text-gpt2": ("text", {"model": "gpt2-model"}),
     # Rows longer than max_length keep their end: prompts that fill it are kept, cut.
     "conversational-keep-end": ("conversational", {"truncation_mode": "keep_end",
                                                    "max_length": 40}),
@@ -84,6 +88,24 @@ def make_ref_model(model_dir, out):
     with torch.no_grad():
         for _, p in sorted(model.named_parameters()):
             p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(out, safe_serialization=True)
+
+
+def make_gpt2_model(model_dir, out):
+    """A GPT2LMHeadModel of the SFT golden's vocabulary (whose tokenizer it is trained with)
+    and dropout 0.1 everywhere, every parameter drawn from N(0, 0.2) after
+    torch.manual_seed(1234)."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        llama = json.load(f)
+    eot = llama["eos_token_id"]
+    torch.manual_seed(1234)
+    cfg = GPT2Config(vocab_size=llama["vocab_size"], n_positions=128, n_embd=16, n_layer=2,
+                     n_head=4, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
+                     bos_token_id=eot, eos_token_id=eot)
+    model = GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
     model.save_pretrained(out, safe_serialization=True)
 
 
@@ -112,12 +134,14 @@ def preferences(repo, layout, split, n):
 
 def run(model_dir, layout_dir, train, val, dpo_args):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if "model" in dpo_args:
+        model_dir = os.path.join(os.path.dirname(layout_dir), dpo_args["model"])
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     ref_dir = os.path.join(os.path.dirname(layout_dir), dpo_args["ref_model"]) \
         if "ref_model" in dpo_args else model_dir
     ref = AutoModelForCausalLM.from_pretrained(ref_dir, dtype=torch.float32)
     config_args = {"max_length": MAX_LENGTH,
-                   **{k: v for k, v in dpo_args.items() if k != "ref_model"}}
+                   **{k: v for k, v in dpo_args.items() if k not in ("ref_model", "model")}}
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
             output_dir=tmp, beta=BETA, **config_args,
@@ -161,6 +185,7 @@ def main():
         shutil.rmtree(args.out)
     model_dir = os.path.join(repo, "tests", "golden", "sft", "model")
     make_ref_model(model_dir, os.path.join(args.out, "ref-model"))
+    make_gpt2_model(model_dir, os.path.join(args.out, "gpt2-model"))
     for layout in ("text", "text-implicit", "conversational", "implicit", *LOSSES):
         d = os.path.join(args.out, layout)
         os.makedirs(d)

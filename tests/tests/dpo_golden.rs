@@ -13,8 +13,9 @@
 //! weighted sums with `loss_weights`, `label_smoothing`, every loss in some layout), the
 //! f-divergences, LD-DPO's `ld_alpha`, WPO's `use_weighting`, a reference model other than
 //! the initial one (`ref_model`), TR-DPO's reference moved toward the policy
-//! (`sync_ref_model`, from the initial model and from one of its own), and rows that keep their
-//! end (`truncation_mode = "keep_end"`, none of whose examples are dropped).
+//! (`sync_ref_model`, from the initial model and from one of its own), rows that keep their
+//! end (`truncation_mode = "keep_end"`, none of whose examples are dropped), and a GPT-2 whose
+//! config has dropout 0.1, trained without it (TRL's `disable_dropout`, on by default).
 
 use lantern_train::config::RunConfig;
 use lantern_train::dpo::DpoSet;
@@ -25,7 +26,7 @@ use std::path::Path;
 mod common;
 use common::{golden_dir, read_json};
 
-const LAYOUTS: [&str; 18] = [
+const LAYOUTS: [&str; 19] = [
     "text",
     "text-implicit",
     "conversational",
@@ -44,6 +45,7 @@ const LAYOUTS: [&str; 18] = [
     "conversational-keep-end",
     "text-sync",
     "text-ref-sync",
+    "text-gpt2",
 ];
 
 /// The run config of `layout`'s golden: its records, `batch` preferences a step, TRL's recipe.
@@ -57,6 +59,11 @@ fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> RunConfig
         .map(|(k, v)| match k.as_str() {
             // Written below with the recipe's.
             "max_length" => String::new(),
+            // A model beside the layouts, with the SFT golden's tokenizer.
+            "model" => format!(
+                "tokenizer = \"{}\"\n",
+                golden_dir("sft").join("model/tokenizer.json").display()
+            ),
             // A folder beside the layouts.
             "ref_model" => format!(
                 "{k} = \"{}\"\n",
@@ -92,7 +99,12 @@ every = 0
 [run]
 dir = "{run}"
 "#,
-        model = golden_dir("sft").join("model").display(),
+        // A GPT-2 beside the layouts, else the SFT golden's Llama.
+        model = match expected["dpo_args"]["model"].as_str() {
+            Some(m) => golden_dir("dpo").join(m),
+            None => golden_dir("sft").join("model"),
+        }
+        .display(),
         dir = golden_dir("dpo").join(layout).display(),
         max_length = expected["max_length"],
         beta = expected["beta"],

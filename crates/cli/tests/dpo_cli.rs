@@ -151,6 +151,40 @@ fn a_dpo_run_resumes_byte_for_byte() {
     assert!(!metric_values(&straight, "val", "val_accuracy").is_empty());
 }
 
+/// A GPT-2 whose config has dropout 0.1 trains without it (TRL's `disable_dropout`, checked
+/// against TRL by tests/tests/dpo_golden.rs), and its checkpoints keep the configured rate; the
+/// setting is DPO's alone.
+#[test]
+fn dpo_trains_without_dropout_and_keeps_the_configured_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("gpt2");
+    let cfg = dpo_config(tmp.path(), &run, "text", "");
+    let model = format!("model.init_from=\"{}\"", s(&golden("dpo/gpt2-model")));
+    let tokenizer = format!(
+        "data.tokenizer=\"{}\"",
+        s(&golden("sft/model/tokenizer.json"))
+    );
+    let args = train_args(
+        &cfg,
+        &[&model, &tokenizer],
+        &["--quiet", "--stop-after", "1"],
+    );
+    lantern_ok(&strs(&args));
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(newest_checkpoint(&run).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["resid_pdrop"], 0.1, "{config}");
+    let sft = format!("data.train=\"{}\"", s(&golden("sft/text/train.jsonl")));
+    let other = format!("run.dir=\"{}\"", s(&tmp.path().join("sft")));
+    let e = lantern_err(&strs(&train_args(
+        &cfg,
+        &[&sft, &other, "data.disable_dropout=false"],
+        &[],
+    )));
+    assert!(e.contains("data.disable_dropout is DPO's"), "{e}");
+}
+
 /// LoRA: the reference is the pretrained model the adapters start from (their B is zero), so
 /// the first step's loss is ln 2 too; the adapter is written beside the model.
 #[test]

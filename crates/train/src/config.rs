@@ -237,6 +237,10 @@ pub struct DataSection {
     /// (TRL's `sync_ref_model`; default false; not with LoRA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_ref_model: Option<bool>,
+    /// DPO: train without dropout, the model's and LoRA's (TRL's `disable_dropout`; default
+    /// true). The reference never uses dropout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_dropout: Option<bool>,
     /// DPO with `sync_ref_model`: the policy's share α of the new reference,
     /// α·policy + (1 − α)·reference (TRL's `ref_model_mixup_alpha`; default 0.6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,6 +354,7 @@ impl DataSection {
             ("use_weighting", self.use_weighting.is_some()),
             ("ref_model", self.ref_model.is_some()),
             ("sync_ref_model", self.sync_ref_model.is_some()),
+            ("disable_dropout", self.disable_dropout.is_some()),
             (
                 "ref_model_mixup_alpha",
                 self.ref_model_mixup_alpha.is_some(),

@@ -304,6 +304,21 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The same model with every dropout rate 0 (TRL's `disable_dropout`, for DPO).
+    pub fn without_dropout(&self) -> Self {
+        let mut c = self.clone();
+        match &mut c {
+            Self::Gpt(g) => g.dropout = 0.0,
+            Self::Bert(b) => {
+                b.hidden_dropout_prob = 0.0;
+                b.attention_probs_dropout_prob = 0.0;
+            }
+            // The Llama family runs without dropout (its loader refuses a rate above 0).
+            Self::Llama(_) => {}
+        }
+        c
+    }
+
     /// A fresh initialisation (GPT-2's, or transformers' `BertPreTrainedModel` one) from `rng`.
     pub fn init_params(&self, rng: &mut Rng, device: &Device) -> Result<Params> {
         Ok(match self {

@@ -34,6 +34,7 @@ use lantern_data::shard::Shard;
 use lantern_kernels::{Rng, RngState};
 use lantern_models::bert::BertHead;
 use lantern_models::decoder::DecoderConfig;
+use lantern_models::lowrank::LowRankSpec;
 use lantern_models::task::TaskConfig;
 use lantern_models::Packing;
 use lantern_models::{safetensors_io, Mode, Params};
@@ -881,16 +882,26 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         l.broadcast(&comm)?;
     }
     let trained = lora.as_ref().map_or(&params, |l| l.master());
-    let lora_view = lora.as_ref().map(Lora::view);
+    // DPO trains without dropout, the model's and LoRA's (TRL's `disable_dropout`, default
+    // true); checkpoints keep the configured rates, as TRL's saved configs do.
+    let no_dropout = matches!(task, Task::Dpo(_)) && cfg.data.disable_dropout.unwrap_or(true);
+    let build_cfg = match no_dropout {
+        true => model_cfg.without_dropout(),
+        false => model_cfg.clone(),
+    };
+    let lora_view = lora.as_ref().map(Lora::view).map(|v| match v.low_rank() {
+        Some(s) if no_dropout => v.with_low_rank(LowRankSpec { dropout: 0.0, ..s }),
+        _ => v,
+    });
     // What the model reads: the working store, with LoRA's adapters when there are any.
     let model_store = lora_view.as_ref().unwrap_or(work_params);
-    let model = model_cfg.build(
+    let model = build_cfg.build(
         model_store,
         cfg.model.attention,
         cfg.train.activation_checkpointing,
     )?;
     // Evaluations read the same weights without recording a graph.
-    let eval_model = model_cfg.build(&model_store.frozen(), cfg.model.attention, false)?;
+    let eval_model = build_cfg.build(&model_store.frozen(), cfg.model.attention, false)?;
     let mut scaler = (precision == Precision::Fp16).then(|| {
         state
             .as_ref()
