@@ -362,7 +362,10 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                         rec["labels"] = serde_json::json!(chosen);
                         rec["probabilities"] = by_name(&p).into();
                     }
-                    ProblemType::Regression => rec["score"] = (l[0] as f64).into(),
+                    // A reward model's export reads as regression (one label); its reward.
+                    ProblemType::Regression | ProblemType::RewardModeling => {
+                        rec["score"] = (l[0] as f64).into()
+                    }
                     ProblemType::TokenClassification
                     | ProblemType::QuestionAnswering
                     | ProblemType::MultipleChoice => unreachable!("written above"),

@@ -115,7 +115,11 @@ fn extract<T: PartialEq + Clone>(
 }
 
 fn parse_record(path: &Path, n: usize, line: &str) -> Result<Record> {
-    let v = record_object(path, n, line)?;
+    parse_value(path, n, &record_object(path, n, line)?)
+}
+
+fn parse_value(path: &Path, n: usize, v: &JValue) -> Result<Record> {
+    let v = v.clone();
     let get = |k: &str| {
         record_field(&v, k).ok_or_else(|| {
             bad(
@@ -242,6 +246,112 @@ pub fn read_preferences(
             path,
             format!(
                 "all {} records were dropped: every prompt fills data.max_length {}",
+                data.dropped, opts.max_length
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// One preference for a reward model (TRL's `RewardTrainer`): each completion's whole
+/// sequence, prompt included, and the margin by which the chosen one should win.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardExample {
+    pub chosen: Vec<u32>,
+    pub rejected: Vec<u32>,
+    /// The record's `margin` (TRL's optional column).
+    pub margin: Option<f32>,
+    /// The record's line in its file (1-based).
+    pub line: usize,
+}
+
+/// A file's reward-modeling examples.
+#[derive(Debug, Clone)]
+pub struct RewardData {
+    pub examples: Vec<RewardExample>,
+    pub conversational: bool,
+    /// Records dropped for a sequence longer than `max_length`.
+    pub dropped: usize,
+}
+
+/// Reads and tokenizes a JSONL file of preference records for a reward model, as TRL's
+/// `RewardTrainer` prepares them: text records get the end-of-sequence token appended to
+/// `chosen` and `rejected` (unless they end with it) and are tokenized, prompt first, with the
+/// tokenizer's special tokens; conversations are rendered whole by the chat template (no
+/// generation prompt) and tokenized without. No prompt is split off (an implicit one is part of
+/// both sequences anyway). A record either of whose sequences is longer than `max_length` is
+/// dropped (TRL filters them; nothing is truncated). A `margin` column, if the first record
+/// has one, is read from every record.
+pub fn read_rewards(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    opts: &PreferenceOptions<'_>,
+) -> Result<RewardData> {
+    let text = jsonl_text(path)?;
+    let mut data = RewardData {
+        examples: Vec::new(),
+        conversational: false,
+        dropped: 0,
+    };
+    let mut kind: Option<(bool, bool)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v = record_object(path, n, line)?;
+        let record = parse_value(path, n, &v)?;
+        let margin = match record_field(&v, "margin") {
+            None => None,
+            Some(m) => Some(
+                f32::try_from(m.clone())
+                    .map_err(|_| bad(path, n, format!("\"margin\" must be a number, not {m}")))?,
+            ),
+        };
+        let conv = matches!(record, Record::Messages(..));
+        match kind {
+            None => kind = Some((conv, margin.is_some())),
+            Some((k, _)) if k != conv => {
+                return Err(bad(
+                    path,
+                    n,
+                    "records mix plain text and conversations (one layout per file)",
+                ))
+            }
+            Some((_, m)) if m != margin.is_some() => {
+                return Err(bad(
+                    path,
+                    n,
+                    "\"margin\" is in some records only: give every record one, or none",
+                ))
+            }
+            Some(_) => {}
+        }
+        let (_, chosen, rejected) = tokenize(path, n, record, tokenizer, opts)?;
+        for ids in [&chosen, &rejected] {
+            check_vocab(path, n, ids, opts.vocab_size)?;
+        }
+        if chosen.len().max(rejected.len()) > opts.max_length {
+            data.dropped += 1;
+            continue;
+        }
+        data.examples.push(RewardExample {
+            chosen,
+            rejected,
+            margin,
+            line: n,
+        });
+    }
+    let Some((conv, _)) = kind else {
+        return Err(Error::format(path, "no records (one JSON object per line)"));
+    };
+    data.conversational = conv;
+    if data.examples.is_empty() {
+        return Err(Error::format(
+            path,
+            format!(
+                "all {} records were dropped: every one has a sequence longer than \
+                 data.max_length {}",
                 data.dropped, opts.max_length
             ),
         ));

@@ -44,6 +44,11 @@ pub enum ProblemType {
     /// cross-entropy over the C scores (crates/data/src/choice.rs reads its data; it has no
     /// label set).
     MultipleChoice,
+    /// A reward model (TRL's `RewardTrainer`): a sequence classifier with one output, the
+    /// reward, trained on preference records (`chosen`, `rejected`) so that the chosen
+    /// sequence's reward beats the rejected one's, `−log σ(r_c − r_r − margin)`
+    /// (crates/data/src/dpo.rs reads its data; it has no label set).
+    RewardModeling,
 }
 
 impl ProblemType {
@@ -59,6 +64,7 @@ impl ProblemType {
             Self::TokenClassification => "token_classification",
             Self::QuestionAnswering => "question_answering",
             Self::MultipleChoice => "multiple_choice",
+            Self::RewardModeling => "reward_modeling",
         }
     }
 
@@ -71,6 +77,7 @@ impl ProblemType {
             Self::TokenClassification,
             Self::QuestionAnswering,
             Self::MultipleChoice,
+            Self::RewardModeling,
         ]
         .into_iter()
         .find(|p| p.name() == name)
@@ -122,6 +129,9 @@ pub enum Target {
     /// Question answering: the token positions (start, end) of the answer in one window
     /// ((0, 0), the `[CLS]` position, when the answer is not wholly inside it).
     Span(usize, usize),
+    /// Reward modeling: the first of the example's two sequences is preferred, by at least
+    /// this margin (0 without TRL's `margin` column).
+    Preference(f32),
 }
 
 /// One example as read, before its label is resolved. `line` is 1-based (the first line of
@@ -615,7 +625,10 @@ pub fn label_names(
     path: &Path,
 ) -> Result<Vec<String>> {
     match problem {
-        ProblemType::Regression => return Ok(vec!["LABEL_0".to_string()]),
+        // One output: the value, or the reward.
+        ProblemType::Regression | ProblemType::RewardModeling => {
+            return Ok(vec!["LABEL_0".to_string()])
+        }
         // Answers are spans of the context, and right choices indices into an example's own
         // choices, not classes.
         ProblemType::QuestionAnswering | ProblemType::MultipleChoice => return Ok(Vec::new()),
@@ -631,7 +644,8 @@ pub fn label_names(
             ProblemType::SingleLabelClassification
             | ProblemType::Regression
             | ProblemType::QuestionAnswering
-            | ProblemType::MultipleChoice => vec![l.clone()],
+            | ProblemType::MultipleChoice
+            | ProblemType::RewardModeling => vec![l.clone()],
         })
         .collect();
     let mut names: Vec<String> = items
@@ -766,6 +780,11 @@ pub fn resolve_label(
             line,
             "question_answering takes question/context records with answers (SQuAD \
              layout), not a \"label\"",
+        )),
+        ProblemType::RewardModeling => Err(bad(
+            path,
+            line,
+            "reward_modeling takes preference records (chosen, rejected), not a \"label\"",
         )),
         ProblemType::MultipleChoice => match label {
             LabelValue::Index(i) => Ok(Target::Class(*i)),
@@ -1107,7 +1126,7 @@ pub fn pad_batch(items: &[&Encoded], pad_id: u32) -> ClsBatch {
                 b.targets
                     .extend(flags.iter().map(|&f| if f { 1.0 } else { 0.0 }));
             }
-            Some(Target::Score(x)) => {
+            Some(Target::Score(x) | Target::Preference(x)) => {
                 b.labels.push(0);
                 b.targets.push(*x);
             }
@@ -1159,6 +1178,10 @@ fn pad_choices(items: &[&Encoded], pad_id: u32) -> ClsBatch {
             Some(Target::Class(c)) => c as u32,
             _ => 0,
         });
+        // Reward modeling: the chosen sequence (the first) is right, by this margin.
+        if let Some(Target::Preference(m)) = e.label {
+            b.targets.push(m);
+        }
     }
     b
 }

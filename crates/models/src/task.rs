@@ -59,6 +59,26 @@ impl TaskConfig {
         Ok((Self::Bert(c), head))
     }
 
+    /// The same model with every dropout rate 0, the classifier's too (TRL's
+    /// `disable_dropout`: its reward models train without; their config keeps the rates).
+    pub fn without_dropout(&self) -> Self {
+        let mut c = self.clone();
+        match &mut c {
+            Self::Bert(b) => {
+                b.hidden_dropout_prob = 0.0;
+                b.attention_probs_dropout_prob = 0.0;
+                b.classifier_dropout = Some(0.0);
+            }
+            Self::Decoder(d) => {
+                if let crate::decoder::DecoderConfig::Gpt(g) = &mut d.lm {
+                    g.dropout = 0.0;
+                }
+                d.classifier_dropout = Some(0.0);
+            }
+        }
+        c
+    }
+
     /// The family's name, for messages.
     pub fn family(&self) -> &'static str {
         match self {

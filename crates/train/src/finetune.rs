@@ -23,11 +23,13 @@ pub use crate::early_stopping::EarlyStopping;
 use crate::error::io;
 use crate::finetune_config::FinetuneConfig;
 use crate::finetune_qa::{QaData, QaOptions};
+use crate::finetune_reward::RewardReader;
 use crate::grads::{scaled_backward, StepGrads};
 use crate::lora::{self, Lora};
 use crate::metrics::MetricsLog;
 use crate::metrics_cls::{
     multi_label_report, regression_report, report_from_confusion, ChoiceReport, EvalReport,
+    RewardReport,
 };
 use crate::metrics_tok::TokenCounts;
 use crate::model_tokens;
@@ -273,6 +275,7 @@ pub fn head_of(problem: ProblemType) -> BertHead {
         ProblemType::TokenClassification => BertHead::TokenClassification,
         ProblemType::QuestionAnswering => BertHead::QuestionAnswering,
         ProblemType::MultipleChoice => BertHead::MultipleChoice,
+        // One output, the reward, scored on each sequence of a preference.
         _ => BertHead::SequenceClassification,
     }
 }
@@ -389,6 +392,9 @@ fn problem_of(cfg: &TaskConfig, head: Option<BertHead>, config_path: &Path) -> R
         _ => {}
     }
     match cfg.problem_type() {
+        // transformers' reading of one label without a problem type: a number per text
+        // (a reward model's reward).
+        None if cfg.num_labels() == 1 => Ok(ProblemType::Regression),
         None => Ok(ProblemType::SingleLabelClassification),
         Some(name) => ProblemType::from_name(name).ok_or_else(|| Error::Checkpoint {
             path: config_path.to_path_buf(),
@@ -617,14 +623,39 @@ pub fn classifier_step(
 /// working dtype: cross-entropy (transformers' single-label loss), binary cross-entropy with
 /// logits over every (example, class) divided by L (so that dividing by the rows gives
 /// `BCEWithLogitsLoss`'s mean), or squared error (`MSELoss`'s sum). Token classification:
-/// logits (B, T, L), the cross-entropy of the positions `weights` marks.
+/// logits (B, T, L), the cross-entropy of the positions `weights` marks. Reward modeling:
+/// rewards (B·2, 1), each preference's chosen then rejected, with its margins (B) in
+/// `weights`. `coef` is the label smoothing of the cross-entropies, or reward modeling's
+/// centering coefficient.
 fn summed_loss(
     logits: &Tensor,
     (targets, weights): (&Tensor, Option<&Tensor>),
     problem: ProblemType,
-    label_smoothing: f64,
+    coef: f64,
 ) -> Result<Tensor> {
+    let label_smoothing = coef;
     Ok(match problem {
+        ProblemType::RewardModeling => {
+            // (B·2, 1) → (B, 2): TRL's `−log σ(r_c − r_r − margin)` summed over the
+            // preferences, plus `coef·(r_c + r_r)²` each (its mean, once divided by the rows).
+            let r = BertForMultipleChoice::by_example(logits, targets.elem_count())?
+                .to_dtype(DType::F32)?;
+            let (c, rj) = (
+                r.narrow(1, 0, 1)?.squeeze(1)?,
+                r.narrow(1, 1, 1)?.squeeze(1)?,
+            );
+            let d = (&c - &rj)?;
+            let d = match weights {
+                Some(m) => (d - m)?,
+                None => d,
+            };
+            // ln(1 + e^−d) = max(−d, 0) + ln(1 + e^−|d|): stable for any d.
+            let nll = (d.neg()?.relu()? + (d.abs()?.neg()?.exp()? + 1.0)?.log()?)?.sum_all()?;
+            match coef {
+                0.0 => nll,
+                _ => (nll + ((c + rj)?.sqr()?.sum_all()? * coef)?)?,
+            }
+        }
         ProblemType::SingleLabelClassification
         | ProblemType::TokenClassification
         | ProblemType::MultipleChoice => {
@@ -699,6 +730,14 @@ fn batch_tensors(b: &ClsBatch, problem: ProblemType, device: &Device) -> Result<
         ProblemType::MultipleChoice => {
             (Tensor::from_slice(&b.labels, b.labels.len(), device)?, None)
         }
+        // The rows are each preference's chosen and rejected sequences; its margin.
+        ProblemType::RewardModeling => {
+            let n = b.labels.len();
+            (
+                Tensor::from_slice(&b.labels, n, device)?,
+                Some(Tensor::from_slice(&b.targets, n, device)?),
+            )
+        }
         ProblemType::MultiLabelClassification => {
             let l = b.targets.len() / b.rows.max(1);
             (Tensor::from_slice(&b.targets, (b.rows, l), device)?, None)
@@ -741,7 +780,7 @@ fn rows_of(e: &Encoded, problem: ProblemType) -> usize {
 fn logits_len(e: &Encoded, problem: ProblemType, num_labels: usize) -> usize {
     match problem {
         ProblemType::QuestionAnswering => 2 * e.ids.len(),
-        ProblemType::MultipleChoice => e.choice_lens.len(),
+        ProblemType::MultipleChoice | ProblemType::RewardModeling => e.choice_lens.len(),
         _ => rows_of(e, problem) * num_labels,
     }
 }
@@ -800,6 +839,16 @@ fn logits_of(
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?;
         match model.head() {
+            // Reward modeling: each example's sequences' rewards, in order.
+            BertHead::SequenceClassification if chunk.iter().any(|e| !e.choice_lens.is_empty()) => {
+                let scores = logits.flatten_all()?.to_vec1::<f32>()?;
+                let mut at = 0;
+                for e in chunk {
+                    let c = e.choice_lens.len();
+                    out.push(scores[at..at + c].to_vec());
+                    at += c;
+                }
+            }
             BertHead::SequenceClassification => out.extend(logits.to_vec2::<f32>()?),
             BertHead::TokenClassification => {
                 // (B, T, L): each example's first sub-token rows, in word order.
@@ -1039,6 +1088,21 @@ fn report_of(
     let mismatch = || Error::Config(format!("labels do not fit problem_type {problem}"));
     Ok(match problem {
         ProblemType::TokenClassification | ProblemType::QuestionAnswering => return Err(mismatch()),
+        ProblemType::RewardModeling => {
+            let mut rewards = Vec::with_capacity(logits.len());
+            let mut margins = Vec::with_capacity(logits.len());
+            for (l, t) in logits.iter().zip(targets) {
+                match (t, &l[..]) {
+                    (Target::Preference(m), &[c, r]) => {
+                        rewards.push((c, r));
+                        margins.push(*m);
+                    }
+                    _ => return Err(mismatch()),
+                }
+            }
+            // `label_smoothing` carries the centering coefficient here.
+            EvalReport::Reward(RewardReport::new(&rewards, &margins, label_smoothing))
+        }
         ProblemType::MultipleChoice => {
             let (mut correct, mut loss) = (0u64, 0f64);
             for (l, t) in logits.iter().zip(targets) {
@@ -1326,9 +1390,11 @@ fn build_model(
     let m = &cfg.model;
     let problem = cfg.data.problem_type;
     let head = head_of(problem);
-    // transformers' config knows the problem types of sequence classification only.
-    let problem_name =
-        (head == BertHead::SequenceClassification).then(|| problem.name().to_string());
+    // transformers' config knows the problem types of sequence classification only (a reward
+    // model's is none: one label, as TRL's).
+    let problem_name = (head == BertHead::SequenceClassification
+        && problem != ProblemType::RewardModeling)
+        .then(|| problem.name().to_string());
     let mut rng = Rng::derive(cfg.train.seed, HEAD_INIT_STREAM);
     let (mut model, params, fresh) = match &m.init_from {
         Some(dir) => {
@@ -1543,8 +1609,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let qa_opts = QaOptions::of(d);
     // Question answering reads its own layout (crate::finetune_qa), and has no labels.
     let is_qa = problem == ProblemType::QuestionAnswering;
+    // Reward modeling reads preference records (crate::finetune_reward).
+    let is_rm = problem == ProblemType::RewardModeling;
     let read = |p: &Path| labelled::read_for_problem(p, &d.columns(), problem);
-    let train_raw = match is_qa {
+    let train_raw = match is_qa || is_rm {
         true => Vec::new(),
         false => read(&d.train)?,
     };
@@ -1567,7 +1635,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     if !matches!(
         problem,
-        ProblemType::Regression | ProblemType::QuestionAnswering | ProblemType::MultipleChoice
+        ProblemType::Regression
+            | ProblemType::QuestionAnswering
+            | ProblemType::MultipleChoice
+            | ProblemType::RewardModeling
     ) && labels.len() < 2
     {
         return Err(Error::Config(format!(
@@ -1630,7 +1701,38 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     // Question answering: the questions behind the validation and test windows, which their
     // evaluation turns answers back into text against.
     let (mut val_qa, mut test_qa) = (None, None);
+    let rm_reader = match is_rm {
+        true => {
+            let eos = match &task_cfg {
+                TaskConfig::Decoder(c) => c.eos_token_id,
+                TaskConfig::Bert(_) => None,
+            };
+            let sizes = (d.max_length, task_cfg.vocab_size());
+            Some(RewardReader::new(&tokenizer, &tokenizer_path, eos, sizes)?)
+        }
+        false => None,
+    };
+    let read_rm = |p: &Path| -> Result<Vec<Encoded>> {
+        let reader = rm_reader.as_ref().expect("reward modeling has its reader");
+        let (examples, note) = reader.read(p, &tokenizer)?;
+        if let Some(n) = note {
+            say(n);
+        }
+        Ok(examples)
+    };
     let (train, val) = match &d.validation {
+        _ if is_rm => {
+            let train = read_rm(&d.train)?;
+            match &d.validation {
+                Some(v) => (train, read_rm(v)?),
+                None => {
+                    let (ti, vi) =
+                        labelled::split_indices(train.len(), d.val_fraction, cfg.train.seed)?;
+                    let pick = |idx: &[usize]| idx.iter().map(|&i| train[i].clone()).collect();
+                    (pick(&ti), pick(&vi))
+                }
+            }
+        }
         _ if is_qa => {
             let read = |p: &Path| {
                 lantern_data::qa::read_qa_with(p, qa_opts.version_2_with_negative)
@@ -1697,6 +1799,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     // Read now, so that a bad test file fails before training rather than after.
     let test = match &d.test {
+        Some(p) if is_rm => Some(read_rm(p)?),
         Some(p) if is_qa => {
             let t = QaData::load(&tokenizer, p, &qa_opts, true)?;
             let encoded = t.encoded();
@@ -1768,6 +1871,18 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                     v.examples.iter().filter(|e| e.unanswerable).count()
                 ),
                 false => String::new(),
+            }
+        )),
+        None if is_rm => say(format!(
+            "fine-tuning {} layers x {} hidden on {device_name}, reward model: {} train / {} \
+             validation preferences{}",
+            layers,
+            width,
+            train.len(),
+            val.len(),
+            match d.center_rewards_coefficient {
+                Some(c) => format!(", rewards centred with coefficient {c}"),
+                None => String::new(),
             }
         )),
         None if problem == ProblemType::MultipleChoice => say(format!(
@@ -1883,9 +1998,20 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             ""
         }
     ));
-    let model = TaskModel::new(&task_cfg, model_store, head_of(problem))?;
+    // Reward models train without dropout, as TRL's (`disable_dropout`); exports keep the
+    // configured rates.
+    let run_cfg = match is_rm && d.disable_dropout.unwrap_or(true) {
+        true => task_cfg.without_dropout(),
+        false => task_cfg.clone(),
+    };
+    // The loss's coefficient: label smoothing, or reward modeling's centering.
+    let loss_coef = match is_rm {
+        true => d.center_rewards_coefficient.unwrap_or(0.0),
+        false => t.label_smoothing,
+    };
+    let model = TaskModel::new(&run_cfg, model_store, head_of(problem))?;
     // Evaluations read the same weights without recording a graph.
-    let eval_model = TaskModel::new(&task_cfg, &model_store.frozen(), head_of(problem))?;
+    let eval_model = TaskModel::new(&run_cfg, &model_store.frozen(), head_of(problem))?;
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience)
         .with_threshold(cfg.early_stopping.threshold);
     let metric = cfg.early_stopping.metric.clone();
@@ -1959,7 +2085,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             &comm,
             &eval_model,
             &val,
-            (problem, &labels, t.label_smoothing),
+            (problem, &labels, loss_coef),
             (t.eval_batch_size, pad),
             &device,
             val_qa.as_ref().map(|v| (v, &qa_opts)),
@@ -2092,7 +2218,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                         .map(|&i| train_rows_of(&train[i], problem, d.label_all_tokens))
                         .sum(),
                     problem,
-                    label_smoothing: t.label_smoothing,
+                    label_smoothing: loss_coef,
                     activation_checkpointing: t.activation_checkpointing,
                 },
                 scaler.as_mut(),
@@ -2211,12 +2337,12 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 problem,
                 &device,
             )?;
-            let best_model = TaskModel::new(&task_cfg, &best_params.frozen(), head_of(problem))?;
+            let best_model = TaskModel::new(&run_cfg, &best_params.frozen(), head_of(problem))?;
             let r = evaluate_on(
                 &Communicator::single(),
                 &best_model,
                 test,
-                (problem, &labels, t.label_smoothing),
+                (problem, &labels, loss_coef),
                 (t.eval_batch_size, pad),
                 &device,
                 test_qa.as_ref().map(|v| (v, &qa_opts)),

@@ -130,6 +130,14 @@ pub struct FtDataSection {
     /// `I-X`). Evaluation and prediction still read each word's first sub-token.
     #[serde(default)]
     pub label_all_tokens: bool,
+    /// Reward modeling: the weight of `mean((r_c + r_r)²)` added to the loss, which keeps the
+    /// rewards centred on 0 (TRL's `center_rewards_coefficient`; default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center_rewards_coefficient: Option<f64>,
+    /// Reward modeling: train without dropout, the model's and the classifier's (TRL's
+    /// `disable_dropout`; default true). The exported config keeps the rates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_dropout: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -359,6 +367,7 @@ pub fn metrics_for(problem: ProblemType) -> &'static [(&'static str, bool)] {
         // The `squad` metric's, in percent.
         ProblemType::QuestionAnswering => crate::metrics_qa::QA_METRICS,
         ProblemType::MultipleChoice => crate::metrics_cls::CHOICE_METRICS,
+        ProblemType::RewardModeling => crate::metrics_cls::REWARD_METRICS,
     }
 }
 
@@ -497,6 +506,33 @@ impl FinetuneConfig {
             if d.labels.is_some() {
                 return bad("data.labels names classes; question_answering has none".into());
             }
+        }
+        if d.problem_type != ProblemType::RewardModeling {
+            let set = [
+                (
+                    "center_rewards_coefficient",
+                    d.center_rewards_coefficient.is_some(),
+                ),
+                ("disable_dropout", d.disable_dropout.is_some()),
+            ];
+            if let Some((k, _)) = set.iter().find(|(_, s)| *s) {
+                return bad(format!(
+                    "data.{k} applies to reward_modeling, not {}",
+                    d.problem_type
+                ));
+            }
+        }
+        if let Some(c) = d.center_rewards_coefficient {
+            if !(c.is_finite() && c >= 0.0) {
+                return bad(format!(
+                    "data.center_rewards_coefficient must be a number of 0 or more, not {c}"
+                ));
+            }
+        }
+        if d.problem_type == ProblemType::RewardModeling && d.labels.is_some() {
+            return bad(
+                "data.labels names classes; reward_modeling has one output, the reward".into(),
+            );
         }
         if d.problem_type == ProblemType::MultipleChoice && d.labels.is_some() {
             return bad(

@@ -13,6 +13,7 @@ pub mod error;
 pub mod finetune;
 pub mod finetune_config;
 pub mod finetune_qa;
+pub mod finetune_reward;
 pub mod grads;
 pub mod lora;
 pub mod metrics;

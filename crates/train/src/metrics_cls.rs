@@ -262,6 +262,99 @@ impl ChoiceReport {
     }
 }
 
+/// Reward modeling (TRL's `RewardTrainer`): how often the chosen sequence's reward beats the
+/// rejected one's, and by how much.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardReport {
+    /// Mean over the preferences of `−log σ(r_c − r_r − margin)` (plus the centering term).
+    pub loss: f64,
+    /// Share of preferences with `r_c > r_r` (TRL's `accuracy`).
+    pub accuracy: f64,
+    /// Mean of `r_c − r_r` (TRL's `margin`).
+    pub margin: f64,
+    /// Mean, least and greatest reward over both sequences of every preference (TRL's
+    /// `mean_reward`, `min_reward`, `max_reward`).
+    pub mean_reward: f64,
+    pub min_reward: f64,
+    pub max_reward: f64,
+    pub examples: u64,
+}
+
+/// The reward-modeling metrics: `eval_loss` (lower is better), `accuracy` and `margin`.
+pub const REWARD_METRICS: &[(&str, bool)] =
+    &[("eval_loss", false), ("accuracy", true), ("margin", true)];
+
+impl RewardReport {
+    /// The report of each preference's (chosen, rejected) rewards, their margins and the
+    /// centering coefficient `center` (TRL's `center_rewards_coefficient`; 0 = none).
+    pub fn new(rewards: &[(f32, f32)], margins: &[f32], center: f64) -> Self {
+        let n = rewards.len().max(1) as f64;
+        let (mut loss, mut correct, mut margin, mut sum) = (0f64, 0u64, 0f64, 0f64);
+        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+        for (&(c, r), &m) in rewards.iter().zip(margins) {
+            let (c, r) = (f64::from(c), f64::from(r));
+            let d = c - r - f64::from(m);
+            // −log σ(d) = ln(1 + e^−d), stable for any d.
+            loss += (-d).max(0.0) + (-d.abs()).exp().ln_1p() + center * (c + r) * (c + r);
+            correct += u64::from(c > r);
+            margin += c - r;
+            sum += c + r;
+            min = min.min(c.min(r));
+            max = max.max(c.max(r));
+        }
+        Self {
+            loss: loss / n,
+            accuracy: correct as f64 / n,
+            margin: margin / n,
+            mean_reward: sum / (2.0 * n),
+            min_reward: if rewards.is_empty() { 0.0 } else { min },
+            max_reward: if rewards.is_empty() { 0.0 } else { max },
+            examples: rewards.len() as u64,
+        }
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "eval_loss" => self.loss,
+            "accuracy" => self.accuracy,
+            "margin" => self.margin,
+            _ => return None,
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "eval_loss": self.loss,
+            "accuracy": self.accuracy,
+            "margin": self.margin,
+            "mean_reward": self.mean_reward,
+            "min_reward": self.min_reward,
+            "max_reward": self.max_reward,
+            "examples": self.examples,
+        })
+    }
+
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let f = |k: &str| v.get(k)?.as_f64();
+        Some(Self {
+            loss: f("eval_loss")?,
+            accuracy: f("accuracy")?,
+            margin: f("margin")?,
+            mean_reward: f("mean_reward")?,
+            min_reward: f("min_reward")?,
+            max_reward: f("max_reward")?,
+            examples: v.get("examples")?.as_u64()?,
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "eval loss {:.4}, accuracy {:.4}, margin {:.4}, mean reward {:.4} ({} preferences)",
+            self.loss, self.accuracy, self.margin, self.mean_reward, self.examples
+        )
+    }
+}
+
 /// The metrics of one evaluation, by problem type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EvalReport {
@@ -271,6 +364,7 @@ pub enum EvalReport {
     Token(TokenReport),
     Qa(QaReport),
     Choice(ChoiceReport),
+    Reward(RewardReport),
 }
 
 impl EvalReport {
@@ -283,6 +377,7 @@ impl EvalReport {
             Self::Token(r) => r.loss,
             Self::Qa(r) => r.loss,
             Self::Choice(r) => r.loss,
+            Self::Reward(r) => r.loss,
         }
     }
 
@@ -295,6 +390,7 @@ impl EvalReport {
             Self::Token(r) => r.metric(name),
             Self::Qa(r) => r.metric(name),
             Self::Choice(r) => r.metric(name),
+            Self::Reward(r) => r.metric(name),
         }
     }
 
@@ -308,6 +404,7 @@ impl EvalReport {
             Self::Token(r) => r.to_json(),
             Self::Qa(r) => r.to_json(),
             Self::Choice(r) => r.to_json(),
+            Self::Reward(r) => r.to_json(),
         }
     }
 
@@ -322,6 +419,9 @@ impl EvalReport {
         }
         if v.get("pearson").is_some() {
             return RegReport::from_json(v).map(Self::Regression);
+        }
+        if v.get("mean_reward").is_some() {
+            return RewardReport::from_json(v).map(Self::Reward);
         }
         if v.get("choices").is_some() {
             return ChoiceReport::from_json(v).map(Self::Choice);
@@ -340,6 +440,7 @@ impl EvalReport {
             Self::Token(r) => r.pretty(),
             Self::Qa(r) => r.pretty(),
             Self::Choice(r) => r.summary(),
+            Self::Reward(r) => r.summary(),
         }
     }
 
@@ -361,6 +462,7 @@ impl EvalReport {
             Self::Token(r) => r.summary(),
             Self::Qa(r) => r.summary(),
             Self::Choice(r) => r.summary(),
+            Self::Reward(r) => r.summary(),
         }
     }
 }
