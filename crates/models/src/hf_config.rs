@@ -128,6 +128,17 @@ pub(crate) fn id2label(v: &Value, path: &Path) -> Result<BTreeMap<usize, String>
 }
 
 /// Sets `id2label` and `label2id` of a classifier's config `v`.
+/// The `problem_type` a sequence classifier's `config.json` records: the one set, else
+/// `single_label_classification`, except for a single output without one (a reward model, as
+/// TRL saves it), which has none: transformers reads one label as a score.
+pub(crate) fn problem_type_of(set: Option<&str>, num_labels: usize) -> Option<&str> {
+    match (set, num_labels) {
+        (Some(p), _) => Some(p),
+        (None, 1) => None,
+        (None, _) => Some("single_label_classification"),
+    }
+}
+
 pub(crate) fn set_label_maps(v: &mut Value, id2label: &BTreeMap<usize, String>) {
     let forward: serde_json::Map<String, Value> = id2label
         .iter()

@@ -111,13 +111,14 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
     if head.is_classifier() {
         hf_config::set_label_maps(&mut v, &cfg.id2label);
     }
-    // transformers' configs accept only the three problem types of sequence classification.
+    // transformers' configs accept only the three problem types of sequence classification;
+    // without one, a single output (a reward model's) is left for transformers to read as a
+    // score.
     if head == BertHead::SequenceClassification {
-        v["problem_type"] = Value::from(
-            cfg.problem_type
-                .as_deref()
-                .unwrap_or("single_label_classification"),
-        );
+        if let Some(p) = hf_config::problem_type_of(cfg.problem_type.as_deref(), cfg.id2label.len())
+        {
+            v["problem_type"] = Value::from(p);
+        }
     }
     v
 }

@@ -335,11 +335,11 @@ pub fn to_hf_config(cfg: &DecoderClsConfig, head: DecoderHead, dtype: DType) -> 
     match head {
         // transformers' configs accept only the three problem types of sequence classification.
         DecoderHead::SequenceClassification => {
-            v["problem_type"] = Value::from(
-                cfg.problem_type
-                    .as_deref()
-                    .unwrap_or("single_label_classification"),
-            )
+            if let Some(p) =
+                hf_config::problem_type_of(cfg.problem_type.as_deref(), cfg.id2label.len())
+            {
+                v["problem_type"] = Value::from(p);
+            }
         }
         DecoderHead::TokenClassification => {
             v["classifier_dropout"] = Value::from(cfg.classifier_dropout)
