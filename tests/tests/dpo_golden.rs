@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{golden_dir, read_json};
+use common::{floats, golden_dir, read_json, u32s};
 
 const LAYOUTS: [&str; 19] = [
     "text",
@@ -115,22 +115,6 @@ dir = "{run}"
     RunConfig::parse(&text, layout, &[]).unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn series(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 #[test]
 fn preferences_are_trls_token_for_token() {
     let g = golden_dir("sft");
@@ -147,17 +131,17 @@ fn preferences_are_trls_token_for_token() {
             for (i, (e, w)) in got.iter().zip(want).enumerate() {
                 assert_eq!(
                     e.prompt,
-                    ids(&w["prompt_ids"]),
+                    u32s(&w["prompt_ids"]),
                     "{layout} {split} {i}: prompt"
                 );
                 assert_eq!(
                     e.chosen,
-                    ids(&w["chosen_ids"]),
+                    u32s(&w["chosen_ids"]),
                     "{layout} {split} {i}: chosen"
                 );
                 assert_eq!(
                     e.rejected,
-                    ids(&w["rejected_ids"]),
+                    u32s(&w["rejected_ids"]),
                     "{layout} {split} {i}: rejected"
                 );
             }
@@ -220,7 +204,7 @@ fn full_batch_steps_give_trls_losses_and_reward_accuracy() {
                 2e-5 * loose,
             ),
         ] {
-            let want = series(want);
+            let want = floats(want);
             assert_eq!(got.len(), want.len(), "{layout}: {what} records");
             let worst = got
                 .iter()
@@ -237,7 +221,7 @@ fn full_batch_steps_give_trls_losses_and_reward_accuracy() {
             }
         }
         // Training moved the loss far more than the tolerance.
-        let t = series(&expected["train_loss"]);
+        let t = floats(&expected["train_loss"]);
         assert!(t[0] - t[t.len() - 1] > 0.1, "{layout}: {t:?}");
     }
 }

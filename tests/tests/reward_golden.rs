@@ -17,7 +17,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{golden_dir, read_json};
+use common::{floats, golden_dir, read_json, u32s};
 
 const LAYOUTS: [&str; 7] = [
     "text",
@@ -72,22 +72,6 @@ dir = "{run}"
     FinetuneConfig::parse(&text, layout, &[]).unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn series(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 #[test]
 fn preferences_are_trls_token_for_token() {
     let tok_path = golden_dir("sft").join("model/tokenizer.json");
@@ -104,7 +88,7 @@ fn preferences_are_trls_token_for_token() {
             let want = expected[split].as_array().unwrap();
             assert_eq!(got.len(), want.len(), "{layout} {split}: examples kept");
             for (i, (e, w)) in got.iter().zip(want).enumerate() {
-                let (c, r) = (ids(&w["chosen_ids"]), ids(&w["rejected_ids"]));
+                let (c, r) = (u32s(&w["chosen_ids"]), u32s(&w["rejected_ids"]));
                 assert_eq!(e.choice_lens, [c.len(), r.len()], "{layout} {split} {i}");
                 assert_eq!(e.ids, [c, r].concat(), "{layout} {split} {i}: ids");
                 let margin = w["margin"].as_f64().unwrap_or(0.0) as f32;
@@ -150,12 +134,12 @@ fn full_batch_steps_give_trls_losses_accuracy_and_margin() {
                 .collect()
         };
         // TRL evaluates before training too; ours are the six after each step.
-        let after = |k: &str| series(&expected[k])[1..].to_vec();
+        let after = |k: &str| floats(&expected[k])[1..].to_vec();
         for (what, got, want, tol) in [
             (
                 "training loss",
                 of("train", "loss"),
-                series(&expected["train_loss"]),
+                floats(&expected["train_loss"]),
                 2e-5,
             ),
             (
@@ -187,7 +171,7 @@ fn full_batch_steps_give_trls_losses_accuracy_and_margin() {
             }
         }
         // Training moved the loss far more than the tolerance.
-        let t = series(&expected["train_loss"]);
+        let t = floats(&expected["train_loss"]);
         assert!(t[0] - t[t.len() - 1] > 5e-3, "{layout}: {t:?}");
     }
 }

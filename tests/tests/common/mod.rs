@@ -34,6 +34,20 @@ pub fn ints(v: &serde_json::Value) -> Vec<i64> {
         .collect()
 }
 
+/// A list of token ids.
+pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    ints(v).into_iter().map(|x| x as u32).collect()
+}
+
+/// A list of numbers (a metric's series).
+pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 /// `v[key]`, a (B, T) list of lists, as a u32 tensor.
 pub fn u32_matrix(v: &serde_json::Value, key: &str) -> Tensor {
     let m = matrix(v, key);
