@@ -205,3 +205,47 @@ fn bad_reward_input_names_the_file_line_or_key() {
     }
     assert!(!run.join("last").exists() && !run.join("model").exists());
 }
+
+/// Two ranks under the launcher train a reward model as one process with twice the batch:
+/// each rank its share of the preferences (two rows each), the validation split between them
+/// and its figures combined; and LoRA (peft's adapters, the head in full) learns too.
+#[test]
+fn two_ranks_and_lora_train_reward_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, batch: usize, ranks: bool, extra: &str| {
+        let dir = tmp.path().join(name);
+        let cfg = s(&reward_config(tmp.path(), &dir, "text", extra));
+        let batch = format!("train.batch_size={batch}");
+        let mut args: Vec<&str> = Vec::new();
+        if ranks {
+            args.extend(["launch", "--nproc-per-node", "2", "--backend", "mpi", "--"]);
+        }
+        args.extend(["finetune", "--config", &cfg, "--quiet", "--set", &batch]);
+        args.extend(["--set", "train.grad_accum=1"]);
+        lantern_ok(&args);
+        dir
+    };
+    let (two, one) = (run("two", 2, true, ""), run("one", 4, false, ""));
+    let (e2, e1) = (metrics_of(&two, "eval"), metrics_of(&one, "eval"));
+    assert_eq!(e2.len(), e1.len());
+    for (a, b) in e2.iter().zip(&e1) {
+        assert_eq!(a["examples"], 5);
+        assert_eq!(a["accuracy"], b["accuracy"]);
+        for key in ["eval_loss", "margin"] {
+            let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                "{key}: {x} vs {y}"
+            );
+        }
+    }
+    let w = |d: &Path| read_f32_tensors(&d.join("model/model.safetensors"));
+    for ((n, a), (_, b)) in w(&two).iter().zip(&w(&one)) {
+        let r = rel_l2(a, b);
+        assert!(r < 1e-5, "{n} differs by {r}");
+    }
+    let lora = run("lora", 4, false, "[lora]\nr = 4\nalpha = 8");
+    let loss = metric_values(&lora, "train", "loss");
+    assert!(loss.iter().all(|l| l.is_finite()), "{loss:?}");
+    assert!(lora.join("model/adapter/adapter_config.json").is_file());
+}
