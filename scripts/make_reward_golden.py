@@ -10,7 +10,8 @@ the preference records, read from there).
 `<out>/model/`: the SFT golden's Llama as a `LlamaForSequenceClassification` with one label
 (`num_labels=1`, the reward), its `score` head drawn from N(0, 0.2) after
 `torch.manual_seed(1234)` (so that both sides start from the same head); no tokenizer files:
-both read the SFT golden's. For each layout, `<out>/<layout>/`:
+both read the SFT golden's. `<out>/gpt2-model/`: the DPO golden's GPT-2 (dropout 0.1 in its
+config) made the same way, a `GPT2ForSequenceClassification`. For each layout, `<out>/<layout>/`:
 - `train.jsonl`, `validation.jsonl`: the DPO golden's preferences of the layout named in
   `LAYOUTS` (12 / 6), with a `margin` column in `text-margin`;
 - `expected.json`: the examples RewardTrainer prepared (`chosen_ids`, `rejected_ids`, and
@@ -45,10 +46,16 @@ LAYOUTS = {
     "text-center": ("text", {"center_rewards_coefficient": 0.05}),
     # Conversations longer than 56 tokens are dropped (TRL filters, it does not truncate).
     "conversational-short": ("conversational", {"max_length": 56}),
+    # A GPT-2 whose config has dropout 0.1 (the DPO golden's), with a head of its own:
+    # RewardConfig's disable_dropout (default True) trains it without. Not a RewardConfig
+    # setting: the model's folder, relative to --out.
+    "text-gpt2": ("text", {"model": "gpt2-model"}),
 }
 
 
 def make_model(sft_dir, out):
+    """`sft_dir`'s model as a sequence classifier with one output, its head drawn from
+    N(0, 0.2) after torch.manual_seed(1234), padding with the end-of-sequence id."""
     model = AutoModelForSequenceClassification.from_pretrained(sft_dir, num_labels=1,
                                                                dtype=torch.float32)
     torch.manual_seed(1234)
@@ -69,10 +76,12 @@ def records(repo, source, split, margin):
 
 
 def run(model_dir, tokenizer_dir, layout_dir, train, val, reward_args):
+    if "model" in reward_args:
+        model_dir = os.path.join(os.path.dirname(layout_dir), reward_args["model"])
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32)
     config_args = {"max_length": MAX_LENGTH,
-                   **{k: v for k, v in reward_args.items() if k != "margin"}}
+                   **{k: v for k, v in reward_args.items() if k not in ("margin", "model")}}
     with tempfile.TemporaryDirectory() as tmp:
         args = RewardConfig(
             output_dir=tmp, **config_args,
@@ -118,6 +127,8 @@ def main():
     sft_dir = os.path.join(repo, "tests", "golden", "sft", "model")
     model_dir = os.path.join(args.out, "model")
     make_model(sft_dir, model_dir)
+    make_model(os.path.join(repo, "tests", "golden", "dpo", "gpt2-model"),
+               os.path.join(args.out, "gpt2-model"))
     for layout, (source, reward_args) in LAYOUTS.items():
         d = os.path.join(args.out, layout)
         os.makedirs(d)

@@ -2,8 +2,10 @@
 //! the SFT golden's tiny Llama as a `LlamaForSequenceClassification` with one output (its head
 //! drawn once and saved, so both sides start alike) and the DPO golden's preference records in
 //! its four layouts (text and conversational, with an explicit or implicit prompt), with a
-//! `margin` column, with TRL's `center_rewards_coefficient`, and with a `max_length` that drops
-//! conversations (TRL filters long examples rather than cutting them).
+//! `margin` column, with TRL's `center_rewards_coefficient`, with a `max_length` that drops
+//! conversations (TRL filters long examples rather than cutting them), and a GPT-2 whose config
+//! has dropout 0.1 (`GPT2ForSequenceClassification`, trained without it: TRL's
+//! `disable_dropout`).
 //!
 //! The sequences `lantern finetune` builds (`data.problem_type = "reward_modeling"`) must be
 //! TRL's token for token, and six optimizer steps over all preferences as one batch must give
@@ -19,7 +21,7 @@ use std::path::Path;
 mod common;
 use common::{floats, golden_dir, read_json, u32s};
 
-const LAYOUTS: [&str; 7] = [
+const LAYOUTS: [&str; 8] = [
     "text",
     "text-implicit",
     "conversational",
@@ -27,6 +29,7 @@ const LAYOUTS: [&str; 7] = [
     "text-margin",
     "text-center",
     "conversational-short",
+    "text-gpt2",
 ];
 
 fn config(layout: &str, batch: usize, run: &Path, expected: &Value) -> FinetuneConfig {
@@ -61,7 +64,10 @@ eval_every_steps = 1
 [run]
 dir = "{run}"
 "#,
-        model = g.join("model").display(),
+        // A model beside the layouts (the GPT-2), else the Llama.
+        model = g
+            .join(expected["reward_args"]["model"].as_str().unwrap_or("model"))
+            .display(),
         tokenizer = golden_dir("sft").join("model/tokenizer.json").display(),
         dir = g.join(layout).display(),
         max_length = expected["max_length"],

@@ -575,8 +575,11 @@ pub fn classifier_step(
         None => m.work,
     };
     if s.step == 0 && !micro.is_empty() {
-        // This rank's own gradients, before they are summed.
-        grads.check_integrity_except(trained, scaler.is_some(), Lora::is_a)?;
+        // This rank's own gradients, before they are summed. A reward model's loss reads
+        // reward differences only: a bias that shifts every reward alike (the head's, GPT-2's
+        // final norm's before a head without one) gets an exact zero gradient, as in TRL.
+        let shift_only = |n: &str| s.problem == ProblemType::RewardModeling && n.ends_with(".bias");
+        grads.check_integrity_where(trained, scaler.is_some(), Lora::is_a, shift_only)?;
     }
     if comm.world_size() > 1 {
         if micro.is_empty() {

@@ -64,6 +64,20 @@ impl StepGrads {
         allow_nonfinite: bool,
         skip: impl Fn(&str) -> bool,
     ) -> Result<()> {
+        self.check_integrity_where(params, allow_nonfinite, skip, |_| false)
+    }
+
+    /// [`StepGrads::check_integrity_except`], where the parameters `zero_ok` names may have an
+    /// all-zero gradient (they must still have one, finite): a reward model's biases that add
+    /// the same amount to every reward, which its loss, a function of reward differences, does
+    /// not see.
+    pub fn check_integrity_where(
+        &self,
+        params: &Params,
+        allow_nonfinite: bool,
+        skip: impl Fn(&str) -> bool,
+        zero_ok: impl Fn(&str) -> bool,
+    ) -> Result<()> {
         for (name, g) in params.names().iter().zip(&self.grads) {
             if skip(name) {
                 continue;
@@ -74,7 +88,7 @@ impl StepGrads {
                     let abs_sum = g.abs()?.sum_all()?.to_scalar::<f32>()?;
                     if !abs_sum.is_finite() && !allow_nonfinite {
                         Some("has a non-finite gradient".to_string())
-                    } else if abs_sum == 0.0 {
+                    } else if abs_sum == 0.0 && !zero_ok(name) {
                         Some("has an all-zero gradient".to_string())
                     } else {
                         None
@@ -151,6 +165,48 @@ mod tests {
             .flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
             .map(f32::to_bits)
             .collect()
+    }
+
+    /// The guard names a missing, all-zero or non-finite gradient; `zero_ok` lets an all-zero
+    /// one through and nothing else.
+    #[test]
+    fn the_guard_tolerates_zeros_only_where_asked() {
+        let dev = Device::Cpu;
+        let mut params = Params::new();
+        for name in ["w", "head.bias"] {
+            params
+                .insert(name, Tensor::zeros(3, DType::F32, &dev).unwrap())
+                .unwrap();
+        }
+        let ones = Tensor::ones(3, DType::F32, &dev).unwrap();
+        let zeros = Tensor::zeros(3, DType::F32, &dev).unwrap();
+        let g = |w: Option<&Tensor>, b: Option<&Tensor>| StepGrads {
+            grads: vec![w.cloned(), b.cloned()],
+        };
+        let bias = |n: &str| n.ends_with(".bias");
+        let zero = g(Some(&ones), Some(&zeros));
+        let e = zero
+            .check_integrity(&params, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("head.bias") && e.contains("all-zero"), "{e}");
+        zero.check_integrity_where(&params, false, |_| false, bias)
+            .unwrap();
+        let missing = g(Some(&ones), None);
+        let e = missing
+            .check_integrity_where(&params, false, |_| false, bias)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("head.bias") && e.contains("no gradient"), "{e}");
+        let nan = g(Some(&ones), Some(&(zeros.clone() + f64::NAN).unwrap()));
+        assert!(nan
+            .check_integrity_where(&params, false, |_| false, bias)
+            .is_err());
+        let e = g(Some(&zeros), Some(&ones))
+            .check_integrity_where(&params, false, |_| false, bias)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("parameter w has an all-zero gradient"), "{e}");
     }
 
     /// Unscale, norm and clip give bit for bit what the per-tensor candle ops gave.
