@@ -252,6 +252,25 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                 write_eval(&r, &[], (&c.source, &data), out)?;
                 return Ok(Outcome::Done);
             }
+            if c.scores_preferences(&data) {
+                // A reward model on preference records: accuracy and margin, as in training.
+                let (examples, note) = c.reward_examples(&data)?;
+                if let Some(n) = note {
+                    eprintln!("{n}");
+                }
+                let model = c.frozen_model()?;
+                let names = c.cfg.label_names();
+                let r = finetune::evaluate(
+                    &model,
+                    &examples,
+                    (ProblemType::RewardModeling, &names),
+                    batch_size,
+                    c.pad_id,
+                    &Device::Cpu,
+                )?;
+                write_eval(&r, &names, (&c.source, &data), out)?;
+                return Ok(Outcome::Done);
+            }
             let examples = c.encode_file(&data)?;
             if let Some(e) = examples.iter().find(|e| e.label.is_none()) {
                 bail!(

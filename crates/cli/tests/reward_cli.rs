@@ -82,6 +82,35 @@ fn a_reward_model_learns_exports_and_scores_texts() {
         config.get("problem_type").is_none_or(|p| p.is_null()),
         "{config}"
     );
+    // `lantern eval` on preference records reproduces the best evaluation.
+    let report = tmp.path().join("eval.json");
+    let val = golden("reward/text-margin/validation.jsonl");
+    let out = lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        &s(&run),
+        "--data",
+        &s(&val),
+        "--out",
+        &s(&report),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let best = evals
+        .iter()
+        .max_by(|a, b| {
+            a["accuracy"]
+                .as_f64()
+                .partial_cmp(&b["accuracy"].as_f64())
+                .unwrap()
+                // The first of equals, as early stopping keeps it.
+                .then(b["step"].as_u64().cmp(&a["step"].as_u64()))
+        })
+        .unwrap();
+    for key in ["eval_loss", "accuracy", "margin", "mean_reward"] {
+        let (x, y) = (report[key].as_f64().unwrap(), best[key].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-6, "{key}: {x} vs {y}\n{out}");
+    }
     // `lantern predict` reads it as one number per text: the reward.
     let texts = tmp.path().join("texts.jsonl");
     std::fs::write(

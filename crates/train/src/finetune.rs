@@ -413,6 +413,24 @@ impl Classifier {
         )?)
     }
 
+    /// Whether `path` holds preference records this model can be scored on as a reward model:
+    /// it has one output, and the file's first record has `chosen` and `rejected`.
+    pub fn scores_preferences(&self, path: &Path) -> bool {
+        self.cfg.num_labels() == 1 && lantern_data::dpo::is_preference_file(path) == Some(true)
+    }
+
+    /// Reward modeling: a preference file's examples, read as its training read them (records
+    /// longer than `max_length` dropped; the second value says how many, when any were).
+    pub fn reward_examples(&self, path: &Path) -> Result<(Vec<Encoded>, Option<String>)> {
+        let eos = match &self.cfg {
+            TaskConfig::Decoder(c) => c.eos_token_id,
+            TaskConfig::Bert(_) => None,
+        };
+        let sizes = (self.max_length, self.cfg.vocab_size());
+        RewardReader::new(&self.tokenizer, &self.tokenizer_path, eos, sizes)?
+            .read(path, &self.tokenizer)
+    }
+
     /// Question answering: reads and windows a question file with this model's options
     /// (`need_answers`: every question must have one, as evaluation needs).
     pub fn qa_data(&self, path: &Path, need_answers: bool) -> Result<QaData> {
@@ -458,8 +476,8 @@ pub struct ClsStep {
     pub rows: usize,
     /// Which loss: cross-entropy, binary cross-entropy of each class, or squared error.
     pub problem: ProblemType,
-    /// Label smoothing of the cross-entropy (single-label and token classification; 0 =
-    /// none).
+    /// Label smoothing of the cross-entropy (single-label and token classification, multiple
+    /// choice; 0 = none); for reward modeling, the rewards' centering coefficient.
     pub label_smoothing: f64,
     /// Recompute each encoder layer in the backward pass ([`crate::recompute`]).
     pub activation_checkpointing: bool,
