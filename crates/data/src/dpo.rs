@@ -359,6 +359,202 @@ pub fn read_rewards(
     Ok(data)
 }
 
+/// Records unpaired at a time, as `datasets`' `map` batches TRL's `unpair_preference_dataset`:
+/// each chunk's chosen completions, then its rejected ones.
+pub const UNPAIR_CHUNK: usize = 1000;
+
+/// One completion of a prompt, desirable or not (TRL's `KTOTrainer`'s unpaired preference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpairedExample {
+    pub prompt: Vec<u32>,
+    pub completion: Vec<u32>,
+    /// Desirable (`true`) or undesirable.
+    pub label: bool,
+    /// The record's line in its file (1-based).
+    pub line: usize,
+}
+
+/// A file's unpaired examples.
+#[derive(Debug, Clone)]
+pub struct UnpairedData {
+    pub examples: Vec<UnpairedExample>,
+    pub conversational: bool,
+    /// Whether the records were pairs (`chosen`, `rejected`), unpaired here.
+    pub paired: bool,
+    /// Examples dropped for a prompt that fills `max_length`.
+    pub dropped: usize,
+}
+
+/// Whether a JSONL file's first record is an unpaired preference (`completion` and a boolean
+/// `label`). `None` when the file cannot be read or has no record.
+pub fn is_unpaired_file(path: &Path) -> Option<bool> {
+    use std::io::BufRead;
+    let file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+    let line = file
+        .lines()
+        .map_while(|l| l.ok())
+        .find(|l| !l.trim().is_empty())?;
+    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+    Some(v.get("completion").is_some() && v.get("label").is_some_and(|l| l.is_boolean()))
+}
+
+/// Reads and tokenizes a JSONL file for KTO, as TRL's `KTOTrainer` prepares it: unpaired
+/// records (`prompt`, `completion`, `label`; text or messages), or preference records
+/// (`chosen`, `rejected`, an explicit or implicit prompt as DPO reads them) unpaired, each
+/// chunk of [`UNPAIR_CHUNK`] records' chosen completions (desirable) then their rejected
+/// ones. Text completions get the end-of-sequence token appended (unless they end with it);
+/// the completion starts where the tokens of the prompt alone and of prompt + completion first
+/// differ. An example whose prompt alone fills `max_length` is dropped.
+pub fn read_unpaired(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    opts: &PreferenceOptions<'_>,
+) -> Result<UnpairedData> {
+    let text = jsonl_text(path)?;
+    let mut data = UnpairedData {
+        examples: Vec::new(),
+        conversational: false,
+        paired: false,
+        dropped: 0,
+    };
+    // (conversational, paired) of the first record; a chunk of pairs' rejected completions.
+    let mut kind: Option<(bool, bool)> = None;
+    let mut rejected: Vec<UnpairedExample> = Vec::new();
+    let mut in_chunk = 0;
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v = record_object(path, n, line)?;
+        let paired = record_field(&v, "chosen").is_some() || record_field(&v, "rejected").is_some();
+        let (record, label) = match paired {
+            true => (parse_value(path, n, &v)?, None),
+            false => unpaired_record(path, n, &v)?,
+        };
+        let conv = matches!(record, Record::Messages(..));
+        match kind {
+            None => kind = Some((conv, paired)),
+            Some((k, _)) if k != conv => {
+                return Err(bad(
+                    path,
+                    n,
+                    "records mix plain text and conversations (one layout per file)",
+                ))
+            }
+            Some((_, p)) if p != paired => {
+                return Err(bad(
+                    path,
+                    n,
+                    "records mix pairs (chosen, rejected) and unpaired completions with a \
+                     label (one layout per file)",
+                ))
+            }
+            Some(_) => {}
+        }
+        let (prompt, pc, pr) = tokenize(path, n, record, tokenizer, opts)?;
+        for ids in [&prompt, &pc, &pr] {
+            check_vocab(path, n, ids, opts.vocab_size)?;
+        }
+        let example = |ids: &[u32], label: bool| {
+            let at = common_prefix(&prompt, ids);
+            UnpairedExample {
+                prompt: ids[..at].to_vec(),
+                completion: ids[at..].to_vec(),
+                label,
+                line: n,
+            }
+        };
+        match label {
+            Some(label) => data.examples.push(example(&pc, label)),
+            None => {
+                data.examples.push(example(&pc, true));
+                rejected.push(example(&pr, false));
+                in_chunk += 1;
+                if in_chunk == UNPAIR_CHUNK {
+                    data.examples.append(&mut rejected);
+                    in_chunk = 0;
+                }
+            }
+        }
+    }
+    data.examples.append(&mut rejected);
+    let Some((conv, paired)) = kind else {
+        return Err(Error::format(path, "no records (one JSON object per line)"));
+    };
+    (data.conversational, data.paired) = (conv, paired);
+    let before = data.examples.len();
+    data.examples.retain(|e| e.prompt.len() < opts.max_length);
+    data.dropped = before - data.examples.len();
+    if data.examples.is_empty() {
+        return Err(Error::format(
+            path,
+            format!(
+                "all {} examples were dropped: every prompt fills data.max_length {}",
+                data.dropped, opts.max_length
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// An unpaired record: its prompt and completion (as a [`Record`] whose rejected completion
+/// repeats the completion, so that one tokenizer serves both layouts) and its label.
+fn unpaired_record(path: &Path, n: usize, v: &JValue) -> Result<(Record, Option<bool>)> {
+    let label = match record_field(v, "label") {
+        Some(l) if l.kind() == ValueKind::Bool => l.is_true(),
+        _ => {
+            return Err(bad(
+                path,
+                n,
+                "an unpaired record needs \"prompt\", \"completion\" and a boolean \"label\" \
+                 (true: desirable)",
+            ))
+        }
+    };
+    let get = |k: &str| {
+        record_field(v, k).ok_or_else(|| {
+            bad(
+                path,
+                n,
+                format!(
+                    "an unpaired record needs \"prompt\", \"completion\" and \"label\"; \
+                     \"{k}\" is missing"
+                ),
+            )
+        })
+    };
+    let (prompt, completion) = (get("prompt")?, get("completion")?);
+    let record = match (prompt.kind(), completion.kind()) {
+        (ValueKind::String, ValueKind::String) => {
+            let c = completion.as_str().unwrap_or_default().to_string();
+            Record::Text(
+                prompt.as_str().unwrap_or_default().to_string(),
+                c.clone(),
+                c,
+            )
+        }
+        (ValueKind::Seq, ValueKind::Seq) => {
+            let c = record_messages(path, n, "completion", &completion)?;
+            Record::Messages(
+                record_messages(path, n, "prompt", &prompt)?,
+                c.clone(),
+                c,
+                record_tools(path, n, v)?,
+            )
+        }
+        _ => {
+            return Err(bad(
+                path,
+                n,
+                "\"prompt\" and \"completion\" must both be strings or both be lists of \
+                 messages",
+            ))
+        }
+    };
+    Ok((record, Some(label)))
+}
+
 /// The tokens of the prompt alone, of prompt + chosen and of prompt + rejected.
 fn tokenize(
     path: &Path,

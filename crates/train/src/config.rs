@@ -241,6 +241,13 @@ pub struct DataSection {
     /// true). The reference never uses dropout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_dropout: Option<bool>,
+    /// KTO: the weight of the desirable examples' losses (TRL's `desirable_weight`; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desirable_weight: Option<f64>,
+    /// KTO: the weight of the undesirable examples' losses (TRL's `undesirable_weight`;
+    /// default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undesirable_weight: Option<f64>,
     /// DPO with `sync_ref_model`: the policy's share α of the new reference,
     /// α·policy + (1 − α)·reference (TRL's `ref_model_mixup_alpha`; default 0.6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -355,6 +362,8 @@ impl DataSection {
             ("ref_model", self.ref_model.is_some()),
             ("sync_ref_model", self.sync_ref_model.is_some()),
             ("disable_dropout", self.disable_dropout.is_some()),
+            ("desirable_weight", self.desirable_weight.is_some()),
+            ("undesirable_weight", self.undesirable_weight.is_some()),
             (
                 "ref_model_mixup_alpha",
                 self.ref_model_mixup_alpha.is_some(),
@@ -886,13 +895,17 @@ impl RunConfig {
                     return bad("data.max_length must be at least 2");
                 }
                 if let Some(unknown) = d.loss_type.as_ref().and_then(|l| {
-                    l.names()
-                        .into_iter()
-                        .find(|n| !["nll", "dft"].contains(n) && DpoLoss::from_name(n).is_none())
+                    l.names().into_iter().find(|n| {
+                        !["nll", "dft"].contains(n)
+                            && DpoLoss::from_name(n).is_none()
+                            && crate::kto::KtoKind::from_name(n).is_none()
+                    })
                 }) {
                     return bad(&format!(
-                        "data.loss_type: unknown loss `{unknown}` (SFT: nll, dft; DPO: {})",
-                        DpoLoss::NAMES.join(", ")
+                        "data.loss_type: unknown loss `{unknown}` (SFT: nll, dft; DPO: {}; KTO: \
+                         {})",
+                        DpoLoss::NAMES.join(", "),
+                        crate::kto::KtoKind::NAMES.join(", ")
                     ));
                 }
                 if d.packing_strategy.is_some() && d.packing != Some(true) {

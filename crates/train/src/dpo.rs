@@ -202,7 +202,7 @@ pub struct PreferenceLoss {
 /// ln(1 + e^z) without overflow: below 30 as written, z beyond; the gradient σ(z) everywhere.
 /// (Not relu(z) + ln(1 + e^−|z|): candle's relu and abs have a gradient of 1 at 0, where every
 /// margin starts.)
-fn softplus(z: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn softplus(z: &Tensor) -> candle_core::Result<Tensor> {
     (z.clamp(-1e30, 30.0)?.exp()? + 1.0)?.log()? + (z - 30.0)?.relu()?
 }
 
@@ -211,7 +211,7 @@ fn log_sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
     softplus(&x.neg()?)?.neg()
 }
 
-fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn sigmoid(x: &Tensor) -> candle_core::Result<Tensor> {
     log_sigmoid(x)?.exp()
 }
 
@@ -565,6 +565,44 @@ impl RefSync {
     }
 }
 
+/// Rows of prompt + completion sequences padded on the right to the longest: a row reads all
+/// its tokens but the last and predicts all but the first, weighing its completion's tokens
+/// (target i is token i + 1, so a row's completion targets start at position prompt − 1).
+pub(crate) struct CompletionRows {
+    /// The rows' input length: the longest sequence's, less one.
+    pub t: usize,
+    /// (R·T) each.
+    pub inputs: Vec<u32>,
+    pub targets: Vec<u32>,
+    pub weights: Vec<f32>,
+    /// Each row's completion targets.
+    pub counts: Vec<usize>,
+}
+
+impl CompletionRows {
+    /// `seqs`: each row's tokens (at least one) and how many of them are the prompt's.
+    pub fn of(seqs: &[(Vec<u32>, usize)], pad: u32) -> Self {
+        let t = seqs.iter().map(|(s, _)| s.len() - 1).max().unwrap_or(0);
+        let n = seqs.len();
+        let mut rows = Self {
+            t,
+            inputs: vec![pad; n * t],
+            targets: vec![pad; n * t],
+            weights: vec![0f32; n * t],
+            counts: Vec::with_capacity(n),
+        };
+        for (r, (s, prompt)) in seqs.iter().enumerate() {
+            let (len, from) = (s.len() - 1, prompt.saturating_sub(1));
+            let at = r * t;
+            rows.inputs[at..at + len].copy_from_slice(&s[..len]);
+            rows.targets[at..at + len].copy_from_slice(&s[1..]);
+            rows.weights[at + from.min(len)..at + len].fill(1.0);
+            rows.counts.push(len.saturating_sub(from));
+        }
+        rows
+    }
+}
+
 /// SFT's keys that DPO has no use for.
 fn sft_only(cfg: &RunConfig) -> Option<&'static str> {
     let d = &cfg.data;
@@ -601,6 +639,17 @@ impl DpoSet {
             return Err(Error::Config(
                 "DPO trains a pretrained model against itself: set model.init_from".into(),
             ));
+        }
+        for (k, set) in [
+            ("desirable_weight", d.desirable_weight.is_some()),
+            ("undesirable_weight", d.undesirable_weight.is_some()),
+        ] {
+            if set {
+                return Err(Error::Config(format!(
+                    "data.{k} is KTO's: set data.loss_type = \"kto\" to train {} as KTO",
+                    train_path.display()
+                )));
+            }
         }
         let loss = Arc::new(PreferenceLoss::of(d)?);
         if let Some(a) = d.ld_alpha.filter(|a| !(0.0..=1.0).contains(a)) {
@@ -758,34 +807,28 @@ impl DpoSet {
                 })
             })
             .collect();
-        let t = seqs.iter().map(|(s, _)| s.len() - 1).max().unwrap_or(0);
+        let CompletionRows {
+            t,
+            inputs,
+            targets,
+            weights,
+            counts,
+        } = CompletionRows::of(&seqs, self.pad);
         let n = seqs.len();
-        // Target i is token i + 1: a row's completion targets start at position prompt - 1.
-        let completion = |(s, prompt): &(Vec<u32>, usize)| (s.len() - 1, prompt.saturating_sub(1));
-        let count = |r: usize| {
-            let (len, from) = completion(&seqs[r]);
-            len.saturating_sub(from)
-        };
         let b = rows.len();
-        let mut inputs = vec![self.pad; n * t];
-        let mut targets = vec![self.pad; n * t];
-        let mut weights = vec![0f32; n * t];
         let mut ld = vec![0f32; if self.ld_alpha.is_some() { n * t } else { 0 }];
-        for (r, seq) in seqs.iter().enumerate() {
-            let (len, from) = completion(seq);
-            let at = r * t;
-            inputs[at..at + len].copy_from_slice(&seq.0[..len]);
-            targets[at..at + len].copy_from_slice(&seq.0[1..]);
-            weights[at + from.min(len)..at + len].fill(1.0);
-            // LD-DPO: past the shorter of the preference's two completions, weight α.
-            if let Some(a) = self.ld_alpha {
-                let shared = count(r % b).min(count(r % b + b));
+        if let Some(a) = self.ld_alpha {
+            for (r, (s, prompt)) in seqs.iter().enumerate() {
+                // LD-DPO: past the shorter of the preference's two completions, weight α.
+                let (len, from) = (s.len() - 1, prompt.saturating_sub(1));
+                let shared = counts[r % b].min(counts[r % b + b]);
+                let at = r * t;
                 for (k, w) in ld[at..at + len].iter_mut().skip(from).enumerate() {
                     *w = if k < shared { 1.0 } else { a as f32 };
                 }
             }
         }
-        let lengths: Vec<f32> = (0..n).map(|r| count(r).max(1) as f32).collect();
+        let lengths: Vec<f32> = counts.iter().map(|&c| c.max(1) as f32).collect();
         let reference = match refs {
             Some(refs) => {
                 let v: Vec<f32> = refs
@@ -814,6 +857,7 @@ impl DpoSet {
                 },
                 loss: self.loss.clone(),
             }),
+            unpaired: None,
         })
     }
 

@@ -670,8 +670,8 @@ fn summed_loss(
                 Some(m) => (d - m)?,
                 None => d,
             };
-            // ln(1 + e^−d) = max(−d, 0) + ln(1 + e^−|d|): stable for any d.
-            let nll = (d.neg()?.relu()? + (d.abs()?.neg()?.exp()? + 1.0)?.log()?)?.sum_all()?;
+            // ln(1 + e^−d), stable for any d, with σ's gradient at d = 0 too.
+            let nll = crate::dpo::softplus(&d.neg()?)?.sum_all()?;
             match coef {
                 0.0 => nll,
                 _ => (nll + ((c + rj)?.sqr()?.sum_all()? * coef)?)?,

@@ -15,6 +15,7 @@ pub mod finetune_config;
 pub mod finetune_qa;
 pub mod finetune_reward;
 pub mod grads;
+pub mod kto;
 pub mod lora;
 pub mod metrics;
 pub mod metrics_cls;

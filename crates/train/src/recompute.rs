@@ -325,6 +325,7 @@ mod tests {
                 packing: None,
                 loss: Default::default(),
                 pairs: None,
+                unpaired: None,
             }
         };
         let batches = [batch(1), batch(2)];
@@ -374,6 +375,7 @@ mod tests {
             packing: None,
             loss: Default::default(),
             pairs: None,
+            unpaired: None,
         };
         let run = |model: &dyn LossModel| {
             let mut grads = StepGrads::new(params.len());
@@ -420,6 +422,7 @@ mod tests {
                 packing: None,
                 loss: Default::default(),
                 pairs: None,
+                unpaired: None,
             }
         };
         let batches = [batch(1), batch(2)];

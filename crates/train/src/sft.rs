@@ -223,6 +223,7 @@ impl SftSet {
             packing,
             loss: self.loss,
             pairs: None,
+            unpaired: None,
         })
     }
 

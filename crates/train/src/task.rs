@@ -17,6 +17,7 @@
 use crate::config::{ModelArch, RunConfig, TokenLoss};
 use crate::dpo::{DpoSet, Logps};
 use crate::grads::{scaled_backward, StepGrads};
+use crate::kto::KtoSet;
 use crate::model_tokens;
 use crate::recompute::Recomputed;
 use crate::sft::SftSet;
@@ -474,6 +475,9 @@ pub fn causal_loss_sum(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
     if let Some(p) = &batch.pairs {
         return dpo_loss_sum(logits, batch, p);
     }
+    if let Some(u) = &batch.unpaired {
+        return kto_loss_sum(logits, batch, u);
+    }
     let (b, t, v) = logits.dims3()?;
     let logits = logits.reshape((b * t, v))?;
     let weights = match batch.loss {
@@ -522,6 +526,26 @@ fn row_logps_of(nll: &Tensor, batch: &Batch) -> Result<Tensor> {
 }
 
 /// DPO's summed loss over the batch's preferences ([`crate::dpo::PreferenceLoss`]).
+/// KTO's summed loss of a batch whose rows are B examples' completions, then (for `kto`)
+/// their KL rows, whose log-probabilities are read without gradient.
+fn kto_loss_sum(logits: &Tensor, batch: &Batch, u: &crate::kto::Unpaired) -> Result<Tensor> {
+    let reference = u.reference.as_ref().ok_or_else(|| {
+        Error::Config("a KTO batch without the reference's log-probabilities".into())
+    })?;
+    let lp = row_logps_of(&token_nll(logits, batch)?, batch)?; // (B or 2B)
+    let b = u.labels.dim(0)?;
+    let policy = lp.narrow(0, 0, b)?;
+    let kl = match (u.loss.uses_kl(), &u.reference_kl) {
+        (true, Some(r)) => Some((lp.narrow(0, b, b)?.detach(), r.clone())),
+        _ => None,
+    };
+    u.loss.sum(
+        (&policy, reference),
+        kl.as_ref().map(|(p, r)| (p, r)),
+        &u.labels,
+    )
+}
+
 fn dpo_loss_sum(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Tensor> {
     p.loss.sum(&dpo_logps(logits, batch, p)?)
 }
@@ -694,6 +718,8 @@ pub enum Task {
     Sft(SftSet),
     /// Direct Preference Optimization of a causal LM on preferences ([`crate::dpo`]).
     Dpo(DpoSet),
+    /// Kahneman-Tversky Optimization of a causal LM on unpaired examples ([`crate::kto`]).
+    Kto(KtoSet),
 }
 
 /// Host-side buffers reused from batch to batch.
@@ -788,6 +814,12 @@ impl Task {
                     .collect();
                 set.train_batch(&idx, device)
             }
+            Self::Kto(set) => {
+                let idx: Vec<usize> = (first..first + b as u64)
+                    .map(|i| set.train_index(seed, i, &mut s.order))
+                    .collect();
+                set.train_batch(&idx, device)
+            }
             Self::Sft(set) => {
                 let rows: Vec<usize> = (first..first + b as u64)
                     .map(|i| set.train_index(seed, i, &mut s.order))
@@ -821,6 +853,10 @@ impl Task {
                 Some(batch) => batch,
                 None => return Ok(None),
             },
+            Self::Kto(set) => match set.val_batch(first as usize, b, device)? {
+                Some(batch) => batch,
+                None => return Ok(None),
+            },
             Self::Sft(set) => {
                 let from = (first as usize).min(set.val.len());
                 let rows: Vec<&SftExample> = set.val[from..(from + b).min(set.val.len())]
@@ -840,12 +876,36 @@ impl Task {
         }))
     }
 
+    /// TR-DPO's settings of a DPO or KTO run that moves its reference.
+    pub fn reference_sync(&self) -> Option<crate::dpo::RefSync> {
+        match self {
+            Self::Dpo(set) => set.sync,
+            Self::Kto(set) => set.sync,
+            _ => None,
+        }
+    }
+
+    /// A DPO or KTO run's reference log-probabilities, computed again by `model`.
+    pub fn compute_reference(
+        &self,
+        model: &dyn LossModel,
+        b: usize,
+        device: &Device,
+    ) -> Result<()> {
+        match self {
+            Self::Dpo(set) => set.compute_reference(model, b, device),
+            Self::Kto(set) => set.compute_reference(model, b, device),
+            _ => Ok(()),
+        }
+    }
+
     /// Global batches of `b` per rank an evaluation reads: `configured` of the shards' windows,
     /// or every SFT validation example.
     pub fn eval_batches(&self, configured: usize, b: usize, world: usize) -> usize {
         match self {
             Self::Sft(set) => set.val.len().div_ceil(b * world),
             Self::Dpo(set) => set.val.len().div_ceil(b * world),
+            Self::Kto(set) => set.val.len().div_ceil(b * world),
             _ => configured,
         }
     }
@@ -856,6 +916,9 @@ impl Task {
         match self {
             Self::Dpo(set) => (first..first + n as u64)
                 .map(|i| set.tokens_of(&set.train[set.train_index(seed, i, &mut s.order)]))
+                .sum(),
+            Self::Kto(set) => (first..first + n as u64)
+                .map(|i| set.tokens_of(set.train_index(seed, i, &mut s.order)))
                 .sum(),
             Self::Sft(set) => (first..first + n as u64)
                 .map(|i| set.train[set.train_index(seed, i, &mut s.order)].ids.len() as u64 - 1)
@@ -895,6 +958,7 @@ impl Task {
             packing: None,
             loss: Default::default(),
             pairs: None,
+            unpaired: None,
         })
     }
 }

@@ -19,6 +19,7 @@ use crate::config::{RunConfig, TokenLoss, TrainSection};
 use crate::dpo::{DpoSet, Pairs};
 use crate::early_stopping::EarlyStopping;
 use crate::grads::StepGrads;
+use crate::kto::KtoSet;
 use crate::lora::{self, Lora};
 use crate::metrics::MetricsLog;
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -107,6 +108,8 @@ pub struct Batch {
     pub loss: TokenLoss,
     /// DPO: the rows are preferences' chosen then rejected completions, and the loss DPO's.
     pub pairs: Option<Pairs>,
+    /// KTO: the rows are examples' completions (then their KL rows), and the loss KTO's.
+    pub unpaired: Option<crate::kto::Unpaired>,
 }
 
 pub fn to_batch(
@@ -124,6 +127,7 @@ pub fn to_batch(
         packing: None,
         loss: TokenLoss::Nll,
         pairs: None,
+        unpaired: None,
     })
 }
 
@@ -456,7 +460,7 @@ fn evaluate(
         loss: total / n,
         // Rank 0, which reports, always has a batch (SFT's first examples are its own).
         accuracy: correct.map(|_| hits as f64 / n),
-        preferences: matches!(task, Task::Dpo(_)),
+        preferences: matches!(task, Task::Dpo(_) | Task::Kto(_)),
     })
 }
 
@@ -727,77 +731,65 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 .train
                 .clone()
                 .expect("SFT or DPO data has data.train");
-            // Preference records (chosen, rejected) make a DPO run, as in TRL.
-            let (task, examples, t) =
-                match lantern_data::dpo::is_preference_file(&train_path) == Some(true) {
-                    true => {
-                        let set = DpoSet::load(
-                            &cfg,
-                            (&tokenizer, &tokenizer_path),
-                            eos_id,
-                            context,
-                            per_step,
-                        )?;
-                        // The reference: data.ref_model, else the init_from weights as
-                        // loaded; frozen.
-                        let (from, ref_cfg) = match &cfg.data.ref_model {
-                            Some(dir) => (dir, reference_config(&cfg, dir, &model_cfg)?),
-                            None => (
-                                cfg.model
-                                    .init_from
-                                    .as_ref()
-                                    .expect("DpoSet::load checks it"),
-                                model_cfg.clone(),
-                            ),
-                        };
-                        // TR-DPO resumed: the reference as the checkpoint left it (a checkpoint
-                        // of a run without it has the reference that never moved).
-                        let weights = match (&set.sync, &resume_from) {
-                            (Some(_), Some((_, dir)))
-                                if dir.join(checkpoint::REFERENCE_FILE).exists() =>
-                            {
-                                dir.join(checkpoint::REFERENCE_FILE)
-                            }
-                            _ => from.join("model.safetensors"),
-                        };
-                        let ref_params = ref_cfg.load_params(
-                            &weights,
-                            &mut Rng::derive(cfg.train.seed, INIT_STREAM),
-                            &device,
-                        )?;
-                        let reference =
-                            ref_cfg.build(&ref_params.frozen(), cfg.model.attention, false)?;
-                        set.compute_reference(reference.as_ref(), b, &device)?;
-                        if set.sync.is_some() {
-                            moving = Some(MovingReference {
-                                params: ref_params,
-                                model: reference,
-                                cfg: ref_cfg,
-                                from: from.clone(),
-                            });
-                        }
-                        let (n, t) = (set.train.len(), set.max_length);
-                        (Task::Dpo(set), n, t)
+            // Preference records (chosen, rejected) make a DPO run, as in TRL; unpaired ones
+            // (completion, label), or preferences with KTO's loss_type, a KTO run.
+            let preference = lantern_data::dpo::is_preference_file(&train_path) == Some(true);
+            let unpaired = lantern_data::dpo::is_unpaired_file(&train_path) == Some(true);
+            let (task, examples, t) = match (
+                preference,
+                unpaired || (preference && KtoSet::asked_for(&cfg)),
+            ) {
+                (_, true) => {
+                    let set = KtoSet::load(
+                        &cfg,
+                        (&tokenizer, &tokenizer_path),
+                        eos_id,
+                        context,
+                        (b, per_step),
+                    )?;
+                    let reference = MovingReference::load(&cfg, &model_cfg, &resume_from, &device)?;
+                    set.compute_reference(reference.model.as_ref(), b, &device)?;
+                    if set.sync.is_some() {
+                        moving = Some(reference);
                     }
-                    false => {
-                        if let Some(k) = cfg.data.dpo_keys().first() {
-                            return Err(Error::Config(format!(
-                                "data.{k} is DPO's; {} holds no preference records (chosen, \
+                    let (n, t) = (set.train.len(), set.max_length);
+                    (Task::Kto(set), n, t)
+                }
+                (true, false) => {
+                    let set = DpoSet::load(
+                        &cfg,
+                        (&tokenizer, &tokenizer_path),
+                        eos_id,
+                        context,
+                        per_step,
+                    )?;
+                    let reference = MovingReference::load(&cfg, &model_cfg, &resume_from, &device)?;
+                    set.compute_reference(reference.model.as_ref(), b, &device)?;
+                    if set.sync.is_some() {
+                        moving = Some(reference);
+                    }
+                    let (n, t) = (set.train.len(), set.max_length);
+                    (Task::Dpo(set), n, t)
+                }
+                (false, false) => {
+                    if let Some(k) = cfg.data.dpo_keys().first() {
+                        return Err(Error::Config(format!(
+                            "data.{k} is DPO's; {} holds no preference records (chosen, \
                                  rejected)",
-                                train_path.display()
-                            )));
-                        }
-                        let set = SftSet::load(
-                            &cfg,
-                            (&tokenizer, &tokenizer_path),
-                            eos_id,
-                            context,
-                            per_step,
-                        )?;
-                        let (n, t) = (set.train.len(), set.max_length);
-                        (Task::Sft(set), n, t)
+                            train_path.display()
+                        )));
                     }
-                };
+                    let set = SftSet::load(
+                        &cfg,
+                        (&tokenizer, &tokenizer_path),
+                        eos_id,
+                        context,
+                        per_step,
+                    )?;
+                    let (n, t) = (set.train.len(), set.max_length);
+                    (Task::Sft(set), n, t)
+                }
+            };
             if let Some(e) = cfg.train.epochs {
                 // TRL's num_train_epochs: the steps they make, the last one completed.
                 let global = per_step as f64;
@@ -884,7 +876,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let trained = lora.as_ref().map_or(&params, |l| l.master());
     // DPO trains without dropout, the model's and LoRA's (TRL's `disable_dropout`, default
     // true); checkpoints keep the configured rates, as TRL's saved configs do.
-    let no_dropout = matches!(task, Task::Dpo(_)) && cfg.data.disable_dropout.unwrap_or(true);
+    let no_dropout =
+        matches!(task, Task::Dpo(_) | Task::Kto(_)) && cfg.data.disable_dropout.unwrap_or(true);
     let build_cfg = match no_dropout {
         true => model_cfg.without_dropout(),
         false => model_cfg.clone(),
@@ -1024,6 +1017,10 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             Task::Sft(set) if set.packing.is_some() => format!(" packed rows of up to {t} tokens"),
             Task::Sft(_) => format!(" examples of up to {t} tokens"),
             Task::Dpo(_) => format!(" preferences (2 rows each) of up to {t} tokens"),
+            Task::Kto(set) if set.loss.uses_kl() => {
+                format!(" examples (and their KL rows) of up to {t} tokens")
+            }
+            Task::Kto(_) => format!(" examples of up to {t} tokens"),
             _ => format!("x{t} tokens"),
         },
         if world > 1 {
@@ -1045,6 +1042,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let (description, notes) = match &task {
         Task::Sft(set) => (Some(set.describe()), set.notes.as_slice()),
         Task::Dpo(set) => (Some(set.describe()), set.notes.as_slice()),
+        Task::Kto(set) => (Some(set.describe()), set.notes.as_slice()),
         _ => (None, &[][..]),
     };
     for line in description.iter().chain(notes) {
@@ -1058,6 +1056,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let flops_len = match &task {
         Task::Sft(set) => set.mean_input_len(),
         Task::Dpo(set) => set.mean_input_len(),
+        Task::Kto(set) => set.mean_input_len(),
         _ => t,
     };
     let flops_per_token = model_cfg.flops_per_token(flops_len);
@@ -1337,13 +1336,13 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         };
         progress.step(step, cfg.train.max_steps, &line);
         // TR-DPO: after the update (TRL's `on_step_end`, before the step's evaluation).
-        if let (Some(m), Task::Dpo(set)) = (&moving, &task) {
-            let sync = set
-                .sync
+        if let Some(m) = &moving {
+            let sync = task
+                .reference_sync()
                 .expect("a moving reference comes with its settings");
             if sync.due(step) {
                 m.mix(&params, sync.alpha)?;
-                set.compute_reference(&*m.model, b, &device)?;
+                task.compute_reference(&*m.model, b, &device)?;
             }
         }
 
@@ -1482,6 +1481,45 @@ struct MovingReference {
 }
 
 impl MovingReference {
+    /// The reference of a DPO or KTO run: `data.ref_model`, else the `init_from` weights as
+    /// loaded; with `data.sync_ref_model` on a resumed run, the checkpoint's moved weights (a
+    /// checkpoint of a run without it has the reference that never moved). Frozen.
+    fn load(
+        cfg: &RunConfig,
+        model_cfg: &ModelConfig,
+        resume_from: &Option<(u64, PathBuf)>,
+        device: &Device,
+    ) -> Result<Self> {
+        let (from, ref_cfg) = match &cfg.data.ref_model {
+            Some(dir) => (dir, reference_config(cfg, dir, model_cfg)?),
+            None => (
+                cfg.model
+                    .init_from
+                    .as_ref()
+                    .expect("the preference sets check it"),
+                model_cfg.clone(),
+            ),
+        };
+        let weights = match (cfg.data.sync_ref_model == Some(true), resume_from) {
+            (true, Some((_, dir))) if dir.join(checkpoint::REFERENCE_FILE).exists() => {
+                dir.join(checkpoint::REFERENCE_FILE)
+            }
+            _ => from.join("model.safetensors"),
+        };
+        let params = ref_cfg.load_params(
+            &weights,
+            &mut Rng::derive(cfg.train.seed, INIT_STREAM),
+            device,
+        )?;
+        let model = ref_cfg.build(&params.frozen(), cfg.model.attention, false)?;
+        Ok(Self {
+            params,
+            model,
+            cfg: ref_cfg,
+            from: from.clone(),
+        })
+    }
+
     /// The reference must hold the policy's parameters, name for name and shape for shape
     /// (TRL zips the two models' parameters).
     fn check_matches(&self, policy: &Params) -> Result<()> {

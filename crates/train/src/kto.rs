@@ -1,0 +1,552 @@
+//! Kahneman-Tversky Optimization (Ethayarajh et al. 2024) in the training loop, as TRL's
+//! `KTOTrainer`: `data.train` names a JSONL file of unpaired records (`prompt`, `completion`,
+//! a boolean `label`: desirable or not), or of preference records with `data.loss_type =
+//! "kto"` (each pair unpaired into a desirable and an undesirable example,
+//! `lantern_data::dpo::read_unpaired`), and `lantern train` trains the `model.init_from` causal
+//! LM against a reference, as DPO does.
+//!
+//! - A sample is one example; a micro-batch of B is B rows of prompt + completion, then (for
+//!   the `kto` loss) B rows of prompt + another example's completion, the KL rows, each cut to
+//!   `max_length` (keeping the start) and padded on the right. Each example's KL completion is
+//!   fixed when the data are read, as TRL fixes it: within each run of `train.batch_size`
+//!   examples in file order, the completion of the one before it (the first takes the last's).
+//! - With `r = β·(π − ref)` per example and `z`, the micro-batch's mean of `π_KL − ref_KL` over
+//!   its KL rows clamped at 0 and taken as a constant, the `kto` loss of a desirable example is
+//!   `1 − σ(r − β·z)`, of an undesirable one `1 − σ(β·z − r)`; `apo_zero_unpaired` reads no KL
+//!   (`1 − σ(r)` and `σ(r)`). Each is weighted by `data.desirable_weight` or
+//!   `data.undesirable_weight`, and averaged over the step's examples. TRL averages `z` over
+//!   the ranks of a data-parallel run; here each rank estimates it from its own micro-batch.
+//! - The reference's log-probabilities of every example and KL row are computed before
+//!   training (again after each of TR-DPO's moves, `data.sync_ref_model`), as for DPO.
+//! - Evaluations report the mean loss over every validation example (`val_loss`).
+
+use crate::config::RunConfig;
+use crate::dpo::{sigmoid, CompletionRows, RefSync, DEFAULT_BETA};
+use crate::sft::{epoch_index, train_and_validation, Tokenization};
+use crate::task::LossModel;
+use crate::trainer::Batch;
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+use lantern_data::dpo::{read_unpaired, PreferenceOptions, UnpairedData, UnpairedExample};
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokenizers::Tokenizer;
+
+/// KTO's losses (TRL's `KTOConfig.loss_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KtoKind {
+    /// Eq. 7 of the KTO paper, with the KL estimate.
+    Kto,
+    /// The unpaired APO-zero loss (D'Oosterlinck et al. 2024): no KL.
+    ApoZeroUnpaired,
+}
+
+impl KtoKind {
+    pub const NAMES: [&'static str; 2] = ["kto", "apo_zero_unpaired"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "kto" => Some(Self::Kto),
+            "apo_zero_unpaired" => Some(Self::ApoZeroUnpaired),
+            _ => None,
+        }
+    }
+}
+
+/// The loss of a KTO run and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KtoLoss {
+    pub kind: KtoKind,
+    pub beta: f64,
+    pub desirable_weight: f64,
+    pub undesirable_weight: f64,
+}
+
+impl KtoLoss {
+    /// The loss `data` asks for: `loss_type` (one of [`KtoKind::NAMES`], default `kto`),
+    /// `beta` (default 0.1), `desirable_weight` and `undesirable_weight` (default 1).
+    pub fn of(d: &crate::config::DataSection) -> Result<Self> {
+        let kind = match d.loss_type.as_ref().map(|l| l.names()) {
+            None => KtoKind::Kto,
+            Some(names) => match names[..] {
+                [one] => KtoKind::from_name(one),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "data.loss_type {names:?}: KTO's examples train with one of {}",
+                    KtoKind::NAMES.join(", ")
+                ))
+            })?,
+        };
+        let beta = d.beta.unwrap_or(DEFAULT_BETA);
+        if !(beta > 0.0 && beta.is_finite()) {
+            return Err(Error::Config(format!(
+                "data.beta must be positive, got {beta}"
+            )));
+        }
+        let weight = |k: &str, w: Option<f64>| match w.unwrap_or(1.0) {
+            w if w > 0.0 && w.is_finite() => Ok(w),
+            w => Err(Error::Config(format!("data.{k} must be positive, got {w}"))),
+        };
+        Ok(Self {
+            kind,
+            beta,
+            desirable_weight: weight("desirable_weight", d.desirable_weight)?,
+            undesirable_weight: weight("undesirable_weight", d.undesirable_weight)?,
+        })
+    }
+
+    /// Whether the loss reads the KL estimate (and batches carry KL rows).
+    pub fn uses_kl(&self) -> bool {
+        self.kind == KtoKind::Kto
+    }
+
+    /// The summed weighted loss of B examples: `policy`, `reference` (B) the log-probabilities
+    /// of their completions, `labels` (B) 1 for desirable and 0 for undesirable, `kl` the
+    /// policy's and the reference's of the KL rows (B each), for `kto`.
+    pub fn sum(
+        &self,
+        (policy, reference): (&Tensor, &Tensor),
+        kl: Option<(&Tensor, &Tensor)>,
+        labels: &Tensor,
+    ) -> Result<Tensor> {
+        let r = (policy - reference)?;
+        // z: the batch's KL estimate, clamped at 0, a constant (TRL detaches it).
+        let z = match (self.kind, kl) {
+            (KtoKind::Kto, Some((p, q))) => {
+                let mean = (p.detach() - q)?.mean_all()?.to_scalar::<f32>()?;
+                f64::from(mean.max(0.0))
+            }
+            (KtoKind::Kto, None) => {
+                return Err(Error::Config("a KTO batch without its KL rows".into()))
+            }
+            (KtoKind::ApoZeroUnpaired, _) => 0.0,
+        };
+        // u = β·(r − z); desirable: 1 − σ(u) = σ(−u), undesirable: 1 − σ(−u) = σ(u).
+        let u = ((r - z)? * self.beta)?;
+        let (want, wu) = (labels, (labels.neg()? + 1.0)?);
+        let losses = ((want * sigmoid(&u.neg()?)?)? + (&wu * sigmoid(&u)?)?)?;
+        let weights = ((want * self.desirable_weight)? + (wu * self.undesirable_weight)?)?;
+        Ok((losses * weights)?.sum_all()?)
+    }
+
+    /// The loss for the run's log.
+    pub fn describe(&self) -> String {
+        let name = KtoKind::NAMES[self.kind as usize];
+        match (self.desirable_weight, self.undesirable_weight) {
+            (d, u) if d == 1.0 && u == 1.0 => name.to_string(),
+            (d, u) => format!("{name} (desirable ×{d}, undesirable ×{u})"),
+        }
+    }
+}
+
+/// What a KTO batch's loss reads besides the rows.
+#[derive(Debug, Clone)]
+pub struct Unpaired {
+    /// (B) f32: the reference's log-probabilities of the completions; `None` while the
+    /// reference's own are being computed.
+    pub reference: Option<Tensor>,
+    /// (B) f32: the reference's of the KL rows (`kto` only).
+    pub reference_kl: Option<Tensor>,
+    /// (B) f32: 1 desirable, 0 undesirable.
+    pub labels: Tensor,
+    pub loss: Arc<KtoLoss>,
+}
+
+/// The examples of a KTO run.
+pub struct KtoSet {
+    pub train: Vec<UnpairedExample>,
+    pub val: Vec<UnpairedExample>,
+    /// For each training and validation example, the example whose completion its KL row
+    /// reads.
+    kl: [Vec<usize>; 2],
+    /// The reference's log-probabilities (completion, KL row) of each training and validation
+    /// example, filled by [`KtoSet::compute_reference`].
+    refs: RefCell<[Vec<[f32; 2]>; 2]>,
+    pub pad: u32,
+    pub max_length: usize,
+    pub loss: Arc<KtoLoss>,
+    pub conversational: bool,
+    /// Whether the records were pairs, unpaired.
+    pub paired: bool,
+    /// `train.group_by_length`: the examples per optimizer step (every rank's).
+    pub group: Option<usize>,
+    /// TR-DPO's reference moves (`data.sync_ref_model`).
+    pub sync: Option<RefSync>,
+    /// What reading the files said, for the run's log.
+    pub notes: Vec<String>,
+}
+
+/// Within each run of `b` indices of `0..n`, the one before (the first takes the run's last):
+/// TRL's `[completions[-1]] + completions[:-1]` over batches of `per_device_train_batch_size`.
+pub fn rotated_within(n: usize, b: usize) -> Vec<usize> {
+    let b = b.max(1);
+    (0..n)
+        .map(|i| {
+            let start = i - i % b;
+            match i == start {
+                true => (start + b).min(n) - 1,
+                false => i - 1,
+            }
+        })
+        .collect()
+}
+
+/// The keys of DPO's losses that KTO has no use for.
+fn dpo_only(cfg: &RunConfig) -> Option<&'static str> {
+    let d = &cfg.data;
+    [
+        ("loss_weights", d.loss_weights.is_some()),
+        ("label_smoothing", d.label_smoothing.is_some()),
+        ("discopop_tau", d.discopop_tau.is_some()),
+        ("f_divergence_type", d.f_divergence_type.is_some()),
+        (
+            "f_alpha_divergence_coef",
+            d.f_alpha_divergence_coef.is_some(),
+        ),
+        ("ld_alpha", d.ld_alpha.is_some()),
+        ("use_weighting", d.use_weighting.is_some()),
+        ("truncation_mode", d.truncation_mode.is_some()),
+        ("text_field", d.text_field.is_some()),
+        ("completion_only_loss", d.completion_only_loss.is_some()),
+        ("assistant_only_loss", d.assistant_only_loss.is_some()),
+        ("packing", d.packing.is_some()),
+        ("packing_strategy", d.packing_strategy.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(k, set)| set.then_some(k))
+}
+
+impl KtoSet {
+    /// Whether a run reads its preference records as KTO's: `data.loss_type` names one of
+    /// KTO's losses.
+    pub fn asked_for(cfg: &RunConfig) -> bool {
+        cfg.data
+            .loss_type
+            .as_ref()
+            .is_some_and(|l| l.names().iter().any(|n| KtoKind::from_name(n).is_some()))
+    }
+
+    /// Reads `data.train` (and `data.validation`, or holds `data.val_fraction` out) with the
+    /// run's tokenizer, as [`crate::dpo::DpoSet::load`] does; `b` is the per-rank batch size,
+    /// the runs KL completions rotate within.
+    pub fn load(
+        cfg: &RunConfig,
+        (tokenizer, tokenizer_path): (&Tokenizer, &Path),
+        eos_id: Option<u32>,
+        (context, vocab): (usize, usize),
+        (b, per_step): (usize, usize),
+    ) -> Result<Self> {
+        let d = &cfg.data;
+        let train_path = d.train.as_ref().expect("KTO data has data.train");
+        if let Some(k) = dpo_only(cfg) {
+            return Err(Error::Config(format!(
+                "data.{k} is not a setting of KTO ({} trains with {})",
+                train_path.display(),
+                KtoKind::NAMES.join(" or ")
+            )));
+        }
+        if cfg.model.init_from.is_none() {
+            return Err(Error::Config(
+                "KTO trains a pretrained model against itself: set model.init_from".into(),
+            ));
+        }
+        let loss = Arc::new(KtoLoss::of(d)?);
+        let tk = Tokenization::of(cfg, (tokenizer, tokenizer_path), eos_id, context)?;
+        let opts = PreferenceOptions {
+            max_length: tk.max_length,
+            truncation: Default::default(),
+            eos_token: tk.eos.as_deref(),
+            chat_template: tk.template.as_ref(),
+            vocab_size: vocab,
+        };
+        let mut notes = Vec::new();
+        let mut read = |p: &PathBuf| -> Result<UnpairedData> {
+            let data = read_unpaired(p, tokenizer, &opts)?;
+            if data.dropped > 0 {
+                notes.push(format!(
+                    "{}: {} example(s) dropped, their prompt filling max_length {}",
+                    p.display(),
+                    data.dropped,
+                    tk.max_length
+                ));
+            }
+            Ok(data)
+        };
+        let first = read(train_path)?;
+        let (conversational, paired) = (first.conversational, first.paired);
+        let (train, val) = train_and_validation(
+            cfg,
+            (train_path, first),
+            read,
+            |d: &UnpairedData| match (d.conversational, d.paired) {
+                (true, true) => "conversational preference",
+                (false, true) => "text preference",
+                (true, false) => "conversational unpaired",
+                (false, false) => "text unpaired",
+            },
+            |d| d.examples,
+        )?;
+        let kl = [rotated_within(train.len(), b), rotated_within(val.len(), b)];
+        Ok(Self {
+            kl,
+            refs: Default::default(),
+            sync: RefSync::of(cfg)?,
+            train,
+            val,
+            pad: tk.pad(tokenizer),
+            max_length: tk.max_length,
+            loss,
+            conversational,
+            paired,
+            group: cfg.train.group_by_length.then_some(per_step),
+            notes,
+        })
+    }
+
+    /// The example whose completion the KL row of example `i` reads (of the validation
+    /// examples with `val`).
+    pub fn kl_source(&self, val: bool, i: usize) -> usize {
+        self.kl[usize::from(val)][i]
+    }
+
+    fn split(&self, split: usize) -> &[UnpairedExample] {
+        match split {
+            0 => &self.train,
+            _ => &self.val,
+        }
+    }
+
+    /// The reference's log-probabilities of every example's completion and KL row, by `model`,
+    /// `b` examples at a time.
+    pub fn compute_reference(
+        &self,
+        model: &dyn LossModel,
+        b: usize,
+        device: &Device,
+    ) -> Result<()> {
+        let b = b.max(1);
+        let of = |split: usize| -> Result<Vec<[f32; 2]>> {
+            let n = self.split(split).len();
+            let mut out = Vec::with_capacity(n);
+            for start in (0..n).step_by(b) {
+                let idx: Vec<usize> = (start..(start + b).min(n)).collect();
+                let batch = self.rows(split, &idx, false, device)?;
+                let logps = model.row_logps(&batch)?.to_vec1::<f32>()?;
+                let k = idx.len();
+                out.extend((0..k).map(|i| match self.loss.uses_kl() {
+                    true => [logps[i], logps[k + i]],
+                    false => [logps[i], 0.0],
+                }));
+            }
+            Ok(out)
+        };
+        *self.refs.borrow_mut() = [of(0)?, of(1)?];
+        Ok(())
+    }
+
+    /// The training example of global sample `i` (SFT's per-epoch order).
+    pub fn train_index(&self, seed: u64, i: u64, cache: &mut Option<(u64, Vec<usize>)>) -> usize {
+        let lengths = || {
+            self.train
+                .iter()
+                .map(|e| e.prompt.len() + e.completion.len())
+                .collect()
+        };
+        epoch_index(self.train.len(), (self.group, lengths), seed, i, cache)
+    }
+
+    /// Training examples `idx` as one batch, with their reference log-probabilities.
+    pub fn train_batch(&self, idx: &[usize], device: &Device) -> Result<Batch> {
+        self.rows(0, idx, true, device)
+    }
+
+    /// Validation examples `from .. from + b` (in file order) as one batch; `None` past the
+    /// last.
+    pub fn val_batch(&self, from: usize, b: usize, device: &Device) -> Result<Option<Batch>> {
+        let from = from.min(self.val.len());
+        let to = (from + b).min(self.val.len());
+        if from == to {
+            return Ok(None);
+        }
+        let idx: Vec<usize> = (from..to).collect();
+        Ok(Some(self.rows(1, &idx, true, device)?))
+    }
+
+    /// The tokens of one example's rows, as read: each row's all but its last.
+    pub fn tokens_of(&self, i: usize) -> u64 {
+        let row = |e: &UnpairedExample, c: &UnpairedExample| {
+            ((e.prompt.len() + c.completion.len()).min(self.max_length) - 1) as u64
+        };
+        let e = &self.train[i];
+        row(e, e)
+            + match self.loss.uses_kl() {
+                true => row(e, &self.train[self.kl[0][i]]),
+                false => 0,
+            }
+    }
+
+    /// The mean length of the rows' inputs, rounded: the sequence length their FLOPs per
+    /// token are counted at.
+    pub fn mean_input_len(&self) -> usize {
+        let rows = if self.loss.uses_kl() { 2 } else { 1 };
+        let n = (rows * self.train.len()).max(1);
+        let total: u64 = (0..self.train.len()).map(|i| self.tokens_of(i)).sum();
+        (total as f64 / n as f64).round().max(1.0) as usize
+    }
+
+    /// Examples `idx` of a split as B rows of prompt + completion, then (for `kto`) B KL rows
+    /// of prompt + the KL completion, each cut to `max_length` and padded on the right; with
+    /// `refs`, the reference's log-probabilities.
+    fn rows(&self, split: usize, idx: &[usize], refs: bool, device: &Device) -> Result<Batch> {
+        let examples = self.split(split);
+        let seq = |e: &UnpairedExample, c: &UnpairedExample| {
+            let mut s: Vec<u32> = e.prompt.iter().chain(&c.completion).copied().collect();
+            s.truncate(self.max_length);
+            (s, e.prompt.len())
+        };
+        let mut seqs: Vec<(Vec<u32>, usize)> = idx
+            .iter()
+            .map(|&i| seq(&examples[i], &examples[i]))
+            .collect();
+        if self.loss.uses_kl() {
+            let kl = &self.kl[split];
+            seqs.extend(idx.iter().map(|&i| seq(&examples[i], &examples[kl[i]])));
+        }
+        let rows = CompletionRows::of(&seqs, self.pad);
+        let n = seqs.len();
+        let labels: Vec<f32> = idx
+            .iter()
+            .map(|&i| if examples[i].label { 1.0 } else { 0.0 })
+            .collect();
+        let (reference, reference_kl) = match refs {
+            true => {
+                let table = self.refs.borrow();
+                let get = |k: usize| -> Vec<f32> {
+                    idx.iter()
+                        .map(|&i| {
+                            table[split]
+                                .get(i)
+                                .expect("the reference's log-probabilities are computed first")[k]
+                        })
+                        .collect()
+                };
+                let b = idx.len();
+                (
+                    Some(Tensor::from_vec(get(0), b, device)?),
+                    match self.loss.uses_kl() {
+                        true => Some(Tensor::from_vec(get(1), b, device)?),
+                        false => None,
+                    },
+                )
+            }
+            false => (None, None),
+        };
+        Ok(Batch {
+            ids: Tensor::from_slice(&rows.inputs, (n, rows.t), device)?,
+            targets: Tensor::from_slice(&rows.targets, n * rows.t, device)?,
+            weights: Some(Tensor::from_slice(&rows.weights, n * rows.t, device)?),
+            // The loss is a mean over examples.
+            n_targets: idx.len(),
+            packing: None,
+            loss: Default::default(),
+            pairs: None,
+            unpaired: Some(Unpaired {
+                reference,
+                reference_kl,
+                labels: Tensor::from_vec(labels, idx.len(), device)?,
+                loss: self.loss.clone(),
+            }),
+        })
+    }
+
+    /// One line on the data for the run's log.
+    pub fn describe(&self) -> String {
+        let desirable = self.train.iter().filter(|e| e.label).count();
+        format!(
+            "kto: {} {} records, {} train ({desirable} desirable) / {} validation examples, \
+             max_length {}, beta {}, loss {}",
+            if self.conversational {
+                "conversational"
+            } else {
+                "text"
+            },
+            if self.paired {
+                "preference"
+            } else {
+                "unpaired"
+            },
+            self.train.len(),
+            self.val.len(),
+            self.max_length,
+            self.loss.beta,
+            self.loss.describe()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TRL's rotation: within each batch-sized run, the completion before (the first takes the
+    /// run's last); a run of one reads its own.
+    #[test]
+    fn kl_completions_rotate_within_batches() {
+        assert_eq!(rotated_within(5, 5), [4, 0, 1, 2, 3]);
+        assert_eq!(rotated_within(5, 2), [1, 0, 3, 2, 4]);
+        assert_eq!(rotated_within(3, 1), [0, 1, 2]);
+        assert_eq!(rotated_within(0, 4), Vec::<usize>::new());
+    }
+
+    fn loss(kind: KtoKind, wd: f64, wu: f64) -> KtoLoss {
+        KtoLoss {
+            kind,
+            beta: 0.5,
+            desirable_weight: wd,
+            undesirable_weight: wu,
+        }
+    }
+
+    /// The losses against their formulas, in f64.
+    #[test]
+    fn losses_are_trls_formulas() {
+        let d = &Device::Cpu;
+        let t = |v: &[f32]| Tensor::from_slice(v, v.len(), d).unwrap();
+        let (p, r) = (t(&[-3.0, -5.0, -2.0]), t(&[-4.0, -4.5, -2.5]));
+        let (pk, rk) = (t(&[-6.0, -7.0, -5.0]), t(&[-6.5, -7.2, -5.6]));
+        let labels = t(&[1.0, 0.0, 1.0]);
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        // z = mean(0.5, 0.2, 0.6) = 0.4333…; r = (1, −0.5, 0.5).
+        let z = (0.5 + 0.2 + 0.6) / 3.0;
+        let kto = loss(KtoKind::Kto, 1.0, 1.5)
+            .sum((&p, &r), Some((&pk, &rk)), &labels)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let want = (1.0 - sig(0.5 * (1.0 - z)))
+            + 1.5 * (1.0 - sig(0.5 * (z + 0.5)))
+            + (1.0 - sig(0.5 * (0.5 - z)));
+        assert!((kto - want).abs() < 1e-6, "{kto} vs {want}");
+        // A negative KL estimate is clamped at 0.
+        let neg = loss(KtoKind::Kto, 1.0, 1.0)
+            .sum((&p, &r), Some((&rk, &pk)), &labels)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let want0 = (1.0 - sig(0.5)) + (1.0 - sig(0.25)) + (1.0 - sig(0.25));
+        assert!((neg - want0).abs() < 1e-6, "{neg} vs {want0}");
+        let apo = loss(KtoKind::ApoZeroUnpaired, 1.0, 1.0)
+            .sum((&p, &r), None, &labels)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let want = (1.0 - sig(0.5)) + sig(-0.25) + (1.0 - sig(0.25));
+        assert!((apo - want).abs() < 1e-6, "{apo} vs {want}");
+        assert!(loss(KtoKind::Kto, 1.0, 1.0)
+            .sum((&p, &r), None, &labels)
+            .is_err());
+    }
+}
