@@ -345,7 +345,8 @@ impl DataSection {
         .collect()
     }
 
-    /// The keys only preference records (DPO) read that are set, by name.
+    /// The keys only preference records (DPO) and unpaired ones (KTO) read that are set, by
+    /// name.
     pub fn dpo_keys(&self) -> Vec<&'static str> {
         [
             ("beta", self.beta.is_some()),

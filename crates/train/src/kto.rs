@@ -10,12 +10,12 @@
 //!   `max_length` (keeping the start) and padded on the right. Each example's KL completion is
 //!   fixed when the data are read, as TRL fixes it: within each run of `train.batch_size`
 //!   examples in file order, the completion of the one before it (the first takes the last's).
-//! - With `r = β·(π − ref)` per example and `z`, the micro-batch's mean of `π_KL − ref_KL` over
-//!   its KL rows clamped at 0 and taken as a constant, the `kto` loss of a desirable example is
-//!   `1 − σ(r − β·z)`, of an undesirable one `1 − σ(β·z − r)`; `apo_zero_unpaired` reads no KL
-//!   (`1 − σ(r)` and `σ(r)`). Each is weighted by `data.desirable_weight` or
-//!   `data.undesirable_weight`, and averaged over the step's examples. TRL averages `z` over
-//!   the ranks of a data-parallel run; here each rank estimates it from its own micro-batch.
+//! - With `r = β·(π − ref)` per example and `z` the KL estimate of the micro-batch (the mean of
+//!   `π_KL − ref_KL` over its KL rows, by a forward without gradient, averaged over the ranks of
+//!   a data-parallel run as TRL gathers it, clamped at 0), the `kto` loss of a desirable
+//!   example is `1 − σ(r − β·z)`, of an undesirable one `1 − σ(β·z − r)`; `apo_zero_unpaired`
+//!   reads no KL (`1 − σ(r)` and `σ(r)`). Each is weighted by `data.desirable_weight` or
+//!   `data.undesirable_weight`, and averaged over the step's examples.
 //! - The reference's log-probabilities of every example and KL row are computed before
 //!   training (again after each of TR-DPO's moves, `data.sync_ref_model`), as for DPO.
 //! - Evaluations report the mean loss over every validation example (`val_loss`).
@@ -104,23 +104,19 @@ impl KtoLoss {
     }
 
     /// The summed weighted loss of B examples: `policy`, `reference` (B) the log-probabilities
-    /// of their completions, `labels` (B) 1 for desirable and 0 for undesirable, `kl` the
-    /// policy's and the reference's of the KL rows (B each), for `kto`.
+    /// of their completions, `labels` (B) 1 for desirable and 0 for undesirable, `z` the KL
+    /// estimate (`kto` only; [`kl_estimate`]).
     pub fn sum(
         &self,
         (policy, reference): (&Tensor, &Tensor),
-        kl: Option<(&Tensor, &Tensor)>,
+        z: Option<f64>,
         labels: &Tensor,
     ) -> Result<Tensor> {
         let r = (policy - reference)?;
-        // z: the batch's KL estimate, clamped at 0, a constant (TRL detaches it).
-        let z = match (self.kind, kl) {
-            (KtoKind::Kto, Some((p, q))) => {
-                let mean = (p.detach() - q)?.mean_all()?.to_scalar::<f32>()?;
-                f64::from(mean.max(0.0))
-            }
+        let z = match (self.kind, z) {
+            (KtoKind::Kto, Some(z)) => z,
             (KtoKind::Kto, None) => {
-                return Err(Error::Config("a KTO batch without its KL rows".into()))
+                return Err(Error::Config("a KTO batch without its KL estimate".into()))
             }
             (KtoKind::ApoZeroUnpaired, _) => 0.0,
         };
@@ -143,16 +139,59 @@ impl KtoLoss {
 }
 
 /// What a KTO batch's loss reads besides the rows.
-#[derive(Debug, Clone)]
 pub struct Unpaired {
-    /// (B) f32: the reference's log-probabilities of the completions; `None` while the
-    /// reference's own are being computed.
+    /// (B) f32: the reference's log-probabilities of the rows; `None` while the reference's own
+    /// are being computed.
     pub reference: Option<Tensor>,
-    /// (B) f32: the reference's of the KL rows (`kto` only).
-    pub reference_kl: Option<Tensor>,
     /// (B) f32: 1 desirable, 0 undesirable.
     pub labels: Tensor,
     pub loss: Arc<KtoLoss>,
+    /// `kto`: the same examples' KL rows (prompt + another example's completion), with their
+    /// reference's log-probabilities, which [`kl_estimate`] reads.
+    pub kl_rows: Option<Box<Batch>>,
+    /// `kto`: the micro-batch's KL estimate, set by [`kl_estimate`] before the loss.
+    pub z: Option<f64>,
+}
+
+/// The KL estimate of each of `batches` (a rank's micro-batches; `None` where this rank has
+/// none): the mean over a micro-batch's KL rows of `π − ref` by `model` (no gradient), averaged
+/// over the ranks that have the micro-batch (TRL's `gather_for_metrics(kl).mean()`), clamped
+/// at 0; stored in each batch's [`Unpaired::z`]. Every rank calls it with as many slots.
+pub fn kl_estimate(
+    model: &dyn LossModel,
+    batches: &mut [Option<&mut Batch>],
+    comm: &lantern_comm::Communicator,
+) -> Result<()> {
+    // Per slot: this rank's mean and whether it has one, summed over the ranks.
+    let mut sums = vec![0f32; 2 * batches.len()];
+    for (k, b) in batches.iter().enumerate() {
+        let Some(rows) = b
+            .as_ref()
+            .and_then(|b| b.unpaired.as_ref()?.kl_rows.as_deref())
+        else {
+            continue;
+        };
+        let reference = rows
+            .unpaired
+            .as_ref()
+            .and_then(|u| u.reference.as_ref())
+            .ok_or_else(|| Error::Config("KL rows without the reference's".into()))?;
+        let policy = model.row_logps(rows)?;
+        sums[2 * k] = (policy - reference)?.mean_all()?.to_scalar::<f32>()?;
+        sums[2 * k + 1] = 1.0;
+    }
+    if comm.world_size() > 1 {
+        comm.all_reduce_f32(&mut sums, lantern_comm::ReduceOp::Sum)?;
+    }
+    for (k, b) in batches.iter_mut().enumerate() {
+        if let Some(u) = b.as_mut().and_then(|b| b.unpaired.as_mut()) {
+            if u.kl_rows.is_some() {
+                let mean = sums[2 * k] / sums[2 * k + 1].max(1.0);
+                u.z = Some(f64::from(mean.max(0.0)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The examples of a KTO run.
@@ -333,13 +372,16 @@ impl KtoSet {
             let mut out = Vec::with_capacity(n);
             for start in (0..n).step_by(b) {
                 let idx: Vec<usize> = (start..(start + b).min(n)).collect();
-                let batch = self.rows(split, &idx, false, device)?;
-                let logps = model.row_logps(&batch)?.to_vec1::<f32>()?;
-                let k = idx.len();
-                out.extend((0..k).map(|i| match self.loss.uses_kl() {
-                    true => [logps[i], logps[k + i]],
-                    false => [logps[i], 0.0],
-                }));
+                let logps = |kl: bool| -> Result<Vec<f32>> {
+                    let batch = self.rows(split, &idx, (kl, false), device)?;
+                    Ok(model.row_logps(&batch)?.to_vec1::<f32>()?)
+                };
+                let own = logps(false)?;
+                let kl = match self.loss.uses_kl() {
+                    true => logps(true)?,
+                    false => vec![0.0; idx.len()],
+                };
+                out.extend(own.into_iter().zip(kl).map(|(a, b)| [a, b]));
             }
             Ok(out)
         };
@@ -360,7 +402,7 @@ impl KtoSet {
 
     /// Training examples `idx` as one batch, with their reference log-probabilities.
     pub fn train_batch(&self, idx: &[usize], device: &Device) -> Result<Batch> {
-        self.rows(0, idx, true, device)
+        self.batch(0, idx, device)
     }
 
     /// Validation examples `from .. from + b` (in file order) as one batch; `None` past the
@@ -372,7 +414,20 @@ impl KtoSet {
             return Ok(None);
         }
         let idx: Vec<usize> = (from..to).collect();
-        Ok(Some(self.rows(1, &idx, true, device)?))
+        Ok(Some(self.batch(1, &idx, device)?))
+    }
+
+    /// Examples `idx` of a split as a batch of their completions, with (for `kto`) their KL
+    /// rows beside.
+    fn batch(&self, split: usize, idx: &[usize], device: &Device) -> Result<Batch> {
+        let mut batch = self.rows(split, idx, (false, true), device)?;
+        if self.loss.uses_kl() {
+            let kl = self.rows(split, idx, (true, true), device)?;
+            if let Some(u) = batch.unpaired.as_mut() {
+                u.kl_rows = Some(Box::new(kl));
+            }
+        }
+        Ok(batch)
     }
 
     /// The tokens of one example's rows, as read: each row's all but its last.
@@ -397,52 +452,51 @@ impl KtoSet {
         (total as f64 / n as f64).round().max(1.0) as usize
     }
 
-    /// Examples `idx` of a split as B rows of prompt + completion, then (for `kto`) B KL rows
-    /// of prompt + the KL completion, each cut to `max_length` and padded on the right; with
-    /// `refs`, the reference's log-probabilities.
-    fn rows(&self, split: usize, idx: &[usize], refs: bool, device: &Device) -> Result<Batch> {
+    /// Examples `idx` of a split as B rows of prompt + completion, or with `kl` of prompt + the
+    /// KL completion, each cut to `max_length` and padded on the right; with `refs`, the
+    /// reference's log-probabilities of those rows.
+    fn rows(
+        &self,
+        split: usize,
+        idx: &[usize],
+        (kl, refs): (bool, bool),
+        device: &Device,
+    ) -> Result<Batch> {
         let examples = self.split(split);
-        let seq = |e: &UnpairedExample, c: &UnpairedExample| {
-            let mut s: Vec<u32> = e.prompt.iter().chain(&c.completion).copied().collect();
-            s.truncate(self.max_length);
-            (s, e.prompt.len())
-        };
-        let mut seqs: Vec<(Vec<u32>, usize)> = idx
+        let seqs: Vec<(Vec<u32>, usize)> = idx
             .iter()
-            .map(|&i| seq(&examples[i], &examples[i]))
+            .map(|&i| {
+                let e = &examples[i];
+                let c = match kl {
+                    true => &examples[self.kl[split][i]],
+                    false => e,
+                };
+                let mut s: Vec<u32> = e.prompt.iter().chain(&c.completion).copied().collect();
+                s.truncate(self.max_length);
+                (s, e.prompt.len())
+            })
             .collect();
-        if self.loss.uses_kl() {
-            let kl = &self.kl[split];
-            seqs.extend(idx.iter().map(|&i| seq(&examples[i], &examples[kl[i]])));
-        }
         let rows = CompletionRows::of(&seqs, self.pad);
         let n = seqs.len();
         let labels: Vec<f32> = idx
             .iter()
             .map(|&i| if examples[i].label { 1.0 } else { 0.0 })
             .collect();
-        let (reference, reference_kl) = match refs {
+        let reference = match refs {
             true => {
                 let table = self.refs.borrow();
-                let get = |k: usize| -> Vec<f32> {
-                    idx.iter()
-                        .map(|&i| {
-                            table[split]
-                                .get(i)
-                                .expect("the reference's log-probabilities are computed first")[k]
-                        })
-                        .collect()
-                };
-                let b = idx.len();
-                (
-                    Some(Tensor::from_vec(get(0), b, device)?),
-                    match self.loss.uses_kl() {
-                        true => Some(Tensor::from_vec(get(1), b, device)?),
-                        false => None,
-                    },
-                )
+                let v: Vec<f32> = idx
+                    .iter()
+                    .map(|&i| {
+                        table[split]
+                            .get(i)
+                            .expect("the reference's log-probabilities are computed first")
+                            [usize::from(kl)]
+                    })
+                    .collect();
+                Some(Tensor::from_vec(v, idx.len(), device)?)
             }
-            false => (None, None),
+            false => None,
         };
         Ok(Batch {
             ids: Tensor::from_slice(&rows.inputs, (n, rows.t), device)?,
@@ -455,9 +509,10 @@ impl KtoSet {
             pairs: None,
             unpaired: Some(Unpaired {
                 reference,
-                reference_kl,
                 labels: Tensor::from_vec(labels, idx.len(), device)?,
                 loss: self.loss.clone(),
+                kl_rows: None,
+                z: None,
             }),
         })
     }
@@ -521,8 +576,17 @@ mod tests {
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
         // z = mean(0.5, 0.2, 0.6) = 0.4333…; r = (1, −0.5, 0.5).
         let z = (0.5 + 0.2 + 0.6) / 3.0;
+        let z_of = |a: &Tensor, b: &Tensor| {
+            let m = (a - b)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            Some(f64::from(m.max(0.0)))
+        };
         let kto = loss(KtoKind::Kto, 1.0, 1.5)
-            .sum((&p, &r), Some((&pk, &rk)), &labels)
+            .sum((&p, &r), z_of(&pk, &rk), &labels)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap() as f64;
@@ -532,7 +596,7 @@ mod tests {
         assert!((kto - want).abs() < 1e-6, "{kto} vs {want}");
         // A negative KL estimate is clamped at 0.
         let neg = loss(KtoKind::Kto, 1.0, 1.0)
-            .sum((&p, &r), Some((&rk, &pk)), &labels)
+            .sum((&p, &r), z_of(&rk, &pk), &labels)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap() as f64;

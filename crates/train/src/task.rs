@@ -526,24 +526,14 @@ fn row_logps_of(nll: &Tensor, batch: &Batch) -> Result<Tensor> {
 }
 
 /// DPO's summed loss over the batch's preferences ([`crate::dpo::PreferenceLoss`]).
-/// KTO's summed loss of a batch whose rows are B examples' completions, then (for `kto`)
-/// their KL rows, whose log-probabilities are read without gradient.
+/// KTO's summed loss of a batch whose rows are B examples' completions (the KL estimate made
+/// beforehand: [`crate::kto::kl_estimate`]).
 fn kto_loss_sum(logits: &Tensor, batch: &Batch, u: &crate::kto::Unpaired) -> Result<Tensor> {
     let reference = u.reference.as_ref().ok_or_else(|| {
         Error::Config("a KTO batch without the reference's log-probabilities".into())
     })?;
-    let lp = row_logps_of(&token_nll(logits, batch)?, batch)?; // (B or 2B)
-    let b = u.labels.dim(0)?;
-    let policy = lp.narrow(0, 0, b)?;
-    let kl = match (u.loss.uses_kl(), &u.reference_kl) {
-        (true, Some(r)) => Some((lp.narrow(0, b, b)?.detach(), r.clone())),
-        _ => None,
-    };
-    u.loss.sum(
-        (&policy, reference),
-        kl.as_ref().map(|(p, r)| (p, r)),
-        &u.labels,
-    )
+    let policy = row_logps_of(&token_nll(logits, batch)?, batch)?; // (B)
+    u.loss.sum((&policy, reference), u.z, &u.labels)
 }
 
 fn dpo_loss_sum(logits: &Tensor, batch: &Batch, p: &crate::dpo::Pairs) -> Result<Tensor> {

@@ -439,7 +439,12 @@ fn evaluate(
     for i in 0..task.eval_batches(n_batches, b, world) {
         let first = (i * b * world + rank * b) as u64;
         // SFT's last global batch may leave a rank no example.
-        let Some(batch) = task.val_batch(first, (b, t), device, &mut scratch)? else {
+        let mut batch = task.val_batch(first, (b, t), device, &mut scratch)?;
+        if matches!(task, Task::Kto(_)) {
+            // Every rank takes part, with a batch or without.
+            crate::kto::kl_estimate(model, &mut [batch.as_mut()], comm)?;
+        }
+        let Some(batch) = batch else {
             continue;
         };
         let (loss, hits) = model.eval_sums(&batch)?;
@@ -774,8 +779,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 (false, false) => {
                     if let Some(k) = cfg.data.dpo_keys().first() {
                         return Err(Error::Config(format!(
-                            "data.{k} is DPO's; {} holds no preference records (chosen, \
-                                 rejected)",
+                            "data.{k} is DPO's or KTO's; {} holds no preference records \
+                             (chosen, rejected) nor unpaired ones (completion, label)",
                             train_path.display()
                         )));
                     }
@@ -1230,6 +1235,11 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             // same order.
             let first = samples_seen + (micro * b * world + rank * b) as u64;
             batches.push(task.train_batch(cfg.train.seed, first, (b, t), &device, &mut scratch)?);
+        }
+        if matches!(task, Task::Kto(_)) {
+            // KTO's KL estimate of each micro-batch, over every rank, before the loss.
+            let mut slots: Vec<Option<&mut Batch>> = batches.iter_mut().map(Some).collect();
+            crate::kto::kl_estimate(&*eval_model, &mut slots, &comm)?;
         }
         let out = train_step_on(
             &comm,
