@@ -85,6 +85,10 @@ fn a_kto_run_resumes_byte_for_byte_with_a_moving_reference() {
         );
     }
     assert_eq!(metrics_of(&straight, "val"), metrics_of(&split, "val")[..]);
+    // No accuracy: KTO's examples are not pairs to rank.
+    assert!(metrics_of(&straight, "val")
+        .iter()
+        .all(|r| r.get("val_accuracy").is_none() && r.get("val_ppl").is_none()));
     // The first step starts at the reference: every log-ratio 0, the loss 1 − σ(0) = 0.5.
     let loss = metric_values(&straight, "train", "loss");
     assert!((loss[0] - 0.5).abs() < 1e-6, "{loss:?}");

@@ -622,6 +622,10 @@ pub fn causal_eval_sums(logits: &Tensor, batch: &Batch) -> Result<(f64, Option<u
         ));
     }
     let loss = causal_loss_sum(logits, batch)?.to_scalar::<f32>()?;
+    if batch.unpaired.is_some() {
+        // KTO: the loss alone (its examples are not pairs to rank).
+        return Ok((f64::from(loss), None));
+    }
     let (b, t, _) = logits.dims3()?;
     let hit = logits
         .argmax(candle_core::D::Minus1)?
