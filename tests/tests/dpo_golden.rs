@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{floats, golden_dir, read_json, u32s};
+use common::{assert_series, floats, golden_dir, read_json, u32s};
 
 const LAYOUTS: [&str; 19] = [
     "text",
@@ -205,20 +205,7 @@ fn full_batch_steps_give_trls_losses_and_reward_accuracy() {
             ),
         ] {
             let want = floats(want);
-            assert_eq!(got.len(), want.len(), "{layout}: {what} records");
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
-                .fold(0f64, f64::max);
-            eprintln!("{layout}: {what}: largest difference {worst:.2e}");
-            for (s, (g, w)) in got.iter().zip(&want).enumerate() {
-                // Relative beyond 1 (IPO's and SPPO's losses are tens).
-                assert!(
-                    (g - w).abs() < tol * w.abs().max(1.0),
-                    "{layout}: {what} {s}: {g} vs TRL's {w}"
-                );
-            }
+            assert_series(&format!("{layout}: {what}"), &got, &want, tol);
         }
         // Training moved the loss far more than the tolerance.
         let t = floats(&expected["train_loss"]);

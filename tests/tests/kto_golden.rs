@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{floats, golden_dir, read_json, u32s};
+use common::{assert_series, floats, golden_dir, read_json, u32s};
 
 const LAYOUTS: [&str; 7] = [
     "text",
@@ -145,19 +145,7 @@ fn full_batch_steps_give_trls_losses() {
             ),
         ] {
             let want = floats(want);
-            assert_eq!(got.len(), want.len(), "{layout}: {what} records");
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (g - w).abs())
-                .fold(0f64, f64::max);
-            eprintln!("{layout}: {what}: largest difference {worst:.2e}");
-            for (s, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() < 2e-5,
-                    "{layout}: {what} {s}: {g} vs TRL's {w}"
-                );
-            }
+            assert_series(&format!("{layout}: {what}"), &got, &want, 2e-5);
         }
         let t = floats(&expected["train_loss"]);
         assert!(t[0] - t[t.len() - 1] > 0.05, "{layout}: {t:?}");

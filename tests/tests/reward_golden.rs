@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{floats, golden_dir, read_json, u32s};
+use common::{assert_series, floats, golden_dir, read_json, u32s};
 
 const LAYOUTS: [&str; 8] = [
     "text",
@@ -162,19 +162,7 @@ fn full_batch_steps_give_trls_losses_accuracy_and_margin() {
             ),
             ("margin", of("eval", "margin"), after("eval_margin"), 2e-5),
         ] {
-            assert_eq!(got.len(), want.len(), "{layout}: {what} records");
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
-                .fold(0f64, f64::max);
-            eprintln!("{layout}: {what}: largest difference {worst:.2e}");
-            for (s, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() < tol * w.abs().max(1.0),
-                    "{layout}: {what} {s}: {g} vs TRL's {w}"
-                );
-            }
+            assert_series(&format!("{layout}: {what}"), &got, &want, tol);
         }
         // Training moved the loss far more than the tolerance.
         let t = floats(&expected["train_loss"]);

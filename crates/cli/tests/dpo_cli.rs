@@ -43,18 +43,8 @@ dir = "{run}"
     write_config(dir, "dpo", run, &text)
 }
 
-/// `train --config cfg` with each of `sets` as a `--set`, then `extra`.
 fn train_args(cfg: &Path, sets: &[&str], extra: &[&str]) -> Vec<String> {
-    let mut args = vec!["train".to_string(), "--config".into(), s(cfg)];
-    for set in sets {
-        args.extend(["--set".to_string(), set.to_string()]);
-    }
-    args.extend(extra.iter().map(|a| a.to_string()));
-    args
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+    command_args("train", cfg, sets, extra)
 }
 
 /// Runs `layout` with `sets` straight and stopped after step 2 then resumed; the files of both

@@ -44,16 +44,7 @@ dir = "{run}"
 }
 
 fn args(cfg: &Path, sets: &[&str], extra: &[&str]) -> Vec<String> {
-    let mut a = vec!["train".to_string(), "--config".into(), s(cfg)];
-    for set in sets {
-        a.extend(["--set".to_string(), set.to_string()]);
-    }
-    a.extend(extra.iter().map(|x| x.to_string()));
-    a
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+    command_args("train", cfg, sets, extra)
 }
 
 #[test]

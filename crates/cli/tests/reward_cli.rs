@@ -224,12 +224,7 @@ fn bad_reward_input_names_the_file_line_or_key() {
         ),
     ];
     for (sets, want) in cases {
-        let mut args = vec!["finetune".to_string(), "--config".into(), s(&cfg)];
-        for set in sets {
-            args.extend(["--set".to_string(), set.to_string()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let e = lantern_err(&args);
+        let e = lantern_err(&strs(&command_args("finetune", &cfg, sets, &[])));
         assert!(want.iter().all(|w| e.contains(w)), "{sets:?}: {e}");
     }
     assert!(!run.join("last").exists() && !run.join("model").exists());

@@ -71,15 +71,20 @@ pub struct PreferenceData {
 /// the file DPO data rather than SFT data. `None` when the file cannot be read or has no
 /// record (the reader that follows says why).
 pub fn is_preference_file(path: &Path) -> Option<bool> {
+    let v = first_record(path)?;
+    Some(v.get("chosen").is_some() && v.get("rejected").is_some())
+}
+
+/// A JSONL file's first record, `None` when the file cannot be read or has none. The first
+/// only: the reader that follows reads the whole file.
+fn first_record(path: &Path) -> Option<serde_json::Value> {
     use std::io::BufRead;
-    // The first record only: the reader that follows reads the whole file.
     let file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
     let line = file
         .lines()
         .map_while(|l| l.ok())
         .find(|l| !l.trim().is_empty())?;
-    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-    Some(v.get("chosen").is_some() && v.get("rejected").is_some())
+    serde_json::from_str(&line).ok()
 }
 
 /// A record before tokenization: prompt, chosen, rejected.
@@ -388,13 +393,7 @@ pub struct UnpairedData {
 /// Whether a JSONL file's first record is an unpaired preference (`completion` and a boolean
 /// `label`). `None` when the file cannot be read or has no record.
 pub fn is_unpaired_file(path: &Path) -> Option<bool> {
-    use std::io::BufRead;
-    let file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
-    let line = file
-        .lines()
-        .map_while(|l| l.ok())
-        .find(|l| !l.trim().is_empty())?;
-    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+    let v = first_record(path)?;
     Some(v.get("completion").is_some() && v.get("label").is_some_and(|l| l.is_boolean()))
 }
 

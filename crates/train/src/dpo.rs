@@ -26,7 +26,7 @@ use crate::task::LossModel;
 use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
-use lantern_data::dpo::{read_preferences, PreferenceData, PreferenceExample, PreferenceOptions};
+use lantern_data::dpo::{read_preferences, PreferenceData, PreferenceExample};
 use lantern_data::sft::Truncation;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -658,13 +658,7 @@ impl DpoSet {
             )));
         }
         let tk = Tokenization::of(cfg, (tokenizer, tokenizer_path), eos_id, context)?;
-        let opts = PreferenceOptions {
-            max_length: tk.max_length,
-            truncation: tk.truncation,
-            eos_token: tk.eos.as_deref(),
-            chat_template: tk.template.as_ref(),
-            vocab_size: vocab,
-        };
+        let opts = tk.preference_options(vocab);
         let mut notes = Vec::new();
         let mut read = |p: &PathBuf| -> Result<PreferenceData> {
             let data = read_preferences(p, tokenizer, &opts)?;

@@ -27,7 +27,7 @@ use crate::task::LossModel;
 use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
-use lantern_data::dpo::{read_unpaired, PreferenceOptions, UnpairedData, UnpairedExample};
+use lantern_data::dpo::{read_unpaired, UnpairedData, UnpairedExample};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -294,13 +294,8 @@ impl KtoSet {
         }
         let loss = Arc::new(KtoLoss::of(d)?);
         let tk = Tokenization::of(cfg, (tokenizer, tokenizer_path), eos_id, context)?;
-        let opts = PreferenceOptions {
-            max_length: tk.max_length,
-            truncation: Default::default(),
-            eos_token: tk.eos.as_deref(),
-            chat_template: tk.template.as_ref(),
-            vocab_size: vocab,
-        };
+        // KTO has no truncation_mode (refused above): rows keep their start.
+        let opts = tk.preference_options(vocab);
         let mut notes = Vec::new();
         let mut read = |p: &PathBuf| -> Result<UnpairedData> {
             let data = read_unpaired(p, tokenizer, &opts)?;

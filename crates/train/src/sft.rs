@@ -29,6 +29,7 @@ use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use lantern_data::chat::{read_tokenizer_config, special_token, ChatTemplate};
+use lantern_data::dpo::PreferenceOptions;
 use lantern_data::labelled::{length_grouped, permutation, split_indices};
 use lantern_data::packing::{pack, PackingStrategy};
 use lantern_data::sft::{read_sft, SftData, SftExample, SftFormat, SftOptions, Truncation};
@@ -348,6 +349,18 @@ impl Tokenization {
             max_length,
             truncation: d.truncation_mode.unwrap_or_default(),
         })
+    }
+
+    /// How preference (DPO) and unpaired (KTO) records are read with these settings, for a
+    /// model of `vocab_size` rows.
+    pub(crate) fn preference_options(&self, vocab_size: usize) -> PreferenceOptions<'_> {
+        PreferenceOptions {
+            max_length: self.max_length,
+            truncation: self.truncation,
+            eos_token: self.eos.as_deref(),
+            chat_template: self.template.as_ref(),
+            vocab_size,
+        }
     }
 
     /// The id padding is written with (its targets weigh 0, so any id would do).

@@ -740,43 +740,30 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             // (completion, label), or preferences with KTO's loss_type, a KTO run.
             let preference = lantern_data::dpo::is_preference_file(&train_path) == Some(true);
             let unpaired = lantern_data::dpo::is_unpaired_file(&train_path) == Some(true);
-            let (task, examples, t) = match (
-                preference,
-                unpaired || (preference && KtoSet::asked_for(&cfg)),
-            ) {
-                (_, true) => {
-                    let set = KtoSet::load(
-                        &cfg,
-                        (&tokenizer, &tokenizer_path),
-                        eos_id,
-                        context,
-                        (b, per_step),
-                    )?;
+            let kto = unpaired || (preference && KtoSet::asked_for(&cfg));
+            let (task, examples, t) = match preference || kto {
+                true => {
+                    let tok = (&tokenizer, tokenizer_path.as_path());
+                    let (set, n, t) = match kto {
+                        true => {
+                            let s = KtoSet::load(&cfg, tok, eos_id, context, (b, per_step))?;
+                            let (n, t) = (s.train.len(), s.max_length);
+                            (Task::Kto(s), n, t)
+                        }
+                        false => {
+                            let s = DpoSet::load(&cfg, tok, eos_id, context, per_step)?;
+                            let (n, t) = (s.train.len(), s.max_length);
+                            (Task::Dpo(s), n, t)
+                        }
+                    };
                     let reference = MovingReference::load(&cfg, &model_cfg, &resume_from, &device)?;
                     set.compute_reference(reference.model.as_ref(), b, &device)?;
-                    if set.sync.is_some() {
+                    if set.reference_sync().is_some() {
                         moving = Some(reference);
                     }
-                    let (n, t) = (set.train.len(), set.max_length);
-                    (Task::Kto(set), n, t)
+                    (set, n, t)
                 }
-                (true, false) => {
-                    let set = DpoSet::load(
-                        &cfg,
-                        (&tokenizer, &tokenizer_path),
-                        eos_id,
-                        context,
-                        per_step,
-                    )?;
-                    let reference = MovingReference::load(&cfg, &model_cfg, &resume_from, &device)?;
-                    set.compute_reference(reference.model.as_ref(), b, &device)?;
-                    if set.sync.is_some() {
-                        moving = Some(reference);
-                    }
-                    let (n, t) = (set.train.len(), set.max_length);
-                    (Task::Dpo(set), n, t)
-                }
-                (false, false) => {
+                false => {
                     if let Some(k) = cfg.data.dpo_keys().first() {
                         return Err(Error::Config(format!(
                             "data.{k} is DPO's or KTO's; {} holds no preference records \

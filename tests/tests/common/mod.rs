@@ -48,6 +48,22 @@ pub fn floats(v: &serde_json::Value) -> Vec<f64> {
         .collect()
 }
 
+/// `got` against the reference's `want`, value by value: within `tol`, relative where a value
+/// is above 1 (IPO's losses are tens). Prints the largest difference, for the record.
+pub fn assert_series(label: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{label}: records");
+    let scale = |w: f64| w.abs().max(1.0);
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs() / scale(*w))
+        .fold(0f64, f64::max);
+    eprintln!("{label}: largest difference {worst:.2e}");
+    for (s, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() < tol * scale(*w), "{label} {s}: {g} vs {w}");
+    }
+}
+
 /// `v[key]`, a (B, T) list of lists, as a u32 tensor.
 pub fn u32_matrix(v: &serde_json::Value, key: &str) -> Tensor {
     let m = matrix(v, key);

@@ -268,6 +268,21 @@ pub fn send_signal(child: &std::process::Child, sig: i32) {
 }
 
 /// A path as a command-line argument.
+/// `<command> --config <cfg>`, a `--set` for each of `sets`, then `extra`.
+pub fn command_args(command: &str, cfg: &Path, sets: &[&str], extra: &[&str]) -> Vec<String> {
+    let mut a = vec![command.to_string(), "--config".into(), s(cfg)];
+    for set in sets {
+        a.extend(["--set".to_string(), set.to_string()]);
+    }
+    a.extend(extra.iter().map(|x| x.to_string()));
+    a
+}
+
+/// Borrowed views of `v`, for [`lantern`] and its kin.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 pub fn s(p: &Path) -> String {
     p.display().to_string()
 }
