@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{assert_series, floats, golden_dir, read_json, u32s};
+use common::{assert_series, floats, golden_dir, read_json, trl_recipe, u32s};
 
 const LAYOUTS: [&str; 19] = [
     "text",
@@ -82,23 +82,8 @@ validation = "{dir}/validation.jsonl"
 max_length = {max_length}
 beta = {beta}
 {loss}
-[train]
-device = "cpu"
-batch_size = {batch}
-max_steps = {steps}
-lr = {lr}
-schedule = "constant"
-warmup_steps = 0
-beta2 = 0.999
-weight_decay = 0.0
-grad_clip = 1.0
-eval_every = 1
-log_every = 1
-[checkpoint]
-every = 0
-[run]
-dir = "{run}"
-"#,
+{recipe}"#,
+        recipe = trl_recipe(batch, &expected["steps"], &expected["lr"], run),
         // A GPT-2 beside the layouts, else the SFT golden's Llama.
         model = match expected["dpo_args"]["model"].as_str() {
             Some(m) => golden_dir("dpo").join(m),
@@ -108,9 +93,6 @@ dir = "{run}"
         dir = golden_dir("dpo").join(layout).display(),
         max_length = expected["max_length"],
         beta = expected["beta"],
-        steps = expected["steps"],
-        lr = expected["lr"],
-        run = run.display(),
     );
     RunConfig::parse(&text, layout, &[]).unwrap()
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{assert_series, floats, golden_dir, read_json, u32s};
+use common::{assert_series, floats, golden_dir, read_json, trl_recipe, u32s};
 
 const LAYOUTS: [&str; 7] = [
     "text",
@@ -49,32 +49,18 @@ validation = "{dir}/validation.jsonl"
 max_length = {max_length}
 beta = {beta}
 {args}{loss}
-[train]
-device = "cpu"
-batch_size = {batch}
-max_steps = {steps}
-lr = {lr}
-schedule = "constant"
-warmup_steps = 0
-beta2 = 0.999
-weight_decay = 0.0
-grad_clip = 1.0
-eval_every = 1
-log_every = 1
-[checkpoint]
-every = 0
-[run]
-dir = "{run}"
-"#,
+{recipe}"#,
+        // Every kept example in the one batch of a step (TRL's holds them all too).
+        recipe = trl_recipe(
+            expected["train"].as_array().unwrap().len(),
+            &expected["steps"],
+            &expected["lr"],
+            run
+        ),
         model = golden_dir("sft").join("model").display(),
         dir = golden_dir("kto").join(layout).display(),
         max_length = expected["max_length"],
         beta = expected["beta"],
-        // Every kept example in the one batch of a step (TRL's holds them all too).
-        batch = expected["train"].as_array().unwrap().len(),
-        steps = expected["steps"],
-        lr = expected["lr"],
-        run = run.display(),
     );
     RunConfig::parse(&text, layout, &[]).unwrap()
 }

@@ -28,7 +28,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{golden_dir, read_json};
+use common::{golden_dir, read_json, trl_recipe};
 
 const LAYOUTS: [&str; 10] = [
     "text",
@@ -89,29 +89,11 @@ max_length = {max_length}
 {assistant}
 {packing}
 {loss_type}
-[train]
-device = "cpu"
-batch_size = {batch}
-max_steps = {steps}
-lr = {lr}
-schedule = "constant"
-warmup_steps = 0
-beta2 = 0.999
-weight_decay = 0.0
-grad_clip = 1.0
-eval_every = 1
-log_every = 1
-[checkpoint]
-every = 0
-[run]
-dir = "{run}"
-"#,
+{recipe}"#,
+        recipe = trl_recipe(batch, &expected["steps"], &expected["lr"], run),
         model = g.join("model").display(),
         dir = g.join(layout).display(),
         max_length = expected["max_length"],
-        steps = expected["steps"],
-        lr = expected["lr"],
-        run = run.display(),
     );
     RunConfig::parse(&text, layout, &[]).unwrap()
 }

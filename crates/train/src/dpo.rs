@@ -603,8 +603,8 @@ impl CompletionRows {
     }
 }
 
-/// SFT's keys that DPO has no use for.
-fn sft_only(cfg: &RunConfig) -> Option<&'static str> {
+/// SFT's keys that DPO (and KTO) have no use for.
+pub(crate) fn sft_only(cfg: &RunConfig) -> Option<&'static str> {
     let d = &cfg.data;
     [
         ("text_field", d.text_field.is_some()),

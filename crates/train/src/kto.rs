@@ -233,7 +233,7 @@ pub fn rotated_within(n: usize, b: usize) -> Vec<usize> {
         .collect()
 }
 
-/// The keys of DPO's losses that KTO has no use for.
+/// The keys of DPO's losses (and SFT's) that KTO has no use for.
 fn dpo_only(cfg: &RunConfig) -> Option<&'static str> {
     let d = &cfg.data;
     [
@@ -248,14 +248,10 @@ fn dpo_only(cfg: &RunConfig) -> Option<&'static str> {
         ("ld_alpha", d.ld_alpha.is_some()),
         ("use_weighting", d.use_weighting.is_some()),
         ("truncation_mode", d.truncation_mode.is_some()),
-        ("text_field", d.text_field.is_some()),
-        ("completion_only_loss", d.completion_only_loss.is_some()),
-        ("assistant_only_loss", d.assistant_only_loss.is_some()),
-        ("packing", d.packing.is_some()),
-        ("packing_strategy", d.packing_strategy.is_some()),
     ]
     .into_iter()
     .find_map(|(k, set)| set.then_some(k))
+    .or_else(|| crate::dpo::sft_only(cfg))
 }
 
 impl KtoSet {

@@ -48,6 +48,38 @@ pub fn floats(v: &serde_json::Value) -> Vec<f64> {
         .collect()
 }
 
+/// The `[train]`, `[checkpoint]` and `[run]` sections of `lantern train` that TRL's golden
+/// recipe makes (`scripts/make_sft_golden.py` and its kin): `batch` examples a step, `steps`
+/// steps at the constant learning rate `lr`, AdamW β2 0.999 without weight decay, clipping at
+/// 1, an evaluation and a log line every step, no checkpoints.
+pub fn trl_recipe(
+    batch: usize,
+    steps: &serde_json::Value,
+    lr: &serde_json::Value,
+    run: &Path,
+) -> String {
+    format!(
+        r#"[train]
+device = "cpu"
+batch_size = {batch}
+max_steps = {steps}
+lr = {lr}
+schedule = "constant"
+warmup_steps = 0
+beta2 = 0.999
+weight_decay = 0.0
+grad_clip = 1.0
+eval_every = 1
+log_every = 1
+[checkpoint]
+every = 0
+[run]
+dir = "{run}"
+"#,
+        run = run.display()
+    )
+}
+
 /// `got` against the reference's `want`, value by value: within `tol`, relative where a value
 /// is above 1 (IPO's losses are tens). Prints the largest difference, for the record.
 pub fn assert_series(label: &str, got: &[f64], want: &[f64], tol: f64) {
