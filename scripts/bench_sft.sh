@@ -11,6 +11,9 @@
 # DPO=1: the same prompts as preferences (data/fortune-sft/preference: the author chosen,
 # another rejected), Lantern's DPO against TRL's DPOTrainer, both with the reference's
 # log-probabilities computed before the timed steps; a step is 16 preferences, 32 rows.
+# KTO=1: the same preferences unpaired (2 examples each), Lantern's KTO against TRL's
+# KTOTrainer (its sequential sampler, reference precomputed); a step is 16 examples and their
+# 16 KL rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,10 +21,14 @@ THREADS="${THREADS:-2}"
 N="${N:-512}"
 PACKING="${PACKING:-0}"
 DPO="${DPO:-0}"
+KTO="${KTO:-0}"
 layout=prompt-completion
 pack_set=() pack_flag=()
 if [[ "$PACKING" == 1 ]]; then pack_set=(--set data.packing=true); pack_flag=(--packing); fi
 if [[ "$DPO" == 1 ]]; then layout=preference; pack_flag=(--dpo); PACKING=dpo; fi
+if [[ "$KTO" == 1 ]]; then
+    layout=preference; pack_set=(--set 'data.loss_type="kto"'); pack_flag=(--kto); PACKING=kto
+fi
 PY=$(bash scripts/ref_env.sh | tail -n 1)
 cargo build --release -q -p lantern-cli
 [[ -f data/fortune-sft/$layout/train.jsonl ]] || python3 scripts/make_fortune_sft.py >/dev/null
@@ -75,13 +82,15 @@ ours_step = statistics.median(r["step_ms"] for r in train[2:]) / 1e3
 ours_tok = train[-1]["tokens_seen"] / steps
 ours = ours_tok / ours_step
 trl = json.loads(sys.argv[2])
-what = {"1": "packed rows of prompt-completion records", "dpo": "preferences (DPO)"}.get(
+what = {"1": "packed rows of prompt-completion records", "dpo": "preferences (DPO)",
+        "kto": "unpaired examples and their KL rows (KTO)"}.get(
     sys.argv[4], "prompt-completion records")
-print(f"{'DPO' if sys.argv[4] == 'dpo' else 'SFT'}: Llama 4x256 (vocab 4096), {steps} steps of 16 {what}, "
+kind = {"dpo": "DPO", "kto": "KTO"}.get(sys.argv[4], "SFT")
+print(f"{kind}: Llama 4x256 (vocab 4096), {steps} steps of 16 {what}, "
       f"max_length 128, fp32, {sys.argv[3]} threads, median step after 2 warmups")
 print(f"{'implementation':<22}{'tokens/step':>12}{'step ms':>10}{'tokens/s':>10}")
 print(f"{'lantern train':<22}{ours_tok:>12.0f}{ours_step * 1e3:>10.1f}{ours:>10.0f}")
-trainer = "trl DPOTrainer" if sys.argv[4] == "dpo" else "trl SFTTrainer"
+trainer = f"trl {kind}Trainer"
 print(f"{trainer:<22}{trl['tokens_per_step']:>12.0f}{trl['step_ms_median']:>10.1f}"
       f"{trl['tokens_per_s']:>10.0f}")
 print(f"ratio lantern / trl: {ours / trl['tokens_per_s']:.2f}")

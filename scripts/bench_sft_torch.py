@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""TRL's SFTTrainer (or, with --dpo, its DPOTrainer) as the baseline of scripts/bench_sft.sh:
+"""TRL's SFTTrainer (with --dpo its DPOTrainer, with --kto its KTOTrainer) as the baseline of
+scripts/bench_sft.sh:
 one epoch over the records, on the CPU in fp32, timing every optimizer step. Prints one JSON
 line: the median step time (after --warmup steps), the tokens a step reads on average (the
 prepared examples' inputs, all tokens but each one's last, over the steps of the epoch; DPO:
-both rows of a preference, cut to --max-length) and their ratio, tokens/s.
+both rows of a preference, cut to --max-length; KTO: an example's row and its KL row) and
+their ratio, tokens/s.
 
     .venv-ref/bin/python scripts/bench_sft_torch.py --model DIR --train F.jsonl --batch 16 \\
-        --max-length 128 --threads 2 [--warmup 2] [--packing | --dpo]
+        --max-length 128 --threads 2 [--warmup 2] [--packing | --dpo | --kto]
 
-DPO's reference log-probabilities are computed before training (precompute_ref_log_probs),
+DPO's and KTO's reference log-probabilities are computed before training
+(precompute_ref_log_probs),
 as Lantern computes them, so that the timed steps do the same work.
 """
 import argparse
@@ -20,7 +23,7 @@ import time
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, SFTConfig, SFTTrainer
 
 
 class StepTimer(TrainerCallback):
@@ -44,6 +47,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--packing", action="store_true", help="TRL's packing=True (bfd)")
     ap.add_argument("--dpo", action="store_true", help="preference records, DPOTrainer")
+    ap.add_argument("--kto", action="store_true", help="preference records, KTOTrainer")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with open(args.train) as f:
@@ -59,7 +63,15 @@ def main():
             optim="adamw_torch", logging_steps=10_000, save_strategy="no", eval_strategy="no",
             report_to=[], bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
             dataloader_num_workers=0, seed=0)
-        if args.dpo:
+        if args.kto:
+            cfg = KTOConfig(**common, precompute_ref_log_probs=True,
+                            train_sampling_strategy="sequential")
+            trainer = KTOTrainer(model=model, args=cfg, processing_class=tokenizer,
+                                 train_dataset=Dataset.from_list(rows), callbacks=[timer])
+            row = lambda e, c: min(len(e["prompt_ids"]) + len(e[c]), args.max_length) - 1
+            tokens = sum(row(e, "completion_ids") + row(e, "KL_completion_ids")
+                         for e in trainer.train_dataset)
+        elif args.dpo:
             cfg = DPOConfig(**common, precompute_ref_log_probs=True)
             trainer = DPOTrainer(model=model, args=cfg, processing_class=tokenizer,
                                  train_dataset=Dataset.from_list(rows), callbacks=[timer])
