@@ -6,7 +6,7 @@
 //! The examples `lantern train` builds must be TRL's token for token (prompt and completion
 //! ids, labels, the order pairs are unpaired in, each example's KL completion), and six
 //! optimizer steps over all examples as one batch must give the loss TRL logged at each step
-//! and its validation loss before and after every step (the KL estimate moving with them).
+//! and its validation loss and KL estimate before and after every step.
 
 use lantern_train::config::RunConfig;
 use lantern_train::kto::KtoSet;
@@ -133,6 +133,14 @@ fn full_batch_steps_give_trls_losses() {
             let want = floats(want);
             assert_series(&format!("{layout}: {what}"), &got, &want, 2e-5);
         }
+        // TRL's eval_kl: the validation batch's KL estimate (none for apo_zero_unpaired).
+        let kl: Vec<f64> = recs
+            .iter()
+            .filter(|r| r["kind"] == "val")
+            .map(|r| r["val_kl"].as_f64().unwrap_or(0.0))
+            .collect();
+        let want = floats(&expected["eval_kl"]);
+        assert_series(&format!("{layout}: KL estimate"), &kl, &want, 1e-4);
         let t = floats(&expected["train_loss"]);
         assert!(t[0] - t[t.len() - 1] > 0.05, "{layout}: {t:?}");
     }

@@ -386,6 +386,9 @@ struct Eval {
     loss: f64,
     accuracy: Option<f64>,
     preferences: bool,
+    /// KTO's `kto` loss: the mean over the validation batches of their KL estimate (TRL's
+    /// `eval_kl`).
+    kl: Option<f64>,
 }
 
 impl Eval {
@@ -398,6 +401,9 @@ impl Eval {
         if let Some(a) = self.accuracy {
             rec["val_accuracy"] = json!(a);
         }
+        if let Some(kl) = self.kl {
+            rec["val_kl"] = json!(kl);
+        }
         rec
     }
 
@@ -408,7 +414,8 @@ impl Eval {
         };
         let acc = self
             .accuracy
-            .map_or(String::new(), |a| format!(" | {what} {a:.3}"));
+            .map_or(String::new(), |a| format!(" | {what} {a:.3}"))
+            + &self.kl.map_or(String::new(), |kl| format!(" | kl {kl:.4}"));
         match self.preferences {
             true => format!("val loss {:.4}{acc}", self.loss),
             false => format!(
@@ -436,6 +443,8 @@ fn evaluate(
     let (rank, world) = (comm.rank(), comm.world_size());
     let mut scratch = Scratch::default();
     let (mut total, mut count, mut correct) = (0f64, 0usize, None::<usize>);
+    // KTO: each global batch's KL estimate (the same on every rank that has the batch).
+    let mut kl = Vec::new();
     for i in 0..task.eval_batches(n_batches, b, world) {
         let first = (i * b * world + rank * b) as u64;
         // SFT's last global batch may leave a rank no example.
@@ -447,6 +456,7 @@ fn evaluate(
         let Some(batch) = batch else {
             continue;
         };
+        kl.extend(batch.unpaired.as_ref().and_then(|u| u.z));
         let (loss, hits) = model.eval_sums(&batch)?;
         total += loss;
         count += batch.n_targets;
@@ -466,6 +476,8 @@ fn evaluate(
         // Rank 0, which reports, always has a batch (SFT's first examples are its own).
         accuracy: correct.map(|_| hits as f64 / n),
         preferences: matches!(task, Task::Dpo(_) | Task::Kto(_)),
+        // Rank 0, which reports, has every global batch's first examples.
+        kl: (!kl.is_empty()).then(|| kl.iter().sum::<f64>() / kl.len() as f64),
     })
 }
 
