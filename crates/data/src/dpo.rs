@@ -87,10 +87,11 @@ fn first_record(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&line).ok()
 }
 
-/// A record before tokenization: prompt, chosen, rejected.
+/// A record before tokenization: the prompt and its completions (chosen then rejected, or an
+/// unpaired record's one).
 enum Record {
-    Text(String, String, String),
-    Messages(Vec<Message>, Vec<Message>, Vec<Message>, Option<JValue>),
+    Text(String, Vec<String>),
+    Messages(Vec<Message>, Vec<Vec<Message>>, Option<JValue>),
 }
 
 /// TRL's `extract_prompt`: the longest common start of `chosen` and `rejected`, where the
@@ -150,7 +151,7 @@ fn parse_value(path: &Path, n: usize, v: &JValue) -> Result<Record> {
                 rejected.as_str().unwrap_or_default().to_string(),
             );
             Ok(match prompt {
-                Some(p) => Record::Text(p.as_str().unwrap_or_default().to_string(), c, r),
+                Some(p) => Record::Text(p.as_str().unwrap_or_default().to_string(), vec![c, r]),
                 None => {
                     let (cc, rc): (Vec<char>, Vec<char>) =
                         (c.chars().collect(), r.chars().collect());
@@ -163,7 +164,7 @@ fn parse_value(path: &Path, n: usize, v: &JValue) -> Result<Record> {
                     }
                     let i = extract(&cc, &rc, |ch| *ch == ' ');
                     let s = |v: &[char]| v.iter().collect::<String>();
-                    Record::Text(s(&cc[..i]), s(&cc[i..]), s(&rc[i..]))
+                    Record::Text(s(&cc[..i]), vec![s(&cc[i..]), s(&rc[i..])])
                 }
             })
         }
@@ -172,7 +173,9 @@ fn parse_value(path: &Path, n: usize, v: &JValue) -> Result<Record> {
             let r = record_messages(path, n, "rejected", &rejected)?;
             let tools = record_tools(path, n, &v)?;
             Ok(match prompt {
-                Some(p) => Record::Messages(record_messages(path, n, "prompt", &p)?, c, r, tools),
+                Some(p) => {
+                    Record::Messages(record_messages(path, n, "prompt", &p)?, vec![c, r], tools)
+                }
                 None => {
                     if c.is_empty() || r.is_empty() {
                         return Err(bad(
@@ -182,7 +185,11 @@ fn parse_value(path: &Path, n: usize, v: &JValue) -> Result<Record> {
                         ));
                     }
                     let i = extract(&c, &r, |_| false);
-                    Record::Messages(c[..i].to_vec(), c[i..].to_vec(), r[i..].to_vec(), tools)
+                    Record::Messages(
+                        c[..i].to_vec(),
+                        vec![c[i..].to_vec(), r[i..].to_vec()],
+                        tools,
+                    )
                 }
             })
         }
@@ -215,21 +222,9 @@ pub fn read_preferences(
         }
         let record = parse_record(path, n, line)?;
         let conv = matches!(record, Record::Messages(..));
-        match kind {
-            None => kind = Some(conv),
-            Some(k) if k != conv => {
-                return Err(bad(
-                    path,
-                    n,
-                    "records mix plain text and conversations (one layout per file)",
-                ))
-            }
-            Some(_) => {}
-        }
-        let (prompt, pc, pr) = tokenize(path, n, record, tokenizer, opts)?;
-        for ids in [&prompt, &pc, &pr] {
-            check_vocab(path, n, ids, opts.vocab_size)?;
-        }
+        one_layout(path, n, &mut kind, (conv, false), "")?;
+        let (prompt, completions) = tokenize(path, n, record, tokenizer, (opts, true))?;
+        let [pc, pr] = <[Vec<u32>; 2]>::try_from(completions).expect("a pair has two");
         let at = common_prefix(&prompt, &pc).min(common_prefix(&prompt, &pr));
         if at >= opts.max_length && opts.truncation == Truncation::KeepStart {
             data.dropped += 1;
@@ -242,7 +237,7 @@ pub fn read_preferences(
             line: n,
         });
     }
-    let Some(conv) = kind else {
+    let Some((conv, _)) = kind else {
         return Err(Error::format(path, "no records (one JSON object per line)"));
     };
     data.conversational = conv;
@@ -314,28 +309,16 @@ pub fn read_rewards(
             ),
         };
         let conv = matches!(record, Record::Messages(..));
-        match kind {
-            None => kind = Some((conv, margin.is_some())),
-            Some((k, _)) if k != conv => {
-                return Err(bad(
-                    path,
-                    n,
-                    "records mix plain text and conversations (one layout per file)",
-                ))
-            }
-            Some((_, m)) if m != margin.is_some() => {
-                return Err(bad(
-                    path,
-                    n,
-                    "\"margin\" is in some records only: give every record one, or none",
-                ))
-            }
-            Some(_) => {}
-        }
-        let (_, chosen, rejected) = tokenize(path, n, record, tokenizer, opts)?;
-        for ids in [&chosen, &rejected] {
-            check_vocab(path, n, ids, opts.vocab_size)?;
-        }
+        one_layout(
+            path,
+            n,
+            &mut kind,
+            (conv, margin.is_some()),
+            "\"margin\" is in some records only: give every record one, or none",
+        )?;
+        // The whole sequences: no prompt is split off.
+        let (_, completions) = tokenize(path, n, record, tokenizer, (opts, false))?;
+        let [chosen, rejected] = <[Vec<u32>; 2]>::try_from(completions).expect("a pair has two");
         if chosen.len().max(rejected.len()) > opts.max_length {
             data.dropped += 1;
             continue;
@@ -432,29 +415,15 @@ pub fn read_unpaired(
             false => unpaired_record(path, n, &v)?,
         };
         let conv = matches!(record, Record::Messages(..));
-        match kind {
-            None => kind = Some((conv, paired)),
-            Some((k, _)) if k != conv => {
-                return Err(bad(
-                    path,
-                    n,
-                    "records mix plain text and conversations (one layout per file)",
-                ))
-            }
-            Some((_, p)) if p != paired => {
-                return Err(bad(
-                    path,
-                    n,
-                    "records mix pairs (chosen, rejected) and unpaired completions with a \
-                     label (one layout per file)",
-                ))
-            }
-            Some(_) => {}
-        }
-        let (prompt, pc, pr) = tokenize(path, n, record, tokenizer, opts)?;
-        for ids in [&prompt, &pc, &pr] {
-            check_vocab(path, n, ids, opts.vocab_size)?;
-        }
+        one_layout(
+            path,
+            n,
+            &mut kind,
+            (conv, paired),
+            "records mix pairs (chosen, rejected) and unpaired completions with a label (one \
+             layout per file)",
+        )?;
+        let (prompt, completions) = tokenize(path, n, record, tokenizer, (opts, true))?;
         let example = |ids: &[u32], label: bool| {
             let at = common_prefix(&prompt, ids);
             UnpairedExample {
@@ -465,10 +434,13 @@ pub fn read_unpaired(
             }
         };
         match label {
-            Some(label) => data.examples.push(example(&pc, label)),
+            Some(label) => data
+                .examples
+                .extend(completions.iter().map(|c| example(c, label))),
             None => {
-                data.examples.push(example(&pc, true));
-                rejected.push(example(&pr, false));
+                let [c, r] = <&[Vec<u32>; 2]>::try_from(&completions[..]).expect("a pair");
+                data.examples.push(example(c, true));
+                rejected.push(example(r, false));
                 in_chunk += 1;
                 if in_chunk == UNPAIR_CHUNK {
                     data.examples.append(&mut rejected);
@@ -497,8 +469,7 @@ pub fn read_unpaired(
     Ok(data)
 }
 
-/// An unpaired record: its prompt and completion (as a [`Record`] whose rejected completion
-/// repeats the completion, so that one tokenizer serves both layouts) and its label.
+/// An unpaired record: its prompt and completion, and its label.
 fn unpaired_record(path: &Path, n: usize, v: &JValue) -> Result<(Record, Option<bool>)> {
     let label = match record_field(v, "label") {
         Some(l) if l.kind() == ValueKind::Bool => l.is_true(),
@@ -525,23 +496,15 @@ fn unpaired_record(path: &Path, n: usize, v: &JValue) -> Result<(Record, Option<
     };
     let (prompt, completion) = (get("prompt")?, get("completion")?);
     let record = match (prompt.kind(), completion.kind()) {
-        (ValueKind::String, ValueKind::String) => {
-            let c = completion.as_str().unwrap_or_default().to_string();
-            Record::Text(
-                prompt.as_str().unwrap_or_default().to_string(),
-                c.clone(),
-                c,
-            )
-        }
-        (ValueKind::Seq, ValueKind::Seq) => {
-            let c = record_messages(path, n, "completion", &completion)?;
-            Record::Messages(
-                record_messages(path, n, "prompt", &prompt)?,
-                c.clone(),
-                c,
-                record_tools(path, n, v)?,
-            )
-        }
+        (ValueKind::String, ValueKind::String) => Record::Text(
+            prompt.as_str().unwrap_or_default().to_string(),
+            vec![completion.as_str().unwrap_or_default().to_string()],
+        ),
+        (ValueKind::Seq, ValueKind::Seq) => Record::Messages(
+            record_messages(path, n, "prompt", &prompt)?,
+            vec![record_messages(path, n, "completion", &completion)?],
+            record_tools(path, n, v)?,
+        ),
         _ => {
             return Err(bad(
                 path,
@@ -554,16 +517,17 @@ fn unpaired_record(path: &Path, n: usize, v: &JValue) -> Result<(Record, Option<
     Ok((record, Some(label)))
 }
 
-/// The tokens of the prompt alone, of prompt + chosen and of prompt + rejected.
+/// The tokens of the prompt alone (with `prompt`; readers that split no prompt off skip it)
+/// and of prompt + each completion, each checked against the vocabulary.
 fn tokenize(
     path: &Path,
     n: usize,
     record: Record,
     tokenizer: &Tokenizer,
-    opts: &PreferenceOptions<'_>,
-) -> Result<(Vec<u32>, Vec<u32>, Vec<u32>)> {
-    match record {
-        Record::Text(p, c, r) => {
+    (opts, prompt): (&PreferenceOptions<'_>, bool),
+) -> Result<(Vec<u32>, Vec<Vec<u32>>)> {
+    let (prompt_ids, completions) = match record {
+        Record::Text(p, completions) => {
             let eos = opts.eos_token.ok_or_else(|| {
                 bad(
                     path,
@@ -573,14 +537,17 @@ fn tokenize(
                 )
             })?;
             let with_eos = |s: String| if s.ends_with(eos) { s } else { s + eos };
-            let (c, r) = (with_eos(c), with_eos(r));
-            Ok((
-                encode(path, n, tokenizer, &p, true)?,
-                encode(path, n, tokenizer, &format!("{p}{c}"), true)?,
-                encode(path, n, tokenizer, &format!("{p}{r}"), true)?,
-            ))
+            let prompt_ids = match prompt {
+                true => encode(path, n, tokenizer, &p, true)?,
+                false => Vec::new(),
+            };
+            let completions = completions
+                .into_iter()
+                .map(|c| encode(path, n, tokenizer, &format!("{p}{}", with_eos(c)), true))
+                .collect::<Result<Vec<_>>>()?;
+            (prompt_ids, completions)
         }
-        Record::Messages(p, c, r, tools) => {
+        Record::Messages(p, completions, tools) => {
             let t = opts.chat_template.ok_or_else(|| {
                 bad(
                     path,
@@ -597,15 +564,46 @@ fn tokenize(
                     .0;
                 encode(path, n, tokenizer, &text, false)
             };
-            let joined =
-                |tail: &[Message]| -> Vec<Message> { p.iter().chain(tail).cloned().collect() };
-            Ok((
-                render(&p, true)?,
-                render(&joined(&c), false)?,
-                render(&joined(&r), false)?,
+            let prompt_ids = match prompt {
+                true => render(&p, true)?,
+                false => Vec::new(),
+            };
+            let completions = completions
+                .iter()
+                .map(|c| render(&[&p[..], c].concat(), false))
+                .collect::<Result<Vec<_>>>()?;
+            (prompt_ids, completions)
+        }
+    };
+    for ids in std::iter::once(&prompt_ids).chain(&completions) {
+        check_vocab(path, n, ids, opts.vocab_size)?;
+    }
+    Ok((prompt_ids, completions))
+}
+
+/// Keeps the first record's layout in `first` (conversational or not, and a second trait of the
+/// reader's) and fails at line `n` when a later record's differs: `second` says how, when it
+/// is the second trait.
+fn one_layout(
+    path: &Path,
+    n: usize,
+    first: &mut Option<(bool, bool)>,
+    now: (bool, bool),
+    second: &str,
+) -> Result<()> {
+    match *first {
+        None => *first = Some(now),
+        Some((conv, _)) if conv != now.0 => {
+            return Err(bad(
+                path,
+                n,
+                "records mix plain text and conversations (one layout per file)",
             ))
         }
+        Some((_, other)) if other != now.1 => return Err(bad(path, n, second.to_string())),
+        Some(_) => {}
     }
+    Ok(())
 }
 
 #[cfg(test)]
