@@ -422,13 +422,8 @@ impl Classifier {
     /// Reward modeling: a preference file's examples, read as its training read them (records
     /// longer than `max_length` dropped; the second value says how many, when any were).
     pub fn reward_examples(&self, path: &Path) -> Result<(Vec<Encoded>, Option<String>)> {
-        let eos = match &self.cfg {
-            TaskConfig::Decoder(c) => c.eos_token_id,
-            TaskConfig::Bert(_) => None,
-        };
-        let sizes = (self.max_length, self.cfg.vocab_size());
-        RewardReader::new(&self.tokenizer, &self.tokenizer_path, eos, sizes)?
-            .read(path, &self.tokenizer)
+        let tok = (&self.tokenizer, self.tokenizer_path.as_path());
+        RewardReader::for_model(tok, &self.cfg, self.max_length)?.read(path, &self.tokenizer)
     }
 
     /// Question answering: reads and windows a question file with this model's options
@@ -860,17 +855,9 @@ fn logits_of(
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?;
         match model.head() {
-            // Reward modeling: each example's sequences' rewards, in order.
-            BertHead::SequenceClassification if chunk.iter().any(|e| !e.choice_lens.is_empty()) => {
-                let scores = logits.flatten_all()?.to_vec1::<f32>()?;
-                let mut at = 0;
-                for e in chunk {
-                    let c = e.choice_lens.len();
-                    out.push(scores[at..at + c].to_vec());
-                    at += c;
-                }
+            BertHead::SequenceClassification if chunk.iter().all(|e| e.choice_lens.is_empty()) => {
+                out.extend(logits.to_vec2::<f32>()?)
             }
-            BertHead::SequenceClassification => out.extend(logits.to_vec2::<f32>()?),
             BertHead::TokenClassification => {
                 // (B, T, L): each example's first sub-token rows, in word order.
                 for (rows, e) in logits.to_vec3::<f32>()?.into_iter().zip(chunk) {
@@ -880,7 +867,9 @@ fn logits_of(
                     out.push(picked.collect());
                 }
             }
-            BertHead::MultipleChoice => {
+            // Multiple choice, and a reward model's sequences (a sequence classifier with one
+            // output over examples of several sequences).
+            BertHead::MultipleChoice | BertHead::SequenceClassification => {
                 // (B·C, 1): each example's C scores, in order.
                 let scores = logits.flatten_all()?.to_vec1::<f32>()?;
                 let mut at = 0;
@@ -1724,12 +1713,8 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     let (mut val_qa, mut test_qa) = (None, None);
     let rm_reader = match is_rm {
         true => {
-            let eos = match &task_cfg {
-                TaskConfig::Decoder(c) => c.eos_token_id,
-                TaskConfig::Bert(_) => None,
-            };
-            let sizes = (d.max_length, task_cfg.vocab_size());
-            Some(RewardReader::new(&tokenizer, &tokenizer_path, eos, sizes)?)
+            let tok = (&tokenizer, tokenizer_path.as_path());
+            Some(RewardReader::for_model(tok, &task_cfg, d.max_length)?)
         }
         false => None,
     };

@@ -15,6 +15,7 @@ use crate::{Error, Result};
 use lantern_data::chat::{read_tokenizer_config, special_token, ChatTemplate};
 use lantern_data::dpo::{read_rewards, PreferenceOptions, RewardData};
 use lantern_data::labelled::{Encoded, Target};
+use lantern_models::task::TaskConfig;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -47,6 +48,24 @@ impl RewardReader {
             max_length,
             vocab_size,
         })
+    }
+
+    /// [`RewardReader::new`] for `model`: its end-of-sequence id (a decoder's) and vocabulary.
+    pub fn for_model(
+        (tokenizer, tokenizer_path): (&Tokenizer, &Path),
+        model: &TaskConfig,
+        max_length: usize,
+    ) -> Result<Self> {
+        let eos = match model {
+            TaskConfig::Decoder(c) => c.eos_token_id,
+            TaskConfig::Bert(_) => None,
+        };
+        Self::new(
+            tokenizer,
+            tokenizer_path,
+            eos,
+            (max_length, model.vocab_size()),
+        )
     }
 
     /// The examples of `path`, and a line for the run's log when records were dropped.
