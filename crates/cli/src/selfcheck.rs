@@ -1134,7 +1134,7 @@ fn cls_losses(
                 step,
                 rows,
                 problem,
-                label_smoothing: 0.0,
+                loss_coef: 0.0,
                 activation_checkpointing: recompute,
             },
             None,

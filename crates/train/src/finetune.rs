@@ -471,9 +471,9 @@ pub struct ClsStep {
     pub rows: usize,
     /// Which loss: cross-entropy, binary cross-entropy of each class, or squared error.
     pub problem: ProblemType,
-    /// Label smoothing of the cross-entropy (single-label and token classification, multiple
-    /// choice; 0 = none); for reward modeling, the rewards' centering coefficient.
-    pub label_smoothing: f64,
+    /// The loss's coefficient: label smoothing of the cross-entropy (single-label and token
+    /// classification, multiple choice; 0 = none), or reward modeling's centering coefficient.
+    pub loss_coef: f64,
     /// Recompute each encoder layer in the backward pass ([`crate::recompute`]).
     pub activation_checkpointing: bool,
 }
@@ -543,7 +543,7 @@ pub fn classifier_step(
         let divisor = s.rows.max(1) as f64;
         if s.activation_checkpointing {
             let loss_of = |logits: &Tensor| -> Result<Tensor> {
-                Ok((summed_loss(logits, targets, s.problem, s.label_smoothing)? / divisor)?)
+                Ok((summed_loss(logits, targets, s.problem, s.loss_coef)? / divisor)?)
             };
             let mode = Mode::Train(&mut rng);
             let acc = (m.work, &mut grads);
@@ -571,7 +571,7 @@ pub fn classifier_step(
             continue;
         }
         let logits = m.model.forward(&mb.input, Mode::Train(&mut rng))?;
-        let loss = (summed_loss(&logits, targets, s.problem, s.label_smoothing)? / divisor)?;
+        let loss = (summed_loss(&logits, targets, s.problem, s.loss_coef)? / divisor)?;
         let store = scaled_backward(&loss, scale)?;
         grads.accumulate(m.work, &store)?;
         loss_sum += f64::from(loss.to_scalar::<f32>()?);
@@ -2224,7 +2224,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                         .map(|&i| train_rows_of(&train[i], problem, d.label_all_tokens))
                         .sum(),
                     problem,
-                    label_smoothing: loss_coef,
+                    loss_coef,
                     activation_checkpointing: t.activation_checkpointing,
                 },
                 scaler.as_mut(),

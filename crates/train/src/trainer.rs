@@ -878,8 +878,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         l.broadcast(&comm)?;
     }
     let trained = lora.as_ref().map_or(&params, |l| l.master());
-    // DPO trains without dropout, the model's and LoRA's (TRL's `disable_dropout`, default
-    // true); checkpoints keep the configured rates, as TRL's saved configs do.
+    // DPO and KTO train without dropout, the model's and LoRA's (TRL's `disable_dropout`,
+    // default true); checkpoints keep the configured rates, as TRL's saved configs do.
     let no_dropout =
         matches!(task, Task::Dpo(_) | Task::Kto(_)) && cfg.data.disable_dropout.unwrap_or(true);
     let build_cfg = match no_dropout {
