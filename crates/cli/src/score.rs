@@ -1,6 +1,7 @@
 //! `lantern score`: a language model's (GPT-2 or Llama) loss and perplexity on a text file, a text or token ids, of any
-//! length, by sliding windows (`lantern_models::gpt::perplexity`, docs/training.md); and, for
-//! the transformers parity check, the logits of one forward (`--dump`).
+//! length, by sliding windows (`lantern_models::gpt::perplexity`, docs/training.md); its
+//! zero-shot accuracy on multiple-choice examples (`--choices`, `lantern_train::lm_choice`);
+//! and, for the transformers parity check, the logits of one forward (`--dump`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -9,6 +10,8 @@ use lantern_models::decoder::Decoder;
 use lantern_models::gpt::perplexity::{Perplexity, Windowing};
 use lantern_models::gpt::Gpt;
 use lantern_models::{safetensors_io, Mode};
+use lantern_train::lm_choice::{self, ChoiceSet};
+use lantern_train::task::LossModel;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -25,8 +28,20 @@ pub struct ScoreArgs {
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// A UTF-8 text file, tokenised whole with the model's tokenizer (no special tokens).
-    #[arg(long, conflicts_with_all = ["tokens", "text"])]
+    #[arg(long, conflicts_with_all = ["tokens", "text", "choices"])]
     file: Option<PathBuf>,
+    /// Multiple-choice examples (JSONL, CSV or TSV: SWAG's, HellaSwag's or text + choices
+    /// records): each choice scored as the continuation of its context; prints the accuracy
+    /// of the most likely choice (acc), per character (acc_norm) and per token (acc_per_token).
+    #[arg(long, conflicts_with_all = ["tokens", "text", "stride", "dump"])]
+    choices: Option<PathBuf>,
+    /// --choices: score the first N examples only.
+    #[arg(long, requires = "choices")]
+    limit: Option<usize>,
+    /// --choices: write each example's log-likelihoods and answers here, one JSON object a
+    /// line.
+    #[arg(long, requires = "choices")]
+    out: Option<PathBuf>,
     /// Token ids: JSON {"input_ids": [[...], ...]}; each row is scored on its own.
     #[arg(long, conflicts_with = "text")]
     tokens: Option<PathBuf>,
@@ -40,7 +55,8 @@ pub struct ScoreArgs {
     /// overlap). Each window scores the tokens past the previous window's end.
     #[arg(long)]
     stride: Option<usize>,
-    /// Windows run through the model at a time (the result does not depend on it).
+    /// Windows (--choices: examples, all their choices) run through the model at a time (the
+    /// result does not depend on it).
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Print one JSON object instead of a line of text.
@@ -67,6 +83,9 @@ struct Input {
 pub fn run(a: ScoreArgs) -> Result<()> {
     let device = lantern_train::device::parse_device(&a.device)?;
     let m = model_dir::load_with(&a.model, a.adapter.as_deref())?;
+    if let Some(p) = &a.choices {
+        return choices(&a, p, m, &device);
+    }
     let input = read_input(&a, &m)?;
     if let Some(bad) = input
         .rows
@@ -139,6 +158,89 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     }
     if let Some(p) = &a.dump {
         dump(&model, &input, &device, p)?;
+    }
+    Ok(())
+}
+
+/// `--choices`: the examples of `path` scored, the accuracies printed, each example's scores
+/// written to `--out`.
+fn choices(a: &ScoreArgs, path: &Path, m: model_dir::LoadedModel, device: &Device) -> Result<()> {
+    if a.batch == 0 {
+        bail!("--batch 0: at least one example must run at a time");
+    }
+    let window = a.max_length.unwrap_or(m.config.max_positions());
+    if window == 0 || window > m.config.max_positions() {
+        bail!(
+            "--max-length {window}: the model reads 1 to {} tokens",
+            m.config.max_positions()
+        );
+    }
+    let tok = m.tokenizer()?;
+    let set = ChoiceSet::read(path, &tok, (m.config.vocab_size(), window), a.limit)?;
+    let params = match device.is_cpu() {
+        true => m.params,
+        false => m.params.to(device, DType::F32)?,
+    };
+    let model = Decoder::new(&m.config, &params.frozen())?;
+    let model: &dyn LossModel = match &model {
+        Decoder::Gpt(g) => g,
+        Decoder::Llama(l) => l,
+    };
+    let (scored, tally) = lm_choice::evaluate_all(&set, model, a.batch, device)
+        .with_context(|| path.display().to_string())?;
+    if let Some(out) = &a.out {
+        let mut text = String::new();
+        for (
+            item,
+            lm_choice::Scored {
+                scores,
+                answers: ans,
+            },
+        ) in set.items.iter().zip(&scored)
+        {
+            let v = serde_json::json!({
+                "line": item.line,
+                "label": item.label,
+                "loglik": scores.iter().map(|s| s.loglik).collect::<Vec<_>>(),
+                "tokens": scores.iter().map(|s| s.tokens).collect::<Vec<_>>(),
+                "acc": ans.acc,
+                "acc_norm": ans.acc_norm,
+                "acc_per_token": ans.acc_per_token,
+            });
+            text += &format!("{v}\n");
+        }
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+    }
+    let report = tally.report();
+    let what = format!(
+        "{}: {} examples of {} choices ({} labelled, {} with the context cut to the window of \
+         {window})",
+        path.display(),
+        set.items.len(),
+        set.choices,
+        set.labelled(),
+        set.truncated,
+    );
+    if a.json {
+        let v = serde_json::json!({
+            "examples": set.items.len(),
+            "labelled": set.labelled(),
+            "choices": set.choices,
+            "truncated": set.truncated,
+            "max_length": window,
+            "acc": report.map(|r| r.acc.value),
+            "acc_stderr": report.and_then(|r| r.acc.stderr),
+            "acc_norm": report.map(|r| r.acc_norm.value),
+            "acc_norm_stderr": report.and_then(|r| r.acc_norm.stderr),
+            "acc_per_token": report.map(|r| r.acc_per_token.value),
+            "acc_per_token_stderr": report.and_then(|r| r.acc_per_token.stderr),
+        });
+        println!("{v}");
+    } else {
+        match report {
+            Some(r) => println!("{what} | {}", r.line()),
+            None => println!("{what} | no labels, no accuracy"),
+        }
     }
     Ok(())
 }

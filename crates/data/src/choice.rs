@@ -1,11 +1,21 @@
-//! Multiple-choice examples (transformers' `run_swag.py`, `BertForMultipleChoice`): a first
-//! segment shared by every choice, C second segments (one per choice), and the index of the
-//! right choice. Each choice is encoded as its own pair `[CLS] first [SEP] choice [SEP]`;
-//! the model scores each pair and the scores of an example's C pairs are its logits.
+//! Multiple-choice examples, read two ways.
 //!
-//! Two record layouts, in JSONL (one object per line), CSV or TSV (a header row):
-//! - SWAG's (`sent1`, `sent2`, `ending0` … `ending{C-1}`, `label`), read as run_swag reads
-//!   them: the first segment is `sent1`, choice i is `sent2 + " " + ending{i}`;
+//! An encoder (transformers' `run_swag.py`, `BertForMultipleChoice`) reads a first segment
+//! shared by every choice, C second segments (one per choice), and the index of the right
+//! choice. Each choice is encoded as its own pair `[CLS] first [SEP] choice [SEP]`; the model
+//! scores each pair and the scores of an example's C pairs are its logits
+//! ([`read_choice_examples`]).
+//!
+//! A causal language model scores each choice as the continuation of a context, zero-shot
+//! (lm-evaluation-harness's `multiple_choice` tasks, llm.c's HellaSwag evaluation): the
+//! choice it finds most likely is its answer ([`read_lm_choices`]).
+//!
+//! Three record layouts, in JSONL (one object per line), CSV or TSV (a header row):
+//! - SWAG's (`sent1`, `sent2`, `ending0` … `ending{C-1}`, `label`). run_swag's first segment
+//!   is `sent1` and its choice i is `sent2 + " " + ending{i}`; a language model's context is
+//!   `sent1 + " " + sent2` (lm-evaluation-harness's `startphrase`) and its choices the endings;
+//! - HellaSwag's (`ctx`, a JSON list `endings`, `label`): `ctx` is the first segment and the
+//!   context, the endings the choices (as llm.c reads HellaSwag: no other preprocessing);
 //! - a generic one: the first segment under `data.text_column` (`text` by default), the
 //!   choices as a JSON list under `choices` (in a table: columns `choice0` … `choice{C-1}`),
 //!   the right choice's index under `data.label_column` (`label`).
@@ -21,11 +31,70 @@ use std::path::Path;
 /// The most choices an example may have (more is a mistake in the file).
 pub const MAX_CHOICES: usize = 1024;
 
-/// Reads a multiple-choice file (`.jsonl`/`.json`, `.csv` or `.tsv`). Each example is a
-/// [`RawExample`] whose `text` is the first segment and whose `choices` are the second
-/// segments; `label` is the right choice's index (absent: an unlabelled example, for
+/// Reads a multiple-choice file (`.jsonl`/`.json`, `.csv` or `.tsv`) for an encoder. Each
+/// example is a [`RawExample`] whose `text` is the first segment and whose `choices` are the
+/// second segments; `label` is the right choice's index (absent: an unlabelled example, for
 /// prediction).
 pub fn read_choice_examples(path: &Path, cols: &Columns) -> Result<Vec<RawExample>> {
+    Ok(read_records(path, cols)?
+        .into_iter()
+        .map(|r| RawExample {
+            choices: Some(match &r.header {
+                // run_swag: `[f"{header} {ending}" for ending in endings]`, header = sent2.
+                Some(h) => r.endings.iter().map(|e| format!("{h} {e}")).collect(),
+                None => r.endings,
+            }),
+            text: r.first,
+            text_pair: None,
+            label: r.label.map(LabelValue::Index),
+            line: r.line,
+            words: None,
+        })
+        .collect())
+}
+
+/// A multiple-choice example as a causal language model reads it: each choice continues the
+/// context (after the one space lm-evaluation-harness puts between them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LmChoice {
+    /// The line (or table row) of the file it came from, counting from 1.
+    pub line: usize,
+    pub context: String,
+    pub choices: Vec<String>,
+    /// The right choice's index; `None` in an unlabelled file.
+    pub label: Option<usize>,
+}
+
+/// Reads a multiple-choice file (the layouts of [`read_choice_examples`], with the default
+/// `text` and `label` columns) for a causal language model's zero-shot scoring.
+pub fn read_lm_choices(path: &Path) -> Result<Vec<LmChoice>> {
+    Ok(read_records(path, &Columns::default())?
+        .into_iter()
+        .map(|r| LmChoice {
+            line: r.line,
+            context: match r.header {
+                // lm-evaluation-harness's SWAG: `startphrase` = sent1 + " " + sent2.
+                Some(h) => format!("{} {h}", r.first),
+                None => r.first,
+            },
+            choices: r.endings,
+            label: r.label,
+        })
+        .collect())
+}
+
+/// One record's parts before either reader joins them: SWAG's `sent2` (the header of every
+/// choice) is kept apart, as the two readers put it on different sides.
+struct Record {
+    line: usize,
+    first: String,
+    header: Option<String>,
+    endings: Vec<String>,
+    label: Option<usize>,
+}
+
+/// Every record of the file, each checked; every example with the same number of choices.
+fn read_records(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
     if !path.exists() {
         return Err(Error::MissingInput(path.to_path_buf()));
     }
@@ -52,9 +121,9 @@ pub fn read_choice_examples(path: &Path, cols: &Columns) -> Result<Vec<RawExampl
     let Some(first) = out.first() else {
         return Err(Error::format(path, "no examples"));
     };
-    let c = first.choices.as_ref().map_or(0, Vec::len);
+    let c = first.endings.len();
     for ex in &out {
-        let n = ex.choices.as_ref().map_or(0, Vec::len);
+        let n = ex.endings.len();
         if n != c {
             return Err(bad(
                 path,
@@ -127,13 +196,9 @@ fn table_records(
     Ok(out)
 }
 
-/// One record as an example: SWAG's layout when it has `sent1`, else the generic one.
-fn choice_record(
-    path: &Path,
-    n: usize,
-    r: &Map<String, Value>,
-    cols: &Columns,
-) -> Result<RawExample> {
+/// One record: SWAG's layout when it has `sent1`, HellaSwag's when it has `ctx` and
+/// `endings`, else the generic one.
+fn choice_record(path: &Path, n: usize, r: &Map<String, Value>, cols: &Columns) -> Result<Record> {
     let string = |k: &str| -> Result<Option<String>> {
         match r.get(k) {
             None | Some(Value::Null) => Ok(None),
@@ -148,28 +213,31 @@ fn choice_record(
     let need = |k: &str| -> Result<String> {
         string(k)?.ok_or_else(|| bad(path, n, format!("missing \"{k}\"")))
     };
-    let (first, choices) = if r.contains_key("sent1") {
-        // run_swag: `[f"{header} {ending}" for ending in endings]`, header = sent2.
-        let header = need("sent2")?;
+    let (first, header, choices) = if r.contains_key("sent1") {
         let endings = (0..)
             .map_while(|i| r.get(&format!("ending{i}")).map(|_| format!("ending{i}")))
             .map(|k| need(&k))
             .collect::<Result<Vec<_>>>()?;
-        let choices = endings.iter().map(|e| format!("{header} {e}")).collect();
-        (need("sent1")?, choices)
+        (need("sent1")?, Some(need("sent2")?), endings)
     } else {
-        let first = string(&cols.text)?.ok_or_else(|| {
+        let hellaswag = r.contains_key("ctx") && r.contains_key("endings");
+        let (text_key, list_key) = match hellaswag {
+            true => ("ctx", "endings"),
+            false => (cols.text.as_str(), "choices"),
+        };
+        let first = string(text_key)?.ok_or_else(|| {
             bad(
                 path,
                 n,
                 format!(
-                    "missing \"{}\" (data.text_column), or SWAG's \"sent1\"",
+                    "missing \"{}\" (data.text_column), or SWAG's \"sent1\", or HellaSwag's \
+                     \"ctx\"",
                     cols.text
                 ),
             )
         })?;
         let choices =
-            match r.get("choices") {
+            match r.get(list_key) {
                 Some(Value::Array(items)) => items
                     .iter()
                     .enumerate()
@@ -186,7 +254,7 @@ fn choice_record(
                     return Err(bad(
                         path,
                         n,
-                        format!("\"choices\" must be a list of strings, got {other}"),
+                        format!("\"{list_key}\" must be a list of strings, got {other}"),
                     ))
                 }
                 None => return Err(bad(
@@ -196,7 +264,7 @@ fn choice_record(
                      SWAG's \"ending0\", \"ending1\", ...",
                 )),
             };
-        (first, choices)
+        (first, None, choices)
     };
     if first.trim().is_empty() {
         return Err(bad(path, n, "empty first segment"));
@@ -244,13 +312,12 @@ fn choice_record(
             ),
         ));
     }
-    Ok(RawExample {
-        text: first,
-        text_pair: None,
-        label: label.map(LabelValue::Index),
+    Ok(Record {
         line: n,
-        words: None,
-        choices: Some(choices),
+        first,
+        header,
+        endings: choices,
+        label,
     })
 }
 
@@ -330,6 +397,71 @@ mod tests {
             assert_eq!(ex[1].label, None);
             assert_eq!(ex[1].line, 3);
         }
+    }
+
+    #[test]
+    fn a_language_model_reads_each_layout_as_context_and_continuations() {
+        let dir = tempfile::tempdir().unwrap();
+        let swag = write(
+            dir.path(),
+            "swag.jsonl",
+            "{\"sent1\": \"Someone opens a door.\", \"sent2\": \"He\", \"ending0\": \"walks in.\", \
+             \"ending1\": \"flies off.\", \"label\": 1}\n",
+        );
+        let ex = read_lm_choices(&swag).unwrap();
+        assert_eq!(
+            ex,
+            [LmChoice {
+                line: 1,
+                context: "Someone opens a door. He".into(),
+                choices: vec!["walks in.".into(), "flies off.".into()],
+                label: Some(1),
+            }]
+        );
+        // HellaSwag's records (other fields ignored), for an encoder and a language model;
+        // the test split has no label.
+        let hs = write(
+            dir.path(),
+            "hs.jsonl",
+            "{\"ind\": 4, \"activity_label\": \"Removing ice\", \"ctx\": \"A man scrapes.\", \
+             \"endings\": [\"It melts.\", \"It sings.\"], \"label\": 0}\n\
+             {\"ctx\": \"Then he stops.\", \"endings\": [\"a\", \"b\"]}\n",
+        );
+        let ex = read_lm_choices(&hs).unwrap();
+        assert_eq!(
+            (ex[0].context.as_str(), &ex[0].choices[..], ex[0].label),
+            (
+                "A man scrapes.",
+                &["It melts.".to_string(), "It sings.".into()][..],
+                Some(0)
+            )
+        );
+        assert_eq!((ex[1].line, ex[1].label), (2, None));
+        let enc = read_choice_examples(&hs, &Columns::default()).unwrap();
+        assert_eq!(
+            (enc[0].text.as_str(), choices(&enc[0])),
+            ("A man scrapes.", vec!["It melts.", "It sings."])
+        );
+        let generic = write(
+            dir.path(),
+            "g.tsv",
+            "text\tchoice0\tchoice1\tlabel\n2 + 2 =\t3\t4\t1\n",
+        );
+        let ex = read_lm_choices(&generic).unwrap();
+        assert_eq!(
+            (ex[0].context.as_str(), &ex[0].choices[..], ex[0].label),
+            ("2 + 2 =", &["3".to_string(), "4".into()][..], Some(1))
+        );
+        let bad = write(
+            dir.path(),
+            "bad.jsonl",
+            "{\"ctx\": \"x\", \"endings\": \"a\"}\n",
+        );
+        let e = read_lm_choices(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.jsonl") && e.contains("\"endings\" must be a list"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod finetune_qa;
 pub mod finetune_reward;
 pub mod grads;
 pub mod kto;
+pub mod lm_choice;
 pub mod lora;
 pub mod metrics;
 pub mod metrics_cls;
