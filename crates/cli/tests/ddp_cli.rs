@@ -71,7 +71,14 @@ fn assert_close(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], tol: f64, wh
 fn equivalence(accum: usize, two_ranks: fn(&[String]) -> String) {
     let tmp = tempfile::tempdir().unwrap();
     let acc = format!("train.grad_accum={accum}");
-    let common_sets = ["train.max_steps=10", "model.dropout=0.0", acc.as_str()];
+    // The multiple-choice evaluation too: each rank scores its share of the examples.
+    let choices = format!("data.eval_choices={}", s(&short_choices(tmp.path())));
+    let common_sets = [
+        "train.max_steps=10",
+        "model.dropout=0.0",
+        acc.as_str(),
+        choices.as_str(),
+    ];
     let two = tmp.path().join("two");
     let cfg = tiny_config(tmp.path(), &two, "");
     let mut sets = common_sets.to_vec();
@@ -106,6 +113,14 @@ fn equivalence(accum: usize, two_ranks: fn(&[String]) -> String) {
         assert_eq!(a["global_batch"], 4 * accum);
         assert_eq!(a["world_size"], 2);
         assert_eq!(a["tokens_seen"], b["tokens_seen"]);
+    }
+    let (v2, v1) = (metrics_of(&two, "val"), metrics_of(&one, "val"));
+    assert_eq!(v2.len(), v1.len());
+    for (a, b) in v2.iter().zip(&v1) {
+        for key in ["choice_acc", "choice_acc_norm", "choice_acc_per_token"] {
+            assert!(a[key].is_number(), "{key}: {a}");
+            assert_eq!(a[key], b[key], "{key} of 2 ranks vs 1");
+        }
     }
 }
 

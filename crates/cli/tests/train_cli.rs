@@ -576,3 +576,91 @@ fn early_stopping_stops_and_resumes_where_it_stopped() {
     assert!(out.contains("trained 30 steps"), "{out}");
     assert_eq!(last_train_step(&split), 30);
 }
+
+/// `data.eval_choices`: every evaluation scores the multiple-choice file, and the figures
+/// are those `lantern score --choices` gives the checkpoint of that step; an unlabelled
+/// example, a choice longer than the model's window and a BERT are refused by name before
+/// training.
+#[test]
+fn multiple_choice_accuracy_at_every_evaluation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("choices");
+    let choices = short_choices(tmp.path());
+    let cfg = tiny_config(tmp.path(), &run, "");
+    let set = format!("data.eval_choices={}", s(&choices));
+    train_ok(
+        &cfg,
+        &[
+            &set,
+            "train.max_steps=20",
+            "train.eval_every=10",
+            "checkpoint.every=10",
+        ],
+    );
+    let vals = metrics_of(&run, "val");
+    assert_eq!(vals.len(), 3, "steps 0, 10, 20: {vals:?}");
+    for v in &vals {
+        for key in ["choice_acc", "choice_acc_norm", "choice_acc_per_token"] {
+            let x = v[key].as_f64().unwrap();
+            // Eight examples: a multiple of 1/8.
+            assert!((x * 8.0 - (x * 8.0).round()).abs() < 1e-9, "{key}: {v}");
+        }
+    }
+    for step in [10, 20] {
+        let ckpt = run.join("checkpoints").join(format!("step-{step:08}"));
+        let got: serde_json::Value = serde_json::from_str(
+            lantern_ok(&[
+                "score",
+                "--json",
+                "--device",
+                "cpu",
+                "--batch",
+                "1",
+                "--model",
+                &s(&ckpt),
+                "--choices",
+                &s(&choices),
+            ])
+            .trim(),
+        )
+        .unwrap();
+        let v = vals.iter().find(|v| v["step"] == step).unwrap();
+        for key in ["acc", "acc_norm", "acc_per_token"] {
+            assert_eq!(v[format!("choice_{key}")], got[key], "step {step}: {key}");
+        }
+    }
+
+    let bad = |name: &str, text: &str, want: &str, extra: &[&str]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let run = tmp.path().join(format!("run-{name}"));
+        let cfg = tiny_config(tmp.path(), &run, "");
+        let set = format!("data.eval_choices={}", s(&p));
+        let c = s(&cfg);
+        let mut args = vec!["train", "--config", &c, "--set", &set];
+        for kv in extra {
+            args.extend(["--set", kv]);
+        }
+        let e = lantern_err(&args);
+        assert!(e.contains(want), "{name}: {e}");
+        assert!(!run.join("checkpoints").exists(), "{name}: nothing trained");
+    };
+    bad(
+        "unlabelled.jsonl",
+        "{\"ctx\": \"a b\", \"endings\": [\"c\", \"d\"], \"label\": 0}\n\
+         {\"ctx\": \"a b\", \"endings\": [\"c\", \"d\"]}\n",
+        "unlabelled.jsonl: line 2 has no label",
+        &[],
+    );
+    let long = format!(
+        "{{\"ctx\": \"a\", \"endings\": [\"{}\", \"b\"], \"label\": 0}}\n",
+        "the cat sat ".repeat(20)
+    );
+    bad("long.jsonl", &long, "long.jsonl: line 1: choice 0 is", &[]);
+    bad(
+        "bert.jsonl",
+        "{\"ctx\": \"a b\", \"endings\": [\"c\", \"d\"], \"label\": 0}\n",
+        "data.eval_choices scores choices as a causal LM's continuations",
+        &["model.arch=\"bert\""],
+    );
+}

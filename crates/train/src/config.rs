@@ -150,6 +150,13 @@ pub struct DataSection {
     /// out (seeded by train.seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<PathBuf>,
+    /// A causal LM's zero-shot multiple-choice evaluation at every validation (llm.c's
+    /// HellaSwag during training): a file of SWAG, HellaSwag or text + choices records, every
+    /// one labelled, scored as `lantern score --choices` scores it
+    /// (`crate::lm_choice`); `choice_acc`, `choice_acc_norm` and `choice_acc_per_token` in
+    /// the validation records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_choices: Option<PathBuf>,
     /// SFT: the share of `train` held out when there is no `validation` file (default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_fraction: Option<f64>,
@@ -846,6 +853,13 @@ impl RunConfig {
         let arch = m.arch();
         let name = format!("{arch:?}").to_lowercase();
         let d = &self.data;
+        if d.eval_choices.is_some() && arch == ModelArch::Bert {
+            return bad(
+                "data.eval_choices scores choices as a causal LM's continuations; model.arch is \
+                 bert (a BERT answers multiple choice once fine-tuned: `lantern finetune` with \
+                 data.problem_type = \"multiple_choice\")",
+            );
+        }
         match (&d.dir, &d.train) {
             (Some(_), Some(_)) => {
                 return bad(

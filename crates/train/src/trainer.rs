@@ -20,6 +20,7 @@ use crate::dpo::{DpoSet, Pairs};
 use crate::early_stopping::EarlyStopping;
 use crate::grads::StepGrads;
 use crate::kto::KtoSet;
+use crate::lm_choice::{self, ChoiceReport, ChoiceSet};
 use crate::lora::{self, Lora};
 use crate::metrics::MetricsLog;
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -45,6 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use tokenizers::Tokenizer;
 
 /// Streams of the run seed: initial weights, dropout. Fixed labels keep them independent.
 const INIT_STREAM: u64 = 1;
@@ -389,6 +391,8 @@ struct Eval {
     /// KTO's `kto` loss: the mean over the validation batches of their KL estimate (TRL's
     /// `eval_kl`).
     kl: Option<f64>,
+    /// `data.eval_choices`: the zero-shot multiple-choice accuracies.
+    choices: Option<ChoiceReport>,
 }
 
 impl Eval {
@@ -404,6 +408,11 @@ impl Eval {
         if let Some(kl) = self.kl {
             rec["val_kl"] = json!(kl);
         }
+        if let Some(c) = &self.choices {
+            rec["choice_acc"] = json!(c.acc.value);
+            rec["choice_acc_norm"] = json!(c.acc_norm.value);
+            rec["choice_acc_per_token"] = json!(c.acc_per_token.value);
+        }
         rec
     }
 
@@ -415,7 +424,10 @@ impl Eval {
         let acc = self
             .accuracy
             .map_or(String::new(), |a| format!(" | {what} {a:.3}"))
-            + &self.kl.map_or(String::new(), |kl| format!(" | kl {kl:.4}"));
+            + &self.kl.map_or(String::new(), |kl| format!(" | kl {kl:.4}"))
+            + &self
+                .choices
+                .map_or(String::new(), |c| format!(" | choices: {}", c.line()));
         match self.preferences {
             true => format!("val loss {:.4}{acc}", self.loss),
             false => format!(
@@ -478,7 +490,43 @@ fn evaluate(
         preferences: matches!(task, Task::Dpo(_) | Task::Kto(_)),
         // Rank 0, which reports, has every global batch's first examples.
         kl: (!kl.is_empty()).then(|| kl.iter().sum::<f64>() / kl.len() as f64),
+        choices: None,
     })
+}
+
+/// `data.eval_choices` read and tokenized for the model; every example must be labelled.
+fn read_eval_choices(path: &Path, tok: &Tokenizer, model: &ModelConfig) -> Result<ChoiceSet> {
+    let set = ChoiceSet::read(path, tok, (model.vocab_size(), model.max_positions()), None)?;
+    match set.items.iter().find(|i| i.label.is_none()) {
+        Some(i) => Err(Error::Config(format!(
+            "data.eval_choices: {}: line {} has no label (an evaluation needs the right choice \
+             of every example)",
+            path.display(),
+            i.line
+        ))),
+        None => Ok(set),
+    }
+}
+
+/// The multiple-choice accuracies of `set`: rank r scores every W-th example from the r-th,
+/// `b / choices` examples a forward (at least one), and the counts are added over the ranks.
+fn evaluate_choices(
+    model: &dyn LossModel,
+    set: &ChoiceSet,
+    b: usize,
+    device: &Device,
+    comm: &Communicator,
+) -> Result<lm_choice::Tally> {
+    let per_forward = (b / set.choices.max(1)).max(1);
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let tally = lm_choice::rank_tally(set, model, (rank, world), per_forward, device)
+        .map_err(|e| Error::Config(format!("data.eval_choices {}: {e}", set.path.display())))?;
+    if world == 1 {
+        return Ok(tally);
+    }
+    let mut sums = tally.to_f32();
+    comm.all_reduce_f32(&mut sums, ReduceOp::Sum)?;
+    Ok(lm_choice::Tally::from_f32(sums))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -704,6 +752,10 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         model_cfg.vocab_size(),
     )?;
     let eot_id = tokenizer.token_to_id(lantern_data::tokenizer::EOT);
+    let choices = match &cfg.data.eval_choices {
+        Some(p) => Some(read_eval_choices(p, &tokenizer, &model_cfg)?),
+        None => None,
+    };
     // The `init_from` folder's bos/eos ids, which its checkpoints keep (below).
     let mut special = cfg
         .model
@@ -1078,7 +1130,11 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     };
 
     let eval = |model: &dyn LossModel| {
-        evaluate(model, &task, (b, t), cfg.train.eval_batches, &device, &comm)
+        let mut e = evaluate(model, &task, (b, t), cfg.train.eval_batches, &device, &comm)?;
+        if let Some(set) = &choices {
+            e.choices = evaluate_choices(model, set, b, &device, &comm)?.report();
+        }
+        Ok::<_, Error>(e)
     };
     let mut first_val = None;
     if state.is_none() {

@@ -561,3 +561,22 @@ pub fn assert_lora_merge(
     }
     adapted
 }
+
+/// The golden multiple-choice questions (tests/golden/lm_choice/hellaswag.jsonl) with each
+/// ending cut to its first three words, so that a continuation fits the tiny models' 32
+/// positions; written to `<dir>/choices.jsonl`.
+pub fn short_choices(dir: &Path) -> PathBuf {
+    let golden = workspace_root().join("tests/golden/lm_choice/hellaswag.jsonl");
+    let mut out = String::new();
+    for line in std::fs::read_to_string(golden).unwrap().lines() {
+        let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
+        for e in r["endings"].as_array_mut().unwrap() {
+            let words: Vec<&str> = e.as_str().unwrap().split_whitespace().take(3).collect();
+            *e = serde_json::Value::String(words.join(" "));
+        }
+        out += &format!("{r}\n");
+    }
+    let p = dir.join("choices.jsonl");
+    std::fs::write(&p, out).unwrap();
+    p
+}
