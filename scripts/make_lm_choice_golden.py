@@ -15,15 +15,8 @@ four endings each, in three layouts holding the same questions: `swag.jsonl` (SW
 `choice0..3`). One example's context is several fortunes long, past the models' 128
 positions; another's ends in two spaces, which move to the continuation.
 
-The reference, written here after lm-evaluation-harness 0.4 (`_encode_pair`,
-`_loglikelihood_tokens`, `process_results` of `multiple_choice`): the continuation is
-`" " + choice`; trailing white space of the context moves to it; the whole and the context are
-encoded without special tokens, the continuation's tokens being the whole's past the
-context's; the model reads `(context + continuation)[-(L + 1):][:-1]` (L its window, or
-`max_length`) and the choice's log-likelihood is the sum of its tokens' log-softmax; answers
-are the argmax of the log-likelihood (`acc`), of it over the choice's characters
-(`acc_norm`) and of it over the continuation's tokens (`acc_per_token`, llm.c's HellaSwag
-`acc_norm`). fp32 on the CPU.
+The reference is scripts/lm_choice_torch.py (lm-evaluation-harness's scoring, written from its
+description), at the models' 128 positions and at a window of 24.
 
 `expected.json`: per model and window, each example's `loglik`, `tokens` and answers, and the
 three accuracies. Every answer's margin over the runner-up is checked to be far above float
@@ -35,11 +28,8 @@ import json
 import os
 import sys
 
-import torch
-import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lm_choice_torch import accuracies, load, score  # noqa: E402
 from make_fortune_choices import cut, entries, h  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,45 +82,6 @@ def write_layouts(out, qs):
             w.writerow([f"{first} {head}"] + endings + [label])
 
 
-def encode_pair(tok, context, continuation):
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces > 0:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = tok(context, add_special_tokens=False)["input_ids"]
-    return ctx, whole[len(ctx):]
-
-
-def argmax(xs):
-    return max(range(len(xs)), key=lambda i: (xs[i], -i))
-
-
-def margin(xs):
-    s = sorted(xs, reverse=True)
-    return s[0] - s[1]
-
-
-@torch.no_grad()
-def score(model, tok, contexts, endings_of, window):
-    examples, min_margin = [], float("inf")
-    for context, endings in zip(contexts, endings_of):
-        ll, ntok = [], []
-        for e in endings:
-            ctx, cont = encode_pair(tok, context, " " + e)
-            inp = torch.tensor((ctx + cont)[-(window + 1):][:-1])
-            logp = F.log_softmax(model(inp[None]).logits[0].float(), dim=-1)
-            picked = logp[len(inp) - len(cont):].gather(1, torch.tensor(cont)[:, None])
-            ll.append(picked.sum().item())
-            ntok.append(len(cont))
-        norm = [x / len(e) for x, e in zip(ll, endings)]
-        per_tok = [x / n for x, n in zip(ll, ntok)]
-        min_margin = min(min_margin, margin(ll), margin(norm), margin(per_tok))
-        examples.append({"loglik": ll, "tokens": ntok, "acc": argmax(ll), "acc_norm": argmax(norm),
-                         "acc_per_token": argmax(per_tok)})
-    return examples, min_margin
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--raw", default=os.path.join(REPO, "data", "raw", "fortunes"))
@@ -139,19 +90,16 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     qs = questions(args.raw)
     write_layouts(args.out, qs)
-    tok = PreTrainedTokenizerFast(tokenizer_file=TOKENIZER)
-    contexts = [f"{first} {head}" for first, head, _, _ in qs]
-    endings_of = [endings for _, _, endings, _ in qs]
-    labels = [label for _, _, _, label in qs]
+    records = [(f"{first} {head}", endings, label) for first, head, endings, label in qs]
+    labels = [label for _, _, label in records]
     expected = {"labels": labels, "models": {}}
     for name, path in MODELS.items():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        model, tok = load(path, TOKENIZER)
         for window in WINDOWS:
             w = window or model.config.max_position_embeddings
-            examples, m = score(model, tok, contexts, endings_of, w)
+            examples, m = score(model, tok, records, w)
             assert m > 1e-3, f"{name} window {w}: an answer's margin is {m}"
-            acc = {k: sum(e[k] == l for e, l in zip(examples, labels)) / len(labels)
-                   for k in ["acc", "acc_norm", "acc_per_token"]}
+            acc = accuracies(examples, labels)
             expected["models"][f"{name}-{window or 'full'}"] = {
                 "max_length": window, "examples": examples, **acc, "min_margin": m}
             print(f"{name} window {w}: {acc}, smallest margin {m:.4f}")

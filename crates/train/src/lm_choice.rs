@@ -140,8 +140,12 @@ impl ChoiceSet {
         tok: &Tokenizer,
         (vocab, window): (usize, usize),
     ) -> Result<Self> {
-        let bad = |line: usize, what: String| {
-            Error::Config(format!("{}: line {line}: {what}", path.display()))
+        let bad = |line: usize, what: String| -> Error {
+            lantern_data::Error::Format {
+                path: path.to_path_buf(),
+                problem: format!("line {line}: {what}"),
+            }
+            .into()
         };
         let mut items = Vec::with_capacity(examples.len());
         let mut truncated = 0;
@@ -161,7 +165,7 @@ impl ChoiceSet {
                         ex.line,
                         format!(
                             "choice {i} is {} tokens, longer than the model's window of \
-                             {window}",
+                             {window}: it cannot be scored (leave the example out)",
                             continuation.len()
                         ),
                     ));
