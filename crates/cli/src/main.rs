@@ -360,7 +360,8 @@ fn run(cli: Cli) -> Result<Outcome> {
                 .join(lantern_train::checkpoint::BEST_DIR);
             if let Some((b, at)) = s.best_val {
                 println!(
-                    "best val loss {b:.4} at step {at}{}{}",
+                    "best {} {b:.4} at step {at}{}{}",
+                    s.best_metric.label(),
                     if best_dir.is_dir() {
                         format!(": {}", best_dir.display())
                     } else {

@@ -664,3 +664,65 @@ fn multiple_choice_accuracy_at_every_evaluation() {
         &["model.arch=\"bert\""],
     );
 }
+
+/// `early_stopping.metric`: `checkpoints/best` follows a multiple-choice accuracy, higher
+/// being better (the first evaluation of the highest value), and a resume that watches
+/// another figure is refused.
+#[test]
+fn the_best_checkpoint_can_follow_a_multiple_choice_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("best-choice");
+    let cfg = tiny_config(tmp.path(), &run, "");
+    let choices = format!("data.eval_choices={}", s(&short_choices(tmp.path())));
+    let out = train_ok(
+        &cfg,
+        &[
+            &choices,
+            "early_stopping.metric=\"choice_acc_per_token\"",
+            "checkpoint.save_best=true",
+            "train.eval_every=5",
+            "checkpoint.every=5",
+            "checkpoint.keep=10",
+        ],
+    );
+    let vals: Vec<(u64, f64)> = metrics_of(&run, "val")
+        .iter()
+        .map(|r| {
+            let v = r["choice_acc_per_token"].as_f64().unwrap();
+            (r["step"].as_u64().unwrap(), v)
+        })
+        .filter(|&(step, _)| step > 0)
+        .collect();
+    let best = vals.iter().map(|v| v.1).fold(f64::MIN, f64::max);
+    let best_step = vals.iter().find(|v| v.1 == best).unwrap().0;
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join("checkpoints/best/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], best_step, "{vals:?}");
+    assert_eq!(state["best_val_loss"].as_f64().unwrap(), best, "{vals:?}");
+    let last = metrics_of(&run, "val").pop().unwrap();
+    assert_eq!(last["best_choice_acc_per_token"].as_f64().unwrap(), best);
+    assert!(last.get("best_val_loss").is_none(), "{last}");
+    assert!(
+        out.contains(&format!(
+            "best choice_acc_per_token {best:.4} at step {best_step}"
+        )),
+        "{out}"
+    );
+    let c = s(&cfg);
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &c,
+        "--resume",
+        "--set",
+        &choices,
+        "--set",
+        "train.max_steps=50",
+    ]);
+    assert!(
+        e.contains("early_stopping.metric choice_acc_per_token, the config asks for val_loss"),
+        "{e}"
+    );
+}

@@ -86,9 +86,10 @@ pub struct TrainerState {
     /// Absent in older checkpoints (see [`TrainerState::global_batch`]).
     #[serde(default)]
     pub global_batch: Option<u64>,
-    /// The lowest validation loss of the run's evaluations so far (the one before the first
-    /// step included) and the step it was measured after: what `checkpoint.save_best` and
-    /// early stopping compare each evaluation with.
+    /// The best value of `early_stopping.metric` (the lowest validation loss by default; the
+    /// key keeps its first name) of the run's evaluations after a training step, and the
+    /// step it was measured after: what `checkpoint.save_best` and early stopping compare
+    /// each evaluation with.
     #[serde(default)]
     pub best_val_loss: Option<f64>,
     #[serde(default)]

@@ -647,26 +647,79 @@ pub struct CheckpointSection {
     /// Keep the newest N checkpoints.
     #[serde(default = "d_keep")]
     pub keep: usize,
-    /// Also keep the checkpoint of the lowest validation loss so far in `checkpoints/best`
-    /// (nanoGPT's best-validation checkpoint, transformers' `load_best_model_at_end` with
-    /// `metric_for_best_model = "eval_loss"`), rewritten at each evaluation that improves on
-    /// it and never pruned by `keep`.
+    /// Also keep the checkpoint of the lowest validation loss so far (or the best value of
+    /// `early_stopping.metric`) in `checkpoints/best` (nanoGPT's best-validation checkpoint,
+    /// transformers' `load_best_model_at_end` with `metric_for_best_model`), rewritten at each
+    /// evaluation that improves on it and never pruned by `keep`.
     #[serde(default)]
     pub save_best: bool,
 }
 
-/// Stopping when the validation loss stops improving (transformers' `EarlyStoppingCallback`
-/// on `eval_loss`).
+/// Stopping when the validation loss (or `metric`) stops improving (transformers'
+/// `EarlyStoppingCallback`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EarlyStopSection {
-    /// Stop after this many evaluations in a row that did not improve on the best validation
-    /// loss (`early_stopping_patience`); none = never stop early. Needs `train.eval_every`.
+    /// Stop after this many evaluations in a row that did not improve on the best value of
+    /// `metric` (`early_stopping_patience`); none = never stop early. Needs
+    /// `train.eval_every`.
     pub patience: Option<usize>,
-    /// An evaluation improves only if it lowers the best validation loss by more than this
+    /// An evaluation improves only if it beats the best value of `metric` by more than this
     /// (`early_stopping_threshold`; default 0).
     #[serde(default)]
     pub threshold: f64,
+    /// The validation figure that early stopping watches and `checkpoint.save_best` keeps the
+    /// best of (transformers' `metric_for_best_model`): `val_loss` (default; lower is better),
+    /// or, higher being better, `val_accuracy` (the next-token accuracy; DPO's reward
+    /// accuracy) and, with `data.eval_choices`, `choice_acc`, `choice_acc_norm`,
+    /// `choice_acc_per_token`.
+    #[serde(default)]
+    pub metric: BestMetric,
+}
+
+/// `early_stopping.metric`: which figure of a validation record picks the best checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BestMetric {
+    #[default]
+    ValLoss,
+    ValAccuracy,
+    ChoiceAcc,
+    ChoiceAccNorm,
+    ChoiceAccPerToken,
+}
+
+impl BestMetric {
+    /// Its key in the validation records of metrics.jsonl.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::ValLoss => "val_loss",
+            Self::ValAccuracy => "val_accuracy",
+            Self::ChoiceAcc => "choice_acc",
+            Self::ChoiceAccNorm => "choice_acc_norm",
+            Self::ChoiceAccPerToken => "choice_acc_per_token",
+        }
+    }
+
+    /// How the progress lines name it (`val loss` for the loss, as they always have).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ValLoss => "val loss",
+            other => other.key(),
+        }
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        self != Self::ValLoss
+    }
+
+    /// Whether it is one of `data.eval_choices`' accuracies.
+    pub fn needs_choices(self) -> bool {
+        matches!(
+            self,
+            Self::ChoiceAcc | Self::ChoiceAccNorm | Self::ChoiceAccPerToken
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1013,6 +1066,19 @@ impl RunConfig {
                 "early_stopping.patience needs evaluations during the run: set train.eval_every",
             );
         }
+        if es.metric.needs_choices() && d.eval_choices.is_none() {
+            return bad(&format!(
+                "early_stopping.metric {} is an accuracy of data.eval_choices: set it (a \
+                 multiple-choice file)",
+                es.metric.key()
+            ));
+        }
+        if es.metric == BestMetric::ValAccuracy && arch == ModelArch::Bert {
+            return bad(
+                "early_stopping.metric val_accuracy is a causal LM's next-token accuracy; a \
+                 masked LM's evaluation reports its loss (val_loss)",
+            );
+        }
         if !(es.threshold.is_finite() && es.threshold >= 0.0) {
             return bad(&format!(
                 "early_stopping.threshold must be a finite, non-negative number, got {}",
@@ -1294,7 +1360,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.early_stopping.patience, Some(3));
+        assert_eq!(c.early_stopping.metric, BestMetric::ValLoss);
         assert!(c.checkpoint.save_best);
+        let c = RunConfig::parse(
+            MIN,
+            "t",
+            &[
+                "early_stopping.metric=\"choice_acc_per_token\"".into(),
+                "data.eval_choices=\"q.jsonl\"".into(),
+            ],
+        )
+        .unwrap();
+        let m = c.early_stopping.metric;
+        assert_eq!(
+            (m, m.key()),
+            (BestMetric::ChoiceAccPerToken, "choice_acc_per_token")
+        );
+        assert!(m.higher_is_better() && !BestMetric::ValLoss.higher_is_better());
         for (sets, says) in [
             (vec!["early_stopping.patience=0"], "early_stopping.patience"),
             (
@@ -1309,7 +1391,21 @@ mod tests {
                 vec!["early_stopping.threshold=nan"],
                 "early_stopping.threshold",
             ),
-            (vec!["early_stopping.metric=\"f1\""], "metric"),
+            (
+                vec!["early_stopping.metric=\"f1\""],
+                "early_stopping.metric",
+            ),
+            (
+                vec!["early_stopping.metric=\"choice_acc_norm\""],
+                "early_stopping.metric choice_acc_norm is an accuracy of data.eval_choices",
+            ),
+            (
+                vec![
+                    "early_stopping.metric=\"val_accuracy\"",
+                    "model.arch=\"bert\"",
+                ],
+                "a masked LM's evaluation reports its loss",
+            ),
         ] {
             let sets: Vec<String> = sets.into_iter().map(String::from).collect();
             let e = RunConfig::parse(MIN, "t.toml", &sets)

@@ -15,7 +15,7 @@
 //! A world of one (no launcher) runs exactly the single-process loop.
 
 use crate::checkpoint::{self, TrainerState};
-use crate::config::{RunConfig, TokenLoss, TrainSection};
+use crate::config::{BestMetric, RunConfig, TokenLoss, TrainSection};
 use crate::dpo::{DpoSet, Pairs};
 use crate::early_stopping::EarlyStopping;
 use crate::grads::StepGrads;
@@ -85,11 +85,14 @@ pub struct TrainSummary {
     pub resumed_from: Option<u64>,
     /// The run stopped early on request ([`TrainOptions::stop`]) after writing `checkpoint`.
     pub preempted: bool,
-    /// The run stopped because the validation loss stopped improving (`early_stopping`).
+    /// The run stopped because `early_stopping.metric` stopped improving.
     pub early_stopped: bool,
-    /// The lowest validation loss of the evaluations after training steps, and its step
-    /// (its checkpoint is `checkpoints/best` with `checkpoint.save_best`).
+    /// The best value of `early_stopping.metric` (the validation loss by default) of the
+    /// evaluations after training steps, and its step (its checkpoint is `checkpoints/best`
+    /// with `checkpoint.save_best`).
     pub best_val: Option<(f64, u64)>,
+    /// Which figure `best_val` is.
+    pub best_metric: BestMetric,
     /// This process's rank and the world size (1 without a launcher); only rank 0 reports.
     pub rank: usize,
     pub world_size: usize,
@@ -414,6 +417,18 @@ impl Eval {
             rec["choice_acc_per_token"] = json!(c.acc_per_token.value);
         }
         rec
+    }
+
+    /// The figure `early_stopping.metric` names, when this evaluation has it.
+    fn value(&self, metric: BestMetric) -> Option<f64> {
+        let c = self.choices.as_ref();
+        match metric {
+            BestMetric::ValLoss => Some(self.loss),
+            BestMetric::ValAccuracy => self.accuracy,
+            BestMetric::ChoiceAcc => c.map(|c| c.acc.value),
+            BestMetric::ChoiceAccNorm => c.map(|c| c.acc_norm.value),
+            BestMetric::ChoiceAccPerToken => c.map(|c| c.acc_per_token.value),
+        }
     }
 
     fn line(&self) -> String {
@@ -966,8 +981,10 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let opt_cfg = OptimizerConfig::from_keys(&cfg.train.optim);
     let mut opt = Optimizer::new(opt_cfg, trained)?;
     let (mut step, mut samples_seen, mut tokens_seen, mut last_val) = (0u64, 0u64, 0u64, None);
-    // The best validation loss so far and evaluations since it improved (checkpointed).
-    let mut stopper = EarlyStopping::new(false, cfg.early_stopping.patience)
+    // The best value of the watched metric so far and evaluations since it improved
+    // (checkpointed).
+    let metric = cfg.early_stopping.metric;
+    let mut stopper = EarlyStopping::new(metric.higher_is_better(), cfg.early_stopping.patience)
         .with_threshold(cfg.early_stopping.threshold);
     let mut best_step = None;
     // NaN guard: skipped steps in total and guard skips in a row (both saved in checkpoints).
@@ -979,6 +996,17 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         (step, samples_seen, tokens_seen, last_val) =
             (st.step, st.samples_seen, st.tokens_seen, st.last_val_loss);
         (skipped_total, consecutive_skips) = (st.skipped_steps, st.consecutive_skips);
+        if st.config.early_stopping.metric != metric {
+            return Err(Error::Checkpoint {
+                path: dir.join(checkpoint::STATE_FILE),
+                msg: format!(
+                    "the run kept its best by early_stopping.metric {}, the config asks for {}: \
+                     resume with the same metric or start a new run.dir",
+                    st.config.early_stopping.metric.key(),
+                    metric.key()
+                ),
+            });
+        }
         stopper.best = st.best_val_loss;
         stopper.evals_without_improvement = st.evals_without_improvement as usize;
         best_step = st.best_step;
@@ -1138,6 +1166,17 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     let mut first_val = None;
     if state.is_none() {
         let e = eval(&*eval_model)?;
+        if e.value(metric).is_none() {
+            return Err(Error::Config(format!(
+                "early_stopping.metric {}: this run's evaluation does not report it (it reports \
+                 {})",
+                metric.key(),
+                e.record(json!({}))
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            )));
+        }
         log_write(e.record(json!({"kind": "val", "step": 0})))?;
         progress.line(&format!("step 0 | {}", e.line()));
         first_val = Some(e.loss);
@@ -1414,7 +1453,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let eval_due = cfg.train.eval_every > 0 && step.is_multiple_of(cfg.train.eval_every);
         if eval_due || step == cfg.train.max_steps {
             let e = eval(&*eval_model)?;
-            let (new_best, stop) = stopper.observe(e.loss);
+            // Checked at the first evaluation: the figure is there.
+            let (new_best, stop) = stopper.observe(e.value(metric).unwrap_or(f64::NAN));
             if new_best {
                 best_step = Some(step);
             }
@@ -1422,7 +1462,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             last_val = Some(e.loss);
             log_write(e.record(json!({
                 "kind": "val", "step": step,
-                "best_val_loss": best.best.map(|b| b.0), "best_step": best.best.map(|b| b.1),
+                format!("best_{}", metric.key()): best.best.map(|b| b.0),
+                "best_step": best.best.map(|b| b.1),
                 "evals_without_improvement": best.stale,
             })))?;
             progress.line(&format!(
@@ -1468,7 +1509,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 .best
                 .expect("an evaluation without improvement follows a best");
             log_write(json!({
-                "kind": "early_stop", "step": step, "best_val_loss": b, "best_step": at,
+                "kind": "early_stop", "step": step, format!("best_{}", metric.key()): b,
+                "best_step": at,
                 "evals_without_improvement": best.stale,
             }))?;
             progress.line(&early_stop_line(step, b, at, best.stale, &cfg));
@@ -1509,6 +1551,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         preempted,
         early_stopped,
         best_val: stopper.best.zip(best_step),
+        best_metric: metric,
         rank,
         world_size: world,
     })
@@ -1648,8 +1691,12 @@ fn reference_config(cfg: &RunConfig, dir: &Path, model: &ModelConfig) -> Result<
 
 fn early_stop_line(step: u64, best: f64, at: u64, stale: u64, cfg: &RunConfig) -> String {
     format!(
-        "early stopping after step {step}: {stale} evaluations without the validation loss \
-         improving by more than {} (best {best:.4} at step {at}{})",
+        "early stopping after step {step}: {stale} evaluations without the {} improving by \
+         more than {} (best {best:.4} at step {at}{})",
+        match cfg.early_stopping.metric {
+            BestMetric::ValLoss => "validation loss",
+            m => m.key(),
+        },
         cfg.early_stopping.threshold,
         if cfg.checkpoint.save_best {
             ", checkpoints/best"
