@@ -11,16 +11,15 @@ mod bench_cmds;
 mod bert_cmds;
 mod launch;
 mod model_dir;
-mod sampling;
 mod score;
 mod selfcheck;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::DType;
 use clap::{Parser, Subcommand};
 use lantern_kernels::Rng;
 use lantern_models::decoder::Decoder;
-use lantern_models::Mode;
+use lantern_models::sampling::{generate, Sampling, Stop};
 use lantern_train::{RunConfig, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -402,7 +401,8 @@ fn run(cli: Cli) -> Result<Outcome> {
             device,
             print_ids,
         } => {
-            let how = sampling::Sampling::new(temperature, top_k, top_p, repetition_penalty)?;
+            let how = Sampling::new(temperature, top_k, top_p, repetition_penalty)
+                .map_err(|e| anyhow::anyhow!(e.flag()))?;
             let device = lantern_train::device::parse_device(&device)?;
             let m = model_dir::load_with(&model, adapter.as_deref())?;
             let tok = m.tokenizer()?;
@@ -453,7 +453,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                         stop_ids.clone()
                     },
                 };
-                let ids = sample(&model, &device, &prompt_ids, &how, stop, &mut rng)?;
+                let ids = generate(&model, &device, &prompt_ids, &how, &stop, &mut rng)?;
                 let secs = start.elapsed().as_secs_f64();
                 eprintln!(
                     "sample {}: {} tokens in {secs:.3} s ({:.1} tokens/s; prompt of {})",
@@ -528,14 +528,6 @@ fn run(cli: Cli) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-/// When `sample` stops: after `max_new` tokens, or earlier at `eot`.
-#[derive(Clone)]
-struct Stop {
-    max_new: usize,
-    /// Tokens that end the sample (not included).
-    eot: Vec<u32>,
-}
-
 /// `--chat`: the conversation (an optional system message and the user's) as the chat template
 /// of `m`'s folder (or `template_file`) renders it with the generation prompt, and the
 /// tokenizer's end-of-sequence token (`tokenizer_config.json`'s `eos_token`).
@@ -576,50 +568,4 @@ fn chat_prompt(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let eos = lantern_data::chat::special_token(&cfg, "eos_token");
     Ok((template.render(&msgs, true)?, eos))
-}
-
-/// Autoregressive sampling. While the sequence fits the model's context, the prompt runs once
-/// and each new token alone, against the keys and values cached so far; past that, every
-/// token runs the forward over the last context-length tokens (GPT-2's positions are absolute
-/// and Llama's rotary angles are baked into its cached keys, so a cache cannot slide with the
-/// window; a LongRoPE model's cache is dropped once, where the sequence passes its original
-/// context). Each token is chosen by
-/// [`sampling::pick`] from the last position's logits and the whole sequence so far.
-fn sample(
-    model: &Decoder,
-    device: &Device,
-    prompt: &[u32],
-    how: &sampling::Sampling,
-    stop: Stop,
-    rng: &mut Rng,
-) -> Result<Vec<u32>> {
-    let Stop { max_new, eot } = stop;
-    let n_pos = model.max_positions();
-    let mut ids = prompt.to_vec();
-    let mut out = Vec::new();
-    let mut cache = model.cache();
-    for _ in 0..max_new {
-        // LongRoPE's cached keys are rotated with its short factors: past the original
-        // context the whole sequence runs again (transformers' Phi-3 generation does).
-        if model.cache_expires(&cache, ids.len()) {
-            cache = model.cache();
-        }
-        let last = if ids.len() <= n_pos {
-            let new = &ids[cache.len()..];
-            let x = Tensor::from_slice(new, (1, new.len()), device)?;
-            model.forward_last_cached(&x, &mut cache)?.get(0)?
-        } else {
-            let ctx = &ids[ids.len() - n_pos..];
-            let x = Tensor::from_slice(ctx, (1, n_pos), device)?;
-            model.forward(&x, Mode::Eval)?.get(0)?.get(n_pos - 1)?
-        };
-        let last: Vec<f32> = last.to_dtype(DType::F32)?.to_vec1()?;
-        let next = sampling::pick(&last, &ids, how, rng);
-        if eot.contains(&next) {
-            break;
-        }
-        ids.push(next);
-        out.push(next);
-    }
-    Ok(out)
 }

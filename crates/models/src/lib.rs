@@ -14,6 +14,7 @@ pub mod lowrank;
 pub mod packing;
 pub mod params;
 pub mod safetensors_io;
+pub mod sampling;
 pub mod task;
 #[cfg(test)]
 mod testutil;

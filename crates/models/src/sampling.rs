@@ -9,9 +9,37 @@
 //! keeps exactly k tokens (the lower ids on a tie at the k-th logit), where transformers keeps
 //! every token tied with the k-th.
 
-use anyhow::{bail, Result};
+use crate::decoder::Decoder;
+use crate::{Mode, Result};
+use candle_core::{DType, Device, Tensor};
 use lantern_kernels::Rng;
 use std::borrow::Cow;
+
+/// A sampling setting out of range: its name (`temperature`, `top_p`, `repetition_penalty`),
+/// its value and what it must be. Commands name it as their flag or config key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BadSetting {
+    pub name: &'static str,
+    pub value: f64,
+    pub expected: &'static str,
+}
+
+impl BadSetting {
+    /// As a command-line flag names it: `--top-p 1.5: expected a number in (0, 1] (1 = off)`.
+    pub fn flag(&self) -> String {
+        format!(
+            "--{} {}: {}",
+            self.name.replace('_', "-"),
+            self.value,
+            self.expected
+        )
+    }
+
+    /// As a config key of `section` names it: `sample.top_p 1.5: expected ...`.
+    pub fn key(&self, section: &str) -> String {
+        format!("{section}.{} {}: {}", self.name, self.value, self.expected)
+    }
+}
 
 /// The settings of the next-token choice, validated by [`Sampling::new`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -27,22 +55,35 @@ pub struct Sampling {
 }
 
 impl Sampling {
-    /// Errors name the command-line flag of the bad value.
+    /// Checks each setting's range.
     pub fn new(
         temperature: f64,
         top_k: usize,
         top_p: f64,
         repetition_penalty: f64,
-    ) -> Result<Self> {
+    ) -> std::result::Result<Self, BadSetting> {
+        let bad = |name, value, expected| {
+            Err(BadSetting {
+                name,
+                value,
+                expected,
+            })
+        };
         if temperature.is_nan() {
-            bail!("--temperature {temperature}: expected a number >= 0 (0 = greedy)");
+            return bad(
+                "temperature",
+                temperature,
+                "expected a number >= 0 (0 = greedy)",
+            );
         }
         if !(top_p > 0.0 && top_p <= 1.0) {
-            bail!("--top-p {top_p}: expected a number in (0, 1] (1 = off)");
+            return bad("top_p", top_p, "expected a number in (0, 1] (1 = off)");
         }
         if !(repetition_penalty > 0.0 && repetition_penalty.is_finite()) {
-            bail!(
-                "--repetition-penalty {repetition_penalty}: expected a finite number > 0 (1 = off)"
+            return bad(
+                "repetition_penalty",
+                repetition_penalty,
+                "expected a finite number > 0 (1 = off)",
             );
         }
         Ok(Self {
@@ -88,6 +129,59 @@ pub fn distribution(logits: &[f32], seen: &[u32], how: &Sampling) -> Vec<(u32, f
         .zip(&w)
         .map(|(&i, &wi)| (i as u32, wi / sum))
         .collect()
+}
+
+/// When a sample ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    pub max_new: usize,
+    /// Tokens that end the sample (not included).
+    pub eot: Vec<u32>,
+}
+
+/// Autoregressive sampling. While the sequence fits the model's context, the prompt runs once
+/// and each new token alone, against the keys and values cached so far; past that, every
+/// token runs the forward over the last context-length tokens (GPT-2's positions are absolute
+/// and Llama's rotary angles are baked into its cached keys, so a cache cannot slide with the
+/// window; a LongRoPE model's cache is dropped once, where the sequence passes its original
+/// context). Each token is chosen by [`pick`] from the last position's logits and the whole
+/// sequence so far. Returns the new tokens.
+pub fn generate(
+    model: &Decoder,
+    device: &Device,
+    prompt: &[u32],
+    how: &Sampling,
+    stop: &Stop,
+    rng: &mut Rng,
+) -> Result<Vec<u32>> {
+    let n_pos = model.max_positions();
+    let mut ids = prompt.to_vec();
+    let mut out = Vec::new();
+    let mut cache = model.cache();
+    for _ in 0..stop.max_new {
+        // LongRoPE's cached keys are rotated with its short factors: past the original
+        // context the whole sequence runs again (transformers' Phi-3 generation does).
+        if model.cache_expires(&cache, ids.len()) {
+            cache = model.cache();
+        }
+        let last = if ids.len() <= n_pos {
+            let new = &ids[cache.len()..];
+            let x = Tensor::from_slice(new, (1, new.len()), device)?;
+            model.forward_last_cached(&x, &mut cache)?.get(0)?
+        } else {
+            let ctx = &ids[ids.len() - n_pos..];
+            let x = Tensor::from_slice(ctx, (1, n_pos), device)?;
+            model.forward(&x, Mode::Eval)?.get(0)?.get(n_pos - 1)?
+        };
+        let last: Vec<f32> = last.to_dtype(DType::F32)?.to_vec1()?;
+        let next = pick(&last, &ids, how, rng);
+        if stop.eot.contains(&next) {
+            break;
+        }
+        ids.push(next);
+        out.push(next);
+    }
+    Ok(out)
 }
 
 /// `RepetitionPenaltyLogitsProcessor`: each token id in `seen` (once, however often it occurs;
@@ -236,7 +330,7 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_flag() {
-        let err = |t, k, p, r| Sampling::new(t, k, p, r).unwrap_err().to_string();
+        let err = |t, k, p, r| Sampling::new(t, k, p, r).unwrap_err().flag();
         for p in [0.0, -0.1, 1.5, f64::NAN] {
             let e = err(0.8, 40, p, 1.0);
             assert!(e.starts_with("--top-p ") && e.contains("(0, 1]"), "{e}");
@@ -249,6 +343,8 @@ mod tests {
             );
         }
         assert!(err(f64::NAN, 40, 1.0, 1.0).starts_with("--temperature "));
+        let e = Sampling::new(0.8, 40, 1.5, 1.0).unwrap_err().key("sample");
+        assert_eq!(e, "sample.top_p 1.5: expected a number in (0, 1] (1 = off)");
         for (t, p, r) in [(0.8, 1.0, 1.0), (0.0, 1e-9, 1e9), (2.0, 0.5, 0.01)] {
             Sampling::new(t, 40, p, r).unwrap();
         }
