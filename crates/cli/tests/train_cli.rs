@@ -726,3 +726,100 @@ fn the_best_checkpoint_can_follow_a_multiple_choice_accuracy() {
         "{e}"
     );
 }
+
+/// `[sample]`: rank 0 writes a sample at step 0, every `every` steps and at the end; a
+/// greedy sample is what `lantern generate` writes from that step's checkpoint, and a run
+/// stopped and resumed samples what the uninterrupted run samples.
+#[test]
+fn samples_during_training_are_the_checkpoints_and_survive_a_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [
+        "train.max_steps=20",
+        "checkpoint.every=10",
+        "sample.every=10",
+        "sample.max_new_tokens=12",
+        "sample.prompt=\"The \"",
+    ];
+    let straight = tmp.path().join("straight");
+    train_ok(&tiny_config(tmp.path(), &straight, ""), &sets);
+    let samples = |run: &std::path::Path| -> Vec<(u64, String)> {
+        metrics_of(run, "sample")
+            .iter()
+            .map(|r| {
+                assert!(r["tokens"].as_u64().unwrap() <= 12, "{r}");
+                let step = r["step"].as_u64().unwrap();
+                (step, r["text"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let got = samples(&straight);
+    assert_eq!(got.iter().map(|x| x.0).collect::<Vec<_>>(), [0, 10, 20]);
+    assert_ne!(
+        got[0].1, got[2].1,
+        "the model changed between step 0 and 20"
+    );
+
+    let resumed = tmp.path().join("resumed");
+    let cfg = tiny_config(tmp.path(), &resumed, "");
+    let c = s(&cfg);
+    let mut args = vec!["train", "--config", &c, "--quiet", "--stop-after", "10"];
+    for kv in &sets {
+        args.extend(["--set", kv]);
+    }
+    lantern_ok(&args);
+    args.retain(|a| *a != "--stop-after" && *a != "10");
+    args.push("--resume");
+    lantern_ok(&args);
+    assert_eq!(
+        samples(&resumed),
+        got,
+        "a resumed run samples as the uninterrupted one"
+    );
+
+    // Greedy: the same text as `lantern generate` from the checkpoint of that step.
+    let greedy = tmp.path().join("greedy");
+    let mut g = sets.to_vec();
+    g.push("sample.temperature=0");
+    train_ok(&tiny_config(tmp.path(), &greedy, ""), &g);
+    let text = &samples(&greedy)[2].1;
+    let ckpt = s(&greedy.join("checkpoints/step-00000020"));
+    let out = lantern_ok(&[
+        "generate",
+        "--model",
+        &ckpt,
+        "--prompt",
+        "The ",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "12",
+    ]);
+    assert!(out.contains(&format!("The {text}")), "{text:?} vs {out}");
+
+    // Bad settings are named before training.
+    let bad = tmp.path().join("bad");
+    let c = s(&tiny_config(tmp.path(), &bad, ""));
+    for (kv, want) in [
+        (
+            "sample.top_p=1.5",
+            "sample.top_p 1.5: expected a number in (0, 1]",
+        ),
+        (
+            "sample.max_new_tokens=0",
+            "sample.max_new_tokens must be at least 1",
+        ),
+        ("sample.topk=3", "sample.topk"),
+    ] {
+        let e = lantern_err(&[
+            "train",
+            "--config",
+            &c,
+            "--set",
+            "sample.every=5",
+            "--set",
+            kv,
+        ]);
+        assert!(e.contains(want), "{kv}: {e}");
+    }
+    assert!(!bad.join("checkpoints").exists());
+}

@@ -1,4 +1,6 @@
-//! How `lantern generate` chooses the next token from the model's logits, with the rules of
+//! Generation (`lantern generate`, and the samples a training run writes): the loop over a
+//! [`Decoder`] with its key/value cache ([`generate`]), and how it chooses the next token
+//! from the model's logits, with the rules of
 //! Hugging Face `generate`: the repetition penalty (`RepetitionPenaltyLogitsProcessor`), then
 //! temperature, top-k and top-p (`TemperatureLogitsWarper`, `TopKLogitsWarper`,
 //! `TopPLogitsWarper`), in that order; temperature 0 is greedy, where only the penalty applies

@@ -24,6 +24,8 @@ pub struct RunConfig {
     pub early_stopping: EarlyStopSection,
     #[serde(default)]
     pub run: RunSection,
+    #[serde(default)]
+    pub sample: SampleSection,
     /// LoRA (peft's `LoraConfig`, task type `CAUSAL_LM`): train low-rank adapters of some
     /// linear layers of the `model.init_from` GPT-2 or Llama, the rest frozen. Absent = every
     /// weight trains.
@@ -722,6 +724,72 @@ impl BestMetric {
     }
 }
 
+/// Text sampled from a causal LM while it trains (llm.c's `sample_every`): rank 0 continues
+/// `prompt` at step 0, every `every` steps and after the last, with the sampling rules of
+/// `lantern generate`, each sample's randomness fixed by `train.seed` and the step (a resumed
+/// run samples what the uninterrupted one does). Printed and written to metrics.jsonl as
+/// `"sample"` records (`crate::samples`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleSection {
+    /// Sample every N optimizer steps; 0 (the default) = never.
+    #[serde(default)]
+    pub every: u64,
+    /// The text continued (tokenized without special tokens); unset or empty: the end-of-text
+    /// token alone (llm.c's), else the model's `bos_token_id`.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Tokens generated at most (fewer when an end-of-text or end-of-sequence token comes).
+    #[serde(default = "d_sample_tokens")]
+    pub max_new_tokens: usize,
+    /// As `lantern generate`'s flags: 0 = greedy.
+    #[serde(default = "d_unit")]
+    pub temperature: f64,
+    /// 0 = every token.
+    #[serde(default)]
+    pub top_k: usize,
+    /// In (0, 1]; 1 = off.
+    #[serde(default = "d_unit")]
+    pub top_p: f64,
+    /// > 0; 1 = off.
+    #[serde(default = "d_unit")]
+    pub repetition_penalty: f64,
+}
+
+impl Default for SampleSection {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            prompt: None,
+            max_new_tokens: d_sample_tokens(),
+            temperature: d_unit(),
+            top_k: 0,
+            top_p: d_unit(),
+            repetition_penalty: d_unit(),
+        }
+    }
+}
+
+impl SampleSection {
+    /// The sampling rules, checked; errors name the key.
+    pub fn sampling(&self) -> std::result::Result<lantern_models::sampling::Sampling, String> {
+        lantern_models::sampling::Sampling::new(
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.repetition_penalty,
+        )
+        .map_err(|e| e.key("sample"))
+    }
+}
+
+fn d_sample_tokens() -> usize {
+    64
+}
+fn d_unit() -> f64 {
+    1.0
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSection {
@@ -1066,6 +1134,21 @@ impl RunConfig {
                 "early_stopping.patience needs evaluations during the run: set train.eval_every",
             );
         }
+        let sm = &self.sample;
+        if sm.every > 0 {
+            if arch == ModelArch::Bert {
+                return bad(
+                    "sample.every: a BERT masked LM does not generate text (sampling is for GPT-2 \
+                     and the Llama family)",
+                );
+            }
+            if sm.max_new_tokens == 0 {
+                return bad("sample.max_new_tokens must be at least 1");
+            }
+            if let Err(m) = sm.sampling() {
+                return bad(&m);
+            }
+        }
         if es.metric.needs_choices() && d.eval_choices.is_none() {
             return bad(&format!(
                 "early_stopping.metric {} is an accuracy of data.eval_choices: set it (a \
@@ -1394,6 +1477,14 @@ mod tests {
             (
                 vec!["early_stopping.metric=\"f1\""],
                 "early_stopping.metric",
+            ),
+            (
+                vec!["sample.every=5", "model.arch=\"bert\""],
+                "a BERT masked LM does not generate text",
+            ),
+            (
+                vec!["sample.every=5", "sample.repetition_penalty=0"],
+                "sample.repetition_penalty 0: expected a finite number > 0",
             ),
             (
                 vec!["early_stopping.metric=\"choice_acc_norm\""],

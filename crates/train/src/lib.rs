@@ -27,6 +27,7 @@ pub mod optim;
 pub mod plot;
 pub mod precision;
 pub mod recompute;
+pub mod samples;
 pub mod schedule;
 pub mod sft;
 pub mod task;

@@ -30,7 +30,7 @@ use lantern_data::shard::Shard;
 use lantern_data::{MlmCollator, ModelTokens};
 use lantern_kernels::{cross_entropy_rows, cross_entropy_sum, Rng};
 use lantern_models::bert::{self, BertConfig, BertForMaskedLM, BertHead, BertInput};
-use lantern_models::decoder::DecoderConfig;
+use lantern_models::decoder::{Decoder, DecoderConfig};
 use lantern_models::gpt::{self, AttentionImpl, Gpt, GptConfig};
 use lantern_models::llama::{self, Llama, LlamaConfig};
 use lantern_models::{Mode, Params};
@@ -410,6 +410,21 @@ impl ModelConfig {
             Self::Llama(c) => model_tokens::of_lm(&DecoderConfig::Llama(c.clone()), eot_id),
             Self::Bert(c) => model_tokens::of_encoder(c),
         }
+    }
+
+    /// The model as a [`Decoder`] reading `params` (for generation): `None` for a BERT.
+    pub fn sampler_model(
+        &self,
+        params: &Params,
+        attention: AttentionImpl,
+    ) -> Result<Option<Decoder>> {
+        Ok(match self {
+            Self::Gpt(g) => Some(Decoder::Gpt(Gpt::new(g, params)?.with_attention(attention))),
+            Self::Llama(c) => Some(Decoder::Llama(
+                Llama::new(c, params)?.with_attention(attention),
+            )),
+            Self::Bert(_) => None,
+        })
     }
 
     /// The language model of a record (GPT-2 or Llama), or an error saying what else it is

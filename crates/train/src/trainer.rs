@@ -25,6 +25,7 @@ use crate::lora::{self, Lora};
 use crate::metrics::MetricsLog;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::precision::{LossScaler, Precision};
+use crate::samples::Sampler;
 use crate::schedule::Schedule;
 use crate::sft::SftSet;
 use crate::task::{LossModel, ModelConfig, Scratch, Shards, Task};
@@ -1082,6 +1083,41 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         *bytes = serde_json::to_vec_pretty(&v).expect("a JSON value serialises");
     }
 
+    // `[sample]`: every rank checks the settings; rank 0 samples.
+    let id_list = |k: &str| -> Vec<u32> {
+        match special.get(k) {
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).collect(),
+            Some(one) => one.as_u64().into_iter().collect(),
+            None => Vec::new(),
+        }
+        .into_iter()
+        .map(|x| x as u32)
+        .collect()
+    };
+    let sampler = Sampler::new(
+        &cfg.sample,
+        &tokenizer,
+        (
+            id_list("bos_token_id").first().copied(),
+            &id_list("eos_token_id"),
+        ),
+        cfg.train.seed,
+    )?;
+    let sample_model = match (&sampler, main) {
+        (Some(_), true) => build_cfg.sampler_model(&model_store.frozen(), cfg.model.attention)?,
+        _ => None,
+    };
+    // Rank 0's sample after `step`, as a metrics record and a progress line.
+    let take_sample = |step: u64| -> Result<Option<(serde_json::Value, String)>> {
+        let (Some(s), Some(m)) = (&sampler, &sample_model) else {
+            return Ok(None);
+        };
+        let x = s.sample(m, &tokenizer, &device, step)?;
+        Ok(Some((
+            json!({"kind": "sample", "step": step, "tokens": x.tokens, "text": x.text}),
+            format!("step {step} | sample ({} tokens): {:?}", x.tokens, x.text),
+        )))
+    };
     let end = cfg.train.max_steps.min(opts.stop_after.unwrap_or(u64::MAX));
     let progress = Progress::new(cfg.train.max_steps, step, cfg.train.log_every, quiet);
     // Sequences per optimizer step over all ranks (batch_size is per rank, as in torchrun).
@@ -1180,6 +1216,10 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         log_write(e.record(json!({"kind": "val", "step": 0})))?;
         progress.line(&format!("step 0 | {}", e.line()));
         first_val = Some(e.loss);
+        if let Some((rec, line)) = take_sample(0)? {
+            log_write(rec)?;
+            progress.line(&line);
+        }
         last_val = Some(e.loss);
     }
 
@@ -1485,6 +1525,12 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 )?;
             }
             early_stopped = stop;
+        }
+        if sampler.as_ref().is_some_and(|s| s.due(step, end)) {
+            if let Some((rec, line)) = take_sample(step)? {
+                log_write(rec)?;
+                progress.line(&line);
+            }
         }
         let ckpt_due = cfg.checkpoint.every > 0 && step.is_multiple_of(cfg.checkpoint.every);
         // A stop asked of any rank (SIGTERM reaches one rank, or all at slightly different
