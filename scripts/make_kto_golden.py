@@ -18,7 +18,8 @@ For each layout, `<out>/<layout>/`:
   sequential sampler KTO requires; beta 0.1, a frozen copy of the initial model as the
   reference, max_length 64, AdamW, constant learning rate 5e-2, no weight decay, clipping at
   1.0, fp32 on the CPU), the loss logged at each step, and `kto_args`, the KTOConfig settings
-  beyond that recipe.
+  beyond that recipe. `conversational-batches/` trains in batches of 4 (its `batch`) instead,
+  in file order, so that each step's KL estimate reads its own run of examples.
 """
 import argparse
 import json
@@ -42,6 +43,10 @@ LAYOUTS = {
     "conversational-paired": ("conversational", True, {}),
     "text-weights": ("text", False, {"desirable_weight": 1.0, "undesirable_weight": 1.5}),
     "text-apo": ("text", True, {"loss_type": "apo_zero_unpaired"}),
+    # Batches of 4 of the 20 examples the conversational pairs make, in file order (five
+    # steps an epoch, then the first of the next): each step's KL estimate from its own run of
+    # 4, the validation's from its two runs of 4.
+    "conversational-batches": ("conversational", True, {}, 4),
 }
 
 
@@ -54,14 +59,14 @@ def records(repo, source, split, paired):
              "label": i % 2 == 0} for i, r in enumerate(rows)]
 
 
-def run(model_dir, layout_dir, train, val, kto_args):
+def run(model_dir, layout_dir, train, val, kto_args, batch=None):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     # Paired records become two examples each: a batch as large as every example.
     n_train = 2 * len(train) if "chosen" in train[0] else len(train)
     n_val = 2 * len(val) if "chosen" in val[0] else len(val)
-    batch = max(n_train, n_val)
+    batch = batch or max(n_train, n_val)
     with tempfile.TemporaryDirectory() as tmp:
         args = KTOConfig(
             output_dir=tmp, max_length=MAX_LENGTH, beta=BETA, **kto_args,
@@ -105,7 +110,7 @@ def main():
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     model_dir = os.path.join(repo, "tests", "golden", "sft", "model")
-    for layout, (source, paired, kto_args) in LAYOUTS.items():
+    for layout, (source, paired, kto_args, *batch) in LAYOUTS.items():
         d = os.path.join(args.out, layout)
         os.makedirs(d)
         train = records(repo, source, "train", paired)
@@ -114,7 +119,7 @@ def main():
             with open(os.path.join(d, f"{name}.jsonl"), "w") as f:
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        out = run(model_dir, d, train, val, kto_args)
+        out = run(model_dir, d, train, val, kto_args, *batch)
         kept = {k: len(out[k]) for k in ("train", "validation")}
         print(f"{layout}: kept {kept}; eval_loss {out['eval_loss']}; kl {out['eval_kl']}; "
               f"train_loss {out['train_loss']}")

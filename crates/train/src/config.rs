@@ -250,6 +250,13 @@ pub struct DataSection {
     /// true). The reference never uses dropout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_dropout: Option<bool>,
+    /// KTO: the order examples are drawn in (TRL's `train_sampling_strategy`): `sequential`
+    /// (default: file order every epoch, which the `kto` loss requires, its KL rows being
+    /// paired within runs of `train.batch_size` examples in that order), `random` (a seeded
+    /// permutation each epoch) or `group_by_length` (as `train.group_by_length`), the last two
+    /// for `apo_zero_unpaired` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_sampling_strategy: Option<SamplingStrategy>,
     /// KTO: the weight of the desirable examples' losses (TRL's `desirable_weight`; default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desirable_weight: Option<f64>,
@@ -281,6 +288,15 @@ pub enum FDivergence {
     JsDivergence,
     /// `(e^((α−1)u) − 1) / (α − 1)`, the exponent clamped at 80 (`u` itself for α = 1).
     AlphaDivergence,
+}
+
+/// `data.train_sampling_strategy` (KTO): the order of the training examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplingStrategy {
+    Sequential,
+    Random,
+    GroupByLength,
 }
 
 /// `data.loss_type`: one loss by name, or (DPO) a list of them, as TRL's `loss_type` takes.
@@ -374,6 +390,10 @@ impl DataSection {
             ("disable_dropout", self.disable_dropout.is_some()),
             ("desirable_weight", self.desirable_weight.is_some()),
             ("undesirable_weight", self.undesirable_weight.is_some()),
+            (
+                "train_sampling_strategy",
+                self.train_sampling_strategy.is_some(),
+            ),
             (
                 "ref_model_mixup_alpha",
                 self.ref_model_mixup_alpha.is_some(),

@@ -643,6 +643,10 @@ impl DpoSet {
         for (k, set) in [
             ("desirable_weight", d.desirable_weight.is_some()),
             ("undesirable_weight", d.undesirable_weight.is_some()),
+            (
+                "train_sampling_strategy",
+                d.train_sampling_strategy.is_some(),
+            ),
         ] {
             if set {
                 return Err(Error::Config(format!(

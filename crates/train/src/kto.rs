@@ -9,7 +9,9 @@
 //!   the `kto` loss) B rows of prompt + another example's completion, the KL rows, each cut to
 //!   `max_length` (keeping the start) and padded on the right. Each example's KL completion is
 //!   fixed when the data are read, as TRL fixes it: within each run of `train.batch_size`
-//!   examples in file order, the completion of the one before it (the first takes the last's).
+//!   examples in file order, the completion of the one before it (the first takes the last's);
+//!   the examples are drawn in that order ([`KtoOrder`], TRL's sequential sampling), so a
+//!   micro-batch is such a run.
 //! - With `r = β·(π − ref)` per example and `z` the KL estimate of the micro-batch (the mean of
 //!   `π_KL − ref_KL` over its KL rows, by a forward without gradient, averaged over the ranks of
 //!   a data-parallel run as TRL gathers it, clamped at 0), the `kto` loss of a desirable
@@ -210,12 +212,69 @@ pub struct KtoSet {
     pub conversational: bool,
     /// Whether the records were pairs, unpaired.
     pub paired: bool,
-    /// `train.group_by_length`: the examples per optimizer step (every rank's).
-    pub group: Option<usize>,
+    /// The order of the training examples (`data.train_sampling_strategy`).
+    pub order: KtoOrder,
     /// TR-DPO's reference moves (`data.sync_ref_model`).
     pub sync: Option<RefSync>,
     /// What reading the files said, for the run's log.
     pub notes: Vec<String>,
+}
+
+/// The order KTO draws its training examples in (TRL's `train_sampling_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KtoOrder {
+    /// File order, every epoch: global sample i is example i mod N, so each rank's
+    /// micro-batch is a run of consecutive examples, the run its KL rows were paired in (TRL's
+    /// `SequentialSampler`; the runs align when N is a multiple of the global batch, else an
+    /// epoch's last examples share a batch with the next epoch's first).
+    Sequential,
+    /// A seeded permutation each epoch (SFT's).
+    Random,
+    /// transformers' length-grouped order over this many examples per optimizer step.
+    GroupByLength(usize),
+}
+
+impl KtoOrder {
+    /// `data.train_sampling_strategy`, or `group_by_length` from `train.group_by_length`;
+    /// `sequential` by default and for any loss that reads KL rows (TRL refuses the others
+    /// there, as shuffled batches break the rows' pairing).
+    fn of(cfg: &RunConfig, loss: &KtoLoss, per_step: usize) -> Result<Self> {
+        use crate::config::SamplingStrategy as S;
+        let strategy = match (cfg.data.train_sampling_strategy, cfg.train.group_by_length) {
+            (None, grouped) => match grouped {
+                true => S::GroupByLength,
+                false => S::Sequential,
+            },
+            (Some(S::GroupByLength), _) => S::GroupByLength,
+            (Some(s), true) => {
+                return Err(Error::Config(format!(
+                    "train.group_by_length orders KTO's examples by length, \
+                     data.train_sampling_strategy = {s:?} otherwise: set one"
+                )))
+            }
+            (Some(s), false) => s,
+        };
+        if loss.uses_kl() && strategy != S::Sequential {
+            return Err(Error::Config(format!(
+                "KTO's loss \"kto\" estimates the KL term from rows paired within runs of \
+                 train.batch_size examples in file order, which {} would break: it needs \
+                 data.train_sampling_strategy = \"sequential\" (TRL's rule; \
+                 apo_zero_unpaired reads no KL)",
+                match strategy {
+                    S::GroupByLength if cfg.data.train_sampling_strategy.is_none() => {
+                        "train.group_by_length"
+                    }
+                    S::GroupByLength => "group_by_length",
+                    _ => "random",
+                },
+            )));
+        }
+        Ok(match strategy {
+            S::Sequential => Self::Sequential,
+            S::Random => Self::Random,
+            S::GroupByLength => Self::GroupByLength(per_step),
+        })
+    }
 }
 
 /// Within each run of `b` indices of `0..n`, the one before (the first takes the run's last):
@@ -320,6 +379,7 @@ impl KtoSet {
             |d| d.examples,
         )?;
         let kl = [rotated_within(train.len(), b), rotated_within(val.len(), b)];
+        let order = KtoOrder::of(cfg, &loss, per_step)?;
         Ok(Self {
             kl,
             refs: Default::default(),
@@ -331,7 +391,7 @@ impl KtoSet {
             loss,
             conversational,
             paired,
-            group: cfg.train.group_by_length.then_some(per_step),
+            order,
             notes,
         })
     }
@@ -380,7 +440,8 @@ impl KtoSet {
         Ok(())
     }
 
-    /// The training example of global sample `i` (SFT's per-epoch order).
+    /// The training example of global sample `i`: file order every epoch, or SFT's per-epoch
+    /// orders ([`KtoOrder`]).
     pub fn train_index(&self, seed: u64, i: u64, cache: &mut Option<(u64, Vec<usize>)>) -> usize {
         let lengths = || {
             self.train
@@ -388,7 +449,12 @@ impl KtoSet {
                 .map(|e| e.prompt.len() + e.completion.len())
                 .collect()
         };
-        epoch_index(self.train.len(), (self.group, lengths), seed, i, cache)
+        let group = match self.order {
+            KtoOrder::Sequential => return (i % self.train.len() as u64) as usize,
+            KtoOrder::Random => None,
+            KtoOrder::GroupByLength(per_step) => Some(per_step),
+        };
+        epoch_index(self.train.len(), (group, lengths), seed, i, cache)
     }
 
     /// Training examples `idx` as one batch, with their reference log-probabilities.
@@ -545,6 +611,50 @@ mod tests {
         assert_eq!(rotated_within(5, 2), [1, 0, 3, 2, 4]);
         assert_eq!(rotated_within(3, 1), [0, 1, 2]);
         assert_eq!(rotated_within(0, 4), Vec::<usize>::new());
+    }
+
+    /// TRL's `train_sampling_strategy`: sequential by default, and the only order the `kto`
+    /// loss takes; `random` and `group_by_length` (either key) for `apo_zero_unpaired`.
+    #[test]
+    fn orders_follow_trls_rules() {
+        let cfg = |sets: &[&str]| {
+            let text = "[model]\ninit_from = \"m\"\n[data]\ntrain = \"t.jsonl\"\n";
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            RunConfig::parse(text, "k.toml", &sets).unwrap()
+        };
+        let order = |sets: &[&str]| {
+            let c = cfg(sets);
+            KtoOrder::of(&c, &KtoLoss::of(&c.data).unwrap(), 12)
+        };
+        let apo = "data.loss_type=\"apo_zero_unpaired\"";
+        assert_eq!(order(&[]).unwrap(), KtoOrder::Sequential);
+        assert_eq!(order(&[apo]).unwrap(), KtoOrder::Sequential);
+        let random = "data.train_sampling_strategy=\"random\"";
+        assert_eq!(order(&[apo, random]).unwrap(), KtoOrder::Random);
+        let grouped = "data.train_sampling_strategy=\"group_by_length\"";
+        for g in [grouped, "train.group_by_length=true"] {
+            assert_eq!(order(&[apo, g]).unwrap(), KtoOrder::GroupByLength(12));
+        }
+        for (sets, says) in [
+            (vec![random], "which random would break"),
+            (
+                vec!["train.group_by_length=true"],
+                "which train.group_by_length would break",
+            ),
+            (vec![grouped], "which group_by_length would break"),
+            (vec![apo, random, "train.group_by_length=true"], "set one"),
+        ] {
+            let e = order(&sets).unwrap_err().to_string();
+            assert!(e.contains(says), "{sets:?}: {e}");
+        }
+        let e = RunConfig::parse(
+            "[model]\ninit_from = \"m\"\n[data]\ntrain = \"t.jsonl\"\n",
+            "k.toml",
+            &["data.train_sampling_strategy=\"shuffled\"".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("data.train_sampling_strategy"), "{e}");
     }
 
     fn loss(kind: KtoKind, wd: f64, wu: f64) -> KtoLoss {
