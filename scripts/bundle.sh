@@ -65,6 +65,7 @@ mkdir -p "$OUTB/data" "$OUTB/scripts" "$OUTB/lib"
 cp "$BIN" "$OUTB"/lantern
 strip "$OUTB"/lantern
 cp -r "$DATA" "$OUTB"/data/fortunes
+cp tests/golden/lm_choice/hellaswag.jsonl "$OUTB"/data/choices.jsonl
 cp scripts/bench_torch_gpt.py scripts/bench_table.py scripts/matmul_peak.py "$OUTB"/scripts/
 cp configs/gpt2-124m.toml configs/gpt-tiny.toml "$OUTB"/
 
@@ -100,9 +101,10 @@ cat >"$OUTB/run.sh" <<'EOF'
 #    Lantern's step again with the composite attention (fused attention kernels off);
 # 5. kernel traces (lib/libktrace.so, CUPTI; scripts/ktrace/ktrace.c): one step each of
 #    Lantern and PyTorch eager, every kernel with the GPU's timestamps (ktrace.csv); then
-#    `lantern train` on the GPU (gpt-tiny bf16, a resumed run against a straight one) and
-#    greedy `lantern generate` and `lantern score --file` (windowed NLL) from it against the
-#    CPU; then, if time is left, a trace of
+#    `lantern train` on the GPU (gpt-tiny bf16, a resumed run against a straight one, with
+#    samples every 20 steps) and greedy `lantern generate`, `lantern score --file` (windowed
+#    NLL) and `lantern score --choices` (multiple choice) from it against the CPU; then, if
+#    time is left, a trace of
 #    torch.compile's step; only if no Lantern kernel was traced and time is left, one Lantern
 #    step under Nsight Compute instead (ncu_step.csv);
 # 6. the tables (table.md), with where each step's GPU time goes.
@@ -206,7 +208,8 @@ trainer_check() {
   TT="$(mktemp -d)"
   TRAIN=(train --config "$HERE/gpt-tiny.toml" --set "train.device=$DEVICE"
     --set "data.dir=$HERE/data/fortunes" --set train.precision=bf16 --set train.max_steps=40
-    --set checkpoint.every=20 --set train.eval_every=20 --set train.log_every=20)
+    --set checkpoint.every=20 --set train.eval_every=20 --set train.log_every=20
+    --set sample.every=20 --set sample.max_new_tokens=16)
   {
     limited 60 "$LANTERN" "${TRAIN[@]}" --set "run.dir=$TT/straight" &&
       limited 60 "$LANTERN" "${TRAIN[@]}" --set "run.dir=$TT/resumed" --stop-after 20 &&
@@ -267,6 +270,29 @@ PY
     else
       rc=1
       msg="score FAILED: windowed NLL on $DEVICE differs from the CPU's (both in selfcheck.log)"
+    fi
+    say "$msg"
+    echo "$msg" >>"$OUTDIR/selfcheck.log"
+
+    # Zero-shot multiple choice on the device (`score --choices`: padded rows, row
+    # log-probabilities): each choice's log-likelihood the CPU's within 1e-4 relative.
+    CHOICES=(score --model "$TT/straight" --choices "$HERE/data/choices.jsonl" --json)
+    limited 30 "$LANTERN" "${CHOICES[@]}" --device "$DEVICE" --out "$TT/choices-dev.jsonl" \
+      >>"$OUTDIR/selfcheck.log" 2>&1
+    limited 30 "$LANTERN" "${CHOICES[@]}" --device cpu --out "$TT/choices-cpu.jsonl" \
+      >>"$OUTDIR/selfcheck.log" 2>&1
+    if "$PYTHON" - "$TT/choices-dev.jsonl" "$TT/choices-cpu.jsonl" >>"$OUTDIR/selfcheck.log" 2>&1 <<'PY'; then
+import json, sys
+d, c = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+worst = max(abs(a - b) / max(1.0, abs(b)) for x, y in zip(d, c) for a, b in zip(x["loglik"], y["loglik"]))
+same = len(d) == len(c) > 0 and all(x["tokens"] == y["tokens"] for x, y in zip(d, c))
+print(f"choices: {len(c)} examples, largest relative log-likelihood difference {worst:.2e}")
+sys.exit(0 if same and worst <= 1e-4 else 1)
+PY
+      msg="choices passed: log-likelihoods on $DEVICE are the CPU's within 1e-4"
+    else
+      rc=1
+      msg="choices FAILED: log-likelihoods on $DEVICE differ from the CPU's (selfcheck.log)"
     fi
     say "$msg"
     echo "$msg" >>"$OUTDIR/selfcheck.log"

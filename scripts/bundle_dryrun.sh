@@ -36,6 +36,8 @@ grep -q "^selfcheck passed" "$OUT/selfcheck.log" || fail "selfcheck did not pass
 grep -q "^trainer passed" "$OUT/selfcheck.log" || fail "the trainer's resume check did not pass"
 grep -q "^generate passed" "$OUT/selfcheck.log" || fail "the generation check did not pass"
 grep -q "^score passed" "$OUT/selfcheck.log" || fail "the perplexity check did not pass"
+grep -q "^choices passed" "$OUT/selfcheck.log" || fail "the multiple-choice check did not pass"
+grep -q '| sample (' "$OUT/selfcheck.log" || fail "the trainer wrote no sample"
 grep -q '"impl": "batch-choice", "batch": 4' "$OUT/bench.jsonl" || fail "the batch search did not choose 4"
 for want in lantern pytorch-eager pytorch-compile lantern-kernels; do
   grep -q "\"impl\": *\"$want\"" "$OUT/bench.jsonl" || fail "no $want line in bench.jsonl"
