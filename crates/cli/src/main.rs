@@ -18,7 +18,6 @@ use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use clap::{Parser, Subcommand};
 use lantern_kernels::Rng;
-use lantern_models::decoder::Decoder;
 use lantern_models::sampling::{generate, Sampling, Stop};
 use lantern_train::{RunConfig, TrainOptions};
 use std::path::{Path, PathBuf};
@@ -437,11 +436,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 prompt_ids
                     .push(eot.context("empty prompt and the tokenizer has no <|endoftext|>")?);
             }
-            let params = match device.is_cpu() {
-                true => m.params,
-                false => m.params.to(&device, DType::F32)?,
-            };
-            let model = Decoder::new(&m.config, &params.frozen())?;
+            let model = m.decoder_on(&device)?;
             let mut rng = Rng::new(seed);
             for i in 0..num_samples {
                 let start = std::time::Instant::now();

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device};
 use lantern_models::decoder::classifier;
-use lantern_models::decoder::DecoderConfig;
+use lantern_models::decoder::{Decoder, DecoderConfig};
 use lantern_models::{safetensors_io, Params};
 use lantern_train::{checkpoint, model_tokens};
 use std::path::{Path, PathBuf};
@@ -127,6 +127,16 @@ impl LoadedModel {
         self.params = lora.merged()?;
         self.adapter = Some(dir.to_path_buf());
         Ok(())
+    }
+
+    /// The model as a frozen [`Decoder`] on `device` (its weights in f32 off the CPU), for the
+    /// commands that read it: generate, score.
+    pub fn decoder_on(self, device: &Device) -> Result<Decoder> {
+        let params = match device.is_cpu() {
+            true => self.params,
+            false => self.params.to(device, DType::F32)?,
+        };
+        Ok(Decoder::new(&self.config, &params.frozen())?)
     }
 
     pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer> {

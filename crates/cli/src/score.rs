@@ -110,11 +110,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     if a.dump.is_some() {
         check_dump(&input, max_length)?;
     }
-    let params = match device.is_cpu() {
-        true => m.params,
-        false => m.params.to(&device, DType::F32)?,
-    };
-    let model = Decoder::new(&m.config, &params.frozen())?;
+    let model = m.decoder_on(&device)?;
     let mut total = Perplexity::default();
     for (i, row) in input.rows.iter().enumerate() {
         let what = match input.rows.len() {
@@ -177,16 +173,12 @@ fn choices(a: &ScoreArgs, path: &Path, m: model_dir::LoadedModel, device: &Devic
     }
     let tok = m.tokenizer()?;
     let set = ChoiceSet::read(path, &tok, (m.config.vocab_size(), window), a.limit)?;
-    let params = match device.is_cpu() {
-        true => m.params,
-        false => m.params.to(device, DType::F32)?,
-    };
-    let model = Decoder::new(&m.config, &params.frozen())?;
+    let model = m.decoder_on(device)?;
     let model: &dyn LossModel = match &model {
         Decoder::Gpt(g) => g,
         Decoder::Llama(l) => l,
     };
-    let (scored, tally) = lm_choice::evaluate_all(&set, model, a.batch, device)
+    let (scored, tally) = lm_choice::evaluate(&set, model, (0, 1), a.batch, device)
         .with_context(|| path.display().to_string())?;
     if let Some(out) = &a.out {
         let mut text = String::new();

@@ -203,7 +203,7 @@ impl ChoiceSet {
         })
     }
 
-    /// Whether every example has a label (an evaluation needs them).
+    /// How many examples have a label (an evaluation needs them).
     pub fn labelled(&self) -> usize {
         self.items.iter().filter(|i| i.label.is_some()).count()
     }
@@ -348,46 +348,29 @@ pub struct Scored {
     pub answers: Answers,
 }
 
-/// Every example of `set` scored, and the tally.
-pub fn evaluate_all(
+/// The examples of `set` that rank `rank` of `world` scores (every `world`-th from its own
+/// index; all of them for a world of one), each with its scores and answers, and their tally.
+pub fn evaluate(
     set: &ChoiceSet,
     model: &dyn LossModel,
+    (rank, world): (usize, usize),
     per_forward: usize,
     device: &Device,
 ) -> Result<(Vec<Scored>, Tally)> {
-    let which: Vec<usize> = (0..set.items.len()).collect();
+    let which: Vec<usize> = (rank..set.items.len()).step_by(world.max(1)).collect();
     let scores = set.score(model, &which, per_forward, device)?;
     let mut tally = Tally::default();
-    let out = set
-        .items
+    let out = which
         .iter()
         .zip(scores)
-        .map(|(item, scores)| {
+        .map(|(&i, scores)| {
+            let item = &set.items[i];
             let answers = item.answers(&scores);
             tally.add(item.label, answers);
             Scored { scores, answers }
         })
         .collect();
     Ok((out, tally))
-}
-
-/// The examples of `set` that rank `rank` of `world` scores in a data-parallel evaluation:
-/// every `world`-th from its own index.
-pub fn rank_tally(
-    set: &ChoiceSet,
-    model: &dyn LossModel,
-    (rank, world): (usize, usize),
-    per_forward: usize,
-    device: &Device,
-) -> Result<Tally> {
-    let which: Vec<usize> = (rank..set.items.len()).step_by(world.max(1)).collect();
-    let scores = set.score(model, &which, per_forward, device)?;
-    let mut tally = Tally::default();
-    for (&i, s) in which.iter().zip(&scores) {
-        let item = &set.items[i];
-        tally.add(item.label, item.answers(s));
-    }
-    Ok(tally)
 }
 
 /// `row_logps`'s scoring through a model's logits, for tests of [`ChoiceSet::score`] with a
@@ -566,10 +549,10 @@ mod tests {
             .sum();
         assert!((together[0][1].loglik - f64::from(want)).abs() < 1e-5);
         // Ranks' shares add up to the whole.
-        let (_, whole) = evaluate_all(&set, &model, 2, &dev).unwrap();
+        let (_, whole) = evaluate(&set, &model, (0, 1), 2, &dev).unwrap();
         let mut sum = Tally::default();
         for r in 0..2 {
-            let t = rank_tally(&set, &model, (r, 2), 1, &dev).unwrap();
+            let (_, t) = evaluate(&set, &model, (r, 2), 1, &dev).unwrap();
             sum = Tally::from_f32([0, 1, 2, 3].map(|k| sum.to_f32()[k] + t.to_f32()[k]));
         }
         assert_eq!(sum, whole);

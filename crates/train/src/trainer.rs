@@ -535,7 +535,7 @@ fn evaluate_choices(
 ) -> Result<lm_choice::Tally> {
     let per_forward = (b / set.choices.max(1)).max(1);
     let (rank, world) = (comm.rank(), comm.world_size());
-    let tally = lm_choice::rank_tally(set, model, (rank, world), per_forward, device)?;
+    let (_, tally) = lm_choice::evaluate(set, model, (rank, world), per_forward, device)?;
     if world == 1 {
         return Ok(tally);
     }
