@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{assert_series, floats, golden_dir, read_json, trl_recipe, u32s};
+use common::{assert_series, floats, golden_dir, read_json, run_records, series, trl_recipe, u32s};
 
 const LAYOUTS: [&str; 19] = [
     "text",
@@ -147,17 +147,8 @@ fn full_batch_steps_give_trls_losses_and_reward_accuracy() {
         )
         .unwrap();
         assert_eq!(summary.steps, expected["steps"].as_u64().unwrap());
-        let metrics = std::fs::read_to_string(run.path().join("metrics.jsonl")).unwrap();
-        let recs: Vec<Value> = metrics
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .collect();
-        let of = |kind: &str, key: &str| -> Vec<f64> {
-            recs.iter()
-                .filter(|r| r["kind"] == kind)
-                .map(|r| r[key].as_f64().unwrap())
-                .collect()
-        };
+        let recs = run_records(run.path());
+        let of = |kind: &str, key: &str| series(&recs, kind, key);
         // The forward KL scores a log-ratio u as 1 − e^(−u): as u falls during training, e^(−u)
         // multiplies the f32 rounding of u (a sum of tens of log-probabilities, ulp ~8e-6 at
         // 100), so both sides' last steps part by up to 6.2e-5 there (earlier steps within

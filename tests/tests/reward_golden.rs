@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{assert_series, floats, golden_dir, read_json, u32s};
+use common::{assert_series, floats, golden_dir, read_json, run_records, series, u32s};
 
 const LAYOUTS: [&str; 8] = [
     "text",
@@ -128,17 +128,8 @@ fn full_batch_steps_give_trls_losses_accuracy_and_margin() {
             },
         )
         .unwrap();
-        let metrics = std::fs::read_to_string(run.path().join("metrics.jsonl")).unwrap();
-        let recs: Vec<Value> = metrics
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .collect();
-        let of = |kind: &str, key: &str| -> Vec<f64> {
-            recs.iter()
-                .filter(|r| r["kind"] == kind)
-                .map(|r| r[key].as_f64().unwrap())
-                .collect()
-        };
+        let recs = run_records(run.path());
+        let of = |kind: &str, key: &str| series(&recs, kind, key);
         // TRL evaluates before training too; ours are the six after each step.
         let after = |k: &str| floats(&expected[k])[1..].to_vec();
         for (what, got, want, tol) in [

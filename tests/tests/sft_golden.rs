@@ -28,7 +28,7 @@ use serde_json::Value;
 use std::path::Path;
 
 mod common;
-use common::{golden_dir, read_json, trl_recipe};
+use common::{floats, golden_dir, read_json, run_records, series, trl_recipe};
 
 const LAYOUTS: [&str; 10] = [
     "text",
@@ -203,26 +203,11 @@ fn full_batch_steps_give_trls_validation_loss_and_token_accuracy() {
         )
         .unwrap();
         assert_eq!(summary.steps, expected["steps"].as_u64().unwrap());
-        let metrics = std::fs::read_to_string(run.path().join("metrics.jsonl")).unwrap();
-        let vals: Vec<Value> = metrics
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|r| r["kind"] == "val")
-            .collect();
-        let series = |v: &Value| -> Vec<f64> {
-            v.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect()
-        };
-        let want = series(&expected["eval_loss"]);
-        let want_acc = series(&expected["eval_mean_token_accuracy"]);
-        assert_eq!(vals.len(), want.len(), "{layout}: evaluations");
-        let got: Vec<f64> = vals
-            .iter()
-            .map(|r| r["val_loss"].as_f64().unwrap())
-            .collect();
+        let recs = run_records(run.path());
+        let want = floats(&expected["eval_loss"]);
+        let want_acc = floats(&expected["eval_mean_token_accuracy"]);
+        let got = series(&recs, "val", "val_loss");
+        assert_eq!(got.len(), want.len(), "{layout}: evaluations");
         let worst = got
             .iter()
             .zip(&want)
@@ -240,13 +225,8 @@ fn full_batch_steps_give_trls_validation_loss_and_token_accuracy() {
                 "{layout}: validation loss after step {s}: {g} vs TRL's {w}"
             );
         }
-        let train_got: Vec<f64> = metrics
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|r| r["kind"] == "train")
-            .map(|r| r["loss"].as_f64().unwrap())
-            .collect();
-        let train_want = series(&expected["train_loss"]);
+        let train_got = series(&recs, "train", "loss");
+        let train_want = floats(&expected["train_loss"]);
         assert_eq!(train_got.len(), train_want.len(), "{layout}: logged steps");
         for (s, (g, w)) in train_got.iter().zip(&train_want).enumerate() {
             assert!(
@@ -256,8 +236,11 @@ fn full_batch_steps_give_trls_validation_loss_and_token_accuracy() {
             );
         }
         // The same predictions: a tie-free count of right argmaxes over the same targets.
-        for (s, (r, w)) in vals.iter().zip(&want_acc).enumerate() {
-            let g = r["val_accuracy"].as_f64().unwrap();
+        for (s, (g, w)) in series(&recs, "val", "val_accuracy")
+            .iter()
+            .zip(&want_acc)
+            .enumerate()
+        {
             assert!(
                 (g - w).abs() < 1e-6,
                 "{layout}: token accuracy after step {s}: {g} vs TRL's {w}"

@@ -48,6 +48,23 @@ pub fn floats(v: &serde_json::Value) -> Vec<f64> {
         .collect()
 }
 
+/// The records of `<run>/metrics.jsonl`.
+pub fn run_records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `key` of every record of `kind` (`"train"`, `"val"`), in order.
+pub fn series(recs: &[serde_json::Value], kind: &str, key: &str) -> Vec<f64> {
+    recs.iter()
+        .filter(|r| r["kind"] == kind)
+        .map(|r| r[key].as_f64().unwrap())
+        .collect()
+}
+
 /// The `[train]`, `[checkpoint]` and `[run]` sections of `lantern train` that TRL's golden
 /// recipe makes (`scripts/make_sft_golden.py` and its kin): `batch` examples a step, `steps`
 /// steps at the constant learning rate `lr`, AdamW β2 0.999 without weight decay, clipping at
