@@ -8,39 +8,9 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-fn golden(rel: &str) -> PathBuf {
-    workspace_root().join("tests/golden").join(rel)
-}
-
 fn dpo_config(dir: &Path, run: &Path, layout: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[model]
-init_from = "{model}"
-[data]
-train = "{data}/train.jsonl"
-val_fraction = 0.25
-max_length = 64
-[train]
-device = "cpu"
-batch_size = 2
-grad_accum = 2
-epochs = 2
-lr = 3e-2
-warmup_steps = 1
-eval_every = 2
-log_every = 1
-{extra}
-[checkpoint]
-every = 2
-[run]
-dir = "{run}"
-"#,
-        model = s(&golden("sft/model")),
-        data = s(&golden(&format!("dpo/{layout}"))),
-        run = s(run),
-    );
-    write_config(dir, "dpo", run, &text)
+    let records = format!("dpo/{layout}");
+    preference_config(dir, run, (&records, ""), extra)
 }
 
 fn train_args(cfg: &Path, sets: &[&str], extra: &[&str]) -> Vec<String> {

@@ -7,10 +7,6 @@ use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn golden() -> PathBuf {
-    workspace_root().join("tests/golden/lm_choice")
-}
-
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -19,11 +15,10 @@ fn s(p: &Path) -> String {
 fn models(tmp: &Path) -> [(&'static str, PathBuf); 2] {
     let gpt2 = tmp.join("gpt2");
     std::fs::create_dir_all(&gpt2).unwrap();
-    let root = workspace_root().join("tests/golden");
     for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(root.join("dpo/gpt2-model").join(f), gpt2.join(f)).unwrap();
+        std::fs::copy(golden("dpo/gpt2-model").join(f), gpt2.join(f)).unwrap();
     }
-    let llama = root.join("sft/model");
+    let llama = golden("sft/model");
     std::fs::copy(llama.join("tokenizer.json"), gpt2.join("tokenizer.json")).unwrap();
     [("llama", llama), ("gpt2", gpt2)]
 }
@@ -31,9 +26,10 @@ fn models(tmp: &Path) -> [(&'static str, PathBuf); 2] {
 #[test]
 fn choices_score_as_transformers_in_every_layout() {
     let tmp = tempfile::tempdir().unwrap();
-    let expected: Value =
-        serde_json::from_str(&std::fs::read_to_string(golden().join("expected.json")).unwrap())
-            .unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(golden("lm_choice").join("expected.json")).unwrap(),
+    )
+    .unwrap();
     let labels = &expected["labels"];
     let out = tmp.path().join("preds.jsonl");
     for (name, model) in models(tmp.path()) {
@@ -45,7 +41,7 @@ fn choices_score_as_transformers_in_every_layout() {
                 ("generic.csv", "8"),
             ] {
                 let what = format!("{name}, window {window}, {layout}, batch {batch}");
-                let (m, f, o) = (s(&model), s(&golden().join(layout)), s(&out));
+                let (m, f, o) = (s(&model), s(&golden("lm_choice").join(layout)), s(&out));
                 let mut args = vec!["score", "--json", "--device", "cpu", "--model", &m];
                 args.extend(["--choices", &f, "--out", &o, "--batch", batch]);
                 if window != "full" {
@@ -99,8 +95,8 @@ fn floats(v: &Value) -> Vec<f64> {
 #[test]
 fn limit_and_text_output() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = s(&workspace_root().join("tests/golden/sft/model"));
-    let f = s(&golden().join("swag.jsonl"));
+    let model = s(&golden("sft/model"));
+    let f = s(&golden("lm_choice").join("swag.jsonl"));
     let out = lantern_ok(&[
         "score",
         "--model",
@@ -141,7 +137,7 @@ fn limit_and_text_output() {
 #[test]
 fn bad_choices_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = s(&workspace_root().join("tests/golden/sft/model"));
+    let model = s(&golden("sft/model"));
     let write = |name: &str, text: &str| {
         let p = tmp.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -196,7 +192,7 @@ fn bad_choices_are_refused_by_name() {
         }
     }
     // --choices is not a text to score in windows.
-    let f = s(&golden().join("swag.jsonl"));
+    let f = s(&golden("lm_choice").join("swag.jsonl"));
     let e = lantern_err(&["score", "--model", &model, "--choices", &f, "--stride", "4"]);
     assert!(e.contains("--stride"), "{e}");
 }

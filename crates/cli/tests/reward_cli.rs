@@ -7,10 +7,6 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-fn golden(rel: &str) -> PathBuf {
-    workspace_root().join("tests/golden").join(rel)
-}
-
 /// A reward-model config on the golden's text preferences (10 train / 5 validation kept).
 fn reward_config(dir: &Path, run: &Path, layout: &str, extra: &str) -> PathBuf {
     let text = format!(

@@ -91,6 +91,54 @@ pub fn prepared_data() -> PathBuf {
     .clone()
 }
 
+/// `tests/golden/<rel>`.
+pub fn golden(rel: &str) -> PathBuf {
+    workspace_root().join("tests/golden").join(rel)
+}
+
+/// A run on the golden records `tests/golden/<records>/train.jsonl` from the SFT golden's
+/// Llama (DPO's preferences, KTO's unpaired examples): a quarter held out, 64 tokens, batches
+/// of 2 accumulated twice over two epochs, an evaluation and a checkpoint every 2 steps.
+/// `data` is added to `[data]`, `extra` to `[train]`; the file is named after the records'
+/// first folder (`dpo`, `kto`).
+pub fn preference_config(
+    dir: &Path,
+    run: &Path,
+    (records, data): (&str, &str),
+    extra: &str,
+) -> PathBuf {
+    let text = format!(
+        r#"
+[model]
+init_from = "{model}"
+[data]
+train = "{records}/train.jsonl"
+val_fraction = 0.25
+max_length = 64
+{data}
+[train]
+device = "cpu"
+batch_size = 2
+grad_accum = 2
+epochs = 2
+lr = 3e-2
+warmup_steps = 1
+eval_every = 2
+log_every = 1
+{extra}
+[checkpoint]
+every = 2
+[run]
+dir = "{run}"
+"#,
+        model = s(&golden("sft/model")),
+        records = s(&golden(records)),
+        run = s(run),
+    );
+    let prefix = records.split('/').next().unwrap_or("run");
+    write_config(dir, prefix, run, &text)
+}
+
 /// Writes a run config as `<dir>/<prefix>-<run folder name>.toml`.
 pub fn write_config(dir: &Path, prefix: &str, run_dir: &Path, text: &str) -> PathBuf {
     let name = run_dir.file_name().unwrap().to_string_lossy();
@@ -566,9 +614,9 @@ pub fn assert_lora_merge(
 /// ending cut to its first three words, so that a continuation fits the tiny models' 32
 /// positions; written to `<dir>/choices.jsonl`.
 pub fn short_choices(dir: &Path) -> PathBuf {
-    let golden = workspace_root().join("tests/golden/lm_choice/hellaswag.jsonl");
+    let questions = golden("lm_choice/hellaswag.jsonl");
     let mut out = String::new();
-    for line in std::fs::read_to_string(golden).unwrap().lines() {
+    for line in std::fs::read_to_string(questions).unwrap().lines() {
         let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
         for e in r["endings"].as_array_mut().unwrap() {
             let words: Vec<&str> = e.as_str().unwrap().split_whitespace().take(3).collect();
