@@ -25,12 +25,16 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import KTOConfig, KTOTrainer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from trl_golden import evaluate_and_train, prepared_examples, recipe  # noqa: E402
 
 MAX_LENGTH, STEPS, LR, BETA = 64, 6, 5e-2, 0.1
 # layout: (the DPO golden's layout whose records it reads, paired or made unpaired, KTOConfig
@@ -71,25 +75,13 @@ def run(model_dir, layout_dir, train, val, kto_args, batch=None):
         args = KTOConfig(
             output_dir=tmp, max_length=MAX_LENGTH, beta=BETA, **kto_args,
             per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
-            train_sampling_strategy="sequential",
-            max_steps=STEPS, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
-            weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-            max_grad_norm=1.0, optim="adamw_torch", logging_steps=1, eval_strategy="steps",
-            eval_steps=1, save_strategy="no", report_to=[], bf16=False, fp16=False,
-            gradient_checkpointing=False, use_cpu=True, seed=0)
+            train_sampling_strategy="sequential", **recipe(STEPS, LR))
         trainer = KTOTrainer(model=model, ref_model=ref, args=args, processing_class=tokenizer,
                              train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val))
         keep = ("prompt_ids", "completion_ids", "label", "KL_completion_ids")
-        prepared = {
-            split: [{k: e[k] for k in keep if k in e} for e in ds]
-            for split, ds in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset))
-        }
-        first = trainer.evaluate()
-        trainer.train()
-        evals = [first] + [r for r in trainer.state.log_history if "eval_loss" in r]
-        train_losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    assert len(evals) == STEPS + 1 and len(train_losses) == STEPS, (evals, train_losses)
+        prepared = prepared_examples(trainer, keep)
+        evals, train_losses = evaluate_and_train(trainer, STEPS)
     out = {**prepared, "eval_loss": [e["eval_loss"] for e in evals],
            "eval_kl": [e.get("eval_kl", 0.0) for e in evals], "train_loss": train_losses,
            "max_length": MAX_LENGTH, "steps": STEPS, "lr": LR, "beta": BETA, "batch": batch,

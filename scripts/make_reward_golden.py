@@ -27,12 +27,16 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from trl import RewardConfig, RewardTrainer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from trl_golden import evaluate_and_train, prepared_examples, recipe  # noqa: E402
 
 MAX_LENGTH, STEPS, LR = 64, 6, 3e-2
 # layout: (the DPO golden's layout whose records it reads, RewardConfig settings beyond the
@@ -86,24 +90,13 @@ def run(model_dir, tokenizer_dir, layout_dir, train, val, reward_args):
         args = RewardConfig(
             output_dir=tmp, **config_args,
             per_device_train_batch_size=len(train), per_device_eval_batch_size=len(val),
-            max_steps=STEPS, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
-            weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-            max_grad_norm=1.0, optim="adamw_torch", logging_steps=1, eval_strategy="steps",
-            eval_steps=1, save_strategy="no", report_to=[], bf16=False, fp16=False,
-            gradient_checkpointing=False, use_cpu=True, seed=0)
+            **recipe(STEPS, LR))
         trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
                                 train_dataset=Dataset.from_list(train),
                                 eval_dataset=Dataset.from_list(val))
         keep = ("chosen_ids", "rejected_ids", "margin")
-        prepared = {
-            split: [{k: e[k] for k in keep if k in e} for e in ds]
-            for split, ds in (("train", trainer.train_dataset), ("validation", trainer.eval_dataset))
-        }
-        first = trainer.evaluate()
-        trainer.train()
-        evals = [first] + [r for r in trainer.state.log_history if "eval_loss" in r]
-        train_losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    assert len(evals) == STEPS + 1 and len(train_losses) == STEPS, (evals, train_losses)
+        prepared = prepared_examples(trainer, keep)
+        evals, train_losses = evaluate_and_train(trainer, STEPS)
     out = {**prepared, "eval_loss": [e["eval_loss"] for e in evals],
            "eval_accuracy": [e["eval_accuracy"] for e in evals],
            "eval_margin": [e["eval_margin"] for e in evals],
