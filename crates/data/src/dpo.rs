@@ -215,11 +215,7 @@ pub fn read_preferences(
         dropped: 0,
     };
     let mut kind = None;
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (n, line) in numbered_lines(&text) {
         let record = parse_record(path, n, line)?;
         let conv = matches!(record, Record::Messages(..));
         one_layout(path, n, &mut kind, (conv, false), "")?;
@@ -237,9 +233,7 @@ pub fn read_preferences(
             line: n,
         });
     }
-    let Some((conv, _)) = kind else {
-        return Err(Error::format(path, "no records (one JSON object per line)"));
-    };
+    let (conv, _) = first_layout(path, kind)?;
     data.conversational = conv;
     if data.examples.is_empty() {
         return Err(Error::format(
@@ -294,11 +288,7 @@ pub fn read_rewards(
         dropped: 0,
     };
     let mut kind: Option<(bool, bool)> = None;
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (n, line) in numbered_lines(&text) {
         let v = record_object(path, n, line)?;
         let record = parse_value(path, n, &v)?;
         let margin = match record_field(&v, "margin") {
@@ -330,9 +320,7 @@ pub fn read_rewards(
             line: n,
         });
     }
-    let Some((conv, _)) = kind else {
-        return Err(Error::format(path, "no records (one JSON object per line)"));
-    };
+    let (conv, _) = first_layout(path, kind)?;
     data.conversational = conv;
     if data.examples.is_empty() {
         return Err(Error::format(
@@ -403,11 +391,7 @@ pub fn read_unpaired(
     let mut kind: Option<(bool, bool)> = None;
     let mut rejected: Vec<UnpairedExample> = Vec::new();
     let mut in_chunk = 0;
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (n, line) in numbered_lines(&text) {
         let v = record_object(path, n, line)?;
         let paired = record_field(&v, "chosen").is_some() || record_field(&v, "rejected").is_some();
         let (record, label) = match paired {
@@ -450,9 +434,7 @@ pub fn read_unpaired(
         }
     }
     data.examples.append(&mut rejected);
-    let Some((conv, paired)) = kind else {
-        return Err(Error::format(path, "no records (one JSON object per line)"));
-    };
+    let (conv, paired) = first_layout(path, kind)?;
     (data.conversational, data.paired) = (conv, paired);
     let before = data.examples.len();
     data.examples.retain(|e| e.prompt.len() < opts.max_length);
@@ -579,6 +561,19 @@ fn tokenize(
         check_vocab(path, n, ids, opts.vocab_size)?;
     }
     Ok((prompt_ids, completions))
+}
+
+/// The non-blank lines of a JSONL text with their line numbers (from 1).
+fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line))
+        .filter(|(_, line)| !line.trim().is_empty())
+}
+
+/// The layout [`one_layout`] found in the first record; an error for a file without one.
+fn first_layout(path: &Path, kind: Option<(bool, bool)>) -> Result<(bool, bool)> {
+    kind.ok_or_else(|| Error::format(path, "no records (one JSON object per line)"))
 }
 
 /// Keeps the first record's layout in `first` (conversational or not, and a second trait of the
