@@ -104,11 +104,7 @@ fn bad_kto_input_names_the_file_line_or_key() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("bad");
     std::fs::create_dir_all(&data).unwrap();
-    let file = |name: &str, text: &str| {
-        let p = data.join(name);
-        std::fs::write(&p, text).unwrap();
-        format!("data.train=\"{}\"", s(&p))
-    };
+    let file = |name: &str, text: &str| data_train_file(&data, name, text);
     let no_label = file(
         "nolabel.jsonl",
         "{\"prompt\": \"a\", \"completion\": \"b\", \"label\": true}\n{\"prompt\": \"a\", \"completion\": \"b\", \"label\": \"yes\"}\n",

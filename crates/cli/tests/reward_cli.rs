@@ -164,11 +164,7 @@ fn bad_reward_input_names_the_file_line_or_key() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("bad");
     std::fs::create_dir_all(&data).unwrap();
-    let file = |name: &str, text: &str| {
-        let p = data.join(name);
-        std::fs::write(&p, text).unwrap();
-        format!("data.train=\"{}\"", s(&p))
-    };
+    let file = |name: &str, text: &str| data_train_file(&data, name, text);
     let missing = file(
         "missing.jsonl",
         "{\"chosen\": \"a b\", \"rejected\": \"a c\"}\n{\"chosen\": \"a b\"}\n",

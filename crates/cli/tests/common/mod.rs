@@ -139,6 +139,14 @@ dir = "{run}"
     write_config(dir, prefix, run, &text)
 }
 
+/// Writes `text` to `<dir>/<name>` and returns the override that trains on it
+/// (`data.train="<path>"`), for tests of bad records.
+pub fn data_train_file(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    format!("data.train=\"{}\"", s(&p))
+}
+
 /// Writes a run config as `<dir>/<prefix>-<run folder name>.toml`.
 pub fn write_config(dir: &Path, prefix: &str, run_dir: &Path, text: &str) -> PathBuf {
     let name = run_dir.file_name().unwrap().to_string_lossy();
