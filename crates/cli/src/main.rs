@@ -410,13 +410,10 @@ fn run(cli: Cli) -> Result<Outcome> {
             // `eos_token_id`, one or a list), as transformers' generate stops at them.
             let mut stop_ids: Vec<u32> = eot.into_iter().collect();
             let ids = lantern_models::hf_config::special_ids(&m.source.join("config.json"));
-            if let Some(eos) = ids.get("eos_token_id") {
-                let list = match eos {
-                    serde_json::Value::Array(a) => a.clone(),
-                    one => vec![one.clone()],
-                };
-                stop_ids.extend(list.iter().filter_map(|x| x.as_u64()).map(|x| x as u32));
-            }
+            stop_ids.extend(lantern_models::hf_config::special_id_list(
+                &ids,
+                "eos_token_id",
+            ));
             let (prompt, shown) = match &chat {
                 None => (prompt.clone(), prompt),
                 Some(message) => {

@@ -98,6 +98,19 @@ pub fn special_ids(path: &Path) -> serde_json::Map<String, Value> {
         .collect()
 }
 
+/// The ids under `key` of [`special_ids`]' map (one id or a list of them; none when absent or
+/// null), in order.
+pub fn special_id_list(ids: &serde_json::Map<String, Value>, key: &str) -> Vec<u32> {
+    match ids.get(key) {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).collect(),
+        Some(one) => one.as_u64().into_iter().collect(),
+        None => Vec::new(),
+    }
+    .into_iter()
+    .map(|x| x as u32)
+    .collect()
+}
+
 /// Writes `ids` ([`special_ids`] of the folder a model came from) into a `config.json` being
 /// written, in place of the ids it was given: the model keeps its own end-of-sequence ids
 /// (which transformers' `generate` stops at) however its folder is rewritten.

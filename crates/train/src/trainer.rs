@@ -37,6 +37,7 @@ use lantern_data::shard::Shard;
 use lantern_kernels::{Rng, RngState};
 use lantern_models::bert::BertHead;
 use lantern_models::decoder::DecoderConfig;
+use lantern_models::hf_config::special_id_list;
 use lantern_models::lowrank::LowRankSpec;
 use lantern_models::task::TaskConfig;
 use lantern_models::Packing;
@@ -801,13 +802,10 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
         None => {
             // Its first end-of-sequence id (Llama 3 Instruct has a list), else ours.
-            let eos_id = match special.get("eos_token_id") {
-                Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()),
-                Some(x) => x.as_u64(),
-                None => None,
-            }
-            .map(|x| x as u32)
-            .or(eot_id);
+            let eos_id = special_id_list(&special, "eos_token_id")
+                .first()
+                .copied()
+                .or(eot_id);
             let context = (model_cfg.max_positions(), model_cfg.vocab_size());
             let per_step = b * accum * world;
             let train_path = cfg
@@ -1084,22 +1082,12 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     }
 
     // `[sample]`: every rank checks the settings; rank 0 samples.
-    let id_list = |k: &str| -> Vec<u32> {
-        match special.get(k) {
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).collect(),
-            Some(one) => one.as_u64().into_iter().collect(),
-            None => Vec::new(),
-        }
-        .into_iter()
-        .map(|x| x as u32)
-        .collect()
-    };
     let sampler = Sampler::new(
         &cfg.sample,
         &tokenizer,
         (
-            id_list("bos_token_id").first().copied(),
-            &id_list("eos_token_id"),
+            special_id_list(&special, "bos_token_id").first().copied(),
+            &special_id_list(&special, "eos_token_id"),
         ),
         cfg.train.seed,
     )?;
