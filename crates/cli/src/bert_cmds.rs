@@ -263,7 +263,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
                 let r = finetune::evaluate(
                     &model,
                     &examples,
-                    (ProblemType::RewardModeling, &names),
+                    (ProblemType::RewardModeling, &names, c.loss_coef),
                     batch_size,
                     c.pad_id,
                     &Device::Cpu,
@@ -284,7 +284,7 @@ pub fn run(cmd: BertCmd) -> Result<Outcome> {
             let r = finetune::evaluate(
                 &model,
                 &examples,
-                (c.problem, &names),
+                (c.problem, &names, c.loss_coef),
                 batch_size,
                 c.pad_id,
                 &Device::Cpu,
@@ -698,7 +698,7 @@ pub fn export(path: &Path, out: &Path, dtype: DType) -> Result<()> {
             // pad id it lacks) when it has one, else built.
             let tok = lantern_data::tokenizer::load_tokenizer(&tok_path)?;
             let tokens = lantern_train::model_tokens::of_task(&cfg);
-            let bytes = lantern_data::tokenizer_config_bytes(&tok, &tokens, Some(&dir))?;
+            let bytes = lantern_data::tokenizer_config_bytes(&tok, &tokens, &[&dir])?;
             std::fs::write(tmp.join(lantern_data::TOKENIZER_CONFIG_FILE), bytes)?;
         }
         // A LoRA run's adapter (peft's files, fp32 as trained), beside the merged model.

@@ -192,8 +192,8 @@ impl LoadedModel {
                 // The folder's own tokenizer_config.json when it has one, else built.
                 let tokens = model_tokens::of_lm(&self.config, self.eot_id);
                 let tok = lantern_data::tokenizer::load_tokenizer(t)?;
-                let bytes =
-                    lantern_data::tokenizer_config_bytes(&tok, &tokens, Some(&self.source))?;
+                let folders = model_tokens::tokenizer_sources(t, Some(&self.source));
+                let bytes = lantern_data::tokenizer_config_bytes(&tok, &tokens, &folders)?;
                 std::fs::write(tmp.join(lantern_data::TOKENIZER_CONFIG_FILE), bytes)?;
             }
             // A LoRA run's adapter (peft's files) goes along with its merged model: the one

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{lantern_cmd, lantern_err, lantern_ok, metrics_of, send_signal, wait_for_step};
+use common::{
+    best_eval, lantern_cmd, lantern_err, lantern_ok, metrics_of, send_signal, wait_for_step,
+};
 use lantern_models::bert::Family;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -1148,8 +1150,16 @@ fn label_smoothing_learns_and_is_refused_where_it_does_not_apply() {
         "metric = \"accuracy\"",
     );
     finetune_quiet(&cfg, &NO_DROPOUT);
-    let acc = best_of(&f.root.join("smooth"), "accuracy");
+    let run = f.root.join("smooth");
+    let acc = best_of(&run, "accuracy");
     assert!(acc >= 0.9, "best accuracy {acc}");
+    // `lantern eval` reports the smoothed loss of the best evaluation, as training did.
+    let (_, report) = eval_json(&run, &f.root.join("val.jsonl"), &f.root.join("e.json"), &[]);
+    let best = best_eval(&run, "accuracy");
+    for key in ["eval_loss", "accuracy"] {
+        let (x, y) = (report[key].as_f64().unwrap(), best[key].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-6, "{key}: {x} vs {y}");
+    }
     let e = lantern_err(&[
         "finetune",
         "--config",

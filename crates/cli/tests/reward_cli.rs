@@ -79,34 +79,7 @@ fn a_reward_model_learns_exports_and_scores_texts() {
         "{config}"
     );
     // `lantern eval` on preference records reproduces the best evaluation.
-    let report = tmp.path().join("eval.json");
-    let val = golden("reward/text-margin/validation.jsonl");
-    let out = lantern_ok(&[
-        "eval",
-        "--checkpoint",
-        &s(&run),
-        "--data",
-        &s(&val),
-        "--out",
-        &s(&report),
-    ]);
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let best = evals
-        .iter()
-        .max_by(|a, b| {
-            a["accuracy"]
-                .as_f64()
-                .partial_cmp(&b["accuracy"].as_f64())
-                .unwrap()
-                // The first of equals, as early stopping keeps it.
-                .then(b["step"].as_u64().cmp(&a["step"].as_u64()))
-        })
-        .unwrap();
-    for key in ["eval_loss", "accuracy", "margin", "mean_reward"] {
-        let (x, y) = (report[key].as_f64().unwrap(), best[key].as_f64().unwrap());
-        assert!((x - y).abs() <= 1e-6, "{key}: {x} vs {y}\n{out}");
-    }
+    eval_reproduces_best(&run, &golden("reward/text-margin/validation.jsonl"));
     // `lantern predict` reads it as one number per text: the reward.
     let texts = tmp.path().join("texts.jsonl");
     std::fs::write(
@@ -137,6 +110,28 @@ fn a_reward_model_learns_exports_and_scores_texts() {
     assert!(scores[0] != scores[1], "{scores:?}");
 }
 
+/// `lantern eval` of a reward-model run on its validation file `val` reports the figures of
+/// its best evaluation (by accuracy), the loss's centering term included.
+fn eval_reproduces_best(run: &Path, val: &Path) {
+    let report = run.with_extension("eval.json");
+    let out = lantern_ok(&[
+        "eval",
+        "--checkpoint",
+        &s(run),
+        "--data",
+        &s(val),
+        "--out",
+        &s(&report),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let best = best_eval(run, "accuracy");
+    for key in ["eval_loss", "accuracy", "margin", "mean_reward"] {
+        let (x, y) = (report[key].as_f64().unwrap(), best[key].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-6, "{key}: {x} vs {y}\n{out}");
+    }
+}
+
 #[test]
 fn a_reward_model_run_resumes_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
@@ -157,6 +152,8 @@ fn a_reward_model_run_resumes_byte_for_byte() {
     assert_eq!(metrics(&whole), metrics(&cut));
     let model = |r: &Path| std::fs::read(r.join("model/model.safetensors")).unwrap();
     assert!(model(&whole) == model(&cut), "the exported model differs");
+    // The centering term is part of the loss `lantern eval` reports, as in training.
+    eval_reproduces_best(&whole, &golden("reward/conversational/validation.jsonl"));
 }
 
 #[test]

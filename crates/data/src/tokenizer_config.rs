@@ -163,20 +163,23 @@ pub fn tokenizer_config(tokenizer: &Tokenizer, model: &ModelTokens) -> Result<Va
     Ok(Value::Object(c))
 }
 
-/// The bytes of `tokenizer_config.json` for a model folder holding `tokenizer`: the `source`
-/// folder's own file when it has one beside a `tokenizer.json` that is this tokenizer (the
-/// transformers folder the model came from, or the folder being exported), copied as it is
-/// but for a `pad_token` added when `model.pad_id` names one the file lacks; else
-/// [`tokenizer_config`]'s, pretty-printed.
+/// The bytes of `tokenizer_config.json` for a model folder holding `tokenizer`: the first of
+/// the `sources` folders (the one the tokenizer was read from, then the transformers folder
+/// the model came from, or the folder being exported) that has one beside a `tokenizer.json`
+/// that is this tokenizer, copied as it is but for a `pad_token` added when `model.pad_id`
+/// names one the file lacks; else [`tokenizer_config`]'s, pretty-printed. The tokenizer's own
+/// folder comes first because its settings (the chat template above all) are the ones the
+/// data were prepared with, as transformers saves the `processing_class` it was given.
 pub fn tokenizer_config_bytes(
     tokenizer: &Tokenizer,
     model: &ModelTokens,
-    source: Option<&Path>,
+    sources: &[&Path],
 ) -> Result<Vec<u8>> {
-    if let Some(path) = source
+    if let Some(path) = sources
+        .iter()
         .map(|d| d.join(TOKENIZER_CONFIG_FILE))
         .filter(|p| p.is_file())
-        .filter(|p| same_tokenizer(tokenizer, &p.with_file_name(crate::TOKENIZER_FILE)))
+        .find(|p| same_tokenizer(tokenizer, &p.with_file_name(crate::TOKENIZER_FILE)))
     {
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         return inherit(bytes, tokenizer, model.pad_id, &path);
@@ -495,11 +498,11 @@ mod tests {
         std::fs::write(src.path().join(TOKENIZER_CONFIG_FILE), theirs).unwrap();
 
         let lm = decoder(TokenizerFamily::Gpt2, Some(eot), None);
-        let bytes = tokenizer_config_bytes(&tok, &lm, Some(src.path())).unwrap();
+        let bytes = tokenizer_config_bytes(&tok, &lm, &[src.path()]).unwrap();
         assert_eq!(bytes, theirs, "copied byte for byte");
 
         let cls = decoder(TokenizerFamily::Gpt2, Some(eot), Some(eot));
-        let bytes = tokenizer_config_bytes(&tok, &cls, Some(src.path())).unwrap();
+        let bytes = tokenizer_config_bytes(&tok, &cls, &[src.path()]).unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             v,
@@ -507,24 +510,41 @@ mod tests {
         );
         assert_eq!(
             bytes,
-            tokenizer_config_bytes(&tok, &cls, Some(src.path())).unwrap()
+            tokenizer_config_bytes(&tok, &cls, &[src.path()]).unwrap()
         );
 
         // Another tokenizer than the folder's: the folder's file does not describe it.
         let other = train_bpe_from_texts(&["other words entirely, other words"; 3], 270).unwrap();
-        let bytes = tokenizer_config_bytes(&other, &lm, Some(src.path())).unwrap();
+        let bytes = tokenizer_config_bytes(&other, &lm, &[src.path()]).unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v, tokenizer_config(&other, &lm).unwrap());
         // No source, or one without the file: built.
-        let none = tokenizer_config_bytes(&tok, &lm, None).unwrap();
+        let none = tokenizer_config_bytes(&tok, &lm, &[]).unwrap();
         assert_eq!(
             serde_json::from_slice::<Value>(&none).unwrap(),
             tokenizer_config(&tok, &lm).unwrap()
         );
-        assert_eq!(none, tokenizer_config_bytes(&tok, &lm, None).unwrap());
+        assert_eq!(none, tokenizer_config_bytes(&tok, &lm, &[]).unwrap());
+
+        // Several folders: the first with the file beside the same tokenizer. A model folder
+        // without either is passed over, as is one whose file describes another tokenizer.
+        let (bare, stranger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(
+            stranger.path().join(crate::TOKENIZER_FILE),
+            other.to_string(false).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(stranger.path().join(TOKENIZER_CONFIG_FILE), b"{}").unwrap();
+        for folders in [
+            [bare.path(), src.path()],
+            [stranger.path(), src.path()],
+            [src.path(), stranger.path()],
+        ] {
+            assert_eq!(tokenizer_config_bytes(&tok, &lm, &folders).unwrap(), theirs);
+        }
 
         std::fs::write(src.path().join(TOKENIZER_CONFIG_FILE), "[1, 2]").unwrap();
-        let msg = tokenizer_config_bytes(&tok, &cls, Some(src.path()))
+        let msg = tokenizer_config_bytes(&tok, &cls, &[src.path()])
             .unwrap_err()
             .to_string();
         assert!(

@@ -180,6 +180,9 @@ pub struct Classifier {
     /// The fields a text record's text, pair and label are read from (the fine-tuning run's,
     /// else `text`, `text_pair`, `label`).
     pub columns: labelled::Columns,
+    /// The loss's label smoothing or reward centering (the fine-tuning run's, else 0), so
+    /// that an evaluation's loss is the one training reported.
+    pub loss_coef: f64,
 }
 
 /// The id batches are padded with. For the BERT family the tokenizer's `[PAD]`, else the
@@ -213,6 +216,17 @@ fn pad_id(tokenizer: &Tokenizer, cfg: &mut TaskConfig, config_path: &Path) -> Re
             g.pad_token_id = Some(pad);
             Ok(pad)
         }
+    }
+}
+
+/// The loss's coefficient of a run: reward modeling's centering
+/// (`data.center_rewards_coefficient`), else `train.label_smoothing`. Training and every
+/// evaluation of its checkpoints use it, as the Trainer's (and TRL's) `compute_loss` serves
+/// both.
+fn loss_coef(cfg: &FinetuneConfig) -> f64 {
+    match cfg.data.problem_type {
+        ProblemType::RewardModeling => cfg.data.center_rewards_coefficient.unwrap_or(0.0),
+        _ => cfg.train.label_smoothing,
     }
 }
 
@@ -341,10 +355,12 @@ pub fn load_classifier(path: &Path, device: &Device) -> Result<Classifier> {
     let columns = state
         .as_ref()
         .map_or_else(labelled::Columns::default, |s| s.config.data.columns());
+    let loss_coef = state.as_ref().map_or(0.0, |s| loss_coef(&s.config));
     let pad = pad_id(&tokenizer, &mut cfg, &dir.join(CONFIG_FILE))?;
     Ok(Classifier {
         qa,
         columns,
+        loss_coef,
         source: dir,
         cfg,
         params,
@@ -933,11 +949,12 @@ pub fn argmax(p: &[f32]) -> usize {
 }
 
 /// Loss and metrics on labelled data (every example must have a label), for `problem` with
-/// the label set `names`.
+/// the label set `names` and the loss's coefficient `loss_coef` (label smoothing or reward
+/// centering, [`Classifier::loss_coef`]).
 pub fn evaluate(
     model: &TaskModel,
     data: &[Encoded],
-    (problem, names): (ProblemType, &[String]),
+    (problem, names, loss_coef): (ProblemType, &[String], f64),
     batch_size: usize,
     pad_id: u32,
     device: &Device,
@@ -947,7 +964,7 @@ pub fn evaluate(
         &single,
         model,
         data,
-        (problem, names, 0.0),
+        (problem, names, loss_coef),
         (batch_size, pad_id),
         device,
         None,
@@ -994,7 +1011,7 @@ fn evaluate_on(
     comm: &Communicator,
     model: &TaskModel,
     data: &[Encoded],
-    (problem, names, label_smoothing): (ProblemType, &[String], f64),
+    (problem, names, loss_coef): (ProblemType, &[String], f64),
     (batch_size, pad_id): (usize, u32),
     device: &Device,
     qa: Option<(&QaData, &QaOptions)>,
@@ -1036,7 +1053,7 @@ fn evaluate_on(
             .collect();
     }
     if problem == ProblemType::TokenClassification {
-        return token_eval(&logits, data, names, label_smoothing);
+        return token_eval(&logits, data, names, loss_coef);
     }
     if problem == ProblemType::QuestionAnswering {
         let (qa, opts) = qa.ok_or_else(|| {
@@ -1048,7 +1065,7 @@ fn evaluate_on(
         .iter()
         .map(|e| e.label.as_ref().expect("checked above"))
         .collect();
-    report_of(problem, &logits, &targets, (num_labels, label_smoothing))
+    report_of(problem, &logits, &targets, (num_labels, loss_coef))
 }
 
 /// Token classification's report: every labelled word (its first sub-token's logits, as
@@ -1223,12 +1240,13 @@ impl<'a> CheckpointWriter<'a> {
         examples_per_step: usize,
     ) -> Result<Self> {
         let config = model.to_hf_config(head_of(cfg.data.problem_type), DType::F32);
-        // An `init_from` transformers folder's own settings for the tokenizer, else built
-        // from the same config as config.json (its pad id included).
+        // The tokenizer's folder's or an `init_from` transformers folder's own settings for
+        // the tokenizer, else built from the same config as config.json (its pad id
+        // included).
         let tokenizer_config = lantern_data::tokenizer_config_bytes(
             tokenizer,
             &model_tokens::of_task(model),
-            cfg.model.init_from.as_deref(),
+            &model_tokens::tokenizer_sources(tokenizer_path, cfg.model.init_from.as_deref()),
         )?;
         Ok(Self {
             cfg,
@@ -2010,11 +2028,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         true => task_cfg.without_dropout(),
         false => task_cfg.clone(),
     };
-    // The loss's coefficient: label smoothing, or reward modeling's centering.
-    let loss_coef = match is_rm {
-        true => d.center_rewards_coefficient.unwrap_or(0.0),
-        false => t.label_smoothing,
-    };
+    let loss_coef = loss_coef(&cfg);
     let model = TaskModel::new(&run_cfg, model_store, head_of(problem))?;
     // Evaluations read the same weights without recording a graph.
     let eval_model = TaskModel::new(&run_cfg, &model_store.frozen(), head_of(problem))?;

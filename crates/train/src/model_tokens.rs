@@ -45,6 +45,20 @@ pub fn of_task(cfg: &TaskConfig) -> ModelTokens {
     }
 }
 
+/// The folders a run's `tokenizer_config.json` may come from, in order: the one its
+/// tokenizer was read from, then the `init_from` model's
+/// ([`lantern_data::tokenizer_config_bytes`] takes the first beside the same tokenizer).
+pub fn tokenizer_sources<'a>(
+    tokenizer_path: &'a std::path::Path,
+    init_from: Option<&'a std::path::Path>,
+) -> Vec<&'a std::path::Path> {
+    tokenizer_path
+        .parent()
+        .into_iter()
+        .chain(init_from)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

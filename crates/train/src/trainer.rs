@@ -1040,12 +1040,13 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             None => Ok(()),
         }
     };
-    // transformers' settings for the tokenizer, the same in every checkpoint: the `init_from`
-    // folder's own when it has them, else built from the tokenizer and the model.
+    // transformers' settings for the tokenizer, the same in every checkpoint: the tokenizer's
+    // folder's own or the `init_from` folder's when they have them, else built from the
+    // tokenizer and the model.
     let mut tokenizer_config = lantern_data::tokenizer_config_bytes(
         &tokenizer,
         &model_cfg.model_tokens(eot_id),
-        cfg.model.init_from.as_deref(),
+        &crate::model_tokens::tokenizer_sources(&tokenizer_path, cfg.model.init_from.as_deref()),
     )?;
     // The special ids of the model's own config.json (a transformers folder's end-of-turn
     // list, say), not the tokenizer's end-of-text token; SFT's `data.eos_token` becomes the

@@ -360,6 +360,20 @@ pub fn metrics_of(run: &Path, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The `"eval"` record of a fine-tuning run's best evaluation by `metric` (higher is
+/// better): the first of equals, as early stopping keeps it.
+pub fn best_eval(run: &Path, metric: &str) -> serde_json::Value {
+    let evals = metrics_of(run, "eval");
+    let value = |r: &serde_json::Value| r[metric].as_f64().unwrap();
+    let mut best = evals.first().expect("no evaluation").clone();
+    for r in &evals {
+        if value(r) > value(&best) {
+            best = r.clone();
+        }
+    }
+    best
+}
+
 /// One number of every record of a kind, e.g. `("train", "loss")`.
 pub fn metric_values(run: &Path, kind: &str, key: &str) -> Vec<f64> {
     metrics_of(run, kind)
