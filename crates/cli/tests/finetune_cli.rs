@@ -447,14 +447,32 @@ fn gradient_accumulation_matches_one_large_batch() {
             .map(|r| r["loss"].as_f64().unwrap())
             .collect();
         assert_eq!(losses.len(), 6, "{name}: 3 steps an epoch");
+        // Each step's record counts the tokens of all its 16 examples, however split (each
+        // epoch reads every example once), and its time.
+        let records = metrics_of(&run, "train");
+        let tokens: Vec<u64> = records
+            .iter()
+            .map(|r| r["tokens"].as_u64().unwrap())
+            .collect();
+        let epoch = |e: &[u64]| e.iter().sum::<u64>();
+        assert_eq!(
+            epoch(&tokens[..3]),
+            epoch(&tokens[3..]),
+            "{name}: {tokens:?}"
+        );
+        let raw = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let timed = raw.lines().filter(|l| l.contains("\"step_ms\"")).count();
+        assert_eq!(timed, 6, "{name}: a step_ms in every train record");
         runs.push((
             name,
             losses,
             common::read_f32_tensors(&only_child(&run.join("last")).join("model.safetensors")),
+            tokens,
         ));
     }
-    let (_, base_losses, base) = &runs[0];
-    for (name, losses, w) in &runs[1..] {
+    let (_, base_losses, base, base_tokens) = &runs[0];
+    for (name, losses, w, tokens) in &runs[1..] {
+        assert_eq!(tokens, base_tokens, "{name}: tokens per step");
         // Each step's loss is the mean over its 16 examples, however they were split.
         for (a, b) in base_losses.iter().zip(losses) {
             assert!((a - b).abs() <= 1e-5 * a.abs(), "{name}: loss {b} vs {a}");
@@ -645,14 +663,11 @@ fn two_ranks_fine_tune_lora_as_one_process_with_twice_the_batch() {
     }
 }
 
-/// Every file of a run that a resume must reproduce: metrics.jsonl, last/ (weights, moments,
-/// state) and the exported model, as (name, bytes).
+/// Every file of a run that a resume must reproduce besides its records ([`assert_same_run`]
+/// compares those): last/ (weights, moments, state) and the exported model, as (name, bytes).
 fn run_files(run: &Path) -> Vec<(String, Vec<u8>)> {
     let last = only_child(&run.join("last"));
-    let mut out = vec![(
-        "metrics.jsonl".to_string(),
-        std::fs::read(run.join("metrics.jsonl")).unwrap(),
-    )];
+    let mut out = Vec::new();
     for f in [
         "model.safetensors",
         "optimizer.safetensors",

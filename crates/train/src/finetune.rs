@@ -2181,6 +2181,7 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         let (mut epoch_loss, mut epoch_steps) = (0f64, 0usize);
         let skip = if epoch == start_epoch { skip_steps } else { 0 };
         for (si, group) in order.chunks(per_step).enumerate().skip(skip) {
+            let step_start = Instant::now();
             // This rank's micro-batches, each padded to its own longest example: micro-batch m
             // of rank r takes the `batch_size` examples from (m·W + r)·batch_size on, so that the
             // ranks' m-th micro-batches together are micro-batch m of one process with a batch
@@ -2243,10 +2244,14 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
                 },
                 scaler.as_mut(),
             )?;
+            // The step's time (batches, forward, backward, all-reduce, update) and the tokens
+            // it read on every rank, padding left out.
+            let step_ms = step_start.elapsed().as_secs_f64() * 1e3;
+            let tokens: usize = group.iter().map(|&i| train[i].ids.len()).sum();
             step += 1;
             epoch_loss += out.loss;
             epoch_steps += 1;
-            let mut rec = json!({"kind": "train", "step": step, "epoch": epoch, "loss": out.loss, "lr": lr, "grad_norm": out.grad_norm});
+            let mut rec = json!({"kind": "train", "step": step, "epoch": epoch, "loss": out.loss, "lr": lr, "grad_norm": out.grad_norm, "tokens": tokens, "step_ms": step_ms});
             if let Some(sc) = scale_before {
                 rec["loss_scale"] = json!(sc);
                 rec["skipped"] = json!(out.skipped);

@@ -343,12 +343,21 @@ pub fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Every record of a run's metrics.jsonl, in order.
+/// Every record of a run's metrics.jsonl, in order, the training records without their wall
+/// time (`step_ms`), which differs from run to run.
 pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| {
+            let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
+            if r["kind"] == "train" {
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("step_ms");
+                }
+            }
+            r
+        })
         .collect()
 }
 
