@@ -14,6 +14,10 @@
 # KTO=1: the same preferences unpaired (2 examples each), Lantern's KTO against TRL's
 # KTOTrainer (its sequential sampler, reference precomputed); a step is 16 examples and their
 # 16 KL rows.
+# REWARD=1: the same preferences for a reward model (the Llama with a one-output score head,
+# LlamaForSequenceClassification), `lantern finetune` with problem_type reward_modeling
+# against TRL's RewardTrainer; a step is 16 preferences, 32 sequences read whole (tokens/s
+# counts them all), with a backward through both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +26,7 @@ N="${N:-512}"
 PACKING="${PACKING:-0}"
 DPO="${DPO:-0}"
 KTO="${KTO:-0}"
+REWARD="${REWARD:-0}"
 layout=prompt-completion
 pack_set=() pack_flag=()
 if [[ "$PACKING" == 1 ]]; then pack_set=(--set data.packing=true); pack_flag=(--packing); fi
@@ -29,6 +34,7 @@ if [[ "$DPO" == 1 ]]; then layout=preference; pack_flag=(--dpo); PACKING=dpo; fi
 if [[ "$KTO" == 1 ]]; then
     layout=preference; pack_set=(--set 'data.loss_type="kto"'); pack_flag=(--kto); PACKING=kto
 fi
+if [[ "$REWARD" == 1 ]]; then layout=preference; pack_flag=(--reward); PACKING=reward; fi
 PY=$(bash scripts/ref_env.sh | tail -n 1)
 cargo build --release -q -p lantern-cli
 [[ -f data/fortune-sft/$layout/train.jsonl ]] || python3 scripts/make_fortune_sft.py >/dev/null
@@ -68,8 +74,35 @@ every = 0
 [run]
 dir = "$tmp/run"
 TOML
-RAYON_NUM_THREADS=$THREADS target/release/lantern train --config "$tmp/sft.toml" --quiet \
-    "${pack_set[@]}"
+# The reward model: the same training settings in fine-tuning's keys (an evaluation after
+# the epoch, outside the timed steps).
+cat > "$tmp/rm.toml" <<TOML
+[model]
+init_from = "$tmp/model"
+[data]
+problem_type = "reward_modeling"
+train = "$tmp/train.jsonl"
+validation = "$tmp/val.jsonl"
+max_length = 128
+[train]
+device = "cpu"
+batch_size = 16
+epochs = 1
+lr = 1e-4
+schedule = "constant"
+warmup_ratio = 0.0
+beta2 = 0.999
+weight_decay = 0.0
+grad_clip = 1.0
+[run]
+dir = "$tmp/run"
+TOML
+if [[ "$REWARD" == 1 ]]; then
+    RAYON_NUM_THREADS=$THREADS target/release/lantern finetune --config "$tmp/rm.toml" --quiet
+else
+    RAYON_NUM_THREADS=$THREADS target/release/lantern train --config "$tmp/sft.toml" --quiet \
+        "${pack_set[@]}"
+fi
 trl=$(OMP_NUM_THREADS=$THREADS "$PY" scripts/bench_sft_torch.py --model "$tmp/model" \
     --train "$tmp/train.jsonl" --batch 16 --max-length 128 --threads "$THREADS" \
     "${pack_flag[@]}" 2>/dev/null | tail -n 1)
@@ -79,17 +112,21 @@ recs = [json.loads(l) for l in open(sys.argv[1])]
 train = [r for r in recs if r.get("kind") == "train"]
 steps = len(train)
 ours_step = statistics.median(r["step_ms"] for r in train[2:]) / 1e3
-ours_tok = train[-1]["tokens_seen"] / steps
+# Pretraining's loop counts tokens_seen; fine-tuning's records hold each step's tokens.
+ours_tok = (train[-1]["tokens_seen"] / steps if "tokens_seen" in train[-1]
+            else statistics.mean(r["tokens"] for r in train))
 ours = ours_tok / ours_step
 trl = json.loads(sys.argv[2])
 what = {"1": "packed rows of prompt-completion records", "dpo": "preferences (DPO)",
-        "kto": "unpaired examples and their KL rows (KTO)"}.get(
+        "kto": "unpaired examples and their KL rows (KTO)",
+        "reward": "preferences, both sequences scored (reward model)"}.get(
     sys.argv[4], "prompt-completion records")
-kind = {"dpo": "DPO", "kto": "KTO"}.get(sys.argv[4], "SFT")
+kind = {"dpo": "DPO", "kto": "KTO", "reward": "Reward"}.get(sys.argv[4], "SFT")
 print(f"{kind}: Llama 4x256 (vocab 4096), {steps} steps of 16 {what}, "
       f"max_length 128, fp32, {sys.argv[3]} threads, median step after 2 warmups")
 print(f"{'implementation':<22}{'tokens/step':>12}{'step ms':>10}{'tokens/s':>10}")
-print(f"{'lantern train':<22}{ours_tok:>12.0f}{ours_step * 1e3:>10.1f}{ours:>10.0f}")
+ours_cmd = "lantern finetune" if sys.argv[4] == "reward" else "lantern train"
+print(f"{ours_cmd:<22}{ours_tok:>12.0f}{ours_step * 1e3:>10.1f}{ours:>10.0f}")
 trainer = f"trl {kind}Trainer"
 print(f"{trainer:<22}{trl['tokens_per_step']:>12.0f}{trl['step_ms_median']:>10.1f}"
       f"{trl['tokens_per_s']:>10.0f}")

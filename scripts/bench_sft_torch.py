@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""TRL's SFTTrainer (with --dpo its DPOTrainer, with --kto its KTOTrainer) as the baseline of
-scripts/bench_sft.sh:
+"""TRL's SFTTrainer (with --dpo its DPOTrainer, with --kto its KTOTrainer, with --reward its
+RewardTrainer) as the baseline of scripts/bench_sft.sh:
 one epoch over the records, on the CPU in fp32, timing every optimizer step. Prints one JSON
 line: the median step time (after --warmup steps), the tokens a step reads on average (the
 prepared examples' inputs, all tokens but each one's last, over the steps of the epoch; DPO:
-both rows of a preference, cut to --max-length; KTO: an example's row and its KL row) and
+both rows of a preference, cut to --max-length; KTO: an example's row and its KL row; reward
+model: every token of both sequences of a preference, read whole) and
 their ratio, tokens/s.
 
     .venv-ref/bin/python scripts/bench_sft_torch.py --model DIR --train F.jsonl --batch 16 \\
-        --max-length 128 --threads 2 [--warmup 2] [--packing | --dpo | --kto]
+        --max-length 128 --threads 2 [--warmup 2] [--packing | --dpo | --kto | --reward]
 
 DPO's and KTO's reference log-probabilities are computed before training
 (precompute_ref_log_probs),
@@ -22,8 +23,10 @@ import time
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, SFTConfig, SFTTrainer
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
+                          AutoTokenizer, TrainerCallback)
+from trl import (DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer,
+                 SFTConfig, SFTTrainer)
 
 
 class StepTimer(TrainerCallback):
@@ -48,12 +51,21 @@ def main():
     ap.add_argument("--packing", action="store_true", help="TRL's packing=True (bfd)")
     ap.add_argument("--dpo", action="store_true", help="preference records, DPOTrainer")
     ap.add_argument("--kto", action="store_true", help="preference records, KTOTrainer")
+    ap.add_argument("--reward", action="store_true",
+                    help="preference records, RewardTrainer on a one-output classifier")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with open(args.train) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    if args.reward:
+        # The causal LM's body with a fresh one-output head, padding with end of sequence, as
+        # `lantern finetune` builds its reward model.
+        model = AutoModelForSequenceClassification.from_pretrained(
+            args.model, num_labels=1, dtype=torch.float32)
+        model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
         common = dict(
@@ -63,7 +75,13 @@ def main():
             optim="adamw_torch", logging_steps=10_000, save_strategy="no", eval_strategy="no",
             report_to=[], bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
             dataloader_num_workers=0, seed=0)
-        if args.kto:
+        if args.reward:
+            cfg = RewardConfig(**common)
+            trainer = RewardTrainer(model=model, args=cfg, processing_class=tokenizer,
+                                    train_dataset=Dataset.from_list(rows), callbacks=[timer])
+            tokens = sum(len(e["chosen_ids"]) + len(e["rejected_ids"])
+                         for e in trainer.train_dataset)
+        elif args.kto:
             cfg = KTOConfig(**common, precompute_ref_log_probs=True,
                             train_sampling_strategy="sequential")
             trainer = KTOTrainer(model=model, args=cfg, processing_class=tokenizer,
