@@ -6,6 +6,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use lantern_data::choice::HellaSwagText;
 use lantern_models::decoder::Decoder;
 use lantern_models::gpt::perplexity::{Perplexity, Windowing};
 use lantern_models::gpt::Gpt;
@@ -35,6 +36,12 @@ pub struct ScoreArgs {
     /// of the most likely choice (acc), per character (acc_norm) and per token (acc_per_token).
     #[arg(long, conflicts_with_all = ["tokens", "text", "stride", "dump"])]
     choices: Option<PathBuf>,
+    /// --choices: how HellaSwag's records read: "raw" (`ctx` and the endings as they are, as
+    /// llm.c evaluates HellaSwag) or "lm-eval" (lm-evaluation-harness's `hellaswag` task:
+    /// `activity_label: ctx_a Ctx_b`, WikiHow's bracketed markup taken out, so that the
+    /// figures are comparable with the harness's).
+    #[arg(long, requires = "choices", default_value = "raw", value_parser = ["raw", "lm-eval"])]
+    hellaswag: String,
     /// --choices: score the first N examples only.
     #[arg(long, requires = "choices")]
     limit: Option<usize>,
@@ -172,7 +179,17 @@ fn choices(a: &ScoreArgs, path: &Path, m: model_dir::LoadedModel, device: &Devic
         );
     }
     let tok = m.tokenizer()?;
-    let set = ChoiceSet::read(path, &tok, (m.config.vocab_size(), window), a.limit)?;
+    let hellaswag = match a.hellaswag.as_str() {
+        "lm-eval" => HellaSwagText::LmEval,
+        _ => HellaSwagText::Raw,
+    };
+    let set = ChoiceSet::read(
+        path,
+        hellaswag,
+        &tok,
+        (m.config.vocab_size(), window),
+        a.limit,
+    )?;
     let model = m.decoder_on(device)?;
     let model: &dyn LossModel = match &model {
         Decoder::Gpt(g) => g,

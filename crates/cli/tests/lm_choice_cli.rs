@@ -135,6 +135,72 @@ fn limit_and_text_output() {
 }
 
 #[test]
+fn hellaswag_reads_as_the_harness_reads_it_with_lm_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = s(&golden("sft/model"));
+    let write = |name: &str, rows: &[&str]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, rows.join("\n") + "\n").unwrap();
+        s(&p)
+    };
+    // HellaSwag's records, and the texts lm-evaluation-harness's `hellaswag` task makes of
+    // them (its `preprocess` and `ctx_b.capitalize()`, run in Python).
+    let raw = write(
+        "hs.jsonl",
+        &[
+        "{\"activity_label\": \"Fortunes\", \"ctx_a\": \"To thine own self [title] be true.\", \"ctx_b\": \"AND it must FOLLOW,\", \"ctx\": \"To thine own self [title] be true. AND it must FOLLOW,\", \"endings\": [\"as the night [step] the day,\", \"thou canst not then be false [header] to any man.\", \"as [x]the stars.\", \"a telescope.\"], \"label\": 1}",
+        "{\"activity_label\": \"Work\", \"ctx_a\": \"By working faithfully eight hours a day, you\", \"ctx_b\": \"may [substeps] eventually\", \"ctx\": \"By working faithfully eight hours a day, you may [substeps] eventually\", \"endings\": [\"get to be boss and work twelve.\", \"find God.\", \"buy any [title] lavishes.\", \"be true.\"], \"label\": 0}",
+        ],
+    );
+    let harness = write(
+        "harness.jsonl",
+        &[
+        "{\"text\": \"Fortunes: To thine own self. be true. And it must follow,\", \"choices\": [\"as the night the day,\", \"thou canst not then be false to any man.\", \"as the stars.\", \"a telescope.\"], \"label\": 1}",
+        "{\"text\": \"Work: By working faithfully eight hours a day, you May eventually\", \"choices\": [\"get to be boss and work twelve.\", \"find God.\", \"buy any. lavishes.\", \"be true.\"], \"label\": 0}",
+        ],
+    );
+    let scores = |file: &str, extra: &[&str]| {
+        let out = tmp.path().join("out.jsonl");
+        let mut args = vec![
+            "score",
+            "--model",
+            &model,
+            "--choices",
+            file,
+            "--device",
+            "cpu",
+            "--out",
+        ];
+        let out_s = s(&out);
+        args.push(&out_s);
+        args.extend(extra);
+        lantern_ok(&args);
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| floats(&serde_json::from_str::<Value>(l).unwrap()["loglik"]))
+            .collect::<Vec<_>>()
+    };
+    let lm_eval = scores(&raw, &["--hellaswag", "lm-eval"]);
+    assert_eq!(lm_eval, scores(&harness, &[]));
+    // Raw (llm.c's reading) scores `ctx` and the endings as they are: other texts.
+    assert_ne!(scores(&raw, &[]), lm_eval);
+    // Only HellaSwag's records with their parts can read so.
+    let e = lantern_err(&[
+        "score",
+        "--model",
+        &model,
+        "--choices",
+        &harness,
+        "--device",
+        "cpu",
+        "--hellaswag",
+        "lm-eval",
+    ]);
+    assert!(e.contains("harness.jsonl") && e.contains("ctx_a"), "{e}");
+}
+
+#[test]
 fn bad_choices_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let model = s(&golden("sft/model"));

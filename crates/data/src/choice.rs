@@ -15,7 +15,9 @@
 //!   is `sent1` and its choice i is `sent2 + " " + ending{i}`; a language model's context is
 //!   `sent1 + " " + sent2` (lm-evaluation-harness's `startphrase`) and its choices the endings;
 //! - HellaSwag's (`ctx`, a JSON list `endings`, `label`): `ctx` is the first segment and the
-//!   context, the endings the choices (as llm.c reads HellaSwag: no other preprocessing);
+//!   context, the endings the choices (as llm.c reads HellaSwag: no other preprocessing; or,
+//!   for a language model, as lm-evaluation-harness's `hellaswag` task reads it,
+//!   [`HellaSwagText::LmEval`]);
 //! - a generic one: the first segment under `data.text_column` (`text` by default), the
 //!   choices as a JSON list under `choices` (in a table: columns `choice0` … `choice{C-1}`),
 //!   the right choice's index under `data.label_column` (`label`).
@@ -65,22 +67,90 @@ pub struct LmChoice {
     pub label: Option<usize>,
 }
 
+/// How a language model reads HellaSwag's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HellaSwagText {
+    /// `ctx` and the endings as they are (llm.c's HellaSwag evaluation).
+    #[default]
+    Raw,
+    /// lm-evaluation-harness's `hellaswag` task: the context is
+    /// `activity_label + ": " + ctx_a + " " + ctx_b.capitalize()` and it and every ending are
+    /// [`lm_eval_hellaswag_text`]'s, so that the accuracies are the harness's.
+    LmEval,
+}
+
+/// lm-evaluation-harness's `hellaswag` `preprocess`: trimmed, `" [title]"` made `". "`, every
+/// bracketed span (WikiHow's markup, up to the first `]` on its line) taken out, then each
+/// double space made one.
+pub fn lm_eval_hellaswag_text(text: &str) -> String {
+    let text = text.trim().replace(" [title]", ". ");
+    // Python's `re.sub("\\[.*?\\]", "", text)`: the shortest `[...]` from each `[`, whose `.`
+    // does not cross a line break; a `[` with no such `]` stays.
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find([']', '\n']) {
+            Some(close) if after.as_bytes()[close] == b']' => rest = &after[close + 1..],
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("  ", " ")
+}
+
+/// Python's `str.capitalize`: the first character upper case, the rest lower case.
+fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect(),
+        None => String::new(),
+    }
+}
+
 /// Reads a multiple-choice file (the layouts of [`read_choice_examples`], with the default
-/// `text` and `label` columns) for a causal language model's zero-shot scoring.
-pub fn read_lm_choices(path: &Path) -> Result<Vec<LmChoice>> {
-    Ok(read_records(path, &Columns::default())?
+/// `text` and `label` columns) for a causal language model's zero-shot scoring; HellaSwag's
+/// records as `hellaswag` says (which then accepts no other layout).
+pub fn read_lm_choices(path: &Path, hellaswag: HellaSwagText) -> Result<Vec<LmChoice>> {
+    read_records(path, &Columns::default())?
         .into_iter()
-        .map(|r| LmChoice {
-            line: r.line,
-            context: match r.header {
-                // lm-evaluation-harness's SWAG: `startphrase` = sent1 + " " + sent2.
-                Some(h) => format!("{} {h}", r.first),
-                None => r.first,
-            },
-            choices: r.endings,
-            label: r.label,
+        .map(|r| {
+            if hellaswag == HellaSwagText::LmEval {
+                let [label, a, b] = r.hellaswag.ok_or_else(|| {
+                    bad(
+                        path,
+                        r.line,
+                        "lm-evaluation-harness's HellaSwag text needs HellaSwag's record:                          \"activity_label\", \"ctx_a\", \"ctx_b\" and \"endings\""
+                            .to_string(),
+                    )
+                })?;
+                let context = format!("{label}: {a} {}", capitalize(&b));
+                return Ok(LmChoice {
+                    line: r.line,
+                    context: lm_eval_hellaswag_text(&context),
+                    choices: r.endings.iter().map(|e| lm_eval_hellaswag_text(e)).collect(),
+                    label: r.label,
+                });
+            }
+            Ok(LmChoice {
+                line: r.line,
+                context: match r.header {
+                    // lm-evaluation-harness's SWAG: `startphrase` = sent1 + " " + sent2.
+                    Some(h) => format!("{} {h}", r.first),
+                    None => r.first,
+                },
+                choices: r.endings,
+                label: r.label,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// One record's parts before either reader joins them: SWAG's `sent2` (the header of every
@@ -91,6 +161,8 @@ struct Record {
     header: Option<String>,
     endings: Vec<String>,
     label: Option<usize>,
+    /// HellaSwag's `activity_label`, `ctx_a` and `ctx_b`, when the record has all three.
+    hellaswag: Option<[String; 3]>,
 }
 
 /// Every record of the file, each checked; every example with the same number of choices.
@@ -213,6 +285,7 @@ fn choice_record(path: &Path, n: usize, r: &Map<String, Value>, cols: &Columns) 
     let need = |k: &str| -> Result<String> {
         string(k)?.ok_or_else(|| bad(path, n, format!("missing \"{k}\"")))
     };
+    let mut hellaswag_parts = None;
     let (first, header, choices) = if r.contains_key("sent1") {
         let endings = (0..)
             .map_while(|i| r.get(&format!("ending{i}")).map(|_| format!("ending{i}")))
@@ -221,6 +294,15 @@ fn choice_record(path: &Path, n: usize, r: &Map<String, Value>, cols: &Columns) 
         (need("sent1")?, Some(need("sent2")?), endings)
     } else {
         let hellaswag = r.contains_key("ctx") && r.contains_key("endings");
+        if hellaswag {
+            if let (Some(l), Some(a), Some(b)) = (
+                string("activity_label")?,
+                string("ctx_a")?,
+                string("ctx_b")?,
+            ) {
+                hellaswag_parts = Some([l, a, b]);
+            }
+        }
         let (text_key, list_key) = match hellaswag {
             true => ("ctx", "endings"),
             false => (cols.text.as_str(), "choices"),
@@ -318,6 +400,7 @@ fn choice_record(path: &Path, n: usize, r: &Map<String, Value>, cols: &Columns) 
         header,
         endings: choices,
         label,
+        hellaswag: hellaswag_parts,
     })
 }
 
@@ -400,6 +483,69 @@ mod tests {
     }
 
     #[test]
+    fn lm_eval_hellaswag_text_is_the_harness_s() {
+        // Each expected string is what the harness's `preprocess` (Python's `re`) returned.
+        for (raw, want) in [
+            (
+                "  Making a cake [title] Mix the flour. [step] Stir it well.  ",
+                "Making a cake. Mix the flour. Stir it well.",
+            ),
+            ("a [b] c [d", "a c [d"),
+            ("x [unclosed\n] y [ok] z", "x [unclosed\n] y z"),
+            (
+                "three   spaces [header] and [substeps]]",
+                "three  spaces and ]",
+            ),
+            (
+                "\u{c9}mile [title]\u{c9}t\u{e9}",
+                "\u{c9}mile. \u{c9}t\u{e9}",
+            ),
+        ] {
+            assert_eq!(lm_eval_hellaswag_text(raw), want, "{raw:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let hs = write(
+            dir.path(),
+            "hs.jsonl",
+            "{\"activity_label\": \"Baking cookies\", \"ctx_a\": \"A woman stands in a kitchen.\", \
+             \"ctx_b\": \"she SHOWS a Bowl [step]\", \"ctx\": \"A woman stands in a kitchen. she \
+             SHOWS a Bowl [step]\", \"endings\": [\" [title] It rises.\", \"It [x]sings.\"], \
+             \"label\": 1}\n",
+        );
+        let ex = read_lm_choices(&hs, HellaSwagText::LmEval).unwrap();
+        assert_eq!(
+            ex,
+            [LmChoice {
+                line: 1,
+                // `ctx_b.capitalize()` lowers the rest of it.
+                context: "Baking cookies: A woman stands in a kitchen. She shows a bowl ".into(),
+                // Trimmed first: the leading " [title]" loses its space and goes as markup.
+                choices: vec![" It rises.".into(), "It sings.".into()],
+                label: Some(1),
+            }]
+        );
+        // Raw, the same record is llm.c's `ctx` and endings.
+        let raw = read_lm_choices(&hs, HellaSwagText::Raw).unwrap();
+        assert_eq!(
+            raw[0].context,
+            "A woman stands in a kitchen. she SHOWS a Bowl [step]"
+        );
+        // Another layout, or HellaSwag's without its parts, is refused by line.
+        let swag = write(
+            dir.path(),
+            "swag.jsonl",
+            "{\"ctx\": \"A man.\", \"endings\": [\"a\", \"b\"], \"label\": 0}\n",
+        );
+        let e = read_lm_choices(&swag, HellaSwagText::LmEval)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("swag.jsonl") && e.contains("line 1") && e.contains("ctx_a"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_language_model_reads_each_layout_as_context_and_continuations() {
         let dir = tempfile::tempdir().unwrap();
         let swag = write(
@@ -408,7 +554,7 @@ mod tests {
             "{\"sent1\": \"Someone opens a door.\", \"sent2\": \"He\", \"ending0\": \"walks in.\", \
              \"ending1\": \"flies off.\", \"label\": 1}\n",
         );
-        let ex = read_lm_choices(&swag).unwrap();
+        let ex = read_lm_choices(&swag, HellaSwagText::Raw).unwrap();
         assert_eq!(
             ex,
             [LmChoice {
@@ -427,7 +573,7 @@ mod tests {
              \"endings\": [\"It melts.\", \"It sings.\"], \"label\": 0}\n\
              {\"ctx\": \"Then he stops.\", \"endings\": [\"a\", \"b\"]}\n",
         );
-        let ex = read_lm_choices(&hs).unwrap();
+        let ex = read_lm_choices(&hs, HellaSwagText::Raw).unwrap();
         assert_eq!(
             (ex[0].context.as_str(), &ex[0].choices[..], ex[0].label),
             (
@@ -447,7 +593,7 @@ mod tests {
             "g.tsv",
             "text\tchoice0\tchoice1\tlabel\n2 + 2 =\t3\t4\t1\n",
         );
-        let ex = read_lm_choices(&generic).unwrap();
+        let ex = read_lm_choices(&generic, HellaSwagText::Raw).unwrap();
         assert_eq!(
             (ex[0].context.as_str(), &ex[0].choices[..], ex[0].label),
             ("2 + 2 =", &["3".to_string(), "4".into()][..], Some(1))
@@ -457,7 +603,9 @@ mod tests {
             "bad.jsonl",
             "{\"ctx\": \"x\", \"endings\": \"a\"}\n",
         );
-        let e = read_lm_choices(&bad).unwrap_err().to_string();
+        let e = read_lm_choices(&bad, HellaSwagText::Raw)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("bad.jsonl") && e.contains("\"endings\" must be a list"),
             "{e}"

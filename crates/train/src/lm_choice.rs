@@ -21,7 +21,7 @@ use crate::task::LossModel;
 use crate::trainer::to_batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
-use lantern_data::choice::{read_lm_choices, LmChoice};
+use lantern_data::choice::{read_lm_choices, HellaSwagText, LmChoice};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -118,15 +118,17 @@ fn encode_pair(tok: &Tokenizer, context: &str, choice: &str) -> Result<(Vec<u32>
 }
 
 impl ChoiceSet {
-    /// Reads and tokenizes `path` ([`read_lm_choices`]) for a model of vocabulary `vocab` and
-    /// window `window` tokens; `limit` keeps the first examples only.
+    /// Reads and tokenizes `path` ([`read_lm_choices`], HellaSwag's records as `hellaswag`
+    /// says) for a model of vocabulary `vocab` and window `window` tokens; `limit` keeps the
+    /// first examples only.
     pub fn read(
         path: &Path,
+        hellaswag: HellaSwagText,
         tok: &Tokenizer,
         (vocab, window): (usize, usize),
         limit: Option<usize>,
     ) -> Result<Self> {
-        let mut examples = read_lm_choices(path)?;
+        let mut examples = read_lm_choices(path, hellaswag)?;
         if let Some(n) = limit {
             examples.truncate(n);
         }

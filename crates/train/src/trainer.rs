@@ -513,7 +513,13 @@ fn evaluate(
 
 /// `data.eval_choices` read and tokenized for the model; every example must be labelled.
 fn read_eval_choices(path: &Path, tok: &Tokenizer, model: &ModelConfig) -> Result<ChoiceSet> {
-    let set = ChoiceSet::read(path, tok, (model.vocab_size(), model.max_positions()), None)?;
+    let set = ChoiceSet::read(
+        path,
+        lantern_data::choice::HellaSwagText::Raw,
+        tok,
+        (model.vocab_size(), model.max_positions()),
+        None,
+    )?;
     match set.items.iter().find(|i| i.label.is_none()) {
         Some(i) => Err(Error::Config(format!(
             "data.eval_choices: {}: line {} has no label (an evaluation needs the right choice \
