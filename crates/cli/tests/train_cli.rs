@@ -657,6 +657,13 @@ fn multiple_choice_accuracy_at_every_evaluation() {
         "the cat sat ".repeat(20)
     );
     bad("long.jsonl", &long, "long.jsonl: line 1: choice 0 is", &[]);
+    // lm-evaluation-harness's HellaSwag text needs HellaSwag's parts.
+    bad(
+        "no-parts.jsonl",
+        "{\"ctx\": \"a b\", \"endings\": [\"c\", \"d\"], \"label\": 0}\n",
+        "no-parts.jsonl: line 1: lm-evaluation-harness's HellaSwag text needs",
+        &["data.eval_choices_hellaswag=\"lm-eval\""],
+    );
     bad(
         "bert.jsonl",
         "{\"ctx\": \"a b\", \"endings\": [\"c\", \"d\"], \"label\": 0}\n",

@@ -67,8 +67,9 @@ pub struct LmChoice {
     pub label: Option<usize>,
 }
 
-/// How a language model reads HellaSwag's records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How a language model reads HellaSwag's records (`"raw"` or `"lm-eval"` in a config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HellaSwagText {
     /// `ctx` and the endings as they are (llm.c's HellaSwag evaluation).
     #[default]

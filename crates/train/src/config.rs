@@ -159,6 +159,10 @@ pub struct DataSection {
     /// the validation records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_choices: Option<PathBuf>,
+    /// How `eval_choices` reads HellaSwag's records: `"raw"` (default, llm.c's) or
+    /// `"lm-eval"` (lm-evaluation-harness's `hellaswag` task; `lantern score --hellaswag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_choices_hellaswag: Option<lantern_data::choice::HellaSwagText>,
     /// SFT: the share of `train` held out when there is no `validation` file (default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_fraction: Option<f64>,
@@ -994,6 +998,12 @@ impl RunConfig {
         let arch = m.arch();
         let name = format!("{arch:?}").to_lowercase();
         let d = &self.data;
+        if d.eval_choices_hellaswag.is_some() && d.eval_choices.is_none() {
+            return bad(
+                "data.eval_choices_hellaswag says how data.eval_choices reads HellaSwag's \
+                 records: set data.eval_choices too",
+            );
+        }
         if d.eval_choices.is_some() && arch == ModelArch::Bert {
             return bad(
                 "data.eval_choices scores choices as a causal LM's continuations; model.arch is \
@@ -1474,6 +1484,20 @@ mod tests {
             ],
         )
         .unwrap();
+        assert_eq!(c.data.eval_choices_hellaswag, None);
+        let lm_eval = RunConfig::parse(
+            MIN,
+            "t",
+            &[
+                "data.eval_choices=\"q.jsonl\"".into(),
+                "data.eval_choices_hellaswag=\"lm-eval\"".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            lm_eval.data.eval_choices_hellaswag,
+            Some(lantern_data::choice::HellaSwagText::LmEval)
+        );
         let m = c.early_stopping.metric;
         assert_eq!(
             (m, m.key()),
@@ -1509,6 +1533,17 @@ mod tests {
             (
                 vec!["early_stopping.metric=\"choice_acc_norm\""],
                 "early_stopping.metric choice_acc_norm is an accuracy of data.eval_choices",
+            ),
+            (
+                vec!["data.eval_choices_hellaswag=\"lm-eval\""],
+                "set data.eval_choices too",
+            ),
+            (
+                vec![
+                    "data.eval_choices=\"q.jsonl\"",
+                    "data.eval_choices_hellaswag=\"harness\"",
+                ],
+                "eval_choices_hellaswag",
             ),
             (
                 vec![

@@ -512,10 +512,14 @@ fn evaluate(
 }
 
 /// `data.eval_choices` read and tokenized for the model; every example must be labelled.
-fn read_eval_choices(path: &Path, tok: &Tokenizer, model: &ModelConfig) -> Result<ChoiceSet> {
+fn read_eval_choices(
+    (path, hellaswag): (&Path, lantern_data::choice::HellaSwagText),
+    tok: &Tokenizer,
+    model: &ModelConfig,
+) -> Result<ChoiceSet> {
     let set = ChoiceSet::read(
         path,
-        lantern_data::choice::HellaSwagText::Raw,
+        hellaswag,
         tok,
         (model.vocab_size(), model.max_positions()),
         None,
@@ -775,7 +779,10 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
     )?;
     let eot_id = tokenizer.token_to_id(lantern_data::tokenizer::EOT);
     let choices = match &cfg.data.eval_choices {
-        Some(p) => Some(read_eval_choices(p, &tokenizer, &model_cfg)?),
+        Some(p) => {
+            let hellaswag = cfg.data.eval_choices_hellaswag.unwrap_or_default();
+            Some(read_eval_choices((p, hellaswag), &tokenizer, &model_cfg)?)
+        }
         None => None,
     };
     // The `init_from` folder's bos/eos ids, which its checkpoints keep (below).
