@@ -28,6 +28,7 @@ use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use lantern_data::dpo::{read_preferences, PreferenceData, PreferenceExample};
 use lantern_data::sft::Truncation;
+use lantern_models::Mode;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -718,7 +719,7 @@ impl DpoSet {
             for chunk in examples.chunks(b) {
                 let rows: Vec<&PreferenceExample> = chunk.iter().collect();
                 let batch = self.rows(&rows, None, device)?;
-                let logps = model.row_logps(&batch)?.to_vec1::<f32>()?;
+                let logps = model.row_logps(&batch, Mode::Eval)?.to_vec1::<f32>()?;
                 let n = chunk.len();
                 out.extend((0..n).map(|i| [logps[i], logps[n + i]]));
             }

@@ -30,6 +30,7 @@ use crate::trainer::Batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use lantern_data::dpo::{read_unpaired, UnpairedData, UnpairedExample};
+use lantern_models::Mode;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -159,10 +160,14 @@ pub struct Unpaired {
 /// none): the mean over a micro-batch's KL rows of `π − ref` by `model` (no gradient), averaged
 /// over the ranks that have the micro-batch (TRL's `gather_for_metrics(kl).mean()`), clamped
 /// at 0; stored in each batch's [`Unpaired::z`]. Every rank calls it with as many slots.
+/// `dropout`, in training with dropout on (`data.disable_dropout = false`), gives slot k's
+/// dropout masks: TRL's KL forward runs in the model's training mode, only without gradient;
+/// `None` (evaluations, or no dropout) runs it in evaluation mode.
 pub fn kl_estimate(
     model: &dyn LossModel,
     batches: &mut [Option<&mut Batch>],
     comm: &lantern_comm::Communicator,
+    dropout: Option<&dyn Fn(usize) -> lantern_kernels::Rng>,
 ) -> Result<()> {
     // Per slot: this rank's mean and whether it has one, summed over the ranks.
     let mut sums = vec![0f32; 2 * batches.len()];
@@ -178,7 +183,12 @@ pub fn kl_estimate(
             .as_ref()
             .and_then(|u| u.reference.as_ref())
             .ok_or_else(|| Error::Config("KL rows without the reference's".into()))?;
-        let policy = model.row_logps(rows)?;
+        let mut rng = dropout.map(|d| d(k));
+        let mode = match rng.as_mut() {
+            Some(r) => Mode::Train(r),
+            None => Mode::Eval,
+        };
+        let policy = model.row_logps(rows, mode)?;
         sums[2 * k] = (policy - reference)?.mean_all()?.to_scalar::<f32>()?;
         sums[2 * k + 1] = 1.0;
     }
@@ -425,7 +435,7 @@ impl KtoSet {
                 let idx: Vec<usize> = (start..(start + b).min(n)).collect();
                 let logps = |kl: bool| -> Result<Vec<f32>> {
                     let batch = self.rows(split, &idx, (kl, false), device)?;
-                    Ok(model.row_logps(&batch)?.to_vec1::<f32>()?)
+                    Ok(model.row_logps(&batch, Mode::Eval)?.to_vec1::<f32>()?)
                 };
                 let own = logps(false)?;
                 let kl = match self.loss.uses_kl() {
@@ -602,6 +612,7 @@ impl KtoSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lantern_kernels::Rng;
 
     /// TRL's rotation: within each batch-sized run, the completion before (the first takes the
     /// run's last); a run of one reads its own.
@@ -655,6 +666,69 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("data.train_sampling_strategy"), "{e}");
+    }
+
+    /// KTO's KL estimate by a forward in training mode (dropout on, each slot's masks from its
+    /// own generator) or in evaluation mode: another estimate with masks, the same one for the
+    /// same masks.
+    #[test]
+    fn the_kl_forward_trains_with_dropout_when_asked() {
+        use lantern_models::gpt::{self, Gpt, GptConfig};
+        let cfg = GptConfig {
+            vocab_size: 40,
+            n_positions: 16,
+            n_embd: 16,
+            n_layer: 2,
+            n_head: 2,
+            dropout: 0.3,
+            layer_norm_epsilon: 1e-5,
+        };
+        let d = &Device::Cpu;
+        let params = gpt::init_params(&cfg, &mut Rng::new(3), d, candle_core::DType::F32).unwrap();
+        let model = Gpt::new(&cfg, &params).unwrap();
+        let example = |i: u32| UnpairedExample {
+            prompt: vec![1 + i, 2, 3],
+            completion: vec![10 + i, 11 + i, 12],
+            label: i.is_multiple_of(2),
+            line: i as usize + 1,
+        };
+        let train: Vec<_> = (0..4).map(example).collect();
+        let set = KtoSet {
+            kl: [rotated_within(4, 4), Vec::new()],
+            refs: RefCell::new([Vec::new(), Vec::new()]),
+            train,
+            val: Vec::new(),
+            pad: 0,
+            max_length: 16,
+            loss: Arc::new(loss(KtoKind::Kto, 1.0, 1.0)),
+            conversational: false,
+            paired: false,
+            order: KtoOrder::Sequential,
+            sync: None,
+            notes: Vec::new(),
+        };
+        set.compute_reference(&model, 4, d).unwrap();
+        // A reference far below the policy, so that the estimate is not clamped at 0.
+        for r in set.refs.borrow_mut()[0].iter_mut() {
+            r[1] -= 50.0;
+        }
+        let comm = lantern_comm::Communicator::single();
+        let z = |dropout: Option<&dyn Fn(usize) -> Rng>| {
+            let mut batch = set.train_batch(&[0, 1, 2, 3], d).unwrap();
+            kl_estimate(&model, &mut [Some(&mut batch)], &comm, dropout).unwrap();
+            batch.unpaired.unwrap().z.unwrap()
+        };
+        let eval = z(None);
+        assert!(
+            (eval - 50.0).abs() < 1e-3,
+            "policy = reference but for the shift: {eval}"
+        );
+        let masks = |seed: u64| move |k: usize| Rng::derive(seed, k as u64);
+        let (a, b) = (masks(7), masks(8));
+        let trained = z(Some(&a));
+        assert!((trained - eval).abs() > 1e-3, "{trained} vs {eval}");
+        assert_eq!(trained, z(Some(&a)), "the same masks, the same estimate");
+        assert_ne!(trained, z(Some(&b)));
     }
 
     fn loss(kind: KtoKind, wd: f64, wu: f64) -> KtoLoss {

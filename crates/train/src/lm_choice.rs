@@ -22,6 +22,7 @@ use crate::trainer::to_batch;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use lantern_data::choice::{read_lm_choices, HellaSwagText, LmChoice};
+use lantern_models::Mode;
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -236,7 +237,7 @@ impl ChoiceSet {
             let mut batch = to_batch(&ids, &targets, r, t, device)?;
             batch.weights = Some(Tensor::from_vec(weights, r * t, device)?);
             batch.n_targets = rows.iter().map(|r| r.continuation).sum();
-            let logps = model.row_logps(&batch)?.to_vec1::<f32>()?; // (R)
+            let logps = model.row_logps(&batch, Mode::Eval)?.to_vec1::<f32>()?; // (R)
             let mut logps = logps.into_iter().zip(rows);
             for &i in group {
                 let c = self.items[i].rows.len();
@@ -386,7 +387,8 @@ impl<F: Fn(&Tensor) -> Result<Tensor>> LossModel for Logits<F> {
         unreachable!("scoring only")
     }
 
-    fn row_logps(&self, batch: &crate::trainer::Batch) -> Result<Tensor> {
+    fn row_logps(&self, batch: &crate::trainer::Batch, mode: Mode<'_>) -> Result<Tensor> {
+        assert!(matches!(mode, Mode::Eval), "a stand-in for evaluation");
         crate::task::row_logps(&(self.0)(&batch.ids)?, batch)
     }
 }

@@ -457,9 +457,10 @@ pub trait LossModel {
         Ok((f64::from(loss), None))
     }
 
-    /// Each row's log-probability of its weighted targets ([`row_logps`]): a causal LM's, for
-    /// DPO's reference.
-    fn row_logps(&self, _batch: &Batch) -> Result<Tensor> {
+    /// Each row's log-probability of its weighted targets ([`row_logps`]) by a forward in
+    /// `mode`: a causal LM's, for DPO's reference (evaluation mode) and KTO's KL rows (in
+    /// training mode when dropout trains).
+    fn row_logps(&self, _batch: &Batch, _mode: Mode<'_>) -> Result<Tensor> {
         Err(Error::Config(
             "only a causal language model scores rows (DPO's reference)".into(),
         ))
@@ -671,8 +672,8 @@ macro_rules! causal_loss_model {
                 causal_eval_sums(&logits, batch)
             }
 
-            fn row_logps(&self, batch: &Batch) -> Result<Tensor> {
-                row_logps(&self.forward(&batch.ids, Mode::Eval)?, batch)
+            fn row_logps(&self, batch: &Batch, mode: Mode<'_>) -> Result<Tensor> {
+                row_logps(&self.forward(&batch.ids, mode)?, batch)
             }
         }
     )*};

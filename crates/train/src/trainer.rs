@@ -53,6 +53,8 @@ use tokenizers::Tokenizer;
 /// Streams of the run seed: initial weights, dropout. Fixed labels keep them independent.
 const INIT_STREAM: u64 = 1;
 const DROPOUT_STREAM: u64 = 2;
+/// KTO's KL forward in training mode: its dropout masks' seed (`train.seed` xor this).
+const KL_DROPOUT_STREAM: u64 = 0x6b6c_6d61_736b; // "klmask"
 /// LoRA's A matrices.
 const LORA_STREAM: u64 = 3;
 
@@ -480,7 +482,7 @@ fn evaluate(
         let mut batch = task.val_batch(first, (b, t), device, &mut scratch)?;
         if matches!(task, Task::Kto(_)) {
             // Every rank takes part, with a batch or without.
-            crate::kto::kl_estimate(model, &mut [batch.as_mut()], comm)?;
+            crate::kto::kl_estimate(model, &mut [batch.as_mut()], comm, None)?;
         }
         let Some(batch) = batch else {
             continue;
@@ -1373,8 +1375,15 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         }
         if matches!(task, Task::Kto(_)) {
             // KTO's KL estimate of each micro-batch, over every rank, before the loss.
+            // With dropout on, its KL forward runs in training mode (TRL's), each micro-batch's
+            // masks from its own stream, as the loss's are, of another seed.
             let mut slots: Vec<Option<&mut Batch>> = batches.iter_mut().map(Some).collect();
-            crate::kto::kl_estimate(&*eval_model, &mut slots, &comm)?;
+            let kl_masks = |m: usize| {
+                let stream = (step * accum as u64 + m as u64) * world as u64 + rank as u64;
+                Rng::derive(cfg.train.seed ^ KL_DROPOUT_STREAM, stream)
+            };
+            let dropout = (!no_dropout).then_some(&kl_masks as &dyn Fn(usize) -> Rng);
+            crate::kto::kl_estimate(&*eval_model, &mut slots, &comm, dropout)?;
         }
         let out = train_step_on(
             &comm,
