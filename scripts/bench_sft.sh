@@ -50,10 +50,20 @@ cat > "$tmp/model/tokenizer_config.json" <<'JSON'
 JSON
 head -n "$N" "data/fortune-sft/$layout/train.jsonl" > "$tmp/train.jsonl"
 head -n 32 "data/fortune-sft/$layout/validation.jsonl" > "$tmp/val.jsonl"
-cat > "$tmp/sft.toml" <<TOML
+# One config for both loops: `lantern train` (SFT, DPO, KTO: no evaluation, no checkpoint)
+# or, with REWARD=1, `lantern finetune`, whose evaluation after the epoch is outside the
+# timed steps.
+command=(train --config "$tmp/run.toml" --quiet "${pack_set[@]}")
+data_extra="" loop_extra=$'eval_every = 0\nlog_every = 1000\n[checkpoint]\nevery = 0'
+if [[ "$REWARD" == 1 ]]; then
+    command=(finetune --config "$tmp/run.toml" --quiet)
+    data_extra='problem_type = "reward_modeling"' loop_extra=""
+fi
+cat > "$tmp/run.toml" <<TOML
 [model]
 init_from = "$tmp/model"
 [data]
+$data_extra
 train = "$tmp/train.jsonl"
 validation = "$tmp/val.jsonl"
 max_length = 128
@@ -67,42 +77,11 @@ warmup_steps = 0
 beta2 = 0.999
 weight_decay = 0.0
 grad_clip = 1.0
-eval_every = 0
-log_every = 1000
-[checkpoint]
-every = 0
+$loop_extra
 [run]
 dir = "$tmp/run"
 TOML
-# The reward model: the same training settings in fine-tuning's keys (an evaluation after
-# the epoch, outside the timed steps).
-cat > "$tmp/rm.toml" <<TOML
-[model]
-init_from = "$tmp/model"
-[data]
-problem_type = "reward_modeling"
-train = "$tmp/train.jsonl"
-validation = "$tmp/val.jsonl"
-max_length = 128
-[train]
-device = "cpu"
-batch_size = 16
-epochs = 1
-lr = 1e-4
-schedule = "constant"
-warmup_ratio = 0.0
-beta2 = 0.999
-weight_decay = 0.0
-grad_clip = 1.0
-[run]
-dir = "$tmp/run"
-TOML
-if [[ "$REWARD" == 1 ]]; then
-    RAYON_NUM_THREADS=$THREADS target/release/lantern finetune --config "$tmp/rm.toml" --quiet
-else
-    RAYON_NUM_THREADS=$THREADS target/release/lantern train --config "$tmp/sft.toml" --quiet \
-        "${pack_set[@]}"
-fi
+RAYON_NUM_THREADS=$THREADS target/release/lantern "${command[@]}"
 trl=$(OMP_NUM_THREADS=$THREADS "$PY" scripts/bench_sft_torch.py --model "$tmp/model" \
     --train "$tmp/train.jsonl" --batch 16 --max-length 128 --threads "$THREADS" \
     "${pack_flag[@]}" 2>/dev/null | tail -n 1)
