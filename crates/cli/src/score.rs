@@ -237,6 +237,7 @@ fn choices(a: &ScoreArgs, path: &Path, m: model_dir::LoadedModel, device: &Devic
             "choices": set.choices,
             "truncated": set.truncated,
             "max_length": window,
+            "hellaswag": a.hellaswag,
             "acc": report.map(|r| r.acc.value),
             "acc_stderr": report.and_then(|r| r.acc.stderr),
             "acc_norm": report.map(|r| r.acc_norm.value),

@@ -174,14 +174,19 @@ fn hellaswag_reads_as_the_harness_reads_it_with_lm_eval() {
         let out_s = s(&out);
         args.push(&out_s);
         args.extend(extra);
-        lantern_ok(&args);
+        let stdout = lantern_ok(&args);
+        if extra.contains(&"--json") {
+            // The summary says how HellaSwag was read.
+            let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(v["hellaswag"], "lm-eval", "{v}");
+        }
         std::fs::read_to_string(&out)
             .unwrap()
             .lines()
             .map(|l| floats(&serde_json::from_str::<Value>(l).unwrap()["loglik"]))
             .collect::<Vec<_>>()
     };
-    let lm_eval = scores(&raw, &["--hellaswag", "lm-eval"]);
+    let lm_eval = scores(&raw, &["--hellaswag", "lm-eval", "--json"]);
     assert_eq!(lm_eval, scores(&harness, &[]));
     // Raw (llm.c's reading) scores `ctx` and the endings as they are: other texts.
     assert_ne!(scores(&raw, &[]), lm_eval);
