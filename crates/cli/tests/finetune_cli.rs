@@ -2257,8 +2257,10 @@ fn multiple_choice_learns_from_swag_and_generic_files_evaluates_and_predicts() {
         "{out}"
     );
     let run = f.root.join("mc");
+    // Chance is 1/3. 20 or 21 of the 24 right, as the machine's float rounding falls: 21 on
+    // the machines this was written on, 20 on a 2-core EPYC with AVX2 only (the same commit).
     let best = best_of(&run, "accuracy");
-    assert!(best >= 0.85, "best accuracy {best}\n{out}");
+    assert!(best >= 0.8, "best accuracy {best}\n{out}");
     let c = exported_config(&run);
     assert_eq!(c["architectures"][0], "BertForMultipleChoice");
     assert!(
