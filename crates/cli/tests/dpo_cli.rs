@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 fn dpo_config(dir: &Path, run: &Path, layout: &str, extra: &str) -> PathBuf {
     let records = format!("dpo/{layout}");
-    preference_config(dir, run, (&records, ""), extra)
+    golden_run_config(dir, run, (&records, ""), extra)
 }
 
 fn train_args(cfg: &Path, sets: &[&str], extra: &[&str]) -> Vec<String> {

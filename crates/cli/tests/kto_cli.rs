@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 fn kto_config(dir: &Path, run: &Path, layout: &str, extra: &str) -> PathBuf {
     let records = format!("kto/{layout}");
-    preference_config(dir, run, (&records, "loss_type = \"kto\""), extra)
+    golden_run_config(dir, run, (&records, "loss_type = \"kto\""), extra)
 }
 
 fn args(cfg: &Path, sets: &[&str], extra: &[&str]) -> Vec<String> {

@@ -22,33 +22,7 @@ fn run_ok(args: &[&str]) -> String {
 }
 
 fn sft_config(dir: &Path, run: &Path, layout: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[model]
-init_from = "{model}"
-[data]
-train = "{data}/train.jsonl"
-val_fraction = 0.25
-max_length = 64
-[train]
-device = "cpu"
-batch_size = 2
-grad_accum = 2
-epochs = 2
-lr = 3e-2
-warmup_steps = 1
-eval_every = 2
-{extra}
-[checkpoint]
-every = 2
-[run]
-dir = "{run}"
-"#,
-        model = s(&golden("model")),
-        data = s(&golden(layout)),
-        run = s(run),
-    );
-    write_config(dir, "sft", run, &text)
+    golden_run_config(dir, run, (&format!("sft/{layout}"), ""), extra)
 }
 
 #[test]

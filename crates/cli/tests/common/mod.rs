@@ -97,11 +97,11 @@ pub fn golden(rel: &str) -> PathBuf {
 }
 
 /// A run on the golden records `tests/golden/<records>/train.jsonl` from the SFT golden's
-/// Llama (DPO's preferences, KTO's unpaired examples): a quarter held out, 64 tokens, batches
-/// of 2 accumulated twice over two epochs, an evaluation and a checkpoint every 2 steps.
-/// `data` is added to `[data]`, `extra` to `[train]`; the file is named after the records'
-/// first folder (`dpo`, `kto`).
-pub fn preference_config(
+/// Llama (SFT's records, DPO's preferences, KTO's unpaired examples): a quarter held out, 64
+/// tokens, batches of 2 accumulated twice over two epochs, an evaluation and a checkpoint
+/// every 2 steps. `data` is added to `[data]`, `extra` to `[train]`; the file is named after
+/// the records' first folder (`sft`, `dpo`, `kto`).
+pub fn golden_run_config(
     dir: &Path,
     run: &Path,
     (records, data): (&str, &str),
