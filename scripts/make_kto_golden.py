@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Golden files for KTO, written by TRL's KTOTrainer itself.
 
-    .venv-ref/bin/python scripts/make_kto_golden.py [--out tests/golden/kto]
+    .venv-ref/bin/python scripts/make_kto_golden.py [--out tests/golden/kto] [--only LAYOUT]
 
 Needs the reference venv (scripts/ref_env.sh: torch, transformers, trl, datasets) and the SFT
 and DPO goldens (tests/golden/sft/model: the tiny Llama and its tokenizer; tests/golden/dpo:
@@ -20,6 +20,9 @@ For each layout, `<out>/<layout>/`:
   1.0, fp32 on the CPU), the loss logged at each step, and `kto_args`, the KTOConfig settings
   beyond that recipe. `conversational-batches/` trains in batches of 4 (its `batch`) instead,
   in file order, so that each step's KL estimate reads its own run of examples.
+  `conversational-short-batches/` trains in batches of 3 for 9 steps: the epoch of 20 examples
+  ends with a short step of 2 (transformers' data loader keeps the last, short batch), then
+  the next epoch starts again from the first example.
 """
 import argparse
 import json
@@ -51,6 +54,9 @@ LAYOUTS = {
     # steps an epoch, then the first of the next): each step's KL estimate from its own run of
     # 4, the validation's from its two runs of 4.
     "conversational-batches": ("conversational", True, {}, 4),
+    # Batches of 3 of the same 20, nine steps: six of 3, a short seventh of 2 ending the epoch
+    # (its KL rows rotated within those 2), then the next epoch's first two steps.
+    "conversational-short-batches": ("conversational", True, {}, 3, 9),
 }
 
 
@@ -63,7 +69,7 @@ def records(repo, source, split, paired):
              "label": i % 2 == 0} for i, r in enumerate(rows)]
 
 
-def run(model_dir, layout_dir, train, val, kto_args, batch=None):
+def run(model_dir, layout_dir, train, val, kto_args, batch=None, steps=STEPS):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -75,16 +81,16 @@ def run(model_dir, layout_dir, train, val, kto_args, batch=None):
         args = KTOConfig(
             output_dir=tmp, max_length=MAX_LENGTH, beta=BETA, **kto_args,
             per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
-            train_sampling_strategy="sequential", **recipe(STEPS, LR))
+            train_sampling_strategy="sequential", **recipe(steps, LR))
         trainer = KTOTrainer(model=model, ref_model=ref, args=args, processing_class=tokenizer,
                              train_dataset=Dataset.from_list(train),
                              eval_dataset=Dataset.from_list(val))
         keep = ("prompt_ids", "completion_ids", "label", "KL_completion_ids")
         prepared = prepared_examples(trainer, keep)
-        evals, train_losses = evaluate_and_train(trainer, STEPS)
+        evals, train_losses = evaluate_and_train(trainer, steps)
     out = {**prepared, "eval_loss": [e["eval_loss"] for e in evals],
            "eval_kl": [e.get("eval_kl", 0.0) for e in evals], "train_loss": train_losses,
-           "max_length": MAX_LENGTH, "steps": STEPS, "lr": LR, "beta": BETA, "batch": batch,
+           "max_length": MAX_LENGTH, "steps": steps, "lr": LR, "beta": BETA, "batch": batch,
            "kto_args": kto_args}
     with open(os.path.join(layout_dir, "expected.json"), "w") as f:
         json.dump(out, f)
@@ -96,14 +102,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(repo, "tests", "golden", "kto"))
+    ap.add_argument("--only", choices=sorted(LAYOUTS),
+                    help="write this layout alone (the others are left as they are)")
     args = ap.parse_args()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
-    if os.path.isdir(args.out):
+    if args.only is None and os.path.isdir(args.out):
         shutil.rmtree(args.out)
     model_dir = os.path.join(repo, "tests", "golden", "sft", "model")
     for layout, (source, paired, kto_args, *batch) in LAYOUTS.items():
+        if args.only not in (None, layout):
+            continue
         d = os.path.join(args.out, layout)
+        if os.path.isdir(d):
+            shutil.rmtree(d)
         os.makedirs(d)
         train = records(repo, source, "train", paired)
         val = records(repo, source, "validation", paired)

@@ -6,7 +6,8 @@
 //! The examples `lantern train` builds must be TRL's token for token (prompt and completion
 //! ids, labels, the order pairs are unpaired in, each example's KL completion), and six
 //! optimizer steps over all examples as one batch (or, `conversational-batches`, over batches
-//! of 4 drawn in file order, TRL's sequential sampling, into a second epoch) must give the
+//! of 4 drawn in file order, TRL's sequential sampling, into a second epoch;
+//! `conversational-short-batches`, batches of 3, the epoch's seventh step short) must give the
 //! loss TRL logged at each step and its validation loss and KL estimate before and after every
 //! step.
 
@@ -19,7 +20,7 @@ use std::path::Path;
 mod common;
 use common::{assert_series, floats, golden_dir, read_json, run_records, series, trl_recipe, u32s};
 
-const LAYOUTS: [&str; 8] = [
+const LAYOUTS: [&str; 9] = [
     "text",
     "text-paired",
     "implicit-paired",
@@ -28,6 +29,7 @@ const LAYOUTS: [&str; 8] = [
     "text-weights",
     "text-apo",
     "conversational-batches",
+    "conversational-short-batches",
 ];
 
 /// TRL's per-device batch, at most the examples kept (TRL's batches never repeat one).

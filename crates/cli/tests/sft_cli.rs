@@ -31,12 +31,29 @@ fn an_sft_run_resumes_byte_for_byte() {
     let straight = tmp.path().join("straight");
     let cfg = sft_config(tmp.path(), &straight, "messages", "");
     let out = run_ok(&["train", "--config", &s(&cfg)]);
-    // 12 records, 3 held out: 9 a epoch, 4 a step, 2 epochs = 5 steps.
+    // 12 records, 3 held out: 9 an epoch, 4 a step: steps of 4, 4 and 1 (the epoch's last
+    // step short, as transformers' data loader makes it), 2 epochs = 6 steps.
     assert!(
         out.contains("conversational (messages) records, 9 train / 3 validation examples"),
         "{out}"
     );
-    assert!(newest_checkpoint(&straight).ends_with("step-00000005"));
+    assert!(newest_checkpoint(&straight).ends_with("step-00000006"));
+    // Each epoch reads every example once, in steps that end with it: the tokens of steps
+    // 1–3 are those of steps 4–6 (the examples' own, in another order).
+    let seen = metric_values(&straight, "train", "tokens_seen");
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen[5], 2.0 * seen[2], "tokens seen {seen:?}");
+    assert!(
+        seen[2] - seen[1] < seen[1] - seen[0],
+        "a short third step: {seen:?}"
+    );
+    // transformers' fractional epoch: the share of the epoch's steps made.
+    let epochs = metric_values(&straight, "train", "epoch");
+    let want = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0].map(|s: f64| s / 3.0);
+    assert_eq!(epochs.len(), 6);
+    for (g, w) in epochs.iter().zip(want) {
+        assert!((g - w).abs() < 1e-12, "epochs {epochs:?}");
+    }
     let split = tmp.path().join("split");
     let cfg = sft_config(tmp.path(), &split, "messages", "");
     lantern_ok(&[

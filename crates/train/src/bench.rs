@@ -246,6 +246,7 @@ pub fn bench_train_step(cfg: &GptConfig, o: &BenchOptions, device: &Device) -> R
                 params,
                 master: trained,
                 batches: std::slice::from_ref(batch),
+                micro_batches: 1,
                 lr: 3e-4,
                 grad_clip: 1.0,
                 dropout_seed: 0,

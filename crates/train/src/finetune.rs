@@ -612,9 +612,7 @@ pub fn classifier_step(
     }
     if comm.world_size() > 1 {
         if micro.is_empty() {
-            for (slot, var) in grads.grads.iter_mut().zip(trained.vars()) {
-                *slot = Some(var.as_tensor().zeros_like()?.to_dtype(DType::F32)?);
-            }
+            grads = StepGrads::zeros(trained)?;
         }
         loss_sum = reduce_step(comm, &mut grads, loss_sum)?;
     }

@@ -29,6 +29,17 @@ impl StepGrads {
         }
     }
 
+    /// A zero gradient for every variable of `params`: the share of a data-parallel rank that
+    /// had no examples in the step, so that its all-reduce pairs up with the other ranks'.
+    pub fn zeros(params: &Params) -> Result<Self> {
+        let grads = params
+            .vars()
+            .iter()
+            .map(|v| Ok(Some(v.as_tensor().zeros_like()?.to_dtype(DType::F32)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self { grads })
+    }
+
     /// Adds the variables' gradients of one backward pass. Only variables are taken: the store
     /// also holds gradients of activations and inputs.
     pub fn accumulate(&mut self, params: &Params, store: &GradStore) -> Result<()> {

@@ -235,8 +235,8 @@ pub struct KtoSet {
 pub enum KtoOrder {
     /// File order, every epoch: global sample i is example i mod N, so each rank's
     /// micro-batch is a run of consecutive examples, the run its KL rows were paired in (TRL's
-    /// `SequentialSampler`; the runs align when N is a multiple of the global batch, else an
-    /// epoch's last examples share a batch with the next epoch's first).
+    /// `SequentialSampler`; an epoch's last step is short, as TRL's last batch is, so the
+    /// runs align whatever N).
     Sequential,
     /// A seeded permutation each epoch (SFT's).
     Random,

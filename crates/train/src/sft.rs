@@ -13,7 +13,9 @@
 //!   on every rank (transformers' `num_items_in_batch`), as for masked LM;
 //! - the order is a seeded shuffle per epoch: global sample i is example `order_e[i mod n]`
 //!   of epoch e = i div n, a pure function of (seed, i), so a resume, any accumulation and any
-//!   world size see the same examples (a step may span two epochs, as the sampler runs on);
+//!   world size see the same examples. A step never spans two epochs: an epoch's last step
+//!   takes the examples left (transformers' data loader keeps its short last batch), so an
+//!   epoch is ⌈n / global batch⌉ steps;
 //! - an evaluation scores every validation example: the mean loss per trained token.
 //!
 //! With `data.packing` (TRL's `packing`), examples are packed into rows of `max_length` tokens

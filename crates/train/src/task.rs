@@ -788,6 +788,40 @@ impl Task {
         })
     }
 
+    /// How many samples from global index `seen` on the next step takes: the global batch,
+    /// or, for examples (SFT, DPO, KTO), at most what is left of the epoch `seen` is in, so
+    /// that a step never spans two epochs and an epoch's last step is short (transformers'
+    /// data loader without `drop_last`). Epoch e's examples are global indices e·N .. (e+1)·N.
+    pub fn step_samples(&self, seen: u64, global_batch: usize) -> usize {
+        let Some(n) = self.epoch_len() else {
+            return global_batch;
+        };
+        // At least one: n ≥ 1 and seen mod n < n.
+        global_batch.min((n - seen % n) as usize)
+    }
+
+    /// The training examples of an epoch (SFT, DPO, KTO; at least 1); `None` for windows of
+    /// shards, which have no epochs.
+    fn epoch_len(&self) -> Option<u64> {
+        let n = match self {
+            Self::CausalLm(_) | Self::MaskedLm { .. } => return None,
+            Self::Sft(set) => set.train.len(),
+            Self::Dpo(set) => set.train.len(),
+            Self::Kto(set) => set.train.len(),
+        };
+        Some(n.max(1) as u64)
+    }
+
+    /// The epoch a run of examples has reached after `seen` global samples, counted as
+    /// transformers' `state.epoch` counts it: whole epochs plus the share of the current
+    /// epoch's steps made (3 steps of 4 over 9 examples: 1/3, 2/3, 1).
+    pub fn epoch_after(&self, seen: u64, global_batch: usize) -> Option<f64> {
+        let n = self.epoch_len()?;
+        let g = global_batch.max(1) as u64;
+        let steps = n.div_ceil(g);
+        Some((seen / n) as f64 + (seen % n).div_ceil(g) as f64 / steps as f64)
+    }
+
     /// Training samples `first .. first + b` (global indices) as one batch of `t` tokens each
     /// (SFT: padded to the longest of them).
     #[allow(clippy::too_many_arguments)]

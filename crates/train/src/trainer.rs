@@ -151,8 +151,11 @@ pub struct StepInputs<'a> {
     /// LoRA: `params` is [`Lora::view`] (the model's store with the adapters' A and B), whose
     /// gradients become the masters' and whose working copies are refreshed after each update.
     pub lora: Option<&'a Lora>,
-    /// The step's micro-batches (gradient accumulation = their number).
+    /// This rank's micro-batches of the step: all `micro_batches` of them, or the first few
+    /// (none on a rank past the examples) in an epoch's short last step.
     pub batches: &'a [Batch],
+    /// The configured accumulation M: the dropout streams' stride.
+    pub micro_batches: usize,
     pub lr: f64,
     pub grad_clip: f64,
     /// Dropout masks of micro-batch m of step s on rank r of W come from stream
@@ -254,7 +257,7 @@ pub fn train_step_on(
     }
     // Masked LM can (very rarely) choose no token in a whole step: its loss is then 0.
     let tokens = tokens.max(1);
-    let m = inp.batches.len() as u64;
+    let m = inp.micro_batches.max(inp.batches.len()) as u64;
     let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
     let mut grads = StepGrads::new(inp.params.len());
     let mut loss_sum = 0f64;
@@ -288,13 +291,17 @@ pub fn train_step_on(
         }
         None => inp.params,
     };
-    if inp.check_integrity {
+    if inp.check_integrity && !inp.batches.is_empty() {
         // Non-finite values are the NaN guard's business below; here only missing or zero
         // gradients (a parameter cut off from the loss) fail. In a world of several ranks
         // these are this rank's own gradients, checked before they are summed.
         grads.check_integrity_except(trained, true, Lora::is_a)?;
     }
     if world > 1 {
+        if inp.batches.is_empty() {
+            // A rank past the examples of an epoch's short last step: zeros in the sum.
+            grads = StepGrads::zeros(trained)?;
+        }
         loss_sum = reduce_step(comm, &mut grads, loss_sum)?;
     }
     let grad_norm = grads.global_norm()?;
@@ -875,9 +882,11 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 }
             };
             if let Some(e) = cfg.train.epochs {
-                // TRL's num_train_epochs: the steps they make, the last one completed.
-                let global = per_step as f64;
-                cfg.train.max_steps = (e * examples as f64 / global).ceil().max(1.0) as u64;
+                // TRL's num_train_epochs: each epoch's steps, its last one short when the
+                // examples are not a multiple of the global batch; a fraction of an epoch's
+                // steps rounded up.
+                let per_epoch = examples.div_ceil(per_step.max(1)) as f64;
+                cfg.train.max_steps = (e * per_epoch).ceil().max(1.0) as u64;
             }
             (task, t)
         }
@@ -1363,21 +1372,32 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let t0 = Instant::now();
         let scale_before = scaler.as_ref().map(|s| s.scale);
         let lr = schedule.lr_at(step);
+        let samples = task.step_samples(samples_seen, global_batch);
         let mut batches = Vec::with_capacity(accum);
         for micro in 0..accum {
             // The step covers global samples samples_seen .. + B·M·W; micro-batch m of rank r
             // is B of them at m·(B·W) + r·B. The set is the same for any split of B·M·W into
             // per-rank batch, accumulation and world size, so one process with batch W·B
             // takes the same samples, and a resume with another world size continues the
-            // same order.
-            let first = samples_seen + (micro * b * world + rank * b) as u64;
-            batches.push(task.train_batch(cfg.train.seed, first, (b, t), &device, &mut scratch)?);
+            // same order. An epoch's short last step (examples) fills micro-batches in that
+            // order: a rank's are then its first few, the last of them perhaps short.
+            let at = micro * b * world + rank * b;
+            let rows = samples.saturating_sub(at).min(b);
+            if rows == 0 {
+                break;
+            }
+            let first = samples_seen + at as u64;
+            let batch =
+                task.train_batch(cfg.train.seed, first, (rows, t), &device, &mut scratch)?;
+            batches.push(batch);
         }
         if matches!(task, Task::Kto(_)) {
             // KTO's KL estimate of each micro-batch, over every rank, before the loss.
             // With dropout on, its KL forward runs in training mode (TRL's), each micro-batch's
-            // masks from its own stream, as the loss's are, of another seed.
+            // masks from its own stream, as the loss's are, of another seed. Every rank has
+            // a slot for each of the M micro-batches, empty past its examples.
             let mut slots: Vec<Option<&mut Batch>> = batches.iter_mut().map(Some).collect();
+            slots.resize_with(accum, || None);
             let kl_masks = |m: usize| {
                 let stream = (step * accum as u64 + m as u64) * world as u64 + rank as u64;
                 Rng::derive(cfg.train.seed ^ KL_DROPOUT_STREAM, stream)
@@ -1393,6 +1413,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
                 master: trained,
                 lora: lora.as_ref(),
                 batches: &batches,
+                micro_batches: accum,
                 lr,
                 grad_clip: cfg.train.grad_clip,
                 dropout_seed: cfg.train.seed ^ DROPOUT_STREAM,
@@ -1420,9 +1441,8 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             consecutive_skips = 0;
         }
         // Every rank's tokens of the step (SFT: the examples' own lengths).
-        let tokens_per_step =
-            task.tokens(cfg.train.seed, samples_seen, global_batch, t, &mut scratch);
-        samples_seen += global_batch as u64;
+        let tokens_per_step = task.tokens(cfg.train.seed, samples_seen, samples, t, &mut scratch);
+        samples_seen += samples as u64;
         tokens_seen += tokens_per_step;
         let secs = t0.elapsed().as_secs_f64();
         timed_tokens += tokens_per_step;
@@ -1430,7 +1450,7 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         let tok_s = tokens_per_step as f64 / secs;
         let mfu = mfu_of(tok_s);
         last_loss = Some(loss_sum);
-        log_write(json!({
+        let mut rec = json!({
             "kind": "train", "step": step, "loss": loss_sum, "lr": lr, "grad_norm": norm,
             "tokens_per_s": tok_s, "tokens_seen": tokens_seen, "step_ms": secs * 1e3,
             "mfu": mfu,
@@ -1439,7 +1459,12 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
             "skipped_steps": skipped_total, "consecutive_skips": consecutive_skips,
             "skip_reason": out.nonfinite.as_ref().map(|n| n.to_string()),
             "world_size": world, "global_batch": global_batch,
-        }))?;
+        });
+        // Examples' runs: transformers' fractional epoch.
+        if let Some(e) = task.epoch_after(samples_seen, global_batch) {
+            rec["epoch"] = json!(e);
+        }
+        log_write(rec)?;
         if let Some(what) = out.nonfinite.as_ref().filter(|_| main) {
             if guard_skip {
                 // A warning, not progress: printed even with --quiet.
@@ -1931,6 +1956,7 @@ mod tests {
                 params,
                 master: params,
                 batches: &batches,
+                micro_batches: 1,
                 lr: 1e-3,
                 grad_clip: 1.0,
                 dropout_seed: 0,
