@@ -270,6 +270,8 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
     let rope_rng = &mut Rng::new(18);
     // And packed attention, added after the checks that follow it.
     let packed_rng = &mut Rng::new(19);
+    // The gated activations' draws, apart from the earlier checks' streams.
+    let gated_rng = &mut Rng::new(20);
     for dtype in [DType::F32, DType::BF16] {
         // LayerNorm: weights around 1, rows of 1 to 1000 elements (more than a block).
         for shape in [
@@ -399,6 +401,40 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
                 dtype,
                 &fe,
                 pick(s, &fe, &re),
+            )?;
+        }
+        // Gated activations (SwiGLU, GeGLU): both inputs get gradients; a ragged last block.
+        for shape in [&[1][..], &[3, 7], &[2, 5, 129], &[64, 1000]] {
+            let xs = [randn(gated_rng, shape, 3.0)?, randn(gated_rng, shape, 1.0)?];
+            let (fs, rs) = (
+                |v: &[Tensor]| ops::swiglu(&v[0], &v[1]),
+                |v: &[Tensor]| reference::swiglu(&v[0], &v[1]),
+            );
+            check_op(
+                rep,
+                s,
+                gated_rng,
+                "swiglu",
+                &xs,
+                &[true, true],
+                dtype,
+                &fs,
+                pick(s, &fs, &rs),
+            )?;
+            let (fg, rg) = (
+                |v: &[Tensor]| ops::geglu_tanh(&v[0], &v[1]),
+                |v: &[Tensor]| reference::geglu_tanh(&v[0], &v[1]),
+            );
+            check_op(
+                rep,
+                s,
+                gated_rng,
+                "geglu_tanh",
+                &xs,
+                &[true, true],
+                dtype,
+                &fg,
+                pick(s, &fg, &rg),
             )?;
         }
         // Dropout: the op draws each element's mask from its position, the oracle from the
@@ -894,6 +930,7 @@ fn train_losses(
                 params: view.as_ref().unwrap_or(&params),
                 master: trained,
                 batches: &batches,
+                micro_batches: 1,
                 lr: 1e-3,
                 grad_clip: 1.0,
                 dropout_seed: 0,

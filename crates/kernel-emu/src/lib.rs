@@ -37,6 +37,9 @@ pub struct Kernels<T> {
     rope: [RopeFn<T>; 2],
     gelu_fwd: [unsafe extern "C" fn(*const T, *mut T, usize); 2],
     gelu_bwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 2],
+    /// SiLU, then the tanh GELU.
+    gated_fwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 2],
+    gated_bwd: [unsafe extern "C" fn(*const T, *const T, *const T, *mut T, usize); 2],
     dropout: unsafe extern "C" fn(*const T, *mut T, usize, u64, u64, f32, f32),
     ce_fwd: CeFwd<T>,
     ce_bwd: CeBwd<T>,
@@ -75,6 +78,14 @@ impl Float for f32 {
         rope: [ffi::emu_rope_fwd_f32, ffi::emu_rope_bwd_f32],
         gelu_fwd: [ffi::emu_gelu_tanh_fwd_f32, ffi::emu_gelu_erf_fwd_f32],
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_f32, ffi::emu_gelu_erf_bwd_f32],
+        gated_fwd: [
+            ffi::emu_gated_silu_fwd_f32,
+            ffi::emu_gated_gelu_tanh_fwd_f32,
+        ],
+        gated_bwd: [
+            ffi::emu_gated_silu_bwd_f32,
+            ffi::emu_gated_gelu_tanh_bwd_f32,
+        ],
         dropout: ffi::emu_dropout_f32,
         ce_fwd: ffi::emu_cross_entropy_fwd_f32,
         ce_bwd: ffi::emu_cross_entropy_bwd_f32,
@@ -98,6 +109,14 @@ impl Float for bf16 {
         rope: [ffi::emu_rope_fwd_bf16, ffi::emu_rope_bwd_bf16],
         gelu_fwd: [ffi::emu_gelu_tanh_fwd_bf16, ffi::emu_gelu_erf_fwd_bf16],
         gelu_bwd: [ffi::emu_gelu_tanh_bwd_bf16, ffi::emu_gelu_erf_bwd_bf16],
+        gated_fwd: [
+            ffi::emu_gated_silu_fwd_bf16,
+            ffi::emu_gated_gelu_tanh_fwd_bf16,
+        ],
+        gated_bwd: [
+            ffi::emu_gated_silu_bwd_bf16,
+            ffi::emu_gated_gelu_tanh_bwd_bf16,
+        ],
         dropout: ffi::emu_dropout_bf16,
         ce_fwd: ffi::emu_cross_entropy_fwd_bf16,
         ce_bwd: ffi::emu_cross_entropy_bwd_bf16,
@@ -284,6 +303,38 @@ mod ffi {
         pub fn emu_gelu_tanh_bwd_bf16(x: *const bf16, dy: *const bf16, dx: *mut bf16, n: usize);
         pub fn emu_gelu_erf_bwd_f32(x: *const f32, dy: *const f32, dx: *mut f32, n: usize);
         pub fn emu_gelu_erf_bwd_bf16(x: *const bf16, dy: *const bf16, dx: *mut bf16, n: usize);
+        pub fn emu_gated_silu_fwd_f32(g: *const f32, u: *const f32, y: *mut f32, n: usize);
+        pub fn emu_gated_silu_fwd_bf16(g: *const bf16, u: *const bf16, y: *mut bf16, n: usize);
+        pub fn emu_gated_gelu_tanh_fwd_f32(g: *const f32, u: *const f32, y: *mut f32, n: usize);
+        pub fn emu_gated_gelu_tanh_fwd_bf16(g: *const bf16, u: *const bf16, y: *mut bf16, n: usize);
+        pub fn emu_gated_silu_bwd_f32(
+            g: *const f32,
+            u: *const f32,
+            dy: *const f32,
+            dgu: *mut f32,
+            n: usize,
+        );
+        pub fn emu_gated_silu_bwd_bf16(
+            g: *const bf16,
+            u: *const bf16,
+            dy: *const bf16,
+            dgu: *mut bf16,
+            n: usize,
+        );
+        pub fn emu_gated_gelu_tanh_bwd_f32(
+            g: *const f32,
+            u: *const f32,
+            dy: *const f32,
+            dgu: *mut f32,
+            n: usize,
+        );
+        pub fn emu_gated_gelu_tanh_bwd_bf16(
+            g: *const bf16,
+            u: *const bf16,
+            dy: *const bf16,
+            dgu: *mut bf16,
+            n: usize,
+        );
         pub fn emu_dropout_f32(
             x: *const f32,
             y: *mut f32,
@@ -757,6 +808,36 @@ pub fn gelu_bwd<T: Float>(kind: Gelu, x: &[T], dy: &[T]) -> Vec<T> {
     // SAFETY: x, dy and dx hold n elements.
     unsafe { (T::K.gelu_bwd[kind as usize])(x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), x.len()) };
     dx
+}
+
+/// The gate's activation of gated.cu: index into the kernel tables.
+#[derive(Debug, Clone, Copy)]
+pub enum Gate {
+    Silu = 0,
+    GeluTanh = 1,
+}
+
+/// gated.cu forward: y = act(g) * u.
+pub fn gated_fwd<T: Float>(gate: Gate, g: &[T], u: &[T]) -> Vec<T> {
+    need("u", u.len(), g.len());
+    let mut y = unwritten::<T>(g.len());
+    // SAFETY: g, u and y hold n elements.
+    unsafe { (T::K.gated_fwd[gate as usize])(g.as_ptr(), u.as_ptr(), y.as_mut_ptr(), g.len()) };
+    y
+}
+
+/// gated.cu backward: (dg, du) = (dy * u * act'(g), dy * act(g)).
+pub fn gated_bwd<T: Float>(gate: Gate, g: &[T], u: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+    let n = g.len();
+    need("u", u.len(), n);
+    need("dy", dy.len(), n);
+    let mut out = unwritten::<T>(2 * n);
+    // SAFETY: g, u and dy hold n elements, out 2n (dg, then du).
+    unsafe {
+        (T::K.gated_bwd[gate as usize])(g.as_ptr(), u.as_ptr(), dy.as_ptr(), out.as_mut_ptr(), n)
+    };
+    let du = out.split_off(n);
+    (out, du)
 }
 
 /// bias_act.cu forward: act(x + b) over rows of `n = b.len()`; `act` None is the plain add.

@@ -410,6 +410,37 @@ fn gelu_matches_the_cpu_op() {
     f32_then_bf16(3, gelu_case::<f32>, gelu_case::<bf16>);
 }
 
+fn gated_case<T: Conv>(rng: &mut Rng) {
+    for &n in &[1usize, 7, 1000, 70_001] {
+        let (g, gt) = data::<T>(rng, &[n], 3.0);
+        let (u, ut) = data::<T>(rng, &[n], 1.0);
+        let (dy, dyt) = data::<T>(rng, &[n], 1.0);
+        type Op = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
+        for (gate, f) in [
+            (emu::Gate::Silu, ops::swiglu as Op),
+            (emu::Gate::GeluTanh, ops::geglu_tanh),
+        ] {
+            let (vg, vu) = (
+                Var::from_tensor(&gt).unwrap(),
+                Var::from_tensor(&ut).unwrap(),
+            );
+            let y_ref = f(vg.as_tensor(), vu.as_tensor()).unwrap();
+            let y = emu::gated_fwd(gate, &g, &u);
+            let what = format!("gated {gate:?} n={n}");
+            check(&format!("{what} fwd"), &back(&y), &flat(&y_ref), tol::<T>());
+            let want = grads(&y_ref, &dyt, &[&vg, &vu]);
+            let (dg, du) = emu::gated_bwd(gate, &g, &u, &dy);
+            check(&format!("{what} dg"), &back(&dg), &want[0], tol::<T>());
+            check(&format!("{what} du"), &back(&du), &want[1], tol::<T>());
+        }
+    }
+}
+
+#[test]
+fn gated_matches_the_cpu_op() {
+    f32_then_bf16(4, gated_case::<f32>, gated_case::<bf16>);
+}
+
 fn dropout_case<T: Conv>(rng: &mut Rng) {
     for &n in &[1usize, 7, 1000, 70_001] {
         let (x, xt) = data::<T>(rng, &[n], 3.0);

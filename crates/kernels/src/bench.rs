@@ -11,6 +11,7 @@
 use crate::cpu::{
     bias_act::{BiasGeluBwd, BiasGrad},
     embedding::EmbeddingBwd,
+    gated::{Gate, GateBwd},
     gelu::{Gelu, GeluBwd},
     gemv::{Gemv, WeightLayout},
     layer_norm::LayerNormBwd,
@@ -404,6 +405,65 @@ pub fn run_kernel_benches(dev: &Device, cfg: &KernelBenchConfig) -> Result<Vec<K
                 .map(drop)
         })?;
         push("rope_bwd", &shape, dt, bytes, tm, "");
+    }
+
+    // SwiGLU over a Llama MLP's (N, 4C) gate and up: the fused op against candle's SiLU and
+    // product (forward), and the fused backward (g, u, dy → dg, du) against the composite's
+    // recorded backward of both.
+    {
+        let shape = [n, 4 * c];
+        let elems = (n * 4 * c) as u64;
+        let sets = rotation(4 * elems * s);
+        let gs = randn_sets(&mut rng, sets, &shape, 1.0, dt, dev)?;
+        let us = randn_sets(&mut rng, sets, &shape, 1.0, dt, dev)?;
+        let dys = randn_sets(&mut rng, sets, &shape, 1.0, dt, dev)?;
+        let tm = timed(2, &mut |k| {
+            ops::swiglu(&gs[k % sets], &us[k % sets]).map(drop)
+        })?;
+        push("swiglu_fwd", &shape, dt, 3 * elems * s, tm, "fused");
+        let tm = timed(2, &mut |k| {
+            crate::reference::swiglu(&gs[k % sets], &us[k % sets]).map(drop)
+        })?;
+        push(
+            "swiglu_fwd_candle",
+            &shape,
+            dt,
+            3 * elems * s,
+            tm,
+            "candle silu, then the product",
+        );
+        let op = GateBwd(Gate::Silu);
+        let tm = timed(2, &mut |k| {
+            gs[k % sets]
+                .apply_op3_no_bwd(&us[k % sets], &dys[k % sets], &op)
+                .map(drop)
+        })?;
+        push(
+            "swiglu_bwd",
+            &shape,
+            dt,
+            5 * elems * s,
+            tm,
+            "fused: dg and du",
+        );
+        // The composite's forward and recorded backward together (candle has no backward
+        // alone), to set against swiglu_fwd + swiglu_bwd.
+        let tm = timed(2, &mut |k| {
+            let (g, u) = (
+                candle_core::Var::from_tensor(&gs[k % sets])?,
+                candle_core::Var::from_tensor(&us[k % sets])?,
+            );
+            let y = crate::reference::swiglu(g.as_tensor(), u.as_tensor())?;
+            (y * &dys[k % sets])?.sum_all()?.backward().map(drop)
+        })?;
+        push(
+            "swiglu_fwd_bwd_candle",
+            &shape,
+            dt,
+            8 * elems * s,
+            tm,
+            "candle silu and product, then their recorded backward (and a product and sum)",
+        );
     }
 
     // GELU (tanh form, GPT-2's) over the MLP's (N, 4C), alone and with c_fc's bias.

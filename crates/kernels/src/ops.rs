@@ -15,6 +15,7 @@ use crate::cpu::{
     cross_entropy::CrossEntropySum,
     dropout::Dropout,
     embedding::Embedding,
+    gated::Gate,
     gelu::Gelu,
     gemv::{Gemv, WeightLayout},
     layer_norm::LayerNorm,
@@ -115,6 +116,31 @@ fn gelu(x: &Tensor, kind: Gelu) -> Result<Tensor> {
         .contiguous()?
         .apply_op1(kind)?
         .to_dtype(dtype)
+}
+
+/// SwiGLU's `silu(g) · u` in one pass (Llama's feed-forward: `down(silu(gate(x)) · up(x))`),
+/// with both gradients from one pass back. g and u of one shape; the output has g's dtype,
+/// computed in f32 (f64 stays f64 on the CPU) and rounded once.
+pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    gated(g, u, Gate::Silu)
+}
+
+/// Gemma's `gelu_tanh(g) · u` in one pass, as [`swiglu`].
+pub fn geglu_tanh(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    gated(g, u, Gate::GeluTanh)
+}
+
+fn gated(g: &Tensor, u: &Tensor, gate: Gate) -> Result<Tensor> {
+    if !fused(g.device()) {
+        return match gate {
+            Gate::Silu => reference::swiglu(g, u),
+            Gate::GeluTanh => reference::geglu_tanh(g, u),
+        };
+    }
+    let dtype = g.dtype();
+    let ct = kernel_dtype(g.device(), dtype);
+    let prep = |t: &Tensor| t.to_dtype(ct)?.contiguous();
+    prep(g)?.apply_op2(&prep(u)?, gate)?.to_dtype(dtype)
 }
 
 /// `x + b` with b (n) added to every row of x (.., n): a linear layer's bias. The bias

@@ -73,6 +73,16 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.gelu_erf()
 }
 
+/// `silu(g) · u`, candle's SiLU and product; see [`crate::ops::swiglu`].
+pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    g.silu()? * u
+}
+
+/// `gelu_tanh(g) · u`, candle's tanh GELU and product; see [`crate::ops::geglu_tanh`].
+pub fn geglu_tanh(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    g.gelu()? * u
+}
+
 /// `x + b` over the rows of x, candle's broadcast add (its backward sums in x's dtype).
 pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.broadcast_add(b)

@@ -42,6 +42,12 @@ pub struct GeluBwd(pub Gelu);
 pub(crate) trait Act {
     fn f<T: Real>(x: T) -> T;
     fn df<T: Real>(x: T) -> T;
+    /// Both at once, for a backward that needs the value too (the gated activations'); an
+    /// activation overrides it to share its exp.
+    #[inline(always)]
+    fn f_df<T: Real>(x: T) -> (T, T) {
+        (Self::f(x), Self::df(x))
+    }
 }
 
 /// No activation (a plain bias add).
@@ -72,6 +78,14 @@ impl Act for TanhGelu {
         let s = sigmoid_2u(x);
         let k = T::from_f64(2.0 * SQRT_2_OVER_PI);
         s + x * s * (T::ONE - s) * k * (T::ONE + T::from_f64(3.0 * C3) * x * x)
+    }
+    #[inline(always)]
+    fn f_df<T: Real>(x: T) -> (T, T) {
+        // f and df above with their one sigmoid shared: the same operations, the same bits.
+        let s = sigmoid_2u(x);
+        let k = T::from_f64(2.0 * SQRT_2_OVER_PI);
+        let df = s + x * s * (T::ONE - s) * k * (T::ONE + T::from_f64(3.0 * C3) * x * x);
+        (x * s, df)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod bias_act;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod embedding;
+pub mod gated;
 pub mod gelu;
 pub mod gemv;
 pub mod layer_norm;

@@ -14,6 +14,7 @@ pub(crate) mod cross_entropy;
 pub mod device;
 pub(crate) mod dropout;
 pub(crate) mod embedding;
+pub(crate) mod gated;
 pub(crate) mod gelu;
 pub(crate) mod grad_norm;
 pub(crate) mod layer_norm;
@@ -35,6 +36,7 @@ pub(crate) enum Module {
     RmsNorm,
     Rope,
     Gelu,
+    Gated,
     Softmax,
     CrossEntropy,
     AdamW,
@@ -52,6 +54,7 @@ impl Module {
             Module::RmsNorm => "lantern_rms_norm",
             Module::Rope => "lantern_rope",
             Module::Gelu => "lantern_gelu",
+            Module::Gated => "lantern_gated",
             Module::Softmax => "lantern_softmax",
             Module::CrossEntropy => "lantern_cross_entropy",
             Module::AdamW => "lantern_adamw",
@@ -69,6 +72,7 @@ impl Module {
             Module::RmsNorm => include_str!(concat!(env!("OUT_DIR"), "/rms_norm.ptx")),
             Module::Rope => include_str!(concat!(env!("OUT_DIR"), "/rope.ptx")),
             Module::Gelu => include_str!(concat!(env!("OUT_DIR"), "/gelu.ptx")),
+            Module::Gated => include_str!(concat!(env!("OUT_DIR"), "/gated.ptx")),
             Module::Softmax => include_str!(concat!(env!("OUT_DIR"), "/softmax.ptx")),
             Module::CrossEntropy => include_str!(concat!(env!("OUT_DIR"), "/cross_entropy.ptx")),
             Module::AdamW => include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx")),

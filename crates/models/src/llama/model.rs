@@ -832,18 +832,17 @@ impl Llama {
                 (x, m)
             }
         };
-        // down(act(gate(m)) · up(m)): SiLU (candle's records its backward), Gemma 3's GELU
-        // with the tanh approximation (our fused op).
+        // down(act(gate(m)) · up(m)): SiLU, Gemma 3's GELU with the tanh approximation; the
+        // activation and the product one fused op each way.
         let [g, u]: [Tensor; 2] = blk
             .gate_up
             .apply(&m, (product, mode))?
             .try_into()
             .map_err(|_| Error::Config("gate and up: two projections expected".into()))?;
-        let g = match self.cfg.gemma() {
-            true => k::gelu_tanh(&g)?,
-            false => g.silu()?,
-        };
-        let m = (g * u)?; // (B, T, I)
+        let m = match self.cfg.gemma() {
+            true => k::geglu_tanh(&g, &u)?,
+            false => k::swiglu(&g, &u)?,
+        }; // (B, T, I)
         let d = proj(&m, &blk.down_proj, (product, mode))?;
         match &blk.feedforward_norms {
             Some((_, post)) => Ok((x + self.norm(&d, post)?)?),
