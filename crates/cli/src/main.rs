@@ -45,9 +45,13 @@ enum Cmd {
     /// token shards with a train/validation split.
     Prepare {
         /// Text files or folders (recursed). Fortune-format files are split into documents at
-        /// lines holding a single `%`.
+        /// lines holding a single `%`; JSON Lines files (`.jsonl`, `.ndjson`, `.json`) hold a
+        /// document per record; `.gz` files are decompressed first.
         #[arg(long = "input", required = true, num_args = 1..)]
         inputs: Vec<PathBuf>,
+        /// The field of a JSON record that holds its text.
+        #[arg(long, default_value = "text")]
+        text_field: String,
         /// Output folder: tokenizer.json, train.bin, val.bin, meta.json.
         #[arg(long)]
         out: PathBuf,
@@ -314,6 +318,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             val_fraction,
             tokenizer,
             seed,
+            text_field,
         } => {
             use lantern_data::prepare::TokenizerKind;
             // The two keywords name a kind to train; anything else is a file to load.
@@ -330,6 +335,7 @@ fn run(cli: Cli) -> Result<Outcome> {
                 val_fraction,
                 tokenizer,
                 seed,
+                text_field,
             };
             let s = lantern_data::prepare::prepare(&opts)?;
             println!(

@@ -381,6 +381,64 @@ fn token_ids_past_the_vocabulary_are_refused() {
 }
 
 #[test]
+fn prepare_reads_json_lines_as_it_reads_the_text() {
+    // The documents of the three categories `prepared_data` reads, one JSON record each in
+    // field `content` (the first category gzipped): the same split, tokenizer and shards.
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = workspace_root().join("data/raw/fortunes");
+    let mut inputs = Vec::new();
+    for cat in ["computers", "science", "work"] {
+        let text = String::from_utf8_lossy(&std::fs::read(raw.join(cat)).unwrap()).into_owned();
+        let mut lines = String::new();
+        for doc in lantern_data::prepare::split_documents(&text) {
+            let record = serde_json::json!({"category": cat, "content": doc});
+            lines.push_str(&format!("{record}\n"));
+        }
+        let (path, bytes) = if cat == "computers" {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(lines.as_bytes()).unwrap();
+            (
+                tmp.path().join(format!("{cat}.jsonl.gz")),
+                gz.finish().unwrap(),
+            )
+        } else {
+            (tmp.path().join(format!("{cat}.jsonl")), lines.into_bytes())
+        };
+        std::fs::write(&path, bytes).unwrap();
+        inputs.push(path);
+    }
+    let out = tmp.path().join("data");
+    let mut args = vec!["prepare".to_string()];
+    for p in &inputs {
+        args.extend(["--input".into(), p.display().to_string()]);
+    }
+    args.extend(["--text-field", "content", "--vocab-size", "512", "--out"].map(String::from));
+    args.push(out.display().to_string());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    lantern_ok(&refs);
+    for f in ["train.bin", "val.bin", "tokenizer.json", "meta.json"] {
+        let a = std::fs::read(prepared_data().join(f)).unwrap();
+        let b = std::fs::read(out.join(f)).unwrap();
+        assert!(a == b, "{f} differs");
+    }
+
+    // Without --text-field the records have no `text`: the error names the file and line.
+    let e = lantern_err(&[
+        "prepare",
+        "--input",
+        inputs[1].to_str().unwrap(),
+        "--out",
+        tmp.path().join("nope").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("science.jsonl: line 1: no field \"text\" (the record has: category, content)"),
+        "{e}"
+    );
+    assert!(!tmp.path().join("nope").exists());
+}
+
+#[test]
 fn a_shard_with_an_id_past_the_vocabulary_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

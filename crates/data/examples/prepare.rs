@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         train_kind: lantern_data::prepare::TokenizerKind::Bpe,
         tokenizer: None,
         seed: args.get(4).map_or(Ok(1337), |s| s.parse())?,
+        text_field: "text".into(),
     };
     let t0 = Instant::now();
     let s = prepare(&opts)?;

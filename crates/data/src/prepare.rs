@@ -7,8 +7,10 @@
 //!   val.bin          validation documents, same layout
 //!   meta.json        sizes, ids and the options that made the split (written last)
 //! ```
-//! Inputs use the fortune file format: documents separated by lines holding only `%`; a file
-//! without such lines is one document. The train/val split is per document and a pure function
+//! Text inputs use the fortune file format: documents separated by lines holding only `%`; a
+//! file without such lines is one document. JSON Lines inputs (`.jsonl`, `.ndjson`, `.json`,
+//! as `datasets` writes them) hold one document per record, in a string field (`text` unless
+//! told otherwise). Any input may be gzipped (`.gz`). The train/val split is per document and a pure function
 //! of `(seed, document index)`, so the same inputs and seed always give the same split, and the
 //! tokenizer is trained on training documents only, so validation text never shapes the
 //! vocabulary it is scored with.
@@ -22,6 +24,7 @@
 //! no padding is needed and no token of the corpus is wasted.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +63,8 @@ pub struct PrepareOptions {
     /// Use this tokenizer.json instead of training one.
     pub tokenizer: Option<PathBuf>,
     pub seed: u64,
+    /// The field of a JSON record that holds its text (JSON Lines inputs; default `text`).
+    pub text_field: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,15 +194,12 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
     let mut docs: Vec<(usize, String)> = Vec::new();
     let mut used_files = Vec::new();
     for path in files {
-        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        if bytes.contains(&0) {
+        let Some(found) = read_documents(&path, &opts.text_field)? else {
             skipped.push(path);
             continue;
-        }
-        // Lossy: a stray Latin-1 byte in an old text file should cost one character, not the file.
-        let text = String::from_utf8_lossy(&bytes);
+        };
         let file_index = used_files.len();
-        docs.extend(split_documents(&text).into_iter().map(|d| (file_index, d)));
+        docs.extend(found.into_iter().map(|d| (file_index, d)));
         used_files.push(path);
     }
 
@@ -344,6 +346,133 @@ fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) ->
     Ok(())
 }
 
+/// The documents of one input file, or `None` for a binary file (NUL bytes) to pass over.
+/// A name ending in `.gz` is decompressed first (gzip, any number of members), and the name
+/// without it decides the format: `.jsonl` / `.ndjson` are JSON Lines, one record per line,
+/// each record one document (its string field `text_field`); `.json` is JSON Lines or an
+/// array of such records, as `datasets`' `to_json` writes with and without `lines`; anything
+/// else is text in the fortune format ([`split_documents`]). Empty and whitespace documents
+/// are dropped in every format.
+fn read_documents(path: &Path, text_field: &str) -> Result<Option<Vec<String>>> {
+    let raw = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let (bytes, name) = match name.strip_suffix(".gz") {
+        Some(inner) => {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(raw.as_slice())
+                .read_to_end(&mut out)
+                .map_err(|e| Error::format(path, format!("cannot decompress (gzip): {e}")))?;
+            (out, inner.to_string())
+        }
+        None => (raw, name.into_owned()),
+    };
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    let mut docs = match ext.as_deref() {
+        Some("jsonl" | "ndjson" | "json") => {
+            // Lossy, as for text: one bad byte costs a character, not the file.
+            let text = String::from_utf8_lossy(&bytes);
+            let array = ext.as_deref() == Some("json") && text.trim_start().starts_with('[');
+            if array {
+                json_array_documents(path, &text, text_field)?
+            } else {
+                json_lines_documents(path, &text, text_field)?
+            }
+        }
+        _ => {
+            if bytes.contains(&0) {
+                return Ok(None);
+            }
+            // Lossy: a stray Latin-1 byte in an old text file should cost one character, not
+            // the file.
+            split_documents(&String::from_utf8_lossy(&bytes))
+        }
+    };
+    docs.retain(|d| !d.trim().is_empty());
+    Ok(Some(docs))
+}
+
+/// One document per non-blank line of `text`; errors name the file and the line (1-based).
+fn json_lines_documents(path: &Path, text: &str, field: &str) -> Result<Vec<String>> {
+    let mut docs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("line {}", i + 1);
+        let record: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::format(path, format!("{}: not JSON: {e}", at())))?;
+        docs.push(record_text(path, &at, record, field)?);
+    }
+    Ok(docs)
+}
+
+/// One document per record of a JSON array; errors name the file and the record (0-based).
+fn json_array_documents(path: &Path, text: &str, field: &str) -> Result<Vec<String>> {
+    let records: Vec<serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| Error::format(path, format!("not a JSON array of records: {e}")))?;
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| record_text(path, &|| format!("record {i}"), r, field))
+        .collect()
+}
+
+/// The string `field` of a JSON record; `at` says where the record is, for the errors.
+fn record_text(
+    path: &Path,
+    at: &dyn Fn() -> String,
+    record: serde_json::Value,
+    field: &str,
+) -> Result<String> {
+    let serde_json::Value::Object(mut map) = record else {
+        return Err(Error::format(
+            path,
+            format!(
+                "{}: a record is a JSON object, found {}",
+                at(),
+                json_kind(&record)
+            ),
+        ));
+    };
+    match map.remove(field) {
+        Some(serde_json::Value::String(s)) => Ok(s),
+        Some(other) => Err(Error::format(
+            path,
+            format!(
+                "{}: field \"{field}\" is {}, not a string",
+                at(),
+                json_kind(&other)
+            ),
+        )),
+        None => {
+            let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+            Err(Error::format(
+                path,
+                format!(
+                    "{}: no field \"{field}\" (the record has: {}); --text-field names the \
+                     field that holds the text",
+                    at(),
+                    keys.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// Split fortune-format text into documents at lines holding only `%`, dropping documents that
 /// are empty or whitespace. Each document keeps its lines' endings, so the shards decode back to
 /// the original text.
@@ -474,6 +603,7 @@ Science is what we understand well enough to explain to a computer.\n";
             train_kind: TokenizerKind::Bpe,
             tokenizer: None,
             seed,
+            text_field: "text".into(),
         }
     }
 
@@ -684,6 +814,125 @@ Science is what we understand well enough to explain to a computer.\n";
         );
         let text = tok.decode(&train, true).unwrap();
         assert!(text.contains("computer"), "{text}");
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn json_line(field: &str, text: &str) -> String {
+        format!(
+            "{{\"id\": 7, \"{field}\": {}}}\n",
+            serde_json::to_string(text).unwrap()
+        )
+    }
+
+    #[test]
+    fn json_lines_and_gzip_give_the_text_corpus_dataset() {
+        // The corpus's documents in the same order (computers, science, notes) as JSON Lines
+        // with a blank line and a whitespace record, a JSON array, and gzipped text in two
+        // gzip members: the same documents, so the same split, tokenizer and shards.
+        let root = corpus();
+        let json = root.path().join("json");
+        fs::create_dir_all(&json).unwrap();
+        let mut lines = String::new();
+        for d in split_documents(COMPUTERS) {
+            lines.push_str(&json_line("text", &d));
+        }
+        lines.push_str("\n   \n");
+        lines.push_str(&json_line("text", " \n\t"));
+        fs::write(json.join("a.jsonl"), lines).unwrap();
+        let records: Vec<_> = split_documents(SCIENCE)
+            .into_iter()
+            .map(|d| serde_json::json!({"text": d, "n": [1, 2]}))
+            .collect();
+        fs::write(
+            json.join("b.json"),
+            serde_json::to_string(&records).unwrap(),
+        )
+        .unwrap();
+        let notes = "A file with no separators is one document.\nSecond line.\n";
+        let (head, tail) = notes.split_at(10);
+        let mut two_members = gzip(head.as_bytes());
+        two_members.extend(gzip(tail.as_bytes()));
+        fs::write(json.join("c.txt.gz"), two_members).unwrap();
+
+        let text = prepare(&opts(root.path(), "from-text", 3)).unwrap();
+        let mut o = opts(root.path(), "from-json", 3);
+        o.inputs = vec![json];
+        let from_json = prepare(&o).unwrap();
+        assert_eq!(from_json.documents, all_docs().len());
+        assert_eq!(
+            (from_json.train_tokens, from_json.val_tokens),
+            (text.train_tokens, text.val_tokens)
+        );
+        for f in [TRAIN_FILE, VAL_FILE, TOKENIZER_FILE] {
+            let a = fs::read(root.path().join("from-text").join(f)).unwrap();
+            let b = fs::read(root.path().join("from-json").join(f)).unwrap();
+            assert!(a == b, "{f} differs");
+        }
+    }
+
+    #[test]
+    fn a_json_record_is_one_document_in_the_field_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docs.jsonl.gz");
+        let text = "100% sure\n%\nstill the same record\n";
+        let lines = json_line("content", text) + &json_line("content", "another");
+        fs::write(&path, gzip(lines.as_bytes())).unwrap();
+        let docs = read_documents(&path, "content").unwrap().unwrap();
+        assert_eq!(docs, [text, "another"]);
+        // A binary file is passed over; a gzipped one is read.
+        fs::write(dir.path().join("blob"), b"a\x00b").unwrap();
+        assert_eq!(
+            read_documents(&dir.path().join("blob"), "text").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn json_input_errors_name_the_file_the_line_and_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            fs::write(&path, bytes).unwrap();
+            let msg = read_documents(&path, "text").unwrap_err().to_string();
+            assert!(msg.contains(name), "{msg}");
+            msg
+        };
+        let good = json_line("text", "fine");
+        let msg = err("bad.jsonl", format!("{good}{{\"text\": \"cut\n").as_bytes());
+        assert!(msg.contains("line 2: not JSON"), "{msg}");
+        let msg = err("field.jsonl", json_line("content", "x").as_bytes());
+        // The keys in the record's order, or sorted: serde_json's map keeps either.
+        assert!(
+            msg.contains("line 1: no field \"text\" (the record has: ")
+                && msg.contains("id")
+                && msg.contains("content")
+                && msg.contains("--text-field"),
+            "{msg}"
+        );
+        let msg = err("number.ndjson", b"\n{\"text\": 3}\n");
+        assert!(
+            msg.contains("line 2: field \"text\" is a number, not a string"),
+            "{msg}"
+        );
+        let msg = err("list.jsonl", b"[\"text\"]\n");
+        assert!(
+            msg.contains("line 1: a record is a JSON object, found an array"),
+            "{msg}"
+        );
+        let msg = err("array.json", b"[{\"text\": \"a\"}, {\"text\": null}]");
+        assert!(msg.contains("record 1: field \"text\" is null"), "{msg}");
+        let msg = err("cut.json", b"[{\"text\": \"a\"}, ");
+        assert!(msg.contains("not a JSON array of records"), "{msg}");
+        let mut cut = gzip(good.as_bytes());
+        cut.truncate(cut.len() - 6);
+        let msg = err("cut.jsonl.gz", &cut);
+        assert!(msg.contains("cannot decompress (gzip)"), "{msg}");
     }
 
     #[test]
