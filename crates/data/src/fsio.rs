@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// Distinguishes temp files of concurrent writes from one process (tests run in parallel).
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn temp_path(path: &Path) -> Result<PathBuf> {
+pub(crate) fn temp_path(path: &Path) -> Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;

@@ -4,7 +4,9 @@
 //! - [`tokenizer_config`]: the `tokenizer_config.json` transformers reads beside a model
 //!   folder's `tokenizer.json` (special tokens, class, longest input).
 //! - [`shard`]: our memory-mapped token shard format (`train.bin`, `val.bin`).
-//! - [`prepare`]: turn a folder of text (fortune format) into a dataset folder.
+//! - [`documents`]: a corpus file's documents as a stream (fortune-format text, JSON Lines,
+//!   gzip).
+//! - [`prepare`]: turn corpus files into a dataset folder, in two streaming passes.
 //! - [`sampler`]: deterministic batch sampling, where a run's data position is one number.
 //! - [`mlm`]: BERT's masked-LM collator, deterministic per sample.
 //! - [`labelled`]: labelled examples (JSONL, CSV or CoNLL) for sequence and token
@@ -22,6 +24,7 @@
 
 pub mod chat;
 pub mod choice;
+pub mod documents;
 pub mod dpo;
 pub mod error;
 mod fsio;
@@ -45,7 +48,7 @@ pub use prepare::{
     TRAIN_FILE, VAL_FILE,
 };
 pub use sampler::{lm_batch, lm_val_batch, lm_val_windows, lm_window_start};
-pub use shard::{write_shard, Shard};
+pub use shard::{write_shard, Shard, ShardWriter};
 pub use tokenizer::{load_tokenizer, train_bpe, train_bpe_from_texts, EOT};
 pub use tokenizer_config::{
     tokenizer_config, tokenizer_config_bytes, ModelTokens, TokenizerFamily, TOKENIZER_CONFIG_FILE,

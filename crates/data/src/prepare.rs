@@ -10,7 +10,12 @@
 //! Text inputs use the fortune file format: documents separated by lines holding only `%`; a
 //! file without such lines is one document. JSON Lines inputs (`.jsonl`, `.ndjson`, `.json`,
 //! as `datasets` writes them) hold one document per record, in a string field (`text` unless
-//! told otherwise). Any input may be gzipped (`.gz`). The train/val split is per document and a pure function
+//! told otherwise). Any input may be gzipped (`.gz`). See [`crate::documents`].
+//!
+//! The files are read twice, as streams: once to count their documents (and, when a tokenizer
+//! is trained, to keep them for its training), once to encode them in batches straight into
+//! the shards. With a given tokenizer the corpus is never held in memory: what is held is one
+//! batch of text, its encodings, and a byte per document for the split. The train/val split is per document and a pure function
 //! of `(seed, document index)`, so the same inputs and seed always give the same split, and the
 //! tokenizer is trained on training documents only, so validation text never shapes the
 //! vocabulary it is scored with.
@@ -24,16 +29,17 @@
 //! no padding is needed and no token of the corpus is wasted.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::documents::for_each_document;
+pub use crate::documents::split_documents;
 use crate::error::{Error, Result};
 use crate::fsio::write_bytes_atomic;
 use crate::hash::{hash_index, unit_f64};
-use crate::shard::write_shard;
+use crate::shard::ShardWriter;
 use crate::tokenizer::{
     document_separator, load_tokenizer, train_bpe_from_texts, train_wordpiece_from_texts,
     vocab_size,
@@ -177,6 +183,11 @@ pub fn read_meta(dir: &Path) -> Result<DatasetMeta> {
 
 /// Build a dataset folder from text files; see the module docs for the layout and rules.
 pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
+    prepare_in_batches(opts, ENCODE_BATCH_BYTES)
+}
+
+/// [`prepare`], encoding about `batch_bytes` of text at a time.
+fn prepare_in_batches(opts: &PrepareOptions, batch_bytes: usize) -> Result<PrepareSummary> {
     if !(opts.val_fraction.is_finite() && (0.0..1.0).contains(&opts.val_fraction)) {
         return Err(Error::InvalidArgument(format!(
             "val_fraction must be in [0, 1), got {}",
@@ -190,29 +201,39 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
         collect_input(input, &mut files, &mut skipped)?;
     }
 
-    // (file index, document text) for every non-empty document, in input order.
-    let mut docs: Vec<(usize, String)> = Vec::new();
-    let mut used_files = Vec::new();
+    // First pass: each file's documents counted, and kept only when a tokenizer is to be
+    // trained on them. The second pass reads them again to encode.
+    let training = opts.tokenizer.is_none();
+    let mut used_files: Vec<(PathBuf, usize)> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
     for path in files {
-        let Some(found) = read_documents(&path, &opts.text_field)? else {
+        let mut count = 0;
+        let mut here = Vec::new();
+        let text = for_each_document(&path, &opts.text_field, &mut |doc| {
+            count += 1;
+            if training {
+                here.push(doc);
+            }
+            Ok(())
+        })?;
+        if !text {
             skipped.push(path);
             continue;
-        };
-        let file_index = used_files.len();
-        docs.extend(found.into_iter().map(|d| (file_index, d)));
-        used_files.push(path);
+        }
+        texts.append(&mut here);
+        used_files.push((path, count));
     }
-
-    let is_val = assign_split(docs.len(), opts.val_fraction, opts.seed)?;
+    let documents: usize = used_files.iter().map(|(_, n)| n).sum();
+    let is_val = assign_split(documents, opts.val_fraction, opts.seed)?;
 
     let tokenizer = match &opts.tokenizer {
         Some(path) => load_tokenizer(path)?,
         None => {
-            let train_texts: Vec<&str> = docs
+            let train_texts: Vec<&str> = texts
                 .iter()
                 .zip(&is_val)
                 .filter(|(_, &v)| !v)
-                .map(|((_, d), _)| d.as_str())
+                .map(|(d, _)| d.as_str())
                 .collect();
             match opts.train_kind {
                 TokenizerKind::WordPiece => {
@@ -227,6 +248,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
             }
         }
     };
+    drop(texts);
     let tokenizer_label = opts
         .tokenizer
         .clone()
@@ -242,38 +264,53 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
             crate::tokenizer::EOT
         ),
     })?;
-
-    let mut train = Vec::new();
-    let mut val = Vec::new();
-    encode_documents(
-        &tokenizer,
-        &docs,
-        &is_val,
-        &used_files,
-        eot_id,
-        &mut train,
-        &mut val,
-    )?;
-
-    fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
     let tokenizer_json = tokenizer.to_string(false).map_err(|e| Error::Tokenizer {
         path: tokenizer_label,
         problem: format!("cannot serialize: {e}"),
     })?;
-    write_bytes_atomic(
-        &opts.out_dir.join(TOKENIZER_FILE),
-        tokenizer_json.as_bytes(),
-    )?;
-    write_shard(&opts.out_dir.join(TRAIN_FILE), &train, vocab)?;
-    write_shard(&opts.out_dir.join(VAL_FILE), &val, vocab)?;
+
+    let created = !opts.out_dir.exists();
+    fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
+    let written = (|| {
+        let mut encoder = Encoder {
+            tokenizer: &tokenizer,
+            is_val: &is_val,
+            eot_id,
+            train: ShardWriter::create(&opts.out_dir.join(TRAIN_FILE), vocab)?,
+            val: ShardWriter::create(&opts.out_dir.join(VAL_FILE), vocab)?,
+            next: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            batch_limit: batch_bytes,
+            ids: Vec::new(),
+        };
+        for (path, count) in &used_files {
+            encoder.file(path, *count, &opts.text_field)?;
+        }
+        write_bytes_atomic(
+            &opts.out_dir.join(TOKENIZER_FILE),
+            tokenizer_json.as_bytes(),
+        )?;
+        Ok((encoder.train.finish()?, encoder.val.finish()?))
+    })();
+    let (train_tokens, val_tokens) = match written {
+        Ok(counts) => counts,
+        Err(e) => {
+            if created {
+                // Empty unless an earlier file of ours was renamed into it; then it stays.
+                let _ = fs::remove_dir(&opts.out_dir);
+            }
+            return Err(e);
+        }
+    };
 
     let meta = DatasetMeta {
         format_version: META_FORMAT_VERSION,
         vocab_size: vocab,
         eot_id,
-        train_tokens: train.len() as u64,
-        val_tokens: val.len() as u64,
-        documents: docs.len(),
+        train_tokens,
+        val_tokens,
+        documents,
         val_fraction: opts.val_fraction,
         seed: opts.seed,
         tokenizer: TOKENIZER_FILE.to_string(),
@@ -288,14 +325,93 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
     Ok(PrepareSummary {
         vocab_size: vocab,
         eot_id,
-        train_tokens: meta.train_tokens,
-        val_tokens: meta.val_tokens,
-        documents: docs.len(),
+        train_tokens,
+        val_tokens,
+        documents,
         val_documents: is_val.iter().filter(|&&v| v).count(),
         tokenizer_kind: TokenizerKind::of(&tokenizer),
         files: used_files.len(),
         skipped,
     })
+}
+
+/// Text encoded at a time: the tokenizer's thread pool shares out a batch's documents, and a
+/// batch's encodings (ids, offsets, token strings) stay a few times its size.
+const ENCODE_BATCH_BYTES: usize = 4 << 20;
+
+/// The second pass: documents encoded in batches, each followed by the end-of-document id, into
+/// the shard of its side of the split.
+struct Encoder<'a> {
+    tokenizer: &'a Tokenizer,
+    is_val: &'a [bool],
+    eot_id: u32,
+    train: ShardWriter,
+    val: ShardWriter,
+    /// The global index of the batch's first document.
+    next: usize,
+    batch: Vec<String>,
+    batch_bytes: usize,
+    /// The batch is encoded once it holds this much text.
+    batch_limit: usize,
+    ids: Vec<u32>,
+}
+
+impl Encoder<'_> {
+    /// The `count` documents of `path` (the first pass's count).
+    fn file(&mut self, path: &Path, count: usize, text_field: &str) -> Result<()> {
+        let changed = |seen: &str| {
+            Error::format(
+                path,
+                format!("changed while it was read: {count} documents, then {seen}"),
+            )
+        };
+        let mut seen = 0;
+        let text = for_each_document(path, text_field, &mut |doc| {
+            seen += 1;
+            if seen > count {
+                return Err(changed("more"));
+            }
+            self.batch_bytes += doc.len();
+            self.batch.push(doc);
+            if self.batch_bytes >= self.batch_limit {
+                self.flush(path)?;
+            }
+            Ok(())
+        })?;
+        self.flush(path)?;
+        if !text || seen != count {
+            return Err(changed(&seen.to_string()));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, path: &Path) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // No special tokens: a BERT tokenizer would otherwise wrap every document in [CLS]/[SEP].
+        let encodings = self
+            .tokenizer
+            .encode_batch_fast(batch, false)
+            .map_err(|e| Error::Tokenizer {
+                path: path.to_path_buf(),
+                problem: format!("cannot encode: {e}"),
+            })?;
+        for enc in encodings {
+            self.ids.clear();
+            self.ids.extend_from_slice(enc.get_ids());
+            self.ids.push(self.eot_id);
+            let shard = match self.is_val[self.next] {
+                true => &mut self.val,
+                false => &mut self.train,
+            };
+            shard.push(&self.ids)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Add `input` (a file, or a folder walked recursively in sorted order) to `files`.
@@ -346,151 +462,6 @@ fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) ->
     Ok(())
 }
 
-/// The documents of one input file, or `None` for a binary file (NUL bytes) to pass over.
-/// A name ending in `.gz` is decompressed first (gzip, any number of members), and the name
-/// without it decides the format: `.jsonl` / `.ndjson` are JSON Lines, one record per line,
-/// each record one document (its string field `text_field`); `.json` is JSON Lines or an
-/// array of such records, as `datasets`' `to_json` writes with and without `lines`; anything
-/// else is text in the fortune format ([`split_documents`]). Empty and whitespace documents
-/// are dropped in every format.
-fn read_documents(path: &Path, text_field: &str) -> Result<Option<Vec<String>>> {
-    let raw = fs::read(path).map_err(|e| Error::io(path, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let (bytes, name) = match name.strip_suffix(".gz") {
-        Some(inner) => {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(raw.as_slice())
-                .read_to_end(&mut out)
-                .map_err(|e| Error::format(path, format!("cannot decompress (gzip): {e}")))?;
-            (out, inner.to_string())
-        }
-        None => (raw, name.into_owned()),
-    };
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    let mut docs = match ext.as_deref() {
-        Some("jsonl" | "ndjson" | "json") => {
-            // Lossy, as for text: one bad byte costs a character, not the file.
-            let text = String::from_utf8_lossy(&bytes);
-            let array = ext.as_deref() == Some("json") && text.trim_start().starts_with('[');
-            if array {
-                json_array_documents(path, &text, text_field)?
-            } else {
-                json_lines_documents(path, &text, text_field)?
-            }
-        }
-        _ => {
-            if bytes.contains(&0) {
-                return Ok(None);
-            }
-            // Lossy: a stray Latin-1 byte in an old text file should cost one character, not
-            // the file.
-            split_documents(&String::from_utf8_lossy(&bytes))
-        }
-    };
-    docs.retain(|d| !d.trim().is_empty());
-    Ok(Some(docs))
-}
-
-/// One document per non-blank line of `text`; errors name the file and the line (1-based).
-fn json_lines_documents(path: &Path, text: &str, field: &str) -> Result<Vec<String>> {
-    let mut docs = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("line {}", i + 1);
-        let record: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| Error::format(path, format!("{}: not JSON: {e}", at())))?;
-        docs.push(record_text(path, &at, record, field)?);
-    }
-    Ok(docs)
-}
-
-/// One document per record of a JSON array; errors name the file and the record (0-based).
-fn json_array_documents(path: &Path, text: &str, field: &str) -> Result<Vec<String>> {
-    let records: Vec<serde_json::Value> = serde_json::from_str(text)
-        .map_err(|e| Error::format(path, format!("not a JSON array of records: {e}")))?;
-    records
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| record_text(path, &|| format!("record {i}"), r, field))
-        .collect()
-}
-
-/// The string `field` of a JSON record; `at` says where the record is, for the errors.
-fn record_text(
-    path: &Path,
-    at: &dyn Fn() -> String,
-    record: serde_json::Value,
-    field: &str,
-) -> Result<String> {
-    let serde_json::Value::Object(mut map) = record else {
-        return Err(Error::format(
-            path,
-            format!(
-                "{}: a record is a JSON object, found {}",
-                at(),
-                json_kind(&record)
-            ),
-        ));
-    };
-    match map.remove(field) {
-        Some(serde_json::Value::String(s)) => Ok(s),
-        Some(other) => Err(Error::format(
-            path,
-            format!(
-                "{}: field \"{field}\" is {}, not a string",
-                at(),
-                json_kind(&other)
-            ),
-        )),
-        None => {
-            let keys: Vec<&str> = map.keys().map(String::as_str).collect();
-            Err(Error::format(
-                path,
-                format!(
-                    "{}: no field \"{field}\" (the record has: {}); --text-field names the \
-                     field that holds the text",
-                    at(),
-                    keys.join(", ")
-                ),
-            ))
-        }
-    }
-}
-
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
-/// Split fortune-format text into documents at lines holding only `%`, dropping documents that
-/// are empty or whitespace. Each document keeps its lines' endings, so the shards decode back to
-/// the original text.
-pub fn split_documents(text: &str) -> Vec<String> {
-    let mut docs = Vec::new();
-    let mut current = String::new();
-    for line in text.split_inclusive('\n') {
-        if line.trim_end() == "%" {
-            docs.push(std::mem::take(&mut current));
-        } else {
-            current.push_str(line);
-        }
-    }
-    docs.push(current);
-    docs.retain(|d| !d.trim().is_empty());
-    docs
-}
-
 /// `true` for validation documents: document `i` goes to validation iff
 /// `u(seed, i) < val_fraction`, `u` uniform in [0, 1). With at least two documents, both sides
 /// are made non-empty by moving the document with the smallest `u` to validation (or the largest
@@ -516,44 +487,6 @@ fn assign_split(n: usize, val_fraction: f64, seed: u64) -> Result<Vec<bool>> {
         }
     }
     Ok(is_val)
-}
-
-/// Encode documents file by file (batched, so the tokenizer can use its thread pool, and an
-/// error can name the file it came from) and append `eot_id` after each.
-fn encode_documents(
-    tokenizer: &Tokenizer,
-    docs: &[(usize, String)],
-    is_val: &[bool],
-    files: &[PathBuf],
-    eot_id: u32,
-    train: &mut Vec<u32>,
-    val: &mut Vec<u32>,
-) -> Result<()> {
-    let mut start = 0;
-    while start < docs.len() {
-        let file_index = docs[start].0;
-        let end = start
-            + docs[start..]
-                .iter()
-                .take_while(|(f, _)| *f == file_index)
-                .count();
-        let texts: Vec<&str> = docs[start..end].iter().map(|(_, d)| d.as_str()).collect();
-        // No special tokens: a BERT tokenizer would otherwise wrap every document in [CLS]/[SEP].
-        let encodings =
-            tokenizer
-                .encode_batch_fast(texts, false)
-                .map_err(|e| Error::Tokenizer {
-                    path: files[file_index].clone(),
-                    problem: format!("cannot encode: {e}"),
-                })?;
-        for (enc, &v) in encodings.iter().zip(&is_val[start..end]) {
-            let out = if v { &mut *val } else { &mut *train };
-            out.extend_from_slice(enc.get_ids());
-            out.push(eot_id);
-        }
-        start = end;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -823,6 +756,16 @@ Science is what we understand well enough to explain to a computer.\n";
         enc.finish().unwrap()
     }
 
+    /// A file's documents, `None` for a binary one.
+    fn read_documents(path: &Path, field: &str) -> Result<Option<Vec<String>>> {
+        let mut docs = Vec::new();
+        let text = for_each_document(path, field, &mut |d| {
+            docs.push(d);
+            Ok(())
+        })?;
+        Ok(text.then_some(docs))
+    }
+
     fn json_line(field: &str, text: &str) -> String {
         format!(
             "{{\"id\": 7, \"{field}\": {}}}\n",
@@ -872,6 +815,21 @@ Science is what we understand well enough to explain to a computer.\n";
         for f in [TRAIN_FILE, VAL_FILE, TOKENIZER_FILE] {
             let a = fs::read(root.path().join("from-text").join(f)).unwrap();
             let b = fs::read(root.path().join("from-json").join(f)).unwrap();
+            assert!(a == b, "{f} differs");
+        }
+    }
+
+    #[test]
+    fn batches_of_any_size_write_the_same_dataset() {
+        // A batch per document (a flush inside every file) against the default (one per file
+        // here): the same shards and summary.
+        let root = corpus();
+        let whole = prepare(&opts(root.path(), "whole", 9)).unwrap();
+        let single = prepare_in_batches(&opts(root.path(), "single", 9), 1).unwrap();
+        assert_eq!(whole, single);
+        for f in [TRAIN_FILE, VAL_FILE, TOKENIZER_FILE, META_FILE] {
+            let a = fs::read(root.path().join("whole").join(f)).unwrap();
+            let b = fs::read(root.path().join("single").join(f)).unwrap();
             assert!(a == b, "{f} differs");
         }
     }

@@ -16,14 +16,14 @@
 //! covers GPT-2's 50257. Tokens are decoded with `from_le_bytes` rather than by casting the
 //! mapping to `&[u16]`, which keeps this module free of alignment/endianness `unsafe`.
 
-use std::fs::File;
-use std::io::Write;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
-use crate::fsio::write_atomic;
+use crate::fsio::temp_path;
 
 pub const MAGIC: [u8; 8] = *b"LNTNTOK\0";
 pub const VERSION: u32 = 1;
@@ -92,14 +92,70 @@ pub fn write_shard(path: &Path, tokens: &[u32], vocab_size: u32) -> Result<()> {
             vocab_size,
         });
     }
-    let dtype = Dtype::for_vocab(vocab_size);
-    write_atomic(path, |w| {
-        w.write_all(&header_bytes(dtype, tokens.len() as u64, vocab_size))?;
+    let mut w = ShardWriter::create(path, vocab_size)?;
+    w.push(tokens)?;
+    w.finish().map(|_| ())
+}
+
+/// A shard written as its tokens come, for corpora that do not fit in memory: a temp file next
+/// to `path` whose header gets the token count in [`ShardWriter::finish`], which syncs the file
+/// and renames it into place. Dropped unfinished (an error on the way), it removes the temp
+/// file and leaves `path` as it was.
+pub struct ShardWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    /// `None` once finished.
+    out: Option<BufWriter<File>>,
+    dtype: Dtype,
+    vocab_size: u32,
+    count: u64,
+    buf: Vec<u8>,
+}
+
+impl ShardWriter {
+    /// Start the shard `path` of ids below `vocab_size` (u16 storage up to 65536).
+    pub fn create(path: &Path, vocab_size: u32) -> Result<Self> {
+        let tmp = temp_path(path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(path, e))?;
+        let dtype = Dtype::for_vocab(vocab_size);
+        let mut w = Self {
+            path: path.to_path_buf(),
+            tmp,
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            dtype,
+            vocab_size,
+            count: 0,
+            buf: Vec::new(),
+        };
+        // The count stays 0 until `finish`: a temp file left by a crash reads as empty.
+        w.write(&header_bytes(dtype, 0, vocab_size))?;
+        Ok(w)
+    }
+
+    /// Append `tokens`; an id `>= vocab_size` is an error naming its position in the shard,
+    /// and none of `tokens` is written then.
+    pub fn push(&mut self, tokens: &[u32]) -> Result<()> {
+        if let Some((i, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t >= self.vocab_size)
+        {
+            return Err(Error::TokenOutOfRange {
+                path: self.path.clone(),
+                id,
+                position: self.count + i as u64,
+                vocab_size: self.vocab_size,
+            });
+        }
         // Encode in chunks: one write call per token would dominate the time for large shards.
-        let mut buf = Vec::with_capacity(64 * 1024);
         for chunk in tokens.chunks(16 * 1024) {
+            let mut buf = std::mem::take(&mut self.buf);
             buf.clear();
-            match dtype {
+            match self.dtype {
                 // Cannot truncate: every id < vocab_size <= 65536 was checked above.
                 Dtype::U16 => chunk
                     .iter()
@@ -108,10 +164,60 @@ pub fn write_shard(path: &Path, tokens: &[u32], vocab_size: u32) -> Result<()> {
                     .iter()
                     .for_each(|&t| buf.extend_from_slice(&t.to_le_bytes())),
             }
-            w.write_all(&buf)?;
+            let written = self.write(&buf);
+            self.buf = buf;
+            written?;
         }
+        self.count += tokens.len() as u64;
         Ok(())
-    })
+    }
+
+    /// Tokens pushed so far.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Write the header's count, sync, and rename the shard into place; its token count.
+    pub fn finish(mut self) -> Result<u64> {
+        let Some(out) = self.out.take() else {
+            return Ok(self.count);
+        };
+        let header = header_bytes(self.dtype, self.count, self.vocab_size);
+        let done = (|| -> std::io::Result<()> {
+            let mut file = out.into_inner().map_err(|e| e.into_error())?;
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(&header)?;
+            // Data must be on disk before the rename makes it visible under the real name.
+            file.sync_all()?;
+            fs::rename(&self.tmp, &self.path)
+        })();
+        if let Err(e) = done {
+            let _ = fs::remove_file(&self.tmp);
+            return Err(Error::io(&self.path, e));
+        }
+        Ok(self.count)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(out) = self.out.as_mut() else {
+            // Unreachable: `finish` takes the writer by value.
+            return Err(Error::format(&self.path, "written after it was finished"));
+        };
+        out.write_all(bytes).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            // Unfinished: the temp file is ours and useless; the error that left it matters.
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// What a valid shard's header declares.
@@ -418,6 +524,59 @@ mod tests {
         s.read_into(2, &mut out);
         assert_eq!(out, [50256, 65535, 7]);
         assert_eq!(s.path(), path);
+    }
+
+    #[test]
+    fn a_shard_written_in_pieces_is_the_shard_written_at_once() {
+        let dir = tmp();
+        let tokens: Vec<u32> = (0..40_000u32).map(|i| (i * 7919) % 70_000).collect();
+        for vocab in [70_000, 65_536] {
+            let tokens: Vec<u32> = tokens.iter().map(|t| t % vocab).collect();
+            let once = dir.path().join(format!("once-{vocab}.bin"));
+            write_shard(&once, &tokens, vocab).unwrap();
+            let pieces = dir.path().join(format!("pieces-{vocab}.bin"));
+            let mut w = ShardWriter::create(&pieces, vocab).unwrap();
+            for piece in tokens.chunks(17_001) {
+                w.push(piece).unwrap();
+            }
+            w.push(&[]).unwrap();
+            assert_eq!(w.len(), tokens.len() as u64);
+            assert!(!pieces.exists(), "in place only when finished");
+            assert_eq!(w.finish().unwrap(), tokens.len() as u64);
+            assert!(fs::read(&once).unwrap() == fs::read(&pieces).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_shard_writer_that_fails_or_is_dropped_leaves_nothing_behind() {
+        let dir = tmp();
+        let path = dir.path().join("s.bin");
+        write_shard(&path, &[1, 2, 3], 10).unwrap();
+        let before = fs::read(&path).unwrap();
+        let mut w = ShardWriter::create(&path, 10).unwrap();
+        w.push(&[4, 5]).unwrap();
+        let err = w.push(&[6, 10, 7]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::TokenOutOfRange {
+                    id: 10,
+                    position: 3,
+                    vocab_size: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(w.len(), 2, "nothing of a refused piece is written");
+        drop(w);
+        // The old shard as it was, and no temp file.
+        assert!(fs::read(&path).unwrap() == before);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["s.bin"]);
     }
 
     #[test]
