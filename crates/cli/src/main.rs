@@ -261,6 +261,75 @@ fn keep_freed_memory() {
     }
 }
 
+/// `lantern prepare`'s progress: a bar on a terminal, else a line every 30 s (a batch job's
+/// log), each pass's last state included. The bar is returned too, to be cleared at the end.
+fn prepare_progress() -> (
+    impl FnMut(lantern_data::PrepareProgress),
+    Option<indicatif::ProgressBar>,
+) {
+    use lantern_data::PrepareProgress as P;
+    use std::io::IsTerminal;
+    use std::time::{Duration, Instant};
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30.cyan/blue}] {pos}/{len} {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> ");
+        pb.set_style(style);
+        pb
+    });
+    let mut last_line = Instant::now();
+    // Handles on the same bar (indicatif's bars are shared): for the line between passes, and
+    // for the caller.
+    let (above, caller) = (bar.clone(), bar.clone());
+    let mut show = move |done: usize, total: usize, msg: String| match &bar {
+        Some(pb) => {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+            if done == total {
+                // The pass is over: its last state stays on screen.
+                pb.println(format!("{done}/{total} {msg}"));
+            }
+            pb.set_message(msg);
+        }
+        None if done == total || last_line.elapsed() >= Duration::from_secs(30) => {
+            eprintln!("prepare: {done}/{total} {msg}");
+            last_line = Instant::now();
+        }
+        None => {}
+    };
+    let progress = move |p| match p {
+        P::Reading {
+            files_done,
+            files,
+            documents,
+        } => show(
+            files_done,
+            files,
+            format!("files read, {documents} documents"),
+        ),
+        P::Training { documents } => {
+            let line = format!("training the tokenizer on {documents} documents");
+            match &above {
+                Some(pb) => pb.println(line),
+                None => eprintln!("prepare: {line}"),
+            }
+        }
+        P::Encoding {
+            documents_done,
+            documents,
+            tokens,
+        } => show(
+            documents_done,
+            documents,
+            format!("documents encoded, {tokens} tokens"),
+        ),
+    };
+    (progress, caller)
+}
+
 pub(crate) enum Outcome {
     Done,
     /// Training stopped on a signal after writing a checkpoint.
@@ -337,7 +406,12 @@ fn run(cli: Cli) -> Result<Outcome> {
                 seed,
                 text_field,
             };
-            let s = lantern_data::prepare::prepare(&opts)?;
+            let (mut progress, bar) = prepare_progress();
+            let s = lantern_data::prepare_with_progress(&opts, &mut progress);
+            if let Some(pb) = bar {
+                pb.finish_and_clear();
+            }
+            let s = s?;
             println!(
                 "prepared {}: {} documents, {} vocab {}, {} train tokens, {} validation tokens",
                 out.display(),

@@ -416,7 +416,23 @@ fn prepare_reads_json_lines_as_it_reads_the_text() {
     args.extend(["--text-field", "content", "--vocab-size", "512", "--out"].map(String::from));
     args.push(out.display().to_string());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    lantern_ok(&refs);
+    let run = lantern(&refs);
+    assert!(run.status.success());
+    // Not a terminal: each pass's last state as a line, the training between them.
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("meta.json")).unwrap()).unwrap();
+    let (docs, tokens) = (
+        meta["documents"].as_u64().unwrap(),
+        meta["train_tokens"].as_u64().unwrap() + meta["val_tokens"].as_u64().unwrap(),
+    );
+    for line in [
+        format!("prepare: 3/3 files read, {docs} documents"),
+        "prepare: training the tokenizer on ".into(),
+        format!("prepare: {docs}/{docs} documents encoded, {tokens} tokens"),
+    ] {
+        assert!(stderr.contains(&line), "{line:?} not in\n{stderr}");
+    }
     for f in ["train.bin", "val.bin", "tokenizer.json", "meta.json"] {
         let a = std::fs::read(prepared_data().join(f)).unwrap();
         let b = std::fs::read(out.join(f)).unwrap();

@@ -44,8 +44,8 @@ pub mod wordpiece;
 pub use error::{Error, Result};
 pub use mlm::{MlmBatch, MlmCollator, MlmSample};
 pub use prepare::{
-    prepare, read_meta, DatasetMeta, PrepareOptions, PrepareSummary, META_FILE, TOKENIZER_FILE,
-    TRAIN_FILE, VAL_FILE,
+    prepare, prepare_with_progress, read_meta, DatasetMeta, PrepareOptions, PrepareProgress,
+    PrepareSummary, META_FILE, TOKENIZER_FILE, TRAIN_FILE, VAL_FILE,
 };
 pub use sampler::{lm_batch, lm_val_batch, lm_val_windows, lm_window_start};
 pub use shard::{write_shard, Shard, ShardWriter};

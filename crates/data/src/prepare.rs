@@ -181,13 +181,45 @@ pub fn read_meta(dir: &Path) -> Result<DatasetMeta> {
     Ok(meta)
 }
 
-/// Build a dataset folder from text files; see the module docs for the layout and rules.
-pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
-    prepare_in_batches(opts, ENCODE_BATCH_BYTES)
+/// Where a preparation is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrepareProgress {
+    /// First pass, after each file: `files_done` of `files` read, `documents` found in them.
+    Reading {
+        files_done: usize,
+        files: usize,
+        documents: usize,
+    },
+    /// The tokenizer is being trained on the training documents.
+    Training { documents: usize },
+    /// Second pass, after each batch: `documents_done` of `documents` encoded, `tokens`
+    /// written (end-of-document tokens included).
+    Encoding {
+        documents_done: usize,
+        documents: usize,
+        tokens: u64,
+    },
 }
 
-/// [`prepare`], encoding about `batch_bytes` of text at a time.
-fn prepare_in_batches(opts: &PrepareOptions, batch_bytes: usize) -> Result<PrepareSummary> {
+/// Build a dataset folder from text files; see the module docs for the layout and rules.
+pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
+    prepare_with_progress(opts, &mut |_| {})
+}
+
+/// [`prepare`], telling `progress` where it is (after each file read and each batch encoded).
+pub fn prepare_with_progress(
+    opts: &PrepareOptions,
+    progress: &mut dyn FnMut(PrepareProgress),
+) -> Result<PrepareSummary> {
+    prepare_in_batches(opts, ENCODE_BATCH_BYTES, progress)
+}
+
+/// [`prepare_with_progress`], encoding about `batch_bytes` of text at a time.
+fn prepare_in_batches(
+    opts: &PrepareOptions,
+    batch_bytes: usize,
+    progress: &mut dyn FnMut(PrepareProgress),
+) -> Result<PrepareSummary> {
     if !(opts.val_fraction.is_finite() && (0.0..1.0).contains(&opts.val_fraction)) {
         return Err(Error::InvalidArgument(format!(
             "val_fraction must be in [0, 1), got {}",
@@ -206,7 +238,8 @@ fn prepare_in_batches(opts: &PrepareOptions, batch_bytes: usize) -> Result<Prepa
     let training = opts.tokenizer.is_none();
     let mut used_files: Vec<(PathBuf, usize)> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
-    for path in files {
+    let (n_files, mut found) = (files.len(), 0);
+    for (i, path) in files.into_iter().enumerate() {
         let mut count = 0;
         let mut here = Vec::new();
         let text = for_each_document(&path, &opts.text_field, &mut |doc| {
@@ -216,12 +249,18 @@ fn prepare_in_batches(opts: &PrepareOptions, batch_bytes: usize) -> Result<Prepa
             }
             Ok(())
         })?;
-        if !text {
+        if text {
+            texts.append(&mut here);
+            used_files.push((path, count));
+            found += count;
+        } else {
             skipped.push(path);
-            continue;
         }
-        texts.append(&mut here);
-        used_files.push((path, count));
+        progress(PrepareProgress::Reading {
+            files_done: i + 1,
+            files: n_files,
+            documents: found,
+        });
     }
     let documents: usize = used_files.iter().map(|(_, n)| n).sum();
     let is_val = assign_split(documents, opts.val_fraction, opts.seed)?;
@@ -235,6 +274,9 @@ fn prepare_in_batches(opts: &PrepareOptions, batch_bytes: usize) -> Result<Prepa
                 .filter(|(_, &v)| !v)
                 .map(|(d, _)| d.as_str())
                 .collect();
+            progress(PrepareProgress::Training {
+                documents: train_texts.len(),
+            });
             match opts.train_kind {
                 TokenizerKind::WordPiece => {
                     train_wordpiece_from_texts(&train_texts, opts.vocab_size)?
@@ -283,6 +325,7 @@ fn prepare_in_batches(opts: &PrepareOptions, batch_bytes: usize) -> Result<Prepa
             batch_bytes: 0,
             batch_limit: batch_bytes,
             ids: Vec::new(),
+            progress,
         };
         for (path, count) in &used_files {
             encoder.file(path, *count, &opts.text_field)?;
@@ -354,6 +397,7 @@ struct Encoder<'a> {
     /// The batch is encoded once it holds this much text.
     batch_limit: usize,
     ids: Vec<u32>,
+    progress: &'a mut dyn FnMut(PrepareProgress),
 }
 
 impl Encoder<'_> {
@@ -410,6 +454,11 @@ impl Encoder<'_> {
             shard.push(&self.ids)?;
             self.next += 1;
         }
+        (self.progress)(PrepareProgress::Encoding {
+            documents_done: self.next,
+            documents: self.is_val.len(),
+            tokens: self.train.len() + self.val.len(),
+        });
         Ok(())
     }
 }
@@ -825,8 +874,36 @@ Science is what we understand well enough to explain to a computer.\n";
         // here): the same shards and summary.
         let root = corpus();
         let whole = prepare(&opts(root.path(), "whole", 9)).unwrap();
-        let single = prepare_in_batches(&opts(root.path(), "single", 9), 1).unwrap();
+        let mut seen = Vec::new();
+        let single =
+            prepare_in_batches(&opts(root.path(), "single", 9), 1, &mut |p| seen.push(p)).unwrap();
         assert_eq!(whole, single);
+        // Each of the 4 files read (the binary blob among them; the walk passed over two more),
+        // the training, then each document encoded.
+        let n = whole.documents;
+        let reading = [0, 3, 8, 9].iter().enumerate().map(|(i, &d)| {
+            let files_done = i + 1;
+            PrepareProgress::Reading {
+                files_done,
+                files: 4,
+                documents: d,
+            }
+        });
+        assert!(seen.iter().take(4).cloned().eq(reading), "{seen:?}");
+        let training = n - whole.val_documents;
+        assert_eq!(
+            seen[4],
+            PrepareProgress::Training {
+                documents: training
+            }
+        );
+        assert_eq!(seen.len(), 5 + n);
+        let last = PrepareProgress::Encoding {
+            documents_done: n,
+            documents: n,
+            tokens: whole.train_tokens + whole.val_tokens,
+        };
+        assert_eq!(seen[4 + n], last);
         for f in [TRAIN_FILE, VAL_FILE, TOKENIZER_FILE, META_FILE] {
             let a = fs::read(root.path().join("whole").join(f)).unwrap();
             let b = fs::read(root.path().join("single").join(f)).unwrap();
