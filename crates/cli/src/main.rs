@@ -46,7 +46,7 @@ enum Cmd {
     Prepare {
         /// Text files or folders (recursed). Fortune-format files are split into documents at
         /// lines holding a single `%`; JSON Lines files (`.jsonl`, `.ndjson`, `.json`) hold a
-        /// document per record; `.gz` files are decompressed first.
+        /// document per record; `.gz` and `.zst` files are decompressed first.
         #[arg(long = "input", required = true, num_args = 1..)]
         inputs: Vec<PathBuf>,
         /// The field of a JSON record that holds its text.

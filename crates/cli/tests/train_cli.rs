@@ -383,7 +383,7 @@ fn token_ids_past_the_vocabulary_are_refused() {
 #[test]
 fn prepare_reads_json_lines_as_it_reads_the_text() {
     // The documents of the three categories `prepared_data` reads, one JSON record each in
-    // field `content` (the first category gzipped): the same split, tokenizer and shards.
+    // field `content` (one gzipped, one zstd-compressed): the same split, tokenizer and shards.
     let tmp = tempfile::tempdir().unwrap();
     let raw = workspace_root().join("data/raw/fortunes");
     let mut inputs = Vec::new();
@@ -394,17 +394,20 @@ fn prepare_reads_json_lines_as_it_reads_the_text() {
             let record = serde_json::json!({"category": cat, "content": doc});
             lines.push_str(&format!("{record}\n"));
         }
-        let (path, bytes) = if cat == "computers" {
-            use std::io::Write;
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            gz.write_all(lines.as_bytes()).unwrap();
-            (
-                tmp.path().join(format!("{cat}.jsonl.gz")),
-                gz.finish().unwrap(),
-            )
-        } else {
-            (tmp.path().join(format!("{cat}.jsonl")), lines.into_bytes())
+        let (path, bytes) = match cat {
+            "computers" => {
+                use std::io::Write;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(lines.as_bytes()).unwrap();
+                (format!("{cat}.jsonl.gz"), gz.finish().unwrap())
+            }
+            "science" => (
+                format!("{cat}.jsonl.zst"),
+                zstd::encode_all(lines.as_bytes(), 3).unwrap(),
+            ),
+            _ => (format!("{cat}.jsonl"), lines.into_bytes()),
         };
+        let path = tmp.path().join(path);
         std::fs::write(&path, bytes).unwrap();
         inputs.push(path);
     }
@@ -448,7 +451,9 @@ fn prepare_reads_json_lines_as_it_reads_the_text() {
         tmp.path().join("nope").to_str().unwrap(),
     ]);
     assert!(
-        e.contains("science.jsonl: line 1: no field \"text\" (the record has: category, content)"),
+        e.contains(
+            "science.jsonl.zst: line 1: no field \"text\" (the record has: category, content)"
+        ),
         "{e}"
     );
     assert!(!tmp.path().join("nope").exists());

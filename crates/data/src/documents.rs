@@ -1,9 +1,9 @@
 //! The documents of a corpus file, read as a stream: text in the fortune format, JSON Lines,
-//! either gzipped. [`crate::prepare`] reads every file twice through here (counting, then
+//! either compressed (gzip, zstd). [`crate::prepare`] reads every file twice through here (counting, then
 //! encoding), so a corpus never has to fit in memory as text.
 //!
-//! The file's name decides its format. A name ending in `.gz` is decompressed (gzip, any
-//! number of members) and the rest of the name decides:
+//! The file's name decides its format. A name ending in `.gz` or `.zst` is decompressed (gzip
+//! or zstd, any number of members or frames) and the rest of the name decides:
 //! - `.jsonl`, `.ndjson`: JSON Lines, one record per line, each record one document (its
 //!   string field `text_field`); blank lines are skipped.
 //! - `.json`: JSON Lines, or one array of such records (`datasets`' `to_json` writes either,
@@ -32,19 +32,29 @@ pub fn for_each_document(
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let gz = name.ends_with(".gz");
-    let inner = name.strip_suffix(".gz").unwrap_or(&name);
-    let ext = inner.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    let mut reader: Box<dyn BufRead> = if gz {
-        let decoder = flate2::read::MultiGzDecoder::new(BufReader::new(file));
-        Box::new(BufReader::with_capacity(1 << 20, decoder))
-    } else {
-        Box::new(BufReader::with_capacity(1 << 20, file))
+    let (inner, compression) = match (name.strip_suffix(".gz"), name.strip_suffix(".zst")) {
+        (Some(inner), _) => (inner, Some("gzip")),
+        (_, Some(inner)) => (inner, Some("zstd")),
+        _ => (&*name, None),
     };
-    // An error of the gzip stream says so; any other is the file's.
-    let io = |e: std::io::Error| match gz {
-        true => Error::format(path, format!("cannot decompress (gzip): {e}")),
-        false => Error::io(path, e),
+    let ext = inner.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    // An error of the compressed stream says so; any other is the file's.
+    let io = |e: std::io::Error| match compression {
+        Some(c) => Error::format(path, format!("cannot decompress ({c}): {e}")),
+        None => Error::io(path, e),
+    };
+    let mut reader: Box<dyn BufRead> = match compression {
+        Some("gzip") => {
+            let decoder = flate2::read::MultiGzDecoder::new(BufReader::new(file));
+            Box::new(BufReader::with_capacity(1 << 20, decoder))
+        }
+        Some(_) => {
+            let mut decoder = zstd::stream::read::Decoder::new(file).map_err(io)?;
+            // Frames made with `zstd --long` want windows past the default 128 MiB.
+            decoder.window_log_max(31).map_err(io)?;
+            Box::new(BufReader::with_capacity(1 << 20, decoder))
+        }
+        None => Box::new(BufReader::with_capacity(1 << 20, file)),
     };
     let mut emit = |doc: String| match doc.trim().is_empty() {
         true => Ok(()),

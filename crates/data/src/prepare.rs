@@ -10,7 +10,7 @@
 //! Text inputs use the fortune file format: documents separated by lines holding only `%`; a
 //! file without such lines is one document. JSON Lines inputs (`.jsonl`, `.ndjson`, `.json`,
 //! as `datasets` writes them) hold one document per record, in a string field (`text` unless
-//! told otherwise). Any input may be gzipped (`.gz`). See [`crate::documents`].
+//! told otherwise). Any input may be compressed (`.gz`, `.zst`). See [`crate::documents`].
 //!
 //! The files are read twice, as streams: once to count their documents (and, when a tokenizer
 //! is trained, to keep them for its training), once to encode them in batches straight into
@@ -823,10 +823,11 @@ Science is what we understand well enough to explain to a computer.\n";
     }
 
     #[test]
-    fn json_lines_and_gzip_give_the_text_corpus_dataset() {
+    fn json_lines_and_compressed_files_give_the_text_corpus_dataset() {
         // The corpus's documents in the same order (computers, science, notes) as JSON Lines
-        // with a blank line and a whitespace record, a JSON array, and gzipped text in two
-        // gzip members: the same documents, so the same split, tokenizer and shards.
+        // with a blank line and a whitespace record in two zstd frames, a JSON array, and
+        // gzipped text in two gzip members: the same documents, so the same split, tokenizer
+        // and shards.
         let root = corpus();
         let json = root.path().join("json");
         fs::create_dir_all(&json).unwrap();
@@ -836,7 +837,10 @@ Science is what we understand well enough to explain to a computer.\n";
         }
         lines.push_str("\n   \n");
         lines.push_str(&json_line("text", " \n\t"));
-        fs::write(json.join("a.jsonl"), lines).unwrap();
+        let (head, tail) = lines.split_at(lines.len() / 2);
+        let mut two_frames = zstd::encode_all(head.as_bytes(), 3).unwrap();
+        two_frames.extend(zstd::encode_all(tail.as_bytes(), 19).unwrap());
+        fs::write(json.join("a.jsonl.zst"), two_frames).unwrap();
         let records: Vec<_> = split_documents(SCIENCE)
             .into_iter()
             .map(|d| serde_json::json!({"text": d, "n": [1, 2]}))
@@ -968,6 +972,12 @@ Science is what we understand well enough to explain to a computer.\n";
         cut.truncate(cut.len() - 6);
         let msg = err("cut.jsonl.gz", &cut);
         assert!(msg.contains("cannot decompress (gzip)"), "{msg}");
+        let mut cut = zstd::encode_all(good.as_bytes(), 3).unwrap();
+        cut.truncate(cut.len() - 3);
+        let msg = err("cut.jsonl.zst", &cut);
+        assert!(msg.contains("cannot decompress (zstd)"), "{msg}");
+        let msg = err("plain.jsonl.zst", good.as_bytes());
+        assert!(msg.contains("cannot decompress (zstd)"), "{msg}");
     }
 
     #[test]
