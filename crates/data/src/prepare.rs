@@ -238,7 +238,7 @@ fn prepare_in_batches(
     let training = opts.tokenizer.is_none();
     let mut used_files: Vec<(PathBuf, usize)> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
-    let (n_files, mut found) = (files.len(), 0);
+    let (n_files, mut documents) = (files.len(), 0);
     for (i, path) in files.into_iter().enumerate() {
         let mut count = 0;
         let mut here = Vec::new();
@@ -252,17 +252,16 @@ fn prepare_in_batches(
         if text {
             texts.append(&mut here);
             used_files.push((path, count));
-            found += count;
+            documents += count;
         } else {
             skipped.push(path);
         }
         progress(PrepareProgress::Reading {
             files_done: i + 1,
             files: n_files,
-            documents: found,
+            documents,
         });
     }
-    let documents: usize = used_files.iter().map(|(_, n)| n).sum();
     let is_val = assign_split(documents, opts.val_fraction, opts.seed)?;
 
     let tokenizer = match &opts.tokenizer {

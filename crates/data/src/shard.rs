@@ -16,14 +16,14 @@
 //! covers GPT-2's 50257. Tokens are decoded with `from_le_bytes` rather than by casting the
 //! mapping to `&[u16]`, which keeps this module free of alignment/endianness `unsafe`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
-use crate::fsio::temp_path;
+use crate::fsio::AtomicFile;
 
 pub const MAGIC: [u8; 8] = *b"LNTNTOK\0";
 pub const VERSION: u32 = 1;
@@ -103,9 +103,7 @@ pub fn write_shard(path: &Path, tokens: &[u32], vocab_size: u32) -> Result<()> {
 /// file and leaves `path` as it was.
 pub struct ShardWriter {
     path: PathBuf,
-    tmp: PathBuf,
-    /// `None` once finished.
-    out: Option<BufWriter<File>>,
+    out: AtomicFile,
     dtype: Dtype,
     vocab_size: u32,
     count: u64,
@@ -115,24 +113,17 @@ pub struct ShardWriter {
 impl ShardWriter {
     /// Start the shard `path` of ids below `vocab_size` (u16 storage up to 65536).
     pub fn create(path: &Path, vocab_size: u32) -> Result<Self> {
-        let tmp = temp_path(path)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(path, e))?;
         let dtype = Dtype::for_vocab(vocab_size);
         let mut w = Self {
             path: path.to_path_buf(),
-            tmp,
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            out: AtomicFile::create(path)?,
             dtype,
             vocab_size,
             count: 0,
             buf: Vec::new(),
         };
         // The count stays 0 until `finish`: a temp file left by a crash reads as empty.
-        w.write(&header_bytes(dtype, 0, vocab_size))?;
+        w.out.write_all(&header_bytes(dtype, 0, vocab_size))?;
         Ok(w)
     }
 
@@ -153,7 +144,7 @@ impl ShardWriter {
         }
         // Encode in chunks: one write call per token would dominate the time for large shards.
         for chunk in tokens.chunks(16 * 1024) {
-            let mut buf = std::mem::take(&mut self.buf);
+            let buf = &mut self.buf;
             buf.clear();
             match self.dtype {
                 // Cannot truncate: every id < vocab_size <= 65536 was checked above.
@@ -164,9 +155,7 @@ impl ShardWriter {
                     .iter()
                     .for_each(|&t| buf.extend_from_slice(&t.to_le_bytes())),
             }
-            let written = self.write(&buf);
-            self.buf = buf;
-            written?;
+            self.out.write_all(&self.buf)?;
         }
         self.count += tokens.len() as u64;
         Ok(())
@@ -182,41 +171,13 @@ impl ShardWriter {
     }
 
     /// Write the header's count, sync, and rename the shard into place; its token count.
-    pub fn finish(mut self) -> Result<u64> {
-        let Some(out) = self.out.take() else {
-            return Ok(self.count);
-        };
+    pub fn finish(self) -> Result<u64> {
         let header = header_bytes(self.dtype, self.count, self.vocab_size);
-        let done = (|| -> std::io::Result<()> {
-            let mut file = out.into_inner().map_err(|e| e.into_error())?;
+        self.out.commit(|file| {
             file.seek(SeekFrom::Start(0))?;
-            file.write_all(&header)?;
-            // Data must be on disk before the rename makes it visible under the real name.
-            file.sync_all()?;
-            fs::rename(&self.tmp, &self.path)
-        })();
-        if let Err(e) = done {
-            let _ = fs::remove_file(&self.tmp);
-            return Err(Error::io(&self.path, e));
-        }
+            file.write_all(&header)
+        })?;
         Ok(self.count)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let Some(out) = self.out.as_mut() else {
-            // Unreachable: `finish` takes the writer by value.
-            return Err(Error::format(&self.path, "written after it was finished"));
-        };
-        out.write_all(bytes).map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-impl Drop for ShardWriter {
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            // Unfinished: the temp file is ours and useless; the error that left it matters.
-            let _ = fs::remove_file(&self.tmp);
-        }
     }
 }
 
