@@ -1,6 +1,7 @@
 """Writes the fortunes' documents the way `datasets` hands corpora around, for
 scripts/prepare_datasets_check.sh: Dataset.to_json as JSON Lines (its default), as one JSON
-array (lines=False) and gzipped, each record the document's text and an id.
+array (lines=False) and gzipped, and Dataset.to_parquet (and pyarrow's zstd Parquet), each
+record the document's text and an id.
 
     python prepare_datasets_check.py RAW_FORTUNES_DIR OUT_DIR
 
@@ -13,6 +14,7 @@ import os
 import sys
 
 import datasets
+import pyarrow.parquet as pq
 
 
 def fortune_documents(raw):
@@ -45,6 +47,12 @@ def main():
     # datasets writes an array whole only from one batch.
     ds.to_json(os.path.join(out, "array.json"), lines=False, batch_size=len(docs))
     ds.to_json(os.path.join(out, "lines.jsonl.gz"), compression="gzip")
+    # Parquet as `datasets` writes it (snappy, row groups of its batch size) and as FineWeb
+    # ships it (zstd, larger row groups), beside other columns.
+    ds.to_parquet(os.path.join(out, "table.parquet"))
+    pq.write_table(
+        ds.data.table, os.path.join(out, "zstd.parquet"), compression="zstd", row_group_size=5000
+    )
     print(f"{len(docs)} documents, datasets {datasets.__version__}")
 
 

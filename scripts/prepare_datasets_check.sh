@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `lantern prepare` on corpora as `datasets` writes them (Dataset.to_json: JSON Lines, a JSON
-# array, gzip) gives the same dataset as on the text they came from: the fortunes, split into
-# documents by Python (scripts/prepare_datasets_check.py), prepared three ways and compared
+# array, gzip; Dataset.to_parquet, and pyarrow's zstd Parquet) gives the same dataset as on the
+# text they came from: the fortunes, split into documents by Python (scripts/prepare_datasets_check.py), prepared five ways and compared
 # byte for byte (train.bin, val.bin, tokenizer.json, meta.json) with `lantern prepare` of the
 # fortune files. Needs the reference venv (scripts/ref_env.sh: datasets) and the fortunes
 # (scripts/fetch_fortunes.sh); not part of CI.
@@ -21,7 +21,7 @@ trap 'rm -rf "$tmp"' EXIT
 "$PY" scripts/prepare_datasets_check.py data/raw/fortunes "$tmp"
 "$LANTERN" prepare --input data/raw/fortunes --out "$tmp/from-text" --vocab-size 1024 2>/dev/null
 status=0
-for input in lines.jsonl array.json lines.jsonl.gz; do
+for input in lines.jsonl array.json lines.jsonl.gz table.parquet zstd.parquet; do
     "$LANTERN" prepare --input "$tmp/$input" --out "$tmp/from-$input" --vocab-size 1024 2>/dev/null
     for f in train.bin val.bin tokenizer.json meta.json; do
         if cmp -s "$tmp/from-text/$f" "$tmp/from-$input/$f"; then

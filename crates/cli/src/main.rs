@@ -46,10 +46,12 @@ enum Cmd {
     Prepare {
         /// Text files or folders (recursed). Fortune-format files are split into documents at
         /// lines holding a single `%`; JSON Lines files (`.jsonl`, `.ndjson`, `.json`) hold a
-        /// document per record; `.gz` and `.zst` files are decompressed first.
+        /// document per record, Parquet files (`.parquet`) one per row; `.gz` and `.zst` files
+        /// are decompressed first.
         #[arg(long = "input", required = true, num_args = 1..)]
         inputs: Vec<PathBuf>,
-        /// The field of a JSON record that holds its text.
+        /// The field of a JSON record, or the column of a Parquet file (`a.b` for a field in a
+        /// struct column), that holds its text.
         #[arg(long, default_value = "text")]
         text_field: String,
         /// Output folder: tokenizer.json, train.bin, val.bin, meta.json.

@@ -460,6 +460,46 @@ fn prepare_reads_json_lines_as_it_reads_the_text() {
 }
 
 #[test]
+fn prepare_reads_parquet_as_it_reads_json_lines() {
+    // pyarrow's Parquet (snappy, row groups of 1000, beside other columns) and its JSON Lines
+    // twin (tests/golden/parquet): the same dataset, byte for byte.
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = workspace_root().join("tests/golden/parquet");
+    for input in ["snappy.parquet", "docs.jsonl"] {
+        let out = tmp.path().join(input);
+        let run = lantern(&[
+            "prepare",
+            "--input",
+            golden.join(input).to_str().unwrap(),
+            "--vocab-size",
+            "300",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{input}");
+    }
+    for f in ["train.bin", "val.bin", "tokenizer.json", "meta.json"] {
+        let a = std::fs::read(tmp.path().join("snappy.parquet").join(f)).unwrap();
+        let b = std::fs::read(tmp.path().join("docs.jsonl").join(f)).unwrap();
+        assert!(a == b, "{f} differs");
+    }
+    // A null text: the error names the file and the row, and nothing is written.
+    let nope = tmp.path().join("nope");
+    let e = lantern_err(&[
+        "prepare",
+        "--input",
+        golden.join("null.parquet").to_str().unwrap(),
+        "--out",
+        nope.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("null.parquet: row 3: column \"text\" is null, not a string"),
+        "{e}"
+    );
+    assert!(!nope.exists());
+}
+
+#[test]
 fn a_shard_with_an_id_past_the_vocabulary_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

@@ -1,6 +1,7 @@
-//! The documents of a corpus file, read as a stream: text in the fortune format, JSON Lines,
-//! either compressed (gzip, zstd). [`crate::prepare`] reads every file twice through here (counting, then
-//! encoding), so a corpus never has to fit in memory as text.
+//! The documents of a corpus file, read as a stream: text in the fortune format or JSON Lines,
+//! either compressed (gzip, zstd), or a Parquet file's text column. [`crate::prepare`] reads
+//! every file twice through here (counting, then encoding), so a corpus never has to fit in
+//! memory as text.
 //!
 //! The file's name decides its format. A name ending in `.gz` or `.zst` is decompressed (gzip
 //! or zstd, any number of members or frames) and the rest of the name decides:
@@ -8,6 +9,10 @@
 //!   string field `text_field`); blank lines are skipped.
 //! - `.json`: JSON Lines, or one array of such records (`datasets`' `to_json` writes either,
 //!   with and without `lines`); read whole.
+//! - `.parquet`: a Parquet file (as the Hub's datasets and FineWeb ship, or `datasets`'
+//!   `to_parquet` writes), one document per row: the string column `text_field` (a dotted
+//!   path names a field inside a struct column), row groups in order. Parquet compresses its
+//!   own pages (snappy, zstd, gzip, lz4, brotli), so the file itself is not `.gz` or `.zst`.
 //! - anything else: text in the fortune format, documents separated by lines holding only
 //!   `%` ([`split_documents`]); a file with a NUL byte is binary and passed over.
 //!
@@ -38,6 +43,23 @@ pub fn for_each_document(
         _ => (&*name, None),
     };
     let ext = inner.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    let mut emit = |doc: String| match doc.trim().is_empty() {
+        true => Ok(()),
+        false => f(doc),
+    };
+    if ext.as_deref() == Some("parquet") {
+        if let Some(c) = compression {
+            return Err(Error::format(
+                path,
+                format!(
+                    "a Parquet file compresses its own pages and is read in place, not through \
+                     {c}: decompress it first"
+                ),
+            ));
+        }
+        parquet_documents(path, file, text_field, &mut emit)?;
+        return Ok(true);
+    }
     // An error of the compressed stream says so; any other is the file's.
     let io = |e: std::io::Error| match compression {
         Some(c) => Error::format(path, format!("cannot decompress ({c}): {e}")),
@@ -55,10 +77,6 @@ pub fn for_each_document(
             Box::new(BufReader::with_capacity(1 << 20, decoder))
         }
         None => Box::new(BufReader::with_capacity(1 << 20, file)),
-    };
-    let mut emit = |doc: String| match doc.trim().is_empty() {
-        true => Ok(()),
-        false => f(doc),
     };
     match ext.as_deref() {
         Some("jsonl" | "ndjson") => {
@@ -155,6 +173,102 @@ fn json_lines(
     Ok(())
 }
 
+/// The rows' strings in the column at `field` (a dotted path for a field in a struct), row
+/// group by row group, read a batch of rows at a time; errors name the row (0-based, over the
+/// whole file, as `datasets` indexes it).
+fn parquet_documents(
+    path: &Path,
+    file: File,
+    field: &str,
+    emit: &mut dyn FnMut(String) -> Result<()>,
+) -> Result<()> {
+    use parquet::basic::Type as Physical;
+    use parquet::column::reader::ColumnReader;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let bad = |e: parquet::errors::ParquetError| {
+        let e = e.to_string();
+        let e = e.strip_prefix("Parquet error: ").unwrap_or(&e);
+        Error::format(path, format!("cannot read as Parquet: {e}"))
+    };
+    let reader = SerializedFileReader::new(file).map_err(bad)?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let Some(column) =
+        (0..schema.num_columns()).find(|&i| schema.column(i).path().string() == field)
+    else {
+        let names: Vec<String> = (0..schema.num_columns())
+            .map(|i| schema.column(i).path().string())
+            .collect();
+        return Err(Error::format(
+            path,
+            format!(
+                "no column \"{field}\" (the file has: {}); --text-field names the column that \
+                 holds the text",
+                names.join(", ")
+            ),
+        ));
+    };
+    let desc = schema.column(column);
+    if desc.physical_type() != Physical::BYTE_ARRAY {
+        return Err(Error::format(
+            path,
+            format!(
+                "column \"{field}\" holds {}, not strings",
+                desc.physical_type()
+            ),
+        ));
+    }
+    if desc.max_rep_level() > 0 {
+        return Err(Error::format(
+            path,
+            format!("column \"{field}\" is a list (a row holds several values), not a string"),
+        ));
+    }
+    // A row's value is present when its definition level is the column's maximum; anything
+    // less is a null (the column's, or a struct's above it).
+    let max_def = desc.max_def_level();
+    const BATCH: usize = 1024;
+    let (mut defs, mut values) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
+    let mut row = 0usize;
+    for g in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(g).map_err(bad)?;
+        let ColumnReader::ByteArrayColumnReader(mut col) =
+            group.get_column_reader(column).map_err(bad)?
+        else {
+            return Err(Error::format(
+                path,
+                format!("column \"{field}\": no string reader"),
+            ));
+        };
+        loop {
+            defs.clear();
+            values.clear();
+            let (rows, _, _) = col
+                .read_records(BATCH, Some(&mut defs), None, &mut values)
+                .map_err(bad)?;
+            if rows == 0 {
+                break;
+            }
+            let mut values = values.drain(..);
+            for i in 0..rows {
+                // A required column (maximum 0) has no levels to read.
+                if defs.get(i).is_some_and(|&d| d < max_def) {
+                    return Err(Error::format(
+                        path,
+                        format!("row {}: column \"{field}\" is null, not a string", row + i),
+                    ));
+                }
+                let value = values.next().ok_or_else(|| {
+                    Error::format(path, format!("row {}: a value is missing", row + i))
+                })?;
+                emit(String::from_utf8_lossy(value.data()).into_owned())?;
+            }
+            row += rows;
+        }
+    }
+    Ok(())
+}
+
 /// The string `field` of a JSON record; `at` says where the record is, for the errors.
 fn record_text(
     path: &Path,
@@ -205,5 +319,117 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::path::PathBuf;
+
+    /// Parquet files written by pyarrow (scripts/make_parquet_fixtures.py).
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/parquet")
+    }
+
+    fn read(path: &Path, field: &str) -> Result<Vec<String>> {
+        let mut docs = Vec::new();
+        for_each_document(path, field, &mut |d| {
+            docs.push(d);
+            Ok(())
+        })?;
+        Ok(docs)
+    }
+
+    fn message(path: &Path, field: &str) -> String {
+        match read(path, field) {
+            Ok(docs) => panic!(
+                "{}: read {} documents, expected an error",
+                path.display(),
+                docs.len()
+            ),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn parquet_files_hold_the_json_lines_documents() {
+        // Every layout pyarrow writes (codecs, page versions, dictionary or not, several row
+        // groups and read batches): the documents of the JSON Lines, in order, the empty and
+        // the whitespace one dropped by both.
+        let dir = fixtures();
+        let expected = read(&dir.join("docs.jsonl"), "text").unwrap();
+        assert_eq!(expected.len(), 2204);
+        assert_eq!(expected[1], "Ünïcödé: αβγ — 日本語 🙂\n");
+        for name in ["snappy", "zstd-v2", "gzip", "brotli", "lz4", "plain"] {
+            let docs = read(&dir.join(format!("{name}.parquet")), "text").unwrap();
+            assert!(docs == expected, "{name}.parquet differs");
+        }
+        // A field inside a struct column, by its dotted path.
+        let sources = read(&dir.join("snappy.parquet"), "meta.source").unwrap();
+        assert_eq!(sources.len(), 2206);
+        assert!(sources
+            .iter()
+            .enumerate()
+            .all(|(i, s)| *s == format!("src-{}", i % 7)));
+    }
+
+    #[test]
+    fn parquet_errors_name_the_file_and_the_problem() {
+        let dir = fixtures();
+        let snappy = dir.join("snappy.parquet");
+        let m = message(&snappy, "content");
+        assert!(m.contains("snappy.parquet"), "{m}");
+        assert!(
+            m.contains(
+                "no column \"content\" (the file has: id, text, meta.source, meta.score, \
+                 tags.list.element); --text-field"
+            ),
+            "{m}"
+        );
+        let m = message(&snappy, "id");
+        assert!(m.contains("column \"id\" holds INT64, not strings"), "{m}");
+        let m = message(&snappy, "tags.list.element");
+        assert!(m.contains("is a list"), "{m}");
+        let m = message(&dir.join("null.parquet"), "text");
+        assert!(
+            m.contains("null.parquet") && m.contains("row 3: column \"text\" is null"),
+            "{m}"
+        );
+
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = fs::read(&snappy).unwrap();
+        let cut = tmp.path().join("cut.parquet");
+        fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let m = message(&cut, "text");
+        assert!(
+            m.contains("cut.parquet") && m.contains("cannot read as Parquet"),
+            "{m}"
+        );
+        // A file whose footer is whole but whose pages were overwritten (its one column's).
+        let mut damaged = fs::read(dir.join("zstd-v2.parquet")).unwrap();
+        damaged[4..2004].fill(0xA5);
+        let bad = tmp.path().join("damaged.parquet");
+        fs::write(&bad, damaged).unwrap();
+        let m = message(&bad, "text");
+        assert!(
+            m.contains("damaged.parquet") && m.contains("cannot read as Parquet"),
+            "{m}"
+        );
+        let text = tmp.path().join("text.parquet");
+        fs::write(&text, "not parquet at all\n").unwrap();
+        let m = message(&text, "text");
+        assert!(
+            m.contains("text.parquet") && m.contains("cannot read as Parquet"),
+            "{m}"
+        );
+        let gz = tmp.path().join("docs.parquet.gz");
+        fs::write(&gz, &bytes).unwrap();
+        let m = message(&gz, "text");
+        assert!(
+            m.contains("docs.parquet.gz") && m.contains("decompress it first"),
+            "{m}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //!   folder's `tokenizer.json` (special tokens, class, longest input).
 //! - [`shard`]: our memory-mapped token shard format (`train.bin`, `val.bin`).
 //! - [`documents`]: a corpus file's documents as a stream (fortune-format text, JSON Lines,
-//!   gzip, zstd).
+//!   Parquet; gzip, zstd).
 //! - [`prepare`]: turn corpus files into a dataset folder, in two streaming passes.
 //! - [`sampler`]: deterministic batch sampling, where a run's data position is one number.
 //! - [`mlm`]: BERT's masked-LM collator, deterministic per sample.
