@@ -41,8 +41,7 @@ use crate::fsio::write_bytes_atomic;
 use crate::hash::{hash_index, unit_f64};
 use crate::shard::ShardWriter;
 use crate::tokenizer::{
-    document_separator, load_tokenizer, train_bpe_from_texts, train_wordpiece_from_texts,
-    vocab_size,
+    document_separator, load_tokenizer, train_bpe_from_iter, train_wordpiece_from_iter, vocab_size,
 };
 
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -206,6 +205,72 @@ pub fn prepare(opts: &PrepareOptions) -> Result<PrepareSummary> {
     prepare_with_progress(opts, &mut |_| {})
 }
 
+/// The tokenizer `opts` asks for, trained on the training documents of `files` (each with
+/// its count of documents) read once more: a thread reads them, in order, and hands them over
+/// in batches of about `batch_bytes` of text to the trainer, which keeps only word counts.
+fn train_streaming(
+    opts: &PrepareOptions,
+    files: &[(PathBuf, usize)],
+    is_val: &[bool],
+    batch_bytes: usize,
+) -> Result<Tokenizer> {
+    if opts.train_kind == TokenizerKind::Other {
+        return Err(Error::InvalidArgument(
+            "only a BPE or a WordPiece tokenizer can be trained".into(),
+        ));
+    }
+    // Two batches in flight: the reader fills one while the trainer counts the other.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<String>>(1);
+    std::thread::scope(|scope| {
+        // Ok(false): the trainer stopped taking documents (with its own error) before the end.
+        let reader = scope.spawn(move || -> Result<bool> {
+            let (mut next, mut batch, mut bytes) = (0usize, Vec::new(), 0usize);
+            let mut stopped = false;
+            for (path, count) in files {
+                let read = for_each_counted_document(path, *count, &opts.text_field, &mut |doc| {
+                    // In range: the counts add up to the split's length.
+                    let train = !is_val[next];
+                    next += 1;
+                    if train {
+                        bytes += doc.len();
+                        batch.push(doc);
+                    }
+                    if bytes >= batch_bytes {
+                        bytes = 0;
+                        if tx.send(std::mem::take(&mut batch)).is_err() {
+                            stopped = true;
+                            return Err(Error::TokenizerTraining("stopped".into()));
+                        }
+                    }
+                    Ok(())
+                });
+                if stopped {
+                    return Ok(false);
+                }
+                read?;
+            }
+            Ok(tx.send(batch).is_ok())
+        });
+        let docs = rx.into_iter().flatten();
+        let trained = match opts.train_kind {
+            TokenizerKind::WordPiece => train_wordpiece_from_iter(docs, opts.vocab_size),
+            _ => train_bpe_from_iter(docs, opts.vocab_size),
+        };
+        let read = reader.join().unwrap_or_else(|_| {
+            Err(Error::InvalidArgument(
+                "the corpus reader stopped unexpectedly".into(),
+            ))
+        });
+        // The reader's error first: a trainer cut short by it has trained on part of the data.
+        match (read?, trained) {
+            (false, Ok(_)) => Err(Error::TokenizerTraining(
+                "the trainer stopped before the end of the corpus".into(),
+            )),
+            (_, trained) => trained,
+        }
+    })
+}
+
 /// [`prepare`], telling `progress` where it is (after each file read and each batch encoded).
 pub fn prepare_with_progress(
     opts: &PrepareOptions,
@@ -233,24 +298,17 @@ fn prepare_in_batches(
         collect_input(input, &mut files, &mut skipped)?;
     }
 
-    // First pass: each file's documents counted, and kept only when a tokenizer is to be
-    // trained on them. The second pass reads them again to encode.
-    let training = opts.tokenizer.is_none();
+    // First pass: each file's documents counted (the split needs their number). A tokenizer
+    // to train reads the training documents again, and the encoding reads them all again.
     let mut used_files: Vec<(PathBuf, usize)> = Vec::new();
-    let mut texts: Vec<String> = Vec::new();
     let (n_files, mut documents) = (files.len(), 0);
     for (i, path) in files.into_iter().enumerate() {
         let mut count = 0;
-        let mut here = Vec::new();
-        let text = for_each_document(&path, &opts.text_field, &mut |doc| {
+        let text = for_each_document(&path, &opts.text_field, &mut |_| {
             count += 1;
-            if training {
-                here.push(doc);
-            }
             Ok(())
         })?;
         if text {
-            texts.append(&mut here);
             used_files.push((path, count));
             documents += count;
         } else {
@@ -267,29 +325,12 @@ fn prepare_in_batches(
     let tokenizer = match &opts.tokenizer {
         Some(path) => load_tokenizer(path)?,
         None => {
-            let train_texts: Vec<&str> = texts
-                .iter()
-                .zip(&is_val)
-                .filter(|(_, &v)| !v)
-                .map(|(d, _)| d.as_str())
-                .collect();
             progress(PrepareProgress::Training {
-                documents: train_texts.len(),
+                documents: is_val.iter().filter(|&&v| !v).count(),
             });
-            match opts.train_kind {
-                TokenizerKind::WordPiece => {
-                    train_wordpiece_from_texts(&train_texts, opts.vocab_size)?
-                }
-                TokenizerKind::Bpe => train_bpe_from_texts(&train_texts, opts.vocab_size)?,
-                TokenizerKind::Other => {
-                    return Err(Error::InvalidArgument(
-                        "only a BPE or a WordPiece tokenizer can be trained".into(),
-                    ))
-                }
-            }
+            train_streaming(opts, &used_files, &is_val, batch_bytes)?
         }
     };
-    drop(texts);
     let tokenizer_label = opts
         .tokenizer
         .clone()
@@ -383,6 +424,34 @@ const ENCODE_BATCH_BYTES: usize = 4 << 20;
 
 /// The second pass: documents encoded in batches, each followed by the end-of-document id, into
 /// the shard of its side of the split.
+/// The documents of `path`, of which the first pass counted `count`: a file that has changed
+/// since (more documents, fewer, or now binary) is an error as soon as it shows.
+fn for_each_counted_document(
+    path: &Path,
+    count: usize,
+    text_field: &str,
+    f: &mut dyn FnMut(String) -> Result<()>,
+) -> Result<()> {
+    let changed = |seen: &str| {
+        Error::format(
+            path,
+            format!("changed while it was read: {count} documents, then {seen}"),
+        )
+    };
+    let mut seen = 0;
+    let text = for_each_document(path, text_field, &mut |doc| {
+        seen += 1;
+        if seen > count {
+            return Err(changed("more"));
+        }
+        f(doc)
+    })?;
+    if !text || seen != count {
+        return Err(changed(&seen.to_string()));
+    }
+    Ok(())
+}
+
 struct Encoder<'a> {
     tokenizer: &'a Tokenizer,
     is_val: &'a [bool],
@@ -402,18 +471,7 @@ struct Encoder<'a> {
 impl Encoder<'_> {
     /// The `count` documents of `path` (the first pass's count).
     fn file(&mut self, path: &Path, count: usize, text_field: &str) -> Result<()> {
-        let changed = |seen: &str| {
-            Error::format(
-                path,
-                format!("changed while it was read: {count} documents, then {seen}"),
-            )
-        };
-        let mut seen = 0;
-        let text = for_each_document(path, text_field, &mut |doc| {
-            seen += 1;
-            if seen > count {
-                return Err(changed("more"));
-            }
+        for_each_counted_document(path, count, text_field, &mut |doc| {
             self.batch_bytes += doc.len();
             self.batch.push(doc);
             if self.batch_bytes >= self.batch_limit {
@@ -421,11 +479,7 @@ impl Encoder<'_> {
             }
             Ok(())
         })?;
-        self.flush(path)?;
-        if !text || seen != count {
-            return Err(changed(&seen.to_string()));
-        }
-        Ok(())
+        self.flush(path)
     }
 
     fn flush(&mut self, path: &Path) -> Result<()> {
@@ -873,8 +927,9 @@ Science is what we understand well enough to explain to a computer.\n";
 
     #[test]
     fn batches_of_any_size_write_the_same_dataset() {
-        // A batch per document (a flush inside every file) against the default (one per file
-        // here): the same shards and summary.
+        // A batch per document (a flush inside every file, and a batch handed to the tokenizer
+        // trainer per training document) against the default (one per file here): the same
+        // tokenizer, shards and summary.
         let root = corpus();
         let whole = prepare(&opts(root.path(), "whole", 9)).unwrap();
         let mut seen = Vec::new();
@@ -1004,6 +1059,29 @@ Science is what we understand well enough to explain to a computer.\n";
             !root.path().join("out").exists(),
             "nothing written on error"
         );
+
+        // A vocabulary too small for the trainer: its own error, although the reader still had
+        // batches to hand over (a document a batch), and nothing written.
+        for (kind, size, problem) in [
+            (
+                TokenizerKind::Bpe,
+                100,
+                "BPE vocabulary size 100 is too small",
+            ),
+            (
+                TokenizerKind::WordPiece,
+                10,
+                "WordPiece vocabulary size 10 is too small",
+            ),
+        ] {
+            let mut o = opts(root.path(), "out", 1);
+            (o.train_kind, o.vocab_size) = (kind, size);
+            let msg = prepare_in_batches(&o, 1, &mut |_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(problem), "{msg}");
+            assert!(!root.path().join("out").exists());
+        }
 
         let msg = read_meta(&root.path().join("nope"))
             .unwrap_err()

@@ -56,6 +56,16 @@ pub fn train_bpe_from_texts<S: AsRef<str> + Sync>(
     texts: &[S],
     vocab_size: usize,
 ) -> Result<Tokenizer> {
+    train_bpe_from_iter(texts.iter().map(|t| t.as_ref()), vocab_size)
+}
+
+/// [`train_bpe_from_texts`] on texts as they come (a corpus read from disk while the trainer
+/// counts its words, on all cores): only the word counts are held, not the text.
+pub fn train_bpe_from_iter<I, S>(texts: I, vocab_size: usize) -> Result<Tokenizer>
+where
+    I: Iterator<Item = S> + Send,
+    S: AsRef<str> + Send,
+{
     if vocab_size < MIN_BPE_VOCAB {
         return Err(Error::InvalidArgument(format!(
             "BPE vocabulary size {vocab_size} is too small: the 256 byte symbols and {EOT} need {MIN_BPE_VOCAB}"
@@ -80,7 +90,7 @@ pub fn train_bpe_from_texts<S: AsRef<str> + Sync>(
     tokenizer.with_pre_tokenizer(Some(byte_level));
     tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
     tokenizer
-        .train(&mut trainer, texts.iter().map(|t| t.as_ref()))
+        .train(&mut trainer, texts)
         .map_err(|e| Error::TokenizerTraining(e.to_string()))?;
     Ok(tokenizer)
 }
@@ -98,6 +108,15 @@ pub fn train_wordpiece_from_texts<S: AsRef<str> + Sync>(
     texts: &[S],
     vocab_size: usize,
 ) -> Result<Tokenizer> {
+    train_wordpiece_from_iter(texts.iter(), vocab_size)
+}
+
+/// [`train_wordpiece_from_texts`] on texts as they come: only the word counts are held.
+pub fn train_wordpiece_from_iter<I, S>(texts: I, vocab_size: usize) -> Result<Tokenizer>
+where
+    I: Iterator<Item = S>,
+    S: AsRef<str>,
+{
     if vocab_size < 64 {
         return Err(Error::InvalidArgument(format!(
             "WordPiece vocabulary size {vocab_size} is too small (at least 64)"
