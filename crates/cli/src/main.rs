@@ -50,8 +50,8 @@ enum Cmd {
         /// are decompressed first.
         #[arg(long = "input", required = true, num_args = 1..)]
         inputs: Vec<PathBuf>,
-        /// The field of a JSON record, or the column of a Parquet file (`a.b` for a field in a
-        /// struct column), that holds its text.
+        /// The field of a JSON record, or the column of a Parquet file, that holds its text
+        /// (`a.b`: field `b` of the object or struct in `a`).
         #[arg(long, default_value = "text")]
         text_field: String,
         /// Output folder: tokenizer.json, train.bin, val.bin, meta.json.

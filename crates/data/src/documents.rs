@@ -6,7 +6,8 @@
 //! The file's name decides its format. A name ending in `.gz` or `.zst` is decompressed (gzip
 //! or zstd, any number of members or frames) and the rest of the name decides:
 //! - `.jsonl`, `.ndjson`: JSON Lines, one record per line, each record one document (its
-//!   string field `text_field`); blank lines are skipped.
+//!   string field `text_field`; a dotted path `a.b` names field `b` of the object in `a`
+//!   unless a key is `a.b` itself); blank lines are skipped.
 //! - `.json`: JSON Lines, or one array of such records (`datasets`' `to_json` writes either,
 //!   with and without `lines`); read whole.
 //! - `.parquet`: a Parquet file (as the Hub's datasets and FineWeb ship, or `datasets`'
@@ -286,7 +287,17 @@ fn record_text(
             ),
         ));
     };
-    match map.remove(field) {
+    // A key holding dots is itself first; else `a.b` is field `b` of the object in field `a`,
+    // as Parquet names a struct's field.
+    let value = map.remove(field).or_else(|| {
+        let (head, rest) = field.split_once('.')?;
+        let mut v = map.get_mut(head)?;
+        for key in rest.split('.') {
+            v = v.as_object_mut()?.get_mut(key)?;
+        }
+        Some(v.take())
+    });
+    match value {
         Some(serde_json::Value::String(s)) => Ok(s),
         Some(other) => Err(Error::format(
             path,
@@ -373,6 +384,40 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(i, s)| *s == format!("src-{}", i % 7)));
+    }
+
+    #[test]
+    fn json_records_name_a_nested_field_by_its_dotted_path() {
+        // As a Parquet struct's field: `meta.text` is field `text` of the object in `meta`,
+        // unless a key is literally `meta.text`.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("nested.jsonl");
+        fs::write(
+            &path,
+            "{\"meta\": {\"text\": \"inner\", \"n\": 1}}\n\
+             {\"meta.text\": \"dotted key\", \"meta\": {\"text\": \"not this\"}}\n\
+             {\"meta\": {\"deeper\": {\"text\": \"deep\"}}, \"x\": 2}\n",
+        )
+        .unwrap();
+        let m = message(&path, "meta.text");
+        assert!(
+            m.contains("line 3: no field \"meta.text\" (the record has: meta, x)"),
+            "{m}"
+        );
+        fs::write(
+            &path,
+            "{\"meta\": {\"text\": \"inner\", \"n\": 1}}\n\
+             {\"meta.text\": \"dotted key\", \"meta\": {\"text\": \"not this\"}}\n",
+        )
+        .unwrap();
+        assert_eq!(read(&path, "meta.text").unwrap(), ["inner", "dotted key"]);
+        let m = message(&path, "meta.n");
+        assert!(
+            m.contains("line 1: field \"meta.n\" is a number, not a string"),
+            "{m}"
+        );
+        let m = message(&path, "meta.text.more");
+        assert!(m.contains("line 1: no field \"meta.text.more\""), "{m}");
     }
 
     #[test]
