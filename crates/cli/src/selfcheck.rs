@@ -909,6 +909,7 @@ fn train_losses(
         view.as_ref().unwrap_or(&params),
         AttentionImpl::default(),
         recompute,
+        0.0,
     )?;
     let mut opt = Optimizer::new(OptimizerConfig::AdamW(AdamWConfig::default()), trained)?;
     let toks: Vec<u32> = (0..b * (t + 1))

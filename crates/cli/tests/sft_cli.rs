@@ -475,3 +475,66 @@ fn packed_sft_resumes_byte_for_byte_and_recomputes_the_same() {
     let steps = |d: &Path| metric_values(d, "train", "loss").len();
     assert!(steps(&straight) < steps(&plain), "packed rows are fewer");
 }
+
+/// NEFTune (`train.neftune_noise_alpha`, TRL's `neftune_noise_alpha`): the training forwards
+/// see noised embeddings, the evaluations do not; the noise is a function of the step (a run
+/// cut short and resumed ends byte for byte as the one that was not); α = 0 is no NEFTune.
+#[test]
+fn neftune_noises_training_only_and_resumes_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alpha = "train.neftune_noise_alpha=5";
+    let run = |name: &str, set: &[&str], stop: Option<&str>| -> PathBuf {
+        let dir = tmp.path().join(name);
+        let cfg = sft_config(tmp.path(), &dir, "text", "");
+        let mut args = vec!["train", "--config", cfg.to_str().unwrap(), "--quiet"];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        if let Some(n) = stop {
+            args.extend(["--stop-after", n]);
+        }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        lantern_ok(&refs);
+        dir
+    };
+    let plain = run("plain", &[], None);
+    let noised = run("noised", &[alpha], None);
+    let zero = run("zero", &["train.neftune_noise_alpha=0"], None);
+    let val = |d: &Path| metric_values(d, "val", "val_loss");
+    let loss = |d: &Path| metric_values(d, "train", "loss");
+    // The evaluation before the first step sees the same model, without noise.
+    assert_eq!(val(&plain)[0], val(&noised)[0]);
+    assert_ne!(
+        loss(&plain)[0],
+        loss(&noised)[0],
+        "the first step saw the noise"
+    );
+    assert_eq!(loss(&plain), loss(&zero));
+    let file = |d: &Path, f: &str| std::fs::read(newest_checkpoint(d).join(f)).unwrap();
+    assert!(file(&plain, "model.safetensors") == file(&zero, "model.safetensors"));
+    assert!(file(&plain, "model.safetensors") != file(&noised, "model.safetensors"));
+
+    let split = run("split", &[alpha], Some("2"));
+    let cfg = sft_config(tmp.path(), &split, "text", "");
+    let resume = ["--quiet", "--resume", "--set", alpha];
+    lantern_ok(&[&["train", "--config", &s(&cfg)][..], &resume].concat());
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        assert!(
+            file(&noised, f) == file(&split, f),
+            "{f} differs after the resume"
+        );
+    }
+
+    let e = lantern_err(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--set",
+        "train.neftune_noise_alpha=-1",
+    ]);
+    assert!(
+        e.contains("train.neftune_noise_alpha must be at least 0"),
+        "{e}"
+    );
+}

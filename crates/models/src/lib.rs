@@ -24,10 +24,32 @@ pub use hf_config::LoadReport;
 pub use packing::Packing;
 pub use params::Params;
 
+use candle_core::Tensor;
+
 /// Whether a forward pass trains (dropout on, drawing from the given generator) or evaluates.
 pub enum Mode<'a> {
     Eval,
     Train(&'a mut lantern_kernels::Rng),
+}
+
+/// NEFTune (Jain et al. 2023; transformers' `neftune_noise_alpha`): while training, the token
+/// embeddings x (B, T, C) plus noise uniform in [−α/√(T·C), α/√(T·C)), drawn from the mode's
+/// generator, as transformers' forward hook on the input embeddings adds it (T the padded
+/// length of the batch). Evaluation, or α = 0, returns x and draws nothing.
+pub fn neftune(x: Tensor, alpha: f64, mode: &mut Mode<'_>) -> Result<Tensor> {
+    let rng = match mode {
+        Mode::Train(rng) if alpha > 0.0 => rng,
+        _ => return Ok(x),
+    };
+    let (_, t, c) = x.dims3()?;
+    let mag = (alpha / ((t * c) as f64).sqrt()) as f32;
+    let noise: Vec<f32> = (0..x.elem_count())
+        .map(|_| (2.0 * rng.next_f32() - 1.0) * mag)
+        .collect();
+    let noise = Tensor::from_vec(noise, x.shape(), &candle_core::Device::Cpu)?
+        .to_device(x.device())?
+        .to_dtype(x.dtype())?;
+    Ok((x + noise)?)
 }
 
 /// How the blocks of a causal model attend in one forward, chosen once for all of them.

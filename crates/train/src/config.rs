@@ -584,6 +584,11 @@ pub struct TrainSection {
     /// third more compute, the same gradients (`crate::recompute`).
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// NEFTune (transformers' and TRL's `neftune_noise_alpha`): while training, noise uniform
+    /// in ±α/√(T·C) added to the token embeddings (T the batch's padded length, C the
+    /// embedding width), where transformers' hook adds it; evaluation sees none. Off (unset or
+    /// 0) by default; the NEFTune paper fine-tunes with α = 5.
+    pub neftune_noise_alpha: Option<f64>,
     /// fp16 loss scaler (PyTorch GradScaler defaults).
     #[serde(default = "d_scale_init")]
     pub loss_scale_init: f64,
@@ -1219,6 +1224,7 @@ impl RunConfig {
             ("train.loss_scale_growth", Some(t.loss_scale_growth)),
             ("train.loss_scale_backoff", Some(t.loss_scale_backoff)),
             ("model.dropout", self.model.dropout),
+            ("train.neftune_noise_alpha", t.neftune_noise_alpha),
         ];
         for (key, v) in floats {
             if let Some(v) = v {
@@ -1226,6 +1232,9 @@ impl RunConfig {
                     return bad(&format!("{key} must be a finite number, got {v}"));
                 }
             }
+        }
+        if t.neftune_noise_alpha.is_some_and(|a| a < 0.0) {
+            return bad("train.neftune_noise_alpha must be at least 0");
         }
         if let Err(m) = crate::schedule::check_shape(
             t.schedule,

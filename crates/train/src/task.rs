@@ -345,30 +345,36 @@ impl ModelConfig {
     /// The model for the loop, reading `params` (kept, so optimizer updates are seen);
     /// `attention` is GPT's and Llama's (`model.attention`); `recompute` is
     /// `train.activation_checkpointing` (each block's activations are recomputed in the
-    /// backward pass instead of kept).
+    /// backward pass instead of kept); `neftune` is `train.neftune_noise_alpha` (0: none).
     pub fn build(
         &self,
         params: &Params,
         attention: AttentionImpl,
         recompute: bool,
+        neftune: f64,
     ) -> Result<Box<dyn LossModel>> {
         Ok(match self {
             Self::Gpt(g) => {
-                let gpt = Gpt::new(g, params)?.with_attention(attention);
+                let gpt = Gpt::new(g, params)?
+                    .with_attention(attention)
+                    .with_neftune(neftune);
                 match recompute {
                     true => Box::new(Recomputed(gpt)),
                     false => Box::new(gpt),
                 }
             }
             Self::Llama(c) => {
-                let model = Llama::new(c, params)?.with_attention(attention);
+                let model = Llama::new(c, params)?
+                    .with_attention(attention)
+                    .with_neftune(neftune);
                 match recompute {
                     true => Box::new(Recomputed(model)),
                     false => Box::new(model),
                 }
             }
             Self::Bert(c) => {
-                let mlm = BertForMaskedLM::new(c, params)?;
+                let mut mlm = BertForMaskedLM::new(c, params)?;
+                mlm.bert = mlm.bert.with_neftune(neftune);
                 match recompute {
                     true => Box::new(Recomputed(mlm)),
                     false => Box::new(mlm),

@@ -985,9 +985,11 @@ pub fn train(mut cfg: RunConfig, opts: TrainOptions) -> Result<TrainSummary> {
         model_store,
         cfg.model.attention,
         cfg.train.activation_checkpointing,
+        cfg.train.neftune_noise_alpha.unwrap_or(0.0),
     )?;
-    // Evaluations read the same weights without recording a graph.
-    let eval_model = build_cfg.build(&model_store.frozen(), cfg.model.attention, false)?;
+    // Evaluations read the same weights without recording a graph (and without NEFTune's
+    // noise, which only a training forward adds).
+    let eval_model = build_cfg.build(&model_store.frozen(), cfg.model.attention, false, 0.0)?;
     let mut scaler = (precision == Precision::Fp16).then(|| {
         state
             .as_ref()
@@ -1700,7 +1702,8 @@ impl MovingReference {
             &mut Rng::derive(cfg.train.seed, INIT_STREAM),
             device,
         )?;
-        let model = ref_cfg.build(&params.frozen(), cfg.model.attention, false)?;
+        // The reference is evaluated only: no NEFTune, as TRL's reference model has no hook.
+        let model = ref_cfg.build(&params.frozen(), cfg.model.attention, false, 0.0)?;
         Ok(Self {
             params,
             model,
@@ -1899,7 +1902,7 @@ mod tests {
             .collect();
         let m = MovingReference {
             model: cfg
-                .build(&reference.frozen(), Default::default(), false)
+                .build(&reference.frozen(), Default::default(), false, 0.0)
                 .unwrap(),
             params: reference,
             cfg,

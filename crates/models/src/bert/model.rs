@@ -421,6 +421,8 @@ pub struct BertModel {
     emb_project: Option<Dense>,
     layers: Vec<Layer>,
     pooler: Option<Dense>,
+    /// NEFTune's α ([`BertModel::with_neftune`]); 0: none.
+    neftune_alpha: f64,
 }
 
 fn pair(params: &Params, p: &str) -> Result<(Tensor, Tensor)> {
@@ -477,7 +479,16 @@ impl BertModel {
             } else {
                 None
             },
+            neftune_alpha: 0.0,
         })
+    }
+
+    /// The same model adding NEFTune's noise of strength `alpha` to the word embeddings while
+    /// training ([`crate::neftune`]; before the position and token-type embeddings are added,
+    /// as transformers' hook on `word_embeddings`).
+    pub fn with_neftune(mut self, alpha: f64) -> Self {
+        self.neftune_alpha = alpha;
+        self
     }
 
     pub fn config(&self) -> &BertConfig {
@@ -525,6 +536,7 @@ impl BertModel {
                                      // The pad token's row gets no gradient from the lookup, as transformers'
                                      // `nn.Embedding(padding_idx=pad_token_id)`.
         let tok = k::embedding(&self.word, ids, Some(cfg.pad_token_id))?; // (B, T, C)
+        let tok = crate::neftune(tok, self.neftune_alpha, mode)?;
         let x = if cfg.model_type.offsets_positions() {
             // RoBERTa's position ids depend on the ids; its position table has
             // padding_idx = pad_token_id too.
@@ -1297,6 +1309,48 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("limit of 14 tokens"), "{err}");
+    }
+
+    #[test]
+    fn neftune_noises_the_word_embeddings_in_training_only() {
+        // Dropout off: a training forward draws exactly one number per word-embedding element
+        // (B·T·C = 2·5·16), and changes the embeddings; evaluation and α = 0 do not.
+        let mut cfg = tiny(2);
+        cfg.hidden_dropout_prob = 0.0;
+        cfg.attention_probs_dropout_prob = 0.0;
+        let p = init_params(
+            &cfg,
+            BertHead::Encoder,
+            &mut Rng::new(1),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap();
+        let ids = Tensor::new(&[[2u32, 7, 9, 3, 0], [2, 11, 0, 13, 3]], &Device::Cpu).unwrap();
+        let input = BertInput {
+            ids: &ids,
+            token_type_ids: None,
+            attention_mask: None,
+        };
+        let plain = BertModel::new(&cfg, &p, BertHead::Encoder).unwrap();
+        let noisy = BertModel::new(&cfg, &p, BertHead::Encoder)
+            .unwrap()
+            .with_neftune(5.0);
+        let clean = plain.embed_input(&input, &mut Mode::Eval).unwrap();
+        let eval = noisy.embed_input(&input, &mut Mode::Eval).unwrap();
+        assert_eq!(max_diff(&eval, &clean), 0.0);
+        let mut rng = Rng::new(4);
+        let x = noisy
+            .embed_input(&input, &mut Mode::Train(&mut rng))
+            .unwrap();
+        assert!(max_diff(&x, &clean) > 1e-3);
+        assert_eq!(rng.state().counter, 2 * 5 * 16);
+        let mut rng = Rng::new(4);
+        let x = plain
+            .embed_input(&input, &mut Mode::Train(&mut rng))
+            .unwrap();
+        assert_eq!(max_diff(&x, &clean), 0.0);
+        assert_eq!(rng.state().counter, 0);
     }
 
     /// DistilBERT: its names, no token types or pooler, its heads, and every parameter trained.

@@ -138,6 +138,8 @@ impl KvCache {
 /// so optimizer updates to the variables are seen by the next forward.
 pub struct Gpt {
     cfg: GptConfig,
+    /// NEFTune's α ([`Gpt::with_neftune`]); 0: none.
+    neftune_alpha: f64,
     wte: Tensor,
     wpe: Tensor,
     blocks: Vec<Block>,
@@ -219,12 +221,21 @@ impl Gpt {
             blocks,
             ln_f: pair("transformer.ln_f")?,
             attention: AttentionImpl::Auto,
+            neftune_alpha: 0.0,
         })
     }
 
     /// The same model computing attention with `attention`.
     pub fn with_attention(mut self, attention: AttentionImpl) -> Self {
         self.attention = attention;
+        self
+    }
+
+    /// The same model adding NEFTune's noise of strength `alpha` to the token embeddings
+    /// while training ([`crate::neftune`]; before the position embeddings are added, as
+    /// transformers' hook on `wte`).
+    pub fn with_neftune(mut self, alpha: f64) -> Self {
+        self.neftune_alpha = alpha;
         self
     }
 
@@ -254,7 +265,13 @@ impl Gpt {
 
     /// Token plus position embeddings of ids (B, T) at positions `start..start + T` → (B, T, C).
     fn embed(&self, ids: &Tensor, start: usize) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
+        let tok = k::embedding(&self.wte, ids, None)?; // (B, T, C)
+        self.add_positions(tok, start)
+    }
+
+    /// Token embeddings tok (B, T, C) plus the position embeddings of `start..start + T`.
+    fn add_positions(&self, tok: Tensor, start: usize) -> Result<Tensor> {
+        let (b, t, _) = tok.dims3()?;
         let (c, n_pos) = (self.cfg.n_embd, self.cfg.n_positions);
         if start + t > n_pos {
             return Err(crate::Error::Config(format!(
@@ -262,7 +279,6 @@ impl Gpt {
                 start + t
             )));
         }
-        let tok = k::embedding(&self.wte, ids, None)?; // (B, T, C)
         let pos = self.wpe.narrow(0, start, t)?; // (T, C)
                                                  // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
         let x = k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?;
@@ -271,7 +287,7 @@ impl Gpt {
 
     /// Token plus position embeddings of ids (B, T) at each token's own position in its
     /// packed sequence → (B, T, C).
-    fn embed_packed(&self, ids: &Tensor, packing: &Packing) -> Result<Tensor> {
+    fn embed_packed(&self, tok: Tensor, ids: &Tensor, packing: &Packing) -> Result<Tensor> {
         packing.check(ids)?;
         // The positions' range is known on the host: no read back from the device.
         let (span, n_pos) = (packing.span(), self.cfg.n_positions);
@@ -281,7 +297,6 @@ impl Gpt {
                 span - 1
             )));
         }
-        let tok = k::embedding(&self.wte, ids, None)?; // (B, T, C)
         Ok((tok + k::embedding(&self.wpe, packing.positions(), None)?)?)
     }
 
@@ -424,9 +439,11 @@ impl Gpt {
         packing: Option<&Packing>,
         mode: &mut Mode<'_>,
     ) -> Result<Tensor> {
+        let tok = k::embedding(&self.wte, ids, None)?; // (B, T, C)
+        let tok = crate::neftune(tok, self.neftune_alpha, mode)?;
         let x = match packing {
-            Some(p) => self.embed_packed(ids, p)?,
-            None => self.embed(ids, 0)?,
+            Some(p) => self.embed_packed(tok, ids, p)?,
+            None => self.add_positions(tok, 0)?,
         };
         self.drop(x, mode)
     }
@@ -627,6 +644,37 @@ mod tests {
             .map(|v| g.get(v.as_tensor()).expect("gradient").clone())
             .collect();
         (logits, grads)
+    }
+
+    #[test]
+    fn neftune_noises_the_token_embeddings_in_training_only() {
+        // α = 8 over (B, T, C) = (2, 10, 32): each element moves by less than α/√(T·C), the
+        // largest of 640 draws nearly that much; unpacked and packed alike; one draw per
+        // element; evaluation and α = 0 leave the embeddings as they were.
+        let cfg = tiny(0.0);
+        let params = init_params(&cfg, &mut Rng::new(7), &Device::Cpu, DType::F32).unwrap();
+        let plain = Gpt::new(&cfg, &params).unwrap();
+        let m = Gpt::new(&cfg, &params).unwrap().with_neftune(8.0);
+        let ids: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % 50).collect();
+        let ids = Tensor::from_vec(ids, (2, 10), &Device::Cpu).unwrap();
+        let packing = Packing::new(&[vec![4, 6], vec![10]], 10, &Device::Cpu).unwrap();
+        let mag = 8.0 / (10f64 * 32.0).sqrt();
+        for p in [None, Some(&packing)] {
+            let clean = plain.embed_input(&ids, p, &mut Mode::Eval).unwrap();
+            let eval = m.embed_input(&ids, p, &mut Mode::Eval).unwrap();
+            assert_eq!(max_diff(&eval, &clean), 0.0);
+            let mut rng = Rng::new(5);
+            let noisy = m.embed_input(&ids, p, &mut Mode::Train(&mut rng)).unwrap();
+            let d = max_diff(&noisy, &clean) as f64;
+            assert!(d <= mag * 1.0001 && d > 0.95 * mag, "{d} against {mag}");
+            assert_eq!(rng.state().counter, 2 * 10 * 32);
+            let mut rng = Rng::new(5);
+            let none = plain
+                .embed_input(&ids, p, &mut Mode::Train(&mut rng))
+                .unwrap();
+            assert_eq!(max_diff(&none, &clean), 0.0);
+            assert_eq!(rng.state().counter, 0);
+        }
     }
 
     /// Packed rows: each sequence's logits as alone, on either attention path asked for.

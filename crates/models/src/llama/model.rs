@@ -350,6 +350,8 @@ pub struct Llama {
     /// `lm_head.weight` (V, C), or the embedding when tied.
     lm_head: Tensor,
     attention: AttentionImpl,
+    /// NEFTune's α ([`Llama::with_neftune`]); 0: none.
+    neftune_alpha: f64,
 }
 
 /// What the blocks of one forward share, built once by [`Llama::block_context`]: for each
@@ -445,7 +447,18 @@ impl Llama {
             norm: params.get("model.norm.weight")?,
             lm_head,
             attention: AttentionImpl::default(),
+            neftune_alpha: 0.0,
         })
+    }
+
+    /// The same model adding NEFTune's noise of strength `alpha` to the token embeddings
+    /// while training ([`crate::neftune`]), where transformers' hook on the input embeddings
+    /// adds it: to the looked-up rows, before Gemma's and Gemma 2's √hidden and Granite's
+    /// `embedding_multiplier` (applied by their models' forward), after Gemma 3's scaling
+    /// (part of its embedding module).
+    pub fn with_neftune(mut self, alpha: f64) -> Self {
+        self.neftune_alpha = alpha;
+        self
     }
 
     /// Chooses the attention path (`model.attention`: fused on CUDA and composite on the CPU by
@@ -579,12 +592,26 @@ impl Llama {
     /// The token embeddings of ids (B, T) → (B, T, C); Gemma 3 scales them by √hidden (in
     /// the embedding's dtype, as transformers does); Granite by its `embedding_multiplier`.
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        self.embed_noised(ids, &mut Mode::Eval)
+    }
+
+    /// [`Llama::embed`] with NEFTune's noise while `mode` trains.
+    fn embed_noised(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
         let x = k::embedding(&self.embed_tokens, ids, self.cfg.pad_token_id)?;
+        let gemma3 = self.cfg.model_type == crate::llama::LlamaFamily::Gemma3;
+        let x = match gemma3 {
+            true => x,
+            false => crate::neftune(x, self.neftune_alpha, mode)?,
+        };
         if let Some(g) = &self.cfg.granite {
             return Ok(x.affine(g.embedding_multiplier, 0.0)?);
         }
-        match self.cfg.gemma() {
-            true => Ok(x.affine((self.cfg.hidden_size as f64).sqrt(), 0.0)?),
+        let x = match self.cfg.gemma() {
+            true => x.affine((self.cfg.hidden_size as f64).sqrt(), 0.0)?,
+            false => x,
+        };
+        match gemma3 {
+            true => crate::neftune(x, self.neftune_alpha, mode),
             false => Ok(x),
         }
     }
@@ -644,9 +671,9 @@ impl Llama {
     }
 
     /// The first block's input: the token embeddings of ids (B, T) → (B, T, C).
-    pub fn embed_input(&self, ids: &Tensor, _mode: &mut Mode<'_>) -> Result<Tensor> {
+    pub fn embed_input(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
         self.check_positions(0, ids.dim(1)?)?;
-        self.embed(ids)
+        self.embed_noised(ids, mode)
     }
 
     /// What every block of a forward over `ids` (B, T) takes: the RoPE tables of positions
@@ -1023,6 +1050,7 @@ mod tests {
     use super::*;
     use crate::testutil::max_diff;
     use std::collections::BTreeMap;
+    use std::path::Path;
 
     fn tiny(kv: usize, tied: bool) -> LlamaConfig {
         LlamaConfig {
@@ -1053,6 +1081,54 @@ mod tests {
         let params = init_params(cfg, &mut Rng::new(seed), &Device::Cpu, DType::F32).unwrap();
         let m = Llama::new(cfg, &params).unwrap();
         (params, m)
+    }
+
+    #[test]
+    fn neftune_noises_the_embeddings_where_transformers_hooks_them() {
+        // α = 5, T = 6: the noise is at most α/√(T·C) per element where transformers' hook
+        // adds it, so after a scaling applied later (Gemma's √C, Granite's multiplier 12) the
+        // embeddings move by that much more; Gemma 3's scaling is inside its embedding
+        // module, so its noise is added after it.
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden");
+        let (alpha, t) = (5.0, 6);
+        for (dir, later_scale) in [
+            ("llama_tiny", 1.0),
+            ("gemma_tiny", 32f64.sqrt()),
+            ("gemma3_tiny", 1.0),
+            ("granite_tiny", 12.0),
+        ] {
+            let cfg =
+                crate::llama::hf::config_from_hf(&golden.join(dir).join("config.json")).unwrap();
+            let c = cfg.hidden_size;
+            let (_, m) = model(&cfg, 3);
+            let m = m.with_neftune(alpha);
+            let ids = ids(3, t, 7);
+            let clean = m.embed_input(&ids, &mut Mode::Eval).unwrap();
+            let mut rng = Rng::new(11);
+            let noisy = m.embed_input(&ids, &mut Mode::Train(&mut rng)).unwrap();
+            let mag = alpha / ((t * c) as f64).sqrt() * later_scale;
+            let d = max_diff(&noisy, &clean) as f64;
+            // 3·6·C draws: the largest comes within a few percent of the bound.
+            assert!(
+                d <= mag * 1.0001 && d > 0.95 * mag,
+                "{dir}: {d} against {mag}"
+            );
+            // One draw per element, the same for the same generator.
+            assert_eq!(rng.state().counter, (3 * t * c) as u64, "{dir}");
+            let again = m
+                .embed_input(&ids, &mut Mode::Train(&mut Rng::new(11)))
+                .unwrap();
+            assert_eq!(max_diff(&again, &noisy), 0.0, "{dir}");
+        }
+        // α = 0 (the default) draws nothing and changes nothing.
+        let (_, m) = model(&tiny(2, false), 3);
+        let mut rng = Rng::new(11);
+        let x = m
+            .embed_input(&ids(2, 5, 3), &mut Mode::Train(&mut rng))
+            .unwrap();
+        let clean = m.embed_input(&ids(2, 5, 3), &mut Mode::Eval).unwrap();
+        assert_eq!(max_diff(&x, &clean), 0.0);
+        assert_eq!(rng.state().counter, 0);
     }
 
     #[test]
