@@ -204,8 +204,27 @@ enum Cmd {
 /// walks the graph recursively; the main thread's usual 8 MiB, with room to spare.
 const WORKER_STACK: usize = 32 << 20;
 
+/// The `parquet` crate can panic on a damaged file instead of returning an error;
+/// `lantern-data` catches those panics and reports the file and what failed as an error
+/// (`documents::parquet_call`). Their default report (`thread ... panicked at ...`) would come
+/// before that error as noise, so panics raised inside the parquet crate's code are not
+/// printed; every other panic is, as before.
+fn quiet_caught_parquet_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_parquet = info.location().is_some_and(|l| {
+            let file = l.file().replace('\\', "/");
+            file.contains("/parquet-") && file.contains("/src/")
+        });
+        if !in_parquet {
+            default(info);
+        }
+    }));
+}
+
 fn main() {
     keep_freed_memory();
+    quiet_caught_parquet_panics();
     let cli = Cli::parse();
     // The whole command runs on a worker of one rayon pool (RAYON_NUM_THREADS threads, default
     // one per CPU). Parallel CPU work (candle's matmuls, our kernels) then splits between that

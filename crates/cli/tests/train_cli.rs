@@ -497,6 +497,23 @@ fn prepare_reads_parquet_as_it_reads_json_lines() {
         "{e}"
     );
     assert!(!nope.exists());
+    // A file on which the parquet crate panics: one line, the error, and nothing written.
+    let run = lantern(&[
+        "prepare",
+        "--input",
+        golden.join("damaged-dictionary.parquet").to_str().unwrap(),
+        "--out",
+        nope.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains("damaged-dictionary.parquet: cannot read as Parquet: the file is damaged"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!nope.exists());
 }
 
 #[test]

@@ -187,12 +187,7 @@ fn parquet_documents(
     use parquet::column::reader::ColumnReader;
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
-    let bad = |e: parquet::errors::ParquetError| {
-        let e = e.to_string();
-        let e = e.strip_prefix("Parquet error: ").unwrap_or(&e);
-        Error::format(path, format!("cannot read as Parquet: {e}"))
-    };
-    let reader = SerializedFileReader::new(file).map_err(bad)?;
+    let reader = parquet_call(path, || SerializedFileReader::new(file))?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let Some(column) =
         (0..schema.num_columns()).find(|&i| schema.column(i).path().string() == field)
@@ -232,10 +227,8 @@ fn parquet_documents(
     let (mut defs, mut values) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
     let mut row = 0usize;
     for g in 0..reader.num_row_groups() {
-        let group = reader.get_row_group(g).map_err(bad)?;
-        let ColumnReader::ByteArrayColumnReader(mut col) =
-            group.get_column_reader(column).map_err(bad)?
-        else {
+        let col_reader = parquet_call(path, || reader.get_row_group(g)?.get_column_reader(column))?;
+        let ColumnReader::ByteArrayColumnReader(mut col) = col_reader else {
             return Err(Error::format(
                 path,
                 format!("column \"{field}\": no string reader"),
@@ -244,9 +237,9 @@ fn parquet_documents(
         loop {
             defs.clear();
             values.clear();
-            let (rows, _, _) = col
-                .read_records(BATCH, Some(&mut defs), None, &mut values)
-                .map_err(bad)?;
+            let (rows, _, _) = parquet_call(path, || {
+                col.read_records(BATCH, Some(&mut defs), None, &mut values)
+            })?;
             if rows == 0 {
                 break;
             }
@@ -268,6 +261,32 @@ fn parquet_documents(
         }
     }
     Ok(())
+}
+
+/// A call into the `parquet` crate, its error or panic made an error naming `path`. The crate
+/// can panic on a damaged file instead of returning an error (seen: a cut dictionary page
+/// fails an assertion in its decoder), so each of its calls is guarded: a damaged file is an
+/// error like any other. (`lantern`'s panic hook keeps such a caught panic off stderr.)
+fn parquet_call<T>(path: &Path, f: impl FnOnce() -> parquet::errors::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            let e = e.to_string();
+            let e = e.strip_prefix("Parquet error: ").unwrap_or(&e);
+            Err(Error::format(path, format!("cannot read as Parquet: {e}")))
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "its reader failed".into());
+            Err(Error::format(
+                path,
+                format!("cannot read as Parquet: the file is damaged ({what})"),
+            ))
+        }
+    }
 }
 
 /// The string `field` of a JSON record; `at` says where the record is, for the errors.
@@ -460,6 +479,13 @@ mod tests {
         let m = message(&bad, "text");
         assert!(
             m.contains("damaged.parquet") && m.contains("cannot read as Parquet"),
+            "{m}"
+        );
+        // Found by fuzzing (fuzz/fuzz_targets/documents.rs): a damaged dictionary page on
+        // which the parquet crate's decoder panics; the panic is caught and reported.
+        let m = message(&dir.join("damaged-dictionary.parquet"), "text");
+        assert!(
+            m.contains("damaged-dictionary.parquet: cannot read as Parquet: the file is damaged"),
             "{m}"
         );
         let text = tmp.path().join("text.parquet");
