@@ -1129,6 +1129,18 @@ mod tests {
         BertForMaskedLM::loss_sum(&logits, &t, &w).unwrap()
     }
 
+    /// An encoder's parameters, f32 on the CPU, from seed 1.
+    fn encoder_params(cfg: &BertConfig) -> Params {
+        init_params(
+            cfg,
+            BertHead::Encoder,
+            &mut Rng::new(1),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap()
+    }
+
     fn tiny(labels: usize) -> BertConfig {
         let names: Vec<String> = (0..labels).map(|i| format!("c{i}")).collect();
         BertConfig::new(50, 16, 2, 2, 24, 16).with_labels(&names)
@@ -1288,14 +1300,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("pad_token_id + 1"));
-        let p = init_params(
-            &cfg,
-            BertHead::Encoder,
-            &mut Rng::new(1),
-            &Device::Cpu,
-            DType::F32,
-        )
-        .unwrap();
+        let p = encoder_params(&cfg);
         let enc = BertModel::new(&cfg, &p, BertHead::Encoder).unwrap();
         let long = Tensor::zeros((1, 15), DType::U32, &Device::Cpu).unwrap();
         let err = enc
@@ -1318,14 +1323,7 @@ mod tests {
         let mut cfg = tiny(2);
         cfg.hidden_dropout_prob = 0.0;
         cfg.attention_probs_dropout_prob = 0.0;
-        let p = init_params(
-            &cfg,
-            BertHead::Encoder,
-            &mut Rng::new(1),
-            &Device::Cpu,
-            DType::F32,
-        )
-        .unwrap();
+        let p = encoder_params(&cfg);
         let ids = Tensor::new(&[[2u32, 7, 9, 3, 0], [2, 11, 0, 13, 3]], &Device::Cpu).unwrap();
         let input = BertInput {
             ids: &ids,
