@@ -765,6 +765,40 @@ fn a_fine_tune_cut_short_resumes_byte_identical() {
     );
 }
 
+/// NEFTune (`train.neftune_noise_alpha`, transformers' `neftune_noise_alpha`): the training
+/// steps see noised embeddings, so the losses differ from a plain run's; α = 0 is the plain run
+/// to the byte; the noise is a function of the step, so a run cut short and resumed ends as
+/// the one that was not; a negative α is refused naming the key.
+#[test]
+fn neftune_fine_tunes_on_noised_embeddings_and_resumes_byte_identical() {
+    let f = Fixture::new();
+    let noised = format!("{RESUMABLE}\nneftune_noise_alpha = 5");
+    finetune_quiet(&f.config("plain", RESUMABLE, PATIENT), &[]);
+    finetune_quiet(&f.config("whole", &noised, PATIENT), &[]);
+    let zero = format!("{RESUMABLE}\nneftune_noise_alpha = 0");
+    finetune_quiet(&f.config("zero", &zero, PATIENT), &[]);
+    let (plain, whole) = (f.root.join("plain"), f.root.join("whole"));
+    assert_ne!(train_losses(&plain)[0], train_losses(&whole)[0]);
+    assert_same_run(&plain, &f.root.join("zero"));
+    let cut = f.config("cut", &noised, PATIENT);
+    finetune_quiet(&cut, &["--stop-after", "5"]);
+    finetune_quiet(&cut, &["--resume"]);
+    assert_same_run(&whole, &f.root.join("cut"));
+    let e = lantern_err(&[
+        "finetune",
+        "--config",
+        p(&f.config(
+            "bad",
+            &format!("{RESUMABLE}\nneftune_noise_alpha = -1"),
+            PATIENT,
+        )),
+    ]);
+    assert!(
+        e.contains("train.neftune_noise_alpha must be a finite, non-negative number, got -1"),
+        "{e}"
+    );
+}
+
 /// `train.group_by_length` (transformers' LengthGroupedSampler): the run learns, says so,
 /// takes another order than the plain shuffle, resumes byte-identical, and a resume that
 /// changes the setting is refused naming it.

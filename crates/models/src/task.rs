@@ -315,6 +315,16 @@ impl TaskModel {
         }
     }
 
+    /// The same model adding NEFTune's noise of strength `alpha` to its token embeddings
+    /// while training ([`crate::neftune`]).
+    pub fn with_neftune(self, alpha: f64) -> Self {
+        match self {
+            Self::Bert(m) => Self::Bert(Box::new(m.with_neftune(alpha))),
+            Self::DecoderSequence(m) => Self::DecoderSequence(m.with_neftune(alpha)),
+            Self::DecoderToken(m) => Self::DecoderToken(m.with_neftune(alpha)),
+        }
+    }
+
     pub fn head(&self) -> BertHead {
         match self {
             Self::Bert(m) => m.head(),

@@ -2027,8 +2027,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
         false => task_cfg.clone(),
     };
     let loss_coef = loss_coef(&cfg);
-    let model = TaskModel::new(&run_cfg, model_store, head_of(problem))?;
-    // Evaluations read the same weights without recording a graph.
+    let model = TaskModel::new(&run_cfg, model_store, head_of(problem))?
+        .with_neftune(cfg.train.neftune_noise_alpha.unwrap_or(0.0));
+    // Evaluations read the same weights without recording a graph (nor NEFTune's noise).
     let eval_model = TaskModel::new(&run_cfg, &model_store.frozen(), head_of(problem))?;
     let mut stopper = EarlyStopping::new(cfg.higher_is_better(), cfg.early_stopping.patience)
         .with_threshold(cfg.early_stopping.threshold);

@@ -202,6 +202,10 @@ pub struct FtTrainSection {
     /// third more compute, the same gradients (`crate::recompute`).
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// NEFTune (transformers' `neftune_noise_alpha`): while training, noise uniform in
+    /// ±α/√(T·C) added to the token embeddings, where transformers' hook adds it; evaluation
+    /// and prediction see none. Off (unset or 0) by default.
+    pub neftune_noise_alpha: Option<f64>,
     /// transformers' `group_by_length`: each epoch's shuffled order is regrouped so that the
     /// examples of a step have similar lengths (`labelled::length_grouped`), and padding
     /// each micro-batch to its longest costs less.
@@ -436,6 +440,13 @@ impl FinetuneConfig {
         }
         if !(t.lr.is_finite() && t.lr >= 0.0) {
             return bad("train.lr must be a finite, non-negative number".into());
+        }
+        if let Some(a) = t.neftune_noise_alpha {
+            if !(a.is_finite() && a >= 0.0) {
+                return bad(format!(
+                    "train.neftune_noise_alpha must be a finite, non-negative number, got {a}"
+                ));
+            }
         }
         if let Err(m) = crate::schedule::check_shape(
             t.schedule,

@@ -1029,6 +1029,19 @@ pub enum BertClassifier {
 }
 
 impl BertClassifier {
+    /// The same model with NEFTune's noise on its encoder's word embeddings
+    /// ([`BertModel::with_neftune`]).
+    pub fn with_neftune(mut self, alpha: f64) -> Self {
+        let bert = match &mut self {
+            Self::Sequence(m) => &mut m.bert,
+            Self::Token(m) => &mut m.bert,
+            Self::QuestionAnswering(m) => &mut m.bert,
+            Self::MultipleChoice(m) => &mut m.bert,
+        };
+        bert.neftune_alpha = alpha;
+        self
+    }
+
     /// The model of `head`, which must be [`BertHead::SequenceClassification`],
     /// [`BertHead::TokenClassification`], [`BertHead::QuestionAnswering`] or
     /// [`BertHead::MultipleChoice`].

@@ -433,6 +433,12 @@ pub struct DecoderForSequenceClassification {
 }
 
 impl DecoderForSequenceClassification {
+    /// The same model with NEFTune's noise on its token embeddings ([`Decoder::with_neftune`]).
+    pub fn with_neftune(mut self, alpha: f64) -> Self {
+        self.model = self.model.with_neftune(alpha);
+        self
+    }
+
     pub fn new(cfg: &DecoderClsConfig, params: &Params) -> Result<Self> {
         cfg.validate()?;
         Ok(Self {
@@ -503,6 +509,12 @@ pub struct DecoderForTokenClassification {
 }
 
 impl DecoderForTokenClassification {
+    /// The same model with NEFTune's noise on its token embeddings ([`Decoder::with_neftune`]).
+    pub fn with_neftune(mut self, alpha: f64) -> Self {
+        self.model = self.model.with_neftune(alpha);
+        self
+    }
+
     pub fn new(cfg: &DecoderClsConfig, params: &Params) -> Result<Self> {
         cfg.validate()?;
         DecoderHead::TokenClassification.check(&cfg.lm)?;
@@ -673,6 +685,25 @@ mod tests {
             tensors.insert("lm_head.weight".into(), wte);
         }
         tensors
+    }
+
+    #[test]
+    fn neftune_reaches_the_classifiers_embeddings_in_training_only() {
+        // Every family's classifier: a training forward with NEFTune draws one number per
+        // embedding element (dropout off) and moves the logits; evaluation does not.
+        for cfg in families() {
+            let (_, plain) = model(&cfg);
+            let noised = model(&cfg).1.with_neftune(5.0);
+            let ids = Tensor::new(&[[1u32, 2, 3, 4], [5, 6, 19, 19]], &Device::Cpu).unwrap();
+            let clean = plain.forward(&ids, Mode::Eval).unwrap();
+            let eval = noised.forward(&ids, Mode::Eval).unwrap();
+            assert_eq!(max_diff(&eval, &clean), 0.0, "{}", cfg.family());
+            let mut rng = Rng::new(2);
+            let trained = noised.forward(&ids, Mode::Train(&mut rng)).unwrap();
+            assert!(max_diff(&trained, &clean) > 0.0, "{}", cfg.family());
+            let width = cfg.lm.hidden_size() as u64;
+            assert_eq!(rng.state().counter, 2 * 4 * width, "{}", cfg.family());
+        }
     }
 
     #[test]

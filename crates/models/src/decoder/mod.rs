@@ -235,6 +235,15 @@ impl Decoder {
         }
     }
 
+    /// The same model adding NEFTune's noise of strength `alpha` to the token embeddings
+    /// while training ([`Gpt::with_neftune`], [`Llama::with_neftune`]).
+    pub fn with_neftune(self, alpha: f64) -> Self {
+        match self {
+            Self::Gpt(m) => Self::Gpt(m.with_neftune(alpha)),
+            Self::Llama(m) => Self::Llama(m.with_neftune(alpha)),
+        }
+    }
+
     /// ids: (B, T) u32 → the last block's output (B, T, C), before the final norm.
     pub fn last_block_output(&self, ids: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
         match self {
