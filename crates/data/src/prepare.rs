@@ -422,8 +422,6 @@ fn prepare_in_batches(
 /// batch's encodings (ids, offsets, token strings) stay a few times its size.
 const ENCODE_BATCH_BYTES: usize = 4 << 20;
 
-/// The second pass: documents encoded in batches, each followed by the end-of-document id, into
-/// the shard of its side of the split.
 /// The documents of `path`, of which the first pass counted `count`: a file that has changed
 /// since (more documents, fewer, or now binary) is an error as soon as it shows.
 fn for_each_counted_document(
@@ -452,6 +450,8 @@ fn for_each_counted_document(
     Ok(())
 }
 
+/// The last pass: documents encoded in batches, each followed by the end-of-document id, into
+/// the shard of its side of the split.
 struct Encoder<'a> {
     tokenizer: &'a Tokenizer,
     is_val: &'a [bool],
