@@ -353,7 +353,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs;
     use std::path::PathBuf;
@@ -363,13 +363,19 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/parquet")
     }
 
-    fn read(path: &Path, field: &str) -> Result<Vec<String>> {
+    /// The file's documents, `None` for a binary text file.
+    pub(crate) fn read_documents(path: &Path, field: &str) -> Result<Option<Vec<String>>> {
         let mut docs = Vec::new();
-        for_each_document(path, field, &mut |d| {
+        let text = for_each_document(path, field, &mut |d| {
             docs.push(d);
             Ok(())
         })?;
-        Ok(docs)
+        Ok(text.then_some(docs))
+    }
+
+    /// The documents of a file that is not binary text.
+    fn read(path: &Path, field: &str) -> Result<Vec<String>> {
+        Ok(read_documents(path, field)?.expect("not a binary text file"))
     }
 
     fn message(path: &Path, field: &str) -> String {

@@ -594,6 +594,7 @@ fn assign_split(n: usize, val_fraction: f64, seed: u64) -> Result<Vec<bool>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::documents::tests::read_documents;
     use crate::shard::Shard;
 
     const COMPUTERS: &str = "A computer lets you make more mistakes faster.\n\
@@ -859,15 +860,6 @@ Science is what we understand well enough to explain to a computer.\n";
     }
 
     /// A file's documents, `None` for a binary one.
-    fn read_documents(path: &Path, field: &str) -> Result<Option<Vec<String>>> {
-        let mut docs = Vec::new();
-        let text = for_each_document(path, field, &mut |d| {
-            docs.push(d);
-            Ok(())
-        })?;
-        Ok(text.then_some(docs))
-    }
-
     fn json_line(field: &str, text: &str) -> String {
         format!(
             "{{\"id\": 7, \"{field}\": {}}}\n",
