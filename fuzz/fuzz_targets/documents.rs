@@ -23,10 +23,7 @@ fuzz_target!(
         // keeps them quiet): they are errors here, not crashes. Any other panic aborts.
         let abort = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let in_parquet = info
-                .location()
-                .is_some_and(|l| l.file().contains("/parquet-") && l.file().contains("/src/"));
-            if !in_parquet {
+            if !lantern_data::documents::panic_in_parquet(info) {
                 abort(info);
             }
         }));

@@ -212,11 +212,7 @@ const WORKER_STACK: usize = 32 << 20;
 fn quiet_caught_parquet_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let in_parquet = info.location().is_some_and(|l| {
-            let file = l.file().replace('\\', "/");
-            file.contains("/parquet-") && file.contains("/src/")
-        });
-        if !in_parquet {
+        if !lantern_data::documents::panic_in_parquet(info) {
             default(info);
         }
     }));

@@ -266,7 +266,7 @@ fn parquet_documents(
 /// A call into the `parquet` crate, its error or panic made an error naming `path`. The crate
 /// can panic on a damaged file instead of returning an error (seen: a cut dictionary page
 /// fails an assertion in its decoder), so each of its calls is guarded: a damaged file is an
-/// error like any other. (`lantern`'s panic hook keeps such a caught panic off stderr.)
+/// error like any other (a panic hook can keep it off stderr: [`panic_in_parquet`]).
 fn parquet_call<T>(path: &Path, f: impl FnOnce() -> parquet::errors::Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
@@ -287,6 +287,16 @@ fn parquet_call<T>(path: &Path, f: impl FnOnce() -> parquet::errors::Result<T>) 
             ))
         }
     }
+}
+
+/// Whether a panic was raised inside the `parquet` crate's code: one `parquet_call` catches
+/// and reports as an error naming the file. A panic hook can leave such panics unprinted (as
+/// `lantern` does) and report every other.
+pub fn panic_in_parquet(info: &std::panic::PanicHookInfo<'_>) -> bool {
+    info.location().is_some_and(|l| {
+        let file = l.file().replace('\\', "/");
+        file.contains("/parquet-") && file.contains("/src/")
+    })
 }
 
 /// The string `field` of a JSON record; `at` says where the record is, for the errors.
