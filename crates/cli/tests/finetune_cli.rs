@@ -2965,3 +2965,41 @@ fn lora_trains_a_token_classifier_and_recomputes_the_same_steps() {
         assert!((x - y).abs() <= 1e-5 * y.abs(), "loss {x} recomputed {y}");
     }
 }
+
+/// A Parquet file `datasets` wrote (scripts/make_record_parquet_fixtures.py) trains with the
+/// class names its `ClassLabel` features declare, in their order, as the model's labels
+/// (conll2003-style `ner_tags`: `O`, `B-PER`, `I-PER`), and its errors name the row.
+#[test]
+fn parquet_class_labels_become_the_models_labels() {
+    let f = Fixture::new();
+    let golden = common::workspace_root().join("tests/golden/parquet/records");
+    for name in ["tokens.parquet", "classification.parquet"] {
+        std::fs::copy(golden.join(name), f.root.join(name)).unwrap();
+    }
+    let data = (
+        "tokens.parquet",
+        "tokens.parquet",
+        "problem_type = \"token_classification\"",
+    );
+    let cfg = f.config_on("pq-tokens", data, "epochs = 1", "");
+    finetune_quiet(&cfg, &NO_DROPOUT);
+    let config = exported_config(&f.root.join("pq-tokens"));
+    assert_eq!(
+        config["id2label"],
+        serde_json::json!({"0": "O", "1": "B-PER", "2": "I-PER"}),
+        "{config}"
+    );
+    // ClassLabel's -1 (no label) in a training file.
+    std::fs::write(
+        f.root.join("named.jsonl"),
+        "{\"text\": \"the cat\", \"label\": \"negative\"}\n{\"text\": \"a car\", \"label\": \"positive\"}\n",
+    )
+    .unwrap();
+    let data = ("classification.parquet", "named.jsonl", "");
+    let cfg = f.config_on("pq-cls", data, "epochs = 1", "");
+    let e = lantern_err(&["finetune", "--config", p(&cfg)]);
+    assert!(
+        e.contains("classification.parquet: row 4: training examples need a \"label\""),
+        "{e}"
+    );
+}

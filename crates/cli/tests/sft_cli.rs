@@ -538,3 +538,38 @@ fn neftune_noises_training_only_and_resumes_byte_for_byte() {
         "{e}"
     );
 }
+
+/// The Hub's datasets come as Parquet: `data.train` naming `datasets`' `to_parquet` of a
+/// golden file (scripts/make_record_parquet_fixtures.py) trains as the file's JSON Lines do,
+/// for SFT, DPO and KTO (the trainer chosen from the first row), weights byte for byte.
+#[test]
+fn parquet_records_train_as_their_json_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (layout, parquet) in [
+        ("sft/messages", "sft-messages"),
+        ("dpo/conversational", "dpo-conversational"),
+        ("kto/text", "kto-text"),
+    ] {
+        let run = |name: &str, train: Option<PathBuf>| -> (PathBuf, String) {
+            let dir = tmp.path().join(format!("{parquet}-{name}"));
+            let cfg = golden_run_config(tmp.path(), &dir, (layout, ""), "");
+            let mut args = vec!["train".to_string(), "--config".into(), s(&cfg)];
+            if let Some(p) = train {
+                args.extend(["--set".into(), format!("data.train=\"{}\"", s(&p))]);
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            (dir, run_ok(&refs))
+        };
+        let (jsonl, _) = run("jsonl", None);
+        let file = workspace_root().join(format!("tests/golden/parquet/records/{parquet}.parquet"));
+        let (pq, out) = run("parquet", Some(file));
+        assert!(out.contains(&format!("{parquet}.parquet")), "{out}");
+        let weights = |d: &Path| std::fs::read(newest_checkpoint(d).join("model.safetensors"));
+        assert!(
+            weights(&jsonl).unwrap() == weights(&pq).unwrap(),
+            "{parquet}: the weights differ"
+        );
+        let loss = |d: &Path| metric_values(d, "train", "loss");
+        assert_eq!(loss(&jsonl), loss(&pq), "{parquet}");
+    }
+}

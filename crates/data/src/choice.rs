@@ -10,7 +10,8 @@
 //! (lm-evaluation-harness's `multiple_choice` tasks, llm.c's HellaSwag evaluation): the
 //! choice it finds most likely is its answer ([`read_lm_choices`]).
 //!
-//! Three record layouts, in JSONL (one object per line), CSV or TSV (a header row):
+//! Three record layouts, in JSONL (one object per line), Parquet (a row a record, read as
+//! JSONL: [`crate::records`]), CSV or TSV (a header row):
 //! - SWAG's (`sent1`, `sent2`, `ending0` … `ending{C-1}`, `label`). run_swag's first segment
 //!   is `sent1` and its choice i is `sent2 + " " + ending{i}`; a language model's context is
 //!   `sent1 + " " + sent2` (lm-evaluation-harness's `startphrase`) and its choices the endings;
@@ -33,7 +34,7 @@ use std::path::Path;
 /// The most choices an example may have (more is a mistake in the file).
 pub const MAX_CHOICES: usize = 1024;
 
-/// Reads a multiple-choice file (`.jsonl`/`.json`, `.csv` or `.tsv`) for an encoder. Each
+/// Reads a multiple-choice file (`.jsonl`/`.json`, `.parquet`, `.csv` or `.tsv`) for an encoder. Each
 /// example is a [`RawExample`] whose `text` is the first segment and whose `choices` are the
 /// second segments; `label` is the right choice's index (absent: an unlabelled example, for
 /// prediction).
@@ -168,13 +169,10 @@ struct Record {
 
 /// Every record of the file, each checked; every example with the same number of choices.
 fn read_records(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
-    if !path.exists() {
-        return Err(Error::MissingInput(path.to_path_buf()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::records::text(path)?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let records: Vec<(usize, Map<String, Value>)> = match ext {
-        "jsonl" | "json" => json_records(path, &text)?,
+        "jsonl" | "json" | "parquet" => json_records(path, &text)?,
         "csv" => table_records(path, csv_records(path, &text)?)?,
         "tsv" => table_records(path, tsv_records(&text))?,
         other => {
@@ -182,7 +180,7 @@ fn read_records(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
                 path,
                 format!(
                     "unknown extension {other:?} for multiple-choice data: expected .jsonl, \
-                     .csv or .tsv"
+                     .parquet, .csv or .tsv"
                 ),
             ))
         }
@@ -202,9 +200,9 @@ fn read_records(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
                 path,
                 ex.line,
                 format!(
-                    "{n} choices, but line {} has {c}: every example of a file has the same \
+                    "{n} choices, but {} has {c}: every example of a file has the same \
                      number",
-                    first.line
+                    crate::records::place(path, first.line)
                 ),
             ));
         }

@@ -267,7 +267,10 @@ fn parquet_documents(
 /// can panic on a damaged file instead of returning an error (seen: a cut dictionary page
 /// fails an assertion in its decoder), so each of its calls is guarded: a damaged file is an
 /// error like any other (a panic hook can keep it off stderr: [`panic_in_parquet`]).
-fn parquet_call<T>(path: &Path, f: impl FnOnce() -> parquet::errors::Result<T>) -> Result<T> {
+pub(crate) fn parquet_call<T>(
+    path: &Path,
+    f: impl FnOnce() -> parquet::errors::Result<T>,
+) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {

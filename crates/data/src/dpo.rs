@@ -75,9 +75,12 @@ pub fn is_preference_file(path: &Path) -> Option<bool> {
     Some(v.get("chosen").is_some() && v.get("rejected").is_some())
 }
 
-/// A JSONL file's first record, `None` when the file cannot be read or has none. The first
-/// only: the reader that follows reads the whole file.
+/// A JSONL (or Parquet) file's first record, `None` when the file cannot be read or has none.
+/// The first only: the reader that follows reads the whole file.
 fn first_record(path: &Path) -> Option<serde_json::Value> {
+    if crate::records::is_parquet(path) {
+        return crate::records::first_row(path);
+    }
     use std::io::BufRead;
     let file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
     let line = file

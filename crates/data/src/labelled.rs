@@ -154,7 +154,10 @@ pub struct RawExample {
 }
 
 pub(crate) fn bad(path: &Path, line: usize, problem: impl std::fmt::Display) -> Error {
-    Error::format(path, format!("line {line}: {problem}"))
+    Error::format(
+        path,
+        format!("{}: {problem}", crate::records::place(path, line)),
+    )
 }
 
 /// Which fields of a text record hold the text, the optional second text and the label:
@@ -198,28 +201,36 @@ pub fn read_examples(path: &Path) -> Result<Vec<RawExample>> {
     read_examples_with(path, &Columns::default())
 }
 
-/// Reads `.jsonl`/`.json` (one object per line, text or word-level records), `.csv` (header
+/// Reads `.jsonl`/`.json` (one object per line, text or word-level records), `.parquet` (a
+/// row a record, as its JSON Lines export: [`crate::records`]), `.csv` (header
 /// row naming the columns), `.tsv` (the same with tabs and no quoting, as GLUE's files) or
 /// `.conll` (one word and its tag per line); `cols` names a text record's fields. Blank lines
 /// are skipped; an empty or whitespace-only text (or words) is an error, and so is a file
 /// mixing text and word-level records, which no problem type could use whole.
 pub fn read_examples_with(path: &Path, cols: &Columns) -> Result<Vec<RawExample>> {
-    if !path.exists() {
-        return Err(Error::MissingInput(path.to_path_buf()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::records::text(path)?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let out = match ext {
-        "jsonl" | "json" => read_jsonl(path, &text, cols)?,
+        "jsonl" | "json" | "parquet" => read_jsonl(path, &text, cols)?,
         "csv" => read_table(path, csv_records(path, &text)?, cols)?,
         "tsv" => read_table(path, tsv_records(&text), cols)?,
         "conll" => read_conll(path, &text)?,
         other => {
             return Err(Error::format(
                 path,
-                format!("unknown extension {other:?}: expected .jsonl, .csv, .tsv or .conll"),
+                format!(
+                    "unknown extension {other:?}: expected .jsonl, .parquet, .csv, .tsv or .conll"
+                ),
             ))
         }
+    };
+    if out.is_empty() {
+        return Err(Error::format(path, "no examples"));
+    }
+    let out = if crate::records::is_parquet(path) {
+        class_labels_named(path, cols, out)?
+    } else {
+        out
     };
     let Some(first) = out.first() else {
         return Err(Error::format(path, "no examples"));
@@ -241,9 +252,9 @@ pub fn read_examples_with(path: &Path, cols: &Columns) -> Result<Vec<RawExample>
                 path,
                 ex.line,
                 format!(
-                    "{}, but line {} is {}: a file holds one kind",
+                    "{}, but {} is {}: a file holds one kind",
                     kind(ex),
-                    first.line,
+                    crate::records::place(path, first.line),
                     kind(first)
                 ),
             ));
@@ -683,6 +694,84 @@ pub fn label_names(
     names.sort();
     names.dedup();
     Ok(names)
+}
+
+/// A Parquet file's `ClassLabel` indices as their names ([`declared_label_names`]), so that
+/// a class index of the file is never taken for a name that is a number (`"1"` of names `"1"`
+/// … `"5"`), and every later file and message sees the names; -1, `datasets`' "no label", is
+/// an unlabelled example. An index past the names is an error naming the row.
+fn class_labels_named(
+    path: &Path,
+    cols: &Columns,
+    mut out: Vec<RawExample>,
+) -> Result<Vec<RawExample>> {
+    let words = out.first().is_some_and(|e| e.words.is_some());
+    let problem = match words {
+        true => ProblemType::TokenClassification,
+        false => ProblemType::SingleLabelClassification,
+    };
+    let Some(names) = declared_label_names(path, cols, problem)? else {
+        return Ok(out);
+    };
+    let name = |i: usize, line: usize| match names.get(i) {
+        Some(n) => Ok(LabelValue::Name(n.clone())),
+        None => Err(bad(
+            path,
+            line,
+            format!(
+                "label {i} is past the {} names of the file's ClassLabel {names:?}",
+                names.len()
+            ),
+        )),
+    };
+    for e in &mut out {
+        let line = e.line;
+        e.label = match e.label.take() {
+            Some(LabelValue::Index(i)) => Some(name(i, line)?),
+            // `ClassLabel`'s -1: no label (GLUE's test splits), as a record without one.
+            Some(LabelValue::Number(-1.0)) => None,
+            Some(LabelValue::List(items)) => Some(LabelValue::List(
+                items
+                    .into_iter()
+                    .map(|l| match l {
+                        LabelValue::Index(i) => name(i, line),
+                        other => Ok(other),
+                    })
+                    .collect::<Result<_>>()?,
+            )),
+            other => other,
+        };
+    }
+    Ok(out)
+}
+
+/// The label names the training file declares, in class-index order, where it is a Parquet
+/// file `datasets` wrote with a `ClassLabel` label column (`cols.label`; a list of them for
+/// multi-label classification; `ner_tags` or `tags` for token classification):
+/// [`crate::records::class_label_names`]. transformers' run_classification and run_ner take
+/// these names as the model's `id2label`, and a tag's name (`B-PER`) is what entity-level
+/// scores read. `None` otherwise: [`label_names`] then takes the labels found in the file.
+pub fn declared_label_names(
+    path: &Path,
+    cols: &Columns,
+    problem: ProblemType,
+) -> Result<Option<Vec<String>>> {
+    let columns = match problem {
+        ProblemType::SingleLabelClassification | ProblemType::MultiLabelClassification => {
+            vec![cols.label.as_str()]
+        }
+        ProblemType::TokenClassification => vec!["ner_tags", "tags"],
+        ProblemType::Regression
+        | ProblemType::QuestionAnswering
+        | ProblemType::MultipleChoice
+        | ProblemType::RewardModeling => return Ok(None),
+    };
+    for c in columns {
+        if let Some(names) = crate::records::class_label_names(path, c)? {
+            return Ok(Some(names));
+        }
+    }
+    Ok(None)
 }
 
 /// The class index of `label` in `names`: a name must be one of them; an index must be below
@@ -1472,7 +1561,7 @@ mod tests {
         assert!(read_examples(&p)
             .unwrap_err()
             .to_string()
-            .contains(".jsonl, .csv, .tsv or .conll"));
+            .contains(".jsonl, .parquet, .csv, .tsv or .conll"));
     }
 
     #[test]

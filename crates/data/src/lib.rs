@@ -18,6 +18,7 @@
 //! - [`dpo`]: preference examples (TRL's prompt / chosen / rejected layouts) for DPO.
 //! - [`qa`]: extractive question answering (SQuAD): examples, and question + context windows
 //!   with answer spans.
+//! - [`records`]: Parquet files read as JSON Lines, for every reader of records above.
 //!
 //! Nothing here knows about models, devices or tensors: the trainer turns the `u32` buffers
 //! filled here into tensors itself.
@@ -34,6 +35,7 @@ pub mod mlm;
 pub mod packing;
 pub mod prepare;
 pub mod qa;
+pub mod records;
 pub mod sampler;
 pub mod sft;
 pub mod shard;

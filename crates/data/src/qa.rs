@@ -80,6 +80,8 @@ pub struct QaFeature {
 enum Layout {
     /// JSONL: an example is a line.
     Lines,
+    /// Parquet, read as JSONL ([`crate::records`]): an example is a row, counted from 0.
+    Rows,
     /// SQuAD JSON: an example is the n-th question of the file.
     Squad,
 }
@@ -89,19 +91,22 @@ impl Layout {
     fn of(path: &Path) -> Self {
         match path.extension().and_then(|e| e.to_str()) {
             Some("json") => Layout::Squad,
+            Some("parquet") => Layout::Rows,
             _ => Layout::Lines,
         }
     }
 
-    /// "line 3" or "question 3", with the id when known: `question 3 (id "5733be28")`.
+    /// "line 3", "row 2" (record 3 of a Parquet file) or "question 3", with the id when
+    /// known: `question 3 (id "5733be28")`.
     fn place(self, n: usize, id: Option<&str>) -> String {
-        let what = match self {
-            Layout::Lines => "line",
-            Layout::Squad => "question",
+        let at = match self {
+            Layout::Lines => format!("line {n}"),
+            Layout::Rows => format!("row {}", n.saturating_sub(1)),
+            Layout::Squad => format!("question {n}"),
         };
         match id {
-            Some(id) => format!("{what} {n} (id {id:?})"),
-            None => format!("{what} {n}"),
+            Some(id) => format!("{at} (id {id:?})"),
+            None => at,
         }
     }
 }
@@ -140,27 +145,29 @@ pub fn read_qa(path: &Path) -> Result<Vec<QaExample>> {
 /// and whether the text is at that BYTE offset instead), an id seen before, and a file without
 /// examples.
 pub fn read_qa_with(path: &Path, version_2_with_negative: bool) -> Result<Vec<QaExample>> {
-    if !path.exists() {
-        return Err(Error::MissingInput(path.to_path_buf()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    // A byte-order mark (editors on Windows write one) is not part of the first record.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let layout = match path.extension().and_then(|e| e.to_str()) {
         Some("jsonl") => Layout::Lines,
+        Some("parquet") => Layout::Rows,
         Some("json") => Layout::Squad,
         other => {
+            if !path.exists() {
+                return Err(Error::MissingInput(path.to_path_buf()));
+            }
             return Err(Error::format(
                 path,
                 format!(
-                "unknown extension {:?}: expected .jsonl (one record per line) or .json (SQuAD)",
-                other.unwrap_or("")
-            ),
-            ))
+                    "unknown extension {:?}: expected .jsonl (one record per line), .parquet \
+                     (one per row) or .json (SQuAD)",
+                    other.unwrap_or("")
+                ),
+            ));
         }
     };
+    let text = crate::records::text(path)?;
+    // A byte-order mark (editors on Windows write one) is not part of the first record.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let examples = match layout {
-        Layout::Lines => read_jsonl(path, text, version_2_with_negative)?,
+        Layout::Lines | Layout::Rows => read_jsonl(path, text, version_2_with_negative)?,
         Layout::Squad => read_squad(path, text, version_2_with_negative)?,
     };
     if examples.is_empty() {
@@ -170,16 +177,13 @@ pub fn read_qa_with(path: &Path, version_2_with_negative: bool) -> Result<Vec<Qa
     for ex in &examples {
         check_example(ex, path, layout)?;
         if let Some(first) = seen.insert(&ex.id, ex.line) {
-            let what = match layout {
-                Layout::Lines => "line",
-                Layout::Squad => "question",
-            };
             return Err(bad(
                 path,
                 &layout.place(ex.line, Some(&ex.id)),
                 format!(
-                    "the id is already at {what} {first}: ids must be unique (the windows \
-                     of an example are grouped by it)"
+                    "the id is already at {}: ids must be unique (the windows of an example \
+                     are grouped by it)",
+                    layout.place(first, None)
                 ),
             ));
         }
@@ -194,7 +198,7 @@ fn read_jsonl(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
         if line.trim().is_empty() {
             continue;
         }
-        let place = Layout::Lines.place(n, None);
+        let place = Layout::of(path).place(n, None);
         let v: Value = serde_json::from_str(line)
             .map_err(|e| bad(path, &place, format!("invalid JSON: {e}")))?;
         if !v.is_object() {
@@ -205,7 +209,7 @@ fn read_jsonl(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
             ));
         }
         let id = string(&v, "id", path, &place)?;
-        let place = Layout::Lines.place(n, Some(&id));
+        let place = Layout::of(path).place(n, Some(&id));
         optional_string(&v, "title", path, &place)?;
         let answers = match v.get("answers") {
             None | Some(Value::Null) => None,

@@ -295,13 +295,10 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
     }
 }
 
-/// A JSONL file's text, or why it cannot be read.
+/// A JSONL file's text, or a Parquet file's rows as JSONL ([`crate::records`]), or why it
+/// cannot be read.
 pub(crate) fn jsonl_text(path: &Path) -> Result<String> {
-    if !path.exists() {
-        return Err(Error::MissingInput(path.to_path_buf()));
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    String::from_utf8(bytes).map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))
+    crate::records::text(path)
 }
 
 /// Refuses a token id at or past the model's `vocab_size`, naming line `n` of `path`.
@@ -375,9 +372,10 @@ pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Re
                     path,
                     n,
                     format!(
-                        "a {} record in a file whose first record (line {at}) is {}: one \
-                         layout per file",
+                        "a {} record in a file whose first record ({}) is {}: one layout per \
+                         file",
                         f.describe(),
+                        crate::records::place(path, at),
                         first.describe()
                     ),
                 ))

@@ -1644,9 +1644,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
     };
     if let Some(ex) = train_raw.iter().find(|e| e.label.is_none()) {
         return Err(Error::Config(format!(
-            "{}: line {}: training examples need a \"label\"",
+            "{}: {}: training examples need a \"label\"",
             d.train.display(),
-            ex.line
+            lantern_data::records::place(&d.train, ex.line)
         )));
     }
     let labels = match (&d.labels, problem) {
@@ -1657,7 +1657,10 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             ))
         }
         (Some(l), _) => l.clone(),
-        (None, _) => labelled::label_names(&train_raw, problem, &d.train)?,
+        (None, _) => match labelled::declared_label_names(&d.train, &d.columns(), problem)? {
+            Some(names) => names,
+            None => labelled::label_names(&train_raw, problem, &d.train)?,
+        },
     };
     if !matches!(
         problem,
@@ -1833,9 +1836,9 @@ pub fn finetune(mut cfg: FinetuneConfig, opts: FinetuneOptions) -> Result<Finetu
             let ex = labelled::encode(&tok, &raw, (problem, &labels), p)?;
             if let Some(e) = ex.iter().find(|e| e.label.is_none()) {
                 return Err(Error::Config(format!(
-                    "{}: line {}: test examples need a \"label\"",
+                    "{}: {}: test examples need a \"label\"",
                     p.display(),
-                    e.line
+                    lantern_data::records::place(p, e.line)
                 )));
             }
             Some(ex)

@@ -146,7 +146,7 @@ impl ChoiceSet {
         let bad = |line: usize, what: String| -> Error {
             lantern_data::Error::Format {
                 path: path.to_path_buf(),
-                problem: format!("line {line}: {what}"),
+                problem: format!("{}: {what}", lantern_data::records::place(path, line)),
             }
             .into()
         };

@@ -1,0 +1,481 @@
+//! Parquet files read as JSON Lines records.
+//!
+//! The Hub serves every dataset as Parquet (its `refs/convert/parquet` branch, or the files a
+//! dataset ships), and `datasets`' `to_parquet` writes it. Each reader of JSON Lines records
+//! (classification and token classification, multiple choice, question answering, SFT, DPO,
+//! reward and KTO data, `lantern score`'s choices) reads a `.parquet` file through
+//! [`json_lines`]: row r becomes the JSON object that `datasets`' `to_json` writes for it
+//! (lists as arrays, structs as objects, a null as `null`), on line r + 1 of one text, so a
+//! Parquet file and its JSON Lines export give the same examples. Messages name a Parquet
+//! record by its 0-based row, as `datasets` indexes rows ([`place`]).
+//!
+//! Rows are read with the `parquet` crate's record reader (no Arrow), one row group at a
+//! time; like the JSON Lines readers, the text of the whole file is held, which the readers
+//! that keep every example in memory need anyway.
+
+use std::path::Path;
+
+use crate::documents::parquet_call;
+use crate::error::{Error, Result};
+
+/// Whether `path` names a Parquet file (by its extension, as every reader here tells formats).
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// Where record `line` (1-based, as the readers count lines) of `path` is, for a message:
+/// `line 3` in a text file, `row 2` in a Parquet file (0-based, as `datasets` and pyarrow
+/// index rows).
+pub fn place(path: &Path, line: usize) -> String {
+    if is_parquet(path) {
+        format!("row {}", line.saturating_sub(1))
+    } else {
+        format!("line {line}")
+    }
+}
+
+/// The text of a JSON Lines records file, or the rows of a Parquet file as JSON Lines (one
+/// compact object per row, no blank lines). A missing file, a text file that is not UTF-8 and
+/// a Parquet file that cannot be read are errors naming the file.
+pub(crate) fn text(path: &Path) -> Result<String> {
+    if !path.exists() {
+        return Err(Error::MissingInput(path.to_path_buf()));
+    }
+    if is_parquet(path) {
+        return json_lines(path);
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))
+}
+
+/// Every row of the Parquet file `path`, as one JSON object per line.
+pub(crate) fn json_lines(path: &Path) -> Result<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = parquet_call(path, || SerializedFileReader::new(file))?;
+    let meta = reader.metadata().file_metadata();
+    if meta.schema_descr().num_columns() == 0 {
+        return Err(Error::format(path, "a Parquet file without columns"));
+    }
+    let rows = usize::try_from(meta.num_rows()).unwrap_or(0);
+    let mut out = String::with_capacity(rows.saturating_mul(64));
+    let mut iter = parquet_call(path, || reader.get_row_iter(None))?;
+    while let Some(row) = parquet_call(path, || iter.next().transpose())? {
+        write_row(&mut out, &row);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The class names `datasets` declared for `column` of the Parquet file `path`: its features,
+/// kept in the file's `huggingface` metadata, give the column a `ClassLabel` (stored as the
+/// class index) or a list of them (`Sequence(ClassLabel)`: multi-label classes, or a word's
+/// tags as conll2003's `ner_tags`). The names in class-index order; `None` for another file,
+/// column or feature, or metadata that does not parse (the indices are then the labels, as in
+/// the file's JSON Lines export).
+pub fn class_label_names(path: &Path, column: &str) -> Result<Option<Vec<String>>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    if !is_parquet(path) {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = parquet_call(path, || SerializedFileReader::new(file))?;
+    let meta = reader.metadata().file_metadata().key_value_metadata();
+    let Some(json) = meta
+        .into_iter()
+        .flatten()
+        .find(|kv| kv.key == "huggingface")
+        .and_then(|kv| kv.value.as_deref())
+    else {
+        return Ok(None);
+    };
+    let Ok(info) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Ok(None);
+    };
+    let mut feature = &info["info"]["features"][column];
+    // `List` (datasets 4 on) or `Sequence` (before) of a feature: the feature's names.
+    while let Some(inner) = feature.get("feature") {
+        feature = inner;
+    }
+    if feature["_type"] != "ClassLabel" {
+        return Ok(None);
+    }
+    Ok(feature["names"].as_array().and_then(|names| {
+        names
+            .iter()
+            .map(|n| n.as_str().map(str::to_string))
+            .collect()
+    }))
+}
+
+/// The first row of the Parquet file `path` as a JSON object; `None` when the file cannot be
+/// read or has no rows (the reader that follows says why).
+pub(crate) fn first_row(path: &Path) -> Option<serde_json::Value> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let file = std::fs::File::open(path).ok()?;
+    let reader = parquet_call(path, || SerializedFileReader::new(file)).ok()?;
+    let mut iter = parquet_call(path, || reader.get_row_iter(None)).ok()?;
+    let row = parquet_call(path, || iter.next().transpose()).ok()??;
+    let mut line = String::new();
+    write_row(&mut line, &row);
+    serde_json::from_str(&line).ok()
+}
+
+/// `row` as a JSON object, its fields in the file's column order. `serde_json`'s objects sort
+/// their keys, and the order matters to a chat template that walks a message's keys or prints
+/// a tool call's arguments, so objects are written here; leaves are `serde_json`'s.
+fn write_row(out: &mut String, row: &parquet::record::Row) {
+    out.push('{');
+    for (i, (name, field)) in row.get_column_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json(out, &serde_json::Value::String(name.clone()));
+        out.push(':');
+        write_field(out, field);
+    }
+    out.push('}');
+}
+
+fn write_field(out: &mut String, field: &parquet::record::Field) {
+    use parquet::record::Field;
+    match field {
+        Field::Group(row) => write_row(out, row),
+        Field::ListInternal(list) => {
+            out.push('[');
+            for (i, e) in list.elements().iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_field(out, e);
+            }
+            out.push(']');
+        }
+        // A map's keys become strings, as in any JSON object.
+        Field::MapInternal(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.entries().iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let key = match k {
+                    Field::Str(s) => s.clone(),
+                    other => other.to_json_value().to_string(),
+                };
+                write_json(out, &serde_json::Value::String(key));
+                out.push(':');
+                write_field(out, v);
+            }
+            out.push('}');
+        }
+        // An f32 as the shortest decimal that reads back as it (0.1, where widening to f64
+        // would write 0.10000000149011612), as JSON of an f32 column should say.
+        Field::Float(x) => match x.to_string().parse::<f64>().ok().filter(|v| v.is_finite()) {
+            Some(v) => write_json(out, &serde_json::json!(v)),
+            None => out.push_str("null"),
+        },
+        leaf => write_json(out, &leaf.to_json_value()),
+    }
+}
+
+fn write_json(out: &mut String, v: &serde_json::Value) {
+    // Writing a `Value` into a `String` cannot fail: it has no I/O and no non-string keys.
+    out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{read_tokenizer_config, ChatTemplate};
+    use crate::labelled::{Columns, LabelValue, ProblemType, RawExample};
+    use std::path::PathBuf;
+    use tokenizers::Tokenizer;
+
+    fn golden() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
+    }
+
+    /// Written by `datasets` (scripts/make_record_parquet_fixtures.py).
+    fn fixture(name: &str) -> PathBuf {
+        golden().join("parquet/records").join(name)
+    }
+
+    #[test]
+    fn places_are_lines_of_text_and_rows_of_parquet() {
+        assert_eq!(place(Path::new("a/train.jsonl"), 3), "line 3");
+        assert_eq!(place(Path::new("a/train.parquet"), 3), "row 2");
+        assert_eq!(place(Path::new("a/TRAIN.PARQUET"), 1), "row 0");
+        assert_eq!(place(Path::new("a/train.csv"), 1), "line 1");
+    }
+
+    #[test]
+    fn rows_read_as_the_json_lines_datasets_writes() {
+        // Keys in the file's column order, nested lists and structs, an f32 as it was written.
+        let text = json_lines(&fixture("qa.parquet")).unwrap();
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.starts_with(r#"{"id":"#) && first.contains(r#""answers":{"text":["#),
+            "{first}"
+        );
+        let text = json_lines(&fixture("regression.parquet")).unwrap();
+        assert!(
+            text.starts_with(r#"{"text":"The sky is blue.","label":0.1}"#),
+            "{text}"
+        );
+        let text = json_lines(&fixture("sft-messages.parquet")).unwrap();
+        assert!(text.starts_with(r#"{"messages":[{"role":"#), "{text}");
+        assert_eq!(text.lines().count(), 12);
+        let first = first_row(&fixture("kto-text.parquet")).unwrap();
+        assert_eq!(first["label"], serde_json::Value::Bool(true));
+    }
+
+    /// Labels compared as the f32 a regression trains on (`datasets`' JSON writes an f32 with
+    /// ten digits, 0.1000000015).
+    fn as_f32(mut v: Vec<RawExample>) -> Vec<RawExample> {
+        for e in &mut v {
+            if let Some(LabelValue::Number(x)) = &mut e.label {
+                *x = *x as f32 as f64;
+            }
+        }
+        v
+    }
+
+    /// The JSON Lines export's class indices as the names the Parquet file declares (-1: no
+    /// label), which is how the Parquet file reads.
+    fn named(mut v: Vec<RawExample>, names: &[&str]) -> Vec<RawExample> {
+        let name = |l: &LabelValue| match l {
+            LabelValue::Index(i) => LabelValue::Name(names[*i].to_string()),
+            other => other.clone(),
+        };
+        for e in &mut v {
+            e.label = match e.label.take() {
+                Some(LabelValue::Number(-1.0)) => None,
+                Some(LabelValue::List(items)) => {
+                    Some(LabelValue::List(items.iter().map(name).collect()))
+                }
+                Some(l) => Some(name(&l)),
+                None => None,
+            };
+        }
+        v
+    }
+
+    #[test]
+    fn labelled_parquet_reads_as_its_json_lines() {
+        let classes = ["negative", "neutral", "positive"];
+        let tags = ["O", "B-PER", "I-PER"];
+        for (name, problem, names) in [
+            (
+                "classification",
+                ProblemType::SingleLabelClassification,
+                &classes[..],
+            ),
+            ("tokens", ProblemType::TokenClassification, &tags[..]),
+            ("regression", ProblemType::Regression, &[][..]),
+            ("multilabel", ProblemType::MultiLabelClassification, &[][..]),
+        ] {
+            let cols = Columns::default();
+            let read = |ext: &str| {
+                let p = fixture(&format!("{name}.{ext}"));
+                crate::labelled::read_for_problem(&p, &cols, problem).unwrap()
+            };
+            let (parquet, jsonl) = (as_f32(read("parquet")), as_f32(read("jsonl")));
+            assert_eq!(parquet.len(), 6, "{name}");
+            assert_eq!(parquet, named(jsonl, names), "{name}");
+            // The names in the metadata's order (not sorted): the model's id2label.
+            let p = fixture(&format!("{name}.parquet"));
+            let declared = crate::labelled::declared_label_names(&p, &cols, problem).unwrap();
+            let want = (!names.is_empty()).then(|| names.iter().map(|n| n.to_string()).collect());
+            assert_eq!(declared, want, "{name}");
+        }
+        // ClassLabel's -1 is an example without a label.
+        let ex = crate::labelled::read_examples(&fixture("classification.parquet")).unwrap();
+        assert_eq!(ex[4].label, None);
+        assert_eq!(ex[5].label, Some(LabelValue::Name("positive".into())));
+        // Class names come from Parquet metadata only.
+        let jsonl = fixture("classification.jsonl");
+        assert_eq!(class_label_names(&jsonl, "label").unwrap(), None);
+        assert_eq!(
+            class_label_names(&fixture("classification.parquet"), "text").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn choices_and_questions_read_as_their_json_lines() {
+        use crate::choice::{read_choice_examples, read_lm_choices, HellaSwagText};
+        let swag = (
+            fixture("lm_choice-swag.parquet"),
+            golden().join("lm_choice/swag.jsonl"),
+        );
+        let cols = Columns::default();
+        let a = read_choice_examples(&swag.0, &cols).unwrap();
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, read_choice_examples(&swag.1, &cols).unwrap());
+        for (p, j) in [
+            swag,
+            (
+                fixture("lm_choice-hellaswag.parquet"),
+                golden().join("lm_choice/hellaswag.jsonl"),
+            ),
+        ] {
+            let raw = HellaSwagText::Raw;
+            assert_eq!(
+                read_lm_choices(&p, raw).unwrap(),
+                read_lm_choices(&j, raw).unwrap()
+            );
+        }
+        let (p, j) = (fixture("qa.parquet"), golden().join("qa/examples.jsonl"));
+        for v2 in [false, true] {
+            let q = crate::qa::read_qa_with(&p, v2).unwrap();
+            assert_eq!(q.len(), 9);
+            assert_eq!(q, crate::qa::read_qa_with(&j, v2).unwrap());
+        }
+    }
+
+    #[test]
+    fn sft_preference_and_unpaired_parquet_read_as_their_json_lines() {
+        use crate::dpo::{read_preferences, read_rewards, read_unpaired, PreferenceOptions};
+        use crate::sft::{read_sft, SftOptions, Truncation};
+        let model = golden().join("sft/model");
+        let tok = Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
+        let cfg = read_tokenizer_config(&model).unwrap();
+        let template = ChatTemplate::from_folder_config(&model, &cfg)
+            .unwrap()
+            .unwrap();
+        let vocab_size = tok.get_vocab_size(true);
+        let eos = Some("<|endoftext|>");
+        let sft = SftOptions {
+            text_field: "text",
+            max_length: 1024,
+            truncate: true,
+            truncation: Truncation::KeepStart,
+            completion_only_loss: true,
+            eos_token: eos,
+            chat_template: Some(&template),
+            assistant_only_loss: false,
+            vocab_size,
+        };
+        for name in [
+            "text",
+            "prompt-completion",
+            "messages",
+            "messages-assistant",
+            "conv-prompt-completion",
+        ] {
+            let read = |p: &Path| format!("{:?}", read_sft(p, &tok, &sft).unwrap());
+            let jsonl = golden().join(format!("sft/{name}/train.jsonl"));
+            assert_eq!(
+                read(&fixture(&format!("sft-{name}.parquet"))),
+                read(&jsonl),
+                "sft {name}"
+            );
+        }
+        let pref = PreferenceOptions {
+            max_length: 1024,
+            truncation: Truncation::KeepStart,
+            eos_token: eos,
+            chat_template: Some(&template),
+            vocab_size,
+        };
+        for (group, name) in [
+            ("dpo", "text"),
+            ("dpo", "conversational"),
+            ("reward", "text-margin"),
+            ("reward", "conversational"),
+            ("kto", "text"),
+            ("kto", "conversational"),
+        ] {
+            let read = |p: &Path| match group {
+                "dpo" => format!("{:?}", read_preferences(p, &tok, &pref).unwrap()),
+                "reward" => format!("{:?}", read_rewards(p, &tok, &pref).unwrap()),
+                _ => format!("{:?}", read_unpaired(p, &tok, &pref).unwrap()),
+            };
+            let parquet = fixture(&format!("{group}-{name}.parquet"));
+            let jsonl = golden().join(format!("{group}/{name}/train.jsonl"));
+            assert_eq!(read(&parquet), read(&jsonl), "{group} {name}");
+            // What decides the trainer, from the first row alone.
+            assert_eq!(
+                crate::dpo::is_preference_file(&parquet),
+                Some(group != "kto"),
+                "{group} {name}"
+            );
+            assert_eq!(
+                crate::dpo::is_unpaired_file(&parquet),
+                crate::dpo::is_unpaired_file(&jsonl),
+                "{group} {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_parquet_file_and_the_row() {
+        let message = |r: Result<Vec<RawExample>>| r.unwrap_err().to_string();
+        let cols = Columns {
+            text: "sentence".into(),
+            ..Columns::default()
+        };
+        let m = message(crate::labelled::read_examples_with(
+            &fixture("classification.parquet"),
+            &cols,
+        ));
+        assert!(
+            m.contains("classification.parquet: row 0: missing \"sentence\""),
+            "{m}"
+        );
+        // A null text (row 3 of the documents fixture) is a missing one.
+        let null = golden().join("parquet/null.parquet");
+        let m = message(crate::labelled::read_examples(&null));
+        assert!(m.contains("null.parquet: row 3: missing \"text\""), "{m}");
+        // A label past the label set names the row, as the trainer reports it later.
+        let ex = crate::labelled::read_examples(&fixture("classification.parquet")).unwrap();
+        let names = ["negative".to_string(), "neutral".to_string()];
+        let e = crate::labelled::label_index(
+            ex[2].label.as_ref().unwrap(),
+            &names,
+            &fixture("classification.parquet"),
+            ex[2].line,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("row 2: label \"positive\" is not one of the labels"),
+            "{e}"
+        );
+        // A class index past the names the file declares.
+        let m = message(crate::labelled::read_examples(&fixture(
+            "classification-past-names.parquet",
+        )));
+        assert!(
+            m.contains("classification-past-names.parquet: row 1: label 5 is past the 3 names"),
+            "{m}"
+        );
+        // A cut file, and a file that is not Parquet at all.
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(fixture("sft-messages.parquet")).unwrap();
+        let cut = tmp.path().join("cut.parquet");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let not = tmp.path().join("not.parquet");
+        std::fs::write(&not, "{\"text\": \"a\"}\n").unwrap();
+        for p in [&cut, &not] {
+            let m = message(crate::labelled::read_examples(p));
+            let name = p.file_name().unwrap().to_str().unwrap();
+            assert!(
+                m.contains(name) && m.contains("cannot read as Parquet"),
+                "{m}"
+            );
+            assert!(first_row(p).is_none());
+        }
+        let missing = tmp.path().join("missing.parquet");
+        let m = message(crate::labelled::read_examples(&missing));
+        assert!(
+            m.contains("missing.parquet") && m.contains("does not exist"),
+            "{m}"
+        );
+    }
+}
