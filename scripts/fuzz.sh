@@ -16,7 +16,7 @@
 set -euo pipefail
 secs=${1:-60}
 cd "$(dirname "$0")/.."
-targets=${FUZZ_TARGETS:-"config shard checkpoint_model trainer_state documents"}
+targets=${FUZZ_TARGETS:-"config shard checkpoint_model trainer_state documents records"}
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz.sh: no nightly toolchain; install one with: rustup toolchain install nightly" >&2

@@ -1,0 +1,36 @@
+//! A Parquet file of records (`lantern_data::records`: rows read as JSON Lines, through the
+//! `parquet` crate's record reader, which `lantern prepare`'s column reader does not use): the
+//! labelled reader, the first row that picks a trainer, and the `ClassLabel` names of the
+//! metadata. Any input gives records or an error naming the file, never a panic.
+#![no_main]
+
+use lantern_data::labelled::{read_examples, Columns, ProblemType};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(
+    init: {
+        // As in the documents target: the parquet crate's panics on damaged files are caught
+        // and reported as errors; any other panic aborts.
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !lantern_data::documents::panic_in_parquet(info) {
+                abort(info);
+            }
+        }));
+    },
+    |data: &[u8]| {
+    let dir = std::env::temp_dir().join(format!("lantern-fuzz-records-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("r.parquet");
+    std::fs::write(&path, data).unwrap();
+    if let Err(e) = read_examples(&path) {
+        assert!(e.to_string().contains("r.parquet"), "{e}");
+    }
+    let _ = lantern_data::dpo::is_preference_file(&path);
+    let cols = Columns::default();
+    let problem = ProblemType::TokenClassification;
+    if let Err(e) = lantern_data::labelled::declared_label_names(&path, &cols, problem) {
+        assert!(e.to_string().contains("r.parquet"), "{e}");
+    }
+    }
+);
