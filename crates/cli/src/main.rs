@@ -204,23 +204,11 @@ enum Cmd {
 /// walks the graph recursively; the main thread's usual 8 MiB, with room to spare.
 const WORKER_STACK: usize = 32 << 20;
 
-/// The `parquet` crate can panic on a damaged file instead of returning an error;
-/// `lantern-data` catches those panics and reports the file and what failed as an error
-/// (`documents::parquet_call`). Their default report (`thread ... panicked at ...`) would come
-/// before that error as noise, so panics raised inside the parquet crate's code are not
-/// printed; every other panic is, as before.
-fn quiet_caught_parquet_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !lantern_data::documents::panic_in_parquet(info) {
-            default(info);
-        }
-    }));
-}
-
 fn main() {
     keep_freed_memory();
-    quiet_caught_parquet_panics();
+    // A damaged Parquet file's panic is reported as an error naming the file; its default
+    // report before that error would be noise.
+    lantern_data::documents::quiet_parquet_panics();
     let cli = Cli::parse();
     // The whole command runs on a worker of one rayon pool (RAYON_NUM_THREADS threads, default
     // one per CPU). Parallel CPU work (candle's matmuls, our kernels) then splits between that

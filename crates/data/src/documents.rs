@@ -292,6 +292,21 @@ pub(crate) fn parquet_call<T>(
     }
 }
 
+/// Installs a panic hook that leaves panics raised inside the `parquet` crate's code
+/// unprinted and hands every other to the hook before it. The crate can panic on a damaged
+/// file instead of returning an error; [`parquet_call`] catches those panics and reports the
+/// file and what failed as an error, which the default report (`thread ... panicked at ...`)
+/// would precede as noise. `lantern` installs it at start, and so do the fuzz targets, whose
+/// hook before it aborts on any panic.
+pub fn quiet_parquet_panics() {
+    let before = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !panic_in_parquet(info) {
+            before(info);
+        }
+    }));
+}
+
 /// Whether a panic was raised inside the `parquet` crate's code: one `parquet_call` catches
 /// and reports as an error naming the file. A panic hook can leave such panics unprinted (as
 /// `lantern` does) and report every other.
