@@ -541,7 +541,8 @@ fn neftune_noises_training_only_and_resumes_byte_for_byte() {
 
 /// The Hub's datasets come as Parquet: `data.train` naming `datasets`' `to_parquet` of a
 /// golden file (scripts/make_record_parquet_fixtures.py) trains as the file's JSON Lines do,
-/// for SFT, DPO and KTO (the trainer chosen from the first row), weights byte for byte.
+/// for SFT, DPO and KTO (the trainer chosen from the first row), weights byte for byte; and so
+/// does a pattern over a split's shards.
 #[test]
 fn parquet_records_train_as_their_json_lines() {
     let tmp = tempfile::tempdir().unwrap();
@@ -572,4 +573,30 @@ fn parquet_records_train_as_their_json_lines() {
         let loss = |d: &Path| metric_values(d, "train", "loss");
         assert_eq!(loss(&jsonl), loss(&pq), "{parquet}");
     }
+    // A split in shards, named by a pattern as `datasets`' data_files names it, trains as
+    // the shards' records in one file.
+    let shards = tmp.path().join("shards");
+    std::fs::create_dir(&shards).unwrap();
+    let golden_pq = workspace_root().join("tests/golden/parquet/records/sft-messages.parquet");
+    for i in 0..2 {
+        let to = shards.join(format!("train-{i:05}-of-00002.parquet"));
+        std::fs::copy(&golden_pq, to).unwrap();
+    }
+    let lines = std::fs::read_to_string(golden("messages/train.jsonl")).unwrap();
+    let whole = tmp.path().join("whole.jsonl");
+    std::fs::write(&whole, lines.repeat(2)).unwrap();
+    let run = |name: &str, train: &Path| -> PathBuf {
+        let dir = tmp.path().join(name);
+        let cfg = sft_config(tmp.path(), &dir, "messages", "");
+        let set = format!("data.train=\"{}\"", s(train));
+        run_ok(&["train", "--config", &s(&cfg), "--set", &set]);
+        dir
+    };
+    let a = run("whole", &whole);
+    let b = run("sharded", &shards.join("train-*.parquet"));
+    let weights = |d: &Path| std::fs::read(newest_checkpoint(d).join("model.safetensors")).unwrap();
+    assert!(
+        weights(&a) == weights(&b),
+        "the sharded run's weights differ"
+    );
 }

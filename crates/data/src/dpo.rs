@@ -75,9 +75,11 @@ pub fn is_preference_file(path: &Path) -> Option<bool> {
     Some(v.get("chosen").is_some() && v.get("rejected").is_some())
 }
 
-/// A JSONL (or Parquet) file's first record, `None` when the file cannot be read or has none.
+/// A JSONL (or Parquet) file's first record (a pattern's: its first shard's), `None` when the file cannot be read or has none.
 /// The first only: the reader that follows reads the whole file.
 fn first_record(path: &Path) -> Option<serde_json::Value> {
+    // A pattern's first shard.
+    let path = &crate::records::files(path).ok()?.into_iter().next()?;
     if crate::records::is_parquet(path) {
         return crate::records::first_row(path);
     }

@@ -98,10 +98,9 @@ impl Layout {
 
     /// "line 3", "row 2" (record 3 of a Parquet file) or "question 3", with the id when
     /// known: `question 3 (id "5733be28")`.
-    fn place(self, n: usize, id: Option<&str>) -> String {
+    fn place(self, path: &Path, n: usize, id: Option<&str>) -> String {
         let at = match self {
-            Layout::Lines => format!("line {n}"),
-            Layout::Rows => format!("row {}", n.saturating_sub(1)),
+            Layout::Lines | Layout::Rows => crate::records::place(path, n),
             Layout::Squad => format!("question {n}"),
         };
         match id {
@@ -114,7 +113,7 @@ impl Layout {
 /// Where an example is in its file, for messages: `line 3 (id "a")` in JSONL, `question 3 (id
 /// "a")` in a SQuAD `.json` file (told apart by `path`'s extension).
 pub fn example_place(path: &Path, ex: &QaExample) -> String {
-    Layout::of(path).place(ex.line, Some(&ex.id))
+    Layout::of(path).place(path, ex.line, Some(&ex.id))
 }
 
 fn bad(path: &Path, place: &str, problem: impl std::fmt::Display) -> Error {
@@ -179,11 +178,11 @@ pub fn read_qa_with(path: &Path, version_2_with_negative: bool) -> Result<Vec<Qa
         if let Some(first) = seen.insert(&ex.id, ex.line) {
             return Err(bad(
                 path,
-                &layout.place(ex.line, Some(&ex.id)),
+                &layout.place(path, ex.line, Some(&ex.id)),
                 format!(
                     "the id is already at {}: ids must be unique (the windows of an example \
                      are grouped by it)",
-                    layout.place(first, None)
+                    layout.place(path, first, None)
                 ),
             ));
         }
@@ -198,7 +197,7 @@ fn read_jsonl(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
         if line.trim().is_empty() {
             continue;
         }
-        let place = Layout::of(path).place(n, None);
+        let place = Layout::of(path).place(path, n, None);
         let v: Value = serde_json::from_str(line)
             .map_err(|e| bad(path, &place, format!("invalid JSON: {e}")))?;
         if !v.is_object() {
@@ -209,7 +208,7 @@ fn read_jsonl(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
             ));
         }
         let id = string(&v, "id", path, &place)?;
-        let place = Layout::of(path).place(n, Some(&id));
+        let place = Layout::of(path).place(path, n, Some(&id));
         optional_string(&v, "title", path, &place)?;
         let answers = match v.get("answers") {
             None | Some(Value::Null) => None,
@@ -393,9 +392,9 @@ fn read_squad(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
             for (q, qa) in list(paragraph, "qas", path, &at)?.iter().enumerate() {
                 let n = out.len() + 1;
                 let at = format!("data[{a}].paragraphs[{p}].qas[{q}]");
-                let place = format!("{} ({at})", Layout::Squad.place(n, None));
+                let place = format!("{} ({at})", Layout::Squad.place(path, n, None));
                 let id = string(qa, "id", path, &place)?;
-                let place = format!("{} ({at})", Layout::Squad.place(n, Some(&id)));
+                let place = format!("{} ({at})", Layout::Squad.place(path, n, Some(&id)));
                 let answers = match qa.get("answers") {
                     None | Some(Value::Null) => None,
                     Some(Value::Array(list)) => Some(
@@ -528,7 +527,7 @@ fn python_space(c: char) -> bool {
 
 /// The checks of one example that do not need a tokenizer.
 fn check_example(ex: &QaExample, path: &Path, layout: Layout) -> Result<()> {
-    let place = layout.place(ex.line, Some(&ex.id));
+    let place = layout.place(path, ex.line, Some(&ex.id));
     if ex.question.trim_start_matches(python_space).is_empty() {
         return Err(bad(path, &place, "empty question"));
     }
@@ -653,7 +652,7 @@ pub fn qa_features(
     let layout = Layout::of(path);
     let mut out = Vec::with_capacity(examples.len());
     for (index, ex) in examples.iter().enumerate() {
-        let place = layout.place(ex.line, Some(&ex.id));
+        let place = layout.place(path, ex.line, Some(&ex.id));
         let cannot = |e: tokenizers::Error| bad(path, &place, format!("cannot tokenise: {e}"));
         let question = ex.question.trim_start_matches(python_space);
         // Character offsets, as Python's tokenizers (and SQuAD's answer_start) count.

@@ -12,8 +12,12 @@
 //! Rows are read with the `parquet` crate's record reader (no Arrow), one row group at a
 //! time; like the JSON Lines readers, the text of the whole file is held, which the readers
 //! that keep every example in memory need anyway.
+//!
+//! A split the Hub ships in shards (`data/train-00000-of-00003.parquet`, ...) is named by a
+//! pattern, as `datasets`' `data_files` names it: `data/train-*.parquet` ([`files`]). Its
+//! shards read as one file, in name order; a message names the shard and its row.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::documents::parquet_call;
 use crate::error::{Error, Result};
@@ -27,8 +31,15 @@ pub fn is_parquet(path: &Path) -> bool {
 
 /// Where record `line` (1-based, as the readers count lines) of `path` is, for a message:
 /// `line 3` in a text file, `row 2` in a Parquet file (0-based, as `datasets` and pyarrow
-/// index rows).
+/// index rows); for a pattern, the shard's name too (`train-00001-of-00003.parquet row 2`).
 pub fn place(path: &Path, line: usize) -> String {
+    if is_pattern(path) {
+        if let Some((file, line)) = locate(path, line) {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            return format!("{name} {}", place(&file, line));
+        }
+        return format!("record {line}");
+    }
     if is_parquet(path) {
         format!("row {}", line.saturating_sub(1))
     } else {
@@ -36,10 +47,107 @@ pub fn place(path: &Path, line: usize) -> String {
     }
 }
 
+/// Whether `path` is a pattern: no such file, and `*` or `?` in its file name.
+fn is_pattern(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    name.contains(['*', '?']) && !path.exists()
+}
+
+/// The files `path` names: itself, or for a pattern (`*` any run of characters, `?` one, in
+/// the file name only; the folder is literal) the files of its folder that match, in name
+/// order. Shards are JSON Lines (`.jsonl`) or Parquet files; a pattern that matches nothing
+/// is an error naming it.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !is_pattern(path) {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !(ext == "jsonl" || is_parquet(path)) {
+        return Err(Error::format(
+            path,
+            "a pattern names shards of JSON Lines (`*.jsonl`) or Parquet (`*.parquet`)",
+        ));
+    }
+    let pattern = path.file_name().unwrap_or_default().to_string_lossy();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if wildcard(&pattern, &name) && entry.path().is_file() {
+            out.push(dir.join(name));
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(Error::format(path, "no file matches the pattern"));
+    }
+    Ok(out)
+}
+
+/// Whether `name` matches `pattern`: `*` any run of characters (none included), `?` any one.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // The last `*` seen and the name position it was tried at: on a mismatch it takes one
+    // more character (the usual linear backtracking, enough for one `*` or several).
+    let (mut i, mut j, mut star) = (0, 0, None);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+/// The shard and its own 1-based line that line `line` of a pattern's text falls in.
+fn locate(path: &Path, line: usize) -> Option<(PathBuf, usize)> {
+    let mut before = 0;
+    for file in files(path).ok()? {
+        let n = text(&file).ok()?.lines().count();
+        if line <= before + n {
+            return Some((file, line - before));
+        }
+        before += n;
+    }
+    None
+}
+
 /// The text of a JSON Lines records file, or the rows of a Parquet file as JSON Lines (one
-/// compact object per row, no blank lines). A missing file, a text file that is not UTF-8 and
-/// a Parquet file that cannot be read are errors naming the file.
+/// compact object per row, no blank lines); a pattern's shards one after the other, each
+/// ending its last line. A missing file, a text file that is not UTF-8 and a Parquet file that
+/// cannot be read are errors naming the file.
 pub(crate) fn text(path: &Path) -> Result<String> {
+    let files = files(path)?;
+    if let [file] = &files[..] {
+        if file == path {
+            return file_text(path);
+        }
+    }
+    let mut out = String::new();
+    for file in &files {
+        out.push_str(&file_text(file)?);
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+fn file_text(path: &Path) -> Result<String> {
     if !path.exists() {
         return Err(Error::MissingInput(path.to_path_buf()));
     }
@@ -82,6 +190,9 @@ pub fn class_label_names(path: &Path, column: &str) -> Result<Option<Vec<String>
     if !is_parquet(path) {
         return Ok(None);
     }
+    // A pattern's shards are one split, with one set of features: the first shard's.
+    let first = files(path)?.swap_remove(0);
+    let path = first.as_path();
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = parquet_call(path, || SerializedFileReader::new(file))?;
     let meta = reader.metadata().file_metadata().key_value_metadata();
@@ -117,6 +228,7 @@ pub fn class_label_names(path: &Path, column: &str) -> Result<Option<Vec<String>
 pub(crate) fn first_row(path: &Path) -> Option<serde_json::Value> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
+    let path = &files(path).ok()?.into_iter().next()?;
     let file = std::fs::File::open(path).ok()?;
     let reader = parquet_call(path, || SerializedFileReader::new(file)).ok()?;
     let mut iter = parquet_call(path, || reader.get_row_iter(None)).ok()?;
@@ -477,5 +589,100 @@ mod tests {
             m.contains("missing.parquet") && m.contains("does not exist"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn wildcards_match_as_data_files_patterns_do() {
+        for (p, n, want) in [
+            ("train-*.parquet", "train-00000-of-00003.parquet", true),
+            ("train-*.parquet", "train.parquet", false),
+            ("train*.parquet", "train.parquet", true),
+            ("train-*.parquet", "test-00000-of-00001.parquet", false),
+            ("*", "anything", true),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*-of-*.jsonl", "x-00001-of-00002.jsonl", true),
+            ("*-of-*.jsonl", "x-00001-of-00002.jsonl.gz", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+        ] {
+            assert_eq!(wildcard(p, n), want, "{p} {n}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_reads_its_shards_as_one_file_and_names_the_shard() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shard = |i: usize, from: &str| {
+            let to = tmp.path().join(format!("train-{i:05}-of-00002.parquet"));
+            std::fs::copy(fixture(from), to).unwrap();
+        };
+        shard(0, "classification.parquet");
+        shard(1, "classification.parquet");
+        // Not a shard of the split.
+        std::fs::copy(
+            fixture("tokens.parquet"),
+            tmp.path().join("test-00000.parquet"),
+        )
+        .unwrap();
+        let pattern = tmp.path().join("train-*.parquet");
+        assert_eq!(files(&pattern).unwrap().len(), 2);
+        let one = crate::labelled::read_examples(&fixture("classification.parquet")).unwrap();
+        let both = crate::labelled::read_examples(&pattern).unwrap();
+        assert_eq!(both.len(), 12);
+        assert_eq!(both[..6], one[..]);
+        assert_eq!(both[6].text, one[0].text);
+        assert_eq!(both[6].line, 7);
+        assert_eq!(place(&pattern, 7), "train-00001-of-00002.parquet row 0");
+        let cols = Columns::default();
+        let problem = ProblemType::SingleLabelClassification;
+        let names = crate::labelled::declared_label_names(&pattern, &cols, problem).unwrap();
+        assert_eq!(names.unwrap().len(), 3);
+        // An error in the second shard names it and its own row.
+        shard(1, "classification-past-names.parquet");
+        let m = crate::labelled::read_examples(&pattern)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("train-*.parquet: train-00001-of-00002.parquet row 1: label 5 is past"),
+            "{m}"
+        );
+        // JSON Lines shards, the first without a last newline.
+        std::fs::write(
+            tmp.path().join("a-1.jsonl"),
+            "{\"text\": \"x\", \"label\": \"p\"}",
+        )
+        .unwrap();
+        std::fs::write(
+            tmp.path().join("a-2.jsonl"),
+            "{\"text\": \"y\", \"label\": \"q\"}\n{\"text\": 3}\n",
+        )
+        .unwrap();
+        let m = crate::labelled::read_examples(&tmp.path().join("a-*.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("a-*.jsonl: a-2.jsonl line 2: \"text\" must be a string"),
+            "{m}"
+        );
+        // A pattern that matches nothing, and one over files that are not records shards.
+        let m = crate::labelled::read_examples(&tmp.path().join("valid-*.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("valid-*.parquet: no file matches the pattern"),
+            "{m}"
+        );
+        let m = crate::labelled::read_examples(&tmp.path().join("*.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("*.csv: a pattern names shards of JSON Lines"),
+            "{m}"
+        );
+        // The first shard's first row picks the trainer.
+        std::fs::copy(fixture("dpo-text.parquet"), tmp.path().join("p-0.parquet")).unwrap();
+        let pref = tmp.path().join("p-*.parquet");
+        assert_eq!(crate::dpo::is_preference_file(&pref), Some(true));
     }
 }
