@@ -116,7 +116,23 @@ pub fn example_place(path: &Path, ex: &QaExample) -> String {
     Layout::of(path).place(path, ex.line, Some(&ex.id))
 }
 
-fn bad(path: &Path, place: &str, problem: impl std::fmt::Display) -> Error {
+/// Where an example of a JSON Lines or Parquet file is, for a message: made into text only when
+/// a message is (the place of a pattern's record reads its shards to find the shard).
+#[derive(Clone, Copy)]
+struct At<'a> {
+    layout: Layout,
+    path: &'a Path,
+    n: usize,
+    id: Option<&'a str>,
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.layout.place(self.path, self.n, self.id))
+    }
+}
+
+fn bad(path: &Path, place: &dyn std::fmt::Display, problem: impl std::fmt::Display) -> Error {
     Error::format(path, format!("{place}: {problem}"))
 }
 
@@ -197,7 +213,13 @@ fn read_jsonl(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
         if line.trim().is_empty() {
             continue;
         }
-        let place = Layout::of(path).place(path, n, None);
+        let layout = Layout::of(path);
+        let place = At {
+            layout,
+            path,
+            n,
+            id: None,
+        };
         let v: Value = serde_json::from_str(line)
             .map_err(|e| bad(path, &place, format!("invalid JSON: {e}")))?;
         if !v.is_object() {
@@ -208,7 +230,10 @@ fn read_jsonl(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
             ));
         }
         let id = string(&v, "id", path, &place)?;
-        let place = Layout::of(path).place(path, n, Some(&id));
+        let place = At {
+            id: Some(&id),
+            ..place
+        };
         optional_string(&v, "title", path, &place)?;
         let answers = match v.get("answers") {
             None | Some(Value::Null) => None,
@@ -234,7 +259,7 @@ fn labels(
     answers: Option<Vec<QaAnswer>>,
     v2: bool,
     path: &Path,
-    place: &str,
+    place: &dyn std::fmt::Display,
 ) -> Result<(Vec<QaAnswer>, bool)> {
     if !v2 {
         // SQuAD v1.1, as before SQuAD 2.0 was read: an empty list is no answer.
@@ -282,7 +307,7 @@ fn labels(
 }
 
 /// HF datasets' answers: `{"text": [strings], "answer_start": [integers]}`, one start per text.
-fn hf_answers(a: &Value, path: &Path, place: &str) -> Result<Vec<QaAnswer>> {
+fn hf_answers(a: &Value, path: &Path, place: &dyn std::fmt::Display) -> Result<Vec<QaAnswer>> {
     let layout = "\"answers\" must be {\"text\": [strings], \"answer_start\": [integers]}";
     if !a.is_object() {
         return Err(bad(path, place, format!("{layout}, got {}", brief(a))));
@@ -334,7 +359,7 @@ fn hf_answers(a: &Value, path: &Path, place: &str) -> Result<Vec<QaAnswer>> {
 
 /// An `answer_start`: a non-negative integer (a float with a fraction, a string or a negative
 /// number is refused, not rounded).
-fn answer_start(s: &Value, k: usize, path: &Path, place: &str) -> Result<usize> {
+fn answer_start(s: &Value, k: usize, path: &Path, place: &dyn std::fmt::Display) -> Result<usize> {
     s.as_u64()
         .and_then(|s| usize::try_from(s).ok())
         .ok_or_else(|| {
@@ -442,7 +467,12 @@ fn list<'a>(v: &'a Value, k: &str, path: &Path, at: &str) -> Result<&'a [Value]>
 }
 
 /// One SQuAD answer: `{"text": string, "answer_start": integer}`.
-fn squad_answer(a: &Value, k: usize, path: &Path, place: &str) -> Result<QaAnswer> {
+fn squad_answer(
+    a: &Value,
+    k: usize,
+    path: &Path,
+    place: &dyn std::fmt::Display,
+) -> Result<QaAnswer> {
     let text = match a.get("text") {
         Some(Value::String(t)) => t.clone(),
         _ => {
@@ -471,7 +501,7 @@ fn squad_answer(a: &Value, k: usize, path: &Path, place: &str) -> Result<QaAnswe
 }
 
 /// A required string field.
-fn string(v: &Value, k: &str, path: &Path, place: &str) -> Result<String> {
+fn string(v: &Value, k: &str, path: &Path, place: &dyn std::fmt::Display) -> Result<String> {
     match v.get(k) {
         Some(Value::String(s)) => Ok(s.clone()),
         None | Some(Value::Null) => Err(bad(path, place, format!("missing \"{k}\""))),
@@ -484,7 +514,7 @@ fn string(v: &Value, k: &str, path: &Path, place: &str) -> Result<String> {
 }
 
 /// An optional string field: absent, null or a string.
-fn optional_string(v: &Value, k: &str, path: &Path, place: &str) -> Result<()> {
+fn optional_string(v: &Value, k: &str, path: &Path, place: &dyn std::fmt::Display) -> Result<()> {
     match v.get(k) {
         None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
         Some(other) => Err(bad(
@@ -527,7 +557,12 @@ fn python_space(c: char) -> bool {
 
 /// The checks of one example that do not need a tokenizer.
 fn check_example(ex: &QaExample, path: &Path, layout: Layout) -> Result<()> {
-    let place = layout.place(path, ex.line, Some(&ex.id));
+    let place = At {
+        layout,
+        path,
+        n: ex.line,
+        id: Some(&ex.id),
+    };
     if ex.question.trim_start_matches(python_space).is_empty() {
         return Err(bad(path, &place, "empty question"));
     }
@@ -652,7 +687,12 @@ pub fn qa_features(
     let layout = Layout::of(path);
     let mut out = Vec::with_capacity(examples.len());
     for (index, ex) in examples.iter().enumerate() {
-        let place = layout.place(path, ex.line, Some(&ex.id));
+        let place = At {
+            layout,
+            path,
+            n: ex.line,
+            id: Some(&ex.id),
+        };
         let cannot = |e: tokenizers::Error| bad(path, &place, format!("cannot tokenise: {e}"));
         let question = ex.question.trim_start_matches(python_space);
         // Character offsets, as Python's tokenizers (and SQuAD's answer_start) count.

@@ -680,6 +680,19 @@ mod tests {
             m.contains("*.csv: a pattern names shards of JSON Lines"),
             "{m}"
         );
+        // Question answering: an id seen in an earlier shard.
+        for i in 0..2 {
+            let to = tmp.path().join(format!("qa-{i}.parquet"));
+            std::fs::copy(fixture("qa.parquet"), to).unwrap();
+        }
+        let m = crate::qa::read_qa(&tmp.path().join("qa-*.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("qa-*.parquet: qa-1.parquet row 0 (id ")
+                && m.contains("the id is already at qa-0.parquet row 0"),
+            "{m}"
+        );
         // The first shard's first row picks the trainer.
         std::fs::copy(fixture("dpo-text.parquet"), tmp.path().join("p-0.parquet")).unwrap();
         let pref = tmp.path().join("p-*.parquet");
