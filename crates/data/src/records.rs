@@ -151,11 +151,47 @@ fn file_text(path: &Path) -> Result<String> {
     if !path.exists() {
         return Err(Error::MissingInput(path.to_path_buf()));
     }
+    if path.is_dir() {
+        return Err(folder_error(path));
+    }
     if is_parquet(path) {
         return json_lines(path);
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     String::from_utf8(bytes).map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))
+}
+
+/// A folder given for a records file (a dataset's `data/` folder, as the Hub ships it): the
+/// error names a few of its record files and the pattern that would take a split's shards.
+fn folder_error(dir: &Path) -> Error {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".parquet") || n.ends_with(".jsonl"))
+        .collect();
+    names.sort();
+    let Some(first) = names.first() else {
+        return Error::format(dir, "a folder, not a records file (.jsonl or .parquet)");
+    };
+    // `train-00000-of-00003.parquet` → `train-*.parquet`: the split's name before its index.
+    let stem = first.split(['-', '.']).next().unwrap_or(first);
+    let ext = first.rsplit('.').next().unwrap_or("parquet");
+    let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
+    let more = match names.len() {
+        n if n > 4 => format!(", ... ({n} files)"),
+        _ => String::new(),
+    };
+    Error::format(
+        dir,
+        format!(
+            "a folder, not a records file: name one of its files ({}{more}) or a pattern of a \
+             split's shards, such as {}",
+            shown.join(", "),
+            dir.join(format!("{stem}-*.{ext}")).display()
+        ),
+    )
 }
 
 /// Every row of the Parquet file `path`, as one JSON object per line.
@@ -697,5 +733,14 @@ mod tests {
         std::fs::copy(fixture("dpo-text.parquet"), tmp.path().join("p-0.parquet")).unwrap();
         let pref = tmp.path().join("p-*.parquet");
         assert_eq!(crate::dpo::is_preference_file(&pref), Some(true));
+        // The folder itself, given for a file: what it holds and a pattern that would do.
+        let m = crate::labelled::read_examples(tmp.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("a folder, not a records file: name one of its files (a-1.jsonl, a-2.jsonl, p-0.parquet, qa-0.parquet, ... (8 files)) or a pattern")
+                && m.contains("a-*.jsonl"),
+            "{m}"
+        );
     }
 }
