@@ -143,7 +143,12 @@ fn parse_value(path: &Path, n: usize, v: &JValue) -> Result<Record> {
         })
     };
     let (chosen, rejected) = (get("chosen")?, get("rejected")?);
-    let prompt = record_field(&v, "prompt");
+    // TRL's `maybe_extract_prompt`: a prompt that is not of the completions' kind (a string
+    // beside whole conversations, as UltraFeedback's binarized records carry one) is left
+    // aside, and the prompt is the completions' common start.
+    let conversational = |x: &JValue| x.kind() == ValueKind::Seq;
+    let prompt =
+        record_field(&v, "prompt").filter(|p| conversational(p) == conversational(&chosen));
     let kinds = (
         prompt.as_ref().map(JValue::kind),
         chosen.kind(),
@@ -624,5 +629,57 @@ mod tests {
         // One is the start of the other: the last index of the shorter.
         assert_eq!(split("abc", "abcd"), 2);
         assert_eq!(extract(&[1, 2, 3], &[1, 2, 4], |_| false), 2);
+    }
+
+    /// TRL's `maybe_extract_prompt`: UltraFeedback's binarized records (a string prompt beside
+    /// whole conversations) read as their implicit-prompt form; so does the reverse.
+    #[test]
+    fn a_prompt_of_another_kind_than_the_completions_is_left_aside() {
+        let p = Path::new("u.jsonl");
+        let turn = |role: &str, text: &str| format!(r#"{{"role": "{role}", "content": "{text}"}}"#);
+        let conv =
+            |answer: &str| format!("[{}, {}]", turn("user", "Sky?"), turn("assistant", answer));
+        let uf = format!(
+            r#"{{"prompt": "Sky?", "chosen": {}, "rejected": {}, "score_chosen": 8.0}}"#,
+            conv("Blue."),
+            conv("Green.")
+        );
+        let implicit = format!(
+            r#"{{"chosen": {}, "rejected": {}}}"#,
+            conv("Blue."),
+            conv("Green.")
+        );
+        let contents = |r: Record| match r {
+            Record::Messages(prompt, completions, _) => {
+                let text =
+                    |m: &[Message]| -> Vec<String> { m.iter().map(|m| m.0.to_string()).collect() };
+                (
+                    text(&prompt),
+                    completions.iter().map(|c| text(c)).collect::<Vec<_>>(),
+                )
+            }
+            Record::Text(..) => panic!("a conversation read as text"),
+        };
+        let (prompt, completions) = contents(parse_record(p, 1, &uf).unwrap());
+        assert_eq!(prompt.len(), 1, "{prompt:?}");
+        assert_eq!(completions[0].len(), 1);
+        assert_eq!(
+            (prompt, completions),
+            contents(parse_record(p, 1, &implicit).unwrap())
+        );
+        let text = format!(
+            r#"{{"prompt": [{}], "chosen": "The sky is blue.", "rejected": "The sky is green."}}"#,
+            turn("user", "Sky?")
+        );
+        match parse_record(p, 1, &text).unwrap() {
+            Record::Text(prompt, completions) => {
+                assert_eq!(prompt, "The sky is");
+                assert_eq!(completions, [" blue.", " green."]);
+            }
+            Record::Messages(..) => panic!("text read as a conversation"),
+        }
+        // A prompt of the completions' kind is still the prompt.
+        let explicit = r#"{"prompt": "Q", "chosen": "a", "rejected": "b"}"#;
+        assert!(matches!(parse_record(p, 1, explicit).unwrap(), Record::Text(q, _) if q == "Q"));
     }
 }
