@@ -257,7 +257,16 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
             )),
         },
         (None, None, Some(m)) => Ok(Record::Messages(messages("messages", &m)?, tools()?)),
-        (Some(_), None, _) | (None, Some(_), _) => Err(bad(
+        // TRL takes any record with a prompt for a prompt-completion one, and so fails on
+        // ultrachat_200k's, whose `prompt` column repeats the conversation's first turn.
+        (Some(_), None, Some(_)) => Err(bad(
+            path,
+            n,
+            "a prompt-completion record needs both \"prompt\" and \"completion\"; this one \
+             has \"messages\" too: a conversation is \"messages\" alone (drop the \"prompt\" \
+             column, as ultrachat_200k's, which repeats the first turn)",
+        )),
+        (Some(_), None, None) | (None, Some(_), _) => Err(bad(
             path,
             n,
             "a prompt-completion record needs both \"prompt\" and \"completion\"",
@@ -724,6 +733,10 @@ mod tests {
             (
                 "{\"prompt\": \"x\"}",
                 "needs both \"prompt\" and \"completion\"",
+            ),
+            (
+                "{\"prompt\": \"x\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
+                "has \"messages\" too: a conversation is \"messages\" alone",
             ),
             ("{\"body\": \"x\"}", "keys: body"),
             ("not json", "invalid JSON"),
