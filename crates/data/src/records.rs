@@ -694,28 +694,25 @@ mod tests {
             "{\"text\": \"y\", \"label\": \"q\"}\n{\"text\": 3}\n",
         )
         .unwrap();
-        let m = crate::labelled::read_examples(&tmp.path().join("a-*.jsonl"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            m.contains("a-*.jsonl: a-2.jsonl line 2: \"text\" must be a string"),
-            "{m}"
-        );
+        let error = |name: &str| {
+            let r = crate::labelled::read_examples(&tmp.path().join(name));
+            r.unwrap_err().to_string()
+        };
         // A pattern that matches nothing, and one over files that are not records shards.
-        let m = crate::labelled::read_examples(&tmp.path().join("valid-*.parquet"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            m.contains("valid-*.parquet: no file matches the pattern"),
-            "{m}"
-        );
-        let m = crate::labelled::read_examples(&tmp.path().join("*.csv"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            m.contains("*.csv: a pattern names shards of JSON Lines"),
-            "{m}"
-        );
+        for (name, want) in [
+            (
+                "a-*.jsonl",
+                "a-*.jsonl: a-2.jsonl line 2: \"text\" must be a string",
+            ),
+            (
+                "valid-*.parquet",
+                "valid-*.parquet: no file matches the pattern",
+            ),
+            ("*.csv", "*.csv: a pattern names shards of JSON Lines"),
+        ] {
+            let m = error(name);
+            assert!(m.contains(want), "{m}");
+        }
         // Question answering: an id seen in an earlier shard.
         for i in 0..2 {
             let to = tmp.path().join(format!("qa-{i}.parquet"));
