@@ -33,6 +33,9 @@ pub fn for_each_document(
     text_field: &str,
     f: &mut dyn FnMut(String) -> Result<()>,
 ) -> Result<bool> {
+    if crate::records::is_saved_dataset(path) {
+        return Err(crate::records::saved_dataset_error(path));
+    }
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let name = path
         .file_name()

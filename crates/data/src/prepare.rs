@@ -532,6 +532,10 @@ fn collect_input(input: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathB
 }
 
 fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<()> {
+    // Its `state.json` would read as a document and its Arrow files as text.
+    if crate::records::is_saved_dataset(dir) {
+        return Err(crate::records::saved_dataset_error(dir));
+    }
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;

@@ -154,6 +154,9 @@ fn file_text(path: &Path) -> Result<String> {
     if path.is_dir() {
         return Err(folder_error(path));
     }
+    if is_saved_dataset(path) {
+        return Err(saved_dataset_error(path));
+    }
     if is_parquet(path) {
         return json_lines(path);
     }
@@ -161,9 +164,34 @@ fn file_text(path: &Path) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| Error::format(path, format!("not UTF-8 text ({e})")))
 }
 
+/// Whether `path` is a folder `datasets`' `save_to_disk` wrote (`state.json`,
+/// `dataset_info.json` and Arrow files; or `dataset_dict.json` and a folder per split), or an
+/// Arrow file of one. Their Arrow IPC streams are not read here ([`saved_dataset_error`]).
+pub fn is_saved_dataset(path: &Path) -> bool {
+    if path.is_dir() {
+        return path.join("dataset_dict.json").is_file()
+            || (path.join("state.json").is_file() && path.join("dataset_info.json").is_file());
+    }
+    path.extension().is_some_and(|e| e == "arrow")
+}
+
+/// The error for [`is_saved_dataset`]'s folders and files: what they are and the one call of
+/// `datasets` that makes them readable.
+pub fn saved_dataset_error(path: &Path) -> Error {
+    Error::format(
+        path,
+        "written by `datasets`' save_to_disk (Arrow IPC), which is not read here: write the \
+         dataset as Parquet or JSON Lines (`load_from_disk(path).to_parquet(\"train.parquet\")`, \
+         a split of a DatasetDict by its name) and give that file",
+    )
+}
+
 /// A folder given for a records file (a dataset's `data/` folder, as the Hub ships it): the
 /// error names a few of its record files and the pattern that would take a split's shards.
 fn folder_error(dir: &Path) -> Error {
+    if is_saved_dataset(dir) {
+        return saved_dataset_error(dir);
+    }
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -559,6 +587,47 @@ mod tests {
                 "{group} {name}"
             );
         }
+    }
+
+    /// `save_to_disk`'s folders (a Dataset's, a DatasetDict's) and Arrow files are refused by
+    /// every reader, `lantern prepare`'s included, with the call that makes them readable.
+    #[test]
+    fn saved_datasets_are_refused_with_what_to_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let saved = tmp.path().join("saved");
+        std::fs::create_dir(&saved).unwrap();
+        for f in ["state.json", "dataset_info.json"] {
+            std::fs::write(saved.join(f), "{}").unwrap();
+        }
+        let arrow = saved.join("data-00000-of-00001.arrow");
+        std::fs::write(&arrow, b"\xff\xff\xff\xff").unwrap();
+        let dict = tmp.path().join("dict");
+        std::fs::create_dir(&dict).unwrap();
+        std::fs::write(dict.join("dataset_dict.json"), "{\"splits\": [\"train\"]}").unwrap();
+        for p in [&saved, &arrow, &dict] {
+            let m = crate::labelled::read_examples(p).unwrap_err().to_string();
+            assert!(
+                m.contains("save_to_disk") && m.contains("to_parquet"),
+                "{m}"
+            );
+            let m = crate::documents::for_each_document(p, "text", &mut |_| Ok(()))
+                .unwrap_err()
+                .to_string();
+            assert!(m.contains("save_to_disk"), "{m}");
+        }
+        let opts = crate::prepare::PrepareOptions {
+            inputs: vec![tmp.path().to_path_buf()],
+            out_dir: tmp.path().join("out"),
+            vocab_size: 300,
+            train_kind: crate::prepare::TokenizerKind::Bpe,
+            val_fraction: 0.1,
+            tokenizer: None,
+            seed: 1,
+            text_field: "text".into(),
+        };
+        let m = crate::prepare::prepare(&opts).unwrap_err().to_string();
+        assert!(m.contains("save_to_disk"), "{m}");
+        assert!(!is_saved_dataset(&fixture("classification.parquet")));
     }
 
     #[test]
