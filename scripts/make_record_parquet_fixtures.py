@@ -16,6 +16,13 @@ Writes to `<out>/`:
   `ClassLabel`, stored as its index, -1 for no label, and a second text), `tokens` (words and a sequence of
   `ClassLabel` tags, as conll2003), `regression` (float32 labels), `multilabel` (lists of
   names).
+- `saved-classification/`, `saved-sft-messages/` (two Arrow files): `Dataset.save_to_disk` of
+  the Parquet files of the same names, as `load_from_disk` reads them; `saved-docs/` (three
+  Arrow files) of `../docs.jsonl`, the documents `lantern prepare`'s Parquet tests read. Their
+  `state.json` holds a random `_fingerprint`; everything else is the same on every run;
+- `null-rows.arrow`: an Arrow stream whose one batch claims 10^9 rows of a null-typed column
+  (a few hundred bytes: such rows hold no data); `null-list.arrow`: a row whose list holds
+  10^9 null-typed items;
 - `classification-past-names.parquet`: `classification.parquet` with a label index 5, past
   the three names its metadata declares (pyarrow; `datasets` would refuse it).
 The tests compare what is read from each Parquet file with what is read from its JSON Lines.
@@ -110,6 +117,25 @@ def main():
         ds.to_json(os.path.join(out, f"{name}.jsonl"), force_ascii=False)
         ds.to_parquet(os.path.join(out, f"{name}.parquet"))
         print(f"{name}: {len(ds)} rows {ds.features}")
+    # save_to_disk folders (Arrow IPC streams): `max_shard_size` small enough that the SFT
+    # records take two Arrow files, read one after the other.
+    for name in ["classification", "sft-messages"]:
+        ds = Dataset.from_parquet(os.path.join(out, f"{name}.parquet"), keep_in_memory=True)
+        shards = 2 if name == "sft-messages" else 1
+        ds.save_to_disk(os.path.join(out, f"saved-{name}"), num_shards=shards)
+    # The documents of `lantern prepare`'s Parquet fixtures (../docs.jsonl), saved in 3 files.
+    docs = Dataset.from_json(os.path.join(out, "..", "docs.jsonl"), keep_in_memory=True)
+    docs.save_to_disk(os.path.join(out, "saved-docs"), num_shards=3)
+    # An Arrow stream of a billion rows of a null-typed column: no data, a few hundred bytes.
+    with pa.ipc.new_stream(
+        os.path.join(out, "null-rows.arrow"), pa.schema([("text", pa.null())])
+    ) as w:
+        w.write_batch(pa.record_batch([pa.nulls(10**9)], names=["text"]))
+    # One row whose list holds 10^9 null-typed items, beside a text.
+    items = pa.ListArray.from_arrays(pa.array([0, 10**9], pa.int32()), pa.nulls(10**9))
+    batch = pa.record_batch([pa.array(["a"]), items], names=["text", "x"])
+    with pa.ipc.new_stream(os.path.join(out, "null-list.arrow"), batch.schema) as w:
+        w.write_batch(batch)
     table = pq.read_table(os.path.join(out, "classification.parquet"))
     labels = table.column("label").to_pylist()
     labels[1] = 5

@@ -542,14 +542,16 @@ fn neftune_noises_training_only_and_resumes_byte_for_byte() {
 /// The Hub's datasets come as Parquet: `data.train` naming `datasets`' `to_parquet` of a
 /// golden file (scripts/make_record_parquet_fixtures.py) trains as the file's JSON Lines do,
 /// for SFT, DPO and KTO (the trainer chosen from the first row), weights byte for byte; and so
-/// does a pattern over a split's shards.
+/// do a `save_to_disk` folder and a pattern over a split's shards.
 #[test]
 fn parquet_records_train_as_their_json_lines() {
     let tmp = tempfile::tempdir().unwrap();
     for (layout, parquet) in [
-        ("sft/messages", "sft-messages"),
-        ("dpo/conversational", "dpo-conversational"),
-        ("kto/text", "kto-text"),
+        ("sft/messages", "sft-messages.parquet"),
+        ("dpo/conversational", "dpo-conversational.parquet"),
+        ("kto/text", "kto-text.parquet"),
+        // `datasets`' save_to_disk folder of the SFT records (two Arrow files).
+        ("sft/messages", "saved-sft-messages"),
     ] {
         let run = |name: &str, train: Option<PathBuf>| -> (PathBuf, String) {
             let dir = tmp.path().join(format!("{parquet}-{name}"));
@@ -562,9 +564,9 @@ fn parquet_records_train_as_their_json_lines() {
             (dir, run_ok(&refs))
         };
         let (jsonl, _) = run("jsonl", None);
-        let file = workspace_root().join(format!("tests/golden/parquet/records/{parquet}.parquet"));
+        let file = workspace_root().join(format!("tests/golden/parquet/records/{parquet}"));
         let (pq, out) = run("parquet", Some(file));
-        assert!(out.contains(&format!("{parquet}.parquet")), "{out}");
+        assert!(out.contains(parquet), "{out}");
         let weights = |d: &Path| std::fs::read(newest_checkpoint(d).join("model.safetensors"));
         assert!(
             weights(&jsonl).unwrap() == weights(&pq).unwrap(),

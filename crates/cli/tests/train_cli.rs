@@ -461,12 +461,13 @@ fn prepare_reads_json_lines_as_it_reads_the_text() {
 
 #[test]
 fn prepare_reads_parquet_as_it_reads_json_lines() {
-    // pyarrow's Parquet (snappy, row groups of 1000, beside other columns) and its JSON Lines
-    // twin (tests/golden/parquet): the same dataset, byte for byte.
+    // pyarrow's Parquet (snappy, row groups of 1000, beside other columns), its JSON Lines
+    // twin and `datasets`' save_to_disk folder of it (three Arrow files; tests/golden/parquet):
+    // the same dataset, byte for byte.
     let tmp = tempfile::tempdir().unwrap();
     let golden = workspace_root().join("tests/golden/parquet");
-    for input in ["snappy.parquet", "docs.jsonl"] {
-        let out = tmp.path().join(input);
+    for input in ["snappy.parquet", "docs.jsonl", "records/saved-docs"] {
+        let out = tmp.path().join(input.replace('/', "-"));
         let run = lantern(&[
             "prepare",
             "--input",
@@ -479,9 +480,11 @@ fn prepare_reads_parquet_as_it_reads_json_lines() {
         assert!(run.status.success(), "{input}");
     }
     for f in ["train.bin", "val.bin", "tokenizer.json", "meta.json"] {
-        let a = std::fs::read(tmp.path().join("snappy.parquet").join(f)).unwrap();
         let b = std::fs::read(tmp.path().join("docs.jsonl").join(f)).unwrap();
-        assert!(a == b, "{f} differs");
+        for other in ["snappy.parquet", "records-saved-docs"] {
+            let a = std::fs::read(tmp.path().join(other).join(f)).unwrap();
+            assert!(a == b, "{other}: {f} differs");
+        }
     }
     // A null text: the error names the file and the row, and nothing is written.
     let nope = tmp.path().join("nope");

@@ -170,8 +170,7 @@ struct Record {
 /// Every record of the file, each checked; every example with the same number of choices.
 fn read_records(path: &Path, cols: &Columns) -> Result<Vec<Record>> {
     let text = crate::records::text(path)?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let records: Vec<(usize, Map<String, Value>)> = match ext {
+    let records: Vec<(usize, Map<String, Value>)> = match crate::records::format_of(path).as_str() {
         "jsonl" | "json" | "parquet" => json_records(path, &text)?,
         "csv" => table_records(path, csv_records(path, &text)?)?,
         "tsv" => table_records(path, tsv_records(&text))?,

@@ -34,7 +34,8 @@ pub fn for_each_document(
     f: &mut dyn FnMut(String) -> Result<()>,
 ) -> Result<bool> {
     if crate::records::is_saved_dataset(path) {
-        return Err(crate::records::saved_dataset_error(path));
+        saved_documents(path, text_field, f)?;
+        return Ok(true);
     }
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let name = path
@@ -266,6 +267,30 @@ fn parquet_documents(
     Ok(())
 }
 
+/// The documents of a `save_to_disk` folder (or one of its Arrow files): the strings of column
+/// `text_field`, row by row, a record batch at a time; empty ones dropped as everywhere.
+fn saved_documents(
+    path: &Path,
+    text_field: &str,
+    f: &mut dyn FnMut(String) -> Result<()>,
+) -> Result<()> {
+    let mut rows = 0;
+    for file in crate::arrow_rows::files(path)? {
+        crate::arrow_rows::for_each_batch(&file, &mut |batch, _| {
+            crate::arrow_rows::strings(&file, batch, text_field, rows, &mut |doc| match doc
+                .trim()
+                .is_empty()
+            {
+                true => Ok(()),
+                false => f(doc),
+            })?;
+            rows += batch.num_rows();
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
 /// A call into the `parquet` crate, its error or panic made an error naming `path`. The crate
 /// can panic on a damaged file instead of returning an error (seen: a cut dictionary page
 /// fails an assertion in its decoder), so each of its calls is guarded: a damaged file is an
@@ -297,7 +322,7 @@ pub(crate) fn parquet_call<T>(
 
 /// Installs a panic hook that leaves panics raised inside the `parquet` crate's code
 /// unprinted and hands every other to the hook before it. The crate can panic on a damaged
-/// file instead of returning an error; [`parquet_call`] catches those panics and reports the
+/// file instead of returning an error; `parquet_call` catches those panics and reports the
 /// file and what failed as an error, which the default report (`thread ... panicked at ...`)
 /// would precede as noise. `lantern` installs it at start, and so do the fuzz targets, whose
 /// hook before it aborts on any panic.
@@ -310,13 +335,13 @@ pub fn quiet_parquet_panics() {
     }));
 }
 
-/// Whether a panic was raised inside the `parquet` crate's code: one `parquet_call` catches
-/// and reports as an error naming the file. A panic hook can leave such panics unprinted (as
+/// Whether a panic was raised inside the `parquet` or `arrow-*` crates' code: one
+/// `parquet_call` (or `arrow_rows`' guard) catches and reports as an error naming the file. A panic hook can leave such panics unprinted (as
 /// `lantern` does) and report every other.
 pub fn panic_in_parquet(info: &std::panic::PanicHookInfo<'_>) -> bool {
     info.location().is_some_and(|l| {
         let file = l.file().replace('\\', "/");
-        file.contains("/parquet-") && file.contains("/src/")
+        (file.contains("/parquet-") || file.contains("/arrow-")) && file.contains("/src/")
     })
 }
 

@@ -80,7 +80,7 @@ pub fn is_preference_file(path: &Path) -> Option<bool> {
 fn first_record(path: &Path) -> Option<serde_json::Value> {
     // A pattern's first shard.
     let path = &crate::records::files(path).ok()?.into_iter().next()?;
-    if crate::records::is_parquet(path) {
+    if crate::records::is_table(path) {
         return crate::records::first_row(path);
     }
     use std::io::BufRead;

@@ -209,8 +209,7 @@ pub fn read_examples(path: &Path) -> Result<Vec<RawExample>> {
 /// mixing text and word-level records, which no problem type could use whole.
 pub fn read_examples_with(path: &Path, cols: &Columns) -> Result<Vec<RawExample>> {
     let text = crate::records::text(path)?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let out = match ext {
+    let out = match crate::records::format_of(path).as_str() {
         "jsonl" | "json" | "parquet" => read_jsonl(path, &text, cols)?,
         "csv" => read_table(path, csv_records(path, &text)?, cols)?,
         "tsv" => read_table(path, tsv_records(&text), cols)?,
@@ -227,7 +226,7 @@ pub fn read_examples_with(path: &Path, cols: &Columns) -> Result<Vec<RawExample>
     if out.is_empty() {
         return Err(Error::format(path, "no examples"));
     }
-    let out = if crate::records::is_parquet(path) {
+    let out = if crate::records::is_table(path) {
         class_labels_named(path, cols, out)?
     } else {
         out

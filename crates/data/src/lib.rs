@@ -18,11 +18,13 @@
 //! - [`dpo`]: preference examples (TRL's prompt / chosen / rejected layouts) for DPO.
 //! - [`qa`]: extractive question answering (SQuAD): examples, and question + context windows
 //!   with answer spans.
-//! - [`records`]: Parquet files read as JSON Lines, for every reader of records above.
+//! - [`records`]: Parquet files, shards named by a pattern and `save_to_disk` folders (Arrow
+//!   IPC) read as JSON Lines, for every reader of records above.
 //!
 //! Nothing here knows about models, devices or tensors: the trainer turns the `u32` buffers
 //! filled here into tensors itself.
 
+mod arrow_rows;
 pub mod chat;
 pub mod choice;
 pub mod documents;

@@ -532,9 +532,11 @@ fn collect_input(input: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathB
 }
 
 fn walk_dir(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) -> Result<()> {
-    // Its `state.json` would read as a document and its Arrow files as text.
+    // One dataset, read as a whole (`documents::for_each_document`): its `state.json` is not a
+    // document, nor its Arrow files text.
     if crate::records::is_saved_dataset(dir) {
-        return Err(crate::records::saved_dataset_error(dir));
+        files.push(dir.to_path_buf());
+        return Ok(());
     }
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {

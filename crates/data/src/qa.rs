@@ -89,9 +89,9 @@ enum Layout {
 impl Layout {
     /// The layout of a file, by its extension (`.json` is SQuAD, anything else lines).
     fn of(path: &Path) -> Self {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("json") => Layout::Squad,
-            Some("parquet") => Layout::Rows,
+        match crate::records::format_of(path).as_str() {
+            "json" => Layout::Squad,
+            "parquet" => Layout::Rows,
             _ => Layout::Lines,
         }
     }
@@ -160,10 +160,11 @@ pub fn read_qa(path: &Path) -> Result<Vec<QaExample>> {
 /// and whether the text is at that BYTE offset instead), an id seen before, and a file without
 /// examples.
 pub fn read_qa_with(path: &Path, version_2_with_negative: bool) -> Result<Vec<QaExample>> {
-    let layout = match path.extension().and_then(|e| e.to_str()) {
-        Some("jsonl") => Layout::Lines,
-        Some("parquet") => Layout::Rows,
-        Some("json") => Layout::Squad,
+    let format = crate::records::format_of(path);
+    let layout = match format.as_str() {
+        "jsonl" => Layout::Lines,
+        "parquet" => Layout::Rows,
+        "json" => Layout::Squad,
         other => {
             if !path.exists() {
                 return Err(Error::MissingInput(path.to_path_buf()));
@@ -173,7 +174,7 @@ pub fn read_qa_with(path: &Path, version_2_with_negative: bool) -> Result<Vec<Qa
                 format!(
                     "unknown extension {:?}: expected .jsonl (one record per line), .parquet \
                      (one per row) or .json (SQuAD)",
-                    other.unwrap_or("")
+                    other
                 ),
             ));
         }

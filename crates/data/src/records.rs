@@ -4,7 +4,7 @@
 //! dataset ships), and `datasets`' `to_parquet` writes it. Each reader of JSON Lines records
 //! (classification and token classification, multiple choice, question answering, SFT, DPO,
 //! reward and KTO data, `lantern score`'s choices) reads a `.parquet` file through
-//! [`json_lines`]: row r becomes the JSON object that `datasets`' `to_json` writes for it
+//! `json_lines`: row r becomes the JSON object that `datasets`' `to_json` writes for it
 //! (lists as arrays, structs as objects, a null as `null`), on line r + 1 of one text, so a
 //! Parquet file and its JSON Lines export give the same examples. Messages name a Parquet
 //! record by its 0-based row, as `datasets` indexes rows ([`place`]).
@@ -16,6 +16,10 @@
 //! A split the Hub ships in shards (`data/train-00000-of-00003.parquet`, ...) is named by a
 //! pattern, as `datasets`' `data_files` names it: `data/train-*.parquet` ([`files`]). Its
 //! shards read as one file, in name order; a message names the shard and its row.
+//!
+//! A folder `datasets`' `save_to_disk` wrote (or one of its Arrow files) is a table too
+//! ([`is_table`]): its Arrow IPC streams read row by row as Parquet's rows do
+//! (`arrow_rows`).
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +33,25 @@ pub fn is_parquet(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
+/// Whether `path` holds a table whose records are rows: a Parquet file, or a folder (or Arrow
+/// file) `datasets`' `save_to_disk` wrote. Such records read as JSON Lines (`text`), and
+/// messages name them by their 0-based row.
+pub fn is_table(path: &Path) -> bool {
+    is_parquet(path) || is_saved_dataset(path)
+}
+
+/// The format a reader takes `path` for: its extension, or `parquet` for any table
+/// ([`is_table`]), whose rows read as JSON Lines.
+pub fn format_of(path: &Path) -> String {
+    if is_table(path) {
+        return "parquet".into();
+    }
+    path.extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// Where record `line` (1-based, as the readers count lines) of `path` is, for a message:
 /// `line 3` in a text file, `row 2` in a Parquet file (0-based, as `datasets` and pyarrow
 /// index rows); for a pattern, the shard's name too (`train-00001-of-00003.parquet row 2`).
@@ -40,7 +63,7 @@ pub fn place(path: &Path, line: usize) -> String {
         }
         return format!("record {line}");
     }
-    if is_parquet(path) {
+    if is_table(path) {
         format!("row {}", line.saturating_sub(1))
     } else {
         format!("line {line}")
@@ -151,11 +174,11 @@ fn file_text(path: &Path) -> Result<String> {
     if !path.exists() {
         return Err(Error::MissingInput(path.to_path_buf()));
     }
+    if is_saved_dataset(path) {
+        return saved_json_lines(path);
+    }
     if path.is_dir() {
         return Err(folder_error(path));
-    }
-    if is_saved_dataset(path) {
-        return Err(saved_dataset_error(path));
     }
     if is_parquet(path) {
         return json_lines(path);
@@ -165,8 +188,8 @@ fn file_text(path: &Path) -> Result<String> {
 }
 
 /// Whether `path` is a folder `datasets`' `save_to_disk` wrote (`state.json`,
-/// `dataset_info.json` and Arrow files; or `dataset_dict.json` and a folder per split), or an
-/// Arrow file of one. Their Arrow IPC streams are not read here ([`saved_dataset_error`]).
+/// `dataset_info.json` and Arrow files; or `dataset_dict.json` and a folder per split, which a
+/// reader refuses, naming the splits), or an Arrow file of one (`arrow_rows`).
 pub fn is_saved_dataset(path: &Path) -> bool {
     if path.is_dir() {
         return path.join("dataset_dict.json").is_file()
@@ -175,23 +198,25 @@ pub fn is_saved_dataset(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "arrow")
 }
 
-/// The error for [`is_saved_dataset`]'s folders and files: what they are and the one call of
-/// `datasets` that makes them readable.
-pub fn saved_dataset_error(path: &Path) -> Error {
-    Error::format(
-        path,
-        "written by `datasets`' save_to_disk (Arrow IPC), which is not read here: write the \
-         dataset as Parquet or JSON Lines (`load_from_disk(path).to_parquet(\"train.parquet\")`, \
-         a split of a DatasetDict by its name) and give that file",
-    )
+/// Every row of a `save_to_disk` folder's Arrow files (or of one Arrow file), as one JSON
+/// object per line.
+fn saved_json_lines(path: &Path) -> Result<String> {
+    let mut out = String::new();
+    for file in crate::arrow_rows::files(path)? {
+        crate::arrow_rows::for_each_batch(&file, &mut |batch, limit| {
+            for i in 0..batch.num_rows() {
+                crate::arrow_rows::write_row(&mut out, batch, i, limit)?;
+                out.push('\n');
+            }
+            Ok(())
+        })?;
+    }
+    Ok(out)
 }
 
 /// A folder given for a records file (a dataset's `data/` folder, as the Hub ships it): the
 /// error names a few of its record files and the pattern that would take a split's shards.
 fn folder_error(dir: &Path) -> Error {
-    if is_saved_dataset(dir) {
-        return saved_dataset_error(dir);
-    }
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -242,19 +267,45 @@ pub(crate) fn json_lines(path: &Path) -> Result<String> {
     Ok(out)
 }
 
-/// The class names `datasets` declared for `column` of the Parquet file `path`: its features,
-/// kept in the file's `huggingface` metadata, give the column a `ClassLabel` (stored as the
+/// The class names `datasets` declared for `column` of the Parquet file `path` (or the
+/// `save_to_disk` folder: its `dataset_info.json`): its features, kept in the file's
+/// `huggingface` metadata, give the column a `ClassLabel` (stored as the
 /// class index) or a list of them (`Sequence(ClassLabel)`: multi-label classes, or a word's
 /// tags as conll2003's `ner_tags`). The names in class-index order; `None` for another file,
 /// column or feature, or metadata that does not parse (the indices are then the labels, as in
 /// the file's JSON Lines export).
 pub fn class_label_names(path: &Path, column: &str) -> Result<Option<Vec<String>>> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-
-    if !is_parquet(path) {
+    let features = if is_saved_dataset(path) && path.is_dir() {
+        crate::arrow_rows::features(path)
+    } else if is_parquet(path) {
+        parquet_features(path)?
+    } else {
+        None
+    };
+    let Some(features) = features else {
+        return Ok(None);
+    };
+    let mut feature = &features[column];
+    // `List` (datasets 4 on) or `Sequence` (before) of a feature: the feature's names.
+    while let Some(inner) = feature.get("feature") {
+        feature = inner;
+    }
+    if feature["_type"] != "ClassLabel" {
         return Ok(None);
     }
-    // A pattern's shards are one split, with one set of features: the first shard's.
+    Ok(feature["names"].as_array().and_then(|names| {
+        names
+            .iter()
+            .map(|n| n.as_str().map(str::to_string))
+            .collect()
+    }))
+}
+
+/// The features `datasets` wrote into the `huggingface` metadata of the Parquet file `path`
+/// (a pattern's first shard: a split's shards share them).
+fn parquet_features(path: &Path) -> Result<Option<serde_json::Value>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
     let first = files(path)?.swap_remove(0);
     let path = first.as_path();
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -271,20 +322,7 @@ pub fn class_label_names(path: &Path, column: &str) -> Result<Option<Vec<String>
     let Ok(info) = serde_json::from_str::<serde_json::Value>(json) else {
         return Ok(None);
     };
-    let mut feature = &info["info"]["features"][column];
-    // `List` (datasets 4 on) or `Sequence` (before) of a feature: the feature's names.
-    while let Some(inner) = feature.get("feature") {
-        feature = inner;
-    }
-    if feature["_type"] != "ClassLabel" {
-        return Ok(None);
-    }
-    Ok(feature["names"].as_array().and_then(|names| {
-        names
-            .iter()
-            .map(|n| n.as_str().map(str::to_string))
-            .collect()
-    }))
+    Ok(info["info"].get("features").cloned())
 }
 
 /// The first row of the Parquet file `path` as a JSON object; `None` when the file cannot be
@@ -292,6 +330,19 @@ pub fn class_label_names(path: &Path, column: &str) -> Result<Option<Vec<String>
 pub(crate) fn first_row(path: &Path) -> Option<serde_json::Value> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
+    if is_saved_dataset(path) {
+        let file = crate::arrow_rows::files(path).ok()?.into_iter().next()?;
+        let mut line = String::new();
+        // The first row, then an error that only stops the reading of the rest.
+        let _ = crate::arrow_rows::for_each_batch(&file, &mut |batch, limit| {
+            if batch.num_rows() == 0 {
+                return Ok(());
+            }
+            crate::arrow_rows::write_row(&mut line, batch, 0, limit)?;
+            Err(Error::Corpus("first row read".into()))
+        });
+        return serde_json::from_str(&line).ok();
+    }
     let path = &files(path).ok()?.into_iter().next()?;
     let file = std::fs::File::open(path).ok()?;
     let reader = parquet_call(path, || SerializedFileReader::new(file)).ok()?;
@@ -589,45 +640,140 @@ mod tests {
         }
     }
 
-    /// `save_to_disk`'s folders (a Dataset's, a DatasetDict's) and Arrow files are refused by
-    /// every reader, `lantern prepare`'s included, with the call that makes them readable.
+    /// `save_to_disk`'s folders read as the Parquet files they were saved from: the records
+    /// (Arrow files one after the other, rows named from 0 across them), the `ClassLabel` names
+    /// of `dataset_info.json`, the first row, and `lantern prepare`'s documents.
     #[test]
-    fn saved_datasets_are_refused_with_what_to_do() {
+    fn saved_datasets_read_as_their_parquet() {
+        let saved = fixture("saved-classification");
+        assert!(is_saved_dataset(&saved) && is_table(&saved));
+        let ex = crate::labelled::read_examples(&saved).unwrap();
+        let pq = crate::labelled::read_examples(&fixture("classification.parquet")).unwrap();
+        assert_eq!(ex, pq);
+        let cols = Columns::default();
+        let problem = ProblemType::SingleLabelClassification;
+        let names = crate::labelled::declared_label_names(&saved, &cols, problem).unwrap();
+        assert_eq!(names.unwrap(), ["negative", "neutral", "positive"]);
+        assert_eq!(place(&saved, 3), "row 2");
+        let a = text(&fixture("saved-sft-messages")).unwrap();
+        assert_eq!(a, json_lines(&fixture("sft-messages.parquet")).unwrap());
+        assert_eq!(
+            crate::arrow_rows::files(&fixture("saved-sft-messages"))
+                .unwrap()
+                .len(),
+            2
+        );
+        let first = first_row(&fixture("saved-sft-messages")).unwrap();
+        assert!(first["messages"].is_array(), "{first}");
+        assert_eq!(
+            crate::dpo::is_preference_file(&fixture("saved-sft-messages")),
+            Some(false)
+        );
+        // One Arrow file alone reads too.
+        let one = fixture("saved-classification/data-00000-of-00001.arrow");
+        assert_eq!(crate::labelled::read_examples(&one).unwrap().len(), 6);
+        // Documents: those of the JSON Lines the Parquet fixtures hold, from three files.
+        let docs = |p: &Path, field: &str| {
+            let mut v = Vec::new();
+            crate::documents::for_each_document(p, field, &mut |d| {
+                v.push(d);
+                Ok(())
+            })
+            .unwrap();
+            v
+        };
+        let saved_docs = fixture("saved-docs");
+        let want = docs(&golden().join("parquet/docs.jsonl"), "text");
+        assert_eq!(want.len(), 2204);
+        assert!(docs(&saved_docs, "text") == want);
+        let m = crate::documents::for_each_document(&saved_docs, "body", &mut |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("no column \"body\" (columns: text)"), "{m}");
+    }
+
+    /// A DatasetDict's folder names its splits; a damaged Arrow file or state is an error
+    /// naming the file, never a panic.
+    #[test]
+    fn saved_dataset_errors_name_the_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let saved = tmp.path().join("saved");
-        std::fs::create_dir(&saved).unwrap();
-        for f in ["state.json", "dataset_info.json"] {
-            std::fs::write(saved.join(f), "{}").unwrap();
-        }
-        let arrow = saved.join("data-00000-of-00001.arrow");
-        std::fs::write(&arrow, b"\xff\xff\xff\xff").unwrap();
         let dict = tmp.path().join("dict");
         std::fs::create_dir(&dict).unwrap();
-        std::fs::write(dict.join("dataset_dict.json"), "{\"splits\": [\"train\"]}").unwrap();
-        for p in [&saved, &arrow, &dict] {
-            let m = crate::labelled::read_examples(p).unwrap_err().to_string();
-            assert!(
-                m.contains("save_to_disk") && m.contains("to_parquet"),
-                "{m}"
-            );
-            let m = crate::documents::for_each_document(p, "text", &mut |_| Ok(()))
+        std::fs::write(
+            dict.join("dataset_dict.json"),
+            "{\"splits\": [\"train\", \"test\"]}",
+        )
+        .unwrap();
+        let m = crate::labelled::read_examples(&dict)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("a DatasetDict saved by `datasets` (splits: train, test)"),
+            "{m}"
+        );
+        let saved = tmp.path().join("saved");
+        std::fs::create_dir(&saved).unwrap();
+        std::fs::copy(
+            fixture("saved-classification/dataset_info.json"),
+            saved.join("dataset_info.json"),
+        )
+        .unwrap();
+        std::fs::write(
+            saved.join("state.json"),
+            "{\"_data_files\": [{\"filename\": \"d.arrow\"}]}",
+        )
+        .unwrap();
+        let m = crate::labelled::read_examples(&saved)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("d.arrow") && m.contains("does not exist"), "{m}");
+        let bytes =
+            std::fs::read(fixture("saved-classification/data-00000-of-00001.arrow")).unwrap();
+        for (what, data) in [
+            ("cut", &bytes[..bytes.len() / 2]),
+            ("junk", &b"\xff\xff\xff\xff\x08\x00\x00\x00junkjunk"[..]),
+        ] {
+            std::fs::write(saved.join("d.arrow"), data).unwrap();
+            let m = crate::labelled::read_examples(&saved)
                 .unwrap_err()
                 .to_string();
-            assert!(m.contains("save_to_disk"), "{m}");
+            assert!(
+                m.contains("d.arrow: cannot read as an Arrow stream"),
+                "{what}: {m}"
+            );
         }
-        let opts = crate::prepare::PrepareOptions {
-            inputs: vec![tmp.path().to_path_buf()],
-            out_dir: tmp.path().join("out"),
-            vocab_size: 300,
-            train_kind: crate::prepare::TokenizerKind::Bpe,
-            val_fraction: 0.1,
-            tokenizer: None,
-            seed: 1,
-            text_field: "text".into(),
-        };
-        let m = crate::prepare::prepare(&opts).unwrap_err().to_string();
-        assert!(m.contains("save_to_disk"), "{m}");
-        assert!(!is_saved_dataset(&fixture("classification.parquet")));
+        std::fs::write(
+            saved.join("state.json"),
+            "{\"_data_files\": [{\"filename\": \"../x.arrow\"}]}",
+        )
+        .unwrap();
+        let m = crate::labelled::read_examples(&saved)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("state.json: data file \"../x.arrow\" is not a file name"),
+            "{m}"
+        );
+        // Rows that hold no data are counted from the batch's header: refused, not written out
+        // (the fuzzer's no-columns stream claimed 2^64 - 250 rows; null-rows.arrow claims 10^9).
+        let m = crate::labelled::read_examples(&fixture("no-columns.arrow"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("no-columns.arrow: an Arrow stream without columns"),
+            "{m}"
+        );
+        let m = crate::labelled::read_examples(&fixture("null-rows.arrow"))
+            .unwrap_err()
+            .to_string();
+        let want = "null-rows.arrow: a record batch claims 1000000000 rows, more than a file of \
+                    224 bytes";
+        assert!(m.contains(want), "{m}");
+        let m = crate::labelled::read_examples(&fixture("null-list.arrow"))
+            .unwrap_err()
+            .to_string();
+        let want = "null-list.arrow: a list of 1000000000 items, more than the file holds";
+        assert!(m.contains(want), "{m}");
     }
 
     #[test]
