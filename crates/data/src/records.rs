@@ -432,6 +432,12 @@ mod tests {
         golden().join("parquet/records").join(name)
     }
 
+    /// The message of the error that reading `path` as labelled records gives.
+    fn read_error(path: &Path) -> String {
+        let read = crate::labelled::read_examples(path);
+        read.unwrap_err().to_string()
+    }
+
     #[test]
     fn places_are_lines_of_text_and_rows_of_parquet() {
         assert_eq!(place(Path::new("a/train.jsonl"), 3), "line 3");
@@ -704,9 +710,7 @@ mod tests {
             "{\"splits\": [\"train\", \"test\"]}",
         )
         .unwrap();
-        let m = crate::labelled::read_examples(&dict)
-            .unwrap_err()
-            .to_string();
+        let m = read_error(&dict);
         assert!(
             m.contains("a DatasetDict saved by `datasets` (splits: train, test)"),
             "{m}"
@@ -723,9 +727,7 @@ mod tests {
             "{\"_data_files\": [{\"filename\": \"d.arrow\"}]}",
         )
         .unwrap();
-        let m = crate::labelled::read_examples(&saved)
-            .unwrap_err()
-            .to_string();
+        let m = read_error(&saved);
         assert!(m.contains("d.arrow") && m.contains("does not exist"), "{m}");
         let bytes =
             std::fs::read(fixture("saved-classification/data-00000-of-00001.arrow")).unwrap();
@@ -734,9 +736,7 @@ mod tests {
             ("junk", &b"\xff\xff\xff\xff\x08\x00\x00\x00junkjunk"[..]),
         ] {
             std::fs::write(saved.join("d.arrow"), data).unwrap();
-            let m = crate::labelled::read_examples(&saved)
-                .unwrap_err()
-                .to_string();
+            let m = read_error(&saved);
             assert!(
                 m.contains("d.arrow: cannot read as an Arrow stream"),
                 "{what}: {m}"
@@ -747,31 +747,23 @@ mod tests {
             "{\"_data_files\": [{\"filename\": \"../x.arrow\"}]}",
         )
         .unwrap();
-        let m = crate::labelled::read_examples(&saved)
-            .unwrap_err()
-            .to_string();
+        let m = read_error(&saved);
         assert!(
             m.contains("state.json: data file \"../x.arrow\" is not a file name"),
             "{m}"
         );
         // Rows that hold no data are counted from the batch's header: refused, not written out
         // (the fuzzer's no-columns stream claimed 2^64 - 250 rows; null-rows.arrow claims 10^9).
-        let m = crate::labelled::read_examples(&fixture("no-columns.arrow"))
-            .unwrap_err()
-            .to_string();
+        let m = read_error(&fixture("no-columns.arrow"));
         assert!(
             m.contains("no-columns.arrow: an Arrow stream without columns"),
             "{m}"
         );
-        let m = crate::labelled::read_examples(&fixture("null-rows.arrow"))
-            .unwrap_err()
-            .to_string();
+        let m = read_error(&fixture("null-rows.arrow"));
         let want = "null-rows.arrow: a record batch claims 1000000000 rows, more than a file of \
                     224 bytes";
         assert!(m.contains(want), "{m}");
-        let m = crate::labelled::read_examples(&fixture("null-list.arrow"))
-            .unwrap_err()
-            .to_string();
+        let m = read_error(&fixture("null-list.arrow"));
         let want = "null-list.arrow: a list of 1000000000 items, more than the file holds";
         assert!(m.contains(want), "{m}");
     }
@@ -891,9 +883,7 @@ mod tests {
         assert_eq!(names.unwrap().len(), 3);
         // An error in the second shard names it and its own row.
         shard(1, "classification-past-names.parquet");
-        let m = crate::labelled::read_examples(&pattern)
-            .unwrap_err()
-            .to_string();
+        let m = read_error(&pattern);
         assert!(
             m.contains("train-*.parquet: train-00001-of-00002.parquet row 1: label 5 is past"),
             "{m}"
@@ -909,10 +899,7 @@ mod tests {
             "{\"text\": \"y\", \"label\": \"q\"}\n{\"text\": 3}\n",
         )
         .unwrap();
-        let error = |name: &str| {
-            let r = crate::labelled::read_examples(&tmp.path().join(name));
-            r.unwrap_err().to_string()
-        };
+        let error = |name: &str| read_error(&tmp.path().join(name));
         // A pattern that matches nothing, and one over files that are not records shards.
         for (name, want) in [
             (
@@ -946,9 +933,7 @@ mod tests {
         let pref = tmp.path().join("p-*.parquet");
         assert_eq!(crate::dpo::is_preference_file(&pref), Some(true));
         // The folder itself, given for a file: what it holds and a pattern that would do.
-        let m = crate::labelled::read_examples(tmp.path())
-            .unwrap_err()
-            .to_string();
+        let m = read_error(tmp.path());
         assert!(
             m.contains("a folder, not a records file: name one of its files (a-1.jsonl, a-2.jsonl, p-0.parquet, qa-0.parquet, ... (8 files)) or a pattern")
                 && m.contains("a-*.jsonl"),
