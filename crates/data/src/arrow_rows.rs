@@ -19,6 +19,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 
 use crate::error::{Error, Result};
+use crate::records::{write_f32, write_json};
 
 /// The Arrow files of a `save_to_disk` folder in the order its `state.json` lists them, or an
 /// `.arrow` file itself. A `DatasetDict` folder is an error that names its splits.
@@ -185,7 +186,7 @@ pub(crate) fn write_row(
         if k > 0 {
             out.push(',');
         }
-        write_json(out, &serde_json::Value::String(field.name().clone()));
+        write_str(out, field.name());
         out.push(':');
         write_value(out, batch.column(k).as_ref(), i, limit)?;
     }
@@ -220,11 +221,7 @@ fn write_value(out: &mut String, a: &dyn Array, i: usize, limit: Limit) -> Resul
         DataType::UInt32 => out.push_str(&a.as_primitive::<UInt32Type>().value(i).to_string()),
         DataType::UInt64 => out.push_str(&a.as_primitive::<UInt64Type>().value(i).to_string()),
         DataType::Float16 => number(out, a.as_primitive::<Float16Type>().value(i).to_f64()),
-        // The shortest decimal that reads back as the f32, not its f64 widening.
-        DataType::Float32 => {
-            let x = a.as_primitive::<Float32Type>().value(i);
-            number(out, x.to_string().parse().unwrap_or(f64::NAN))
-        }
+        DataType::Float32 => write_f32(out, a.as_primitive::<Float32Type>().value(i)),
         DataType::Float64 => number(out, a.as_primitive::<Float64Type>().value(i)),
         DataType::Utf8 => write_str(out, a.as_string::<i32>().value(i)),
         DataType::LargeUtf8 => write_str(out, a.as_string::<i64>().value(i)),
@@ -269,11 +266,6 @@ fn write_list(out: &mut String, items: &dyn Array, limit: Limit) -> Result<()> {
 
 fn write_str(out: &mut String, s: &str) {
     write_json(out, &serde_json::Value::String(s.to_string()));
-}
-
-fn write_json(out: &mut String, v: &serde_json::Value) {
-    // Writing a `Value` into a `String` cannot fail: it has no I/O and no non-string keys.
-    out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
 }
 
 /// The strings of column `field` of `batch` (a dotted path names a field inside a struct

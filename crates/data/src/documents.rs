@@ -33,8 +33,12 @@ pub fn for_each_document(
     text_field: &str,
     f: &mut dyn FnMut(String) -> Result<()>,
 ) -> Result<bool> {
+    let mut emit = |doc: String| match doc.trim().is_empty() {
+        true => Ok(()),
+        false => f(doc),
+    };
     if crate::records::is_saved_dataset(path) {
-        saved_documents(path, text_field, f)?;
+        saved_documents(path, text_field, &mut emit)?;
         return Ok(true);
     }
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -48,10 +52,6 @@ pub fn for_each_document(
         _ => (&*name, None),
     };
     let ext = inner.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    let mut emit = |doc: String| match doc.trim().is_empty() {
-        true => Ok(()),
-        false => f(doc),
-    };
     if ext.as_deref() == Some("parquet") {
         if let Some(c) = compression {
             return Err(Error::format(
@@ -268,22 +268,16 @@ fn parquet_documents(
 }
 
 /// The documents of a `save_to_disk` folder (or one of its Arrow files): the strings of column
-/// `text_field`, row by row, a record batch at a time; empty ones dropped as everywhere.
+/// `text_field`, row by row, a record batch at a time.
 fn saved_documents(
     path: &Path,
     text_field: &str,
-    f: &mut dyn FnMut(String) -> Result<()>,
+    emit: &mut dyn FnMut(String) -> Result<()>,
 ) -> Result<()> {
     let mut rows = 0;
     for file in crate::arrow_rows::files(path)? {
         crate::arrow_rows::for_each_batch(&file, &mut |batch, _| {
-            crate::arrow_rows::strings(&file, batch, text_field, rows, &mut |doc| match doc
-                .trim()
-                .is_empty()
-            {
-                true => Ok(()),
-                false => f(doc),
-            })?;
+            crate::arrow_rows::strings(&file, batch, text_field, rows, emit)?;
             rows += batch.num_rows();
             Ok(())
         })?;

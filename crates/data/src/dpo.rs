@@ -27,8 +27,8 @@ use crate::chat::{ChatTemplate, Message};
 use crate::error::{Error, Result};
 use crate::labelled::bad;
 use crate::sft::{
-    check_vocab, common_prefix, encode, jsonl_text, record_field, record_messages, record_object,
-    record_tools, Truncation,
+    check_vocab, common_prefix, encode, record_field, record_messages, record_object, record_tools,
+    Truncation,
 };
 
 /// One tokenized preference: the prompt's tokens and each completion's after it.
@@ -218,7 +218,7 @@ pub fn read_preferences(
     tokenizer: &Tokenizer,
     opts: &PreferenceOptions<'_>,
 ) -> Result<PreferenceData> {
-    let text = jsonl_text(path)?;
+    let text = crate::records::text(path)?;
     let mut data = PreferenceData {
         examples: Vec::new(),
         conversational: false,
@@ -291,7 +291,7 @@ pub fn read_rewards(
     tokenizer: &Tokenizer,
     opts: &PreferenceOptions<'_>,
 ) -> Result<RewardData> {
-    let text = jsonl_text(path)?;
+    let text = crate::records::text(path)?;
     let mut data = RewardData {
         examples: Vec::new(),
         conversational: false,
@@ -390,7 +390,7 @@ pub fn read_unpaired(
     tokenizer: &Tokenizer,
     opts: &PreferenceOptions<'_>,
 ) -> Result<UnpairedData> {
-    let text = jsonl_text(path)?;
+    let text = crate::records::text(path)?;
     let mut data = UnpairedData {
         examples: Vec::new(),
         conversational: false,

@@ -231,9 +231,7 @@ pub fn read_examples_with(path: &Path, cols: &Columns) -> Result<Vec<RawExample>
     } else {
         out
     };
-    let Some(first) = out.first() else {
-        return Err(Error::format(path, "no examples"));
-    };
+    let first = &out[0];
     let kind = |e: &RawExample| {
         if e.words.is_some() {
             "a word-level record (\"tokens\")"
@@ -765,12 +763,7 @@ pub fn declared_label_names(
         | ProblemType::MultipleChoice
         | ProblemType::RewardModeling => return Ok(None),
     };
-    for c in columns {
-        if let Some(names) = crate::records::class_label_names(path, c)? {
-            return Ok(Some(names));
-        }
-    }
-    Ok(None)
+    crate::records::class_label_names(path, &columns)
 }
 
 /// The class index of `label` in `names`: a name must be one of them; an index must be below

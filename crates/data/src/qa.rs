@@ -183,7 +183,7 @@ pub fn read_qa_with(path: &Path, version_2_with_negative: bool) -> Result<Vec<Qa
     // A byte-order mark (editors on Windows write one) is not part of the first record.
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let examples = match layout {
-        Layout::Lines | Layout::Rows => read_jsonl(path, text, version_2_with_negative)?,
+        Layout::Lines | Layout::Rows => read_jsonl(path, text, version_2_with_negative, layout)?,
         Layout::Squad => read_squad(path, text, version_2_with_negative)?,
     };
     if examples.is_empty() {
@@ -207,14 +207,13 @@ pub fn read_qa_with(path: &Path, version_2_with_negative: bool) -> Result<Vec<Qa
     Ok(examples)
 }
 
-fn read_jsonl(path: &Path, text: &str, v2: bool) -> Result<Vec<QaExample>> {
+fn read_jsonl(path: &Path, text: &str, v2: bool, layout: Layout) -> Result<Vec<QaExample>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         if line.trim().is_empty() {
             continue;
         }
-        let layout = Layout::of(path);
         let place = At {
             layout,
             path,

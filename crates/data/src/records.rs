@@ -267,14 +267,15 @@ pub(crate) fn json_lines(path: &Path) -> Result<String> {
     Ok(out)
 }
 
-/// The class names `datasets` declared for `column` of the Parquet file `path` (or the
+/// The class names `datasets` declared for the first of `columns` that has them, in the
+/// Parquet file `path` (or the
 /// `save_to_disk` folder: its `dataset_info.json`): its features, kept in the file's
 /// `huggingface` metadata, give the column a `ClassLabel` (stored as the
 /// class index) or a list of them (`Sequence(ClassLabel)`: multi-label classes, or a word's
 /// tags as conll2003's `ner_tags`). The names in class-index order; `None` for another file,
 /// column or feature, or metadata that does not parse (the indices are then the labels, as in
 /// the file's JSON Lines export).
-pub fn class_label_names(path: &Path, column: &str) -> Result<Option<Vec<String>>> {
+pub fn class_label_names(path: &Path, columns: &[&str]) -> Result<Option<Vec<String>>> {
     let features = if is_saved_dataset(path) && path.is_dir() {
         crate::arrow_rows::features(path)
     } else if is_parquet(path) {
@@ -285,20 +286,23 @@ pub fn class_label_names(path: &Path, column: &str) -> Result<Option<Vec<String>
     let Some(features) = features else {
         return Ok(None);
     };
-    let mut feature = &features[column];
-    // `List` (datasets 4 on) or `Sequence` (before) of a feature: the feature's names.
-    while let Some(inner) = feature.get("feature") {
-        feature = inner;
-    }
-    if feature["_type"] != "ClassLabel" {
-        return Ok(None);
-    }
-    Ok(feature["names"].as_array().and_then(|names| {
-        names
-            .iter()
-            .map(|n| n.as_str().map(str::to_string))
-            .collect()
-    }))
+    let names = |column: &str| {
+        let mut feature = &features[column];
+        // `List` (datasets 4 on) or `Sequence` (before) of a feature: the feature's names.
+        while let Some(inner) = feature.get("feature") {
+            feature = inner;
+        }
+        if feature["_type"] != "ClassLabel" {
+            return None;
+        }
+        feature["names"].as_array().and_then(|names| {
+            names
+                .iter()
+                .map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+    };
+    Ok(columns.iter().find_map(|c| names(c)))
 }
 
 /// The features `datasets` wrote into the `huggingface` metadata of the Parquet file `path`
@@ -400,17 +404,21 @@ fn write_field(out: &mut String, field: &parquet::record::Field) {
             }
             out.push('}');
         }
-        // An f32 as the shortest decimal that reads back as it (0.1, where widening to f64
-        // would write 0.10000000149011612), as JSON of an f32 column should say.
-        Field::Float(x) => match x.to_string().parse::<f64>().ok().filter(|v| v.is_finite()) {
-            Some(v) => write_json(out, &serde_json::json!(v)),
-            None => out.push_str("null"),
-        },
+        Field::Float(x) => write_f32(out, *x),
         leaf => write_json(out, &leaf.to_json_value()),
     }
 }
 
-fn write_json(out: &mut String, v: &serde_json::Value) {
+/// An f32 as the shortest decimal that reads back as it (0.1, where widening to f64 would
+/// write 0.10000000149011612), as JSON of an f32 column should say; not finite, `null`.
+pub(crate) fn write_f32(out: &mut String, x: f32) {
+    match x.to_string().parse::<f64>().ok().filter(|v| v.is_finite()) {
+        Some(v) => write_json(out, &serde_json::json!(v)),
+        None => out.push_str("null"),
+    }
+}
+
+pub(crate) fn write_json(out: &mut String, v: &serde_json::Value) {
     // Writing a `Value` into a `String` cannot fail: it has no I/O and no non-string keys.
     out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
 }
@@ -532,9 +540,9 @@ mod tests {
         assert_eq!(ex[5].label, Some(LabelValue::Name("positive".into())));
         // Class names come from Parquet metadata only.
         let jsonl = fixture("classification.jsonl");
-        assert_eq!(class_label_names(&jsonl, "label").unwrap(), None);
+        assert_eq!(class_label_names(&jsonl, &["label"]).unwrap(), None);
         assert_eq!(
-            class_label_names(&fixture("classification.parquet"), "text").unwrap(),
+            class_label_names(&fixture("classification.parquet"), &["text"]).unwrap(),
             None
         );
     }

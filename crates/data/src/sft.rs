@@ -304,12 +304,6 @@ fn parse_record(path: &Path, n: usize, line: &str, text_field: &str) -> Result<R
     }
 }
 
-/// A JSONL file's text, or a Parquet file's rows as JSONL ([`crate::records`]), or why it
-/// cannot be read.
-pub(crate) fn jsonl_text(path: &Path) -> Result<String> {
-    crate::records::text(path)
-}
-
 /// Refuses a token id at or past the model's `vocab_size`, naming line `n` of `path`.
 pub(crate) fn check_vocab(path: &Path, n: usize, ids: &[u32], vocab_size: usize) -> Result<()> {
     match ids
@@ -330,7 +324,7 @@ pub(crate) fn check_vocab(path: &Path, n: usize, ids: &[u32], vocab_size: usize)
 
 /// Reads and tokenizes a JSONL file of SFT records.
 pub fn read_sft(path: &Path, tokenizer: &Tokenizer, opts: &SftOptions<'_>) -> Result<SftData> {
-    let text = jsonl_text(path)?;
+    let text = crate::records::text(path)?;
     let mut format = None;
     let mut data = SftData {
         examples: Vec::new(),
