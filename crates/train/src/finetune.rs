@@ -566,7 +566,9 @@ pub fn classifier_step(
             loss_sum += match m.model {
                 TaskModel::Bert(model) => {
                     let blocks = BertBlocks::new(model.bert(), &mb.input)?;
-                    let top = |x: &Tensor, mode: &mut Mode<'_>| loss_of(&model.head_on(x, mode)?);
+                    let mask = mb.input.attention_mask;
+                    let top =
+                        |x: &Tensor, mode: &mut Mode<'_>| loss_of(&model.head_on(x, mask, mode)?);
                     checkpointed_backward(&blocks, mode, top, scale, acc)?
                 }
                 TaskModel::DecoderToken(model) => {

@@ -574,6 +574,20 @@ pub fn family_folder(
         }
         // Embeddings narrower than the layers, as ELECTRA-small's (128 → 256).
         Family::Electra => cfg.embedding_size = Some(8),
+        // Two layers, a full one and a local one whose window (4: two keys on either side)
+        // is narrower than the sequences.
+        Family::ModernBert => {
+            cfg = BertConfig::new(vocab, 16, 2, 2, 32, 66);
+            cfg.model_type = family;
+            let mut m = lantern_models::bert::ModernSettings::new(2);
+            m.local_attention = 4;
+            cfg.modern = Some(m);
+            cfg.type_vocab_size = 0;
+            cfg.layer_norm_eps = 1e-5;
+            cfg.hidden_dropout_prob = 0.0;
+            cfg.attention_probs_dropout_prob = 0.0;
+            cfg.classifier_dropout = Some(0.0);
+        }
         Family::Bert => {}
     }
     // ELECTRA's released discriminators carry a head of their own, which is not ours: a bare

@@ -1,3 +1,4 @@
+use super::modern::ModernSettings;
 use super::BertHead;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,11 @@ use std::collections::BTreeMap;
 /// own tensor and config names (`distilbert.transformer.layer.N.attention.q_lin`, `dim`,
 /// `n_layers`, ...); its sequence classifier is `pre_classifier` → ReLU → dropout →
 /// `classifier` on `[CLS]`, and its question-answering head has a dropout (`qa_dropout`).
+///
+/// ModernBERT (Warner et al. 2024) keeps the encoder-only shape and the heads but changes the
+/// layer: pre-LayerNorm (no biases by default), rotary positions instead of a position table,
+/// a fused `Wqkv`, a GeGLU feed-forward, and attention over a local window in all but every
+/// third layer; its settings are [`ModernSettings`] (`super::modern`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
@@ -31,15 +37,18 @@ pub enum Family {
     #[serde(rename = "distilbert")]
     DistilBert,
     Electra,
+    #[serde(rename = "modernbert")]
+    ModernBert,
 }
 
 impl Family {
-    pub(crate) const ALL: [Family; 5] = [
+    pub(crate) const ALL: [Family; 6] = [
         Family::Bert,
         Family::Roberta,
         Family::XlmRoberta,
         Family::DistilBert,
         Family::Electra,
+        Family::ModernBert,
     ];
 
     /// transformers' `model_type`.
@@ -50,6 +59,7 @@ impl Family {
             Family::XlmRoberta => "xlm-roberta",
             Family::DistilBert => "distilbert",
             Family::Electra => "electra",
+            Family::ModernBert => "modernbert",
         }
     }
 
@@ -66,6 +76,7 @@ impl Family {
             Family::XlmRoberta => "XLMRoberta",
             Family::DistilBert => "DistilBert",
             Family::Electra => "Electra",
+            Family::ModernBert => "ModernBert",
         }
     }
 
@@ -77,6 +88,7 @@ impl Family {
             Family::Roberta | Family::XlmRoberta => "roberta.",
             Family::DistilBert => "distilbert.",
             Family::Electra => "electra.",
+            Family::ModernBert => "model.",
         }
     }
 
@@ -100,7 +112,12 @@ impl Family {
 
     /// Whether the model has a token-type table (`embeddings.token_type_embeddings`).
     pub fn has_token_type_table(self) -> bool {
-        self != Family::DistilBert
+        !matches!(self, Family::DistilBert | Family::ModernBert)
+    }
+
+    /// Whether the model has a learned position table (ModernBERT's positions are rotary).
+    pub fn has_position_table(self) -> bool {
+        self != Family::ModernBert
     }
 }
 
@@ -151,6 +168,9 @@ pub struct BertConfig {
     /// Class names by index, for sequence classification; empty for other heads.
     #[serde(default)]
     pub id2label: BTreeMap<usize, String>,
+    /// ModernBERT's own settings; `None` for every other family.
+    #[serde(default)]
+    pub modern: Option<ModernSettings>,
     /// transformers' `problem_type` of a classifier: `"single_label_classification"`,
     /// `"multi_label_classification"` or `"regression"` (one output); `None` = the first.
     #[serde(default)]
@@ -199,6 +219,7 @@ impl BertConfig {
             summary_last_dropout: None,
             pad_token_id: 0,
             id2label: BTreeMap::new(),
+            modern: None,
             problem_type: None,
         }
     }
@@ -277,6 +298,19 @@ impl BertConfig {
                 return bad(format!("{name} {p} must be in [0, 1)"));
             }
         }
+        match (self.model_type, &self.modern) {
+            (Family::ModernBert, Some(m)) => m.validate(self.num_hidden_layers)?,
+            (Family::ModernBert, None) => {
+                return bad("a modernbert config without its settings".into());
+            }
+            (_, Some(_)) => {
+                return bad(format!(
+                    "ModernBERT settings in a {} config",
+                    self.model_type.model_type()
+                ))
+            }
+            (_, None) => {}
+        }
         if self.model_type.offsets_positions()
             && self.max_position_embeddings <= self.pad_token_id as usize + 1
         {
@@ -332,7 +366,13 @@ impl BertConfig {
     /// pooler. DistilBERT and ELECTRA have none.
     pub fn has_pooler(&self, head: BertHead) -> bool {
         match head {
-            _ if matches!(self.model_type, Family::DistilBert | Family::Electra) => false,
+            _ if matches!(
+                self.model_type,
+                Family::DistilBert | Family::Electra | Family::ModernBert
+            ) =>
+            {
+                false
+            }
             BertHead::Encoder | BertHead::MultipleChoice => true,
             BertHead::SequenceClassification => self.model_type == Family::Bert,
             _ => false,

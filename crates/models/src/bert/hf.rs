@@ -10,6 +10,7 @@
 //! outputs of transformers' default `num_labels`; nor has a `BertForMultipleChoice` one (its
 //! `classifier` has one output, a choice's score, whatever the number of choices).
 
+use super::modern::{self, ModernSettings, Pooling};
 use super::{init_param, is_head_param, param_shapes, BertConfig, BertHead, Family, QA_OUTPUTS};
 use crate::{hf_config, safetensors_io, Error, Params, Result};
 use candle_core::{DType, Device, Tensor};
@@ -86,6 +87,10 @@ pub fn to_hf_config(cfg: &BertConfig, head: BertHead, dtype: DType) -> Value {
             "tie_word_embeddings": true,
             "dtype": dtype,
         }),
+        Family::ModernBert => match &cfg.modern {
+            Some(m) => modern_keys(cfg, m, head, dtype),
+            None => bert_keys(cfg, head, dtype),
+        },
         _ => bert_keys(cfg, head, dtype),
     };
     if let Some(e) = cfg.embedding_size {
@@ -138,7 +143,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<(BertConfig, Op
         Some(mt) => Family::from_model_type(mt).ok_or_else(|| {
             err(format!(
                 "model_type is {mt:?}, expected \"bert\", \"roberta\", \"xlm-roberta\", \
-                 \"distilbert\" or \"electra\""
+                 \"distilbert\", \"electra\" or \"modernbert\""
             ))
         })?,
         None => Family::Bert,
@@ -245,10 +250,14 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<(BertConfig, Op
             }
         }
     }
+    if family == Family::ModernBert {
+        let cfg = modern_config(v, path, head, id2label)?;
+        return Ok((cfg, head));
+    }
     // RobertaConfig's default pad id is 1 (`<pad>`), the others' 0.
     let default_pad = match family {
         Family::Roberta | Family::XlmRoberta => 1,
-        Family::Bert | Family::DistilBert | Family::Electra => 0,
+        Family::Bert | Family::DistilBert | Family::Electra | Family::ModernBert => 0,
     };
     let cfg = BertConfig {
         model_type: family,
@@ -298,6 +307,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<(BertConfig, Op
             .and_then(Value::as_u64)
             .unwrap_or(default_pad) as u32,
         id2label,
+        modern: None,
         problem_type: match head {
             Some(BertHead::SequenceClassification) => v
                 .get("problem_type")
@@ -310,6 +320,207 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<(BertConfig, Op
     Ok((cfg, head))
 }
 
+/// ModernBertConfig's keys (transformers 5's `layer_types` and `rope_parameters`, or the
+/// `global_attn_every_n_layers`, `global_rope_theta` and `local_rope_theta` of earlier
+/// releases and of the published checkpoints) as a [`BertConfig`].
+fn modern_config(
+    v: &Value,
+    path: &Path,
+    head: Option<BertHead>,
+    id2label: BTreeMap<usize, String>,
+) -> Result<BertConfig> {
+    let err = hf_config::file_err(path);
+    let int = |k: &str| -> Result<usize> {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .map(|x| x as usize)
+            .ok_or_else(|| err(format!("missing or non-integer \"{k}\"")))
+    };
+    let float = |k: &str, d: f64| v.get(k).and_then(Value::as_f64).unwrap_or(d);
+    let flag = |k: &str, d: bool| v.get(k).and_then(Value::as_bool).unwrap_or(d);
+    let string = |k: &str, d: &str| v.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
+    let layers = int("num_hidden_layers")?;
+    let mut m = ModernSettings::new(layers);
+    m.global_layers = match v.get("layer_types").filter(|x| !x.is_null()) {
+        Some(Value::Array(types)) => types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("full_attention") => Ok(true),
+                Some("sliding_attention") => Ok(false),
+                _ => Err(err(format!(
+                    "layer_types holds {t}: expected \"full_attention\" or \"sliding_attention\""
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Some(other) => return Err(err(format!("layer_types {other} is not a list"))),
+        None => modern::every_nth(
+            layers,
+            v.get("global_attn_every_n_layers")
+                .and_then(Value::as_u64)
+                .map_or(modern::GLOBAL_EVERY, |n| n as usize),
+        ),
+    };
+    m.global_rope_theta = float("global_rope_theta", m.global_rope_theta);
+    m.local_rope_theta = float("local_rope_theta", m.local_rope_theta);
+    if let Some(rope) = v.get("rope_parameters").filter(|x| !x.is_null()) {
+        for (kind, theta) in [
+            ("full_attention", &mut m.global_rope_theta),
+            ("sliding_attention", &mut m.local_rope_theta),
+        ] {
+            let Some(p) = rope.get(kind) else { continue };
+            match p.get("rope_type").and_then(Value::as_str) {
+                None | Some("default") => {}
+                Some(t) => {
+                    return Err(err(format!(
+                        "rope_parameters.{kind}.rope_type {t:?} is not supported (only \"default\")"
+                    )))
+                }
+            }
+            if let Some(x) = p.get("rope_theta").and_then(Value::as_f64) {
+                *theta = x;
+            }
+        }
+    }
+    if v.get("rope_scaling").is_some_and(|x| !x.is_null()) {
+        return Err(err("rope_scaling is not supported for modernbert".into()));
+    }
+    for (k, want) in [
+        ("hidden_activation", "gelu"),
+        ("classifier_activation", "gelu"),
+    ] {
+        let got = string(k, want);
+        if got != want {
+            return Err(err(format!(
+                "{k} {got:?} is not supported (only {want:?}, the exact erf form)"
+            )));
+        }
+    }
+    m.local_attention = v
+        .get("local_attention")
+        .and_then(Value::as_u64)
+        .map_or(m.local_attention, |x| x as usize);
+    m.norm_bias = flag("norm_bias", m.norm_bias);
+    m.attention_bias = flag("attention_bias", m.attention_bias);
+    m.mlp_bias = flag("mlp_bias", m.mlp_bias);
+    m.classifier_bias = flag("classifier_bias", m.classifier_bias);
+    m.decoder_bias = flag("decoder_bias", m.decoder_bias);
+    m.classifier_pooling = match string("classifier_pooling", "cls").as_str() {
+        "cls" => Pooling::Cls,
+        "mean" => Pooling::Mean,
+        other => {
+            return Err(err(format!(
+                "classifier_pooling {other:?} is not supported (\"cls\" or \"mean\")"
+            )))
+        }
+    };
+    m.embedding_dropout = float("embedding_dropout", 0.0);
+    m.mlp_dropout = float("mlp_dropout", 0.0);
+    for k in MODERN_SPECIAL_IDS {
+        if let Some(id) = v.get(k).and_then(Value::as_u64) {
+            m.special_ids.insert(k.to_string(), id as u32);
+        }
+    }
+    let cfg = BertConfig {
+        model_type: Family::ModernBert,
+        vocab_size: int("vocab_size")?,
+        hidden_size: int("hidden_size")?,
+        num_hidden_layers: layers,
+        num_attention_heads: int("num_attention_heads")?,
+        intermediate_size: int("intermediate_size")?,
+        hidden_act: "gelu".into(),
+        max_position_embeddings: v
+            .get("max_position_embeddings")
+            .and_then(Value::as_u64)
+            .map_or(8192, |x| x as usize),
+        type_vocab_size: 0,
+        layer_norm_eps: float("norm_eps", 1e-5),
+        hidden_dropout_prob: 0.0,
+        attention_probs_dropout_prob: float("attention_dropout", 0.0),
+        classifier_dropout: Some(float("classifier_dropout", 0.0)),
+        qa_dropout: None,
+        embedding_size: None,
+        summary_last_dropout: None,
+        pad_token_id: v
+            .get("pad_token_id")
+            .and_then(Value::as_u64)
+            .unwrap_or(MODERN_PAD) as u32,
+        id2label,
+        modern: Some(m),
+        problem_type: match head {
+            Some(BertHead::SequenceClassification) => v
+                .get("problem_type")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        },
+    };
+    cfg.validate().map_err(|e| err(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// ModernBertConfig's special ids, kept from the file read and written back.
+const MODERN_SPECIAL_IDS: [&str; 4] = [
+    "bos_token_id",
+    "eos_token_id",
+    "cls_token_id",
+    "sep_token_id",
+];
+/// ModernBertConfig's default `pad_token_id`.
+const MODERN_PAD: u64 = 50283;
+
+/// `config.json` keys of a ModernBERT config (transformers 5's `layer_types` and
+/// `rope_parameters`, and the keys earlier releases read).
+fn modern_keys(cfg: &BertConfig, m: &ModernSettings, head: BertHead, dtype: &str) -> Value {
+    let rope = |theta: f64| json!({"rope_type": "default", "rope_theta": theta});
+    let mut v = json!({
+        "architectures": [cfg.architecture(head)],
+        "model_type": cfg.model_type.model_type(),
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_activation": cfg.hidden_act,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "initializer_range": 0.02,
+        "initializer_cutoff_factor": 2.0,
+        "norm_eps": cfg.layer_norm_eps,
+        "norm_bias": m.norm_bias,
+        "pad_token_id": cfg.pad_token_id,
+        "attention_bias": m.attention_bias,
+        "attention_dropout": cfg.attention_probs_dropout_prob,
+        "layer_types": m.global_layers.iter().map(|&g| match g {
+            true => "full_attention",
+            false => "sliding_attention",
+        }).collect::<Vec<_>>(),
+        "rope_parameters": {
+            "full_attention": rope(m.global_rope_theta),
+            "sliding_attention": rope(m.local_rope_theta),
+        },
+        "global_rope_theta": m.global_rope_theta,
+        "local_rope_theta": m.local_rope_theta,
+        "local_attention": m.local_attention,
+        "embedding_dropout": m.embedding_dropout,
+        "mlp_bias": m.mlp_bias,
+        "mlp_dropout": m.mlp_dropout,
+        "decoder_bias": m.decoder_bias,
+        "classifier_pooling": m.classifier_pooling,
+        "classifier_dropout": cfg.classifier_dropout.unwrap_or(0.0),
+        "classifier_bias": m.classifier_bias,
+        "classifier_activation": "gelu",
+        "sparse_prediction": false,
+        "tie_word_embeddings": true,
+        "dtype": dtype,
+    });
+    if let Some(n) = m.global_every() {
+        v["global_attn_every_n_layers"] = Value::from(n);
+    }
+    for (k, id) in &m.special_ids {
+        v[k.as_str()] = Value::from(*id);
+    }
+    v
+}
+
 /// Buffers and tied copies HF files may hold that are not parameters.
 fn ignorable(name: &str) -> bool {
     name.ends_with("embeddings.position_ids")
@@ -317,6 +528,7 @@ fn ignorable(name: &str) -> bool {
         || name.starts_with("cls.predictions.decoder.")
         || name.starts_with("lm_head.decoder.")
         || name == "vocab_projector.weight"
+        || name == "decoder.weight"
 }
 
 /// Builds [`Params`] for `head` from named tensors, checking every name and shape against

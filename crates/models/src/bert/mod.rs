@@ -10,6 +10,7 @@
 mod config;
 pub mod hf;
 mod model;
+pub mod modern;
 
 pub use config::{BertConfig, Family};
 pub use model::{
@@ -18,3 +19,4 @@ pub use model::{
     BertForSequenceClassification, BertForTokenClassification, BertHead, BertInput, BertModel,
     QA_OUTPUTS,
 };
+pub use modern::{ModernSettings, Pooling};

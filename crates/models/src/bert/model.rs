@@ -1,3 +1,4 @@
+use super::modern::{self, Pooling};
 use super::{BertConfig, Family};
 use crate::lowrank::{add_side, Dense, LowRank};
 use crate::{Error, Mode, Params, Result};
@@ -101,7 +102,12 @@ fn layer_names(cfg: &BertConfig, p: &str, i: usize) -> [String; 8] {
             "ffn.lin2",
             "output_layer_norm",
         ],
-        Family::Bert | Family::Roberta | Family::XlmRoberta | Family::Electra => [
+        // ModernBERT's layers are `modern::Stack`'s, named there.
+        Family::Bert
+        | Family::Roberta
+        | Family::XlmRoberta
+        | Family::Electra
+        | Family::ModernBert => [
             "attention.self.query",
             "attention.self.key",
             "attention.self.value",
@@ -137,6 +143,9 @@ fn mlm_head_names(family: Family) -> Option<[&'static str; 3]> {
             "vocab_layer_norm",
             "vocab_projector.bias",
         ],
+        // ModernBertPredictionHead and the decoder's bias (each bias only when the config
+        // asks for it).
+        Family::ModernBert => ["head.dense", "head.norm", "decoder.bias"],
         Family::Electra => return None,
     })
 }
@@ -151,6 +160,28 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
         v.push((format!("{name}.weight"), vec![o, i]));
         v.push((format!("{name}.bias"), vec![o]));
     };
+    if cfg.model_type == Family::ModernBert {
+        let mut v = modern::encoder_shapes(cfg, p);
+        if head != BertHead::Encoder {
+            v.extend(modern::prediction_head_shapes(cfg));
+        }
+        // Every task's output layer is `classifier` (with a bias); the masked LM's is the
+        // decoder tied to the token embeddings, whose bias is a parameter of its own.
+        let outputs = match head {
+            BertHead::Encoder => return v,
+            BertHead::MaskedLm => {
+                if cfg.modern.as_ref().is_none_or(|m| m.decoder_bias) {
+                    v.push(("decoder.bias".into(), vec![cfg.vocab_size]));
+                }
+                return v;
+            }
+            BertHead::SequenceClassification | BertHead::TokenClassification => cfg.num_labels(),
+            BertHead::QuestionAnswering => QA_OUTPUTS,
+            BertHead::MultipleChoice => 1,
+        };
+        lin(&mut v, "classifier", outputs, c);
+        return v;
+    }
     let ln_of = |v: &mut Vec<(String, Vec<usize>)>, name: &str, width: usize| {
         v.push((format!("{name}.weight"), vec![width]));
         v.push((format!("{name}.bias"), vec![width]));
@@ -222,7 +253,11 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
             lin(&mut v, "qa_outputs", QA_OUTPUTS, c);
         }
         // One score per choice: (1, c) whatever the labels or the number of choices.
-        (BertHead::MultipleChoice, Family::Bert | Family::Roberta | Family::XlmRoberta) => {
+        // ModernBERT's heads are laid out above.
+        (
+            BertHead::MultipleChoice,
+            Family::Bert | Family::Roberta | Family::XlmRoberta | Family::ModernBert,
+        ) => {
             lin(&mut v, "classifier", 1, c);
         }
         (BertHead::MultipleChoice, Family::DistilBert) => {
@@ -243,10 +278,10 @@ pub fn param_shapes(cfg: &BertConfig, head: BertHead) -> Vec<(String, Vec<usize>
 /// it is): files that hold every tensor of the head, peft's `modules_to_save` adapters among
 /// them, carry them as copies.
 pub fn mlm_tied_copies(family: Family, names: &[String]) -> Vec<(&'static str, String)> {
-    let Some(word) = names
-        .iter()
-        .find(|n| n.ends_with("embeddings.word_embeddings.weight"))
-    else {
+    let Some(word) = names.iter().find(|n| {
+        n.ends_with("embeddings.word_embeddings.weight")
+            || n.ends_with("embeddings.tok_embeddings.weight")
+    }) else {
         return Vec::new();
     };
     let ties: &[(&'static str, Option<&str>)] = match family {
@@ -259,6 +294,7 @@ pub fn mlm_tied_copies(family: Family, names: &[String]) -> Vec<(&'static str, S
             ("lm_head.decoder.bias", Some("lm_head.bias")),
         ],
         Family::DistilBert => &[("vocab_projector.weight", None)],
+        Family::ModernBert => &[("decoder.weight", None)],
         Family::Electra => &[],
     };
     ties.iter()
@@ -280,6 +316,9 @@ pub fn is_head_param(name: &str) -> bool {
         "classifier.",
         "qa_outputs.",
         "sequence_summary.",
+        // ModernBERT's prediction head and masked-LM decoder.
+        "head.",
+        "decoder.",
     ]
     .iter()
     .any(|p| name.starts_with(p))
@@ -299,6 +338,9 @@ pub fn init_param(
     rng: &mut Rng,
     device: &Device,
 ) -> Result<Tensor> {
+    if cfg.model_type == Family::ModernBert {
+        return modern::init_param(name, shape, cfg, rng, device);
+    }
     let n: usize = shape.iter().product();
     let t = if name.ends_with("LayerNorm.weight") || name.ends_with("layer_norm.weight") {
         Tensor::ones(shape, DType::F32, device)?
@@ -413,13 +455,16 @@ pub struct BertInput<'a> {
 pub struct BertModel {
     cfg: BertConfig,
     word: Tensor,
-    position: Tensor,
+    /// None for ModernBERT, whose positions are rotary.
+    position: Option<Tensor>,
     /// None for DistilBERT, which has no token types.
     token_type: Option<Tensor>,
     emb_ln: (Tensor, Tensor),
     /// ELECTRA's `embeddings_project` (embedding width → hidden size), when they differ.
     emb_project: Option<Dense>,
     layers: Vec<Layer>,
+    /// ModernBERT's layers (then `layers` is empty).
+    modern: Option<modern::Stack>,
     pooler: Option<Dense>,
     /// NEFTune's α ([`BertModel::with_neftune`]); 0: none.
     neftune_alpha: f64,
@@ -444,6 +489,21 @@ impl BertModel {
     pub fn new(cfg: &BertConfig, params: &Params, head: BertHead) -> Result<Self> {
         cfg.validate()?;
         let p = cfg.prefix(head);
+        if cfg.model_type == Family::ModernBert {
+            let norm_bias = cfg.modern.as_ref().is_some_and(|m| m.norm_bias);
+            return Ok(Self {
+                cfg: cfg.clone(),
+                word: params.get(&format!("{p}embeddings.tok_embeddings.weight"))?,
+                position: None,
+                token_type: None,
+                emb_ln: modern::pair_or_zeros(params, &format!("{p}embeddings.norm"), norm_bias)?,
+                emb_project: None,
+                layers: Vec::new(),
+                modern: Some(modern::Stack::load(cfg, params, p)?),
+                pooler: None,
+                neftune_alpha: 0.0,
+            });
+        }
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let [q, k, v, attn_out, attn_ln, inter, out, out_ln] = layer_names(cfg, p, i);
@@ -466,7 +526,7 @@ impl BertModel {
         Ok(Self {
             cfg: cfg.clone(),
             word: params.get(&format!("{p}embeddings.word_embeddings.weight"))?,
-            position: params.get(&format!("{p}embeddings.position_embeddings.weight"))?,
+            position: Some(params.get(&format!("{p}embeddings.position_embeddings.weight"))?),
             token_type,
             emb_ln: pair(params, &format!("{p}embeddings.LayerNorm"))?,
             emb_project: match cfg.projects_embeddings() {
@@ -474,6 +534,7 @@ impl BertModel {
                 false => None,
             },
             layers,
+            modern: None,
             pooler: if cfg.has_pooler(head) {
                 Some(Dense::load(params, &format!("{p}pooler.dense"))?)
             } else {
@@ -504,7 +565,7 @@ impl BertModel {
     pub fn forward(&self, input: &BertInput<'_>, mode: &mut Mode<'_>) -> Result<Tensor> {
         let mut x = self.embed_input(input, mode)?;
         let mask = self.key_mask(input)?;
-        for l in 0..self.layers.len() {
+        for l in 0..self.n_layers() {
             x = self.layer(l, x, mask.as_ref(), mode)?;
         }
         Ok(x)
@@ -515,7 +576,10 @@ impl BertModel {
 
     /// The number of encoder layers.
     pub fn n_layers(&self) -> usize {
-        self.layers.len()
+        match &self.modern {
+            Some(stack) => stack.n_layers(),
+            None => self.layers.len(),
+        }
     }
 
     /// The first layer's input: word + position + token-type embeddings, LayerNorm, dropout →
@@ -537,14 +601,20 @@ impl BertModel {
                                      // `nn.Embedding(padding_idx=pad_token_id)`.
         let tok = k::embedding(&self.word, ids, Some(cfg.pad_token_id))?; // (B, T, C)
         let tok = crate::neftune(tok, self.neftune_alpha, mode)?;
+        let Some(position) = &self.position else {
+            // ModernBERT: the token embeddings, LayerNorm and dropout; positions are rotary.
+            let x = k::layer_norm(&tok, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps)?;
+            let p = cfg.modern.as_ref().map_or(0.0, |m| m.embedding_dropout);
+            return drop(x, p, mode);
+        };
         let x = if cfg.model_type.offsets_positions() {
             // RoBERTa's position ids depend on the ids; its position table has
             // padding_idx = pad_token_id too.
             let pos = self.position_ids(ids)?; // (B, T)
-            (tok + k::embedding(&self.position, &pos, Some(cfg.pad_token_id))?)?
+            (tok + k::embedding(position, &pos, Some(cfg.pad_token_id))?)?
         } else {
             // pos is a bias over the B rows of (B, T·C): its gradient is their sum.
-            let pos = self.position.narrow(0, 0, t)?; // (T, C)
+            let pos = position.narrow(0, 0, t)?; // (T, C)
             k::bias_add(&tok.reshape((b, t * c))?, &pos.reshape(t * c)?)?
         };
         let x = x.reshape((b, t, c))?;
@@ -604,6 +674,9 @@ impl BertModel {
         mode: &mut Mode<'_>,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
+        if let Some(stack) = &self.modern {
+            return stack.layer(cfg, l, x, mask, mode);
+        }
         let lyr = self.layers.get(l).ok_or_else(|| {
             Error::Config(format!("layer {l} of a model of {}", self.layers.len()))
         })?;
@@ -663,6 +736,27 @@ impl BertForMaskedLM {
                 cfg.model_type.model_type()
             ))
         })?;
+        if let Some(m) = &cfg.modern {
+            let ((transform, transform_ln), bias) = (
+                modern::prediction_head(cfg, params)?,
+                match m.decoder_bias {
+                    true => params.get(bias)?,
+                    false => {
+                        let w = params.get(&format!(
+                            "{}embeddings.tok_embeddings.weight",
+                            cfg.prefix(BertHead::MaskedLm)
+                        ))?;
+                        Tensor::zeros(cfg.vocab_size, w.dtype(), w.device())?
+                    }
+                },
+            );
+            return Ok(Self {
+                bert: BertModel::new(cfg, params, BertHead::MaskedLm)?,
+                transform,
+                transform_ln,
+                bias,
+            });
+        }
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::MaskedLm)?,
             transform: pair(params, dense)?,
@@ -736,18 +830,60 @@ enum SequenceHead {
         classifier: (Tensor, Tensor),
         gelu: bool,
     },
+    /// ModernBERT: the pooled state (`classifier_pooling`) → `ModernBertPredictionHead`
+    /// (dense → GELU → LayerNorm) → dropout → `classifier`.
+    Modern {
+        head: PredictionHead,
+        classifier: (Tensor, Tensor),
+        pooling: Pooling,
+    },
+}
+
+/// ModernBERT's `ModernBertPredictionHead`: dense → GELU → LayerNorm (eps `norm_eps`), before
+/// every head's output layer.
+struct PredictionHead {
+    dense: (Tensor, Tensor),
+    norm: (Tensor, Tensor),
+    eps: f64,
+}
+
+impl PredictionHead {
+    fn load(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        let (dense, norm) = modern::prediction_head(cfg, params)?;
+        Ok(Self {
+            dense,
+            norm,
+            eps: cfg.layer_norm_eps,
+        })
+    }
+
+    /// x (.., C) → (.., C).
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let h = linear_act(x, &self.dense, true)?;
+        Ok(k::layer_norm(&h, &self.norm.0, &self.norm.1, self.eps)?)
+    }
 }
 
 impl SequenceHead {
-    /// The head on the last hidden state (B, T, C) of `bert` → (B, outputs), with `dropout`.
+    /// The head on the last hidden state (B, T, C) of `bert` → (B, outputs), with `dropout`;
+    /// `mask` (B, T) is the batch's attention mask, which ModernBERT's mean pooling reads.
     fn apply(
         &self,
         bert: &BertModel,
         x: &Tensor,
+        mask: Option<&Tensor>,
         dropout: f64,
         mode: &mut Mode<'_>,
     ) -> Result<Tensor> {
         match self {
+            SequenceHead::Modern {
+                head,
+                classifier,
+                pooling,
+            } => {
+                let pooled = head.apply(&modern::pool(x, *pooling, mask)?)?;
+                linear(&drop(pooled, dropout, mode)?, classifier)
+            }
             SequenceHead::Pooled { classifier } => {
                 let pooled = drop(bert.pool(x, mode)?, dropout, mode)?;
                 linear(&pooled, classifier)
@@ -803,6 +939,7 @@ impl BertForSequenceClassification {
                 classifier: pair(params, "classifier")?,
                 gelu: false,
             },
+            Family::ModernBert => modern_head(cfg, params)?,
         };
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::SequenceClassification)?,
@@ -814,20 +951,48 @@ impl BertForSequenceClassification {
     /// Logits (B, num_labels).
     pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
         let x = self.bert.forward(input, &mut mode)?;
-        self.head_on(&x, &mut mode)
+        self.head_on(&x, input.attention_mask, &mut mode)
     }
 
-    /// The head on the last hidden state (B, T, C) → (B, num_labels).
-    pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        self.head.apply(&self.bert, x, self.dropout, mode)
+    /// The head on the last hidden state (B, T, C) → (B, num_labels); `mask` is the input's
+    /// attention mask (B, T).
+    pub fn head_on(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        self.head.apply(&self.bert, x, mask, self.dropout, mode)
     }
 }
 
 /// `BertForTokenClassification`: encoder → dropout → `classifier` at every position.
 pub struct BertForTokenClassification {
     pub bert: BertModel,
+    /// ModernBERT's prediction head before the dropout.
+    head: Option<PredictionHead>,
     classifier: (Tensor, Tensor),
     dropout: f64,
+}
+
+/// ModernBERT's pooled head (sequence classification, multiple choice).
+fn modern_head(cfg: &BertConfig, params: &Params) -> Result<SequenceHead> {
+    Ok(SequenceHead::Modern {
+        head: PredictionHead::load(cfg, params)?,
+        classifier: pair(params, "classifier")?,
+        pooling: cfg
+            .modern
+            .as_ref()
+            .map_or(Pooling::Cls, |m| m.classifier_pooling),
+    })
+}
+
+/// ModernBERT's prediction head, for the per-token heads; `None` in the other families.
+fn token_head(cfg: &BertConfig, params: &Params) -> Result<Option<PredictionHead>> {
+    match cfg.model_type {
+        Family::ModernBert => Ok(Some(PredictionHead::load(cfg, params)?)),
+        _ => Ok(None),
+    }
 }
 
 impl BertForTokenClassification {
@@ -840,6 +1005,7 @@ impl BertForTokenClassification {
         };
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::TokenClassification)?,
+            head: token_head(cfg, params)?,
             classifier: pair(params, "classifier")?,
             dropout,
         })
@@ -853,7 +1019,11 @@ impl BertForTokenClassification {
 
     /// Dropout and classifier on the last hidden state (B, T, C) → (B, T, num_labels).
     pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        let x = drop(x.clone(), self.dropout, mode)?;
+        let x = match &self.head {
+            Some(h) => h.apply(x)?,
+            None => x.clone(),
+        };
+        let x = drop(x, self.dropout, mode)?;
         linear(&x, &self.classifier)
     }
 }
@@ -863,16 +1033,25 @@ impl BertForTokenClassification {
 /// 1 the end logit.
 pub struct BertForQuestionAnswering {
     pub bert: BertModel,
+    /// ModernBERT's prediction head before the dropout.
+    head: Option<PredictionHead>,
     qa_outputs: (Tensor, Tensor),
     dropout: f64,
 }
 
 impl BertForQuestionAnswering {
     pub fn new(cfg: &BertConfig, params: &Params) -> Result<Self> {
+        // ModernBERT's output layer is its `classifier`, after its prediction head and
+        // `classifier_dropout`.
+        let (outputs, dropout) = match cfg.model_type {
+            Family::ModernBert => ("classifier", cfg.classifier_dropout.unwrap_or(0.0)),
+            _ => ("qa_outputs", cfg.qa_dropout.unwrap_or(0.0)),
+        };
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::QuestionAnswering)?,
-            qa_outputs: pair(params, "qa_outputs")?,
-            dropout: cfg.qa_dropout.unwrap_or(0.0),
+            head: token_head(cfg, params)?,
+            qa_outputs: pair(params, outputs)?,
+            dropout,
         })
     }
 
@@ -884,7 +1063,11 @@ impl BertForQuestionAnswering {
 
     /// (Dropout and) `qa_outputs` on the last hidden state (B, T, C) → (B, T, 2).
     pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        linear(&drop(x.clone(), self.dropout, mode)?, &self.qa_outputs)
+        let x = match &self.head {
+            Some(h) => h.apply(x)?,
+            None => x.clone(),
+        };
+        linear(&drop(x, self.dropout, mode)?, &self.qa_outputs)
     }
 
     /// The start and end logits, each (B, T) and contiguous, of logits (B, T, 2).
@@ -987,6 +1170,12 @@ impl BertForMultipleChoice {
                 },
                 cfg.summary_last_dropout.unwrap_or(0.0),
             ),
+            // Its "cls" pooling reads each row's first attended token: the first token, as
+            // our rows are padded on the right.
+            Family::ModernBert => (
+                modern_head(cfg, params)?,
+                cfg.classifier_dropout.unwrap_or(0.0),
+            ),
         };
         Ok(Self {
             bert: BertModel::new(cfg, params, BertHead::MultipleChoice)?,
@@ -999,12 +1188,18 @@ impl BertForMultipleChoice {
     /// lays them out as (B, C).
     pub fn forward(&self, input: &BertInput<'_>, mut mode: Mode<'_>) -> Result<Tensor> {
         let x = self.bert.forward(input, &mut mode)?;
-        self.head_on(&x, &mut mode)
+        self.head_on(&x, input.attention_mask, &mut mode)
     }
 
-    /// The head on the last hidden state (B·C, T, H) → (B·C, 1).
-    pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        self.head.apply(&self.bert, x, self.dropout, mode)
+    /// The head on the last hidden state (B·C, T, H) → (B·C, 1); `mask` is the input's
+    /// attention mask (B·C, T).
+    pub fn head_on(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        self.head.apply(&self.bert, x, mask, self.dropout, mode)
     }
 
     /// The scores (B·C, 1) of B examples as their logits over the choices (B, C).
@@ -1097,13 +1292,18 @@ impl BertClassifier {
     }
 
     /// The head on the encoder's last hidden state (B, T, C): what [`BertClassifier::forward`]
-    /// does after the encoder.
-    pub fn head_on(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+    /// does after the encoder. `mask` is the input's attention mask (B, T).
+    pub fn head_on(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
         match self {
-            Self::Sequence(m) => m.head_on(x, mode),
+            Self::Sequence(m) => m.head_on(x, mask, mode),
             Self::Token(m) => m.head_on(x, mode),
             Self::QuestionAnswering(m) => m.head_on(x, mode),
-            Self::MultipleChoice(m) => m.head_on(x, mode),
+            Self::MultipleChoice(m) => m.head_on(x, mask, mode),
         }
     }
 }

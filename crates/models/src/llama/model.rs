@@ -242,7 +242,7 @@ impl Rope {
     /// The tables of positions `start..start + len` for the inverse frequencies `inv_freq`
     /// ([`LlamaConfig::inv_freq`], heads of `2 · inv_freq.len()`), cos and sin multiplied by
     /// `scale` (YaRN's and LongRoPE's attention factor, 1 otherwise) in f32 before the cast.
-    fn new(
+    pub(crate) fn new(
         inv_freq: &[f32],
         scale: f64,
         start: usize,
@@ -290,11 +290,19 @@ impl Rope {
         self.len() == 0
     }
 
+    /// The tables of the first `len` positions `self` holds.
+    pub(crate) fn first(&self, len: usize) -> Result<Self> {
+        Ok(Self {
+            cos: self.cos.narrow(0, 0, len)?,
+            sin: self.sin.narrow(0, 0, len)?,
+        })
+    }
+
     /// `x · cos + rotate_half(x) · sin` for x: (B, T, heads, hd), rotate_half(x) =
     /// `cat(-x[.., hd/2..], x[.., ..hd/2])` (transformers' `apply_rotary_pos_emb`). Tables
     /// narrower than the heads (Phi-3's `partial_rotary_factor`) turn the first dimensions and
     /// pass the rest through, as Phi-3's `apply_rotary_pos_emb` does.
-    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let (rd, hd) = (self.cos.dim(1)?, x.dim(3)?);
         if rd == hd {
             return Ok(k::rope(x, &self.cos, &self.sin)?);
