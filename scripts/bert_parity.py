@@ -41,6 +41,10 @@
    exported: transformers' AutoModelForMultipleChoice logits on each (first, choice) pair vs
    `lantern predict`'s, its loss vs `lantern eval`'s; and the golden multiple-choice models
    (tests/golden/multiple_choice) exported by Lantern, logits in transformers vs the originals'.
+11. ModernBERT as sections 7 to 9: a tiny ModernBertForMaskedLM (every bias, mean pooling, local
+   windows narrower than the texts) with the WordPiece tokenizer of section 3, a
+   ModernBertForSequenceClassification fine-tuned from it and exported, and the golden
+   ModernBertForQuestionAnswering (tests/golden/modernbert_tiny/qa) exported by Lantern.
 Prints one line per check and exits non-zero if any difference exceeds its tolerance.
 """
 import argparse
@@ -229,8 +233,8 @@ batch_size = 16\nlr = {lrs[problem]}\n{stopping[problem]}""")
     # 6. Question answering round trip through the binary.
     ok &= qa_parity(args, w, golden)
 
-    # 7, 8, 9. RoBERTa, DistilBERT and ELECTRA.
-    for family in ["roberta", "distilbert", "electra"]:
+    # 7, 8, 9, 11. RoBERTa, DistilBERT, ELECTRA and ModernBERT.
+    for family in ["roberta", "distilbert", "electra", "modernbert"]:
         ok &= family_parity(args, w, texts, small, repo, family)
 
     # 10. Multiple choice.
@@ -244,8 +248,8 @@ def family_parity(args, w, texts, small, repo, family):
     of the module docstring)."""
     from transformers import (AutoModelForMaskedLM, AutoModelForQuestionAnswering,
                               AutoModelForSequenceClassification, DistilBertConfig, DistilBertTokenizerFast,
-                              ElectraConfig, ElectraForPreTraining, ElectraTokenizerFast, RobertaConfig,
-                              RobertaTokenizerFast)
+                              ElectraConfig, ElectraForPreTraining, ElectraTokenizerFast, ModernBertConfig,
+                              PreTrainedTokenizerFast, RobertaConfig, RobertaTokenizerFast)
     sizes = dict(vocab_size=0, max_position_embeddings=130)
     if family == "roberta":
         golden = os.path.join(repo, "tests", "golden", "roberta_tiny")
@@ -261,6 +265,20 @@ def family_parity(args, w, texts, small, repo, family):
         sizes["vocab_size"] = len(tok)
         cfg = DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **sizes)
         name, pair = "DistilBERT", "WordPiece, [CLS] A [SEP] B [SEP]"
+    elif family == "modernbert":
+        golden = os.path.join(repo, "tests", "golden", "modernbert_tiny")
+        # ModernBERT's tokenizers give the model ids and a mask only; the WordPiece tokenizer
+        # stands in for its BPE one. A local window of 8 (4 keys on either side) with mean
+        # pooling and every bias, so the fine-tune exercises them.
+        tok = PreTrainedTokenizerFast(tokenizer_file=w("wp.json"), pad_token="[PAD]", cls_token="[CLS]",
+                                      sep_token="[SEP]", mask_token="[MASK]", unk_token="[UNK]",
+                                      model_input_names=["input_ids", "attention_mask"])
+        sizes["vocab_size"] = len(tok)
+        cfg = ModernBertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+                               global_attn_every_n_layers=2, local_attention=8, pad_token_id=tok.pad_token_id,
+                               norm_bias=True, attention_bias=True, mlp_bias=True, classifier_bias=True,
+                               classifier_pooling="mean", **sizes)
+        name, pair = "ModernBERT", "WordPiece, [CLS] A [SEP] B [SEP], no token types"
     else:
         golden = os.path.join(repo, "tests", "golden", "electra_tiny")
         # ELECTRA reads BERT's WordPiece tokenizer, token types included; its embeddings are
@@ -291,9 +309,9 @@ def family_parity(args, w, texts, small, repo, family):
           f"mask {'identical' if same else 'differ'} ({ids.shape[0]} x {ids.shape[1]})")
     ok &= same
     loader = ElectraForPreTraining if types else AutoModelForMaskedLM
+    type_kw = {"token_type_ids": tt} if family != "modernbert" else {}
     with torch.no_grad():
-        hidden = loader.from_pretrained(base).eval().base_model(input_ids=ids, attention_mask=mask,
-                                                                   token_type_ids=tt)
+        hidden = loader.from_pretrained(base).eval().base_model(input_ids=ids, attention_mask=mask, **type_kw)
     m = mask.bool()
     ok &= report(f"{name} last hidden state (real tokens), lantern encode vs transformers",
                  (hidden.last_hidden_state - ours["last_hidden_state"])[m].abs().max().item())

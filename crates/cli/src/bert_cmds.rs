@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum BertCmd {
-    /// Fine-tune a BERT, RoBERTa, DistilBERT or ELECTRA encoder for sequence or token
+    /// Fine-tune a BERT, RoBERTa, DistilBERT, ELECTRA or ModernBERT encoder for sequence or token
     /// classification, extractive question answering or multiple choice, or a GPT-2 (a
     /// `lantern train` run or a transformers folder) for sequence or token classification (TOML
     /// config); keeps best/ and last/
@@ -626,7 +626,7 @@ fn collect_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// Whether `path` is a fine-tuning model: a BERT-family folder (an HF BERT, RoBERTa, XLM-R,
-/// DistilBERT or ELECTRA folder, a fine-tuning checkpoint or run), or a GPT-2 or Llama-family
+/// DistilBERT, ELECTRA or ModernBERT folder, a fine-tuning checkpoint or run), or a GPT-2 or Llama-family
 /// classifier (`GPT2ForSequenceClassification`, `LlamaForTokenClassification`, ...). Their
 /// language models are not.
 pub fn is_task_model(path: &Path) -> bool {

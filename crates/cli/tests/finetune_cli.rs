@@ -2006,10 +2006,10 @@ fn squad_2_learns_unanswerable_questions_and_predicts_no_answer() {
 }
 
 /// RoBERTa (the byte-level BPE tokenizer of its golden files: `<s>`, `<pad>`, `</s>`, its
-/// post-processor), DistilBERT and ELECTRA (the fixture's WordPiece) folders fine-tune through
-/// the binary and export as their own family's classes.
+/// post-processor), DistilBERT, ELECTRA and ModernBERT (the fixture's WordPiece) folders
+/// fine-tune through the binary and export as their own family's classes.
 #[test]
-fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family() {
+fn roberta_distilbert_electra_and_modernbert_folders_fine_tune_and_export_as_their_family() {
     let f = Fixture::new();
     write_tagged(&f.root);
     write_qa(&f.root);
@@ -2028,6 +2028,8 @@ fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family()
     let qa_wp = f.root.join("qa_tokenizer.json");
     let distil_qa = common::family_folder(&f.root, "distil-qa-base", Family::DistilBert, &qa_wp);
     let electra = common::family_folder(&f.root, "electra", Family::Electra, &wp);
+    let modern = common::family_folder(&f.root, "modern", Family::ModernBert, &wp);
+    let modern_qa = common::family_folder(&f.root, "modern-qa-base", Family::ModernBert, &qa_wp);
     let plain = ("train.jsonl", "val.jsonl", "");
     let tagged = (
         "tok_train.jsonl",
@@ -2112,6 +2114,30 @@ fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family()
             "f1",
             "ElectraForTokenClassification",
         ),
+        (
+            "mod-cls",
+            &modern,
+            plain,
+            (12, 16),
+            "accuracy",
+            "ModernBertForSequenceClassification",
+        ),
+        (
+            "mod-tok",
+            &modern,
+            tagged,
+            (15, 16),
+            "f1",
+            "ModernBertForTokenClassification",
+        ),
+        (
+            "mod-qa",
+            &modern_qa,
+            wp_qa,
+            (12, 16),
+            "f1",
+            "ModernBertForQuestionAnswering",
+        ),
     ] {
         let model = format!("init_from = {folder:?}");
         let cfg = f.config_with(
@@ -2131,12 +2157,13 @@ fn roberta_distilbert_and_electra_folders_fine_tune_and_export_as_their_family()
         let (family, prefix, keys) = match &name[..3] {
             "rob" => ("roberta", "roberta.", ["pad_token_id", "type_vocab_size"]),
             "dis" => ("distilbert", "distilbert.", ["dim", "seq_classif_dropout"]),
+            "mod" => ("modernbert", "model.", ["layer_types", "local_attention"]),
             _ => ("electra", "electra.", ["embedding_size", "hidden_size"]),
         };
         assert_eq!(c["model_type"], family);
         assert!(keys.iter().all(|k| c.get(k).is_some()), "{c}");
         let names = common::read_f32_tensors(&run.join("model/model.safetensors"));
-        let head = ["pre_classifier.", "classifier.", "qa_outputs."];
+        let head = ["pre_classifier.", "classifier.", "qa_outputs.", "head."];
         for (n, _) in &names {
             let ours = n.starts_with(prefix) || head.iter().any(|h| n.starts_with(h));
             assert!(ours && !n.contains("pooler"), "{name}: {n}");

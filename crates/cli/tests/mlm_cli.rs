@@ -386,12 +386,12 @@ fn bert_on_a_bpe_dataset_is_a_clear_error() {
     );
 }
 
-/// run_mlm's continued pretraining of a RoBERTa and a DistilBERT checkpoint: `lantern prepare`
-/// with the model's own tokenizer, `lantern train` from the folder; the validation loss falls,
-/// the checkpoints are the family's masked LM (its names, its config.json), and a fine-tune
-/// starts from the run.
+/// run_mlm's continued pretraining of a RoBERTa, a DistilBERT and a ModernBERT checkpoint:
+/// `lantern prepare` with the model's own tokenizer, `lantern train` from the folder; the
+/// validation loss falls, the checkpoints are the family's masked LM (its names, its
+/// config.json), and a fine-tune starts from the run.
 #[test]
-fn roberta_and_distilbert_checkpoints_continue_pretraining() {
+fn roberta_distilbert_and_modernbert_checkpoints_continue_pretraining() {
     use lantern_models::bert::Family;
     let tmp = tempfile::tempdir().unwrap();
     let raw = workspace_root().join("data/raw/fortunes");
@@ -418,6 +418,14 @@ fn roberta_and_distilbert_checkpoints_continue_pretraining() {
                 "distilbert.transformer.layer.0.ffn.lin1.weight",
                 "vocab_projector.bias",
             ],
+            "BertTokenizer",
+        ),
+        (
+            "modernbert",
+            Family::ModernBert,
+            &wp_tok,
+            "ModernBertForMaskedLM",
+            ["model.layers.1.attn.Wqkv.weight", "decoder.bias"],
             "BertTokenizer",
         ),
     ] {

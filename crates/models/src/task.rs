@@ -266,11 +266,13 @@ impl TaskConfig {
 
     /// peft's default LoRA targets for the family (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`):
     /// the attention's query and value projections. peft has none for DistilBERT; its query
-    /// and value projections are the same choice.
+    /// and value projections are the same choice. Nor for ModernBERT, whose query, key and
+    /// value are one fused layer: `Wqkv`, as peft's default for GPT-2's fused `c_attn`.
     pub fn default_lora_targets(&self) -> &'static [&'static str] {
         match self {
             Self::Bert(c) => match c.model_type {
                 bert::Family::DistilBert => &["q_lin", "v_lin"],
+                bert::Family::ModernBert => &["Wqkv"],
                 _ => &["query", "value"],
             },
             Self::Decoder(c) => c.lm.default_lora_targets(),

@@ -1294,16 +1294,28 @@ mod tests {
 
     /// Every linear layer of every BERT family takes its side path: with `"all-linear"` and
     /// random B, the view's loss is the merged model's (RoBERTa, DistilBERT's own layer names,
-    /// ELECTRA's `embeddings_project`), and differs from the base model's.
+    /// ELECTRA's `embeddings_project`, ModernBERT's fused `Wqkv`, `Wi` and `head.dense`), and
+    /// differs from the base model's.
     #[test]
     fn every_family_runs_every_adapted_layer() {
         use lantern_models::bert::Family;
-        for family in [Family::Roberta, Family::DistilBert, Family::Electra] {
+        for family in [
+            Family::Roberta,
+            Family::DistilBert,
+            Family::Electra,
+            Family::ModernBert,
+        ] {
             let mut c =
                 BertConfig::new(40, 16, 2, 2, 32, 16).with_labels(&["a".into(), "b".into()]);
             c.model_type = family;
             if family == Family::Electra {
                 c.embedding_size = Some(8);
+            }
+            if family == Family::ModernBert {
+                // A bias on every layer, so that the adapter's sum goes before it.
+                let mut m = lantern_models::bert::ModernSettings::new(2);
+                (m.attention_bias, m.mlp_bias, m.local_attention) = (true, true, 4);
+                (c.modern, c.type_vocab_size) = (Some(m), 0);
             }
             let head = BertHead::SequenceClassification;
             let p = init_params(&c, head, &mut Rng::new(3), &Device::Cpu, DType::F32).unwrap();
