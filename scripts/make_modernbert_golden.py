@@ -28,7 +28,9 @@ Files written:
                            MLM model's encoder output), cls_logits [3,3], cls_loss [],
                            tok_logits [3,12,5], tok_loss [], qa_start_logits [3,12],
                            qa_end_logits [3,12], qa_loss [], mc_logits [1,3], mc_loss [],
-                           enc_hidden [3,12,32]
+                           enc_hidden [3,12,32]; grad.mlm.<name> and grad.cls.<name>: the
+                           gradient of each parameter of the masked LM (its loss) and of the
+                           sequence classifier (its loss), in eval mode
 
 A padded query whose window holds no real token would attend to nothing, and what an attention
 kernel makes of such a row is its own choice (eager attention and SDPA differ there); the
@@ -103,6 +105,21 @@ def run_all(models, ids, mask, mlm_labels, cls_labels, tok_labels, qa_start, qa_
     }
 
 
+def gradients(models, ids, mask, mlm_labels, cls_labels):
+    """The gradient of every parameter of the masked LM (its loss at the masked tokens) and of the
+    sequence classifier (its cross-entropy), in eval mode (no dropout), as grad.mlm.<name> and
+    grad.cls.<name>. The masked LM's token embeddings collect the tied decoder's gradient too."""
+    mlm, cls = models[0], models[1]
+    out = {}
+    for tag, model, kw in [("mlm", mlm, dict(labels=mlm_labels)), ("cls", cls, dict(labels=cls_labels))]:
+        model.zero_grad()
+        model(input_ids=ids, attention_mask=mask, **kw).loss.backward()
+        for name, p in model.named_parameters():
+            out[f"grad.{tag}.{name}"] = p.grad.float().contiguous().clone()
+        model.zero_grad()
+    return out
+
+
 def check_window(enc, ids, mask):
     # The local window matters: the same model with every layer full gives other outputs.
     full = ModernBertModel(config(global_attn_every_n_layers=1))
@@ -166,6 +183,7 @@ def main() -> int:
 
     expected = run_all(models, *inputs)
     check_window(enc, ids, mask)
+    grads = gradients(models, ids, mask, mlm_labels, cls_labels)
 
     classes = [("mlm", ModernBertForMaskedLM), ("cls", ModernBertForSequenceClassification),
                ("tok", ModernBertForTokenClassification), ("qa", ModernBertForQuestionAnswering),
@@ -186,7 +204,7 @@ def main() -> int:
             },
             f,
         )
-    save_file(expected, os.path.join(args.out, "expected.safetensors"), metadata={"format": "pt"})
+    save_file({**expected, **grads}, os.path.join(args.out, "expected.safetensors"), metadata={"format": "pt"})
     check_reload(args.out, classes, expected, inputs)
     print(f"wrote {args.out}: " + " ".join(
         f"{k} {expected[k].item():.6f}" for k in ("mlm_loss", "cls_loss", "tok_loss", "qa_loss", "mc_loss")))

@@ -199,3 +199,81 @@ fn export_writes_transformers_names_and_config() {
         }
     }
 }
+
+/// The summed cross-entropy of `logits` (N, C) over the rows whose label is not -100, divided
+/// by their number (transformers' mean), as a tensor to differentiate.
+fn mean_ce(logits: &Tensor, labels: &[i64]) -> Tensor {
+    let dev = logits.device();
+    let targets: Vec<u32> = labels.iter().map(|&y| y.max(0) as u32).collect();
+    let weights: Vec<f32> = labels.iter().map(|&y| f32::from(y >= 0)).collect();
+    let n = weights.iter().sum::<f32>() as f64;
+    let sum = lantern_kernels::cross_entropy_sum(
+        logits,
+        &Tensor::new(targets.as_slice(), dev).unwrap(),
+        Some(&Tensor::new(weights.as_slice(), dev).unwrap()),
+    )
+    .unwrap();
+    (sum / n).unwrap()
+}
+
+/// Every parameter's gradient (`grads`) against transformers' `grad.<tag>.<name>`: within
+/// 1e-4 of the largest entry of transformers' gradient, plus 1e-6.
+fn assert_grads(
+    tag: &str,
+    params: &lantern_models::Params,
+    grads: &candle_core::backprop::GradStore,
+) {
+    let want = common::expected_in(&golden());
+    let mut n = 0;
+    for (name, var) in params.iter() {
+        let got = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{tag} {name}: no gradient"));
+        let theirs = &want[&format!("grad.{tag}.{name}")];
+        let scale = theirs
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = common::max_abs(got, theirs);
+        assert!(
+            d <= 1e-4 * scale + 1e-6,
+            "{tag} {name}: gradient differs by {d} (largest {scale})"
+        );
+        n += 1;
+    }
+    let theirs = want
+        .keys()
+        .filter(|k| k.starts_with(&format!("grad.{tag}.")))
+        .count();
+    assert_eq!(n, theirs, "{tag}: every parameter transformers has");
+}
+
+/// Backward through the masked LM (its loss at the masked tokens; the token embeddings get the
+/// tied decoder's gradient too) and through the sequence classifier with every bias and mean
+/// pooling: every parameter's gradient is transformers'.
+#[test]
+fn gradients_match_transformers() {
+    let (ids, mask, labels, _) = inputs();
+    let input = BertInput {
+        ids: &ids,
+        token_type_ids: None,
+        attention_mask: Some(&mask),
+    };
+    let (cfg, params, _) = common::load_in(&golden().join("mlm"), BertHead::MaskedLm);
+    let mlm = lantern_models::bert::BertForMaskedLM::new(&cfg, &params).unwrap();
+    let logits = mlm.forward(&input, Mode::Eval).unwrap();
+    let (b, t, v) = logits.dims3().unwrap();
+    let loss = mean_ce(&logits.reshape((b * t, v)).unwrap(), &labels.mlm);
+    assert_grads("mlm", &params, &loss.backward().unwrap());
+
+    let head = BertHead::SequenceClassification;
+    let (cfg, params, _) = common::load_in(&golden().join("cls"), head);
+    let cls = BertClassifier::new(&cfg, &params, head).unwrap();
+    let loss = mean_ce(&cls.forward(&input, Mode::Eval).unwrap(), &labels.cls);
+    assert_grads("cls", &params, &loss.backward().unwrap());
+}
