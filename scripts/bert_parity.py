@@ -342,7 +342,12 @@ epochs = 1\nbatch_size = 16\nlr = 1e-3\n""")
         print(f"FAIL {arch} exported by Lantern: loading info {info}")
         ok = False
     names = [cls.config.id2label[i] for i in range(cls.config.num_labels)]
-    enc = lambda t: tok(t["text"], t.get("text_pair"), truncation=True, max_length=64, return_tensors="pt",
+    # On a transformers folder (no fine-tuning state) Lantern truncates to the model's token
+    # limit, at most 512 (section 10 the same): the WordPiece file as it is (ModernBERT's
+    # tokenizer) gives some validation texts more than the 64 tokens the run trained on.
+    c = cls.config
+    limit = min(512, c.max_position_embeddings - (c.pad_token_id + 1 if family == "roberta" else 0))
+    enc = lambda t: tok(t["text"], t.get("text_pair"), truncation=True, max_length=limit, return_tensors="pt",
                         return_token_type_ids=types)
     with torch.no_grad():
         logits = torch.stack([cls(**enc(t)).logits[0] for t in TEXTS])

@@ -1085,6 +1085,18 @@ fn cls_losses(
         let mut cfg = BertConfig::new(vocab as usize, 64, 2, 4, 256, t).with_labels(&labels);
         cfg.hidden_dropout_prob = 0.0;
         cfg.attention_probs_dropout_prob = 0.0;
+        if family == "modernbert" {
+            // A full layer then a local one (16 keys on either side, fewer than most rows
+            // hold);
+            // every bias, and mean pooling over the padded rows.
+            let mut m = lantern_models::bert::ModernSettings::new(2);
+            m.local_attention = 32;
+            (m.norm_bias, m.attention_bias, m.mlp_bias, m.classifier_bias) =
+                (true, true, true, true);
+            m.classifier_pooling = lantern_models::bert::Pooling::Mean;
+            cfg.model_type = lantern_models::bert::Family::ModernBert;
+            (cfg.modern, cfg.type_vocab_size, cfg.classifier_dropout) = (Some(m), 0, Some(0.0));
+        }
         TaskConfig::Bert(cfg)
     };
     let params = cfg.init_params(head, &mut rng, device, DType::F32)?;
@@ -1227,6 +1239,14 @@ fn check_training(rep: &mut Report, s: &Setup, opts: &Options) -> Result<()> {
         // Recomputed on the device against stored on the CPU: the same losses.
         (("bert", seq, true, false), "finetune bert recompute"),
         (("bert", seq, false, true), "finetune bert lora"),
+        (
+            ("modernbert", seq, false, false),
+            "finetune modernbert window",
+        ),
+        (
+            ("modernbert", tags, true, true),
+            "finetune modernbert window tags recompute lora",
+        ),
         (("gpt2", seq, false, false), "finetune gpt2"),
         (("gpt2", tags, false, false), "finetune gpt2 tags"),
         (("gpt2", seq, true, false), "finetune gpt2 recompute"),

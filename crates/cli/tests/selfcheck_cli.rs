@@ -32,6 +32,8 @@ fn cpu_mode_runs_every_check_and_passes() {
         "finetune gpt2 recompute",
         "finetune llama tags",
         "finetune bert lora",
+        "finetune modernbert window",
+        "finetune modernbert window tags recompute lora",
         "finetune gpt2 lora",
         "finetune llama tags lora",
         "finetune qwen2",

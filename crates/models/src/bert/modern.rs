@@ -21,6 +21,7 @@ use candle_core::{DType, Device, Tensor};
 use lantern_kernels::{self as k, Rng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 /// How the sequence classifier and the multiple-choice head read a sequence
 /// (`classifier_pooling`).
@@ -335,6 +336,9 @@ pub(crate) struct Stack {
     local_rope: Rope,
     /// A key sees the queries within this many positions in a local layer.
     half_window: usize,
+    /// The last window mask built, by sequence length: every local layer of a forward (and
+    /// every step of a run of one length) shares it.
+    window: Mutex<Option<(usize, Tensor)>>,
 }
 
 fn drop(x: Tensor, p: f64, mode: &mut Mode<'_>) -> Result<Tensor> {
@@ -383,6 +387,7 @@ impl Stack {
             local_rope: rope(m.local_rope_theta)?,
             final_norm,
             half_window: m.local_attention / 2,
+            window: Mutex::new(None),
         })
     }
 
@@ -393,14 +398,24 @@ impl Stack {
     /// The additive mask of a local layer over T positions: 0 where |query − key| ≤ the half
     /// window, −∞ elsewhere → (1, 1, T, T) f32, added to `key_mask` (B, 1, 1, T) when given.
     fn window_mask(&self, t: usize, key_mask: Option<&Tensor>, device: &Device) -> Result<Tensor> {
-        let w = self.half_window;
-        let v: Vec<f32> = (0..t * t)
-            .map(|i| match (i / t).abs_diff(i % t) <= w {
-                true => 0.0,
-                false => f32::NEG_INFINITY,
-            })
-            .collect();
-        let window = Tensor::from_vec(v, (1, 1, t, t), device)?;
+        let mut cached = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let window = match cached.as_ref() {
+            Some((len, m)) if *len == t && m.device().same_device(device) => m.clone(),
+            _ => {
+                let w = self.half_window;
+                let v: Vec<f32> = (0..t * t)
+                    .map(|i| match (i / t).abs_diff(i % t) <= w {
+                        true => 0.0,
+                        false => f32::NEG_INFINITY,
+                    })
+                    .collect();
+                let m = Tensor::from_vec(v, (1, 1, t, t), device)?;
+                *cached = Some((t, m.clone()));
+                m
+            }
+        };
+        // The module's `drop` is dropout's.
+        std::mem::drop(cached);
         Ok(match key_mask {
             Some(m) => window.broadcast_add(&m.to_dtype(DType::F32)?)?, // (B, 1, T, T)
             None => window,
