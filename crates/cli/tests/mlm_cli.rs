@@ -458,6 +458,38 @@ fn roberta_distilbert_and_modernbert_checkpoints_continue_pretraining() {
             val.len() >= 2 && val[val.len() - 1] < val[0] - 0.3,
             "{name}: {val:?}"
         );
+        if family == Family::ModernBert {
+            // With adapters: the fused Wqkv is the default target; the prediction head and
+            // the decoder (its bias; its weight tied to the token embeddings) train in full.
+            let lora_run = tmp.path().join("modernbert-lora");
+            let lora_cfg = tmp.path().join("modernbert-lora.toml");
+            let text = std::fs::read_to_string(&cfg).unwrap();
+            let text = text.replace(&format!("{:?}", s(&run)), &format!("{:?}", s(&lora_run)));
+            std::fs::write(&lora_cfg, format!("{text}[lora]\nr = 4\n")).unwrap();
+            train_ok(&lora_cfg, &["train.max_steps=40"]);
+            let v = metric_values(&lora_run, "val", "val_loss");
+            assert!(v.iter().all(|x| x.is_finite()) && v[0] != v[1], "{v:?}");
+            let adapter = newest_checkpoint(&lora_run).join("adapter");
+            let c: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(c["target_modules"], serde_json::json!(["Wqkv"]));
+            assert_eq!(c["modules_to_save"], serde_json::json!(["head", "decoder"]));
+            let tensors: std::collections::BTreeMap<String, Vec<f32>> =
+                read_f32_tensors(&adapter.join("adapter_model.safetensors"))
+                    .into_iter()
+                    .collect();
+            let folder_tensors: std::collections::BTreeMap<String, Vec<f32>> =
+                read_f32_tensors(&folder.join("model.safetensors"))
+                    .into_iter()
+                    .collect();
+            assert_eq!(
+                tensors["base_model.model.decoder.weight"],
+                folder_tensors["model.embeddings.tok_embeddings.weight"]
+            );
+            assert!(tensors.contains_key("base_model.model.model.layers.1.attn.Wqkv.lora_A.weight"));
+        }
         let ckpt = newest_checkpoint(&run);
         let config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap())
