@@ -25,6 +25,8 @@
 # MOMENTUM (SGD's and RMSprop's, default 0) and GROUP=1 (group_by_length in both; classes and
 # tags). SGD wants a larger LR than AdamW, e.g.
 #   OPTIM=sgd MOMENTUM=0.9 LR=0.05 bash scripts/finetune_compare.sh
+# MODEL=modernbert (a random ModernBERT of MiniLM's size, scripts/make_random_modernbert.py) or
+# MODEL=<folder> fine-tunes that encoder in place of all-MiniLM-L6-v2.
 # LORA_R=8 (and LORA_ALPHA, default 16; LORA_DROPOUT, default 0): LoRA of that rank on both
 # sides (Lantern's [lora], peft's LoraConfig; classes and tags), which wants a larger LR, e.g.
 #   LORA_R=8 LR=1e-3 EPOCHS=4 bash scripts/finetune_compare.sh
@@ -61,6 +63,16 @@ EPOCHS="${EPOCHS:-2}"; LR="${LR:-1e-4}"; BATCH="${BATCH:-32}"; MAX_LENGTH="${MAX
 SEED="${SEED:-42}"; THREADS="${THREADS:-$(nproc)}"; OPTIM="${OPTIM:-adamw}"; MOMENTUM="${MOMENTUM:-0}"
 PY=$(bash scripts/ref_env.sh | tail -1)
 MINILM=$(bash scripts/fetch_minilm.sh | tail -1)
+# MODEL=modernbert: a ModernBERT of MiniLM's size with random weights and MiniLM's tokenizer
+# (scripts/make_random_modernbert.py; no pretrained one can be fetched here): speeds compare,
+# scores only against each other. MODEL=<folder>: any other encoder folder.
+case "${MODEL:-}" in
+    "") ;;
+    modernbert) "$PY" scripts/make_random_modernbert.py --tokenizer-from "$MINILM" \
+                    --out runs/random-modernbert >/dev/null
+                MINILM=runs/random-modernbert ;;
+    *) MINILM="$MODEL" ;;
+esac
 [[ -d data/raw/fortunes ]] || bash scripts/fetch_fortunes.sh
 python3 "scripts/$make" "${make_args[@]}"
 cargo build --release -p lantern-cli

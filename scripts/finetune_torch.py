@@ -8,7 +8,7 @@
         [--task tags|qa|choice] [--doc-stride 32]
         [--version-2-with-negative [--null-score-diff-threshold 0.0]]
 
-Same recipe as Lantern: BertForSequenceClassification from the pretrained encoder (fresh
+Same recipe as Lantern: BertForSequenceClassification (the folder family's class) from the pretrained encoder (fresh
 pooler-less head: the classifier is N(0, 0.02)), labels sorted by name, AdamW (β 0.9/0.999,
 ε 1e-8; or `--optim` sgd, adagrad, rmsprop with their keys as `train.optimizer` picks them)
 with weight decay on matrices only, linear warmup and decay per optimizer step,
@@ -75,8 +75,8 @@ import sys
 import time
 
 import torch
-from transformers import (AutoTokenizer, BertForQuestionAnswering, BertForSequenceClassification,
-                          BertForTokenClassification, get_linear_schedule_with_warmup)
+from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer,
+                          BertForQuestionAnswering, get_linear_schedule_with_warmup)
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
@@ -351,7 +351,8 @@ def main():
         tok, model = gpt2_classifier(args.model, labels, tags)
     else:
         tok = AutoTokenizer.from_pretrained(args.model)
-        model = (BertForTokenClassification if tags else BertForSequenceClassification).from_pretrained(
+        # The folder's own family (BertFor..., ModernBertFor...): transformers' Auto classes.
+        model = (AutoModelForTokenClassification if tags else AutoModelForSequenceClassification).from_pretrained(
             args.model,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),

@@ -308,16 +308,21 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<(BertConfig, Op
             .unwrap_or(default_pad) as u32,
         id2label,
         modern: None,
-        problem_type: match head {
-            Some(BertHead::SequenceClassification) => v
-                .get("problem_type")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            _ => None,
-        },
+        problem_type: problem_type(v, head),
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
     Ok((cfg, head))
+}
+
+/// A sequence classifier's `problem_type`; none for the other heads.
+fn problem_type(v: &Value, head: Option<BertHead>) -> Option<String> {
+    match head {
+        Some(BertHead::SequenceClassification) => v
+            .get("problem_type")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
 }
 
 /// ModernBertConfig's keys (transformers 5's `layer_types` and `rope_parameters`, or the
@@ -446,13 +451,7 @@ fn modern_config(
             .unwrap_or(MODERN_PAD) as u32,
         id2label,
         modern: Some(m),
-        problem_type: match head {
-            Some(BertHead::SequenceClassification) => v
-                .get("problem_type")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            _ => None,
-        },
+        problem_type: problem_type(v, head),
     };
     cfg.validate().map_err(|e| err(e.to_string()))?;
     Ok(cfg)
