@@ -277,3 +277,73 @@ fn gradients_match_transformers() {
     let loss = mean_ce(&cls.forward(&input, Mode::Eval).unwrap(), &labels.cls);
     assert_grads("cls", &params, &loss.backward().unwrap());
 }
+
+/// What the implementation does not cover is refused naming the file and the key; the keys of
+/// the published checkpoints (before transformers 5's `layer_types` and `rope_parameters`) read
+/// as the same config.
+#[test]
+fn unsupported_settings_are_refused_and_older_keys_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = common::read_json(&golden().join("tok/config.json"));
+    let (want, _) = hf::config_from_hf(&golden().join("tok/config.json")).unwrap();
+    let read = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = original.clone();
+        edit(&mut v);
+        let path = tmp.path().join("config.json");
+        std::fs::write(&path, v.to_string()).unwrap();
+        hf::config_from_hf(&path)
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string())
+    };
+    for (key, edit, says) in [
+        (
+            "rope type",
+            &(|v: &mut serde_json::Value| {
+                v["rope_parameters"]["full_attention"]["rope_type"] = "yarn".into()
+            }) as &dyn Fn(&mut serde_json::Value),
+            "rope_type \"yarn\"",
+        ),
+        (
+            "activation",
+            &|v: &mut serde_json::Value| v["hidden_activation"] = "gelu_new".into(),
+            "hidden_activation \"gelu_new\"",
+        ),
+        (
+            "pooling",
+            &|v: &mut serde_json::Value| v["classifier_pooling"] = "max".into(),
+            "classifier_pooling \"max\"",
+        ),
+        (
+            "layer types",
+            &|v: &mut serde_json::Value| v["layer_types"] = serde_json::json!(["full_attention"]),
+            "num_hidden_layers is 4",
+        ),
+        (
+            "layer kind",
+            &|v: &mut serde_json::Value| v["layer_types"][1] = "chunked_attention".into(),
+            "chunked_attention",
+        ),
+    ] {
+        let e = read(edit).unwrap_err();
+        assert!(e.contains("config.json") && e.contains(says), "{key}: {e}");
+    }
+    // The published checkpoints' keys: the pattern and the two bases by name.
+    let old = read(&|v| {
+        let m = v.as_object_mut().unwrap();
+        m.remove("layer_types");
+        m.remove("rope_parameters");
+    })
+    .unwrap();
+    assert_eq!(old, want);
+    let every_other = read(&|v| {
+        let m = v.as_object_mut().unwrap();
+        m.remove("layer_types");
+        m.insert("global_attn_every_n_layers".into(), 2.into());
+        m.insert("local_rope_theta".into(), 500.0.into());
+        m.remove("rope_parameters");
+    })
+    .unwrap();
+    let m = every_other.modern.unwrap();
+    assert_eq!(m.global_layers, [true, false, true, false]);
+    assert_eq!((m.global_rope_theta, m.local_rope_theta), (160000.0, 500.0));
+}
