@@ -1,5 +1,5 @@
 // Gated activations of the feed-forward, y = act(g) * u (SwiGLU: SiLU; GeGLU: the tanh GELU of
-// gelu.cuh), forward and backward, elementwise (CPU reference: crates/kernels/src/cpu/gated.rs,
+// gelu.cuh, or its exact erf GELU: ModernBERT's), forward and backward, elementwise (CPU reference: crates/kernels/src/cpu/gated.rs,
 // same formulas). Backward from dy: dg = dy * u * act'(g), du = dy * act(g), written to one
 // buffer of 2n values, dg first. Grid-stride loops, computed in float.
 //   SiLU: s = 1 / (1 + e^{-x}); f = x s; f' = s (1 + x (1 - s)). e^{-x} = inf for very negative
@@ -31,6 +31,7 @@ __device__ __forceinline__ float df_silu(float x) {
   }
 #define INSTANTIATE(S, T)                                \
   INSTANTIATE_ACT(silu, f_silu, df_silu, S, T)           \
-  INSTANTIATE_ACT(gelu_tanh, f_tanh, df_tanh, S, T)
+  INSTANTIATE_ACT(gelu_tanh, f_tanh, df_tanh, S, T)       \
+  INSTANTIATE_ACT(gelu_erf, f_erf, df_erf, S, T)
 INSTANTIATE(f32, float)
 INSTANTIATE(bf16, __nv_bfloat16)

@@ -436,6 +436,21 @@ fn check_ops(rep: &mut Report, s: &Setup, rng: &mut Rng) -> Result<()> {
                 &fg,
                 pick(s, &fg, &rg),
             )?;
+            let (fe, re) = (
+                |v: &[Tensor]| ops::geglu_erf(&v[0], &v[1]),
+                |v: &[Tensor]| reference::geglu_erf(&v[0], &v[1]),
+            );
+            check_op(
+                rep,
+                s,
+                gated_rng,
+                "geglu_erf",
+                &xs,
+                &[true, true],
+                dtype,
+                &fe,
+                pick(s, &fe, &re),
+            )?;
         }
         // Dropout: the op draws each element's mask from its position, the oracle from the
         // generator's sequence on the host; the same seed must zero the same elements, in the

@@ -14,6 +14,7 @@ fn cpu_mode_runs_every_check_and_passes() {
         "rope",
         "gelu_tanh",
         "gelu_erf",
+        "geglu_erf",
         "softmax_causal",
         "softmax_padding",
         "cross_entropy_w",

@@ -37,9 +37,9 @@ pub struct Kernels<T> {
     rope: [RopeFn<T>; 2],
     gelu_fwd: [unsafe extern "C" fn(*const T, *mut T, usize); 2],
     gelu_bwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 2],
-    /// SiLU, then the tanh GELU.
-    gated_fwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 2],
-    gated_bwd: [unsafe extern "C" fn(*const T, *const T, *const T, *mut T, usize); 2],
+    /// SiLU, the tanh GELU, the erf GELU.
+    gated_fwd: [unsafe extern "C" fn(*const T, *const T, *mut T, usize); 3],
+    gated_bwd: [unsafe extern "C" fn(*const T, *const T, *const T, *mut T, usize); 3],
     dropout: unsafe extern "C" fn(*const T, *mut T, usize, u64, u64, f32, f32),
     ce_fwd: CeFwd<T>,
     ce_bwd: CeBwd<T>,
@@ -81,10 +81,12 @@ impl Float for f32 {
         gated_fwd: [
             ffi::emu_gated_silu_fwd_f32,
             ffi::emu_gated_gelu_tanh_fwd_f32,
+            ffi::emu_gated_gelu_erf_fwd_f32,
         ],
         gated_bwd: [
             ffi::emu_gated_silu_bwd_f32,
             ffi::emu_gated_gelu_tanh_bwd_f32,
+            ffi::emu_gated_gelu_erf_bwd_f32,
         ],
         dropout: ffi::emu_dropout_f32,
         ce_fwd: ffi::emu_cross_entropy_fwd_f32,
@@ -112,10 +114,12 @@ impl Float for bf16 {
         gated_fwd: [
             ffi::emu_gated_silu_fwd_bf16,
             ffi::emu_gated_gelu_tanh_fwd_bf16,
+            ffi::emu_gated_gelu_erf_fwd_bf16,
         ],
         gated_bwd: [
             ffi::emu_gated_silu_bwd_bf16,
             ffi::emu_gated_gelu_tanh_bwd_bf16,
+            ffi::emu_gated_gelu_erf_bwd_bf16,
         ],
         dropout: ffi::emu_dropout_bf16,
         ce_fwd: ffi::emu_cross_entropy_fwd_bf16,
@@ -307,6 +311,8 @@ mod ffi {
         pub fn emu_gated_silu_fwd_bf16(g: *const bf16, u: *const bf16, y: *mut bf16, n: usize);
         pub fn emu_gated_gelu_tanh_fwd_f32(g: *const f32, u: *const f32, y: *mut f32, n: usize);
         pub fn emu_gated_gelu_tanh_fwd_bf16(g: *const bf16, u: *const bf16, y: *mut bf16, n: usize);
+        pub fn emu_gated_gelu_erf_fwd_f32(g: *const f32, u: *const f32, y: *mut f32, n: usize);
+        pub fn emu_gated_gelu_erf_fwd_bf16(g: *const bf16, u: *const bf16, y: *mut bf16, n: usize);
         pub fn emu_gated_silu_bwd_f32(
             g: *const f32,
             u: *const f32,
@@ -329,6 +335,20 @@ mod ffi {
             n: usize,
         );
         pub fn emu_gated_gelu_tanh_bwd_bf16(
+            g: *const bf16,
+            u: *const bf16,
+            dy: *const bf16,
+            dgu: *mut bf16,
+            n: usize,
+        );
+        pub fn emu_gated_gelu_erf_bwd_f32(
+            g: *const f32,
+            u: *const f32,
+            dy: *const f32,
+            dgu: *mut f32,
+            n: usize,
+        );
+        pub fn emu_gated_gelu_erf_bwd_bf16(
             g: *const bf16,
             u: *const bf16,
             dy: *const bf16,
@@ -815,6 +835,7 @@ pub fn gelu_bwd<T: Float>(kind: Gelu, x: &[T], dy: &[T]) -> Vec<T> {
 pub enum Gate {
     Silu = 0,
     GeluTanh = 1,
+    GeluErf = 2,
 }
 
 /// gated.cu forward: y = act(g) * u.

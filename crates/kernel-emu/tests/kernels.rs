@@ -419,6 +419,7 @@ fn gated_case<T: Conv>(rng: &mut Rng) {
         for (gate, f) in [
             (emu::Gate::Silu, ops::swiglu as Op),
             (emu::Gate::GeluTanh, ops::geglu_tanh),
+            (emu::Gate::GeluErf, ops::geglu_erf),
         ] {
             let (vg, vu) = (
                 Var::from_tensor(&gt).unwrap(),

@@ -27,7 +27,7 @@ pub use grad_norm::{clip_grad_norm, grad_norm, scale_grads, ClipOutcome};
 pub use ops::{
     bias_add, bias_gelu_erf, bias_gelu_tanh, causal_attention, causal_attention_kernel_on,
     causal_mask, causal_mask_after, cross_entropy_rows, cross_entropy_sum, dropout, embedding,
-    geglu_tanh, gelu_erf, gelu_tanh, inference_matmul, layer_norm, masked_softmax,
+    geglu_erf, geglu_tanh, gelu_erf, gelu_tanh, inference_matmul, layer_norm, masked_softmax,
     packed_causal_attention, packed_positions, rms_norm, rope, sliding_causal_mask, swiglu,
     GEMV_MAX_ROWS,
 };

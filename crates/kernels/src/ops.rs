@@ -130,11 +130,17 @@ pub fn geglu_tanh(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     gated(g, u, Gate::GeluTanh)
 }
 
+/// ModernBERT's `gelu(g) · u` with the exact erf GELU in one pass, as [`swiglu`].
+pub fn geglu_erf(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    gated(g, u, Gate::GeluErf)
+}
+
 fn gated(g: &Tensor, u: &Tensor, gate: Gate) -> Result<Tensor> {
     if !fused(g.device()) {
         return match gate {
             Gate::Silu => reference::swiglu(g, u),
             Gate::GeluTanh => reference::geglu_tanh(g, u),
+            Gate::GeluErf => reference::geglu_erf(g, u),
         };
     }
     let dtype = g.dtype();

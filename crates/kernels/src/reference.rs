@@ -83,6 +83,11 @@ pub fn geglu_tanh(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     g.gelu()? * u
 }
 
+/// `gelu(g) · u` with candle's exact erf GELU and product; see [`crate::ops::geglu_erf`].
+pub fn geglu_erf(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    g.gelu_erf()? * u
+}
+
 /// `x + b` over the rows of x, candle's broadcast add (its backward sums in x's dtype).
 pub fn bias_add(x: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.broadcast_add(b)

@@ -1,5 +1,6 @@
 //! The gated activation of a feed-forward block, `y = act(g) · u`: SwiGLU with SiLU (Llama,
-//! Mistral, Qwen, …), GeGLU with the tanh GELU (Gemma), fused into one pass each way.
+//! Mistral, Qwen, …), GeGLU with the tanh GELU (Gemma) or the exact erf GELU (ModernBERT),
+//! fused into one pass each way.
 //!
 //! Backward, from dy: `dg = dy · u · act'(g)` and `du = dy · act(g)`, both from one read of
 //! g, u and dy. candle's composite runs `silu` (a libm `exp` per element), the product, and a
@@ -9,9 +10,9 @@
 //!
 //! SiLU: with `s = 1 / (1 + e^{-x})`, `f(x) = x s`, `f'(x) = s (1 + x (1 − s))`. For very
 //! negative x, e^{-x} = inf gives s = 0, f = −0 and f' = 0: no NaN from the exp's range.
-//! The tanh GELU is [`super::gelu`]'s, formulas and constants alike.
+//! The GELUs are [`super::gelu`]'s, formulas and constants alike.
 
-use super::gelu::{Act, TanhGelu};
+use super::gelu::{Act, ErfGelu, TanhGelu};
 use super::{float_dtype, for_row_blocks, simd_kernel, slice, with_float, Real};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
@@ -25,6 +26,8 @@ pub enum Gate {
     Silu,
     /// `gelu_tanh(g) · u` (Gemma's `gelu_pytorch_tanh`).
     GeluTanh,
+    /// `gelu(g) · u` with the exact erf GELU (ModernBERT's `Wi` input and gate).
+    GeluErf,
 }
 
 /// Backward: (g, u, dy) → (2, ..): `dg` then `du`, each of g's shape.
@@ -66,6 +69,10 @@ macro_rules! with_gate {
             }
             Gate::GeluTanh => {
                 type $A = TanhGelu;
+                $body
+            }
+            Gate::GeluErf => {
+                type $A = ErfGelu;
                 $body
             }
         }
@@ -142,6 +149,7 @@ impl CustomOp2 for Gate {
         match self {
             Gate::Silu => "lantern-swiglu",
             Gate::GeluTanh => "lantern-geglu-tanh",
+            Gate::GeluErf => "lantern-geglu-erf",
         }
     }
 
@@ -234,9 +242,10 @@ mod tests {
     use candle_core::{DType, Tensor};
 
     type F = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
-    const PAIRS: [(F, F); 2] = [
+    const PAIRS: [(F, F); 3] = [
         (ops::swiglu, reference::swiglu),
         (ops::geglu_tanh, reference::geglu_tanh),
+        (ops::geglu_erf, reference::geglu_erf),
     ];
 
     #[test]

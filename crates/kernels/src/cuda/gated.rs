@@ -15,6 +15,7 @@ fn gate_name(gate: Gate) -> &'static str {
     match gate {
         Gate::Silu => "gated_silu",
         Gate::GeluTanh => "gated_gelu_tanh",
+        Gate::GeluErf => "gated_gelu_erf",
     }
 }
 

@@ -483,9 +483,8 @@ impl Stack {
         let x = (x + y)?;
         let normed = k::layer_norm(&x, &lyr.mlp_norm.0, &lyr.mlp_norm.1, eps)?;
         let gu = lyr.wi.apply(&normed, mode)?; // (B, T, 2F): the input, then the gate
-        let input = gu.narrow(2, 0, f)?.contiguous()?;
-        let gate = gu.narrow(2, f, f)?;
-        let act = (k::gelu_erf(&input)? * gate)?;
+                                               // One fused pass each way (the op makes the two halves contiguous).
+        let act = k::geglu_erf(&gu.narrow(2, 0, f)?, &gu.narrow(2, f, f)?)?;
         let y = lyr.mlp_wo.apply(&drop(act, m.mlp_dropout, mode)?, mode)?;
         let x = (x + y)?;
         match l + 1 == self.layers.len() {
