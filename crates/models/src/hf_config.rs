@@ -30,6 +30,14 @@ pub(crate) fn file_err(path: &Path) -> impl Fn(String) -> Error + '_ {
 /// Gemma 3 4B and larger), whose language model is read as `gemma3_text`.
 pub const GEMMA3_MULTIMODAL: &str = "gemma3";
 
+/// The non-negative integer under `key` of a config read from `path`, or an error naming both.
+pub(crate) fn usize_key(v: &Value, key: &str, path: &Path) -> Result<usize> {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .map(|x| x as usize)
+        .ok_or_else(|| file_err(path)(format!("missing or non-integer \"{key}\"")))
+}
+
 /// The JSON object of a `config.json`; a multimodal Gemma 3's is its language model's
 /// ([`language_model_of`]).
 pub(crate) fn read_json(path: &Path) -> Result<Value> {

@@ -167,12 +167,7 @@ pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<(BertConfig, Op
             "\"sinusoidal_pos_embds\": true is not supported (only learned positions)".into(),
         ));
     }
-    let int = |k: &str| -> Result<usize> {
-        v.get(k)
-            .and_then(Value::as_u64)
-            .map(|x| x as usize)
-            .ok_or_else(|| err(format!("missing or non-integer \"{k}\"")))
-    };
+    let int = |k: &str| hf_config::usize_key(v, k, path);
     let float = |k: &str, d: f64| v.get(k).and_then(Value::as_f64).unwrap_or(d);
     if let Some(pe) = v.get("position_embedding_type").and_then(Value::as_str) {
         if pe != "absolute" {
@@ -335,12 +330,7 @@ fn modern_config(
     id2label: BTreeMap<usize, String>,
 ) -> Result<BertConfig> {
     let err = hf_config::file_err(path);
-    let int = |k: &str| -> Result<usize> {
-        v.get(k)
-            .and_then(Value::as_u64)
-            .map(|x| x as usize)
-            .ok_or_else(|| err(format!("missing or non-integer \"{k}\"")))
-    };
+    let int = |k: &str| hf_config::usize_key(v, k, path);
     let float = |k: &str, d: f64| v.get(k).and_then(Value::as_f64).unwrap_or(d);
     let flag = |k: &str, d: bool| v.get(k).and_then(Value::as_bool).unwrap_or(d);
     let string = |k: &str, d: &str| v.get(k).and_then(Value::as_str).unwrap_or(d).to_string();

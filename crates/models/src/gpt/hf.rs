@@ -49,12 +49,7 @@ pub fn config_from_hf(path: &Path) -> Result<GptConfig> {
 /// [`config_from_hf`] of the parsed file (`path` is for messages).
 pub(crate) fn config_from_json(v: &Value, path: &Path) -> Result<GptConfig> {
     let err = hf_config::file_err(path);
-    let int = |k: &str| -> Result<usize> {
-        v.get(k)
-            .and_then(Value::as_u64)
-            .map(|x| x as usize)
-            .ok_or_else(|| err(format!("missing or non-integer \"{k}\"")))
-    };
+    let int = |k: &str| hf_config::usize_key(v, k, path);
     let float = |k: &str, d: f64| v.get(k).and_then(Value::as_f64).unwrap_or(d);
     if let Some(mt) = v.get("model_type").and_then(Value::as_str) {
         if mt != "gpt2" {
