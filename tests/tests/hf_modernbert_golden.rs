@@ -200,22 +200,6 @@ fn export_writes_transformers_names_and_config() {
     }
 }
 
-/// The summed cross-entropy of `logits` (N, C) over the rows whose label is not -100, divided
-/// by their number (transformers' mean), as a tensor to differentiate.
-fn mean_ce(logits: &Tensor, labels: &[i64]) -> Tensor {
-    let dev = logits.device();
-    let targets: Vec<u32> = labels.iter().map(|&y| y.max(0) as u32).collect();
-    let weights: Vec<f32> = labels.iter().map(|&y| f32::from(y >= 0)).collect();
-    let n = weights.iter().sum::<f32>() as f64;
-    let sum = lantern_kernels::cross_entropy_sum(
-        logits,
-        &Tensor::new(targets.as_slice(), dev).unwrap(),
-        Some(&Tensor::new(weights.as_slice(), dev).unwrap()),
-    )
-    .unwrap();
-    (sum / n).unwrap()
-}
-
 /// Every parameter's gradient (`grads`) against transformers' `grad.<tag>.<name>`: within
 /// 1e-4 of the largest entry of transformers' gradient, plus 1e-6.
 fn assert_grads(
@@ -268,13 +252,13 @@ fn gradients_match_transformers() {
     let mlm = lantern_models::bert::BertForMaskedLM::new(&cfg, &params).unwrap();
     let logits = mlm.forward(&input, Mode::Eval).unwrap();
     let (b, t, v) = logits.dims3().unwrap();
-    let loss = mean_ce(&logits.reshape((b * t, v)).unwrap(), &labels.mlm);
+    let loss = common::mean_ce_tensor(&logits.reshape((b * t, v)).unwrap(), &labels.mlm);
     assert_grads("mlm", &params, &loss.backward().unwrap());
 
     let head = BertHead::SequenceClassification;
     let (cfg, params, _) = common::load_in(&golden().join("cls"), head);
     let cls = BertClassifier::new(&cfg, &params, head).unwrap();
-    let loss = mean_ce(&cls.forward(&input, Mode::Eval).unwrap(), &labels.cls);
+    let loss = common::mean_ce_tensor(&cls.forward(&input, Mode::Eval).unwrap(), &labels.cls);
     assert_grads("cls", &params, &loss.backward().unwrap());
 }
 

@@ -158,18 +158,22 @@ pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 /// transformers' mean cross-entropy over the rows whose label is not -100. logits: (N, V),
 /// labels: N.
 pub fn mean_ce_ignoring(logits: &Tensor, labels: &[i64]) -> f32 {
+    mean_ce_tensor(logits, labels).to_scalar::<f32>().unwrap()
+}
+
+/// [`mean_ce_ignoring`] as a scalar tensor on the logits' device, to differentiate.
+pub fn mean_ce_tensor(logits: &Tensor, labels: &[i64]) -> Tensor {
+    let dev = logits.device();
     let targets: Vec<u32> = labels.iter().map(|&y| y.max(0) as u32).collect();
     let weights: Vec<f32> = labels.iter().map(|&y| f32::from(y >= 0)).collect();
-    let n = weights.iter().sum::<f32>();
-    lantern_kernels::cross_entropy_sum(
+    let n = weights.iter().sum::<f32>() as f64;
+    let sum = lantern_kernels::cross_entropy_sum(
         logits,
-        &Tensor::new(targets.as_slice(), &Device::Cpu).unwrap(),
-        Some(&Tensor::new(weights.as_slice(), &Device::Cpu).unwrap()),
+        &Tensor::new(targets.as_slice(), dev).unwrap(),
+        Some(&Tensor::new(weights.as_slice(), dev).unwrap()),
     )
-    .unwrap()
-    .to_scalar::<f32>()
-    .unwrap()
-        / n
+    .unwrap();
+    (sum / n).unwrap()
 }
 
 /// Asserts |got - want| <= tol, naming `what`.

@@ -390,15 +390,15 @@ pub fn init_params(
 
 /// `act(x @ w^T + b)` for x: (.., in), w: (out, in), b: (out); the bias (and the GELU, when
 /// `gelu`) is one fused op after the matmul.
-fn linear_act(x: &Tensor, wb: &(Tensor, Tensor), gelu: bool) -> Result<Tensor> {
-    adapted_act(x, wb, None, gelu, &mut Mode::Eval)
+fn linear_act(x: &Tensor, (w, b): &(Tensor, Tensor), gelu: bool) -> Result<Tensor> {
+    adapted_act(x, (w, Some(b)), None, gelu, &mut Mode::Eval)
 }
 
 /// [`linear_act`] with `lora`'s side path (its dropout drawn from `mode`) added before the
-/// bias (and the GELU).
-fn adapted_act(
+/// bias (and the GELU); a layer without a bias (ModernBERT's) skips the add.
+pub(super) fn adapted_act(
     x: &Tensor,
-    (w, b): &(Tensor, Tensor),
+    (w, b): (&Tensor, Option<&Tensor>),
     lora: Option<&LowRank>,
     gelu: bool,
     mode: &mut Mode<'_>,
@@ -407,9 +407,11 @@ fn adapted_act(
     let (n_out, n_in) = w.dims2()?;
     let x = x.reshape((x.elem_count() / n_in, n_in))?;
     let y = add_side(lora, &x, x.matmul(&w.t()?)?, mode)?; // (rows, out)
-    let y = match gelu {
-        true => k::bias_gelu_erf(&y, b)?,
-        false => k::bias_add(&y, b)?,
+    let y = match (gelu, b) {
+        (true, Some(b)) => k::bias_gelu_erf(&y, b)?,
+        (false, Some(b)) => k::bias_add(&y, b)?,
+        (true, None) => k::gelu_erf(&y)?,
+        (false, None) => y,
     };
     *dims.last_mut().expect("rank >= 1") = n_out;
     Ok(y.reshape(dims)?)
@@ -425,7 +427,13 @@ fn linear(x: &Tensor, wb: &(Tensor, Tensor)) -> Result<Tensor> {
 impl Dense {
     /// [`linear_act`] with the adapter's side path added before the bias (and the GELU).
     fn apply(&self, x: &Tensor, gelu: bool, mode: &mut Mode<'_>) -> Result<Tensor> {
-        adapted_act(x, &self.wb, self.lora.as_ref(), gelu, mode)
+        adapted_act(
+            x,
+            (&self.wb.0, Some(&self.wb.1)),
+            self.lora.as_ref(),
+            gelu,
+            mode,
+        )
     }
 }
 
@@ -477,7 +485,8 @@ fn pair(params: &Params, p: &str) -> Result<(Tensor, Tensor)> {
     ))
 }
 
-fn drop(x: Tensor, p: f64, mode: &mut Mode<'_>) -> Result<Tensor> {
+/// Dropout with probability `p` while training; x as it is otherwise.
+pub(super) fn drop(x: Tensor, p: f64, mode: &mut Mode<'_>) -> Result<Tensor> {
     match mode {
         Mode::Train(rng) if p > 0.0 => Ok(k::dropout(&x, p, rng)?),
         _ => Ok(x),
@@ -736,32 +745,21 @@ impl BertForMaskedLM {
                 cfg.model_type.model_type()
             ))
         })?;
-        if let Some(m) = &cfg.modern {
-            let ((transform, transform_ln), bias) = (
+        let bert = BertModel::new(cfg, params, BertHead::MaskedLm)?;
+        let ((transform, transform_ln), bias) = match &cfg.modern {
+            // ModernBERT's decoder may have no bias (`decoder_bias`): zeros, a constant.
+            Some(m) if !m.decoder_bias => (
                 modern::prediction_head(cfg, params)?,
-                match m.decoder_bias {
-                    true => params.get(bias)?,
-                    false => {
-                        let w = params.get(&format!(
-                            "{}embeddings.tok_embeddings.weight",
-                            cfg.prefix(BertHead::MaskedLm)
-                        ))?;
-                        Tensor::zeros(cfg.vocab_size, w.dtype(), w.device())?
-                    }
-                },
-            );
-            return Ok(Self {
-                bert: BertModel::new(cfg, params, BertHead::MaskedLm)?,
-                transform,
-                transform_ln,
-                bias,
-            });
-        }
+                Tensor::zeros(cfg.vocab_size, bert.word.dtype(), bert.word.device())?,
+            ),
+            Some(_) => (modern::prediction_head(cfg, params)?, params.get(bias)?),
+            None => ((pair(params, dense)?, pair(params, ln)?), params.get(bias)?),
+        };
         Ok(Self {
-            bert: BertModel::new(cfg, params, BertHead::MaskedLm)?,
-            transform: pair(params, dense)?,
-            transform_ln: pair(params, ln)?,
-            bias: params.get(bias)?,
+            bert,
+            transform,
+            transform_ln,
+            bias,
         })
     }
 

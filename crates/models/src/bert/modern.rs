@@ -13,11 +13,12 @@
 //! LayerNorm) before their output layer: `decoder` (tied to the token embeddings) for the
 //! masked LM, `classifier` for every other task.
 
+use super::model::{adapted_act, drop as dropout};
 use super::BertConfig;
 use crate::llama::Rope;
-use crate::lowrank::{add_side, LowRank};
+use crate::lowrank::LowRank;
 use crate::{Error, Mode, Params, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, TensorId};
 use lantern_kernels::{self as k, Rng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -304,16 +305,13 @@ impl Lin {
 
     /// x (.., in) → (.., out).
     fn apply(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
-        let mut dims = x.dims().to_vec();
-        let (n_out, n_in) = self.w.dims2()?;
-        let x2 = x.reshape((x.elem_count() / n_in, n_in))?;
-        let y = add_side(self.lora.as_ref(), &x2, x2.matmul(&self.w.t()?)?, mode)?;
-        let y = match &self.b {
-            Some(b) => k::bias_add(&y, b)?,
-            None => y,
-        };
-        *dims.last_mut().expect("rank >= 1") = n_out;
-        Ok(y.reshape(dims)?)
+        adapted_act(
+            x,
+            (&self.w, self.b.as_ref()),
+            self.lora.as_ref(),
+            false,
+            mode,
+        )
     }
 }
 
@@ -336,16 +334,17 @@ pub(crate) struct Stack {
     local_rope: Rope,
     /// A key sees the queries within this many positions in a local layer.
     half_window: usize,
-    /// The last window mask built, by sequence length: every local layer of a forward (and
-    /// every step of a run of one length) shares it.
-    window: Mutex<Option<(usize, Tensor)>>,
+    /// The local layers' masks last built: every local layer of a forward shares one.
+    masks: Mutex<LocalMasks>,
 }
 
-fn drop(x: Tensor, p: f64, mode: &mut Mode<'_>) -> Result<Tensor> {
-    match mode {
-        Mode::Train(rng) if p > 0.0 => Ok(k::dropout(&x, p, rng)?),
-        _ => Ok(x),
-    }
+/// The window mask by sequence length (every step of a run of one length shares it), and the
+/// window with the padding mask added, by the padding mask it was built from (every local
+/// layer of one forward, and their recomputation in the backward pass, share it).
+#[derive(Default)]
+struct LocalMasks {
+    window: Option<(usize, Tensor)>,
+    with_padding: Option<(TensorId, Tensor)>,
 }
 
 impl Stack {
@@ -387,7 +386,7 @@ impl Stack {
             local_rope: rope(m.local_rope_theta)?,
             final_norm,
             half_window: m.local_attention / 2,
-            window: Mutex::new(None),
+            masks: Mutex::new(LocalMasks::default()),
         })
     }
 
@@ -398,8 +397,8 @@ impl Stack {
     /// The additive mask of a local layer over T positions: 0 where |query − key| ≤ the half
     /// window, −∞ elsewhere → (1, 1, T, T) f32, added to `key_mask` (B, 1, 1, T) when given.
     fn window_mask(&self, t: usize, key_mask: Option<&Tensor>, device: &Device) -> Result<Tensor> {
-        let mut cached = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let window = match cached.as_ref() {
+        let mut masks = self.masks.lock().unwrap_or_else(|e| e.into_inner());
+        let window = match &masks.window {
             Some((len, m)) if *len == t && m.device().same_device(device) => m.clone(),
             _ => {
                 let w = self.half_window;
@@ -410,16 +409,21 @@ impl Stack {
                     })
                     .collect();
                 let m = Tensor::from_vec(v, (1, 1, t, t), device)?;
-                *cached = Some((t, m.clone()));
+                masks.window = Some((t, m.clone()));
                 m
             }
         };
-        // The module's `drop` is dropout's.
-        std::mem::drop(cached);
-        Ok(match key_mask {
-            Some(m) => window.broadcast_add(&m.to_dtype(DType::F32)?)?, // (B, 1, T, T)
-            None => window,
-        })
+        let Some(key_mask) = key_mask else {
+            return Ok(window);
+        };
+        match &masks.with_padding {
+            Some((id, m)) if *id == key_mask.id() => Ok(m.clone()),
+            _ => {
+                let m = window.broadcast_add(&key_mask.to_dtype(DType::F32)?)?; // (B, 1, T, T)
+                masks.with_padding = Some((key_mask.id(), m.clone()));
+                Ok(m)
+            }
+        }
     }
 
     /// Layer `l` on x (B, T, C) with the padding mask (B, 1, 1, T) → (B, T, C); the last layer
@@ -473,9 +477,9 @@ impl Stack {
         };
         let att = q.matmul(&kk.t()?)?; // (B, H, T, T)
         let att = k::masked_softmax(&att, 1.0 / (hd as f64).sqrt(), mask.as_ref())?;
-        let att = drop(att, cfg.attention_probs_dropout_prob, mode)?;
+        let att = dropout(att, cfg.attention_probs_dropout_prob, mode)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
-        let y = drop(
+        let y = dropout(
             lyr.wo.apply(&y, mode)?,
             cfg.attention_probs_dropout_prob,
             mode,
@@ -485,7 +489,9 @@ impl Stack {
         let gu = lyr.wi.apply(&normed, mode)?; // (B, T, 2F): the input, then the gate
                                                // One fused pass each way (the op makes the two halves contiguous).
         let act = k::geglu_erf(&gu.narrow(2, 0, f)?, &gu.narrow(2, f, f)?)?;
-        let y = lyr.mlp_wo.apply(&drop(act, m.mlp_dropout, mode)?, mode)?;
+        let y = lyr
+            .mlp_wo
+            .apply(&dropout(act, m.mlp_dropout, mode)?, mode)?;
         let x = (x + y)?;
         match l + 1 == self.layers.len() {
             true => Ok(k::layer_norm(
